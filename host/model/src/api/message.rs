@@ -1,0 +1,326 @@
+//! JSON-RPC 2.0 envelopes of the local API and the parsing of an incoming frame.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Error codes: JSON-RPC's own, then AllPeers' application codes (-32000 and below).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// The frame is not UTF-8 or not JSON.
+    ParseError,
+    /// JSON, but not a JSON-RPC request (no method, no id, wrong `jsonrpc`).
+    InvalidRequest,
+    MethodNotFound,
+    InvalidParams,
+    Internal,
+    /// A method was called before `hello`.
+    HelloRequired,
+    /// `hello` asked for an API version the daemon does not speak.
+    UnsupportedVersion,
+    /// The frame's length prefix is over the limit; the connection is closed.
+    FrameTooLarge,
+    /// The stream ended inside a frame; the connection is closed.
+    TruncatedFrame,
+    /// The identity is sealed with a passphrase and has not been unlocked yet.
+    IdentityLocked,
+    /// The passphrase does not open the identity.
+    WrongPassphrase,
+    /// The daemon is shutting down.
+    ShuttingDown,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> i32 {
+        match self {
+            ErrorCode::ParseError => -32700,
+            ErrorCode::InvalidRequest => -32600,
+            ErrorCode::MethodNotFound => -32601,
+            ErrorCode::InvalidParams => -32602,
+            ErrorCode::Internal => -32603,
+            ErrorCode::HelloRequired => -32000,
+            ErrorCode::UnsupportedVersion => -32001,
+            ErrorCode::FrameTooLarge => -32002,
+            ErrorCode::TruncatedFrame => -32003,
+            ErrorCode::IdentityLocked => -32010,
+            ErrorCode::WrongPassphrase => -32011,
+            ErrorCode::ShuttingDown => -32020,
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<ErrorCode> {
+        ALL_CODES.iter().copied().find(|c| c.code() == code)
+    }
+}
+
+const ALL_CODES: [ErrorCode; 12] = [
+    ErrorCode::ParseError,
+    ErrorCode::InvalidRequest,
+    ErrorCode::MethodNotFound,
+    ErrorCode::InvalidParams,
+    ErrorCode::Internal,
+    ErrorCode::HelloRequired,
+    ErrorCode::UnsupportedVersion,
+    ErrorCode::FrameTooLarge,
+    ErrorCode::TruncatedFrame,
+    ErrorCode::IdentityLocked,
+    ErrorCode::WrongPassphrase,
+    ErrorCode::ShuttingDown,
+];
+
+/// The `error` member of a response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
+#[error("{message} (code {code})")]
+pub struct RpcError {
+    pub code: i32,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+}
+
+impl RpcError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        RpcError {
+            code: code.code(),
+            message: message.into(),
+            data: None,
+        }
+    }
+
+    pub fn kind(&self) -> Option<ErrorCode> {
+        ErrorCode::from_code(self.code)
+    }
+}
+
+/// A request from a client. `id` is a number or a string chosen by the client and echoed
+/// in the response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub jsonrpc: String,
+    pub id: Value,
+    pub method: String,
+    #[serde(default, skip_serializing_if = "Value::is_null")]
+    pub params: Value,
+}
+
+impl Request {
+    pub fn new(id: u64, method: impl Into<String>, params: Value) -> Self {
+        Request {
+            jsonrpc: "2.0".into(),
+            id: Value::from(id),
+            method: method.into(),
+            params,
+        }
+    }
+}
+
+/// The one response to a request: exactly one of `result` and `error`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    pub jsonrpc: String,
+    /// `null` when the request could not be read far enough to find its id.
+    pub id: Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RpcError>,
+}
+
+impl Response {
+    pub fn ok(id: Value, result: Value) -> Self {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: Some(result),
+            error: None,
+        }
+    }
+
+    pub fn err(id: Value, error: RpcError) -> Self {
+        Response {
+            jsonrpc: "2.0".into(),
+            id,
+            result: None,
+            error: Some(error),
+        }
+    }
+}
+
+/// A pushed event: a JSON-RPC notification `{"method":"event","params":{"topic":..,"data":..}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub topic: String,
+    pub data: Value,
+}
+
+impl Event {
+    pub fn to_notification(&self) -> Value {
+        serde_json::json!({"jsonrpc": "2.0", "method": "event", "params": self})
+    }
+}
+
+/// What a client receives: a response, or a notification (an event or a chunk).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Incoming {
+    Response(Response),
+    Notification { method: String, params: Value },
+}
+
+impl Incoming {
+    /// Reads a frame sent by the daemon.
+    pub fn parse(frame: &[u8]) -> Result<Incoming, RpcError> {
+        let value: Value = serde_json::from_slice(frame)
+            .map_err(|e| RpcError::new(ErrorCode::ParseError, format!("invalid JSON: {e}")))?;
+        if value.get("id").is_some() {
+            let response = serde_json::from_value(value).map_err(|e| {
+                RpcError::new(ErrorCode::InvalidRequest, format!("bad response: {e}"))
+            })?;
+            return Ok(Incoming::Response(response));
+        }
+        let method = value
+            .get("method")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                RpcError::new(
+                    ErrorCode::InvalidRequest,
+                    "neither response nor notification",
+                )
+            })?
+            .to_string();
+        let params = value.get("params").cloned().unwrap_or(Value::Null);
+        Ok(Incoming::Notification { method, params })
+    }
+}
+
+/// Longest method name accepted; anything longer is certainly not one of ours.
+const MAX_METHOD_LEN: usize = 128;
+
+/// Reads a frame sent by a client. On failure, the error response to send back (with the
+/// request's id when it could be found, else `null`).
+pub fn parse_request(frame: &[u8]) -> Result<Request, Box<Response>> {
+    let text = std::str::from_utf8(frame).map_err(|e| {
+        Box::new(Response::err(
+            Value::Null,
+            RpcError::new(
+                ErrorCode::ParseError,
+                format!(
+                    "frame is not valid UTF-8 (invalid byte at offset {})",
+                    e.valid_up_to()
+                ),
+            ),
+        ))
+    })?;
+    let value: Value = serde_json::from_str(text).map_err(|e| {
+        Box::new(Response::err(
+            Value::Null,
+            RpcError::new(
+                ErrorCode::ParseError,
+                format!("frame is not valid JSON: {e}"),
+            ),
+        ))
+    })?;
+    let invalid = |id: Value, why: &str| {
+        Box::new(Response::err(
+            id,
+            RpcError::new(ErrorCode::InvalidRequest, format!("invalid request: {why}")),
+        ))
+    };
+    let Value::Object(object) = value else {
+        return Err(invalid(Value::Null, "expected a JSON object"));
+    };
+    let id = match object.get("id") {
+        Some(id @ (Value::Number(_) | Value::String(_))) => id.clone(),
+        Some(_) => return Err(invalid(Value::Null, "\"id\" must be a number or a string")),
+        None => {
+            return Err(invalid(
+                Value::Null,
+                "missing \"id\" (every request gets a response)",
+            ));
+        }
+    };
+    if object.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(invalid(id, "\"jsonrpc\" must be \"2.0\""));
+    }
+    let method = match object.get("method") {
+        Some(Value::String(m)) if !m.is_empty() && m.len() <= MAX_METHOD_LEN => m.clone(),
+        Some(Value::String(_)) => return Err(invalid(id, "\"method\" is empty or too long")),
+        _ => return Err(invalid(id, "missing string \"method\"")),
+    };
+    let params = object.get("params").cloned().unwrap_or(Value::Null);
+    if !matches!(params, Value::Null | Value::Object(_) | Value::Array(_)) {
+        return Err(invalid(id, "\"params\" must be an object or an array"));
+    }
+    Ok(Request {
+        jsonrpc: "2.0".into(),
+        id,
+        method,
+        params,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn err_of(frame: &[u8]) -> Response {
+        *parse_request(frame).unwrap_err()
+    }
+
+    #[test]
+    fn a_valid_request_parses() {
+        let req = parse_request(br#"{"jsonrpc":"2.0","id":7,"method":"hello","params":{"a":1}}"#)
+            .unwrap();
+        assert_eq!(req.id, json!(7));
+        assert_eq!(req.method, "hello");
+        assert_eq!(req.params, json!({"a":1}));
+    }
+
+    #[test]
+    fn bad_frames_name_the_problem() {
+        let utf8 = err_of(b"{\"x\":\"\xff\"}");
+        assert_eq!(
+            utf8.error.as_ref().unwrap().kind(),
+            Some(ErrorCode::ParseError)
+        );
+        assert!(utf8.error.unwrap().message.contains("UTF-8"));
+
+        let json = err_of(b"{nope");
+        assert!(json.error.unwrap().message.contains("not valid JSON"));
+
+        let no_method = err_of(br#"{"jsonrpc":"2.0","id":"a"}"#);
+        assert_eq!(no_method.id, json!("a"));
+        assert_eq!(
+            no_method.error.unwrap().kind(),
+            Some(ErrorCode::InvalidRequest)
+        );
+
+        let no_id = err_of(br#"{"jsonrpc":"2.0","method":"x"}"#);
+        assert!(no_id.error.unwrap().message.contains("id"));
+
+        let bad_params = err_of(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#);
+        assert!(bad_params.error.unwrap().message.contains("params"));
+    }
+
+    #[test]
+    fn error_codes_round_trip() {
+        for code in ALL_CODES {
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+        }
+    }
+
+    #[test]
+    fn incoming_tells_responses_from_notifications() {
+        let event = Event {
+            topic: "t".into(),
+            data: json!(1),
+        }
+        .to_notification();
+        let parsed = Incoming::parse(event.to_string().as_bytes()).unwrap();
+        assert!(matches!(parsed, Incoming::Notification { ref method, .. } if method == "event"));
+        let resp = serde_json::to_vec(&Response::ok(json!(1), json!("r"))).unwrap();
+        assert!(matches!(
+            Incoming::parse(&resp).unwrap(),
+            Incoming::Response(_)
+        ));
+    }
+}

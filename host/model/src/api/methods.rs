@@ -1,0 +1,124 @@
+//! Parameters and results of the local API's methods, and the event topics.
+//!
+//! Method names are `area.verb`. `docs/api.md` is the reference; keep the two in step.
+
+use serde::{Deserialize, Serialize};
+
+use crate::PeerId;
+
+pub const HELLO: &str = "hello";
+pub const PING: &str = "ping";
+pub const STATUS_GET: &str = "status.get";
+pub const IDENTITY_GET: &str = "identity.get";
+pub const IDENTITY_UNLOCK: &str = "identity.unlock";
+pub const EVENTS_SUBSCRIBE: &str = "events.subscribe";
+pub const EVENTS_UNSUBSCRIBE: &str = "events.unsubscribe";
+pub const LOG_GET: &str = "log.get";
+pub const LOG_SET: &str = "log.set";
+pub const DAEMON_SHUTDOWN: &str = "daemon.shutdown";
+
+/// Every method this build serves, for `hello`'s capabilities.
+pub const METHODS: &[&str] = &[
+    HELLO,
+    PING,
+    STATUS_GET,
+    IDENTITY_GET,
+    IDENTITY_UNLOCK,
+    EVENTS_SUBSCRIBE,
+    EVENTS_UNSUBSCRIBE,
+    LOG_GET,
+    LOG_SET,
+    DAEMON_SHUTDOWN,
+];
+
+/// Event topics a client may subscribe to.
+pub mod topics {
+    /// A local API client connected or disconnected (e.g. a second browser attached).
+    pub const CLIENTS_CHANGED: &str = "clients.changed";
+    /// The identity was unlocked.
+    pub const IDENTITY_CHANGED: &str = "identity.changed";
+    /// The log levels were changed.
+    pub const LOG_CHANGED: &str = "log.changed";
+    /// Sent to a client whose event queue overflowed: `data.dropped` events were lost.
+    pub const EVENTS_DROPPED: &str = "events.dropped";
+
+    pub const ALL: &[&str] = &[CLIENTS_CHANGED, IDENTITY_CHANGED, LOG_CHANGED];
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloParams {
+    /// Who is calling, e.g. "allpeers-cli", "extension/chromium".
+    pub client: String,
+    pub api_version: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HelloResult {
+    pub server: String,
+    pub server_version: String,
+    pub api_version: u32,
+    /// Methods and event topics this daemon serves.
+    pub methods: Vec<String>,
+    pub topics: Vec<String>,
+    pub peer_id: PeerId,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdentityInfo {
+    pub peer_id: PeerId,
+    /// True while the private key is sealed and not yet unlocked: the node cannot sign or
+    /// connect until `identity.unlock`.
+    pub locked: bool,
+    pub sealed: bool,
+    /// SHA-256 of the DER certificate, hex: what a peer's TLS stack will see.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate_sha256: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UnlockParams {
+    pub passphrase: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusResult {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_ms: u64,
+    pub data_dir: String,
+    pub socket: String,
+    pub clients: usize,
+    pub identity: IdentityInfo,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeParams {
+    pub topics: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscribeResult {
+    /// The client's subscriptions after the call.
+    pub topics: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientsChanged {
+    pub clients: usize,
+    /// The client that connected or left.
+    pub client: String,
+    pub connected: bool,
+}
+
+/// `log.set`: the default level and per-area overrides, in the seed's level names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogSetParams {
+    /// e.g. `"flesh,allpeers_net=bone"`.
+    pub filter: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogInfo {
+    pub filter: String,
+    pub dir: String,
+}
