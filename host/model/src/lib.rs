@@ -5,5 +5,8 @@
 
 pub mod api;
 pub mod id;
+pub mod query;
+pub mod resource;
+pub mod schema;
 
 pub use id::{PeerId, PeerIdError};
