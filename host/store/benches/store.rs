@@ -1,1 +1,261 @@
-fn main() {}
+//! Store benchmark, side by side with hand-written rusqlite doing the same work, in one run.
+//! `cargo bench -p allpeers-store` (harness = false; prints a table). BENCH_SCALE=0.1 for a
+//! quick run.
+
+use std::time::{Duration, Instant};
+
+use allpeers_model::query::{Op, Query};
+use allpeers_model::resource::{Resource, Value};
+use allpeers_store::Store;
+use rusqlite::{Connection, params};
+
+const ME: &str = "ap-bench";
+
+fn scale() -> f64 {
+    std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+}
+
+fn image(i: usize) -> Resource {
+    Resource::new("Image")
+        .with_id(&format!("img{i:08}"))
+        .with("owner", ME)
+        .with("created", Value::Date(1_795_575_600_000 + i as i64))
+        .with("modified", Value::Date(1_795_575_600_000 + i as i64))
+        .with("title", format!("Picture {i}"))
+        .with("name", format!("img{i}.png"))
+        .with("size", (i as i64) * 7 % 1_000_003)
+        .with("mimeType", "image/png")
+        .with("width", (i % 4000) as i64)
+        .with("height", (i % 3000) as i64)
+}
+
+/// Hand-written: the same rows in the same tables, the same change-log entry, prepared
+/// statements, `batch` resources per transaction.
+fn hand_insert(conn: &mut Connection, from: usize, n: usize, batch: usize) -> rusqlite::Result<()> {
+    let mut i = from;
+    while i < from + n {
+        let tx = conn.transaction()?;
+        {
+            let mut r = tx.prepare_cached("INSERT INTO t_Resource(id, type, p_owner, p_created, p_modified, p_title) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            let mut f = tx.prepare_cached("INSERT INTO t_File(rid, p_name, p_size, p_mimeType, p_hash) VALUES (?1, ?2, ?3, ?4, ?5)")?;
+            let mut im = tx.prepare_cached("INSERT INTO t_Image(rid, p_width, p_height, p_format, p_taken, p_orientation, p_thumbnail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")?;
+            let mut ch = tx.prepare_cached("INSERT INTO ap_changes(time, author, op, id, type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?;
+            for k in i..(i + batch).min(from + n) {
+                let id = format!("img{k:08}");
+                let t = 1_795_575_600_000 + k as i64;
+                let title = format!("Picture {k}");
+                let name = format!("img{k}.png");
+                let size = (k as i64) * 7 % 1_000_003;
+                let (w, h) = ((k % 4000) as i64, (k % 3000) as i64);
+                r.execute(params![id, "Image", ME, t, t, title])?;
+                let rid = tx.last_insert_rowid();
+                f.execute(params![rid, name, size, "image/png", Option::<String>::None])?;
+                im.execute(params![rid, w, h, Option::<String>::None, Option::<i64>::None, Option::<i64>::None, Option::<Vec<u8>>::None])?;
+                let data = serde_json::json!({"properties": {"owner": ME, "created": t, "modified": t, "title": title, "name": name, "size": size, "mimeType": "image/png", "width": w, "height": h}});
+                ch.execute(params![t, ME, "create", id, "Image", data.to_string()])?;
+            }
+        }
+        tx.commit()?;
+        i += batch;
+    }
+    Ok(())
+}
+
+/// Fills with File/Image/Audio rows quickly (setup for the query benchmarks, not measured).
+fn fill(conn: &mut Connection, from: usize, n: usize) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut r = tx.prepare("INSERT INTO t_Resource(id, type, p_owner, p_created, p_modified) VALUES (?1, ?2, ?3, ?4, ?4)")?;
+        let mut f = tx.prepare("INSERT INTO t_File(rid, p_name, p_size, p_mimeType) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut im = tx.prepare("INSERT INTO t_Image(rid, p_width) VALUES (?1, ?2)")?;
+        let mut au = tx.prepare("INSERT INTO t_Audio(rid, p_artist) VALUES (?1, ?2)")?;
+        for k in from..from + n {
+            let (ty, mime) = match k % 3 {
+                0 => ("File", "application/octet-stream"),
+                1 => ("Image", "image/jpeg"),
+                _ => ("Audio", "audio/flac"),
+            };
+            r.execute(params![format!("r{k:08}"), ty, ME, k as i64])?;
+            let rid = tx.last_insert_rowid();
+            f.execute(params![rid, format!("f{k}"), (k as i64) * 7 % 1_000_003, mime])?;
+            match ty {
+                "Image" => {
+                    im.execute(params![rid, (k % 4000) as i64])?;
+                }
+                "Audio" => {
+                    au.execute(params![rid, "Bach"])?;
+                }
+                _ => {}
+            }
+        }
+    }
+    tx.commit()
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// Hand-written polymorphic query: rids from the joined tables, then each row's tables.
+fn hand_query(conn: &Connection, min_size: i64) -> rusqlite::Result<usize> {
+    let mut st = conn.prepare_cached(
+        "SELECT r.rid FROM t_Resource r JOIN t_File f ON f.rid = r.rid WHERE f.p_size > ?1 LIMIT 50",
+    )?;
+    let rids: Vec<i64> = st.query_map([min_size], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let mut n = 0;
+    for rid in rids {
+        let (id, ty, owner, title): (String, String, String, Option<String>) = conn
+            .prepare_cached("SELECT id, type, p_owner, p_title FROM t_Resource WHERE rid = ?1")?
+            .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        let (name, size): (String, i64) = conn
+            .prepare_cached("SELECT p_name, p_size FROM t_File WHERE rid = ?1")?
+            .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if ty == "Image" {
+            let _w: Option<i64> = conn.prepare_cached("SELECT p_width FROM t_Image WHERE rid = ?1")?.query_row([rid], |r| r.get(0))?;
+        } else if ty == "Audio" {
+            let _a: Option<String> = conn.prepare_cached("SELECT p_artist FROM t_Audio WHERE rid = ?1")?.query_row([rid], |r| r.get(0))?;
+        }
+        n += usize::from(!id.is_empty() && !owner.is_empty() && !name.is_empty() && size >= 0 && title.as_deref() != Some("\0"));
+    }
+    Ok(n)
+}
+
+fn main() {
+    let s = scale();
+    let n_insert = (100_000.0 * s) as usize;
+    let n_total = (1_000_000.0 * s) as usize;
+    let n_single = (10_000.0 * s) as usize;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+
+    // ---- 1. insert typed resources (batches of 1000 per transaction) ----
+    let ours_path = dir.path().join("ours.db");
+    let hand_path = dir.path().join("hand.db");
+    drop(Store::open(&hand_path, ME).expect("open")); // same schema for the hand-written side
+    let mut store = Store::open(&ours_path, ME).expect("open");
+    let batch = 1000;
+    let items: Vec<Resource> = (0..n_insert).map(image).collect();
+    let chunks: Vec<Vec<Resource>> = items.chunks(batch).map(<[Resource]>::to_vec).collect();
+    let t = Instant::now();
+    for chunk in chunks {
+        store.create_many(chunk).expect("create_many");
+    }
+    let ours = t.elapsed();
+    let mut hand = Connection::open(&hand_path).expect("open");
+    hand.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").expect("pragma");
+    let t = Instant::now();
+    hand_insert(&mut hand, 0, n_insert, batch).expect("hand insert");
+    let handt = t.elapsed();
+    rows.push((
+        format!("insert {n_insert} Images, 1000/txn"),
+        ms(ours),
+        ms(handt),
+        format!("{:.2}x (target <= 1.3x)", ours.as_secs_f64() / handt.as_secs_f64()),
+    ));
+
+    // ---- 1b. one transaction per resource ----
+    let t = Instant::now();
+    for i in 0..n_single {
+        store.create(image(10_000_000 + i)).expect("create");
+    }
+    let ours = t.elapsed();
+    let t = Instant::now();
+    hand_insert(&mut hand, 10_000_000, n_single, 1).expect("hand insert");
+    let handt = t.elapsed();
+    rows.push((
+        format!("insert {n_single} Images, 1 txn each"),
+        ms(ours),
+        ms(handt),
+        format!("{:.2}x", ours.as_secs_f64() / handt.as_secs_f64()),
+    ));
+
+    // ---- 2. polymorphic query over n_total resources ----
+    let existing = n_insert + n_single;
+    {
+        let mut c = Connection::open(&ours_path).expect("open");
+        c.execute_batch("PRAGMA synchronous=OFF;").expect("pragma");
+        let mut k = 0;
+        while existing + k < n_total {
+            let n = 100_000.min(n_total - existing - k);
+            fill(&mut c, 20_000_000 + k, n).expect("fill");
+            k += n;
+        }
+        c.execute_batch("ANALYZE;").expect("analyze");
+    }
+    drop(store);
+    let store = Store::open(&ours_path, ME).expect("reopen");
+    let total = store.count(&Query::of("Resource")).expect("count");
+    let q = Query::of("File").where_prop("size", Op::Gt, 990_000i64).limit(50);
+    let hand_ro = Connection::open(&ours_path).expect("open");
+    let mut ours_t = Vec::new();
+    let mut hand_t = Vec::new();
+    for _ in 0..30 {
+        let t = Instant::now();
+        let r = store.query(&q).expect("query");
+        ours_t.push(t.elapsed());
+        assert_eq!(r.len(), 50);
+        let t = Instant::now();
+        let n = hand_query(&hand_ro, 990_000).expect("hand query");
+        hand_t.push(t.elapsed());
+        assert_eq!(n, 50);
+    }
+    let (o, h) = (median(ours_t), median(hand_t));
+    rows.push((
+        format!("File (polymorphic) size>X first 50 of {total}"),
+        ms(o),
+        ms(h),
+        format!("{} (target < 5 ms)", if o < Duration::from_millis(5) { "met" } else { "MISSED" }),
+    ));
+    drop(store);
+
+    // ---- 3. query-backed list: update cost vs list size ----
+    let mut store = Store::open(&ours_path, ME).expect("reopen");
+    let target = "r20000002"; // an Audio from the fill
+    let mut sizes = vec![0usize];
+    for n in [1_000usize, 10_000, 100_000] {
+        if ((n as f64) * 3.0) < total as f64 {
+            sizes.push(n);
+        }
+    }
+    for n in sizes {
+        // sizes are (k*7 mod 1000003): "size < T" holds for about T/1000003 of all files.
+        let list_id = format!("list{n}");
+        if n > 0 {
+            let t_size = ((n as f64) / (total as f64) * 1_000_003.0) as i64;
+            let q = Query::of("File").where_prop("size", Op::Lt, t_size);
+            store
+                .create(Resource::new("List").with_id(&list_id).with("query", serde_json::to_string(&q).expect("json")))
+                .expect("list");
+        }
+        let members = if n > 0 { store.list_items(&list_id).expect("items").items.len() } else { 0 };
+        let mut times = Vec::new();
+        for k in 0..200 {
+            // Toggle the resource in and out of the list.
+            let v = if k % 2 == 0 { 0i64 } else { 1_000_000_000 };
+            let t = Instant::now();
+            store.set_property(target, "size", v).expect("update");
+            times.push(t.elapsed());
+        }
+        rows.push((
+            format!("update 1 resource, query list of {members} items"),
+            ms(median(times)),
+            "-".into(),
+            if n == 0 { "baseline: no query list".into() } else { String::new() },
+        ));
+        if n > 0 {
+            store.delete(&list_id).expect("delete list");
+        }
+    }
+
+    println!();
+    println!("| case | allpeers-store | hand-written rusqlite | note |");
+    println!("|---|---|---|---|");
+    for (a, b, c, d) in rows {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
+}

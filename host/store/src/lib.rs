@@ -820,28 +820,39 @@ impl Store {
     }
 }
 
-fn content_json(r: &Resource) -> serde_json::Value {
-    let mut m = serde_json::Map::new();
-    m.insert("properties".into(), serde_json::to_value(&r.properties).unwrap_or_default());
-    if !r.children.is_empty() {
-        m.insert("children".into(), serde_json::to_value(&r.children).unwrap_or_default());
-    }
-    serde_json::Value::Object(m)
+#[derive(Serialize)]
+struct Content<'a> {
+    properties: &'a Props,
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    children: &'a BTreeMap<String, Vec<Child>>,
 }
 
-fn log_change(tx: &Transaction<'_>, time: i64, author: &str, op: &str, id: &str, type_name: &str, data: &serde_json::Value) -> Result<i64> {
+/// The change-log data of a created resource (serialised once, straight to text).
+fn content_json(r: &Resource) -> String {
+    serde_json::to_string(&Content { properties: &r.properties, children: &r.children }).unwrap_or_default()
+}
+
+fn log_change(tx: &Transaction<'_>, time: i64, author: &str, op: &str, id: &str, type_name: &str, data: &impl LogData) -> Result<i64> {
     tx.prepare_cached("INSERT INTO ap_changes(time, author, op, id, type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![time, author, op, id, type_name, data.to_string()])?;
+        .execute(params![time, author, op, id, type_name, data.text()])?;
     Ok(tx.last_insert_rowid())
 }
 
-fn insert_resource(tx: &Transaction<'_>, reg: &Registry, cache: &mut HashMap<String, String>, r: &Resource) -> Result<i64> {
-    let exists: bool = tx
-        .prepare_cached("SELECT EXISTS(SELECT 1 FROM t_Resource WHERE id = ?1)")?
-        .query_row([&r.id], |row| row.get(0))?;
-    if exists {
-        return Err(StoreError::Exists(r.id.clone()));
+trait LogData {
+    fn text(&self) -> std::borrow::Cow<'_, str>;
+}
+impl LogData for serde_json::Value {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        self.to_string().into()
     }
+}
+impl LogData for String {
+    fn text(&self) -> std::borrow::Cow<'_, str> {
+        self.as_str().into()
+    }
+}
+
+fn insert_resource(tx: &Transaction<'_>, reg: &Registry, cache: &mut HashMap<String, String>, r: &Resource) -> Result<i64> {
     let mut rid = 0i64;
     for t in reg.chain(&r.type_name) {
         let root = t.name == ROOT_TYPE;
@@ -859,7 +870,16 @@ fn insert_resource(tx: &Transaction<'_>, reg: &Registry, cache: &mut HashMap<Str
             vals.push(SqlValue::Integer(rid));
         }
         vals.extend(t.props.iter().map(|p| to_sql(r.properties.get(&p.name), p)));
-        tx.prepare_cached(sql)?.execute(params_from_iter(vals.iter()))?;
+        match tx.prepare_cached(sql)?.execute(params_from_iter(vals.iter())) {
+            Ok(_) => {}
+            // The UNIQUE index on t_Resource.id: the id is taken.
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if root && e.code == rusqlite::ErrorCode::ConstraintViolation =>
+            {
+                return Err(StoreError::Exists(r.id.clone()));
+            }
+            Err(e) => return Err(e.into()),
+        }
         if root {
             rid = tx.last_insert_rowid();
         }

@@ -397,9 +397,9 @@ impl Checker<'_> {
         }
     }
 
-    fn scalar(&mut self, path: &str, v: Value, def: &PropDef) -> Option<Value> {
+    fn scalar(&mut self, path: &dyn Fn() -> String, v: Value, def: &PropDef) -> Option<Value> {
         if matches!(v, Value::List(_)) {
-            self.push(path.to_string(), format!("expected one {}, not a list", def.datatype.name()));
+            self.push(path(), format!("expected one {}, not a list", def.datatype.name()));
             return None;
         }
         match v.coerce(def.datatype) {
@@ -407,16 +407,16 @@ impl Checker<'_> {
                 match &v {
                     Value::String(s) => {
                         if s.len() > MAX_STRING_BYTES {
-                            self.push(path.to_string(), format!("string longer than {MAX_STRING_BYTES} bytes"));
+                            self.push(path(), format!("string longer than {MAX_STRING_BYTES} bytes"));
                             return None;
                         }
                         if let Some(c) = s.chars().find(|c| !is_xml_char(*c)) {
-                            self.push(path.to_string(), format!("character U+{:04X} is not allowed in a string", c as u32));
+                            self.push(path(), format!("character U+{:04X} is not allowed in a string", c as u32));
                             return None;
                         }
                     }
                     Value::Binary(b) if b.len() > MAX_BINARY_BYTES => {
-                        self.push(path.to_string(), format!("binary longer than {MAX_BINARY_BYTES} bytes"));
+                        self.push(path(), format!("binary longer than {MAX_BINARY_BYTES} bytes"));
                         return None;
                     }
                     _ => {}
@@ -424,7 +424,7 @@ impl Checker<'_> {
                 Some(v)
             }
             Err(e) => {
-                self.push(path.to_string(), e);
+                self.push(path(), e);
                 None
             }
         }
@@ -434,15 +434,16 @@ impl Checker<'_> {
     fn props(&mut self, base: &str, props: &mut Props, defs: &[&PropDef], type_name: &str) {
         let taken = std::mem::take(props);
         for (name, v) in taken {
-            let path = format!("{base}.{name}");
             let Some(def) = defs.iter().find(|d| d.name == name) else {
-                self.push(path, format!("unknown property for type {type_name}"));
+                self.push(format!("{base}.{name}"), format!("unknown property for type {type_name}"));
                 continue;
             };
             if v.is_null() {
                 continue;
             }
+            let path = || format!("{base}.{name}");
             if def.multi {
+                let path = path();
                 let items = match v {
                     Value::List(items) => items,
                     _ => {
@@ -457,7 +458,7 @@ impl Checker<'_> {
                 let mut out = Vec::with_capacity(items.len());
                 let mut ok = true;
                 for (i, item) in items.into_iter().enumerate() {
-                    match self.scalar(&format!("{path}[{i}]"), item, def) {
+                    match self.scalar(&|| format!("{path}[{i}]"), item, def) {
                         Some(v) => out.push(v),
                         None => ok = false,
                     }
