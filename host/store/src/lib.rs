@@ -856,20 +856,23 @@ fn insert_resource(tx: &Transaction<'_>, reg: &Registry, cache: &mut HashMap<Str
     let mut rid = 0i64;
     for t in reg.chain(&r.type_name) {
         let root = t.name == ROOT_TYPE;
-        let sql = cache.entry(t.name.clone()).or_insert_with(|| {
+        if !cache.contains_key(&t.name) {
             let mut cols: Vec<String> = if root { vec!["id".into(), "type".into()] } else { vec!["rid".into()] };
             cols.extend(t.props.iter().map(|p| col(&p.name)));
             let ph: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            format!("INSERT INTO {}({}) VALUES ({})", type_table(&t.name), cols.join(", "), ph.join(", "))
-        });
-        let mut vals: Vec<SqlValue> = Vec::with_capacity(t.props.len() + 2);
-        if root {
-            vals.push(SqlValue::Text(r.id.clone()));
-            vals.push(SqlValue::Text(r.type_name.clone()));
-        } else {
-            vals.push(SqlValue::Integer(rid));
+            let q = format!("INSERT INTO {}({}) VALUES ({})", type_table(&t.name), cols.join(", "), ph.join(", "));
+            cache.insert(t.name.clone(), q);
         }
-        vals.extend(t.props.iter().map(|p| to_sql(r.properties.get(&p.name), p)));
+        let sql = cache.get(&t.name).map(String::as_str).unwrap_or_default();
+        use rusqlite::types::ToSqlOutput;
+        let mut vals: Vec<ToSqlOutput<'_>> = Vec::with_capacity(t.props.len() + 2);
+        if root {
+            vals.push(ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(r.id.as_bytes())));
+            vals.push(ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(r.type_name.as_bytes())));
+        } else {
+            vals.push(ToSqlOutput::Owned(SqlValue::Integer(rid)));
+        }
+        vals.extend(t.props.iter().map(|p| sql::to_sql_ref(r.properties.get(&p.name), p)));
         match tx.prepare_cached(sql)?.execute(params_from_iter(vals.iter())) {
             Ok(_) => {}
             // The UNIQUE index on t_Resource.id: the id is taken.

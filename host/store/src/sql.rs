@@ -68,6 +68,16 @@ pub(crate) fn scalar_to_sql(v: &Value) -> SqlValue {
     }
 }
 
+/// A property value as a borrowed SQL parameter (no copy of strings and bytes).
+pub(crate) fn to_sql_ref<'a>(v: Option<&'a Value>, def: &PropDef) -> rusqlite::types::ToSqlOutput<'a> {
+    use rusqlite::types::ToSqlOutput;
+    match v {
+        Some(Value::String(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        Some(Value::Binary(b)) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
+        other => ToSqlOutput::Owned(to_sql(other, def)),
+    }
+}
+
 /// An element of a list property as SQLite's `json_each` yields it.
 fn elem_to_sql(v: &Value) -> SqlValue {
     match v {

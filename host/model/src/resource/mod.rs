@@ -10,6 +10,7 @@
 //! Dates travel as RFC 3339 strings, binary as standard base64 strings; [`Registry::validate`]
 //! turns them into typed values using the schema.
 
+pub mod api;
 pub mod date;
 mod render;
 mod xml;
@@ -432,48 +433,50 @@ impl Checker<'_> {
 
     /// Normalises and checks a property map against `defs`.
     fn props(&mut self, base: &str, props: &mut Props, defs: &[&PropDef], type_name: &str) {
-        let taken = std::mem::take(props);
-        for (name, v) in taken {
-            let Some(def) = defs.iter().find(|d| d.name == name) else {
+        // In place: values are coerced where they are; refused or null ones are dropped after.
+        for (name, slot) in props.iter_mut() {
+            let Some(def) = defs.iter().find(|d| d.name == *name) else {
                 self.push(format!("{base}.{name}"), format!("unknown property for type {type_name}"));
+                *slot = Value::Null;
                 continue;
             };
+            let v = std::mem::replace(slot, Value::Null);
             if v.is_null() {
                 continue;
             }
             let path = || format!("{base}.{name}");
             if def.multi {
-                let path = path();
                 let items = match v {
                     Value::List(items) => items,
                     _ => {
-                        self.push(path, format!("expected a list of {}", def.datatype.name()));
+                        self.push(path(), format!("expected a list of {}", def.datatype.name()));
                         continue;
                     }
                 };
                 if items.len() > MAX_LIST_LEN {
-                    self.push(path, format!("more than {MAX_LIST_LEN} values"));
+                    self.push(path(), format!("more than {MAX_LIST_LEN} values"));
                     continue;
                 }
                 let mut out = Vec::with_capacity(items.len());
                 let mut ok = true;
                 for (i, item) in items.into_iter().enumerate() {
-                    match self.scalar(&|| format!("{path}[{i}]"), item, def) {
+                    match self.scalar(&|| format!("{base}.{name}[{i}]"), item, def) {
                         Some(v) => out.push(v),
                         None => ok = false,
                     }
                 }
                 if ok {
                     if def.required && out.is_empty() {
-                        self.push(path, "required: at least one value");
+                        self.push(path(), "required: at least one value");
                         continue;
                     }
-                    props.insert(name, Value::List(out));
+                    *slot = Value::List(out);
                 }
             } else if let Some(v) = self.scalar(&path, v, def) {
-                props.insert(name, v);
+                *slot = v;
             }
         }
+        props.retain(|_, v| !v.is_null());
         for d in defs {
             if d.required && !props.contains_key(&d.name) && !self.errors.iter().any(|e| e.path == format!("{base}.{}", d.name)) {
                 self.push(format!("{base}.{}", d.name), format!("required {} is missing", d.datatype.name()));
@@ -505,9 +508,9 @@ impl Checker<'_> {
                 self.push(path, format!("more than {MAX_LIST_LEN} children"));
                 continue;
             }
-            let Some(ct) = self.reg.get(&def.type_name) else { continue };
-            let defs: Vec<PropDef> = ct.props.clone();
-            let defs: Vec<&PropDef> = defs.iter().collect();
+            let reg = self.reg;
+            let Some(ct) = reg.get(&def.type_name) else { continue };
+            let defs: Vec<&PropDef> = ct.props.iter().collect();
             for (i, c) in values.iter_mut().enumerate() {
                 let cpath = format!("{path}[{i}]");
                 self.props(&format!("{cpath}.properties"), &mut c.properties, &defs, &def.type_name);
@@ -543,12 +546,11 @@ impl Registry {
                 ck.props("properties", &mut r.properties, &defs, &r.type_name);
                 let tn = r.type_name.clone();
                 ck.children("", &mut r.children, &tn, false, 0);
-                let meta_defs = self.meta_props(&r.type_name);
-                let meta_defs: Vec<PropDef> = meta_defs.into_iter().cloned().collect();
-                let meta_defs: Vec<&PropDef> = meta_defs.iter().collect();
-                let mut meta = std::mem::take(&mut r.meta);
-                ck.props("meta", &mut meta, &meta_defs, &format!("{} (local metadata)", r.type_name));
-                r.meta = meta;
+                if !r.meta.is_empty() {
+                    let meta_defs = self.meta_props(&r.type_name);
+                    let label = format!("{} (local metadata)", r.type_name);
+                    ck.props("meta", &mut r.meta, &meta_defs, &label);
+                }
             }
         }
         if ck.errors.is_empty() { Ok(()) } else { Err(ValidationErrors(ck.errors)) }
