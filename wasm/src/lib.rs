@@ -15,7 +15,9 @@ use wasm_bindgen::prelude::*;
 const MAX_INPUT: usize = 32 << 20;
 
 fn too_big(s: &str) -> Option<String> {
-    (s.len() > MAX_INPUT).then(|| json!({"ok": false, "error": format!("input larger than {MAX_INPUT} bytes")}).to_string())
+    (s.len() > MAX_INPUT).then(|| {
+        json!({"ok": false, "error": format!("input larger than {MAX_INPUT} bytes")}).to_string()
+    })
 }
 
 /// A type registry: the built-in schemas plus any registered at run time.
@@ -35,7 +37,9 @@ impl Schemas {
     /// A registry holding the built-in types.
     #[wasm_bindgen(constructor)]
     pub fn new() -> Schemas {
-        Schemas { reg: Registry::builtin() }
+        Schemas {
+            reg: Registry::builtin(),
+        }
     }
 
     /// Registers a schema file: `{"ok":true,"types":[…]}` or `{"ok":false,"error":{"file","line","reason"}}`.
@@ -49,7 +53,12 @@ impl Schemas {
     /// Names of all non-anonymous types, sorted.
     #[wasm_bindgen(js_name = typeNames)]
     pub fn type_names(&self) -> String {
-        let names: Vec<&str> = self.reg.types().filter(|t| !t.anonymous).map(|t| t.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .reg
+            .types()
+            .filter(|t| !t.anonymous)
+            .map(|t| t.name.as_str())
+            .collect();
         json!(names).to_string()
     }
 
@@ -104,7 +113,10 @@ impl Schemas {
         }
         let mut r: Resource = match serde_json::from_str(resource_json) {
             Ok(r) => r,
-            Err(e) => return json!({"ok": false, "error": format!("malformed resource JSON: {e}")}).to_string(),
+            Err(e) => {
+                return json!({"ok": false, "error": format!("malformed resource JSON: {e}")})
+                    .to_string();
+            }
         };
         if let Err(e) = self.reg.validate(&mut r) {
             return json!({"ok": false, "errors": e.0}).to_string();
@@ -120,7 +132,10 @@ impl Schemas {
         }
         let mut r: Resource = match serde_json::from_str(resource_json) {
             Ok(r) => r,
-            Err(e) => return json!({"ok": false, "error": format!("malformed resource JSON: {e}")}).to_string(),
+            Err(e) => {
+                return json!({"ok": false, "error": format!("malformed resource JSON: {e}")})
+                    .to_string();
+            }
         };
         match self.reg.validate(&mut r) {
             Ok(()) => json!({"ok": true, "xml": self.reg.to_xml(&r)}).to_string(),
@@ -158,26 +173,59 @@ mod tests {
         let img = r#"{"id":"i1","type":"Image","properties":{"owner":"me","created":"2026-01-01T00:00:00Z","modified":"2026-01-01T00:00:00Z","name":"a.png","width":3}}"#;
         let v = j(s.validate(img));
         assert_eq!(v["ok"], true);
-        assert_eq!(v["resource"]["properties"]["created"], "2026-01-01T00:00:00.000Z");
+        assert_eq!(
+            v["resource"]["properties"]["created"],
+            "2026-01-01T00:00:00.000Z"
+        );
         let v = j(s.render(img));
         assert_eq!(v["view"]["title"], "a.png");
         let v = j(s.validate(r#"{"id":"i1","type":"Image","properties":{"width":"x"}}"#));
         assert_eq!(v["ok"], false);
-        assert!(v["errors"].as_array().unwrap().iter().any(|e| e["path"] == "properties.width"));
+        assert!(
+            v["errors"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|e| e["path"] == "properties.width")
+        );
         let v = j(s.validate("{not json"));
         assert_eq!(v["ok"], false);
-        assert!(j(s.to_xml(img))["xml"].as_str().unwrap().contains("<width>3</width>"));
+        assert!(
+            j(s.to_xml(img))["xml"]
+                .as_str()
+                .unwrap()
+                .contains("<width>3</width>")
+        );
     }
 
     #[test]
     fn register_reports_file_line_reason() {
         let mut s = Schemas::new();
-        let v = j(s.register("Bad.rng", "<grammar xmlns=\"http://relaxng.org/ns/structure/1.0\">\n<oops>\n</grammar>"));
+        let v = j(s.register(
+            "Bad.rng",
+            "<grammar xmlns=\"http://relaxng.org/ns/structure/1.0\">\n<oops>\n</grammar>",
+        ));
         assert_eq!(v["ok"], false);
         assert_eq!(v["error"]["file"], "Bad.rng");
         assert_eq!(v["error"]["line"], 3);
-        assert!(j(s.describe("Image"))["properties"].as_array().unwrap().len() > 10);
-        assert_eq!(j(s.check_query(r#"{"type":"File","where":[{"prop":{"name":"size","op":">","value":1}}]}"#))["ok"], true);
-        assert_eq!(j(s.check_query(r#"{"type":"File","where":[{"prop":{"name":"nope","op":">","value":1}}]}"#))["ok"], false);
+        assert!(
+            j(s.describe("Image"))["properties"]
+                .as_array()
+                .unwrap()
+                .len()
+                > 10
+        );
+        assert_eq!(
+            j(s.check_query(
+                r#"{"type":"File","where":[{"prop":{"name":"size","op":">","value":1}}]}"#
+            ))["ok"],
+            true
+        );
+        assert_eq!(
+            j(s.check_query(
+                r#"{"type":"File","where":[{"prop":{"name":"nope","op":">","value":1}}]}"#
+            ))["ok"],
+            false
+        );
     }
 }

@@ -13,16 +13,28 @@ fn schemas_dir() -> PathBuf {
 }
 
 fn tool(name: &str) -> String {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().is_ok_and(|o| o.status.success());
-    assert!(ok, "`{name}` is not installed: apt-get install jing libxml2-utils");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {name}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        ok,
+        "`{name}` is not installed: apt-get install jing libxml2-utils"
+    );
     name.to_string()
 }
 
 fn run(cmd: &str, args: &[&Path]) -> (bool, String) {
     let out = Command::new(cmd).args(args).output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     // jing's Debian wrapper prints classpath warnings; ignore those lines.
-    let text: String = text.lines().filter(|l| !l.contains("[warning]")).collect::<Vec<_>>().join("\n");
+    let text: String = text
+        .lines()
+        .filter(|l| !l.contains("[warning]"))
+        .collect::<Vec<_>>()
+        .join("\n");
     (out.status.success(), text)
 }
 
@@ -35,7 +47,11 @@ fn sample(p: &PropDef, i: i64) -> Value {
         DataType::Binary => Value::Binary(vec![0, 1, 2, 255, k as u8]),
         DataType::String => Value::String(format!("text <&> \"quoted\" 'single' ✓ {k}")),
     };
-    if p.multi { Value::List(vec![one(i), one(i + 1)]) } else { one(i) }
+    if p.multi {
+        Value::List(vec![one(i), one(i + 1)])
+    } else {
+        one(i)
+    }
 }
 
 fn full(reg: &Registry, type_name: &str) -> Resource {
@@ -84,13 +100,17 @@ fn resources_validate_with_jing_and_xmllint() {
     for t in reg.types().filter(|t| !t.anonymous) {
         let schema = schemas_dir().join(format!("{}.rng", t.name));
         for mut r in [full(&reg, &t.name), minimal(&reg, &t.name)] {
-            reg.validate(&mut r).unwrap_or_else(|e| panic!("{}: {e}", t.name));
+            reg.validate(&mut r)
+                .unwrap_or_else(|e| panic!("{}: {e}", t.name));
             let xml = reg.to_xml(&r);
             let path = dir.path().join(format!("{}.xml", r.id));
             std::fs::write(&path, &xml).unwrap();
             let (ok, out) = run(&jing, &[&schema, &path]);
             assert!(ok, "jing: {} does not validate:\n{out}\n{xml}", r.id);
-            let (ok, out) = run(&xmllint, &[Path::new("--noout"), Path::new("--relaxng"), &schema, &path]);
+            let (ok, out) = run(
+                &xmllint,
+                &[Path::new("--noout"), Path::new("--relaxng"), &schema, &path],
+            );
             assert!(ok, "xmllint: {} does not validate:\n{out}\n{xml}", r.id);
         }
     }
@@ -111,10 +131,24 @@ fn tools_reject_what_the_model_rejects() {
     std::fs::write(&path, reg.to_xml(&r)).unwrap();
     let schema = schemas_dir().join("Image.rng");
     assert!(!run(&jing, &[&schema, &path]).0);
-    assert!(!run(&xmllint, &[Path::new("--noout"), Path::new("--relaxng"), &schema, &path]).0);
+    assert!(
+        !run(
+            &xmllint,
+            &[Path::new("--noout"), Path::new("--relaxng"), &schema, &path]
+        )
+        .0
+    );
     // A wrongly typed value.
-    let xml = reg.to_xml(&minimal(&reg, "Image")).replace("</Image>", "  <width>wide</width>\n</Image>");
+    let xml = reg
+        .to_xml(&minimal(&reg, "Image"))
+        .replace("</Image>", "  <width>wide</width>\n</Image>");
     std::fs::write(&path, xml).unwrap();
     assert!(!run(&jing, &[&schema, &path]).0);
-    assert!(!run(&xmllint, &[Path::new("--noout"), Path::new("--relaxng"), &schema, &path]).0);
+    assert!(
+        !run(
+            &xmllint,
+            &[Path::new("--noout"), Path::new("--relaxng"), &schema, &path]
+        )
+        .0
+    );
 }

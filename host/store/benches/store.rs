@@ -12,7 +12,10 @@ use rusqlite::{Connection, params};
 const ME: &str = "ap-bench";
 
 fn scale() -> f64 {
-    std::env::var("BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+    std::env::var("BENCH_SCALE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1.0)
 }
 
 fn image(i: usize) -> Resource {
@@ -49,8 +52,22 @@ fn hand_insert(conn: &mut Connection, from: usize, n: usize, batch: usize) -> ru
                 let (w, h) = ((k % 4000) as i64, (k % 3000) as i64);
                 r.execute(params![id, "Image", ME, t, t, title])?;
                 let rid = tx.last_insert_rowid();
-                f.execute(params![rid, name, size, "image/png", Option::<String>::None])?;
-                im.execute(params![rid, w, h, Option::<String>::None, Option::<i64>::None, Option::<i64>::None, Option::<Vec<u8>>::None])?;
+                f.execute(params![
+                    rid,
+                    name,
+                    size,
+                    "image/png",
+                    Option::<String>::None
+                ])?;
+                im.execute(params![
+                    rid,
+                    w,
+                    h,
+                    Option::<String>::None,
+                    Option::<i64>::None,
+                    Option::<i64>::None,
+                    Option::<Vec<u8>>::None
+                ])?;
                 let data = serde_json::json!({"properties": {"owner": ME, "created": t, "modified": t, "title": title, "name": name, "size": size, "mimeType": "image/png", "width": w, "height": h}});
                 ch.execute(params![t, ME, "create", id, "Image", data.to_string()])?;
             }
@@ -66,7 +83,9 @@ fn fill(conn: &mut Connection, from: usize, n: usize) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut r = tx.prepare("INSERT INTO t_Resource(id, type, p_owner, p_created, p_modified) VALUES (?1, ?2, ?3, ?4, ?4)")?;
-        let mut f = tx.prepare("INSERT INTO t_File(rid, p_name, p_size, p_mimeType) VALUES (?1, ?2, ?3, ?4)")?;
+        let mut f = tx.prepare(
+            "INSERT INTO t_File(rid, p_name, p_size, p_mimeType) VALUES (?1, ?2, ?3, ?4)",
+        )?;
         let mut im = tx.prepare("INSERT INTO t_Image(rid, p_width) VALUES (?1, ?2)")?;
         let mut au = tx.prepare("INSERT INTO t_Audio(rid, p_artist) VALUES (?1, ?2)")?;
         for k in from..from + n {
@@ -77,7 +96,12 @@ fn fill(conn: &mut Connection, from: usize, n: usize) -> rusqlite::Result<()> {
             };
             r.execute(params![format!("r{k:08}"), ty, ME, k as i64])?;
             let rid = tx.last_insert_rowid();
-            f.execute(params![rid, format!("f{k}"), (k as i64) * 7 % 1_000_003, mime])?;
+            f.execute(params![
+                rid,
+                format!("f{k}"),
+                (k as i64) * 7 % 1_000_003,
+                mime
+            ])?;
             match ty {
                 "Image" => {
                     im.execute(params![rid, (k % 4000) as i64])?;
@@ -106,7 +130,9 @@ fn hand_query(conn: &Connection, min_size: i64) -> rusqlite::Result<usize> {
     let mut st = conn.prepare_cached(
         "SELECT r.rid FROM t_Resource r JOIN t_File f ON f.rid = r.rid WHERE f.p_size > ?1 LIMIT 50",
     )?;
-    let rids: Vec<i64> = st.query_map([min_size], |r| r.get(0))?.collect::<rusqlite::Result<_>>()?;
+    let rids: Vec<i64> = st
+        .query_map([min_size], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
     let mut n = 0;
     for rid in rids {
         let (id, ty, owner, title): (String, String, String, Option<String>) = conn
@@ -116,11 +142,21 @@ fn hand_query(conn: &Connection, min_size: i64) -> rusqlite::Result<usize> {
             .prepare_cached("SELECT p_name, p_size FROM t_File WHERE rid = ?1")?
             .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if ty == "Image" {
-            let _w: Option<i64> = conn.prepare_cached("SELECT p_width FROM t_Image WHERE rid = ?1")?.query_row([rid], |r| r.get(0))?;
+            let _w: Option<i64> = conn
+                .prepare_cached("SELECT p_width FROM t_Image WHERE rid = ?1")?
+                .query_row([rid], |r| r.get(0))?;
         } else if ty == "Audio" {
-            let _a: Option<String> = conn.prepare_cached("SELECT p_artist FROM t_Audio WHERE rid = ?1")?.query_row([rid], |r| r.get(0))?;
+            let _a: Option<String> = conn
+                .prepare_cached("SELECT p_artist FROM t_Audio WHERE rid = ?1")?
+                .query_row([rid], |r| r.get(0))?;
         }
-        n += usize::from(!id.is_empty() && !owner.is_empty() && !name.is_empty() && size >= 0 && title.as_deref() != Some("\0"));
+        n += usize::from(
+            !id.is_empty()
+                && !owner.is_empty()
+                && !name.is_empty()
+                && size >= 0
+                && title.as_deref() != Some("\0"),
+        );
     }
     Ok(n)
 }
@@ -147,7 +183,8 @@ fn main() {
     }
     let ours = t.elapsed();
     let mut hand = Connection::open(&hand_path).expect("open");
-    hand.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;").expect("pragma");
+    hand.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        .expect("pragma");
     let t = Instant::now();
     hand_insert(&mut hand, 0, n_insert, batch).expect("hand insert");
     let handt = t.elapsed();
@@ -155,7 +192,10 @@ fn main() {
         format!("insert {n_insert} Images, 1000/txn"),
         ms(ours),
         ms(handt),
-        format!("{:.2}x (target <= 1.3x)", ours.as_secs_f64() / handt.as_secs_f64()),
+        format!(
+            "{:.2}x (target <= 1.3x)",
+            ours.as_secs_f64() / handt.as_secs_f64()
+        ),
     ));
 
     // ---- 1b. one transaction per resource ----
@@ -190,7 +230,9 @@ fn main() {
     drop(store);
     let store = Store::open(&ours_path, ME).expect("reopen");
     let total = store.count(&Query::of("Resource")).expect("count");
-    let q = Query::of("File").where_prop("size", Op::Gt, 990_000i64).limit(50);
+    let q = Query::of("File")
+        .where_prop("size", Op::Gt, 990_000i64)
+        .limit(50);
     let hand_ro = Connection::open(&ours_path).expect("open");
     let mut ours_t = Vec::new();
     let mut hand_t = Vec::new();
@@ -209,7 +251,14 @@ fn main() {
         format!("File (polymorphic) size>X first 50 of {total}"),
         ms(o),
         ms(h),
-        format!("{} (target < 5 ms)", if o < Duration::from_millis(5) { "met" } else { "MISSED" }),
+        format!(
+            "{} (target < 5 ms)",
+            if o < Duration::from_millis(5) {
+                "met"
+            } else {
+                "MISSED"
+            }
+        ),
     ));
     drop(store);
 
@@ -229,10 +278,18 @@ fn main() {
             let t_size = ((n as f64) / (total as f64) * 1_000_003.0) as i64;
             let q = Query::of("File").where_prop("size", Op::Lt, t_size);
             store
-                .create(Resource::new("List").with_id(&list_id).with("query", serde_json::to_string(&q).expect("json")))
+                .create(
+                    Resource::new("List")
+                        .with_id(&list_id)
+                        .with("query", serde_json::to_string(&q).expect("json")),
+                )
                 .expect("list");
         }
-        let members = if n > 0 { store.list_items(&list_id).expect("items").items.len() } else { 0 };
+        let members = if n > 0 {
+            store.list_items(&list_id).expect("items").items.len()
+        } else {
+            0
+        };
         let mut times = Vec::new();
         for k in 0..200 {
             // Toggle the resource in and out of the list.
@@ -245,7 +302,11 @@ fn main() {
             format!("update 1 resource, query list of {members} items"),
             ms(median(times)),
             "-".into(),
-            if n == 0 { "baseline: no query list".into() } else { String::new() },
+            if n == 0 {
+                "baseline: no query list".into()
+            } else {
+                String::new()
+            },
         ));
         if n > 0 {
             store.delete(&list_id).expect("delete list");

@@ -128,7 +128,9 @@ fn now_ms() -> i64 {
 
 fn new_id() -> String {
     let bytes: [u8; 16] = rand::random();
-    data_encoding::BASE32_NOPAD.encode(&bytes).to_ascii_lowercase()
+    data_encoding::BASE32_NOPAD
+        .encode(&bytes)
+        .to_ascii_lowercase()
 }
 
 const SYSTEM_SQL: &str = "
@@ -218,11 +220,20 @@ impl Store {
     }
 
     /// Registers an adapter for `type_name` (and its subtypes).
-    pub fn register_adapter(&mut self, type_name: &str, adapter: Arc<dyn ResourceAdapter>) -> Result<()> {
+    pub fn register_adapter(
+        &mut self,
+        type_name: &str,
+        adapter: Arc<dyn ResourceAdapter>,
+    ) -> Result<()> {
         if self.reg.get(type_name).is_none() {
-            return Err(StoreError::BadRequest(format!("unknown type '{type_name}'")));
+            return Err(StoreError::BadRequest(format!(
+                "unknown type '{type_name}'"
+            )));
         }
-        self.adapters.entry(type_name.to_string()).or_default().push(adapter);
+        self.adapters
+            .entry(type_name.to_string())
+            .or_default()
+            .push(adapter);
         Ok(())
     }
 
@@ -241,7 +252,11 @@ impl Store {
     }
 
     /// Subscribes to changes; the callback runs after each commit that matches `filter`.
-    pub fn subscribe(&mut self, filter: Filter, callback: listen::Callback) -> Result<SubscriptionId> {
+    pub fn subscribe(
+        &mut self,
+        filter: Filter,
+        callback: listen::Callback,
+    ) -> Result<SubscriptionId> {
         let checked = match &filter {
             Filter::Query(q) => Some(self.reg.check_query(q)?),
             Filter::Type { name, .. } if self.reg.get(name).is_none() => {
@@ -288,7 +303,9 @@ impl Store {
             .ok_or_else(|| StoreError::Corrupt(format!("rid {rid} vanished")))?;
         let chain: Vec<TypeDef> = self.reg.chain(&type_name).into_iter().cloned().collect();
         if chain.is_empty() {
-            return Err(StoreError::Corrupt(format!("resource {id} has unknown type '{type_name}'")));
+            return Err(StoreError::Corrupt(format!(
+                "resource {id} has unknown type '{type_name}'"
+            )));
         }
         let mut r = Resource::new(&type_name).with_id(&id);
         for t in &chain {
@@ -296,12 +313,16 @@ impl Store {
                 continue;
             }
             let cols: Vec<String> = t.props.iter().map(|p| col(&p.name)).collect();
-            let q = format!("SELECT {} FROM {} WHERE rid = ?1", cols.join(", "), type_table(&t.name));
+            let q = format!(
+                "SELECT {} FROM {} WHERE rid = ?1",
+                cols.join(", "),
+                type_table(&t.name)
+            );
             let mut st = self.conn.prepare_cached(&q)?;
             let mut rows = st.query([rid])?;
-            let row = rows
-                .next()?
-                .ok_or_else(|| StoreError::Corrupt(format!("resource {id} lacks its {} row", t.name)))?;
+            let row = rows.next()?.ok_or_else(|| {
+                StoreError::Corrupt(format!("resource {id} lacks its {} row", t.name))
+            })?;
             for (i, p) in t.props.iter().enumerate() {
                 if let Some(v) = sql::from_sql(row.get_ref(i)?, p.datatype, p.multi)? {
                     r.properties.insert(p.name.clone(), v);
@@ -310,14 +331,24 @@ impl Store {
         }
         let slots: Vec<(String, String)> = chain
             .iter()
-            .flat_map(|t| t.children.iter().map(|c| (c.name.clone(), c.type_name.clone())))
+            .flat_map(|t| {
+                t.children
+                    .iter()
+                    .map(|c| (c.name.clone(), c.type_name.clone()))
+            })
             .collect();
         r.children = self.load_children(rid, None, &slots, 0)?;
-        let mut st = self.conn.prepare_cached("SELECT name, value FROM ap_meta WHERE rid = ?1")?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, value FROM ap_meta WHERE rid = ?1")?;
         let mut rows = st.query([rid])?;
         while let Some(row) = rows.next()? {
             let name: String = row.get(0)?;
-            if let Some(def) = self.reg.meta_props(&type_name).into_iter().find(|p| p.name == name)
+            if let Some(def) = self
+                .reg
+                .meta_props(&type_name)
+                .into_iter()
+                .find(|p| p.name == name)
                 && let Some(v) = sql::from_sql(row.get_ref(1)?, def.datatype, def.multi)?
             {
                 r.meta.insert(name, v);
@@ -338,7 +369,9 @@ impl Store {
             return Ok(out);
         }
         for (slot, ty) in slots {
-            let Some(t) = self.reg.get(ty).cloned() else { continue };
+            let Some(t) = self.reg.get(ty).cloned() else {
+                continue;
+            };
             let cols: Vec<String> = std::iter::once("cid".to_string())
                 .chain(t.props.iter().map(|p| col(&p.name)))
                 .collect();
@@ -362,7 +395,11 @@ impl Store {
                     rows_out.push((cid, c));
                 }
             }
-            let sub: Vec<(String, String)> = t.children.iter().map(|c| (c.name.clone(), c.type_name.clone())).collect();
+            let sub: Vec<(String, String)> = t
+                .children
+                .iter()
+                .map(|c| (c.name.clone(), c.type_name.clone()))
+                .collect();
             let mut values = Vec::with_capacity(rows_out.len());
             for (cid, mut c) in rows_out {
                 if !sub.is_empty() {
@@ -448,7 +485,8 @@ impl Store {
                 op,
                 id,
                 type_name,
-                data: serde_json::from_str(&data).map_err(|e| StoreError::Corrupt(format!("change {seq}: {e}")))?,
+                data: serde_json::from_str(&data)
+                    .map_err(|e| StoreError::Corrupt(format!("change {seq}: {e}")))?,
             });
         }
         Ok(out)
@@ -461,19 +499,35 @@ impl Store {
         if r.id.is_empty() {
             r.id = new_id();
         }
-        r.properties.entry("owner".into()).or_insert_with(|| Value::String(self.author.clone()));
-        r.properties.entry("created".into()).or_insert(Value::Date(now));
-        r.properties.entry("modified".into()).or_insert(Value::Date(now));
+        r.properties
+            .entry("owner".into())
+            .or_insert_with(|| Value::String(self.author.clone()));
+        r.properties
+            .entry("created".into())
+            .or_insert(Value::Date(now));
+        r.properties
+            .entry("modified".into())
+            .or_insert(Value::Date(now));
         let adapters = self.adapters_for(&r.type_name);
         for (t, a) in &adapters {
-            a.initialise(&mut r).map_err(|reason| StoreError::Adapter { type_name: t.clone(), reason })?;
+            a.initialise(&mut r).map_err(|reason| StoreError::Adapter {
+                type_name: t.clone(),
+                reason,
+            })?;
         }
         self.finish_checks(r, &adapters)
     }
 
-    fn finish_checks(&self, mut r: Resource, adapters: &[(String, Arc<dyn ResourceAdapter>)]) -> Result<Resource> {
+    fn finish_checks(
+        &self,
+        mut r: Resource,
+        adapters: &[(String, Arc<dyn ResourceAdapter>)],
+    ) -> Result<Resource> {
         for (t, a) in adapters {
-            a.derive(&mut r).map_err(|reason| StoreError::Adapter { type_name: t.clone(), reason })?;
+            a.derive(&mut r).map_err(|reason| StoreError::Adapter {
+                type_name: t.clone(),
+                reason,
+            })?;
         }
         self.reg.validate(&mut r)?;
         if self.reg.is_a(&r.type_name, LIST_TYPE)
@@ -481,14 +535,19 @@ impl Store {
         {
             let q = q.as_str().unwrap_or_default();
             if let Err(e) = Query::from_json(q).and_then(|q| self.reg.check_query(&q)) {
-                return Err(StoreError::Invalid(ValidationErrors(vec![ValidationError {
-                    path: "properties.query".into(),
-                    reason: e.to_string(),
-                }])));
+                return Err(StoreError::Invalid(ValidationErrors(vec![
+                    ValidationError {
+                        path: "properties.query".into(),
+                        reason: e.to_string(),
+                    },
+                ])));
             }
         }
         for (t, a) in adapters {
-            a.validate(&r).map_err(|reason| StoreError::Adapter { type_name: t.clone(), reason })?;
+            a.validate(&r).map_err(|reason| StoreError::Adapter {
+                type_name: t.clone(),
+                reason,
+            })?;
         }
         Ok(r)
     }
@@ -497,19 +556,31 @@ impl Store {
     /// modified; runs adapters; validates; writes everything in one transaction.
     pub fn create(&mut self, r: Resource) -> Result<Resource> {
         let mut out = self.create_many(vec![r])?;
-        out.pop().ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
+        out.pop()
+            .ok_or_else(|| StoreError::Corrupt("create returned nothing".into()))
     }
 
     /// Creates several resources in one transaction (all or none).
     pub fn create_many(&mut self, rs: Vec<Resource>) -> Result<Vec<Resource>> {
-        let rs = rs.into_iter().map(|r| self.prepare_new(r)).collect::<Result<Vec<_>>>()?;
+        let rs = rs
+            .into_iter()
+            .map(|r| self.prepare_new(r))
+            .collect::<Result<Vec<_>>>()?;
         let time = (self.clock)();
         let mut events = Vec::new();
         let mut new_qlists = Vec::new();
         let tx = self.conn.transaction()?;
         for r in &rs {
             let rid = insert_resource(&tx, &self.reg, &mut self.insert_sql, r)?;
-            let seq = log_change(&tx, time, &self.author, "create", &r.id, &r.type_name, &content_json(r))?;
+            let seq = log_change(
+                &tx,
+                time,
+                &self.author,
+                "create",
+                &r.id,
+                &r.type_name,
+                &content_json(r),
+            )?;
             if let Some(ql) = query_list_of(&self.reg, rid, r)? {
                 populate_query_list(&tx, &ql)?;
                 new_qlists.push(ql);
@@ -518,12 +589,23 @@ impl Store {
             ev.seq = Some(seq);
             ev.rid = rid;
             events.push(ev);
-            maintain_query_lists(&tx, &self.reg, &self.query_lists, rid, r, time, &self.author, &mut events)?;
+            maintain_query_lists(
+                &tx,
+                &self.reg,
+                &self.query_lists,
+                rid,
+                r,
+                time,
+                &self.author,
+                &mut events,
+            )?;
         }
         // Query listeners: match after.
         for ev in events.iter_mut() {
             if matches!(ev.kind, EventKind::Created) {
-                ev.matched = self.listeners.query_matches(&tx, &self.reg, ev.rid, &ev.type_name)?;
+                ev.matched = self
+                    .listeners
+                    .query_matches(&tx, &self.reg, ev.rid, &ev.type_name)?;
             }
         }
         tx.commit()?;
@@ -535,7 +617,9 @@ impl Store {
     /// Changes a persistent resource (write-through): properties set or removed, child slots
     /// replaced, local metadata set. Validated whole; one transaction.
     pub fn update(&mut self, id: &str, patch: &Patch) -> Result<Resource> {
-        let (rid, type_name) = self.rid_of(id)?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let (rid, type_name) = self
+            .rid_of(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         let old = self.load(rid)?;
         let mut r = old.clone();
         r.apply(patch);
@@ -544,21 +628,37 @@ impl Store {
         }
         let content = patch.touches_content();
         if content && !patch.properties.contains_key("modified") {
-            r.properties.insert("modified".into(), Value::Date((self.clock)()));
+            r.properties
+                .insert("modified".into(), Value::Date((self.clock)()));
         }
         let adapters = self.adapters_for(&type_name);
         let r = self.finish_checks(r, &adapters)?;
         let time = (self.clock)();
-        let before = self.listeners.query_matches(&self.conn, &self.reg, rid, &type_name)?;
+        let before = self
+            .listeners
+            .query_matches(&self.conn, &self.reg, rid, &type_name)?;
         let tx = self.conn.transaction()?;
         // Tables whose own properties changed.
         for t in self.reg.chain(&type_name) {
-            if t.props.iter().any(|p| old.properties.get(&p.name) != r.properties.get(&p.name)) {
-                let sets: Vec<String> = t.props.iter().enumerate().map(|(i, p)| format!("{} = ?{}", col(&p.name), i + 2)).collect();
-                let q = format!("UPDATE {} SET {} WHERE rid = ?1", type_table(&t.name), sets.join(", "));
+            if t.props
+                .iter()
+                .any(|p| old.properties.get(&p.name) != r.properties.get(&p.name))
+            {
+                let sets: Vec<String> = t
+                    .props
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| format!("{} = ?{}", col(&p.name), i + 2))
+                    .collect();
+                let q = format!(
+                    "UPDATE {} SET {} WHERE rid = ?1",
+                    type_table(&t.name),
+                    sets.join(", ")
+                );
                 let mut vals = vec![SqlValue::Integer(rid)];
                 vals.extend(t.props.iter().map(|p| to_sql(r.properties.get(&p.name), p)));
-                tx.prepare_cached(&q)?.execute(params_from_iter(vals.iter()))?;
+                tx.prepare_cached(&q)?
+                    .execute(params_from_iter(vals.iter()))?;
             }
         }
         if old.children != r.children {
@@ -566,7 +666,8 @@ impl Store {
             insert_children(&tx, &self.reg, rid, &type_name, &r.children)?;
         }
         if old.meta != r.meta {
-            tx.prepare_cached("DELETE FROM ap_meta WHERE rid = ?1")?.execute([rid])?;
+            tx.prepare_cached("DELETE FROM ap_meta WHERE rid = ?1")?
+                .execute([rid])?;
             insert_meta(&tx, &self.reg, rid, &r)?;
         }
         let mut ev = Event::new(EventKind::Updated, id, &type_name, time, &self.author);
@@ -579,27 +680,58 @@ impl Store {
                 .iter()
                 .filter(|(k, v)| old.properties.get(*k) != Some(*v))
                 .map(|(k, v)| (k.clone(), v.clone()))
-                .chain(old.properties.keys().filter(|k| !r.properties.contains_key(*k)).map(|k| (k.clone(), Value::Null)))
+                .chain(
+                    old.properties
+                        .keys()
+                        .filter(|k| !r.properties.contains_key(*k))
+                        .map(|k| (k.clone(), Value::Null)),
+                )
                 .collect();
-            data.insert("properties".into(), serde_json::to_value(&changed).unwrap_or_default());
+            data.insert(
+                "properties".into(),
+                serde_json::to_value(&changed).unwrap_or_default(),
+            );
             if old.children != r.children {
-                data.insert("children".into(), serde_json::to_value(&r.children).unwrap_or_default());
+                data.insert(
+                    "children".into(),
+                    serde_json::to_value(&r.children).unwrap_or_default(),
+                );
             }
-            ev.seq = Some(log_change(&tx, time, &self.author, "update", id, &type_name, &serde_json::Value::Object(data))?);
+            ev.seq = Some(log_change(
+                &tx,
+                time,
+                &self.author,
+                "update",
+                id,
+                &type_name,
+                &serde_json::Value::Object(data),
+            )?);
         }
         let mut events = vec![ev];
         // A list whose query changed is re-populated.
         let mut replaced_ql = None;
         if old.get("query") != r.get("query") && self.reg.is_a(&type_name, LIST_TYPE) {
-            tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1")?.execute([rid])?;
+            tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1")?
+                .execute([rid])?;
             let ql = query_list_of(&self.reg, rid, &r)?;
             if let Some(ql) = &ql {
                 populate_query_list(&tx, ql)?;
             }
             replaced_ql = Some(ql);
         }
-        maintain_query_lists(&tx, &self.reg, &self.query_lists, rid, &r, time, &self.author, &mut events)?;
-        let after = self.listeners.query_matches(&tx, &self.reg, rid, &type_name)?;
+        maintain_query_lists(
+            &tx,
+            &self.reg,
+            &self.query_lists,
+            rid,
+            &r,
+            time,
+            &self.author,
+            &mut events,
+        )?;
+        let after = self
+            .listeners
+            .query_matches(&tx, &self.reg, rid, &type_name)?;
         events[0].matched = before.into_iter().chain(after).collect();
         tx.commit()?;
         if let Some(ql) = replaced_ql {
@@ -617,9 +749,13 @@ impl Store {
 
     /// Makes a resource unpersistent: removes it, its children, metadata and list memberships.
     pub fn delete(&mut self, id: &str) -> Result<()> {
-        let (rid, type_name) = self.rid_of(id)?.ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let (rid, type_name) = self
+            .rid_of(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
         let time = (self.clock)();
-        let before = self.listeners.query_matches(&self.conn, &self.reg, rid, &type_name)?;
+        let before = self
+            .listeners
+            .query_matches(&self.conn, &self.reg, rid, &type_name)?;
         let tx = self.conn.transaction()?;
         let mut events = Vec::new();
         // Query lists and explicit lists lose the item.
@@ -627,7 +763,9 @@ impl Store {
             let mut st = tx.prepare_cached(
                 "SELECT r.id, r.type FROM ap_list_items li JOIN t_Resource r ON r.rid = li.list WHERE li.item = ?1",
             )?;
-            let lists = st.query_map([rid], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+            let lists = st.query_map([rid], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })?;
             for l in lists {
                 let (lid, ltype) = l?;
                 let mut ev = Event::new(EventKind::ItemRemoved, &lid, &ltype, time, &self.author);
@@ -636,13 +774,27 @@ impl Store {
             }
         }
         remove_from_lists(&tx, rid)?;
-        tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1")?.execute([rid])?;
+        tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1")?
+            .execute([rid])?;
         delete_children(&tx, &self.reg, rid, &type_name)?;
         for t in self.reg.chain(&type_name) {
-            tx.prepare_cached(&format!("DELETE FROM {} WHERE rid = ?1", type_table(&t.name)))?.execute([rid])?;
+            tx.prepare_cached(&format!(
+                "DELETE FROM {} WHERE rid = ?1",
+                type_table(&t.name)
+            ))?
+            .execute([rid])?;
         }
-        tx.prepare_cached("DELETE FROM ap_meta WHERE rid = ?1")?.execute([rid])?;
-        let seq = log_change(&tx, time, &self.author, "delete", id, &type_name, &serde_json::Value::Null)?;
+        tx.prepare_cached("DELETE FROM ap_meta WHERE rid = ?1")?
+            .execute([rid])?;
+        let seq = log_change(
+            &tx,
+            time,
+            &self.author,
+            "delete",
+            id,
+            &type_name,
+            &serde_json::Value::Null,
+        )?;
         let mut ev = Event::new(EventKind::Deleted, id, &type_name, time, &self.author);
         ev.seq = Some(seq);
         ev.rid = rid;
@@ -657,9 +809,13 @@ impl Store {
     // ---- lists ----
 
     fn list_rid(&self, list_id: &str, explicit: bool) -> Result<(i64, String)> {
-        let (rid, t) = self.rid_of(list_id)?.ok_or_else(|| StoreError::NotFound(list_id.to_string()))?;
+        let (rid, t) = self
+            .rid_of(list_id)?
+            .ok_or_else(|| StoreError::NotFound(list_id.to_string()))?;
         if !self.reg.is_a(&t, LIST_TYPE) {
-            return Err(StoreError::BadRequest(format!("{list_id} is a {t}, not a List")));
+            return Err(StoreError::BadRequest(format!(
+                "{list_id} is a {t}, not a List"
+            )));
         }
         if explicit && self.query_lists.iter().any(|q| q.rid == rid) {
             return Err(StoreError::BadRequest(format!(
@@ -672,11 +828,15 @@ impl Store {
     /// Inserts `item` into the explicit list at `index` (None or past the end: append).
     pub fn list_insert(&mut self, list_id: &str, item_id: &str, index: Option<u64>) -> Result<u64> {
         let (lrid, ltype) = self.list_rid(list_id, true)?;
-        let (irid, _) = self.rid_of(item_id)?.ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
+        let (irid, _) = self
+            .rid_of(item_id)?
+            .ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
         let time = (self.clock)();
         let tx = self.conn.transaction()?;
         let exists: bool = tx
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM ap_list_items WHERE list = ?1 AND item = ?2)")?
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM ap_list_items WHERE list = ?1 AND item = ?2)",
+            )?
             .query_row([lrid, irid], |r| r.get(0))?;
         if exists {
             return Err(StoreError::Exists(format!("{item_id} in list {list_id}")));
@@ -689,7 +849,15 @@ impl Store {
             .execute([lrid, pos])?;
         tx.prepare_cached("INSERT INTO ap_list_items(list, item, pos) VALUES (?1, ?2, ?3)")?
             .execute([lrid, irid, pos])?;
-        let seq = log_change(&tx, time, &self.author, "list.insert", list_id, &ltype, &serde_json::json!({"item": item_id, "index": pos}))?;
+        let seq = log_change(
+            &tx,
+            time,
+            &self.author,
+            "list.insert",
+            list_id,
+            &ltype,
+            &serde_json::json!({"item": item_id, "index": pos}),
+        )?;
         tx.commit()?;
         let mut ev = Event::new(EventKind::ItemAdded, list_id, &ltype, time, &self.author);
         ev.item = Some(item_id.to_string());
@@ -702,28 +870,43 @@ impl Store {
     /// Moves `item` to `index` in the explicit list.
     pub fn list_move(&mut self, list_id: &str, item_id: &str, index: u64) -> Result<u64> {
         let (lrid, ltype) = self.list_rid(list_id, true)?;
-        let (irid, _) = self.rid_of(item_id)?.ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
+        let (irid, _) = self
+            .rid_of(item_id)?
+            .ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
         let time = (self.clock)();
         let tx = self.conn.transaction()?;
         let old: Option<i64> = tx
             .prepare_cached("SELECT pos FROM ap_list_items WHERE list = ?1 AND item = ?2")?
             .query_row([lrid, irid], |r| r.get(0))
             .optional()?;
-        let old = old.ok_or_else(|| StoreError::NotFound(format!("{item_id} in list {list_id}")))?;
+        let old =
+            old.ok_or_else(|| StoreError::NotFound(format!("{item_id} in list {list_id}")))?;
         let len: i64 = tx
             .prepare_cached("SELECT count(*) FROM ap_list_items WHERE list = ?1")?
             .query_row([lrid], |r| r.get(0))?;
         let new = (index.min((len - 1).max(0) as u64)) as i64;
         if new > old {
-            tx.prepare_cached("UPDATE ap_list_items SET pos = pos - 1 WHERE list = ?1 AND pos > ?2 AND pos <= ?3")?
-                .execute([lrid, old, new])?;
+            tx.prepare_cached(
+                "UPDATE ap_list_items SET pos = pos - 1 WHERE list = ?1 AND pos > ?2 AND pos <= ?3",
+            )?
+            .execute([lrid, old, new])?;
         } else if new < old {
-            tx.prepare_cached("UPDATE ap_list_items SET pos = pos + 1 WHERE list = ?1 AND pos >= ?2 AND pos < ?3")?
-                .execute([lrid, new, old])?;
+            tx.prepare_cached(
+                "UPDATE ap_list_items SET pos = pos + 1 WHERE list = ?1 AND pos >= ?2 AND pos < ?3",
+            )?
+            .execute([lrid, new, old])?;
         }
         tx.prepare_cached("UPDATE ap_list_items SET pos = ?3 WHERE list = ?1 AND item = ?2")?
             .execute([lrid, irid, new])?;
-        let seq = log_change(&tx, time, &self.author, "list.move", list_id, &ltype, &serde_json::json!({"item": item_id, "index": new}))?;
+        let seq = log_change(
+            &tx,
+            time,
+            &self.author,
+            "list.move",
+            list_id,
+            &ltype,
+            &serde_json::json!({"item": item_id, "index": new}),
+        )?;
         tx.commit()?;
         let mut ev = Event::new(EventKind::ItemMoved, list_id, &ltype, time, &self.author);
         ev.item = Some(item_id.to_string());
@@ -736,18 +919,30 @@ impl Store {
     /// Removes `item` from the explicit list.
     pub fn list_remove(&mut self, list_id: &str, item_id: &str) -> Result<()> {
         let (lrid, ltype) = self.list_rid(list_id, true)?;
-        let (irid, _) = self.rid_of(item_id)?.ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
+        let (irid, _) = self
+            .rid_of(item_id)?
+            .ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
         let time = (self.clock)();
         let tx = self.conn.transaction()?;
         let old: Option<i64> = tx
             .prepare_cached("SELECT pos FROM ap_list_items WHERE list = ?1 AND item = ?2")?
             .query_row([lrid, irid], |r| r.get(0))
             .optional()?;
-        let old = old.ok_or_else(|| StoreError::NotFound(format!("{item_id} in list {list_id}")))?;
-        tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1 AND item = ?2")?.execute([lrid, irid])?;
+        let old =
+            old.ok_or_else(|| StoreError::NotFound(format!("{item_id} in list {list_id}")))?;
+        tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1 AND item = ?2")?
+            .execute([lrid, irid])?;
         tx.prepare_cached("UPDATE ap_list_items SET pos = pos - 1 WHERE list = ?1 AND pos > ?2")?
             .execute([lrid, old])?;
-        let seq = log_change(&tx, time, &self.author, "list.remove", list_id, &ltype, &serde_json::json!({"item": item_id}))?;
+        let seq = log_change(
+            &tx,
+            time,
+            &self.author,
+            "list.remove",
+            list_id,
+            &ltype,
+            &serde_json::json!({"item": item_id}),
+        )?;
         tx.commit()?;
         let mut ev = Event::new(EventKind::ItemRemoved, list_id, &ltype, time, &self.author);
         ev.item = Some(item_id.to_string());
@@ -779,8 +974,16 @@ impl Store {
                     items.push(id);
                 }
             }
-            let q = self.get(list_id)?.and_then(|r| r.get("query").and_then(Value::as_str).and_then(|s| Query::from_json(s).ok()));
-            return Ok(ListInfo { id: list_id.to_string(), query: q, items });
+            let q = self.get(list_id)?.and_then(|r| {
+                r.get("query")
+                    .and_then(Value::as_str)
+                    .and_then(|s| Query::from_json(s).ok())
+            });
+            return Ok(ListInfo {
+                id: list_id.to_string(),
+                query: q,
+                items,
+            });
         }
         let items: Vec<String> = self
             .conn
@@ -789,21 +992,34 @@ impl Store {
             )?
             .query_map([lrid], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(ListInfo { id: list_id.to_string(), query: None, items })
+        Ok(ListInfo {
+            id: list_id.to_string(),
+            query: None,
+            items,
+        })
     }
 
     fn load_query_lists(&mut self) -> Result<()> {
         let rows: Vec<(i64, String)> = self
             .conn
-            .prepare(&format!("SELECT rid, {} FROM {} WHERE {} IS NOT NULL", col("query"), type_table(LIST_TYPE), col("query")))?
+            .prepare(&format!(
+                "SELECT rid, {} FROM {} WHERE {} IS NOT NULL",
+                col("query"),
+                type_table(LIST_TYPE),
+                col("query")
+            ))?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         self.query_lists.clear();
         for (rid, q) in rows {
-            let Some((id, _)) = self.id_of(rid)? else { continue };
+            let Some((id, _)) = self.id_of(rid)? else {
+                continue;
+            };
             match Query::from_json(&q).and_then(|q| self.reg.check_query(&q)) {
                 Ok(query) => self.query_lists.push(QueryList { rid, id, query }),
-                Err(e) => tracing::warn!(list = %id, error = %e, "stored list query no longer valid; list not kept live"),
+                Err(e) => {
+                    tracing::warn!(list = %id, error = %e, "stored list query no longer valid; list not kept live")
+                }
             }
         }
         Ok(())
@@ -811,7 +1027,9 @@ impl Store {
 
     /// Runs SQLite's integrity check (tests, `allpeers doctor`).
     pub fn integrity_check(&self) -> Result<String> {
-        Ok(self.conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
+        Ok(self
+            .conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))?)
     }
 
     /// The underlying connection, read-only use (benchmarks, diagnostics).
@@ -829,12 +1047,26 @@ struct Content<'a> {
 
 /// The change-log data of a created resource (serialised once, straight to text).
 fn content_json(r: &Resource) -> String {
-    serde_json::to_string(&Content { properties: &r.properties, children: &r.children }).unwrap_or_default()
+    serde_json::to_string(&Content {
+        properties: &r.properties,
+        children: &r.children,
+    })
+    .unwrap_or_default()
 }
 
-fn log_change(tx: &Transaction<'_>, time: i64, author: &str, op: &str, id: &str, type_name: &str, data: &impl LogData) -> Result<i64> {
-    tx.prepare_cached("INSERT INTO ap_changes(time, author, op, id, type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
-        .execute(params![time, author, op, id, type_name, data.text()])?;
+fn log_change(
+    tx: &Transaction<'_>,
+    time: i64,
+    author: &str,
+    op: &str,
+    id: &str,
+    type_name: &str,
+    data: &impl LogData,
+) -> Result<i64> {
+    tx.prepare_cached(
+        "INSERT INTO ap_changes(time, author, op, id, type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![time, author, op, id, type_name, data.text()])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -852,28 +1084,53 @@ impl LogData for String {
     }
 }
 
-fn insert_resource(tx: &Transaction<'_>, reg: &Registry, cache: &mut HashMap<String, String>, r: &Resource) -> Result<i64> {
+fn insert_resource(
+    tx: &Transaction<'_>,
+    reg: &Registry,
+    cache: &mut HashMap<String, String>,
+    r: &Resource,
+) -> Result<i64> {
     let mut rid = 0i64;
     for t in reg.chain(&r.type_name) {
         let root = t.name == ROOT_TYPE;
         if !cache.contains_key(&t.name) {
-            let mut cols: Vec<String> = if root { vec!["id".into(), "type".into()] } else { vec!["rid".into()] };
+            let mut cols: Vec<String> = if root {
+                vec!["id".into(), "type".into()]
+            } else {
+                vec!["rid".into()]
+            };
             cols.extend(t.props.iter().map(|p| col(&p.name)));
             let ph: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-            let q = format!("INSERT INTO {}({}) VALUES ({})", type_table(&t.name), cols.join(", "), ph.join(", "));
+            let q = format!(
+                "INSERT INTO {}({}) VALUES ({})",
+                type_table(&t.name),
+                cols.join(", "),
+                ph.join(", ")
+            );
             cache.insert(t.name.clone(), q);
         }
         let sql = cache.get(&t.name).map(String::as_str).unwrap_or_default();
         use rusqlite::types::ToSqlOutput;
         let mut vals: Vec<ToSqlOutput<'_>> = Vec::with_capacity(t.props.len() + 2);
         if root {
-            vals.push(ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(r.id.as_bytes())));
-            vals.push(ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(r.type_name.as_bytes())));
+            vals.push(ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(
+                r.id.as_bytes(),
+            )));
+            vals.push(ToSqlOutput::Borrowed(rusqlite::types::ValueRef::Text(
+                r.type_name.as_bytes(),
+            )));
         } else {
             vals.push(ToSqlOutput::Owned(SqlValue::Integer(rid)));
         }
-        vals.extend(t.props.iter().map(|p| sql::to_sql_ref(r.properties.get(&p.name), p)));
-        match tx.prepare_cached(sql)?.execute(params_from_iter(vals.iter())) {
+        vals.extend(
+            t.props
+                .iter()
+                .map(|p| sql::to_sql_ref(r.properties.get(&p.name), p)),
+        );
+        match tx
+            .prepare_cached(sql)?
+            .execute(params_from_iter(vals.iter()))
+        {
             Ok(_) => {}
             // The UNIQUE index on t_Resource.id: the id is taken.
             Err(rusqlite::Error::SqliteFailure(e, _))
@@ -898,18 +1155,30 @@ fn insert_meta(tx: &Transaction<'_>, reg: &Registry, rid: i64, r: &Resource) -> 
     }
     let defs = reg.meta_props(&r.type_name);
     for (k, v) in &r.meta {
-        let Some(def) = defs.iter().find(|d| &d.name == k) else { continue };
+        let Some(def) = defs.iter().find(|d| &d.name == k) else {
+            continue;
+        };
         tx.prepare_cached("INSERT INTO ap_meta(rid, name, value) VALUES (?1, ?2, ?3)")?
             .execute(params![rid, k, to_sql(Some(v), def)])?;
     }
     Ok(())
 }
 
-fn insert_children(tx: &Transaction<'_>, reg: &Registry, owner: i64, type_name: &str, children: &BTreeMap<String, Vec<Child>>) -> Result<()> {
+fn insert_children(
+    tx: &Transaction<'_>,
+    reg: &Registry,
+    owner: i64,
+    type_name: &str,
+    children: &BTreeMap<String, Vec<Child>>,
+) -> Result<()> {
     if children.is_empty() {
         return Ok(());
     }
-    let slots: Vec<(String, String)> = reg.all_children(type_name).into_iter().map(|c| (c.name.clone(), c.type_name.clone())).collect();
+    let slots: Vec<(String, String)> = reg
+        .all_children(type_name)
+        .into_iter()
+        .map(|c| (c.name.clone(), c.type_name.clone()))
+        .collect();
     insert_child_rows(tx, reg, owner, None, &slots, children)
 }
 
@@ -922,13 +1191,29 @@ fn insert_child_rows(
     children: &BTreeMap<String, Vec<Child>>,
 ) -> Result<()> {
     for (slot, ty) in slots {
-        let Some(values) = children.get(slot) else { continue };
+        let Some(values) = children.get(slot) else {
+            continue;
+        };
         let Some(t) = reg.get(ty) else { continue };
-        let mut cols = vec!["owner".to_string(), "parent".into(), "slot".into(), "pos".into()];
+        let mut cols = vec![
+            "owner".to_string(),
+            "parent".into(),
+            "slot".into(),
+            "pos".into(),
+        ];
         cols.extend(t.props.iter().map(|p| col(&p.name)));
         let ph: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
-        let q = format!("INSERT INTO {}({}) VALUES ({})", child_table(ty), cols.join(", "), ph.join(", "));
-        let sub: Vec<(String, String)> = t.children.iter().map(|c| (c.name.clone(), c.type_name.clone())).collect();
+        let q = format!(
+            "INSERT INTO {}({}) VALUES ({})",
+            child_table(ty),
+            cols.join(", "),
+            ph.join(", ")
+        );
+        let sub: Vec<(String, String)> = t
+            .children
+            .iter()
+            .map(|c| (c.name.clone(), c.type_name.clone()))
+            .collect();
         for (pos, c) in values.iter().enumerate() {
             let mut vals = vec![
                 SqlValue::Integer(owner),
@@ -937,7 +1222,8 @@ fn insert_child_rows(
                 SqlValue::Integer(pos as i64),
             ];
             vals.extend(t.props.iter().map(|p| to_sql(c.properties.get(&p.name), p)));
-            tx.prepare_cached(&q)?.execute(params_from_iter(vals.iter()))?;
+            tx.prepare_cached(&q)?
+                .execute(params_from_iter(vals.iter()))?;
             if !sub.is_empty() && !c.children.is_empty() {
                 let cid = tx.last_insert_rowid();
                 insert_child_rows(tx, reg, owner, Some(cid), &sub, &c.children)?;
@@ -947,9 +1233,18 @@ fn insert_child_rows(
     Ok(())
 }
 
-fn delete_children(tx: &Transaction<'_>, reg: &Registry, owner: i64, type_name: &str) -> Result<()> {
+fn delete_children(
+    tx: &Transaction<'_>,
+    reg: &Registry,
+    owner: i64,
+    type_name: &str,
+) -> Result<()> {
     let mut tables: Vec<String> = Vec::new();
-    let mut stack: Vec<String> = reg.all_children(type_name).into_iter().map(|c| c.type_name.clone()).collect();
+    let mut stack: Vec<String> = reg
+        .all_children(type_name)
+        .into_iter()
+        .map(|c| c.type_name.clone())
+        .collect();
     while let Some(t) = stack.pop() {
         if tables.contains(&t) {
             continue;
@@ -960,7 +1255,8 @@ fn delete_children(tx: &Transaction<'_>, reg: &Registry, owner: i64, type_name: 
         tables.push(t);
     }
     for t in tables {
-        tx.prepare_cached(&format!("DELETE FROM {} WHERE owner = ?1", child_table(&t)))?.execute([owner])?;
+        tx.prepare_cached(&format!("DELETE FROM {} WHERE owner = ?1", child_table(&t)))?
+            .execute([owner])?;
     }
     Ok(())
 }
@@ -971,7 +1267,8 @@ fn remove_from_lists(tx: &Transaction<'_>, rid: i64) -> Result<()> {
         .prepare_cached("SELECT list, pos FROM ap_list_items WHERE item = ?1")?
         .query_map([rid], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    tx.prepare_cached("DELETE FROM ap_list_items WHERE item = ?1")?.execute([rid])?;
+    tx.prepare_cached("DELETE FROM ap_list_items WHERE item = ?1")?
+        .execute([rid])?;
     for (list, pos) in positions {
         tx.prepare_cached("UPDATE ap_list_items SET pos = pos - 1 WHERE list = ?1 AND pos > ?2")?
             .execute([list, pos])?;
@@ -983,10 +1280,16 @@ fn query_list_of(reg: &Registry, rid: i64, r: &Resource) -> Result<Option<QueryL
     if !reg.is_a(&r.type_name, LIST_TYPE) {
         return Ok(None);
     }
-    let Some(q) = r.get("query").and_then(Value::as_str) else { return Ok(None) };
+    let Some(q) = r.get("query").and_then(Value::as_str) else {
+        return Ok(None);
+    };
     let q = Query::from_json(q)?;
     let query = reg.check_query(&q)?;
-    Ok(Some(QueryList { rid, id: r.id.clone(), query }))
+    Ok(Some(QueryList {
+        rid,
+        id: r.id.clone(),
+        query,
+    }))
 }
 
 fn populate_query_list(tx: &Transaction<'_>, ql: &QueryList) -> Result<()> {
@@ -1018,25 +1321,33 @@ fn maintain_query_lists(
         if ql.rid == rid {
             continue;
         }
-        let relevant = reg.is_a(&r.type_name, &ql.query.type_name) || ql.query.has_list_conditions();
+        let relevant =
+            reg.is_a(&r.type_name, &ql.query.type_name) || ql.query.has_list_conditions();
         if !relevant {
             continue;
         }
         let now = Store::matches(tx, &ql.query, rid)?;
         let was: bool = tx
-            .prepare_cached("SELECT EXISTS(SELECT 1 FROM ap_list_items WHERE list = ?1 AND item = ?2)")?
+            .prepare_cached(
+                "SELECT EXISTS(SELECT 1 FROM ap_list_items WHERE list = ?1 AND item = ?2)",
+            )?
             .query_row([ql.rid, rid], |row| row.get(0))?;
         if now == was {
             continue;
         }
         let kind = if now {
-            tx.prepare_cached("INSERT INTO ap_list_items(list, item, pos) VALUES (?1, ?2, 0)")?.execute([ql.rid, rid])?;
+            tx.prepare_cached("INSERT INTO ap_list_items(list, item, pos) VALUES (?1, ?2, 0)")?
+                .execute([ql.rid, rid])?;
             EventKind::ItemAdded
         } else {
-            tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1 AND item = ?2")?.execute([ql.rid, rid])?;
+            tx.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1 AND item = ?2")?
+                .execute([ql.rid, rid])?;
             EventKind::ItemRemoved
         };
-        let ltype = reg.get(LIST_TYPE).map(|t| t.name.clone()).unwrap_or_default();
+        let ltype = reg
+            .get(LIST_TYPE)
+            .map(|t| t.name.clone())
+            .unwrap_or_default();
         let mut ev = Event::new(kind, &ql.id, &ltype, time, author);
         ev.item = Some(r.id.clone());
         events.push(ev);
@@ -1053,7 +1364,10 @@ fn ensure_tables(tx: &Transaction<'_>, reg: &Registry) -> Result<()> {
                 "cid INTEGER PRIMARY KEY, owner INTEGER NOT NULL, parent INTEGER, slot TEXT NOT NULL, pos INTEGER NOT NULL",
             )
         } else if t.name == ROOT_TYPE {
-            (type_table(&t.name), "rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL")
+            (
+                type_table(&t.name),
+                "rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL",
+            )
         } else {
             (type_table(&t.name), "rid INTEGER PRIMARY KEY")
         };
@@ -1065,7 +1379,11 @@ fn ensure_tables(tx: &Transaction<'_>, reg: &Registry) -> Result<()> {
         for p in &t.props {
             let c = format!("p_{}", p.name);
             if !existing.iter().any(|e| e.eq_ignore_ascii_case(&c)) {
-                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {} {}", col(&p.name), sql_type(p)))?;
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {} {}",
+                    col(&p.name),
+                    sql_type(p)
+                ))?;
                 tracing::info!(table, column = %c, "column added");
             }
             if p.indexed {

@@ -78,7 +78,13 @@ pub struct Event {
 }
 
 impl Event {
-    pub(crate) fn new(kind: EventKind, id: &str, type_name: &str, time: i64, author: &str) -> Event {
+    pub(crate) fn new(
+        kind: EventKind,
+        id: &str,
+        type_name: &str,
+        time: i64,
+        author: &str,
+    ) -> Event {
         Event {
             kind,
             id: id.to_string(),
@@ -109,9 +115,19 @@ pub(crate) struct Listeners {
 }
 
 impl Listeners {
-    pub fn add(&mut self, filter: Filter, checked: Option<CheckedQuery>, cb: Callback) -> SubscriptionId {
+    pub fn add(
+        &mut self,
+        filter: Filter,
+        checked: Option<CheckedQuery>,
+        cb: Callback,
+    ) -> SubscriptionId {
         self.next += 1;
-        self.subs.push(Sub { id: self.next, filter, checked, cb });
+        self.subs.push(Sub {
+            id: self.next,
+            filter,
+            checked,
+            cb,
+        });
         SubscriptionId(self.next)
     }
 
@@ -122,7 +138,13 @@ impl Listeners {
     }
 
     /// Ids of the query subscriptions that resource `rid` matches now.
-    pub fn query_matches(&self, conn: &Connection, reg: &Registry, rid: i64, type_name: &str) -> Result<Vec<u64>> {
+    pub fn query_matches(
+        &self,
+        conn: &Connection,
+        reg: &Registry,
+        rid: i64,
+        type_name: &str,
+    ) -> Result<Vec<u64>> {
         let mut out = Vec::new();
         for s in &self.subs {
             let Some(q) = &s.checked else { continue };

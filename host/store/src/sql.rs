@@ -69,7 +69,10 @@ pub(crate) fn scalar_to_sql(v: &Value) -> SqlValue {
 }
 
 /// A property value as a borrowed SQL parameter (no copy of strings and bytes).
-pub(crate) fn to_sql_ref<'a>(v: Option<&'a Value>, def: &PropDef) -> rusqlite::types::ToSqlOutput<'a> {
+pub(crate) fn to_sql_ref<'a>(
+    v: Option<&'a Value>,
+    def: &PropDef,
+) -> rusqlite::types::ToSqlOutput<'a> {
     use rusqlite::types::ToSqlOutput;
     match v {
         Some(Value::String(s)) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
@@ -90,9 +93,9 @@ fn elem_to_sql(v: &Value) -> SqlValue {
 pub(crate) fn to_sql(v: Option<&Value>, def: &PropDef) -> SqlValue {
     match v {
         None | Some(Value::Null) => SqlValue::Null,
-        Some(Value::List(items)) if def.multi => {
-            SqlValue::Text(serde_json::Value::Array(items.iter().map(json_elem).collect()).to_string())
-        }
+        Some(Value::List(items)) if def.multi => SqlValue::Text(
+            serde_json::Value::Array(items.iter().map(json_elem).collect()).to_string(),
+        ),
         Some(v) => scalar_to_sql(v),
     }
 }
@@ -113,13 +116,24 @@ fn elem_from_json(j: &serde_json::Value, dt: DataType) -> Option<Value> {
 }
 
 /// A stored column back to a value; `None` for SQL NULL.
-pub(crate) fn from_sql(v: ValueRef<'_>, dt: DataType, multi: bool) -> Result<Option<Value>, StoreError> {
-    let bad = || StoreError::Corrupt(format!("a stored {} value has the wrong SQL type", dt.name()));
+pub(crate) fn from_sql(
+    v: ValueRef<'_>,
+    dt: DataType,
+    multi: bool,
+) -> Result<Option<Value>, StoreError> {
+    let bad = || {
+        StoreError::Corrupt(format!(
+            "a stored {} value has the wrong SQL type",
+            dt.name()
+        ))
+    };
     if matches!(v, ValueRef::Null) {
         return Ok(None);
     }
     if multi {
-        let ValueRef::Text(t) = v else { return Err(bad()) };
+        let ValueRef::Text(t) = v else {
+            return Err(bad());
+        };
         let j: serde_json::Value = serde_json::from_slice(t).map_err(|_| bad())?;
         let arr = j.as_array().ok_or_else(bad)?;
         let items = arr
@@ -148,6 +162,9 @@ pub(crate) struct Compiled {
     pub sql: String,
     pub params: Vec<SqlValue>,
 }
+
+/// An extra condition on the root alias, added by the caller.
+pub(crate) type Extra<'a> = &'a dyn Fn(&str, &mut Compiler) -> String;
 
 pub(crate) struct Compiler {
     params: Vec<SqlValue>,
@@ -178,17 +195,24 @@ impl Compiler {
         &mut self,
         q: &CheckedQuery,
         with_order: bool,
-        extra: Option<&dyn Fn(&str, &mut Compiler) -> String>,
+        extra: Option<Extra<'_>>,
     ) -> String {
         let root = self.alias();
         let mut aliases: Vec<(String, String)> = vec![(ROOT_TYPE.to_string(), root.clone())];
         let mut from = format!("{} {root}", type_table(ROOT_TYPE));
         for t in q.chain.iter().skip(1) {
             let a = self.alias();
-            from.push_str(&format!(" JOIN {} {a} ON {a}.rid = {root}.rid", type_table(t)));
+            from.push_str(&format!(
+                " JOIN {} {a} ON {a}.rid = {root}.rid",
+                type_table(t)
+            ));
             aliases.push((t.clone(), a));
         }
-        let mut conds: Vec<String> = q.filter.iter().map(|e| self.expr(e, &root, &aliases)).collect();
+        let mut conds: Vec<String> = q
+            .filter
+            .iter()
+            .map(|e| self.expr(e, &root, &aliases))
+            .collect();
         if let Some(f) = extra {
             conds.push(f(&root, self));
         }
@@ -203,7 +227,11 @@ impl Compiler {
                 .iter()
                 .map(|s| {
                     let a = alias_of(&aliases, &s.owner);
-                    format!("{a}.{} {}", col(&s.prop), if s.desc { "DESC" } else { "ASC" })
+                    format!(
+                        "{a}.{} {}",
+                        col(&s.prop),
+                        if s.desc { "DESC" } else { "ASC" }
+                    )
                 })
                 .collect();
             if !keys.is_empty() {
@@ -229,7 +257,11 @@ impl Compiler {
     }
 
     fn cmp(&mut self, lhs: &str, op: Op, v: &Value, elem: bool) -> String {
-        let p = self.bind(if elem { elem_to_sql(v) } else { scalar_to_sql(v) });
+        let p = self.bind(if elem {
+            elem_to_sql(v)
+        } else {
+            scalar_to_sql(v)
+        });
         match op {
             Op::Eq => format!("{lhs} = {p}"),
             Op::Ne => format!("{lhs} IS NOT {p}"),
@@ -246,14 +278,23 @@ impl Compiler {
 
     fn expr(&mut self, e: &CheckedExpr, root: &str, aliases: &[(String, String)]) -> String {
         match e {
-            CheckedExpr::Prop { owner, prop, multi, op, value, .. } => {
+            CheckedExpr::Prop {
+                owner,
+                prop,
+                multi,
+                op,
+                value,
+                ..
+            } => {
                 let c = format!("{}.{}", alias_of(aliases, owner), col(prop));
                 match (multi, op, value) {
                     (false, _, Some(v)) => self.cmp(&c, *op, v, false),
                     (false, Op::NotNull, None) => format!("{c} IS NOT NULL"),
                     (false, _, None) => format!("{c} IS NULL"),
                     (true, Op::IsNull, _) => format!("({c} IS NULL OR json_array_length({c}) = 0)"),
-                    (true, Op::NotNull, _) => format!("({c} IS NOT NULL AND json_array_length({c}) > 0)"),
+                    (true, Op::NotNull, _) => {
+                        format!("({c} IS NOT NULL AND json_array_length({c}) > 0)")
+                    }
                     (true, Op::Ne, Some(v)) => {
                         let inner = self.cmp("j.value", Op::Eq, v, true);
                         format!("NOT EXISTS (SELECT 1 FROM json_each({c}) j WHERE {inner})")
@@ -265,9 +306,12 @@ impl Compiler {
                     (true, _, None) => "0".into(),
                 }
             }
-            CheckedExpr::Meta { name, op, value, .. } => {
+            CheckedExpr::Meta {
+                name, op, value, ..
+            } => {
                 let n = self.bind(SqlValue::Text(name.clone()));
-                let base = format!("SELECT 1 FROM ap_meta m WHERE m.rid = {root}.rid AND m.name = {n}");
+                let base =
+                    format!("SELECT 1 FROM ap_meta m WHERE m.rid = {root}.rid AND m.name = {n}");
                 match (op, value) {
                     (Op::IsNull, _) => format!("NOT EXISTS ({base})"),
                     (Op::NotNull, _) => format!("EXISTS ({base})"),
@@ -301,23 +345,33 @@ impl Compiler {
                 if t == ROOT_TYPE {
                     "1".into()
                 } else {
-                    format!("EXISTS (SELECT 1 FROM {} x WHERE x.rid = {root}.rid)", type_table(t))
+                    format!(
+                        "EXISTS (SELECT 1 FROM {} x WHERE x.rid = {root}.rid)",
+                        type_table(t)
+                    )
                 }
             }
             CheckedExpr::Ids(ids) => {
                 if ids.is_empty() {
                     return "0".into();
                 }
-                let ps: Vec<String> = ids.iter().map(|i| self.bind(SqlValue::Text(i.clone()))).collect();
+                let ps: Vec<String> = ids
+                    .iter()
+                    .map(|i| self.bind(SqlValue::Text(i.clone())))
+                    .collect();
                 format!("{root}.id IN ({})", ps.join(", "))
             }
             CheckedExpr::ListsContaining(sub) => {
                 let s = self.select(sub, true, None);
-                format!("{root}.rid IN (SELECT li.list FROM ap_list_items li WHERE li.item IN ({s}))")
+                format!(
+                    "{root}.rid IN (SELECT li.list FROM ap_list_items li WHERE li.item IN ({s}))"
+                )
             }
             CheckedExpr::ItemsOf(sub) => {
                 let s = self.select(sub, true, None);
-                format!("{root}.rid IN (SELECT li.item FROM ap_list_items li WHERE li.list IN ({s}))")
+                format!(
+                    "{root}.rid IN (SELECT li.item FROM ap_list_items li WHERE li.list IN ({s}))"
+                )
             }
         }
     }

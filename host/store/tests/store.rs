@@ -16,17 +16,26 @@ fn file(name: &str, size: i64) -> Resource {
     Resource::new("File").with("name", name).with("size", size)
 }
 fn image(name: &str, size: i64, width: i64) -> Resource {
-    Resource::new("Image").with("name", name).with("size", size).with("width", width)
+    Resource::new("Image")
+        .with("name", name)
+        .with("size", size)
+        .with("width", width)
 }
 fn audio(name: &str, size: i64) -> Resource {
-    Resource::new("Audio").with("name", name).with("size", size).with("artist", "Bach")
+    Resource::new("Audio")
+        .with("name", name)
+        .with("size", size)
+        .with("artist", "Bach")
 }
 
 fn events(store: &mut Store, filter: Filter) -> Arc<Mutex<Vec<Event>>> {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
     store
-        .subscribe(filter, Arc::new(move |e: &Event| s.lock().unwrap().push(e.clone())))
+        .subscribe(
+            filter,
+            Arc::new(move |e: &Event| s.lock().unwrap().push(e.clone())),
+        )
         .unwrap();
     seen
 }
@@ -49,7 +58,12 @@ fn create_get_and_reopen() {
             .with("sent", "2026-11-25T03:00:00Z")
             .with("body", "hello")
             .with("attachments", vec!["a", "b"])
-            .with_child("receipt", Child::default().with("peer", "p1").with("read", "2026-11-25T03:00:01Z"))
+            .with_child(
+                "receipt",
+                Child::default()
+                    .with("peer", "p1")
+                    .with("read", "2026-11-25T03:00:01Z"),
+            )
             .with_child("receipt", Child::default().with("peer", "p2"))
             .with_meta("read", true);
         let created = s.create(m).unwrap();
@@ -62,8 +76,14 @@ fn create_get_and_reopen() {
     let s = open(&dir);
     let back = s.get(&id).unwrap().unwrap();
     assert_eq!(back.children["receipt"].len(), 2);
-    assert_eq!(back.children["receipt"][1].properties["peer"], Value::String("p2".into()));
-    assert_eq!(back.get("attachments"), Some(&Value::List(vec!["a".into(), "b".into()])));
+    assert_eq!(
+        back.children["receipt"][1].properties["peer"],
+        Value::String("p2".into())
+    );
+    assert_eq!(
+        back.get("attachments"),
+        Some(&Value::List(vec!["a".into(), "b".into()]))
+    );
     assert_eq!(back.meta["read"], Value::Bool(true));
     assert_eq!(s.integrity_check().unwrap(), "ok");
 }
@@ -73,11 +93,19 @@ fn invalid_resource_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     s.create(file("ok", 1)).unwrap();
-    let before = (count_rows(&s, "t_Resource"), count_rows(&s, "t_File"), count_rows(&s, "ap_changes"));
+    let before = (
+        count_rows(&s, "t_Resource"),
+        count_rows(&s, "t_File"),
+        count_rows(&s, "ap_changes"),
+    );
     let bad = [
-        Resource::new("Image").with("name", "x").with("width", "wide"),
+        Resource::new("Image")
+            .with("name", "x")
+            .with("width", "wide"),
         Resource::new("File").with("size", 3i64),
-        Resource::new("File").with("name", "x").with("colour", "red"),
+        Resource::new("File")
+            .with("name", "x")
+            .with("colour", "red"),
         Resource::new("Nope").with("name", "x"),
         Resource::new("File").with_id("bad id!").with("name", "x"),
         Resource::new("File").with("name", "nul\0inside"),
@@ -87,20 +115,37 @@ fn invalid_resource_writes_nothing() {
         assert!(matches!(e, StoreError::Invalid(_)), "{e}");
     }
     // All-or-nothing batch: one bad resource, none written.
-    let e = s.create_many(vec![file("a", 1), file("b", 2), Resource::new("File")]).unwrap_err();
+    let e = s
+        .create_many(vec![file("a", 1), file("b", 2), Resource::new("File")])
+        .unwrap_err();
     assert!(matches!(e, StoreError::Invalid(_)), "{e}");
     // Duplicate id.
     s.create(file("d", 1).with_id("dup")).unwrap();
     let e = s.create(file("d2", 1).with_id("dup")).unwrap_err();
     assert!(matches!(e, StoreError::Exists(_)), "{e}");
-    let after = (count_rows(&s, "t_Resource"), count_rows(&s, "t_File"), count_rows(&s, "ap_changes"));
+    let after = (
+        count_rows(&s, "t_Resource"),
+        count_rows(&s, "t_File"),
+        count_rows(&s, "ap_changes"),
+    );
     assert_eq!((before.0 + 1, before.1 + 1, before.2 + 1), after);
     // A bad update changes nothing either.
-    let e = s.update("dup", &Patch::default().set("size", "big")).unwrap_err();
+    let e = s
+        .update("dup", &Patch::default().set("size", "big"))
+        .unwrap_err();
     assert!(matches!(e, StoreError::Invalid(_)), "{e}");
-    assert_eq!(s.get("dup").unwrap().unwrap().get("size"), Some(&Value::Integer(1)));
-    assert!(matches!(s.update("nope", &Patch::default()).unwrap_err(), StoreError::NotFound(_)));
-    assert!(matches!(s.delete("nope").unwrap_err(), StoreError::NotFound(_)));
+    assert_eq!(
+        s.get("dup").unwrap().unwrap().get("size"),
+        Some(&Value::Integer(1))
+    );
+    assert!(matches!(
+        s.update("nope", &Patch::default()).unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    assert!(matches!(
+        s.delete("nope").unwrap_err(),
+        StoreError::NotFound(_)
+    ));
 }
 
 #[test]
@@ -108,10 +153,25 @@ fn polymorphic_queries_or_groups_sort_and_count() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     s.create(file("notes.txt", 10).with_id("f1")).unwrap();
-    s.create(image("cat.png", 2000, 640).with_id("i1").with_meta("rating", 5i64)).unwrap();
-    s.create(image("dog.jpg", 3000, 1024).with_id("i2").with_meta("rating", 2i64)).unwrap();
+    s.create(
+        image("cat.png", 2000, 640)
+            .with_id("i1")
+            .with_meta("rating", 5i64),
+    )
+    .unwrap();
+    s.create(
+        image("dog.jpg", 3000, 1024)
+            .with_id("i2")
+            .with_meta("rating", 2i64),
+    )
+    .unwrap();
     s.create(audio("fugue.flac", 50_000).with_id("a1")).unwrap();
-    s.create(Resource::new("Link").with("url", "https://example.org").with_id("l1")).unwrap();
+    s.create(
+        Resource::new("Link")
+            .with("url", "https://example.org")
+            .with_id("l1"),
+    )
+    .unwrap();
 
     let ids = |q: &Query| {
         let mut v = s.query_ids(q).unwrap();
@@ -123,26 +183,52 @@ fn polymorphic_queries_or_groups_sort_and_count() {
     assert_eq!(ids(&Query::of("Resource")).len(), 5);
     assert_eq!(ids(&Query::of("Image")), ["i1", "i2"]);
     // Conditions on inherited and own properties.
-    assert_eq!(ids(&Query::of("File").where_prop("size", Op::Gt, 1000i64)), ["a1", "i1", "i2"]);
-    assert_eq!(ids(&Query::of("Image").where_prop("width", Op::Ge, 1000i64)), ["i2"]);
+    assert_eq!(
+        ids(&Query::of("File").where_prop("size", Op::Gt, 1000i64)),
+        ["a1", "i1", "i2"]
+    );
+    assert_eq!(
+        ids(&Query::of("Image").where_prop("width", Op::Ge, 1000i64)),
+        ["i2"]
+    );
     // OR group.
-    let q = Query::of("File").or(vec![Expr::prop("name", Op::Prefix, "cat"), Expr::prop("size", Op::Lt, 100i64)]);
+    let q = Query::of("File").or(vec![
+        Expr::prop("name", Op::Prefix, "cat"),
+        Expr::prop("size", Op::Lt, 100i64),
+    ]);
     assert_eq!(ids(&q), ["f1", "i1"]);
     // isA inside OR, not, contains, isNull.
-    let q = Query::of("File").or(vec![Expr::IsA("Audio".into()), Expr::prop("name", Op::Contains, "og")]);
+    let q = Query::of("File").or(vec![
+        Expr::IsA("Audio".into()),
+        Expr::prop("name", Op::Contains, "og"),
+    ]);
     assert_eq!(ids(&q), ["a1", "i2"]);
-    assert_eq!(ids(&Query::of("File").and(Expr::Not(Box::new(Expr::IsA("Image".into()))))), ["a1", "f1"]);
-    assert_eq!(ids(&Query::of("File").and(Expr::is_null("mimeType"))).len(), 4);
-    assert_eq!(ids(&Query::of("File").where_prop("name", Op::Ne, "cat.png")), ["a1", "f1", "i2"]);
+    assert_eq!(
+        ids(&Query::of("File").and(Expr::Not(Box::new(Expr::IsA("Image".into()))))),
+        ["a1", "f1"]
+    );
+    assert_eq!(
+        ids(&Query::of("File").and(Expr::is_null("mimeType"))).len(),
+        4
+    );
+    assert_eq!(
+        ids(&Query::of("File").where_prop("name", Op::Ne, "cat.png")),
+        ["a1", "f1", "i2"]
+    );
     // Metadata conditions.
-    assert_eq!(ids(&Query::of("File").and(Expr::meta("rating", Op::Ge, 3i64))), ["i1"]);
+    assert_eq!(
+        ids(&Query::of("File").and(Expr::meta("rating", Op::Ge, 3i64))),
+        ["i1"]
+    );
     // Sort, limit, offset, count.
     let q = Query::of("File").sort_by("size", true).limit(2).offset(1);
     assert_eq!(s.query_ids(&q).unwrap(), ["i2", "i1"]);
     assert_eq!(s.count(&Query::of("File")).unwrap(), 4);
     assert_eq!(s.count(&q).unwrap(), 2);
     // Full resources come back with their subtype's properties.
-    let r = s.query(&Query::of("File").where_prop("name", Op::Eq, "dog.jpg")).unwrap();
+    let r = s
+        .query(&Query::of("File").where_prop("name", Op::Eq, "dog.jpg"))
+        .unwrap();
     assert_eq!(r[0].type_name, "Image");
     assert_eq!(r[0].get("width"), Some(&Value::Integer(1024)));
     // JSON form works the same.
@@ -154,13 +240,40 @@ fn polymorphic_queries_or_groups_sort_and_count() {
 fn list_valued_properties_query() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
-    s.create(Resource::new("Link").with("url", "u1").with("tags", vec!["rust", "p2p"]).with_id("l1")).unwrap();
-    s.create(Resource::new("Link").with("url", "u2").with("tags", vec!["cats"]).with_id("l2")).unwrap();
-    s.create(Resource::new("Link").with("url", "u3").with_id("l3")).unwrap();
-    assert_eq!(s.query_ids(&Query::of("Link").where_prop("tags", Op::Eq, "p2p")).unwrap(), ["l1"]);
-    assert_eq!(s.query_ids(&Query::of("Link").where_prop("tags", Op::Prefix, "ca")).unwrap(), ["l2"]);
-    assert_eq!(s.query_ids(&Query::of("Link").and(Expr::is_null("tags"))).unwrap(), ["l3"]);
-    let mut ne = s.query_ids(&Query::of("Link").where_prop("tags", Op::Ne, "cats")).unwrap();
+    s.create(
+        Resource::new("Link")
+            .with("url", "u1")
+            .with("tags", vec!["rust", "p2p"])
+            .with_id("l1"),
+    )
+    .unwrap();
+    s.create(
+        Resource::new("Link")
+            .with("url", "u2")
+            .with("tags", vec!["cats"])
+            .with_id("l2"),
+    )
+    .unwrap();
+    s.create(Resource::new("Link").with("url", "u3").with_id("l3"))
+        .unwrap();
+    assert_eq!(
+        s.query_ids(&Query::of("Link").where_prop("tags", Op::Eq, "p2p"))
+            .unwrap(),
+        ["l1"]
+    );
+    assert_eq!(
+        s.query_ids(&Query::of("Link").where_prop("tags", Op::Prefix, "ca"))
+            .unwrap(),
+        ["l2"]
+    );
+    assert_eq!(
+        s.query_ids(&Query::of("Link").and(Expr::is_null("tags")))
+            .unwrap(),
+        ["l3"]
+    );
+    let mut ne = s
+        .query_ids(&Query::of("Link").where_prop("tags", Op::Ne, "cats"))
+        .unwrap();
     ne.sort();
     assert_eq!(ne, ["l1", "l3"]);
 }
@@ -178,27 +291,56 @@ fn hostile_values_are_data() {
         "\u{FEFF}💥",
     ];
     for (i, h) in hostile.iter().enumerate() {
-        s.create(file(h, i as i64).with_id(&format!("h{i}"))).unwrap();
+        s.create(file(h, i as i64).with_id(&format!("h{i}")))
+            .unwrap();
     }
     let huge = "y".repeat(1 << 20);
     s.create(file(&huge, 99).with_id("huge")).unwrap();
     for (i, h) in hostile.iter().enumerate() {
-        assert_eq!(s.query_ids(&Query::of("File").where_prop("name", Op::Eq, *h)).unwrap(), [format!("h{i}")]);
-        assert_eq!(s.query_ids(&Query::of("File").where_prop("name", Op::Prefix, *h)).unwrap(), [format!("h{i}")]);
-        assert_eq!(s.count(&Query::of("File").where_prop("name", Op::Contains, *h)).unwrap(), 1);
+        assert_eq!(
+            s.query_ids(&Query::of("File").where_prop("name", Op::Eq, *h))
+                .unwrap(),
+            [format!("h{i}")]
+        );
+        assert_eq!(
+            s.query_ids(&Query::of("File").where_prop("name", Op::Prefix, *h))
+                .unwrap(),
+            [format!("h{i}")]
+        );
+        assert_eq!(
+            s.count(&Query::of("File").where_prop("name", Op::Contains, *h))
+                .unwrap(),
+            1
+        );
     }
     // NUL and huge strings in query values: just data, no match.
-    assert_eq!(s.count(&Query::of("File").where_prop("name", Op::Eq, "a\0'; DROP TABLE t_File; --")).unwrap(), 0);
-    assert_eq!(s.count(&Query::of("File").where_prop("name", Op::Eq, huge.as_str())).unwrap(), 1);
-    assert_eq!(s.count(&Query::of("File").where_prop("name", Op::Eq, "z".repeat(1 << 20))).unwrap(), 0);
+    assert_eq!(
+        s.count(&Query::of("File").where_prop("name", Op::Eq, "a\0'; DROP TABLE t_File; --"))
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.count(&Query::of("File").where_prop("name", Op::Eq, huge.as_str()))
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        s.count(&Query::of("File").where_prop("name", Op::Eq, "z".repeat(1 << 20)))
+            .unwrap(),
+        0
+    );
     // Hostile property and type names are refused by the schema check, never reach SQL.
     let q = Query::from_json(r#"{"type":"File","where":[{"prop":{"name":"name\"; DROP TABLE t_File; --","op":"=","value":1}}]}"#).unwrap();
     assert!(matches!(s.query(&q).unwrap_err(), StoreError::Query(_)));
     let q = Query::from_json(r#"{"type":"File\"; DROP TABLE t_File; --"}"#).unwrap();
     assert!(matches!(s.query(&q).unwrap_err(), StoreError::Query(_)));
-    let q = Query::from_json(r#"{"type":"File","sort":[{"prop":"size; DROP TABLE t_File"}]}"#).unwrap();
+    let q =
+        Query::from_json(r#"{"type":"File","sort":[{"prop":"size; DROP TABLE t_File"}]}"#).unwrap();
     assert!(matches!(s.query(&q).unwrap_err(), StoreError::Query(_)));
-    assert_eq!(s.count(&Query::of("File")).unwrap(), hostile.len() as u64 + 1);
+    assert_eq!(
+        s.count(&Query::of("File")).unwrap(),
+        hostile.len() as u64 + 1
+    );
     assert_eq!(s.integrity_check().unwrap(), "ok");
 }
 
@@ -207,10 +349,17 @@ fn explicit_lists_and_list_queries() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     for i in 0..4 {
-        s.create(file(&format!("f{i}"), i).with_id(&format!("f{i}"))).unwrap();
+        s.create(file(&format!("f{i}"), i).with_id(&format!("f{i}")))
+            .unwrap();
     }
-    s.create(Resource::new("List").with("title", "Holiday").with_id("holiday")).unwrap();
-    s.create(Resource::new("List").with("title", "Work").with_id("work")).unwrap();
+    s.create(
+        Resource::new("List")
+            .with("title", "Holiday")
+            .with_id("holiday"),
+    )
+    .unwrap();
+    s.create(Resource::new("List").with("title", "Work").with_id("work"))
+        .unwrap();
     let seen = events(&mut s, Filter::Id("holiday".into()));
     s.list_insert("holiday", "f0", None).unwrap();
     s.list_insert("holiday", "f1", None).unwrap();
@@ -222,8 +371,14 @@ fn explicit_lists_and_list_queries() {
     assert_eq!(s.list_items("holiday").unwrap().items, ["f1", "f0", "f2"]);
     s.list_remove("holiday", "f0").unwrap();
     assert_eq!(s.list_items("holiday").unwrap().items, ["f1", "f2"]);
-    assert!(matches!(s.list_insert("holiday", "f1", None).unwrap_err(), StoreError::Exists(_)));
-    assert!(matches!(s.list_insert("f1", "f2", None).unwrap_err(), StoreError::BadRequest(_)));
+    assert!(matches!(
+        s.list_insert("holiday", "f1", None).unwrap_err(),
+        StoreError::Exists(_)
+    ));
+    assert!(matches!(
+        s.list_insert("f1", "f2", None).unwrap_err(),
+        StoreError::BadRequest(_)
+    ));
     s.list_insert("work", "f3", None).unwrap();
     s.list_insert("work", "f1", None).unwrap();
     {
@@ -231,18 +386,33 @@ fn explicit_lists_and_list_queries() {
         let kinds: Vec<EventKind> = ev.iter().map(|e| e.kind).collect();
         assert_eq!(
             kinds,
-            [EventKind::ItemAdded, EventKind::ItemAdded, EventKind::ItemAdded, EventKind::ItemMoved, EventKind::ItemMoved, EventKind::ItemRemoved]
+            [
+                EventKind::ItemAdded,
+                EventKind::ItemAdded,
+                EventKind::ItemAdded,
+                EventKind::ItemMoved,
+                EventKind::ItemMoved,
+                EventKind::ItemRemoved
+            ]
         );
     }
     // Items of lists matching X.
     let mut items = s
-        .query_ids(&Query::of("File").and(Expr::ItemsOf(Box::new(Query::of("List").where_prop("title", Op::Eq, "Holiday")))))
+        .query_ids(
+            &Query::of("File").and(Expr::ItemsOf(Box::new(Query::of("List").where_prop(
+                "title",
+                Op::Eq,
+                "Holiday",
+            )))),
+        )
         .unwrap();
     items.sort();
     assert_eq!(items, ["f1", "f2"]);
     // Lists containing resources matching X.
     let mut lists = s
-        .query_ids(&Query::of("List").and(Expr::ListsContaining(Box::new(Query::of("File").where_prop("name", Op::Eq, "f1")))))
+        .query_ids(&Query::of("List").and(Expr::ListsContaining(Box::new(
+            Query::of("File").where_prop("name", Op::Eq, "f1"),
+        ))))
         .unwrap();
     lists.sort();
     assert_eq!(lists, ["holiday", "work"]);
@@ -261,8 +431,11 @@ fn query_backed_list_stays_live() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
     s.create(image("big.png", 5000, 10).with_id("big")).unwrap();
-    s.create(image("small.png", 10, 10).with_id("small")).unwrap();
-    let q = Query::of("File").where_prop("size", Op::Gt, 1000i64).sort_by("size", true);
+    s.create(image("small.png", 10, 10).with_id("small"))
+        .unwrap();
+    let q = Query::of("File")
+        .where_prop("size", Op::Gt, 1000i64)
+        .sort_by("size", true);
     let list = Resource::new("List")
         .with("title", "Big files")
         .with("query", serde_json::to_string(&q).unwrap())
@@ -275,14 +448,18 @@ fn query_backed_list_stays_live() {
     assert_eq!(s.list_items("bigfiles").unwrap().items, ["song", "big"]);
     // A change that makes a resource match adds it; one that stops matching removes it.
     s.set_property("small", "size", 2000i64).unwrap();
-    assert_eq!(s.list_items("bigfiles").unwrap().items, ["song", "big", "small"]);
+    assert_eq!(
+        s.list_items("bigfiles").unwrap().items,
+        ["song", "big", "small"]
+    );
     s.set_property("big", "size", 1i64).unwrap();
     assert_eq!(s.list_items("bigfiles").unwrap().items, ["song", "small"]);
     s.delete("song").unwrap();
     assert_eq!(s.list_items("bigfiles").unwrap().items, ["small"]);
     {
         let ev = seen.lock().unwrap();
-        let got: Vec<(EventKind, Option<String>)> = ev.iter().map(|e| (e.kind, e.item.clone())).collect();
+        let got: Vec<(EventKind, Option<String>)> =
+            ev.iter().map(|e| (e.kind, e.item.clone())).collect();
         assert_eq!(
             got,
             [
@@ -294,14 +471,18 @@ fn query_backed_list_stays_live() {
         );
     }
     // Explicit edits are refused; the list is live after reopening too.
-    assert!(matches!(s.list_insert("bigfiles", "big", None).unwrap_err(), StoreError::BadRequest(_)));
+    assert!(matches!(
+        s.list_insert("bigfiles", "big", None).unwrap_err(),
+        StoreError::BadRequest(_)
+    ));
     drop(s);
     let mut s = open(&dir);
     s.create(file("huge.iso", 1 << 30).with_id("iso")).unwrap();
     assert_eq!(s.list_items("bigfiles").unwrap().items, ["iso", "small"]);
     // Changing the list's query re-populates it.
     let q2 = Query::of("Image");
-    s.set_property("bigfiles", "query", serde_json::to_string(&q2).unwrap()).unwrap();
+    s.set_property("bigfiles", "query", serde_json::to_string(&q2).unwrap())
+        .unwrap();
     let mut items = s.list_items("bigfiles").unwrap().items;
     items.sort();
     assert_eq!(items, ["big", "small"]);
@@ -314,24 +495,62 @@ fn query_backed_list_stays_live() {
 fn listeners_by_type_id_and_query() {
     let dir = tempfile::tempdir().unwrap();
     let mut s = open(&dir);
-    let files = events(&mut s, Filter::Type { name: "File".into(), subtypes: true });
-    let files_only = events(&mut s, Filter::Type { name: "File".into(), subtypes: false });
+    let files = events(
+        &mut s,
+        Filter::Type {
+            name: "File".into(),
+            subtypes: true,
+        },
+    );
+    let files_only = events(
+        &mut s,
+        Filter::Type {
+            name: "File".into(),
+            subtypes: false,
+        },
+    );
     let one = events(&mut s, Filter::Id("i1".into()));
-    let wide = events(&mut s, Filter::Query(Query::of("Image").where_prop("width", Op::Gt, 1000i64)));
+    let wide = events(
+        &mut s,
+        Filter::Query(Query::of("Image").where_prop("width", Op::Gt, 1000i64)),
+    );
     s.create(image("a.png", 1, 10).with_id("i1")).unwrap();
     s.create(file("b.txt", 1).with_id("f1")).unwrap();
     s.create(Resource::new("Link").with("url", "x")).unwrap();
     s.set_property("i1", "width", 2000i64).unwrap();
-    s.update("i1", &Patch::default().set_meta("rating", 3i64)).unwrap();
+    s.update("i1", &Patch::default().set_meta("rating", 3i64))
+        .unwrap();
     s.set_property("i1", "width", 20i64).unwrap();
     s.delete("i1").unwrap();
-    let kinds = |v: &Arc<Mutex<Vec<Event>>>| v.lock().unwrap().iter().map(|e| (e.kind, e.id.clone())).collect::<Vec<_>>();
+    let kinds = |v: &Arc<Mutex<Vec<Event>>>| {
+        v.lock()
+            .unwrap()
+            .iter()
+            .map(|e| (e.kind, e.id.clone()))
+            .collect::<Vec<_>>()
+    };
     use EventKind::*;
     assert_eq!(kinds(&files).len(), 6);
     assert_eq!(kinds(&files_only), [(Created, "f1".to_string())]);
-    assert_eq!(kinds(&one), [(Created, "i1".into()), (Updated, "i1".into()), (Updated, "i1".into()), (Updated, "i1".into()), (Deleted, "i1".into())]);
+    assert_eq!(
+        kinds(&one),
+        [
+            (Created, "i1".into()),
+            (Updated, "i1".into()),
+            (Updated, "i1".into()),
+            (Updated, "i1".into()),
+            (Deleted, "i1".into())
+        ]
+    );
     // Query listener: fires while the resource matches before or after the change.
-    assert_eq!(kinds(&wide), [(Updated, "i1".into()), (Updated, "i1".into()), (Updated, "i1".into())]);
+    assert_eq!(
+        kinds(&wide),
+        [
+            (Updated, "i1".into()),
+            (Updated, "i1".into()),
+            (Updated, "i1".into())
+        ]
+    );
     let ev = one.lock().unwrap();
     assert!(ev[2].local, "metadata-only change is local");
     assert!(ev[2].seq.is_none());
@@ -342,13 +561,20 @@ fn listeners_by_type_id_and_query() {
 struct Thumbnailer;
 impl ResourceAdapter for Thumbnailer {
     fn initialise(&self, r: &mut Resource) -> Result<(), String> {
-        r.properties.entry("format".into()).or_insert(Value::String("unknown".into()));
+        r.properties
+            .entry("format".into())
+            .or_insert(Value::String("unknown".into()));
         Ok(())
     }
     fn derive(&self, r: &mut Resource) -> Result<(), String> {
-        let name = r.get("name").and_then(Value::as_str).unwrap_or_default().to_string();
+        let name = r
+            .get("name")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string();
         if let Some(ext) = name.rsplit_once('.').map(|(_, e)| e.to_string()) {
-            r.properties.insert("mimeType".into(), Value::String(format!("image/{ext}")));
+            r.properties
+                .insert("mimeType".into(), Value::String(format!("image/{ext}")));
         }
         Ok(())
     }
@@ -392,14 +618,28 @@ fn schema_registration_and_evolution() {
     {
         let mut s = open(&dir);
         s.register_schema("Photo.rng", PHOTO_V1).unwrap();
-        s.create(Resource::new("Photo").with("name", "p.jpg").with("camera", "X100").with_id("p1")).unwrap();
+        s.create(
+            Resource::new("Photo")
+                .with("name", "p.jpg")
+                .with("camera", "X100")
+                .with_id("p1"),
+        )
+        .unwrap();
         // Queries on File see it (polymorphic), and on its own property.
         assert_eq!(s.query_ids(&Query::of("File")).unwrap(), ["p1"]);
-        assert_eq!(s.query_ids(&Query::of("Photo").where_prop("camera", Op::Eq, "X100")).unwrap(), ["p1"]);
+        assert_eq!(
+            s.query_ids(&Query::of("Photo").where_prop("camera", Op::Eq, "X100"))
+                .unwrap(),
+            ["p1"]
+        );
         // A bad schema is refused, registry and database unchanged.
         let bad = PHOTO_V1.replace("string", "frobnicate");
         let e = s.register_schema("Photo.rng", &bad).unwrap_err();
-        assert!(e.to_string().contains("Photo.rng:5: unknown datatype 'frobnicate'"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("Photo.rng:5: unknown datatype 'frobnicate'"),
+            "{e}"
+        );
         let bad = PHOTO_V1.replace(r#"<optional><element name="camera" ap:index="true"><data type="string"/></element></optional>"#, "");
         let e = s.register_schema("Photo.rng", &bad).unwrap_err();
         assert!(e.to_string().contains("would be lost"), "{e}");
@@ -432,12 +672,22 @@ fn change_log_records_everything_but_metadata() {
     s.create(file("a", 1).with_id("a")).unwrap();
     s.create(Resource::new("List").with_id("l")).unwrap();
     s.set_property("a", "size", 2i64).unwrap();
-    s.update("a", &Patch::default().set_meta("rating", 1i64)).unwrap();
+    s.update("a", &Patch::default().set_meta("rating", 1i64))
+        .unwrap();
     s.list_insert("l", "a", None).unwrap();
     s.delete("a").unwrap();
     let log = s.changes_since(0, 100).unwrap();
     let ops: Vec<(&str, &str)> = log.iter().map(|c| (c.op.as_str(), c.id.as_str())).collect();
-    assert_eq!(ops, [("create", "a"), ("create", "l"), ("update", "a"), ("list.insert", "l"), ("delete", "a")]);
+    assert_eq!(
+        ops,
+        [
+            ("create", "a"),
+            ("create", "l"),
+            ("update", "a"),
+            ("list.insert", "l"),
+            ("delete", "a")
+        ]
+    );
     assert!(log.iter().all(|c| c.author == ME && c.time == 1_000));
     assert_eq!(log[2].data["properties"]["size"], 2);
     assert!(log[0].data.to_string().find("rating").is_none());
@@ -447,7 +697,9 @@ fn change_log_records_everything_but_metadata() {
 /// Child side of the crash test: writes until killed.
 #[test]
 fn crash_child_writer() {
-    let Ok(path) = std::env::var("ALLPEERS_STORE_CRASH_DB") else { return };
+    let Ok(path) = std::env::var("ALLPEERS_STORE_CRASH_DB") else {
+        return;
+    };
     let mut s = Store::open(&path, ME).unwrap();
     let mut i = 0i64;
     loop {
@@ -473,7 +725,12 @@ fn reopen_after_kill_mid_write() {
     let db = dir.path().join("crash.db");
     for round in 0..3 {
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child_writer", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child_writer",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env("ALLPEERS_STORE_CRASH_DB", &db)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -498,9 +755,19 @@ fn reopen_after_kill_mid_write() {
         // Every resource is whole: a row in each of its tables, its child, its create in the log.
         assert_eq!(count_rows(&s, "t_Message"), n);
         assert_eq!(count_rows(&s, "c_Receipt"), n);
-        let creates: i64 = s.connection().query_row("SELECT count(*) FROM ap_changes WHERE op='create'", [], |r| r.get(0)).unwrap();
+        let creates: i64 = s
+            .connection()
+            .query_row(
+                "SELECT count(*) FROM ap_changes WHERE op='create'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
         assert_eq!(creates, n);
-        for m in s.query(&Query::of("Message").sort_by("sent", true).limit(3)).unwrap() {
+        for m in s
+            .query(&Query::of("Message").sort_by("sent", true).limit(3))
+            .unwrap()
+        {
             let body = m.get("body").and_then(Value::as_str).unwrap();
             assert!(body == "x".repeat(2000) || body == "y".repeat(3000));
         }

@@ -163,7 +163,11 @@ impl Query {
 
 impl Expr {
     pub fn prop(name: &str, op: Op, v: impl Into<Value>) -> Self {
-        let value = if op.takes_value() { Some(v.into()) } else { None };
+        let value = if op.takes_value() {
+            Some(v.into())
+        } else {
+            None
+        };
         Expr::Prop(Cond {
             name: name.to_string(),
             op,
@@ -178,7 +182,11 @@ impl Expr {
         })
     }
     pub fn meta(name: &str, op: Op, v: impl Into<Value>) -> Self {
-        let value = if op.takes_value() { Some(v.into()) } else { None };
+        let value = if op.takes_value() {
+            Some(v.into())
+        } else {
+            None
+        };
         Expr::Meta(Cond {
             name: name.to_string(),
             op,
@@ -263,13 +271,24 @@ impl QCheck<'_> {
         let Some(t) = self.reg.get(&q.type_name) else {
             return Err(QueryError::new(
                 &format!("{path}type"),
-                format!("unknown type '{}'", q.type_name.chars().take(80).collect::<String>()),
+                format!(
+                    "unknown type '{}'",
+                    q.type_name.chars().take(80).collect::<String>()
+                ),
             ));
         };
         if t.anonymous {
-            return Err(QueryError::new(&format!("{path}type"), "anonymous types cannot be queried"));
+            return Err(QueryError::new(
+                &format!("{path}type"),
+                "anonymous types cannot be queried",
+            ));
         }
-        let chain: Vec<String> = self.reg.chain(&q.type_name).iter().map(|t| t.name.clone()).collect();
+        let chain: Vec<String> = self
+            .reg
+            .chain(&q.type_name)
+            .iter()
+            .map(|t| t.name.clone())
+            .collect();
         let mut filter = Vec::with_capacity(q.filter.len());
         for (i, e) in q.filter.iter().enumerate() {
             filter.push(self.expr(&q.type_name, e, &format!("{path}where[{i}]"), depth + 1)?);
@@ -278,7 +297,10 @@ impl QCheck<'_> {
         for (i, s) in q.sort.iter().enumerate() {
             let p = format!("{path}sort[{i}]");
             let Some((owner, def)) = self.reg.prop(&q.type_name, &s.prop) else {
-                return Err(QueryError::new(&p, format!("unknown property for type {}", q.type_name)));
+                return Err(QueryError::new(
+                    &p,
+                    format!("unknown property for type {}", q.type_name),
+                ));
             };
             if def.multi {
                 return Err(QueryError::new(&p, "cannot sort by a list property"));
@@ -290,10 +312,16 @@ impl QCheck<'_> {
             });
         }
         if q.limit.is_some_and(|l| l > MAX_LIMIT) {
-            return Err(QueryError::new(&format!("{path}limit"), format!("limit above {MAX_LIMIT}")));
+            return Err(QueryError::new(
+                &format!("{path}limit"),
+                format!("limit above {MAX_LIMIT}"),
+            ));
         }
         if q.offset.is_some_and(|o| o > i64::MAX as u64) {
-            return Err(QueryError::new(&format!("{path}offset"), "offset too large"));
+            return Err(QueryError::new(
+                &format!("{path}offset"),
+                "offset too large",
+            ));
         }
         Ok(CheckedQuery {
             type_name: q.type_name.clone(),
@@ -305,7 +333,13 @@ impl QCheck<'_> {
         })
     }
 
-    fn value(&self, path: &str, op: Op, v: &Option<Value>, dt: DataType) -> Result<Option<Value>, QueryError> {
+    fn value(
+        &self,
+        path: &str,
+        op: Op,
+        v: &Option<Value>,
+        dt: DataType,
+    ) -> Result<Option<Value>, QueryError> {
         if !op.takes_value() {
             return match v {
                 None | Some(Value::Null) => Ok(None),
@@ -313,26 +347,49 @@ impl QCheck<'_> {
             };
         }
         let Some(v) = v.clone().filter(|v| !v.is_null()) else {
-            return Err(QueryError::new(path, "this operator needs a value (use isNull to test for absence)"));
+            return Err(QueryError::new(
+                path,
+                "this operator needs a value (use isNull to test for absence)",
+            ));
         };
         if matches!(op, Op::Prefix | Op::Contains) && dt != DataType::String {
-            return Err(QueryError::new(path, "prefix and contains apply to string properties only"));
+            return Err(QueryError::new(
+                path,
+                "prefix and contains apply to string properties only",
+            ));
         }
-        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge) && matches!(dt, DataType::Binary | DataType::Boolean) {
-            return Err(QueryError::new(path, format!("cannot order {} values", dt.name())));
+        if matches!(op, Op::Lt | Op::Le | Op::Gt | Op::Ge)
+            && matches!(dt, DataType::Binary | DataType::Boolean)
+        {
+            return Err(QueryError::new(
+                path,
+                format!("cannot order {} values", dt.name()),
+            ));
         }
         if let Value::String(s) = &v
             && s.len() > MAX_STRING_BYTES
         {
-            return Err(QueryError::new(path, format!("value longer than {MAX_STRING_BYTES} bytes")));
+            return Err(QueryError::new(
+                path,
+                format!("value longer than {MAX_STRING_BYTES} bytes"),
+            ));
         }
         v.coerce(dt).map(Some).map_err(|e| QueryError::new(path, e))
     }
 
-    fn expr(&mut self, type_name: &str, e: &Expr, path: &str, depth: usize) -> Result<CheckedExpr, QueryError> {
+    fn expr(
+        &mut self,
+        type_name: &str,
+        e: &Expr,
+        path: &str,
+        depth: usize,
+    ) -> Result<CheckedExpr, QueryError> {
         self.conditions += 1;
         if self.conditions > MAX_QUERY_CONDITIONS {
-            return Err(QueryError::new(path, format!("more than {MAX_QUERY_CONDITIONS} conditions")));
+            return Err(QueryError::new(
+                path,
+                format!("more than {MAX_QUERY_CONDITIONS} conditions"),
+            ));
         }
         if depth > MAX_QUERY_DEPTH {
             return Err(QueryError::new(path, "query nested too deeply"));
@@ -343,7 +400,10 @@ impl QCheck<'_> {
                 let Some((owner, def)) = self.reg.prop(type_name, &c.name) else {
                     return Err(QueryError::new(
                         &p,
-                        format!("unknown property '{}' for type {type_name}", c.name.chars().take(80).collect::<String>()),
+                        format!(
+                            "unknown property '{}' for type {type_name}",
+                            c.name.chars().take(80).collect::<String>()
+                        ),
                     ));
                 };
                 CheckedExpr::Prop {
@@ -360,7 +420,10 @@ impl QCheck<'_> {
                 let Some(def) = self.reg.meta_prop(type_name, &c.name) else {
                     return Err(QueryError::new(
                         &p,
-                        format!("unknown metadata '{}' for type {type_name}", c.name.chars().take(80).collect::<String>()),
+                        format!(
+                            "unknown metadata '{}' for type {type_name}",
+                            c.name.chars().take(80).collect::<String>()
+                        ),
                     ));
                 };
                 CheckedExpr::Meta {
@@ -371,14 +434,27 @@ impl QCheck<'_> {
                 }
             }
             Expr::Any(v) | Expr::All(v) => {
-                let key = if matches!(e, Expr::Any(_)) { "any" } else { "all" };
+                let key = if matches!(e, Expr::Any(_)) {
+                    "any"
+                } else {
+                    "all"
+                };
                 let mut out = Vec::with_capacity(v.len());
                 for (i, x) in v.iter().enumerate() {
                     out.push(self.expr(type_name, x, &format!("{path}.{key}[{i}]"), depth + 1)?);
                 }
-                if matches!(e, Expr::Any(_)) { CheckedExpr::Any(out) } else { CheckedExpr::All(out) }
+                if matches!(e, Expr::Any(_)) {
+                    CheckedExpr::Any(out)
+                } else {
+                    CheckedExpr::All(out)
+                }
             }
-            Expr::Not(x) => CheckedExpr::Not(Box::new(self.expr(type_name, x, &format!("{path}.not"), depth + 1)?)),
+            Expr::Not(x) => CheckedExpr::Not(Box::new(self.expr(
+                type_name,
+                x,
+                &format!("{path}.not"),
+                depth + 1,
+            )?)),
             Expr::IsA(t) => match self.reg.get(t) {
                 Some(td) if !td.anonymous => CheckedExpr::IsA(td.name.clone()),
                 _ => {
@@ -390,14 +466,28 @@ impl QCheck<'_> {
             },
             Expr::Ids(ids) => {
                 if ids.len() > MAX_IDS {
-                    return Err(QueryError::new(&format!("{path}.ids"), format!("more than {MAX_IDS} ids")));
+                    return Err(QueryError::new(
+                        &format!("{path}.ids"),
+                        format!("more than {MAX_IDS} ids"),
+                    ));
                 }
-                CheckedExpr::Ids(ids.iter().filter(|i| i.len() <= crate::resource::MAX_ID_LEN).cloned().collect())
+                CheckedExpr::Ids(
+                    ids.iter()
+                        .filter(|i| i.len() <= crate::resource::MAX_ID_LEN)
+                        .cloned()
+                        .collect(),
+                )
             }
-            Expr::ListsContaining(q) => {
-                CheckedExpr::ListsContaining(Box::new(self.query(q, &format!("{path}.listsContaining."), depth + 1)?))
-            }
-            Expr::ItemsOf(q) => CheckedExpr::ItemsOf(Box::new(self.query(q, &format!("{path}.itemsOf."), depth + 1)?)),
+            Expr::ListsContaining(q) => CheckedExpr::ListsContaining(Box::new(self.query(
+                q,
+                &format!("{path}.listsContaining."),
+                depth + 1,
+            )?)),
+            Expr::ItemsOf(q) => CheckedExpr::ItemsOf(Box::new(self.query(
+                q,
+                &format!("{path}.itemsOf."),
+                depth + 1,
+            )?)),
         })
     }
 }
@@ -405,7 +495,11 @@ impl QCheck<'_> {
 impl Registry {
     /// Resolves and checks a query: types, properties, operators and values.
     pub fn check_query(&self, q: &Query) -> Result<CheckedQuery, QueryError> {
-        QCheck { reg: self, conditions: 0 }.query(q, "", 0)
+        QCheck {
+            reg: self,
+            conditions: 0,
+        }
+        .query(q, "", 0)
     }
 }
 
@@ -418,7 +512,9 @@ impl CheckedQuery {
             match e {
                 CheckedExpr::Any(v) | CheckedExpr::All(v) => v.iter().for_each(|x| walk(x, out)),
                 CheckedExpr::Not(x) => walk(x, out),
-                CheckedExpr::ListsContaining(q) | CheckedExpr::ItemsOf(q) => out.extend(q.types_involved()),
+                CheckedExpr::ListsContaining(q) | CheckedExpr::ItemsOf(q) => {
+                    out.extend(q.types_involved())
+                }
                 _ => {}
             }
         }

@@ -135,9 +135,12 @@ mod tests {
 
     #[test]
     fn params_parse() {
-        let p: UpdateParams = serde_json::from_str(r#"{"id":"x","patch":{"properties":{"size":3,"title":null}}}"#).unwrap();
+        let p: UpdateParams =
+            serde_json::from_str(r#"{"id":"x","patch":{"properties":{"size":3,"title":null}}}"#)
+                .unwrap();
         assert_eq!(p.patch.properties.len(), 2);
-        let q: QueryParams = serde_json::from_str(r#"{"query":{"type":"File","limit":5}}"#).unwrap();
+        let q: QueryParams =
+            serde_json::from_str(r#"{"query":{"type":"File","limit":5}}"#).unwrap();
         assert_eq!(q.query.limit, Some(5));
         assert!(serde_json::from_str::<IdParams>(r#"{"id":"x","extra":1}"#).is_err());
     }

@@ -124,7 +124,15 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        for ms in [0, 1, -1, 1_764_040_792_123, MIN_DATE_MS, MAX_DATE_MS, 951_782_400_000] {
+        for ms in [
+            0,
+            1,
+            -1,
+            1_764_040_792_123,
+            MIN_DATE_MS,
+            MAX_DATE_MS,
+            951_782_400_000,
+        ] {
             let s = format_date(ms);
             assert_eq!(parse_date(&s), Some(ms), "{s}");
         }

@@ -400,7 +400,10 @@ impl Checker<'_> {
 
     fn scalar(&mut self, path: &dyn Fn() -> String, v: Value, def: &PropDef) -> Option<Value> {
         if matches!(v, Value::List(_)) {
-            self.push(path(), format!("expected one {}, not a list", def.datatype.name()));
+            self.push(
+                path(),
+                format!("expected one {}, not a list", def.datatype.name()),
+            );
             return None;
         }
         match v.coerce(def.datatype) {
@@ -408,16 +411,25 @@ impl Checker<'_> {
                 match &v {
                     Value::String(s) => {
                         if s.len() > MAX_STRING_BYTES {
-                            self.push(path(), format!("string longer than {MAX_STRING_BYTES} bytes"));
+                            self.push(
+                                path(),
+                                format!("string longer than {MAX_STRING_BYTES} bytes"),
+                            );
                             return None;
                         }
                         if let Some(c) = s.chars().find(|c| !is_xml_char(*c)) {
-                            self.push(path(), format!("character U+{:04X} is not allowed in a string", c as u32));
+                            self.push(
+                                path(),
+                                format!("character U+{:04X} is not allowed in a string", c as u32),
+                            );
                             return None;
                         }
                     }
                     Value::Binary(b) if b.len() > MAX_BINARY_BYTES => {
-                        self.push(path(), format!("binary longer than {MAX_BINARY_BYTES} bytes"));
+                        self.push(
+                            path(),
+                            format!("binary longer than {MAX_BINARY_BYTES} bytes"),
+                        );
                         return None;
                     }
                     _ => {}
@@ -436,7 +448,10 @@ impl Checker<'_> {
         // In place: values are coerced where they are; refused or null ones are dropped after.
         for (name, slot) in props.iter_mut() {
             let Some(def) = defs.iter().find(|d| d.name == *name) else {
-                self.push(format!("{base}.{name}"), format!("unknown property for type {type_name}"));
+                self.push(
+                    format!("{base}.{name}"),
+                    format!("unknown property for type {type_name}"),
+                );
                 *slot = Value::Null;
                 continue;
             };
@@ -449,7 +464,10 @@ impl Checker<'_> {
                 let items = match v {
                     Value::List(items) => items,
                     _ => {
-                        self.push(path(), format!("expected a list of {}", def.datatype.name()));
+                        self.push(
+                            path(),
+                            format!("expected a list of {}", def.datatype.name()),
+                        );
                         continue;
                     }
                 };
@@ -478,25 +496,52 @@ impl Checker<'_> {
         }
         props.retain(|_, v| !v.is_null());
         for d in defs {
-            if d.required && !props.contains_key(&d.name) && !self.errors.iter().any(|e| e.path == format!("{base}.{}", d.name)) {
-                self.push(format!("{base}.{}", d.name), format!("required {} is missing", d.datatype.name()));
+            if d.required
+                && !props.contains_key(&d.name)
+                && !self
+                    .errors
+                    .iter()
+                    .any(|e| e.path == format!("{base}.{}", d.name))
+            {
+                self.push(
+                    format!("{base}.{}", d.name),
+                    format!("required {} is missing", d.datatype.name()),
+                );
             }
         }
     }
 
-    fn children(&mut self, base: &str, children: &mut BTreeMap<String, Vec<Child>>, owner_type: &str, anon: bool, depth: usize) {
+    fn children(
+        &mut self,
+        base: &str,
+        children: &mut BTreeMap<String, Vec<Child>>,
+        owner_type: &str,
+        anon: bool,
+        depth: usize,
+    ) {
         if depth > MAX_CHILD_DEPTH {
             self.push(base.to_string(), "children nested too deeply");
             return;
         }
         let slots: Vec<crate::schema::ChildDef> = if anon {
-            self.reg.get(owner_type).map(|t| t.children.clone()).unwrap_or_default()
+            self.reg
+                .get(owner_type)
+                .map(|t| t.children.clone())
+                .unwrap_or_default()
         } else {
-            self.reg.all_children(owner_type).into_iter().cloned().collect()
+            self.reg
+                .all_children(owner_type)
+                .into_iter()
+                .cloned()
+                .collect()
         };
         children.retain(|_, v| !v.is_empty());
         for (slot, values) in children.iter_mut() {
-            let path = if base.is_empty() { format!("children.{slot}") } else { format!("{base}.children.{slot}") };
+            let path = if base.is_empty() {
+                format!("children.{slot}")
+            } else {
+                format!("{base}.children.{slot}")
+            };
             let Some(def) = slots.iter().find(|s| &s.name == slot) else {
                 self.push(path, format!("unknown child for type {owner_type}"));
                 continue;
@@ -509,17 +554,28 @@ impl Checker<'_> {
                 continue;
             }
             let reg = self.reg;
-            let Some(ct) = reg.get(&def.type_name) else { continue };
+            let Some(ct) = reg.get(&def.type_name) else {
+                continue;
+            };
             let defs: Vec<&PropDef> = ct.props.iter().collect();
             for (i, c) in values.iter_mut().enumerate() {
                 let cpath = format!("{path}[{i}]");
-                self.props(&format!("{cpath}.properties"), &mut c.properties, &defs, &def.type_name);
+                self.props(
+                    &format!("{cpath}.properties"),
+                    &mut c.properties,
+                    &defs,
+                    &def.type_name,
+                );
                 self.children(&cpath, &mut c.children, &def.type_name, true, depth + 1);
             }
         }
         for s in &slots {
             if s.required && !children.contains_key(&s.name) {
-                let path = if base.is_empty() { format!("children.{}", s.name) } else { format!("{base}.children.{}", s.name) };
+                let path = if base.is_empty() {
+                    format!("children.{}", s.name)
+                } else {
+                    format!("{base}.children.{}", s.name)
+                };
                 self.push(path, "required child is missing");
             }
         }
@@ -530,19 +586,43 @@ impl Registry {
     /// Validates `r` against its type, normalising values on the way (date and binary strings
     /// become typed values, nulls are dropped). On error nothing about `r` should be stored.
     pub fn validate(&self, r: &mut Resource) -> Result<(), ValidationErrors> {
-        let mut ck = Checker { reg: self, errors: Vec::new() };
+        let mut ck = Checker {
+            reg: self,
+            errors: Vec::new(),
+        };
         if !is_valid_id(&r.id) {
-            ck.push("id".into(), format!("a resource id is 1-{MAX_ID_LEN} characters of letters, digits and . _ : @ -"));
+            ck.push(
+                "id".into(),
+                format!(
+                    "a resource id is 1-{MAX_ID_LEN} characters of letters, digits and . _ : @ -"
+                ),
+            );
         }
         match self.get(&r.type_name) {
             None => {
-                ck.push("type".into(), format!("unknown type '{}'", r.type_name.chars().take(80).collect::<String>()));
+                ck.push(
+                    "type".into(),
+                    format!(
+                        "unknown type '{}'",
+                        r.type_name.chars().take(80).collect::<String>()
+                    ),
+                );
             }
             Some(t) if t.anonymous => {
-                ck.push("type".into(), format!("'{}' is an anonymous type; it has no resources of its own", t.name));
+                ck.push(
+                    "type".into(),
+                    format!(
+                        "'{}' is an anonymous type; it has no resources of its own",
+                        t.name
+                    ),
+                );
             }
             Some(_) => {
-                let defs: Vec<&PropDef> = self.all_props(&r.type_name).into_iter().map(|(_, p)| p).collect();
+                let defs: Vec<&PropDef> = self
+                    .all_props(&r.type_name)
+                    .into_iter()
+                    .map(|(_, p)| p)
+                    .collect();
                 ck.props("properties", &mut r.properties, &defs, &r.type_name);
                 let tn = r.type_name.clone();
                 ck.children("", &mut r.children, &tn, false, 0);
@@ -553,17 +633,34 @@ impl Registry {
                 }
             }
         }
-        if ck.errors.is_empty() { Ok(()) } else { Err(ValidationErrors(ck.errors)) }
+        if ck.errors.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationErrors(ck.errors))
+        }
     }
 
     /// Validates the metadata part of a patch alone (metadata changes skip full validation).
-    pub fn validate_value(&self, type_name: &str, prop: &str, v: Value) -> Result<Value, ValidationErrors> {
+    pub fn validate_value(
+        &self,
+        type_name: &str,
+        prop: &str,
+        v: Value,
+    ) -> Result<Value, ValidationErrors> {
         let mut r = Resource::new(type_name);
         r.properties.insert(prop.to_string(), v);
-        let defs: Vec<&PropDef> = self.all_props(type_name).into_iter().map(|(_, p)| p).collect();
-        let mut ck = Checker { reg: self, errors: Vec::new() };
+        let defs: Vec<&PropDef> = self
+            .all_props(type_name)
+            .into_iter()
+            .map(|(_, p)| p)
+            .collect();
+        let mut ck = Checker {
+            reg: self,
+            errors: Vec::new(),
+        };
         ck.props("properties", &mut r.properties, &defs, type_name);
-        ck.errors.retain(|e| e.path.starts_with(&format!("properties.{prop}")));
+        ck.errors
+            .retain(|e| e.path.starts_with(&format!("properties.{prop}")));
         if ck.errors.is_empty() {
             Ok(r.properties.remove(prop).unwrap_or(Value::Null))
         } else {

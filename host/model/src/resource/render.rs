@@ -84,10 +84,18 @@ fn text(v: &Value) -> String {
 fn fields(reg: &Registry, type_name: &str, anon: bool, props: &super::Props) -> Vec<RenderField> {
     let defs: Vec<(String, crate::schema::PropDef)> = if anon {
         reg.get(type_name)
-            .map(|t| t.props.iter().map(|p| (t.name.clone(), p.clone())).collect())
+            .map(|t| {
+                t.props
+                    .iter()
+                    .map(|p| (t.name.clone(), p.clone()))
+                    .collect()
+            })
             .unwrap_or_default()
     } else {
-        reg.all_props(type_name).into_iter().map(|(t, p)| (t.name.clone(), p.clone())).collect()
+        reg.all_props(type_name)
+            .into_iter()
+            .map(|(t, p)| (t.name.clone(), p.clone()))
+            .collect()
     };
     defs.into_iter()
         .map(|(owner, p)| {
@@ -122,7 +130,11 @@ impl Registry {
                 items: r
                     .children
                     .get(&c.name)
-                    .map(|v: &Vec<Child>| v.iter().map(|ch| fields(self, &c.type_name, true, &ch.properties)).collect())
+                    .map(|v: &Vec<Child>| {
+                        v.iter()
+                            .map(|ch| fields(self, &c.type_name, true, &ch.properties))
+                            .collect()
+                    })
                     .unwrap_or_default(),
             })
             .collect();
@@ -131,7 +143,11 @@ impl Registry {
             type_name: r.type_name.clone(),
             type_title: self.title(&r.type_name),
             title,
-            lineage: self.chain(&r.type_name).iter().map(|t| t.name.clone()).collect(),
+            lineage: self
+                .chain(&r.type_name)
+                .iter()
+                .map(|t| t.name.clone())
+                .collect(),
             fields: own,
             children,
         }

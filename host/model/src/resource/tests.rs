@@ -55,13 +55,26 @@ fn children_and_lists() {
         .with("sender", "me")
         .with("sent", "2026-01-01T00:00:00Z")
         .with("attachments", vec!["a", "b"])
-        .with_child("receipt", Child::default().with("peer", "p1").with("read", "2026-01-01T00:00:01Z"));
+        .with_child(
+            "receipt",
+            Child::default()
+                .with("peer", "p1")
+                .with("read", "2026-01-01T00:00:01Z"),
+        );
     reg.validate(&mut m).unwrap();
-    let mut bad = m.clone().with_child("receipt", Child::default().with("delivered", "x"));
+    let mut bad = m
+        .clone()
+        .with_child("receipt", Child::default().with("delivered", "x"));
     let e = reg.validate(&mut bad).unwrap_err();
     let paths: Vec<&str> = e.0.iter().map(|e| e.path.as_str()).collect();
-    assert!(paths.contains(&"children.receipt[1].properties.peer"), "{e}");
-    assert!(paths.contains(&"children.receipt[1].properties.delivered"), "{e}");
+    assert!(
+        paths.contains(&"children.receipt[1].properties.peer"),
+        "{e}"
+    );
+    assert!(
+        paths.contains(&"children.receipt[1].properties.delivered"),
+        "{e}"
+    );
     let mut bad = m.clone().with("sender", vec!["x"]);
     assert!(reg.validate(&mut bad).is_err());
     let mut bad = m.clone().with("attachments", "x");
@@ -71,7 +84,12 @@ fn children_and_lists() {
 #[test]
 fn identity_checks() {
     let reg = Registry::builtin();
-    for (id, ty) in [("", "Image"), ("a b", "Image"), ("ok", "Nope"), ("ok", "Receipt")] {
+    for (id, ty) in [
+        ("", "Image"),
+        ("a b", "Image"),
+        ("ok", "Nope"),
+        ("ok", "Receipt"),
+    ] {
         let mut r = image().with_id(id);
         r.type_name = ty.into();
         assert!(reg.validate(&mut r).is_err(), "{id} {ty}");
@@ -86,20 +104,39 @@ fn xml_and_render() {
     let mut r = image().with("title", "<cats & \"dogs\">");
     reg.validate(&mut r).unwrap();
     let xml = reg.to_xml(&r);
-    assert!(xml.contains("<Image xmlns=\"urn:allpeers:resource:1\" id=\"img-1\">"), "{xml}");
+    assert!(
+        xml.contains("<Image xmlns=\"urn:allpeers:resource:1\" id=\"img-1\">"),
+        "{xml}"
+    );
     assert!(xml.contains("&lt;cats &amp; &quot;dogs&quot;&gt;"), "{xml}");
-    assert!(xml.contains("<created>2026-11-25T03:00:00.000Z</created>"), "{xml}");
+    assert!(
+        xml.contains("<created>2026-11-25T03:00:00.000Z</created>"),
+        "{xml}"
+    );
     let v = reg.render(&r);
     assert_eq!(v.title, "<cats & \"dogs\">");
     assert_eq!(v.lineage, ["Resource", "File", "Image"]);
-    assert!(v.fields.iter().any(|f| f.label == "Mime type" && !f.present));
-    assert!(v.fields.iter().any(|f| f.name == "width" && f.text == "640"));
+    assert!(
+        v.fields
+            .iter()
+            .any(|f| f.label == "Mime type" && !f.present)
+    );
+    assert!(
+        v.fields
+            .iter()
+            .any(|f| f.name == "width" && f.text == "640")
+    );
 }
 
 #[test]
 fn patch_applies() {
     let mut r = image();
-    r.apply(&Patch::default().set("width", 3i64).set("name", Value::Null).set_meta("rating", 1i64));
+    r.apply(
+        &Patch::default()
+            .set("width", 3i64)
+            .set("name", Value::Null)
+            .set_meta("rating", 1i64),
+    );
     assert_eq!(r.get("width"), Some(&Value::Integer(3)));
     assert!(r.get("name").is_none());
     assert_eq!(r.meta["rating"], Value::Integer(1));

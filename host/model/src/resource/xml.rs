@@ -40,18 +40,38 @@ fn write_props(out: &mut String, order: &[String], props: &Props, indent: &str) 
             v => vec![v],
         };
         for v in values {
-            let _ = writeln!(out, "{indent}<{name}>{}</{name}>", escape(scalar_text(v).as_str()));
+            let _ = writeln!(
+                out,
+                "{indent}<{name}>{}</{name}>",
+                escape(scalar_text(v).as_str())
+            );
         }
     }
 }
 
-fn write_children(reg: &Registry, out: &mut String, children: &BTreeMap<String, Vec<Child>>, slot_types: &[(String, String)], indent: &str) {
+fn write_children(
+    reg: &Registry,
+    out: &mut String,
+    children: &BTreeMap<String, Vec<Child>>,
+    slot_types: &[(String, String)],
+    indent: &str,
+) {
     for (slot, type_name) in slot_types {
-        let Some(values) = children.get(slot) else { continue };
-        let order: Vec<String> = reg.get(type_name).map(|t| t.props.iter().map(|p| p.name.clone()).collect()).unwrap_or_default();
+        let Some(values) = children.get(slot) else {
+            continue;
+        };
+        let order: Vec<String> = reg
+            .get(type_name)
+            .map(|t| t.props.iter().map(|p| p.name.clone()).collect())
+            .unwrap_or_default();
         let sub: Vec<(String, String)> = reg
             .get(type_name)
-            .map(|t| t.children.iter().map(|c| (c.name.clone(), c.type_name.clone())).collect())
+            .map(|t| {
+                t.children
+                    .iter()
+                    .map(|c| (c.name.clone(), c.type_name.clone()))
+                    .collect()
+            })
             .unwrap_or_default();
         for c in values {
             let _ = writeln!(out, "{indent}<{slot}>");
@@ -69,8 +89,17 @@ impl Registry {
     pub fn to_xml(&self, r: &Resource) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>");
-        let _ = writeln!(out, "<{} xmlns=\"{RESOURCE_NS}\" id=\"{}\">", r.type_name, escape(r.id.as_str()));
-        let order: Vec<String> = self.all_props(&r.type_name).into_iter().map(|(_, p)| p.name.clone()).collect();
+        let _ = writeln!(
+            out,
+            "<{} xmlns=\"{RESOURCE_NS}\" id=\"{}\">",
+            r.type_name,
+            escape(r.id.as_str())
+        );
+        let order: Vec<String> = self
+            .all_props(&r.type_name)
+            .into_iter()
+            .map(|(_, p)| p.name.clone())
+            .collect();
         write_props(&mut out, &order, &r.properties, "  ");
         let slots: Vec<(String, String)> = self
             .all_children(&r.type_name)

@@ -2,7 +2,10 @@
 
 /// (file name, source) of every built-in schema file.
 pub const BUILTIN_FILES: &[(&str, &str)] = &[
-    ("Resource.rng", include_str!("../../../../schemas/Resource.rng")),
+    (
+        "Resource.rng",
+        include_str!("../../../../schemas/Resource.rng"),
+    ),
     ("Peer.rng", include_str!("../../../../schemas/Peer.rng")),
     ("File.rng", include_str!("../../../../schemas/File.rng")),
     ("Audio.rng", include_str!("../../../../schemas/Audio.rng")),
@@ -12,6 +15,9 @@ pub const BUILTIN_FILES: &[(&str, &str)] = &[
     ("Link.rng", include_str!("../../../../schemas/Link.rng")),
     ("List.rng", include_str!("../../../../schemas/List.rng")),
     ("Chat.rng", include_str!("../../../../schemas/Chat.rng")),
-    ("Message.rng", include_str!("../../../../schemas/Message.rng")),
+    (
+        "Message.rng",
+        include_str!("../../../../schemas/Message.rng"),
+    ),
     ("Share.rng", include_str!("../../../../schemas/Share.rng")),
 ];

@@ -208,8 +208,12 @@ fn parse_tree(file: &str, text: &str) -> Result<Node, SchemaError> {
             Event::Text(t) => {
                 let raw: &str = t.as_ref();
                 if !raw.bytes().all(|b| b.is_ascii_whitespace()) {
-                    let in_foreign = stack.last().is_some_and(|n| n.ns.as_deref() != Some(RNG_NS));
-                    let in_param = stack.last().is_some_and(|n| n.is_rng("param") || n.is_rng("value"));
+                    let in_foreign = stack
+                        .last()
+                        .is_some_and(|n| n.ns.as_deref() != Some(RNG_NS));
+                    let in_param = stack
+                        .last()
+                        .is_some_and(|n| n.is_rng("param") || n.is_rng("value"));
                     if !in_foreign && !in_param {
                         return Err(SchemaError::new(
                             file,
@@ -264,10 +268,7 @@ pub fn parse_schema(file: &str, text: &str) -> Result<Vec<TypeDef>, SchemaError>
             continue;
         };
         let t = parse_type(file, child, tname, lib)?;
-        if let Some(prev) = types
-            .iter()
-            .find(|p| p.name.eq_ignore_ascii_case(&t.name))
-        {
+        if let Some(prev) = types.iter().find(|p| p.name.eq_ignore_ascii_case(&t.name)) {
             return Err(SchemaError::new(
                 file,
                 child.line,
@@ -374,7 +375,9 @@ fn parse_type(file: &str, def: &Node, tname: &str, lib: &str) -> Result<TypeDef,
     if n != 1 {
         return Err(err(
             def.line,
-            format!("the define of type '{tname}' must hold exactly one pattern (e.g. <interleave>)"),
+            format!(
+                "the define of type '{tname}' must hold exactly one pattern (e.g. <interleave>)"
+            ),
         ));
     }
     if t.parent.is_some() && !parent_ref {
@@ -402,7 +405,13 @@ impl Walker<'_> {
         SchemaError::new(self.file, line, r)
     }
 
-    fn pattern(&mut self, n: &Node, required: bool, multi: bool, lib: &str) -> Result<(), SchemaError> {
+    fn pattern(
+        &mut self,
+        n: &Node,
+        required: bool,
+        multi: bool,
+        lib: &str,
+    ) -> Result<(), SchemaError> {
         let lib = n.attr("datatypeLibrary").unwrap_or(lib);
         match n.local.as_str() {
             "interleave" | "group" => {
@@ -465,12 +474,21 @@ impl Walker<'_> {
             "element" => self.element(n, required, multi, lib),
             other => Err(self.err(
                 n.line,
-                format!("unsupported RELAX NG pattern <{other}> in type '{}'", self.t.name),
+                format!(
+                    "unsupported RELAX NG pattern <{other}> in type '{}'",
+                    self.t.name
+                ),
             )),
         }
     }
 
-    fn element(&mut self, n: &Node, required: bool, multi: bool, lib: &str) -> Result<(), SchemaError> {
+    fn element(
+        &mut self,
+        n: &Node,
+        required: bool,
+        multi: bool,
+        lib: &str,
+    ) -> Result<(), SchemaError> {
         let Some(name) = n.attr("name") else {
             return Err(self.err(
                 n.line,
@@ -478,7 +496,10 @@ impl Walker<'_> {
             ));
         };
         if !is_valid_name(name) {
-            return Err(self.err(n.line, format!("invalid property name '{}'", truncate(name))));
+            return Err(self.err(
+                n.line,
+                format!("invalid property name '{}'", truncate(name)),
+            ));
         }
         if RESERVED_PROPS.contains(&name) {
             return Err(self.err(n.line, format!("property name '{name}' is reserved")));
@@ -556,7 +577,9 @@ impl Walker<'_> {
         if indexed && (multi || datatype == DataType::Binary) {
             return Err(self.err(
                 n.line,
-                format!("property '{name}': only single-valued, non-binary properties can be indexed"),
+                format!(
+                    "property '{name}': only single-valued, non-binary properties can be indexed"
+                ),
             ));
         }
         self.t.props.push(PropDef {

@@ -2,9 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{
-    BUILTIN_FILES, ChildDef, PropDef, ROOT_TYPE, SchemaError, TypeDef, parse_schema,
-};
+use super::{BUILTIN_FILES, ChildDef, PropDef, ROOT_TYPE, SchemaError, TypeDef, parse_schema};
 
 /// All registered types. Registration is atomic: a refused file leaves the registry unchanged.
 #[derive(Debug, Clone, Default)]
@@ -76,7 +74,9 @@ impl Registry {
                     return Err(SchemaError::new(
                         file,
                         0,
-                        format!("type '{old}' was declared by an earlier version of {file} and would be lost"),
+                        format!(
+                            "type '{old}' was declared by an earlier version of {file} and would be lost"
+                        ),
                     ));
                 };
                 if let Some(prev) = self.types.get(old) {
@@ -106,10 +106,16 @@ impl Registry {
             if let Some(p) = &t.parent {
                 match self.types.get(p) {
                     None => {
-                        return Err(err(t.line, format!("missing parent type '{p}' of '{}'", t.name)));
+                        return Err(err(
+                            t.line,
+                            format!("missing parent type '{p}' of '{}'", t.name),
+                        ));
                     }
                     Some(pt) if pt.anonymous => {
-                        return Err(err(t.line, format!("'{}' cannot extend anonymous type '{p}'", t.name)));
+                        return Err(err(
+                            t.line,
+                            format!("'{}' cannot extend anonymous type '{p}'", t.name),
+                        ));
                     }
                     _ => {}
                 }
@@ -120,16 +126,27 @@ impl Registry {
             while let Some(p) = &cur.parent {
                 if seen.contains(&p.as_str()) {
                     seen.push(p);
-                    return Err(err(t.line, format!("cycle in inheritance: {}", seen.join(" -> "))));
+                    return Err(err(
+                        t.line,
+                        format!("cycle in inheritance: {}", seen.join(" -> ")),
+                    ));
                 }
                 seen.push(p);
                 match self.types.get(p) {
                     Some(pt) => cur = pt,
-                    None => return Err(err(cur.line, format!("missing parent type '{p}' of '{}'", cur.name))),
+                    None => {
+                        return Err(err(
+                            cur.line,
+                            format!("missing parent type '{p}' of '{}'", cur.name),
+                        ));
+                    }
                 }
             }
             if !t.anonymous && cur.name != ROOT_TYPE {
-                return Err(err(t.line, format!("type '{}' does not derive from {ROOT_TYPE}", t.name)));
+                return Err(err(
+                    t.line,
+                    format!("type '{}' does not derive from {ROOT_TYPE}", t.name),
+                ));
             }
             // Names unique along the chain (case-insensitively: they become SQL columns).
             let mut names: BTreeMap<String, (String, u32)> = BTreeMap::new();
@@ -140,30 +157,63 @@ impl Registry {
                     .map(|p| (&p.name, p.line))
                     .chain(a.children.iter().map(|c| (&c.name, c.line)))
                 {
-                    if let Some((owner, _)) = names.insert(n.to_ascii_lowercase(), (a.name.clone(), line)) {
-                        let (file, line) = if a.name == t.name { (&t.file, line) } else { (&t.file, t.line) };
+                    if let Some((owner, _)) =
+                        names.insert(n.to_ascii_lowercase(), (a.name.clone(), line))
+                    {
+                        let (file, line) = if a.name == t.name {
+                            (&t.file, line)
+                        } else {
+                            (&t.file, t.line)
+                        };
                         return Err(SchemaError::new(
                             file,
                             line,
-                            format!("duplicate property '{n}': '{}' already has it from '{owner}'", t.name),
+                            format!(
+                                "duplicate property '{n}': '{}' already has it from '{owner}'",
+                                t.name
+                            ),
                         ));
                     }
                 }
             }
             for c in &t.children {
                 match self.types.get(&c.type_name) {
-                    None => return Err(err(c.line, format!("child '{}' refers to unknown type '{}'", c.name, c.type_name))),
+                    None => {
+                        return Err(err(
+                            c.line,
+                            format!(
+                                "child '{}' refers to unknown type '{}'",
+                                c.name, c.type_name
+                            ),
+                        ));
+                    }
                     Some(ct) if !ct.anonymous => {
-                        return Err(err(c.line, format!("child '{}' must be of an anonymous type, '{}' is not", c.name, c.type_name)));
+                        return Err(err(
+                            c.line,
+                            format!(
+                                "child '{}' must be of an anonymous type, '{}' is not",
+                                c.name, c.type_name
+                            ),
+                        ));
                     }
                     _ => {}
                 }
             }
             if let Some(m) = &t.metadata {
                 match self.types.get(m) {
-                    None => return Err(err(t.line, format!("metadata type '{m}' of '{}' is unknown", t.name))),
+                    None => {
+                        return Err(err(
+                            t.line,
+                            format!("metadata type '{m}' of '{}' is unknown", t.name),
+                        ));
+                    }
                     Some(mt) if !mt.anonymous || !mt.children.is_empty() => {
-                        return Err(err(t.line, format!("metadata type '{m}' must be anonymous and hold properties only")));
+                        return Err(err(
+                            t.line,
+                            format!(
+                                "metadata type '{m}' must be anonymous and hold properties only"
+                            ),
+                        ));
                     }
                     _ => {}
                 }
@@ -179,7 +229,10 @@ impl Registry {
                             return Err(SchemaError::new(
                                 &t.file,
                                 c.line,
-                                format!("anonymous type '{}' contains itself through child '{}'", t.name, c.name),
+                                format!(
+                                    "anonymous type '{}' contains itself through child '{}'",
+                                    t.name, c.name
+                                ),
                             ));
                         }
                         let mut p = path.clone();
@@ -227,7 +280,10 @@ impl Registry {
 
     /// `name` and every type deriving from it.
     pub fn subtypes(&self, name: &str) -> Vec<&TypeDef> {
-        self.types.values().filter(|t| self.is_a(&t.name, name)).collect()
+        self.types
+            .values()
+            .filter(|t| self.is_a(&t.name, name))
+            .collect()
     }
 
     /// A property of `type_name` or of one of its ancestors, with the type that declares it.
@@ -239,7 +295,9 @@ impl Registry {
 
     /// A child slot of `type_name` or of one of its ancestors.
     pub fn child(&self, type_name: &str, child: &str) -> Option<&ChildDef> {
-        self.chain(type_name).into_iter().find_map(|t| t.child(child))
+        self.chain(type_name)
+            .into_iter()
+            .find_map(|t| t.child(child))
     }
 
     /// Every property of `type_name`, inherited first, with its declaring type.
@@ -291,7 +349,8 @@ impl Registry {
 fn is_valid_file_name(f: &str) -> bool {
     !f.is_empty()
         && f.len() <= 128
-        && f.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
+        && f.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-')
 }
 
 /// A changed version of a type may add optional properties and children; it may not change
@@ -299,38 +358,80 @@ fn is_valid_file_name(f: &str) -> bool {
 fn check_evolution(prev: &TypeDef, new: &TypeDef) -> Result<(), SchemaError> {
     let err = |line: u32, r: String| SchemaError::new(&new.file, line, r);
     if prev.parent != new.parent {
-        return Err(err(new.line, format!("type '{}' cannot change its parent (was {:?})", new.name, prev.parent)));
+        return Err(err(
+            new.line,
+            format!(
+                "type '{}' cannot change its parent (was {:?})",
+                new.name, prev.parent
+            ),
+        ));
     }
     if prev.anonymous != new.anonymous {
-        return Err(err(new.line, format!("type '{}' cannot change whether it is anonymous", new.name)));
+        return Err(err(
+            new.line,
+            format!("type '{}' cannot change whether it is anonymous", new.name),
+        ));
     }
     for p in &prev.props {
         match new.prop(&p.name) {
             None => {
-                return Err(err(new.line, format!("property '{}' of '{}' would be lost (a new version may only add properties)", p.name, new.name)));
+                return Err(err(
+                    new.line,
+                    format!(
+                        "property '{}' of '{}' would be lost (a new version may only add properties)",
+                        p.name, new.name
+                    ),
+                ));
             }
             Some(np) if np.datatype != p.datatype || np.multi != p.multi => {
-                return Err(err(np.line, format!(
-                    "property '{}' of '{}' cannot change from {}{} to {}{}",
-                    p.name, new.name, p.datatype.name(), if p.multi { " list" } else { "" },
-                    np.datatype.name(), if np.multi { " list" } else { "" }
-                )));
+                return Err(err(
+                    np.line,
+                    format!(
+                        "property '{}' of '{}' cannot change from {}{} to {}{}",
+                        p.name,
+                        new.name,
+                        p.datatype.name(),
+                        if p.multi { " list" } else { "" },
+                        np.datatype.name(),
+                        if np.multi { " list" } else { "" }
+                    ),
+                ));
             }
             Some(np) if np.required && !p.required => {
-                return Err(err(np.line, format!("property '{}' of '{}' cannot become required: stored resources lack it", p.name, new.name)));
+                return Err(err(
+                    np.line,
+                    format!(
+                        "property '{}' of '{}' cannot become required: stored resources lack it",
+                        p.name, new.name
+                    ),
+                ));
             }
             _ => {}
         }
     }
     for np in &new.props {
         if prev.prop(&np.name).is_none() && np.required && !new.anonymous {
-            return Err(err(np.line, format!("new property '{}' of '{}' must be optional: stored resources lack it", np.name, new.name)));
+            return Err(err(
+                np.line,
+                format!(
+                    "new property '{}' of '{}' must be optional: stored resources lack it",
+                    np.name, new.name
+                ),
+            ));
         }
     }
     for c in &prev.children {
         match new.child(&c.name) {
             Some(nc) if nc.type_name == c.type_name && nc.multi == c.multi => {}
-            _ => return Err(err(new.line, format!("child '{}' of '{}' cannot be removed or changed", c.name, new.name))),
+            _ => {
+                return Err(err(
+                    new.line,
+                    format!(
+                        "child '{}' of '{}' cannot be removed or changed",
+                        c.name, new.name
+                    ),
+                ));
+            }
         }
     }
     Ok(())

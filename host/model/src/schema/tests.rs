@@ -20,7 +20,10 @@ fn photo(extra: &str) -> String {
 #[test]
 fn builtins_load() {
     let r = Registry::builtin();
-    for t in ["Resource", "Peer", "File", "Audio", "Video", "Image", "Text", "Link", "List", "Message", "Chat", "Share"] {
+    for t in [
+        "Resource", "Peer", "File", "Audio", "Video", "Image", "Text", "Link", "List", "Message",
+        "Chat", "Share",
+    ] {
         assert!(r.get(t).is_some(), "{t}");
     }
     assert!(r.is_a("Image", "File"));
@@ -28,8 +31,14 @@ fn builtins_load() {
     assert!(!r.is_a("File", "Image"));
     let names: Vec<_> = r.chain("Image").iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["Resource", "File", "Image"]);
-    assert_eq!(r.prop("Image", "size").map(|(t, _)| t.name.as_str()), Some("File"));
-    assert!(r.prop("Image", "width").is_some_and(|(_, p)| p.indexed && p.datatype == DataType::Integer));
+    assert_eq!(
+        r.prop("Image", "size").map(|(t, _)| t.name.as_str()),
+        Some("File")
+    );
+    assert!(
+        r.prop("Image", "width")
+            .is_some_and(|(_, p)| p.indexed && p.datatype == DataType::Integer)
+    );
     assert_eq!(r.meta_props("Image").len(), 3);
     let sub: Vec<_> = r.subtypes("File").iter().map(|t| t.name.clone()).collect();
     assert_eq!(sub.len(), 5);
@@ -52,25 +61,36 @@ fn refused(file_text: &str) -> SchemaError {
     let mut r = Registry::builtin();
     let before = format!("{:?}", r.types().collect::<Vec<_>>());
     let e = r.register("Bad.rng", file_text).unwrap_err();
-    assert_eq!(before, format!("{:?}", r.types().collect::<Vec<_>>()), "registry changed");
+    assert_eq!(
+        before,
+        format!("{:?}", r.types().collect::<Vec<_>>()),
+        "registry changed"
+    );
     assert_eq!(e.file, "Bad.rng");
     e
 }
 
 #[test]
 fn bad_xml() {
-    let e = refused(&format!("{HEAD}\n<define name=\"x\">\n  <element name=\"a\">\n</grammar>"));
+    let e = refused(&format!(
+        "{HEAD}\n<define name=\"x\">\n  <element name=\"a\">\n</grammar>"
+    ));
     assert!(e.reason.contains("malformed XML"), "{e}");
     assert!(e.line >= 3, "{e}");
     let e = refused("not xml at all <");
-    assert!(e.reason.contains("malformed XML") || e.reason.contains("unexpected text"), "{e}");
+    assert!(
+        e.reason.contains("malformed XML") || e.reason.contains("unexpected text"),
+        "{e}"
+    );
     let e = refused("");
     assert!(e.reason.contains("no root"), "{e}");
 }
 
 #[test]
 fn unknown_datatype() {
-    let e = refused(&photo("\n<element name=\"camera\"><data type=\"frobnicate\"/></element>"));
+    let e = refused(&photo(
+        "\n<element name=\"camera\"><data type=\"frobnicate\"/></element>",
+    ));
     assert!(e.reason.contains("unknown datatype 'frobnicate'"), "{e}");
     assert_eq!(e.line, 6, "{e}");
 }
@@ -87,8 +107,12 @@ fn missing_parent() {
 #[test]
 fn inheritance_cycle() {
     let mut r = Registry::builtin();
-    let a = schema(r#"<define name="A.content" ap:type="A" ap:extends="B"><interleave><ref name="B.content"/></interleave></define>"#);
-    let b = schema(r#"<define name="B.content" ap:type="B" ap:extends="A"><interleave><ref name="A.content"/></interleave></define>"#);
+    let a = schema(
+        r#"<define name="A.content" ap:type="A" ap:extends="B"><interleave><ref name="B.content"/></interleave></define>"#,
+    );
+    let b = schema(
+        r#"<define name="B.content" ap:type="B" ap:extends="A"><interleave><ref name="A.content"/></interleave></define>"#,
+    );
     let e = r.register_all(&[("A.rng", &a), ("B.rng", &b)]).unwrap_err();
     assert!(e.reason.contains("cycle in inheritance"), "{e}");
     assert!(r.get("A").is_none() && r.get("B").is_none());
@@ -102,21 +126,35 @@ fn duplicate_property() {
     assert!(e.reason.contains("duplicate property 'camera'"), "{e}");
     assert_eq!(e.line, 6);
     // Inherited names collide too (File declares `size`).
-    let e = refused(&photo("<element name=\"size\"><data type=\"long\"/></element>"));
+    let e = refused(&photo(
+        "<element name=\"size\"><data type=\"long\"/></element>",
+    ));
     assert!(e.reason.contains("duplicate property 'size'"), "{e}");
     // ...case-insensitively, since they become SQL columns.
-    let e = refused(&photo("<element name=\"SIZE\"><data type=\"long\"/></element>"));
+    let e = refused(&photo(
+        "<element name=\"SIZE\"><data type=\"long\"/></element>",
+    ));
     assert!(e.reason.contains("duplicate property"), "{e}");
 }
 
 #[test]
 fn hostile_names_refused() {
-    for name in ["a\"b", "x; DROP TABLE t_Resource; --", "a b", "", "1abc", &"x".repeat(65)] {
+    for name in [
+        "a\"b",
+        "x; DROP TABLE t_Resource; --",
+        "a b",
+        "",
+        "1abc",
+        &"x".repeat(65),
+    ] {
         let e = refused(&photo(&format!(
             "<element name=\"{}\"><data type=\"string\"/></element>",
             quick_xml::escape::escape(name)
         )));
-        assert!(e.reason.contains("invalid property name") || e.reason.contains("needs a name"), "{name}: {e}");
+        assert!(
+            e.reason.contains("invalid property name") || e.reason.contains("needs a name"),
+            "{name}: {e}"
+        );
     }
     let e = refused(&schema(
         r#"<define name="X&quot;;DROP.content" ap:type="X&quot;;DROP" ap:extends="Resource"><interleave><ref name="Resource.content"/></interleave></define>"#,
@@ -127,19 +165,29 @@ fn hostile_names_refused() {
 #[test]
 fn other_refusals() {
     // Not extending anything.
-    let e = refused(&schema(r#"<define name="Z.content" ap:type="Z"><interleave><empty/></interleave></define>"#));
+    let e = refused(&schema(
+        r#"<define name="Z.content" ap:type="Z"><interleave><empty/></interleave></define>"#,
+    ));
     assert!(e.reason.contains("must extend"), "{e}");
     // Extends without ref.
-    let e = refused(&schema(r#"<define name="Z.content" ap:type="Z" ap:extends="File"><interleave><empty/></interleave></define>"#));
+    let e = refused(&schema(
+        r#"<define name="Z.content" ap:type="Z" ap:extends="File"><interleave><empty/></interleave></define>"#,
+    ));
     assert!(e.reason.contains("does not <ref"), "{e}");
     // Redefining a built-in from another file.
-    let e = refused(&schema(r#"<define name="File.content" ap:type="File" ap:extends="Resource"><interleave><ref name="Resource.content"/></interleave></define>"#));
+    let e = refused(&schema(
+        r#"<define name="File.content" ap:type="File" ap:extends="Resource"><interleave><ref name="Resource.content"/></interleave></define>"#,
+    ));
     assert!(e.reason.contains("already declared"), "{e}");
     // Reserved property.
-    let e = refused(&photo("<element name=\"id\"><data type=\"string\"/></element>"));
+    let e = refused(&photo(
+        "<element name=\"id\"><data type=\"string\"/></element>",
+    ));
     assert!(e.reason.contains("reserved"), "{e}");
     // Unknown child type.
-    let e = refused(&photo("<element name=\"lens\"><ref name=\"Lens.content\"/></element>"));
+    let e = refused(&photo(
+        "<element name=\"lens\"><ref name=\"Lens.content\"/></element>",
+    ));
     assert!(e.reason.contains("unknown type 'Lens'"), "{e}");
     // DOCTYPE (entity expansion) refused.
     let e = refused("<!DOCTYPE x [<!ENTITY a \"aaaa\">]><grammar/>");
@@ -156,7 +204,8 @@ fn other_refusals() {
 #[test]
 fn evolution() {
     let mut r = Registry::builtin();
-    let v1 = photo(r#"<optional><element name="camera"><data type="string"/></element></optional>"#);
+    let v1 =
+        photo(r#"<optional><element name="camera"><data type="string"/></element></optional>"#);
     r.register("Photo.rng", &v1).unwrap();
     // Adding an optional property is fine.
     let v2 = photo(
