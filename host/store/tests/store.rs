@@ -109,6 +109,9 @@ fn invalid_resource_writes_nothing() {
         Resource::new("Nope").with("name", "x"),
         Resource::new("File").with_id("bad id!").with("name", "x"),
         Resource::new("File").with("name", "nul\0inside"),
+        file("x", 1).with("name\"; DROP TABLE t_File; --", "x"),
+        file("x", 1).with_meta("rating'; DROP TABLE ap_meta; --", 1i64),
+        file("x", 1).with_child("x\"); DROP TABLE t_Resource; --", Child::default()),
     ];
     for r in bad {
         let e = s.create(r).unwrap_err();
