@@ -6,9 +6,14 @@
 use allpeers_model::schema::Registry;
 use libfuzzer_sys::fuzz_target;
 
+fn builtin() -> &'static Registry {
+    static REG: std::sync::OnceLock<Registry> = std::sync::OnceLock::new();
+    REG.get_or_init(Registry::builtin)
+}
+
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let mut reg = Registry::builtin();
+    let mut reg = builtin().clone();
     let before = reg.types().count();
     match reg.register("Fuzz.rng", text) {
         Ok(names) => assert!(!names.is_empty()),
