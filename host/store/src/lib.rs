@@ -594,10 +594,11 @@ impl Store {
                 &self.reg,
                 &self.query_lists,
                 rid,
-                r,
+                (&r.id, &r.type_name),
                 time,
                 &self.author,
                 &mut events,
+                false,
             )?;
         }
         // Query listeners: match after.
@@ -724,10 +725,11 @@ impl Store {
             &self.reg,
             &self.query_lists,
             rid,
-            &r,
+            (id, &type_name),
             time,
             &self.author,
             &mut events,
+            false,
         )?;
         let after = self
             .listeners
@@ -828,7 +830,7 @@ impl Store {
     /// Inserts `item` into the explicit list at `index` (None or past the end: append).
     pub fn list_insert(&mut self, list_id: &str, item_id: &str, index: Option<u64>) -> Result<u64> {
         let (lrid, ltype) = self.list_rid(list_id, true)?;
-        let (irid, _) = self
+        let (irid, itype) = self
             .rid_of(item_id)?
             .ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
         let time = (self.clock)();
@@ -858,12 +860,31 @@ impl Store {
             &ltype,
             &serde_json::json!({"item": item_id, "index": pos}),
         )?;
+        // Queries with list conditions (itemsOf, listsContaining) may now match differently.
+        let mut derived = Vec::new();
+        for (rid, id, ty) in [
+            (irid, item_id, itype.as_str()),
+            (lrid, list_id, ltype.as_str()),
+        ] {
+            maintain_query_lists(
+                &tx,
+                &self.reg,
+                &self.query_lists,
+                rid,
+                (id, ty),
+                time,
+                &self.author,
+                &mut derived,
+                true,
+            )?;
+        }
         tx.commit()?;
         let mut ev = Event::new(EventKind::ItemAdded, list_id, &ltype, time, &self.author);
         ev.item = Some(item_id.to_string());
         ev.position = Some(pos);
         ev.seq = Some(seq);
-        self.listeners.dispatch(&self.reg, &[ev]);
+        derived.insert(0, ev);
+        self.listeners.dispatch(&self.reg, &derived);
         Ok(pos as u64)
     }
 
@@ -919,7 +940,7 @@ impl Store {
     /// Removes `item` from the explicit list.
     pub fn list_remove(&mut self, list_id: &str, item_id: &str) -> Result<()> {
         let (lrid, ltype) = self.list_rid(list_id, true)?;
-        let (irid, _) = self
+        let (irid, itype) = self
             .rid_of(item_id)?
             .ok_or_else(|| StoreError::NotFound(item_id.to_string()))?;
         let time = (self.clock)();
@@ -943,11 +964,30 @@ impl Store {
             &ltype,
             &serde_json::json!({"item": item_id}),
         )?;
+        // Queries with list conditions (itemsOf, listsContaining) may now match differently.
+        let mut derived = Vec::new();
+        for (rid, id, ty) in [
+            (irid, item_id, itype.as_str()),
+            (lrid, list_id, ltype.as_str()),
+        ] {
+            maintain_query_lists(
+                &tx,
+                &self.reg,
+                &self.query_lists,
+                rid,
+                (id, ty),
+                time,
+                &self.author,
+                &mut derived,
+                true,
+            )?;
+        }
         tx.commit()?;
         let mut ev = Event::new(EventKind::ItemRemoved, list_id, &ltype, time, &self.author);
         ev.item = Some(item_id.to_string());
         ev.seq = Some(seq);
-        self.listeners.dispatch(&self.reg, &[ev]);
+        derived.insert(0, ev);
+        self.listeners.dispatch(&self.reg, &derived);
         Ok(())
     }
 
@@ -958,8 +998,8 @@ impl Store {
         if let Some(ql) = self.query_lists.iter().find(|q| q.rid == lrid) {
             let mut c = sql::Compiler::new();
             let f = move |root: &str, c: &mut sql::Compiler| {
-                let _ = c;
-                format!("{root}.rid IN (SELECT item FROM ap_list_items WHERE list = {lrid})")
+                let p = c.bind(SqlValue::Integer(lrid));
+                format!("{root}.rid IN (SELECT item FROM ap_list_items WHERE list = {p})")
             };
             let s = c.select(&ql.query, true, Some(&f));
             let compiled = c.finish(s);
@@ -1294,11 +1334,12 @@ fn query_list_of(reg: &Registry, rid: i64, r: &Resource) -> Result<Option<QueryL
 
 fn populate_query_list(tx: &Transaction<'_>, ql: &QueryList) -> Result<()> {
     let mut c = sql::Compiler::new();
+    let list = c.bind(SqlValue::Integer(ql.rid));
     let s = c.select(&ql.query, false, None);
     let compiled = c.finish(s);
     let q = format!(
-        "INSERT OR IGNORE INTO ap_list_items(list, item, pos) SELECT {}, sub.rid, 0 FROM ({}) sub",
-        ql.rid, compiled.sql
+        "INSERT OR IGNORE INTO ap_list_items(list, item, pos) SELECT {list}, sub.rid, 0 FROM ({}) sub",
+        compiled.sql
     );
     tx.execute(&q, params_from_iter(compiled.params.iter()))?;
     Ok(())
@@ -1312,17 +1353,22 @@ fn maintain_query_lists(
     reg: &Registry,
     lists: &[QueryList],
     rid: i64,
-    r: &Resource,
+    r: (&str, &str),
     time: i64,
     author: &str,
     events: &mut Vec<Event>,
+    only_list_conditions: bool,
 ) -> Result<()> {
+    let (id, type_name) = r;
     for ql in lists {
         if ql.rid == rid {
             continue;
         }
-        let relevant =
-            reg.is_a(&r.type_name, &ql.query.type_name) || ql.query.has_list_conditions();
+        let relevant = if only_list_conditions {
+            ql.query.has_list_conditions()
+        } else {
+            reg.is_a(type_name, &ql.query.type_name) || ql.query.has_list_conditions()
+        };
         if !relevant {
             continue;
         }
@@ -1349,7 +1395,7 @@ fn maintain_query_lists(
             .map(|t| t.name.clone())
             .unwrap_or_default();
         let mut ev = Event::new(kind, &ql.id, &ltype, time, author);
-        ev.item = Some(r.id.clone());
+        ev.item = Some(id.to_string());
         events.push(ev);
     }
     Ok(())

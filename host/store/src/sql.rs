@@ -179,7 +179,7 @@ impl Compiler {
         }
     }
 
-    fn bind(&mut self, v: SqlValue) -> String {
+    pub fn bind(&mut self, v: SqlValue) -> String {
         self.params.push(v);
         format!("?{}", self.params.len())
     }

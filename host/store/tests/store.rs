@@ -489,9 +489,60 @@ fn query_backed_list_stays_live() {
     let mut items = s.list_items("bigfiles").unwrap().items;
     items.sort();
     assert_eq!(items, ["big", "small"]);
+    // A query with a list condition stays live when explicit lists change.
+    s.create(
+        Resource::new("List")
+            .with("title", "Favourites")
+            .with_id("fav"),
+    )
+    .unwrap();
+    let favq = Query::of("File").and(Expr::ItemsOf(Box::new(Query::of("List").where_prop(
+        "title",
+        Op::Eq,
+        "Favourites",
+    ))));
+    s.create(
+        Resource::new("List")
+            .with("query", serde_json::to_string(&favq).unwrap())
+            .with_id("favfiles"),
+    )
+    .unwrap();
+    assert!(s.list_items("favfiles").unwrap().items.is_empty());
+    s.list_insert("fav", "small", None).unwrap();
+    assert_eq!(s.list_items("favfiles").unwrap().items, ["small"]);
+    s.list_remove("fav", "small").unwrap();
+    assert!(s.list_items("favfiles").unwrap().items.is_empty());
     // A list with a broken query is refused.
     let bad = Resource::new("List").with("query", "{\"type\":\"Nope\"}");
     assert!(matches!(s.create(bad).unwrap_err(), StoreError::Invalid(_)));
+}
+
+#[test]
+fn filters_have_a_json_form() {
+    let f: Filter = serde_json::from_str(r#"{"type":{"name":"File"}}"#).unwrap();
+    assert_eq!(
+        f,
+        Filter::Type {
+            name: "File".into(),
+            subtypes: true
+        }
+    );
+    let f: Filter = serde_json::from_str(r#""all""#).unwrap();
+    assert_eq!(f, Filter::All);
+    let f: Filter = serde_json::from_str(r#"{"query":{"type":"Image"}}"#).unwrap();
+    assert!(matches!(f, Filter::Query(_)));
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    assert!(
+        s.subscribe(Filter::Query(Query::of("Nope")), Arc::new(|_: &Event| {}))
+            .is_err()
+    );
+    let seen = events(&mut s, serde_json::from_str(r#"{"id":"x"}"#).unwrap());
+    s.create(file("x", 1).with_id("x")).unwrap();
+    let json = serde_json::to_value(&seen.lock().unwrap()[0]).unwrap();
+    assert_eq!(json["kind"], "created");
+    assert_eq!(json["type"], "File");
+    assert_eq!(json["id"], "x");
 }
 
 #[test]
