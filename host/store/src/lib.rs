@@ -10,6 +10,7 @@
 //! * The store is synchronous and single-threaded (`&mut self`); the daemon owns it behind a
 //!   mutex or a dedicated thread. Listener callbacks run after the commit, on the writer's thread.
 
+pub mod api;
 mod listen;
 mod sql;
 
@@ -1435,7 +1436,8 @@ fn ensure_tables(tx: &Transaction<'_>, reg: &Registry) -> Result<()> {
             if p.indexed {
                 let prefix = if t.anonymous { "c" } else { "t" };
                 tx.execute_batch(&format!(
-                    "CREATE INDEX IF NOT EXISTS \"i_{prefix}_{}_{}\" ON {table}({})",
+                    // '.' cannot occur in names, so index names cannot collide.
+                    "CREATE INDEX IF NOT EXISTS \"i.{prefix}.{}.{}\" ON {table}({})",
                     t.name,
                     p.name,
                     col(&p.name)
@@ -1444,7 +1446,7 @@ fn ensure_tables(tx: &Transaction<'_>, reg: &Registry) -> Result<()> {
         }
         if t.anonymous {
             tx.execute_batch(&format!(
-                "CREATE INDEX IF NOT EXISTS \"i_c_{}_owner\" ON {table}(owner, parent, slot, pos)",
+                "CREATE INDEX IF NOT EXISTS \"i.c.{}\" ON {table}(owner, parent, slot, pos)",
                 t.name
             ))?;
         } else if t.name == ROOT_TYPE {
