@@ -827,3 +827,76 @@ fn reopen_after_kill_mid_write() {
         }
     }
 }
+
+/// Every operator on every property of every built-in type compiles to SQL that runs.
+#[test]
+fn every_operator_on_every_property_runs() {
+    use allpeers_model::schema::DataType;
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.create(image("a.png", 1, 2).with_meta("rating", 1i64))
+        .unwrap();
+    let reg = s.registry().clone();
+    let ops = [
+        Op::Eq,
+        Op::Ne,
+        Op::Lt,
+        Op::Le,
+        Op::Gt,
+        Op::Ge,
+        Op::Prefix,
+        Op::Contains,
+        Op::IsNull,
+        Op::NotNull,
+    ];
+    let mut ran = 0;
+    for t in reg.types().filter(|t| !t.anonymous) {
+        let props: Vec<_> = reg
+            .all_props(&t.name)
+            .into_iter()
+            .map(|(_, p)| p.clone())
+            .collect();
+        let metas: Vec<_> = reg.meta_props(&t.name).into_iter().cloned().collect();
+        for (is_meta, p) in props
+            .iter()
+            .map(|p| (false, p))
+            .chain(metas.iter().map(|p| (true, p)))
+        {
+            let v: Value = match p.datatype {
+                DataType::Boolean => true.into(),
+                DataType::Integer => 3i64.into(),
+                DataType::Decimal => 1.5f64.into(),
+                DataType::Date => "2026-01-01T00:00:00Z".into(),
+                DataType::Binary => "AAEC".into(),
+                DataType::String => "x'\"".into(),
+            };
+            for op in ops {
+                let e = if is_meta {
+                    Expr::meta(&p.name, op, v.clone())
+                } else {
+                    Expr::prop(&p.name, op, v.clone())
+                };
+                let q = Query::of(&t.name).and(Expr::Not(Box::new(Expr::Any(vec![
+                    e,
+                    Expr::IsA(t.name.clone()),
+                ]))));
+                match s.count(&q) {
+                    Ok(_) => ran += 1,
+                    Err(StoreError::Query(_)) => {} // operator not applicable to the datatype
+                    Err(e) => panic!("{} {} {:?}: {e}", t.name, p.name, op),
+                }
+            }
+            if !p.multi && !is_meta {
+                s.query(&Query::of(&t.name).sort_by(&p.name, true).limit(1))
+                    .unwrap();
+            }
+        }
+    }
+    assert!(ran > 500, "{ran}");
+}
+
+#[test]
+fn store_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Store>();
+}
