@@ -302,7 +302,7 @@ impl Store {
         let (id, type_name) = self
             .id_of(rid)?
             .ok_or_else(|| StoreError::Corrupt(format!("rid {rid} vanished")))?;
-        let chain: Vec<TypeDef> = self.reg.chain(&type_name).into_iter().cloned().collect();
+        let chain: Vec<&TypeDef> = self.reg.chain(&type_name);
         if chain.is_empty() {
             return Err(StoreError::Corrupt(format!(
                 "resource {id} has unknown type '{type_name}'"
@@ -370,7 +370,7 @@ impl Store {
             return Ok(out);
         }
         for (slot, ty) in slots {
-            let Some(t) = self.reg.get(ty).cloned() else {
+            let Some(t) = self.reg.get(ty) else {
                 continue;
             };
             let cols: Vec<String> = std::iter::once("cid".to_string())
