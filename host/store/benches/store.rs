@@ -176,18 +176,46 @@ fn main() {
     let mut store = Store::open(&ours_path, ME).expect("open");
     let batch = 1000;
     let items: Vec<Resource> = (0..n_insert).map(image).collect();
-    let chunks: Vec<Vec<Resource>> = items.chunks(batch).map(<[Resource]>::to_vec).collect();
-    let t = Instant::now();
-    for chunk in chunks {
-        store.create_many(chunk).expect("create_many");
-    }
-    let ours = t.elapsed();
     let mut hand = Connection::open(&hand_path).expect("open");
     hand.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
         .expect("pragma");
-    let t = Instant::now();
-    hand_insert(&mut hand, 0, n_insert, batch).expect("hand insert");
-    let handt = t.elapsed();
+    // Interleaved in rounds of 10,000 (alternating which side goes first), so machine load and
+    // cache warm-up hit both sides alike.
+    let chunks: Vec<Vec<Resource>> = items.chunks(batch).map(<[Resource]>::to_vec).collect();
+    let per_round = (10_000 / batch).max(1);
+    let mut ours = Duration::ZERO;
+    let mut handt = Duration::ZERO;
+    let mut chunks = chunks.into_iter();
+    let mut round = 0usize;
+    let mut done = 0usize;
+    loop {
+        let these: Vec<Vec<Resource>> = chunks.by_ref().take(per_round).collect();
+        if these.is_empty() {
+            break;
+        }
+        let n: usize = these.iter().map(Vec::len).sum();
+        let mut run_ours = |these: Vec<Vec<Resource>>| {
+            let t = Instant::now();
+            for chunk in these {
+                store.create_many(chunk).expect("create_many");
+            }
+            ours += t.elapsed();
+        };
+        let mut run_hand = |from: usize| {
+            let t = Instant::now();
+            hand_insert(&mut hand, from, n, batch).expect("hand insert");
+            handt += t.elapsed();
+        };
+        if round.is_multiple_of(2) {
+            run_ours(these);
+            run_hand(done);
+        } else {
+            run_hand(done);
+            run_ours(these);
+        }
+        done += n;
+        round += 1;
+    }
     rows.push((
         format!("insert {n_insert} Images, 1000/txn"),
         ms(ours),
@@ -199,14 +227,21 @@ fn main() {
     ));
 
     // ---- 1b. one transaction per resource ----
-    let t = Instant::now();
-    for i in 0..n_single {
-        store.create(image(10_000_000 + i)).expect("create");
+    let mut ours = Duration::ZERO;
+    let mut handt = Duration::ZERO;
+    let step = 1000.min(n_single.max(1));
+    let mut i = 0;
+    while i < n_single {
+        let t = Instant::now();
+        for k in i..(i + step).min(n_single) {
+            store.create(image(10_000_000 + k)).expect("create");
+        }
+        ours += t.elapsed();
+        let t = Instant::now();
+        hand_insert(&mut hand, 10_000_000 + i, step.min(n_single - i), 1).expect("hand insert");
+        handt += t.elapsed();
+        i += step;
     }
-    let ours = t.elapsed();
-    let t = Instant::now();
-    hand_insert(&mut hand, 10_000_000, n_single, 1).expect("hand insert");
-    let handt = t.elapsed();
     rows.push((
         format!("insert {n_single} Images, 1 txn each"),
         ms(ours),
@@ -291,9 +326,13 @@ fn main() {
             0
         };
         let mut times = Vec::new();
-        for k in 0..200 {
+        for k in 0..200u32 {
             // Toggle the resource in and out of the list.
-            let v = if k % 2 == 0 { 0i64 } else { 1_000_000_000 };
+            let v = if k.is_multiple_of(2) {
+                0i64
+            } else {
+                1_000_000_000
+            };
             let t = Instant::now();
             store.set_property(target, "size", v).expect("update");
             times.push(t.elapsed());

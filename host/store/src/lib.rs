@@ -134,6 +134,9 @@ fn new_id() -> String {
         .to_ascii_lowercase()
 }
 
+const LOG_SQL: &str =
+    "INSERT INTO ap_changes(time, author, op, id, type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
 const SYSTEM_SQL: &str = "
 CREATE TABLE IF NOT EXISTS ap_schemas(seq INTEGER PRIMARY KEY AUTOINCREMENT, file TEXT NOT NULL UNIQUE, source TEXT NOT NULL, registered INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ap_meta(rid INTEGER NOT NULL, name TEXT NOT NULL, value, PRIMARY KEY(rid, name)) WITHOUT ROWID;
@@ -570,37 +573,45 @@ impl Store {
         let time = (self.clock)();
         let mut events = Vec::new();
         let mut new_qlists = Vec::new();
+        let listening = !self.listeners.is_empty();
         let tx = self.conn.transaction()?;
-        for r in &rs {
-            let rid = insert_resource(&tx, &self.reg, &mut self.insert_sql, r)?;
-            let seq = log_change(
-                &tx,
-                time,
-                &self.author,
-                "create",
-                &r.id,
-                &r.type_name,
-                &content_json(r),
-            )?;
-            if let Some(ql) = query_list_of(&self.reg, rid, r)? {
-                populate_query_list(&tx, &ql)?;
-                new_qlists.push(ql);
+        {
+            let mut stmts: InsertStmts<'_, '_> = HashMap::new();
+            let mut log = tx.prepare_cached(LOG_SQL)?;
+            for r in &rs {
+                let rid = insert_resource(&tx, &self.reg, &mut self.insert_sql, &mut stmts, r)?;
+                log.execute(params![
+                    time,
+                    &self.author,
+                    "create",
+                    &r.id,
+                    &r.type_name,
+                    content_json(r)
+                ])?;
+                let seq = tx.last_insert_rowid();
+                if let Some(ql) = query_list_of(&self.reg, rid, r)? {
+                    populate_query_list(&tx, &ql)?;
+                    new_qlists.push(ql);
+                }
+                if listening {
+                    let mut ev =
+                        Event::new(EventKind::Created, &r.id, &r.type_name, time, &self.author);
+                    ev.seq = Some(seq);
+                    ev.rid = rid;
+                    events.push(ev);
+                }
+                maintain_query_lists(
+                    &tx,
+                    &self.reg,
+                    &self.query_lists,
+                    rid,
+                    (&r.id, &r.type_name),
+                    time,
+                    &self.author,
+                    &mut events,
+                    false,
+                )?;
             }
-            let mut ev = Event::new(EventKind::Created, &r.id, &r.type_name, time, &self.author);
-            ev.seq = Some(seq);
-            ev.rid = rid;
-            events.push(ev);
-            maintain_query_lists(
-                &tx,
-                &self.reg,
-                &self.query_lists,
-                rid,
-                (&r.id, &r.type_name),
-                time,
-                &self.author,
-                &mut events,
-                false,
-            )?;
         }
         // Query listeners: match after.
         for ev in events.iter_mut() {
@@ -1104,10 +1115,8 @@ fn log_change(
     type_name: &str,
     data: &impl LogData,
 ) -> Result<i64> {
-    tx.prepare_cached(
-        "INSERT INTO ap_changes(time, author, op, id, type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![time, author, op, id, type_name, data.text()])?;
+    tx.prepare_cached(LOG_SQL)?
+        .execute(params![time, author, op, id, type_name, data.text()])?;
     Ok(tx.last_insert_rowid())
 }
 
@@ -1125,16 +1134,21 @@ impl LogData for String {
     }
 }
 
-fn insert_resource(
-    tx: &Transaction<'_>,
-    reg: &Registry,
+/// Prepared INSERT statements of one write, by type name (kept for the whole transaction, as
+/// hand-written code would).
+type InsertStmts<'r, 'c> = HashMap<&'r str, rusqlite::CachedStatement<'c>>;
+
+fn insert_resource<'r, 'c>(
+    tx: &'c Transaction<'_>,
+    reg: &'r Registry,
     cache: &mut HashMap<String, String>,
+    stmts: &mut InsertStmts<'r, 'c>,
     r: &Resource,
 ) -> Result<i64> {
     let mut rid = 0i64;
     for t in reg.chain(&r.type_name) {
         let root = t.name == ROOT_TYPE;
-        if !cache.contains_key(&t.name) {
+        if !stmts.contains_key(t.name.as_str()) && !cache.contains_key(&t.name) {
             let mut cols: Vec<String> = if root {
                 vec!["id".into(), "type".into()]
             } else {
@@ -1150,7 +1164,13 @@ fn insert_resource(
             );
             cache.insert(t.name.clone(), q);
         }
-        let sql = cache.get(&t.name).map(String::as_str).unwrap_or_default();
+        let stmt = match stmts.entry(t.name.as_str()) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let sql = cache.get(&t.name).map(String::as_str).unwrap_or_default();
+                e.insert(tx.prepare_cached(sql)?)
+            }
+        };
         use rusqlite::types::ToSqlOutput;
         let mut vals: Vec<ToSqlOutput<'_>> = Vec::with_capacity(t.props.len() + 2);
         if root {
@@ -1168,10 +1188,7 @@ fn insert_resource(
                 .iter()
                 .map(|p| sql::to_sql_ref(r.properties.get(&p.name), p)),
         );
-        match tx
-            .prepare_cached(sql)?
-            .execute(params_from_iter(vals.iter()))
-        {
+        match stmt.execute(params_from_iter(vals.iter())) {
             Ok(_) => {}
             // The UNIQUE index on t_Resource.id: the id is taken.
             Err(rusqlite::Error::SqliteFailure(e, _))

@@ -131,6 +131,10 @@ impl Listeners {
         SubscriptionId(self.next)
     }
 
+    pub fn is_empty(&self) -> bool {
+        self.subs.is_empty()
+    }
+
     pub fn remove(&mut self, id: SubscriptionId) -> bool {
         let before = self.subs.len();
         self.subs.retain(|s| s.id != id.0);
