@@ -756,7 +756,11 @@ fn crash_child_writer() {
     };
     let mut s = Store::open(&path, ME).unwrap();
     let mut i = 0i64;
-    loop {
+    // Never outlive a parent that failed to kill us.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        // Alternate single writes (create + update) with batches of CRASH_BATCH in one
+        // transaction, so a kill often lands inside a large transaction.
         let m = Resource::new("Message")
             .with("sender", ME)
             .with("sent", i)
@@ -764,12 +768,25 @@ fn crash_child_writer() {
             .with_child("receipt", Child::default().with("peer", "p"));
         let m = s.create(m).unwrap();
         s.set_property(&m.id, "body", "y".repeat(3000)).unwrap();
+        let batch: Vec<Resource> = (0..CRASH_BATCH)
+            .map(|k| {
+                Resource::new("Message")
+                    .with("sender", ME)
+                    .with("sent", i * 1000 + k)
+                    .with("body", "z".repeat(2000))
+                    .with("chat", "batch")
+                    .with_child("receipt", Child::default().with("peer", "q"))
+            })
+            .collect();
+        s.create_many(batch).unwrap();
         i += 1;
-        if i == 20 {
+        if i == 5 {
             println!("READY");
         }
     }
 }
+
+const CRASH_BATCH: i64 = 200;
 
 #[test]
 fn reopen_after_kill_mid_write() {
@@ -778,6 +795,13 @@ fn reopen_after_kill_mid_write() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("crash.db");
     for round in 0..3 {
+        struct Guard(std::process::Child);
+        impl Drop for Guard {
+            fn drop(&mut self) {
+                let _ = self.0.kill();
+                let _ = self.0.wait();
+            }
+        }
         let mut child = Command::new(std::env::current_exe().unwrap())
             .args([
                 "--exact",
@@ -791,6 +815,7 @@ fn reopen_after_kill_mid_write() {
             .spawn()
             .unwrap();
         let out = child.stdout.take().unwrap();
+        let mut child = Guard(child);
         let mut lines = BufReader::new(out).lines();
         loop {
             match lines.next() {
@@ -800,12 +825,21 @@ fn reopen_after_kill_mid_write() {
             }
         }
         std::thread::sleep(std::time::Duration::from_millis(150 + round * 70));
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.0.kill().unwrap();
+        child.0.wait().unwrap();
         let s = Store::open(&db, ME).unwrap();
         assert_eq!(s.integrity_check().unwrap(), "ok");
         let n = count_rows(&s, "t_Resource");
-        assert!(n >= 20, "{n}");
+        assert!(n >= 5 * (CRASH_BATCH + 1), "{n}");
+        // Batches are all or nothing.
+        let batched = s
+            .count(&Query::of("Message").where_prop("chat", Op::Eq, "batch"))
+            .unwrap() as i64;
+        assert_eq!(
+            batched % CRASH_BATCH,
+            0,
+            "a batch was half-applied: {batched}"
+        );
         // Every resource is whole: a row in each of its tables, its child, its create in the log.
         assert_eq!(count_rows(&s, "t_Message"), n);
         assert_eq!(count_rows(&s, "c_Receipt"), n);
@@ -823,7 +857,9 @@ fn reopen_after_kill_mid_write() {
             .unwrap()
         {
             let body = m.get("body").and_then(Value::as_str).unwrap();
-            assert!(body == "x".repeat(2000) || body == "y".repeat(3000));
+            assert!(
+                body == "x".repeat(2000) || body == "y".repeat(3000) || body == "z".repeat(2000)
+            );
         }
     }
 }
