@@ -936,3 +936,75 @@ fn store_is_send() {
     fn assert_send<T: Send>() {}
     assert_send::<Store>();
 }
+
+const ALBUM: &str = r#"<grammar xmlns="http://relaxng.org/ns/structure/1.0" xmlns:ap="urn:allpeers:schema:1" ns="urn:allpeers:resource:1" datatypeLibrary="http://www.w3.org/2001/XMLSchema-datatypes">
+<define name="Album.content" ap:type="Album" ap:extends="List">
+  <interleave>
+    <ref name="List.content"/>
+    <zeroOrMore><element name="track"><ref name="Track.content"/></element></zeroOrMore>
+  </interleave>
+</define>
+<define name="Track.content" ap:type="Track" ap:anonymous="true">
+  <interleave>
+    <element name="n"><data type="long"/></element>
+    <zeroOrMore><element name="credit"><ref name="Credit.content"/></element></zeroOrMore>
+  </interleave>
+</define>
+<define name="Credit.content" ap:type="Credit" ap:anonymous="true">
+  <element name="who"><data type="string"/></element>
+</define>
+</grammar>"#;
+
+#[test]
+fn nested_children_round_trip_and_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.register_schema("Album.rng", ALBUM).unwrap();
+    let credit = |w: &str| Child::default().with("who", w);
+    let mut t1 = Child::default().with("n", 1i64);
+    t1.children
+        .insert("credit".into(), vec![credit("Bach"), credit("Gould")]);
+    let mut t2 = Child::default().with("n", 2i64);
+    t2.children.insert("credit".into(), vec![credit("Bach")]);
+    let a = Resource::new("Album")
+        .with_id("album")
+        .with("title", "Goldberg")
+        .with_child("track", t1)
+        .with_child("track", t2);
+    let created = s.create(a).unwrap();
+    drop(s);
+    let mut s = open(&dir);
+    let back = s.get("album").unwrap().unwrap();
+    assert_eq!(back, created);
+    assert_eq!(
+        back.children["track"][0].children["credit"][1].properties["who"],
+        Value::String("Gould".into())
+    );
+    // An Album is a List: it can hold items.
+    s.create(file("aria.flac", 1).with_id("aria")).unwrap();
+    s.list_insert("album", "aria", None).unwrap();
+    // Replacing the child slot replaces every nested row.
+    let mut patch = Patch::default();
+    patch
+        .children
+        .insert("track".into(), vec![Child::default().with("n", 9i64)]);
+    s.update("album", &patch).unwrap();
+    let back = s.get("album").unwrap().unwrap();
+    assert_eq!(back.children["track"].len(), 1);
+    assert!(back.children["track"][0].children.is_empty());
+    assert_eq!(count_rows(&s, "c_Credit"), 0);
+    // Invalid nested values are refused with a precise path.
+    let mut bad = Child::default().with("n", 1i64);
+    bad.children
+        .insert("credit".into(), vec![Child::default().with("who", 3i64)]);
+    let mut patch = Patch::default();
+    patch.children.insert("track".into(), vec![bad]);
+    let e = s.update("album", &patch).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("children.track[0].children.credit[0].properties.who"),
+        "{e}"
+    );
+    s.delete("album").unwrap();
+    assert_eq!(count_rows(&s, "c_Track"), 0);
+}

@@ -234,3 +234,88 @@ fn evolution() {
     assert!(e.reason.contains("must be optional"), "{e}");
     assert!(r.prop("Photo", "iso").is_none());
 }
+
+#[test]
+fn namespaces_prefixes_and_annotations() {
+    // RELAX NG under a prefix, documentation annotations, comments and a PI are all fine.
+    let text = r#"<?xml version="1.0"?>
+<!-- a comment -->
+<?some-pi data?>
+<r:grammar xmlns:r="http://relaxng.org/ns/structure/1.0" xmlns:x="urn:allpeers:schema:1"
+           xmlns:a="http://relaxng.org/ns/compatibility/annotations/1.0"
+           datatypeLibrary="http://www.w3.org/2001/XMLSchema-datatypes">
+  <r:define name="Note.content" x:type="Note" x:extends="Resource" x:title="Note">
+    <a:documentation>A short note.</a:documentation>
+    <r:interleave>
+      <r:ref name="Resource.content"/>
+      <r:element name="text" x:index="true"><a:documentation>The text.</a:documentation><r:text/></r:element>
+      <r:oneOrMore><r:element name="tag"><r:data type="string"><r:param name="maxLength">20</r:param></r:data></r:element></r:oneOrMore>
+    </r:interleave>
+  </r:define>
+</r:grammar>"#;
+    let mut r = Registry::builtin();
+    r.register("Note.rng", text).unwrap();
+    let t = r.get("Note").unwrap();
+    assert_eq!(t.title.as_deref(), Some("Note"));
+    let text_prop = t.prop("text").unwrap();
+    assert!(text_prop.indexed && text_prop.required && text_prop.datatype == DataType::String);
+    let tag = t.prop("tag").unwrap();
+    assert!(tag.multi && tag.required);
+    // The annotation namespace is what matters, not the prefix: an ap:type in another
+    // namespace is not a type.
+    let other = text.replace("urn:allpeers:schema:1", "urn:somebody-else");
+    let e = Registry::builtin()
+        .register("Note.rng", &other)
+        .unwrap_err();
+    assert!(e.reason.contains("declares no type"), "{e}");
+    // Undeclared prefixes are refused.
+    let e = Registry::builtin()
+        .register("Note.rng", &text.replace("xmlns:x=", "xmlns:y="))
+        .unwrap_err();
+    assert!(e.reason.contains("undeclared namespace prefix"), "{e}");
+}
+
+#[test]
+fn anonymous_children_and_metadata() {
+    let text = schema(
+        r#"<define name="Album.content" ap:type="Album" ap:extends="Resource" ap:metadata="AlbumMeta">
+  <interleave>
+    <ref name="Resource.content"/>
+    <zeroOrMore><element name="track"><ref name="Track.content"/></element></zeroOrMore>
+  </interleave>
+</define>
+<define name="Track.content" ap:type="Track" ap:anonymous="true">
+  <interleave>
+    <element name="n"><data type="long"/></element>
+    <optional><element name="credit"><ref name="Credit.content"/></element></optional>
+  </interleave>
+</define>
+<define name="Credit.content" ap:type="Credit" ap:anonymous="true">
+  <element name="who"><data type="string"/></element>
+</define>
+<define name="AlbumMeta.content" ap:type="AlbumMeta" ap:anonymous="true">
+  <optional><element name="played"><data type="long"/></element></optional>
+</define>"#,
+    );
+    let mut r = Registry::builtin();
+    r.register("Album.rng", &text).unwrap();
+    assert_eq!(r.all_children("Album").len(), 1);
+    assert_eq!(r.meta_props("Album").len(), 1);
+    // A self-containing anonymous type is refused.
+    let looped = text.replace(
+        r#"<ref name="Credit.content"/>"#,
+        r#"<ref name="Track.content"/>"#,
+    );
+    let e = Registry::builtin()
+        .register("Album.rng", &looped)
+        .unwrap_err();
+    assert!(e.reason.contains("contains itself"), "{e}");
+    // Metadata must be an anonymous type.
+    let e = Registry::builtin()
+        .register(
+            "Album.rng",
+            &text.replace(r#"ap:metadata="AlbumMeta""#, r#"ap:metadata="File""#),
+        )
+        .unwrap_err();
+    assert!(e.reason.contains("must be anonymous"), "{e}");
+}
