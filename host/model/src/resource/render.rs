@@ -153,3 +153,67 @@ impl Registry {
         }
     }
 }
+
+/// A cell for terminal output: control characters (ANSI escapes, newlines) replaced, long text cut.
+fn cell(s: &str, width: usize) -> String {
+    let clean: String = s
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if clean.chars().count() > width {
+        let mut out: String = clean.chars().take(width.saturating_sub(1)).collect();
+        out.push('…');
+        out
+    } else {
+        clean
+    }
+}
+
+impl Registry {
+    /// A plain-text table of resources for the CLI (`allpeers resource …`, `allpeers query`):
+    /// id, type, title (or name/url/peerId), modified. Safe for terminals: control characters in
+    /// values are replaced.
+    pub fn table(&self, resources: &[Resource]) -> String {
+        let rows: Vec<[String; 4]> = resources
+            .iter()
+            .map(|r| {
+                let v = self.render(r);
+                let modified = match r.get("modified") {
+                    Some(Value::Date(d)) => format_date(*d),
+                    Some(other) => text(other),
+                    None => String::new(),
+                };
+                [
+                    cell(&r.id, 40),
+                    cell(&r.type_name, 16),
+                    cell(&v.title, 48),
+                    modified,
+                ]
+            })
+            .collect();
+        let head = ["ID", "TYPE", "TITLE", "MODIFIED"];
+        let mut widths = head.map(str::len);
+        for row in &rows {
+            for (w, c) in widths.iter_mut().zip(row.iter()) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cols: [&str; 4]| {
+            let mut s = String::new();
+            for (i, (c, w)) in cols.iter().zip(widths.iter()).enumerate() {
+                s.push_str(c);
+                if i < 3 {
+                    s.push_str(&" ".repeat(w - c.chars().count() + 2));
+                }
+            }
+            s.trim_end().to_string()
+        };
+        let mut out = line(head);
+        out.push('\n');
+        for row in &rows {
+            out.push_str(&line([&row[0], &row[1], &row[2], &row[3]]));
+            out.push('\n');
+        }
+        out
+    }
+}

@@ -141,3 +141,25 @@ fn patch_applies() {
     assert!(r.get("name").is_none());
     assert_eq!(r.meta["rating"], Value::Integer(1));
 }
+
+#[test]
+fn cli_table_is_aligned_and_terminal_safe() {
+    let reg = Registry::builtin();
+    // (ESC is refused by validation; the table must be safe for unvalidated values too.)
+    let a = image().with("title", "evil\u{1b}[31mred\nline");
+    let mut b = Resource::new("Link")
+        .with_id("l1")
+        .with("owner", "me")
+        .with("created", 0i64)
+        .with("modified", 0i64)
+        .with("url", "https://example.org");
+    reg.validate(&mut b).unwrap();
+    let t = reg.table(&[a, b]);
+    let lines: Vec<&str> = t.lines().collect();
+    assert_eq!(lines.len(), 3);
+    assert!(lines[0].starts_with("ID"));
+    assert!(!t.contains('\u{1b}'));
+    assert!(lines[1].contains("evil?[31mred?line"));
+    assert!(lines[2].contains("https://example.org"));
+    assert_eq!(lines[1].find("Image"), lines[2].find("Link"));
+}
