@@ -57,6 +57,9 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))?;
         }
         let daemon = Arc::new(Daemon::new(paths.clone(), identity, Some(log), started));
+        // Handle signals before announcing readiness: a SIGTERM right after READY must
+        // shut down cleanly, not kill us.
+        spawn_signal_handler(daemon.shutdown.clone())?;
         allpeers_log::flesh!(
             socket = %paths.socket.display(),
             peer_id = %daemon.peer_id(),
@@ -83,7 +86,6 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
 /// bad input or slowness never touches another.
 pub async fn serve(listener: UnixListener, daemon: Arc<Daemon>) {
     let shutdown = daemon.shutdown.clone();
-    spawn_signal_handler(shutdown.clone());
     let tasks = tokio_util::task::TaskTracker::new();
     loop {
         tokio::select! {
@@ -115,19 +117,18 @@ fn detach_stdio() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
+fn spawn_signal_handler(shutdown: CancellationToken) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     tokio::spawn(async move {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
-            return;
-        };
         tokio::select! {
             _ = term.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+            _ = interrupt.recv() => {}
             _ = shutdown.cancelled() => return,
         }
         allpeers_log::flesh!("signal received, shutting down");
         shutdown.cancel();
     });
+    Ok(())
 }
