@@ -125,6 +125,8 @@ async fn bridges_started_at_once_start_exactly_one_daemon() {
 
     // The bridges exit with the browser; the daemon they started keeps running.
     let (_last_child, mut last) = bridges.pop().unwrap();
+    last.call("events.subscribe", json!({"topics": ["clients.changed"]}))
+        .await;
     for (mut child, browser) in bridges {
         drop(browser);
         assert!(
@@ -133,6 +135,16 @@ async fn bridges_started_at_once_start_exactly_one_daemon() {
                 .unwrap()
                 .success()
         );
+    }
+    // The daemon sees each bridge leave; the last one is still served.
+    loop {
+        let (_, event) = timeout("clients.changed", last.read_notification())
+            .await
+            .expect("an event");
+        assert_eq!(event["data"]["connected"], false);
+        if event["data"]["clients"] == 1 {
+            break;
+        }
     }
     let status = last.call("status.get", json!({})).await.result.unwrap();
     assert_eq!(status["clients"], 1);

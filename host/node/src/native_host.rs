@@ -90,13 +90,29 @@ pub fn run(paths: NodePaths, args: Vec<String>) -> anyhow::Result<()> {
                 return Err(e);
             }
         };
-        pipe(socket, tokio::io::stdin(), stdout).await
+        drop(stdout);
+        match (pipe_stdin(), pipe_stdout()) {
+            // Browsers give us pipes: use them non-blocking on our own thread, skipping
+            // the hop through tokio's blocking pool that plain stdin/stdout take.
+            (Ok(input), Ok(output)) => pipe(socket, input, output).await,
+            _ => pipe(socket, tokio::io::stdin(), tokio::io::stdout()).await,
+        }
     });
     allpeers_log::flesh!("native host exiting");
     drop(log);
     // A read on stdin may still be parked on tokio's blocking thread; do not wait for it.
     runtime.shutdown_background();
     result
+}
+
+fn pipe_stdin() -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+    use std::os::fd::AsFd;
+    tokio::net::unix::pipe::Receiver::from_owned_fd(std::io::stdin().as_fd().try_clone_to_owned()?)
+}
+
+fn pipe_stdout() -> std::io::Result<tokio::net::unix::pipe::Sender> {
+    use std::os::fd::AsFd;
+    tokio::net::unix::pipe::Sender::from_owned_fd(std::io::stdout().as_fd().try_clone_to_owned()?)
 }
 
 /// Connects to the running daemon, or starts one. Two bridges starting at once serialise

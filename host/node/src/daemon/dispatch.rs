@@ -38,12 +38,10 @@ impl Session {
     }
 }
 
-/// Methods handled in arrival order, before any later request of the same client.
-pub fn is_ordered(method: &str) -> bool {
-    matches!(
-        method,
-        m::HELLO | m::EVENTS_SUBSCRIBE | m::EVENTS_UNSUBSCRIBE
-    )
+/// Methods that take long enough (CPU or waiting) to run beside the session rather than
+/// hold up the client's next requests.
+pub fn is_slow(method: &str) -> bool {
+    matches!(method, m::IDENTITY_UNLOCK)
 }
 
 pub async fn handle(

@@ -7,24 +7,23 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use allpeers_model::api::frame::API_MAX_FRAME;
 use allpeers_model::api::message::parse_request;
 use allpeers_model::api::methods::{ClientsChanged, topics};
-use allpeers_model::api::{ErrorCode, FrameDecoder, FrameError, Response, RpcError, encode_frame};
+use allpeers_model::api::{
+    ErrorCode, Event, FrameDecoder, FrameError, Response, RpcError, encode_frame,
+};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::net::unix::OwnedWriteHalf;
+use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::dispatch::{self, Session};
 use super::state::Daemon;
 
-/// Frames waiting to be written to one client. When full, responses wait (backpressure on
-/// that client's own requests) and events are dropped and counted.
-const OUTBOX: usize = 256;
-/// Requests of one client in progress at once.
+/// Slow requests of one client in progress at once (quick ones run inline).
 const CONCURRENT_REQUESTS: usize = 32;
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -44,23 +43,18 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
             return;
         }
     }
-    let (mut reader, mut writer) = stream.into_split();
-    let (outbox, mut outbox_rx) = mpsc::channel::<Vec<u8>>(OUTBOX);
-    let write_task = tokio::spawn(async move {
-        while let Some(payload) = outbox_rx.recv().await {
-            if writer.write_all(&encode_frame(&payload)).await.is_err() {
-                break;
-            }
-        }
-        let _ = writer.shutdown().await;
-    });
+    let (mut reader, writer) = stream.into_split();
+    // Responses are written by the task that produced them, without a hop through a
+    // writer task: that hop costs more than the work of most requests. A client that
+    // stops reading blocks only its own session (and loses events, counted).
+    let writer: Writer = Arc::new(Mutex::new(writer));
 
     let session = Arc::new(Session::new());
     let (subscriptions_tx, subscriptions_rx) = watch::channel(BTreeSet::<String>::new());
     let events_task = tokio::spawn(forward_events(
         daemon.clone(),
         subscriptions_rx,
-        outbox.clone(),
+        writer.clone(),
     ));
     let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
     let mut decoder = FrameDecoder::new(API_MAX_FRAME);
@@ -77,7 +71,7 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
                 if let Err(e @ FrameError::Truncated { .. }) = decoder.finish() {
                     allpeers_log::marrow!(client = session.client_name(), "{e}; closing");
                     send(
-                        &outbox,
+                        &writer,
                         &Response::err(
                             Value::Null,
                             RpcError::new(ErrorCode::TruncatedFrame, e.to_string()),
@@ -101,7 +95,7 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
                 Err(e) => {
                     allpeers_log::marrow!(client = session.client_name(), "{e}; closing");
                     send(
-                        &outbox,
+                        &writer,
                         &Response::err(
                             Value::Null,
                             RpcError::new(ErrorCode::FrameTooLarge, e.to_string()),
@@ -115,16 +109,16 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
                 Ok(request) => request,
                 Err(response) => {
                     allpeers_log::bone!(error = ?response.error, "bad request");
-                    send(&outbox, &response).await;
+                    send(&writer, &response).await;
                     continue;
                 }
             };
-            // `hello` and subscription changes run in order, so a request pipelined right
-            // behind them sees their effect; everything else runs concurrently.
-            if dispatch::is_ordered(&request.method) {
+            // Quick requests run inline, in order (so a request pipelined behind `hello`
+            // or `events.subscribe` sees its effect); slow ones run beside the session.
+            if !dispatch::is_slow(&request.method) {
                 let response =
                     dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
-                send(&outbox, &response).await;
+                send(&writer, &response).await;
                 if !said_hello && session.has_said_hello() {
                     said_hello = true;
                     let clients = daemon.client_joined();
@@ -143,24 +137,23 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
             let Ok(permit) = permits.clone().acquire_owned().await else {
                 break 'read;
             };
-            let (daemon, session, outbox, subscriptions_tx) = (
+            let (daemon, session, writer, subscriptions_tx) = (
                 daemon.clone(),
                 session.clone(),
-                outbox.clone(),
+                writer.clone(),
                 subscriptions_tx.clone(),
             );
             tokio::spawn(async move {
                 let response =
                     dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
-                send(&outbox, &response).await;
+                send(&writer, &response).await;
                 drop(permit);
             });
         }
     }
 
     events_task.abort();
-    drop(outbox);
-    let _ = write_task.await;
+    let _ = writer.lock().await.shutdown().await;
     if said_hello {
         let clients = daemon.client_left();
         daemon.publish(
@@ -175,25 +168,39 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
     }
 }
 
-async fn send(outbox: &mpsc::Sender<Vec<u8>>, response: &Response) {
+type Writer = Arc<Mutex<OwnedWriteHalf>>;
+
+/// Writes one frame in one syscall; a failed write means the client is gone, which the
+/// read side notices.
+async fn write_frame(writer: &Writer, payload: &[u8]) -> bool {
+    writer
+        .lock()
+        .await
+        .write_all(&encode_frame(payload))
+        .await
+        .is_ok()
+}
+
+async fn send(writer: &Writer, response: &Response) {
     let payload = serde_json::to_vec(response).expect("responses serialise");
-    let _ = outbox.send(payload).await;
+    write_frame(writer, &payload).await;
 }
 
 /// Forwards events on the client's subscribed topics. A client too slow to take them loses
-/// events, never stalls the daemon, and is told how many it lost.
+/// events (the bus keeps a bounded backlog), never stalls the daemon, and is told how
+/// many it lost.
 async fn forward_events(
     daemon: Arc<Daemon>,
     subscriptions: watch::Receiver<BTreeSet<String>>,
-    outbox: mpsc::Sender<Vec<u8>>,
+    writer: Writer,
 ) {
     let mut events = daemon.subscribe_events();
-    let dropped = AtomicU64::new(0);
+    let mut dropped = 0u64;
     loop {
         let event = match events.recv().await {
             Ok(event) => event,
             Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                dropped.fetch_add(n, Ordering::Relaxed);
+                dropped += n;
                 continue;
             }
             Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
@@ -201,22 +208,18 @@ async fn forward_events(
         if !subscriptions.borrow().contains(&event.topic) {
             continue;
         }
-        let lost = dropped.swap(0, Ordering::Relaxed);
-        if lost > 0 {
-            let notice = allpeers_model::api::Event {
+        if dropped > 0 {
+            let notice = Event {
                 topic: topics::EVENTS_DROPPED.into(),
-                data: serde_json::json!({"dropped": lost}),
+                data: serde_json::json!({"dropped": dropped}),
             };
-            if outbox
-                .try_send(notice.to_notification().to_string().into_bytes())
-                .is_err()
-            {
-                dropped.fetch_add(lost, Ordering::Relaxed);
+            if !write_frame(&writer, notice.to_notification().to_string().as_bytes()).await {
+                return;
             }
+            dropped = 0;
         }
-        let payload = event.to_notification().to_string().into_bytes();
-        if outbox.try_send(payload).is_err() {
-            dropped.fetch_add(1, Ordering::Relaxed);
+        if !write_frame(&writer, event.to_notification().to_string().as_bytes()).await {
+            return;
         }
     }
 }
