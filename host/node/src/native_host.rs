@@ -13,7 +13,9 @@ use allpeers_model::api::frame::API_MAX_FRAME;
 use allpeers_model::api::{ErrorCode, FrameDecoder, Response, RpcError, encode_frame};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use std::io::{Read, Write};
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
 use tokio::net::UnixStream;
 
 use crate::lock::DataDirLock;
@@ -75,44 +77,43 @@ pub fn run(paths: NodePaths, args: Vec<String>) -> anyhow::Result<()> {
     let log = allpeers_log::init(&allpeers_log::LogConfig::new(paths.logs(), "native-host"))?;
     let caller = Caller::from_args(&args);
     allpeers_log::flesh!(?caller, "native host started");
+    let mut stdout = raw_stdout()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let result = runtime.block_on(async {
-        let mut stdout = tokio::io::stdout();
-        let socket = match connect_or_start(&paths).await {
-            Ok(socket) => socket,
-            Err(e) => {
-                allpeers_log::skin!("cannot reach the daemon: {e:#}");
-                // Tell the extension why, in a form it shows the user.
-                let notice = json!({"jsonrpc": "2.0", "method": "bridge.error", "params": {"message": format!("{e:#}")}});
-                write_browser_frame(&mut stdout, notice.to_string().into_bytes()).await?;
-                return Err(e);
-            }
-        };
-        drop(stdout);
-        match (pipe_stdin(), pipe_stdout()) {
-            // Browsers give us pipes: use them non-blocking on our own thread, skipping
-            // the hop through tokio's blocking pool that plain stdin/stdout take.
-            (Ok(input), Ok(output)) => pipe(socket, input, output).await,
-            _ => pipe(socket, tokio::io::stdin(), tokio::io::stdout()).await,
+    let socket = match runtime.block_on(connect_or_start(&paths)) {
+        Ok(socket) => socket,
+        Err(e) => {
+            allpeers_log::skin!("cannot reach the daemon: {e:#}");
+            // Tell the extension why, in a form it can show the user.
+            let notice = json!({"jsonrpc": "2.0", "method": "bridge.error", "params": {"message": format!("{e:#}")}});
+            write_browser_frame(&mut stdout, notice.to_string().as_bytes())?;
+            return Err(e);
         }
-    });
+    };
+    drop(runtime);
+    let socket = socket.into_std()?;
+    socket.set_nonblocking(false)?;
+    let result = pipe(socket, raw_stdin()?, stdout);
     allpeers_log::flesh!("native host exiting");
     drop(log);
-    // A read on stdin may still be parked on tokio's blocking thread; do not wait for it.
-    runtime.shutdown_background();
     result
 }
 
-fn pipe_stdin() -> std::io::Result<tokio::net::unix::pipe::Receiver> {
+/// stdin without std's buffering: the relay has its own buffer.
+fn raw_stdin() -> std::io::Result<std::fs::File> {
     use std::os::fd::AsFd;
-    tokio::net::unix::pipe::Receiver::from_owned_fd(std::io::stdin().as_fd().try_clone_to_owned()?)
+    Ok(std::fs::File::from(
+        std::io::stdin().as_fd().try_clone_to_owned()?,
+    ))
 }
 
-fn pipe_stdout() -> std::io::Result<tokio::net::unix::pipe::Sender> {
+/// stdout without std's line buffering: frames are written whole, then flushed.
+fn raw_stdout() -> std::io::Result<std::fs::File> {
     use std::os::fd::AsFd;
-    tokio::net::unix::pipe::Sender::from_owned_fd(std::io::stdout().as_fd().try_clone_to_owned()?)
+    Ok(std::fs::File::from(
+        std::io::stdout().as_fd().try_clone_to_owned()?,
+    ))
 }
 
 /// Connects to the running daemon, or starts one. Two bridges starting at once serialise
@@ -221,76 +222,94 @@ async fn wait_for_socket(paths: &NodePaths) -> anyhow::Result<UnixStream> {
     }
 }
 
-/// Pipes frames browser <-> daemon until either side closes.
-pub async fn pipe<R, W>(
-    socket: UnixStream,
+/// Pipes frames browser <-> daemon until either side closes, on two plain threads with
+/// blocking I/O: a pure relay, where one blocking read per message beats an event loop's
+/// poll-read-poll (measured in `docs/benchmarks.md`).
+pub fn pipe<R, W>(
+    socket: std::os::unix::net::UnixStream,
     mut browser_in: R,
     mut browser_out: W,
 ) -> anyhow::Result<()>
 where
-    R: tokio::io::AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    R: Read + Send + 'static,
+    W: Write + Send + 'static,
 {
-    let (mut daemon_in, mut daemon_out) = socket.into_split();
-    let to_daemon = async {
-        let mut decoder = FrameDecoder::new(API_MAX_FRAME);
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            let n = browser_in.read(&mut buf).await?;
-            if n == 0 {
-                return anyhow::Ok(BridgeEnd::BrowserClosed);
-            }
-            decoder.push(&buf[..n]);
+    use std::net::Shutdown;
+    let mut daemon_out = socket.try_clone()?;
+    let mut daemon_in = socket.try_clone()?;
+    let (end_tx, end_rx) = std::sync::mpsc::channel::<anyhow::Result<BridgeEnd>>();
+
+    let to_daemon_end = end_tx.clone();
+    std::thread::Builder::new()
+        .name("browser->daemon".into())
+        .spawn(move || {
+            let mut relay = || -> anyhow::Result<BridgeEnd> {
+                let mut decoder = FrameDecoder::new(API_MAX_FRAME);
+                let mut buf = vec![0u8; 64 * 1024];
+                loop {
+                    let n = browser_in.read(&mut buf)?;
+                    if n == 0 {
+                        return Ok(BridgeEnd::BrowserClosed);
+                    }
+                    decoder.push(&buf[..n]);
+                    loop {
+                        match decoder.next_frame() {
+                            Ok(Some(frame)) => daemon_out.write_all(&encode_frame(&frame))?,
+                            Ok(None) => break,
+                            Err(e) => return Ok(BridgeEnd::BadBrowserFrame(e.to_string())),
+                        }
+                    }
+                }
+            };
+            let _ = to_daemon_end.send(relay());
+        })?;
+
+    std::thread::Builder::new().name("daemon->browser".into()).spawn(move || {
+        let mut relay = || -> anyhow::Result<BridgeEnd> {
+            let mut decoder = FrameDecoder::new(MAX_DAEMON_FRAME);
+            let mut buf = vec![0u8; 64 * 1024];
+            let mut sequence = 0u64;
+            let mut out = Vec::new();
             loop {
-                match decoder.next_frame() {
-                    Ok(Some(frame)) => daemon_out.write_all(&encode_frame(&frame)).await?,
-                    Ok(None) => break,
-                    Err(e) => return Ok(BridgeEnd::BadBrowserFrame(e.to_string())),
+                let n = daemon_in.read(&mut buf)?;
+                if n == 0 {
+                    let notice = json!({"jsonrpc": "2.0", "method": "bridge.closed", "params": {"reason": "the daemon closed the connection"}});
+                    write_browser_frame(&mut browser_out, notice.to_string().as_bytes())?;
+                    return Ok(BridgeEnd::DaemonClosed);
                 }
-            }
-        }
-    };
-    let mut sequence = 0u64;
-    let to_browser = async {
-        let mut decoder = FrameDecoder::new(MAX_DAEMON_FRAME);
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut pending = Vec::new();
-        loop {
-            let n = daemon_in.read(&mut buf).await?;
-            if n == 0 {
-                return anyhow::Ok(BridgeEnd::DaemonClosed);
-            }
-            decoder.push(&buf[..n]);
-            while let Some(frame) = decoder.next_frame()? {
-                pending.push(frame);
-            }
-            for frame in pending.drain(..) {
-                sequence += 1;
-                for piece in split_for_browser(frame, sequence) {
-                    browser_out.write_all(&encode_frame(&piece)).await?;
+                decoder.push(&buf[..n]);
+                out.clear();
+                while let Some(frame) = decoder.next_frame()? {
+                    sequence += 1;
+                    for piece in split_for_browser(frame, sequence) {
+                        out.extend_from_slice(&encode_frame(&piece));
+                    }
                 }
+                // Everything that arrived together leaves in one write.
+                browser_out.write_all(&out)?;
+                browser_out.flush()?;
             }
-            browser_out.flush().await?;
-        }
-    };
-    let end = tokio::select! {
-        end = to_daemon => end?,
-        end = to_browser => end?,
-    };
+        };
+        let _ = end_tx.send(relay());
+    })?;
+
+    let end = end_rx.recv().expect("a relay thread reports")?;
+    // Unblock the other thread's socket read; a parked stdin read ends with the process.
+    let _ = socket.shutdown(Shutdown::Both);
     match end {
         BridgeEnd::BrowserClosed => Ok(()),
         BridgeEnd::DaemonClosed => {
-            let notice = json!({"jsonrpc": "2.0", "method": "bridge.closed", "params": {"reason": "the daemon closed the connection"}});
-            write_browser_frame(&mut browser_out, notice.to_string().into_bytes()).await?;
             allpeers_log::marrow!("the daemon closed the connection");
             Ok(())
         }
         BridgeEnd::BadBrowserFrame(reason) => {
+            allpeers_log::marrow!("bad frame from the browser: {reason}");
             let response = Response::err(
                 Value::Null,
                 RpcError::new(ErrorCode::FrameTooLarge, reason.clone()),
             );
-            write_browser_frame(&mut browser_out, serde_json::to_vec(&response)?).await?;
+            let mut stdout = raw_stdout()?;
+            write_browser_frame(&mut stdout, &serde_json::to_vec(&response)?)?;
             bail!("bad frame from the browser: {reason}")
         }
     }
@@ -302,12 +321,9 @@ enum BridgeEnd {
     BadBrowserFrame(String),
 }
 
-async fn write_browser_frame<W: AsyncWrite + Unpin>(
-    out: &mut W,
-    payload: Vec<u8>,
-) -> anyhow::Result<()> {
-    out.write_all(&encode_frame(&payload)).await?;
-    out.flush().await?;
+fn write_browser_frame<W: Write>(out: &mut W, payload: &[u8]) -> anyhow::Result<()> {
+    out.write_all(&encode_frame(payload))?;
+    out.flush()?;
     Ok(())
 }
 
