@@ -169,3 +169,19 @@ async fn a_bridge_that_cannot_start_the_daemon_says_why() {
     assert!(message.contains("identity.json"), "{message}");
     assert!(!timeout("host exit", host.wait()).await.unwrap().success());
 }
+
+#[tokio::test]
+async fn a_bad_config_file_is_reported_to_the_browser() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("config.json"), "{\"log\": {\"filter\": 3}}").unwrap();
+    let (mut host, mut browser) = spawn_native_host(dir.path(), &[CHROMIUM_ORIGIN]);
+    let (method, params) = timeout("notice", browser.read_notification())
+        .await
+        .expect("a notice");
+    assert_eq!(method, "bridge.error");
+    assert!(
+        params["message"].as_str().unwrap().contains("config.json"),
+        "{params}"
+    );
+    assert!(!timeout("host exit", host.wait()).await.unwrap().success());
+}

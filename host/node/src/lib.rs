@@ -2,6 +2,7 @@
 //! CLI's client, browser installation and the demo. The binary `allpeers` is `main.rs`.
 
 pub mod client;
+pub mod config;
 pub mod daemon;
 pub mod identity;
 pub mod install;

@@ -74,10 +74,22 @@ impl Caller {
 
 pub fn run(paths: NodePaths, args: Vec<String>) -> anyhow::Result<()> {
     // stdout belongs to the browser: log to a file only.
-    let log = allpeers_log::init(&allpeers_log::LogConfig::new(paths.logs(), "native-host"))?;
+    let mut stdout = raw_stdout()?;
+    let log = crate::config::NodeConfig::load(&paths.config()).and_then(|config| {
+        Ok(allpeers_log::init(
+            &config.log_config(&paths.logs(), "native-host"),
+        )?)
+    });
+    let log = match log {
+        Ok(log) => log,
+        Err(e) => {
+            let notice = json!({"jsonrpc": "2.0", "method": "bridge.error", "params": {"message": format!("{e:#}")}});
+            write_browser_frame(&mut stdout, notice.to_string().as_bytes())?;
+            return Err(e);
+        }
+    };
     let caller = Caller::from_args(&args);
     allpeers_log::flesh!(?caller, "native host started");
-    let mut stdout = raw_stdout()?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;

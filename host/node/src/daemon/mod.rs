@@ -33,7 +33,8 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let started = Instant::now();
     let paths = options.paths;
     let lock = DataDirLock::acquire(&paths)?;
-    let mut log_config = allpeers_log::LogConfig::new(paths.logs(), "daemon");
+    let config = crate::config::NodeConfig::load(&paths.config())?;
+    let mut log_config = config.log_config(&paths.logs(), "daemon");
     log_config.stderr = options.log_stderr;
     let log = allpeers_log::init(&log_config)?;
     let passphrase = std::env::var(ENV_PASSPHRASE).ok();
