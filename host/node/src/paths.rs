@@ -56,6 +56,11 @@ impl NodePaths {
         self.data_dir.join("logs")
     }
 
+    /// The resource store (SQLite; `-wal` and `-shm` files beside it).
+    pub fn store(&self) -> PathBuf {
+        self.data_dir.join("store.sqlite")
+    }
+
     pub fn config(&self) -> PathBuf {
         self.data_dir.join("config.json")
     }

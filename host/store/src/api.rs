@@ -101,14 +101,12 @@ pub fn handle(store: &mut Store, method: &str, p: Json) -> Option<Result<Json, A
         }),
         m::RESOURCES_QUERY => params::<QueryParams>(p).and_then(|c| {
             let r = if c.ids_only {
-                QueryResult {
-                    resources: Vec::new(),
+                QueryResult::Ids {
                     ids: store.query_ids(&c.query)?,
                 }
             } else {
-                QueryResult {
+                QueryResult::Resources {
                     resources: store.query(&c.query)?,
-                    ids: Vec::new(),
                 }
             };
             to_json(&r)

@@ -27,7 +27,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OptionalExtension, Transaction, params, params_from_iter};
 use serde::{Deserialize, Serialize};
 
-pub use listen::{Event, EventKind, Filter, SubscriptionId};
+pub use listen::{Callback, Event, EventKind, Filter, SubscriptionId};
 use sql::{child_table, col, sql_type, to_sql, type_table};
 
 /// The built-in type whose resources can hold items.

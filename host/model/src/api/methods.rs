@@ -42,7 +42,17 @@ pub mod topics {
     /// Sent to a client whose event queue overflowed: `data.dropped` events were lost.
     pub const EVENTS_DROPPED: &str = "events.dropped";
 
-    pub const ALL: &[&str] = &[CLIENTS_CHANGED, IDENTITY_CHANGED, LOG_CHANGED];
+    /// A schema was registered or evolved (`schemas.register`).
+    pub use crate::resource::api::topics::SCHEMA_CHANGED;
+
+    /// Topics for `events.subscribe`. Resource and list changes come through
+    /// `resources.subscribe`, filtered per client.
+    pub const ALL: &[&str] = &[
+        CLIENTS_CHANGED,
+        IDENTITY_CHANGED,
+        LOG_CHANGED,
+        SCHEMA_CHANGED,
+    ];
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

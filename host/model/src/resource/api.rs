@@ -97,12 +97,12 @@ pub struct QueryParams {
     pub ids_only: bool,
 }
 
+/// `{"resources": [...]}`, or `{"ids": [...]}` with `ids_only` (present even when empty).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct QueryResult {
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub resources: Vec<Resource>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ids: Vec<String>,
+#[serde(untagged)]
+pub enum QueryResult {
+    Resources { resources: Vec<Resource> },
+    Ids { ids: Vec<String> },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

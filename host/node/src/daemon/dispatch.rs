@@ -2,27 +2,83 @@
 //! an [`RpcError`]; this module maps names to handlers and params errors to `-32602`.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
+use allpeers_model::api::Event;
 use allpeers_model::api::methods::{self as m, topics};
 use allpeers_model::api::{API_VERSION, ErrorCode, Request, Response, RpcError};
 use allpeers_net::IdentityError;
+use allpeers_store::SubscriptionId;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
+
+use super::resources;
 
 use super::state::Daemon;
 
 /// What the daemon knows about one client.
 pub struct Session {
     client: Mutex<Option<String>>,
+    events: EventSink,
+    store_subscriptions: Mutex<Vec<SubscriptionId>>,
+}
+
+/// Events meant for one client only (its resource subscriptions), bounded: when the client
+/// does not keep up, events are counted as dropped instead of queued without end.
+#[derive(Clone)]
+pub struct EventSink {
+    queue: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    pub fn send(&self, event: Event) {
+        if self.queue.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events lost since the last call.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
 }
 
 impl Session {
-    pub fn new() -> Self {
+    pub fn new(queue: mpsc::Sender<Event>) -> Self {
         Session {
             client: Mutex::new(None),
+            events: EventSink {
+                queue,
+                dropped: Arc::default(),
+            },
+            store_subscriptions: Mutex::new(Vec::new()),
         }
+    }
+
+    pub fn event_sink(&self) -> EventSink {
+        self.events.clone()
+    }
+
+    pub fn remember_subscription(&self, id: SubscriptionId) {
+        self.store_subscriptions
+            .lock()
+            .expect("session lock")
+            .push(id);
+    }
+
+    /// False if the subscription is not this client's.
+    pub fn forget_subscription(&self, id: SubscriptionId) -> bool {
+        let mut subscriptions = self.store_subscriptions.lock().expect("session lock");
+        let before = subscriptions.len();
+        subscriptions.retain(|s| *s != id);
+        subscriptions.len() != before
+    }
+
+    pub fn take_subscriptions(&self) -> Vec<SubscriptionId> {
+        std::mem::take(&mut *self.store_subscriptions.lock().expect("session lock"))
     }
 
     pub fn has_said_hello(&self) -> bool {
@@ -131,6 +187,9 @@ async fn route(
             daemon.shutdown.cancel();
             Ok(json!({"stopping": true}))
         }
+        method if resources::is_resource_method(method) => {
+            resources::handle(daemon, session, method, params).await
+        }
         other => Err(RpcError::new(
             ErrorCode::MethodNotFound,
             format!("unknown method \"{other}\""),
@@ -160,7 +219,11 @@ fn hello(daemon: &Daemon, session: &Session, params: m::HelloParams) -> Result<V
         server: "allpeers".into(),
         server_version: env!("CARGO_PKG_VERSION").into(),
         api_version: API_VERSION,
-        methods: m::METHODS.iter().map(|s| s.to_string()).collect(),
+        methods: m::METHODS
+            .iter()
+            .chain(allpeers_model::resource::api::METHODS)
+            .map(|s| s.to_string())
+            .collect(),
         topics: topics::ALL.iter().map(|s| s.to_string()).collect(),
         peer_id: daemon.peer_id(),
     }))
@@ -210,12 +273,12 @@ fn check_topics(requested: &[String]) -> Result<(), RpcError> {
 }
 
 /// Typed params, or `-32602` naming what is wrong.
-fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
+pub(super) fn parse<T: DeserializeOwned>(params: Value) -> Result<T, RpcError> {
     let params = if params.is_null() { json!({}) } else { params };
     serde_json::from_value(params)
         .map_err(|e| RpcError::new(ErrorCode::InvalidParams, format!("invalid params: {e}")))
 }
 
-fn to_value<T: serde::Serialize>(value: T) -> Value {
+pub(super) fn to_value<T: serde::Serialize>(value: T) -> Value {
     serde_json::to_value(value).expect("API results serialise")
 }

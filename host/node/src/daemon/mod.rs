@@ -2,6 +2,7 @@
 //! the local API socket, and serves every client (bridges for browsers, the CLI, apps).
 
 mod dispatch;
+mod resources;
 mod session;
 mod state;
 
@@ -39,6 +40,9 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
     let log = allpeers_log::init(&log_config)?;
     let passphrase = std::env::var(ENV_PASSPHRASE).ok();
     let identity = load_or_create(&paths, passphrase.as_deref())?;
+    let store_path = paths.store();
+    let store = allpeers_store::Store::open(&store_path, &identity.file.peer_id.to_string())
+        .with_context(|| format!("cannot open the store {}", store_path.display()))?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -57,7 +61,13 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))?;
         }
-        let daemon = Arc::new(Daemon::new(paths.clone(), identity, Some(log), started));
+        let daemon = Arc::new(Daemon::new(
+            paths.clone(),
+            identity,
+            store,
+            Some(log),
+            started,
+        ));
         // Handle signals before announcing readiness: a SIGTERM right after READY must
         // shut down cleanly, not kill us.
         spawn_signal_handler(daemon.shutdown.clone())?;

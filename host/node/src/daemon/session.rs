@@ -11,19 +11,19 @@ use std::sync::Arc;
 use allpeers_model::api::frame::API_MAX_FRAME;
 use allpeers_model::api::message::parse_request;
 use allpeers_model::api::methods::{ClientsChanged, topics};
-use allpeers_model::api::{
-    ErrorCode, Event, FrameError, Response, RpcError, encode_frame,
-};
+use allpeers_model::api::{ErrorCode, Event, FrameError, Response, RpcError, encode_frame};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{Mutex, Semaphore, watch};
+use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 
-use super::dispatch::{self, Session};
+use super::dispatch::{self, EventSink, Session};
 use super::state::Daemon;
 use crate::frames::{FrameReader, ReadError};
 
+/// Events queued for one client alone (its resource subscriptions) before they are dropped.
+const OWN_EVENTS: usize = 1024;
 /// Slow requests of one client in progress at once (quick ones run inline).
 const CONCURRENT_REQUESTS: usize = 32;
 
@@ -49,11 +49,14 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
     // stops reading blocks only its own session (and loses events, counted).
     let writer: Writer = Arc::new(Mutex::new(writer));
 
-    let session = Arc::new(Session::new());
+    let (own_events, own_events_rx) = mpsc::channel(OWN_EVENTS);
+    let session = Arc::new(Session::new(own_events));
     let (subscriptions_tx, subscriptions_rx) = watch::channel(BTreeSet::<String>::new());
     let events_task = tokio::spawn(forward_events(
         daemon.clone(),
         subscriptions_rx,
+        own_events_rx,
+        session.event_sink(),
         writer.clone(),
     ));
     let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
@@ -132,6 +135,7 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
     }
 
     events_task.abort();
+    super::resources::forget_client(&daemon, session.take_subscriptions()).await;
     let _ = writer.lock().await.shutdown().await;
     if said_hello {
         let clients = daemon.client_left();
@@ -165,28 +169,36 @@ async fn send(writer: &Writer, response: &Response) {
     write_frame(writer, &payload).await;
 }
 
-/// Forwards events on the client's subscribed topics. A client too slow to take them loses
-/// events (the bus keeps a bounded backlog), never stalls the daemon, and is told how
+/// Forwards events: those of the shared bus on the client's subscribed topics, and those
+/// queued for this client alone (its resource subscriptions). A client too slow to take
+/// them loses events (both queues are bounded), never stalls the daemon, and is told how
 /// many it lost.
 async fn forward_events(
     daemon: Arc<Daemon>,
     subscriptions: watch::Receiver<BTreeSet<String>>,
+    mut own: mpsc::Receiver<Event>,
+    sink: EventSink,
     writer: Writer,
 ) {
     let mut events = daemon.subscribe_events();
     let mut dropped = 0u64;
     loop {
-        let event = match events.recv().await {
-            Ok(event) => event,
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                dropped += n;
-                continue;
-            }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+        let event = tokio::select! {
+            shared = events.recv() => match shared {
+                Ok(event) if subscriptions.borrow().contains(&event.topic) => event,
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    dropped += n;
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+            own_event = own.recv() => match own_event {
+                Some(event) => event,
+                None => return,
+            },
         };
-        if !subscriptions.borrow().contains(&event.topic) {
-            continue;
-        }
+        dropped += sink.take_dropped();
         if dropped > 0 {
             let notice = Event {
                 topic: topics::EVENTS_DROPPED.into(),

@@ -1,13 +1,14 @@
 //! The daemon's shared state and its event bus.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use allpeers_log::LogHandle;
 use allpeers_model::PeerId;
 use allpeers_model::api::Event;
 use allpeers_model::api::methods::IdentityInfo;
+use allpeers_store::Store;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -19,6 +20,8 @@ const EVENT_BACKLOG: usize = 1024;
 
 pub struct Daemon {
     pub paths: NodePaths,
+    /// The resource store. rusqlite is synchronous: callers lock it on the blocking pool.
+    pub store: Arc<Mutex<Store>>,
     pub started: Instant,
     pub identity: Mutex<NodeIdentity>,
     pub log: Option<LogHandle>,
@@ -31,11 +34,13 @@ impl Daemon {
     pub fn new(
         paths: NodePaths,
         identity: NodeIdentity,
+        store: Store,
         log: Option<LogHandle>,
         started: Instant,
     ) -> Self {
         Daemon {
             paths,
+            store: Arc::new(Mutex::new(store)),
             started,
             identity: Mutex::new(identity),
             log,
