@@ -61,7 +61,7 @@ chrome.runtime.onConnect.addListener((port) => {
   port.onDisconnect.addListener(() => panels.delete(port));
   port.onMessage.addListener((message: PanelToBackground) => {
     if (message?.type === "retry") {
-      connection.start();
+      connection.retryNow();
       return;
     }
     if (message?.type !== "call" || typeof message.method !== "string") return;

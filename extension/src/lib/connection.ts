@@ -165,6 +165,36 @@ export class Connection {
     this.open();
   }
 
+  /**
+   * The user asked to try again: connects now, also abandoning an attempt in progress
+   * (which may be waiting on a host that will never answer).
+   */
+  retryNow(): void {
+    if (this.state.status === "connected") return;
+    if (this.state.status === "connecting" && this.port) {
+      const port = this.port;
+      this.generation++;
+      this.port = null;
+      this.o.clearTimer(this.helloTimer);
+      this.rejectPending("connection attempt abandoned.");
+      try {
+        port.close();
+      } catch {
+        /* already closed */
+      }
+      this.setState({ status: "disconnected" });
+    }
+    this.start();
+  }
+
+  private rejectPending(why: string) {
+    for (const [, p] of this.pending) {
+      this.o.clearTimer(p.timer);
+      p.reject(new RpcError(ExtErrorCode.ConnectionLost, `${p.method}: connection lost. ${why}`));
+    }
+    this.pending.clear();
+  }
+
   /** Calls a method; fails at once when not connected (nothing is queued). */
   request(method: string, params: unknown = {}, timeoutMs?: number): Promise<unknown> {
     if (this.state.status !== "connected" || !this.port) {
@@ -287,11 +317,7 @@ export class Connection {
     this.reassembler.clear();
     // What the host said before leaving explains more than the browser's generic reason.
     const why = this.notice && problem.kind !== "host-garbage" ? this.notice : problem;
-    for (const [, p] of this.pending) {
-      this.o.clearTimer(p.timer);
-      p.reject(new RpcError(ExtErrorCode.ConnectionLost, `${p.method}: connection lost. ${why.message}`));
-    }
-    this.pending.clear();
+    this.rejectPending(why.message);
     const attempt = this.state.attempt + 1;
     const delay = Math.min(this.o.backoffBaseMs * 2 ** (attempt - 1), this.o.backoffMaxMs);
     this.setState({
