@@ -25,6 +25,12 @@ test("the panel connects and shows the PeerId that `allpeers id` prints", async 
   const status = JSON.parse(await allpeers(node.dataDir, ["call", "status.get", "{}"]));
   assert.equal(status.identity.peer_id, node.peerId);
   assert.ok(status.clients >= 2, `the extension and the CLI are clients (${status.clients})`);
+  // The worker registered the side panel (Chromium's face of the sidebar).
+  const [worker] = context.serviceWorkers().length
+    ? context.serviceWorkers()
+    : [await context.waitForEvent("serviceworker")];
+  const options = await worker.evaluate(() => chrome.sidePanel.getOptions({}));
+  assert.equal(options.path, "panel.html");
   assert.deepEqual(page.errors, []);
 });
 

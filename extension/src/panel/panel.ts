@@ -152,7 +152,9 @@ client.onState(renderConnection);
 // ---------------------------------------------------------------- People: identity
 
 function renderPeerId(peerId: string) {
-  byId("peer-id").textContent = peerId;
+  const el = byId("peer-id");
+  el.textContent = peerId;
+  el.classList.remove("placeholder");
   body.dataset.peerId = peerId;
 }
 
