@@ -63,12 +63,12 @@ export async function makeNode({ passphrase } = {}) {
   const profile = join(root, "profile");
   mkdirSync(dataDir);
   mkdirSync(profile);
-  const peerId = await allpeers(dataDir, ["id"], passphrase ? { env: { ALLPEERS_PASSPHRASE: passphrase } } : {});
   onCleanup(async () => {
     // The browser starts the daemon; it outlives the browser, so stop it.
     await allpeers(dataDir, ["stop"], { timeout: 10_000 }).catch(() => {});
-    rmSync(root, { recursive: true, force: true });
+    rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
   });
+  const peerId = await allpeers(dataDir, ["id"], passphrase ? { env: { ALLPEERS_PASSPHRASE: passphrase } } : {});
   return { root, dataDir, profile, peerId };
 }
 

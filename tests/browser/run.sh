@@ -34,6 +34,12 @@ command -v node >/dev/null || { echo "node (20 or newer) is required" >&2; exit 
 step "extension: type check, build, unit tests"
 (cd "$EXT" && npx tsc --noEmit && npm run --silent test)
 
+step "extension: no HTML sinks in the source (content goes in as text only)"
+if grep -rnE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function' "$EXT/src"; then
+    echo "found an HTML/script sink in extension/src: use textContent (extension/src/panel/dom.ts)" >&2
+    exit 1
+fi
+
 step "extension: web-ext lint (Firefox build)"
 (cd "$EXT" && npx web-ext lint --source-dir dist/firefox --output text)
 
