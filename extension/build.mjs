@@ -44,9 +44,12 @@ function manifest(browser) {
     browser_specific_settings: {
       gecko: {
         id: ids.firefox_id,
-        strict_min_version: "142.0",
+        // 140 is the current ESR (Debian's firefox-esr); data_collection_permissions is
+        // known from 140 on desktop, 142 on Android.
+        strict_min_version: "140.0",
         data_collection_permissions: { required: ["none"] },
       },
+      gecko_android: { strict_min_version: "142.0" },
     },
   };
 }
@@ -115,7 +118,7 @@ async function buildBrowser(browser) {
     absWorkingDir: root,
     bundle: true,
     format: "iife",
-    target: browser === "chromium" ? "chrome116" : "firefox142",
+    target: browser === "chromium" ? "chrome116" : "firefox140",
     outdir: out,
     sourcemap: "linked",
     define: { BROWSER: JSON.stringify(browser) },

@@ -21,11 +21,14 @@ if [ ! -x "$ALLPEERS_BIN" ]; then
 fi
 ALLPEERS_BIN="$(cd "$(dirname "$ALLPEERS_BIN")" && pwd)/$(basename "$ALLPEERS_BIN")"
 
-step "install: chromium, node packages"
-if ! command -v "${CHROMIUM_BIN:-/usr/bin/chromium}" >/dev/null 2>&1; then
+step "install: chromium, firefox-esr, node packages"
+missing=()
+command -v "${CHROMIUM_BIN:-/usr/bin/chromium}" >/dev/null 2>&1 || missing+=(chromium)
+command -v "${FIREFOX_BIN:-/usr/bin/firefox-esr}" >/dev/null 2>&1 || missing+=(firefox-esr)
+if ((${#missing[@]})); then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq chromium
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 command -v node >/dev/null || { echo "node (20 or newer) is required" >&2; exit 2; }
 (cd "$EXT" && npm ci --no-audit --no-fund --loglevel=error)
@@ -43,6 +46,6 @@ fi
 step "extension: web-ext lint (Firefox build)"
 (cd "$EXT" && npx web-ext lint --source-dir dist/firefox --output text)
 
-step "Chromium end-to-end tests (allpeers: $ALLPEERS_BIN)"
+step "end-to-end tests: Chromium, and a Firefox smoke test (allpeers: $ALLPEERS_BIN)"
 cd "$HERE"
 node --test --test-concurrency=1 --test-timeout=180000 --test-reporter=spec "$@" ./*.test.mjs
