@@ -64,3 +64,31 @@ test("log level changes round-trip between the panel and the daemon", async () =
   assert.match(await page.textContent('#about-list dd[data-key="server"]'), /^allpeers \d+\.\d+\.\d+/);
   assert.deepEqual(page.errors, []);
 });
+
+test("a reply over the browser's 1 MiB limit arrives whole (chunks reassembled)", async () => {
+  const node = await makeNode();
+  await installHost(node);
+  const context = await launch(node.profile);
+  const page = await openPanel(context);
+  await waitConnected(page);
+  // `ping` echoes its params: 3 MiB out comes back as chunk notifications from the host.
+  const result = await page.evaluate(async () => {
+    const blob = Array.from({ length: 3 * 1024 * 1024 + 17 }, (_, i) => String.fromCharCode(97 + (i % 26))).join("");
+    const port = chrome.runtime.connect({ name: "allpeers-panel" });
+    const reply = await new Promise((resolve) => {
+      port.onMessage.addListener((m) => m.type === "reply" && m.id === 1 && resolve(m));
+      port.postMessage({ type: "call", id: 1, method: "ping", params: { blob, emoji: "✓ ünïcode 🎉" } });
+    });
+    port.disconnect();
+    return {
+      error: reply.error ?? null,
+      same: reply.result?.blob === blob,
+      length: reply.result?.blob?.length,
+      emoji: reply.result?.emoji,
+    };
+  });
+  assert.deepEqual(result, { error: null, same: true, length: 3 * 1024 * 1024 + 17, emoji: "✓ ünïcode 🎉" });
+  // And the connection is still up afterwards.
+  assert.equal(await page.evaluate(() => document.body.dataset.connection), "connected");
+  assert.deepEqual(page.errors, []);
+});

@@ -46,7 +46,16 @@ export function parseChunkParams(v: unknown): ChunkParams {
   return p as unknown as ChunkParams;
 }
 
+const fromBase64 = (Uint8Array as unknown as { fromBase64?: (s: string) => Uint8Array }).fromBase64;
+
 function decodeBase64(data: string): Uint8Array {
+  if (fromBase64) {
+    try {
+      return fromBase64(data);
+    } catch {
+      throw new ChunkError("chunk data is not base64");
+    }
+  }
   let bin: string;
   try {
     bin = atob(data);
