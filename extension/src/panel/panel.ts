@@ -313,6 +313,11 @@ async function refreshSettings() {
 }
 
 byId("status-refresh").addEventListener("click", () => void refreshStatus());
+// Events were lost (the daemon's per-client queue overflowed): re-read everything shown.
+client.on("events.dropped", () => {
+  void refreshIdentity();
+  void refreshSettings();
+});
 client.on("clients.changed", () => {
   if (body.dataset.view === "settings") void refreshStatus();
 });
