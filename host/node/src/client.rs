@@ -9,15 +9,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use allpeers_model::api::methods::{self as m, HelloParams, HelloResult};
 use allpeers_model::api::{
-    API_VERSION, Event, FrameDecoder, Incoming, Request, Response, RpcError, encode_frame,
+    API_VERSION, Event, Incoming, Request, Response, RpcError, encode_frame,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, mpsc, oneshot};
+
+use crate::frames::FrameReader;
 
 /// Largest frame accepted from the daemon.
 const MAX_FRAME: usize = 256 * 1024 * 1024;
@@ -59,41 +61,29 @@ impl ApiClient {
                 path: socket.display().to_string(),
                 source,
             })?;
-        let (mut reader, writer) = stream.into_split();
+        let (reader, writer) = stream.into_split();
         let pending: Pending = Arc::default();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
         let routes = pending.clone();
         tokio::spawn(async move {
-            let mut decoder = FrameDecoder::new(MAX_FRAME);
-            let mut buf = vec![0u8; 64 * 1024];
-            'read: while let Ok(n) = reader.read(&mut buf).await {
-                if n == 0 {
-                    break;
-                }
-                decoder.push(&buf[..n]);
-                loop {
-                    let frame = match decoder.next_frame() {
-                        Ok(Some(frame)) => frame,
-                        Ok(None) => break,
-                        Err(_) => break 'read,
-                    };
-                    match Incoming::parse(&frame) {
-                        Ok(Incoming::Response(response)) => {
-                            let waiter = response
-                                .id
-                                .as_u64()
-                                .and_then(|id| routes.lock().expect("pending").remove(&id));
-                            if let Some(waiter) = waiter {
-                                let _ = waiter.send(response);
-                            }
+            let mut frames = FrameReader::new(reader, MAX_FRAME);
+            while let Ok(Some(frame)) = frames.next_frame().await {
+                match Incoming::parse(&frame) {
+                    Ok(Incoming::Response(response)) => {
+                        let waiter = response
+                            .id
+                            .as_u64()
+                            .and_then(|id| routes.lock().expect("pending").remove(&id));
+                        if let Some(waiter) = waiter {
+                            let _ = waiter.send(response);
                         }
-                        Ok(Incoming::Notification { method, params }) if method == "event" => {
-                            if let Ok(event) = serde_json::from_value::<Event>(params) {
-                                let _ = events_tx.try_send(event);
-                            }
-                        }
-                        Ok(Incoming::Notification { .. }) | Err(_) => {}
                     }
+                    Ok(Incoming::Notification { method, params }) if method == "event" => {
+                        if let Ok(event) = serde_json::from_value::<Event>(params) {
+                            let _ = events_tx.try_send(event);
+                        }
+                    }
+                    Ok(Incoming::Notification { .. }) | Err(_) => {}
                 }
             }
             // Wake every caller still waiting: their replies will never come.

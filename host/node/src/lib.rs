@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod daemon;
+pub mod frames;
 pub mod identity;
 pub mod install;
 pub mod lock;

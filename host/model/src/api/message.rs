@@ -37,7 +37,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => -32001,
             ErrorCode::FrameTooLarge => -32002,
             ErrorCode::TruncatedFrame => -32003,
-            ErrorCode::WrongPassphrase => -32011,
+            ErrorCode::WrongPassphrase => -32004,
         }
     }
 

@@ -12,20 +12,20 @@ use allpeers_model::api::frame::API_MAX_FRAME;
 use allpeers_model::api::message::parse_request;
 use allpeers_model::api::methods::{ClientsChanged, topics};
 use allpeers_model::api::{
-    ErrorCode, Event, FrameDecoder, FrameError, Response, RpcError, encode_frame,
+    ErrorCode, Event, FrameError, Response, RpcError, encode_frame,
 };
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, Semaphore, watch};
 
 use super::dispatch::{self, Session};
 use super::state::Daemon;
+use crate::frames::{FrameReader, ReadError};
 
 /// Slow requests of one client in progress at once (quick ones run inline).
 const CONCURRENT_REQUESTS: usize = 32;
-const READ_CHUNK: usize = 64 * 1024;
 
 pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
     // The socket is 0600 in a 0700 dir; checking the peer's uid as well costs nothing.
@@ -43,7 +43,7 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
             return;
         }
     }
-    let (mut reader, writer) = stream.into_split();
+    let (reader, writer) = stream.into_split();
     // Responses are written by the task that produced them, without a hop through a
     // writer task: that hop costs more than the work of most requests. A client that
     // stops reading blocks only its own session (and loses events, counted).
@@ -57,99 +57,78 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
         writer.clone(),
     ));
     let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
-    let mut decoder = FrameDecoder::new(API_MAX_FRAME);
-    let mut buf = vec![0u8; READ_CHUNK];
+    let mut frames = FrameReader::new(reader, API_MAX_FRAME);
     let mut said_hello = false;
 
-    'read: loop {
-        let read = tokio::select! {
-            _ = daemon.shutdown.cancelled() => break 'read,
-            read = reader.read(&mut buf) => read,
+    loop {
+        let next = tokio::select! {
+            _ = daemon.shutdown.cancelled() => break,
+            next = frames.next_frame() => next,
         };
-        let n = match read {
-            Ok(0) => {
-                if let Err(e @ FrameError::Truncated { .. }) = decoder.finish() {
-                    allpeers_log::marrow!(client = session.client_name(), "{e}; closing");
-                    send(
-                        &writer,
-                        &Response::err(
-                            Value::Null,
-                            RpcError::new(ErrorCode::TruncatedFrame, e.to_string()),
-                        ),
-                    )
-                    .await;
-                }
+        let frame = match next {
+            Ok(Some(frame)) => frame,
+            Ok(None) => break,
+            Err(ReadError::Frame(e)) => {
+                // Framing is lost: say why, then close.
+                allpeers_log::marrow!(client = session.client_name(), "{e}; closing");
+                let code = match e {
+                    FrameError::TooLarge { .. } => ErrorCode::FrameTooLarge,
+                    FrameError::Truncated { .. } => ErrorCode::TruncatedFrame,
+                };
+                send(
+                    &writer,
+                    &Response::err(Value::Null, RpcError::new(code, e.to_string())),
+                )
+                .await;
                 break;
             }
-            Ok(n) => n,
-            Err(e) => {
+            Err(ReadError::Io(e)) => {
                 allpeers_log::bone!(error = %e, "client read failed");
                 break;
             }
         };
-        decoder.push(&buf[..n]);
-        loop {
-            let frame = match decoder.next_frame() {
-                Ok(Some(frame)) => frame,
-                Ok(None) => break,
-                Err(e) => {
-                    allpeers_log::marrow!(client = session.client_name(), "{e}; closing");
-                    send(
-                        &writer,
-                        &Response::err(
-                            Value::Null,
-                            RpcError::new(ErrorCode::FrameTooLarge, e.to_string()),
-                        ),
-                    )
-                    .await;
-                    break 'read;
-                }
-            };
-            let request = match parse_request(&frame) {
-                Ok(request) => request,
-                Err(response) => {
-                    allpeers_log::bone!(error = ?response.error, "bad request");
-                    send(&writer, &response).await;
-                    continue;
-                }
-            };
-            // Quick requests run inline, in order (so a request pipelined behind `hello`
-            // or `events.subscribe` sees its effect); slow ones run beside the session.
-            if !dispatch::is_slow(&request.method) {
-                let response =
-                    dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
+        let request = match parse_request(&frame) {
+            Ok(request) => request,
+            Err(response) => {
+                allpeers_log::bone!(error = ?response.error, "bad request");
                 send(&writer, &response).await;
-                if !said_hello && session.has_said_hello() {
-                    said_hello = true;
-                    let clients = daemon.client_joined();
-                    daemon.publish(
-                        topics::CLIENTS_CHANGED,
-                        serde_json::to_value(ClientsChanged {
-                            clients,
-                            client: session.client_name(),
-                            connected: true,
-                        })
-                        .expect("serialises"),
-                    );
-                }
                 continue;
             }
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break 'read;
-            };
-            let (daemon, session, writer, subscriptions_tx) = (
-                daemon.clone(),
-                session.clone(),
-                writer.clone(),
-                subscriptions_tx.clone(),
-            );
-            tokio::spawn(async move {
-                let response =
-                    dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
-                send(&writer, &response).await;
-                drop(permit);
-            });
+        };
+        // Quick requests run inline, in order (so a request pipelined behind `hello`
+        // or `events.subscribe` sees its effect); slow ones run beside the session.
+        if !dispatch::is_slow(&request.method) {
+            let response = dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
+            send(&writer, &response).await;
+            if !said_hello && session.has_said_hello() {
+                said_hello = true;
+                let clients = daemon.client_joined();
+                daemon.publish(
+                    topics::CLIENTS_CHANGED,
+                    serde_json::to_value(ClientsChanged {
+                        clients,
+                        client: session.client_name(),
+                        connected: true,
+                    })
+                    .expect("serialises"),
+                );
+            }
+            continue;
         }
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            break;
+        };
+        let (daemon, session, writer, subscriptions_tx) = (
+            daemon.clone(),
+            session.clone(),
+            writer.clone(),
+            subscriptions_tx.clone(),
+        );
+        tokio::spawn(async move {
+            let response = dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
+            send(&writer, &response).await;
+            drop(permit);
+        });
     }
 
     events_task.abort();
