@@ -25,7 +25,7 @@ interface StatusResult {
   identity: IdentityInfo;
 }
 
-const WRONG_PASSPHRASE = -32011;
+const WRONG_PASSPHRASE = -32004; // docs/api.md
 const LEVELS = ["skin", "marrow", "flesh", "bone"];
 
 const client = new Client();
