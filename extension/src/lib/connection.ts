@@ -84,25 +84,18 @@ function isHelloResult(v: unknown): v is HelloResult {
 
 /** Turns the browser's disconnect reason into what the user is told. */
 export function classifyDisconnect(error: string | undefined): Problem {
-  const text = error ?? "";
+  const text = (error ?? "").trim().replace(/\.$/, "");
+  const said = text ? ` The browser says: “${text}”.` : "";
   if (/not found|no such native application|not allowed|access .*forbidden/i.test(text)) {
-    return {
-      kind: "host-missing",
-      message: `The AllPeers program is not installed for this browser (${text}).`,
-    };
+    return { kind: "host-missing", message: `The AllPeers program is not installed for this browser.${said}` };
   }
   if (/error when communicating|invalid|parse|too large|exceeded/i.test(text)) {
     return {
       kind: "host-garbage",
-      message: `The AllPeers program sent something the browser could not read (${text}).`,
+      message: `The AllPeers program sent something the browser could not read.${said}`,
     };
   }
-  return {
-    kind: "host-exited",
-    message: text
-      ? `The AllPeers program stopped (${text}).`
-      : "The AllPeers program stopped.",
-  };
+  return { kind: "host-exited", message: `The AllPeers program stopped.${said}` };
 }
 
 class GarbageError extends Error {}

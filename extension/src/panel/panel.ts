@@ -155,6 +155,7 @@ function renderPeerId(peerId: string) {
   const el = byId("peer-id");
   el.textContent = peerId;
   el.classList.remove("placeholder");
+  byId<HTMLButtonElement>("copy-peer-id").disabled = false;
   body.dataset.peerId = peerId;
 }
 
