@@ -93,3 +93,89 @@ test("Firefox: the background connects through the real native host and says hel
   assert.equal(status.identity.peer_id, node.peerId);
   assert.ok(status.clients >= 1, `the Firefox extension is a client (${status.clients})`);
 });
+
+// The Firefox panel, driven: selenium-webdriver + geckodriver (built with cargo, per
+// RECIPES.md). Skipped, loudly, without geckodriver on PATH (GECKODRIVER_BIN to point at one).
+function findGeckodriver() {
+  if (process.env.GECKODRIVER_BIN) return process.env.GECKODRIVER_BIN;
+  for (const dir of (process.env.PATH ?? "").split(":").concat([join(process.env.HOME ?? "", ".cargo/bin")])) {
+    if (dir && existsSync(join(dir, "geckodriver"))) return join(dir, "geckodriver");
+  }
+  return null;
+}
+const GECKODRIVER = findGeckodriver();
+const FIREFOX_UUID = "5c3a1f0e-7d2b-4b8e-9a61-3f4e2d1c0b9a";
+
+test(
+  "Firefox: the sidebar panel connects, shows the PeerId, changes the log level and recovers from a daemon stop",
+  {
+    skip:
+      (!existsSync(FIREFOX) && `no ${FIREFOX} (apt-get install firefox-esr)`) ||
+      (!GECKODRIVER && "no geckodriver (cargo install geckodriver)"),
+  },
+  async () => {
+    const { Builder, By, until: wdUntil } = await import("selenium-webdriver");
+    const firefox = await import("selenium-webdriver/firefox.js");
+    const node = await makeNode();
+    const home = join(node.root, "home");
+    mkdirSync(home);
+    const { execFile } = await import("node:child_process");
+    await new Promise((res, rej) =>
+      execFile(
+        process.env.ALLPEERS_BIN ?? join(HERE, "../../target/debug/allpeers"),
+        ["--data-dir", node.dataDir, "install", "--browser", "firefox"],
+        { env: { ...process.env, HOME: home } },
+        (e) => (e ? rej(e) : res()),
+      ),
+    );
+    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
+    delete env.ALLPEERS_PASSPHRASE;
+    delete env.DISPLAY;
+    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
+    const options = new firefox.Options()
+      .setBinary(FIREFOX)
+      .addArguments("-headless")
+      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
+      .windowSize({ width: 420, height: 800 });
+    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
+    onCleanup(() => driver.quit());
+    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#people`);
+    const WAIT = 30_000;
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-connection="connected"]')), WAIT);
+    await driver.wait(async () => (await driver.findElement(By.id("peer-id")).getText()) === node.peerId, WAIT);
+    assert.equal(await driver.findElement(By.id("identity-state")).getText(), "Ready");
+    assert.equal(
+      await driver.executeScript("return document.querySelector('#about-list dd[data-key=\"browser\"]').textContent"),
+      "Firefox",
+    );
+    const overflow = await driver.executeScript("return document.documentElement.scrollWidth - innerWidth");
+    assert.ok(overflow <= 0, `the panel overflows by ${overflow} px`);
+    mkdirSync(join(HERE, "screenshots"), { recursive: true });
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(join(HERE, "screenshots", "firefox-people-light.png"), await driver.takeScreenshot(), "base64");
+
+    // Settings: log level through the panel reaches the daemon.
+    await driver.findElement(By.id("tab-settings")).click();
+    await driver.wait(wdUntil.elementLocated(By.css("body[data-log-filter]")), WAIT);
+    const filter = await driver.findElement(By.id("log-filter"));
+    await filter.clear();
+    await filter.sendKeys("bone");
+    await driver.findElement(By.id("log-apply")).click();
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-log-filter="bone"]')), WAIT);
+    assert.equal(JSON.parse(await allpeers(node.dataDir, ["call", "log.get", "{}"])).filter, "bone");
+
+    // The daemon stops: the panel reports it and reconnects to a new one.
+    const before = Number(await driver.executeScript("return document.body.dataset.epoch"));
+    await allpeers(node.dataDir, ["stop"]);
+    await driver.wait(
+      async () =>
+        (await driver.executeScript(
+          "return Number(document.body.dataset.epoch) > arguments[0] && document.body.dataset.connection === 'connected'",
+          before,
+        )) === true,
+      WAIT,
+    );
+    assert.match(await driver.executeScript("return document.body.dataset.lastProblem"), /^(daemon-closed|host-exited)$/);
+  },
+);

@@ -7,7 +7,8 @@
 #   ALLPEERS_BIN=/path/to/allpeers tests/browser/run.sh
 #   tests/browser/run.sh --test-name-pattern=locked    (extra args go to node --test)
 #
-# Installs what it needs on a fresh Debian: chromium (apt), npm packages (npm ci).
+# Installs what it needs on a fresh Debian: chromium and firefox-esr (apt), geckodriver
+# (cargo install, once), npm packages (npm ci).
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 EXT="$(cd "$HERE/../../extension" && pwd)"
@@ -31,6 +32,15 @@ if ((${#missing[@]})); then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
 fi
 command -v node >/dev/null || { echo "node (20 or newer) is required" >&2; exit 2; }
+# geckodriver drives the Firefox panel test (no Debian package: built with cargo, ~6 min once).
+export PATH="$HOME/.cargo/bin:$PATH"
+if ! command -v geckodriver >/dev/null && [ -z "${GECKODRIVER_BIN:-}" ]; then
+    if command -v cargo >/dev/null; then
+        cargo install geckodriver --locked --quiet
+    else
+        echo "WARNING: no cargo, no geckodriver: the driven Firefox test will be skipped" >&2
+    fi
+fi
 (cd "$EXT" && npm ci --no-audit --no-fund --loglevel=error)
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
 

@@ -39,6 +39,18 @@ test("panel screenshots: people, settings, empty state, locked, host missing", a
   await page.waitForSelector("body[data-log-filter]");
   await both(page, "settings");
 
+  // At the narrowest sidebar (Firefox allows about 200 px) nothing overflows sideways.
+  await page.emulateMedia({ colorScheme: "light" });
+  await page.setViewportSize({ width: 200, height: 900 });
+  for (const view of ["settings", "people"]) {
+    await page.click(`#tab-${view}`);
+    await page.waitForSelector(`#view-${view}:visible`);
+    const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+    assert.ok(overflow <= 0, `${view} overflows by ${overflow} px at 200 px`);
+    await screenshot(page, `narrow-${view}-light`);
+  }
+  await page.setViewportSize({ width: 360, height: 720 });
+
   // No inline script anywhere, and the CSP is in the manifest.
   assert.equal(await page.evaluate(() => [...document.scripts].filter((s) => !s.src).length), 0);
   const csp = await page.evaluate(() => chrome.runtime.getManifest().content_security_policy.extension_pages);
