@@ -177,5 +177,16 @@ test(
       WAIT,
     );
     assert.match(await driver.executeScript("return document.body.dataset.lastProblem"), /^(daemon-closed|host-exited)$/);
+
+    // The host uninstalled: Firefox's wording is classified as "not installed" too.
+    const { renameSync } = await import("node:fs");
+    const manifestPath = join(home, ".mozilla/native-messaging-hosts/net.allpeers.host.json");
+    renameSync(manifestPath, `${manifestPath}.off`);
+    await allpeers(node.dataDir, ["stop"]);
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-problem="host-missing"]')), WAIT);
+    assert.equal(await driver.findElement(By.id("banner-title")).getText(), "AllPeers is not installed");
+    renameSync(`${manifestPath}.off`, manifestPath);
+    await driver.findElement(By.id("banner-retry")).click();
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-connection="connected"]')), WAIT);
   },
 );
