@@ -179,6 +179,15 @@ test("silence is reported when hello times out; retryNow abandons a hanging atte
   assert.equal(t.c.current.status, "connecting");
 });
 
+test("a daemon speaking another API version is reported as such", async () => {
+  const t = harness();
+  t.c.start();
+  t.reply({ jsonrpc: "2.0", id: t.port().sent[0].id, result: { ...t.hello, api_version: 2 } });
+  await flush();
+  assert.equal(t.c.current.problem?.kind, "hello-failed");
+  assert.match(t.c.current.problem!.message, /version 2; this extension speaks 1/);
+});
+
 test("a reply to an unknown id is ignored, not fatal", async () => {
   const t = harness();
   await t.connect();

@@ -263,6 +263,13 @@ export class Connection {
       .then((result) => {
         if (generation !== this.generation) return;
         this.o.clearTimer(this.helloTimer);
+        if (isObject(result) && typeof result.api_version === "number" && result.api_version !== API_VERSION) {
+          this.fail({
+            kind: "hello-failed",
+            message: `The AllPeers program speaks local API version ${result.api_version}; this extension speaks ${API_VERSION}. Update the one that is older.`,
+          });
+          return;
+        }
         if (!isHelloResult(result)) {
           this.fail({
             kind: "host-garbage",
