@@ -1,0 +1,337 @@
+// The sidebar panel: connection banner, navigation, People (my identity), Settings.
+// Chat, Shared and Transfers are honest empty states until their backends land.
+
+import { ConnectionState, ProblemKind } from "../lib/protocol";
+import { CallError, Client } from "./client";
+import { append, byId, clear, h } from "./dom";
+
+interface IdentityInfo {
+  peer_id: string;
+  locked: boolean;
+  sealed: boolean;
+  certificate_sha256?: string;
+}
+interface LogInfo {
+  filter: string;
+  dir: string;
+}
+interface StatusResult {
+  version: string;
+  pid: number;
+  uptime_ms: number;
+  data_dir: string;
+  socket: string;
+  clients: number;
+  identity: IdentityInfo;
+}
+
+const WRONG_PASSPHRASE = -32004; // docs/api.md
+const LEVELS = ["skin", "marrow", "flesh", "bone"];
+
+const client = new Client();
+const body = document.body;
+
+function errorText(e: unknown): string {
+  if (e instanceof CallError) return e.message;
+  return e instanceof Error ? e.message : String(e);
+}
+
+// ---------------------------------------------------------------- navigation
+
+const VIEWS = ["people", "chat", "shared", "transfers", "settings"] as const;
+type View = (typeof VIEWS)[number];
+const tabs = VIEWS.map((v) => byId<HTMLButtonElement>(`tab-${v}`));
+
+function show(view: View, focus = false) {
+  VIEWS.forEach((v, i) => {
+    const selected = v === view;
+    tabs[i].setAttribute("aria-selected", String(selected));
+    tabs[i].tabIndex = selected ? 0 : -1;
+    byId(`view-${v}`).hidden = !selected;
+  });
+  if (focus) tabs[VIEWS.indexOf(view)].focus();
+  body.dataset.view = view;
+  if (location.hash !== `#${view}`) history.replaceState(null, "", `#${view}`);
+  if (view === "settings" && client.state?.status === "connected") void refreshSettings();
+}
+
+tabs.forEach((tab, i) => {
+  tab.addEventListener("click", () => show(VIEWS[i]));
+  tab.addEventListener("keydown", (ev) => {
+    const next: Record<string, number> = {
+      ArrowRight: (i + 1) % VIEWS.length,
+      ArrowLeft: (i + VIEWS.length - 1) % VIEWS.length,
+      Home: 0,
+      End: VIEWS.length - 1,
+    };
+    if (ev.key in next) {
+      ev.preventDefault();
+      show(VIEWS[next[ev.key]], true);
+    }
+  });
+});
+
+const initial = location.hash.slice(1) as View;
+show(VIEWS.includes(initial) ? initial : "people");
+
+// ---------------------------------------------------------------- connection banner
+
+const TITLES: Record<ProblemKind, string> = {
+  "host-missing": "AllPeers is not installed",
+  "host-exited": "AllPeers stopped",
+  "host-garbage": "AllPeers is not answering correctly",
+  "bridge-error": "AllPeers could not start",
+  "daemon-closed": "The AllPeers service stopped",
+  "hello-failed": "AllPeers refused the connection",
+  timeout: "AllPeers is not answering",
+};
+const HINTS: Record<ProblemKind, string> = {
+  "host-missing":
+    "Install the AllPeers program, then run “allpeers install” so this browser can find it. This panel connects as soon as it is there.",
+  "host-exited": "Reconnecting on its own. If this keeps happening, look at the log files in the AllPeers data folder.",
+  "host-garbage":
+    "The program that answered does not speak AllPeers' protocol: check that “allpeers install” points at a current AllPeers. Retrying on its own.",
+  "bridge-error": "Run “allpeers status” in a terminal to see what is wrong. Retrying on its own.",
+  "daemon-closed": "Restarting it on its own.",
+  "hello-failed": "The extension and the program may be of different versions. Retrying on its own.",
+  timeout: "Retrying on its own.",
+};
+
+let countdown: ReturnType<typeof setInterval> | null = null;
+let lastEpoch = 0;
+
+function renderConnection(s: ConnectionState) {
+  body.dataset.connection = s.status;
+  body.dataset.epoch = String(s.epoch);
+  if (s.problem) body.dataset.lastProblem = s.problem.kind;
+  const connText = byId("conn-text");
+  const banner = byId("banner");
+  if (s.status === "connected") {
+    connText.textContent = "Connected";
+    banner.hidden = true;
+    body.dataset.problem = "";
+  } else if (!s.problem) {
+    connText.textContent = "Connecting…";
+    banner.hidden = true;
+  } else {
+    body.dataset.problem = s.problem.kind;
+    connText.textContent = s.status === "connecting" ? "Reconnecting…" : "Not connected";
+    banner.hidden = false;
+    byId("banner-title").textContent = TITLES[s.problem.kind] ?? "AllPeers is not connected";
+    byId("banner-detail").textContent = s.problem.message;
+    byId("banner-hint").textContent = HINTS[s.problem.kind] ?? "";
+  }
+  if (countdown) clearInterval(countdown);
+  countdown = null;
+  const next = byId("banner-next");
+  const tick = () => {
+    if (s.status === "connecting") {
+      next.textContent = "Trying now…";
+    } else if (s.retryAt) {
+      const secs = Math.max(0, Math.ceil((s.retryAt - Date.now()) / 1000));
+      next.textContent = `Next try in ${secs} s (attempt ${s.attempt + 1})`;
+    } else {
+      next.textContent = "";
+    }
+  };
+  tick();
+  if (s.status === "disconnected") countdown = setInterval(tick, 1000);
+
+  if (s.status === "connected" && s.epoch !== lastEpoch) {
+    lastEpoch = s.epoch;
+    if (s.server) renderPeerId(s.server.peer_id);
+    void refreshIdentity();
+    void refreshSettings();
+  }
+  renderAbout();
+}
+
+byId("banner-retry").addEventListener("click", () => client.retry());
+client.onState(renderConnection);
+
+// ---------------------------------------------------------------- People: identity
+
+function renderPeerId(peerId: string) {
+  const el = byId("peer-id");
+  el.textContent = peerId;
+  el.classList.remove("placeholder");
+  byId<HTMLButtonElement>("copy-peer-id").disabled = false;
+  body.dataset.peerId = peerId;
+}
+
+function renderIdentity(id: IdentityInfo) {
+  renderPeerId(id.peer_id);
+  const pill = byId("identity-state");
+  pill.textContent = id.locked ? "Locked" : id.sealed ? "Unlocked" : "Ready";
+  pill.className = `pill ${id.locked ? "pill-warn" : "pill-ok"}`;
+  pill.title = id.locked
+    ? "Your key is sealed with a passphrase and not unlocked yet"
+    : id.sealed
+      ? "Your key is sealed with a passphrase and unlocked for this session"
+      : "Your key is stored without a passphrase";
+  body.dataset.identity = id.locked ? "locked" : "unlocked";
+  byId("unlock-form").hidden = !id.locked;
+  byId("cert-sha").textContent = id.certificate_sha256 ?? (id.locked ? "available after unlocking" : "—");
+}
+
+async function refreshIdentity() {
+  const err = byId("identity-error");
+  try {
+    renderIdentity(await client.call<IdentityInfo>("identity.get"));
+    err.textContent = "";
+  } catch (e) {
+    err.textContent = `Could not read your identity: ${errorText(e)}`;
+  }
+}
+
+client.on("identity.changed", (data) => renderIdentity(data as IdentityInfo));
+
+byId("copy-peer-id").addEventListener("click", async () => {
+  const result = byId("copy-result");
+  const text = byId("peer-id").textContent ?? "";
+  try {
+    await navigator.clipboard.writeText(text);
+    result.textContent = "Copied";
+  } catch {
+    // Select it so the user can copy by hand.
+    const range = document.createRange();
+    range.selectNodeContents(byId("peer-id"));
+    const sel = getSelection();
+    sel?.removeAllRanges();
+    sel?.addRange(range);
+    result.textContent = "Selected: press Ctrl+C to copy";
+  }
+});
+
+byId<HTMLFormElement>("unlock-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const input = byId<HTMLInputElement>("passphrase");
+  const button = byId<HTMLButtonElement>("unlock-button");
+  const result = byId("unlock-result");
+  result.textContent = "";
+  button.disabled = true;
+  button.textContent = "Unlocking…";
+  try {
+    const id = await client.call<IdentityInfo>("identity.unlock", { passphrase: input.value }, 60_000);
+    input.value = "";
+    renderIdentity(id);
+  } catch (e) {
+    // The passphrase stays in the box so a typo can be fixed.
+    result.textContent =
+      e instanceof CallError && e.code === WRONG_PASSPHRASE
+        ? "That passphrase does not open your identity. Try again."
+        : `Could not unlock: ${errorText(e)}`;
+    input.select();
+  } finally {
+    button.disabled = false;
+    button.textContent = "Unlock";
+  }
+});
+
+// ---------------------------------------------------------------- Settings
+
+const levelSelect = byId<HTMLSelectElement>("log-level");
+const filterInput = byId<HTMLInputElement>("log-filter");
+
+function renderLog(info: LogInfo) {
+  filterInput.value = info.filter;
+  const base = info.filter.split(",")[0].trim();
+  levelSelect.value = LEVELS.includes(base) ? base : "";
+  byId("log-dir").textContent = info.dir;
+  body.dataset.logFilter = info.filter;
+}
+
+levelSelect.addEventListener("change", () => {
+  const rest = filterInput.value.split(",").slice(1).map((s) => s.trim()).filter(Boolean);
+  filterInput.value = [levelSelect.value, ...rest].join(",");
+});
+
+byId<HTMLFormElement>("log-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const result = byId("log-result");
+  result.className = "muted";
+  result.textContent = "Applying…";
+  try {
+    const info = await client.call<LogInfo>("log.set", { filter: filterInput.value.trim() });
+    renderLog(info);
+    result.textContent = `Now logging at “${info.filter}”`;
+  } catch (e) {
+    result.className = "error";
+    result.textContent = `Not applied: ${errorText(e)}`;
+  }
+});
+
+client.on("log.changed", (data) => renderLog(data as LogInfo));
+
+function formatUptime(ms: number): string {
+  const s = Math.floor(ms / 1000);
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${s % 60} s`;
+  const hr = Math.floor(m / 60);
+  return hr < 48 ? `${hr} h ${m % 60} min` : `${Math.floor(hr / 24)} days`;
+}
+
+function facts(list: HTMLElement, rows: [string, string, string?][]) {
+  clear(list);
+  for (const [term, value, key] of rows) {
+    append(list, h("dt", { text: term }), h("dd", { text: value, "data-key": key }));
+  }
+}
+
+async function refreshStatus() {
+  const err = byId("status-result");
+  try {
+    const s = await client.call<StatusResult>("status.get");
+    err.textContent = "";
+    facts(byId("status-list"), [
+      ["State", "running", "state"],
+      ["Version", s.version, "version"],
+      ["Process id", String(s.pid), "pid"],
+      ["Up for", formatUptime(s.uptime_ms), "uptime"],
+      ["Clients", String(s.clients), "clients"],
+      ["Data folder", s.data_dir, "data_dir"],
+      ["API socket", s.socket, "socket"],
+    ]);
+    body.dataset.daemonPid = String(s.pid);
+  } catch (e) {
+    err.textContent = `Could not read the status: ${errorText(e)}`;
+  }
+}
+
+async function refreshLog() {
+  try {
+    renderLog(await client.call<LogInfo>("log.get"));
+  } catch (e) {
+    const result = byId("log-result");
+    result.className = "error";
+    result.textContent = `Could not read the log settings: ${errorText(e)}`;
+  }
+}
+
+async function refreshSettings() {
+  await Promise.all([refreshLog(), refreshStatus()]);
+}
+
+byId("status-refresh").addEventListener("click", () => void refreshStatus());
+// Events were lost (the daemon's per-client queue overflowed): re-read everything shown.
+client.on("events.dropped", () => {
+  void refreshIdentity();
+  void refreshSettings();
+});
+client.on("clients.changed", () => {
+  if (body.dataset.view === "settings") void refreshStatus();
+});
+
+function renderAbout() {
+  const manifest = chrome.runtime.getManifest();
+  const server = client.state?.server;
+  facts(byId("about-list"), [
+    ["Extension", `${manifest.name} ${manifest.version}`, "extension"],
+    ["Extension id", chrome.runtime.id, "extension_id"],
+    ["Browser", navigator.userAgent.includes("Firefox") ? "Firefox" : "Chromium", "browser"],
+    ["AllPeers program", server ? `${server.server} ${server.server_version}` : "not connected", "server"],
+    ["Local API version", server ? String(server.api_version) : "—", "api_version"],
+  ]);
+}
+

@@ -1,0 +1,192 @@
+// Firefox smoke test, without a WebDriver: `web-ext run` loads the Firefox build into a
+// headless Firefox ESR whose HOME holds the real host's manifest (written by
+// `allpeers install --browser firefox`); the test then watches the node: the extension's
+// background must connect through native messaging and say hello as "extension/firefox".
+// The panel itself is driven only in Chromium for now (Firefox needs geckodriver).
+import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, readdirSync } from "node:fs";
+import { join, resolve } from "node:path";
+import { after, test } from "node:test";
+import { setTimeout as delay } from "node:timers/promises";
+import { HERE, allpeers, cleanupAll, makeNode, onCleanup } from "./harness.mjs";
+
+const FIREFOX = process.env.FIREFOX_BIN ?? "/usr/bin/firefox-esr";
+const EXT = resolve(HERE, "../../extension");
+
+after(cleanupAll);
+
+function daemonLog(dataDir) {
+  const dir = join(dataDir, "logs");
+  if (!existsSync(dir)) return "";
+  return readdirSync(dir)
+    .filter((f) => f.startsWith("daemon"))
+    .map((f) => readFileSync(join(dir, f), "utf8"))
+    .join("\n");
+}
+
+/** Polls `check` every 200 ms until it returns a truthy value or `ms` pass. */
+async function until(check, ms, what) {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await check();
+    if (v) return v;
+    if (typeof what === "object" && what.exited()) throw new Error(`web-ext exited while waiting for ${what.name}`);
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what.name ?? what}`);
+    await delay(200);
+  }
+}
+
+test("Firefox: the background connects through the real native host and says hello", { skip: !existsSync(FIREFOX) && `no ${FIREFOX} (apt-get install firefox-esr)` }, async () => {
+  const node = await makeNode();
+  const home = join(node.root, "home");
+  mkdirSync(home);
+  const { execFile } = await import("node:child_process");
+  await new Promise((res, rej) =>
+    execFile(
+      process.env.ALLPEERS_BIN ?? join(HERE, "../../target/debug/allpeers"),
+      ["--data-dir", node.dataDir, "install", "--browser", "firefox"],
+      { env: { ...process.env, HOME: home } },
+      (e) => (e ? rej(e) : res()),
+    ),
+  );
+  const manifest = JSON.parse(readFileSync(join(home, ".mozilla/native-messaging-hosts/net.allpeers.host.json"), "utf8"));
+  assert.deepEqual(manifest.allowed_extensions, ["allpeers@allpeers.net"]);
+
+  const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
+  delete env.ALLPEERS_PASSPHRASE;
+  delete env.DISPLAY;
+  const webExt = spawn(
+    join(EXT, "node_modules/.bin/web-ext"),
+    ["run", "--source-dir", join(EXT, "dist/firefox"), `--firefox=${FIREFOX}`, "--no-reload", "--no-input",
+     "--profile-create-if-missing", "--firefox-profile", join(node.root, "ff-profile")],
+    { env, stdio: ["ignore", "pipe", "pipe"], detached: true },
+  );
+  let output = "";
+  webExt.stdout.on("data", (d) => (output += d));
+  webExt.stderr.on("data", (d) => (output += d));
+  onCleanup(async () => {
+    if (webExt.exitCode === null) {
+      // web-ext and the Firefox it started form their own process group.
+      const exited = new Promise((r) => webExt.once("exit", r));
+      try {
+        process.kill(-webExt.pid, "SIGTERM");
+      } catch {}
+      if ((await Promise.race([exited.then(() => "exited"), delay(5_000)])) !== "exited") {
+        try {
+          process.kill(-webExt.pid, "SIGKILL");
+        } catch {}
+      }
+    }
+  });
+
+  try {
+    await until(
+      () => /client said hello.*extension\/firefox|extension\/firefox.*client said hello/.test(daemonLog(node.dataDir)),
+      90_000,
+      { name: "hello from extension/firefox in the daemon log", exited: () => webExt.exitCode !== null },
+    );
+  } catch (e) {
+    throw new Error(`${e.message}\n--- web-ext output ---\n${output.slice(-3000)}`);
+  }
+  const status = JSON.parse(await allpeers(node.dataDir, ["status", "--json"]));
+  assert.equal(status.identity.peer_id, node.peerId);
+  assert.ok(status.clients >= 1, `the Firefox extension is a client (${status.clients})`);
+});
+
+// The Firefox panel, driven: selenium-webdriver + geckodriver (built with cargo, per
+// RECIPES.md). Skipped, loudly, without geckodriver on PATH (GECKODRIVER_BIN to point at one).
+function findGeckodriver() {
+  if (process.env.GECKODRIVER_BIN) return process.env.GECKODRIVER_BIN;
+  for (const dir of (process.env.PATH ?? "").split(":").concat([join(process.env.HOME ?? "", ".cargo/bin")])) {
+    if (dir && existsSync(join(dir, "geckodriver"))) return join(dir, "geckodriver");
+  }
+  return null;
+}
+const GECKODRIVER = findGeckodriver();
+const FIREFOX_UUID = "5c3a1f0e-7d2b-4b8e-9a61-3f4e2d1c0b9a";
+
+test(
+  "Firefox: the sidebar panel connects, shows the PeerId, changes the log level and recovers from a daemon stop",
+  {
+    skip:
+      (!existsSync(FIREFOX) && `no ${FIREFOX} (apt-get install firefox-esr)`) ||
+      (!GECKODRIVER && "no geckodriver (cargo install geckodriver)"),
+  },
+  async () => {
+    const { Builder, By, until: wdUntil } = await import("selenium-webdriver");
+    const firefox = await import("selenium-webdriver/firefox.js");
+    const node = await makeNode();
+    const home = join(node.root, "home");
+    mkdirSync(home);
+    const { execFile } = await import("node:child_process");
+    await new Promise((res, rej) =>
+      execFile(
+        process.env.ALLPEERS_BIN ?? join(HERE, "../../target/debug/allpeers"),
+        ["--data-dir", node.dataDir, "install", "--browser", "firefox"],
+        { env: { ...process.env, HOME: home } },
+        (e) => (e ? rej(e) : res()),
+      ),
+    );
+    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
+    delete env.ALLPEERS_PASSPHRASE;
+    delete env.DISPLAY;
+    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
+    const options = new firefox.Options()
+      .setBinary(FIREFOX)
+      .addArguments("-headless")
+      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
+      .windowSize({ width: 420, height: 800 });
+    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
+    onCleanup(() => driver.quit());
+    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#people`);
+    const WAIT = 30_000;
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-connection="connected"]')), WAIT);
+    await driver.wait(async () => (await driver.findElement(By.id("peer-id")).getText()) === node.peerId, WAIT);
+    assert.equal(await driver.findElement(By.id("identity-state")).getText(), "Ready");
+    assert.equal(
+      await driver.executeScript("return document.querySelector('#about-list dd[data-key=\"browser\"]').textContent"),
+      "Firefox",
+    );
+    const overflow = await driver.executeScript("return document.documentElement.scrollWidth - innerWidth");
+    assert.ok(overflow <= 0, `the panel overflows by ${overflow} px`);
+    mkdirSync(join(HERE, "screenshots"), { recursive: true });
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(join(HERE, "screenshots", "firefox-people-light.png"), await driver.takeScreenshot(), "base64");
+
+    // Settings: log level through the panel reaches the daemon.
+    await driver.findElement(By.id("tab-settings")).click();
+    await driver.wait(wdUntil.elementLocated(By.css("body[data-log-filter]")), WAIT);
+    const filter = await driver.findElement(By.id("log-filter"));
+    await filter.clear();
+    await filter.sendKeys("bone");
+    await driver.findElement(By.id("log-apply")).click();
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-log-filter="bone"]')), WAIT);
+    assert.equal(JSON.parse(await allpeers(node.dataDir, ["call", "log.get", "{}"])).filter, "bone");
+
+    // The daemon stops: the panel reports it and reconnects to a new one.
+    const before = Number(await driver.executeScript("return document.body.dataset.epoch"));
+    await allpeers(node.dataDir, ["stop"]);
+    await driver.wait(
+      async () =>
+        (await driver.executeScript(
+          "return Number(document.body.dataset.epoch) > arguments[0] && document.body.dataset.connection === 'connected'",
+          before,
+        )) === true,
+      WAIT,
+    );
+    assert.match(await driver.executeScript("return document.body.dataset.lastProblem"), /^(daemon-closed|host-exited)$/);
+
+    // The host uninstalled: Firefox's wording is classified as "not installed" too.
+    const { renameSync } = await import("node:fs");
+    const manifestPath = join(home, ".mozilla/native-messaging-hosts/net.allpeers.host.json");
+    renameSync(manifestPath, `${manifestPath}.off`);
+    await allpeers(node.dataDir, ["stop"]);
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-problem="host-missing"]')), WAIT);
+    assert.equal(await driver.findElement(By.id("banner-title")).getText(), "AllPeers is not installed");
+    renameSync(`${manifestPath}.off`, manifestPath);
+    await driver.findElement(By.id("banner-retry")).click();
+    await driver.wait(wdUntil.elementLocated(By.css('body[data-connection="connected"]')), WAIT);
+  },
+);

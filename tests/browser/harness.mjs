@@ -1,0 +1,170 @@
+// Shared pieces of the browser tests: temporary AllPeers nodes (data dirs), Chromium
+// profiles with the real native host registered, and the panel page.
+import { execFile } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath } from "node:url";
+import { promisify } from "node:util";
+import { chromium } from "playwright-core";
+
+const execFileP = promisify(execFile);
+export const HERE = dirname(fileURLToPath(import.meta.url));
+export const EXTENSION_DIR = resolve(HERE, "../../extension/dist/chromium");
+export const SCREENSHOTS = join(HERE, "screenshots");
+export const ALLPEERS_BIN = resolve(process.env.ALLPEERS_BIN ?? join(HERE, "../../target/debug/allpeers"));
+export const CHROMIUM = process.env.CHROMIUM_BIN ?? "/usr/bin/chromium";
+const IDS = JSON.parse(readFileSync(resolve(HERE, "../../extension/identity.json"), "utf8"));
+export const EXTENSION_ID = IDS.chromium_id;
+export const HOST_NAME = "net.allpeers.host";
+/** Upper bound of any single wait in a test. */
+export const WAIT_MS = 30_000;
+
+/** The environment of every process we start: no passphrase, no socket override. */
+function cleanEnv(extra = {}) {
+  const env = { ...process.env, ...extra };
+  delete env.ALLPEERS_SOCKET;
+  delete env.ALLPEERS_DATA_DIR;
+  if (!("ALLPEERS_PASSPHRASE" in extra)) delete env.ALLPEERS_PASSPHRASE;
+  return env;
+}
+
+/** Runs the allpeers CLI against a data dir; returns stdout (trimmed). */
+export async function allpeers(dataDir, args, { env = {}, timeout = WAIT_MS } = {}) {
+  const { stdout } = await execFileP(ALLPEERS_BIN, ["--data-dir", dataDir, ...args], {
+    env: cleanEnv(env),
+    timeout,
+  });
+  return stdout.trim();
+}
+
+const cleanups = [];
+
+/** Registers a cleanup for `cleanupAll` (run in an `after` hook). */
+export function onCleanup(fn) {
+  cleanups.push(fn);
+}
+
+export async function cleanupAll() {
+  while (cleanups.length) {
+    const fn = cleanups.pop();
+    try {
+      await fn();
+    } catch (e) {
+      console.error("cleanup:", e.message);
+    }
+  }
+}
+
+/** A fresh node: a data dir with an identity (sealed with `passphrase` when given). */
+export async function makeNode({ passphrase } = {}) {
+  const root = mkdtempSync(join(tmpdir(), "allpeers-browser-"));
+  const dataDir = join(root, "data");
+  const profile = join(root, "profile");
+  mkdirSync(dataDir);
+  mkdirSync(profile);
+  onCleanup(async () => {
+    // The browser starts the daemon; it outlives the browser, so stop it.
+    await allpeers(dataDir, ["stop"], { timeout: 10_000 }).catch(() => {});
+    rmSync(root, { recursive: true, force: true, maxRetries: 10, retryDelay: 100 });
+  });
+  const peerId = await allpeers(dataDir, ["id"], passphrase ? { env: { ALLPEERS_PASSPHRASE: passphrase } } : {});
+  return { root, dataDir, profile, peerId };
+}
+
+/** Registers the real native host for this node in its Chromium profile. */
+export async function installHost(node) {
+  await allpeers(node.dataDir, ["install", "--browser", "chromium", "--chromium-profile", node.profile]);
+  return hostManifestPath(node.profile);
+}
+
+export function hostManifestPath(profile) {
+  return join(profile, "NativeMessagingHosts", `${HOST_NAME}.json`);
+}
+
+/** Registers a fake native host: a node script that does `behaviour` (see fake-host.mjs). */
+export function installFakeHost(profile, behaviour) {
+  const dir = join(profile, "NativeMessagingHosts");
+  mkdirSync(dir, { recursive: true });
+  const script = join(dirname(profile), `fake-host-${behaviour}.sh`);
+  writeFileSync(
+    script,
+    `#!/bin/sh\nexec '${process.execPath}' '${join(HERE, "fake-host.mjs")}' ${behaviour} "$@"\n`,
+  );
+  chmodSync(script, 0o700);
+  writeFileSync(
+    hostManifestPath(profile),
+    JSON.stringify({
+      name: HOST_NAME,
+      description: "fake host for tests",
+      path: script,
+      type: "stdio",
+      allowed_origins: [`chrome-extension://${EXTENSION_ID}/`],
+    }),
+  );
+}
+
+/** Headless Chromium with the extension, on the given profile dir. */
+export async function launch(profile, { colorScheme = "light" } = {}) {
+  if (!existsSync(join(EXTENSION_DIR, "manifest.json"))) {
+    throw new Error(`no built extension at ${EXTENSION_DIR}: run npm run build in extension/`);
+  }
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    colorScheme,
+    viewport: { width: 360, height: 720 },
+    env: cleanEnv(),
+    timeout: WAIT_MS,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--disable-extensions-except=${EXTENSION_DIR}`,
+      `--load-extension=${EXTENSION_DIR}`,
+    ],
+  });
+  context.setDefaultTimeout(WAIT_MS);
+  onCleanup(() => context.close());
+  return context;
+}
+
+/** Opens the panel page in a tab (the real side panel needs a user gesture). */
+export async function openPanel(context, view = "people") {
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(e));
+  page.errors = errors;
+  await page.goto(`chrome-extension://${EXTENSION_ID}/panel.html#${view}`);
+  return page;
+}
+
+export async function waitConnected(page) {
+  await page.waitForSelector('body[data-connection="connected"]');
+}
+
+/** The current connection epoch (how many times the panel's background connected). */
+export async function epoch(page) {
+  return Number(await page.evaluate(() => document.body.dataset.epoch ?? "0"));
+}
+
+export async function screenshot(page, name) {
+  mkdirSync(SCREENSHOTS, { recursive: true });
+  const path = join(SCREENSHOTS, `${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  return path;
+}
+
+/** PIDs of this node's native-host processes (matched by the node's own data dir). */
+export async function nativeHostPids(node) {
+  const { stdout } = await execFileP("ps", ["-eo", "pid=,args="]);
+  return stdout
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l.includes(node.dataDir) && / native-host( |$)/.test(l))
+    .map((l) => Number(l.split(/\s+/)[0]));
+}
