@@ -283,9 +283,15 @@ where
             let mut sequence = 0u64;
             let mut out = Vec::new();
             loop {
-                let n = daemon_in.read(&mut buf)?;
+                // A reset reads as an error rather than end of stream; either way the
+                // browser is told why the port is about to close.
+                let (n, reason) = match daemon_in.read(&mut buf) {
+                    Ok(0) => (0, "the daemon closed the connection".to_string()),
+                    Ok(n) => (n, String::new()),
+                    Err(e) => (0, format!("the connection to the daemon failed: {e}")),
+                };
                 if n == 0 {
-                    let notice = json!({"jsonrpc": "2.0", "method": "bridge.closed", "params": {"reason": "the daemon closed the connection"}});
+                    let notice = json!({"jsonrpc": "2.0", "method": "bridge.closed", "params": {"reason": reason}});
                     write_browser_frame(&mut browser_out, notice.to_string().as_bytes())?;
                     return Ok(BridgeEnd::DaemonClosed);
                 }
