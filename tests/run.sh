@@ -14,7 +14,8 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 step() { printf '\n=== %s\n' "$*"; }
 
 step "install: Debian packages"
-APT_PACKAGES=(build-essential pkg-config)
+# jing + xmllint validate the RELAX NG schemas and resources serialised to XML.
+APT_PACKAGES=(build-essential pkg-config jing libxml2-utils)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -29,6 +30,7 @@ step "install: cargo tools"
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
+rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
 # cargo fuzz needs nightly-only compiler flags; use nightly where rustup has it, else let
 # the stable compiler accept them.
 if rustup toolchain list | grep -q '^nightly'; then FUZZ_CARGO=(cargo +nightly); else FUZZ_CARGO=(env RUSTC_BOOTSTRAP=1 cargo); fi
@@ -42,6 +44,13 @@ cargo build --workspace --bins --quiet
 
 step "Rust tests (unit, cross-process)"
 cargo nextest run --workspace --no-fail-fast
+
+step "wasm: allpeers-wasm built for the extension and tested from Node"
+wasm/build.sh
+node --test wasm/test/
+
+step "browser: the extension in real Chromium (and Firefox) with the real native host"
+ALLPEERS_BIN="$PWD/target/debug/allpeers" tests/browser/run.sh
 
 step "fuzz: ${FUZZ_SECONDS}s per target"
 mkdir -p target
