@@ -201,3 +201,69 @@ async fn install_writes_manifests_a_browser_can_launch() {
     assert!(out.status.success());
     assert!(!manifest_path.exists());
 }
+
+#[tokio::test]
+async fn resources_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path()).await;
+    let created = run(
+        dir.path(),
+        &[
+            "resource",
+            "create",
+            r#"{"type":"Link","properties":{"url":"https://example.org/","title":"Example page"}}"#,
+        ],
+        &[],
+    )
+    .await;
+    assert!(created.status.success(), "{created:?}");
+    let table = stdout(&created);
+    assert!(
+        table.starts_with("ID") && table.contains("Link") && table.contains("Example page"),
+        "{table}"
+    );
+
+    // ESC cannot even be stored (not an XML character); C1 controls such as CSI can, and
+    // are not printed raw.
+    let esc = run(dir.path(), &["resource", "create", "{\"type\":\"Link\",\"properties\":{\"url\":\"https://x/\",\"title\":\"\\u001b[31mred\"}}"], &[]).await;
+    assert!(
+        String::from_utf8_lossy(&esc.stderr).contains("properties.title"),
+        "{esc:?}"
+    );
+    let hostile = run(dir.path(), &["resource", "create", "{\"type\":\"Link\",\"properties\":{\"url\":\"https://x/\",\"title\":\"\\u009b31mred\"}}"], &[]).await;
+    assert!(hostile.status.success(), "{hostile:?}");
+    assert!(
+        !stdout(&hostile).contains('\u{9b}'),
+        "terminal controls are not printed"
+    );
+
+    let query = run(
+        dir.path(),
+        &[
+            "--json",
+            "query",
+            r#"{"type":"Link","sort":[{"prop":"title"}]}"#,
+        ],
+        &[],
+    )
+    .await;
+    let json: serde_json::Value = serde_json::from_slice(&query.stdout).unwrap();
+    assert_eq!(json["resources"].as_array().unwrap().len(), 2);
+    let count = run(
+        dir.path(),
+        &["query", "--count", r#"{"type":"Resource"}"#],
+        &[],
+    )
+    .await;
+    assert_eq!(stdout(&count).trim(), "2");
+
+    let schemas = run(dir.path(), &["schema", "list"], &[]).await;
+    assert!(stdout(&schemas).contains("Image"));
+    let bad = run(dir.path(), &["query", r#"{"type":"Nope"}"#], &[]).await;
+    assert!(!bad.status.success());
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("Nope"),
+        "{bad:?}"
+    );
+    daemon.stop().await;
+}

@@ -24,6 +24,9 @@ struct Cli {
     /// Data directory of the node [default: ~/.local/share/allpeers]
     #[arg(long, global = true, env = ENV_DATA_DIR, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Print results as JSON (status, resource, query, list and schema commands)
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -51,11 +54,7 @@ enum Command {
     /// Print your PeerId (creating your identity on first run)
     Id,
     /// Show whether the daemon runs, and its state
-    Status {
-        /// Machine-readable output
-        #[arg(long)]
-        json: bool,
-    },
+    Status,
     /// Stop the daemon
     Stop,
     /// Back up, restore or unlock your identity
@@ -64,6 +63,22 @@ enum Command {
     /// Show or change log levels (skin, marrow, flesh, bone; per area: flesh,allpeers_net=bone)
     #[command(subcommand)]
     Log(cli::LogCommand),
+    /// Create, show, change or delete resources
+    #[command(subcommand)]
+    Resource(cli::resource::ResourceCommand),
+    /// Find resources: allpeers query '{"type":"File","where":[{"prop":{"name":"size","op":">","value":1000}}]}'
+    Query {
+        query: String,
+        /// Only count the matches
+        #[arg(long)]
+        count: bool,
+    },
+    /// Items of lists: show, insert, move, remove
+    #[command(subcommand)]
+    List(cli::resource::ListCommand),
+    /// Resource types: register a schema file, list, describe
+    #[command(subcommand)]
+    Schema(cli::resource::SchemaCommand),
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -118,10 +133,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Install(args) => cli::install(&args, cli.data_dir.as_deref(), true),
         Command::Uninstall(args) => cli::install(&args, cli.data_dir.as_deref(), false),
         Command::Id => cli::id(&paths),
-        Command::Status { json } => cli::status(&paths, json),
+        Command::Status => cli::status(&paths, cli.json),
         Command::Stop => cli::stop(&paths),
         Command::Identity(command) => cli::identity(&paths, command),
         Command::Log(command) => cli::log(&paths, command),
+        Command::Resource(command) => cli::resource::resource(&paths, command, cli.json),
+        Command::Query { query, count } => cli::resource::query(&paths, &query, count, cli.json),
+        Command::List(command) => cli::resource::list(&paths, command, cli.json),
+        Command::Schema(command) => cli::resource::schema(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
         Command::Demo => unreachable!("handled above"),
     }

@@ -1,6 +1,7 @@
 //! The command line's commands over the local API.
 
 pub mod demo;
+pub mod resource;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
@@ -68,13 +69,13 @@ pub enum LogCommand {
     Set { filter: String },
 }
 
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?)
 }
 
-async fn connect(paths: &NodePaths) -> anyhow::Result<ApiClient> {
+pub(crate) async fn connect(paths: &NodePaths) -> anyhow::Result<ApiClient> {
     match ApiClient::connect(&paths.socket, "allpeers-cli").await {
         Ok(client) => Ok(client),
         Err(ClientError::Connect { .. }) => bail!(
