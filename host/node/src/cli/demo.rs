@@ -38,7 +38,7 @@ async fn demo() -> anyhow::Result<()> {
     let paths = NodePaths::resolve(Some(dir.path()))?;
     println!("AllPeers demo: one node in {}\n", paths.data_dir.display());
 
-    println!("[1/5] Starting the daemon (allpeers daemon)");
+    println!("[1/6] Starting the daemon (allpeers daemon)");
     let started = Instant::now();
     let mut daemon = tokio::process::Command::new(&exe)
         .arg("--data-dir")
@@ -65,7 +65,7 @@ async fn demo() -> anyhow::Result<()> {
         paths.socket.display()
     );
 
-    println!("\n[2/5] The CLI connects to the local API and says hello");
+    println!("\n[2/6] The CLI connects to the local API and says hello");
     let cli = step("hello", async {
         Ok(ApiClient::connect(&paths.socket, "demo-cli").await?)
     })
@@ -96,7 +96,46 @@ async fn demo() -> anyhow::Result<()> {
     .await?;
     println!("      subscribed to {} events", topics::CLIENTS_CHANGED);
 
-    println!("\n[3/5] A browser starts the native-messaging host (argv: chrome-extension://<id>/)");
+    println!("\n[3/6] Resources: typed data in the node's SQLite store");
+    cli.call(
+        "resources.subscribe",
+        json!({"filter": {"type": {"name": "File"}}}),
+    )
+    .await?;
+    let photo = cli
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "Image", "properties": {"name": "beach.jpg", "size": 2_400_000, "width": 4000, "height": 3000}}}),
+        )
+        .await?;
+    cli.call(
+        "resources.create",
+        json!({"resource": {"type": "Link", "properties": {"url": "https://www.mozilla.org/", "title": "Mozilla"}}}),
+    )
+    .await?;
+    println!(
+        "      created an Image ({}) and a Link",
+        photo["id"].as_str().unwrap_or("?")
+    );
+    let event = step("resource event", async {
+        cli.next_event().await.context("no event")
+    })
+    .await?;
+    println!(
+        "      the subscription to File saw: {} ({} {})",
+        event.topic,
+        event.data["kind"].as_str().unwrap_or("?"),
+        event.data["type"].as_str().unwrap_or("?")
+    );
+    let files = cli
+        .call("resources.query", json!({"query": {"type": "File", "where": [{"prop": {"name": "size", "op": ">", "value": 1_000_000}}]}}))
+        .await?;
+    let found = files["resources"].as_array().map(Vec::len).unwrap_or(0);
+    println!(
+        "      query File with size > 1 MB: {found} found (the Image: queries on a type include its subtypes)"
+    );
+
+    println!("\n[4/6] A browser starts the native-messaging host (argv: chrome-extension://<id>/)");
     let mut host = tokio::process::Command::new(&exe)
         .arg("chrome-extension://ccjfjlcndgkdlejcmgpopanpmdklkkpb/")
         .env(allpeers_node::paths::ENV_DATA_DIR, &paths.data_dir)
@@ -152,7 +191,7 @@ async fn demo() -> anyhow::Result<()> {
         event.topic, change.client, change.clients
     );
 
-    println!("\n[4/5] Round trips browser -> native host -> daemon -> browser");
+    println!("\n[5/6] Round trips browser -> native host -> daemon -> browser");
     let mut samples = Vec::new();
     for i in 0..200u64 {
         let t = Instant::now();
@@ -170,7 +209,7 @@ async fn demo() -> anyhow::Result<()> {
         samples[197].as_secs_f64() * 1e3
     );
 
-    println!("\n[5/5] The browser closes; the daemon keeps running until asked to stop");
+    println!("\n[6/6] The browser closes; the daemon keeps running until asked to stop");
     drop(to_host);
     let exit = step("host exit", async { Ok(host.wait().await?) }).await?;
     println!("      native host exited ({exit})");
