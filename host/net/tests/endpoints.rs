@@ -30,7 +30,13 @@ async fn request_response(t: TransportKind) {
     let reply: String = a.request(b.peer_id(), &ns("echo"), "hello").await.unwrap();
     assert_eq!(reply, "hello");
     let total: i64 = a
-        .request(b.peer_id(), &ns("sum"), &Sum { numbers: vec![1, 2, 39] })
+        .request(
+            b.peer_id(),
+            &ns("sum"),
+            &Sum {
+                numbers: vec![1, 2, 39],
+            },
+        )
         .await
         .unwrap();
     assert_eq!(total, 42);
@@ -38,7 +44,10 @@ async fn request_response(t: TransportKind) {
     // The connection is reused, of the transport asked for, and authenticated both ways.
     let conn = a.connection(&b.peer_id()).unwrap();
     for i in 0..20 {
-        let r: String = a.request(b.peer_id(), &ns("echo"), &format!("{i}")).await.unwrap();
+        let r: String = a
+            .request(b.peer_id(), &ns("echo"), &format!("{i}"))
+            .await
+            .unwrap();
         assert_eq!(r, format!("{i}"));
     }
     assert_eq!(a.connection(&b.peer_id()).unwrap().id(), conn.id());
@@ -57,12 +66,24 @@ async fn request_response(t: TransportKind) {
         matches!(&err, NetError::UnknownNamespace { namespace, .. } if namespace == "allpeers/nothing/1"),
         "{err:?}"
     );
-    assert!(err.to_string().contains("has no service allpeers/nothing/1"));
+    assert!(
+        err.to_string()
+            .contains("has no service allpeers/nothing/1")
+    );
     let err = a
         .request::<_, String>(b.peer_id(), &ns("echo"), "fail")
         .await
         .unwrap_err();
-    assert!(matches!(err, NetError::Remote { code: ErrorCode::Refused, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: ErrorCode::Refused,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
     // A request that does not decode is a bad request (postcard is not self-describing, so
     // this is a truncated varint rather than a value of another type).
     let err = a
@@ -75,19 +96,32 @@ async fn request_response(t: TransportKind) {
         )
         .await
         .unwrap_err();
-    assert!(matches!(err, NetError::Remote { code: ErrorCode::BadRequest, .. }), "{err:?}");
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 
     // A service that never answers: the request times out, the connection carries on.
     b.register(
         ns("never"),
-        ServiceFn::new().on_request(|_ctx, _req: String| std::future::pending::<Result<String, _>>()),
+        ServiceFn::new()
+            .on_request(|_ctx, _req: String| std::future::pending::<Result<String, _>>()),
     );
     let err = a
         .request_timeout::<_, String>(b.peer_id(), &ns("never"), "x", Duration::from_millis(300))
         .await
         .unwrap_err();
     assert!(matches!(err, NetError::Timeout(_)), "{err:?}");
-    let reply: String = a.request(b.peer_id(), &ns("echo"), "still here").await.unwrap();
+    let reply: String = a
+        .request(b.peer_id(), &ns("echo"), "still here")
+        .await
+        .unwrap();
     assert_eq!(reply, "still here");
 
     // Requests the other way reuse the same connection.
@@ -125,10 +159,27 @@ async fn channels(t: TransportKind) {
 
     // A channel to a namespace nobody serves, or to a service that takes no channels.
     b.register(ns("echo"), echo());
-    let err = a.open_channel(b.peer_id(), &ns("none")).await.err().unwrap();
+    let err = a
+        .open_channel(b.peer_id(), &ns("none"))
+        .await
+        .err()
+        .unwrap();
     assert!(matches!(err, NetError::UnknownNamespace { .. }), "{err:?}");
-    let err = a.open_channel(b.peer_id(), &ns("echo")).await.err().unwrap();
-    assert!(matches!(err, NetError::Remote { code: ErrorCode::Unsupported, .. }), "{err:?}");
+    let err = a
+        .open_channel(b.peer_id(), &ns("echo"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: ErrorCode::Unsupported,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
 }
 both_transports!(channels_deliver_in_order, super::channels);
 
@@ -142,14 +193,19 @@ async fn datagrams(t: TransportKind) {
         }),
     );
     for i in 0..10 {
-        a.send_datagram(b.peer_id(), &ns("ping"), &format!("ping {i}")).await.unwrap();
+        a.send_datagram(b.peer_id(), &ns("ping"), &format!("ping {i}"))
+            .await
+            .unwrap();
     }
     // QUIC may drop datagrams; on loopback at least one arrives, and whatever arrives is whole.
     let (text, via) = rx.recv().await.unwrap();
     assert!(text.starts_with("ping "), "{text}");
     assert_eq!(via, t);
     let too_big = "x".repeat(5000);
-    let err = a.send_datagram(b.peer_id(), &ns("ping"), &too_big).await.unwrap_err();
+    let err = a
+        .send_datagram(b.peer_id(), &ns("ping"), &too_big)
+        .await
+        .unwrap_err();
     assert!(err.to_string().contains("over the limit"), "{err}");
 }
 both_transports!(datagrams_arrive, super::datagrams);
@@ -174,8 +230,16 @@ async fn multicast(t: TransportKind) {
     assert_eq!(results[0].1.as_ref().unwrap(), "to all");
     assert_eq!(results[1].0, c.peer_id());
     assert_eq!(results[1].1.as_ref().unwrap(), "to all");
-    assert!(matches!(results[2].1, Err(NetError::UnknownNamespace { .. })), "{:?}", results[2].1);
-    assert!(matches!(results[3].1, Err(NetError::NoAddress(_))), "{:?}", results[3].1);
+    assert!(
+        matches!(results[2].1, Err(NetError::UnknownNamespace { .. })),
+        "{:?}",
+        results[2].1
+    );
+    assert!(
+        matches!(results[3].1, Err(NetError::NoAddress(_))),
+        "{:?}",
+        results[3].1
+    );
     assert_eq!(a.connections().len(), 3);
 }
 both_transports!(multicast_reports_per_peer, super::multicast);
@@ -192,7 +256,10 @@ async fn impersonation(t: TransportKind) {
         .request::<_, String>(bob.peer_id(), &ns("echo"), "secret")
         .await
         .unwrap_err();
-    assert!(matches!(err, NetError::WrongPeer { expected, .. } if expected == bob.peer_id()), "{err:?}");
+    assert!(
+        matches!(err, NetError::WrongPeer { expected, .. } if expected == bob.peer_id()),
+        "{err:?}"
+    );
     assert!(alice.connection(&bob.peer_id()).is_none());
     assert!(alice.connections().is_empty());
     // Eve is reachable as herself, so the refusal was about the key alone.
@@ -204,7 +271,10 @@ async fn impersonation(t: TransportKind) {
         .map(|_| String::new())
         .unwrap();
     assert_eq!(reply, "");
-    let reply: String = alice.request(eve.peer_id(), &ns("echo"), "hi eve").await.unwrap();
+    let reply: String = alice
+        .request(eve.peer_id(), &ns("echo"), "hi eve")
+        .await
+        .unwrap();
     assert_eq!(reply, "hi eve");
 }
 both_transports!(impersonation_is_refused, super::impersonation);
@@ -219,7 +289,11 @@ async fn simultaneous_dial(t: TransportKind) {
     rb.unwrap();
     // Both sides keep the connection dialled by the smaller PeerId.
     let a_dialled_kept = a.peer_id() < b.peer_id();
-    let want_a = if a_dialled_kept { Direction::Outbound } else { Direction::Inbound };
+    let want_a = if a_dialled_kept {
+        Direction::Outbound
+    } else {
+        Direction::Inbound
+    };
     loop {
         let kept = a.connection(&b.peer_id());
         let kept_b = b.connection(&a.peer_id());
@@ -242,7 +316,13 @@ both_transports!(simultaneous_dials_resolve_to_one, super::simultaneous_dial);
 
 /// Sends `total` bytes over a raw stream to `b`'s sink and returns (bytes, seconds) seen by the
 /// receiver from first to last byte.
-async fn sink_pair(t: TransportKind) -> (allpeers_net::Endpoint, allpeers_net::Endpoint, mpsc::Receiver<(u64, f64)>) {
+async fn sink_pair(
+    t: TransportKind,
+) -> (
+    allpeers_net::Endpoint,
+    allpeers_net::Endpoint,
+    mpsc::Receiver<(u64, f64)>,
+) {
     let (a, b) = pair(t).await;
     let (tx, rx) = mpsc::channel(4);
     b.register(
@@ -320,7 +400,10 @@ async fn throttle_download_runtime_change(t: TransportKind) {
         "download held {measured:.0} B/s for a limit of 1000000"
     );
 }
-both_transports!(throttle_holds_download_rate, super::throttle_download_runtime_change);
+both_transports!(
+    throttle_holds_download_rate,
+    super::throttle_download_runtime_change
+);
 
 async fn per_stream_limit(t: TransportKind) {
     let (a, b, mut done) = sink_pair(t).await;
@@ -346,9 +429,14 @@ both_transports!(throttle_holds_per_stream_rate, super::per_stream_limit);
 async fn speed_test(t: TransportKind) {
     let (a, b) = pair(t).await;
     b.register(speed::namespace(), speed::service());
-    let result = speed::measure(&a, b.peer_id(), 4 << 20, 4 << 20).await.unwrap();
+    let result = speed::measure(&a, b.peer_id(), 4 << 20, 4 << 20)
+        .await
+        .unwrap();
     assert_eq!(result.upload_bytes, 4 << 20);
-    assert!(result.upload_rate > 1e6 && result.download_rate > 1e6, "{result:?}");
+    assert!(
+        result.upload_rate > 1e6 && result.download_rate > 1e6,
+        "{result:?}"
+    );
 }
 both_transports!(speed_test_measures, super::speed_test);
 
@@ -360,7 +448,11 @@ async fn events_report_connects_and_disconnects() {
         let mut events = a.events();
         let _: String = a.request(b.peer_id(), &ns("echo"), "x").await.unwrap();
         match events.recv().await.unwrap() {
-            EndpointEvent::Connected { peer, transport, direction } => {
+            EndpointEvent::Connected {
+                peer,
+                transport,
+                direction,
+            } => {
                 assert_eq!(peer, b.peer_id());
                 assert_eq!(transport, TransportKind::Quic);
                 assert_eq!(direction, Direction::Outbound);
@@ -393,9 +485,15 @@ async fn falls_back_to_tcp_when_quic_is_unreachable() {
         drop(dead);
         a.add_peer_address(b.peer_id(), Address::quic(dead_addr));
         introduce(&a, &b, TransportKind::Tcp);
-        let reply: String = a.request(b.peer_id(), &ns("echo"), "via tcp").await.unwrap();
+        let reply: String = a
+            .request(b.peer_id(), &ns("echo"), "via tcp")
+            .await
+            .unwrap();
         assert_eq!(reply, "via tcp");
-        assert_eq!(a.connection(&b.peer_id()).unwrap().transport(), TransportKind::Tcp);
+        assert_eq!(
+            a.connection(&b.peer_id()).unwrap().transport(),
+            TransportKind::Tcp
+        );
     })
     .await
 }

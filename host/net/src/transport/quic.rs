@@ -4,8 +4,8 @@
 //! defaults (which target ~100 Mbit/s at 100 ms), GSO on (quinn's default where the OS has
 //! it), larger socket buffers. Stream counts are capped so a flood of streams waits on QUIC
 //! flow control instead of growing state. The stateless-reset key is derived from the
-//! identity, so a restarted node resets its old connections at once rather than leaving the
-//! remote to time out.
+//! identity (as is the connection-id hash key), so a restarted node resets its old
+//! connections at once rather than leaving the remote to time out.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,8 +56,14 @@ pub(crate) fn bind(
     client: quinn::ClientConfig,
 ) -> std::io::Result<quinn::Endpoint> {
     let reset_seed = identity.sign(b"allpeers quic stateless reset key v1");
-    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_seed);
-    let endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_seed[..32]);
+    let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    // Connection ids carry a hash keyed per endpoint; keying it from the identity too lets a
+    // restarted node recognise its old ids as its own and answer them with a reset.
+    let cid_key = u64::from_le_bytes(reset_seed[32..40].try_into().expect("8 bytes"));
+    endpoint_config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
     let socket = std::net::UdpSocket::bind(addr)?;
     let mut endpoint = quinn::Endpoint::new(
         endpoint_config,
