@@ -68,7 +68,13 @@ async fn frame_over_limit(t: TransportKind) {
         .await
         .unwrap_err();
     assert!(
-        matches!(err, NetError::Remote { code: ErrorCode::TooLarge, .. }),
+        matches!(
+            err,
+            NetError::Remote {
+                code: ErrorCode::TooLarge,
+                ..
+            }
+        ),
         "{err:?}"
     );
     // A head frame announcing 4 GiB: refused before any allocation.
@@ -129,8 +135,9 @@ async fn stream_flood(t: TransportKind) {
     let (a, b) = setup(t, config.clone()).await;
     b.register(
         ns("hang"),
-        ServiceFn::new()
-            .on_request(|_ctx, _req: String| std::future::pending::<Result<String, ServiceError>>()),
+        ServiceFn::new().on_request(|_ctx, _req: String| {
+            std::future::pending::<Result<String, ServiceError>>()
+        }),
     );
     let conn = a.connect(b.peer_id()).await.unwrap();
     let mut request = head("allpeers/hang/1");
@@ -150,7 +157,10 @@ async fn stream_flood(t: TransportKind) {
         tokio::time::timeout(Duration::from_secs(2), recv.read_frame(4096)).await
     }))
     .await;
-    let refused = outcomes.iter().filter(|o| matches!(o, Ok(Err(_)) | Ok(Ok(None)))).count();
+    let refused = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(Err(_)) | Ok(Ok(None))))
+        .count();
     let hanging = outcomes.iter().filter(|o| o.is_err()).count();
     assert_eq!(hanging, 8, "{outcomes:?}");
     assert_eq!(refused + refused_early, 32);

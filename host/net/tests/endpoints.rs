@@ -497,3 +497,22 @@ async fn falls_back_to_tcp_when_quic_is_unreachable() {
     })
     .await
 }
+
+async fn thousand_concurrent(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    b.register(ns("echo"), echo());
+    let requests = (0..1000).map(|i| {
+        let a = a.clone();
+        let peer = b.peer_id();
+        async move {
+            let r: String = a.request(peer, &ns("echo"), &format!("{i}")).await.unwrap();
+            assert_eq!(r, format!("{i}"));
+        }
+    });
+    futures::future::join_all(requests).await;
+    assert_eq!(a.connections().len(), 1);
+}
+both_transports!(
+    a_thousand_concurrent_requests_on_one_connection,
+    super::thousand_concurrent
+);

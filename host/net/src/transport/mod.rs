@@ -414,12 +414,12 @@ fn quic_closed(e: quinn::ConnectionError) -> ConnectionError {
 
 pub(crate) enum SendInner {
     Quic(quinn::SendStream),
-    Tcp(tcp::WriteHalf),
+    Tcp(tcp::TcpSend),
 }
 
 pub(crate) enum RecvInner {
     Quic(quinn::RecvStream),
-    Tcp(tcp::ReadHalf),
+    Tcp(tcp::TcpRecv),
 }
 
 /// Largest write handed to the transport at once (throttle granularity).
@@ -455,6 +455,7 @@ impl SendStream {
                     .await
                     .map_err(|e| ConnectionError::Stream(e.to_string()))?,
                 SendInner::Tcp(s) => s
+                    .half
                     .write_all(chunk)
                     .await
                     .map_err(|e| ConnectionError::Stream(e.to_string()))?,
@@ -482,8 +483,9 @@ impl SendStream {
                 .finish()
                 .map_err(|e| ConnectionError::Stream(e.to_string())),
             SendInner::Tcp(s) => {
-                let _ = s.flush().await;
-                s.shutdown()
+                let _ = s.half.flush().await;
+                s.half
+                    .shutdown()
                     .await
                     .map_err(|e| ConnectionError::Stream(e.to_string()))
             }
@@ -523,6 +525,7 @@ impl RecvStream {
                 .map_err(|e| ConnectionError::Stream(e.to_string()))?
                 .unwrap_or(0),
             RecvInner::Tcp(s) => s
+                .half
                 .read(buf)
                 .await
                 .map_err(|e| ConnectionError::Stream(e.to_string()))?,

@@ -11,8 +11,10 @@ use std::task::Poll;
 use std::time::Duration;
 
 use bytes::Bytes;
+use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{Mutex, mpsc, oneshot, watch};
+
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
 
 use super::{ConnectionError, TCP_DATAGRAM_LIMIT};
@@ -26,12 +28,28 @@ pub(crate) const KIND_BI: u8 = b'B';
 pub(crate) const KIND_UNI: u8 = b'U';
 pub(crate) const KIND_DATAGRAM: u8 = b'D';
 
-/// Most streams open at once on one TCP connection (yamux refuses more).
-pub const MAX_STREAMS: usize = 256;
+/// Most streams open at once on one TCP connection, both directions together (yamux ends
+/// the whole connection past this, so each side caps what it opens well below it).
+pub const MAX_STREAMS: usize = 512;
+/// Most streams this side opens at once; further opens wait. Leaves room for the remote's
+/// streams and for closed streams yamux has not yet forgotten.
+pub const MAX_OUTBOUND_STREAMS: usize = 200;
 /// Inbound streams waiting to be accepted, per kind.
 const QUEUE: usize = 64;
 /// Time a new inbound stream has to say what it is.
 const KIND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The sending half of a yamux stream; holds an outbound-stream permit if we opened it.
+pub(crate) struct TcpSend {
+    pub(crate) half: WriteHalf,
+    _permit: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+/// The receiving half of a yamux stream.
+pub(crate) struct TcpRecv {
+    pub(crate) half: ReadHalf,
+    _permit: Option<Arc<OwnedSemaphorePermit>>,
+}
 
 enum Cmd {
     Open(oneshot::Sender<Result<yamux::Stream, String>>),
@@ -40,6 +58,7 @@ enum Cmd {
 
 pub(crate) struct Mux {
     cmd: mpsc::Sender<Cmd>,
+    outbound: Arc<Semaphore>,
     bi: Mutex<mpsc::Receiver<(ReadHalf, WriteHalf)>>,
     uni: Mutex<mpsc::Receiver<ReadHalf>>,
     datagrams: Mutex<mpsc::Receiver<Bytes>>,
@@ -81,6 +100,7 @@ impl Mux {
         tokio::spawn(drive(conn, cmd_rx, queues, closed_tx));
         Mux {
             cmd: cmd_tx,
+            outbound: Arc::new(Semaphore::new(MAX_OUTBOUND_STREAMS)),
             bi: Mutex::new(bi_rx),
             uni: Mutex::new(uni_rx),
             datagrams: Mutex::new(dg_rx),
@@ -95,7 +115,14 @@ impl Mux {
         )
     }
 
-    pub(crate) async fn open(&self, kind: u8) -> Result<(ReadHalf, WriteHalf), ConnectionError> {
+    pub(crate) async fn open(&self, kind: u8) -> Result<(TcpRecv, TcpSend), ConnectionError> {
+        let permit = Arc::new(
+            self.outbound
+                .clone()
+                .acquire_owned()
+                .await
+                .map_err(|_| self.closed_error())?,
+        );
         let (tx, rx) = oneshot::channel();
         self.cmd
             .send(Cmd::Open(tx))
@@ -109,34 +136,61 @@ impl Mux {
         w.write_all(&[kind])
             .await
             .map_err(|e| ConnectionError::Stream(e.to_string()))?;
-        Ok((r, w))
+        Ok((
+            TcpRecv {
+                half: r,
+                _permit: Some(permit.clone()),
+            },
+            TcpSend {
+                half: w,
+                _permit: Some(permit),
+            },
+        ))
     }
 
-    pub(crate) async fn accept_bi(&self) -> Result<(ReadHalf, WriteHalf), ConnectionError> {
-        self.bi
+    pub(crate) async fn accept_bi(&self) -> Result<(TcpRecv, TcpSend), ConnectionError> {
+        let (r, w) = self
+            .bi
             .lock()
             .await
             .recv()
             .await
-            .ok_or_else(|| self.closed_error())
+            .ok_or_else(|| self.closed_error())?;
+        Ok((
+            TcpRecv {
+                half: r,
+                _permit: None,
+            },
+            TcpSend {
+                half: w,
+                _permit: None,
+            },
+        ))
     }
 
-    pub(crate) async fn accept_uni(&self) -> Result<ReadHalf, ConnectionError> {
-        self.uni
+    pub(crate) async fn accept_uni(&self) -> Result<TcpRecv, ConnectionError> {
+        let r = self
+            .uni
             .lock()
             .await
             .recv()
             .await
-            .ok_or_else(|| self.closed_error())
+            .ok_or_else(|| self.closed_error())?;
+        Ok(TcpRecv {
+            half: r,
+            _permit: None,
+        })
     }
 
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> Result<(), ConnectionError> {
         let (_r, mut w) = self.open(KIND_DATAGRAM).await?;
         let frame = encode_frame(data, TCP_DATAGRAM_LIMIT)?;
-        w.write_all(&frame)
+        w.half
+            .write_all(&frame)
             .await
             .map_err(|e| ConnectionError::Stream(e.to_string()))?;
-        w.shutdown()
+        w.half
+            .shutdown()
             .await
             .map_err(|e| ConnectionError::Stream(e.to_string()))
     }
