@@ -282,7 +282,11 @@ mod tests {
                     seed ^= seed >> 17;
                     seed ^= seed << 5;
                     // Mostly small length prefixes so that frames complete.
-                    if seed % 3 == 0 { 0 } else { (seed >> 8) as u8 }
+                    if seed.is_multiple_of(3) {
+                        0
+                    } else {
+                        (seed >> 8) as u8
+                    }
                 })
                 .collect();
             fuzz_decoder(&data);

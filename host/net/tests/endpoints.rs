@@ -297,10 +297,11 @@ async fn simultaneous_dial(t: TransportKind) {
     loop {
         let kept = a.connection(&b.peer_id());
         let kept_b = b.connection(&a.peer_id());
-        if let (Some(x), Some(y)) = (kept, kept_b) {
-            if x.direction() == want_a && y.direction() != want_a {
-                break;
-            }
+        if let (Some(x), Some(y)) = (kept, kept_b)
+            && x.direction() == want_a
+            && y.direction() != want_a
+        {
+            break;
         }
         let _ = a_events.recv().await;
     }
