@@ -102,7 +102,12 @@ fn cpu_seconds(pid: &str) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
     let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
     // Fields 14 and 15 of the stat line are 12 and 13 after the command name.
     (ticks(11) + ticks(12)) / 100.0
 }
@@ -193,7 +198,10 @@ async fn client() {
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--size-mib" {
-            size_mib = args.next().and_then(|s| s.parse().ok()).expect("--size-mib N");
+            size_mib = args
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("--size-mib N");
         }
     }
     let size = size_mib << 20;
@@ -223,7 +231,9 @@ async fn client() {
     bulk_stream(&over_tcp, peer, 8 << 20).await;
     bulk_raw(&raw_identity, peer, raw, 8 << 20).await;
 
-    println!("\nallpeers-net transport benchmark: two processes on loopback, {size_mib} MiB bulk\n");
+    println!(
+        "\nallpeers-net transport benchmark: two processes on loopback, {size_mib} MiB bulk\n"
+    );
     let baseline = measure_bulk("raw rustls over TCP (baseline)", &server_pid, size, || {
         bulk_raw(&raw_identity, peer, raw, size)
     })
@@ -273,7 +283,10 @@ async fn client() {
 
     println!("\n| handshake (fresh endpoint, mutual TLS 1.3, 30 runs) | p50 ms | p90 ms |");
     println!("|---|---:|---:|");
-    for (name, address) in [("QUIC", Address::quic(quic)), ("TCP+TLS", Address::tcp(tcp))] {
+    for (name, address) in [
+        ("QUIC", Address::quic(quic)),
+        ("TCP+TLS", Address::tcp(tcp)),
+    ] {
         let mut times = Vec::new();
         for _ in 0..30 {
             let endpoint = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())

@@ -422,8 +422,10 @@ pub(crate) enum RecvInner {
     Tcp(tcp::TcpRecv),
 }
 
-/// Largest write handed to the transport at once (throttle granularity).
-const WRITE_CHUNK: usize = 64 * 1024;
+/// Largest write handed to the transport at once while a limit applies (throttle
+/// granularity), and without one.
+const THROTTLED_WRITE_CHUNK: usize = 16 * 1024;
+const WRITE_CHUNK: usize = 1024 * 1024;
 
 /// The sending half of a stream.
 pub struct SendStream {
@@ -444,7 +446,15 @@ impl SendStream {
 
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), ConnectionError> {
         while !data.is_empty() {
-            let n = data.len().min(WRITE_CHUNK);
+            let limited = self.shared.global.up.rate().is_some()
+                || self.shared.peer.up.rate().is_some()
+                || self.own.rate().is_some();
+            let chunk = if limited {
+                THROTTLED_WRITE_CHUNK
+            } else {
+                WRITE_CHUNK
+            };
+            let n = data.len().min(chunk);
             self.shared.global.up.acquire(n).await;
             self.shared.peer.up.acquire(n).await;
             self.own.acquire(n).await;

@@ -31,8 +31,18 @@ pub fn transport_config() -> quinn::TransportConfig {
         .send_window(32 * 1024 * 1024)
         .datagram_receive_buffer_size(Some(256 * 1024))
         .datagram_send_buffer_size(256 * 1024);
+    // Probe for paths with a larger MTU than Ethernet's (loopback, jumbo frames): discovery
+    // only adopts sizes that were acknowledged, so ordinary paths stay at ~1452.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(MTU_UPPER_BOUND);
+    t.mtu_discovery_config(Some(mtu));
     t
 }
+
+/// Largest UDP payload MTU discovery tries.
+pub const MTU_UPPER_BOUND: u16 = 8952;
+/// Socket buffers asked for (the OS may cap them: net.core.rmem_max / wmem_max).
+pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
 pub(crate) fn server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerConfig, String> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
@@ -65,6 +75,11 @@ pub(crate) fn bind(
         Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
     });
     let socket = std::net::UdpSocket::bind(addr)?;
+    // Larger socket buffers keep bursts (GSO batches) from being dropped at high rates.
+    if let Ok(state) = quinn::udp::UdpSocketState::new((&socket).into()) {
+        let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
+        let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
+    }
     let mut endpoint = quinn::Endpoint::new(
         endpoint_config,
         Some(server),

@@ -34,6 +34,8 @@ pub const MAX_STREAMS: usize = 512;
 /// Most streams this side opens at once; further opens wait. Leaves room for the remote's
 /// streams and for closed streams yamux has not yet forgotten.
 pub const MAX_OUTBOUND_STREAMS: usize = 200;
+/// Largest yamux data frame.
+const SPLIT_SEND_SIZE: usize = 64 * 1024;
 /// Inbound streams waiting to be accepted, per kind.
 const QUEUE: usize = 64;
 /// Time a new inbound stream has to say what it is.
@@ -75,6 +77,9 @@ fn config() -> yamux::Config {
     let mut cfg = yamux::Config::default();
     cfg.set_max_num_streams(MAX_STREAMS);
     cfg.set_max_connection_receive_window(Some(MAX_STREAMS * 512 * 1024));
+    // Bigger frames than yamux's 16 KiB: fewer frames and TLS writes per byte (bulk speed),
+    // at the cost of coarser interleaving between streams.
+    cfg.set_split_send_size(SPLIT_SEND_SIZE);
     cfg
 }
 
