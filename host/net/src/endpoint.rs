@@ -54,7 +54,7 @@ pub struct EndpointConfig {
     /// Time a peer has to send a stream's head and request.
     pub head_timeout: Duration,
     /// Streams handled at once per connection; more are refused (reset) with a log line.
-    /// At least the transports' own caps (QUIC: 256 open streams a peer may have; TCP: 200
+    /// At least the transports' own caps (QUIC: 1024 open streams a peer may have; TCP: 200
     /// a well-behaved peer opens), so only a misbehaving peer or a lower setting meets it.
     pub max_inbound_streams: usize,
     /// TLS handshakes in progress at once on the TCP listener.
@@ -70,7 +70,7 @@ impl Default for EndpointConfig {
             request_timeout: Duration::from_secs(30),
             send_timeout: Duration::from_secs(10),
             head_timeout: Duration::from_secs(10),
-            max_inbound_streams: 256,
+            max_inbound_streams: 1024,
             max_handshakes: 64,
         }
     }

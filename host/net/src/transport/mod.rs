@@ -3,7 +3,8 @@
 //! * QUIC ([`quic`]): quinn; streams, datagrams and flow control are QUIC's own.
 //! * TCP+TLS ([`tcp`]): tokio-rustls, multiplexed by yamux. Yamux has only bidirectional
 //!   streams, so the opener of a stream writes one kind byte first (`B` bidirectional, `U`
-//!   one-way, `D` datagram) and the acceptor sorts them. Datagrams over TCP are one small
+//!   one-way, `D` datagram), with its first data, and the acceptor sorts them. As on QUIC, a
+//!   stream reaches the remote with its first write. Datagrams over TCP are one small
 //!   frame on a `D` stream: delivered reliably, where QUIC may drop them.
 //!
 //! Every connection knows the remote PeerId (from the TLS handshake), the transport, the path
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use allpeers_model::PeerId;
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use crate::frame::{FrameDecoder, FrameError, encode_frame};
 use crate::throttle::{LimitPair, RateLimit, RateMeter};
@@ -465,7 +466,6 @@ impl SendStream {
                     .await
                     .map_err(|e| ConnectionError::Stream(e.to_string()))?,
                 SendInner::Tcp(s) => s
-                    .half
                     .write_all(chunk)
                     .await
                     .map_err(|e| ConnectionError::Stream(e.to_string()))?,
@@ -492,13 +492,10 @@ impl SendStream {
             SendInner::Quic(s) => s
                 .finish()
                 .map_err(|e| ConnectionError::Stream(e.to_string())),
-            SendInner::Tcp(s) => {
-                let _ = s.half.flush().await;
-                s.half
-                    .shutdown()
-                    .await
-                    .map_err(|e| ConnectionError::Stream(e.to_string()))
-            }
+            SendInner::Tcp(s) => s
+                .shutdown()
+                .await
+                .map_err(|e| ConnectionError::Stream(e.to_string())),
         }
     }
 

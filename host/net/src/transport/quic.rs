@@ -15,8 +15,9 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::identity::Identity;
 
-/// Most streams of each kind the remote may have open at once.
-pub const MAX_STREAMS: u32 = 256;
+/// Most streams of each kind the remote may have open at once. Their buffering is bounded by
+/// the connection's receive window, not by this count.
+pub const MAX_STREAMS: u32 = 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 

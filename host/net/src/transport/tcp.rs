@@ -42,9 +42,34 @@ const QUEUE: usize = 64;
 const KIND_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The sending half of a yamux stream; holds an outbound-stream permit if we opened it.
+/// A stream we opened announces its kind with its first write (one frame, not two), so like
+/// a QUIC stream it is visible to the remote once something is written.
 pub(crate) struct TcpSend {
-    pub(crate) half: WriteHalf,
+    half: WriteHalf,
+    kind: Option<u8>,
     _permit: Option<Arc<OwnedSemaphorePermit>>,
+}
+
+impl TcpSend {
+    pub(crate) async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+        if let Some(kind) = self.kind.take() {
+            let first = data.len().min(64 * 1024);
+            let mut head = Vec::with_capacity(1 + first);
+            head.push(kind);
+            head.extend_from_slice(&data[..first]);
+            self.half.write_all(&head).await?;
+            return self.half.write_all(&data[first..]).await;
+        }
+        self.half.write_all(data).await
+    }
+
+    pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
+        if let Some(kind) = self.kind.take() {
+            self.half.write_all(&[kind]).await?;
+        }
+        let _ = self.half.flush().await;
+        self.half.shutdown().await
+    }
 }
 
 /// The receiving half of a yamux stream.
@@ -137,10 +162,7 @@ impl Mux {
             .await
             .map_err(|_| self.closed_error())?
             .map_err(ConnectionError::Closed)?;
-        let (r, mut w) = tokio::io::split(stream.compat());
-        w.write_all(&[kind])
-            .await
-            .map_err(|e| ConnectionError::Stream(e.to_string()))?;
+        let (r, w) = tokio::io::split(stream.compat());
         Ok((
             TcpRecv {
                 half: r,
@@ -148,6 +170,7 @@ impl Mux {
             },
             TcpSend {
                 half: w,
+                kind: Some(kind),
                 _permit: Some(permit),
             },
         ))
@@ -168,6 +191,7 @@ impl Mux {
             },
             TcpSend {
                 half: w,
+                kind: None,
                 _permit: None,
             },
         ))
@@ -190,12 +214,10 @@ impl Mux {
     pub(crate) async fn send_datagram(&self, data: &[u8]) -> Result<(), ConnectionError> {
         let (_r, mut w) = self.open(KIND_DATAGRAM).await?;
         let frame = encode_frame(data, TCP_DATAGRAM_LIMIT)?;
-        w.half
-            .write_all(&frame)
+        w.write_all(&frame)
             .await
             .map_err(|e| ConnectionError::Stream(e.to_string()))?;
-        w.half
-            .shutdown()
+        w.shutdown()
             .await
             .map_err(|e| ConnectionError::Stream(e.to_string()))
     }
