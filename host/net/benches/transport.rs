@@ -1,6 +1,7 @@
 //! Transport benchmark, two processes on loopback (this binary re-runs itself as the server).
 //!
-//! `cargo bench -p allpeers-net --bench transport [-- --size-mib N]` prints a table:
+//! `cargo bench -p allpeers-net --bench transport [-- --size-mib N --rounds R]` prints tables
+//! (bulk numbers are medians of R interleaved rounds, default 3):
 //! * bulk transfer of N MiB (default 1024) over one QUIC stream, over one TCP+TLS (yamux)
 //!   stream, and over a raw rustls-over-TCP stream with no framing (the baseline): MB/s and
 //!   CPU seconds per GB (client + server);
@@ -195,9 +196,15 @@ async fn client() {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(1024);
+    let mut rounds = 3;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--size-mib" {
+        if arg == "--rounds" {
+            rounds = args
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("--rounds N");
+        } else if arg == "--size-mib" {
             size_mib = args
                 .next()
                 .and_then(|s| s.parse().ok())
@@ -232,29 +239,54 @@ async fn client() {
     bulk_raw(&raw_identity, peer, raw, 8 << 20).await;
 
     println!(
-        "\nallpeers-net transport benchmark: two processes on loopback, {size_mib} MiB bulk\n"
+        "\nallpeers-net transport benchmark: two processes on loopback, {size_mib} MiB bulk, \
+         median of {rounds} interleaved rounds\n"
     );
-    let baseline = measure_bulk("raw rustls over TCP (baseline)", &server_pid, size, || {
-        bulk_raw(&raw_identity, peer, raw, size)
-    })
-    .await;
-    let tcp_bulk = measure_bulk("TCP+TLS+yamux, one stream", &server_pid, size, || {
-        bulk_stream(&over_tcp, peer, size)
-    })
-    .await;
-    let quic_bulk = measure_bulk("QUIC (quinn), one stream", &server_pid, size, || {
-        bulk_stream(&over_quic, peer, size)
-    })
-    .await;
-    println!("| bulk transfer | MB/s | % of baseline | CPU s per GB (both processes) |");
-    println!("|---|---:|---:|---:|");
-    for b in [&baseline, &tcp_bulk, &quic_bulk] {
+    let mut runs: [Vec<Bulk>; 3] = Default::default();
+    for _ in 0..rounds {
+        runs[0].push(
+            measure_bulk("raw rustls over TCP (baseline)", &server_pid, size, || {
+                bulk_raw(&raw_identity, peer, raw, size)
+            })
+            .await,
+        );
+        runs[1].push(
+            measure_bulk("TCP+TLS+yamux, one stream", &server_pid, size, || {
+                bulk_stream(&over_tcp, peer, size)
+            })
+            .await,
+        );
+        runs[2].push(
+            measure_bulk("QUIC (quinn), one stream", &server_pid, size, || {
+                bulk_stream(&over_quic, peer, size)
+            })
+            .await,
+        );
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        v[v.len() / 2]
+    };
+    let mut rows = Vec::new();
+    for r in &runs {
+        let mut speeds: Vec<f64> = r.iter().map(|b| b.mb_per_s).collect();
+        let mut cpus: Vec<f64> = r.iter().map(|b| b.cpu_per_gb).collect();
+        let all = speeds
+            .iter()
+            .map(|s| format!("{s:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        rows.push((r[0].name, median(&mut speeds), median(&mut cpus), all));
+    }
+    println!(
+        "| bulk transfer | MB/s (median) | % of baseline | CPU s per GB (both processes) | all rounds, MB/s |"
+    );
+    println!("|---|---:|---:|---:|---|");
+    let base = rows[0].1;
+    for (name, speed, cpu, all) in &rows {
         println!(
-            "| {} | {:.0} | {:.0}% | {:.2} |",
-            b.name,
-            b.mb_per_s,
-            100.0 * b.mb_per_s / baseline.mb_per_s,
-            b.cpu_per_gb
+            "| {name} | {speed:.0} | {:.0}% | {cpu:.2} | {all} |",
+            100.0 * speed / base
         );
     }
 
