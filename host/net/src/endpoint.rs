@@ -717,6 +717,18 @@ fn dialer(local: PeerId, conn: &Connection) -> PeerId {
     }
 }
 
+/// The duplicate rule, pure: with a live connection dialled by `existing` and a new one
+/// dialled by `new`, between `local` and `remote`, is the new one kept? Both ends compute
+/// the same answer: a side that dialled twice re-dialled (newer wins); crossed dials keep the
+/// one dialled by the smaller PeerId.
+pub fn keep_new_connection(local: PeerId, remote: PeerId, existing: PeerId, new: PeerId) -> bool {
+    if existing == new {
+        true
+    } else {
+        new == local.min(remote)
+    }
+}
+
 /// Adds a new connection; returns the one kept for its peer. Serves the new connection's
 /// streams either way.
 fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
@@ -726,11 +738,8 @@ fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
         let mut conns = inner.conns.lock().unwrap();
         match conns.get(&peer) {
             Some(existing) if !existing.is_closed() => {
-                let new_wins = if dialer(local, existing) == dialer(local, &conn) {
-                    true
-                } else {
-                    dialer(local, &conn) == local.min(peer)
-                };
+                let new_wins =
+                    keep_new_connection(local, peer, dialer(local, existing), dialer(local, &conn));
                 if new_wins {
                     let old = conns.insert(peer, conn.clone());
                     (conn.clone(), old)
@@ -1092,5 +1101,30 @@ async fn tcp_accept_loop(
                 ),
             );
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_ends_agree_on_which_duplicate_to_keep() {
+        let a = Identity::generate().peer_id();
+        let b = Identity::generate().peer_id();
+        let (small, big) = (a.min(b), a.max(b));
+        // Crossed dials, seen from either end and in either arrival order: the connection
+        // dialled by the smaller id survives.
+        for (local, remote) in [(small, big), (big, small)] {
+            // existing dialled by big, new dialled by small: keep new.
+            assert!(keep_new_connection(local, remote, big, small));
+            // existing dialled by small, new by big: keep existing.
+            assert!(!keep_new_connection(local, remote, small, big));
+        }
+        // The same side dialled again: the newer one wins, at both ends.
+        for dialler in [small, big] {
+            assert!(keep_new_connection(small, big, dialler, dialler));
+            assert!(keep_new_connection(big, small, dialler, dialler));
+        }
     }
 }

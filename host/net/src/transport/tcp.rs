@@ -35,7 +35,7 @@ pub const MAX_STREAMS: usize = 512;
 /// streams and for closed streams yamux has not yet forgotten.
 pub const MAX_OUTBOUND_STREAMS: usize = 200;
 /// Largest yamux data frame.
-const SPLIT_SEND_SIZE: usize = 256 * 1024;
+const SPLIT_SEND_SIZE: usize = 64 * 1024;
 /// Inbound streams waiting to be accepted, per kind.
 const QUEUE: usize = 64;
 /// Time a new inbound stream has to say what it is.
