@@ -520,3 +520,24 @@ both_transports!(
     a_thousand_concurrent_requests_on_one_connection,
     super::thousand_concurrent
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_endpoint_closes_its_connections() {
+    bounded(async {
+        for t in [TransportKind::Quic, TransportKind::Tcp] {
+            let (a, b) = pair(t).await;
+            b.register(ns("echo"), echo());
+            let _: String = a.request(b.peer_id(), &ns("echo"), "x").await.unwrap();
+            let conn = a.connection(&b.peer_id()).unwrap();
+            let mut events = a.events();
+            drop(b);
+            let reason = conn.closed().await;
+            assert!(!reason.is_empty());
+            assert!(matches!(
+                events.recv().await.unwrap(),
+                EndpointEvent::Disconnected { .. }
+            ));
+        }
+    })
+    .await
+}

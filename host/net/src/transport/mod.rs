@@ -549,7 +549,8 @@ impl RecvStream {
     /// Reads one frame (None at a clean end of stream). Reads never past the frame.
     pub async fn read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, ConnectionError> {
         let mut decoder = FrameDecoder::new(limit);
-        let mut chunk = vec![0u8; 64 * 1024];
+        // On the stack: no allocation per frame besides the frame itself.
+        let mut chunk = [0u8; 16 * 1024];
         loop {
             if let Some(frame) = decoder.next_frame() {
                 return Ok(Some(frame));
