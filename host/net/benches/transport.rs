@@ -267,6 +267,14 @@ async fn client() {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
+    if let Some(c) = over_quic.connection(&peer) {
+        let stats = c.stats();
+        println!(
+            "(QUIC path MTU after the transfers: {:?} bytes, RTT {:.3} ms)\n",
+            stats.path_mtu,
+            stats.rtt_ms.unwrap_or(0.0)
+        );
+    }
     let mut rows = Vec::new();
     for r in &runs {
         let mut speeds: Vec<f64> = r.iter().map(|b| b.mb_per_s).collect();
