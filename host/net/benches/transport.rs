@@ -237,6 +237,12 @@ async fn client() {
     bulk_stream(&over_quic, peer, 8 << 20).await;
     bulk_stream(&over_tcp, peer, 8 << 20).await;
     bulk_raw(&raw_identity, peer, raw, 8 << 20).await;
+    if let Some(c) = over_quic.connection(&peer) {
+        println!(
+            "(QUIC path MTU after warm-up: {:?} bytes)",
+            c.stats().path_mtu
+        );
+    }
 
     println!(
         "\nallpeers-net transport benchmark: two processes on loopback, {size_mib} MiB bulk, \
