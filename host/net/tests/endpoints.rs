@@ -541,3 +541,25 @@ async fn dropping_an_endpoint_closes_its_connections() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_protocol_version_is_refused() {
+    bounded(async {
+        let b = endpoint().await;
+        let me = allpeers_net::Identity::generate();
+        let mut config = allpeers_net::tls::client_config(&me).unwrap();
+        config.alpn_protocols = vec![b"allpeers/999".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(b.local_address(TransportKind::Tcp).unwrap().addr)
+            .await
+            .unwrap();
+        let result = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(allpeers_net::tls::server_name(&b.peer_id()), tcp)
+            .await;
+        assert!(
+            result.is_err(),
+            "a handshake with ALPN allpeers/999 went through"
+        );
+        assert!(b.connections().is_empty());
+    })
+    .await
+}
