@@ -1,0 +1,603 @@
+//! One [`Connection`] type over both transports.
+//!
+//! * QUIC ([`quic`]): quinn; streams, datagrams and flow control are QUIC's own.
+//! * TCP+TLS ([`tcp`]): tokio-rustls, multiplexed by yamux. Yamux has only bidirectional
+//!   streams, so the opener of a stream writes one kind byte first (`B` bidirectional, `U`
+//!   one-way, `D` datagram), with its first data, and the acceptor sorts them. As on QUIC, a
+//!   stream reaches the remote with its first write. Datagrams over TCP are one small
+//!   frame on a `D` stream: delivered reliably, where QUIC may drop them.
+//!
+//! Every connection knows the remote PeerId (from the TLS handshake), the transport, the path
+//! ([`PathKind`]: direct now; callback, hole-punched and relayed paths come with the
+//! connector and reuse this type) and who dialled. Streams count bytes into per-connection
+//! [`RateMeter`]s and wait on the throttle's limits.
+
+pub mod quic;
+pub mod tcp;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use allpeers_model::PeerId;
+use bytes::Bytes;
+use tokio::io::AsyncReadExt;
+
+use crate::frame::{FrameDecoder, FrameError, encode_frame};
+use crate::throttle::{LimitPair, RateLimit, RateMeter};
+
+/// Which transport carries a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TransportKind {
+    Quic,
+    Tcp,
+}
+
+/// How the connection was established.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PathKind {
+    /// One side dialled the other's address.
+    Direct,
+    /// The target connected back to us on request.
+    Callback,
+    /// A UDP hole punched through both NATs.
+    HolePunched,
+    /// Through a relay, end-to-end encrypted.
+    Relayed,
+}
+
+/// Who opened the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Direction {
+    Outbound,
+    Inbound,
+}
+
+/// An address to dial: the transport and the socket address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct Address {
+    pub transport: TransportKind,
+    pub addr: SocketAddr,
+}
+
+impl Address {
+    pub fn quic(addr: SocketAddr) -> Self {
+        Address {
+            transport: TransportKind::Quic,
+            addr,
+        }
+    }
+    pub fn tcp(addr: SocketAddr) -> Self {
+        Address {
+            transport: TransportKind::Tcp,
+            addr,
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let t = match self.transport {
+            TransportKind::Quic => "quic",
+            TransportKind::Tcp => "tcp",
+        };
+        write!(f, "{t}://{}", self.addr)
+    }
+}
+
+/// Errors of a connection or one of its streams.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ConnectionError {
+    #[error("connection closed: {0}")]
+    Closed(String),
+    #[error("stream: {0}")]
+    Stream(String),
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    #[error("datagram of {size} bytes is over the limit of {limit}")]
+    DatagramTooLarge { size: usize, limit: usize },
+}
+
+/// Counters and measured rates of one connection.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnectionStats {
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+    /// Bytes per second over the last second.
+    pub send_rate: f64,
+    pub receive_rate: f64,
+    /// Round-trip time, where the transport measures it (QUIC).
+    pub rtt_ms: Option<f64>,
+    /// Current path MTU (QUIC: the largest UDP payload in use).
+    pub path_mtu: Option<u16>,
+}
+
+pub(crate) struct Meters {
+    sent: RateMeter,
+    received: RateMeter,
+}
+
+/// What the streams of a connection share: meters and limits.
+pub(crate) struct StreamShared {
+    meters: Mutex<Meters>,
+    global: Arc<LimitPair>,
+    peer: Arc<LimitPair>,
+}
+
+impl StreamShared {
+    pub(crate) fn new(global: Arc<LimitPair>, peer: Arc<LimitPair>) -> Arc<Self> {
+        let now = Instant::now();
+        Arc::new(StreamShared {
+            meters: Mutex::new(Meters {
+                sent: RateMeter::new(now),
+                received: RateMeter::new(now),
+            }),
+            global,
+            peer,
+        })
+    }
+}
+
+pub(crate) enum Inner {
+    Quic(quinn::Connection),
+    Tcp(tcp::Mux),
+}
+
+struct ConnectionInner {
+    id: u64,
+    remote: PeerId,
+    remote_addr: SocketAddr,
+    transport: TransportKind,
+    path: PathKind,
+    direction: Direction,
+    inner: Inner,
+    shared: Arc<StreamShared>,
+}
+
+/// A mutually authenticated connection to one peer. Cheap to clone.
+#[derive(Clone)]
+pub struct Connection(Arc<ConnectionInner>);
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Connection")
+            .field("id", &self.0.id)
+            .field("remote", &self.0.remote)
+            .field("addr", &self.0.remote_addr)
+            .field("transport", &self.0.transport)
+            .field("direction", &self.0.direction)
+            .finish()
+    }
+}
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// Close codes sent to the remote.
+pub mod close_code {
+    pub const NORMAL: u32 = 0;
+    /// Another connection to the same peer was kept.
+    pub const DUPLICATE: u32 = 1;
+    pub const PROTOCOL: u32 = 2;
+    pub const SHUTDOWN: u32 = 3;
+}
+
+/// Largest datagram over TCP (QUIC's depends on the path MTU).
+pub const TCP_DATAGRAM_LIMIT: usize = 1200;
+
+impl Connection {
+    pub(crate) fn new(
+        inner: Inner,
+        remote: PeerId,
+        remote_addr: SocketAddr,
+        direction: Direction,
+        shared: Arc<StreamShared>,
+    ) -> Self {
+        let transport = match inner {
+            Inner::Quic(_) => TransportKind::Quic,
+            Inner::Tcp(_) => TransportKind::Tcp,
+        };
+        Connection(Arc::new(ConnectionInner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            remote,
+            remote_addr,
+            transport,
+            path: PathKind::Direct,
+            direction,
+            inner,
+            shared,
+        }))
+    }
+
+    /// Process-unique id of this connection (for logs and tests).
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    pub fn remote_peer(&self) -> PeerId {
+        self.0.remote
+    }
+    pub fn remote_addr(&self) -> SocketAddr {
+        self.0.remote_addr
+    }
+    pub fn transport(&self) -> TransportKind {
+        self.0.transport
+    }
+    pub fn path(&self) -> PathKind {
+        self.0.path
+    }
+    pub fn direction(&self) -> Direction {
+        self.0.direction
+    }
+
+    fn send_stream(&self, inner: SendInner) -> SendStream {
+        SendStream {
+            inner,
+            shared: self.0.shared.clone(),
+            own: Arc::new(RateLimit::default()),
+        }
+    }
+
+    fn recv_stream(&self, inner: RecvInner) -> RecvStream {
+        RecvStream {
+            inner,
+            shared: self.0.shared.clone(),
+            own: Arc::new(RateLimit::default()),
+        }
+    }
+
+    /// Opens a bidirectional stream.
+    pub async fn open_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        match &self.0.inner {
+            Inner::Quic(c) => {
+                let (s, r) = c.open_bi().await.map_err(quic_closed)?;
+                Ok((
+                    self.send_stream(SendInner::Quic(s)),
+                    self.recv_stream(RecvInner::Quic(r)),
+                ))
+            }
+            Inner::Tcp(m) => {
+                let (r, s) = m.open(tcp::KIND_BI).await?;
+                Ok((
+                    self.send_stream(SendInner::Tcp(s)),
+                    self.recv_stream(RecvInner::Tcp(r)),
+                ))
+            }
+        }
+    }
+
+    /// Opens a one-way stream.
+    pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
+        match &self.0.inner {
+            Inner::Quic(c) => {
+                Ok(self.send_stream(SendInner::Quic(c.open_uni().await.map_err(quic_closed)?)))
+            }
+            Inner::Tcp(m) => {
+                let (_r, s) = m.open(tcp::KIND_UNI).await?;
+                Ok(self.send_stream(SendInner::Tcp(s)))
+            }
+        }
+    }
+
+    /// The next bidirectional stream the remote opened.
+    pub async fn accept_bi(&self) -> Result<(SendStream, RecvStream), ConnectionError> {
+        match &self.0.inner {
+            Inner::Quic(c) => {
+                let (s, r) = c.accept_bi().await.map_err(quic_closed)?;
+                Ok((
+                    self.send_stream(SendInner::Quic(s)),
+                    self.recv_stream(RecvInner::Quic(r)),
+                ))
+            }
+            Inner::Tcp(m) => {
+                let (r, s) = m.accept_bi().await?;
+                Ok((
+                    self.send_stream(SendInner::Tcp(s)),
+                    self.recv_stream(RecvInner::Tcp(r)),
+                ))
+            }
+        }
+    }
+
+    /// The next one-way stream the remote opened.
+    pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
+        match &self.0.inner {
+            Inner::Quic(c) => {
+                Ok(self.recv_stream(RecvInner::Quic(c.accept_uni().await.map_err(quic_closed)?)))
+            }
+            Inner::Tcp(m) => Ok(self.recv_stream(RecvInner::Tcp(m.accept_uni().await?))),
+        }
+    }
+
+    /// Largest datagram payload this connection can send now.
+    pub fn max_datagram_size(&self) -> usize {
+        match &self.0.inner {
+            Inner::Quic(c) => c.max_datagram_size().unwrap_or(0),
+            Inner::Tcp(_) => TCP_DATAGRAM_LIMIT,
+        }
+    }
+
+    /// Sends a datagram: unreliable on QUIC, reliable on TCP.
+    pub async fn send_datagram(&self, data: Bytes) -> Result<(), ConnectionError> {
+        let limit = self.max_datagram_size();
+        if data.len() > limit {
+            return Err(ConnectionError::DatagramTooLarge {
+                size: data.len(),
+                limit,
+            });
+        }
+        self.0.shared.record_sent(data.len());
+        match &self.0.inner {
+            Inner::Quic(c) => c
+                .send_datagram_wait(data)
+                .await
+                .map_err(|e| ConnectionError::Closed(e.to_string())),
+            Inner::Tcp(m) => m.send_datagram(&data).await,
+        }
+    }
+
+    /// The next datagram from the remote.
+    pub async fn read_datagram(&self) -> Result<Bytes, ConnectionError> {
+        let data = match &self.0.inner {
+            Inner::Quic(c) => c.read_datagram().await.map_err(quic_closed)?,
+            Inner::Tcp(m) => m.read_datagram().await?,
+        };
+        self.0.shared.record_received(data.len());
+        Ok(data)
+    }
+
+    /// Closes the connection; the reason is logged on both sides.
+    pub fn close(&self, code: u32, reason: &str) {
+        match &self.0.inner {
+            Inner::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
+            Inner::Tcp(m) => m.close(format!("closed locally ({code}): {reason}")),
+        }
+    }
+
+    /// Waits until the connection is closed; returns why.
+    pub async fn closed(&self) -> String {
+        match &self.0.inner {
+            Inner::Quic(c) => c.closed().await.to_string(),
+            Inner::Tcp(m) => m.closed().await,
+        }
+    }
+
+    /// Why the connection is closed, or None while it is open.
+    pub fn close_reason(&self) -> Option<String> {
+        match &self.0.inner {
+            Inner::Quic(c) => c.close_reason().map(|e| e.to_string()),
+            Inner::Tcp(m) => m.close_reason(),
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.close_reason().is_some()
+    }
+
+    pub fn stats(&self) -> ConnectionStats {
+        let now = Instant::now();
+        let mut m = self.0.shared.meters.lock().unwrap();
+        let second = Duration::from_secs(1);
+        let (rtt_ms, path_mtu) = match &self.0.inner {
+            Inner::Quic(c) => (
+                Some(c.rtt().as_secs_f64() * 1000.0),
+                Some(c.stats().path.current_mtu),
+            ),
+            Inner::Tcp(_) => (None, None),
+        };
+        ConnectionStats {
+            bytes_sent: m.sent.total(),
+            bytes_received: m.received.total(),
+            send_rate: m.sent.rate(second, now),
+            receive_rate: m.received.rate(second, now),
+            rtt_ms,
+            path_mtu,
+        }
+    }
+}
+
+impl StreamShared {
+    fn record_sent(&self, n: usize) {
+        self.meters
+            .lock()
+            .unwrap()
+            .sent
+            .record(n as u64, Instant::now());
+    }
+    fn record_received(&self, n: usize) {
+        self.meters
+            .lock()
+            .unwrap()
+            .received
+            .record(n as u64, Instant::now());
+    }
+}
+
+fn quic_closed(e: quinn::ConnectionError) -> ConnectionError {
+    ConnectionError::Closed(e.to_string())
+}
+
+pub(crate) enum SendInner {
+    Quic(quinn::SendStream),
+    Tcp(tcp::TcpSend),
+}
+
+pub(crate) enum RecvInner {
+    Quic(quinn::RecvStream),
+    Tcp(tcp::TcpRecv),
+}
+
+/// Largest write handed to the transport at once while a limit applies (throttle
+/// granularity), and without one.
+const THROTTLED_WRITE_CHUNK: usize = 16 * 1024;
+const WRITE_CHUNK: usize = 1024 * 1024;
+
+/// The sending half of a stream.
+pub struct SendStream {
+    inner: SendInner,
+    shared: Arc<StreamShared>,
+    own: Arc<RateLimit>,
+}
+
+impl SendStream {
+    /// This stream's own upload limit (bytes per second), changeable at any time.
+    pub fn set_rate_limit(&self, bytes_per_second: Option<u64>) {
+        self.own.set(bytes_per_second);
+    }
+
+    pub fn rate_limit(&self) -> Arc<RateLimit> {
+        self.own.clone()
+    }
+
+    pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), ConnectionError> {
+        while !data.is_empty() {
+            let limited = self.shared.global.up.rate().is_some()
+                || self.shared.peer.up.rate().is_some()
+                || self.own.rate().is_some();
+            let chunk = if limited {
+                THROTTLED_WRITE_CHUNK
+            } else {
+                WRITE_CHUNK
+            };
+            let n = data.len().min(chunk);
+            self.shared.global.up.acquire(n).await;
+            self.shared.peer.up.acquire(n).await;
+            self.own.acquire(n).await;
+            let chunk = &data[..n];
+            match &mut self.inner {
+                SendInner::Quic(s) => s
+                    .write_all(chunk)
+                    .await
+                    .map_err(|e| ConnectionError::Stream(e.to_string()))?,
+                SendInner::Tcp(s) => s
+                    .write_all(chunk)
+                    .await
+                    .map_err(|e| ConnectionError::Stream(e.to_string()))?,
+            }
+            self.shared.record_sent(n);
+            data = &data[n..];
+        }
+        Ok(())
+    }
+
+    /// Writes one length-prefixed frame.
+    pub async fn write_frame(
+        &mut self,
+        payload: &[u8],
+        limit: usize,
+    ) -> Result<(), ConnectionError> {
+        let frame = encode_frame(payload, limit)?;
+        self.write_all(&frame).await
+    }
+
+    /// Ends the stream cleanly: the remote reads to its end.
+    pub async fn finish(&mut self) -> Result<(), ConnectionError> {
+        match &mut self.inner {
+            SendInner::Quic(s) => s
+                .finish()
+                .map_err(|e| ConnectionError::Stream(e.to_string())),
+            SendInner::Tcp(s) => s
+                .shutdown()
+                .await
+                .map_err(|e| ConnectionError::Stream(e.to_string())),
+        }
+    }
+
+    /// Abandons the stream with an error code (QUIC; TCP just closes it).
+    pub fn reset(&mut self, code: u32) {
+        match &mut self.inner {
+            SendInner::Quic(s) => {
+                let _ = s.reset(quinn::VarInt::from_u32(code));
+            }
+            SendInner::Tcp(_) => {}
+        }
+    }
+}
+
+/// The receiving half of a stream.
+pub struct RecvStream {
+    inner: RecvInner,
+    shared: Arc<StreamShared>,
+    own: Arc<RateLimit>,
+}
+
+impl RecvStream {
+    /// This stream's own download limit (bytes per second), changeable at any time.
+    pub fn set_rate_limit(&self, bytes_per_second: Option<u64>) {
+        self.own.set(bytes_per_second);
+    }
+
+    /// Reads some bytes; 0 at the end of the stream.
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        let n = match &mut self.inner {
+            RecvInner::Quic(s) => s
+                .read(buf)
+                .await
+                .map_err(|e| ConnectionError::Stream(e.to_string()))?
+                .unwrap_or(0),
+            RecvInner::Tcp(s) => s
+                .half
+                .read(buf)
+                .await
+                .map_err(|e| ConnectionError::Stream(e.to_string()))?,
+        };
+        if n > 0 {
+            self.shared.record_received(n);
+            self.shared.global.down.acquire(n).await;
+            self.shared.peer.down.acquire(n).await;
+            self.own.acquire(n).await;
+        }
+        Ok(n)
+    }
+
+    /// Reads one frame (None at a clean end of stream). Reads never past the frame.
+    pub async fn read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, ConnectionError> {
+        let mut decoder = FrameDecoder::new(limit);
+        // On the stack: no allocation per frame besides the frame itself.
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some(frame) = decoder.next_frame() {
+                return Ok(Some(frame));
+            }
+            let want = decoder.wanted().min(chunk.len());
+            let n = self.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                decoder.finish()?;
+                return Ok(None);
+            }
+            decoder.push(&chunk[..n])?;
+        }
+    }
+
+    /// Reads to the end, failing past `limit` bytes.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Vec<u8>, ConnectionError> {
+        let mut out = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let n = self.read(&mut chunk).await?;
+            if n == 0 {
+                return Ok(out);
+            }
+            if out.len() + n > limit {
+                return Err(FrameError::TooLarge {
+                    size: out.len() + n,
+                    limit,
+                }
+                .into());
+            }
+            out.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Tells the remote to stop sending (QUIC; TCP just closes the stream).
+    pub fn stop(&mut self, code: u32) {
+        match &mut self.inner {
+            RecvInner::Quic(s) => {
+                let _ = s.stop(quinn::VarInt::from_u32(code));
+            }
+            RecvInner::Tcp(_) => {}
+        }
+    }
+}

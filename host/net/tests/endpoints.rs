@@ -1,0 +1,584 @@
+//! Real endpoints on loopback, over QUIC and over TCP+TLS.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use allpeers_net::endpoint::EndpointEvent;
+use allpeers_net::service::{ErrorCode, speed};
+use allpeers_net::transport::Direction;
+use allpeers_net::{Address, NetError, ServiceFn, TransportKind};
+use common::*;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Sum {
+    numbers: Vec<i64>,
+}
+
+async fn request_response(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    b.register(ns("echo"), echo());
+    b.register(
+        ns("sum"),
+        ServiceFn::new().on_request(|ctx, req: Sum| async move {
+            assert_eq!(ctx.namespace.as_str(), "allpeers/sum/1");
+            Ok(req.numbers.iter().sum::<i64>())
+        }),
+    );
+    let reply: String = a.request(b.peer_id(), &ns("echo"), "hello").await.unwrap();
+    assert_eq!(reply, "hello");
+    let total: i64 = a
+        .request(
+            b.peer_id(),
+            &ns("sum"),
+            &Sum {
+                numbers: vec![1, 2, 39],
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(total, 42);
+
+    // The connection is reused, of the transport asked for, and authenticated both ways.
+    let conn = a.connection(&b.peer_id()).unwrap();
+    for i in 0..20 {
+        let r: String = a
+            .request(b.peer_id(), &ns("echo"), &format!("{i}"))
+            .await
+            .unwrap();
+        assert_eq!(r, format!("{i}"));
+    }
+    assert_eq!(a.connection(&b.peer_id()).unwrap().id(), conn.id());
+    assert_eq!(a.connections().len(), 1);
+    assert_eq!(conn.transport(), t);
+    assert_eq!(conn.remote_peer(), b.peer_id());
+    let back = b.wait_connection(&a.peer_id(), BOUND).await.unwrap();
+    assert_eq!(back.remote_peer(), a.peer_id());
+
+    // Typed errors.
+    let err = a
+        .request::<_, String>(b.peer_id(), &ns("nothing"), "x")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, NetError::UnknownNamespace { namespace, .. } if namespace == "allpeers/nothing/1"),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string()
+            .contains("has no service allpeers/nothing/1")
+    );
+    let err = a
+        .request::<_, String>(b.peer_id(), &ns("echo"), "fail")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: ErrorCode::Refused,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A request that does not decode is a bad request (postcard is not self-describing, so
+    // this is a truncated varint rather than a value of another type).
+    let err = a
+        .request_bytes(
+            b.peer_id(),
+            &ns("sum"),
+            bytes::Bytes::from_static(&[0xff]),
+            1024,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: ErrorCode::BadRequest,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+
+    // A service that never answers: the request times out, the connection carries on.
+    b.register(
+        ns("never"),
+        ServiceFn::new()
+            .on_request(|_ctx, _req: String| std::future::pending::<Result<String, _>>()),
+    );
+    let err = a
+        .request_timeout::<_, String>(b.peer_id(), &ns("never"), "x", Duration::from_millis(300))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, NetError::Timeout(_)), "{err:?}");
+    let reply: String = a
+        .request(b.peer_id(), &ns("echo"), "still here")
+        .await
+        .unwrap();
+    assert_eq!(reply, "still here");
+
+    // Requests the other way reuse the same connection.
+    a.register(ns("echo"), echo());
+    let reply: String = b.request(a.peer_id(), &ns("echo"), "back").await.unwrap();
+    assert_eq!(reply, "back");
+    assert_eq!(a.connections().len(), 1);
+}
+both_transports!(request_response_works, super::request_response);
+
+async fn channels(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    let (tx, mut rx) = mpsc::channel::<Option<u32>>(200);
+    b.register(
+        ns("numbers"),
+        ServiceFn::new().on_channel(move |_ctx, mut channel| {
+            let tx = tx.clone();
+            async move {
+                while let Ok(Some(n)) = channel.recv::<u32>().await {
+                    tx.send(Some(n)).await.unwrap();
+                }
+                tx.send(None).await.unwrap();
+            }
+        }),
+    );
+    let mut sender = a.open_channel(b.peer_id(), &ns("numbers")).await.unwrap();
+    for n in 0..100u32 {
+        sender.send(&n).await.unwrap();
+    }
+    sender.finish().await.unwrap();
+    for n in 0..100u32 {
+        assert_eq!(rx.recv().await.unwrap(), Some(n));
+    }
+    assert_eq!(rx.recv().await.unwrap(), None);
+
+    // A channel to a namespace nobody serves, or to a service that takes no channels.
+    b.register(ns("echo"), echo());
+    let err = a
+        .open_channel(b.peer_id(), &ns("none"))
+        .await
+        .err()
+        .unwrap();
+    assert!(matches!(err, NetError::UnknownNamespace { .. }), "{err:?}");
+    let err = a
+        .open_channel(b.peer_id(), &ns("echo"))
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(
+            err,
+            NetError::Remote {
+                code: ErrorCode::Unsupported,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+both_transports!(channels_deliver_in_order, super::channels);
+
+async fn datagrams(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    let (tx, mut rx) = mpsc::channel::<(String, allpeers_net::transport::TransportKind)>(100);
+    b.register(
+        ns("ping"),
+        ServiceFn::new().on_datagram(move |ctx, text: String| {
+            let _ = tx.try_send((text, ctx.connection.transport()));
+        }),
+    );
+    for i in 0..10 {
+        a.send_datagram(b.peer_id(), &ns("ping"), &format!("ping {i}"))
+            .await
+            .unwrap();
+    }
+    // QUIC may drop datagrams; on loopback at least one arrives, and whatever arrives is whole.
+    let (text, via) = rx.recv().await.unwrap();
+    assert!(text.starts_with("ping "), "{text}");
+    assert_eq!(via, t);
+    let too_big = "x".repeat(5000);
+    let err = a
+        .send_datagram(b.peer_id(), &ns("ping"), &too_big)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("over the limit"), "{err}");
+}
+both_transports!(datagrams_arrive, super::datagrams);
+
+async fn multicast(t: TransportKind) {
+    let a = endpoint().await;
+    let b = endpoint().await;
+    let c = endpoint().await;
+    let d = endpoint().await; // has no echo service
+    for other in [&b, &c, &d] {
+        introduce(&a, other, t);
+    }
+    b.register(ns("echo"), echo());
+    c.register(ns("echo"), echo());
+    let stranger = allpeers_net::Identity::generate().peer_id(); // no address known
+    let peers = [b.peer_id(), c.peer_id(), d.peer_id(), stranger];
+    let results = a
+        .multicast::<_, String>(&peers, &ns("echo"), "to all", Duration::from_secs(10))
+        .await;
+    assert_eq!(results.len(), 4);
+    assert_eq!(results[0].0, b.peer_id());
+    assert_eq!(results[0].1.as_ref().unwrap(), "to all");
+    assert_eq!(results[1].0, c.peer_id());
+    assert_eq!(results[1].1.as_ref().unwrap(), "to all");
+    assert!(
+        matches!(results[2].1, Err(NetError::UnknownNamespace { .. })),
+        "{:?}",
+        results[2].1
+    );
+    assert!(
+        matches!(results[3].1, Err(NetError::NoAddress(_))),
+        "{:?}",
+        results[3].1
+    );
+    assert_eq!(a.connections().len(), 3);
+}
+both_transports!(multicast_reports_per_peer, super::multicast);
+
+async fn impersonation(t: TransportKind) {
+    let alice = endpoint().await;
+    let bob = endpoint().await;
+    let eve = endpoint().await;
+    eve.register(ns("echo"), echo());
+    // Alice believes Bob is at Eve's address.
+    let eve_addr = eve.local_address(t).unwrap();
+    alice.add_peer_address(bob.peer_id(), eve_addr);
+    let err = alice
+        .request::<_, String>(bob.peer_id(), &ns("echo"), "secret")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, NetError::WrongPeer { expected, .. } if expected == bob.peer_id()),
+        "{err:?}"
+    );
+    assert!(alice.connection(&bob.peer_id()).is_none());
+    assert!(alice.connections().is_empty());
+    // Eve is reachable as herself, so the refusal was about the key alone.
+    let conn = alice.connect_addr(eve.peer_id(), eve_addr).await.unwrap();
+    assert_eq!(conn.remote_peer(), eve.peer_id());
+    let reply: String = alice
+        .request(eve.peer_id(), &ns("echo"), "hi eve")
+        .await
+        .unwrap();
+    assert_eq!(reply, "hi eve");
+}
+both_transports!(impersonation_is_refused, super::impersonation);
+
+async fn simultaneous_dial(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    a.register(ns("echo"), echo());
+    b.register(ns("echo"), echo());
+    let mut a_events = a.events();
+    let mut b_events = b.events();
+    let (ra, rb) = tokio::join!(a.connect(b.peer_id()), b.connect(a.peer_id()));
+    ra.unwrap();
+    rb.unwrap();
+    // Both sides end up with the same single connection: when both dials got through, the
+    // one dialled by the smaller PeerId (both sides apply the same rule); when one side's
+    // dial found the other's connection already in place, that one.
+    loop {
+        let kept = a.connection(&b.peer_id());
+        let kept_b = b.connection(&a.peer_id());
+        if let (Some(x), Some(y)) = (kept, kept_b)
+            && x.direction() != y.direction()
+        {
+            break;
+        }
+        // Either side's table may change next.
+        tokio::select! {
+            _ = a_events.recv() => {}
+            _ = b_events.recv() => {}
+        }
+    }
+    let r: String = a.request(b.peer_id(), &ns("echo"), "ab").await.unwrap();
+    assert_eq!(r, "ab");
+    let r: String = b.request(a.peer_id(), &ns("echo"), "ba").await.unwrap();
+    assert_eq!(r, "ba");
+    assert_eq!(a.connections().len(), 1);
+    assert_eq!(b.connections().len(), 1);
+    assert_ne!(
+        a.connection(&b.peer_id()).unwrap().direction(),
+        b.connection(&a.peer_id()).unwrap().direction()
+    );
+}
+both_transports!(simultaneous_dials_resolve_to_one, super::simultaneous_dial);
+
+/// Sends `total` bytes over a raw stream to `b`'s sink and returns (bytes, seconds) seen by the
+/// receiver from first to last byte.
+async fn sink_pair(
+    t: TransportKind,
+) -> (
+    allpeers_net::Endpoint,
+    allpeers_net::Endpoint,
+    mpsc::Receiver<(u64, f64)>,
+) {
+    let (a, b) = pair(t).await;
+    let (tx, rx) = mpsc::channel(4);
+    b.register(
+        ns("sink"),
+        ServiceFn::new().on_stream(move |_ctx, _send, mut recv| {
+            let tx = tx.clone();
+            async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut total = 0u64;
+                let mut start = None;
+                loop {
+                    match recv.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            start.get_or_insert_with(Instant::now);
+                            total += n as u64;
+                        }
+                    }
+                }
+                let secs = start.map(|s| s.elapsed().as_secs_f64()).unwrap_or(0.0);
+                let _ = tx.send((total, secs)).await;
+            }
+        }),
+    );
+    (a, b, rx)
+}
+
+/// Checks a throttled rate: never more than 10% over the limit, and within 10% of it in at
+/// least one of three attempts (a starved CPU can make a run slower than its limit, which is
+/// not the throttle's fault; going faster always is).
+async fn assert_rate<F, Fut>(what: &str, limit: f64, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let measured = attempt().await;
+        assert!(
+            measured < limit * 1.10,
+            "{what}: {measured:.0} B/s is over the limit of {limit:.0} (+10%)"
+        );
+        seen.push(measured);
+        if (measured - limit).abs() / limit < 0.10 {
+            return;
+        }
+    }
+    panic!("{what}: {seen:.0?} B/s, never within 10% of the limit of {limit:.0}");
+}
+
+async fn throttle_upload(t: TransportKind) {
+    let rate = 1_000_000u64;
+    assert_rate("upload, per-peer limit", rate as f64, || async {
+        let (a, b, mut done) = sink_pair(t).await;
+        a.throttle().set_peer(&b.peer_id(), Some(rate), None);
+        let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
+        let chunk = vec![7u8; 16 * 1024];
+        let total = 3 * rate;
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < total {
+            send.write_all(&chunk).await.unwrap();
+            sent += chunk.len() as u64;
+        }
+        let send_secs = start.elapsed().as_secs_f64();
+        let stats = a.connection(&b.peer_id()).unwrap().stats();
+        send.finish().await.unwrap();
+        let (got, _) = done.recv().await.unwrap();
+        assert_eq!(got, sent);
+        // The connection's own meter saw about the same rate (never much more).
+        assert!(
+            stats.send_rate < rate as f64 * 1.25 && stats.send_rate > rate as f64 * 0.5,
+            "meter says {:.0}",
+            stats.send_rate
+        );
+        sent as f64 / send_secs
+    })
+    .await;
+}
+both_transports!(throttle_holds_upload_rate, super::throttle_upload);
+
+async fn throttle_download_runtime_change(t: TransportKind) {
+    assert_rate(
+        "download, global limit changed at run time",
+        1e6,
+        || async {
+            let (a, b, mut done) = sink_pair(t).await;
+            // The receiver limits its download globally; the sender is unlimited.
+            b.throttle().set_global(None, Some(4_000_000));
+            // ... and changes its mind at run time, before the transfer.
+            b.throttle().set_global(None, Some(1_000_000));
+            let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
+            let data = vec![1u8; 3_000_000];
+            send.write_all(&data).await.unwrap();
+            send.finish().await.unwrap();
+            let (got, secs) = done.recv().await.unwrap();
+            assert_eq!(got, 3_000_000);
+            got as f64 / secs
+        },
+    )
+    .await;
+}
+both_transports!(
+    throttle_holds_download_rate,
+    super::throttle_download_runtime_change
+);
+
+async fn per_stream_limit(t: TransportKind) {
+    assert_rate("upload, per-stream limit", 2e6, || async {
+        let (a, b, mut done) = sink_pair(t).await;
+        let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
+        send.set_rate_limit(Some(2_000_000));
+        let chunk = vec![7u8; 32 * 1024];
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < 6_000_000 {
+            send.write_all(&chunk).await.unwrap();
+            sent += chunk.len() as u64;
+        }
+        let measured = sent as f64 / start.elapsed().as_secs_f64();
+        send.finish().await.unwrap();
+        done.recv().await.unwrap();
+        measured
+    })
+    .await;
+}
+both_transports!(throttle_holds_per_stream_rate, super::per_stream_limit);
+
+async fn speed_test(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    b.register(speed::namespace(), speed::service());
+    let result = speed::measure(&a, b.peer_id(), 4 << 20, 4 << 20)
+        .await
+        .unwrap();
+    assert_eq!(result.upload_bytes, 4 << 20);
+    assert!(
+        result.upload_rate > 1e6 && result.download_rate > 1e6,
+        "{result:?}"
+    );
+}
+both_transports!(speed_test_measures, super::speed_test);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_report_connects_and_disconnects() {
+    bounded(async {
+        let (a, b) = pair(TransportKind::Quic).await;
+        b.register(ns("echo"), echo());
+        let mut events = a.events();
+        let _: String = a.request(b.peer_id(), &ns("echo"), "x").await.unwrap();
+        match events.recv().await.unwrap() {
+            EndpointEvent::Connected {
+                peer,
+                transport,
+                direction,
+            } => {
+                assert_eq!(peer, b.peer_id());
+                assert_eq!(transport, TransportKind::Quic);
+                assert_eq!(direction, Direction::Outbound);
+            }
+            other => panic!("{other:?}"),
+        }
+        b.shutdown().await;
+        match events.recv().await.unwrap() {
+            EndpointEvent::Disconnected { peer, .. } => assert_eq!(peer, b.peer_id()),
+            other => panic!("{other:?}"),
+        }
+        assert!(a.connection(&b.peer_id()).is_none());
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn falls_back_to_tcp_when_quic_is_unreachable() {
+    bounded(async {
+        let a = endpoint_with(allpeers_net::EndpointConfig {
+            connect_timeout: Duration::from_secs(1),
+            ..allpeers_net::EndpointConfig::loopback()
+        })
+        .await;
+        let b = endpoint().await;
+        b.register(ns("echo"), echo());
+        // A QUIC address where nothing listens, then b's TCP address.
+        let dead = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead_addr = dead.local_addr().unwrap();
+        drop(dead);
+        a.add_peer_address(b.peer_id(), Address::quic(dead_addr));
+        introduce(&a, &b, TransportKind::Tcp);
+        let reply: String = a
+            .request(b.peer_id(), &ns("echo"), "via tcp")
+            .await
+            .unwrap();
+        assert_eq!(reply, "via tcp");
+        assert_eq!(
+            a.connection(&b.peer_id()).unwrap().transport(),
+            TransportKind::Tcp
+        );
+    })
+    .await
+}
+
+async fn thousand_concurrent(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    b.register(ns("echo"), echo());
+    let requests = (0..1000).map(|i| {
+        let a = a.clone();
+        let peer = b.peer_id();
+        async move {
+            let r: String = a.request(peer, &ns("echo"), &format!("{i}")).await.unwrap();
+            assert_eq!(r, format!("{i}"));
+        }
+    });
+    futures::future::join_all(requests).await;
+    assert_eq!(a.connections().len(), 1);
+}
+both_transports!(
+    a_thousand_concurrent_requests_on_one_connection,
+    super::thousand_concurrent
+);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_endpoint_closes_its_connections() {
+    bounded(async {
+        for t in [TransportKind::Quic, TransportKind::Tcp] {
+            let (a, b) = pair(t).await;
+            b.register(ns("echo"), echo());
+            let _: String = a.request(b.peer_id(), &ns("echo"), "x").await.unwrap();
+            let conn = a.connection(&b.peer_id()).unwrap();
+            let mut events = a.events();
+            drop(b);
+            let reason = conn.closed().await;
+            assert!(!reason.is_empty());
+            assert!(matches!(
+                events.recv().await.unwrap(),
+                EndpointEvent::Disconnected { .. }
+            ));
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_protocol_version_is_refused() {
+    bounded(async {
+        let b = endpoint().await;
+        let me = allpeers_net::Identity::generate();
+        let mut config = allpeers_net::tls::client_config(&me).unwrap();
+        config.alpn_protocols = vec![b"allpeers/999".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(b.local_address(TransportKind::Tcp).unwrap().addr)
+            .await
+            .unwrap();
+        let result = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(allpeers_net::tls::server_name(&b.peer_id()), tcp)
+            .await;
+        assert!(
+            result.is_err(),
+            "a handshake with ALPN allpeers/999 went through"
+        );
+        assert!(b.connections().is_empty());
+    })
+    .await
+}
