@@ -151,6 +151,10 @@ async fn a_sealed_identity_starts_locked_and_unlocks_with_the_passphrase() {
         locked["peer_id"], info["peer_id"],
         "the PeerId is known while locked"
     );
+    // Without the key the node cannot authenticate to peers, so it stays offline.
+    let offline = client.call("net.status", json!({})).await.result.unwrap();
+    assert_eq!(offline["running"], false);
+    assert!(offline["reason"].as_str().unwrap().contains("locked"));
     client
         .call("events.subscribe", json!({"topics": ["identity.changed"]}))
         .await;
@@ -166,5 +170,41 @@ async fn a_sealed_identity_starts_locked_and_unlocks_with_the_passphrase() {
     assert_eq!(unlocked["locked"], false);
     let (_, event) = timeout("event", client.read_notification()).await.unwrap();
     assert_eq!(event["topic"], "identity.changed");
+    let online = client.call("net.status", json!({})).await.result.unwrap();
+    assert_eq!(online["running"], true, "unlocking starts the endpoint");
+    daemon.stop().await;
+}
+
+#[tokio::test]
+async fn the_peer_endpoint_listens_where_configured_and_reports_its_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let daemon = Daemon::start(dir.path()).await;
+    let mut client = daemon.client("net").await;
+    let status = client.call("net.status", json!({})).await.result.unwrap();
+    assert_eq!(status["running"], true);
+    let listening = status["listening"].as_array().unwrap();
+    assert_eq!(listening.len(), 2, "{status}");
+    for address in listening {
+        assert!(
+            address["addr"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{status}"
+        );
+    }
+    assert_eq!(status["connections"], json!([]));
+    daemon.stop().await;
+
+    // A port that cannot be had leaves the local API serving and says why.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    std::fs::write(
+        dir.path().join("config.json"),
+        format!(r#"{{"net": {{"quic": null, "tcp": "127.0.0.1:{port}"}}}}"#),
+    )
+    .unwrap();
+    let daemon = Daemon::start(dir.path()).await;
+    let mut client = daemon.client("net").await;
+    let status = client.call("net.status", json!({})).await.result.unwrap();
+    assert_eq!(status["running"], false);
+    assert!(!status["reason"].as_str().unwrap().is_empty(), "{status}");
     daemon.stop().await;
 }

@@ -37,6 +37,19 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// Tests listen on loopback only: writes a `config.json` saying so unless the test wrote
+/// its own.
+pub fn use_loopback(data_dir: &Path) {
+    let config = data_dir.join("config.json");
+    if !config.exists() {
+        std::fs::write(
+            config,
+            r#"{"net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"}}"#,
+        )
+        .expect("write config.json");
+    }
+}
+
 /// `allpeers` with a clean environment pointing at `data_dir`.
 pub fn allpeers(data_dir: &Path) -> Command {
     let mut command = Command::new(bin("allpeers"));
@@ -69,6 +82,7 @@ impl Daemon {
     }
 
     pub async fn start_with(data_dir: &Path, env: &[(&str, &str)]) -> Daemon {
+        use_loopback(data_dir);
         let mut command = allpeers(data_dir);
         command
             .args(["daemon", "--notify-ready"])

@@ -10,6 +10,26 @@ use serde::Deserialize;
 #[serde(default, deny_unknown_fields)]
 pub struct NodeConfig {
     pub log: LogSection,
+    pub net: NetSection,
+}
+
+/// Where the peer endpoint listens. `null` turns a transport's listener off (dialling out
+/// still works). Default: every interface, ports chosen by the OS.
+#[derive(Debug, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetSection {
+    pub quic: Option<std::net::SocketAddr>,
+    pub tcp: Option<std::net::SocketAddr>,
+}
+
+impl Default for NetSection {
+    fn default() -> Self {
+        let any = std::net::SocketAddr::from(([0, 0, 0, 0], 0));
+        NetSection {
+            quic: Some(any),
+            tcp: Some(any),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +100,10 @@ mod tests {
         assert_eq!(config.log.filter.as_deref(), Some("bone"));
         assert_eq!(config.log.max_files, 2);
         assert_eq!(config.log.max_file_bytes, 10 * 1024 * 1024);
+        std::fs::write(&path, r#"{"net": {"quic": "127.0.0.1:4433", "tcp": null}}"#).unwrap();
+        let net = NodeConfig::load(&path).unwrap().net;
+        assert_eq!(net.quic, Some("127.0.0.1:4433".parse().unwrap()));
+        assert_eq!(net.tcp, None);
         std::fs::write(&path, r#"{"log": {"filtr": "bone"}}"#).unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(

@@ -16,6 +16,7 @@ pub const EVENTS_UNSUBSCRIBE: &str = "events.unsubscribe";
 pub const LOG_GET: &str = "log.get";
 pub const LOG_SET: &str = "log.set";
 pub const DAEMON_SHUTDOWN: &str = "daemon.shutdown";
+pub const NET_STATUS: &str = "net.status";
 
 /// Every method this build serves, for `hello`'s capabilities.
 pub const METHODS: &[&str] = &[
@@ -29,6 +30,7 @@ pub const METHODS: &[&str] = &[
     LOG_GET,
     LOG_SET,
     DAEMON_SHUTDOWN,
+    NET_STATUS,
 ];
 
 /// Event topics a client may subscribe to.
@@ -39,6 +41,9 @@ pub mod topics {
     pub const IDENTITY_CHANGED: &str = "identity.changed";
     /// The log levels were changed.
     pub const LOG_CHANGED: &str = "log.changed";
+    /// The network changed: `data.status` (online/offline, an address added or removed),
+    /// or a peer `connected` / `disconnected`.
+    pub const NET_CHANGED: &str = "net.changed";
     /// Sent to a client whose event queue overflowed: `data.dropped` events were lost.
     pub const EVENTS_DROPPED: &str = "events.dropped";
 

@@ -32,7 +32,9 @@ pub enum IdentityError {
     Certificate(String),
 }
 
-/// The user's key pair.
+/// The user's key pair. Cloning copies the secret key in memory (the endpoint holds one
+/// copy, the node another); it is zeroized when each copy drops.
+#[derive(Clone)]
 pub struct Identity {
     signing: SigningKey,
     peer_id: PeerId,

@@ -36,6 +36,11 @@ async fn demo() -> anyhow::Result<()> {
         .prefix("allpeers-demo-")
         .tempdir()?;
     let paths = NodePaths::resolve(Some(dir.path()))?;
+    // The demo's node listens for peers on loopback only.
+    std::fs::write(
+        paths.config(),
+        r#"{"net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"}}"#,
+    )?;
     println!("AllPeers demo: one node in {}\n", paths.data_dir.display());
 
     println!("[1/6] Starting the daemon (allpeers daemon)");

@@ -101,7 +101,7 @@ pub fn is_slow(method: &str) -> bool {
 }
 
 pub async fn handle(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     session: &Session,
     subscriptions: &watch::Sender<BTreeSet<String>>,
     request: Request,
@@ -122,7 +122,7 @@ pub async fn handle(
 }
 
 async fn route(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     session: &Session,
     subscriptions: &watch::Sender<BTreeSet<String>>,
     request: Request,
@@ -182,6 +182,7 @@ async fn route(
             daemon.publish(topics::LOG_CHANGED, to_value(&info));
             Ok(to_value(info))
         }
+        m::NET_STATUS => Ok(super::network::status(daemon)),
         m::DAEMON_SHUTDOWN => {
             allpeers_log::flesh!(client = session.client_name(), "shutdown requested");
             daemon.shutdown.cancel();
@@ -229,7 +230,7 @@ fn hello(daemon: &Daemon, session: &Session, params: m::HelloParams) -> Result<V
     }))
 }
 
-async fn unlock(daemon: &Daemon, params: m::UnlockParams) -> Result<Value, RpcError> {
+async fn unlock(daemon: &Arc<Daemon>, params: m::UnlockParams) -> Result<Value, RpcError> {
     let file = {
         let identity = daemon.identity.lock().expect("identity lock");
         if identity.key.is_some() {
@@ -244,7 +245,8 @@ async fn unlock(daemon: &Daemon, params: m::UnlockParams) -> Result<Value, RpcEr
         .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?;
     match opened {
         Ok(key) => {
-            daemon.identity.lock().expect("identity lock").key = Some(key);
+            daemon.identity.lock().expect("identity lock").key = Some(key.clone());
+            super::go_online(daemon, key).await;
             let info = daemon.identity_info();
             daemon.publish(topics::IDENTITY_CHANGED, to_value(&info));
             Ok(to_value(info))

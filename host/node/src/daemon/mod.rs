@@ -2,6 +2,7 @@
 //! the local API socket, and serves every client (bridges for browsers, the CLI, apps).
 
 mod dispatch;
+mod network;
 mod resources;
 mod session;
 mod state;
@@ -61,13 +62,19 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))?;
         }
+        let net_config = network::endpoint_config(config.net.quic, config.net.tcp);
+        let unlocked = identity.key.clone();
         let daemon = Arc::new(Daemon::new(
             paths.clone(),
             identity,
             store,
+            net_config,
             Some(log),
             started,
         ));
+        if let Some(key) = unlocked {
+            go_online(&daemon, key).await;
+        }
         // Handle signals before announcing readiness: a SIGTERM right after READY must
         // shut down cleanly, not kill us.
         spawn_signal_handler(daemon.shutdown.clone())?;
@@ -91,6 +98,15 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
     })?;
     drop(lock);
     Ok(())
+}
+
+/// Starts the peer endpoint. A failure (e.g. a configured port in use) is logged and
+/// shown by `net.status`; the local API keeps serving.
+pub(crate) async fn go_online(daemon: &Arc<Daemon>, key: allpeers_net::Identity) {
+    if let Err(e) = network::start(daemon, key).await {
+        allpeers_log::skin!("cannot start the peer endpoint: {e:#}");
+        *daemon.net_error.lock().expect("net error lock") = Some(format!("{e:#}"));
+    }
 }
 
 /// Accepts clients until shutdown; each client is served by its own task, so one client's

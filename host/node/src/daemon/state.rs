@@ -1,14 +1,17 @@
 //! The daemon's shared state and its event bus.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use allpeers_log::LogHandle;
 use allpeers_model::PeerId;
 use allpeers_model::api::Event;
 use allpeers_model::api::methods::IdentityInfo;
+use allpeers_net::EndpointConfig;
 use allpeers_store::Store;
+
+use super::network::Network;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -20,6 +23,11 @@ const EVENT_BACKLOG: usize = 1024;
 
 pub struct Daemon {
     pub paths: NodePaths,
+    /// The peer endpoint, once the identity is unlocked.
+    pub network: OnceLock<Network>,
+    pub net_config: EndpointConfig,
+    /// Why the endpoint did not start, if it failed.
+    pub net_error: Mutex<Option<String>>,
     /// The resource store. rusqlite is synchronous: callers lock it on the blocking pool.
     pub store: Arc<Mutex<Store>>,
     pub started: Instant,
@@ -35,11 +43,15 @@ impl Daemon {
         paths: NodePaths,
         identity: NodeIdentity,
         store: Store,
+        net_config: EndpointConfig,
         log: Option<LogHandle>,
         started: Instant,
     ) -> Self {
         Daemon {
             paths,
+            network: OnceLock::new(),
+            net_config,
+            net_error: Mutex::new(None),
             store: Arc::new(Mutex::new(store)),
             started,
             identity: Mutex::new(identity),

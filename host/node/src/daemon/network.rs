@@ -1,0 +1,108 @@
+//! The node's peer-to-peer endpoint in the daemon: started once the identity is unlocked,
+//! its network status and connections on the local API (`net.status`, `net.changed`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use allpeers_model::api::methods::topics;
+use allpeers_net::status::StatusMonitor;
+use allpeers_net::{Endpoint, EndpointConfig, EndpointEvent, Identity};
+use serde_json::{Value, json};
+
+use super::state::Daemon;
+
+/// How often interface addresses are re-read (no portable change notification).
+const STATUS_POLL: Duration = Duration::from_secs(5);
+
+/// The endpoint and what watches it.
+pub struct Network {
+    pub endpoint: Endpoint,
+    pub status: Arc<StatusMonitor>,
+}
+
+/// Where to listen, from `config.json` (`net.quic`, `net.tcp`).
+pub fn endpoint_config(quic: Option<SocketAddr>, tcp: Option<SocketAddr>) -> EndpointConfig {
+    EndpointConfig {
+        quic,
+        tcp,
+        ..EndpointConfig::default()
+    }
+}
+
+/// Binds the endpoint and starts forwarding its status and connection changes as
+/// `net.changed` events.
+pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<()> {
+    let endpoint = Endpoint::bind(identity, daemon.net_config.clone()).await?;
+    let status = StatusMonitor::new(endpoint.local_addresses());
+    let poller = status.spawn_polling(STATUS_POLL);
+    allpeers_log::flesh!(listening = ?endpoint.local_addresses(), "peer endpoint listening");
+
+    let weak = Arc::downgrade(daemon);
+    let mut status_events = status.subscribe();
+    let mut endpoint_events = endpoint.events();
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let data = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = status_events.recv() => match event {
+                    Ok(event) => json!({"status": event}),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                },
+                event = endpoint_events.recv() => match event {
+                    Ok(EndpointEvent::Connected { peer, transport, direction }) => {
+                        json!({"connected": {"peer": peer, "transport": transport, "direction": direction}})
+                    }
+                    Ok(EndpointEvent::Disconnected { peer, reason }) => {
+                        json!({"disconnected": {"peer": peer, "reason": reason}})
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                },
+            };
+            let Some(daemon) = weak.upgrade() else { break };
+            daemon.publish(topics::NET_CHANGED, data);
+        }
+        poller.abort();
+    });
+    if daemon.network.set(Network { endpoint, status }).is_err() {
+        anyhow::bail!("the endpoint is already running");
+    }
+    Ok(())
+}
+
+/// `net.status`: online state, addresses, listening addresses and live connections.
+pub fn status(daemon: &Daemon) -> Value {
+    let Some(network) = daemon.network.get() else {
+        let reason = daemon
+            .net_error
+            .lock()
+            .expect("net error lock")
+            .clone()
+            .unwrap_or_else(|| "the identity is locked: unlock it to go online".into());
+        return json!({"running": false, "reason": reason});
+    };
+    let status = network.status.current();
+    let connections: Vec<Value> = network
+        .endpoint
+        .connections()
+        .iter()
+        .map(|c| {
+            json!({
+                "peer": c.remote_peer(),
+                "transport": c.transport(),
+                "direction": c.direction(),
+                "path": c.path(),
+            })
+        })
+        .collect();
+    json!({
+        "running": true,
+        "online": status.online,
+        "addresses": status.addresses,
+        "listening": status.listening,
+        "connections": connections,
+    })
+}
