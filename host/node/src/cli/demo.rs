@@ -94,6 +94,23 @@ async fn demo() -> anyhow::Result<()> {
             &sha[..16]
         );
     }
+    let net = cli.call(m::NET_STATUS, json!({})).await?;
+    let listening: Vec<String> = net["listening"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["transport"].as_str().unwrap_or("?"),
+                a["addr"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    println!(
+        "      listening for peers (mutual TLS 1.3, key-pinned): {}",
+        listening.join(", ")
+    );
     cli.call(
         m::EVENTS_SUBSCRIBE,
         json!({"topics": [topics::CLIENTS_CHANGED]}),
