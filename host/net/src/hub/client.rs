@@ -116,11 +116,23 @@ pub enum HubState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
     /// The presence line is up; the hub sees us at `observed`.
-    Online { observed: SocketAddr },
-    Offline { reason: String },
-    PresenceChanged { peer: PeerId, online: bool },
-    WatchRefused { peer: PeerId },
-    RelayOffered { from: PeerId, accepted: bool },
+    Online {
+        observed: SocketAddr,
+    },
+    Offline {
+        reason: String,
+    },
+    PresenceChanged {
+        peer: PeerId,
+        online: bool,
+    },
+    WatchRefused {
+        peer: PeerId,
+    },
+    RelayOffered {
+        from: PeerId,
+        accepted: bool,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -396,7 +408,11 @@ impl HubClient {
 
     /// Asks to be told when these peers come and go (kept across reconnects).
     pub async fn watch(&self, peers: &[PeerId]) {
-        self.shared.watches.lock().unwrap().extend(peers.iter().copied());
+        self.shared
+            .watches
+            .lock()
+            .unwrap()
+            .extend(peers.iter().copied());
         self.send_line(PresenceUp::Watch(peers.to_vec())).await;
     }
 
@@ -467,10 +483,12 @@ async fn connect_hub(shared: &Shared) -> Result<Connection, HubError> {
         }
     }
     let e = last.unwrap_or(NetError::NoAddress(hub));
-    Err(match shared.forwarder.as_ref().and_then(|f| f.last_error()) {
-        Some(p) => HubError::Proxy(p),
-        None => HubError::Net(e),
-    })
+    Err(
+        match shared.forwarder.as_ref().and_then(|f| f.last_error()) {
+            Some(p) => HubError::Proxy(p),
+            None => HubError::Net(e),
+        },
+    )
 }
 
 /// Opens a relay stream, joins `session` and waits until the other end joined.
@@ -608,7 +626,11 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
     let timeout = shared.config.line_timeout;
     let observed = match read_down(&mut recv, timeout).await? {
         PresenceDown::Welcome { observed } => observed,
-        other => return Err(HubError::BadAnswer(format!("expected Welcome, got {other:?}"))),
+        other => {
+            return Err(HubError::BadAnswer(format!(
+                "expected Welcome, got {other:?}"
+            )));
+        }
     };
     let (tx, mut rx) = mpsc::channel::<PresenceUp>(256);
     let watches: Vec<PeerId> = shared.watches.lock().unwrap().iter().copied().collect();
@@ -653,9 +675,7 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
                 }
                 PresenceDown::RelayOffer { session, from } => {
                     let accept = shared.policy.accept(&from);
-                    let _ = tx
-                        .send(PresenceUp::RelayAnswer { session, accept })
-                        .await;
+                    let _ = tx.send(PresenceUp::RelayAnswer { session, accept }).await;
                     let _ = shared.events.send(HubEvent::RelayOffered {
                         from,
                         accepted: accept,

@@ -32,10 +32,8 @@ pub mod proto;
 pub mod proxy;
 
 pub use client::{
-    AcceptAll, AcceptListed, HubClient, HubClientConfig, HubError, HubEvent, HubState,
-    RelayPolicy, RefuseAll,
+    AcceptAll, AcceptListed, HubClient, HubClientConfig, HubError, HubEvent, HubState, RefuseAll,
+    RelayPolicy,
 };
-pub use proto::{
-    DirectoryAnswer, DirectoryRecord, NameCertificate, Query, SignedAnswer,
-};
+pub use proto::{DirectoryAnswer, DirectoryRecord, NameCertificate, Query, SignedAnswer};
 pub use proxy::ProxyConfig;

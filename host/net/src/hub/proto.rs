@@ -287,21 +287,34 @@ pub enum PresenceUp {
     Watch(Vec<PeerId>),
     Unwatch(Vec<PeerId>),
     /// Answer to a [`PresenceDown::RelayOffer`].
-    RelayAnswer { session: [u8; 16], accept: bool },
+    RelayAnswer {
+        session: [u8; 16],
+        accept: bool,
+    },
 }
 
 /// From the hub on a presence line.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PresenceDown {
     /// Answer to Hello: the address the hub sees the peer at.
-    Welcome { observed: std::net::SocketAddr },
+    Welcome {
+        observed: std::net::SocketAddr,
+    },
     Pong(u64),
     /// A watched peer came online or went offline.
-    Presence { peer: PeerId, online: bool },
+    Presence {
+        peer: PeerId,
+        online: bool,
+    },
     /// The watch policy does not let us watch this peer (yet).
-    WatchRefused { peer: PeerId },
+    WatchRefused {
+        peer: PeerId,
+    },
     /// `from` asks for a relay: answer with [`PresenceUp::RelayAnswer`].
-    RelayOffer { session: [u8; 16], from: PeerId },
+    RelayOffer {
+        session: [u8; 16],
+        from: PeerId,
+    },
 }
 
 /// First frame on a relay stream.
@@ -343,7 +356,11 @@ mod tests {
             record: None,
         };
         let signed = SignedAnswer::sign(&hub, &answer);
-        assert!(signed.verify(&hub.peer_id(), &query, &nonce, now_ms()).is_ok());
+        assert!(
+            signed
+                .verify(&hub.peer_id(), &query, &nonce, now_ms())
+                .is_ok()
+        );
         assert_eq!(
             signed.verify(&hub.peer_id(), &query, &[8u8; 16], now_ms()),
             Err(AnswerError::WrongQuestion)

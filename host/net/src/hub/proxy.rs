@@ -33,7 +33,11 @@ pub enum ProxyConfig {
 impl ProxyConfig {
     /// Parses `http://host:port`, `socks5://host:port`, with optional `user:pass@`.
     pub fn parse(url: &str) -> Result<Self, ProxyError> {
-        let bad = || ProxyError::Config(format!("{url:?}: expected http://[user:pass@]ip:port or socks5://[user:pass@]ip:port"));
+        let bad = || {
+            ProxyError::Config(format!(
+                "{url:?}: expected http://[user:pass@]ip:port or socks5://[user:pass@]ip:port"
+            ))
+        };
         let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
         let rest = rest.trim_end_matches('/');
         let (auth, hostport) = match rest.rsplit_once('@') {
@@ -129,7 +133,9 @@ async fn connect_inner(proxy: &ProxyConfig, target: SocketAddr) -> Result<TcpStr
             let version = parts.next().unwrap_or_default();
             let code = parts.next().unwrap_or_default();
             if !version.starts_with("HTTP/1.") {
-                return Err(ProxyError::Protocol(format!("not an HTTP answer: {status:?}")));
+                return Err(ProxyError::Protocol(format!(
+                    "not an HTTP answer: {status:?}"
+                )));
             }
             if code != "200" {
                 return Err(ProxyError::Refused {
@@ -154,7 +160,9 @@ async fn connect_inner(proxy: &ProxyConfig, target: SocketAddr) -> Result<TcpStr
                 (0, _) => {}
                 (2, Some((u, p))) => {
                     if u.len() > 255 || p.len() > 255 {
-                        return Err(ProxyError::Config("SOCKS5 user or password too long".into()));
+                        return Err(ProxyError::Config(
+                            "SOCKS5 user or password too long".into(),
+                        ));
                     }
                     let mut msg = vec![1, u.len() as u8];
                     msg.extend_from_slice(u.as_bytes());
