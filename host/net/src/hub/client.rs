@@ -306,7 +306,7 @@ impl HubClient {
             t.abort();
         }
         *self.shared.line.lock().unwrap() = None;
-        let _ = self.shared.state.send(HubState::Stopped);
+        let _ = self.shared.state.send_replace(HubState::Stopped);
     }
 
     async fn hub_connection(&self) -> Result<Connection, HubError> {
@@ -576,7 +576,7 @@ async fn presence_loop(shared: Arc<Shared>) {
         if shared.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let _ = shared.state.send(HubState::Connecting);
+        let _ = shared.state.send_replace(HubState::Connecting);
         let mut came_up = false;
         let reason = match run_line(&shared, &mut came_up).await {
             Ok(()) => "the hub ended the presence line".to_string(),
@@ -586,7 +586,7 @@ async fn presence_loop(shared: Arc<Shared>) {
         if shared.stopped.load(Ordering::SeqCst) {
             return;
         }
-        let _ = shared.state.send(HubState::Offline);
+        let _ = shared.state.send_replace(HubState::Offline);
         if came_up {
             backoff.reset();
             let _ = shared.events.send(HubEvent::Offline {
@@ -641,7 +641,7 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
     }
     *shared.line.lock().unwrap() = Some(tx.clone());
     *came_up = true;
-    let _ = shared.state.send(HubState::Online);
+    let _ = shared.state.send_replace(HubState::Online);
     let _ = shared.events.send(HubEvent::Online { observed });
     tracing::info!(?hub, %observed, transport = ?conn.transport(), "hub line up");
     let ping_interval = shared.config.ping_interval;
