@@ -586,6 +586,11 @@ async fn presence_loop(shared: Arc<Shared>) {
         if shared.stopped.load(Ordering::SeqCst) {
             return;
         }
+        if came_up && let Some(conn) = shared.endpoint.connection(&shared.config.hub) {
+            // A line that went silent rode a dead path (a lost NAT mapping, a frozen
+            // proxy): drop the connection so the next attempt dials afresh.
+            conn.close(crate::transport::close_code::NORMAL, "hub line lost");
+        }
         let _ = shared.state.send_replace(HubState::Offline);
         if came_up {
             backoff.reset();

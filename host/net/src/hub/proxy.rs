@@ -70,6 +70,8 @@ pub enum ProxyError {
     Unreachable { addr: SocketAddr, reason: String },
     #[error("the proxy refused the tunnel to {target}: {reason}")]
     Refused { target: SocketAddr, reason: String },
+    #[error("the proxy dropped the connection before the tunnel was up: {0}")]
+    Dropped(String),
     #[error("the proxy broke the protocol: {0}")]
     Protocol(String),
     #[error("the proxy did not answer within {0:?}")]
@@ -99,7 +101,7 @@ async fn connect_inner(proxy: &ProxyConfig, target: SocketAddr) -> Result<TcpStr
             reason: e.to_string(),
         })?;
     let _ = s.set_nodelay(true);
-    let io = |e: std::io::Error| ProxyError::Protocol(format!("connection to the proxy: {e}"));
+    let io = |e: std::io::Error| ProxyError::Dropped(e.to_string());
     match proxy {
         ProxyConfig::Http { auth, .. } => {
             let mut req = format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n");
@@ -120,10 +122,9 @@ async fn connect_inner(proxy: &ProxyConfig, target: SocketAddr) -> Result<TcpStr
                 }
                 let n = s.read(&mut byte).await.map_err(io)?;
                 if n == 0 {
-                    return Err(ProxyError::Refused {
-                        target,
-                        reason: "the proxy closed the connection without an answer".into(),
-                    });
+                    return Err(ProxyError::Dropped(
+                        "closed without an answer".into(),
+                    ));
                 }
                 head.push(byte[0]);
             }
@@ -249,6 +250,7 @@ impl Forwarder {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((mut inbound, _)) = listener.accept().await else {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 };
                 let proxy = proxy.clone();
