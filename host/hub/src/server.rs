@@ -352,6 +352,17 @@ impl Core {
         }
         let guard = self.take_relay_slots(from, target)?;
         let session: [u8; 16] = rand::thread_rng().r#gen();
+        // The session exists before the offer goes out: the target joins as soon as it
+        // agrees, possibly before this task hears its answer.
+        self.sessions.lock().unwrap().insert(
+            session,
+            Session {
+                a: from,
+                b: target,
+                parked: None,
+                _guard: guard,
+            },
+        );
         let (answer_tx, answer_rx) = oneshot::channel();
         self.offers.lock().unwrap().insert(session, answer_tx);
         if tx
@@ -366,6 +377,9 @@ impl Core {
         }
         let answer = tokio::time::timeout(RELAY_ANSWER_TIMEOUT, answer_rx).await;
         self.offers.lock().unwrap().remove(&session);
+        if !matches!(answer, Ok(Ok(true))) {
+            self.sessions.lock().unwrap().remove(&session);
+        }
         match answer {
             Ok(Ok(true)) => {}
             Ok(Ok(false)) => {
@@ -382,15 +396,6 @@ impl Core {
                 ));
             }
         }
-        self.sessions.lock().unwrap().insert(
-            session,
-            Session {
-                a: from,
-                b: target,
-                parked: None,
-                _guard: guard,
-            },
-        );
         // A session nobody completes expires (its parked end is told why).
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {

@@ -101,26 +101,56 @@ async fn presence_up_and_down_within_seconds() {
 
         // Mutual rule: B's watch on A is refused until A watches B too.
         b.hub.watch(&[a.id()]).await;
-        let e = wait_event(&mut b_events, 5 * SECONDS, |e| matches!(e, HubEvent::WatchRefused { .. })).await;
+        let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
+            matches!(e, HubEvent::WatchRefused { .. })
+        })
+        .await;
         assert_eq!(e, Some(HubEvent::WatchRefused { peer: a.id() }));
         assert!(a.hub.wait_online(10 * SECONDS).await);
         a.hub.watch(&[b.id()]).await;
-        let e = wait_event(&mut b_events, 5 * SECONDS, |e| matches!(e, HubEvent::PresenceChanged { .. })).await;
-        assert_eq!(e, Some(HubEvent::PresenceChanged { peer: a.id(), online: true }));
+        let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { .. })
+        })
+        .await;
+        assert_eq!(
+            e,
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: true
+            })
+        );
         // C watches A one-sidedly: refused, never told.
         c.hub.watch(&[a.id()]).await;
-        let e = wait_event(&mut c_events, 5 * SECONDS, |e| matches!(e, HubEvent::WatchRefused { .. } | HubEvent::PresenceChanged { .. })).await;
+        let e = wait_event(&mut c_events, 5 * SECONDS, |e| {
+            matches!(
+                e,
+                HubEvent::WatchRefused { .. } | HubEvent::PresenceChanged { .. }
+            )
+        })
+        .await;
         assert_eq!(e, Some(HubEvent::WatchRefused { peer: a.id() }));
 
         // A leaves cleanly: B sees it within seconds.
         let t = std::time::Instant::now();
         a.stop();
-        let e = wait_event(&mut b_events, 5 * SECONDS, |e| matches!(e, HubEvent::PresenceChanged { .. })).await;
-        assert_eq!(e, Some(HubEvent::PresenceChanged { peer: a.id(), online: false }));
+        let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { .. })
+        })
+        .await;
+        assert_eq!(
+            e,
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: false
+            })
+        );
         eprintln!("clean leave seen after {:?}", t.elapsed());
 
         // A watcher joining later gets the current state; C never heard about A.
-        let e = wait_event(&mut c_events, Duration::from_millis(300), |e| matches!(e, HubEvent::PresenceChanged { .. })).await;
+        let e = wait_event(&mut c_events, Duration::from_millis(300), |e| {
+            matches!(e, HubEvent::PresenceChanged { .. })
+        })
+        .await;
         assert_eq!(e, None);
     })
     .await
@@ -134,7 +164,10 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         let proxy = TestProxy::start().await;
         // A reaches the hub through a proxy that will go silent (a network loss, no FIN).
         let mut cfg_a = fast_config(hub.peer, hub.addresses());
-        cfg_a.proxy = Some(ProxyConfig::Http { addr: proxy.addr, auth: None });
+        cfg_a.proxy = Some(ProxyConfig::Http {
+            addr: proxy.addr,
+            auth: None,
+        });
         let a = node(cfg_a, Arc::new(AcceptAll)).await;
         let b = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
         let mut a_events = a.hub.events();
@@ -143,25 +176,58 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         assert!(b.hub.wait_online(10 * SECONDS).await);
         a.hub.watch(&[b.id()]).await;
         b.hub.watch(&[a.id()]).await;
-        let e = wait_event(&mut b_events, 5 * SECONDS, |e| matches!(e, HubEvent::PresenceChanged { .. })).await;
-        assert_eq!(e, Some(HubEvent::PresenceChanged { peer: a.id(), online: true }));
+        let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { .. })
+        })
+        .await;
+        assert_eq!(
+            e,
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: true
+            })
+        );
 
         let t = std::time::Instant::now();
         proxy.set(ProxyMode::Freeze);
         // The hub notices the silence (2 s presence timeout) and tells B.
-        let e = wait_event(&mut b_events, 6 * SECONDS, |e| matches!(e, HubEvent::PresenceChanged { .. })).await;
-        assert_eq!(e, Some(HubEvent::PresenceChanged { peer: a.id(), online: false }));
+        let e = wait_event(&mut b_events, 6 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { .. })
+        })
+        .await;
+        assert_eq!(
+            e,
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: false
+            })
+        );
         let hub_saw = t.elapsed();
         // A notices too (2 s line timeout).
-        let e = wait_event(&mut a_events, 6 * SECONDS, |e| matches!(e, HubEvent::Offline { .. })).await;
+        let e = wait_event(&mut a_events, 6 * SECONDS, |e| {
+            matches!(e, HubEvent::Offline { .. })
+        })
+        .await;
         assert!(e.is_some());
-        eprintln!("silent loss: hub told watchers after {hub_saw:?}, the client knew after {:?}", t.elapsed());
+        eprintln!(
+            "silent loss: hub told watchers after {hub_saw:?}, the client knew after {:?}",
+            t.elapsed()
+        );
         assert!(hub_saw < 5 * SECONDS);
 
         // The network comes back: A reconnects by itself (backoff) and B sees it online.
         proxy.set(ProxyMode::Forward);
-        let e = wait_event(&mut b_events, 20 * SECONDS, |e| matches!(e, HubEvent::PresenceChanged { .. })).await;
-        assert_eq!(e, Some(HubEvent::PresenceChanged { peer: a.id(), online: true }));
+        let e = wait_event(&mut b_events, 20 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { .. })
+        })
+        .await;
+        assert_eq!(
+            e,
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: true
+            })
+        );
         assert_eq!(a.hub.state(), HubState::Online);
     })
     .await
@@ -185,19 +251,38 @@ async fn relay_between_nodes_not_connecting_directly_is_end_to_end_encrypted() {
         assert_eq!(a.hub.path_of(&conn), PathKind::Relayed);
         assert_eq!(conn.remote_peer(), b.id());
         let marker = "PLAINTEXT-MARKER-0123456789-".repeat(4096);
-        let reply: String = a.endpoint.request(b.id(), &echo_ns(), &marker).await.unwrap();
+        let reply: String = a
+            .endpoint
+            .request(b.id(), &echo_ns(), &marker)
+            .await
+            .unwrap();
         assert_eq!(reply, marker);
         // B sees an ordinary connection from A, which it can use back.
-        let back = b.endpoint.wait_connection(&a.id(), 5 * SECONDS).await.unwrap();
+        let back = b
+            .endpoint
+            .wait_connection(&a.id(), 5 * SECONDS)
+            .await
+            .unwrap();
         assert_eq!(b.hub.path_of(&back), PathKind::Relayed);
-        let r: String = b.endpoint.request(a.id(), &echo_ns(), &"hi back".to_string()).await.unwrap();
+        let r: String = b
+            .endpoint
+            .request(a.id(), &echo_ns(), &"hi back".to_string())
+            .await
+            .unwrap();
         assert_eq!(r, "hi back");
 
         // What the hub forwarded: at least the marker's size, and no plaintext.
         let tapped = std::fs::read(&tap).unwrap();
-        assert!(tapped.len() > 2 * marker.len(), "tap holds {} bytes", tapped.len());
+        assert!(
+            tapped.len() > 2 * marker.len(),
+            "tap holds {} bytes",
+            tapped.len()
+        );
         let needle = b"PLAINTEXT-MARKER";
-        assert!(!tapped.windows(needle.len()).any(|w| w == needle), "plaintext crossed the relay");
+        assert!(
+            !tapped.windows(needle.len()).any(|w| w == needle),
+            "plaintext crossed the relay"
+        );
         assert!(!tapped.windows(7).any(|w| w == b"hi back"));
     })
     .await
@@ -209,7 +294,12 @@ async fn relay_refusals_and_quotas() {
         let dir = tempfile::tempdir().unwrap();
         let hub = HubProc::spawn(
             dir.path(),
-            &["--relay-max-concurrent", "1", "--relay-max-bytes", "1000000"],
+            &[
+                "--relay-max-concurrent",
+                "1",
+                "--relay-max-bytes",
+                "1000000",
+            ],
         );
         let cfg = || fast_config(hub.peer, hub.addresses());
         let a = node(cfg(), Arc::new(AcceptAll)).await;
@@ -227,15 +317,33 @@ async fn relay_refusals_and_quotas() {
         let e = a.hub.connect_relayed(picky.id()).await.unwrap_err();
         assert_eq!(e.app_code(), Some(code::RELAY_REFUSED), "{e}");
         assert!(e.to_string().contains("did not agree"), "{e}");
-        let seen = wait_event(&mut picky_events, 2 * SECONDS, |e| matches!(e, HubEvent::RelayOffered { .. })).await;
-        assert_eq!(seen, Some(HubEvent::RelayOffered { from: a.id(), accepted: false }));
+        let seen = wait_event(&mut picky_events, 2 * SECONDS, |e| {
+            matches!(e, HubEvent::RelayOffered { .. })
+        })
+        .await;
+        assert_eq!(
+            seen,
+            Some(HubEvent::RelayOffered {
+                from: a.id(),
+                accepted: false
+            })
+        );
         // Offline target.
         let nobody = Identity::generate().peer_id();
         let e = a.hub.connect_relayed(nobody).await.unwrap_err();
         assert_eq!(e.app_code(), Some(code::OFFLINE), "{e}");
         // Joining a session that is not ours.
-        let (mut send, mut recv) = other.endpoint.open_stream(hub.peer, &proto::relay_ns()).await.unwrap();
-        send.write_frame(&allpeers_net::service::encode(&proto::RelayJoin { session: [9; 16] }).unwrap(), 1024).await.unwrap();
+        let (mut send, mut recv) = other
+            .endpoint
+            .open_stream(hub.peer, &proto::relay_ns())
+            .await
+            .unwrap();
+        send.write_frame(
+            &allpeers_net::service::encode(&proto::RelayJoin { session: [9; 16] }).unwrap(),
+            1024,
+        )
+        .await
+        .unwrap();
         let f = recv.read_frame(1024).await.unwrap().unwrap();
         let ready: proto::RelayReady = allpeers_net::service::decode(&f).unwrap();
         assert!(matches!(ready, proto::RelayReady::Refused(_)));
@@ -256,7 +364,10 @@ async fn relay_refusals_and_quotas() {
         }
         assert!(cut, "the relay was not cut past its budget");
         let reason = tokio::time::timeout(10 * SECONDS, conn.closed()).await;
-        assert!(reason.is_ok(), "the relayed connection outlived its cut relay");
+        assert!(
+            reason.is_ok(),
+            "the relayed connection outlived its cut relay"
+        );
         // ...and further relays of the spent peer are refused.
         let e = a.hub.connect_relayed(b.id()).await.unwrap_err();
         assert_eq!(e.app_code(), Some(code::QUOTA), "{e}");
@@ -273,7 +384,15 @@ async fn hub_restart_clients_reconnect_direct_connections_survive() {
         let dir = tempfile::tempdir().unwrap();
         let mut hub = HubProc::spawn(dir.path(), &[]);
         let (quic, tcp, peer) = (hub.quic, hub.tcp, hub.peer);
-        let cfg = || fast_config(peer, vec![allpeers_net::Address::quic(quic), allpeers_net::Address::tcp(tcp)]);
+        let cfg = || {
+            fast_config(
+                peer,
+                vec![
+                    allpeers_net::Address::quic(quic),
+                    allpeers_net::Address::tcp(tcp),
+                ],
+            )
+        };
         let a = node(cfg(), Arc::new(AcceptAll)).await;
         let b = node(cfg(), Arc::new(AcceptAll)).await;
         assert!(a.hub.wait_online(10 * SECONDS).await);
@@ -288,10 +407,17 @@ async fn hub_restart_clients_reconnect_direct_connections_survive() {
 
         // SIGTERM: a clean exit.
         assert!(hub.terminate(), "the hub did not exit cleanly on SIGTERM");
-        let e = wait_event(&mut a_events, 10 * SECONDS, |e| matches!(e, HubEvent::Offline { .. })).await;
+        let e = wait_event(&mut a_events, 10 * SECONDS, |e| {
+            matches!(e, HubEvent::Offline { .. })
+        })
+        .await;
         assert!(e.is_some());
         // Direct connection unaffected while the hub is down.
-        let r: String = a.endpoint.request(b.id(), &echo_ns(), &"still here".to_string()).await.unwrap();
+        let r: String = a
+            .endpoint
+            .request(b.id(), &echo_ns(), &"still here".to_string())
+            .await
+            .unwrap();
         assert_eq!(r, "still here");
         assert!(!direct.is_closed());
 
@@ -303,7 +429,11 @@ async fn hub_restart_clients_reconnect_direct_connections_survive() {
         let rec = b.hub.resolve("anna").await.unwrap().unwrap();
         assert_eq!(rec.peer, a.id());
         assert!(rec.online);
-        let r: String = b.endpoint.request(a.id(), &echo_ns(), &"after".to_string()).await.unwrap();
+        let r: String = b
+            .endpoint
+            .request(a.id(), &echo_ns(), &"after".to_string())
+            .await
+            .unwrap();
         assert_eq!(r, "after");
         assert!(!direct.is_closed());
     })
@@ -315,7 +445,11 @@ async fn slowloris_clients_do_not_block_others() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("hub.json");
-        std::fs::write(&config, r#"{ "handshake_timeout_secs": 2, "max_handshakes": 64 }"#).unwrap();
+        std::fs::write(
+            &config,
+            r#"{ "handshake_timeout_secs": 2, "max_handshakes": 64 }"#,
+        )
+        .unwrap();
         let hub = HubProc::spawn(dir.path(), &["--config", config.to_str().unwrap()]);
         // 40 TCP clients that start a TLS record and never finish it.
         let mut slow = Vec::new();
@@ -326,10 +460,19 @@ async fn slowloris_clients_do_not_block_others() {
             slow.push(s);
         }
         // A peer that opens a presence line and never says Hello.
-        let mute = node(fast_config(Identity::generate().peer_id(), hub.addresses()), Arc::new(AcceptAll)).await;
+        let mute = node(
+            fast_config(Identity::generate().peer_id(), hub.addresses()),
+            Arc::new(AcceptAll),
+        )
+        .await;
         mute.hub.stop();
-        mute.endpoint.add_peer_address(hub.peer, allpeers_net::Address::quic(hub.quic));
-        let (_send, mut recv) = mute.endpoint.open_stream(hub.peer, &proto::presence_ns()).await.unwrap();
+        mute.endpoint
+            .add_peer_address(hub.peer, allpeers_net::Address::quic(hub.quic));
+        let (_send, mut recv) = mute
+            .endpoint
+            .open_stream(hub.peer, &proto::presence_ns())
+            .await
+            .unwrap();
 
         // Everyone else is served at once, over both transports.
         let mut tcp_only = fast_config(hub.peer, vec![allpeers_net::Address::tcp(hub.tcp)]);
@@ -347,10 +490,16 @@ async fn slowloris_clients_do_not_block_others() {
             use tokio::io::AsyncReadExt;
             let mut buf = [0u8; 64];
             let r = tokio::time::timeout(10 * SECONDS, s.read(&mut buf)).await;
-            assert!(matches!(r, Ok(Ok(0)) | Ok(Err(_))), "slow socket still open: {r:?}");
+            assert!(
+                matches!(r, Ok(Ok(0)) | Ok(Err(_))),
+                "slow socket still open: {r:?}"
+            );
         }
         let r = tokio::time::timeout(10 * SECONDS, recv.read_frame(1024)).await;
-        assert!(matches!(r, Ok(Err(_)) | Ok(Ok(None))), "mute line still open: {r:?}");
+        assert!(
+            matches!(r, Ok(Err(_)) | Ok(Ok(None))),
+            "mute line still open: {r:?}"
+        );
     })
     .await
 }
@@ -363,23 +512,41 @@ async fn proxy_that_refuses_or_drops_gives_clear_errors() {
         let proxy = TestProxy::start().await;
         proxy.set(ProxyMode::Refuse);
         let mut cfg = fast_config(hub.peer, hub.addresses());
-        cfg.proxy = Some(ProxyConfig::Http { addr: proxy.addr, auth: None });
+        cfg.proxy = Some(ProxyConfig::Http {
+            addr: proxy.addr,
+            auth: None,
+        });
         cfg.request_timeout = 5 * SECONDS;
         let a = node(cfg.clone(), Arc::new(AcceptAll)).await;
         let e = a.hub.register("alice").await.unwrap_err();
-        assert!(matches!(&e, HubError::Proxy(p) if p.to_string().contains("403")), "{e}");
+        assert!(
+            matches!(&e, HubError::Proxy(p) if p.to_string().contains("403")),
+            "{e}"
+        );
         assert!(!a.hub.wait_online(SECONDS).await);
 
         proxy.set(ProxyMode::Drop);
         let e = a.hub.resolve("alice").await.unwrap_err();
-        assert!(matches!(&e, HubError::Proxy(allpeers_net::hub::proxy::ProxyError::Dropped(_))), "{e}");
+        assert!(
+            matches!(
+                &e,
+                HubError::Proxy(allpeers_net::hub::proxy::ProxyError::Dropped(_))
+            ),
+            "{e}"
+        );
 
         // A proxy that is not there at all.
         let mut cfg2 = cfg.clone();
-        cfg2.proxy = Some(ProxyConfig::Http { addr: "127.0.0.1:9".parse().unwrap(), auth: None });
+        cfg2.proxy = Some(ProxyConfig::Http {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            auth: None,
+        });
         let c = node(cfg2, Arc::new(AcceptAll)).await;
         let e = c.hub.register("carol").await.unwrap_err();
-        assert!(matches!(&e, HubError::Proxy(p) if p.to_string().contains("cannot reach the proxy")), "{e}");
+        assert!(
+            matches!(&e, HubError::Proxy(p) if p.to_string().contains("cannot reach the proxy")),
+            "{e}"
+        );
 
         // The hub is fine for everyone else; A gets through once the proxy forwards.
         let b = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
@@ -394,7 +561,9 @@ async fn proxy_that_refuses_or_drops_gives_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn through_real_tinyproxy() {
     let Ok(path) = which("tinyproxy") else {
-        eprintln!("\n\n*** SKIPPED through_real_tinyproxy: the tinyproxy binary is missing (apt-get install tinyproxy) ***\n");
+        eprintln!(
+            "\n\n*** SKIPPED through_real_tinyproxy: the tinyproxy binary is missing (apt-get install tinyproxy) ***\n"
+        );
         return;
     };
     bounded(async {
@@ -460,11 +629,161 @@ async fn through_real_tinyproxy() {
 }
 
 fn which(name: &str) -> Result<std::path::PathBuf, ()> {
-    for dir in std::env::var("PATH").unwrap_or_default().split(':').chain(["/usr/bin", "/usr/sbin"]) {
+    for dir in std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/bin", "/usr/sbin"])
+    {
         let p = std::path::Path::new(dir).join(name);
         if p.is_file() {
             return Ok(p);
         }
     }
     Err(())
+}
+
+/// A hub that answers directory queries badly: signed by another key, replaying an
+/// earlier answer, or stale. The client must reject each.
+mod fake_hub {
+    use super::*;
+    use allpeers_net::hub::proto::{DirectoryAnswer, Query, SignedAnswer};
+    use allpeers_net::service::{BoxFuture, decode, encode};
+    use allpeers_net::{Context, Endpoint, EndpointConfig, RemoteError, Service};
+    use bytes::Bytes;
+    use std::sync::Mutex;
+
+    #[derive(Clone, Copy, PartialEq)]
+    pub enum Mode {
+        Forged,
+        Replay,
+        Stale,
+    }
+
+    struct Fake {
+        mode: Mode,
+        hub_key: Identity,
+        other_key: Identity,
+        first: Mutex<Option<SignedAnswer>>,
+    }
+
+    impl Service for Fake {
+        fn request(&self, _ctx: Context, body: Bytes) -> BoxFuture<Result<Bytes, RemoteError>> {
+            let req: HubRequest = decode(&body).unwrap();
+            let HubRequest::Resolve { query, nonce } = req else {
+                return Box::pin(async { Err(RemoteError::refused("fake")) });
+            };
+            let mut answer = DirectoryAnswer {
+                query,
+                nonce,
+                time: proto::now_ms(),
+                hub: self.hub_key.peer_id(),
+                record: None,
+            };
+            let signed = match self.mode {
+                Mode::Forged => SignedAnswer::sign(&self.other_key, &answer),
+                Mode::Stale => {
+                    answer.time -= 10 * 60 * 1000;
+                    SignedAnswer::sign(&self.hub_key, &answer)
+                }
+                Mode::Replay => {
+                    let mut first = self.first.lock().unwrap();
+                    first
+                        .get_or_insert_with(|| SignedAnswer::sign(&self.hub_key, &answer))
+                        .clone()
+                }
+            };
+            let bytes = encode(&HubResponse::Resolved(signed)).unwrap();
+            Box::pin(async move { Ok(bytes) })
+        }
+    }
+
+    pub async fn start(mode: Mode) -> (Endpoint, allpeers_net::Address) {
+        let hub_key = Identity::generate();
+        let same = KeyFile::new(&hub_key, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k");
+        same.write(&path).unwrap();
+        let endpoint_key = KeyFile::read(&path).unwrap().open(None, "k").unwrap();
+        let ep = Endpoint::bind(endpoint_key, EndpointConfig::loopback())
+            .await
+            .unwrap();
+        ep.register(
+            proto::registry_ns(),
+            Fake {
+                mode,
+                hub_key,
+                other_key: Identity::generate(),
+                first: Mutex::new(None),
+            },
+        );
+        let addr = ep.local_address(allpeers_net::TransportKind::Quic).unwrap();
+        let _ = Query::Name(String::new());
+        (ep, addr)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forged_replayed_and_stale_directory_answers_are_rejected() {
+    use allpeers_net::hub::proto::AnswerError;
+    bounded(async {
+        for (mode, expect) in [
+            (fake_hub::Mode::Forged, "forged"),
+            (fake_hub::Mode::Replay, "replay"),
+            (fake_hub::Mode::Stale, "stale"),
+        ] {
+            let (hub_ep, addr) = fake_hub::start(mode).await;
+            let n = node(
+                fast_config(hub_ep.peer_id(), vec![addr]),
+                Arc::new(AcceptAll),
+            )
+            .await;
+            let first = n.hub.resolve("alice").await;
+            let second = n.hub.resolve("alice").await;
+            match expect {
+                "forged" => {
+                    assert!(
+                        matches!(first, Err(HubError::Answer(AnswerError::BadSignature))),
+                        "{first:?}"
+                    );
+                }
+                "replay" => {
+                    // The first answer is genuine; the same answer again is a replay.
+                    assert!(first.is_ok(), "{first:?}");
+                    assert!(
+                        matches!(second, Err(HubError::Answer(AnswerError::WrongQuestion))),
+                        "{second:?}"
+                    );
+                }
+                _ => {
+                    assert!(
+                        matches!(first, Err(HubError::Answer(AnswerError::Stale(_)))),
+                        "{first:?}"
+                    );
+                }
+            }
+            n.stop();
+            hub_ep.close();
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_socks5_proxy() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProc::spawn(dir.path(), &[]);
+        let socks = Socks5::start().await;
+        let mut cfg = fast_config(hub.peer, hub.addresses());
+        cfg.proxy = Some(ProxyConfig::parse(&format!("socks5://{}", socks.addr)).unwrap());
+        let a = node(cfg, Arc::new(AcceptAll)).await;
+        assert!(
+            a.hub.wait_online(10 * SECONDS).await,
+            "{:?}",
+            a.hub.proxy_error()
+        );
+        a.hub.register("socksy").await.unwrap();
+        assert!(socks.tunnels() > 0);
+    })
+    .await
 }

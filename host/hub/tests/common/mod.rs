@@ -8,8 +8,8 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
 use allpeers_model::PeerId;
@@ -30,8 +30,7 @@ pub async fn bounded<F: Future>(f: F) -> F::Output {
 pub fn init_logs() {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
         )
         .with_test_writer()
         .try_init();
@@ -57,7 +56,12 @@ impl Drop for HubProc {
 impl HubProc {
     /// Starts a hub on loopback, ephemeral ports, data in `dir`, with extra flags.
     pub fn spawn(dir: &Path, extra: &[&str]) -> HubProc {
-        Self::spawn_at(dir, "127.0.0.1:0".parse().unwrap(), "127.0.0.1:0".parse().unwrap(), extra)
+        Self::spawn_at(
+            dir,
+            "127.0.0.1:0".parse().unwrap(),
+            "127.0.0.1:0".parse().unwrap(),
+            extra,
+        )
     }
 
     pub fn spawn_at(dir: &Path, quic: SocketAddr, tcp: SocketAddr, extra: &[&str]) -> HubProc {
@@ -90,8 +94,8 @@ impl HubProc {
         let line = rx
             .recv_timeout(Duration::from_secs(30))
             .expect("hub ready line");
-        let v: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("hub ready line {line:?}: {e}"));
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("hub ready line {line:?}: {e}"));
         HubProc {
             child,
             peer: v["peer_id"].as_str().unwrap().parse().unwrap(),
@@ -239,7 +243,9 @@ impl TestProxy {
         let m = mode.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((s, _)) = listener.accept().await else { continue };
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
                 tokio::spawn(proxy_conn(s, m.clone()));
             }
         });
@@ -271,7 +277,11 @@ async fn proxy_conn(mut s: TcpStream, mode: Arc<AtomicU8>) {
         return;
     }
     let text = String::from_utf8_lossy(&head).to_string();
-    let target = text.split_whitespace().nth(1).unwrap_or_default().to_string();
+    let target = text
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
     let Ok(mut up) = TcpStream::connect(&target).await else {
         let _ = s.write_all(b"HTTP/1.1 502 Bad Gateway\r\n\r\n").await;
         return;
@@ -315,4 +325,61 @@ async fn proxy_conn(mut s: TcpStream, mode: Arc<AtomicU8>) {
         let _ = cw.shutdown().await;
     };
     tokio::join!(a, b2);
+}
+
+/// A minimal in-test SOCKS5 server (no authentication, CONNECT to IPv4 only).
+pub struct Socks5 {
+    pub addr: SocketAddr,
+    count: Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Socks5 {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Socks5 {
+    pub async fn start() -> Socks5 {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let count: Arc<std::sync::atomic::AtomicUsize> = Default::default();
+        let c = count.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    continue;
+                };
+                let c = c.clone();
+                tokio::spawn(async move {
+                    let mut g = [0u8; 3];
+                    if s.read_exact(&mut g).await.is_err() || g != [5, 1, 0] {
+                        return;
+                    }
+                    s.write_all(&[5, 0]).await.ok();
+                    let mut r = [0u8; 10];
+                    if s.read_exact(&mut r).await.is_err() || r[..4] != [5, 1, 0, 1] {
+                        return;
+                    }
+                    let target = SocketAddr::from((
+                        [r[4], r[5], r[6], r[7]],
+                        u16::from_be_bytes([r[8], r[9]]),
+                    ));
+                    let Ok(mut up) = TcpStream::connect(target).await else {
+                        let _ = s.write_all(&[5, 5, 0, 1, 0, 0, 0, 0, 0, 0]).await;
+                        return;
+                    };
+                    c.fetch_add(1, Ordering::SeqCst);
+                    s.write_all(&[5, 0, 0, 1, 127, 0, 0, 1, 0, 0]).await.ok();
+                    let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+                });
+            }
+        });
+        Socks5 { addr, count, task }
+    }
+
+    pub fn tunnels(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
 }

@@ -122,9 +122,7 @@ async fn connect_inner(proxy: &ProxyConfig, target: SocketAddr) -> Result<TcpStr
                 }
                 let n = s.read(&mut byte).await.map_err(io)?;
                 if n == 0 {
-                    return Err(ProxyError::Dropped(
-                        "closed without an answer".into(),
-                    ));
+                    return Err(ProxyError::Dropped("closed without an answer".into()));
                 }
                 head.push(byte[0]);
             }
