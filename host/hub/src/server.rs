@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allpeers_model::PeerId;
+use allpeers_net::hub::frames::LineReader;
 use allpeers_net::hub::names;
 use allpeers_net::hub::proto::{
     self, DirectoryAnswer, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
@@ -534,12 +535,15 @@ impl Core {
         mut recv: RecvStream,
     ) {
         let peer = ctx.peer;
-        let hello =
-            match tokio::time::timeout(HELLO_TIMEOUT, recv.read_frame(proto::PRESENCE_LIMIT)).await
-            {
-                Ok(Ok(Some(f))) => decode::<PresenceUp>(&f).ok(),
-                _ => None,
-            };
+        let hello = match tokio::time::timeout(
+            HELLO_TIMEOUT,
+            LineReader::new(proto::PRESENCE_LIMIT).next(&mut recv),
+        )
+        .await
+        {
+            Ok(Ok(Some(f))) => decode::<PresenceUp>(&f).ok(),
+            _ => None,
+        };
         let Some(PresenceUp::Hello {
             mut addresses,
             accepts_relays,
@@ -588,51 +592,63 @@ impl Core {
         drop(tx);
         tracing::debug!(?peer, %observed, "presence line up");
         let timeout = self.config.presence_timeout();
-        let reason = loop {
-            tokio::select! {
-                frame = tokio::time::timeout(timeout, recv.read_frame(proto::PRESENCE_LIMIT)) => {
-                    let msg = match frame {
-                        Err(_) => break format!("silent for {timeout:?}"),
-                        Ok(Err(e)) => break format!("read: {e}"),
-                        Ok(Ok(None)) => break "ended by the peer".to_string(),
-                        Ok(Ok(Some(f))) => match decode::<PresenceUp>(&f) {
-                            Ok(m) => m,
-                            Err(e) => break format!("malformed frame: {e}"),
-                        },
-                    };
-                    match msg {
-                        PresenceUp::Ping(n) => {
-                            let p = self.presence.lock().unwrap();
-                            if p.online.get(&peer).is_some_and(|o| o.line == line) {
-                                Self::tell(&p, &peer, PresenceDown::Pong(n));
-                            }
+        // Reader and writer are two long-lived futures (no read is ever abandoned midway).
+        let reader = async {
+            let mut lines = LineReader::new(proto::PRESENCE_LIMIT);
+            loop {
+                let msg = match tokio::time::timeout(timeout, lines.next(&mut recv)).await {
+                    Err(_) => return format!("silent for {timeout:?}"),
+                    Ok(Err(e)) => return format!("read: {e}"),
+                    Ok(Ok(None)) => return "ended by the peer".to_string(),
+                    Ok(Ok(Some(f))) => match decode::<PresenceUp>(&f) {
+                        Ok(m) => m,
+                        Err(e) => return format!("malformed frame: {e}"),
+                    },
+                };
+                match msg {
+                    PresenceUp::Ping(n) => {
+                        let p = self.presence.lock().unwrap();
+                        if p.online.get(&peer).is_some_and(|o| o.line == line) {
+                            Self::tell(&p, &peer, PresenceDown::Pong(n));
                         }
-                        PresenceUp::Watch(list) => {
-                            if list.len() > proto::MAX_WATCH { break "watch list too long".into(); }
-                            self.watch(peer, list);
-                        }
-                        PresenceUp::Unwatch(list) => {
-                            if list.len() > proto::MAX_WATCH { break "unwatch list too long".into(); }
-                            self.unwatch(peer, list);
-                        }
-                        PresenceUp::RelayAnswer { session, accept } => {
-                            if let Some(tx) = self.offers.lock().unwrap().remove(&session) {
-                                let _ = tx.send(accept);
-                            }
-                        }
-                        PresenceUp::Hello { .. } => break "a second Hello".into(),
                     }
-                }
-                out = rx.recv() => {
-                    let Some(msg) = out else { break "replaced by a newer line".into() };
-                    let Ok(frame) = encode(&msg) else { continue };
-                    match tokio::time::timeout(timeout, send.write_frame(&frame, proto::PRESENCE_LIMIT)).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => break format!("write: {e}"),
-                        Err(_) => break format!("the peer read nothing for {timeout:?}"),
+                    PresenceUp::Watch(list) => {
+                        if list.len() > proto::MAX_WATCH {
+                            return "watch list too long".into();
+                        }
+                        self.watch(peer, list);
                     }
+                    PresenceUp::Unwatch(list) => {
+                        if list.len() > proto::MAX_WATCH {
+                            return "unwatch list too long".into();
+                        }
+                        self.unwatch(peer, list);
+                    }
+                    PresenceUp::RelayAnswer { session, accept } => {
+                        if let Some(tx) = self.offers.lock().unwrap().remove(&session) {
+                            let _ = tx.send(accept);
+                        }
+                    }
+                    PresenceUp::Hello { .. } => return "a second Hello".into(),
                 }
             }
+        };
+        let writer = async {
+            while let Some(msg) = rx.recv().await {
+                let Ok(frame) = encode(&msg) else { continue };
+                match tokio::time::timeout(timeout, send.write_frame(&frame, proto::PRESENCE_LIMIT))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return format!("write: {e}"),
+                    Err(_) => return format!("the peer read nothing for {timeout:?}"),
+                }
+            }
+            "replaced by a newer line".to_string()
+        };
+        let reason = tokio::select! {
+            r = reader => r,
+            r = writer => r,
         };
         {
             let mut p = self.presence.lock().unwrap();

@@ -629,7 +629,8 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
         .await
         .map_err(NetError::from)?;
     let timeout = shared.config.line_timeout;
-    let observed = match read_down(&mut recv, timeout).await? {
+    let mut line_reader = super::frames::LineReader::new(proto::PRESENCE_LIMIT);
+    let observed = match read_down(&mut line_reader, &mut recv, timeout).await? {
         PresenceDown::Welcome { observed } => observed,
         other => {
             return Err(HubError::BadAnswer(format!(
@@ -668,7 +669,7 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
     };
     let reader = async {
         loop {
-            match read_down(&mut recv, timeout).await? {
+            match read_down(&mut line_reader, &mut recv, timeout).await? {
                 PresenceDown::Pong(_) | PresenceDown::Welcome { .. } => {}
                 PresenceDown::Presence { peer, online } => {
                     let _ = shared
@@ -706,8 +707,12 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
     }
 }
 
-async fn read_down(recv: &mut RecvStream, timeout: Duration) -> Result<PresenceDown, HubError> {
-    match tokio::time::timeout(timeout, recv.read_frame(proto::PRESENCE_LIMIT)).await {
+async fn read_down(
+    reader: &mut super::frames::LineReader,
+    recv: &mut RecvStream,
+    timeout: Duration,
+) -> Result<PresenceDown, HubError> {
+    match tokio::time::timeout(timeout, reader.next(recv)).await {
         Err(_) => Err(HubError::Net(NetError::Timeout(timeout))),
         Ok(Err(e)) => Err(HubError::Net(e.into())),
         Ok(Ok(None)) => Err(HubError::Relay("the hub closed the presence line".into())),

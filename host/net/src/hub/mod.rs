@@ -26,6 +26,7 @@
 //! relayed connections apart.
 
 pub mod client;
+pub mod frames;
 pub mod names;
 pub mod pipe;
 pub mod proto;
