@@ -787,3 +787,30 @@ async fn through_a_socks5_proxy() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_rate_quota_paces_the_splice() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        // 256 KiB/s per relay direction.
+        let hub = HubProc::spawn(dir.path(), &["--relay-rate", "262144"]);
+        let cfg = || fast_config(hub.peer, hub.addresses());
+        let a = node(cfg(), Arc::new(AcceptAll)).await;
+        let b = node(cfg(), Arc::new(AcceptAll)).await;
+        assert!(a.hub.wait_online(10 * SECONDS).await);
+        assert!(b.hub.wait_online(10 * SECONDS).await);
+        a.hub.connect_relayed(b.id()).await.unwrap();
+        let body = "r".repeat(768 * 1024);
+        let t = std::time::Instant::now();
+        let r: String = a.endpoint.request(b.id(), &echo_ns(), &body).await.unwrap();
+        let took = t.elapsed();
+        assert_eq!(r.len(), body.len());
+        // 768 KiB each way at 256 KiB/s (the bucket may start full): well over a second.
+        assert!(
+            took >= Duration::from_millis(1500),
+            "the relay was not paced: {took:?}"
+        );
+        eprintln!("768 KiB echoed through a 256 KiB/s relay in {took:?}");
+    })
+    .await
+}
