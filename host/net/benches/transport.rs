@@ -237,6 +237,12 @@ async fn client() {
     bulk_stream(&over_quic, peer, 8 << 20).await;
     bulk_stream(&over_tcp, peer, 8 << 20).await;
     bulk_raw(&raw_identity, peer, raw, 8 << 20).await;
+    if let Some(c) = over_quic.connection(&peer) {
+        println!(
+            "(QUIC path MTU after warm-up: {:?} bytes)",
+            c.stats().path_mtu
+        );
+    }
 
     println!(
         "\nallpeers-net transport benchmark: two processes on loopback, {size_mib} MiB bulk, \
@@ -267,6 +273,14 @@ async fn client() {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
+    if let Some(c) = over_quic.connection(&peer) {
+        let stats = c.stats();
+        println!(
+            "(QUIC path MTU after the transfers: {:?} bytes, RTT {:.3} ms)\n",
+            stats.path_mtu,
+            stats.rtt_ms.unwrap_or(0.0)
+        );
+    }
     let mut rows = Vec::new();
     for r in &runs {
         let mut speeds: Vec<f64> = r.iter().map(|b| b.mb_per_s).collect();

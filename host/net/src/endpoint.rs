@@ -57,7 +57,7 @@ pub struct EndpointConfig {
     /// At least the transports' own caps (QUIC: 1024 open streams a peer may have; TCP: 200
     /// a well-behaved peer opens), so only a misbehaving peer or a lower setting meets it.
     pub max_inbound_streams: usize,
-    /// TLS handshakes in progress at once on the TCP listener.
+    /// Incoming handshakes in progress at once, per transport; more are refused.
     pub max_handshakes: usize,
 }
 
@@ -123,6 +123,10 @@ impl Drop for Inner {
     fn drop(&mut self) {
         for task in self.tasks.get_mut().unwrap().drain(..) {
             task.abort();
+        }
+        // Serving tasks hold connection clones: close the connections so they end.
+        for (_, conn) in self.conns.get_mut().unwrap().drain() {
+            conn.close(close_code::SHUTDOWN, "endpoint dropped");
         }
         if let Some(q) = &self.quic {
             q.close(close_code::SHUTDOWN.into(), b"endpoint closed");
@@ -1000,9 +1004,21 @@ async fn handle_stream(
 }
 
 async fn quic_accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
+    let Some(handshakes) = weak
+        .upgrade()
+        .map(|i| Arc::new(Semaphore::new(i.config.max_handshakes)))
+    else {
+        return;
+    };
     while let Some(incoming) = endpoint.accept().await {
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            tracing::warn!(addr = %incoming.remote_address(), "incoming QUIC connection refused: too many handshakes in progress");
+            incoming.refuse();
+            continue;
+        };
         let weak = weak.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let Some(timeout) = weak.upgrade().map(|i| i.config.connect_timeout) else {
                 return;
             };

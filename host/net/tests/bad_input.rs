@@ -154,7 +154,7 @@ async fn stream_flood(t: TransportKind) {
     }
     // Streams past the limit are refused (reset / closed) at once; the first 8 hang.
     let outcomes = futures::future::join_all(streams.iter_mut().map(|(_, recv)| async move {
-        tokio::time::timeout(Duration::from_secs(2), recv.read_frame(4096)).await
+        tokio::time::timeout(Duration::from_secs(4), recv.read_frame(4096)).await
     }))
     .await;
     let refused = outcomes

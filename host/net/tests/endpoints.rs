@@ -263,14 +263,8 @@ async fn impersonation(t: TransportKind) {
     assert!(alice.connection(&bob.peer_id()).is_none());
     assert!(alice.connections().is_empty());
     // Eve is reachable as herself, so the refusal was about the key alone.
-    let reply: String = alice
-        .connect_addr(eve.peer_id(), eve_addr)
-        .await
-        .map(|_| ())
-        .and(Ok(()))
-        .map(|_| String::new())
-        .unwrap();
-    assert_eq!(reply, "");
+    let conn = alice.connect_addr(eve.peer_id(), eve_addr).await.unwrap();
+    assert_eq!(conn.remote_peer(), eve.peer_id());
     let reply: String = alice
         .request(eve.peer_id(), &ns("echo"), "hi eve")
         .await
@@ -354,55 +348,80 @@ async fn sink_pair(
     (a, b, rx)
 }
 
-async fn throttle_upload(t: TransportKind) {
-    let (a, b, mut done) = sink_pair(t).await;
-    let rate = 1_000_000u64;
-    a.throttle().set_peer(&b.peer_id(), Some(rate), None);
-    let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
-    let chunk = vec![7u8; 16 * 1024];
-    let total = 3 * rate;
-    let start = Instant::now();
-    let mut sent = 0;
-    while sent < total {
-        send.write_all(&chunk).await.unwrap();
-        sent += chunk.len() as u64;
+/// Checks a throttled rate: never more than 10% over the limit, and within 10% of it in at
+/// least one of three attempts (a starved CPU can make a run slower than its limit, which is
+/// not the throttle's fault; going faster always is).
+async fn assert_rate<F, Fut>(what: &str, limit: f64, mut attempt: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut seen = Vec::new();
+    for _ in 0..3 {
+        let measured = attempt().await;
+        assert!(
+            measured < limit * 1.10,
+            "{what}: {measured:.0} B/s is over the limit of {limit:.0} (+10%)"
+        );
+        seen.push(measured);
+        if (measured - limit).abs() / limit < 0.10 {
+            return;
+        }
     }
-    let send_secs = start.elapsed().as_secs_f64();
-    let stats = a.connection(&b.peer_id()).unwrap().stats();
-    send.finish().await.unwrap();
-    let (got, _) = done.recv().await.unwrap();
-    assert_eq!(got, sent);
-    let measured = sent as f64 / send_secs;
-    assert!(
-        (measured - rate as f64).abs() / (rate as f64) < 0.10,
-        "upload held {measured:.0} B/s for a limit of {rate}"
-    );
-    // The connection's own meter saw about the same rate.
-    assert!(
-        (stats.send_rate - rate as f64).abs() / (rate as f64) < 0.25,
-        "meter says {:.0}",
-        stats.send_rate
-    );
+    panic!("{what}: {seen:.0?} B/s, never within 10% of the limit of {limit:.0}");
+}
+
+async fn throttle_upload(t: TransportKind) {
+    let rate = 1_000_000u64;
+    assert_rate("upload, per-peer limit", rate as f64, || async {
+        let (a, b, mut done) = sink_pair(t).await;
+        a.throttle().set_peer(&b.peer_id(), Some(rate), None);
+        let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
+        let chunk = vec![7u8; 16 * 1024];
+        let total = 3 * rate;
+        let start = Instant::now();
+        let mut sent = 0;
+        while sent < total {
+            send.write_all(&chunk).await.unwrap();
+            sent += chunk.len() as u64;
+        }
+        let send_secs = start.elapsed().as_secs_f64();
+        let stats = a.connection(&b.peer_id()).unwrap().stats();
+        send.finish().await.unwrap();
+        let (got, _) = done.recv().await.unwrap();
+        assert_eq!(got, sent);
+        // The connection's own meter saw about the same rate (never much more).
+        assert!(
+            stats.send_rate < rate as f64 * 1.25 && stats.send_rate > rate as f64 * 0.5,
+            "meter says {:.0}",
+            stats.send_rate
+        );
+        sent as f64 / send_secs
+    })
+    .await;
 }
 both_transports!(throttle_holds_upload_rate, super::throttle_upload);
 
 async fn throttle_download_runtime_change(t: TransportKind) {
-    let (a, b, mut done) = sink_pair(t).await;
-    // The receiver limits its download globally; the sender is unlimited.
-    b.throttle().set_global(None, Some(4_000_000));
-    // ... and changes its mind at run time, before the transfer.
-    b.throttle().set_global(None, Some(1_000_000));
-    let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
-    let data = vec![1u8; 3_000_000];
-    send.write_all(&data).await.unwrap();
-    send.finish().await.unwrap();
-    let (got, secs) = done.recv().await.unwrap();
-    assert_eq!(got, 3_000_000);
-    let measured = got as f64 / secs;
-    assert!(
-        (measured - 1_000_000.0).abs() / 1_000_000.0 < 0.10,
-        "download held {measured:.0} B/s for a limit of 1000000"
-    );
+    assert_rate(
+        "download, global limit changed at run time",
+        1e6,
+        || async {
+            let (a, b, mut done) = sink_pair(t).await;
+            // The receiver limits its download globally; the sender is unlimited.
+            b.throttle().set_global(None, Some(4_000_000));
+            // ... and changes its mind at run time, before the transfer.
+            b.throttle().set_global(None, Some(1_000_000));
+            let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
+            let data = vec![1u8; 3_000_000];
+            send.write_all(&data).await.unwrap();
+            send.finish().await.unwrap();
+            let (got, secs) = done.recv().await.unwrap();
+            assert_eq!(got, 3_000_000);
+            got as f64 / secs
+        },
+    )
+    .await;
 }
 both_transports!(
     throttle_holds_download_rate,
@@ -410,23 +429,23 @@ both_transports!(
 );
 
 async fn per_stream_limit(t: TransportKind) {
-    let (a, b, mut done) = sink_pair(t).await;
-    let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
-    send.set_rate_limit(Some(2_000_000));
-    let chunk = vec![7u8; 32 * 1024];
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < 6_000_000 {
-        send.write_all(&chunk).await.unwrap();
-        sent += chunk.len() as u64;
-    }
-    let measured = sent as f64 / start.elapsed().as_secs_f64();
-    send.finish().await.unwrap();
-    done.recv().await.unwrap();
-    assert!(
-        (measured - 2_000_000.0).abs() / 2_000_000.0 < 0.10,
-        "stream held {measured:.0} B/s for a limit of 2000000"
-    );
+    assert_rate("upload, per-stream limit", 2e6, || async {
+        let (a, b, mut done) = sink_pair(t).await;
+        let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
+        send.set_rate_limit(Some(2_000_000));
+        let chunk = vec![7u8; 32 * 1024];
+        let start = Instant::now();
+        let mut sent = 0u64;
+        while sent < 6_000_000 {
+            send.write_all(&chunk).await.unwrap();
+            sent += chunk.len() as u64;
+        }
+        let measured = sent as f64 / start.elapsed().as_secs_f64();
+        send.finish().await.unwrap();
+        done.recv().await.unwrap();
+        measured
+    })
+    .await;
 }
 both_transports!(throttle_holds_per_stream_rate, super::per_stream_limit);
 
@@ -520,3 +539,46 @@ both_transports!(
     a_thousand_concurrent_requests_on_one_connection,
     super::thousand_concurrent
 );
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_an_endpoint_closes_its_connections() {
+    bounded(async {
+        for t in [TransportKind::Quic, TransportKind::Tcp] {
+            let (a, b) = pair(t).await;
+            b.register(ns("echo"), echo());
+            let _: String = a.request(b.peer_id(), &ns("echo"), "x").await.unwrap();
+            let conn = a.connection(&b.peer_id()).unwrap();
+            let mut events = a.events();
+            drop(b);
+            let reason = conn.closed().await;
+            assert!(!reason.is_empty());
+            assert!(matches!(
+                events.recv().await.unwrap(),
+                EndpointEvent::Disconnected { .. }
+            ));
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_protocol_version_is_refused() {
+    bounded(async {
+        let b = endpoint().await;
+        let me = allpeers_net::Identity::generate();
+        let mut config = allpeers_net::tls::client_config(&me).unwrap();
+        config.alpn_protocols = vec![b"allpeers/999".to_vec()];
+        let tcp = tokio::net::TcpStream::connect(b.local_address(TransportKind::Tcp).unwrap().addr)
+            .await
+            .unwrap();
+        let result = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+            .connect(allpeers_net::tls::server_name(&b.peer_id()), tcp)
+            .await;
+        assert!(
+            result.is_err(),
+            "a handshake with ALPN allpeers/999 went through"
+        );
+        assert!(b.connections().is_empty());
+    })
+    .await
+}

@@ -72,6 +72,7 @@ async fn reconnect_after_restart(t: TransportKind) {
 
     // Kill the remote outright (no goodbye), start it again with the same key and ports.
     let (peer, quic, tcp) = (remote.peer, remote.quic, remote.tcp);
+    // Same ports, whichever transport this run uses.
     let mut child = remote.child;
     child.kill().await.unwrap();
     child.wait().await.unwrap();
@@ -83,7 +84,6 @@ async fn reconnect_after_restart(t: TransportKind) {
     let second = local.connection(&peer).unwrap();
     assert_ne!(first.id(), second.id(), "a new connection");
     assert!(first.is_closed());
-    let _ = tcp;
     drop(again);
 }
 both_transports!(

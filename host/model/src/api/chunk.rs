@@ -99,7 +99,8 @@ impl Reassembler {
         if chunk.total_len > MAX_REASSEMBLED_LEN {
             return Err(ChunkError::TooLarge(chunk.total_len));
         }
-        if chunk.count as usize > chunk.total_len.div_ceil(1).max(1) {
+        // Every chunk but an empty message's carries at least one byte.
+        if chunk.count as usize > chunk.total_len.max(1) {
             return Err(ChunkError::Inconsistent);
         }
         let data = BASE64

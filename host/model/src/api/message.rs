@@ -21,12 +21,8 @@ pub enum ErrorCode {
     FrameTooLarge,
     /// The stream ended inside a frame; the connection is closed.
     TruncatedFrame,
-    /// The identity is sealed with a passphrase and has not been unlocked yet.
-    IdentityLocked,
     /// The passphrase does not open the identity.
     WrongPassphrase,
-    /// The daemon is shutting down.
-    ShuttingDown,
 }
 
 impl ErrorCode {
@@ -41,9 +37,7 @@ impl ErrorCode {
             ErrorCode::UnsupportedVersion => -32001,
             ErrorCode::FrameTooLarge => -32002,
             ErrorCode::TruncatedFrame => -32003,
-            ErrorCode::IdentityLocked => -32010,
-            ErrorCode::WrongPassphrase => -32011,
-            ErrorCode::ShuttingDown => -32020,
+            ErrorCode::WrongPassphrase => -32004,
         }
     }
 
@@ -52,7 +46,7 @@ impl ErrorCode {
     }
 }
 
-const ALL_CODES: [ErrorCode; 12] = [
+const ALL_CODES: [ErrorCode; 10] = [
     ErrorCode::ParseError,
     ErrorCode::InvalidRequest,
     ErrorCode::MethodNotFound,
@@ -62,9 +56,7 @@ const ALL_CODES: [ErrorCode; 12] = [
     ErrorCode::UnsupportedVersion,
     ErrorCode::FrameTooLarge,
     ErrorCode::TruncatedFrame,
-    ErrorCode::IdentityLocked,
     ErrorCode::WrongPassphrase,
-    ErrorCode::ShuttingDown,
 ];
 
 /// The `error` member of a response.

@@ -112,6 +112,8 @@ pub struct ConnectionStats {
     pub receive_rate: f64,
     /// Round-trip time, where the transport measures it (QUIC).
     pub rtt_ms: Option<f64>,
+    /// Current path MTU (QUIC: the largest UDP payload in use).
+    pub path_mtu: Option<u16>,
 }
 
 pub(crate) struct Meters {
@@ -378,9 +380,12 @@ impl Connection {
         let now = Instant::now();
         let mut m = self.0.shared.meters.lock().unwrap();
         let second = Duration::from_secs(1);
-        let rtt_ms = match &self.0.inner {
-            Inner::Quic(c) => Some(c.rtt().as_secs_f64() * 1000.0),
-            Inner::Tcp(_) => None,
+        let (rtt_ms, path_mtu) = match &self.0.inner {
+            Inner::Quic(c) => (
+                Some(c.rtt().as_secs_f64() * 1000.0),
+                Some(c.stats().path.current_mtu),
+            ),
+            Inner::Tcp(_) => (None, None),
         };
         ConnectionStats {
             bytes_sent: m.sent.total(),
@@ -388,6 +393,7 @@ impl Connection {
             send_rate: m.sent.rate(second, now),
             receive_rate: m.received.rate(second, now),
             rtt_ms,
+            path_mtu,
         }
     }
 }
@@ -549,7 +555,8 @@ impl RecvStream {
     /// Reads one frame (None at a clean end of stream). Reads never past the frame.
     pub async fn read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, ConnectionError> {
         let mut decoder = FrameDecoder::new(limit);
-        let mut chunk = vec![0u8; 64 * 1024];
+        // On the stack: no allocation per frame besides the frame itself.
+        let mut chunk = [0u8; 16 * 1024];
         loop {
             if let Some(frame) = decoder.next_frame() {
                 return Ok(Some(frame));

@@ -1,0 +1,326 @@
+//! The command line's commands over the local API.
+
+pub mod demo;
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use allpeers_model::api::methods::{self as m, IdentityInfo, LogInfo, StatusResult};
+use allpeers_net::KeyFile;
+use allpeers_node::client::{ApiClient, ClientError};
+use allpeers_node::identity::{ENV_BACKUP_PASSPHRASE, ENV_PASSPHRASE};
+use allpeers_node::install::{Browser, InstallOptions};
+use allpeers_node::lock::DataDirLock;
+use allpeers_node::paths::NodePaths;
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand};
+use serde_json::{Value, json};
+
+/// A quiet exit with a specific code (e.g. `status` when no daemon runs: 3).
+#[derive(Debug)]
+pub struct Exit(pub u8);
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "exit {}", self.0)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+#[derive(Args)]
+pub struct InstallArgs {
+    /// Browsers to register with [default: all three]
+    #[arg(long = "browser", value_enum)]
+    browsers: Vec<Browser>,
+    /// A Chromium/Chrome --user-data-dir to register in instead of the default profile
+    #[arg(long, value_name = "DIR")]
+    chromium_profile: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+pub enum IdentityCommand {
+    /// Show your PeerId, whether the key is sealed, and the certificate fingerprint
+    Show,
+    /// Write a backup of your identity (sealed with a passphrase) to FILE
+    Export {
+        file: PathBuf,
+        /// Write the key unsealed (anyone with the file becomes you)
+        #[arg(long)]
+        no_passphrase: bool,
+    },
+    /// Restore your identity from a backup FILE (the daemon must be stopped)
+    Import {
+        file: PathBuf,
+        /// Replace an existing, different identity (it is kept beside the new one)
+        #[arg(long)]
+        force: bool,
+    },
+    /// Give the running daemon the passphrase of a sealed identity
+    Unlock,
+}
+
+#[derive(Subcommand)]
+pub enum LogCommand {
+    /// Show the current filter and the log directory
+    Get,
+    /// Set the filter, e.g. `flesh` or `marrow,allpeers_net=bone`
+    Set { filter: String },
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+async fn connect(paths: &NodePaths) -> anyhow::Result<ApiClient> {
+    match ApiClient::connect(&paths.socket, "allpeers-cli").await {
+        Ok(client) => Ok(client),
+        Err(ClientError::Connect { .. }) => bail!(
+            "the daemon is not running for {} (start it with `allpeers daemon`; the browser starts it on demand)",
+            paths.data_dir.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub fn install(args: &InstallArgs, data_dir: Option<&Path>, install: bool) -> anyhow::Result<()> {
+    let home = directories::BaseDirs::new()
+        .context("cannot find the home directory")?
+        .home_dir()
+        .to_path_buf();
+    let options = InstallOptions {
+        browsers: if args.browsers.is_empty() {
+            Browser::ALL.to_vec()
+        } else {
+            args.browsers.clone()
+        },
+        chromium_profile: args.chromium_profile.clone(),
+        data_dir: data_dir.map(Path::to_path_buf),
+        home,
+    };
+    if install {
+        for path in allpeers_node::install::install(&options)? {
+            println!("wrote {}", path.display());
+        }
+        println!("Load the extension (see README.md); it starts AllPeers when it opens.");
+    } else {
+        let removed = allpeers_node::install::uninstall(&options)?;
+        if removed.is_empty() {
+            println!("nothing to remove");
+        }
+        for path in removed {
+            println!("removed {}", path.display());
+        }
+    }
+    Ok(())
+}
+
+pub fn id(paths: &NodePaths) -> anyhow::Result<()> {
+    match KeyFile::read(&paths.identity()) {
+        Ok(file) => println!("{}", file.peer_id),
+        Err(allpeers_net::IdentityError::NotFound(_)) => {
+            // First run: create the identity under the data dir lock (a daemon that holds
+            // it has already created one, so this only runs without a daemon).
+            let _lock = DataDirLock::acquire(paths)?;
+            let passphrase = std::env::var(ENV_PASSPHRASE).ok();
+            let identity = allpeers_node::identity::load_or_create(paths, passphrase.as_deref())?;
+            println!("{}", identity.file.peer_id);
+        }
+        Err(e) => return Err(e.into()),
+    }
+    Ok(())
+}
+
+pub fn status(paths: &NodePaths, json_out: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = match ApiClient::connect(&paths.socket, "allpeers-cli").await {
+            Ok(client) => client,
+            Err(ClientError::Connect { .. }) => {
+                if json_out {
+                    println!("{}", json!({"running": false, "data_dir": paths.data_dir}));
+                } else {
+                    println!("daemon:   not running");
+                    println!("data dir: {}", paths.data_dir.display());
+                }
+                return Err(Exit(3).into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let status: StatusResult = client.call_typed(m::STATUS_GET, json!({})).await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            return Ok(());
+        }
+        println!(
+            "daemon:   running (pid {}, version {}, up {:.1} s)",
+            status.pid,
+            status.version,
+            status.uptime_ms as f64 / 1000.0
+        );
+        println!(
+            "peer id:  {}{}",
+            status.identity.peer_id,
+            if status.identity.locked {
+                "  (locked: run `allpeers identity unlock`)"
+            } else {
+                ""
+            }
+        );
+        println!("data dir: {}", status.data_dir);
+        println!("socket:   {}", status.socket);
+        println!("clients:  {}", status.clients);
+        Ok(())
+    })
+}
+
+pub fn stop(paths: &NodePaths) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        client.call(m::DAEMON_SHUTDOWN, json!({})).await?;
+        println!("daemon stopping");
+        Ok(())
+    })
+}
+
+/// A passphrase from the environment, else asked on the terminal (twice when `confirm`).
+fn passphrase(env: &str, prompt: &str, confirm: bool) -> anyhow::Result<Option<String>> {
+    if let Ok(p) = std::env::var(env) {
+        return Ok(Some(p));
+    }
+    if !std::io::stdin().is_terminal() {
+        return Ok(None);
+    }
+    let first = rpassword::prompt_password(prompt)?;
+    if confirm && rpassword::prompt_password("Again: ")? != first {
+        bail!("the passphrases differ");
+    }
+    Ok((!first.is_empty()).then_some(first))
+}
+
+pub fn identity(paths: &NodePaths, command: IdentityCommand) -> anyhow::Result<()> {
+    match command {
+        IdentityCommand::Show => {
+            let file = KeyFile::read(&paths.identity())?;
+            let running = runtime()?.block_on(async {
+                let client = ApiClient::connect(&paths.socket, "allpeers-cli")
+                    .await
+                    .ok()?;
+                client
+                    .call_typed::<_, IdentityInfo>(m::IDENTITY_GET, json!({}))
+                    .await
+                    .ok()
+            });
+            println!("peer id:     {}", file.peer_id);
+            println!(
+                "sealed:      {}",
+                if file.is_sealed() {
+                    "yes (passphrase)"
+                } else {
+                    "no"
+                }
+            );
+            if let Some(info) = running {
+                println!(
+                    "daemon:      {}",
+                    if info.locked {
+                        "running, locked"
+                    } else {
+                        "running, unlocked"
+                    }
+                );
+                if let Some(sha) = info.certificate_sha256 {
+                    println!("certificate: sha256 {sha}");
+                }
+            }
+        }
+        IdentityCommand::Export {
+            file,
+            no_passphrase,
+        } => {
+            let backup_passphrase = if no_passphrase {
+                None
+            } else {
+                passphrase(ENV_BACKUP_PASSPHRASE, "Passphrase for the backup: ", true)?
+            };
+            let written = allpeers_node::identity::export(
+                paths,
+                &file,
+                backup_passphrase.as_deref(),
+                no_passphrase,
+            )?;
+            println!(
+                "wrote a backup of {} to {}{}",
+                written.peer_id,
+                file.display(),
+                if written.is_sealed() {
+                    ""
+                } else {
+                    " (NOT sealed: keep it safe)"
+                }
+            );
+        }
+        IdentityCommand::Import { file, force } => {
+            let _lock = DataDirLock::acquire(paths)
+                .context("stop the daemon before importing an identity")?;
+            let backup = KeyFile::read(&file)?;
+            let backup_passphrase = if backup.is_sealed() {
+                passphrase(ENV_BACKUP_PASSPHRASE, "Passphrase of the backup: ", false)?
+            } else {
+                None
+            };
+            let imported =
+                allpeers_node::identity::import(paths, &file, backup_passphrase.as_deref(), force)?;
+            println!("restored identity {}", imported.peer_id);
+            if imported.is_sealed() {
+                println!(
+                    "it stays sealed with the backup's passphrase (set {ENV_PASSPHRASE} or run `allpeers identity unlock`)"
+                );
+            }
+        }
+        IdentityCommand::Unlock => {
+            let passphrase = passphrase(ENV_PASSPHRASE, "Passphrase: ", false)?.context(
+                format!("no passphrase: set {ENV_PASSPHRASE} or run on a terminal"),
+            )?;
+            runtime()?.block_on(async {
+                let client = connect(paths).await?;
+                let info: IdentityInfo = client
+                    .call_typed(m::IDENTITY_UNLOCK, m::UnlockParams { passphrase })
+                    .await?;
+                println!("unlocked {}", info.peer_id);
+                anyhow::Ok(())
+            })?;
+        }
+    }
+    Ok(())
+}
+
+pub fn log(paths: &NodePaths, command: LogCommand) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let info: LogInfo = match command {
+            LogCommand::Get => client.call_typed(m::LOG_GET, json!({})).await?,
+            LogCommand::Set { filter } => {
+                client
+                    .call_typed(m::LOG_SET, m::LogSetParams { filter })
+                    .await?
+            }
+        };
+        println!("filter: {}\nfiles:  {}", info.filter, info.dir);
+        Ok(())
+    })
+}
+
+pub fn call(paths: &NodePaths, method: &str, params: Option<&str>) -> anyhow::Result<()> {
+    let params: Value = match params {
+        Some(text) => serde_json::from_str(text).context("params must be JSON")?,
+        None => json!({}),
+    };
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let result = client.call(method, params).await?;
+        println!("{}", serde_json::to_string_pretty(&result)?);
+        Ok(())
+    })
+}

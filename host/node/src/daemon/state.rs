@@ -1,0 +1,79 @@
+//! The daemon's shared state and its event bus.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Instant;
+
+use allpeers_log::LogHandle;
+use allpeers_model::PeerId;
+use allpeers_model::api::Event;
+use allpeers_model::api::methods::IdentityInfo;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::NodeIdentity;
+use crate::paths::NodePaths;
+
+/// Events buffered for slow subscribers before they start losing them (and are told so).
+const EVENT_BACKLOG: usize = 1024;
+
+pub struct Daemon {
+    pub paths: NodePaths,
+    pub started: Instant,
+    pub identity: Mutex<NodeIdentity>,
+    pub log: Option<LogHandle>,
+    pub shutdown: CancellationToken,
+    events: broadcast::Sender<Event>,
+    clients: AtomicUsize,
+}
+
+impl Daemon {
+    pub fn new(
+        paths: NodePaths,
+        identity: NodeIdentity,
+        log: Option<LogHandle>,
+        started: Instant,
+    ) -> Self {
+        Daemon {
+            paths,
+            started,
+            identity: Mutex::new(identity),
+            log,
+            shutdown: CancellationToken::new(),
+            events: broadcast::channel(EVENT_BACKLOG).0,
+            clients: AtomicUsize::new(0),
+        }
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.identity.lock().expect("identity lock").file.peer_id
+    }
+
+    pub fn identity_info(&self) -> IdentityInfo {
+        self.identity.lock().expect("identity lock").info()
+    }
+
+    pub fn publish(&self, topic: &str, data: serde_json::Value) {
+        // No subscribers is fine: events are not stored.
+        let _ = self.events.send(Event {
+            topic: topic.into(),
+            data,
+        });
+    }
+
+    pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    pub fn client_joined(&self) -> usize {
+        self.clients.fetch_add(1, Ordering::SeqCst) + 1
+    }
+
+    pub fn client_left(&self) -> usize {
+        self.clients.fetch_sub(1, Ordering::SeqCst) - 1
+    }
+
+    pub fn clients(&self) -> usize {
+        self.clients.load(Ordering::SeqCst)
+    }
+}

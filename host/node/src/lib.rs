@@ -1,0 +1,12 @@
+//! The AllPeers node: the daemon with its local API, the native-messaging bridge, the
+//! CLI's client, browser installation and the demo. The binary `allpeers` is `main.rs`.
+
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod frames;
+pub mod identity;
+pub mod install;
+pub mod lock;
+pub mod native_host;
+pub mod paths;

@@ -1,0 +1,128 @@
+//! `allpeers`: the AllPeers node and its command line.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use allpeers_node::native_host::{self, Caller};
+use allpeers_node::paths::{ENV_DATA_DIR, NodePaths};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "allpeers",
+    version,
+    about = "AllPeers: share with your friends, peer to peer, from your browser's sidebar",
+    long_about = "AllPeers runs as a daemon per user; the browser extension reaches it through the \
+                  native-messaging host, and this command line through the same local API.\n\n\
+                  First steps:\n  allpeers demo        see a node start and answer, in a temp dir\n  \
+                  allpeers install     let Firefox, Chrome and Chromium start AllPeers\n  \
+                  allpeers id          print your PeerId"
+)]
+struct Cli {
+    /// Data directory of the node [default: ~/.local/share/allpeers]
+    #[arg(long, global = true, env = ENV_DATA_DIR, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the node in the foreground (the browser starts it on demand otherwise)
+    Daemon {
+        /// Print "READY <socket>" on stdout once serving (used by the native host)
+        #[arg(long)]
+        notify_ready: bool,
+        /// Also log to stderr
+        #[arg(long)]
+        foreground: bool,
+    },
+    /// The native-messaging host browsers launch (arguments as the browser passes them)
+    NativeHost {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        browser_args: Vec<String>,
+    },
+    /// Register the native-messaging host with browsers
+    Install(cli::InstallArgs),
+    /// Remove the native-messaging host registration
+    Uninstall(cli::InstallArgs),
+    /// Print your PeerId (creating your identity on first run)
+    Id,
+    /// Show whether the daemon runs, and its state
+    Status {
+        /// Machine-readable output
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop the daemon
+    Stop,
+    /// Back up, restore or unlock your identity
+    #[command(subcommand)]
+    Identity(cli::IdentityCommand),
+    /// Show or change log levels (skin, marrow, flesh, bone; per area: flesh,allpeers_net=bone)
+    #[command(subcommand)]
+    Log(cli::LogCommand),
+    /// Call any local API method (for developers): allpeers call status.get '{}'
+    Call {
+        method: String,
+        /// JSON params
+        params: Option<String>,
+    },
+    /// Start a node in a temporary dir and walk through what it does
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The host manifest points at this binary, and browsers pass their own arguments.
+    if Caller::is_browser_argv(&args) {
+        return report(
+            NodePaths::resolve(std::env::var_os(ENV_DATA_DIR).map(PathBuf::from).as_deref())
+                .and_then(|paths| native_host::run(paths, args)),
+        );
+    }
+    let cli = Cli::parse();
+    report(run(cli))
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(code) = e.downcast_ref::<cli::Exit>() {
+                return ExitCode::from(code.0);
+            }
+            eprintln!("allpeers: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Command::Demo = cli.command {
+        return cli::demo::run();
+    }
+    let paths = NodePaths::resolve(cli.data_dir.as_deref())?;
+    match cli.command {
+        Command::Daemon {
+            notify_ready,
+            foreground,
+        } => allpeers_node::daemon::run(allpeers_node::daemon::DaemonOptions {
+            paths,
+            notify_ready,
+            log_stderr: foreground,
+        }),
+        Command::NativeHost { browser_args } => native_host::run(paths, browser_args),
+        Command::Install(args) => cli::install(&args, cli.data_dir.as_deref(), true),
+        Command::Uninstall(args) => cli::install(&args, cli.data_dir.as_deref(), false),
+        Command::Id => cli::id(&paths),
+        Command::Status { json } => cli::status(&paths, json),
+        Command::Stop => cli::stop(&paths),
+        Command::Identity(command) => cli::identity(&paths, command),
+        Command::Log(command) => cli::log(&paths, command),
+        Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
+        Command::Demo => unreachable!("handled above"),
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Runs every test of AllPeers. Installs what it needs first, so it works on a fresh
+# Debian 12 machine with Rust (rustup), Node and Python: Debian packages, cargo tools,
+# Rust targets, npm packages. Bounded: a full run from a clean clone stays well under an hour.
+#
+#   tests/run.sh            everything
+#   FUZZ_SECONDS=300 tests/run.sh   longer fuzzing
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
+export CARGO_TERM_COLOR=never
+FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "install: Debian packages"
+APT_PACKAGES=(build-essential pkg-config)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+    dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+fi
+
+step "install: cargo tools"
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# cargo fuzz needs nightly-only compiler flags; use nightly where rustup has it, else let
+# the stable compiler accept them.
+if rustup toolchain list | grep -q '^nightly'; then FUZZ_CARGO=(cargo +nightly); else FUZZ_CARGO=(env RUSTC_BOOTSTRAP=1 cargo); fi
+
+step "format and lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "build"
+cargo build --workspace --bins --quiet
+
+step "Rust tests (unit, cross-process)"
+cargo nextest run --workspace --no-fail-fast
+
+step "fuzz: ${FUZZ_SECONDS}s per target"
+mkdir -p target
+for target in $(cd fuzz && "${FUZZ_CARGO[@]}" fuzz list); do
+    log="target/fuzz-$target.log"
+    if ! (cd fuzz && "${FUZZ_CARGO[@]}" fuzz run "$target" -- -max_total_time="$FUZZ_SECONDS") >"$log" 2>&1; then
+        tail -60 "$log"; echo "fuzz target $target FAILED (log: $log)"; exit 1
+    fi
+    echo "$target: $(grep -E '^Done [0-9]+ runs' "$log" | tail -1)"
+done
+
+step "demo"
+./target/debug/allpeers demo
+
+step "all tests passed"
