@@ -228,6 +228,7 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
                 online: true
             })
         );
+        assert!(a.hub.wait_online(5 * SECONDS).await);
         assert_eq!(a.hub.state(), HubState::Online);
     })
     .await

@@ -623,7 +623,8 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
     addresses.truncate(proto::MAX_ADDRESSES);
     let hello = PresenceUp::Hello {
         addresses,
-        accepts_relays: shared.policy.accepts_any(),
+        accepts_relays: shared.policy.accepts_any()
+            && shared.endpoint.local_address(TransportKind::Tcp).is_some(),
     };
     send.write_frame(&encode(&hello)?, proto::PRESENCE_LIMIT)
         .await
@@ -680,7 +681,9 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
                     let _ = shared.events.send(HubEvent::WatchRefused { peer });
                 }
                 PresenceDown::RelayOffer { session, from } => {
-                    let accept = shared.policy.accept(&from);
+                    // Relayed connections arrive on our TCP listener: without one we cannot.
+                    let accept = shared.policy.accept(&from)
+                        && shared.endpoint.local_address(TransportKind::Tcp).is_some();
                     let _ = tx.send(PresenceUp::RelayAnswer { session, accept }).await;
                     let _ = shared.events.send(HubEvent::RelayOffered {
                         from,
