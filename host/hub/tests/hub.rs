@@ -209,6 +209,7 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         })
         .await;
         assert!(e.is_some());
+        assert!(a.hub.status().last_error.is_some());
         eprintln!(
             "silent loss: hub told watchers after {hub_saw:?}, the client knew after {:?}",
             t.elapsed()
@@ -616,6 +617,8 @@ async fn through_real_tinyproxy() {
         let b = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
         assert!(a.hub.wait_online(10 * SECONDS).await, "no line through tinyproxy: {:?}", a.hub.proxy_error());
         assert!(b.hub.wait_online(10 * SECONDS).await);
+        let st = a.hub.status();
+        assert!(st.via_proxy && st.observed.is_some(), "{st:?}");
         a.hub.register("proxied").await.unwrap();
         let rec = b.hub.resolve("proxied").await.unwrap().unwrap();
         assert_eq!(rec.peer, a.id());

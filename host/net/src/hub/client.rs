@@ -113,6 +113,19 @@ pub enum HubState {
     Stopped,
 }
 
+/// The client's state for `net.status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct HubStatus {
+    pub hub: PeerId,
+    pub state: HubState,
+    /// The address the hub sees us at (while online).
+    pub observed: Option<SocketAddr>,
+    pub via_proxy: bool,
+    pub proxy_error: Option<String>,
+    /// Why the line went down last.
+    pub last_error: Option<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HubEvent {
     /// The presence line is up; the hub sees us at `observed`.
@@ -182,6 +195,8 @@ struct Shared {
     line: Mutex<Option<mpsc::Sender<PresenceUp>>>,
     /// Loopback addresses of relay bridges: the remote address a relayed connection has.
     relayed: Mutex<HashSet<SocketAddr>>,
+    observed: Mutex<Option<SocketAddr>>,
+    last_error: Mutex<Option<String>>,
     stopped: AtomicBool,
     stop: Notify,
 }
@@ -243,6 +258,8 @@ impl HubClient {
             watches: Default::default(),
             line: Default::default(),
             relayed: Default::default(),
+            observed: Default::default(),
+            last_error: Default::default(),
             stopped: AtomicBool::new(false),
             stop: Notify::new(),
         });
@@ -276,6 +293,23 @@ impl HubClient {
             .await
             .map(|r| r.is_ok())
             .unwrap_or(false)
+    }
+
+    /// State for `net.status`.
+    pub fn status(&self) -> HubStatus {
+        let state = self.state();
+        HubStatus {
+            hub: self.shared.config.hub,
+            state,
+            observed: if state == HubState::Online {
+                *self.shared.observed.lock().unwrap()
+            } else {
+                None
+            },
+            via_proxy: self.shared.forwarder.is_some(),
+            proxy_error: self.proxy_error().map(|e| e.to_string()),
+            last_error: self.shared.last_error.lock().unwrap().clone(),
+        }
     }
 
     /// Why the proxy failed last, if a proxy is configured and failed.
@@ -592,6 +626,7 @@ async fn presence_loop(shared: Arc<Shared>) {
             conn.close(crate::transport::close_code::NORMAL, "hub line lost");
         }
         let _ = shared.state.send_replace(HubState::Offline);
+        *shared.last_error.lock().unwrap() = Some(reason.clone());
         if came_up {
             backoff.reset();
             let _ = shared.events.send(HubEvent::Offline {
@@ -648,6 +683,7 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
     }
     *shared.line.lock().unwrap() = Some(tx.clone());
     *came_up = true;
+    *shared.observed.lock().unwrap() = Some(observed);
     let _ = shared.state.send_replace(HubState::Online);
     let _ = shared.events.send(HubEvent::Online { observed });
     tracing::info!(?hub, %observed, transport = ?conn.transport(), "hub line up");
@@ -720,5 +756,34 @@ async fn read_down(
         Ok(Err(e)) => Err(HubError::Net(e.into())),
         Ok(Ok(None)) => Err(HubError::Relay("the hub closed the presence line".into())),
         Ok(Ok(Some(f))) => Ok(decode::<PresenceDown>(&f)?),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap_and_resets() {
+        let mut b = Backoff {
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+            attempt: 0,
+        };
+        let mut ceilings = Vec::new();
+        for _ in 0..10 {
+            ceilings.push(b.next());
+        }
+        let expected = [100u64, 200, 400, 800, 1600, 2000, 2000, 2000, 2000, 2000];
+        for (d, ceil) in ceilings.iter().zip(expected) {
+            let ceil = Duration::from_millis(ceil);
+            assert!(
+                *d >= ceil / 2 && *d <= ceil,
+                "{d:?} not in [{:?}, {ceil:?}]",
+                ceil / 2
+            );
+        }
+        b.reset();
+        assert!(b.next() <= Duration::from_millis(100));
     }
 }

@@ -33,8 +33,8 @@ pub mod proto;
 pub mod proxy;
 
 pub use client::{
-    AcceptAll, AcceptListed, HubClient, HubClientConfig, HubError, HubEvent, HubState, RefuseAll,
-    RelayPolicy,
+    AcceptAll, AcceptListed, HubClient, HubClientConfig, HubError, HubEvent, HubState, HubStatus,
+    RefuseAll, RelayPolicy,
 };
 pub use proto::{DirectoryAnswer, DirectoryRecord, NameCertificate, Query, SignedAnswer};
 pub use proxy::ProxyConfig;
