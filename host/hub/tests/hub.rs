@@ -818,3 +818,66 @@ async fn relay_rate_quota_paces_the_splice() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_presence_frames_close_only_that_line() {
+    use allpeers_net::service::encode;
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProc::spawn(dir.path(), &[]);
+        let good = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
+        assert!(good.hub.wait_online(10 * SECONDS).await);
+        let bad = node(
+            fast_config(Identity::generate().peer_id(), hub.addresses()),
+            Arc::new(AcceptAll),
+        )
+        .await;
+        bad.hub.stop();
+        bad.endpoint
+            .add_peer_address(hub.peer, allpeers_net::Address::quic(hub.quic));
+        let hello = encode(&proto::PresenceUp::Hello {
+            addresses: vec![],
+            accepts_relays: false,
+        })
+        .unwrap();
+        // Garbage after a good Hello; an oversized length prefix; a second Hello.
+        let cases: Vec<Vec<u8>> = vec![
+            allpeers_net::frame::encode_frame(&[0xff, 0xfe, 0xfd], 1024)
+                .unwrap()
+                .to_vec(),
+            vec![0xff, 0xff, 0xff, 0xff, 1, 2, 3],
+            allpeers_net::frame::encode_frame(&hello, 1024)
+                .unwrap()
+                .to_vec(),
+        ];
+        for case in cases {
+            let (mut send, mut recv) = bad
+                .endpoint
+                .open_stream(hub.peer, &proto::presence_ns())
+                .await
+                .unwrap();
+            send.write_frame(&hello, 1024).await.unwrap();
+            let welcome = recv.read_frame(1024).await.unwrap().unwrap();
+            assert!(matches!(
+                allpeers_net::service::decode::<proto::PresenceDown>(&welcome).unwrap(),
+                proto::PresenceDown::Welcome { .. }
+            ));
+            send.write_all(&case).await.unwrap();
+            // The hub ends this line (read end or reset), within the bound.
+            let end = tokio::time::timeout(5 * SECONDS, async {
+                loop {
+                    match recv.read_frame(1024).await {
+                        Ok(Some(_)) => continue, // a Pong or event queued before the cut
+                        other => return other,
+                    }
+                }
+            })
+            .await;
+            assert!(end.is_ok(), "the hub kept a line that sent {case:?}");
+        }
+        // Everyone else carries on; the same peer can open a good line again.
+        good.hub.register("good").await.unwrap();
+        assert!(good.hub.resolve("good").await.unwrap().is_some());
+    })
+    .await
+}
