@@ -169,7 +169,12 @@ async fn run(config: HubConfig) -> anyhow::Result<()> {
         "quic": quic,
         "tcp": tcp,
     });
-    println!("{ready}");
+    {
+        // Not println!: a closed stdout must not stop the hub.
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{ready}").and_then(|_| out.flush());
+    }
     allpeers_log::flesh!(peer = %hub.endpoint.peer_id(), ?quic, ?tcp, "hub {name} ready");
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
