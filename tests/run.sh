@@ -14,8 +14,9 @@ FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 step() { printf '\n=== %s\n' "$*"; }
 
 step "install: Debian packages"
-# jing + xmllint validate the RELAX NG schemas and resources serialised to XML.
-APT_PACKAGES=(build-essential pkg-config jing libxml2-utils)
+# jing + xmllint validate the RELAX NG schemas and resources serialised to XML; tinyproxy is
+# the real HTTP proxy the hub tests reach their hub through.
+APT_PACKAGES=(build-essential pkg-config jing libxml2-utils tinyproxy)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -17,6 +17,7 @@
 pub mod endpoint;
 pub mod error;
 pub mod frame;
+pub mod hub;
 pub mod identity;
 pub mod service;
 pub mod status;

@@ -1,0 +1,347 @@
+//! Hub benchmarks (harness = false; prints a table).
+//!
+//! 1. Throughput on loopback in one run: direct QUIC, direct TCP, and relayed through a real
+//!    `allpeers-hub` process (peers on QUIC to the hub, TLS + yamux end to end inside).
+//! 2. Presence capacity: a separate load-generator process (this binary re-run with
+//!    `ALLPEERS_HUB_BENCH_LOADGEN`) opens N presence lines, each from its own identity and
+//!    endpoint; the hub's RSS is read from /proc before and after.
+//!
+//! `HUB_BENCH_LINES` (default 10000), `HUB_BENCH_MIB` (default 128) and
+//! `HUB_BENCH_TRANSPORT` (quic or tcp, default quic) change the sizes.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allpeers_model::PeerId;
+use allpeers_net::hub::{AcceptAll, HubClient, HubClientConfig};
+use allpeers_net::service::{BoxFuture, StreamKind};
+use allpeers_net::transport::{RecvStream, SendStream};
+use allpeers_net::{
+    Address, Context, Endpoint, EndpointConfig, Identity, Namespace, Service, TransportKind,
+};
+
+const LOADGEN: &str = "ALLPEERS_HUB_BENCH_LOADGEN";
+
+struct Sink;
+impl Service for Sink {
+    fn accepts(&self, kind: StreamKind) -> bool {
+        kind == StreamKind::Stream
+    }
+    fn stream(&self, _ctx: Context, mut send: SendStream, mut recv: RecvStream) -> BoxFuture<()> {
+        Box::pin(async move {
+            let mut buf = vec![0u8; 256 * 1024];
+            let mut n = 0u64;
+            while let Ok(k) = recv.read(&mut buf).await {
+                if k == 0 {
+                    break;
+                }
+                n += k as u64;
+            }
+            let _ = send.write_all(&n.to_le_bytes()).await;
+            let _ = send.finish().await;
+        })
+    }
+}
+
+fn sink_ns() -> Namespace {
+    Namespace::allpeers("bench-sink", 1).unwrap()
+}
+
+fn raise_nofile() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let lim = getrlimit(Resource::Nofile);
+    let max = lim.maximum.unwrap_or(1 << 20);
+    let _ = setrlimit(
+        Resource::Nofile,
+        Rlimit {
+            current: Some(max),
+            maximum: lim.maximum,
+        },
+    );
+    getrlimit(Resource::Nofile).current.unwrap_or(0)
+}
+
+struct HubChild {
+    child: std::process::Child,
+    peer: PeerId,
+    quic: SocketAddr,
+    tcp: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for HubChild {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_hub(extra: &[&str]) -> HubChild {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_allpeers-hub"))
+        .args([
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--name",
+            "bench.hub",
+            "--quic",
+            "127.0.0.1:0",
+            "--tcp",
+            "127.0.0.1:0",
+            "--log",
+            "marrow",
+        ])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    HubChild {
+        child,
+        peer: v["peer_id"].as_str().unwrap().parse().unwrap(),
+        quic: v["quic"].as_str().unwrap().parse().unwrap(),
+        tcp: v["tcp"].as_str().unwrap().parse().unwrap(),
+        _dir: dir,
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn push(from: &Endpoint, to: PeerId, bytes: u64) -> f64 {
+    let (mut send, mut recv) = from.open_stream(to, &sink_ns()).await.unwrap();
+    let chunk = vec![0x5au8; 1024 * 1024];
+    let t = Instant::now();
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        send.write_all(&chunk[..n]).await.unwrap();
+        left -= n as u64;
+    }
+    send.finish().await.unwrap();
+    let got = recv.read_to_end(16).await.unwrap();
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(u64::from_le_bytes(got[..8].try_into().unwrap()), bytes);
+    bytes as f64 / secs / (1024.0 * 1024.0)
+}
+
+async fn endpoint(quic: bool) -> Endpoint {
+    let mut c = EndpointConfig::loopback();
+    if !quic {
+        c.quic = None;
+    }
+    let e = Endpoint::bind(Identity::generate(), c).await.unwrap();
+    e.register(sink_ns(), Sink);
+    e
+}
+
+async fn throughput(mib: u64) -> Vec<(String, f64)> {
+    let bytes = mib * 1024 * 1024;
+    let hub = spawn_hub(&[]);
+    let hub_addrs = vec![Address::quic(hub.quic), Address::tcp(hub.tcp)];
+    let mut rows: Vec<(String, Vec<f64>)> = vec![
+        ("direct QUIC".into(), vec![]),
+        ("direct TCP+TLS+yamux".into(), vec![]),
+        (
+            "relayed via hub (QUIC to hub, TLS+yamux inside)".into(),
+            vec![],
+        ),
+    ];
+    // Direct pairs.
+    let (a, b) = (endpoint(true).await, endpoint(true).await);
+    a.add_peer_address(b.peer_id(), b.local_address(TransportKind::Quic).unwrap());
+    let (c, d) = (endpoint(false).await, endpoint(false).await);
+    c.add_peer_address(d.peer_id(), d.local_address(TransportKind::Tcp).unwrap());
+    // Relayed pair: no addresses of each other.
+    let (e, f) = (endpoint(true).await, endpoint(true).await);
+    let he = HubClient::start(
+        e.clone(),
+        HubClientConfig::new(hub.peer, hub_addrs.clone()),
+        Arc::new(AcceptAll),
+    )
+    .await
+    .unwrap();
+    let hf = HubClient::start(
+        f.clone(),
+        HubClientConfig::new(hub.peer, hub_addrs.clone()),
+        Arc::new(AcceptAll),
+    )
+    .await
+    .unwrap();
+    assert!(he.wait_online(Duration::from_secs(10)).await);
+    assert!(hf.wait_online(Duration::from_secs(10)).await);
+    he.connect_relayed(f.peer_id()).await.unwrap();
+    // Warm-up, then interleaved rounds.
+    push(&a, b.peer_id(), 8 << 20).await;
+    push(&c, d.peer_id(), 8 << 20).await;
+    push(&e, f.peer_id(), 8 << 20).await;
+    for _ in 0..3 {
+        rows[0].1.push(push(&a, b.peer_id(), bytes).await);
+        rows[1].1.push(push(&c, d.peer_id(), bytes).await);
+        rows[2].1.push(push(&e, f.peer_id(), bytes).await);
+    }
+    rows.into_iter()
+        .map(|(name, mut v)| {
+            v.sort_by(|x, y| x.partial_cmp(y).unwrap());
+            (name, v[v.len() / 2])
+        })
+        .collect()
+}
+
+/// The load generator: N nodes with presence lines to the hub; prints progress and
+/// `ALL_UP <n> <secs>`, then holds the lines until stdin closes.
+fn loadgen(spec: &str) {
+    let mut parts = spec.split(',');
+    let n: usize = parts.next().unwrap().parse().unwrap();
+    let hub: PeerId = parts.next().unwrap().parse().unwrap();
+    let addr: SocketAddr = parts.next().unwrap().parse().unwrap();
+    let transport = parts.next().unwrap_or("quic");
+    raise_nofile();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let t = Instant::now();
+        let sem = Arc::new(tokio::sync::Semaphore::new(128));
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let sem = sem.clone();
+            let quic = transport == "quic";
+            tasks.push(tokio::spawn(async move {
+                let _permit = sem.acquire_owned().await.unwrap();
+                let cfg = EndpointConfig {
+                    quic: quic.then(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+                    tcp: None,
+                    ..EndpointConfig::default()
+                };
+                let ep = Endpoint::bind(Identity::generate(), cfg).await.unwrap();
+                let a = if quic {
+                    Address::quic(addr)
+                } else {
+                    Address::tcp(addr)
+                };
+                let mut hc = HubClientConfig::new(hub, vec![a]);
+                hc.ping_interval = Duration::from_secs(5);
+                hc.line_timeout = Duration::from_secs(20);
+                hc.backoff_min = Duration::from_secs(1);
+                hc.request_timeout = Duration::from_secs(60);
+                let client = HubClient::start(ep.clone(), hc, Arc::new(AcceptAll))
+                    .await
+                    .unwrap();
+                let ok = client.wait_online(Duration::from_secs(120)).await;
+                (ep, client, ok)
+            }));
+        }
+        let mut held = Vec::new();
+        let mut up = 0;
+        for (i, t) in tasks.into_iter().enumerate() {
+            let (ep, client, ok) = t.await.unwrap();
+            up += ok as usize;
+            held.push((ep, client));
+            if (i + 1) % 1000 == 0 {
+                eprintln!("loadgen: {} started, {up} online", i + 1);
+            }
+        }
+        println!("ALL_UP {up} {:.1}", t.elapsed().as_secs_f64());
+        std::io::stdout().flush().unwrap();
+        // Hold until the parent closes our stdin.
+        tokio::task::spawn_blocking(|| {
+            let mut s = String::new();
+            let _ = std::io::stdin().read_line(&mut s);
+        })
+        .await
+        .unwrap();
+        drop(held);
+    });
+}
+
+fn main() {
+    if let Ok(spec) = std::env::var(LOADGEN) {
+        loadgen(&spec);
+        return;
+    }
+    let nofile = raise_nofile();
+    let lines: usize = std::env::var("HUB_BENCH_LINES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let mib: u64 = std::env::var("HUB_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(128);
+    let transport = std::env::var("HUB_BENCH_TRANSPORT").unwrap_or_else(|_| "quic".into());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let rows = rt.block_on(throughput(mib));
+    drop(rt);
+    println!("\n## Throughput on loopback ({mib} MiB per run, median of 3 interleaved rounds)\n");
+    println!("| path | MiB/s |");
+    println!("|---|---:|");
+    for (name, v) in &rows {
+        println!("| {name} | {v:.0} |");
+    }
+
+    // Presence capacity.
+    let hub = spawn_hub(&["--presence-timeout", "30"]);
+    std::thread::sleep(Duration::from_millis(300));
+    let base = rss_kib(hub.child.id());
+    let addr = if transport == "quic" {
+        hub.quic
+    } else {
+        hub.tcp
+    };
+    let mut generator = Command::new(std::env::current_exe().unwrap())
+        .env(LOADGEN, format!("{lines},{},{addr},{transport}", hub.peer))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(generator.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let mut parts = line.split_whitespace().skip(1);
+    let up: usize = parts.next().unwrap_or("0").parse().unwrap_or(0);
+    let secs: f64 = parts.next().unwrap_or("0").parse().unwrap_or(0.0);
+    // Let the lines settle (pings flowing), then read the hub's memory.
+    std::thread::sleep(Duration::from_secs(6));
+    let after = rss_kib(hub.child.id());
+    let gen_rss = rss_kib(generator.id());
+    drop(generator.stdin.take());
+    let _ = generator.wait();
+    let per = (after.saturating_sub(base)) as f64 * 1024.0 / up.max(1) as f64;
+    println!(
+        "\n## Presence lines held by one hub ({transport}; load from a separate process; RLIMIT_NOFILE {nofile})\n"
+    );
+    println!(
+        "| lines asked | lines online | time to bring up | hub RSS before | hub RSS after | per line | load generator RSS |"
+    );
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    println!(
+        "| {lines} | {up} | {secs:.1} s | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.0} MiB |",
+        base as f64 / 1024.0,
+        after as f64 / 1024.0,
+        per / 1024.0,
+        gen_rss as f64 / 1024.0
+    );
+}

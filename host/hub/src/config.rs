@@ -1,0 +1,115 @@
+//! The hub's configuration: a JSON file, every field optional, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use allpeers_net::{Address, TransportKind};
+use serde::{Deserialize, Serialize};
+
+/// Everything the hub reads from its config file (JSON). Unknown fields are an error.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HubConfig {
+    /// The hub's name, the part after `@` in `alice@hub.example`.
+    pub name: String,
+    /// Holds `hub.key` (the hub's Ed25519 identity) and `hub.db` (SQLite state).
+    pub data_dir: PathBuf,
+    /// UDP address for QUIC; null: no QUIC.
+    pub quic: Option<SocketAddr>,
+    /// TCP address for TLS over TCP (needed for proxied peers); null: no TCP.
+    pub tcp: Option<SocketAddr>,
+    /// Addresses given out in answers as "where this hub is" (`quic://ip:port`,
+    /// `tcp://ip:port`); empty: the listening addresses.
+    pub advertise: Vec<String>,
+    /// Log directory (default: `<data_dir>/logs`) and filter (`flesh`, `bone`, ...).
+    pub log_dir: Option<PathBuf>,
+    pub log_filter: Option<String>,
+    /// Also log to stderr.
+    pub log_stderr: bool,
+    /// Who may see whose presence: `mutual` (both watch each other) or `open`.
+    pub watch_policy: String,
+    /// Seconds a TLS handshake may take.
+    pub handshake_timeout_secs: u64,
+    /// TLS handshakes in progress at once on TCP.
+    pub max_handshakes: usize,
+    /// Seconds a presence line may stay silent (peers ping every second by default).
+    pub presence_timeout_secs: u64,
+    pub relay: RelayConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayConfig {
+    pub enabled: bool,
+    /// Relays one peer may be part of at once.
+    pub max_concurrent_per_peer: usize,
+    /// Bytes one peer may push through relays per hour (both directions it sends).
+    pub max_bytes_per_hour: u64,
+    /// Bytes per second per relay direction; null: unlimited.
+    pub rate_bytes_per_sec: Option<u64>,
+    /// Debug tap: append every relayed byte to this file (to check it is ciphertext).
+    pub tap: Option<PathBuf>,
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            enabled: true,
+            max_concurrent_per_peer: 8,
+            max_bytes_per_hour: 4 * 1024 * 1024 * 1024,
+            rate_bytes_per_sec: None,
+            tap: None,
+        }
+    }
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            name: "localhost".into(),
+            data_dir: PathBuf::from("allpeers-hub-data"),
+            quic: Some(SocketAddr::from(([0, 0, 0, 0], 7700))),
+            tcp: Some(SocketAddr::from(([0, 0, 0, 0], 7700))),
+            advertise: Vec::new(),
+            log_dir: None,
+            log_filter: None,
+            log_stderr: false,
+            watch_policy: "mutual".into(),
+            handshake_timeout_secs: 10,
+            max_handshakes: 512,
+            presence_timeout_secs: 5,
+            relay: RelayConfig::default(),
+        }
+    }
+}
+
+impl HubConfig {
+    pub fn load(path: &Path) -> anyhow::Result<HubConfig> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("cannot read config {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("config {}: {e}", path.display()))
+    }
+
+    pub fn presence_timeout(&self) -> Duration {
+        Duration::from_secs(self.presence_timeout_secs.max(1))
+    }
+
+    pub fn advertised(&self) -> anyhow::Result<Vec<Address>> {
+        self.advertise.iter().map(|a| parse_address(a)).collect()
+    }
+}
+
+/// Parses `quic://ip:port` or `tcp://ip:port`.
+pub fn parse_address(text: &str) -> anyhow::Result<Address> {
+    let (scheme, rest) = text
+        .split_once("://")
+        .ok_or_else(|| anyhow::anyhow!("{text:?}: expected quic://ip:port or tcp://ip:port"))?;
+    let addr: SocketAddr = rest.parse().map_err(|e| anyhow::anyhow!("{text:?}: {e}"))?;
+    let transport = match scheme {
+        "quic" => TransportKind::Quic,
+        "tcp" => TransportKind::Tcp,
+        _ => anyhow::bail!("{text:?}: the scheme is quic or tcp"),
+    };
+    Ok(Address { transport, addr })
+}

@@ -1,0 +1,78 @@
+//! `allpeers-hub`: the hub server. Registration of `name@hub` with hub-signed certificates,
+//! a directory with signed answers, presence lines with a watch policy hook, and a relay
+//! that splices end-to-end encrypted streams between agreeing peers, under quotas.
+//!
+//! The protocol and the client live in `allpeers_net::hub`; this crate is the server:
+//! * [`config`] — the JSON config file and its defaults.
+//! * [`db`] — SQLite state (names, last seen).
+//! * [`server`] — the three services over one [`allpeers_net::Endpoint`].
+//! * [`watch`] — [`watch::WatchPolicy`], the presence authorisation hook.
+
+pub mod config;
+pub mod db;
+pub mod server;
+pub mod watch;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use allpeers_net::hub::proto;
+use allpeers_net::{Endpoint, EndpointConfig, Identity, KeyFile};
+
+pub use config::HubConfig;
+pub use server::Core;
+
+/// A running hub.
+pub struct Hub {
+    pub endpoint: Endpoint,
+    pub core: Arc<Core>,
+}
+
+/// Loads the hub's identity from `<data_dir>/hub.key`, making one at first run.
+pub fn load_identity(data_dir: &std::path::Path) -> anyhow::Result<Identity> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", data_dir.display()))?;
+    let path = data_dir.join("hub.key");
+    if path.exists() {
+        let file = KeyFile::read(&path)?;
+        Ok(file.open(None, &path.display().to_string())?)
+    } else {
+        let identity = Identity::generate();
+        KeyFile::new(&identity, None).write(&path)?;
+        Ok(identity)
+    }
+}
+
+impl Hub {
+    pub async fn start(config: HubConfig) -> anyhow::Result<Hub> {
+        let identity = load_identity(&config.data_dir)?;
+        let policy = watch::by_name(&config.watch_policy).ok_or_else(|| {
+            anyhow::anyhow!(
+                "watch_policy {:?}: expected \"mutual\" or \"open\"",
+                config.watch_policy
+            )
+        })?;
+        let db = db::Db::open(&config.data_dir.join("hub.db"))?;
+        let advertised = config.advertised()?;
+        let endpoint_config = EndpointConfig {
+            quic: config.quic,
+            tcp: config.tcp,
+            connect_timeout: Duration::from_secs(config.handshake_timeout_secs.max(1)),
+            head_timeout: Duration::from_secs(5),
+            max_handshakes: config.max_handshakes.max(1),
+            ..EndpointConfig::default()
+        };
+        let signer = load_identity(&config.data_dir)?;
+        let core = Core::new(signer, config, db, policy)?;
+        let endpoint = Endpoint::bind(identity, endpoint_config).await?;
+        core.set_advertised(if advertised.is_empty() {
+            endpoint.local_addresses()
+        } else {
+            advertised
+        });
+        endpoint.register(proto::registry_ns(), server::RegistryService(core.clone()));
+        endpoint.register(proto::presence_ns(), server::PresenceService(core.clone()));
+        endpoint.register(proto::relay_ns(), server::RelayService(core.clone()));
+        Ok(Hub { endpoint, core })
+    }
+}

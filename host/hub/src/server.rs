@@ -1,0 +1,835 @@
+//! The hub's services on the service framework: registry (register, resolve, relay
+//! requests, info), presence lines and the relay splice.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use allpeers_model::PeerId;
+use allpeers_net::hub::frames::LineReader;
+use allpeers_net::hub::names;
+use allpeers_net::hub::proto::{
+    self, DirectoryAnswer, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
+    PresenceDown, PresenceUp, Query, RelayJoin, RelayReady, RelayTicket, SignedAnswer, app_error,
+    code,
+};
+use allpeers_net::service::{BoxFuture, StreamKind, decode, encode};
+use allpeers_net::transport::{RecvStream, SendStream};
+use allpeers_net::{Address, Context, Identity, RemoteError, Service, TransportKind};
+use bytes::Bytes;
+use rand::Rng;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::HubConfig;
+use crate::db::{Db, Registration};
+use crate::watch::WatchPolicy;
+
+/// Frames queued to one presence line before it counts as stuck.
+const LINE_QUEUE: usize = 256;
+/// Time a peer has to send Hello / a relay join.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time the target of a relay request has to answer.
+const RELAY_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Time both ends have to join a granted relay.
+const RELAY_JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+/// Most peers one peer may watch.
+const MAX_WATCHES_PER_PEER: usize = 4096;
+const QUOTA_WINDOW: Duration = Duration::from_secs(3600);
+
+struct Online {
+    line: u64,
+    tx: mpsc::Sender<PresenceDown>,
+    addresses: Vec<Address>,
+    accepts_relays: bool,
+}
+
+#[derive(Default)]
+struct Presence {
+    online: HashMap<PeerId, Online>,
+    /// watcher -> peers it asked about.
+    wants: HashMap<PeerId, HashSet<PeerId>>,
+    /// peer -> watchers that asked about it.
+    watchers: HashMap<PeerId, HashSet<PeerId>>,
+}
+
+struct Usage {
+    window_start: Instant,
+    bytes: u64,
+    concurrent: usize,
+}
+
+struct Parked {
+    peer: PeerId,
+    send: SendStream,
+    recv: RecvStream,
+}
+
+struct Session {
+    a: PeerId,
+    b: PeerId,
+    parked: Option<Parked>,
+    _guard: Arc<RelayGuard>,
+}
+
+/// Holds one concurrent-relay slot of both parties until dropped.
+struct RelayGuard {
+    core: std::sync::Weak<Core>,
+    peers: [PeerId; 2],
+}
+
+impl Drop for RelayGuard {
+    fn drop(&mut self) {
+        if let Some(core) = self.core.upgrade() {
+            let mut usage = core.usage.lock().unwrap();
+            for p in &self.peers {
+                if let Some(u) = usage.get_mut(p) {
+                    u.concurrent = u.concurrent.saturating_sub(1);
+                }
+            }
+        }
+    }
+}
+
+/// Counters for the status line and tests.
+#[derive(Default)]
+pub struct Counters {
+    pub relays_spliced: AtomicU64,
+    pub relay_bytes: AtomicU64,
+    pub lines_opened: AtomicU64,
+}
+
+/// The hub's shared state.
+pub struct Core {
+    identity: Identity,
+    name: String,
+    config: HubConfig,
+    advertised: Mutex<Vec<Address>>,
+    db: Mutex<Db>,
+    presence: Mutex<Presence>,
+    policy: Arc<dyn WatchPolicy>,
+    offers: Mutex<HashMap<[u8; 16], oneshot::Sender<bool>>>,
+    sessions: Mutex<HashMap<[u8; 16], Session>>,
+    usage: Mutex<HashMap<PeerId, Usage>>,
+    tap: Option<Mutex<std::fs::File>>,
+    next_line: AtomicU64,
+    pub counters: Counters,
+}
+
+impl Core {
+    pub fn new(
+        identity: Identity,
+        config: HubConfig,
+        db: Db,
+        policy: Arc<dyn WatchPolicy>,
+    ) -> anyhow::Result<Arc<Core>> {
+        let name = names::fold_hub_name(&config.name)?;
+        let tap = match &config.relay.tap {
+            Some(path) => Some(Mutex::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| anyhow::anyhow!("relay tap {}: {e}", path.display()))?,
+            )),
+            None => None,
+        };
+        Ok(Arc::new(Core {
+            identity,
+            name,
+            config,
+            advertised: Mutex::new(Vec::new()),
+            db: Mutex::new(db),
+            presence: Default::default(),
+            policy,
+            offers: Default::default(),
+            sessions: Default::default(),
+            usage: Default::default(),
+            tap,
+            next_line: AtomicU64::new(1),
+            counters: Counters::default(),
+        }))
+    }
+
+    pub fn set_advertised(&self, addrs: Vec<Address>) {
+        *self.advertised.lock().unwrap() = addrs;
+    }
+
+    pub fn online_count(&self) -> usize {
+        self.presence.lock().unwrap().online.len()
+    }
+
+    fn info(&self) -> HubInfo {
+        HubInfo {
+            name: self.name.clone(),
+            peer: self.identity.peer_id(),
+            addresses: self.advertised.lock().unwrap().clone(),
+        }
+    }
+
+    // ---- registry ----
+
+    fn register(
+        &self,
+        ctx: &Context,
+        name: &str,
+        peer: PeerId,
+    ) -> Result<HubResponse, RemoteError> {
+        if peer != ctx.peer {
+            tracing::warn!(asker = ?ctx.peer, ?peer, "registration for another key refused");
+            return Err(app_error(
+                code::NOT_YOURS,
+                "a peer can only register a name for its own key",
+            ));
+        }
+        let (folded, hub) =
+            names::parse_full_name(name).map_err(|e| app_error(code::BAD_NAME, e.to_string()))?;
+        if let Some(hub) = hub
+            && hub != self.name
+        {
+            return Err(app_error(
+                code::BAD_NAME,
+                format!("this hub is {}, not {hub}", self.name),
+            ));
+        }
+        let cert = NameCertificate::issue(&self.identity, &self.name, &folded, peer);
+        let result = self.db.lock().unwrap().register(&cert).map_err(|e| {
+            tracing::error!("registration not stored: {e}");
+            RemoteError::internal("the hub could not store the registration")
+        })?;
+        match result {
+            Registration::Taken => {
+                tracing::info!(?peer, name = %folded, "name taken by another key");
+                Err(app_error(
+                    code::NAME_TAKEN,
+                    format!("{folded}@{} is registered to another key", self.name),
+                ))
+            }
+            Registration::Stored => {
+                tracing::info!(?peer, name = %folded, "registered");
+                Ok(HubResponse::Registered(cert))
+            }
+        }
+    }
+
+    fn resolve(&self, query: Query, nonce: [u8; 16]) -> Result<HubResponse, RemoteError> {
+        let internal = |e: crate::db::DbError| {
+            tracing::error!("directory lookup failed: {e}");
+            RemoteError::internal("directory lookup failed")
+        };
+        let (peer, certificate) = {
+            let db = self.db.lock().unwrap();
+            match &query {
+                Query::Peer(p) => (Some(*p), db.certificate_of_peer(p).map_err(internal)?),
+                Query::Name(text) => {
+                    let (folded, hub) = names::parse_full_name(text)
+                        .map_err(|e| app_error(code::BAD_NAME, e.to_string()))?;
+                    if hub.is_some_and(|h| h != self.name) {
+                        (None, None)
+                    } else {
+                        let cert = db.certificate_of_name(&folded).map_err(internal)?;
+                        (cert.as_ref().map(|c| c.peer), cert)
+                    }
+                }
+            }
+        };
+        let record = match peer {
+            None => None,
+            Some(peer) => {
+                let (online, addresses) = {
+                    let p = self.presence.lock().unwrap();
+                    match p.online.get(&peer) {
+                        Some(o) => (true, o.addresses.clone()),
+                        None => (false, Vec::new()),
+                    }
+                };
+                let last_seen = self.db.lock().unwrap().last_seen(&peer).map_err(internal)?;
+                if certificate.is_none() && !online && last_seen.is_none() {
+                    None
+                } else {
+                    Some(DirectoryRecord {
+                        peer,
+                        certificate,
+                        addresses,
+                        online,
+                        online_at: online.then(|| self.info()),
+                        last_seen,
+                    })
+                }
+            }
+        };
+        let answer = DirectoryAnswer {
+            query,
+            nonce,
+            time: proto::now_ms(),
+            hub: self.identity.peer_id(),
+            record,
+        };
+        Ok(HubResponse::Resolved(SignedAnswer::sign(
+            &self.identity,
+            &answer,
+        )))
+    }
+
+    fn take_relay_slots(
+        self: &Arc<Self>,
+        a: PeerId,
+        b: PeerId,
+    ) -> Result<Arc<RelayGuard>, RemoteError> {
+        let max = self.config.relay.max_concurrent_per_peer;
+        let budget = self.config.relay.max_bytes_per_hour;
+        let mut usage = self.usage.lock().unwrap();
+        let now = Instant::now();
+        for p in [a, b] {
+            let u = usage.entry(p).or_insert(Usage {
+                window_start: now,
+                bytes: 0,
+                concurrent: 0,
+            });
+            if now.duration_since(u.window_start) > QUOTA_WINDOW {
+                u.window_start = now;
+                u.bytes = 0;
+            }
+            if u.concurrent >= max {
+                return Err(app_error(
+                    code::QUOTA,
+                    format!("{p:?} already has {max} relays (the most at once)"),
+                ));
+            }
+            if u.bytes >= budget {
+                return Err(app_error(
+                    code::QUOTA,
+                    format!("{p:?} used its relay budget of {budget} bytes this hour"),
+                ));
+            }
+        }
+        for p in [a, b] {
+            usage.get_mut(&p).expect("inserted").concurrent += 1;
+        }
+        Ok(Arc::new(RelayGuard {
+            core: Arc::downgrade(self),
+            peers: [a, b],
+        }))
+    }
+
+    /// Adds relayed bytes to a peer's budget; false once it is spent.
+    fn charge(&self, peer: &PeerId, n: u64) -> bool {
+        let mut usage = self.usage.lock().unwrap();
+        let Some(u) = usage.get_mut(peer) else {
+            return true;
+        };
+        u.bytes = u.bytes.saturating_add(n);
+        u.bytes <= self.config.relay.max_bytes_per_hour
+    }
+
+    async fn relay_request(
+        self: &Arc<Self>,
+        from: PeerId,
+        target: PeerId,
+    ) -> Result<HubResponse, RemoteError> {
+        if !self.config.relay.enabled {
+            return Err(app_error(code::RELAY_REFUSED, "this hub does not relay"));
+        }
+        if target == from {
+            return Err(RemoteError::bad_request("a relay to oneself"));
+        }
+        let line = {
+            let p = self.presence.lock().unwrap();
+            p.online
+                .get(&target)
+                .map(|o| (o.tx.clone(), o.accepts_relays))
+        };
+        let Some((tx, accepts)) = line else {
+            return Err(app_error(
+                code::OFFLINE,
+                format!("{target:?} is not online at this hub"),
+            ));
+        };
+        if !accepts {
+            return Err(app_error(
+                code::RELAY_REFUSED,
+                format!("{target:?} takes no relays"),
+            ));
+        }
+        let guard = self.take_relay_slots(from, target)?;
+        let session: [u8; 16] = rand::thread_rng().r#gen();
+        // The session exists before the offer goes out: the target joins as soon as it
+        // agrees, possibly before this task hears its answer.
+        self.sessions.lock().unwrap().insert(
+            session,
+            Session {
+                a: from,
+                b: target,
+                parked: None,
+                _guard: guard,
+            },
+        );
+        let (answer_tx, answer_rx) = oneshot::channel();
+        self.offers.lock().unwrap().insert(session, answer_tx);
+        if tx
+            .try_send(PresenceDown::RelayOffer { session, from })
+            .is_err()
+        {
+            self.offers.lock().unwrap().remove(&session);
+            return Err(app_error(
+                code::OFFLINE,
+                format!("{target:?}'s line is busy or gone"),
+            ));
+        }
+        let answer = tokio::time::timeout(RELAY_ANSWER_TIMEOUT, answer_rx).await;
+        self.offers.lock().unwrap().remove(&session);
+        if !matches!(answer, Ok(Ok(true))) {
+            self.sessions.lock().unwrap().remove(&session);
+        }
+        match answer {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::info!(?from, ?target, "relay refused by the target");
+                return Err(app_error(
+                    code::RELAY_REFUSED,
+                    format!("{target:?} did not agree to a relay"),
+                ));
+            }
+            _ => {
+                return Err(app_error(
+                    code::RELAY_REFUSED,
+                    format!("{target:?} did not answer the relay offer"),
+                ));
+            }
+        }
+        // A session nobody completes expires (its parked end is told why).
+        let weak = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(RELAY_JOIN_TIMEOUT).await;
+            let Some(core) = weak.upgrade() else { return };
+            let expired = core.sessions.lock().unwrap().remove(&session);
+            if let Some(Session {
+                parked: Some(mut p),
+                ..
+            }) = expired
+            {
+                tracing::info!(peer = ?p.peer, "relay expired: the other end never joined");
+                let _ = write_ready(
+                    &mut p.send,
+                    &RelayReady::Refused("the other end never joined".into()),
+                )
+                .await;
+                let _ = p.send.finish().await;
+            }
+        });
+        tracing::info!(?from, ?target, "relay granted");
+        Ok(HubResponse::Relay(RelayTicket { session, target }))
+    }
+
+    async fn registry(self: Arc<Self>, ctx: Context, body: Bytes) -> Result<Bytes, RemoteError> {
+        let req: HubRequest = decode(&body).map_err(|e| RemoteError::bad_request(e.to_string()))?;
+        let resp = match req {
+            HubRequest::Register { name, peer } => self.register(&ctx, &name, peer)?,
+            HubRequest::Resolve { query, nonce } => self.resolve(query, nonce)?,
+            HubRequest::Relay { target } => self.relay_request(ctx.peer, target).await?,
+            HubRequest::Info => HubResponse::Info(self.info()),
+        };
+        encode(&resp).map_err(|e| RemoteError::internal(e.to_string()))
+    }
+
+    // ---- presence ----
+
+    fn allowed(&self, p: &Presence, watcher: &PeerId, target: &PeerId) -> bool {
+        let mutual = p.wants.get(target).is_some_and(|w| w.contains(watcher));
+        self.policy.may_watch(watcher, target, mutual)
+    }
+
+    fn tell(p: &Presence, to: &PeerId, msg: PresenceDown) {
+        if let Some(o) = p.online.get(to)
+            && o.tx.try_send(msg).is_err()
+        {
+            tracing::debug!(peer = ?to, "presence line queue full: event dropped");
+        }
+    }
+
+    /// Tells every allowed watcher of `peer` that it came or went.
+    fn announce(&self, p: &Presence, peer: &PeerId, online: bool) {
+        if let Some(ws) = p.watchers.get(peer) {
+            for w in ws {
+                if self.allowed(p, w, peer) {
+                    Self::tell(
+                        p,
+                        w,
+                        PresenceDown::Presence {
+                            peer: *peer,
+                            online,
+                        },
+                    );
+                }
+            }
+        }
+    }
+
+    fn watch(&self, watcher: PeerId, targets: Vec<PeerId>) {
+        let mut p = self.presence.lock().unwrap();
+        for t in targets {
+            if t == watcher {
+                continue;
+            }
+            let wants = p.wants.entry(watcher).or_default();
+            if wants.len() >= MAX_WATCHES_PER_PEER && !wants.contains(&t) {
+                Self::tell(&p, &watcher, PresenceDown::WatchRefused { peer: t });
+                continue;
+            }
+            wants.insert(t);
+            p.watchers.entry(t).or_default().insert(watcher);
+            if self.allowed(&p, &watcher, &t) {
+                let online = p.online.contains_key(&t);
+                Self::tell(&p, &watcher, PresenceDown::Presence { peer: t, online });
+            } else {
+                Self::tell(&p, &watcher, PresenceDown::WatchRefused { peer: t });
+            }
+            // Our asking may be what lets `t` see us (mutual rule): tell it.
+            if p.wants.get(&t).is_some_and(|w| w.contains(&watcher))
+                && self.allowed(&p, &t, &watcher)
+            {
+                Self::tell(
+                    &p,
+                    &t,
+                    PresenceDown::Presence {
+                        peer: watcher,
+                        online: true,
+                    },
+                );
+            }
+        }
+    }
+
+    fn unwatch(&self, watcher: PeerId, targets: Vec<PeerId>) {
+        let mut p = self.presence.lock().unwrap();
+        for t in targets {
+            if let Some(w) = p.wants.get_mut(&watcher) {
+                w.remove(&t);
+            }
+            if let Some(w) = p.watchers.get_mut(&t) {
+                w.remove(&watcher);
+                if w.is_empty() {
+                    p.watchers.remove(&t);
+                }
+            }
+        }
+    }
+
+    fn forget_wants(p: &mut Presence, watcher: &PeerId) {
+        if let Some(targets) = p.wants.remove(watcher) {
+            for t in targets {
+                if let Some(w) = p.watchers.get_mut(&t) {
+                    w.remove(watcher);
+                    if w.is_empty() {
+                        p.watchers.remove(&t);
+                    }
+                }
+            }
+        }
+    }
+
+    async fn presence_line(
+        self: Arc<Self>,
+        ctx: Context,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) {
+        let peer = ctx.peer;
+        let hello = match tokio::time::timeout(
+            HELLO_TIMEOUT,
+            LineReader::new(proto::PRESENCE_LIMIT).next(&mut recv),
+        )
+        .await
+        {
+            Ok(Ok(Some(f))) => decode::<PresenceUp>(&f).ok(),
+            _ => None,
+        };
+        let Some(PresenceUp::Hello {
+            mut addresses,
+            accepts_relays,
+        }) = hello
+        else {
+            tracing::info!(
+                ?peer,
+                "presence line closed: no Hello within {HELLO_TIMEOUT:?}"
+            );
+            recv.stop(2);
+            return;
+        };
+        addresses.truncate(proto::MAX_ADDRESSES);
+        let observed = ctx.connection.remote_addr();
+        if ctx.connection.transport() == TransportKind::Quic {
+            let a = Address::quic(observed);
+            if !addresses.contains(&a) {
+                addresses.push(a);
+            }
+        }
+        let line = self.next_line.fetch_add(1, Ordering::Relaxed);
+        self.counters.lines_opened.fetch_add(1, Ordering::Relaxed);
+        let (tx, mut rx) = mpsc::channel(LINE_QUEUE);
+        let _ = tx.try_send(PresenceDown::Welcome { observed });
+        {
+            let mut p = self.presence.lock().unwrap();
+            let was_online = p
+                .online
+                .insert(
+                    peer,
+                    Online {
+                        line,
+                        tx: tx.clone(),
+                        addresses,
+                        accepts_relays,
+                    },
+                )
+                .is_some();
+            if !was_online {
+                self.announce(&p, &peer, true);
+            }
+        }
+        if let Err(e) = self.db.lock().unwrap().touch(&peer, proto::now_ms()) {
+            tracing::warn!("last-seen not stored: {e}");
+        }
+        drop(tx);
+        tracing::debug!(?peer, %observed, "presence line up");
+        let timeout = self.config.presence_timeout();
+        // Reader and writer are two long-lived futures (no read is ever abandoned midway).
+        let reader = async {
+            let mut lines = LineReader::new(proto::PRESENCE_LIMIT);
+            loop {
+                let msg = match tokio::time::timeout(timeout, lines.next(&mut recv)).await {
+                    Err(_) => return format!("silent for {timeout:?}"),
+                    Ok(Err(e)) => return format!("read: {e}"),
+                    Ok(Ok(None)) => return "ended by the peer".to_string(),
+                    Ok(Ok(Some(f))) => match decode::<PresenceUp>(&f) {
+                        Ok(m) => m,
+                        Err(e) => return format!("malformed frame: {e}"),
+                    },
+                };
+                match msg {
+                    PresenceUp::Ping(n) => {
+                        let p = self.presence.lock().unwrap();
+                        if p.online.get(&peer).is_some_and(|o| o.line == line) {
+                            Self::tell(&p, &peer, PresenceDown::Pong(n));
+                        }
+                    }
+                    PresenceUp::Watch(list) => {
+                        if list.len() > proto::MAX_WATCH {
+                            return "watch list too long".into();
+                        }
+                        self.watch(peer, list);
+                    }
+                    PresenceUp::Unwatch(list) => {
+                        if list.len() > proto::MAX_WATCH {
+                            return "unwatch list too long".into();
+                        }
+                        self.unwatch(peer, list);
+                    }
+                    PresenceUp::RelayAnswer { session, accept } => {
+                        if let Some(tx) = self.offers.lock().unwrap().remove(&session) {
+                            let _ = tx.send(accept);
+                        }
+                    }
+                    PresenceUp::Hello { .. } => return "a second Hello".into(),
+                }
+            }
+        };
+        let writer = async {
+            while let Some(msg) = rx.recv().await {
+                let Ok(frame) = encode(&msg) else { continue };
+                match tokio::time::timeout(timeout, send.write_frame(&frame, proto::PRESENCE_LIMIT))
+                    .await
+                {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return format!("write: {e}"),
+                    Err(_) => return format!("the peer read nothing for {timeout:?}"),
+                }
+            }
+            "replaced by a newer line".to_string()
+        };
+        let reason = tokio::select! {
+            r = reader => r,
+            r = writer => r,
+        };
+        {
+            let mut p = self.presence.lock().unwrap();
+            if p.online.get(&peer).is_some_and(|o| o.line == line) {
+                p.online.remove(&peer);
+                self.announce(&p, &peer, false);
+                Self::forget_wants(&mut p, &peer);
+            }
+        }
+        if let Err(e) = self.db.lock().unwrap().touch(&peer, proto::now_ms()) {
+            tracing::warn!("last-seen not stored: {e}");
+        }
+        tracing::debug!(?peer, %reason, "presence line down");
+        send.reset(0);
+        recv.stop(0);
+    }
+
+    // ---- relay ----
+
+    async fn relay_stream(self: Arc<Self>, ctx: Context, send: SendStream, mut recv: RecvStream) {
+        let peer = ctx.peer;
+        let join =
+            match tokio::time::timeout(HELLO_TIMEOUT, recv.read_frame(proto::RELAY_HEAD_LIMIT))
+                .await
+            {
+                Ok(Ok(Some(f))) => decode::<RelayJoin>(&f).ok(),
+                _ => None,
+            };
+        let Some(RelayJoin { session }) = join else {
+            tracing::info!(?peer, "relay stream closed: no join");
+            recv.stop(2);
+            return;
+        };
+        enum Join {
+            Refused(&'static str),
+            Parked,
+            Paired(Parked, Arc<RelayGuard>),
+        }
+        let mut mine = Some((send, recv));
+        let outcome = {
+            let mut sessions = self.sessions.lock().unwrap();
+            match sessions.get_mut(&session) {
+                None => Join::Refused("no such relay session"),
+                Some(s) if !(peer == s.a || peer == s.b) => Join::Refused("not your relay session"),
+                Some(s) if s.parked.as_ref().is_some_and(|p| p.peer == peer) => {
+                    Join::Refused("already joined")
+                }
+                Some(s) => match s.parked.take() {
+                    None => {
+                        let (send, recv) = mine.take().expect("ours");
+                        s.parked = Some(Parked { peer, send, recv });
+                        Join::Parked
+                    }
+                    Some(first) => {
+                        let s = sessions.remove(&session).expect("present");
+                        Join::Paired(first, s._guard)
+                    }
+                },
+            }
+        };
+        let (first, guard) = match outcome {
+            Join::Parked => return,
+            Join::Refused(why) => {
+                tracing::warn!(?peer, "relay join refused: {why}");
+                let (mut send, _recv) = mine.take().expect("ours");
+                let _ = write_ready(&mut send, &RelayReady::Refused(why.into())).await;
+                let _ = send.finish().await;
+                return;
+            }
+            Join::Paired(first, guard) => (first, guard),
+        };
+        let (mut send, recv) = mine.take().expect("ours");
+        let mut first = first;
+        if write_ready(&mut first.send, &RelayReady::Ready)
+            .await
+            .is_err()
+            || write_ready(&mut send, &RelayReady::Ready).await.is_err()
+        {
+            tracing::info!(?peer, "relay end gone before the splice");
+            return;
+        }
+        self.counters.relays_spliced.fetch_add(1, Ordering::Relaxed);
+        if let Some(rate) = self.config.relay.rate_bytes_per_sec {
+            first.send.set_rate_limit(Some(rate));
+            send.set_rate_limit(Some(rate));
+        }
+        tracing::info!(a = ?first.peer, b = ?peer, "relay spliced");
+        let core = self.clone();
+        let (ab, ba) = tokio::join!(
+            core.copy(first.peer, first.recv, send),
+            self.copy(peer, recv, first.send)
+        );
+        tracing::info!(a = ?first.peer, b = ?peer, ab, ba, "relay ended");
+        drop(guard);
+    }
+
+    /// One direction of a splice: `from`'s bytes to the other end, charged to `from`.
+    async fn copy(&self, from: PeerId, mut recv: RecvStream, mut send: SendStream) -> u64 {
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut total = 0u64;
+        loop {
+            let n = match recv.read(&mut buf).await {
+                Ok(0) => {
+                    let _ = send.finish().await;
+                    break;
+                }
+                Ok(n) => n,
+                Err(_) => {
+                    send.reset(0);
+                    break;
+                }
+            };
+            if !self.charge(&from, n as u64) {
+                tracing::warn!(peer = ?from, "relay cut: the peer's relay budget is spent");
+                send.reset(4);
+                recv.stop(4);
+                break;
+            }
+            if let Some(tap) = &self.tap {
+                use std::io::Write;
+                let _ = tap.lock().unwrap().write_all(&buf[..n]);
+            }
+            if send.write_all(&buf[..n]).await.is_err() {
+                recv.stop(0);
+                break;
+            }
+            total += n as u64;
+            self.counters
+                .relay_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        total
+    }
+}
+
+async fn write_ready(send: &mut SendStream, msg: &RelayReady) -> Result<(), ()> {
+    let frame = encode(msg).map_err(|_| ())?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        send.write_frame(&frame, proto::RELAY_HEAD_LIMIT),
+    )
+    .await
+    .map_err(|_| ())?
+    .map_err(|_| ())
+}
+
+/// The registry service (`allpeers/hub-registry/1`).
+pub struct RegistryService(pub Arc<Core>);
+impl Service for RegistryService {
+    fn max_message_size(&self) -> usize {
+        proto::REGISTRY_LIMIT
+    }
+    fn request(&self, ctx: Context, body: Bytes) -> BoxFuture<Result<Bytes, RemoteError>> {
+        Box::pin(self.0.clone().registry(ctx, body))
+    }
+}
+
+/// Presence lines (`allpeers/hub-presence/1`).
+pub struct PresenceService(pub Arc<Core>);
+impl Service for PresenceService {
+    fn max_message_size(&self) -> usize {
+        proto::PRESENCE_LIMIT
+    }
+    fn accepts(&self, kind: StreamKind) -> bool {
+        kind == StreamKind::Stream
+    }
+    fn stream(&self, ctx: Context, send: SendStream, recv: RecvStream) -> BoxFuture<()> {
+        Box::pin(self.0.clone().presence_line(ctx, send, recv))
+    }
+}
+
+/// Relay ends (`allpeers/hub-relay/1`).
+pub struct RelayService(pub Arc<Core>);
+impl Service for RelayService {
+    fn max_message_size(&self) -> usize {
+        proto::RELAY_HEAD_LIMIT
+    }
+    fn accepts(&self, kind: StreamKind) -> bool {
+        kind == StreamKind::Stream
+    }
+    fn stream(&self, ctx: Context, send: SendStream, recv: RecvStream) -> BoxFuture<()> {
+        Box::pin(self.0.clone().relay_stream(ctx, send, recv))
+    }
+}
