@@ -264,3 +264,59 @@ pub fn error_code(response: &Response) -> i32 {
         .unwrap_or_else(|| panic!("expected an error, got {:?}", response.result))
         .code
 }
+
+/// A real `allpeers-hub` on loopback, ephemeral ports, data in its own dir.
+pub struct HubProcess {
+    pub child: Child,
+    pub peer_id: String,
+    pub quic: String,
+    pub tcp: String,
+}
+
+impl HubProcess {
+    pub async fn start(dir: &Path) -> HubProcess {
+        let mut child = Command::new(bin("allpeers-hub"))
+            .arg("--data-dir")
+            .arg(dir)
+            .args([
+                "--name",
+                "hub.test",
+                "--quic",
+                "127.0.0.1:0",
+                "--tcp",
+                "127.0.0.1:0",
+                "--presence-timeout",
+                "2",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start allpeers-hub");
+        let mut line = String::new();
+        timeout(
+            "hub ready",
+            BufReader::new(child.stdout.take().unwrap()).read_line(&mut line),
+        )
+        .await
+        .unwrap();
+        let ready: Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("hub ready line {line:?}: {e}"));
+        HubProcess {
+            child,
+            peer_id: ready["peer_id"].as_str().unwrap().to_string(),
+            quic: ready["quic"].as_str().unwrap().to_string(),
+            tcp: ready["tcp"].as_str().unwrap().to_string(),
+        }
+    }
+
+    /// A node `config.json` with this hub as home hub, listening on loopback.
+    pub fn node_config(&self, data_dir: &Path) {
+        let config = json!({
+            "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
+            "hub": {"peer_id": self.peer_id, "addresses": [format!("quic://{}", self.quic), format!("tcp://{}", self.tcp)]},
+        });
+        std::fs::write(data_dir.join("config.json"), config.to_string())
+            .expect("write config.json");
+    }
+}

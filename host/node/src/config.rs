@@ -11,6 +11,27 @@ use serde::Deserialize;
 pub struct NodeConfig {
     pub log: LogSection,
     pub net: NetSection,
+    /// The home hub; none: the node works without one (direct connections only).
+    pub hub: Option<HubSection>,
+}
+
+/// The home hub: its PeerId (pinned: the TLS handshake must prove it) and addresses.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HubSection {
+    pub peer_id: String,
+    /// `quic://ip:port`, `tcp://ip:port`, tried in order.
+    pub addresses: Vec<String>,
+    /// `http://[user:pass@]ip:port` or `socks5://…`: reach the hub (and relays) through it.
+    #[serde(default)]
+    pub proxy: Option<String>,
+    /// Relay offers to take: "all" or "none" (by contact once contacts exist).
+    #[serde(default = "accept_all")]
+    pub accept_relays: String,
+}
+
+fn accept_all() -> String {
+    "all".into()
 }
 
 /// Where the peer endpoint listens. `null` turns a transport's listener off (dialling out

@@ -79,6 +79,13 @@ enum Command {
     /// Resource types: register a schema file, list, describe
     #[command(subcommand)]
     Schema(cli::resource::SchemaCommand),
+    /// Register a name at your home hub: allpeers register alice (or alice@hub)
+    Register { name: String },
+    /// Look a peer up at your home hub: by name, name@hub or PeerId (the answer is checked)
+    Resolve { query: String },
+    /// The peer-to-peer network: status, connect
+    #[command(subcommand)]
+    Net(cli::NetCommand),
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -141,6 +148,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Query { query, count } => cli::resource::query(&paths, &query, count, cli.json),
         Command::List(command) => cli::resource::list(&paths, command, cli.json),
         Command::Schema(command) => cli::resource::schema(&paths, command, cli.json),
+        Command::Register { name } => cli::register(&paths, &name, cli.json),
+        Command::Resolve { query } => cli::resolve(&paths, &query, cli.json),
+        Command::Net(command) => cli::net(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
         Command::Demo => unreachable!("handled above"),
     }

@@ -17,6 +17,12 @@ pub const LOG_GET: &str = "log.get";
 pub const LOG_SET: &str = "log.set";
 pub const DAEMON_SHUTDOWN: &str = "daemon.shutdown";
 pub const NET_STATUS: &str = "net.status";
+pub const NET_CONNECT: &str = "net.connect";
+pub const HUB_REGISTER: &str = "hub.register";
+pub const HUB_RESOLVE: &str = "hub.resolve";
+pub const HUB_WATCH: &str = "hub.watch";
+pub const HUB_UNWATCH: &str = "hub.unwatch";
+pub const HUB_RELAY: &str = "hub.relay";
 
 /// Every method this build serves, for `hello`'s capabilities.
 pub const METHODS: &[&str] = &[
@@ -31,6 +37,12 @@ pub const METHODS: &[&str] = &[
     LOG_SET,
     DAEMON_SHUTDOWN,
     NET_STATUS,
+    NET_CONNECT,
+    HUB_REGISTER,
+    HUB_RESOLVE,
+    HUB_WATCH,
+    HUB_UNWATCH,
+    HUB_RELAY,
 ];
 
 /// Event topics a client may subscribe to.
@@ -44,6 +56,14 @@ pub mod topics {
     /// The network changed: `data.status` (online/offline, an address added or removed),
     /// or a peer `connected` / `disconnected`.
     pub const NET_CHANGED: &str = "net.changed";
+    /// The home hub's line went up or down: `state`, `observed` or `reason`.
+    pub const HUB_CHANGED: &str = "hub.changed";
+    /// A watched peer came online or went offline: `peer_id`, `online`.
+    pub const PRESENCE_CHANGED: &str = "presence.changed";
+    /// The hub refused to show a peer's presence: `peer_id`.
+    pub const PRESENCE_REFUSED: &str = "presence.refused";
+    /// A peer asked to reach us through the hub's relay: `from`, `accepted`.
+    pub const RELAY_OFFERED: &str = "relay.offered";
     /// Sent to a client whose event queue overflowed: `data.dropped` events were lost.
     pub const EVENTS_DROPPED: &str = "events.dropped";
 
@@ -57,6 +77,11 @@ pub mod topics {
         IDENTITY_CHANGED,
         LOG_CHANGED,
         SCHEMA_CHANGED,
+        NET_CHANGED,
+        HUB_CHANGED,
+        PRESENCE_CHANGED,
+        PRESENCE_REFUSED,
+        RELAY_OFFERED,
     ];
 }
 

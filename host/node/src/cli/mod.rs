@@ -62,6 +62,14 @@ pub enum IdentityCommand {
 }
 
 #[derive(Subcommand)]
+pub enum NetCommand {
+    /// Where the node listens, its hub line, and each connected peer with its path
+    Status,
+    /// Reach a peer (resolve it first): direct if possible, else relayed by the hub
+    Connect { peer: String },
+}
+
+#[derive(Subcommand)]
 pub enum LogCommand {
     /// Show the current filter and the log directory
     Get,
@@ -322,6 +330,136 @@ pub fn call(paths: &NodePaths, method: &str, params: Option<&str>) -> anyhow::Re
         let client = connect(paths).await?;
         let result = client.call(method, params).await?;
         println!("{}", serde_json::to_string_pretty(&result)?);
+        Ok(())
+    })
+}
+
+pub fn register(paths: &NodePaths, name: &str, json_out: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let result = client.call(m::HUB_REGISTER, json!({"name": name})).await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else {
+            let cert = &result["certificate"];
+            println!(
+                "registered {} for {}",
+                cert["full_name"].as_str().unwrap_or("?"),
+                cert["peer_id"].as_str().unwrap_or("?")
+            );
+            println!(
+                "signed by hub {}",
+                cert["hub_peer_id"].as_str().unwrap_or("?")
+            );
+        }
+        Ok(())
+    })
+}
+
+pub fn resolve(paths: &NodePaths, query: &str, json_out: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let result = client.call(m::HUB_RESOLVE, json!({"query": query})).await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else if result["found"] != true {
+            println!("{query}: not found (answer verified)");
+            return Err(Exit(4).into());
+        } else {
+            println!("peer id:   {}", result["peer_id"].as_str().unwrap_or("?"));
+            if let Some(name) = result["name"].as_str() {
+                println!("name:      {name}");
+            }
+            println!(
+                "online:    {}",
+                if result["online"] == true {
+                    "yes"
+                } else {
+                    "no"
+                }
+            );
+            let addresses: Vec<&str> = result["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            println!(
+                "addresses: {}",
+                if addresses.is_empty() {
+                    "-".into()
+                } else {
+                    addresses.join(", ")
+                }
+            );
+            println!("verified:  hub signature, fresh answer to our question");
+        }
+        Ok(())
+    })
+}
+
+pub fn net(paths: &NodePaths, command: NetCommand, json_out: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let result = match command {
+            NetCommand::Status => client.call(m::NET_STATUS, json!({})).await?,
+            NetCommand::Connect { peer } => {
+                client.call(m::NET_CONNECT, json!({"peer": peer})).await?
+            }
+        };
+        if json_out || result.get("running").is_none() {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+            return Ok(());
+        }
+        if result["running"] != true {
+            println!(
+                "network:  offline ({})",
+                result["reason"].as_str().unwrap_or("?")
+            );
+            return Ok(());
+        }
+        let listening: Vec<String> = result["listening"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| {
+                format!(
+                    "{} {}",
+                    a["transport"].as_str().unwrap_or("?"),
+                    a["addr"].as_str().unwrap_or("?")
+                )
+            })
+            .collect();
+        println!(
+            "network:  {}",
+            if result["online"] == true {
+                "online"
+            } else {
+                "no network interface up"
+            }
+        );
+        println!("listening: {}", listening.join(", "));
+        match result["hub"].as_object() {
+            Some(hub) => println!(
+                "hub:      {} ({}){}",
+                hub.get("state").and_then(Value::as_str).unwrap_or("?"),
+                hub.get("hub").and_then(Value::as_str).unwrap_or("?"),
+                hub.get("observed")
+                    .and_then(Value::as_str)
+                    .map(|o| format!(", sees us at {o}"))
+                    .unwrap_or_default()
+            ),
+            None => println!("hub:      none configured"),
+        }
+        for peer in result["connections"].as_array().into_iter().flatten() {
+            println!(
+                "peer:     {} {} {} ({})",
+                peer["peer"].as_str().unwrap_or("?"),
+                peer["path"].as_str().unwrap_or("?"),
+                peer["transport"].as_str().unwrap_or("?"),
+                peer["direction"].as_str().unwrap_or("?")
+            );
+        }
         Ok(())
     })
 }

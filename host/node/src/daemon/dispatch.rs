@@ -183,6 +183,12 @@ async fn route(
             Ok(to_value(info))
         }
         m::NET_STATUS => Ok(super::network::status(daemon)),
+        m::NET_CONNECT
+        | m::HUB_REGISTER
+        | m::HUB_RESOLVE
+        | m::HUB_WATCH
+        | m::HUB_UNWATCH
+        | m::HUB_RELAY => super::hub::handle(daemon, &request.method, params).await,
         m::DAEMON_SHUTDOWN => {
             allpeers_log::flesh!(client = session.client_name(), "shutdown requested");
             daemon.shutdown.cancel();

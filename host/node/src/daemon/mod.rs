@@ -2,6 +2,7 @@
 //! the local API socket, and serves every client (bridges for browsers, the CLI, apps).
 
 mod dispatch;
+mod hub;
 mod network;
 mod resources;
 mod session;
@@ -69,6 +70,7 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             identity,
             store,
             net_config,
+            config.hub.clone(),
             Some(log),
             started,
         ));

@@ -67,8 +67,12 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         }
         poller.abort();
     });
+    let hub_endpoint = endpoint.clone();
     if daemon.network.set(Network { endpoint, status }).is_err() {
         anyhow::bail!("the endpoint is already running");
+    }
+    if let Some(section) = &daemon.hub_config {
+        super::hub::start(daemon, hub_endpoint, section).await?;
     }
     Ok(())
 }
@@ -104,5 +108,6 @@ pub fn status(daemon: &Daemon) -> Value {
         "addresses": status.addresses,
         "listening": status.listening,
         "connections": connections,
+        "hub": super::hub::status(daemon),
     })
 }

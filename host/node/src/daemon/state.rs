@@ -26,6 +26,9 @@ pub struct Daemon {
     /// The peer endpoint, once the identity is unlocked.
     pub network: OnceLock<Network>,
     pub net_config: EndpointConfig,
+    /// The home hub's client, once online with a hub configured.
+    pub hub: OnceLock<allpeers_net::hub::HubClient>,
+    pub hub_config: Option<crate::config::HubSection>,
     /// Why the endpoint did not start, if it failed.
     pub net_error: Mutex<Option<String>>,
     /// The resource store. rusqlite is synchronous: callers lock it on the blocking pool.
@@ -44,6 +47,7 @@ impl Daemon {
         identity: NodeIdentity,
         store: Store,
         net_config: EndpointConfig,
+        hub_config: Option<crate::config::HubSection>,
         log: Option<LogHandle>,
         started: Instant,
     ) -> Self {
@@ -52,6 +56,8 @@ impl Daemon {
             network: OnceLock::new(),
             net_config,
             net_error: Mutex::new(None),
+            hub: OnceLock::new(),
+            hub_config,
             store: Arc::new(Mutex::new(store)),
             started,
             identity: Mutex::new(identity),
