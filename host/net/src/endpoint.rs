@@ -59,6 +59,14 @@ pub struct EndpointConfig {
     pub max_inbound_streams: usize,
     /// Incoming handshakes in progress at once, per transport; more are refused.
     pub max_handshakes: usize,
+    /// Most streams of each kind (bidi, uni) a remote may have open at once on one QUIC
+    /// connection; further opens wait on QUIC flow control (they are not refused). Over TCP
+    /// it also caps the streams this side opens at once (at most
+    /// [`tcp::MAX_OUTBOUND_STREAMS`]); further opens wait. quinn sets up state for every
+    /// stream a remote may open, so an endpoint holding many idle connections (the hub)
+    /// takes a small value: ~190 KiB per idle QUIC connection at 1024, much less at 64.
+    /// Default [`quic::MAX_STREAMS`] (1024), for bulk transfers.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for EndpointConfig {
@@ -72,6 +80,7 @@ impl Default for EndpointConfig {
             head_timeout: Duration::from_secs(10),
             max_inbound_streams: 1024,
             max_handshakes: 64,
+            max_concurrent_streams: quic::MAX_STREAMS,
         }
     }
 }
@@ -161,8 +170,10 @@ impl Endpoint {
                 quic::bind(
                     &identity,
                     addr,
-                    quic::server_config(server_tls.clone()).map_err(endpoint_err)?,
-                    quic::client_config(client_tls.clone()).map_err(endpoint_err)?,
+                    quic::server_config(server_tls.clone(), config.max_concurrent_streams)
+                        .map_err(endpoint_err)?,
+                    quic::client_config(client_tls.clone(), config.max_concurrent_streams)
+                        .map_err(endpoint_err)?,
                 )
                 .map_err(|e| endpoint_err(format!("cannot bind UDP {addr}: {e}")))?,
             ),
@@ -465,7 +476,11 @@ impl Endpoint {
                     .await
                     .map_err(|_| NetError::Timeout(timeout))??;
                 Connection::new(
-                    ConnInner::Tcp(tcp::Mux::start(tls.into(), true)),
+                    ConnInner::Tcp(tcp::Mux::start(
+                        tls.into(),
+                        true,
+                        self.0.config.max_concurrent_streams as usize,
+                    )),
                     peer,
                     address.addr,
                     Direction::Outbound,
@@ -1109,7 +1124,11 @@ async fn tcp_accept_loop(
             adopt(
                 &inner,
                 Connection::new(
-                    ConnInner::Tcp(tcp::Mux::start(tls.into(), false)),
+                    ConnInner::Tcp(tcp::Mux::start(
+                        tls.into(),
+                        false,
+                        inner.config.max_concurrent_streams as usize,
+                    )),
                     peer,
                     addr,
                     Direction::Inbound,
