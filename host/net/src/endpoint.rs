@@ -35,8 +35,8 @@ use crate::service::{
 use crate::throttle::Throttle;
 use crate::tls;
 use crate::transport::{
-    Address, Connection, ConnectionError, Direction, Inner as ConnInner, RecvStream, SendStream,
-    StreamShared, TransportKind, close_code, quic, tcp,
+    Address, Connection, ConnectionError, Direction, Inner as ConnInner, PathKind, RecvStream,
+    SendStream, StreamShared, TransportKind, close_code, quic, tcp,
 };
 
 /// Endpoint settings. [`EndpointConfig::default`] listens on all interfaces, ephemeral ports.
@@ -121,6 +121,9 @@ struct Inner {
     conns: Mutex<HashMap<PeerId, Connection>>,
     conn_changed: Notify,
     addrs: Mutex<HashMap<PeerId, Vec<Address>>>,
+    /// Paths other than `Direct` announced for the next connection from or to a remote
+    /// socket address (the hub client's relay bridges); taken when that connection is made.
+    paths: Mutex<HashMap<SocketAddr, PathKind>>,
     dial_locks: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     throttle: Throttle,
     events: broadcast::Sender<EndpointEvent>,
@@ -154,6 +157,17 @@ impl std::fmt::Debug for Endpoint {
             .field("addresses", &self.local_addresses())
             .finish()
     }
+}
+
+/// The path announced for a connection with `remote` ([`Endpoint::expect_path`]), else
+/// `Direct`.
+fn take_path(inner: &Inner, remote: SocketAddr) -> PathKind {
+    inner
+        .paths
+        .lock()
+        .unwrap()
+        .remove(&remote)
+        .unwrap_or(PathKind::Direct)
 }
 
 fn endpoint_err(e: impl std::fmt::Display) -> NetError {
@@ -203,6 +217,7 @@ impl Endpoint {
             conns: Default::default(),
             conn_changed: Notify::new(),
             addrs: Default::default(),
+            paths: Default::default(),
             dial_locks: Default::default(),
             throttle: Throttle::default(),
             events: broadcast::channel(256).0,
@@ -317,6 +332,20 @@ impl Endpoint {
             .filter(|c| !c.is_closed())
             .cloned()
             .collect()
+    }
+
+    /// Announces that the next connection made from or to the remote socket address `remote`
+    /// goes over `path` (not `Direct`): the hub client calls it for a relay bridge's loopback
+    /// address before the bridge carries the TLS handshake, so the connection the endpoint
+    /// builds reports [`PathKind::Relayed`]. Taken by that connection; see
+    /// [`Endpoint::forget_path`] for when none comes.
+    pub(crate) fn expect_path(&self, remote: SocketAddr, path: PathKind) {
+        self.0.paths.lock().unwrap().insert(remote, path);
+    }
+
+    /// Drops an announcement of [`Endpoint::expect_path`] no connection took.
+    pub(crate) fn forget_path(&self, remote: &SocketAddr) {
+        self.0.paths.lock().unwrap().remove(remote);
     }
 
     /// Waits up to `timeout` for a live connection to `peer` (dialled by either side).
@@ -443,6 +472,7 @@ impl Endpoint {
                     ConnInner::Quic(conn),
                     peer,
                     address.addr,
+                    take_path(&self.0, address.addr),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
@@ -483,6 +513,7 @@ impl Endpoint {
                     )),
                     peer,
                     address.addr,
+                    take_path(&self.0, address.addr),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
@@ -1061,6 +1092,7 @@ async fn quic_accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
                     ConnInner::Quic(conn),
                     peer,
                     addr,
+                    take_path(&inner, addr),
                     Direction::Inbound,
                     shared,
                 ),
@@ -1131,6 +1163,7 @@ async fn tcp_accept_loop(
                     )),
                     peer,
                     addr,
+                    take_path(&inner, addr),
                     Direction::Inbound,
                     shared,
                 ),
