@@ -33,6 +33,10 @@ pub struct HubConfig {
     pub handshake_timeout_secs: u64,
     /// TLS handshakes in progress at once on TCP.
     pub max_handshakes: usize,
+    /// Streams of each kind a peer may have open at once on its QUIC connection to the hub
+    /// (more wait); also the most the hub opens at once on one TCP connection. Small, because
+    /// QUIC state per connection grows with it: a line needs one stream, a relay one more.
+    pub max_concurrent_streams: u32,
     /// Seconds a presence line may stay silent (peers ping every second by default).
     pub presence_timeout_secs: u64,
     pub relay: RelayConfig,
@@ -78,6 +82,7 @@ impl Default for HubConfig {
             watch_policy: "mutual".into(),
             handshake_timeout_secs: 10,
             max_handshakes: 512,
+            max_concurrent_streams: 64,
             presence_timeout_secs: 5,
             relay: RelayConfig::default(),
         }

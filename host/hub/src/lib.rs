@@ -60,6 +60,7 @@ impl Hub {
             connect_timeout: Duration::from_secs(config.handshake_timeout_secs.max(1)),
             head_timeout: Duration::from_secs(5),
             max_handshakes: config.max_handshakes.max(1),
+            max_concurrent_streams: config.max_concurrent_streams.max(1),
             ..EndpointConfig::default()
         };
         let signer = load_identity(&config.data_dir)?;

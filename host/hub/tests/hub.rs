@@ -250,7 +250,12 @@ async fn relay_between_nodes_not_connecting_directly_is_end_to_end_encrypted() {
         assert!(a.endpoint.peer_addresses(&b.id()).is_empty());
 
         let conn = a.hub.connect_relayed(b.id()).await.unwrap();
+        assert_eq!(conn.path(), PathKind::Relayed);
         assert_eq!(a.hub.path_of(&conn), PathKind::Relayed);
+        assert_eq!(
+            a.endpoint.connection(&b.id()).unwrap().path(),
+            PathKind::Relayed
+        );
         assert_eq!(conn.remote_peer(), b.id());
         let marker = "PLAINTEXT-MARKER-0123456789-".repeat(4096);
         let reply: String = a
@@ -265,6 +270,7 @@ async fn relay_between_nodes_not_connecting_directly_is_end_to_end_encrypted() {
             .wait_connection(&a.id(), 5 * SECONDS)
             .await
             .unwrap();
+        assert_eq!(back.path(), PathKind::Relayed);
         assert_eq!(b.hub.path_of(&back), PathKind::Relayed);
         let r: String = b
             .endpoint
@@ -404,6 +410,7 @@ async fn hub_restart_clients_reconnect_direct_connections_survive() {
         let rec = a.hub.resolve(&b.id().to_string()).await.unwrap().unwrap();
         assert!(!rec.addresses.is_empty());
         let direct = a.endpoint.connect(b.id()).await.unwrap();
+        assert_eq!(direct.path(), PathKind::Direct);
         assert_eq!(a.hub.path_of(&direct), PathKind::Direct);
         let mut a_events = a.hub.events();
 

@@ -35,8 +35,8 @@ use crate::service::{
 use crate::throttle::Throttle;
 use crate::tls;
 use crate::transport::{
-    Address, Connection, ConnectionError, Direction, Inner as ConnInner, RecvStream, SendStream,
-    StreamShared, TransportKind, close_code, quic, tcp,
+    Address, Connection, ConnectionError, Direction, Inner as ConnInner, PathKind, RecvStream,
+    SendStream, StreamShared, TransportKind, close_code, quic, tcp,
 };
 
 /// Endpoint settings. [`EndpointConfig::default`] listens on all interfaces, ephemeral ports.
@@ -59,6 +59,14 @@ pub struct EndpointConfig {
     pub max_inbound_streams: usize,
     /// Incoming handshakes in progress at once, per transport; more are refused.
     pub max_handshakes: usize,
+    /// Most streams of each kind (bidi, uni) a remote may have open at once on one QUIC
+    /// connection; further opens wait on QUIC flow control (they are not refused). Over TCP
+    /// it also caps the streams this side opens at once (at most
+    /// [`tcp::MAX_OUTBOUND_STREAMS`]); further opens wait. quinn sets up state for every
+    /// stream a remote may open, so an endpoint holding many idle connections (the hub)
+    /// takes a small value: ~190 KiB per idle QUIC connection at 1024, much less at 64.
+    /// Default [`quic::MAX_STREAMS`] (1024), for bulk transfers.
+    pub max_concurrent_streams: u32,
 }
 
 impl Default for EndpointConfig {
@@ -72,6 +80,7 @@ impl Default for EndpointConfig {
             head_timeout: Duration::from_secs(10),
             max_inbound_streams: 1024,
             max_handshakes: 64,
+            max_concurrent_streams: quic::MAX_STREAMS,
         }
     }
 }
@@ -112,6 +121,9 @@ struct Inner {
     conns: Mutex<HashMap<PeerId, Connection>>,
     conn_changed: Notify,
     addrs: Mutex<HashMap<PeerId, Vec<Address>>>,
+    /// Paths other than `Direct` announced for the next connection from or to a remote
+    /// socket address (the hub client's relay bridges); taken when that connection is made.
+    paths: Mutex<HashMap<SocketAddr, PathKind>>,
     dial_locks: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     throttle: Throttle,
     events: broadcast::Sender<EndpointEvent>,
@@ -147,6 +159,17 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
+/// The path announced for a connection with `remote` ([`Endpoint::expect_path`]), else
+/// `Direct`.
+fn take_path(inner: &Inner, remote: SocketAddr) -> PathKind {
+    inner
+        .paths
+        .lock()
+        .unwrap()
+        .remove(&remote)
+        .unwrap_or(PathKind::Direct)
+}
+
 fn endpoint_err(e: impl std::fmt::Display) -> NetError {
     NetError::Endpoint(e.to_string())
 }
@@ -161,8 +184,10 @@ impl Endpoint {
                 quic::bind(
                     &identity,
                     addr,
-                    quic::server_config(server_tls.clone()).map_err(endpoint_err)?,
-                    quic::client_config(client_tls.clone()).map_err(endpoint_err)?,
+                    quic::server_config(server_tls.clone(), config.max_concurrent_streams)
+                        .map_err(endpoint_err)?,
+                    quic::client_config(client_tls.clone(), config.max_concurrent_streams)
+                        .map_err(endpoint_err)?,
                 )
                 .map_err(|e| endpoint_err(format!("cannot bind UDP {addr}: {e}")))?,
             ),
@@ -192,6 +217,7 @@ impl Endpoint {
             conns: Default::default(),
             conn_changed: Notify::new(),
             addrs: Default::default(),
+            paths: Default::default(),
             dial_locks: Default::default(),
             throttle: Throttle::default(),
             events: broadcast::channel(256).0,
@@ -306,6 +332,20 @@ impl Endpoint {
             .filter(|c| !c.is_closed())
             .cloned()
             .collect()
+    }
+
+    /// Announces that the next connection made from or to the remote socket address `remote`
+    /// goes over `path` (not `Direct`): the hub client calls it for a relay bridge's loopback
+    /// address before the bridge carries the TLS handshake, so the connection the endpoint
+    /// builds reports [`PathKind::Relayed`]. Taken by that connection; see
+    /// [`Endpoint::forget_path`] for when none comes.
+    pub(crate) fn expect_path(&self, remote: SocketAddr, path: PathKind) {
+        self.0.paths.lock().unwrap().insert(remote, path);
+    }
+
+    /// Drops an announcement of [`Endpoint::expect_path`] no connection took.
+    pub(crate) fn forget_path(&self, remote: &SocketAddr) {
+        self.0.paths.lock().unwrap().remove(remote);
     }
 
     /// Waits up to `timeout` for a live connection to `peer` (dialled by either side).
@@ -432,6 +472,7 @@ impl Endpoint {
                     ConnInner::Quic(conn),
                     peer,
                     address.addr,
+                    take_path(&self.0, address.addr),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
@@ -465,9 +506,14 @@ impl Endpoint {
                     .await
                     .map_err(|_| NetError::Timeout(timeout))??;
                 Connection::new(
-                    ConnInner::Tcp(tcp::Mux::start(tls.into(), true)),
+                    ConnInner::Tcp(tcp::Mux::start(
+                        tls.into(),
+                        true,
+                        self.0.config.max_concurrent_streams as usize,
+                    )),
                     peer,
                     address.addr,
+                    take_path(&self.0, address.addr),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
@@ -1046,6 +1092,7 @@ async fn quic_accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
                     ConnInner::Quic(conn),
                     peer,
                     addr,
+                    take_path(&inner, addr),
                     Direction::Inbound,
                     shared,
                 ),
@@ -1109,9 +1156,14 @@ async fn tcp_accept_loop(
             adopt(
                 &inner,
                 Connection::new(
-                    ConnInner::Tcp(tcp::Mux::start(tls.into(), false)),
+                    ConnInner::Tcp(tcp::Mux::start(
+                        tls.into(),
+                        false,
+                        inner.config.max_concurrent_streams as usize,
+                    )),
                     peer,
                     addr,
+                    take_path(&inner, addr),
                     Direction::Inbound,
                     shared,
                 ),

@@ -582,3 +582,65 @@ async fn another_protocol_version_is_refused() {
     })
     .await
 }
+
+/// `max_concurrent_streams` is applied: with a cap of 4 (both ends), a peer that makes 6
+/// requests at once gets 4 handled, the 5th waits (it is not refused, the connection stays
+/// up) until one of the 4 ends, and all 6 succeed. Over QUIC the cap is the remote's stream
+/// credit; over TCP it is the opener's own outbound cap.
+async fn stream_limit(t: TransportKind) {
+    const LIMIT: u32 = 4;
+    let config = allpeers_net::EndpointConfig {
+        max_concurrent_streams: LIMIT,
+        ..allpeers_net::EndpointConfig::loopback()
+    };
+    let a = endpoint_with(config.clone()).await;
+    let b = endpoint_with(config).await;
+    introduce(&a, &b, t);
+    introduce(&b, &a, t);
+    let (entered_tx, mut entered) = mpsc::unbounded_channel::<u32>();
+    let release = std::sync::Arc::new(tokio::sync::Semaphore::new(0));
+    let gate = release.clone();
+    b.register(
+        ns("hold"),
+        ServiceFn::new().on_request(move |_ctx, i: u32| {
+            let entered_tx = entered_tx.clone();
+            let gate = gate.clone();
+            async move {
+                let _ = entered_tx.send(i);
+                gate.acquire().await.unwrap().forget();
+                Ok(i)
+            }
+        }),
+    );
+    // Connect first so every request below shares one connection.
+    a.connect(b.peer_id()).await.unwrap();
+    let total = LIMIT + 2;
+    let requests: Vec<_> = (0..total)
+        .map(|i| {
+            let a = a.clone();
+            let peer = b.peer_id();
+            tokio::spawn(async move { a.request::<_, u32>(peer, &ns("hold"), &i).await })
+        })
+        .collect();
+    for _ in 0..LIMIT {
+        entered.recv().await.unwrap();
+    }
+    // The next request waits for a free stream (bounded look: nothing may arrive).
+    assert!(
+        tokio::time::timeout(Duration::from_millis(500), entered.recv())
+            .await
+            .is_err(),
+        "more than {LIMIT} streams were open at once"
+    );
+    release.add_permits(1);
+    entered.recv().await.unwrap();
+    release.add_permits(total as usize);
+    for r in requests {
+        r.await.unwrap().unwrap();
+    }
+    let conn = a.connection(&b.peer_id()).unwrap();
+    assert!(!conn.is_closed());
+    assert_eq!(conn.transport(), t);
+    assert_eq!(a.connections().len(), 1);
+}
+both_transports!(concurrent_streams_past_the_limit_wait, super::stream_limit);

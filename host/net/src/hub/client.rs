@@ -193,8 +193,6 @@ struct Shared {
     events: broadcast::Sender<HubEvent>,
     watches: Mutex<BTreeSet<PeerId>>,
     line: Mutex<Option<mpsc::Sender<PresenceUp>>>,
-    /// Loopback addresses of relay bridges: the remote address a relayed connection has.
-    relayed: Mutex<HashSet<SocketAddr>>,
     observed: Mutex<Option<SocketAddr>>,
     last_error: Mutex<Option<String>>,
     stopped: AtomicBool,
@@ -257,7 +255,6 @@ impl HubClient {
             events: broadcast::channel(1024).0,
             watches: Default::default(),
             line: Default::default(),
-            relayed: Default::default(),
             observed: Default::default(),
             last_error: Default::default(),
             stopped: AtomicBool::new(false),
@@ -317,19 +314,10 @@ impl HubClient {
         self.shared.forwarder.as_ref().and_then(|f| f.last_error())
     }
 
-    /// The path of a connection, telling relayed connections apart.
+    /// The path of a connection: [`Connection::path`], which says `Relayed` for connections
+    /// made through the hub's relay (kept for callers that asked the client).
     pub fn path_of(&self, conn: &Connection) -> PathKind {
-        if self
-            .shared
-            .relayed
-            .lock()
-            .unwrap()
-            .contains(&conn.remote_addr())
-        {
-            PathKind::Relayed
-        } else {
-            conn.path()
-        }
+        conn.path()
     }
 
     /// Stops the presence line and the client.
@@ -481,7 +469,8 @@ impl HubClient {
         let bridge = listener
             .local_addr()
             .map_err(|e| HubError::Relay(e.to_string()))?;
-        self.shared.relayed.lock().unwrap().insert(bridge);
+        // The connection our endpoint dials to the bridge is relayed.
+        self.shared.endpoint.expect_path(bridge, PathKind::Relayed);
         let timeout = self.shared.config.request_timeout;
         tokio::spawn(async move {
             if let Ok(Ok((tcp, _))) = tokio::time::timeout(timeout, listener.accept()).await {
@@ -492,7 +481,9 @@ impl HubClient {
             .shared
             .endpoint
             .connect_addr(target, Address::tcp(bridge))
-            .await?;
+            .await;
+        self.shared.endpoint.forget_path(&bridge);
+        let conn = conn?;
         tracing::info!(peer = ?target, "relayed connection through the hub");
         Ok(conn)
     }
@@ -573,11 +564,17 @@ async fn accept_relay(shared: Arc<Shared>, session: [u8; 16], from: PeerId) {
             return;
         }
     };
-    if let Ok(a) = tcp.local_addr() {
-        shared.relayed.lock().unwrap().insert(a);
+    // Our listener sees the bridge's address as the remote: the connection it accepts from
+    // there is relayed. Announced before the pump starts, so before the TLS handshake.
+    let bridge = tcp.local_addr().ok();
+    if let Some(a) = bridge {
+        shared.endpoint.expect_path(a, PathKind::Relayed);
     }
     tracing::info!(?from, "relay accepted");
     pump(tcp, send, recv).await;
+    if let Some(a) = bridge {
+        shared.endpoint.forget_path(&a);
+    }
 }
 
 /// Exponential backoff with jitter: each delay is drawn from `[d/2, d]`.

@@ -21,9 +21,9 @@
 //! target's address, the target's hub client connects its end to its own endpoint's TCP
 //! listener. The endpoint then runs the usual TLS 1.3 handshake with key pinning end to end,
 //! and yamux over it, so the result is an ordinary [`Connection`](crate::Connection) kept by
-//! the endpoint and routed to services; the hub only sees TLS records. `Connection::path()`
-//! still says `Direct` (the transport fixes it at construction); [`HubClient::path_of`] tells
-//! relayed connections apart.
+//! the endpoint and routed to services; the hub only sees TLS records. The client announces
+//! each bridge's loopback address to the endpoint before the handshake crosses it, so
+//! `Connection::path()` says `Relayed` on both sides.
 
 pub mod client;
 pub mod frames;

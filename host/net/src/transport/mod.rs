@@ -8,8 +8,8 @@
 //!   frame on a `D` stream: delivered reliably, where QUIC may drop them.
 //!
 //! Every connection knows the remote PeerId (from the TLS handshake), the transport, the path
-//! ([`PathKind`]: direct now; callback, hole-punched and relayed paths come with the
-//! connector and reuse this type) and who dialled. Streams count bytes into per-connection
+//! ([`PathKind`]: direct, or relayed for connections over the hub client's relay bridges;
+//! callback and hole-punched paths come with the connector) and who dialled. Streams count bytes into per-connection
 //! [`RateMeter`]s and wait on the throttle's limits.
 
 pub mod quic;
@@ -193,6 +193,7 @@ impl Connection {
         inner: Inner,
         remote: PeerId,
         remote_addr: SocketAddr,
+        path: PathKind,
         direction: Direction,
         shared: Arc<StreamShared>,
     ) -> Self {
@@ -205,7 +206,7 @@ impl Connection {
             remote,
             remote_addr,
             transport,
-            path: PathKind::Direct,
+            path,
             direction,
             inner,
             shared,

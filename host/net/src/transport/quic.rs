@@ -3,7 +3,10 @@
 //! Tuning for bulk transfer on fast paths: larger stream and connection windows than quinn's
 //! defaults (which target ~100 Mbit/s at 100 ms), GSO on (quinn's default where the OS has
 //! it), larger socket buffers. Stream counts are capped so a flood of streams waits on QUIC
-//! flow control instead of growing state. The stateless-reset key is derived from the
+//! flow control instead of growing state; the cap is per endpoint
+//! ([`EndpointConfig::max_concurrent_streams`](crate::EndpointConfig::max_concurrent_streams)),
+//! because quinn sets up state for every stream the remote may open: a hub holding thousands
+//! of mostly idle connections takes a small cap. The stateless-reset key is derived from the
 //! identity (as is the connection-id hash key), so a restarted node resets its old
 //! connections at once rather than leaving the remote to time out.
 
@@ -15,16 +18,20 @@ use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
 use crate::identity::Identity;
 
-/// Most streams of each kind the remote may have open at once. Their buffering is bounded by
-/// the connection's receive window, not by this count.
+/// Default for the most streams of each kind the remote may have open at once. Their
+/// buffering is bounded by the connection's receive window, not by this count; quinn's
+/// per-connection state grows with it (~170 KiB per idle connection at 1024, ~40 KiB at 64).
 pub const MAX_STREAMS: u32 = 1024;
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 
-pub fn transport_config() -> quinn::TransportConfig {
+/// The transport settings; `max_streams` is the most streams of each kind (bidi, uni) the
+/// remote may have open at once (at least 1). A peer past it waits, it is not refused.
+pub fn transport_config(max_streams: u32) -> quinn::TransportConfig {
+    let max_streams = max_streams.max(1);
     let mut t = quinn::TransportConfig::default();
-    t.max_concurrent_bidi_streams(MAX_STREAMS.into())
-        .max_concurrent_uni_streams(MAX_STREAMS.into())
+    t.max_concurrent_bidi_streams(max_streams.into())
+        .max_concurrent_uni_streams(max_streams.into())
         .max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("small")))
         .keep_alive_interval(Some(KEEP_ALIVE))
         .stream_receive_window((8u32 * 1024 * 1024).into())
@@ -46,17 +53,23 @@ pub const MTU_UPPER_BOUND: u16 = 1472;
 /// Socket buffers asked for (the OS may cap them: net.core.rmem_max / wmem_max).
 pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
-pub(crate) fn server_config(tls: rustls::ServerConfig) -> Result<quinn::ServerConfig, String> {
+pub(crate) fn server_config(
+    tls: rustls::ServerConfig,
+    max_streams: u32,
+) -> Result<quinn::ServerConfig, String> {
     let crypto = QuicServerConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(max_streams)));
     Ok(config)
 }
 
-pub(crate) fn client_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig, String> {
+pub(crate) fn client_config(
+    tls: rustls::ClientConfig,
+    max_streams: u32,
+) -> Result<quinn::ClientConfig, String> {
     let crypto = QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let mut config = quinn::ClientConfig::new(Arc::new(crypto));
-    config.transport_config(Arc::new(transport_config()));
+    config.transport_config(Arc::new(transport_config(max_streams)));
     Ok(config)
 }
 

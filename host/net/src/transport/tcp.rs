@@ -109,8 +109,9 @@ fn config() -> yamux::Config {
 }
 
 impl Mux {
-    /// Starts the driver over an established TLS stream.
-    pub(crate) fn start(socket: Socket, client: bool) -> Mux {
+    /// Starts the driver over an established TLS stream. This side opens at most
+    /// `max_outbound` streams at once (capped at [`MAX_OUTBOUND_STREAMS`], at least 1).
+    pub(crate) fn start(socket: Socket, client: bool, max_outbound: usize) -> Mux {
         let mode = if client {
             yamux::Mode::Client
         } else {
@@ -130,7 +131,7 @@ impl Mux {
         tokio::spawn(drive(conn, cmd_rx, queues, closed_tx));
         Mux {
             cmd: cmd_tx,
-            outbound: Arc::new(Semaphore::new(MAX_OUTBOUND_STREAMS)),
+            outbound: Arc::new(Semaphore::new(max_outbound.clamp(1, MAX_OUTBOUND_STREAMS))),
             bi: Mutex::new(bi_rx),
             uni: Mutex::new(uni_rx),
             datagrams: Mutex::new(dg_rx),
