@@ -1,5 +1,5 @@
 //! Parameters and results of the local API's resource methods (`resources.*`, `lists.*`,
-//! `schemas.*`). The daemon (host/node) maps them onto `allpeers-store`; `docs/api-resources.md`
+//! `schemas.*`). The daemon (host/node) maps them onto `allpeers-store`; `docs/resources.md` and `docs/api.md`
 //! is the reference.
 
 use serde::{Deserialize, Serialize};
