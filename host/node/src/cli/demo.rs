@@ -143,25 +143,14 @@ async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Re
         wait_event(&api, topics::HUB_CHANGED, |d| d["state"] == "online").await?;
     }
     let peer_id = json!(api.hello().peer_id);
-    let listening: Vec<String> = status["listening"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            format!(
-                "{} {}",
-                a["transport"].as_str().unwrap_or("?"),
-                a["addr"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
+    let listening = super::listening_addresses(&status);
     println!(
         "      {name}: ready in {ready_ms} ms, identity {} (made on first run)",
         short(&peer_id)
     );
     println!(
         "      {name}: listens for peers on {}; presence line to the hub is up",
-        listening.join(", ")
+        listening
     );
     Ok(Node {
         child,

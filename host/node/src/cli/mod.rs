@@ -334,6 +334,23 @@ pub fn call(paths: &NodePaths, method: &str, params: Option<&str>) -> anyhow::Re
     })
 }
 
+/// `net.status`'s listening addresses as `quic 127.0.0.1:4433, tcp …`.
+pub(crate) fn listening_addresses(status: &Value) -> String {
+    status["listening"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{} {}",
+                a["transport"].as_str().unwrap_or("?"),
+                a["addr"].as_str().unwrap_or("?")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 pub fn register(paths: &NodePaths, name: &str, json_out: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = connect(paths).await?;
@@ -418,18 +435,7 @@ pub fn net(paths: &NodePaths, command: NetCommand, json_out: bool) -> anyhow::Re
             );
             return Ok(());
         }
-        let listening: Vec<String> = result["listening"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .map(|a| {
-                format!(
-                    "{} {}",
-                    a["transport"].as_str().unwrap_or("?"),
-                    a["addr"].as_str().unwrap_or("?")
-                )
-            })
-            .collect();
+        let listening = listening_addresses(&result);
         println!(
             "network:  {}",
             if result["online"] == true {
@@ -438,7 +444,7 @@ pub fn net(paths: &NodePaths, command: NetCommand, json_out: bool) -> anyhow::Re
                 "no network interface up"
             }
         );
-        println!("listening: {}", listening.join(", "));
+        println!("listening: {}", listening);
         match result["hub"].as_object() {
             Some(hub) => println!(
                 "hub:      {} ({}){}",
