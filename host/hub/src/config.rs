@@ -40,6 +40,8 @@ pub struct HubConfig {
     /// Seconds a presence line may stay silent (peers ping every second by default).
     pub presence_timeout_secs: u64,
     pub relay: RelayConfig,
+    /// Offline letters: quotas and expiry.
+    pub mailbox: crate::mailbox::MailboxConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,6 +87,7 @@ impl Default for HubConfig {
             max_concurrent_streams: 64,
             presence_timeout_secs: 5,
             relay: RelayConfig::default(),
+            mailbox: crate::mailbox::MailboxConfig::default(),
         }
     }
 }

@@ -114,10 +114,7 @@ async fn presence_up_and_down_within_seconds() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged {
-                peer: a.id(),
-                online: true
-            })
+            Some(HubEvent::PresenceChanged { peer: a.id(), online: true, status: Default::default() })
         );
         // C watches A one-sidedly: refused, never told.
         c.hub.watch(&[a.id()]).await;
@@ -139,10 +136,7 @@ async fn presence_up_and_down_within_seconds() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged {
-                peer: a.id(),
-                online: false
-            })
+            Some(HubEvent::PresenceChanged { peer: a.id(), online: false, status: Default::default() })
         );
         eprintln!("clean leave seen after {:?}", t.elapsed());
 
@@ -182,10 +176,7 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged {
-                peer: a.id(),
-                online: true
-            })
+            Some(HubEvent::PresenceChanged { peer: a.id(), online: true, status: Default::default() })
         );
 
         let t = std::time::Instant::now();
@@ -197,10 +188,7 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged {
-                peer: a.id(),
-                online: false
-            })
+            Some(HubEvent::PresenceChanged { peer: a.id(), online: false, status: Default::default() })
         );
         let hub_saw = t.elapsed();
         // A notices too (2 s line timeout).
@@ -224,10 +212,7 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged {
-                peer: a.id(),
-                online: true
-            })
+            Some(HubEvent::PresenceChanged { peer: a.id(), online: true, status: Default::default() })
         );
         assert!(a.hub.wait_online(5 * SECONDS).await);
         assert_eq!(a.hub.state(), HubState::Online);
@@ -845,6 +830,7 @@ async fn malformed_presence_frames_close_only_that_line() {
         let hello = encode(&proto::PresenceUp::Hello {
             addresses: vec![],
             accepts_relays: false,
+            status: Default::default(),
         })
         .unwrap();
         // Garbage after a good Hello; an oversized length prefix; a second Hello.

@@ -93,10 +93,12 @@ pub async fn start(
                     topics::HUB_CHANGED,
                     json!({"state": "offline", "reason": reason}),
                 ),
-                HubEvent::PresenceChanged { peer, online } => (
+                HubEvent::PresenceChanged { peer, online, status } => (
                     topics::PRESENCE_CHANGED,
-                    json!({"peer_id": peer, "online": online}),
+                    json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
                 ),
+                // The letters module fetches them (it has its own subscription).
+                HubEvent::MailWaiting { .. } => continue,
                 HubEvent::WatchRefused { peer } => {
                     (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
                 }
