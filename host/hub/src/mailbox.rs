@@ -60,7 +60,11 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
-    pub fn open(path: &Path, config: MailboxConfig, sender_key: [u8; 32]) -> Result<Self, MailboxError> {
+    pub fn open(
+        path: &Path,
+        config: MailboxConfig,
+        sender_key: [u8; 32],
+    ) -> Result<Self, MailboxError> {
         let conn = rusqlite::Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
@@ -121,7 +125,9 @@ impl Mailbox {
             |r| r.get(0),
         )?;
         if from_sender >= self.config.max_letters_per_sender {
-            return Err(MailboxError::Full("too many letters from this sender waiting"));
+            return Err(MailboxError::Full(
+                "too many letters from this sender waiting",
+            ));
         }
         let expires = now_ms + u64::from(self.config.expiry_days) * 86_400_000;
         tx.execute(
@@ -253,9 +259,15 @@ mod tests {
         );
         m.deposit(&a, &b, b"x", 0).unwrap();
         m.deposit(&a, &b, b"x", 0).unwrap();
-        assert!(matches!(m.deposit(&a, &b, b"x", 0), Err(MailboxError::Full(_))));
+        assert!(matches!(
+            m.deposit(&a, &b, b"x", 0),
+            Err(MailboxError::Full(_))
+        ));
         m.deposit(&c, &b, b"x", 0).unwrap();
-        assert!(matches!(m.deposit(&d, &b, b"x", 0), Err(MailboxError::Full(_))));
+        assert!(matches!(
+            m.deposit(&d, &b, b"x", 0),
+            Err(MailboxError::Full(_))
+        ));
         assert!(matches!(
             m.deposit(&d, &c, &[0u8; 101], 0),
             Err(MailboxError::Full(_))
@@ -268,7 +280,10 @@ mod tests {
     #[test]
     fn fetch_respects_the_byte_budget_but_returns_one() {
         let (_d, mut m) = mailbox(MailboxConfig::default());
-        let (a, b) = (Identity::generate().peer_id(), Identity::generate().peer_id());
+        let (a, b) = (
+            Identity::generate().peer_id(),
+            Identity::generate().peer_id(),
+        );
         for _ in 0..3 {
             m.deposit(&a, &b, &[1u8; 1000], 0).unwrap();
         }
@@ -282,7 +297,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mail.sqlite");
         let mut m = Mailbox::open(&path, MailboxConfig::default(), [3; 32]).unwrap();
-        let (a, b) = (Identity::generate().peer_id(), Identity::generate().peer_id());
+        let (a, b) = (
+            Identity::generate().peer_id(),
+            Identity::generate().peer_id(),
+        );
         m.deposit(&a, &b, b"opaque", 0).unwrap();
         drop(m);
         let bytes = std::fs::read(&path).unwrap();

@@ -11,8 +11,8 @@ use allpeers_net::hub::frames::LineReader;
 use allpeers_net::hub::names;
 use allpeers_net::hub::proto::{
     self, DirectoryAnswer, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
-    PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady, RelayTicket, SignedAnswer, app_error,
-    code,
+    PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady, RelayTicket, SignedAnswer,
+    app_error, code,
 };
 use allpeers_net::service::{BoxFuture, StreamKind, decode, encode};
 use allpeers_net::transport::{RecvStream, SendStream};
@@ -449,7 +449,10 @@ impl Core {
         sealed: Vec<u8>,
     ) -> Result<HubResponse, RemoteError> {
         if !self.config.mailbox.enabled {
-            return Err(app_error(code::MAILBOX_FULL, "this hub keeps no offline letters"));
+            return Err(app_error(
+                code::MAILBOX_FULL,
+                "this hub keeps no offline letters",
+            ));
         }
         if sealed.len() > allpeers_net::mail::MAX_SEALED {
             return Err(app_error(
@@ -495,7 +498,9 @@ impl Core {
 
     fn mail_ack(&self, to: PeerId, ids: Vec<u64>) -> Result<HubResponse, RemoteError> {
         if ids.len() > proto::MAX_MAIL_ACK {
-            return Err(RemoteError::bad_request("too many ids in one acknowledgement"));
+            return Err(RemoteError::bad_request(
+                "too many ids in one acknowledgement",
+            ));
         }
         let removed = self.mailbox.lock().unwrap().ack(&to, &ids).map_err(|e| {
             tracing::error!("mailbox ack failed: {e}");
@@ -654,15 +659,15 @@ impl Core {
         {
             let mut p = self.presence.lock().unwrap();
             p.online.insert(
-                    peer,
-                    Online {
-                        line,
-                        tx: tx.clone(),
-                        addresses,
-                        accepts_relays,
-                        status: status.bounded(),
-                    },
-                );
+                peer,
+                Online {
+                    line,
+                    tx: tx.clone(),
+                    addresses,
+                    accepts_relays,
+                    status: status.bounded(),
+                },
+            );
             // A replacing line may bring a new status: watchers always hear the current one.
             self.announce(&p, &peer);
         }

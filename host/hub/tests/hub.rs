@@ -114,7 +114,11 @@ async fn presence_up_and_down_within_seconds() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged { peer: a.id(), online: true, status: Default::default() })
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: true,
+                status: Default::default()
+            })
         );
         // C watches A one-sidedly: refused, never told.
         c.hub.watch(&[a.id()]).await;
@@ -136,7 +140,11 @@ async fn presence_up_and_down_within_seconds() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged { peer: a.id(), online: false, status: Default::default() })
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: false,
+                status: Default::default()
+            })
         );
         eprintln!("clean leave seen after {:?}", t.elapsed());
 
@@ -176,7 +184,11 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged { peer: a.id(), online: true, status: Default::default() })
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: true,
+                status: Default::default()
+            })
         );
 
         let t = std::time::Instant::now();
@@ -188,7 +200,11 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged { peer: a.id(), online: false, status: Default::default() })
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: false,
+                status: Default::default()
+            })
         );
         let hub_saw = t.elapsed();
         // A notices too (2 s line timeout).
@@ -212,7 +228,11 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         .await;
         assert_eq!(
             e,
-            Some(HubEvent::PresenceChanged { peer: a.id(), online: true, status: Default::default() })
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: true,
+                status: Default::default()
+            })
         );
         assert!(a.hub.wait_online(5 * SECONDS).await);
         assert_eq!(a.hub.state(), HubState::Online);

@@ -157,11 +157,19 @@ mod tests {
         texts.sort();
         let mut sorted = stamps.clone();
         sorted.sort();
-        assert_eq!(texts, sorted.iter().map(ToString::to_string).collect::<Vec<_>>());
+        assert_eq!(
+            texts,
+            sorted.iter().map(ToString::to_string).collect::<Vec<_>>()
+        );
         for s in &stamps {
             assert_eq!(&Timestamp::parse(&s.to_string()).unwrap(), s);
         }
-        for bad in ["", "1-2-3", "000000000000001000-zzzzzzzz-a", "000000000000001000-00000000-"] {
+        for bad in [
+            "",
+            "1-2-3",
+            "000000000000001000-zzzzzzzz-a",
+            "000000000000001000-00000000-",
+        ] {
             assert!(Timestamp::parse(bad).is_err(), "{bad}");
         }
     }
@@ -174,7 +182,10 @@ mod tests {
             counter: 0,
             node: "b".into(),
         };
-        assert!(matches!(c.observe(&future, 0), Err(HlcError::TooFarAhead(_))));
+        assert!(matches!(
+            c.observe(&future, 0),
+            Err(HlcError::TooFarAhead(_))
+        ));
         assert_eq!(c.last(), (0, 0));
     }
 }

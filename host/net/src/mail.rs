@@ -85,7 +85,8 @@ impl Letter {
         if author.peer_id() != self.from {
             return Err(LetterError::BadSignature(self.from));
         }
-        let bytes = postcard::to_allocvec(self).map_err(|e| LetterError::Malformed(e.to_string()))?;
+        let bytes =
+            postcard::to_allocvec(self).map_err(|e| LetterError::Malformed(e.to_string()))?;
         let signature = author.sign(&tagged(&bytes)).to_vec();
         Ok(SignedLetter {
             letter: bytes,
@@ -125,8 +126,8 @@ impl SignedLetter {
         if self.letter.len() > MAX_SIGNED {
             return Err(LetterError::TooLarge(self.letter.len()));
         }
-        let letter: Letter =
-            postcard::from_bytes(&self.letter).map_err(|e| LetterError::Malformed(e.to_string()))?;
+        let letter: Letter = postcard::from_bytes(&self.letter)
+            .map_err(|e| LetterError::Malformed(e.to_string()))?;
         let signature: [u8; 64] = self
             .signature
             .as_slice()
@@ -196,7 +197,9 @@ pub fn open(me: &Identity, sealed: &[u8]) -> Result<Letter, LetterError> {
         return Err(LetterError::TooLarge(sealed.len()));
     }
     if sealed.len() < 32 + 24 + 16 {
-        return Err(LetterError::Malformed("shorter than a sealed letter's header".into()));
+        return Err(LetterError::Malformed(
+            "shorter than a sealed letter's header".into(),
+        ));
     }
     let (ephemeral, rest) = sealed.split_at(32);
     let (nonce, ciphertext) = rest.split_at(24);
@@ -223,14 +226,23 @@ mod tests {
     use super::*;
 
     fn letter(from: &Identity, to: &Identity) -> SignedLetter {
-        Letter::new(from.peer_id(), to.peer_id(), "allpeers/chat/1", b"hello".to_vec())
-            .sign(from)
-            .unwrap()
+        Letter::new(
+            from.peer_id(),
+            to.peer_id(),
+            "allpeers/chat/1",
+            b"hello".to_vec(),
+        )
+        .sign(from)
+        .unwrap()
     }
 
     #[test]
     fn sealed_letter_opens_for_its_recipient_only() {
-        let (alice, bob, carol) = (Identity::generate(), Identity::generate(), Identity::generate());
+        let (alice, bob, carol) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
         let signed = letter(&alice, &bob);
         let sealed = seal(&signed, &bob.peer_id()).unwrap();
         let opened = open(&bob, &sealed).unwrap();
@@ -256,7 +268,11 @@ mod tests {
 
     #[test]
     fn forged_author_and_readdressed_letters_fail() {
-        let (alice, bob, mallory) = (Identity::generate(), Identity::generate(), Identity::generate());
+        let (alice, bob, mallory) = (
+            Identity::generate(),
+            Identity::generate(),
+            Identity::generate(),
+        );
         // Mallory writes a letter claiming to be Alice: she cannot sign it.
         let forged = Letter::new(alice.peer_id(), bob.peer_id(), "s", vec![]);
         assert!(forged.sign(&mallory).is_err());
@@ -277,7 +293,10 @@ mod tests {
             Err(LetterError::NotForMe { .. })
         ));
         let resealed = seal(&to_mallory, &bob.peer_id()).unwrap();
-        assert!(matches!(open(&bob, &resealed), Err(LetterError::NotForMe { .. })));
+        assert!(matches!(
+            open(&bob, &resealed),
+            Err(LetterError::NotForMe { .. })
+        ));
     }
 
     #[test]

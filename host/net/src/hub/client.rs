@@ -27,9 +27,8 @@ use tokio::task::JoinHandle;
 use super::names::{self, NameError};
 use super::pipe::pump;
 use super::proto::{
-    MailItem, PeerStatus,
-    self, AnswerError, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
-    PresenceDown, PresenceUp, Query, RelayJoin, RelayReady,
+    self, AnswerError, DirectoryRecord, HubInfo, HubRequest, HubResponse, MailItem,
+    NameCertificate, PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady,
 };
 use super::proxy::{Forwarder, ProxyConfig, ProxyError};
 use crate::endpoint::Endpoint;
@@ -469,7 +468,10 @@ impl HubClient {
 
     /// Leaves a sealed letter ([`crate::mail::seal`]) for `to` at the hub.
     pub async fn mail_deposit(&self, to: PeerId, sealed: Vec<u8>) -> Result<u64, HubError> {
-        match self.request(&HubRequest::MailDeposit { to, sealed }).await? {
+        match self
+            .request(&HubRequest::MailDeposit { to, sealed })
+            .await?
+        {
             HubResponse::MailDeposited { id } => Ok(id),
             other => Err(HubError::BadAnswer(format!("{other:?}"))),
         }

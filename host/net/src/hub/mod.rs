@@ -37,5 +37,7 @@ pub use client::{
     RefuseAll, RelayPolicy,
 };
 pub use proto::{
-    Availability, DirectoryAnswer, MailItem, PeerStatus, DirectoryRecord, NameCertificate, Query, SignedAnswer};
+    Availability, DirectoryAnswer, DirectoryRecord, MailItem, NameCertificate, PeerStatus, Query,
+    SignedAnswer,
+};
 pub use proxy::ProxyConfig;

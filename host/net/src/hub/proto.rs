@@ -401,7 +401,9 @@ pub enum PresenceDown {
         from: PeerId,
     },
     /// Letters wait in our mailbox: fetch them ([`HubRequest::MailFetch`]).
-    MailWaiting { count: u32 },
+    MailWaiting {
+        count: u32,
+    },
 }
 
 /// First frame on a relay stream.

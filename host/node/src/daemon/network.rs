@@ -67,6 +67,10 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         }
         poller.abort();
     });
+    endpoint.register(
+        super::letters::namespace(),
+        super::letters::LetterService::new(daemon),
+    );
     let hub_endpoint = endpoint.clone();
     if daemon.network.set(Network { endpoint, status }).is_err() {
         anyhow::bail!("the endpoint is already running");
@@ -74,6 +78,7 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
     if let Some(section) = &daemon.hub_config {
         super::hub::start(daemon, hub_endpoint, section).await?;
     }
+    super::social::start(daemon).await;
     Ok(())
 }
 

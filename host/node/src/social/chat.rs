@@ -200,7 +200,10 @@ fn link_resource(message_rid: &str, link: &LinkCard) -> Resource {
     let mut r = Resource::new("Link")
         .with_id(&link_resource_id(message_rid))
         .with("url", link.url.clone())
-        .with("title", link.title.clone().unwrap_or_else(|| link.url.clone()));
+        .with(
+            "title",
+            link.title.clone().unwrap_or_else(|| link.url.clone()),
+        );
     if let Some(d) = &link.description {
         r = r.with("description", d.clone());
     }
@@ -314,16 +317,9 @@ pub fn apply_incoming(
             if store.get(&rid)?.is_some() {
                 return Ok(Applied::Duplicate);
             }
-            let message = message_resource(
-                &chat_resource,
-                from,
-                id,
-                body,
-                hlc,
-                *sent_ms,
-                link.as_ref(),
-            )?
-            .with_meta("read", false);
+            let message =
+                message_resource(&chat_resource, from, id, body, hlc, *sent_ms, link.as_ref())?
+                    .with_meta("read", false);
             let mut batch = Vec::new();
             if let Some(link) = link {
                 batch.push(link_resource(&rid, link));
@@ -358,7 +354,9 @@ pub fn apply_incoming(
                 return Ok(Applied::Ignored("an older edit"));
             }
             let mut patch = Patch::default();
-            patch.properties.insert("body".into(), Value::String(body.clone()));
+            patch
+                .properties
+                .insert("body".into(), Value::String(body.clone()));
             patch
                 .properties
                 .insert("edited".into(), Value::Date(*edited_ms as i64));
@@ -408,7 +406,9 @@ pub fn apply_incoming(
 /// copy of the message is still recognised as a duplicate).
 pub fn delete_body(store: &mut Store, rid: &str) -> Result<Resource, StoreError> {
     let mut patch = Patch::default();
-    patch.properties.insert("body".into(), Value::String(String::new()));
+    patch
+        .properties
+        .insert("body".into(), Value::String(String::new()));
     patch.properties.insert("deleted".into(), Value::Bool(true));
     patch.properties.insert("attachments".into(), Value::Null);
     store.update(rid, &patch)
@@ -553,14 +553,12 @@ pub fn history(
 }
 
 /// Marks every unread message of the chat read; returns them by sender (for receipts).
-pub fn mark_read(
-    store: &mut Store,
-    chat: &str,
-) -> Result<Vec<(PeerId, Vec<String>)>, StoreError> {
+pub fn mark_read(store: &mut Store, chat: &str) -> Result<Vec<(PeerId, Vec<String>)>, StoreError> {
     let unread = store.query(
         &Query::of("Message")
             .where_prop("chat", Op::Eq, chat.to_string())
-            .and(Expr::meta("read", Op::Eq, false)),
+            .and(Expr::meta("read", Op::Eq, false))
+            .sort_by("hlc", false),
     )?;
     let mut by_sender: Vec<(PeerId, Vec<String>)> = Vec::new();
     for m in unread {
@@ -698,7 +696,10 @@ mod tests {
         let first = msg(&w, &friend, "a", &t1, None);
         assert!(matches!(
             apply_incoming(&mut w.store, &me, &friend, &second).unwrap(),
-            Applied::Message { new_chat: Some(_), .. }
+            Applied::Message {
+                new_chat: Some(_),
+                ..
+            }
         ));
         assert!(matches!(
             apply_incoming(&mut w.store, &me, &friend, &first).unwrap(),
@@ -743,7 +744,8 @@ mod tests {
         let mut w = world();
         let (me, friend) = (w.me, w.friend);
         let chat = dm_id(&me, &friend);
-        apply_incoming(&mut w.store, &me, &friend, &msg(&w, &friend, "a", "000000000000000100-00000000-f", None)).unwrap();
+        let first = msg(&w, &friend, "a", "000000000000000100-00000000-f", None);
+        apply_incoming(&mut w.store, &me, &friend, &first).unwrap();
         let edit = |ms, body: &str| ChatPayload::Edit {
             chat: chat.clone(),
             id: "a".into(),
@@ -756,13 +758,25 @@ mod tests {
             Applied::Ignored(_)
         ));
         let rid = message_resource_id(&friend, "a");
-        assert_eq!(text(&w.store.get(&rid).unwrap().unwrap(), "body").unwrap(), "new");
+        assert_eq!(
+            text(&w.store.get(&rid).unwrap().unwrap(), "body").unwrap(),
+            "new"
+        );
         // "a" of mine does not exist: my edits only touch my messages.
         assert!(matches!(
             apply_incoming(&mut w.store, &me, &me, &edit(30, "hijack")),
             Ok(Applied::Ignored(_)) | Err(_)
         ));
-        apply_incoming(&mut w.store, &me, &friend, &ChatPayload::Delete { chat, id: "a".into() }).unwrap();
+        apply_incoming(
+            &mut w.store,
+            &me,
+            &friend,
+            &ChatPayload::Delete {
+                chat,
+                id: "a".into(),
+            },
+        )
+        .unwrap();
         let m = w.store.get(&rid).unwrap().unwrap();
         assert_eq!(text(&m, "body").unwrap(), "");
         assert_eq!(m.get("deleted"), Some(&Value::Bool(true)));
@@ -773,7 +787,16 @@ mod tests {
         let mut w = world();
         let (me, friend) = (w.me, w.friend);
         let chat = open_dm(&mut w.store, &me, &friend).unwrap();
-        let (m, id) = create_outgoing(&mut w.store, &me, &chat, "hi", None, "000000000000000100-00000000-m", 100).unwrap();
+        let (m, id) = create_outgoing(
+            &mut w.store,
+            &me,
+            &chat,
+            "hi",
+            None,
+            "000000000000000100-00000000-m",
+            100,
+        )
+        .unwrap();
         assert_eq!(pending(&w.store, &me).unwrap().len(), 1);
         assert!(payload_of(&w.store, &m).unwrap().is_some());
         let receipt = ChatPayload::Receipt {

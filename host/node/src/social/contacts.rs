@@ -98,7 +98,9 @@ pub fn set_state(
         }
         Some(_) => {
             let mut patch = Patch::default();
-            patch.properties.insert("contact".into(), Value::Bool(accepted));
+            patch
+                .properties
+                .insert("contact".into(), Value::Bool(accepted));
             if let Some(name) = name {
                 patch
                     .properties
@@ -186,7 +188,14 @@ mod tests {
         set_state(&mut store, &peer, ContactState::Incoming, None, Some("hi")).unwrap();
         assert_eq!(state(&store, &peer).unwrap(), ContactState::Incoming);
         assert!(accepted(&store).unwrap().is_empty());
-        set_state(&mut store, &peer, ContactState::Accepted, Some("bob@hub"), None).unwrap();
+        set_state(
+            &mut store,
+            &peer,
+            ContactState::Accepted,
+            Some("bob@hub"),
+            None,
+        )
+        .unwrap();
         assert_eq!(accepted(&store).unwrap(), vec![peer]);
         set_state(&mut store, &peer, ContactState::Blocked, None, None).unwrap();
         assert_eq!(state(&store, &peer).unwrap(), ContactState::Blocked);

@@ -67,7 +67,10 @@ pub fn check_token(identity: &Identity, token: &[u8], now_ms: u64) -> bool {
 impl Invite {
     pub fn encode(&self) -> String {
         let bytes = postcard::to_allocvec(self).expect("invites serialise");
-        format!("{PREFIX}{}", data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase())
+        format!(
+            "{PREFIX}{}",
+            data_encoding::BASE32_NOPAD.encode(&bytes).to_lowercase()
+        )
     }
 
     pub fn decode(code: &str) -> Result<Invite, InviteError> {
@@ -108,7 +111,11 @@ mod tests {
         assert_eq!(Invite::decode(&code).unwrap(), invite);
         assert!(check_token(&me, &invite.token, 2000));
         assert!(!check_token(&other, &invite.token, 2000));
-        assert!(!check_token(&me, &invite.token, 1000 + VALIDITY.as_millis() as u64));
+        assert!(!check_token(
+            &me,
+            &invite.token,
+            1000 + VALIDITY.as_millis() as u64
+        ));
         let mut forged = invite.token.clone();
         forged[0] ^= 1; // a later expiry without the MAC
         assert!(!check_token(&me, &forged, 2000));
