@@ -189,6 +189,7 @@ async fn deliver_message(
         Ok(how) => {
             let rid = rid.to_string();
             let chat_id = payload.chat_id().to_string();
+            let message_id = rid.clone();
             let result = on_store(daemon, move |s| {
                 if how == Delivered::Mailed {
                     chat::clear_pending(s, &rid, &peer)?;
@@ -208,11 +209,17 @@ async fn deliver_message(
                 }
             })
             .await;
-            if let Ok(Some(m)) = result {
-                daemon.publish(
+            match result {
+                Ok(Some(m)) => daemon.publish(
                     topics::CHAT_RECEIPT,
                     json!({"message": m.id, "chat": chat_id, "peer_id": peer, "kind": "delivered", "via": how}),
-                );
+                ),
+                // In the recipient's mailbox at the hub: "delivered" comes when it fetches it.
+                Ok(None) => daemon.publish(
+                    topics::CHAT_RECEIPT,
+                    json!({"message": message_id, "chat": chat_id, "peer_id": peer, "kind": "queued", "via": how}),
+                ),
+                Err(e) => allpeers_log::skin!("receipt not stored: {}", e.message),
             }
         }
         Err(SendError::Refused(why)) => {
