@@ -463,11 +463,9 @@ async fn interactive(client: &ApiClient, with: &str) -> anyhow::Result<()> {
                 let Some(event) = event else { bail!("the daemon closed the connection") };
                 let data = &event.data;
                 match event.topic.as_str() {
-                    "message.received" if data["chat"] == chat_id.as_str() => {
-                        if data["outgoing"] != true {
-                            println!("{}", message_line(data, &names));
-                            client.call(m::CHAT_READ, json!({"chat": chat_id})).await?;
-                        }
+                    "message.received" if data["chat"] == chat_id.as_str() && data["outgoing"] != true => {
+                        println!("{}", message_line(data, &names));
+                        client.call(m::CHAT_READ, json!({"chat": chat_id})).await?;
                     }
                     "message.updated" if data["chat"] == chat_id.as_str() => {
                         println!("{}", message_line(data, &names));
