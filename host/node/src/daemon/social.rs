@@ -29,6 +29,9 @@ use crate::social::wire::{self, ChatPayload, ContactPayload, LinkCard};
 /// a failure (a busy or briefly unreachable peer), backing off to the interval.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(30);
 const OUTBOX_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Deliveries in flight at once from `chat.send`: each ends in a store write, and an
+/// unbounded number of them would queue ahead of the user's next call for the store.
+const MAX_DELIVERIES: usize = 16;
 
 /// Application codes of the social methods.
 pub mod codes {
@@ -45,6 +48,7 @@ pub struct Social {
     presence: Mutex<HashMap<PeerId, (bool, PeerStatus)>>,
     clock: Mutex<Hlc>,
     outbox: Notify,
+    deliveries: Arc<tokio::sync::Semaphore>,
 }
 
 impl Social {
@@ -55,6 +59,7 @@ impl Social {
                 me.to_string().chars().take(16).collect::<String>(),
             )),
             outbox: Notify::new(),
+            deliveries: Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES)),
         }
     }
 
@@ -1002,6 +1007,9 @@ async fn send_message(daemon: &Arc<Daemon>, p: SendParams) -> Result<Value, RpcE
                 let rid = rid.clone();
                 let payload = payload.clone();
                 async move {
+                    let Ok(_permit) = daemon.social.deliveries.clone().acquire_owned().await else {
+                        return;
+                    };
                     let mut unreachable = Vec::new();
                     deliver_message(&daemon, &rid, &payload, peer, &mut unreachable).await;
                 }
