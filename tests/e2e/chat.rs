@@ -362,3 +362,49 @@ async fn a_flood_is_rate_limited_and_nothing_is_lost_or_doubled() {
     alice.stop().await;
     bob.stop().await;
 }
+
+#[tokio::test]
+async fn presence_survives_a_hub_restart() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let mut hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    bob.call(
+        "presence.set",
+        json!({"state": "busy", "text": "in a meeting"}),
+    )
+    .await;
+    let bob_id = bob.id.clone();
+    wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["state"] == "busy"
+    })
+    .await;
+
+    // The hub restarts where the nodes expect it (same key, same addresses): the nodes
+    // re-announce themselves, their status and their watches; the hub keeps no presence.
+    let (quic, tcp) = (hub.quic.clone(), hub.tcp.clone());
+    hub.child.start_kill().unwrap();
+    hub.child.wait().await.unwrap();
+    wait_event(&mut alice.client, "hub.changed", |d| {
+        d["state"] == "offline"
+    })
+    .await;
+    hub = HubProcess::start_on(hub_dir.path(), &quic, &tcp).await;
+    wait_event(&mut alice.client, "hub.changed", |d| d["state"] == "online").await;
+    let seen = wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["online"] == true
+    })
+    .await;
+    assert_eq!(seen["state"], "busy", "{seen}");
+    assert_eq!(seen["text"], "in a meeting");
+    // And changes flow again.
+    bob.call("presence.set", json!({"state": "online"})).await;
+    wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["state"] == "online"
+    })
+    .await;
+    drop(hub);
+    alice.stop().await;
+    bob.stop().await;
+}
