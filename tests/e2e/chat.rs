@@ -273,13 +273,13 @@ async fn contacts_presence_and_chat_with_three_nodes() {
 
 #[tokio::test]
 async fn kill_9_mid_conversation_loses_no_acknowledged_message() {
-    let hub_dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(hub_dir.path()).await;
-    let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
-    befriend(&mut alice, &mut bob, "bob@hub.test").await;
-    let chat = alice.call("chat.open", json!({"peer": bob.id})).await;
-    let chat_id = chat["id"].as_str().unwrap().to_string();
+    let Pair {
+        hub_dir: _hub_dir,
+        hub: _hub,
+        mut alice,
+        mut bob,
+        chat: chat_id,
+    } = Pair::start().await;
 
     // Alice sends; every message whose chat.send returned is acknowledged. Then kill -9.
     let mut acknowledged = Vec::new();
@@ -321,13 +321,13 @@ async fn kill_9_mid_conversation_loses_no_acknowledged_message() {
 
 #[tokio::test]
 async fn a_flood_is_rate_limited_and_nothing_is_lost_or_doubled() {
-    let hub_dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(hub_dir.path()).await;
-    let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
-    befriend(&mut alice, &mut bob, "bob@hub.test").await;
-    let chat = alice.call("chat.open", json!({"peer": bob.id})).await;
-    let chat_id = chat["id"].as_str().unwrap().to_string();
+    let Pair {
+        hub_dir: _hub_dir,
+        hub: _hub,
+        mut alice,
+        mut bob,
+        chat: chat_id,
+    } = Pair::start().await;
     // 600 messages as fast as the API takes them: more than bob's per-peer burst.
     for i in 0..600 {
         alice
