@@ -376,20 +376,22 @@ async fn take_chat(
     payload: ChatPayload,
     via: Via,
 ) -> Result<(), TakeError> {
-    if let ChatPayload::Message { hlc, .. } = &payload
-        && let Ok(ts) = Timestamp::parse(hlc)
-    {
-        let now = allpeers_net::hub::proto::now_ms();
-        if let Err(e) = daemon
-            .social
-            .clock
-            .lock()
-            .expect("clock lock")
-            .observe(&ts, now)
-        {
-            return Err(TakeError::Refused(e.to_string()));
+    // A clock far ahead is refused before anything is stored; the clock itself only
+    // follows messages that were taken (a stranger cannot push it).
+    let stamp = match &payload {
+        ChatPayload::Message { hlc, .. } => {
+            let ts = Timestamp::parse(hlc).map_err(|e| TakeError::Refused(e.to_string()))?;
+            let now = allpeers_net::hub::proto::now_ms();
+            if ts.wall_ms > now.saturating_add(allpeers_model::hlc::MAX_DRIFT_MS) {
+                return Err(TakeError::Refused(format!(
+                    "the message's clock is more than {} h ahead of ours",
+                    allpeers_model::hlc::MAX_DRIFT_MS / 3_600_000
+                )));
+            }
+            Some(ts)
         }
-    }
+        _ => None,
+    };
     let me = me(daemon);
     let p = payload.clone();
     let store = daemon.store.clone();
@@ -422,6 +424,16 @@ async fn take_chat(
     };
     match applied {
         Applied::Message { .. } => {
+            if let Some(ts) = stamp {
+                let now = allpeers_net::hub::proto::now_ms();
+                // Checked above: within the allowed drift.
+                let _ = daemon
+                    .social
+                    .clock
+                    .lock()
+                    .expect("clock lock")
+                    .observe(&ts, now);
+            }
             let (message, new_chat) = json.expect("message json");
             if let Some(c) = new_chat {
                 daemon.publish(topics::CHAT_CHANGED, c);
