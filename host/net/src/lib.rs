@@ -13,7 +13,10 @@
 //!   datagrams, multicast; [`service::speed`] the speed-test service.
 //! * [`throttle`] — token-bucket limits (global, per peer, per stream) and rate meters.
 //! * [`status`] — online/offline, local addresses, change events.
+//! * [`connectivity`] — STUN client, NAT classification (RFC 5780), TCP reachability probe
+//!   through the hub.
 
+pub mod connectivity;
 pub mod endpoint;
 pub mod error;
 pub mod frame;
