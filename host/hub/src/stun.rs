@@ -28,7 +28,9 @@ use allpeers_net::connectivity::stun::{self as stun_codec, CHANGE_IP, CHANGE_POR
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use rtc_stun::addr::MappedAddress;
 use rtc_stun::attributes::{
-    ATTR_CHANGE_REQUEST, ATTR_MAPPED_ADDRESS, ATTR_OTHER_ADDRESS, ATTR_RESPONSE_ORIGIN,
+    ATTR_CHANGE_REQUEST, ATTR_MAPPED_ADDRESS, ATTR_MESSAGE_INTEGRITY,
+    ATTR_MESSAGE_INTEGRITY_SHA256, ATTR_OTHER_ADDRESS, ATTR_PRIORITY, ATTR_RESPONSE_ORIGIN,
+    ATTR_USE_CANDIDATE, ATTR_USERNAME, AttrType,
 };
 use rtc_stun::error_code::{CODE_UNKNOWN_ATTRIBUTE, ErrorCodeAttribute};
 use rtc_stun::fingerprint::FINGERPRINT;
@@ -43,6 +45,18 @@ use tokio::task::JoinHandle;
 
 /// An answer is at most this many bytes larger than the request it answers.
 pub const MAX_GROWTH: usize = 128;
+
+/// Comprehension-required attributes a request may carry without a 420: CHANGE-REQUEST,
+/// and those of authenticated or ICE requests this server does not need (USERNAME,
+/// MESSAGE-INTEGRITY(-SHA256), PRIORITY, USE-CANDIDATE) and ignores.
+const UNDERSTOOD: [AttrType; 6] = [
+    ATTR_CHANGE_REQUEST,
+    ATTR_USERNAME,
+    ATTR_MESSAGE_INTEGRITY,
+    ATTR_MESSAGE_INTEGRITY_SHA256,
+    ATTR_PRIORITY,
+    ATTR_USE_CANDIDATE,
+];
 
 /// The `stun` section of the hub's config.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -105,7 +119,7 @@ fn change_socket(on: usize, flags: u8) -> usize {
     via
 }
 
-fn add_address(m: &mut Message, attr: rtc_stun::attributes::AttrType, a: SocketAddr) {
+fn add_address(m: &mut Message, attr: AttrType, a: SocketAddr) {
     MappedAddress {
         ip: a.ip(),
         port: a.port(),
@@ -139,10 +153,24 @@ pub fn answer(packet: &[u8], source: SocketAddr, on: usize, sockets: &[SocketAdd
         0
     };
     let four = sockets.len() == 4;
+    let mut unknown: Vec<AttrType> = m
+        .attributes
+        .0
+        .iter()
+        .map(|a| a.typ)
+        .filter(|t| t.required() && !UNDERSTOOD.contains(t))
+        .take(8)
+        .collect();
+    if flags != 0 && !four {
+        // RFC 5780 §6.1: a server without an alternate address refuses CHANGE-REQUEST.
+        unknown.insert(0, ATTR_CHANGE_REQUEST);
+    }
     let mut r = Message::new();
     r.transaction_id = TransactionId(m.transaction_id.0);
-    let via = if flags != 0 && !four {
-        // RFC 5780 §6.1: a server without an alternate address refuses CHANGE-REQUEST.
+    let via = if !unknown.is_empty() {
+        // RFC 5389 §7.3.1: an unknown comprehension-required attribute gets a 420. This is
+        // also how RESPONSE-PORT is refused: answering to another port than the source's
+        // is exactly what this server never does.
         r.typ = BINDING_ERROR;
         r.write_header();
         ErrorCodeAttribute {
@@ -151,7 +179,7 @@ pub fn answer(packet: &[u8], source: SocketAddr, on: usize, sockets: &[SocketAdd
         }
         .add_to(&mut r)
         .expect("error code encodes");
-        UnknownAttributes(vec![ATTR_CHANGE_REQUEST])
+        UnknownAttributes(unknown)
             .add_to(&mut r)
             .expect("unknown attributes encode");
         on
@@ -496,6 +524,41 @@ mod tests {
             panic!()
         };
         assert_eq!(parse_binding_response(&packet, &t).unwrap().other, None);
+    }
+
+    #[test]
+    fn response_port_is_refused_with_420_to_the_source() {
+        let s = layout();
+        let client: SocketAddr = CLIENT.parse().unwrap();
+        let mut req = Message::new();
+        req.typ = BINDING_REQUEST;
+        req.transaction_id = TransactionId(new_transaction());
+        req.write_header();
+        req.add(
+            rtc_stun::attributes::ATTR_RESPONSE_PORT,
+            &[0xdb, 0x07, 0, 0],
+        );
+        req.add(ATTR_CHANGE_REQUEST, &[0, 0, 0, 6]);
+        let Verdict::Answer { via, packet } = answer(&req.raw, client, 0, &s) else {
+            panic!()
+        };
+        // From the receiving socket (no change honoured), an error naming RESPONSE-PORT.
+        assert_eq!(via, 0);
+        let m = decode(&packet).unwrap();
+        assert_eq!(m.typ, BINDING_ERROR);
+        let mut u = UnknownAttributes(Vec::new());
+        rtc_stun::message::Getter::get_from(&mut u, &m).unwrap();
+        assert_eq!(u.0, vec![rtc_stun::attributes::ATTR_RESPONSE_PORT]);
+        // Comprehension-optional unknowns (SOFTWARE) are ignored.
+        let mut req = Message::new();
+        req.typ = BINDING_REQUEST;
+        req.transaction_id = TransactionId(new_transaction());
+        req.write_header();
+        req.add(rtc_stun::attributes::ATTR_SOFTWARE, b"test");
+        let Verdict::Answer { packet, .. } = answer(&req.raw, client, 0, &s) else {
+            panic!()
+        };
+        assert_eq!(decode(&packet).unwrap().typ, BINDING_SUCCESS);
     }
 
     #[test]
