@@ -63,7 +63,7 @@ pub fn check_framing(packet: &[u8]) -> Result<(), StunError> {
         return Err(StunError::NotStun("wrong magic cookie"));
     }
     let length = u16::from_be_bytes([packet[2], packet[3]]) as usize;
-    if length % 4 != 0 {
+    if !length.is_multiple_of(4) {
         return Err(StunError::Malformed(format!(
             "length {length} is not a multiple of 4"
         )));
