@@ -275,6 +275,11 @@ pub struct HubProcess {
 
 impl HubProcess {
     pub async fn start(dir: &Path) -> HubProcess {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// With extra flags (e.g. `--stun-primary 127.0.0.1:0`).
+    pub async fn start_with(dir: &Path, extra: &[&str]) -> HubProcess {
         let mut child = Command::new(bin("allpeers-hub"))
             .arg("--data-dir")
             .arg(dir)
@@ -288,6 +293,7 @@ impl HubProcess {
                 "--presence-timeout",
                 "2",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
