@@ -13,8 +13,8 @@
 //! and counted. Each source IP has a token bucket (and all sources share a global one);
 //! over it, packets are dropped. An answer always goes to the packet's source address —
 //! CHANGE-REQUEST changes only which of *our* sockets sends it — and is at most
-//! [`MAX_GROWTH`] bytes larger than the request, so the server is a poor amplifier (a
-//! 20-byte request gets at most 96 bytes for IPv4).
+//! [`MAX_GROWTH`] bytes larger than the request, so the server is a poor amplifier (a bare
+//! 20-byte request gets 76 bytes for IPv4).
 //!
 //! [`answer`] is the I/O-free core (unit-tested); [`StunServer`] owns the sockets.
 
