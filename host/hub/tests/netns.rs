@@ -1,0 +1,340 @@
+//! NAT type detection behind real Linux NAT, in network namespaces this test creates
+//! (root only; skipped loudly otherwise).
+//!
+//! Topology (RECIPES.md, "NAT simulation"): `inet` holds a bridge (the "internet",
+//! 203.0.113.0/24); `pub` is on it with 203.0.113.10 and .11 and runs the hub's STUN server
+//! (RFC 5780: 203.0.113.10:3478 / 203.0.113.11:3479); the router `nat` is on it with
+//! 203.0.113.20 and serves the LAN 198.18.1.0/24, where the host `h` (198.18.1.2) runs our
+//! discovery. The router masquerades (`MASQUERADE`: port-preserving, endpoint-independent
+//! mapping) or `MASQUERADE --random-fully` (a new random port per destination: symmetric),
+//! and filters like a home router (only ESTABLISHED/RELATED in from the WAN).
+//!
+//! The STUN server and the client run in this process: a thread enters a namespace
+//! (`setns`), and the sockets it creates stay there. The only processes started are
+//! `ip`/`iptables`/`sysctl` (each waited for) and `turnutils_natdiscovery` (killed by PID);
+//! the namespaces are deleted at the end, also on failure.
+
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::AsFd;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use allpeers_hub::stun::{StunConfig, StunServer};
+use allpeers_net::connectivity::nat::{self, Filtering, Mapping, NatType};
+use allpeers_net::connectivity::stun::Retransmit;
+use allpeers_net::connectivity::{self as conn, TestResults};
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("{}: {e}", args.join(" ")))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ))
+    }
+}
+
+fn which(name: &str) -> bool {
+    std::env::var("PATH")
+        .unwrap_or_default()
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin"])
+        .any(|d| std::path::Path::new(d).join(name).is_file())
+}
+
+/// The namespaces of one topology; deleted on drop.
+struct Topology {
+    names: Vec<String>,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for n in &self.names {
+            let _ = run(&["ip", "netns", "del", n]);
+        }
+    }
+}
+
+impl Topology {
+    fn ns(&self, which: &str) -> String {
+        self.names
+            .iter()
+            .find(|n| n.ends_with(&format!("-{which}")))
+            .unwrap()
+            .clone()
+    }
+
+    /// Builds inet/pub/nat/h; `random_fully` picks the symmetric NAT.
+    fn build(tag: &str, random_fully: bool) -> Result<Topology, String> {
+        let p = format!("ap{}{tag}", std::process::id());
+        let [inet, publ, nat, h] = ["inet", "pub", "nat", "h"].map(|s| format!("{p}-{s}"));
+        let topo = Topology { names: Vec::new() };
+        let mut topo = topo;
+        for n in [&inet, &publ, &nat, &h] {
+            run(&["ip", "netns", "add", n])?;
+            topo.names.push(n.clone());
+        }
+        let ip = |ns: &str, rest: &str| -> Result<(), String> {
+            let mut args = vec!["ip", "-n", ns];
+            args.extend(rest.split_whitespace());
+            run(&args)
+        };
+        let exec = |ns: &str, rest: &str| -> Result<(), String> {
+            let mut args = vec!["ip", "netns", "exec", ns];
+            args.extend(rest.split_whitespace());
+            run(&args)
+        };
+        ip(&inet, "link add br0 type bridge")?;
+        ip(&inet, "link set br0 up")?;
+        for ns in [&inet, &publ, &nat, &h] {
+            ip(ns, "link set lo up")?;
+        }
+        // pub: two addresses for STUN's RFC 5780 pair.
+        ip(
+            &publ,
+            &format!("link add wan type veth peer name pub netns {inet}"),
+        )?;
+        ip(&inet, "link set pub master br0 up")?;
+        ip(&publ, "addr add 203.0.113.10/24 dev wan")?;
+        ip(&publ, "addr add 203.0.113.11/24 dev wan")?;
+        ip(&publ, "link set wan up")?;
+        // The router.
+        ip(
+            &nat,
+            &format!("link add wan type veth peer name nat netns {inet}"),
+        )?;
+        ip(&inet, "link set nat master br0 up")?;
+        ip(&nat, "addr add 203.0.113.20/24 dev wan")?;
+        ip(&nat, "link set wan up")?;
+        ip(
+            &nat,
+            &format!("link add lan type veth peer name lan netns {h}"),
+        )?;
+        ip(&nat, "addr add 198.18.1.1/24 dev lan")?;
+        ip(&nat, "link set lan up")?;
+        ip(&h, "addr add 198.18.1.2/24 dev lan")?;
+        ip(&h, "link set lan up")?;
+        ip(&h, "route add default via 198.18.1.1")?;
+        exec(&nat, "sysctl -qw net.ipv4.ip_forward=1")?;
+        exec(
+            &nat,
+            &format!(
+                "iptables -t nat -A POSTROUTING -o wan -j MASQUERADE{}",
+                if random_fully { " --random-fully" } else { "" }
+            ),
+        )?;
+        exec(
+            &nat,
+            "iptables -A FORWARD -i wan -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        )?;
+        exec(&nat, "iptables -A FORWARD -i wan -j DROP")?;
+        exec(
+            &nat,
+            "iptables -A INPUT -i wan -m conntrack --ctstate NEW -j DROP",
+        )?;
+        Ok(topo)
+    }
+}
+
+/// Runs `f` on a thread that has entered network namespace `ns`, with its own runtime.
+fn in_netns<T: Send + 'static>(
+    ns: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let path = format!("/var/run/netns/{ns}");
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        rustix::thread::move_into_link_name_space(
+            file.as_fd(),
+            Some(rustix::thread::LinkNameSpaceType::Network),
+        )
+        .expect("setns");
+        f()
+    })
+}
+
+/// Starts the STUN server inside `pub`; it runs until `stop` is sent.
+fn stun_in(
+    ns: &str,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
+    let handle = in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let server = StunServer::start(&StunConfig {
+                primary: "203.0.113.10:3478".parse().unwrap(),
+                alternate: Some("203.0.113.11:3479".parse().unwrap()),
+                ..StunConfig::default()
+            })
+            .await
+            .expect("STUN server in pub");
+            ready_tx.send(()).unwrap();
+            // Serve until told to stop, or 60 s at most.
+            let _ = tokio::time::timeout(Duration::from_secs(60), stop_rx).await;
+            drop(server);
+        });
+    });
+    ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("STUN server ready");
+    (stop_tx, handle)
+}
+
+/// Our RFC 5780 tests from `h`.
+fn discover_in(ns: &str) -> (TestResults, Vec<String>, Duration) {
+    in_netns(ns, || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let start = Instant::now();
+        let (t, e) = rt.block_on(conn::stun_tests(
+            IpAddr::from([0, 0, 0, 0]),
+            "203.0.113.10:3478".parse::<SocketAddr>().unwrap(),
+            &Retransmit::default(),
+        ));
+        (t, e, start.elapsed())
+    })
+    .join()
+    .expect("discovery thread")
+}
+
+/// `turnutils_natdiscovery -m` from `h` (killed by PID if it outlives 30 s).
+fn natdiscovery_in(ns: &str) -> Option<String> {
+    if !which("turnutils_natdiscovery") {
+        eprintln!(
+            "*** turnutils_natdiscovery missing: its cross-check is skipped (apt-get install coturn) ***"
+        );
+        return None;
+    }
+    let mut child = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "turnutils_natdiscovery",
+            "-m",
+            "-p",
+            "3478",
+            "203.0.113.10",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start turnutils_natdiscovery");
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut s = String::new();
+        let _ = std::io::BufReader::new(stdout).read_to_string(&mut s);
+        let _ = tx.send(s);
+    });
+    // Its output ends when it exits (stdout closed); if that takes over 30 s, kill it.
+    let out = rx.recv_timeout(Duration::from_secs(30)).ok();
+    if out.is_none() {
+        eprintln!("killing turnutils_natdiscovery (pid {pid}): no result in 30 s");
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+    out
+}
+
+fn skip_reason() -> Option<String> {
+    if !rustix::process::geteuid().is_root() {
+        return Some("not root (network namespaces and iptables need it)".into());
+    }
+    for bin in ["ip", "iptables", "sysctl"] {
+        if !which(bin) {
+            return Some(format!(
+                "{bin} is missing (apt-get install iproute2 iptables procps)"
+            ));
+        }
+    }
+    let probe = format!("ap{}-probe", std::process::id());
+    if let Err(e) = run(&["ip", "netns", "add", &probe]) {
+        return Some(format!("cannot create a network namespace: {e}"));
+    }
+    let _ = run(&["ip", "netns", "del", &probe]);
+    None
+}
+
+fn check(tag: &str, random_fully: bool) -> Option<(TestResults, Option<String>)> {
+    if let Some(why) = skip_reason() {
+        eprintln!("\n\n*** SKIPPED netns NAT test ({tag}): {why} ***\n");
+        return None;
+    }
+    let topo = Topology::build(tag, random_fully).unwrap_or_else(|e| panic!("topology: {e}"));
+    let (stop, server) = stun_in(&topo.ns("pub"));
+    let (tests, errors, took) = discover_in(&topo.ns("h"));
+    let coturn = natdiscovery_in(&topo.ns("h"));
+    let _ = stop.send(());
+    server.join().expect("STUN thread");
+    eprintln!("{tag}: discovery took {took:?}: {tests:?} {errors:?}");
+    assert!(errors.is_empty(), "{errors:?}");
+    drop(topo);
+    Some((tests, coturn))
+}
+
+#[test]
+fn masquerade_is_endpoint_independent_mapping() {
+    let Some((tests, coturn)) = check("m", false) else {
+        return;
+    };
+    let mapped = tests.primary.expect("mapped");
+    assert_eq!(
+        mapped.ip(),
+        IpAddr::from([203, 0, 113, 20]),
+        "the router's WAN IP"
+    );
+    let class = nat::classify(&tests);
+    assert_eq!(class.mapping, Mapping::EndpointIndependent, "{tests:?}");
+    // A home router's conntrack lets in only replies from where we sent.
+    assert_eq!(
+        class.filtering,
+        Filtering::AddressAndPortDependent,
+        "{tests:?}"
+    );
+    assert_eq!(class.nat_type, NatType::PortRestrictedCone);
+    if let Some(out) = coturn {
+        assert!(
+            out.contains("Endpoint Independent Mapping"),
+            "coturn says:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn random_fully_is_symmetric() {
+    let Some((tests, coturn)) = check("r", true) else {
+        return;
+    };
+    assert_eq!(
+        tests.primary.map(|a| a.ip()),
+        Some(IpAddr::from([203, 0, 113, 20]))
+    );
+    let class = nat::classify(&tests);
+    assert_eq!(class.mapping, Mapping::AddressAndPortDependent, "{tests:?}");
+    assert_eq!(class.nat_type, NatType::Symmetric);
+    if let Some(out) = coturn {
+        assert!(
+            out.contains("Address and Port Dependent Mapping"),
+            "coturn says:\n{out}"
+        );
+    }
+}
