@@ -4,6 +4,7 @@
 //!   `rtc-stun` codec; a bounded, strict reader; a one-transaction UDP client.
 //! * [`nat`] — the I/O-free classifier: RFC 5780 test results -> mapping behaviour,
 //!   filtering behaviour, NAT type.
+//! * [`responder`] — the I/O-free STUN server core (the hub owns the sockets).
 //! * [`proto`] — `allpeers/hub-connectivity/1`: ask the hub for its STUN addresses, and ask
 //!   it to probe our TCP port (it connects to the IP it sees us at, never elsewhere).
 //! * [`discover`] — runs it all: local addresses, the mapping tests and the filtering tests
@@ -20,6 +21,7 @@
 
 pub mod nat;
 pub mod proto;
+pub mod responder;
 pub mod stun;
 
 use std::net::{IpAddr, SocketAddr};
