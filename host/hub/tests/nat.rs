@@ -112,6 +112,29 @@ async fn rfc5780_tests_against_the_hub_and_discovery_through_a_node() {
         assert_eq!(report.nat_type, NatType::Open, "{report:?}");
         assert_eq!(report.udp_mapped, report.udp_local);
         assert_eq!(report.quic_observed, observed);
+        // The mapping tests ran on the endpoint's own QUIC socket: STUN sees the address the
+        // hub sees on the QUIC connection, and QUIC traffic on that socket carries on.
+        assert!(report.stun_on_quic);
+        let quic_local = node
+            .endpoint
+            .local_address(allpeers_net::TransportKind::Quic)
+            .unwrap()
+            .addr;
+        assert_eq!(report.udp_mapped, Some(quic_local));
+        assert_eq!(report.udp_mapped, observed);
+        assert_eq!(node.hub.info().await.unwrap().peer, hub.peer);
+        let again = conn::discover(
+            &node.endpoint,
+            hub.peer,
+            observed,
+            &DiscoveryConfig {
+                probe_tcp: false,
+                ..DiscoveryConfig::default()
+            },
+        )
+        .await;
+        assert_eq!(again.udp_mapped, Some(quic_local), "{again:?}");
+        assert!(node.hub.wait_online(SECONDS).await);
         let tcp = report.tcp.as_ref().expect("TCP probed");
         assert!(tcp.reachable, "{tcp:?}");
         assert_eq!(

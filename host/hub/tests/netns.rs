@@ -194,20 +194,42 @@ fn stun_in(
     (stop_tx, handle)
 }
 
-/// Our RFC 5780 tests from `h`.
-fn discover_in(ns: &str) -> (TestResults, Vec<String>, Duration) {
+/// Our RFC 5780 tests from `h`: from fresh sockets, and with the mapping tests on a real
+/// endpoint's QUIC socket (the STUN demultiplexer in front of quinn).
+fn discover_in(ns: &str) -> (TestResults, TestResults, Vec<String>, Duration) {
     in_netns(ns, || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
-        let start = Instant::now();
-        let (t, e) = rt.block_on(conn::stun_tests(
-            IpAddr::from([0, 0, 0, 0]),
-            "203.0.113.10:3478".parse::<SocketAddr>().unwrap(),
-            &Retransmit::default(),
-        ));
-        (t, e, start.elapsed())
+        rt.block_on(async {
+            let server: SocketAddr = "203.0.113.10:3478".parse().unwrap();
+            let any = IpAddr::from([0, 0, 0, 0]);
+            let start = Instant::now();
+            let (plain, mut errors) = conn::stun_tests(any, server, &Retransmit::default()).await;
+            let took = start.elapsed();
+            let endpoint = allpeers_net::Endpoint::bind(
+                allpeers_net::Identity::generate(),
+                allpeers_net::EndpointConfig {
+                    quic: Some(SocketAddr::new(any, 0)),
+                    tcp: None,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("endpoint in h");
+            let (quic, e2) =
+                conn::stun_tests_via(any, Some(&endpoint), server, &Retransmit::default()).await;
+            errors.extend(e2);
+            let quic_port = endpoint
+                .local_address(allpeers_net::TransportKind::Quic)
+                .unwrap()
+                .addr
+                .port();
+            assert_eq!(quic.local.map(|l| l.port()), Some(quic_port));
+            endpoint.close();
+            (plain, quic, errors, took)
+        })
     })
     .join()
     .expect("discovery thread")
@@ -281,12 +303,20 @@ fn check(tag: &str, random_fully: bool) -> Option<(TestResults, Option<String>)>
     }
     let topo = Topology::build(tag, random_fully).unwrap_or_else(|e| panic!("topology: {e}"));
     let (stop, server) = stun_in(&topo.ns("pub"));
-    let (tests, errors, took) = discover_in(&topo.ns("h"));
+    let (tests, quic, errors, took) = discover_in(&topo.ns("h"));
     let coturn = natdiscovery_in(&topo.ns("h"));
     let _ = stop.send(());
     server.join().expect("STUN thread");
-    eprintln!("{tag}: discovery took {took:?}: {tests:?} {errors:?}");
+    eprintln!(
+        "{tag}: discovery took {took:?}: {tests:?} (on the QUIC socket: {quic:?}) {errors:?}"
+    );
     assert!(errors.is_empty(), "{errors:?}");
+    // The same mapping behaviour seen from the QUIC socket.
+    assert_eq!(nat::mapping(&quic), nat::mapping(&tests), "{quic:?}");
+    assert_eq!(
+        quic.primary.map(|a| a.ip()),
+        Some(IpAddr::from([203, 0, 113, 20]))
+    );
     drop(topo);
     Some((tests, coturn))
 }

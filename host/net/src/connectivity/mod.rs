@@ -11,14 +11,14 @@
 //!   (two UDP sockets, concurrently), the TCP probe of the endpoint's listener, and the
 //!   QUIC address the hub observed.
 //!
-//! The STUN tests run from separate UDP sockets, not from the endpoint's QUIC socket:
-//! quinn owns that socket and offers no way to send or receive non-QUIC datagrams on it
-//! (a wrapping `AsyncUdpSocket` that demultiplexes STUN by its magic cookie would, later).
-//! A separate socket sees the same NAT behaviour (mappings are per internal address, and
-//! the classification is about the NAT, not the port); the QUIC socket's own public
-//! address is the one the hub reports on the presence line (`Welcome{observed}`), shown as
-//! `quic_observed`.
+//! The mapping tests run on the endpoint's own QUIC socket: quinn is given a wrapped socket
+//! ([`demux`]) that takes the answers to our STUN transactions out before quinn sees them,
+//! so `udp_mapped` is the public address of the very port peers dial. The filtering tests
+//! need a socket that has talked to nobody but the STUN server, so they use a fresh one.
+//! The hub's own view of the QUIC socket (`Welcome{observed}`) is reported as
+//! `quic_observed`; behind an endpoint-independent NAT the two agree.
 
+pub mod demux;
 pub mod nat;
 pub mod proto;
 pub mod responder;
@@ -82,7 +82,9 @@ pub struct ConnectivityReport {
     pub local_addresses: Vec<IpAddr>,
     /// The STUN server used (the hub's primary).
     pub stun_server: Option<SocketAddr>,
-    /// The STUN socket's local address and its public (mapped) address.
+    /// The local and public (mapped) address of the socket that ran the mapping tests: the
+    /// endpoint's QUIC socket when it has one (`stun_on_quic`), else a separate one.
+    pub stun_on_quic: bool,
     pub udp_local: Option<SocketAddr>,
     pub udp_mapped: Option<SocketAddr>,
     pub mapping: Mapping,
@@ -124,24 +126,63 @@ pub async fn mapping_tests(
     results.local = route_source(bind, primary)
         .await
         .map(|ip| SocketAddr::new(ip, port));
-    let (first, _) = stun::binding(&socket, primary, 0, schedule).await?;
+    mapping_tests_with(
+        |to| stun::binding(&socket, to, 0, schedule),
+        primary,
+        results,
+    )
+    .await
+}
+
+/// The mapping tests through the endpoint's QUIC socket (see [`demux`]): the mapped
+/// address is then the QUIC socket's own.
+pub async fn quic_mapping_tests(
+    endpoint: &Endpoint,
+    primary: SocketAddr,
+    schedule: &Retransmit,
+    results: &mut TestResults,
+) -> Result<(), StunError> {
+    let (Some(demux), Some(local)) = (
+        endpoint.quic_stun(),
+        endpoint.local_address(TransportKind::Quic),
+    ) else {
+        return Err(StunError::Io("the endpoint has no QUIC socket".into()));
+    };
+    results.local = route_source(local.addr.ip(), primary)
+        .await
+        .map(|ip| SocketAddr::new(ip, local.addr.port()));
+    mapping_tests_with(
+        |to| {
+            let demux = demux.clone();
+            async move { demux.binding(to, 0, schedule).await }
+        },
+        primary,
+        results,
+    )
+    .await
+}
+
+async fn mapping_tests_with<F, Fut>(
+    binding: F,
+    primary: SocketAddr,
+    results: &mut TestResults,
+) -> Result<(), StunError>
+where
+    F: Fn(SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = Result<(stun::BindingResponse, SocketAddr), StunError>>,
+{
+    let (first, _) = binding(primary).await?;
     results.primary = Some(first.mapped);
     results.other = first.other;
     let Some(other) = first.other else {
         return Ok(());
     };
-    let (second, _) = stun::binding(
-        &socket,
-        SocketAddr::new(other.ip(), primary.port()),
-        0,
-        schedule,
-    )
-    .await?;
+    let (second, _) = binding(SocketAddr::new(other.ip(), primary.port())).await?;
     results.alternate_ip = Some(second.mapped);
     if second.mapped == first.mapped {
         return Ok(());
     }
-    let (third, _) = stun::binding(&socket, other, 0, schedule).await?;
+    let (third, _) = binding(other).await?;
     results.alternate_both = Some(third.mapped);
     Ok(())
 }
@@ -176,18 +217,35 @@ pub async fn filtering_tests(
     Ok(())
 }
 
-/// Runs the mapping and filtering tests against `primary` concurrently and classifies.
+/// Runs the mapping and filtering tests against `primary` concurrently (from fresh
+/// sockets bound to `bind`).
 pub async fn stun_tests(
     bind: IpAddr,
     primary: SocketAddr,
     schedule: &Retransmit,
 ) -> (TestResults, Vec<String>) {
+    stun_tests_via(bind, None, primary, schedule).await
+}
+
+/// Like [`stun_tests`], with the mapping tests through `endpoint`'s QUIC socket when it has
+/// one (the filtering tests always need a fresh socket).
+pub async fn stun_tests_via(
+    bind: IpAddr,
+    endpoint: Option<&Endpoint>,
+    primary: SocketAddr,
+    schedule: &Retransmit,
+) -> (TestResults, Vec<String>) {
     let mut m = TestResults::default();
     let mut f = TestResults::default();
-    let (rm, rf) = tokio::join!(
-        mapping_tests(bind, primary, schedule, &mut m),
-        filtering_tests(bind, primary, schedule, &mut f)
-    );
+    let mapping = async {
+        match endpoint {
+            Some(e) if e.quic_stun().is_some() => {
+                quic_mapping_tests(e, primary, schedule, &mut m).await
+            }
+            _ => mapping_tests(bind, primary, schedule, &mut m).await,
+        }
+    };
+    let (rm, rf) = tokio::join!(mapping, filtering_tests(bind, primary, schedule, &mut f));
     let mut errors = Vec::new();
     if let Err(e) = rm {
         errors.push(format!("STUN mapping tests: {e}"));
@@ -268,7 +326,8 @@ pub async fn discover(
                 primary: Some(primary),
                 ..
             }) => {
-                let (tests, errs) = stun_tests(bind, primary, &config.stun).await;
+                let (tests, errs) =
+                    stun_tests_via(bind, Some(endpoint), primary, &config.stun).await;
                 (Some(primary), tests, errs)
             }
             Ok(_) => (
@@ -313,6 +372,7 @@ pub async fn discover(
         duration_ms: start.elapsed().as_millis() as u64,
         local_addresses,
         stun_server,
+        stun_on_quic: endpoint.quic_stun().is_some(),
         udp_local: tests.local,
         udp_mapped: tests.primary,
         mapping: class.mapping,
