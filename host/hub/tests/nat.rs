@@ -644,3 +644,56 @@ async fn coturn_clients_agree_with_our_stun_server() {
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_monitor_rechecks_on_address_changes_and_when_the_line_comes_back() {
+    use allpeers_net::connectivity::monitor::{ConnectivityMonitor, MonitorConfig};
+    use allpeers_net::status::StatusMonitor;
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProc::spawn(dir.path(), &stun_args());
+        let node = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
+        let status = StatusMonitor::new(node.endpoint.local_addresses());
+        let monitor = ConnectivityMonitor::start(
+            node.endpoint.clone(),
+            node.hub.clone(),
+            &status,
+            MonitorConfig {
+                min_interval: Duration::ZERO,
+                every: Duration::from_secs(3600),
+                discovery: DiscoveryConfig {
+                    probe_tcp: false,
+                    ..DiscoveryConfig::default()
+                },
+            },
+        );
+        let mut w = monitor.watch();
+        let runs =
+            |n: u64| move |s: &allpeers_net::connectivity::monitor::MonitorState| s.runs >= n;
+        // First run when the line comes up.
+        w.wait_for(runs(1)).await.unwrap();
+        let first = monitor.current().last.unwrap();
+        assert_eq!(first.nat_type, NatType::Open, "{first:?}");
+        // An interface address appears (as the StatusMonitor's polling would report it).
+        let mut addrs = status.current().addresses;
+        addrs.push("192.0.2.77".parse().unwrap());
+        assert!(!status.update(addrs).is_empty());
+        w.wait_for(runs(2)).await.unwrap();
+        // The hub line drops and comes back (the hub restarts on the same ports): again.
+        let mut hub = hub;
+        assert!(hub.terminate());
+        let mut events = node.hub.events();
+        let again = HubProc::spawn_at(dir.path(), hub.quic, hub.tcp, &stun_args());
+        wait_event(&mut events, 30 * SECONDS, |e| {
+            matches!(e, allpeers_net::hub::HubEvent::Online { .. })
+        })
+        .await
+        .expect("the line came back");
+        w.wait_for(runs(3)).await.unwrap();
+        let last = monitor.current().last.unwrap();
+        // The restarted hub has new STUN ports: the report used them.
+        assert_eq!(last.stun_server, Some(stun_sockets(&again)[0]));
+        assert!(last.errors.is_empty(), "{last:?}");
+    })
+    .await
+}

@@ -7,6 +7,8 @@
 //! * [`responder`] — the I/O-free STUN server core (the hub owns the sockets).
 //! * [`proto`] — `allpeers/hub-connectivity/1`: ask the hub for its STUN addresses, and ask
 //!   it to probe our TCP port (it connects to the IP it sees us at, never elsewhere).
+//! * [`monitor`] — [`monitor::ConnectivityMonitor`]: reruns discovery when the hub line comes
+//!   up, when addresses change, and periodically.
 //! * [`discover`] — runs it all: local addresses, the mapping tests and the filtering tests
 //!   (two UDP sockets, concurrently), the TCP probe of the endpoint's listener, and the
 //!   QUIC address the hub observed.
@@ -19,6 +21,7 @@
 //! `quic_observed`; behind an endpoint-independent NAT the two agree.
 
 pub mod demux;
+pub mod monitor;
 pub mod nat;
 pub mod proto;
 pub mod responder;

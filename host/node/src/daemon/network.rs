@@ -4,140 +4,93 @@
 //! when the hub line comes up again or the interface addresses change.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use allpeers_model::api::methods::topics;
-use allpeers_net::connectivity::{self, ConnectivityReport, DiscoveryConfig};
-use allpeers_net::hub::{HubClient, HubEvent, HubState};
+use allpeers_net::connectivity::monitor::{ConnectivityMonitor, MonitorConfig, MonitorState};
+use allpeers_net::hub::HubClient;
 use allpeers_net::status::StatusMonitor;
 use allpeers_net::{Endpoint, EndpointConfig, EndpointEvent, Identity};
 use serde_json::{Value, json};
-use tokio::time::Instant;
 
 use super::state::Daemon;
 
 /// How often interface addresses are re-read (no portable change notification).
 const STATUS_POLL: Duration = Duration::from_secs(5);
 
-/// Least time between two connectivity checks (the hub rate-limits TCP probes).
-const RECHECK_MIN: Duration = Duration::from_secs(15);
-/// A check is redone this often even when nothing seems to change.
-const RECHECK_EVERY: Duration = Duration::from_secs(30 * 60);
-
 /// The endpoint and what watches it.
 pub struct Network {
     pub endpoint: Endpoint,
     pub status: Arc<StatusMonitor>,
-    pub connectivity: Arc<Connectivity>,
+    pub connectivity: Connectivity,
 }
 
-/// The last connectivity report, for `net.status`.
+/// Connectivity discovery through the home hub (started with the hub client).
 #[derive(Default)]
 pub struct Connectivity {
-    checking: AtomicBool,
-    last: Mutex<Option<ConnectivityReport>>,
+    monitor: OnceLock<ConnectivityMonitor>,
 }
 
 impl Connectivity {
     /// `net.status`'s `connectivity` object: `state` (`unknown`, `checking`, `done`) and the
     /// last report's fields.
-    fn json(&self, has_hub: bool) -> Value {
-        let checking = self.checking.load(Ordering::Relaxed);
-        let last = self.last.lock().expect("connectivity lock").clone();
+    fn json(&self) -> Value {
+        let Some(monitor) = self.monitor.get() else {
+            return json!({
+                "state": "unknown",
+                "reason": "no home hub is configured: discovery needs one",
+            });
+        };
+        let MonitorState { checking, last, .. } = monitor.current();
         let mut value = match &last {
             Some(report) => serde_json::to_value(report).unwrap_or_else(|_| json!({})),
             None => json!({}),
         };
-        let state = match (checking, &last) {
+        value["state"] = json!(match (checking, &last) {
             (true, _) => "checking",
             (false, Some(_)) => "done",
             (false, None) => "unknown",
-        };
-        value["state"] = json!(state);
+        });
         if last.is_none() && !checking {
-            value["reason"] = json!(if has_hub {
-                "not checked yet (waiting for the hub line)"
-            } else {
-                "no home hub is configured: discovery needs one"
-            });
+            value["reason"] = json!("not checked yet (waiting for the hub line)");
         }
         value
     }
 }
 
-/// Runs discovery when the hub line comes up, when interface addresses change, and every
-/// [`RECHECK_EVERY`]; never more often than [`RECHECK_MIN`]. Each report is also published
-/// as a `net.changed` event (`{"connectivity": report}`).
-fn spawn_discovery(
-    daemon: &Arc<Daemon>,
-    hub: HubClient,
-    endpoint: Endpoint,
-    status: Arc<StatusMonitor>,
-    state: Arc<Connectivity>,
-) {
+/// Starts the connectivity monitor and publishes each new report as a `net.changed` event
+/// (`{"connectivity": report}`).
+fn start_discovery(daemon: &Arc<Daemon>, network: &Network, hub: HubClient) {
+    let monitor = ConnectivityMonitor::start(
+        network.endpoint.clone(),
+        hub,
+        &network.status,
+        MonitorConfig::default(),
+    );
+    let mut changes = monitor.watch();
+    if network.connectivity.monitor.set(monitor).is_err() {
+        return;
+    }
     let weak = Arc::downgrade(daemon);
     let shutdown = daemon.shutdown.clone();
-    let mut hub_events = hub.events();
-    let mut status_events = status.subscribe();
     tokio::spawn(async move {
-        let mut due = (hub.state() == HubState::Online).then(Instant::now);
-        let mut last_run: Option<Instant> = None;
+        let mut published = 0;
         loop {
-            let at = due.map(|d| match last_run {
-                Some(l) => d.max(l + RECHECK_MIN),
-                None => d,
-            });
-            let timer = async {
-                match at {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending().await,
-                }
-            };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                event = hub_events.recv() => match event {
-                    Ok(HubEvent::Online { .. }) => due = Some(Instant::now()),
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => break,
-                },
-                event = status_events.recv() => match event {
-                    Ok(_) => due = Some(Instant::now()),
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(_) => break,
-                },
-                _ = timer => {
-                    last_run = Some(Instant::now());
-                    due = Some(Instant::now() + RECHECK_EVERY);
-                    if hub.state() != HubState::Online {
-                        // The next Online event brings it back.
-                        due = None;
-                        continue;
-                    }
-                    state.checking.store(true, Ordering::Relaxed);
-                    let report = connectivity::discover(
-                        &endpoint,
-                        hub.hub(),
-                        hub.status().observed,
-                        &DiscoveryConfig::default(),
-                    )
-                    .await;
-                    allpeers_log::flesh!(
-                        nat_type = ?report.nat_type,
-                        mapped = ?report.udp_mapped,
-                        tcp_reachable = ?report.tcp.as_ref().map(|t| t.reachable),
-                        errors = ?report.errors,
-                        "connectivity checked in {} ms",
-                        report.duration_ms
-                    );
-                    let data = json!({"connectivity": report});
-                    *state.last.lock().expect("connectivity lock") = Some(report);
-                    state.checking.store(false, Ordering::Relaxed);
-                    let Some(daemon) = weak.upgrade() else { break };
-                    daemon.publish(topics::NET_CHANGED, data);
-                }
+                changed = changes.changed() => if changed.is_err() { break },
             }
+            let (runs, report) = {
+                let s = changes.borrow_and_update();
+                (s.runs, s.last.clone())
+            };
+            if runs == published {
+                continue;
+            }
+            published = runs;
+            let Some(daemon) = weak.upgrade() else { break };
+            daemon.publish(topics::NET_CHANGED, json!({"connectivity": report}));
         }
     });
 }
@@ -189,14 +142,12 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         poller.abort();
     });
     let hub_endpoint = endpoint.clone();
-    let connectivity = Arc::new(Connectivity::default());
-    let (discovery_endpoint, discovery_status) = (endpoint.clone(), status.clone());
     if daemon
         .network
         .set(Network {
             endpoint,
             status,
-            connectivity: connectivity.clone(),
+            connectivity: Connectivity::default(),
         })
         .is_err()
     {
@@ -204,14 +155,8 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
     }
     if let Some(section) = &daemon.hub_config {
         super::hub::start(daemon, hub_endpoint, section).await?;
-        if let Some(hub) = daemon.hub.get() {
-            spawn_discovery(
-                daemon,
-                hub.clone(),
-                discovery_endpoint,
-                discovery_status,
-                connectivity,
-            );
+        if let (Some(hub), Some(network)) = (daemon.hub.get(), daemon.network.get()) {
+            start_discovery(daemon, network, hub.clone());
         }
     }
     Ok(())
@@ -249,6 +194,6 @@ pub fn status(daemon: &Daemon) -> Value {
         "listening": status.listening,
         "connections": connections,
         "hub": super::hub::status(daemon),
-        "connectivity": network.connectivity.json(daemon.hub.get().is_some()),
+        "connectivity": network.connectivity.json(),
     })
 }
