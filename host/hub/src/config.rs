@@ -44,6 +44,8 @@ pub struct HubConfig {
     pub stun: Option<crate::stun::StunConfig>,
     /// TCP reachability probes for peers.
     pub probe: crate::probe::ProbeConfig,
+    /// Offline letters: quotas and expiry.
+    pub mailbox: crate::mailbox::MailboxConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -91,6 +93,7 @@ impl Default for HubConfig {
             relay: RelayConfig::default(),
             stun: None,
             probe: crate::probe::ProbeConfig::default(),
+            mailbox: crate::mailbox::MailboxConfig::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 //! The protocol and the client live in `allpeers_net::hub`; this crate is the server:
 //! * [`config`] — the JSON config file and its defaults.
 //! * [`db`] — SQLite state (names, last seen).
+//! * [`mailbox`] — offline letters (sealed), quotas and expiry.
 //! * [`server`] — the three services over one [`allpeers_net::Endpoint`].
 //! * [`watch`] — [`watch::WatchPolicy`], the presence authorisation hook.
 //! * [`stun`] — the STUN server (RFC 5389 binding, RFC 5780 behaviour discovery).
@@ -12,6 +13,7 @@
 
 pub mod config;
 pub mod db;
+pub mod mailbox;
 pub mod probe;
 pub mod server;
 pub mod stun;
@@ -80,7 +82,18 @@ impl Hub {
         };
         let connectivity = probe::ConnectivityCore::new(stun_servers, config.probe.clone())?;
         let signer = load_identity(&config.data_dir)?;
-        let core = Core::new(signer, config, db, policy)?;
+        // The sender-hash key is derived from the hub's key: stable across restarts, and
+        // unknown to anyone who only has the database.
+        let sender_key = blake3::derive_key(
+            "allpeers hub mailbox sender key v1",
+            &signer.sign(b"allpeers-hub-mailbox-sender-key"),
+        );
+        let mailbox = mailbox::Mailbox::open(
+            &config.data_dir.join("mail.sqlite"),
+            config.mailbox.clone(),
+            sender_key,
+        )?;
+        let core = Core::new(signer, config, db, mailbox, policy)?;
         let endpoint = Endpoint::bind(identity, endpoint_config).await?;
         core.set_advertised(if advertised.is_empty() {
             endpoint.local_addresses()

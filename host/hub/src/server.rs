@@ -11,8 +11,8 @@ use allpeers_net::hub::frames::LineReader;
 use allpeers_net::hub::names;
 use allpeers_net::hub::proto::{
     self, DirectoryAnswer, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
-    PresenceDown, PresenceUp, Query, RelayJoin, RelayReady, RelayTicket, SignedAnswer, app_error,
-    code,
+    PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady, RelayTicket, SignedAnswer,
+    app_error, code,
 };
 use allpeers_net::service::{BoxFuture, StreamKind, decode, encode};
 use allpeers_net::transport::{RecvStream, SendStream};
@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::HubConfig;
 use crate::db::{Db, Registration};
+use crate::mailbox::{Mailbox, MailboxError};
 use crate::watch::WatchPolicy;
 
 /// Frames queued to one presence line before it counts as stuck.
@@ -42,6 +43,7 @@ struct Online {
     tx: mpsc::Sender<PresenceDown>,
     addresses: Vec<Address>,
     accepts_relays: bool,
+    status: PeerStatus,
 }
 
 #[derive(Default)]
@@ -106,6 +108,7 @@ pub struct Core {
     config: HubConfig,
     advertised: Mutex<Vec<Address>>,
     db: Mutex<Db>,
+    mailbox: Mutex<Mailbox>,
     presence: Mutex<Presence>,
     policy: Arc<dyn WatchPolicy>,
     offers: Mutex<HashMap<[u8; 16], oneshot::Sender<bool>>>,
@@ -121,6 +124,7 @@ impl Core {
         identity: Identity,
         config: HubConfig,
         db: Db,
+        mailbox: Mailbox,
         policy: Arc<dyn WatchPolicy>,
     ) -> anyhow::Result<Arc<Core>> {
         let name = names::fold_hub_name(&config.name)?;
@@ -140,6 +144,7 @@ impl Core {
             config,
             advertised: Mutex::new(Vec::new()),
             db: Mutex::new(db),
+            mailbox: Mutex::new(mailbox),
             presence: Default::default(),
             policy,
             offers: Default::default(),
@@ -428,8 +433,80 @@ impl Core {
             HubRequest::Resolve { query, nonce } => self.resolve(query, nonce)?,
             HubRequest::Relay { target } => self.relay_request(ctx.peer, target).await?,
             HubRequest::Info => HubResponse::Info(self.info()),
+            HubRequest::MailDeposit { to, sealed } => self.mail_deposit(ctx.peer, to, sealed)?,
+            HubRequest::MailFetch { max } => self.mail_fetch(ctx.peer, max)?,
+            HubRequest::MailAck { ids } => self.mail_ack(ctx.peer, ids)?,
         };
         encode(&resp).map_err(|e| RemoteError::internal(e.to_string()))
+    }
+
+    // ---- mailbox ----
+
+    fn mail_deposit(
+        &self,
+        from: PeerId,
+        to: PeerId,
+        sealed: Vec<u8>,
+    ) -> Result<HubResponse, RemoteError> {
+        if !self.config.mailbox.enabled {
+            return Err(app_error(
+                code::MAILBOX_FULL,
+                "this hub keeps no offline letters",
+            ));
+        }
+        if sealed.len() > allpeers_net::mail::MAX_SEALED {
+            return Err(app_error(
+                code::TOO_LARGE,
+                format!(
+                    "a sealed letter is at most {} bytes",
+                    allpeers_net::mail::MAX_SEALED
+                ),
+            ));
+        }
+        let id = self
+            .mailbox
+            .lock()
+            .unwrap()
+            .deposit(&from, &to, &sealed, proto::now_ms())
+            .map_err(|e| match e {
+                MailboxError::Full(why) => app_error(code::MAILBOX_FULL, why),
+                MailboxError::Sqlite(e) => {
+                    tracing::error!("letter not stored: {e}");
+                    RemoteError::internal("the hub could not store the letter")
+                }
+            })?;
+        // The recipient may be online (its sender could not reach it directly).
+        let p = self.presence.lock().unwrap();
+        Self::tell(&p, &to, PresenceDown::MailWaiting { count: 1 });
+        Ok(HubResponse::MailDeposited { id })
+    }
+
+    fn mail_fetch(&self, to: PeerId, max: u32) -> Result<HubResponse, RemoteError> {
+        // What fits one registry answer with room for framing.
+        let budget = proto::REGISTRY_LIMIT - 4096;
+        let items = self
+            .mailbox
+            .lock()
+            .unwrap()
+            .fetch(&to, max, budget, proto::now_ms())
+            .map_err(|e| {
+                tracing::error!("mailbox read failed: {e}");
+                RemoteError::internal("the hub could not read the mailbox")
+            })?;
+        Ok(HubResponse::Mail(items))
+    }
+
+    fn mail_ack(&self, to: PeerId, ids: Vec<u64>) -> Result<HubResponse, RemoteError> {
+        if ids.len() > proto::MAX_MAIL_ACK {
+            return Err(RemoteError::bad_request(
+                "too many ids in one acknowledgement",
+            ));
+        }
+        let removed = self.mailbox.lock().unwrap().ack(&to, &ids).map_err(|e| {
+            tracing::error!("mailbox ack failed: {e}");
+            RemoteError::internal("the hub could not update the mailbox")
+        })?;
+        Ok(HubResponse::MailAcked { removed })
     }
 
     // ---- presence ----
@@ -447,19 +524,30 @@ impl Core {
         }
     }
 
-    /// Tells every allowed watcher of `peer` that it came or went.
-    fn announce(&self, p: &Presence, peer: &PeerId, online: bool) {
+    /// What `peer`'s watchers are told about it now.
+    fn presence_of(p: &Presence, peer: &PeerId) -> PresenceDown {
+        match p.online.get(peer) {
+            Some(o) => PresenceDown::Presence {
+                peer: *peer,
+                online: true,
+                status: o.status.clone(),
+            },
+            None => PresenceDown::Presence {
+                peer: *peer,
+                online: false,
+                status: PeerStatus::default(),
+            },
+        }
+    }
+
+    /// Tells every allowed watcher of `peer` its presence now (it came, went or changed
+    /// status).
+    fn announce(&self, p: &Presence, peer: &PeerId) {
         if let Some(ws) = p.watchers.get(peer) {
+            let msg = Self::presence_of(p, peer);
             for w in ws {
                 if self.allowed(p, w, peer) {
-                    Self::tell(
-                        p,
-                        w,
-                        PresenceDown::Presence {
-                            peer: *peer,
-                            online,
-                        },
-                    );
+                    Self::tell(p, w, msg.clone());
                 }
             }
         }
@@ -479,8 +567,7 @@ impl Core {
             wants.insert(t);
             p.watchers.entry(t).or_default().insert(watcher);
             if self.allowed(&p, &watcher, &t) {
-                let online = p.online.contains_key(&t);
-                Self::tell(&p, &watcher, PresenceDown::Presence { peer: t, online });
+                Self::tell(&p, &watcher, Self::presence_of(&p, &t));
             } else {
                 Self::tell(&p, &watcher, PresenceDown::WatchRefused { peer: t });
             }
@@ -488,14 +575,7 @@ impl Core {
             if p.wants.get(&t).is_some_and(|w| w.contains(&watcher))
                 && self.allowed(&p, &t, &watcher)
             {
-                Self::tell(
-                    &p,
-                    &t,
-                    PresenceDown::Presence {
-                        peer: watcher,
-                        online: true,
-                    },
-                );
+                Self::tell(&p, &t, Self::presence_of(&p, &watcher));
             }
         }
     }
@@ -503,6 +583,10 @@ impl Core {
     fn unwatch(&self, watcher: PeerId, targets: Vec<PeerId>) {
         let mut p = self.presence.lock().unwrap();
         for t in targets {
+            // Under the mutual rule our asking was what let `t` see us: now it may not.
+            // Say so, so `t` stops showing us (as offline) instead of a stale state.
+            let could_see = p.wants.get(&t).is_some_and(|w| w.contains(&watcher))
+                && self.allowed(&p, &t, &watcher);
             if let Some(w) = p.wants.get_mut(&watcher) {
                 w.remove(&t);
             }
@@ -511,6 +595,9 @@ impl Core {
                 if w.is_empty() {
                     p.watchers.remove(&t);
                 }
+            }
+            if could_see && !self.allowed(&p, &t, &watcher) {
+                Self::tell(&p, &t, PresenceDown::WatchRefused { peer: watcher });
             }
         }
     }
@@ -547,6 +634,7 @@ impl Core {
         let Some(PresenceUp::Hello {
             mut addresses,
             accepts_relays,
+            status,
         }) = hello
         else {
             tracing::info!(
@@ -570,21 +658,25 @@ impl Core {
         let _ = tx.try_send(PresenceDown::Welcome { observed });
         {
             let mut p = self.presence.lock().unwrap();
-            let was_online = p
-                .online
-                .insert(
-                    peer,
-                    Online {
-                        line,
-                        tx: tx.clone(),
-                        addresses,
-                        accepts_relays,
-                    },
-                )
-                .is_some();
-            if !was_online {
-                self.announce(&p, &peer, true);
+            p.online.insert(
+                peer,
+                Online {
+                    line,
+                    tx: tx.clone(),
+                    addresses,
+                    accepts_relays,
+                    status: status.bounded(),
+                },
+            );
+            // A replacing line may bring a new status: watchers always hear the current one.
+            self.announce(&p, &peer);
+        }
+        match self.mailbox.lock().unwrap().waiting(&peer) {
+            Ok(0) => {}
+            Ok(count) => {
+                let _ = tx.try_send(PresenceDown::MailWaiting { count });
             }
+            Err(e) => tracing::warn!("mailbox count failed: {e}"),
         }
         if let Err(e) = self.db.lock().unwrap().touch(&peer, proto::now_ms()) {
             tracing::warn!("last-seen not stored: {e}");
@@ -629,6 +721,14 @@ impl Core {
                             let _ = tx.send(accept);
                         }
                     }
+                    PresenceUp::Status(status) => {
+                        let mut p = self.presence.lock().unwrap();
+                        match p.online.get_mut(&peer) {
+                            Some(o) if o.line == line => o.status = status.bounded(),
+                            _ => continue,
+                        }
+                        self.announce(&p, &peer);
+                    }
                     PresenceUp::Hello { .. } => return "a second Hello".into(),
                 }
             }
@@ -654,7 +754,7 @@ impl Core {
             let mut p = self.presence.lock().unwrap();
             if p.online.get(&peer).is_some_and(|o| o.line == line) {
                 p.online.remove(&peer);
-                self.announce(&p, &peer, false);
+                self.announce(&p, &peer);
                 Self::forget_wants(&mut p, &peer);
             }
         }

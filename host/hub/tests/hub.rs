@@ -116,7 +116,8 @@ async fn presence_up_and_down_within_seconds() {
             e,
             Some(HubEvent::PresenceChanged {
                 peer: a.id(),
-                online: true
+                online: true,
+                status: Default::default()
             })
         );
         // C watches A one-sidedly: refused, never told.
@@ -141,7 +142,8 @@ async fn presence_up_and_down_within_seconds() {
             e,
             Some(HubEvent::PresenceChanged {
                 peer: a.id(),
-                online: false
+                online: false,
+                status: Default::default()
             })
         );
         eprintln!("clean leave seen after {:?}", t.elapsed());
@@ -184,7 +186,8 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
             e,
             Some(HubEvent::PresenceChanged {
                 peer: a.id(),
-                online: true
+                online: true,
+                status: Default::default()
             })
         );
 
@@ -199,7 +202,8 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
             e,
             Some(HubEvent::PresenceChanged {
                 peer: a.id(),
-                online: false
+                online: false,
+                status: Default::default()
             })
         );
         let hub_saw = t.elapsed();
@@ -226,7 +230,8 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
             e,
             Some(HubEvent::PresenceChanged {
                 peer: a.id(),
-                online: true
+                online: true,
+                status: Default::default()
             })
         );
         assert!(a.hub.wait_online(5 * SECONDS).await);
@@ -845,6 +850,7 @@ async fn malformed_presence_frames_close_only_that_line() {
         let hello = encode(&proto::PresenceUp::Hello {
             addresses: vec![],
             accepts_relays: false,
+            status: Default::default(),
         })
         .unwrap();
         // Garbage after a good Hello; an oversized length prefix; a second Hello.

@@ -4,6 +4,7 @@
 //! through `wasm/`, in the browser extension.
 
 pub mod api;
+pub mod hlc;
 pub mod id;
 pub mod query;
 pub mod resource;

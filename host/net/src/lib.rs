@@ -12,6 +12,7 @@
 //! * [`service`] — the [`Service`] trait, namespaces, request/response, channels,
 //!   datagrams, multicast; [`service::speed`] the speed-test service.
 //! * [`throttle`] — token-bucket limits (global, per peer, per stream) and rate meters.
+//! * [`mail`] — signed letters, sealed to the recipient's key for store-and-forward.
 //! * [`status`] — online/offline, local addresses, change events.
 //! * [`connectivity`] — STUN client, NAT classification (RFC 5780), TCP reachability probe
 //!   through the hub.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod frame;
 pub mod hub;
 pub mod identity;
+pub mod mail;
 pub mod service;
 pub mod status;
 pub mod throttle;

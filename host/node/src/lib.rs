@@ -10,3 +10,4 @@ pub mod install;
 pub mod lock;
 pub mod native_host;
 pub mod paths;
+pub mod social;

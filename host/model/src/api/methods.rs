@@ -23,6 +23,25 @@ pub const HUB_RESOLVE: &str = "hub.resolve";
 pub const HUB_WATCH: &str = "hub.watch";
 pub const HUB_UNWATCH: &str = "hub.unwatch";
 pub const HUB_RELAY: &str = "hub.relay";
+pub const CONTACTS_LIST: &str = "contacts.list";
+pub const CONTACTS_ADD: &str = "contacts.add";
+pub const CONTACTS_ACCEPT: &str = "contacts.accept";
+pub const CONTACTS_DECLINE: &str = "contacts.decline";
+pub const CONTACTS_REMOVE: &str = "contacts.remove";
+pub const CONTACTS_BLOCK: &str = "contacts.block";
+pub const CONTACTS_UNBLOCK: &str = "contacts.unblock";
+pub const CONTACTS_INVITE: &str = "contacts.invite";
+pub const PRESENCE_SET: &str = "presence.set";
+pub const PRESENCE_GET: &str = "presence.get";
+pub const CHAT_LIST: &str = "chat.list";
+pub const CHAT_OPEN: &str = "chat.open";
+pub const CHAT_CREATE_GROUP: &str = "chat.create_group";
+pub const CHAT_SEND: &str = "chat.send";
+pub const CHAT_HISTORY: &str = "chat.history";
+pub const CHAT_EDIT: &str = "chat.edit";
+pub const CHAT_DELETE: &str = "chat.delete";
+pub const CHAT_READ: &str = "chat.read";
+pub const CHAT_TYPING: &str = "chat.typing";
 
 /// Every method this build serves, for `hello`'s capabilities.
 pub const METHODS: &[&str] = &[
@@ -43,6 +62,25 @@ pub const METHODS: &[&str] = &[
     HUB_WATCH,
     HUB_UNWATCH,
     HUB_RELAY,
+    CONTACTS_LIST,
+    CONTACTS_ADD,
+    CONTACTS_ACCEPT,
+    CONTACTS_DECLINE,
+    CONTACTS_REMOVE,
+    CONTACTS_BLOCK,
+    CONTACTS_UNBLOCK,
+    CONTACTS_INVITE,
+    PRESENCE_SET,
+    PRESENCE_GET,
+    CHAT_LIST,
+    CHAT_OPEN,
+    CHAT_CREATE_GROUP,
+    CHAT_SEND,
+    CHAT_HISTORY,
+    CHAT_EDIT,
+    CHAT_DELETE,
+    CHAT_READ,
+    CHAT_TYPING,
 ];
 
 /// Event topics a client may subscribe to.
@@ -58,8 +96,23 @@ pub mod topics {
     pub const NET_CHANGED: &str = "net.changed";
     /// The home hub's line went up or down: `state`, `observed` or `reason`.
     pub const HUB_CHANGED: &str = "hub.changed";
-    /// A watched peer came online or went offline: `peer_id`, `online`.
+    /// A contact came online, went offline or changed status: `peer_id`, `online`,
+    /// `state` (online/away/busy/offline), `text`.
     pub const PRESENCE_CHANGED: &str = "presence.changed";
+    /// A peer asks to become a contact: `peer_id`, `name`, `message`.
+    pub const CONTACT_REQUEST: &str = "contact.request";
+    /// A contact's state changed (accepted, declined, removed, blocked): the contact.
+    pub const CONTACT_CHANGED: &str = "contact.changed";
+    /// A message arrived (or was sent from another client): the message.
+    pub const MESSAGE_RECEIVED: &str = "message.received";
+    /// A message was edited or deleted: the message.
+    pub const MESSAGE_UPDATED: &str = "message.updated";
+    /// A recipient received or read our message: `message`, `chat`, `peer_id`, `kind`.
+    pub const CHAT_RECEIPT: &str = "chat.receipt";
+    /// Someone is typing: `chat`, `peer_id`.
+    pub const CHAT_TYPING: &str = "chat.typing";
+    /// A chat was created or changed (a group we were added to): the chat.
+    pub const CHAT_CHANGED: &str = "chat.changed";
     /// The hub refused to show a peer's presence: `peer_id`.
     pub const PRESENCE_REFUSED: &str = "presence.refused";
     /// A peer asked to reach us through the hub's relay: `from`, `accepted`.
@@ -82,6 +135,13 @@ pub mod topics {
         PRESENCE_CHANGED,
         PRESENCE_REFUSED,
         RELAY_OFFERED,
+        CONTACT_REQUEST,
+        CONTACT_CHANGED,
+        MESSAGE_RECEIVED,
+        MESSAGE_UPDATED,
+        CHAT_RECEIPT,
+        CHAT_TYPING,
+        CHAT_CHANGED,
     ];
 }
 

@@ -27,8 +27,8 @@ use tokio::task::JoinHandle;
 use super::names::{self, NameError};
 use super::pipe::pump;
 use super::proto::{
-    self, AnswerError, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
-    PresenceDown, PresenceUp, Query, RelayJoin, RelayReady,
+    self, AnswerError, DirectoryRecord, HubInfo, HubRequest, HubResponse, MailItem,
+    NameCertificate, PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady,
 };
 use super::proxy::{Forwarder, ProxyConfig, ProxyError};
 use crate::endpoint::Endpoint;
@@ -138,6 +138,11 @@ pub enum HubEvent {
     PresenceChanged {
         peer: PeerId,
         online: bool,
+        status: PeerStatus,
+    },
+    /// Letters wait for us at the hub ([`HubClient::mail_fetch`]).
+    MailWaiting {
+        count: u32,
     },
     WatchRefused {
         peer: PeerId,
@@ -192,6 +197,7 @@ struct Shared {
     state: watch::Sender<HubState>,
     events: broadcast::Sender<HubEvent>,
     watches: Mutex<BTreeSet<PeerId>>,
+    status: Mutex<PeerStatus>,
     line: Mutex<Option<mpsc::Sender<PresenceUp>>>,
     observed: Mutex<Option<SocketAddr>>,
     last_error: Mutex<Option<String>>,
@@ -254,6 +260,7 @@ impl HubClient {
             state: watch::channel(HubState::Connecting).0,
             events: broadcast::channel(1024).0,
             watches: Default::default(),
+            status: Default::default(),
             line: Default::default(),
             observed: Default::default(),
             last_error: Default::default(),
@@ -446,6 +453,53 @@ impl HubClient {
             }
         }
         self.send_line(PresenceUp::Unwatch(peers.to_vec())).await;
+    }
+
+    /// Sets the availability and status text our watchers see (kept across reconnects).
+    pub async fn set_status(&self, status: PeerStatus) {
+        let status = status.bounded();
+        *self.shared.status.lock().unwrap() = status.clone();
+        self.send_line(PresenceUp::Status(status)).await;
+    }
+
+    pub fn own_status(&self) -> PeerStatus {
+        self.shared.status.lock().unwrap().clone()
+    }
+
+    /// Leaves a sealed letter ([`crate::mail::seal`]) for `to` at the hub.
+    pub async fn mail_deposit(&self, to: PeerId, sealed: Vec<u8>) -> Result<u64, HubError> {
+        match self
+            .request(&HubRequest::MailDeposit { to, sealed })
+            .await?
+        {
+            HubResponse::MailDeposited { id } => Ok(id),
+            other => Err(HubError::BadAnswer(format!("{other:?}"))),
+        }
+    }
+
+    /// Letters waiting for us, oldest first.
+    pub async fn mail_fetch(&self, max: u32) -> Result<Vec<MailItem>, HubError> {
+        match self.request(&HubRequest::MailFetch { max }).await? {
+            HubResponse::Mail(items) => Ok(items),
+            other => Err(HubError::BadAnswer(format!("{other:?}"))),
+        }
+    }
+
+    /// Tells the hub we took these letters (it deletes them).
+    pub async fn mail_ack(&self, ids: &[u64]) -> Result<u32, HubError> {
+        let mut removed = 0;
+        for chunk in ids.chunks(proto::MAX_MAIL_ACK) {
+            match self
+                .request(&HubRequest::MailAck {
+                    ids: chunk.to_vec(),
+                })
+                .await?
+            {
+                HubResponse::MailAcked { removed: n } => removed += n,
+                other => return Err(HubError::BadAnswer(format!("{other:?}"))),
+            }
+        }
+        Ok(removed)
     }
 
     async fn send_line(&self, msg: PresenceUp) {
@@ -657,6 +711,7 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
         addresses,
         accepts_relays: shared.policy.accepts_any()
             && shared.endpoint.local_address(TransportKind::Tcp).is_some(),
+        status: shared.status.lock().unwrap().clone(),
     };
     send.write_frame(&encode(&hello)?, proto::PRESENCE_LIMIT)
         .await
@@ -705,10 +760,19 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
         loop {
             match read_down(&mut line_reader, &mut recv, timeout).await? {
                 PresenceDown::Pong(_) | PresenceDown::Welcome { .. } => {}
-                PresenceDown::Presence { peer, online } => {
-                    let _ = shared
-                        .events
-                        .send(HubEvent::PresenceChanged { peer, online });
+                PresenceDown::Presence {
+                    peer,
+                    online,
+                    status,
+                } => {
+                    let _ = shared.events.send(HubEvent::PresenceChanged {
+                        peer,
+                        online,
+                        status: status.bounded(),
+                    });
+                }
+                PresenceDown::MailWaiting { count } => {
+                    let _ = shared.events.send(HubEvent::MailWaiting { count });
                 }
                 PresenceDown::WatchRefused { peer } => {
                     let _ = shared.events.send(HubEvent::WatchRefused { peer });

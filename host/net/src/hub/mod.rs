@@ -36,5 +36,8 @@ pub use client::{
     AcceptAll, AcceptListed, HubClient, HubClientConfig, HubError, HubEvent, HubState, HubStatus,
     RefuseAll, RelayPolicy,
 };
-pub use proto::{DirectoryAnswer, DirectoryRecord, NameCertificate, Query, SignedAnswer};
+pub use proto::{
+    Availability, DirectoryAnswer, DirectoryRecord, MailItem, NameCertificate, PeerStatus, Query,
+    SignedAnswer,
+};
 pub use proxy::ProxyConfig;

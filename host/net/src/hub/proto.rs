@@ -54,6 +54,8 @@ pub mod code {
     pub const OFFLINE: u32 = 5;
     pub const BAD_NAME: u32 = 6;
     pub const NOT_YOURS: u32 = 7;
+    pub const MAILBOX_FULL: u32 = 8;
+    pub const TOO_LARGE: u32 = 9;
 }
 
 pub fn app_error(code: u32, message: impl Into<String>) -> RemoteError {
@@ -84,6 +86,12 @@ pub enum HubRequest {
     Relay { target: PeerId },
     /// The hub's name, PeerId and addresses.
     Info,
+    /// Keep a sealed letter ([`crate::mail`]) for `to` until it comes and fetches it.
+    MailDeposit { to: PeerId, sealed: Vec<u8> },
+    /// Letters waiting for the asker, oldest first, at most `max` (and what fits a frame).
+    MailFetch { max: u32 },
+    /// The asker took these letters: delete them.
+    MailAck { ids: Vec<u64> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +100,79 @@ pub enum HubResponse {
     Resolved(SignedAnswer),
     Relay(RelayTicket),
     Info(HubInfo),
+    MailDeposited { id: u64 },
+    Mail(Vec<MailItem>),
+    MailAcked { removed: u32 },
+}
+
+/// One stored letter, as fetched by its recipient.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MailItem {
+    pub id: u64,
+    /// Unix milliseconds when the hub took it.
+    pub deposited_ms: u64,
+    pub sealed: Vec<u8>,
+}
+
+/// Most letter ids in one acknowledgement.
+pub const MAX_MAIL_ACK: usize = 1024;
+/// Longest status text (bytes).
+pub const MAX_STATUS_TEXT: usize = 280;
+
+/// How available a peer says it is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Availability {
+    #[default]
+    Online,
+    Away,
+    Busy,
+}
+
+impl Availability {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Availability::Online => "online",
+            Availability::Away => "away",
+            Availability::Busy => "busy",
+        }
+    }
+}
+
+impl std::str::FromStr for Availability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "online" => Ok(Availability::Online),
+            "away" => Ok(Availability::Away),
+            "busy" => Ok(Availability::Busy),
+            other => Err(format!("{other:?}: presence is online, away or busy")),
+        }
+    }
+}
+
+/// What a peer shows its contacts while online.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    pub availability: Availability,
+    /// A short line ("at lunch"), at most [`MAX_STATUS_TEXT`] bytes.
+    pub text: String,
+}
+
+impl PeerStatus {
+    /// Cuts the text to [`MAX_STATUS_TEXT`] bytes on a character boundary and drops control
+    /// characters: a status is shown verbatim to contacts.
+    pub fn bounded(mut self) -> PeerStatus {
+        self.text.retain(|c| !c.is_control());
+        if self.text.len() > MAX_STATUS_TEXT {
+            let mut cut = MAX_STATUS_TEXT;
+            while !self.text.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            self.text.truncate(cut);
+        }
+        self
+    }
 }
 
 /// What a directory query asks for.
@@ -281,6 +362,7 @@ pub enum PresenceUp {
     Hello {
         addresses: Vec<Address>,
         accepts_relays: bool,
+        status: PeerStatus,
     },
     Ping(u64),
     /// Ask to be told when these peers come and go (the hub's watch policy decides).
@@ -291,6 +373,8 @@ pub enum PresenceUp {
         session: [u8; 16],
         accept: bool,
     },
+    /// The peer's availability and status text changed.
+    Status(PeerStatus),
 }
 
 /// From the hub on a presence line.
@@ -305,6 +389,7 @@ pub enum PresenceDown {
     Presence {
         peer: PeerId,
         online: bool,
+        status: PeerStatus,
     },
     /// The watch policy does not let us watch this peer (yet).
     WatchRefused {
@@ -314,6 +399,10 @@ pub enum PresenceDown {
     RelayOffer {
         session: [u8; 16],
         from: PeerId,
+    },
+    /// Letters wait in our mailbox: fetch them ([`HubRequest::MailFetch`]).
+    MailWaiting {
+        count: u32,
     },
 }
 

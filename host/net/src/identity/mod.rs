@@ -87,6 +87,12 @@ impl Identity {
         self.peer_id
     }
 
+    /// The X25519 form of the secret key (for letters sealed to this identity,
+    /// [`crate::mail`]); callers zeroize it.
+    pub(crate) fn x25519_scalar(&self) -> [u8; 32] {
+        self.signing.to_scalar_bytes()
+    }
+
     pub fn sign(&self, message: &[u8]) -> [u8; 64] {
         self.signing.sign(message).to_bytes()
     }

@@ -194,6 +194,9 @@ async fn route(
             daemon.shutdown.cancel();
             Ok(json!({"stopping": true}))
         }
+        method if super::social::is_social_method(method) => {
+            super::social::handle(daemon, method, params).await
+        }
         method if resources::is_resource_method(method) => {
             resources::handle(daemon, session, method, params).await
         }

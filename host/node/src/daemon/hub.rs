@@ -71,6 +71,7 @@ pub async fn start(
         other => anyhow::bail!("hub.accept_relays is \"all\" or \"none\", not {other:?}"),
     };
     let client = HubClient::start(endpoint, config, policy).await?;
+    super::letters::spawn_mail_fetcher(daemon, client.clone());
     let mut events = client.events();
     let weak = Arc::downgrade(daemon);
     let shutdown = daemon.shutdown.clone();
@@ -93,10 +94,21 @@ pub async fn start(
                     topics::HUB_CHANGED,
                     json!({"state": "offline", "reason": reason}),
                 ),
-                HubEvent::PresenceChanged { peer, online } => (
-                    topics::PRESENCE_CHANGED,
-                    json!({"peer_id": peer, "online": online}),
-                ),
+                HubEvent::PresenceChanged {
+                    peer,
+                    online,
+                    status,
+                } => {
+                    if let Some(daemon) = weak.upgrade() {
+                        super::social::on_hub_presence(&daemon, peer, online, status.clone());
+                    }
+                    (
+                        topics::PRESENCE_CHANGED,
+                        json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
+                    )
+                }
+                // The letters module fetches them (it has its own subscription).
+                HubEvent::MailWaiting { .. } => continue,
                 HubEvent::WatchRefused { peer } => {
                     (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
                 }

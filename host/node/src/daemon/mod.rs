@@ -3,9 +3,11 @@
 
 mod dispatch;
 mod hub;
+mod letters;
 mod network;
 mod resources;
 mod session;
+mod social;
 mod state;
 
 use std::io::Write;

@@ -141,6 +141,10 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         }
         poller.abort();
     });
+    endpoint.register(
+        super::letters::namespace(),
+        super::letters::LetterService::new(daemon),
+    );
     let hub_endpoint = endpoint.clone();
     if daemon
         .network
@@ -159,6 +163,7 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
             start_discovery(daemon, network, hub.clone());
         }
     }
+    super::social::start(daemon).await;
     Ok(())
 }
 

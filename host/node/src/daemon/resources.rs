@@ -132,7 +132,7 @@ pub async fn forget_client(daemon: &Daemon, subscriptions: Vec<SubscriptionId>) 
     .await;
 }
 
-async fn on_store<T: Send + 'static>(
+pub(super) async fn on_store<T: Send + 'static>(
     daemon: &Daemon,
     work: impl FnOnce(&mut allpeers_store::Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, RpcError> {

@@ -37,6 +37,8 @@ pub struct Daemon {
     pub identity: Mutex<NodeIdentity>,
     pub log: Option<LogHandle>,
     pub shutdown: CancellationToken,
+    /// Contacts' presence, the clock and the outbox (`social.rs`).
+    pub social: super::social::Social,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -51,6 +53,7 @@ impl Daemon {
         log: Option<LogHandle>,
         started: Instant,
     ) -> Self {
+        let identity_peer = identity.file.peer_id;
         Daemon {
             paths,
             network: OnceLock::new(),
@@ -63,6 +66,7 @@ impl Daemon {
             identity: Mutex::new(identity),
             log,
             shutdown: CancellationToken::new(),
+            social: super::social::Social::new(&identity_peer),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }
