@@ -368,3 +368,103 @@ fn random_fully_is_symmetric() {
         );
     }
 }
+
+/// A whole hub (`Hub::start`) inside `ns` at 203.0.113.10:7700; runs until `stop` is sent.
+fn hub_in(
+    ns: &str,
+    data_dir: std::path::PathBuf,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<()>,
+    allpeers_model::PeerId,
+) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let handle = in_netns(ns, move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut config = allpeers_hub::HubConfig {
+                data_dir,
+                quic: Some("203.0.113.10:7700".parse().unwrap()),
+                tcp: Some("203.0.113.10:7700".parse().unwrap()),
+                ..Default::default()
+            };
+            config.probe.timeout_secs = 2;
+            let hub = allpeers_hub::Hub::start(config).await.expect("hub in pub");
+            ready_tx.send(hub.endpoint.peer_id()).unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(60), stop_rx).await;
+            hub.endpoint.shutdown().await;
+        });
+    });
+    let peer = ready_rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("hub ready");
+    (stop_tx, handle, peer)
+}
+
+#[test]
+fn tcp_probe_behind_nat_fails_until_the_port_is_forwarded() {
+    if let Some(why) = skip_reason() {
+        eprintln!("\n\n*** SKIPPED netns TCP probe test: {why} ***\n");
+        return;
+    }
+    let topo = Topology::build("p", false).unwrap_or_else(|e| panic!("topology: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let (stop, hub_thread, hub) = hub_in(&topo.ns("pub"), dir.path().to_path_buf());
+    let nat_ns = topo.ns("nat");
+    let (before, after) = in_netns(&topo.ns("h"), move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let endpoint = allpeers_net::Endpoint::bind(
+                allpeers_net::Identity::generate(),
+                allpeers_net::EndpointConfig {
+                    quic: Some("0.0.0.0:0".parse().unwrap()),
+                    tcp: Some("0.0.0.0:7001".parse().unwrap()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("endpoint in h");
+            endpoint.add_peer_address(
+                hub,
+                allpeers_net::Address::quic("203.0.113.10:7700".parse().unwrap()),
+            );
+            let timeout = Duration::from_secs(20);
+            let before = conn::probe_tcp(&endpoint, hub, 7001, timeout)
+                .await
+                .expect("probe answered");
+            // Forward the port on the router, as a user would.
+            for rule in [
+                "iptables -t nat -A PREROUTING -i wan -p tcp --dport 7001 -j DNAT --to-destination 198.18.1.2:7001",
+                "iptables -I FORWARD -i wan -p tcp -d 198.18.1.2 --dport 7001 -j ACCEPT",
+            ] {
+                let mut args = vec!["ip", "netns", "exec", nat_ns.as_str()];
+                args.extend(rule.split_whitespace());
+                run(&args).unwrap();
+            }
+            let after = conn::probe_tcp(&endpoint, hub, 7001, timeout)
+                .await
+                .expect("probe answered");
+            endpoint.close();
+            (before, after)
+        })
+    })
+    .join()
+    .expect("h thread");
+    let _ = stop.send(());
+    hub_thread.join().expect("hub thread");
+    eprintln!("before forwarding: {before:?}\nafter: {after:?}");
+    let public: SocketAddr = "203.0.113.20:7001".parse().unwrap();
+    // The hub probes the address it sees us at: the router's public IP.
+    assert_eq!(before.target, public);
+    assert_eq!(before.outcome, conn::ProbeOutcome::TimedOut);
+    assert_eq!(after.target, public);
+    assert_eq!(after.outcome, conn::ProbeOutcome::Reachable);
+    drop(topo);
+}
