@@ -697,3 +697,33 @@ async fn the_monitor_rechecks_on_address_changes_and_when_the_line_comes_back() 
     })
     .await
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipv6_binding_on_loopback() {
+    if std::net::UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("\n\n*** SKIPPED ipv6_binding_on_loopback: no IPv6 loopback here ***\n");
+        return;
+    }
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProc::spawn(dir.path(), &["--stun-primary", "[::1]:0"]);
+        let s = stun_sockets(&hub);
+        assert_eq!(s.len(), 1);
+        let sock = UdpSocket::bind("[::1]:0").await.unwrap();
+        let (r, from) = stun::binding(&sock, s[0], 0, &Retransmit::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            (r.mapped, from, r.other),
+            (sock.local_addr().unwrap(), s[0], None)
+        );
+        // Without an alternate address, CHANGE-REQUEST is refused (420), not answered
+        // from elsewhere.
+        let err = stun::binding(&sock, s[0], CHANGE_IP, &Retransmit::default()).await;
+        assert!(
+            matches!(err, Err(stun::StunError::Refused { code: 420, .. })),
+            "{err:?}"
+        );
+    })
+    .await
+}

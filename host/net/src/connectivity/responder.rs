@@ -363,6 +363,34 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_answers_stay_within_the_growth_bound() {
+        let s: Vec<SocketAddr> = [
+            "[2001:db8::10]:3478",
+            "[2001:db8::10]:3479",
+            "[2001:db8::11]:3478",
+            "[2001:db8::11]:3479",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let client: SocketAddr = "[2001:db8::7]:40000".parse().unwrap();
+        let t = new_transaction();
+        let mut bare = binding_request(t, 0);
+        bare.truncate(20);
+        bare[2..4].copy_from_slice(&0u16.to_be_bytes());
+        let Verdict::Answer { via, packet } = answer(&bare, client, 0, &s) else {
+            panic!()
+        };
+        assert_eq!(via, 0);
+        assert!(packet.len() <= bare.len() + MAX_GROWTH, "{}", packet.len());
+        let r = parse_binding_response(&packet, &t).unwrap();
+        assert_eq!(
+            (r.mapped, r.origin, r.other),
+            (client, Some(s[0]), Some(s[3]))
+        );
+    }
+
+    #[test]
     fn fuzz_entry_on_random_and_mutated_packets() {
         use rand::Rng;
         let mut rng = rand::thread_rng();

@@ -14,10 +14,11 @@ use rtc_stun::attributes::{
     ATTR_CHANGE_REQUEST, ATTR_FINGERPRINT, ATTR_MAPPED_ADDRESS, ATTR_OTHER_ADDRESS,
     ATTR_RESPONSE_ORIGIN, ATTR_XORMAPPED_ADDRESS,
 };
+use rtc_stun::error_code::ErrorCodeAttribute;
 use rtc_stun::fingerprint::FINGERPRINT;
 use rtc_stun::message::{
-    BINDING_REQUEST, BINDING_SUCCESS, MAGIC_COOKIE, MESSAGE_HEADER_SIZE, Message, Setter,
-    TransactionId,
+    BINDING_ERROR, BINDING_REQUEST, BINDING_SUCCESS, Getter, MAGIC_COOKIE, MESSAGE_HEADER_SIZE,
+    Message, Setter, TransactionId,
 };
 use rtc_stun::xoraddr::XorMappedAddress;
 use tokio::net::UdpSocket;
@@ -42,6 +43,8 @@ pub enum StunError {
     Unexpected,
     #[error("the binding response has no (XOR-)MAPPED-ADDRESS")]
     NoMappedAddress,
+    #[error("the STUN server refused: {code} {reason}")]
+    Refused { code: u16, reason: String },
     #[error("no STUN answer within {0:?}")]
     Timeout(Duration),
     #[error("STUN socket: {0}")]
@@ -147,7 +150,26 @@ pub fn parse_binding_response(
     transaction: &[u8; 12],
 ) -> Result<BindingResponse, StunError> {
     let m = decode(packet)?;
-    if m.typ != BINDING_SUCCESS || &m.transaction_id.0 != transaction {
+    if &m.transaction_id.0 != transaction {
+        return Err(StunError::Unexpected);
+    }
+    if m.typ == BINDING_ERROR {
+        let mut e = ErrorCodeAttribute::default();
+        return Err(match e.get_from(&m) {
+            Ok(()) => StunError::Refused {
+                code: e.code.0,
+                reason: String::from_utf8_lossy(&e.reason)
+                    .chars()
+                    .take(128)
+                    .collect(),
+            },
+            Err(_) => StunError::Refused {
+                code: 0,
+                reason: "error response without ERROR-CODE".into(),
+            },
+        });
+    }
+    if m.typ != BINDING_SUCCESS {
         return Err(StunError::Unexpected);
     }
     let mapped = if m.contains(ATTR_XORMAPPED_ADDRESS) {
@@ -229,8 +251,10 @@ pub async fn binding(
                 if n > MAX_PACKET {
                     continue;
                 }
-                if let Ok(r) = parse_binding_response(&buf[..n], &transaction) {
-                    return Ok((r, from));
+                match parse_binding_response(&buf[..n], &transaction) {
+                    Ok(r) => return Ok((r, from)),
+                    Err(e @ StunError::Refused { .. }) => return Err(e),
+                    Err(_) => {}
                 }
             }
         }
