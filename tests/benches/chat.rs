@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 
 use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, ServiceFn};
 use allpeers_tests::social::*;
-use allpeers_tests::*;
 use serde_json::json;
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
@@ -111,13 +110,13 @@ async fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
-    let hub_dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(hub_dir.path()).await;
-    let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
-    befriend(&mut alice, &mut bob, "bob@hub.test").await;
-    let chat = alice.call("chat.open", json!({"peer": bob.id})).await;
-    let chat_id = chat["id"].as_str().unwrap().to_string();
+    let Pair {
+        hub_dir: _hub_dir,
+        hub,
+        mut alice,
+        mut bob,
+        chat: chat_id,
+    } = Pair::start().await;
 
     // 1. Latency, one message at a time.
     let mut samples = Vec::with_capacity(rounds);

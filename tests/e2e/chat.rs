@@ -273,13 +273,13 @@ async fn contacts_presence_and_chat_with_three_nodes() {
 
 #[tokio::test]
 async fn kill_9_mid_conversation_loses_no_acknowledged_message() {
-    let hub_dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(hub_dir.path()).await;
-    let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
-    befriend(&mut alice, &mut bob, "bob@hub.test").await;
-    let chat = alice.call("chat.open", json!({"peer": bob.id})).await;
-    let chat_id = chat["id"].as_str().unwrap().to_string();
+    let Pair {
+        hub_dir: _hub_dir,
+        hub: _hub,
+        mut alice,
+        mut bob,
+        chat: chat_id,
+    } = Pair::start().await;
 
     // Alice sends; every message whose chat.send returned is acknowledged. Then kill -9.
     let mut acknowledged = Vec::new();
@@ -321,13 +321,13 @@ async fn kill_9_mid_conversation_loses_no_acknowledged_message() {
 
 #[tokio::test]
 async fn a_flood_is_rate_limited_and_nothing_is_lost_or_doubled() {
-    let hub_dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(hub_dir.path()).await;
-    let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
-    befriend(&mut alice, &mut bob, "bob@hub.test").await;
-    let chat = alice.call("chat.open", json!({"peer": bob.id})).await;
-    let chat_id = chat["id"].as_str().unwrap().to_string();
+    let Pair {
+        hub_dir: _hub_dir,
+        hub: _hub,
+        mut alice,
+        mut bob,
+        chat: chat_id,
+    } = Pair::start().await;
     // 600 messages as fast as the API takes them: more than bob's per-peer burst.
     for i in 0..600 {
         alice
@@ -359,6 +359,52 @@ async fn a_flood_is_rate_limited_and_nothing_is_lost_or_doubled() {
     let mut sorted = got.clone();
     sorted.dedup();
     assert_eq!(got.len(), sorted.len(), "no message shown twice");
+    alice.stop().await;
+    bob.stop().await;
+}
+
+#[tokio::test]
+async fn presence_survives_a_hub_restart() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let mut hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    bob.call(
+        "presence.set",
+        json!({"state": "busy", "text": "in a meeting"}),
+    )
+    .await;
+    let bob_id = bob.id.clone();
+    wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["state"] == "busy"
+    })
+    .await;
+
+    // The hub restarts where the nodes expect it (same key, same addresses): the nodes
+    // re-announce themselves, their status and their watches; the hub keeps no presence.
+    let (quic, tcp) = (hub.quic.clone(), hub.tcp.clone());
+    hub.child.start_kill().unwrap();
+    hub.child.wait().await.unwrap();
+    wait_event(&mut alice.client, "hub.changed", |d| {
+        d["state"] == "offline"
+    })
+    .await;
+    hub = HubProcess::start_on(hub_dir.path(), &quic, &tcp).await;
+    wait_event(&mut alice.client, "hub.changed", |d| d["state"] == "online").await;
+    let seen = wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["online"] == true
+    })
+    .await;
+    assert_eq!(seen["state"], "busy", "{seen}");
+    assert_eq!(seen["text"], "in a meeting");
+    // And changes flow again.
+    bob.call("presence.set", json!({"state": "online"})).await;
+    wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["state"] == "online"
+    })
+    .await;
+    drop(hub);
     alice.stop().await;
     bob.stop().await;
 }

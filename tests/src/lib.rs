@@ -277,11 +277,20 @@ pub struct HubProcess {
 
 impl HubProcess {
     pub async fn start(dir: &Path) -> HubProcess {
-        Self::start_with(dir, &[]).await
+        Self::start_on(dir, "127.0.0.1:0", "127.0.0.1:0").await
     }
 
     /// With extra flags (e.g. `--stun-primary 127.0.0.1:0`).
     pub async fn start_with(dir: &Path, extra: &[&str]) -> HubProcess {
+        Self::start_on_with(dir, "127.0.0.1:0", "127.0.0.1:0", extra).await
+    }
+
+    /// A hub on given addresses (e.g. to restart one where its peers expect it).
+    pub async fn start_on(dir: &Path, quic: &str, tcp: &str) -> HubProcess {
+        Self::start_on_with(dir, quic, tcp, &[]).await
+    }
+
+    pub async fn start_on_with(dir: &Path, quic: &str, tcp: &str, extra: &[&str]) -> HubProcess {
         let mut child = Command::new(bin("allpeers-hub"))
             .arg("--data-dir")
             .arg(dir)
@@ -289,9 +298,9 @@ impl HubProcess {
                 "--name",
                 "hub.test",
                 "--quic",
-                "127.0.0.1:0",
+                quic,
                 "--tcp",
-                "127.0.0.1:0",
+                tcp,
                 "--presence-timeout",
                 "2",
             ])

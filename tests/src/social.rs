@@ -151,3 +151,31 @@ pub async fn befriend(a: &mut Node, b: &mut Node, b_name: &str) {
     })
     .await;
 }
+
+/// A hub and two nodes, alice and bob, who are contacts, with their 1:1 chat open.
+pub struct Pair {
+    pub hub_dir: tempfile::TempDir,
+    pub hub: HubProcess,
+    pub alice: Node,
+    pub bob: Node,
+    pub chat: String,
+}
+
+impl Pair {
+    pub async fn start() -> Pair {
+        let hub_dir = tempfile::tempdir().unwrap();
+        let hub = HubProcess::start(hub_dir.path()).await;
+        let mut alice = Node::start(&hub, "alice").await;
+        let mut bob = Node::start(&hub, "bob").await;
+        befriend(&mut alice, &mut bob, "bob@hub.test").await;
+        let chat = alice.call("chat.open", json!({"peer": bob.id})).await;
+        let chat = chat["id"].as_str().unwrap().to_string();
+        Pair {
+            hub_dir,
+            hub,
+            alice,
+            bob,
+            chat,
+        }
+    }
+}

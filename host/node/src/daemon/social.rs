@@ -278,7 +278,7 @@ async fn take_contact(
     }
     match payload {
         ContactPayload::Request { message, invite } => {
-            let key = daemon.identity.lock().expect("identity lock").key.clone();
+            let key = letters::unlocked_key(daemon);
             let invited = match (invite, key) {
                 (Some(token), Some(key)) => {
                     invite::check_token(&key, &token, allpeers_net::hub::proto::now_ms())
@@ -627,12 +627,7 @@ pub async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result
             set_and_tell(daemon, p.peer, ContactState::None).await
         }
         m::CONTACTS_INVITE => {
-            let key = daemon
-                .identity
-                .lock()
-                .expect("identity lock")
-                .key
-                .clone()
+            let key = letters::unlocked_key(daemon)
                 .ok_or_else(|| err(ErrorCode::Internal.code(), "the identity is locked"))?;
             let name = match daemon.hub.get() {
                 Some(h) => h
