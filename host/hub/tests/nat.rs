@@ -727,3 +727,68 @@ async fn ipv6_binding_on_loopback() {
     })
     .await
 }
+
+#[test]
+fn bad_stun_configuration_is_refused_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&[&str], &str); 4] = [
+        (&["--stun-primary", "0.0.0.0:3478"], "give a specific IP"),
+        (
+            &[
+                "--stun-primary",
+                "127.0.0.1:0",
+                "--stun-alternate",
+                "127.0.0.1:0",
+            ],
+            "another specific IP and another port",
+        ),
+        (&["--stun-alternate", "127.0.0.2:0"], "--stun-primary"),
+        (&["--stun-primary", "127.0.0.1:x"], "invalid"),
+    ];
+    for (i, (args, expect)) in cases.iter().enumerate() {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_allpeers-hub"))
+            .args(["--data-dir"])
+            .arg(dir.path().join(format!("d{i}")))
+            .args([
+                "--quic",
+                "127.0.0.1:0",
+                "--tcp",
+                "127.0.0.1:0",
+                "--log-stderr",
+            ])
+            .args(*args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A bad configuration exits at once; bound the wait (kill by PID otherwise).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut err = String::new();
+        use std::io::Read;
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        let _ = child.wait();
+        assert!(
+            matches!(status, Some(s) if !s.success()),
+            "{args:?} started: {err}"
+        );
+        assert!(
+            err.contains(expect),
+            "{args:?}: expected {expect:?} in:\n{err}"
+        );
+    }
+}
