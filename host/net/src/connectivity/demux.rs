@@ -118,6 +118,8 @@ impl StunDemux {
             .expect("stun demux lock")
             .waiting
             .insert(id, tx);
+        // Forgets the transaction however this future ends (also when it is dropped).
+        let _pending = Pending { demux: self, id };
         let start = tokio::time::Instant::now();
         let outcome = async {
             for at in schedule.sends.iter().filter(|at| **at < schedule.total) {
@@ -134,14 +136,21 @@ impl StunDemux {
                 Err(_) => Err(StunError::Timeout(schedule.total)),
             }
         };
-        let result = outcome.await;
-        self.transactions
-            .lock()
-            .expect("stun demux lock")
-            .waiting
-            .remove(&id);
-        let (packet, from) = result?;
+        let (packet, from) = outcome.await?;
         Ok((stun::parse_binding_response(&packet, &id)?, from))
+    }
+}
+
+struct Pending<'a> {
+    demux: &'a StunDemux,
+    id: [u8; 12],
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut t) = self.demux.transactions.lock() {
+            t.waiting.remove(&self.id);
+        }
     }
 }
 
@@ -226,5 +235,38 @@ mod tests {
         cookie[5] ^= 1;
         assert_eq!(stun_transaction(&cookie), None);
         assert_eq!(stun_transaction(&req[..19]), None);
+    }
+
+    fn demux() -> Arc<StunDemux> {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let runtime = quinn::TokioRuntime;
+        StunDemux::new(quinn::Runtime::wrap_udp_socket(&runtime, socket).unwrap())
+    }
+
+    #[tokio::test]
+    async fn a_dropped_transaction_is_forgotten_and_an_answer_is_taken_once() {
+        let d = demux();
+        // A "server" that never answers: the transaction is dropped by an outer timeout.
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let to = silent.local_addr().unwrap();
+        let dropped = tokio::time::timeout(
+            std::time::Duration::from_millis(100),
+            d.binding(to, 0, &Retransmit::default()),
+        )
+        .await;
+        assert!(dropped.is_err());
+        assert!(d.transactions.lock().unwrap().waiting.is_empty());
+        // An answer to a live transaction is taken (once); a late duplicate is dropped too;
+        // anything else passes.
+        let id = stun::new_transaction();
+        let (tx, _rx) = oneshot::channel();
+        d.transactions.lock().unwrap().waiting.insert(id, tx);
+        let answer = stun::binding_request(id, 0);
+        assert!(d.take(&answer, to));
+        assert!(d.take(&answer, to), "late duplicate");
+        assert!(!d.take(&stun::binding_request(stun::new_transaction(), 0), to));
+        let mut quic = answer.clone();
+        quic[0] = 0x40;
+        assert!(!d.take(&quic, to));
     }
 }
