@@ -280,8 +280,17 @@ impl HubProcess {
         Self::start_on(dir, "127.0.0.1:0", "127.0.0.1:0").await
     }
 
+    /// With extra flags (e.g. `--stun-primary 127.0.0.1:0`).
+    pub async fn start_with(dir: &Path, extra: &[&str]) -> HubProcess {
+        Self::start_on_with(dir, "127.0.0.1:0", "127.0.0.1:0", extra).await
+    }
+
     /// A hub on given addresses (e.g. to restart one where its peers expect it).
     pub async fn start_on(dir: &Path, quic: &str, tcp: &str) -> HubProcess {
+        Self::start_on_with(dir, quic, tcp, &[]).await
+    }
+
+    pub async fn start_on_with(dir: &Path, quic: &str, tcp: &str, extra: &[&str]) -> HubProcess {
         let mut child = Command::new(bin("allpeers-hub"))
             .arg("--data-dir")
             .arg(dir)
@@ -295,6 +304,7 @@ impl HubProcess {
                 "--presence-timeout",
                 "2",
             ])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)

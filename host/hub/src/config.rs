@@ -40,6 +40,10 @@ pub struct HubConfig {
     /// Seconds a presence line may stay silent (peers ping every second by default).
     pub presence_timeout_secs: u64,
     pub relay: RelayConfig,
+    /// STUN server (RFC 5389; RFC 5780 with an alternate address); null: none.
+    pub stun: Option<crate::stun::StunConfig>,
+    /// TCP reachability probes for peers.
+    pub probe: crate::probe::ProbeConfig,
     /// Offline letters: quotas and expiry.
     pub mailbox: crate::mailbox::MailboxConfig,
 }
@@ -87,6 +91,8 @@ impl Default for HubConfig {
             max_concurrent_streams: 64,
             presence_timeout_secs: 5,
             relay: RelayConfig::default(),
+            stun: None,
+            probe: crate::probe::ProbeConfig::default(),
             mailbox: crate::mailbox::MailboxConfig::default(),
         }
     }

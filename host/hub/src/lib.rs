@@ -8,11 +8,15 @@
 //! * [`mailbox`] — offline letters (sealed), quotas and expiry.
 //! * [`server`] — the three services over one [`allpeers_net::Endpoint`].
 //! * [`watch`] — [`watch::WatchPolicy`], the presence authorisation hook.
+//! * [`stun`] — the STUN server (RFC 5389 binding, RFC 5780 behaviour discovery).
+//! * [`probe`] — `allpeers/hub-connectivity/1`: STUN addresses and the TCP reachability probe.
 
 pub mod config;
 pub mod db;
 pub mod mailbox;
+pub mod probe;
 pub mod server;
+pub mod stun;
 pub mod watch;
 
 use std::sync::Arc;
@@ -28,6 +32,9 @@ pub use server::Core;
 pub struct Hub {
     pub endpoint: Endpoint,
     pub core: Arc<Core>,
+    /// The STUN server, when configured.
+    pub stun: Option<stun::StunServer>,
+    pub connectivity: Arc<probe::ConnectivityCore>,
 }
 
 /// Loads the hub's identity from `<data_dir>/hub.key`, making one at first run.
@@ -65,6 +72,15 @@ impl Hub {
             max_concurrent_streams: config.max_concurrent_streams.max(1),
             ..EndpointConfig::default()
         };
+        let stun = match &config.stun {
+            Some(c) => Some(stun::StunServer::start(c).await?),
+            None => None,
+        };
+        let stun_servers = allpeers_net::connectivity::StunServers {
+            primary: stun.as_ref().map(|s| s.primary()),
+            alternate: stun.as_ref().and_then(|s| s.alternate()),
+        };
+        let connectivity = probe::ConnectivityCore::new(stun_servers, config.probe.clone())?;
         let signer = load_identity(&config.data_dir)?;
         // The sender-hash key is derived from the hub's key: stable across restarts, and
         // unknown to anyone who only has the database.
@@ -87,6 +103,15 @@ impl Hub {
         endpoint.register(proto::registry_ns(), server::RegistryService(core.clone()));
         endpoint.register(proto::presence_ns(), server::PresenceService(core.clone()));
         endpoint.register(proto::relay_ns(), server::RelayService(core.clone()));
-        Ok(Hub { endpoint, core })
+        endpoint.register(
+            allpeers_net::connectivity::connectivity_ns(),
+            probe::ConnectivityService(connectivity.clone()),
+        );
+        Ok(Hub {
+            endpoint,
+            core,
+            stun,
+            connectivity,
+        })
     }
 }

@@ -60,6 +60,18 @@ struct Args {
     /// Debug: append every relayed byte to this file.
     #[arg(long)]
     relay_tap: Option<PathBuf>,
+    /// STUN server address IP1:P1 (a specific IP; port 0: any free port).
+    #[arg(long)]
+    stun_primary: Option<SocketAddr>,
+    /// STUN alternate address IP2:P2 (another IP and port): turns on RFC 5780 NAT discovery.
+    #[arg(long, requires = "stun_primary")]
+    stun_alternate: Option<SocketAddr>,
+    /// STUN packets per second one source IP may send.
+    #[arg(long)]
+    stun_rate: Option<u32>,
+    /// Turn the TCP reachability probe off.
+    #[arg(long)]
+    no_probe: bool,
     /// Log directory (default <data-dir>/logs).
     #[arg(long)]
     log_dir: Option<PathBuf>,
@@ -73,7 +85,8 @@ struct Args {
 
 const EXAMPLES: &str = "Examples:
   allpeers-hub --data-dir /var/lib/allpeers-hub --name hub.example.org --quic 0.0.0.0:7700 --tcp 0.0.0.0:7700
-  allpeers-hub --config /etc/allpeers-hub.json --log-stderr";
+  allpeers-hub --config /etc/allpeers-hub.json --log-stderr
+  allpeers-hub --stun-primary 203.0.113.10:3478 --stun-alternate 203.0.113.11:3479";
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -119,6 +132,20 @@ fn main() -> anyhow::Result<()> {
     }
     if let Some(v) = args.relay_tap {
         config.relay.tap = Some(v);
+    }
+    if let Some(primary) = args.stun_primary {
+        let stun = config.stun.get_or_insert_with(Default::default);
+        stun.primary = primary;
+        if args.stun_alternate.is_some() {
+            stun.alternate = args.stun_alternate;
+        }
+    }
+    if let (Some(rate), Some(stun)) = (args.stun_rate, config.stun.as_mut()) {
+        stun.per_source_per_sec = rate;
+        stun.per_source_burst = rate.saturating_mul(2);
+    }
+    if args.no_probe {
+        config.probe.enabled = false;
     }
     if let Some(v) = args.log_dir {
         config.log_dir = Some(v);
@@ -168,6 +195,7 @@ async fn run(config: HubConfig) -> anyhow::Result<()> {
         "name": name,
         "quic": quic,
         "tcp": tcp,
+        "stun": hub.stun.as_ref().map(|s| s.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>()),
     });
     {
         // Not println!: a closed stdout must not stop the hub.

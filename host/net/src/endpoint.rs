@@ -115,6 +115,8 @@ struct Inner {
     peer_id: PeerId,
     config: EndpointConfig,
     quic: Option<quinn::Endpoint>,
+    /// The QUIC socket's STUN side (answers to our STUN requests are taken out before quinn).
+    quic_stun: Option<Arc<crate::connectivity::demux::StunDemux>>,
     tcp_local: Option<SocketAddr>,
     tcp_connector: tokio_rustls::TlsConnector,
     services: RwLock<HashMap<Namespace, Arc<dyn Service>>>,
@@ -179,7 +181,7 @@ impl Endpoint {
     pub async fn bind(identity: Identity, config: EndpointConfig) -> Result<Endpoint, NetError> {
         let server_tls = tls::server_config(&identity).map_err(endpoint_err)?;
         let client_tls = tls::client_config(&identity).map_err(endpoint_err)?;
-        let quic = match config.quic {
+        let quic_and_stun = match config.quic {
             Some(addr) => Some(
                 quic::bind(
                     &identity,
@@ -192,6 +194,10 @@ impl Endpoint {
                 .map_err(|e| endpoint_err(format!("cannot bind UDP {addr}: {e}")))?,
             ),
             None => None,
+        };
+        let (quic, quic_stun) = match quic_and_stun {
+            Some((q, s)) => (Some(q), Some(s)),
+            None => (None, None),
         };
         let tcp_listener = match config.tcp {
             Some(addr) => Some(
@@ -211,6 +217,7 @@ impl Endpoint {
             peer_id,
             config,
             quic: quic.clone(),
+            quic_stun,
             tcp_local,
             tcp_connector: tokio_rustls::TlsConnector::from(Arc::new(client_tls)),
             services: Default::default(),
@@ -239,6 +246,12 @@ impl Endpoint {
         inner.tasks.lock().unwrap().extend(tasks);
         tracing::info!(peer = ?peer_id, quic = ?inner.quic.as_ref().and_then(|q| q.local_addr().ok()), tcp = ?tcp_local, "endpoint listening");
         Ok(Endpoint(inner))
+    }
+
+    /// STUN through the QUIC socket (None without QUIC): its mapped address is the QUIC
+    /// socket's own public address.
+    pub fn quic_stun(&self) -> Option<Arc<crate::connectivity::demux::StunDemux>> {
+        self.0.quic_stun.clone()
     }
 
     pub fn peer_id(&self) -> PeerId {

@@ -14,7 +14,10 @@
 //! * [`throttle`] — token-bucket limits (global, per peer, per stream) and rate meters.
 //! * [`mail`] — signed letters, sealed to the recipient's key for store-and-forward.
 //! * [`status`] — online/offline, local addresses, change events.
+//! * [`connectivity`] — STUN client, NAT classification (RFC 5780), TCP reachability probe
+//!   through the hub.
 
+pub mod connectivity;
 pub mod endpoint;
 pub mod error;
 pub mod frame;

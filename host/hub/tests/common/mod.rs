@@ -44,6 +44,8 @@ pub struct HubProc {
     pub tcp: SocketAddr,
     pub dir: PathBuf,
     pub args: Vec<String>,
+    /// The ready line (e.g. `stun`: the STUN sockets).
+    pub ready: serde_json::Value,
 }
 
 impl Drop for HubProc {
@@ -103,6 +105,7 @@ impl HubProc {
             tcp: v["tcp"].as_str().unwrap().parse().unwrap(),
             dir: dir.to_path_buf(),
             args,
+            ready: v,
         }
     }
 

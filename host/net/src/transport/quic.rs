@@ -73,13 +73,14 @@ pub(crate) fn client_config(
     Ok(config)
 }
 
-/// Binds the endpoint's UDP socket.
+/// Binds the endpoint's UDP socket, wrapped so STUN can share it
+/// ([`crate::connectivity::demux`]).
 pub(crate) fn bind(
     identity: &Identity,
     addr: SocketAddr,
     server: quinn::ServerConfig,
     client: quinn::ClientConfig,
-) -> std::io::Result<quinn::Endpoint> {
+) -> std::io::Result<(quinn::Endpoint, Arc<crate::connectivity::demux::StunDemux>)> {
     let reset_seed = identity.sign(b"allpeers quic stateless reset key v1");
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_seed[..32]);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
@@ -95,12 +96,16 @@ pub(crate) fn bind(
         let _ = state.set_recv_buffer_size((&socket).into(), SOCKET_BUFFER);
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
     }
-    let mut endpoint = quinn::Endpoint::new(
+    let runtime = Arc::new(quinn::TokioRuntime);
+    let demux = crate::connectivity::demux::StunDemux::new(quinn::Runtime::wrap_udp_socket(
+        &*runtime, socket,
+    )?);
+    let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(server),
-        socket,
-        Arc::new(quinn::TokioRuntime),
+        demux.clone(),
+        runtime,
     )?;
     endpoint.set_default_client_config(client);
-    Ok(endpoint)
+    Ok((endpoint, demux))
 }

@@ -352,6 +352,60 @@ pub(crate) fn listening_addresses(status: &Value) -> String {
         .join(", ")
 }
 
+/// `net.status`'s `connectivity` object as the CLI's `nat:` and `tcp:` lines.
+pub(crate) fn connectivity_lines(c: &Value) -> Vec<String> {
+    let s = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    if c.is_null() {
+        return Vec::new();
+    }
+    let state = c["state"].as_str().unwrap_or("unknown");
+    if c.get("nat_type").is_none() {
+        return vec![match state {
+            "checking" => "nat:      checking...".to_string(),
+            _ => format!(
+                "nat:      unknown ({})",
+                c["reason"].as_str().unwrap_or("not checked")
+            ),
+        }];
+    }
+    let mut nat = format!(
+        "nat:      {} (mapping {}, filtering {})",
+        s(&c["nat_type"]),
+        s(&c["mapping"]),
+        s(&c["filtering"])
+    );
+    if let Some(mapped) = c["udp_mapped"].as_str() {
+        nat.push_str(&format!(", UDP seen at {mapped}"));
+    }
+    if let Some(quic) = c["quic_observed"].as_str() {
+        nat.push_str(&format!(", QUIC at {quic}"));
+    }
+    if state == "checking" {
+        nat.push_str(" [rechecking]");
+    }
+    let mut lines = vec![nat];
+    if let Some(tcp) = c["tcp"].as_object() {
+        let at = tcp
+            .get("target")
+            .and_then(Value::as_str)
+            .map(str::to_string)
+            .unwrap_or_else(|| format!("port {}", tcp.get("port").unwrap_or(&Value::Null)));
+        lines.push(format!(
+            "tcp:      {} at {at} ({})",
+            if tcp.get("reachable") == Some(&Value::Bool(true)) {
+                "reachable"
+            } else {
+                "not reachable"
+            },
+            tcp.get("reason").and_then(Value::as_str).unwrap_or("?")
+        ));
+    }
+    for e in c["errors"].as_array().into_iter().flatten() {
+        lines.push(format!("nat:      ! {}", s(e)));
+    }
+    lines
+}
+
 pub fn register(paths: &NodePaths, name: &str, json_out: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = connect(paths).await?;
@@ -458,6 +512,9 @@ pub fn net(paths: &NodePaths, command: NetCommand, json_out: bool) -> anyhow::Re
             ),
             None => println!("hub:      none configured"),
         }
+        for line in connectivity_lines(&result["connectivity"]) {
+            println!("{line}");
+        }
         for peer in result["connections"].as_array().into_iter().flatten() {
             println!(
                 "peer:     {} {} {} ({})",
@@ -469,4 +526,37 @@ pub fn net(paths: &NodePaths, command: NetCommand, json_out: bool) -> anyhow::Re
         }
         Ok(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connectivity_lines_read_well() {
+        let done = json!({
+            "state": "done", "nat_type": "port-restricted-cone",
+            "mapping": "endpoint-independent", "filtering": "address-and-port-dependent",
+            "udp_mapped": "203.0.113.20:5000", "quic_observed": "203.0.113.20:7000",
+            "tcp": {"port": 7001, "target": "203.0.113.20:7001", "reachable": false,
+                    "reason": "no answer (filtered or not forwarded)"},
+            "errors": []
+        });
+        assert_eq!(
+            connectivity_lines(&done),
+            vec![
+                "nat:      port-restricted-cone (mapping endpoint-independent, filtering \
+                 address-and-port-dependent), UDP seen at 203.0.113.20:5000, QUIC at \
+                 203.0.113.20:7000",
+                "tcp:      not reachable at 203.0.113.20:7001 (no answer (filtered or not \
+                 forwarded))",
+            ]
+        );
+        let unknown = json!({"state": "unknown", "reason": "no home hub is configured"});
+        assert_eq!(
+            connectivity_lines(&unknown),
+            vec!["nat:      unknown (no home hub is configured)"]
+        );
+        assert!(connectivity_lines(&Value::Null).is_empty());
+    }
 }

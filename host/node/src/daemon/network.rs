@@ -1,11 +1,15 @@
 //! The node's peer-to-peer endpoint in the daemon: started once the identity is unlocked,
-//! its network status and connections on the local API (`net.status`, `net.changed`).
+//! its network status and connections on the local API (`net.status`, `net.changed`), and
+//! connectivity discovery through the home hub (STUN, NAT type, TCP reachability), redone
+//! when the hub line comes up again or the interface addresses change.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use allpeers_model::api::methods::topics;
+use allpeers_net::connectivity::monitor::{ConnectivityMonitor, MonitorConfig, MonitorState};
+use allpeers_net::hub::HubClient;
 use allpeers_net::status::StatusMonitor;
 use allpeers_net::{Endpoint, EndpointConfig, EndpointEvent, Identity};
 use serde_json::{Value, json};
@@ -19,6 +23,76 @@ const STATUS_POLL: Duration = Duration::from_secs(5);
 pub struct Network {
     pub endpoint: Endpoint,
     pub status: Arc<StatusMonitor>,
+    pub connectivity: Connectivity,
+}
+
+/// Connectivity discovery through the home hub (started with the hub client).
+#[derive(Default)]
+pub struct Connectivity {
+    monitor: OnceLock<ConnectivityMonitor>,
+}
+
+impl Connectivity {
+    /// `net.status`'s `connectivity` object: `state` (`unknown`, `checking`, `done`) and the
+    /// last report's fields.
+    fn json(&self) -> Value {
+        let Some(monitor) = self.monitor.get() else {
+            return json!({
+                "state": "unknown",
+                "reason": "no home hub is configured: discovery needs one",
+            });
+        };
+        let MonitorState { checking, last, .. } = monitor.current();
+        let mut value = match &last {
+            Some(report) => serde_json::to_value(report).unwrap_or_else(|_| json!({})),
+            None => json!({}),
+        };
+        value["state"] = json!(match (checking, &last) {
+            (true, _) => "checking",
+            (false, Some(_)) => "done",
+            (false, None) => "unknown",
+        });
+        if last.is_none() && !checking {
+            value["reason"] = json!("not checked yet (waiting for the hub line)");
+        }
+        value
+    }
+}
+
+/// Starts the connectivity monitor and publishes each new report as a `net.changed` event
+/// (`{"connectivity": report}`).
+fn start_discovery(daemon: &Arc<Daemon>, network: &Network, hub: HubClient) {
+    let monitor = ConnectivityMonitor::start(
+        network.endpoint.clone(),
+        hub,
+        &network.status,
+        MonitorConfig::default(),
+    );
+    let mut changes = monitor.watch();
+    if network.connectivity.monitor.set(monitor).is_err() {
+        return;
+    }
+    let weak = Arc::downgrade(daemon);
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        let mut published = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = changes.changed() => if changed.is_err() { break },
+            }
+            let (runs, report) = {
+                let s = changes.borrow_and_update();
+                (s.runs, s.last.clone())
+            };
+            if runs == published {
+                continue;
+            }
+            published = runs;
+            let Some(daemon) = weak.upgrade() else { break };
+            daemon.publish(topics::NET_CHANGED, json!({"connectivity": report}));
+        }
+    });
 }
 
 /// Where to listen, from `config.json` (`net.quic`, `net.tcp`).
@@ -72,11 +146,22 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         super::letters::LetterService::new(daemon),
     );
     let hub_endpoint = endpoint.clone();
-    if daemon.network.set(Network { endpoint, status }).is_err() {
+    if daemon
+        .network
+        .set(Network {
+            endpoint,
+            status,
+            connectivity: Connectivity::default(),
+        })
+        .is_err()
+    {
         anyhow::bail!("the endpoint is already running");
     }
     if let Some(section) = &daemon.hub_config {
         super::hub::start(daemon, hub_endpoint, section).await?;
+        if let (Some(hub), Some(network)) = (daemon.hub.get(), daemon.network.get()) {
+            start_discovery(daemon, network, hub.clone());
+        }
     }
     super::social::start(daemon).await;
     Ok(())
@@ -114,5 +199,6 @@ pub fn status(daemon: &Daemon) -> Value {
         "listening": status.listening,
         "connections": connections,
         "hub": super::hub::status(daemon),
+        "connectivity": network.connectivity.json(),
     })
 }
