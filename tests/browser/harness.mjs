@@ -244,3 +244,30 @@ export async function registerAtHub(node, name) {
 export async function backgroundWorker(context) {
   return context.serviceWorkers()[0] ?? (await context.waitForEvent("serviceworker"));
 }
+
+/** Calls a local API method from a panel page, through the background (as the panel does). */
+export async function panelCall(page, method, params = {}) {
+  return page.evaluate(
+    ([method, params]) =>
+      new Promise((resolve, reject) => {
+        const port = chrome.runtime.connect({ name: "allpeers-panel" });
+        port.onMessage.addListener((m) => {
+          if (m.type !== "reply" || m.id !== 1) return;
+          port.disconnect();
+          if (m.error) reject(new Error(m.error.message));
+          else resolve(m.result);
+        });
+        port.postMessage({ type: "call", id: 1, method, params });
+      }),
+    [method, params],
+  );
+}
+
+/** Starts a node's daemon without a browser (for a peer driven from the CLI). */
+export async function startDaemon(node) {
+  const { spawn } = await import("node:child_process");
+  const child = spawn(ALLPEERS_BIN, ["--data-dir", node.dataDir, "daemon"], { stdio: "ignore", env: cleanEnv() });
+  onCleanup(() => child.kill("SIGTERM"));
+  await until("the daemon's socket", async () => (await allpeers(node.dataDir, ["status"]).catch(() => "")).length > 0);
+  return child;
+}

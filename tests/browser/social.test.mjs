@@ -16,12 +16,13 @@ import {
   makeSocialNode,
   nativeHostPids,
   openPanel,
+  panelCall,
   registerAtHub,
   screenshot,
+  startDaemon,
   startHub,
   until,
   waitConnected,
-  EXTENSION_ID,
 } from "./harness.mjs";
 
 after(cleanupAll);
@@ -148,27 +149,87 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   assert.equal(await jsShare.locator("#share-form:visible").count(), 0);
   await jsShare.close();
 
-  // --- Notifications and the badge while Bob's sidebar is closed.
+  // --- Carol, a node driven from the CLI, joins with Alice's invite code (accepted at once).
+  const carol = await makeSocialNode(hub);
+  await startDaemon(carol);
+  carol.name = await registerAtHub(carol, "carol");
+  await a.click("#tab-people");
+  await a.click("#invite-make");
+  await a.waitForSelector('body[data-invite="ready"]');
+  const code = (await a.textContent("#invite-code")).trim();
+  await apiCall(carol, "contacts.add", { who: code });
+  await a.waitForSelector(`${contact(carol.peerId)}[data-state="accepted"]`);
+
+  // --- Notifications and the badge while Bob's sidebar is closed: a message from Alice
+  // and a contact request from Carol.
   await b.close();
   const bobWorker = await backgroundWorker(bob.context);
+  await a.click(`${contact(bob.peerId)} button[data-action="chat"]`);
   await a.fill("#message-input", "are you there?");
   await a.click("#send-button");
+  await apiCall(carol, "contacts.add", { who: "bob@hub.test", message: "Carol here" });
   await until("bob's badge", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "1");
-  const notes = await until("bob's notification", async () => {
-    const all = await bobWorker.evaluate(() => chrome.notifications.getAll());
-    return Object.keys(all).find((k) => k.startsWith("allpeers-chat-"));
+  const notes = await until("bob's notifications", async () => {
+    const ids = Object.keys(await bobWorker.evaluate(() => chrome.notifications.getAll()));
+    return ids.some((k) => k.startsWith("allpeers-chat-")) && ids.includes(`allpeers-request-${carol.peerId}`) && ids;
   });
   assert.ok(notes);
-  const b2 = await openPanel(bob.context, "chat");
+  const b2 = await openPanel(bob.context, "people");
   await waitConnected(b2);
+  await b2.click(`#requests li[data-peer="${carol.peerId}"] button[data-action="accept"]`);
+  await b2.waitForSelector(`${contact(carol.peerId)}[data-state="accepted"]`);
+  await b2.click("#tab-chat");
   await b2.waitForSelector('#chats li[data-unread="1"]');
   await b2.click('#chats li[data-unread="1"] button');
   await b2.waitForSelector('.msg:has-text("are you there?")');
   await until("bob's badge cleared", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "");
 
-  // --- Alice's host dies while she is writing: the message stays in the box, is refused
+  // --- A group of three, made in Alice's sidebar.
+  await a.click("#conv-back");
+  await a.click("#new-group");
+  await a.fill("#group-title", "Trip <planning>");
+  await a.check(`#group-members input[value="${bob.peerId}"]`);
+  await a.check(`#group-members input[value="${carol.peerId}"]`);
+  await screenshot(a, "chat-new-group-light");
+  await a.click("#group-create");
+  await a.waitForSelector('#conv-title:has-text("Trip <planning>")');
+  const groupId = await a.evaluate(() => document.body.dataset.chat);
+  await a.fill("#message-input", "group hello");
+  await a.click("#send-button");
+  await b2.click("#conv-back");
+  await b2.waitForSelector(`#chats li[data-chat="${groupId}"][data-group="true"][data-unread="1"]`);
+  await until("carol has the group message", async () => {
+    const h = await apiCall(carol, "chat.history", { chat: groupId });
+    return h.some((m) => m.body === "group hello");
+  });
+  await apiCall(carol, "chat.send", { chat: groupId, body: "carol says hi" });
+  await a.waitForSelector('.msg[data-outgoing="false"]:has(.sender:has-text("carol@hub.test")):has-text("carol says hi")');
+  await b2.click(`#chats li[data-chat="${groupId}"] button`);
+  await b2.waitForSelector('.msg:has(.sender:has-text("carol@hub.test")):has-text("carol says hi")');
+  // Bob read it, Carol's node only received it: delivered to both.
+  await a.waitForSelector('.msg[data-outgoing="true"]:is([data-status="delivered"],[data-status="read"]):has-text("group hello")');
+  await screenshot(b2, "chat-group-light");
+
+  // --- History scrolls back: 60 more messages; Bob sees the latest 50, then the rest.
+  for (let i = 0; i < 60; i++) await panelCall(a, "chat.send", { chat: groupId, body: `bulk ${String(i).padStart(2, "0")}` });
+  await b2.waitForSelector('.msg:has-text("bulk 59")');
+  await b2.click("#conv-back");
+  await b2.click(`#chats li[data-chat="${groupId}"] button`);
+  await b2.waitForSelector('body[data-messages="50"]');
+  await b2.waitForSelector("#load-earlier:visible");
+  assert.equal(await b2.locator('.msg:has-text("group hello")').count(), 0);
+  await b2.click("#load-earlier");
+  await b2.waitForSelector('.msg:has-text("group hello")');
+  assert.equal(await b2.evaluate(() => document.body.dataset.messages), "62");
+  const order = await b2.$$eval("#message-list .msg .body", (els) => els.map((e) => e.textContent));
+  assert.deepEqual(order.slice(0, 3), ["group hello", "carol says hi", "bulk 00"]);
+  assert.equal(order.at(-1), "bulk 59");
+
+  // --- Alice's host dies while she is writing (in the 1:1 chat): the message stays in the box, is refused
   // while the host is gone (its manifest removed, so it stays gone), and goes out after.
   const before = await epoch(a);
+  await a.click("#conv-back");
+  await a.click(`#chats li:not([data-chat="${groupId}"]) button`);
   rmSync(hostManifestPath(alice.profile));
   for (const pid of await nativeHostPids(alice)) process.kill(pid, "SIGKILL");
   await a.waitForSelector('body[data-connection="disconnected"][data-problem]');
@@ -183,6 +244,8 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.click("#send-button");
   await a.waitForSelector('.msg[data-outgoing="true"]:has-text("written while the host was down")');
   assert.equal(await a.inputValue("#message-input"), "");
+  await b2.click("#conv-back");
+  await b2.click(`#chats li:not([data-chat="${groupId}"]) button`);
   await b2.waitForSelector('.msg:has-text("written while the host was down")');
   assert.deepEqual(a.errors, []);
 });

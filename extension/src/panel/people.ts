@@ -56,6 +56,35 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
   function changed() {
     render();
     for (const fn of listeners) fn();
+    resolveNames();
+  }
+
+  // The node looks a new contact's name up at the hub by itself, but says nothing when it
+  // has it (no contact.changed follows): ask the hub here for contacts still nameless.
+  const resolved = new Map<string, string | null>();
+  function resolveNames() {
+    for (const c of contacts.values()) {
+      if (c.name) continue;
+      const known = resolved.get(c.peer_id);
+      if (known) {
+        c.name = known;
+        continue;
+      }
+      if (resolved.has(c.peer_id)) continue;
+      resolved.set(c.peer_id, null);
+      client
+        .call<{ found: boolean; name?: string | null }>("hub.resolve", { query: c.peer_id })
+        .then((r) => {
+          const cc = contacts.get(c.peer_id);
+          if (!r.found || !r.name) return;
+          resolved.set(c.peer_id, r.name);
+          if (cc && !cc.name) {
+            cc.name = r.name;
+            changed();
+          }
+        })
+        .catch(() => resolved.delete(c.peer_id));
+    }
   }
 
   function render() {
