@@ -88,6 +88,20 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
   }
 
   function render() {
+    // Redrawn on every change: keep the keyboard focus on the same button of the same person.
+    const focused = document.activeElement as HTMLElement | null;
+    const keep = focused?.dataset.action
+      ? { peer: focused.closest("li")?.dataset.peer, action: focused.dataset.action, list: focused.closest("ul")?.id }
+      : null;
+    draw();
+    if (keep?.peer && keep.list) {
+      byId(keep.list)
+        .querySelector<HTMLElement>(`li[data-peer="${CSS.escape(keep.peer)}"] [data-action="${CSS.escape(keep.action ?? "")}"]`)
+        ?.focus();
+    }
+  }
+
+  function draw() {
     const all = [...contacts.values()];
     const requests = all.filter((c) => c.state === "incoming").sort(byName);
     const shown = all
