@@ -108,6 +108,17 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.emulateMedia({ colorScheme: "dark" });
   await screenshot(a, "chat-conversation-dark");
   await a.emulateMedia({ colorScheme: "light" });
+  // At Firefox's narrowest sidebar nothing overflows sideways: the conversation, People.
+  await a.setViewportSize({ width: 200, height: 900 });
+  for (const view of ["chat", "people"]) {
+    await a.click(`#tab-${view}`);
+    const overflow = await a.evaluate(() => document.documentElement.scrollWidth - innerWidth);
+    assert.ok(overflow <= 0, `${view} overflows by ${overflow} px at 200 px`);
+    await screenshot(a, `narrow-${view}-social-light`);
+  }
+  await a.setViewportSize({ width: 360, height: 720 });
+  await a.click("#tab-chat");
+  await a.waitForSelector("#conversation:visible");
 
   // --- Share from a page, through the function the context menu's handler calls.
   const worker = await backgroundWorker(alice.context);
