@@ -232,7 +232,8 @@ test(
     const bob = await h.makeSocialNode(hub);
     await h.startDaemon(bob);
     await h.registerAtHub(bob, "bob");
-    await h.apiCall(bob, "contacts.add", { who: "alice@hub.test", message: "Bob, from the command line" });
+    // By PeerId this time (the Chromium test adds by name and by invite code).
+    await h.apiCall(bob, "contacts.add", { who: node.peerId, message: "Bob, from the command line" });
     const request = `#requests li[data-peer="${bob.peerId}"] button[data-action="accept"]`;
     await driver.wait(css(request), WAIT);
     await driver.findElement(By.css(request)).click(); // nothing redraws the requests meanwhile

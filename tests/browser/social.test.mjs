@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { rmSync } from "node:fs";
 import { after, test } from "node:test";
 import {
+  allpeers,
   apiCall,
   backgroundWorker,
   cleanupAll,
@@ -258,5 +259,43 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await b2.click("#conv-back");
   await b2.click(`#chats li:not([data-chat="${groupId}"]) button`);
   await b2.waitForSelector('.msg:has-text("written while the host was down")');
+
+  // --- A card with a javascript: URL (which no AllPeers node sends: a hostile peer's, put
+  // straight into Alice's store here) is shown as text, never as a link.
+  const history = await panelCall(a, "chat.history", { chat: await a.evaluate(() => document.body.dataset.chat) });
+  const last = history.at(-1);
+  const evil = JSON.parse(
+    await allpeers(alice.dataDir, ["--json", "resource", "create", JSON.stringify({ type: "Link", properties: { url: "javascript:document.body.dataset.pwned=1", title: "click me" } })]),
+  );
+  await allpeers(alice.dataDir, [
+    "resource", "create",
+    JSON.stringify({
+      type: "Message",
+      properties: { chat: last.chat, sender: bob.peerId, body: "hostile card", sent: new Date().toISOString(), hlc: `${last.hlc}~`, attachments: [evil.id] },
+    }),
+  ]);
+  await a.click("#conv-back");
+  await a.click(`#chats li[data-chat="${last.chat}"] button`);
+  await a.waitForSelector('.msg:has-text("hostile card") .link-card[data-safe="false"]');
+  assert.equal(await a.locator('.msg:has-text("hostile card") a').count(), 0);
+  await a.click('.msg:has-text("hostile card") .link-title');
+  assert.equal(await a.evaluate(() => document.body.dataset.pwned), undefined);
+
+  // --- Decline, then block, a request; remove a contact.
+  await a.click("#tab-people");
+  await a.click(`${contact(carol.peerId)} button[data-action="remove"]`);
+  await a.waitForSelector(`${contact(carol.peerId)}`, { state: "detached" });
+  await apiCall(carol, "contacts.add", { who: alice.name, message: "again?" });
+  await a.waitForSelector(`#requests li[data-peer="${carol.peerId}"]`);
+  await a.click(`#requests li[data-peer="${carol.peerId}"] button[data-action="decline"]`);
+  await a.waitForSelector("#requests-section", { state: "hidden" });
+  await a.click("#tab-chat"); // leave People and come back: the declined request stays gone
+  await a.click("#tab-people");
+  assert.equal(await a.locator(`#requests li[data-peer="${carol.peerId}"]`).count(), 0);
+  await apiCall(carol, "contacts.remove", { peer: alice.peerId });
+  await apiCall(carol, "contacts.add", { who: alice.name, message: "please" });
+  await a.waitForSelector(`#requests li[data-peer="${carol.peerId}"]`);
+  await a.click(`#requests li[data-peer="${carol.peerId}"] button[data-action="block"]`);
+  await a.waitForSelector(`${contact(carol.peerId)}[data-state="blocked"] button[data-action="unblock"]`);
   assert.deepEqual(a.errors, []);
 });
