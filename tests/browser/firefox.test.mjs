@@ -229,20 +229,7 @@ test(
     await h.registerAtHub(node, "alice");
     await driver.wait(css('body[data-social="ready"]'), WAIT);
 
-    const bob = await h.makeSocialNode(hub);
-    await h.startDaemon(bob);
-    await h.registerAtHub(bob, "bob");
-    // By PeerId this time (the Chromium test adds by name and by invite code).
-    await h.apiCall(bob, "contacts.add", { who: node.peerId, message: "Bob, from the command line" });
-    const request = `#requests li[data-peer="${bob.peerId}"] button[data-action="accept"]`;
-    await driver.wait(css(request), WAIT);
-    await driver.findElement(By.css(request)).click(); // nothing redraws the requests meanwhile
-    const contact = `#contacts li[data-peer="${bob.peerId}"][data-state="accepted"][data-presence="online"]`;
-    await driver.wait(css(contact), WAIT);
-    await h.apiCall(bob, "presence.set", { state: "busy", text: "compiling" });
-    await driver.wait(css(`#contacts li[data-peer="${bob.peerId}"][data-presence="busy"]`), WAIT);
-
-    // The list is redrawn on every presence change: click what is there now.
+    // The list is redrawn on every change (presence, a name found at the hub): click what is there now.
     const clickNow = (sel) =>
       driver.wait(async () => {
         try {
@@ -252,6 +239,19 @@ test(
           return false;
         }
       }, WAIT);
+    const bob = await h.makeSocialNode(hub);
+    await h.startDaemon(bob);
+    await h.registerAtHub(bob, "bob");
+    // By PeerId this time (the Chromium test adds by name and by invite code).
+    await h.apiCall(bob, "contacts.add", { who: node.peerId, message: "Bob, from the command line" });
+    const request = `#requests li[data-peer="${bob.peerId}"] button[data-action="accept"]`;
+    await driver.wait(css(request), WAIT);
+    await clickNow(request);
+    const contact = `#contacts li[data-peer="${bob.peerId}"][data-state="accepted"][data-presence="online"]`;
+    await driver.wait(css(contact), WAIT);
+    await h.apiCall(bob, "presence.set", { state: "busy", text: "compiling" });
+    await driver.wait(css(`#contacts li[data-peer="${bob.peerId}"][data-presence="busy"]`), WAIT);
+
     await clickNow(`#contacts li[data-peer="${bob.peerId}"] button[data-action="chat"]`);
     await driver.wait(css("#conversation:not([hidden])"), WAIT);
     await driver.findElement(By.id("message-input")).sendKeys("hello from Firefox");
