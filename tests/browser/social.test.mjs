@@ -48,6 +48,14 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   const a = alice.page;
   const b = bob.page;
 
+  // Settings shows the home hub and the name registered there.
+  await a.click("#tab-settings");
+  await a.waitForSelector('#hub-list dd[data-key="hub_state"]:has-text("online")');
+  await a.waitForSelector('#hub-list dd[data-key="hub_name"]:has-text("alice@hub.test")');
+  assert.equal(await a.textContent('#hub-list dd[data-key="hub_peer_id"]'), hub.peerId);
+  await screenshot(a, "settings-hub-light");
+  await a.click("#tab-people");
+
   // --- Alice asks Bob by name; Bob accepts in his sidebar.
   await a.fill("#add-who", "bob@hub.test");
   await a.fill("#add-message", "hi, it's Alice <b>not bold</b>");
@@ -180,7 +188,10 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.fill("#message-input", "are you there?");
   await a.click("#send-button");
   await apiCall(carol, "contacts.add", { who: "bob@hub.test", message: "Carol here" });
-  await until("bob's badge", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "1");
+  let badge;
+  await until("bob's badge", async () => (badge = await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "1").catch((e) => {
+    throw new Error(`${e.message} (badge: ${JSON.stringify(badge)})`);
+  });
   const notes = await until("bob's notifications", async () => {
     const ids = Object.keys(await bobWorker.evaluate(() => chrome.notifications.getAll()));
     return ids.some((k) => k.startsWith("allpeers-chat-")) && ids.includes(`allpeers-request-${carol.peerId}`) && ids;
@@ -196,7 +207,9 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await b2.waitForSelector('.msg:has-text("are you there?")');
   await until("bob's badge cleared", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "");
 
-  // --- A group of three, made in Alice's sidebar.
+  // --- A group of three, made in Alice's sidebar (a half-written message to Bob waits
+  // in his conversation's box meanwhile).
+  await a.fill("#message-input", "half-written");
   await a.click("#conv-back");
   await a.click("#new-group");
   await a.fill("#group-title", "Trip <planning>");
@@ -242,6 +255,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   const before = await epoch(a);
   await a.click("#conv-back");
   await a.click(`#chats li:not([data-chat="${groupId}"]) button`);
+  await a.waitForFunction(() => document.getElementById("message-input").value === "half-written");
   rmSync(hostManifestPath(alice.profile));
   for (const pid of await nativeHostPids(alice)) process.kill(pid, "SIGKILL");
   await a.waitForSelector('body[data-connection="disconnected"][data-problem]');

@@ -218,8 +218,10 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
   async function openChat(id: string, reload = false) {
     const c = chats.get(id);
     if (!c) return;
-    if (open && open.chat.id !== id) drafts.set(open.chat.id, input.value);
-    if (!reload || !open || open.chat.id !== id) {
+    // Only a switch to another conversation swaps the send box's text: opening the one
+    // shown again (from a contact's Chat button, or a reload) keeps what is being typed.
+    if (open?.chat.id !== id) {
+      if (open) drafts.set(open.chat.id, input.value);
       input.value = drafts.get(id) ?? "";
       byId("send-result").textContent = "";
     }

@@ -315,8 +315,51 @@ async function refreshLog() {
   }
 }
 
+interface HubStatus {
+  hub: string;
+  state: string;
+  observed: string | null;
+  via_proxy: boolean;
+  proxy_error: string | null;
+  last_error: string | null;
+}
+
+async function refreshHub() {
+  const err = byId("hub-result");
+  try {
+    const net = await client.call<{ hub: HubStatus | null }>("net.status");
+    const hub = net.hub;
+    if (!hub) {
+      facts(byId("hub-list"), [["Home hub", "none configured", "hub_state"]]);
+      body.dataset.hub = "none";
+    } else {
+      let name = "not registered";
+      const me = body.dataset.peerId;
+      if (me && hub.state === "online") {
+        const r = await client
+          .call<{ found: boolean; name?: string | null }>("hub.resolve", { query: me })
+          .catch(() => null);
+        if (r?.found && r.name) name = r.name;
+      }
+      const rows: [string, string, string?][] = [
+        ["State", hub.state, "hub_state"],
+        ["Your name", name, "hub_name"],
+        ["Hub PeerId", hub.hub, "hub_peer_id"],
+      ];
+      if (hub.observed) rows.push(["Seen at", hub.observed, "hub_observed"]);
+      if (hub.via_proxy) rows.push(["Through", "a proxy", "hub_proxy"]);
+      if (hub.last_error) rows.push(["Last problem", hub.last_error, "hub_error"]);
+      facts(byId("hub-list"), rows);
+      body.dataset.hub = hub.state;
+    }
+    err.textContent = "";
+  } catch (e) {
+    err.textContent = `Could not read the hub's state: ${errorText(e)}`;
+  }
+}
+
 async function refreshSettings() {
-  await Promise.all([refreshLog(), refreshStatus()]);
+  await Promise.all([refreshLog(), refreshStatus(), refreshHub()]);
 }
 
 byId("status-refresh").addEventListener("click", () => void refreshStatus());
@@ -357,5 +400,6 @@ async function refreshSocial() {
 // unavailable before may be there now.
 client.on("hub.changed", (d) => {
   if ((d as { state?: string }).state === "online") void refreshSocial();
+  if (body.dataset.view === "settings") void refreshHub();
 });
 client.on("identity.changed", () => void refreshSocial());
