@@ -106,6 +106,22 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.waitForSelector('.msg[data-outgoing="false"]:has-text("hi alice")');
   await b.waitForSelector('.msg[data-outgoing="true"][data-status="read"]:has-text("hi alice")');
 
+  // Alice edits and deletes her own messages; Bob's sidebar follows.
+  const mine = (text) => `.msg[data-outgoing="true"]:has-text("${text}")`;
+  await a.click(`${mine("hello bob")} button[data-action="edit"]`);
+  await a.waitForSelector("body[data-editing]");
+  assert.equal(await a.inputValue("#message-input"), "hello bob");
+  await a.fill("#message-input", "hello, bob!");
+  await a.click("#send-button");
+  await b.waitForSelector('.msg[data-outgoing="false"]:has-text("hello, bob!"):has-text("edited")');
+  await a.fill("#message-input", "oops, wrong chat");
+  await a.click("#send-button");
+  await b.waitForSelector('.msg:has-text("oops, wrong chat")');
+  await a.click(`${mine("oops, wrong chat")} button[data-action="delete"]`);
+  await a.click(`${mine("oops, wrong chat")} button[data-action="delete"]`); // "Delete for everyone?"
+  await b.waitForSelector(".msg .deleted");
+  assert.equal(await b.locator('.msg:has-text("oops, wrong chat")').count(), 0);
+
   // A peer's HTML is text; a javascript: URL in a link card is never clickable (the daemon
   // refuses to send one, so the check is on what we render from our own store's shape).
   await b.fill("#message-input", '<img src=x onerror="document.body.dataset.pwned=1"> & <script>x</script>');

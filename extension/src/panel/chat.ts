@@ -148,7 +148,26 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }
     const when = m.sent ? new Date(m.sent).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
     const meta = [when, m.edited && !m.deleted ? "edited" : "", m.outgoing ? statusWord(m) : ""].filter(Boolean);
-    el.append(h("div", { class: "meta", text: meta.join(" · ") }));
+    const metaEl = h("div", { class: "meta" }, meta.join(" · "));
+    if (m.outgoing && !m.deleted) {
+      const edit = h("button", { type: "button", class: "msg-action", "data-action": "edit", text: "Edit" });
+      const del = h("button", { type: "button", class: "msg-action", "data-action": "delete", text: "Delete" });
+      edit.addEventListener("click", () => startEdit(m));
+      del.addEventListener("click", () => {
+        // Asked twice: the first click turns the button into the question.
+        if (del.dataset.confirm !== "1") {
+          del.dataset.confirm = "1";
+          del.textContent = "Delete for everyone?";
+          return;
+        }
+        void client
+          .call<Message>("chat.delete", { message: m.id })
+          .then((u) => addMessage(u))
+          .catch((e) => (byId("send-result").textContent = `Not deleted: ${errorText(e)}`));
+      });
+      metaEl.append(h("span", { class: "msg-actions" }, edit, del));
+    }
+    el.append(metaEl);
     return el;
   }
 
@@ -221,6 +240,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     // Only a switch to another conversation swaps the send box's text: opening the one
     // shown again (from a contact's Chat button, or a reload) keeps what is being typed.
     if (open?.chat.id !== id) {
+      stopEdit();
       if (open) drafts.set(open.chat.id, input.value);
       input.value = drafts.get(id) ?? "";
       byId("send-result").textContent = "";
@@ -248,6 +268,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
   }
 
   function closeChat() {
+    stopEdit();
     if (open) drafts.set(open.chat.id, input.value);
     open = null;
     delete body.dataset.chat;
@@ -287,7 +308,10 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
 
   byId("conv-back").addEventListener("click", closeChat);
   byId("conversation").addEventListener("keydown", (ev) => {
-    if (ev.key === "Escape") closeChat();
+    if (ev.key === "Escape") {
+      if (editing) stopEdit();
+      else closeChat();
+    }
   });
 
   byId("load-earlier").addEventListener("click", async () => {
@@ -321,6 +345,28 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }
   });
 
+  // Editing one of my messages: the send box holds its text until saved or cancelled.
+  let editing: { id: string; draft: string } | null = null;
+  function startEdit(m: Message) {
+    if (!editing) editing = { id: m.id, draft: input.value };
+    else editing.id = m.id;
+    input.value = m.body;
+    byId("edit-banner").hidden = false;
+    byId("send-button").textContent = "Save";
+    body.dataset.editing = m.id;
+    input.focus();
+  }
+  function stopEdit() {
+    if (!editing) return;
+    // Saved or cancelled, the box gets back what was being written before.
+    input.value = editing.draft;
+    editing = null;
+    byId("edit-banner").hidden = true;
+    byId("send-button").textContent = "Send";
+    delete body.dataset.editing;
+  }
+  byId("edit-cancel").addEventListener("click", () => stopEdit());
+
   byId<HTMLFormElement>("send-form").addEventListener("submit", async (ev) => {
     ev.preventDefault();
     if (!open) return;
@@ -328,6 +374,17 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     if (!text.trim()) return;
     const result = byId("send-result");
     const button = byId<HTMLButtonElement>("send-button");
+    if (editing) {
+      try {
+        const m = await client.call<Message>("chat.edit", { message: editing.id, body: text });
+        stopEdit();
+        result.textContent = "";
+        addMessage(m);
+      } catch (e) {
+        result.textContent = `Not saved (the text is still in the box): ${errorText(e)}`;
+      }
+      return;
+    }
     button.disabled = true;
     try {
       const m = await client.call<Message>("chat.send", { chat: open.chat.id, body: text });
