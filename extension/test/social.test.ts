@@ -57,3 +57,16 @@ test("throttle lets one call through per interval", () => {
   assert.equal(f(), true);
   assert.equal(n, 2);
 });
+
+test("the share menu shares the link it was opened on, else the page", async () => {
+  const { sharedLink } = await import("../src/background/share");
+  assert.deepEqual(
+    sharedLink({ linkUrl: "https://a.example/x", linkText: " A link ", pageUrl: "https://page.example/" }, { title: "Page" }),
+    { url: "https://a.example/x", title: "A link" },
+  );
+  assert.deepEqual(sharedLink({ pageUrl: "https://page.example/" }, { title: " The page " }), {
+    url: "https://page.example/",
+    title: "The page",
+  });
+  assert.deepEqual(sharedLink({}, { url: "https://tab.example/", title: "" }), { url: "https://tab.example/", title: "" });
+});
