@@ -5,7 +5,7 @@
 // context menu.
 
 import { Connection, PortFactory, RpcError } from "./lib/connection";
-import { notify, refreshBadge, setupNotifications } from "./background/notify";
+import { badgeSoon, notify, refreshBadge, setupNotifications } from "./background/notify";
 import { setupShareMenu } from "./background/share";
 import { SOCIAL_TOPICS } from "./lib/social";
 import {
@@ -80,7 +80,7 @@ chrome.runtime.onConnect.addListener((port) => {
       .then(
         (result) => {
           post(port, { type: "reply", id, result });
-          if (message.method === "chat.read") void refreshBadge();
+          if (message.method === "chat.read") badgeSoon();
         },
         (e: unknown) =>
           post(port, {

@@ -32,6 +32,18 @@ function openSidebar() {
 
 let badgeRun: Promise<void> | null = null;
 let badgeAgain = false;
+let badgeTimer: ReturnType<typeof setTimeout> | null = null;
+/** A burst of messages re-reads the counts a few times a second, not once per message. */
+const BADGE_EVERY_MS = 250;
+
+/** Schedules a badge refresh (trailing, at most one per BADGE_EVERY_MS). */
+export function badgeSoon() {
+  if (badgeTimer) return;
+  badgeTimer = setTimeout(() => {
+    badgeTimer = null;
+    void refreshBadge();
+  }, BADGE_EVERY_MS);
+}
 
 /** Re-reads the unread counts and shows their sum on the toolbar button. */
 export async function refreshBadge(): Promise<void> {
@@ -85,14 +97,14 @@ export function notify(topic: string, data: unknown, panelOpen: boolean) {
   if (topic === "message.received") {
     const m = data as Message;
     if (m.outgoing) return;
-    void refreshBadge();
+    badgeSoon();
     if (panelOpen) return;
     void nameOf(m.sender).then((name) => {
       const text = m.body || m.link?.properties.title || m.link?.properties.url || "(a message)";
       show(`allpeers-chat-${m.chat}`, name, text);
     });
   } else if (topic === "chat.changed") {
-    void refreshBadge();
+    badgeSoon();
   } else if (topic === "contact.request") {
     if (panelOpen) return;
     const r = data as { peer_id: string; message?: string; contact?: Contact };
