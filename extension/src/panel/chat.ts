@@ -294,6 +294,17 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }
   }
 
+  // While messages keep arriving in the open conversation, one chat.read covers a burst.
+  let readTimer: ReturnType<typeof setTimeout> | null = null;
+  const READ_EVERY_MS = 200;
+  function markReadSoon() {
+    if (readTimer) return;
+    readTimer = setTimeout(() => {
+      readTimer = null;
+      void markRead();
+    }, READ_EVERY_MS);
+  }
+
   async function openWithPeer(peer: string) {
     showView("chat");
     try {
@@ -475,7 +486,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     else bumpList(m);
     if (open?.chat.id === m.chat && !m.outgoing) {
       byId("typing").textContent = "";
-      void markRead();
+      markReadSoon();
     }
   });
   client.on("message.updated", (d) => {
