@@ -257,7 +257,11 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     try {
       const history = await client.call<Message[]>("chat.history", { chat: id, limit: PAGE });
       if (open?.chat.id !== id) return;
-      open.messages = history;
+      // Messages that arrived (as events) while the history was on its way stay.
+      const known = new Set(history.map((m) => m.id));
+      open.messages = [...history, ...open.messages.filter((m) => !known.has(m.id))].sort((a, b) =>
+        a.hlc.localeCompare(b.hlc),
+      );
       open.hasMore = history.length >= PAGE;
       renderMessages();
       await markRead();
