@@ -6,6 +6,8 @@
 // - JS heap of the panel page
 // - chat: two browsers, two nodes, one hub on loopback; time from "Send" in one sidebar to
 //   the message shown in the other, M messages (node bench.mjs [N] [M])
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
 import {
   apiCall,
   cleanupAll,
@@ -197,5 +199,22 @@ async function chatBench() {
     `chat: Send -> the message.received event at the other page (both daemons, the network, hosts, backgrounds): p50 ${f(pct(reach, 50))} ms, p99 ${f(pct(reach, 99))} ms`,
   );
   console.log(`chat: Send -> own message shown (chat.send answered: stored by the sender's node): p50 ${f(pct(acks, 50))} ms, p99 ${f(pct(acks, 99))} ms`);
+  for (const who of [alice, bob]) {
+    const m = extensionProcessMemory(who.profile);
+    console.log(
+      `${who === alice ? "Alice" : "Bob"}'s extension process (the panel page and the background worker share it): ${m}`,
+    );
+  }
   console.log(`JS heap of the receiving panel with ${shown} messages shown: ${(heap / 1024 / 1024).toFixed(1)} MiB`);
+}
+
+/** RSS and PSS of the profile's extension renderer process (Linux /proc). */
+function extensionProcessMemory(profile) {
+  const out = execFileSync("ps", ["-eo", "pid=,args="]).toString().split("\n");
+  const line = out.find((l) => l.includes("--extension-process") && l.includes(`--user-data-dir=${profile}`));
+  if (!line) return "not found";
+  const pid = line.trim().split(/\s+/)[0];
+  const rollup = readFileSync(`/proc/${pid}/smaps_rollup`, "utf8");
+  const kb = (k) => Number(new RegExp(`^${k}:\\s+(\\d+) kB`, "m").exec(rollup)?.[1] ?? NaN);
+  return `RSS ${(kb("Rss") / 1024).toFixed(0)} MiB, PSS ${(kb("Pss") / 1024).toFixed(0)} MiB`;
 }
