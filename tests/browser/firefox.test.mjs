@@ -284,6 +284,8 @@ test(
         .filter((m) => m.outgoing)
         .every((m) => m.receipts.some((r) => r.read)),
     );
+    // The wasm model (generic resource views) loads under Firefox's CSP too.
+    await driver.wait(css('body[data-wasm="ready"]'), WAIT);
     const { writeFileSync } = await import("node:fs");
     writeFileSync(join(HERE, "screenshots", "firefox-chat-light.png"), await driver.takeScreenshot(), "base64");
   },

@@ -50,6 +50,14 @@ fi
 (cd "$EXT" && npm ci --no-audit --no-fund --loglevel=error)
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
 
+step "wasm: the model for the panel's generic resource views (wasm/pkg/web)"
+if [ ! -f "$EXT/../wasm/pkg/web/allpeers_wasm_bg.wasm" ]; then
+    # tests/run.sh builds it (release) before this script; alone, a debug build is enough.
+    (cd "$EXT/.." && PROFILE="${WASM_PROFILE:-debug}" wasm/build.sh)
+else
+    echo "using $(cd "$EXT/../wasm/pkg/web" && pwd)/allpeers_wasm_bg.wasm"
+fi
+
 step "extension: type check, build, unit tests"
 (cd "$EXT" && npx tsc --noEmit && npm run --silent test)
 

@@ -311,6 +311,28 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.click('.msg:has-text("hostile card") .link-title');
   assert.equal(await a.evaluate(() => document.body.dataset.pwned), undefined);
 
+  // --- An attachment of a type the panel has no template for (a Text file) is drawn from its
+  // schema by the wasm model: the generic view, with labelled fields, text only.
+  const text = JSON.parse(
+    await allpeers(alice.dataDir, ["--json", "resource", "create", JSON.stringify({ type: "Text", properties: { name: "notes.txt", size: 1234, mimeType: "text/plain", lines: 42, preview: "<b>not bold</b>" } })]),
+  );
+  await allpeers(alice.dataDir, [
+    "resource", "create",
+    JSON.stringify({
+      type: "Message",
+      properties: { chat: last.chat, sender: bob.peerId, body: "a file card", sent: new Date().toISOString(), hlc: `${last.hlc}~~`, attachments: [text.id] },
+    }),
+  ]);
+  await a.click("#conv-back");
+  await a.click(`#chats li[data-chat="${last.chat}"] button`);
+  await a.waitForSelector('body[data-wasm="ready"]');
+  const generic = '.msg:has-text("a file card") .resource-card[data-type="Text"][data-generic="true"]';
+  await a.waitForSelector(`${generic} dd[data-field="lines"]`);
+  assert.equal(await a.textContent(`${generic} dd[data-field="lines"]`), "42");
+  assert.equal(await a.textContent(`${generic} dd[data-field="preview"]`), "<b>not bold</b>");
+  assert.equal(await a.locator(`${generic} b`).count(), 0);
+  await screenshot(a, "chat-generic-view-light");
+
   // --- Decline, then block, a request; remove a contact.
   await a.click("#tab-people");
   await a.click(`${contact(carol.peerId)} button[data-action="remove"]`);

@@ -19,8 +19,10 @@ export interface Contact {
   presence: Presence;
 }
 
+/** The message's attachment: a Link resource (any resource type, from a peer's node). */
 export interface LinkResource {
   id?: string;
+  type?: string;
   properties: { url?: string; title?: string; description?: string };
 }
 

@@ -1,19 +1,19 @@
 // Chat: the conversation list with unread counts, a conversation with history scrolling
 // back, the send box, receipts, typing and link cards, and creating a group. Bodies,
 // titles, names and URLs come from peers: text only (dom.ts); a link is clickable only if
-// it is http or https, and opens in a new tab without access to this page.
+// it is http or https, and opens in a new tab without access to this page (views.ts).
 
 import {
   Chat,
   Message,
   applyReceipt,
   deliveryStatus,
-  safeHttpUrl,
   throttle,
 } from "../lib/social";
 import { Client } from "./client";
 import { byId, clear, h } from "./dom";
 import { acceptedContacts, errorText, nameOf, onContactsChanged } from "./people";
+import { ResourceJson, renderResource } from "./views";
 
 const PAGE = 50;
 const TYPING_EVERY_MS = 3000;
@@ -144,7 +144,8 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
       el.append(h("span", { class: "deleted", text: "This message was deleted" }));
     } else {
       if (m.body) el.append(h("span", { class: "body", text: m.body }));
-      if (m.link) el.append(linkCard(m.link.properties));
+      // The attachment through the resource views: Link's template, or any type's generic view.
+      if (m.link) el.append(renderResource(m.link as unknown as ResourceJson));
     }
     const when = m.sent ? new Date(m.sent).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
     const meta = [when, m.edited && !m.deleted ? "edited" : "", m.outgoing ? statusWord(m) : ""].filter(Boolean);
@@ -169,20 +170,6 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }
     el.append(metaEl);
     return el;
-  }
-
-  function linkCard(p: { url?: string; title?: string; description?: string }): HTMLElement {
-    const href = safeHttpUrl(p.url);
-    const label = p.title || p.url || "link";
-    const card = h("span", { class: "link-card", "data-safe": String(href !== null) });
-    card.append(
-      href
-        ? h("a", { class: "link-title", href, target: "_blank", rel: "noopener noreferrer", text: label })
-        : h("span", { class: "link-title", text: label }),
-    );
-    if (p.url) card.append(h("span", { class: "link-url", text: href ? p.url : `${p.url} (not a web link: not opened)` }));
-    if (p.description) card.append(h("span", { class: "link-desc", text: p.description }));
-    return card;
   }
 
   function renderMessages(keepScroll = false) {

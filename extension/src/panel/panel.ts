@@ -7,6 +7,7 @@ import { CallError, Client } from "./client";
 import { initChat } from "./chat";
 import { append, byId, clear, h } from "./dom";
 import { initPeople } from "./people";
+import { loadSchemas } from "./views";
 
 interface IdentityInfo {
   peer_id: string;
@@ -387,6 +388,9 @@ function renderAbout() {
 
 
 // ---------------------------------------------------------------- People and Chat
+
+// The wasm model (generic resource views) loads in the background; nothing waits for it.
+void loadSchemas();
 
 const people = initPeople(client, (peer) => void chat?.openWithPeer(peer));
 chat = initChat(client, (v) => show(v));
