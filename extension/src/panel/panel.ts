@@ -3,7 +3,7 @@
 // honest empty states until their backends land.
 
 import { ConnectionState, ProblemKind } from "../lib/protocol";
-import { CallError, Client } from "./client";
+import { CallError, Client, errorText } from "./client";
 import { initChat } from "./chat";
 import { append, byId, clear, h } from "./dom";
 import { initPeople } from "./people";
@@ -34,11 +34,6 @@ const LEVELS = ["skin", "marrow", "flesh", "bone"];
 
 const client = new Client();
 const body = document.body;
-
-function errorText(e: unknown): string {
-  if (e instanceof CallError) return e.message;
-  return e instanceof Error ? e.message : String(e);
-}
 
 // ---------------------------------------------------------------- navigation
 

@@ -3,7 +3,7 @@
 // they go into the page as text only (dom.ts).
 
 import { Contact, Presence, contactName } from "../lib/social";
-import { CallError, Client } from "./client";
+import { Client, errorText } from "./client";
 import { append, byId, clear, h } from "./dom";
 
 export const contacts = new Map<string, Contact>();
@@ -27,10 +27,7 @@ function byName(a: Contact, b: Contact) {
   return contactName(a).localeCompare(contactName(b));
 }
 
-export function errorText(e: unknown): string {
-  if (e instanceof CallError) return e.message;
-  return e instanceof Error ? e.message : String(e);
-}
+export { errorText };
 
 const PRESENCE_WORDS: Record<string, string> = {
   online: "online",

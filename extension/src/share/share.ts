@@ -3,9 +3,8 @@
 // `chat.open {peer}` (the same conversation the sidebar shows).
 
 import { Chat, Contact, contactName, safeHttpUrl } from "../lib/social";
-import { Client } from "../panel/client";
+import { Client, errorText } from "../panel/client";
 import { byId, clear, h } from "../panel/dom";
-import { errorText } from "../panel/people";
 
 const client = new Client();
 const body = document.body;
