@@ -28,14 +28,13 @@ import {
 
 after(cleanupAll);
 
-async function browserNode(hub, name) {
+async function browserNode(hub, name, { register = true } = {}) {
   const node = await makeSocialNode(hub);
   await installHost(node);
   const context = await launch(node.profile);
   const page = await openPanel(context, "people");
   await waitConnected(page);
-  node.name = await registerAtHub(node, name);
-  await page.waitForSelector('body[data-social="ready"]');
+  if (register) node.name = await registerAtHub(node, name);
   return { ...node, context, page };
 }
 
@@ -43,18 +42,29 @@ const contact = (peer) => `#contacts li[data-peer="${peer}"]`;
 
 test("two sidebars: contact, presence, chat, group, share, notifications, host killed", async () => {
   const hub = await startHub();
-  const alice = await browserNode(hub, "alice");
+  const alice = await browserNode(hub, "alice", { register: false });
   const bob = await browserNode(hub, "bob");
   const a = alice.page;
   const b = bob.page;
 
-  // Settings shows the home hub and the name registered there.
+  // Alice registers her name in Settings (Bob did from the CLI): a taken name is refused
+  // and stays in the box; then hers.
   await a.click("#tab-settings");
   await a.waitForSelector('#hub-list dd[data-key="hub_state"]:has-text("online")');
+  await a.waitForSelector("#register-form:visible");
+  await a.fill("#register-name", "bob");
+  await a.click("#register-button");
+  await a.waitForSelector('#register-result.error:has-text("Not registered")');
+  assert.equal(await a.inputValue("#register-name"), "bob");
+  await a.fill("#register-name", "alice");
+  await a.click("#register-button");
   await a.waitForSelector('#hub-list dd[data-key="hub_name"]:has-text("alice@hub.test")');
+  await a.waitForSelector("#register-form", { state: "hidden" });
   assert.equal(await a.textContent('#hub-list dd[data-key="hub_peer_id"]'), hub.peerId);
+  alice.name = "alice@hub.test";
   await screenshot(a, "settings-hub-light");
   await a.click("#tab-people");
+  for (const p of [a, b]) await p.waitForSelector('body[data-social="ready"]');
 
   // --- Alice asks Bob by name; Bob accepts in his sidebar.
   await a.fill("#add-who", "bob@hub.test");

@@ -347,12 +347,31 @@ async function refreshHub() {
       if (hub.last_error) rows.push(["Last problem", hub.last_error, "hub_error"]);
       facts(byId("hub-list"), rows);
       body.dataset.hub = hub.state;
+      byId("register-form").hidden = !(hub.state === "online" && name === "not registered");
     }
     err.textContent = "";
   } catch (e) {
     err.textContent = `Could not read the hub's state: ${errorText(e)}`;
   }
 }
+
+byId<HTMLFormElement>("register-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const input = byId<HTMLInputElement>("register-name");
+  const result = byId("register-result");
+  result.className = "muted";
+  result.textContent = "Registering…";
+  try {
+    const r = await client.call<{ certificate: { full_name?: string } }>("hub.register", { name: input.value.trim() }, 30_000);
+    result.textContent = `You are ${r.certificate.full_name ?? input.value.trim()}`;
+    input.value = "";
+    await refreshHub();
+  } catch (e) {
+    // The name stays in the box to be changed (taken, or not a valid name).
+    result.className = "error";
+    result.textContent = `Not registered: ${errorText(e)}`;
+  }
+});
 
 async function refreshSettings() {
   await Promise.all([refreshLog(), refreshStatus(), refreshHub()]);
