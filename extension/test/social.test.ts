@@ -46,6 +46,19 @@ test("delivery status follows receipts", () => {
   assert.equal(applyReceipt(m, "b", "read"), false);
 });
 
+test("a message queued at the hub is sent, not delivered", () => {
+  const m = msg();
+  assert.equal(applyReceipt(m, "a", "queued"), true);
+  assert.deepEqual(m.pending, ["b"]);
+  assert.equal(m.receipts.length, 0);
+  assert.equal(applyReceipt(m, "b", "queued"), true);
+  assert.equal(deliveryStatus(m, 2), "sent");
+  assert.equal(applyReceipt(m, "b", "something-new"), false);
+  applyReceipt(m, "a", "delivered");
+  applyReceipt(m, "b", "delivered");
+  assert.equal(deliveryStatus(m, 2), "delivered");
+});
+
 test("throttle lets one call through per interval", () => {
   let t = 0;
   let n = 0;

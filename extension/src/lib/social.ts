@@ -131,8 +131,16 @@ export function deliveryStatus(m: Pick<Message, "pending" | "receipts">, recipie
   return "sending";
 }
 
-/** Applies a `chat.receipt` event to a message (returns whether it changed). */
-export function applyReceipt(m: Message, peer: string, kind: "delivered" | "read" | string): boolean {
+/**
+ * Applies a `chat.receipt` event to a message (returns whether it changed): `delivered`
+ * and `read` from the peer; `queued` (it waits in the peer's mailbox at the hub) only
+ * means it left us. Other kinds are ignored.
+ */
+export function applyReceipt(m: Message, peer: string, kind: "delivered" | "read" | "queued" | string): boolean {
+  if (kind !== "delivered" && kind !== "read" && kind !== "queued") return false;
+  const pendingBefore = m.pending.length;
+  m.pending = m.pending.filter((p) => p !== peer);
+  if (kind === "queued") return m.pending.length !== pendingBefore;
   let r = m.receipts.find((x) => x.peer_id === peer);
   if (!r) {
     r = { peer_id: peer, delivered: false, read: false };
@@ -141,8 +149,7 @@ export function applyReceipt(m: Message, peer: string, kind: "delivered" | "read
   const before = `${r.delivered}${r.read}`;
   r.delivered = true;
   if (kind === "read") r.read = true;
-  m.pending = m.pending.filter((p) => p !== peer);
-  return before !== `${r.delivered}${r.read}`;
+  return before !== `${r.delivered}${r.read}` || m.pending.length !== pendingBefore;
 }
 
 /** Calls `fn` at most once per `ms` (the first call goes through at once). */
