@@ -2,22 +2,9 @@
 //! resolve (signed answers), presence both ways, a direct connection, presence lost when a
 //! node stops.
 
+use allpeers_tests::social::{Client, wait_event};
 use allpeers_tests::*;
 use serde_json::{Value, json};
-
-type Client = RawClient<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>;
-
-/// Waits for an event on `topic` whose data satisfies `check`.
-async fn wait_event(client: &mut Client, topic: &str, check: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let (_, event) = timeout(topic, client.read_notification())
-            .await
-            .expect("an event");
-        if event["topic"] == topic && check(&event["data"]) {
-            return event["data"].clone();
-        }
-    }
-}
 
 /// Subscribes to hub events and waits until the node's hub line is up.
 async fn online(client: &mut Client) {

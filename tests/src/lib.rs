@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod social;
+
 use allpeers_model::api::{FrameDecoder, Incoming, Response, encode_frame};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
@@ -275,6 +277,11 @@ pub struct HubProcess {
 
 impl HubProcess {
     pub async fn start(dir: &Path) -> HubProcess {
+        Self::start_on(dir, "127.0.0.1:0", "127.0.0.1:0").await
+    }
+
+    /// A hub on given addresses (e.g. to restart one where its peers expect it).
+    pub async fn start_on(dir: &Path, quic: &str, tcp: &str) -> HubProcess {
         let mut child = Command::new(bin("allpeers-hub"))
             .arg("--data-dir")
             .arg(dir)
@@ -282,9 +289,9 @@ impl HubProcess {
                 "--name",
                 "hub.test",
                 "--quic",
-                "127.0.0.1:0",
+                quic,
                 "--tcp",
-                "127.0.0.1:0",
+                tcp,
                 "--presence-timeout",
                 "2",
             ])

@@ -6,6 +6,12 @@
 //!    `ALLPEERS_HUB_BENCH_LOADGEN`) opens N presence lines, each from its own identity and
 //!    endpoint; the hub's RSS is read from /proc before and after.
 //!
+//! 3. Presence fan-out: every load-generator line watches one more peer (the "popular" one,
+//!    in this process); it changes its status once, and the load generator measures the time
+//!    until all N watchers heard it. The hub runs the `open` watch policy here: under the
+//!    default mutual rule the popular peer would have to watch all N back, past the per-peer
+//!    watch cap of 4,096.
+//!
 //! `HUB_BENCH_LINES` (default 10000), `HUB_BENCH_MIB` (default 128) and
 //! `HUB_BENCH_TRANSPORT` (quic or tcp, default quic) change the sizes.
 
@@ -210,6 +216,7 @@ fn loadgen(spec: &str) {
     let hub: PeerId = parts.next().unwrap().parse().unwrap();
     let addr: SocketAddr = parts.next().unwrap().parse().unwrap();
     let transport = parts.next().unwrap_or("quic");
+    let popular: Option<PeerId> = parts.next().map(|p| p.parse().unwrap());
     raise_nofile();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -245,21 +252,66 @@ fn loadgen(spec: &str) {
                     .await
                     .unwrap();
                 let ok = client.wait_online(Duration::from_secs(120)).await;
-                (ep, client, ok)
+                let mut heard = None;
+                if let Some(p) = popular {
+                    let mut events = client.events();
+                    client.watch(&[p]).await;
+                    let (tx, rx) = tokio::sync::oneshot::channel::<Instant>();
+                    tokio::spawn(async move {
+                        while let Ok(e) = events.recv().await {
+                            if let allpeers_net::hub::HubEvent::PresenceChanged {
+                                peer, status, ..
+                            } = e
+                                && peer == p
+                                && status.text == "fanout"
+                            {
+                                let _ = tx.send(Instant::now());
+                                return;
+                            }
+                        }
+                    });
+                    heard = Some(rx);
+                }
+                (ep, client, ok, heard)
             }));
         }
         let mut held = Vec::new();
         let mut up = 0;
+        let mut heard = Vec::new();
         for (i, t) in tasks.into_iter().enumerate() {
-            let (ep, client, ok) = t.await.unwrap();
+            let (ep, client, ok, rx) = t.await.unwrap();
             up += ok as usize;
             held.push((ep, client));
+            heard.extend(rx);
             if (i + 1) % 1000 == 0 {
                 eprintln!("loadgen: {} started, {up} online", i + 1);
             }
         }
         println!("ALL_UP {up} {:.1}", t.elapsed().as_secs_f64());
         std::io::stdout().flush().unwrap();
+        if popular.is_some() {
+            // "GO" on stdin: the popular peer is about to change its status.
+            let go = tokio::task::spawn_blocking(|| {
+                let mut s = String::new();
+                let _ = std::io::stdin().read_line(&mut s);
+                Instant::now()
+            })
+            .await
+            .unwrap();
+            let mut last = go;
+            let mut got = 0;
+            for rx in heard {
+                if let Ok(Ok(at)) = tokio::time::timeout(Duration::from_secs(30), rx).await {
+                    got += 1;
+                    last = last.max(at);
+                }
+            }
+            println!(
+                "FANOUT {got} {:.1}",
+                last.duration_since(go).as_secs_f64() * 1e3
+            );
+            std::io::stdout().flush().unwrap();
+        }
         // Hold until the parent closes our stdin.
         tokio::task::spawn_blocking(|| {
             let mut s = String::new();
@@ -301,8 +353,22 @@ fn main() {
         println!("| {name} | {v:.0} |");
     }
 
-    // Presence capacity.
-    let hub = spawn_hub(&["--presence-timeout", "30"]);
+    // Presence capacity, then fan-out of one status change to every line.
+    let hub = spawn_hub(&["--presence-timeout", "30", "--watch-policy", "open"]);
+    let popular_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let popular = popular_rt.block_on(async {
+        let ep = endpoint(true).await;
+        let cfg = HubClientConfig::new(hub.peer, vec![Address::quic(hub.quic)]);
+        let client = HubClient::start(ep.clone(), cfg, Arc::new(AcceptAll))
+            .await
+            .unwrap();
+        assert!(client.wait_online(Duration::from_secs(30)).await);
+        (ep, client)
+    });
     std::thread::sleep(Duration::from_millis(300));
     let base = rss_kib(hub.child.id());
     let addr = if transport == "quic" {
@@ -311,7 +377,14 @@ fn main() {
         hub.tcp
     };
     let mut generator = Command::new(std::env::current_exe().unwrap())
-        .env(LOADGEN, format!("{lines},{},{addr},{transport}", hub.peer))
+        .env(
+            LOADGEN,
+            format!(
+                "{lines},{},{addr},{transport},{}",
+                hub.peer,
+                popular.0.peer_id()
+            ),
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -327,7 +400,19 @@ fn main() {
     std::thread::sleep(Duration::from_secs(6));
     let after = rss_kib(hub.child.id());
     let gen_rss = rss_kib(generator.id());
-    drop(generator.stdin.take());
+    let mut stdin = generator.stdin.take().unwrap();
+    stdin.write_all(b"GO\n").unwrap();
+    stdin.flush().unwrap();
+    popular_rt.block_on(popular.1.set_status(allpeers_net::hub::PeerStatus {
+        availability: allpeers_net::hub::Availability::Away,
+        text: "fanout".into(),
+    }));
+    let mut fan = String::new();
+    out.read_line(&mut fan).unwrap();
+    let mut parts = fan.split_whitespace().skip(1);
+    let heard: usize = parts.next().unwrap_or("0").parse().unwrap_or(0);
+    let fan_ms: f64 = parts.next().unwrap_or("0").parse().unwrap_or(0.0);
+    drop(stdin);
     let _ = generator.wait();
     let per = (after.saturating_sub(base)) as f64 * 1024.0 / up.max(1) as f64;
     println!(
@@ -344,4 +429,11 @@ fn main() {
         per / 1024.0,
         gen_rss as f64 / 1024.0
     );
+    println!(
+        "\n## Presence fan-out: one status change to {up} watchers on one hub ({transport})\n"
+    );
+    println!("| watchers | heard it | time until the last heard it |");
+    println!("|---:|---:|---:|");
+    println!("| {up} | {heard} | {fan_ms:.0} ms |");
+    drop(popular);
 }

@@ -86,6 +86,16 @@ enum Command {
     /// The peer-to-peer network: status, connect
     #[command(subcommand)]
     Net(cli::NetCommand),
+    /// Your contacts: list, add (name@hub, PeerId, invite code), accept, decline, remove,
+    /// block, invite
+    #[command(subcommand)]
+    Contacts(cli::social::ContactsCommand),
+    /// Your presence: get, set online|away|busy [TEXT]
+    #[command(subcommand)]
+    Presence(cli::social::PresenceCommand),
+    /// Conversations: list, send, history, group, open (interactive)
+    #[command(subcommand)]
+    Chat(cli::social::ChatCommand),
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -151,6 +161,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Register { name } => cli::register(&paths, &name, cli.json),
         Command::Resolve { query } => cli::resolve(&paths, &query, cli.json),
         Command::Net(command) => cli::net(&paths, command, cli.json),
+        Command::Contacts(command) => cli::social::contacts(&paths, command, cli.json),
+        Command::Presence(command) => cli::social::presence(&paths, command),
+        Command::Chat(command) => cli::social::chat(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
         Command::Demo => unreachable!("handled above"),
     }

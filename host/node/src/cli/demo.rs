@@ -100,6 +100,7 @@ struct Node {
 
 async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Result<Node> {
     let paths = NodePaths::resolve(Some(dir))?;
+    let fresh = !paths.identity().exists();
     // Demo nodes listen for peers on loopback only, and use the demo hub as home hub.
     let config = json!({
         "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
@@ -135,7 +136,7 @@ async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Re
     .await?;
     api.call(
         m::EVENTS_SUBSCRIBE,
-        json!({"topics": [topics::HUB_CHANGED, topics::PRESENCE_CHANGED, topics::CLIENTS_CHANGED]}),
+        json!({"topics": [topics::HUB_CHANGED, topics::PRESENCE_CHANGED, topics::CLIENTS_CHANGED, topics::CONTACT_REQUEST, topics::MESSAGE_RECEIVED, topics::CHAT_RECEIPT]}),
     )
     .await?;
     let status = api.call(m::NET_STATUS, json!({})).await?;
@@ -145,8 +146,9 @@ async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Re
     let peer_id = json!(api.hello().peer_id);
     let listening = super::listening_addresses(&status);
     println!(
-        "      {name}: ready in {ready_ms} ms, identity {} (made on first run)",
-        short(&peer_id)
+        "      {name}: ready in {ready_ms} ms, identity {}{}",
+        short(&peer_id),
+        if fresh { " (made on first run)" } else { "" }
     );
     println!(
         "      {name}: listens for peers on {}; presence line to the hub is up",
@@ -192,7 +194,7 @@ async fn demo() -> anyhow::Result<()> {
         dir.path().display()
     );
 
-    println!("[1/8] A hub starts (allpeers-hub): the meeting point; it never sees content");
+    println!("[1/9] A hub starts (allpeers-hub): the meeting point; it never sees content");
     let hub = start_hub(&exe, &dir.path().join("hub")).await?;
     println!(
         "      hub demo.hub, key {}, quic {}, tcp {}",
@@ -201,11 +203,11 @@ async fn demo() -> anyhow::Result<()> {
         hub.tcp
     );
 
-    println!("\n[2/8] Two nodes start (allpeers daemon), each with its home hub pinned by key");
+    println!("\n[2/9] Two nodes start (allpeers daemon), each with its home hub pinned by key");
     let alice = start_node(&exe, &dir.path().join("alice"), &hub, "alice").await?;
     let mut bob = start_node(&exe, &dir.path().join("bob"), &hub, "bob").await?;
 
-    println!("\n[3/8] They register names; the hub signs a certificate binding name and key");
+    println!("\n[3/9] They register names; the hub signs a certificate binding name and key");
     for (node, name) in [(&alice, "alice"), (&bob, "bob")] {
         let cert = node
             .api
@@ -227,59 +229,111 @@ async fn demo() -> anyhow::Result<()> {
     );
 
     println!(
-        "\n[4/8] Alice looks bob up; the hub's answer is signed and fresh, and alice checks it"
+        "\n[4/9] Alice asks bob@demo.hub to be her contact; bob accepts (the hub's signed directory finds him)"
     );
-    let found = alice
+    let added = alice
         .api
-        .call(m::HUB_RESOLVE, json!({"query": "bob@demo.hub"}))
+        .call(
+            m::CONTACTS_ADD,
+            json!({"who": "bob@demo.hub", "message": "Hi Bob, it's Alice"}),
+        )
         .await?;
     println!(
-        "      bob@demo.hub = {}, {}, at {}",
-        short(&found["peer_id"]),
-        if found["online"] == true {
-            "online"
-        } else {
-            "offline"
-        },
-        found["addresses"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(Value::as_str)
-            .collect::<Vec<_>>()
-            .join(", ")
+        "      alice -> bob: request {} ({})",
+        added["state"].as_str().unwrap_or("?"),
+        added["delivered"].as_str().unwrap_or("?")
     );
-
+    let alice_id = alice.peer_id.clone();
+    let request = wait_event(&bob.api, topics::CONTACT_REQUEST, |d| {
+        d["peer_id"] == alice_id
+    })
+    .await?;
     println!(
-        "\n[5/8] Presence: they watch each other (the hub shows presence only when both agree)"
+        "      bob sees a request from {} saying {}",
+        short(&request.data["peer_id"]),
+        request.data["message"]
     );
-    alice
-        .api
-        .call(m::HUB_WATCH, json!({"peers": [bob.peer_id]}))
-        .await?;
     bob.api
-        .call(m::HUB_WATCH, json!({"peers": [alice.peer_id]}))
+        .call(m::CONTACTS_ACCEPT, json!({"peer": alice.peer_id}))
         .await?;
     let bob_id = bob.peer_id.clone();
+    let t = Instant::now();
     wait_event(&alice.api, topics::PRESENCE_CHANGED, |d| {
         d["peer_id"] == bob_id && d["online"] == true
     })
     .await?;
-    println!("      alice sees bob online");
-
-    println!("\n[6/8] Alice connects to bob: mutual TLS 1.3, each side checks the other's key");
-    let connected = alice
-        .api
-        .call(m::NET_CONNECT, json!({"peer": bob.peer_id}))
-        .await?;
     println!(
-        "      path {} over {} ({})",
-        connected["path"].as_str().unwrap_or("?"),
-        connected["transport"].as_str().unwrap_or("?"),
-        connected["why"].as_str().unwrap_or("")
+        "      accepted: alice sees bob online {:.0} ms later (the hub shows presence to contacts only)",
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    bob.api
+        .call(m::PRESENCE_SET, json!({"state": "busy", "text": "cooking"}))
+        .await?;
+    let seen = wait_event(&alice.api, topics::PRESENCE_CHANGED, |d| {
+        d["peer_id"] == bob_id && d["state"] == "busy"
+    })
+    .await?;
+    println!(
+        "      bob sets himself busy: alice sees \"{} ({})\"",
+        seen.data["state"].as_str().unwrap_or("?"),
+        seen.data["text"].as_str().unwrap_or("")
     );
 
-    println!("\n[7/8] Alice's resources: typed data in her node's SQLite store");
+    println!("\n[5/9] They chat: end-to-end over a direct, mutually authenticated connection");
+    let chat = alice
+        .api
+        .call(m::CHAT_OPEN, json!({"peer": bob.peer_id}))
+        .await?;
+    let chat_id = chat["id"].clone();
+    let t = Instant::now();
+    let sent = alice
+        .api
+        .call(
+            m::CHAT_SEND,
+            json!({"chat": chat_id, "body": "Hi Bob! Dinner on Friday?"}),
+        )
+        .await?;
+    let got = wait_event(&bob.api, topics::MESSAGE_RECEIVED, |d| d["chat"] == chat_id).await?;
+    println!(
+        "      bob got \"{}\" in {:.1} ms",
+        got.data["body"].as_str().unwrap_or(""),
+        t.elapsed().as_secs_f64() * 1e3
+    );
+    bob.api
+        .call(
+            m::CHAT_SEND,
+            json!({"chat": chat_id, "body": "Sure! I'll bring dessert."}),
+        )
+        .await?;
+    let reply = wait_event(&alice.api, topics::MESSAGE_RECEIVED, |d| {
+        d["chat"] == chat_id && d["outgoing"] == false
+    })
+    .await?;
+    println!(
+        "      alice got \"{}\"",
+        reply.data["body"].as_str().unwrap_or("")
+    );
+    bob.api.call(m::CHAT_READ, json!({"chat": chat_id})).await?;
+    let sent_id = sent["id"].clone();
+    wait_event(&alice.api, topics::CHAT_RECEIPT, |d| {
+        d["message"] == sent_id && d["kind"] == "read"
+    })
+    .await?;
+    println!("      alice's message shows \u{2713}\u{2713} read (a receipt from bob)");
+
+    println!("\n[6/9] The connection under the chat: which path, which transport");
+    let status = alice.api.call(m::NET_STATUS, json!({})).await?;
+    for c in status["connections"].as_array().into_iter().flatten() {
+        if c["peer"] == bob.peer_id {
+            println!(
+                "      alice <-> bob: {} over {} (mutual TLS 1.3, each side checked the other's key)",
+                c["path"].as_str().unwrap_or("?"),
+                c["transport"].as_str().unwrap_or("?")
+            );
+        }
+    }
+
+    println!("\n[7/9] Alice's resources: typed data in her node's SQLite store");
     alice
         .api
         .call(
@@ -318,10 +372,10 @@ async fn demo() -> anyhow::Result<()> {
         files["resources"].as_array().map(Vec::len).unwrap_or(0)
     );
 
-    println!("\n[8/8] A browser opens alice's sidebar: it starts the native-messaging host");
+    println!("\n[8/9] A browser opens alice's sidebar: it starts the native-messaging host");
     browser_round_trips(&exe, &alice.paths, &alice.api).await?;
 
-    println!("\nBob goes offline; alice hears it from the hub within seconds");
+    println!("\n[9/9] Bob goes offline; alice writes anyway; bob gets it when he is back");
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
     step("bob exit", async { Ok(bob.child.wait().await?) }).await?;
     let t = Instant::now();
@@ -333,6 +387,58 @@ async fn demo() -> anyhow::Result<()> {
         "      alice sees bob offline after {:.1} s",
         t.elapsed().as_secs_f64()
     );
+    alice
+        .api
+        .call(
+            m::CHAT_SEND,
+            json!({"chat": chat_id, "body": "See you Friday at 8!"}),
+        )
+        .await?;
+    wait_event(&alice.api, topics::CHAT_RECEIPT, |d| d["via"] == "mailed").await?;
+    println!(
+        "      the message waits at the hub, sealed to bob's key and signed by alice (the hub cannot read it)"
+    );
+    let bob_dir = bob.paths.data_dir.clone();
+    drop(bob);
+    let bob = start_node(&exe, &bob_dir, &hub, "bob").await?;
+    bob.api
+        .call(
+            m::EVENTS_SUBSCRIBE,
+            json!({"topics": [topics::MESSAGE_RECEIVED]}),
+        )
+        .await?;
+    let history = bob
+        .api
+        .call(m::CHAT_HISTORY, json!({"chat": chat_id}))
+        .await?;
+    let has_it = |h: &Value| {
+        h.as_array()
+            .into_iter()
+            .flatten()
+            .any(|m| m["body"] == "See you Friday at 8!")
+    };
+    if !has_it(&history) {
+        wait_event(&bob.api, topics::MESSAGE_RECEIVED, |d| {
+            d["body"] == "See you Friday at 8!"
+        })
+        .await?;
+    }
+    let history = bob
+        .api
+        .call(m::CHAT_HISTORY, json!({"chat": chat_id}))
+        .await?;
+    println!("      bob is back and reads the conversation:");
+    for msg in history.as_array().into_iter().flatten() {
+        let who = if msg["sender"] == bob.peer_id {
+            "bob"
+        } else {
+            "alice"
+        };
+        println!("        {who}: {}", msg["body"].as_str().unwrap_or(""));
+    }
+    let mut bob = bob;
+    bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
+    step("bob exit", async { Ok(bob.child.wait().await?) }).await?;
 
     let mut alice = alice;
     alice.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;

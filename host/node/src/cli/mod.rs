@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod resource;
+pub mod social;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

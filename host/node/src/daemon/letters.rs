@@ -137,6 +137,11 @@ async fn take(daemon: &Arc<Daemon>, letter: Letter, via: Via) -> Result<(), Take
     super::social::take_letter(daemon, letter, via).await
 }
 
+/// Our key, unless the identity is still sealed.
+pub fn unlocked_key(daemon: &Daemon) -> Option<allpeers_net::Identity> {
+    daemon.identity.lock().expect("identity lock").key.clone()
+}
+
 /// Sends `body` to `to`'s `service`: directly when we can reach it, else through the hub's
 /// relay, else (when `may_mail`) sealed into its mailbox at our hub.
 pub async fn send(
@@ -146,12 +151,7 @@ pub async fn send(
     body: Vec<u8>,
     may_mail: bool,
 ) -> Result<Delivered, SendError> {
-    let identity = daemon
-        .identity
-        .lock()
-        .expect("identity lock")
-        .key
-        .clone()
+    let identity = unlocked_key(daemon)
         .ok_or_else(|| SendError::Unreachable("the identity is locked".into()))?;
     let network = daemon
         .network
@@ -254,13 +254,7 @@ pub fn spawn_mail_fetcher(daemon: &Arc<Daemon>, hub: HubClient) {
 /// Takes every letter waiting at the hub. A letter is acknowledged (deleted at the hub) once
 /// it is stored here, or when it can never be taken (not for us, forged, garbage).
 pub async fn fetch_mail(daemon: &Arc<Daemon>, hub: &HubClient) -> Result<usize, String> {
-    let identity = daemon
-        .identity
-        .lock()
-        .expect("identity lock")
-        .key
-        .clone()
-        .ok_or("the identity is locked")?;
+    let identity = unlocked_key(daemon).ok_or("the identity is locked")?;
     let mut taken = 0;
     loop {
         let items = hub

@@ -29,6 +29,9 @@ use crate::social::wire::{self, ChatPayload, ContactPayload, LinkCard};
 /// a failure (a busy or briefly unreachable peer), backing off to the interval.
 const OUTBOX_INTERVAL: Duration = Duration::from_secs(30);
 const OUTBOX_RETRY_MIN: Duration = Duration::from_secs(1);
+/// Deliveries in flight at once from `chat.send`: each ends in a store write, and an
+/// unbounded number of them would queue ahead of the user's next call for the store.
+const MAX_DELIVERIES: usize = 16;
 
 /// Application codes of the social methods.
 pub mod codes {
@@ -45,6 +48,7 @@ pub struct Social {
     presence: Mutex<HashMap<PeerId, (bool, PeerStatus)>>,
     clock: Mutex<Hlc>,
     outbox: Notify,
+    deliveries: Arc<tokio::sync::Semaphore>,
 }
 
 impl Social {
@@ -55,6 +59,7 @@ impl Social {
                 me.to_string().chars().take(16).collect::<String>(),
             )),
             outbox: Notify::new(),
+            deliveries: Arc::new(tokio::sync::Semaphore::new(MAX_DELIVERIES)),
         }
     }
 
@@ -189,6 +194,7 @@ async fn deliver_message(
         Ok(how) => {
             let rid = rid.to_string();
             let chat_id = payload.chat_id().to_string();
+            let message_id = rid.clone();
             let result = on_store(daemon, move |s| {
                 if how == Delivered::Mailed {
                     chat::clear_pending(s, &rid, &peer)?;
@@ -208,11 +214,17 @@ async fn deliver_message(
                 }
             })
             .await;
-            if let Ok(Some(m)) = result {
-                daemon.publish(
+            match result {
+                Ok(Some(m)) => daemon.publish(
                     topics::CHAT_RECEIPT,
                     json!({"message": m.id, "chat": chat_id, "peer_id": peer, "kind": "delivered", "via": how}),
-                );
+                ),
+                // In the recipient's mailbox at the hub: "delivered" comes when it fetches it.
+                Ok(None) => daemon.publish(
+                    topics::CHAT_RECEIPT,
+                    json!({"message": message_id, "chat": chat_id, "peer_id": peer, "kind": "queued", "via": how}),
+                ),
+                Err(e) => allpeers_log::skin!("receipt not stored: {}", e.message),
             }
         }
         Err(SendError::Refused(why)) => {
@@ -266,7 +278,7 @@ async fn take_contact(
     }
     match payload {
         ContactPayload::Request { message, invite } => {
-            let key = daemon.identity.lock().expect("identity lock").key.clone();
+            let key = letters::unlocked_key(daemon);
             let invited = match (invite, key) {
                 (Some(token), Some(key)) => {
                     invite::check_token(&key, &token, allpeers_net::hub::proto::now_ms())
@@ -615,12 +627,7 @@ pub async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result
             set_and_tell(daemon, p.peer, ContactState::None).await
         }
         m::CONTACTS_INVITE => {
-            let key = daemon
-                .identity
-                .lock()
-                .expect("identity lock")
-                .key
-                .clone()
+            let key = letters::unlocked_key(daemon)
                 .ok_or_else(|| err(ErrorCode::Internal.code(), "the identity is locked"))?;
             let name = match daemon.hub.get() {
                 Some(h) => h
@@ -995,6 +1002,9 @@ async fn send_message(daemon: &Arc<Daemon>, p: SendParams) -> Result<Value, RpcE
                 let rid = rid.clone();
                 let payload = payload.clone();
                 async move {
+                    let Ok(_permit) = daemon.social.deliveries.clone().acquire_owned().await else {
+                        return;
+                    };
                     let mut unreachable = Vec::new();
                     deliver_message(&daemon, &rid, &payload, peer, &mut unreachable).await;
                 }

@@ -102,12 +102,7 @@ pub fn set_state(
                 .properties
                 .insert("contact".into(), Value::Bool(accepted));
             if let Some(name) = name {
-                patch
-                    .properties
-                    .insert("name".into(), Value::String(name.into()));
-                patch
-                    .properties
-                    .insert("title".into(), Value::String(name.into()));
+                name_patch(&mut patch, name);
             }
             patch
                 .meta
@@ -128,15 +123,20 @@ pub fn set_name(store: &mut Store, peer: &PeerId, name: &str) -> Result<(), Stor
     let id = resource_id(peer);
     if store.get(&id)?.is_some() {
         let mut patch = Patch::default();
-        patch
-            .properties
-            .insert("name".into(), Value::String(name.into()));
-        patch
-            .properties
-            .insert("title".into(), Value::String(name.into()));
+        name_patch(&mut patch, name);
         store.update(&id, &patch)?;
     }
     Ok(())
+}
+
+/// A peer's name is also its title (what lists show).
+fn name_patch(patch: &mut Patch, name: &str) {
+    patch
+        .properties
+        .insert("name".into(), Value::String(name.into()));
+    patch
+        .properties
+        .insert("title".into(), Value::String(name.into()));
 }
 
 /// Every peer we have a contact state with.

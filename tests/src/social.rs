@@ -1,0 +1,181 @@
+//! Helpers for the contacts/presence/chat tests: a node with its hub registration and an
+//! API client subscribed to the social events.
+
+use std::path::Path;
+use std::time::Duration;
+
+use allpeers_model::api::Response;
+use serde_json::{Value, json};
+
+use crate::{Daemon, HubProcess, RawClient, timeout};
+
+pub type Client = RawClient<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>;
+
+pub const TOPICS: &[&str] = &[
+    "hub.changed",
+    "presence.changed",
+    "presence.refused",
+    "contact.request",
+    "contact.changed",
+    "message.received",
+    "message.updated",
+    "chat.receipt",
+    "chat.changed",
+    "chat.typing",
+];
+
+pub async fn wait_event(client: &mut Client, topic: &str, check: impl Fn(&Value) -> bool) -> Value {
+    loop {
+        let (_, event) = timeout(topic, client.read_notification())
+            .await
+            .expect("an event");
+        if event["topic"] == topic && check(&event["data"]) {
+            return event["data"].clone();
+        }
+    }
+}
+
+/// Events on `topic` matching `check` that arrive within `window` (for "must not see").
+pub async fn none_within(
+    client: &mut Client,
+    window: Duration,
+    topic: &str,
+    check: impl Fn(&Value) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + window;
+    loop {
+        match tokio::time::timeout_at(deadline, client.read_notification()).await {
+            Err(_) => return,
+            Ok(None) => return,
+            Ok(Some((_, event))) => {
+                assert!(
+                    !(event["topic"] == topic && check(&event["data"])),
+                    "unexpected {topic}: {event}"
+                );
+            }
+        }
+    }
+}
+
+pub fn ok(response: Response) -> Value {
+    match (response.result, response.error) {
+        (Some(r), _) => r,
+        (None, e) => panic!("call failed: {e:?}"),
+    }
+}
+
+pub struct Node {
+    pub daemon: Option<Daemon>,
+    pub client: Client,
+    pub id: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl Node {
+    pub async fn start(hub: &HubProcess, name: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        hub.node_config(dir.path());
+        let (daemon, client, id) = Self::run(dir.path(), name).await;
+        let mut node = Node {
+            daemon: Some(daemon),
+            client,
+            id,
+            dir,
+        };
+        ok(node
+            .client
+            .call("hub.register", json!({"name": name}))
+            .await);
+        node
+    }
+
+    async fn run(dir: &Path, name: &str) -> (Daemon, Client, String) {
+        let daemon = Daemon::start(dir).await;
+        let mut client = daemon.connect().await;
+        let id = client.hello(name).await["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ok(client
+            .call("events.subscribe", json!({"topics": TOPICS}))
+            .await);
+        let status = ok(client.call("net.status", json!({})).await);
+        if status["hub"]["state"] != "online" {
+            wait_event(&mut client, "hub.changed", |d| d["state"] == "online").await;
+        }
+        (daemon, client, id)
+    }
+
+    pub async fn restart(&mut self, name: &str) {
+        let (daemon, client, _) = Self::run(self.dir.path(), name).await;
+        self.daemon = Some(daemon);
+        self.client = client;
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(d) = self.daemon.take() {
+            d.stop().await;
+        }
+    }
+
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        ok(self.client.call(method, params).await)
+    }
+}
+
+/// `a` asks `b` by name; `b` accepts; both see each other online.
+pub async fn befriend(a: &mut Node, b: &mut Node, b_name: &str) {
+    let added = a
+        .call(
+            "contacts.add",
+            json!({"who": b_name, "message": "hi, it's me"}),
+        )
+        .await;
+    assert_eq!(added["state"], "outgoing", "{added}");
+    let request = wait_event(&mut b.client, "contact.request", |d| d["peer_id"] == a.id).await;
+    assert_eq!(request["message"], "hi, it's me");
+    let accepted = b.call("contacts.accept", json!({"peer": a.id})).await;
+    assert_eq!(accepted["state"], "accepted");
+    let a_id = a.id.clone();
+    let b_id = b.id.clone();
+    wait_event(&mut a.client, "contact.changed", |d| {
+        d["peer_id"] == b_id && d["state"] == "accepted"
+    })
+    .await;
+    wait_event(&mut a.client, "presence.changed", |d| {
+        d["peer_id"] == b_id && d["online"] == true
+    })
+    .await;
+    wait_event(&mut b.client, "presence.changed", |d| {
+        d["peer_id"] == a_id && d["online"] == true
+    })
+    .await;
+}
+
+/// A hub and two nodes, alice and bob, who are contacts, with their 1:1 chat open.
+pub struct Pair {
+    pub hub_dir: tempfile::TempDir,
+    pub hub: HubProcess,
+    pub alice: Node,
+    pub bob: Node,
+    pub chat: String,
+}
+
+impl Pair {
+    pub async fn start() -> Pair {
+        let hub_dir = tempfile::tempdir().unwrap();
+        let hub = HubProcess::start(hub_dir.path()).await;
+        let mut alice = Node::start(&hub, "alice").await;
+        let mut bob = Node::start(&hub, "bob").await;
+        befriend(&mut alice, &mut bob, "bob@hub.test").await;
+        let chat = alice.call("chat.open", json!({"peer": bob.id})).await;
+        let chat = chat["id"].as_str().unwrap().to_string();
+        Pair {
+            hub_dir,
+            hub,
+            alice,
+            bob,
+            chat,
+        }
+    }
+}
