@@ -128,6 +128,9 @@ async function chatBench() {
     await me.page.click(`${sel} button[data-action="chat"]`);
     await me.page.waitForSelector("#conversation:visible");
   }
+  // BENCH_BOB_VIEW=people: Bob looks at People meanwhile (nothing is marked read: no read
+  // receipts), to see what marking read costs.
+  if (process.env.BENCH_BOB_VIEW) await bob.page.click(`#tab-${process.env.BENCH_BOB_VIEW}`);
   // Bob's page notes when each message appears in its list (the same clock as Alice's:
   // one machine; performance.timeOrigin + now is wall-clock based in both processes).
   await bob.page.evaluate(() => {
@@ -186,6 +189,38 @@ async function chatBench() {
       acks.push((await alice.page.evaluate((b) => window.acked.get(b), body)) - t0);
     }
   }
+  // The same through a bare runtime port from Alice's page (no form, no drawing): chat.send
+  // answered, and Bob's page getting the event.
+  const chatId = await alice.page.evaluate(() => document.body.dataset.chat);
+  const rawAck = [];
+  const rawReach = [];
+  for (let i = 0; i < M + warm; i++) {
+    const body = `raw ${i}`;
+    const { t0, t1 } = await alice.page.evaluate(
+      ([chat, body]) =>
+        new Promise((resolve, reject) => {
+          const port = window.benchPort ?? (window.benchPort = chrome.runtime.connect({ name: "allpeers-panel" }));
+          const id = (window.benchId = (window.benchId ?? 0) + 1);
+          const t0 = performance.timeOrigin + performance.now();
+          const fn = (m) => {
+            if (m.type !== "reply" || m.id !== id) return;
+            port.onMessage.removeListener(fn);
+            if (m.error) reject(new Error(m.error.message));
+            else resolve({ t0, t1: performance.timeOrigin + performance.now() });
+          };
+          port.onMessage.addListener(fn);
+          port.postMessage({ type: "call", id, method: "chat.send", params: { chat, body } });
+        }),
+      [chatId, body],
+    );
+    const ta = await bob.page.waitForFunction((b) => window.arrived.get(b), body).then((h) => h.jsonValue());
+    if (i >= warm) {
+      rawAck.push(t1 - t0);
+      rawReach.push(ta - t0);
+    }
+  }
+  rawAck.sort((a, b) => a - b);
+  rawReach.sort((a, b) => a - b);
   lat.sort((a, b) => a - b);
   reach.sort((a, b) => a - b);
   acks.sort((a, b) => a - b);
@@ -198,6 +233,7 @@ async function chatBench() {
   console.log(
     `chat: Send -> the message.received event at the other page (both daemons, the network, hosts, backgrounds): p50 ${f(pct(reach, 50))} ms, p99 ${f(pct(reach, 99))} ms`,
   );
+  console.log(`chat, bare port from Alice's page: chat.send answered p50 ${f(pct(rawAck, 50))} ms, p99 ${f(pct(rawAck, 99))} ms; the event at Bob's page p50 ${f(pct(rawReach, 50))} ms, p99 ${f(pct(rawReach, 99))} ms`);
   console.log(`chat: Send -> own message shown (chat.send answered: stored by the sender's node): p50 ${f(pct(acks, 50))} ms, p99 ${f(pct(acks, 99))} ms`);
   for (const who of [alice, bob]) {
     const m = extensionProcessMemory(who.profile);
