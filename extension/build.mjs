@@ -3,7 +3,7 @@
 //   node build.mjs --tests    -> also dist/test (unit tests for node --test)
 import { build } from "esbuild";
 import { deflateSync } from "node:zlib";
-import { copyFileSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -11,9 +11,16 @@ const root = dirname(fileURLToPath(import.meta.url));
 const pkg = JSON.parse(readFileSync(join(root, "package.json"), "utf8"));
 const ids = JSON.parse(readFileSync(join(root, "identity.json"), "utf8"));
 const withTests = process.argv.includes("--tests");
+const WASM = join(root, "../wasm/pkg/web/allpeers_wasm_bg.wasm");
+if (!existsSync(WASM)) {
+  console.error(`no ${WASM}: build the wasm model first (wasm/build.sh; PROFILE=debug for a faster build)`);
+  process.exit(2);
+}
 
 const ICON_SIZES = [16, 32, 48, 128];
-const CSP = "script-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+// 'wasm-unsafe-eval': the wasm model (generic resource views) is compiled from the
+// extension's own allpeers_wasm_bg.wasm; no JS eval is allowed.
+const CSP = "script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 function manifest(browser) {
   const icons = Object.fromEntries(ICON_SIZES.map((s) => [String(s), `icons/icon-${s}.png`]));
@@ -24,7 +31,7 @@ function manifest(browser) {
     description: "Peer-to-peer sharing and chat with your contacts, from the sidebar. No cloud in between.",
     icons,
     action: { default_title: "AllPeers", default_icon: icons },
-    permissions: ["nativeMessaging", "clipboardWrite"],
+    permissions: ["nativeMessaging", "clipboardWrite", "contextMenus", "notifications"],
     content_security_policy: { extension_pages: CSP },
   };
   if (browser === "chromium") {
@@ -114,17 +121,20 @@ async function buildBrowser(browser) {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(join(out, "icons"), { recursive: true });
   await build({
-    entryPoints: { background: "src/background.ts", panel: "src/panel/panel.ts" },
+    entryPoints: { background: "src/background.ts", panel: "src/panel/panel.ts", share: "src/share/share.ts" },
     absWorkingDir: root,
     bundle: true,
     format: "iife",
     target: browser === "chromium" ? "chrome116" : "firefox140",
     outdir: out,
     sourcemap: "linked",
-    define: { BROWSER: JSON.stringify(browser) },
+    // The wasm-bindgen glue's default path uses import.meta.url, which an IIFE has not: the
+    // panel always passes the .wasm's URL, so the default is never used.
+    define: { BROWSER: JSON.stringify(browser), "import.meta.url": JSON.stringify("chrome-extension://invalid/") },
     logLevel: "warning",
   });
   for (const f of readdirSync(join(root, "static"))) copyFileSync(join(root, "static", f), join(out, f));
+  copyFileSync(WASM, join(out, "allpeers_wasm_bg.wasm"));
   for (const s of ICON_SIZES) writeFileSync(join(out, "icons", `icon-${s}.png`), icon(s));
   writeFileSync(join(out, "manifest.json"), JSON.stringify(manifest(browser), null, 2) + "\n");
   console.log(`built dist/${browser}`);

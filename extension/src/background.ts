@@ -1,8 +1,13 @@
 // Background (Chromium: service worker; Firefox: event page). Owns the one native port to
 // the AllPeers host and serves the panels over runtime ports: connection state, calls,
-// events. Requests while disconnected fail at once with a clear error.
+// events. Requests while disconnected fail at once with a clear error. Also: the toolbar
+// badge (unread messages), notifications while no panel is open, and the "Share with…"
+// context menu.
 
 import { Connection, PortFactory, RpcError } from "./lib/connection";
+import { badgeSoon, notify, refreshBadge, setupNotifications } from "./background/notify";
+import { setupShareMenu } from "./background/share";
+import { SOCIAL_TOPICS } from "./lib/social";
 import {
   BackgroundToPanel,
   ExtErrorCode,
@@ -32,7 +37,7 @@ const connectNative: PortFactory = (handlers) => {
 const connection = new Connection({
   connect: connectNative,
   client: `extension/${BROWSER}`,
-  topics: ["identity.changed", "log.changed", "clients.changed"],
+  topics: ["identity.changed", "log.changed", "clients.changed", ...SOCIAL_TOPICS],
 });
 
 const panels = new Set<chrome.runtime.Port>();
@@ -50,6 +55,10 @@ connection.onState((state) => {
 });
 connection.onEvent((topic, data) => {
   for (const p of panels) post(p, { type: "event", topic, data });
+  notify(topic, data, panels.size > 0);
+});
+connection.onState((state) => {
+  if (state.status === "connected") void refreshBadge();
 });
 
 chrome.runtime.onConnect.addListener((port) => {
@@ -69,7 +78,10 @@ chrome.runtime.onConnect.addListener((port) => {
     connection
       .request(message.method, message.params ?? {}, message.timeoutMs)
       .then(
-        (result) => post(port, { type: "reply", id, result }),
+        (result) => {
+          post(port, { type: "reply", id, result });
+          if (message.method === "chat.read") badgeSoon();
+        },
         (e: unknown) =>
           post(port, {
             type: "reply",
@@ -97,4 +109,6 @@ if (sidePanel) {
   });
 }
 
+setupNotifications(connection);
+setupShareMenu();
 connection.start();

@@ -190,3 +190,103 @@ test(
     await driver.wait(wdUntil.elementLocated(By.css('body[data-connection="connected"]')), WAIT);
   },
 );
+
+// The chat part in Firefox: Alice in the Firefox sidebar, Bob a node driven from the CLI,
+// one real hub. A contact request accepted in Firefox, presence, messages both ways, a
+// link card (clickable only as http/https, in a new tab).
+test(
+  "Firefox: contact request, presence and chat both ways with a link card",
+  {
+    skip:
+      (!existsSync(FIREFOX) && `no ${FIREFOX} (apt-get install firefox-esr)`) ||
+      (!GECKODRIVER && "no geckodriver (cargo install geckodriver)"),
+  },
+  async () => {
+    const h = await import("./harness.mjs");
+    const { Builder, By, until: wdUntil } = await import("selenium-webdriver");
+    const firefox = await import("selenium-webdriver/firefox.js");
+    const hub = await h.startHub();
+    const node = await h.makeSocialNode(hub);
+    const home = join(node.root, "home");
+    mkdirSync(home);
+    await h.allpeers(node.dataDir, ["install", "--browser", "firefox"], { env: { HOME: home } });
+    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
+    delete env.ALLPEERS_PASSPHRASE;
+    delete env.DISPLAY;
+    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
+    const options = new firefox.Options()
+      .setBinary(FIREFOX)
+      .addArguments("-headless")
+      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
+      .windowSize({ width: 420, height: 900 });
+    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
+    onCleanup(() => driver.quit());
+    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#people`);
+    const WAIT = 30_000;
+    const css = (s) => wdUntil.elementLocated(By.css(s));
+    await driver.wait(css('body[data-connection="connected"]'), WAIT);
+    await h.registerAtHub(node, "alice");
+    await driver.wait(css('body[data-social="ready"]'), WAIT);
+
+    // The list is redrawn on every change (presence, a name found at the hub): click what is there now.
+    const clickNow = (sel) =>
+      driver.wait(async () => {
+        try {
+          await driver.findElement(By.css(sel)).click();
+          return true;
+        } catch {
+          return false;
+        }
+      }, WAIT);
+    const bob = await h.makeSocialNode(hub);
+    await h.startDaemon(bob);
+    await h.registerAtHub(bob, "bob");
+    // By PeerId this time (the Chromium test adds by name and by invite code).
+    await h.apiCall(bob, "contacts.add", { who: node.peerId, message: "Bob, from the command line" });
+    const request = `#requests li[data-peer="${bob.peerId}"] button[data-action="accept"]`;
+    await driver.wait(css(request), WAIT);
+    await clickNow(request);
+    const contact = `#contacts li[data-peer="${bob.peerId}"][data-state="accepted"][data-presence="online"]`;
+    await driver.wait(css(contact), WAIT);
+    await h.apiCall(bob, "presence.set", { state: "busy", text: "compiling" });
+    await driver.wait(css(`#contacts li[data-peer="${bob.peerId}"][data-presence="busy"]`), WAIT);
+
+    await clickNow(`#contacts li[data-peer="${bob.peerId}"] button[data-action="chat"]`);
+    await driver.wait(css("#conversation:not([hidden])"), WAIT);
+    await driver.findElement(By.id("message-input")).sendKeys("hello from Firefox");
+    await driver.findElement(By.id("send-button")).click();
+    const chat = await h.apiCall(bob, "chat.open", { peer: node.peerId });
+    await h.until("Bob has the message", async () =>
+      (await h.apiCall(bob, "chat.history", { chat: chat.id })).some((m) => m.body === "hello from Firefox"),
+    );
+    await h.apiCall(bob, "chat.send", { chat: chat.id, body: "hi Firefox <i>plain</i>" });
+    await h.apiCall(bob, "chat.send", {
+      chat: chat.id,
+      body: "a page",
+      link: { url: "https://example.org/ff", title: "Example in Firefox" },
+    });
+    await driver.wait(css('.msg[data-outgoing="false"] .link-card a[href="https://example.org/ff"]'), WAIT);
+    const texts = await driver.executeScript(
+      "return [...document.querySelectorAll('#message-list .msg .body')].map((e) => e.textContent)",
+    );
+    assert.deepEqual(texts, ["hello from Firefox", "hi Firefox <i>plain</i>", "a page"]);
+    assert.equal(await driver.executeScript("return document.querySelectorAll('#message-list i').length"), 0);
+    const link = await driver.findElement(By.css(".link-card a"));
+    assert.equal(await link.getAttribute("target"), "_blank");
+    assert.match(await link.getAttribute("rel"), /noopener/);
+    // Bob reads Alice's message: Firefox shows it read.
+    await h.apiCall(bob, "chat.read", { chat: chat.id });
+    await driver.wait(css('.msg[data-outgoing="true"][data-status="read"]'), WAIT);
+    // And the Firefox panel, showing the conversation, marked Bob's messages read.
+    await h.until("Bob's messages read by Alice", async () =>
+      (await h.apiCall(bob, "chat.history", { chat: chat.id }))
+        .filter((m) => m.outgoing)
+        .every((m) => m.receipts.some((r) => r.read)),
+    );
+    // The wasm model (generic resource views) loads under Firefox's CSP too.
+    await driver.wait(css('body[data-wasm="ready"]'), WAIT);
+    const { writeFileSync } = await import("node:fs");
+    writeFileSync(join(HERE, "screenshots", "firefox-chat-light.png"), await driver.takeScreenshot(), "base64");
+  },
+);

@@ -168,3 +168,106 @@ export async function nativeHostPids(node) {
     .filter((l) => l.includes(node.dataDir) && / native-host( |$)/.test(l))
     .map((l) => Number(l.split(/\s+/)[0]));
 }
+
+// ---------------------------------------------------------------- hub and social nodes
+
+/** A real `allpeers-hub` on loopback (the binary next to ALLPEERS_BIN), its own data dir. */
+export async function startHub() {
+  const { spawn } = await import("node:child_process");
+  const { createInterface } = await import("node:readline");
+  const dir = mkdtempSync(join(tmpdir(), "allpeers-hub-"));
+  const bin = process.env.ALLPEERS_HUB_BIN ?? join(dirname(ALLPEERS_BIN), "allpeers-hub");
+  const child = spawn(
+    bin,
+    ["--data-dir", dir, "--name", "hub.test", "--quic", "127.0.0.1:0", "--tcp", "127.0.0.1:0", "--presence-timeout", "2"],
+    { stdio: ["ignore", "pipe", "ignore"], env: cleanEnv() },
+  );
+  onCleanup(() => {
+    child.kill("SIGTERM");
+    rmSync(dir, { recursive: true, force: true });
+  });
+  const line = await new Promise((resolveLine, reject) => {
+    const timer = setTimeout(() => reject(new Error("the hub did not say it is ready")), WAIT_MS);
+    child.once("exit", (code) => reject(new Error(`the hub exited (${code})`)));
+    createInterface({ input: child.stdout }).once("line", (l) => {
+      clearTimeout(timer);
+      resolveLine(l);
+    });
+  });
+  const ready = JSON.parse(line);
+  return { child, dir, peerId: ready.peer_id, quic: ready.quic, tcp: ready.tcp };
+}
+
+/** A node whose home hub is `hub`, listening on loopback (config.json as tests/src/lib.rs writes it). */
+export async function makeSocialNode(hub) {
+  const node = await makeNode();
+  writeFileSync(
+    join(node.dataDir, "config.json"),
+    JSON.stringify({
+      net: { quic: "127.0.0.1:0", tcp: "127.0.0.1:0" },
+      hub: { peer_id: hub.peerId, addresses: [`quic://${hub.quic}`, `tcp://${hub.tcp}`] },
+    }),
+  );
+  return node;
+}
+
+/** Calls a local API method through the CLI (the daemon must run). */
+export async function apiCall(node, method, params = {}) {
+  const out = await allpeers(node.dataDir, ["call", method, JSON.stringify(params)]);
+  return out ? JSON.parse(out) : null;
+}
+
+/** Polls `check` (async, returns truthy when done) every 50 ms until `timeout`. */
+export async function until(what, check, timeout = WAIT_MS) {
+  const deadline = Date.now() + timeout;
+  let last;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${last.message}` : ""}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Waits until the node's daemon is on its hub, then registers `name@hub.test`. */
+export async function registerAtHub(node, name) {
+  await until(`${name}'s hub line`, async () => (await apiCall(node, "net.status"))?.hub?.state === "online");
+  await allpeers(node.dataDir, ["register", name]);
+  return `${name}@hub.test`;
+}
+
+/** The extension's background service worker of a context. */
+export async function backgroundWorker(context) {
+  return context.serviceWorkers()[0] ?? (await context.waitForEvent("serviceworker"));
+}
+
+/** Calls a local API method from a panel page, through the background (as the panel does). */
+export async function panelCall(page, method, params = {}) {
+  return page.evaluate(
+    ([method, params]) =>
+      new Promise((resolve, reject) => {
+        const port = chrome.runtime.connect({ name: "allpeers-panel" });
+        port.onMessage.addListener((m) => {
+          if (m.type !== "reply" || m.id !== 1) return;
+          port.disconnect();
+          if (m.error) reject(new Error(m.error.message));
+          else resolve(m.result);
+        });
+        port.postMessage({ type: "call", id: 1, method, params });
+      }),
+    [method, params],
+  );
+}
+
+/** Starts a node's daemon without a browser (for a peer driven from the CLI). */
+export async function startDaemon(node) {
+  const { spawn } = await import("node:child_process");
+  const child = spawn(ALLPEERS_BIN, ["--data-dir", node.dataDir, "daemon"], { stdio: "ignore", env: cleanEnv() });
+  onCleanup(() => child.kill("SIGTERM"));
+  await until("the daemon's socket", async () => (await allpeers(node.dataDir, ["status"]).catch(() => "")).length > 0);
+  return child;
+}

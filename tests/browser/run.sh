@@ -4,7 +4,7 @@
 # `allpeers` native host registered in each test profile.
 #
 #   tests/browser/run.sh                       uses ../../target/debug/allpeers
-#   ALLPEERS_BIN=/path/to/allpeers tests/browser/run.sh
+#   ALLPEERS_BIN=/path/to/allpeers tests/browser/run.sh    (allpeers-hub is taken from the same folder)
 #   tests/browser/run.sh --test-name-pattern=locked    (extra args go to node --test)
 #
 # Installs what it needs on a fresh Debian: chromium and firefox-esr (apt), geckodriver
@@ -21,6 +21,12 @@ if [ ! -x "$ALLPEERS_BIN" ]; then
     exit 2
 fi
 ALLPEERS_BIN="$(cd "$(dirname "$ALLPEERS_BIN")" && pwd)/$(basename "$ALLPEERS_BIN")"
+# The contacts/chat tests start a real hub: the allpeers-hub binary next to allpeers.
+export ALLPEERS_HUB_BIN="${ALLPEERS_HUB_BIN:-$(dirname "$ALLPEERS_BIN")/allpeers-hub}"
+if [ ! -x "$ALLPEERS_HUB_BIN" ]; then
+    echo "no allpeers-hub at $ALLPEERS_HUB_BIN: build it (cargo build -p allpeers-hub) or set ALLPEERS_HUB_BIN" >&2
+    exit 2
+fi
 
 step "install: chromium, firefox-esr, node packages"
 missing=()
@@ -43,6 +49,14 @@ if ! command -v geckodriver >/dev/null && [ -z "${GECKODRIVER_BIN:-}" ]; then
 fi
 (cd "$EXT" && npm ci --no-audit --no-fund --loglevel=error)
 (cd "$HERE" && npm ci --no-audit --no-fund --loglevel=error)
+
+step "wasm: the model for the panel's generic resource views (wasm/pkg/web)"
+if [ ! -f "$EXT/../wasm/pkg/web/allpeers_wasm_bg.wasm" ]; then
+    # tests/run.sh builds it (release) before this script; alone, a debug build is enough.
+    (cd "$EXT/.." && PROFILE="${WASM_PROFILE:-debug}" wasm/build.sh)
+else
+    echo "using $(cd "$EXT/../wasm/pkg/web" && pwd)/allpeers_wasm_bg.wasm"
+fi
 
 step "extension: type check, build, unit tests"
 (cd "$EXT" && npx tsc --noEmit && npm run --silent test)

@@ -19,6 +19,12 @@ export class CallError extends Error {
   }
 }
 
+/** The text to show for a failed call. */
+export function errorText(e: unknown): string {
+  if (e instanceof CallError) return e.message;
+  return e instanceof Error ? e.message : String(e);
+}
+
 export class Client {
   private port: chrome.runtime.Port | null = null;
   private nextId = 1;

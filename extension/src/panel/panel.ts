@@ -1,9 +1,13 @@
-// The sidebar panel: connection banner, navigation, People (my identity), Settings.
-// Chat, Shared and Transfers are honest empty states until their backends land.
+// The sidebar panel: connection banner, navigation, People (identity here; presence,
+// contacts and requests in people.ts), Chat (chat.ts), Settings. Shared and Transfers are
+// honest empty states until their backends land.
 
 import { ConnectionState, ProblemKind } from "../lib/protocol";
-import { CallError, Client } from "./client";
+import { CallError, Client, errorText } from "./client";
+import { initChat } from "./chat";
 import { append, byId, clear, h } from "./dom";
+import { initPeople } from "./people";
+import { loadSchemas } from "./views";
 
 interface IdentityInfo {
   peer_id: string;
@@ -31,16 +35,12 @@ const LEVELS = ["skin", "marrow", "flesh", "bone"];
 const client = new Client();
 const body = document.body;
 
-function errorText(e: unknown): string {
-  if (e instanceof CallError) return e.message;
-  return e instanceof Error ? e.message : String(e);
-}
-
 // ---------------------------------------------------------------- navigation
 
 const VIEWS = ["people", "chat", "shared", "transfers", "settings"] as const;
 type View = (typeof VIEWS)[number];
 const tabs = VIEWS.map((v) => byId<HTMLButtonElement>(`tab-${v}`));
+let chat: ReturnType<typeof initChat> | null = null;
 
 function show(view: View, focus = false) {
   VIEWS.forEach((v, i) => {
@@ -53,6 +53,7 @@ function show(view: View, focus = false) {
   body.dataset.view = view;
   if (location.hash !== `#${view}`) history.replaceState(null, "", `#${view}`);
   if (view === "settings" && client.state?.status === "connected") void refreshSettings();
+  if (view === "chat") chat?.shown();
 }
 
 tabs.forEach((tab, i) => {
@@ -142,6 +143,7 @@ function renderConnection(s: ConnectionState) {
     if (s.server) renderPeerId(s.server.peer_id);
     void refreshIdentity();
     void refreshSettings();
+    void refreshSocial();
   }
   renderAbout();
 }
@@ -309,8 +311,70 @@ async function refreshLog() {
   }
 }
 
+interface HubStatus {
+  hub: string;
+  state: string;
+  observed: string | null;
+  via_proxy: boolean;
+  proxy_error: string | null;
+  last_error: string | null;
+}
+
+async function refreshHub() {
+  const err = byId("hub-result");
+  try {
+    const net = await client.call<{ hub: HubStatus | null }>("net.status");
+    const hub = net.hub;
+    if (!hub) {
+      facts(byId("hub-list"), [["Home hub", "none configured", "hub_state"]]);
+      body.dataset.hub = "none";
+    } else {
+      let name = "not registered";
+      const me = body.dataset.peerId;
+      if (me && hub.state === "online") {
+        const r = await client
+          .call<{ found: boolean; name?: string | null }>("hub.resolve", { query: me })
+          .catch(() => null);
+        if (r?.found && r.name) name = r.name;
+      }
+      const rows: [string, string, string?][] = [
+        ["State", hub.state, "hub_state"],
+        ["Your name", name, "hub_name"],
+        ["Hub PeerId", hub.hub, "hub_peer_id"],
+      ];
+      if (hub.observed) rows.push(["Seen at", hub.observed, "hub_observed"]);
+      if (hub.via_proxy) rows.push(["Through", "a proxy", "hub_proxy"]);
+      if (hub.last_error) rows.push(["Last problem", hub.last_error, "hub_error"]);
+      facts(byId("hub-list"), rows);
+      body.dataset.hub = hub.state;
+      byId("register-form").hidden = !(hub.state === "online" && name === "not registered");
+    }
+    err.textContent = "";
+  } catch (e) {
+    err.textContent = `Could not read the hub's state: ${errorText(e)}`;
+  }
+}
+
+byId<HTMLFormElement>("register-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const input = byId<HTMLInputElement>("register-name");
+  const result = byId("register-result");
+  result.className = "muted";
+  result.textContent = "Registering…";
+  try {
+    const r = await client.call<{ certificate: { full_name?: string } }>("hub.register", { name: input.value.trim() }, 30_000);
+    result.textContent = `You are ${r.certificate.full_name ?? input.value.trim()}`;
+    input.value = "";
+    await refreshHub();
+  } catch (e) {
+    // The name stays in the box to be changed (taken, or not a valid name).
+    result.className = "error";
+    result.textContent = `Not registered: ${errorText(e)}`;
+  }
+});
+
 async function refreshSettings() {
-  await Promise.all([refreshLog(), refreshStatus()]);
+  await Promise.all([refreshLog(), refreshStatus(), refreshHub()]);
 }
 
 byId("status-refresh").addEventListener("click", () => void refreshStatus());
@@ -318,6 +382,7 @@ byId("status-refresh").addEventListener("click", () => void refreshStatus());
 client.on("events.dropped", () => {
   void refreshIdentity();
   void refreshSettings();
+  void refreshSocial();
 });
 client.on("clients.changed", () => {
   if (body.dataset.view === "settings") void refreshStatus();
@@ -335,3 +400,24 @@ function renderAbout() {
   ]);
 }
 
+
+// ---------------------------------------------------------------- People and Chat
+
+// The wasm model (generic resource views) loads in the background; nothing waits for it.
+void loadSchemas();
+
+const people = initPeople(client, (peer) => void chat?.openWithPeer(peer));
+chat = initChat(client, (v) => show(v));
+
+async function refreshSocial() {
+  await people.refresh();
+  await chat?.refresh();
+}
+
+// The node's network came up (e.g. after an unlock) or the hub line came back: what was
+// unavailable before may be there now.
+client.on("hub.changed", (d) => {
+  if ((d as { state?: string }).state === "online") void refreshSocial();
+  if (body.dataset.view === "settings") void refreshHub();
+});
+client.on("identity.changed", () => void refreshSocial());

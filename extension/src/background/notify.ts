@@ -1,0 +1,118 @@
+// The toolbar badge (unread messages across conversations) and notifications for new
+// messages and contact requests while no AllPeers page (sidebar, share window) is open.
+// Text from peers goes into notifications as plain text (the browser does not parse it).
+
+import { Connection } from "../lib/connection";
+import { Chat, Contact, Message, contactName, shortPeer } from "../lib/social";
+
+let connection: Connection | null = null;
+const ICON = "icons/icon-128.png";
+
+export function setupNotifications(c: Connection) {
+  connection = c;
+  chrome.notifications?.onClicked.addListener((id) => {
+    chrome.notifications.clear(id);
+    openSidebar();
+  });
+}
+
+function openSidebar() {
+  // Both need a user gesture; a click on a notification counts in Firefox, and in
+  // Chromium only sometimes: failing quietly leaves the notification's text as the news.
+  const sidePanel = (chrome as unknown as { sidePanel?: typeof chrome.sidePanel }).sidePanel;
+  const browserApi = (globalThis as unknown as { browser?: { sidebarAction?: { open(): Promise<void> } } }).browser;
+  if (sidePanel) {
+    chrome.windows.getLastFocused((w) => {
+      if (w?.id !== undefined) sidePanel.open({ windowId: w.id }).catch(() => {});
+    });
+  } else {
+    browserApi?.sidebarAction?.open().catch(() => {});
+  }
+}
+
+let badgeRun: Promise<void> | null = null;
+let badgeAgain = false;
+let badgeTimer: ReturnType<typeof setTimeout> | null = null;
+/** A burst of messages re-reads the counts a few times a second, not once per message. */
+const BADGE_EVERY_MS = 250;
+
+/** Schedules a badge refresh (trailing, at most one per BADGE_EVERY_MS). */
+export function badgeSoon() {
+  if (badgeTimer) return;
+  badgeTimer = setTimeout(() => {
+    badgeTimer = null;
+    void refreshBadge();
+  }, BADGE_EVERY_MS);
+}
+
+/** Re-reads the unread counts and shows their sum on the toolbar button. */
+export async function refreshBadge(): Promise<void> {
+  if (badgeRun) {
+    badgeAgain = true;
+    return badgeRun;
+  }
+  badgeRun = (async () => {
+    do {
+      badgeAgain = false;
+      try {
+        const chats = (await connection?.request("chat.list", {})) as Chat[] | undefined;
+        const unread = (chats ?? []).reduce((n, c) => n + (c.unread || 0), 0);
+        await chrome.action.setBadgeBackgroundColor({ color: "#1f5fbf" });
+        await chrome.action.setBadgeText({ text: unread ? (unread > 99 ? "99+" : String(unread)) : "" });
+        await chrome.action.setTitle({ title: unread ? `AllPeers: ${unread} unread` : "AllPeers" });
+      } catch {
+        // Not connected, or the node is offline: keep what the badge shows.
+      }
+    } while (badgeAgain);
+  })();
+  try {
+    await badgeRun;
+  } finally {
+    badgeRun = null;
+  }
+}
+
+async function nameOf(peer: string): Promise<string> {
+  try {
+    const list = (await connection?.request("contacts.list", {})) as Contact[];
+    const c = list.find((x) => x.peer_id === peer);
+    if (c) return contactName(c);
+  } catch {
+    /* the PeerId will do */
+  }
+  return shortPeer(peer);
+}
+
+function show(id: string, title: string, message: string) {
+  chrome.notifications?.create(id, {
+    type: "basic",
+    iconUrl: chrome.runtime.getURL(ICON),
+    title: title.slice(0, 200),
+    message: message.slice(0, 500),
+  });
+}
+
+/** Every event from the host passes here; `panelOpen` says whether a page shows it already. */
+export function notify(topic: string, data: unknown, panelOpen: boolean) {
+  if (topic === "message.received") {
+    const m = data as Message;
+    if (m.outgoing) return;
+    badgeSoon();
+    if (panelOpen) return;
+    void nameOf(m.sender).then((name) => {
+      const text = m.body || m.link?.properties.title || m.link?.properties.url || "(a message)";
+      show(`allpeers-chat-${m.chat}`, name, text);
+    });
+  } else if (topic === "chat.changed") {
+    badgeSoon();
+  } else if (topic === "contact.request") {
+    if (panelOpen) return;
+    const r = data as { peer_id: string; message?: string; contact?: Contact };
+    const name = r.contact ? contactName(r.contact) : shortPeer(r.peer_id);
+    show(
+      `allpeers-request-${r.peer_id}`,
+      "Contact request",
+      r.message ? `${name}: “${r.message}”` : `${name} would like to be your contact`,
+    );
+  }
+}
