@@ -351,7 +351,8 @@ async fn take_contact(
     Ok(())
 }
 
-/// Looks the peer's name up at the hub (a signed answer) and stores it.
+/// Looks the peer's name up at the hub (a signed answer), stores it and tells clients
+/// (`contact.changed`).
 fn fill_name(daemon: &Arc<Daemon>, peer: PeerId) {
     let Some(hub) = daemon.hub.get().cloned() else {
         return;
@@ -366,7 +367,18 @@ fn fill_name(daemon: &Arc<Daemon>, peer: PeerId) {
         };
         let Some(daemon) = weak.upgrade() else { return };
         let name = cert.full_name();
-        let _ = on_store(&daemon, move |s| contacts::set_name(s, &peer, &name)).await;
+        // Clients learn the name as soon as the node does.
+        if let Ok(Some(r)) = on_store(&daemon, move |s| {
+            contacts::set_name(s, &peer, &name)?;
+            s.get(&contacts::resource_id(&peer))
+        })
+        .await
+        {
+            daemon.publish(
+                topics::CONTACT_CHANGED,
+                contacts::to_json(&r, daemon.social.presence_json(&peer).as_ref()),
+            );
+        }
     });
 }
 
