@@ -28,6 +28,9 @@ const LETTER_BURST: u32 = 300;
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Letters older than this are refused (the hub keeps mail 30 days).
 const MAX_LETTER_AGE_MS: u64 = 31 * 24 * 3600 * 1000;
+/// Peers the rate limiter remembers before it forgets those back at a full bucket (peers
+/// are free to make: the limiter's memory must not grow with them).
+const LIMITER_KEYS: usize = 4096;
 /// Letters fetched from the mailbox per request.
 const FETCH_BATCH: u32 = 64;
 
@@ -96,6 +99,10 @@ impl Service for LetterService {
     }
 
     fn request(&self, ctx: Context, body: Bytes) -> BoxFuture<Result<Bytes, RemoteError>> {
+        if self.limiter.len() > LIMITER_KEYS {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
         if self.limiter.check_key(&ctx.peer).is_err() {
             allpeers_log::bone!(peer = ?ctx.peer, "letter refused: rate limit");
             return Box::pin(async {
