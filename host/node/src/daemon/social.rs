@@ -589,7 +589,7 @@ pub async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result
             let list = on_store(daemon, |s| contacts::list(s)).await?;
             Ok(Value::Array(
                 list.iter()
-                    .filter(|r| contacts::to_json(r, None)["state"] != "none")
+                    .filter(|r| contacts::state_of(r) != ContactState::None)
                     .map(|r| {
                         let presence =
                             contacts::peer_of(r).and_then(|p| daemon.social.presence_json(&p));
@@ -885,7 +885,6 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
         ));
     }
     let me = me(daemon);
-    let network = daemon.network.get().expect("checked by handle");
     let (peer, name, token) = if Invite::looks_like(&p.who) {
         let invite = Invite::decode(&p.who)
             .map_err(|e| RpcError::new(ErrorCode::InvalidParams, e.to_string()))?;
@@ -935,7 +934,6 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
     if let Some(hub) = daemon.hub.get() {
         hub.watch(&[peer]).await;
     }
-    let _ = network;
     let body = wire::encode(&ContactPayload::Request {
         message: p.message,
         invite: token,

@@ -180,7 +180,7 @@ pub fn create_outgoing(
 ) -> Result<(Resource, String), StoreError> {
     let id = new_message_id();
     let recipients: Vec<PeerId> = participants(chat).into_iter().filter(|p| p != me).collect();
-    let message = message_resource(chat, me, &id, body, hlc, now_ms, link)?
+    let message = message_resource(chat, me, &id, body, hlc, now_ms, link)
         .with_meta("read", true)
         .with_meta("pending", peer_list(&recipients));
     let mut batch = Vec::new();
@@ -221,7 +221,7 @@ fn message_resource(
     hlc: &str,
     sent_ms: u64,
     link: Option<&LinkCard>,
-) -> Result<Resource, StoreError> {
+) -> Resource {
     let rid = message_resource_id(sender, id);
     let mut r = Resource::new("Message")
         .with_id(&rid)
@@ -237,7 +237,7 @@ fn message_resource(
             Value::List(vec![Value::String(link_resource_id(&rid))]),
         );
     }
-    Ok(r)
+    r
 }
 
 /// Applies what `from` sent us. Contacts only, except group messages from members of a
@@ -318,7 +318,7 @@ pub fn apply_incoming(
                 return Ok(Applied::Duplicate);
             }
             let message =
-                message_resource(&chat_resource, from, id, body, hlc, *sent_ms, link.as_ref())?
+                message_resource(&chat_resource, from, id, body, hlc, *sent_ms, link.as_ref())
                     .with_meta("read", false);
             let mut batch = Vec::new();
             if let Some(link) = link {

@@ -57,7 +57,8 @@ pub fn state(store: &Store, peer: &PeerId) -> Result<ContactState, StoreError> {
         .unwrap_or(ContactState::None))
 }
 
-fn state_of(r: &Resource) -> ContactState {
+/// The contact state stored on a Peer resource.
+pub fn state_of(r: &Resource) -> ContactState {
     if r.meta.get("blocked") == Some(&Value::Bool(true)) {
         return ContactState::Blocked;
     }
