@@ -41,6 +41,8 @@ const QUOTA_WINDOW: Duration = Duration::from_secs(3600);
 struct Online {
     line: u64,
     tx: mpsc::Sender<PresenceDown>,
+    /// The address the presence line comes from (the peer's public mapping).
+    observed: std::net::SocketAddr,
     addresses: Vec<Address>,
     accepts_relays: bool,
     status: PeerStatus,
@@ -116,8 +118,15 @@ pub struct Core {
     usage: Mutex<HashMap<PeerId, Usage>>,
     tap: Option<Mutex<std::fs::File>>,
     next_line: AtomicU64,
+    /// Connection signals each peer may send ([`SIGNALS_PER_SEC`], burst [`SIGNAL_BURST`]).
+    signal_limit: governor::DefaultKeyedRateLimiter<PeerId>,
     pub counters: Counters,
 }
+
+/// Signals (hole punch and callback requests) a peer may pass per second through the hub,
+/// and the burst: a connect attempt takes two or three.
+const SIGNALS_PER_SEC: u32 = 20;
+const SIGNAL_BURST: u32 = 60;
 
 impl Core {
     pub fn new(
@@ -152,6 +161,12 @@ impl Core {
             usage: Default::default(),
             tap,
             next_line: AtomicU64::new(1),
+            signal_limit: governor::RateLimiter::keyed(
+                governor::Quota::per_second(
+                    std::num::NonZeroU32::new(SIGNALS_PER_SEC).expect("non-zero"),
+                )
+                .allow_burst(std::num::NonZeroU32::new(SIGNAL_BURST).expect("non-zero")),
+            ),
             counters: Counters::default(),
         }))
     }
@@ -436,8 +451,49 @@ impl Core {
             HubRequest::MailDeposit { to, sealed } => self.mail_deposit(ctx.peer, to, sealed)?,
             HubRequest::MailFetch { max } => self.mail_fetch(ctx.peer, max)?,
             HubRequest::MailAck { ids } => self.mail_ack(ctx.peer, ids)?,
+            HubRequest::Signal { to, body } => self.signal(ctx.peer, to, body)?,
         };
         encode(&resp).map_err(|e| RemoteError::internal(e.to_string()))
+    }
+
+    // ---- connection signals ----
+
+    /// Passes a connector signal to `to`'s presence line, stamped with the sender's
+    /// authenticated PeerId and observed address. The hub does not read the body (signed
+    /// end to end by the sender); it bounds its size and the sender's rate.
+    fn signal(&self, from: PeerId, to: PeerId, body: Vec<u8>) -> Result<HubResponse, RemoteError> {
+        if body.len() > proto::MAX_SIGNAL {
+            return Err(app_error(
+                code::TOO_LARGE,
+                format!("a signal is at most {} bytes", proto::MAX_SIGNAL),
+            ));
+        }
+        if self.signal_limit.check_key(&from).is_err() {
+            return Err(app_error(
+                code::RATE_LIMITED,
+                format!("at most {SIGNALS_PER_SEC} signals per second"),
+            ));
+        }
+        if self.signal_limit.len() > 4 * MAX_WATCHES_PER_PEER {
+            self.signal_limit.retain_recent();
+        }
+        let p = self.presence.lock().unwrap();
+        let observed = p.online.get(&from).map(|o| o.observed);
+        let Some(target) = p.online.get(&to) else {
+            return Err(app_error(
+                code::OFFLINE,
+                format!("{to:?} is not online at this hub"),
+            ));
+        };
+        target
+            .tx
+            .try_send(PresenceDown::Signal {
+                from,
+                observed,
+                body,
+            })
+            .map_err(|_| app_error(code::OFFLINE, format!("{to:?}'s line is busy or gone")))?;
+        Ok(HubResponse::Signalled)
     }
 
     // ---- mailbox ----
@@ -663,6 +719,7 @@ impl Core {
                 Online {
                     line,
                     tx: tx.clone(),
+                    observed,
                     addresses,
                     accepts_relays,
                     status: status.bounded(),

@@ -8,8 +8,11 @@
 //! **One connection per peer.** When a second live connection to the same peer appears, both
 //! sides apply the same rule: if one side dialled both, the newer wins (it re-dialled); if
 //! each side dialled one (simultaneous dial), the connection dialled by the smaller PeerId
-//! wins. The loser is closed with [`close_code::DUPLICATE`]; streams already on it are still
-//! served, and a request that loses its connection retries once on the winner.
+//! wins — except that a connection over a relay always gives way to one that is not (the
+//! connector's upgrade from relayed to direct). A loser that was the live connection is
+//! retired: closed with [`close_code::DUPLICATE`] once the streams on it are done, so the
+//! services using it never see the switch; a request that loses its connection retries on
+//! the winner.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -126,6 +129,11 @@ struct Inner {
     /// Paths other than `Direct` announced for the next connection from or to a remote
     /// socket address (the hub client's relay bridges); taken when that connection is made.
     paths: Mutex<HashMap<SocketAddr, PathKind>>,
+    /// Paths announced for any connection with a peer while the connector works on it
+    /// (callback, hole punch); consulted after `paths`, cleared by the connector.
+    peer_paths: Mutex<HashMap<PeerId, PathKind>>,
+    /// quinn's client settings, for dialling from the connector's extra punch sockets.
+    quic_client: Option<quinn::ClientConfig>,
     dial_locks: Mutex<HashMap<PeerId, Arc<tokio::sync::Mutex<()>>>>,
     throttle: Throttle,
     events: broadcast::Sender<EndpointEvent>,
@@ -161,14 +169,12 @@ impl std::fmt::Debug for Endpoint {
     }
 }
 
-/// The path announced for a connection with `remote` ([`Endpoint::expect_path`]), else
-/// `Direct`.
-fn take_path(inner: &Inner, remote: SocketAddr) -> PathKind {
-    inner
-        .paths
-        .lock()
-        .unwrap()
-        .remove(&remote)
+/// The path announced for a connection with `remote` ([`Endpoint::expect_path`]), else the
+/// one announced for `peer` ([`Endpoint::expect_peer_path`]), else `Direct`.
+fn take_path(inner: &Inner, remote: SocketAddr, peer: &PeerId) -> PathKind {
+    let by_addr = inner.paths.lock().unwrap().remove(&remote);
+    by_addr
+        .or_else(|| inner.peer_paths.lock().unwrap().get(peer).copied())
         .unwrap_or(PathKind::Direct)
 }
 
@@ -181,6 +187,8 @@ impl Endpoint {
     pub async fn bind(identity: Identity, config: EndpointConfig) -> Result<Endpoint, NetError> {
         let server_tls = tls::server_config(&identity).map_err(endpoint_err)?;
         let client_tls = tls::client_config(&identity).map_err(endpoint_err)?;
+        let quic_client = quic::client_config(client_tls.clone(), config.max_concurrent_streams)
+            .map_err(endpoint_err)?;
         let quic_and_stun = match config.quic {
             Some(addr) => Some(
                 quic::bind(
@@ -188,8 +196,7 @@ impl Endpoint {
                     addr,
                     quic::server_config(server_tls.clone(), config.max_concurrent_streams)
                         .map_err(endpoint_err)?,
-                    quic::client_config(client_tls.clone(), config.max_concurrent_streams)
-                        .map_err(endpoint_err)?,
+                    quic_client.clone(),
                 )
                 .map_err(|e| endpoint_err(format!("cannot bind UDP {addr}: {e}")))?,
             ),
@@ -212,6 +219,7 @@ impl Endpoint {
             None => None,
         };
         let peer_id = identity.peer_id();
+        let quic_client = config.quic.map(|_| quic_client);
         let inner = Arc::new(Inner {
             identity,
             peer_id,
@@ -225,6 +233,8 @@ impl Endpoint {
             conn_changed: Notify::new(),
             addrs: Default::default(),
             paths: Default::default(),
+            peer_paths: Default::default(),
+            quic_client,
             dial_locks: Default::default(),
             throttle: Throttle::default(),
             events: broadcast::channel(256).0,
@@ -361,6 +371,16 @@ impl Endpoint {
         self.0.paths.lock().unwrap().remove(remote);
     }
 
+    /// Announces the path of connections with `peer` made from now on, whoever dials (the
+    /// connector, while it runs a callback or a hole punch); `None` ends the announcement.
+    pub(crate) fn expect_peer_path(&self, peer: PeerId, path: Option<PathKind>) {
+        let mut paths = self.0.peer_paths.lock().unwrap();
+        match path {
+            Some(p) => paths.insert(peer, p),
+            None => paths.remove(&peer),
+        };
+    }
+
     /// Waits up to `timeout` for a live connection to `peer` (dialled by either side).
     pub async fn wait_connection(&self, peer: &PeerId, timeout: Duration) -> Option<Connection> {
         let wait = async {
@@ -452,6 +472,23 @@ impl Endpoint {
     }
 
     async fn dial(&self, peer: PeerId, address: Address) -> Result<Connection, NetError> {
+        let conn = self.handshake(peer, address).await?;
+        Ok(self.adopt(conn))
+    }
+
+    /// Keeps a connection made by [`Endpoint::handshake`] (the duplicate rule applies);
+    /// returns the connection kept for its peer.
+    pub(crate) fn adopt(&self, conn: Connection) -> Connection {
+        adopt(&self.0, conn)
+    }
+
+    /// Dials `peer` at `address` and completes the handshake, without keeping the
+    /// connection: the connector races several and keeps the first ([`Endpoint::adopt`]).
+    pub(crate) async fn handshake(
+        &self,
+        peer: PeerId,
+        address: Address,
+    ) -> Result<Connection, NetError> {
         if peer == self.0.peer_id {
             return Err(NetError::Connect {
                 peer,
@@ -485,7 +522,7 @@ impl Endpoint {
                     ConnInner::Quic(conn),
                     peer,
                     address.addr,
-                    take_path(&self.0, address.addr),
+                    take_path(&self.0, address.addr, &peer),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
@@ -526,13 +563,65 @@ impl Endpoint {
                     )),
                     peer,
                     address.addr,
-                    take_path(&self.0, address.addr),
+                    take_path(&self.0, address.addr, &peer),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
             }
         };
-        Ok(adopt(&self.0, conn))
+        Ok(conn)
+    }
+
+    /// Dials `peer` over QUIC from `socket` instead of the endpoint's own socket (a hole
+    /// punched from one of the connector's extra sockets, whose NAT mapping is the one the
+    /// peer reached). A client-only quinn endpoint drives the socket; it lives as long as
+    /// the connection. The connection is not kept yet ([`Endpoint::adopt`]).
+    pub(crate) async fn handshake_from_socket(
+        &self,
+        socket: std::net::UdpSocket,
+        peer: PeerId,
+        addr: SocketAddr,
+        path: PathKind,
+    ) -> Result<Connection, NetError> {
+        let client = self.0.quic_client.clone().ok_or_else(|| NetError::Connect {
+            peer,
+            reason: "QUIC is off on this endpoint".into(),
+        })?;
+        let fail = |reason: String| classify_dial_error(peer, Address::quic(addr), reason);
+        socket.set_nonblocking(true).map_err(|e| fail(e.to_string()))?;
+        let mut aux = quinn::Endpoint::new(
+            quinn::EndpointConfig::default(),
+            None,
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .map_err(|e| fail(e.to_string()))?;
+        aux.set_default_client_config(client);
+        let timeout = self.0.config.connect_timeout;
+        let connecting = aux
+            .connect(addr, &peer.to_string())
+            .map_err(|e| fail(e.to_string()))?;
+        let conn = tokio::time::timeout(timeout, connecting)
+            .await
+            .map_err(|_| NetError::Timeout(timeout))?
+            .map_err(|e| fail(e.to_string()))?;
+        if quic_remote_peer(&conn) != Some(peer) {
+            conn.close(close_code::PROTOCOL.into(), b"wrong peer");
+            return Err(NetError::WrongPeer {
+                expected: peer,
+                addr: Address::quic(addr).to_string(),
+            });
+        }
+        // quinn's endpoint driver runs while a connection of it lives; the handle can go.
+        drop(aux);
+        Ok(Connection::new(
+            ConnInner::Quic(conn),
+            peer,
+            addr,
+            path,
+            Direction::Outbound,
+            self.stream_shared(&peer),
+        ))
     }
 
     fn stream_shared(&self, peer: &PeerId) -> Arc<StreamShared> {
@@ -792,6 +881,9 @@ pub fn keep_new_connection(local: PeerId, remote: PeerId, existing: PeerId, new:
     }
 }
 
+/// Longest a superseded connection stays open for the streams still running on it.
+const RETIRE_GRACE: Duration = Duration::from_secs(60);
+
 /// Adds a new connection; returns the one kept for its peer. Serves the new connection's
 /// streams either way.
 fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
@@ -801,8 +893,14 @@ fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
         let mut conns = inner.conns.lock().unwrap();
         match conns.get(&peer) {
             Some(existing) if !existing.is_closed() => {
-                let new_wins =
-                    keep_new_connection(local, peer, dialer(local, existing), dialer(local, &conn));
+                let existing_relayed = existing.path() == PathKind::Relayed;
+                let new_relayed = conn.path() == PathKind::Relayed;
+                // Not relayed beats relayed (the upgrade); otherwise the dialler rule.
+                let new_wins = if existing_relayed != new_relayed {
+                    existing_relayed
+                } else {
+                    keep_new_connection(local, peer, dialer(local, existing), dialer(local, &conn))
+                };
                 if new_wins {
                     let old = conns.insert(peer, conn.clone());
                     (conn.clone(), old)
@@ -824,7 +922,16 @@ fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
             closed = loser.id(),
             "duplicate connection"
         );
-        loser.close(close_code::DUPLICATE, "duplicate connection");
+        if loser.id() != conn.id() {
+            // The connection services were using: let the exchanges on it finish.
+            tokio::spawn(async move {
+                loser
+                    .close_when_idle(RETIRE_GRACE, close_code::DUPLICATE, "superseded")
+                    .await;
+            });
+        } else {
+            loser.close(close_code::DUPLICATE, "duplicate connection");
+        }
         // A stale winner (the peer restarted) is reset at once by the peer's endpoint when it
         // sees a packet: poke it.
         if winner.transport() == TransportKind::Quic && winner.id() != conn.id() {
@@ -1105,7 +1212,7 @@ async fn quic_accept_loop(weak: Weak<Inner>, endpoint: quinn::Endpoint) {
                     ConnInner::Quic(conn),
                     peer,
                     addr,
-                    take_path(&inner, addr),
+                    take_path(&inner, addr, &peer),
                     Direction::Inbound,
                     shared,
                 ),
@@ -1176,7 +1283,7 @@ async fn tcp_accept_loop(
                     )),
                     peer,
                     addr,
-                    take_path(&inner, addr),
+                    take_path(&inner, addr, &peer),
                     Direction::Inbound,
                     shared,
                 ),

@@ -151,6 +151,13 @@ pub enum HubEvent {
         from: PeerId,
         accepted: bool,
     },
+    /// A peer's connection signal ([`HubClient::signal`]), for the connector: `from` is
+    /// authenticated by the hub, `observed` is where the hub sees that peer.
+    Signal {
+        from: PeerId,
+        observed: Option<SocketAddr>,
+        body: Vec<u8>,
+    },
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -502,6 +509,14 @@ impl HubClient {
         Ok(removed)
     }
 
+    /// Passes a connection signal to `to` through the hub (it must be online there).
+    pub async fn signal(&self, to: PeerId, body: Vec<u8>) -> Result<(), HubError> {
+        match self.request(&HubRequest::Signal { to, body }).await? {
+            HubResponse::Signalled => Ok(()),
+            other => Err(HubError::BadAnswer(format!("{other:?}"))),
+        }
+    }
+
     async fn send_line(&self, msg: PresenceUp) {
         let tx = self.shared.line.lock().unwrap().clone();
         if let Some(tx) = tx {
@@ -776,6 +791,17 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
                 }
                 PresenceDown::WatchRefused { peer } => {
                     let _ = shared.events.send(HubEvent::WatchRefused { peer });
+                }
+                PresenceDown::Signal {
+                    from,
+                    observed,
+                    body,
+                } => {
+                    let _ = shared.events.send(HubEvent::Signal {
+                        from,
+                        observed,
+                        body,
+                    });
                 }
                 PresenceDown::RelayOffer { session, from } => {
                     // Relayed connections arrive on our TCP listener: without one we cannot.

@@ -56,7 +56,11 @@ pub mod code {
     pub const NOT_YOURS: u32 = 7;
     pub const MAILBOX_FULL: u32 = 8;
     pub const TOO_LARGE: u32 = 9;
+    pub const RATE_LIMITED: u32 = 10;
 }
+
+/// Largest signal body the hub passes between two peers ([`HubRequest::Signal`]).
+pub const MAX_SIGNAL: usize = 2048;
 
 pub fn app_error(code: u32, message: impl Into<String>) -> RemoteError {
     RemoteError::new(crate::service::ErrorCode::Application(code), message)
@@ -92,6 +96,9 @@ pub enum HubRequest {
     MailFetch { max: u32 },
     /// The asker took these letters: delete them.
     MailAck { ids: Vec<u64> },
+    /// Pass `body` (at most [`MAX_SIGNAL`] bytes, the connector's signed connection
+    /// signals) to `to` on its presence line, with our PeerId and the address we are seen at.
+    Signal { to: PeerId, body: Vec<u8> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,6 +110,8 @@ pub enum HubResponse {
     MailDeposited { id: u64 },
     Mail(Vec<MailItem>),
     MailAcked { removed: u32 },
+    /// The signal is on the target's presence line.
+    Signalled,
 }
 
 /// One stored letter, as fetched by its recipient.
@@ -403,6 +412,13 @@ pub enum PresenceDown {
     /// Letters wait in our mailbox: fetch them ([`HubRequest::MailFetch`]).
     MailWaiting {
         count: u32,
+    },
+    /// A peer's [`HubRequest::Signal`]: `from` is the authenticated sender, `observed` the
+    /// address the hub sees its presence line at (its QUIC socket's public mapping).
+    Signal {
+        from: PeerId,
+        observed: Option<std::net::SocketAddr>,
+        body: Vec<u8>,
     },
 }
 

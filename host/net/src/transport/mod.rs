@@ -8,15 +8,14 @@
 //!   frame on a `D` stream: delivered reliably, where QUIC may drop them.
 //!
 //! Every connection knows the remote PeerId (from the TLS handshake), the transport, the path
-//! ([`PathKind`]: direct, or relayed for connections over the hub client's relay bridges;
-//! callback and hole-punched paths come with the connector) and who dialled. Streams count bytes into per-connection
+//! ([`PathKind`]: direct, callback, hole-punched, or relayed; see `crate::connector`) and who dialled. Streams count bytes into per-connection
 //! [`RateMeter`]s and wait on the throttle's limits.
 
 pub mod quic;
 pub mod tcp;
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -147,6 +146,32 @@ pub(crate) enum Inner {
     Tcp(tcp::Mux),
 }
 
+/// Streams of a connection still held open by this side, so that a connection being
+/// replaced (a relayed one superseded by a direct one) is closed only once they are done.
+#[derive(Default)]
+struct LiveStreams {
+    count: AtomicUsize,
+    idle: tokio::sync::Notify,
+}
+
+/// Held by both halves of a stream; the stream counts as live until both are dropped.
+struct StreamToken(Arc<LiveStreams>);
+
+impl StreamToken {
+    fn new(live: &Arc<LiveStreams>) -> Arc<StreamToken> {
+        live.count.fetch_add(1, Ordering::SeqCst);
+        Arc::new(StreamToken(live.clone()))
+    }
+}
+
+impl Drop for StreamToken {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::SeqCst) == 1 {
+            self.0.idle.notify_waiters();
+        }
+    }
+}
+
 struct ConnectionInner {
     id: u64,
     remote: PeerId,
@@ -156,6 +181,7 @@ struct ConnectionInner {
     direction: Direction,
     inner: Inner,
     shared: Arc<StreamShared>,
+    live: Arc<LiveStreams>,
 }
 
 /// A mutually authenticated connection to one peer. Cheap to clone.
@@ -210,7 +236,31 @@ impl Connection {
             direction,
             inner,
             shared,
+            live: Arc::default(),
         }))
+    }
+
+    /// Streams of this connection still open on this side (either half not yet dropped).
+    pub fn live_streams(&self) -> usize {
+        self.0.live.count.load(Ordering::SeqCst)
+    }
+
+    /// Closes the connection once no stream is live on this side, or after `grace`: how a
+    /// superseded connection is retired without cutting the exchanges still running on it.
+    pub async fn close_when_idle(&self, grace: Duration, code: u32, reason: &str) {
+        let idle = async {
+            loop {
+                let notified = self.0.live.idle.notified();
+                if self.live_streams() == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        if tokio::time::timeout(grace, idle).await.is_err() {
+            tracing::debug!(peer = ?self.0.remote, live = self.live_streams(), "retiring a connection with streams still open after {grace:?}");
+        }
+        self.close(code, reason);
     }
 
     /// Process-unique id of this connection (for logs and tests).
@@ -233,20 +283,26 @@ impl Connection {
         self.0.direction
     }
 
-    fn send_stream(&self, inner: SendInner) -> SendStream {
+    fn send_stream(&self, inner: SendInner, token: Arc<StreamToken>) -> SendStream {
         SendStream {
             inner,
             shared: self.0.shared.clone(),
             own: Arc::new(RateLimit::default()),
+            _live: token,
         }
     }
 
-    fn recv_stream(&self, inner: RecvInner) -> RecvStream {
+    fn recv_stream(&self, inner: RecvInner, token: Arc<StreamToken>) -> RecvStream {
         RecvStream {
             inner,
             shared: self.0.shared.clone(),
             own: Arc::new(RateLimit::default()),
+            _live: token,
         }
+    }
+
+    fn token(&self) -> Arc<StreamToken> {
+        StreamToken::new(&self.0.live)
     }
 
     /// Opens a bidirectional stream.
@@ -254,16 +310,18 @@ impl Connection {
         match &self.0.inner {
             Inner::Quic(c) => {
                 let (s, r) = c.open_bi().await.map_err(quic_closed)?;
+                let t = self.token();
                 Ok((
-                    self.send_stream(SendInner::Quic(s)),
-                    self.recv_stream(RecvInner::Quic(r)),
+                    self.send_stream(SendInner::Quic(s), t.clone()),
+                    self.recv_stream(RecvInner::Quic(r), t),
                 ))
             }
             Inner::Tcp(m) => {
                 let (r, s) = m.open(tcp::KIND_BI).await?;
+                let t = self.token();
                 Ok((
-                    self.send_stream(SendInner::Tcp(s)),
-                    self.recv_stream(RecvInner::Tcp(r)),
+                    self.send_stream(SendInner::Tcp(s), t.clone()),
+                    self.recv_stream(RecvInner::Tcp(r), t),
                 ))
             }
         }
@@ -273,11 +331,12 @@ impl Connection {
     pub async fn open_uni(&self) -> Result<SendStream, ConnectionError> {
         match &self.0.inner {
             Inner::Quic(c) => {
-                Ok(self.send_stream(SendInner::Quic(c.open_uni().await.map_err(quic_closed)?)))
+                let s = c.open_uni().await.map_err(quic_closed)?;
+                Ok(self.send_stream(SendInner::Quic(s), self.token()))
             }
             Inner::Tcp(m) => {
                 let (_r, s) = m.open(tcp::KIND_UNI).await?;
-                Ok(self.send_stream(SendInner::Tcp(s)))
+                Ok(self.send_stream(SendInner::Tcp(s), self.token()))
             }
         }
     }
@@ -287,16 +346,18 @@ impl Connection {
         match &self.0.inner {
             Inner::Quic(c) => {
                 let (s, r) = c.accept_bi().await.map_err(quic_closed)?;
+                let t = self.token();
                 Ok((
-                    self.send_stream(SendInner::Quic(s)),
-                    self.recv_stream(RecvInner::Quic(r)),
+                    self.send_stream(SendInner::Quic(s), t.clone()),
+                    self.recv_stream(RecvInner::Quic(r), t),
                 ))
             }
             Inner::Tcp(m) => {
                 let (r, s) = m.accept_bi().await?;
+                let t = self.token();
                 Ok((
-                    self.send_stream(SendInner::Tcp(s)),
-                    self.recv_stream(RecvInner::Tcp(r)),
+                    self.send_stream(SendInner::Tcp(s), t.clone()),
+                    self.recv_stream(RecvInner::Tcp(r), t),
                 ))
             }
         }
@@ -306,9 +367,13 @@ impl Connection {
     pub async fn accept_uni(&self) -> Result<RecvStream, ConnectionError> {
         match &self.0.inner {
             Inner::Quic(c) => {
-                Ok(self.recv_stream(RecvInner::Quic(c.accept_uni().await.map_err(quic_closed)?)))
+                let r = c.accept_uni().await.map_err(quic_closed)?;
+                Ok(self.recv_stream(RecvInner::Quic(r), self.token()))
             }
-            Inner::Tcp(m) => Ok(self.recv_stream(RecvInner::Tcp(m.accept_uni().await?))),
+            Inner::Tcp(m) => {
+                let r = m.accept_uni().await?;
+                Ok(self.recv_stream(RecvInner::Tcp(r), self.token()))
+            }
         }
     }
 
@@ -440,6 +505,7 @@ pub struct SendStream {
     inner: SendInner,
     shared: Arc<StreamShared>,
     own: Arc<RateLimit>,
+    _live: Arc<StreamToken>,
 }
 
 impl SendStream {
@@ -522,6 +588,7 @@ pub struct RecvStream {
     inner: RecvInner,
     shared: Arc<StreamShared>,
     own: Arc<RateLimit>,
+    _live: Arc<StreamToken>,
 }
 
 impl RecvStream {

@@ -107,8 +107,9 @@ pub async fn start(
                         json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
                     )
                 }
-                // The letters module fetches them (it has its own subscription).
-                HubEvent::MailWaiting { .. } => continue,
+                // The letters module fetches them, the connector takes signals (each has
+                // its own subscription).
+                HubEvent::MailWaiting { .. } | HubEvent::Signal { .. } => continue,
                 HubEvent::WatchRefused { peer } => {
                     (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
                 }
