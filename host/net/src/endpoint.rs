@@ -472,7 +472,7 @@ impl Endpoint {
     }
 
     async fn dial(&self, peer: PeerId, address: Address) -> Result<Connection, NetError> {
-        let conn = self.handshake(peer, address).await?;
+        let conn = self.handshake(peer, address, None).await?;
         Ok(self.adopt(conn))
     }
 
@@ -484,11 +484,14 @@ impl Endpoint {
 
     /// Dials `peer` at `address` and completes the handshake, without keeping the
     /// connection: the connector races several and keeps the first ([`Endpoint::adopt`]).
+    /// `path` labels the connection (default: what was announced, else `Direct`).
     pub(crate) async fn handshake(
         &self,
         peer: PeerId,
         address: Address,
+        path: Option<PathKind>,
     ) -> Result<Connection, NetError> {
+        let label = || path.unwrap_or_else(|| take_path(&self.0, address.addr, &peer));
         if peer == self.0.peer_id {
             return Err(NetError::Connect {
                 peer,
@@ -522,7 +525,7 @@ impl Endpoint {
                     ConnInner::Quic(conn),
                     peer,
                     address.addr,
-                    take_path(&self.0, address.addr, &peer),
+                    label(),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
@@ -563,7 +566,7 @@ impl Endpoint {
                     )),
                     peer,
                     address.addr,
-                    take_path(&self.0, address.addr, &peer),
+                    label(),
                     Direction::Outbound,
                     self.stream_shared(&peer),
                 )
@@ -583,12 +586,18 @@ impl Endpoint {
         addr: SocketAddr,
         path: PathKind,
     ) -> Result<Connection, NetError> {
-        let client = self.0.quic_client.clone().ok_or_else(|| NetError::Connect {
-            peer,
-            reason: "QUIC is off on this endpoint".into(),
-        })?;
+        let client = self
+            .0
+            .quic_client
+            .clone()
+            .ok_or_else(|| NetError::Connect {
+                peer,
+                reason: "QUIC is off on this endpoint".into(),
+            })?;
         let fail = |reason: String| classify_dial_error(peer, Address::quic(addr), reason);
-        socket.set_nonblocking(true).map_err(|e| fail(e.to_string()))?;
+        socket
+            .set_nonblocking(true)
+            .map_err(|e| fail(e.to_string()))?;
         let mut aux = quinn::Endpoint::new(
             quinn::EndpointConfig::default(),
             None,

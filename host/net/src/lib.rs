@@ -16,8 +16,11 @@
 //! * [`status`] — online/offline, local addresses, change events.
 //! * [`connectivity`] — STUN client, NAT classification (RFC 5780), TCP reachability probe
 //!   through the hub.
+//! * [`connector`] — reaching a PeerId: direct, callback, hole punch (with birthday
+//!   sockets against symmetric NATs), relay; upgrade from relayed to direct.
 
 pub mod connectivity;
+pub mod connector;
 pub mod endpoint;
 pub mod error;
 pub mod frame;

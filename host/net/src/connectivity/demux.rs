@@ -67,11 +67,15 @@ impl StunDemux {
         })
     }
 
-    /// True if `packet` was the answer to one of our transactions (then it is consumed).
+    /// True if `packet` was the answer to one of our transactions, or a peer's punch
+    /// packet (`crate::connector::punch`): then it is consumed.
     fn take(&self, packet: &[u8], from: SocketAddr) -> bool {
         let Some(id) = stun_transaction(packet) else {
             return false;
         };
+        if crate::connector::punch::parse(packet).is_some() {
+            return true;
+        }
         let mut t = self.transactions.lock().expect("stun demux lock");
         if let Some(waiter) = t.waiting.remove(&id) {
             let _ = waiter.send((packet.to_vec(), from));
@@ -84,7 +88,8 @@ impl StunDemux {
         t.recent.contains(&id)
     }
 
-    async fn send(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
+    /// Sends one datagram from the QUIC socket (STUN requests, punch packets, probes).
+    pub(crate) async fn send(&self, packet: &[u8], to: SocketAddr) -> io::Result<()> {
         let transmit = Transmit {
             destination: to,
             ecn: None,

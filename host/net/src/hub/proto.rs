@@ -107,9 +107,13 @@ pub enum HubResponse {
     Resolved(SignedAnswer),
     Relay(RelayTicket),
     Info(HubInfo),
-    MailDeposited { id: u64 },
+    MailDeposited {
+        id: u64,
+    },
     Mail(Vec<MailItem>),
-    MailAcked { removed: u32 },
+    MailAcked {
+        removed: u32,
+    },
     /// The signal is on the target's presence line.
     Signalled,
 }
