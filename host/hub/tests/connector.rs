@@ -40,7 +40,7 @@ async fn a_reachable_peer_is_connected_directly_and_the_report_says_so() {
         let (conn, report) = a_connector.connect(b.id()).await.expect("connect");
         assert_eq!(conn.path(), PathKind::Direct, "{report:#?}");
         assert_eq!(report.path, PathKind::Direct);
-        assert!(report.why.contains("direct"), "{report:#?}");
+        assert!(report.why.contains("our dial"), "{report:#?}");
         assert!(!report.attempts.is_empty());
         assert_eq!(a_connector.report(&b.id()).unwrap().path, PathKind::Direct);
         // Asked again: the live connection, at once.
