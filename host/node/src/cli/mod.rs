@@ -476,7 +476,26 @@ pub fn net(paths: &NodePaths, command: NetCommand, json_out: bool) -> anyhow::Re
         let result = match command {
             NetCommand::Status => client.call(m::NET_STATUS, json!({})).await?,
             NetCommand::Connect { peer } => {
-                client.call(m::NET_CONNECT, json!({"peer": peer})).await?
+                let r = client.call(m::NET_CONNECT, json!({"peer": peer})).await?;
+                if !json_out {
+                    println!(
+                        "connected: {} over {} in {} ms — {}",
+                        r["path"].as_str().unwrap_or("?"),
+                        r["transport"].as_str().unwrap_or("?"),
+                        r["elapsed_ms"],
+                        r["why"].as_str().unwrap_or("")
+                    );
+                    for a in r["attempts"].as_array().into_iter().flatten() {
+                        println!(
+                            "  {:>6} ms  {}: {}",
+                            a["at_ms"],
+                            a["method"].as_str().unwrap_or("?"),
+                            a["outcome"].as_str().unwrap_or("")
+                        );
+                    }
+                    return Ok(());
+                }
+                r
             }
         };
         if json_out || result.get("running").is_none() {

@@ -254,43 +254,29 @@ pub async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Valu
     }
 }
 
-/// Reaches a peer: directly at an address the endpoint knows (from a resolve), else
-/// through the hub's relay. Says which path won and why.
+/// Reaches a peer through the connector: directly, by callback, through a punched hole,
+/// or relayed; says which path won, why, and every attempt with its time.
 async fn connect(daemon: &Daemon, peer: PeerId) -> Result<Value, RpcError> {
-    let network = daemon.network.get().ok_or_else(|| RpcError {
+    let connector = daemon.connector.get().ok_or_else(|| RpcError {
         code: codes::CONNECT_FAILED,
         message: "the node is offline: see net.status".into(),
         data: None,
     })?;
-    let direct_error = match network.endpoint.connect(peer).await {
-        Ok(conn) => {
-            let path = daemon
-                .hub
-                .get()
-                .map(|h| h.path_of(&conn))
-                .unwrap_or(conn.path());
-            return Ok(
-                json!({"peer_id": peer, "path": path, "transport": conn.transport(), "why": "direct connection succeeded"}),
-            );
-        }
-        Err(e) => e.to_string(),
-    };
-    let Some(hub) = daemon.hub.get() else {
-        return Err(RpcError {
-            code: codes::CONNECT_FAILED,
-            message: format!("no direct path ({direct_error}) and no hub to relay through"),
-            data: None,
-        });
-    };
-    match hub.connect_relayed(peer).await {
-        Ok(conn) => Ok(json!({
-            "peer_id": peer, "path": "relayed", "transport": conn.transport(),
-            "why": format!("direct failed: {direct_error}"),
+    match connector.connect(peer).await {
+        Ok((conn, report)) => Ok(json!({
+            "peer_id": peer,
+            "path": conn.path(),
+            "transport": conn.transport(),
+            "why": report.why,
+            "elapsed_ms": report.elapsed_ms,
+            "local": report.local,
+            "remote": report.remote,
+            "attempts": report.attempts,
         })),
         Err(e) => Err(RpcError {
             code: codes::CONNECT_FAILED,
-            message: format!("direct failed ({direct_error}); relay failed ({e})"),
-            data: None,
+            message: e.to_string(),
+            data: Some(json!({"attempts": e.attempts})),
         }),
     }
 }

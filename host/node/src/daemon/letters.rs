@@ -14,7 +14,7 @@ use allpeers_model::PeerId;
 use allpeers_net::hub::{HubClient, HubEvent};
 use allpeers_net::mail::{self, Letter, SignedLetter};
 use allpeers_net::service::{BoxFuture, ErrorCode as NetCode};
-use allpeers_net::{Context, Endpoint, Namespace, NetError, RemoteError, Service};
+use allpeers_net::{Context, Endpoint, Namespace, NetError, PathKind, RemoteError, Service};
 use bytes::Bytes;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
@@ -172,7 +172,7 @@ pub async fn send(
     let hub = daemon.hub.get();
     let mut why = Vec::new();
 
-    // 1. A live connection, or a peer the hub says is online: deliver directly.
+    // 1. A live connection, or a peer the hub says is online (or whose address we know).
     let online = endpoint.connection(&to).is_some() || {
         match hub {
             Some(h) => match h.resolve(&to.to_string()).await {
@@ -188,21 +188,18 @@ pub async fn send(
         }
     };
     if online {
-        match deliver(endpoint, to, bytes.clone()).await {
-            Ok(()) => return Ok(Delivered::Direct),
-            Err(e @ SendError::Refused(_)) => return Err(e),
-            Err(e) => why.push(format!("direct: {e}")),
-        }
-        // 2. Through the hub's relay (the connection stays for later letters).
-        if let Some(h) = hub {
-            match h.connect_relayed(to).await {
-                Ok(_) => match deliver(endpoint, to, bytes.clone()).await {
-                    Ok(()) => return Ok(Delivered::Relayed),
+        // 2. The connector: direct, callback, punched hole, or the hub's relay.
+        match daemon.connector.get() {
+            Some(connector) => match connector.connect(to).await {
+                Ok((conn, _)) => match deliver(endpoint, to, bytes.clone()).await {
+                    Ok(()) if conn.path() == PathKind::Relayed => return Ok(Delivered::Relayed),
+                    Ok(()) => return Ok(Delivered::Direct),
                     Err(e @ SendError::Refused(_)) => return Err(e),
-                    Err(e) => why.push(format!("relayed: {e}")),
+                    Err(e) => why.push(format!("{:?}: {e}", conn.path())),
                 },
-                Err(e) => why.push(format!("relay: {e}")),
-            }
+                Err(e) => why.push(e.to_string()),
+            },
+            None => why.push("no connector".into()),
         }
     } else {
         why.push("offline".into());

@@ -158,13 +158,37 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         anyhow::bail!("the endpoint is already running");
     }
     if let Some(section) = &daemon.hub_config {
-        super::hub::start(daemon, hub_endpoint, section).await?;
+        super::hub::start(daemon, hub_endpoint.clone(), section).await?;
         if let (Some(hub), Some(network)) = (daemon.hub.get(), daemon.network.get()) {
             start_discovery(daemon, network, hub.clone());
         }
     }
+    start_connector(daemon, hub_endpoint);
     super::social::start(daemon).await;
     Ok(())
+}
+
+/// The connector: with the hub it signals, punches and relays; without, it dials what it
+/// knows. It answers other peers' signals under the same agreement as relays.
+fn start_connector(daemon: &Arc<Daemon>, endpoint: allpeers_net::Endpoint) {
+    use allpeers_net::connector::{Connector, ConnectorConfig};
+    use allpeers_net::hub::{AcceptAll, RefuseAll, RelayPolicy};
+    let policy: Arc<dyn RelayPolicy> = match daemon.hub_config.as_ref() {
+        Some(h) if h.accept_relays == "none" => Arc::new(RefuseAll),
+        _ => Arc::new(AcceptAll),
+    };
+    let connectivity = daemon
+        .network
+        .get()
+        .and_then(|n| n.connectivity.monitor.get().map(|m| m.watch()));
+    let connector = Connector::start(
+        endpoint,
+        daemon.hub.get().cloned(),
+        connectivity,
+        policy,
+        ConnectorConfig::default(),
+    );
+    let _ = daemon.connector.set(connector);
 }
 
 /// `net.status`: online state, addresses, listening addresses and live connections.

@@ -28,6 +28,8 @@ pub struct Daemon {
     pub net_config: EndpointConfig,
     /// The home hub's client, once online with a hub configured.
     pub hub: OnceLock<allpeers_net::hub::HubClient>,
+    /// Reaches peers by the cheapest path that works (direct, callback, punch, relay).
+    pub connector: OnceLock<allpeers_net::connector::Connector>,
     pub hub_config: Option<crate::config::HubSection>,
     /// Why the endpoint did not start, if it failed.
     pub net_error: Mutex<Option<String>>,
@@ -57,6 +59,7 @@ impl Daemon {
         Daemon {
             paths,
             network: OnceLock::new(),
+            connector: OnceLock::new(),
             net_config,
             net_error: Mutex::new(None),
             hub: OnceLock::new(),
