@@ -1,0 +1,276 @@
+//! The connector across real Linux NATs: a public hub and two peers behind routers in
+//! network namespaces (`allpeers_tests::netns`), one cell per pair of NAT behaviours
+//! (full cone, address-restricted, port-restricted, symmetric, UDP blocked), plus cells with
+//! a forwarded TCP port. Each cell asserts the path the connector chose, checks the
+//! connection end to end with a request, and prints the time to connect (the table in
+//! docs/benchmarks.md). Root only; skipped loudly otherwise.
+//!
+//! A is the requester, B the target. Expected, and the reason:
+//! * B full cone: A dials B's public address — direct.
+//! * A full cone (B not): B calls A back after A's signal — callback.
+//! * both cone (address- or port-restricted): B punches, A dials — hole punched.
+//! * one symmetric, the other restricted cone: the easy side punches the hard side's IP and
+//!   the hard side dials (address-restricted), or they meet through the birthday sockets
+//!   (port-restricted) — hole punched.
+//! * both symmetric, or UDP blocked on either side without a reachable TCP port: relayed.
+//! * UDP blocked on one side, the other side's TCP port forwarded: direct over TCP (or a
+//!   TCP callback).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allpeers_model::PeerId;
+use allpeers_net::connectivity::monitor::MonitorState;
+use allpeers_net::connectivity::{self, DiscoveryConfig};
+use allpeers_net::connector::{ConnectReport, Connector, ConnectorConfig};
+use allpeers_net::hub::{AcceptAll, HubClient, HubClientConfig};
+use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, PathKind, ServiceFn, TransportKind};
+use allpeers_tests::netns::{self, NatBehaviour, Side, Site, Topology};
+use NatBehaviour::*;
+
+fn echo_ns() -> Namespace {
+    Namespace::allpeers("echo", 1).unwrap()
+}
+
+/// A peer in a host namespace: endpoint, hub client, one discovery run, connector.
+struct Peer {
+    endpoint: Endpoint,
+    hub: HubClient,
+    connector: Connector,
+    nat_type: String,
+}
+
+async fn peer(hub: PeerId, tcp_port: u16) -> Result<Peer, String> {
+    let endpoint = Endpoint::bind(
+        Identity::generate(),
+        EndpointConfig {
+            quic: Some("0.0.0.0:0".parse().unwrap()),
+            tcp: Some(format!("0.0.0.0:{tcp_port}").parse().unwrap()),
+            // UDP-blocked sites fall back from QUIC to TCP for the hub: do not wait long.
+            connect_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    endpoint.register(
+        echo_ns(),
+        ServiceFn::new().on_request(|_ctx, text: String| async move { Ok(text) }),
+    );
+    let mut config = HubClientConfig::new(
+        hub,
+        vec![
+            allpeers_net::Address::quic(netns::HUB_ADDR),
+            allpeers_net::Address::tcp(netns::HUB_ADDR),
+        ],
+    );
+    config.backoff_max = Duration::from_secs(1);
+    let client = HubClient::start(endpoint.clone(), config, Arc::new(AcceptAll))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !client.wait_online(Duration::from_secs(20)).await {
+        return Err("the hub line did not come up".into());
+    }
+    let report = connectivity::discover(
+        &endpoint,
+        hub,
+        client.status().observed,
+        &DiscoveryConfig::default(),
+    )
+    .await;
+    let nat_type = format!("{:?}", report.nat_type);
+    let (_tx, rx) = tokio::sync::watch::channel(MonitorState {
+        checking: false,
+        last: Some(report),
+        runs: 1,
+    });
+    // The sender may go: the receiver keeps the last value.
+    let connector = Connector::start(
+        endpoint.clone(),
+        Some(client.clone()),
+        Some(rx),
+        Arc::new(AcceptAll),
+        ConnectorConfig::default(),
+    );
+    Ok(Peer {
+        endpoint,
+        hub: client,
+        connector,
+        nat_type,
+    })
+}
+
+struct Outcome {
+    report: ConnectReport,
+    connect_ms: u128,
+    a_type: String,
+    b_type: String,
+}
+
+/// Builds the topology, runs both peers, connects A to B; returns the report.
+fn cell(tag: &str, a: Site, b: Site) -> Option<Outcome> {
+    if let Some(why) = netns::skip_reason() {
+        netns::announce_skip(&format!("NAT matrix cell {tag}"), &why);
+        return None;
+    }
+    let topo = Topology::build(tag, a, b).unwrap_or_else(|e| panic!("topology {tag}: {e}"));
+    let dir = tempfile::tempdir().unwrap();
+    let hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("hub: {e}"));
+    let hub_id = hub.peer_id;
+    let (b_ready_tx, b_ready_rx) = std::sync::mpsc::channel::<Result<(PeerId, String), String>>();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let b_port = b.forward_tcp.unwrap_or(0);
+    let b_thread = netns::in_netns_async(topo.host_ns(Side::B), move || async move {
+        match peer(hub_id, b_port).await {
+            Ok(p) => {
+                let _ = b_ready_tx.send(Ok((p.endpoint.peer_id(), p.nat_type.clone())));
+                let _ = tokio::time::timeout(Duration::from_secs(120), done_rx).await;
+                p.hub.stop();
+                p.endpoint.close();
+            }
+            Err(e) => {
+                let _ = b_ready_tx.send(Err(e));
+            }
+        }
+    });
+    let (b_id, b_type) = b_ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("B ready in time")
+        .unwrap_or_else(|e| panic!("B: {e}"));
+    let a_port = a.forward_tcp.unwrap_or(0);
+    let a_thread = netns::in_netns_async(topo.host_ns(Side::A), move || async move {
+        let p = peer(hub_id, a_port).await.unwrap_or_else(|e| panic!("A: {e}"));
+        let start = Instant::now();
+        let (_, report) = tokio::time::timeout(Duration::from_secs(60), p.connector.connect(b_id))
+            .await
+            .expect("connect within 60 s")
+            .unwrap_or_else(|e| panic!("A cannot reach B: {e}"));
+        let connect_ms = start.elapsed().as_millis();
+        // End to end over the connection that won.
+        let echo: String = p
+            .endpoint
+            .request(b_id, &echo_ns(), "through the NATs")
+            .await
+            .unwrap_or_else(|e| panic!("request over {:?}: {e}", report.path));
+        assert_eq!(echo, "through the NATs");
+        p.hub.stop();
+        p.endpoint.close();
+        (report, connect_ms, p.nat_type)
+    });
+    let (report, connect_ms, a_type) = a_thread.join().expect("A thread");
+    let _ = done_tx.send(());
+    b_thread.join().expect("B thread");
+    drop(hub);
+    drop(topo);
+    eprintln!(
+        "CELL {tag}: A {} ({a_type}) -> B {} ({b_type}): {:?} over {:?} in {connect_ms} ms — {}",
+        a.nat, b.nat, report.path, report.transport, report.why
+    );
+    for at in &report.attempts {
+        eprintln!("    {:>6} ms  {}: {}", at.at_ms, at.method, at.outcome);
+    }
+    Some(Outcome {
+        report,
+        connect_ms,
+        a_type,
+        b_type,
+    })
+}
+
+fn expected(a: NatBehaviour, b: NatBehaviour) -> PathKind {
+    let cone = |n| matches!(n, AddressRestricted | PortRestricted);
+    match (a, b) {
+        (UdpBlocked, _) | (_, UdpBlocked) => PathKind::Relayed,
+        (_, FullCone) => PathKind::Direct,
+        (FullCone, _) => PathKind::Callback,
+        (Symmetric, Symmetric) => PathKind::Relayed,
+        (x, y) if cone(x) || cone(y) => PathKind::HolePunched,
+        _ => unreachable!("every pair is covered above"),
+    }
+}
+
+/// All cells with A behind `a`.
+fn row(a: NatBehaviour) {
+    let mut failures = Vec::new();
+    for b in NatBehaviour::ALL {
+        let tag = format!("{}{}", short(a), short(b));
+        let Some(out) = cell(&tag, Site::behind(a), Site::behind(b)) else {
+            return;
+        };
+        let want = expected(a, b);
+        eprintln!(
+            "| {a} | {b} | {} / {} | {:?} | {} |",
+            out.a_type, out.b_type, out.report.path, out.connect_ms
+        );
+        if out.report.path != want {
+            failures.push(format!("{a} -> {b}: {:?}, expected {want:?}", out.report.path));
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+fn short(n: NatBehaviour) -> &'static str {
+    match n {
+        FullCone => "f",
+        AddressRestricted => "a",
+        PortRestricted => "p",
+        Symmetric => "s",
+        UdpBlocked => "u",
+    }
+}
+
+#[test]
+fn from_behind_a_full_cone() {
+    row(FullCone);
+}
+
+#[test]
+fn from_behind_an_address_restricted_cone() {
+    row(AddressRestricted);
+}
+
+#[test]
+fn from_behind_a_port_restricted_cone() {
+    row(PortRestricted);
+}
+
+#[test]
+fn from_behind_a_symmetric_nat() {
+    row(Symmetric);
+}
+
+#[test]
+fn from_a_network_without_udp() {
+    row(UdpBlocked);
+}
+
+#[test]
+fn without_udp_a_forwarded_tcp_port_gives_a_direct_path() {
+    // A has no UDP; B forwards its TCP port: A dials it.
+    let Some(out) = cell(
+        "ut",
+        Site::behind(UdpBlocked),
+        Site {
+            nat: PortRestricted,
+            forward_tcp: Some(7001),
+        },
+    ) else {
+        return;
+    };
+    assert_eq!(out.report.path, PathKind::Direct, "{:#?}", out.report);
+    assert_eq!(out.report.transport, TransportKind::Tcp);
+    // The other way round: B (no UDP) is asked to connect to A, who forwards TCP: B dials
+    // A's TCP address when A's signal arrives — a callback over TCP.
+    let Some(out) = cell(
+        "tu",
+        Site {
+            nat: PortRestricted,
+            forward_tcp: Some(7001),
+        },
+        Site::behind(UdpBlocked),
+    ) else {
+        return;
+    };
+    assert_eq!(out.report.path, PathKind::Callback, "{:#?}", out.report);
+    assert_eq!(out.report.transport, TransportKind::Tcp);
+}
