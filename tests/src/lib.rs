@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+pub mod netns;
 pub mod social;
 
 use allpeers_model::api::{FrameDecoder, Incoming, Response, encode_frame};
