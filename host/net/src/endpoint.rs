@@ -9,10 +9,10 @@
 //! sides apply the same rule: if one side dialled both, the newer wins (it re-dialled); if
 //! each side dialled one (simultaneous dial), the connection dialled by the smaller PeerId
 //! wins — except that a connection over a relay always gives way to one that is not (the
-//! connector's upgrade from relayed to direct). A loser that was the live connection is
-//! retired: closed with [`close_code::DUPLICATE`] once the streams on it are done, so the
-//! services using it never see the switch; a request that loses its connection retries on
-//! the winner.
+//! connector's upgrade from relayed to direct). The loser is closed with
+//! [`close_code::DUPLICATE`]; a relayed connection given up for a direct one is retired only
+//! once the streams on it are done, so the services using it never see the switch. A
+//! request that loses its connection retries on the winner.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -931,8 +931,8 @@ fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
             closed = loser.id(),
             "duplicate connection"
         );
-        if loser.id() != conn.id() {
-            // The connection services were using: let the exchanges on it finish.
+        if loser.id() != conn.id() && loser.path() == PathKind::Relayed {
+            // The upgrade from a relay: let the exchanges running on it finish.
             tokio::spawn(async move {
                 loser
                     .close_when_idle(RETIRE_GRACE, close_code::DUPLICATE, "superseded")
