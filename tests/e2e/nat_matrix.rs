@@ -19,14 +19,16 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use NatBehaviour::*;
 use allpeers_model::PeerId;
 use allpeers_net::connectivity::monitor::MonitorState;
 use allpeers_net::connectivity::{self, DiscoveryConfig};
 use allpeers_net::connector::{ConnectReport, Connector, ConnectorConfig};
 use allpeers_net::hub::{AcceptAll, HubClient, HubClientConfig};
-use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, PathKind, ServiceFn, TransportKind};
+use allpeers_net::{
+    Endpoint, EndpointConfig, Identity, Namespace, PathKind, ServiceFn, TransportKind,
+};
 use allpeers_tests::netns::{self, NatBehaviour, Side, Site, Topology};
-use NatBehaviour::*;
 
 fn echo_ns() -> Namespace {
     Namespace::allpeers("echo", 1).unwrap()
@@ -139,7 +141,9 @@ fn cell(tag: &str, a: Site, b: Site) -> Option<Outcome> {
         .unwrap_or_else(|e| panic!("B: {e}"));
     let a_port = a.forward_tcp.unwrap_or(0);
     let a_thread = netns::in_netns_async(topo.host_ns(Side::A), move || async move {
-        let p = peer(hub_id, a_port).await.unwrap_or_else(|e| panic!("A: {e}"));
+        let p = peer(hub_id, a_port)
+            .await
+            .unwrap_or_else(|e| panic!("A: {e}"));
         let start = Instant::now();
         let (_, report) = tokio::time::timeout(Duration::from_secs(60), p.connector.connect(b_id))
             .await
@@ -203,7 +207,10 @@ fn row(a: NatBehaviour) {
             out.a_type, out.b_type, out.report.path, out.connect_ms
         );
         if out.report.path != want {
-            failures.push(format!("{a} -> {b}: {:?}, expected {want:?}", out.report.path));
+            failures.push(format!(
+                "{a} -> {b}: {:?}, expected {want:?}",
+                out.report.path
+            ));
         }
     }
     assert!(failures.is_empty(), "{failures:#?}");

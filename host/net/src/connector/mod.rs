@@ -346,15 +346,27 @@ async fn connect(
     let local = local_facts(inner);
     let mut remote_facts = None;
     let (tx, mut rx) = mpsc::channel::<Event>(64);
+    // Set once our side of a punch starts: a direct dial that completes after that owes its
+    // success to the punch.
+    let punching = Arc::new(std::sync::atomic::AtomicBool::new(false));
 
     // The hub's view of the peer: fresh addresses, and whether it is online to signal.
     let mut online = false;
+    let mut observed_address = None;
     if let Some(hub) = &inner.hub {
         match hub
             .resolve_query(crate::hub::proto::Query::Peer(peer))
             .await
         {
-            Ok(Some(record)) => online = record.online,
+            Ok(Some(record)) => {
+                online = record.online;
+                observed_address = record
+                    .addresses
+                    .iter()
+                    .rev()
+                    .find(|a| a.transport == TransportKind::Quic)
+                    .copied();
+            }
             Ok(None) => attempts.push(Attempt {
                 method: "resolve".into(),
                 outcome: "unknown at the hub".into(),
@@ -369,7 +381,13 @@ async fn connect(
     }
 
     // 1. Direct handshakes to every known address, raced.
-    let known = endpoint.peer_addresses(&peer);
+    // The address the hub sees the peer at (the record lists it last) is dialled first: it
+    // is the one that works across NATs; LAN addresses follow.
+    let mut known = endpoint.peer_addresses(&peer);
+    if let Some(observed) = observed_address {
+        known.retain(|a| *a != observed);
+        known.insert(0, observed);
+    }
     let mut tasks: Vec<JoinHandle<()>> = Vec::new();
     for (i, address) in known.iter().enumerate() {
         tasks.push(tokio::spawn(dial_task(
@@ -382,6 +400,7 @@ async fn connect(
                 method: "direct",
                 after: stagger(i, address.transport),
                 timeout: cfg.direct_timeout,
+                punching: Some(punching.clone()),
             },
             start,
         )));
@@ -467,7 +486,11 @@ async fn connect(
                             outcome: format!("accepted; target {:?}/{:?}, plan {:?}", facts.mapping, facts.filtering, p.requester),
                             at_ms: at(),
                         });
-                        endpoint.expect_peer_path(peer, Some(PathKind::HolePunched));
+                        let r = p.requester;
+                        if r.punch || r.spray || r.birthday || (r.dial_udp && !facts_open(&facts)) {
+                            punching.store(true, std::sync::atomic::Ordering::SeqCst);
+                            endpoint.expect_peer_path(peer, Some(PathKind::HolePunched));
+                        }
                         tasks.push(tokio::spawn(run_actions(
                             inner.clone(), tx.clone(), peer, session, p.requester,
                             candidates, observed, true, start,
@@ -562,6 +585,11 @@ async fn connect(
     }
 }
 
+/// Whether unsolicited UDP reaches a peer with these facts (then a dial needs no punch).
+fn facts_open(f: &Facts) -> bool {
+    f.udp && f.filtering == crate::connectivity::nat::Filtering::EndpointIndependent
+}
+
 /// Why a connection is the one that won, from how it was made.
 fn why_of(c: &Connection) -> &'static str {
     match (c.path(), c.direction()) {
@@ -606,6 +634,8 @@ struct Dial {
     /// Start delay.
     after: Duration,
     timeout: Duration,
+    /// For a direct dial: set when our punch started (the dial is then labelled punched).
+    punching: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// Runs one dial; adopts and reports its connection, or reports why it failed.
@@ -624,6 +654,7 @@ fn dial_task(
         method,
         after,
         timeout,
+        punching,
     } = dial;
     async move {
         tokio::time::sleep(after).await;
@@ -639,6 +670,9 @@ fn dial_task(
         let at_ms = start.elapsed().as_millis() as u64;
         match outcome {
             Ok(Ok(conn)) => {
+                if punching.is_some_and(|p| p.load(std::sync::atomic::Ordering::SeqCst)) {
+                    conn.set_path(PathKind::HolePunched);
+                }
                 let kept = endpoint.adopt(conn);
                 let _ = tx.send(Event::Connected(kept)).await;
             }
@@ -771,6 +805,7 @@ async fn run_actions(
             method,
             after: stagger(i, address.transport),
             timeout,
+            punching: None,
         };
         dials.spawn(dial_task(endpoint, &tx, dial, start));
     }
@@ -920,10 +955,13 @@ async fn answer(
     let local = local_facts(&inner);
     let p = plan::plan(&facts, &local);
     tracing::info!(?from, ?p, "connection signal accepted");
-    // A connection from the requester during the session came through the punched hole.
-    inner
-        .endpoint
-        .expect_peer_path(from, Some(PathKind::HolePunched));
+    // A connection from the requester while we punch came through the punched hole.
+    let t = p.target;
+    if t.punch || t.spray || t.birthday {
+        inner
+            .endpoint
+            .expect_peer_path(from, Some(PathKind::HolePunched));
+    }
     // Punch before answering: our packets are on their way before the requester dials.
     if p.target.punch
         && let Some(d) = inner.endpoint.quic_stun()

@@ -103,13 +103,13 @@ pub fn plan(requester: &Facts, target: &Facts) -> Plan {
     let mut r = Actions::default();
     let mut t = Actions::default();
     let udp = requester.udp && target.udp;
-    if udp {
-        if target.open() {
-            r.dial_udp = true;
-        }
-        if requester.open() {
-            t.dial_udp = true; // callback
-        }
+    if udp && target.open() {
+        // The target lets anyone in: the requester's dial is all it takes.
+        r.dial_udp = true;
+    } else if udp && requester.open() {
+        // The requester lets anyone in: the target calls back.
+        t.dial_udp = true;
+    } else if udp {
         match (requester.hard(), target.hard()) {
             (false, false) => {
                 // Classic simultaneous open: the target punches, the requester dials.
@@ -211,9 +211,11 @@ mod tests {
 
     #[test]
     fn each_pair_gets_the_method_that_works_for_it() {
-        // An open target is dialled; an open requester is called back.
-        assert!(plan(&symmetric(), &full_cone()).requester.dial_udp);
-        assert!(plan(&full_cone(), &symmetric()).target.dial_udp);
+        // An open target is dialled; an open requester is called back; nobody punches.
+        let p = plan(&symmetric(), &full_cone());
+        assert!(p.requester.dial_udp && p.target == Actions::default());
+        let p = plan(&full_cone(), &port_restricted());
+        assert!(p.target.dial_udp && p.requester == Actions::default());
         // Cone to cone: the target punches, the requester dials.
         let p = plan(&port_restricted(), &restricted());
         assert!(p.target.punch && p.requester.dial_udp);

@@ -177,7 +177,9 @@ struct ConnectionInner {
     remote: PeerId,
     remote_addr: SocketAddr,
     transport: TransportKind,
-    path: PathKind,
+    /// A [`PathKind`] as a byte: the connector may relabel a connection before the endpoint
+    /// keeps it (a dial that completed only once the punch had started).
+    path: std::sync::atomic::AtomicU8,
     direction: Direction,
     inner: Inner,
     shared: Arc<StreamShared>,
@@ -232,7 +234,7 @@ impl Connection {
             remote,
             remote_addr,
             transport,
-            path,
+            path: std::sync::atomic::AtomicU8::new(path as u8),
             direction,
             inner,
             shared,
@@ -277,7 +279,17 @@ impl Connection {
         self.0.transport
     }
     pub fn path(&self) -> PathKind {
-        self.0.path
+        match self.0.path.load(Ordering::Relaxed) {
+            x if x == PathKind::Callback as u8 => PathKind::Callback,
+            x if x == PathKind::HolePunched as u8 => PathKind::HolePunched,
+            x if x == PathKind::Relayed as u8 => PathKind::Relayed,
+            _ => PathKind::Direct,
+        }
+    }
+
+    /// Relabels the path (the connector, before the endpoint adopts the connection).
+    pub(crate) fn set_path(&self, path: PathKind) {
+        self.0.path.store(path as u8, Ordering::Relaxed);
     }
     pub fn direction(&self) -> Direction {
         self.0.direction
