@@ -493,7 +493,7 @@ async fn connect(
                         }
                         tasks.push(tokio::spawn(run_actions(
                             inner.clone(), tx.clone(), peer, session, p.requester,
-                            candidates, observed, true, start,
+                            candidates, observed, Role::Requester { target_open: facts_open(&facts) }, start,
                         )));
                         if p.relay_now && relay && !relay_started {
                             relay_started = true;
@@ -724,6 +724,13 @@ fn spawn_relay(
     })
 }
 
+/// Which side of a connect `run_actions` plays.
+#[derive(Debug, Clone, Copy)]
+enum Role {
+    Requester { target_open: bool },
+    Target,
+}
+
 /// One side's part of the plan, towards the other side's `candidates` and `observed` (its
 /// public address as the hub sees it). Connections made here are adopted by the endpoint;
 /// the requester hears of them through `tx`.
@@ -736,7 +743,7 @@ async fn run_actions(
     actions: Actions,
     candidates: Vec<Address>,
     observed: Option<SocketAddr>,
-    requester: bool,
+    role: Role,
     start: Instant,
 ) {
     let cfg = &inner.config;
@@ -752,15 +759,23 @@ async fn run_actions(
         }
     }
     // Hole-punched from the requester's view; a callback from the target's (it was asked).
-    let path = if requester {
-        PathKind::HolePunched
-    } else {
-        PathKind::Callback
-    };
-    let method: &'static str = if requester {
-        "punched dial"
-    } else {
-        "callback"
+    // How each dial's connection is labelled, and named in the attempts.
+    let (udp_path, udp_method, tcp_path, tcp_method) = match role {
+        Role::Requester { target_open: true } => {
+            (PathKind::Direct, "dial", PathKind::Direct, "TCP dial")
+        }
+        Role::Requester { target_open: false } => (
+            PathKind::HolePunched,
+            "punched dial",
+            PathKind::Direct,
+            "TCP dial",
+        ),
+        Role::Target => (
+            PathKind::Callback,
+            "callback",
+            PathKind::Callback,
+            "TCP callback",
+        ),
     };
     let mut work = FuturesUnordered::new();
     let demux = endpoint.quic_stun();
@@ -798,6 +813,10 @@ async fn run_actions(
         targets.extend(tcp.map(|c| (*c, cfg.direct_timeout)));
     }
     for (i, (address, timeout)) in targets.into_iter().enumerate() {
+        let (path, method) = match address.transport {
+            TransportKind::Quic => (udp_path, udp_method),
+            TransportKind::Tcp => (tcp_path, tcp_method),
+        };
         let dial = Dial {
             peer,
             address,
@@ -820,7 +839,7 @@ async fn run_actions(
             let at_ms = start.elapsed().as_millis() as u64;
             match found {
                 Ok(Some(socket)) => match endpoint
-                    .handshake_from_socket(socket, peer, easy, path)
+                    .handshake_from_socket(socket, peer, easy, PathKind::HolePunched)
                     .await
                 {
                     Ok(conn) => {
@@ -1001,7 +1020,7 @@ async fn answer(
         p.target,
         candidates,
         observed,
-        false,
+        Role::Target,
         Instant::now(),
     );
     let window = inner.config.punch_window;
