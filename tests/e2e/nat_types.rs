@@ -316,9 +316,11 @@ async fn receive(socket: &UdpSocket, limit: Duration) -> Option<(Vec<u8>, Socket
     Some((buf[..n].to_vec(), from))
 }
 
-/// Hole punching as peers do it: send to the peer's public address every 100 ms until a
-/// datagram from it arrives, then send once more (that one gets through: the peer's NAT has
-/// the mapping it came from) so the peer stops too. Returns where the peer's datagram came from.
+/// Hole punching as peers do it: send to the peer's public address (as STUN saw it) every
+/// 100 ms until a datagram from the peer arrives, then answer once to where it came from
+/// (ICE's peer-reflexive address: a symmetric NAT sends from a port STUN never saw), which
+/// gets through because the peer's NAT has the mapping it came from, so the peer stops too.
+/// Returns where the peer's datagram came from.
 async fn punch(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
     let mut buf = [0u8; 64];
     loop {
@@ -327,7 +329,7 @@ async fn punch(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
             tokio::time::timeout(Duration::from_millis(100), socket.recv_from(&mut buf)).await
         {
             let (_, from) = received.expect("recv");
-            socket.send_to(b"punch", peer).await.expect("send");
+            socket.send_to(b"punch", from).await.expect("send");
             return from;
         }
     }
@@ -382,13 +384,30 @@ async fn full_cone_takes_unsolicited_udp_port_restricted_does_not() {
     );
     assert_eq!(got, Some((b"hello cone".to_vec(), sender_b_mapped)));
 
-    // The full cone host writes to the port-restricted mapping, which never sent to it: dropped.
+    // A full cone lets in only what is sent to a mapping: not to a port the host listens on
+    // but never sent from.
+    let silent = UdpSocket::from_std(
+        bind_udp_in(topo.host_ns(Side::A), "0.0.0.0:0".parse().unwrap())
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let unmapped = SocketAddr::from((Side::A.router_wan_ip(), silent_port));
+    sender_b.send_to(b"hello nobody", unmapped).await.unwrap();
+    // The full cone host writes to the port-restricted mapping, which never sent to it.
     cone.send_to(b"hello restricted", restricted_mapped)
         .await
         .unwrap();
-    let got = receive(&restricted, FILTERED_AFTER).await;
+    let (into_unmapped, into_restricted) = tokio::join!(
+        receive(&silent, FILTERED_AFTER),
+        receive(&restricted, FILTERED_AFTER)
+    );
     assert_eq!(
-        got, None,
+        into_unmapped, None,
+        "the full cone let in a datagram to a port it never mapped"
+    );
+    assert_eq!(
+        into_restricted, None,
         "a port-restricted NAT let an unsolicited datagram in"
     );
 
@@ -405,4 +424,78 @@ async fn full_cone_takes_unsolicited_udp_port_restricted_does_not() {
         receive(&restricted, ARRIVES_WITHIN).await,
         Some((b"hello restricted".to_vec(), cone_mapped))
     );
+}
+
+/// Whether two raw sockets behind these NATs can punch a hole (with the peer-reflexive
+/// answer of [`punch`]; no port prediction): a full cone takes anything to its mapping; an
+/// address-restricted NAT takes a symmetric peer's new port because it filters on the IP
+/// only; a port-restricted one does not, and two symmetric NATs never meet.
+fn punch_expected(a: NatBehaviour, b: NatBehaviour) -> bool {
+    use NatBehaviour::*;
+    match (a, b) {
+        (UdpBlocked, _) | (_, UdpBlocked) => false,
+        (FullCone, _) | (_, FullCone) => true,
+        (Symmetric, Symmetric) | (Symmetric, PortRestricted) | (PortRestricted, Symmetric) => false,
+        _ => true,
+    }
+}
+
+/// Where peers behind `nat` would be told to send to: the STUN mapped address, or, where
+/// STUN gets no answer, the router's address with the host's port (nothing will arrive).
+async fn candidate(ns: &str, side: Side, nat: NatBehaviour) -> (UdpSocket, SocketAddr) {
+    if nat != NatBehaviour::UdpBlocked {
+        return socket_and_mapping(ns).await;
+    }
+    let socket = UdpSocket::from_std(
+        bind_udp_in(ns, "0.0.0.0:0".parse().unwrap()).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap();
+    let guess = SocketAddr::from((side.router_wan_ip(), socket.local_addr().unwrap().port()));
+    (socket, guess)
+}
+
+#[tokio::test]
+async fn raw_udp_punch_matrix() {
+    if let Some(why) = netns::skip_reason() {
+        netns::announce_skip("UDP punch matrix", &why);
+        return;
+    }
+    let mut failures = Vec::new();
+    for (i, a) in NatBehaviour::ALL.into_iter().enumerate() {
+        for (j, b) in NatBehaviour::ALL.into_iter().enumerate().skip(i) {
+            let start = Instant::now();
+            let topo = Topology::build(&format!("m{i}{j}"), Site::behind(a), Site::behind(b))
+                .unwrap_or_else(|e| panic!("topology: {e}"));
+            let dir = tempfile::tempdir().unwrap();
+            let hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            let built = start.elapsed();
+            let (socket_a, candidate_a) = candidate(topo.host_ns(Side::A), Side::A, a).await;
+            let (socket_b, candidate_b) = candidate(topo.host_ns(Side::B), Side::B, b).await;
+            let expected = punch_expected(a, b);
+            let start = Instant::now();
+            let punched = tokio::time::timeout(
+                if expected {
+                    ARRIVES_WITHIN
+                } else {
+                    FILTERED_AFTER
+                },
+                async {
+                    tokio::join!(punch(&socket_a, candidate_b), punch(&socket_b, candidate_a))
+                },
+            )
+            .await
+            .is_ok();
+            eprintln!(
+                "{a} / {b}: punch {} in {:?} (topology and hub up in {built:?})",
+                if punched { "works" } else { "fails" },
+                start.elapsed()
+            );
+            if punched != expected {
+                failures.push(format!("{a} / {b}: punched {punched}, expected {expected}"));
+            }
+            drop(hub);
+            drop(topo);
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
 }
