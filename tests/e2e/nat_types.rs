@@ -114,7 +114,7 @@ fn coturn_from_host_a(topo: &Topology) -> Option<Result<String, String>> {
         &HUB_IP.to_string(),
     ]);
     let start = Instant::now();
-    let out = netns::spawn_in(topo.host_ns(Side::A), &command)
+    let out = netns::spawn_in(topo.host_ns(Side::A), command)
         .expect("start turnutils_natdiscovery")
         .stdout_within(Duration::from_secs(30));
     eprintln!("turnutils_natdiscovery took {:?}", start.elapsed());
@@ -130,7 +130,7 @@ fn classify(
 ) -> Option<(HostView, Option<Result<String, String>>)> {
     let topo = topology(test, tag, a, Site::behind(NatBehaviour::PortRestricted))?;
     let dir = tempfile::tempdir().unwrap();
-    let hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let hub = topo.hub(dir.path());
     let view = discover_from_host_a(&topo, hub.peer_id, probe_tcp);
     let coturn = coturn_from_host_a(&topo);
     drop(hub);
@@ -342,7 +342,7 @@ async fn port_restricted_peers_punch_a_udp_hole() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let _hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let _hub = topo.hub(dir.path());
     let (socket_a, mapped_a) = socket_and_mapping(topo.host_ns(Side::A)).await;
     let (socket_b, mapped_b) = socket_and_mapping(topo.host_ns(Side::B)).await;
     let start = Instant::now();
@@ -368,7 +368,7 @@ async fn full_cone_takes_unsolicited_udp_port_restricted_does_not() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let _hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let _hub = topo.hub(dir.path());
     // Each socket has talked to the hub's STUN server only.
     let (cone, cone_mapped) = socket_and_mapping(topo.host_ns(Side::A)).await;
     let (restricted, restricted_mapped) = socket_and_mapping(topo.host_ns(Side::B)).await;
@@ -467,7 +467,7 @@ async fn raw_udp_punch_matrix() {
             let topo = Topology::build(&format!("m{i}{j}"), Site::behind(a), Site::behind(b))
                 .unwrap_or_else(|e| panic!("topology: {e}"));
             let dir = tempfile::tempdir().unwrap();
-            let hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+            let hub = topo.hub(dir.path());
             let built = start.elapsed();
             let (socket_a, candidate_a) = candidate(topo.host_ns(Side::A), Side::A, a).await;
             let (socket_b, candidate_b) = candidate(topo.host_ns(Side::B), Side::B, b).await;
