@@ -499,3 +499,50 @@ async fn raw_udp_punch_matrix() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+#[tokio::test]
+async fn address_restricted_filters_per_mapping_on_the_ip_only() {
+    let Some(topo) = topology(
+        "address-restricted filtering",
+        "af",
+        Site::behind(NatBehaviour::AddressRestricted),
+        Site::behind(NatBehaviour::PortRestricted),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _hub = topo.hub(dir.path());
+    let (talked_to_b, talked_to_b_mapped) = socket_and_mapping(topo.host_ns(Side::A)).await;
+    let (hub_only, hub_only_mapped) = socket_and_mapping(topo.host_ns(Side::A)).await;
+    let (_b_first, b_first_mapped) = socket_and_mapping(topo.host_ns(Side::B)).await;
+    let (b_second, b_second_mapped) = socket_and_mapping(topo.host_ns(Side::B)).await;
+    assert_ne!(b_first_mapped.port(), b_second_mapped.port());
+
+    // One of host A's mappings sends to host B's first port (B's router drops it: no matter).
+    talked_to_b
+        .send_to(b"hello b", b_first_mapped)
+        .await
+        .unwrap();
+    // Host B writes from its other port to both of A's mappings: the one that sent to B's IP
+    // takes it (any port of that IP); the one that only talked to the hub does not.
+    b_second
+        .send_to(b"same IP, other port", talked_to_b_mapped)
+        .await
+        .unwrap();
+    b_second
+        .send_to(b"never sent to", hub_only_mapped)
+        .await
+        .unwrap();
+    let (into_talked, into_hub_only) = tokio::join!(
+        receive(&talked_to_b, ARRIVES_WITHIN),
+        receive(&hub_only, FILTERED_AFTER)
+    );
+    assert_eq!(
+        into_talked,
+        Some((b"same IP, other port".to_vec(), b_second_mapped))
+    );
+    assert_eq!(
+        into_hub_only, None,
+        "the filter let in an IP this mapping never sent to"
+    );
+}
