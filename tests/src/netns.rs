@@ -394,10 +394,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds the network; namespace names are `ap<pid><tag>-<role>`, so tests in other
+    /// Builds the network; namespace names are `ap<pid>-<tag>-<role>`, so tests in other
     /// processes, or with other tags, can run at the same time.
     pub fn build(tag: &str, a: Site, b: Site) -> Result<Topology, String> {
-        let prefix = format!("ap{}{tag}", std::process::id());
+        let prefix = format!("ap{}-{tag}", std::process::id());
         let name = |role: &str| format!("{prefix}-{role}");
         let mut topo = Topology {
             inet: name("inet"),
@@ -437,12 +437,12 @@ impl Topology {
         for side in [Side::A, Side::B] {
             let router = topo.router_ns(side);
             let host = topo.host_ns(side);
-            let port = format!("r{}", side.index());
+            let bridge_port = format!("r{}", side.index());
             ip(
                 router,
-                &format!("link add wan type veth peer name {port} netns {inet}"),
+                &format!("link add wan type veth peer name {bridge_port} netns {inet}"),
             )?;
-            ip(inet, &format!("link set {port} master br0 up"))?;
+            ip(inet, &format!("link set {bridge_port} master br0 up"))?;
             ip(
                 router,
                 &format!("addr add {}/24 dev wan", side.router_wan_ip()),
