@@ -114,7 +114,7 @@ fn coturn_from_host_a(topo: &Topology) -> Option<Result<String, String>> {
         &HUB_IP.to_string(),
     ]);
     let start = Instant::now();
-    let out = netns::spawn_in(topo.host_ns(Side::A), &command)
+    let out = netns::spawn_in(topo.host_ns(Side::A), command)
         .expect("start turnutils_natdiscovery")
         .stdout_within(Duration::from_secs(30));
     eprintln!("turnutils_natdiscovery took {:?}", start.elapsed());
@@ -130,7 +130,7 @@ fn classify(
 ) -> Option<(HostView, Option<Result<String, String>>)> {
     let topo = topology(test, tag, a, Site::behind(NatBehaviour::PortRestricted))?;
     let dir = tempfile::tempdir().unwrap();
-    let hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let hub = topo.hub(dir.path());
     let view = discover_from_host_a(&topo, hub.peer_id, probe_tcp);
     let coturn = coturn_from_host_a(&topo);
     drop(hub);
@@ -316,9 +316,11 @@ async fn receive(socket: &UdpSocket, limit: Duration) -> Option<(Vec<u8>, Socket
     Some((buf[..n].to_vec(), from))
 }
 
-/// Hole punching as peers do it: send to the peer's public address every 100 ms until a
-/// datagram from it arrives, then send once more (that one gets through: the peer's NAT has
-/// the mapping it came from) so the peer stops too. Returns where the peer's datagram came from.
+/// Hole punching as peers do it: send to the peer's public address (as STUN saw it) every
+/// 100 ms until a datagram from the peer arrives, then answer once to where it came from
+/// (ICE's peer-reflexive address: a symmetric NAT sends from a port STUN never saw), which
+/// gets through because the peer's NAT has the mapping it came from, so the peer stops too.
+/// Returns where the peer's datagram came from.
 async fn punch(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
     let mut buf = [0u8; 64];
     loop {
@@ -327,7 +329,7 @@ async fn punch(socket: &UdpSocket, peer: SocketAddr) -> SocketAddr {
             tokio::time::timeout(Duration::from_millis(100), socket.recv_from(&mut buf)).await
         {
             let (_, from) = received.expect("recv");
-            socket.send_to(b"punch", peer).await.expect("send");
+            socket.send_to(b"punch", from).await.expect("send");
             return from;
         }
     }
@@ -340,7 +342,7 @@ async fn port_restricted_peers_punch_a_udp_hole() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let _hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let _hub = topo.hub(dir.path());
     let (socket_a, mapped_a) = socket_and_mapping(topo.host_ns(Side::A)).await;
     let (socket_b, mapped_b) = socket_and_mapping(topo.host_ns(Side::B)).await;
     let start = Instant::now();
@@ -366,7 +368,7 @@ async fn full_cone_takes_unsolicited_udp_port_restricted_does_not() {
         return;
     };
     let dir = tempfile::tempdir().unwrap();
-    let _hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("{e}"));
+    let _hub = topo.hub(dir.path());
     // Each socket has talked to the hub's STUN server only.
     let (cone, cone_mapped) = socket_and_mapping(topo.host_ns(Side::A)).await;
     let (restricted, restricted_mapped) = socket_and_mapping(topo.host_ns(Side::B)).await;
@@ -382,13 +384,30 @@ async fn full_cone_takes_unsolicited_udp_port_restricted_does_not() {
     );
     assert_eq!(got, Some((b"hello cone".to_vec(), sender_b_mapped)));
 
-    // The full cone host writes to the port-restricted mapping, which never sent to it: dropped.
+    // A full cone lets in only what is sent to a mapping: not to a port the host listens on
+    // but never sent from.
+    let silent = UdpSocket::from_std(
+        bind_udp_in(topo.host_ns(Side::A), "0.0.0.0:0".parse().unwrap())
+            .unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let unmapped = SocketAddr::from((Side::A.router_wan_ip(), silent_port));
+    sender_b.send_to(b"hello nobody", unmapped).await.unwrap();
+    // The full cone host writes to the port-restricted mapping, which never sent to it.
     cone.send_to(b"hello restricted", restricted_mapped)
         .await
         .unwrap();
-    let got = receive(&restricted, FILTERED_AFTER).await;
+    let (into_unmapped, into_restricted) = tokio::join!(
+        receive(&silent, FILTERED_AFTER),
+        receive(&restricted, FILTERED_AFTER)
+    );
     assert_eq!(
-        got, None,
+        into_unmapped, None,
+        "the full cone let in a datagram to a port it never mapped"
+    );
+    assert_eq!(
+        into_restricted, None,
         "a port-restricted NAT let an unsolicited datagram in"
     );
 
@@ -404,5 +423,126 @@ async fn full_cone_takes_unsolicited_udp_port_restricted_does_not() {
     assert_eq!(
         receive(&restricted, ARRIVES_WITHIN).await,
         Some((b"hello restricted".to_vec(), cone_mapped))
+    );
+}
+
+/// Whether two raw sockets behind these NATs can punch a hole (with the peer-reflexive
+/// answer of [`punch`]; no port prediction): a full cone takes anything to its mapping; an
+/// address-restricted NAT takes a symmetric peer's new port because it filters on the IP
+/// only; a port-restricted one does not, and two symmetric NATs never meet.
+fn punch_expected(a: NatBehaviour, b: NatBehaviour) -> bool {
+    use NatBehaviour::*;
+    match (a, b) {
+        (UdpBlocked, _) | (_, UdpBlocked) => false,
+        (FullCone, _) | (_, FullCone) => true,
+        (Symmetric, Symmetric) | (Symmetric, PortRestricted) | (PortRestricted, Symmetric) => false,
+        _ => true,
+    }
+}
+
+/// Where peers behind `nat` would be told to send to: the STUN mapped address, or, where
+/// STUN gets no answer, the router's address with the host's port (nothing will arrive).
+async fn candidate(ns: &str, side: Side, nat: NatBehaviour) -> (UdpSocket, SocketAddr) {
+    if nat != NatBehaviour::UdpBlocked {
+        return socket_and_mapping(ns).await;
+    }
+    let socket = UdpSocket::from_std(
+        bind_udp_in(ns, "0.0.0.0:0".parse().unwrap()).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap();
+    let guess = SocketAddr::from((side.router_wan_ip(), socket.local_addr().unwrap().port()));
+    (socket, guess)
+}
+
+#[tokio::test]
+async fn raw_udp_punch_matrix() {
+    if let Some(why) = netns::skip_reason() {
+        netns::announce_skip("UDP punch matrix", &why);
+        return;
+    }
+    let mut failures = Vec::new();
+    for (i, a) in NatBehaviour::ALL.into_iter().enumerate() {
+        for (j, b) in NatBehaviour::ALL.into_iter().enumerate().skip(i) {
+            let start = Instant::now();
+            let topo = Topology::build(&format!("m{i}{j}"), Site::behind(a), Site::behind(b))
+                .unwrap_or_else(|e| panic!("topology: {e}"));
+            let dir = tempfile::tempdir().unwrap();
+            let hub = topo.hub(dir.path());
+            let built = start.elapsed();
+            let (socket_a, candidate_a) = candidate(topo.host_ns(Side::A), Side::A, a).await;
+            let (socket_b, candidate_b) = candidate(topo.host_ns(Side::B), Side::B, b).await;
+            let expected = punch_expected(a, b);
+            let start = Instant::now();
+            let punched = tokio::time::timeout(
+                if expected {
+                    ARRIVES_WITHIN
+                } else {
+                    FILTERED_AFTER
+                },
+                async {
+                    tokio::join!(punch(&socket_a, candidate_b), punch(&socket_b, candidate_a))
+                },
+            )
+            .await
+            .is_ok();
+            eprintln!(
+                "{a} / {b}: punch {} in {:?} (topology and hub up in {built:?})",
+                if punched { "works" } else { "fails" },
+                start.elapsed()
+            );
+            if punched != expected {
+                failures.push(format!("{a} / {b}: punched {punched}, expected {expected}"));
+            }
+            drop(hub);
+            drop(topo);
+        }
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn address_restricted_filters_per_mapping_on_the_ip_only() {
+    let Some(topo) = topology(
+        "address-restricted filtering",
+        "af",
+        Site::behind(NatBehaviour::AddressRestricted),
+        Site::behind(NatBehaviour::PortRestricted),
+    ) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let _hub = topo.hub(dir.path());
+    let (talked_to_b, talked_to_b_mapped) = socket_and_mapping(topo.host_ns(Side::A)).await;
+    let (hub_only, hub_only_mapped) = socket_and_mapping(topo.host_ns(Side::A)).await;
+    let (_b_first, b_first_mapped) = socket_and_mapping(topo.host_ns(Side::B)).await;
+    let (b_second, b_second_mapped) = socket_and_mapping(topo.host_ns(Side::B)).await;
+    assert_ne!(b_first_mapped.port(), b_second_mapped.port());
+
+    // One of host A's mappings sends to host B's first port (B's router drops it: no matter).
+    talked_to_b
+        .send_to(b"hello b", b_first_mapped)
+        .await
+        .unwrap();
+    // Host B writes from its other port to both of A's mappings: the one that sent to B's IP
+    // takes it (any port of that IP); the one that only talked to the hub does not.
+    b_second
+        .send_to(b"same IP, other port", talked_to_b_mapped)
+        .await
+        .unwrap();
+    b_second
+        .send_to(b"never sent to", hub_only_mapped)
+        .await
+        .unwrap();
+    let (into_talked, into_hub_only) = tokio::join!(
+        receive(&talked_to_b, ARRIVES_WITHIN),
+        receive(&hub_only, FILTERED_AFTER)
+    );
+    assert_eq!(
+        into_talked,
+        Some((b"same IP, other port".to_vec(), b_second_mapped))
+    );
+    assert_eq!(
+        into_hub_only, None,
+        "the filter let in an IP this mapping never sent to"
     );
 }

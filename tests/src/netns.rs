@@ -18,6 +18,7 @@
 //!
 //! Only documentation ranges are used (RFC 5737 203.0.113.0/24, RFC 2544 198.18.0.0/15).
 
+use std::borrow::Borrow;
 use std::fmt;
 use std::io::Read;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -242,9 +243,11 @@ impl Drop for NetnsChild {
     }
 }
 
-/// Starts `command` inside namespace `ns` (program, arguments, environment and working
-/// directory are taken from it) with stdin closed, stdout piped, stderr inherited.
-pub fn spawn_in(ns: &str, command: &Command) -> Result<NetnsChild, String> {
+/// Starts `command` (a `Command`, `&Command` or `&mut Command`) inside namespace `ns`:
+/// program, arguments, environment and working directory are taken from it; stdin is
+/// closed, stdout piped, stderr inherited.
+pub fn spawn_in(ns: &str, command: impl Borrow<Command>) -> Result<NetnsChild, String> {
+    let command = command.borrow();
     let program = command.get_program().to_string_lossy().into_owned();
     let mut wrapped = Command::new("ip");
     wrapped
@@ -391,10 +394,10 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// Builds the network; namespace names are `ap<pid><tag>-<role>`, so tests in other
+    /// Builds the network; namespace names are `ap<pid>-<tag>-<role>`, so tests in other
     /// processes, or with other tags, can run at the same time.
     pub fn build(tag: &str, a: Site, b: Site) -> Result<Topology, String> {
-        let prefix = format!("ap{}{tag}", std::process::id());
+        let prefix = format!("ap{}-{tag}", std::process::id());
         let name = |role: &str| format!("{prefix}-{role}");
         let mut topo = Topology {
             inet: name("inet"),
@@ -434,12 +437,12 @@ impl Topology {
         for side in [Side::A, Side::B] {
             let router = topo.router_ns(side);
             let host = topo.host_ns(side);
-            let port = format!("r{}", side.index());
+            let bridge_port = format!("r{}", side.index());
             ip(
                 router,
-                &format!("link add wan type veth peer name {port} netns {inet}"),
+                &format!("link add wan type veth peer name {bridge_port} netns {inet}"),
             )?;
-            ip(inet, &format!("link set {port} master br0 up"))?;
+            ip(inet, &format!("link set {bridge_port} master br0 up"))?;
             ip(
                 router,
                 &format!("addr add {}/24 dev wan", side.router_wan_ip()),
@@ -491,9 +494,11 @@ impl Topology {
     }
 
     /// Runs a whole hub in `pub`: QUIC and TCP on [`HUB_ADDR`], STUN (RFC 5780) on
-    /// [`STUN_PRIMARY`] and [`STUN_ALTERNATE`], data in `data_dir`.
-    pub fn hub(&self, data_dir: &Path) -> Result<HubInPub, String> {
-        HubInPub::start(&self.public, data_dir.to_path_buf())
+    /// [`STUN_PRIMARY`] and [`STUN_ALTERNATE`], data in `data_dir` (a path or a `TempDir`).
+    /// Panics if it does not start: nothing a test could do without it.
+    pub fn hub(&self, data_dir: impl AsRef<Path>) -> HubInPub {
+        HubInPub::start(&self.public, data_dir.as_ref().to_path_buf())
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
