@@ -17,8 +17,9 @@ step "install: Debian packages"
 # jing + xmllint validate the RELAX NG schemas and resources serialised to XML; tinyproxy is
 # the real HTTP proxy the hub tests reach their hub through; coturn is the real STUN server and
 # STUN clients (turnutils_stunclient, turnutils_natdiscovery) the hub's STUN server is checked against;
-# iproute2 + iptables + procps (sysctl) build the NAT namespaces of host/hub/tests/netns.rs (root only).
-APT_PACKAGES=(build-essential pkg-config jing libxml2-utils tinyproxy coturn iproute2 iptables procps)
+# iproute2 + iptables + ipset + procps (sysctl) build the NAT namespaces of host/hub/tests/netns.rs and
+# tests/src/netns.rs (root only; ipset keeps the cone routers' per-mapping filters).
+APT_PACKAGES=(build-essential pkg-config jing libxml2-utils tinyproxy coturn iproute2 iptables ipset procps)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
