@@ -117,7 +117,7 @@ fn cell(tag: &str, a: Site, b: Site) -> Option<Outcome> {
     }
     let topo = Topology::build(tag, a, b).unwrap_or_else(|e| panic!("topology {tag}: {e}"));
     let dir = tempfile::tempdir().unwrap();
-    let hub = topo.hub(dir.path()).unwrap_or_else(|e| panic!("hub: {e}"));
+    let hub = topo.hub(dir.path());
     let hub_id = hub.peer_id;
     let (b_ready_tx, b_ready_rx) = std::sync::mpsc::channel::<Result<(PeerId, String), String>>();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
