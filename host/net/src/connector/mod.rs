@@ -119,6 +119,9 @@ fn summary(attempts: &[Attempt]) -> String {
         .join("; ")
 }
 
+/// A signal answering ours, with the address the hub sees its sender at.
+type Answer = (Signal, Option<SocketAddr>);
+
 /// Bound on remembered reports and replayed-session ids.
 const MEMORY: usize = 1024;
 
@@ -130,7 +133,7 @@ struct Inner {
     policy: Arc<dyn RelayPolicy>,
     config: ConnectorConfig,
     /// Our Connect signals waiting for their answer.
-    waiting: Mutex<HashMap<[u8; 16], mpsc::Sender<(Signal, Option<SocketAddr>)>>>,
+    waiting: Mutex<HashMap<[u8; 16], mpsc::Sender<Answer>>>,
     /// Sessions already handled as the target (replays are dropped).
     seen: Mutex<VecDeque<[u8; 16]>>,
     target_sessions: Arc<tokio::sync::Semaphore>,
