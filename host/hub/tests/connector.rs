@@ -46,7 +46,7 @@ async fn a_reachable_peer_is_connected_directly_and_the_report_says_so() {
         // Asked again: the live connection, at once.
         let (again, r2) = a_connector.connect(b.id()).await.unwrap();
         assert_eq!(again.id(), conn.id());
-        assert_eq!(r2.why, "already connected");
+        assert!(r2.why.starts_with("already connected"), "{r2:?}");
     })
     .await
 }

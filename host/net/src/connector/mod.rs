@@ -217,12 +217,12 @@ impl Connector {
             if c.path() == PathKind::Relayed {
                 self.upgrade_in_background(peer);
             }
-            return Ok((c.clone(), existing_report(peer, &c)));
+            return Ok((c.clone(), existing_report(inner, peer, &c)));
         }
         let lock = inner.locks.lock().unwrap().entry(peer).or_default().clone();
         let _guard = lock.lock().await;
         if let Some(c) = inner.endpoint.connection(&peer) {
-            return Ok((c.clone(), existing_report(peer, &c)));
+            return Ok((c.clone(), existing_report(inner, peer, &c)));
         }
         let result = connect(inner, peer, true).await;
         if let Ok((_, report)) = &result {
@@ -262,7 +262,16 @@ impl Connector {
     }
 }
 
-fn existing_report(peer: PeerId, c: &Connection) -> ConnectReport {
+fn existing_report(inner: &Inner, peer: PeerId, c: &Connection) -> ConnectReport {
+    // How the live connection was made, when the connector made it.
+    if let Some(r) = inner.reports.lock().unwrap().get(&peer)
+        && r.path == c.path()
+        && r.transport == c.transport()
+    {
+        let mut r = r.clone();
+        r.why = format!("already connected: {}", r.why);
+        return r;
+    }
     ConnectReport {
         peer,
         path: c.path(),
@@ -588,6 +597,17 @@ async fn connect(
     }
 }
 
+/// Whether a handshake that took `took` must have waited for a retransmission (the
+/// first flight was lost, e.g. dropped by the remote NAT): much longer than its round trips.
+fn needed_a_retransmission(conn: &Connection, took: Duration) -> bool {
+    let rtt = conn
+        .stats()
+        .rtt_ms
+        .map(|ms| Duration::from_secs_f64(ms / 1000.0))
+        .unwrap_or_default();
+    took > rtt * 3 + Duration::from_millis(250)
+}
+
 /// Whether unsolicited UDP reaches a peer with these facts (then a dial needs no punch).
 fn facts_open(f: &Facts) -> bool {
     f.udp && f.filtering == crate::connectivity::nat::Filtering::EndpointIndependent
@@ -668,12 +688,17 @@ fn dial_task(
             let _ = tx.send(Event::Connected(c)).await;
             return;
         }
+        let began = Instant::now();
         let outcome =
             tokio::time::timeout(timeout, endpoint.handshake(peer, address, Some(path))).await;
         let at_ms = start.elapsed().as_millis() as u64;
         match outcome {
             Ok(Ok(conn)) => {
-                if punching.is_some_and(|p| p.load(std::sync::atomic::Ordering::SeqCst)) {
+                if punching.is_some_and(|p| p.load(std::sync::atomic::Ordering::SeqCst))
+                    && needed_a_retransmission(&conn, began.elapsed())
+                {
+                    // The first flight was dropped and a later one got through once our
+                    // punch had started: the punch made this path.
                     conn.set_path(PathKind::HolePunched);
                 }
                 let kept = endpoint.adopt(conn);

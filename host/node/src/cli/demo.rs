@@ -322,6 +322,16 @@ async fn demo() -> anyhow::Result<()> {
     println!("      alice's message shows \u{2713}\u{2713} read (a receipt from bob)");
 
     println!("\n[6/9] The connection under the chat: which path, which transport");
+    // The connector's account: which way won (direct, callback, punched, relayed) and why.
+    let connect = alice
+        .api
+        .call(m::NET_CONNECT, json!({"peer": bob.peer_id}))
+        .await?;
+    println!(
+        "      connector: {} ({})",
+        connect["path"].as_str().unwrap_or("?"),
+        connect["why"].as_str().unwrap_or("?")
+    );
     let status = alice.api.call(m::NET_STATUS, json!({})).await?;
     for c in status["connections"].as_array().into_iter().flatten() {
         if c["peer"] == bob.peer_id {
