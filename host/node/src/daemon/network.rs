@@ -208,11 +208,19 @@ pub fn status(daemon: &Daemon) -> Value {
         .connections()
         .iter()
         .map(|c| {
+            // How the connector made it, when it did (and the path still matches).
+            let why = daemon
+                .connector
+                .get()
+                .and_then(|k| k.report(&c.remote_peer()))
+                .filter(|r| r.path == c.path() && r.transport == c.transport())
+                .map(|r| r.why);
             json!({
                 "peer": c.remote_peer(),
                 "transport": c.transport(),
                 "direction": c.direction(),
                 "path": c.path(),
+                "why": why,
             })
         })
         .collect();
