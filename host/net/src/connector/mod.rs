@@ -161,6 +161,9 @@ impl Drop for ListenerTask {
     }
 }
 
+/// Longest wait for the target's answer after our own dial won, to label the path.
+const ANSWER_GRACE: Duration = Duration::from_millis(300);
+
 /// Least time between two background upgrade attempts of a relayed connection to one peer.
 const UPGRADE_EVERY: Duration = Duration::from_secs(60);
 
@@ -547,6 +550,25 @@ async fn connect(
             break None;
         }
     };
+    // Our QUIC dial of the peer's address won. If the target's NAT filters strangers' UDP, it
+    // got in only because our signal made the target punch: label it so. The target's
+    // answer may still be on its way (it punches before it answers): wait for it briefly.
+    if let Some(c) = &outcome
+        && c.direction() == Direction::Outbound
+        && c.path() == PathKind::Direct
+        && c.transport() == TransportKind::Quic
+        && signalled
+    {
+        if !answered
+            && let Ok(Some((Signal::Accept { facts, .. }, _))) =
+                tokio::time::timeout(ANSWER_GRACE, answer_rx.recv()).await
+        {
+            remote_facts = Some(facts);
+        }
+        if remote_facts.is_some_and(|f| !facts_open(&f)) {
+            c.set_path(PathKind::HolePunched);
+        }
+    }
     // The punch goes on behind a relay (to upgrade it); otherwise stop what is left.
     let relayed = matches!(&outcome, Some(c) if c.path() == PathKind::Relayed);
     if relayed {
