@@ -39,6 +39,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::connectivity::monitor::MonitorState;
+use crate::connectivity::nat::Filtering;
 use crate::endpoint::Endpoint;
 use crate::hub::{HubClient, HubEvent, RelayPolicy};
 use crate::transport::{Address, Connection, Direction, PathKind, TransportKind};
@@ -565,7 +566,13 @@ async fn connect(
         {
             remote_facts = Some(facts);
         }
-        if remote_facts.is_some_and(|f| !facts_open(&f)) {
+        let filters = |f: &Facts| {
+            matches!(
+                f.filtering,
+                Filtering::AddressDependent | Filtering::AddressAndPortDependent
+            )
+        };
+        if remote_facts.as_ref().is_some_and(filters) {
             c.set_path(PathKind::HolePunched);
         }
     }
@@ -632,7 +639,7 @@ fn needed_a_retransmission(conn: &Connection, took: Duration) -> bool {
 
 /// Whether unsolicited UDP reaches a peer with these facts (then a dial needs no punch).
 fn facts_open(f: &Facts) -> bool {
-    f.udp && f.filtering == crate::connectivity::nat::Filtering::EndpointIndependent
+    f.udp && f.filtering == Filtering::EndpointIndependent
 }
 
 /// Why a connection is the one that won, from how it was made.
