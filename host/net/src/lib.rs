@@ -16,8 +16,11 @@
 //! * [`status`] — online/offline, local addresses, change events.
 //! * [`connectivity`] — STUN client, NAT classification (RFC 5780), TCP reachability probe
 //!   through the hub.
+//! * [`discovery`] — signed address records on the Mainline DHT (BEP 44) and by LAN
+//!   multicast: finding peers when their hub is unreachable.
 
 pub mod connectivity;
+pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod frame;
