@@ -85,7 +85,7 @@ struct Inner {
     identity: Identity,
     config: DhtConfig,
     lookups: Semaphore,
-    status: Mutex<DhtStatus>,
+    status: watch::Sender<DhtStatus>,
     /// The sequence number last published: BEP 44 nodes refuse a lower one, so a clock
     /// stepping back must not make our next record unpublishable.
     last_seq: Mutex<i64>,
@@ -111,7 +111,7 @@ impl DhtDiscovery {
                 identity,
                 lookups: Semaphore::new(config.max_concurrent_lookups.max(1)),
                 config,
-                status: Mutex::new(DhtStatus::default()),
+                status: watch::channel(DhtStatus::default()).0,
                 last_seq: Mutex::new(0),
             }),
         };
@@ -119,7 +119,12 @@ impl DhtDiscovery {
     }
 
     pub fn status(&self) -> DhtStatus {
-        self.inner.status.lock().expect("dht status lock").clone()
+        self.inner.status.borrow().clone()
+    }
+
+    /// The status, changed after every publish, lookup and bootstrap check.
+    pub fn watch_status(&self) -> watch::Receiver<DhtStatus> {
+        self.inner.status.subscribe()
     }
 
     /// Waits (at most the lookup timeout) for the join to finish; records and returns
@@ -133,9 +138,7 @@ impl DhtDiscovery {
         .unwrap_or(false);
         self.inner
             .status
-            .lock()
-            .expect("dht status lock")
-            .bootstrapped = Some(done);
+            .send_modify(|s| s.bootstrapped = Some(done));
         done
     }
 
@@ -159,14 +162,15 @@ impl DhtDiscovery {
         .await
         .map_err(|_| DiscoveryError::Timeout(self.inner.config.lookup_timeout))
         .and_then(|r| r.map_err(|e| DiscoveryError::DhtPut(e.to_string())));
-        let mut status = self.inner.status.lock().expect("dht status lock");
         match outcome {
             Ok(outcome) => {
-                status.bootstrapped = Some(true);
-                status.last_publish_ms = Some(now);
-                status.last_publish_stored_at = Some(outcome.stored_at);
-                status.last_publish_error = None;
-                status.published = record.addresses;
+                self.inner.status.send_modify(|status| {
+                    status.bootstrapped = Some(true);
+                    status.last_publish_ms = Some(now);
+                    status.last_publish_stored_at = Some(outcome.stored_at);
+                    status.last_publish_error = None;
+                    status.published = record.addresses;
+                });
                 tracing::debug!(
                     stored_at = outcome.stored_at,
                     seq,
@@ -175,7 +179,9 @@ impl DhtDiscovery {
                 Ok(outcome.stored_at)
             }
             Err(e) => {
-                status.last_publish_error = Some(e.to_string());
+                self.inner
+                    .status
+                    .send_modify(|status| status.last_publish_error = Some(e.to_string()));
                 tracing::debug!("publishing the address record failed: {e}");
                 Err(e)
             }
@@ -192,7 +198,7 @@ impl DhtDiscovery {
             .await
             .map_err(|_| DiscoveryError::Busy)?
             .map_err(|_| DiscoveryError::Busy)?;
-        self.inner.status.lock().expect("dht status lock").lookups += 1;
+        self.inner.status.send_modify(|s| s.lookups += 1);
         let remaining = timeout.saturating_sub(started.elapsed());
         let mut best: Option<AddressRecord> = None;
         let mut last_error: Option<DiscoveryError> = None;
@@ -233,11 +239,7 @@ impl DhtDiscovery {
         let timed_out = tokio::time::timeout(remaining, lookup).await.is_err();
         match best {
             Some(record) => {
-                self.inner
-                    .status
-                    .lock()
-                    .expect("dht status lock")
-                    .lookups_found += 1;
+                self.inner.status.send_modify(|s| s.lookups_found += 1);
                 Ok(record)
             }
             None => Err(last_error.unwrap_or(if timed_out {

@@ -193,7 +193,7 @@ struct Inner {
     socket: UdpSocket,
     peers: Mutex<HashMap<PeerId, LanPeer>>,
     events: broadcast::Sender<LanEvent>,
-    stats: Mutex<LanStats>,
+    stats: watch::Sender<LanStats>,
     endpoint: Option<Endpoint>,
 }
 
@@ -215,7 +215,7 @@ impl LanDiscovery {
                 socket,
                 peers: Mutex::new(HashMap::new()),
                 events: broadcast::channel(64).0,
-                stats: Mutex::new(LanStats::default()),
+                stats: watch::channel(LanStats::default()).0,
                 endpoint,
             }),
         };
@@ -252,7 +252,12 @@ impl LanDiscovery {
     }
 
     pub fn stats(&self) -> LanStats {
-        self.inner.stats.lock().expect("lan stats lock").clone()
+        self.inner.stats.borrow().clone()
+    }
+
+    /// The counters, changed after every packet handled or sent.
+    pub fn watch_stats(&self) -> watch::Receiver<LanStats> {
+        self.inner.stats.subscribe()
     }
 
     pub fn config(&self) -> &LanConfig {
@@ -311,7 +316,7 @@ async fn run(
                 }
                 window.1 += 1;
                 if window.1 > inner.config.max_packets_per_second {
-                    inner.stats.lock().expect("lan stats lock").dropped += 1;
+                    inner.stats.send_modify(|s| s.dropped += 1);
                     continue;
                 }
                 match LanPacket::decode(&buf[..len]) {
@@ -344,11 +349,7 @@ async fn announce_now(inner: &Inner, addresses: &[RecordAddress], group: SocketA
     match record.sign(&inner.identity) {
         Ok(signed) => {
             if send(inner, group, &LanPacket::encode_announce(&signed)).await {
-                inner
-                    .stats
-                    .lock()
-                    .expect("lan stats lock")
-                    .announcements_sent += 1;
+                inner.stats.send_modify(|s| s.announcements_sent += 1);
             }
         }
         Err(e) => tracing::warn!("cannot sign our LAN announcement: {e}"),
@@ -367,9 +368,10 @@ async fn send(inner: &Inner, to: SocketAddr, packet: &[u8]) -> bool {
 
 fn refuse(inner: &Inner, from: SocketAddr, why: &str) {
     tracing::debug!(%from, "refused a LAN packet: {why}");
-    let mut stats = inner.stats.lock().expect("lan stats lock");
-    stats.refused += 1;
-    stats.last_refusal = Some(format!("from {from}: {why}"));
+    inner.stats.send_modify(|stats| {
+        stats.refused += 1;
+        stats.last_refusal = Some(format!("from {from}: {why}"));
+    });
 }
 
 /// Takes a verified announcement if it is fresh and newer than what we have.
@@ -417,11 +419,7 @@ fn accept(inner: &Inner, record: AddressRecord, from: SocketAddr) {
             new,
         })
     };
-    inner
-        .stats
-        .lock()
-        .expect("lan stats lock")
-        .announcements_accepted += 1;
+    inner.stats.send_modify(|s| s.announcements_accepted += 1);
     if let Some(event) = event {
         tracing::debug!(peer = %event.peer, %from, new = event.new, "LAN peer seen");
         if let Some(endpoint) = &inner.endpoint {
