@@ -261,6 +261,7 @@ async fn connect(daemon: &Daemon, peer: PeerId) -> Result<Value, RpcError> {
         message: "the node is offline: see net.status".into(),
         data: None,
     })?;
+    super::discovery::find_if_hub_cannot(daemon, peer).await;
     let direct_error = match network.endpoint.connect(peer).await {
         Ok(conn) => {
             let path = daemon
