@@ -82,6 +82,7 @@ pub fn start(daemon: &Arc<Daemon>) {
             DhtDiscovery::start(identity.clone(), dht_config)
                 .inspect(|dht| {
                     dht.spawn_publisher(addresses.clone(), daemon.shutdown.clone());
+                    spawn_dht_events(daemon, dht);
                 })
                 .map_err(|e| {
                     allpeers_log::skin!("DHT discovery did not start: {e}");
@@ -185,6 +186,36 @@ fn spawn_address_refresh(daemon: &Arc<Daemon>, addresses: watch::Sender<Vec<Reco
                 }
                 changed
             });
+        }
+    });
+}
+
+/// Each publish of our record becomes a `net.changed` event
+/// (`{"dht_published": {"at_ms", "stored_at", "addresses"}}`).
+fn spawn_dht_events(daemon: &Arc<Daemon>, dht: &DhtDiscovery) {
+    let mut status = dht.watch_status();
+    let weak = Arc::downgrade(daemon);
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        let mut published = None;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = status.changed() => if changed.is_err() { break },
+            }
+            let s = status.borrow_and_update().clone();
+            if s.last_publish_ms == published {
+                continue;
+            }
+            published = s.last_publish_ms;
+            let Some(daemon) = weak.upgrade() else { break };
+            daemon.publish(
+                topics::NET_CHANGED,
+                json!({"dht_published": {
+                    "at_ms": s.last_publish_ms, "stored_at": s.last_publish_stored_at,
+                    "addresses": s.published,
+                }}),
+            );
         }
     });
 }
