@@ -1,5 +1,6 @@
 //! Discovery benchmark, in one process on loopback:
-//! `cargo bench -p allpeers-net --bench discovery [-- --nodes N --rounds R]`.
+//! `cargo bench -p allpeers-net --bench discovery [-- --nodes N --rounds R
+//! --request-timeout-ms T]` (T: the DHT's per-request timeout; default mainline's 2 s).
 //!
 //! * a local Mainline testnet of N nodes (default 20; never the real DHT): time to join,
 //!   to publish a record (BEP 44 put) and to resolve it from another node, R rounds each
@@ -48,6 +49,7 @@ fn addresses(port: u16) -> Vec<RecordAddress> {
 fn main() {
     let nodes = arg("--nodes", 20);
     let rounds = arg("--rounds", 10);
+    let request_timeout_ms = arg("--request-timeout-ms", 0);
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -61,6 +63,8 @@ fn main() {
         let config = DhtConfig {
             bootstrap: Some(testnet.bootstrap.clone()),
             bind: Some(Ipv4Addr::LOCALHOST),
+            request_timeout: (request_timeout_ms > 0)
+                .then(|| Duration::from_millis(request_timeout_ms as u64)),
             ..DhtConfig::default()
         };
         let reader = DhtDiscovery::start(Identity::generate(), config.clone()).unwrap();
@@ -105,7 +109,6 @@ fn main() {
                 Identity::generate(),
                 lan_config.clone(),
                 a_rx,
-                None,
                 cancel.clone(),
             )
             .unwrap();
@@ -113,7 +116,7 @@ fn main() {
             let t = Instant::now();
             let (_b_tx, b_rx) = watch::channel(addresses(2));
             let _newcomer =
-                LanDiscovery::start(Identity::generate(), lan_config, b_rx, None, cancel.clone())
+                LanDiscovery::start(Identity::generate(), lan_config, b_rx, cancel.clone())
                     .unwrap();
             tokio::time::timeout(Duration::from_secs(10), events.recv())
                 .await

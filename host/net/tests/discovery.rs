@@ -193,27 +193,16 @@ async fn lan_peers_find_each_other_and_forged_announcements_are_refused() {
         .await
         .unwrap();
     let (_bob_addresses, bob_watch) = watch::channel(vec![local("127.0.0.1:3333")]);
-    let bob_lan = match LanDiscovery::start(
-        bob.clone(),
-        config.clone(),
-        bob_watch,
-        Some(bob_endpoint.clone()),
-        cancel.clone(),
-    ) {
+    let bob_lan = match LanDiscovery::start(bob.clone(), config.clone(), bob_watch, cancel.clone())
+    {
         Ok(lan) => lan,
         Err(e) => panic!("LAN discovery on loopback: {e}"),
     };
     let mut bob_events = bob_lan.events();
     let alice_addresses = vec![local("127.0.0.1:4444")];
     let (_alice_tx, alice_watch) = watch::channel(alice_addresses.clone());
-    let alice_lan = LanDiscovery::start(
-        alice.clone(),
-        config.clone(),
-        alice_watch,
-        None,
-        cancel.clone(),
-    )
-    .unwrap();
+    let alice_lan =
+        LanDiscovery::start(alice.clone(), config.clone(), alice_watch, cancel.clone()).unwrap();
     let mut alice_events = alice_lan.events();
 
     let seen = tokio::time::timeout(WAIT, bob_events.recv())
@@ -223,6 +212,9 @@ async fn lan_peers_find_each_other_and_forged_announcements_are_refused() {
     assert_eq!(seen.peer, alice.peer_id());
     assert_eq!(seen.addresses, alice_addresses);
     assert!(seen.new);
+    bob_lan
+        .lookup_into(&bob_endpoint, &alice.peer_id())
+        .expect("alice is in bob's LAN cache");
     assert_eq!(
         bob_endpoint.peer_addresses(&alice.peer_id()),
         vec![Address::quic("127.0.0.1:4444".parse().unwrap())]

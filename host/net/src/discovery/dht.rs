@@ -35,6 +35,10 @@ pub struct DhtConfig {
     pub bootstrap: Option<Vec<String>>,
     /// The local address of the DHT's UDP socket (`None`: every interface).
     pub bind: Option<Ipv4Addr>,
+    /// How long the DHT waits for one node's answer (`None`: mainline's 2 s). An
+    /// iterative query ends when its last request is answered or times out, so this
+    /// bounds how fast a lookup or publish can finish.
+    pub request_timeout: Option<Duration>,
     /// How long one lookup or publish may take.
     pub lookup_timeout: Duration,
     /// Lookups running at once; more wait for a slot (within their timeout).
@@ -51,6 +55,7 @@ impl Default for DhtConfig {
         DhtConfig {
             bootstrap: None,
             bind: None,
+            request_timeout: None,
             lookup_timeout: Duration::from_secs(15),
             max_concurrent_lookups: 8,
             republish_every: Duration::from_secs(30 * 60),
@@ -100,6 +105,9 @@ impl DhtDiscovery {
         }
         if let Some(bind) = config.bind {
             builder.bind_address(bind);
+        }
+        if let Some(timeout) = config.request_timeout {
+            builder.request_timeout(timeout);
         }
         let dht = builder
             .build()

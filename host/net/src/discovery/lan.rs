@@ -10,7 +10,9 @@
 //! record's key is the PeerId announced, so nobody can announce someone else) and must be
 //! fresh and newer than the last one seen from that peer (a replay cannot roll addresses
 //! back). Packets beyond a rate are dropped, the peer table is bounded, and entries
-//! expire.
+//! expire. Peers seen go to the endpoint only when asked for ([`LanDiscovery::lookup_into`]):
+//! its address book has no bound, and anyone on the LAN can make up as many keys as it
+//! likes.
 //!
 //! Packet (I/O-free codec, fuzzed): `"APLN" | version 1 | type | payload`; type 1: an
 //! announcement, the payload a signed record; type 2: a query, the payload the asker's
@@ -194,17 +196,15 @@ struct Inner {
     peers: Mutex<HashMap<PeerId, LanPeer>>,
     events: broadcast::Sender<LanEvent>,
     stats: watch::Sender<LanStats>,
-    endpoint: Option<Endpoint>,
 }
 
 impl LanDiscovery {
     /// Joins the group and starts announcing `addresses` (and re-announcing when they
-    /// change) until `cancel`. Peers found are given to `endpoint` when there is one.
+    /// change) until `cancel`.
     pub fn start(
         identity: Identity,
         config: LanConfig,
         addresses: watch::Receiver<Vec<RecordAddress>>,
-        endpoint: Option<Endpoint>,
         cancel: CancellationToken,
     ) -> Result<LanDiscovery, DiscoveryError> {
         let socket = multicast_socket(&config).map_err(DiscoveryError::LanSocket)?;
@@ -216,7 +216,6 @@ impl LanDiscovery {
                 peers: Mutex::new(HashMap::new()),
                 events: broadcast::channel(64).0,
                 stats: watch::channel(LanStats::default()).0,
-                endpoint,
             }),
         };
         tokio::spawn(run(discovery.inner.clone(), addresses, cancel));
@@ -249,6 +248,16 @@ impl LanDiscovery {
             .get(peer)
             .filter(|p| p.seen.elapsed() < ttl)
             .cloned()
+    }
+
+    /// Gives the endpoint the addresses `peer` last announced, if it was seen within the
+    /// TTL; returns them.
+    pub fn lookup_into(&self, endpoint: &Endpoint, peer: &PeerId) -> Option<LanPeer> {
+        let found = self.lookup(peer)?;
+        for a in &found.addresses {
+            endpoint.add_peer_address(*peer, a.address);
+        }
+        Some(found)
     }
 
     pub fn stats(&self) -> LanStats {
@@ -310,7 +319,15 @@ async fn run(
                 announce_now(&inner, &current, group).await;
             }
             received = inner.socket.recv_from(&mut buf) => {
-                let Ok((len, from)) = received else { continue };
+                let (len, from) = match received {
+                    Ok(received) => received,
+                    Err(e) => {
+                        // Not expected on an unconnected UDP socket; never spin on it.
+                        tracing::debug!("LAN discovery receive failed: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
                 if window.0.elapsed() >= Duration::from_secs(1) {
                     window = (Instant::now(), 0);
                 }
@@ -422,11 +439,6 @@ fn accept(inner: &Inner, record: AddressRecord, from: SocketAddr) {
     inner.stats.send_modify(|s| s.announcements_accepted += 1);
     if let Some(event) = event {
         tracing::debug!(peer = %event.peer, %from, new = event.new, "LAN peer seen");
-        if let Some(endpoint) = &inner.endpoint {
-            for a in &event.addresses {
-                endpoint.add_peer_address(event.peer, a.address);
-            }
-        }
         let _ = inner.events.send(event);
     }
 }

@@ -112,7 +112,6 @@ pub fn start(daemon: &Arc<Daemon>) {
                 identity.clone(),
                 lan_config,
                 addresses.clone(),
-                Some(network.endpoint.clone()),
                 daemon.shutdown.clone(),
             )
             .inspect(|lan| spawn_lan_events(daemon, lan))
@@ -264,11 +263,12 @@ pub async fn find_if_hub_cannot(daemon: &Daemon, peer: PeerId) {
     {
         return;
     }
-    if let Some(found) = running.lan.as_ref().and_then(|lan| lan.lookup(&peer)) {
-        for a in &found.addresses {
-            network.endpoint.add_peer_address(peer, a.address);
-        }
-        allpeers_log::bone!(%peer, "addresses from the LAN cache");
+    if let Some(found) = running
+        .lan
+        .as_ref()
+        .and_then(|lan| lan.lookup_into(&network.endpoint, &peer))
+    {
+        allpeers_log::bone!(%peer, from = %found.from, "addresses from the LAN cache");
         return;
     }
     let Some(dht) = &running.dht else { return };
