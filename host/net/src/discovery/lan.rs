@@ -400,16 +400,14 @@ fn accept(inner: &Inner, record: AddressRecord, from: SocketAddr) {
     let event = {
         let mut peers = inner.peers.lock().expect("lan peers lock");
         let previous = peers.get(&record.peer);
-        if let Some(p) = previous {
-            if record.issued_at_ms < p.issued_at_ms {
-                drop(peers);
-                refuse(
-                    inner,
-                    from,
-                    "an older announcement than one already seen (replay?)",
-                );
-                return;
-            }
+        if previous.is_some_and(|p| record.issued_at_ms < p.issued_at_ms) {
+            drop(peers);
+            refuse(
+                inner,
+                from,
+                "an older announcement than one already seen (replay?)",
+            );
+            return;
         }
         let new = previous.is_none();
         let changed = previous.is_none_or(|p| p.addresses != record.addresses);

@@ -35,6 +35,8 @@ const MAX_ENTRY_LEN: usize = 3 + 16 + 2;
 const SIGNATURE_LEN: usize = 64;
 /// The longest valid record (16 IPv6 entries): 439 bytes.
 pub const MAX_RECORD_LEN: usize = HEADER_LEN + MAX_ADDRESSES * MAX_ENTRY_LEN + SIGNATURE_LEN;
+// BEP 44 values are at most 1000 bytes: checked when compiling.
+const _: () = assert!(MAX_RECORD_LEN <= 1000);
 /// Older records are refused: DHT nodes drop items after about two hours and we republish
 /// far more often, so a record this old describes a network the peer has probably left.
 pub const MAX_AGE_MS: u64 = 12 * 60 * 60 * 1000;
@@ -421,7 +423,6 @@ mod tests {
             .sign(&me)
             .unwrap();
         assert_eq!(longest.len(), MAX_RECORD_LEN);
-        assert!(MAX_RECORD_LEN < 1000, "must fit a BEP 44 value");
         let mut oversized = longest.clone();
         oversized.push(0);
         assert_eq!(
