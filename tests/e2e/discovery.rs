@@ -1,6 +1,7 @@
 //! Discovery without a hub, with the real binaries: a contact found through a Mainline DHT
 //! testnet (run in this test process on 127.0.0.1, never the real DHT) once the hub is
-//! dead, and two daemons with no hub at all finding each other by LAN multicast.
+//! dead, and two daemons with no hub at all finding each other by LAN multicast — on
+//! loopback, and across a real bridge between two network namespaces (root only).
 
 use std::path::Path;
 
@@ -192,4 +193,172 @@ async fn two_daemons_without_a_hub_find_each_other_on_the_lan() {
     assert!(text.contains("lan:      1 peer(s) seen"), "{text}");
     alice.stop().await;
     bob.stop().await;
+}
+
+/// Two network namespaces on one bridge (in a third), 198.18.3.0/24 (a benchmarking range,
+/// never a real network); deleted on drop, even when the test fails.
+struct Lan {
+    names: Vec<String>,
+}
+
+impl Lan {
+    /// `None` (after saying so loudly) where namespaces cannot be made: not root, no `ip`.
+    fn create(tag: &str) -> Option<Lan> {
+        let base = format!("apd{}{tag}", std::process::id());
+        let lan = Lan {
+            names: vec![format!("{base}br"), format!("{base}a"), format!("{base}b")],
+        };
+        for name in &lan.names {
+            if !ip(&["netns", "add", name]) {
+                eprintln!(
+                    "SKIPPED: cannot create network namespace {name} (needs root and iproute2)"
+                );
+                return None;
+            }
+        }
+        let br = &lan.names[0];
+        let setup = [
+            vec![
+                "-n",
+                br,
+                "link",
+                "add",
+                "br0",
+                "type",
+                "bridge",
+                "mcast_snooping",
+                "0",
+            ],
+            vec!["-n", br, "link", "set", "br0", "up"],
+        ];
+        for args in setup {
+            assert!(ip(&args), "ip {args:?}");
+        }
+        for (i, host) in lan.names[1..].iter().enumerate() {
+            let veth = format!("v{i}");
+            let peer = format!("v{i}br");
+            let addr = format!("198.18.3.{}/24", i + 1);
+            let steps = [
+                vec![
+                    "-n", br, "link", "add", &veth, "type", "veth", "peer", "name", &peer,
+                ],
+                vec!["-n", br, "link", "set", &peer, "master", "br0", "up"],
+                vec!["-n", br, "link", "set", &veth, "netns", host],
+                vec!["-n", host, "addr", "add", &addr, "dev", &veth],
+                vec!["-n", host, "link", "set", &veth, "up"],
+                vec!["-n", host, "link", "set", "lo", "up"],
+            ];
+            for args in steps {
+                assert!(ip(&args), "ip {args:?}");
+            }
+        }
+        Some(lan)
+    }
+
+    /// `allpeers daemon` inside host namespace `i` (0 or 1), its config listening on the
+    /// namespace's LAN address with LAN discovery on the default group and port.
+    async fn start_node(&self, i: usize, name: &str) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let ip = format!("198.18.3.{}", i + 1);
+        write_config(
+            dir.path(),
+            &json!({
+                "net": {"quic": format!("{ip}:0"), "tcp": format!("{ip}:0")},
+                "discovery": {"lan": {"enabled": true, "interface": ip}},
+            }),
+        );
+        let mut child = tokio::process::Command::new("ip")
+            .args(["netns", "exec", &self.names[i + 1]])
+            .arg(bin("allpeers"))
+            .args(["daemon", "--notify-ready"])
+            .env_remove("ALLPEERS_SOCKET")
+            .env_remove("ALLPEERS_PASSPHRASE")
+            .env("ALLPEERS_DATA_DIR", dir.path())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            // `ip netns exec` execs the daemon: this PID is the daemon's, killed on drop.
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start the daemon in its namespace");
+        let mut line = String::new();
+        use tokio::io::AsyncBufReadExt;
+        timeout(
+            "daemon ready",
+            tokio::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut line),
+        )
+        .await
+        .unwrap();
+        assert!(
+            line.starts_with("READY "),
+            "daemon in {}: {line:?}",
+            self.names[i + 1]
+        );
+        let daemon = Daemon {
+            child,
+            socket: line.trim_start_matches("READY ").trim().into(),
+            data_dir: dir.path().to_path_buf(),
+        };
+        let mut client = daemon.connect().await;
+        let id = client.hello(name).await["peer_id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        ok(client
+            .call("events.subscribe", json!({"topics": ["net.changed"]}))
+            .await);
+        Node {
+            daemon: Some(daemon),
+            client,
+            id,
+            dir,
+        }
+    }
+}
+
+impl Drop for Lan {
+    fn drop(&mut self) {
+        for name in &self.names {
+            ip(&["netns", "del", name]);
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> bool {
+    std::process::Command::new("ip")
+        .args(args)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_daemons_on_a_bridged_lan_find_each_other_by_multicast() {
+    let Some(lan) = Lan::create("m") else { return };
+    let mut alice = lan.start_node(0, "alice").await;
+    let mut bob = lan.start_node(1, "bob").await;
+    let (alice_id, bob_id) = (alice.id.clone(), bob.id.clone());
+    wait_lan_peer(&mut alice, &bob_id).await;
+    wait_lan_peer(&mut bob, &alice_id).await;
+
+    let connected = alice.call("net.connect", json!({"peer": bob.id})).await;
+    assert_eq!(connected["path"], "direct", "{connected}");
+    let status = alice.call("net.status", json!({})).await;
+    let seen = status["discovery"]["lan"]["peers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["peer"] == bob.id)
+        .cloned()
+        .unwrap_or_else(|| panic!("bob among alice's LAN peers: {status}"));
+    assert!(
+        seen["from"].as_str().unwrap().starts_with("198.18.3.2:"),
+        "bob's announcement came over the bridge: {seen}"
+    );
+    assert_eq!(
+        status["discovery"]["lan"]["group"], "239.255.70.80:41730",
+        "the default group"
+    );
+    alice.stop().await;
+    bob.stop().await;
+    drop(lan);
 }
