@@ -40,10 +40,11 @@ pub struct Discovery {
 }
 
 struct Running {
-    dht: Option<DhtDiscovery>,
+    /// Set once the DHT node is up (it starts in the background).
+    dht: OnceLock<DhtDiscovery>,
     lan: Option<LanDiscovery>,
     /// Why a part did not start.
-    errors: Vec<String>,
+    errors: Mutex<Vec<String>>,
     addresses: watch::Receiver<Vec<RecordAddress>>,
     recent_lookups: Mutex<HashMap<PeerId, Instant>>,
 }
@@ -70,27 +71,6 @@ pub fn start(daemon: &Arc<Daemon>) {
     let (addresses_tx, addresses) = watch::channel(our_addresses(daemon));
     spawn_address_refresh(daemon, addresses_tx);
     let mut errors = Vec::new();
-    let dht = config
-        .dht
-        .enabled
-        .then(|| {
-            let dht_config = DhtConfig {
-                bootstrap: config.dht.bootstrap.clone(),
-                bind: config.dht.bind,
-                ..DhtConfig::default()
-            };
-            DhtDiscovery::start(identity.clone(), dht_config)
-                .inspect(|dht| {
-                    dht.spawn_publisher(addresses.clone(), daemon.shutdown.clone());
-                    spawn_dht_events(daemon, dht);
-                })
-                .map_err(|e| {
-                    allpeers_log::skin!("DHT discovery did not start: {e}");
-                    errors.push(format!("dht: {e}"));
-                })
-                .ok()
-        })
-        .flatten();
     let lan = config
         .lan
         .enabled
@@ -123,16 +103,60 @@ pub fn start(daemon: &Arc<Daemon>) {
         })
         .flatten();
     allpeers_log::flesh!(
-        dht = dht.is_some(),
+        dht = config.dht.enabled,
         lan = lan.is_some(),
-        "discovery without a hub started"
+        "discovery without a hub starting"
     );
     let _ = daemon.discovery.running.set(Running {
-        dht,
+        dht: OnceLock::new(),
         lan,
-        errors,
-        addresses,
+        errors: Mutex::new(errors),
+        addresses: addresses.clone(),
         recent_lookups: Mutex::new(HashMap::new()),
+    });
+    if config.dht.enabled {
+        let dht_config = DhtConfig {
+            bootstrap: config.dht.bootstrap.clone(),
+            bind: config.dht.bind,
+            ..DhtConfig::default()
+        };
+        spawn_dht_start(daemon, identity, dht_config, addresses);
+    }
+}
+
+/// Starts the DHT node off the runtime: `mainline` resolves bootstrap host names with
+/// blocking DNS, which must not stall the daemon's two workers.
+fn spawn_dht_start(
+    daemon: &Arc<Daemon>,
+    identity: allpeers_net::Identity,
+    config: DhtConfig,
+    addresses: watch::Receiver<Vec<RecordAddress>>,
+) {
+    let weak = Arc::downgrade(daemon);
+    tokio::spawn(async move {
+        let started = tokio::task::spawn_blocking(move || DhtDiscovery::start(identity, config))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()));
+        let Some(daemon) = weak.upgrade() else { return };
+        let Some(running) = daemon.discovery.running.get() else {
+            return;
+        };
+        match started {
+            Ok(dht) => {
+                dht.spawn_publisher(addresses, daemon.shutdown.clone());
+                spawn_dht_events(&daemon, &dht);
+                let _ = running.dht.set(dht);
+            }
+            Err(e) => {
+                allpeers_log::skin!("DHT discovery did not start: {e}");
+                running
+                    .errors
+                    .lock()
+                    .expect("discovery errors lock")
+                    .push(format!("dht: {e}"));
+            }
+        }
     });
 }
 
@@ -271,7 +295,7 @@ pub async fn find_if_hub_cannot(daemon: &Daemon, peer: PeerId) {
         allpeers_log::bone!(%peer, from = %found.from, "addresses from the LAN cache");
         return;
     }
-    let Some(dht) = &running.dht else { return };
+    let Some(dht) = running.dht.get() else { return };
     {
         let mut recent = running.recent_lookups.lock().expect("lookups lock");
         if recent
@@ -308,7 +332,7 @@ pub fn status(daemon: &Daemon) -> Value {
             "lan": {"enabled": config.lan.enabled, "running": false},
         });
     };
-    let dht = match &running.dht {
+    let dht = match running.dht.get() {
         Some(dht) => {
             let s = dht.status();
             json!({
@@ -321,7 +345,9 @@ pub fn status(daemon: &Daemon) -> Value {
                 "lookups_found": s.lookups_found,
             })
         }
-        None => json!({"enabled": config.dht.enabled, "running": false}),
+        None => {
+            json!({"enabled": config.dht.enabled, "running": false})
+        }
     };
     let lan = match &running.lan {
         Some(lan) => {
@@ -347,6 +373,6 @@ pub fn status(daemon: &Daemon) -> Value {
         "dht": dht,
         "lan": lan,
         "addresses": *running.addresses.borrow(),
-        "errors": running.errors,
+        "errors": *running.errors.lock().expect("discovery errors lock"),
     })
 }
