@@ -130,6 +130,11 @@ async fn records_written_by_another_key_are_refused() {
         }
         other => panic!("expected a wrong-signer refusal, got {other:?}"),
     }
+    let shown = reader.status().last_lookup_error.unwrap();
+    assert!(
+        shown.contains("not by the key it was looked up for"),
+        "{shown}"
+    );
 
     // 3. Garbage under the attacker's key: refused with a reason, no crash.
     let garbage = mainline::MutableItem::new(

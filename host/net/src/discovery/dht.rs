@@ -77,6 +77,8 @@ pub struct DhtStatus {
     pub published: Vec<RecordAddress>,
     pub lookups: u64,
     pub lookups_found: u64,
+    /// Why the last lookup that found nothing usable failed (which peer, which reason).
+    pub last_lookup_error: Option<String>,
 }
 
 /// A member of the Mainline DHT that publishes our record and looks up others'.
@@ -250,11 +252,17 @@ impl DhtDiscovery {
                 self.inner.status.send_modify(|s| s.lookups_found += 1);
                 Ok(record)
             }
-            None => Err(last_error.unwrap_or(if timed_out {
-                DiscoveryError::Timeout(timeout)
-            } else {
-                DiscoveryError::NotFound(*peer)
-            })),
+            None => {
+                let error = last_error.unwrap_or(if timed_out {
+                    DiscoveryError::Timeout(timeout)
+                } else {
+                    DiscoveryError::NotFound(*peer)
+                });
+                self.inner
+                    .status
+                    .send_modify(|s| s.last_lookup_error = Some(format!("{peer}: {error}")));
+                Err(error)
+            }
         }
     }
 

@@ -430,6 +430,9 @@ pub(crate) fn discovery_lines(d: &Value) -> Vec<String> {
             line.push_str(&format!(", last error: {e}"));
         }
         lines.push(line);
+        if let Some(e) = dht["last_lookup_error"].as_str() {
+            lines.push(format!("dht:      last lookup failed: {e}"));
+        }
     } else if dht["enabled"] == true {
         lines.push("dht:      enabled but not running".to_string());
     }
@@ -622,7 +625,8 @@ mod tests {
         assert!(discovery_lines(&off).is_empty());
         let on = json!({
             "dht": {"enabled": true, "running": true, "bootstrapped": true,
-                    "last_publish_ms": allpeers_net::hub::proto::now_ms(), "last_publish_stored_at": 8},
+                    "last_publish_ms": allpeers_net::hub::proto::now_ms(), "last_publish_stored_at": 8,
+                    "last_lookup_error": "apbob: no address record for apbob on the DHT"},
             "lan": {"enabled": true, "running": true, "group": "239.255.70.80:41730",
                     "refused": 1, "peers": [{"peer": "apbob", "from": "198.18.3.3:41730"}]},
             "errors": ["lan: nope"],
@@ -631,6 +635,7 @@ mod tests {
             discovery_lines(&on),
             vec![
                 "dht:      joined, record published 0 s ago (stored by 8 nodes)",
+                "dht:      last lookup failed: apbob: no address record for apbob on the DHT",
                 "lan:      1 peer(s) seen on 239.255.70.80:41730, 1 refused announcement(s)",
                 "lan peer: apbob from 198.18.3.3:41730",
                 "discovery: ! lan: nope",

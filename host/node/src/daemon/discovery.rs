@@ -343,6 +343,7 @@ pub fn status(daemon: &Daemon) -> Value {
                 "last_publish_error": s.last_publish_error,
                 "lookups": s.lookups,
                 "lookups_found": s.lookups_found,
+                "last_lookup_error": s.last_lookup_error,
             })
         }
         None => {
