@@ -18,9 +18,12 @@
 //!   through the hub.
 //! * [`connector`] — reaching a PeerId: direct, callback, hole punch (with birthday
 //!   sockets against symmetric NATs), relay; upgrade from relayed to direct.
+//! * [`discovery`] — signed address records on the Mainline DHT (BEP 44) and by LAN
+//!   multicast: finding peers when their hub is unreachable.
 
 pub mod connectivity;
 pub mod connector;
+pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod frame;

@@ -13,6 +13,53 @@ pub struct NodeConfig {
     pub net: NetSection,
     /// The home hub; none: the node works without one (direct connections only).
     pub hub: Option<HubSection>,
+    /// Finding peers without a hub: the Mainline DHT and LAN multicast. Both off by
+    /// default: each tells others (the whole DHT, everyone on the LAN) our PeerId and
+    /// addresses, which is the user's choice to make.
+    pub discovery: DiscoverySection,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DiscoverySection {
+    pub dht: DhtSection,
+    pub lan: LanSection,
+}
+
+/// Our signed address record on the BitTorrent Mainline DHT (BEP 44), and lookups there
+/// when the hub cannot resolve a peer.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DhtSection {
+    pub enabled: bool,
+    /// `host:port` of the nodes to join through; absent: the public Mainline bootstrap
+    /// nodes.
+    pub bootstrap: Option<Vec<String>>,
+    /// The IPv4 address the DHT socket binds (absent: every interface).
+    pub bind: Option<std::net::Ipv4Addr>,
+}
+
+/// Signed announcements by UDP multicast on the local network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LanSection {
+    pub enabled: bool,
+    /// The multicast group (default 239.255.70.80) and port (default 41730).
+    pub group: std::net::Ipv4Addr,
+    pub port: u16,
+    /// The interface to use, by its IPv4 address (default 0.0.0.0: the kernel's choice).
+    pub interface: std::net::Ipv4Addr,
+}
+
+impl Default for LanSection {
+    fn default() -> Self {
+        LanSection {
+            enabled: false,
+            group: allpeers_net::discovery::lan::DEFAULT_GROUP,
+            port: allpeers_net::discovery::lan::DEFAULT_PORT,
+            interface: std::net::Ipv4Addr::UNSPECIFIED,
+        }
+    }
 }
 
 /// The home hub: its PeerId (pinned: the TLS handshake must prove it) and addresses.
@@ -125,6 +172,27 @@ mod tests {
         let net = NodeConfig::load(&path).unwrap().net;
         assert_eq!(net.quic, Some("127.0.0.1:4433".parse().unwrap()));
         assert_eq!(net.tcp, None);
+        let discovery = NodeConfig::load(&path).unwrap().discovery;
+        assert!(
+            !discovery.dht.enabled && !discovery.lan.enabled,
+            "off by default"
+        );
+        std::fs::write(
+            &path,
+            r#"{"discovery": {"dht": {"enabled": true, "bootstrap": ["127.0.0.1:6881"]},
+                              "lan": {"enabled": true, "group": "239.255.1.2"}}}"#,
+        )
+        .unwrap();
+        let discovery = NodeConfig::load(&path).unwrap().discovery;
+        assert_eq!(
+            discovery.dht.bootstrap.as_deref(),
+            Some(&["127.0.0.1:6881".to_string()][..])
+        );
+        assert_eq!(discovery.lan.group, std::net::Ipv4Addr::new(239, 255, 1, 2));
+        assert_eq!(
+            discovery.lan.port,
+            allpeers_net::discovery::lan::DEFAULT_PORT
+        );
         std::fs::write(&path, r#"{"log": {"filtr": "bone"}}"#).unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(

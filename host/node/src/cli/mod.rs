@@ -406,6 +406,60 @@ pub(crate) fn connectivity_lines(c: &Value) -> Vec<String> {
     lines
 }
 
+/// `net.status`'s `discovery` object as the CLI's `dht:` and `lan:` lines (none when both
+/// are off).
+pub(crate) fn discovery_lines(d: &Value) -> Vec<String> {
+    let mut lines = Vec::new();
+    let dht = &d["dht"];
+    if dht["running"] == true {
+        let joined = match dht["bootstrapped"].as_bool() {
+            Some(true) => "joined",
+            Some(false) => "not joined (no bootstrap node answered)",
+            None => "joining",
+        };
+        let published = match dht["last_publish_ms"].as_u64() {
+            Some(ms) => format!(
+                "record published {} s ago (stored by {} nodes)",
+                allpeers_net::hub::proto::now_ms().saturating_sub(ms) / 1000,
+                dht["last_publish_stored_at"].as_u64().unwrap_or(0)
+            ),
+            None => "record not published yet".to_string(),
+        };
+        let mut line = format!("dht:      {joined}, {published}");
+        if let Some(e) = dht["last_publish_error"].as_str() {
+            line.push_str(&format!(", last error: {e}"));
+        }
+        lines.push(line);
+        if let Some(e) = dht["last_lookup_error"].as_str() {
+            lines.push(format!("dht:      last lookup failed: {e}"));
+        }
+    } else if dht["enabled"] == true {
+        lines.push("dht:      enabled but not running".to_string());
+    }
+    let lan = &d["lan"];
+    if lan["running"] == true {
+        let peers = lan["peers"].as_array().map(Vec::len).unwrap_or(0);
+        lines.push(format!(
+            "lan:      {peers} peer(s) seen on {}, {} refused announcement(s)",
+            lan["group"].as_str().unwrap_or("?"),
+            lan["refused"].as_u64().unwrap_or(0)
+        ));
+        for p in lan["peers"].as_array().into_iter().flatten() {
+            lines.push(format!(
+                "lan peer: {} from {}",
+                p["peer"].as_str().unwrap_or("?"),
+                p["from"].as_str().unwrap_or("?")
+            ));
+        }
+    } else if lan["enabled"] == true {
+        lines.push("lan:      enabled but not running".to_string());
+    }
+    for e in d["errors"].as_array().into_iter().flatten() {
+        lines.push(format!("discovery: ! {}", e.as_str().unwrap_or("?")));
+    }
+    lines
+}
+
 pub fn register(paths: &NodePaths, name: &str, json_out: bool) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let client = connect(paths).await?;
@@ -534,6 +588,9 @@ pub fn net(paths: &NodePaths, command: NetCommand, json_out: bool) -> anyhow::Re
         for line in connectivity_lines(&result["connectivity"]) {
             println!("{line}");
         }
+        for line in discovery_lines(&result["discovery"]) {
+            println!("{line}");
+        }
         for peer in result["connections"].as_array().into_iter().flatten() {
             println!(
                 "peer:     {} {} {} ({})",
@@ -577,5 +634,31 @@ mod tests {
             vec!["nat:      unknown (no home hub is configured)"]
         );
         assert!(connectivity_lines(&Value::Null).is_empty());
+    }
+
+    #[test]
+    fn discovery_lines_read_well() {
+        assert!(discovery_lines(&Value::Null).is_empty());
+        let off = json!({"dht": {"enabled": false, "running": false},
+                         "lan": {"enabled": false, "running": false}});
+        assert!(discovery_lines(&off).is_empty());
+        let on = json!({
+            "dht": {"enabled": true, "running": true, "bootstrapped": true,
+                    "last_publish_ms": allpeers_net::hub::proto::now_ms(), "last_publish_stored_at": 8,
+                    "last_lookup_error": "apbob: no address record for apbob on the DHT"},
+            "lan": {"enabled": true, "running": true, "group": "239.255.70.80:41730",
+                    "refused": 1, "peers": [{"peer": "apbob", "from": "198.18.3.3:41730"}]},
+            "errors": ["lan: nope"],
+        });
+        assert_eq!(
+            discovery_lines(&on),
+            vec![
+                "dht:      joined, record published 0 s ago (stored by 8 nodes)",
+                "dht:      last lookup failed: apbob: no address record for apbob on the DHT",
+                "lan:      1 peer(s) seen on 239.255.70.80:41730, 1 refused announcement(s)",
+                "lan peer: apbob from 198.18.3.3:41730",
+                "discovery: ! lan: nope",
+            ]
+        );
     }
 }

@@ -262,6 +262,7 @@ async fn connect(daemon: &Daemon, peer: PeerId) -> Result<Value, RpcError> {
         message: "the node is offline: see net.status".into(),
         data: None,
     })?;
+    super::discovery::find_if_hub_cannot(daemon, peer).await;
     match connector.connect(peer).await {
         Ok((conn, report)) => Ok(json!({
             "peer_id": peer,

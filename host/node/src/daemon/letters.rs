@@ -170,6 +170,7 @@ pub async fn send(
     let bytes = Bytes::from(signed.to_bytes());
     let endpoint = &network.endpoint;
     let hub = daemon.hub.get();
+    super::discovery::find_if_hub_cannot(daemon, to).await;
     let mut why = Vec::new();
 
     // 1. A live connection, or a peer the hub says is online (or whose address we know).

@@ -1,6 +1,7 @@
 //! `allpeers daemon`: the node process. It owns the data dir (lock file), the identity and
 //! the local API socket, and serves every client (bridges for browsers, the CLI, apps).
 
+mod discovery;
 mod dispatch;
 mod hub;
 mod letters;
@@ -76,6 +77,7 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             Some(log),
             started,
         ));
+        daemon.discovery.configure(config.discovery.clone());
         if let Some(key) = unlocked {
             go_online(&daemon, key).await;
         }

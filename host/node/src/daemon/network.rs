@@ -33,6 +33,11 @@ pub struct Connectivity {
 }
 
 impl Connectivity {
+    /// Our UDP mapping as STUN last reported it (for the discovery record).
+    pub fn udp_mapped(&self) -> Option<SocketAddr> {
+        self.monitor.get()?.current().last?.udp_mapped
+    }
+
     /// `net.status`'s `connectivity` object: `state` (`unknown`, `checking`, `done`) and the
     /// last report's fields.
     fn json(&self) -> Value {
@@ -165,6 +170,7 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
     }
     start_connector(daemon, hub_endpoint);
     super::social::start(daemon).await;
+    super::discovery::start(daemon);
     Ok(())
 }
 
@@ -232,5 +238,6 @@ pub fn status(daemon: &Daemon) -> Value {
         "connections": connections,
         "hub": super::hub::status(daemon),
         "connectivity": network.connectivity.json(),
+        "discovery": super::discovery::status(daemon),
     })
 }

@@ -41,6 +41,7 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Contacts' presence, the clock and the outbox (`social.rs`).
     pub social: super::social::Social,
+    pub discovery: super::discovery::Discovery,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -70,6 +71,7 @@ impl Daemon {
             log,
             shutdown: CancellationToken::new(),
             social: super::social::Social::new(&identity_peer),
+            discovery: Default::default(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }
