@@ -369,7 +369,22 @@ async fn connect(
     // The hub's view of the peer: fresh addresses, and whether it is online to signal.
     let mut online = false;
     let mut observed_address = None;
-    if let Some(hub) = &inner.hub {
+    // Only a hub whose line is up: a hub that is down would cost a connect timeout per
+    // request, while the direct race (addresses from the DHT, the LAN) needs no hub.
+    let hub_up = inner
+        .hub
+        .as_ref()
+        .filter(|h| h.state() == crate::hub::HubState::Online);
+    if hub_up.is_none()
+        && let Some(h) = &inner.hub
+    {
+        attempts.push(Attempt {
+            method: "resolve".into(),
+            outcome: format!("the hub line is {:?}: not asked", h.state()).to_lowercase(),
+            at_ms: at(),
+        });
+    }
+    if let Some(hub) = hub_up {
         match hub
             .resolve_query(crate::hub::proto::Query::Peer(peer))
             .await
@@ -425,7 +440,7 @@ async fn connect(
     // 2. Signal the target through the hub.
     let session: [u8; 16] = rand::random();
     let (answer_tx, mut answer_rx) = mpsc::channel(1);
-    let signalled = match (&inner.hub, online) {
+    let signalled = match (hub_up, online) {
         (Some(hub), true) => {
             inner.waiting.lock().unwrap().insert(session, answer_tx);
             // A connection the target makes to us from now on answers our request.
@@ -462,7 +477,7 @@ async fn connect(
         }
         (None, _) => false,
     };
-    if known.is_empty() && !signalled && inner.hub.is_none() {
+    if known.is_empty() && !signalled && hub_up.is_none() {
         finish_session(inner, peer, &session);
         return Err(ConnectError { peer, attempts });
     }
@@ -533,7 +548,7 @@ async fn connect(
                     at_ms: at(),
                 });
             },
-            _ = tokio::time::sleep_until(relay_deadline), if relay && !relay_started && inner.hub.is_some() => {
+            _ = tokio::time::sleep_until(relay_deadline), if relay && !relay_started && hub_up.is_some() => {
                 relay_started = true;
                 why_relay = format!("nothing direct within {:?}", cfg.relay_after);
                 relay_task = Some(spawn_relay(inner, &tx, peer, start));
@@ -546,7 +561,7 @@ async fn connect(
         let all_done = tasks.iter().all(|t| t.is_finished())
             && answered
             && relay_task.as_ref().is_none_or(|t| t.is_finished())
-            && (relay_started || !relay || inner.hub.is_none());
+            && (relay_started || !relay || hub_up.is_none());
         if all_done && rx.is_empty() {
             break None;
         }
