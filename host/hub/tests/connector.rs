@@ -26,16 +26,26 @@ fn connector(n: &Node) -> Connector {
     )
 }
 
+/// A hub process and `N` nodes online at it.
+async fn hub_and_nodes<const N: usize>(dir: &std::path::Path) -> (HubProc, [Node; N]) {
+    let hub = HubProc::spawn(dir, &[]);
+    let mut nodes = Vec::with_capacity(N);
+    for _ in 0..N {
+        let n = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
+        assert!(n.hub.wait_online(10 * SECONDS).await);
+        nodes.push(n);
+    }
+    let Ok(nodes) = <[Node; N]>::try_from(nodes) else {
+        unreachable!("N nodes made")
+    };
+    (hub, nodes)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reachable_peer_is_connected_directly_and_the_report_says_so() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let hub = HubProc::spawn(dir.path(), &[]);
-        let cfg = || fast_config(hub.peer, hub.addresses());
-        let a = node(cfg(), Arc::new(AcceptAll)).await;
-        let b = node(cfg(), Arc::new(AcceptAll)).await;
-        assert!(a.hub.wait_online(10 * SECONDS).await);
-        assert!(b.hub.wait_online(10 * SECONDS).await);
+        let (_hub, [a, b]) = hub_and_nodes(dir.path()).await;
         let (_b_connector, a_connector) = (connector(&b), connector(&a));
         let (conn, report) = a_connector.connect(b.id()).await.expect("connect");
         assert_eq!(conn.path(), PathKind::Direct, "{report:#?}");
@@ -55,12 +65,7 @@ async fn a_reachable_peer_is_connected_directly_and_the_report_says_so() {
 async fn a_relayed_connection_is_upgraded_under_a_running_channel() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let hub = HubProc::spawn(dir.path(), &[]);
-        let cfg = || fast_config(hub.peer, hub.addresses());
-        let a = node(cfg(), Arc::new(AcceptAll)).await;
-        let b = node(cfg(), Arc::new(AcceptAll)).await;
-        assert!(a.hub.wait_online(10 * SECONDS).await);
-        assert!(b.hub.wait_online(10 * SECONDS).await);
+        let (_hub, [a, b]) = hub_and_nodes(dir.path()).await;
         // B collects what arrives on its channel service.
         let got = Arc::new(Mutex::new(Vec::<u32>::new()));
         let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
@@ -139,15 +144,8 @@ async fn a_relayed_connection_is_upgraded_under_a_running_channel() {
 async fn forged_replayed_and_unwanted_signals_move_nothing() {
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
-        let hub = HubProc::spawn(dir.path(), &[]);
-        let cfg = || fast_config(hub.peer, hub.addresses());
-        let alice = node(cfg(), Arc::new(AcceptAll)).await;
-        let mallory = node(cfg(), Arc::new(AcceptAll)).await;
-        // Bob answers signals from Alice only.
-        let bob = node(cfg(), Arc::new(AcceptAll)).await;
-        for n in [&alice, &mallory, &bob] {
-            assert!(n.hub.wait_online(10 * SECONDS).await);
-        }
+        // Bob's connector answers signals from Alice only.
+        let (_hub, [alice, mallory, bob]) = hub_and_nodes(dir.path()).await;
         let _bob_connector = Connector::start(
             bob.endpoint.clone(),
             Some(bob.hub.clone()),
