@@ -12,7 +12,9 @@
 //! * one symmetric, the other restricted cone: the easy side punches the hard side's IP and
 //!   the hard side dials (address-restricted), or they meet through the birthday sockets
 //!   (port-restricted) — hole punched.
-//! * both symmetric, or UDP blocked on either side without a reachable TCP port: relayed.
+//! * UDP blocked on either side: a TCP simultaneous open through both NATs — hole punched
+//!   over TCP; relayed if the other NAT is symmetric (its TCP ports are random too).
+//! * both symmetric: relayed.
 //! * UDP blocked on one side, the other side's TCP port forwarded: direct over TCP (or a
 //!   TCP callback).
 
@@ -184,7 +186,9 @@ fn cell(tag: &str, a: Site, b: Site) -> Option<Outcome> {
 fn expected(a: NatBehaviour, b: NatBehaviour) -> PathKind {
     let cone = |n| matches!(n, AddressRestricted | PortRestricted);
     match (a, b) {
-        (UdpBlocked, _) | (_, UdpBlocked) => PathKind::Relayed,
+        // Without UDP: a TCP simultaneous open, unless the other NAT is symmetric.
+        (UdpBlocked, Symmetric) | (Symmetric, UdpBlocked) => PathKind::Relayed,
+        (UdpBlocked, _) | (_, UdpBlocked) => PathKind::HolePunched,
         (_, FullCone) => PathKind::Direct,
         (FullCone, _) => PathKind::Callback,
         (Symmetric, Symmetric) => PathKind::Relayed,

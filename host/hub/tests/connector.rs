@@ -161,6 +161,7 @@ async fn forged_replayed_and_unwanted_signals_move_nothing() {
             session,
             candidates: vec![Address::quic(trap_addr)],
             facts: Facts::unknown(),
+            tcp_port: None,
         };
         let mut mallory_events = mallory.hub.events();
         let now = allpeers_net::hub::proto::now_ms();
@@ -192,6 +193,7 @@ async fn forged_replayed_and_unwanted_signals_move_nothing() {
                 session: [4; 16],
                 candidates: vec![Address::quic(trap_addr)],
                 facts: Facts::unknown(),
+                tcp_port: None,
             },
         );
         for body in [vec![0xff; 40], tampered, for_alice, stale, stray_answer] {

@@ -122,6 +122,8 @@ struct Inner {
     quic_stun: Option<Arc<crate::connectivity::demux::StunDemux>>,
     tcp_local: Option<SocketAddr>,
     tcp_connector: tokio_rustls::TlsConnector,
+    /// TLS server side for TCP streams the connector punched (the listener has its own).
+    tcp_acceptor: tokio_rustls::TlsAcceptor,
     services: RwLock<HashMap<Namespace, Arc<dyn Service>>>,
     conns: Mutex<HashMap<PeerId, Connection>>,
     conn_changed: Notify,
@@ -228,6 +230,7 @@ impl Endpoint {
             quic_stun,
             tcp_local,
             tcp_connector: tokio_rustls::TlsConnector::from(Arc::new(client_tls)),
+            tcp_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls.clone())),
             services: Default::default(),
             conns: Default::default(),
             conn_changed: Notify::new(),
@@ -573,6 +576,70 @@ impl Endpoint {
             }
         };
         Ok(conn)
+    }
+
+    /// Runs TLS over a TCP stream both sides opened at once (a TCP hole punch: neither side
+    /// listened), as the client when `as_client` (the peers agree on it), and checks the peer's
+    /// key either way. The connection is not kept yet ([`Endpoint::adopt`]).
+    pub(crate) async fn handshake_tcp_stream(
+        &self,
+        tcp: tokio::net::TcpStream,
+        peer: PeerId,
+        as_client: bool,
+        path: PathKind,
+    ) -> Result<Connection, NetError> {
+        let remote = tcp.peer_addr().map_err(endpoint_err)?;
+        let address = Address::tcp(remote);
+        let fail = |reason: String| classify_dial_error(peer, address, reason);
+        let _ = tcp.set_nodelay(true);
+        let timeout = self.0.config.connect_timeout;
+        let handshake = async {
+            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = if as_client {
+                self.0
+                    .tcp_connector
+                    .connect(tls::server_name(&peer), tcp)
+                    .await
+                    .map_err(|e| fail(tls_io_error(&e)))?
+                    .into()
+            } else {
+                self.0
+                    .tcp_acceptor
+                    .accept(tcp)
+                    .await
+                    .map_err(|e| fail(tls_io_error(&e)))?
+                    .into()
+            };
+            let (_, session) = tls.get_ref();
+            if session.alpn_protocol() != Some(tls::ALPN) {
+                return Err(fail("the peer speaks another protocol version".into()));
+            }
+            if tls::remote_peer_id(session.peer_certificates()) != Some(peer) {
+                return Err(NetError::WrongPeer {
+                    expected: peer,
+                    addr: address.to_string(),
+                });
+            }
+            Ok(tls)
+        };
+        let tls = tokio::time::timeout(timeout, handshake)
+            .await
+            .map_err(|_| NetError::Timeout(timeout))??;
+        Ok(Connection::new(
+            ConnInner::Tcp(tcp::Mux::start(
+                tls,
+                as_client,
+                self.0.config.max_concurrent_streams as usize,
+            )),
+            peer,
+            remote,
+            path,
+            if as_client {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            },
+            self.stream_shared(&peer),
+        ))
     }
 
     /// Dials `peer` over QUIC from `socket` instead of the endpoint's own socket (a hole

@@ -439,6 +439,8 @@ async fn connect(
 
     // 2. Signal the target through the hub.
     let session: [u8; 16] = rand::random();
+    // The port we would punch TCP from, should the plan need it.
+    let own_tcp_port = punch::free_tcp_port().ok();
     let (answer_tx, mut answer_rx) = mpsc::channel(1);
     let signalled = match (hub_up, online) {
         (Some(hub), true) => {
@@ -453,6 +455,7 @@ async fn connect(
                     session,
                     candidates: local_candidates(inner),
                     facts: local,
+                    tcp_port: own_tcp_port,
                 },
             );
             match hub.signal(peer, body).await {
@@ -509,7 +512,7 @@ async fn connect(
             ans = answer_rx.recv(), if !answered => {
                 answered = true;
                 match ans {
-                    Some((Signal::Accept { candidates, facts, .. }, observed)) => {
+                    Some((Signal::Accept { candidates, facts, tcp_port, .. }, observed)) => {
                         remote_facts = Some(facts);
                         let p = plan::plan(&local, &facts);
                         attempts.push(Attempt {
@@ -522,9 +525,11 @@ async fn connect(
                             punching.store(true, std::sync::atomic::Ordering::SeqCst);
                             endpoint.expect_peer_path(peer, Some(PathKind::HolePunched));
                         }
+                        let remote = Remote { candidates, observed, tcp_port };
+                        let role = Role::Requester { target_open: facts_open(&facts) };
                         tasks.push(tokio::spawn(run_actions(
                             inner.clone(), tx.clone(), peer, session, p.requester,
-                            candidates, observed, Role::Requester { target_open: facts_open(&facts) }, start,
+                            remote, own_tcp_port, role, start,
                         )));
                         if p.relay_now && relay && !relay_started {
                             relay_started = true;
@@ -659,6 +664,9 @@ fn facts_open(f: &Facts) -> bool {
 
 /// Why a connection is the one that won, from how it was made.
 fn why_of(c: &Connection) -> &'static str {
+    if c.path() == PathKind::HolePunched && c.transport() == TransportKind::Tcp {
+        return "a TCP simultaneous open through both NATs";
+    }
     match (c.path(), c.direction()) {
         (PathKind::Relayed, _) => "relayed through the hub",
         (PathKind::Direct, Direction::Outbound) => "our dial of a known address succeeded",
@@ -803,9 +811,17 @@ enum Role {
     Target,
 }
 
-/// One side's part of the plan, towards the other side's `candidates` and `observed` (its
-/// public address as the hub sees it). Connections made here are adopted by the endpoint;
-/// the requester hears of them through `tx`.
+/// What a peer's signal told us of it.
+struct Remote {
+    candidates: Vec<Address>,
+    /// Its public address as the hub sees it.
+    observed: Option<SocketAddr>,
+    /// The port it TCP-punches from.
+    tcp_port: Option<u16>,
+}
+
+/// One side's part of the plan, towards the other side. Connections made here are adopted
+/// by the endpoint; the requester hears of them through `tx`.
 #[allow(clippy::too_many_arguments)]
 async fn run_actions(
     inner: Arc<Inner>,
@@ -813,11 +829,16 @@ async fn run_actions(
     peer: PeerId,
     session: [u8; 16],
     actions: Actions,
-    candidates: Vec<Address>,
-    observed: Option<SocketAddr>,
+    remote: Remote,
+    own_tcp_port: Option<u16>,
     role: Role,
     start: Instant,
 ) {
+    let Remote {
+        candidates,
+        observed,
+        tcp_port,
+    } = remote;
     let cfg = &inner.config;
     let endpoint = &inner.endpoint;
     let token = punch::token(&session);
@@ -899,6 +920,42 @@ async fn run_actions(
             punching: None,
         };
         dials.spawn(dial_task(endpoint, &tx, dial, start));
+    }
+    if actions.tcp_punch
+        && let (Some(ours), Some(theirs), Some(obs)) = (own_tcp_port, tcp_port, observed)
+    {
+        let endpoint = endpoint.clone();
+        let tx = tx.clone();
+        let window = cfg.punch_window;
+        // Both sides connect; the smaller PeerId speaks first in TLS.
+        let as_client = endpoint.peer_id() < peer;
+        work.push(Box::pin(async move {
+            let remote = SocketAddr::new(obs.ip(), theirs);
+            let opened = punch::tcp_simultaneous_open(ours, remote, window).await;
+            let at_ms = start.elapsed().as_millis() as u64;
+            let outcome = match opened {
+                Ok(Some(stream)) => match endpoint
+                    .handshake_tcp_stream(stream, peer, as_client, PathKind::HolePunched)
+                    .await
+                {
+                    Ok(conn) => {
+                        let kept = endpoint.adopt(conn);
+                        let _ = tx.send(Event::Connected(kept)).await;
+                        return;
+                    }
+                    Err(e) => e.to_string(),
+                },
+                Ok(None) => format!("no TCP connection with {remote} within {window:?}"),
+                Err(e) => e.to_string(),
+            };
+            let _ = tx
+                .send(Event::Attempt(Attempt {
+                    method: format!("TCP punch {ours} -> {remote}"),
+                    outcome,
+                    at_ms,
+                }))
+                .await;
+        }));
     }
     if actions.birthday
         && let Some(easy) = observed
@@ -984,6 +1041,7 @@ async fn listen(
                 session,
                 candidates,
                 facts,
+                tcp_port,
             } => {
                 {
                     let mut seen = inner.seen.lock().unwrap();
@@ -996,7 +1054,12 @@ async fn listen(
                     }
                     seen.push_back(session);
                 }
-                tokio::spawn(answer(inner, from, observed, session, candidates, facts));
+                let remote = Remote {
+                    candidates,
+                    observed,
+                    tcp_port,
+                };
+                tokio::spawn(answer(inner, from, session, remote, facts));
             }
             Signal::Accept { session, .. } | Signal::Refuse { session, .. } => {
                 // Only the peer we signalled can answer our session.
@@ -1013,14 +1076,8 @@ async fn listen(
 }
 
 /// The target's side of a Connect: agree (or refuse), do our part of the plan, answer.
-async fn answer(
-    inner: Arc<Inner>,
-    from: PeerId,
-    observed: Option<SocketAddr>,
-    session: [u8; 16],
-    candidates: Vec<Address>,
-    facts: Facts,
-) {
+async fn answer(inner: Arc<Inner>, from: PeerId, session: [u8; 16], remote: Remote, facts: Facts) {
+    let observed = remote.observed;
     let Some(hub) = inner.hub.clone() else { return };
     let us = inner.endpoint.identity();
     let refuse = |reason: &str| {
@@ -1060,7 +1117,8 @@ async fn answer(
         let targets: Vec<SocketAddr> = observed
             .into_iter()
             .chain(
-                candidates
+                remote
+                    .candidates
                     .iter()
                     .filter(|c| c.transport == TransportKind::Quic)
                     .map(|c| c.addr),
@@ -1068,6 +1126,11 @@ async fn answer(
             .collect();
         punch::punch(&d, &targets, &punch::token(&session), 1).await;
     }
+    let own_tcp_port = if p.target.tcp_punch {
+        punch::free_tcp_port().ok()
+    } else {
+        None
+    };
     let accept = signal::seal(
         us,
         from,
@@ -1076,6 +1139,7 @@ async fn answer(
             session,
             candidates: local_candidates(&inner),
             facts: local,
+            tcp_port: own_tcp_port,
         },
     );
     if let Err(e) = hub.signal(from, accept).await {
@@ -1090,8 +1154,8 @@ async fn answer(
         from,
         session,
         p.target,
-        candidates,
-        observed,
+        remote,
+        own_tcp_port,
         Role::Target,
         Instant::now(),
     );

@@ -17,9 +17,11 @@
 //!   side opens many sockets, each sending towards the easy side (each gets its own mapping);
 //!   the easy side sprays probes at predicted and then random ports of the hard side's IP;
 //!   the first socket a probe reaches dials from that very mapping.
-//! * **TCP**: dial a peer whose TCP listener the hub found reachable (callback likewise).
-//! * **relay** through the hub, when none of these can work (both symmetric, or UDP blocked
-//!   on one side and no TCP listener reachable), and as the fallback while punching; a later
+//! * **TCP**: dial a peer whose TCP listener the hub found reachable (callback likewise);
+//!   without UDP and without a reachable listener, both sides connect to each other at once
+//!   from announced ports (TCP simultaneous open), which port-preserving NATs let through.
+//! * **relay** through the hub, when none of these can work (both symmetric, or no UDP and a
+//!   symmetric NAT on one side), and as the fallback while punching; a later
 //!   successful punch replaces the relayed connection.
 
 use serde::{Deserialize, Serialize};
@@ -87,6 +89,8 @@ pub struct Actions {
     /// Open extra sockets towards the other and dial from the first one a probe reaches (we
     /// are the hard side).
     pub birthday: bool,
+    /// TCP simultaneous open with the other side (both do it), when UDP cannot work.
+    pub tcp_punch: bool,
 }
 
 /// The plan for one connection attempt.
@@ -128,7 +132,13 @@ pub fn plan(requester: &Facts, target: &Facts) -> Plan {
     if requester.tcp_reachable {
         t.dial_tcp = true;
     }
-    let any = |a: &Actions| a.dial_udp || a.dial_tcp || a.birthday;
+    // No UDP path and no TCP listener to dial: punch TCP, unless a NAT picks ports per
+    // destination (its SYN would come from a port nobody announced).
+    if !udp && !r.dial_tcp && !t.dial_tcp && !requester.hard() && !target.hard() {
+        r.tcp_punch = true;
+        t.tcp_punch = true;
+    }
+    let any = |a: &Actions| a.dial_udp || a.dial_tcp || a.birthday || a.tcp_punch;
     Plan {
         requester: r,
         target: t,
@@ -232,8 +242,13 @@ mod tests {
 
     #[test]
     fn without_udp_only_tcp_or_the_relay_is_left() {
+        // A TCP punch, on both sides, unless a NAT is symmetric.
         let p = plan(&udp_blocked(), &port_restricted());
-        assert!(p.relay_now, "{p:?}");
+        assert!(
+            !p.relay_now && p.requester.tcp_punch && p.target.tcp_punch,
+            "{p:?}"
+        );
+        assert!(plan(&udp_blocked(), &symmetric()).relay_now);
         let reachable = Facts {
             tcp_reachable: true,
             ..port_restricted()
@@ -243,7 +258,7 @@ mod tests {
         // The other way round, the target calls back over TCP.
         let p = plan(&reachable, &udp_blocked());
         assert!(!p.relay_now && p.target.dial_tcp);
-        assert!(plan(&udp_blocked(), &udp_blocked()).relay_now);
+        assert!(plan(&udp_blocked(), &udp_blocked()).requester.tcp_punch);
     }
 
     #[test]

@@ -156,6 +156,54 @@ pub async fn birthday(
     }
 }
 
+/// A free local TCP port for a TCP hole punch (announced in our signal; the NAT maps it to the
+/// same public port when it preserves ports).
+pub fn free_tcp_port() -> std::io::Result<u16> {
+    let s = std::net::TcpListener::bind(SocketAddr::from(([0, 0, 0, 0], 0)))?;
+    Ok(s.local_addr()?.port())
+}
+
+/// Time one TCP connect attempt of a punch may take before the next (the SYN is usually
+/// dropped by the other router until the other side's SYN has gone out).
+const TCP_ATTEMPT: Duration = Duration::from_millis(1500);
+
+/// TCP simultaneous open: connects from `local_port` to `remote` again and again until
+/// `within`, while the other side does the same towards us. Each side's SYN opens its own NAT
+/// for the other's; once both have gone out, the SYNs cross and both connects complete on the
+/// same connection (RFC 793 simultaneous open, which Linux and conntrack support). Nothing
+/// listens on the port, so no third party can get in: an unexpected SYN is answered with a
+/// reset.
+pub async fn tcp_simultaneous_open(
+    local_port: u16,
+    remote: SocketAddr,
+    within: Duration,
+) -> std::io::Result<Option<tokio::net::TcpStream>> {
+    let deadline = tokio::time::Instant::now() + within;
+    let bind = match remote {
+        SocketAddr::V4(_) => SocketAddr::from(([0, 0, 0, 0], local_port)),
+        SocketAddr::V6(_) => SocketAddr::from(([0u16; 8], local_port)),
+    };
+    while tokio::time::Instant::now() < deadline {
+        let socket = match remote {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(bind)?;
+        let attempt = TCP_ATTEMPT.min(deadline - tokio::time::Instant::now());
+        match tokio::time::timeout(attempt, socket.connect(remote)).await {
+            Ok(Ok(stream)) => return Ok(Some(stream)),
+            // Reset (the other side's socket was not there yet) or unreachable: again.
+            Ok(Err(e)) => {
+                tracing::trace!(%remote, "TCP punch attempt failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,12 +24,15 @@ pub enum Signal {
         session: [u8; 16],
         candidates: Vec<Address>,
         facts: Facts,
+        /// The local port we would TCP-punch from (see [`super::punch::tcp_simultaneous_open`]).
+        tcp_port: Option<u16>,
     },
     /// The target agrees, with its own addresses and facts (it has started its part).
     Accept {
         session: [u8; 16],
         candidates: Vec<Address>,
         facts: Facts,
+        tcp_port: Option<u16>,
     },
     /// The target will not take part (policy, busy).
     Refuse { session: [u8; 16], reason: String },
@@ -180,6 +183,7 @@ mod tests {
             session: [1; 16],
             candidates: vec![Address::quic("203.0.113.5:4000".parse().unwrap())],
             facts: Facts::unknown(),
+            tcp_port: None,
         }
     }
 
@@ -245,6 +249,7 @@ mod tests {
                 session: [2; 16],
                 candidates: vec![Address::quic(bad.parse().unwrap())],
                 facts: Facts::unknown(),
+                tcp_port: None,
             };
             let bytes = seal(&alice, bob.peer_id(), 5, s);
             assert!(
@@ -261,6 +266,7 @@ mod tests {
                 .map(|i| Address::quic(format!("203.0.113.{i}:4000").parse().unwrap()))
                 .collect(),
             facts: Facts::unknown(),
+            tcp_port: None,
         };
         let bytes = seal(&alice, bob.peer_id(), 5, many);
         assert_eq!(
