@@ -545,18 +545,8 @@ impl Endpoint {
                         .connect(tls::server_name(&peer), tcp)
                         .await
                         .map_err(|e| fail(tls_io_error(&e)))?;
-                    let (_, session) = tls.get_ref();
-                    if session.alpn_protocol() != Some(tls::ALPN) {
-                        return Err(fail("the peer speaks another protocol version".into()));
-                    }
-                    let remote = tls::remote_peer_id(session.peer_certificates());
-                    if remote != Some(peer) {
-                        return Err(NetError::WrongPeer {
-                            expected: peer,
-                            addr: address.to_string(),
-                        });
-                    }
-                    Ok(tls)
+                    check_tls_peer(tls.get_ref().1, peer, address)?;
+                    Ok::<_, NetError>(tls)
                 };
                 let tls = tokio::time::timeout(timeout, handshake)
                     .await
@@ -609,17 +599,8 @@ impl Endpoint {
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
             };
-            let (_, session) = tls.get_ref();
-            if session.alpn_protocol() != Some(tls::ALPN) {
-                return Err(fail("the peer speaks another protocol version".into()));
-            }
-            if tls::remote_peer_id(session.peer_certificates()) != Some(peer) {
-                return Err(NetError::WrongPeer {
-                    expected: peer,
-                    addr: address.to_string(),
-                });
-            }
-            Ok(tls)
+            check_tls_peer(tls.get_ref().1, peer, address)?;
+            Ok::<_, NetError>(tls)
         };
         let tls = tokio::time::timeout(timeout, handshake)
             .await
@@ -902,6 +883,28 @@ async fn request_on(
             message: e.message,
         }),
     }
+}
+
+/// After a TLS handshake over TCP: our protocol version, and the key of the peer we meant.
+fn check_tls_peer(
+    session: &rustls::CommonState,
+    peer: PeerId,
+    address: Address,
+) -> Result<(), NetError> {
+    if session.alpn_protocol() != Some(tls::ALPN) {
+        return Err(classify_dial_error(
+            peer,
+            address,
+            "the peer speaks another protocol version".into(),
+        ));
+    }
+    if tls::remote_peer_id(session.peer_certificates()) != Some(peer) {
+        return Err(NetError::WrongPeer {
+            expected: peer,
+            addr: address.to_string(),
+        });
+    }
+    Ok(())
 }
 
 fn classify_dial_error(peer: PeerId, address: Address, reason: String) -> NetError {
