@@ -127,6 +127,9 @@ pub struct Core {
 /// and the burst: a connect attempt takes two or three.
 const SIGNALS_PER_SEC: u32 = 20;
 const SIGNAL_BURST: u32 = 60;
+/// Senders the signal limiter remembers before it forgets the idle ones (its memory stays
+/// bounded whoever signals).
+const SIGNAL_LIMITER_KEYS: usize = 16_384;
 
 impl Core {
     pub fn new(
@@ -474,7 +477,7 @@ impl Core {
                 format!("at most {SIGNALS_PER_SEC} signals per second"),
             ));
         }
-        if self.signal_limit.len() > 4 * MAX_WATCHES_PER_PEER {
+        if self.signal_limit.len() > SIGNAL_LIMITER_KEYS {
             self.signal_limit.retain_recent();
         }
         let p = self.presence.lock().unwrap();

@@ -534,43 +534,25 @@ impl Endpoint {
                 )
             }
             TransportKind::Tcp => {
-                let handshake = async {
+                let path = label();
+                let dial = async {
                     let tcp = tokio::net::TcpStream::connect(address.addr)
                         .await
                         .map_err(|e| fail(e.to_string()))?;
-                    let _ = tcp.set_nodelay(true);
-                    let tls = self
-                        .0
-                        .tcp_connector
-                        .connect(tls::server_name(&peer), tcp)
-                        .await
-                        .map_err(|e| fail(tls_io_error(&e)))?;
-                    check_tls_peer(tls.get_ref().1, peer, address)?;
-                    Ok::<_, NetError>(tls)
+                    self.handshake_tcp_stream(tcp, peer, true, path).await
                 };
-                let tls = tokio::time::timeout(timeout, handshake)
+                tokio::time::timeout(timeout, dial)
                     .await
-                    .map_err(|_| NetError::Timeout(timeout))??;
-                Connection::new(
-                    ConnInner::Tcp(tcp::Mux::start(
-                        tls.into(),
-                        true,
-                        self.0.config.max_concurrent_streams as usize,
-                    )),
-                    peer,
-                    address.addr,
-                    label(),
-                    Direction::Outbound,
-                    self.stream_shared(&peer),
-                )
+                    .map_err(|_| NetError::Timeout(timeout))??
             }
         };
         Ok(conn)
     }
 
-    /// Runs TLS over a TCP stream both sides opened at once (a TCP hole punch: neither side
-    /// listened), as the client when `as_client` (the peers agree on it), and checks the peer's
-    /// key either way. The connection is not kept yet ([`Endpoint::adopt`]).
+    /// Runs TLS over a connected TCP stream — our dial's, or one both sides opened at once (a
+    /// TCP hole punch: neither side listened) — as the client when `as_client` (the peers agree
+    /// on it), and checks the peer's key either way. The connection is not kept yet
+    /// ([`Endpoint::adopt`]).
     pub(crate) async fn handshake_tcp_stream(
         &self,
         tcp: tokio::net::TcpStream,

@@ -299,40 +299,35 @@ fn local_facts(inner: &Inner) -> Facts {
 /// Our addresses for a signal: the public ones first (as the hub and STUN see our QUIC
 /// socket, the TCP address the hub reached), then the LAN ones (for a peer on our network).
 fn local_candidates(inner: &Inner) -> Vec<Address> {
+    let report = inner
+        .connectivity
+        .as_ref()
+        .and_then(|w| w.borrow().last.clone());
+    // A TCP address the hub reached from outside first: it needs no punching at all.
+    let tcp_reachable = report
+        .as_ref()
+        .and_then(|r| r.tcp.as_ref().filter(|t| t.reachable))
+        .and_then(|t| t.target)
+        .map(Address::tcp);
+    // The hub's live view of our QUIC socket, else the last discovery's.
+    let observed = inner
+        .hub
+        .as_ref()
+        .and_then(|h| h.status().observed)
+        .or(report.as_ref().and_then(|r| r.quic_observed));
+    let ours = crate::discovery::record_addresses(
+        &inner.endpoint.local_addresses(),
+        &crate::status::interface_addresses(),
+        observed,
+        report.as_ref().and_then(|r| r.udp_mapped),
+    );
     let mut out: Vec<Address> = Vec::new();
-    let mut push = |a: Address| {
+    for a in tcp_reachable
+        .into_iter()
+        .chain(ours.into_iter().map(|r| r.address))
+    {
         if !out.contains(&a) && signal::plausible(&a) && out.len() < signal::MAX_CANDIDATES {
             out.push(a);
-        }
-    };
-    if let Some(w) = &inner.connectivity
-        && let Some(r) = &w.borrow().last
-    {
-        for a in [r.quic_observed, r.udp_mapped].into_iter().flatten() {
-            push(Address::quic(a));
-        }
-        if let Some(t) = r.tcp.as_ref().filter(|t| t.reachable)
-            && let Some(target) = t.target
-        {
-            push(Address::tcp(target));
-        }
-    }
-    if let Some(observed) = inner.hub.as_ref().and_then(|h| h.status().observed) {
-        push(Address::quic(observed));
-    }
-    let interfaces = crate::status::interface_addresses();
-    for local in inner.endpoint.local_addresses() {
-        if local.addr.ip().is_unspecified() {
-            for ip in &interfaces {
-                if ip.is_ipv4() == local.addr.is_ipv4() {
-                    push(Address {
-                        transport: local.transport,
-                        addr: SocketAddr::new(*ip, local.addr.port()),
-                    });
-                }
-            }
-        } else {
-            push(local);
         }
     }
     out
@@ -526,7 +521,7 @@ async fn connect(
                             endpoint.expect_peer_path(peer, Some(PathKind::HolePunched));
                         }
                         let remote = Remote { candidates, observed, tcp_port };
-                        let role = Role::Requester { target_open: facts_open(&facts) };
+                        let role = Role::Requester { target_filters: filters_strangers(&facts) };
                         tasks.push(tokio::spawn(run_actions(
                             inner.clone(), tx.clone(), peer, session, p.requester,
                             remote, own_tcp_port, role, start,
@@ -586,13 +581,7 @@ async fn connect(
         {
             remote_facts = Some(facts);
         }
-        let filters = |f: &Facts| {
-            matches!(
-                f.filtering,
-                Filtering::AddressDependent | Filtering::AddressAndPortDependent
-            )
-        };
-        if remote_facts.as_ref().is_some_and(filters) {
+        if remote_facts.as_ref().is_some_and(filters_strangers) {
             c.set_path(PathKind::HolePunched);
         }
     }
@@ -660,6 +649,15 @@ fn needed_a_retransmission(conn: &Connection, took: Duration) -> bool {
 /// Whether unsolicited UDP reaches a peer with these facts (then a dial needs no punch).
 fn facts_open(f: &Facts) -> bool {
     f.udp && f.filtering == Filtering::EndpointIndependent
+}
+
+/// Whether a peer's NAT is known to drop UDP from strangers: then a dial of ours that got in
+/// owes it to the peer's punch. (Unknown facts prove nothing either way.)
+fn filters_strangers(f: &Facts) -> bool {
+    matches!(
+        f.filtering,
+        Filtering::AddressDependent | Filtering::AddressAndPortDependent
+    )
 }
 
 /// Why a connection is the one that won, from how it was made.
@@ -807,7 +805,7 @@ fn spawn_relay(
 /// Which side of a connect `run_actions` plays.
 #[derive(Debug, Clone, Copy)]
 enum Role {
-    Requester { target_open: bool },
+    Requester { target_filters: bool },
     Target,
 }
 
@@ -851,13 +849,15 @@ async fn run_actions(
             udp_targets.push(c.addr);
         }
     }
-    // Hole-punched from the requester's view; a callback from the target's (it was asked).
-    // How each dial's connection is labelled, and named in the attempts.
+    // How each dial's connection is labelled, and named in the attempts: a callback from the
+    // target's view (it was asked); from the requester's, punched when the target filters.
     let (udp_path, udp_method, tcp_path, tcp_method) = match role {
-        Role::Requester { target_open: true } => {
-            (PathKind::Direct, "dial", PathKind::Direct, "TCP dial")
-        }
-        Role::Requester { target_open: false } => (
+        Role::Requester {
+            target_filters: false,
+        } => (PathKind::Direct, "dial", PathKind::Direct, "TCP dial"),
+        Role::Requester {
+            target_filters: true,
+        } => (
             PathKind::HolePunched,
             "punched dial",
             PathKind::Direct,

@@ -244,28 +244,14 @@ fn spawn_dht_events(daemon: &Arc<Daemon>, dht: &DhtDiscovery) {
 }
 
 fn spawn_lan_events(daemon: &Arc<Daemon>, lan: &LanDiscovery) {
-    let mut events = lan.events();
-    let weak = Arc::downgrade(daemon);
-    let shutdown = daemon.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                event = events.recv() => match event {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => break,
-                },
-            };
-            let Some(daemon) = weak.upgrade() else { break };
-            daemon.publish(
-                topics::NET_CHANGED,
-                json!({"lan_peer": {
-                    "peer": event.peer, "addresses": event.addresses,
-                    "from": event.from, "new": event.new,
-                }}),
-            );
-        }
+    daemon.forward_events(lan.events(), |_, event| {
+        Some((
+            topics::NET_CHANGED,
+            json!({"lan_peer": {
+                "peer": event.peer, "addresses": event.addresses,
+                "from": event.from, "new": event.new,
+            }}),
+        ))
     });
 }
 

@@ -72,55 +72,38 @@ pub async fn start(
     };
     let client = HubClient::start(endpoint, config, policy).await?;
     super::letters::spawn_mail_fetcher(daemon, client.clone());
-    let mut events = client.events();
-    let weak = Arc::downgrade(daemon);
-    let shutdown = daemon.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                event = events.recv() => match event {
-                    Ok(event) => event,
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                    Err(_) => break,
-                },
-            };
-            let (topic, data) = match event {
-                HubEvent::Online { observed } => (
-                    topics::HUB_CHANGED,
-                    json!({"state": "online", "observed": observed}),
-                ),
-                HubEvent::Offline { reason } => (
-                    topics::HUB_CHANGED,
-                    json!({"state": "offline", "reason": reason}),
-                ),
-                HubEvent::PresenceChanged {
-                    peer,
-                    online,
-                    status,
-                } => {
-                    if let Some(daemon) = weak.upgrade() {
-                        super::social::on_hub_presence(&daemon, peer, online, status.clone());
-                    }
-                    (
-                        topics::PRESENCE_CHANGED,
-                        json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
-                    )
-                }
-                // The letters module fetches them, the connector takes signals (each has
-                // its own subscription).
-                HubEvent::MailWaiting { .. } | HubEvent::Signal { .. } => continue,
-                HubEvent::WatchRefused { peer } => {
-                    (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
-                }
-                HubEvent::RelayOffered { from, accepted } => (
-                    topics::RELAY_OFFERED,
-                    json!({"from": from, "accepted": accepted}),
-                ),
-            };
-            let Some(daemon) = weak.upgrade() else { break };
-            daemon.publish(topic, data);
-        }
+    daemon.forward_events(client.events(), |daemon, event| {
+        Some(match event {
+            HubEvent::Online { observed } => (
+                topics::HUB_CHANGED,
+                json!({"state": "online", "observed": observed}),
+            ),
+            HubEvent::Offline { reason } => (
+                topics::HUB_CHANGED,
+                json!({"state": "offline", "reason": reason}),
+            ),
+            HubEvent::PresenceChanged {
+                peer,
+                online,
+                status,
+            } => {
+                super::social::on_hub_presence(daemon, peer, online, status.clone());
+                (
+                    topics::PRESENCE_CHANGED,
+                    json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
+                )
+            }
+            // The letters module fetches them, the connector takes signals (each has its own
+            // subscription).
+            HubEvent::MailWaiting { .. } | HubEvent::Signal { .. } => return None,
+            HubEvent::WatchRefused { peer } => {
+                (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
+            }
+            HubEvent::RelayOffered { from, accepted } => (
+                topics::RELAY_OFFERED,
+                json!({"from": from, "accepted": accepted}),
+            ),
+        })
     });
     if daemon.hub.set(client).is_err() {
         anyhow::bail!("the hub client is already running");

@@ -93,6 +93,36 @@ impl Daemon {
         });
     }
 
+    /// Publishes on the bus what `to_event` makes of each item from `source` (None: nothing),
+    /// until the daemon shuts down or the source closes; a lagging source skips what it lost.
+    /// Holds the daemon weakly, so the task never keeps it alive.
+    pub fn forward_events<E: Clone + Send + 'static>(
+        self: &Arc<Self>,
+        mut source: broadcast::Receiver<E>,
+        mut to_event: impl FnMut(&Arc<Daemon>, E) -> Option<(&'static str, serde_json::Value)>
+        + Send
+        + 'static,
+    ) {
+        let weak = Arc::downgrade(self);
+        let shutdown = self.shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                let item = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    item = source.recv() => match item {
+                        Ok(item) => item,
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => break,
+                    },
+                };
+                let Some(daemon) = weak.upgrade() else { break };
+                if let Some((topic, data)) = to_event(&daemon, item) {
+                    daemon.publish(topic, data);
+                }
+            }
+        });
+    }
+
     pub fn subscribe_events(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
