@@ -269,7 +269,7 @@ pub async fn find_if_hub_cannot(daemon: &Daemon, peer: PeerId) {
         || daemon
             .hub
             .get()
-            .is_some_and(|h| h.status().state == HubState::Online)
+            .is_some_and(|h| h.state() == HubState::Online)
     {
         return;
     }
