@@ -18,8 +18,16 @@ step "install: Debian packages"
 # the real HTTP proxy the hub tests reach their hub through; coturn is the real STUN server and
 # STUN clients (turnutils_stunclient, turnutils_natdiscovery) the hub's STUN server is checked against;
 # iproute2 + iptables + ipset + procps (sysctl) build the NAT namespaces of host/hub/tests/netns.rs and
-# tests/src/netns.rs (root only; ipset keeps the cone routers' per-mapping filters).
-APT_PACKAGES=(build-essential pkg-config jing libxml2-utils tinyproxy coturn iproute2 iptables ipset procps)
+# tests/src/netns.rs (root only; ipset keeps the cone routers' per-mapping filters);
+# python3-aiosmtpd is the real SMTP server of host/hub/tests/mail.rs (STARTTLS, implicit TLS, AUTH,
+# a Maildir), python3-dkim verifies the hub's DKIM signatures offline, openssl makes their keys;
+# aria2, mktorrent, transmission-daemon (+ transmission-cli's transmission-remote) and opentracker are the
+# real BitTorrent peers and tracker host/transfer's interop tests run against; ffmpeg, sox, imagemagick and
+# exiv2 make the real media host/media/tests/media.rs describes.
+APT_PACKAGES=(build-essential pkg-config jing libxml2-utils tinyproxy coturn iproute2 iptables ipset procps
+    python3-aiosmtpd python3-dkim openssl
+    aria2 mktorrent transmission-daemon transmission-cli opentracker
+    ffmpeg sox imagemagick exiv2)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
@@ -41,7 +49,13 @@ if rustup toolchain list | grep -q '^nightly'; then FUZZ_CARGO=(cargo +nightly);
 
 step "format and lints"
 cargo fmt --all --check
+python3 tests/module_cycles.py
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+
+step "API contract: the extension's generated TypeScript and docs/api.md match allpeers-model"
+# Regenerates into memory and fails on any difference (ALLPEERS_BLESS=1 rewrites the files).
+cargo clippy -p allpeers-model --features ts --all-targets --quiet -- -D warnings
+cargo test -p allpeers-model --features ts --quiet --test typescript --test docs
 
 step "build"
 cargo build --workspace --bins --quiet

@@ -6,6 +6,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    allpeers_net::connector::signal::fuzz_open(data);
-    let _ = allpeers_net::connector::punch::parse(data);
+    allpeers_nat::connector::signal::fuzz_open(data);
+    let _ = allpeers_nat::connector::punch::parse(data);
 });

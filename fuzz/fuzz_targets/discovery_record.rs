@@ -7,8 +7,8 @@
 use std::sync::OnceLock;
 
 use allpeers_net::Identity;
-use allpeers_net::discovery::AddressRecord;
-use allpeers_net::discovery::lan::LanPacket;
+use allpeers_net::record::AddressRecord;
+use allpeers_discovery::lan::LanPacket;
 use libfuzzer_sys::fuzz_target;
 
 fn me() -> &'static Identity {

@@ -7,6 +7,6 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    allpeers_net::connectivity::responder::fuzz_answer(data);
-    let _ = allpeers_net::connectivity::stun::parse_binding_response(data, &[0; 12]);
+    allpeers_nat::connectivity::responder::fuzz_answer(data);
+    let _ = allpeers_nat::connectivity::stun::parse_binding_response(data, &[0; 12]);
 });

@@ -173,6 +173,10 @@ async fn contacts_presence_and_chat_with_three_nodes() {
         .call("contacts.add", json!({"who": invite["code"]}))
         .await;
     assert_eq!(added["peer_id"], alice.id);
+    assert_eq!(
+        added["state"], "accepted",
+        "a valid invite is consent given in advance"
+    );
     let carol_id = carol.id.clone();
     wait_event(&mut alice.client, "contact.changed", |d| {
         d["peer_id"] == carol_id && d["state"] == "accepted"

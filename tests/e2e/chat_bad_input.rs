@@ -8,9 +8,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use allpeers_hub_client::{HubClient, HubClientConfig, RefuseAll};
 use allpeers_model::PeerId;
 use allpeers_model::hlc::Hlc;
-use allpeers_net::hub::{HubClient, HubClientConfig, RefuseAll};
 use allpeers_net::mail::{self, Letter, SignedLetter};
 use allpeers_net::service::ErrorCode;
 use allpeers_net::{Address, Endpoint, EndpointConfig, Identity, KeyFile, Namespace, NetError};
@@ -35,8 +35,8 @@ fn chat_letter(author: &Identity, to: PeerId, other: PeerId, id: &str, body: &st
             members: vec![other, to],
         },
         id: id.into(),
-        hlc: clock.tick(allpeers_net::hub::proto::now_ms()).to_string(),
-        sent_ms: allpeers_net::hub::proto::now_ms(),
+        hlc: clock.tick(allpeers_model::hlc::now_ms()).to_string(),
+        sent_ms: allpeers_model::hlc::now_ms(),
         body: body.into(),
         link: None,
     };

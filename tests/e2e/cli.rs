@@ -48,9 +48,24 @@ async fn status_says_when_no_daemon_runs() {
     let out = run(dir.path(), &["status"], &[]).await;
     assert_eq!(out.status.code(), Some(3));
     assert!(stdout(&out).contains("not running"));
+    let stop = run(dir.path(), &["stop"], &[]).await;
+    assert!(!stop.status.success(), "stop starts nothing");
+    assert!(String::from_utf8_lossy(&stop.stderr).contains("daemon is not running"));
+}
+
+#[tokio::test]
+async fn commands_start_the_daemon_on_demand() {
+    let dir = tempfile::tempdir().unwrap();
     let call = run(dir.path(), &["call", "status.get"], &[]).await;
-    assert!(!call.status.success());
-    assert!(String::from_utf8_lossy(&call.stderr).contains("daemon is not running"));
+    assert!(call.status.success(), "{call:?}");
+    let json: serde_json::Value = serde_json::from_slice(&call.stdout).unwrap();
+    assert!(json["pid"].as_u64().is_some());
+    // The daemon runs on after the command: a second one reaches the same.
+    let again = run(dir.path(), &["call", "status.get"], &[]).await;
+    let json2: serde_json::Value = serde_json::from_slice(&again.stdout).unwrap();
+    assert_eq!(json["pid"], json2["pid"]);
+    let stop = run(dir.path(), &["stop"], &[]).await;
+    assert!(stop.status.success());
 }
 
 #[tokio::test]

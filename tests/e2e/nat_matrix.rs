@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use NatBehaviour::*;
+use allpeers_hub_client::{AcceptAll, HubClient, HubClientConfig};
 use allpeers_model::PeerId;
-use allpeers_net::connectivity::monitor::MonitorState;
-use allpeers_net::connectivity::{self, DiscoveryConfig};
-use allpeers_net::connector::{ConnectReport, Connector, ConnectorConfig};
-use allpeers_net::hub::{AcceptAll, HubClient, HubClientConfig};
+use allpeers_nat::connectivity::monitor::MonitorState;
+use allpeers_nat::connectivity::{self, DiscoveryConfig};
+use allpeers_nat::connector::{ConnectReport, Connector, ConnectorConfig};
 use allpeers_net::{
     Endpoint, EndpointConfig, Identity, Namespace, PathKind, ServiceFn, TransportKind,
 };

@@ -10,8 +10,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use allpeers_net::connectivity::stun::{self, Retransmit};
-use allpeers_net::connectivity::{
+use allpeers_nat::connectivity::stun::{self, Retransmit};
+use allpeers_nat::connectivity::{
     self as conn, ConnectivityReport, DiscoveryConfig, Filtering, Mapping, NatType,
 };
 use allpeers_tests::netns::{

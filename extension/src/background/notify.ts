@@ -3,7 +3,7 @@
 // Text from peers goes into notifications as plain text (the browser does not parse it).
 
 import { Connection } from "../lib/connection";
-import { Chat, Contact, Message, contactName, shortPeer } from "../lib/social";
+import { Chat, Contact, Message, contactName, linkLabel, shortPeer } from "../lib/social";
 
 let connection: Connection | null = null;
 const ICON = "icons/icon-128.png";
@@ -100,7 +100,7 @@ export function notify(topic: string, data: unknown, panelOpen: boolean) {
     badgeSoon();
     if (panelOpen) return;
     void nameOf(m.sender).then((name) => {
-      const text = m.body || m.link?.properties.title || m.link?.properties.url || "(a message)";
+      const text = m.body || linkLabel(m.link) || "(a message)";
       show(`allpeers-chat-${m.chat}`, name, text);
     });
   } else if (topic === "chat.changed") {

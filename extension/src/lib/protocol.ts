@@ -1,19 +1,13 @@
 // Types shared by the background script and the panel: the connection's state and the
-// messages on the runtime port between them.
+// messages on the runtime port between them. The daemon's API (methods, events, error
+// codes) is in api.gen.ts, generated from the Rust model.
 
+import type { HelloResult } from "./api.gen";
+
+export { API_VERSION } from "./api.gen";
+export type { HelloResult } from "./api.gen";
 export const HOST_NAME = "net.allpeers.host";
-export const API_VERSION = 1;
 export const PANEL_PORT = "allpeers-panel";
-
-/** What the daemon says about itself in reply to `hello`. */
-export interface HelloResult {
-  server: string;
-  server_version: string;
-  api_version: number;
-  methods: string[];
-  topics: string[];
-  peer_id: string;
-}
 
 export type ProblemKind =
   /** No host manifest: AllPeers is not installed for this browser. */
@@ -50,7 +44,7 @@ export interface ConnectionState {
   epoch: number;
 }
 
-/** Error codes of the extension itself (the daemon's are in docs/api.md). */
+/** Error codes of the extension itself (the daemon's are `ErrorCode` in api.gen.ts). */
 export const ExtErrorCode = {
   /** Not connected to the host: nothing is queued, the call fails at once. */
   NotConnected: -1,

@@ -1,71 +1,12 @@
-// Shapes of the contacts/presence/chat API (host/node/src/daemon/social.rs) and small pure
-// helpers shared by the panel, the share page and the background.
+// Small pure helpers on the contacts/presence/chat API's shapes, shared by the panel, the
+// share page and the background. The shapes themselves are generated (api.gen.ts).
 
-export type PresenceState = "online" | "away" | "busy" | "offline";
+import type { Contact, Message, ReceiptKind, Resource, TopicName } from "./api.gen";
 
-export interface Presence {
-  online: boolean;
-  state: PresenceState | string;
-  text: string;
-}
-
-export interface Contact {
-  peer_id: string;
-  name: string | null;
-  title: string | null;
-  state: "incoming" | "outgoing" | "accepted" | "declined" | "blocked" | "none" | string;
-  request_message: string | null;
-  nickname: string | null;
-  presence: Presence;
-}
-
-/** The message's attachment: a Link resource (any resource type, from a peer's node). */
-export interface LinkResource {
-  id?: string;
-  type?: string;
-  properties: { url?: string; title?: string; description?: string };
-}
-
-export interface Receipt {
-  peer_id: string;
-  delivered: boolean;
-  read: boolean;
-}
-
-export interface Message {
-  id: string;
-  chat: string;
-  sender: string;
-  outgoing: boolean;
-  body: string;
-  sent: number | null;
-  hlc: string;
-  edited: boolean;
-  deleted: boolean;
-  read: boolean;
-  pending: string[];
-  receipts: Receipt[];
-  link: LinkResource | null;
-}
-
-export interface Chat {
-  id: string;
-  title: string | null;
-  group: boolean;
-  participants: string[];
-  creator: string | null;
-  unread: number;
-  last: Message | null;
-}
-
-export interface LinkParams {
-  url: string;
-  title?: string;
-  description?: string;
-}
+export type { Chat, Contact, Message, Presence, PresenceState } from "./api.gen";
 
 /** The topics the extension subscribes to (those the daemon serves). */
-export const SOCIAL_TOPICS = [
+export const SOCIAL_TOPICS: TopicName[] = [
   "hub.changed",
   "presence.changed",
   "contact.request",
@@ -76,18 +17,6 @@ export const SOCIAL_TOPICS = [
   "chat.typing",
   "chat.changed",
 ];
-
-/** Error codes of the social methods (social.rs `codes`, hub.rs `codes`). */
-export const SocialCode = {
-  NotAContact: -32030,
-  UnknownPeer: -32031,
-  NotFound: -32032,
-  TooLarge: -32034,
-  Refused: -32035,
-  HubUnreachable: -32025,
-  NoHub: -32027,
-  ConnectFailed: -32028,
-} as const;
 
 /**
  * The URL as a string if it may be made clickable: http and https only. Anything else
@@ -107,6 +36,14 @@ export function safeHttpUrl(raw: unknown): string | null {
 /** A URL the share menu may send: the daemon refuses other schemes too. */
 export function shareableUrl(raw: unknown): boolean {
   return safeHttpUrl(raw) !== null;
+}
+
+/** What to show for a message's link card in one line: its title, else its URL. */
+export function linkLabel(link: Resource | null): string {
+  for (const v of [link?.properties.title, link?.properties.url]) {
+    if (typeof v === "string" && v) return v;
+  }
+  return "";
 }
 
 /** Short form of a PeerId for display where no name is known. */
@@ -136,7 +73,7 @@ export function deliveryStatus(m: Pick<Message, "pending" | "receipts">, recipie
  * and `read` from the peer; `queued` (it waits in the peer's mailbox at the hub) only
  * means it left us. Other kinds are ignored.
  */
-export function applyReceipt(m: Message, peer: string, kind: "delivered" | "read" | "queued" | string): boolean {
+export function applyReceipt(m: Message, peer: string, kind: ReceiptKind | string): boolean {
   if (kind !== "delivered" && kind !== "read" && kind !== "queued") return false;
   const pendingBefore = m.pending.length;
   m.pending = m.pending.filter((p) => p !== peer);

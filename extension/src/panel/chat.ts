@@ -8,6 +8,7 @@ import {
   Message,
   applyReceipt,
   deliveryStatus,
+  linkLabel,
   throttle,
 } from "../lib/social";
 import { Client } from "./client";
@@ -56,7 +57,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
       unread += c.unread;
       const preview = c.last
         ? `${c.last.outgoing ? "You: " : c.group ? `${nameOf(c.last.sender)}: ` : ""}${
-            c.last.deleted ? "(deleted)" : c.last.body || c.last.link?.properties.title || c.last.link?.properties.url || ""
+            c.last.deleted ? "(deleted)" : c.last.body || linkLabel(c.last.link)
           }`
         : "No messages yet";
       const item = h(
@@ -80,7 +81,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
   }
 
   async function loadList() {
-    const list = await client.call<Chat[]>("chat.list");
+    const list = await client.call("chat.list");
     chats.clear();
     for (const c of list) chats.set(c.id, c);
     renderList();
@@ -162,7 +163,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
           return;
         }
         void client
-          .call<Message>("chat.delete", { message: m.id })
+          .call("chat.delete", { message: m.id })
           .then((u) => addMessage(u))
           .catch((e) => (byId("send-result").textContent = `Not deleted: ${errorText(e)}`));
       });
@@ -242,7 +243,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     byId("typing").textContent = "";
     body.dataset.chat = id;
     try {
-      const history = await client.call<Message[]>("chat.history", { chat: id, limit: PAGE });
+      const history = await client.call("chat.history", { chat: id, limit: PAGE });
       if (open?.chat.id !== id) return;
       // Messages that arrived (as events) while the history was on its way stay.
       const known = new Set(history.map((m) => m.id));
@@ -299,7 +300,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
   async function openWithPeer(peer: string) {
     showView("chat");
     try {
-      const c = await client.call<Chat>("chat.open", { peer });
+      const c = await client.call("chat.open", { peer });
       chats.set(c.id, { ...c, unread: chats.get(c.id)?.unread ?? c.unread });
       renderList();
       await openChat(c.id);
@@ -321,7 +322,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     const id = open.chat.id;
     const before = open.messages[0].hlc;
     try {
-      const older = await client.call<Message[]>("chat.history", { chat: id, before, limit: PAGE });
+      const older = await client.call("chat.history", { chat: id, before, limit: PAGE });
       if (open?.chat.id !== id) return;
       const known = new Set(open.messages.map((m) => m.id));
       open.messages = [...older.filter((m) => !known.has(m.id)), ...open.messages];
@@ -378,7 +379,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     const button = byId<HTMLButtonElement>("send-button");
     if (editing) {
       try {
-        const m = await client.call<Message>("chat.edit", { message: editing.id, body: text });
+        const m = await client.call("chat.edit", { message: editing.id, body: text });
         stopEdit();
         result.textContent = "";
         addMessage(m);
@@ -389,7 +390,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }
     button.disabled = true;
     try {
-      const m = await client.call<Message>("chat.send", { chat: open.chat.id, body: text });
+      const m = await client.call("chat.send", { chat: open.chat.id, body: text });
       // Cleared only once the node has it: a failed send leaves the text in the box.
       if (input.value === text) input.value = "";
       drafts.delete(m.chat);
@@ -443,7 +444,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
       return;
     }
     try {
-      const c = await client.call<Chat>("chat.create_group", {
+      const c = await client.call("chat.create_group", {
         title: byId<HTMLInputElement>("group-title").value.trim(),
         members,
       });
@@ -471,7 +472,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
   }
 
   client.on("message.received", (d) => {
-    const m = d as Message;
+    const m = d;
     addMessage(m);
     if (!m.outgoing && !(open?.chat.id === m.chat && visible())) void reloadList();
     else bumpList(m);
@@ -481,7 +482,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }
   });
   client.on("message.updated", (d) => {
-    const m = d as Message;
+    const m = d;
     if (open?.chat.id === m.chat) addMessage(m);
     const c = chats.get(m.chat);
     if (c?.last?.id === m.id) {
@@ -490,13 +491,13 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }
   });
   client.on("chat.receipt", (d) => {
-    const r = d as { message: string; chat: string; peer_id: string; kind: string };
+    const r = d;
     const m = open?.messages.find((x) => x.id === r.message);
     if (m && applyReceipt(m, r.peer_id, r.kind)) replaceMessage(m);
   });
   let typingTimer: ReturnType<typeof setTimeout> | null = null;
   client.on("chat.typing", (d) => {
-    const t = d as { chat: string; peer_id: string };
+    const t = d;
     if (open?.chat.id !== t.chat || t.peer_id === me()) return;
     const el = byId("typing");
     el.textContent = `${nameOf(t.peer_id)} is typing…`;
@@ -508,7 +509,7 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
     }, TYPING_SHOWN_MS);
   });
   client.on("chat.changed", (d) => {
-    const c = d as Chat;
+    const c = d;
     if (!c?.id) return;
     chats.set(c.id, c);
     renderList();

@@ -8,6 +8,12 @@ import {
   PanelToBackground,
   RpcErrorBody,
 } from "../lib/protocol";
+import type { Events, MethodName, ParamsOf, ResultOf, TopicName } from "../lib/api.gen";
+
+/** A call's params and timeout: params may be left out when the method needs none. */
+export type CallArgs<M extends MethodName> = {} extends ParamsOf<M>
+  ? [params?: ParamsOf<M>, timeoutMs?: number]
+  : [params: ParamsOf<M>, timeoutMs?: number];
 
 export class CallError extends Error {
   constructor(
@@ -82,8 +88,9 @@ export class Client {
     this.port.postMessage(m);
   }
 
-  call<T = unknown>(method: string, params: unknown = {}, timeoutMs?: number): Promise<T> {
-    return new Promise<T>((resolve, reject) => {
+  /** Calls a daemon method; params and result are the generated contract's. */
+  call<M extends MethodName>(method: M, ...[params = {}, timeoutMs]: CallArgs<M>): Promise<ResultOf<M>> {
+    return new Promise<ResultOf<M>>((resolve, reject) => {
       const id = this.nextId++;
       this.pending.set(id, { resolve: resolve as (v: unknown) => void, reject });
       try {
@@ -108,9 +115,9 @@ export class Client {
     if (this.state) fn(this.state);
   }
 
-  on(topic: string, fn: (data: unknown) => void) {
+  on<T extends TopicName>(topic: T, fn: (data: Events[T]) => void) {
     let set = this.eventFns.get(topic);
     if (!set) this.eventFns.set(topic, (set = new Set()));
-    set.add(fn);
+    set.add(fn as (data: unknown) => void);
   }
 }

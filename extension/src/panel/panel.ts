@@ -2,6 +2,7 @@
 // contacts and requests in people.ts), Chat (chat.ts), Settings. Shared and Transfers are
 // honest empty states until their backends land.
 
+import { ErrorCode, IdentityInfo, LogInfo } from "../lib/api.gen";
 import { ConnectionState, ProblemKind } from "../lib/protocol";
 import { CallError, Client, errorText } from "./client";
 import { initChat } from "./chat";
@@ -9,27 +10,6 @@ import { append, byId, clear, h } from "./dom";
 import { initPeople } from "./people";
 import { loadSchemas } from "./views";
 
-interface IdentityInfo {
-  peer_id: string;
-  locked: boolean;
-  sealed: boolean;
-  certificate_sha256?: string;
-}
-interface LogInfo {
-  filter: string;
-  dir: string;
-}
-interface StatusResult {
-  version: string;
-  pid: number;
-  uptime_ms: number;
-  data_dir: string;
-  socket: string;
-  clients: number;
-  identity: IdentityInfo;
-}
-
-const WRONG_PASSPHRASE = -32004; // docs/api.md
 const LEVELS = ["skin", "marrow", "flesh", "bone"];
 
 const client = new Client();
@@ -179,14 +159,14 @@ function renderIdentity(id: IdentityInfo) {
 async function refreshIdentity() {
   const err = byId("identity-error");
   try {
-    renderIdentity(await client.call<IdentityInfo>("identity.get"));
+    renderIdentity(await client.call("identity.get"));
     err.textContent = "";
   } catch (e) {
     err.textContent = `Could not read your identity: ${errorText(e)}`;
   }
 }
 
-client.on("identity.changed", (data) => renderIdentity(data as IdentityInfo));
+client.on("identity.changed", (data) => renderIdentity(data));
 
 byId("copy-peer-id").addEventListener("click", async () => {
   const result = byId("copy-result");
@@ -214,13 +194,13 @@ byId<HTMLFormElement>("unlock-form").addEventListener("submit", async (ev) => {
   button.disabled = true;
   button.textContent = "Unlocking…";
   try {
-    const id = await client.call<IdentityInfo>("identity.unlock", { passphrase: input.value }, 60_000);
+    const id = await client.call("identity.unlock", { passphrase: input.value }, 60_000);
     input.value = "";
     renderIdentity(id);
   } catch (e) {
     // The passphrase stays in the box so a typo can be fixed.
     result.textContent =
-      e instanceof CallError && e.code === WRONG_PASSPHRASE
+      e instanceof CallError && e.code === ErrorCode.WrongPassphrase
         ? "That passphrase does not open your identity. Try again."
         : `Could not unlock: ${errorText(e)}`;
     input.select();
@@ -254,7 +234,7 @@ byId<HTMLFormElement>("log-form").addEventListener("submit", async (ev) => {
   result.className = "muted";
   result.textContent = "Applying…";
   try {
-    const info = await client.call<LogInfo>("log.set", { filter: filterInput.value.trim() });
+    const info = await client.call("log.set", { filter: filterInput.value.trim() });
     renderLog(info);
     result.textContent = `Now logging at “${info.filter}”`;
   } catch (e) {
@@ -263,7 +243,7 @@ byId<HTMLFormElement>("log-form").addEventListener("submit", async (ev) => {
   }
 });
 
-client.on("log.changed", (data) => renderLog(data as LogInfo));
+client.on("log.changed", (data) => renderLog(data));
 
 function formatUptime(ms: number): string {
   const s = Math.floor(ms / 1000);
@@ -284,7 +264,7 @@ function facts(list: HTMLElement, rows: [string, string, string?][]) {
 async function refreshStatus() {
   const err = byId("status-result");
   try {
-    const s = await client.call<StatusResult>("status.get");
+    const s = await client.call("status.get");
     err.textContent = "";
     facts(byId("status-list"), [
       ["State", "running", "state"],
@@ -303,7 +283,7 @@ async function refreshStatus() {
 
 async function refreshLog() {
   try {
-    renderLog(await client.call<LogInfo>("log.get"));
+    renderLog(await client.call("log.get"));
   } catch (e) {
     const result = byId("log-result");
     result.className = "error";
@@ -311,20 +291,11 @@ async function refreshLog() {
   }
 }
 
-interface HubStatus {
-  hub: string;
-  state: string;
-  observed: string | null;
-  via_proxy: boolean;
-  proxy_error: string | null;
-  last_error: string | null;
-}
-
 async function refreshHub() {
   const err = byId("hub-result");
   try {
-    const net = await client.call<{ hub: HubStatus | null }>("net.status");
-    const hub = net.hub;
+    const net = await client.call("net.status");
+    const hub = net.running ? net.hub : null;
     if (!hub) {
       facts(byId("hub-list"), [["Home hub", "none configured", "hub_state"]]);
       body.dataset.hub = "none";
@@ -333,7 +304,7 @@ async function refreshHub() {
       const me = body.dataset.peerId;
       if (me && hub.state === "online") {
         const r = await client
-          .call<{ found: boolean; name?: string | null }>("hub.resolve", { query: me })
+          .call("hub.resolve", { query: me })
           .catch(() => null);
         if (r?.found && r.name) name = r.name;
       }
@@ -362,7 +333,7 @@ byId<HTMLFormElement>("register-form").addEventListener("submit", async (ev) => 
   result.className = "muted";
   result.textContent = "Registering…";
   try {
-    const r = await client.call<{ certificate: { full_name?: string } }>("hub.register", { name: input.value.trim() }, 30_000);
+    const r = await client.call("hub.register", { name: input.value.trim() }, 30_000);
     result.textContent = `You are ${r.certificate.full_name ?? input.value.trim()}`;
     input.value = "";
     await refreshHub();
@@ -417,7 +388,7 @@ async function refreshSocial() {
 // The node's network came up (e.g. after an unlock) or the hub line came back: what was
 // unavailable before may be there now.
 client.on("hub.changed", (d) => {
-  if ((d as { state?: string }).state === "online") void refreshSocial();
+  if (d.state === "online") void refreshSocial();
   if (body.dataset.view === "settings") void refreshHub();
 });
 client.on("identity.changed", () => void refreshSocial());

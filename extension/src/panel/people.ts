@@ -2,9 +2,13 @@
 // list with live presence. Names, status texts and request messages come from peers:
 // they go into the page as text only (dom.ts).
 
+import type { Availability } from "../lib/api.gen";
 import { Contact, Presence, contactName } from "../lib/social";
 import { Client, errorText } from "./client";
 import { append, byId, clear, h } from "./dom";
+
+/** The methods that act on one contact and answer it. */
+type ContactAction = "contacts.accept" | "contacts.decline" | "contacts.block" | "contacts.unblock" | "contacts.remove";
 
 export const contacts = new Map<string, Contact>();
 const listeners = new Set<() => void>();
@@ -70,7 +74,7 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
       if (resolved.has(c.peer_id)) continue;
       resolved.set(c.peer_id, null);
       client
-        .call<{ found: boolean; name?: string | null }>("hub.resolve", { query: c.peer_id })
+        .call("hub.resolve", { query: c.peer_id })
         .then((r) => {
           const cc = contacts.get(c.peer_id);
           if (!r.found || !r.name) return;
@@ -185,10 +189,10 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
     return b;
   }
 
-  async function act(method: string, peer: string, done: string) {
+  async function act(method: ContactAction, peer: string, done: string) {
     const err = byId("contacts-error");
     try {
-      const c = await client.call<Contact>(method, { peer });
+      const c = await client.call(method, { peer });
       upsert(c);
       err.textContent = "";
       byId("add-result").textContent = done;
@@ -209,12 +213,12 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
     const err = byId("contacts-error");
     try {
       const [list, presence] = await Promise.all([
-        client.call<Contact[]>("contacts.list"),
-        client.call<{ state: string; text: string }>("presence.get"),
+        client.call("contacts.list"),
+        client.call("presence.get"),
       ]);
       contacts.clear();
       for (const c of list) contacts.set(c.peer_id, c);
-      byId<HTMLSelectElement>("presence-state").value = presence.state === "offline" ? "online" : presence.state;
+      byId<HTMLSelectElement>("presence-state").value = presence.state;
       const text = byId<HTMLInputElement>("presence-text");
       if (document.activeElement !== text) text.value = presence.text;
       body.dataset.myPresence = presence.state;
@@ -227,10 +231,10 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
     }
   }
 
-  client.on("contact.changed", (d) => upsert(d as Contact));
-  client.on("contact.request", (d) => upsert((d as { contact: Contact }).contact));
+  client.on("contact.changed", (d) => upsert(d));
+  client.on("contact.request", (d) => upsert(d.contact));
   client.on("presence.changed", (d) => {
-    const p = d as Presence & { peer_id: string };
+    const p = d;
     const c = contacts.get(p.peer_id);
     if (!c) return;
     c.presence = { online: p.online, state: p.state, text: p.text ?? "" };
@@ -243,7 +247,7 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
     const state = byId<HTMLSelectElement>("presence-state").value;
     const text = byId<HTMLInputElement>("presence-text").value;
     try {
-      const r = await client.call<{ state: string; text: string }>("presence.set", { state, text });
+      const r = await client.call("presence.set", { state: state as Availability, text });
       body.dataset.myPresence = r.state;
       result.className = "muted";
       result.textContent = `You are ${r.state}${r.text ? `: ${r.text}` : ""}`;
@@ -257,7 +261,7 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
   byId("invite-make").addEventListener("click", async () => {
     const result = byId("invite-result");
     try {
-      const r = await client.call<{ code: string; expires: number }>("contacts.invite");
+      const r = await client.call("contacts.invite");
       const code = byId("invite-code");
       code.textContent = r.code;
       code.hidden = false;
@@ -280,7 +284,7 @@ export function initPeople(client: Client, openChat: (peer: string) => void) {
     result.className = "muted";
     result.textContent = "Sending the request…";
     try {
-      const c = await client.call<Contact & { delivered?: string }>(
+      const c = await client.call(
         "contacts.add",
         { who: who.value.trim(), message: message.value },
         45_000,

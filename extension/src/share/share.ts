@@ -2,7 +2,7 @@
 // a link card to the contacts and groups the user picks. A 1:1 chat is opened with
 // `chat.open {peer}` (the same conversation the sidebar shows).
 
-import { Chat, Contact, contactName, safeHttpUrl } from "../lib/social";
+import { contactName, safeHttpUrl } from "../lib/social";
 import { Client, errorText } from "../panel/client";
 import { byId, clear, h } from "../panel/dom";
 
@@ -37,8 +37,8 @@ async function loadTargets() {
   const err = byId("targets-error");
   try {
     const [contacts, chats] = await Promise.all([
-      client.call<Contact[]>("contacts.list"),
-      client.call<Chat[]>("chat.list"),
+      client.call("contacts.list"),
+      client.call("chat.list"),
     ]);
     for (const el of [...set.querySelectorAll("label, p")]) el.remove();
     const groups = chats.filter((c) => c.group);
@@ -83,7 +83,7 @@ byId<HTMLFormElement>("share-form").addEventListener("submit", async (ev) => {
     try {
       const chatId = box.value.startsWith("chat:")
         ? box.value.slice(5)
-        : (await client.call<Chat>("chat.open", { peer: box.value.slice(5) })).id;
+        : (await client.call("chat.open", { peer: box.value.slice(5) })).id;
       await client.call("chat.send", {
         chat: chatId,
         body: comment,

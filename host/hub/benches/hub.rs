@@ -21,8 +21,8 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use allpeers_hub_client::{AcceptAll, HubClient, HubClientConfig};
 use allpeers_model::PeerId;
-use allpeers_net::hub::{AcceptAll, HubClient, HubClientConfig};
 use allpeers_net::service::{BoxFuture, StreamKind};
 use allpeers_net::transport::{RecvStream, SendStream};
 use allpeers_net::{
@@ -259,8 +259,10 @@ fn loadgen(spec: &str) {
                     let (tx, rx) = tokio::sync::oneshot::channel::<Instant>();
                     tokio::spawn(async move {
                         while let Ok(e) = events.recv().await {
-                            if let allpeers_net::hub::HubEvent::PresenceChanged {
-                                peer, status, ..
+                            if let allpeers_hub_client::HubEvent::PresenceChanged {
+                                peer,
+                                status,
+                                ..
                             } = e
                                 && peer == p
                                 && status.text == "fanout"
@@ -403,8 +405,8 @@ fn main() {
     let mut stdin = generator.stdin.take().unwrap();
     stdin.write_all(b"GO\n").unwrap();
     stdin.flush().unwrap();
-    popular_rt.block_on(popular.1.set_status(allpeers_net::hub::PeerStatus {
-        availability: allpeers_net::hub::Availability::Away,
+    popular_rt.block_on(popular.1.set_status(allpeers_hub_client::PeerStatus {
+        availability: allpeers_hub_client::Availability::Away,
         text: "fanout".into(),
     }));
     let mut fan = String::new();

@@ -7,7 +7,7 @@
 //!    the same 2 cores, so the number is a floor for the server alone.
 //! 2. The same with the default per-source limit (20/s, burst 40): what one flooding
 //!    source gets.
-//! 3. Discovery time on loopback: `allpeers_net::connectivity::discover` through a node's
+//! 3. Discovery time on loopback: `allpeers_nat::connectivity::discover` through a node's
 //!    hub connection (STUN mapping + filtering tests, TCP probe), and the STUN tests alone;
 //!    median and max of 20 runs.
 
@@ -18,10 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use allpeers_hub_client::{AcceptAll, HubClient, HubClientConfig};
 use allpeers_model::PeerId;
-use allpeers_net::connectivity::stun::{MAX_PACKET, Retransmit, binding_request};
-use allpeers_net::connectivity::{self as conn, DiscoveryConfig};
-use allpeers_net::hub::{AcceptAll, HubClient, HubClientConfig};
+use allpeers_nat::connectivity::stun::{MAX_PACKET, Retransmit, binding_request};
+use allpeers_nat::connectivity::{self as conn, DiscoveryConfig};
 use allpeers_net::{Address, Endpoint, EndpointConfig, Identity};
 use tokio::net::UdpSocket;
 

@@ -46,6 +46,9 @@ pub struct HubConfig {
     pub probe: crate::probe::ProbeConfig,
     /// Offline letters: quotas and expiry.
     pub mailbox: crate::mailbox::MailboxConfig,
+    /// The e-mail gateway (SMTP server, sender, DKIM, unsubscribe listener, limits); null:
+    /// no gateway (the `allpeers/hub-mail/1` namespace is not served).
+    pub mail: Option<crate::mail::MailConfig>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -94,6 +97,7 @@ impl Default for HubConfig {
             stun: None,
             probe: crate::probe::ProbeConfig::default(),
             mailbox: crate::mailbox::MailboxConfig::default(),
+            mail: None,
         }
     }
 }

@@ -2,8 +2,8 @@
 
 use std::path::Path;
 
+use allpeers_hub_client::NameCertificate;
 use allpeers_model::PeerId;
-use allpeers_net::hub::NameCertificate;
 use rusqlite::{OptionalExtension, params};
 
 #[derive(Debug, thiserror::Error)]

@@ -2,10 +2,12 @@
 //! a directory with signed answers, presence lines with a watch policy hook, and a relay
 //! that splices end-to-end encrypted streams between agreeing peers, under quotas.
 //!
-//! The protocol and the client live in `allpeers_net::hub`; this crate is the server:
+//! The protocol and the client live in `allpeers_hub_client`; this crate is the server:
 //! * [`config`] — the JSON config file and its defaults.
 //! * [`db`] — SQLite state (names, last seen).
 //! * [`mailbox`] — offline letters (sealed), quotas and expiry.
+//! * [`mail`] — the e-mail gateway: `allpeers/hub-mail/1`, consent, templates, the SMTP
+//!   queue, one-click unsubscribe over HTTP.
 //! * [`server`] — the three services over one [`allpeers_net::Endpoint`].
 //! * [`watch`] — [`watch::WatchPolicy`], the presence authorisation hook.
 //! * [`stun`] — the STUN server (RFC 5389 binding, RFC 5780 behaviour discovery).
@@ -13,6 +15,7 @@
 
 pub mod config;
 pub mod db;
+pub mod mail;
 pub mod mailbox;
 pub mod probe;
 pub mod server;
@@ -22,7 +25,7 @@ pub mod watch;
 use std::sync::Arc;
 use std::time::Duration;
 
-use allpeers_net::hub::proto;
+use allpeers_hub_client::proto;
 use allpeers_net::{Endpoint, EndpointConfig, Identity, KeyFile};
 
 pub use config::HubConfig;
@@ -35,6 +38,8 @@ pub struct Hub {
     /// The STUN server, when configured.
     pub stun: Option<stun::StunServer>,
     pub connectivity: Arc<probe::ConnectivityCore>,
+    /// The e-mail gateway, when configured.
+    pub mail: Option<mail::MailGateway>,
 }
 
 /// Loads the hub's identity from `<data_dir>/hub.key`, making one at first run.
@@ -76,7 +81,7 @@ impl Hub {
             Some(c) => Some(stun::StunServer::start(c).await?),
             None => None,
         };
-        let stun_servers = allpeers_net::connectivity::StunServers {
+        let stun_servers = allpeers_nat::connectivity::StunServers {
             primary: stun.as_ref().map(|s| s.primary()),
             alternate: stun.as_ref().and_then(|s| s.alternate()),
         };
@@ -93,6 +98,18 @@ impl Hub {
             config.mailbox.clone(),
             sender_key,
         )?;
+        let mail = match &config.mail {
+            Some(c) => Some(
+                mail::MailGateway::start(
+                    c.clone(),
+                    &allpeers_hub_client::names::fold_hub_name(&config.name)?,
+                    &signer,
+                    &config.data_dir.join("hub.db"),
+                )
+                .await?,
+            ),
+            None => None,
+        };
         let core = Core::new(signer, config, db, mailbox, policy)?;
         let endpoint = Endpoint::bind(identity, endpoint_config).await?;
         core.set_advertised(if advertised.is_empty() {
@@ -104,14 +121,18 @@ impl Hub {
         endpoint.register(proto::presence_ns(), server::PresenceService(core.clone()));
         endpoint.register(proto::relay_ns(), server::RelayService(core.clone()));
         endpoint.register(
-            allpeers_net::connectivity::connectivity_ns(),
+            allpeers_nat::connectivity::connectivity_ns(),
             probe::ConnectivityService(connectivity.clone()),
         );
+        if let Some(gateway) = &mail {
+            endpoint.register(mail::proto::mail_ns(), gateway.service());
+        }
         Ok(Hub {
             endpoint,
             core,
             stun,
             connectivity,
+            mail,
         })
     }
 }

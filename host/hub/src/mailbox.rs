@@ -11,8 +11,8 @@
 
 use std::path::Path;
 
+use allpeers_hub_client::MailItem;
 use allpeers_model::PeerId;
-use allpeers_net::hub::MailItem;
 use rusqlite::params;
 use serde::{Deserialize, Serialize};
 

@@ -195,6 +195,7 @@ async fn run(config: HubConfig) -> anyhow::Result<()> {
         "name": name,
         "quic": quic,
         "tcp": tcp,
+        "mail_http": hub.mail.as_ref().map(|m| m.http_addr().to_string()),
         "stun": hub.stun.as_ref().map(|s| s.addresses().iter().map(|a| a.to_string()).collect::<Vec<_>>()),
     });
     {

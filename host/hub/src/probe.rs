@@ -16,12 +16,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use allpeers_model::PeerId;
-use allpeers_net::connectivity::proto::{
+use allpeers_hub_client::connectivity::{
     CONNECTIVITY_LIMIT, ConnectivityRequest, ConnectivityResponse, ProbeOutcome, ProbeReport,
     StunServers, code,
 };
-use allpeers_net::hub::proto::app_error;
+use allpeers_hub_client::proto::app_error;
+use allpeers_model::PeerId;
 use allpeers_net::service::{BoxFuture, ErrorCode, decode, encode};
 use allpeers_net::{Context, Identity, RemoteError, Service, tls};
 use bytes::Bytes;

@@ -6,14 +6,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use allpeers_model::PeerId;
-use allpeers_net::hub::frames::LineReader;
-use allpeers_net::hub::names;
-use allpeers_net::hub::proto::{
+use allpeers_hub_client::names;
+use allpeers_hub_client::proto::{
     self, DirectoryAnswer, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
     PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady, RelayTicket, SignedAnswer,
     app_error, code,
 };
+use allpeers_model::PeerId;
 use allpeers_net::service::{BoxFuture, StreamKind, decode, encode};
 use allpeers_net::transport::{RecvStream, SendStream};
 use allpeers_net::{Address, Context, Identity, RemoteError, Service, TransportKind};
@@ -284,7 +283,7 @@ impl Core {
         let answer = DirectoryAnswer {
             query,
             nonce,
-            time: proto::now_ms(),
+            time: allpeers_model::hlc::now_ms(),
             hub: self.identity.peer_id(),
             record,
         };
@@ -526,7 +525,7 @@ impl Core {
             .mailbox
             .lock()
             .unwrap()
-            .deposit(&from, &to, &sealed, proto::now_ms())
+            .deposit(&from, &to, &sealed, allpeers_model::hlc::now_ms())
             .map_err(|e| match e {
                 MailboxError::Full(why) => app_error(code::MAILBOX_FULL, why),
                 MailboxError::Sqlite(e) => {
@@ -547,7 +546,7 @@ impl Core {
             .mailbox
             .lock()
             .unwrap()
-            .fetch(&to, max, budget, proto::now_ms())
+            .fetch(&to, max, budget, allpeers_model::hlc::now_ms())
             .map_err(|e| {
                 tracing::error!("mailbox read failed: {e}");
                 RemoteError::internal("the hub could not read the mailbox")
@@ -681,15 +680,12 @@ impl Core {
         mut recv: RecvStream,
     ) {
         let peer = ctx.peer;
-        let hello = match tokio::time::timeout(
-            HELLO_TIMEOUT,
-            LineReader::new(proto::PRESENCE_LIMIT).next(&mut recv),
-        )
-        .await
-        {
-            Ok(Ok(Some(f))) => decode::<PresenceUp>(&f).ok(),
-            _ => None,
-        };
+        let hello =
+            match tokio::time::timeout(HELLO_TIMEOUT, recv.read_frame(proto::PRESENCE_LIMIT)).await
+            {
+                Ok(Ok(Some(f))) => decode::<PresenceUp>(&f).ok(),
+                _ => None,
+            };
         let Some(PresenceUp::Hello {
             mut addresses,
             accepts_relays,
@@ -738,7 +734,12 @@ impl Core {
             }
             Err(e) => tracing::warn!("mailbox count failed: {e}"),
         }
-        if let Err(e) = self.db.lock().unwrap().touch(&peer, proto::now_ms()) {
+        if let Err(e) = self
+            .db
+            .lock()
+            .unwrap()
+            .touch(&peer, allpeers_model::hlc::now_ms())
+        {
             tracing::warn!("last-seen not stored: {e}");
         }
         drop(tx);
@@ -746,17 +747,19 @@ impl Core {
         let timeout = self.config.presence_timeout();
         // Reader and writer are two long-lived futures (no read is ever abandoned midway).
         let reader = async {
-            let mut lines = LineReader::new(proto::PRESENCE_LIMIT);
             loop {
-                let msg = match tokio::time::timeout(timeout, lines.next(&mut recv)).await {
-                    Err(_) => return format!("silent for {timeout:?}"),
-                    Ok(Err(e)) => return format!("read: {e}"),
-                    Ok(Ok(None)) => return "ended by the peer".to_string(),
-                    Ok(Ok(Some(f))) => match decode::<PresenceUp>(&f) {
-                        Ok(m) => m,
-                        Err(e) => return format!("malformed frame: {e}"),
-                    },
-                };
+                let msg =
+                    match tokio::time::timeout(timeout, recv.read_frame(proto::PRESENCE_LIMIT))
+                        .await
+                    {
+                        Err(_) => return format!("silent for {timeout:?}"),
+                        Ok(Err(e)) => return format!("read: {e}"),
+                        Ok(Ok(None)) => return "ended by the peer".to_string(),
+                        Ok(Ok(Some(f))) => match decode::<PresenceUp>(&f) {
+                            Ok(m) => m,
+                            Err(e) => return format!("malformed frame: {e}"),
+                        },
+                    };
                 match msg {
                     PresenceUp::Ping(n) => {
                         let p = self.presence.lock().unwrap();
@@ -818,7 +821,12 @@ impl Core {
                 Self::forget_wants(&mut p, &peer);
             }
         }
-        if let Err(e) = self.db.lock().unwrap().touch(&peer, proto::now_ms()) {
+        if let Err(e) = self
+            .db
+            .lock()
+            .unwrap()
+            .touch(&peer, allpeers_model::hlc::now_ms())
+        {
             tracing::warn!("last-seen not stored: {e}");
         }
         tracing::debug!(?peer, %reason, "presence line down");

@@ -24,8 +24,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-pub use allpeers_net::connectivity::responder::{DropReason, MAX_GROWTH, Verdict, answer};
-use allpeers_net::connectivity::stun::MAX_PACKET;
+pub use allpeers_nat::connectivity::responder::{DropReason, MAX_GROWTH, Verdict, answer};
+use allpeers_nat::connectivity::stun::MAX_PACKET;
 use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;

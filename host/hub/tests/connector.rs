@@ -9,8 +9,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use allpeers_net::connector::{Connector, ConnectorConfig, Facts, Signal, signal};
-use allpeers_net::hub::{AcceptAll, AcceptListed, HubEvent};
+use allpeers_hub_client::{AcceptAll, AcceptListed, HubEvent};
+use allpeers_nat::connector::{Connector, ConnectorConfig, Facts, Signal, signal};
 use allpeers_net::{Address, Namespace, PathKind, ServiceFn};
 use common::*;
 
@@ -164,7 +164,7 @@ async fn forged_replayed_and_unwanted_signals_move_nothing() {
             tcp_port: None,
         };
         let mut mallory_events = mallory.hub.events();
-        let now = allpeers_net::hub::proto::now_ms();
+        let now = allpeers_model::hlc::now_ms();
         // 1. Signed by Mallory but claiming to be from Alice's key: the hub stamps Mallory.
         let forged_from =
             signal::seal(mallory.endpoint.identity(), bob.id(), now, connect([1; 16]));
@@ -215,7 +215,7 @@ async fn forged_replayed_and_unwanted_signals_move_nothing() {
             &body,
             &bob.id(),
             &mallory.id(),
-            allpeers_net::hub::proto::now_ms(),
+            allpeers_model::hlc::now_ms(),
         )
         .unwrap();
         assert!(matches!(answer, Signal::Refuse { .. }), "{answer:?}");
@@ -241,7 +241,10 @@ async fn forged_replayed_and_unwanted_signals_move_nothing() {
         // Too large.
         let e = alice
             .hub
-            .signal(bob.id(), vec![0; allpeers_net::hub::proto::MAX_SIGNAL + 1])
+            .signal(
+                bob.id(),
+                vec![0; allpeers_hub_client::proto::MAX_SIGNAL + 1],
+            )
             .await
             .unwrap_err();
         assert!(e.to_string().contains("at most"), "{e}");

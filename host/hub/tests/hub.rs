@@ -5,14 +5,45 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use allpeers_net::hub::proto::{self, HubRequest, HubResponse, code};
-use allpeers_net::hub::{
+use allpeers_hub_client::proto::{self, HubRequest, HubResponse, code};
+use allpeers_hub_client::{
     AcceptAll, AcceptListed, HubError, HubEvent, HubState, ProxyConfig, RefuseAll,
 };
 use allpeers_net::{Identity, KeyFile, NetError, PathKind};
 use common::*;
 
 const SECONDS: Duration = Duration::from_secs(1);
+
+/// Sending to a peer resolves it and the connector resolves it again a moment later: the
+/// second answer is the first one reused, not a second trip to the hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_resolved_twice_in_a_moment_costs_one_hub_round_trip() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let mut hub = HubProc::spawn(dir.path(), &[]);
+        let mut cfg = fast_config(hub.peer, hub.addresses());
+        cfg.record_reuse = 60 * SECONDS;
+        let alice = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
+        let bob = node(cfg, Arc::new(AcceptAll)).await;
+        assert!(alice.hub.wait_online(10 * SECONDS).await);
+        assert!(bob.hub.wait_online(10 * SECONDS).await);
+        let first = bob
+            .hub
+            .resolve(&alice.id().to_string())
+            .await
+            .unwrap()
+            .expect("found");
+        // With the hub gone, only a reused answer can come back.
+        assert!(hub.terminate());
+        let again = bob
+            .hub
+            .resolve_recent(alice.id())
+            .await
+            .expect("the first answer, reused");
+        assert_eq!(again, Some(first));
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_resolve() {
@@ -544,7 +575,7 @@ async fn proxy_that_refuses_or_drops_gives_clear_errors() {
         assert!(
             matches!(
                 &e,
-                HubError::Proxy(allpeers_net::hub::proxy::ProxyError::Dropped(_))
+                HubError::Proxy(allpeers_hub_client::proxy::ProxyError::Dropped(_))
             ),
             "{e}"
         );
@@ -662,7 +693,7 @@ fn which(name: &str) -> Result<std::path::PathBuf, ()> {
 /// earlier answer, or stale. The client must reject each.
 mod fake_hub {
     use super::*;
-    use allpeers_net::hub::proto::{DirectoryAnswer, Query, SignedAnswer};
+    use allpeers_hub_client::proto::{DirectoryAnswer, Query, SignedAnswer};
     use allpeers_net::service::{BoxFuture, decode, encode};
     use allpeers_net::{Context, Endpoint, EndpointConfig, RemoteError, Service};
     use bytes::Bytes;
@@ -691,7 +722,7 @@ mod fake_hub {
             let mut answer = DirectoryAnswer {
                 query,
                 nonce,
-                time: proto::now_ms(),
+                time: allpeers_model::hlc::now_ms(),
                 hub: self.hub_key.peer_id(),
                 record: None,
             };
@@ -740,7 +771,7 @@ mod fake_hub {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_replayed_and_stale_directory_answers_are_rejected() {
-    use allpeers_net::hub::proto::AnswerError;
+    use allpeers_hub_client::proto::AnswerError;
     bounded(async {
         for (mode, expect) in [
             (fake_hub::Mode::Forged, "forged"),

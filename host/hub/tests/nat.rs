@@ -11,16 +11,16 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allpeers_net::connectivity::proto::code as conn_code;
-use allpeers_net::connectivity::stun::{
+use allpeers_hub_client::AcceptAll;
+use allpeers_hub_client::connectivity::code as conn_code;
+use allpeers_nat::connectivity::stun::{
     self, CHANGE_IP, CHANGE_PORT, MAX_PACKET, Retransmit, binding_request, new_transaction,
     parse_binding_response,
 };
-use allpeers_net::connectivity::{
+use allpeers_nat::connectivity::{
     self as conn, ConnectivityRequest, ConnectivityResponse, DiscoveryConfig, Filtering, Mapping,
     NatType, ProbeOutcome,
 };
-use allpeers_net::hub::AcceptAll;
 use allpeers_net::service::ErrorCode;
 use allpeers_net::{Endpoint, EndpointConfig, Identity, NetError};
 use common::*;
@@ -647,7 +647,7 @@ async fn coturn_clients_agree_with_our_stun_server() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_monitor_rechecks_on_address_changes_and_when_the_line_comes_back() {
-    use allpeers_net::connectivity::monitor::{ConnectivityMonitor, MonitorConfig};
+    use allpeers_nat::connectivity::monitor::{ConnectivityMonitor, MonitorConfig};
     use allpeers_net::status::StatusMonitor;
     bounded(async {
         let dir = tempfile::tempdir().unwrap();
@@ -669,7 +669,7 @@ async fn the_monitor_rechecks_on_address_changes_and_when_the_line_comes_back() 
         );
         let mut w = monitor.watch();
         let runs =
-            |n: u64| move |s: &allpeers_net::connectivity::monitor::MonitorState| s.runs >= n;
+            |n: u64| move |s: &allpeers_nat::connectivity::monitor::MonitorState| s.runs >= n;
         // First run when the line comes up.
         w.wait_for(runs(1)).await.unwrap();
         let first = monitor.current().last.unwrap();
@@ -685,7 +685,7 @@ async fn the_monitor_rechecks_on_address_changes_and_when_the_line_comes_back() 
         let mut events = node.hub.events();
         let again = HubProc::spawn_at(dir.path(), hub.quic, hub.tcp, &stun_args());
         wait_event(&mut events, 30 * SECONDS, |e| {
-            matches!(e, allpeers_net::hub::HubEvent::Online { .. })
+            matches!(e, allpeers_hub_client::HubEvent::Online { .. })
         })
         .await
         .expect("the line came back");

@@ -20,9 +20,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allpeers_hub::stun::{StunConfig, StunServer};
-use allpeers_net::connectivity::nat::{self, Filtering, Mapping, NatType};
-use allpeers_net::connectivity::stun::Retransmit;
-use allpeers_net::connectivity::{self as conn, TestResults};
+use allpeers_nat::connectivity::nat::{self, Filtering, Mapping, NatType};
+use allpeers_nat::connectivity::stun::Retransmit;
+use allpeers_nat::connectivity::{self as conn, TestResults};
 
 fn run(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0])

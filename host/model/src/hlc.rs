@@ -8,6 +8,17 @@
 
 use std::fmt;
 
+/// Milliseconds since the Unix epoch by the system clock: everybody's wall clock (HLC ticks,
+/// signature freshness, record issue times), so there is one. Not on wasm32 (no clock
+/// there without a host binding; the wasm face gets times from its caller).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
 /// A timestamp. Ordered by wall time, then counter, then node (a tie-break that makes the
 /// order total across peers).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use allpeers_model::PeerId;
 use bytes::Bytes;
@@ -27,6 +27,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::{Notify, Semaphore, broadcast};
 use tokio::task::JoinHandle;
 
+use crate::address_book::AddressBook;
 use crate::error::NetError;
 use crate::frame::{DEFAULT_FRAME_LIMIT, FrameError};
 use crate::identity::Identity;
@@ -39,7 +40,7 @@ use crate::throttle::Throttle;
 use crate::tls;
 use crate::transport::{
     Address, Connection, ConnectionError, Direction, Inner as ConnInner, PathKind, RecvStream,
-    SendStream, StreamShared, TransportKind, close_code, quic, tcp,
+    SendStream, StreamShared, TransportKind, close_code, quic, tcp, udp::HookedUdpSocket,
 };
 
 /// Endpoint settings. [`EndpointConfig::default`] listens on all interfaces, ephemeral ports.
@@ -119,7 +120,7 @@ struct Inner {
     config: EndpointConfig,
     quic: Option<quinn::Endpoint>,
     /// The QUIC socket's STUN side (answers to our STUN requests are taken out before quinn).
-    quic_stun: Option<Arc<crate::connectivity::demux::StunDemux>>,
+    quic_socket: Option<Arc<HookedUdpSocket>>,
     tcp_local: Option<SocketAddr>,
     tcp_connector: tokio_rustls::TlsConnector,
     /// TLS server side for TCP streams the connector punched (the listener has its own).
@@ -127,7 +128,7 @@ struct Inner {
     services: RwLock<HashMap<Namespace, Arc<dyn Service>>>,
     conns: Mutex<HashMap<PeerId, Connection>>,
     conn_changed: Notify,
-    addrs: Mutex<HashMap<PeerId, Vec<Address>>>,
+    addrs: Mutex<AddressBook>,
     /// Paths other than `Direct` announced for the next connection from or to a remote
     /// socket address (the hub client's relay bridges); taken when that connection is made.
     paths: Mutex<HashMap<SocketAddr, PathKind>>,
@@ -191,7 +192,7 @@ impl Endpoint {
         let client_tls = tls::client_config(&identity).map_err(endpoint_err)?;
         let quic_client = quic::client_config(client_tls.clone(), config.max_concurrent_streams)
             .map_err(endpoint_err)?;
-        let quic_and_stun = match config.quic {
+        let quic_and_socket = match config.quic {
             Some(addr) => Some(
                 quic::bind(
                     &identity,
@@ -204,7 +205,7 @@ impl Endpoint {
             ),
             None => None,
         };
-        let (quic, quic_stun) = match quic_and_stun {
+        let (quic, quic_socket) = match quic_and_socket {
             Some((q, s)) => (Some(q), Some(s)),
             None => (None, None),
         };
@@ -227,14 +228,14 @@ impl Endpoint {
             peer_id,
             config,
             quic: quic.clone(),
-            quic_stun,
+            quic_socket,
             tcp_local,
             tcp_connector: tokio_rustls::TlsConnector::from(Arc::new(client_tls)),
             tcp_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls.clone())),
             services: Default::default(),
             conns: Default::default(),
             conn_changed: Notify::new(),
-            addrs: Default::default(),
+            addrs: Mutex::new(AddressBook::new(Default::default())),
             paths: Default::default(),
             peer_paths: Default::default(),
             quic_client,
@@ -261,10 +262,10 @@ impl Endpoint {
         Ok(Endpoint(inner))
     }
 
-    /// STUN through the QUIC socket (None without QUIC): its mapped address is the QUIC
-    /// socket's own public address.
-    pub fn quic_stun(&self) -> Option<Arc<crate::connectivity::demux::StunDemux>> {
-        self.0.quic_stun.clone()
+    /// The QUIC socket (None without QUIC), for protocols that must share it: STUN, whose
+    /// mapped address is then the QUIC socket's own public address, and hole punching.
+    pub fn quic_socket(&self) -> Option<Arc<HookedUdpSocket>> {
+        self.0.quic_socket.clone()
     }
 
     pub fn peer_id(&self) -> PeerId {
@@ -318,24 +319,18 @@ impl Endpoint {
         self.0.services.write().unwrap().remove(namespace);
     }
 
-    /// Remembers an address of a peer (tried in the order added, QUIC before TCP).
+    /// Remembers an address of a peer (tried in the order added, QUIC before TCP; bounded
+    /// and ageing, see [`crate::address_book`]).
     pub fn add_peer_address(&self, peer: PeerId, address: Address) {
-        let mut addrs = self.0.addrs.lock().unwrap();
-        let list = addrs.entry(peer).or_default();
-        if !list.contains(&address) {
-            list.push(address);
-            list.sort_by_key(|a| a.transport == TransportKind::Tcp);
-        }
-    }
-
-    pub fn peer_addresses(&self, peer: &PeerId) -> Vec<Address> {
         self.0
             .addrs
             .lock()
             .unwrap()
-            .get(peer)
-            .cloned()
-            .unwrap_or_default()
+            .add(peer, address, Instant::now());
+    }
+
+    pub fn peer_addresses(&self, peer: &PeerId) -> Vec<Address> {
+        self.0.addrs.lock().unwrap().get(peer, Instant::now())
     }
 
     /// The live connection to a peer, if any.
@@ -365,18 +360,18 @@ impl Endpoint {
     /// address before the bridge carries the TLS handshake, so the connection the endpoint
     /// builds reports [`PathKind::Relayed`]. Taken by that connection; see
     /// [`Endpoint::forget_path`] for when none comes.
-    pub(crate) fn expect_path(&self, remote: SocketAddr, path: PathKind) {
+    pub fn expect_path(&self, remote: SocketAddr, path: PathKind) {
         self.0.paths.lock().unwrap().insert(remote, path);
     }
 
     /// Drops an announcement of [`Endpoint::expect_path`] no connection took.
-    pub(crate) fn forget_path(&self, remote: &SocketAddr) {
+    pub fn forget_path(&self, remote: &SocketAddr) {
         self.0.paths.lock().unwrap().remove(remote);
     }
 
     /// Announces the path of connections with `peer` made from now on, whoever dials (the
     /// connector, while it runs a callback or a hole punch); `None` ends the announcement.
-    pub(crate) fn expect_peer_path(&self, peer: PeerId, path: Option<PathKind>) {
+    pub fn expect_peer_path(&self, peer: PeerId, path: Option<PathKind>) {
         let mut paths = self.0.peer_paths.lock().unwrap();
         match path {
             Some(p) => paths.insert(peer, p),
@@ -436,7 +431,19 @@ impl Endpoint {
             .entry(peer)
             .or_default()
             .clone();
-        let _guard = lock.lock().await;
+        let guard = lock.lock().await;
+        let result = self.connect_locked(peer).await;
+        drop(guard);
+        // The last one out removes the lock, so the map holds only dials in progress.
+        let mut locks = self.0.dial_locks.lock().unwrap();
+        if Arc::strong_count(&lock) == 2 {
+            locks.remove(&peer);
+        }
+        result
+    }
+
+    /// [`Endpoint::connect`] once it holds the peer's dial lock.
+    async fn connect_locked(&self, peer: PeerId) -> Result<Connection, NetError> {
         if let Some(c) = self.connection(&peer) {
             return Ok(c);
         }
@@ -481,14 +488,14 @@ impl Endpoint {
 
     /// Keeps a connection made by [`Endpoint::handshake`] (the duplicate rule applies);
     /// returns the connection kept for its peer.
-    pub(crate) fn adopt(&self, conn: Connection) -> Connection {
+    pub fn adopt(&self, conn: Connection) -> Connection {
         adopt(&self.0, conn)
     }
 
     /// Dials `peer` at `address` and completes the handshake, without keeping the
     /// connection: the connector races several and keeps the first ([`Endpoint::adopt`]).
     /// `path` labels the connection (default: what was announced, else `Direct`).
-    pub(crate) async fn handshake(
+    pub async fn handshake(
         &self,
         peer: PeerId,
         address: Address,
@@ -553,7 +560,7 @@ impl Endpoint {
     /// TCP hole punch: neither side listened) — as the client when `as_client` (the peers agree
     /// on it), and checks the peer's key either way. The connection is not kept yet
     /// ([`Endpoint::adopt`]).
-    pub(crate) async fn handshake_tcp_stream(
+    pub async fn handshake_tcp_stream(
         &self,
         tcp: tokio::net::TcpStream,
         peer: PeerId,
@@ -609,7 +616,7 @@ impl Endpoint {
     /// punched from one of the connector's extra sockets, whose NAT mapping is the one the
     /// peer reached). A client-only quinn endpoint drives the socket; it lives as long as
     /// the connection. The connection is not kept yet ([`Endpoint::adopt`]).
-    pub(crate) async fn handshake_from_socket(
+    pub async fn handshake_from_socket(
         &self,
         socket: std::net::UdpSocket,
         peer: PeerId,

@@ -5,7 +5,7 @@ use std::time::Duration;
 use allpeers_model::PeerId;
 
 use crate::frame::FrameError;
-use crate::service::{ErrorCode, NamespaceError};
+use crate::service::names::{ErrorCode, NamespaceError};
 use crate::transport::ConnectionError;
 
 #[derive(Debug, Clone, thiserror::Error)]

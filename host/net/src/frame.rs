@@ -171,7 +171,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin + ?Sized>(
 /// The fuzz target's body (`fuzz/fuzz_targets/net_frame.rs`): decodes `data` fed in
 /// chunks whose sizes come from the data itself, under a limit it also picks, and checks the
 /// decoder's invariants. Panics on a broken invariant, never on bad input.
-#[doc(hidden)]
+#[cfg(any(test, fuzzing))]
 pub fn fuzz_decoder(data: &[u8]) {
     let Some((&control, rest)) = data.split_first() else {
         return;

@@ -1,35 +1,36 @@
-//! AllPeers networking: the user's identity (key pair, PeerId, certificate), mutually
-//! authenticated transports (QUIC, TCP+TLS) behind one [`Connection`] type, the node's
-//! [`Endpoint`] with its service framework, throttling and network status.
+//! `allpeers-net`, the networking core: the user's identity (key pair, PeerId, certificate),
+//! mutually authenticated transports (QUIC, TCP+TLS) behind one [`Connection`] type, the
+//! node's [`Endpoint`] with its service framework, throttling, letters and network status.
 //!
 //! Module map:
 //! * [`identity`] — Ed25519 key, PeerId, self-signed certificate, sealed key file.
 //! * [`tls`] — rustls configs and the key-pinning certificate verifiers.
-//! * [`transport`] — [`Connection`], streams, datagrams; [`transport::quic`] and
-//!   [`transport::tcp`] (yamux over TLS).
+//! * [`transport`] — [`Connection`], streams, datagrams; [`transport::quic`],
+//!   [`transport::tcp`] (yamux over TLS), [`transport::udp`] (the QUIC socket with packet
+//!   hooks, shared with STUN and hole punching).
 //! * [`frame`] — length-prefixed frames, an I/O-free bounded decoder.
-//! * [`endpoint`] — listening, dialling, one connection per peer, routing to services.
+//! * [`endpoint`] — listening, dialling, one connection per peer, routing to services;
+//!   [`address_book`] where each peer was last heard of (bounded, ageing).
 //! * [`service`] — the [`Service`] trait, namespaces, request/response, channels,
 //!   datagrams, multicast; [`service::speed`] the speed-test service.
 //! * [`throttle`] — token-bucket limits (global, per peer, per stream) and rate meters.
 //! * [`mail`] — signed letters, sealed to the recipient's key for store-and-forward.
 //! * [`status`] — online/offline, local addresses, change events.
-//! * [`connectivity`] — STUN client, NAT classification (RFC 5780), TCP reachability probe
-//!   through the hub.
-//! * [`connector`] — reaching a PeerId: direct, callback, hole punch (with birthday
-//!   sockets against symmetric NATs), relay; upgrade from relayed to direct.
-//! * [`discovery`] — signed address records on the Mainline DHT (BEP 44) and by LAN
-//!   multicast: finding peers when their hub is unreachable.
+//! * [`record`] — the signed address record a node publishes (I/O-free, bounded).
+//! * [`discovery`] — the [`discovery::Discovery`] trait the connector consults.
+//!
+//! Siblings, one concern each, above this crate: `allpeers-hub-client` (the hub protocol
+//! and client), `allpeers-nat` (connectivity discovery and the connector),
+//! `allpeers-discovery` (DHT and LAN).
 
-pub mod connectivity;
-pub mod connector;
+pub mod address_book;
 pub mod discovery;
 pub mod endpoint;
 pub mod error;
 pub mod frame;
-pub mod hub;
 pub mod identity;
 pub mod mail;
+pub mod record;
 pub mod service;
 pub mod status;
 pub mod throttle;

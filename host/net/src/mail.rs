@@ -71,7 +71,7 @@ impl Letter {
             from,
             to,
             id,
-            written_ms: crate::hub::proto::now_ms(),
+            written_ms: allpeers_model::hlc::now_ms(),
             service: service.to_string(),
             body,
         }

@@ -644,3 +644,56 @@ async fn stream_limit(t: TransportKind) {
     assert_eq!(a.connections().len(), 1);
 }
 both_transports!(concurrent_streams_past_the_limit_wait, super::stream_limit);
+
+/// A `read_frame` dropped mid-frame (a timeout around it) keeps what it read: the next call
+/// returns the whole frame. Before, the bytes read by the dropped call were lost and the
+/// rest of the frame was taken for a new header.
+async fn read_frame_is_cancel_safe(t: TransportKind) {
+    const LIMIT: usize = 256 * 1024;
+    let (a, b) = pair(t).await;
+    let (go_tx, mut go_rx) = mpsc::channel::<()>(1);
+    let (got_tx, mut got_rx) = mpsc::channel::<(usize, Result<Vec<u8>, String>)>(1);
+    b.register(
+        ns("frames"),
+        ServiceFn::new().on_stream(move |_ctx, _send, mut recv| {
+            let (go_tx, got_tx) = (go_tx.clone(), got_tx.clone());
+            async move {
+                let mut cancelled = 0;
+                let got = loop {
+                    match tokio::time::timeout(Duration::from_millis(50), recv.read_frame(LIMIT))
+                        .await
+                    {
+                        Ok(frame) => break frame.map_err(|e| e.to_string()),
+                        Err(_) => {
+                            cancelled += 1;
+                            // A few dropped reads mid-frame, then the rest may come.
+                            if cancelled == 3 {
+                                let _ = go_tx.send(()).await;
+                            }
+                        }
+                    }
+                };
+                let got = got.and_then(|f| f.map(|b| b.to_vec()).ok_or("end".into()));
+                let _ = got_tx.send((cancelled, got)).await;
+            }
+        }),
+    );
+    let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("frames")).await.unwrap();
+    let body: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    let mut framed = (body.len() as u32).to_be_bytes().to_vec();
+    framed.extend_from_slice(&body);
+    let (first, rest) = framed.split_at(60_000);
+    send.write_all(first).await.unwrap();
+    go_rx
+        .recv()
+        .await
+        .expect("the reader was cancelled mid-frame");
+    send.write_all(rest).await.unwrap();
+    let (cancelled, got) = got_rx.recv().await.unwrap();
+    assert!(cancelled >= 3);
+    assert_eq!(got.expect("the whole frame"), body);
+}
+both_transports!(
+    read_frame_cancelled_midway_loses_nothing,
+    super::read_frame_is_cancel_safe
+);

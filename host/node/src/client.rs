@@ -61,6 +61,11 @@ impl ApiClient {
                 path: socket.display().to_string(),
                 source,
             })?;
+        Self::over(stream, client_name).await
+    }
+
+    /// Says hello over a connected stream.
+    pub async fn over(stream: UnixStream, client_name: &str) -> Result<ApiClient, ClientError> {
         let (reader, writer) = stream.into_split();
         let pending: Pending = Arc::default();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);

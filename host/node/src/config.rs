@@ -55,8 +55,8 @@ impl Default for LanSection {
     fn default() -> Self {
         LanSection {
             enabled: false,
-            group: allpeers_net::discovery::lan::DEFAULT_GROUP,
-            port: allpeers_net::discovery::lan::DEFAULT_PORT,
+            group: allpeers_discovery::lan::DEFAULT_GROUP,
+            port: allpeers_discovery::lan::DEFAULT_PORT,
             interface: std::net::Ipv4Addr::UNSPECIFIED,
         }
     }
@@ -189,10 +189,7 @@ mod tests {
             Some(&["127.0.0.1:6881".to_string()][..])
         );
         assert_eq!(discovery.lan.group, std::net::Ipv4Addr::new(239, 255, 1, 2));
-        assert_eq!(
-            discovery.lan.port,
-            allpeers_net::discovery::lan::DEFAULT_PORT
-        );
+        assert_eq!(discovery.lan.port, allpeers_discovery::lan::DEFAULT_PORT);
         std::fs::write(&path, r#"{"log": {"filtr": "bone"}}"#).unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(

@@ -3,11 +3,15 @@
 
 pub mod client;
 pub mod config;
+pub mod core;
 pub mod daemon;
 pub mod frames;
+pub mod hub;
 pub mod identity;
 pub mod install;
 pub mod lock;
 pub mod native_host;
+pub mod net;
 pub mod paths;
+pub mod resources;
 pub mod social;

@@ -1,6 +1,6 @@
 //! Store benchmark, side by side with hand-written rusqlite doing the same work, in one run.
 //! `cargo bench -p allpeers-store` (harness = false; prints a table). BENCH_SCALE=0.1 for a
-//! quick run.
+//! quick run; BENCH_CASE=message runs only the chat-message latency case.
 
 use std::time::{Duration, Instant};
 
@@ -161,13 +161,191 @@ fn hand_query(conn: &Connection, min_size: i64) -> rusqlite::Result<usize> {
     Ok(n)
 }
 
+const PEER_B: &str = "ap-b5xq3kzv7n2m4c6d8f0g1h3j5k7l9p2r4s6t8v0w2y4z6b8d0f2";
+
+fn message(i: usize) -> Resource {
+    Resource::new("Message")
+        .with_id(&format!("m:{ME}:{i:010}"))
+        .with("chat", format!("chat:{PEER_B}"))
+        .with("sender", ME)
+        .with("owner", ME)
+        .with(
+            "body",
+            format!("message {i}: see you at the station at eight, bring the tickets please"),
+        )
+        .with("sent", Value::Date(1_795_575_600_000 + i as i64))
+        .with(
+            "hlc",
+            format!("{:016x}-{:04x}", 1_795_575_600_000u64 + i as u64, i % 7),
+        )
+        .with_meta("read", true)
+        .with_meta("pending", vec![PEER_B])
+}
+
+/// Hand-written: the same rows a stored chat message makes (t_Resource, t_Message, its two
+/// metadata rows and, if `log`, the change-log entry with the properties' JSON), one transaction.
+fn hand_message(conn: &mut Connection, i: usize, log: bool) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let id = format!("m:{ME}:{i:010}");
+        let t = 1_795_575_600_000 + i as i64;
+        let chat = format!("chat:{PEER_B}");
+        let body =
+            format!("message {i}: see you at the station at eight, bring the tickets please");
+        let hlc = format!("{:016x}-{:04x}", t as u64, i % 7);
+        tx.prepare_cached("INSERT INTO t_Resource(id, type, p_owner, p_created, p_modified) VALUES (?1, 'Message', ?2, ?3, ?3)")?
+            .execute(params![id, ME, t])?;
+        let rid = tx.last_insert_rowid();
+        tx.prepare_cached("INSERT INTO t_Message(rid, p_chat, p_sender, p_body, p_sent, p_hlc) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+            .execute(params![rid, chat, ME, body, t, hlc])?;
+        let mut meta =
+            tx.prepare_cached("INSERT INTO ap_meta(rid, name, value) VALUES (?1, ?2, ?3)")?;
+        meta.execute(params![rid, "read", 1])?;
+        meta.execute(params![rid, "pending", format!("[\"{PEER_B}\"]")])?;
+        if log {
+            let data = serde_json::json!({"properties": {"owner": ME, "created": t, "modified": t, "chat": chat, "sender": ME, "body": body, "sent": t, "hlc": hlc}});
+            tx.prepare_cached("INSERT INTO ap_changes(time, author, op, id, type, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6)")?
+                .execute(params![t, ME, "create", id, "Message", data.to_string()])?;
+        }
+    }
+    tx.commit()
+}
+
+fn percentile(v: &mut [Duration], p: f64) -> Duration {
+    v.sort();
+    v[((v.len() as f64 * p) as usize).min(v.len() - 1)]
+}
+
+/// One chat message stored, as the daemon does on `chat.send` and on receipt: a Message with
+/// its metadata, one transaction each, on a fresh database file. The hand-written sides are the
+/// floor (same rows; with and without the change-log entry), interleaved in rounds of 500.
+fn message_latency(rows: &mut Vec<(String, String, String, String)>) {
+    let n = ((5_000.0 * scale()) as usize).max(100);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path().join("ours.db"), ME).expect("open");
+    let mut raw = Vec::new();
+    // SQLite's defaults (the writer checkpoints every 1000 pages); the same without the
+    // change-log row; the same never checkpointing at all (the floor for any checkpointing).
+    for (name, autocheckpoint) in [
+        ("hand.db", 1000),
+        ("hand-nolog.db", 1000),
+        ("hand-nockpt.db", 0),
+    ] {
+        let path = dir.path().join(name);
+        drop(Store::open(&path, ME).expect("open")); // the same schema
+        let c = Connection::open(&path).expect("open");
+        c.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint={autocheckpoint};"
+        ))
+        .expect("pragma");
+        raw.push(c);
+    }
+    let (mut ours, mut hand, mut nolog, mut nockpt) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let round = 500;
+    let mut i = 0;
+    while i < n {
+        let end = (i + round).min(n);
+        let mut run_ours = || {
+            for k in i..end {
+                let m = message(k);
+                let t = Instant::now();
+                store.create(m).expect("create");
+                ours.push(t.elapsed());
+            }
+        };
+        let mut run_hand = |raw: &mut Vec<Connection>| {
+            for k in i..end {
+                let t = Instant::now();
+                hand_message(&mut raw[0], k, true).expect("hand");
+                hand.push(t.elapsed());
+                let t = Instant::now();
+                hand_message(&mut raw[1], k, false).expect("hand");
+                nolog.push(t.elapsed());
+                let t = Instant::now();
+                hand_message(&mut raw[2], k, true).expect("hand");
+                nockpt.push(t.elapsed());
+            }
+        };
+        if (i / round).is_multiple_of(2) {
+            run_ours();
+            run_hand(&mut raw);
+        } else {
+            run_hand(&mut raw);
+            run_ours();
+        }
+        i = end;
+    }
+    // At a person's pace: each message after a pause longer than the checkpointer's interval
+    // (its WAL fsync runs in the pause; a checkpoint there would make the next commit fsync a
+    // new WAL header).
+    let paced = ((15.0 * scale()) as usize).max(3);
+    let (mut ours_paced, mut hand_paced) = (Vec::new(), Vec::new());
+    // Not measured: the first write after the burst above pays for the burst (its checkpoint
+    // restarts the WAL).
+    std::thread::sleep(Duration::from_millis(1100));
+    store.create(message(n + paced)).expect("create");
+    hand_message(&mut raw[0], n + paced, true).expect("hand");
+    for k in n..n + paced {
+        std::thread::sleep(Duration::from_millis(1100));
+        let m = message(k);
+        let t = Instant::now();
+        store.create(m).expect("create");
+        ours_paced.push(t.elapsed());
+        let t = Instant::now();
+        hand_message(&mut raw[0], k, true).expect("hand");
+        hand_paced.push(t.elapsed());
+    }
+    for (p, name) in [(0.5, "median"), (1.0, "max")] {
+        let o = percentile(&mut ours_paced, p);
+        let h = percentile(&mut hand_paced, p);
+        rows.push((
+            format!("create 1 Message after a 1.1 s pause, {name} of {paced}"),
+            ms(o),
+            ms(h),
+            format!("{:.2}x", o.as_secs_f64() / h.as_secs_f64()),
+        ));
+    }
+    for (p, name) in [(0.5, "p50"), (0.99, "p99"), (0.999, "p99.9")] {
+        let o = percentile(&mut ours, p);
+        let h = percentile(&mut hand, p);
+        let nl = percentile(&mut nolog, p);
+        let nc = percentile(&mut nockpt, p);
+        rows.push((
+            format!("create 1 Message, 1 txn each, {name} of {n}"),
+            ms(o),
+            format!(
+                "{} (no change log: {}; never checkpointing: {})",
+                ms(h),
+                ms(nl),
+                ms(nc)
+            ),
+            format!("{:.2}x", o.as_secs_f64() / h.as_secs_f64()),
+        ));
+    }
+}
+
+fn print(rows: Vec<(String, String, String, String)>) {
+    println!();
+    println!("| case | allpeers-store | hand-written rusqlite | note |");
+    println!("|---|---|---|---|");
+    for (a, b, c, d) in rows {
+        println!("| {a} | {b} | {c} | {d} |");
+    }
+}
+
 fn main() {
+    let mut rows: Vec<(String, String, String, String)> = Vec::new();
+    message_latency(&mut rows);
+    if std::env::var("BENCH_CASE").as_deref() == Ok("message") {
+        print(rows);
+        return;
+    }
     let s = scale();
     let n_insert = (100_000.0 * s) as usize;
     let n_total = (1_000_000.0 * s) as usize;
     let n_single = (10_000.0 * s) as usize;
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut rows: Vec<(String, String, String, String)> = Vec::new();
 
     // ---- 1. insert typed resources (batches of 1000 per transaction) ----
     let ours_path = dir.path().join("ours.db");
@@ -352,10 +530,5 @@ fn main() {
         }
     }
 
-    println!();
-    println!("| case | allpeers-store | hand-written rusqlite | note |");
-    println!("|---|---|---|---|");
-    for (a, b, c, d) in rows {
-        println!("| {a} | {b} | {c} | {d} |");
-    }
+    print(rows);
 }

@@ -43,8 +43,8 @@ impl From<StoreError> for ApiError {
                 Some(json!({"type": type_name, "reason": reason})),
             ),
             StoreError::BadRequest(_) => (INVALID_PARAMS, None),
-            StoreError::Sql(_) | StoreError::Corrupt(_) => {
-                tracing::error!(error = %e, "store failure");
+            StoreError::Sql(_) | StoreError::Corrupt(_) | StoreError::Io { .. } => {
+                allpeers_log::skin!(error = %e, "store failure");
                 (INTERNAL_ERROR, None)
             }
         };

@@ -9,7 +9,8 @@ use allpeers_model::schema::Registry;
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use crate::{Result, Store};
+use crate::error::Result;
+use crate::read;
 
 pub type Callback = Arc<dyn Fn(&Event) + Send + Sync>;
 
@@ -155,7 +156,7 @@ impl Listeners {
             if !reg.is_a(type_name, &q.type_name) {
                 continue;
             }
-            if Store::matches(conn, q, rid)? {
+            if read::matches(conn, q, rid)? {
                 out.push(s.id);
             }
         }
@@ -176,7 +177,7 @@ impl Listeners {
                 if hit {
                     let cb = s.cb.clone();
                     if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cb(ev))).is_err() {
-                        tracing::error!(subscription = s.id, "a store listener panicked");
+                        allpeers_log::skin!(subscription = s.id, "a store listener panicked");
                     }
                 }
             }

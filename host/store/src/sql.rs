@@ -11,7 +11,7 @@ use allpeers_model::schema::{DataType, PropDef, ROOT_TYPE, is_valid_name};
 use base64::Engine as _;
 use rusqlite::types::{Value as SqlValue, ValueRef};
 
-use crate::StoreError;
+use crate::error::StoreError;
 
 /// `"t_File"`: the table of a non-anonymous type.
 pub(crate) fn type_table(name: &str) -> String {

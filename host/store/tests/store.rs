@@ -1008,3 +1008,71 @@ fn nested_children_round_trip_and_replace() {
     s.delete("album").unwrap();
     assert_eq!(count_rows(&s, "c_Track"), 0);
 }
+
+/// A write that fails inside its transaction rolls back whole, and no listener hears of the
+/// part that had already been written: the events it collected die with the transaction.
+#[test]
+fn a_failed_write_fires_no_event_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    s.create(file("taken", 1).with_id("taken")).unwrap();
+    s.create(file("outside", 2).with_id("outside")).unwrap();
+    s.create(Resource::new("List").with("title", "Mine").with_id("mine"))
+        .unwrap();
+    let all_files = serde_json::to_string(&Query::of("File")).unwrap();
+    s.create(
+        Resource::new("List")
+            .with("query", all_files)
+            .with_id("files"),
+    )
+    .unwrap();
+    s.list_insert("mine", "taken", None).unwrap();
+    let seen = events(&mut s, Filter::All);
+    let log = s.changes_since(0, 1000).unwrap();
+    let resources = count_rows(&s, "t_Resource");
+    let items = count_rows(&s, "ap_list_items");
+    let files = s.list_items("files").unwrap().items;
+
+    // The batch's first File is written (and joins the query-backed list) before the second
+    // one's id turns out to be taken.
+    let err = s
+        .create_many(vec![
+            file("fresh", 3).with_id("fresh"),
+            file("again", 4).with_id("taken"),
+        ])
+        .unwrap_err();
+    assert!(
+        matches!(err, StoreError::Exists(ref id) if id == "taken"),
+        "{err}"
+    );
+    // Already in the list; not in the list (twice).
+    assert!(matches!(
+        s.list_insert("mine", "taken", Some(0)).unwrap_err(),
+        StoreError::Exists(_)
+    ));
+    assert!(matches!(
+        s.list_move("mine", "outside", 0).unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+    assert!(matches!(
+        s.list_remove("mine", "outside").unwrap_err(),
+        StoreError::NotFound(_)
+    ));
+
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "{:?}",
+        seen.lock().unwrap()
+    );
+    assert_eq!(s.get("fresh").unwrap(), None);
+    assert_eq!(count_rows(&s, "t_Resource"), resources);
+    assert_eq!(count_rows(&s, "t_File"), 2);
+    assert_eq!(count_rows(&s, "ap_list_items"), items);
+    assert_eq!(s.list_items("files").unwrap().items, files);
+    assert_eq!(s.list_items("mine").unwrap().items, ["taken"]);
+    assert_eq!(s.changes_since(0, 1000).unwrap(), log);
+    // The store goes on: the next write is heard.
+    s.create(file("fresh", 3).with_id("fresh")).unwrap();
+    let kinds: Vec<EventKind> = seen.lock().unwrap().iter().map(|e| e.kind).collect();
+    assert_eq!(kinds, [EventKind::Created, EventKind::ItemAdded]);
+}

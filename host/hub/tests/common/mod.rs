@@ -12,8 +12,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
+use allpeers_hub_client::{HubClient, HubClientConfig, HubEvent, RelayPolicy};
 use allpeers_model::PeerId;
-use allpeers_net::hub::{HubClient, HubClientConfig, HubEvent, RelayPolicy};
 use allpeers_net::service::ServiceError;
 use allpeers_net::{Address, Endpoint, EndpointConfig, Identity, Namespace, ServiceFn};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -146,6 +146,7 @@ pub mod topics {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HelloParams {
     /// Who is calling, e.g. "allpeers-cli", "extension/chromium".
     pub client: String,
@@ -153,6 +154,7 @@ pub struct HelloParams {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct HelloResult {
     pub server: String,
     pub server_version: String,
@@ -164,6 +166,7 @@ pub struct HelloResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct IdentityInfo {
     pub peer_id: PeerId,
     /// True while the private key is sealed and not yet unlocked: the node cannot sign or
@@ -172,15 +175,18 @@ pub struct IdentityInfo {
     pub sealed: bool,
     /// SHA-256 of the DER certificate, hex: what a peer's TLS stack will see.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub certificate_sha256: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct UnlockParams {
     pub passphrase: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct StatusResult {
     pub version: String,
     pub pid: u32,
@@ -192,17 +198,20 @@ pub struct StatusResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SubscribeParams {
     pub topics: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct SubscribeResult {
     /// The client's subscriptions after the call.
     pub topics: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ClientsChanged {
     pub clients: usize,
     /// The client that connected or left.
@@ -212,12 +221,14 @@ pub struct ClientsChanged {
 
 /// `log.set`: the default level and per-area overrides, in the seed's level names.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LogSetParams {
     /// e.g. `"flesh,allpeers_net=bone"`.
     pub filter: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct LogInfo {
     pub filter: String,
     pub dir: String,

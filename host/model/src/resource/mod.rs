@@ -236,6 +236,7 @@ pub type Props = BTreeMap<String, Value>;
 
 /// A resource: identity, type, typed properties, anonymous children and local metadata.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct Resource {
     /// Empty means "assign one" when the resource is created in a store.
@@ -254,6 +255,7 @@ pub struct Resource {
 
 /// An anonymous complex value owned by its parent.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct Child {
     #[serde(default)]
@@ -328,6 +330,7 @@ impl Resource {
 
 /// A change to a resource (JSON form of `resources.update`).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct Patch {
     /// New values; `null` removes.
@@ -358,6 +361,7 @@ impl Patch {
 
 /// One reason a resource does not fit its type.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct ValidationError {
     /// Where: `properties.width`, `children.receipt[1].properties.peer`, `meta.rating`, `id`, `type`.
     pub path: String,

@@ -73,13 +73,13 @@ impl Identity {
         Self::from_secret(SigningKey::generate(&mut rand::rngs::OsRng).to_bytes())
     }
 
-    pub(crate) fn from_secret(secret: [u8; 32]) -> Self {
+    pub fn from_secret(secret: [u8; 32]) -> Self {
         let signing = SigningKey::from_bytes(&secret);
         let peer_id = PeerId::from_public_key(signing.verifying_key().to_bytes());
         Identity { signing, peer_id }
     }
 
-    pub(crate) fn secret(&self) -> Zeroizing<[u8; 32]> {
+    pub fn secret(&self) -> Zeroizing<[u8; 32]> {
         Zeroizing::new(self.signing.to_bytes())
     }
 

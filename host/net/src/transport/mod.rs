@@ -8,11 +8,15 @@
 //!   frame on a `D` stream: delivered reliably, where QUIC may drop them.
 //!
 //! Every connection knows the remote PeerId (from the TLS handshake), the transport, the path
-//! ([`PathKind`]: direct, callback, hole-punched, or relayed; see `crate::connector`) and who dialled. Streams count bytes into per-connection
-//! [`RateMeter`]s and wait on the throttle's limits.
+//! ([`PathKind`]: direct, callback, hole-punched, or relayed; the NAT crate's connector
+//! decides which) and who dialled. Streams count bytes into per-connection [`RateMeter`]s and
+//! wait on the throttle's limits.
+//!
+//! [`udp`] is the QUIC socket with hooks, so STUN and punch packets can share it.
 
 pub mod quic;
 pub mod tcp;
+pub mod udp;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -24,6 +28,9 @@ use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
 use crate::frame::{FrameDecoder, FrameError, encode_frame};
+
+/// Largest single read of `read_frame`.
+const READ_CHUNK: usize = 16 * 1024;
 use crate::throttle::{LimitPair, RateLimit, RateMeter};
 
 /// Which transport carries a connection.
@@ -288,7 +295,7 @@ impl Connection {
     }
 
     /// Relabels the path (the connector, before the endpoint adopts the connection).
-    pub(crate) fn set_path(&self, path: PathKind) {
+    pub fn set_path(&self, path: PathKind) {
         self.0.path.store(path as u8, Ordering::Relaxed);
     }
     pub fn direction(&self) -> Direction {
@@ -309,6 +316,8 @@ impl Connection {
             inner,
             shared: self.0.shared.clone(),
             own: Arc::new(RateLimit::default()),
+            owed: 0,
+            frame: None,
             _live: token,
         }
     }
@@ -600,6 +609,11 @@ pub struct RecvStream {
     inner: RecvInner,
     shared: Arc<StreamShared>,
     own: Arc<RateLimit>,
+    /// Bytes read but not yet paid for in the rate limits: paid before the next read, so a
+    /// read cancelled while waiting on a limit never loses what it read.
+    owed: usize,
+    /// A frame being read: kept across calls, so a cancelled `read_frame` loses nothing.
+    frame: Option<Box<FrameDecoder>>,
     _live: Arc<StreamToken>,
 }
 
@@ -609,8 +623,16 @@ impl RecvStream {
         self.own.set(bytes_per_second);
     }
 
-    /// Reads some bytes; 0 at the end of the stream.
+    /// Reads some bytes; 0 at the end of the stream. Cancel-safe: if the future is dropped,
+    /// no bytes were taken from the stream (the rate limits are paid before reading).
     pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        if self.owed > 0 {
+            let owed = self.owed;
+            self.shared.global.down.acquire(owed).await;
+            self.shared.peer.down.acquire(owed).await;
+            self.own.acquire(owed).await;
+            self.owed = 0;
+        }
         let n = match &mut self.inner {
             RecvInner::Quic(s) => s
                 .read(buf)
@@ -625,24 +647,29 @@ impl RecvStream {
         };
         if n > 0 {
             self.shared.record_received(n);
-            self.shared.global.down.acquire(n).await;
-            self.shared.peer.down.acquire(n).await;
-            self.own.acquire(n).await;
+            self.owed = n;
         }
         Ok(n)
     }
 
     /// Reads one frame (None at a clean end of stream). Reads never past the frame.
+    /// Cancel-safe: a call dropped mid-frame keeps what it read for the next call (whose
+    /// `limit` then is the first call's).
     pub async fn read_frame(&mut self, limit: usize) -> Result<Option<Bytes>, ConnectionError> {
-        let mut decoder = FrameDecoder::new(limit);
-        // On the stack: no allocation per frame besides the frame itself.
-        let mut chunk = [0u8; 16 * 1024];
+        let mut decoder = self
+            .frame
+            .take()
+            .unwrap_or_else(|| Box::new(FrameDecoder::new(limit)));
         loop {
             if let Some(frame) = decoder.next_frame() {
                 return Ok(Some(frame));
             }
-            let want = decoder.wanted().min(chunk.len());
-            let n = self.read(&mut chunk[..want]).await?;
+            // Sized to what the frame still needs (4 bytes while waiting for a header), so a
+            // long-lived idle line holds no large buffer.
+            let mut chunk = vec![0u8; decoder.wanted().min(READ_CHUNK)];
+            self.frame = Some(decoder);
+            let n = self.read(&mut chunk).await?;
+            decoder = self.frame.take().expect("the frame being read");
             if n == 0 {
                 decoder.finish()?;
                 return Ok(None);

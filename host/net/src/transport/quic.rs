@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
+use super::udp::HookedUdpSocket;
 use crate::identity::Identity;
 
 /// Default for the most streams of each kind the remote may have open at once. Their
@@ -73,14 +74,14 @@ pub(crate) fn client_config(
     Ok(config)
 }
 
-/// Binds the endpoint's UDP socket, wrapped so STUN can share it
-/// ([`crate::connectivity::demux`]).
+/// Binds the endpoint's UDP socket, wrapped so other protocols (STUN, hole punching) can
+/// share it ([`super::udp`]).
 pub(crate) fn bind(
     identity: &Identity,
     addr: SocketAddr,
     server: quinn::ServerConfig,
     client: quinn::ClientConfig,
-) -> std::io::Result<(quinn::Endpoint, Arc<crate::connectivity::demux::StunDemux>)> {
+) -> std::io::Result<(quinn::Endpoint, Arc<HookedUdpSocket>)> {
     let reset_seed = identity.sign(b"allpeers quic stateless reset key v1");
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_seed[..32]);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
@@ -97,15 +98,13 @@ pub(crate) fn bind(
         let _ = state.set_send_buffer_size((&socket).into(), SOCKET_BUFFER);
     }
     let runtime = Arc::new(quinn::TokioRuntime);
-    let demux = crate::connectivity::demux::StunDemux::new(quinn::Runtime::wrap_udp_socket(
-        &*runtime, socket,
-    )?);
+    let hooked = HookedUdpSocket::new(quinn::Runtime::wrap_udp_socket(&*runtime, socket)?);
     let mut endpoint = quinn::Endpoint::new_with_abstract_socket(
         endpoint_config,
         Some(server),
-        demux.clone(),
+        hooked.clone(),
         runtime,
     )?;
     endpoint.set_default_client_config(client);
-    Ok((endpoint, demux))
+    Ok((endpoint, hooked))
 }

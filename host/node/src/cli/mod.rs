@@ -84,7 +84,15 @@ pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
+/// A client of the daemon, started on demand the same race-free way the browser's native
+/// host starts it (`allpeers daemon` stays for foreground use).
 pub(crate) async fn connect(paths: &NodePaths) -> anyhow::Result<ApiClient> {
+    let stream = allpeers_node::native_host::connect_or_start(paths).await?;
+    Ok(ApiClient::over(stream, "allpeers-cli").await?)
+}
+
+/// A client of a daemon that is already running (to stop it, say): none is started.
+pub(crate) async fn connect_running(paths: &NodePaths) -> anyhow::Result<ApiClient> {
     match ApiClient::connect(&paths.socket, "allpeers-cli").await {
         Ok(client) => Ok(client),
         Err(ClientError::Connect { .. }) => bail!(
@@ -187,7 +195,7 @@ pub fn status(paths: &NodePaths, json_out: bool) -> anyhow::Result<()> {
 
 pub fn stop(paths: &NodePaths) -> anyhow::Result<()> {
     runtime()?.block_on(async {
-        let client = connect(paths).await?;
+        let client = connect_running(paths).await?;
         client.call(m::DAEMON_SHUTDOWN, json!({})).await?;
         println!("daemon stopping");
         Ok(())
@@ -420,7 +428,7 @@ pub(crate) fn discovery_lines(d: &Value) -> Vec<String> {
         let published = match dht["last_publish_ms"].as_u64() {
             Some(ms) => format!(
                 "record published {} s ago (stored by {} nodes)",
-                allpeers_net::hub::proto::now_ms().saturating_sub(ms) / 1000,
+                allpeers_model::hlc::now_ms().saturating_sub(ms) / 1000,
                 dht["last_publish_stored_at"].as_u64().unwrap_or(0)
             ),
             None => "record not published yet".to_string(),
@@ -644,7 +652,7 @@ mod tests {
         assert!(discovery_lines(&off).is_empty());
         let on = json!({
             "dht": {"enabled": true, "running": true, "bootstrapped": true,
-                    "last_publish_ms": allpeers_net::hub::proto::now_ms(), "last_publish_stored_at": 8,
+                    "last_publish_ms": allpeers_model::hlc::now_ms(), "last_publish_stored_at": 8,
                     "last_lookup_error": "apbob: no address record for apbob on the DHT"},
             "lan": {"enabled": true, "running": true, "group": "239.255.70.80:41730",
                     "refused": 1, "peers": [{"peer": "apbob", "from": "198.18.3.3:41730"}]},

@@ -1,15 +1,18 @@
 //! `allpeers daemon`: the node process. It owns the data dir (lock file), the identity and
 //! the local API socket, and serves every client (bridges for browsers, the CLI, apps).
+//!
+//! Module map: [`state`] (the daemon's shared state and event bus), [`area`] (what an area
+//! of the API is), [`router`] (the method table built from each area's `AREA`), [`client`]
+//! (what the daemon knows of one client), [`session`] (serving one client: frames, requests,
+//! events), [`rpc`] (params, results and errors shared by the areas). The areas are folders
+//! of the crate: `core`, `net`, `hub`, `social`, `resources`.
 
-mod discovery;
-mod dispatch;
-mod hub;
-mod letters;
-mod network;
-mod resources;
+pub mod area;
+pub mod client;
+pub mod router;
+pub mod rpc;
 mod session;
-mod social;
-mod state;
+pub mod state;
 
 use std::io::Write;
 use std::sync::Arc;
@@ -66,20 +69,19 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o600))?;
         }
-        let net_config = network::endpoint_config(config.net.quic, config.net.tcp);
+        let net_config = crate::net::endpoint_config(config.net.quic, config.net.tcp);
         let unlocked = identity.key.clone();
         let daemon = Arc::new(Daemon::new(
             paths.clone(),
             identity,
             store,
             net_config,
-            config.hub.clone(),
+            &config,
             Some(log),
             started,
         ));
-        daemon.discovery.configure(config.discovery.clone());
         if let Some(key) = unlocked {
-            go_online(&daemon, key).await;
+            crate::net::go_online(&daemon, key).await;
         }
         // Handle signals before announcing readiness: a SIGTERM right after READY must
         // shut down cleanly, not kill us.
@@ -104,15 +106,6 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
     })?;
     drop(lock);
     Ok(())
-}
-
-/// Starts the peer endpoint. A failure (e.g. a configured port in use) is logged and
-/// shown by `net.status`; the local API keeps serving.
-pub(crate) async fn go_online(daemon: &Arc<Daemon>, key: allpeers_net::Identity) {
-    if let Err(e) = network::start(daemon, key).await {
-        allpeers_log::skin!("cannot start the peer endpoint: {e:#}");
-        *daemon.net_error.lock().expect("net error lock") = Some(format!("{e:#}"));
-    }
 }
 
 /// Accepts clients until shutdown; each client is served by its own task, so one client's

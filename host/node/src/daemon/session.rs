@@ -18,7 +18,8 @@ use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Mutex, Semaphore, mpsc, watch};
 
-use super::dispatch::{self, EventSink, Session};
+use super::client::{EventSink, Session};
+use super::router;
 use super::state::Daemon;
 use crate::frames::{FrameReader, ReadError};
 
@@ -50,8 +51,8 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
     let writer: Writer = Arc::new(Mutex::new(writer));
 
     let (own_events, own_events_rx) = mpsc::channel(OWN_EVENTS);
-    let session = Arc::new(Session::new(own_events));
     let (subscriptions_tx, subscriptions_rx) = watch::channel(BTreeSet::<String>::new());
+    let session = Arc::new(Session::new(own_events, subscriptions_tx));
     let events_task = tokio::spawn(forward_events(
         daemon.clone(),
         subscriptions_rx,
@@ -100,8 +101,8 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
         };
         // Quick requests run inline, in order (so a request pipelined behind `hello`
         // or `events.subscribe` sees its effect); slow ones run beside the session.
-        if !dispatch::is_slow(&request.method) {
-            let response = dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
+        if !router::is_slow(&request.method) {
+            let response = router::handle(&daemon, &session, request).await;
             send(&writer, &response).await;
             if !said_hello && session.has_said_hello() {
                 said_hello = true;
@@ -121,21 +122,16 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let (daemon, session, writer, subscriptions_tx) = (
-            daemon.clone(),
-            session.clone(),
-            writer.clone(),
-            subscriptions_tx.clone(),
-        );
+        let (daemon, session, writer) = (daemon.clone(), session.clone(), writer.clone());
         tokio::spawn(async move {
-            let response = dispatch::handle(&daemon, &session, &subscriptions_tx, request).await;
+            let response = router::handle(&daemon, &session, request).await;
             send(&writer, &response).await;
             drop(permit);
         });
     }
 
     events_task.abort();
-    super::resources::forget_client(&daemon, session.take_subscriptions()).await;
+    crate::resources::forget_client(&daemon, session.take_subscriptions()).await;
     let _ = writer.lock().await.shutdown().await;
     if said_hello {
         let clients = daemon.client_left();

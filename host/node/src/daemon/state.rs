@@ -6,12 +6,13 @@ use std::time::Instant;
 
 use allpeers_log::LogHandle;
 use allpeers_model::PeerId;
-use allpeers_model::api::Event;
 use allpeers_model::api::methods::IdentityInfo;
+use allpeers_model::api::{ErrorCode, Event, RpcError};
 use allpeers_net::EndpointConfig;
 use allpeers_store::Store;
 
-use super::network::Network;
+use crate::net::parts::Network;
+use crate::social::state::Social;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
@@ -23,14 +24,11 @@ const EVENT_BACKLOG: usize = 1024;
 
 pub struct Daemon {
     pub paths: NodePaths,
-    /// The peer endpoint, once the identity is unlocked.
+    /// The network, once the identity is unlocked and the endpoint started.
     pub network: OnceLock<Network>,
     pub net_config: EndpointConfig,
-    /// The home hub's client, once online with a hub configured.
-    pub hub: OnceLock<allpeers_net::hub::HubClient>,
-    /// Reaches peers by the cheapest path that works (direct, callback, punch, relay).
-    pub connector: OnceLock<allpeers_net::connector::Connector>,
     pub hub_config: Option<crate::config::HubSection>,
+    pub discovery_config: crate::config::DiscoverySection,
     /// Why the endpoint did not start, if it failed.
     pub net_error: Mutex<Option<String>>,
     /// The resource store. rusqlite is synchronous: callers lock it on the blocking pool.
@@ -39,9 +37,8 @@ pub struct Daemon {
     pub identity: Mutex<NodeIdentity>,
     pub log: Option<LogHandle>,
     pub shutdown: CancellationToken,
-    /// Contacts' presence, the clock and the outbox (`social.rs`).
-    pub social: super::social::Social,
-    pub discovery: super::discovery::Discovery,
+    /// Contacts' presence, the clock and the outbox.
+    pub social: Social,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -52,7 +49,7 @@ impl Daemon {
         identity: NodeIdentity,
         store: Store,
         net_config: EndpointConfig,
-        hub_config: Option<crate::config::HubSection>,
+        config: &crate::config::NodeConfig,
         log: Option<LogHandle>,
         started: Instant,
     ) -> Self {
@@ -60,21 +57,49 @@ impl Daemon {
         Daemon {
             paths,
             network: OnceLock::new(),
-            connector: OnceLock::new(),
             net_config,
             net_error: Mutex::new(None),
-            hub: OnceLock::new(),
-            hub_config,
+            hub_config: config.hub.clone(),
+            discovery_config: config.discovery.clone(),
             store: Arc::new(Mutex::new(store)),
             started,
             identity: Mutex::new(identity),
             log,
             shutdown: CancellationToken::new(),
-            social: super::social::Social::new(&identity_peer),
-            discovery: Default::default(),
+            social: Social::new(&identity_peer),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }
+    }
+
+    /// The home hub's client, once online with a hub configured.
+    pub fn hub(&self) -> Option<&allpeers_hub_client::HubClient> {
+        self.network.get()?.hub.as_ref()
+    }
+
+    /// The connector, once online.
+    pub fn connector(&self) -> Option<&allpeers_nat::connector::Connector> {
+        Some(&self.network.get()?.connector)
+    }
+
+    /// Runs `work` on the store on the blocking pool (rusqlite is synchronous); store errors
+    /// become the API's resource error codes.
+    pub async fn on_store<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Store) -> Result<T, allpeers_store::StoreError> + Send + 'static,
+    ) -> Result<T, RpcError> {
+        let store = self.store.clone();
+        tokio::task::spawn_blocking(move || work(&mut store.lock().expect("store lock")))
+            .await
+            .map_err(|e| RpcError::new(ErrorCode::Internal, e.to_string()))?
+            .map_err(|e| {
+                let api = allpeers_store::api::ApiError::from(e);
+                RpcError {
+                    code: i32::try_from(api.code).unwrap_or(ErrorCode::Internal.code()),
+                    message: api.message,
+                    data: api.data,
+                }
+            })
     }
 
     pub fn peer_id(&self) -> PeerId {

@@ -376,7 +376,7 @@ pub fn apply_incoming(
             if !member {
                 return Err(ChatError::NotAMember);
             }
-            let now = allpeers_net::hub::proto::now_ms() as i64;
+            let now = allpeers_model::hlc::now_ms() as i64;
             let mut taken = Vec::new();
             for id in ids {
                 let rid = message_resource_id(me, id);

@@ -55,6 +55,12 @@ pub fn issue_token(identity: &Identity, now_ms: u64) -> Vec<u8> {
     token
 }
 
+/// When an invite's token stops being honoured (unix ms), as its issuer wrote it; only the
+/// issuer can check the rest.
+pub fn token_expires(token: &[u8]) -> Option<u64> {
+    (token.len() == 24).then(|| u64::from_le_bytes(token[..8].try_into().expect("8 bytes")))
+}
+
 /// Whether `token` is one of ours and not expired.
 pub fn check_token(identity: &Identity, token: &[u8], now_ms: u64) -> bool {
     if token.len() != 24 {

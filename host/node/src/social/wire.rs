@@ -37,7 +37,7 @@ pub enum ContactPayload {
     Remove,
     /// My availability and status text, told directly to a connected contact.
     Presence {
-        availability: allpeers_net::hub::Availability,
+        availability: allpeers_hub_client::Availability,
         text: String,
     },
 }

@@ -1,0 +1,1102 @@
+// Generated from allpeers-model's api::contract by host/model/tests/typescript.rs — do not edit.
+// Regenerate: ALLPEERS_BLESS=1 cargo test -p allpeers-model --features ts --test typescript
+/* eslint-disable */
+
+/** The local API version this file describes (`hello`'s `api_version`). */
+export const API_VERSION = 1;
+
+/** Every method: its params and its result. */
+export interface Methods {
+  /** The first call of every session: names the client and the API version it speaks. */
+  "hello": { params: HelloParams; result: HelloResult };
+  /** Answers its params unchanged (latency checks, tests). */
+  "ping": { params: JsonValue; result: JsonValue };
+  /** The daemon's version, process, paths, clients and identity. */
+  "status.get": { params: NoParams; result: StatusResult };
+  /** The node's identity. */
+  "identity.get": { params: NoParams; result: IdentityInfo };
+  /** Opens a sealed identity with its passphrase (`WrongPassphrase` otherwise). */
+  "identity.unlock": { params: UnlockParams; result: IdentityInfo };
+  /** Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`). */
+  "events.subscribe": { params: SubscribeParams; result: SubscribeResult };
+  /** Removes topics from this client's subscriptions. */
+  "events.unsubscribe": { params: SubscribeParams; result: SubscribeResult };
+  /** The log filter and the log files' directory. */
+  "log.get": { params: NoParams; result: LogInfo };
+  /** Sets the log filter (`skin`, `marrow`, `flesh`, `bone`, per area `area=level`). */
+  "log.set": { params: LogSetParams; result: LogInfo };
+  /** Stops the daemon: every session is closed, then it exits. */
+  "daemon.shutdown": { params: NoParams; result: ShutdownResult };
+  /** The endpoint, its connections, the hub line, connectivity and discovery. */
+  "net.status": { params: NoParams; result: NetStatus };
+  /** Reaches a peer through the connector (direct, callback, hole punched or relayed). */
+  "net.connect": { params: PeerParams; result: ConnectResult };
+  /** Registers a name at the home hub. */
+  "hub.register": { params: NameParams; result: RegisterResult };
+  /** Looks up a name or a PeerId at the home hub (a verified answer). */
+  "hub.resolve": { params: ResolveParams; result: ResolveResult };
+  /** Asks the hub for these peers' presence (`presence.changed` / `presence.refused`). */
+  "hub.watch": { params: PeersParams; result: PeersParams };
+  /** Stops watching these peers' presence. */
+  "hub.unwatch": { params: PeersParams; result: PeersParams };
+  /** A connection to the peer through the hub's relay (TLS end to end). */
+  "hub.relay": { params: PeerParams; result: RelayResult };
+  /** Our contacts (every state but `none`). */
+  "contacts.list": { params: NoParams; result: Array<Contact> };
+  /** Asks a peer (by `name@hub`, PeerId or invite code) to become a contact. */
+  "contacts.add": { params: AddContactParams; result: AddedContact };
+  /** Accepts a peer's contact request. */
+  "contacts.accept": { params: PeerParams; result: Contact };
+  /** Declines a contact request (the requester is not told). */
+  "contacts.decline": { params: PeerParams; result: Contact };
+  /** Removes a contact; the other side is told and stops seeing us. */
+  "contacts.remove": { params: PeerParams; result: Contact };
+  /** Blocks a peer: its letters are dropped unread, it cannot see our presence. */
+  "contacts.block": { params: PeerParams; result: Contact };
+  /** Unblocks a peer. */
+  "contacts.unblock": { params: PeerParams; result: Contact };
+  /** An invite code: a contact request carrying it is accepted at once. */
+  "contacts.invite": { params: NoParams; result: Invite };
+  /** Sets our presence; contacts hear it through the hub and, when connected, directly. */
+  "presence.set": { params: PresenceParams; result: OwnPresence };
+  /** Our presence. */
+  "presence.get": { params: NoParams; result: OwnPresence };
+  /** Every chat, most recent first. */
+  "chat.list": { params: NoParams; result: Array<Chat> };
+  /** The 1:1 chat with an accepted contact (the same id on both sides). */
+  "chat.open": { params: PeerParams; result: Chat };
+  /** Creates a group chat with contacts. */
+  "chat.create_group": { params: CreateGroupParams; result: Chat };
+  /** Sends a message: stored before the call returns, delivered in the background. */
+  "chat.send": { params: SendParams; result: Message };
+  /** A page of a chat's messages, oldest first. */
+  "chat.history": { params: HistoryParams; result: Array<Message> };
+  /** Edits one of our messages. */
+  "chat.edit": { params: EditParams; result: Message };
+  /** Deletes one of our messages (its body is emptied). */
+  "chat.delete": { params: MessageParams; result: Message };
+  /** Marks a chat read; the senders get read receipts. */
+  "chat.read": { params: ChatParams; result: ReadResult };
+  /** Tells connected members we are typing (never mailed). */
+  "chat.typing": { params: ChatParams; result: ChatParams };
+  /** Creates a resource. */
+  "resources.create": { params: CreateParams; result: Resource };
+  /** A resource by id, or null. */
+  "resources.get": { params: IdParams; result: Resource | null };
+  /** Patches a resource (`null` removes a property). */
+  "resources.update": { params: UpdateParams; result: Resource };
+  /** Deletes a resource. */
+  "resources.delete": { params: IdParams; result: null };
+  /** Resources (or their ids) matching a query. */
+  "resources.query": { params: QueryParams; result: QueryResult };
+  /** How many resources match a query. */
+  "resources.count": { params: CountParams; result: number };
+  /** Subscribes this client to resource changes (`resource.changed`, `list.changed`). */
+  "resources.subscribe": { params: ResourceSubscribeParams; result: SubscriptionParams };
+  /** Drops a subscription: false if it is not this client's. */
+  "resources.unsubscribe": { params: SubscriptionParams; result: boolean };
+  /** A list's items (and its query, when query-backed). */
+  "lists.items": { params: IdParams; result: ListItems };
+  /** Inserts an item into a list; answers its position. */
+  "lists.insert": { params: ListItemParams; result: number };
+  /** Moves an item in a list; answers its position. */
+  "lists.move": { params: ListItemParams; result: number };
+  /** Removes an item from a list. */
+  "lists.remove": { params: ListItemParams; result: null };
+  /** Registers (or evolves) a RELAX NG schema file. */
+  "schemas.register": { params: RegisterSchemaParams; result: RegisterSchemaResult };
+  /** The names of every registered type. */
+  "schemas.list": { params: NoParams; result: Array<string> };
+  /** A type's description: lineage, properties with `declaredBy`, children, metadata. */
+  "schemas.describe": { params: TypeParams; result: JsonValue };
+}
+
+export type MethodName = keyof Methods;
+export type ParamsOf<M extends MethodName> = Methods[M]["params"];
+export type ResultOf<M extends MethodName> = Methods[M]["result"];
+
+/** Every event topic: the `data` of its events. */
+export interface Events {
+  /** A local API client connected or disconnected. */
+  "clients.changed": ClientsChanged;
+  /** The identity was unlocked. */
+  "identity.changed": IdentityInfo;
+  /** The log filter changed. */
+  "log.changed": LogInfo;
+  /** Schemas were registered or evolved. */
+  "schema.changed": RegisterSchemaResult;
+  /** The network changed: status, a connection, connectivity, discovery. */
+  "net.changed": NetChange;
+  /** The home hub's line went up or down. */
+  "hub.changed": HubChange;
+  /** A contact's presence changed. */
+  "presence.changed": PresenceChange;
+  /** The hub will not show this peer's presence (it does not watch us). */
+  "presence.refused": PeerIdData;
+  /** A peer asked to reach us through the hub's relay. */
+  "relay.offered": RelayOffer;
+  /** A peer asks to become a contact. */
+  "contact.request": ContactRequestData;
+  /** A contact's state or name changed. */
+  "contact.changed": Contact;
+  /** A message arrived, or one client sent one (others see it too). */
+  "message.received": Message;
+  /** A message was edited or deleted. */
+  "message.updated": Message;
+  /** A recipient got or read our message, or it was queued in their mailbox. */
+  "chat.receipt": ReceiptData;
+  /** Someone is typing. */
+  "chat.typing": TypingData;
+  /** A chat was created or changed (e.g. a group we were added to). */
+  "chat.changed": Chat;
+  /** This client lost events (it did not read fast enough); sent unsubscribed. */
+  "events.dropped": DroppedData;
+  /** A resource was created, updated or deleted (`resources.subscribe` only). */
+  "resource.changed": ResourceChange;
+  /** A list gained, lost or moved an item (`resources.subscribe` only). */
+  "list.changed": ResourceChange;
+}
+
+export type TopicName = keyof Events;
+
+/** The daemon's error codes (`error.code`), by name. */
+export const ErrorCode = {
+  /** parse error: the frame is not UTF-8 (offset given) or not JSON; the session goes on */
+  ParseError: -32700,
+  /** invalid request: JSON, but not a request (not an object, no `id`, no `method`, `jsonrpc` ≠ "2.0", `params` not object/array) */
+  InvalidRequest: -32600,
+  /** method not found: unknown method (named) */
+  MethodNotFound: -32601,
+  /** invalid params: params of the wrong shape (the field and expectation named), unknown topic, bad log filter, a request the store refuses (`BadRequest`) */
+  InvalidParams: -32602,
+  /** internal: the daemon failed (store, SQL, a task); logged */
+  Internal: -32603,
+  /** hello required: a method other than `hello` came first */
+  HelloRequired: -32000,
+  /** unsupported version: `hello` asked for an API version this daemon does not speak */
+  UnsupportedVersion: -32001,
+  /** frame too large: a length prefix over 8 MiB; the connection closes */
+  FrameTooLarge: -32002,
+  /** truncated frame: the stream ended inside a frame; the connection closes */
+  TruncatedFrame: -32003,
+  /** wrong passphrase: `identity.unlock` with a passphrase that does not open the key */
+  WrongPassphrase: -32004,
+  /** invalid resource: the resource does not fit its type; `data`: `{errors: [{path, reason}]}` */
+  InvalidResource: -32010,
+  /** not found: no resource with that id */
+  NotFound: -32011,
+  /** exists: the id is taken, or the item is already in the list */
+  Exists: -32012,
+  /** schema refused: `schemas.register` refused the file; `data`: `{file, line, reason}` */
+  SchemaRefused: -32013,
+  /** invalid query: the query was refused; `data`: `{path, reason}` */
+  InvalidQuery: -32014,
+  /** adapter refused: a resource adapter refused the write; `data`: `{type, reason}` */
+  AdapterRefused: -32015,
+  /** name taken: `hub.register`: another key holds the name */
+  NameTaken: -32020,
+  /** bad name: 1–32 characters a-z 0-9 `-` `_` `.`, starting with a letter or digit (the message names the rule) */
+  BadName: -32021,
+  /** answer rejected: the hub's answer failed verification: wrong signature, answer to another question (replay), or stale */
+  AnswerRejected: -32022,
+  /** relay refused: the peer did not agree to be relayed to */
+  RelayRefused: -32023,
+  /** quota: the hub's relay quota is used up */
+  Quota: -32024,
+  /** hub unreachable: the hub (or the proxy to it) cannot be reached */
+  HubUnreachable: -32025,
+  /** peer offline: the peer has no presence line at the hub */
+  PeerOffline: -32026,
+  /** no hub: no home hub is configured, or the node is offline (identity locked); contacts, presence and chat need the node online */
+  NoHub: -32027,
+  /** connect failed: `net.connect` (or a contact request): no path worked; `data.attempts` lists what was tried and why each failed */
+  ConnectFailed: -32028,
+  /** not a contact: not an accepted contact (`chat.open`, group members) */
+  NotAContact: -32030,
+  /** unknown peer: a name the hub does not know (`contacts.add`) */
+  UnknownPeer: -32031,
+  /** not found (social): no contact request to accept, no such chat */
+  RequestOrChatNotFound: -32032,
+  /** too large: a message, group title, request or status text over its limit */
+  TooLarge: -32034,
+  /** refused by the peer: the peer refused the letter (e.g. a contact request) */
+  RefusedByPeer: -32035,
+} as const;
+
+export type ErrorCodeName = keyof typeof ErrorCode;
+
+/**
+ * `contacts.add`'s params.
+ */
+export type AddContactParams = {
+  /** `name@hub`, a PeerId or an invite code (`apinvite1…`). */
+  who: string;
+  /** A note to the peer (≤ 512 bytes). */
+  message?: string;
+};
+
+/**
+ * `contacts.add`'s result: the contact, and how the request went when one was sent.
+ */
+export type AddedContact = {
+  /** Absent when no request was sent (already a contact, or they had asked us). */
+  delivered?: Delivered;
+  peer_id: PeerId;
+  /** `alice@hub`, from the hub's signed directory. */
+  name: string | null;
+  title: string | null;
+  state: ContactState;
+  /** The text of their contact request. */
+  request_message: string | null;
+  nickname: string | null;
+  presence: Presence;
+};
+
+/**
+ * An address to dial: the transport and the socket address.
+ */
+export type Address = {
+  transport: TransportKind;
+  addr: string;
+};
+
+/**
+ * One dial, signal, punch, birthday or relay attempt of a connect.
+ */
+export type Attempt = {
+  method: string;
+  outcome: string;
+  /** Milliseconds after the start of the connect. */
+  at_ms: number;
+};
+
+/**
+ * What a peer (or we) can be set to.
+ */
+export type Availability = "online" | "away" | "busy";
+
+/**
+ * A name certificate signed by the hub.
+ */
+export type Certificate = {
+  name: string;
+  hub_name: string;
+  /** `name@hub_name`. */
+  full_name: string;
+  peer_id: PeerId;
+  hub_peer_id: PeerId;
+  /** Unix milliseconds. */
+  issued_at: number;
+  /** Base64 of the hub's signature. */
+  signature: string;
+};
+
+/**
+ * What happened to a resource or a list.
+ */
+export type ChangeKind = "created" | "updated" | "deleted" | "itemAdded" | "itemRemoved" | "itemMoved";
+
+/**
+ * A conversation: a Chat resource with its unread count and last message.
+ */
+export type Chat = {
+  /** `dm-…` (the same on both sides) or `grp-…`. */
+  id: string;
+  title: string | null;
+  group: boolean;
+  participants: Array<PeerId>;
+  creator: PeerId | null;
+  unread: number;
+  last: Message | null;
+};
+
+/**
+ * `{"chat": id}`: `chat.read`'s and `chat.typing`'s params, `chat.typing`'s result.
+ */
+export type ChatParams = {
+  chat: string;
+};
+
+/**
+ * An anonymous complex value owned by its parent.
+ */
+export type Child = {
+  properties: { [key in string]: PropertyValue };
+  children?: { [key in string]: Array<Child> };
+};
+
+export type ClientsChanged = {
+  clients: number;
+  /** The client that connected or left. */
+  client: string;
+  connected: boolean;
+};
+
+/**
+ * A comparison of a property (or metadata entry) with a value.
+ */
+export type Cond = {
+  name: string;
+  op: Op;
+  value?: PropertyValue;
+};
+
+/**
+ * `net.connect`'s result: the path that won, why, and every attempt.
+ */
+export type ConnectResult = {
+  peer_id: PeerId;
+  path: PathKind;
+  transport: TransportKind;
+  /** Which way won and why. */
+  why: string;
+  elapsed_ms: number;
+  local: NatFacts | null;
+  /** The target's facts, when it answered our signal. */
+  remote: NatFacts | null;
+  attempts: Array<Attempt>;
+};
+
+/**
+ * A peer connected.
+ */
+export type Connected = {
+  peer: PeerId;
+  transport: TransportKind;
+  direction: Direction;
+};
+
+/**
+ * A live connection in `net.status`.
+ */
+export type ConnectionInfo = {
+  peer: PeerId;
+  transport: TransportKind;
+  direction: Direction;
+  path: PathKind;
+  /** The connector's reason, when it made the connection. */
+  why: string | null;
+};
+
+/**
+ * A contact: a Peer resource (`peer:<PeerId>`) with its presence.
+ */
+export type Contact = {
+  peer_id: PeerId;
+  /** `alice@hub`, from the hub's signed directory. */
+  name: string | null;
+  title: string | null;
+  state: ContactState;
+  /** The text of their contact request. */
+  request_message: string | null;
+  nickname: string | null;
+  presence: Presence;
+};
+
+/**
+ * `contact.request`'s data.
+ */
+export type ContactRequestData = {
+  peer_id: PeerId;
+  message: string;
+  contact: Contact;
+};
+
+/**
+ * A contact's state, ours to them.
+ */
+export type ContactState = "none" | "outgoing" | "incoming" | "accepted" | "declined" | "blocked";
+
+/**
+ * `resources.count`'s params.
+ */
+export type CountParams = {
+  query: Query;
+};
+
+/**
+ * `chat.create_group`'s params.
+ */
+export type CreateGroupParams = {
+  title: string;
+  /** PeerIds of contacts (fewer than 64). */
+  members: Array<PeerId>;
+};
+
+export type CreateParams = {
+  resource: Resource;
+};
+
+/**
+ * How a letter was delivered.
+ */
+export type Delivered = "direct" | "relayed" | "mailed";
+
+/**
+ * Our record was stored on the DHT.
+ */
+export type DhtPublished = {
+  /** Unix milliseconds. */
+  at_ms: number | null;
+  /** DHT nodes that stored it. */
+  stored_at: number | null;
+  /** What the record carries. */
+  addresses: unknown[];
+};
+
+/**
+ * Who opened the connection.
+ */
+export type Direction = "outbound" | "inbound";
+
+/**
+ * A peer disconnected.
+ */
+export type Disconnected = {
+  peer: PeerId;
+  reason: string;
+};
+
+/**
+ * `events.dropped`'s data.
+ */
+export type DroppedData = {
+  /** Events this client lost. */
+  dropped: number;
+};
+
+/**
+ * `chat.edit`'s params.
+ */
+export type EditParams = {
+  /** One of our own messages. */
+  message: string;
+  body: string;
+};
+
+/**
+ * A condition.
+ */
+export type Expr = { "prop": Cond } | { "meta": Cond } | { "any": Array<Expr> } | { "all": Array<Expr> } | { "not": Expr } | { "isA": string } | { "ids": Array<string> } | { "listsContaining": Query } | { "itemsOf": Query };
+
+/**
+ * Which inbound packets the NAT lets through to a mapping (RFC 5780 §4.4).
+ */
+export type Filtering = "endpoint-independent" | "address-dependent" | "address-and-port-dependent" | "unknown";
+
+export type HelloParams = {
+  /** Who is calling, e.g. "allpeers-cli", "extension/chromium". */
+  client: string;
+  api_version: number;
+};
+
+export type HelloResult = {
+  server: string;
+  server_version: string;
+  api_version: number;
+  /** Methods and event topics this daemon serves. */
+  methods: Array<string>;
+  topics: Array<string>;
+  peer_id: PeerId;
+};
+
+/**
+ * `chat.history`'s params.
+ */
+export type HistoryParams = {
+  chat: string;
+  /** Only messages before this `hlc`. */
+  before?: string;
+  /** Default 50, at most 500. */
+  limit?: number;
+};
+
+/**
+ * `hub.changed`'s data.
+ */
+export type HubChange = { "state": "online", observed: string, } | { "state": "offline", reason: string, };
+
+/**
+ * The home hub line's state.
+ */
+export type HubState = "connecting" | "online" | "offline" | "stopped";
+
+/**
+ * The hub part of `net.status`.
+ */
+export type HubStatus = {
+  /** The hub's PeerId. */
+  hub: PeerId;
+  state: HubState;
+  /** The address the hub sees us at (while online). */
+  observed: string | null;
+  via_proxy: boolean;
+  proxy_error: string | null;
+  /** Why the line went down last. */
+  last_error: string | null;
+};
+
+export type IdParams = {
+  id: string;
+};
+
+export type IdentityInfo = {
+  peer_id: PeerId;
+  /**
+   * True while the private key is sealed and not yet unlocked: the node cannot sign or
+   * connect until `identity.unlock`.
+   */
+  locked: boolean;
+  sealed: boolean;
+  /** SHA-256 of the DER certificate, hex: what a peer's TLS stack will see. */
+  certificate_sha256?: string;
+};
+
+/**
+ * `contacts.invite`'s result.
+ */
+export type Invite = {
+  /**
+   * `apinvite1…`: our PeerId, name, home hub, and a token that makes a request
+   * carrying it accepted at once.
+   */
+  code: string;
+  /** Unix milliseconds (14 days on). */
+  expires: number;
+};
+
+export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
+
+/**
+ * A peer seen on the LAN for the first time (`new`), or with changed addresses.
+ */
+export type LanPeer = {
+  peer: PeerId;
+  /** `[{kind: local/observed/mapped, address: {transport, addr}}]`. */
+  addresses: unknown[];
+  /** Where the announcement came from (ip:port). */
+  from: string;
+  new: boolean;
+};
+
+/**
+ * A link attached to a message.
+ */
+export type LinkParams = {
+  /** http or https only. */
+  url: string;
+  title?: string;
+  description?: string;
+  /** Base64 of a small preview image (≤ 16 KiB). */
+  preview?: string;
+};
+
+export type ListItemParams = {
+  list: string;
+  item: string;
+  /** Insert/move target position (insert: absent = append). */
+  index?: number;
+};
+
+/**
+ * `lists.items`'s result.
+ */
+export type ListItems = {
+  id: string;
+  /** Set for a query-backed list. */
+  query: Query | null;
+  /** Item ids, in order. */
+  items: Array<string>;
+};
+
+export type LogInfo = {
+  filter: string;
+  dir: string;
+};
+
+/**
+ * `log.set`: the default level and per-area overrides, in the seed's level names.
+ */
+export type LogSetParams = {
+  /** e.g. `"flesh,allpeers_net=bone"`. */
+  filter: string;
+};
+
+/**
+ * How the NAT maps an internal address to external ones (RFC 4787 / RFC 5780 §4.3).
+ */
+export type Mapping = "none" | "endpoint-independent" | "address-dependent" | "address-and-port-dependent" | "unknown";
+
+/**
+ * A message: a Message resource (`m:<sender>:<id>`) as the API shows it.
+ */
+export type Message = {
+  id: string;
+  /** The chat's id. */
+  chat: string;
+  sender: PeerId;
+  /** We sent it. */
+  outgoing: boolean;
+  body: string;
+  /** The sender's clock, unix ms. */
+  sent: number | null;
+  /** Hybrid logical clock: the conversation's order, right across clock skew. */
+  hlc: string;
+  edited: boolean;
+  /** Deleted: the body is empty. */
+  deleted: boolean;
+  read: boolean;
+  /** Recipients not reached yet. */
+  pending: Array<PeerId>;
+  receipts: Array<Receipt>;
+  /** The attached Link resource. */
+  link: Resource | null;
+};
+
+/**
+ * `chat.delete`'s params.
+ */
+export type MessageParams = {
+  /** One of our own messages. */
+  message: string;
+};
+
+/**
+ * `hub.register`'s params.
+ */
+export type NameParams = {
+  /** `alice` or `alice@hub`. */
+  name: string;
+};
+
+/**
+ * What a peer knows about its own network.
+ */
+export type NatFacts = {
+  mapping: Mapping;
+  filtering: Filtering;
+  /** UDP reaches the internet (a STUN answer came back). */
+  udp: boolean;
+  /** The hub reached our TCP listener from outside. */
+  tcp_reachable: boolean;
+};
+
+/**
+ * `net.changed`'s data: one of its members.
+ */
+export type NetChange = { "status": StatusEvent } | { "connected": Connected } | { "disconnected": Disconnected } | { "connectivity": Record<string, unknown> | null } | { "dht_published": DhtPublished } | { "lan_peer": LanPeer };
+
+/**
+ * The endpoint is running.
+ */
+export type NetRunning = {
+  /** True. */
+  running: true;
+  /** Some non-loopback interface has an address. */
+  online: boolean;
+  /** Non-loopback interface addresses. */
+  addresses: Array<string>;
+  listening: Array<Address>;
+  connections: Array<ConnectionInfo>;
+  /** Null without a home hub. */
+  hub: HubStatus | null;
+  /**
+   * What discovery through the home hub found (`state` unknown/checking/done, the NAT
+   * report's fields; `docs/api.md`).
+   */
+  connectivity: Record<string, unknown>;
+  /**
+   * DHT and LAN discovery (`dht`, `lan`, `addresses`, `errors`; `docs/api.md`), null
+   * until configured.
+   */
+  discovery: Record<string, unknown> | null;
+};
+
+/**
+ * `net.status`'s result: stopped (identity locked, endpoint down), or running.
+ */
+export type NetStatus = NetStopped | NetRunning;
+
+/**
+ * The endpoint is not running.
+ */
+export type NetStopped = {
+  /** False. */
+  running: false;
+  reason: string;
+};
+
+/**
+ * Params of a method that takes none.
+ */
+export type NoParams = Record<string, never>;
+
+/**
+ * `{"found": false, "verified": true}`.
+ */
+export type NotFound = {
+  /** False. */
+  found: false;
+  /** Always true: a forged, replayed or stale answer is an error instead. */
+  verified: boolean;
+};
+
+/**
+ * The hub a peer is online at.
+ */
+export type OnlineAt = {
+  name: string;
+  peer_id: PeerId;
+  /** `quic://ip:port`, `tcp://ip:port`. */
+  addresses: Array<string>;
+};
+
+export type Op = "=" | "!=" | "<" | "<=" | ">" | ">=" | "prefix" | "contains" | "isNull" | "notNull";
+
+/**
+ * Our own presence (`presence.set`, `presence.get`).
+ */
+export type OwnPresence = {
+  state: Availability;
+  text: string;
+};
+
+/**
+ * A change to a resource (JSON form of `resources.update`).
+ */
+export type Patch = {
+  /** New values; `null` removes. */
+  properties: { [key in string]: PropertyValue };
+  /** Child slots to replace (an empty array clears the slot). */
+  children?: { [key in string]: Array<Child> };
+  /** Local metadata to set; `null` removes. */
+  meta?: { [key in string]: PropertyValue };
+};
+
+/**
+ * How a connection was established.
+ */
+export type PathKind = "direct" | "callback" | "hole_punched" | "relayed";
+
+/**
+ * A node's identity: `ap` and the base32 of its Ed25519 public key.
+ */
+export type PeerId = string;
+
+/**
+ * `{"peer_id": PeerId}` (`presence.refused`).
+ */
+export type PeerIdData = {
+  peer_id: PeerId;
+};
+
+/**
+ * `{"peer": PeerId}`: the params of `net.connect`, `hub.relay`, `contacts.*`, `chat.open`.
+ */
+export type PeerParams = {
+  peer: PeerId;
+};
+
+/**
+ * `hub.watch` / `hub.unwatch`: params and result.
+ */
+export type PeersParams = {
+  peers: Array<PeerId>;
+};
+
+/**
+ * A contact's presence (not stored: only true while we hear it).
+ */
+export type Presence = {
+  online: boolean;
+  state: PresenceState;
+  /** The status text (≤ 280 bytes); empty while offline. */
+  text: string;
+};
+
+/**
+ * `presence.changed`'s data.
+ */
+export type PresenceChange = {
+  peer_id: PeerId;
+  online: boolean;
+  state: PresenceState;
+  text: string;
+};
+
+/**
+ * `presence.set`'s params.
+ */
+export type PresenceParams = {
+  state: Availability;
+  /** ≤ 280 bytes are kept. */
+  text?: string;
+};
+
+/**
+ * A contact's presence as shown: `offline` unless the hub or the peer says otherwise.
+ */
+export type PresenceState = "online" | "away" | "busy" | "offline";
+
+/**
+ * A property value: dates are ISO 8601 strings, binary values base64 strings.
+ */
+export type PropertyValue = null | boolean | number | string | Array<PropertyValue>;
+
+/**
+ * A query over resources of one type and its subtypes.
+ */
+export type Query = {
+  type: string;
+  /** All must hold. */
+  where?: Array<Expr>;
+  sort?: Array<SortKey>;
+  limit?: number;
+  offset?: number;
+};
+
+export type QueryParams = {
+  query: Query;
+  /** Return ids only (default: full resources). */
+  ids_only?: boolean;
+};
+
+/**
+ * `{"resources": [...]}`, or `{"ids": [...]}` with `ids_only` (present even when empty).
+ */
+export type QueryResult = { resources: Array<Resource>, } | { ids: Array<string>, };
+
+/**
+ * `chat.read`'s result.
+ */
+export type ReadResult = {
+  chat: string;
+  /** Messages marked read. */
+  marked: number;
+};
+
+/**
+ * A recipient's receipt of a message.
+ */
+export type Receipt = {
+  peer_id: PeerId;
+  delivered: boolean;
+  read: boolean;
+};
+
+/**
+ * `chat.receipt`'s data.
+ */
+export type ReceiptData = {
+  /** The message's id. */
+  message: string;
+  chat: string;
+  peer_id: PeerId;
+  kind: ReceiptKind;
+  /** How our letter went, for receipts we made on sending. */
+  via?: Delivered;
+};
+
+/**
+ * What a receipt says.
+ */
+export type ReceiptKind = "queued" | "delivered" | "read";
+
+/**
+ * `hub.register`'s result.
+ */
+export type RegisterResult = {
+  certificate: Certificate;
+};
+
+export type RegisterSchemaParams = {
+  /** File name, e.g. `Photo.rng` (1-128 of letters, digits, `.`, `_`, `-`). */
+  file: string;
+  /** The RELAX NG text. */
+  text: string;
+};
+
+export type RegisterSchemaResult = {
+  types: Array<string>;
+};
+
+/**
+ * `relay.offered`'s data.
+ */
+export type RelayOffer = {
+  from: PeerId;
+  accepted: boolean;
+};
+
+/**
+ * `hub.relay`'s result.
+ */
+export type RelayResult = {
+  peer_id: PeerId;
+  /** `relayed`. */
+  path: PathKind;
+  transport: TransportKind;
+};
+
+/**
+ * `hub.resolve`'s params.
+ */
+export type ResolveParams = {
+  /** `name`, `name@hub` or a PeerId. */
+  query: string;
+};
+
+/**
+ * `hub.resolve`'s result: not found, or the peer's verified directory entry.
+ */
+export type ResolveResult = NotFound | Resolved;
+
+/**
+ * A peer's entry in the hub's directory.
+ */
+export type Resolved = {
+  /** True. */
+  found: true;
+  /** Always true: a forged, replayed or stale answer is an error instead. */
+  verified: boolean;
+  peer_id: PeerId;
+  /** `name@hub`, when the peer registered one. */
+  name: string | null;
+  certificate: Certificate | null;
+  /** `quic://ip:port`, `tcp://ip:port`. */
+  addresses: Array<string>;
+  online: boolean;
+  online_at: OnlineAt | null;
+  /** Unix milliseconds of the last presence, if ever seen. */
+  last_seen: number | null;
+};
+
+/**
+ * A resource: identity, type, typed properties, anonymous children and local metadata.
+ */
+export type Resource = {
+  /** Empty means "assign one" when the resource is created in a store. */
+  id: string;
+  type: string;
+  properties: { [key in string]: PropertyValue };
+  children?: { [key in string]: Array<Child> };
+  /** Local metadata: stored on this node only, never replicated. */
+  meta?: { [key in string]: PropertyValue };
+};
+
+/**
+ * `resource.changed` / `list.changed`'s data: one change, for one subscription.
+ */
+export type ResourceChange = {
+  kind: ChangeKind;
+  /** The resource changed (for item events: the list). */
+  id: string;
+  type: string;
+  /** Change-log sequence number (absent for local-only and derived changes). */
+  seq?: number;
+  /** Unix milliseconds. */
+  time: number;
+  author: string;
+  /** Only local metadata changed (nothing to replicate). */
+  local: boolean;
+  /** The item (item events). */
+  item?: string;
+  /** The item's position (item events). */
+  position?: number;
+  /** The subscription this change is for. */
+  subscription?: number;
+};
+
+/**
+ * What a resource subscription wants to hear about.
+ */
+export type ResourceFilter = "all" | { "type": { name: string, subtypes?: boolean, } } | { "id": string } | { "query": Query };
+
+/**
+ * `resources.subscribe`'s params.
+ */
+export type ResourceSubscribeParams = {
+  filter: ResourceFilter;
+};
+
+/**
+ * `chat.send`'s params.
+ */
+export type SendParams = {
+  chat: string;
+  /** ≤ 16 KiB; may be empty with a link. */
+  body?: string;
+  link?: LinkParams;
+};
+
+/**
+ * `daemon.shutdown`'s result: always `{"stopping": true}`.
+ */
+export type ShutdownResult = {
+  stopping: true;
+};
+
+export type SortKey = {
+  prop: string;
+  desc?: boolean;
+};
+
+/**
+ * A change of the interface addresses or of being online.
+ */
+export type StatusEvent = { "event": "online" } | { "event": "offline" } | { "event": "address_added", address: string, } | { "event": "address_removed", address: string, };
+
+export type StatusResult = {
+  version: string;
+  pid: number;
+  uptime_ms: number;
+  data_dir: string;
+  socket: string;
+  clients: number;
+  identity: IdentityInfo;
+};
+
+export type SubscribeParams = {
+  topics: Array<string>;
+};
+
+export type SubscribeResult = {
+  /** The client's subscriptions after the call. */
+  topics: Array<string>;
+};
+
+/**
+ * `resources.subscribe`'s result and `resources.unsubscribe`'s params.
+ */
+export type SubscriptionParams = {
+  subscription: number;
+};
+
+/**
+ * Which transport carries a connection.
+ */
+export type TransportKind = "quic" | "tcp";
+
+/**
+ * `schemas.describe`'s params.
+ */
+export type TypeParams = {
+  type: string;
+};
+
+/**
+ * `chat.typing`'s data.
+ */
+export type TypingData = {
+  chat: string;
+  peer_id: PeerId;
+};
+
+export type UnlockParams = {
+  passphrase: string;
+};
+
+export type UpdateParams = {
+  id: string;
+  patch: Patch;
+};

@@ -1,0 +1,41 @@
+//! Fuzzes the hub's e-mail gateway decoder (`allpeers_hub::mail::proto::decode_request`):
+//! whatever a peer sends must give a typed error or a request whose every field is within
+//! its bound and free of control characters (no header injection), and checking a checked
+//! request again must change nothing.
+#![no_main]
+
+use allpeers_hub::mail::proto::{
+    self, MAX_ADDRESS, MAX_INVITE_CODE, MAX_TITLE, MAX_WAITING_COUNT, MailRequest, Notice,
+};
+use libfuzzer_sys::fuzz_target;
+
+fn clean(text: &str) -> bool {
+    !text.chars().any(|c| c.is_control())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Ok(request) = proto::decode_request(data) else {
+        return;
+    };
+    match &request {
+        MailRequest::SetAddress { address } => {
+            assert!(address.len() <= MAX_ADDRESS && clean(address) && !address.contains(' '));
+        }
+        MailRequest::Invite {
+            address,
+            invite_code,
+        } => {
+            assert!(address.len() <= MAX_ADDRESS && clean(address));
+            assert!(invite_code.len() <= MAX_INVITE_CODE && clean(invite_code));
+        }
+        MailRequest::Notify { notice, .. } => match notice {
+            Notice::Shared { title } => {
+                assert!(title.chars().count() <= MAX_TITLE && clean(title) && !title.is_empty());
+            }
+            Notice::Waiting { count } => assert!((1..=MAX_WAITING_COUNT).contains(count)),
+        },
+        MailRequest::Confirm { code } => assert!(code.len() <= proto::MAX_CODE),
+        MailRequest::SetPreferences(_) | MailRequest::Status | MailRequest::UnsubscribeAll => {}
+    }
+    assert_eq!(proto::check_request(request.clone()).as_ref(), Ok(&request));
+});

@@ -1,0 +1,337 @@
+//! Delivery: the retry decision (pure, [`Backoff::after`]), the SMTP transport built from
+//! the config, and the background worker that drains the queue.
+//!
+//! The queue lives in SQLite, so the worker keeps no state of its own: on each turn it
+//! takes what is due, sends it (up to the pool size at once), records the outcome, and
+//! sleeps until the next entry is due or a new mail is queued. A hub stopped with mail
+//! queued finds it at the next start. A mail is marked sent right after the server
+//! accepted it; a hub killed between the two sends it again (at-least-once, the
+//! Message-ID is the same).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt as _;
+use lettre::transport::smtp::AsyncSmtpTransport;
+use lettre::transport::smtp::PoolConfig;
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
+use lettre::{AsyncTransport as _, Tokio1Executor};
+
+use super::config::{RetryConfig, SmtpConfig, SmtpSecurity};
+use super::store::{Queued, State};
+use super::template::{Letter, Site, compose, render};
+use super::{Inner, now_ms};
+
+/// How one attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// 4xx, a dropped connection, a timeout, a TLS failure: may work later.
+    Temporary(String),
+    /// 5xx: will not work. `bad_address`: the server says the mailbox does not exist
+    /// (550/551/553), so the address goes on the suppression list (a hard bounce).
+    Permanent { reason: String, bad_address: bool },
+}
+
+/// What to do after a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    RetryAt(u64),
+    GiveUp,
+}
+
+/// Exponential backoff: `first`, doubling per attempt, at most `max`; nothing after
+/// `give_up_after` since the mail was queued.
+#[derive(Debug, Clone, Copy)]
+pub struct Backoff {
+    pub first_ms: u64,
+    pub max_ms: u64,
+    pub give_up_after_ms: u64,
+}
+
+impl Backoff {
+    pub fn new(c: &RetryConfig) -> Backoff {
+        Backoff {
+            first_ms: c.first_ms.max(1),
+            max_ms: c.max_ms.max(c.first_ms.max(1)),
+            give_up_after_ms: c.give_up_after_secs.saturating_mul(1000),
+        }
+    }
+
+    /// `attempts`: failed attempts so far, this one included (1 after the first).
+    pub fn after(&self, failure: &Failure, attempts: u32, queued_at: u64, now: u64) -> Next {
+        match failure {
+            Failure::Permanent { .. } => Next::GiveUp,
+            Failure::Temporary(_) => {
+                let shift = attempts.saturating_sub(1).min(40);
+                let delay = self.first_ms.saturating_mul(1u64 << shift).min(self.max_ms);
+                let at = now.saturating_add(delay);
+                if at.saturating_sub(queued_at) > self.give_up_after_ms {
+                    Next::GiveUp
+                } else {
+                    Next::RetryAt(at)
+                }
+            }
+        }
+    }
+}
+
+/// Sorts a lettre error into temporary and permanent.
+pub fn classify(e: &lettre::transport::smtp::Error) -> Failure {
+    let reason = e.to_string();
+    if e.is_permanent() {
+        let bad_address = e
+            .status()
+            .map(|c| matches!(u16::from(c), 550 | 551 | 553))
+            .unwrap_or(false);
+        Failure::Permanent {
+            reason,
+            bad_address,
+        }
+    } else {
+        Failure::Temporary(reason)
+    }
+}
+
+/// The SMTP transport of the config: implicit TLS or required STARTTLS, the WebPKI roots
+/// plus `root_certs`, optional credentials, a pool.
+pub fn transport(c: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
+    let mut tls = TlsParameters::builder(c.host.clone());
+    for path in &c.root_certs {
+        let pem = std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("mail.smtp.root_certs {}: {e}", path.display()))?;
+        tls = tls.add_root_certificate(
+            Certificate::from_pem(&pem)
+                .map_err(|e| anyhow::anyhow!("mail.smtp.root_certs {}: {e}", path.display()))?,
+        );
+    }
+    let tls = tls.build_rustls()?;
+    let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(c.host.clone())
+        .port(c.port)
+        .timeout(Some(Duration::from_secs(c.timeout_secs.max(1))))
+        .tls(match c.security {
+            SmtpSecurity::Tls => Tls::Wrapper(tls),
+            SmtpSecurity::Starttls => Tls::Required(tls),
+        })
+        .pool_config(
+            PoolConfig::new()
+                .max_size(c.pool_max.max(1))
+                .idle_timeout(Duration::from_secs(c.pool_idle_secs)),
+        );
+    let password = match (&c.password, &c.password_file) {
+        (_, Some(path)) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("mail.smtp.password_file {}: {e}", path.display()))?
+                .lines()
+                .next()
+                .unwrap_or_default()
+                .to_string(),
+        ),
+        (Some(p), None) => Some(p.clone()),
+        (None, None) => None,
+    };
+    if let Some(user) = &c.username {
+        builder = builder.credentials(Credentials::new(user.clone(), password.unwrap_or_default()));
+    }
+    Ok(builder.build())
+}
+
+/// Longest the worker sleeps without looking at the queue (also how often it prunes).
+const IDLE_LOOK: Duration = Duration::from_secs(60);
+/// Finished entries are kept this long (the daily counts need one day).
+const KEEP_FINISHED_MS: u64 = 2 * 24 * 3600 * 1000;
+
+/// Drains the queue for as long as the gateway lives.
+pub async fn run(inner: std::sync::Weak<Inner>) {
+    loop {
+        let Some(gateway) = inner.upgrade() else {
+            return;
+        };
+        let now = now_ms();
+        let batch = gateway.config.smtp.pool_max.max(1) as usize;
+        let due = gateway.store.lock().unwrap().due(now, batch * 4);
+        match due {
+            Ok(due) if !due.is_empty() => {
+                futures::stream::iter(due)
+                    .for_each_concurrent(batch, |q| deliver(&gateway, q))
+                    .await;
+                continue;
+            }
+            Ok(_) => {}
+            Err(e) => allpeers_log::marrow!("mail queue unreadable: {e}"),
+        }
+        let wait = {
+            let store = gateway.store.lock().unwrap();
+            if let Err(e) = store.prune(now.saturating_sub(KEEP_FINISHED_MS)) {
+                allpeers_log::marrow!("mail queue prune failed: {e}");
+            }
+            match store.next_due() {
+                Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now)).min(IDLE_LOOK),
+                _ => IDLE_LOOK,
+            }
+        };
+        let wake = gateway.wake.clone();
+        drop(gateway);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = wake.notified() => {}
+        }
+    }
+}
+
+/// One attempt at one mail.
+async fn deliver(gateway: &Arc<Inner>, q: Queued) {
+    let now = now_ms();
+    let record = |r: Result<(), super::store::StoreError>| {
+        if let Err(e) = r {
+            allpeers_log::marrow!(id = q.id, "mail queue not updated: {e}");
+        }
+    };
+    // Unsubscribed since it was queued (the suppression cancels, but a race is cheap to close).
+    match gateway.store.lock().unwrap().suppression(&q.recipient) {
+        Ok(Some(_)) => {
+            record(
+                gateway
+                    .store
+                    .lock()
+                    .unwrap()
+                    .finish(q.id, State::Cancelled, None, now),
+            );
+            return;
+        }
+        Ok(None) => {}
+        Err(e) => allpeers_log::marrow!("suppression list unreadable: {e}"),
+    }
+    let letter: Letter = match serde_json::from_str(&q.letter) {
+        Ok(l) => l,
+        Err(e) => {
+            record(gateway.store.lock().unwrap().finish(
+                q.id,
+                State::Failed,
+                Some(&format!("corrupt queue entry: {e}")),
+                now,
+            ));
+            return;
+        }
+    };
+    let kind = letter.kind();
+    let unsubscribe_url = gateway.unsubscribe_url(&q.recipient);
+    let rendered = render(
+        &letter,
+        &Site {
+            hub_name: &gateway.hub_name,
+            unsubscribe_url: &unsubscribe_url,
+        },
+    );
+    let message_id = gateway
+        .keys
+        .message_id(q.id, q.queued_at, gateway.from.email.domain());
+    let message = match compose(
+        rendered,
+        &gateway.from,
+        &q.address,
+        message_id,
+        &unsubscribe_url,
+        gateway.dkim.as_ref(),
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            record(gateway.store.lock().unwrap().finish(
+                q.id,
+                State::Failed,
+                Some(&format!("cannot compose: {e}")),
+                now,
+            ));
+            return;
+        }
+    };
+    let started = std::time::Instant::now();
+    let result = gateway.transport.send(message).await;
+    let now = now_ms();
+    let store = gateway.store.lock().unwrap();
+    match result {
+        Ok(response) => {
+            allpeers_log::flesh!(id = q.id, kind, code = %response.code(), ms = started.elapsed().as_millis() as u64, "mail sent");
+            record(store.finish(q.id, State::Sent, None, now));
+            gateway
+                .counters
+                .sent
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => {
+            let failure = classify(&e);
+            let attempts = q.attempts + 1;
+            match (
+                gateway.backoff.after(&failure, attempts, q.queued_at, now),
+                &failure,
+            ) {
+                (Next::RetryAt(at), _) => {
+                    allpeers_log::flesh!(
+                        id = q.id,
+                        kind,
+                        attempts,
+                        in_ms = at - now,
+                        "mail deferred: {e}"
+                    );
+                    record(store.retry_at(q.id, at, &e.to_string()));
+                }
+                (
+                    Next::GiveUp,
+                    Failure::Permanent {
+                        bad_address: true, ..
+                    },
+                ) => {
+                    allpeers_log::marrow!(id = q.id, kind, "mail bounced, address suppressed: {e}");
+                    record(store.finish(q.id, State::Failed, Some(&e.to_string()), now));
+                    drop(store);
+                    record(
+                        gateway
+                            .store
+                            .lock()
+                            .unwrap()
+                            .suppress(&q.recipient, "bounce", now),
+                    );
+                }
+                (Next::GiveUp, _) => {
+                    allpeers_log::marrow!(id = q.id, kind, attempts, "mail given up: {e}");
+                    record(store.finish(q.id, State::Failed, Some(&e.to_string()), now));
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_gives_up() {
+        let b = Backoff::new(&RetryConfig {
+            first_ms: 100,
+            max_ms: 1000,
+            give_up_after_secs: 10,
+        });
+        let t = Failure::Temporary("451".into());
+        assert_eq!(b.after(&t, 1, 0, 0), Next::RetryAt(100));
+        assert_eq!(b.after(&t, 2, 0, 0), Next::RetryAt(200));
+        assert_eq!(b.after(&t, 4, 0, 0), Next::RetryAt(800));
+        assert_eq!(b.after(&t, 5, 0, 0), Next::RetryAt(1000));
+        assert_eq!(b.after(&t, u32::MAX, 0, 0), Next::RetryAt(1000));
+        assert_eq!(
+            b.after(&t, 3, 0, 9_500),
+            Next::RetryAt(9_900),
+            "just inside"
+        );
+        assert_eq!(
+            b.after(&t, 3, 0, 9_700),
+            Next::GiveUp,
+            "past the give-up time"
+        );
+        let p = Failure::Permanent {
+            reason: "550".into(),
+            bad_address: true,
+        };
+        assert_eq!(b.after(&p, 1, 0, 0), Next::GiveUp);
+    }
+}

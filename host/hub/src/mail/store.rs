@@ -1,0 +1,544 @@
+//! The gateway's tables in the hub's SQLite database (`hub.db`, its own connection; WAL
+//! lets it share the file with `db.rs`): registrations, the suppression list, invitation
+//! records and the queue. Times are Unix milliseconds.
+
+use std::path::Path;
+
+use allpeers_model::PeerId;
+use rusqlite::{OptionalExtension, params};
+
+use super::proto::Preferences;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("mail database: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("mail database holds a corrupt {0}")]
+    Corrupt(&'static str),
+}
+
+/// A peer's registered address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub address: String,
+    pub recipient: [u8; 32],
+    pub confirmed: bool,
+    pub preferences: Preferences,
+    pub code_hash: Option<[u8; 32]>,
+    pub code_expires: u64,
+    pub attempts: u32,
+    /// When the address was last set.
+    pub updated_at: u64,
+}
+
+/// A queued mail due for an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    pub id: i64,
+    pub address: String,
+    pub recipient: [u8; 32],
+    /// The [`super::template::Letter`] as JSON.
+    pub letter: String,
+    pub attempts: u32,
+    pub queued_at: u64,
+}
+
+/// A queue entry's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Queued,
+    Sent,
+    /// Given up (5xx, or retried past the limit).
+    Failed,
+    /// Dropped before sending: the address unsubscribed meanwhile.
+    Cancelled,
+}
+
+impl State {
+    fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Sent => "sent",
+            State::Failed => "failed",
+            State::Cancelled => "cancelled",
+        }
+    }
+}
+
+pub struct Store {
+    conn: rusqlite::Connection,
+}
+
+fn key(blob: Vec<u8>) -> Result<[u8; 32], StoreError> {
+    blob.try_into().map_err(|_| StoreError::Corrupt("key"))
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL, not NORMAL: a mail accepted into the queue must survive a power cut.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS mail_addresses (
+                 peer TEXT PRIMARY KEY,
+                 address TEXT NOT NULL,
+                 recipient BLOB NOT NULL,
+                 confirmed INTEGER NOT NULL,
+                 preferences INTEGER NOT NULL,
+                 code_hash BLOB,
+                 link_hash BLOB,
+                 code_expires INTEGER NOT NULL,
+                 attempts INTEGER NOT NULL,
+                 updated_at INTEGER NOT NULL
+             );
+             CREATE INDEX IF NOT EXISTS mail_addresses_recipient ON mail_addresses(recipient);
+             CREATE INDEX IF NOT EXISTS mail_addresses_link ON mail_addresses(link_hash);
+             CREATE TABLE IF NOT EXISTS mail_suppressed (
+                 recipient BLOB PRIMARY KEY,
+                 reason TEXT NOT NULL,
+                 at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS mail_invited (
+                 recipient BLOB PRIMARY KEY,
+                 at INTEGER NOT NULL
+             );
+             CREATE TABLE IF NOT EXISTS mail_queue (
+                 id INTEGER PRIMARY KEY AUTOINCREMENT,
+                 kind TEXT NOT NULL,
+                 recipient BLOB NOT NULL,
+                 address TEXT NOT NULL,
+                 letter TEXT NOT NULL,
+                 state TEXT NOT NULL,
+                 attempts INTEGER NOT NULL,
+                 next_attempt INTEGER NOT NULL,
+                 queued_at INTEGER NOT NULL,
+                 done_at INTEGER,
+                 last_error TEXT
+             );
+             CREATE INDEX IF NOT EXISTS mail_queue_due ON mail_queue(state, next_attempt);
+             CREATE INDEX IF NOT EXISTS mail_queue_recipient ON mail_queue(recipient, queued_at);
+             CREATE INDEX IF NOT EXISTS mail_queue_time ON mail_queue(queued_at);",
+        )?;
+        Ok(Store { conn })
+    }
+
+    // ---- registrations ----
+
+    /// Registers (or replaces) `peer`'s address, unconfirmed, with a fresh code and link.
+    #[allow(clippy::too_many_arguments)]
+    pub fn set_address(
+        &self,
+        peer: &PeerId,
+        address: &str,
+        recipient: &[u8; 32],
+        code_hash: &[u8; 32],
+        link_hash: &[u8; 32],
+        code_expires: u64,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO mail_addresses (peer, address, recipient, confirmed, preferences,
+                 code_hash, link_hash, code_expires, attempts, updated_at)
+             VALUES (?1, ?2, ?3, 0, ?4, ?5, ?6, ?7, 0, ?8)
+             ON CONFLICT(peer) DO UPDATE SET address = excluded.address,
+                 recipient = excluded.recipient, confirmed = 0,
+                 preferences = excluded.preferences, code_hash = excluded.code_hash,
+                 link_hash = excluded.link_hash, code_expires = excluded.code_expires,
+                 attempts = 0, updated_at = excluded.updated_at",
+            params![
+                peer.to_string(),
+                address,
+                &recipient[..],
+                Preferences::DEFAULT.bits(),
+                &code_hash[..],
+                &link_hash[..],
+                code_expires as i64,
+                now as i64
+            ],
+        )?;
+        Ok(())
+    }
+
+    pub fn registration(&self, peer: &PeerId) -> Result<Option<Registration>, StoreError> {
+        let row = self
+            .conn
+            .query_row(
+                "SELECT address, recipient, confirmed, preferences, code_hash, code_expires,
+                        attempts, updated_at
+                 FROM mail_addresses WHERE peer = ?1",
+                [peer.to_string()],
+                |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Vec<u8>>(1)?,
+                        r.get::<_, bool>(2)?,
+                        r.get::<_, u8>(3)?,
+                        r.get::<_, Option<Vec<u8>>>(4)?,
+                        r.get::<_, i64>(5)?,
+                        r.get::<_, u32>(6)?,
+                        r.get::<_, i64>(7)?,
+                    ))
+                },
+            )
+            .optional()?;
+        row.map(
+            |(address, recipient, confirmed, prefs, code, expires, attempts, updated)| {
+                Ok(Registration {
+                    address,
+                    recipient: key(recipient)?,
+                    confirmed,
+                    preferences: Preferences::from_bits(prefs),
+                    code_hash: code.map(key).transpose()?,
+                    code_expires: expires as u64,
+                    attempts,
+                    updated_at: updated as u64,
+                })
+            },
+        )
+        .transpose()
+    }
+
+    pub fn count_attempt(&self, peer: &PeerId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE mail_addresses SET attempts = attempts + 1 WHERE peer = ?1",
+            [peer.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Marks `peer`'s address confirmed (codes forgotten) and lifts a suppression of it: the
+    /// owner asked again, explicitly. Returns whether there was an unconfirmed row.
+    pub fn confirm(&mut self, peer: &PeerId) -> Result<bool, StoreError> {
+        let tx = self.conn.transaction()?;
+        let recipient: Option<Vec<u8>> = tx
+            .query_row(
+                "SELECT recipient FROM mail_addresses WHERE peer = ?1",
+                [peer.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let Some(recipient) = recipient else {
+            return Ok(false);
+        };
+        tx.execute(
+            "UPDATE mail_addresses SET confirmed = 1, code_hash = NULL, link_hash = NULL
+             WHERE peer = ?1",
+            [peer.to_string()],
+        )?;
+        tx.execute(
+            "DELETE FROM mail_suppressed WHERE recipient = ?1",
+            [&recipient],
+        )?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// The peer whose pending confirmation has this link hash, if not expired.
+    pub fn peer_of_link(
+        &self,
+        link_hash: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<PeerId>, StoreError> {
+        let peer: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT peer FROM mail_addresses
+                 WHERE link_hash = ?1 AND confirmed = 0 AND code_expires > ?2",
+                params![&link_hash[..], now as i64],
+                |r| r.get(0),
+            )
+            .optional()?;
+        peer.map(|p| p.parse().map_err(|_| StoreError::Corrupt("peer")))
+            .transpose()
+    }
+
+    pub fn set_preferences(&self, peer: &PeerId, p: Preferences) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "UPDATE mail_addresses SET preferences = ?2 WHERE peer = ?1",
+            params![peer.to_string(), p.bits()],
+        )? == 1)
+    }
+
+    pub fn forget(&self, peer: &PeerId) -> Result<(), StoreError> {
+        self.conn.execute(
+            "DELETE FROM mail_addresses WHERE peer = ?1",
+            [peer.to_string()],
+        )?;
+        Ok(())
+    }
+
+    /// Whether a confirmed owner of this address turned invitations off.
+    pub fn refuses_invitations(&self, recipient: &[u8; 32]) -> Result<bool, StoreError> {
+        let bits: Vec<u8> = self
+            .conn
+            .prepare(
+                "SELECT preferences FROM mail_addresses WHERE recipient = ?1 AND confirmed = 1",
+            )?
+            .query_map([&recipient[..]], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(bits
+            .into_iter()
+            .any(|b| !Preferences::from_bits(b).invitation))
+    }
+
+    // ---- suppression and invitations ----
+
+    pub fn suppression(&self, recipient: &[u8; 32]) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT reason FROM mail_suppressed WHERE recipient = ?1",
+                [&recipient[..]],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Puts the address on the suppression list and cancels what is queued for it.
+    pub fn suppress(
+        &mut self,
+        recipient: &[u8; 32],
+        reason: &str,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO mail_suppressed (recipient, reason, at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(recipient) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            params![&recipient[..], reason, now as i64],
+        )?;
+        tx.execute(
+            "UPDATE mail_queue SET state = 'cancelled', done_at = ?2
+             WHERE recipient = ?1 AND state = 'queued'",
+            params![&recipient[..], now as i64],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    pub fn last_invited(&self, recipient: &[u8; 32]) -> Result<Option<u64>, StoreError> {
+        let at: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT at FROM mail_invited WHERE recipient = ?1",
+                [&recipient[..]],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(at.map(|a| a as u64))
+    }
+
+    // ---- queue ----
+
+    /// Mails queued for this address since `since` (any state but cancelled).
+    pub fn count_for_recipient(&self, recipient: &[u8; 32], since: u64) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM mail_queue
+             WHERE recipient = ?1 AND queued_at >= ?2 AND state != 'cancelled'",
+            params![&recipient[..], since as i64],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Mails queued by the whole hub since `since`.
+    pub fn count_all(&self, since: u64) -> Result<u64, StoreError> {
+        Ok(self.conn.query_row(
+            "SELECT COUNT(*) FROM mail_queue WHERE queued_at >= ?1",
+            [since as i64],
+            |r| r.get::<_, i64>(0),
+        )? as u64)
+    }
+
+    /// Queues a mail (due at once); an invitation also records the address as invited.
+    pub fn enqueue(
+        &mut self,
+        kind: &str,
+        recipient: &[u8; 32],
+        address: &str,
+        letter_json: &str,
+        now: u64,
+    ) -> Result<i64, StoreError> {
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT INTO mail_queue (kind, recipient, address, letter, state, attempts,
+                 next_attempt, queued_at)
+             VALUES (?1, ?2, ?3, ?4, 'queued', 0, ?5, ?5)",
+            params![kind, &recipient[..], address, letter_json, now as i64],
+        )?;
+        let id = tx.last_insert_rowid();
+        if kind == "invitation" {
+            tx.execute(
+                "INSERT INTO mail_invited (recipient, at) VALUES (?1, ?2)
+                 ON CONFLICT(recipient) DO UPDATE SET at = excluded.at",
+                params![&recipient[..], now as i64],
+            )?;
+        }
+        tx.commit()?;
+        Ok(id)
+    }
+
+    /// Up to `limit` queued mails due at `now`, oldest first.
+    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<Queued>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT id, address, recipient, letter, attempts, queued_at FROM mail_queue
+             WHERE state = 'queued' AND next_attempt <= ?1
+             ORDER BY next_attempt, id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![now as i64, limit as i64], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, u32>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, address, recipient, letter, attempts, queued_at) = row?;
+            Ok(Queued {
+                id,
+                address,
+                recipient: key(recipient)?,
+                letter,
+                attempts,
+                queued_at: queued_at as u64,
+            })
+        })
+        .collect()
+    }
+
+    /// When the next queued mail is due.
+    pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
+        let at: Option<i64> = self.conn.query_row(
+            "SELECT MIN(next_attempt) FROM mail_queue WHERE state = 'queued'",
+            [],
+            |r| r.get(0),
+        )?;
+        Ok(at.map(|a| a.max(0) as u64))
+    }
+
+    /// Records a final state (sent, failed, cancelled).
+    pub fn finish(
+        &self,
+        id: i64,
+        state: State,
+        error: Option<&str>,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE mail_queue SET state = ?2, attempts = attempts + 1, done_at = ?3,
+                 last_error = COALESCE(?4, last_error)
+             WHERE id = ?1",
+            params![id, state.as_str(), now as i64, error],
+        )?;
+        Ok(())
+    }
+
+    /// Records a failed attempt to retry at `at`.
+    pub fn retry_at(&self, id: i64, at: u64, error: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "UPDATE mail_queue SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3
+             WHERE id = ?1",
+            params![id, at as i64, error],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets finished entries older than `before` (the rate counts look back one day).
+    pub fn prune(&self, before: u64) -> Result<usize, StoreError> {
+        Ok(self.conn.execute(
+            "DELETE FROM mail_queue WHERE state != 'queued' AND queued_at < ?1",
+            [before as i64],
+        )?)
+    }
+
+    /// The asker's registered `name` at this hub (the `names` table of `db.rs`).
+    pub fn registered_name(&self, peer: &PeerId) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT name FROM names WHERE peer = ?1",
+                [peer.to_string()],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hub.db");
+        crate::db::Db::open(&path).unwrap();
+        let s = Store::open(&path).unwrap();
+        (dir, s)
+    }
+
+    #[test]
+    fn queue_states_and_counts() {
+        let (_d, mut s) = store();
+        let r = [1u8; 32];
+        let a = s.enqueue("share", &r, "a@example.org", "{}", 1000).unwrap();
+        let b = s
+            .enqueue("invitation", &r, "a@example.org", "{}", 1001)
+            .unwrap();
+        assert_eq!(s.due(999, 10).unwrap().len(), 0);
+        assert_eq!(
+            s.due(1001, 10)
+                .unwrap()
+                .iter()
+                .map(|q| q.id)
+                .collect::<Vec<_>>(),
+            [a, b]
+        );
+        assert_eq!(s.last_invited(&r).unwrap(), Some(1001));
+        s.retry_at(a, 5000, "451").unwrap();
+        assert_eq!(s.next_due().unwrap(), Some(1001));
+        s.finish(b, State::Sent, None, 1002).unwrap();
+        assert_eq!(s.next_due().unwrap(), Some(5000));
+        assert_eq!(s.due(5000, 10).unwrap()[0].attempts, 1);
+        assert_eq!(s.count_for_recipient(&r, 0).unwrap(), 2);
+        // Suppression cancels what is queued.
+        s.suppress(&r, "unsubscribed", 6000).unwrap();
+        assert_eq!(s.next_due().unwrap(), None);
+        assert_eq!(s.suppression(&r).unwrap().as_deref(), Some("unsubscribed"));
+        assert_eq!(s.count_for_recipient(&r, 0).unwrap(), 1);
+        assert_eq!(s.prune(10_000).unwrap(), 2);
+    }
+
+    #[test]
+    fn registration_and_confirmation() {
+        let (_d, mut s) = store();
+        let peer = PeerId::from_public_key([2; 32]);
+        let r = [3u8; 32];
+        s.suppress(&r, "unsubscribed", 1).unwrap();
+        s.set_address(&peer, "a@example.org", &r, &[4; 32], &[5; 32], 100, 10)
+            .unwrap();
+        let reg = s.registration(&peer).unwrap().unwrap();
+        assert!(!reg.confirmed);
+        assert_eq!(reg.preferences, Preferences::DEFAULT);
+        assert_eq!(s.peer_of_link(&[5; 32], 50).unwrap(), Some(peer));
+        assert_eq!(s.peer_of_link(&[5; 32], 100).unwrap(), None, "expired");
+        s.count_attempt(&peer).unwrap();
+        assert_eq!(s.registration(&peer).unwrap().unwrap().attempts, 1);
+        assert!(s.confirm(&peer).unwrap());
+        let reg = s.registration(&peer).unwrap().unwrap();
+        assert!(reg.confirmed && reg.code_hash.is_none());
+        assert_eq!(
+            s.suppression(&r).unwrap(),
+            None,
+            "an explicit confirmation lifts it"
+        );
+        assert!(!s.refuses_invitations(&r).unwrap());
+        s.set_preferences(&peer, Preferences::NONE).unwrap();
+        assert!(s.refuses_invitations(&r).unwrap());
+        s.forget(&peer).unwrap();
+        assert_eq!(s.registration(&peer).unwrap(), None);
+    }
+}

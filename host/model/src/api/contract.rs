@@ -1,0 +1,328 @@
+//! The contract of the local API as types: for every method its name, params and result
+//! ([`Method`]), for every event topic its payload ([`Topic`]). The daemon parses
+//! `M::Params` and answers `M::Result`; the extension's TypeScript is generated from the same
+//! table (`api::typescript`, feature `ts`), so a method cannot change shape on one side only.
+//!
+//! As in `lsp-types` (`lsp_types::request::Request`), each method is a type with no values
+//! (`enum ChatSend {}`) carrying its name and its types.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::methods::{self as m, topics as t};
+use super::net::*;
+use super::social::*;
+use super::{ErrorCode, Event, RpcError};
+use crate::resource::Resource;
+use crate::resource::api::{self as r, *};
+
+/// What the TypeScript generator needs of a type (nothing without the `ts` feature).
+#[cfg(feature = "ts")]
+pub trait ApiType: ts_rs::TS + 'static {}
+#[cfg(feature = "ts")]
+impl<T: ts_rs::TS + 'static> ApiType for T {}
+/// What the TypeScript generator needs of a type (nothing without the `ts` feature).
+#[cfg(not(feature = "ts"))]
+pub trait ApiType {}
+#[cfg(not(feature = "ts"))]
+impl<T> ApiType for T {}
+
+/// One method of the local API.
+pub trait Method {
+    /// The method's name on the wire (`area.verb`).
+    const NAME: &'static str;
+    /// One line for the docs and the generated TypeScript.
+    const DOC: &'static str;
+    type Params: Serialize + DeserializeOwned + ApiType;
+    type Result: Serialize + DeserializeOwned + ApiType;
+}
+
+/// One event topic: the `data` of `{"topic": NAME, "data": …}`.
+pub trait Topic {
+    const NAME: &'static str;
+    const DOC: &'static str;
+    type Data: Serialize + DeserializeOwned + ApiType;
+}
+
+/// Called once per method by [`visit_methods`].
+pub trait MethodVisitor {
+    fn visit<M: Method + 'static>(&mut self);
+}
+
+/// Called once per topic by [`visit_topics`].
+pub trait TopicVisitor {
+    fn visit<T: Topic + 'static>(&mut self);
+}
+
+/// A method's params from a request, or `InvalidParams` naming what is wrong. No params
+/// (`null`) reads as `{}`.
+pub fn parse_params<M: Method>(params: Json) -> Result<M::Params, RpcError> {
+    let params = if params.is_null() {
+        Json::Object(Default::default())
+    } else {
+        params
+    };
+    serde_json::from_value(params).map_err(|e| {
+        RpcError::new(
+            ErrorCode::InvalidParams,
+            format!("invalid params for {}: {e}", M::NAME),
+        )
+    })
+}
+
+/// An event of topic `T`, its data typed.
+pub fn event<T: Topic>(data: &T::Data) -> Event {
+    Event {
+        topic: T::NAME.into(),
+        data: serde_json::to_value(data).expect("API event data serialises"),
+    }
+}
+
+/// Params of a method that takes none: any object (or none) is accepted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct NoParams {}
+
+pub use super::Json;
+
+macro_rules! methods {
+    ($(
+        $(#[doc = $doc:literal])+
+        $marker:ident = $name:path, $params:ty => $result:ty;
+    )*) => {
+        $(
+            $(#[doc = $doc])+
+            pub enum $marker {}
+            impl Method for $marker {
+                const NAME: &'static str = $name;
+                const DOC: &'static str = concat!($($doc),+);
+                type Params = $params;
+                type Result = $result;
+            }
+        )*
+        /// Visits every method, in the order of the table.
+        pub fn visit_methods(visitor: &mut impl MethodVisitor) {
+            $(visitor.visit::<$marker>();)*
+        }
+        /// Every method's name, in the order of the table.
+        pub const METHOD_NAMES: &[&str] = &[$($name),*];
+    };
+}
+
+macro_rules! topics {
+    ($(
+        $(#[doc = $doc:literal])+
+        $marker:ident = $name:path, $data:ty;
+    )*) => {
+        $(
+            $(#[doc = $doc])+
+            pub enum $marker {}
+            impl Topic for $marker {
+                const NAME: &'static str = $name;
+                const DOC: &'static str = concat!($($doc),+);
+                type Data = $data;
+            }
+        )*
+        /// Visits every event topic.
+        pub fn visit_topics(visitor: &mut impl TopicVisitor) {
+            $(visitor.visit::<$marker>();)*
+        }
+        /// Every topic's name, in the order of the table.
+        pub const TOPIC_NAMES: &[&str] = &[$($name),*];
+    };
+}
+
+methods! {
+    /// The first call of every session: names the client and the API version it speaks.
+    Hello = m::HELLO, m::HelloParams => m::HelloResult;
+    /// Answers its params unchanged (latency checks, tests).
+    Ping = m::PING, Json => Json;
+    /// The daemon's version, process, paths, clients and identity.
+    StatusGet = m::STATUS_GET, NoParams => m::StatusResult;
+    /// The node's identity.
+    IdentityGet = m::IDENTITY_GET, NoParams => m::IdentityInfo;
+    /// Opens a sealed identity with its passphrase (`WrongPassphrase` otherwise).
+    IdentityUnlock = m::IDENTITY_UNLOCK, m::UnlockParams => m::IdentityInfo;
+    /// Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`).
+    EventsSubscribe = m::EVENTS_SUBSCRIBE, m::SubscribeParams => m::SubscribeResult;
+    /// Removes topics from this client's subscriptions.
+    EventsUnsubscribe = m::EVENTS_UNSUBSCRIBE, m::SubscribeParams => m::SubscribeResult;
+    /// The log filter and the log files' directory.
+    LogGet = m::LOG_GET, NoParams => m::LogInfo;
+    /// Sets the log filter (`skin`, `marrow`, `flesh`, `bone`, per area `area=level`).
+    LogSet = m::LOG_SET, m::LogSetParams => m::LogInfo;
+    /// Stops the daemon: every session is closed, then it exits.
+    DaemonShutdown = m::DAEMON_SHUTDOWN, NoParams => ShutdownResult;
+    /// The endpoint, its connections, the hub line, connectivity and discovery.
+    NetStatus = m::NET_STATUS, NoParams => super::net::NetStatus;
+    /// Reaches a peer through the connector (direct, callback, hole punched or relayed).
+    NetConnect = m::NET_CONNECT, PeerParams => ConnectResult;
+    /// Registers a name at the home hub.
+    HubRegister = m::HUB_REGISTER, NameParams => RegisterResult;
+    /// Looks up a name or a PeerId at the home hub (a verified answer).
+    HubResolve = m::HUB_RESOLVE, ResolveParams => ResolveResult;
+    /// Asks the hub for these peers' presence (`presence.changed` / `presence.refused`).
+    HubWatch = m::HUB_WATCH, PeersParams => PeersParams;
+    /// Stops watching these peers' presence.
+    HubUnwatch = m::HUB_UNWATCH, PeersParams => PeersParams;
+    /// A connection to the peer through the hub's relay (TLS end to end).
+    HubRelay = m::HUB_RELAY, PeerParams => RelayResult;
+    /// Our contacts (every state but `none`).
+    ContactsList = m::CONTACTS_LIST, NoParams => Vec<Contact>;
+    /// Asks a peer (by `name@hub`, PeerId or invite code) to become a contact.
+    ContactsAdd = m::CONTACTS_ADD, AddContactParams => AddedContact;
+    /// Accepts a peer's contact request.
+    ContactsAccept = m::CONTACTS_ACCEPT, PeerParams => Contact;
+    /// Declines a contact request (the requester is not told).
+    ContactsDecline = m::CONTACTS_DECLINE, PeerParams => Contact;
+    /// Removes a contact; the other side is told and stops seeing us.
+    ContactsRemove = m::CONTACTS_REMOVE, PeerParams => Contact;
+    /// Blocks a peer: its letters are dropped unread, it cannot see our presence.
+    ContactsBlock = m::CONTACTS_BLOCK, PeerParams => Contact;
+    /// Unblocks a peer.
+    ContactsUnblock = m::CONTACTS_UNBLOCK, PeerParams => Contact;
+    /// An invite code: a contact request carrying it is accepted at once.
+    ContactsInvite = m::CONTACTS_INVITE, NoParams => Invite;
+    /// Sets our presence; contacts hear it through the hub and, when connected, directly.
+    PresenceSet = m::PRESENCE_SET, PresenceParams => OwnPresence;
+    /// Our presence.
+    PresenceGet = m::PRESENCE_GET, NoParams => OwnPresence;
+    /// Every chat, most recent first.
+    ChatList = m::CHAT_LIST, NoParams => Vec<Chat>;
+    /// The 1:1 chat with an accepted contact (the same id on both sides).
+    ChatOpen = m::CHAT_OPEN, PeerParams => Chat;
+    /// Creates a group chat with contacts.
+    ChatCreateGroup = m::CHAT_CREATE_GROUP, CreateGroupParams => Chat;
+    /// Sends a message: stored before the call returns, delivered in the background.
+    ChatSend = m::CHAT_SEND, SendParams => Message;
+    /// A page of a chat's messages, oldest first.
+    ChatHistory = m::CHAT_HISTORY, HistoryParams => Vec<Message>;
+    /// Edits one of our messages.
+    ChatEdit = m::CHAT_EDIT, EditParams => Message;
+    /// Deletes one of our messages (its body is emptied).
+    ChatDelete = m::CHAT_DELETE, MessageParams => Message;
+    /// Marks a chat read; the senders get read receipts.
+    ChatRead = m::CHAT_READ, ChatParams => ReadResult;
+    /// Tells connected members we are typing (never mailed).
+    ChatTyping = m::CHAT_TYPING, ChatParams => ChatParams;
+    /// Creates a resource.
+    ResourcesCreate = r::RESOURCES_CREATE, CreateParams => Resource;
+    /// A resource by id, or null.
+    ResourcesGet = r::RESOURCES_GET, IdParams => Option<Resource>;
+    /// Patches a resource (`null` removes a property).
+    ResourcesUpdate = r::RESOURCES_UPDATE, UpdateParams => Resource;
+    /// Deletes a resource.
+    ResourcesDelete = r::RESOURCES_DELETE, IdParams => ();
+    /// Resources (or their ids) matching a query.
+    ResourcesQuery = r::RESOURCES_QUERY, QueryParams => QueryResult;
+    /// How many resources match a query.
+    ResourcesCount = r::RESOURCES_COUNT, CountParams => u64;
+    /// Subscribes this client to resource changes (`resource.changed`, `list.changed`).
+    ResourcesSubscribe = r::RESOURCES_SUBSCRIBE, ResourceSubscribeParams => SubscriptionParams;
+    /// Drops a subscription: false if it is not this client's.
+    ResourcesUnsubscribe = r::RESOURCES_UNSUBSCRIBE, SubscriptionParams => bool;
+    /// A list's items (and its query, when query-backed).
+    ListsItems = r::LISTS_ITEMS, IdParams => ListItems;
+    /// Inserts an item into a list; answers its position.
+    ListsInsert = r::LISTS_INSERT, ListItemParams => u64;
+    /// Moves an item in a list; answers its position.
+    ListsMove = r::LISTS_MOVE, ListItemParams => u64;
+    /// Removes an item from a list.
+    ListsRemove = r::LISTS_REMOVE, ListItemParams => ();
+    /// Registers (or evolves) a RELAX NG schema file.
+    SchemasRegister = r::SCHEMAS_REGISTER, RegisterSchemaParams => RegisterSchemaResult;
+    /// The names of every registered type.
+    SchemasList = r::SCHEMAS_LIST, NoParams => Vec<String>;
+    /// A type's description: lineage, properties with `declaredBy`, children, metadata.
+    SchemasDescribe = r::SCHEMAS_DESCRIBE, TypeParams => TypeDescription;
+}
+
+topics! {
+    /// A local API client connected or disconnected.
+    ClientsChangedTopic = t::CLIENTS_CHANGED, m::ClientsChanged;
+    /// The identity was unlocked.
+    IdentityChanged = t::IDENTITY_CHANGED, m::IdentityInfo;
+    /// The log filter changed.
+    LogChanged = t::LOG_CHANGED, m::LogInfo;
+    /// Schemas were registered or evolved.
+    SchemaChanged = t::SCHEMA_CHANGED, RegisterSchemaResult;
+    /// The network changed: status, a connection, connectivity, discovery.
+    NetChanged = t::NET_CHANGED, NetChange;
+    /// The home hub's line went up or down.
+    HubChanged = t::HUB_CHANGED, HubChange;
+    /// A contact's presence changed.
+    PresenceChanged = t::PRESENCE_CHANGED, PresenceChange;
+    /// The hub will not show this peer's presence (it does not watch us).
+    PresenceRefused = t::PRESENCE_REFUSED, PeerIdData;
+    /// A peer asked to reach us through the hub's relay.
+    RelayOffered = t::RELAY_OFFERED, RelayOffer;
+    /// A peer asks to become a contact.
+    ContactRequest = t::CONTACT_REQUEST, ContactRequestData;
+    /// A contact's state or name changed.
+    ContactChanged = t::CONTACT_CHANGED, Contact;
+    /// A message arrived, or one client sent one (others see it too).
+    MessageReceived = t::MESSAGE_RECEIVED, Message;
+    /// A message was edited or deleted.
+    MessageUpdated = t::MESSAGE_UPDATED, Message;
+    /// A recipient got or read our message, or it was queued in their mailbox.
+    ChatReceipt = t::CHAT_RECEIPT, ReceiptData;
+    /// Someone is typing.
+    ChatTypingTopic = t::CHAT_TYPING, TypingData;
+    /// A chat was created or changed (e.g. a group we were added to).
+    ChatChanged = t::CHAT_CHANGED, Chat;
+    /// This client lost events (it did not read fast enough); sent unsubscribed.
+    EventsDropped = t::EVENTS_DROPPED, DroppedData;
+    /// A resource was created, updated or deleted (`resources.subscribe` only).
+    ResourceChanged = r::topics::RESOURCE_CHANGED, ResourceChange;
+    /// A list gained, lost or moved an item (`resources.subscribe` only).
+    ListChanged = r::topics::LIST_CHANGED, ResourceChange;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn params_parse_by_method_and_name_the_problem() {
+        let p = parse_params::<ChatSend>(json!({"chat": "c", "body": "hi"})).unwrap();
+        assert_eq!(p.body, "hi");
+        assert!(parse_params::<ContactsList>(Json::Null).is_ok());
+        let e = parse_params::<ChatSend>(json!({"body": "hi"})).unwrap_err();
+        assert_eq!(e.kind(), Some(ErrorCode::InvalidParams));
+        assert!(e.message.contains("chat.send") && e.message.contains("chat"));
+    }
+
+    #[test]
+    fn events_carry_their_topic() {
+        let e = event::<EventsDropped>(&DroppedData { dropped: 3 });
+        assert_eq!(e.topic, "events.dropped");
+        assert_eq!(e.data, json!({"dropped": 3}));
+    }
+
+    #[test]
+    fn the_table_holds_every_served_method_once() {
+        let mut served: Vec<&str> = m::METHODS.iter().chain(r::METHODS).copied().collect();
+        let mut table = METHOD_NAMES.to_vec();
+        served.sort_unstable();
+        table.sort_unstable();
+        let before = table.len();
+        table.dedup();
+        assert_eq!(table.len(), before, "a method is in the table twice");
+        assert_eq!(table, served);
+    }
+
+    #[test]
+    fn the_table_holds_every_topic_once() {
+        let mut known: Vec<&str> = t::ALL
+            .iter()
+            .chain(r::topics::ALL)
+            .chain([&t::EVENTS_DROPPED])
+            .copied()
+            .collect();
+        known.sort_unstable();
+        known.dedup();
+        let mut table = TOPIC_NAMES.to_vec();
+        table.sort_unstable();
+        assert_eq!(table, known);
+    }
+}

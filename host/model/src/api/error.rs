@@ -1,0 +1,197 @@
+//! The one table of error codes the daemon answers with (JSON-RPC `error.code`).
+//!
+//! JSON-RPC's own codes, then AllPeers' application codes in blocks of ten per area: the
+//! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
+//! contacts and chat (`-32030…`). A new area takes the next block. `docs/api.md`'s error
+//! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
+
+macro_rules! error_codes {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $code:literal, $name:literal, $meaning:literal;
+    )*) => {
+        /// An error code of the local API. [`ErrorCode::code`] is its integer on the wire.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+        }
+
+        impl ErrorCode {
+            /// Every code, in the order of the table.
+            pub const ALL: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The integer on the wire.
+            pub const fn code(self) -> i32 {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+
+            /// The short name, as in the docs' table (`"not found"`).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                }
+            }
+
+            /// One line: when the daemon answers with this code.
+            pub const fn meaning(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $meaning,)*
+                }
+            }
+
+            /// The identifier, as in Rust and in the generated TypeScript (`"NotFound"`).
+            pub const fn ident(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => stringify!($variant),)*
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// The frame is not UTF-8 or not JSON.
+    ParseError = -32700, "parse error",
+        "the frame is not UTF-8 (offset given) or not JSON; the session goes on";
+    /// JSON, but not a JSON-RPC request.
+    InvalidRequest = -32600, "invalid request",
+        "JSON, but not a request (not an object, no `id`, no `method`, `jsonrpc` ≠ \"2.0\", `params` not object/array)";
+    /// No such method.
+    MethodNotFound = -32601, "method not found", "unknown method (named)";
+    /// The params do not have the method's shape.
+    InvalidParams = -32602, "invalid params",
+        "params of the wrong shape (the field and expectation named), unknown topic, bad log filter, a request the store refuses (`BadRequest`)";
+    /// The daemon failed (logged).
+    Internal = -32603, "internal", "the daemon failed (store, SQL, a task); logged";
+    /// A method was called before `hello`.
+    HelloRequired = -32000, "hello required", "a method other than `hello` came first";
+    /// `hello` asked for an API version the daemon does not speak.
+    UnsupportedVersion = -32001, "unsupported version",
+        "`hello` asked for an API version this daemon does not speak";
+    /// The frame's length prefix is over the limit; the connection is closed.
+    FrameTooLarge = -32002, "frame too large", "a length prefix over 8 MiB; the connection closes";
+    /// The stream ended inside a frame; the connection is closed.
+    TruncatedFrame = -32003, "truncated frame",
+        "the stream ended inside a frame; the connection closes";
+    /// The passphrase does not open the identity.
+    WrongPassphrase = -32004, "wrong passphrase",
+        "`identity.unlock` with a passphrase that does not open the key";
+    /// The resource does not fit its type; `error.data.errors` = `[{path, reason}]`.
+    InvalidResource = -32010, "invalid resource",
+        "the resource does not fit its type; `data`: `{errors: [{path, reason}]}`";
+    /// No resource with that id.
+    NotFound = -32011, "not found", "no resource with that id";
+    /// The id is taken, or the item is already in the list.
+    Exists = -32012, "exists", "the id is taken, or the item is already in the list";
+    /// The schema file was refused; `error.data` = `{file, line, reason}`.
+    SchemaRefused = -32013, "schema refused",
+        "`schemas.register` refused the file; `data`: `{file, line, reason}`";
+    /// The query was refused; `error.data` = `{path, reason}`.
+    InvalidQuery = -32014, "invalid query", "the query was refused; `data`: `{path, reason}`";
+    /// A resource adapter refused the write; `error.data` = `{type, reason}`.
+    AdapterRefused = -32015, "adapter refused",
+        "a resource adapter refused the write; `data`: `{type, reason}`";
+    /// `hub.register`: another key holds the name.
+    NameTaken = -32020, "name taken", "`hub.register`: another key holds the name";
+    /// The name breaks the naming rule.
+    BadName = -32021, "bad name",
+        "1–32 characters a-z 0-9 `-` `_` `.`, starting with a letter or digit (the message names the rule)";
+    /// The hub's answer failed verification.
+    AnswerRejected = -32022, "answer rejected",
+        "the hub's answer failed verification: wrong signature, answer to another question (replay), or stale";
+    /// The peer did not agree to be relayed to.
+    RelayRefused = -32023, "relay refused", "the peer did not agree to be relayed to";
+    /// The hub's relay quota is used up.
+    Quota = -32024, "quota", "the hub's relay quota is used up";
+    /// The hub (or the proxy to it) cannot be reached.
+    HubUnreachable = -32025, "hub unreachable", "the hub (or the proxy to it) cannot be reached";
+    /// The peer has no presence line at the hub.
+    PeerOffline = -32026, "peer offline", "the peer has no presence line at the hub";
+    /// No home hub is configured, or the node is offline.
+    NoHub = -32027, "no hub",
+        "no home hub is configured, or the node is offline (identity locked); contacts, presence and chat need the node online";
+    /// No path to the peer worked.
+    ConnectFailed = -32028, "connect failed",
+        "`net.connect` (or a contact request): no path worked; `data.attempts` lists what was tried and why each failed";
+    /// The peer is not an accepted contact.
+    NotAContact = -32030, "not a contact", "not an accepted contact (`chat.open`, group members)";
+    /// A name the hub does not know.
+    UnknownPeer = -32031, "unknown peer", "a name the hub does not know (`contacts.add`)";
+    /// No request to accept, no such chat.
+    RequestOrChatNotFound = -32032, "not found (social)",
+        "no contact request to accept, no such chat";
+    /// A message, title or request text is over its limit.
+    TooLarge = -32034, "too large", "a message, group title, request or status text over its limit";
+    /// The peer refused the letter.
+    RefusedByPeer = -32035, "refused by the peer", "the peer refused the letter (e.g. a contact request)";
+}
+
+impl ErrorCode {
+    /// The code for an integer on the wire; `None` for a code this build does not know.
+    pub fn from_code(code: i32) -> Option<ErrorCode> {
+        ErrorCode::ALL.iter().copied().find(|c| c.code() == code)
+    }
+}
+
+impl From<ErrorCode> for i32 {
+    fn from(code: ErrorCode) -> i32 {
+        code.code()
+    }
+}
+
+impl TryFrom<i32> for ErrorCode {
+    type Error = i32;
+
+    /// The unknown integer back as the error.
+    fn try_from(code: i32) -> Result<ErrorCode, i32> {
+        ErrorCode::from_code(code).ok_or(code)
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name(), self.code())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn codes_names_and_idents_are_unique() {
+        let codes: HashSet<i32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
+        let names: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.name()).collect();
+        let idents: HashSet<&str> = ErrorCode::ALL.iter().map(|c| c.ident()).collect();
+        assert_eq!(codes.len(), ErrorCode::ALL.len(), "a code is used twice");
+        assert_eq!(names.len(), ErrorCode::ALL.len(), "a name is used twice");
+        assert_eq!(idents.len(), ErrorCode::ALL.len());
+    }
+
+    #[test]
+    fn codes_convert_both_ways() {
+        for &code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_code(code.code()), Some(code));
+            assert_eq!(ErrorCode::try_from(i32::from(code)), Ok(code));
+            assert!(!code.meaning().is_empty());
+        }
+        assert_eq!(ErrorCode::try_from(-1), Err(-1));
+        assert_eq!(ErrorCode::NotFound.code(), -32011);
+        assert_eq!(ErrorCode::NoHub.code(), -32027);
+    }
+
+    #[test]
+    fn application_codes_sit_in_their_areas_blocks() {
+        // Standard JSON-RPC codes, or AllPeers' reserved server range -32000..=-32099.
+        for &code in ErrorCode::ALL {
+            let n = code.code();
+            assert!(
+                (-32700..=-32600).contains(&n) || (-32099..=-32000).contains(&n),
+                "{code} is outside JSON-RPC's ranges"
+            );
+        }
+    }
+}

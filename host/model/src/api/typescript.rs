@@ -1,0 +1,331 @@
+//! The extension's TypeScript, generated from the contract (feature `ts`): one file with
+//! every type the methods and events use, the method and event maps, and the error codes.
+//! `tests/typescript.rs` checks that the checked-in `extension/src/lib/api.gen.ts` is what
+//! this renders (`ALLPEERS_BLESS=1` rewrites it), so a change on one side only fails CI.
+
+use std::any::TypeId;
+use std::collections::{BTreeMap, HashSet};
+
+use ts_rs::{Config, TS, TypeVisitor};
+
+use super::contract::{
+    Method, MethodVisitor, NoParams, Topic, TopicVisitor, visit_methods, visit_topics,
+};
+use super::{API_VERSION, ErrorCode};
+use crate::PeerId;
+use crate::resource::Value;
+
+/// Where the generated file lives, from the repository's root.
+pub const OUTPUT: &str = "extension/src/lib/api.gen.ts";
+
+impl TS for PeerId {
+    type WithoutGenerics = PeerId;
+    type OptionInnerType = PeerId;
+    fn docs() -> Option<String> {
+        Some(doc(
+            "A node's identity: `ap` and the base32 of its Ed25519 public key.",
+        ))
+    }
+    fn name(_: &Config) -> String {
+        "PeerId".into()
+    }
+    fn inline(_: &Config) -> String {
+        "string".into()
+    }
+    fn decl(_: &Config) -> String {
+        "type PeerId = string;".into()
+    }
+    fn decl_concrete(cfg: &Config) -> String {
+        Self::decl(cfg)
+    }
+    fn output_path() -> Option<std::path::PathBuf> {
+        Some("PeerId.ts".into())
+    }
+}
+
+impl TS for Value {
+    type WithoutGenerics = Value;
+    type OptionInnerType = Value;
+    fn docs() -> Option<String> {
+        Some(doc(
+            "A property value: dates are ISO 8601 strings, binary values base64 strings.",
+        ))
+    }
+    fn name(_: &Config) -> String {
+        "PropertyValue".into()
+    }
+    fn inline(_: &Config) -> String {
+        "null | boolean | number | string | Array<PropertyValue>".into()
+    }
+    fn decl(cfg: &Config) -> String {
+        format!("type PropertyValue = {};", Self::inline(cfg))
+    }
+    fn decl_concrete(cfg: &Config) -> String {
+        Self::decl(cfg)
+    }
+    fn output_path() -> Option<std::path::PathBuf> {
+        Some("PropertyValue.ts".into())
+    }
+}
+
+impl TS for NoParams {
+    type WithoutGenerics = NoParams;
+    type OptionInnerType = NoParams;
+    fn docs() -> Option<String> {
+        Some(doc("Params of a method that takes none."))
+    }
+    fn name(_: &Config) -> String {
+        "NoParams".into()
+    }
+    fn inline(_: &Config) -> String {
+        "Record<string, never>".into()
+    }
+    fn decl(cfg: &Config) -> String {
+        format!("type NoParams = {};", Self::inline(cfg))
+    }
+    fn decl_concrete(cfg: &Config) -> String {
+        Self::decl(cfg)
+    }
+    fn output_path() -> Option<std::path::PathBuf> {
+        Some("NoParams.ts".into())
+    }
+}
+
+fn doc(text: &str) -> String {
+    format!("/**\n * {text}\n */\n")
+}
+
+fn config() -> Config {
+    // Every integer of the API fits a JS number (ids, counts, unix ms).
+    Config::new().with_large_int("number")
+}
+
+/// Collects the declarations of a type and everything it uses, once each.
+struct Declarations<'a> {
+    cfg: &'a Config,
+    seen: HashSet<TypeId>,
+    /// By TypeScript name: the file lists them in alphabetical order.
+    decls: BTreeMap<String, String>,
+}
+
+impl TypeVisitor for Declarations<'_> {
+    fn visit<T: TS + 'static + ?Sized>(&mut self) {
+        if !self.seen.insert(TypeId::of::<T>()) {
+            return;
+        }
+        if T::output_path().is_none() {
+            // A primitive or a wrapper (`Vec<T>`, `Option<T>`): no declaration of its own,
+            // but what it wraps may have one.
+            T::visit_dependencies(self);
+            T::visit_generics(self);
+            return;
+        }
+        let mut text = T::docs().unwrap_or_default();
+        text.push_str("export ");
+        text.push_str(&layout(&T::decl(self.cfg)));
+        self.decls.insert(T::ident(self.cfg), text);
+        T::visit_dependencies(self);
+    }
+}
+
+impl<'a> Declarations<'a> {
+    fn new(cfg: &'a Config) -> Self {
+        Declarations {
+            cfg,
+            seen: HashSet::new(),
+            decls: BTreeMap::new(),
+        }
+    }
+
+    /// Declares `T` (when it has a declaration) and what it uses; the name to write.
+    fn use_type<T: TS + 'static + ?Sized>(&mut self) -> String {
+        self.visit::<T>();
+        T::name(self.cfg)
+    }
+}
+
+struct Methods<'a, 'b> {
+    decls: &'a mut Declarations<'b>,
+    entries: Vec<String>,
+}
+
+impl MethodVisitor for Methods<'_, '_> {
+    fn visit<M: Method + 'static>(&mut self) {
+        let params = self.decls.use_type::<M::Params>();
+        let result = self.decls.use_type::<M::Result>();
+        self.entries.push(format!(
+            "  /** {} */\n  \"{}\": {{ params: {params}; result: {result} }};\n",
+            M::DOC.trim(),
+            M::NAME
+        ));
+    }
+}
+
+struct Topics<'a, 'b> {
+    decls: &'a mut Declarations<'b>,
+    entries: Vec<String>,
+}
+
+impl TopicVisitor for Topics<'_, '_> {
+    fn visit<T: Topic + 'static>(&mut self) {
+        let data = self.decls.use_type::<T::Data>();
+        self.entries.push(format!(
+            "  /** {} */\n  \"{}\": {data};\n",
+            T::DOC.trim(),
+            T::NAME
+        ));
+    }
+}
+
+/// The whole generated file.
+pub fn render() -> String {
+    let cfg = config();
+    let mut decls = Declarations::new(&cfg);
+    let mut methods = Methods {
+        decls: &mut decls,
+        entries: Vec::new(),
+    };
+    visit_methods(&mut methods);
+    let method_entries = methods.entries;
+    let mut topics = Topics {
+        decls: &mut decls,
+        entries: Vec::new(),
+    };
+    visit_topics(&mut topics);
+    let topic_entries = topics.entries;
+
+    let mut out = String::new();
+    out.push_str(
+        "// Generated from allpeers-model's api::contract by host/model/tests/typescript.rs — do not edit.\n\
+         // Regenerate: ALLPEERS_BLESS=1 cargo test -p allpeers-model --features ts --test typescript\n\
+         /* eslint-disable */\n\n",
+    );
+    out.push_str(&format!(
+        "/** The local API version this file describes (`hello`'s `api_version`). */\n\
+         export const API_VERSION = {API_VERSION};\n\n"
+    ));
+    out.push_str("/** Every method: its params and its result. */\nexport interface Methods {\n");
+    out.extend(method_entries);
+    out.push_str("}\n\n");
+    out.push_str(
+        "export type MethodName = keyof Methods;\n\
+         export type ParamsOf<M extends MethodName> = Methods[M][\"params\"];\n\
+         export type ResultOf<M extends MethodName> = Methods[M][\"result\"];\n\n",
+    );
+    out.push_str(
+        "/** Every event topic: the `data` of its events. */\nexport interface Events {\n",
+    );
+    out.extend(topic_entries);
+    out.push_str("}\n\nexport type TopicName = keyof Events;\n\n");
+    out.push_str(&error_codes());
+    out.push('\n');
+    for decl in decls.decls.values() {
+        out.push_str(decl);
+        out.push_str("\n\n");
+    }
+    out.truncate(out.trim_end().len());
+    out.push('\n');
+    out
+}
+
+/// Lays an object type out one member a line, each under its doc comment: ts-rs writes
+/// `type X = { /** doc */ a: string, b: number, };` on one line. Anything else (unions,
+/// aliases) is left as it is.
+fn layout(decl: &str) -> String {
+    let Some((head, body)) = decl.split_once(" = { ") else {
+        return decl.to_string();
+    };
+    let Some(body) = body.strip_suffix(" };") else {
+        return decl.to_string();
+    };
+    let Some(members) = split_members(body) else {
+        return decl.to_string();
+    };
+    let mut out = format!("{head} = {{\n");
+    for member in members {
+        let (doc, field) = match member.rsplit_once("*/") {
+            Some((doc, field)) if member.starts_with("/**") => (Some(doc), field.trim()),
+            _ => (None, member.as_str()),
+        };
+        if let Some(doc) = doc {
+            let lines: Vec<&str> = doc
+                .trim_start_matches("/**")
+                .lines()
+                .map(|l| l.trim().trim_start_matches('*').trim())
+                .filter(|l| !l.is_empty())
+                .collect();
+            if let [line] = lines.as_slice() {
+                out.push_str(&format!("  /** {line} */\n"));
+            } else {
+                out.push_str("  /**\n");
+                for line in lines {
+                    out.push_str(&format!("   * {line}\n"));
+                }
+                out.push_str("   */\n");
+            }
+        }
+        out.push_str(&format!("  {field};\n"));
+    }
+    out.push_str("};");
+    out
+}
+
+/// The members of an object type's body, split at its top-level commas (`None` when the
+/// body is not one object: a brace closes early).
+fn split_members(body: &str) -> Option<Vec<String>> {
+    let mut members = Vec::new();
+    let mut depth = 0i32;
+    let mut current = String::new();
+    let mut in_comment = false;
+    let mut in_string = false;
+    let chars: Vec<char> = body.chars().collect();
+    for (i, &c) in chars.iter().enumerate() {
+        current.push(c);
+        if in_comment {
+            in_comment = !(c == '/' && i > 0 && chars[i - 1] == '*');
+            continue;
+        }
+        if in_string {
+            in_string = c != '"';
+            continue;
+        }
+        match c {
+            '/' if chars.get(i + 1) == Some(&'*') => in_comment = true,
+            '"' => in_string = true,
+            '{' | '<' | '(' | '[' => depth += 1,
+            '}' | '>' | ')' | ']' => {
+                depth -= 1;
+                if depth < 0 {
+                    return None;
+                }
+            }
+            ',' if depth == 0 => {
+                current.pop();
+                members.push(current.trim().to_string());
+                current.clear();
+            }
+            _ => {}
+        }
+    }
+    if !current.trim().is_empty() {
+        members.push(current.trim().to_string());
+    }
+    Some(members)
+}
+
+fn error_codes() -> String {
+    let mut out = String::from(
+        "/** The daemon's error codes (`error.code`), by name. */\nexport const ErrorCode = {\n",
+    );
+    for code in ErrorCode::ALL {
+        out.push_str(&format!(
+            "  /** {}: {} */\n  {}: {},\n",
+            code.name(),
+            code.meaning(),
+            code.ident(),
+            code.code()
+        ));
+    }
+    out.push_str("} as const;\n\nexport type ErrorCodeName = keyof typeof ErrorCode;\n");
+    out
+}

@@ -1,0 +1,152 @@
+//! The `core` area: the daemon itself — `ping`, `status.get`, `identity.*`, `events.*`,
+//! `log.*`, `daemon.shutdown`. (`hello` is the routing table's own: it lists the table.)
+
+use std::sync::Arc;
+
+use allpeers_model::api::methods::{self as m, topics};
+use allpeers_model::api::{ErrorCode, RpcError};
+use allpeers_net::IdentityError;
+use serde_json::{Value, json};
+
+use crate::daemon::area::{Area, Call, Reply};
+use crate::daemon::rpc::{internal, parse, to_value};
+use crate::daemon::state::Daemon;
+
+pub const AREA: Area = Area {
+    name: "core",
+    methods: &[
+        m::PING,
+        m::STATUS_GET,
+        m::IDENTITY_GET,
+        m::IDENTITY_UNLOCK,
+        m::EVENTS_SUBSCRIBE,
+        m::EVENTS_UNSUBSCRIBE,
+        m::LOG_GET,
+        m::LOG_SET,
+        m::DAEMON_SHUTDOWN,
+    ],
+    handle,
+    // Argon2 runs for tens of milliseconds.
+    slow: &[m::IDENTITY_UNLOCK],
+};
+
+fn handle(call: Call<'_>) -> Reply<'_> {
+    Box::pin(async move {
+        let Call {
+            daemon,
+            session,
+            method,
+            params,
+        } = call;
+        match method {
+            m::PING => Ok(params),
+            m::STATUS_GET => Ok(to_value(m::StatusResult {
+                version: env!("CARGO_PKG_VERSION").into(),
+                pid: std::process::id(),
+                uptime_ms: daemon.started.elapsed().as_millis() as u64,
+                data_dir: daemon.paths.data_dir.display().to_string(),
+                socket: daemon.paths.socket.display().to_string(),
+                clients: daemon.clients(),
+                identity: daemon.identity_info(),
+            })),
+            m::IDENTITY_GET => Ok(to_value(daemon.identity_info())),
+            m::IDENTITY_UNLOCK => unlock(daemon, parse(params)?).await,
+            m::EVENTS_SUBSCRIBE => {
+                let p: m::SubscribeParams = parse(params)?;
+                check_topics(&p.topics)?;
+                let topics = session.topics();
+                topics.send_modify(|set| set.extend(p.topics));
+                Ok(to_value(m::SubscribeResult {
+                    topics: topics.borrow().iter().cloned().collect(),
+                }))
+            }
+            m::EVENTS_UNSUBSCRIBE => {
+                let p: m::SubscribeParams = parse(params)?;
+                let topics = session.topics();
+                topics.send_modify(|set| set.retain(|t| !p.topics.contains(t)));
+                Ok(to_value(m::SubscribeResult {
+                    topics: topics.borrow().iter().cloned().collect(),
+                }))
+            }
+            m::LOG_GET => {
+                let log = log(daemon)?;
+                Ok(to_value(m::LogInfo {
+                    filter: log.filter(),
+                    dir: log.dir().display().to_string(),
+                }))
+            }
+            m::LOG_SET => {
+                let p: m::LogSetParams = parse(params)?;
+                let log = log(daemon)?;
+                log.set_filter(&p.filter)
+                    .map_err(|e| RpcError::new(ErrorCode::InvalidParams, e.to_string()))?;
+                let info = m::LogInfo {
+                    filter: log.filter(),
+                    dir: log.dir().display().to_string(),
+                };
+                daemon.publish(topics::LOG_CHANGED, to_value(&info));
+                Ok(to_value(info))
+            }
+            m::DAEMON_SHUTDOWN => {
+                allpeers_log::flesh!(client = session.client_name(), "shutdown requested");
+                daemon.shutdown.cancel();
+                Ok(json!({"stopping": true}))
+            }
+            other => Err(RpcError::new(
+                ErrorCode::MethodNotFound,
+                format!("unknown method \"{other}\""),
+            )),
+        }
+    })
+}
+
+fn log(daemon: &Daemon) -> Result<&allpeers_log::LogHandle, RpcError> {
+    daemon
+        .log
+        .as_ref()
+        .ok_or_else(|| RpcError::new(ErrorCode::Internal, "logging is not set up"))
+}
+
+async fn unlock(daemon: &Arc<Daemon>, params: m::UnlockParams) -> Result<Value, RpcError> {
+    let file = {
+        let identity = daemon.identity.lock().expect("identity lock");
+        if identity.key.is_some() {
+            return Ok(to_value(identity.info()));
+        }
+        identity.file.clone()
+    };
+    let path = daemon.paths.identity().display().to_string();
+    // Argon2 takes tens of milliseconds of CPU: keep it off the async workers.
+    let opened = tokio::task::spawn_blocking(move || file.open(Some(&params.passphrase), &path))
+        .await
+        .map_err(internal)?;
+    match opened {
+        Ok(key) => {
+            daemon.identity.lock().expect("identity lock").key = Some(key.clone());
+            crate::net::go_online(daemon, key).await;
+            let info = daemon.identity_info();
+            daemon.publish(topics::IDENTITY_CHANGED, to_value(&info));
+            Ok(to_value(info))
+        }
+        Err(IdentityError::WrongPassphrase) => Err(RpcError::new(
+            ErrorCode::WrongPassphrase,
+            "wrong passphrase",
+        )),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+fn check_topics(requested: &[String]) -> Result<(), RpcError> {
+    for topic in requested {
+        if !topics::ALL.contains(&topic.as_str()) {
+            return Err(RpcError::new(
+                ErrorCode::InvalidParams,
+                format!(
+                    "unknown topic \"{topic}\"; topics are: {}",
+                    topics::ALL.join(", ")
+                ),
+            ));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! What the daemon knows about one local API client: its name, its event subscriptions
+//! (topics on the bus, and store subscriptions with their own bounded queue).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use allpeers_model::api::Event;
+use allpeers_store::SubscriptionId;
+use tokio::sync::{mpsc, watch};
+
+/// What the daemon knows about one client.
+pub struct Session {
+    client: Mutex<Option<String>>,
+    /// Topics of the shared bus this client subscribed to (its event forwarder watches it).
+    topics: watch::Sender<BTreeSet<String>>,
+    events: EventSink,
+    store_subscriptions: Mutex<Vec<SubscriptionId>>,
+}
+
+/// Events meant for one client only (its resource subscriptions), bounded: when the client
+/// does not keep up, events are counted as dropped instead of queued without end.
+#[derive(Clone)]
+pub struct EventSink {
+    queue: mpsc::Sender<Event>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl EventSink {
+    pub fn send(&self, event: Event) {
+        if self.queue.try_send(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Events lost since the last call.
+    pub fn take_dropped(&self) -> u64 {
+        self.dropped.swap(0, Ordering::Relaxed)
+    }
+}
+
+impl Session {
+    pub fn new(queue: mpsc::Sender<Event>, topics: watch::Sender<BTreeSet<String>>) -> Self {
+        Session {
+            client: Mutex::new(None),
+            topics,
+            events: EventSink {
+                queue,
+                dropped: Arc::default(),
+            },
+            store_subscriptions: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn event_sink(&self) -> EventSink {
+        self.events.clone()
+    }
+
+    pub fn remember_subscription(&self, id: SubscriptionId) {
+        self.store_subscriptions
+            .lock()
+            .expect("session lock")
+            .push(id);
+    }
+
+    /// False if the subscription is not this client's.
+    pub fn forget_subscription(&self, id: SubscriptionId) -> bool {
+        let mut subscriptions = self.store_subscriptions.lock().expect("session lock");
+        let before = subscriptions.len();
+        subscriptions.retain(|s| *s != id);
+        subscriptions.len() != before
+    }
+
+    pub fn take_subscriptions(&self) -> Vec<SubscriptionId> {
+        std::mem::take(&mut *self.store_subscriptions.lock().expect("session lock"))
+    }
+
+    pub fn topics(&self) -> &watch::Sender<BTreeSet<String>> {
+        &self.topics
+    }
+
+    pub fn said_hello(&self, client: String) {
+        *self.client.lock().expect("session lock") = Some(client);
+    }
+
+    pub fn has_said_hello(&self) -> bool {
+        self.client.lock().expect("session lock").is_some()
+    }
+
+    pub fn client_name(&self) -> String {
+        self.client
+            .lock()
+            .expect("session lock")
+            .clone()
+            .unwrap_or_else(|| "(before hello)".into())
+    }
+}

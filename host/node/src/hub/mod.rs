@@ -1,0 +1,239 @@
+//! The `hub` area: the home hub's client, started with the network, its methods on the
+//! local API (`hub.register`, `hub.resolve`, `hub.watch`, `hub.unwatch`, `hub.relay`) and
+//! its events (`presence.changed`, `presence.refused`, `hub.changed`, `relay.offered`).
+
+use std::sync::Arc;
+
+use allpeers_hub_client::proto::code;
+use allpeers_hub_client::{
+    AcceptAll, DirectoryRecord, HubClient, HubClientConfig, HubError, HubEvent, NameCertificate,
+    PeerStatus, ProxyConfig, RefuseAll, RelayPolicy,
+};
+use allpeers_model::PeerId;
+use allpeers_model::api::methods::{self as m, topics};
+use allpeers_model::api::net::PeerParams;
+use allpeers_model::api::{ErrorCode, RpcError};
+use allpeers_net::{Address, Endpoint};
+use base64::Engine;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::config::HubSection;
+use crate::daemon::area::Area;
+use crate::daemon::rpc::{codes, parse};
+use crate::daemon::state::Daemon;
+
+pub const AREA: Area = Area {
+    name: "hub",
+    methods: &[
+        m::HUB_REGISTER,
+        m::HUB_RESOLVE,
+        m::HUB_WATCH,
+        m::HUB_UNWATCH,
+        m::HUB_RELAY,
+    ],
+    handle: |call| Box::pin(handle(call.daemon, call.method, call.params)),
+    slow: &[],
+};
+
+/// Called for each presence change the hub reports, before `presence.changed` is published
+/// (the social area keeps contacts' presence): given at start, so the hub does not depend on
+/// its consumers.
+pub type PresenceSink = fn(&Daemon, PeerId, bool, PeerStatus);
+
+/// `quic://ip:port` or `tcp://ip:port`.
+pub fn parse_address(text: &str) -> Result<Address, String> {
+    let bad = || format!("{text:?}: expected quic://ip:port or tcp://ip:port");
+    let (scheme, rest) = text.split_once("://").ok_or_else(bad)?;
+    let addr = rest.parse().map_err(|_| bad())?;
+    match scheme {
+        "quic" => Ok(Address::quic(addr)),
+        "tcp" => Ok(Address::tcp(addr)),
+        _ => Err(bad()),
+    }
+}
+
+/// Starts the hub client over the running endpoint and forwards its events.
+/// Starts the hub client and publishes its events.
+pub async fn start(
+    daemon: &Arc<Daemon>,
+    endpoint: Endpoint,
+    section: &HubSection,
+    on_presence: PresenceSink,
+) -> anyhow::Result<HubClient> {
+    let hub: PeerId = section
+        .peer_id
+        .parse()
+        .map_err(|e| anyhow::anyhow!("hub.peer_id: {e}"))?;
+    let addresses = section
+        .addresses
+        .iter()
+        .map(|a| parse_address(a).map_err(|e| anyhow::anyhow!("hub.addresses: {e}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut config = HubClientConfig::new(hub, addresses);
+    if let Some(proxy) = &section.proxy {
+        config.proxy = Some(ProxyConfig::parse(proxy)?);
+    }
+    let policy: Arc<dyn RelayPolicy> = match section.accept_relays.as_str() {
+        "all" => Arc::new(AcceptAll),
+        "none" => Arc::new(RefuseAll),
+        other => anyhow::bail!("hub.accept_relays is \"all\" or \"none\", not {other:?}"),
+    };
+    let client = HubClient::start(endpoint, config, policy).await?;
+    daemon.forward_events(client.events(), move |daemon, event| {
+        Some(match event {
+            HubEvent::Online { observed } => (
+                topics::HUB_CHANGED,
+                json!({"state": "online", "observed": observed}),
+            ),
+            HubEvent::Offline { reason } => (
+                topics::HUB_CHANGED,
+                json!({"state": "offline", "reason": reason}),
+            ),
+            HubEvent::PresenceChanged {
+                peer,
+                online,
+                status,
+            } => {
+                on_presence(daemon, peer, online, status.clone());
+                (
+                    topics::PRESENCE_CHANGED,
+                    json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
+                )
+            }
+            // The letters module fetches them, the connector takes signals (each has its own
+            // subscription).
+            HubEvent::MailWaiting { .. } | HubEvent::Signal { .. } => return None,
+            HubEvent::WatchRefused { peer } => {
+                (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
+            }
+            HubEvent::RelayOffered { from, accepted } => (
+                topics::RELAY_OFFERED,
+                json!({"from": from, "accepted": accepted}),
+            ),
+        })
+    });
+    Ok(client)
+}
+
+fn client(daemon: &Daemon) -> Result<&HubClient, RpcError> {
+    daemon.hub().ok_or_else(|| RpcError {
+        code: codes::NO_HUB,
+        message: match daemon.network.get() {
+            None => "the node is offline (identity locked or endpoint down): see net.status".into(),
+            Some(_) => {
+                "no home hub is configured (config.json: hub.peer_id and hub.addresses)".into()
+            }
+        },
+        data: None,
+    })
+}
+
+fn rpc(error: HubError) -> RpcError {
+    let message = error.to_string();
+    let code = match (&error, error.app_code()) {
+        (_, Some(code::NAME_TAKEN)) => codes::NAME_TAKEN,
+        (_, Some(code::BAD_NAME)) | (HubError::Name(_), _) => codes::BAD_NAME,
+        (HubError::Answer(_) | HubError::BadAnswer(_), _) => codes::ANSWER_REJECTED,
+        (_, Some(code::RELAY_REFUSED)) => codes::RELAY_REFUSED,
+        (_, Some(code::QUOTA)) => codes::QUOTA,
+        (_, Some(code::OFFLINE)) => codes::PEER_OFFLINE,
+        (HubError::Net(_) | HubError::Proxy(_) | HubError::Stopped, _) => codes::HUB_UNREACHABLE,
+        _ => ErrorCode::Internal.code(),
+    };
+    RpcError {
+        code,
+        message,
+        data: None,
+    }
+}
+
+fn certificate_json(cert: &NameCertificate) -> Value {
+    json!({
+        "name": cert.name,
+        "hub_name": cert.hub_name,
+        "full_name": format!("{}@{}", cert.name, cert.hub_name),
+        "peer_id": cert.peer,
+        "hub_peer_id": cert.hub,
+        "issued_at": cert.issued_at,
+        "signature": base64::engine::general_purpose::STANDARD.encode(&cert.signature),
+    })
+}
+
+fn record_json(record: &DirectoryRecord) -> Value {
+    json!({
+        "found": true,
+        "verified": true,
+        "peer_id": record.peer,
+        "name": record.certificate.as_ref().map(|c| format!("{}@{}", c.name, c.hub_name)),
+        "certificate": record.certificate.as_ref().map(certificate_json),
+        "addresses": record.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "online": record.online,
+        "online_at": record.online_at.as_ref().map(|h| json!({
+            "name": h.name, "peer_id": h.peer, "addresses": h.addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        })),
+        "last_seen": record.last_seen,
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NameParams {
+    name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveParams {
+    query: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PeersParams {
+    peers: Vec<PeerId>,
+}
+
+async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, RpcError> {
+    match method {
+        m::HUB_REGISTER => {
+            let p: NameParams = parse(params)?;
+            let cert = client(daemon)?.register(&p.name).await.map_err(rpc)?;
+            Ok(json!({"certificate": certificate_json(&cert)}))
+        }
+        m::HUB_RESOLVE => {
+            let p: ResolveParams = parse(params)?;
+            match client(daemon)?.resolve(&p.query).await.map_err(rpc)? {
+                Some(record) => Ok(record_json(&record)),
+                None => Ok(json!({"found": false, "verified": true})),
+            }
+        }
+        m::HUB_WATCH | m::HUB_UNWATCH => {
+            let p: PeersParams = parse(params)?;
+            let hub = client(daemon)?;
+            if method == m::HUB_WATCH {
+                hub.watch(&p.peers).await;
+            } else {
+                hub.unwatch(&p.peers).await;
+            }
+            Ok(json!({"peers": p.peers}))
+        }
+        m::HUB_RELAY => {
+            let p: PeerParams = parse(params)?;
+            let conn = client(daemon)?.connect_relayed(p.peer).await.map_err(rpc)?;
+            Ok(json!({"peer_id": p.peer, "path": "relayed", "transport": conn.transport()}))
+        }
+        other => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("unknown method \"{other}\""),
+        )),
+    }
+}
+
+/// The hub part of `net.status`.
+pub fn status(daemon: &Daemon) -> Value {
+    match daemon.hub() {
+        Some(hub) => serde_json::to_value(hub.status()).unwrap_or(Value::Null),
+        None => Value::Null,
+    }
+}

@@ -1,0 +1,284 @@
+//! The `net` area: the node's network, started once the identity is unlocked, as one value
+//! ([`parts::Network`]: endpoint, hub line, connectivity discovery through the hub, the
+//! connector, discovery without a hub); its status and connections on the local API
+//! (`net.status`, `net.connect`, `net.changed` events).
+//!
+//! [`start`] is where the areas that live on the network are wired together: the letters
+//! service and the hub's presence reports go to the social area through the sinks it
+//! gives, so no area calls into another.
+
+pub mod discovery;
+pub mod parts;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use std::time::Duration;
+
+use allpeers_hub_client::{AcceptAll, HubClient, RefuseAll, RelayPolicy};
+use allpeers_model::PeerId;
+use allpeers_model::api::RpcError;
+use allpeers_model::api::methods::{self as m, topics};
+use allpeers_model::api::net::PeerParams;
+use allpeers_nat::connectivity::monitor::{ConnectivityMonitor, MonitorConfig};
+use allpeers_nat::connector::{Connector, ConnectorConfig};
+use allpeers_net::status::StatusMonitor;
+use allpeers_net::{Endpoint, EndpointConfig, EndpointEvent, Identity};
+use serde_json::{Value, json};
+
+use crate::daemon::area::{Area, Call, Reply};
+use crate::daemon::rpc::{codes, parse};
+use crate::daemon::state::Daemon;
+use crate::social::letters::{self, LetterService};
+use parts::Network;
+
+pub const AREA: Area = Area {
+    name: "net",
+    methods: &[m::NET_STATUS, m::NET_CONNECT],
+    handle,
+    slow: &[],
+};
+
+fn handle(call: Call<'_>) -> Reply<'_> {
+    Box::pin(async move {
+        match call.method {
+            m::NET_CONNECT => {
+                let p: PeerParams = parse(call.params)?;
+                connect(call.daemon, p.peer).await
+            }
+            _ => Ok(status(call.daemon)),
+        }
+    })
+}
+
+/// Starts the network. A failure (e.g. a configured port in use) is logged and shown by
+/// `net.status`; the local API keeps serving.
+pub async fn go_online(daemon: &Arc<Daemon>, key: Identity) {
+    if let Err(e) = start(daemon, key).await {
+        allpeers_log::skin!("cannot start the peer endpoint: {e:#}");
+        *daemon.net_error.lock().expect("net error lock") = Some(format!("{e:#}"));
+    }
+}
+
+/// How often interface addresses are re-read (no portable change notification).
+const STATUS_POLL: Duration = Duration::from_secs(5);
+
+/// Starts the connectivity monitor and publishes each new report as a `net.changed` event
+/// (`{"connectivity": report}`).
+fn start_connectivity(
+    daemon: &Arc<Daemon>,
+    endpoint: &Endpoint,
+    status: &Arc<StatusMonitor>,
+    hub: HubClient,
+) -> ConnectivityMonitor {
+    let monitor =
+        ConnectivityMonitor::start(endpoint.clone(), hub, status, MonitorConfig::default());
+    let mut changes = monitor.watch();
+    let weak = Arc::downgrade(daemon);
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        let mut published = 0;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = changes.changed() => if changed.is_err() { break },
+            }
+            let (runs, report) = {
+                let s = changes.borrow_and_update();
+                (s.runs, s.last.clone())
+            };
+            if runs == published {
+                continue;
+            }
+            published = runs;
+            let Some(daemon) = weak.upgrade() else { break };
+            daemon.publish(topics::NET_CHANGED, json!({"connectivity": report}));
+        }
+    });
+    monitor
+}
+
+/// Where to listen, from `config.json` (`net.quic`, `net.tcp`).
+pub fn endpoint_config(quic: Option<SocketAddr>, tcp: Option<SocketAddr>) -> EndpointConfig {
+    EndpointConfig {
+        quic,
+        tcp,
+        ..EndpointConfig::default()
+    }
+}
+
+/// Binds the endpoint and starts forwarding its status and connection changes as
+/// `net.changed` events.
+pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<()> {
+    let endpoint = Endpoint::bind(identity, daemon.net_config.clone()).await?;
+    let status = StatusMonitor::new(endpoint.local_addresses());
+    let poller = status.spawn_polling(STATUS_POLL);
+    allpeers_log::flesh!(listening = ?endpoint.local_addresses(), "peer endpoint listening");
+
+    let weak = Arc::downgrade(daemon);
+    let mut status_events = status.subscribe();
+    let mut endpoint_events = endpoint.events();
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let data = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = status_events.recv() => match event {
+                    Ok(event) => json!({"status": event}),
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                },
+                event = endpoint_events.recv() => match event {
+                    Ok(EndpointEvent::Connected { peer, transport, direction }) => {
+                        json!({"connected": {"peer": peer, "transport": transport, "direction": direction}})
+                    }
+                    Ok(EndpointEvent::Disconnected { peer, reason }) => {
+                        json!({"disconnected": {"peer": peer, "reason": reason}})
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(_) => break,
+                },
+            };
+            let Some(daemon) = weak.upgrade() else { break };
+            daemon.publish(topics::NET_CHANGED, data);
+        }
+        poller.abort();
+    });
+    endpoint.register(
+        letters::namespace(),
+        LetterService::new(daemon, crate::social::api::letter_sink),
+    );
+    // A hub that cannot start (a bad address in config.json) leaves the node online without
+    // it; the error is kept for `net.status`'s log line.
+    let hub = match &daemon.hub_config {
+        Some(section) => crate::hub::start(
+            daemon,
+            endpoint.clone(),
+            section,
+            crate::social::api::on_hub_presence,
+        )
+        .await
+        .inspect_err(|e| {
+            allpeers_log::skin!("the hub client did not start: {e:#}");
+            *daemon.net_error.lock().expect("net error lock") = Some(format!("{e:#}"));
+        })
+        .ok(),
+        None => None,
+    };
+    let connectivity = hub
+        .clone()
+        .map(|hub| start_connectivity(daemon, &endpoint, &status, hub));
+    let connector = start_connector(daemon, &endpoint, hub.clone(), connectivity.as_ref());
+    if daemon
+        .network
+        .set(Network {
+            endpoint,
+            status,
+            hub: hub.clone(),
+            connectivity,
+            connector,
+            discovery: OnceLock::new(),
+        })
+        .is_err()
+    {
+        anyhow::bail!("the network is already running");
+    }
+    if let Some(hub) = hub {
+        letters::spawn_mail_fetcher(daemon, hub, crate::social::api::letter_sink);
+    }
+    crate::social::api::start(daemon).await;
+    discovery::start(daemon);
+    Ok(())
+}
+
+/// The connector: with the hub it signals, punches and relays; without, it dials what it
+/// knows. It answers other peers' signals under the same agreement as relays.
+fn start_connector(
+    daemon: &Daemon,
+    endpoint: &Endpoint,
+    hub: Option<HubClient>,
+    connectivity: Option<&ConnectivityMonitor>,
+) -> Connector {
+    let policy: Arc<dyn RelayPolicy> = match daemon.hub_config.as_ref() {
+        Some(h) if h.accept_relays == "none" => Arc::new(RefuseAll),
+        _ => Arc::new(AcceptAll),
+    };
+    Connector::start(
+        endpoint.clone(),
+        hub,
+        connectivity.map(|m| m.watch()),
+        policy,
+        ConnectorConfig::default(),
+    )
+}
+
+/// Reaches a peer through the connector: directly, by callback, through a punched hole,
+/// or relayed; says which path won, why, and every attempt with its time.
+async fn connect(daemon: &Daemon, peer: PeerId) -> Result<Value, RpcError> {
+    let connector = daemon.connector().ok_or_else(|| RpcError {
+        code: codes::CONNECT_FAILED,
+        message: "the node is offline: see net.status".into(),
+        data: None,
+    })?;
+    match connector.connect(peer).await {
+        Ok((conn, report)) => Ok(json!({
+            "peer_id": peer,
+            "path": conn.path(),
+            "transport": conn.transport(),
+            "why": report.why,
+            "elapsed_ms": report.elapsed_ms,
+            "local": report.local,
+            "remote": report.remote,
+            "attempts": report.attempts,
+        })),
+        Err(e) => Err(RpcError {
+            code: codes::CONNECT_FAILED,
+            message: e.to_string(),
+            data: Some(json!({"attempts": e.attempts})),
+        }),
+    }
+}
+
+/// `net.status`: online state, addresses, listening addresses and live connections.
+pub fn status(daemon: &Daemon) -> Value {
+    let Some(network) = daemon.network.get() else {
+        let reason = daemon
+            .net_error
+            .lock()
+            .expect("net error lock")
+            .clone()
+            .unwrap_or_else(|| "the identity is locked: unlock it to go online".into());
+        return json!({"running": false, "reason": reason});
+    };
+    let status = network.status.current();
+    let connections: Vec<Value> = network
+        .endpoint
+        .connections()
+        .iter()
+        .map(|c| {
+            // How the connector made it, when it did (and the path still matches).
+            let why = network
+                .connector
+                .report(&c.remote_peer())
+                .filter(|r| r.path == c.path() && r.transport == c.transport())
+                .map(|r| r.why);
+            json!({
+                "peer": c.remote_peer(),
+                "transport": c.transport(),
+                "direction": c.direction(),
+                "path": c.path(),
+                "why": why,
+            })
+        })
+        .collect();
+    json!({
+        "running": true,
+        "online": status.online,
+        "addresses": status.addresses,
+        "listening": status.listening,
+        "connections": connections,
+        "hub": crate::hub::status(daemon),
+        "connectivity": network.connectivity_json(),
+        "discovery": discovery::status(daemon),
+    })
+}

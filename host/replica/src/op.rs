@@ -1,0 +1,833 @@
+//! Operations: what changed, who signed it, when, and which membership state it was made in.
+//!
+//! ## Canonical bytes (format 1)
+//! ```text
+//! u8 format (1) | share [32] | author [32] | varint seq | u64 wall_ms | u32 counter
+//! | varint n, n × parent [32] (strictly ascending) | u8 action tag | action fields
+//! ```
+//! Strings and JSON values are varint-length-prefixed; JSON is in canonical form (object keys
+//! sorted, no spaces, numbers as `serde_json` prints them) and the decoder refuses any other
+//! spelling, so one content has exactly one op id. The wire form is the canonical bytes followed
+//! by the 64-byte Ed25519 signature over [`SIGNATURE_DOMAIN`] ‖ op id.
+//!
+//! The op id is the BLAKE3 hash of the canonical bytes. The genesis op (the share's first
+//! `Create`) has an all-zero share field and no parents; its id is the share id, so every other
+//! op is bound to one share and cannot be replayed into another.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use allpeers_model::id::PeerId;
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use serde_json::Value as Json;
+
+use crate::wire::{Reader, WireError, Writer};
+
+/// Version byte at the start of the canonical bytes; a new encoding gets a new number.
+pub const FORMAT_VERSION: u8 = 1;
+/// Signatures cover this tag and the op id, so an op signature can never be taken for a
+/// signature of anything else made with the same key.
+pub const SIGNATURE_DOMAIN: &[u8] = b"allpeers/replica/op/v1";
+/// An op carries one change of structured data; files travel by data transfer, not in ops.
+pub const MAX_OP_BYTES: usize = 256 * 1024;
+/// Upper bound on one JSON value inside an op (the op minus its fixed fields).
+pub const MAX_VALUE_BYTES: usize = MAX_OP_BYTES - 4 * 1024;
+/// Parents are the membership heads: more than a few means many concurrent admins.
+pub const MAX_PARENTS: usize = 64;
+/// A `ListRemove` names the add tags it saw; one item is rarely added more than a few times.
+pub const MAX_REMOVE_TAGS: usize = 256;
+/// Ops a revocation names beyond the contiguous seqs it saw (4,096 ids: 128 KiB, within an
+/// op). A revoker holding more ops of the member past a gap cuts at the gap for the rest.
+pub const MAX_REVOKE_ALSO: usize = 4096;
+/// Resource ids, property names, slot names, child keys and type names.
+pub const MAX_NAME_BYTES: usize = allpeers_model::resource::MAX_ID_LEN;
+/// Upper bound on children in one slot of a created resource (as in the resource model).
+pub const MAX_CHILDREN: usize = allpeers_model::resource::MAX_LIST_LEN;
+const SIGNATURE_LEN: usize = 64;
+
+/// BLAKE3 of an op's canonical bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct OpId(pub [u8; 32]);
+
+/// A share is named by the id of its genesis op.
+pub type ShareId = OpId;
+
+impl OpId {
+    pub const ZERO: OpId = OpId([0; 32]);
+}
+
+impl fmt::Display for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for b in self.0 {
+            write!(f, "{b:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for OpId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "OpId({})", &self.to_string()[..12])
+    }
+}
+
+/// The hybrid-logical-clock stamp of an op (the node part of [`allpeers_model::hlc::Timestamp`]
+/// is the author, carried separately).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Stamp {
+    pub wall_ms: u64,
+    pub counter: u32,
+}
+
+/// A member's level in a share. Ordered: admin ⊃ write ⊃ read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Level {
+    Read = 1,
+    Write = 2,
+    Admin = 3,
+}
+
+impl Level {
+    fn from_u8(v: u8) -> Option<Level> {
+        match v {
+            1 => Some(Level::Read),
+            2 => Some(Level::Write),
+            3 => Some(Level::Admin),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A resource with its whole initial state: `{"properties": {...}, "children": {slot: [child, ...]}}`.
+    Create {
+        resource: String,
+        kind: String,
+        value: Json,
+    },
+    SetProperty {
+        resource: String,
+        name: String,
+        value: Json,
+    },
+    /// Sets (or with `None` removes) the anonymous child `key` in `slot`.
+    SetChild {
+        resource: String,
+        slot: String,
+        key: String,
+        value: Option<Json>,
+    },
+    /// A tombstone: the resource never comes back.
+    Delete {
+        resource: String,
+    },
+    /// Adds `item` to `list`; the op id is the add's tag.
+    ListAdd {
+        list: String,
+        item: String,
+    },
+    /// Removes the add tags the author saw; a concurrent add (another tag) keeps the item in.
+    ListRemove {
+        list: String,
+        item: String,
+        tags: Vec<OpId>,
+    },
+    Grant {
+        member: PeerId,
+        level: Level,
+    },
+    /// Revokes `member`. What the revoker had seen of them stands: their ops with
+    /// `seq <= after_seq` (the revoker held all of them, contiguously) and those named in `also`
+    /// (held beyond the gap); any other op of theirs made without seeing this revocation is
+    /// rejected. A seq the member made up (a jump, or a gap filled later) is not covered.
+    Revoke {
+        member: PeerId,
+        after_seq: u64,
+        also: Vec<OpId>,
+    },
+}
+
+impl Action {
+    fn tag(&self) -> u8 {
+        match self {
+            Action::Create { .. } => 1,
+            Action::SetProperty { .. } => 2,
+            Action::SetChild { .. } => 3,
+            Action::Delete { .. } => 4,
+            Action::ListAdd { .. } => 5,
+            Action::ListRemove { .. } => 6,
+            Action::Grant { .. } => 7,
+            Action::Revoke { .. } => 8,
+        }
+    }
+
+    /// Grants and revocations: the ops validity is judged against; always live.
+    pub fn is_membership(&self) -> bool {
+        matches!(self, Action::Grant { .. } | Action::Revoke { .. })
+    }
+
+    /// The resource a data op touches (the list for list ops).
+    pub fn resource(&self) -> Option<&str> {
+        match self {
+            Action::Create { resource, .. }
+            | Action::SetProperty { resource, .. }
+            | Action::SetChild { resource, .. }
+            | Action::Delete { resource } => Some(resource),
+            Action::ListAdd { list, .. } | Action::ListRemove { list, .. } => Some(list),
+            Action::Grant { .. } | Action::Revoke { .. } => None,
+        }
+    }
+}
+
+/// The signed content of an op.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpBody {
+    /// [`OpId::ZERO`] for the genesis op.
+    pub share: ShareId,
+    pub author: PeerId,
+    /// The author's 1-based count of ops in this share; revocations cut by it.
+    pub seq: u64,
+    pub stamp: Stamp,
+    /// The membership heads (genesis, grants, revocations) the author had seen, ascending.
+    pub parents: Vec<OpId>,
+    pub action: Action,
+}
+
+impl OpBody {
+    /// The canonical bytes: what the op id hashes (parents and tags in ascending order).
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        encode_body(self)
+    }
+}
+
+/// A decoded, signed op. Cheap to clone.
+#[derive(Clone)]
+pub struct Op {
+    inner: Arc<OpInner>,
+}
+
+struct OpInner {
+    body: OpBody,
+    id: OpId,
+    wire: Vec<u8>,
+}
+
+impl fmt::Debug for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Op")
+            .field("id", &self.id())
+            .field("body", &self.inner.body)
+            .finish()
+    }
+}
+
+impl PartialEq for Op {
+    fn eq(&self, other: &Op) -> bool {
+        self.inner.wire == other.inner.wire
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    #[error("op of {0} bytes is above the limit of {MAX_OP_BYTES}")]
+    TooLarge(usize),
+    #[error("malformed op: {0}")]
+    Wire(#[from] WireError),
+    #[error("unknown op format {0}")]
+    Format(u8),
+    #[error("unknown action tag {0}")]
+    ActionTag(u8),
+    #[error("unknown level {0}")]
+    Level(u8),
+    #[error("parents are not strictly ascending")]
+    ParentOrder,
+    #[error("the author key is not a valid Ed25519 point")]
+    AuthorKey,
+    #[error("{0} is not valid JSON")]
+    Json(&'static str),
+    #[error("{0} is JSON in a non-canonical spelling")]
+    NonCanonicalJson(&'static str),
+    #[error("create value must be {{\"properties\": {{..}}, \"children\": {{slot: [..]}}}}: {0}")]
+    CreateShape(&'static str),
+    #[error("seq 0: an author's ops count from 1")]
+    ZeroSeq,
+    #[error("the signature does not verify")]
+    Signature,
+}
+
+impl Op {
+    /// Signs `body` with `key` (whose public key must be `body.author`).
+    pub fn sign(body: OpBody, key: &SigningKey) -> Result<Op, OpError> {
+        let canonical = encode_body(&body);
+        if canonical.len() + SIGNATURE_LEN > MAX_OP_BYTES {
+            return Err(OpError::TooLarge(canonical.len() + SIGNATURE_LEN));
+        }
+        let id = OpId(*blake3::hash(&canonical).as_bytes());
+        let signature = key.sign(&signed_message(&id));
+        let mut wire = canonical;
+        wire.extend_from_slice(&signature.to_bytes());
+        // Decoding what we wrote proves it canonical (names within their limits, the create
+        // value's shape) and gives the body in canonical order (parents and tags sorted).
+        let op = Op::decode(&wire)?;
+        op.verify()?;
+        Ok(op)
+    }
+
+    /// Decodes and verifies the signature: the entry point for bytes from the network.
+    pub fn from_wire(bytes: &[u8]) -> Result<Op, OpError> {
+        let op = Op::decode(bytes)?;
+        op.verify()?;
+        Ok(op)
+    }
+
+    /// Decodes without checking the signature (the fuzz target's entry and the store's reload
+    /// of ops it verified before).
+    pub fn decode(bytes: &[u8]) -> Result<Op, OpError> {
+        if bytes.len() > MAX_OP_BYTES {
+            return Err(OpError::TooLarge(bytes.len()));
+        }
+        if bytes.len() < SIGNATURE_LEN {
+            return Err(WireError::Truncated {
+                needed: SIGNATURE_LEN - bytes.len(),
+            }
+            .into());
+        }
+        let canonical = &bytes[..bytes.len() - SIGNATURE_LEN];
+        let body = decode_body(canonical)?;
+        let id = OpId(*blake3::hash(canonical).as_bytes());
+        Ok(Op {
+            inner: Arc::new(OpInner {
+                body,
+                id,
+                wire: bytes.to_vec(),
+            }),
+        })
+    }
+
+    pub fn verify(&self) -> Result<(), OpError> {
+        let key = VerifyingKey::from_bytes(self.body().author.public_key())
+            .map_err(|_| OpError::AuthorKey)?;
+        let mut sig = [0u8; SIGNATURE_LEN];
+        sig.copy_from_slice(&self.inner.wire[self.inner.wire.len() - SIGNATURE_LEN..]);
+        key.verify_strict(&signed_message(&self.id()), &Signature::from_bytes(&sig))
+            .map_err(|_| OpError::Signature)
+    }
+
+    pub fn id(&self) -> OpId {
+        self.inner.id
+    }
+    pub fn body(&self) -> &OpBody {
+        &self.inner.body
+    }
+    /// Canonical bytes and signature, as sent and stored.
+    pub fn wire(&self) -> &[u8] {
+        &self.inner.wire
+    }
+    /// The last-writer-wins order: HLC stamp, then author, then op id. It extends causality
+    /// because an op's stamp is above its parents' (checked by the replica).
+    pub fn order_key(&self) -> OrderKey {
+        let b = self.body();
+        OrderKey {
+            stamp: b.stamp,
+            author: b.author,
+            id: self.id(),
+        }
+    }
+}
+
+/// Total order of ops for last-writer-wins and for the membership pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct OrderKey {
+    pub stamp: Stamp,
+    pub author: PeerId,
+    pub id: OpId,
+}
+
+fn signed_message(id: &OpId) -> Vec<u8> {
+    let mut m = Vec::with_capacity(SIGNATURE_DOMAIN.len() + 32);
+    m.extend_from_slice(SIGNATURE_DOMAIN);
+    m.extend_from_slice(&id.0);
+    m
+}
+
+fn encode_body(body: &OpBody) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.u8(FORMAT_VERSION);
+    w.bytes(&body.share.0);
+    w.bytes(body.author.public_key());
+    w.varint(body.seq);
+    w.u64(body.stamp.wall_ms);
+    w.u32(body.stamp.counter);
+    let mut parents = body.parents.clone();
+    parents.sort();
+    parents.dedup();
+    w.varint(parents.len() as u64);
+    for p in &parents {
+        w.bytes(&p.0);
+    }
+    w.u8(body.action.tag());
+    match &body.action {
+        Action::Create {
+            resource,
+            kind,
+            value,
+        } => {
+            w.blob(resource.as_bytes());
+            w.blob(kind.as_bytes());
+            w.blob(canonical_json(value).as_bytes());
+        }
+        Action::SetProperty {
+            resource,
+            name,
+            value,
+        } => {
+            w.blob(resource.as_bytes());
+            w.blob(name.as_bytes());
+            w.blob(canonical_json(value).as_bytes());
+        }
+        Action::SetChild {
+            resource,
+            slot,
+            key,
+            value,
+        } => {
+            w.blob(resource.as_bytes());
+            w.blob(slot.as_bytes());
+            w.blob(key.as_bytes());
+            match value {
+                None => w.u8(0),
+                Some(v) => {
+                    w.u8(1);
+                    w.blob(canonical_json(v).as_bytes());
+                }
+            }
+        }
+        Action::Delete { resource } => w.blob(resource.as_bytes()),
+        Action::ListAdd { list, item } => {
+            w.blob(list.as_bytes());
+            w.blob(item.as_bytes());
+        }
+        Action::ListRemove { list, item, tags } => {
+            w.blob(list.as_bytes());
+            w.blob(item.as_bytes());
+            let mut tags = tags.clone();
+            tags.sort();
+            tags.dedup();
+            w.varint(tags.len() as u64);
+            for t in &tags {
+                w.bytes(&t.0);
+            }
+        }
+        Action::Grant { member, level } => {
+            w.bytes(member.public_key());
+            w.u8(*level as u8);
+        }
+        Action::Revoke {
+            member,
+            after_seq,
+            also,
+        } => {
+            w.bytes(member.public_key());
+            w.varint(*after_seq);
+            let mut also = also.clone();
+            also.sort();
+            also.dedup();
+            w.varint(also.len() as u64);
+            for id in &also {
+                w.bytes(&id.0);
+            }
+        }
+    }
+    w.out
+}
+
+fn decode_body(bytes: &[u8]) -> Result<OpBody, OpError> {
+    let mut r = Reader::new(bytes);
+    let format = r.u8()?;
+    if format != FORMAT_VERSION {
+        return Err(OpError::Format(format));
+    }
+    let share = OpId(r.array()?);
+    let author = PeerId::from_public_key(r.array()?);
+    let seq = r.varint()?;
+    if seq == 0 {
+        return Err(OpError::ZeroSeq);
+    }
+    let stamp = Stamp {
+        wall_ms: r.u64()?,
+        counter: r.u32()?,
+    };
+    let parents = ascending_ids(&mut r, "parents", MAX_PARENTS)?;
+    let name = |r: &mut Reader<'_>, what| r.string(what, MAX_NAME_BYTES);
+    let action = match r.u8()? {
+        1 => {
+            let resource = name(&mut r, "resource id")?;
+            let kind = name(&mut r, "type name")?;
+            let value = json(&mut r, "create value")?;
+            check_create_shape(&value)?;
+            Action::Create {
+                resource,
+                kind,
+                value,
+            }
+        }
+        2 => Action::SetProperty {
+            resource: name(&mut r, "resource id")?,
+            name: name(&mut r, "property name")?,
+            value: json(&mut r, "property value")?,
+        },
+        3 => {
+            let resource = name(&mut r, "resource id")?;
+            let slot = name(&mut r, "child slot")?;
+            let key = name(&mut r, "child key")?;
+            let value = match r.u8()? {
+                0 => None,
+                1 => Some(json(&mut r, "child value")?),
+                _ => return Err(OpError::Json("child value presence flag")),
+            };
+            Action::SetChild {
+                resource,
+                slot,
+                key,
+                value,
+            }
+        }
+        4 => Action::Delete {
+            resource: name(&mut r, "resource id")?,
+        },
+        5 => Action::ListAdd {
+            list: name(&mut r, "list id")?,
+            item: name(&mut r, "item id")?,
+        },
+        6 => Action::ListRemove {
+            list: name(&mut r, "list id")?,
+            item: name(&mut r, "item id")?,
+            tags: ascending_ids(&mut r, "remove tags", MAX_REMOVE_TAGS)?,
+        },
+        7 => {
+            let member = PeerId::from_public_key(r.array()?);
+            let raw = r.u8()?;
+            let level = Level::from_u8(raw).ok_or(OpError::Level(raw))?;
+            Action::Grant { member, level }
+        }
+        8 => Action::Revoke {
+            member: PeerId::from_public_key(r.array()?),
+            after_seq: r.varint()?,
+            also: ascending_ids(
+                &mut r,
+                "revocation's ops seen beyond the gap",
+                MAX_REVOKE_ALSO,
+            )?,
+        },
+        other => return Err(OpError::ActionTag(other)),
+    };
+    r.finish()?;
+    Ok(OpBody {
+        share,
+        author,
+        seq,
+        stamp,
+        parents,
+        action,
+    })
+}
+
+fn ascending_ids(
+    r: &mut Reader<'_>,
+    what: &'static str,
+    limit: usize,
+) -> Result<Vec<OpId>, OpError> {
+    let n = r.bounded(what, limit as u64)? as usize;
+    let mut ids: Vec<OpId> = Vec::with_capacity(n.min(r.remaining() / 32));
+    for _ in 0..n {
+        let id = OpId(r.array()?);
+        if ids.last().is_some_and(|last| *last >= id) {
+            return Err(OpError::ParentOrder);
+        }
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+fn json(r: &mut Reader<'_>, what: &'static str) -> Result<Json, OpError> {
+    let raw = r.blob(what, MAX_VALUE_BYTES)?;
+    let value: Json = serde_json::from_slice(raw).map_err(|_| OpError::Json(what))?;
+    if canonical_json(&value).as_bytes() != raw {
+        return Err(OpError::NonCanonicalJson(what));
+    }
+    Ok(value)
+}
+
+fn check_create_shape(value: &Json) -> Result<(), OpError> {
+    let obj = value
+        .as_object()
+        .ok_or(OpError::CreateShape("not an object"))?;
+    for (key, field) in obj {
+        match key.as_str() {
+            "properties" => {
+                let props = field
+                    .as_object()
+                    .ok_or(OpError::CreateShape("properties is not an object"))?;
+                if props.keys().any(|k| k.len() > MAX_NAME_BYTES) {
+                    return Err(OpError::CreateShape("property name too long"));
+                }
+            }
+            "children" => {
+                let slots = field
+                    .as_object()
+                    .ok_or(OpError::CreateShape("children is not an object"))?;
+                for (slot, children) in slots {
+                    let list = children
+                        .as_array()
+                        .ok_or(OpError::CreateShape("a child slot is not an array"))?;
+                    if slot.len() > MAX_NAME_BYTES || list.len() > MAX_CHILDREN {
+                        return Err(OpError::CreateShape("child slot name or length"));
+                    }
+                }
+            }
+            _ => return Err(OpError::CreateShape("unknown field")),
+        }
+    }
+    Ok(())
+}
+
+/// Canonical JSON text: object keys sorted by their UTF-8 bytes, no whitespace. Written by hand
+/// so `serde_json`'s `preserve_order` feature (unified by Cargo across the workspace) cannot
+/// change op ids.
+pub fn canonical_json(value: &Json) -> String {
+    let mut out = String::new();
+    write_json(value, &mut out);
+    out
+}
+
+fn write_json(value: &Json, out: &mut String) {
+    match value {
+        Json::Object(map) => {
+            let sorted: BTreeMap<&String, &Json> = map.iter().collect();
+            out.push('{');
+            for (i, (k, v)) in sorted.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Json::String(k.clone()).to_string());
+                out.push(':');
+                write_json(v, out);
+            }
+            out.push('}');
+        }
+        Json::Array(items) => {
+            out.push('[');
+            for (i, v) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                write_json(v, out);
+            }
+            out.push(']');
+        }
+        scalar => out.push_str(&scalar.to_string()),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use serde_json::json;
+
+    pub fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    pub fn peer(key: &SigningKey) -> PeerId {
+        PeerId::from_public_key(key.verifying_key().to_bytes())
+    }
+
+    fn sample(action: Action) -> Op {
+        let k = key(1);
+        Op::sign(
+            OpBody {
+                share: OpId([9; 32]),
+                author: peer(&k),
+                seq: 3,
+                stamp: Stamp {
+                    wall_ms: 1_764_590_000_000,
+                    counter: 2,
+                },
+                parents: vec![OpId([2; 32]), OpId([1; 32])],
+                action,
+            },
+            &k,
+        )
+        .unwrap()
+    }
+
+    pub fn every_action() -> Vec<Action> {
+        vec![
+            Action::Create {
+                resource: "r1".into(),
+                kind: "List".into(),
+                value: json!({"properties": {"name": "Holiday", "n": 1.5}, "children": {"c": [{"properties": {}}]}}),
+            },
+            Action::SetProperty {
+                resource: "r1".into(),
+                name: "name".into(),
+                value: json!("Holiday 2026"),
+            },
+            Action::SetChild {
+                resource: "r1".into(),
+                slot: "notes".into(),
+                key: "k".into(),
+                value: Some(json!({"properties": {"text": "hi"}})),
+            },
+            Action::SetChild {
+                resource: "r1".into(),
+                slot: "notes".into(),
+                key: "k".into(),
+                value: None,
+            },
+            Action::Delete {
+                resource: "r1".into(),
+            },
+            Action::ListAdd {
+                list: "r1".into(),
+                item: "i1".into(),
+            },
+            Action::ListRemove {
+                list: "r1".into(),
+                item: "i1".into(),
+                tags: vec![OpId([5; 32]), OpId([4; 32])],
+            },
+            Action::Grant {
+                member: peer(&key(2)),
+                level: Level::Write,
+            },
+            Action::Revoke {
+                member: peer(&key(2)),
+                after_seq: 7,
+                also: vec![OpId([9; 32]), OpId([8; 32])],
+            },
+        ]
+    }
+
+    #[test]
+    fn every_action_round_trips_and_the_id_is_the_hash_of_the_canonical_bytes() {
+        for action in every_action() {
+            let op = sample(action);
+            let back = Op::from_wire(op.wire()).unwrap();
+            assert_eq!(back, op);
+            assert_eq!(back.body(), op.body());
+            let canonical = &op.wire()[..op.wire().len() - 64];
+            assert_eq!(op.id().0, *blake3::hash(canonical).as_bytes());
+            // Parents were sorted on the way in.
+            assert_eq!(back.body().parents, vec![OpId([1; 32]), OpId([2; 32])]);
+        }
+    }
+
+    #[test]
+    fn a_flipped_bit_anywhere_is_refused() {
+        let op = sample(every_action().remove(1));
+        for i in 0..op.wire().len() {
+            let mut bad = op.wire().to_vec();
+            bad[i] ^= 0x01;
+            assert!(
+                Op::from_wire(&bad).is_err(),
+                "bit flip at byte {i} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn a_signature_by_another_key_is_refused() {
+        let op = sample(every_action().remove(1));
+        let mut body = op.body().clone();
+        body.author = peer(&key(1));
+        // Sign with key 2 while claiming key 1.
+        let canonical = encode_body(&body);
+        let id = OpId(*blake3::hash(&canonical).as_bytes());
+        let sig = key(2).sign(&signed_message(&id));
+        let mut wire = canonical;
+        wire.extend_from_slice(&sig.to_bytes());
+        assert_eq!(Op::from_wire(&wire), Err(OpError::Signature));
+        assert!(
+            Op::decode(&wire).is_ok(),
+            "decodes, only the signature fails"
+        );
+    }
+
+    #[test]
+    fn non_canonical_json_and_bad_shapes_are_refused() {
+        let op = sample(Action::SetProperty {
+            resource: "r".into(),
+            name: "n".into(),
+            value: json!(100.0),
+        });
+        let text = b"100.0";
+        let pos = op
+            .wire()
+            .windows(text.len())
+            .position(|w| w == text)
+            .unwrap();
+        let mut bad = op.wire()[..pos - 1].to_vec();
+        bad.push(3);
+        bad.extend_from_slice(b"1e2");
+        bad.extend_from_slice(&op.wire()[pos + text.len()..]);
+        assert_eq!(
+            Op::decode(&bad).unwrap_err(),
+            OpError::NonCanonicalJson("property value")
+        );
+        let k = key(1);
+        let shaped = Op::sign(
+            OpBody {
+                share: OpId::ZERO,
+                author: peer(&k),
+                seq: 1,
+                stamp: Stamp::default(),
+                parents: vec![],
+                action: Action::Create {
+                    resource: "r".into(),
+                    kind: "T".into(),
+                    value: json!({"props": {}}),
+                },
+            },
+            &k,
+        );
+        assert!(matches!(shaped, Err(OpError::CreateShape(_))));
+    }
+
+    #[test]
+    fn oversized_inputs_are_refused_before_parsing() {
+        assert_eq!(
+            Op::decode(&vec![1u8; MAX_OP_BYTES + 1]).unwrap_err(),
+            OpError::TooLarge(MAX_OP_BYTES + 1)
+        );
+        let k = key(1);
+        let big = Op::sign(
+            OpBody {
+                share: OpId([1; 32]),
+                author: peer(&k),
+                seq: 1,
+                stamp: Stamp::default(),
+                parents: vec![OpId([1; 32])],
+                action: Action::SetProperty {
+                    resource: "r".into(),
+                    name: "n".into(),
+                    value: json!("x".repeat(MAX_OP_BYTES)),
+                },
+            },
+            &k,
+        );
+        assert!(matches!(big, Err(OpError::TooLarge(_))));
+    }
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_depth() {
+        let v: Json =
+            serde_json::from_str(r#"{"b": {"z": 1, "a": [true, null]}, "a": "x"}"#).unwrap();
+        assert_eq!(
+            canonical_json(&v),
+            r#"{"a":"x","b":{"a":[true,null],"z":1}}"#
+        );
+    }
+}

@@ -1,0 +1,823 @@
+//! Range-based set reconciliation: the negentropy protocol (Doug Hoyte's v1 message format),
+//! as an I/O-free session over an [`ItemSource`] whose range fingerprints come from
+//! precomputed sums.
+//!
+//! Items are `(timestamp, op id)`, ordered by timestamp then id. A message is a version byte
+//! then ranges, each `bound | mode | payload`: *skip*, *fingerprint* (16 bytes: the hash of the
+//! 256-bit sum of the range's ids and their count) or *id list*. A range whose fingerprints
+//! differ is split into 16 buckets, small ranges are sent as id lists: about log16(n) rounds,
+//! bytes in proportion to the differences.
+//!
+//! Differences from the `negentropy` crate 0.5 (see docs/architecture.md for why we do not use
+//! it): BLAKE3 instead of SHA-256 for fingerprints (not wire-compatible with Nostr relays, which
+//! we never talk to), fingerprints from prefix sums in O(1) instead of a scan of the range, and
+//! a decoder that bounds every count by the bytes present (the crate's
+//! `HashSet::with_capacity(num_ids)` takes an attacker's count as an allocation size, and its
+//! varint decoder overflows silently).
+
+use std::collections::{BTreeSet, HashSet};
+use std::sync::OnceLock;
+
+use crate::op::OpId;
+use crate::wire::{Reader, WireError, put_varint};
+
+/// Negentropy protocol version 1.
+pub const PROTOCOL_VERSION: u8 = 0x61;
+pub const FINGERPRINT_LEN: usize = 16;
+const ID_LEN: usize = 32;
+/// A mismatched range is split into this many sub-ranges (negentropy's choice: log16 rounds).
+const BUCKETS: usize = 16;
+/// Ranges smaller than two buckets' worth are sent as id lists rather than split again.
+const DOUBLE_BUCKETS: usize = 2 * BUCKETS;
+/// Largest reconciliation message we accept, and the default frame limit for what we send: it
+/// fits one `allpeers/sync/1` frame with room for the header. A thousand differences among a
+/// million items take ~800 KB of id lists in the last round; 1 MiB keeps that round in one
+/// message (fewer round trips), and a session holds at most a frame each way.
+pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
+/// The smallest frame limit that still leaves room for a full 16-bucket split (as negentropy).
+pub const MIN_FRAME_LIMIT: usize = 4096;
+/// Bytes kept free under the frame limit for the closing fingerprint range.
+const FRAME_RESERVE: usize = 200;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Item {
+    pub timestamp: u64,
+    pub id: OpId,
+}
+
+/// A range bound: a timestamp and an id prefix (the rest of the id taken as zeros).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Bound {
+    item: Item,
+    prefix_len: usize,
+}
+
+impl Bound {
+    fn infinity() -> Bound {
+        Bound {
+            item: Item {
+                timestamp: u64::MAX,
+                id: OpId::ZERO,
+            },
+            prefix_len: 0,
+        }
+    }
+}
+
+pub type Fingerprint = [u8; FINGERPRINT_LEN];
+
+/// The storage side of reconciliation: items sorted ascending, and range fingerprints.
+pub trait ItemSource {
+    fn len(&self) -> usize;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The `i`-th item; `i < len()`.
+    fn item(&self, i: usize) -> Item;
+    /// The first index `>= from` whose item is not below `bound`.
+    fn lower_bound(&self, from: usize, bound: &Item) -> usize;
+    /// The fingerprint of items `begin..end`, from precomputed sums: O(1), not a scan.
+    fn fingerprint(&self, begin: usize, end: usize) -> Fingerprint;
+}
+
+/// A 256-bit little-endian sum of ids, modulo 2^256 (negentropy's accumulator).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Sum([u64; 4]);
+
+impl Sum {
+    fn add(&self, id: &OpId) -> Sum {
+        let mut out = [0u64; 4];
+        let mut carry = false;
+        for (i, word) in out.iter_mut().enumerate() {
+            let limb = u64::from_le_bytes(id.0[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+            let (s1, c1) = self.0[i].overflowing_add(limb);
+            let (s2, c2) = s1.overflowing_add(u64::from(carry));
+            *word = s2;
+            carry = c1 || c2;
+        }
+        Sum(out)
+    }
+
+    fn sub(&self, other: &Sum) -> Sum {
+        let mut out = [0u64; 4];
+        let mut borrow = false;
+        for (i, word) in out.iter_mut().enumerate() {
+            let (d1, b1) = self.0[i].overflowing_sub(other.0[i]);
+            let (d2, b2) = d1.overflowing_sub(u64::from(borrow));
+            *word = d2;
+            borrow = b1 || b2;
+        }
+        Sum(out)
+    }
+
+    fn fingerprint(&self, count: usize) -> Fingerprint {
+        let mut h = blake3::Hasher::new();
+        for word in self.0 {
+            h.update(&word.to_le_bytes());
+        }
+        let mut n = Vec::with_capacity(10);
+        put_varint(&mut n, count as u64);
+        h.update(&n);
+        let mut out = [0u8; FINGERPRINT_LEN];
+        out.copy_from_slice(&h.finalize().as_bytes()[..FINGERPRINT_LEN]);
+        out
+    }
+}
+
+/// The live items of a replica: a sorted set, with a sorted array and prefix sums built once
+/// after each change (O(n)), so every fingerprint during a session is a subtraction.
+#[derive(Debug, Default)]
+pub struct Items {
+    set: BTreeSet<Item>,
+    snapshot: OnceLock<Snapshot>,
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    items: Vec<Item>,
+    /// `sums[i]` is the sum of the first `i` ids.
+    sums: Vec<Sum>,
+}
+
+impl Items {
+    pub fn insert(&mut self, item: Item) {
+        if self.set.insert(item) {
+            self.snapshot.take();
+        }
+    }
+
+    pub fn remove(&mut self, item: &Item) {
+        if self.set.remove(item) {
+            self.snapshot.take();
+        }
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Item> {
+        self.set.iter()
+    }
+
+    fn snapshot(&self) -> &Snapshot {
+        self.snapshot.get_or_init(|| {
+            let items: Vec<Item> = self.set.iter().copied().collect();
+            let mut sums = Vec::with_capacity(items.len() + 1);
+            let mut acc = Sum::default();
+            sums.push(acc);
+            for item in &items {
+                acc = acc.add(&item.id);
+                sums.push(acc);
+            }
+            Snapshot { items, sums }
+        })
+    }
+}
+
+impl FromIterator<Item> for Items {
+    fn from_iter<I: IntoIterator<Item = Item>>(iter: I) -> Items {
+        Items {
+            set: iter.into_iter().collect(),
+            snapshot: OnceLock::new(),
+        }
+    }
+}
+
+impl ItemSource for Items {
+    fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    fn item(&self, i: usize) -> Item {
+        self.snapshot().items[i]
+    }
+
+    fn lower_bound(&self, from: usize, bound: &Item) -> usize {
+        let items = &self.snapshot().items;
+        let from = from.min(items.len());
+        from + items[from..].partition_point(|item| item < bound)
+    }
+
+    fn fingerprint(&self, begin: usize, end: usize) -> Fingerprint {
+        let sums = &self.snapshot().sums;
+        sums[end].sub(&sums[begin]).fingerprint(end - begin)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ReconError {
+    #[error("malformed reconciliation message: {0}")]
+    Wire(#[from] WireError),
+    #[error("reconciliation message of {0} bytes is above the limit of {MAX_MESSAGE_BYTES}")]
+    TooLarge(usize),
+    #[error("empty reconciliation message")]
+    Empty,
+    #[error("protocol version {0:#x} is not negentropy's (0x60..=0x6f)")]
+    NotNegentropy(u8),
+    #[error("unsupported negentropy version {0:#x}")]
+    UnsupportedVersion(u8),
+    #[error("unknown range mode {0}")]
+    Mode(u64),
+    #[error("range bounds go backwards")]
+    BoundOrder,
+    #[error("a bound's id prefix is longer than an id")]
+    PrefixLength,
+    #[error("an id list claims more ids than the message holds")]
+    IdCount,
+    #[error("the initiator got a message meant for a responder, or the reverse")]
+    Role,
+    #[error("frame limit {0} is below the minimum of {MIN_FRAME_LIMIT}")]
+    FrameLimit(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Skip = 0,
+    Fingerprint = 1,
+    IdList = 2,
+}
+
+/// One side of a reconciliation. The initiator calls [`Self::initiate`] then
+/// [`Self::reconcile`] on each reply until it returns `None`; the responder answers each
+/// message with [`Self::respond`]. Neither holds items: pass the same source each time.
+#[derive(Debug)]
+pub struct Reconciler {
+    frame_limit: usize,
+    initiator: bool,
+    last_timestamp_in: u64,
+    last_timestamp_out: u64,
+    /// Ids already reported in `have` or `need`: a frame cut short makes the peer split a range
+    /// again whose id lists we already compared (as in the reference implementation), and the
+    /// caller should hear of each difference once.
+    reported: HashSet<OpId>,
+}
+
+/// A parsed range, exposed for the fuzz target and tests.
+#[derive(Debug, PartialEq)]
+pub enum Range {
+    Skip {
+        upper: (u64, Vec<u8>),
+    },
+    Fingerprint {
+        upper: (u64, Vec<u8>),
+        fingerprint: Fingerprint,
+    },
+    IdList {
+        upper: (u64, Vec<u8>),
+        ids: Vec<OpId>,
+    },
+}
+
+/// Decodes a whole message without a session (for the fuzz target and diagnostics).
+pub fn decode_message(message: &[u8]) -> Result<Vec<Range>, ReconError> {
+    let mut r = Reconciler::new(MAX_MESSAGE_BYTES, false)?;
+    let mut input = r.open(message)?;
+    let mut ranges = Vec::new();
+    let mut prev = Bound {
+        item: Item {
+            timestamp: 0,
+            id: OpId::ZERO,
+        },
+        prefix_len: 0,
+    };
+    while !input.is_empty() {
+        let bound = r.decode_bound(&mut input)?;
+        if bound.item < prev.item {
+            return Err(ReconError::BoundOrder);
+        }
+        prev = bound;
+        let upper = (
+            bound.item.timestamp,
+            bound.item.id.0[..bound.prefix_len].to_vec(),
+        );
+        ranges.push(match decode_mode(&mut input)? {
+            Mode::Skip => Range::Skip { upper },
+            Mode::Fingerprint => Range::Fingerprint {
+                upper,
+                fingerprint: input.array()?,
+            },
+            Mode::IdList => Range::IdList {
+                upper,
+                ids: decode_ids(&mut input)?,
+            },
+        });
+    }
+    Ok(ranges)
+}
+
+fn decode_mode(input: &mut Reader<'_>) -> Result<Mode, ReconError> {
+    match input.varint()? {
+        0 => Ok(Mode::Skip),
+        1 => Ok(Mode::Fingerprint),
+        2 => Ok(Mode::IdList),
+        other => Err(ReconError::Mode(other)),
+    }
+}
+
+fn decode_ids(input: &mut Reader<'_>) -> Result<Vec<OpId>, ReconError> {
+    let n = input.varint()?;
+    // Bound the count by the bytes present before allocating anything.
+    if n > (input.remaining() / ID_LEN) as u64 {
+        return Err(ReconError::IdCount);
+    }
+    (0..n).map(|_| Ok(OpId(input.array()?))).collect()
+}
+
+impl Reconciler {
+    /// `frame_limit`: the largest message this side writes (at least [`MIN_FRAME_LIMIT`]).
+    pub fn new(frame_limit: usize, initiator: bool) -> Result<Reconciler, ReconError> {
+        if !(MIN_FRAME_LIMIT..=MAX_MESSAGE_BYTES).contains(&frame_limit) {
+            return Err(ReconError::FrameLimit(frame_limit));
+        }
+        Ok(Reconciler {
+            frame_limit,
+            initiator,
+            last_timestamp_in: 0,
+            last_timestamp_out: 0,
+            reported: HashSet::new(),
+        })
+    }
+
+    /// The initiator's first message: the whole range split into buckets.
+    pub fn initiate(&mut self, items: &impl ItemSource) -> Result<Vec<u8>, ReconError> {
+        if !self.initiator {
+            return Err(ReconError::Role);
+        }
+        self.last_timestamp_out = 0;
+        let mut out = vec![PROTOCOL_VERSION];
+        out.extend(self.split_range(items, 0, items.len(), Bound::infinity()));
+        Ok(out)
+    }
+
+    /// The responder's answer to one message.
+    pub fn respond(
+        &mut self,
+        items: &impl ItemSource,
+        message: &[u8],
+    ) -> Result<Vec<u8>, ReconError> {
+        if self.initiator {
+            return Err(ReconError::Role);
+        }
+        self.process(items, message, &mut Vec::new(), &mut Vec::new())
+    }
+
+    /// The initiator's handling of a reply: ids we have that they lack go to `have`, ids they
+    /// have that we lack to `need`. `None`: reconciliation is complete.
+    pub fn reconcile(
+        &mut self,
+        items: &impl ItemSource,
+        message: &[u8],
+        have: &mut Vec<OpId>,
+        need: &mut Vec<OpId>,
+    ) -> Result<Option<Vec<u8>>, ReconError> {
+        if !self.initiator {
+            return Err(ReconError::Role);
+        }
+        let out = self.process(items, message, have, need)?;
+        Ok((out.len() > 1).then_some(out))
+    }
+
+    /// Checks the size and the version byte; returns the ranges' bytes.
+    fn open<'a>(&mut self, message: &'a [u8]) -> Result<Reader<'a>, ReconError> {
+        if message.len() > MAX_MESSAGE_BYTES {
+            return Err(ReconError::TooLarge(message.len()));
+        }
+        let (&version, rest) = message.split_first().ok_or(ReconError::Empty)?;
+        if !(0x60..=0x6f).contains(&version) {
+            return Err(ReconError::NotNegentropy(version));
+        }
+        if version != PROTOCOL_VERSION {
+            return Err(ReconError::UnsupportedVersion(version));
+        }
+        self.last_timestamp_in = 0;
+        Ok(Reader::new(rest))
+    }
+
+    fn process(
+        &mut self,
+        items: &impl ItemSource,
+        message: &[u8],
+        have: &mut Vec<OpId>,
+        need: &mut Vec<OpId>,
+    ) -> Result<Vec<u8>, ReconError> {
+        let mut input = self.open(message)?;
+        self.last_timestamp_out = 0;
+        let mut full = vec![PROTOCOL_VERSION];
+        let size = items.len();
+        let mut prev_bound = Bound {
+            item: Item {
+                timestamp: 0,
+                id: OpId::ZERO,
+            },
+            prefix_len: 0,
+        };
+        let mut prev_index = 0;
+        let mut skip = false;
+        while !input.is_empty() {
+            let mut o = Vec::new();
+            let bound = self.decode_bound(&mut input)?;
+            if bound.item < prev_bound.item {
+                return Err(ReconError::BoundOrder);
+            }
+            let mode = decode_mode(&mut input)?;
+            let lower = prev_index;
+            let mut upper = items.lower_bound(prev_index, &bound.item);
+            match mode {
+                Mode::Skip => skip = true,
+                Mode::Fingerprint => {
+                    let theirs: Fingerprint = input.array()?;
+                    if theirs == items.fingerprint(lower, upper) {
+                        skip = true;
+                    } else {
+                        self.flush_skip(&mut skip, &prev_bound, &mut o);
+                        o.extend(self.split_range(items, lower, upper, bound));
+                    }
+                }
+                Mode::IdList => {
+                    let ids = decode_ids(&mut input)?;
+                    let mut theirs: HashSet<OpId> = ids.into_iter().collect();
+                    for i in lower..upper {
+                        let id = items.item(i).id;
+                        if !theirs.remove(&id) && self.initiator && self.reported.insert(id) {
+                            have.push(id);
+                        }
+                    }
+                    if self.initiator {
+                        skip = true;
+                        let mut rest: Vec<OpId> = theirs
+                            .into_iter()
+                            .filter(|id| self.reported.insert(*id))
+                            .collect();
+                        rest.sort();
+                        need.extend(rest);
+                    } else {
+                        self.flush_skip(&mut skip, &prev_bound, &mut o);
+                        let mut ids = Vec::new();
+                        let mut end_bound = bound;
+                        for i in lower..upper {
+                            if self.over_limit(full.len() + ids.len()) {
+                                end_bound = Bound {
+                                    item: items.item(i),
+                                    prefix_len: ID_LEN,
+                                };
+                                upper = i;
+                                break;
+                            }
+                            ids.extend_from_slice(&items.item(i).id.0);
+                        }
+                        o.extend(self.encode_bound(&end_bound));
+                        put_varint(&mut o, Mode::IdList as u64);
+                        put_varint(&mut o, (ids.len() / ID_LEN) as u64);
+                        o.extend(ids);
+                        full.extend(std::mem::take(&mut o));
+                    }
+                }
+            }
+            if self.over_limit(full.len() + o.len()) {
+                // Out of room: one fingerprint for everything left, the peer answers it next round.
+                let rest = items.fingerprint(upper, size);
+                full.extend(self.encode_bound(&Bound::infinity()));
+                put_varint(&mut full, Mode::Fingerprint as u64);
+                full.extend(rest);
+                break;
+            }
+            full.extend(o);
+            prev_index = upper;
+            prev_bound = bound;
+        }
+        Ok(full)
+    }
+
+    fn flush_skip(&mut self, skip: &mut bool, prev_bound: &Bound, o: &mut Vec<u8>) {
+        if std::mem::take(skip) {
+            o.extend(self.encode_bound(prev_bound));
+            put_varint(o, Mode::Skip as u64);
+        }
+    }
+
+    fn over_limit(&self, n: usize) -> bool {
+        n > self.frame_limit - FRAME_RESERVE
+    }
+
+    fn split_range(
+        &mut self,
+        items: &impl ItemSource,
+        lower: usize,
+        upper: usize,
+        upper_bound: Bound,
+    ) -> Vec<u8> {
+        let n = upper - lower;
+        let mut o = Vec::new();
+        if n < DOUBLE_BUCKETS {
+            o.extend(self.encode_bound(&upper_bound));
+            put_varint(&mut o, Mode::IdList as u64);
+            put_varint(&mut o, n as u64);
+            for i in lower..upper {
+                o.extend_from_slice(&items.item(i).id.0);
+            }
+            return o;
+        }
+        let per_bucket = n / BUCKETS;
+        let with_extra = n % BUCKETS;
+        let mut curr = lower;
+        for i in 0..BUCKETS {
+            let size = per_bucket + usize::from(i < with_extra);
+            let fingerprint = items.fingerprint(curr, curr + size);
+            curr += size;
+            let bound = if curr == upper {
+                upper_bound
+            } else {
+                minimal_bound(&items.item(curr - 1), &items.item(curr))
+            };
+            o.extend(self.encode_bound(&bound));
+            put_varint(&mut o, Mode::Fingerprint as u64);
+            o.extend(fingerprint);
+        }
+        o
+    }
+
+    fn encode_bound(&mut self, bound: &Bound) -> Vec<u8> {
+        let mut o = Vec::new();
+        let ts = bound.item.timestamp;
+        if ts == u64::MAX {
+            self.last_timestamp_out = u64::MAX;
+            put_varint(&mut o, 0);
+        } else {
+            let delta = ts.saturating_sub(self.last_timestamp_out);
+            self.last_timestamp_out = ts;
+            put_varint(&mut o, delta.saturating_add(1));
+        }
+        put_varint(&mut o, bound.prefix_len as u64);
+        o.extend_from_slice(&bound.item.id.0[..bound.prefix_len]);
+        o
+    }
+
+    fn decode_bound(&mut self, input: &mut Reader<'_>) -> Result<Bound, ReconError> {
+        let raw = input.varint()?;
+        let ts = if raw == 0 {
+            u64::MAX
+        } else {
+            (raw - 1).saturating_add(self.last_timestamp_in)
+        };
+        self.last_timestamp_in = ts;
+        let prefix_len = input.varint()?;
+        if prefix_len > ID_LEN as u64 {
+            return Err(ReconError::PrefixLength);
+        }
+        let prefix = input.bytes(prefix_len as usize)?;
+        let mut id = [0u8; ID_LEN];
+        id[..prefix.len()].copy_from_slice(prefix);
+        Ok(Bound {
+            item: Item {
+                timestamp: ts,
+                id: OpId(id),
+            },
+            prefix_len: prefix.len(),
+        })
+    }
+}
+
+/// The shortest bound that separates `prev` from `curr` (`prev < curr`).
+fn minimal_bound(prev: &Item, curr: &Item) -> Bound {
+    if curr.timestamp != prev.timestamp {
+        return Bound {
+            item: Item {
+                timestamp: curr.timestamp,
+                id: OpId::ZERO,
+            },
+            prefix_len: 0,
+        };
+    }
+    let shared = prev
+        .id
+        .0
+        .iter()
+        .zip(curr.id.0.iter())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let prefix_len = (shared + 1).min(ID_LEN);
+    let mut id = [0u8; ID_LEN];
+    id[..prefix_len].copy_from_slice(&curr.id.0[..prefix_len]);
+    Bound {
+        item: Item {
+            timestamp: curr.timestamp,
+            id: OpId(id),
+        },
+        prefix_len,
+    }
+}
+
+/// Runs a whole reconciliation between two sources in memory: what tests and the bench measure.
+#[derive(Debug, Default, PartialEq)]
+pub struct Run {
+    /// Round trips (initiator message + responder reply).
+    pub round_trips: usize,
+    pub bytes_up: usize,
+    pub bytes_down: usize,
+    /// Ids the initiator has and the responder lacks.
+    pub have: Vec<OpId>,
+    /// Ids the responder has and the initiator lacks.
+    pub need: Vec<OpId>,
+    pub largest_message: usize,
+}
+
+/// Reconciles `initiator` against `responder` with the given frame limit.
+pub fn run(
+    initiator: &impl ItemSource,
+    responder: &impl ItemSource,
+    frame_limit: usize,
+) -> Result<Run, ReconError> {
+    let mut client = Reconciler::new(frame_limit, true)?;
+    let mut server = Reconciler::new(frame_limit, false)?;
+    let mut out = Run::default();
+    let mut message = client.initiate(initiator)?;
+    loop {
+        out.round_trips += 1;
+        out.bytes_up += message.len();
+        out.largest_message = out.largest_message.max(message.len());
+        let reply = server.respond(responder, &message)?;
+        out.bytes_down += reply.len();
+        out.largest_message = out.largest_message.max(reply.len());
+        match client.reconcile(initiator, &reply, &mut out.have, &mut out.need)? {
+            Some(next) => message = next,
+            None => break,
+        }
+    }
+    out.have.sort();
+    out.need.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    use super::*;
+
+    fn random_items(rng: &mut StdRng, n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|_| Item {
+                timestamp: 1_764_590_000_000 + rng.gen_range(0..1_000_000),
+                id: OpId(rng.r#gen()),
+            })
+            .collect()
+    }
+
+    /// Two sets sharing `common` items, with `only_a` and `only_b` items of their own.
+    fn pair(
+        seed: u64,
+        common: usize,
+        only_a: usize,
+        only_b: usize,
+    ) -> (Items, Items, Vec<OpId>, Vec<OpId>) {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let shared = random_items(&mut rng, common);
+        let a_extra = random_items(&mut rng, only_a);
+        let b_extra = random_items(&mut rng, only_b);
+        let a: Items = shared.iter().chain(&a_extra).copied().collect();
+        let b: Items = shared.iter().chain(&b_extra).copied().collect();
+        let mut have: Vec<OpId> = a_extra.iter().map(|i| i.id).collect();
+        let mut need: Vec<OpId> = b_extra.iter().map(|i| i.id).collect();
+        have.sort();
+        need.sort();
+        (a, b, have, need)
+    }
+
+    #[test]
+    fn equal_sets_of_ten_thousand_agree_in_one_round_trip_and_few_bytes() {
+        let (a, b, _, _) = pair(1, 10_000, 0, 0);
+        let run = run(&a, &b, MAX_MESSAGE_BYTES).unwrap();
+        assert_eq!(run.round_trips, 1);
+        assert!(run.have.is_empty() && run.need.is_empty());
+        // 16 fingerprint ranges up, one skip down.
+        assert!(
+            run.bytes_up < 600 && run.bytes_down < 16,
+            "{} {}",
+            run.bytes_up,
+            run.bytes_down
+        );
+    }
+
+    #[test]
+    fn a_few_differences_among_ten_thousand_are_found_exactly_in_few_rounds() {
+        for (seed, only_a, only_b) in [(2, 1, 0), (3, 0, 1), (4, 3, 2), (5, 10, 10), (6, 50, 50)] {
+            let (a, b, have, need) = pair(seed, 10_000, only_a, only_b);
+            let run = run(&a, &b, MAX_MESSAGE_BYTES).unwrap();
+            assert_eq!(run.have, have, "seed {seed}");
+            assert_eq!(run.need, need, "seed {seed}");
+            // log16(10 000) ≈ 3.3 levels of splitting.
+            assert!(
+                run.round_trips <= 4,
+                "seed {seed}: {} rounds",
+                run.round_trips
+            );
+            let differences = only_a + only_b;
+            // Per difference: a path of split ranges (16 fingerprints a level) and an id list.
+            let budget = 600 + differences * 2_000;
+            assert!(
+                run.bytes_up + run.bytes_down < budget,
+                "seed {seed}: {} bytes",
+                run.bytes_up + run.bytes_down
+            );
+        }
+    }
+
+    #[test]
+    fn frame_limits_hold_when_one_side_is_empty_or_everything_differs() {
+        for (common, only_a, only_b) in [(0, 5_000, 0), (0, 0, 5_000), (1_000, 3_000, 3_000)] {
+            let (a, b, have, need) = pair(7, common, only_a, only_b);
+            let run = run(&a, &b, MIN_FRAME_LIMIT).unwrap();
+            assert!(
+                run.largest_message <= MIN_FRAME_LIMIT,
+                "{}",
+                run.largest_message
+            );
+            assert_eq!(run.have, have);
+            assert_eq!(run.need, need);
+            // A frame carries at most ~120 ids: the rounds follow the ids to send.
+            let ids = (only_a + only_b) * ID_LEN;
+            // (Ranges cut short by a frame are compared again: allow twice that.)
+            assert!(
+                run.round_trips <= 4 + 2 * ids / (MIN_FRAME_LIMIT - FRAME_RESERVE),
+                "{} rounds",
+                run.round_trips
+            );
+        }
+        let empty = Items::default();
+        let run = run(&empty, &empty, MIN_FRAME_LIMIT).unwrap();
+        assert_eq!(run.round_trips, 1);
+    }
+
+    #[test]
+    fn prefix_sum_fingerprints_equal_a_scan() {
+        let mut rng = StdRng::seed_from_u64(8);
+        let items: Items = random_items(&mut rng, 300).into_iter().collect();
+        for _ in 0..200 {
+            let begin = rng.gen_range(0..=300);
+            let end = rng.gen_range(begin..=300);
+            let mut sum = Sum::default();
+            for i in begin..end {
+                sum = sum.add(&items.item(i).id);
+            }
+            assert_eq!(items.fingerprint(begin, end), sum.fingerprint(end - begin));
+        }
+        // Carries cross limbs: all-ones plus one wraps to zero.
+        assert_eq!(
+            Sum::default().add(&OpId([0xff; 32])).add(&OpId({
+                let mut one = [0; 32];
+                one[0] = 1;
+                one
+            })),
+            Sum::default()
+        );
+    }
+
+    #[test]
+    fn malformed_messages_give_typed_errors() {
+        let items: Items = random_items(&mut StdRng::seed_from_u64(9), 100)
+            .into_iter()
+            .collect();
+        let server = || Reconciler::new(MIN_FRAME_LIMIT, false).unwrap();
+        assert_eq!(server().respond(&items, &[]), Err(ReconError::Empty));
+        assert_eq!(
+            server().respond(&items, &[0x01]),
+            Err(ReconError::NotNegentropy(1))
+        );
+        assert_eq!(
+            server().respond(&items, &[0x62]),
+            Err(ReconError::UnsupportedVersion(0x62))
+        );
+        // Bound, prefix length 33.
+        assert_eq!(
+            server().respond(&items, &[0x61, 0x01, 33]),
+            Err(ReconError::PrefixLength)
+        );
+        // Bound then mode 7.
+        assert_eq!(
+            server().respond(&items, &[0x61, 0x01, 0x00, 0x07]),
+            Err(ReconError::Mode(7))
+        );
+        // An id list claiming 2^60 ids.
+        let mut claim = vec![0x61, 0x00, 0x00, 0x02];
+        put_varint(&mut claim, 1 << 60);
+        assert_eq!(server().respond(&items, &claim), Err(ReconError::IdCount));
+        // Bounds going backwards: (1, ff..) then (1, 00..), both skips.
+        let backwards = [0x61, 0x02, 0x01, 0xff, 0x00, 0x01, 0x01, 0x00, 0x00];
+        assert_eq!(
+            server().respond(&items, &backwards),
+            Err(ReconError::BoundOrder)
+        );
+        assert_eq!(decode_message(&backwards), Err(ReconError::BoundOrder));
+        assert!(matches!(
+            server().respond(&items, &vec![0x61; MAX_MESSAGE_BYTES + 1]),
+            Err(ReconError::TooLarge(_))
+        ));
+        // Random bytes after the version never panic.
+        let mut rng = StdRng::seed_from_u64(10);
+        for _ in 0..2_000 {
+            let len = rng.gen_range(0..64);
+            let mut m = vec![0x61];
+            m.extend((0..len).map(|_| rng.r#gen::<u8>()));
+            let _ = server().respond(&items, &m);
+            let _ = decode_message(&m);
+        }
+    }
+}

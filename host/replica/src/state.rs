@@ -1,0 +1,385 @@
+//! The materialised state of a share: a pure, commutative merge of the valid data ops.
+//!
+//! Every field is a CRDT whose merge does not depend on arrival order:
+//! - the type, each property and each child `(slot, key)` is a last-writer-wins register
+//!   ordered by [`OrderKey`] (HLC stamp, author, op id), so there is always one winner;
+//! - a list is add-wins: an item is in while one of its add tags is not removed;
+//! - a delete is a tombstone that wins over everything, whatever its stamp: nothing resurrects.
+//!
+//! Applying an op also says which ops it made dead (an overwritten register, removed add tags,
+//! everything of a deleted resource): those leave the reconciled set, so sync follows current
+//! state rather than history.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde_json::{Map, Value as Json, json};
+
+use crate::op::{Action, Op, OpId, OrderKey, canonical_json};
+
+#[derive(Debug, Clone, PartialEq)]
+struct Register<T> {
+    key: OrderKey,
+    value: T,
+}
+
+impl<T> Register<T> {
+    /// Writes `value` if `key` is later; returns the op that lost (the old winner, or the
+    /// newcomer itself), if any.
+    fn write(slot: &mut Option<Register<T>>, key: OrderKey, value: T) -> Option<OpId> {
+        match slot {
+            Some(current) if current.key >= key => Some(key.id).filter(|_| current.key != key),
+            Some(current) => {
+                let old = current.key.id;
+                *current = Register { key, value };
+                Some(old)
+            }
+            None => {
+                *slot = Some(Register { key, value });
+                None
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+struct ResourceState {
+    deletes: BTreeSet<OpId>,
+    creates: BTreeSet<OpId>,
+    kind: Option<Register<String>>,
+    properties: BTreeMap<String, Option<Register<Json>>>,
+    children: BTreeMap<(String, String), Option<Register<Option<Json>>>>,
+    /// Live add tags per item.
+    adds: BTreeMap<String, BTreeSet<OpId>>,
+    removed_tags: BTreeSet<OpId>,
+    removes: BTreeSet<OpId>,
+}
+
+impl ResourceState {
+    fn deleted(&self) -> bool {
+        !self.deletes.is_empty()
+    }
+
+    /// Every live op of this resource other than its deletes (they die with a delete).
+    fn live_ops(&self) -> BTreeSet<OpId> {
+        let mut live: BTreeSet<OpId> = self.creates.iter().chain(&self.removes).copied().collect();
+        live.extend(self.properties.values().flatten().map(|r| r.key.id));
+        live.extend(self.children.values().flatten().map(|r| r.key.id));
+        live.extend(self.adds.values().flatten());
+        live
+    }
+}
+
+/// What applying one op did to liveness.
+#[derive(Debug, Default, PartialEq)]
+pub struct Applied {
+    /// The op itself is not live (it lost its register, or its resource is deleted).
+    pub dead_on_arrival: bool,
+    /// Ops that were live and no longer are.
+    pub superseded: Vec<OpId>,
+    /// The resource whose view changed, if any.
+    pub changed: Option<String>,
+}
+
+/// Books the loser of a register write: the newcomer is dead on arrival (unless a create, which
+/// stays live while its resource exists, even when every field it set was overwritten), or the
+/// old winner is superseded (unless it is a create, for the same reason).
+fn settle(
+    loser: Option<OpId>,
+    newcomer: OpId,
+    newcomer_is_create: bool,
+    creates: &BTreeSet<OpId>,
+    applied: &mut Applied,
+) {
+    match loser {
+        Some(l) if l == newcomer => applied.dead_on_arrival |= !newcomer_is_create,
+        Some(l) if !creates.contains(&l) => applied.superseded.push(l),
+        _ => {}
+    }
+}
+
+/// The resources of one share.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct State {
+    resources: BTreeMap<String, ResourceState>,
+}
+
+impl State {
+    /// Merges one valid data op (membership ops carry no resource data and are ignored).
+    pub fn apply(&mut self, op: &Op) -> Applied {
+        let Some(resource) = op.body().action.resource() else {
+            return Applied::default();
+        };
+        let key = op.order_key();
+        let id = op.id();
+        let res = self.resources.entry(resource.to_owned()).or_default();
+        let mut applied = Applied {
+            changed: Some(resource.to_owned()),
+            ..Applied::default()
+        };
+        if res.deleted() {
+            if matches!(op.body().action, Action::Delete { .. }) {
+                res.deletes.insert(id);
+            } else {
+                applied.dead_on_arrival = true;
+                applied.changed = None;
+            }
+            return applied;
+        }
+        match &op.body().action {
+            Action::Create { kind, value, .. } => {
+                res.creates.insert(id);
+                settle(
+                    Register::write(&mut res.kind, key, kind.clone()),
+                    id,
+                    true,
+                    &res.creates,
+                    &mut applied,
+                );
+                if let Some(props) = value.get("properties").and_then(Json::as_object) {
+                    for (name, v) in props {
+                        let slot = res.properties.entry(name.clone()).or_default();
+                        let loser = Register::write(slot, key, v.clone());
+                        settle(loser, id, true, &res.creates, &mut applied);
+                    }
+                }
+                if let Some(slots) = value.get("children").and_then(Json::as_object) {
+                    for (slot_name, list) in slots {
+                        for (i, child) in list.as_array().into_iter().flatten().enumerate() {
+                            let slot = res
+                                .children
+                                .entry((slot_name.clone(), format!("{i:05}")))
+                                .or_default();
+                            let loser = Register::write(slot, key, Some(child.clone()));
+                            settle(loser, id, true, &res.creates, &mut applied);
+                        }
+                    }
+                }
+            }
+            Action::SetProperty { name, value, .. } => {
+                let slot = res.properties.entry(name.clone()).or_default();
+                let loser = Register::write(slot, key, value.clone());
+                settle(loser, id, false, &res.creates, &mut applied);
+            }
+            Action::SetChild {
+                slot,
+                key: child,
+                value,
+                ..
+            } => {
+                let reg = res
+                    .children
+                    .entry((slot.clone(), child.clone()))
+                    .or_default();
+                let loser = Register::write(reg, key, value.clone());
+                settle(loser, id, false, &res.creates, &mut applied);
+            }
+            Action::ListAdd { item, .. } => {
+                if res.removed_tags.contains(&id) {
+                    applied.dead_on_arrival = true;
+                    applied.changed = None;
+                } else {
+                    res.adds.entry(item.clone()).or_default().insert(id);
+                }
+            }
+            Action::ListRemove { item, tags, .. } => {
+                res.removes.insert(id);
+                res.removed_tags.extend(tags.iter().copied());
+                if let Some(live) = res.adds.get_mut(item) {
+                    for tag in tags {
+                        if live.remove(tag) {
+                            applied.superseded.push(*tag);
+                        }
+                    }
+                    if live.is_empty() {
+                        res.adds.remove(item);
+                    }
+                }
+            }
+            Action::Delete { .. } => {
+                applied.superseded = res.live_ops().into_iter().collect();
+                *res = ResourceState {
+                    deletes: BTreeSet::from([id]),
+                    ..ResourceState::default()
+                };
+            }
+            Action::Grant { .. } | Action::Revoke { .. } => unreachable!("no resource"),
+        }
+        applied
+    }
+
+    /// The resource as the local API shows it: `{"id", "type", "properties", "children",
+    /// "items"}`, or `{"id", "deleted": true}`. `None` if no op touched it.
+    pub fn resource(&self, id: &str) -> Option<Json> {
+        let res = self.resources.get(id)?;
+        if res.deleted() {
+            return Some(json!({"id": id, "deleted": true}));
+        }
+        let kind = res.kind.as_ref()?;
+        let properties: Map<String, Json> = res
+            .properties
+            .iter()
+            .filter_map(|(k, r)| Some((k.clone(), r.as_ref()?.value.clone())))
+            .collect();
+        let mut children: Map<String, Json> = Map::new();
+        for ((slot, _key), reg) in &res.children {
+            if let Some(Register { value: Some(v), .. }) = reg {
+                children
+                    .entry(slot.clone())
+                    .or_insert_with(|| Json::Array(vec![]))
+                    .as_array_mut()
+                    .expect("slots are arrays")
+                    .push(v.clone());
+            }
+        }
+        let items: Vec<Json> = res.adds.keys().map(|k| Json::String(k.clone())).collect();
+        Some(json!({
+            "id": id,
+            "type": kind.value,
+            "properties": properties,
+            "children": children,
+            "items": items,
+        }))
+    }
+
+    /// Ids of the resources that exist (created and not deleted), ascending.
+    pub fn resource_ids(&self) -> impl Iterator<Item = &str> {
+        self.resources
+            .iter()
+            .filter(|(_, r)| !r.deleted() && r.kind.is_some())
+            .map(|(k, _)| k.as_str())
+    }
+
+    /// Ids of every resource an op touched, tombstones included.
+    pub fn all_ids(&self) -> impl Iterator<Item = &str> {
+        self.resources.keys().map(String::as_str)
+    }
+
+    /// A hash of every resource's view (tombstones included): equal states, equal hashes.
+    pub fn hash(&self) -> blake3::Hash {
+        let mut h = blake3::Hasher::new();
+        for id in self.resources.keys() {
+            if let Some(view) = self.resource(id) {
+                h.update(canonical_json(&view).as_bytes());
+                h.update(b"\n");
+            }
+        }
+        h.finalize()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ed25519_dalek::SigningKey;
+    use serde_json::json;
+
+    use super::*;
+    use crate::op::{OpBody, Stamp};
+
+    fn op(wall_ms: u64, action: Action) -> Op {
+        let key = SigningKey::from_bytes(&[1; 32]);
+        Op::sign(
+            OpBody {
+                share: OpId([1; 32]),
+                author: allpeers_model::id::PeerId::from_public_key(key.verifying_key().to_bytes()),
+                seq: wall_ms,
+                stamp: Stamp {
+                    wall_ms,
+                    counter: 0,
+                },
+                parents: vec![OpId([1; 32])],
+                action,
+            },
+            &key,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_deleted_resource_stays_deleted_whatever_comes_later() {
+        let create = |t| {
+            op(
+                t,
+                Action::Create {
+                    resource: "r".into(),
+                    kind: "Note".into(),
+                    value: json!({"properties": {"text": t}}),
+                },
+            )
+        };
+        let mut state = State::default();
+        let first = create(1);
+        assert_eq!(
+            state.apply(&first),
+            Applied {
+                changed: Some("r".into()),
+                ..Applied::default()
+            }
+        );
+        let delete = op(
+            2,
+            Action::Delete {
+                resource: "r".into(),
+            },
+        );
+        assert_eq!(state.apply(&delete).superseded, vec![first.id()]);
+        for later in [
+            create(3),
+            op(
+                4,
+                Action::SetProperty {
+                    resource: "r".into(),
+                    name: "text".into(),
+                    value: json!("x"),
+                },
+            ),
+            op(
+                5,
+                Action::ListAdd {
+                    list: "r".into(),
+                    item: "i".into(),
+                },
+            ),
+        ] {
+            let applied = state.apply(&later);
+            assert!(applied.dead_on_arrival && applied.changed.is_none());
+        }
+        assert_eq!(
+            state.resource("r"),
+            Some(json!({"id": "r", "deleted": true}))
+        );
+        assert_eq!(state.resource_ids().count(), 0);
+    }
+
+    #[test]
+    fn an_add_the_remover_did_not_see_keeps_the_item() {
+        let mut state = State::default();
+        let add1 = op(
+            1,
+            Action::ListAdd {
+                list: "l".into(),
+                item: "i".into(),
+            },
+        );
+        let add2 = op(
+            2,
+            Action::ListAdd {
+                list: "l".into(),
+                item: "i".into(),
+            },
+        );
+        let remove = op(
+            3,
+            Action::ListRemove {
+                list: "l".into(),
+                item: "i".into(),
+                tags: vec![add1.id()],
+            },
+        );
+        state.apply(&remove);
+        // The removed tag arriving after its removal is dead at once; the other keeps the item.
+        assert!(state.apply(&add1).dead_on_arrival);
+        state.apply(&add2);
+        let items = &state.resources["l"].adds["i"];
+        assert_eq!(items, &BTreeSet::from([add2.id()]));
+    }
+}

@@ -1,0 +1,489 @@
+//! The sync session with one peer over one `allpeers/sync/1` stream: reconciliation of each
+//! share's live ops, then the missing ops both ways, then pushes of new ops. I/O-free, in the
+//! quinn-proto style: feed it frames ([`SyncPeer::handle`]), local ops ([`SyncPeer::push`]) and
+//! time ([`SyncPeer::handle_timeout`]); take frames to send ([`SyncPeer::poll_transmit`]) and
+//! events ([`SyncPeer::poll_event`]).
+//!
+//! ## Access
+//! Before answering anything about a share, and before sending any op of it, the session asks
+//! the share's replica for the peer's *current* level. A peer that is not a member (or was
+//! revoked, as soon as the revocation is here) gets [`Message::Unknown`], exactly as for a share
+//! that does not exist here, and never an op. Ops received from a non-member are ignored; from a
+//! member they are checked by signature and validity, not by who brought them, so any member
+//! forwards while the author is offline.
+//!
+//! ## Bounds
+//! Frames are at most [`MAX_FRAME_BYTES`]; at most [`MAX_WANTED_IN_FLIGHT`] op ids are asked for
+//! at once; a peer that claims ops and does not send them within [`WANT_TIMEOUT_MS`] of the last
+//! progress is given up on: the session reports what is missing and moves on (the next round
+//! asks again).
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+use allpeers_model::id::PeerId;
+
+use crate::op::{MAX_OP_BYTES, Op, OpId, ShareId};
+use crate::reconcile::{MAX_MESSAGE_BYTES, ReconError, Reconciler};
+use crate::replica::Replica;
+use crate::wire::{Reader, WireError, Writer};
+
+/// The service name of the stream the daemon opens for sync.
+pub const SERVICE: &str = "allpeers/sync/1";
+/// One frame: a full reconciliation message or a batch of ops, plus the header.
+pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 1024;
+/// Ids asked for at once (and per `Want` frame): 32 bytes each, well inside a frame.
+pub const MAX_WANTED_IN_FLIGHT: usize = 4096;
+/// A peer that sends none of the ops we asked for in this long is given up on.
+pub const WANT_TIMEOUT_MS: u64 = 30_000;
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    /// A negentropy message from the initiator.
+    Reconcile { share: ShareId, payload: Vec<u8> },
+    /// The responder's negentropy reply.
+    ReconcileReply { share: ShareId, payload: Vec<u8> },
+    /// "No such share": the answer to a non-member, and for a share we do not hold.
+    Unknown { share: ShareId },
+    /// Asks for live ops by id.
+    Want { share: ShareId, ids: Vec<OpId> },
+    /// Ops in their wire form: answers to `Want`, what the initiator has and the responder
+    /// lacks, and pushes of new ops.
+    Ops { share: ShareId, ops: Vec<Vec<u8>> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SyncError {
+    #[error("malformed sync frame: {0}")]
+    Wire(#[from] WireError),
+    #[error("sync frame of {0} bytes is above the limit of {MAX_FRAME_BYTES}")]
+    FrameTooLarge(usize),
+    #[error("unknown sync message tag {0}")]
+    Tag(u8),
+    #[error(transparent)]
+    Reconcile(#[from] ReconError),
+    #[error("we do not hold share {0}")]
+    NoSuchShare(ShareId),
+    #[error("the peer is not a member of share {0}")]
+    NotAMember(ShareId),
+}
+
+impl Message {
+    pub fn share(&self) -> ShareId {
+        match self {
+            Message::Reconcile { share, .. }
+            | Message::ReconcileReply { share, .. }
+            | Message::Unknown { share }
+            | Message::Want { share, .. }
+            | Message::Ops { share, .. } => *share,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        let mut w = Writer::default();
+        let (tag, share) = match self {
+            Message::Reconcile { share, .. } => (1, share),
+            Message::ReconcileReply { share, .. } => (2, share),
+            Message::Unknown { share } => (3, share),
+            Message::Want { share, .. } => (4, share),
+            Message::Ops { share, .. } => (5, share),
+        };
+        w.u8(tag);
+        w.bytes(&share.0);
+        match self {
+            Message::Reconcile { payload, .. } | Message::ReconcileReply { payload, .. } => {
+                w.blob(payload)
+            }
+            Message::Unknown { .. } => {}
+            Message::Want { ids, .. } => {
+                w.varint(ids.len() as u64);
+                for id in ids {
+                    w.bytes(&id.0);
+                }
+            }
+            Message::Ops { ops, .. } => {
+                w.varint(ops.len() as u64);
+                for op in ops {
+                    w.blob(op);
+                }
+            }
+        }
+        w.out
+    }
+
+    /// Decodes one frame; every count and length is bounded before anything is allocated.
+    pub fn decode(frame: &[u8]) -> Result<Message, SyncError> {
+        if frame.len() > MAX_FRAME_BYTES {
+            return Err(SyncError::FrameTooLarge(frame.len()));
+        }
+        let mut r = Reader::new(frame);
+        let tag = r.u8()?;
+        let share = OpId(r.array()?);
+        let message = match tag {
+            1 | 2 => {
+                let payload = r
+                    .blob("reconciliation message", MAX_MESSAGE_BYTES)?
+                    .to_vec();
+                if tag == 1 {
+                    Message::Reconcile { share, payload }
+                } else {
+                    Message::ReconcileReply { share, payload }
+                }
+            }
+            3 => Message::Unknown { share },
+            4 => {
+                let n = r.bounded("wanted ids", MAX_WANTED_IN_FLIGHT as u64)? as usize;
+                let ids = (0..n)
+                    .map(|_| r.array().map(OpId))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Message::Want { share, ids }
+            }
+            5 => {
+                // Each op takes at least its length byte: the frame bounds the count.
+                let n = r.bounded("ops in a frame", r.remaining() as u64)? as usize;
+                let ops = (0..n)
+                    .map(|_| r.blob("op", MAX_OP_BYTES).map(<[u8]>::to_vec))
+                    .collect::<Result<Vec<_>, _>>()?;
+                Message::Ops { share, ops }
+            }
+            other => return Err(SyncError::Tag(other)),
+        };
+        r.finish()?;
+        Ok(message)
+    }
+}
+
+/// The daemon's shares, as the session sees them.
+pub trait Shares {
+    fn replica(&mut self, share: &ShareId) -> Option<&mut Replica>;
+}
+
+impl Shares for BTreeMap<ShareId, Replica> {
+    fn replica(&mut self, share: &ShareId) -> Option<&mut Replica> {
+        self.get_mut(share)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A reconciliation we started is complete: everything the peer had that we lacked has
+    /// arrived (or was given up on: `missing`).
+    Reconciled {
+        share: ShareId,
+        round_trips: usize,
+        sent: usize,
+        received: usize,
+        missing: usize,
+    },
+    /// The peer does not know the share, or does not count us as a member.
+    Unknown { share: ShareId },
+    /// A frame from the peer could not be used (the session goes on).
+    BadFrame(SyncError),
+}
+
+struct Initiated {
+    reconciler: Reconciler,
+    round_trips: usize,
+    reconciled: bool,
+    /// Ids to ask for, not yet asked.
+    to_want: VecDeque<OpId>,
+    /// Ids asked for and not yet received.
+    wanted: HashSet<OpId>,
+    deadline: Option<u64>,
+    sent: usize,
+    received: usize,
+    missing: usize,
+}
+
+/// Sync with one peer, over all shares we have in common.
+pub struct SyncPeer {
+    peer: PeerId,
+    frame_limit: usize,
+    initiated: HashMap<ShareId, Initiated>,
+    responders: HashMap<ShareId, Reconciler>,
+    transmit: VecDeque<Vec<u8>>,
+    events: VecDeque<Event>,
+}
+
+impl SyncPeer {
+    /// `frame_limit` bounds the reconciliation messages we write (at least
+    /// [`crate::reconcile::MIN_FRAME_LIMIT`], at most [`MAX_MESSAGE_BYTES`]).
+    pub fn new(peer: PeerId, frame_limit: usize) -> SyncPeer {
+        SyncPeer {
+            peer,
+            frame_limit: frame_limit.clamp(crate::reconcile::MIN_FRAME_LIMIT, MAX_MESSAGE_BYTES),
+            initiated: HashMap::new(),
+            responders: HashMap::new(),
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    pub fn peer(&self) -> PeerId {
+        self.peer
+    }
+
+    /// The peer's level in `share`, if it is a member now.
+    fn member(&self, replica: &Replica) -> bool {
+        replica.level(&self.peer).is_some()
+    }
+
+    /// Starts reconciling `share` (on connect, and periodically).
+    pub fn start(
+        &mut self,
+        share: ShareId,
+        shares: &mut impl Shares,
+        now_ms: u64,
+    ) -> Result<(), SyncError> {
+        let replica = shares
+            .replica(&share)
+            .ok_or(SyncError::NoSuchShare(share))?;
+        if !self.member(replica) {
+            return Err(SyncError::NotAMember(share));
+        }
+        let mut reconciler = Reconciler::new(self.frame_limit, true)?;
+        let payload = reconciler.initiate(replica.items())?;
+        self.initiated.insert(
+            share,
+            Initiated {
+                reconciler,
+                round_trips: 1,
+                reconciled: false,
+                to_want: VecDeque::new(),
+                wanted: HashSet::new(),
+                // A peer that never replies is given up on like one that never sends ops.
+                deadline: Some(now_ms + WANT_TIMEOUT_MS),
+                sent: 0,
+                received: 0,
+                missing: 0,
+            },
+        );
+        self.send(Message::Reconcile { share, payload });
+        Ok(())
+    }
+
+    /// Sends a new local (or newly received) op to the peer, if the peer is a member now.
+    pub fn push(&mut self, op: &Op, shares: &mut impl Shares) {
+        let share = op.body().share;
+        let share = if share == OpId::ZERO { op.id() } else { share };
+        if let Some(replica) = shares.replica(&share)
+            && self.member(replica)
+        {
+            self.send(Message::Ops {
+                share,
+                ops: vec![op.wire().to_vec()],
+            });
+        }
+    }
+
+    /// Handles one frame from the peer.
+    pub fn handle(&mut self, frame: &[u8], shares: &mut impl Shares, now_ms: u64) {
+        let message = match Message::decode(frame) {
+            Ok(m) => m,
+            Err(e) => {
+                self.events.push_back(Event::BadFrame(e));
+                return;
+            }
+        };
+        let share = message.share();
+        let Some(replica) = shares.replica(&share) else {
+            if !matches!(message, Message::Unknown { .. } | Message::Ops { .. }) {
+                self.send(Message::Unknown { share });
+            }
+            return;
+        };
+        if !self.member(replica) {
+            // Same answer as for a share we do not hold; ops from a non-member are ignored.
+            self.initiated.remove(&share);
+            self.responders.remove(&share);
+            if !matches!(message, Message::Unknown { .. } | Message::Ops { .. }) {
+                self.send(Message::Unknown { share });
+            }
+            return;
+        }
+        match message {
+            Message::Reconcile { payload, .. } => {
+                let frame_limit = self.frame_limit;
+                let reconciler = self
+                    .responders
+                    .entry(share)
+                    .or_insert_with(|| Reconciler::new(frame_limit, false).expect("limit clamped"));
+                match reconciler.respond(replica.items(), &payload) {
+                    Ok(payload) => self.send(Message::ReconcileReply { share, payload }),
+                    Err(e) => self.events.push_back(Event::BadFrame(e.into())),
+                }
+            }
+            Message::ReconcileReply { payload, .. } => {
+                self.on_reply(share, &payload, replica, now_ms)
+            }
+            Message::Unknown { .. } => {
+                self.initiated.remove(&share);
+                self.events.push_back(Event::Unknown { share });
+            }
+            Message::Want { ids, .. } => {
+                let ops: Vec<Vec<u8>> = ids
+                    .iter()
+                    .filter_map(|id| replica.live_op(id))
+                    .map(|op| op.wire().to_vec())
+                    .collect();
+                self.send_ops(share, ops);
+            }
+            Message::Ops { ops, .. } => {
+                let mut arrived = Vec::new();
+                for wire in ops {
+                    // A bad op costs only itself; whatever became of a good one, it arrived.
+                    if let Ok(op) = Op::from_wire(&wire) {
+                        arrived.push(op.id());
+                        let _ = replica.insert_verified(op, now_ms);
+                    }
+                }
+                if let Some(s) = self.initiated.get_mut(&share) {
+                    let before = s.wanted.len();
+                    for id in arrived {
+                        s.wanted.remove(&id);
+                    }
+                    let got = before - s.wanted.len();
+                    if got > 0 {
+                        s.received += got;
+                        s.deadline = Some(now_ms + WANT_TIMEOUT_MS);
+                    }
+                }
+                self.ask_more(share, now_ms);
+                self.finish_if_done(share);
+            }
+        }
+    }
+
+    fn on_reply(&mut self, share: ShareId, payload: &[u8], replica: &mut Replica, now_ms: u64) {
+        let Some(s) = self.initiated.get_mut(&share) else {
+            return;
+        };
+        let mut have = Vec::new();
+        let mut need = Vec::new();
+        let next = match s
+            .reconciler
+            .reconcile(replica.items(), payload, &mut have, &mut need)
+        {
+            Ok(next) => next,
+            Err(e) => {
+                self.initiated.remove(&share);
+                self.events.push_back(Event::BadFrame(e.into()));
+                return;
+            }
+        };
+        s.to_want.extend(need);
+        s.deadline = Some(now_ms + WANT_TIMEOUT_MS);
+        let ops: Vec<Vec<u8>> = have
+            .iter()
+            .filter_map(|id| replica.live_op(id))
+            .map(|op| op.wire().to_vec())
+            .collect();
+        s.sent += ops.len();
+        match next {
+            Some(payload) => {
+                s.round_trips += 1;
+                self.send(Message::Reconcile { share, payload });
+            }
+            None => s.reconciled = true,
+        }
+        self.send_ops(share, ops);
+        self.ask_more(share, now_ms);
+        self.finish_if_done(share);
+    }
+
+    /// Asks for more of the ids still to fetch, keeping at most [`MAX_WANTED_IN_FLIGHT`] out.
+    fn ask_more(&mut self, share: ShareId, now_ms: u64) {
+        let Some(s) = self.initiated.get_mut(&share) else {
+            return;
+        };
+        let room = MAX_WANTED_IN_FLIGHT.saturating_sub(s.wanted.len());
+        let ids: Vec<OpId> = (0..room.min(s.to_want.len()))
+            .filter_map(|_| s.to_want.pop_front())
+            .collect();
+        if ids.is_empty() {
+            return;
+        }
+        s.wanted.extend(ids.iter().copied());
+        if s.deadline.is_none() {
+            s.deadline = Some(now_ms + WANT_TIMEOUT_MS);
+        }
+        self.send(Message::Want { share, ids });
+    }
+
+    fn finish_if_done(&mut self, share: ShareId) {
+        let done = self
+            .initiated
+            .get(&share)
+            .is_some_and(|s| s.reconciled && s.wanted.is_empty() && s.to_want.is_empty());
+        if done {
+            let s = self.initiated.remove(&share).expect("checked");
+            self.events.push_back(Event::Reconciled {
+                share,
+                round_trips: s.round_trips,
+                sent: s.sent,
+                received: s.received,
+                missing: s.missing,
+            });
+        }
+    }
+
+    fn send_ops(&mut self, share: ShareId, ops: Vec<Vec<u8>>) {
+        // Batches under the frame limit (an op is at most MAX_OP_BYTES, well under it).
+        let mut batch: Vec<Vec<u8>> = Vec::new();
+        let mut size = 64;
+        for op in ops {
+            if size + op.len() + 8 > MAX_FRAME_BYTES && !batch.is_empty() {
+                self.send(Message::Ops {
+                    share,
+                    ops: std::mem::take(&mut batch),
+                });
+                size = 64;
+            }
+            size += op.len() + 8;
+            batch.push(op);
+        }
+        if !batch.is_empty() {
+            self.send(Message::Ops { share, ops: batch });
+        }
+    }
+
+    fn send(&mut self, message: Message) {
+        self.transmit.push_back(message.encode());
+    }
+
+    /// The next frame to write to the stream.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.transmit.pop_front()
+    }
+
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`Self::handle_timeout`] should next be called.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.initiated.values().filter_map(|s| s.deadline).min()
+    }
+
+    /// Gives up on ops the peer claimed and did not send in time.
+    pub fn handle_timeout(&mut self, now_ms: u64) {
+        let expired: Vec<ShareId> = self
+            .initiated
+            .iter()
+            .filter(|(_, s)| s.deadline.is_some_and(|d| d <= now_ms))
+            .map(|(share, _)| *share)
+            .collect();
+        for share in expired {
+            let s = self.initiated.get_mut(&share).expect("listed");
+            s.missing += s.wanted.len() + s.to_want.len();
+            s.wanted.clear();
+            s.to_want.clear();
+            s.deadline = None;
+            // A reply that never came ends the round too.
+            s.reconciled = true;
+            self.finish_if_done(share);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

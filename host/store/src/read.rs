@@ -1,0 +1,218 @@
+//! Reading: a resource whole from its type tables, children and metadata; queries (ids,
+//! resources, counts) and the one-resource match that listeners and query-backed lists use.
+//! Works on any connection, a write transaction included (it reads its own writes).
+
+use std::collections::BTreeMap;
+
+use allpeers_model::query::{CheckedQuery, Query};
+use allpeers_model::resource::{Child, MAX_CHILD_DEPTH, Resource};
+use allpeers_model::schema::{Registry, TypeDef};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use crate::error::{Result, StoreError};
+use crate::sql::{self, child_table, col, type_table};
+
+/// A child type's slots: (slot name, anonymous type name).
+pub(crate) type Slots = Vec<(String, String)>;
+
+/// Reads through `conn` with the types of `reg`.
+#[derive(Clone, Copy)]
+pub(crate) struct Reader<'a> {
+    pub conn: &'a Connection,
+    pub reg: &'a Registry,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(conn: &'a Connection, reg: &'a Registry) -> Self {
+        Reader { conn, reg }
+    }
+
+    /// The internal row id and type of the resource `id`.
+    pub fn rid_of(&self, id: &str) -> Result<Option<(i64, String)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT rid, type FROM t_Resource WHERE id = ?1")?
+            .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// The id and type of the resource stored under `rid`.
+    pub fn id_of(&self, rid: i64) -> Result<Option<(String, String)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id, type FROM t_Resource WHERE rid = ?1")?
+            .query_row([rid], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?)
+    }
+
+    /// Like [`Reader::rid_of`], but a missing resource is [`StoreError::NotFound`].
+    pub fn existing(&self, id: &str) -> Result<(i64, String)> {
+        self.rid_of(id)?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))
+    }
+
+    pub fn get(&self, id: &str) -> Result<Option<Resource>> {
+        match self.rid_of(id)? {
+            None => Ok(None),
+            Some((rid, _)) => self.load(rid).map(Some),
+        }
+    }
+
+    /// The whole resource stored under `rid`: its row in every table of its type chain, its
+    /// children and its local metadata.
+    pub fn load(&self, rid: i64) -> Result<Resource> {
+        let (id, type_name) = self
+            .id_of(rid)?
+            .ok_or_else(|| StoreError::Corrupt(format!("rid {rid} vanished")))?;
+        let chain: Vec<&TypeDef> = self.reg.chain(&type_name);
+        if chain.is_empty() {
+            return Err(StoreError::Corrupt(format!(
+                "resource {id} has unknown type '{type_name}'"
+            )));
+        }
+        let mut r = Resource::new(&type_name).with_id(&id);
+        for t in &chain {
+            if t.props.is_empty() {
+                continue;
+            }
+            let cols: Vec<String> = t.props.iter().map(|p| col(&p.name)).collect();
+            let q = format!(
+                "SELECT {} FROM {} WHERE rid = ?1",
+                cols.join(", "),
+                type_table(&t.name)
+            );
+            let mut st = self.conn.prepare_cached(&q)?;
+            let mut rows = st.query([rid])?;
+            let row = rows.next()?.ok_or_else(|| {
+                StoreError::Corrupt(format!("resource {id} lacks its {} row", t.name))
+            })?;
+            for (i, p) in t.props.iter().enumerate() {
+                if let Some(v) = sql::from_sql(row.get_ref(i)?, p.datatype, p.multi)? {
+                    r.properties.insert(p.name.clone(), v);
+                }
+            }
+        }
+        let slots: Slots = chain
+            .iter()
+            .flat_map(|t| {
+                t.children
+                    .iter()
+                    .map(|c| (c.name.clone(), c.type_name.clone()))
+            })
+            .collect();
+        r.children = self.load_children(rid, None, &slots, 0)?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, value FROM ap_meta WHERE rid = ?1")?;
+        let mut rows = st.query([rid])?;
+        while let Some(row) = rows.next()? {
+            let name: String = row.get(0)?;
+            if let Some(def) = self
+                .reg
+                .meta_props(&type_name)
+                .into_iter()
+                .find(|p| p.name == name)
+                && let Some(v) = sql::from_sql(row.get_ref(1)?, def.datatype, def.multi)?
+            {
+                r.meta.insert(name, v);
+            }
+        }
+        Ok(r)
+    }
+
+    fn load_children(
+        &self,
+        owner: i64,
+        parent: Option<i64>,
+        slots: &[(String, String)],
+        depth: usize,
+    ) -> Result<BTreeMap<String, Vec<Child>>> {
+        let mut out = BTreeMap::new();
+        if depth > MAX_CHILD_DEPTH {
+            return Ok(out);
+        }
+        for (slot, ty) in slots {
+            let Some(t) = self.reg.get(ty) else {
+                continue;
+            };
+            let cols: Vec<String> = std::iter::once("cid".to_string())
+                .chain(t.props.iter().map(|p| col(&p.name)))
+                .collect();
+            let q = format!(
+                "SELECT {} FROM {} WHERE owner = ?1 AND parent IS ?2 AND slot = ?3 ORDER BY pos",
+                cols.join(", "),
+                child_table(ty)
+            );
+            let mut rows_out = Vec::new();
+            {
+                let mut st = self.conn.prepare_cached(&q)?;
+                let mut rows = st.query(params![owner, parent, slot])?;
+                while let Some(row) = rows.next()? {
+                    let cid: i64 = row.get(0)?;
+                    let mut c = Child::default();
+                    for (i, p) in t.props.iter().enumerate() {
+                        if let Some(v) = sql::from_sql(row.get_ref(i + 1)?, p.datatype, p.multi)? {
+                            c.properties.insert(p.name.clone(), v);
+                        }
+                    }
+                    rows_out.push((cid, c));
+                }
+            }
+            let sub: Slots = t
+                .children
+                .iter()
+                .map(|c| (c.name.clone(), c.type_name.clone()))
+                .collect();
+            let mut values = Vec::with_capacity(rows_out.len());
+            for (cid, mut c) in rows_out {
+                if !sub.is_empty() {
+                    c.children = self.load_children(owner, Some(cid), &sub, depth + 1)?;
+                }
+                values.push(c);
+            }
+            if !values.is_empty() {
+                out.insert(slot.clone(), values);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Row ids of the resources matching `q`, in its order, limited.
+    pub fn query_rids(&self, q: &Query) -> Result<Vec<i64>> {
+        let checked = self.reg.check_query(q)?;
+        let c = sql::compile_select(&checked);
+        allpeers_log::bone!(sql = %c.sql, "query");
+        let mut st = self.conn.prepare_cached(&c.sql)?;
+        let rows = st.query_map(params_from_iter(c.params.iter()), |r| r.get::<_, i64>(0))?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    }
+
+    /// The ids of `rids`, skipping any that vanished.
+    pub fn ids(&self, rids: Vec<i64>) -> Result<Vec<String>> {
+        let mut out = Vec::with_capacity(rids.len());
+        for rid in rids {
+            if let Some((id, _)) = self.id_of(rid)? {
+                out.push(id);
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn count(&self, q: &Query) -> Result<u64> {
+        let checked = self.reg.check_query(q)?;
+        let c = sql::compile_count(&checked);
+        let n: i64 = self
+            .conn
+            .prepare_cached(&c.sql)?
+            .query_row(params_from_iter(c.params.iter()), |r| r.get(0))?;
+        Ok(n as u64)
+    }
+}
+
+/// Whether the resource `rid` matches the checked query `q` now.
+pub(crate) fn matches(conn: &Connection, q: &CheckedQuery, rid: i64) -> Result<bool> {
+    let c = sql::compile_matches(q, rid);
+    Ok(conn
+        .prepare_cached(&c.sql)?
+        .query_row(params_from_iter(c.params.iter()), |r| r.get(0))?)
+}

@@ -1,0 +1,116 @@
+//! Type tables and their evolution: the store's own tables, one table per type (`t_<Type>`,
+//! `c_<AnonType>` for children), columns added as schemas evolve (nothing is ever dropped), and
+//! schema files registered at run time (kept in `ap_schemas`, replayed on open).
+
+use allpeers_model::schema::{ROOT_TYPE, Registry};
+use rusqlite::{Connection, Transaction, params};
+
+use crate::error::Result;
+use crate::sql::{child_table, col, sql_type, type_table};
+
+/// The store's own tables: schema sources, local metadata (never replicated), explicit and
+/// query-backed list items, and the change log.
+const SYSTEM_SQL: &str = "
+CREATE TABLE IF NOT EXISTS ap_schemas(seq INTEGER PRIMARY KEY AUTOINCREMENT, file TEXT NOT NULL UNIQUE, source TEXT NOT NULL, registered INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ap_meta(rid INTEGER NOT NULL, name TEXT NOT NULL, value, PRIMARY KEY(rid, name)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ap_meta_name ON ap_meta(name, value);
+CREATE TABLE IF NOT EXISTS ap_list_items(list INTEGER NOT NULL, item INTEGER NOT NULL, pos INTEGER NOT NULL, PRIMARY KEY(list, item)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ap_list_items_pos ON ap_list_items(list, pos);
+CREATE INDEX IF NOT EXISTS ap_list_items_item ON ap_list_items(item);
+CREATE TABLE IF NOT EXISTS ap_changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, author TEXT NOT NULL, op TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL);
+";
+
+/// Creates the system tables, replays the registered schema files over the built-in types and
+/// makes sure every type has its tables. Returns the registry.
+pub(crate) fn open(conn: &mut Connection) -> Result<Registry> {
+    conn.execute_batch(SYSTEM_SQL)?;
+    let mut reg = Registry::builtin();
+    let stored: Vec<(String, String)> = {
+        let mut st = conn.prepare("SELECT file, source FROM ap_schemas ORDER BY seq")?;
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?
+    };
+    for (file, source) in &stored {
+        reg.register(file, source)?;
+    }
+    let tx = conn.transaction()?;
+    ensure_tables(&tx, &reg)?;
+    tx.commit()?;
+    Ok(reg)
+}
+
+/// Registers (or evolves) schema file `file` over `reg`: all or nothing. Returns the new
+/// registry and the names of the types the file declares.
+pub(crate) fn register(
+    conn: &mut Connection,
+    reg: &Registry,
+    file: &str,
+    text: &str,
+    now: i64,
+) -> Result<(Registry, Vec<String>)> {
+    let mut next = reg.clone();
+    let names = next.register(file, text)?;
+    let tx = conn.transaction()?;
+    ensure_tables(&tx, &next)?;
+    tx.execute(
+        "INSERT INTO ap_schemas(file, source, registered) VALUES (?1, ?2, ?3)
+         ON CONFLICT(file) DO UPDATE SET source = excluded.source, registered = excluded.registered",
+        params![file, text, now],
+    )?;
+    tx.commit()?;
+    Ok((next, names))
+}
+
+/// Creates missing tables, columns and indexes for every type in `reg`. Never drops anything.
+fn ensure_tables(tx: &Transaction<'_>, reg: &Registry) -> Result<()> {
+    for t in reg.types() {
+        let (table, base): (String, &str) = if t.anonymous {
+            (
+                child_table(&t.name),
+                "cid INTEGER PRIMARY KEY, owner INTEGER NOT NULL, parent INTEGER, slot TEXT NOT NULL, pos INTEGER NOT NULL",
+            )
+        } else if t.name == ROOT_TYPE {
+            (
+                type_table(&t.name),
+                "rid INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, type TEXT NOT NULL",
+            )
+        } else {
+            (type_table(&t.name), "rid INTEGER PRIMARY KEY")
+        };
+        tx.execute_batch(&format!("CREATE TABLE IF NOT EXISTS {table}({base})"))?;
+        let existing: Vec<String> = tx
+            .prepare(&format!("PRAGMA table_info({table})"))?
+            .query_map([], |r| r.get::<_, String>(1))?
+            .collect::<rusqlite::Result<_>>()?;
+        for p in &t.props {
+            let c = format!("p_{}", p.name);
+            if !existing.iter().any(|e| e.eq_ignore_ascii_case(&c)) {
+                tx.execute_batch(&format!(
+                    "ALTER TABLE {table} ADD COLUMN {} {}",
+                    col(&p.name),
+                    sql_type(p)
+                ))?;
+                allpeers_log::flesh!(table, column = %c, "column added");
+            }
+            if p.indexed {
+                let prefix = if t.anonymous { "c" } else { "t" };
+                tx.execute_batch(&format!(
+                    // '.' cannot occur in names, so index names cannot collide.
+                    "CREATE INDEX IF NOT EXISTS \"i.{prefix}.{}.{}\" ON {table}({})",
+                    t.name,
+                    p.name,
+                    col(&p.name)
+                ))?;
+            }
+        }
+        if t.anonymous {
+            tx.execute_batch(&format!(
+                "CREATE INDEX IF NOT EXISTS \"i.c.{}\" ON {table}(owner, parent, slot, pos)",
+                t.name
+            ))?;
+        } else if t.name == ROOT_TYPE {
+            tx.execute_batch("CREATE INDEX IF NOT EXISTS i_t_Resource_type ON t_Resource(type)")?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,288 @@
+//! The BitTorrent engine: one listening socket for every torrent (incoming handshakes routed by info-hash), the
+//! shared space account, and adding torrents to download or to seed in place.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use rand::RngCore;
+use tokio::net::TcpListener;
+
+use super::metainfo::Torrent;
+use super::peer::read_handshake;
+use super::session::{self, DEFAULT_MAX_PEERS, SessionCommand, SessionOptions, TorrentHandle};
+use crate::cache::CacheError;
+use crate::cache::journal::Journal;
+use crate::cache::storage::{SpaceAccount, Storage};
+use crate::swarm::choker::DEFAULT_SLOTS;
+use crate::swarm::geometry::PieceSet;
+use crate::swarm::picker::PickMode;
+use crate::throttle::{Limits, Throttle, Throttles};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("the torrent is already added")]
+    Duplicate,
+    #[error("{bad} of {total} pieces of the shared files do not match the torrent")]
+    NotComplete { bad: u32, total: u32 },
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub listen: SocketAddr,
+    /// Where journals live (one per torrent, named by info-hash).
+    pub state_dir: PathBuf,
+    /// Bytes all downloads together may write; `None` for no limit.
+    pub space_limit: Option<u64>,
+    pub upload_slots: usize,
+    pub max_peers: usize,
+    pub use_trackers: bool,
+}
+
+impl EngineConfig {
+    pub fn new(listen: SocketAddr, state_dir: PathBuf) -> Self {
+        Self {
+            listen,
+            state_dir,
+            space_limit: None,
+            upload_slots: DEFAULT_SLOTS,
+            max_peers: DEFAULT_MAX_PEERS,
+            use_trackers: true,
+        }
+    }
+}
+
+/// Where a torrent's files are.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// Download into this directory (resuming from the journal).
+    Download { dir: PathBuf, sequential: bool },
+    /// Seed the user's own files from this directory, in place: verified once, never copied.
+    SeedInPlace { dir: PathBuf },
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    config: EngineConfig,
+    peer_id: [u8; 20],
+    listen_addr: SocketAddr,
+    space: Arc<SpaceAccount>,
+    throttle: Arc<Throttle>,
+    torrents: Mutex<HashMap<[u8; 20], TorrentHandle>>,
+}
+
+/// Our peer id: Azureus style, `-AP0001-` then 12 random bytes.
+fn new_peer_id() -> [u8; 20] {
+    let mut id = *b"-AP0001-000000000000";
+    rand::thread_rng().fill_bytes(&mut id[8..]);
+    id
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+impl Engine {
+    /// Binds the listening socket and starts accepting peers.
+    pub async fn start(config: EngineConfig) -> Result<Self, EngineError> {
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| EngineError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        let listen_addr = listener
+            .local_addr()
+            .map_err(|source| EngineError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let inner = Arc::new(Inner {
+            space: Arc::new(SpaceAccount::new(config.space_limit)),
+            throttle: Arc::new(Throttle::default()),
+            config,
+            peer_id: new_peer_id(),
+            listen_addr,
+            torrents: Mutex::new(HashMap::new()),
+        });
+        tokio::spawn(accept_loop(listener, Arc::downgrade(&inner)));
+        Ok(Self { inner })
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.listen_addr
+    }
+
+    pub fn space(&self) -> &SpaceAccount {
+        &self.inner.space
+    }
+
+    /// Upload and download limits for every torrent together.
+    pub fn set_global_limits(&self, limits: Limits) {
+        self.inner.throttle.set(limits);
+    }
+
+    pub fn global_limits(&self) -> Limits {
+        self.inner.throttle.limits()
+    }
+
+    /// Adds a torrent and starts it, dialing `peers` (and the trackers, when enabled).
+    pub async fn add(
+        &self,
+        torrent: Torrent,
+        target: Target,
+        peers: Vec<SocketAddr>,
+        limits: Limits,
+    ) -> Result<TorrentHandle, EngineError> {
+        if self
+            .inner
+            .torrents
+            .lock()
+            .expect("not poisoned")
+            .contains_key(&torrent.info_hash)
+        {
+            return Err(EngineError::Duplicate);
+        }
+        let torrent = Arc::new(torrent);
+        let geometry = torrent.geometry;
+        let (storage, have, journal, pick_mode) = match target {
+            Target::Download { dir, sequential } => {
+                let storage = Storage::create(&dir, torrent.layout.clone(), geometry)?;
+                std::fs::create_dir_all(&self.inner.config.state_dir).map_err(|source| {
+                    CacheError::Io {
+                        path: self.inner.config.state_dir.clone(),
+                        source,
+                    }
+                })?;
+                let journal_path = self.journal_path(&torrent.info_hash);
+                let (journal, have) =
+                    Journal::open(&journal_path, torrent.info_hash, geometry.piece_count())
+                        .map_err(CacheError::from)?;
+                let mode = if sequential {
+                    PickMode::Sequential
+                } else {
+                    PickMode::RarestFirst
+                };
+                (storage, have, Some(journal), mode)
+            }
+            Target::SeedInPlace { dir } => {
+                let storage = Storage::open_in_place(&dir, torrent.layout.clone(), geometry)?;
+                let (storage, have) = verify_all(storage, torrent.clone()).await?;
+                if !have.is_full() {
+                    return Err(EngineError::NotComplete {
+                        bad: geometry.piece_count() - have.count(),
+                        total: geometry.piece_count(),
+                    });
+                }
+                (storage, have, None, PickMode::RarestFirst)
+            }
+        };
+        let throttle = Arc::new(Throttle::new(limits));
+        let options = SessionOptions {
+            peer_id: self.inner.peer_id,
+            listen_port: Some(self.inner.listen_addr.port()),
+            rng_seed: rand::thread_rng().next_u64(),
+            upload_slots: self.inner.config.upload_slots,
+            pick_mode,
+            max_peers: self.inner.config.max_peers,
+            use_trackers: self.inner.config.use_trackers,
+            throttles: Throttles(vec![self.inner.throttle.clone(), throttle.clone()]),
+        };
+        let content = session::Content {
+            torrent: torrent.clone(),
+            storage: Arc::new(storage),
+            have,
+            journal,
+        };
+        let handle = session::spawn(content, self.inner.space.clone(), options, throttle, peers);
+        self.inner
+            .torrents
+            .lock()
+            .expect("not poisoned")
+            .insert(torrent.info_hash, handle.clone());
+        Ok(handle)
+    }
+
+    /// Stops a torrent (its data and journal stay, so adding it again resumes).
+    pub async fn remove(&self, info_hash: &[u8; 20]) {
+        let handle = self
+            .inner
+            .torrents
+            .lock()
+            .expect("not poisoned")
+            .remove(info_hash);
+        if let Some(handle) = handle {
+            handle.command(SessionCommand::Stop).await;
+        }
+    }
+
+    /// Where a torrent's journal lives.
+    pub fn journal_path(&self, info_hash: &[u8; 20]) -> PathBuf {
+        self.inner
+            .config
+            .state_dir
+            .join(format!("{}.journal", hex(info_hash)))
+    }
+}
+
+/// Hashes every piece of files shared in place (on a blocking thread).
+async fn verify_all(
+    storage: Storage,
+    torrent: Arc<Torrent>,
+) -> Result<(Storage, PieceSet), EngineError> {
+    tokio::task::spawn_blocking(move || {
+        let mut have = PieceSet::new(torrent.geometry.piece_count());
+        for (piece, expected) in torrent.piece_hashes.iter().enumerate() {
+            if storage.verify_piece(piece as u32, expected)? {
+                have.insert(piece as u32);
+            }
+        }
+        Ok((storage, have))
+    })
+    .await
+    .expect("verification does not panic")
+}
+
+async fn accept_loop(listener: TcpListener, engine: std::sync::Weak<Inner>) {
+    loop {
+        let Ok((mut stream, addr)) = listener.accept().await else {
+            continue;
+        };
+        let Some(inner) = engine.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            let Ok(handshake) = read_handshake(&mut stream).await else {
+                return;
+            };
+            let handle = inner
+                .torrents
+                .lock()
+                .expect("not poisoned")
+                .get(&handshake.info_hash)
+                .cloned();
+            if let Some(handle) = handle {
+                handle
+                    .command(SessionCommand::Incoming {
+                        stream,
+                        addr,
+                        handshake,
+                    })
+                    .await;
+            }
+        });
+    }
+}

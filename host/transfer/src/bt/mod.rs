@@ -1,0 +1,9 @@
+//! BitTorrent: metainfo, the peer wire, trackers, and the session that drives the swarm core.
+
+pub mod bencode_guard;
+pub mod engine;
+pub mod metainfo;
+pub mod peer;
+pub mod session;
+pub mod tracker;
+pub mod wire;

@@ -1,0 +1,24 @@
+//! AllPeers transfers: multi-source downloads and uploads, a data cache, and a BitTorrent engine that real clients
+//! accept.
+//!
+//! Module map:
+//! - [`swarm`]: the I/O-free core every multi-source protocol shares, driven with `now` and tested
+//!   deterministically — [`swarm::geometry`] (pieces, blocks, piece sets), [`swarm::picker`] (rarest-first with a
+//!   seeded tie-break, sequential, endgame), [`swarm::pipeline`] (per-peer request depth: 3 s of the measured rate,
+//!   clamped to the peer's `reqq`), [`swarm::choker`] (tit-for-tat with a rotating optimistic unchoke),
+//!   [`swarm::assembler`] (blocks hashed in order as they arrive), [`swarm::rate`].
+//! - [`cache`]: the data cache — [`cache::layout`] (files and safe paths), [`cache::storage`] (files on disk, in
+//!   place for shared files, space accounting), [`cache::journal`] (pieces durably on disk), [`cache::disk`] (the
+//!   disk thread: one vectored write per run, sync, then journal).
+//! - [`bt`]: BitTorrent on the librqbit crates — [`bt::metainfo`], [`bt::wire`] (framing), [`bt::peer`]
+//!   (connections), [`bt::session`] (the per-torrent actor over the swarm core), [`bt::tracker`] (HTTP announce),
+//!   [`bt::engine`] (listening socket, add / remove torrents).
+//! - [`throttle`]: global and per-transfer upload / download limits (token buckets).
+//! - [`manager`]: the download manager (queue, pause / resume / cancel, retries, persisted list, progress events,
+//!   upload monitor) — the API the node calls.
+
+pub mod bt;
+pub mod cache;
+pub mod manager;
+pub mod swarm;
+pub mod throttle;

@@ -1,0 +1,232 @@
+//! The download manager over real transfers on loopback (our own engine seeding in place): the queue holds a second
+//! download until the first finishes, pause and resume work, the list survives a restart and the download resumes
+//! from its journal, cancel removes a transfer and its files, and progress arrives as events.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use allpeers_transfer::bt::engine::{Engine, EngineConfig, Target};
+use allpeers_transfer::bt::metainfo::Torrent;
+use allpeers_transfer::manager::{
+    AddTransfer, Manager, ManagerConfig, Status, TransferEvent, TransferId,
+};
+use allpeers_transfer::throttle::Limits;
+use tokio::sync::broadcast;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const SIZE: usize = 4 * 1024 * 1024 + 99;
+
+fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// Writes `<dir>/<name>` and returns the torrent's bytes.
+fn make(dir: &Path, name: &str, seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let data = content(SIZE, seed);
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join(name), &data).unwrap();
+    let torrent = dir.join(format!("{name}.torrent"));
+    let status = Command::new("mktorrent")
+        .args(["-a", "http://127.0.0.1:1/announce", "-l", "16", "-p", "-o"])
+        .arg(&torrent)
+        .arg(dir.join(name))
+        .stdout(Stdio::null())
+        .status()
+        .expect("mktorrent is installed (tests/run.sh)");
+    assert!(status.success());
+    (std::fs::read(torrent).unwrap(), data)
+}
+
+async fn seeder(state: &Path, source: &Path, torrents: &[&[u8]]) -> Engine {
+    let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), state.to_path_buf());
+    config.use_trackers = false;
+    let engine = Engine::start(config).await.unwrap();
+    for bytes in torrents {
+        let torrent = Torrent::from_bytes(bytes).unwrap();
+        engine
+            .add(
+                torrent,
+                Target::SeedInPlace {
+                    dir: source.to_path_buf(),
+                },
+                vec![],
+                Limits::default(),
+            )
+            .await
+            .unwrap();
+    }
+    engine
+}
+
+async fn manager(state: PathBuf, max_active: usize) -> Manager {
+    // ALLPEERS_LOG=debug shows the sessions' view when a test fails.
+    if let Ok(filter) = std::env::var("ALLPEERS_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    }
+    let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), state);
+    engine.use_trackers = false;
+    let mut config = ManagerConfig::new(engine);
+    config.max_active = max_active;
+    Manager::start(config).await.unwrap()
+}
+
+/// Waits for the event `wanted` picks out, failing the test past the deadline.
+async fn wait_for(
+    events: &mut broadcast::Receiver<TransferEvent>,
+    mut wanted: impl FnMut(&TransferEvent) -> bool,
+) {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            match events.recv().await {
+                Ok(event) if wanted(&event) => return,
+                Ok(TransferEvent::Progress { .. }) => {}
+                Ok(event) if std::env::var("ALLPEERS_LOG").is_ok() => eprintln!("{event:?}"),
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("the manager is gone"),
+            }
+        }
+    })
+    .await
+    .expect("the event came in time");
+}
+
+fn is_status(event: &TransferEvent, id: TransferId, status: &Status) -> bool {
+    matches!(event, TransferEvent::Status { id: i, status: s } if *i == id && s == status)
+}
+
+fn add(torrent: &[u8], dir: &Path, seeder: &Engine, limits: Limits) -> AddTransfer {
+    AddTransfer {
+        torrent: torrent.to_vec(),
+        dir: dir.to_path_buf(),
+        peers: vec![seeder.listen_addr()],
+        priority: 0,
+        sequential: false,
+        limits,
+        paused: false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_runs_one_download_at_a_time_and_reports_progress() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let (first_torrent, first_data) = make(&source, "first.bin", 1);
+    let (second_torrent, second_data) = make(&source, "second.bin", 2);
+    let seeder = seeder(
+        &work.path().join("seeder"),
+        &source,
+        &[&first_torrent, &second_torrent],
+    )
+    .await;
+    let manager = manager(work.path().join("state"), 1).await;
+    let mut events = manager.subscribe();
+    let out = work.path().join("out");
+    // The first is slowed to 2 MiB/s so the second is surely still queued behind it.
+    let slow = Limits {
+        down: Some(2 << 20),
+        up: None,
+    };
+    let first = manager
+        .add(add(&first_torrent, &out, &seeder, slow))
+        .await
+        .unwrap();
+    let second = manager
+        .add(add(&second_torrent, &out, &seeder, Limits::default()))
+        .await
+        .unwrap();
+    assert_eq!(manager.get(first).unwrap().status, Status::Downloading);
+    assert_eq!(manager.get(second).unwrap().status, Status::Queued);
+
+    let mut saw_progress = false;
+    let mut first_done = false;
+    wait_for(&mut events, |event| {
+        match event {
+            TransferEvent::Progress { id, progress } if *id == first && progress.done_bytes > 0 => {
+                saw_progress = true
+            }
+            TransferEvent::Status {
+                id,
+                status: Status::Downloading,
+            } if *id == second => {
+                assert!(first_done, "the second started before the first finished")
+            }
+            event if is_status(event, first, &Status::Seeding) => first_done = true,
+            _ => {}
+        }
+        is_status(event, second, &Status::Seeding)
+    })
+    .await;
+    assert!(saw_progress, "no progress event with bytes done");
+    assert!(std::fs::read(out.join("first.bin")).unwrap() == first_data);
+    assert!(std::fs::read(out.join("second.bin")).unwrap() == second_data);
+    assert_eq!(manager.list().len(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_download_survives_a_restart_and_resumes_from_its_journal() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let (torrent, data) = make(&source, "film.bin", 3);
+    let seeder = seeder(&work.path().join("seeder"), &source, &[&torrent]).await;
+    let state = work.path().join("state");
+    let out = work.path().join("out");
+    let manager_1 = manager(state.clone(), 3).await;
+    let mut events = manager_1.subscribe();
+    let id = manager_1
+        .add(add(
+            &torrent,
+            &out,
+            &seeder,
+            Limits {
+                down: Some(1 << 20),
+                up: None,
+            },
+        ))
+        .await
+        .unwrap();
+    wait_for(&mut events, |event| {
+        matches!(event, TransferEvent::Progress { id: i, progress } if *i == id && progress.done_bytes > 0)
+    })
+    .await;
+    manager_1.pause(id).await.unwrap();
+    assert_eq!(
+        manager_1.get(id).unwrap().status,
+        Status::Paused("paused by the user".into())
+    );
+    manager_1.shutdown().await;
+    drop(manager_1);
+
+    let manager_2 = manager(state, 3).await;
+    let listed = manager_2.list();
+    assert_eq!(listed.len(), 1, "the list survived the restart");
+    assert!(matches!(listed[0].status, Status::Paused(_)));
+    let mut events = manager_2.subscribe();
+    manager_2.set_limits(Some(id), Limits::default()).unwrap();
+    manager_2.resume(id).await.unwrap();
+    wait_for(&mut events, |event| is_status(event, id, &Status::Seeding)).await;
+    assert!(std::fs::read(out.join("film.bin")).unwrap() == data);
+    let progress = manager_2.get(id).unwrap().progress.unwrap();
+    assert!(
+        progress.downloaded < SIZE as u64,
+        "resumed from the journal, not from zero: {progress:?}"
+    );
+
+    manager_2.cancel(id, true).await.unwrap();
+    assert!(manager_2.list().is_empty());
+    assert!(
+        !out.join("film.bin").exists(),
+        "cancel with delete removes the files"
+    );
+}
