@@ -65,15 +65,15 @@ impl AddressBook {
     /// list is full the address heard of longest ago makes room; when the book is full the
     /// least recently used peer does.
     pub fn add(&mut self, peer: PeerId, address: Address, now: Instant) {
-        if !self.peers.contains_key(&peer) && self.peers.len() >= self.bounds.peers {
-            if let Some(oldest) = self
+        if !self.peers.contains_key(&peer)
+            && self.peers.len() >= self.bounds.peers
+            && let Some(oldest) = self
                 .peers
                 .iter()
                 .min_by_key(|(_, e)| e.used)
                 .map(|(p, _)| *p)
-            {
-                self.peers.remove(&oldest);
-            }
+        {
+            self.peers.remove(&oldest);
         }
         let entry = self.peers.entry(peer).or_insert_with(|| Entry {
             addresses: Vec::new(),
@@ -84,11 +84,10 @@ impl AddressBook {
             known.1 = now;
             return;
         }
-        if entry.addresses.len() >= self.bounds.per_peer {
-            if let Some(stalest) = (0..entry.addresses.len()).min_by_key(|i| entry.addresses[*i].1)
-            {
-                entry.addresses.remove(stalest);
-            }
+        if entry.addresses.len() >= self.bounds.per_peer
+            && let Some(stalest) = (0..entry.addresses.len()).min_by_key(|i| entry.addresses[*i].1)
+        {
+            entry.addresses.remove(stalest);
         }
         entry.addresses.push((address, now));
     }
