@@ -262,6 +262,21 @@ async fn demo() -> anyhow::Result<()> {
         d["peer_id"] == bob_id && d["online"] == true
     })
     .await?;
+    // Bob's presence can reach alice before his acceptance letter does: chat waits for both.
+    step("bob's acceptance", async {
+        loop {
+            let contacts = alice.api.call(m::CONTACTS_LIST, json!({})).await?;
+            let accepted = contacts.as_array().is_some_and(|all| {
+                all.iter()
+                    .any(|c| c["peer_id"] == bob_id && c["state"] == "accepted")
+            });
+            if accepted {
+                return anyhow::Ok(());
+            }
+            wait_event(&alice.api, topics::CONTACT_CHANGED, |_| true).await?;
+        }
+    })
+    .await?;
     println!(
         "      accepted: alice sees bob online {:.0} ms later (the hub shows presence to contacts only)",
         t.elapsed().as_secs_f64() * 1e3
