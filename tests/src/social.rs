@@ -172,7 +172,7 @@ pub async fn wait_all(client: &mut Client, mut wanted: Vec<(&str, Check<'_>)>) {
             .iter()
             .position(|(topic, check)| event["topic"] == *topic && check(&event["data"]))
         {
-            wanted.remove(i);
+            drop(wanted.remove(i));
         }
     }
 }
