@@ -144,7 +144,7 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         text.contains("bob wrote: \"See you Bcc: eve@x.test\""),
         "{text}"
     );
-    let invite_code = smtpd::indented_code(&invitation).expect("an invite code");
+    let invite_code = smtpd::indented_code(text.as_bytes()).expect("an invite code");
     assert!(invite_code.starts_with("apinvite1") && html.contains(&invite_code));
     let again = bob
         .client

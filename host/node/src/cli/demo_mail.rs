@@ -10,7 +10,7 @@ use allpeers_model::api::mail as m;
 use anyhow::Context;
 use serde_json::json;
 
-use super::demo::{short, start_hub_with, start_node, step};
+use super::demo::{start_hub_with, start_node, step};
 
 #[path = "../../../../tests/fixtures/smtpd.rs"]
 mod smtpd;
@@ -100,7 +100,7 @@ pub(super) async fn run(exe: &Path, dir: &Path) -> anyhow::Result<()> {
     let invite = wait_mail(&server, 2).await?;
     let text = String::from_utf8_lossy(&invite);
     println!(
-        "      dave@example.test gets \"{}\" (HTML and plain text, one-click unsubscribe: {})",
+        "      dave@example.test gets \"{}\" with her invite code (HTML and plain text; one-click unsubscribe: {})",
         subject(&invite),
         if text.contains("List-Unsubscribe-Post") {
             "yes"
@@ -108,9 +108,6 @@ pub(super) async fn run(exe: &Path, dir: &Path) -> anyhow::Result<()> {
             "no"
         }
     );
-    if let Some(code) = smtpd::indented_code(&invite) {
-        println!("      with alice's invite code {}", short(&json!(code)));
-    }
     alice.api.call("daemon.shutdown", json!({})).await?;
     step("alice (mail) exit", async { Ok(alice.child.wait().await?) }).await?;
     drop(server);
