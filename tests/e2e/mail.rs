@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 const MAIL_WAIT: Duration = Duration::from_secs(15);
 /// How long "no further mail" is watched for: the notice is asked for right after the
 /// letter is mailed, so a second one would come within this.
-const QUIET: Duration = Duration::from_millis(1500);
+const QUIET: Duration = Duration::from_millis(1000);
 /// Text of bob's messages that must never reach a mail.
 const SECRET: &str = "pancake-recipe-canary-41c9";
 
