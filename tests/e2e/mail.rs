@@ -61,17 +61,26 @@ fn hub_config(dir: &Path, port: u16, cert: &Path) -> String {
     path.display().to_string()
 }
 
-/// `who` sends `body` in `chat` while the recipient is offline; waits until it is sealed
-/// into the recipient's mailbox at the hub.
-async fn send_mailed(who: &mut Node, chat: &str, body: &str) {
-    let sent = who
-        .call("chat.send", json!({"chat": chat, "body": body}))
-        .await;
-    let id = sent["id"].clone();
-    wait_event(&mut who.client, "chat.receipt", |d| {
-        d["message"] == id && d["via"] == "mailed"
-    })
-    .await;
+/// `who` sends `bodies` in `chat` while the recipient is offline (at once: a delivery
+/// first tries the connection the recipient left, for a few seconds); waits until each is
+/// sealed into the recipient's mailbox at the hub.
+async fn send_mailed(who: &mut Node, chat: &str, bodies: &[&str]) {
+    let mut ids = Vec::new();
+    for body in bodies {
+        let sent = who
+            .call("chat.send", json!({"chat": chat, "body": body}))
+            .await;
+        ids.push(sent["id"].clone());
+    }
+    let wanted: Vec<(&str, Check)> = ids
+        .into_iter()
+        .map(|id| {
+            let check: Check =
+                Box::new(move |d: &Value| d["message"] == id && d["via"] == "mailed");
+            ("chat.receipt", check)
+        })
+        .collect();
+    wait_all(&mut who.client, wanted).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -179,7 +188,8 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         d["peer_id"] == alice_id && d["online"] == false
     })
     .await;
-    send_mailed(&mut bob, &chat, &format!("first {SECRET}")).await;
+    let (first, second) = (format!("first {SECRET}"), format!("second {SECRET}"));
+    send_mailed(&mut bob, &chat, &[&first, &second]).await;
     let notice = raw_mail(&server, 3).await;
     assert_eq!(header(&notice, "To"), "alice@example.test");
     assert_eq!(header(&notice, "Subject"), "1 message is waiting for you");
@@ -192,7 +202,6 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         );
     }
     assert!(header(&notice, "List-Unsubscribe-Post").contains("One-Click"));
-    send_mailed(&mut bob, &chat, &format!("second {SECRET}")).await;
     let maildir = server.maildir.clone();
     let extra = tokio::task::spawn_blocking(move || smtpd::wait_in_maildir(&maildir, 4, QUIET))
         .await
@@ -214,7 +223,7 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         d["peer_id"] == alice_id && d["online"] == false
     })
     .await;
-    send_mailed(&mut bob, &chat, "third").await;
+    send_mailed(&mut bob, &chat, &["third"]).await;
     let maildir = server.maildir.clone();
     let extra = tokio::task::spawn_blocking(move || smtpd::wait_in_maildir(&maildir, 4, QUIET))
         .await
