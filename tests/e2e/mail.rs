@@ -1,7 +1,8 @@
 //! E-mail through the hub's gateway with real processes: a hub whose gateway sends through a
 //! real SMTP server on loopback (Debian's aiosmtpd, STARTTLS, Maildir; the shared fixture
 //! `tests/fixtures/smtpd.rs`) and two `allpeers daemon`s driven through their local API.
-//! Alice registers and confirms her address with the code read from the Maildir; bob invites
+//! Alice registers and confirms her address with the code read from the Maildir (and
+//! `allpeers mail status` shows it); bob invites
 //! dave by mail and alice joins bob with the mailed invite code; while alice is offline,
 //! bob's messages make the hub mail her one "message waiting" notice (never the text); once
 //! she stops all mail, none comes. Skipped with a loud line without python3-aiosmtpd.
@@ -128,6 +129,16 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
     let confirmed = alice.call("mail.confirm", json!({"code": code})).await;
     assert_eq!(confirmed["confirmed"], true, "{confirmed}");
     assert_eq!(confirmed["preferences"]["waiting"], true);
+    // The command line says the same.
+    let out = timeout(
+        "allpeers mail",
+        allpeers(alice.dir.path()).args(["mail", "status"]).output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("a***@example.test (confirmed)"), "{said}");
+    assert!(said.contains("waiting on"), "{said}");
 
     // Bob invites dave by mail; alice joins bob with the code dave got.
     let invited = bob
