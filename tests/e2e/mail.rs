@@ -2,10 +2,10 @@
 //! real SMTP server on loopback (Debian's aiosmtpd, STARTTLS, Maildir; the shared fixture
 //! `tests/fixtures/smtpd.rs`) and two `allpeers daemon`s driven through their local API.
 //! Alice registers and confirms her address with the code read from the Maildir (and
-//! `allpeers mail status` shows it); bob invites
-//! dave by mail and alice joins bob with the mailed invite code; while alice is offline,
-//! bob's messages make the hub mail her one "message waiting" notice (never the text); once
-//! she stops all mail, none comes. Skipped with a loud line without python3-aiosmtpd.
+//! `allpeers mail status` shows it); bob invites dave by mail and alice joins bob with the
+//! mailed invite code; while alice is offline, bob's messages make the hub mail her one
+//! "message waiting" notice (never the text); once she stops all mail, none comes. Skipped
+//! with a loud line without python3-aiosmtpd.
 
 use std::path::Path;
 use std::time::Duration;
