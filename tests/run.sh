@@ -19,7 +19,8 @@ step "install: Debian packages"
 # STUN clients (turnutils_stunclient, turnutils_natdiscovery) the hub's STUN server is checked against;
 # iproute2 + iptables + ipset + procps (sysctl) build the NAT namespaces of host/hub/tests/netns.rs and
 # tests/src/netns.rs (root only; ipset keeps the cone routers' per-mapping filters);
-# python3-aiosmtpd is the real SMTP server of host/hub/tests/mail.rs (STARTTLS, implicit TLS, AUTH,
+# python3-aiosmtpd is the real SMTP server (tests/fixtures/smtpd.py) of host/hub/tests/mail.rs, tests/e2e/mail.rs
+# and the demo (STARTTLS, implicit TLS, AUTH,
 # a Maildir), python3-dkim verifies the hub's DKIM signatures offline, openssl makes their keys;
 # aria2, mktorrent, transmission-daemon (+ transmission-cli's transmission-remote) and opentracker are the
 # real BitTorrent peers and tracker host/transfer's interop tests run against; ffmpeg, sox, imagemagick and

@@ -24,9 +24,13 @@ fuzz_target!(|data: &[u8]| {
         MailRequest::Invite {
             address,
             invite_code,
+            note,
         } => {
             assert!(address.len() <= MAX_ADDRESS && clean(address));
             assert!(invite_code.len() <= MAX_INVITE_CODE && clean(invite_code));
+            if let Some(note) = note {
+                assert!(note.chars().count() <= proto::MAX_NOTE && clean(note) && !note.is_empty());
+            }
         }
         MailRequest::Notify { notice, .. } => match notice {
             Notice::Shared { title } => {

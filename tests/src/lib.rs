@@ -9,6 +9,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 pub mod netns;
+/// The SMTP server fixture shared with the hub's tests (`tests/fixtures/smtpd.rs`).
+#[path = "../fixtures/smtpd.rs"]
+pub mod smtpd;
 pub mod social;
 
 use allpeers_model::api::{FrameDecoder, Incoming, Response, encode_frame};

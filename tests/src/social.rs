@@ -138,18 +138,43 @@ pub async fn befriend(a: &mut Node, b: &mut Node, b_name: &str) {
     assert_eq!(accepted["state"], "accepted");
     let a_id = a.id.clone();
     let b_id = b.id.clone();
-    wait_event(&mut a.client, "contact.changed", |d| {
-        d["peer_id"] == b_id && d["state"] == "accepted"
-    })
-    .await;
-    wait_event(&mut a.client, "presence.changed", |d| {
-        d["peer_id"] == b_id && d["online"] == true
-    })
+    // The acceptance letter and the hub's presence line race: either may come first.
+    wait_all(
+        &mut a.client,
+        vec![
+            (
+                "contact.changed",
+                Box::new(|d: &Value| d["peer_id"] == b_id && d["state"] == "accepted"),
+            ),
+            (
+                "presence.changed",
+                Box::new(|d: &Value| d["peer_id"] == b_id && d["online"] == true),
+            ),
+        ],
+    )
     .await;
     wait_event(&mut b.client, "presence.changed", |d| {
         d["peer_id"] == a_id && d["online"] == true
     })
     .await;
+}
+
+/// A check of an event's data.
+pub type Check<'a> = Box<dyn Fn(&Value) -> bool + 'a>;
+
+/// Waits until an event matching each `(topic, check)` has come, in any order.
+pub async fn wait_all(client: &mut Client, mut wanted: Vec<(&str, Check<'_>)>) {
+    while !wanted.is_empty() {
+        let (_, event) = timeout("events", client.read_notification())
+            .await
+            .expect("an event");
+        if let Some(i) = wanted
+            .iter()
+            .position(|(topic, check)| event["topic"] == *topic && check(&event["data"]))
+        {
+            drop(wanted.remove(i));
+        }
+    }
 }
 
 /// A hub and two nodes, alice and bob, who are contacts, with their 1:1 chat open.

@@ -79,6 +79,20 @@ export interface Methods {
   "chat.read": { params: ChatParams; result: ReadResult };
   /** Tells connected members we are typing (never mailed). */
   "chat.typing": { params: ChatParams; result: ChatParams };
+  /** Our e-mail registration at the home hub (the address masked). */
+  "mail.status": { params: NoParams; result: MailStatus };
+  /** Registers an e-mail address at the home hub; it mails a confirmation code there. */
+  "mail.set_address": { params: SetAddressParams; result: SetAddressResult };
+  /** Confirms the address with the mailed code. */
+  "mail.confirm": { params: ConfirmParams; result: MailStatus };
+  /** Reads (no params) or changes which kinds of mail the address accepts. */
+  "mail.preferences": { params: PreferencesParams; result: MailPreferences };
+  /** Invites an address to AllPeers by mail, with a fresh invite code of ours. */
+  "mail.invite": { params: MailInviteParams; result: MailInviteResult };
+  /** Mails a contact a notice (a share, waiting messages) if its address accepts it. */
+  "mail.notify": { params: NotifyParams; result: NotifyResult };
+  /** Stops all mail to our address and forgets it at the hub. */
+  "mail.unsubscribe": { params: NoParams; result: UnsubscribeResult };
   /** Creates a resource. */
   "resources.create": { params: CreateParams; result: Resource };
   /** A resource by id, or null. */
@@ -221,6 +235,20 @@ export const ErrorCode = {
   TooLarge: -32034,
   /** refused by the peer: the peer refused the letter (e.g. a contact request) */
   RefusedByPeer: -32035,
+  /** no mail gateway: the home hub has no e-mail gateway configured */
+  MailNoGateway: -32070,
+  /** bad address: `mail.set_address` / `mail.invite`: not a bare ASCII `local@domain` with a dotted domain (254 characters at most) */
+  MailBadAddress: -32071,
+  /** no address: no e-mail address registered (or not confirmed), or no name at the hub to sign mail with */
+  MailNoAddress: -32072,
+  /** bad code: `mail.confirm`: wrong or expired code, or too many tries (set the address again) */
+  MailBadCode: -32073,
+  /** mail rate limited: over a per-peer or per-address limit or the hub's daily cap: try later */
+  MailRateLimited: -32074,
+  /** bad mail field: a note or title empty or over its limit */
+  MailBadField: -32075,
+  /** declined: the address asked for no mail from this hub, bounced, or was invited lately */
+  MailDeclined: -32076,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -339,6 +367,13 @@ export type Cond = {
   name: string;
   op: Op;
   value?: PropertyValue;
+};
+
+/**
+ * `mail.confirm`'s params: the code from the confirmation mail.
+ */
+export type ConfirmParams = {
+  code: string;
 };
 
 /**
@@ -623,6 +658,55 @@ export type LogSetParams = {
 };
 
 /**
+ * `mail.invite`'s params.
+ */
+export type MailInviteParams = {
+  /** Who to invite. */
+  address: string;
+  /** A few words shown in the mail as plain text (at most 280 characters). */
+  note: string | null;
+};
+
+/**
+ * `mail.invite`'s result: the mail is queued at the hub with a fresh invite code.
+ */
+export type MailInviteResult = {
+  address: string;
+  /** Unix milliseconds when the mailed invite code stops working. */
+  expires: number;
+};
+
+/**
+ * What a notice tells a contact.
+ */
+export type MailNotice = { "kind": "shared", title: string, } | { "kind": "waiting", count: number, };
+
+/**
+ * Which kinds of mail the address accepts.
+ */
+export type MailPreferences = {
+  /** "Alice shared 'Holiday 2026' with you". */
+  share: boolean;
+  /** Invitations to AllPeers sent to this address. */
+  invitation: boolean;
+  /** "A message from alice is waiting for you" while we are offline. */
+  waiting: boolean;
+  /** A periodic digest (stored; none is sent yet). */
+  digest: boolean;
+};
+
+/**
+ * `mail.status`, and the answer of `mail.confirm`.
+ */
+export type MailStatus = {
+  /** The registered address, masked (`a***@example.org`); null: none. */
+  address: string | null;
+  confirmed: boolean;
+  /** Null without an address. */
+  preferences: MailPreferences | null;
+};
+
+/**
  * How the NAT maps an internal address to external ones (RFC 4787 / RFC 5780 §4.3).
  */
 export type Mapping = "none" | "endpoint-independent" | "address-dependent" | "address-and-port-dependent" | "unknown";
@@ -742,6 +826,22 @@ export type NotFound = {
 };
 
 /**
+ * `mail.notify`'s params: a notice to a contact, if its address accepts the kind.
+ */
+export type NotifyParams = {
+  peer: PeerId;
+  notice: MailNotice;
+};
+
+/**
+ * `mail.notify`'s result. `sent: false` is one answer for every reason (no address, not
+ * accepted, over the recipient's limit): the sender learns nothing about the address.
+ */
+export type NotifyResult = {
+  sent: boolean;
+};
+
+/**
  * The hub a peer is online at.
  */
 export type OnlineAt = {
@@ -802,6 +902,16 @@ export type PeerParams = {
  */
 export type PeersParams = {
   peers: Array<PeerId>;
+};
+
+/**
+ * `mail.preferences`' params: the kinds to change; none given reads them.
+ */
+export type PreferencesParams = {
+  share: boolean | null;
+  invitation: boolean | null;
+  waiting: boolean | null;
+  digest: boolean | null;
 };
 
 /**
@@ -1030,6 +1140,26 @@ export type SendParams = {
 };
 
 /**
+ * `mail.set_address`'s params.
+ */
+export type SetAddressParams = {
+  /** A bare `local@domain` (ASCII, at most 254 characters). */
+  address: string;
+};
+
+/**
+ * `mail.set_address`'s result.
+ */
+export type SetAddressResult = {
+  /** The address, masked. */
+  address: string;
+  /** True when this address was already confirmed (no mail is sent). */
+  confirmed: boolean;
+  /** How long the mailed code works (null when already confirmed). */
+  expires_in_secs: number | null;
+};
+
+/**
  * `daemon.shutdown`'s result: always `{"stopping": true}`.
  */
 export type ShutdownResult = {
@@ -1094,6 +1224,13 @@ export type TypingData = {
 
 export type UnlockParams = {
   passphrase: string;
+};
+
+/**
+ * `mail.unsubscribe`'s result: the address gets no more mail and is forgotten.
+ */
+export type UnsubscribeResult = {
+  unsubscribed: boolean;
 };
 
 export type UpdateParams = {

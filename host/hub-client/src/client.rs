@@ -363,16 +363,25 @@ impl HubClient {
     }
 
     async fn request(&self, req: &HubRequest) -> Result<HubResponse, HubError> {
+        self.request_in(&proto::registry_ns(), req).await
+    }
+
+    /// One request of `namespace` to the hub, on its connection (made if need be).
+    async fn request_in<Q: serde::Serialize, A: serde::de::DeserializeOwned>(
+        &self,
+        namespace: &allpeers_net::Namespace,
+        req: &Q,
+    ) -> Result<A, HubError> {
         if self.shared.stopped.load(Ordering::SeqCst) {
             return Err(HubError::Stopped);
         }
         self.hub_connection().await?;
-        let r: Result<HubResponse, NetError> = self
+        let r: Result<A, NetError> = self
             .shared
             .endpoint
             .request_timeout(
                 self.shared.config.hub,
-                &proto::registry_ns(),
+                namespace,
                 req,
                 self.shared.config.request_timeout,
             )
@@ -550,6 +559,16 @@ impl HubClient {
             }
         }
         Ok(removed)
+    }
+
+    /// Asks the hub's e-mail gateway (`allpeers/hub-mail/1`); refusals come back as
+    /// [`HubError::Refused`] with the codes of [`crate::mail::code`] (`Unsupported`: this
+    /// hub has no gateway).
+    pub async fn mail(
+        &self,
+        req: &crate::mail::MailRequest,
+    ) -> Result<crate::mail::MailResponse, HubError> {
+        self.request_in(&crate::mail::mail_ns(), req).await
     }
 
     /// Passes a connection signal to `to` through the hub (it must be online there).

@@ -10,6 +10,8 @@
 //!   relay stream), the signed name certificate and the signed directory answer.
 //! * [`connectivity`] — `allpeers/hub-connectivity/1`: the hub's STUN addresses and the TCP
 //!   reachability probe.
+//! * [`mail`] — `allpeers/hub-mail/1`: what a node asks the hub's e-mail gateway (address,
+//!   consent, notices, invitations); the hub serves it.
 //! * [`names`] — the name policy (allowed characters, case folding).
 //! * [`client`] — [`HubClient`]: connect to the home hub (address + pinned hub PeerId),
 //!   register, resolve (answers checked), presence line with reconnect (exponential backoff
@@ -30,6 +32,7 @@
 
 pub mod client;
 pub mod connectivity;
+pub mod mail;
 pub mod names;
 pub mod pipe;
 pub mod proto;

@@ -6,9 +6,7 @@
 //!
 //! `MAIL_BENCH_N` (default 300) mails per run. Needs python3-aiosmtpd and openssl.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,7 +19,8 @@ use allpeers_net::{Endpoint, EndpointConfig, Identity};
 use futures::StreamExt as _;
 use lettre::AsyncTransport as _;
 
-const SMTPD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/smtpd.py");
+#[path = "../../../tests/fixtures/smtpd.rs"]
+mod smtpd;
 
 fn maildir_count(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("new"))
@@ -47,12 +46,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    if !Command::new("/usr/bin/python3")
-        .args(["-c", "import aiosmtpd"])
-        .status()
-        .is_ok_and(|s| s.success())
-    {
-        println!("SKIPPED: python3-aiosmtpd not installed");
+    if !smtpd::have_aiosmtpd() {
+        println!("SKIPPED: python3-aiosmtpd or openssl not installed");
         return;
     }
     let n: usize = std::env::var("MAIL_BENCH_N")
@@ -60,57 +55,16 @@ fn main() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    let ok = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-        ])
-        .args([
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(Stdio::null())
-        .status()
-        .unwrap();
-    assert!(ok.success());
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let maildir = dir.path().join("maildir");
-    let mut smtpd = Command::new("/usr/bin/python3")
-        .arg(SMTPD)
-        .args(["--port", &port.to_string(), "--mode", "starttls"])
-        .arg("--maildir")
-        .arg(&maildir)
-        .arg("--cert")
-        .arg(&cert)
-        .arg("--key")
-        .arg(&key)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(smtpd.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.starts_with("READY"));
+    let (cert, key) = smtpd::make_cert(dir.path());
+    let port = smtpd::free_port();
+    let server = smtpd::Smtpd::start(
+        dir.path(),
+        port,
+        &(cert.clone(), key),
+        &smtpd::SmtpdOptions::default(),
+    )
+    .expect("start aiosmtpd");
+    let maildir = server.maildir.clone();
 
     let smtp = SmtpConfig {
         host: "localhost".into(),
@@ -126,8 +80,7 @@ fn main() {
         .unwrap();
     let (direct_rate, direct_latency) = rt.block_on(direct(&smtp, n, &maildir));
     let (hub_rate, hub_latency) = rt.block_on(through_hub(&smtp, n, dir.path(), &maildir));
-    let _ = smtpd.kill();
-    let _ = smtpd.wait();
+    drop(server);
 
     println!("mail gateway, {n} mails, aiosmtpd on loopback (STARTTLS), pool 4");
     println!(

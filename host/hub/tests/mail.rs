@@ -6,11 +6,13 @@
 //! when python3-aiosmtpd is missing (tests/run.sh installs it).
 
 mod common;
+#[path = "../../../tests/fixtures/smtpd.rs"]
+mod smtpd;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,12 +23,23 @@ use allpeers_hub_client::AcceptAll;
 use allpeers_net::NetError;
 use allpeers_net::service::ErrorCode;
 use common::*;
+use smtpd::{MAIL_WAIT, Smtpd, SmtpdOptions, free_port, make_cert};
 
-const PYTHON: &str = "/usr/bin/python3";
-const SMTPD: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/smtpd.py");
+const PYTHON: &str = smtpd::PYTHON;
+
+/// The shared fixture's server (`tests/fixtures/smtpd.rs`) in `mode`, with AUTH and faults.
+fn start_smtpd(
+    dir: &Path,
+    port: u16,
+    mode: &str,
+    auth: Option<&str>,
+    faults: (u32, u32),
+    cert: &(PathBuf, PathBuf),
+) -> Smtpd {
+    Smtpd::start(dir, port, cert, &SmtpdOptions { mode, auth, faults }).expect("start aiosmtpd")
+}
+
 const DKIM_VERIFY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/dkim_verify.py");
-/// Longest wait for a mail or a queue state (a delivery on loopback takes milliseconds).
-const MAIL_WAIT: Duration = Duration::from_secs(20);
 
 fn have_tools() -> bool {
     let ok = Command::new(PYTHON)
@@ -52,33 +65,6 @@ fn run(cmd: &mut Command) -> Vec<u8> {
     out.stdout
 }
 
-/// A self-signed certificate for DNS:localhost, and its key (not a CA: WebPKI refuses a CA
-/// certificate as a server's).
-fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("smtp.crt"), dir.join("smtp.key"));
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-keyout",
-        ])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    (cert, key)
-}
-
 /// A DKIM key (PKCS#1 PEM) and its public key for the DNS record (base64 DER).
 fn make_dkim_key(dir: &Path) -> (PathBuf, String) {
     let key = dir.join("dkim.pem");
@@ -90,102 +76,6 @@ fn make_dkim_key(dir: &Path) -> (PathBuf, String) {
         .args(["rsa", "-pubout", "-outform", "DER", "-in"])
         .arg(&key));
     (key, data_encoding::BASE64.encode(&der))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A running aiosmtpd.
-struct Smtpd {
-    child: Child,
-    maildir: PathBuf,
-}
-
-impl Drop for Smtpd {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Smtpd {
-    /// `faults`: (DATA commands to drop mid-way, then DATA commands to answer 451).
-    fn start(
-        dir: &Path,
-        port: u16,
-        mode: &str,
-        auth: Option<&str>,
-        faults: (u32, u32),
-        cert: &(PathBuf, PathBuf),
-    ) -> Smtpd {
-        let maildir = dir.join(format!("maildir-{port}"));
-        let mut cmd = Command::new(PYTHON);
-        cmd.arg(SMTPD)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--mode",
-                mode,
-                "--drop",
-                &faults.0.to_string(),
-                "--defer",
-                &faults.1.to_string(),
-            ])
-            .arg("--maildir")
-            .arg(&maildir)
-            .arg("--cert")
-            .arg(&cert.0)
-            .arg("--key")
-            .arg(&cert.1)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        if let Some(a) = auth {
-            cmd.args(["--auth", a]);
-        }
-        let mut child = cmd.spawn().expect("start aiosmtpd");
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("aiosmtpd ready line");
-        assert!(line.starts_with("READY"), "aiosmtpd said {line:?}");
-        Smtpd { child, maildir }
-    }
-
-    fn mails(&self) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(self.maildir.join("new"))
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        v.sort_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok());
-        v
-    }
-
-    /// Waits (bounded) until the Maildir holds `n` mails; returns the newest's bytes.
-    fn wait_for(&self, n: usize) -> Vec<u8> {
-        let start = Instant::now();
-        loop {
-            let mails = self.mails();
-            if mails.len() >= n {
-                return std::fs::read(mails.last().unwrap()).unwrap();
-            }
-            assert!(
-                start.elapsed() < MAIL_WAIT,
-                "no mail #{n} within {MAIL_WAIT:?} (have {})",
-                mails.len()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 struct Setup<'a> {
@@ -406,7 +296,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     let cert = make_cert(dir.path());
     let (dkim_key, dkim_public) = make_dkim_key(dir.path());
     let port = free_port();
-    let smtpd = Smtpd::start(
+    let smtpd = start_smtpd(
         dir.path(),
         port,
         "starttls",
@@ -699,7 +589,7 @@ async fn implicit_tls_invitations_and_rate_limits() {
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert(dir.path());
     let port = free_port();
-    let smtpd = Smtpd::start(dir.path(), port, "tls", Some("hub:s3cret"), (0, 0), &cert);
+    let smtpd = start_smtpd(dir.path(), port, "tls", Some("hub:s3cret"), (0, 0), &cert);
     let limits = serde_json::json!({ "per_sender_burst": 4, "per_sender_per_hour": 4, "invite_repeat_days": 0 });
     let config = hub_config(
         dir.path(),
@@ -720,6 +610,7 @@ async fn implicit_tls_invitations_and_rate_limits() {
     let invite = |to: &str| MailRequest::Invite {
         address: to.into(),
         invite_code: code.into(),
+        note: Some("Come and see\r\nBcc: eve@example.test".into()),
     };
 
     assert_eq!(
@@ -735,6 +626,12 @@ async fn implicit_tls_invitations_and_rate_limits() {
         "alice invites you to AllPeers"
     );
     assert!(m.text.contains(code) && m.html.contains(code) && m.text.contains("hub.test"));
+    // The note's CR/LF became a space: no header was injected.
+    assert!(
+        m.text
+            .contains("alice wrote: \"Come and see Bcc: eve@example.test\"")
+    );
+    assert_eq!(m.count("Bcc"), 0);
     // Dave declines in one click: never invited again.
     assert_eq!(
         http(
@@ -757,7 +654,8 @@ async fn implicit_tls_invitations_and_rate_limits() {
                 &hub,
                 MailRequest::Invite {
                     address: "erin@example.test".into(),
-                    invite_code: "<a href=x>".into()
+                    invite_code: "<a href=x>".into(),
+                    note: None,
                 }
             )
             .await
@@ -804,7 +702,7 @@ async fn temporary_failure_retried_permanent_given_up_and_suppressed() {
     let cert = make_cert(dir.path());
     let port = free_port();
     // The first DATA loses its connection mid-command, the second gets a 451.
-    let smtpd = Smtpd::start(dir.path(), port, "starttls", None, (1, 1), &cert);
+    let smtpd = start_smtpd(dir.path(), port, "starttls", None, (1, 1), &cert);
     let config = hub_config(
         dir.path(),
         &Setup {
@@ -940,7 +838,7 @@ async fn queued_mail_survives_a_hub_restart_and_is_delivered_once() {
     bob.stop();
     assert!(hub.terminate(), "clean exit");
 
-    let smtpd = Smtpd::start(dir.path(), port, "starttls", None, (0, 0), &cert);
+    let smtpd = start_smtpd(dir.path(), port, "starttls", None, (0, 0), &cert);
     let (mut hub, _) = spawn_hub(&hub_dir, &config);
     Mail::parse(smtpd.wait_for(1)).check_common("bob@peer.test");
     wait_db(
@@ -965,7 +863,7 @@ async fn a_certificate_that_does_not_match_is_never_sent_to() {
     let dir = tempfile::tempdir().unwrap();
     let cert = make_cert(dir.path());
     let port = free_port();
-    let smtpd = Smtpd::start(dir.path(), port, "tls", None, (0, 0), &cert);
+    let smtpd = start_smtpd(dir.path(), port, "tls", None, (0, 0), &cert);
     // The certificate names localhost; the hub is told the server is 127.0.0.1.
     let config = hub_config(
         dir.path(),

@@ -96,6 +96,12 @@ enum Command {
     /// Conversations: list, send, history, group, open (interactive)
     #[command(subcommand)]
     Chat(cli::social::ChatCommand),
+    /// E-mail through your hub: status, address ADDR, confirm CODE, invite ADDR, prefs,
+    /// unsubscribe (no subcommand: status)
+    Mail {
+        #[command(subcommand)]
+        command: Option<cli::mail::MailCommand>,
+    },
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -162,6 +168,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resolve { query } => cli::resolve(&paths, &query, cli.json),
         Command::Net(command) => cli::net(&paths, command, cli.json),
         Command::Contacts(command) => cli::social::contacts(&paths, command, cli.json),
+        Command::Mail { command } => cli::mail::mail(&paths, command, cli.json),
         Command::Presence(command) => cli::social::presence(&paths, command),
         Command::Chat(command) => cli::social::chat(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),

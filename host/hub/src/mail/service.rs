@@ -95,19 +95,29 @@ impl Inner {
                 let Some(reg) = store.registration(&peer).map_err(internal)? else {
                     return Err(app_error(code::NO_ADDRESS, "no address registered"));
                 };
-                store
-                    .suppress(&reg.recipient, "unsubscribed", now)
-                    .map_err(internal)?;
+                // Only an owner who proved the address (confirmed it) may put it on the
+                // suppression list: anyone can register any address, and a suppression
+                // would stop its real owner's mail. An unconfirmed one is only forgotten.
+                if reg.confirmed {
+                    store
+                        .suppress(&reg.recipient, "unsubscribed", now)
+                        .map_err(internal)?;
+                    self.counters.unsubscribed.fetch_add(1, Ordering::Relaxed);
+                }
                 store.forget(&peer).map_err(internal)?;
-                self.counters.unsubscribed.fetch_add(1, Ordering::Relaxed);
-                allpeers_log::flesh!(?peer, "mail: stopped all mail to the peer's address");
+                allpeers_log::flesh!(
+                    ?peer,
+                    confirmed = reg.confirmed,
+                    "mail: the peer's registration dropped"
+                );
                 Ok(MailResponse::Unsubscribed)
             }
             MailRequest::Notify { to, notice } => self.notify(peer, to, notice, now),
             MailRequest::Invite {
                 address,
                 invite_code,
-            } => self.invite(peer, &address, invite_code, now),
+                note,
+            } => self.invite(peer, &address, invite_code, note, now),
         }
     }
 
@@ -359,6 +369,7 @@ impl Inner {
         peer: PeerId,
         address: &str,
         invite_code: String,
+        note: Option<String>,
         now: u64,
     ) -> Result<MailResponse, RemoteError> {
         let sender = self.sender_name(&peer)?;
@@ -392,6 +403,7 @@ impl Inner {
         let letter = Letter::Invite {
             sender,
             invite_code,
+            note,
         };
         self.enqueue(&recipient, address, &letter, now)?;
         allpeers_log::flesh!(?peer, "mail: invitation queued");
@@ -447,6 +459,7 @@ mod tests {
         MailRequest::Invite {
             address: address.into(),
             invite_code: "apinvite1abc".into(),
+            note: None,
         }
     }
 
@@ -491,6 +504,79 @@ mod tests {
         assert_eq!(
             code_of(inner.handle(alice, invite("erin@example.test"))),
             Some(code::DECLINED)
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unconfirmed_registration_cannot_suppress_the_address() {
+        let (_d, g, [alice, bob, _]) = gateway(MailLimits::default()).await;
+        let inner = &g.inner;
+        // Bob owns and confirmed the address; alice registers it too, never confirms, and
+        // asks for no more mail.
+        let r = inner.keys.recipient("bob@example.test");
+        let store = inner.store.lock().unwrap();
+        store
+            .set_address(
+                &bob,
+                "bob@example.test",
+                &r,
+                &[0; 32],
+                &[0; 32],
+                u64::MAX,
+                0,
+            )
+            .unwrap();
+        store
+            .set_address(
+                &alice,
+                "bob@example.test",
+                &r,
+                &[0; 32],
+                &[0; 32],
+                u64::MAX,
+                0,
+            )
+            .unwrap();
+        drop(store);
+        inner.store.lock().unwrap().confirm(&bob).unwrap();
+        assert_eq!(
+            inner.handle(alice, MailRequest::UnsubscribeAll).unwrap(),
+            MailResponse::Unsubscribed
+        );
+        assert_eq!(inner.store.lock().unwrap().suppression(&r).unwrap(), None);
+        assert!(
+            inner
+                .store
+                .lock()
+                .unwrap()
+                .registration(&alice)
+                .unwrap()
+                .is_none()
+        );
+        // Bob still gets his notices.
+        assert_eq!(
+            inner
+                .handle(
+                    alice,
+                    MailRequest::Notify {
+                        to: bob,
+                        notice: Notice::Waiting { count: 1 }
+                    }
+                )
+                .unwrap(),
+            MailResponse::Notified(NotifyOutcome::Queued)
+        );
+        // The owner's own stop-all does suppress it.
+        inner.handle(bob, MailRequest::UnsubscribeAll).unwrap();
+        assert_eq!(
+            inner
+                .store
+                .lock()
+                .unwrap()
+                .suppression(&r)
+                .unwrap()
+                .as_deref(),
+            Some("unsubscribed")
         );
     }
 

@@ -19,7 +19,14 @@ pub enum Letter {
     /// `count` messages from `sender` wait at the hub.
     Waiting { sender: String, count: u32 },
     /// `sender` invites the address, with its invite code.
-    Invite { sender: String, invite_code: String },
+    Invite {
+        sender: String,
+        invite_code: String,
+        /// The sender's few words (cleaned and bounded by `proto`); absent in letters queued
+        /// before notes existed.
+        #[serde(default)]
+        note: Option<String>,
+    },
 }
 
 impl Letter {
@@ -121,19 +128,26 @@ pub fn render(letter: &Letter, site: &Site) -> Rendered {
         Letter::Invite {
             sender,
             invite_code,
+            note,
         } => (
             format!("{} invites you to AllPeers", short(sender)),
-            vec![
-                Block::Text(format!(
-                    "{sender} invites you to AllPeers, where people share files, chat and \
-                     meet directly between their own devices."
-                )),
+            [Block::Text(format!(
+                "{sender} invites you to AllPeers, where people share files, chat and \
+                 meet directly between their own devices."
+            ))]
+            .into_iter()
+            .chain(
+                note.iter()
+                    .map(|n| Block::Text(format!("{} wrote: \"{n}\"", short(sender)))),
+            )
+            .chain([
                 Block::Text(format!(
                     "Install AllPeers, then add this invite code (it also names {sender}'s \
                      hub, {hub}):"
                 )),
                 Block::Code(invite_code),
-            ],
+            ])
+            .collect(),
             "because an AllPeers user entered this address",
         ),
     };
@@ -317,6 +331,7 @@ mod tests {
             Letter::Invite {
                 sender: "alice@hub.test".into(),
                 invite_code: "apinvite1abc".into(),
+                note: None,
             },
         ] {
             let r = render(&letter, &site());
@@ -336,11 +351,14 @@ mod tests {
             &Letter::Invite {
                 sender: "alice@hub.test".into(),
                 invite_code: "apinvite1abc".into(),
+                note: Some("Join <b>us</b>".into()),
             },
             &site(),
         );
         assert_eq!(r.subject, "alice invites you to AllPeers");
         assert!(r.text.contains("apinvite1abc") && r.text.contains("hub.test"));
+        assert!(r.text.contains("alice wrote: \"Join <b>us</b>\""));
+        assert!(r.html.contains("Join &lt;b&gt;us&lt;/b&gt;") && !r.html.contains("<b>"));
     }
 
     #[test]

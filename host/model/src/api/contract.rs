@@ -9,6 +9,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::mail::{self, *};
 use super::methods::{self as m, topics as t};
 use super::net::*;
 use super::social::*;
@@ -204,6 +205,20 @@ methods! {
     ChatRead = m::CHAT_READ, ChatParams => ReadResult;
     /// Tells connected members we are typing (never mailed).
     ChatTyping = m::CHAT_TYPING, ChatParams => ChatParams;
+    /// Our e-mail registration at the home hub (the address masked).
+    MailStatusGet = mail::MAIL_STATUS, NoParams => MailStatus;
+    /// Registers an e-mail address at the home hub; it mails a confirmation code there.
+    MailSetAddress = mail::MAIL_SET_ADDRESS, SetAddressParams => SetAddressResult;
+    /// Confirms the address with the mailed code.
+    MailConfirm = mail::MAIL_CONFIRM, ConfirmParams => MailStatus;
+    /// Reads (no params) or changes which kinds of mail the address accepts.
+    MailPreferencesSet = mail::MAIL_PREFERENCES, PreferencesParams => MailPreferences;
+    /// Invites an address to AllPeers by mail, with a fresh invite code of ours.
+    MailInvite = mail::MAIL_INVITE, MailInviteParams => MailInviteResult;
+    /// Mails a contact a notice (a share, waiting messages) if its address accepts it.
+    MailNotify = mail::MAIL_NOTIFY, NotifyParams => NotifyResult;
+    /// Stops all mail to our address and forgets it at the hub.
+    MailUnsubscribe = mail::MAIL_UNSUBSCRIBE, NoParams => UnsubscribeResult;
     /// Creates a resource.
     ResourcesCreate = r::RESOURCES_CREATE, CreateParams => Resource;
     /// A resource by id, or null.
@@ -301,7 +316,12 @@ mod tests {
 
     #[test]
     fn the_table_holds_every_served_method_once() {
-        let mut served: Vec<&str> = m::METHODS.iter().chain(r::METHODS).copied().collect();
+        let mut served: Vec<&str> = m::METHODS
+            .iter()
+            .chain(r::METHODS)
+            .chain(mail::METHODS)
+            .copied()
+            .collect();
         let mut table = METHOD_NAMES.to_vec();
         served.sort_unstable();
         table.sort_unstable();

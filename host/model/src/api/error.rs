@@ -126,6 +126,25 @@ error_codes! {
     TooLarge = -32034, "too large", "a message, group title, request or status text over its limit";
     /// The peer refused the letter.
     RefusedByPeer = -32035, "refused by the peer", "the peer refused the letter (e.g. a contact request)";
+    /// The home hub has no e-mail gateway.
+    MailNoGateway = -32070, "no mail gateway", "the home hub has no e-mail gateway configured";
+    /// Not a usable e-mail address.
+    MailBadAddress = -32071, "bad address",
+        "`mail.set_address` / `mail.invite`: not a bare ASCII `local@domain` with a dotted domain (254 characters at most)";
+    /// No address registered, or not confirmed.
+    MailNoAddress = -32072, "no address",
+        "no e-mail address registered (or not confirmed), or no name at the hub to sign mail with";
+    /// Wrong or expired confirmation code.
+    MailBadCode = -32073, "bad code",
+        "`mail.confirm`: wrong or expired code, or too many tries (set the address again)";
+    /// Over a mail rate limit.
+    MailRateLimited = -32074, "mail rate limited",
+        "over a per-peer or per-address limit or the hub's daily cap: try later";
+    /// A field is empty, too long, or not of its form.
+    MailBadField = -32075, "bad mail field", "a note or title empty or over its limit";
+    /// The address declined mail.
+    MailDeclined = -32076, "declined",
+        "the address asked for no mail from this hub, bounced, or was invited lately";
 }
 
 impl ErrorCode {

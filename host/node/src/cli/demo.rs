@@ -25,7 +25,7 @@ pub fn run() -> anyhow::Result<()> {
     runtime.block_on(demo())
 }
 
-async fn step<T>(
+pub(super) async fn step<T>(
     what: &str,
     future: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
@@ -34,20 +34,27 @@ async fn step<T>(
         .with_context(|| format!("{what} took over {STEP_TIMEOUT:?}"))?
 }
 
-fn short(id: &Value) -> String {
+pub(super) fn short(id: &Value) -> String {
     id.as_str()
         .map(|s| format!("{}…", &s[..s.len().min(16)]))
         .unwrap_or_else(|| "?".into())
 }
 
-struct Hub {
+pub(super) struct Hub {
     _child: Child,
     peer_id: String,
     quic: String,
     tcp: String,
+    /// The hub's ready line (e.g. `mail_http` when it has a mail gateway).
+    pub(super) ready: Value,
 }
 
 async fn start_hub(exe: &Path, dir: &Path) -> anyhow::Result<Hub> {
+    start_hub_with(exe, dir, &[]).await
+}
+
+/// A hub with extra flags (e.g. `--config FILE`).
+pub(super) async fn start_hub_with(exe: &Path, dir: &Path, extra: &[&str]) -> anyhow::Result<Hub> {
     let hub_exe = exe.with_file_name("allpeers-hub");
     if !hub_exe.exists() {
         bail!(
@@ -68,6 +75,7 @@ async fn start_hub(exe: &Path, dir: &Path) -> anyhow::Result<Hub> {
             "--presence-timeout",
             "2",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
@@ -88,17 +96,23 @@ async fn start_hub(exe: &Path, dir: &Path) -> anyhow::Result<Hub> {
         peer_id: ready["peer_id"].as_str().unwrap_or_default().to_string(),
         quic: ready["quic"].as_str().unwrap_or_default().to_string(),
         tcp: ready["tcp"].as_str().unwrap_or_default().to_string(),
+        ready,
     })
 }
 
-struct Node {
-    child: Child,
+pub(super) struct Node {
+    pub(super) child: Child,
     paths: NodePaths,
-    api: ApiClient,
+    pub(super) api: ApiClient,
     peer_id: Value,
 }
 
-async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Result<Node> {
+pub(super) async fn start_node(
+    exe: &Path,
+    dir: &Path,
+    hub: &Hub,
+    name: &str,
+) -> anyhow::Result<Node> {
     let paths = NodePaths::resolve(Some(dir))?;
     let fresh = !paths.identity().exists();
     // Demo nodes listen for peers on loopback only, and use the demo hub as home hub.
@@ -468,6 +482,7 @@ async fn demo() -> anyhow::Result<()> {
     let mut alice = alice;
     alice.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
     step("alice exit", async { Ok(alice.child.wait().await?) }).await?;
+    super::demo_mail::run(&exe, dir.path()).await?;
     println!(
         "\nDone: everything stopped. Next: `allpeers install` registers the host with your browsers; see README.md."
     );

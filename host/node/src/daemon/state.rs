@@ -39,6 +39,8 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Contacts' presence, the clock and the outbox.
     pub social: Social,
+    /// Contacts already told by e-mail that messages wait for them.
+    pub mail: crate::mail::state::MailState,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -67,6 +69,7 @@ impl Daemon {
             log,
             shutdown: CancellationToken::new(),
             social: Social::new(&identity_peer),
+            mail: crate::mail::state::MailState::default(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }

@@ -116,7 +116,8 @@ pub async fn start(
     Ok(client)
 }
 
-fn client(daemon: &Daemon) -> Result<&HubClient, RpcError> {
+/// The home hub's client, or `NoHub` saying why there is none.
+pub fn client(daemon: &Daemon) -> Result<&HubClient, RpcError> {
     daemon.hub().ok_or_else(|| RpcError {
         code: codes::NO_HUB,
         message: match daemon.network.get() {

@@ -77,6 +77,9 @@ pub fn on_hub_presence(daemon: &Daemon, peer: PeerId, online: bool, status: Peer
         let mut p = daemon.social.presence.lock().expect("presence lock");
         p.insert(peer, (online, status)).is_some_and(|(o, _)| o)
     };
+    if online {
+        daemon.mail.came_online(&peer);
+    }
     if online && !was_online {
         daemon.social.outbox.notify_one();
     }
@@ -127,6 +130,10 @@ async fn deliver_message(
     let body = wire::encode(payload);
     match letters::send(daemon, peer, wire::CHAT, body, true).await {
         Ok(how) => {
+            if how == Delivered::Mailed {
+                // Waiting at the hub: the contact may want to hear of it by e-mail.
+                crate::mail::notices::message_waiting(daemon, peer);
+            }
             let rid = rid.to_string();
             let chat_id = payload.chat_id().to_string();
             let message_id = rid.clone();
@@ -616,31 +623,8 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
             set_and_tell(daemon, p.peer, ContactState::None).await
         }
         m::CONTACTS_INVITE => {
-            let key = letters::unlocked_key(daemon)
-                .ok_or_else(|| err(ErrorCode::Internal.code(), "the identity is locked"))?;
-            let name = match daemon.hub() {
-                Some(h) => h
-                    .resolve(&key.peer_id().to_string())
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|r| r.certificate)
-                    .map(|c| c.full_name()),
-                None => None,
-            };
-            let hub = daemon
-                .hub_config
-                .as_ref()
-                .and_then(|h| Some((h.peer_id.parse().ok()?, h.addresses.clone())));
-            let now = allpeers_model::hlc::now_ms();
-            let code = Invite {
-                peer: key.peer_id(),
-                name,
-                hub,
-                token: invite::issue_token(&key, now),
-            }
-            .encode();
-            Ok(json!({"code": code, "expires": now + invite::VALIDITY.as_millis() as u64}))
+            let (code, expires) = issue_invite(daemon).await?;
+            Ok(json!({"code": code, "expires": expires}))
         }
         m::PRESENCE_SET => {
             let p: PresenceParams = parse(params)?;
@@ -820,6 +804,36 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
             format!("unknown method \"{other}\""),
         )),
     }
+}
+
+/// A fresh invite code of ours (with our name and home hub) and when it expires (unix ms):
+/// for `contacts.invite`, and for the mail area's invitations by e-mail.
+pub async fn issue_invite(daemon: &Daemon) -> Result<(String, u64), RpcError> {
+    let key = letters::unlocked_key(daemon)
+        .ok_or_else(|| err(ErrorCode::Internal.code(), "the identity is locked"))?;
+    let name = match daemon.hub() {
+        Some(h) => h
+            .resolve(&key.peer_id().to_string())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.certificate)
+            .map(|c| c.full_name()),
+        None => None,
+    };
+    let hub = daemon
+        .hub_config
+        .as_ref()
+        .and_then(|h| Some((h.peer_id.parse().ok()?, h.addresses.clone())));
+    let now = allpeers_model::hlc::now_ms();
+    let code = Invite {
+        peer: key.peer_id(),
+        name,
+        hub,
+        token: invite::issue_token(&key, now),
+    }
+    .encode();
+    Ok((code, now + invite::VALIDITY.as_millis() as u64))
 }
 
 async fn set_and_tell(

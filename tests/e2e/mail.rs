@@ -1,0 +1,253 @@
+//! E-mail through the hub's gateway with real processes: a hub whose gateway sends through a
+//! real SMTP server on loopback (Debian's aiosmtpd, STARTTLS, Maildir; the shared fixture
+//! `tests/fixtures/smtpd.rs`) and two `allpeers daemon`s driven through their local API.
+//! Alice registers and confirms her address with the code read from the Maildir (and
+//! `allpeers mail status` shows it); bob invites dave by mail and alice joins bob with the
+//! mailed invite code; while alice is offline, bob's messages make the hub mail her one
+//! "message waiting" notice (never the text); once she stops all mail, none comes. Skipped
+//! with a loud line without python3-aiosmtpd.
+
+use std::path::Path;
+use std::time::Duration;
+
+use allpeers_tests::smtpd::{self, Smtpd, SmtpdOptions};
+use allpeers_tests::social::*;
+use allpeers_tests::*;
+use serde_json::{Value, json};
+
+/// Longest wait for one mail (a delivery on loopback takes milliseconds).
+const MAIL_WAIT: Duration = Duration::from_secs(15);
+/// How long "no further mail" is watched for: the notice is asked for right after the
+/// letter is mailed, so a second one would come within this.
+const QUIET: Duration = Duration::from_millis(1000);
+/// Text of bob's messages that must never reach a mail.
+const SECRET: &str = "pancake-recipe-canary-41c9";
+
+async fn raw_mail(server: &Smtpd, n: usize) -> Vec<u8> {
+    let maildir = server.maildir.clone();
+    tokio::task::spawn_blocking(move || smtpd::wait_in_maildir(&maildir, n, MAIL_WAIT))
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("no mail #{n} within {MAIL_WAIT:?}"))
+}
+
+/// The mail's plain and HTML parts, decoded.
+fn parts(raw: &[u8]) -> (String, String) {
+    let m = mailparse::parse_mail(raw).unwrap();
+    assert_eq!(m.ctype.mimetype, "multipart/alternative");
+    (
+        m.subparts[0].get_body().unwrap(),
+        m.subparts[1].get_body().unwrap(),
+    )
+}
+
+fn header(raw: &[u8], name: &str) -> String {
+    use mailparse::MailHeaderMap;
+    mailparse::parse_mail(raw)
+        .unwrap()
+        .headers
+        .get_first_value(name)
+        .unwrap_or_default()
+}
+
+fn hub_config(dir: &Path, port: u16, cert: &Path) -> String {
+    let path = dir.join("hub.json");
+    let config = json!({"mail": {
+        "smtp": {"host": "localhost", "port": port, "security": "starttls",
+                 "root_certs": [cert], "timeout_secs": 5},
+        "http": {"listen": "127.0.0.1:0"},
+        "retry": {"first_ms": 200, "max_ms": 1000, "give_up_after_secs": 60},
+    }});
+    std::fs::write(&path, config.to_string()).unwrap();
+    path.display().to_string()
+}
+
+/// `who` sends `bodies` in `chat` while the recipient is offline (at once: a delivery
+/// first tries the connection the recipient left, for a few seconds); waits until each is
+/// sealed into the recipient's mailbox at the hub.
+async fn send_mailed(who: &mut Node, chat: &str, bodies: &[&str]) {
+    let mut ids = Vec::new();
+    for body in bodies {
+        let sent = who
+            .call("chat.send", json!({"chat": chat, "body": body}))
+            .await;
+        ids.push(sent["id"].clone());
+    }
+    let wanted: Vec<(&str, Check)> = ids
+        .into_iter()
+        .map(|id| {
+            let check: Check =
+                Box::new(move |d: &Value| d["message"] == id && d["via"] == "mailed");
+            ("chat.receipt", check)
+        })
+        .collect();
+    wait_all(&mut who.client, wanted).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
+    if !smtpd::have_aiosmtpd() {
+        eprintln!("SKIPPED: python3-aiosmtpd / openssl not installed (tests/run.sh installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cert = smtpd::make_cert(dir.path());
+    let port = smtpd::free_port();
+    let server = Smtpd::start(dir.path(), port, &cert, &SmtpdOptions::default()).unwrap();
+    let hub_dir = dir.path().join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    let config = hub_config(dir.path(), port, &cert.0);
+    let hub = HubProcess::start_with(&hub_dir, &["--config", &config]).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+
+    // Alice registers her address (double opt-in): the code comes by mail.
+    let status = alice.call("mail.status", json!({})).await;
+    assert_eq!(status["address"], Value::Null, "{status}");
+    let set = alice
+        .call("mail.set_address", json!({"address": "Alice@Example.test"}))
+        .await;
+    assert_eq!(set["address"], "a***@example.test", "{set}");
+    assert_eq!(set["confirmed"], false);
+    let confirm = raw_mail(&server, 1).await;
+    assert_eq!(header(&confirm, "To"), "alice@example.test");
+    let code = smtpd::indented_code(&confirm).expect("a code in the confirmation mail");
+    let wrong = alice
+        .client
+        .call("mail.confirm", json!({"code": "WRONG000"}))
+        .await;
+    assert_eq!(error_code(&wrong), -32073);
+    // An address with a header in it is refused.
+    let bad = alice
+        .client
+        .call(
+            "mail.set_address",
+            json!({"address": "alice@example.test\r\nBcc: x@y.test"}),
+        )
+        .await;
+    assert_eq!(error_code(&bad), -32071);
+    let confirmed = alice.call("mail.confirm", json!({"code": code})).await;
+    assert_eq!(confirmed["confirmed"], true, "{confirmed}");
+    assert_eq!(confirmed["preferences"]["waiting"], true);
+    // The command line says the same.
+    let out = timeout(
+        "allpeers mail",
+        allpeers(alice.dir.path()).args(["mail", "status"]).output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("a***@example.test (confirmed)"), "{said}");
+    assert!(said.contains("waiting on"), "{said}");
+
+    // Bob invites dave by mail; alice joins bob with the code dave got.
+    let invited = bob
+        .call(
+            "mail.invite",
+            json!({"address": "dave@example.test", "note": "See you\r\nBcc: eve@x.test"}),
+        )
+        .await;
+    assert_eq!(invited["address"], "dave@example.test");
+    let invitation = raw_mail(&server, 2).await;
+    assert_eq!(header(&invitation, "To"), "dave@example.test");
+    assert_eq!(
+        header(&invitation, "Subject"),
+        "bob invites you to AllPeers"
+    );
+    assert_eq!(
+        header(&invitation, "Bcc"),
+        "",
+        "no header injected by the note"
+    );
+    let (text, html) = parts(&invitation);
+    assert!(
+        text.contains("bob wrote: \"See you Bcc: eve@x.test\""),
+        "{text}"
+    );
+    let invite_code = smtpd::indented_code(text.as_bytes()).expect("an invite code");
+    assert!(invite_code.starts_with("apinvite1") && html.contains(&invite_code));
+    let again = bob
+        .client
+        .call("mail.invite", json!({"address": "dave@example.test"}))
+        .await;
+    assert_eq!(error_code(&again), -32076, "invited lately: declined");
+    let added = alice
+        .call("contacts.add", json!({"who": invite_code}))
+        .await;
+    assert_eq!(added["state"], "accepted", "{added}");
+    let alice_id = alice.id.clone();
+    wait_all(
+        &mut bob.client,
+        vec![
+            (
+                "contact.changed",
+                Box::new(|d: &Value| d["peer_id"] == alice_id && d["state"] == "accepted"),
+            ),
+            (
+                "presence.changed",
+                Box::new(|d: &Value| d["peer_id"] == alice_id && d["online"] == true),
+            ),
+        ],
+    )
+    .await;
+    let chat = bob.call("chat.open", json!({"peer": alice.id})).await;
+    let chat = chat["id"].as_str().unwrap().to_string();
+
+    // Alice goes offline; bob writes twice: one notice, without the text.
+    alice.stop().await;
+    wait_event(&mut bob.client, "presence.changed", |d| {
+        d["peer_id"] == alice_id && d["online"] == false
+    })
+    .await;
+    let (first, second) = (format!("first {SECRET}"), format!("second {SECRET}"));
+    send_mailed(&mut bob, &chat, &[&first, &second]).await;
+    let notice = raw_mail(&server, 3).await;
+    assert_eq!(header(&notice, "To"), "alice@example.test");
+    assert_eq!(header(&notice, "Subject"), "1 message is waiting for you");
+    let (text, html) = parts(&notice);
+    assert!(text.contains("bob@hub.test"), "{text}");
+    for part in [&text, &html, &String::from_utf8_lossy(&notice).into_owned()] {
+        assert!(
+            !part.contains(SECRET),
+            "the message's text is in the notice"
+        );
+    }
+    assert!(header(&notice, "List-Unsubscribe-Post").contains("One-Click"));
+    let maildir = server.maildir.clone();
+    let extra = tokio::task::spawn_blocking(move || smtpd::wait_in_maildir(&maildir, 4, QUIET))
+        .await
+        .unwrap();
+    assert!(extra.is_none(), "one notice per absence");
+
+    // Back online: she reads both; then stops all mail, and goes away again.
+    alice.restart("alice").await;
+    wait_event(&mut bob.client, "presence.changed", |d| {
+        d["peer_id"] == alice_id && d["online"] == true
+    })
+    .await;
+    let stopped = alice.call("mail.unsubscribe", json!({})).await;
+    assert_eq!(stopped["unsubscribed"], true);
+    let status = alice.call("mail.status", json!({})).await;
+    assert_eq!(status["address"], Value::Null, "{status}");
+    alice.stop().await;
+    wait_event(&mut bob.client, "presence.changed", |d| {
+        d["peer_id"] == alice_id && d["online"] == false
+    })
+    .await;
+    send_mailed(&mut bob, &chat, &["third"]).await;
+    let maildir = server.maildir.clone();
+    let extra = tokio::task::spawn_blocking(move || smtpd::wait_in_maildir(&maildir, 4, QUIET))
+        .await
+        .unwrap();
+    assert!(extra.is_none(), "no notice after unsubscribing");
+    // Notices go to contacts only.
+    let stranger = bob
+        .client
+        .call(
+            "mail.notify",
+            json!({"peer": hub.peer_id, "notice": {"kind": "waiting", "count": 1}}),
+        )
+        .await;
+    assert_eq!(error_code(&stranger), -32030);
+    bob.stop().await;
+}
