@@ -25,7 +25,7 @@ pub fn run() -> anyhow::Result<()> {
     runtime.block_on(demo())
 }
 
-async fn step<T>(
+pub(super) async fn step<T>(
     what: &str,
     future: impl std::future::Future<Output = anyhow::Result<T>>,
 ) -> anyhow::Result<T> {
@@ -91,10 +91,10 @@ async fn start_hub(exe: &Path, dir: &Path) -> anyhow::Result<Hub> {
     })
 }
 
-struct Node {
+pub(super) struct Node {
     child: Child,
-    paths: NodePaths,
-    api: ApiClient,
+    pub(super) paths: NodePaths,
+    pub(super) api: ApiClient,
     peer_id: Value,
 }
 
@@ -104,6 +104,7 @@ async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Re
     // Demo nodes listen for peers on loopback only, and use the demo hub as home hub.
     let config = json!({
         "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
+        "transfers": {"listen": "127.0.0.1:0"},
         "hub": {"peer_id": hub.peer_id, "addresses": [format!("quic://{}", hub.quic), format!("tcp://{}", hub.tcp)]},
     });
     std::fs::write(paths.config(), config.to_string())?;
@@ -162,7 +163,7 @@ async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Re
     })
 }
 
-async fn wait_event(
+pub(super) async fn wait_event(
     api: &ApiClient,
     topic: &str,
     check: impl Fn(&Value) -> bool,
@@ -446,6 +447,7 @@ async fn demo() -> anyhow::Result<()> {
         };
         println!("        {who}: {}", msg["body"].as_str().unwrap_or(""));
     }
+    super::demo_transfers::run(&alice, &bob).await?;
     let mut bob = bob;
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
     step("bob exit", async { Ok(bob.child.wait().await?) }).await?;

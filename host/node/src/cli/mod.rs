@@ -1,8 +1,10 @@
 //! The command line's commands over the local API.
 
 pub mod demo;
+pub mod demo_transfers;
 pub mod resource;
 pub mod social;
+pub mod transfers;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

@@ -39,6 +39,8 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Contacts' presence, the clock and the outbox.
     pub social: Social,
+    /// The download manager once started, or why it did not start.
+    pub transfers: OnceLock<Result<crate::transfers::state::Transfers, String>>,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -67,6 +69,7 @@ impl Daemon {
             log,
             shutdown: CancellationToken::new(),
             social: Social::new(&identity_peer),
+            transfers: OnceLock::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }
