@@ -155,7 +155,7 @@ pub fn manager_error(error: ManagerError) -> RpcError {
 
 pub fn create_error(error: CreateError) -> RpcError {
     let code = match &error {
-        CreateError::Metainfo(_) | CreateError::BadName(..) => ErrorCode::BadTorrent,
+        CreateError::Metainfo(_) | CreateError::BadName { .. } => ErrorCode::BadTorrent,
         CreateError::Read { .. } | CreateError::NotAFile(_) | CreateError::Empty(_) => {
             ErrorCode::Unreadable
         }
@@ -166,6 +166,10 @@ pub fn create_error(error: CreateError) -> RpcError {
 /// Decides which manager events reach the bus, as what: progress at most every [`PROGRESS_INTERVAL`] per transfer
 /// (but always when its state moved, so a client sees the last numbers of a finished download), and a state change
 /// only when the state (or its reason) is new.
+fn to<T: serde::Serialize>(data: T) -> Value {
+    serde_json::to_value(data).expect("API events serialise")
+}
+
 #[derive(Default)]
 pub struct EventGate {
     progress: HashMap<TransferId, (Instant, SessionState)>,
@@ -178,7 +182,6 @@ impl EventGate {
     }
 
     fn pass_at(&mut self, event: TransferEvent, now: Instant) -> Option<(&'static str, Value)> {
-        let to = |data| serde_json::to_value(data).expect("API events serialise");
         match event {
             TransferEvent::Added(info) => {
                 self.states.insert(info.id, state(&info.status));

@@ -25,8 +25,8 @@ pub enum CreateError {
     NotAFile(PathBuf),
     #[error("{} is empty: there is nothing to share", .0.display())]
     Empty(PathBuf),
-    #[error("{} has a name that cannot be shared: {1}", .0.display())]
-    BadName(PathBuf, String),
+    #[error("{} has a name that cannot be shared: {reason}", path.display())]
+    BadName { path: PathBuf, reason: String },
     #[error("the torrent made for it does not parse: {0}")]
     Metainfo(#[from] MetainfoError),
 }
@@ -56,8 +56,10 @@ pub fn create_torrent(path: &Path, trackers: &[String]) -> Result<(Vec<u8>, Torr
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    safe_relative_path([name.as_bytes()])
-        .map_err(|e| CreateError::BadName(path.to_path_buf(), e.to_string()))?;
+    safe_relative_path([name.as_bytes()]).map_err(|e| CreateError::BadName {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
     let len = meta.len();
     if len == 0 {
         return Err(CreateError::Empty(path.to_path_buf()));
