@@ -109,6 +109,28 @@ export interface Methods {
   "schemas.list": { params: NoParams; result: Array<string> };
   /** A type's description: lineage, properties with `declaredBy`, children, metadata. */
   "schemas.describe": { params: TypeParams; result: JsonValue };
+  /** Adds a download from a .torrent (a path or its bytes in base64). */
+  "transfers.add": { params: AddParams; result: Transfer };
+  /** Every transfer, downloads and seeds. */
+  "transfers.list": { params: NoParams; result: Array<Transfer> };
+  /** One transfer (`TransferNotFound` otherwise). */
+  "transfers.get": { params: TransferIdParams; result: Transfer };
+  /** Pauses a transfer (kept paused across restarts). */
+  "transfers.pause": { params: TransferIdParams; result: Transfer };
+  /** Resumes a paused or failed transfer from what is on disk. */
+  "transfers.resume": { params: TransferIdParams; result: Transfer };
+  /** Stops and forgets a transfer, optionally deleting its downloaded files. */
+  "transfers.cancel": { params: CancelParams; result: TransferIdParams };
+  /** One transfer's upload and download limits. */
+  "transfers.set_limits": { params: SetLimitsParams; result: Transfer };
+  /** Who takes data from us, fastest first (the upload monitor). */
+  "transfers.uploads": { params: NoParams; result: Array<Upload> };
+  /** Shares a file from disk: makes its torrent and seeds it in place. */
+  "transfers.seed": { params: SeedParams; result: SeedResult };
+  /** The global upload and download limits of every transfer together. */
+  "net.limits.get": { params: NoParams; result: Limits };
+  /** Sets the global limits (`null`: no limit); answers them. */
+  "net.limits.set": { params: Limits; result: Limits };
 }
 
 export type MethodName = keyof Methods;
@@ -155,6 +177,14 @@ export interface Events {
   "resource.changed": ResourceChange;
   /** A list gained, lost or moved an item (`resources.subscribe` only). */
   "list.changed": ResourceChange;
+  /** A transfer was added. */
+  "transfer.added": Transfer;
+  /** A running transfer's numbers (at most one per 250 ms per transfer). */
+  "transfer.progress": ProgressEvent;
+  /** A transfer's state changed. */
+  "transfer.changed": ChangedEvent;
+  /** A transfer was cancelled. */
+  "transfer.removed": TransferIdParams;
 }
 
 export type TopicName = keyof Events;
@@ -221,6 +251,18 @@ export const ErrorCode = {
   TooLarge: -32034,
   /** refused by the peer: the peer refused the letter (e.g. a contact request) */
   RefusedByPeer: -32035,
+  /** transfer not found: no transfer with that id (`transfers.*`) */
+  TransferNotFound: -32050,
+  /** bad torrent: the .torrent is malformed, unsafe (a file path leaving the download directory) or not base64; the message says which */
+  BadTorrent: -32051,
+  /** unsupported source: `transfers.add` with a magnet link or a URL: give the .torrent file (not supported yet) */
+  UnsupportedSource: -32052,
+  /** transfer exists: the torrent is already added (the message names its id) */
+  TransferExists: -32053,
+  /** unreadable: the .torrent path or the file to seed cannot be read, is not a regular file, or is empty */
+  Unreadable: -32054,
+  /** transfer failed: the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent */
+  TransferFailed: -32055,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -233,6 +275,27 @@ export type AddContactParams = {
   who: string;
   /** A note to the peer (≤ 512 bytes). */
   message?: string;
+};
+
+/**
+ * `transfers.add`'s params.
+ */
+export type AddParams = {
+  /**
+   * The .torrent: an absolute path the daemon can read, or the file's bytes in base64. A magnet link or a URL is
+   * refused with `UnsupportedSource` (not supported yet).
+   */
+  torrent: string;
+  /** Where the files go (absolute); absent: the configured download directory. */
+  dir?: string | null;
+  /** Peers to dial besides the torrent's trackers. */
+  peers?: Array<string>;
+  /** Add without starting. */
+  paused: boolean;
+  /** Fetch pieces in order (for playing while downloading). */
+  sequential: boolean;
+  /** Higher starts first when downloads queue. */
+  priority: number;
 };
 
 /**
@@ -276,6 +339,15 @@ export type Attempt = {
 export type Availability = "online" | "away" | "busy";
 
 /**
+ * `transfers.cancel`'s params.
+ */
+export type CancelParams = {
+  id: number;
+  /** Delete the downloaded files too (a file seeded in place is never deleted). */
+  delete_files: boolean;
+};
+
+/**
  * A name certificate signed by the hub.
  */
 export type Certificate = {
@@ -295,6 +367,15 @@ export type Certificate = {
  * What happened to a resource or a list.
  */
 export type ChangeKind = "created" | "updated" | "deleted" | "itemAdded" | "itemRemoved" | "itemMoved";
+
+/**
+ * `transfer.changed`'s data.
+ */
+export type ChangedEvent = {
+  id: number;
+  state: TransferState;
+  reason: string | null;
+};
 
 /**
  * A conversation: a Chat resource with its unread count and last message.
@@ -580,6 +661,14 @@ export type LanPeer = {
 };
 
 /**
+ * Upload and download limits in bytes per second; `null` for no limit.
+ */
+export type Limits = {
+  down: number | null;
+  up: number | null;
+};
+
+/**
  * A link attached to a message.
  */
 export type LinkParams = {
@@ -839,6 +928,14 @@ export type PresenceParams = {
 export type PresenceState = "online" | "away" | "busy" | "offline";
 
 /**
+ * `transfer.progress`'s data.
+ */
+export type ProgressEvent = {
+  id: number;
+  progress: TransferProgress;
+};
+
+/**
  * A property value: dates are ISO 8601 strings, binary values base64 strings.
  */
 export type PropertyValue = null | boolean | number | string | Array<PropertyValue>;
@@ -1020,6 +1117,29 @@ export type ResourceSubscribeParams = {
 };
 
 /**
+ * `transfers.seed`'s params: share a file from disk, in place.
+ */
+export type SeedParams = {
+  /** The file (absolute path); it is hashed once and never copied. */
+  path: string;
+  /** Trackers to put in the torrent (none: peers dial us directly). */
+  trackers?: Array<string>;
+  /** Peers to offer it to at once (e.g. a leecher waiting for it). */
+  peers?: Array<string>;
+};
+
+/**
+ * `transfers.seed`'s result: the transfer and the torrent to give others.
+ */
+export type SeedResult = {
+  transfer: Transfer;
+  /** The .torrent's bytes, base64. */
+  torrent: string;
+  /** Where peers reach this node's BitTorrent listener (`ip:port`; an unspecified ip means every interface). */
+  listen: string;
+};
+
+/**
  * `chat.send`'s params.
  */
 export type SendParams = {
@@ -1027,6 +1147,14 @@ export type SendParams = {
   /** ≤ 16 KiB; may be empty with a link. */
   body?: string;
   link?: LinkParams;
+};
+
+/**
+ * `transfers.set_limits`'s params: one transfer's limits (the global ones apply too).
+ */
+export type SetLimitsParams = {
+  id: number;
+  limits: Limits;
 };
 
 /**
@@ -1073,6 +1201,56 @@ export type SubscriptionParams = {
 };
 
 /**
+ * A transfer as `transfers.list` / `transfers.get` show it.
+ */
+export type Transfer = {
+  id: number;
+  name: string;
+  /** Hex. */
+  info_hash: string;
+  /** Where the files are. */
+  dir: string;
+  state: TransferState;
+  /** Why it is paused, retrying or failed. */
+  reason: string | null;
+  priority: number;
+  /** A user's own file, seeded where it is. */
+  seed_in_place: boolean;
+  limits: Limits;
+  progress: TransferProgress;
+};
+
+/**
+ * `{"id": …}`: the params of `transfers.get`, `.pause`, `.resume`.
+ */
+export type TransferIdParams = {
+  id: number;
+};
+
+/**
+ * A transfer's numbers.
+ */
+export type TransferProgress = {
+  total_bytes: number;
+  /** Verified and on disk. */
+  done_bytes: number;
+  /** Payload received and sent since the transfer started this run. */
+  downloaded: number;
+  uploaded: number;
+  down_rate: number;
+  up_rate: number;
+  /** Connected peers. */
+  peers: number;
+  /** Seconds left at the current rate; null when unknown or done. */
+  eta_secs: number | null;
+};
+
+/**
+ * Where a transfer is.
+ */
+export type TransferState = "queued" | "downloading" | "seeding" | "paused" | "retrying" | "failed";
+
+/**
  * Which transport carries a connection.
  */
 export type TransportKind = "quic" | "tcp";
@@ -1099,4 +1277,17 @@ export type UnlockParams = {
 export type UpdateParams = {
   id: string;
   patch: Patch;
+};
+
+/**
+ * One peer taking data from us (the upload monitor), fastest first.
+ */
+export type Upload = {
+  /** The transfer it takes from. */
+  id: number;
+  addr: string;
+  /** Its BitTorrent client, when it said. */
+  client: string | null;
+  uploaded: number;
+  up_rate: number;
 };
