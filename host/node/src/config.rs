@@ -17,6 +17,41 @@ pub struct NodeConfig {
     /// default: each tells others (the whole DHT, everyone on the LAN) our PeerId and
     /// addresses, which is the user's choice to make.
     pub discovery: DiscoverySection,
+    /// Downloads and uploads (BitTorrent).
+    pub transfers: TransfersSection,
+}
+
+/// The download manager and its BitTorrent engine.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransfersSection {
+    /// Where downloads go when `transfers.add` names no directory; absent: `<data dir>/downloads`.
+    pub download_dir: Option<std::path::PathBuf>,
+    /// The BitTorrent listener (default: every interface, a port the OS picks).
+    pub listen: std::net::SocketAddr,
+    /// Downloads running at once; the rest wait in the queue.
+    pub max_active: usize,
+    /// Global limits in bytes per second (absent: none); `net.limits.set` changes them until the next start.
+    pub down_limit: Option<u64>,
+    pub up_limit: Option<u64>,
+    /// Bytes all downloads together may write (absent: no limit); past it a download pauses.
+    pub space_limit: Option<u64>,
+    /// Announce to the trackers torrents name.
+    pub use_trackers: bool,
+}
+
+impl Default for TransfersSection {
+    fn default() -> Self {
+        TransfersSection {
+            download_dir: None,
+            listen: std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+            max_active: 3,
+            down_limit: None,
+            up_limit: None,
+            space_limit: None,
+            use_trackers: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -190,6 +225,15 @@ mod tests {
         );
         assert_eq!(discovery.lan.group, std::net::Ipv4Addr::new(239, 255, 1, 2));
         assert_eq!(discovery.lan.port, allpeers_discovery::lan::DEFAULT_PORT);
+        std::fs::write(
+            &path,
+            r#"{"transfers": {"listen": "127.0.0.1:6881", "down_limit": 1000000}}"#,
+        )
+        .unwrap();
+        let transfers = NodeConfig::load(&path).unwrap().transfers;
+        assert_eq!(transfers.listen, "127.0.0.1:6881".parse().unwrap());
+        assert_eq!(transfers.down_limit, Some(1_000_000));
+        assert!(transfers.use_trackers && transfers.max_active == 3);
         std::fs::write(&path, r#"{"log": {"filtr": "bone"}}"#).unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(

@@ -16,3 +16,4 @@ pub mod net;
 pub mod paths;
 pub mod resources;
 pub mod social;
+pub mod transfers;

@@ -102,6 +102,15 @@ enum Command {
         #[command(subcommand)]
         command: Option<cli::mail::MailCommand>,
     },
+    /// Download a .torrent with a live progress line, until done (the daemon then seeds it)
+    Get(cli::transfers::GetArgs),
+    /// Downloads and uploads: list (the default), pause, resume, cancel, uploads, limits
+    Transfers {
+        #[command(subcommand)]
+        command: Option<cli::transfers::TransfersCommand>,
+    },
+    /// Share a file: make its .torrent and seed it where it is
+    Seed(cli::transfers::SeedArgs),
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -171,6 +180,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Mail { command } => cli::mail::mail(&paths, command, cli.json),
         Command::Presence(command) => cli::social::presence(&paths, command),
         Command::Chat(command) => cli::social::chat(&paths, command, cli.json),
+        Command::Get(args) => cli::transfers::get(&paths, args, cli.json),
+        Command::Transfers { command } => cli::transfers::transfers(&paths, command, cli.json),
+        Command::Seed(args) => cli::transfers::seed(&paths, args, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
         Command::Demo => unreachable!("handled above"),
     }

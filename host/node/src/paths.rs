@@ -64,6 +64,16 @@ impl NodePaths {
     pub fn config(&self) -> PathBuf {
         self.data_dir.join("config.json")
     }
+
+    /// The download manager's state: the transfer list, each transfer's .torrent and piece journal.
+    pub fn transfers(&self) -> PathBuf {
+        self.data_dir.join("transfers")
+    }
+
+    /// Where downloads go unless the config or the caller names another directory.
+    pub fn downloads(&self) -> PathBuf {
+        self.data_dir.join("downloads")
+    }
 }
 
 /// One socket per data dir, so several nodes (tests, the demo) can run side by side. The

@@ -14,6 +14,8 @@
 //!   (connections), [`bt::session`] (the per-torrent actor over the swarm core), [`bt::tracker`] (HTTP announce),
 //!   [`bt::engine`] (listening socket, add / remove torrents).
 //! - [`throttle`]: global and per-transfer upload / download limits (token buckets).
+//! - [`bt::create`]: a .torrent from a file on disk, to seed it in place.
+//! - `testing` (feature `testing`): fixtures for tests with real clients on loopback (aria2c, ports, content).
 //! - [`manager`]: the download manager (queue, pause / resume / cancel, retries, persisted list, progress events,
 //!   upload monitor) — the API the node calls.
 
@@ -21,4 +23,6 @@ pub mod bt;
 pub mod cache;
 pub mod manager;
 pub mod swarm;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod throttle;

@@ -89,6 +89,9 @@ pub struct AddTransfer {
     pub limits: Limits,
     /// Add without starting.
     pub paused: bool,
+    /// The files in `dir` are the user's own: verified, then seeded in place — never written, never deleted by
+    /// [`Manager::cancel`].
+    pub seed_in_place: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -97,11 +100,14 @@ pub struct TransferInfo {
     pub name: String,
     pub info_hash: [u8; 20],
     pub dir: PathBuf,
+    /// The content's length (known before the transfer runs).
+    pub total_bytes: u64,
     pub priority: i32,
     pub status: Status,
     pub limits: Limits,
     /// The latest progress, once the transfer has run.
     pub progress: Option<Progress>,
+    pub seed_in_place: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -131,6 +137,9 @@ struct Record {
     sequential: bool,
     limits: Limits,
     paused: bool,
+    /// Absent in lists written before seeding in place existed.
+    #[serde(default)]
+    seed_in_place: bool,
 }
 
 struct Entry {
@@ -149,10 +158,12 @@ impl Entry {
             name: self.torrent.name.clone(),
             info_hash: self.torrent.info_hash,
             dir: self.record.dir.clone(),
+            total_bytes: self.torrent.layout.total_len(),
             priority: self.record.priority,
             status: self.status.clone(),
             limits: self.record.limits,
             progress: self.progress.clone(),
+            seed_in_place: self.record.seed_in_place,
         }
     }
 }
@@ -266,6 +277,7 @@ impl Manager {
                 sequential: add.sequential,
                 limits: add.limits,
                 paused: add.paused,
+                seed_in_place: add.seed_in_place,
             };
             let status = if add.paused {
                 Status::Paused("paused by the user".into())
@@ -371,7 +383,8 @@ impl Manager {
         Ok(())
     }
 
-    /// Stops and forgets a transfer; with `delete_files`, its downloaded files go too.
+    /// Stops and forgets a transfer; with `delete_files`, its downloaded files go too (a user's own files seeded in
+    /// place always stay).
     pub async fn cancel(&self, id: TransferId, delete_files: bool) -> Result<(), ManagerError> {
         let entry = self
             .state
@@ -382,7 +395,7 @@ impl Manager {
             .ok_or(ManagerError::Unknown(id))?;
         self.engine.remove(&entry.torrent.info_hash).await;
         let _ = std::fs::remove_file(self.torrent_path(id));
-        if delete_files {
+        if delete_files && !entry.record.seed_in_place {
             for file in entry.torrent.layout.files() {
                 let _ = std::fs::remove_file(entry.record.dir.join(&file.path));
             }
@@ -427,7 +440,8 @@ impl Manager {
         Ok(result)
     }
 
-    /// Starts queued transfers, highest priority first, while fewer than `max_active` download.
+    /// Starts queued transfers, highest priority first, while fewer than `max_active` download. Files seeded in
+    /// place download nothing: they start at once and never take a slot.
     async fn schedule(&self) {
         loop {
             let next = {
@@ -435,15 +449,16 @@ impl Manager {
                 let active = state
                     .entries
                     .values()
-                    .filter(|e| matches!(e.status, Status::Downloading | Status::Retrying { .. }))
+                    .filter(|e| {
+                        !e.record.seed_in_place
+                            && matches!(e.status, Status::Downloading | Status::Retrying { .. })
+                    })
                     .count();
-                if active >= self.config.max_active {
-                    return;
-                }
+                let slot_free = active < self.config.max_active;
                 state
                     .entries
                     .values()
-                    .filter(|e| e.status == Status::Queued)
+                    .filter(|e| e.status == Status::Queued && (slot_free || e.record.seed_in_place))
                     .max_by(|a, b| {
                         a.record
                             .priority
@@ -461,9 +476,15 @@ impl Manager {
 
     async fn start_transfer(&self, record: Record, torrent: Torrent) {
         let id = record.id;
-        let target = Target::Download {
-            dir: record.dir.clone(),
-            sequential: record.sequential,
+        let target = if record.seed_in_place {
+            Target::SeedInPlace {
+                dir: record.dir.clone(),
+            }
+        } else {
+            Target::Download {
+                dir: record.dir.clone(),
+                sequential: record.sequential,
+            }
         };
         let result = self
             .engine
@@ -471,6 +492,12 @@ impl Manager {
             .await;
         let status = match result {
             Ok(handle) => {
+                // Complete content (a file seeded in place, a finished download) seeds from the start.
+                let status = if handle.progress().state == TransferState::Seeding {
+                    Status::Seeding
+                } else {
+                    Status::Downloading
+                };
                 // The handle is recorded before the watcher starts: the watcher stops when it finds another.
                 if let Some(entry) = self
                     .state
@@ -480,10 +507,10 @@ impl Manager {
                     .get_mut(&id)
                 {
                     entry.handle = Some(handle.clone());
-                    entry.status = Status::Downloading;
+                    entry.status = status.clone();
                 }
                 tokio::spawn(self.clone().watch(id, handle));
-                Status::Downloading
+                status
             }
             Err(error) => {
                 allpeers_log::marrow!(id, %error, "transfer: cannot start");

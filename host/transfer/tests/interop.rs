@@ -2,68 +2,31 @@
 //! and from a Transmission seeder, and seeds one to an aria2c leecher; every byte is compared with the source.
 //! Needs `aria2c`, `mktorrent` and `transmission-daemon` (installed by tests/run.sh).
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allpeers_transfer::bt::engine::{Engine, EngineConfig, Target};
 use allpeers_transfer::bt::metainfo::Torrent;
 use allpeers_transfer::bt::session::TorrentHandle;
+use allpeers_transfer::testing::{Killed, aria2c, content, free_port, wait_for_port};
 
 /// A whole test's budget: the transfers are a few MiB on loopback and take well under a second each.
 const DEADLINE: Duration = Duration::from_secs(60);
-
-/// Kills the child when the test ends, however it ends.
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + DEADLINE;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} never listened on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn bytes(len: usize, seed: u64) -> Vec<u8> {
-    let mut state = seed | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state as u8
-        })
-        .collect()
-}
 
 /// `<dir>/album/{a.bin, sub/b.bin, c.txt}`: sizes not aligned to pieces so pieces span files.
 fn make_album(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let files = vec![
         (
             PathBuf::from("album/a.bin"),
-            bytes(5 * 1024 * 1024 + 777, 1),
+            content(5 * 1024 * 1024 + 777, 1),
         ),
         (
             PathBuf::from("album/sub/b.bin"),
-            bytes(3 * 1024 * 1024 + 12_345, 2),
+            content(3 * 1024 * 1024 + 12_345, 2),
         ),
-        (PathBuf::from("album/c.txt"), bytes(1000, 3)),
+        (PathBuf::from("album/c.txt"), content(1000, 3)),
     ];
     for (path, data) in &files {
         let path = dir.join(path);
@@ -83,33 +46,6 @@ fn mktorrent(content: &Path, out: &Path) -> Torrent {
         .expect("mktorrent is installed (tests/run.sh)");
     assert!(status.success());
     Torrent::from_bytes(&std::fs::read(out).unwrap()).unwrap()
-}
-
-fn aria2c(dir: &Path, port: u16, torrent: &Path, leecher: bool) -> Killed {
-    let mut command = Command::new("aria2c");
-    command
-        .arg(format!("--dir={}", dir.display()))
-        .arg(format!("--listen-port={port}"))
-        .args([
-            "--seed-ratio=0.0",
-            "--bt-seed-unverified=true",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-            "--bt-enable-lpd=false",
-            "--enable-peer-exchange=false",
-            "--bt-min-crypto-level=plain",
-            "--bt-exclude-tracker=*",
-            "--console-log-level=warn",
-            "--summary-interval=0",
-        ]);
-    if leecher {
-        command.args(["--seed-time=0", "--file-allocation=none"]);
-    }
-    command
-        .arg(torrent)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    Killed(command.spawn().expect("aria2c is installed (tests/run.sh)"))
 }
 
 fn assert_same_files(root: &Path, files: &[(PathBuf, Vec<u8>)]) {

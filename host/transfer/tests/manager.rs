@@ -115,6 +115,7 @@ fn add(torrent: &[u8], dir: &Path, seeder: &Engine, limits: Limits) -> AddTransf
         sequential: false,
         limits,
         paused: false,
+        seed_in_place: false,
     }
 }
 

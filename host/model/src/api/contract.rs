@@ -13,6 +13,7 @@ use super::mail::{self, *};
 use super::methods::{self as m, topics as t};
 use super::net::*;
 use super::social::*;
+use super::transfers::{self as tr, *};
 use super::{ErrorCode, Event, RpcError};
 use crate::resource::Resource;
 use crate::resource::api::{self as r, *};
@@ -249,6 +250,28 @@ methods! {
     SchemasList = r::SCHEMAS_LIST, NoParams => Vec<String>;
     /// A type's description: lineage, properties with `declaredBy`, children, metadata.
     SchemasDescribe = r::SCHEMAS_DESCRIBE, TypeParams => TypeDescription;
+    /// Adds a download from a .torrent (a path or its bytes in base64).
+    TransfersAdd = tr::TRANSFERS_ADD, AddParams => Transfer;
+    /// Every transfer, downloads and seeds.
+    TransfersList = tr::TRANSFERS_LIST, NoParams => Vec<Transfer>;
+    /// One transfer (`TransferNotFound` otherwise).
+    TransfersGet = tr::TRANSFERS_GET, TransferIdParams => Transfer;
+    /// Pauses a transfer (kept paused across restarts).
+    TransfersPause = tr::TRANSFERS_PAUSE, TransferIdParams => Transfer;
+    /// Resumes a paused or failed transfer from what is on disk.
+    TransfersResume = tr::TRANSFERS_RESUME, TransferIdParams => Transfer;
+    /// Stops and forgets a transfer, optionally deleting its downloaded files.
+    TransfersCancel = tr::TRANSFERS_CANCEL, CancelParams => TransferIdParams;
+    /// One transfer's upload and download limits.
+    TransfersSetLimits = tr::TRANSFERS_SET_LIMITS, SetLimitsParams => Transfer;
+    /// Who takes data from us, fastest first (the upload monitor).
+    TransfersUploads = tr::TRANSFERS_UPLOADS, NoParams => Vec<Upload>;
+    /// Shares a file from disk: makes its torrent and seeds it in place.
+    TransfersSeed = tr::TRANSFERS_SEED, SeedParams => SeedResult;
+    /// The global upload and download limits of every transfer together.
+    NetLimitsGet = tr::NET_LIMITS_GET, NoParams => Limits;
+    /// Sets the global limits (`null`: no limit); answers them.
+    NetLimitsSet = tr::NET_LIMITS_SET, Limits => Limits;
 }
 
 topics! {
@@ -290,6 +313,14 @@ topics! {
     ResourceChanged = r::topics::RESOURCE_CHANGED, ResourceChange;
     /// A list gained, lost or moved an item (`resources.subscribe` only).
     ListChanged = r::topics::LIST_CHANGED, ResourceChange;
+    /// A transfer was added.
+    TransferAdded = tr::topics::TRANSFER_ADDED, Transfer;
+    /// A running transfer's numbers (at most one per 250 ms per transfer).
+    TransferProgressTopic = tr::topics::TRANSFER_PROGRESS, ProgressEvent;
+    /// A transfer's state changed.
+    TransferChanged = tr::topics::TRANSFER_CHANGED, ChangedEvent;
+    /// A transfer was cancelled.
+    TransferRemoved = tr::topics::TRANSFER_REMOVED, TransferIdParams;
 }
 
 #[cfg(test)]
@@ -320,6 +351,7 @@ mod tests {
             .iter()
             .chain(r::METHODS)
             .chain(mail::METHODS)
+            .chain(tr::METHODS)
             .copied()
             .collect();
         let mut table = METHOD_NAMES.to_vec();

@@ -145,6 +145,22 @@ error_codes! {
     /// The address declined mail.
     MailDeclined = -32076, "declined",
         "the address asked for no mail from this hub, bounced, or was invited lately";
+    /// No transfer with that id.
+    TransferNotFound = -32050, "transfer not found", "no transfer with that id (`transfers.*`)";
+    /// The .torrent is not one.
+    BadTorrent = -32051, "bad torrent",
+        "the .torrent is malformed, unsafe (a file path leaving the download directory) or not base64; the message says which";
+    /// A source this build cannot fetch from.
+    UnsupportedSource = -32052, "unsupported source",
+        "`transfers.add` with a magnet link or a URL: give the .torrent file (not supported yet)";
+    /// The torrent is already a transfer.
+    TransferExists = -32053, "transfer exists", "the torrent is already added (the message names its id)";
+    /// A file to read cannot be read or shared.
+    Unreadable = -32054, "unreadable",
+        "the .torrent path or the file to seed cannot be read, is not a regular file, or is empty";
+    /// The transfer engine failed.
+    TransferFailed = -32055, "transfer failed",
+        "the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent";
 }
 
 impl ErrorCode {

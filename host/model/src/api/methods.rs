@@ -142,6 +142,10 @@ pub mod topics {
         CHAT_RECEIPT,
         CHAT_TYPING,
         CHAT_CHANGED,
+        crate::api::transfers::topics::TRANSFER_ADDED,
+        crate::api::transfers::topics::TRANSFER_PROGRESS,
+        crate::api::transfers::topics::TRANSFER_CHANGED,
+        crate::api::transfers::topics::TRANSFER_REMOVED,
     ];
 }
 

@@ -102,7 +102,7 @@ pub(super) async fn start_hub_with(exe: &Path, dir: &Path, extra: &[&str]) -> an
 
 pub(super) struct Node {
     pub(super) child: Child,
-    paths: NodePaths,
+    pub(super) paths: NodePaths,
     pub(super) api: ApiClient,
     peer_id: Value,
 }
@@ -118,6 +118,7 @@ pub(super) async fn start_node(
     // Demo nodes listen for peers on loopback only, and use the demo hub as home hub.
     let config = json!({
         "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
+        "transfers": {"listen": "127.0.0.1:0"},
         "hub": {"peer_id": hub.peer_id, "addresses": [format!("quic://{}", hub.quic), format!("tcp://{}", hub.tcp)]},
     });
     std::fs::write(paths.config(), config.to_string())?;
@@ -176,7 +177,7 @@ pub(super) async fn start_node(
     })
 }
 
-async fn wait_event(
+pub(super) async fn wait_event(
     api: &ApiClient,
     topic: &str,
     check: impl Fn(&Value) -> bool,
@@ -475,6 +476,7 @@ async fn demo() -> anyhow::Result<()> {
         };
         println!("        {who}: {}", msg["body"].as_str().unwrap_or(""));
     }
+    super::demo_transfers::run(&alice, &bob).await?;
     let mut bob = bob;
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
     step("bob exit", async { Ok(bob.child.wait().await?) }).await?;

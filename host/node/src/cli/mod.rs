@@ -3,8 +3,10 @@
 pub mod demo;
 mod demo_mail;
 pub mod mail;
+pub mod demo_transfers;
 pub mod resource;
 pub mod social;
+pub mod transfers;
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};

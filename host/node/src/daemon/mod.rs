@@ -5,7 +5,7 @@
 //! of the API is), [`router`] (the method table built from each area's `AREA`), [`client`]
 //! (what the daemon knows of one client), [`session`] (serving one client: frames, requests,
 //! events), [`rpc`] (params, results and errors shared by the areas). The areas are folders
-//! of the crate: `core`, `net`, `hub`, `social`, `resources`.
+//! of the crate: `core`, `net`, `hub`, `social`, `resources`, `transfers`.
 
 pub mod area;
 pub mod client;
@@ -80,6 +80,7 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             Some(log),
             started,
         ));
+        crate::transfers::start(&daemon, &config.transfers).await;
         if let Some(key) = unlocked {
             crate::net::go_online(&daemon, key).await;
         }
@@ -100,6 +101,7 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             detach_stdio()?;
         }
         serve(listener, daemon.clone()).await;
+        crate::transfers::stop(&daemon).await;
         let _ = std::fs::remove_file(&paths.socket);
         allpeers_log::flesh!("daemon stopped");
         anyhow::Ok(())

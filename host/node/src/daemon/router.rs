@@ -24,6 +24,7 @@ pub const AREAS: &[&Area] = &[
     &crate::social::AREA,
     &crate::resources::AREA,
     &crate::mail::AREA,
+    &crate::transfers::AREA,
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Area>> = LazyLock::new(|| {

@@ -41,6 +41,8 @@ pub struct Daemon {
     pub social: Social,
     /// Contacts already told by e-mail that messages wait for them.
     pub mail: crate::mail::state::MailState,
+    /// The download manager once started, or why it did not start.
+    pub transfers: OnceLock<Result<crate::transfers::state::Transfers, String>>,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -70,6 +72,7 @@ impl Daemon {
             shutdown: CancellationToken::new(),
             social: Social::new(&identity_peer),
             mail: crate::mail::state::MailState::default(),
+            transfers: OnceLock::new(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }

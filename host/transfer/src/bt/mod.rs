@@ -1,6 +1,7 @@
 //! BitTorrent: metainfo, the peer wire, trackers, and the session that drives the swarm core.
 
 pub mod bencode_guard;
+pub mod create;
 pub mod engine;
 pub mod metainfo;
 pub mod peer;

@@ -1,0 +1,258 @@
+//! The `transfers.*` and `net.limits.*` methods over the download manager.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use allpeers_model::api::contract::{self as c, NoParams, parse_params};
+use allpeers_model::api::transfers::{
+    self as t, AddParams, CancelParams, SeedParams, SeedResult, SetLimitsParams, TransferIdParams,
+};
+use allpeers_model::api::{ErrorCode, RpcError};
+use allpeers_transfer::bt::create::create_torrent;
+use allpeers_transfer::bt::metainfo::{MAX_TORRENT_LEN, Torrent};
+use allpeers_transfer::manager::{AddTransfer, TransferId};
+use allpeers_transfer::throttle::Limits;
+use base64::Engine as _;
+use serde_json::Value;
+
+use super::convert::{self, Source};
+use super::state::Transfers;
+use crate::daemon::area::Area;
+use crate::daemon::rpc::to_value;
+use crate::daemon::state::Daemon;
+
+pub const AREA: Area = Area {
+    name: "transfers",
+    methods: t::METHODS,
+    handle: |call| Box::pin(handle(call.daemon, call.method, call.params)),
+    // Both read a file and hash or verify it: a large file takes seconds.
+    slow: &[t::TRANSFERS_ADD, t::TRANSFERS_SEED],
+};
+
+async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Value, RpcError> {
+    let transfers = match daemon.transfers.get() {
+        Some(Ok(transfers)) => transfers,
+        Some(Err(why)) => {
+            return Err(RpcError::new(
+                ErrorCode::TransferFailed,
+                format!("the transfers engine did not start: {why}"),
+            ));
+        }
+        None => {
+            return Err(RpcError::new(
+                ErrorCode::TransferFailed,
+                "the transfers engine is still starting",
+            ));
+        }
+    };
+    match method {
+        t::TRANSFERS_ADD => Ok(to_value(
+            add(transfers, parse_params::<c::TransfersAdd>(params)?).await?,
+        )),
+        t::TRANSFERS_LIST => {
+            parse_params::<c::TransfersList>(params)?;
+            let list: Vec<t::Transfer> = transfers
+                .manager
+                .list()
+                .iter()
+                .map(convert::transfer)
+                .collect();
+            Ok(to_value(list))
+        }
+        t::TRANSFERS_GET => {
+            let TransferIdParams { id } = parse_params::<c::TransfersGet>(params)?;
+            Ok(to_value(get(transfers, id)?))
+        }
+        t::TRANSFERS_PAUSE => {
+            let TransferIdParams { id } = parse_params::<c::TransfersPause>(params)?;
+            transfers
+                .manager
+                .pause(id)
+                .await
+                .map_err(convert::manager_error)?;
+            Ok(to_value(get(transfers, id)?))
+        }
+        t::TRANSFERS_RESUME => {
+            let TransferIdParams { id } = parse_params::<c::TransfersResume>(params)?;
+            transfers
+                .manager
+                .resume(id)
+                .await
+                .map_err(convert::manager_error)?;
+            Ok(to_value(get(transfers, id)?))
+        }
+        t::TRANSFERS_CANCEL => {
+            let CancelParams { id, delete_files } = parse_params::<c::TransfersCancel>(params)?;
+            transfers
+                .manager
+                .cancel(id, delete_files)
+                .await
+                .map_err(convert::manager_error)?;
+            Ok(to_value(TransferIdParams { id }))
+        }
+        t::TRANSFERS_SET_LIMITS => {
+            let SetLimitsParams { id, limits } = parse_params::<c::TransfersSetLimits>(params)?;
+            transfers
+                .manager
+                .set_limits(Some(id), convert::limits_from_api(limits))
+                .map_err(convert::manager_error)?;
+            Ok(to_value(get(transfers, id)?))
+        }
+        t::TRANSFERS_UPLOADS => {
+            parse_params::<c::TransfersUploads>(params)?;
+            let uploads: Vec<t::Upload> = transfers
+                .manager
+                .uploads()
+                .iter()
+                .map(|(id, peer)| convert::upload(*id, peer))
+                .collect();
+            Ok(to_value(uploads))
+        }
+        t::TRANSFERS_SEED => Ok(to_value(
+            seed(transfers, parse_params::<c::TransfersSeed>(params)?).await?,
+        )),
+        t::NET_LIMITS_GET => {
+            let NoParams {} = parse_params::<c::NetLimitsGet>(params)?;
+            Ok(to_value(convert::limits_to_api(
+                transfers.manager.engine().global_limits(),
+            )))
+        }
+        t::NET_LIMITS_SET => {
+            let limits = convert::limits_from_api(parse_params::<c::NetLimitsSet>(params)?);
+            transfers
+                .manager
+                .set_limits(None, limits)
+                .map_err(convert::manager_error)?;
+            allpeers_log::flesh!(down = ?limits.down, up = ?limits.up, "transfers: global limits set");
+            Ok(to_value(convert::limits_to_api(limits)))
+        }
+        other => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("unknown method \"{other}\""),
+        )),
+    }
+}
+
+fn get(transfers: &Transfers, id: TransferId) -> Result<t::Transfer, RpcError> {
+    transfers
+        .manager
+        .get(id)
+        .map(|info| convert::transfer(&info))
+        .ok_or_else(|| convert::not_found(id))
+}
+
+fn absolute(path: &str, field: &str) -> Result<PathBuf, RpcError> {
+    let path = PathBuf::from(path);
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(RpcError::new(
+            ErrorCode::InvalidParams,
+            format!("`{field}` must be an absolute path"),
+        ))
+    }
+}
+
+/// Reads a .torrent the daemon can see, refusing anything larger than a torrent can be before reading it.
+async fn read_torrent(path: &Path) -> Result<Vec<u8>, RpcError> {
+    let unreadable = |e: std::io::Error| {
+        RpcError::new(ErrorCode::Unreadable, format!("{}: {e}", path.display()))
+    };
+    let len = tokio::fs::metadata(path).await.map_err(unreadable)?.len();
+    if len > MAX_TORRENT_LEN as u64 {
+        return Err(RpcError::new(
+            ErrorCode::BadTorrent,
+            format!(
+                "{} is {len} bytes: larger than any torrent ({MAX_TORRENT_LEN})",
+                path.display()
+            ),
+        ));
+    }
+    tokio::fs::read(path).await.map_err(unreadable)
+}
+
+/// The transfer already made of this torrent, as an error naming it.
+fn exists(transfers: &Transfers, torrent: &Torrent) -> Option<t::Transfer> {
+    transfers
+        .manager
+        .list()
+        .iter()
+        .find(|info| info.info_hash == torrent.info_hash)
+        .map(convert::transfer)
+}
+
+async fn add(transfers: &Transfers, params: AddParams) -> Result<t::Transfer, RpcError> {
+    let bytes = match convert::source(&params.torrent)? {
+        Source::Path(path) => read_torrent(&path).await?,
+        Source::Bytes(bytes) => bytes,
+    };
+    let torrent = Torrent::from_bytes(&bytes)
+        .map_err(|e| RpcError::new(ErrorCode::BadTorrent, e.to_string()))?;
+    if let Some(existing) = exists(transfers, &torrent) {
+        return Err(RpcError::new(
+            ErrorCode::TransferExists,
+            format!("{} is already transfer {}", existing.name, existing.id),
+        ));
+    }
+    let dir = match &params.dir {
+        Some(dir) => absolute(dir, "dir")?,
+        None => transfers.downloads.clone(),
+    };
+    let id = transfers
+        .manager
+        .add(AddTransfer {
+            torrent: bytes,
+            dir,
+            peers: params.peers,
+            priority: params.priority,
+            sequential: params.sequential,
+            limits: Limits::default(),
+            paused: params.paused,
+            seed_in_place: false,
+        })
+        .await
+        .map_err(convert::manager_error)?;
+    allpeers_log::flesh!(id, name = %torrent.name, "transfers: added");
+    get(transfers, id)
+}
+
+/// Makes the file's torrent (hashing it once on the blocking pool) and seeds it in place. Sharing the same file
+/// again answers the transfer that already seeds it.
+async fn seed(transfers: &Transfers, params: SeedParams) -> Result<SeedResult, RpcError> {
+    let path = absolute(&params.path, "path")?;
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .ok_or_else(|| RpcError::new(ErrorCode::InvalidParams, "`path` names no file"))?;
+    let trackers = params.trackers.clone();
+    let (bytes, torrent) = tokio::task::spawn_blocking(move || create_torrent(&path, &trackers))
+        .await
+        .map_err(crate::daemon::rpc::internal)?
+        .map_err(convert::create_error)?;
+    let transfer = match exists(transfers, &torrent) {
+        Some(existing) => existing,
+        None => {
+            let id = transfers
+                .manager
+                .add(AddTransfer {
+                    torrent: bytes.clone(),
+                    dir,
+                    peers: params.peers,
+                    priority: 0,
+                    sequential: false,
+                    limits: Limits::default(),
+                    paused: false,
+                    seed_in_place: true,
+                })
+                .await
+                .map_err(convert::manager_error)?;
+            allpeers_log::flesh!(id, name = %torrent.name, "transfers: seeding in place");
+            get(transfers, id)?
+        }
+    };
+    Ok(SeedResult {
+        transfer,
+        torrent: base64::engine::general_purpose::STANDARD.encode(&bytes),
+        listen: transfers.manager.engine().listen_addr(),
+    })
+}

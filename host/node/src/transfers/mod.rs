@@ -1,0 +1,75 @@
+//! The `transfers` area: downloads and uploads through the transfer crate's download manager (BitTorrent for now).
+//!
+//! * [`convert`] — domain rules with no I/O: the engine's types to the API's and back, where a `.torrent` comes
+//!   from (a path, base64, or a source we refuse), errors to the area's codes, and which progress events go out.
+//! * [`api`] — the `transfers.*` and `net.limits.*` methods ([`AREA`]).
+//! * [`state`] — the running manager, as the daemon holds it.
+//! * here — the daemon's glue: the manager started with the daemon (restoring and resuming the persisted
+//!   transfers), its events forwarded to the bus, and stopped with the daemon.
+
+pub mod api;
+pub mod convert;
+pub mod state;
+
+use std::sync::Arc;
+
+use allpeers_transfer::bt::engine::EngineConfig;
+use allpeers_transfer::manager::{Manager, ManagerConfig, TransferEvent};
+use allpeers_transfer::throttle::Limits;
+
+pub use api::AREA;
+pub use state::Transfers;
+
+use crate::config::TransfersSection;
+use crate::daemon::state::Daemon;
+
+/// Starts the manager (which resumes the transfers it persisted) and forwards its events; a failure (the port is
+/// taken, the state dir unreadable) is logged and kept for the area's answers, and the daemon runs on without it.
+pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
+    let mut engine = EngineConfig::new(config.listen, daemon.paths.transfers());
+    engine.space_limit = config.space_limit;
+    engine.use_trackers = config.use_trackers;
+    let mut manager_config = ManagerConfig::new(engine);
+    manager_config.max_active = config.max_active.max(1);
+    let result = match Manager::start(manager_config).await {
+        Ok(manager) => {
+            manager
+                .set_limits(
+                    None,
+                    Limits {
+                        down: config.down_limit,
+                        up: config.up_limit,
+                    },
+                )
+                .expect("global limits need no transfer");
+            let mut gate = convert::EventGate::default();
+            daemon.forward_events(manager.subscribe(), move |_, event: TransferEvent| {
+                gate.pass(event)
+            });
+            allpeers_log::flesh!(
+                listen = %manager.engine().listen_addr(),
+                transfers = manager.list().len(),
+                "transfers: manager started"
+            );
+            Ok(Transfers {
+                manager,
+                downloads: config
+                    .download_dir
+                    .clone()
+                    .unwrap_or_else(|| daemon.paths.downloads()),
+            })
+        }
+        Err(error) => {
+            allpeers_log::skin!(%error, "transfers: the manager did not start");
+            Err(error.to_string())
+        }
+    };
+    let _ = daemon.transfers.set(result);
+}
+
+/// Stops every transfer cleanly; their data and journals stay, so the next start resumes them.
+pub async fn stop(daemon: &Daemon) {
+    if let Some(Ok(transfers)) = daemon.transfers.get() {
+        transfers.manager.shutdown().await;
+    }
+}

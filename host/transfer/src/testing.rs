@@ -1,0 +1,88 @@
+//! Fixtures for tests that run real BitTorrent clients on loopback (feature `testing`): this crate's interop tests and
+//! the node's end-to-end tests share them. Needs `aria2c` on the path (installed by tests/run.sh).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a client may take to start listening: it starts in well under a second on loopback.
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// Kills the child when the test ends, however it ends.
+pub struct Killed(pub Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on loopback right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// Blocks until something accepts on `127.0.0.1:port`; panics past [`START_DEADLINE`].
+pub fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + START_DEADLINE;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} never listened on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `len` reproducible pseudo-random bytes (xorshift from `seed`): incompressible, and different per seed.
+pub fn content(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as u8
+        })
+        .collect()
+}
+
+/// aria2c on `port` with only the peers it is given (no DHT, LPD, PEX or trackers) and plain connections: a
+/// seeder of `torrent` from `dir`, or a leecher into `dir` that exits 0 once it has every byte verified.
+pub fn aria2c(dir: &Path, port: u16, torrent: &Path, leecher: bool) -> Killed {
+    let mut command = Command::new("aria2c");
+    command
+        .arg(format!("--dir={}", dir.display()))
+        .arg(format!("--listen-port={port}"))
+        .args([
+            "--seed-ratio=0.0",
+            "--bt-seed-unverified=true",
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--bt-min-crypto-level=plain",
+            "--bt-exclude-tracker=*",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+        ]);
+    if leecher {
+        command.args(["--seed-time=0", "--file-allocation=none"]);
+    }
+    command
+        .arg(torrent)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    Killed(command.spawn().expect("aria2c is installed (tests/run.sh)"))
+}
+
+/// An aria2c seeder of the file `dir/<name>` described by `torrent`, listening on a free port once this returns.
+pub fn aria2c_seeder(dir: &Path, torrent: &Path) -> (Killed, u16) {
+    let port = free_port();
+    let seeder = aria2c(dir, port, torrent, false);
+    wait_for_port(port, "aria2c");
+    (seeder, port)
+}

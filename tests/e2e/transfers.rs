@@ -1,0 +1,321 @@
+//! Downloads and uploads through real `allpeers daemon` processes on loopback: a download from a real aria2c seeder
+//! is paused, survives a daemon restart and resumes to the exact bytes (fetching only what was missing); bad
+//! torrents and unsupported sources get the area's codes and the daemon lives on; one daemon seeds a file in place
+//! (`allpeers seed`) and another downloads it with `allpeers get`.
+
+use std::path::Path;
+use std::time::Duration;
+
+use allpeers_tests::social::{Client, wait_event};
+use allpeers_tests::*;
+use allpeers_transfer::bt::create::create_torrent;
+use allpeers_transfer::testing::{aria2c_seeder, content};
+use base64::Engine as _;
+use serde_json::{Value, json};
+
+/// Not a multiple of the piece length, so the last piece is short.
+const FILE_LEN: usize = 8 * 1024 * 1024 + 4321;
+/// A whole test's budget (each finishes in a few seconds on loopback).
+const DEADLINE: Duration = Duration::from_secs(60);
+/// The download's limit before the pause: 8 MiB take about 4 s, so the pause lands part-way.
+const SLOW: u64 = 2 * 1024 * 1024;
+const TOPICS: &[&str] = &["transfer.added", "transfer.progress", "transfer.changed"];
+
+/// Loopback only, and no trackers: peers are given directly.
+fn configure(data_dir: &Path) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let config = json!({
+        "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
+        "transfers": {"listen": "127.0.0.1:0", "use_trackers": false},
+    });
+    std::fs::write(data_dir.join("config.json"), config.to_string()).unwrap();
+}
+
+async fn ok(client: &mut Client, method: &str, params: Value) -> Value {
+    let response = client.call(method, params).await;
+    response
+        .result
+        .unwrap_or_else(|| panic!("{method}: {:?}", response.error))
+}
+
+async fn subscribed(daemon: &Daemon) -> Client {
+    let mut client = daemon.client("transfers-test").await;
+    ok(&mut client, "events.subscribe", json!({"topics": TOPICS})).await;
+    client
+}
+
+fn id_of(v: &Value) -> u64 {
+    v["id"].as_u64().expect("an id")
+}
+
+#[tokio::test]
+async fn a_download_from_aria2c_pauses_survives_a_restart_and_resumes_exactly() {
+    tokio::time::timeout(DEADLINE, async {
+        let work = tempfile::tempdir().unwrap();
+        let source = work.path().join("source");
+        std::fs::create_dir_all(&source).unwrap();
+        let data = content(FILE_LEN, 7);
+        std::fs::write(source.join("movie.bin"), &data).unwrap();
+        let (torrent, _) = create_torrent(&source.join("movie.bin"), &[]).unwrap();
+        let torrent_path = work.path().join("movie.torrent");
+        std::fs::write(&torrent_path, &torrent).unwrap();
+        // Our torrent maker's output is accepted by a real client: aria2c seeds from it.
+        let (_seeder, port) = aria2c_seeder(&source, &torrent_path);
+
+        let node = work.path().join("node");
+        configure(&node);
+        let out = work.path().join("out");
+        let daemon = Daemon::start(&node).await;
+        let mut client = subscribed(&daemon).await;
+        ok(&mut client, "net.limits.set", json!({"down": SLOW})).await;
+        let added = ok(
+            &mut client,
+            "transfers.add",
+            json!({"torrent": torrent_path, "dir": out, "peers": [format!("127.0.0.1:{port}")]}),
+        )
+        .await;
+        let id = id_of(&added);
+        assert_eq!(added["progress"]["total_bytes"], FILE_LEN as u64);
+        assert_eq!(added["name"], "movie.bin");
+        let part = wait_event(&mut client, "transfer.progress", |d| {
+            d["id"] == id && d["progress"]["done_bytes"].as_u64() > Some(0)
+        })
+        .await;
+        let done_before = part["progress"]["done_bytes"].as_u64().unwrap();
+        assert!(done_before < FILE_LEN as u64, "paused part-way: {part}");
+        let paused = ok(&mut client, "transfers.pause", json!({"id": id})).await;
+        assert_eq!(paused["state"], "paused", "{paused}");
+        drop(client);
+        daemon.stop().await;
+
+        // The daemon comes back with the transfer still paused; resumed, it completes from its journal.
+        let daemon = Daemon::start(&node).await;
+        let mut client = subscribed(&daemon).await;
+        let list = ok(&mut client, "transfers.list", json!({})).await;
+        assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+        assert_eq!(list[0]["id"], id);
+        assert_eq!(list[0]["state"], "paused");
+        assert_eq!(
+            ok(&mut client, "net.limits.get", json!({})).await,
+            json!({"down": null, "up": null}),
+            "runtime limits last until the next start"
+        );
+        ok(&mut client, "transfers.resume", json!({"id": id})).await;
+        wait_event(&mut client, "transfer.changed", |d| {
+            d["id"] == id && d["state"] == "seeding"
+        })
+        .await;
+        let done = ok(&mut client, "transfers.get", json!({"id": id})).await;
+        assert_eq!(done["progress"]["done_bytes"], FILE_LEN as u64);
+        let fetched = done["progress"]["downloaded"].as_u64().unwrap();
+        assert!(
+            fetched <= (FILE_LEN as u64) - done_before,
+            "fetched {fetched} after the restart, but {done_before} were already on disk"
+        );
+        assert!(
+            std::fs::read(out.join("movie.bin")).unwrap() == data,
+            "the download differs from the source"
+        );
+        daemon.stop().await;
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+#[tokio::test]
+async fn bad_torrents_and_sources_get_clear_errors() {
+    tokio::time::timeout(DEADLINE, async {
+        let work = tempfile::tempdir().unwrap();
+        let node = work.path().join("node");
+        configure(&node);
+        let daemon = Daemon::start(&node).await;
+        let mut client = daemon.client("transfers-test").await;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let mut traversal =
+            b"d4:infod6:lengthi10e4:name2:..12:piece lengthi16384e6:pieces20:".to_vec();
+        traversal.extend_from_slice(&[0; 20]);
+        traversal.extend_from_slice(b"ee");
+        let cases: Vec<(&str, Value, i32, &str)> = vec![
+            (
+                "transfers.add",
+                json!({"torrent": b64(b"d4:infoi3ee")}),
+                -32051,
+                "malformed",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": b64(&traversal)}),
+                -32051,
+                "unsafe file path",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": "not base64!"}),
+                -32051,
+                "neither an absolute path nor base64",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"}),
+                -32052,
+                "magnet",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": "/nonexistent/x.torrent"}),
+                -32054,
+                "/nonexistent/x.torrent",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": b64(b"d4:infoi3ee"), "bogus": 1}),
+                -32602,
+                "bogus",
+            ),
+            ("transfers.get", json!({"id": 999}), -32050, "999"),
+            ("transfers.pause", json!({"id": 999}), -32050, "999"),
+            ("transfers.cancel", json!({"id": 999}), -32050, "999"),
+            (
+                "transfers.seed",
+                json!({"path": "/nonexistent/file"}),
+                -32054,
+                "/nonexistent/file",
+            ),
+            (
+                "transfers.seed",
+                json!({"path": "relative/file"}),
+                -32602,
+                "absolute",
+            ),
+        ];
+        for (method, params, code, says) in cases {
+            let response = client.call(method, params.clone()).await;
+            assert_eq!(error_code(&response), code, "{method} {params}");
+            let message = &response.error.as_ref().unwrap().message;
+            assert!(
+                message.contains(says),
+                "{method}: {message:?} should say {says:?}"
+            );
+        }
+        // Sharing a file twice is one transfer; adding its torrent again is refused, naming it.
+        let file = work.path().join("song.flac");
+        std::fs::write(&file, content(100_000, 3)).unwrap();
+        let first = ok(&mut client, "transfers.seed", json!({"path": file})).await;
+        let again = ok(&mut client, "transfers.seed", json!({"path": file})).await;
+        assert_eq!(first["transfer"]["id"], again["transfer"]["id"]);
+        assert_eq!(first["transfer"]["state"], "seeding", "{first}");
+        let duplicate = client
+            .call("transfers.add", json!({"torrent": first["torrent"]}))
+            .await;
+        assert_eq!(error_code(&duplicate), -32053);
+        // Cancelling a seed with delete_files never deletes the user's own file.
+        let id = id_of(&first["transfer"]);
+        ok(
+            &mut client,
+            "transfers.cancel",
+            json!({"id": id, "delete_files": true}),
+        )
+        .await;
+        assert!(file.exists(), "a file seeded in place was deleted");
+        assert_eq!(
+            ok(&mut client, "transfers.list", json!({})).await,
+            json!([])
+        );
+        daemon.stop().await;
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+#[tokio::test]
+async fn a_daemon_seeds_a_file_to_another_daemon_through_the_cli() {
+    tokio::time::timeout(DEADLINE, async {
+        let work = tempfile::tempdir().unwrap();
+        let (alice_dir, bob_dir) = (work.path().join("alice"), work.path().join("bob"));
+        configure(&alice_dir);
+        configure(&bob_dir);
+        let alice = Daemon::start(&alice_dir).await;
+        let bob = Daemon::start(&bob_dir).await;
+        let mut alice_client = subscribed(&alice).await;
+        let file = work.path().join("clip.bin");
+        let data = content(FILE_LEN, 11);
+        std::fs::write(&file, &data).unwrap();
+        let torrent = work.path().join("clip.torrent");
+
+        let seeded = timeout(
+            "allpeers seed",
+            allpeers(&alice_dir)
+                .arg("seed")
+                .arg(&file)
+                .arg("--torrent-out")
+                .arg(&torrent)
+                .output(),
+        )
+        .await
+        .unwrap();
+        let said = String::from_utf8_lossy(&seeded.stdout);
+        assert!(
+            seeded.status.success(),
+            "{said} {}",
+            String::from_utf8_lossy(&seeded.stderr)
+        );
+        assert!(said.contains("seeding clip.bin"), "{said}");
+        // Sharing the same file again answers the same transfer, and tells the port.
+        let again = ok(&mut alice_client, "transfers.seed", json!({"path": file})).await;
+        let port = again["listen"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .to_string();
+        let alice_id = id_of(&again["transfer"]);
+
+        let out = work.path().join("bob-out");
+        let got = timeout(
+            "allpeers get",
+            allpeers(&bob_dir)
+                .arg("get")
+                .arg(&torrent)
+                .arg("--dir")
+                .arg(&out)
+                .arg("--peer")
+                .arg(format!("127.0.0.1:{port}"))
+                .output(),
+        )
+        .await
+        .unwrap();
+        let said = String::from_utf8_lossy(&got.stdout);
+        assert!(
+            got.status.success(),
+            "{said} {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert!(said.contains("done: 8.0 MiB"), "{said}");
+        assert!(
+            std::fs::read(out.join("clip.bin")).unwrap() == data,
+            "bob's copy differs"
+        );
+
+        // Alice's upload monitor saw every byte go out.
+        wait_event(&mut alice_client, "transfer.progress", |d| {
+            d["id"] == alice_id && d["progress"]["uploaded"].as_u64() >= Some(FILE_LEN as u64)
+        })
+        .await;
+        let listed = timeout(
+            "allpeers transfers",
+            allpeers(&bob_dir).arg("transfers").output(),
+        )
+        .await
+        .unwrap();
+        let said = String::from_utf8_lossy(&listed.stdout);
+        assert!(
+            said.contains("seeding") && said.contains("clip.bin"),
+            "{said}"
+        );
+        alice.stop().await;
+        bob.stop().await;
+    })
+    .await
+    .expect("the test finished in time");
+}
