@@ -10,6 +10,7 @@ pub mod hub;
 pub mod identity;
 pub mod install;
 pub mod lock;
+pub mod media;
 pub mod native_host;
 pub mod net;
 pub mod paths;

@@ -104,6 +104,19 @@ enum Command {
     },
     /// Start a node in a temporary dir and walk through what it does
     Demo,
+    /// Catalog files and folders: type, metadata and thumbnails (allpeers add ~/Music -r)
+    Add {
+        #[arg(value_name = "PATH", required = true)]
+        files: Vec<PathBuf>,
+        /// Descend into sub-folders
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// What the catalog knows of a file: by path or resource id
+    Info { target: String },
+    /// One sandboxed media extraction worker on stdin/stdout (started by the daemon)
+    #[command(hide = true)]
+    MediaWorker,
 }
 
 fn main() -> ExitCode {
@@ -136,6 +149,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Demo = cli.command {
         return cli::demo::run();
     }
+    if let Command::MediaWorker = cli.command {
+        std::process::exit(allpeers_media::worker::run_stdio());
+    }
     let paths = NodePaths::resolve(cli.data_dir.as_deref())?;
     match cli.command {
         Command::Daemon {
@@ -165,6 +181,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Presence(command) => cli::social::presence(&paths, command),
         Command::Chat(command) => cli::social::chat(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
-        Command::Demo => unreachable!("handled above"),
+        Command::Add { files, recursive } => cli::media::add(&paths, &files, recursive, cli.json),
+        Command::Info { target } => cli::media::info(&paths, &target, cli.json),
+        Command::Demo | Command::MediaWorker => unreachable!("handled above"),
     }
 }

@@ -9,6 +9,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::media::{self, AddParams, AddResult, InfoParams, MediaProgress};
 use super::methods::{self as m, topics as t};
 use super::net::*;
 use super::social::*;
@@ -234,6 +235,10 @@ methods! {
     SchemasList = r::SCHEMAS_LIST, NoParams => Vec<String>;
     /// A type's description: lineage, properties with `declaredBy`, children, metadata.
     SchemasDescribe = r::SCHEMAS_DESCRIBE, TypeParams => TypeDescription;
+    /// Catalogues files and folders in the background (a job; `media.progress` reports on it).
+    MediaAdd = media::MEDIA_ADD, AddParams => AddResult;
+    /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.
+    MediaInfo = media::MEDIA_INFO, InfoParams => Resource;
 }
 
 topics! {
@@ -275,6 +280,8 @@ topics! {
     ResourceChanged = r::topics::RESOURCE_CHANGED, ResourceChange;
     /// A list gained, lost or moved an item (`resources.subscribe` only).
     ListChanged = r::topics::LIST_CHANGED, ResourceChange;
+    /// An indexing job advanced (a few times a second at most) or finished.
+    MediaProgressTopic = media::topics::MEDIA_PROGRESS, MediaProgress;
 }
 
 #[cfg(test)]
@@ -301,7 +308,12 @@ mod tests {
 
     #[test]
     fn the_table_holds_every_served_method_once() {
-        let mut served: Vec<&str> = m::METHODS.iter().chain(r::METHODS).copied().collect();
+        let mut served: Vec<&str> = m::METHODS
+            .iter()
+            .chain(r::METHODS)
+            .chain(media::METHODS)
+            .copied()
+            .collect();
         let mut table = METHOD_NAMES.to_vec();
         served.sort_unstable();
         table.sort_unstable();

@@ -2,7 +2,7 @@
 //!
 //! JSON-RPC's own codes, then AllPeers' application codes in blocks of ten per area: the
 //! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
-//! contacts and chat (`-32030…`). A new area takes the next block. `docs/api.md`'s error
+//! contacts and chat (`-32030…`), media (`-32060…`). A new area takes the next block. `docs/api.md`'s error
 //! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
 
 macro_rules! error_codes {
@@ -126,6 +126,14 @@ error_codes! {
     TooLarge = -32034, "too large", "a message, group title, request or status text over its limit";
     /// The peer refused the letter.
     RefusedByPeer = -32035, "refused by the peer", "the peer refused the letter (e.g. a contact request)";
+    /// `media.add`: a path does not exist or cannot be read.
+    MediaPathNotFound = -32060, "path not found",
+        "`media.add`: a path does not exist or cannot be read";
+    /// `media.info`: the path or id is not a catalogued file.
+    NotCatalogued = -32061, "not catalogued",
+        "`media.info`: the path or id is not a catalogued file (add it with `media.add`)";
+    /// Too many indexing jobs at once.
+    MediaBusy = -32062, "media busy", "`media.add`: too many indexing jobs run at once; retry when one finishes";
 }
 
 impl ErrorCode {

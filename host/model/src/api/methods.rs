@@ -120,6 +120,8 @@ pub mod topics {
     /// Sent to a client whose event queue overflowed: `data.dropped` events were lost.
     pub const EVENTS_DROPPED: &str = "events.dropped";
 
+    /// An indexing job advanced or finished (`media.add`).
+    pub use crate::api::media::topics::MEDIA_PROGRESS;
     /// A schema was registered or evolved (`schemas.register`).
     pub use crate::resource::api::topics::SCHEMA_CHANGED;
 
@@ -142,6 +144,7 @@ pub mod topics {
         CHAT_RECEIPT,
         CHAT_TYPING,
         CHAT_CHANGED,
+        MEDIA_PROGRESS,
     ];
 }
 

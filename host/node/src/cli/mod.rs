@@ -1,6 +1,8 @@
 //! The command line's commands over the local API.
 
 pub mod demo;
+mod demo_media;
+pub mod media;
 pub mod resource;
 pub mod social;
 

@@ -39,6 +39,8 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Contacts' presence, the clock and the outbox.
     pub social: Social,
+    /// The media catalog's worker pool and jobs.
+    pub media: crate::media::state::Media,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -67,6 +69,7 @@ impl Daemon {
             log,
             shutdown: CancellationToken::new(),
             social: Social::new(&identity_peer),
+            media: crate::media::state::Media::for_this_binary(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }
