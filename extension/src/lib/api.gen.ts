@@ -109,6 +109,10 @@ export interface Methods {
   "schemas.list": { params: NoParams; result: Array<string> };
   /** A type's description: lineage, properties with `declaredBy`, children, metadata. */
   "schemas.describe": { params: TypeParams; result: JsonValue };
+  /** Catalogues files and folders in the background (a job; `media.progress` reports on it). */
+  "media.add": { params: AddParams; result: AddResult };
+  /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
+  "media.info": { params: InfoParams; result: Resource };
 }
 
 export type MethodName = keyof Methods;
@@ -155,6 +159,8 @@ export interface Events {
   "resource.changed": ResourceChange;
   /** A list gained, lost or moved an item (`resources.subscribe` only). */
   "list.changed": ResourceChange;
+  /** An indexing job advanced (a few times a second at most) or finished. */
+  "media.progress": MediaProgress;
 }
 
 export type TopicName = keyof Events;
@@ -221,6 +227,12 @@ export const ErrorCode = {
   TooLarge: -32034,
   /** refused by the peer: the peer refused the letter (e.g. a contact request) */
   RefusedByPeer: -32035,
+  /** path not found: `media.add`: a path does not exist or cannot be read */
+  MediaPathNotFound: -32060,
+  /** not catalogued: `media.info`: the path or id is not a catalogued file (add it with `media.add`) */
+  NotCatalogued: -32061,
+  /** media busy: `media.add`: too many indexing jobs run at once; retry when one finishes */
+  MediaBusy: -32062,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -233,6 +245,23 @@ export type AddContactParams = {
   who: string;
   /** A note to the peer (≤ 512 bytes). */
   message?: string;
+};
+
+/**
+ * `media.add`'s params.
+ */
+export type AddParams = {
+  /** Absolute paths of files and folders. */
+  paths: Array<string>;
+  /** Descend into sub-folders (otherwise a folder's own files only). */
+  recursive?: boolean;
+};
+
+/**
+ * `media.add`'s result: the job that indexes in the background.
+ */
+export type AddResult = {
+  job: number;
 };
 
 /**
@@ -553,6 +582,14 @@ export type IdentityInfo = {
 };
 
 /**
+ * `media.info`'s params: exactly one of `path` (absolute) and `id`.
+ */
+export type InfoParams = {
+  path?: string;
+  id?: string;
+};
+
+/**
  * `contacts.invite`'s result.
  */
 export type Invite = {
@@ -626,6 +663,42 @@ export type LogSetParams = {
  * How the NAT maps an internal address to external ones (RFC 4787 / RFC 5780 §4.3).
  */
 export type Mapping = "none" | "endpoint-independent" | "address-dependent" | "address-and-port-dependent" | "unknown";
+
+/**
+ * `media.progress`: a job's progress, at most a few times a second, and once when it ends
+ * (`finished`, with its `summary`).
+ */
+export type MediaProgress = {
+  job: number;
+  /** Files handled so far. */
+  done: number;
+  /** Files found (grows while folders are walked). */
+  total: number;
+  /** The file handled last. */
+  current: string | null;
+  finished: boolean;
+  /** Set once the job has finished. */
+  summary: MediaSummary | null;
+};
+
+/**
+ * What a finished job did.
+ */
+export type MediaSummary = {
+  /** Files seen for the first time. */
+  added: number;
+  /** Files whose size or modification time changed: described again. */
+  updated: number;
+  /** Files unchanged since the last time: skipped. */
+  unchanged: number;
+  /** Catalogued files no longer on disk: marked `missing`. */
+  missing: number;
+  /**
+   * Files that could not be described (also counted as added or updated): catalogued
+   * as plain Files with an `error` in their local metadata.
+   */
+  failed: number;
+};
 
 /**
  * A message: a Message resource (`m:<sender>:<id>`) as the API shows it.
