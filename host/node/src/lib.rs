@@ -11,6 +11,7 @@ pub mod identity;
 pub mod install;
 pub mod lock;
 pub mod mail;
+pub mod media;
 pub mod native_host;
 pub mod net;
 pub mod paths;

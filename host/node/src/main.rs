@@ -119,6 +119,19 @@ enum Command {
     },
     /// Start a node in a temporary dir and walk through what it does
     Demo,
+    /// Catalog files and folders: type, metadata and thumbnails (allpeers add ~/Music -r)
+    Add {
+        #[arg(value_name = "PATH", required = true)]
+        files: Vec<PathBuf>,
+        /// Descend into sub-folders
+        #[arg(short, long)]
+        recursive: bool,
+    },
+    /// What the catalog knows of a file: by path or resource id
+    Info { target: String },
+    /// One sandboxed media extraction worker on stdin/stdout (started by the daemon)
+    #[command(hide = true)]
+    MediaWorker,
 }
 
 fn main() -> ExitCode {
@@ -150,6 +163,9 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     if let Command::Demo = cli.command {
         return cli::demo::run();
+    }
+    if let Command::MediaWorker = cli.command {
+        std::process::exit(allpeers_media::worker::run_stdio());
     }
     let paths = NodePaths::resolve(cli.data_dir.as_deref())?;
     match cli.command {
@@ -184,6 +200,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Transfers { command } => cli::transfers::transfers(&paths, command, cli.json),
         Command::Seed(args) => cli::transfers::seed(&paths, args, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
-        Command::Demo => unreachable!("handled above"),
+        Command::Add { files, recursive } => cli::media::add(&paths, &files, recursive, cli.json),
+        Command::Info { target } => cli::media::info(&paths, &target, cli.json),
+        Command::Demo | Command::MediaWorker => unreachable!("handled above"),
     }
 }

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::mail::{self, *};
+use super::media::{self, MediaProgress};
 use super::methods::{self as m, topics as t};
 use super::net::*;
 use super::social::*;
@@ -272,6 +273,10 @@ methods! {
     NetLimitsGet = tr::NET_LIMITS_GET, NoParams => Limits;
     /// Sets the global limits (`null`: no limit); answers them.
     NetLimitsSet = tr::NET_LIMITS_SET, Limits => Limits;
+    /// Catalogues files and folders in the background (a job; `media.progress` reports on it).
+    MediaAdd = media::MEDIA_ADD, media::AddParams => media::AddResult;
+    /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.
+    MediaInfo = media::MEDIA_INFO, media::InfoParams => Resource;
 }
 
 topics! {
@@ -321,6 +326,8 @@ topics! {
     TransferChanged = tr::topics::TRANSFER_CHANGED, ChangedEvent;
     /// A transfer was cancelled.
     TransferRemoved = tr::topics::TRANSFER_REMOVED, TransferIdParams;
+    /// An indexing job advanced (a few times a second at most) or finished.
+    MediaProgressTopic = media::topics::MEDIA_PROGRESS, MediaProgress;
 }
 
 #[cfg(test)]
@@ -352,6 +359,7 @@ mod tests {
             .chain(r::METHODS)
             .chain(mail::METHODS)
             .chain(tr::METHODS)
+            .chain(media::METHODS)
             .copied()
             .collect();
         let mut table = METHOD_NAMES.to_vec();

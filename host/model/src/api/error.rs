@@ -2,7 +2,7 @@
 //!
 //! JSON-RPC's own codes, then AllPeers' application codes in blocks of ten per area: the
 //! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
-//! contacts and chat (`-32030…`). A new area takes the next block. `docs/api.md`'s error
+//! contacts and chat (`-32030…`), media (`-32060…`). A new area takes the next block. `docs/api.md`'s error
 //! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
 
 macro_rules! error_codes {
@@ -161,6 +161,14 @@ error_codes! {
     /// The transfer engine failed.
     TransferFailed = -32055, "transfer failed",
         "the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent";
+    /// `media.add`: a path does not exist or cannot be read.
+    MediaPathNotFound = -32060, "path not found",
+        "`media.add`: a path does not exist or cannot be read";
+    /// `media.info`: the path or id is not a catalogued file.
+    NotCatalogued = -32061, "not catalogued",
+        "`media.info`: the path or id is not a catalogued file (add it with `media.add`)";
+    /// Too many indexing jobs at once.
+    MediaBusy = -32062, "media busy", "`media.add`: too many indexing jobs run at once; retry when one finishes";
 }
 
 impl ErrorCode {

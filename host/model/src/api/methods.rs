@@ -120,6 +120,8 @@ pub mod topics {
     /// Sent to a client whose event queue overflowed: `data.dropped` events were lost.
     pub const EVENTS_DROPPED: &str = "events.dropped";
 
+    /// An indexing job advanced or finished (`media.add`).
+    pub use crate::api::media::topics::MEDIA_PROGRESS;
     /// A schema was registered or evolved (`schemas.register`).
     pub use crate::resource::api::topics::SCHEMA_CHANGED;
 
@@ -146,6 +148,7 @@ pub mod topics {
         crate::api::transfers::topics::TRANSFER_PROGRESS,
         crate::api::transfers::topics::TRANSFER_CHANGED,
         crate::api::transfers::topics::TRANSFER_REMOVED,
+        MEDIA_PROGRESS,
     ];
 }
 

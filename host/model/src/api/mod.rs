@@ -5,7 +5,8 @@
 //! - [`contract`]: every method (name, params type, result type) and every event topic
 //!   (name, data type), as the [`contract::Method`] / [`contract::Topic`] table.
 //! - [`error`]: the one table of error codes ([`ErrorCode`], `i32`).
-//! - [`methods`], [`net`], [`social`], [`mail`], [`transfers`] (and `crate::resource::api`): the names and the
+//! - [`methods`], [`net`], [`social`], [`mail`], [`transfers`], [`media`] (and
+//!   `crate::resource::api`): the names and the
 //!   params, results and event payloads of each area.
 //! - [`message`], [`frame`], [`chunk`]: JSON-RPC envelopes, framing, chunking.
 //! - `typescript` (feature `ts`): renders `extension/src/lib/api.gen.ts` from the contract.
@@ -21,6 +22,7 @@ pub mod contract;
 pub mod error;
 pub mod frame;
 pub mod mail;
+pub mod media;
 pub mod message;
 pub mod methods;
 pub mod net;

@@ -39,7 +39,7 @@ fn builtins_load() {
         r.prop("Image", "width")
             .is_some_and(|(_, p)| p.indexed && p.datatype == DataType::Integer)
     );
-    assert_eq!(r.meta_props("Image").len(), 3);
+    assert_eq!(r.meta_props("Image").len(), 6);
     let sub: Vec<_> = r.subtypes("File").iter().map(|t| t.name.clone()).collect();
     assert_eq!(sub.len(), 5);
     assert!(r.get("Receipt").is_some_and(|t| t.anonymous));
@@ -54,7 +54,7 @@ fn app_type_registers() {
         .unwrap();
     assert_eq!(names, ["Photo"]);
     assert!(r.is_a("Photo", "File"));
-    assert_eq!(r.all_props("Photo").len(), 4 + 4 + 6 + 1);
+    assert_eq!(r.all_props("Photo").len(), 4 + 4 + 10 + 1);
 }
 
 fn refused(file_text: &str) -> SchemaError {

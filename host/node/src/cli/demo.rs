@@ -412,6 +412,8 @@ async fn demo() -> anyhow::Result<()> {
         files["resources"].as_array().map(Vec::len).unwrap_or(0)
     );
 
+    super::demo_media::run(&alice.api, &dir.path().join("media")).await?;
+
     println!("\n[8/9] A browser opens alice's sidebar: it starts the native-messaging host");
     browser_round_trips(&exe, &alice.paths, &alice.api).await?;
 

@@ -4,6 +4,8 @@ pub mod demo;
 mod demo_mail;
 pub mod mail;
 pub mod demo_transfers;
+mod demo_media;
+pub mod media;
 pub mod resource;
 pub mod social;
 pub mod transfers;

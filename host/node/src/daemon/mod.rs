@@ -5,7 +5,7 @@
 //! of the API is), [`router`] (the method table built from each area's `AREA`), [`client`]
 //! (what the daemon knows of one client), [`session`] (serving one client: frames, requests,
 //! events), [`rpc`] (params, results and errors shared by the areas). The areas are folders
-//! of the crate: `core`, `net`, `hub`, `social`, `resources`, `transfers`.
+//! of the crate: `core`, `net`, `hub`, `social`, `resources`, `mail`, `transfers`, `media`.
 
 pub mod area;
 pub mod client;

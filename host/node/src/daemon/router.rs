@@ -25,6 +25,7 @@ pub const AREAS: &[&Area] = &[
     &crate::resources::AREA,
     &crate::mail::AREA,
     &crate::transfers::AREA,
+    &crate::media::AREA,
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Area>> = LazyLock::new(|| {

@@ -43,6 +43,8 @@ pub struct Daemon {
     pub mail: crate::mail::state::MailState,
     /// The download manager once started, or why it did not start.
     pub transfers: OnceLock<Result<crate::transfers::state::Transfers, String>>,
+    /// The media catalog's worker pool and jobs.
+    pub media: crate::media::state::Media,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -73,6 +75,7 @@ impl Daemon {
             social: Social::new(&identity_peer),
             mail: crate::mail::state::MailState::default(),
             transfers: OnceLock::new(),
+            media: crate::media::state::Media::for_this_binary(),
             events: broadcast::channel(EVENT_BACKLOG).0,
             clients: AtomicUsize::new(0),
         }

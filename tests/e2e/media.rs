@@ -1,0 +1,321 @@
+//! The media catalog through a real daemon: a folder of real files made at test time by
+//! ffmpeg, sox, ImageMagick and exiv2 is indexed in the background by the daemon's own
+//! binary in worker mode; `media.info` shows what each encoder was told; adding the folder
+//! again skips every file; a changed file is described again and a deleted one marked
+//! missing; a corrupt file gets an error and the rest go on. The CLI's `add` and `info` too.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+use allpeers_tests::*;
+use serde_json::{Value, json};
+
+type Client = RawClient<tokio::net::unix::OwnedReadHalf, tokio::net::unix::OwnedWriteHalf>;
+
+fn run(program: &str, args: &[&str]) {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program} is needed (tests/run.sh installs it): {e}"));
+    assert!(
+        out.status.success(),
+        "{program} {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ffmpeg(args: &[&str], out: &Path) {
+    let mut all = vec!["-hide_banner", "-loglevel", "error", "-y"];
+    all.extend_from_slice(args);
+    all.push(out.to_str().unwrap());
+    run("ffmpeg", &all);
+}
+
+/// The folder: what each file is, as its encoder was told.
+#[rustfmt::skip]
+fn make_library(dir: &Path) {
+    std::fs::create_dir_all(dir.join("photos")).unwrap();
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "3", "-ac", "2",
+            "-c:a", "libmp3lame", "-b:a", "128k",
+            "-metadata", "title=Test Tone", "-metadata", "artist=AllPeers",
+            "-metadata", "album=Fixtures", "-metadata", "track=7", "-metadata", "date=2021",
+        ],
+        &dir.join("song.mp3"),
+    );
+    // VBR without a Xing frame: the header gives an estimate, a packet scan the figure.
+    std::fs::create_dir_all(dir.join("music")).unwrap();
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "4", "-ac", "2",
+            "-c:a", "libmp3lame", "-q:a", "6", "-write_xing", "0",
+        ],
+        &dir.join("music/noxing.mp3"),
+    );
+    run(
+        "sox",
+        &["-n", "-r", "48000", "-c", "1", dir.join("tone.flac").to_str().unwrap(), "synth", "2", "sine", "440"],
+    );
+    let photo = dir.join("photos/beach.jpg");
+    run(
+        "convert",
+        &["-size", "320x240", "gradient:red-blue", "-quality", "90", &format!("jpg:{}", photo.display())],
+    );
+    run(
+        "exiv2",
+        &[
+            "-M", "set Exif.Photo.DateTimeOriginal 2024:05:17 10:30:00",
+            "-M", "set Exif.Image.Make Canon",
+            "-M", "set Exif.Image.Model Canon EOS 5D",
+            "-M", "set Exif.Image.Orientation 6",
+            photo.to_str().unwrap(),
+        ],
+    );
+    ffmpeg(
+        &[
+            "-f", "lavfi", "-i", "testsrc=size=160x120:rate=25", "-t", "1",
+            "-c:v", "libx264", "-preset", "ultrafast",
+            "-metadata", "creation_time=2024-05-17T10:30:00Z",
+        ],
+        &dir.join("clip.mp4"),
+    );
+    std::fs::write(dir.join("notes.txt"), "one\ntwo\nthree\n").unwrap();
+    // A PNG by its magic bytes, garbage after: the decoder refuses it.
+    let mut broken = b"\x89PNG\r\n\x1a\n".to_vec();
+    broken.extend(std::iter::repeat_n(0xAB, 200));
+    std::fs::write(dir.join("photos/broken.png"), broken).unwrap();
+}
+
+/// Adds `paths` and waits for the job's last `media.progress`; answers its summary and how
+/// many progress events came before it.
+async fn add(client: &mut Client, paths: Value) -> (Value, usize) {
+    let response = client
+        .call("media.add", json!({"paths": paths, "recursive": true}))
+        .await;
+    let job = response.result.expect("media.add answers a job")["job"].clone();
+    let mut before = 0;
+    loop {
+        let (_, params) = timeout("media.progress", client.read_notification())
+            .await
+            .expect("the daemon stays up");
+        if params["topic"] != "media.progress" || params["data"]["job"] != job {
+            continue;
+        }
+        let data = &params["data"];
+        if data["finished"] == true {
+            assert_eq!(data["done"], data["total"], "{data}");
+            return (data["summary"].clone(), before);
+        }
+        before += 1;
+    }
+}
+
+async fn info(client: &mut Client, path: &Path) -> Value {
+    let response = client.call("media.info", json!({"path": path})).await;
+    response
+        .result
+        .unwrap_or_else(|| panic!("media.info {}: {:?}", path.display(), response.error))
+}
+
+fn close(v: &Value, expected: f64, tolerance: f64) -> bool {
+    v.as_f64()
+        .is_some_and(|x| (x - expected).abs() <= tolerance)
+}
+
+#[tokio::test]
+async fn a_folder_of_real_media_is_catalogued_skipped_when_unchanged_and_followed() {
+    let data = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let lib = std::fs::canonicalize(files.path()).unwrap().join("library");
+    make_library(&lib);
+    let daemon = Daemon::start(data.path()).await;
+    let mut client = daemon.client("media-test").await;
+    client
+        .call("events.subscribe", json!({"topics": ["media.progress"]}))
+        .await
+        .result
+        .expect("media.progress is a topic");
+
+    // First time: every file described; the corrupt one fails alone.
+    let started = Instant::now();
+    let (summary, before) = add(&mut client, json!([lib])).await;
+    let first = started.elapsed();
+    assert_eq!(
+        summary,
+        json!({"added": 7, "updated": 0, "unchanged": 0, "missing": 0, "failed": 1})
+    );
+    // A few per second at most, and at least one before the end.
+    assert!(
+        before >= 1 && before as f64 <= first.as_secs_f64() * 4.0 + 2.0,
+        "{before} in {first:?}"
+    );
+
+    let song = info(&mut client, &lib.join("song.mp3")).await;
+    assert_eq!(song["type"], "Audio");
+    let p = &song["properties"];
+    assert!(close(&p["duration"], 3.0, 0.06), "{p}");
+    assert_eq!(p["durationEstimated"], false);
+    assert_eq!(p["title"], "Test Tone");
+    assert_eq!(p["artist"], "AllPeers");
+    assert_eq!(p["album"], "Fixtures");
+    assert_eq!(p["trackNumber"], 7);
+    assert_eq!(p["year"], 2021);
+    assert_eq!(
+        (p["sampleRate"].clone(), p["channels"].clone()),
+        (json!(44100), json!(2))
+    );
+    assert_eq!(p["mimeType"], "audio/mpeg");
+    assert_eq!(song["meta"]["path"], lib.join("song.mp3").to_str().unwrap());
+
+    // The estimate was replaced by the packet scan's figure before the job finished: every
+    // MPEG frame counted, 4 s plus the encoder's delay and padding (under two frames).
+    let noxing = info(&mut client, &lib.join("music/noxing.mp3")).await;
+    let p = &noxing["properties"];
+    assert_eq!(p["durationEstimated"], false, "{p}");
+    assert!(
+        close(
+            &p["duration"],
+            4.0 + 1152.0 / 44100.0,
+            1152.0 / 44100.0 + 0.001
+        ),
+        "{p}"
+    );
+
+    let flac = info(&mut client, &lib.join("tone.flac")).await;
+    let p = &flac["properties"];
+    assert_eq!(flac["type"], "Audio");
+    assert!(close(&p["duration"], 2.0, 0.001), "{p}");
+    assert_eq!(
+        (p["sampleRate"].clone(), p["channels"].clone()),
+        (json!(48000), json!(1))
+    );
+
+    let photo = info(&mut client, &lib.join("photos/beach.jpg")).await;
+    let p = &photo["properties"];
+    assert_eq!(photo["type"], "Image");
+    assert_eq!(
+        (p["width"].clone(), p["height"].clone()),
+        (json!(320), json!(240))
+    );
+    assert_eq!(p["taken"], "2024-05-17T10:30:00.000Z");
+    assert_eq!(p["cameraModel"], "Canon EOS 5D");
+    assert_eq!(p["orientation"], 6);
+    assert!(
+        p["thumbnail"].as_str().is_some_and(|t| t.len() > 100),
+        "a thumbnail"
+    );
+
+    let clip = info(&mut client, &lib.join("clip.mp4")).await;
+    let p = &clip["properties"];
+    assert_eq!(clip["type"], "Video");
+    assert_eq!(
+        (p["width"].clone(), p["height"].clone()),
+        (json!(160), json!(120))
+    );
+    assert!(close(&p["duration"], 1.0, 0.05), "{p}");
+    assert!(close(&p["frameRate"], 25.0, 0.01), "{p}");
+    assert_eq!(p["videoCodec"], "H.264");
+    assert_eq!(p["recorded"], "2024-05-17T10:30:00.000Z");
+
+    let notes = info(&mut client, &lib.join("notes.txt")).await;
+    assert_eq!(notes["type"], "Text");
+    assert_eq!(notes["properties"]["lines"], 3);
+
+    let broken = info(&mut client, &lib.join("photos/broken.png")).await;
+    assert_eq!(broken["type"], "File");
+    assert!(
+        broken["meta"]["error"]
+            .as_str()
+            .is_some_and(|e| !e.is_empty()),
+        "{broken}"
+    );
+
+    // By id too.
+    let by_id = client
+        .call("media.info", json!({"id": song["id"]}))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(by_id["id"], song["id"]);
+
+    // Again: nothing to describe, and quicker.
+    let started = Instant::now();
+    let (summary, _) = add(&mut client, json!([lib])).await;
+    let again = started.elapsed();
+    assert_eq!(
+        summary,
+        json!({"added": 0, "updated": 0, "unchanged": 7, "missing": 0, "failed": 0})
+    );
+    assert!(again < first, "re-add {again:?} vs first {first:?}");
+
+    // A changed file is described again, a deleted one marked missing.
+    std::fs::write(lib.join("notes.txt"), "one\ntwo\nthree\nfour\nfive\n").unwrap();
+    std::fs::remove_file(lib.join("clip.mp4")).unwrap();
+    let (summary, _) = add(&mut client, json!([lib])).await;
+    assert_eq!(
+        summary,
+        json!({"added": 0, "updated": 1, "unchanged": 5, "missing": 1, "failed": 0})
+    );
+    assert_eq!(
+        info(&mut client, &lib.join("notes.txt")).await["properties"]["lines"],
+        5
+    );
+    let gone = info(&mut client, &lib.join("clip.mp4")).await;
+    assert_eq!(gone["meta"]["missing"], true);
+    assert_eq!(gone["properties"]["width"], 160, "the description stays");
+
+    // The errors of the media range.
+    let relative = client
+        .call("media.add", json!({"paths": ["library"]}))
+        .await;
+    assert_eq!(error_code(&relative), -32602);
+    let nowhere = client
+        .call("media.add", json!({"paths": [lib.join("nowhere")]}))
+        .await;
+    assert_eq!(error_code(&nowhere), -32060);
+    let unknown = client
+        .call("media.info", json!({"id": "file:nothing"}))
+        .await;
+    assert_eq!(error_code(&unknown), -32061);
+
+    // The command line: add (everything unchanged) and info.
+    let out = allpeers(data.path())
+        .args(["add", "-r"])
+        .arg(&lib)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("6 unchanged"),
+        "{text}"
+    );
+    let out = allpeers(data.path())
+        .arg("info")
+        .arg(lib.join("song.mp3"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("Test Tone") && text.contains("duration"),
+        "{text}"
+    );
+    let out = allpeers(data.path())
+        .args(["info", "--json"])
+        .arg(lib.join("photos/beach.jpg"))
+        .output()
+        .await
+        .unwrap();
+    let json: Value = serde_json::from_slice(&out.stdout).expect("info --json is JSON");
+    assert_eq!(json["properties"]["width"], 320);
+
+    daemon.stop().await;
+}
