@@ -66,7 +66,12 @@ impl AddressBook {
     /// least recently used peer does.
     pub fn add(&mut self, peer: PeerId, address: Address, now: Instant) {
         if !self.peers.contains_key(&peer) && self.peers.len() >= self.bounds.peers {
-            if let Some(oldest) = self.peers.iter().min_by_key(|(_, e)| e.used).map(|(p, _)| *p) {
+            if let Some(oldest) = self
+                .peers
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(p, _)| *p)
+            {
                 self.peers.remove(&oldest);
             }
         }

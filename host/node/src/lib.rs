@@ -14,4 +14,5 @@ pub mod native_host;
 pub mod net;
 pub mod paths;
 pub mod resources;
+pub mod shares;
 pub mod social;

@@ -96,6 +96,26 @@ enum Command {
     /// Conversations: list, send, history, group, open (interactive)
     #[command(subcommand)]
     Chat(cli::social::ChatCommand),
+    /// Share a resource: allpeers share <resource-id> with bob carol [--write|--admin]
+    Share {
+        resource: String,
+        /// The word "with"
+        with: String,
+        /// Contacts (name, name@hub, PeerId)
+        who: Vec<String>,
+        #[arg(long, conflicts_with = "admin")]
+        write: bool,
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Shared resources: list (default), accept, add, revoke, leave
+    Shares {
+        #[command(subcommand)]
+        command: Option<cli::shares::SharesCommand>,
+    },
+    /// Replication: status
+    #[command(subcommand)]
+    Sync(cli::shares::SyncCommand),
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -164,6 +184,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Contacts(command) => cli::social::contacts(&paths, command, cli.json),
         Command::Presence(command) => cli::social::presence(&paths, command),
         Command::Chat(command) => cli::social::chat(&paths, command, cli.json),
+        Command::Share {
+            resource,
+            with,
+            who,
+            write,
+            admin,
+        } => cli::shares::share(&paths, &resource, &with, &who, (write, admin), cli.json),
+        Command::Shares { command } => cli::shares::shares(&paths, command, cli.json),
+        Command::Sync(command) => cli::shares::sync(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
         Command::Demo => unreachable!("handled above"),
     }

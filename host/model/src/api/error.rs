@@ -2,7 +2,7 @@
 //!
 //! JSON-RPC's own codes, then AllPeers' application codes in blocks of ten per area: the
 //! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
-//! contacts and chat (`-32030…`). A new area takes the next block. `docs/api.md`'s error
+//! contacts and chat (`-32030…`), shares (`-32040…`). A new area takes the next block. `docs/api.md`'s error
 //! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
 
 macro_rules! error_codes {
@@ -126,6 +126,11 @@ error_codes! {
     TooLarge = -32034, "too large", "a message, group title, request or status text over its limit";
     /// The peer refused the letter.
     RefusedByPeer = -32035, "refused by the peer", "the peer refused the letter (e.g. a contact request)";
+    /// The member's level does not allow it.
+    NotAllowed = -32040, "not allowed",
+        "the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share";
+    /// No such share here.
+    ShareNotFound = -32041, "share not found", "no share with that id on this node (or none offered)";
 }
 
 impl ErrorCode {

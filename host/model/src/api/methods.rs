@@ -142,6 +142,9 @@ pub mod topics {
         CHAT_RECEIPT,
         CHAT_TYPING,
         CHAT_CHANGED,
+        crate::api::shares::topics::SHARE_RECEIVED,
+        crate::api::shares::topics::SHARE_CHANGED,
+        crate::api::shares::topics::SYNC_PROGRESS,
     ];
 }
 

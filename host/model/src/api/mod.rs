@@ -5,7 +5,7 @@
 //! - [`contract`]: every method (name, params type, result type) and every event topic
 //!   (name, data type), as the [`contract::Method`] / [`contract::Topic`] table.
 //! - [`error`]: the one table of error codes ([`ErrorCode`], `i32`).
-//! - [`methods`], [`net`], [`social`] (and `crate::resource::api`): the names and the
+//! - [`methods`], [`net`], [`shares`], [`social`] (and `crate::resource::api`): the names and the
 //!   params, results and event payloads of each area.
 //! - [`message`], [`frame`], [`chunk`]: JSON-RPC envelopes, framing, chunking.
 //! - `typescript` (feature `ts`): renders `extension/src/lib/api.gen.ts` from the contract.
@@ -23,6 +23,7 @@ pub mod frame;
 pub mod message;
 pub mod methods;
 pub mod net;
+pub mod shares;
 pub mod social;
 #[cfg(feature = "ts")]
 pub mod typescript;

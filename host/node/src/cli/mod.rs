@@ -2,6 +2,7 @@
 
 pub mod demo;
 pub mod resource;
+pub mod shares;
 pub mod social;
 
 use std::io::IsTerminal;

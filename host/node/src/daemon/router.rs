@@ -23,6 +23,7 @@ pub const AREAS: &[&Area] = &[
     &crate::hub::AREA,
     &crate::social::AREA,
     &crate::resources::AREA,
+    &crate::shares::AREA,
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Area>> = LazyLock::new(|| {

@@ -19,6 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::NodeIdentity;
 use crate::paths::NodePaths;
 
+/// What a write hook answers: `None` when the write is not its business.
+pub type HookReply<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Option<Result<serde_json::Value, RpcError>>> + Send + 'a>,
+>;
+/// Asked by the resources area before the store takes a write (`resources.update` /
+/// `delete`, `lists.insert` / `remove`): a shared resource's edits become signed ops.
+pub type WriteHook = for<'a> fn(&'a Arc<Daemon>, &'a str, &'a serde_json::Value) -> HookReply<'a>;
+
 /// Events buffered for slow subscribers before they start losing them (and are told so).
 const EVENT_BACKLOG: usize = 1024;
 
@@ -39,6 +47,10 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Contacts' presence, the clock and the outbox.
     pub social: Social,
+    /// The replicated shares held, their sync sessions and pumps.
+    pub shares: crate::shares::state::Shares,
+    /// See [`WriteHook`].
+    pub write_hook: WriteHook,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -61,6 +73,8 @@ impl Daemon {
             net_error: Mutex::new(None),
             hub_config: config.hub.clone(),
             discovery_config: config.discovery.clone(),
+            shares: crate::shares::state::Shares::load(&store),
+            write_hook: crate::shares::api::local_write,
             store: Arc::new(Mutex::new(store)),
             started,
             identity: Mutex::new(identity),

@@ -36,11 +36,14 @@ struct SubscriptionParams {
 }
 
 async fn handle(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     session: &Session,
     method: &str,
     params: Value,
 ) -> Result<Value, RpcError> {
+    if let Some(answer) = (daemon.write_hook)(daemon, method, &params).await {
+        return answer;
+    }
     match method {
         m::RESOURCES_SUBSCRIBE => subscribe(daemon, session, parse(params)?).await,
         m::RESOURCES_UNSUBSCRIBE => {
