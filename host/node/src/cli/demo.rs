@@ -34,7 +34,7 @@ async fn step<T>(
         .with_context(|| format!("{what} took over {STEP_TIMEOUT:?}"))?
 }
 
-fn short(id: &Value) -> String {
+pub(super) fn short(id: &Value) -> String {
     id.as_str()
         .map(|s| format!("{}…", &s[..s.len().min(16)]))
         .unwrap_or_else(|| "?".into())
@@ -162,7 +162,7 @@ async fn start_node(exe: &Path, dir: &Path, hub: &Hub, name: &str) -> anyhow::Re
     })
 }
 
-async fn wait_event(
+pub(super) async fn wait_event(
     api: &ApiClient,
     topic: &str,
     check: impl Fn(&Value) -> bool,
@@ -384,6 +384,8 @@ async fn demo() -> anyhow::Result<()> {
 
     println!("\n[8/9] A browser opens alice's sidebar: it starts the native-messaging host");
     browser_round_trips(&exe, &alice.paths, &alice.api).await?;
+
+    super::demo_shares::run(&alice.api, &bob.api, &bob_id).await?;
 
     println!("\n[9/9] Bob goes offline; alice writes anyway; bob gets it when he is back");
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;

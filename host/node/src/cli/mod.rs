@@ -1,6 +1,7 @@
 //! The command line's commands over the local API.
 
 pub mod demo;
+pub mod demo_shares;
 pub mod resource;
 pub mod shares;
 pub mod social;
