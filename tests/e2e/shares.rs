@@ -50,8 +50,8 @@ async fn until_item(node: &mut Node, list: &str, item: &str) {
             if items(node, list).await.iter().any(|i| i == item) {
                 return;
             }
-            let (_, event) = node.client.read_notification().await.expect("an event");
-            let _ = event;
+            // Any event may be the list's change: look again.
+            node.client.read_notification().await.expect("an event");
         }
     })
     .await

@@ -80,6 +80,8 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             Some(log),
             started,
         ));
+        // Writes to shared resources become signed ops (the shares area's rules).
+        let _ = daemon.write_hook.set(crate::shares::api::local_write);
         if let Some(key) = unlocked {
             crate::net::go_online(&daemon, key).await;
         }

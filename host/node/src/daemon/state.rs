@@ -49,8 +49,8 @@ pub struct Daemon {
     pub social: Social,
     /// The replicated shares held, their sync sessions and pumps.
     pub shares: crate::shares::state::Shares,
-    /// See [`WriteHook`].
-    pub write_hook: WriteHook,
+    /// See [`WriteHook`]; set once at start (`daemon::run`).
+    pub write_hook: OnceLock<WriteHook>,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -74,7 +74,7 @@ impl Daemon {
             hub_config: config.hub.clone(),
             discovery_config: config.discovery.clone(),
             shares: crate::shares::state::Shares::load(&store),
-            write_hook: crate::shares::api::local_write,
+            write_hook: OnceLock::new(),
             store: Arc::new(Mutex::new(store)),
             started,
             identity: Mutex::new(identity),

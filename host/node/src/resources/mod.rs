@@ -41,7 +41,9 @@ async fn handle(
     method: &str,
     params: Value,
 ) -> Result<Value, RpcError> {
-    if let Some(answer) = (daemon.write_hook)(daemon, method, &params).await {
+    if let Some(hook) = daemon.write_hook.get()
+        && let Some(answer) = hook(daemon, method, &params).await
+    {
         return answer;
     }
     match method {

@@ -347,13 +347,13 @@ async fn shared_write(
                 }
                 let (old, new) = store.check_update(&p.id, &p.patch).map_err(store_error)?;
                 for action in rules::edit_actions(&old, &new) {
-                    author(replica, action)?;
+                    sign(replica, &key, now, action)?;
                 }
                 Resulting::Resource(p.id)
             }
             r::RESOURCES_DELETE => {
                 let p: IdParams = parse(params)?;
-                author(replica, Action::Delete { resource: p.id })?;
+                sign(replica, &key, now, Action::Delete { resource: p.id })?;
                 Resulting::Nothing
             }
             r::LISTS_INSERT => {
@@ -371,10 +371,12 @@ async fn shared_write(
                     let item = store.get(&p.item).map_err(store_error)?.ok_or_else(|| {
                         store_error(allpeers_store::StoreError::NotFound(p.item.clone()))
                     })?;
-                    author(replica, rules::create_action(&item))?;
+                    sign(replica, &key, now, rules::create_action(&item))?;
                 }
-                author(
+                sign(
                     replica,
+                    &key,
+                    now,
                     Action::ListAdd {
                         list: p.list.clone(),
                         item: p.item.clone(),
@@ -391,8 +393,10 @@ async fn shared_write(
                         p.item, p.list
                     ))));
                 }
-                author(
+                sign(
                     replica,
+                    &key,
+                    now,
                     Action::ListRemove {
                         list: p.list,
                         item: p.item,
@@ -408,6 +412,14 @@ async fn shared_write(
         result.read(store)
     })
     .await
+}
+
+/// Signs `action` by us into `replica`.
+fn sign(replica: &mut Replica, key: &SigningKey, now: u64, action: Action) -> Result<(), RpcError> {
+    replica
+        .author(key, action, now)
+        .map(|_| ())
+        .map_err(internal)
 }
 
 /// What a shared write answers, read back once committed.

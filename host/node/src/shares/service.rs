@@ -39,6 +39,9 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Answers are empty; a few bytes of slack for the framing.
 const MAX_REPLY: usize = 64;
+/// A pump with nothing to send for this long ends (the next frame starts another): peers we
+/// once talked to cost no task.
+const PUMP_IDLE: Duration = Duration::from_secs(60);
 /// Timeouts (peers that stop answering, deferred ops) are checked this often.
 const TICK: Duration = Duration::from_secs(1);
 /// Connected members reconcile this often, to catch what a lost push missed.
@@ -144,6 +147,8 @@ pub fn send(daemon: &Arc<Daemon>, frames: Vec<(PeerId, Vec<u8>)>) {
         return;
     }
     let mut links = daemon.shares.links.lock().expect("links lock");
+    // Idle pumps ended: forget them.
+    links.retain(|_, link| !link.is_closed());
     for (peer, body) in frames {
         let link = links
             .entry(peer)
@@ -170,6 +175,7 @@ fn spawn_pump(daemon: &Arc<Daemon>, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
         loop {
             let body = tokio::select! {
                 _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(PUMP_IDLE) => break,
                 body = rx.recv() => match body {
                     Some(body) => body,
                     None => break,
@@ -233,7 +239,7 @@ async fn reconcile_all(daemon: &Arc<Daemon>, pick: impl Fn(&PeerId) -> bool + Se
             .flat_map(|(share, r)| {
                 peers_of(r, inner.records.get(share), &me)
                     .into_iter()
-                    .map(|p| (*share, p))
+                    .map(move |p| (*share, p))
             })
             .filter(|(_, p)| pick(p))
             .collect();

@@ -120,7 +120,7 @@ impl Inner {
         let mut committed = Committed::default();
         let mut fresh: Vec<(ShareId, Vec<Op>)> = Vec::new();
         for (share, replica) in self.replicas.iter_mut() {
-            let changes = opstore::commit(store, replica)?;
+            let changes = opstore::commit(&mut *store, replica)?;
             if changes.membership_changed {
                 committed.membership.push(*share);
             }
@@ -152,13 +152,23 @@ impl Inner {
         Ok(committed)
     }
 
-    /// Handles one sync frame from `peer`.
+    /// Handles one sync frame from `peer`. A peer that may sync none of our shares keeps no
+    /// session (its answers are queued, then the session goes): strangers cost no memory.
     pub fn handle_frame(&mut self, peer: PeerId, frame: &[u8], now: u64) {
         let session = self
             .sessions
             .entry(peer)
             .or_insert_with(|| SyncPeer::new(peer, MAX_MESSAGE_BYTES));
         session.handle(frame, &mut self.replicas, now);
+        let syncs_any = self
+            .replicas
+            .values()
+            .any(|r| r.owner().is_none() || r.level(&peer).is_some());
+        if !syncs_any && let Some(mut session) = self.sessions.remove(&peer) {
+            while let Some(frame) = session.poll_transmit() {
+                self.extra.push((peer, Envelope::Frame(frame).encode()));
+            }
+        }
     }
 
     /// Every request body to send, per peer: offers, then the sessions' frames.
