@@ -14,7 +14,7 @@ use allpeers_replica::reconcile::{Items, MAX_MESSAGE_BYTES, Reconciler};
 use allpeers_replica::sync::Message;
 use allpeers_tests::social::*;
 use allpeers_tests::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::sync::mpsc;
 
 const SHARE_TOPICS: &[&str] = &["share.received", "share.changed", "sync.progress"];

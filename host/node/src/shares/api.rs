@@ -328,12 +328,6 @@ async fn shared_write(
         if !rules::may_write(replica.level(&me)) {
             return Err(not_allowed("this share is read-only for us"));
         }
-        let mut author = |replica: &mut Replica, action: Action| {
-            replica
-                .author(&key, action, now)
-                .map(|_| ())
-                .map_err(internal)
-        };
         let result = match method.as_str() {
             r::RESOURCES_UPDATE => {
                 let p: UpdateParams = parse(params)?;
