@@ -103,6 +103,22 @@ export interface Methods {
   "lists.move": { params: ListItemParams; result: number };
   /** Removes an item from a list. */
   "lists.remove": { params: ListItemParams; result: null };
+  /** Shares a resource (a List with its items) with peers, each at a level. */
+  "shares.create": { params: CreateShareParams; result: Share };
+  /** Every share: ours, those we accepted, those offered to us. */
+  "shares.list": { params: NoParams; result: Array<Share> };
+  /** One share with its members. */
+  "shares.get": { params: ShareParams; result: Share };
+  /** Accepts a share offered to us: it syncs in from its members. */
+  "shares.accept": { params: ShareParams; result: Share };
+  /** Adds a member (admins only). */
+  "shares.add_member": { params: AddMemberParams; result: Share };
+  /** Revokes a member (admins only): it gets nothing new from any member that saw it. */
+  "shares.revoke": { params: RevokeParams; result: Share };
+  /** Stops syncing a share and forgets its ops (the resources stay as local copies). */
+  "shares.leave": { params: ShareParams; result: null };
+  /** Per share: members, who is online, last sync, ops pending, ops and bytes held. */
+  "sync.status": { params: NoParams; result: SyncStatus };
   /** Registers (or evolves) a RELAX NG schema file. */
   "schemas.register": { params: RegisterSchemaParams; result: RegisterSchemaResult };
   /** The names of every registered type. */
@@ -155,6 +171,12 @@ export interface Events {
   "resource.changed": ResourceChange;
   /** A list gained, lost or moved an item (`resources.subscribe` only). */
   "list.changed": ResourceChange;
+  /** A peer shared a resource with us: accept it or ignore it. */
+  "share.received": ShareReceived;
+  /** A share's members or state changed. */
+  "share.changed": Share;
+  /** A reconciliation with a peer completed. */
+  "sync.progress": SyncProgress;
 }
 
 export type TopicName = keyof Events;
@@ -221,6 +243,10 @@ export const ErrorCode = {
   TooLarge: -32034,
   /** refused by the peer: the peer refused the letter (e.g. a contact request) */
   RefusedByPeer: -32035,
+  /** not allowed: the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share */
+  NotAllowed: -32040,
+  /** share not found: no share with that id on this node (or none offered) */
+  ShareNotFound: -32041,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -233,6 +259,15 @@ export type AddContactParams = {
   who: string;
   /** A note to the peer (≤ 512 bytes). */
   message?: string;
+};
+
+/**
+ * `shares.add_member`'s params.
+ */
+export type AddMemberParams = {
+  share: string;
+  peer: PeerId;
+  level: ShareLevel;
 };
 
 /**
@@ -425,6 +460,15 @@ export type CreateGroupParams = {
 
 export type CreateParams = {
   resource: Resource;
+};
+
+/**
+ * `shares.create`'s params.
+ */
+export type CreateShareParams = {
+  /** The root resource's id (a List shares its items too). */
+  resource: string;
+  members: Array<ShareMember>;
 };
 
 /**
@@ -1020,6 +1064,14 @@ export type ResourceSubscribeParams = {
 };
 
 /**
+ * `shares.revoke`'s params.
+ */
+export type RevokeParams = {
+  share: string;
+  peer: PeerId;
+};
+
+/**
  * `chat.send`'s params.
  */
 export type SendParams = {
@@ -1027,6 +1079,79 @@ export type SendParams = {
   /** ≤ 16 KiB; may be empty with a link. */
   body?: string;
   link?: LinkParams;
+};
+
+/**
+ * A share as `shares.list` / `shares.get` show it.
+ */
+export type Share = {
+  id: string;
+  /** The root resource's id. */
+  resource: string;
+  title: string;
+  state: ShareState;
+  /** The owner (who created it); unknown until the first sync of an offered share. */
+  owner: PeerId | null;
+  /** Who offered it to us (ourselves for our own). */
+  from: PeerId;
+  /** Our level (none once revoked). */
+  level: ShareLevel | null;
+  members: Array<ShareMember>;
+};
+
+/**
+ * A member's level: read, write (edit the shared resources), admin (also add and revoke
+ * members).
+ */
+export type ShareLevel = "read" | "write" | "admin";
+
+/**
+ * A member and its level.
+ */
+export type ShareMember = {
+  peer: PeerId;
+  level: ShareLevel;
+};
+
+/**
+ * `{"share": id}`: the params of `shares.get`, `shares.accept`, `shares.leave`.
+ */
+export type ShareParams = {
+  share: string;
+};
+
+/**
+ * `share.received`'s data: who offers what.
+ */
+export type ShareReceived = {
+  share: string;
+  resource: string;
+  title: string;
+  from: PeerId;
+};
+
+/**
+ * Where a share stands on this node.
+ */
+export type ShareState = "offered" | "accepted";
+
+/**
+ * One share's sync state, in `sync.status`.
+ */
+export type ShareSync = {
+  share: string;
+  title: string;
+  members: Array<ShareMember>;
+  /** Members with a live connection now. */
+  online: Array<PeerId>;
+  /** When a reconciliation last completed (ms since the epoch). */
+  last_sync_ms: number | null;
+  /** Ops waiting for parents plus ops deferred (stamped ahead of our clock). */
+  ops_pending: number;
+  /** Ops held (every op kept, live or superseded). */
+  ops: number;
+  /** Bytes of the ops held, in wire form. */
+  bytes: number;
 };
 
 /**
@@ -1070,6 +1195,26 @@ export type SubscribeResult = {
  */
 export type SubscriptionParams = {
   subscription: number;
+};
+
+/**
+ * `sync.progress`'s data: one reconciliation with one peer completed.
+ */
+export type SyncProgress = {
+  share: string;
+  peer: PeerId;
+  round_trips: number;
+  sent: number;
+  received: number;
+  /** Ops the peer claimed and did not send in time (asked again next round). */
+  missing: number;
+};
+
+/**
+ * `sync.status`'s result.
+ */
+export type SyncStatus = {
+  shares: Array<ShareSync>;
 };
 
 /**
