@@ -34,9 +34,9 @@ use crate::daemon::state::Daemon;
 /// share is a few dozen frames; more means the peer is not keeping up.
 const PEER_QUEUE: usize = 256;
 /// How long reaching an unconnected member may take before its frames are dropped.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// One frame's delivery (the answer is empty: replies come as requests of their own).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Answers are empty; a few bytes of slack for the framing.
 const MAX_REPLY: usize = 64;
 /// A pump with nothing to send for this long ends (the next frame starts another): peers we
@@ -164,6 +164,16 @@ pub fn send(daemon: &Arc<Daemon>, frames: Vec<(PeerId, Vec<u8>)>) {
                 links.insert(peer, fresh);
             }
         }
+    }
+}
+
+/// Drops `peer`'s pump and what it queued: frames for a connection that went away (a pump
+/// may be stuck on it) must not hold up those for the new one. `forget_session` also drops
+/// the sync session (the peer left: what was in flight is gone).
+fn reset_link(daemon: &Daemon, peer: PeerId, forget_session: bool) {
+    daemon.shares.links.lock().expect("links lock").remove(&peer);
+    if forget_session {
+        daemon.shares.lock().sessions.remove(&peer);
     }
 }
 
@@ -382,9 +392,14 @@ pub fn start(daemon: &Arc<Daemon>, contacts: Contacts) {
                 event = connections.recv() => match event {
                     Ok(EndpointEvent::Connected { peer, .. }) => {
                         let Some(daemon) = weak.upgrade() else { break };
+                        reset_link(&daemon, peer, false);
                         reconcile_all(&daemon, move |p| *p == peer).await;
                     }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Ok(EndpointEvent::Disconnected { peer, .. }) => {
+                        let Some(daemon) = weak.upgrade() else { break };
+                        reset_link(&daemon, peer, true);
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
                     Err(_) => break,
                 },
             }
