@@ -10,9 +10,12 @@ use serde_json::{Value, json};
 
 use super::demo::{short, wait_event};
 
+/// The list's items; none while the list has not arrived yet.
 async fn items(api: &ApiClient, list: &Value) -> anyhow::Result<Vec<Value>> {
-    let items = api.call(r::LISTS_ITEMS, json!({"id": list})).await?;
-    Ok(items["items"].as_array().cloned().unwrap_or_default())
+    Ok(match api.call(r::LISTS_ITEMS, json!({"id": list})).await {
+        Ok(items) => items["items"].as_array().cloned().unwrap_or_default(),
+        Err(_) => Vec::new(),
+    })
 }
 
 /// Waits until `list` holds `item` on `api`'s node (subscribed to the list before).

@@ -171,7 +171,12 @@ pub fn send(daemon: &Arc<Daemon>, frames: Vec<(PeerId, Vec<u8>)>) {
 /// may be stuck on it) must not hold up those for the new one. `forget_session` also drops
 /// the sync session (the peer left: what was in flight is gone).
 fn reset_link(daemon: &Daemon, peer: PeerId, forget_session: bool) {
-    daemon.shares.links.lock().expect("links lock").remove(&peer);
+    daemon
+        .shares
+        .links
+        .lock()
+        .expect("links lock")
+        .remove(&peer);
     if forget_session {
         daemon.shares.lock().sessions.remove(&peer);
     }
