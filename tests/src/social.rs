@@ -138,14 +138,18 @@ pub async fn befriend(a: &mut Node, b: &mut Node, b_name: &str) {
     assert_eq!(accepted["state"], "accepted");
     let a_id = a.id.clone();
     let b_id = b.id.clone();
-    wait_event(&mut a.client, "contact.changed", |d| {
-        d["peer_id"] == b_id && d["state"] == "accepted"
-    })
-    .await;
-    wait_event(&mut a.client, "presence.changed", |d| {
-        d["peer_id"] == b_id && d["online"] == true
-    })
-    .await;
+    // The acceptance and b's presence reach a in either order: wait for both, dropping neither.
+    let (mut accepted, mut online) = (false, false);
+    while !(accepted && online) {
+        let (_, event) = timeout("acceptance and presence", a.client.read_notification())
+            .await
+            .expect("an event");
+        let d = &event["data"];
+        accepted |=
+            event["topic"] == "contact.changed" && d["peer_id"] == b_id && d["state"] == "accepted";
+        online |=
+            event["topic"] == "presence.changed" && d["peer_id"] == b_id && d["online"] == true;
+    }
     wait_event(&mut b.client, "presence.changed", |d| {
         d["peer_id"] == a_id && d["online"] == true
     })

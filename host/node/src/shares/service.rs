@@ -5,8 +5,8 @@
 //! reached loses its queue and its session: the next reconciliation starts clean). Answers
 //! travel as requests the other way, so neither side waits on the other.
 //!
-//! Reconciliation runs when the network starts (with every member, dialling them), when a
-//! peer connects, and every [`RECONCILE_INTERVAL`] with the members connected. New ops are
+//! Reconciliation runs when the network starts and when the hub line comes up (with every
+//! member, dialling them), when a peer connects, and every [`RECONCILE_INTERVAL`] with the members connected. New ops are
 //! pushed at once to every member (any member forwards what it receives). The core answers a
 //! non-member exactly as for a share we do not hold, and never sends it an op.
 
@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use allpeers_hub_client::HubEvent;
 use allpeers_model::PeerId;
 use allpeers_model::api::shares::{ShareReceived, SyncProgress, topics};
 use allpeers_model::api::{ErrorCode, RpcError};
@@ -366,6 +367,9 @@ pub fn start(daemon: &Arc<Daemon>, contacts: Contacts) {
     let weak = Arc::downgrade(daemon);
     let shutdown = daemon.shutdown.clone();
     let mut connections = network.endpoint.events();
+    // Members are found through the hub: when its line comes up (after our start, or again
+    // after a loss), reconcile with every member.
+    let mut hub_events = daemon.hub().map(|hub| hub.events());
     tokio::spawn(async move {
         if let Some(daemon) = weak.upgrade() {
             reconcile_all(&daemon, |_| true).await;
@@ -394,6 +398,19 @@ pub fn start(daemon: &Arc<Daemon>, contacts: Contacts) {
                         .unwrap_or_default();
                     reconcile_all(&daemon, move |p| connected.contains(p)).await;
                 }
+                Some(event) = async {
+                    match hub_events.as_mut() {
+                        Some(events) => Some(events.recv().await),
+                        None => std::future::pending().await,
+                    }
+                } => match event {
+                    Ok(HubEvent::Online { .. }) => {
+                        let Some(daemon) = weak.upgrade() else { break };
+                        reconcile_all(&daemon, |_| true).await;
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => hub_events = None,
+                },
                 event = connections.recv() => match event {
                     Ok(EndpointEvent::Connected { peer, .. }) => {
                         let Some(daemon) = weak.upgrade() else { break };
