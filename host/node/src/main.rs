@@ -98,13 +98,16 @@ enum Command {
     Chat(cli::social::ChatCommand),
     /// Share a resource: allpeers share <resource-id> with bob carol [--write|--admin]
     Share {
+        /// The resource's id (a List shares its items)
         resource: String,
         /// The word "with"
         with: String,
         /// Contacts (name, name@hub, PeerId)
         who: Vec<String>,
+        /// They may edit (default: read only)
         #[arg(long, conflicts_with = "admin")]
         write: bool,
+        /// They may edit, and add and revoke members
         #[arg(long)]
         admin: bool,
     },

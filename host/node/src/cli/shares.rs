@@ -21,8 +21,10 @@ pub enum SharesCommand {
     Add {
         share: String,
         who: String,
+        /// They may edit (default: read only)
         #[arg(long, conflicts_with = "admin")]
         write: bool,
+        /// They may edit, and add and revoke members
         #[arg(long)]
         admin: bool,
     },
