@@ -16,5 +16,6 @@ pub mod native_host;
 pub mod net;
 pub mod paths;
 pub mod resources;
+pub mod shares;
 pub mod social;
 pub mod transfers;

@@ -111,6 +111,29 @@ enum Command {
     },
     /// Share a file: make its .torrent and seed it where it is
     Seed(cli::transfers::SeedArgs),
+    /// Share a resource: allpeers share <resource-id> with bob carol [--write|--admin]
+    Share {
+        /// The resource's id (a List shares its items)
+        resource: String,
+        /// The word "with"
+        with: String,
+        /// Contacts (name, name@hub, PeerId)
+        who: Vec<String>,
+        /// They may edit (default: read only)
+        #[arg(long, conflicts_with = "admin")]
+        write: bool,
+        /// They may edit, and add and revoke members
+        #[arg(long)]
+        admin: bool,
+    },
+    /// Shared resources: list (default), accept, add, revoke, leave
+    Shares {
+        #[command(subcommand)]
+        command: Option<cli::shares::SharesCommand>,
+    },
+    /// Replication: status
+    #[command(subcommand)]
+    Sync(cli::shares::SyncCommand),
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -199,6 +222,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => cli::transfers::get(&paths, args, cli.json),
         Command::Transfers { command } => cli::transfers::transfers(&paths, command, cli.json),
         Command::Seed(args) => cli::transfers::seed(&paths, args, cli.json),
+        Command::Share {
+            resource,
+            with,
+            who,
+            write,
+            admin,
+        } => cli::shares::share(&paths, &resource, &with, &who, (write, admin), cli.json),
+        Command::Shares { command } => cli::shares::shares(&paths, command, cli.json),
+        Command::Sync(command) => cli::shares::sync(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
         Command::Add { files, recursive } => cli::media::add(&paths, &files, recursive, cli.json),
         Command::Info { target } => cli::media::info(&paths, &target, cli.json),

@@ -611,6 +611,8 @@ impl Replica {
     /// Judges every held op again from scratch and rebuilds the state: after a membership op
     /// or an equivocation, whose effect can reach any op.
     fn rebuild(&mut self) {
+        // Taken before the verdicts below recount the membership ops: compared at the end.
+        let membership_before = self.current_members();
         let order: Vec<OpId> = self.membership.values().copied().collect();
         let mut banned: HashSet<OpId> = HashSet::new();
         let mut verdicts: HashMap<OpId, Status>;
@@ -669,7 +671,6 @@ impl Replica {
                 break;
             }
         }
-        let membership_before = self.current_members();
         for (id, status) in verdicts {
             if let Some(h) = self.held.get_mut(&id) {
                 h.status = status;

@@ -241,6 +241,15 @@ impl State {
         }))
     }
 
+    /// The live add tags of `item` in `list`: what a `ListRemove` must name to take it out.
+    pub fn add_tags(&self, list: &str, item: &str) -> Vec<OpId> {
+        self.resources
+            .get(list)
+            .and_then(|r| r.adds.get(item))
+            .map(|tags| tags.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
     /// Ids of the resources that exist (created and not deleted), ascending.
     pub fn resource_ids(&self) -> impl Iterator<Item = &str> {
         self.resources

@@ -222,9 +222,12 @@ impl SyncPeer {
         self.peer
     }
 
-    /// The peer's level in `share`, if it is a member now.
+    /// Whether the peer may sync `replica` with us: a member now. A replica whose genesis has
+    /// not arrived yet (a share just accepted) knows no members and holds nothing to reveal;
+    /// it syncs with whoever offered it, as its ops are self-certifying (the genesis must hash
+    /// to the share id, every other op waits for its parents and is judged on arrival).
     fn member(&self, replica: &Replica) -> bool {
-        replica.level(&self.peer).is_some()
+        replica.owner().is_none() || replica.level(&self.peer).is_some()
     }
 
     /// Starts reconciling `share` (on connect, and periodically).

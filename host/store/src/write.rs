@@ -130,6 +130,16 @@ impl<'a> WriteTx<'a> {
         })
     }
 
+    /// The transaction, for the store's own tables written in the same commit (replicated ops).
+    pub fn sql(&self) -> &Connection {
+        &self.tx
+    }
+
+    /// Reads inside the transaction (sees its own writes).
+    pub fn reader(&self) -> crate::read::Reader<'_> {
+        crate::read::Reader::new(&self.tx, self.reg)
+    }
+
     /// Commits, then hands the collected events to the listeners (on this thread).
     pub fn commit(self) -> Result<()> {
         self.tx.commit()?;

@@ -13,6 +13,7 @@ use super::mail::{self, *};
 use super::media::{self, MediaProgress};
 use super::methods::{self as m, topics as t};
 use super::net::*;
+use super::shares::{self as sh, *};
 use super::social::*;
 use super::transfers::{self as tr, *};
 use super::{ErrorCode, Event, RpcError};
@@ -245,6 +246,22 @@ methods! {
     ListsMove = r::LISTS_MOVE, ListItemParams => u64;
     /// Removes an item from a list.
     ListsRemove = r::LISTS_REMOVE, ListItemParams => ();
+    /// Shares a resource (a List with its items) with peers, each at a level.
+    SharesCreate = sh::SHARES_CREATE, CreateShareParams => Share;
+    /// Every share: ours, those we accepted, those offered to us.
+    SharesList = sh::SHARES_LIST, NoParams => Vec<Share>;
+    /// One share with its members.
+    SharesGet = sh::SHARES_GET, ShareParams => Share;
+    /// Accepts a share offered to us: it syncs in from its members.
+    SharesAccept = sh::SHARES_ACCEPT, ShareParams => Share;
+    /// Adds a member (admins only).
+    SharesAddMember = sh::SHARES_ADD_MEMBER, AddMemberParams => Share;
+    /// Revokes a member (admins only): it gets nothing new from any member that saw it.
+    SharesRevoke = sh::SHARES_REVOKE, RevokeParams => Share;
+    /// Stops syncing a share and forgets its ops (the resources stay as local copies).
+    SharesLeave = sh::SHARES_LEAVE, ShareParams => ();
+    /// Per share: members, who is online, last sync, ops pending, ops and bytes held.
+    SyncStatusGet = sh::SYNC_STATUS, NoParams => SyncStatus;
     /// Registers (or evolves) a RELAX NG schema file.
     SchemasRegister = r::SCHEMAS_REGISTER, RegisterSchemaParams => RegisterSchemaResult;
     /// The names of every registered type.
@@ -328,6 +345,12 @@ topics! {
     TransferRemoved = tr::topics::TRANSFER_REMOVED, TransferIdParams;
     /// An indexing job advanced (a few times a second at most) or finished.
     MediaProgressTopic = media::topics::MEDIA_PROGRESS, MediaProgress;
+    /// A peer shared a resource with us: accept it or ignore it.
+    ShareReceivedTopic = sh::topics::SHARE_RECEIVED, ShareReceived;
+    /// A share's members or state changed.
+    ShareChanged = sh::topics::SHARE_CHANGED, Share;
+    /// A reconciliation with a peer completed.
+    SyncProgressTopic = sh::topics::SYNC_PROGRESS, SyncProgress;
 }
 
 #[cfg(test)]
@@ -360,6 +383,7 @@ mod tests {
             .chain(mail::METHODS)
             .chain(tr::METHODS)
             .chain(media::METHODS)
+            .chain(sh::METHODS)
             .copied()
             .collect();
         let mut table = METHOD_NAMES.to_vec();

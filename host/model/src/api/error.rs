@@ -3,6 +3,7 @@
 //! JSON-RPC's own codes, then AllPeers' application codes in blocks of ten per area: the
 //! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
 //! contacts and chat (`-32030…`), media (`-32060…`). A new area takes the next block. `docs/api.md`'s error
+//! contacts and chat (`-32030…`), shares (`-32040…`). A new area takes the next block. `docs/api.md`'s error
 //! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
 
 macro_rules! error_codes {
@@ -169,6 +170,11 @@ error_codes! {
         "`media.info`: the path or id is not a catalogued file (add it with `media.add`)";
     /// Too many indexing jobs at once.
     MediaBusy = -32062, "media busy", "`media.add`: too many indexing jobs run at once; retry when one finishes";
+    /// The member's level does not allow it.
+    NotAllowed = -32040, "not allowed",
+        "the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share";
+    /// No such share here.
+    ShareNotFound = -32041, "share not found", "no share with that id on this node (or none offered)";
 }
 
 impl ErrorCode {

@@ -149,6 +149,9 @@ pub mod topics {
         crate::api::transfers::topics::TRANSFER_CHANGED,
         crate::api::transfers::topics::TRANSFER_REMOVED,
         MEDIA_PROGRESS,
+        crate::api::shares::topics::SHARE_RECEIVED,
+        crate::api::shares::topics::SHARE_CHANGED,
+        crate::api::shares::topics::SYNC_PROGRESS,
     ];
 }
 

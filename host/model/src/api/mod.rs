@@ -5,7 +5,7 @@
 //! - [`contract`]: every method (name, params type, result type) and every event topic
 //!   (name, data type), as the [`contract::Method`] / [`contract::Topic`] table.
 //! - [`error`]: the one table of error codes ([`ErrorCode`], `i32`).
-//! - [`methods`], [`net`], [`social`], [`mail`], [`transfers`], [`media`] (and
+//! - [`methods`], [`net`], [`social`], [`shares`], [`mail`], [`transfers`], [`media`] (and
 //!   `crate::resource::api`): the names and the
 //!   params, results and event payloads of each area.
 //! - [`message`], [`frame`], [`chunk`]: JSON-RPC envelopes, framing, chunking.
@@ -26,6 +26,7 @@ pub mod media;
 pub mod message;
 pub mod methods;
 pub mod net;
+pub mod shares;
 pub mod social;
 pub mod transfers;
 #[cfg(feature = "ts")]

@@ -417,6 +417,8 @@ async fn demo() -> anyhow::Result<()> {
     println!("\n[8/9] A browser opens alice's sidebar: it starts the native-messaging host");
     browser_round_trips(&exe, &alice.paths, &alice.api).await?;
 
+    super::demo_shares::run(&alice.api, &bob.api, &bob_id).await?;
+
     println!("\n[9/9] Bob goes offline; alice writes anyway; bob gets it when he is back");
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
     step("bob exit", async { Ok(bob.child.wait().await?) }).await?;

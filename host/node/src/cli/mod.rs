@@ -6,7 +6,9 @@ pub mod mail;
 pub mod demo_transfers;
 mod demo_media;
 pub mod media;
+pub mod demo_shares;
 pub mod resource;
+pub mod shares;
 pub mod social;
 pub mod transfers;
 

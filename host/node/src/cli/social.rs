@@ -71,7 +71,7 @@ pub enum ChatCommand {
 }
 
 /// Finds a contact by PeerId, name@hub, name, title, or a PeerId prefix of 8+ characters.
-async fn find_contact(client: &ApiClient, who: &str) -> anyhow::Result<String> {
+pub(super) async fn find_contact(client: &ApiClient, who: &str) -> anyhow::Result<String> {
     let contacts = client.call(m::CONTACTS_LIST, json!({})).await?;
     let who = who.trim();
     let matches: Vec<&Value> = contacts

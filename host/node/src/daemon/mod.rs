@@ -81,6 +81,8 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             started,
         ));
         crate::transfers::start(&daemon, &config.transfers).await;
+        // Writes to shared resources become signed ops (the shares area's rules).
+        let _ = daemon.write_hook.set(crate::shares::api::local_write);
         if let Some(key) = unlocked {
             crate::net::go_online(&daemon, key).await;
         }

@@ -26,6 +26,7 @@ pub const AREAS: &[&Area] = &[
     &crate::mail::AREA,
     &crate::transfers::AREA,
     &crate::media::AREA,
+    &crate::shares::AREA,
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Area>> = LazyLock::new(|| {

@@ -19,6 +19,14 @@ use tokio_util::sync::CancellationToken;
 use crate::identity::NodeIdentity;
 use crate::paths::NodePaths;
 
+/// What a write hook answers: `None` when the write is not its business.
+pub type HookReply<'a> = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Option<Result<serde_json::Value, RpcError>>> + Send + 'a>,
+>;
+/// Asked by the resources area before the store takes a write (`resources.update` /
+/// `delete`, `lists.insert` / `remove`): a shared resource's edits become signed ops.
+pub type WriteHook = for<'a> fn(&'a Arc<Daemon>, &'a str, &'a serde_json::Value) -> HookReply<'a>;
+
 /// Events buffered for slow subscribers before they start losing them (and are told so).
 const EVENT_BACKLOG: usize = 1024;
 
@@ -45,6 +53,10 @@ pub struct Daemon {
     pub transfers: OnceLock<Result<crate::transfers::state::Transfers, String>>,
     /// The media catalog's worker pool and jobs.
     pub media: crate::media::state::Media,
+    /// The replicated shares held, their sync sessions and pumps.
+    pub shares: crate::shares::state::Shares,
+    /// See [`WriteHook`]; set once at start (`daemon::run`).
+    pub write_hook: OnceLock<WriteHook>,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -67,6 +79,8 @@ impl Daemon {
             net_error: Mutex::new(None),
             hub_config: config.hub.clone(),
             discovery_config: config.discovery.clone(),
+            shares: crate::shares::state::Shares::load(&store),
+            write_hook: OnceLock::new(),
             store: Arc::new(Mutex::new(store)),
             started,
             identity: Mutex::new(identity),

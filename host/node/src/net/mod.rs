@@ -187,6 +187,7 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         letters::spawn_mail_fetcher(daemon, hub, crate::social::api::letter_sink);
     }
     crate::social::api::start(daemon).await;
+    crate::shares::service::start(daemon, crate::social::contacts::accepted);
     discovery::start(daemon);
     Ok(())
 }

@@ -36,11 +36,16 @@ struct SubscriptionParams {
 }
 
 async fn handle(
-    daemon: &Daemon,
+    daemon: &Arc<Daemon>,
     session: &Session,
     method: &str,
     params: Value,
 ) -> Result<Value, RpcError> {
+    if let Some(hook) = daemon.write_hook.get()
+        && let Some(answer) = hook(daemon, method, &params).await
+    {
+        return answer;
+    }
     match method {
         m::RESOURCES_SUBSCRIBE => subscribe(daemon, session, parse(params)?).await,
         m::RESOURCES_UNSUBSCRIBE => {

@@ -550,3 +550,32 @@ fn a_member_who_jumps_seqs_before_revocation_cannot_back_fill_after_it() {
     );
     assert!(props.get("backfill").is_none());
 }
+
+#[test]
+fn grants_and_revocations_say_the_membership_changed() {
+    let mut r = Replica::create_share(
+        &key(ALICE),
+        "holiday",
+        "List",
+        json!({"properties": {"name": "Holiday 2026"}}),
+        T0,
+    )
+    .unwrap();
+    r.take_changes();
+    grant(&mut r, ALICE, BOB, Level::Write, T0 + 1);
+    assert!(r.take_changes().membership_changed, "a grant");
+    set(&mut r, BOB, "name", json!("Trip"), T0 + 2);
+    assert!(!r.take_changes().membership_changed, "a data op");
+    r.author(
+        &key(ALICE),
+        Action::Revoke {
+            member: peer(BOB),
+            after_seq: 0,
+            also: vec![],
+        },
+        T0 + 3,
+    )
+    .unwrap();
+    assert!(r.take_changes().membership_changed, "a revocation");
+    assert_eq!(r.level(&peer(BOB)), None);
+}

@@ -637,3 +637,30 @@ fn two_replicas_with_thousands_of_ops_and_a_few_differences_converge_cheaply() {
     b_side.handle(&frame, &mut bob.shares, T0 + 400_001);
     assert_eq!(alice.replica().state().hash(), bob.replica().state().hash());
 }
+
+#[test]
+fn a_share_just_accepted_fills_from_the_member_that_offered_it() {
+    let (base, share) = holiday_base();
+    let mut alice = Node::new(1, &base, share);
+    // Bob accepted the offer: an empty replica, no genesis yet.
+    let mut bob = Node::new(2, &[], share);
+    assert_eq!(bob.replica().owner(), None);
+    sync_pair(&mut alice, &mut bob, share, T0 + 10);
+    assert_eq!(bob.replica().state().hash(), alice.replica().state().hash());
+    assert_eq!(bob.replica().level(&peer(2)), Some(Level::Write));
+    // Now that bob knows the members, a stranger learns nothing from him either.
+    let mut side = SyncPeer::new(peer(4), MIN_FRAME_LIMIT);
+    side.handle(
+        &Message::Want {
+            share,
+            ids: vec![share],
+        }
+        .encode(),
+        &mut bob.shares,
+        T0 + 11,
+    );
+    let frames: Vec<Message> = std::iter::from_fn(|| side.poll_transmit())
+        .map(|f| Message::decode(&f).unwrap())
+        .collect();
+    assert_eq!(frames, vec![Message::Unknown { share }]);
+}

@@ -1,0 +1,564 @@
+//! Replicated shares in the store: [`allpeers_replica::store::OpStore`] for [`Store`], and the
+//! records of the shares offered to us or held (`ap_shares`).
+//!
+//! A replica's changes are persisted in ONE transaction with the resources they materialise:
+//! the ops (`ap_ops`, wire form, never rewritten), the per-author seq marks (`ap_op_seqs`),
+//! then each changed resource written through the same paths as a local write (create,
+//! update, delete, list insert/remove), so listeners and the change log see a replicated change
+//! exactly as a local one. A failure rolls everything back: never half-applied.
+//!
+//! A resource whose replicated view does not fit its type here (a value breaking the schema,
+//! a type this node does not know) is not materialised; its ops are kept (they may become
+//! valid when the schema arrives, and peers still need them), and the resource keeps its last
+//! good local version. Local metadata is never touched.
+//!
+//! Like [`crate::api`], a façade over [`Store`]: it reaches into the crate root.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use allpeers_model::id::PeerId;
+use allpeers_model::resource::Resource;
+use allpeers_replica::store::{OpStore, Stored};
+use allpeers_replica::{Changes, Replica, ShareId};
+use rusqlite::params;
+use serde_json::{Value as Json, json};
+
+use crate::list::LIST_TYPE;
+use crate::write::{self, Target};
+use crate::{Result, Store, StoreError};
+
+/// A share as this node records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShareRecord {
+    pub share: ShareId,
+    /// The shared root resource's id.
+    pub root: String,
+    /// Who offered it to us (ourselves for our own shares).
+    pub peer: String,
+    /// `offered` (waiting for the user) or `accepted` (held and synced).
+    pub state: String,
+    /// The root's title when offered, for the user to decide.
+    pub title: String,
+}
+
+/// What to do with one resource of a commit, decided before the transaction.
+enum Plan {
+    Create(Resource),
+    Update {
+        rid: i64,
+        old: Box<Resource>,
+        new: Box<Resource>,
+    },
+    Delete {
+        rid: i64,
+        type_name: String,
+    },
+}
+
+impl Store {
+    /// Every share record, offered and accepted.
+    pub fn share_records(&self) -> Result<Vec<ShareRecord>> {
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT share, root, peer, state, title FROM ap_shares")?;
+        let rows = st.query_map([], |r| {
+            let share: Vec<u8> = r.get(0)?;
+            Ok((share, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (share, root, peer, state, title) = row?;
+            out.push(ShareRecord {
+                share: share_id(&share)?,
+                root,
+                peer,
+                state,
+                title,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records (or replaces) a share.
+    pub fn put_share_record(&mut self, record: &ShareRecord) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO ap_shares(share, root, peer, state, title) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(share) DO UPDATE SET root = excluded.root, peer = excluded.peer,
+             state = excluded.state, title = excluded.title",
+            params![
+                &record.share.0[..],
+                record.root,
+                record.peer,
+                record.state,
+                record.title
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets a share: its record, ops and seq marks (the resources stay, as local copies).
+    pub fn forget_share(&mut self, share: &ShareId) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        for table in ["ap_shares", "ap_ops", "ap_op_seqs"] {
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE share = ?1"),
+                [&share.0[..]],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The resource `id` as [`Store::update`] would write it with `patch`, checked (defaults,
+    /// adapters, schema), without writing: a shared resource's edit becomes ops first.
+    pub fn check_update(
+        &self,
+        id: &str,
+        patch: &allpeers_model::resource::Patch,
+    ) -> Result<(Resource, Resource)> {
+        let (rid, type_name) = self.reader().existing(id)?;
+        let old = self.reader().load(rid)?;
+        if patch.properties.contains_key("id") || patch.properties.contains_key("type") {
+            return Err(StoreError::BadRequest("id and type cannot change".into()));
+        }
+        let mut r = old.clone();
+        r.apply(patch);
+        if patch.touches_content() && !patch.properties.contains_key("modified") {
+            r.properties.insert(
+                "modified".into(),
+                allpeers_model::resource::Value::Date((self.clock)()),
+            );
+        }
+        let adapters = self.adapters.chain(&self.reg, &type_name);
+        Ok((old, write::check(&self.reg, &adapters, r)?))
+    }
+
+    /// Decides how the replica's view of `id` is written here; `None`: nothing to do (no
+    /// change, or a view that does not fit its type, logged).
+    fn plan(&self, id: &str, view: Option<Json>) -> Result<Option<Plan>> {
+        let existing = self.reader().rid_of(id)?;
+        let Some(view) = view else { return Ok(None) };
+        if view.get("deleted").and_then(Json::as_bool) == Some(true) {
+            return Ok(existing.map(|(rid, type_name)| Plan::Delete { rid, type_name }));
+        }
+        let mut r = match resource_of(id, &view) {
+            Ok(r) => r,
+            Err(why) => {
+                allpeers_log::bone!(resource = id, "replicated view not materialised: {why}");
+                return Ok(None);
+            }
+        };
+        let adapters = self.adapters.chain(&self.reg, &r.type_name);
+        match existing {
+            Some((rid, _)) => {
+                let old = self.reader().load(rid)?;
+                // Local metadata is this node's own.
+                r.meta = old.meta.clone();
+                match write::check(&self.reg, &adapters, r) {
+                    Ok(new) if new == old => Ok(None),
+                    Ok(new) if new.type_name != old.type_name => {
+                        allpeers_log::bone!(resource = id, "replicated view changes the type");
+                        Ok(None)
+                    }
+                    Ok(new) => Ok(Some(Plan::Update {
+                        rid,
+                        old: Box::new(old),
+                        new: Box::new(new),
+                    })),
+                    Err(e) => {
+                        allpeers_log::bone!(resource = id, "replicated view refused: {e}");
+                        Ok(None)
+                    }
+                }
+            }
+            None => {
+                match write::prepare_new(&self.reg, &adapters, r, (self.clock)(), &self.author) {
+                    Ok(new) => Ok(Some(Plan::Create(new))),
+                    Err(e) => {
+                        allpeers_log::bone!(resource = id, "replicated view refused: {e}");
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A replica's resource view (`{"id", "type", "properties", "children", "items"}`) as a
+/// resource (properties set to `null` are absent).
+fn resource_of(id: &str, view: &Json) -> std::result::Result<Resource, String> {
+    let properties: serde_json::Map<String, Json> = view
+        .get("properties")
+        .and_then(Json::as_object)
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let shaped = json!({
+        "id": id,
+        "type": view.get("type").cloned().unwrap_or(Json::Null),
+        "properties": properties,
+        "children": view.get("children").cloned().unwrap_or_else(|| json!({})),
+    });
+    serde_json::from_value(shaped).map_err(|e| e.to_string())
+}
+
+fn share_id(bytes: &[u8]) -> Result<ShareId> {
+    bytes
+        .try_into()
+        .map(allpeers_replica::OpId)
+        .map_err(|_| StoreError::Corrupt("a share id is not 32 bytes".into()))
+}
+
+impl OpStore for Store {
+    type Error = StoreError;
+
+    fn load(&self, share: &ShareId) -> Result<Stored> {
+        let ops = self
+            .conn
+            .prepare_cached("SELECT wire FROM ap_ops WHERE share = ?1")?
+            .query_map([&share.0[..]], |r| r.get::<_, Vec<u8>>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut author_seqs = BTreeMap::new();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT peer, seq FROM ap_op_seqs WHERE share = ?1")?;
+        let rows = st.query_map([&share.0[..]], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+        })?;
+        for row in rows {
+            let (peer, seq) = row?;
+            let peer: PeerId = peer
+                .parse()
+                .map_err(|_| StoreError::Corrupt(format!("bad peer id in ap_op_seqs: {peer}")))?;
+            author_seqs.insert(peer, u64::try_from(seq).unwrap_or(0));
+        }
+        Ok(Stored { ops, author_seqs })
+    }
+
+    fn commit(&mut self, share: &ShareId, changes: &Changes, replica: &Replica) -> Result<()> {
+        // Decided before the transaction: reads and checks only.
+        let mut plans = Vec::new();
+        for id in &changes.resources {
+            if let Some(plan) = self.plan(id, replica.resource(id))? {
+                plans.push(plan);
+            }
+        }
+        // Lists of the share whose items may have changed: those touched, and those holding a
+        // touched resource (an item created after its add).
+        let mut lists: Vec<(String, BTreeSet<String>)> = Vec::new();
+        if !changes.resources.is_empty() {
+            for id in replica.state().resource_ids() {
+                let Some(view) = replica.resource(id) else {
+                    continue;
+                };
+                let is_list = view
+                    .get("type")
+                    .and_then(Json::as_str)
+                    .is_some_and(|t| self.reg.is_a(t, LIST_TYPE));
+                let items: BTreeSet<String> = view
+                    .get("items")
+                    .and_then(Json::as_array)
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .collect();
+                if is_list
+                    && (changes.resources.contains(id)
+                        || items.iter().any(|i| changes.resources.contains(i)))
+                {
+                    lists.push((id.to_owned(), items));
+                }
+            }
+        }
+        let (mut tx, query_lists, inserts) = self.begin()?;
+        for (id, op) in &changes.stored {
+            tx.sql()
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO ap_ops(share, id, wire) VALUES (?1, ?2, ?3)",
+                )?
+                .execute(params![&share.0[..], &id.0[..], op.wire()])?;
+        }
+        for (peer, seq) in &changes.author_seqs {
+            tx.sql()
+                .prepare_cached(
+                    "INSERT INTO ap_op_seqs(share, peer, seq) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(share, peer) DO UPDATE SET seq = max(seq, excluded.seq)",
+                )?
+                .execute(params![
+                    &share.0[..],
+                    peer.to_string(),
+                    i64::try_from(*seq).unwrap_or(i64::MAX)
+                ])?;
+        }
+        let mut new_lists = Vec::new();
+        let mut replaced = Vec::new();
+        for plan in &plans {
+            match plan {
+                Plan::Create(r) => {
+                    new_lists.extend(tx.create(inserts, query_lists, std::slice::from_ref(r))?)
+                }
+                Plan::Update { rid, old, new } => {
+                    if let Some(ql) = tx.update(query_lists, *rid, old, new, true)? {
+                        replaced.push((*rid, ql));
+                    }
+                }
+                Plan::Delete { rid, type_name } => {
+                    let id = tx
+                        .reader()
+                        .id_of(*rid)?
+                        .map(|(id, _)| id)
+                        .unwrap_or_default();
+                    tx.delete(Target {
+                        rid: *rid,
+                        id: &id,
+                        type_name,
+                    })?;
+                    replaced.push((*rid, None));
+                }
+            }
+        }
+        for (list_id, wanted) in lists {
+            let Some((lrid, ltype)) = tx.reader().rid_of(&list_id)? else {
+                continue;
+            };
+            let current: Vec<String> = tx
+                .sql()
+                .prepare_cached(
+                    "SELECT r.id FROM ap_list_items li JOIN t_Resource r ON r.rid = li.item WHERE li.list = ?1 ORDER BY li.pos",
+                )?
+                .query_map([lrid], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            let list = Target {
+                rid: lrid,
+                id: &list_id,
+                type_name: &ltype,
+            };
+            for item in current.iter().filter(|i| !wanted.contains(*i)) {
+                if let Some((irid, itype)) = tx.reader().rid_of(item)? {
+                    let target = Target {
+                        rid: irid,
+                        id: item,
+                        type_name: &itype,
+                    };
+                    tx.list_remove(query_lists, list, target)?;
+                }
+            }
+            for item in wanted.iter().filter(|i| !current.contains(*i)) {
+                // An item whose create has not arrived yet joins when it does.
+                if let Some((irid, itype)) = tx.reader().rid_of(item)? {
+                    let target = Target {
+                        rid: irid,
+                        id: item,
+                        type_name: &itype,
+                    };
+                    tx.list_insert(query_lists, list, target, None)?;
+                }
+            }
+        }
+        tx.commit()?;
+        self.query_lists.extend(new_lists);
+        for (rid, ql) in replaced {
+            self.query_lists.replace(rid, ql);
+        }
+        Ok(())
+    }
+}
+
+/// A share's root as the genesis op's create value: `{"properties", "children"}` (local
+/// metadata stays out).
+pub fn create_value(r: &Resource) -> Json {
+    json!({
+        "properties": serde_json::to_value(&r.properties).unwrap_or_else(|_| json!({})),
+        "children": serde_json::to_value(&r.children).unwrap_or_else(|_| json!({})),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use allpeers_replica::store;
+    use allpeers_replica::{Action, Level};
+    use ed25519_dalek::SigningKey;
+
+    use super::*;
+    use crate::{Event, EventKind, Filter};
+
+    const T0: u64 = 1_764_590_000_000;
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn peer(n: u8) -> PeerId {
+        PeerId::from_public_key(key(n).verifying_key().to_bytes())
+    }
+
+    fn link(url: &str) -> Resource {
+        Resource::new("Link").with("url", url).with("title", url)
+    }
+
+    /// Alice's list with one link, shared with bob (write): her store and replica.
+    fn alice_share() -> (Store, Replica, String) {
+        let mut alice = Store::open_in_memory(&peer(1).to_string()).unwrap();
+        let list = alice
+            .create(Resource::new("List").with("title", "Holiday 2026"))
+            .unwrap();
+        let item = alice.create(link("https://a.example")).unwrap();
+        alice.list_insert(&list.id, &item.id, None).unwrap();
+        let mut replica =
+            Replica::create_share(&key(1), &list.id, "List", create_value(&list), T0).unwrap();
+        replica
+            .author(
+                &key(1),
+                Action::Create {
+                    resource: item.id.clone(),
+                    kind: "Link".into(),
+                    value: create_value(&item),
+                },
+                T0 + 1,
+            )
+            .unwrap();
+        replica
+            .author(
+                &key(1),
+                Action::ListAdd {
+                    list: list.id.clone(),
+                    item: item.id.clone(),
+                },
+                T0 + 2,
+            )
+            .unwrap();
+        replica
+            .author(
+                &key(1),
+                Action::Grant {
+                    member: peer(2),
+                    level: Level::Write,
+                },
+                T0 + 3,
+            )
+            .unwrap();
+        store::commit(&mut alice, &mut replica).unwrap();
+        (alice, replica, list.id)
+    }
+
+    #[test]
+    fn replicated_ops_materialise_in_one_commit_and_fire_listeners() {
+        let (alice, replica, list_id) = alice_share();
+        let share = replica.share();
+        let mut bob = Store::open_in_memory(&peer(2).to_string()).unwrap();
+        let heard: Arc<Mutex<Vec<(EventKind, String)>>> = Arc::default();
+        let sink = heard.clone();
+        bob.subscribe(
+            Filter::All,
+            Arc::new(move |e: &Event| sink.lock().unwrap().push((e.kind, e.id.clone()))),
+        )
+        .unwrap();
+        let mut theirs = Replica::new(share);
+        for op in replica.kept_ops() {
+            theirs.receive(op.wire(), T0 + 10).unwrap();
+        }
+        store::commit(&mut bob, &mut theirs).unwrap();
+        let items = bob.list_items(&list_id).unwrap().items;
+        assert_eq!(items.len(), 1);
+        let got = bob.get(&list_id).unwrap().unwrap();
+        assert_eq!(
+            got.get("title").and_then(|v| v.as_str()),
+            Some("Holiday 2026")
+        );
+        let heard = heard.lock().unwrap().clone();
+        assert!(
+            heard.contains(&(EventKind::Created, list_id.clone())),
+            "{heard:?}"
+        );
+        assert!(
+            heard.contains(&(EventKind::ItemAdded, list_id.clone())),
+            "{heard:?}"
+        );
+
+        // Bob edits; the edit replicates back to alice as an update event.
+        let (op, _) = theirs
+            .author(
+                &key(2),
+                Action::SetProperty {
+                    resource: list_id.clone(),
+                    name: "title".into(),
+                    value: json!("Holiday 2027"),
+                },
+                T0 + 20,
+            )
+            .unwrap();
+        store::commit(&mut bob, &mut theirs).unwrap();
+        let mut alice = alice;
+        let mut mine = store::open(&alice, share, T0 + 30).unwrap();
+        mine.receive(op.wire(), T0 + 30).unwrap();
+        store::commit(&mut alice, &mut mine).unwrap();
+        let title = alice.get(&list_id).unwrap().unwrap();
+        assert_eq!(
+            title.get("title").and_then(|v| v.as_str()),
+            Some("Holiday 2027")
+        );
+
+        // Restart: the replica comes back from the store with the same state.
+        let again = store::open(&bob, share, T0 + 40).unwrap();
+        assert_eq!(again.state().hash(), theirs.state().hash());
+        assert_eq!(again.level(&peer(2)), Some(Level::Write));
+    }
+
+    #[test]
+    fn a_view_that_breaks_the_schema_is_kept_as_ops_but_not_written() {
+        let (_alice, mut replica, list_id) = alice_share();
+        let share = replica.share();
+        let mut bob = Store::open_in_memory(&peer(2).to_string()).unwrap();
+        let mut theirs = Replica::new(share);
+        for op in replica.kept_ops() {
+            theirs.receive(op.wire(), T0 + 10).unwrap();
+        }
+        store::commit(&mut bob, &mut theirs).unwrap();
+        // `created` must be a date: a number-as-object breaks the schema.
+        let (bad, _) = replica
+            .author(
+                &key(1),
+                Action::SetProperty {
+                    resource: list_id.clone(),
+                    name: "created".into(),
+                    value: json!({"not": "a date"}),
+                },
+                T0 + 20,
+            )
+            .unwrap();
+        theirs.receive(bad.wire(), T0 + 21).unwrap();
+        store::commit(&mut bob, &mut theirs).unwrap();
+        assert!(
+            bob.get(&list_id).unwrap().is_some(),
+            "the last good version stays"
+        );
+        assert_eq!(
+            bob.load(&share).unwrap().ops.len(),
+            theirs.kept_ops().count(),
+            "every op is kept"
+        );
+    }
+
+    #[test]
+    fn share_records_round_trip_and_forget_drops_ops() {
+        let (mut alice, replica, _) = alice_share();
+        let record = ShareRecord {
+            share: replica.share(),
+            root: "r".into(),
+            peer: peer(1).to_string(),
+            state: "accepted".into(),
+            title: "Holiday 2026".into(),
+        };
+        alice.put_share_record(&record).unwrap();
+        assert_eq!(alice.share_records().unwrap(), vec![record]);
+        alice.forget_share(&replica.share()).unwrap();
+        assert!(alice.share_records().unwrap().is_empty());
+        assert!(alice.load(&replica.share()).unwrap().ops.is_empty());
+    }
+}
