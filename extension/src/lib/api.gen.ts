@@ -117,12 +117,54 @@ export interface Methods {
   "lists.move": { params: ListItemParams; result: number };
   /** Removes an item from a list. */
   "lists.remove": { params: ListItemParams; result: null };
+  /** Shares a resource (a List with its items) with peers, each at a level. */
+  "shares.create": { params: CreateShareParams; result: Share };
+  /** Every share: ours, those we accepted, those offered to us. */
+  "shares.list": { params: NoParams; result: Array<Share> };
+  /** One share with its members. */
+  "shares.get": { params: ShareParams; result: Share };
+  /** Accepts a share offered to us: it syncs in from its members. */
+  "shares.accept": { params: ShareParams; result: Share };
+  /** Adds a member (admins only). */
+  "shares.add_member": { params: AddMemberParams; result: Share };
+  /** Revokes a member (admins only): it gets nothing new from any member that saw it. */
+  "shares.revoke": { params: RevokeParams; result: Share };
+  /** Stops syncing a share and forgets its ops (the resources stay as local copies). */
+  "shares.leave": { params: ShareParams; result: null };
+  /** Per share: members, who is online, last sync, ops pending, ops and bytes held. */
+  "sync.status": { params: NoParams; result: SyncStatus };
   /** Registers (or evolves) a RELAX NG schema file. */
   "schemas.register": { params: RegisterSchemaParams; result: RegisterSchemaResult };
   /** The names of every registered type. */
   "schemas.list": { params: NoParams; result: Array<string> };
   /** A type's description: lineage, properties with `declaredBy`, children, metadata. */
   "schemas.describe": { params: TypeParams; result: JsonValue };
+  /** Adds a download from a .torrent (a path or its bytes in base64). */
+  "transfers.add": { params: AddParams; result: Transfer };
+  /** Every transfer, downloads and seeds. */
+  "transfers.list": { params: NoParams; result: Array<Transfer> };
+  /** One transfer (`TransferNotFound` otherwise). */
+  "transfers.get": { params: TransferIdParams; result: Transfer };
+  /** Pauses a transfer (kept paused across restarts). */
+  "transfers.pause": { params: TransferIdParams; result: Transfer };
+  /** Resumes a paused or failed transfer from what is on disk. */
+  "transfers.resume": { params: TransferIdParams; result: Transfer };
+  /** Stops and forgets a transfer, optionally deleting its downloaded files. */
+  "transfers.cancel": { params: CancelParams; result: TransferIdParams };
+  /** One transfer's upload and download limits. */
+  "transfers.set_limits": { params: SetLimitsParams; result: Transfer };
+  /** Who takes data from us, fastest first (the upload monitor). */
+  "transfers.uploads": { params: NoParams; result: Array<Upload> };
+  /** Shares a file from disk: makes its torrent and seeds it in place. */
+  "transfers.seed": { params: SeedParams; result: SeedResult };
+  /** The global upload and download limits of every transfer together. */
+  "net.limits.get": { params: NoParams; result: Limits };
+  /** Sets the global limits (`null`: no limit); answers them. */
+  "net.limits.set": { params: Limits; result: Limits };
+  /** Catalogues files and folders in the background (a job; `media.progress` reports on it). */
+  "media.add": { params: AddParams; result: AddResult };
+  /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
+  "media.info": { params: InfoParams; result: Resource };
 }
 
 export type MethodName = keyof Methods;
@@ -169,6 +211,22 @@ export interface Events {
   "resource.changed": ResourceChange;
   /** A list gained, lost or moved an item (`resources.subscribe` only). */
   "list.changed": ResourceChange;
+  /** A transfer was added. */
+  "transfer.added": Transfer;
+  /** A running transfer's numbers (at most one per 250 ms per transfer). */
+  "transfer.progress": ProgressEvent;
+  /** A transfer's state changed. */
+  "transfer.changed": ChangedEvent;
+  /** A transfer was cancelled. */
+  "transfer.removed": TransferIdParams;
+  /** An indexing job advanced (a few times a second at most) or finished. */
+  "media.progress": MediaProgress;
+  /** A peer shared a resource with us: accept it or ignore it. */
+  "share.received": ShareReceived;
+  /** A share's members or state changed. */
+  "share.changed": Share;
+  /** A reconciliation with a peer completed. */
+  "sync.progress": SyncProgress;
 }
 
 export type TopicName = keyof Events;
@@ -249,6 +307,28 @@ export const ErrorCode = {
   MailBadField: -32075,
   /** declined: the address asked for no mail from this hub, bounced, or was invited lately */
   MailDeclined: -32076,
+  /** transfer not found: no transfer with that id (`transfers.*`) */
+  TransferNotFound: -32050,
+  /** bad torrent: the .torrent is malformed, unsafe (a file path leaving the download directory) or not base64; the message says which */
+  BadTorrent: -32051,
+  /** unsupported source: `transfers.add` with a magnet link or a URL: give the .torrent file (not supported yet) */
+  UnsupportedSource: -32052,
+  /** transfer exists: the torrent is already added (the message names its id) */
+  TransferExists: -32053,
+  /** unreadable: the .torrent path or the file to seed cannot be read, is not a regular file, or is empty */
+  Unreadable: -32054,
+  /** transfer failed: the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent */
+  TransferFailed: -32055,
+  /** path not found: `media.add`: a path does not exist or cannot be read */
+  MediaPathNotFound: -32060,
+  /** not catalogued: `media.info`: the path or id is not a catalogued file (add it with `media.add`) */
+  NotCatalogued: -32061,
+  /** media busy: `media.add`: too many indexing jobs run at once; retry when one finishes */
+  MediaBusy: -32062,
+  /** not allowed: the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share */
+  NotAllowed: -32040,
+  /** share not found: no share with that id on this node (or none offered) */
+  ShareNotFound: -32041,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -261,6 +341,32 @@ export type AddContactParams = {
   who: string;
   /** A note to the peer (≤ 512 bytes). */
   message?: string;
+};
+
+/**
+ * `shares.add_member`'s params.
+ */
+export type AddMemberParams = {
+  share: string;
+  peer: PeerId;
+  level: ShareLevel;
+};
+
+/**
+ * `media.add`'s params.
+ */
+export type AddParams = {
+  /** Absolute paths of files and folders. */
+  paths: Array<string>;
+  /** Descend into sub-folders (otherwise a folder's own files only). */
+  recursive?: boolean;
+};
+
+/**
+ * `media.add`'s result: the job that indexes in the background.
+ */
+export type AddResult = {
+  job: number;
 };
 
 /**
@@ -304,6 +410,15 @@ export type Attempt = {
 export type Availability = "online" | "away" | "busy";
 
 /**
+ * `transfers.cancel`'s params.
+ */
+export type CancelParams = {
+  id: number;
+  /** Delete the downloaded files too (a file seeded in place is never deleted). */
+  delete_files: boolean;
+};
+
+/**
  * A name certificate signed by the hub.
  */
 export type Certificate = {
@@ -323,6 +438,15 @@ export type Certificate = {
  * What happened to a resource or a list.
  */
 export type ChangeKind = "created" | "updated" | "deleted" | "itemAdded" | "itemRemoved" | "itemMoved";
+
+/**
+ * `transfer.changed`'s data.
+ */
+export type ChangedEvent = {
+  id: number;
+  state: TransferState;
+  reason: string | null;
+};
 
 /**
  * A conversation: a Chat resource with its unread count and last message.
@@ -463,6 +587,15 @@ export type CreateParams = {
 };
 
 /**
+ * `shares.create`'s params.
+ */
+export type CreateShareParams = {
+  /** The root resource's id (a List shares its items too). */
+  resource: string;
+  members: Array<ShareMember>;
+};
+
+/**
  * How a letter was delivered.
  */
 export type Delivered = "direct" | "relayed" | "mailed";
@@ -588,6 +721,14 @@ export type IdentityInfo = {
 };
 
 /**
+ * `media.info`'s params: exactly one of `path` (absolute) and `id`.
+ */
+export type InfoParams = {
+  path?: string;
+  id?: string;
+};
+
+/**
  * `contacts.invite`'s result.
  */
 export type Invite = {
@@ -612,6 +753,14 @@ export type LanPeer = {
   /** Where the announcement came from (ip:port). */
   from: string;
   new: boolean;
+};
+
+/**
+ * Upload and download limits in bytes per second; `null` for no limit.
+ */
+export type Limits = {
+  down: number | null;
+  up: number | null;
 };
 
 /**
@@ -710,6 +859,42 @@ export type MailStatus = {
  * How the NAT maps an internal address to external ones (RFC 4787 / RFC 5780 §4.3).
  */
 export type Mapping = "none" | "endpoint-independent" | "address-dependent" | "address-and-port-dependent" | "unknown";
+
+/**
+ * `media.progress`: a job's progress, at most a few times a second, and once when it ends
+ * (`finished`, with its `summary`).
+ */
+export type MediaProgress = {
+  job: number;
+  /** Files handled so far. */
+  done: number;
+  /** Files found (grows while folders are walked). */
+  total: number;
+  /** The file handled last. */
+  current: string | null;
+  finished: boolean;
+  /** Set once the job has finished. */
+  summary: MediaSummary | null;
+};
+
+/**
+ * What a finished job did.
+ */
+export type MediaSummary = {
+  /** Files seen for the first time. */
+  added: number;
+  /** Files whose size or modification time changed: described again. */
+  updated: number;
+  /** Files unchanged since the last time: skipped. */
+  unchanged: number;
+  /** Catalogued files no longer on disk: marked `missing`. */
+  missing: number;
+  /**
+   * Files that could not be described (also counted as added or updated): catalogued
+   * as plain Files with an `error` in their local metadata.
+   */
+  failed: number;
+};
 
 /**
  * A message: a Message resource (`m:<sender>:<id>`) as the API shows it.
@@ -949,6 +1134,14 @@ export type PresenceParams = {
 export type PresenceState = "online" | "away" | "busy" | "offline";
 
 /**
+ * `transfer.progress`'s data.
+ */
+export type ProgressEvent = {
+  id: number;
+  progress: TransferProgress;
+};
+
+/**
  * A property value: dates are ISO 8601 strings, binary values base64 strings.
  */
 export type PropertyValue = null | boolean | number | string | Array<PropertyValue>;
@@ -1130,6 +1323,37 @@ export type ResourceSubscribeParams = {
 };
 
 /**
+ * `shares.revoke`'s params.
+ */
+export type RevokeParams = {
+  share: string;
+  peer: PeerId;
+};
+
+/**
+ * `transfers.seed`'s params: share a file from disk, in place.
+ */
+export type SeedParams = {
+  /** The file (absolute path); it is hashed once and never copied. */
+  path: string;
+  /** Trackers to put in the torrent (none: peers dial us directly). */
+  trackers?: Array<string>;
+  /** Peers to offer it to at once (e.g. a leecher waiting for it). */
+  peers?: Array<string>;
+};
+
+/**
+ * `transfers.seed`'s result: the transfer and the torrent to give others.
+ */
+export type SeedResult = {
+  transfer: Transfer;
+  /** The .torrent's bytes, base64. */
+  torrent: string;
+  /** Where peers reach this node's BitTorrent listener (`ip:port`; an unspecified ip means every interface). */
+  listen: string;
+};
+
+/**
  * `chat.send`'s params.
  */
 export type SendParams = {
@@ -1157,6 +1381,87 @@ export type SetAddressResult = {
   confirmed: boolean;
   /** How long the mailed code works (null when already confirmed). */
   expires_in_secs: number | null;
+};
+
+/**
+ * `transfers.set_limits`'s params: one transfer's limits (the global ones apply too).
+ */
+export type SetLimitsParams = {
+  id: number;
+  limits: Limits;
+};
+
+/**
+ * A share as `shares.list` / `shares.get` show it.
+ */
+export type Share = {
+  id: string;
+  /** The root resource's id. */
+  resource: string;
+  title: string;
+  state: ShareState;
+  /** The owner (who created it); unknown until the first sync of an offered share. */
+  owner: PeerId | null;
+  /** Who offered it to us (ourselves for our own). */
+  from: PeerId;
+  /** Our level (none once revoked). */
+  level: ShareLevel | null;
+  members: Array<ShareMember>;
+};
+
+/**
+ * A member's level: read, write (edit the shared resources), admin (also add and revoke
+ * members).
+ */
+export type ShareLevel = "read" | "write" | "admin";
+
+/**
+ * A member and its level.
+ */
+export type ShareMember = {
+  peer: PeerId;
+  level: ShareLevel;
+};
+
+/**
+ * `{"share": id}`: the params of `shares.get`, `shares.accept`, `shares.leave`.
+ */
+export type ShareParams = {
+  share: string;
+};
+
+/**
+ * `share.received`'s data: who offers what.
+ */
+export type ShareReceived = {
+  share: string;
+  resource: string;
+  title: string;
+  from: PeerId;
+};
+
+/**
+ * Where a share stands on this node.
+ */
+export type ShareState = "offered" | "accepted";
+
+/**
+ * One share's sync state, in `sync.status`.
+ */
+export type ShareSync = {
+  share: string;
+  title: string;
+  members: Array<ShareMember>;
+  /** Members with a live connection now. */
+  online: Array<PeerId>;
+  /** When a reconciliation last completed (ms since the epoch). */
+  last_sync_ms: number | null;
+  /** Ops waiting for parents plus ops deferred (stamped ahead of our clock). */
+  ops_pending: number;
+  /** Ops held (every op kept, live or superseded). */
+  ops: number;
+  /** Bytes of the ops held, in wire form. */
+  bytes: number;
 };
 
 /**
@@ -1203,6 +1508,76 @@ export type SubscriptionParams = {
 };
 
 /**
+ * `sync.progress`'s data: one reconciliation with one peer completed.
+ */
+export type SyncProgress = {
+  share: string;
+  peer: PeerId;
+  round_trips: number;
+  sent: number;
+  received: number;
+  /** Ops the peer claimed and did not send in time (asked again next round). */
+  missing: number;
+};
+
+/**
+ * `sync.status`'s result.
+ */
+export type SyncStatus = {
+  shares: Array<ShareSync>;
+};
+
+/**
+ * A transfer as `transfers.list` / `transfers.get` show it.
+ */
+export type Transfer = {
+  id: number;
+  name: string;
+  /** Hex. */
+  info_hash: string;
+  /** Where the files are. */
+  dir: string;
+  state: TransferState;
+  /** Why it is paused, retrying or failed. */
+  reason: string | null;
+  priority: number;
+  /** A user's own file, seeded where it is. */
+  seed_in_place: boolean;
+  limits: Limits;
+  progress: TransferProgress;
+};
+
+/**
+ * `{"id": …}`: the params of `transfers.get`, `.pause`, `.resume`.
+ */
+export type TransferIdParams = {
+  id: number;
+};
+
+/**
+ * A transfer's numbers.
+ */
+export type TransferProgress = {
+  total_bytes: number;
+  /** Verified and on disk. */
+  done_bytes: number;
+  /** Payload received and sent since the transfer started this run. */
+  downloaded: number;
+  uploaded: number;
+  down_rate: number;
+  up_rate: number;
+  /** Connected peers. */
+  peers: number;
+  /** Seconds left at the current rate; null when unknown or done. */
+  eta_secs: number | null;
+};
+
+/**
+ * Where a transfer is.
+ */
+export type TransferState = "queued" | "downloading" | "seeding" | "paused" | "retrying" | "failed";
+
+/**
  * Which transport carries a connection.
  */
 export type TransportKind = "quic" | "tcp";
@@ -1236,4 +1611,17 @@ export type UnsubscribeResult = {
 export type UpdateParams = {
   id: string;
   patch: Patch;
+};
+
+/**
+ * One peer taking data from us (the upload monitor), fastest first.
+ */
+export type Upload = {
+  /** The transfer it takes from. */
+  id: number;
+  addr: string;
+  /** Its BitTorrent client, when it said. */
+  client: string | null;
+  uploaded: number;
+  up_rate: number;
 };

@@ -2,11 +2,11 @@
 
 pub mod demo;
 mod demo_mail;
-pub mod mail;
-pub mod demo_transfers;
 mod demo_media;
-pub mod media;
 pub mod demo_shares;
+pub mod demo_transfers;
+pub mod mail;
+pub mod media;
 pub mod resource;
 pub mod shares;
 pub mod social;
