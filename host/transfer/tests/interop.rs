@@ -69,20 +69,16 @@ async fn engine(state: &Path) -> Engine {
     Engine::start(config).await.unwrap()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn downloads_a_multi_file_torrent_from_an_aria2c_seeder() {
-    let work = tempfile::tempdir().unwrap();
-    let source = work.path().join("source");
-    let files = make_album(&source);
-    let torrent_path = work.path().join("album.torrent");
-    let torrent = mktorrent(&source.join("album"), &torrent_path);
-    let port = free_port();
-    let _seeder = aria2c(&source, port, &torrent_path, false);
-    wait_for_port(port, "aria2c");
-
-    let engine = engine(&work.path().join("state")).await;
-    let out = work.path().join("out");
-    let seeder: SocketAddr = ([127, 0, 0, 1], port).into();
+/// Downloads `torrent` with a fresh engine from the one seeder on loopback `seeder_port`, into
+/// `work/out`; answers once complete (the engine is kept alive for the caller's checks).
+async fn download_from(
+    work: &Path,
+    torrent: Torrent,
+    seeder_port: u16,
+) -> (Engine, TorrentHandle, PathBuf) {
+    let engine = engine(&work.join("state")).await;
+    let out = work.join("out");
+    let seeder: SocketAddr = ([127, 0, 0, 1], seeder_port).into();
     let handle = engine
         .add(
             torrent,
@@ -99,6 +95,21 @@ async fn downloads_a_multi_file_torrent_from_an_aria2c_seeder() {
         .await
         .expect("in time")
         .expect("complete");
+    (engine, handle, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_a_multi_file_torrent_from_an_aria2c_seeder() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let files = make_album(&source);
+    let torrent_path = work.path().join("album.torrent");
+    let torrent = mktorrent(&source.join("album"), &torrent_path);
+    let port = free_port();
+    let _seeder = aria2c(&source, port, &torrent_path, false);
+    wait_for_port(port, "aria2c");
+
+    let (_engine, handle, out) = download_from(work.path(), torrent, port).await;
     let progress = handle.progress();
     assert_eq!(progress.hash_failures, 0);
     assert_eq!(progress.done_bytes, progress.total_bytes);
@@ -163,25 +174,7 @@ async fn downloads_from_a_transmission_seeder() {
     wait_transmission_done(rpc).await;
     wait_for_port(peer_port, "transmission peer port");
 
-    let engine = engine(&work.path().join("state")).await;
-    let out = work.path().join("out");
-    let seeder: SocketAddr = ([127, 0, 0, 1], peer_port).into();
-    let handle = engine
-        .add(
-            torrent,
-            Target::Download {
-                dir: out.clone(),
-                sequential: false,
-            },
-            vec![seeder],
-            Default::default(),
-        )
-        .await
-        .unwrap();
-    tokio::time::timeout(DEADLINE, handle.wait_complete())
-        .await
-        .expect("in time")
-        .expect("complete");
+    let (_engine, _handle, out) = download_from(work.path(), torrent, peer_port).await;
     assert_same_files(&out, &files);
 }
 
