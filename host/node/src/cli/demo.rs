@@ -151,7 +151,7 @@ pub(super) async fn start_node(
     .await?;
     api.call(
         m::EVENTS_SUBSCRIBE,
-        json!({"topics": [topics::HUB_CHANGED, topics::PRESENCE_CHANGED, topics::CLIENTS_CHANGED, topics::CONTACT_REQUEST, topics::MESSAGE_RECEIVED, topics::CHAT_RECEIPT]}),
+        json!({"topics": [topics::HUB_CHANGED, topics::PRESENCE_CHANGED, topics::CLIENTS_CHANGED, topics::CONTACT_REQUEST, topics::CONTACT_CHANGED, topics::MESSAGE_RECEIVED, topics::CHAT_RECEIPT]}),
     )
     .await?;
     let status = api.call(m::NET_STATUS, json!({})).await?;
@@ -277,7 +277,8 @@ async fn demo() -> anyhow::Result<()> {
         d["peer_id"] == bob_id && d["online"] == true
     })
     .await?;
-    // Bob's presence can reach alice before his acceptance letter does: chat waits for both.
+    // Bob's presence can reach alice before his acceptance letter does: chat waits for both
+    // (contact.changed is among the topics every demo node subscribes to at start).
     step("bob's acceptance", async {
         loop {
             let contacts = alice.api.call(m::CONTACTS_LIST, json!({})).await?;
