@@ -31,7 +31,8 @@ pub struct TransfersSection {
     pub listen: std::net::SocketAddr,
     /// Downloads running at once; the rest wait in the queue.
     pub max_active: usize,
-    /// Global limits in bytes per second (absent: none); `net.limits.set` changes them until the next start.
+    /// Global limits in bytes per second (absent: none) until `net.limits.set` changes them; what it sets is
+    /// kept (in the transfer state dir) and wins over these from then on.
     pub down_limit: Option<u64>,
     pub up_limit: Option<u64>,
     /// Bytes all downloads together may write (absent: no limit); past it a download pauses.

@@ -23,6 +23,9 @@ pub type TransferId = u64;
 pub const EVENT_QUEUE: usize = 1024;
 /// The persisted list: one file in the state directory.
 const STATE_FILE: &str = "transfers.json";
+/// The global limits last set through [`Manager::set_limits`]: they outlive a restart and win
+/// over the engine configuration's (the user changed them after writing the configuration).
+const LIMITS_FILE: &str = "limits.json";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -201,6 +204,9 @@ impl Manager {
             })),
             events,
         };
+        if let Some(limits) = manager.load_limits()? {
+            manager.engine.set_global_limits(limits);
+        }
         for record in manager.load()? {
             let bytes = std::fs::read(manager.torrent_path(record.id)).map_err(|source| {
                 ManagerError::State {
@@ -407,11 +413,12 @@ impl Manager {
         Ok(())
     }
 
-    /// Limits for one transfer (`Some(id)`) or for all together (`None`).
+    /// Limits for one transfer (`Some(id)`) or for all together (`None`); both are kept across restarts.
     pub fn set_limits(&self, id: Option<TransferId>, limits: Limits) -> Result<(), ManagerError> {
         let Some(id) = id else {
             self.engine.set_global_limits(limits);
-            return Ok(());
+            let bytes = serde_json::to_vec(&limits).expect("limits serialize");
+            return write_atomically(&self.limits_path(), &bytes);
         };
         if let Some(handle) = self.update(id, |entry| {
             entry.record.limits = limits;
@@ -629,6 +636,26 @@ impl Manager {
         self.config.engine.state_dir.join(STATE_FILE)
     }
 
+    fn limits_path(&self) -> PathBuf {
+        self.config.engine.state_dir.join(LIMITS_FILE)
+    }
+
+    fn load_limits(&self) -> Result<Option<Limits>, ManagerError> {
+        let path = self.limits_path();
+        match std::fs::read(&path) {
+            Ok(bytes) => {
+                serde_json::from_slice(&bytes)
+                    .map(Some)
+                    .map_err(|e| ManagerError::State {
+                        path,
+                        source: e.into(),
+                    })
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(ManagerError::State { path, source }),
+        }
+    }
+
     fn load(&self) -> Result<Vec<Record>, ManagerError> {
         let path = self.state_path();
         match std::fs::read(&path) {
@@ -651,13 +678,20 @@ impl Manager {
             .values()
             .map(|e| e.record.clone())
             .collect();
-        let path = self.state_path();
-        let temporary = path.with_extension("json.tmp");
         let bytes = serde_json::to_vec_pretty(&records).expect("records serialize");
-        write_synced(&temporary, &bytes)
-            .and_then(|()| std::fs::rename(&temporary, &path))
-            .map_err(|source| ManagerError::State { path, source })
+        write_atomically(&self.state_path(), &bytes)
     }
+}
+
+/// Writes `path` whole or not at all (a temporary file, synced, then renamed over it).
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ManagerError> {
+    let temporary = path.with_extension("json.tmp");
+    write_synced(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, path))
+        .map_err(|source| ManagerError::State {
+            path: path.to_path_buf(),
+            source,
+        })
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

@@ -1,6 +1,6 @@
 //! The download manager over real transfers on loopback (our own engine seeding in place): the queue holds a second
 //! download until the first finishes, pause and resume work, the list survives a restart and the download resumes
-//! from its journal, cancel removes a transfer and its files, and progress arrives as events.
+//! from its journal, cancel removes a transfer and its files, progress arrives as events, and global limits outlive a restart.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -230,4 +230,28 @@ async fn a_paused_download_survives_a_restart_and_resumes_from_its_journal() {
         !out.join("film.bin").exists(),
         "cancel with delete removes the files"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_limits_survive_a_restart() {
+    let work = tempfile::tempdir().unwrap();
+    let state = work.path().join("state");
+    let limits = Limits {
+        down: Some(300_000),
+        up: Some(40_000),
+    };
+    let manager_1 = manager(state.clone(), 3).await;
+    assert_eq!(manager_1.engine().global_limits(), Limits::default());
+    manager_1.set_limits(None, limits).unwrap();
+    manager_1.shutdown().await;
+    drop(manager_1);
+
+    let manager_2 = manager(state.clone(), 3).await;
+    assert_eq!(manager_2.engine().global_limits(), limits);
+    // Lifting the limits is remembered too.
+    manager_2.set_limits(None, Limits::default()).unwrap();
+    manager_2.shutdown().await;
+    drop(manager_2);
+    let manager_3 = manager(state, 3).await;
+    assert_eq!(manager_3.engine().global_limits(), Limits::default());
 }
