@@ -1,7 +1,7 @@
 //! Downloads and uploads through real `allpeers daemon` processes on loopback: a download from a real aria2c seeder
-//! is paused, survives a daemon restart and resumes to the exact bytes (fetching only what was missing); bad
-//! torrents and unsupported sources get the area's codes and the daemon lives on; one daemon seeds a file in place
-//! (`allpeers seed`) and another downloads it with `allpeers get`.
+//! is paused, survives a daemon restart (its own limits and the global ones too) and resumes to the exact bytes
+//! (fetching only what was missing); bad torrents and unsupported sources get the area's codes and the daemon lives
+//! on; one daemon seeds a file in place (`allpeers seed`) and another downloads it with `allpeers get`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -19,6 +19,8 @@ const FILE_LEN: usize = 8 * 1024 * 1024 + 4321;
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The download's limit before the pause: 8 MiB take about 4 s, so the pause lands part-way.
 const SLOW: u64 = 2 * 1024 * 1024;
+/// The download's own upload limit, given on `transfers.add`.
+const UP_LIMIT: u64 = 300_000;
 const TOPICS: &[&str] = &["transfer.added", "transfer.progress", "transfer.changed"];
 
 /// Loopback only, and no trackers: peers are given directly.
@@ -71,10 +73,11 @@ async fn a_download_from_aria2c_pauses_survives_a_restart_and_resumes_exactly() 
         let added = ok(
             &mut client,
             "transfers.add",
-            json!({"torrent": torrent_path, "dir": out, "peers": [format!("127.0.0.1:{port}")]}),
+            json!({"torrent": torrent_path, "dir": out, "peers": [format!("127.0.0.1:{port}")], "limits": {"up": UP_LIMIT}}),
         )
         .await;
         let id = id_of(&added);
+        assert_eq!(added["limits"], json!({"down": null, "up": UP_LIMIT}));
         assert_eq!(added["progress"]["total_bytes"], FILE_LEN as u64);
         assert_eq!(added["name"], "movie.bin");
         let part = wait_event(&mut client, "transfer.progress", |d| {
@@ -97,9 +100,11 @@ async fn a_download_from_aria2c_pauses_survives_a_restart_and_resumes_exactly() 
         assert_eq!(list[0]["state"], "paused");
         assert_eq!(
             ok(&mut client, "net.limits.get", json!({})).await,
-            json!({"down": null, "up": null}),
-            "runtime limits last until the next start"
+            json!({"down": SLOW, "up": null}),
+            "the limits set outlive a restart"
         );
+        assert_eq!(list[0]["limits"], json!({"down": null, "up": UP_LIMIT}));
+        ok(&mut client, "net.limits.set", json!({})).await;
         ok(&mut client, "transfers.resume", json!({"id": id})).await;
         wait_event(&mut client, "transfer.changed", |d| {
             d["id"] == id && d["state"] == "seeding"

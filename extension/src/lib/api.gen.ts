@@ -140,7 +140,7 @@ export interface Methods {
   /** A type's description: lineage, properties with `declaredBy`, children, metadata. */
   "schemas.describe": { params: TypeParams; result: JsonValue };
   /** Adds a download from a .torrent (a path or its bytes in base64). */
-  "transfers.add": { params: AddParams; result: Transfer };
+  "transfers.add": { params: AddTransferParams; result: Transfer };
   /** Every transfer, downloads and seeds. */
   "transfers.list": { params: NoParams; result: Array<Transfer> };
   /** One transfer (`TransferNotFound` otherwise). */
@@ -162,7 +162,7 @@ export interface Methods {
   /** Sets the global limits (`null`: no limit); answers them. */
   "net.limits.set": { params: Limits; result: Limits };
   /** Catalogues files and folders in the background (a job; `media.progress` reports on it). */
-  "media.add": { params: AddParams; result: AddResult };
+  "media.add": { params: AddMediaParams; result: AddResult };
   /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
   "media.info": { params: InfoParams; result: Resource };
 }
@@ -344,6 +344,16 @@ export type AddContactParams = {
 };
 
 /**
+ * `media.add`'s params.
+ */
+export type AddMediaParams = {
+  /** Absolute paths of files and folders. */
+  paths: Array<string>;
+  /** Descend into sub-folders (otherwise a folder's own files only). */
+  recursive?: boolean;
+};
+
+/**
  * `shares.add_member`'s params.
  */
 export type AddMemberParams = {
@@ -353,20 +363,33 @@ export type AddMemberParams = {
 };
 
 /**
- * `media.add`'s params.
- */
-export type AddParams = {
-  /** Absolute paths of files and folders. */
-  paths: Array<string>;
-  /** Descend into sub-folders (otherwise a folder's own files only). */
-  recursive?: boolean;
-};
-
-/**
  * `media.add`'s result: the job that indexes in the background.
  */
 export type AddResult = {
   job: number;
+};
+
+/**
+ * `transfers.add`'s params.
+ */
+export type AddTransferParams = {
+  /**
+   * The .torrent: an absolute path the daemon can read, or the file's bytes in base64. A magnet link or a URL is
+   * refused with `UnsupportedSource` (not supported yet).
+   */
+  torrent: string;
+  /** Where the files go (absolute); absent: the configured download directory. */
+  dir?: string | null;
+  /** Peers to dial besides the torrent's trackers. */
+  peers?: Array<string>;
+  /** Add without starting. */
+  paused: boolean;
+  /** Fetch pieces in order (for playing while downloading). */
+  sequential: boolean;
+  /** Higher starts first when downloads queue. */
+  priority: number;
+  /** This transfer's own limits (the global ones apply too); absent: none of its own. */
+  limits: Limits;
 };
 
 /**

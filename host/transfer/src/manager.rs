@@ -51,6 +51,9 @@ pub struct ManagerConfig {
     pub max_attempts: u32,
     /// Wait before the first restart; doubles each time.
     pub retry_delay: Duration,
+    /// The limits of all transfers together until [`Manager::set_limits`] changes them (what it sets is
+    /// kept in the state dir and wins from then on).
+    pub global_limits: Limits,
 }
 
 impl ManagerConfig {
@@ -60,6 +63,7 @@ impl ManagerConfig {
             max_active: 3,
             max_attempts: 5,
             retry_delay: Duration::from_secs(5),
+            global_limits: Limits::default(),
         }
     }
 }
@@ -204,9 +208,10 @@ impl Manager {
             })),
             events,
         };
-        if let Some(limits) = manager.load_limits()? {
-            manager.engine.set_global_limits(limits);
-        }
+        let limits = manager.load_limits()?;
+        manager
+            .engine
+            .set_global_limits(limits.unwrap_or(manager.config.global_limits));
         for record in manager.load()? {
             let bytes = std::fs::read(manager.torrent_path(record.id)).map_err(|source| {
                 ManagerError::State {

@@ -269,7 +269,7 @@ methods! {
     /// A type's description: lineage, properties with `declaredBy`, children, metadata.
     SchemasDescribe = r::SCHEMAS_DESCRIBE, TypeParams => TypeDescription;
     /// Adds a download from a .torrent (a path or its bytes in base64).
-    TransfersAdd = tr::TRANSFERS_ADD, AddParams => Transfer;
+    TransfersAdd = tr::TRANSFERS_ADD, AddTransferParams => Transfer;
     /// Every transfer, downloads and seeds.
     TransfersList = tr::TRANSFERS_LIST, NoParams => Vec<Transfer>;
     /// One transfer (`TransferNotFound` otherwise).
@@ -291,7 +291,7 @@ methods! {
     /// Sets the global limits (`null`: no limit); answers them.
     NetLimitsSet = tr::NET_LIMITS_SET, Limits => Limits;
     /// Catalogues files and folders in the background (a job; `media.progress` reports on it).
-    MediaAdd = media::MEDIA_ADD, media::AddParams => media::AddResult;
+    MediaAdd = media::MEDIA_ADD, media::AddMediaParams => media::AddResult;
     /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.
     MediaInfo = media::MEDIA_INFO, media::InfoParams => Resource;
 }

@@ -24,7 +24,7 @@ pub mod topics {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
-pub struct AddParams {
+pub struct AddMediaParams {
     /// Absolute paths of files and folders.
     pub paths: Vec<String>,
     /// Descend into sub-folders (otherwise a folder's own files only).

@@ -58,7 +58,7 @@ pub mod topics {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
-pub struct AddParams {
+pub struct AddTransferParams {
     /// The .torrent: an absolute path the daemon can read, or the file's bytes in base64. A magnet link or a URL is
     /// refused with `UnsupportedSource` (not supported yet).
     pub torrent: String,
@@ -77,6 +77,9 @@ pub struct AddParams {
     /// Higher starts first when downloads queue.
     #[serde(default)]
     pub priority: i32,
+    /// This transfer's own limits (the global ones apply too); absent: none of its own.
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 /// `transfers.seed`'s params: share a file from disk, in place.
@@ -237,10 +240,14 @@ mod tests {
 
     #[test]
     fn add_params_default_and_refuse_unknown_fields() {
-        let p: AddParams = serde_json::from_value(json!({"torrent": "/a.torrent"})).unwrap();
+        let p: AddTransferParams =
+            serde_json::from_value(json!({"torrent": "/a.torrent"})).unwrap();
         assert_eq!(p.dir, None);
         assert!(p.peers.is_empty() && !p.paused && p.priority == 0);
-        assert!(serde_json::from_value::<AddParams>(json!({"torrent": "x", "dri": "/"})).is_err());
+        assert!(
+            serde_json::from_value::<AddTransferParams>(json!({"torrent": "x", "dri": "/"}))
+                .is_err()
+        );
         let limits: Limits = serde_json::from_value(json!({"down": 1000})).unwrap();
         assert_eq!(
             limits,

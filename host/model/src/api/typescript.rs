@@ -123,7 +123,14 @@ impl TypeVisitor for Declarations<'_> {
         let mut text = T::docs().unwrap_or_default();
         text.push_str("export ");
         text.push_str(&layout(&T::decl(self.cfg)));
-        self.decls.insert(T::ident(self.cfg), text);
+        // TypeScript has one namespace where Rust has a module per area: two different types of one
+        // name would leave one silently declared as the other.
+        let name = T::ident(self.cfg);
+        assert!(
+            self.decls.get(&name).is_none_or(|other| *other == text),
+            "two API types are named {name} in TypeScript: rename one (e.g. after its area)"
+        );
+        self.decls.insert(name, text);
         T::visit_dependencies(self);
     }
 }

@@ -36,6 +36,12 @@ pub struct GetArgs {
     /// Add the download and return without waiting for it
     #[arg(long)]
     no_wait: bool,
+    /// This download's own limit, e.g. 2M (the global limits apply too)
+    #[arg(long, value_name = "RATE")]
+    down: Option<String>,
+    /// Its own upload limit while it runs and seeds, e.g. 500K
+    #[arg(long, value_name = "RATE")]
+    up: Option<String>,
 }
 
 #[derive(Args)]
@@ -194,6 +200,10 @@ pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<(
         ),
         None => None,
     };
+    let limits = Limits {
+        down: args.down.as_deref().map(parse_rate).transpose()?.flatten(),
+        up: args.up.as_deref().map(parse_rate).transpose()?.flatten(),
+    };
     runtime()?.block_on(async {
         let client = connect(paths).await?;
         // Subscribed before adding, so no event of this download is missed.
@@ -206,7 +216,7 @@ pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<(
         let transfer: Transfer = client
             .call_typed(
                 t::TRANSFERS_ADD,
-                json!({"torrent": torrent, "dir": dir, "peers": args.peers}),
+                json!({"torrent": torrent, "dir": dir, "peers": args.peers, "limits": limits}),
             )
             .await?;
         if json_out {

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use allpeers_model::api::contract::{self as c, NoParams, parse_params};
 use allpeers_model::api::transfers::{
-    self as t, AddParams, CancelParams, SeedParams, SeedResult, SetLimitsParams, TransferIdParams,
+    self as t, AddTransferParams, CancelParams, SeedParams, SeedResult, SetLimitsParams,
+    TransferIdParams,
 };
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::create_torrent;
@@ -181,7 +182,7 @@ fn exists(transfers: &Transfers, torrent: &Torrent) -> Option<t::Transfer> {
         .map(convert::transfer)
 }
 
-async fn add(transfers: &Transfers, params: AddParams) -> Result<t::Transfer, RpcError> {
+async fn add(transfers: &Transfers, params: AddTransferParams) -> Result<t::Transfer, RpcError> {
     let bytes = match convert::source(&params.torrent)? {
         Source::Path(path) => read_torrent(&path).await?,
         Source::Bytes(bytes) => bytes,
@@ -206,7 +207,7 @@ async fn add(transfers: &Transfers, params: AddParams) -> Result<t::Transfer, Rp
             peers: params.peers,
             priority: params.priority,
             sequential: params.sequential,
-            limits: Limits::default(),
+            limits: convert::limits_from_api(params.limits),
             paused: params.paused,
             seed_in_place: false,
         })

@@ -31,17 +31,12 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
     engine.use_trackers = config.use_trackers;
     let mut manager_config = ManagerConfig::new(engine);
     manager_config.max_active = config.max_active.max(1);
+    manager_config.global_limits = Limits {
+        down: config.down_limit,
+        up: config.up_limit,
+    };
     let result = match Manager::start(manager_config).await {
         Ok(manager) => {
-            manager
-                .set_limits(
-                    None,
-                    Limits {
-                        down: config.down_limit,
-                        up: config.up_limit,
-                    },
-                )
-                .expect("global limits need no transfer");
             let mut gate = convert::EventGate::default();
             daemon.forward_events(manager.subscribe(), move |_, event: TransferEvent| {
                 gate.pass(event)
