@@ -1,7 +1,8 @@
 //! Replicated shares with a real hub and three real nodes on loopback, driven through their
 //! local API: alice shares a list with bob (write) and carol (read); each accepts the offer
 //! and the list syncs in; bob's edit reaches carol; carol's write is refused; a member offline
-//! during an edit catches up when back; after carol is revoked she gets no further changes.
+//! during an edit catches up when back; after carol is revoked she is told (her copy shows no
+//! level) and gets no further changes; bob leaves, and alice no longer counts him.
 //! And an attack: Mallory, a stranger with her own endpoint, asks alice to reconcile the share
 //! and gets the same answer as for a share that does not exist, and never an op.
 
@@ -183,6 +184,11 @@ async fn a_list_shared_with_two_members_stays_in_sync() {
                 .any(|m| m["peer"] == carol_id.as_str())
     })
     .await;
+    // Carol is told: her copy of the share no longer gives her a level.
+    wait_event(&mut carol.client, "share.changed", |d| {
+        d["id"] == share_id.as_str() && d["level"].is_null()
+    })
+    .await;
     let zoo = link(&mut bob, "https://zoo.example").await;
     bob.call("lists.insert", json!({"list": list, "item": zoo}))
         .await;
@@ -199,6 +205,32 @@ async fn a_list_shared_with_two_members_stays_in_sync() {
     assert!(
         status["shares"][0]["ops"].as_u64().unwrap() >= 5,
         "{status}"
+    );
+
+    // Bob leaves: alice stops counting him, and the share is gone from his list.
+    let left = bob
+        .client
+        .call("shares.leave", json!({"share": share_id}))
+        .await;
+    assert!(left.error.is_none(), "{left:?}");
+    let bob_id = bob.id.clone();
+    wait_event(&mut alice.client, "share.changed", |d| {
+        d["id"] == share_id.as_str()
+            && !d["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["peer"] == bob_id.as_str())
+    })
+    .await;
+    let theirs = bob.call("shares.list", json!({})).await;
+    assert!(
+        theirs
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["id"] != share_id.as_str()),
+        "{theirs}"
     );
 
     // A stranger asking alice to reconcile the share learns nothing.

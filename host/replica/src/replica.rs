@@ -547,12 +547,14 @@ impl Replica {
         closure.levels.get(peer).copied().flatten()
     }
 
-    /// Rule 3: a counted revocation of the author that the op did not see.
+    /// Rule 3: a counted revocation of the author that the op did not see (a member's own
+    /// leave is not one of those for the leave itself).
     fn revoked_concurrently(&self, op: &Op, closure: &Closure, revocations: &Revocations) -> bool {
         let b = op.body();
         revocations.get(&b.author).is_some_and(|cuts| {
             cuts.iter().any(|cut| {
-                b.seq > cut.after_seq
+                cut.revocation != op.id()
+                    && b.seq > cut.after_seq
                     && !cut.also.contains(&op.id())
                     && !closure.ops.contains(&cut.revocation)
             })
@@ -599,7 +601,10 @@ impl Replica {
             return Err(Rejection::TargetsOwner);
         }
         let closure = self.closure(&b.parents);
-        if self.level_in(&closure, &b.author) < Some(Level::Admin) {
+        // Any member may revoke itself (leave the share); only an admin changes others.
+        let leaves = matches!(b.action, Action::Revoke { member, .. } if member == b.author);
+        let needed = if leaves { Level::Read } else { Level::Admin };
+        if self.level_in(&closure, &b.author) < Some(needed) {
             return Err(Rejection::Level);
         }
         if self.revoked_concurrently(op, &closure, revocations) {

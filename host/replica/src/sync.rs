@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use allpeers_model::id::PeerId;
 
-use crate::op::{MAX_OP_BYTES, Op, OpId, ShareId};
+use crate::op::{Action, MAX_OP_BYTES, Op, OpId, ShareId};
 use crate::reconcile::{MAX_MESSAGE_BYTES, ReconError, Reconciler};
 use crate::replica::Replica;
 use crate::wire::{Reader, WireError, Writer};
@@ -268,8 +268,12 @@ impl SyncPeer {
     pub fn push(&mut self, op: &Op, shares: &mut impl Shares) {
         let share = op.body().share;
         let share = if share == OpId::ZERO { op.id() } else { share };
+        // A member's own revocation goes to it too: it is how a revoked member learns it is out
+        // (the op names the share, its author and its parents; no content).
+        let about_peer =
+            matches!(&op.body().action, Action::Revoke { member, .. } if *member == self.peer);
         if let Some(replica) = shares.replica(&share)
-            && self.member(replica)
+            && (self.member(replica) || about_peer)
         {
             self.send(Message::Ops {
                 share,

@@ -272,8 +272,31 @@ async fn manage(
     view(daemon, &share)
 }
 
-/// Stops syncing a share and forgets its ops; the resources stay as local copies.
+/// Leaves a share: first our own revocation, signed and queued to the other members (they stop
+/// counting us and sending to us; any of them passes it on), then the share is forgotten here
+/// and its ops with it; the resources stay as local copies. The owner cannot be revoked: its
+/// leave only forgets the share here.
 async fn leave(daemon: &Arc<Daemon>, p: ShareParams) -> Result<Value, RpcError> {
+    let key = signing_key(daemon)?;
+    let text = p.share.clone();
+    with_shares(daemon, None, move |_, inner, d| {
+        let me = d.peer_id();
+        let share = find(inner, &text)?;
+        if let Some(replica) = inner.replicas.get_mut(&share)
+            && replica.level(&me).is_some()
+            && replica.owner() != Some(me)
+        {
+            // The core fills in what the other members keep of ours (all of it).
+            let leave = Action::Revoke {
+                member: me,
+                after_seq: 0,
+                also: vec![],
+            };
+            replica.author(&key, leave, now_ms()).map_err(internal)?;
+        }
+        Ok(())
+    })
+    .await?;
     with_shares(daemon, None, move |store, inner, _| {
         let share = find(inner, &p.share)?;
         store.forget_share(&share).map_err(store_error)?;

@@ -12,7 +12,7 @@ use allpeers_model::api::shares::{Share, ShareMember, ShareState, ShareSync};
 use allpeers_replica::reconcile::MAX_MESSAGE_BYTES;
 use allpeers_replica::store::{self as opstore};
 use allpeers_replica::sync::{Event as SyncEvent, SyncPeer};
-use allpeers_replica::{Op, Replica, ShareId};
+use allpeers_replica::{Action, Op, Replica, ShareId};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{Store, StoreError};
 
@@ -110,7 +110,7 @@ impl Inner {
 
     /// Commits every replica with pending changes (one store transaction each) and queues
     /// each new live op to every other member's session (any member forwards; `from` brought
-    /// them and has them).
+    /// them and has them), and a revocation to the member it revokes.
     pub fn commit_all(
         &mut self,
         store: &mut Store,
@@ -135,7 +135,15 @@ impl Inner {
             }
         }
         for (share, ops) in fresh {
-            let members: Vec<PeerId> = self.replicas[&share].members().into_keys().collect();
+            let mut members: Vec<PeerId> = self.replicas[&share].members().into_keys().collect();
+            // A revoked member is told (its session sends it its own revocation, nothing else).
+            for op in &ops {
+                if let Action::Revoke { member, .. } = op.body().action
+                    && !members.contains(&member)
+                {
+                    members.push(member);
+                }
+            }
             for member in members {
                 if member == me || Some(member) == from {
                     continue;

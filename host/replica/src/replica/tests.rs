@@ -137,6 +137,37 @@ fn a_non_admin_cannot_grant_and_nobody_can_revoke_the_owner() {
 }
 
 #[test]
+fn a_member_may_leave_but_not_revoke_another_and_a_stranger_cannot_leave() {
+    let mut r = holiday();
+    let (_, before) = set(&mut r, BOB, "name", json!("bob was here"), T0 + 9);
+    assert_eq!(before, Accepted::Applied);
+    let revoke = |who: u8| Action::Revoke {
+        member: peer(who),
+        after_seq: 0,
+        also: vec![],
+    };
+    let (_, accepted) = r.author(&key(CAROL), revoke(BOB), T0 + 10).unwrap();
+    assert_eq!(accepted, Accepted::Rejected(Rejection::Level));
+    let (_, accepted) = r.author(&key(DAVE), revoke(DAVE), T0 + 11).unwrap();
+    assert_eq!(accepted, Accepted::Rejected(Rejection::Level));
+    let (leave, accepted) = r.author(&key(BOB), revoke(BOB), T0 + 12).unwrap();
+    assert_eq!(accepted, Accepted::Applied);
+    assert_eq!(r.level(&peer(BOB)), None);
+    assert_eq!(
+        name(&r),
+        json!("bob was here"),
+        "what the member wrote before leaving stands"
+    );
+    let (_, after) = set(&mut r, BOB, "name", json!("back door"), T0 + 13);
+    assert_eq!(after, Accepted::Rejected(Rejection::Level));
+    // Every copy agrees, whichever order the ops arrive in.
+    let c = copy(&r);
+    assert_eq!(c.state().hash(), r.state().hash());
+    assert_eq!(c.level(&peer(BOB)), None);
+    assert!(c.live_op(&leave.id()).is_some(), "the leave is passed on");
+}
+
+#[test]
 fn a_forged_signature_and_an_op_of_another_share_are_refused() {
     let mut r = holiday();
     let (op, _) = set(&mut r, BOB, "name", json!("x"), T0 + 10);
