@@ -406,6 +406,7 @@ impl Manager {
             .ok_or(ManagerError::Unknown(id))?;
         self.engine.remove(&entry.torrent.info_hash).await;
         let _ = std::fs::remove_file(self.torrent_path(id));
+        let _ = std::fs::remove_file(self.engine.stamps_path(&entry.torrent.info_hash));
         if delete_files && !entry.record.seed_in_place {
             for file in entry.torrent.layout.files() {
                 let _ = std::fs::remove_file(entry.record.dir.join(&file.path));

@@ -1,12 +1,12 @@
 //! The download manager over real transfers on loopback (our own engine seeding in place): the queue holds a second
 //! download until the first finishes, pause and resume work, the list survives a restart and the download resumes
-//! from its journal, cancel removes a transfer and its files, progress arrives as events, and global limits outlive a restart.
+//! from its journal, cancel removes a transfer and its files, progress arrives as events, global limits outlive a restart, and a file seeded in place is hashed again only once it changed.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use allpeers_transfer::bt::engine::{Engine, EngineConfig, Target};
+use allpeers_transfer::bt::engine::{Engine, EngineConfig, EngineError, Target};
 use allpeers_transfer::bt::metainfo::Torrent;
 use allpeers_transfer::manager::{
     AddTransfer, Manager, ManagerConfig, Status, TransferEvent, TransferId,
@@ -254,4 +254,55 @@ async fn global_limits_survive_a_restart() {
     drop(manager_2);
     let manager_3 = manager(state, 3).await;
     assert_eq!(manager_3.engine().global_limits(), Limits::default());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_seeded_in_place_is_hashed_again_only_once_it_changed() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let (bytes, data) = make(&source, "song.bin", 5);
+    let file = source.join("song.bin");
+    let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
+    config.use_trackers = false;
+    let engine = Engine::start(config).await.unwrap();
+    let torrent = Torrent::from_bytes(&bytes).unwrap();
+    let seed = |engine: &Engine| {
+        let (engine, torrent, dir) = (engine.clone(), torrent.clone(), source.clone());
+        async move {
+            let added = engine
+                .add(
+                    torrent.clone(),
+                    Target::SeedInPlace { dir },
+                    vec![],
+                    Limits::default(),
+                )
+                .await;
+            engine.remove(&torrent.info_hash).await;
+            added.map(|_| ())
+        }
+    };
+
+    // The first seeding hashes the file and records what it looked like.
+    seed(&engine).await.unwrap();
+    assert!(engine.stamps_path(&torrent.info_hash).exists());
+
+    // A byte changed with the old modification time put back: the stamps still match, so the file
+    // is not hashed (the change goes unseen here; every downloader checks each piece).
+    let modified = std::fs::metadata(&file).unwrap().modified().unwrap();
+    let mut changed = data.clone();
+    changed[1000] ^= 0xff;
+    std::fs::write(&file, &changed).unwrap();
+    let handle = std::fs::File::options().write(true).open(&file).unwrap();
+    handle.set_modified(modified).unwrap();
+    seed(&engine).await.expect("trusted without hashing");
+
+    // A later modification time: hashed again, and the changed piece is caught.
+    handle
+        .set_modified(modified + Duration::from_secs(2))
+        .unwrap();
+    let refused = seed(&engine).await.unwrap_err();
+    assert!(
+        matches!(refused, EngineError::NotComplete { bad: 1, .. }),
+        "{refused:?}"
+    );
 }

@@ -11,6 +11,7 @@ use allpeers_model::api::transfers::{
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::create_torrent;
 use allpeers_transfer::bt::metainfo::{MAX_TORRENT_LEN, Torrent};
+use allpeers_transfer::cache::stamps::Stamps;
 use allpeers_transfer::manager::{AddTransfer, TransferId};
 use allpeers_transfer::throttle::Limits;
 use base64::Engine as _;
@@ -217,7 +218,7 @@ async fn add(transfers: &Transfers, params: AddTransferParams) -> Result<t::Tran
     get(transfers, id)
 }
 
-/// Makes the file's torrent (hashing it once on the blocking pool) and seeds it in place. Sharing the same file
+/// Makes the file's torrent (hashing it once on the blocking pool, the only time: see `Stamps`) and seeds it in place. Sharing the same file
 /// again answers the transfer that already seeds it.
 async fn seed(transfers: &Transfers, params: SeedParams) -> Result<SeedResult, RpcError> {
     let path = absolute(&params.path, "path")?;
@@ -226,13 +227,24 @@ async fn seed(transfers: &Transfers, params: SeedParams) -> Result<SeedResult, R
         .map(Path::to_path_buf)
         .ok_or_else(|| RpcError::new(ErrorCode::InvalidParams, "`path` names no file"))?;
     let trackers = params.trackers.clone();
-    let (bytes, torrent) = tokio::task::spawn_blocking(move || create_torrent(&path, &trackers))
-        .await
-        .map_err(crate::daemon::rpc::internal)?
-        .map_err(convert::create_error)?;
+    let (bytes, torrent, stamps) = tokio::task::spawn_blocking(move || {
+        // Taken before hashing: if the file changes meanwhile, the manager hashes it again.
+        let stamps = Stamps::of_file(&path).ok();
+        create_torrent(&path, &trackers).map(|(bytes, torrent)| (bytes, torrent, stamps))
+    })
+    .await
+    .map_err(crate::daemon::rpc::internal)?
+    .map_err(convert::create_error)?;
     let transfer = match exists(transfers, &torrent) {
         Some(existing) => existing,
         None => {
+            // Making the torrent hashed the file whole: seeding it need not hash it again.
+            if let Some(stamps) = stamps {
+                transfers
+                    .manager
+                    .engine()
+                    .vouch(&torrent.info_hash, &stamps);
+            }
             let id = transfers
                 .manager
                 .add(AddTransfer {

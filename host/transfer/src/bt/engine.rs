@@ -14,6 +14,7 @@ use super::peer::read_handshake;
 use super::session::{self, DEFAULT_MAX_PEERS, SessionCommand, SessionOptions, TorrentHandle};
 use crate::cache::CacheError;
 use crate::cache::journal::Journal;
+use crate::cache::stamps::Stamps;
 use crate::cache::storage::{SpaceAccount, Storage};
 use crate::swarm::choker::DEFAULT_SLOTS;
 use crate::swarm::geometry::PieceSet;
@@ -179,13 +180,25 @@ impl Engine {
                 (storage, have, Some(journal), mode)
             }
             Target::SeedInPlace { dir } => {
+                // Taken before hashing: a file that changes while it is hashed no longer matches.
+                let stamps = Stamps::read(&dir, &torrent.layout).ok();
+                let stamps_path = self.stamps_path(&torrent.info_hash);
                 let storage = Storage::open_in_place(&dir, torrent.layout.clone(), geometry)?;
-                let (storage, have) = verify_all(storage, torrent.clone()).await?;
+                let unchanged = stamps.is_some() && Stamps::load(&stamps_path) == stamps;
+                let (storage, have) = if unchanged {
+                    allpeers_log::flesh!(name = %torrent.name, "seeding in place: unchanged since hashed, not hashed again");
+                    (storage, PieceSet::full(geometry.piece_count()))
+                } else {
+                    verify_all(storage, torrent.clone()).await?
+                };
                 if !have.is_full() {
                     return Err(EngineError::NotComplete {
                         bad: geometry.piece_count() - have.count(),
                         total: geometry.piece_count(),
                     });
+                }
+                if !unchanged && let Some(stamps) = stamps {
+                    self.vouch(&torrent.info_hash, &stamps);
                 }
                 (storage, have, None, PickMode::RarestFirst)
             }
@@ -227,6 +240,26 @@ impl Engine {
         if let Some(handle) = handle {
             handle.command(SessionCommand::Stop).await;
         }
+    }
+
+    /// Records that files shared in place were hashed whole and matched while they had these
+    /// `stamps` (taken before hashing): seeding them again skips hashing while they match. Best
+    /// effort: a failure to save means hashing again next time.
+    pub fn vouch(&self, info_hash: &[u8; 20], stamps: &Stamps) {
+        let path = self.stamps_path(info_hash);
+        let saved =
+            std::fs::create_dir_all(&self.inner.config.state_dir).and_then(|()| stamps.save(&path));
+        if let Err(e) = saved {
+            allpeers_log::skin!(path = %path.display(), "verified stamps not saved: {e}");
+        }
+    }
+
+    /// Where the stamps of a torrent seeded in place live (see [`Engine::vouch`]).
+    pub fn stamps_path(&self, info_hash: &[u8; 20]) -> PathBuf {
+        self.inner
+            .config
+            .state_dir
+            .join(format!("{}.verified", hex(info_hash)))
     }
 
     /// Where a torrent's journal lives.

@@ -6,6 +6,7 @@
 pub mod disk;
 pub mod journal;
 pub mod layout;
+pub mod stamps;
 pub mod storage;
 
 use std::path::PathBuf;
