@@ -4,12 +4,14 @@
 //! during an edit catches up when back; after carol is revoked she is told (her copy shows no
 //! level) and gets no further changes; bob leaves, and alice no longer counts him.
 //! And an attack: Mallory, a stranger with her own endpoint, asks alice to reconcile the share
-//! and gets the same answer as for a share that does not exist, and never an op.
+//! and gets the same answer as for a share that does not exist, and never an op; her flood of
+//! frames is cut off with `Busy`.
 
 use std::time::Duration;
 
 use allpeers_model::PeerId;
-use allpeers_net::{Address, Endpoint, EndpointConfig, Identity, Namespace, Service};
+use allpeers_net::service::ErrorCode;
+use allpeers_net::{Address, Endpoint, EndpointConfig, Identity, Namespace, NetError, Service};
 use allpeers_replica::OpId;
 use allpeers_replica::reconcile::{Items, MAX_MESSAGE_BYTES, Reconciler};
 use allpeers_replica::sync::Message;
@@ -21,6 +23,9 @@ use tokio::sync::mpsc;
 const SHARE_TOPICS: &[&str] = &["share.received", "share.changed", "sync.progress"];
 /// A window in which a revoked member must hear nothing (pushes take milliseconds here).
 const QUIET: Duration = Duration::from_secs(3);
+/// Frames a flooding stranger sends at most: the node's burst (1,000) plus what its rate (200/s)
+/// refills while they are sent, with room to spare.
+const FLOOD: usize = 5000;
 
 async fn subscribe(node: &mut Node, list: &str) {
     node.call("events.subscribe", json!({"topics": SHARE_TOPICS}))
@@ -310,4 +315,39 @@ async fn stranger_learns_nothing(alice: &mut Node, share_text: &str) {
     assert_eq!(answers.len(), 4);
     let more = tokio::time::timeout(QUIET, rx.recv()).await;
     assert!(more.is_err(), "an unexpected frame: {more:?}");
+
+    // A flood of frames is cut off (each would take alice's store lock): `Busy` once the
+    // burst is spent, and alice's daemon carries on.
+    let mut body = vec![1u8];
+    body.extend(
+        Message::Want {
+            share: unknown,
+            ids: vec![unknown],
+        }
+        .encode(),
+    );
+    let mut refused_after = None;
+    for sent in 0..FLOOD {
+        match mallory
+            .request_bytes(
+                alice_id,
+                &ns,
+                body.clone().into(),
+                64,
+                Duration::from_secs(10),
+            )
+            .await
+        {
+            Ok(_) => {}
+            Err(NetError::Remote { code, .. }) if code == ErrorCode::Busy => {
+                refused_after = Some(sent);
+                break;
+            }
+            Err(e) => panic!("frame {sent}: {e}"),
+        }
+    }
+    let refused_after = refused_after.expect("the flood was cut off");
+    assert!(refused_after >= 1000, "the burst allowed: {refused_after}");
+    let status = alice.call("net.status", json!({})).await;
+    assert!(status["listening"].is_array(), "{status}");
 }

@@ -8,9 +8,11 @@
 //! Reconciliation runs when the network starts and when the hub line comes up (with every
 //! member, dialling them), when a peer connects, and every [`RECONCILE_INTERVAL`] with the members connected. New ops are
 //! pushed at once to every member (any member forwards what it receives). The core answers a
-//! non-member exactly as for a share we do not hold, and never sends it an op.
+//! non-member exactly as for a share we do not hold, and never sends it an op. Each peer's frames
+//! are rate-limited ([`FRAMES_PER_SECOND`]).
 
 use std::collections::HashSet;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +20,14 @@ use allpeers_hub_client::HubEvent;
 use allpeers_model::PeerId;
 use allpeers_model::api::shares::{ShareReceived, SyncProgress, topics};
 use allpeers_model::api::{ErrorCode, RpcError};
-use allpeers_net::service::BoxFuture;
+use allpeers_net::service::{BoxFuture, ErrorCode as NetCode};
 use allpeers_net::{Context, EndpointEvent, Namespace, RemoteError, Service};
 use allpeers_replica::sync::{Event as SyncEvent, MAX_FRAME_BYTES};
 use allpeers_replica::{Replica, ShareId};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{Store, StoreError};
 use bytes::Bytes;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 
 use super::rules::{self, Envelope};
@@ -47,6 +50,14 @@ const PUMP_IDLE: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_secs(1);
 /// Connected members reconcile this often, to catch what a lost push missed.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(15);
+/// Frames one peer may hand us per second (and in a burst): each takes the store's lock, so a
+/// flood (from a stranger too: it is answered like a member of nothing) must not hold it. A
+/// well-behaved peer stays far below: a reconciliation is a few dozen frames, and a refused
+/// frame costs it only its session (the next reconciliation starts clean).
+const FRAMES_PER_SECOND: u32 = 200;
+const FRAME_BURST: u32 = 1000;
+/// Peers the rate limiter remembers before it forgets those back at a full bucket.
+const LIMITER_KEYS: usize = 4096;
 
 /// Our accepted contacts (the social area's, wired in by `net::start`): offers are taken
 /// from them only.
@@ -274,6 +285,7 @@ async fn reconcile_all(daemon: &Arc<Daemon>, pick: impl Fn(&PeerId) -> bool + Se
 struct SyncService {
     daemon: std::sync::Weak<Daemon>,
     contacts: Contacts,
+    limiter: DefaultKeyedRateLimiter<PeerId>,
 }
 
 impl Service for SyncService {
@@ -283,6 +295,19 @@ impl Service for SyncService {
     }
 
     fn request(&self, ctx: Context, body: Bytes) -> BoxFuture<Result<Bytes, RemoteError>> {
+        if self.limiter.len() > LIMITER_KEYS {
+            self.limiter.retain_recent();
+            self.limiter.shrink_to_fit();
+        }
+        if self.limiter.check_key(&ctx.peer).is_err() {
+            allpeers_log::bone!(peer = ?ctx.peer, "sync frame refused: rate limit");
+            return Box::pin(async {
+                Err(RemoteError::new(
+                    NetCode::Busy,
+                    "too many sync frames: slow down",
+                ))
+            });
+        }
         let daemon = self.daemon.clone();
         let contacts = self.contacts;
         Box::pin(async move {
@@ -362,6 +387,10 @@ pub fn start(daemon: &Arc<Daemon>, contacts: Contacts) {
         SyncService {
             daemon: Arc::downgrade(daemon),
             contacts,
+            limiter: RateLimiter::keyed(
+                Quota::per_second(NonZeroU32::new(FRAMES_PER_SECOND).expect("non-zero"))
+                    .allow_burst(NonZeroU32::new(FRAME_BURST).expect("non-zero")),
+            ),
         },
     );
     let weak = Arc::downgrade(daemon);
