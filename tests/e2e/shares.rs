@@ -339,7 +339,10 @@ async fn stranger_learns_nothing(alice: &mut Node, share_text: &str) {
             .await
         {
             Ok(_) => {}
-            Err(NetError::Remote { code, .. }) if code == ErrorCode::Busy => {
+            Err(NetError::Remote {
+                code: ErrorCode::Busy,
+                ..
+            }) => {
                 refused_after = Some(sent);
                 break;
             }
