@@ -1,9 +1,12 @@
-// The toolbar badge (unread messages across conversations) and notifications for new
-// messages and contact requests while no AllPeers page (sidebar, share window) is open.
+// The toolbar badge (unread messages across conversations; else "↓N" while N transfers
+// run) and notifications for new messages, contact requests and shares offered while no
+// AllPeers page (sidebar, share window) is open.
 // Text from peers goes into notifications as plain text (the browser does not parse it).
 
 import { Connection } from "../lib/connection";
 import { Chat, Contact, Message, contactName, linkLabel, shortPeer } from "../lib/social";
+import { ShareReceived } from "../lib/api.gen";
+import { Transfer, transferTotals } from "../lib/sharing";
 
 let connection: Connection | null = null;
 const ICON = "icons/icon-128.png";
@@ -57,9 +60,15 @@ export async function refreshBadge(): Promise<void> {
       try {
         const chats = (await connection?.request("chat.list", {})) as Chat[] | undefined;
         const unread = (chats ?? []).reduce((n, c) => n + (c.unread || 0), 0);
-        await chrome.action.setBadgeBackgroundColor({ color: "#1f5fbf" });
-        await chrome.action.setBadgeText({ text: unread ? (unread > 99 ? "99+" : String(unread)) : "" });
-        await chrome.action.setTitle({ title: unread ? `AllPeers: ${unread} unread` : "AllPeers" });
+        const list = (await connection?.request("transfers.list", {}).catch(() => [])) as Transfer[] | undefined;
+        const running = transferTotals(list ?? []).running;
+        const text = unread ? (unread > 99 ? "99+" : String(unread)) : running ? `↓${running > 9 ? "9+" : running}` : "";
+        const title = [unread ? `${unread} unread` : "", running ? `${running} ${running === 1 ? "transfer" : "transfers"} running` : ""]
+          .filter(Boolean)
+          .join(", ");
+        await chrome.action.setBadgeBackgroundColor({ color: unread || !running ? "#1f5fbf" : "#1d7a3c" });
+        await chrome.action.setBadgeText({ text });
+        await chrome.action.setTitle({ title: title ? `AllPeers: ${title}` : "AllPeers" });
       } catch {
         // Not connected, or the node is offline: keep what the badge shows.
       }
@@ -103,8 +112,12 @@ export function notify(topic: string, data: unknown, panelOpen: boolean) {
       const text = m.body || linkLabel(m.link) || "(a message)";
       show(`allpeers-chat-${m.chat}`, name, text);
     });
-  } else if (topic === "chat.changed") {
+  } else if (topic === "chat.changed" || topic === "transfer.added" || topic === "transfer.changed" || topic === "transfer.removed") {
     badgeSoon();
+  } else if (topic === "share.received") {
+    if (panelOpen) return;
+    const r = data as ShareReceived;
+    void nameOf(r.from).then((name) => show(`allpeers-share-${r.share}`, "Shared with you", `${name} shared “${r.title}”`));
   } else if (topic === "contact.request") {
     if (panelOpen) return;
     const r = data as { peer_id: string; message?: string; contact?: Contact };
