@@ -76,7 +76,16 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   // --- Alice makes a shared list for Bob (write) in her sidebar. Its name has markup and a
   // right-to-left override: shown as text, the override as a visible marker.
   const title = "Trip <b>ideas</b> \u202Eevil";
-  await a.click("#new-share");
+  // The form opens from the keyboard (Enter), Escape closes it and gives the focus back.
+  await a.focus("#new-share");
+  await a.keyboard.press("Enter");
+  await a.waitForSelector("#share-form:visible");
+  assert.equal(await a.evaluate(() => document.activeElement?.id), "share-title");
+  await a.keyboard.press("Escape");
+  await a.waitForSelector("#share-form", { state: "hidden" });
+  assert.equal(await a.evaluate(() => document.activeElement?.id), "new-share");
+  await a.keyboard.press(" ");
+  await a.waitForSelector("#share-form:visible");
   await a.fill("#share-title", title);
   await a.waitForSelector(`#share-members input[value="${bob.peerId}"]`);
   await a.check(`#share-members input[value="${bob.peerId}"]`);
@@ -142,6 +151,16 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await b.waitForSelector(`${theirs}[data-items="2"][data-pending="0"]`);
   await a.waitForSelector(`${mine}[data-items="2"]`);
   assert.deepEqual(await titles(a, mine), ["The museum <i>x</i>", "Zoo"]);
+  // Alt+↓ on an item's button moves it down; the focus stays on that item.
+  const museum = await a.getAttribute(`${mine} .share-item:has-text("The museum")`, "data-item");
+  await a.focus(`${mine} .share-item[data-item="${museum}"] button[data-action="remove"]`);
+  await a.keyboard.press("Alt+ArrowDown");
+  await a.waitForFunction(
+    (card) => [...document.querySelectorAll(`${card} .share-item .link-title`)].map((e) => e.textContent)[0] === "Zoo",
+    mine,
+  );
+  await a.waitForSelector(`${mine}[data-pending="0"]`);
+  assert.equal(await a.evaluate(() => document.activeElement?.closest("[data-item]")?.dataset.item), museum);
   await allButtonsNamed(a, "shared");
   await screenshot(a, "shared-list-light");
   await a.emulateMedia({ colorScheme: "dark" });

@@ -291,8 +291,13 @@ export function initShared(client: Client) {
     if (keep.peer) sel += `[data-peer="${CSS.escape(keep.peer)}"]`;
     if (keep.item) sel = `[data-item="${CSS.escape(keep.item)}"] ${sel}`;
     const again = container.querySelector<HTMLElement>(sel);
-    if (again && !(again as HTMLButtonElement).disabled) again.focus();
-    else container.querySelector<HTMLElement>("button:not(:disabled)")?.focus();
+    if (again && !(again as HTMLButtonElement).disabled) {
+      again.focus();
+      return;
+    }
+    // That button is disabled now (↑ on the first item): another of the same item, else any.
+    const sameItem = keep.item ? `[data-item="${CSS.escape(keep.item)}"] button:not(:disabled)` : "";
+    ((sameItem && container.querySelector<HTMLElement>(sameItem)) || container.querySelector<HTMLElement>("button:not(:disabled)"))?.focus();
   }
 
   function drawContent(card: Card) {
@@ -325,6 +330,15 @@ export function initShared(client: Client) {
     items.forEach((id, i) => {
       const r = card.resources.get(id);
       const li = h("li", { class: "share-item", "data-item": id });
+      if (writable) {
+        // Keyboard: Alt+↑ / Alt+↓ on any of the item's buttons moves it.
+        li.addEventListener("keydown", (ev) => {
+          if (!ev.altKey || (ev.key !== "ArrowUp" && ev.key !== "ArrowDown")) return;
+          ev.preventDefault();
+          const to = i + (ev.key === "ArrowUp" ? -1 : 1);
+          if (to >= 0 && to < items.length) void move(card, id, to);
+        });
+      }
       const name = itemLabel(r, id);
       li.append(r ? renderResource(r) : h("span", { class: "muted", text: "Syncing this item…" }));
       if (removing.has(id) || moving.has(id)) {
@@ -337,8 +351,8 @@ export function initShared(client: Client) {
           h(
             "div",
             { class: "actions" },
-            button("up", "↑", `Move “${name}” up`, () => move(card, id, i - 1), i === 0 || busy ? { disabled: "" } : {}),
-            button("down", "↓", `Move “${name}” down`, () => move(card, id, i + 1), i === items.length - 1 || busy ? { disabled: "" } : {}),
+            button("up", "↑", `Move “${name}” up (Alt+↑)`, () => move(card, id, i - 1), i === 0 || busy ? { disabled: "" } : {}),
+            button("down", "↓", `Move “${name}” down (Alt+↓)`, () => move(card, id, i + 1), i === items.length - 1 || busy ? { disabled: "" } : {}),
             button("remove", "Remove", `Remove “${name}”`, () => remove(card, id), busy ? { disabled: "" } : {}),
           ),
         );
@@ -670,10 +684,17 @@ export function initShared(client: Client) {
       byId("share-title").focus();
     }
   });
-  byId("share-cancel").addEventListener("click", () => {
+  function closeForm() {
     form.hidden = true;
     newButton.setAttribute("aria-expanded", "false");
     newButton.focus();
+  }
+  byId("share-cancel").addEventListener("click", closeForm);
+  form.addEventListener("keydown", (ev) => {
+    if (ev.key === "Escape") {
+      ev.preventDefault();
+      closeForm();
+    }
   });
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();

@@ -217,6 +217,7 @@ export function initTransfers(client: Client) {
           .join(" · ");
     byId("totals-text").textContent = text;
     byId("transfers-empty").hidden = t.count > 0;
+    byId("transfer-totals").hidden = t.count === 0;
     body.dataset.transfers = String(t.count);
     body.dataset.transfersRunning = String(t.running);
     const badge = byId("transfers-badge");
