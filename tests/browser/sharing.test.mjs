@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { after, test } from "node:test";
 import {
   apiCall,
+  backgroundWorker,
   cleanupAll,
   installHost,
   launch,
@@ -191,6 +192,9 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await b.click("#torrent-add");
   const row = `#transfers li[data-transfer="${(await until("bob's transfer", async () => (await apiCall(bob, "transfers.list"))[0])).id}"]`;
   await b.waitForSelector(`${row}[data-state="downloading"]`);
+  // The toolbar button says a transfer runs (no unread message to show instead).
+  const bobWorker = await backgroundWorker(bob.context);
+  await until("bob's action badge ↓1", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "↓1");
   await b.waitForSelector("#transfers-badge:visible");
   assert.equal(await b.textContent("#transfers-badge"), "1");
   assert.equal(await b.getAttribute("#tab-transfers", "aria-label"), "Transfers, 1 running");
@@ -226,9 +230,29 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await a.click(revoke);
   await a.waitForSelector(`${mine} .member-list li[data-peer="${bob.peerId}"]`, { state: "detached" });
   await b.click("#tab-shared");
+  // Bob's sidebar hears of it (share.changed): his copy stays, marked as no longer syncing.
+  await b.waitForSelector(`${theirs}[data-level="none"]:has-text("Your access was revoked")`);
   await b.click(`${theirs} button[data-action="leave"]`);
   await b.click(`${theirs} button[data-action="leave"]`);
   await b.waitForSelector(theirs, { state: "detached" });
+
+  // --- A share of another type (a Text file, no template): offered to Bob (read), ignored,
+  // brought back, accepted; drawn by the generic schema view; no edit controls for a reader.
+  const text = await apiCall(alice, "resources.create", {
+    resource: { type: "Text", properties: { name: "notes <b>.txt", size: 1234, mimeType: "text/plain", lines: 42 } },
+  });
+  const textShare = await apiCall(alice, "shares.create", { resource: text.id, members: [{ peer: bob.peerId, level: "read" }] });
+  const textOffer = `#offers li[data-share="${textShare.id}"]`;
+  await b.click(`${textOffer} button[data-action="ignore"]`);
+  await b.waitForSelector(textOffer, { state: "detached" });
+  await b.waitForSelector('#shares-ignored:has-text("Show ignored offers (1)")');
+  await b.click("#shares-ignored");
+  await b.click(`${textOffer} button[data-action="accept"]`);
+  const textCard = `#shares-theirs li[data-share="${textShare.id}"][data-level="read"]`;
+  await b.waitForSelector(`${textCard} .resource-card[data-type="Text"][data-generic="true"] dd[data-field="lines"]`);
+  assert.equal(await b.textContent(`${textCard} dd[data-field="name"]`), "notes <b>.txt");
+  assert.equal(await b.locator(`${textCard} form, ${textCard} button[data-action="remove"], ${textCard} button[data-action="revoke"]`).count(), 0);
+  await screenshot(b, "shared-generic-light");
   assert.equal((await apiCall(bob, "shares.list")).filter((s) => s.id === shareId).length, 0);
   assert.deepEqual(a.errors, []);
   assert.deepEqual(b.errors, []);
