@@ -65,7 +65,7 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   const hub = await startHub();
   const [alice, bob] = await Promise.all([browserNode(hub, "alice"), browserNode(hub, "bob")]);
   const a = alice.page;
-  const b = bob.page;
+  let b = bob.page;
   await apiCall(alice, "contacts.add", { who: bob.name });
   await until("bob sees alice's request", async () =>
     (await apiCall(bob, "contacts.list")).some((c) => c.peer_id === alice.peerId && c.state === "incoming"),
@@ -211,7 +211,15 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await b.waitForSelector("#transfers-badge", { state: "hidden" });
   await b.keyboard.press("Enter"); // the same button, now Resume, kept the focus
   await b.waitForSelector(`${row}:not([data-state="paused"])`);
+  // Bob closes his sidebar; the download finishes meanwhile: a notification says so.
+  await b.waitForSelector(`${row}[data-state="downloading"]`);
+  await b.close();
   await apiCall(bob, "net.limits.set", {});
+  await until("bob's download-finished notification", async () =>
+    Object.keys(await bobWorker.evaluate(() => chrome.notifications.getAll())).some((k) => k.startsWith("allpeers-transfer-")),
+  );
+  b = await openPanel(bob.context, "transfers");
+  await waitConnected(b);
   await b.waitForSelector(`${row}[data-state="seeding"][data-percent="100"]`);
   assert.equal(await b.getAttribute(`${row} [role="progressbar"]`, "aria-valuenow"), "100");
   await b.waitForSelector("#transfers-badge", { state: "hidden" });

@@ -62,6 +62,8 @@ export async function refreshBadge(): Promise<void> {
         const unread = (chats ?? []).reduce((n, c) => n + (c.unread || 0), 0);
         const list = (await connection?.request("transfers.list", {}).catch(() => [])) as Transfer[] | undefined;
         const running = transferTotals(list ?? []).running;
+        // Known from now on (a state already in the map came from an event: newer).
+        for (const t of list ?? []) if (!transferStates.has(t.id)) transferStates.set(t.id, t);
         const text = unread ? (unread > 99 ? "99+" : String(unread)) : running ? `↓${running > 9 ? "9+" : running}` : "";
         const title = [unread ? `${unread} unread` : "", running ? `${running} ${running === 1 ? "transfer" : "transfers"} running` : ""]
           .filter(Boolean)
@@ -101,8 +103,15 @@ function show(id: string, title: string, message: string) {
   });
 }
 
+/** The transfers' last known states, for "Download finished" (a move to seeding from a download). */
+const transferStates = new Map<number, Pick<Transfer, "name" | "state" | "seed_in_place">>();
+
 /** Every event from the host passes here; `panelOpen` says whether a page shows it already. */
 export function notify(topic: string, data: unknown, panelOpen: boolean) {
+  if (topic.startsWith("transfer.")) {
+    transferEvent(topic, data, panelOpen);
+    return;
+  }
   if (topic === "message.received") {
     const m = data as Message;
     if (m.outgoing) return;
@@ -112,7 +121,7 @@ export function notify(topic: string, data: unknown, panelOpen: boolean) {
       const text = m.body || linkLabel(m.link) || "(a message)";
       show(`allpeers-chat-${m.chat}`, name, text);
     });
-  } else if (topic === "chat.changed" || topic === "transfer.added" || topic === "transfer.changed" || topic === "transfer.removed") {
+  } else if (topic === "chat.changed") {
     badgeSoon();
   } else if (topic === "share.received") {
     if (panelOpen) return;
@@ -127,5 +136,25 @@ export function notify(topic: string, data: unknown, panelOpen: boolean) {
       "Contact request",
       r.message ? `${name}: “${r.message}”` : `${name} would like to be your contact`,
     );
+  }
+}
+
+/** The badge follows the running transfers; a download that completes raises "Download finished". */
+function transferEvent(topic: string, data: unknown, panelOpen: boolean) {
+  if (topic === "transfer.progress") return;
+  badgeSoon();
+  if (topic === "transfer.added") {
+    const t = data as Transfer;
+    transferStates.set(t.id, t);
+  } else if (topic === "transfer.removed") {
+    transferStates.delete((data as { id: number }).id);
+  } else if (topic === "transfer.changed") {
+    const d = data as { id: number; state: Transfer["state"] };
+    const before = transferStates.get(d.id);
+    if (!before) return;
+    if (d.state === "seeding" && before.state !== "seeding" && !before.seed_in_place && !panelOpen) {
+      show(`allpeers-transfer-${d.id}`, "Download finished", before.name);
+    }
+    transferStates.set(d.id, { ...before, state: d.state });
   }
 }

@@ -45,7 +45,24 @@ export function initTransfers(client: Client) {
   const rows = new Map<number, Row>();
   const list = byId("transfers");
 
-  async function refresh() {
+  let refreshing: Promise<void> | null = null;
+  let refreshAgain = false;
+  /** Re-reads transfers.list; calls while one runs make one more run after it, not one each. */
+  function refresh(): Promise<void> {
+    if (refreshing) {
+      refreshAgain = true;
+      return refreshing;
+    }
+    refreshing = (async () => {
+      do {
+        refreshAgain = false;
+        await readAll();
+      } while (refreshAgain);
+    })().finally(() => (refreshing = null));
+    return refreshing;
+  }
+
+  async function readAll() {
     try {
       const all = await client.call("transfers.list");
       byId("transfers-error").textContent = "";
