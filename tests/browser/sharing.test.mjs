@@ -113,9 +113,14 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
 
   // --- Bob adds a link: pending until the daemon answers, then in the list; Alice sees it.
   await watchFor(b, "sawPendingAdd", `${theirs} .share-item[data-pending="true"]`);
-  await b.fill(`${theirs} input[name="url"]`, "https://museum.example/");
-  await b.fill(`${theirs} input[name="title"]`, "The museum <i>x</i>");
-  await b.press(`${theirs} input[name="url"]`, "Enter");
+  // Typed from the keyboard: the link, Tab, its title, Tab, Enter on Add.
+  await b.focus(`${theirs} input[name="url"]`);
+  await b.keyboard.type("https://museum.example/");
+  await b.keyboard.press("Tab");
+  await b.keyboard.type("The museum <i>x</i>");
+  await b.keyboard.press("Tab");
+  assert.equal(await b.evaluate(() => document.activeElement?.dataset.action), "add");
+  await b.keyboard.press("Enter");
   await b.waitForSelector(`${theirs}[data-items="1"][data-pending="0"]`);
   assert.equal(await b.evaluate(() => document.body.dataset.sawPendingAdd), "true", "the add was shown pending first");
   await a.waitForSelector(`${mine}[data-items="1"] .share-item a[href="https://museum.example/"]`);

@@ -420,7 +420,8 @@ export function initShared(client: Client) {
       "data-action": "add-title",
     });
     const submit = h("button", { type: "submit", "data-action": "add", text: "Add" });
-    form.append(h("div", { class: "row" }, url, submit), title);
+    // Tab order: the link, its title, Add.
+    form.append(url, h("div", { class: "row" }, title, submit));
     form.addEventListener("submit", (ev) => {
       ev.preventDefault();
       const u = url.value.trim();
