@@ -111,8 +111,14 @@ export function initShared(client: Client) {
       cards.set(s.id, build(s));
     } else {
       card.share = s;
-      if (card.shape !== shapeOf(s)) rebuild(card);
-      else drawMembers(card);
+      if (card.shape !== shapeOf(s)) {
+        rebuild(card);
+      } else {
+        // Renamed: the title in place (the add form keeps what is being typed).
+        const title = card.li.querySelector(".share-title");
+        if (title && title.textContent !== titleOf(s)) title.textContent = titleOf(s);
+        drawMembers(card);
+      }
     }
     const c = cards.get(s.id)!;
     if (s.state === "accepted") {
