@@ -400,9 +400,29 @@ test(
     await driver.wait(css('body[data-saw-partial="true"]'), WAIT);
     await driver.wait(css("#transfers-badge:not([hidden])"), WAIT);
     writeFileSync(join(HERE, "screenshots", "firefox-transfers-light.png"), await driver.takeScreenshot(), "base64");
+    // Pause and resume from the keyboard (Enter on the focused button, which keeps the focus).
+    const pause = await driver.findElement(By.css('#transfers li button[data-action="pause"]'));
+    await pause.sendKeys("\uE007");
+    await driver.wait(css('#transfers li[data-state="paused"] button[data-action="resume"]'), WAIT);
+    await driver.wait(css("#transfers-badge[hidden]"), WAIT);
+    assert.equal(await js("return document.activeElement?.dataset.action"), "resume");
+    await driver.switchTo().activeElement().sendKeys("\uE007");
+    await driver.wait(css('#transfers li:not([data-state="paused"])'), WAIT);
     await h.apiCall(alice, "net.limits.set", {});
     await driver.wait(css('#transfers li[data-state="seeding"][data-percent="100"]'), WAIT);
     await driver.wait(css("#transfers-badge[hidden]"), WAIT);
     assert.equal(await js(`return document.querySelector('#transfers [role="progressbar"]').getAttribute("aria-valuenow")`), "100");
+
+    // Alice revokes Bob (the button asks once): her card and Bob's node agree.
+    await driver.findElement(By.id("tab-shared")).click();
+    const revoke = `#shares-mine li.share .member-list li[data-peer="${bob.peerId}"] button[data-action="revoke"]`;
+    await clickNow(revoke);
+    await driver.wait(css(`${revoke}[data-confirm="1"]`), WAIT);
+    await clickNow(revoke);
+    await driver.wait(async () => (await driver.findElements(By.css(`#shares-mine .member-list li[data-peer="${bob.peerId}"]`))).length === 0, WAIT);
+    await h.until("bob's node knows it is revoked", async () => {
+      const s = (await h.apiCall(bob, "shares.list")).find((x) => x.id === shareId);
+      return s && !s.members.some((m) => m.peer === bob.peerId);
+    });
   },
 );
