@@ -12,7 +12,7 @@ import { safeHttpUrl, shortPeer } from "../lib/social";
 import { LEVEL_WORDS, Share, ShareLevel, canWrite, isAdmin, shareOrder, visibleText } from "../lib/sharing";
 import { Client, errorText } from "./client";
 import { append, byId, clear, h } from "./dom";
-import { acceptedContacts, nameOf, onContactsChanged } from "./people";
+import { acceptedContacts, contacts, nameOf, onContactsChanged, presenceDot } from "./people";
 import { renderResource } from "./views";
 
 const IGNORED_KEY = "allpeers.ignoredShares";
@@ -462,6 +462,7 @@ export function initShared(client: Client) {
         const li = h(
           "li",
           { "data-peer": m.peer, "data-level": m.level },
+          m.peer === me() ? null : presenceDot(contacts.get(m.peer)?.presence),
           bdi(who(m.peer), "member-name"),
           h("span", { class: "state-word", text: owner ? "owner" : LEVEL_WORDS[m.level] }),
         );
