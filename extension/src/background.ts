@@ -8,6 +8,7 @@ import { Connection, PortFactory, RpcError } from "./lib/connection";
 import { badgeSoon, notify, refreshBadge, setupNotifications } from "./background/notify";
 import { setupShareMenu } from "./background/share";
 import { SOCIAL_TOPICS } from "./lib/social";
+import { SHARING_TOPICS } from "./lib/sharing";
 import {
   BackgroundToPanel,
   ExtErrorCode,
@@ -37,7 +38,7 @@ const connectNative: PortFactory = (handlers) => {
 const connection = new Connection({
   connect: connectNative,
   client: `extension/${BROWSER}`,
-  topics: ["identity.changed", "log.changed", "clients.changed", ...SOCIAL_TOPICS],
+  topics: ["identity.changed", "log.changed", "clients.changed", ...SOCIAL_TOPICS, ...SHARING_TOPICS],
 });
 
 const panels = new Set<chrome.runtime.Port>();

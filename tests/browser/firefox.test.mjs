@@ -290,3 +290,139 @@ test(
     writeFileSync(join(HERE, "screenshots", "firefox-chat-light.png"), await driver.takeScreenshot(), "base64");
   },
 );
+
+// Shared and Transfers in Firefox: Alice in the Firefox sidebar, Bob a node driven from the
+// CLI, one hub. Alice makes a shared list for Bob in her sidebar; Bob accepts it (API) and
+// adds a link, which appears in Firefox live; Alice adds one from the sidebar, which Bob
+// gets. Bob seeds a file; Alice downloads it from her Transfers panel (a .torrent file and
+// Bob's address) under a download limit: progress seen between 1 and 99 %, then 100 %.
+test(
+  "Firefox: a shared list edited from both sides, and a download with progress",
+  {
+    skip:
+      (!existsSync(FIREFOX) && `no ${FIREFOX} (apt-get install firefox-esr)`) ||
+      (!GECKODRIVER && "no geckodriver (cargo install geckodriver)"),
+  },
+  async () => {
+    const h = await import("./harness.mjs");
+    const { writeFileSync } = await import("node:fs");
+    const { Builder, By, until: wdUntil } = await import("selenium-webdriver");
+    const firefox = await import("selenium-webdriver/firefox.js");
+    const hub = await h.startHub();
+    const alice = await h.makeSocialNode(hub);
+    const home = join(alice.root, "home");
+    mkdirSync(home);
+    await h.allpeers(alice.dataDir, ["install", "--browser", "firefox"], { env: { HOME: home } });
+    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
+    delete env.ALLPEERS_PASSPHRASE;
+    delete env.DISPLAY;
+    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
+    const options = new firefox.Options()
+      .setBinary(FIREFOX)
+      .addArguments("-headless")
+      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
+      .windowSize({ width: 420, height: 1000 });
+    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
+    onCleanup(() => driver.quit());
+    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#shared`);
+    const WAIT = 30_000;
+    const css = (s) => wdUntil.elementLocated(By.css(s));
+    const js = (script, ...args) => driver.executeScript(script, ...args);
+    // Cards are redrawn as changes arrive: click what is there now.
+    const clickNow = (sel) =>
+      driver.wait(async () => {
+        try {
+          await driver.findElement(By.css(sel)).click();
+          return true;
+        } catch {
+          return false;
+        }
+      }, WAIT);
+    await driver.wait(css('body[data-connection="connected"]'), WAIT);
+    const bob = await h.makeSocialNode(hub);
+    await h.startDaemon(bob);
+    await Promise.all([h.registerAtHub(alice, "alice"), h.registerAtHub(bob, "bob")]);
+    await h.apiCall(alice, "contacts.add", { who: "bob@hub.test" });
+    await h.until("bob sees alice's request", async () =>
+      (await h.apiCall(bob, "contacts.list")).some((c) => c.peer_id === alice.peerId && c.state === "incoming"),
+    );
+    await h.apiCall(bob, "contacts.accept", { peer: alice.peerId });
+    await driver.wait(css(`body[data-social="ready"]`), WAIT);
+
+    // --- Alice shares a list with Bob from the Firefox sidebar.
+    await driver.findElement(By.id("new-share")).click();
+    await driver.findElement(By.id("share-title")).sendKeys("Reading <list>");
+    await clickNow(`#share-members input[value="${bob.peerId}"]`);
+    await driver.findElement(By.id("share-create")).click();
+    const mine = "#shares-mine li.share[data-synced='true']";
+    await driver.wait(css(mine), WAIT);
+    const shareId = await driver.findElement(By.css(mine)).getAttribute("data-share");
+    assert.equal(await js(`return document.querySelector("${mine} .share-title").textContent`), "Reading <list>");
+
+    // --- Bob accepts (API) and adds a link: it appears in Firefox live.
+    await h.until("bob has the offer", async () => (await h.apiCall(bob, "shares.list")).some((s) => s.id === shareId));
+    const share = await h.apiCall(bob, "shares.accept", { share: shareId });
+    await h.until("the list synced to bob", async () => await h.apiCall(bob, "resources.get", { id: share.resource }));
+    const link = await h.apiCall(bob, "resources.create", {
+      resource: { type: "Link", properties: { url: "https://bob.example/", title: "From Bob <em>cli</em>" } },
+    });
+    await h.apiCall(bob, "lists.insert", { list: share.resource, item: link.id });
+    await driver.wait(css(`${mine}[data-items="1"] .share-item a[href="https://bob.example/"]`), WAIT);
+    assert.equal(await js(`return document.querySelectorAll("${mine} .share-item em").length`), 0);
+    await driver.wait(css(`${mine} .member-list li[data-peer="${bob.peerId}"][data-level="write"]`), WAIT);
+
+    // --- Alice adds one from the sidebar (Enter in the box): Bob's list gets it.
+    await driver.findElement(By.css(`${mine} input[name="url"]`)).sendKeys("https://firefox.example/", "\uE007");
+    await driver.wait(css(`#shares-mine li.share[data-items="2"][data-pending="0"]`), WAIT);
+    await h.until("bob has alice's link", async () => (await h.apiCall(bob, "lists.items", { id: share.resource })).items.length === 2);
+    mkdirSync(join(HERE, "screenshots"), { recursive: true });
+    writeFileSync(join(HERE, "screenshots", "firefox-shared-light.png"), await driver.takeScreenshot(), "base64");
+
+    // --- Bob seeds a file; Alice downloads it from her Transfers panel, slowed down.
+    const file = join(bob.root, "firefox-clip.bin");
+    writeFileSync(file, Buffer.alloc(512 * 1024, 3));
+    const seeded = await h.apiCall(bob, "transfers.seed", { path: file });
+    const torrent = join(alice.root, "firefox-clip.torrent");
+    writeFileSync(torrent, Buffer.from(seeded.torrent, "base64"));
+    await h.apiCall(alice, "net.limits.set", { down: 128 * 1024 });
+    await driver.findElement(By.id("tab-transfers")).click();
+    await driver.findElement(By.css("#torrent-details summary")).click();
+    await driver.findElement(By.id("torrent-file")).sendKeys(torrent);
+    await driver.findElement(By.id("torrent-peers")).sendKeys(`127.0.0.1:${seeded.listen.split(":").pop()}`);
+    await js(`
+      const sel = '#transfers li[data-state="downloading"]:not([data-percent="0"]):not([data-percent="100"])';
+      const observer = new MutationObserver(() => seen());
+      const seen = () => { if (document.querySelector(sel)) { observer.disconnect(); document.body.dataset.sawPartial = "true"; } };
+      observer.observe(document.body, { subtree: true, childList: true, attributes: true });
+    `);
+    await driver.findElement(By.id("torrent-add")).click();
+    await driver.wait(css('body[data-saw-partial="true"]'), WAIT);
+    await driver.wait(css("#transfers-badge:not([hidden])"), WAIT);
+    writeFileSync(join(HERE, "screenshots", "firefox-transfers-light.png"), await driver.takeScreenshot(), "base64");
+    // Pause and resume from the keyboard (Enter on the focused button, which keeps the focus).
+    const pause = await driver.findElement(By.css('#transfers li button[data-action="pause"]'));
+    await pause.sendKeys("\uE007");
+    await driver.wait(css('#transfers li[data-state="paused"] button[data-action="resume"]'), WAIT);
+    await driver.wait(css("#transfers-badge[hidden]"), WAIT);
+    assert.equal(await js("return document.activeElement?.dataset.action"), "resume");
+    await driver.switchTo().activeElement().sendKeys("\uE007");
+    await driver.wait(css('#transfers li:not([data-state="paused"])'), WAIT);
+    await h.apiCall(alice, "net.limits.set", {});
+    await driver.wait(css('#transfers li[data-state="seeding"][data-percent="100"]'), WAIT);
+    await driver.wait(css("#transfers-badge[hidden]"), WAIT);
+    assert.equal(await js(`return document.querySelector('#transfers [role="progressbar"]').getAttribute("aria-valuenow")`), "100");
+
+    // Alice revokes Bob (the button asks once): her card and Bob's node agree.
+    await driver.findElement(By.id("tab-shared")).click();
+    const revoke = `#shares-mine li.share .member-list li[data-peer="${bob.peerId}"] button[data-action="revoke"]`;
+    await clickNow(revoke);
+    await driver.wait(css(`${revoke}[data-confirm="1"]`), WAIT);
+    await clickNow(revoke);
+    await driver.wait(async () => (await driver.findElements(By.css(`#shares-mine .member-list li[data-peer="${bob.peerId}"]`))).length === 0, WAIT);
+    await h.until("bob's node knows it is revoked", async () => {
+      const s = (await h.apiCall(bob, "shares.list")).find((x) => x.id === shareId);
+      return s && !s.members.some((m) => m.peer === bob.peerId);
+    });
+  },
+);

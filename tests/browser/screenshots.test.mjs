@@ -33,6 +33,14 @@ test("panel screenshots: people, settings, empty state, locked, host missing", a
   await page.waitForSelector("#view-chat:visible");
   assert.equal(await page.evaluate(() => document.activeElement?.id), "tab-chat");
   await both(page, "chat");
+  // Shared and Transfers with nothing in them yet (filled ones: sharing.test.mjs).
+  await page.keyboard.press("ArrowRight");
+  await page.waitForSelector("#shares-empty:visible");
+  assert.equal(await page.evaluate(() => document.activeElement?.id), "tab-shared");
+  await both(page, "shared-empty");
+  await page.keyboard.press("ArrowRight");
+  await page.waitForSelector("#transfers-empty:visible");
+  await both(page, "transfers-empty");
   await page.keyboard.press("End");
   await page.waitForSelector("#view-settings:visible");
   await page.waitForSelector('#status-list dd[data-key="pid"]');
@@ -42,7 +50,7 @@ test("panel screenshots: people, settings, empty state, locked, host missing", a
   // At the narrowest sidebar (Firefox allows about 200 px) nothing overflows sideways.
   await page.emulateMedia({ colorScheme: "light" });
   await page.setViewportSize({ width: 200, height: 900 });
-  for (const view of ["settings", "people"]) {
+  for (const view of ["settings", "people", "shared", "transfers"]) {
     await page.click(`#tab-${view}`);
     await page.waitForSelector(`#view-${view}:visible`);
     const overflow = await page.evaluate(() => document.documentElement.scrollWidth - innerWidth);

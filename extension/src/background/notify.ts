@@ -1,9 +1,12 @@
-// The toolbar badge (unread messages across conversations) and notifications for new
-// messages and contact requests while no AllPeers page (sidebar, share window) is open.
+// The toolbar badge (unread messages across conversations; else "↓N" while N transfers
+// run) and notifications for new messages, contact requests and shares offered while no
+// AllPeers page (sidebar, share window) is open.
 // Text from peers goes into notifications as plain text (the browser does not parse it).
 
 import { Connection } from "../lib/connection";
 import { Chat, Contact, Message, contactName, linkLabel, shortPeer } from "../lib/social";
+import { ShareReceived } from "../lib/api.gen";
+import { Transfer, transferTotals } from "../lib/sharing";
 
 let connection: Connection | null = null;
 const ICON = "icons/icon-128.png";
@@ -57,9 +60,17 @@ export async function refreshBadge(): Promise<void> {
       try {
         const chats = (await connection?.request("chat.list", {})) as Chat[] | undefined;
         const unread = (chats ?? []).reduce((n, c) => n + (c.unread || 0), 0);
-        await chrome.action.setBadgeBackgroundColor({ color: "#1f5fbf" });
-        await chrome.action.setBadgeText({ text: unread ? (unread > 99 ? "99+" : String(unread)) : "" });
-        await chrome.action.setTitle({ title: unread ? `AllPeers: ${unread} unread` : "AllPeers" });
+        const list = (await connection?.request("transfers.list", {}).catch(() => [])) as Transfer[] | undefined;
+        const running = transferTotals(list ?? []).running;
+        // Known from now on (a state already in the map came from an event: newer).
+        for (const t of list ?? []) if (!transferStates.has(t.id)) transferStates.set(t.id, t);
+        const text = unread ? (unread > 99 ? "99+" : String(unread)) : running ? `↓${running > 9 ? "9+" : running}` : "";
+        const title = [unread ? `${unread} unread` : "", running ? `${running} ${running === 1 ? "transfer" : "transfers"} running` : ""]
+          .filter(Boolean)
+          .join(", ");
+        await chrome.action.setBadgeBackgroundColor({ color: unread || !running ? "#1f5fbf" : "#1d7a3c" });
+        await chrome.action.setBadgeText({ text });
+        await chrome.action.setTitle({ title: title ? `AllPeers: ${title}` : "AllPeers" });
       } catch {
         // Not connected, or the node is offline: keep what the badge shows.
       }
@@ -92,8 +103,15 @@ function show(id: string, title: string, message: string) {
   });
 }
 
+/** The transfers' last known states, for "Download finished" (a move to seeding from a download). */
+const transferStates = new Map<number, Pick<Transfer, "name" | "state" | "seed_in_place">>();
+
 /** Every event from the host passes here; `panelOpen` says whether a page shows it already. */
 export function notify(topic: string, data: unknown, panelOpen: boolean) {
+  if (topic.startsWith("transfer.")) {
+    transferEvent(topic, data, panelOpen);
+    return;
+  }
   if (topic === "message.received") {
     const m = data as Message;
     if (m.outgoing) return;
@@ -105,6 +123,10 @@ export function notify(topic: string, data: unknown, panelOpen: boolean) {
     });
   } else if (topic === "chat.changed") {
     badgeSoon();
+  } else if (topic === "share.received") {
+    if (panelOpen) return;
+    const r = data as ShareReceived;
+    void nameOf(r.from).then((name) => show(`allpeers-share-${r.share}`, "Shared with you", `${name} shared “${r.title}”`));
   } else if (topic === "contact.request") {
     if (panelOpen) return;
     const r = data as { peer_id: string; message?: string; contact?: Contact };
@@ -114,5 +136,25 @@ export function notify(topic: string, data: unknown, panelOpen: boolean) {
       "Contact request",
       r.message ? `${name}: “${r.message}”` : `${name} would like to be your contact`,
     );
+  }
+}
+
+/** The badge follows the running transfers; a download that completes raises "Download finished". */
+function transferEvent(topic: string, data: unknown, panelOpen: boolean) {
+  if (topic === "transfer.progress") return;
+  badgeSoon();
+  if (topic === "transfer.added") {
+    const t = data as Transfer;
+    transferStates.set(t.id, t);
+  } else if (topic === "transfer.removed") {
+    transferStates.delete((data as { id: number }).id);
+  } else if (topic === "transfer.changed") {
+    const d = data as { id: number; state: Transfer["state"] };
+    const before = transferStates.get(d.id);
+    if (!before) return;
+    if (d.state === "seeding" && before.state !== "seeding" && !before.seed_in_place && !panelOpen) {
+      show(`allpeers-transfer-${d.id}`, "Download finished", before.name);
+    }
+    transferStates.set(d.id, { ...before, state: d.state });
   }
 }

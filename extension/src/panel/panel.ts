@@ -1,6 +1,6 @@
 // The sidebar panel: connection banner, navigation, People (identity here; presence,
-// contacts and requests in people.ts), Chat (chat.ts), Settings. Shared and Transfers are
-// honest empty states until their backends land.
+// contacts and requests in people.ts), Chat (chat.ts), Shared (shared.ts), Transfers
+// (transfers.ts), Settings.
 
 import { ErrorCode, IdentityInfo, LogInfo } from "../lib/api.gen";
 import { ConnectionState, ProblemKind } from "../lib/protocol";
@@ -8,6 +8,8 @@ import { CallError, Client, errorText } from "./client";
 import { initChat } from "./chat";
 import { append, byId, clear, h } from "./dom";
 import { initPeople } from "./people";
+import { initShared } from "./shared";
+import { initTransfers } from "./transfers";
 import { loadSchemas } from "./views";
 
 const LEVELS = ["skin", "marrow", "flesh", "bone"];
@@ -379,10 +381,17 @@ void loadSchemas();
 
 const people = initPeople(client, (peer) => void chat?.openWithPeer(peer));
 chat = initChat(client, (v) => show(v));
+const shared = initShared(client);
+const transfers = initTransfers(client);
+let sharingEpoch = 0;
 
 async function refreshSocial() {
   await people.refresh();
   await chat?.refresh();
+  // Resource subscriptions belong to one connection: after a new one, made again.
+  const epoch = client.state?.epoch ?? 0;
+  await Promise.all([shared.refresh(epoch !== sharingEpoch), transfers.refresh()]);
+  sharingEpoch = epoch;
 }
 
 // The node's network came up (e.g. after an unlock) or the hub line came back: what was

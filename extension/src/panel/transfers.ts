@@ -1,0 +1,327 @@
+// Transfers: every download and upload with a progress bar, rates, ETA, peers, and pause /
+// resume / cancel; the totals; a badge on the tab while something runs. Live from the
+// transfer.* events (progress at most four times a second per transfer); rows are updated
+// in place so the keyboard focus stays where it is. Names come from torrents (anyone's):
+// text only, bidi controls shown.
+
+import type { Transfer } from "../lib/api.gen";
+import {
+  RUNNING,
+  TransferAddParams,
+  formatBytes,
+  formatEta,
+  formatRate,
+  percentDone,
+  transferTotals,
+  visibleText,
+} from "../lib/sharing";
+import { Client, errorText } from "./client";
+import { byId, h } from "./dom";
+
+const STATE_WORDS: Record<string, string> = {
+  queued: "Queued",
+  downloading: "Downloading",
+  seeding: "Seeding",
+  paused: "Paused",
+  retrying: "Retrying",
+  failed: "Failed",
+};
+
+interface Row {
+  li: HTMLLIElement;
+  bar: HTMLElement;
+  fill: HTMLElement;
+  state: HTMLElement;
+  numbers: HTMLElement;
+  reason: HTMLElement;
+  pause: HTMLButtonElement;
+  cancel: HTMLButtonElement;
+  error: HTMLElement;
+}
+
+export function initTransfers(client: Client) {
+  const body = document.body;
+  const transfers = new Map<number, Transfer>();
+  const rows = new Map<number, Row>();
+  const list = byId("transfers");
+
+  let refreshing: Promise<void> | null = null;
+  let refreshAgain = false;
+  /** Re-reads transfers.list; calls while one runs make one more run after it, not one each. */
+  function refresh(): Promise<void> {
+    if (refreshing) {
+      refreshAgain = true;
+      return refreshing;
+    }
+    refreshing = (async () => {
+      do {
+        refreshAgain = false;
+        await readAll();
+      } while (refreshAgain);
+    })().finally(() => (refreshing = null));
+    return refreshing;
+  }
+
+  async function readAll() {
+    try {
+      const all = await client.call("transfers.list");
+      byId("transfers-error").textContent = "";
+      const seen = new Set(all.map((t) => t.id));
+      for (const id of [...transfers.keys()]) if (!seen.has(id)) removeRow(id);
+      for (const t of all) put(t);
+      totals();
+    } catch (e) {
+      byId("transfers-error").textContent = `Could not read the transfers: ${errorText(e)}`;
+    }
+  }
+
+  function put(t: Transfer) {
+    transfers.set(t.id, t);
+    let row = rows.get(t.id);
+    if (!row) {
+      row = build(t);
+      rows.set(t.id, row);
+      // By id: the order the daemon lists them in.
+      const after = [...rows.keys()].filter((id) => id > t.id).sort((a, b) => a - b)[0];
+      list.insertBefore(row.li, after !== undefined ? rows.get(after)!.li : null);
+    }
+    update(row, t);
+  }
+
+  function removeRow(id: number) {
+    const row = rows.get(id);
+    const hadFocus = row?.li.contains(document.activeElement);
+    row?.li.remove();
+    rows.delete(id);
+    transfers.delete(id);
+    if (hadFocus) (list.querySelector<HTMLElement>("button") ?? byId("torrent-details").querySelector("summary"))?.focus();
+  }
+
+  function build(t: Transfer): Row {
+    const name = visibleText(t.name);
+    const nameId = `transfer-name-${t.id}`;
+    const fill = h("span", { class: "bar-fill" });
+    const bar = h(
+      "div",
+      {
+        class: "bar",
+        role: "progressbar",
+        "aria-valuemin": 0,
+        "aria-valuemax": 100,
+        "aria-labelledby": nameId,
+      },
+      fill,
+    );
+    const pause = h("button", { type: "button", "data-action": "pause" });
+    const cancel = h("button", { type: "button", "data-action": "cancel", text: "Cancel", "aria-label": `Cancel ${name}` });
+    const row: Row = {
+      li: h("li", { class: "transfer", "data-transfer": String(t.id), "aria-labelledby": nameId }),
+      bar,
+      fill,
+      state: h("span", { class: "state-word" }),
+      numbers: h("p", { class: "status-text transfer-numbers" }),
+      reason: h("p", { class: "muted transfer-reason" }),
+      pause,
+      cancel,
+      error: h("p", { class: "error", role: "alert" }),
+    };
+    row.li.append(
+      h("div", { class: "who" }, h("bdi", { class: "grow transfer-name", id: nameId, text: name }), row.state),
+      bar,
+      row.numbers,
+      row.reason,
+      h("div", { class: "actions" }, pause, cancel),
+      row.error,
+    );
+    pause.addEventListener("click", () => void pauseOrResume(t.id));
+    cancel.addEventListener("click", () => {
+      const tt = transfers.get(t.id);
+      if (cancel.dataset.confirm !== "1") {
+        cancel.dataset.confirm = "1";
+        cancel.textContent = tt?.seed_in_place ? "Stop sharing?" : "Cancel the download?";
+        cancel.setAttribute("aria-label", `Cancel ${name}: press again to confirm`);
+        return;
+      }
+      void cancelTransfer(t.id);
+    });
+    cancel.addEventListener("blur", () => {
+      cancel.dataset.confirm = "";
+      cancel.textContent = "Cancel";
+      cancel.setAttribute("aria-label", `Cancel ${name}`);
+    });
+    return row;
+  }
+
+  function update(row: Row, t: Transfer) {
+    const p = t.progress;
+    const pct = percentDone(p);
+    const li = row.li;
+    li.dataset.state = t.state;
+    li.dataset.percent = String(pct);
+    li.dataset.seedInPlace = String(t.seed_in_place);
+    row.fill.style.width = `${pct}%`;
+    row.bar.setAttribute("aria-valuenow", String(pct));
+    row.bar.setAttribute("aria-valuetext", `${pct} percent, ${STATE_WORDS[t.state] ?? t.state}`);
+    row.state.textContent = `${STATE_WORDS[t.state] ?? t.state} · ${pct} %`;
+    const parts = [`${formatBytes(p.done_bytes)} of ${formatBytes(p.total_bytes)}`];
+    if (t.state === "downloading" || p.down_rate > 0) parts.push(`↓ ${formatRate(p.down_rate)}`);
+    if (p.up_rate > 0 || t.state === "seeding") parts.push(`↑ ${formatRate(p.up_rate)}`);
+    if (RUNNING.has(t.state)) parts.push(`ETA ${formatEta(p.eta_secs)}`);
+    parts.push(`${p.peers} ${p.peers === 1 ? "peer" : "peers"}`);
+    row.numbers.textContent = parts.join(" · ");
+    row.reason.textContent = t.reason ? visibleText(t.reason) : "";
+    const paused = t.state === "paused";
+    const name = visibleText(t.name);
+    row.pause.dataset.action = paused ? "resume" : "pause";
+    row.pause.textContent = paused ? "Resume" : "Pause";
+    row.pause.setAttribute("aria-label", `${paused ? "Resume" : "Pause"} ${name}`);
+    row.pause.disabled = t.state === "failed";
+  }
+
+  async function pauseOrResume(id: number) {
+    const t = transfers.get(id);
+    const row = rows.get(id);
+    if (!t || !row) return;
+    // Not disabled while the daemon answers: a disabled button loses the keyboard focus.
+    if (row.li.dataset.pending === "true") return;
+    const method = t.state === "paused" ? "transfers.resume" : "transfers.pause";
+    row.pause.setAttribute("aria-disabled", "true");
+    row.li.dataset.pending = "true";
+    try {
+      put(await client.call(method, { id }));
+      row.error.textContent = "";
+    } catch (e) {
+      row.error.textContent = `${method === "transfers.pause" ? "Not paused" : "Not resumed"}: ${errorText(e)}`;
+    } finally {
+      row.li.dataset.pending = "false";
+      row.pause.removeAttribute("aria-disabled");
+      totals();
+    }
+  }
+
+  async function cancelTransfer(id: number) {
+    const row = rows.get(id);
+    if (!row) return;
+    row.cancel.disabled = true;
+    row.li.dataset.pending = "true";
+    try {
+      await client.call("transfers.cancel", { id, delete_files: false });
+      removeRow(id);
+      totals();
+    } catch (e) {
+      row.cancel.disabled = false;
+      row.li.dataset.pending = "false";
+      row.error.textContent = `Not cancelled: ${errorText(e)}`;
+    }
+  }
+
+  let lastBadge = "";
+  function totals() {
+    const t = transferTotals(transfers.values());
+    const text = !t.count
+      ? "No transfers"
+      : [
+          `${t.count} ${t.count === 1 ? "transfer" : "transfers"}`,
+          t.running ? `${t.running} running` : "",
+          t.seeding ? `${t.seeding} seeding` : "",
+          t.paused ? `${t.paused} paused` : "",
+          t.failed ? `${t.failed} failed` : "",
+          `↓ ${formatRate(t.downRate)}`,
+          `↑ ${formatRate(t.upRate)}`,
+          t.running ? `${formatBytes(t.remaining)} to go` : "",
+        ]
+          .filter(Boolean)
+          .join(" · ");
+    byId("totals-text").textContent = text;
+    byId("transfers-empty").hidden = t.count > 0;
+    byId("transfer-totals").hidden = t.count === 0;
+    body.dataset.transfers = String(t.count);
+    body.dataset.transfersRunning = String(t.running);
+    const badge = byId("transfers-badge");
+    const tab = byId("tab-transfers");
+    const word = t.running ? String(t.running) : "";
+    if (word !== lastBadge) {
+      lastBadge = word;
+      badge.hidden = !word;
+      badge.textContent = word;
+      if (word) tab.setAttribute("aria-label", `Transfers, ${word} running`);
+      else tab.removeAttribute("aria-label");
+    }
+  }
+
+  // ------------------------------------------------------------ adding a .torrent
+
+  byId<HTMLFormElement>("torrent-form").addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const input = byId<HTMLInputElement>("torrent-file");
+    const out = byId("torrent-result");
+    const file = input.files?.[0];
+    if (!file) {
+      out.className = "error";
+      out.textContent = "Choose a .torrent file first.";
+      input.focus();
+      return;
+    }
+    if (file.size > 8 << 20) {
+      out.className = "error";
+      out.textContent = "That file is too large to be a .torrent.";
+      return;
+    }
+    const peers = byId<HTMLInputElement>("torrent-peers")
+      .value.split(/[\s,]+/)
+      .map((s) => s.trim())
+      .filter(Boolean);
+    out.className = "muted";
+    out.textContent = "Adding…";
+    try {
+      const bytes = new Uint8Array(await file.arrayBuffer());
+      let bin = "";
+      for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+      const params: TransferAddParams = { torrent: btoa(bin) };
+      if (peers.length) params.peers = peers;
+      // See TransferAddParams: the generated type of transfers.add's params is wrong.
+      const t = await client.call("transfers.add", params as never, 30_000);
+      put(t);
+      totals();
+      input.value = "";
+      out.textContent = `Added ${visibleText(t.name)}`;
+    } catch (e) {
+      out.className = "error";
+      out.textContent = `Not added: ${errorText(e)}`;
+    }
+  });
+
+  // ------------------------------------------------------------ events
+
+  client.on("transfer.added", (t) => {
+    put(t);
+    totals();
+  });
+  client.on("transfer.progress", (d) => {
+    const t = transfers.get(d.id);
+    if (!t) {
+      void refresh();
+      return;
+    }
+    t.progress = d.progress;
+    update(rows.get(d.id)!, t);
+    totals();
+  });
+  client.on("transfer.changed", (d) => {
+    const t = transfers.get(d.id);
+    if (!t) {
+      void refresh();
+      return;
+    }
+    t.state = d.state;
+    t.reason = d.reason;
+    update(rows.get(d.id)!, t);
+    totals();
+  });
+  client.on("transfer.removed", (d) => {
+    removeRow(d.id);
+    totals();
+  });
+
+  return { refresh };
+}
