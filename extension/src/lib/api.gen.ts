@@ -383,13 +383,13 @@ export type AddTransferParams = {
   /** Peers to dial besides the torrent's trackers. */
   peers?: Array<string>;
   /** Add without starting. */
-  paused: boolean;
+  paused?: boolean;
   /** Fetch pieces in order (for playing while downloading). */
-  sequential: boolean;
+  sequential?: boolean;
   /** Higher starts first when downloads queue. */
-  priority: number;
+  priority?: number;
   /** This transfer's own limits (the global ones apply too); absent: none of its own. */
-  limits: Limits;
+  limits?: Limits;
 };
 
 /**
@@ -438,7 +438,7 @@ export type Availability = "online" | "away" | "busy";
 export type CancelParams = {
   id: number;
   /** Delete the downloaded files too (a file seeded in place is never deleted). */
-  delete_files: boolean;
+  delete_files?: boolean;
 };
 
 /**

@@ -18,21 +18,6 @@ export const SHARING_TOPICS: TopicName[] = [
   "transfer.removed",
 ];
 
-/**
- * `transfers.add`'s params. api.gen.ts names them `AddParams`, a name the media area's
- * params (`media.add`: `paths`) also have, and the generated file kept only that one.
- */
-export interface TransferAddParams {
-  /** An absolute path to a .torrent the daemon can read, or its bytes in base64. */
-  torrent: string;
-  dir?: string;
-  /** `ip:port` peers to dial besides the torrent's trackers. */
-  peers?: string[];
-  paused?: boolean;
-  sequential?: boolean;
-  priority?: number;
-}
-
 const UNITS = ["B", "KiB", "MiB", "GiB", "TiB"];
 
 /** 1536 → "1.5 KiB"; whole bytes below 1 KiB. */

@@ -4,10 +4,9 @@
 // in place so the keyboard focus stays where it is. Names come from torrents (anyone's):
 // text only, bidi controls shown.
 
-import type { Transfer } from "../lib/api.gen";
+import type { AddTransferParams, Transfer } from "../lib/api.gen";
 import {
   RUNNING,
-  TransferAddParams,
   formatBytes,
   formatEta,
   formatRate,
@@ -277,10 +276,9 @@ export function initTransfers(client: Client) {
       const bytes = new Uint8Array(await file.arrayBuffer());
       let bin = "";
       for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
-      const params: TransferAddParams = { torrent: btoa(bin) };
+      const params: AddTransferParams = { torrent: btoa(bin) };
       if (peers.length) params.peers = peers;
-      // See TransferAddParams: the generated type of transfers.add's params is wrong.
-      const t = await client.call("transfers.add", params as never, 30_000);
+      const t = await client.call("transfers.add", params, 30_000);
       put(t);
       totals();
       input.value = "";

@@ -70,15 +70,19 @@ pub struct AddTransferParams {
     pub peers: Vec<SocketAddr>,
     /// Add without starting.
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
     pub paused: bool,
     /// Fetch pieces in order (for playing while downloading).
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
     pub sequential: bool,
     /// Higher starts first when downloads queue.
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<i32>", optional))]
     pub priority: i32,
     /// This transfer's own limits (the global ones apply too); absent: none of its own.
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<Limits>", optional))]
     pub limits: Limits,
 }
 
@@ -124,6 +128,7 @@ pub struct CancelParams {
     pub id: u64,
     /// Delete the downloaded files too (a file seeded in place is never deleted).
     #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(as = "Option<bool>", optional))]
     pub delete_files: bool,
 }
 
