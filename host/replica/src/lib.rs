@@ -3,12 +3,13 @@
 //! store persists what it is handed and the daemon moves frames and time in and out.
 //!
 //! ## Module map
-//! - [`op`]: operations (create, set property, set child, delete, list add/remove, grant,
+//! - [`op`]: operations (create, set property, set child, delete, list add/remove/move, grant,
 //!   revoke), their canonical bytes (format 1, bounded decoder), BLAKE3 op ids and Ed25519
 //!   signatures over a domain tag.
 //! - [`state`]: the materialised state, a commutative merge: last-writer-wins registers by
 //!   (HLC stamp, author, op id), add-wins lists, tombstones that never resurrect; and which ops
 //!   each op supersedes.
+//! - [`position`]: list positions (decimal-fraction keys: one always fits between two).
 //! - [`replica`]: one share: validity against the membership each op names (convergent
 //!   capabilities after Keyhive: a revocation rejects its target's concurrent and later ops
 //!   everywhere, earlier ones stand), ops waiting for parents, future-stamped ops deferred, the
@@ -35,6 +36,7 @@
 //! ```
 
 pub mod op;
+pub mod position;
 pub mod reconcile;
 pub mod replica;
 pub mod state;

@@ -134,6 +134,13 @@ pub enum Action {
         item: String,
         tags: Vec<OpId>,
     },
+    /// Moves `item` of `list` to `position` (a key of [`crate::position`]): the item's place
+    /// is a last-writer-wins register, so concurrent moves of one item settle on one place.
+    ListMove {
+        list: String,
+        item: String,
+        position: String,
+    },
     Grant {
         member: PeerId,
         level: Level,
@@ -160,6 +167,7 @@ impl Action {
             Action::ListRemove { .. } => 6,
             Action::Grant { .. } => 7,
             Action::Revoke { .. } => 8,
+            Action::ListMove { .. } => 9,
         }
     }
 
@@ -175,7 +183,9 @@ impl Action {
             | Action::SetProperty { resource, .. }
             | Action::SetChild { resource, .. }
             | Action::Delete { resource } => Some(resource),
-            Action::ListAdd { list, .. } | Action::ListRemove { list, .. } => Some(list),
+            Action::ListAdd { list, .. }
+            | Action::ListRemove { list, .. }
+            | Action::ListMove { list, .. } => Some(list),
             Action::Grant { .. } | Action::Revoke { .. } => None,
         }
     }
@@ -420,6 +430,15 @@ fn encode_body(body: &OpBody) -> Vec<u8> {
                 w.bytes(&t.0);
             }
         }
+        Action::ListMove {
+            list,
+            item,
+            position,
+        } => {
+            w.blob(list.as_bytes());
+            w.blob(item.as_bytes());
+            w.blob(position.as_bytes());
+        }
         Action::Grant { member, level } => {
             w.bytes(member.public_key());
             w.u8(*level as u8);
@@ -520,6 +539,11 @@ fn decode_body(bytes: &[u8]) -> Result<OpBody, OpError> {
                 "revocation's ops seen beyond the gap",
                 MAX_REVOKE_ALSO,
             )?,
+        },
+        9 => Action::ListMove {
+            list: name(&mut r, "list id")?,
+            item: name(&mut r, "item id")?,
+            position: name(&mut r, "list position")?,
         },
         other => return Err(OpError::ActionTag(other)),
     };
@@ -698,6 +722,11 @@ pub(crate) mod tests {
                 list: "r1".into(),
                 item: "i1".into(),
                 tags: vec![OpId([5; 32]), OpId([4; 32])],
+            },
+            Action::ListMove {
+                list: "r1".into(),
+                item: "i1".into(),
+                position: "17645900000000000000005".into(),
             },
             Action::Grant {
                 member: peer(&key(2)),

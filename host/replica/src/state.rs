@@ -3,7 +3,8 @@
 //! Every field is a CRDT whose merge does not depend on arrival order:
 //! - the type, each property and each child `(slot, key)` is a last-writer-wins register
 //!   ordered by [`OrderKey`] (HLC stamp, author, op id), so there is always one winner;
-//! - a list is add-wins: an item is in while one of its add tags is not removed;
+//! - a list is add-wins: an item is in while one of its add tags is not removed; its place is
+//!   a last-writer-wins position register (a move), else its add's arrival key ([`position`]);
 //! - a delete is a tombstone that wins over everything, whatever its stamp: nothing resurrects.
 //!
 //! Applying an op also says which ops it made dead (an overwritten register, removed add tags,
@@ -15,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde_json::{Map, Value as Json, json};
 
 use crate::op::{Action, Op, OpId, OrderKey, canonical_json};
+use crate::position;
 
 #[derive(Debug, Clone, PartialEq)]
 struct Register<T> {
@@ -50,6 +52,10 @@ struct ResourceState {
     children: BTreeMap<(String, String), Option<Register<Option<Json>>>>,
     /// Live add tags per item.
     adds: BTreeMap<String, BTreeSet<OpId>>,
+    /// Each add tag's arrival key (see [`position`]): where an item nobody moved sits.
+    arrivals: BTreeMap<OpId, String>,
+    /// Where a move put each item: last writer wins.
+    positions: BTreeMap<String, Option<Register<String>>>,
     removed_tags: BTreeSet<OpId>,
     removes: BTreeSet<OpId>,
 }
@@ -65,7 +71,31 @@ impl ResourceState {
         live.extend(self.properties.values().flatten().map(|r| r.key.id));
         live.extend(self.children.values().flatten().map(|r| r.key.id));
         live.extend(self.adds.values().flatten());
+        live.extend(self.positions.values().flatten().map(|r| r.key.id));
         live
+    }
+
+    /// The items in list order with their keys: by position (a move's, else the earliest live
+    /// add's arrival key), then by id.
+    fn ordered_items(&self) -> Vec<(&str, &str)> {
+        let mut items: Vec<(&str, &str)> = self
+            .adds
+            .iter()
+            .map(|(item, tags)| {
+                let moved = self.positions.get(item).and_then(Option::as_ref);
+                let key = match moved {
+                    Some(register) => register.value.as_str(),
+                    None => tags
+                        .iter()
+                        .filter_map(|t| self.arrivals.get(t))
+                        .min()
+                        .map_or("", String::as_str),
+                };
+                (item.as_str(), key)
+            })
+            .collect();
+        items.sort_by(|a, b| (a.1, a.0).cmp(&(b.1, b.0)));
+        items
     }
 }
 
@@ -179,7 +209,14 @@ impl State {
                     applied.changed = None;
                 } else {
                     res.adds.entry(item.clone()).or_default().insert(id);
+                    res.arrivals
+                        .insert(id, position::arrival(op.body().stamp));
                 }
+            }
+            Action::ListMove { item, position, .. } => {
+                let slot = res.positions.entry(item.clone()).or_default();
+                let loser = Register::write(slot, key, position.clone());
+                settle(loser, id, false, &res.creates, &mut applied);
             }
             Action::ListRemove { item, tags, .. } => {
                 res.removes.insert(id);
@@ -231,7 +268,11 @@ impl State {
                     .push(v.clone());
             }
         }
-        let items: Vec<Json> = res.adds.keys().map(|k| Json::String(k.clone())).collect();
+        let items: Vec<Json> = res
+            .ordered_items()
+            .into_iter()
+            .map(|(item, _)| Json::String(item.to_owned()))
+            .collect();
         Some(json!({
             "id": id,
             "type": kind.value,
@@ -247,6 +288,20 @@ impl State {
             .get(list)
             .and_then(|r| r.adds.get(item))
             .map(|tags| tags.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The items of `list` in order, each with its position key (what a move computes the key
+    /// between neighbours from).
+    pub fn list_order(&self, list: &str) -> Vec<(String, String)> {
+        self.resources
+            .get(list)
+            .map(|r| {
+                r.ordered_items()
+                    .into_iter()
+                    .map(|(item, key)| (item.to_owned(), key.to_owned()))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -357,6 +412,70 @@ mod tests {
             Some(json!({"id": "r", "deleted": true}))
         );
         assert_eq!(state.resource_ids().count(), 0);
+    }
+
+    #[test]
+    fn items_keep_arrival_order_until_moved_and_concurrent_moves_settle_alike() {
+        let add = |t, item: &str| {
+            op(
+                t,
+                Action::ListAdd {
+                    list: "l".into(),
+                    item: item.into(),
+                },
+            )
+        };
+        let mv = |t, item: &str, position: &str| {
+            op(
+                t,
+                Action::ListMove {
+                    list: "l".into(),
+                    item: item.into(),
+                    position: position.into(),
+                },
+            )
+        };
+        let order = |state: &State| -> Vec<String> {
+            state.list_order("l").into_iter().map(|(i, _)| i).collect()
+        };
+        let create = op(
+            1,
+            Action::Create {
+                resource: "l".into(),
+                kind: "List".into(),
+                value: json!({}),
+            },
+        );
+        // "z" is added before "a": arrival order, not id order.
+        let (z, a, m) = (add(2, "z"), add(3, "a"), add(4, "m"));
+        let mut state = State::default();
+        for o in [&create, &z, &a, &m] {
+            state.apply(o);
+        }
+        assert_eq!(order(&state), ["z", "a", "m"]);
+        let keys = state.list_order("l");
+        // "m" moved to the front, and concurrently (a later stamp wins) between "z" and "a".
+        let front = mv(5, "m", &position::between(None, Some(&keys[0].1)).unwrap());
+        let middle = mv(
+            6,
+            "m",
+            &position::between(Some(&keys[0].1), Some(&keys[1].1)).unwrap(),
+        );
+        let mut one = state.clone();
+        assert!(one.apply(&front).superseded.is_empty());
+        assert_eq!(one.apply(&middle).superseded, vec![front.id()]);
+        let mut other = state.clone();
+        other.apply(&middle);
+        assert!(other.apply(&front).dead_on_arrival);
+        assert_eq!(order(&one), ["z", "m", "a"]);
+        assert_eq!(one.hash(), other.hash());
+        // An item added later appends; the resource view lists the same order.
+        one.apply(&add(7, "b"));
+        assert_eq!(order(&one), ["z", "m", "a", "b"]);
+        assert_eq!(
+            one.resource("l").unwrap()["items"],
+            json!(["z", "m", "a", "b"])
+        );
     }
 
     #[test]

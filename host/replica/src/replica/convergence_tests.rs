@@ -238,6 +238,11 @@ fn random_histories_converge_in_any_order() {
                     after_seq: 0,
                     also: vec![],
                 },
+                7 => Action::ListMove {
+                    list: "holiday".into(),
+                    item: format!("i{}", rng.gen_range(0..3)),
+                    position: ["3", "5", "55", "7"][rng.gen_range(0..4)].into(),
+                },
                 _ => Action::SetProperty {
                     resource,
                     name: ["x", "y"][rng.gen_range(0..2)].into(),
