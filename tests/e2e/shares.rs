@@ -1,7 +1,7 @@
 //! Replicated shares with a real hub and three real nodes on loopback, driven through their
 //! local API: alice shares a list with bob (write) and carol (read); each accepts the offer
-//! and the list syncs in; bob's edit reaches carol; carol's write is refused; a member offline
-//! during an edit catches up when back; after carol is revoked she is told (her copy shows no
+//! and the list syncs in; bob's edit reaches carol; alice's reordering reaches both; carol's
+//! write is refused; a member offline during an edit catches up when back; after carol is revoked she is told (her copy shows no
 //! level) and gets no further changes; bob leaves, and alice no longer counts him.
 //! And an attack: Mallory, a stranger with her own endpoint, asks alice to reconcile the share
 //! and gets the same answer as for a share that does not exist, and never an op; her flood of
@@ -47,6 +47,19 @@ async fn items(node: &mut Node, list: &str) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// Waits (on `list.changed` events, subscribed before) until the list's items are `wanted`.
+async fn until_order(node: &mut Node, list: &str, wanted: &[&str]) {
+    timeout("the list's order", async {
+        loop {
+            if items(node, list).await == wanted {
+                return;
+            }
+            node.client.read_notification().await.expect("an event");
+        }
+    })
+    .await
 }
 
 /// Waits (on `list.changed` events, subscribed before) until the list's items hold `item`.
@@ -133,6 +146,17 @@ async fn a_list_shared_with_two_members_stays_in_sync() {
     until_item(&mut alice, &list, &museum).await;
     let got = carol.call("resources.get", json!({"id": museum})).await;
     assert_eq!(got["properties"]["url"], "https://museum.example");
+
+    // The order replicates: alice moves the museum first, and both see it there.
+    let moved = alice
+        .call(
+            "lists.move",
+            json!({"list": list, "item": museum, "index": 0}),
+        )
+        .await;
+    assert_eq!(moved, 0);
+    until_order(&mut bob, &list, &[&museum, &rome]).await;
+    until_order(&mut carol, &list, &[&museum, &rome]).await;
 
     // Carol (read) cannot write: refused with NotAllowed, nothing changes.
     let refused = carol

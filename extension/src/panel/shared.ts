@@ -394,9 +394,6 @@ export function initShared(client: Client) {
     } else {
       el.append(ol);
     }
-    if (writable && items.length > 1) {
-      el.append(h("p", { class: "muted hint", text: "The order is yours: moving an item does not change it for the others." }));
-    }
   }
 
   function itemLabel(r: Resource | undefined, id: string): string {

@@ -133,7 +133,10 @@ mod tests {
         assert!(made > 100, "only {made} inserts before a spread");
         let fresh = spread(1000);
         assert!(fresh.windows(2).all(|w| w[0] < w[1]));
-        assert!(fresh.last().unwrap() < &first, "spread keys sort before arrivals");
+        assert!(
+            fresh.last().unwrap() < &first,
+            "spread keys sort before arrivals"
+        );
         assert!(between(Some(&fresh[0]), Some(&fresh[1])).is_some());
     }
 

@@ -209,8 +209,7 @@ impl State {
                     applied.changed = None;
                 } else {
                     res.adds.entry(item.clone()).or_default().insert(id);
-                    res.arrivals
-                        .insert(id, position::arrival(op.body().stamp));
+                    res.arrivals.insert(id, position::arrival(op.body().stamp));
                 }
             }
             Action::ListMove { item, position, .. } => {

@@ -249,7 +249,7 @@ impl OpStore for Store {
         }
         // Lists of the share whose items may have changed: those touched, and those holding a
         // touched resource (an item created after its add).
-        let mut lists: Vec<(String, BTreeSet<String>)> = Vec::new();
+        let mut lists: Vec<(String, Vec<String>)> = Vec::new();
         if !changes.resources.is_empty() {
             for id in replica.state().resource_ids() {
                 let Some(view) = replica.resource(id) else {
@@ -259,7 +259,8 @@ impl OpStore for Store {
                     .get("type")
                     .and_then(Json::as_str)
                     .is_some_and(|t| self.reg.is_a(t, LIST_TYPE));
-                let items: BTreeSet<String> = view
+                // In the replica's order (positions and arrival keys).
+                let items: Vec<String> = view
                     .get("items")
                     .and_then(Json::as_array)
                     .into_iter()
@@ -337,7 +338,8 @@ impl OpStore for Store {
                 id: &list_id,
                 type_name: &ltype,
             };
-            for item in current.iter().filter(|i| !wanted.contains(*i)) {
+            let wanted_set: BTreeSet<&String> = wanted.iter().collect();
+            for item in current.iter().filter(|i| !wanted_set.contains(*i)) {
                 if let Some((irid, itype)) = tx.reader().rid_of(item)? {
                     let target = Target {
                         rid: irid,
@@ -347,7 +349,10 @@ impl OpStore for Store {
                     tx.list_remove(query_lists, list, target)?;
                 }
             }
-            for item in wanted.iter().filter(|i| !current.contains(*i)) {
+            let current_set: BTreeSet<&String> = current.iter().collect();
+            let mut order: Vec<&String> =
+                current.iter().filter(|i| wanted_set.contains(*i)).collect();
+            for item in wanted.iter().filter(|i| !current_set.contains(*i)) {
                 // An item whose create has not arrived yet joins when it does.
                 if let Some((irid, itype)) = tx.reader().rid_of(item)? {
                     let target = Target {
@@ -356,7 +361,27 @@ impl OpStore for Store {
                         type_name: &itype,
                     };
                     tx.list_insert(query_lists, list, target, None)?;
+                    order.push(item);
                 }
+            }
+            // Then the replica's order: each item out of place moves (a `list.changed` each).
+            let present: BTreeSet<&String> = order.iter().copied().collect();
+            for (index, item) in wanted.iter().filter(|i| present.contains(i)).enumerate() {
+                if order[index] == item {
+                    continue;
+                }
+                let Some((irid, itype)) = tx.reader().rid_of(item)? else {
+                    continue;
+                };
+                let target = Target {
+                    rid: irid,
+                    id: item,
+                    type_name: &itype,
+                };
+                tx.list_move(list, target, index as u64)?;
+                let from = order.iter().position(|i| *i == item).expect("present");
+                let moved = order.remove(from);
+                order.insert(index, moved);
             }
         }
         tx.commit()?;

@@ -10,7 +10,7 @@ use allpeers_model::api::shares::{
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_model::resource::Resource;
 use allpeers_model::resource::api::{self as r, IdParams, ListItemParams, UpdateParams};
-use allpeers_replica::{Action, Replica, ShareId};
+use allpeers_replica::{Action, Replica, ShareId, Stamp, position};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{LIST_TYPE, Store};
 use ed25519_dalek::SigningKey;
@@ -320,7 +320,7 @@ pub fn local_write<'a>(
     Box::pin(async move {
         let target = match method {
             r::RESOURCES_UPDATE | r::RESOURCES_DELETE => params.get("id")?.as_str()?,
-            r::LISTS_INSERT | r::LISTS_REMOVE => params.get("list")?.as_str()?,
+            r::LISTS_INSERT | r::LISTS_REMOVE | r::LISTS_MOVE => params.get("list")?.as_str()?,
             _ => return None,
         };
         daemon.shares.lock().share_of(target)?;
@@ -338,7 +338,7 @@ async fn shared_write(
         let me = d.peer_id();
         let now = now_ms();
         let target = match method.as_str() {
-            r::LISTS_INSERT | r::LISTS_REMOVE => params.get("list"),
+            r::LISTS_INSERT | r::LISTS_REMOVE | r::LISTS_MOVE => params.get("list"),
             _ => params.get("id"),
         }
         .and_then(Value::as_str)
@@ -399,6 +399,23 @@ async fn shared_write(
                         item: p.item.clone(),
                     },
                 )?;
+                if let Some(index) = p.index {
+                    place(replica, &key, now, &p.list, &p.item, index)?;
+                }
+                Resulting::Position(p.list, p.item)
+            }
+            r::LISTS_MOVE => {
+                let p: ListItemParams = parse(params)?;
+                let index = p.index.ok_or_else(|| {
+                    RpcError::new(ErrorCode::InvalidParams, "lists.move needs an `index`")
+                })?;
+                if replica.state().add_tags(&p.list, &p.item).is_empty() {
+                    return Err(store_error(allpeers_store::StoreError::NotFound(format!(
+                        "{} in list {}",
+                        p.item, p.list
+                    ))));
+                }
+                place(replica, &key, now, &p.list, &p.item, index)?;
                 Resulting::Position(p.list, p.item)
             }
             r::LISTS_REMOVE => {
@@ -422,13 +439,70 @@ async fn shared_write(
                 )?;
                 Resulting::Nothing
             }
-            _ => unreachable!("the hook takes these four"),
+            _ => unreachable!("the hook takes these five"),
         };
         // Committed now (not after `work`) so the answer reads the written resource.
         inner.commit_all(store, me, None).map_err(store_error)?;
         result.read(store)
     })
     .await
+}
+
+/// Moves `item` of shared `list` to `index` (counted without the item; past the end: last) by
+/// a position key between its new neighbours'. A move to the end takes the arrival key of now,
+/// so items added afterwards still append after it. When no key fits (keys grown long, or made
+/// up by a peer), the whole list is numbered afresh: one move per item.
+fn place(
+    replica: &mut Replica,
+    key: &SigningKey,
+    now: u64,
+    list: &str,
+    item: &str,
+    index: u64,
+) -> Result<(), RpcError> {
+    let others: Vec<(String, String)> = replica
+        .state()
+        .list_order(list)
+        .into_iter()
+        .filter(|(i, _)| i != item)
+        .collect();
+    let index = usize::try_from(index)
+        .unwrap_or(usize::MAX)
+        .min(others.len());
+    let before = index.checked_sub(1).map(|i| others[i].1.as_str());
+    let position = match others.get(index) {
+        Some((_, after)) => position::between(before, Some(after)),
+        None => {
+            let now_key = position::arrival(Stamp {
+                wall_ms: now,
+                counter: 0,
+            });
+            if before.is_none_or(|b| now_key.as_str() > b) {
+                Some(now_key)
+            } else {
+                position::between(before, None)
+            }
+        }
+    };
+    let mut moves = Vec::new();
+    match position {
+        Some(position) => moves.push((item.to_string(), position)),
+        None => {
+            let mut items: Vec<String> = others.into_iter().map(|(i, _)| i).collect();
+            items.insert(index, item.to_string());
+            let keys = position::spread(items.len());
+            moves.extend(items.into_iter().zip(keys));
+        }
+    }
+    for (item, position) in moves {
+        let action = Action::ListMove {
+            list: list.to_string(),
+            item,
+            position,
+        };
+        sign(replica, key, now, action)?;
+    }
+    Ok(())
 }
 
 /// Signs `action` by us into `replica`.
