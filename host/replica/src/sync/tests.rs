@@ -354,14 +354,14 @@ fn a_peer_that_claims_ops_and_never_sends_them_is_given_up_on() {
 
 /// The pure core under a deterministic simulation: five replicas, random ops of every kind,
 /// random partitions and heals, crashes and restarts, grants and revocations. After a final
-/// heal every current member holds the same state, members and live set. Seeds: 250 here,
+/// heal every current member holds the same state, members and live set. Seeds: 1,000 here,
 /// `ALLPEERS_SIM_SEEDS=n` for a long run.
 #[test]
 fn five_replicas_converge_through_partitions_crashes_and_revocations() {
     let seeds: u64 = std::env::var("ALLPEERS_SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(250);
+        .unwrap_or(1000);
     for seed in 0..seeds {
         simulate(seed);
     }
