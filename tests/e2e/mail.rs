@@ -4,9 +4,11 @@
 //! Alice registers and confirms her address with the code read from the Maildir (and
 //! `allpeers mail status` shows it); bob invites dave by mail and alice joins bob with the
 //! mailed invite code; while alice is offline, bob's messages make the hub mail her one
-//! "message waiting" notice (never the text); once she stops all mail, none comes. Alice
+//! "message waiting" notice (never the text), and none again when bob restarts (the told-set
+//! is in his store); once she stops all mail, none comes. Alice
 //! shares a list with bob and carol (three daemons): bob is mailed "alice shared ..." once,
-//! the title's CR/LF flattened; carol, who turned share mail off, gets none. Skipped with a
+//! the title's CR/LF flattened, and not again when alice restarts and adds him anew; carol,
+//! who turned share mail off, gets none. Skipped with a
 //! loud line without python3-aiosmtpd.
 
 use std::path::Path;
@@ -246,6 +248,11 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         .await
         .unwrap();
     assert!(extra.is_none(), "one notice per absence");
+    // Bob restarts while alice is still away: the told-set is kept, no second notice.
+    bob.stop().await;
+    bob.restart("bob").await;
+    send_mailed(&mut bob, &chat, &["after bob's restart"]).await;
+    no_mail(&server, 4, "one notice per absence, across a restart").await;
 
     // Back online: she reads both; then stops all mail, and goes away again.
     alice.restart("alice").await;
@@ -352,6 +359,19 @@ async fn a_share_is_mailed_to_members_who_accept_it() {
         )
         .await;
     no_mail(&server, 4, "a change of level is not mailed").await;
+    // Alice restarts, revokes bob and adds him again: he was told of this share already.
+    alice.stop().await;
+    alice.restart("alice").await;
+    alice
+        .call("shares.revoke", json!({"share": share, "peer": bob.id}))
+        .await;
+    alice
+        .call(
+            "shares.add_member",
+            json!({"share": share, "peer": bob.id, "level": "read"}),
+        )
+        .await;
+    no_mail(&server, 4, "told once per share, across a restart").await;
     for node in [&mut alice, &mut bob, &mut carol] {
         node.stop().await;
     }

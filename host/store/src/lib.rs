@@ -28,9 +28,10 @@
 //! | `checkpoint` | the WAL checkpointer thread and its policy |
 //! | [`api`] | the local API's resource methods, JSON in and out |
 //! | [`ops`] | replicated shares: `allpeers_replica::store::OpStore` for [`Store`], share records |
+//! | [`told`] | the notices already sent to peers (the node's mail area), bounded |
 //!
-//! `lib.rs` holds [`Store`], which owns the parts and composes them; no module but the two
-//! façades (`api`, `ops`) imports it.
+//! `lib.rs` holds [`Store`], which owns the parts and composes them; no module but the three
+//! façades (`api`, `ops`, `told`) imports it.
 
 mod adapter;
 pub mod api;
@@ -43,6 +44,7 @@ pub mod ops;
 mod read;
 mod schema;
 mod sql;
+pub mod told;
 mod write;
 
 use std::path::Path;
