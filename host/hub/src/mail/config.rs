@@ -54,7 +54,8 @@ pub struct SmtpConfig {
     pub pool_max: u32,
     /// Seconds an idle pooled connection is kept.
     pub pool_idle_secs: u64,
-    /// Seconds one SMTP command may take.
+    /// Seconds connecting may take, and one mail's whole SMTP transaction (greeting to the
+    /// answer after the message); past it the attempt is a temporary failure.
     pub timeout_secs: u64,
 }
 

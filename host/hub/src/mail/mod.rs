@@ -60,7 +60,9 @@ pub struct Inner {
     from: Mailbox,
     keys: tokens::Keys,
     store: Mutex<store::Store>,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Replaced by a fresh one when a send overruns its deadline (see
+    /// [`delivery::send_deadline`]): the abandoned connection must not go back to the pool.
+    transport: Mutex<AsyncSmtpTransport<Tokio1Executor>>,
     dkim: Option<lettre::message::dkim::DkimConfig>,
     backoff: delivery::Backoff,
     /// Mails each peer may cause (`limits.per_sender_per_hour`, burst `per_sender_burst`).
@@ -137,7 +139,7 @@ impl MailGateway {
             from,
             keys,
             store: Mutex::new(store),
-            transport,
+            transport: Mutex::new(transport),
             dkim,
             per_sender: RateLimiter::keyed(quota),
             wake: Arc::new(tokio::sync::Notify::new()),
