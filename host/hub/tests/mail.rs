@@ -10,12 +10,11 @@ mod mail_common;
 #[path = "../../../tests/fixtures/smtpd.rs"]
 mod smtpd;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use allpeers_hub::mail::proto::{
     MailRequest, MailResponse, Notice, NotifyOutcome, Preferences, code, mail_ns,
@@ -25,7 +24,7 @@ use allpeers_net::NetError;
 use allpeers_net::service::ErrorCode;
 use common::*;
 use mail_common::*;
-use smtpd::{MAIL_WAIT, Smtpd, SmtpdOptions, free_port, make_cert};
+use smtpd::{Smtpd, SmtpdOptions, free_port, make_cert};
 
 const PYTHON: &str = smtpd::PYTHON;
 
@@ -39,6 +38,127 @@ fn start_smtpd(
     cert: &(PathBuf, PathBuf),
 ) -> Smtpd {
     Smtpd::start(dir, port, cert, &SmtpdOptions { mode, auth, faults }).expect("start aiosmtpd")
+}
+
+/// How a test's server and gateway are set up ([`Gateway::start`]).
+struct GatewayOptions<'a> {
+    /// `starttls` or `tls`, for both the server and the hub.
+    mode: &'a str,
+    /// AUTH required (`hub:s3cret`).
+    auth: bool,
+    /// The server's faults (see `SmtpdOptions::faults`).
+    faults: (u32, u32),
+    /// The name the hub connects to (the certificate names `localhost`).
+    host: &'a str,
+    /// DKIM signing with a fresh key.
+    dkim: bool,
+    limits: serde_json::Value,
+    /// More of the hub's `mail` section (e.g. `digest_every_secs`).
+    extra: serde_json::Value,
+    /// Start the server now (false: [`Gateway::start_smtpd`] later).
+    smtpd: bool,
+}
+
+impl Default for GatewayOptions<'_> {
+    fn default() -> Self {
+        GatewayOptions {
+            mode: "starttls",
+            auth: false,
+            faults: (0, 0),
+            host: "localhost",
+            dkim: false,
+            limits: serde_json::json!({}),
+            extra: serde_json::json!({}),
+            smtpd: true,
+        }
+    }
+}
+
+/// The set-up every test shares: a temporary directory, a certificate for localhost, an
+/// aiosmtpd on a free port, and an `allpeers-hub` whose gateway sends through it.
+struct Gateway {
+    dir: tempfile::TempDir,
+    cert: (PathBuf, PathBuf),
+    port: u16,
+    mode: String,
+    auth: bool,
+    faults: (u32, u32),
+    smtpd: Option<Smtpd>,
+    /// The DKIM key's public half (base64 DER), with `dkim`.
+    dkim_public: Option<String>,
+    config: PathBuf,
+    hub_dir: PathBuf,
+    hub: HubProc,
+    http: SocketAddr,
+}
+
+impl Gateway {
+    fn start(o: GatewayOptions) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = make_cert(dir.path());
+        let port = free_port();
+        let dkim = o.dkim.then(|| make_dkim_key(dir.path()));
+        let config = hub_config(
+            dir.path(),
+            &Setup {
+                port,
+                mode: o.mode,
+                auth: o.auth,
+                host: o.host,
+                cert: &cert.0,
+                dkim: dkim.as_ref().map(|(key, _)| key.as_path()),
+                limits: o.limits,
+            },
+        );
+        patch_config(&config, |mail| {
+            for (k, v) in o.extra.as_object().unwrap() {
+                mail[k] = v.clone();
+            }
+        });
+        let hub_dir = dir.path().join("hub");
+        let (hub, http) = spawn_hub(&hub_dir, &config);
+        let mut g = Gateway {
+            dir,
+            cert,
+            port,
+            mode: o.mode.into(),
+            auth: o.auth,
+            faults: o.faults,
+            smtpd: None,
+            dkim_public: dkim.map(|(_, public)| public),
+            config,
+            hub_dir,
+            hub,
+            http,
+        };
+        if o.smtpd {
+            g.start_smtpd();
+        }
+        g
+    }
+
+    fn start_smtpd(&mut self) {
+        let auth = self.auth.then_some("hub:s3cret");
+        self.smtpd = Some(start_smtpd(
+            self.dir.path(),
+            self.port,
+            &self.mode,
+            auth,
+            self.faults,
+            &self.cert,
+        ));
+    }
+
+    fn smtpd(&self) -> &Smtpd {
+        self.smtpd.as_ref().expect("the server is started")
+    }
+
+    /// Starts the hub again on the same database (after `hub.terminate()`).
+    fn respawn_hub(&mut self) {
+        let (hub, http) = spawn_hub(&self.hub_dir, &self.config);
+        self.hub = hub;
+        self.http = http;
+    }
 }
 
 fn have_tools() -> bool {
@@ -60,31 +180,13 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let (dkim_key, dkim_public) = make_dkim_key(dir.path());
-    let port = free_port();
-    let smtpd = start_smtpd(
-        dir.path(),
-        port,
-        "starttls",
-        Some("hub:s3cret"),
-        (0, 0),
-        &cert,
-    );
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "starttls",
-            auth: true,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: Some(&dkim_key),
-            limits: serde_json::json!({}),
-        },
-    );
-    let (hub, http_addr) = spawn_hub(&dir.path().join("hub"), &config);
+    let g = Gateway::start(GatewayOptions {
+        auth: true,
+        dkim: true,
+        ..Default::default()
+    });
+    let (dir, hub, http_addr, smtpd) = (&g.dir, &g.hub, g.http, g.smtpd());
+    let dkim_public = g.dkim_public.clone().unwrap();
     let alice = named_node(&hub, Some("alice")).await;
     let bob = named_node(&hub, Some("bob")).await;
 
@@ -354,24 +456,13 @@ async fn implicit_tls_invitations_and_rate_limits() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let port = free_port();
-    let smtpd = start_smtpd(dir.path(), port, "tls", Some("hub:s3cret"), (0, 0), &cert);
-    let limits = serde_json::json!({ "per_sender_burst": 4, "per_sender_per_hour": 4, "invite_repeat_days": 0 });
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "tls",
-            auth: true,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: None,
-            limits,
-        },
-    );
-    let (hub, http_addr) = spawn_hub(&dir.path().join("hub"), &config);
+    let g = Gateway::start(GatewayOptions {
+        mode: "tls",
+        auth: true,
+        limits: serde_json::json!({ "per_sender_burst": 4, "per_sender_per_hour": 4, "invite_repeat_days": 0 }),
+        ..Default::default()
+    });
+    let (hub, http_addr, smtpd) = (&g.hub, g.http, g.smtpd());
     let alice = named_node(&hub, Some("alice")).await;
     let carol = named_node(&hub, None).await;
     let code = "apinvite1mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpi";
@@ -466,25 +557,12 @@ async fn temporary_failure_retried_permanent_given_up_and_suppressed() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let port = free_port();
     // The first DATA loses its connection mid-command, the second gets a 451.
-    let smtpd = start_smtpd(dir.path(), port, "starttls", None, (1, 1), &cert);
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "starttls",
-            auth: false,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: None,
-            limits: serde_json::json!({}),
-        },
-    );
-    let hub_dir = dir.path().join("hub");
-    let (hub, http_addr) = spawn_hub(&hub_dir, &config);
+    let g = Gateway::start(GatewayOptions {
+        faults: (1, 1),
+        ..Default::default()
+    });
+    let (hub, http_addr, smtpd, hub_dir) = (&g.hub, g.http, g.smtpd(), &g.hub_dir);
     let bob = named_node(&hub, Some("bob")).await;
     ask(
         &bob,
@@ -563,35 +641,23 @@ async fn queued_mail_survives_a_hub_restart_and_is_delivered_once() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
     // Nothing listens there yet: the first attempts fail to connect.
-    let port = free_port();
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "starttls",
-            auth: false,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: None,
-            limits: serde_json::json!({}),
-        },
-    );
-    let hub_dir = dir.path().join("hub");
-    let (mut hub, _) = spawn_hub(&hub_dir, &config);
+    let mut g = Gateway::start(GatewayOptions {
+        smtpd: false,
+        ..Default::default()
+    });
+    let hub_dir = g.hub_dir.clone();
     let identity = allpeers_net::Identity::generate();
     let bob = node_with(
         identity,
-        fast_config(hub.peer, hub.addresses()),
+        fast_config(g.hub.peer, g.hub.addresses()),
         Arc::new(AcceptAll),
     )
     .await;
     bounded(bob.hub.register("bob")).await.unwrap();
     ask(
         &bob,
-        &hub,
+        &g.hub,
         MailRequest::SetAddress {
             address: "bob@peer.test".into(),
         },
@@ -604,17 +670,17 @@ async fn queued_mail_survives_a_hub_restart_and_is_delivered_once() {
         "SELECT state = 'queued' AND attempts >= 1 FROM mail_queue",
     );
     bob.stop();
-    assert!(hub.terminate(), "clean exit");
-
-    let smtpd = start_smtpd(dir.path(), port, "starttls", None, (0, 0), &cert);
-    let (mut hub, _) = spawn_hub(&hub_dir, &config);
-    Mail::parse(smtpd.wait_for(1)).check_common("bob@peer.test");
+    assert!(g.hub.terminate(), "clean exit");
+    g.start_smtpd();
+    g.respawn_hub();
+    Mail::parse(g.smtpd().wait_for(1)).check_common("bob@peer.test");
     wait_db(
         &hub_dir,
         "recorded as sent",
         "SELECT state = 'sent' FROM mail_queue",
     );
-    assert!(hub.terminate());
+    assert!(g.hub.terminate());
+    let smtpd = g.smtpd();
     // Nothing in flight any more: exactly one copy arrived.
     assert_eq!(smtpd.mails().len(), 1);
     assert_eq!(
@@ -628,25 +694,13 @@ async fn a_certificate_that_does_not_match_is_never_sent_to() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let port = free_port();
-    let smtpd = start_smtpd(dir.path(), port, "tls", None, (0, 0), &cert);
     // The certificate names localhost; the hub is told the server is 127.0.0.1.
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "tls",
-            auth: false,
-            host: "127.0.0.1",
-            cert: &cert.0,
-            dkim: None,
-            limits: serde_json::json!({}),
-        },
-    );
-    let hub_dir = dir.path().join("hub");
-    let (hub, _) = spawn_hub(&hub_dir, &config);
+    let g = Gateway::start(GatewayOptions {
+        mode: "tls",
+        host: "127.0.0.1",
+        ..Default::default()
+    });
+    let (hub, smtpd, hub_dir) = (&g.hub, g.smtpd(), &g.hub_dir);
     let bob = named_node(&hub, Some("bob")).await;
     ask(
         &bob,
@@ -664,4 +718,88 @@ async fn a_certificate_that_does_not_match_is_never_sent_to() {
     );
     assert!(smtpd.mails().is_empty());
     bob.stop();
+}
+
+/// The digest: bob accepts digests and goes away; three letters wait for him at the hub, and
+/// the hub mails him "3 messages are waiting for you" (from the hub, no sender, no content);
+/// not again while the count stays; a fourth letter makes a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_digest_counts_the_letters_waiting() {
+    if !have_tools() {
+        return;
+    }
+    let g = Gateway::start(GatewayOptions {
+        extra: serde_json::json!({ "digest_every_secs": 1 }),
+        ..Default::default()
+    });
+    let (hub, smtpd) = (&g.hub, g.smtpd());
+    let alice = named_node(hub, Some("alice")).await;
+    let bob = named_node(hub, Some("bob")).await;
+    ask(
+        &bob,
+        hub,
+        MailRequest::SetAddress {
+            address: "bob@peer.test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let confirm = Mail::parse(smtpd.wait_for(1));
+    ask(
+        &bob,
+        hub,
+        MailRequest::Confirm {
+            code: confirm.code(),
+        },
+    )
+    .await
+    .unwrap();
+    let bob_id = bob.id();
+    // Digests are off by default: letters wait, nothing is mailed.
+    bounded(alice.hub.mail_deposit(bob_id, vec![1; 64]))
+        .await
+        .unwrap();
+    assert!(
+        smtpd.try_wait_for(2, Duration::from_millis(2500)).is_none(),
+        "no digest unless accepted"
+    );
+    let mut all = Preferences::ALL;
+    all.waiting = false;
+    assert_eq!(
+        ask(&bob, hub, MailRequest::SetPreferences(all))
+            .await
+            .unwrap(),
+        MailResponse::Preferences(all)
+    );
+    bob.stop();
+    for _ in 0..2 {
+        bounded(alice.hub.mail_deposit(bob_id, vec![2; 64]))
+            .await
+            .unwrap();
+    }
+    let digest = Mail::parse(smtpd.wait_for(2));
+    digest.check_common("bob@peer.test");
+    assert_eq!(
+        digest.header("Subject").as_deref(),
+        Some("3 messages are waiting for you")
+    );
+    assert!(
+        digest
+            .text
+            .contains("3 messages are waiting for you at hub.test")
+    );
+    assert!(!digest.text.contains("alice"), "a digest names no sender");
+    assert!(
+        smtpd.try_wait_for(3, Duration::from_millis(2500)).is_none(),
+        "not again while the count stays"
+    );
+    bounded(alice.hub.mail_deposit(bob_id, vec![3; 64]))
+        .await
+        .unwrap();
+    let digest = Mail::parse(smtpd.wait_for(3));
+    assert_eq!(
+        digest.header("Subject").as_deref(),
+        Some("4 messages are waiting for you")
+    );
+    alice.stop();
 }

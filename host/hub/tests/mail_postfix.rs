@@ -58,10 +58,9 @@ fn config(
             }),
         },
     );
-    let mut json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-    json["mail"]["smtp"]["timeout_secs"] = timeout_secs.into();
-    std::fs::write(&path, json.to_string()).unwrap();
+    patch_config(&path, |mail| {
+        mail["smtp"]["timeout_secs"] = timeout_secs.into()
+    });
     path
 }
 

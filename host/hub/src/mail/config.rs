@@ -19,6 +19,10 @@ pub struct MailConfig {
     pub http: HttpConfig,
     pub limits: MailLimits,
     pub retry: RetryConfig,
+    /// A digest ("3 messages are waiting for you") to each peer that accepts digests and
+    /// has letters waiting in its mailbox here: at most once per this many seconds, and
+    /// only when the count changed since the last one. 0: no digests.
+    pub digest_every_secs: u64,
 }
 
 impl Default for MailConfig {
@@ -31,6 +35,7 @@ impl Default for MailConfig {
             http: HttpConfig::default(),
             limits: MailLimits::default(),
             retry: RetryConfig::default(),
+            digest_every_secs: 24 * 3600,
         }
     }
 }

@@ -8,12 +8,14 @@
 //! * [`service`] — the namespace's request handling: consent, limits, queuing.
 //! * [`template`] — the letters, HTML escaping, MIME composition with unsubscribe headers.
 //! * [`delivery`] — retry decisions, the SMTP transport, the queue worker.
+//! * [`digest`] — "3 messages are waiting for you", from the hub, to peers that accept it.
 //! * [`store`] — the tables (registrations, suppressions, invitations, queue).
 //! * [`tokens`] — recipient keys, signed unsubscribe tokens, confirmation codes.
 //! * [`http`] — the HTTP listener for one-click unsubscribe (RFC 8058) and confirm links.
 
 pub mod config;
 pub mod delivery;
+pub mod digest;
 pub mod http;
 pub mod proto;
 pub mod service;
@@ -157,6 +159,20 @@ impl MailGateway {
             http_addr,
             tasks,
         })
+    }
+
+    /// Starts the digest worker (unless `digest_every_secs` is 0); `waiting` counts a peer's
+    /// letters in the hub's mailbox.
+    pub fn start_digests(&mut self, waiting: digest::WaitingLetters) {
+        let every = self.inner.config.digest_every_secs;
+        if every == 0 {
+            return;
+        }
+        self.tasks.push(tokio::spawn(digest::run(
+            Arc::downgrade(&self.inner),
+            waiting,
+            std::time::Duration::from_secs(every),
+        )));
     }
 
     /// Where the unsubscribe / confirm listener is bound.

@@ -79,6 +79,14 @@ pub fn hub_config(dir: &Path, s: &Setup) -> PathBuf {
     path
 }
 
+/// Changes the `mail` section of the hub config at `path`.
+pub fn patch_config(path: &Path, change: impl FnOnce(&mut serde_json::Value)) {
+    let mut json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    change(&mut json["mail"]);
+    std::fs::write(path, json.to_string()).unwrap();
+}
+
 pub fn spawn_hub(dir: &Path, config: &Path) -> (HubProc, SocketAddr) {
     let hub = HubProc::spawn(dir, &["--config", config.to_str().unwrap()]);
     let http = hub.ready["mail_http"]
