@@ -11,7 +11,7 @@ use crate::sql::{child_table, col, sql_type, type_table};
 /// The store's own tables: schema sources, local metadata (never replicated), explicit and
 /// query-backed list items, the change log, and the replicated shares (`ap_shares`: the shares
 /// offered to us or held; `ap_ops`: every op kept, in wire form; `ap_op_seqs`: per-author seq
-/// high-water marks), and the notices a peer was already sent (`ap_told`, [`crate::told`]).
+/// high-water marks), and the notices a peer was already sent (`ap_told`, see `told.rs`).
 const SYSTEM_SQL: &str = "
 CREATE TABLE IF NOT EXISTS ap_schemas(seq INTEGER PRIMARY KEY AUTOINCREMENT, file TEXT NOT NULL UNIQUE, source TEXT NOT NULL, registered INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ap_meta(rid INTEGER NOT NULL, name TEXT NOT NULL, value, PRIMARY KEY(rid, name)) WITHOUT ROWID;
