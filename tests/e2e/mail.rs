@@ -8,7 +8,8 @@
 //! is in his store); once she stops all mail, none comes. Alice
 //! shares a list with bob and carol (three daemons): bob is mailed "alice shared ..." once,
 //! the title's CR/LF flattened, and not again when alice restarts and adds him anew; carol,
-//! who turned share mail off, gets none. Skipped with a
+//! who turned share mail off, gets none; a list shared while the hub is down is mailed when
+//! alice's hub line is back. Skipped with a
 //! loud line without python3-aiosmtpd.
 
 use std::path::Path;
@@ -372,6 +373,35 @@ async fn a_share_is_mailed_to_members_who_accept_it() {
         )
         .await;
     no_mail(&server, 4, "told once per share, across a restart").await;
+
+    // The hub is down when alice shares another list with bob: the notice is asked for when
+    // her hub line is back.
+    let (quic, tcp) = (hub.quic.clone(), hub.tcp.clone());
+    let mut hub = hub;
+    hub.child.start_kill().unwrap();
+    hub.child.wait().await.unwrap();
+    wait_event(&mut alice.client, "hub.changed", |d| d["state"] != "online").await;
+    let trip = alice
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "List", "properties": {"title": "Trip"}}}),
+        )
+        .await;
+    alice
+        .call(
+            "shares.create",
+            json!({"resource": trip["id"], "members": [{"peer": bob.id, "level": "read"}]}),
+        )
+        .await;
+    no_mail(&server, 4, "no hub, no mail").await;
+    let config = dir.path().join("hub.json").display().to_string();
+    let _hub =
+        HubProcess::start_on_with(&dir.path().join("hub"), &quic, &tcp, &["--config", &config])
+            .await;
+    let notice = raw_mail(&server, 4).await;
+    assert_eq!(header(&notice, "To"), "bob@example.test");
+    assert_eq!(header(&notice, "Subject"), "alice shared 'Trip' with you");
+    no_mail(&server, 5, "asked once").await;
     for node in [&mut alice, &mut bob, &mut carol] {
         node.stop().await;
     }

@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use allpeers_hub_client::mail::{MAX_TITLE, MailRequest, MailResponse, Notice, NotifyOutcome};
-use allpeers_hub_client::{HubError, HubState};
+use allpeers_hub_client::{HubError, HubEvent, HubState};
 use allpeers_model::PeerId;
 
-use super::state::Told;
+use super::state::{Deferred, Told};
 use crate::daemon::state::Daemon;
 use crate::social::contacts::{self, ContactState};
 
@@ -48,19 +48,28 @@ pub fn share_granted(daemon: &Arc<Daemon>, peer: PeerId, share: String, title: &
     );
 }
 
-/// Asks the hub for `notice` to `told`'s peer, unless it was told already; `contacts_only`:
-/// not unless the peer is an accepted contact.
-fn ask(daemon: &Arc<Daemon>, told: Told, notice: Notice, contacts_only: bool) {
-    let Some(hub) = daemon
-        .hub()
-        .filter(|h| h.state() == HubState::Online)
-        .cloned()
-    else {
+/// Asks the hub for `notice` to `told`'s peer, unless it was told already. `share`: not
+/// unless the peer is an accepted contact, and kept for when the hub line is up if it is
+/// down (a membership happens once: there is no next occasion, unlike waiting messages).
+fn ask(daemon: &Arc<Daemon>, told: Told, notice: Notice, share: bool) {
+    let Some(hub) = daemon.hub().cloned() else {
         return;
     };
+    if hub.state() != HubState::Online {
+        if share && !daemon.mail.is_told(&told) {
+            daemon.mail.defer(Deferred { told, notice });
+            // The line may have come up meanwhile (its event already gone by).
+            if hub.state() == HubState::Online {
+                ask_deferred(daemon);
+            }
+        }
+        return;
+    }
     if !daemon.mail.tell(told.clone()) {
         return;
     }
+    let contacts_only = share;
+    let retry = share.then(|| notice.clone());
     let weak = Arc::downgrade(daemon);
     let daemon = daemon.clone();
     tokio::spawn(async move {
@@ -86,15 +95,52 @@ fn ask(daemon: &Arc<Daemon>, told: Told, notice: Notice, contacts_only: bool) {
                 allpeers_log::bone!(?peer, "mail: no {kind} notice (not accepted)");
             }
             Ok(other) => allpeers_log::marrow!(?peer, "mail: the hub answered {other:?}"),
-            // The hub could not be asked: the next occasion tries again.
+            // The hub could not be asked: the next occasion (for a share: the hub line
+            // coming up) tries again.
             Err(e @ (HubError::Net(_) | HubError::Proxy(_) | HubError::Stopped)) => {
                 allpeers_log::skin!(?peer, "mail: {kind} notice not asked: {e}");
                 if let Some(daemon) = weak.upgrade() {
                     daemon.mail.untell(&told);
+                    if let Some(notice) = retry {
+                        daemon.mail.defer(Deferred { told, notice });
+                    }
                 }
             }
             // No gateway, a rate limit, no name at the hub: nothing to retry soon.
             Err(e) => allpeers_log::flesh!(?peer, "mail: no {kind} notice: {e}"),
+        }
+    });
+}
+
+/// Asks for the notices deferred while the hub line was down.
+fn ask_deferred(daemon: &Arc<Daemon>) {
+    for d in daemon.mail.take_deferred() {
+        ask(daemon, d.told, d.notice, true);
+    }
+}
+
+/// Asks for the deferred notices each time the hub line comes up.
+pub fn start(daemon: &Arc<Daemon>) {
+    let Some(hub) = daemon.hub() else {
+        return;
+    };
+    let mut events = hub.events();
+    let weak = Arc::downgrade(daemon);
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                event = events.recv() => event,
+            };
+            match event {
+                Ok(HubEvent::Online { .. }) => {
+                    let Some(daemon) = weak.upgrade() else { break };
+                    ask_deferred(&daemon);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => break,
+            }
         }
     });
 }

@@ -11,6 +11,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
+use allpeers_hub_client::mail::Notice;
 use allpeers_model::PeerId;
 use allpeers_store::Store;
 use allpeers_store::told::ToldMark;
@@ -18,6 +19,16 @@ use allpeers_store::told::ToldMark;
 /// Notices remembered as sent (the store keeps as many). Past it the set starts afresh: at
 /// worst a contact gets a second notice, which the hub's per-recipient daily limit bounds.
 pub const MAX_TOLD: usize = allpeers_store::told::MAX_TOLD;
+
+/// Notices kept for when the hub line comes back up; past it the newest are dropped.
+pub const MAX_DEFERRED: usize = 256;
+
+/// A notice that could not be asked for (the hub line was down): asked when it is up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deferred {
+    pub told: Told,
+    pub notice: Notice,
+}
 
 /// What a contact was told by mail.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -62,6 +73,8 @@ pub struct MailState {
     told: Arc<Mutex<HashSet<Told>>>,
     /// Where the set is kept (none: memory only).
     store: Option<Arc<Mutex<Store>>>,
+    /// In memory only: a restart while the hub is unreachable loses them.
+    deferred: Mutex<Vec<Deferred>>,
 }
 
 impl MailState {
@@ -78,7 +91,26 @@ impl MailState {
         MailState {
             told: Arc::new(Mutex::new(told)),
             store: Some(store.clone()),
+            deferred: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Keeps `d` for when the hub line is up (once; bounded by [`MAX_DEFERRED`]).
+    pub fn defer(&self, d: Deferred) {
+        let mut deferred = self.deferred.lock().expect("deferred lock");
+        if deferred.len() < MAX_DEFERRED && !deferred.contains(&d) {
+            deferred.push(d);
+        }
+    }
+
+    /// The deferred notices, oldest first; none is kept.
+    pub fn take_deferred(&self) -> Vec<Deferred> {
+        std::mem::take(&mut *self.deferred.lock().expect("deferred lock"))
+    }
+
+    /// Whether this notice was asked for already.
+    pub fn is_told(&self, told: &Told) -> bool {
+        self.told.lock().expect("told lock").contains(told)
     }
 
     /// True (and it is now told) if this notice was not sent yet.
@@ -176,6 +208,27 @@ mod tests {
         assert!(!s.tell(holiday.clone()));
         assert!(s.tell(Told::Shared(bob, "s2".into())));
         assert!(s.tell(Told::Waiting(bob)), "kinds are apart");
+    }
+
+    #[test]
+    fn deferred_once_and_bounded() {
+        let s = MailState::default();
+        let d = |i: u32| Deferred {
+            told: Told::Shared(PeerId::from_public_key([2; 32]), format!("s{i}")),
+            notice: Notice::Shared {
+                title: "Trip".into(),
+            },
+        };
+        s.defer(d(0));
+        s.defer(d(0));
+        for i in 1..MAX_DEFERRED as u32 + 10 {
+            s.defer(d(i));
+        }
+        let taken = s.take_deferred();
+        assert_eq!(taken.len(), MAX_DEFERRED);
+        assert_eq!(taken[0], d(0));
+        assert_eq!(taken[1], d(1), "no duplicate");
+        assert!(s.take_deferred().is_empty());
     }
 
     #[test]
