@@ -21,12 +21,15 @@ step "install: Debian packages"
 # tests/src/netns.rs (root only; ipset keeps the cone routers' per-mapping filters);
 # python3-aiosmtpd is the real SMTP server (tests/fixtures/smtpd.py) of host/hub/tests/mail.rs, tests/e2e/mail.rs
 # and the demo (STARTTLS, implicit TLS, AUTH,
-# a Maildir), python3-dkim verifies the hub's DKIM signatures offline, openssl makes their keys;
+# a Maildir), python3-dkim verifies the hub's DKIM signatures offline, openssl makes their keys; postfix is the
+# realistic mail server of host/hub/tests/mail_postfix.rs (an instance of its own per test, from a config directory
+# under the test's temporary directory: the system's /etc/postfix and mail service are not used), its smtp-sink
+# injects faults behind socat's TLS;
 # aria2, mktorrent, transmission-daemon (+ transmission-cli's transmission-remote) and opentracker are the
 # real BitTorrent peers and tracker host/transfer's interop tests run against; ffmpeg, sox, imagemagick and
 # exiv2 make the real media host/media/tests/media.rs describes.
 APT_PACKAGES=(build-essential pkg-config jing libxml2-utils tinyproxy coturn iproute2 iptables ipset procps
-    python3-aiosmtpd python3-dkim openssl
+    python3-aiosmtpd python3-dkim openssl postfix socat
     aria2 mktorrent transmission-daemon transmission-cli opentracker
     ffmpeg sox imagemagick exiv2)
 missing=()
@@ -35,8 +38,21 @@ for pkg in "${APT_PACKAGES[@]}"; do
 done
 if ((${#missing[@]})); then
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    # postfix asks how it is used: local only, no questions. Its package would start the system's mail
+    # service; the tests run their own instances, so no package may start a service during the install
+    # (policy-rc.d answers 101, "not allowed", while apt runs; one already there is left alone).
+    echo "postfix postfix/main_mailer_type select Local only" | $SUDO debconf-set-selections
+    echo "postfix postfix/mailname string localhost" | $SUDO debconf-set-selections
+    policy_rc=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        policy_rc=/usr/sbin/policy-rc.d
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy_rc" >/dev/null
+        $SUDO chmod 755 "$policy_rc"
+        trap '$SUDO rm -f "$policy_rc"' EXIT
+    fi
     $SUDO apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" </dev/null
+    if [ -n "$policy_rc" ]; then $SUDO rm -f "$policy_rc"; trap - EXIT; fi
 fi
 
 step "install: cargo tools"

@@ -4,8 +4,13 @@
 //! Alice registers and confirms her address with the code read from the Maildir (and
 //! `allpeers mail status` shows it); bob invites dave by mail and alice joins bob with the
 //! mailed invite code; while alice is offline, bob's messages make the hub mail her one
-//! "message waiting" notice (never the text); once she stops all mail, none comes. Skipped
-//! with a loud line without python3-aiosmtpd.
+//! "message waiting" notice (never the text), and none again when bob restarts (the told-set
+//! is in his store); once she stops all mail, none comes. Alice
+//! shares a list with bob and carol (three daemons): bob is mailed "alice shared ..." once,
+//! the title's CR/LF flattened, and not again when alice restarts and adds him anew; carol,
+//! who turned share mail off, gets none; a list shared while the hub is down is mailed when
+//! alice's hub line is back. Skipped with a
+//! loud line without python3-aiosmtpd.
 
 use std::path::Path;
 use std::time::Duration;
@@ -84,6 +89,38 @@ async fn send_mailed(who: &mut Node, chat: &str, bodies: &[&str]) {
     wait_all(&mut who.client, wanted).await;
 }
 
+/// A real SMTP server and a hub whose gateway sends through it.
+async fn gateway(dir: &Path) -> (Smtpd, HubProcess) {
+    let cert = smtpd::make_cert(dir);
+    let port = smtpd::free_port();
+    let server = Smtpd::start(dir, port, &cert, &SmtpdOptions::default()).unwrap();
+    let hub_dir = dir.join("hub");
+    std::fs::create_dir_all(&hub_dir).unwrap();
+    let config = hub_config(dir, port, &cert.0);
+    let hub = HubProcess::start_with(&hub_dir, &["--config", &config]).await;
+    (server, hub)
+}
+
+/// `node` registers `address` and confirms it with the code of mail #`n`.
+async fn confirm_address(node: &mut Node, address: &str, server: &Smtpd, n: usize) {
+    node.call("mail.set_address", json!({ "address": address }))
+        .await;
+    let mail = raw_mail(server, n).await;
+    assert_eq!(header(&mail, "To"), address);
+    let code = smtpd::indented_code(&mail).expect("a code in the confirmation mail");
+    let confirmed = node.call("mail.confirm", json!({ "code": code })).await;
+    assert_eq!(confirmed["confirmed"], true, "{confirmed}");
+}
+
+/// Asserts that no mail #`n` comes within [`QUIET`].
+async fn no_mail(server: &Smtpd, n: usize, why: &str) {
+    let maildir = server.maildir.clone();
+    let extra = tokio::task::spawn_blocking(move || smtpd::wait_in_maildir(&maildir, n, QUIET))
+        .await
+        .unwrap();
+    assert!(extra.is_none(), "{why}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
     if !smtpd::have_aiosmtpd() {
@@ -91,13 +128,7 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cert = smtpd::make_cert(dir.path());
-    let port = smtpd::free_port();
-    let server = Smtpd::start(dir.path(), port, &cert, &SmtpdOptions::default()).unwrap();
-    let hub_dir = dir.path().join("hub");
-    std::fs::create_dir_all(&hub_dir).unwrap();
-    let config = hub_config(dir.path(), port, &cert.0);
-    let hub = HubProcess::start_with(&hub_dir, &["--config", &config]).await;
+    let (server, hub) = gateway(dir.path()).await;
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
 
@@ -218,6 +249,11 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         .await
         .unwrap();
     assert!(extra.is_none(), "one notice per absence");
+    // Bob restarts while alice is still away: the told-set is kept, no second notice.
+    bob.stop().await;
+    bob.restart("bob").await;
+    send_mailed(&mut bob, &chat, &["after bob's restart"]).await;
+    no_mail(&server, 4, "one notice per absence, across a restart").await;
 
     // Back online: she reads both; then stops all mail, and goes away again.
     alice.restart("alice").await;
@@ -250,4 +286,123 @@ async fn address_invite_and_offline_notices_through_a_real_smtp_server() {
         .await;
     assert_eq!(error_code(&stranger), -32030);
     bob.stop().await;
+}
+
+/// Alice shares a list with bob and carol: bob (who accepts share mail) gets one "alice
+/// shared 'Holiday 2026' with you", its title's CR/LF unable to add a header; carol (who
+/// turned share mail off) gets none.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_share_is_mailed_to_members_who_accept_it() {
+    if !smtpd::have_aiosmtpd() {
+        eprintln!("SKIPPED: python3-aiosmtpd / openssl not installed (tests/run.sh installs them)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (server, hub) = gateway(dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    let mut carol = Node::start(&hub, "carol").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    befriend(&mut alice, &mut carol, "carol@hub.test").await;
+    confirm_address(&mut bob, "bob@example.test", &server, 1).await;
+    confirm_address(&mut carol, "carol@example.test", &server, 2).await;
+    let prefs = carol
+        .call("mail.preferences", json!({"share": false}))
+        .await;
+    assert_eq!(prefs["share"], false, "{prefs}");
+    assert_eq!(prefs["waiting"], true, "{prefs}");
+
+    let list = alice
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "List",
+                "properties": {"title": "Holiday 2026\r\nBcc: eve@x.test"}}}),
+        )
+        .await;
+    let list = list["id"].as_str().unwrap().to_string();
+    let share = alice
+        .call(
+            "shares.create",
+            json!({"resource": list, "members": [
+                {"peer": bob.id, "level": "write"},
+                {"peer": carol.id, "level": "read"},
+            ]}),
+        )
+        .await;
+    let share = share["id"].as_str().unwrap().to_string();
+    let notice = raw_mail(&server, 3).await;
+    assert_eq!(header(&notice, "To"), "bob@example.test");
+    assert_eq!(
+        header(&notice, "Subject"),
+        "alice shared 'Holiday 2026 Bcc: eve@x.test' with you"
+    );
+    assert_eq!(
+        header(&notice, "Bcc"),
+        "",
+        "no header injected by the title"
+    );
+    let (text, html) = parts(&notice);
+    assert!(text.contains("alice@hub.test shared"), "{text}");
+    assert!(html.contains("Holiday 2026 Bcc: eve@x.test"), "{html}");
+    assert!(header(&notice, "List-Unsubscribe-Post").contains("One-Click"));
+    no_mail(
+        &server,
+        4,
+        "carol did not accept share mail; bob is told once",
+    )
+    .await;
+
+    // A change of level is no new membership: no mail.
+    alice
+        .call(
+            "shares.add_member",
+            json!({"share": share, "peer": bob.id, "level": "read"}),
+        )
+        .await;
+    no_mail(&server, 4, "a change of level is not mailed").await;
+    // Alice restarts, revokes bob and adds him again: he was told of this share already.
+    alice.stop().await;
+    alice.restart("alice").await;
+    alice
+        .call("shares.revoke", json!({"share": share, "peer": bob.id}))
+        .await;
+    alice
+        .call(
+            "shares.add_member",
+            json!({"share": share, "peer": bob.id, "level": "read"}),
+        )
+        .await;
+    no_mail(&server, 4, "told once per share, across a restart").await;
+
+    // The hub is down when alice shares another list with bob: the notice is asked for when
+    // her hub line is back.
+    let (quic, tcp) = (hub.quic.clone(), hub.tcp.clone());
+    let mut hub = hub;
+    hub.child.start_kill().unwrap();
+    hub.child.wait().await.unwrap();
+    wait_event(&mut alice.client, "hub.changed", |d| d["state"] != "online").await;
+    let trip = alice
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "List", "properties": {"title": "Trip"}}}),
+        )
+        .await;
+    alice
+        .call(
+            "shares.create",
+            json!({"resource": trip["id"], "members": [{"peer": bob.id, "level": "read"}]}),
+        )
+        .await;
+    no_mail(&server, 4, "no hub, no mail").await;
+    let config = dir.path().join("hub.json").display().to_string();
+    let _hub =
+        HubProcess::start_on_with(&dir.path().join("hub"), &quic, &tcp, &["--config", &config])
+            .await;
+    let notice = raw_mail(&server, 4).await;
+    assert_eq!(header(&notice, "To"), "bob@example.test");
+    assert_eq!(header(&notice, "Subject"), "alice shared 'Trip' with you");
+    no_mail(&server, 5, "asked once").await;
+    for node in [&mut alice, &mut bob, &mut carol] {
+        node.stop().await;
+    }
 }

@@ -863,7 +863,10 @@ export type MailPreferences = {
   invitation: boolean;
   /** "A message from alice is waiting for you" while we are offline. */
   waiting: boolean;
-  /** A periodic digest (stored; none is sent yet). */
+  /**
+   * A digest from the hub, "3 messages are waiting for you", while letters wait for us
+   * there (at most daily, and only when the count changed).
+   */
   digest: boolean;
 };
 

@@ -75,7 +75,8 @@ pub struct Preferences {
     pub invitation: bool,
     /// "3 messages are waiting for you" while offline.
     pub waiting: bool,
-    /// A periodic digest (accepted and stored; no digest is sent yet).
+    /// "3 messages are waiting for you": the hub's digest of the letters waiting in the
+    /// peer's mailbox there (`mail.digest_every_secs`, only when the count changed).
     pub digest: bool,
 }
 

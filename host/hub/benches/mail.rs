@@ -4,7 +4,8 @@
 //! of the same messages sent with lettre directly (same transport, same pool). The
 //! difference is what the hub adds: the request, two durable SQLite writes, rendering.
 //!
-//! `MAIL_BENCH_N` (default 300) mails per run. Needs python3-aiosmtpd and openssl.
+//! `MAIL_BENCH_N` (default 300) mails per run. Needs python3-aiosmtpd and openssl;
+//! `MAIL_BENCH_SERVER=postfix`: Debian's postfix instead (as root).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -19,8 +20,17 @@ use allpeers_net::{Endpoint, EndpointConfig, Identity};
 use futures::StreamExt as _;
 use lettre::AsyncTransport as _;
 
+#[path = "../../../tests/fixtures/postfix.rs"]
+mod postfix;
 #[path = "../../../tests/fixtures/smtpd.rs"]
 mod smtpd;
+
+/// The server the mails go to: aiosmtpd, or with `MAIL_BENCH_SERVER=postfix` Debian's postfix
+/// (an instance of its own, `tests/fixtures/postfix.rs`; root only).
+enum Server {
+    Aiosmtpd(smtpd::Smtpd),
+    Postfix(postfix::Postfix),
+}
 
 fn maildir_count(dir: &Path) -> usize {
     std::fs::read_dir(dir.join("new"))
@@ -54,17 +64,36 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(300);
+    let use_postfix = std::env::var("MAIL_BENCH_SERVER").as_deref() == Ok("postfix");
+    if use_postfix && !postfix::have_postfix() {
+        println!("SKIPPED: postfix not installed, or not root");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = smtpd::make_cert(dir.path());
     let port = smtpd::free_port();
-    let server = smtpd::Smtpd::start(
-        dir.path(),
-        port,
-        &(cert.clone(), key),
-        &smtpd::SmtpdOptions::default(),
-    )
-    .expect("start aiosmtpd");
-    let maildir = server.maildir.clone();
+    let (server, maildir, name) = if use_postfix {
+        let server = postfix::Postfix::start(
+            dir.path(),
+            port,
+            &(cert.clone(), key),
+            &["bob"],
+            &postfix::PostfixOptions::default(),
+        )
+        .expect("start postfix");
+        let maildir = server.maildir("bob");
+        (Server::Postfix(server), maildir, "postfix")
+    } else {
+        let server = smtpd::Smtpd::start(
+            dir.path(),
+            port,
+            &(cert.clone(), key),
+            &smtpd::SmtpdOptions::default(),
+        )
+        .expect("start aiosmtpd");
+        let maildir = server.maildir.clone();
+        (Server::Aiosmtpd(server), maildir, "aiosmtpd")
+    };
 
     let smtp = SmtpConfig {
         host: "localhost".into(),
@@ -80,9 +109,12 @@ fn main() {
         .unwrap();
     let (direct_rate, direct_latency) = rt.block_on(direct(&smtp, n, &maildir));
     let (hub_rate, hub_latency) = rt.block_on(through_hub(&smtp, n, dir.path(), &maildir));
-    drop(server);
+    match server {
+        Server::Aiosmtpd(s) => drop(s),
+        Server::Postfix(s) => drop(s),
+    }
 
-    println!("mail gateway, {n} mails, aiosmtpd on loopback (STARTTLS), pool 4");
+    println!("mail gateway, {n} mails, {name} on loopback (STARTTLS), pool 4");
     println!(
         "{:<42} {:>12} {:>16}",
         "path", "mails/s", "latency (median)"
@@ -156,6 +188,12 @@ async fn direct(smtp: &SmtpConfig, n: usize, maildir: &Path) -> (f64, Duration) 
             }
         })
         .await;
+    // Until the last is in the Maildir, like the hub's path (aiosmtpd writes it before its
+    // 250; postfix queues it first and delivers it a moment later).
+    let m = maildir.to_path_buf();
+    tokio::task::spawn_blocking(move || wait_count(&m, before + 50 + n))
+        .await
+        .unwrap();
     let rate = n as f64 / start.elapsed().as_secs_f64();
     assert_eq!(maildir_count(maildir), before + 50 + n);
     (rate, median(latencies))

@@ -98,7 +98,7 @@ impl Hub {
             config.mailbox.clone(),
             sender_key,
         )?;
-        let mail = match &config.mail {
+        let mut mail = match &config.mail {
             Some(c) => Some(
                 mail::MailGateway::start(
                     c.clone(),
@@ -111,6 +111,10 @@ impl Hub {
             None => None,
         };
         let core = Core::new(signer, config, db, mailbox, policy)?;
+        if let Some(gateway) = &mut mail {
+            let core = core.clone();
+            gateway.start_digests(std::sync::Arc::new(move |peer| core.waiting_letters(peer)));
+        }
         let endpoint = Endpoint::bind(identity, endpoint_config).await?;
         core.set_advertised(if advertised.is_empty() {
             endpoint.local_addresses()

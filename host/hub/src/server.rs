@@ -500,6 +500,17 @@ impl Core {
 
     // ---- mailbox ----
 
+    /// How many letters wait for `peer` (`None`: the mailbox could not be read).
+    pub fn waiting_letters(&self, peer: &PeerId) -> Option<u32> {
+        match self.mailbox.lock().unwrap().waiting(peer) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::warn!("mailbox count failed: {e}");
+                None
+            }
+        }
+    }
+
     fn mail_deposit(
         &self,
         from: PeerId,

@@ -6,15 +6,15 @@
 //! when python3-aiosmtpd is missing (tests/run.sh installs it).
 
 mod common;
+mod mail_common;
 #[path = "../../../tests/fixtures/smtpd.rs"]
 mod smtpd;
 
-use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use allpeers_hub::mail::proto::{
     MailRequest, MailResponse, Notice, NotifyOutcome, Preferences, code, mail_ns,
@@ -23,7 +23,8 @@ use allpeers_hub_client::AcceptAll;
 use allpeers_net::NetError;
 use allpeers_net::service::ErrorCode;
 use common::*;
-use smtpd::{MAIL_WAIT, Smtpd, SmtpdOptions, free_port, make_cert};
+use mail_common::*;
+use smtpd::{Smtpd, SmtpdOptions, free_port, make_cert};
 
 const PYTHON: &str = smtpd::PYTHON;
 
@@ -39,7 +40,126 @@ fn start_smtpd(
     Smtpd::start(dir, port, cert, &SmtpdOptions { mode, auth, faults }).expect("start aiosmtpd")
 }
 
-const DKIM_VERIFY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/common/dkim_verify.py");
+/// How a test's server and gateway are set up ([`Gateway::start`]).
+struct GatewayOptions<'a> {
+    /// `starttls` or `tls`, for both the server and the hub.
+    mode: &'a str,
+    /// AUTH required (`hub:s3cret`).
+    auth: bool,
+    /// The server's faults (see `SmtpdOptions::faults`).
+    faults: (u32, u32),
+    /// The name the hub connects to (the certificate names `localhost`).
+    host: &'a str,
+    /// DKIM signing with a fresh key.
+    dkim: bool,
+    limits: serde_json::Value,
+    /// More of the hub's `mail` section (e.g. `digest_every_secs`).
+    extra: serde_json::Value,
+    /// Start the server now (false: [`Gateway::start_smtpd`] later).
+    smtpd: bool,
+}
+
+impl Default for GatewayOptions<'_> {
+    fn default() -> Self {
+        GatewayOptions {
+            mode: "starttls",
+            auth: false,
+            faults: (0, 0),
+            host: "localhost",
+            dkim: false,
+            limits: serde_json::json!({}),
+            extra: serde_json::json!({}),
+            smtpd: true,
+        }
+    }
+}
+
+/// The set-up every test shares: a temporary directory, a certificate for localhost, an
+/// aiosmtpd on a free port, and an `allpeers-hub` whose gateway sends through it.
+struct Gateway {
+    dir: tempfile::TempDir,
+    cert: (PathBuf, PathBuf),
+    port: u16,
+    mode: String,
+    auth: bool,
+    faults: (u32, u32),
+    smtpd: Option<Smtpd>,
+    /// The DKIM key's public half (base64 DER), with `dkim`.
+    dkim_public: Option<String>,
+    config: PathBuf,
+    hub_dir: PathBuf,
+    hub: HubProc,
+    http: SocketAddr,
+}
+
+impl Gateway {
+    fn start(o: GatewayOptions) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = make_cert(dir.path());
+        let port = free_port();
+        let dkim = o.dkim.then(|| make_dkim_key(dir.path()));
+        let config = hub_config(
+            dir.path(),
+            &Setup {
+                port,
+                mode: o.mode,
+                auth: o.auth,
+                host: o.host,
+                cert: &cert.0,
+                dkim: dkim.as_ref().map(|(key, _)| key.as_path()),
+                limits: o.limits,
+            },
+        );
+        patch_config(&config, |mail| {
+            for (k, v) in o.extra.as_object().unwrap() {
+                mail[k] = v.clone();
+            }
+        });
+        let hub_dir = dir.path().join("hub");
+        let (hub, http) = spawn_hub(&hub_dir, &config);
+        let mut g = Gateway {
+            dir,
+            cert,
+            port,
+            mode: o.mode.into(),
+            auth: o.auth,
+            faults: o.faults,
+            smtpd: None,
+            dkim_public: dkim.map(|(_, public)| public),
+            config,
+            hub_dir,
+            hub,
+            http,
+        };
+        if o.smtpd {
+            g.start_smtpd();
+        }
+        g
+    }
+
+    fn start_smtpd(&mut self) {
+        let auth = self.auth.then_some("hub:s3cret");
+        self.smtpd = Some(start_smtpd(
+            self.dir.path(),
+            self.port,
+            &self.mode,
+            auth,
+            self.faults,
+            &self.cert,
+        ));
+    }
+
+    fn smtpd(&self) -> &Smtpd {
+        self.smtpd.as_ref().expect("the server is started")
+    }
+
+    /// Starts the hub again on the same database (after `hub.terminate()`).
+    fn respawn_hub(&mut self) {
+        let (hub, http) = spawn_hub(&self.hub_dir, &self.config);
+        self.hub = hub;
+        self.http = http;
+    }
+}
 
 fn have_tools() -> bool {
     let ok = Command::new(PYTHON)
@@ -55,275 +175,25 @@ fn have_tools() -> bool {
     ok
 }
 
-fn run(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd.output().expect("run tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-/// A DKIM key (PKCS#1 PEM) and its public key for the DNS record (base64 DER).
-fn make_dkim_key(dir: &Path) -> (PathBuf, String) {
-    let key = dir.join("dkim.pem");
-    run(Command::new("openssl")
-        .args(["genrsa", "-traditional", "-out"])
-        .arg(&key)
-        .arg("2048"));
-    let der = run(Command::new("openssl")
-        .args(["rsa", "-pubout", "-outform", "DER", "-in"])
-        .arg(&key));
-    (key, data_encoding::BASE64.encode(&der))
-}
-
-struct Setup<'a> {
-    port: u16,
-    mode: &'a str,
-    auth: bool,
-    host: &'a str,
-    cert: &'a Path,
-    dkim: Option<&'a Path>,
-    limits: serde_json::Value,
-}
-
-fn hub_config(dir: &Path, s: &Setup) -> PathBuf {
-    let mut mail = serde_json::json!({
-        "smtp": {
-            "host": s.host, "port": s.port, "security": s.mode,
-            "root_certs": [s.cert], "pool_max": 2, "timeout_secs": 5,
-        },
-        "http": { "listen": "127.0.0.1:0" },
-        "retry": { "first_ms": 200, "max_ms": 1000, "give_up_after_secs": 60 },
-        "limits": s.limits,
-    });
-    if s.auth {
-        mail["smtp"]["username"] = "hub".into();
-        std::fs::write(dir.join("smtp-password"), "s3cret\n").unwrap();
-        mail["smtp"]["password_file"] = dir.join("smtp-password").display().to_string().into();
-    }
-    if let Some(key) = s.dkim {
-        mail["dkim"] = serde_json::json!({ "selector": "ap1", "key_file": key });
-    }
-    let path = dir.join("hub.json");
-    std::fs::write(&path, serde_json::json!({ "mail": mail }).to_string()).unwrap();
-    path
-}
-
-fn spawn_hub(dir: &Path, config: &Path) -> (HubProc, SocketAddr) {
-    let hub = HubProc::spawn(dir, &["--config", config.to_str().unwrap()]);
-    let http = hub.ready["mail_http"]
-        .as_str()
-        .expect("mail_http in the ready line")
-        .parse()
-        .unwrap();
-    (hub, http)
-}
-
-async fn named_node(hub: &HubProc, name: Option<&str>) -> Node {
-    let n = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
-    if let Some(name) = name {
-        bounded(n.hub.register(name)).await.unwrap();
-    }
-    n
-}
-
-async fn ask(n: &Node, hub: &HubProc, r: MailRequest) -> Result<MailResponse, NetError> {
-    bounded(n.endpoint.request(hub.peer, &mail_ns(), &r)).await
-}
-
-fn app_code(r: &Result<MailResponse, NetError>) -> Option<u32> {
-    match r {
-        Err(NetError::Remote {
-            code: ErrorCode::Application(c),
-            ..
-        }) => Some(*c),
-        _ => None,
-    }
-}
-
-/// A parsed delivered mail: headers, the two parts' bodies.
-struct Mail {
-    raw: Vec<u8>,
-    headers: Vec<(String, String)>,
-    text: String,
-    html: String,
-}
-
-impl Mail {
-    fn parse(raw: Vec<u8>) -> Mail {
-        let m = mailparse::parse_mail(&raw).unwrap();
-        assert_eq!(m.ctype.mimetype, "multipart/alternative", "top-level type");
-        assert_eq!(m.subparts.len(), 2, "plain and HTML");
-        assert_eq!(m.subparts[0].ctype.mimetype, "text/plain");
-        assert_eq!(m.subparts[1].ctype.mimetype, "text/html");
-        let headers = m
-            .headers
-            .iter()
-            .map(|h| (h.get_key(), h.get_value()))
-            .collect();
-        let text = m.subparts[0].get_body().unwrap();
-        let html = m.subparts[1].get_body().unwrap();
-        Mail {
-            raw,
-            headers,
-            text,
-            html,
-        }
-    }
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    }
-    fn count(&self, name: &str) -> usize {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .count()
-    }
-    /// The confirmation code (the indented line of the plain part).
-    fn code(&self) -> String {
-        self.text
-            .lines()
-            .find(|l| l.starts_with("    "))
-            .expect("a code line")
-            .trim()
-            .to_string()
-    }
-    fn unsubscribe_url(&self) -> String {
-        let v = self.header("List-Unsubscribe").expect("List-Unsubscribe");
-        v.trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string()
-    }
-    /// Every delivered mail: envelope, From on the hub's domain, RFC 8058 headers.
-    fn check_common(&self, to: &str) {
-        assert_eq!(
-            self.header("X-MailFrom").as_deref(),
-            Some("noreply@hub.test"),
-            "envelope sender"
-        );
-        assert_eq!(
-            self.header("X-RcptTo").as_deref(),
-            Some(to),
-            "envelope recipient"
-        );
-        assert_eq!(
-            self.header("From").as_deref(),
-            Some("AllPeers <noreply@hub.test>")
-        );
-        assert_eq!(self.header("To").as_deref(), Some(to));
-        assert_eq!(
-            self.header("List-Unsubscribe-Post").as_deref(),
-            Some("List-Unsubscribe=One-Click")
-        );
-        assert!(
-            self.unsubscribe_url().starts_with("http://127.0.0.1:"),
-            "{:?}",
-            self.unsubscribe_url()
-        );
-        assert!(
-            self.text.contains(&self.unsubscribe_url())
-                && self.html.contains(&self.unsubscribe_url())
-        );
-        assert_eq!(self.count("Bcc") + self.count("Cc"), 0);
-    }
-}
-
-/// One HTTP/1.1 request to the hub's listener; returns the status code.
-fn http(addr: SocketAddr, method: &str, url_or_path: &str, body: &str) -> u16 {
-    let path = match url_or_path.find("/u/").or_else(|| url_or_path.find("/c/")) {
-        Some(i) => &url_or_path[i..],
-        None => url_or_path,
-    };
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
-}
-
-/// Opens the hub's database read-only and waits (bounded) until `query` yields `true`.
-fn wait_db(dir: &Path, what: &str, query: &str) {
-    let start = Instant::now();
-    loop {
-        let conn = rusqlite::Connection::open_with_flags(
-            dir.join("hub.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .unwrap();
-        let ok: bool = conn.query_row(query, [], |r| r.get(0)).unwrap_or(false);
-        if ok {
-            return;
-        }
-        if start.elapsed() > MAIL_WAIT {
-            let rows: Option<String> = conn
-                .query_row(
-                    "SELECT group_concat(state || ' ' || attempts || ' ' || ifnull(last_error, ''), ' | ') FROM mail_queue",
-                    [],
-                    |r| r.get(0),
-                )
-                .unwrap_or(None);
-            panic!("{what}: not within {MAIL_WAIT:?}; queue: {rows:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn db_value<T: rusqlite::types::FromSql>(dir: &Path, query: &str) -> T {
-    let conn = rusqlite::Connection::open_with_flags(
-        dir.join("hub.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .unwrap();
-    conn.query_row(query, [], |r| r.get(0)).unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let (dkim_key, dkim_public) = make_dkim_key(dir.path());
-    let port = free_port();
-    let smtpd = start_smtpd(
-        dir.path(),
-        port,
-        "starttls",
-        Some("hub:s3cret"),
-        (0, 0),
-        &cert,
-    );
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "starttls",
-            auth: true,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: Some(&dkim_key),
-            limits: serde_json::json!({}),
-        },
-    );
-    let (hub, http_addr) = spawn_hub(&dir.path().join("hub"), &config);
-    let alice = named_node(&hub, Some("alice")).await;
-    let bob = named_node(&hub, Some("bob")).await;
+    let g = Gateway::start(GatewayOptions {
+        auth: true,
+        dkim: true,
+        ..Default::default()
+    });
+    let (dir, hub, http_addr, smtpd) = (&g.dir, &g.hub, g.http, g.smtpd());
+    let dkim_public = g.dkim_public.clone().unwrap();
+    let alice = named_node(hub, Some("alice")).await;
+    let bob = named_node(hub, Some("bob")).await;
 
     // Bob registers his address: a confirmation mail, nothing else until confirmed.
     let r = ask(
         &bob,
-        &hub,
+        hub,
         MailRequest::SetAddress {
             address: "Bob@Peer.test".into(),
         },
@@ -395,7 +265,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
         },
     };
     assert_eq!(
-        ask(&alice, &hub, share("too early")).await.unwrap(),
+        ask(&alice, hub, share("too early")).await.unwrap(),
         MailResponse::Notified(NotifyOutcome::NotSent),
         "unconfirmed"
     );
@@ -403,7 +273,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
         app_code(
             &ask(
                 &bob,
-                &hub,
+                hub,
                 MailRequest::Confirm {
                     code: "WRONG123".into()
                 }
@@ -415,7 +285,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     assert_eq!(
         ask(
             &bob,
-            &hub,
+            hub,
             MailRequest::Confirm {
                 code: confirm.code().to_lowercase()
             }
@@ -466,7 +336,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     );
     // Alice learns nothing of Bob's address: her own status is empty.
     assert_eq!(
-        ask(&alice, &hub, MailRequest::Status).await.unwrap(),
+        ask(&alice, hub, MailRequest::Status).await.unwrap(),
         MailResponse::Status(None)
     );
 
@@ -474,7 +344,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     assert_eq!(
         ask(
             &alice,
-            &hub,
+            hub,
             MailRequest::Notify {
                 to: bob.id(),
                 notice: Notice::Waiting { count: 3 }
@@ -494,13 +364,13 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
         ..Preferences::ALL
     };
     assert_eq!(
-        ask(&bob, &hub, MailRequest::SetPreferences(no_shares))
+        ask(&bob, hub, MailRequest::SetPreferences(no_shares))
             .await
             .unwrap(),
         MailResponse::Preferences(no_shares)
     );
     assert_eq!(
-        ask(&alice, &hub, share("Another")).await.unwrap(),
+        ask(&alice, hub, share("Another")).await.unwrap(),
         MailResponse::Notified(NotifyOutcome::NotSent)
     );
 
@@ -524,7 +394,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
         "{raw:?}"
     );
     assert_eq!(
-        app_code(&ask(&alice, &hub, share("\r\n")).await),
+        app_code(&ask(&alice, hub, share("\r\n")).await),
         Some(code::BAD_FIELD)
     );
 
@@ -534,7 +404,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     assert_eq!(
         ask(
             &alice,
-            &hub,
+            hub,
             MailRequest::Notify {
                 to: bob.id(),
                 notice: Notice::Waiting { count: 1 }
@@ -566,7 +436,7 @@ async fn starttls_auth_consent_templates_dkim_and_one_click_unsubscribe() {
     assert_eq!(
         ask(
             &alice,
-            &hub,
+            hub,
             MailRequest::Notify {
                 to: bob.id(),
                 notice: Notice::Waiting { count: 2 }
@@ -586,26 +456,15 @@ async fn implicit_tls_invitations_and_rate_limits() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let port = free_port();
-    let smtpd = start_smtpd(dir.path(), port, "tls", Some("hub:s3cret"), (0, 0), &cert);
-    let limits = serde_json::json!({ "per_sender_burst": 4, "per_sender_per_hour": 4, "invite_repeat_days": 0 });
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "tls",
-            auth: true,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: None,
-            limits,
-        },
-    );
-    let (hub, http_addr) = spawn_hub(&dir.path().join("hub"), &config);
-    let alice = named_node(&hub, Some("alice")).await;
-    let carol = named_node(&hub, None).await;
+    let g = Gateway::start(GatewayOptions {
+        mode: "tls",
+        auth: true,
+        limits: serde_json::json!({ "per_sender_burst": 4, "per_sender_per_hour": 4, "invite_repeat_days": 0 }),
+        ..Default::default()
+    });
+    let (hub, http_addr, smtpd) = (&g.hub, g.http, g.smtpd());
+    let alice = named_node(hub, Some("alice")).await;
+    let carol = named_node(hub, None).await;
     let code = "apinvite1mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpi";
     let invite = |to: &str| MailRequest::Invite {
         address: to.into(),
@@ -614,9 +473,7 @@ async fn implicit_tls_invitations_and_rate_limits() {
     };
 
     assert_eq!(
-        ask(&alice, &hub, invite("dave@example.test"))
-            .await
-            .unwrap(),
+        ask(&alice, hub, invite("dave@example.test")).await.unwrap(),
         MailResponse::Invited
     );
     let m = Mail::parse(smtpd.wait_for(1));
@@ -643,7 +500,7 @@ async fn implicit_tls_invitations_and_rate_limits() {
         200
     );
     assert_eq!(
-        app_code(&ask(&alice, &hub, invite("DAVE@example.test")).await),
+        app_code(&ask(&alice, hub, invite("DAVE@example.test")).await),
         Some(code::DECLINED)
     );
     // Bad fields: not an invite code, not an address; no name at this hub.
@@ -651,7 +508,7 @@ async fn implicit_tls_invitations_and_rate_limits() {
         app_code(
             &ask(
                 &alice,
-                &hub,
+                hub,
                 MailRequest::Invite {
                     address: "erin@example.test".into(),
                     invite_code: "<a href=x>".into(),
@@ -663,29 +520,27 @@ async fn implicit_tls_invitations_and_rate_limits() {
         Some(code::BAD_FIELD)
     );
     assert_eq!(
-        app_code(&ask(&alice, &hub, invite("erin@example.test\r\nBcc: x@y.test")).await),
+        app_code(&ask(&alice, hub, invite("erin@example.test\r\nBcc: x@y.test")).await),
         Some(code::BAD_ADDRESS)
     );
     assert_eq!(
-        app_code(&ask(&carol, &hub, invite("erin@example.test")).await),
+        app_code(&ask(&carol, hub, invite("erin@example.test")).await),
         Some(code::NO_ADDRESS)
     );
     // A flood: the sender's budget (4 mails, 2 spent on invites that passed the checks
     // before it) runs out.
     assert_eq!(
-        ask(&alice, &hub, invite("erin@example.test"))
+        ask(&alice, hub, invite("erin@example.test")).await.unwrap(),
+        MailResponse::Invited
+    );
+    assert_eq!(
+        ask(&alice, hub, invite("frank@example.test"))
             .await
             .unwrap(),
         MailResponse::Invited
     );
     assert_eq!(
-        ask(&alice, &hub, invite("frank@example.test"))
-            .await
-            .unwrap(),
-        MailResponse::Invited
-    );
-    assert_eq!(
-        app_code(&ask(&alice, &hub, invite("gina@example.test")).await),
+        app_code(&ask(&alice, hub, invite("gina@example.test")).await),
         Some(code::RATE_LIMITED)
     );
     smtpd.wait_for(3);
@@ -698,29 +553,16 @@ async fn temporary_failure_retried_permanent_given_up_and_suppressed() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let port = free_port();
     // The first DATA loses its connection mid-command, the second gets a 451.
-    let smtpd = start_smtpd(dir.path(), port, "starttls", None, (1, 1), &cert);
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "starttls",
-            auth: false,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: None,
-            limits: serde_json::json!({}),
-        },
-    );
-    let hub_dir = dir.path().join("hub");
-    let (hub, http_addr) = spawn_hub(&hub_dir, &config);
-    let bob = named_node(&hub, Some("bob")).await;
+    let g = Gateway::start(GatewayOptions {
+        faults: (1, 1),
+        ..Default::default()
+    });
+    let (hub, http_addr, smtpd, hub_dir) = (&g.hub, g.http, g.smtpd(), &g.hub_dir);
+    let bob = named_node(hub, Some("bob")).await;
     ask(
         &bob,
-        &hub,
+        hub,
         MailRequest::SetAddress {
             address: "bob@peer.test".into(),
         },
@@ -738,29 +580,29 @@ async fn temporary_failure_retried_permanent_given_up_and_suppressed() {
         .trim()
         .to_string();
     assert_eq!(http(http_addr, "GET", &link, ""), 200);
-    let status = ask(&bob, &hub, MailRequest::Status).await.unwrap();
+    let status = ask(&bob, hub, MailRequest::Status).await.unwrap();
     assert!(
         matches!(&status, MailResponse::Status(Some(s)) if !s.confirmed),
         "{status:?}"
     );
     assert_eq!(http(http_addr, "POST", &link, ""), 200);
-    let status = ask(&bob, &hub, MailRequest::Status).await.unwrap();
+    let status = ask(&bob, hub, MailRequest::Status).await.unwrap();
     assert!(
         matches!(&status, MailResponse::Status(Some(s)) if s.confirmed && s.masked == "b***@peer.test"),
         "{status:?}"
     );
     assert_eq!(http(http_addr, "POST", &link, ""), 404, "a link works once");
     wait_db(
-        &hub_dir,
+        hub_dir,
         "sent after a dropped DATA and a 451",
         "SELECT state = 'sent' AND attempts = 3 AND last_error LIKE '%451%' FROM mail_queue WHERE address = 'bob@peer.test'",
     );
 
     // 550 at RCPT: given up at once, and the address is suppressed (a hard bounce).
-    let carol = named_node(&hub, Some("carol")).await;
+    let carol = named_node(hub, Some("carol")).await;
     ask(
         &carol,
-        &hub,
+        hub,
         MailRequest::SetAddress {
             address: "nosuch@peer.test".into(),
         },
@@ -768,7 +610,7 @@ async fn temporary_failure_retried_permanent_given_up_and_suppressed() {
     .await
     .unwrap();
     wait_db(
-        &hub_dir,
+        hub_dir,
         "given up",
         "SELECT state = 'failed' AND attempts = 1 AND last_error LIKE '%550%' FROM mail_queue WHERE address = 'nosuch@peer.test'",
     );
@@ -776,7 +618,7 @@ async fn temporary_failure_retried_permanent_given_up_and_suppressed() {
         app_code(
             &ask(
                 &carol,
-                &hub,
+                hub,
                 MailRequest::SetAddress {
                     address: "nosuch@peer.test".into()
                 }
@@ -795,35 +637,23 @@ async fn queued_mail_survives_a_hub_restart_and_is_delivered_once() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
     // Nothing listens there yet: the first attempts fail to connect.
-    let port = free_port();
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "starttls",
-            auth: false,
-            host: "localhost",
-            cert: &cert.0,
-            dkim: None,
-            limits: serde_json::json!({}),
-        },
-    );
-    let hub_dir = dir.path().join("hub");
-    let (mut hub, _) = spawn_hub(&hub_dir, &config);
+    let mut g = Gateway::start(GatewayOptions {
+        smtpd: false,
+        ..Default::default()
+    });
+    let hub_dir = g.hub_dir.clone();
     let identity = allpeers_net::Identity::generate();
     let bob = node_with(
         identity,
-        fast_config(hub.peer, hub.addresses()),
+        fast_config(g.hub.peer, g.hub.addresses()),
         Arc::new(AcceptAll),
     )
     .await;
     bounded(bob.hub.register("bob")).await.unwrap();
     ask(
         &bob,
-        &hub,
+        &g.hub,
         MailRequest::SetAddress {
             address: "bob@peer.test".into(),
         },
@@ -836,17 +666,17 @@ async fn queued_mail_survives_a_hub_restart_and_is_delivered_once() {
         "SELECT state = 'queued' AND attempts >= 1 FROM mail_queue",
     );
     bob.stop();
-    assert!(hub.terminate(), "clean exit");
-
-    let smtpd = start_smtpd(dir.path(), port, "starttls", None, (0, 0), &cert);
-    let (mut hub, _) = spawn_hub(&hub_dir, &config);
-    Mail::parse(smtpd.wait_for(1)).check_common("bob@peer.test");
+    assert!(g.hub.terminate(), "clean exit");
+    g.start_smtpd();
+    g.respawn_hub();
+    Mail::parse(g.smtpd().wait_for(1)).check_common("bob@peer.test");
     wait_db(
         &hub_dir,
         "recorded as sent",
         "SELECT state = 'sent' FROM mail_queue",
     );
-    assert!(hub.terminate());
+    assert!(g.hub.terminate());
+    let smtpd = g.smtpd();
     // Nothing in flight any more: exactly one copy arrived.
     assert_eq!(smtpd.mails().len(), 1);
     assert_eq!(
@@ -860,29 +690,17 @@ async fn a_certificate_that_does_not_match_is_never_sent_to() {
     if !have_tools() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let cert = make_cert(dir.path());
-    let port = free_port();
-    let smtpd = start_smtpd(dir.path(), port, "tls", None, (0, 0), &cert);
     // The certificate names localhost; the hub is told the server is 127.0.0.1.
-    let config = hub_config(
-        dir.path(),
-        &Setup {
-            port,
-            mode: "tls",
-            auth: false,
-            host: "127.0.0.1",
-            cert: &cert.0,
-            dkim: None,
-            limits: serde_json::json!({}),
-        },
-    );
-    let hub_dir = dir.path().join("hub");
-    let (hub, _) = spawn_hub(&hub_dir, &config);
-    let bob = named_node(&hub, Some("bob")).await;
+    let g = Gateway::start(GatewayOptions {
+        mode: "tls",
+        host: "127.0.0.1",
+        ..Default::default()
+    });
+    let (hub, smtpd, hub_dir) = (&g.hub, g.smtpd(), &g.hub_dir);
+    let bob = named_node(hub, Some("bob")).await;
     ask(
         &bob,
-        &hub,
+        hub,
         MailRequest::SetAddress {
             address: "bob@peer.test".into(),
         },
@@ -890,10 +708,94 @@ async fn a_certificate_that_does_not_match_is_never_sent_to() {
     .await
     .unwrap();
     wait_db(
-        &hub_dir,
+        hub_dir,
         "a TLS failure recorded",
         "SELECT state = 'queued' AND attempts >= 2 AND last_error LIKE '%not valid for name%' FROM mail_queue",
     );
     assert!(smtpd.mails().is_empty());
     bob.stop();
+}
+
+/// The digest: bob accepts digests and goes away; three letters wait for him at the hub, and
+/// the hub mails him "3 messages are waiting for you" (from the hub, no sender, no content);
+/// not again while the count stays; a fourth letter makes a new one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_digest_counts_the_letters_waiting() {
+    if !have_tools() {
+        return;
+    }
+    let g = Gateway::start(GatewayOptions {
+        extra: serde_json::json!({ "digest_every_secs": 1 }),
+        ..Default::default()
+    });
+    let (hub, smtpd) = (&g.hub, g.smtpd());
+    let alice = named_node(hub, Some("alice")).await;
+    let bob = named_node(hub, Some("bob")).await;
+    ask(
+        &bob,
+        hub,
+        MailRequest::SetAddress {
+            address: "bob@peer.test".into(),
+        },
+    )
+    .await
+    .unwrap();
+    let confirm = Mail::parse(smtpd.wait_for(1));
+    ask(
+        &bob,
+        hub,
+        MailRequest::Confirm {
+            code: confirm.code(),
+        },
+    )
+    .await
+    .unwrap();
+    let bob_id = bob.id();
+    // Digests are off by default: letters wait, nothing is mailed.
+    bounded(alice.hub.mail_deposit(bob_id, vec![1; 64]))
+        .await
+        .unwrap();
+    assert!(
+        smtpd.try_wait_for(2, Duration::from_millis(2500)).is_none(),
+        "no digest unless accepted"
+    );
+    let mut all = Preferences::ALL;
+    all.waiting = false;
+    assert_eq!(
+        ask(&bob, hub, MailRequest::SetPreferences(all))
+            .await
+            .unwrap(),
+        MailResponse::Preferences(all)
+    );
+    bob.stop();
+    for _ in 0..2 {
+        bounded(alice.hub.mail_deposit(bob_id, vec![2; 64]))
+            .await
+            .unwrap();
+    }
+    let digest = Mail::parse(smtpd.wait_for(2));
+    digest.check_common("bob@peer.test");
+    assert_eq!(
+        digest.header("Subject").as_deref(),
+        Some("3 messages are waiting for you")
+    );
+    assert!(
+        digest
+            .text
+            .contains("3 messages are waiting for you at hub.test")
+    );
+    assert!(!digest.text.contains("alice"), "a digest names no sender");
+    assert!(
+        smtpd.try_wait_for(3, Duration::from_millis(2500)).is_none(),
+        "not again while the count stays"
+    );
+    bounded(alice.hub.mail_deposit(bob_id, vec![3; 64]))
+        .await
+        .unwrap();
+    let digest = Mail::parse(smtpd.wait_for(3));
+    assert_eq!(
+        digest.header("Subject").as_deref(),
+        Some("4 messages are waiting for you")
+    );
+    alice.stop();
 }

@@ -11,7 +11,7 @@ use crate::sql::{child_table, col, sql_type, type_table};
 /// The store's own tables: schema sources, local metadata (never replicated), explicit and
 /// query-backed list items, the change log, and the replicated shares (`ap_shares`: the shares
 /// offered to us or held; `ap_ops`: every op kept, in wire form; `ap_op_seqs`: per-author seq
-/// high-water marks).
+/// high-water marks), and the notices a peer was already sent (`ap_told`, see `told.rs`).
 const SYSTEM_SQL: &str = "
 CREATE TABLE IF NOT EXISTS ap_schemas(seq INTEGER PRIMARY KEY AUTOINCREMENT, file TEXT NOT NULL UNIQUE, source TEXT NOT NULL, registered INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ap_meta(rid INTEGER NOT NULL, name TEXT NOT NULL, value, PRIMARY KEY(rid, name)) WITHOUT ROWID;
@@ -23,6 +23,8 @@ CREATE TABLE IF NOT EXISTS ap_changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, tim
 CREATE TABLE IF NOT EXISTS ap_shares(share BLOB PRIMARY KEY, root TEXT NOT NULL, peer TEXT NOT NULL, state TEXT NOT NULL, title TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ap_ops(share BLOB NOT NULL, id BLOB NOT NULL, wire BLOB NOT NULL, PRIMARY KEY(share, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ap_op_seqs(share BLOB NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(share, peer)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ap_told(kind TEXT NOT NULL, peer TEXT NOT NULL, subject TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(kind, peer, subject)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS ap_told_at ON ap_told(at);
 ";
 
 /// Creates the system tables, replays the registered schema files over the built-in types and

@@ -19,6 +19,10 @@ pub struct MailConfig {
     pub http: HttpConfig,
     pub limits: MailLimits,
     pub retry: RetryConfig,
+    /// A digest ("3 messages are waiting for you") to each peer that accepts digests and
+    /// has letters waiting in its mailbox here: at most once per this many seconds, and
+    /// only when the count changed since the last one. 0: no digests.
+    pub digest_every_secs: u64,
 }
 
 impl Default for MailConfig {
@@ -31,6 +35,7 @@ impl Default for MailConfig {
             http: HttpConfig::default(),
             limits: MailLimits::default(),
             retry: RetryConfig::default(),
+            digest_every_secs: 24 * 3600,
         }
     }
 }
@@ -54,7 +59,8 @@ pub struct SmtpConfig {
     pub pool_max: u32,
     /// Seconds an idle pooled connection is kept.
     pub pool_idle_secs: u64,
-    /// Seconds one SMTP command may take.
+    /// Seconds connecting may take, and one mail's whole SMTP transaction (greeting to the
+    /// answer after the message); past it the attempt is a temporary failure.
     pub timeout_secs: u64,
 }
 

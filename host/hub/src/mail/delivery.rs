@@ -93,6 +93,14 @@ pub fn classify(e: &lettre::transport::smtp::Error) -> Failure {
     }
 }
 
+/// How long one mail's whole SMTP transaction may take (`timeout_secs`). lettre's async
+/// transport bounds only the connect, so a server that stops answering mid-way would hold a
+/// delivery slot for ever; past this the attempt fails as temporary (and the transport is
+/// rebuilt, so the abandoned connection is never reused).
+pub fn send_deadline(c: &SmtpConfig) -> Duration {
+    Duration::from_secs(c.timeout_secs.max(1))
+}
+
 /// The SMTP transport of the config: implicit TLS or required STARTTLS, the WebPKI roots
 /// plus `root_certs`, optional credentials, a pool.
 pub fn transport(c: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
@@ -246,7 +254,21 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
         }
     };
     let started = std::time::Instant::now();
-    let result = gateway.transport.send(message).await;
+    let transport = gateway.transport.lock().unwrap().clone();
+    let deadline = send_deadline(&gateway.config.smtp);
+    let result = match tokio::time::timeout(deadline, transport.send(message)).await {
+        Ok(result) => result.map_err(|e| (classify(&e), e.to_string())),
+        Err(_) => {
+            // The connection stopped mid-transaction: a fresh pool for what follows.
+            match self::transport(&gateway.config.smtp) {
+                Ok(fresh) => *gateway.transport.lock().unwrap() = fresh,
+                Err(e) => allpeers_log::marrow!("mail transport not rebuilt: {e}"),
+            }
+            let why = format!("no answer within {} s (timed out)", deadline.as_secs());
+            Err((Failure::Temporary(why.clone()), why))
+        }
+    };
+    drop(transport);
     let now = now_ms();
     let store = gateway.store.lock().unwrap();
     match result {
@@ -258,8 +280,7 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
                 .sent
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
-        Err(e) => {
-            let failure = classify(&e);
+        Err((failure, e)) => {
             let attempts = q.attempts + 1;
             match (
                 gateway.backoff.after(&failure, attempts, q.queued_at, now),
@@ -273,7 +294,7 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
                         in_ms = at - now,
                         "mail deferred: {e}"
                     );
-                    record(store.retry_at(q.id, at, &e.to_string()));
+                    record(store.retry_at(q.id, at, &e));
                 }
                 (
                     Next::GiveUp,
@@ -282,7 +303,7 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
                     },
                 ) => {
                     allpeers_log::marrow!(id = q.id, kind, "mail bounced, address suppressed: {e}");
-                    record(store.finish(q.id, State::Failed, Some(&e.to_string()), now));
+                    record(store.finish(q.id, State::Failed, Some(&e), now));
                     drop(store);
                     record(
                         gateway
@@ -294,7 +315,7 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
                 }
                 (Next::GiveUp, _) => {
                     allpeers_log::marrow!(id = q.id, kind, attempts, "mail given up: {e}");
-                    record(store.finish(q.id, State::Failed, Some(&e.to_string()), now));
+                    record(store.finish(q.id, State::Failed, Some(&e), now));
                 }
             }
         }

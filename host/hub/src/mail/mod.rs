@@ -8,12 +8,14 @@
 //! * [`service`] — the namespace's request handling: consent, limits, queuing.
 //! * [`template`] — the letters, HTML escaping, MIME composition with unsubscribe headers.
 //! * [`delivery`] — retry decisions, the SMTP transport, the queue worker.
+//! * [`digest`] — "3 messages are waiting for you", from the hub, to peers that accept it.
 //! * [`store`] — the tables (registrations, suppressions, invitations, queue).
 //! * [`tokens`] — recipient keys, signed unsubscribe tokens, confirmation codes.
 //! * [`http`] — the HTTP listener for one-click unsubscribe (RFC 8058) and confirm links.
 
 pub mod config;
 pub mod delivery;
+pub mod digest;
 pub mod http;
 pub mod proto;
 pub mod service;
@@ -60,7 +62,9 @@ pub struct Inner {
     from: Mailbox,
     keys: tokens::Keys,
     store: Mutex<store::Store>,
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    /// Replaced by a fresh one when a send overruns its deadline (see
+    /// [`delivery::send_deadline`]): the abandoned connection must not go back to the pool.
+    transport: Mutex<AsyncSmtpTransport<Tokio1Executor>>,
     dkim: Option<lettre::message::dkim::DkimConfig>,
     backoff: delivery::Backoff,
     /// Mails each peer may cause (`limits.per_sender_per_hour`, burst `per_sender_burst`).
@@ -137,7 +141,7 @@ impl MailGateway {
             from,
             keys,
             store: Mutex::new(store),
-            transport,
+            transport: Mutex::new(transport),
             dkim,
             per_sender: RateLimiter::keyed(quota),
             wake: Arc::new(tokio::sync::Notify::new()),
@@ -155,6 +159,20 @@ impl MailGateway {
             http_addr,
             tasks,
         })
+    }
+
+    /// Starts the digest worker (unless `digest_every_secs` is 0); `waiting` counts a peer's
+    /// letters in the hub's mailbox.
+    pub fn start_digests(&mut self, waiting: digest::WaitingLetters) {
+        let every = self.inner.config.digest_every_secs;
+        if every == 0 {
+            return;
+        }
+        self.tasks.push(tokio::spawn(digest::run(
+            Arc::downgrade(&self.inner),
+            waiting,
+            std::time::Duration::from_secs(every),
+        )));
     }
 
     /// Where the unsubscribe / confirm listener is bound.

@@ -131,7 +131,11 @@ impl Inner {
     }
 
     /// The recipient's and the hub's daily limits.
-    fn within_daily_limits(&self, recipient: &[u8; 32], now: u64) -> Result<bool, RemoteError> {
+    pub(super) fn within_daily_limits(
+        &self,
+        recipient: &[u8; 32],
+        now: u64,
+    ) -> Result<bool, RemoteError> {
         let store = self.store.lock().unwrap();
         let since = now.saturating_sub(DAY_MS);
         if store.count_all(since).map_err(internal)? >= u64::from(self.config.limits.daily_cap) {
@@ -159,7 +163,7 @@ impl Inner {
             })
     }
 
-    fn enqueue(
+    pub(super) fn enqueue(
         &self,
         recipient: &[u8; 32],
         address: &str,

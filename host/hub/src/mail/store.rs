@@ -69,6 +69,20 @@ pub struct Store {
     conn: rusqlite::Connection,
 }
 
+/// [`Preferences::digest`] in the stored bits.
+const DIGEST_BIT: u8 = 8;
+
+/// A peer that accepts digests (see [`Store::digest_candidates`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DigestCandidate {
+    pub peer: PeerId,
+    pub address: String,
+    pub recipient: [u8; 32],
+    /// When the last digest went (0: never), and of how many letters.
+    pub last_at: u64,
+    pub last_count: u32,
+}
+
 fn key(blob: Vec<u8>) -> Result<[u8; 32], StoreError> {
     blob.try_into().map_err(|_| StoreError::Corrupt("key"))
 }
@@ -119,9 +133,59 @@ impl Store {
              );
              CREATE INDEX IF NOT EXISTS mail_queue_due ON mail_queue(state, next_attempt);
              CREATE INDEX IF NOT EXISTS mail_queue_recipient ON mail_queue(recipient, queued_at);
-             CREATE INDEX IF NOT EXISTS mail_queue_time ON mail_queue(queued_at);",
+             CREATE INDEX IF NOT EXISTS mail_queue_time ON mail_queue(queued_at);
+             CREATE TABLE IF NOT EXISTS mail_digests (
+                 peer TEXT PRIMARY KEY,
+                 at INTEGER NOT NULL,
+                 count INTEGER NOT NULL
+             );",
         )?;
         Ok(Store { conn })
+    }
+
+    // ---- digests ----
+
+    /// The peers with a confirmed address that accept digests, with when they last got one
+    /// and of how many letters (0, 0: never).
+    pub fn digest_candidates(&self) -> Result<Vec<DigestCandidate>, StoreError> {
+        let mut st = self.conn.prepare_cached(
+            "SELECT a.peer, a.address, a.recipient, ifnull(d.at, 0), ifnull(d.count, 0)
+             FROM mail_addresses a LEFT JOIN mail_digests d ON d.peer = a.peer
+             WHERE a.confirmed = 1 AND (a.preferences & ?1) != 0",
+        )?;
+        let rows = st.query_map([DIGEST_BIT], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Vec<u8>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, u32>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (peer, address, recipient, at, count) = row?;
+            let Ok(peer) = peer.parse() else { continue };
+            out.push(DigestCandidate {
+                peer,
+                address,
+                recipient: key(recipient)?,
+                last_at: at as u64,
+                last_count: count,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Records that `peer` was sent (or, with `count` 0, needs) no digest beyond `count`
+    /// letters, at `at`.
+    pub fn set_digest(&self, peer: &PeerId, at: u64, count: u32) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO mail_digests(peer, at, count) VALUES (?1, ?2, ?3)
+             ON CONFLICT(peer) DO UPDATE SET at = excluded.at, count = excluded.count",
+            rusqlite::params![peer.to_string(), at as i64, count],
+        )?;
+        Ok(())
     }
 
     // ---- registrations ----
@@ -510,6 +574,36 @@ mod tests {
         assert_eq!(s.suppression(&r).unwrap().as_deref(), Some("unsubscribed"));
         assert_eq!(s.count_for_recipient(&r, 0).unwrap(), 1);
         assert_eq!(s.prune(10_000).unwrap(), 2);
+    }
+
+    #[test]
+    fn digest_candidates_accept_digests_and_remember_the_last() {
+        let (_d, mut s) = store();
+        assert_eq!(
+            DIGEST_BIT,
+            Preferences {
+                digest: true,
+                ..Preferences::NONE
+            }
+            .bits()
+        );
+        let (bob, carol) = (
+            PeerId::from_public_key([2; 32]),
+            PeerId::from_public_key([3; 32]),
+        );
+        for (peer, r) in [(bob, [4u8; 32]), (carol, [5u8; 32])] {
+            s.set_address(&peer, "x@example.org", &r, &[6; 32], &r, 100, 10)
+                .unwrap();
+            s.confirm(&peer).unwrap();
+        }
+        assert!(s.digest_candidates().unwrap().is_empty(), "off by default");
+        s.set_preferences(&bob, Preferences::ALL).unwrap();
+        let c = s.digest_candidates().unwrap();
+        assert_eq!(c.len(), 1);
+        assert_eq!((c[0].peer, c[0].last_at, c[0].last_count), (bob, 0, 0));
+        s.set_digest(&bob, 500, 3).unwrap();
+        let c = s.digest_candidates().unwrap();
+        assert_eq!((c[0].last_at, c[0].last_count), (500, 3));
     }
 
     #[test]

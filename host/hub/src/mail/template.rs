@@ -18,6 +18,8 @@ pub enum Letter {
     Shared { sender: String, title: String },
     /// `count` messages from `sender` wait at the hub.
     Waiting { sender: String, count: u32 },
+    /// `count` letters from anyone wait for the recipient at the hub (the digest).
+    Digest { count: u32 },
     /// `sender` invites the address, with its invite code.
     Invite {
         sender: String,
@@ -36,6 +38,7 @@ impl Letter {
             Letter::Confirm { .. } => "confirm",
             Letter::Shared { .. } => "share",
             Letter::Waiting { .. } => "waiting",
+            Letter::Digest { .. } => "digest",
             Letter::Invite { .. } => "invitation",
         }
     }
@@ -123,6 +126,21 @@ pub fn render(letter: &Letter, site: &Site) -> Rendered {
                     Block::Text("Open AllPeers to read them.".into()),
                 ],
                 "because you asked to be told about waiting messages",
+            )
+        }
+        Letter::Digest { count } => {
+            let n = if *count == 1 {
+                "1 message is".to_string()
+            } else {
+                format!("{count} messages are")
+            };
+            (
+                format!("{n} waiting for you"),
+                vec![
+                    Block::Text(format!("{n} waiting for you at {hub}.")),
+                    Block::Text("Open AllPeers to read them.".into()),
+                ],
+                "because you asked for a digest of waiting messages",
             )
         }
         Letter::Invite {
@@ -328,6 +346,7 @@ mod tests {
                 sender: "alice@hub.test".into(),
                 count: 3,
             },
+            Letter::Digest { count: 1 },
             Letter::Invite {
                 sender: "alice@hub.test".into(),
                 invite_code: "apinvite1abc".into(),

@@ -36,7 +36,8 @@ pub struct MailPreferences {
     pub invitation: bool,
     /// "A message from alice is waiting for you" while we are offline.
     pub waiting: bool,
-    /// A periodic digest (stored; none is sent yet).
+    /// A digest from the hub, "3 messages are waiting for you", while letters wait for us
+    /// there (at most daily, and only when the count changed).
     pub digest: bool,
 }
 

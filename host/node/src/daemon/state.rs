@@ -47,7 +47,7 @@ pub struct Daemon {
     pub shutdown: CancellationToken,
     /// Contacts' presence, the clock and the outbox.
     pub social: Social,
-    /// Contacts already told by e-mail that messages wait for them.
+    /// The notices already mailed to contacts (kept in the store).
     pub mail: crate::mail::state::MailState,
     /// The download manager once started, or why it did not start.
     pub transfers: OnceLock<Result<crate::transfers::state::Transfers, String>>,
@@ -72,6 +72,8 @@ impl Daemon {
         started: Instant,
     ) -> Self {
         let identity_peer = identity.file.peer_id;
+        let shares = crate::shares::state::Shares::load(&store);
+        let store = Arc::new(Mutex::new(store));
         Daemon {
             paths,
             network: OnceLock::new(),
@@ -79,15 +81,15 @@ impl Daemon {
             net_error: Mutex::new(None),
             hub_config: config.hub.clone(),
             discovery_config: config.discovery.clone(),
-            shares: crate::shares::state::Shares::load(&store),
+            shares,
             write_hook: OnceLock::new(),
-            store: Arc::new(Mutex::new(store)),
+            mail: crate::mail::state::MailState::load(&store),
+            store,
             started,
             identity: Mutex::new(identity),
             log,
             shutdown: CancellationToken::new(),
             social: Social::new(&identity_peer),
-            mail: crate::mail::state::MailState::default(),
             transfers: OnceLock::new(),
             media: crate::media::state::Media::for_this_binary(),
             events: broadcast::channel(EVENT_BACKLOG).0,

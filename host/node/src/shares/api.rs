@@ -154,7 +154,7 @@ fn publish_changed(daemon: &Daemon, inner: &Inner, share: &ShareId) {
 /// a grant per member, in one commit; offers it to each member.
 async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, RpcError> {
     let key = signing_key(daemon)?;
-    let share = with_shares(daemon, None, move |store, inner, d| {
+    let (share, granted, title) = with_shares(daemon, None, move |store, inner, d| {
         let me = d.peer_id();
         let root = store
             .get(&p.resource)
@@ -205,11 +205,29 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
         for m in p.members.iter().filter(|m| m.peer != me) {
             inner.extra.push((m.peer, offer.clone()));
         }
-        Ok(share)
+        let granted: Vec<PeerId> = p
+            .members
+            .iter()
+            .map(|m| m.peer)
+            .filter(|m| *m != me)
+            .collect();
+        Ok((share, granted, root_title(inner, &share)))
     })
     .await?;
     publish_changed(daemon, &daemon.shares.lock(), &share);
+    for peer in granted {
+        crate::mail::notices::share_granted(daemon, peer, rules::share_text(&share), &title);
+    }
     view(daemon, &share)
+}
+
+/// The title the share was offered with.
+fn root_title(inner: &Inner, share: &ShareId) -> String {
+    inner
+        .records
+        .get(share)
+        .map(|r| r.title.clone())
+        .unwrap_or_default()
 }
 
 fn create_value(r: &Resource) -> Value {
@@ -246,7 +264,7 @@ async fn manage(
 ) -> Result<Value, RpcError> {
     let key = signing_key(daemon)?;
     let text = share.to_string();
-    let share = with_shares(daemon, None, move |_, inner, d| {
+    let (share, joins) = with_shares(daemon, None, move |_, inner, d| {
         let me = d.peer_id();
         let share = find(inner, &text)?;
         let replica = inner
@@ -259,6 +277,8 @@ async fn manage(
             ));
         }
         let grant = matches!(action, Action::Grant { .. });
+        // A new member (not a change of level): told by mail too.
+        let joins = grant && target != me && replica.level(&target).is_none();
         replica.author(&key, action, now_ms()).map_err(internal)?;
         if grant
             && target != me
@@ -266,9 +286,12 @@ async fn manage(
         {
             inner.extra.push((target, offer));
         }
-        Ok(share)
+        Ok((share, joins.then(|| root_title(inner, &share))))
     })
     .await?;
+    if let Some(title) = joins {
+        crate::mail::notices::share_granted(daemon, target, rules::share_text(&share), &title);
+    }
     view(daemon, &share)
 }
 
