@@ -104,6 +104,30 @@ function findGeckodriver() {
   return null;
 }
 const GECKODRIVER = findGeckodriver();
+
+/**
+ * axe-core in a Firefox page driven by geckodriver: the source goes in through WebDriver's
+ * script execution (not a <script> element, which the extension's CSP would refuse); any
+ * serious or critical violation fails the test.
+ */
+async function firefoxAxe(driver, what) {
+  const { AXE_SOURCE, axeJudge, axeReport } = await import("./harness.mjs");
+  if (!(await driver.executeScript("return typeof window.axe === 'object'"))) {
+    // The UMD bundle sets window.axe when there is no `module`; `this` must be the window.
+    await driver.executeScript(`(function () { ${AXE_SOURCE}\n}).call(window);`);
+  }
+  assert.equal(await driver.executeScript("return typeof window.axe?.run"), "function", "axe-core loaded in Firefox");
+  const violations = await driver.executeAsyncScript(`
+    const done = arguments[arguments.length - 1];
+    window.axe.run(document, { resultTypes: ["violations"] }).then(
+      (r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+        nodes: v.nodes.map((n) => ({ target: n.target, failureSummary: n.failureSummary })) }))),
+      (e) => done([{ id: "axe-error", impact: "critical", help: String(e), nodes: [] }]),
+    );`);
+  const failing = axeJudge(what, violations);
+  if (failing.length) throw new Error(`accessibility (axe-core) in ${what}:\n${axeReport(failing)}`);
+  console.log(`axe (${what}): ${violations.length} violations, none serious or critical`);
+}
 const FIREFOX_UUID = "5c3a1f0e-7d2b-4b8e-9a61-3f4e2d1c0b9a";
 
 test(
@@ -378,6 +402,7 @@ test(
     await h.until("bob has alice's link", async () => (await h.apiCall(bob, "lists.items", { id: share.resource })).items.length === 2);
     mkdirSync(join(HERE, "screenshots"), { recursive: true });
     writeFileSync(join(HERE, "screenshots", "firefox-shared-light.png"), await driver.takeScreenshot(), "base64");
+    await firefoxAxe(driver, "Firefox Shared");
 
     // --- Bob seeds a file; Alice downloads it from her Transfers panel, slowed down.
     const file = join(bob.root, "firefox-clip.bin");
@@ -400,6 +425,7 @@ test(
     await driver.wait(css('body[data-saw-partial="true"]'), WAIT);
     await driver.wait(css("#transfers-badge:not([hidden])"), WAIT);
     writeFileSync(join(HERE, "screenshots", "firefox-transfers-light.png"), await driver.takeScreenshot(), "base64");
+    await firefoxAxe(driver, "Firefox Transfers");
     // Pause and resume from the keyboard (Enter on the focused button, which keeps the focus).
     const pause = await driver.findElement(By.css('#transfers li button[data-action="pause"]'));
     await pause.sendKeys("\uE007");

@@ -237,14 +237,13 @@ export function initTransfers(client: Client) {
     body.dataset.transfers = String(t.count);
     body.dataset.transfersRunning = String(t.running);
     const badge = byId("transfers-badge");
-    const tab = byId("tab-transfers");
     const word = t.running ? String(t.running) : "";
     if (word !== lastBadge) {
       lastBadge = word;
       badge.hidden = !word;
       badge.textContent = word;
-      if (word) tab.setAttribute("aria-label", `Transfers, ${word} running`);
-      else tab.removeAttribute("aria-label");
+      // The tab's name is its text: "Transfers (2 running)" (the badge itself is hidden from it).
+      byId("transfers-running").textContent = word ? `(${word} running)` : "";
     }
   }
 
