@@ -47,3 +47,40 @@ test("bidi controls in names are shown, not obeyed", () => {
   assert.equal(visibleText("\u2066x\u2069 \u200F"), "[U+2066]x[U+2069] [U+200F]");
   assert.equal(visibleText("<b>plain</b> é 日本"), "<b>plain</b> é 日本");
 });
+
+test("rates typed by a person: units, empty is no limit, bad input explained", async () => {
+  const { parseRate, formatLimit, limitWords } = await import("../src/lib/sharing");
+  const ok = (s: string) => {
+    const r = parseRate(s);
+    assert.ok(r.ok, `${s}: ${!r.ok ? r.reason : ""}`);
+    return r.value;
+  };
+  assert.equal(ok(""), null);
+  assert.equal(ok("  "), null);
+  assert.equal(ok("No limit"), null);
+  assert.equal(ok("2 MiB/s"), 2 * 1024 * 1024);
+  assert.equal(ok("2MiB"), 2 * 1024 * 1024);
+  assert.equal(ok("500 KiB/s"), 500 * 1024);
+  assert.equal(ok("1.5 MB/s"), 1_500_000);
+  assert.equal(ok("1,5 mb/s"), 1_500_000);
+  assert.equal(ok("800 kB"), 800_000);
+  assert.equal(ok("1 GiB/s"), 1024 ** 3);
+  assert.equal(ok("128 K"), 128 * 1024);
+  assert.equal(ok("4096 B/s"), 4096);
+  for (const bad of ["2", "2 furlongs", "-1 MiB/s", "0 KiB/s", "100 B/s", "2 TiB/s", "fast", "1e9 B/s", "2 MiB/s/s"]) {
+    const r = parseRate(bad);
+    assert.equal(r.ok, false, bad);
+  }
+  const bare = parseRate("2");
+  assert.ok(!bare.ok && /unit/.test(bare.reason));
+  assert.equal(formatLimit(null), "");
+  assert.equal(formatLimit(2 * 1024 * 1024), "2 MiB/s");
+  assert.equal(formatLimit(128 * 1024), "128 KiB/s");
+  assert.equal(formatLimit(1_500_000), "1500 kB/s");
+  assert.equal(formatLimit(1500), "1.46 KiB/s");
+  assert.equal(limitWords(null), "no limit");
+  for (const v of [1024, 2 * 1024 * 1024, 1_500_000, 1500, 1024 ** 3, 123_457]) {
+    const back = parseRate(formatLimit(v));
+    assert.ok(back.ok && Math.abs((back.value ?? 0) - v) <= 5, `${v} → ${formatLimit(v)}`);
+  }
+});

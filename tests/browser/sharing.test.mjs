@@ -194,16 +194,22 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   const port = seeded.listen.split(":").pop();
   const torrent = join(bob.root, "holiday-notes.torrent");
   writeFileSync(torrent, Buffer.from(seeded.torrent, "base64"));
-  await apiCall(bob, "net.limits.set", { down: 128 * 1024 });
+  // Bob slows his downloads in Settings → Bandwidth (the daemon's net.limits.get agrees).
+  await b.click("#tab-settings");
+  await b.fill("#limit-down", "128 KiB/s");
+  await b.click("#limits-apply");
+  await b.waitForSelector(`body[data-limit-down="${128 * 1024}"]`);
+  assert.deepEqual(await apiCall(bob, "net.limits.get"), { down: 128 * 1024, up: null });
   await b.click("#tab-transfers");
   await b.waitForSelector("#transfers-empty:visible");
   await b.click("#torrent-details summary");
   await b.setInputFiles("#torrent-file", torrent);
   await b.fill("#torrent-peers", `127.0.0.1:${port}`);
+  await b.selectOption("#torrent-priority", "1");
   await watchFor(b, "sawPartial", '#transfers li[data-state="downloading"]:not([data-percent="0"]):not([data-percent="100"])');
   await b.click("#torrent-add");
   const row = `#transfers li[data-transfer="${(await until("bob's transfer", async () => (await apiCall(bob, "transfers.list"))[0])).id}"]`;
-  await b.waitForSelector(`${row}[data-state="downloading"]`);
+  await b.waitForSelector(`${row}[data-state="downloading"][data-priority="1"]`);
   // The toolbar button says a transfer runs (no unread message to show instead).
   const bobWorker = await backgroundWorker(bob.context);
   await until("bob's action badge ↓1", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "↓1");
@@ -213,7 +219,26 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   assert.match(await b.locator("#tab-transfers").ariaSnapshot(), /tab "Transfers \(1 running\)"/);
   await b.waitForSelector('body[data-saw-partial="true"]');
   assert.match(await b.textContent(`${row} .transfer-numbers`), /of 512 KiB · ↓ .*\/s · ETA .* · 1 peer/);
+  assert.match(await b.textContent(`${row} .transfer-numbers`), /high priority/);
+  // Its own limit (transfers.set_limits) from the row: a bad one refused, 64 KiB/s set, then lifted.
+  await b.click(`${row} .transfer-limits summary`);
+  await b.fill(`${row} input[name="down"]`, "fast please");
+  await b.click(`${row} button[data-action="limits"]`);
+  await b.waitForSelector(`${row} .limit-result.error:has-text("Download limit:")`);
+  assert.equal(await b.getAttribute(`${row} input[name="down"]`, "aria-invalid"), "true");
+  await b.fill(`${row} input[name="down"]`, "64 KiB/s");
+  await b.press(`${row} input[name="down"]`, "Enter");
+  await b.waitForSelector(`${row}[data-limit-down="${64 * 1024}"]`);
+  const rowId = Number(await b.getAttribute(row, "data-transfer"));
+  assert.deepEqual((await apiCall(bob, "transfers.get", { id: rowId })).limits, { down: 64 * 1024, up: null });
+  assert.equal((await apiCall(bob, "transfers.get", { id: rowId })).priority, 1);
+  assert.match(await b.textContent(`${row} .transfer-numbers`), /limit ↓ 64 KiB\/s/);
   await shot(b, "transfers-progress-light");
+  await b.fill(`${row} input[name="down"]`, "");
+  await b.click(`${row} button[data-action="limits"]`);
+  await b.waitForSelector(`${row}[data-limit-down=""]`);
+  assert.deepEqual((await apiCall(bob, "transfers.get", { id: rowId })).limits, { down: null, up: null });
+  await b.click(`${row} .transfer-limits summary`);
   await b.emulateMedia({ colorScheme: "dark" });
   await shot(b, "transfers-progress-dark");
   await b.emulateMedia({ colorScheme: "light" });
