@@ -84,3 +84,39 @@ test("rates typed by a person: units, empty is no limit, bad input explained", a
     assert.ok(back.ok && Math.abs((back.value ?? 0) - v) <= 5, `${v} → ${formatLimit(v)}`);
   }
 });
+
+test("download links: magnet, http(s) and the rest; .torrent paths", async () => {
+  const { downloadLinkKind, looksLikeTorrent } = await import("../src/lib/sharing");
+  assert.equal(downloadLinkKind("magnet:?xt=urn:btih:abc"), "magnet");
+  assert.equal(downloadLinkKind(" MAGNET:?xt=1"), "magnet");
+  assert.equal(downloadLinkKind("https://x.example/a.torrent"), "http");
+  assert.equal(downloadLinkKind("http://127.0.0.1:8/a.torrent?x=1"), "http");
+  for (const bad of ["file:///etc/passwd", "javascript:alert(1)", "data:,x", "ftp://x/a.torrent", "not a url"]) {
+    assert.equal(downloadLinkKind(bad), "refused", bad);
+  }
+  assert.ok(looksLikeTorrent("https://x.example/dir/A.Torrent"));
+  assert.ok(looksLikeTorrent("https://x.example/a.torrent?key=1#f"));
+  assert.ok(!looksLikeTorrent("https://x.example/a.torrent.html"));
+});
+
+test("a fetched body is bounded: by its Content-Length, and while it streams", async () => {
+  const { readBounded, toBase64, TooLarge } = await import("../src/lib/sharing");
+  const small = await readBounded(new Response(new Uint8Array([1, 2, 3])), 10);
+  assert.deepEqual([...small], [1, 2, 3]);
+  await assert.rejects(
+    readBounded(new Response("x".repeat(20), { headers: { "content-length": "20" } }), 10),
+    (e) => e instanceof TooLarge && /more than 10 B/.test((e as Error).message),
+  );
+  // No Content-Length: counted while reading, cancelled past the bound.
+  let pulled = 0;
+  const endless = new ReadableStream<Uint8Array>({
+    pull(c) {
+      pulled++;
+      c.enqueue(new Uint8Array(4));
+    },
+  });
+  await assert.rejects(readBounded(new Response(endless), 10), TooLarge);
+  assert.ok(pulled < 10, `stopped early (${pulled} chunks)`);
+  const bytes = new Uint8Array(100_000).map((_, i) => i % 251);
+  assert.equal(toBase64(bytes), Buffer.from(bytes).toString("base64"));
+});

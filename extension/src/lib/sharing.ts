@@ -179,3 +179,77 @@ export function formatLimit(bytesPerSec: number | null | undefined): string {
 export function limitWords(bytesPerSec: number | null | undefined): string {
   return bytesPerSec === null || bytesPerSec === undefined ? "no limit" : formatLimit(bytesPerSec);
 }
+
+// ------------------------------------------------------------------ "Download with AllPeers"
+
+/** The largest .torrent the background fetches (a torrent of a huge file is a few MiB at most). */
+export const MAX_TORRENT_BYTES = 10 * 1024 * 1024;
+
+/**
+ * What a link offered to "Download with AllPeers" is: a magnet link (not supported yet: the
+ * daemon refuses them), an http(s) URL to fetch (normally one ending in .torrent), or
+ * something else (refused: file:, data:, javascript:, …).
+ */
+export function downloadLinkKind(raw: string): "magnet" | "http" | "refused" {
+  const s = raw.trim();
+  if (/^magnet:/i.test(s)) return "magnet";
+  try {
+    const u = new URL(s);
+    return u.protocol === "http:" || u.protocol === "https:" ? "http" : "refused";
+  } catch {
+    return "refused";
+  }
+}
+
+/** Does the URL's path end in .torrent (what the menu item is shown on)? */
+export function looksLikeTorrent(raw: string): boolean {
+  try {
+    return /\.torrent$/i.test(new URL(raw).pathname);
+  } catch {
+    return false;
+  }
+}
+
+export class TooLarge extends Error {}
+
+/**
+ * A response's body, at most `max` bytes: refused at once when Content-Length says more,
+ * and stopped (the stream cancelled) as soon as more arrive than that.
+ */
+export async function readBounded(response: Response, max: number): Promise<Uint8Array> {
+  const declared = Number(response.headers.get("content-length") ?? "");
+  if (Number.isFinite(declared) && declared > max) {
+    await response.body?.cancel().catch(() => {});
+    throw new TooLarge(`it is ${formatBytes(declared)}, more than ${formatBytes(max)}`);
+  }
+  if (!response.body) return new Uint8Array(await response.arrayBuffer());
+  const reader = response.body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw new TooLarge(`it is more than ${formatBytes(max)}`);
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** Bytes → base64 (native where the browser has it, else in chunks through btoa). */
+export function toBase64(bytes: Uint8Array): string {
+  const native = (bytes as Uint8Array & { toBase64?: () => string }).toBase64;
+  if (typeof native === "function") return native.call(bytes);
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(bin);
+}
