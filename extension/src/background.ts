@@ -43,6 +43,8 @@ const connection = new Connection({
 });
 
 const panels = new Set<chrome.runtime.Port>();
+// For the tests: how many AllPeers pages are connected (notifications wait for none).
+(globalThis as unknown as { allpeersPanelCount: () => number }).allpeersPanelCount = () => panels.size;
 
 function post(port: chrome.runtime.Port, message: BackgroundToPanel) {
   try {

@@ -28,9 +28,14 @@ type Tab = { url?: string; title?: string };
 /** Links the download item is offered on (match patterns: the path ends in .torrent). */
 const TORRENT_PATTERNS = ["*://*/*.torrent", "*://*/*.torrent?*", "*://*/*.TORRENT"];
 
+/** Firefox's menus API has onShown/refresh (to show an item only on some links). */
+type FirefoxMenus = { onShown: { addListener(fn: (info: { linkUrl?: string }) => void): void }; refresh(): void };
+
 export function setupShareMenu() {
   const menus = chrome.contextMenus;
   if (!menus) return;
+  const maybe = menus as unknown as Partial<FirefoxMenus>;
+  const firefoxMenus = maybe.onShown && maybe.refresh ? (maybe as FirefoxMenus) : null;
   const ignore = () => void chrome.runtime.lastError; // e.g. created twice during a restart
   // Menus outlive the background in both browsers; recreate them so an update applies.
   menus.removeAll(() => {
@@ -41,16 +46,28 @@ export function setupShareMenu() {
       { id: MENU_DOWNLOAD, title: "Download with AllPeers", contexts: ["link"], targetUrlPatterns: TORRENT_PATTERNS },
       ignore,
     );
-    // Magnet links get the item too, to be told they are not supported yet. Match patterns
-    // do not cover the magnet: scheme in every browser: where refused, the item is left out.
+    // Magnet links get the item too, to be told they are not supported yet. Chromium accepts
+    // the pattern magnet:*; Firefox refuses it: there the item is hidden and shown from
+    // menus.onShown when the link is a magnet link.
+    const magnetByHand = () =>
+      menus.create({ id: MENU_DOWNLOAD_MAGNET, title: "Download with AllPeers", contexts: ["link"], visible: false }, ignore);
     try {
       menus.create(
         { id: MENU_DOWNLOAD_MAGNET, title: "Download with AllPeers", contexts: ["link"], targetUrlPatterns: ["magnet:*"] },
-        ignore,
+        () => {
+          if (chrome.runtime.lastError && firefoxMenus) magnetByHand();
+        },
       );
     } catch {
-      /* an invalid pattern throws synchronously in some versions */
+      if (firefoxMenus) magnetByHand();
     }
+  });
+  firefoxMenus?.onShown.addListener((info) => {
+    const magnet = /^magnet:/i.test(info.linkUrl ?? "");
+    // Only the hand-made item (no pattern) is touched; updating an unknown id just fails.
+    menus.update(MENU_DOWNLOAD_MAGNET, { visible: magnet }, () => {
+      if (!chrome.runtime.lastError) firefoxMenus.refresh();
+    });
   });
   menus.onClicked.addListener((info, tab) => void menuClicked(info as MenuInfo, tab));
   // The functions the menu calls, for the tests (a headless browser has no menu to click):
