@@ -189,6 +189,19 @@ test(
     await driver.wait(wdUntil.elementLocated(By.css('body[data-log-filter="bone"]')), WAIT);
     assert.equal(JSON.parse(await allpeers(node.dataDir, ["call", "log.get", "{}"])).filter, "bone");
 
+    // Settings → Bandwidth (parity with settings.test.mjs): a bare number refused, then
+    // 2 MiB/s down set from the panel is what the daemon's net.limits.get says.
+    const down = await driver.findElement(By.id("limit-down"));
+    await down.clear();
+    await down.sendKeys("2");
+    await driver.findElement(By.id("limits-apply")).click();
+    await driver.wait(async () => /unit/.test(await driver.findElement(By.id("limit-down-error")).getText()), WAIT);
+    assert.equal(await down.getAttribute("aria-invalid"), "true");
+    await down.clear();
+    await down.sendKeys("2 MiB/s", "\uE007");
+    await driver.wait(wdUntil.elementLocated(By.css(`body[data-limit-down="${2 * 1024 * 1024}"]`)), WAIT);
+    assert.deepEqual(JSON.parse(await allpeers(node.dataDir, ["call", "net.limits.get", "{}"])), { down: 2 * 1024 * 1024, up: null });
+
     // The daemon stops: the panel reports it and reconnects to a new one.
     const before = Number(await driver.executeScript("return document.body.dataset.epoch"));
     await allpeers(node.dataDir, ["stop"]);

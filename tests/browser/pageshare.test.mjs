@@ -180,6 +180,12 @@ test("share from any page into a shared list and to a contact; download a .torre
   assert.equal(sel.properties.url, `${site}/page.html`);
   assert.equal(sel.properties.title, "A page <i>to share</i>");
   assert.equal(sel.properties.description, "Some words <b>worth</b> sharing.");
+  // Alice's sidebar (on Shared) shows it as a Link card, the selection as its description, as text.
+  await panel.waitForSelector(`#shares-mine li[data-share="${mine.id}"][data-items="2"] .share-item .link-desc`);
+  assert.equal(
+    await panel.textContent(`#shares-mine li[data-share="${mine.id}"] .share-item .link-desc`),
+    "Some words <b>worth</b> sharing.",
+  );
   await until("bob has the quoted selection", async () =>
     (await apiCall(bob, "chat.history", { chat: chat.id })).some((m) => m.body.startsWith("“Some words <b>worth</b> sharing.”")),
   );
