@@ -20,6 +20,14 @@ export function setDownloadConnection(c: Connection) {
 
 const FETCH_TIMEOUT_MS = 30_000;
 
+function sameOrigin(u: URL, pageUrl: string): boolean {
+  try {
+    return new URL(pageUrl).origin === u.origin;
+  } catch {
+    return false;
+  }
+}
+
 export type DownloadOutcome =
   | { ok: true; transfer: Transfer; message: string }
   | { ok: false; kind: "magnet" | "refused" | "fetch" | "too-large" | "daemon"; message: string };
@@ -30,7 +38,8 @@ function tell(outcome: DownloadOutcome): DownloadOutcome {
   return outcome;
 }
 
-export async function downloadFromMenu(url: string): Promise<DownloadOutcome> {
+/** `pageUrl`: the page the link is on (its own site is readable through activeTab: not asked). */
+export async function downloadFromMenu(url: string, pageUrl = ""): Promise<DownloadOutcome> {
   const kind = downloadLinkKind(url);
   if (kind === "magnet") {
     return tell({
@@ -43,9 +52,9 @@ export async function downloadFromMenu(url: string): Promise<DownloadOutcome> {
     return tell({ ok: false, kind: "refused", message: "Only .torrent files on web addresses (http or https) can be downloaded." });
   }
   const u = new URL(url);
-  // Asked before any await, while the click is a user gesture (refused without one: fine).
-  const asked = chrome.permissions?.request({ origins: [`${u.origin}/*`] }).catch(() => false);
-  await asked;
+  // Another site's file: its permission is asked for before any await, while the click is a
+  // user gesture (refused without one, or by the user: the fetch is tried anyway).
+  if (!sameOrigin(u, pageUrl)) await chrome.permissions?.request({ origins: [`${u.origin}/*`] }).catch(() => false);
 
   let bytes: Uint8Array;
   const abort = new AbortController();

@@ -94,7 +94,7 @@ export async function menuClicked(info: MenuInfo, tab?: Tab): Promise<unknown> {
       });
     case MENU_DOWNLOAD:
     case MENU_DOWNLOAD_MAGNET:
-      return downloadFromMenu(info.linkUrl || "");
+      return downloadFromMenu(info.linkUrl || "", info.pageUrl || tab?.url || "");
     default:
       return null;
   }
