@@ -31,7 +31,12 @@ function manifest(browser) {
     description: "Peer-to-peer sharing and chat with your contacts, from the sidebar. No cloud in between.",
     icons,
     action: { default_title: "AllPeers", default_icon: icons },
-    permissions: ["nativeMessaging", "clipboardWrite", "contextMenus", "notifications"],
+    // activeTab: a click on our context-menu item lets us read that tab's URL and title (the
+    // page shared) and fetch from its site (a .torrent linked from it), nothing more.
+    permissions: ["nativeMessaging", "clipboardWrite", "contextMenus", "notifications", "activeTab"],
+    // "Download with AllPeers" fetches a .torrent from the link's site: that origin's
+    // permission is asked for when the item is clicked (never at install).
+    optional_host_permissions: ["http://*/*", "https://*/*"],
     content_security_policy: { extension_pages: CSP },
   };
   if (browser === "chromium") {

@@ -1,11 +1,12 @@
 // Background (Chromium: service worker; Firefox: event page). Owns the one native port to
 // the AllPeers host and serves the panels over runtime ports: connection state, calls,
 // events. Requests while disconnected fail at once with a clear error. Also: the toolbar
-// badge (unread messages), notifications while no panel is open, and the "Share with…"
-// context menu.
+// badge (unread messages), notifications while no panel is open, and the context menu
+// (share a page, link or selection; download a .torrent).
 
 import { Connection, PortFactory, RpcError } from "./lib/connection";
 import { badgeSoon, notify, refreshBadge, setupNotifications } from "./background/notify";
+import { setDownloadConnection } from "./background/download";
 import { setupShareMenu } from "./background/share";
 import { SOCIAL_TOPICS } from "./lib/social";
 import { SHARING_TOPICS } from "./lib/sharing";
@@ -42,6 +43,8 @@ const connection = new Connection({
 });
 
 const panels = new Set<chrome.runtime.Port>();
+// For the tests: how many AllPeers pages are connected (notifications wait for none).
+(globalThis as unknown as { allpeersPanelCount: () => number }).allpeersPanelCount = () => panels.size;
 
 function post(port: chrome.runtime.Port, message: BackgroundToPanel) {
   try {
@@ -111,5 +114,6 @@ if (sidePanel) {
 }
 
 setupNotifications(connection);
+setDownloadConnection(connection);
 setupShareMenu();
 connection.start();

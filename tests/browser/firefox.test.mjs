@@ -104,6 +104,30 @@ function findGeckodriver() {
   return null;
 }
 const GECKODRIVER = findGeckodriver();
+
+/**
+ * axe-core in a Firefox page driven by geckodriver: the source goes in through WebDriver's
+ * script execution (not a <script> element, which the extension's CSP would refuse); any
+ * serious or critical violation fails the test.
+ */
+async function firefoxAxe(driver, what) {
+  const { AXE_SOURCE, axeJudge, axeReport } = await import("./harness.mjs");
+  if (!(await driver.executeScript("return typeof window.axe === 'object'"))) {
+    // The UMD bundle sets window.axe when there is no `module`; `this` must be the window.
+    await driver.executeScript(`(function () { ${AXE_SOURCE}\n}).call(window);`);
+  }
+  assert.equal(await driver.executeScript("return typeof window.axe?.run"), "function", "axe-core loaded in Firefox");
+  const violations = await driver.executeAsyncScript(`
+    const done = arguments[arguments.length - 1];
+    window.axe.run(document, { resultTypes: ["violations"] }).then(
+      (r) => done(r.violations.map((v) => ({ id: v.id, impact: v.impact, help: v.help,
+        nodes: v.nodes.map((n) => ({ target: n.target, failureSummary: n.failureSummary })) }))),
+      (e) => done([{ id: "axe-error", impact: "critical", help: String(e), nodes: [] }]),
+    );`);
+  const failing = axeJudge(what, violations);
+  if (failing.length) throw new Error(`accessibility (axe-core) in ${what}:\n${axeReport(failing)}`);
+  console.log(`axe (${what}): ${violations.length} violations, none serious or critical`);
+}
 const FIREFOX_UUID = "5c3a1f0e-7d2b-4b8e-9a61-3f4e2d1c0b9a";
 
 test(
@@ -164,6 +188,19 @@ test(
     await driver.findElement(By.id("log-apply")).click();
     await driver.wait(wdUntil.elementLocated(By.css('body[data-log-filter="bone"]')), WAIT);
     assert.equal(JSON.parse(await allpeers(node.dataDir, ["call", "log.get", "{}"])).filter, "bone");
+
+    // Settings → Bandwidth (parity with settings.test.mjs): a bare number refused, then
+    // 2 MiB/s down set from the panel is what the daemon's net.limits.get says.
+    const down = await driver.findElement(By.id("limit-down"));
+    await down.clear();
+    await down.sendKeys("2");
+    await driver.findElement(By.id("limits-apply")).click();
+    await driver.wait(async () => /unit/.test(await driver.findElement(By.id("limit-down-error")).getText()), WAIT);
+    assert.equal(await down.getAttribute("aria-invalid"), "true");
+    await down.clear();
+    await down.sendKeys("2 MiB/s", "\uE007");
+    await driver.wait(wdUntil.elementLocated(By.css(`body[data-limit-down="${2 * 1024 * 1024}"]`)), WAIT);
+    assert.deepEqual(JSON.parse(await allpeers(node.dataDir, ["call", "net.limits.get", "{}"])), { down: 2 * 1024 * 1024, up: null });
 
     // The daemon stops: the panel reports it and reconnects to a new one.
     const before = Number(await driver.executeScript("return document.body.dataset.epoch"));
@@ -378,6 +415,7 @@ test(
     await h.until("bob has alice's link", async () => (await h.apiCall(bob, "lists.items", { id: share.resource })).items.length === 2);
     mkdirSync(join(HERE, "screenshots"), { recursive: true });
     writeFileSync(join(HERE, "screenshots", "firefox-shared-light.png"), await driver.takeScreenshot(), "base64");
+    await firefoxAxe(driver, "Firefox Shared");
 
     // --- Bob seeds a file; Alice downloads it from her Transfers panel, slowed down.
     const file = join(bob.root, "firefox-clip.bin");
@@ -400,6 +438,7 @@ test(
     await driver.wait(css('body[data-saw-partial="true"]'), WAIT);
     await driver.wait(css("#transfers-badge:not([hidden])"), WAIT);
     writeFileSync(join(HERE, "screenshots", "firefox-transfers-light.png"), await driver.takeScreenshot(), "base64");
+    await firefoxAxe(driver, "Firefox Transfers");
     // Pause and resume from the keyboard (Enter on the focused button, which keeps the focus).
     const pause = await driver.findElement(By.css('#transfers li button[data-action="pause"]'));
     await pause.sendKeys("\uE007");
@@ -423,6 +462,245 @@ test(
     await h.until("bob's node knows it is revoked", async () => {
       const s = (await h.apiCall(bob, "shares.list")).find((x) => x.id === shareId);
       return s && !s.members.some((m) => m.peer === bob.peerId);
+    });
+  },
+);
+
+// Parity with the Chromium-only parts of social.test.mjs and pageshare.test.mjs: share from a
+// page (context menu → share window → a shared list and a contact), Download with AllPeers on
+// a .torrent link and a magnet link, a group of three made in the Firefox sidebar, and
+// notifications + badge while no AllPeers page is open. Alice in Firefox; Bob and Carol on
+// the CLI; one hub. geckodriver has no context menu to click either: the background's own
+// listener function is called (`allpeersMenuClicked`, reached with runtime.getBackgroundPage).
+// "No page open" is an extension document without the panel's port (panel.css): it still has
+// the extension API, to read notifications and the badge.
+test(
+  "Firefox: share from a page, download a .torrent link, a group of three, notifications and badge",
+  {
+    skip:
+      (!existsSync(FIREFOX) && `no ${FIREFOX} (apt-get install firefox-esr)`) ||
+      (!GECKODRIVER && "no geckodriver (cargo install geckodriver)"),
+  },
+  async () => {
+    const h = await import("./harness.mjs");
+    const { writeFileSync } = await import("node:fs");
+    const { createServer } = await import("node:http");
+    const { Builder, By, until: wdUntil } = await import("selenium-webdriver");
+    const firefox = await import("selenium-webdriver/firefox.js");
+    const hub = await h.startHub();
+    const alice = await h.makeSocialNode(hub);
+    const home = join(alice.root, "home");
+    mkdirSync(home);
+    await h.allpeers(alice.dataDir, ["install", "--browser", "firefox"], { env: { HOME: home } });
+    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
+    delete env.ALLPEERS_PASSPHRASE;
+    delete env.DISPLAY;
+    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
+    const options = new firefox.Options()
+      .setBinary(FIREFOX)
+      .addArguments("-headless")
+      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
+      .windowSize({ width: 420, height: 1000 });
+    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
+    onCleanup(() => driver.quit());
+    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    const PANEL = `moz-extension://${FIREFOX_UUID}/panel.html`;
+    await driver.get(`${PANEL}#chat`);
+    const WAIT = 30_000;
+    const css = (s) => wdUntil.elementLocated(By.css(s));
+    const js = (script, ...args) => driver.executeScript(script, ...args);
+    /** Runs `body` (async, may use `bg`, the background's window) in the page; its JSON back. */
+    const inBackground = async (body, ...args) =>
+      JSON.parse(
+        await driver.executeAsyncScript(
+          `const done = arguments[arguments.length - 1];
+           const args = Array.prototype.slice.call(arguments, 0, -1);
+           browser.runtime.getBackgroundPage()
+             .then((bg) => (async (bg, args) => { ${body} })(bg, args))
+             .then((v) => done(JSON.stringify(v ?? null)), (e) => done(JSON.stringify({ thrown: String(e) })));`,
+          ...args,
+        ),
+      );
+    const clickNow = (sel) =>
+      driver.wait(async () => {
+        try {
+          await driver.findElement(By.css(sel)).click();
+          return true;
+        } catch {
+          return false;
+        }
+      }, WAIT);
+    await driver.wait(css('body[data-connection="connected"]'), WAIT);
+    const [bob, carol] = await Promise.all([h.makeSocialNode(hub), h.makeSocialNode(hub)]);
+    await Promise.all([h.startDaemon(bob), h.startDaemon(carol)]);
+    await Promise.all([h.registerAtHub(alice, "alice"), h.registerAtHub(bob, "bob"), h.registerAtHub(carol, "carol")]);
+    for (const friend of [bob, carol]) {
+      await h.apiCall(alice, "contacts.add", { who: friend.peerId });
+      await h.until("the request arrives", async () =>
+        (await h.apiCall(friend, "contacts.list")).some((c) => c.peer_id === alice.peerId && c.state === "incoming"),
+      );
+      await h.apiCall(friend, "contacts.accept", { peer: alice.peerId });
+    }
+    await driver.wait(css('body[data-social="ready"]'), WAIT);
+
+    // --- Share from a page: the menu items exist; the listener opens the share window.
+    const list = await h.apiCall(alice, "resources.create", { resource: { id: "", type: "List", properties: { title: "Firefox finds" } } });
+    const listShare = await h.apiCall(alice, "shares.create", { resource: list.id, members: [{ peer: bob.peerId, level: "write" }] });
+    const items = await inBackground(`
+      const out = {};
+      for (const id of args[0]) out[id] = await bg.browser.menus.update(id, {}).then(() => true, () => false);
+      return out;`, ["allpeers-share", "allpeers-share-link", "allpeers-share-selection", "allpeers-download", "allpeers-download-magnet"]);
+    // Every item, the magnet one too (Firefox refuses a magnet: pattern: it is shown by hand
+    // from menus.onShown on magnet links).
+    assert.deepEqual(Object.entries(items).filter(([, ok]) => !ok).map(([id]) => id), [], `menu items: ${JSON.stringify(items)}`);
+    const main = await driver.getWindowHandle();
+    const before = await driver.getAllWindowHandles();
+    await inBackground(`await bg.allpeersMenuClicked(args[0], { title: "ignored for a link" }); return true;`, {
+      menuItemId: "allpeers-share-link",
+      linkUrl: "https://example.org/from-firefox",
+      linkText: "Found in <b>Firefox</b>",
+      pageUrl: "https://example.org/",
+    });
+    const popup = await driver.wait(async () => (await driver.getAllWindowHandles()).find((x) => !before.includes(x)), WAIT);
+    await driver.switchTo().window(popup);
+    await driver.wait(css("body[data-lists][data-targets]"), WAIT);
+    assert.equal(await driver.findElement(By.id("share-heading")).getText(), "Share this link");
+    assert.equal(await js(`return document.querySelector('#shared-card .link-title').textContent`), "Found in <b>Firefox</b>");
+    await driver.findElement(By.css(`#list-targets input[value="list:${list.id}"]`)).click();
+    await driver.findElement(By.css(`#targets input[value="peer:${bob.peerId}"]`)).click();
+    await firefoxAxe(driver, "Firefox share window");
+    writeFileSync(join(HERE, "screenshots", "firefox-share-light.png"), await driver.takeScreenshot(), "base64");
+    await driver.findElement(By.id("share-send")).click();
+    await driver.wait(css('body[data-shared="done"][data-shared-count="2"]'), WAIT);
+    await driver.close();
+    await driver.switchTo().window(main);
+    const { items: inList } = await h.apiCall(alice, "lists.items", { id: list.id });
+    assert.equal(inList.length, 1);
+    const link = await h.apiCall(alice, "resources.get", { id: inList[0] });
+    assert.deepEqual([link.type, link.properties.url, link.properties.title], ["Link", "https://example.org/from-firefox", "Found in <b>Firefox</b>"]);
+    const bobChat = await h.apiCall(bob, "chat.open", { peer: alice.peerId });
+    await h.until("bob has the shared link", async () =>
+      (await h.apiCall(bob, "chat.history", { chat: bobChat.id })).some((m) => m.link?.properties?.url === "https://example.org/from-firefox"),
+    );
+    assert.ok(listShare.id);
+
+    // --- Download with AllPeers: a .torrent on a loopback site (CORS allowed); a magnet link.
+    const file = join(bob.root, "ff-menu.bin");
+    writeFileSync(file, Buffer.alloc(128 * 1024, 9));
+    const seeded = await h.apiCall(bob, "transfers.seed", { path: file });
+    const server = createServer((req, res) => {
+      if (req.url !== "/ff-menu.torrent") return void res.writeHead(404).end();
+      res.writeHead(200, { "content-type": "application/x-bittorrent", "access-control-allow-origin": "*" });
+      res.end(Buffer.from(seeded.torrent, "base64"));
+    });
+    await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+    onCleanup(() => {
+      server.closeAllConnections();
+      return new Promise((ok) => server.close(ok));
+    });
+    const torrentUrl = `http://127.0.0.1:${server.address().port}/ff-menu.torrent`;
+    await driver.findElement(By.id("tab-transfers")).click();
+    const got = await inBackground(`return await bg.allpeersMenuClicked(args[0]);`, { menuItemId: "allpeers-download", linkUrl: torrentUrl });
+    assert.equal(got.ok, true, got.message ?? got.thrown);
+    await driver.wait(css(`#transfers li[data-transfer="${got.transfer.id}"]`), WAIT);
+    // It waits for peers (no trackers on loopback, the menu gives none): cancelled, so the
+    // badge below counts messages only.
+    await h.apiCall(alice, "transfers.cancel", { id: got.transfer.id, delete_files: true });
+    await driver.wait(async () => (await driver.findElements(By.css(`#transfers li[data-transfer="${got.transfer.id}"]`))).length === 0, WAIT);
+    const magnet = await inBackground(`return await bg.allpeersMenuClicked(args[0]);`, {
+      menuItemId: "allpeers-download-magnet",
+      linkUrl: `magnet:?xt=urn:btih:${seeded.transfer.info_hash}`,
+    });
+    assert.equal(magnet.kind, "magnet");
+    assert.match(magnet.message, /Magnet links are not supported yet/);
+
+    // --- A group of three made in the Firefox sidebar; messages from all three, names shown.
+    await driver.findElement(By.id("tab-chat")).click();
+    await driver.findElement(By.id("new-group")).click();
+    await driver.findElement(By.id("group-title")).sendKeys("Firefox <trio>");
+    await clickNow(`#group-members input[value="${bob.peerId}"]`);
+    await clickNow(`#group-members input[value="${carol.peerId}"]`);
+    await driver.findElement(By.id("group-create")).click();
+    await driver.wait(async () => (await driver.findElement(By.id("conv-title")).getText()) === "Firefox <trio>", WAIT);
+    const groupId = await js("return document.body.dataset.chat");
+    await driver.findElement(By.id("message-input")).sendKeys("hello trio from Firefox");
+    await driver.findElement(By.id("send-button")).click();
+    for (const friend of [bob, carol]) {
+      await h.until("the group message arrives", async () =>
+        (await h.apiCall(friend, "chat.history", { chat: groupId }).catch(() => [])).some((m) => m.body === "hello trio from Firefox"),
+      );
+    }
+    await h.apiCall(carol, "chat.send", { chat: groupId, body: "carol in the trio" });
+    await h.apiCall(bob, "chat.send", { chat: groupId, body: "bob in the trio" });
+    await driver.wait(
+      async () =>
+        (await js(`return [...document.querySelectorAll('#message-list .msg[data-outgoing="false"]')].map((m) => m.querySelector('.sender')?.textContent + ': ' + m.querySelector('.body')?.textContent).sort().join('|')`)) ===
+        "bob@hub.test: bob in the trio|carol@hub.test: carol in the trio",
+      WAIT,
+    );
+    await firefoxAxe(driver, "Firefox group conversation");
+    writeFileSync(join(HERE, "screenshots", "firefox-group-light.png"), await driver.takeScreenshot(), "base64");
+
+    // --- No AllPeers page open: a message and a share offer raise notifications, the badge counts.
+    await driver.findElement(By.id("conv-back")).click();
+    // The sidebar's tab closed (a page navigated away may linger in the back-forward cache
+    // with its port), another tab on an extension document without a port.
+    await driver.switchTo().newWindow("tab");
+    const quiet = await driver.getWindowHandle();
+    await driver.get(`moz-extension://${FIREFOX_UUID}/panel.css`);
+    await driver.switchTo().window(main);
+    await driver.close();
+    await driver.switchTo().window(quiet);
+    // Firefox opened the real sidebar when the add-on was installed (sidebar_action's
+    // open_at_install): closed here from the browser's own UI code (chrome context, allowed
+    // by geckodriver's --allow-system-access), as the user's sidebar button would.
+    await driver.setContext(firefox.Context.CHROME);
+    await driver.executeScript("(window.SidebarController ?? window.SidebarUI).hide()");
+    await driver.setContext(firefox.Context.CONTENT);
+    let panelCount;
+    await driver.wait(async () => (panelCount = await inBackground("return bg.allpeersPanelCount();")) === 0, WAIT).catch((e) => {
+      throw new Error(`${e.message}: ${JSON.stringify(panelCount)} AllPeers pages still connected`);
+    });
+    // Record what the background asks for (headless Firefox may close a notification at once,
+    // as it has no desktop to show it on, so getAll alone can come back empty).
+    await inBackground(`
+      const api = bg.browser.notifications;
+      bg.allpeersTestNotes = {};
+      bg.allpeersTestClosed = [];
+      const create = api.create.bind(api);
+      api.create = (id, opts) => { bg.allpeersTestNotes[id] = opts; return create(id, opts); };
+      api.onClosed.addListener((id) => bg.allpeersTestClosed.push(id));
+      return true;`);
+    await h.apiCall(bob, "chat.send", { chat: bobChat.id, body: "Bob, while the <sidebar> is closed" });
+    const bobOffer = await h.apiCall(bob, "shares.create", {
+      resource: (await h.apiCall(bob, "resources.create", { resource: { id: "", type: "List", properties: { title: "Bob's picks" } } })).id,
+      members: [{ peer: alice.peerId, level: "read" }],
+    });
+    const notes = () => inBackground("return { ...bg.allpeersTestNotes, ...(await bg.browser.notifications.getAll()) };");
+    let lastNotes;
+    await driver.wait(async () => {
+      const n = await notes();
+      lastNotes = n;
+      return n[`allpeers-chat-${bobChat.id}`] && n[`allpeers-share-${bobOffer.id}`];
+    }, WAIT).catch((e) => {
+      throw new Error(`${e.message}: notifications ${JSON.stringify(lastNotes)}`);
+    });
+    const n = await notes();
+    assert.equal(n[`allpeers-chat-${bobChat.id}`].title, "bob@hub.test");
+    assert.equal(n[`allpeers-chat-${bobChat.id}`].message, "Bob, while the <sidebar> is closed");
+    assert.match(n[`allpeers-share-${bobOffer.id}`].message, /bob@hub\.test shared “Bob's picks”/);
+    let badge;
+    await driver.wait(async () => (badge = await inBackground("return await bg.browser.action.getBadgeText({});")) === "1", WAIT).catch((e) => {
+      throw new Error(`${e.message}: the badge says ${JSON.stringify(badge)}`);
+    });
+    // Headless Firefox has no desktop to show them on: it closes them at once (onClosed).
+    // The sidebar again: Bob's conversation read there, the badge clears.
+    await driver.get(`${PANEL}#chat`);
+    await driver.wait(css(`#chats li[data-chat="${bobChat.id}"][data-unread="1"]`), WAIT, "Bob's conversation unread in the list");
+    await clickNow(`#chats li[data-chat="${bobChat.id}"] button`);
+    await driver.wait(css(`.msg[data-outgoing="false"]`), WAIT, "Bob's conversation open");
+    await driver.wait(async () => (badge = await inBackground("return await bg.browser.action.getBadgeText({});")) === "", WAIT).catch((e) => {
+      throw new Error(`${e.message}: the badge still says ${JSON.stringify(badge)}`);
     });
   },
 );

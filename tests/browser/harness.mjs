@@ -273,3 +273,46 @@ export async function startDaemon(node) {
   await until("the daemon's socket", async () => (await allpeers(node.dataDir, ["status"]).catch(() => "")).length > 0);
   return child;
 }
+
+// ---------------------------------------------------------------- accessibility (axe-core)
+
+/** axe-core's source, injected into pages by the tests (the extension does not ship it). */
+export const AXE_SOURCE = readFileSync(resolve(HERE, "node_modules/axe-core/axe.min.js"), "utf8");
+/** Violations of these impacts fail a test; "minor" and "moderate" ones are printed. */
+const AXE_FAILING = new Set(["serious", "critical"]);
+
+/** Formats axe's violations, one line per node, for an assertion message. */
+export function axeReport(violations) {
+  return violations
+    .flatMap((v) => v.nodes.map((n) => `  [${v.impact}] ${v.id}: ${v.help} — ${n.target.join(" ")} ${n.failureSummary?.split("\n").slice(1, 2).join("") ?? ""}`))
+    .join("\n");
+}
+
+/** Splits axe's result into the failing violations and the rest (printed, not failing). */
+export function axeJudge(what, violations) {
+  const failing = violations.filter((v) => AXE_FAILING.has(v.impact));
+  const other = violations.filter((v) => !AXE_FAILING.has(v.impact));
+  if (other.length) console.log(`axe (${what}), not failing:\n${axeReport(other)}`);
+  return failing;
+}
+
+/**
+ * Runs axe-core on a Playwright page (the panel as it is now: hidden views are skipped by
+ * axe itself) and fails on any serious or critical violation. Injected with `evaluate`
+ * (the DevTools protocol), which the page's CSP does not block.
+ */
+export async function axeAudit(page, what) {
+  if (!(await page.evaluate(() => typeof globalThis.axe === "object"))) await page.evaluate(AXE_SOURCE);
+  const violations = await page.evaluate(async () => {
+    const r = await globalThis.axe.run(document, { resultTypes: ["violations"] });
+    return r.violations.map((v) => ({
+      id: v.id,
+      impact: v.impact,
+      help: v.help,
+      nodes: v.nodes.map((n) => ({ target: n.target, failureSummary: n.failureSummary })),
+    }));
+  });
+  const failing = axeJudge(what, violations);
+  if (failing.length) throw new Error(`accessibility (axe-core) in ${what}:\n${axeReport(failing)}`);
+  return violations;
+}

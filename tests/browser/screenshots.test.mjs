@@ -1,9 +1,10 @@
 // Screenshots of the panel at sidebar width, light and dark, into screenshots/.
 // Also checks the basics of accessibility that a screenshot cannot: keyboard navigation
-// of the tabs and no inline script.
+// of the tabs and no inline script; and every screen photographed is audited with axe-core
+// (light and dark): any serious or critical violation fails the test.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { cleanupAll, installHost, launch, makeNode, openPanel, screenshot, waitConnected } from "./harness.mjs";
+import { axeAudit, cleanupAll, installHost, launch, makeNode, openPanel, screenshot, waitConnected } from "./harness.mjs";
 
 after(cleanupAll);
 
@@ -14,6 +15,8 @@ async function both(page, name) {
     // Styles follow prefers-color-scheme: wait until the page has applied it.
     await page.waitForFunction((s) => matchMedia(`(prefers-color-scheme: ${s})`).matches, scheme);
     paths.push(await screenshot(page, `${name}-${scheme}`));
+    // Accessibility audit of what is shown, in both schemes (contrast differs).
+    await axeAudit(page, `${name} (${scheme})`);
   }
   return paths;
 }

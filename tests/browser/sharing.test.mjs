@@ -12,6 +12,7 @@ import { after, test } from "node:test";
 import {
   apiCall,
   backgroundWorker,
+  axeAudit,
   cleanupAll,
   installHost,
   launch,
@@ -25,6 +26,12 @@ import {
 } from "./harness.mjs";
 
 after(cleanupAll);
+
+/** A screenshot of what the page shows, and an axe-core audit of it (serious/critical fail). */
+async function shot(page, name) {
+  await screenshot(page, name);
+  await axeAudit(page, name);
+}
 
 async function browserNode(hub, name) {
   const node = await makeSocialNode(hub);
@@ -104,7 +111,7 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   assert.equal(await b.textContent(`${offer} .share-from`), "alice@hub.test");
   assert.equal(await b.locator(`${offer} .share-title b`).count(), 0);
   await allButtonsNamed(b, "shared");
-  await screenshot(b, "shared-offer-light");
+  await shot(b, "shared-offer-light");
   await b.focus(`${offer} button[data-action="accept"]`);
   await b.keyboard.press("Enter");
   const theirs = `#shares-theirs li[data-share="${shareId}"]`;
@@ -168,11 +175,11 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await a.waitForSelector(`${mine}[data-pending="0"]`);
   assert.equal(await a.evaluate(() => document.activeElement?.closest("[data-item]")?.dataset.item), museum);
   await allButtonsNamed(a, "shared");
-  await screenshot(a, "shared-list-light");
+  await shot(a, "shared-list-light");
   await a.emulateMedia({ colorScheme: "dark" });
-  await screenshot(a, "shared-list-dark");
+  await shot(a, "shared-list-dark");
   await a.emulateMedia({ colorScheme: "light" });
-  await screenshot(b, "shared-theirs-light");
+  await shot(b, "shared-theirs-light");
   // Nothing overflows sideways at Firefox's narrowest sidebar.
   await a.setViewportSize({ width: 200, height: 900 });
   const overflow = await a.evaluate(() => document.documentElement.scrollWidth - innerWidth);
@@ -187,27 +194,53 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   const port = seeded.listen.split(":").pop();
   const torrent = join(bob.root, "holiday-notes.torrent");
   writeFileSync(torrent, Buffer.from(seeded.torrent, "base64"));
-  await apiCall(bob, "net.limits.set", { down: 128 * 1024 });
+  // Bob slows his downloads in Settings → Bandwidth (the daemon's net.limits.get agrees).
+  await b.click("#tab-settings");
+  await b.fill("#limit-down", "128 KiB/s");
+  await b.click("#limits-apply");
+  await b.waitForSelector(`body[data-limit-down="${128 * 1024}"]`);
+  assert.deepEqual(await apiCall(bob, "net.limits.get"), { down: 128 * 1024, up: null });
   await b.click("#tab-transfers");
   await b.waitForSelector("#transfers-empty:visible");
   await b.click("#torrent-details summary");
   await b.setInputFiles("#torrent-file", torrent);
   await b.fill("#torrent-peers", `127.0.0.1:${port}`);
+  await b.selectOption("#torrent-priority", "1");
   await watchFor(b, "sawPartial", '#transfers li[data-state="downloading"]:not([data-percent="0"]):not([data-percent="100"])');
   await b.click("#torrent-add");
   const row = `#transfers li[data-transfer="${(await until("bob's transfer", async () => (await apiCall(bob, "transfers.list"))[0])).id}"]`;
-  await b.waitForSelector(`${row}[data-state="downloading"]`);
+  await b.waitForSelector(`${row}[data-state="downloading"][data-priority="1"]`);
   // The toolbar button says a transfer runs (no unread message to show instead).
   const bobWorker = await backgroundWorker(bob.context);
   await until("bob's action badge ↓1", async () => (await bobWorker.evaluate(() => chrome.action.getBadgeText({}))) === "↓1");
   await b.waitForSelector("#transfers-badge:visible");
   assert.equal(await b.textContent("#transfers-badge"), "1");
-  assert.equal(await b.getAttribute("#tab-transfers", "aria-label"), "Transfers, 1 running");
+  // The tab's accessible name counts what runs (the badge's digit itself is hidden from it).
+  assert.match(await b.locator("#tab-transfers").ariaSnapshot(), /tab "Transfers \(1 running\)"/);
   await b.waitForSelector('body[data-saw-partial="true"]');
   assert.match(await b.textContent(`${row} .transfer-numbers`), /of 512 KiB · ↓ .*\/s · ETA .* · 1 peer/);
-  await screenshot(b, "transfers-progress-light");
+  assert.match(await b.textContent(`${row} .transfer-numbers`), /high priority/);
+  // Its own limit (transfers.set_limits) from the row: a bad one refused, 64 KiB/s set, then lifted.
+  await b.click(`${row} .transfer-limits summary`);
+  await b.fill(`${row} input[name="down"]`, "fast please");
+  await b.click(`${row} button[data-action="limits"]`);
+  await b.waitForSelector(`${row} .limit-result.error:has-text("Download limit:")`);
+  assert.equal(await b.getAttribute(`${row} input[name="down"]`, "aria-invalid"), "true");
+  await b.fill(`${row} input[name="down"]`, "64 KiB/s");
+  await b.press(`${row} input[name="down"]`, "Enter");
+  await b.waitForSelector(`${row}[data-limit-down="${64 * 1024}"]`);
+  const rowId = Number(await b.getAttribute(row, "data-transfer"));
+  assert.deepEqual((await apiCall(bob, "transfers.get", { id: rowId })).limits, { down: 64 * 1024, up: null });
+  assert.equal((await apiCall(bob, "transfers.get", { id: rowId })).priority, 1);
+  assert.match(await b.textContent(`${row} .transfer-numbers`), /limit ↓ 64 KiB\/s/);
+  await shot(b, "transfers-progress-light");
+  await b.fill(`${row} input[name="down"]`, "");
+  await b.click(`${row} button[data-action="limits"]`);
+  await b.waitForSelector(`${row}[data-limit-down=""]`);
+  assert.deepEqual((await apiCall(bob, "transfers.get", { id: rowId })).limits, { down: null, up: null });
+  await b.click(`${row} .transfer-limits summary`);
   await b.emulateMedia({ colorScheme: "dark" });
-  await screenshot(b, "transfers-progress-dark");
+  await shot(b, "transfers-progress-dark");
   await b.emulateMedia({ colorScheme: "light" });
   // Pause and resume (keyboard: Enter on the focused button).
   await b.focus(`${row} button[data-action="pause"]`);
@@ -230,7 +263,7 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await b.waitForSelector("#transfers-badge", { state: "hidden" });
   assert.match(await b.textContent("#totals-text"), /1 transfer · 1 seeding/);
   await allButtonsNamed(b, "transfers");
-  await screenshot(b, "transfers-done-light");
+  await shot(b, "transfers-done-light");
   // Alice's panel shows her seed, and the bytes that went up.
   await a.click("#tab-transfers");
   await a.waitForSelector(`#transfers li[data-state="seeding"][data-seed-in-place="true"][data-percent="100"]`);
@@ -265,7 +298,7 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await b.waitForSelector(`${textCard} .resource-card[data-type="Text"][data-generic="true"] dd[data-field="lines"]`);
   assert.equal(await b.textContent(`${textCard} dd[data-field="name"]`), "notes <b>.txt");
   assert.equal(await b.locator(`${textCard} form, ${textCard} button[data-action="remove"], ${textCard} button[data-action="revoke"]`).count(), 0);
-  await screenshot(b, "shared-generic-light");
+  await shot(b, "shared-generic-light");
   assert.equal((await apiCall(bob, "shares.list")).filter((s) => s.id === shareId).length, 0);
   assert.deepEqual(a.errors, []);
   assert.deepEqual(b.errors, []);

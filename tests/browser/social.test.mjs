@@ -9,6 +9,7 @@ import {
   allpeers,
   apiCall,
   backgroundWorker,
+  axeAudit,
   cleanupAll,
   epoch,
   hostManifestPath,
@@ -27,6 +28,12 @@ import {
 } from "./harness.mjs";
 
 after(cleanupAll);
+
+/** A screenshot of what the page shows, and an axe-core audit of it (serious/critical fail). */
+async function shot(page, name) {
+  await screenshot(page, name);
+  await axeAudit(page, name);
+}
 
 async function browserNode(hub, name, { register = true } = {}) {
   const node = await makeSocialNode(hub);
@@ -62,7 +69,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.waitForSelector("#register-form", { state: "hidden" });
   assert.equal(await a.textContent('#hub-list dd[data-key="hub_peer_id"]'), hub.peerId);
   alice.name = "alice@hub.test";
-  await screenshot(a, "settings-hub-light");
+  await shot(a, "settings-hub-light");
   await a.click("#tab-people");
   for (const p of [a, b]) await p.waitForSelector('body[data-social="ready"]');
 
@@ -75,7 +82,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   // The request message is text, not markup.
   assert.equal(await b.locator(`#requests li[data-peer="${alice.peerId}"] b`).count(), 0);
   await b.waitForSelector(`#requests li[data-peer="${alice.peerId}"] .request-message:has-text("<b>not bold</b>")`);
-  await screenshot(b, "people-request-light");
+  await shot(b, "people-request-light");
   await b.click(`#requests li[data-peer="${alice.peerId}"] button[data-action="accept"]`);
   await a.waitForSelector(`${contact(bob.peerId)}[data-state="accepted"][data-presence="online"]`);
   await b.waitForSelector(`${contact(alice.peerId)}[data-state="accepted"][data-presence="online"]`);
@@ -89,7 +96,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await b.selectOption("#presence-state", "away");
   await b.click("#presence-set");
   await a.waitForSelector(`${contact(bob.peerId)}[data-presence="away"] .status-text:has-text("in a meeting")`);
-  await screenshot(a, "people-contacts-light");
+  await shot(a, "people-contacts-light");
 
   // --- Chat both ways: Alice opens it from the contact, Bob from his conversation list.
   await a.click(`${contact(bob.peerId)} button[data-action="chat"]`);
@@ -101,7 +108,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await b.click("#tab-chat");
   const bobItem = `#chats li[data-unread="1"]`;
   await b.waitForSelector(bobItem);
-  await screenshot(b, "chat-list-light");
+  await shot(b, "chat-list-light");
   await b.click(`${bobItem} button`);
   await b.waitForSelector('.msg[data-outgoing="false"]:has-text("hello bob")');
   // Bob has it open and visible: read, and Alice sees "Read".
@@ -139,9 +146,9 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.waitForSelector('.msg:has-text("<script>x</script>")');
   assert.equal(await a.locator("#message-list img, #message-list script").count(), 0);
   assert.equal(await a.evaluate(() => document.body.dataset.pwned), undefined);
-  await screenshot(a, "chat-conversation-light");
+  await shot(a, "chat-conversation-light");
   await a.emulateMedia({ colorScheme: "dark" });
-  await screenshot(a, "chat-conversation-dark");
+  await shot(a, "chat-conversation-dark");
   await a.emulateMedia({ colorScheme: "light" });
   // At Firefox's narrowest sidebar nothing overflows sideways: the conversation, People.
   await a.setViewportSize({ width: 200, height: 900 });
@@ -149,7 +156,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
     await a.click(`#tab-${view}`);
     const overflow = await a.evaluate(() => document.documentElement.scrollWidth - innerWidth);
     assert.ok(overflow <= 0, `${view} overflows by ${overflow} px at 200 px`);
-    await screenshot(a, `narrow-${view}-social-light`);
+    await shot(a, `narrow-${view}-social-light`);
   }
   await a.setViewportSize({ width: 360, height: 720 });
   await a.click("#tab-chat");
@@ -174,7 +181,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await share.waitForSelector(`#targets input[value="peer:${bob.peerId}"]`);
   await share.check(`#targets input[value="peer:${bob.peerId}"]`);
   await share.fill("#share-comment", "look at this");
-  await screenshot(share, "share-light");
+  await shot(share, "share-light");
   await share.click("#share-send");
   await share.waitForSelector('body[data-shared="done"]');
   const card = `.msg[data-outgoing="false"] .link-card a[href="https://example.org/article?id=7"]`;
@@ -182,7 +189,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   assert.equal(await b.getAttribute(card, "target"), "_blank");
   assert.match(await b.getAttribute(card, "rel"), /noopener/);
   assert.equal(await b.textContent(card), "An article worth reading");
-  await screenshot(b, "chat-link-card-light");
+  await shot(b, "chat-link-card-light");
   await share.close();
 
   // A link the menu was opened on; and a javascript: link is refused by the share window.
@@ -241,7 +248,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.fill("#group-title", "Trip <planning>");
   await a.check(`#group-members input[value="${bob.peerId}"]`);
   await a.check(`#group-members input[value="${carol.peerId}"]`);
-  await screenshot(a, "chat-new-group-light");
+  await shot(a, "chat-new-group-light");
   await a.click("#group-create");
   await a.waitForSelector('#conv-title:has-text("Trip <planning>")');
   const groupId = await a.evaluate(() => document.body.dataset.chat);
@@ -259,7 +266,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await b2.waitForSelector('.msg:has(.sender:has-text("carol@hub.test")):has-text("carol says hi")');
   // Bob read it, Carol's node only received it: delivered to both.
   await a.waitForSelector('.msg[data-outgoing="true"]:is([data-status="delivered"],[data-status="read"]):has-text("group hello")');
-  await screenshot(b2, "chat-group-light");
+  await shot(b2, "chat-group-light");
 
   // --- History scrolls back: 60 more messages; Bob sees the latest 50, then the rest.
   for (let i = 0; i < 60; i++) await panelCall(a, "chat.send", { chat: groupId, body: `bulk ${String(i).padStart(2, "0")}` });
@@ -289,7 +296,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   await a.click("#send-button");
   await a.waitForSelector('#send-result:has-text("Not sent")');
   assert.equal(await a.inputValue("#message-input"), "written while the host was down");
-  await screenshot(a, "chat-host-down-light");
+  await shot(a, "chat-host-down-light");
   await installHost(alice);
   // The background's next try (backoff of at most 10 s) finds it again.
   await a.waitForFunction((e) => Number(document.body.dataset.epoch) > e && document.body.dataset.connection === "connected", before);
@@ -341,7 +348,7 @@ test("two sidebars: contact, presence, chat, group, share, notifications, host k
   assert.equal(await a.textContent(`${generic} dd[data-field="lines"]`), "42");
   assert.equal(await a.textContent(`${generic} dd[data-field="preview"]`), "<b>not bold</b>");
   assert.equal(await a.locator(`${generic} b`).count(), 0);
-  await screenshot(a, "chat-generic-view-light");
+  await shot(a, "chat-generic-view-light");
 
   // --- Decline, then block, a request; remove a contact.
   await a.click("#tab-people");

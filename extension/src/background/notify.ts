@@ -94,7 +94,7 @@ async function nameOf(peer: string): Promise<string> {
   return shortPeer(peer);
 }
 
-function show(id: string, title: string, message: string) {
+export function show(id: string, title: string, message: string) {
   chrome.notifications?.create(id, {
     type: "basic",
     iconUrl: chrome.runtime.getURL(ICON),

@@ -118,3 +118,138 @@ export function shareOrder(a: Share, b: Share): number {
   if (a.state !== b.state) return a.state === "offered" ? -1 : 1;
   return a.title.localeCompare(b.title) || a.id.localeCompare(b.id);
 }
+
+// ------------------------------------------------------------------ bandwidth limits
+
+const RATE_UNITS: Record<string, number> = {
+  b: 1,
+  kb: 1000,
+  kib: 1024,
+  mb: 1000 ** 2,
+  mib: 1024 ** 2,
+  gb: 1000 ** 3,
+  gib: 1024 ** 3,
+};
+/** The smallest limit the panel accepts (below it a transfer would all but stop). */
+export const MIN_RATE = 1024;
+/** The largest: 1 TiB/s, far above any link (and exact in a JSON number). */
+export const MAX_RATE = 1024 ** 4;
+
+export type ParsedRate = { ok: true; value: number | null } | { ok: false; reason: string };
+
+/**
+ * A rate typed by a person → bytes per second. Empty, "none", "no limit" or "unlimited" →
+ * `null` (no limit). Numbers need a unit: "2 MiB/s", "500 KiB/s", "1.5 MB/s", "800 kB", "1 GiB/s"
+ * (binary units are 1024-based, decimal ones 1000-based; "/s" optional; "K", "M", "G" alone
+ * read as KiB, MiB, GiB). Refused: a bare number, an unknown unit, 0 or negative, under 1 KiB/s,
+ * over 1 TiB/s.
+ */
+export function parseRate(input: string): ParsedRate {
+  const s = input.trim().toLowerCase().replace(/\s+/g, " ");
+  if (s === "" || s === "none" || s === "no limit" || s === "unlimited" || s === "∞") return { ok: true, value: null };
+  const m = /^(\d+(?:[.,]\d+)?)\s*([a-z]*)\s*(?:\/\s*s|ps)?$/.exec(s);
+  if (!m) return { ok: false, reason: "Write a rate such as “2 MiB/s” or “500 KiB/s”, or leave it empty for no limit." };
+  const n = Number(m[1].replace(",", "."));
+  let unit = m[2];
+  if (unit === "") return { ok: false, reason: `Say the unit, e.g. “${m[1]} MiB/s” or “${m[1]} KiB/s”.` };
+  if (unit === "k" || unit === "m" || unit === "g") unit = `${unit}ib`;
+  if (unit === "bytes" || unit === "byte") unit = "b";
+  const factor = RATE_UNITS[unit];
+  if (!factor) return { ok: false, reason: `Unknown unit “${m[2]}”: use B, KiB, MiB or GiB (or kB, MB, GB) per second.` };
+  const value = Math.round(n * factor);
+  if (!(value > 0)) return { ok: false, reason: "A limit must be more than 0; leave it empty for no limit." };
+  if (value < MIN_RATE) return { ok: false, reason: "The smallest limit is 1 KiB/s." };
+  if (value > MAX_RATE) return { ok: false, reason: "That is more than 1 TiB/s; leave it empty for no limit." };
+  return { ok: true, value };
+}
+
+/** A limit for its input box: `null` → "" (no limit); whole units where they fit ("2 MiB/s"). */
+export function formatLimit(bytesPerSec: number | null | undefined): string {
+  if (bytesPerSec === null || bytesPerSec === undefined) return "";
+  for (const [unit, f] of [["GiB", 1024 ** 3], ["MiB", 1024 ** 2], ["KiB", 1024]] as const) {
+    if (bytesPerSec >= f && bytesPerSec % f === 0) return `${bytesPerSec / f} ${unit}/s`;
+  }
+  for (const [unit, f] of [["GB", 1000 ** 3], ["MB", 1000 ** 2], ["kB", 1000]] as const) {
+    if (bytesPerSec >= f && bytesPerSec % f === 0) return `${bytesPerSec / f} ${unit}/s`;
+  }
+  return bytesPerSec >= 1024 ? `${Math.round((bytesPerSec / 1024) * 100) / 100} KiB/s` : `${bytesPerSec} B/s`;
+}
+
+/** How a limit reads in a sentence: "no limit" or "2 MiB/s". */
+export function limitWords(bytesPerSec: number | null | undefined): string {
+  return bytesPerSec === null || bytesPerSec === undefined ? "no limit" : formatLimit(bytesPerSec);
+}
+
+// ------------------------------------------------------------------ "Download with AllPeers"
+
+/** The largest .torrent the background fetches (a torrent of a huge file is a few MiB at most). */
+export const MAX_TORRENT_BYTES = 10 * 1024 * 1024;
+
+/**
+ * What a link offered to "Download with AllPeers" is: a magnet link (not supported yet: the
+ * daemon refuses them), an http(s) URL to fetch (normally one ending in .torrent), or
+ * something else (refused: file:, data:, javascript:, …).
+ */
+export function downloadLinkKind(raw: string): "magnet" | "http" | "refused" {
+  const s = raw.trim();
+  if (/^magnet:/i.test(s)) return "magnet";
+  try {
+    const u = new URL(s);
+    return u.protocol === "http:" || u.protocol === "https:" ? "http" : "refused";
+  } catch {
+    return "refused";
+  }
+}
+
+/** Does the URL's path end in .torrent (what the menu item is shown on)? */
+export function looksLikeTorrent(raw: string): boolean {
+  try {
+    return /\.torrent$/i.test(new URL(raw).pathname);
+  } catch {
+    return false;
+  }
+}
+
+export class TooLarge extends Error {}
+
+/**
+ * A response's body, at most `max` bytes: refused at once when Content-Length says more,
+ * and stopped (the stream cancelled) as soon as more arrive than that.
+ */
+export async function readBounded(response: Response, max: number): Promise<Uint8Array> {
+  const declared = Number(response.headers.get("content-length") ?? "");
+  if (Number.isFinite(declared) && declared > max) {
+    await response.body?.cancel().catch(() => {});
+    throw new TooLarge(`it is ${formatBytes(declared)}, more than ${formatBytes(max)}`);
+  }
+  if (!response.body) return new Uint8Array(await response.arrayBuffer());
+  const reader = response.body.getReader();
+  const parts: Uint8Array[] = [];
+  let total = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    total += value.byteLength;
+    if (total > max) {
+      await reader.cancel().catch(() => {});
+      throw new TooLarge(`it is more than ${formatBytes(max)}`);
+    }
+    parts.push(value);
+  }
+  const out = new Uint8Array(total);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/** Bytes → base64 (native where the browser has it, else in chunks through btoa). */
+export function toBase64(bytes: Uint8Array): string {
+  const native = (bytes as Uint8Array & { toBase64?: () => string }).toBase64;
+  if (typeof native === "function") return native.call(bytes);
+  let bin = "";
+  for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(bin);
+}

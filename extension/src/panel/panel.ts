@@ -2,7 +2,8 @@
 // contacts and requests in people.ts), Chat (chat.ts), Shared (shared.ts), Transfers
 // (transfers.ts), Settings.
 
-import { ErrorCode, IdentityInfo, LogInfo } from "../lib/api.gen";
+import { ErrorCode, IdentityInfo, Limits, LogInfo } from "../lib/api.gen";
+import { formatLimit, limitWords, parseRate } from "../lib/sharing";
 import { ConnectionState, ProblemKind } from "../lib/protocol";
 import { CallError, Client, errorText } from "./client";
 import { initChat } from "./chat";
@@ -346,8 +347,77 @@ byId<HTMLFormElement>("register-form").addEventListener("submit", async (ev) => 
   }
 });
 
+// Bandwidth: the global limits (net.limits.get/set), typed with units ("2 MiB/s"; empty: no
+// limit), checked here before anything is sent; a refused value stays typed, with the reason
+// under its box. What the user is typing is not overwritten by a refresh.
+
+const limitInputs = { down: byId<HTMLInputElement>("limit-down"), up: byId<HTMLInputElement>("limit-up") };
+let limitsEdited = false;
+for (const input of Object.values(limitInputs)) input.addEventListener("input", () => (limitsEdited = true));
+
+function renderLimits(l: Limits, force = false) {
+  body.dataset.limitDown = String(l.down ?? "");
+  body.dataset.limitUp = String(l.up ?? "");
+  if (limitsEdited && !force) return;
+  for (const dir of ["down", "up"] as const) {
+    limitInputs[dir].value = formatLimit(l[dir]);
+    fieldError(dir, "");
+  }
+}
+
+function fieldError(dir: "down" | "up", reason: string) {
+  const input = limitInputs[dir];
+  byId(`limit-${dir}-error`).textContent = reason;
+  if (reason) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
+async function refreshLimits() {
+  try {
+    renderLimits(await client.call("net.limits.get"));
+  } catch (e) {
+    const result = byId("limits-result");
+    result.className = "error";
+    result.textContent = `Could not read the limits: ${errorText(e)}`;
+  }
+}
+
+byId<HTMLFormElement>("limits-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const result = byId("limits-result");
+  const limits: Limits = { down: null, up: null };
+  let firstBad: HTMLInputElement | null = null;
+  for (const dir of ["down", "up"] as const) {
+    const parsed = parseRate(limitInputs[dir].value);
+    if (parsed.ok) {
+      limits[dir] = parsed.value;
+      fieldError(dir, "");
+    } else {
+      fieldError(dir, parsed.reason);
+      firstBad ??= limitInputs[dir];
+    }
+  }
+  if (firstBad) {
+    result.className = "error";
+    result.textContent = "Not applied: fix the limit marked above.";
+    firstBad.focus();
+    return;
+  }
+  result.className = "muted";
+  result.textContent = "Applying…";
+  try {
+    const now = await client.call("net.limits.set", limits);
+    limitsEdited = false;
+    renderLimits(now, true);
+    result.textContent = `Download: ${limitWords(now.down)}; upload: ${limitWords(now.up)}.`;
+  } catch (e) {
+    result.className = "error";
+    result.textContent = `Not applied: ${errorText(e)}`;
+  }
+});
+
 async function refreshSettings() {
-  await Promise.all([refreshLog(), refreshStatus(), refreshHub()]);
+  await Promise.all([refreshLimits(), refreshLog(), refreshStatus(), refreshHub()]);
 }
 
 byId("status-refresh").addEventListener("click", () => void refreshStatus());

@@ -2,14 +2,19 @@
 // resume / cancel; the totals; a badge on the tab while something runs. Live from the
 // transfer.* events (progress at most four times a second per transfer); rows are updated
 // in place so the keyboard focus stays where it is. Names come from torrents (anyone's):
-// text only, bidi controls shown.
+// text only, bidi controls shown. Each row has its own download/upload limits
+// (transfers.set_limits; the global ones in Settings apply too); the priority is chosen when a
+// download is added (transfers.add's `priority`: there is no method to change it later).
 
 import type { AddTransferParams, Transfer } from "../lib/api.gen";
 import {
   RUNNING,
   formatBytes,
   formatEta,
+  formatLimit,
   formatRate,
+  limitWords,
+  parseRate,
   percentDone,
   transferTotals,
   visibleText,
@@ -36,6 +41,23 @@ interface Row {
   pause: HTMLButtonElement;
   cancel: HTMLButtonElement;
   error: HTMLElement;
+  limits: HTMLDetailsElement;
+  limitDown: HTMLInputElement;
+  limitUp: HTMLInputElement;
+  limitResult: HTMLElement;
+  /** The user typed in the limit boxes since they were last filled: a refresh leaves them alone. */
+  limitsEdited: boolean;
+}
+
+function markInvalid(input: HTMLInputElement, bad: boolean) {
+  if (bad) input.setAttribute("aria-invalid", "true");
+  else input.removeAttribute("aria-invalid");
+}
+
+const PRIORITY_WORDS: Record<string, string> = { "1": "high priority", "-1": "low priority" };
+function priorityWords(p: number): string {
+  if (p === 0) return "";
+  return PRIORITY_WORDS[String(p)] ?? `priority ${p}`;
 }
 
 export function initTransfers(client: Client) {
@@ -113,6 +135,39 @@ export function initTransfers(client: Client) {
     );
     const pause = h("button", { type: "button", "data-action": "pause" });
     const cancel = h("button", { type: "button", "data-action": "cancel", text: "Cancel", "aria-label": `Cancel ${name}` });
+    const down = h("input", {
+      id: `transfer-${t.id}-down`,
+      name: "down",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "no limit of its own",
+      "aria-describedby": `transfer-${t.id}-limit-result`,
+    });
+    const up = h("input", {
+      id: `transfer-${t.id}-up`,
+      name: "up",
+      autocomplete: "off",
+      spellcheck: "false",
+      placeholder: "no limit of its own",
+      "aria-describedby": `transfer-${t.id}-limit-result`,
+    });
+    const limitResult = h("p", { class: "muted limit-result", id: `transfer-${t.id}-limit-result`, role: "status" });
+    const limitForm = h(
+      "form",
+      { class: "stack limits-form", "aria-label": `Speed limits of ${name}`, novalidate: true },
+      h("label", { for: down.id, text: "Download limit" }),
+      down,
+      h("label", { for: up.id, text: "Upload limit" }),
+      up,
+      h("div", { class: "row" }, h("button", { type: "submit", "data-action": "limits", text: "Set limits", "aria-label": `Set limits of ${name}` })),
+      limitResult,
+    );
+    const limits = h(
+      "details",
+      { class: "transfer-limits" },
+      h("summary", { text: "Speed limits", "aria-label": `Speed limits of ${name}` }),
+      limitForm,
+    );
     const row: Row = {
       li: h("li", { class: "transfer", "data-transfer": String(t.id), "aria-labelledby": nameId }),
       bar,
@@ -123,7 +178,17 @@ export function initTransfers(client: Client) {
       pause,
       cancel,
       error: h("p", { class: "error", role: "alert" }),
+      limits,
+      limitDown: down,
+      limitUp: up,
+      limitResult,
+      limitsEdited: false,
     };
+    for (const input of [down, up]) input.addEventListener("input", () => (row.limitsEdited = true));
+    limitForm.addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      void setLimits(t.id);
+    });
     row.li.append(
       h("div", { class: "who" }, h("bdi", { class: "grow transfer-name", id: nameId, text: name }), row.state),
       bar,
@@ -131,6 +196,7 @@ export function initTransfers(client: Client) {
       row.reason,
       h("div", { class: "actions" }, pause, cancel),
       row.error,
+      limits,
     );
     pause.addEventListener("click", () => void pauseOrResume(t.id));
     cancel.addEventListener("click", () => {
@@ -167,6 +233,10 @@ export function initTransfers(client: Client) {
     if (p.up_rate > 0 || t.state === "seeding") parts.push(`↑ ${formatRate(p.up_rate)}`);
     if (RUNNING.has(t.state)) parts.push(`ETA ${formatEta(p.eta_secs)}`);
     parts.push(`${p.peers} ${p.peers === 1 ? "peer" : "peers"}`);
+    if (t.limits.down !== null) parts.push(`limit ↓ ${formatLimit(t.limits.down)}`);
+    if (t.limits.up !== null) parts.push(`limit ↑ ${formatLimit(t.limits.up)}`);
+    const prio = priorityWords(t.priority);
+    if (prio) parts.push(prio);
     row.numbers.textContent = parts.join(" · ");
     row.reason.textContent = t.reason ? visibleText(t.reason) : "";
     const paused = t.state === "paused";
@@ -175,6 +245,41 @@ export function initTransfers(client: Client) {
     row.pause.textContent = paused ? "Resume" : "Pause";
     row.pause.setAttribute("aria-label", `${paused ? "Resume" : "Pause"} ${name}`);
     row.pause.disabled = t.state === "failed";
+    li.dataset.limitDown = String(t.limits.down ?? "");
+    li.dataset.limitUp = String(t.limits.up ?? "");
+    li.dataset.priority = String(t.priority);
+    if (!row.limitsEdited) {
+      row.limitDown.value = formatLimit(t.limits.down);
+      row.limitUp.value = formatLimit(t.limits.up);
+    }
+  }
+
+  /** This transfer's own limits (transfers.set_limits), checked before sending. */
+  async function setLimits(id: number) {
+    const row = rows.get(id);
+    if (!row) return;
+    const out = row.limitResult;
+    const down = parseRate(row.limitDown.value);
+    const up = parseRate(row.limitUp.value);
+    markInvalid(row.limitDown, !down.ok);
+    markInvalid(row.limitUp, !up.ok);
+    if (!down.ok || !up.ok) {
+      out.className = "error limit-result";
+      out.textContent = !down.ok ? `Download limit: ${down.reason}` : `Upload limit: ${!up.ok ? up.reason : ""}`;
+      (!down.ok ? row.limitDown : row.limitUp).focus();
+      return;
+    }
+    out.className = "muted limit-result";
+    out.textContent = "Setting…";
+    try {
+      const t = await client.call("transfers.set_limits", { id, limits: { down: down.value, up: up.value } });
+      row.limitsEdited = false;
+      put(t);
+      out.textContent = `Its own limits: download ${limitWords(t.limits.down)}, upload ${limitWords(t.limits.up)}.`;
+    } catch (e) {
+      out.className = "error limit-result";
+      out.textContent = `Not set: ${errorText(e)}`;
+    }
   }
 
   async function pauseOrResume(id: number) {
@@ -237,14 +342,13 @@ export function initTransfers(client: Client) {
     body.dataset.transfers = String(t.count);
     body.dataset.transfersRunning = String(t.running);
     const badge = byId("transfers-badge");
-    const tab = byId("tab-transfers");
     const word = t.running ? String(t.running) : "";
     if (word !== lastBadge) {
       lastBadge = word;
       badge.hidden = !word;
       badge.textContent = word;
-      if (word) tab.setAttribute("aria-label", `Transfers, ${word} running`);
-      else tab.removeAttribute("aria-label");
+      // The tab's name is its text: "Transfers (2 running)" (the badge itself is hidden from it).
+      byId("transfers-running").textContent = word ? `(${word} running)` : "";
     }
   }
 
@@ -270,6 +374,17 @@ export function initTransfers(client: Client) {
       .value.split(/[\s,]+/)
       .map((s) => s.trim())
       .filter(Boolean);
+    const limitInput = byId<HTMLInputElement>("torrent-limit");
+    const limit = parseRate(limitInput.value);
+    byId("torrent-limit-error").textContent = limit.ok ? "" : limit.reason;
+    markInvalid(limitInput, !limit.ok);
+    if (!limit.ok) {
+      out.className = "error";
+      out.textContent = "Not added: fix the limit.";
+      limitInput.focus();
+      return;
+    }
+    const priority = Number(byId<HTMLSelectElement>("torrent-priority").value) || 0;
     out.className = "muted";
     out.textContent = "Adding…";
     try {
@@ -278,10 +393,13 @@ export function initTransfers(client: Client) {
       for (let i = 0; i < bytes.length; i += 0x8000) bin += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
       const params: AddTransferParams = { torrent: btoa(bin) };
       if (peers.length) params.peers = peers;
+      if (priority) params.priority = priority;
+      if (limit.value !== null) params.limits = { down: limit.value, up: null };
       const t = await client.call("transfers.add", params, 30_000);
       put(t);
       totals();
       input.value = "";
+      limitInput.value = "";
       out.textContent = `Added ${visibleText(t.name)}`;
     } catch (e) {
       out.className = "error";

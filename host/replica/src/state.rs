@@ -304,6 +304,15 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// The type of resource `id`, if it exists (cheaper than its whole view).
+    pub fn kind_of(&self, id: &str) -> Option<&str> {
+        self.resources
+            .get(id)
+            .filter(|r| !r.deleted())
+            .and_then(|r| r.kind.as_ref())
+            .map(|k| k.value.as_str())
+    }
+
     /// Ids of the resources that exist (created and not deleted), ascending.
     pub fn resource_ids(&self) -> impl Iterator<Item = &str> {
         self.resources
