@@ -59,10 +59,7 @@ async fn new_list(node: &mut Node, title: &str) -> String {
 }
 
 async fn list_len(node: &mut Node, list: &str) -> usize {
-    let response = node
-        .client
-        .call("lists.items", json!({"id": list}))
-        .await;
+    let response = node.client.call("lists.items", json!({"id": list})).await;
     response
         .result
         .and_then(|r| r["items"].as_array().map(Vec::len))
@@ -174,8 +171,8 @@ async fn main() {
         if list_len(&mut dave, &big).await >= items {
             break;
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), dave.client.read_notification())
-            .await;
+        let _ =
+            tokio::time::timeout(Duration::from_millis(200), dave.client.read_notification()).await;
     }
     let synced = t.elapsed();
 
@@ -184,7 +181,9 @@ async fn main() {
     let resources: Vec<Resource> = (0..items)
         .map(|i| {
             let url = url(1_000_000 + i);
-            Resource::new("Link").with("title", url.clone()).with("url", url)
+            Resource::new("Link")
+                .with("title", url.clone())
+                .with("url", url)
         })
         .collect();
     let t = Instant::now();
@@ -202,7 +201,10 @@ async fn main() {
             d.as_secs_f64() * 1e6 / items as f64
         )
     };
-    row("baseline: Store::create_many, 1,000 a transaction", baseline);
+    row(
+        "baseline: Store::create_many, 1,000 a transaction",
+        baseline,
+    );
     row("shares.create at alice (signs every op)", created);
     row("shares.create -> every item at dave", synced);
     row("(making the list through alice's API, for scale)", made);

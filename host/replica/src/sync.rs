@@ -201,6 +201,9 @@ pub struct SyncPeer {
     initiated: HashMap<ShareId, Initiated>,
     responders: HashMap<ShareId, Reconciler>,
     transmit: VecDeque<Vec<u8>>,
+    /// Pushed ops not yet framed: pushes in a row for one share travel as one `Ops` frame (a
+    /// commit of 2,000 ops is a couple of frames, not 2,000), up to [`MAX_MESSAGE_BYTES`].
+    pushing: Option<(ShareId, Vec<Vec<u8>>, usize)>,
     events: VecDeque<Event>,
 }
 
@@ -214,6 +217,7 @@ impl SyncPeer {
             initiated: HashMap::new(),
             responders: HashMap::new(),
             transmit: VecDeque::new(),
+            pushing: None,
             events: VecDeque::new(),
         }
     }
@@ -275,10 +279,26 @@ impl SyncPeer {
         if let Some(replica) = shares.replica(&share)
             && (self.member(replica) || about_peer)
         {
-            self.send(Message::Ops {
-                share,
-                ops: vec![op.wire().to_vec()],
-            });
+            // An op's length prefix and the frame's header, generously.
+            let cost = op.wire().len() + 16;
+            let fits = self
+                .pushing
+                .as_ref()
+                .is_some_and(|(s, _, bytes)| *s == share && bytes + cost <= MAX_MESSAGE_BYTES);
+            if !fits {
+                self.flush_pushes();
+                self.pushing = Some((share, Vec::new(), 64));
+            }
+            let (_, ops, bytes) = self.pushing.as_mut().expect("just set");
+            ops.push(op.wire().to_vec());
+            *bytes += cost;
+        }
+    }
+
+    fn flush_pushes(&mut self) {
+        if let Some((share, ops, _)) = self.pushing.take() {
+            self.transmit
+                .push_back(Message::Ops { share, ops }.encode());
         }
     }
 
@@ -454,11 +474,16 @@ impl SyncPeer {
     }
 
     fn send(&mut self, message: Message) {
+        // Pushes queued before this message go before it.
+        self.flush_pushes();
         self.transmit.push_back(message.encode());
     }
 
     /// The next frame to write to the stream.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.transmit.is_empty() {
+            self.flush_pushes();
+        }
         self.transmit.pop_front()
     }
 

@@ -256,6 +256,48 @@ fn the_demo_bob_writes_while_alice_is_away_carol_reads_it_from_bob_revoked_carol
 }
 
 #[test]
+fn pushes_in_a_row_travel_as_one_frame_and_keep_their_place_among_other_messages() {
+    let (base, share) = holiday_base();
+    let mut alice = Node::new(1, &base, share);
+    let mut bob = Node::new(2, &base, share);
+    let ops: Vec<Op> = (0..300)
+        .map(|i| add_item(&mut alice, &format!("item{i}"), T0 + 10 + i))
+        .collect();
+    let mut to_bob = SyncPeer::new(peer(2), MIN_FRAME_LIMIT);
+    for op in &ops[..200] {
+        to_bob.push(op, &mut alice.shares);
+    }
+    // A reconciliation started after the first 200 pushes goes after them, and the last 100
+    // pushes after it.
+    to_bob.start(share, &mut alice.shares, T0 + 500).unwrap();
+    for op in &ops[200..] {
+        to_bob.push(op, &mut alice.shares);
+    }
+    let frames: Vec<Message> = std::iter::from_fn(|| to_bob.poll_transmit())
+        .map(|f| Message::decode(&f).unwrap())
+        .collect();
+    assert_eq!(frames.len(), 3, "{frames:?}");
+    assert!(matches!(&frames[0], Message::Ops { ops, .. } if ops.len() == 200));
+    assert!(matches!(&frames[1], Message::Reconcile { .. }));
+    assert!(matches!(&frames[2], Message::Ops { ops, .. } if ops.len() == 100));
+    let mut from_alice = SyncPeer::new(peer(1), MIN_FRAME_LIMIT);
+    let frame = Message::Ops {
+        share,
+        ops: ops.iter().map(|op| op.wire().to_vec()).collect(),
+    }
+    .encode();
+    from_alice.handle(&frame, &mut bob.shares, T0 + 500);
+    bob.commit();
+    assert_eq!(
+        bob.replica().resource("holiday").unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        300
+    );
+}
+
+#[test]
 fn a_non_member_learns_nothing_not_even_that_the_share_exists() {
     let (base, share) = holiday_base();
     let mut alice = Node::new(1, &base, share);
