@@ -250,6 +250,52 @@ pub(crate) fn insert(
     Ok(Some(pos))
 }
 
+/// Every item of explicit list `list` with its position.
+pub(crate) fn positions(
+    conn: &Connection,
+    list: i64,
+) -> Result<std::collections::HashMap<i64, i64>> {
+    Ok(conn
+        .prepare_cached("SELECT item, pos FROM ap_list_items WHERE list = ?1")?
+        .query_map([list], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// Writes `item`'s position in `list` as it is (inserting the row if needed), shifting nobody:
+/// for `WriteTx::list_arrange`, which writes every position.
+pub(crate) fn place(conn: &Connection, list: i64, item: i64, pos: i64) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO ap_list_items(list, item, pos) VALUES (?1, ?2, ?3)
+         ON CONFLICT(list, item) DO UPDATE SET pos = excluded.pos",
+    )?
+    .execute([list, item, pos])?;
+    Ok(())
+}
+
+/// Of `(index, position)` pairs in index order, the indexes on a longest run of ascending
+/// positions (patience sorting, O(n log n)): the items that kept their order.
+pub(crate) fn longest_run(pairs: &[(usize, i64)]) -> std::collections::HashSet<usize> {
+    // tails[k]: the pair index ending the best run of length k + 1 found so far.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut before: Vec<Option<usize>> = vec![None; pairs.len()];
+    for (i, &(_, pos)) in pairs.iter().enumerate() {
+        let k = tails.partition_point(|&t| pairs[t].1 < pos);
+        before[i] = k.checked_sub(1).map(|k| tails[k]);
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut run = std::collections::HashSet::new();
+    let mut at = tails.last().copied();
+    while let Some(i) = at {
+        run.insert(pairs[i].0);
+        at = before[i];
+    }
+    run
+}
+
 /// Moves `item` to `index` (clamped to the list) in explicit list `list`; returns the new
 /// position, or None if the item is not in the list.
 pub(crate) fn move_to(conn: &Connection, list: i64, item: i64, index: u64) -> Result<Option<i64>> {
@@ -352,4 +398,27 @@ pub(crate) fn items(r: Reader<'_>, lists: &QueryLists, list_id: &str) -> Result<
         query: None,
         items,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_longest_run_keeps_the_most_items_in_their_order() {
+        let run = |positions: &[i64]| {
+            let pairs: Vec<(usize, i64)> = positions.iter().copied().enumerate().collect();
+            let mut kept: Vec<usize> = longest_run(&pairs).into_iter().collect();
+            kept.sort();
+            kept
+        };
+        assert_eq!(run(&[]), Vec::<usize>::new());
+        assert_eq!(run(&[0, 1, 2, 3]), vec![0, 1, 2, 3]);
+        // One item moved to the front: the others kept their order.
+        assert_eq!(run(&[3, 0, 1, 2]), vec![1, 2, 3]);
+        // One moved to the end.
+        assert_eq!(run(&[1, 2, 3, 0]), vec![0, 1, 2]);
+        assert_eq!(run(&[3, 2, 1, 0]).len(), 1);
+        assert_eq!(run(&[0, 5, 1, 2, 6, 3]), vec![0, 2, 3, 5]);
+    }
 }

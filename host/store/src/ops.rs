@@ -353,40 +353,23 @@ impl OpStore for Store {
                     tx.list_remove(query_lists, list, target)?;
                 }
             }
-            let current_set: BTreeSet<&String> = current.iter().collect();
-            let mut order: Vec<&String> =
-                current.iter().filter(|i| wanted_set.contains(*i)).collect();
-            for item in wanted.iter().filter(|i| !current_set.contains(*i)) {
-                // An item whose create has not arrived yet joins when it does.
+            // Then every item in the replica's order, added or moved in one pass (an item whose
+            // create has not arrived yet joins when it does).
+            let mut kept = Vec::with_capacity(wanted.len());
+            for item in &wanted {
                 if let Some((irid, itype)) = tx.reader().rid_of(item)? {
-                    let target = Target {
-                        rid: irid,
-                        id: item,
-                        type_name: &itype,
-                    };
-                    tx.list_insert(query_lists, list, target, None)?;
-                    order.push(item);
+                    kept.push((irid, item, itype));
                 }
             }
-            // Then the replica's order: each item out of place moves (a `list.changed` each).
-            let present: BTreeSet<&String> = order.iter().copied().collect();
-            for (index, item) in wanted.iter().filter(|i| present.contains(i)).enumerate() {
-                if order[index] == item {
-                    continue;
-                }
-                let Some((irid, itype)) = tx.reader().rid_of(item)? else {
-                    continue;
-                };
-                let target = Target {
-                    rid: irid,
-                    id: item,
-                    type_name: &itype,
-                };
-                tx.list_move(list, target, index as u64)?;
-                let from = order.iter().position(|i| *i == item).expect("present");
-                let moved = order.remove(from);
-                order.insert(index, moved);
-            }
+            let order: Vec<Target<'_>> = kept
+                .iter()
+                .map(|(rid, id, itype)| Target {
+                    rid: *rid,
+                    id,
+                    type_name: itype,
+                })
+                .collect();
+            tx.list_arrange(query_lists, list, &order)?;
         }
         tx.commit()?;
         self.query_lists.extend(new_lists);

@@ -551,6 +551,55 @@ impl<'a> WriteTx<'a> {
         Ok(pos)
     }
 
+    /// Puts explicit `list` in `order`, which must hold exactly the items it keeps (callers
+    /// remove the others first): missing items are added at their place and the others moved
+    /// there, in one pass of position writes — a replicated list's items arrive in any order,
+    /// and inserting or moving one at a time shifts the whole list each time. Events and log
+    /// entries are those of `list_insert` / `list_move`; an item counts as moved only when its
+    /// order among the items already there changed (it is off their longest run in order).
+    pub fn list_arrange(
+        &mut self,
+        lists: &QueryLists,
+        list: Target<'_>,
+        order: &[Target<'_>],
+    ) -> Result<()> {
+        let current = list::positions(&self.tx, list.rid)?;
+        let present: Vec<(usize, i64)> = order
+            .iter()
+            .enumerate()
+            .filter_map(|(i, t)| current.get(&t.rid).map(|p| (i, *p)))
+            .collect();
+        let stay = list::longest_run(&present);
+        for (index, item) in order.iter().enumerate() {
+            let pos = index as i64;
+            match current.get(&item.rid) {
+                None => {
+                    list::place(&self.tx, list.rid, item.rid, pos)?;
+                    let data = serde_json::json!({"item": item.id, "index": pos}).to_string();
+                    let mut ev =
+                        self.item_event(EventKind::ItemAdded, list.id, list.type_name, item.id);
+                    ev.position = Some(pos);
+                    ev.seq = Some(self.log("list.insert", list, &data)?);
+                    self.events.push(ev);
+                    self.upkeep_memberships(lists, list, *item)?;
+                }
+                Some(&old) if old != pos => {
+                    list::place(&self.tx, list.rid, item.rid, pos)?;
+                    if !stay.contains(&index) {
+                        let data = serde_json::json!({"item": item.id, "index": pos}).to_string();
+                        let mut ev =
+                            self.item_event(EventKind::ItemMoved, list.id, list.type_name, item.id);
+                        ev.position = Some(pos);
+                        ev.seq = Some(self.log("list.move", list, &data)?);
+                        self.events.push(ev);
+                    }
+                }
+                Some(_) => {}
+            }
+        }
+        Ok(())
+    }
+
     /// Removes `item` from explicit `list`.
     pub fn list_remove(
         &mut self,
