@@ -1,5 +1,6 @@
 //! `allpeers demo`'s shares part: alice shares a list "Holiday 2026" with bob (write); bob
-//! accepts, the list syncs in; bob adds an item; alice sees it. Every op signed, no server.
+//! accepts, the list syncs in; bob adds an item; alice sees it; alice moves it to the top and
+//! bob sees the new order. Every op signed, no server.
 
 use std::time::Instant;
 
@@ -93,6 +94,21 @@ pub(super) async fn run(alice: &ApiClient, bob: &ApiClient, bob_id: &Value) -> a
         got["properties"]["title"].as_str().unwrap_or("?"),
         t.elapsed().as_secs_f64() * 1e3,
         items(alice, &list).await?.len()
+    );
+    let t = Instant::now();
+    alice
+        .call(
+            r::LISTS_MOVE,
+            json!({"list": list, "item": museum, "index": 0}),
+        )
+        .await?;
+    let wanted = vec![museum.clone(), rome.clone()];
+    while items(bob, &list).await? != wanted {
+        wait_event(bob, resource_topics::LIST_CHANGED, |_| true).await?;
+    }
+    println!(
+        "      alice moves it to the top; bob sees the new order {:.0} ms later (positions replicate too)",
+        t.elapsed().as_secs_f64() * 1e3
     );
     Ok(())
 }
