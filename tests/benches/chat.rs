@@ -13,13 +13,9 @@
 use std::time::{Duration, Instant};
 
 use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, ServiceFn};
+use allpeers_tests::percentile_ms;
 use allpeers_tests::social::*;
 use serde_json::json;
-
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
 
 async fn quic_rtt(rounds: usize) -> Vec<Duration> {
     let ns = Namespace::allpeers("bench-echo", 1).unwrap();
@@ -142,40 +138,42 @@ async fn main() {
     let ping_a = api_rtt(&mut alice, rounds).await;
     let ping_b = api_rtt(&mut bob, rounds).await;
     let quic = quic_rtt(rounds).await;
-    let floor50 = percentile(&ping_a, 0.5) + percentile(&ping_b, 0.5) + percentile(&quic, 0.5);
-    let floor99 = percentile(&ping_a, 0.99) + percentile(&ping_b, 0.99) + percentile(&quic, 0.99);
+    let floor50 =
+        percentile_ms(&ping_a, 0.5) + percentile_ms(&ping_b, 0.5) + percentile_ms(&quic, 0.5);
+    let floor99 =
+        percentile_ms(&ping_a, 0.99) + percentile_ms(&ping_b, 0.99) + percentile_ms(&quic, 0.99);
     println!("\n## Message latency node to node on loopback ({rounds} messages, one at a time)\n");
     println!("| | p50 ms | p99 ms |");
     println!("|---|---:|---:|");
     println!(
         "| chat.send (alice) -> message.received (bob) | {:.3} | {:.3} |",
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.99)
+        percentile_ms(&samples, 0.5),
+        percentile_ms(&samples, 0.99)
     );
     println!(
         "| of which chat.send's answer (stored at alice) | {:.3} | {:.3} |",
-        percentile(&send_calls, 0.5),
-        percentile(&send_calls, 0.99)
+        percentile_ms(&send_calls, 0.5),
+        percentile_ms(&send_calls, 0.99)
     );
     println!(
         "| baseline: local API ping alice | {:.3} | {:.3} |",
-        percentile(&ping_a, 0.5),
-        percentile(&ping_a, 0.99)
+        percentile_ms(&ping_a, 0.5),
+        percentile_ms(&ping_a, 0.99)
     );
     println!(
         "| baseline: local API ping bob | {:.3} | {:.3} |",
-        percentile(&ping_b, 0.5),
-        percentile(&ping_b, 0.99)
+        percentile_ms(&ping_b, 0.5),
+        percentile_ms(&ping_b, 0.99)
     );
     println!(
         "| baseline: raw QUIC request/response (allpeers-net, TLS 1.3) | {:.3} | {:.3} |",
-        percentile(&quic, 0.5),
-        percentile(&quic, 0.99)
+        percentile_ms(&quic, 0.5),
+        percentile_ms(&quic, 0.99)
     );
     println!(
         "| ratio to the floor (sum of the three baselines) | {:.1}x | {:.1}x |",
-        percentile(&samples, 0.5) / floor50,
-        percentile(&samples, 0.99) / floor99
+        percentile_ms(&samples, 0.5) / floor50,
+        percentile_ms(&samples, 0.99) / floor99
     );
 
     // 2. Throughput: one contact, then a group of ten.

@@ -21,11 +21,6 @@ use allpeers_tests::social::*;
 use allpeers_tests::*;
 use serde_json::{Value, json};
 
-fn percentile(sorted: &[Duration], p: f64) -> f64 {
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i].as_secs_f64() * 1e3
-}
-
 fn env(name: &str, default: usize) -> usize {
     std::env::var(name)
         .ok()
@@ -136,13 +131,13 @@ async fn main() {
     println!("|---|---:|---:|");
     println!(
         "| lists.insert (alice) -> list.changed at bob and carol | {:.2} | {:.2} |",
-        percentile(&samples, 0.5),
-        percentile(&samples, 0.99)
+        percentile_ms(&samples, 0.5),
+        percentile_ms(&samples, 0.99)
     );
     println!(
         "| floor: a local API round trip (alice, ping) | {:.2} | {:.2} |\n",
-        percentile(&pings, 0.5),
-        percentile(&pings, 0.99)
+        percentile_ms(&pings, 0.5),
+        percentile_ms(&pings, 0.99)
     );
 
     // 2. Initial sync of a big list to a fresh member, against create_many locally.

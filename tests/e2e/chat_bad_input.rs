@@ -85,18 +85,7 @@ async fn forged_replayed_and_garbage_letters_are_refused() {
     let mallory = Endpoint::bind(mallory_key.clone(), EndpointConfig::loopback())
         .await
         .unwrap();
-    let status = bob.call("net.status", json!({})).await;
-    let quic = status["listening"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["transport"] == "quic")
-        .unwrap()["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    mallory.add_peer_address(bob_id, Address::quic(quic));
+    mallory.add_peer_address(bob_id, bob.quic_address().await);
 
     // 1. Mallory as herself: not a contact.
     let own = chat_letter(&mallory_key, bob_id, mallory_key.peer_id(), "m1", "buy now")

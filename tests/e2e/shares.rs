@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use allpeers_model::PeerId;
 use allpeers_net::service::ErrorCode;
-use allpeers_net::{Address, Endpoint, EndpointConfig, Identity, Namespace, NetError, Service};
+use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, NetError, Service};
 use allpeers_replica::OpId;
 use allpeers_replica::reconcile::{Items, MAX_MESSAGE_BYTES, Reconciler};
 use allpeers_replica::sync::Message;
@@ -290,18 +290,7 @@ async fn stranger_learns_nothing(alice: &mut Node, share_text: &str) {
     let ns = Namespace::allpeers("sync", 1).unwrap();
     let (tx, mut rx) = mpsc::unbounded_channel();
     mallory.register(ns.clone(), Collect(tx));
-    let status = alice.call("net.status", json!({})).await;
-    let quic = status["listening"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["transport"] == "quic")
-        .unwrap()["addr"]
-        .as_str()
-        .unwrap()
-        .parse()
-        .unwrap();
-    mallory.add_peer_address(alice_id, Address::quic(quic));
+    mallory.add_peer_address(alice_id, alice.quic_address().await);
     let mut share = [0u8; 32];
     for (i, b) in share.iter_mut().enumerate() {
         *b = u8::from_str_radix(&share_text[2 * i..2 * i + 2], 16).unwrap();

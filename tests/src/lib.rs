@@ -68,6 +68,12 @@ pub fn allpeers(data_dir: &Path) -> Command {
     command
 }
 
+/// The `p` quantile (0..=1) of sorted samples, in milliseconds: the benches' tables.
+pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i].as_secs_f64() * 1e3
+}
+
 pub async fn timeout<T>(what: &str, future: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(STEP, future)
         .await

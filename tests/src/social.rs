@@ -121,6 +121,18 @@ impl Node {
     pub async fn call(&mut self, method: &str, params: Value) -> Value {
         ok(self.client.call(method, params).await)
     }
+
+    /// Where the node listens for peers over QUIC (from `net.status`).
+    pub async fn quic_address(&mut self) -> allpeers_net::Address {
+        let status = self.call("net.status", json!({})).await;
+        let addr = status["listening"]
+            .as_array()
+            .and_then(|all| all.iter().find(|l| l["transport"] == "quic"))
+            .and_then(|l| l["addr"].as_str())
+            .and_then(|a| a.parse().ok())
+            .expect("a QUIC listener in net.status");
+        allpeers_net::Address::quic(addr)
+    }
 }
 
 /// `a` asks `b` by name; `b` accepts; both see each other online.

@@ -272,6 +272,13 @@ pub(crate) fn place(conn: &Connection, list: i64, item: i64, pos: i64) -> Result
     Ok(())
 }
 
+/// Deletes `item`'s row from `list` without closing the gap: for `WriteTx::list_arrange`.
+pub(crate) fn unplace(conn: &Connection, list: i64, item: i64) -> Result<()> {
+    conn.prepare_cached("DELETE FROM ap_list_items WHERE list = ?1 AND item = ?2")?
+        .execute([list, item])?;
+    Ok(())
+}
+
 /// Of `(index, position)` pairs in index order, the indexes on a longest run of ascending
 /// positions (patience sorting, O(n log n)): the items that kept their order.
 pub(crate) fn longest_run(pairs: &[(usize, i64)]) -> std::collections::HashSet<usize> {

@@ -14,7 +14,7 @@
 //!
 //! Like [`crate::api`], a façade over [`Store`]: it reaches into the crate root.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use allpeers_model::id::PeerId;
 use allpeers_model::resource::Resource;
@@ -330,31 +330,13 @@ impl OpStore for Store {
             let Some((lrid, ltype)) = tx.reader().rid_of(&list_id)? else {
                 continue;
             };
-            let current: Vec<String> = tx
-                .sql()
-                .prepare_cached(
-                    "SELECT r.id FROM ap_list_items li JOIN t_Resource r ON r.rid = li.item WHERE li.list = ?1 ORDER BY li.pos",
-                )?
-                .query_map([lrid], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
             let list = Target {
                 rid: lrid,
                 id: &list_id,
                 type_name: &ltype,
             };
-            let wanted_set: BTreeSet<&String> = wanted.iter().collect();
-            for item in current.iter().filter(|i| !wanted_set.contains(*i)) {
-                if let Some((irid, itype)) = tx.reader().rid_of(item)? {
-                    let target = Target {
-                        rid: irid,
-                        id: item,
-                        type_name: &itype,
-                    };
-                    tx.list_remove(query_lists, list, target)?;
-                }
-            }
-            // Then every item in the replica's order, added or moved in one pass (an item whose
-            // create has not arrived yet joins when it does).
+            // Every item in the replica's order, removed, added or moved in one pass (an item
+            // whose create has not arrived yet joins when it does).
             let mut kept = Vec::with_capacity(wanted.len());
             for item in &wanted {
                 if let Some((irid, itype)) = tx.reader().rid_of(item)? {

@@ -551,19 +551,43 @@ impl<'a> WriteTx<'a> {
         Ok(pos)
     }
 
-    /// Puts explicit `list` in `order`, which must hold exactly the items it keeps (callers
-    /// remove the others first): missing items are added at their place and the others moved
-    /// there, in one pass of position writes — a replicated list's items arrive in any order,
-    /// and inserting or moving one at a time shifts the whole list each time. Events and log
-    /// entries are those of `list_insert` / `list_move`; an item counts as moved only when its
-    /// order among the items already there changed (it is off their longest run in order).
+    /// Makes explicit `list` hold exactly `order`, in that order: items not in it are removed,
+    /// missing ones added at their place and the others moved there, in one pass of position
+    /// writes — a replicated list's items arrive in any order, and inserting or moving one at a
+    /// time shifts the whole list each time. Events and log entries are those of `list_remove`
+    /// / `list_insert` / `list_move`; an item counts as moved only when its order among the
+    /// items already there changed (it is off their longest run in order).
     pub fn list_arrange(
         &mut self,
         lists: &QueryLists,
         list: Target<'_>,
         order: &[Target<'_>],
     ) -> Result<()> {
-        let current = list::positions(&self.tx, list.rid)?;
+        let mut current = list::positions(&self.tx, list.rid)?;
+        let kept: std::collections::HashSet<i64> = order.iter().map(|t| t.rid).collect();
+        let gone: Vec<i64> = current
+            .keys()
+            .copied()
+            .filter(|rid| !kept.contains(rid))
+            .collect();
+        for rid in gone {
+            current.remove(&rid);
+            let Some((id, type_name)) = self.reader().id_of(rid)? else {
+                continue;
+            };
+            let item = Target {
+                rid,
+                id: &id,
+                type_name: &type_name,
+            };
+            // Positions are all written below: no gap to close.
+            list::unplace(&self.tx, list.rid, rid)?;
+            let data = serde_json::json!({"item": item.id}).to_string();
+            let mut ev = self.item_event(EventKind::ItemRemoved, list.id, list.type_name, item.id);
+            ev.seq = Some(self.log("list.remove", list, &data)?);
+            self.events.push(ev);
+            self.upkeep_memberships(lists, list, item)?;
+        }
         let present: Vec<(usize, i64)> = order
             .iter()
             .enumerate()

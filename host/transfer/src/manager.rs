@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use crate::bt::engine::{Engine, EngineConfig, EngineError, Target};
 use crate::bt::metainfo::{MetainfoError, Torrent};
 use crate::bt::session::{PeerStats, Progress, SessionCommand, TorrentHandle, TransferState};
+use crate::cache::write_atomically;
 use crate::throttle::Limits;
 
 pub type TransferId = u64;
@@ -424,7 +425,7 @@ impl Manager {
         let Some(id) = id else {
             self.engine.set_global_limits(limits);
             let bytes = serde_json::to_vec(&limits).expect("limits serialize");
-            return write_atomically(&self.limits_path(), &bytes);
+            return write_state(&self.limits_path(), &bytes);
         };
         if let Some(handle) = self.update(id, |entry| {
             entry.record.limits = limits;
@@ -647,34 +648,14 @@ impl Manager {
     }
 
     fn load_limits(&self) -> Result<Option<Limits>, ManagerError> {
-        let path = self.limits_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => {
-                serde_json::from_slice(&bytes)
-                    .map(Some)
-                    .map_err(|e| ManagerError::State {
-                        path,
-                        source: e.into(),
-                    })
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(source) => Err(ManagerError::State { path, source }),
-        }
+        read_state(&self.limits_path())
     }
 
     fn load(&self) -> Result<Vec<Record>, ManagerError> {
-        let path = self.state_path();
-        match std::fs::read(&path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| ManagerError::State {
-                path,
-                source: e.into(),
-            }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(source) => Err(ManagerError::State { path, source }),
-        }
+        Ok(read_state(&self.state_path())?.unwrap_or_default())
     }
 
-    /// Writes the list atomically (temporary file, then rename).
+    /// Writes the list atomically.
     fn save(&self) -> Result<(), ManagerError> {
         let records: Vec<Record> = self
             .state
@@ -685,24 +666,28 @@ impl Manager {
             .map(|e| e.record.clone())
             .collect();
         let bytes = serde_json::to_vec_pretty(&records).expect("records serialize");
-        write_atomically(&self.state_path(), &bytes)
+        write_state(&self.state_path(), &bytes)
     }
 }
 
-/// Writes `path` whole or not at all (a temporary file, synced, then renamed over it).
-fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ManagerError> {
-    let temporary = path.with_extension("json.tmp");
-    write_synced(&temporary, bytes)
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(|source| ManagerError::State {
-            path: path.to_path_buf(),
-            source,
-        })
+/// A JSON state file; `None` when it does not exist yet.
+fn read_state<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, ManagerError> {
+    let error = |source| ManagerError::State {
+        path: path.to_path_buf(),
+        source,
+    };
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| error(e.into())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(error(source)),
+    }
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut file = std::fs::File::create(path)?;
-    file.write_all(bytes)?;
-    file.sync_all()
+fn write_state(path: &Path, bytes: &[u8]) -> Result<(), ManagerError> {
+    write_atomically(path, bytes).map_err(|source| ManagerError::State {
+        path: path.to_path_buf(),
+        source,
+    })
 }

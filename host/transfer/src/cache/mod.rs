@@ -9,7 +9,7 @@ pub mod layout;
 pub mod stamps;
 pub mod storage;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -41,4 +41,14 @@ impl CacheError {
     pub fn is_out_of_space(&self) -> bool {
         matches!(self, Self::DiskFull | Self::SpaceLimit { .. })
     }
+}
+
+/// Writes `path` whole or not at all: a temporary file beside it, synced, then renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let temporary = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&temporary)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
 }

@@ -52,14 +52,9 @@ impl Stamps {
         serde_json::from_slice(&std::fs::read(path).ok()?).ok()
     }
 
-    /// Saves the stamps whole or not at all (a temporary file, then renamed over `path`).
+    /// Saves the stamps whole or not at all.
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let temporary = path.with_extension("tmp");
-        std::fs::write(
-            &temporary,
-            serde_json::to_vec(self).expect("stamps serialize"),
-        )?;
-        std::fs::rename(&temporary, path)
+        super::write_atomically(path, &serde_json::to_vec(self).expect("stamps serialize"))
     }
 }
 
