@@ -12,7 +12,6 @@
 //! are rate-limited ([`FRAMES_PER_SECOND`]).
 
 use std::collections::HashSet;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,11 +26,11 @@ use allpeers_replica::{Replica, ShareId};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{Store, StoreError};
 use bytes::Bytes;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::mpsc;
 
 use super::rules::{self, Envelope};
 use super::state::{Inner, MAX_OFFERS, OFFERED};
+use crate::daemon::limit::PeerRateLimit;
 use crate::daemon::state::Daemon;
 
 /// Frames queued for one peer before new ones are dropped: a full reconciliation of a large
@@ -56,8 +55,6 @@ pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(15);
 /// frame costs it only its session (the next reconciliation starts clean).
 const FRAMES_PER_SECOND: u32 = 200;
 const FRAME_BURST: u32 = 1000;
-/// Peers the rate limiter remembers before it forgets those back at a full bucket.
-const LIMITER_KEYS: usize = 4096;
 
 /// Our accepted contacts (the social area's, wired in by `net::start`): offers are taken
 /// from them only.
@@ -285,7 +282,7 @@ async fn reconcile_all(daemon: &Arc<Daemon>, pick: impl Fn(&PeerId) -> bool + Se
 struct SyncService {
     daemon: std::sync::Weak<Daemon>,
     contacts: Contacts,
-    limiter: DefaultKeyedRateLimiter<PeerId>,
+    limiter: PeerRateLimit,
 }
 
 impl Service for SyncService {
@@ -295,11 +292,7 @@ impl Service for SyncService {
     }
 
     fn request(&self, ctx: Context, body: Bytes) -> BoxFuture<Result<Bytes, RemoteError>> {
-        if self.limiter.len() > LIMITER_KEYS {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
-        if self.limiter.check_key(&ctx.peer).is_err() {
+        if !self.limiter.allows(&ctx.peer) {
             allpeers_log::bone!(peer = ?ctx.peer, "sync frame refused: rate limit");
             return Box::pin(async {
                 Err(RemoteError::new(
@@ -387,10 +380,7 @@ pub fn start(daemon: &Arc<Daemon>, contacts: Contacts) {
         SyncService {
             daemon: Arc::downgrade(daemon),
             contacts,
-            limiter: RateLimiter::keyed(
-                Quota::per_second(NonZeroU32::new(FRAMES_PER_SECOND).expect("non-zero"))
-                    .allow_burst(NonZeroU32::new(FRAME_BURST).expect("non-zero")),
-            ),
+            limiter: PeerRateLimit::new(FRAMES_PER_SECOND, FRAME_BURST),
         },
     );
     let weak = Arc::downgrade(daemon);

@@ -7,7 +7,6 @@
 //! directly delivered letters must also come from the peer at the other end of the TLS
 //! connection (a forged author is refused).
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,8 +16,8 @@ use allpeers_net::mail::{self, Letter, SignedLetter};
 use allpeers_net::service::{BoxFuture, ErrorCode as NetCode};
 use allpeers_net::{Context, Endpoint, Namespace, NetError, PathKind, RemoteError, Service};
 use bytes::Bytes;
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
+use crate::daemon::limit::PeerRateLimit;
 use crate::daemon::state::Daemon;
 
 /// Where checked letters go: given at start, so this module does not depend on its consumer.
@@ -34,9 +33,6 @@ const LETTER_BURST: u32 = 300;
 const DIRECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Letters older than this are refused (the hub keeps mail 30 days).
 const MAX_LETTER_AGE_MS: u64 = 31 * 24 * 3600 * 1000;
-/// Peers the rate limiter remembers before it forgets those back at a full bucket (peers
-/// are free to make: the limiter's memory must not grow with them).
-const LIMITER_KEYS: usize = 4096;
 /// Letters fetched from the mailbox per request.
 const FETCH_BATCH: u32 = 64;
 
@@ -86,17 +82,15 @@ pub enum TakeError {
 pub struct LetterService {
     daemon: std::sync::Weak<Daemon>,
     sink: Sink,
-    limiter: DefaultKeyedRateLimiter<PeerId>,
+    limiter: PeerRateLimit,
 }
 
 impl LetterService {
     pub fn new(daemon: &Arc<Daemon>, sink: Sink) -> LetterService {
-        let quota = Quota::per_second(NonZeroU32::new(LETTERS_PER_SECOND).expect("non-zero"))
-            .allow_burst(NonZeroU32::new(LETTER_BURST).expect("non-zero"));
         LetterService {
             daemon: Arc::downgrade(daemon),
             sink,
-            limiter: RateLimiter::keyed(quota),
+            limiter: PeerRateLimit::new(LETTERS_PER_SECOND, LETTER_BURST),
         }
     }
 }
@@ -107,11 +101,7 @@ impl Service for LetterService {
     }
 
     fn request(&self, ctx: Context, body: Bytes) -> BoxFuture<Result<Bytes, RemoteError>> {
-        if self.limiter.len() > LIMITER_KEYS {
-            self.limiter.retain_recent();
-            self.limiter.shrink_to_fit();
-        }
-        if self.limiter.check_key(&ctx.peer).is_err() {
+        if !self.limiter.allows(&ctx.peer) {
             allpeers_log::bone!(peer = ?ctx.peer, "letter refused: rate limit");
             return Box::pin(async {
                 Err(RemoteError::new(
