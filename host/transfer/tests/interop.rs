@@ -178,32 +178,52 @@ async fn downloads_from_a_transmission_seeder() {
     assert_same_files(&out, &files);
 }
 
-/// A local opentracker: the aria2c seeder announces to it, and our engine, given no peer at all, finds the seeder
-/// through its announce and downloads.
+/// A local opentracker over HTTP: the aria2c seeder announces to it, and our engine, given no peer at all, finds the
+/// seeder through its announce and downloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finds_an_aria2c_seeder_through_opentracker() {
+    finds_an_aria2c_seeder_through("http").await;
+}
+
+/// The same through opentracker's UDP port (BEP 15): aria2c and our engine both announce over UDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_an_aria2c_seeder_through_opentracker_over_udp() {
+    finds_an_aria2c_seeder_through("udp").await;
+}
+
+async fn finds_an_aria2c_seeder_through(scheme: &str) {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
     let files = make_album(&source);
-    let (_tracker, announce, torrent_path, torrent) = tracker_and_torrent(work.path(), &source);
+    let (_tracker, announce, torrent_path, torrent) =
+        tracker_and_torrent(work.path(), &source, scheme);
 
     let seeder_port = free_port();
     let mut seeder = Command::new("aria2c");
     seeder
         .arg(format!("--dir={}", source.display()))
         .arg(format!("--listen-port={seeder_port}"))
-        .args([
-            "--seed-ratio=0.0",
-            "--bt-seed-unverified=true",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-        ])
+        .args(["--seed-ratio=0.0", "--bt-seed-unverified=true"])
         .args([
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
             "--bt-min-crypto-level=plain",
         ])
-        .args(["--console-log-level=warn", "--summary-interval=0"])
+        .args(["--console-log-level=warn", "--summary-interval=0"]);
+    if scheme == "udp" {
+        // aria2c speaks to UDP trackers through its DHT socket only: the DHT is on (with no node to reach
+        // beyond loopback, and the torrent is private, so it stays local), its routing table in the test's dir.
+        seeder
+            .arg("--enable-dht=true")
+            .arg(format!("--dht-listen-port={}", free_port()))
+            .arg(format!(
+                "--dht-file-path={}",
+                work.path().join("dht.dat").display()
+            ));
+    } else {
+        seeder.args(["--enable-dht=false", "--enable-dht6=false"]);
+    }
+    seeder
         .arg(&torrent_path)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -361,10 +381,15 @@ async fn a_transmission_leecher_downloads_from_our_seeder() {
     wait_uploaded(&handle, files.iter().map(|(_, d)| d.len() as u64).sum()).await;
 }
 
-/// A torrent of `<source>/album` announcing to a fresh opentracker that whitelists it.
-fn tracker_and_torrent(work: &Path, source: &Path) -> (Killed, String, PathBuf, Torrent) {
+/// A torrent of `<source>/album` announcing to a fresh opentracker that whitelists it, over `scheme` (`http` or
+/// `udp`: opentracker serves both on one port number).
+fn tracker_and_torrent(
+    work: &Path,
+    source: &Path,
+    scheme: &str,
+) -> (Killed, String, PathBuf, Torrent) {
     let tracker_port = free_port();
-    let announce = format!("http://127.0.0.1:{tracker_port}/announce");
+    let announce = format!("{scheme}://127.0.0.1:{tracker_port}/announce");
     let torrent_path = work.join("album.torrent");
     let status = Command::new("mktorrent")
         .args(["-a", &announce, "-l", "18", "-p", "-o"])
