@@ -234,6 +234,29 @@ async fn bad_torrents_and_sources_get_clear_errors() {
             .call("transfers.add", json!({"torrent": magnet}))
             .await;
         assert_eq!(error_code(&duplicate), -32053);
+        // A folder is one torrent of its files, seeded in place; an empty folder is refused.
+        let album = work.path().join("album");
+        std::fs::create_dir_all(album.join("day 2")).unwrap();
+        std::fs::write(album.join("a.jpg"), content(70_000, 4)).unwrap();
+        std::fs::write(album.join("day 2/b.jpg"), content(50_000, 5)).unwrap();
+        let folder = ok(&mut client, "transfers.seed", json!({"path": album})).await;
+        assert_eq!(folder["transfer"]["name"], "album");
+        assert_eq!(folder["transfer"]["state"], "seeding", "{folder}");
+        assert_eq!(folder["transfer"]["progress"]["total_bytes"], 120_000);
+        std::fs::create_dir(work.path().join("hollow")).unwrap();
+        let hollow = client
+            .call(
+                "transfers.seed",
+                json!({"path": work.path().join("hollow")}),
+            )
+            .await;
+        assert_eq!(error_code(&hollow), -32054, "{hollow:?}");
+        ok(
+            &mut client,
+            "transfers.cancel",
+            json!({"id": id_of(&folder["transfer"])}),
+        )
+        .await;
         // Cancelling a seed with delete_files never deletes the user's own file.
         let id = id_of(&first["transfer"]);
         ok(

@@ -1363,7 +1363,10 @@ export type RevokeParams = {
  * `transfers.seed`'s params: share a file from disk, in place.
  */
 export type SeedParams = {
-  /** The file (absolute path); it is hashed once and never copied. */
+  /**
+   * The file or folder (absolute path); it is hashed once and never copied. A folder is one torrent of the
+   * regular files under it (hidden entries, links and empty files left out).
+   */
   path: string;
   /** Trackers to put in the torrent (none: peers dial us directly). */
   trackers?: Array<string>;

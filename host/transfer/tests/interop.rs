@@ -1,5 +1,6 @@
 //! Our engine against real BitTorrent clients on loopback: it downloads a multi-file torrent from an aria2c seeder
-//! and from a Transmission seeder, and seeds one to an aria2c leecher; every byte is compared with the source.
+//! and from a Transmission seeder, and seeds one of its own making to an aria2c leecher; every byte is compared with
+//! the source.
 //! Needs `aria2c`, `mktorrent` and `transmission-daemon` (installed by tests/run.sh).
 
 use std::net::SocketAddr;
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use allpeers_transfer::bt::create::create_torrent;
 use allpeers_transfer::bt::engine::{Engine, EngineConfig, Target};
 use allpeers_transfer::bt::magnet::MagnetLink;
 use allpeers_transfer::bt::metadata;
@@ -221,8 +223,10 @@ async fn an_aria2c_leecher_downloads_from_our_seeder() {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
     let files = make_album(&source);
+    // The torrent of the folder is our own (one multi-file torrent): a real client must read it as we meant.
     let torrent_path = work.path().join("album.torrent");
-    let torrent = mktorrent(&source.join("album"), &torrent_path);
+    let (bytes, torrent) = create_torrent(&source.join("album"), &[]).unwrap();
+    std::fs::write(&torrent_path, bytes).unwrap();
     let out = work.path().join("out");
     let port = free_port();
     let mut leecher = aria2c(&out, port, &torrent_path, true);

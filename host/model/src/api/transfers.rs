@@ -92,7 +92,8 @@ pub struct AddTransferParams {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct SeedParams {
-    /// The file (absolute path); it is hashed once and never copied.
+    /// The file or folder (absolute path); it is hashed once and never copied. A folder is one torrent of the
+    /// regular files under it (hidden entries, links and empty files left out).
     pub path: String,
     /// Trackers to put in the torrent (none: peers dial us directly).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -46,7 +46,7 @@ pub struct GetArgs {
 
 #[derive(Args)]
 pub struct SeedArgs {
-    /// The file to share (it stays where it is; it is read, never copied)
+    /// The file or folder to share (it stays where it is; it is read, never copied)
     file: PathBuf,
     /// A tracker to put in the torrent; repeatable
     #[arg(long = "tracker", value_name = "URL")]

@@ -9,10 +9,9 @@ use allpeers_model::api::transfers::{
     TransferIdParams,
 };
 use allpeers_model::api::{ErrorCode, RpcError};
-use allpeers_transfer::bt::create::create_torrent;
+use allpeers_transfer::bt::create::{create_torrent, stamps_of};
 use allpeers_transfer::bt::metadata;
 use allpeers_transfer::bt::metainfo::{MAX_TORRENT_LEN, Torrent};
-use allpeers_transfer::cache::stamps::Stamps;
 use allpeers_transfer::manager::{AddTransfer, TransferId};
 use allpeers_transfer::throttle::Limits;
 use base64::Engine as _;
@@ -255,7 +254,7 @@ async fn seed(transfers: &Transfers, params: SeedParams) -> Result<SeedResult, R
     let trackers = params.trackers.clone();
     let (bytes, torrent, stamps) = tokio::task::spawn_blocking(move || {
         // Taken before hashing: if the file changes meanwhile, the manager hashes it again.
-        let stamps = Stamps::of_file(&path).ok();
+        let stamps = stamps_of(&path).ok();
         create_torrent(&path, &trackers).map(|(bytes, torrent)| (bytes, torrent, stamps))
     })
     .await

@@ -171,7 +171,10 @@ pub fn metadata_error(error: MetadataError) -> RpcError {
 
 pub fn create_error(error: CreateError) -> RpcError {
     let code = match &error {
-        CreateError::Metainfo(_) | CreateError::BadName { .. } => ErrorCode::BadTorrent,
+        CreateError::Metainfo(_)
+        | CreateError::BadName { .. }
+        | CreateError::Layout { .. }
+        | CreateError::TooManyFiles(_) => ErrorCode::BadTorrent,
         CreateError::Read { .. } | CreateError::NotAFile(_) | CreateError::Empty(_) => {
             ErrorCode::Unreadable
         }
