@@ -30,8 +30,14 @@ pub fn free_port() -> u16 {
 
 /// Blocks until something accepts on `127.0.0.1:port`; panics past [`START_DEADLINE`].
 pub fn wait_for_port(port: u16, what: &str) {
+    wait_for_listener(([127, 0, 0, 1], port).into(), what);
+}
+
+/// Waits until something accepts connections at `addr`.
+pub fn wait_for_listener(addr: std::net::SocketAddr, what: &str) {
+    let port = addr.port();
     let deadline = Instant::now() + START_DEADLINE;
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+    while TcpStream::connect(addr).is_err() {
         assert!(Instant::now() < deadline, "{what} never listened on {port}");
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -14,7 +14,9 @@ use allpeers_transfer::bt::magnet::MagnetLink;
 use allpeers_transfer::bt::metadata;
 use allpeers_transfer::bt::metainfo::Torrent;
 use allpeers_transfer::bt::session::TorrentHandle;
-use allpeers_transfer::testing::{Killed, aria2c, content, free_port, wait_for_port};
+use allpeers_transfer::testing::{
+    Killed, aria2c, content, free_port, wait_for_listener, wait_for_port,
+};
 
 /// A whole test's budget: the transfers are a few MiB on loopback and take well under a second each.
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -50,6 +52,20 @@ fn mktorrent(content: &Path, out: &Path) -> Torrent {
         .expect("mktorrent is installed (tests/run.sh)");
     assert!(status.success());
     Torrent::from_bytes(&std::fs::read(out).unwrap()).unwrap()
+}
+
+/// Bytes of the files under `dir` (0 if it is not there yet).
+fn walk_len(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(kind) if kind.is_dir() => walk_len(&e.path()),
+            _ => e.metadata().map_or(0, |m| m.len()),
+        })
+        .sum()
 }
 
 fn assert_same_files(root: &Path, files: &[(PathBuf, Vec<u8>)]) {
@@ -216,6 +232,67 @@ async fn an_aria2c_leecher_gets_a_magnets_metadata_from_our_seeder() {
     };
     assert!(status.success(), "aria2c: {status}");
     assert_same_files(&out, &files);
+}
+
+/// Peer exchange (BEP 11): our engine is given only an aria2c leecher, which is slow and connected to an aria2c
+/// seeder it found through opentracker. The leecher's `ut_pex` names the seeder; we dial it and finish from it. The
+/// seeder lives on 127.0.0.2: aria2c never tells a peer of peers on the peer's own IP address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_a_seeder_through_an_aria2c_peers_exchange() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let files = make_album(&source);
+    let (_tracker, announce, torrent_path, torrent) =
+        tracker_and_torrent_of(work.path(), &source, "http", false);
+    let aria2c_with_pex = |dir: &Path, port: u16, extra: &[&str]| {
+        let mut command = Command::new("aria2c");
+        command
+            .arg(format!("--dir={}", dir.display()))
+            .arg(format!("--listen-port={port}"))
+            .args(["--seed-ratio=0.0", "--bt-seed-unverified=true"])
+            .args([
+                "--enable-dht=false",
+                "--enable-dht6=false",
+                "--bt-enable-lpd=false",
+            ])
+            .args(["--enable-peer-exchange=true", "--bt-min-crypto-level=plain"])
+            .args(["--console-log-level=warn", "--summary-interval=0"])
+            .args(extra)
+            .arg(&torrent_path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        Killed(command.spawn().expect("aria2c"))
+    };
+    let seeder_port = free_port();
+    let _seeder = aria2c_with_pex(&source, seeder_port, &["--interface=127.0.0.2"]);
+    wait_for_listener(([127, 0, 0, 2], seeder_port).into(), "aria2c seeder");
+    wait_until_tracked(&announce, torrent.info_hash, seeder_port).await;
+    // The leecher takes 20 KB/s at most: it stays connected to the seeder, and it has next to nothing for us.
+    let leecher_port = free_port();
+    let _leecher = aria2c_with_pex(
+        &work.path().join("leecher"),
+        leecher_port,
+        &["--max-download-limit=20K", "--file-allocation=none"],
+    );
+    wait_for_port(leecher_port, "aria2c leecher");
+    // aria2c tells a new peer of its peers at once, then a minute later: wait until the leecher has bytes from the
+    // seeder (so it is connected to it) before we connect.
+    let leeched = work.path().join("leecher/album");
+    let deadline = Instant::now() + DEADLINE;
+    while walk_len(&leeched) == 0 {
+        assert!(Instant::now() < deadline, "the leecher never got a byte");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let (_engine, handle, out) = download_from(work.path(), torrent, leecher_port).await;
+    assert_same_files(&out, &files);
+    let peers = handle.progress().peers;
+    assert!(
+        peers
+            .iter()
+            .any(|p| p.addr == ([127, 0, 0, 2], seeder_port).into() && p.downloaded > 0),
+        "the seeder, named only by the leecher's peer exchange, sent us data: {peers:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -492,11 +569,23 @@ fn tracker_and_torrent(
     source: &Path,
     scheme: &str,
 ) -> (Killed, String, PathBuf, Torrent) {
+    tracker_and_torrent_of(work, source, scheme, true)
+}
+
+/// [`tracker_and_torrent`], the torrent private (no peer exchange, BEP 27) or not.
+fn tracker_and_torrent_of(
+    work: &Path,
+    source: &Path,
+    scheme: &str,
+    private: bool,
+) -> (Killed, String, PathBuf, Torrent) {
     let tracker_port = free_port();
     let announce = format!("{scheme}://127.0.0.1:{tracker_port}/announce");
     let torrent_path = work.join("album.torrent");
     let status = Command::new("mktorrent")
-        .args(["-a", &announce, "-l", "18", "-p", "-o"])
+        .args(["-a", &announce, "-l", "18"])
+        .args(private.then_some("-p"))
+        .arg("-o")
         .arg(&torrent_path)
         .arg(source.join("album"))
         .stdout(Stdio::null())

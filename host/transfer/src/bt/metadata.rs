@@ -308,6 +308,7 @@ async fn from_peer(
             reqq: 250,
             port: None,
             metadata_size: None,
+            pex: false,
         },
         &mut out,
     );

@@ -39,6 +39,13 @@ pub const MAX_HASH_STRIKES: u32 = 3;
 pub const DEFAULT_MAX_PEERS: usize = 50;
 /// First wait before dialing a peer again; doubles up to [`MAX_REDIAL_DELAY`].
 const REDIAL_DELAY: Duration = Duration::from_secs(2);
+/// Addresses kept to dial, from trackers and peer exchange.
+pub const MAX_KNOWN_PEERS: usize = 2000;
+/// A peer is told of our other peers at most this often (BEP 11: once a minute); the first time just after its
+/// handshake.
+pub const PEX_INTERVAL: Duration = Duration::from_secs(60);
+/// Addresses in one `ut_pex` list (BEP 11).
+const PEX_MAX_LIST: usize = 50;
 const MAX_REDIAL_DELAY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
@@ -174,6 +181,13 @@ struct Peer {
     ut_metadata: Option<u8>,
     /// Metadata pieces sent to this peer: bounded, since a peer needs each piece once.
     metadata_sent: u32,
+    /// The id the peer wants `ut_pex` messages sent with, if it exchanges peers (never for a private torrent).
+    ut_pex: Option<u8>,
+    /// Where others can dial this peer: the address we dialed, or its IP and the port its extension handshake names.
+    listen: Option<SocketAddr>,
+    /// The addresses our `ut_pex` messages told this peer of, and when the next may go.
+    pex_told: HashSet<SocketAddr>,
+    next_pex: Instant,
 }
 
 impl Peer {
@@ -433,6 +447,10 @@ impl Session {
 
     fn add_peers(&mut self, addrs: Vec<SocketAddr>, now: Instant) {
         for addr in addrs {
+            // Bounded: trackers and peer exchange may name thousands; the first ones are plenty to dial.
+            if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&addr) {
+                break;
+            }
             self.known.entry(addr).or_insert(KnownAddr {
                 next_dial: now,
                 delay: REDIAL_DELAY,
@@ -528,12 +546,22 @@ impl Session {
             strikes: 0,
             ut_metadata: None,
             metadata_sent: 0,
+            ut_pex: None,
+            // Dialed by us: its address is where it listens.
+            listen: self
+                .known
+                .get(&addr)
+                .is_some_and(|k| k.connected)
+                .then_some(addr),
+            pex_told: HashSet::new(),
+            next_pex: now,
         };
         if handshake.supports_extended {
             peer.send(OutMessage::ExtendedHandshake {
                 reqq: OUR_REQQ,
                 port: self.options.listen_port,
                 metadata_size: Some(self.torrent.info_bytes.len() as u32),
+                pex: !self.torrent.private,
             });
         }
         if !self.written.is_empty() {
@@ -593,12 +621,25 @@ impl Session {
                 client,
                 ut_metadata,
                 metadata_size: _,
+                ut_pex,
+                listen_port,
             } => {
                 if let Some(reqq) = reqq {
                     peer.pipeline.set_peer_reqq(reqq);
                 }
                 peer.client = client;
                 peer.ut_metadata = ut_metadata;
+                // BEP 27: no peer exchange for a private torrent.
+                peer.ut_pex = ut_pex.filter(|_| !self.torrent.private);
+                if let Some(port) = listen_port {
+                    peer.listen = Some(SocketAddr::new(peer.addr.ip(), port));
+                }
+            }
+            PeerMessage::Pex { added } => {
+                if !self.torrent.private {
+                    allpeers_log::bone!(from = %peer.addr, peers = added.len(), "transfer: peers exchanged");
+                    self.add_peers(added, now);
+                }
             }
             PeerMessage::Metadata(message) => {
                 let info = &self.torrent.info_bytes;
@@ -884,6 +925,7 @@ impl Session {
         for key in keys {
             self.fill_requests(key, now);
         }
+        self.exchange_peers(now);
         if self.is_active() {
             self.dial_due(now);
             if self.options.use_trackers
@@ -897,6 +939,51 @@ impl Session {
             }
         }
         self.publish(now);
+    }
+
+    /// Tells each peer that exchanges peers which of ours it can dial (and which are gone since), once a minute.
+    fn exchange_peers(&mut self, now: Instant) {
+        if self.torrent.private {
+            return;
+        }
+        let dialable: Vec<(PeerKey, SocketAddr)> = self
+            .peers
+            .iter()
+            .filter_map(|(key, p)| Some((*key, p.listen?)))
+            .collect();
+        for (key, peer) in self.peers.iter_mut() {
+            let Some(peer_id) = peer.ut_pex else {
+                continue;
+            };
+            if now < peer.next_pex {
+                continue;
+            }
+            peer.next_pex = now + PEX_INTERVAL;
+            let current: HashSet<SocketAddr> = dialable
+                .iter()
+                .filter(|(other, _)| other != key)
+                .map(|(_, addr)| *addr)
+                .collect();
+            let mut added: Vec<SocketAddr> = current.difference(&peer.pex_told).copied().collect();
+            let mut dropped: Vec<SocketAddr> =
+                peer.pex_told.difference(&current).copied().collect();
+            added.sort();
+            dropped.sort();
+            added.truncate(PEX_MAX_LIST);
+            dropped.truncate(PEX_MAX_LIST);
+            if added.is_empty() && dropped.is_empty() {
+                continue;
+            }
+            peer.pex_told.extend(added.iter().copied());
+            for gone in &dropped {
+                peer.pex_told.remove(gone);
+            }
+            peer.send(OutMessage::Pex {
+                peer_id,
+                added,
+                dropped,
+            });
+        }
     }
 
     fn announce(&self, event: Option<AnnounceEvent>) {

@@ -3,6 +3,8 @@
 //! received frame (no copy). Message ids librqbit does not know (the DHT port, the Fast extension) are passed up
 //! as [`PeerMessage::Unknown`] so a peer that speaks them is not dropped.
 
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
 use bytes::{Bytes, BytesMut};
 use librqbit_bencode::ByteBuf;
 use librqbit_core::hash_id::Id20;
@@ -22,6 +24,11 @@ const MSGID_EXTENDED: u8 = 20;
 const EXTENDED_HANDSHAKE_ID: u8 = 0;
 /// The id we ask peers to use for `ut_metadata` messages to us (BEP 9); librqbit's choice, kept for its parser.
 pub const OUR_UT_METADATA_ID: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_METADATA;
+/// The id we ask peers to use for `ut_pex` messages to us (BEP 11).
+pub const OUR_UT_PEX_ID: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_PEX;
+/// Peers taken from one `ut_pex` message: BEP 11 allows 50 added per message; a little slack, then the rest is
+/// ignored.
+pub const MAX_PEX_ADDED: usize = 100;
 /// The metadata travels in pieces of this size (BEP 9); only the last is shorter.
 pub const METADATA_PIECE_LEN: usize = 16 * 1024;
 
@@ -59,9 +66,18 @@ pub enum PeerMessage {
         ut_metadata: Option<u8>,
         /// The size of the info dictionary, from a peer that has it.
         metadata_size: Option<u32>,
+        /// The id the peer wants its `ut_pex` messages sent with; `None` if it does not exchange peers.
+        ut_pex: Option<u8>,
+        /// The port the peer listens on (`p`): how others reach a peer that dialed us.
+        listen_port: Option<u16>,
     },
     /// A `ut_metadata` message (BEP 9).
     Metadata(MetadataMessage),
+    /// A `ut_pex` message (BEP 11): peers the sender is connected to. Its `dropped` lists are not used (a peer we
+    /// know of is dialed until it fails, whatever another peer says).
+    Pex {
+        added: Vec<SocketAddr>,
+    },
     /// Another extension message: not used yet.
     Extended(u8),
     Unknown(u8),
@@ -120,6 +136,9 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<PeerMessage>, WireError
         if frame[5] == OUR_UT_METADATA_ID {
             return decode_metadata(frame.slice(6..)).map(|m| Some(PeerMessage::Metadata(m)));
         }
+        if frame[5] == OUR_UT_PEX_ID {
+            return decode_pex(&frame[6..]).map(|added| Some(PeerMessage::Pex { added }));
+        }
     }
     let (message, _) =
         Message::deserialize(&frame, &[]).map_err(|e| WireError::Malformed(e.to_string()))?;
@@ -155,6 +174,8 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<PeerMessage>, WireError
                 reqq: handshake.reqq,
                 ut_metadata: handshake.m.ut_metadata.filter(|id| *id != 0),
                 metadata_size: handshake.metadata_size,
+                ut_pex: handshake.m.ut_pex.filter(|id| *id != 0),
+                listen_port: handshake.port().filter(|port| *port != 0),
                 client: handshake
                     .v
                     .map(|v| String::from_utf8_lossy(v.as_ref()).into_owned()),
@@ -174,6 +195,48 @@ pub enum MetadataMessage {
         data: Bytes,
     },
     Reject(u32),
+}
+
+/// The `added` and `added6` peers of a `ut_pex` message, bounded by [`MAX_PEX_ADDED`].
+fn decode_pex(payload: &[u8]) -> Result<Vec<SocketAddr>, WireError> {
+    #[derive(serde::Deserialize)]
+    struct Pex<'a> {
+        #[serde(borrow, default)]
+        added: Option<ByteBuf<'a>>,
+        #[serde(borrow, default)]
+        added6: Option<ByteBuf<'a>>,
+    }
+    let pex: Pex<'_> = librqbit_bencode::from_bytes(payload)
+        .map_err(|e| WireError::Malformed(format!("ut_pex: {}", e.into_kind())))?;
+    let v4 = pex.added.as_ref().map_or(&[][..], |b| b.as_ref());
+    let v6 = pex.added6.as_ref().map_or(&[][..], |b| b.as_ref());
+    let added = v4
+        .chunks_exact(6)
+        .map(|c| {
+            let ip = Ipv4Addr::new(c[0], c[1], c[2], c[3]);
+            SocketAddr::new(ip.into(), u16::from_be_bytes([c[4], c[5]]))
+        })
+        .chain(v6.chunks_exact(18).map(|c| {
+            let ip = Ipv6Addr::from(<[u8; 16]>::try_from(&c[..16]).expect("16 bytes"));
+            SocketAddr::new(ip.into(), u16::from_be_bytes([c[16], c[17]]))
+        }))
+        .filter(|addr| addr.port() != 0 && !addr.ip().is_unspecified())
+        .take(MAX_PEX_ADDED)
+        .collect();
+    Ok(added)
+}
+
+fn compact(addrs: &[SocketAddr], v6: bool) -> Vec<u8> {
+    let mut out = Vec::new();
+    for addr in addrs {
+        match (addr.ip(), v6) {
+            (IpAddr::V4(ip), false) => out.extend_from_slice(&ip.octets()),
+            (IpAddr::V6(ip), true) => out.extend_from_slice(&ip.octets()),
+            _ => continue,
+        }
+        out.extend_from_slice(&addr.port().to_be_bytes());
+    }
+    out
 }
 
 /// Decoded by hand rather than by librqbit, whose parsed `data` hides `total_size`.
@@ -232,10 +295,16 @@ pub fn encode(message: &OutMessage, out: &mut BytesMut) {
             reqq,
             port,
             metadata_size,
+            pex,
         } => {
-            // Written by hand: librqbit's handshake type would also offer ut_pex, which we do not speak. Keys in
-            // sorted order, as bencode requires.
-            let mut dict = format!("d1:md11:ut_metadatai{OUR_UT_METADATA_ID}ee").into_bytes();
+            // Written by hand: librqbit's handshake type always offers ut_pex, which a private torrent must not
+            // (BEP 27). Keys in sorted order, as bencode requires.
+            let pex = if *pex {
+                format!("6:ut_pexi{OUR_UT_PEX_ID}e")
+            } else {
+                String::new()
+            };
+            let mut dict = format!("d1:md11:ut_metadatai{OUR_UT_METADATA_ID}e{pex}e").into_bytes();
             if let Some(size) = metadata_size {
                 dict.extend_from_slice(format!("13:metadata_sizei{size}e").as_bytes());
             }
@@ -247,6 +316,31 @@ pub fn encode(message: &OutMessage, out: &mut BytesMut) {
             );
             out.extend_from_slice(&(dict.len() as u32 + 2).to_be_bytes());
             out.extend_from_slice(&[MSGID_EXTENDED, EXTENDED_HANDSHAKE_ID]);
+            out.extend_from_slice(&dict);
+            return;
+        }
+        OutMessage::Pex {
+            peer_id,
+            added,
+            dropped,
+        } => {
+            fn string(out: &mut Vec<u8>, key: &str, value: &[u8]) {
+                out.extend_from_slice(format!("{}:{key}{}:", key.len(), value.len()).as_bytes());
+                out.extend_from_slice(value);
+            }
+            // Keys in sorted order: added, added.f, added6, added6.f, dropped, dropped6. No flags are claimed.
+            let mut dict = b"d".to_vec();
+            let added4 = compact(added, false);
+            string(&mut dict, "added", &added4);
+            string(&mut dict, "added.f", &vec![0; added4.len() / 6]);
+            let added6 = compact(added, true);
+            string(&mut dict, "added6", &added6);
+            string(&mut dict, "added6.f", &vec![0; added6.len() / 18]);
+            string(&mut dict, "dropped", &compact(dropped, false));
+            string(&mut dict, "dropped6", &compact(dropped, true));
+            dict.push(b'e');
+            out.extend_from_slice(&(dict.len() as u32 + 2).to_be_bytes());
+            out.extend_from_slice(&[MSGID_EXTENDED, *peer_id]);
             out.extend_from_slice(&dict);
             return;
         }
@@ -314,6 +408,14 @@ pub enum OutMessage {
         port: Option<u16>,
         /// The info dictionary's size, once we have it.
         metadata_size: Option<u32>,
+        /// Offer `ut_pex` (never for a private torrent).
+        pex: bool,
+    },
+    /// A `ut_pex` message, sent with the id the peer asked for: at most 50 of each list (BEP 11).
+    Pex {
+        peer_id: u8,
+        added: Vec<SocketAddr>,
+        dropped: Vec<SocketAddr>,
     },
     /// A `ut_metadata` message, sent with the id the peer asked for.
     Metadata {
@@ -363,13 +465,42 @@ mod tests {
                 reqq: 2000,
                 port: Some(6881),
                 metadata_size: Some(40_000),
+                pex: true,
             }),
             PeerMessage::ExtendedHandshake {
                 reqq: Some(2000),
                 client: Some(CLIENT_NAME.into()),
                 ut_metadata: Some(OUR_UT_METADATA_ID),
                 metadata_size: Some(40_000),
+                ut_pex: Some(OUR_UT_PEX_ID),
+                listen_port: Some(6881),
             }
+        );
+        let private = round_trip(OutMessage::ExtendedHandshake {
+            reqq: 1,
+            port: None,
+            metadata_size: None,
+            pex: false,
+        });
+        assert!(matches!(
+            private,
+            PeerMessage::ExtendedHandshake {
+                ut_pex: None,
+                listen_port: None,
+                ..
+            }
+        ));
+        let peers: Vec<SocketAddr> = vec![
+            "10.0.0.1:6881".parse().unwrap(),
+            "[2001:db8::1]:7000".parse().unwrap(),
+        ];
+        assert_eq!(
+            round_trip(OutMessage::Pex {
+                peer_id: OUR_UT_PEX_ID,
+                added: peers.clone(),
+                dropped: vec!["10.0.0.9:1".parse().unwrap()],
+            }),
+            PeerMessage::Pex { added: peers }
         );
         for message in [
             MetadataMessage::Request(2),
@@ -388,6 +519,39 @@ mod tests {
                 PeerMessage::Metadata(message)
             );
         }
+    }
+
+    #[test]
+    fn pex_messages_are_bounded_and_junk_is_skipped() {
+        fn frame(payload: &[u8]) -> BytesMut {
+            let mut out = BytesMut::new();
+            out.extend_from_slice(&(payload.len() as u32 + 2).to_be_bytes());
+            out.extend_from_slice(&[MSGID_EXTENDED, OUR_UT_PEX_ID]);
+            out.extend_from_slice(payload);
+            out
+        }
+        let mut many = format!("d5:added{}:", 6 * 300).into_bytes();
+        for i in 0..300u16 {
+            many.extend_from_slice(&[10, 0, 0, 1]);
+            many.extend_from_slice(&(i + 1).to_be_bytes());
+        }
+        many.push(b'e');
+        let Some(PeerMessage::Pex { added }) = decode_frame(&mut frame(&many)).unwrap() else {
+            panic!("a pex message")
+        };
+        assert_eq!(added.len(), MAX_PEX_ADDED);
+        // Port 0 and the unspecified address are not peers; a trailing odd byte is ignored.
+        let mut payload = b"d5:added13:".to_vec();
+        payload.extend_from_slice(&[0, 0, 0, 0, 0x1a, 0xe1, 10, 0, 0, 1, 0, 0, 7]);
+        payload.push(b'e');
+        assert_eq!(
+            decode_frame(&mut frame(&payload)).unwrap(),
+            Some(PeerMessage::Pex { added: vec![] })
+        );
+        assert!(matches!(
+            decode_frame(&mut frame(b"i5e")),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]
