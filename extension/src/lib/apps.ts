@@ -38,7 +38,7 @@ export const SCOPE_WORDS: Record<string, string> = {
 };
 
 export function scopeWords(scope: string): string {
-  return SCOPE_WORDS[scope] ?? scope;
+  return Object.hasOwn(SCOPE_WORDS, scope) ? SCOPE_WORDS[scope] : scope;
 }
 
 /** Checks `permissions.request`'s scopes: a non-empty list of known scopes, deduplicated. */
@@ -49,7 +49,7 @@ export function parseScopes(params: unknown): string[] | RpcErrorBody {
   }
   const out: string[] = [];
   for (const s of scopes) {
-    if (typeof s !== "string" || !(s in SCOPE_WORDS)) {
+    if (typeof s !== "string" || !Object.hasOwn(SCOPE_WORDS, s)) {
       return {
         code: ErrorCode.InvalidParams,
         message: `permissions.request: unknown scope ${JSON.stringify(s)} (known: ${Object.keys(SCOPE_WORDS).join(", ")})`,

@@ -6,7 +6,8 @@
 // The page's scripts share this world and may later replace Object.prototype, Array.prototype,
 // JSON, Promise, postMessage and the like. So everything used after start-up is captured here,
 // before any page script runs, and called through the captured Reflect.apply; objects handed
-// out are frozen; internal bookkeeping lives in captured Maps. Messages go over a
+// out are frozen; internal bookkeeping lives in captured Maps; descriptors and dictionaries
+// have no prototype (so a getter on Object.prototype reads nothing of ours). Messages go over a
 // MessageChannel to the relay (the isolated content script), which is opened on the first
 // request. Whatever the page forges on that channel only makes it talk as itself: the
 // background takes the origin from the browser.
@@ -59,12 +60,12 @@
   class ProviderRpcError extends NativeError {
     constructor(code: number, message: string, data?: unknown) {
       super(message);
-      defineProperty(this, "code", { value: code, enumerable: true });
-      if (data !== undefined) defineProperty(this, "data", { value: data, enumerable: true });
+      defineProperty(this, "code", { __proto__: null, value: code, enumerable: true } as PropertyDescriptor);
+      if (data !== undefined) defineProperty(this, "data", { __proto__: null, value: data, enumerable: true } as PropertyDescriptor);
       freeze(this);
     }
   }
-  defineProperty(ProviderRpcError.prototype, "name", { value: "ProviderRpcError" });
+  defineProperty(ProviderRpcError.prototype, "name", { __proto__: null, value: "ProviderRpcError" } as PropertyDescriptor);
   freeze(ProviderRpcError.prototype);
   freeze(ProviderRpcError);
 
@@ -134,7 +135,7 @@
     apply(portOnMessage, mine, [receive]);
     // The transfer list is read through its iterator: give it the original one.
     const transfer = [theirs];
-    defineProperty(transfer, iteratorSymbol, { value: arrayValues });
+    defineProperty(transfer, iteratorSymbol, { __proto__: null, value: arrayValues } as PropertyDescriptor);
     apply(windowPost, W, [{ "allpeers:channel": 1 }, "*", transfer]);
     port = mine;
     return mine;
