@@ -74,7 +74,11 @@ const POLLUTED_PAGE = `<!doctype html><html><head><script>
   for (const [target, key] of fns) replacements.push([target, key, { __proto__: null, configurable: true, writable: true, value: trap(String(key)) }]);
   replacements.push([MessagePort.prototype, "onmessage", { __proto__: null, configurable: true, set: trap("onmessage"), get() {} }]);
   replacements.push([MessageEvent.prototype, "data", { __proto__: null, configurable: true, get: trap("MessageEvent data") }]);
-  for (let i = 0; i < replacements.length; i++) saved[saved.length] = describe(replacements[i][0], replacements[i][1]);
+  // Kept without a prototype: put back while Object.prototype still has "get" and "value".
+  for (let i = 0; i < replacements.length; i++) {
+    const d = describe(replacements[i][0], replacements[i][1]);
+    saved[saved.length] = d && Object.setPrototypeOf(d, null);
+  }
   const n = replacements.length;
   for (let i = 0; i < n; i++) define(replacements[i][0], replacements[i][1], replacements[i][2]);
   const restore = () => {
