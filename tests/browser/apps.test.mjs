@@ -154,7 +154,8 @@ async function start(frame, key, method, params) {
 }
 
 let hub, alice, bob, context, appOrigin, frameOrigin;
-const prompts = [];
+const pages = [];
+const prompts = () => pages.filter((p) => p.url().includes("/prompt.html"));
 
 before(async () => {
   hub = await startHub();
@@ -163,9 +164,8 @@ before(async () => {
   await installHost(alice);
   await startDaemon(bob);
   context = await launch(alice.profile);
-  context.on("page", (p) => {
-    if (p.url().includes("/prompt.html")) prompts.push(p);
-  });
+  // Every page ever opened (a popup's URL may be set only after the event); prompts() filters.
+  context.on("page", (p) => pages.push(p));
   const panel = await openPanel(context, "people");
   await waitConnected(panel);
   await Promise.all([registerAtHub(alice, "alice"), registerAtHub(bob, "bob")]);
@@ -183,8 +183,8 @@ before(async () => {
 
 /** The next prompt window (opened by the background), loaded. */
 async function nextPrompt(count) {
-  await until("a prompt window", async () => prompts.length >= count);
-  const prompt = prompts[count - 1];
+  await until("a prompt window", async () => prompts().length >= count);
+  const prompt = prompts()[count - 1];
   await prompt.waitForSelector('body[data-state="asking"], body[data-state="ready"]');
   return prompt;
 }
@@ -233,7 +233,7 @@ test("apps: discovery, 4100 before the grant, the prompt, identity and contacts,
   assert.deepEqual(granted.result.scopes.sort(), ["contacts:read", "identity"]);
   assert.equal(granted.result.origin, appOrigin);
   assert.deepEqual((await again()).result.origin, appOrigin);
-  assert.equal(prompts.length, 1, "one prompt for both requests");
+  assert.equal(prompts().length, 1, "one prompt for both requests");
   await until("the prompt window closed", async () => prompt.isClosed());
 
   // --- Granted: identity and contacts.
@@ -283,7 +283,7 @@ test("apps: discovery, 4100 before the grant, the prompt, identity and contacts,
     assert.equal(refused.code, 4001);
     assert.match(refused.message, /no new prompt/);
   }
-  assert.equal(prompts.length, 2, "no prompt after the refusal");
+  assert.equal(prompts().length, 2, "no prompt after the refusal");
   assert.equal((await call(frame, "identity.get", {})).error.code, 4100);
   // The app's own grant is untouched by its frame's refusal.
   assert.equal((await call(page, "identity.get", {})).result.peer_id, alice.peerId);
