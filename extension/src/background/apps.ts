@@ -19,7 +19,7 @@ import {
   senderOrigin,
 } from "../lib/apps";
 import { ExtErrorCode, RpcErrorBody } from "../lib/protocol";
-import type { AppEntry } from "../lib/api.gen";
+import type { AppPermissions, Scope } from "../lib/api.gen";
 
 declare const BROWSER: "chromium" | "firefox";
 
@@ -151,7 +151,7 @@ export function setupApps({ connect, trusted }: AppsOptions) {
   };
 
   // ---- the prompt windows: one per origin at a time; the answer comes over its port
-  const prompts = new Map<string, { origin: string; scopes: string[]; answer(allow: boolean): void; windowId?: number }>();
+  const prompts = new Map<string, { origin: string; scopes: Scope[]; answer(allow: boolean): void; windowId?: number }>();
   const gate = new PromptGate(
     (origin, scopes) =>
       new Promise<boolean>((resolve, reject) => {
@@ -222,7 +222,7 @@ export function setupApps({ connect, trusted }: AppsOptions) {
     if (!Array.isArray(scopes)) throw scopes;
     // Each turn waits for a user's answer or ends: bounded by the user, not by the page.
     for (;;) {
-      const now = (await s.call("permissions.get", {})) as { scopes: string[] };
+      const now = (await s.call("permissions.get", {})) as AppPermissions;
       if (scopes.every((x) => now.scopes.includes(x))) return now;
       const open = gate.pending(s.origin);
       if (open) {
@@ -343,7 +343,7 @@ export function setupApps({ connect, trusted }: AppsOptions) {
   // A grant or revocation (from Settings, the CLI or a prompt): that origin's pages hear it.
   trusted.onEvent((topic, data) => {
     if (topic !== "apps.changed") return;
-    const entry = data as AppEntry;
+    const entry = data as AppPermissions;
     if (entry.scopes.length) gate.forgive(entry.origin);
     sessions.get(entry.origin)?.fanOut({ type: "event", topic: "permissionsChanged", data: { scopes: entry.scopes } });
   });

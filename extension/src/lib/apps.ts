@@ -3,7 +3,7 @@
 // (one prompt at a time per origin, a cool-down after a refusal). Browser-free, so it runs
 // under node's test runner too.
 
-import { ErrorCode } from "./api.gen";
+import { ErrorCode, SCOPES, Scope } from "./api.gen";
 import type { RpcErrorBody } from "./protocol";
 
 /** The relay's runtime port to the background (one per page channel). */
@@ -25,10 +25,10 @@ export type BackgroundToPage =
 export type PromptToBackground = { type: "open"; prompt: string } | { type: "answer"; prompt: string; allow: boolean };
 
 /** Background → prompt. */
-export type BackgroundToPrompt = { type: "ask"; origin: string; scopes: string[] } | { type: "gone" };
+export type BackgroundToPrompt = { type: "ask"; origin: string; scopes: Scope[] } | { type: "gone" };
 
 /** Every scope, in the words the prompt and Settings show. */
-export const SCOPE_WORDS: Record<string, string> = {
+export const SCOPE_WORDS: Record<Scope, string> = {
   identity: "See your AllPeers identity (your PeerId and name)",
   "contacts:read": "See your contacts (their PeerIds and names)",
   presence: "See when your contacts are online",
@@ -37,22 +37,26 @@ export const SCOPE_WORDS: Record<string, string> = {
   shares: "Share its data with your contacts, and see and revoke those shares",
 };
 
+function isScope(s: unknown): s is Scope {
+  return typeof s === "string" && (SCOPES as readonly string[]).includes(s);
+}
+
 export function scopeWords(scope: string): string {
-  return Object.hasOwn(SCOPE_WORDS, scope) ? SCOPE_WORDS[scope] : scope;
+  return isScope(scope) ? SCOPE_WORDS[scope] : scope;
 }
 
 /** Checks `permissions.request`'s scopes: a non-empty list of known scopes, deduplicated. */
-export function parseScopes(params: unknown): string[] | RpcErrorBody {
+export function parseScopes(params: unknown): Scope[] | RpcErrorBody {
   const scopes = typeof params === "object" && params !== null ? (params as { scopes?: unknown }).scopes : undefined;
   if (!Array.isArray(scopes) || scopes.length === 0 || scopes.length > 16) {
     return { code: ErrorCode.InvalidParams, message: "permissions.request: `scopes` must be a list of 1 to 16 scopes" };
   }
-  const out: string[] = [];
+  const out: Scope[] = [];
   for (const s of scopes) {
-    if (typeof s !== "string" || !Object.hasOwn(SCOPE_WORDS, s)) {
+    if (!isScope(s)) {
       return {
         code: ErrorCode.InvalidParams,
-        message: `permissions.request: unknown scope ${JSON.stringify(s)} (known: ${Object.keys(SCOPE_WORDS).join(", ")})`,
+        message: `permissions.request: unknown scope ${JSON.stringify(s)} (known: ${SCOPES.join(", ")})`,
       };
     }
     if (!out.includes(s)) out.push(s);
@@ -114,7 +118,7 @@ export class PromptGate {
   private deniedUntil = new Map<string, number>();
 
   constructor(
-    private readonly ask: (origin: string, scopes: string[]) => Promise<boolean>,
+    private readonly ask: (origin: string, scopes: Scope[]) => Promise<boolean>,
     private readonly coolDownMs = 60_000,
     private readonly now: () => number = () => Date.now(),
   ) {}
@@ -136,7 +140,7 @@ export class PromptGate {
   }
 
   /** Opens a prompt (the caller checked that none is open and no cool-down runs). */
-  prompt(origin: string, scopes: string[]): Promise<boolean> {
+  prompt(origin: string, scopes: Scope[]): Promise<boolean> {
     const answer = this.ask(origin, scopes)
       .catch(() => false)
       .then((allow) => {

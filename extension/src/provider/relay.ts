@@ -6,13 +6,14 @@
 // origin). The background takes the origin from the port's sender, never from the messages.
 
 import { APP_PORT, BackgroundToPage } from "../lib/apps";
+import { ErrorCode } from "../lib/api.gen";
 
 /** Channels per frame (the page may open its own; each is a port to the background). */
 const MAX_CHANNELS = 8;
 let channels = 0;
 
 function disconnected(message: string): BackgroundToPage {
-  return { type: "disconnect", error: { code: 4900, message } };
+  return { type: "disconnect", error: { code: ErrorCode.Disconnected, message } };
 }
 
 function relay(page: MessagePort) {
