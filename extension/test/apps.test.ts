@@ -50,15 +50,22 @@ test("the prompt gate: one prompt per origin; a refusal cools the origin down", 
   assert.equal(gate.coolingDown("https://a.example"), 1);
   now += 1_000;
   assert.equal(gate.coolingDown("https://a.example"), 0);
-  // Allowed: no cool-down. A failing prompt (no window) counts as a refusal.
+  // Allowed: no cool-down. A failing prompt (no window, no daemon) is no refusal: it fails,
+  // without a cool-down, and the next request may prompt.
   const second = gate.prompt("https://a.example", ["identity"]);
   answers[1](true);
   assert.equal(await second, true);
   assert.equal(gate.coolingDown("https://a.example"), 0);
   const broken = new PromptGate(() => Promise.reject(new Error("no window")), 60_000, () => now);
-  assert.equal(await broken.prompt("https://c.example", ["identity"]), false);
-  assert.equal(broken.coolingDown("https://c.example"), 60);
-  broken.forgive("https://c.example");
+  await assert.rejects(broken.prompt("https://c.example", ["identity"]), /no window/);
+  assert.equal(broken.pending("https://c.example"), undefined);
   assert.equal(broken.coolingDown("https://c.example"), 0);
-  assert.equal(asked.length, 2);
+  // forgive(): a grant from elsewhere ends a cool-down.
+  const third = gate.prompt("https://d.example", ["identity"]);
+  answers[2](false);
+  assert.equal(await third, false);
+  assert.equal(gate.coolingDown("https://d.example"), 60);
+  gate.forgive("https://d.example");
+  assert.equal(gate.coolingDown("https://d.example"), 0);
+  assert.equal(asked.length, 3);
 });

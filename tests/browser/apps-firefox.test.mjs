@@ -32,7 +32,11 @@ async function serve(host, pages) {
     res.end(page ?? "not found");
   });
   await new Promise((r) => server.listen(0, host, r));
-  onCleanup(() => new Promise((r) => server.close(r)));
+  onCleanup(() => {
+    // The browser keeps connections open: close them, or close() waits for them.
+    server.closeAllConnections();
+    return new Promise((r) => server.close(r));
+  });
   return `http://${host}:${server.address().port}`;
 }
 

@@ -152,39 +152,43 @@ export function setupApps({ connect, trusted }: AppsOptions) {
 
   // ---- the prompt windows: one per origin at a time; the answer comes over its port
   const prompts = new Map<string, { origin: string; scopes: Scope[]; answer(allow: boolean): void; windowId?: number }>();
-  const gate = new PromptGate(
-    (origin, scopes) =>
-      new Promise<boolean>((resolve, reject) => {
-        const id = crypto.randomUUID();
-        let settled = false;
-        const entry = {
-          origin,
-          scopes,
-          windowId: undefined as number | undefined,
-          answer(allow: boolean) {
-            if (settled) return;
-            settled = true;
-            prompts.delete(id);
-            if (entry.windowId !== undefined) chrome.windows.remove(entry.windowId).catch(() => {});
-            resolve(allow);
-          },
-        };
-        prompts.set(id, entry);
-        chrome.windows
-          .create({ url: chrome.runtime.getURL(`prompt.html#${id}`), type: "popup", width: 440, height: 560, focused: true })
-          .then((w) => {
-            entry.windowId = w?.id;
-            // Closed before the background learnt its id: a refusal too.
-            if (settled && w?.id !== undefined) chrome.windows.remove(w.id).catch(() => {});
-          })
-          .catch((e) => {
-            prompts.delete(id);
-            settled = true;
-            reject(e);
-          });
-      }),
-    COOL_DOWN_MS,
-  );
+  /** Opens the prompt window; resolves with the user's answer (closing the window: no). */
+  const showPrompt = (origin: string, scopes: Scope[]) =>
+    new Promise<boolean>((resolve, reject) => {
+      const id = crypto.randomUUID();
+      let settled = false;
+      const entry = {
+        origin,
+        scopes,
+        windowId: undefined as number | undefined,
+        answer(allow: boolean) {
+          if (settled) return;
+          settled = true;
+          prompts.delete(id);
+          if (entry.windowId !== undefined) chrome.windows.remove(entry.windowId).catch(() => {});
+          resolve(allow);
+        },
+      };
+      prompts.set(id, entry);
+      chrome.windows
+        .create({ url: chrome.runtime.getURL(`prompt.html#${id}`), type: "popup", width: 440, height: 560, focused: true })
+        .then((w) => {
+          entry.windowId = w?.id;
+          // Closed before the background learnt its id: a refusal too.
+          if (settled && w?.id !== undefined) chrome.windows.remove(w.id).catch(() => {});
+        })
+        .catch((e) => {
+          prompts.delete(id);
+          settled = true;
+          reject(e);
+        });
+    });
+  // Allowed: granted on the trusted session before anyone waiting on this prompt goes on.
+  const gate = new PromptGate(async (origin, scopes) => {
+    const allow = await showPrompt(origin, scopes);
+    if (allow) await trusted.request("apps.grant", { origin, scopes });
+    return allow;
+  }, COOL_DOWN_MS);
   // Closing the prompt window is a refusal.
   chrome.windows.onRemoved.addListener((windowId) => {
     for (const p of [...prompts.values()]) if (p.windowId === windowId) p.answer(false);
@@ -226,14 +230,13 @@ export function setupApps({ connect, trusted }: AppsOptions) {
       if (scopes.every((x) => now.scopes.includes(x))) return now;
       const open = gate.pending(s.origin);
       if (open) {
-        await open;
+        // Its answer (and grant) done, look again: granted, cooling down, or a prompt of our own.
+        await open.catch(() => {});
         continue;
       }
       const wait = gate.coolingDown(s.origin);
       if (wait) throw appErrors.coolingDown(wait);
-      const allow = await gate.prompt(s.origin, scopes);
-      if (!allow) throw appErrors.rejected();
-      await trusted.request("apps.grant", { origin: s.origin, scopes });
+      if (!(await gate.prompt(s.origin, scopes))) throw appErrors.rejected();
       return s.call("permissions.request", { scopes });
     }
   }

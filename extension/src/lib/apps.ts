@@ -110,8 +110,8 @@ export const appErrors = {
 
 /**
  * One prompt at a time per origin; after a refusal, no prompt for `coolDownMs` (a page
- * cannot wear the user down by asking again and again). `ask` opens the prompt and
- * resolves with the user's answer.
+ * cannot wear the user down by asking again and again). `ask` opens the prompt, acts on the
+ * answer (grants) and resolves with it.
  */
 export class PromptGate {
   private open = new Map<string, Promise<boolean>>();
@@ -139,15 +139,19 @@ export class PromptGate {
     return this.open.get(origin);
   }
 
-  /** Opens a prompt (the caller checked that none is open and no cool-down runs). */
+  /**
+   * Opens a prompt (the caller checked that none is open and no cool-down runs). `ask`
+   * resolves only when everything the answer implies is done (the grant stored), so a request
+   * that waited for it sees the grant. A failure (no window, no daemon) is not a refusal: it
+   * rejects, without a cool-down.
+   */
   prompt(origin: string, scopes: Scope[]): Promise<boolean> {
     const answer = this.ask(origin, scopes)
-      .catch(() => false)
       .then((allow) => {
-        this.open.delete(origin);
         if (!allow) this.deniedUntil.set(origin, this.now() + this.coolDownMs);
         return allow;
-      });
+      })
+      .finally(() => this.open.delete(origin));
     this.open.set(origin, answer);
     return answer;
   }
