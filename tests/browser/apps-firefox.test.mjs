@@ -131,8 +131,15 @@ test(
     assert.equal((await driver.executeAsyncScript(CALL, "identity.get", {})).error.code, 4100);
     await driver.switchTo().defaultContent();
 
-    // Revoked from the CLI: the page gets 4100 at once.
-    await apiCall(node, "apps.revoke", { origin: appOrigin });
+    // Revoked in Settings (a tab of its own): the page gets 4100 at once.
+    await driver.switchTo().newWindow("tab");
+    await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#settings`);
+    const row = `#apps-list li[data-origin="${appOrigin}"]`;
+    await driver.wait(wdUntil.elementLocated(By.css(`${row} [data-scope="identity"]`)), WAIT);
+    assert.deepEqual(await apiCall(node, "apps.list").then((l) => l.map((a) => a.origin)), [appOrigin]);
+    await driver.findElement(By.css(`${row} .app-revoke`)).click();
+    await driver.wait(async () => (await driver.findElements(By.css(row))).length === 0, WAIT);
+    await driver.switchTo().window(main);
     assert.equal((await driver.executeAsyncScript(CALL, "identity.get", {})).error.code, 4100);
   },
 );
