@@ -10,6 +10,7 @@ import { createServer } from "node:http";
 import { after, before, test } from "node:test";
 import {
   apiCall,
+  axeAudit,
   cleanupAll,
   installHost,
   launch,
@@ -248,6 +249,7 @@ test("apps: discovery, 4100 before the grant, the prompt, identity and contacts,
   const shownAt = Date.now();
   assert.equal(await prompt.isDisabled("#allow"), true, "Allow is disabled at first");
   await screenshot(prompt, "apps-prompt");
+  await axeAudit(prompt, "the permission prompt");
   await prompt.waitForSelector("#allow:enabled");
   assert.ok(Date.now() - shownAt >= 500, "Allow stayed disabled for a while");
   await answer(prompt, "#allow");
@@ -318,6 +320,7 @@ test("apps: discovery, 4100 before the grant, the prompt, identity and contacts,
   assert.deepEqual(await settings.$$eval(`${row} [data-scope]`, (l) => l.map((li) => li.dataset.scope).sort()), ["contacts:read", "identity"]);
   assert.equal(await settings.locator(`#apps-list li[data-origin="${frameOrigin}"]`).count(), 0);
   await screenshot(settings, "apps-settings");
+  await axeAudit(settings, "Settings with a site");
   await settings.click(`${row} .app-revoke`);
   await settings.waitForSelector(row, { state: "detached" });
   assert.equal((await call(page, "identity.get", {})).error.code, 4100);
