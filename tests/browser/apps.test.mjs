@@ -4,7 +4,8 @@
 // by asking; gets 4100 before a grant; the prompt window (Allow enabled after a second);
 // identity and contacts after Allow. Attacks: an origin faked in the message body, an iframe
 // of another origin, a call after revocation in Settings, prompts asked again after a Deny
-// (and concurrently), prototype pollution before the page asks for the provider.
+// (and concurrently), prototype pollution before the page asks for the provider, a flood of
+// requests; another extension is keyed by its own origin.
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { after, before, test } from "node:test";
@@ -346,4 +347,94 @@ test("apps: prototype pollution before the page asks neither breaks nor leaks th
   const { outcome, leaks } = JSON.parse((await logged).text().slice("apps-polluted ".length));
   assert.deepEqual(outcome, { peer: alice.peerId, contactsCode: 4100, name: "ProviderRpcError", frozen: true });
   assert.equal(leaks, "", "nothing of the provider reached the page's replacements");
+});
+
+test("apps: a flood of requests is limited (-32080) and the page works again afterwards", async () => {
+  const page = await context.newPage();
+  await page.goto(`${appOrigin}/app.html`);
+  await discover(page);
+  // 400 calls at once: the background takes 64 per port at a time, the daemon 50/s with a
+  // burst of 200 per origin; the rest are refused with -32080, none goes unanswered.
+  const codes = await bounded(
+    page.evaluate(() =>
+      Promise.all(
+        Array.from({ length: 400 }, () =>
+          window.provider.request({ method: "permissions.get", params: {} }).then(
+            () => "ok",
+            (e) => e.code,
+          ),
+        ),
+      ),
+    ),
+    "the flood",
+  );
+  const count = (v) => codes.filter((c) => c === v).length;
+  assert.equal(count("ok") + count(-32080), 400, `only answers and -32080: ${[...new Set(codes)]}`);
+  assert.ok(count(-32080) > 0, "some were refused");
+  assert.ok(count("ok") >= 64, `some were answered (${count("ok")})`);
+  // The bucket refills: the page is served again.
+  await until("a call served after the flood", async () => (await call(page, "permissions.get", {})).result);
+});
+
+test("apps: another extension is its own origin (onMessageExternal, onConnectExternal)", async () => {
+  const { chromium } = await import("playwright-core");
+  const { mkdirSync, writeFileSync } = await import("node:fs");
+  const { join } = await import("node:path");
+  const { EXTENSION_DIR, CHROMIUM, makeNode, EXTENSION_ID } = await import("./harness.mjs");
+  const node = await makeNode();
+  await installHost(node);
+  const other = join(node.root, "other-extension");
+  mkdirSync(other);
+  writeFileSync(
+    join(other, "manifest.json"),
+    JSON.stringify({ manifest_version: 3, name: "Another extension", version: "1", background: { service_worker: "bg.js" } }),
+  );
+  writeFileSync(join(other, "bg.js"), "// driven from the test\n");
+  const ctx = await chromium.launchPersistentContext(node.profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    timeout: WAIT_MS,
+    args: [
+      "--no-sandbox",
+      "--disable-gpu",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+      `--disable-extensions-except=${EXTENSION_DIR},${other}`,
+      `--load-extension=${EXTENSION_DIR},${other}`,
+    ],
+  });
+  onCleanup(() => ctx.close());
+  const panel = await openPanel(ctx, "settings");
+  await waitConnected(panel);
+  const worker = await until("the other extension's worker", async () =>
+    ctx.serviceWorkers().find((w) => !w.url().includes(EXTENSION_ID)),
+  );
+  const otherOrigin = `chrome-extension://${new URL(worker.url()).host}`;
+  const send = (method, params) =>
+    bounded(worker.evaluate(([id, method, params]) => chrome.runtime.sendMessage(id, { method, params }), [EXTENSION_ID, method, params]), method);
+  const perms = await send("permissions.get", {});
+  assert.deepEqual({ origin: perms.result.origin, scopes: perms.result.scopes }, { origin: otherOrigin, scopes: [] });
+  assert.equal((await send("identity.get", {})).error.code, 4100);
+  assert.equal((await send("apps.list", {})).error.code, 4200);
+  await panelCall(panel, "apps.grant", { origin: otherOrigin, scopes: ["identity"] });
+  assert.equal((await send("identity.get", {})).result.peer_id, node.peerId);
+  // A port (onConnectExternal): the same messages as a page's relay.
+  const viaPort = await bounded(
+    worker.evaluate(
+      (id) =>
+        new Promise((resolve) => {
+          const port = chrome.runtime.connect(id);
+          port.onMessage.addListener((m) => {
+            if (m.type === "reply") resolve(m);
+          });
+          port.postMessage({ type: "request", id: 1, method: "identity.get", params: {}, origin: "https://forged.example" });
+        }),
+      EXTENSION_ID,
+    ),
+    "identity.get over a port",
+  );
+  assert.equal(viaPort.result.peer_id, node.peerId);
+  await panel.waitForSelector(`#apps-list li[data-origin="${otherOrigin}"]`);
 });

@@ -25,7 +25,7 @@ declare const BROWSER: "chromium" | "firefox";
 
 /** How long an app session stays open after its last page left (a reload comes back). */
 const LINGER_MS = 10_000;
-/** Requests one page may have outstanding; more are refused (the daemon limits the rate). */
+/** Requests one port may have outstanding; more are refused at once (-32080; the daemon limits the rate). */
 const MAX_PENDING = 64;
 const COOL_DOWN_MS = 60_000;
 /** Methods the background never forwards for an app: the session's own `hello`. */
@@ -256,7 +256,7 @@ export function setupApps({ connect, trusted }: AppsOptions) {
       request(m: unknown) {
         if (!isRequest(m)) return;
         if (pending >= MAX_PENDING) {
-          endpoint.post({ type: "reply", id: m.id, error: appErrors.badRequest(`more than ${MAX_PENDING} requests outstanding`) });
+          endpoint.post({ type: "reply", id: m.id, error: appErrors.tooMany(MAX_PENDING) });
           return;
         }
         pending++;

@@ -106,6 +106,10 @@ export const appErrors = {
   unsupported: (method: string): RpcErrorBody => ({ code: ErrorCode.Unsupported, message: `${method}: not available to apps` }),
   badOrigin: (): RpcErrorBody => ({ code: ErrorCode.BadOrigin, message: "This page's origin cannot use AllPeers (https or loopback only)." }),
   badRequest: (why: string): RpcErrorBody => ({ code: ErrorCode.InvalidRequest, message: why }),
+  tooMany: (limit: number): RpcErrorBody => ({
+    code: ErrorCode.RateLimited,
+    message: `more than ${limit} requests outstanding from this page; wait for some answers`,
+  }),
 };
 
 /**
