@@ -112,7 +112,14 @@ async fn app_sessions_are_bound_at_hello_confined_scoped_and_limited() {
     assert_eq!(code(&unbind), -32081);
 
     // Only app-facing methods; each behind its scope.
-    for method in ["apps.grant", "apps.list", "status.get", "resources.count", "chat.list", "nope"] {
+    for method in [
+        "apps.grant",
+        "apps.list",
+        "status.get",
+        "resources.count",
+        "chat.list",
+        "nope",
+    ] {
         let r = app
             .call(method, json!({"origin": ORIGIN, "scopes": ALL_SCOPES}))
             .await;
@@ -138,7 +145,11 @@ async fn app_sessions_are_bound_at_hello_confined_scoped_and_limited() {
     assert_eq!(entry["scopes"], json!(["identity"]));
     let me = ok(app.call("identity.get", json!({})).await);
     assert!(me["peer_id"].as_str().unwrap().starts_with("ap"), "{me}");
-    assert_eq!(me.as_object().unwrap().len(), 1, "peer_id (and name) only: {me}");
+    assert_eq!(
+        me.as_object().unwrap().len(),
+        1,
+        "peer_id (and name) only: {me}"
+    );
     let contacts = app.call("contacts.list", json!({})).await;
     assert_eq!(code(&contacts), 4100);
 
@@ -175,16 +186,24 @@ async fn app_sessions_are_bound_at_hello_confined_scoped_and_limited() {
     drop((app, second, other, trusted));
     daemon.stop().await;
     let daemon = Daemon::start(dir.path()).await;
-    let listed = timeout("allpeers apps", allpeers(dir.path()).args(["apps"]).output())
-        .await
-        .unwrap();
+    let listed = timeout(
+        "allpeers apps",
+        allpeers(dir.path()).args(["apps"]).output(),
+    )
+    .await
+    .unwrap();
     let text = String::from_utf8_lossy(&listed.stdout);
-    assert!(listed.status.success() && text.contains(ORIGIN) && text.contains("identity"), "{listed:?}");
+    assert!(
+        listed.status.success() && text.contains(ORIGIN) && text.contains("identity"),
+        "{listed:?}"
+    );
     let mut app = app_session(&daemon, ORIGIN).await;
     ok(app.call("identity.get", json!({})).await);
     let revoked = timeout(
         "allpeers apps revoke",
-        allpeers(dir.path()).args(["apps", "revoke", ORIGIN]).output(),
+        allpeers(dir.path())
+            .args(["apps", "revoke", ORIGIN])
+            .output(),
     )
     .await
     .unwrap();
@@ -240,7 +259,10 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         )
         .await);
     let outside = alice_app
-        .call("schemas.register", json!({"schema": todo_schema("", "Todo"), "file": "plain"}))
+        .call(
+            "schemas.register",
+            json!({"schema": todo_schema("", "Todo"), "file": "plain"}),
+        )
         .await;
     assert_eq!(code(&outside), -32013);
 
@@ -266,7 +288,9 @@ async fn apps_share_their_own_resources_and_nothing_else() {
     // Built-in resources read as absent, built-in types are refused.
     let chat_id = pair.chat.clone();
     assert_eq!(
-        ok(alice_app.call("resources.get", json!({"id": chat_id})).await),
+        ok(alice_app
+            .call("resources.get", json!({"id": chat_id}))
+            .await),
         Value::Null
     );
     let update = alice_app
@@ -301,17 +325,27 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         )
         .await);
     let share_id = share["id"].as_str().unwrap().to_string();
-    let offer = wait_event(&mut pair.bob.client, "share.received", |d| d["share"] == share_id).await;
+    let offer = wait_event(&mut pair.bob.client, "share.received", |d| {
+        d["share"] == share_id
+    })
+    .await;
     assert_eq!(offer["resource"], todo_id.as_str());
     pair.bob
         .call("shares.accept", json!({"share": share_id}))
         .await;
-    wait_event(&mut bob_app, "resource.changed", |d| d["id"] == todo_id.as_str()).await;
+    wait_event(&mut bob_app, "resource.changed", |d| {
+        d["id"] == todo_id.as_str()
+    })
+    .await;
     let theirs = ok(bob_app.call("resources.get", json!({"id": todo_id})).await);
     assert_eq!(theirs["properties"]["title"], "buy milk");
     let bob_shares = ok(bob_app.call("shares.list", json!({})).await);
     assert!(
-        bob_shares.as_array().unwrap().iter().any(|s| s["id"] == share_id.as_str()),
+        bob_shares
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["id"] == share_id.as_str()),
         "{bob_shares}"
     );
 
@@ -330,7 +364,11 @@ async fn apps_share_their_own_resources_and_nothing_else() {
             json!({"schema": todo_schema(&namespace, "Evil")}),
         )
         .await;
-    assert_eq!(code(&sneaky), -32013, "registered into another app's namespace");
+    assert_eq!(
+        code(&sneaky),
+        -32013,
+        "registered into another app's namespace"
+    );
     let messages = evil
         .call("resources.query", json!({"query": {"type": "Message"}}))
         .await;
@@ -350,10 +388,7 @@ async fn apps_share_their_own_resources_and_nothing_else() {
 
     // Revoke: the next call is refused and the subscription made before hears nothing.
     ok(alice_app
-        .call(
-            "resources.subscribe",
-            json!({"filter": {"id": todo_id}}),
-        )
+        .call("resources.subscribe", json!({"filter": {"id": todo_id}}))
         .await);
     ok(pair
         .alice
@@ -365,7 +400,14 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         .client
         .call("apps.revoke", json!({"origin": ORIGIN}))
         .await);
-    assert_eq!(code(&alice_app.call("resources.get", json!({"id": todo_id})).await), 4100);
+    assert_eq!(
+        code(
+            &alice_app
+                .call("resources.get", json!({"id": todo_id}))
+                .await
+        ),
+        4100
+    );
     ok(bob_app
         .call(
             "resources.update",

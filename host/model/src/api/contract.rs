@@ -560,7 +560,10 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), APP_METHOD_NAMES.len());
-        assert_eq!(app_method_scope("identity.get"), Some(Some(Scope::Identity)));
+        assert_eq!(
+            app_method_scope("identity.get"),
+            Some(Some(Scope::Identity))
+        );
         assert_eq!(app_method_scope("permissions.get"), Some(None));
         assert_eq!(app_method_scope("apps.grant"), None);
         assert_eq!(app_method_scope("resources.count"), None);

@@ -16,8 +16,8 @@ use ts_rs::{Config, TS, TypeVisitor};
 
 use super::apps::{APP_ERRORS, Scope};
 use super::contract::{
-    AppMethod, AppMethodVisitor, AppTopic, AppTopicVisitor, Method, MethodVisitor, NoParams,
-    Topic, TopicVisitor, visit_app_methods, visit_app_topics, visit_methods, visit_topics,
+    AppMethod, AppMethodVisitor, AppTopic, AppTopicVisitor, Method, MethodVisitor, NoParams, Topic,
+    TopicVisitor, visit_app_methods, visit_app_topics, visit_methods, visit_topics,
 };
 use super::{API_VERSION, ErrorCode};
 use crate::PeerId;
@@ -211,8 +211,7 @@ impl AppMethodVisitor for AppMethods<'_, '_> {
             M::SCOPE.map_or("none", Scope::as_str),
             M::NAME
         ));
-        self.scopes
-            .push(format!("  \"{}\": {scope},\n", M::NAME));
+        self.scopes.push(format!("  \"{}\": {scope},\n", M::NAME));
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use allpeers_model::PeerId;
 use allpeers_model::api::apps::{
     self as ap, AppContact, AppIdentity, AppPermissions, AppRevokeShareParams, AppSchemaParams,
-    AppSendParams, AppSent, AppShareParams, GrantParams, PermissionsRequestParams,
-    RevokeAppParams, Scope, topics,
+    AppSendParams, AppSent, AppShareParams, GrantParams, PermissionsRequestParams, RevokeAppParams,
+    Scope, topics,
 };
 use allpeers_model::api::contract::{NoParams, app_method_scope};
 use allpeers_model::api::methods::{self as m, SubscribeParams, SubscribeResult};
@@ -383,8 +383,13 @@ impl App<'_> {
     /// `ShareNotFound` unless the share's root is one of the app's resources.
     async fn own_share(&self, share: &str) -> Result<Share, RpcError> {
         let found: Share = parse(
-            self.dispatch(sh::SHARES_GET, to_value(ShareParams { share: share.into() }))
-                .await?,
+            self.dispatch(
+                sh::SHARES_GET,
+                to_value(ShareParams {
+                    share: share.into(),
+                }),
+            )
+            .await?,
         )?;
         match self.own_resource(&found.resource).await? {
             Some(_) => Ok(found),
@@ -407,7 +412,8 @@ impl App<'_> {
             .filter_map(|r| {
                 let peer_id = contacts::peer_of(r)?;
                 let seen = presence.then(|| self.daemon.social.presence_json(&peer_id));
-                let seen = seen.map(|p| p.unwrap_or_else(|| json!({"online": false, "state": "offline"})));
+                let seen =
+                    seen.map(|p| p.unwrap_or_else(|| json!({"online": false, "state": "offline"})));
                 Some(AppContact {
                     peer_id,
                     name: r.get("name").and_then(|v| v.as_str()).map(str::to_string),
@@ -425,10 +431,7 @@ impl App<'_> {
             .await?;
         let chat = chat["id"].as_str().unwrap_or_default().to_string();
         let message = self
-            .dispatch(
-                m::CHAT_SEND,
-                json!({"chat": chat, "body": p.text}),
-            )
+            .dispatch(m::CHAT_SEND, json!({"chat": chat, "body": p.text}))
             .await?;
         Ok(to_value(AppSent {
             id: message["id"].as_str().unwrap_or_default().to_string(),

@@ -130,7 +130,9 @@ fn is_uuid(text: &str) -> bool {
     let groups: Vec<&str> = text.split('-').collect();
     groups.len() == 5
         && groups.iter().zip([8, 4, 4, 4, 12]).all(|(g, n)| {
-            g.len() == n && g.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+            g.len() == n
+                && g.bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         })
 }
 
@@ -139,10 +141,7 @@ fn is_uuid(text: &str) -> bool {
 pub fn namespace(origin: &str) -> String {
     let hash = blake3::hash(origin.as_bytes());
     let text = data_encoding::BASE32_NOPAD.encode(hash.as_bytes());
-    format!(
-        "app_{}_",
-        text[..NAMESPACE_HASH].to_ascii_lowercase()
-    )
+    format!("app_{}_", text[..NAMESPACE_HASH].to_ascii_lowercase())
 }
 
 /// Whether `type_name` is one of the namespace's types.
@@ -377,14 +376,20 @@ mod tests {
         assert!(in_namespace(&a, &format!("{a}Todo")));
         assert!(!in_namespace(&a, &a), "the bare prefix is no type");
         assert!(!in_namespace(&a, "Resource"));
-        assert!(!in_namespace(&a, &format!("{}Todo", namespace("https://b.example"))));
+        assert!(!in_namespace(
+            &a,
+            &format!("{}Todo", namespace("https://b.example"))
+        ));
     }
 
     #[test]
     fn schema_files_are_put_in_the_namespace() {
         let ns = namespace("https://a.example");
         assert_eq!(schema_file(&ns, None).unwrap(), format!("{ns}schema"));
-        assert_eq!(schema_file(&ns, Some("todo.v1")).unwrap(), format!("{ns}todo.v1"));
+        assert_eq!(
+            schema_file(&ns, Some("todo.v1")).unwrap(),
+            format!("{ns}todo.v1")
+        );
         assert!(schema_file(&ns, Some("")).is_err());
         assert!(schema_file(&ns, Some("../x")).is_err());
         assert!(schema_file(&ns, Some(&"x".repeat(65))).is_err());
@@ -439,7 +444,10 @@ mod tests {
             },
         ] {
             let name = bad.name.clone();
-            assert!(check_schema_types(&ns, &[ok[0].clone(), bad]).is_err(), "{name}");
+            assert!(
+                check_schema_types(&ns, &[ok[0].clone(), bad]).is_err(),
+                "{name}"
+            );
         }
     }
 
@@ -459,10 +467,14 @@ mod tests {
         let mine = Query::of(&todo).where_prop("done", Op::Eq, false);
         assert_eq!(query_types(&mine), vec![todo.as_str()]);
         assert_eq!(foreign_query_type(&ns, &mine), None);
-        assert_eq!(foreign_query_type(&ns, &Query::of("Resource")), Some("Resource"));
-        let nested = Query::of(&todo).or(vec![Expr::Not(Box::new(Expr::All(vec![
-            Expr::ItemsOf(Box::new(Query::of("List"))),
-        ])))]);
+        assert_eq!(
+            foreign_query_type(&ns, &Query::of("Resource")),
+            Some("Resource")
+        );
+        let nested =
+            Query::of(&todo).or(vec![Expr::Not(Box::new(Expr::All(vec![Expr::ItemsOf(
+                Box::new(Query::of("List")),
+            )])))]);
         assert_eq!(foreign_query_type(&ns, &nested), Some("List"));
         let is_a = Query::of(&todo).and(Expr::Any(vec![Expr::IsA("Message".into())]));
         assert_eq!(foreign_query_type(&ns, &is_a), Some("Message"));
@@ -479,9 +491,15 @@ mod tests {
         assert_eq!(missing_scope(&[], None), None);
         let granted = with_scopes(&[Shares, Identity], &[Identity, Resources]);
         assert_eq!(granted, vec![Identity, Resources, Shares]);
-        assert_eq!(without_scopes(&granted, &[Resources, Presence]), vec![Identity, Shares]);
+        assert_eq!(
+            without_scopes(&granted, &[Resources, Presence]),
+            vec![Identity, Shares]
+        );
         assert_eq!(scopes_text(&granted), "identity,resources,shares");
-        assert_eq!(parse_scopes_text("shares,identity,future:thing,identity"), vec![Identity, Shares]);
+        assert_eq!(
+            parse_scopes_text("shares,identity,future:thing,identity"),
+            vec![Identity, Shares]
+        );
         assert_eq!(parse_scopes_text(""), vec![]);
     }
 

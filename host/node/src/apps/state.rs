@@ -123,10 +123,7 @@ impl Apps {
             )));
         }
         let grant = Grant {
-            scopes: rules::with_scopes(
-                before.as_ref().map_or(&[][..], |g| &g.scopes[..]),
-                added,
-            ),
+            scopes: rules::with_scopes(before.as_ref().map_or(&[][..], |g| &g.scopes[..]), added),
             granted_at_ms: before
                 .as_ref()
                 .filter(|g| !g.scopes.is_empty())
@@ -211,7 +208,9 @@ mod tests {
             assert!(apps.list().is_empty());
             let e = apps.grant(&mut store, a, &[Identity], 10).unwrap();
             assert_eq!((e.scopes, e.granted_at_ms), (vec![Identity], 10));
-            let e = apps.grant(&mut store, a, &[Resources, Identity], 20).unwrap();
+            let e = apps
+                .grant(&mut store, a, &[Resources, Identity], 20)
+                .unwrap();
             assert_eq!((e.scopes, e.granted_at_ms), (vec![Identity, Resources], 10));
             assert!(apps.used(a, 30), "the first use is written");
             assert!(!apps.used(a, 40), "not again within a minute");
@@ -222,8 +221,14 @@ mod tests {
             assert_eq!(apps.scopes(a), vec![Identity]);
             apps.grant(&mut store, "https://b.example", &[Shares], 60)
                 .unwrap();
-            assert_eq!(apps.revoke(&mut store, "https://b.example", None).unwrap(), None);
-            assert_eq!(apps.revoke(&mut store, "https://c.example", None).unwrap(), None);
+            assert_eq!(
+                apps.revoke(&mut store, "https://b.example", None).unwrap(),
+                None
+            );
+            assert_eq!(
+                apps.revoke(&mut store, "https://c.example", None).unwrap(),
+                None
+            );
         }
         let store = Store::open(&path, "me").unwrap();
         let apps = Apps::load(&store);
