@@ -5,7 +5,8 @@
 // identity and contacts after Allow. Attacks: an origin faked in the message body, an iframe
 // of another origin, a call after revocation in Settings, prompts asked again after a Deny
 // (and concurrently), prototype pollution before the page asks for the provider, a flood of
-// requests; another extension is keyed by its own origin.
+// requests; events fanned out to an origin's tabs, its session closed after the last; another
+// extension is keyed by its own origin.
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import { after, before, test } from "node:test";
@@ -374,6 +375,43 @@ test("apps: a flood of requests is limited (-32080) and the page works again aft
   assert.ok(count("ok") >= 64, `some were answered (${count("ok")})`);
   // The bucket refills: the page is served again.
   await until("a call served after the flood", async () => (await call(page, "permissions.get", {})).result);
+});
+
+test("apps: a subscribed topic reaches every tab of the origin; the session closes when its last tab goes", async () => {
+  // An origin of its own (the earlier tests' pages keep theirs open).
+  const origin = await serve("127.0.0.1", { "/app.html": appPage() });
+  await apiCall(alice, "apps.grant", { origin, scopes: ["identity", "contacts:read", "presence"] });
+  const clientsBefore = (await apiCall(alice, "status.get")).clients;
+  const [one, two] = [await context.newPage(), await context.newPage()];
+  for (const p of [one, two]) {
+    await p.goto(`${origin}/app.html`);
+    await discover(p);
+    await p.evaluate(() => {
+      window.presence = [];
+      window.provider.on("presence.changed", (d) => window.presence.push(d));
+    });
+  }
+  // One tab subscribes; the origin's one session carries it, so both tabs hear it.
+  assert.deepEqual((await call(one, "events.subscribe", { topics: ["presence.changed"] })).error, undefined);
+  assert.equal((await call(two, "permissions.get", {})).result.origin, origin);
+  assert.equal((await apiCall(alice, "status.get")).clients, clientsBefore + 1, "one app session for both tabs");
+  await apiCall(bob, "presence.set", { state: "busy", text: "in a meeting" });
+  for (const p of [one, two]) {
+    await p.waitForFunction((peer) => window.presence.some((d) => d.peer_id === peer && d.state === "busy"), bob.peerId);
+  }
+  // Without presence, the subscription is silenced at once (the daemon checks every event).
+  await apiCall(alice, "apps.revoke", { origin, scopes: ["presence"] });
+  await one.evaluate(() => (window.presence = []));
+  await apiCall(bob, "presence.set", { state: "away" });
+  await until("alice's node sees bob away", async () =>
+    (await apiCall(alice, "contacts.list")).some((c) => c.peer_id === bob.peerId && c.presence?.state === "away"),
+  );
+  await call(one, "identity.get", {}); // a round trip after the event
+  assert.deepEqual(await one.evaluate(() => window.presence), []);
+  // Both tabs closed: the session ends (after its linger), the daemon counts one client less.
+  await one.close();
+  await two.close();
+  await until("the app session closed", async () => (await apiCall(alice, "status.get")).clients === clientsBefore, 20_000);
 });
 
 test("apps: another extension is its own origin (onMessageExternal, onConnectExternal)", async () => {
