@@ -9,6 +9,7 @@
 // extension is keyed by its own origin.
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 import {
   apiCall,
@@ -22,6 +23,7 @@ import {
   panelCall,
   registerAtHub,
   screenshot,
+  SCREENSHOTS,
   startDaemon,
   startHub,
   until,
@@ -321,7 +323,7 @@ test("apps: discovery, 4100 before the grant, the prompt, identity and contacts,
   await settings.waitForSelector(row);
   assert.deepEqual(await settings.$$eval(`${row} [data-scope]`, (l) => l.map((li) => li.dataset.scope).sort()), ["contacts:read", "identity"]);
   assert.equal(await settings.locator(`#apps-list li[data-origin="${frameOrigin}"]`).count(), 0);
-  await screenshot(settings, "apps-settings");
+  await settings.locator("#apps-title + .card").screenshot({ path: join(SCREENSHOTS, "apps-settings.png") });
   await axeAudit(settings, "Settings with a site");
   await settings.click(`${row} .app-revoke`);
   await settings.waitForSelector(row, { state: "detached" });
@@ -417,7 +419,6 @@ test("apps: a subscribed topic reaches every tab of the origin; the session clos
 test("apps: another extension is its own origin (onMessageExternal, onConnectExternal)", async () => {
   const { chromium } = await import("playwright-core");
   const { mkdirSync, writeFileSync } = await import("node:fs");
-  const { join } = await import("node:path");
   const { EXTENSION_DIR, CHROMIUM, makeNode, EXTENSION_ID } = await import("./harness.mjs");
   const node = await makeNode();
   await installHost(node);
