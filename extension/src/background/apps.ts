@@ -247,7 +247,7 @@ export function setupApps({ connect, trusted }: AppsOptions) {
     return s.call(method, params ?? {});
   }
 
-  /** Serves one endpoint's messages for `origin`. Returns what to call when it goes away. */
+  /** Serves one endpoint for `origin`: `request` per message, `gone` when it closes. */
   function serve(origin: string, endpoint: Endpoint) {
     const s = session(origin);
     s.attach(endpoint);
@@ -326,6 +326,10 @@ export function setupApps({ connect, trusted }: AppsOptions) {
     }
     const m = message as { method?: unknown; params?: unknown };
     const request = { type: "request", id: 0, method: m?.method, params: m?.params };
+    if (!isRequest(request)) {
+      sendResponse({ error: appErrors.badRequest("expected {method: string, params?: object}") });
+      return false;
+    }
     const endpoint: Endpoint = {
       post(reply) {
         if (reply.type !== "reply") return;
@@ -334,11 +338,6 @@ export function setupApps({ connect, trusted }: AppsOptions) {
       },
     };
     const served = serve(origin, endpoint);
-    if (!isRequest(request)) {
-      served.gone();
-      sendResponse({ error: appErrors.badRequest("expected {method, params}") });
-      return false;
-    }
     served.request(request);
     return true; // answered asynchronously
   });
