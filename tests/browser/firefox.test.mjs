@@ -468,7 +468,7 @@ test(
 
 // Parity with the Chromium-only parts of social.test.mjs and pageshare.test.mjs: share from a
 // page (context menu → share window → a shared list and a contact), Download with AllPeers on
-// a .torrent link and a magnet link, a group of three made in the Firefox sidebar, and
+// a .torrent link and a magnet link (its metadata from bob), a group of three made in the Firefox sidebar, and
 // notifications + badge while no AllPeers page is open. Alice in Firefox; Bob and Carol on
 // the CLI; one hub. geckodriver has no context menu to click either: the background's own
 // listener function is called (`allpeersMenuClicked`, reached with runtime.getBackgroundPage).
@@ -607,12 +607,15 @@ test(
     // badge below counts messages only.
     await h.apiCall(alice, "transfers.cancel", { id: got.transfer.id, delete_files: true });
     await driver.wait(async () => (await driver.findElements(By.css(`#transfers li[data-transfer="${got.transfer.id}"]`))).length === 0, WAIT);
+    // The magnet link names bob's BitTorrent port: alice's daemon gets the metadata from bob (BEP 9).
     const magnet = await inBackground(`return await bg.allpeersMenuClicked(args[0]);`, {
       menuItemId: "allpeers-download-magnet",
-      linkUrl: `magnet:?xt=urn:btih:${seeded.transfer.info_hash}`,
+      linkUrl: `magnet:?xt=urn:btih:${seeded.transfer.info_hash}&x.pe=${seeded.listen}`,
     });
-    assert.equal(magnet.kind, "magnet");
-    assert.match(magnet.message, /Magnet links are not supported yet/);
+    assert.equal(magnet.ok, true, magnet.message ?? magnet.thrown);
+    assert.equal(magnet.transfer.name, "ff-menu.bin");
+    await driver.wait(css(`#transfers li[data-transfer="${magnet.transfer.id}"]`), WAIT);
+    await h.apiCall(alice, "transfers.cancel", { id: magnet.transfer.id, delete_files: true });
 
     // --- A group of three made in the Firefox sidebar; messages from all three, names shown.
     await driver.findElement(By.id("tab-chat")).click();

@@ -48,7 +48,7 @@ async function serve(routes, host = "127.0.0.1") {
   return `http://${host}:${server.address().port}`;
 }
 
-test("share from any page into a shared list and to a contact; download a .torrent link; magnets refused", async () => {
+test("share from any page into a shared list and to a contact; download a .torrent link; a magnet nobody has", async () => {
   const hub = await startHub();
   const alice = await makeSocialNode(hub);
   await installHost(alice);
@@ -224,12 +224,12 @@ test("share from any page into a shared list and to a contact; download a .torre
   assert.equal((await apiCall(alice, "transfers.get", { id: outcome.transfer.id })).info_hash, seeded.transfer.info_hash);
   await screenshot(panel, "transfers-from-menu-light");
 
-  // --- A magnet link: told plainly, nothing added.
+  // --- A magnet link nobody has (no peer, no tracker): told plainly, nothing added.
   const before = (await apiCall(alice, "transfers.list")).length;
   const magnet = await click({ menuItemId: "allpeers-download-magnet", linkUrl: "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567" });
   assert.equal(magnet.ok, false);
   assert.equal(magnet.kind, "magnet");
-  assert.match(magnet.message, /Magnet links are not supported yet/);
+  assert.match(magnet.message, /could not start the magnet link: .*no peer to ask/);
   // Too large, not a torrent, not on the web: each refused with its reason.
   const huge = await click({ menuItemId: "allpeers-download", linkUrl: `${site}/files/huge.torrent` });
   assert.equal(huge.kind, "too-large", huge.message);

@@ -162,8 +162,20 @@ async fn bad_torrents_and_sources_get_clear_errors() {
             (
                 "transfers.add",
                 json!({"torrent": "magnet:?xt=urn:btih:0123456789abcdef0123456789abcdef01234567"}),
+                -32056,
+                "no peer to ask",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": "magnet:?xt=urn:btih:0123"}),
+                -32051,
+                "not a magnet link",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": "https://example.com/a.torrent"}),
                 -32052,
-                "magnet",
+                "URLs",
             ),
             (
                 "transfers.add",
@@ -211,6 +223,15 @@ async fn bad_torrents_and_sources_get_clear_errors() {
         assert_eq!(first["transfer"]["state"], "seeding", "{first}");
         let duplicate = client
             .call("transfers.add", json!({"torrent": first["torrent"]}))
+            .await;
+        assert_eq!(error_code(&duplicate), -32053);
+        // So is its magnet link, before any peer is asked.
+        let magnet = format!(
+            "magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:9",
+            first["transfer"]["info_hash"].as_str().unwrap()
+        );
+        let duplicate = client
+            .call("transfers.add", json!({"torrent": magnet}))
             .await;
         assert_eq!(error_code(&duplicate), -32053);
         // Cancelling a seed with delete_files never deletes the user's own file.
@@ -318,6 +339,38 @@ async fn a_daemon_seeds_a_file_to_another_daemon_through_the_cli() {
             said.contains("seeding") && said.contains("clip.bin"),
             "{said}"
         );
+
+        // Carol has only a magnet link naming alice: the metadata comes from alice (BEP 9), then the file.
+        let carol_dir = work.path().join("carol");
+        configure(&carol_dir);
+        let carol = Daemon::start(&carol_dir).await;
+        let magnet = format!(
+            "magnet:?xt=urn:btih:{}&dn=clip.bin&x.pe=127.0.0.1:{port}",
+            again["transfer"]["info_hash"].as_str().unwrap()
+        );
+        let carol_out = work.path().join("carol-out");
+        let got = timeout(
+            "allpeers get (magnet)",
+            allpeers(&carol_dir)
+                .arg("get")
+                .arg(&magnet)
+                .arg("--dir")
+                .arg(&carol_out)
+                .output(),
+        )
+        .await
+        .unwrap();
+        let said = String::from_utf8_lossy(&got.stdout);
+        assert!(
+            got.status.success(),
+            "{said} {}",
+            String::from_utf8_lossy(&got.stderr)
+        );
+        assert!(
+            std::fs::read(carol_out.join("clip.bin")).unwrap() == data,
+            "carol's copy differs"
+        );
+        carol.stop().await;
         alice.stop().await;
         bob.stop().await;
     })

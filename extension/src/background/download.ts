@@ -1,7 +1,8 @@
 // "Download with AllPeers" on a .torrent link: the background fetches the file (http and
 // https only, at most 10 MiB, 30 s), and gives its bytes (base64) to the daemon's
 // transfers.add; the Transfers panel shows the new download from the transfer.added event.
-// A magnet link is told plainly that it is not supported yet (the daemon refuses them).
+// A magnet link goes to transfers.add as it is: the daemon fetches its metadata from the link's
+// peers and trackers first (up to 60 s), so the answer may take a while.
 // Every outcome is said in a notification (the user clicked a menu item and expects news).
 //
 // Fetching from another site needs its host permission (without it the fetch is subject to
@@ -19,6 +20,8 @@ export function setDownloadConnection(c: Connection) {
 }
 
 const FETCH_TIMEOUT_MS = 30_000;
+/** The daemon waits up to 60 s for a magnet's metadata; a little more for the answer. */
+const MAGNET_TIMEOUT_MS = 70_000;
 
 function sameOrigin(u: URL, pageUrl: string): boolean {
   try {
@@ -42,11 +45,17 @@ function tell(outcome: DownloadOutcome): DownloadOutcome {
 export async function downloadFromMenu(url: string, pageUrl = ""): Promise<DownloadOutcome> {
   const kind = downloadLinkKind(url);
   if (kind === "magnet") {
-    return tell({
-      ok: false,
-      kind: "magnet",
-      message: "Magnet links are not supported yet. Download the .torrent file instead, if the site offers one.",
-    });
+    if (!connection) return tell({ ok: false, kind: "daemon", message: "AllPeers is not running." });
+    try {
+      const transfer = (await connection.request("transfers.add", { torrent: url.trim() }, MAGNET_TIMEOUT_MS)) as Transfer;
+      return tell({
+        ok: true,
+        transfer,
+        message: `${visibleText(transfer.name)} (${formatBytes(transfer.progress.total_bytes)}): see Transfers in the sidebar.`,
+      });
+    } catch (e) {
+      return tell({ ok: false, kind: "magnet", message: `AllPeers could not start the magnet link: ${(e as Error).message || String(e)}` });
+    }
   }
   if (kind !== "http") {
     return tell({ ok: false, kind: "refused", message: "Only .torrent files on web addresses (http or https) can be downloaded." });

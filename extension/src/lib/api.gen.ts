@@ -413,7 +413,7 @@ export const ErrorCode = {
   TransferNotFound: -32050,
   /** bad torrent: the .torrent is malformed, unsafe (a file path leaving the download directory) or not base64; the message says which */
   BadTorrent: -32051,
-  /** unsupported source: `transfers.add` with a magnet link or a URL: give the .torrent file (not supported yet) */
+  /** unsupported source: `transfers.add` with the URL of a .torrent: give the file or a magnet link (not supported yet) */
   UnsupportedSource: -32052,
   /** transfer exists: the torrent is already added (the message names its id) */
   TransferExists: -32053,
@@ -421,6 +421,8 @@ export const ErrorCode = {
   Unreadable: -32054,
   /** transfer failed: the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent */
   TransferFailed: -32055,
+  /** no metadata: `transfers.add` with a magnet link: no peer (from the link's `x.pe` or its trackers) sent the torrent's metadata within 60 s; the message says how many were asked and what the last one said */
+  NoMetadata: -32056,
   /** path not found: `media.add`: a path does not exist or cannot be read */
   MediaPathNotFound: -32060,
   /** not catalogued: `media.info`: the path or id is not a catalogued file (add it with `media.add`) */
@@ -488,8 +490,9 @@ export type AddResult = {
  */
 export type AddTransferParams = {
   /**
-   * The .torrent: an absolute path the daemon can read, or the file's bytes in base64. A magnet link or a URL is
-   * refused with `UnsupportedSource` (not supported yet).
+   * The .torrent: an absolute path the daemon can read, the file's bytes in base64, or a magnet link (its
+   * metadata is fetched from the link's peers and trackers before the call answers). A URL is refused with
+   * `UnsupportedSource` (not supported yet).
    */
   torrent: string;
   /** Where the files go (absolute); absent: the configured download directory. */

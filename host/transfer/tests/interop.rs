@@ -8,6 +8,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use allpeers_transfer::bt::engine::{Engine, EngineConfig, Target};
+use allpeers_transfer::bt::magnet::MagnetLink;
+use allpeers_transfer::bt::metadata;
 use allpeers_transfer::bt::metainfo::Torrent;
 use allpeers_transfer::bt::session::TorrentHandle;
 use allpeers_transfer::testing::{Killed, aria2c, content, free_port, wait_for_port};
@@ -116,6 +118,104 @@ async fn downloads_a_multi_file_torrent_from_an_aria2c_seeder() {
     assert_same_files(&out, &files);
 }
 
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A magnet link naming only the aria2c seeder (`x.pe`): the metadata comes from it over ut_metadata (BEP 9), then
+/// the content; both verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnets_metadata_and_content_come_from_an_aria2c_seeder() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let files = make_album(&source);
+    let torrent_path = work.path().join("album.torrent");
+    let torrent = mktorrent(&source.join("album"), &torrent_path);
+    let port = free_port();
+    let _seeder = aria2c(&source, port, &torrent_path, false);
+    wait_for_port(port, "aria2c");
+
+    let link = MagnetLink::parse(&format!(
+        "magnet:?xt=urn:btih:{}&dn=album&x.pe=127.0.0.1:{port}",
+        hex(&torrent.info_hash)
+    ))
+    .unwrap();
+    let fetcher = engine(&work.path().join("fetch-state")).await;
+    let file = metadata::fetch(&link, &fetcher.fetch_options(DEADLINE))
+        .await
+        .expect("the metadata");
+    let fetched = Torrent::from_bytes(&file).unwrap();
+    assert_eq!(fetched.info_hash, torrent.info_hash);
+    assert_eq!(fetched.info_bytes, torrent.info_bytes);
+
+    let (_engine, handle, out) = download_from(work.path(), fetched, port).await;
+    assert_eq!(handle.progress().hash_failures, 0);
+    assert_same_files(&out, &files);
+}
+
+/// The other way: our engine seeds and announces to opentracker; an aria2c leecher given only a magnet link with
+/// that tracker gets the metadata from us, then the content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aria2c_leecher_gets_a_magnets_metadata_from_our_seeder() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let files = make_album(&source);
+    let (_tracker, announce, _torrent_path, torrent) =
+        tracker_and_torrent(work.path(), &source, "http");
+    let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
+    config.use_trackers = true;
+    let engine = Engine::start(config).await.unwrap();
+    let info_hash = torrent.info_hash;
+    let _handle = engine
+        .add(
+            torrent,
+            Target::SeedInPlace {
+                dir: source.clone(),
+            },
+            vec![],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    wait_until_tracked(&announce, info_hash, engine.listen_addr().port()).await;
+
+    let out = work.path().join("out");
+    let magnet = format!("magnet:?xt=urn:btih:{}&tr={announce}", hex(&info_hash));
+    let mut leecher = Command::new("aria2c");
+    leecher
+        .arg(format!("--dir={}", out.display()))
+        .arg(format!("--listen-port={}", free_port()))
+        .args([
+            "--seed-time=0",
+            "--file-allocation=none",
+            "--bt-save-metadata=false",
+        ])
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+        ])
+        .args([
+            "--enable-peer-exchange=false",
+            "--bt-min-crypto-level=plain",
+        ])
+        .args(["--console-log-level=warn", "--summary-interval=0"])
+        .arg(&magnet)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut leecher = Killed(leecher.spawn().expect("aria2c"));
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = leecher.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "aria2c did not finish in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "aria2c: {status}");
+    assert_same_files(&out, &files);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aria2c_leecher_downloads_from_our_seeder() {
     let work = tempfile::tempdir().unwrap();
@@ -178,32 +278,52 @@ async fn downloads_from_a_transmission_seeder() {
     assert_same_files(&out, &files);
 }
 
-/// A local opentracker: the aria2c seeder announces to it, and our engine, given no peer at all, finds the seeder
-/// through its announce and downloads.
+/// A local opentracker over HTTP: the aria2c seeder announces to it, and our engine, given no peer at all, finds the
+/// seeder through its announce and downloads.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finds_an_aria2c_seeder_through_opentracker() {
+    finds_an_aria2c_seeder_through("http").await;
+}
+
+/// The same through opentracker's UDP port (BEP 15): aria2c and our engine both announce over UDP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finds_an_aria2c_seeder_through_opentracker_over_udp() {
+    finds_an_aria2c_seeder_through("udp").await;
+}
+
+async fn finds_an_aria2c_seeder_through(scheme: &str) {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
     let files = make_album(&source);
-    let (_tracker, announce, torrent_path, torrent) = tracker_and_torrent(work.path(), &source);
+    let (_tracker, announce, torrent_path, torrent) =
+        tracker_and_torrent(work.path(), &source, scheme);
 
     let seeder_port = free_port();
     let mut seeder = Command::new("aria2c");
     seeder
         .arg(format!("--dir={}", source.display()))
         .arg(format!("--listen-port={seeder_port}"))
-        .args([
-            "--seed-ratio=0.0",
-            "--bt-seed-unverified=true",
-            "--enable-dht=false",
-            "--enable-dht6=false",
-        ])
+        .args(["--seed-ratio=0.0", "--bt-seed-unverified=true"])
         .args([
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
             "--bt-min-crypto-level=plain",
         ])
-        .args(["--console-log-level=warn", "--summary-interval=0"])
+        .args(["--console-log-level=warn", "--summary-interval=0"]);
+    if scheme == "udp" {
+        // aria2c speaks to UDP trackers through its DHT socket only: the DHT is on (with no node to reach
+        // beyond loopback, and the torrent is private, so it stays local), its routing table in the test's dir.
+        seeder
+            .arg("--enable-dht=true")
+            .arg(format!("--dht-listen-port={}", free_port()))
+            .arg(format!(
+                "--dht-file-path={}",
+                work.path().join("dht.dat").display()
+            ));
+    } else {
+        seeder.args(["--enable-dht=false", "--enable-dht6=false"]);
+    }
+    seeder
         .arg(&torrent_path)
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -361,10 +481,15 @@ async fn a_transmission_leecher_downloads_from_our_seeder() {
     wait_uploaded(&handle, files.iter().map(|(_, d)| d.len() as u64).sum()).await;
 }
 
-/// A torrent of `<source>/album` announcing to a fresh opentracker that whitelists it.
-fn tracker_and_torrent(work: &Path, source: &Path) -> (Killed, String, PathBuf, Torrent) {
+/// A torrent of `<source>/album` announcing to a fresh opentracker that whitelists it, over `scheme` (`http` or
+/// `udp`: opentracker serves both on one port number).
+fn tracker_and_torrent(
+    work: &Path,
+    source: &Path,
+    scheme: &str,
+) -> (Killed, String, PathBuf, Torrent) {
     let tracker_port = free_port();
-    let announce = format!("http://127.0.0.1:{tracker_port}/announce");
+    let announce = format!("{scheme}://127.0.0.1:{tracker_port}/announce");
     let torrent_path = work.join("album.torrent");
     let status = Command::new("mktorrent")
         .args(["-a", &announce, "-l", "18", "-p", "-o"])

@@ -59,8 +59,9 @@ pub mod topics {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct AddTransferParams {
-    /// The .torrent: an absolute path the daemon can read, or the file's bytes in base64. A magnet link or a URL is
-    /// refused with `UnsupportedSource` (not supported yet).
+    /// The .torrent: an absolute path the daemon can read, the file's bytes in base64, or a magnet link (its
+    /// metadata is fetched from the link's peers and trackers before the call answers). A URL is refused with
+    /// `UnsupportedSource` (not supported yet).
     pub torrent: String,
     /// Where the files go (absolute); absent: the configured download directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]

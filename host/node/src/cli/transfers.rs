@@ -25,7 +25,7 @@ const PLAIN_LINE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// The .torrent file (magnet links and URLs are not supported yet)
+    /// The .torrent file, or a magnet link (URLs of .torrent files are not supported yet)
     torrent: String,
     /// Where the files go [default: the daemon's download directory]
     #[arg(long, value_name = "DIR")]
@@ -184,8 +184,8 @@ fn print_transfer(transfer: &Transfer) {
 }
 
 pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<()> {
-    // Bytes, not a path: the daemon may not see the caller's working directory. A magnet or URL goes as it is, for
-    // the daemon to name what it does not support.
+    // Bytes, not a path: the daemon may not see the caller's working directory. A magnet link goes as it is (the
+    // daemon fetches its metadata); so does a URL, for the daemon to name what it does not support.
     let torrent = if args.torrent.contains("://") || args.torrent.starts_with("magnet:") {
         args.torrent.clone()
     } else {

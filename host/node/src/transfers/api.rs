@@ -10,6 +10,7 @@ use allpeers_model::api::transfers::{
 };
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::create_torrent;
+use allpeers_transfer::bt::metadata;
 use allpeers_transfer::bt::metainfo::{MAX_TORRENT_LEN, Torrent};
 use allpeers_transfer::cache::stamps::Stamps;
 use allpeers_transfer::manager::{AddTransfer, TransferId};
@@ -27,9 +28,13 @@ pub const AREA: Area = Area {
     name: "transfers",
     methods: t::METHODS,
     handle: |call| Box::pin(handle(call.daemon, call.method, call.params)),
-    // Both read a file and hash or verify it: a large file takes seconds.
+    // Both read a file and hash or verify it: a large file takes seconds; a magnet waits for its metadata.
     slow: &[t::TRANSFERS_ADD, t::TRANSFERS_SEED],
 };
+
+/// How long `transfers.add` waits for a magnet link's metadata: peers found through a tracker need a few seconds;
+/// a link whose peers are all gone fails after this with `NoMetadata`.
+const MAGNET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Value, RpcError> {
     let transfers = match daemon.transfers.get() {
@@ -173,29 +178,50 @@ async fn read_torrent(path: &Path) -> Result<Vec<u8>, RpcError> {
     tokio::fs::read(path).await.map_err(unreadable)
 }
 
-/// The transfer already made of this torrent, as an error naming it.
-fn exists(transfers: &Transfers, torrent: &Torrent) -> Option<t::Transfer> {
+/// The transfer already made of this torrent.
+fn exists(transfers: &Transfers, info_hash: &[u8; 20]) -> Option<t::Transfer> {
     transfers
         .manager
         .list()
         .iter()
-        .find(|info| info.info_hash == torrent.info_hash)
+        .find(|info| info.info_hash == *info_hash)
         .map(convert::transfer)
 }
 
-async fn add(transfers: &Transfers, params: AddTransferParams) -> Result<t::Transfer, RpcError> {
+/// `TransferExists`, naming the transfer, if there is one of this torrent.
+fn refuse_existing(transfers: &Transfers, info_hash: &[u8; 20]) -> Result<(), RpcError> {
+    match exists(transfers, info_hash) {
+        Some(existing) => Err(RpcError::new(
+            ErrorCode::TransferExists,
+            format!("{} is already transfer {}", existing.name, existing.id),
+        )),
+        None => Ok(()),
+    }
+}
+
+async fn add(
+    transfers: &Transfers,
+    mut params: AddTransferParams,
+) -> Result<t::Transfer, RpcError> {
     let bytes = match convert::source(&params.torrent)? {
         Source::Path(path) => read_torrent(&path).await?,
         Source::Bytes(bytes) => bytes,
+        Source::Magnet(link) => {
+            // A duplicate is refused before asking peers for anything.
+            refuse_existing(transfers, &link.info_hash)?;
+            let options = transfers.manager.engine().fetch_options(MAGNET_TIMEOUT);
+            let bytes = metadata::fetch(&link, &options)
+                .await
+                .map_err(convert::metadata_error)?;
+            allpeers_log::flesh!(name = ?link.name, "transfers: a magnet's metadata came");
+            // The peers that had the metadata have the content too, most likely.
+            params.peers.extend(link.peers.iter().copied());
+            bytes
+        }
     };
     let torrent = Torrent::from_bytes(&bytes)
         .map_err(|e| RpcError::new(ErrorCode::BadTorrent, e.to_string()))?;
-    if let Some(existing) = exists(transfers, &torrent) {
-        return Err(RpcError::new(
-            ErrorCode::TransferExists,
-            format!("{} is already transfer {}", existing.name, existing.id),
-        ));
-    }
+    refuse_existing(transfers, &torrent.info_hash)?;
     let dir = match &params.dir {
         Some(dir) => absolute(dir, "dir")?,
         None => transfers.downloads.clone(),
@@ -235,7 +261,7 @@ async fn seed(transfers: &Transfers, params: SeedParams) -> Result<SeedResult, R
     .await
     .map_err(crate::daemon::rpc::internal)?
     .map_err(convert::create_error)?;
-    let transfer = match exists(transfers, &torrent) {
+    let transfer = match exists(transfers, &torrent.info_hash) {
         Some(existing) => existing,
         None => {
             // Making the torrent hashed the file whole: seeding it need not hash it again.

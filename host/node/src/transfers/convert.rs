@@ -11,6 +11,8 @@ use allpeers_model::api::transfers::{
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::CreateError;
 use allpeers_transfer::bt::engine::EngineError;
+use allpeers_transfer::bt::magnet::MagnetLink;
+use allpeers_transfer::bt::metadata::MetadataError;
 use allpeers_transfer::bt::session::{PeerStats, Progress, TransferState as SessionState};
 use allpeers_transfer::manager::{ManagerError, Status, TransferEvent, TransferId, TransferInfo};
 use allpeers_transfer::throttle::Limits;
@@ -26,18 +28,24 @@ pub const PROGRESS_INTERVAL: Duration = Duration::from_millis(250);
 pub enum Source {
     Path(std::path::PathBuf),
     Bytes(Vec<u8>),
+    /// The metadata is fetched from the link's peers first.
+    Magnet(MagnetLink),
 }
 
-/// An absolute path, or base64 of the file (a .torrent starts with `d`, so its base64 starts with `Z`, never `/`).
-/// Magnet links and URLs are named and refused.
+/// An absolute path, base64 of the file (a .torrent starts with `d`, so its base64 starts with `Z`, never `/`), or
+/// a magnet link. URLs of .torrent files are named and refused.
 pub fn source(torrent: &str) -> Result<Source, RpcError> {
     let torrent = torrent.trim();
     let lower = torrent.to_ascii_lowercase();
-    if lower.starts_with("magnet:") || lower.starts_with("http://") || lower.starts_with("https://")
-    {
+    if lower.starts_with("magnet:") {
+        return MagnetLink::parse(torrent)
+            .map(Source::Magnet)
+            .map_err(|e| RpcError::new(ErrorCode::BadTorrent, e.to_string()));
+    }
+    if lower.starts_with("http://") || lower.starts_with("https://") {
         return Err(RpcError::new(
             ErrorCode::UnsupportedSource,
-            "magnet links and URLs are not supported yet: give the .torrent file (a path or its bytes in base64)",
+            "URLs of .torrent files are not supported yet: give the file (a path or its bytes in base64) or a magnet link",
         ));
     }
     if torrent.starts_with('/') {
@@ -153,6 +161,14 @@ pub fn manager_error(error: ManagerError) -> RpcError {
     RpcError::new(code, error.to_string())
 }
 
+pub fn metadata_error(error: MetadataError) -> RpcError {
+    let code = match &error {
+        MetadataError::NoPeers | MetadataError::Timeout { .. } => ErrorCode::NoMetadata,
+        MetadataError::Metainfo(_) => ErrorCode::BadTorrent,
+    };
+    RpcError::new(code, error.to_string())
+}
+
 pub fn create_error(error: CreateError) -> RpcError {
     let code = match &error {
         CreateError::Metainfo(_) | CreateError::BadName { .. } => ErrorCode::BadTorrent,
@@ -249,18 +265,28 @@ mod tests {
     }
 
     #[test]
-    fn sources_are_paths_base64_or_refused() {
+    fn sources_are_paths_base64_magnets_or_refused() {
         assert_eq!(
             source("/tmp/a.torrent").unwrap(),
             Source::Path("/tmp/a.torrent".into())
         );
         assert_eq!(source("ZDg6").unwrap(), Source::Bytes(b"d8:".to_vec()));
-        for refused in ["magnet:?xt=urn:btih:00", "HTTPS://x/a.torrent"] {
-            assert_eq!(
-                source(refused).unwrap_err().kind(),
-                Some(ErrorCode::UnsupportedSource)
-            );
-        }
+        let Source::Magnet(link) = source(
+            " magnet:?xt=urn:btih:c9e15763f722f23e98a29decdfae341b98d53056&x.pe=127.0.0.1:1 ",
+        )
+        .unwrap() else {
+            panic!("a magnet link")
+        };
+        assert_eq!(link.peers, vec!["127.0.0.1:1".parse().unwrap()]);
+        assert_eq!(
+            source("magnet:?xt=urn:btih:00").unwrap_err().kind(),
+            Some(ErrorCode::BadTorrent),
+            "a malformed link names what is wrong"
+        );
+        assert_eq!(
+            source("HTTPS://x/a.torrent").unwrap_err().kind(),
+            Some(ErrorCode::UnsupportedSource)
+        );
         assert_eq!(
             source("relative/a.torrent").unwrap_err().kind(),
             Some(ErrorCode::BadTorrent)

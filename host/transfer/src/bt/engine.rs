@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
+use super::metadata::FetchOptions;
 use super::metainfo::Torrent;
 use super::peer::read_handshake;
 use super::session::{self, DEFAULT_MAX_PEERS, SessionCommand, SessionOptions, TorrentHandle};
@@ -125,6 +126,21 @@ impl Engine {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.inner.listen_addr
+    }
+
+    /// Our peer id on the wire and at trackers.
+    pub fn peer_id(&self) -> [u8; 20] {
+        self.inner.peer_id
+    }
+
+    /// What a magnet link's metadata fetch ([`crate::bt::metadata::fetch`]) says we are.
+    pub fn fetch_options(&self, timeout: std::time::Duration) -> FetchOptions {
+        FetchOptions {
+            peer_id: self.inner.peer_id,
+            port: self.inner.listen_addr.port(),
+            timeout,
+            use_trackers: self.inner.config.use_trackers,
+        }
     }
 
     pub fn space(&self) -> &SpaceAccount {

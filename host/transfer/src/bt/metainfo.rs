@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+use bytes::Bytes;
 use librqbit_bencode::ByteBuf;
 use librqbit_core::torrent_metainfo::TorrentMetaV1;
 
@@ -45,6 +46,9 @@ pub struct Torrent {
     pub layout: Layout,
     pub trackers: Vec<String>,
     pub private: bool,
+    /// The bencoded info dictionary as received: what the info-hash is of, served to peers that ask for the
+    /// metadata (BEP 9).
+    pub info_bytes: Bytes,
 }
 
 impl Torrent {
@@ -101,6 +105,7 @@ impl Torrent {
             layout,
             trackers,
             private: info.private,
+            info_bytes: Bytes::copy_from_slice(meta.info.raw_bytes.as_ref()),
         })
     }
 }

@@ -1,8 +1,11 @@
-//! BitTorrent: metainfo, the peer wire, trackers, and the session that drives the swarm core.
+//! BitTorrent: metainfo, magnet links and their metadata, the peer wire, trackers, and the session that drives the
+//! swarm core.
 
 pub mod bencode_guard;
 pub mod create;
 pub mod engine;
+pub mod magnet;
+pub mod metadata;
 pub mod metainfo;
 pub mod peer;
 pub mod session;

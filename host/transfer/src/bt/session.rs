@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use super::metainfo::Torrent;
 use super::peer::{self, PEER_EVENT_QUEUE, PeerCommand, PeerContext, PeerEvent};
 use super::tracker::{self, AnnounceEvent, AnnounceRequest, AnnounceResponse};
-use super::wire::{OutMessage, PeerHandshake, PeerMessage};
+use super::wire::{METADATA_PIECE_LEN, MetadataMessage, OutMessage, PeerHandshake, PeerMessage};
 use crate::cache::disk::{DiskEvent, DiskWriter, WriteJob};
 use crate::cache::journal::Journal;
 use crate::cache::storage::{SpaceAccount, Storage};
@@ -170,6 +170,10 @@ struct Peer {
     upload: RateMeter,
     downloaded: u64,
     strikes: u32,
+    /// The id the peer wants `ut_metadata` messages sent with, if it speaks BEP 9.
+    ut_metadata: Option<u8>,
+    /// Metadata pieces sent to this peer: bounded, since a peer needs each piece once.
+    metadata_sent: u32,
 }
 
 impl Peer {
@@ -522,11 +526,14 @@ impl Session {
             upload: RateMeter::new(now),
             downloaded: 0,
             strikes: 0,
+            ut_metadata: None,
+            metadata_sent: 0,
         };
         if handshake.supports_extended {
             peer.send(OutMessage::ExtendedHandshake {
                 reqq: OUR_REQQ,
                 port: self.options.listen_port,
+                metadata_size: Some(self.torrent.info_bytes.len() as u32),
             });
         }
         if !self.written.is_empty() {
@@ -581,11 +588,37 @@ impl Session {
         let peer = self.peers.get_mut(&key).expect("checked by the caller");
         match message {
             PeerMessage::KeepAlive | PeerMessage::Extended(_) | PeerMessage::Unknown(_) => {}
-            PeerMessage::ExtendedHandshake { reqq, client } => {
+            PeerMessage::ExtendedHandshake {
+                reqq,
+                client,
+                ut_metadata,
+                metadata_size: _,
+            } => {
                 if let Some(reqq) = reqq {
                     peer.pipeline.set_peer_reqq(reqq);
                 }
                 peer.client = client;
+                peer.ut_metadata = ut_metadata;
+            }
+            PeerMessage::Metadata(message) => {
+                let info = &self.torrent.info_bytes;
+                if let (MetadataMessage::Request(piece), Some(peer_id)) =
+                    (message, peer.ut_metadata)
+                {
+                    let pieces = info.len().div_ceil(METADATA_PIECE_LEN) as u32;
+                    let start = piece as usize * METADATA_PIECE_LEN;
+                    let message = if piece < pieces && peer.metadata_sent < 4 * pieces {
+                        peer.metadata_sent += 1;
+                        MetadataMessage::Data {
+                            piece,
+                            total_size: info.len() as u32,
+                            data: info.slice(start..(start + METADATA_PIECE_LEN).min(info.len())),
+                        }
+                    } else {
+                        MetadataMessage::Reject(piece)
+                    };
+                    peer.send(OutMessage::Metadata { peer_id, message });
+                }
             }
             PeerMessage::Bitfield(bits) => {
                 // BEP 3 puts the bitfield first, but aria2c sends a fresh one later (seen when it completes): a later

@@ -20,6 +20,10 @@ const KNOWN_IDS: [u8; 10] = [0, 1, 2, 3, 4, 5, 6, 7, 8, MSGID_EXTENDED];
 const MSGID_EXTENDED: u8 = 20;
 /// Extended message id 0 is the extension handshake (BEP 10).
 const EXTENDED_HANDSHAKE_ID: u8 = 0;
+/// The id we ask peers to use for `ut_metadata` messages to us (BEP 9); librqbit's choice, kept for its parser.
+pub const OUR_UT_METADATA_ID: u8 = librqbit_peer_protocol::MY_EXTENDED_UT_METADATA;
+/// The metadata travels in pieces of this size (BEP 9); only the last is shorter.
+pub const METADATA_PIECE_LEN: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WireError {
@@ -51,7 +55,13 @@ pub enum PeerMessage {
     ExtendedHandshake {
         reqq: Option<u32>,
         client: Option<String>,
+        /// The id the peer wants its `ut_metadata` messages sent with; `None` if it does not speak BEP 9.
+        ut_metadata: Option<u8>,
+        /// The size of the info dictionary, from a peer that has it.
+        metadata_size: Option<u32>,
     },
+    /// A `ut_metadata` message (BEP 9).
+    Metadata(MetadataMessage),
     /// Another extension message: not used yet.
     Extended(u8),
     Unknown(u8),
@@ -107,6 +117,9 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<PeerMessage>, WireError
     // Extension messages carry bencode after the extended id: checked before librqbit parses it.
     if id == MSGID_EXTENDED && frame.len() > 6 {
         super::bencode_guard::check(&frame[6..]).map_err(|e| WireError::Malformed(e.into()))?;
+        if frame[5] == OUR_UT_METADATA_ID {
+            return decode_metadata(frame.slice(6..)).map(|m| Some(PeerMessage::Metadata(m)));
+        }
     }
     let (message, _) =
         Message::deserialize(&frame, &[]).map_err(|e| WireError::Malformed(e.to_string()))?;
@@ -140,6 +153,8 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<PeerMessage>, WireError
         Message::Extended(ExtendedMessage::Handshake(handshake)) => {
             PeerMessage::ExtendedHandshake {
                 reqq: handshake.reqq,
+                ut_metadata: handshake.m.ut_metadata.filter(|id| *id != 0),
+                metadata_size: handshake.metadata_size,
                 client: handshake
                     .v
                     .map(|v| String::from_utf8_lossy(v.as_ref()).into_owned()),
@@ -147,6 +162,51 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<PeerMessage>, WireError
         }
         Message::Extended(_) => PeerMessage::Extended(frame[5]),
     }))
+}
+
+/// A `ut_metadata` message (BEP 9): a bencoded head, and for `data` the piece's bytes after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataMessage {
+    Request(u32),
+    Data {
+        piece: u32,
+        total_size: u32,
+        data: Bytes,
+    },
+    Reject(u32),
+}
+
+/// Decoded by hand rather than by librqbit, whose parsed `data` hides `total_size`.
+fn decode_metadata(payload: Bytes) -> Result<MetadataMessage, WireError> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        msg_type: u32,
+        piece: u32,
+        total_size: Option<u32>,
+    }
+    let malformed = |what: &str| WireError::Malformed(format!("ut_metadata: {what}"));
+    let (head, rest): (Head, &[u8]) = librqbit_bencode::from_bytes_with_rest(&payload)
+        .map_err(|e| malformed(&e.into_kind().to_string()))?;
+    let data_at = payload.len() - rest.len();
+    match head.msg_type {
+        0 if rest.is_empty() => Ok(MetadataMessage::Request(head.piece)),
+        1 => {
+            let total_size = head
+                .total_size
+                .ok_or_else(|| malformed("data without total_size"))?;
+            if rest.len() > METADATA_PIECE_LEN {
+                return Err(malformed("a piece over 16 KiB"));
+            }
+            Ok(MetadataMessage::Data {
+                piece: head.piece,
+                total_size,
+                data: payload.slice(data_at..),
+            })
+        }
+        2 if rest.is_empty() => Ok(MetadataMessage::Reject(head.piece)),
+        0 | 2 => Err(malformed("trailing bytes")),
+        other => Err(malformed(&format!("message type {other}"))),
+    }
 }
 
 fn no_extensions() -> PeerExtendedMessageIds {
@@ -168,10 +228,17 @@ pub fn encode(message: &OutMessage, out: &mut BytesMut) {
         OutMessage::Piece { block, data } => {
             Message::Piece(Piece::from_data(block.piece, block.offset, data))
         }
-        OutMessage::ExtendedHandshake { reqq, port } => {
-            // Written by hand: librqbit's handshake type cannot serialize an empty `m` (we offer no extension
-            // messages yet). Keys in sorted order, as bencode requires.
-            let mut dict = b"d1:mde".to_vec();
+        OutMessage::ExtendedHandshake {
+            reqq,
+            port,
+            metadata_size,
+        } => {
+            // Written by hand: librqbit's handshake type would also offer ut_pex, which we do not speak. Keys in
+            // sorted order, as bencode requires.
+            let mut dict = format!("d1:md11:ut_metadatai{OUR_UT_METADATA_ID}ee").into_bytes();
+            if let Some(size) = metadata_size {
+                dict.extend_from_slice(format!("13:metadata_sizei{size}e").as_bytes());
+            }
             if let Some(port) = port {
                 dict.extend_from_slice(format!("1:pi{port}e").as_bytes());
             }
@@ -181,6 +248,32 @@ pub fn encode(message: &OutMessage, out: &mut BytesMut) {
             out.extend_from_slice(&(dict.len() as u32 + 2).to_be_bytes());
             out.extend_from_slice(&[MSGID_EXTENDED, EXTENDED_HANDSHAKE_ID]);
             out.extend_from_slice(&dict);
+            return;
+        }
+        OutMessage::Metadata { peer_id, message } => {
+            let (head, data) = match message {
+                MetadataMessage::Request(piece) => {
+                    (format!("d8:msg_typei0e5:piecei{piece}ee"), None)
+                }
+                MetadataMessage::Data {
+                    piece,
+                    total_size,
+                    data,
+                } => (
+                    format!("d8:msg_typei1e5:piecei{piece}e10:total_sizei{total_size}ee"),
+                    Some(data),
+                ),
+                MetadataMessage::Reject(piece) => {
+                    (format!("d8:msg_typei2e5:piecei{piece}ee"), None)
+                }
+            };
+            let data_len = data.map_or(0, |d| d.len());
+            out.extend_from_slice(&((head.len() + data_len) as u32 + 2).to_be_bytes());
+            out.extend_from_slice(&[MSGID_EXTENDED, *peer_id]);
+            out.extend_from_slice(head.as_bytes());
+            if let Some(data) = data {
+                out.extend_from_slice(data);
+            }
             return;
         }
     };
@@ -212,8 +305,21 @@ pub enum OutMessage {
     Bitfield(Bytes),
     Request(Block),
     Cancel(Block),
-    Piece { block: Block, data: Bytes },
-    ExtendedHandshake { reqq: u32, port: Option<u16> },
+    Piece {
+        block: Block,
+        data: Bytes,
+    },
+    ExtendedHandshake {
+        reqq: u32,
+        port: Option<u16>,
+        /// The info dictionary's size, once we have it.
+        metadata_size: Option<u32>,
+    },
+    /// A `ut_metadata` message, sent with the id the peer asked for.
+    Metadata {
+        peer_id: u8,
+        message: MetadataMessage,
+    },
 }
 
 #[cfg(test)]
@@ -255,13 +361,63 @@ mod tests {
         assert_eq!(
             round_trip(OutMessage::ExtendedHandshake {
                 reqq: 2000,
-                port: Some(6881)
+                port: Some(6881),
+                metadata_size: Some(40_000),
             }),
             PeerMessage::ExtendedHandshake {
                 reqq: Some(2000),
-                client: Some(CLIENT_NAME.into())
+                client: Some(CLIENT_NAME.into()),
+                ut_metadata: Some(OUR_UT_METADATA_ID),
+                metadata_size: Some(40_000),
             }
         );
+        for message in [
+            MetadataMessage::Request(2),
+            MetadataMessage::Reject(7),
+            MetadataMessage::Data {
+                piece: 1,
+                total_size: 20_000,
+                data: Bytes::from(vec![9; 20_000 - METADATA_PIECE_LEN]),
+            },
+        ] {
+            assert_eq!(
+                round_trip(OutMessage::Metadata {
+                    peer_id: OUR_UT_METADATA_ID,
+                    message: message.clone()
+                }),
+                PeerMessage::Metadata(message)
+            );
+        }
+    }
+
+    #[test]
+    fn bad_metadata_messages_are_typed_errors() {
+        fn frame(payload: &[u8]) -> BytesMut {
+            let mut out = BytesMut::new();
+            out.extend_from_slice(&(payload.len() as u32 + 2).to_be_bytes());
+            out.extend_from_slice(&[MSGID_EXTENDED, OUR_UT_METADATA_ID]);
+            out.extend_from_slice(payload);
+            out
+        }
+        for bad in [
+            &b"d8:msg_typei1e5:piecei0ee"[..],
+            b"d8:msg_typei0e5:piecei0eexx",
+            b"d8:msg_typei9e5:piecei0ee",
+            b"d5:piecei0ee",
+            b"le",
+        ] {
+            assert!(
+                matches!(decode_frame(&mut frame(bad)), Err(WireError::Malformed(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut huge = b"d8:msg_typei1e5:piecei0e10:total_sizei99999ee".to_vec();
+        huge.extend_from_slice(&[0; METADATA_PIECE_LEN + 1]);
+        assert!(matches!(
+            decode_frame(&mut frame(&huge)),
+            Err(WireError::Malformed(_))
+        ));
     }
 
     #[test]

@@ -1,69 +1,19 @@
 //! HTTP tracker announces (BEP 3, compact peers BEP 23), by a minimal HTTP/1.0 client over a tokio socket. Written by
 //! hand rather than with `librqbit-tracker-comms`, which brings `reqwest` and a TLS stack for a single GET; the
-//! response parser is I/O-free and bounded. UDP trackers (BEP 15) and `https` trackers are not done yet.
+//! response parser is I/O-free and bounded. `https` trackers are not done yet.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
+use super::{
+    ANNOUNCE_TIMEOUT, AnnounceEvent, AnnounceRequest, AnnounceResponse, MAX_INTERVAL,
+    MAX_PEERS_PER_RESPONSE, MAX_RESPONSE_LEN, MIN_INTERVAL, TrackerError,
+};
+
 use librqbit_bencode::{BencodeValue, ByteBuf};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// A tracker must answer within this time.
-pub const ANNOUNCE_TIMEOUT: Duration = Duration::from_secs(15);
-/// A response larger than this is junk: 1 MiB holds ~170 000 compact peers.
-pub const MAX_RESPONSE_LEN: usize = 1024 * 1024;
-/// Peers taken from one response.
-pub const MAX_PEERS_PER_RESPONSE: usize = 1000;
-/// Trackers announced to at once.
-pub const MAX_TRACKERS_ANNOUNCED: usize = 8;
-/// The tracker's interval is clamped into this range (a hostile tracker must not make us hammer it or go silent).
-pub const MIN_INTERVAL: Duration = Duration::from_secs(30);
-pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
-
-#[derive(Debug, thiserror::Error)]
-pub enum TrackerError {
-    #[error("unsupported tracker URL {0:?} (only http:// for now)")]
-    Url(String),
-    #[error("tracker I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("the tracker did not answer in time")]
-    Timeout,
-    #[error("tracker response larger than {MAX_RESPONSE_LEN} bytes")]
-    TooLarge,
-    #[error("malformed tracker response: {0}")]
-    Malformed(String),
-    #[error("HTTP status {0}")]
-    Status(u16),
-    #[error("the tracker refused: {0}")]
-    Failure(String),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnnounceEvent {
-    Started,
-    Completed,
-    Stopped,
-}
-
-#[derive(Debug, Clone)]
-pub struct AnnounceRequest {
-    pub url: String,
-    pub info_hash: [u8; 20],
-    pub peer_id: [u8; 20],
-    pub port: u16,
-    pub uploaded: u64,
-    pub downloaded: u64,
-    pub left: u64,
-    pub event: Option<AnnounceEvent>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AnnounceResponse {
-    pub interval: Duration,
-    pub peers: Vec<SocketAddr>,
-}
 
 fn percent_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 3);
@@ -128,12 +78,12 @@ pub fn request_bytes(request: &AnnounceRequest) -> Result<(String, u16, Vec<u8>)
     }
     let head = format!(
         "GET {target} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: {}\r\nConnection: close\r\n\r\n",
-        super::wire::CLIENT_NAME
+        crate::bt::wire::CLIENT_NAME
     );
     Ok((host, port, head.into_bytes()))
 }
 
-pub async fn announce(request: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
+pub(super) async fn announce(request: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
     let (host, port, head) = request_bytes(request)?;
     let exchange = async {
         let mut stream = TcpStream::connect((host.as_str(), port)).await?;
@@ -195,7 +145,7 @@ fn get<'a, 'b>(
 
 /// Parses the bencoded body of an announce response.
 pub fn parse_body(body: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    super::bencode_guard::check(body).map_err(|e| TrackerError::Malformed(e.into()))?;
+    crate::bt::bencode_guard::check(body).map_err(|e| TrackerError::Malformed(e.into()))?;
     let value: BencodeValue<ByteBuf<'_>> = librqbit_bencode::dyn_from_bytes(body)
         .map_err(|e| TrackerError::Malformed(e.into_kind().to_string()))?;
     if !matches!(value, BencodeValue::Dict(_)) {
