@@ -29,8 +29,8 @@ import {
 
 after(cleanupAll);
 
-/** A loopback HTTP server: `routes[path]` → {type, body, headers}. */
-async function serve(routes) {
+/** A loopback HTTP server on `host`: `routes[path]` → {type, body, headers}. */
+async function serve(routes, host = "127.0.0.1") {
   const server = createServer((req, res) => {
     const r = routes[new URL(req.url, "http://x").pathname];
     if (!r) {
@@ -40,12 +40,12 @@ async function serve(routes) {
     res.writeHead(200, { "content-type": r.type, ...(r.headers ?? {}) });
     res.end(r.body);
   });
-  await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+  await new Promise((ok) => server.listen(0, host, ok));
   onCleanup(() => {
     server.closeAllConnections();
     return new Promise((ok) => server.close(ok));
   });
-  return `http://127.0.0.1:${server.address().port}`;
+  return `http://${host}:${server.address().port}`;
 }
 
 test("share from any page into a shared list and to a contact; download a .torrent link; a magnet nobody has", async () => {
@@ -98,13 +98,18 @@ test("share from any page into a shared list and to a contact; download a .torre
       body: Buffer.alloc(11 * 1024 * 1024, 1),
       headers: { "access-control-allow-origin": "*" },
     },
-    "/files/nocors.torrent": { type: "application/x-bittorrent", body: Buffer.from(seeded.torrent, "base64") },
     "/files/broken.torrent": {
       type: "application/x-bittorrent",
       body: "not bencode",
       headers: { "access-control-allow-origin": "*" },
     },
   });
+  // A site without CORS headers, on a loopback address outside the extension's host access (its
+  // content scripts for the app provider cover https and http on localhost and 127.0.0.1).
+  const otherSite = await serve(
+    { "/files/nocors.torrent": { type: "application/x-bittorrent", body: Buffer.from(seeded.torrent, "base64") } },
+    "127.0.0.2",
+  );
   const page = await context.newPage();
   await page.goto(`${site}/page.html`);
   const worker = await backgroundWorker(context);
@@ -236,7 +241,7 @@ test("share from any page into a shared list and to a contact; download a .torre
   assert.match(missing.message, /404/);
   // A site that does not let the extension read the file (no CORS, no permission granted):
   // a reason that says what to do.
-  const nocors = await click({ menuItemId: "allpeers-download", linkUrl: `${site}/files/nocors.torrent` });
+  const nocors = await click({ menuItemId: "allpeers-download", linkUrl: `${otherSite}/files/nocors.torrent` });
   assert.equal(nocors.kind, "fetch");
   assert.match(nocors.message, /does not let AllPeers read the file/);
   const local = await click({ menuItemId: "allpeers-download", linkUrl: "file:///etc/passwd.torrent" });

@@ -63,10 +63,21 @@ pub struct Response {
     pub jsonrpc: String,
     /// `null` when the request could not be read far enough to find its id.
     pub id: Value,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `Some(Value::Null)` for a `"result": null` (a method answering null, e.g. a
+    /// `resources.get` of nothing): present, unlike a missing `result`.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "present"
+    )]
     pub result: Option<Value>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<RpcError>,
+}
+
+/// A field that is there, even as `null` (serde reads a `null` `Option` as `None`).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
 }
 
 impl Response {
@@ -259,5 +270,19 @@ mod tests {
             Incoming::parse(&resp).unwrap(),
             Incoming::Response(_)
         ));
+    }
+
+    #[test]
+    fn a_null_result_is_a_result() {
+        let null: Response = serde_json::from_slice(
+            &serde_json::to_vec(&Response::ok(json!(1), Value::Null)).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(null.result, Some(Value::Null));
+        let failed: Response = serde_json::from_value(
+            json!({"jsonrpc": "2.0", "id": 1, "error": {"code": -32601, "message": "m"}}),
+        )
+        .unwrap();
+        assert_eq!(failed.result, None);
     }
 }
