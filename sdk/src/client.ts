@@ -1,4 +1,10 @@
-import type { Events, MethodName, ParamsOf, ResultOf } from "./contract.tmp.js";
+import type {
+  AppEvents as Events,
+  AppMethodName as MethodName,
+  AppParamsOf as ParamsOf,
+  AppResultOf as ResultOf,
+  Scope,
+} from "./contract.tmp.js";
 import { AllPeersError } from "./errors.js";
 
 /** The object the AllPeers extension announces to a page (EIP-1193 style). */
@@ -16,7 +22,7 @@ export interface ProviderInfo {
   rdns: string;
 }
 
-export type Scope = ParamsOf<"permissions.request">["scopes"][number];
+export type { Scope };
 export type Permissions = ResultOf<"permissions.get">;
 export type Identity = ResultOf<"identity.get">;
 export type AppContact = ResultOf<"contacts.list">[number];
@@ -104,6 +110,7 @@ export class AllPeers {
   #byId = new Map<number, LiveSubscription>();
   #lineLost = false;
   #closed = false;
+  #namespace: string | undefined;
 
   constructor(provider: Provider, info: ProviderInfo) {
     this.provider = provider;
@@ -173,12 +180,33 @@ export class AllPeers {
     return this.request("messages.send", { peer_id: peerIdOf(peer), text });
   }
 
-  /** Registers (or evolves) this app's types from RELAX NG text; answers their full names [resources]. */
-  registerSchema(rng: string): Promise<ResultOf<"schemas.register">> {
-    return this.request("schemas.register", { schema: rng });
+  /**
+   * This app's type-name prefix (`app_<hash>_`, derived by AllPeers from the origin): every type
+   * the app declares is named `<namespace><Name>`.
+   */
+  async namespace(): Promise<string> {
+    this.#namespace ??= (await this.permissions()).namespace;
+    return this.#namespace;
   }
 
-  /** Shares one of this app's resources with contacts (`role` defaults to the daemon's: write) [shares]. */
+  /**
+   * Registers (or evolves) this app's types from RELAX NG text [resources]. Pass a function to
+   * get the namespace its type names need: `registerSchema((ns) => boardSchema(ns))`, where the
+   * schema declares `ap:type="${ns}Board"`.
+   * `file` names the schema file (default `schema`): registering the same file again evolves it.
+   * Answers the types' full names.
+   */
+  async registerSchema(
+    schema: string | ((namespace: string) => string),
+    file?: string,
+  ): Promise<ResultOf<"schemas.register">> {
+    const text = typeof schema === "function" ? schema(await this.namespace()) : schema;
+    const params: ParamsOf<"schemas.register"> = { schema: text };
+    if (file !== undefined) params.file = file;
+    return this.request("schemas.register", params);
+  }
+
+  /** Shares one of this app's resources with contacts, at `role` (default `read`: give `write` to let them edit) [shares]. */
   share(resource: string | { id: string }, peers: Array<string | { peer_id: string }>, role?: ShareRole): Promise<Share> {
     const params: ParamsOf<"shares.create"> = { resource: idOf(resource), members: peers.map(peerIdOf) };
     if (role !== undefined) params.role = role;

@@ -8,15 +8,16 @@ export type PropertyValue = null | boolean | number | string | Array<PropertyVal
 export type NoParams = Record<string, never>;
 export type JsonValue = number | string | boolean | Array<JsonValue> | { [key in string]: JsonValue } | null;
 export type Scope = "identity" | "contacts:read" | "presence" | "messages:send" | "resources" | "shares";
+export const SCOPES: readonly Scope[] = ["identity", "contacts:read", "presence", "messages:send", "resources", "shares"];
 
-export type ScopesParams = { scopes: Array<Scope> };
-export type Permissions = { origin: string; scopes: Array<Scope> };
+export type PermissionsRequestParams = { scopes: Array<Scope> };
+export type AppPermissions = { origin: string; scopes: Array<Scope>; namespace: string };
 export type AppIdentity = { peer_id: PeerId; name?: string | null };
 export type PresenceState = "online" | "away" | "busy" | "offline";
 export type AppContact = { peer_id: PeerId; name?: string | null; online?: boolean; state?: PresenceState };
-export type AppMessageParams = { peer_id: PeerId; text: string };
-export type AppMessageSent = { id: string; chat: string };
-export type AppSchemaParams = { schema: string };
+export type AppSendParams = { peer_id: PeerId; text: string };
+export type AppSent = { id: string; chat: string };
+export type AppSchemaParams = { schema: string; file?: string };
 export type RegisterSchemaResult = { types: Array<string> };
 export type Child = { properties: { [key in string]: PropertyValue } };
 export type Resource = {
@@ -58,7 +59,7 @@ export type Share = {
   level: ShareLevel | null;
   members: Array<ShareMember>;
 };
-export type AppRevokeParams = { share: string; peer_id: PeerId };
+export type AppRevokeShareParams = { share: string; peer_id: PeerId };
 export type SubscribeParams = { topics: Array<string> };
 export type SubscribeResult = { topics: Array<string> };
 export type ChangeKind = "created" | "updated" | "deleted" | "itemAdded" | "itemRemoved" | "itemMoved";
@@ -75,14 +76,13 @@ export type ResourceChange = {
   subscription?: number;
 };
 export type PresenceChange = { peer_id: PeerId; online: boolean; state: PresenceState; text: string };
-export type Contact = { peer_id: PeerId; name: string | null; state: string };
 
-export interface Methods {
-  "permissions.get": { params: NoParams; result: Permissions };
-  "permissions.request": { params: ScopesParams; result: Permissions };
+export interface AppMethods {
+  "permissions.get": { params: NoParams; result: AppPermissions };
+  "permissions.request": { params: PermissionsRequestParams; result: AppPermissions };
   "identity.get": { params: NoParams; result: AppIdentity };
   "contacts.list": { params: NoParams; result: Array<AppContact> };
-  "messages.send": { params: AppMessageParams; result: AppMessageSent };
+  "messages.send": { params: AppSendParams; result: AppSent };
   "schemas.register": { params: AppSchemaParams; result: RegisterSchemaResult };
   "resources.create": { params: CreateParams; result: Resource };
   "resources.get": { params: IdParams; result: Resource | null };
@@ -93,30 +93,37 @@ export interface Methods {
   "resources.unsubscribe": { params: SubscriptionParams; result: boolean };
   "shares.create": { params: AppShareParams; result: Share };
   "shares.list": { params: NoParams; result: Array<Share> };
-  "shares.revoke": { params: AppRevokeParams; result: Share };
+  "shares.revoke": { params: AppRevokeShareParams; result: Share };
   "events.subscribe": { params: SubscribeParams; result: SubscribeResult };
   "events.unsubscribe": { params: SubscribeParams; result: SubscribeResult };
 }
-export type MethodName = keyof Methods;
-export type ParamsOf<M extends MethodName> = Methods[M]["params"];
-export type ResultOf<M extends MethodName> = Methods[M]["result"];
+export type AppMethodName = keyof AppMethods;
+export type AppParamsOf<M extends AppMethodName> = AppMethods[M]["params"];
+export type AppResultOf<M extends AppMethodName> = AppMethods[M]["result"];
 
-export interface Events {
+export interface AppEvents {
   "presence.changed": PresenceChange;
-  "contact.changed": Contact;
+  "contact.changed": AppContact;
   "resource.changed": ResourceChange;
   "list.changed": ResourceChange;
   "share.changed": Share;
 }
-export type TopicName = keyof Events;
+export type AppTopicName = keyof AppEvents;
 
 export const ErrorCode = {
   InvalidParams: -32602,
   Internal: -32603,
-  NotFound: -32011,
+  HelloRequired: -32000,
   InvalidResource: -32010,
+  NotFound: -32011,
+  Exists: -32012,
   SchemaRefused: -32013,
+  InvalidQuery: -32014,
+  NoHub: -32027,
+  NotAContact: -32030,
+  TooLarge: -32034,
   NotAllowed: -32040,
+  ShareNotFound: -32041,
   UserRejected: 4001,
   Unauthorized: 4100,
   Unsupported: 4200,

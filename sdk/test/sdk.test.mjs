@@ -99,6 +99,21 @@ describe("requests", () => {
     assert.deepEqual(provider.calls.at(-1), { method: "resources.delete", params: { id: "r1" } });
   });
 
+  it("hands registerSchema's function the app's namespace (asked once)", async () => {
+    const provider = new FakeProvider((method, params) => {
+      if (method === "permissions.get") return { origin: "https://board.example", scopes: ["resources"], namespace: "app_k3v9_" };
+      if (method === "schemas.register") return { types: [/ap:type="([^"]+)"/.exec(params.schema)[1]] };
+      return null;
+    });
+    const client = await connect({ provider });
+    const schema = (ns) => `<define name="${ns}Board.content" ap:type="${ns}Board"/>`;
+    assert.deepEqual(await client.registerSchema(schema, "board"), { types: ["app_k3v9_Board"] });
+    assert.deepEqual(provider.calls.at(-1).params, { schema: schema("app_k3v9_"), file: "board" });
+    await client.registerSchema(schema);
+    assert.deepEqual(provider.calls.at(-1).params, { schema: schema("app_k3v9_") });
+    assert.equal(provider.methods().filter((m) => m === "permissions.get").length, 1);
+  });
+
   it("maps rejections to AllPeersError with code and name", async () => {
     const failures = {
       "identity.get": rpcError(4100, "scope identity not granted"),
