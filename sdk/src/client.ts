@@ -158,7 +158,7 @@ export class AllPeers {
       if (e.code !== 4001) throw e;
       throw new AllPeersError(
         4001,
-        `The user declined access to ${scopes.join(", ")}. Ask again only when the user acts (e.g. a button), ` +
+        `The user declined access to ${scopes.join(", ")} (${e.message}) Ask again only when the user acts (e.g. a button), ` +
           "and explain first why your app needs it; AllPeers shows one prompt at a time.",
         e.data,
       );
