@@ -37,6 +37,7 @@ const state = {
   shares: [],
   presence: false,
   seenNotes: new Set(),
+  mine: new Map(), // board id -> notes this page added (re-added if a friend's concurrent write replaced one)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -139,14 +140,29 @@ async function onBoardChanged(change) {
   if (change.kind === "deleted") {
     state.boards.delete(change.id);
   } else {
-    const board = await state.client.resources.get(change.id);
+    let board = await state.client.resources.get(change.id);
     if (!board) return;
+    board = await keepMine(board);
     const isNew = !state.boards.has(board.id);
     state.boards.set(board.id, board);
     if (!state.current) state.current = board.id;
     if (isNew) await loadShares(); // a board a friend just shared with us
   }
   render();
+}
+
+const noteKey = (note) => `${note.properties.author}|${Date.parse(String(note.properties.added))}|${note.properties.text}`;
+
+// A child slot replicates as one register per position: when a friend appended at the same
+// moment, one of the two notes at that position lost. This page re-appends its own that did.
+async function keepMine(board) {
+  const mine = state.mine.get(board.id) ?? [];
+  const notes = board.children?.note ?? [];
+  const present = new Set(notes.map(noteKey));
+  // Bounded: a note that keeps losing is given up after a few tries rather than written forever.
+  const lost = mine.filter((m) => !present.has(noteKey(m.note)) && m.tries++ < 5).map((m) => m.note);
+  if (lost.length === 0) return board;
+  return state.client.resources.update(board.id, { properties: {}, children: { note: [...notes, ...lost] } });
 }
 
 async function showPresence() {
@@ -192,6 +208,8 @@ async function addNote(event) {
   // The notes are one child slot: read the latest, append, write the slot.
   const board = await state.client.resources.get(id);
   const notes = board?.children?.note ?? [];
+  if (!state.mine.has(id)) state.mine.set(id, []);
+  state.mine.get(id).push({ note, tries: 0 });
   const updated = await state.client.resources.update(id, {
     properties: {},
     children: { note: [...notes, note] },
@@ -255,7 +273,7 @@ function renderBoard() {
     ...(notes.length === 0 ? [el("li", { className: "empty", textContent: "No notes yet." })] : []),
     ...notes.map((note) => {
       const p = note.properties;
-      const key = `${p.author}|${p.added}|${p.text}`;
+      const key = noteKey(note);
       const item = el("li", { className: state.seenNotes.has(key) ? "" : "new" }, el("span", { textContent: String(p.text) }));
       state.seenNotes.add(key);
       const href = p.url ? safeHref(String(p.url)) : "";
