@@ -165,6 +165,12 @@ export interface Methods {
   "media.add": { params: AddMediaParams; result: AddResult };
   /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
   "media.info": { params: InfoParams; result: Resource };
+  /** The apps granted something, with their scopes. */
+  "apps.list": { params: NoParams; result: Array<AppEntry> };
+  /** Grants an origin scopes (added to what it has). */
+  "apps.grant": { params: GrantParams; result: AppEntry };
+  /** Revokes scopes of an origin (none named: all, and the origin is forgotten; its data stays). */
+  "apps.revoke": { params: RevokeAppParams; result: AppEntry | null };
 }
 
 export type MethodName = keyof Methods;
@@ -227,9 +233,105 @@ export interface Events {
   "share.changed": Share;
   /** A reconciliation with a peer completed. */
   "sync.progress": SyncProgress;
+  /** An app's grant changed: its scopes now (empty once revoked). */
+  "apps.changed": AppPermissions;
 }
 
 export type TopicName = keyof Events;
+
+/** Every scope an app may be granted. */
+export const SCOPES: readonly Scope[] = ["identity", "contacts:read", "presence", "messages:send", "resources", "shares"];
+
+/** The methods served to an app session: their params and result. */
+export interface AppMethods {
+  /** The scopes granted to this app, and its type namespace. (scope: none) */
+  "permissions.get": { params: NoParams; result: AppPermissions };
+  /** Answers the grant if every scope asked for is granted, else `Unauthorized` (the extension prompts the user first and grants with `apps.grant`). (scope: none) */
+  "permissions.request": { params: PermissionsRequestParams; result: AppPermissions };
+  /** The user's PeerId and name. (scope: identity) */
+  "identity.get": { params: NoParams; result: AppIdentity };
+  /** The accepted contacts (their presence with the `presence` scope). (scope: contacts:read) */
+  "contacts.list": { params: NoParams; result: Array<AppContact> };
+  /** Sends a chat message to an accepted contact (shown as sent through the app). (scope: messages:send) */
+  "messages.send": { params: AppSendParams; result: AppSent };
+  /** Registers (or evolves) a schema file of the app's types, all named in its namespace. (scope: resources) */
+  "schemas.register": { params: AppSchemaParams; result: RegisterSchemaResult };
+  /** Creates a resource of one of the app's types. (scope: resources) */
+  "resources.create": { params: CreateParams; result: Resource };
+  /** One of the app's resources by id, or null (also for a resource of another type). (scope: resources) */
+  "resources.get": { params: IdParams; result: Resource | null };
+  /** Patches one of the app's resources (`null` removes a property). (scope: resources) */
+  "resources.update": { params: UpdateParams; result: Resource };
+  /** Deletes one of the app's resources. (scope: resources) */
+  "resources.delete": { params: IdParams; result: null };
+  /** The app's resources matching a query over its types. (scope: resources) */
+  "resources.query": { params: QueryParams; result: QueryResult };
+  /** Subscribes to changes of the app's resources (by type, id or query; `resource.changed`). (scope: resources) */
+  "resources.subscribe": { params: ResourceSubscribeParams; result: SubscriptionParams };
+  /** Drops a resource subscription: false if it is not this session's. (scope: resources) */
+  "resources.unsubscribe": { params: SubscriptionParams; result: boolean };
+  /** Shares one of the app's resources with accepted contacts. (scope: shares) */
+  "shares.create": { params: AppShareParams; result: Share };
+  /** The shares of the app's resources, ours and received. (scope: shares) */
+  "shares.list": { params: NoParams; result: Array<Share> };
+  /** Revokes a member of a share of the app's resources. (scope: shares) */
+  "shares.revoke": { params: AppRevokeShareParams; result: Share };
+  /** Adds app topics to this session's subscriptions (each behind its scope). (scope: none) */
+  "events.subscribe": { params: SubscribeParams; result: SubscribeResult };
+  /** Removes topics from this session's subscriptions. (scope: none) */
+  "events.unsubscribe": { params: SubscribeParams; result: SubscribeResult };
+}
+
+export type AppMethodName = keyof AppMethods;
+export type AppParamsOf<M extends AppMethodName> = AppMethods[M]["params"];
+export type AppResultOf<M extends AppMethodName> = AppMethods[M]["result"];
+
+/** The scope each app method needs (`null`: none). */
+export const APP_METHOD_SCOPES: { readonly [M in AppMethodName]: Scope | null } = {
+  "permissions.get": null,
+  "permissions.request": null,
+  "identity.get": "identity",
+  "contacts.list": "contacts:read",
+  "messages.send": "messages:send",
+  "schemas.register": "resources",
+  "resources.create": "resources",
+  "resources.get": "resources",
+  "resources.update": "resources",
+  "resources.delete": "resources",
+  "resources.query": "resources",
+  "resources.subscribe": "resources",
+  "resources.unsubscribe": "resources",
+  "shares.create": "shares",
+  "shares.list": "shares",
+  "shares.revoke": "shares",
+  "events.subscribe": null,
+  "events.unsubscribe": null,
+};
+
+/** The event topics an app session may receive: the `data` of their events. */
+export interface AppEvents {
+  /** A contact came online, went offline or changed status. (scope: presence) */
+  "presence.changed": PresenceChange;
+  /** A contact was accepted, or changed name. (scope: contacts:read) */
+  "contact.changed": AppContact;
+  /** One of the app's resources was created, updated or deleted (`resources.subscribe`). (scope: resources) */
+  "resource.changed": ResourceChange;
+  /** A list of the app's gained, lost or moved an item (`resources.subscribe`). (scope: resources) */
+  "list.changed": ResourceChange;
+  /** A share of one of the app's resources changed (members, state). (scope: shares) */
+  "share.changed": Share;
+}
+
+export type AppTopicName = keyof AppEvents;
+
+/** The scope each app topic needs. */
+export const APP_TOPIC_SCOPES: { readonly [T in AppTopicName]: Scope } = {
+  "presence.changed": "presence",
+  "contact.changed": "contacts:read",
+  "resource.changed": "resources",
+  "list.changed": "resources",
+  "share.changed": "shares",
+};
 
 /** The daemon's error codes (`error.code`), by name. */
 export const ErrorCode = {
@@ -329,6 +431,18 @@ export const ErrorCode = {
   NotAllowed: -32040,
   /** share not found: no share with that id on this node (or none offered) */
   ShareNotFound: -32041,
+  /** user rejected: apps: the user denied the permission prompt (the extension answers it, EIP-1193 style) */
+  UserRejected: 4001,
+  /** unauthorized: apps: the origin has not been granted the scope the method needs (the message names it), or the type or resource is not the app's */
+  Unauthorized: 4100,
+  /** unsupported: apps: a method an app session is not served (every method but the app-facing ones) */
+  Unsupported: 4200,
+  /** disconnected: apps: the extension has no line to the daemon (answered by the extension) */
+  Disconnected: 4900,
+  /** rate limited: apps: the origin's sessions together made calls faster than its limit; retry shortly */
+  RateLimited: -32080,
+  /** bad origin: apps: `hello`'s `origin` is not `https://host[:port]`, a loopback `http` origin, or an extension's (lowercase, no path, ≤ 200 characters) */
+  BadOrigin: -32081,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -415,6 +529,108 @@ export type AddedContact = {
 export type Address = {
   transport: TransportKind;
   addr: string;
+};
+
+/**
+ * An accepted contact as an app sees it (`contacts.list` on an app session).
+ */
+export type AppContact = {
+  peer_id: PeerId;
+  name?: string;
+  /** With the `presence` scope only. */
+  online?: boolean;
+  /** With the `presence` scope only. */
+  state?: PresenceState;
+};
+
+/**
+ * An app the user granted something: `apps.list`'s entries, `apps.grant`'s result.
+ */
+export type AppEntry = {
+  /** `https://example.com`, `chrome-extension://<id>`, … */
+  origin: string;
+  /** Sorted, each once. */
+  scopes: Array<Scope>;
+  /** When the first scope still held was granted (unix ms). */
+  granted_at_ms: number;
+  /** When an app session of this origin last made a call (unix ms). */
+  last_used_ms?: number;
+};
+
+/**
+ * The identity as an app sees it (`identity.get` on an app session).
+ */
+export type AppIdentity = {
+  peer_id: PeerId;
+  /** `alice@hub`, once registered at the home hub. */
+  name?: string;
+};
+
+/**
+ * `apps.changed`'s data, and what `permissions.get` / `permissions.request` answer.
+ */
+export type AppPermissions = {
+  origin: string;
+  /** The scopes granted now (empty once revoked). */
+  scopes: Array<Scope>;
+  /**
+   * The prefix of this app's resource type names (`app_<hash>_`): a type the app
+   * registers is named `<namespace><Name>`, e.g. `app_k3v9q2m7x4ab_Todo`.
+   */
+  namespace: string;
+};
+
+/**
+ * `shares.revoke`'s params on an app session.
+ */
+export type AppRevokeShareParams = {
+  share: string;
+  peer_id: PeerId;
+};
+
+/**
+ * `schemas.register`'s params on an app session: RELAX NG text whose types are all named
+ * in the app's namespace.
+ */
+export type AppSchemaParams = {
+  /** The RELAX NG text (as for the built-in `schemas.register`). */
+  schema: string;
+  /**
+   * Which of the app's schema files this is (1-64 of letters, digits, `.`, `_`, `-`;
+   * default `schema`): registering the same file again evolves its types.
+   */
+  file?: string;
+};
+
+/**
+ * `messages.send`'s params: a chat message to an accepted contact.
+ */
+export type AppSendParams = {
+  peer_id: PeerId;
+  /** ≤ 16 KiB. */
+  text: string;
+};
+
+/**
+ * `messages.send`'s result.
+ */
+export type AppSent = {
+  /** The message's id. */
+  id: string;
+  /** The 1:1 chat's id. */
+  chat: string;
+};
+
+/**
+ * `shares.create`'s params on an app session.
+ */
+export type AppShareParams = {
+  /** The app's resource to share (of one of its types). */
+  resource: string;
+  /** Accepted contacts. */
+  members: Array<PeerId>;
+  /** Their level (default `read`). */
+  role?: ShareLevel;
 };
 
 /**
@@ -675,10 +891,25 @@ export type Expr = { "prop": Cond } | { "meta": Cond } | { "any": Array<Expr> } 
  */
 export type Filtering = "endpoint-independent" | "address-dependent" | "address-and-port-dependent" | "unknown";
 
+/**
+ * `apps.grant`'s params: adds scopes to an origin's grant.
+ */
+export type GrantParams = {
+  origin: string;
+  scopes: Array<Scope>;
+};
+
 export type HelloParams = {
   /** Who is calling, e.g. "allpeers-cli", "extension/chromium". */
   client: string;
   api_version: number;
+  /**
+   * Set by the extension for an **app session** (a web page's or another extension's):
+   * the caller's origin as the browser reports it (`https://example.com`,
+   * `chrome-extension://<id>`). Such a session is served only the app-facing methods,
+   * each behind a scope granted to that origin. Absent: a trusted session.
+   */
+  origin?: string;
 };
 
 export type HelloResult = {
@@ -1116,6 +1347,13 @@ export type PeersParams = {
 };
 
 /**
+ * `permissions.request`'s params.
+ */
+export type PermissionsRequestParams = {
+  scopes: Array<Scope>;
+};
+
+/**
  * `mail.preferences`' params: the kinds to change; none given reads them.
  */
 export type PreferencesParams = {
@@ -1349,12 +1587,27 @@ export type ResourceSubscribeParams = {
 };
 
 /**
+ * `apps.revoke`'s params: these scopes, or (none given) every scope: the origin is forgotten
+ * (its data stays).
+ */
+export type RevokeAppParams = {
+  origin: string;
+  scopes?: Array<Scope>;
+};
+
+/**
  * `shares.revoke`'s params.
  */
 export type RevokeParams = {
   share: string;
   peer: PeerId;
 };
+
+/**
+ * What an app may be granted. The wire names are `identity`, `contacts:read`,
+ * `presence`, `messages:send`, `resources`, `shares`.
+ */
+export type Scope = "identity" | "contacts:read" | "presence" | "messages:send" | "resources" | "shares";
 
 /**
  * `transfers.seed`'s params: share a file from disk, in place.

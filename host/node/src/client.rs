@@ -114,6 +114,7 @@ impl ApiClient {
                 HelloParams {
                     client: client_name.into(),
                     api_version: API_VERSION,
+                    origin: None,
                 },
             )
             .await?;

@@ -1,6 +1,7 @@
 //! The AllPeers node: the daemon with its local API, the native-messaging bridge, the
 //! CLI's client, browser installation and the demo. The binary `allpeers` is `main.rs`.
 
+pub mod apps;
 pub mod client;
 pub mod config;
 pub mod core;

@@ -134,6 +134,11 @@ enum Command {
     /// Replication: status
     #[command(subcommand)]
     Sync(cli::shares::SyncCommand),
+    /// Web apps granted access: list (default), revoke ORIGIN [SCOPE...]
+    Apps {
+        #[command(subcommand)]
+        command: Option<cli::apps::AppsCommand>,
+    },
     /// Call any local API method (for developers): allpeers call status.get '{}'
     Call {
         method: String,
@@ -231,6 +236,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => cli::shares::share(&paths, &resource, &with, &who, (write, admin), cli.json),
         Command::Shares { command } => cli::shares::shares(&paths, command, cli.json),
         Command::Sync(command) => cli::shares::sync(&paths, command, cli.json),
+        Command::Apps { command } => cli::apps::apps(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
         Command::Add { files, recursive } => cli::media::add(&paths, &files, recursive, cli.json),
         Command::Info { target } => cli::media::info(&paths, &target, cli.json),

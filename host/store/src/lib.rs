@@ -29,15 +29,17 @@
 //! | [`api`] | the local API's resource methods, JSON in and out |
 //! | [`ops`] | replicated shares: `allpeers_replica::store::OpStore` for [`Store`], share records |
 //! | [`told`] | the notices already sent to peers (the node's mail area), bounded |
+//! | [`grants`] | the scopes granted to web apps, by origin (the node's apps area) |
 //!
-//! `lib.rs` holds [`Store`], which owns the parts and composes them; no module but the three
-//! façades (`api`, `ops`, `told`) imports it.
+//! `lib.rs` holds [`Store`], which owns the parts and composes them; no module but the
+//! façades (`api`, `ops`, `told`, `grants`) imports it.
 
 mod adapter;
 pub mod api;
 mod changes;
 mod checkpoint;
 mod error;
+pub mod grants;
 mod list;
 mod listen;
 pub mod ops;

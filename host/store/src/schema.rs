@@ -11,7 +11,8 @@ use crate::sql::{child_table, col, sql_type, type_table};
 /// The store's own tables: schema sources, local metadata (never replicated), explicit and
 /// query-backed list items, the change log, and the replicated shares (`ap_shares`: the shares
 /// offered to us or held; `ap_ops`: every op kept, in wire form; `ap_op_seqs`: per-author seq
-/// high-water marks), and the notices a peer was already sent (`ap_told`, see `told.rs`).
+/// high-water marks), the notices a peer was already sent (`ap_told`, see `told.rs`), and the
+/// web apps' grants (`ap_app_grants`, see `grants.rs`).
 const SYSTEM_SQL: &str = "
 CREATE TABLE IF NOT EXISTS ap_schemas(seq INTEGER PRIMARY KEY AUTOINCREMENT, file TEXT NOT NULL UNIQUE, source TEXT NOT NULL, registered INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ap_meta(rid INTEGER NOT NULL, name TEXT NOT NULL, value, PRIMARY KEY(rid, name)) WITHOUT ROWID;
@@ -25,6 +26,7 @@ CREATE TABLE IF NOT EXISTS ap_ops(share BLOB NOT NULL, id BLOB NOT NULL, wire BL
 CREATE TABLE IF NOT EXISTS ap_op_seqs(share BLOB NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(share, peer)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ap_told(kind TEXT NOT NULL, peer TEXT NOT NULL, subject TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(kind, peer, subject)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ap_told_at ON ap_told(at);
+CREATE TABLE IF NOT EXISTS ap_app_grants(origin TEXT PRIMARY KEY, scopes TEXT NOT NULL, granted_at INTEGER NOT NULL, last_used INTEGER) WITHOUT ROWID;
 ";
 
 /// Creates the system tables, replays the registered schema files over the built-in types and

@@ -9,6 +9,7 @@
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use super::apps::{self as ap, *};
 use super::mail::{self, *};
 use super::media::{self, MediaProgress};
 use super::methods::{self as m, topics as t};
@@ -294,6 +295,12 @@ methods! {
     MediaAdd = media::MEDIA_ADD, media::AddMediaParams => media::AddResult;
     /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.
     MediaInfo = media::MEDIA_INFO, media::InfoParams => Resource;
+    /// The apps granted something, with their scopes.
+    AppsList = ap::APPS_LIST, NoParams => Vec<AppEntry>;
+    /// Grants an origin scopes (added to what it has).
+    AppsGrant = ap::APPS_GRANT, GrantParams => AppEntry;
+    /// Revokes scopes of an origin (none named: all, and the origin is forgotten; its data stays).
+    AppsRevoke = ap::APPS_REVOKE, RevokeAppParams => Option<AppEntry>;
 }
 
 topics! {
@@ -351,6 +358,157 @@ topics! {
     ShareChanged = sh::topics::SHARE_CHANGED, Share;
     /// A reconciliation with a peer completed.
     SyncProgressTopic = sh::topics::SYNC_PROGRESS, SyncProgress;
+    /// An app's grant changed: its scopes now (empty once revoked).
+    AppsChanged = ap::topics::APPS_CHANGED, AppPermissions;
+}
+
+/// A method served to an app session, and the scope its origin needs for it.
+pub trait AppMethod: Method {
+    /// `None`: any app session may call it.
+    const SCOPE: Option<Scope>;
+}
+
+/// An event topic an app session may receive, and the scope its origin needs for it.
+pub trait AppTopic: Topic {
+    const SCOPE: Scope;
+}
+
+/// Called once per app-facing method by [`visit_app_methods`].
+pub trait AppMethodVisitor {
+    fn visit<M: AppMethod + 'static>(&mut self);
+}
+
+/// Called once per app topic by [`visit_app_topics`].
+pub trait AppTopicVisitor {
+    fn visit<T: AppTopic + 'static>(&mut self);
+}
+
+macro_rules! app_methods {
+    ($(
+        $(#[doc = $doc:literal])+
+        $marker:ident = $name:path, $scope:expr, $params:ty => $result:ty;
+    )*) => {
+        $(
+            $(#[doc = $doc])+
+            pub enum $marker {}
+            impl Method for $marker {
+                const NAME: &'static str = $name;
+                const DOC: &'static str = concat!($($doc),+);
+                type Params = $params;
+                type Result = $result;
+            }
+            impl AppMethod for $marker {
+                const SCOPE: Option<Scope> = $scope;
+            }
+        )*
+        /// Visits every app-facing method, in the order of the table.
+        pub fn visit_app_methods(visitor: &mut impl AppMethodVisitor) {
+            $(visitor.visit::<$marker>();)*
+        }
+        /// Every app-facing method's name, in the order of the table.
+        pub const APP_METHOD_NAMES: &[&str] = &[$($name),*];
+
+        /// An app-facing method's scope: `None` if an app session is not served `method`,
+        /// `Some(None)` if it needs no scope.
+        pub fn app_method_scope(method: &str) -> Option<Option<Scope>> {
+            match method {
+                $($name => Some($scope),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+macro_rules! app_topics {
+    ($(
+        $(#[doc = $doc:literal])+
+        $marker:ident = $name:path, $scope:expr, $data:ty;
+    )*) => {
+        $(
+            $(#[doc = $doc])+
+            pub enum $marker {}
+            impl Topic for $marker {
+                const NAME: &'static str = $name;
+                const DOC: &'static str = concat!($($doc),+);
+                type Data = $data;
+            }
+            impl AppTopic for $marker {
+                const SCOPE: Scope = $scope;
+            }
+        )*
+        /// Visits every topic an app session may receive.
+        pub fn visit_app_topics(visitor: &mut impl AppTopicVisitor) {
+            $(visitor.visit::<$marker>();)*
+        }
+        /// Every app topic's name, in the order of the table.
+        pub const APP_TOPIC_NAMES: &[&str] = &[$($name),*];
+
+        /// The scope an app needs to receive `topic`; `None` if apps never receive it.
+        pub fn app_topic_scope(topic: &str) -> Option<Scope> {
+            match topic {
+                $($name => Some($scope),)*
+                _ => None,
+            }
+        }
+    };
+}
+
+// The methods served to an app session (a `hello` with an `origin`), and nothing else: the
+// daemon answers any other method `Unsupported` (4200), and one of these without its scope
+// `Unauthorized` (4100). Names may be those of trusted methods, with the app's shapes.
+app_methods! {
+    /// The scopes granted to this app, and its type namespace.
+    AppPermissionsGet = ap::PERMISSIONS_GET, None, NoParams => AppPermissions;
+    /// Answers the grant if every scope asked for is granted, else `Unauthorized` (the
+    /// extension prompts the user first and grants with `apps.grant`).
+    AppPermissionsRequest = ap::PERMISSIONS_REQUEST, None, PermissionsRequestParams => AppPermissions;
+    /// The user's PeerId and name.
+    AppIdentityGet = m::IDENTITY_GET, Some(Scope::Identity), NoParams => AppIdentity;
+    /// The accepted contacts (their presence with the `presence` scope).
+    AppContactsList = m::CONTACTS_LIST, Some(Scope::ContactsRead), NoParams => Vec<AppContact>;
+    /// Sends a chat message to an accepted contact (shown as sent through the app).
+    AppMessagesSend = ap::MESSAGES_SEND, Some(Scope::MessagesSend), AppSendParams => AppSent;
+    /// Registers (or evolves) a schema file of the app's types, all named in its namespace.
+    AppSchemasRegister = r::SCHEMAS_REGISTER, Some(Scope::Resources), AppSchemaParams => RegisterSchemaResult;
+    /// Creates a resource of one of the app's types.
+    AppResourcesCreate = r::RESOURCES_CREATE, Some(Scope::Resources), CreateParams => Resource;
+    /// One of the app's resources by id, or null (also for a resource of another type).
+    AppResourcesGet = r::RESOURCES_GET, Some(Scope::Resources), IdParams => Option<Resource>;
+    /// Patches one of the app's resources (`null` removes a property).
+    AppResourcesUpdate = r::RESOURCES_UPDATE, Some(Scope::Resources), UpdateParams => Resource;
+    /// Deletes one of the app's resources.
+    AppResourcesDelete = r::RESOURCES_DELETE, Some(Scope::Resources), IdParams => ();
+    /// The app's resources matching a query over its types.
+    AppResourcesQuery = r::RESOURCES_QUERY, Some(Scope::Resources), QueryParams => QueryResult;
+    /// Subscribes to changes of the app's resources (by type, id or query; `resource.changed`).
+    AppResourcesSubscribe = r::RESOURCES_SUBSCRIBE, Some(Scope::Resources), ResourceSubscribeParams => SubscriptionParams;
+    /// Drops a resource subscription: false if it is not this session's.
+    AppResourcesUnsubscribe = r::RESOURCES_UNSUBSCRIBE, Some(Scope::Resources), SubscriptionParams => bool;
+    /// Shares one of the app's resources with accepted contacts.
+    AppSharesCreate = sh::SHARES_CREATE, Some(Scope::Shares), AppShareParams => Share;
+    /// The shares of the app's resources, ours and received.
+    AppSharesList = sh::SHARES_LIST, Some(Scope::Shares), NoParams => Vec<Share>;
+    /// Revokes a member of a share of the app's resources.
+    AppSharesRevoke = sh::SHARES_REVOKE, Some(Scope::Shares), AppRevokeShareParams => Share;
+    /// Adds app topics to this session's subscriptions (each behind its scope).
+    AppEventsSubscribe = m::EVENTS_SUBSCRIBE, None, m::SubscribeParams => m::SubscribeResult;
+    /// Removes topics from this session's subscriptions.
+    AppEventsUnsubscribe = m::EVENTS_UNSUBSCRIBE, None, m::SubscribeParams => m::SubscribeResult;
+}
+
+// The events an app session may receive, each checked against the origin's live grant when
+// it is delivered (a revoke silences subscriptions already made).
+app_topics! {
+    /// A contact came online, went offline or changed status.
+    AppPresenceChanged = t::PRESENCE_CHANGED, Scope::Presence, PresenceChange;
+    /// A contact was accepted, or changed name.
+    AppContactChanged = t::CONTACT_CHANGED, Scope::ContactsRead, AppContact;
+    /// One of the app's resources was created, updated or deleted (`resources.subscribe`).
+    AppResourceChanged = r::topics::RESOURCE_CHANGED, Scope::Resources, ResourceChange;
+    /// A list of the app's gained, lost or moved an item (`resources.subscribe`).
+    AppListChanged = r::topics::LIST_CHANGED, Scope::Resources, ResourceChange;
+    /// A share of one of the app's resources changed (members, state).
+    AppShareChanged = sh::topics::SHARE_CHANGED, Scope::Shares, Share;
 }
 
 #[cfg(test)]
@@ -384,6 +542,7 @@ mod tests {
             .chain(tr::METHODS)
             .chain(media::METHODS)
             .chain(sh::METHODS)
+            .chain(ap::METHODS)
             .copied()
             .collect();
         let mut table = METHOD_NAMES.to_vec();
@@ -393,6 +552,23 @@ mod tests {
         table.dedup();
         assert_eq!(table.len(), before, "a method is in the table twice");
         assert_eq!(table, served);
+    }
+
+    #[test]
+    fn app_methods_and_topics_are_named_once_and_scoped() {
+        let mut names = APP_METHOD_NAMES.to_vec();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), APP_METHOD_NAMES.len());
+        assert_eq!(app_method_scope("identity.get"), Some(Some(Scope::Identity)));
+        assert_eq!(app_method_scope("permissions.get"), Some(None));
+        assert_eq!(app_method_scope("apps.grant"), None);
+        assert_eq!(app_method_scope("resources.count"), None);
+        for topic in APP_TOPIC_NAMES {
+            assert!(TOPIC_NAMES.contains(topic), "{topic} is not a daemon topic");
+        }
+        assert_eq!(app_topic_scope("presence.changed"), Some(Scope::Presence));
+        assert_eq!(app_topic_scope("apps.changed"), None);
     }
 
     #[test]

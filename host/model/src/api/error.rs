@@ -2,8 +2,9 @@
 //!
 //! JSON-RPC's own codes, then AllPeers' application codes in blocks of ten per area: the
 //! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
-//! contacts and chat (`-32030…`), media (`-32060…`). A new area takes the next block. `docs/api.md`'s error
-//! contacts and chat (`-32030…`), shares (`-32040…`). A new area takes the next block. `docs/api.md`'s error
+//! contacts and chat (`-32030…`), shares (`-32040…`), transfers (`-32050…`), media (`-32060…`), mail
+//! (`-32070…`), apps (`-32080…`, with the EIP-1193 codes 4001, 4100, 4200, 4900 an app's provider
+//! knows). A new area takes the next block. `docs/api.md`'s error
 //! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
 
 macro_rules! error_codes {
@@ -175,6 +176,24 @@ error_codes! {
         "the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share";
     /// No such share here.
     ShareNotFound = -32041, "share not found", "no share with that id on this node (or none offered)";
+    /// The user denied the app's permission prompt (answered by the extension).
+    UserRejected = 4001, "user rejected",
+        "apps: the user denied the permission prompt (the extension answers it, EIP-1193 style)";
+    /// The app's origin lacks the scope the method needs.
+    Unauthorized = 4100, "unauthorized",
+        "apps: the origin has not been granted the scope the method needs (the message names it), or the type or resource is not the app's";
+    /// A method an app session is not served.
+    Unsupported = 4200, "unsupported",
+        "apps: a method an app session is not served (every method but the app-facing ones)";
+    /// The extension has no line to the daemon.
+    Disconnected = 4900, "disconnected",
+        "apps: the extension has no line to the daemon (answered by the extension)";
+    /// Over the origin's rate limit.
+    RateLimited = -32080, "rate limited",
+        "apps: the origin's sessions together made calls faster than its limit; retry shortly";
+    /// `hello` named an origin that is not one.
+    BadOrigin = -32081, "bad origin",
+        "apps: `hello`'s `origin` is not `https://host[:port]`, a loopback `http` origin, or an extension's (lowercase, no path, ≤ 200 characters)";
 }
 
 impl ErrorCode {
@@ -234,11 +253,14 @@ mod tests {
 
     #[test]
     fn application_codes_sit_in_their_areas_blocks() {
-        // Standard JSON-RPC codes, or AllPeers' reserved server range -32000..=-32099.
+        // Standard JSON-RPC codes, AllPeers' reserved server range -32000..=-32099, or the
+        // EIP-1193 provider codes apps know.
         for &code in ErrorCode::ALL {
             let n = code.code();
             assert!(
-                (-32700..=-32600).contains(&n) || (-32099..=-32000).contains(&n),
+                (-32700..=-32600).contains(&n)
+                    || (-32099..=-32000).contains(&n)
+                    || [4001, 4100, 4200, 4900].contains(&n),
                 "{code} is outside JSON-RPC's ranges"
             );
         }

@@ -152,6 +152,7 @@ pub mod topics {
         crate::api::shares::topics::SHARE_RECEIVED,
         crate::api::shares::topics::SHARE_CHANGED,
         crate::api::shares::topics::SYNC_PROGRESS,
+        crate::api::apps::topics::APPS_CHANGED,
     ];
 }
 
@@ -161,6 +162,13 @@ pub struct HelloParams {
     /// Who is calling, e.g. "allpeers-cli", "extension/chromium".
     pub client: String,
     pub api_version: u32,
+    /// Set by the extension for an **app session** (a web page's or another extension's):
+    /// the caller's origin as the browser reports it (`https://example.com`,
+    /// `chrome-extension://<id>`). Such a session is served only the app-facing methods,
+    /// each behind a scope granted to that origin. Absent: a trusted session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub origin: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

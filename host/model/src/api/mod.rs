@@ -5,11 +5,12 @@
 //! - [`contract`]: every method (name, params type, result type) and every event topic
 //!   (name, data type), as the [`contract::Method`] / [`contract::Topic`] table.
 //! - [`error`]: the one table of error codes ([`ErrorCode`], `i32`).
-//! - [`methods`], [`net`], [`social`], [`shares`], [`mail`], [`transfers`], [`media`] (and
+//! - [`methods`], [`net`], [`social`], [`shares`], [`mail`], [`transfers`], [`media`], [`apps`] (and
 //!   `crate::resource::api`): the names and the
 //!   params, results and event payloads of each area.
 //! - [`message`], [`frame`], [`chunk`]: JSON-RPC envelopes, framing, chunking.
-//! - `typescript` (feature `ts`): renders `extension/src/lib/api.gen.ts` from the contract.
+//! - `typescript` (feature `ts`): renders `extension/src/lib/api.gen.ts` and the SDK's
+//!   `sdk/src/api.gen.ts` (the app-facing methods) from the contract.
 //!
 //! `docs/api.md` is the reference; its error table is generated from [`ErrorCode`] and a
 //! test checks that it names every method and topic.
@@ -17,6 +18,7 @@
 /// Any JSON value (`ping`'s params and result, store-defined shapes).
 pub type Json = serde_json::Value;
 
+pub mod apps;
 pub mod chunk;
 pub mod contract;
 pub mod error;

@@ -1,22 +1,32 @@
-//! The extension's TypeScript, generated from the contract (feature `ts`): one file with
-//! every type the methods and events use, the method and event maps, and the error codes.
-//! `tests/typescript.rs` checks that the checked-in `extension/src/lib/api.gen.ts` is what
-//! this renders (`ALLPEERS_BLESS=1` rewrites it), so a change on one side only fails CI.
+//! The TypeScript generated from the contract (feature `ts`):
+//! - the extension's `extension/src/lib/api.gen.ts` ([`render`]): every type the methods and
+//!   events use, the method and event maps, the app-facing maps (the extension relays app
+//!   sessions), and the error codes;
+//! - the SDK's `sdk/src/api.gen.ts` ([`render_sdk`]): what a web page may call and hear — the
+//!   app-facing methods and topics with their scopes, the scopes, the codes an app may see, and
+//!   the types they use.
+//!
+//! `tests/typescript.rs` checks that the checked-in files are what this renders
+//! (`ALLPEERS_BLESS=1` rewrites them), so a change on one side only fails CI.
 
 use std::any::TypeId;
 use std::collections::{BTreeMap, HashSet};
 
 use ts_rs::{Config, TS, TypeVisitor};
 
+use super::apps::{APP_ERRORS, Scope};
 use super::contract::{
-    Method, MethodVisitor, NoParams, Topic, TopicVisitor, visit_methods, visit_topics,
+    AppMethod, AppMethodVisitor, AppTopic, AppTopicVisitor, Method, MethodVisitor, NoParams,
+    Topic, TopicVisitor, visit_app_methods, visit_app_topics, visit_methods, visit_topics,
 };
 use super::{API_VERSION, ErrorCode};
 use crate::PeerId;
 use crate::resource::Value;
 
-/// Where the generated file lives, from the repository's root.
+/// Where the extension's generated file lives, from the repository's root.
 pub const OUTPUT: &str = "extension/src/lib/api.gen.ts";
+/// Where the SDK's generated file lives, from the repository's root.
+pub const SDK_OUTPUT: &str = "sdk/src/api.gen.ts";
 
 impl TS for PeerId {
     type WithoutGenerics = PeerId;
@@ -184,6 +194,130 @@ impl TopicVisitor for Topics<'_, '_> {
     }
 }
 
+struct AppMethods<'a, 'b> {
+    decls: &'a mut Declarations<'b>,
+    entries: Vec<String>,
+    scopes: Vec<String>,
+}
+
+impl AppMethodVisitor for AppMethods<'_, '_> {
+    fn visit<M: AppMethod + 'static>(&mut self) {
+        let params = self.decls.use_type::<M::Params>();
+        let result = self.decls.use_type::<M::Result>();
+        let scope = M::SCOPE.map_or("null".to_string(), |s| format!("\"{s}\""));
+        self.entries.push(format!(
+            "  /** {} (scope: {}) */\n  \"{}\": {{ params: {params}; result: {result} }};\n",
+            M::DOC.trim(),
+            M::SCOPE.map_or("none", Scope::as_str),
+            M::NAME
+        ));
+        self.scopes
+            .push(format!("  \"{}\": {scope},\n", M::NAME));
+    }
+}
+
+struct AppTopics<'a, 'b> {
+    decls: &'a mut Declarations<'b>,
+    entries: Vec<String>,
+    scopes: Vec<String>,
+}
+
+impl AppTopicVisitor for AppTopics<'_, '_> {
+    fn visit<T: AppTopic + 'static>(&mut self) {
+        let data = self.decls.use_type::<T::Data>();
+        self.entries.push(format!(
+            "  /** {} (scope: {}) */\n  \"{}\": {data};\n",
+            T::DOC.trim(),
+            T::SCOPE,
+            T::NAME
+        ));
+        self.scopes
+            .push(format!("  \"{}\": \"{}\",\n", T::NAME, T::SCOPE));
+    }
+}
+
+/// The app-facing part: `Scope`, `SCOPES`, `AppMethods`, `APP_METHOD_SCOPES`, `AppEvents`,
+/// `APP_TOPIC_SCOPES` (the types they use go to `decls`).
+fn app_section(decls: &mut Declarations<'_>) -> String {
+    let scope = decls.use_type::<Scope>();
+    let mut methods = AppMethods {
+        decls,
+        entries: Vec::new(),
+        scopes: Vec::new(),
+    };
+    visit_app_methods(&mut methods);
+    let (method_entries, method_scopes) = (methods.entries, methods.scopes);
+    let mut topics = AppTopics {
+        decls,
+        entries: Vec::new(),
+        scopes: Vec::new(),
+    };
+    visit_app_topics(&mut topics);
+    let (topic_entries, topic_scopes) = (topics.entries, topics.scopes);
+
+    let mut out = String::new();
+    out.push_str("/** Every scope an app may be granted. */\nexport const SCOPES: readonly ");
+    out.push_str(&scope);
+    out.push_str("[] = [");
+    let names: Vec<String> = Scope::ALL.iter().map(|s| format!("\"{s}\"")).collect();
+    out.push_str(&names.join(", "));
+    out.push_str("];\n\n");
+    out.push_str(
+        "/** The methods served to an app session: their params and result. */\nexport interface AppMethods {\n",
+    );
+    out.extend(method_entries);
+    out.push_str("}\n\n");
+    out.push_str(
+        "export type AppMethodName = keyof AppMethods;\n\
+         export type AppParamsOf<M extends AppMethodName> = AppMethods[M][\"params\"];\n\
+         export type AppResultOf<M extends AppMethodName> = AppMethods[M][\"result\"];\n\n",
+    );
+    out.push_str(&format!(
+        "/** The scope each app method needs (`null`: none). */\n\
+         export const APP_METHOD_SCOPES: {{ readonly [M in AppMethodName]: {scope} | null }} = {{\n"
+    ));
+    out.extend(method_scopes);
+    out.push_str("};\n\n");
+    out.push_str(
+        "/** The event topics an app session may receive: the `data` of their events. */\nexport interface AppEvents {\n",
+    );
+    out.extend(topic_entries);
+    out.push_str("}\n\nexport type AppTopicName = keyof AppEvents;\n\n");
+    out.push_str(&format!(
+        "/** The scope each app topic needs. */\n\
+         export const APP_TOPIC_SCOPES: {{ readonly [T in AppTopicName]: {scope} }} = {{\n"
+    ));
+    out.extend(topic_scopes);
+    out.push_str("};\n\n");
+    out
+}
+
+/// The SDK's generated file.
+pub fn render_sdk() -> String {
+    let cfg = config();
+    let mut decls = Declarations::new(&cfg);
+    let apps = app_section(&mut decls);
+    let mut out = String::new();
+    out.push_str(
+        "// Generated from allpeers-model's api::contract (the app-facing tables) by\n\
+         // host/model/tests/typescript.rs — do not edit.\n\
+         // Regenerate: ALLPEERS_BLESS=1 cargo test -p allpeers-model --features ts --test typescript\n\
+         /* eslint-disable */\n\n",
+    );
+    out.push_str(&format!(
+        "/** The local API version this file describes. */\n\
+         export const API_VERSION = {API_VERSION};\n\n"
+    ));
+    out.push_str(&apps);
+    out.push_str(&error_codes(
+        APP_ERRORS,
+        "The error codes an app may see (`error.code`), by name.",
+    ));
+    out.push('\n');
+    push_decls(&mut out, &decls);
+    out
+}
+
 /// The whole generated file.
 pub fn render() -> String {
     let cfg = config();
@@ -224,15 +358,24 @@ pub fn render() -> String {
     );
     out.extend(topic_entries);
     out.push_str("}\n\nexport type TopicName = keyof Events;\n\n");
-    out.push_str(&error_codes());
+    out.push_str(&app_section(&mut decls));
+    out.push_str(&error_codes(
+        ErrorCode::ALL,
+        "The daemon's error codes (`error.code`), by name.",
+    ));
     out.push('\n');
+    push_decls(&mut out, &decls);
+    out
+}
+
+/// The declarations, then one final newline.
+fn push_decls(out: &mut String, decls: &Declarations<'_>) {
     for decl in decls.decls.values() {
         out.push_str(decl);
         out.push_str("\n\n");
     }
     out.truncate(out.trim_end().len());
     out.push('\n');
-    out
 }
 
 /// Lays an object type out one member a line, each under its doc comment: ts-rs writes
@@ -320,11 +463,9 @@ fn split_members(body: &str) -> Option<Vec<String>> {
     Some(members)
 }
 
-fn error_codes() -> String {
-    let mut out = String::from(
-        "/** The daemon's error codes (`error.code`), by name. */\nexport const ErrorCode = {\n",
-    );
-    for code in ErrorCode::ALL {
+fn error_codes(codes: &[ErrorCode], doc: &str) -> String {
+    let mut out = format!("/** {doc} */\nexport const ErrorCode = {{\n");
+    for code in codes {
         out.push_str(&format!(
             "  /** {}: {} */\n  {}: {},\n",
             code.name(),

@@ -1,5 +1,6 @@
 //! The command line's commands over the local API.
 
+pub mod apps;
 pub mod demo;
 mod demo_mail;
 mod demo_media;

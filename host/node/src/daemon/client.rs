@@ -1,9 +1,10 @@
-//! What the daemon knows about one local API client: its name, its event subscriptions
-//! (topics on the bus, and store subscriptions with their own bounded queue).
+//! What the daemon knows about one local API client: its name, the origin it is bound to
+//! when it is an app session, its event subscriptions (topics on the bus, and store
+//! subscriptions with their own bounded queue).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use allpeers_model::api::Event;
 use allpeers_store::SubscriptionId;
@@ -12,6 +13,9 @@ use tokio::sync::{mpsc, watch};
 /// What the daemon knows about one client.
 pub struct Session {
     client: Mutex<Option<String>>,
+    /// Set once, at the `hello` that names it: the session is then an app session for good,
+    /// served only the app-facing methods under that origin's grant.
+    origin: OnceLock<String>,
     /// Topics of the shared bus this client subscribed to (its event forwarder watches it).
     topics: watch::Sender<BTreeSet<String>>,
     events: EventSink,
@@ -43,6 +47,7 @@ impl Session {
     pub fn new(queue: mpsc::Sender<Event>, topics: watch::Sender<BTreeSet<String>>) -> Self {
         Session {
             client: Mutex::new(None),
+            origin: OnceLock::new(),
             topics,
             events: EventSink {
                 queue,
@@ -81,6 +86,16 @@ impl Session {
 
     pub fn said_hello(&self, client: String) {
         *self.client.lock().expect("session lock") = Some(client);
+    }
+
+    /// Binds the session to an app's origin; false if it is bound to another one already.
+    pub fn bind_origin(&self, origin: &str) -> bool {
+        self.origin.get_or_init(|| origin.to_string()) == origin
+    }
+
+    /// The app's origin, for an app session.
+    pub fn origin(&self) -> Option<&str> {
+        self.origin.get().map(String::as_str)
     }
 
     pub fn has_said_hello(&self) -> bool {

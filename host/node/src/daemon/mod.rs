@@ -3,9 +3,10 @@
 //!
 //! Module map: [`state`] (the daemon's shared state and event bus), [`area`] (what an area
 //! of the API is), [`router`] (the method table built from each area's `AREA`), [`client`]
-//! (what the daemon knows of one client), [`limit`] (a per-peer rate limit for services), [`session`] (serving one client: frames, requests,
+//! (what the daemon knows of one client), [`limit`] (a keyed rate limit: per peer for services, per origin for apps), [`session`] (serving one client: frames, requests,
 //! events), [`rpc`] (params, results and errors shared by the areas). The areas are folders
-//! of the crate: `core`, `net`, `hub`, `social`, `resources`, `mail`, `transfers`, `media`.
+//! of the crate: `core`, `net`, `hub`, `social`, `resources`, `mail`, `transfers`, `media`,
+//! `shares`, `apps`.
 
 pub mod area;
 pub mod client;

@@ -3,10 +3,14 @@
 //! An area is a folder of the node with a `METHODS` list and a handler (see [`Area`]);
 //! [`AREAS`] lists them, one line each, and the table is built from it once. `hello`
 //! answers with the table's method names, so a client always sees what this build serves.
+//!
+//! An app session (its `hello` named an origin) never reaches the table directly: every call
+//! goes to the apps area ([`crate::apps::serve`]), which serves only the app-facing methods.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 
+use allpeers_model::api::contract;
 use allpeers_model::api::methods::{self as m, topics};
 use allpeers_model::api::{API_VERSION, ErrorCode, Request, Response, RpcError};
 use serde_json::Value;
@@ -27,6 +31,7 @@ pub const AREAS: &[&Area] = &[
     &crate::transfers::AREA,
     &crate::media::AREA,
     &crate::shares::AREA,
+    &crate::apps::AREA,
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Area>> = LazyLock::new(|| {
@@ -61,26 +66,39 @@ pub async fn handle(daemon: &Arc<Daemon>, session: &Session, request: Request) -
             ErrorCode::HelloRequired,
             format!("call \"hello\" before \"{}\"", request.method),
         ))
+    } else if let Some(origin) = session.origin() {
+        crate::apps::serve(daemon, session, origin, &request.method, request.params).await
     } else {
-        match TABLE.get(request.method.as_str()) {
-            Some(area) => {
-                (area.handle)(Call {
-                    daemon,
-                    session,
-                    method: &request.method,
-                    params: request.params,
-                })
-                .await
-            }
-            None => Err(RpcError::new(
-                ErrorCode::MethodNotFound,
-                format!("unknown method \"{}\"", request.method),
-            )),
-        }
+        dispatch(daemon, session, &request.method, request.params).await
     };
     match result {
         Ok(value) => Response::ok(id, value),
         Err(error) => Response::err(id, error),
+    }
+}
+
+/// Serves a method from the table (for a trusted session, or on an app's behalf once the
+/// apps area has checked and shaped the call).
+pub async fn dispatch(
+    daemon: &Arc<Daemon>,
+    session: &Session,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcError> {
+    match TABLE.get(method) {
+        Some(area) => {
+            (area.handle)(Call {
+                daemon,
+                session,
+                method,
+                params,
+            })
+            .await
+        }
+        None => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("unknown method \"{method}\""),
+        )),
     }
 }
 
@@ -101,14 +119,47 @@ fn hello(daemon: &Daemon, session: &Session, params: Value) -> Result<Value, Rpc
         .filter(|c| !c.is_control())
         .take(64)
         .collect();
-    allpeers_log::flesh!(client = %client, "client said hello");
+    // A session is bound to an origin at its first hello, for good: a later hello can
+    // neither drop the origin nor change it, nor bind a trusted session that went on.
+    let bound = match (params.origin.as_deref(), session.origin()) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err("an app session keeps its origin"),
+        (Some(_), None) if session.has_said_hello() => {
+            Err("a trusted session cannot become an app session")
+        }
+        (Some(origin), _) => match crate::apps::rules::check_origin(origin) {
+            Ok(origin) if session.bind_origin(origin) => Ok(Some(origin)),
+            Ok(_) => Err("an app session keeps its origin"),
+            Err(e) => {
+                return Err(RpcError::new(ErrorCode::BadOrigin, e.to_string()));
+            }
+        },
+    };
+    let origin = bound.map_err(|why| RpcError::new(ErrorCode::BadOrigin, why))?;
+    allpeers_log::flesh!(client = %client, origin = origin.unwrap_or("-"), "client said hello");
     session.said_hello(client);
+    let (methods, topics) = match origin {
+        Some(_) => (
+            std::iter::once(m::HELLO)
+                .chain(contract::APP_METHOD_NAMES.iter().copied())
+                .map(str::to_string)
+                .collect(),
+            contract::APP_TOPIC_NAMES
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+        ),
+        None => (
+            methods(),
+            topics::ALL.iter().map(|s| s.to_string()).collect(),
+        ),
+    };
     Ok(to_value(m::HelloResult {
         server: "allpeers".into(),
         server_version: env!("CARGO_PKG_VERSION").into(),
         api_version: API_VERSION,
-        methods: methods(),
-        topics: topics::ALL.iter().map(|s| s.to_string()).collect(),
+        methods,
+        topics,
         peer_id: daemon.peer_id(),
     }))
 }

@@ -57,7 +57,7 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
         daemon.clone(),
         subscriptions_rx,
         own_events_rx,
-        session.event_sink(),
+        session.clone(),
         writer.clone(),
     ));
     let permits = Arc::new(Semaphore::new(CONCURRENT_REQUESTS));
@@ -168,14 +168,16 @@ async fn send(writer: &Writer, response: &Response) {
 /// Forwards events: those of the shared bus on the client's subscribed topics, and those
 /// queued for this client alone (its resource subscriptions). A client too slow to take
 /// them loses events (both queues are bounded), never stalls the daemon, and is told how
-/// many it lost.
+/// many it lost. An app session's events pass its origin's live grant first (the apps area),
+/// so a revoke silences subscriptions already made.
 async fn forward_events(
     daemon: Arc<Daemon>,
     subscriptions: watch::Receiver<BTreeSet<String>>,
     mut own: mpsc::Receiver<Event>,
-    sink: EventSink,
+    session: Arc<Session>,
     writer: Writer,
 ) {
+    let sink: EventSink = session.event_sink();
     let mut events = daemon.subscribe_events();
     let mut dropped = 0u64;
     loop {
@@ -193,6 +195,13 @@ async fn forward_events(
                 Some(event) => event,
                 None => return,
             },
+        };
+        let event = match session.origin() {
+            Some(origin) => match crate::apps::deliverable(&daemon, origin, event).await {
+                Some(event) => event,
+                None => continue,
+            },
+            None => event,
         };
         dropped += sink.take_dropped();
         if dropped > 0 {

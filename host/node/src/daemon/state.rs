@@ -57,6 +57,8 @@ pub struct Daemon {
     pub shares: crate::shares::state::Shares,
     /// See [`WriteHook`]; set once at start (`daemon::run`).
     pub write_hook: OnceLock<WriteHook>,
+    /// Web apps' grants and their rate limit.
+    pub apps: crate::apps::state::Apps,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -73,6 +75,7 @@ impl Daemon {
     ) -> Self {
         let identity_peer = identity.file.peer_id;
         let shares = crate::shares::state::Shares::load(&store);
+        let apps = crate::apps::state::Apps::load(&store);
         let store = Arc::new(Mutex::new(store));
         Daemon {
             paths,
@@ -82,6 +85,7 @@ impl Daemon {
             hub_config: config.hub.clone(),
             discovery_config: config.discovery.clone(),
             shares,
+            apps,
             write_hook: OnceLock::new(),
             mail: crate::mail::state::MailState::load(&store),
             store,
