@@ -1,11 +1,14 @@
 // @allpeers/sdk: a web page's way to AllPeers (identity, contacts, presence, replicated data)
 // through the provider the AllPeers extension announces to pages that ask for it.
-import { AllPeers, type Provider, type ProviderInfo, type Scope } from "./client.js";
+import type { Scope } from "./api.gen.js";
+import { AllPeers, type Provider, type ProviderInfo } from "./client.js";
 import { AllPeersError } from "./errors.js";
 
 export * from "./client.js";
 export { AllPeersError, type SdkErrorName } from "./errors.js";
-export { ErrorCode, type ErrorCodeName } from "./contract.tmp.js";
+// The contract's app-facing part, generated from the daemon's (host/model/src/api): constants and every type.
+export { API_VERSION, APP_METHOD_SCOPES, APP_TOPIC_SCOPES, ErrorCode, SCOPES } from "./api.gen.js";
+export type * from "./api.gen.js";
 
 export const REQUEST_EVENT = "allpeers:requestProvider";
 export const ANNOUNCE_EVENT = "allpeers:announceProvider";

@@ -1,10 +1,22 @@
 import type {
-  AppEvents as Events,
-  AppMethodName as MethodName,
-  AppParamsOf as ParamsOf,
-  AppResultOf as ResultOf,
+  AppContact,
+  AppEvents,
+  AppIdentity,
+  AppMethodName,
+  AppParamsOf,
+  AppPermissions,
+  AppResultOf,
+  AppSent,
+  AppTopicName,
+  Patch,
+  Query,
+  Resource,
+  ResourceChange,
+  ResourceFilter,
   Scope,
-} from "./contract.tmp.js";
+  Share,
+  ShareLevel,
+} from "./api.gen.js";
 import { AllPeersError } from "./errors.js";
 
 /** The object the AllPeers extension announces to a page (EIP-1193 style). */
@@ -22,22 +34,11 @@ export interface ProviderInfo {
   rdns: string;
 }
 
-export type { Scope };
-export type Permissions = ResultOf<"permissions.get">;
-export type Identity = ResultOf<"identity.get">;
-export type AppContact = ResultOf<"contacts.list">[number];
-export type SentMessage = ResultOf<"messages.send">;
-export type Resource = ResultOf<"resources.create">;
-export type NewResource = ParamsOf<"resources.create">["resource"];
-export type Patch = ParamsOf<"resources.update">["patch"];
-export type Query = ParamsOf<"resources.query">["query"];
-export type ResourceFilter = ParamsOf<"resources.subscribe">["filter"];
-export type ResourceChange = Events["resource.changed"];
-export type Share = ResultOf<"shares.create">;
-export type ShareRole = NonNullable<ParamsOf<"shares.create">["role"]>;
+/** A resource to create: `id` may be empty (AllPeers assigns one). */
+export type NewResource = AppParamsOf<"resources.create">["resource"];
 
-/** A daemon topic an app may listen to with `on` (each needs its scope). */
-export type DaemonTopic = "presence.changed" | "contact.changed" | "share.changed";
+/** A daemon topic an app may listen to with `on` (each needs its scope); resource events come through `resources.subscribe`. */
+export type DaemonTopic = Exclude<AppTopicName, "resource.changed" | "list.changed">;
 
 /** Events of the line to AllPeers itself, and the SDK's own. */
 export interface LineEvents {
@@ -51,7 +52,7 @@ export interface LineEvents {
   error: AllPeersError;
 }
 
-export type EventMap = LineEvents & { [T in DaemonTopic]: Events[T] };
+export type EventMap = LineEvents & { [T in DaemonTopic]: AppEvents[T] };
 export type EventName = keyof EventMap;
 export type Listener<E extends EventName> = (data: EventMap[E]) => void;
 
@@ -132,17 +133,17 @@ export class AllPeers {
   }
 
   /** Calls any app method of the contract, typed by its name. */
-  async request<M extends MethodName>(method: M, params: ParamsOf<M>): Promise<ResultOf<M>> {
+  async request<M extends AppMethodName>(method: M, params: AppParamsOf<M>): Promise<AppResultOf<M>> {
     if (this.#closed) throw new AllPeersError(4900, "this AllPeers client was closed");
     try {
-      return (await this.provider.request({ method, params })) as ResultOf<M>;
+      return (await this.provider.request({ method, params })) as AppResultOf<M>;
     } catch (error) {
       throw AllPeersError.from(error);
     }
   }
 
   /** The scopes this origin holds now. */
-  permissions(): Promise<Permissions> {
+  permissions(): Promise<AppPermissions> {
     return this.request("permissions.get", {});
   }
 
@@ -150,7 +151,7 @@ export class AllPeers {
    * Asks the user for scopes (a prompt in an AllPeers window; nothing is asked for scopes
    * already granted). Rejects with `UserRejected` (4001) when the user says no.
    */
-  async requestPermissions(scopes: Array<Scope>): Promise<Permissions> {
+  async requestPermissions(scopes: Array<Scope>): Promise<AppPermissions> {
     try {
       return await this.request("permissions.request", { scopes });
     } catch (error) {
@@ -166,7 +167,7 @@ export class AllPeers {
   }
 
   /** This user's PeerId and name [identity]. */
-  identity(): Promise<Identity> {
+  identity(): Promise<AppIdentity> {
     return this.request("identity.get", {});
   }
 
@@ -176,7 +177,7 @@ export class AllPeers {
   }
 
   /** Sends a chat message to a contact; the chat shows it came via this origin [messages:send]. */
-  sendMessage(peer: string | { peer_id: string }, text: string): Promise<SentMessage> {
+  sendMessage(peer: string | { peer_id: string }, text: string): Promise<AppSent> {
     return this.request("messages.send", { peer_id: peerIdOf(peer), text });
   }
 
@@ -199,16 +200,16 @@ export class AllPeers {
   async registerSchema(
     schema: string | ((namespace: string) => string),
     file?: string,
-  ): Promise<ResultOf<"schemas.register">> {
+  ): Promise<AppResultOf<"schemas.register">> {
     const text = typeof schema === "function" ? schema(await this.namespace()) : schema;
-    const params: ParamsOf<"schemas.register"> = { schema: text };
+    const params: AppParamsOf<"schemas.register"> = { schema: text };
     if (file !== undefined) params.file = file;
     return this.request("schemas.register", params);
   }
 
   /** Shares one of this app's resources with contacts, at `role` (default `read`: give `write` to let them edit) [shares]. */
-  share(resource: string | { id: string }, peers: Array<string | { peer_id: string }>, role?: ShareRole): Promise<Share> {
-    const params: ParamsOf<"shares.create"> = { resource: idOf(resource), members: peers.map(peerIdOf) };
+  share(resource: string | { id: string }, peers: Array<string | { peer_id: string }>, role?: ShareLevel): Promise<Share> {
+    const params: AppParamsOf<"shares.create"> = { resource: idOf(resource), members: peers.map(peerIdOf) };
     if (role !== undefined) params.role = role;
     return this.request("shares.create", params);
   }

@@ -1,4 +1,4 @@
-import { ErrorCode, type ErrorCodeName } from "./contract.tmp.js";
+import { ErrorCode, type ErrorCodeName } from "./api.gen.js";
 
 /** The SDK's own error names (no daemon code of their own). */
 export type SdkErrorName = "NotInstalled";
