@@ -18,6 +18,8 @@ if (!existsSync(WASM)) {
 }
 
 const ICON_SIZES = [16, 32, 48, 128];
+// Pages that may ask for the app provider: the origins the daemon accepts (https, loopback http).
+const APP_MATCHES = ["https://*/*", "http://localhost/*", "http://127.0.0.1/*", "http://[::1]/*"];
 // 'wasm-unsafe-eval': the wasm model (generic resource views) is compiled from the
 // extension's own allpeers_wasm_bg.wasm; no JS eval is allowed.
 const CSP = "script-src 'self' 'wasm-unsafe-eval'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
@@ -38,6 +40,12 @@ function manifest(browser) {
     // permission is asked for when the item is clicked (never at install).
     optional_host_permissions: ["http://*/*", "https://*/*"],
     content_security_policy: { extension_pages: CSP },
+    // The app API (docs/architecture.md, "Apps"): the provider in the page's own world, the
+    // relay to the background in the isolated one; in every frame, before the page's scripts.
+    content_scripts: [
+      { matches: APP_MATCHES, js: ["provider.js"], run_at: "document_start", all_frames: true, world: "MAIN" },
+      { matches: APP_MATCHES, js: ["relay.js"], run_at: "document_start", all_frames: true },
+    ],
   };
   if (browser === "chromium") {
     return {
@@ -126,7 +134,14 @@ async function buildBrowser(browser) {
   rmSync(out, { recursive: true, force: true });
   mkdirSync(join(out, "icons"), { recursive: true });
   await build({
-    entryPoints: { background: "src/background.ts", panel: "src/panel/panel.ts", share: "src/share/share.ts" },
+    entryPoints: {
+      background: "src/background.ts",
+      panel: "src/panel/panel.ts",
+      share: "src/share/share.ts",
+      prompt: "src/prompt/prompt.ts",
+      provider: "src/provider/main.ts",
+      relay: "src/provider/relay.ts",
+    },
     absWorkingDir: root,
     bundle: true,
     format: "iife",

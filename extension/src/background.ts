@@ -2,12 +2,14 @@
 // the AllPeers host and serves the panels over runtime ports: connection state, calls,
 // events. Requests while disconnected fail at once with a clear error. Also: the toolbar
 // badge (unread messages), notifications while no panel is open, and the context menu
-// (share a page, link or selection; download a .torrent).
+// (share a page, link or selection; download a .torrent). Web pages and other extensions
+// reach the app API through background/apps.ts, each origin on a session of its own.
 
 import { Connection, PortFactory, RpcError } from "./lib/connection";
 import { badgeSoon, notify, refreshBadge, setupNotifications } from "./background/notify";
 import { setDownloadConnection } from "./background/download";
 import { setupShareMenu } from "./background/share";
+import { setupApps } from "./background/apps";
 import { SOCIAL_TOPICS } from "./lib/social";
 import { SHARING_TOPICS } from "./lib/sharing";
 import {
@@ -39,7 +41,7 @@ const connectNative: PortFactory = (handlers) => {
 const connection = new Connection({
   connect: connectNative,
   client: `extension/${BROWSER}`,
-  topics: ["identity.changed", "log.changed", "clients.changed", ...SOCIAL_TOPICS, ...SHARING_TOPICS],
+  topics: ["identity.changed", "log.changed", "clients.changed", "apps.changed", ...SOCIAL_TOPICS, ...SHARING_TOPICS],
 });
 
 const panels = new Set<chrome.runtime.Port>();
@@ -66,7 +68,9 @@ connection.onState((state) => {
 });
 
 chrome.runtime.onConnect.addListener((port) => {
-  if (port.name !== PANEL_PORT || port.sender?.id !== chrome.runtime.id) {
+  if (port.name !== PANEL_PORT) return; // app and prompt ports: background/apps.ts
+  // Our own pages only: content scripts share our id but run in web pages.
+  if (port.sender?.id !== chrome.runtime.id || !port.sender.url?.startsWith(chrome.runtime.getURL(""))) {
     port.disconnect();
     return;
   }
@@ -116,4 +120,5 @@ if (sidePanel) {
 setupNotifications(connection);
 setDownloadConnection(connection);
 setupShareMenu();
+setupApps({ connect: connectNative, trusted: connection });
 connection.start();

@@ -1,12 +1,12 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
-import { Connection, PortHandlers, RpcError, classifyDisconnect } from "../src/lib/connection";
+import { Connection, ConnectionOptions, PortHandlers, RpcError, classifyDisconnect } from "../src/lib/connection";
 import { ConnectionState, ExtErrorCode } from "../src/lib/protocol";
 
 const flush = () => new Promise((r) => setImmediate(r));
 
 /** A scripted host plus manual timers. */
-function harness() {
+function harness(extra: Partial<ConnectionOptions> = {}) {
   const timers: { fn: () => void; at: number; id: number }[] = [];
   let now = 0;
   let nextTimer = 1;
@@ -32,6 +32,7 @@ function harness() {
       if (i >= 0) timers.splice(i, 1);
     },
     log: () => {},
+    ...extra,
   });
   c.onState((s) => states.push(s));
   c.onEvent((t, d) => events.push([t, d]));
@@ -201,4 +202,27 @@ test("the browser's disconnect reasons are classified", () => {
   assert.equal(classifyDisconnect("Error when communicating with the native messaging host.").kind, "host-garbage");
   assert.equal(classifyDisconnect("Native host has exited.").kind, "host-exited");
   assert.equal(classifyDisconnect(undefined).kind, "host-exited");
+});
+
+test("an app session's hello names its origin; close() ends it for good until start()", async () => {
+  const t = harness({ hello: { origin: "https://app.example" }, topics: [] });
+  t.c.start();
+  const h = t.port().sent[0];
+  assert.deepEqual(h.params, { origin: "https://app.example", client: "extension/test", api_version: 1 });
+  t.reply({ jsonrpc: "2.0", id: h.id, result: t.hello });
+  await flush();
+  assert.equal(t.port().sent.length, 1, "no topics: no events.subscribe");
+  const p = t.c.request("permissions.get");
+  t.c.close();
+  await assert.rejects(p, (e: RpcError) => e.code === ExtErrorCode.ConnectionLost);
+  assert.equal(t.port().closed, true);
+  assert.equal(t.c.current.status, "disconnected");
+  assert.equal(t.c.current.retryAt, null);
+  // The port's late disconnect schedules nothing; no timer brings it back.
+  t.port().handlers.onDisconnect("Native host has exited.");
+  t.advance(60_000);
+  assert.equal(t.ports.length, 1);
+  t.c.start();
+  assert.equal(t.ports.length, 2);
+  assert.equal(t.c.current.status, "connecting");
 });

@@ -32,6 +32,8 @@ export interface ConnectionOptions {
   client: string;
   /** Topics to subscribe to after hello (those the daemon serves). */
   topics: string[];
+  /** More `hello` params: an app session names its origin here. */
+  hello?: Record<string, unknown>;
   helloTimeoutMs?: number;
   requestTimeoutMs?: number;
   backoffBaseMs?: number;
@@ -122,6 +124,8 @@ export class Connection {
   private stateListeners = new Set<(s: ConnectionState) => void>();
   private eventListeners = new Set<(topic: string, data: unknown) => void>();
   private readonly o: Required<ConnectionOptions>;
+  /** Set by `close()`: no more attempts until `start()`. */
+  private closed = false;
 
   constructor(options: ConnectionOptions) {
     this.o = {
@@ -133,6 +137,7 @@ export class Connection {
       setTimer: (fn, ms) => setTimeout(fn, ms),
       clearTimer: (h) => clearTimeout(h as ReturnType<typeof setTimeout>),
       log: (...args) => console.warn("[allpeers]", ...args),
+      hello: {},
       ...options,
     };
   }
@@ -153,6 +158,7 @@ export class Connection {
 
   /** Connects now unless connected or connecting; resets the backoff timer. */
   start(): void {
+    this.closed = false;
     if (this.state.status !== "disconnected") return;
     this.cancelRetry();
     this.open();
@@ -178,6 +184,29 @@ export class Connection {
       this.setState({ status: "disconnected" });
     }
     this.start();
+  }
+
+  /**
+   * Ends the connection for good (an app session nobody uses any more): outstanding calls
+   * fail, no retry is scheduled. `start()` opens it again.
+   */
+  close(): void {
+    this.closed = true;
+    this.cancelRetry();
+    const port = this.port;
+    this.generation++;
+    this.port = null;
+    this.o.clearTimer(this.helloTimer);
+    this.reassembler.clear();
+    this.rejectPending("the connection was closed.");
+    try {
+      port?.close();
+    } catch {
+      /* already closed */
+    }
+    if (this.state.status !== "disconnected" || this.state.retryAt !== null) {
+      this.setState({ status: "disconnected", server: null, retryAt: null });
+    }
   }
 
   private rejectPending(why: string) {
@@ -259,7 +288,7 @@ export class Connection {
     this.helloTimer = this.o.setTimer(() => {
       this.fail({ kind: "timeout", message: "AllPeers did not answer in time." });
     }, this.o.helloTimeoutMs);
-    this.send(HELLO_ID, "hello", { client: this.o.client, api_version: API_VERSION }, this.o.helloTimeoutMs)
+    this.send(HELLO_ID, "hello", { ...this.o.hello, client: this.o.client, api_version: API_VERSION }, this.o.helloTimeoutMs)
       .then((result) => {
         if (generation !== this.generation) return;
         this.o.clearTimer(this.helloTimer);
@@ -310,7 +339,7 @@ export class Connection {
   }
 
   private lost(problem: Problem) {
-    if (this.state.status === "disconnected" && this.port === null) return;
+    if (this.closed || (this.state.status === "disconnected" && this.port === null)) return;
     this.generation++;
     this.port = null;
     this.o.clearTimer(this.helloTimer);

@@ -2,7 +2,8 @@
 // contacts and requests in people.ts), Chat (chat.ts), Shared (shared.ts), Transfers
 // (transfers.ts), Settings.
 
-import { ErrorCode, IdentityInfo, Limits, LogInfo } from "../lib/api.gen";
+import { AppEntry, ErrorCode, IdentityInfo, Limits, LogInfo } from "../lib/api.gen";
+import { scopeWords } from "../lib/apps";
 import { formatLimit, limitWords, parseRate } from "../lib/sharing";
 import { ConnectionState, ProblemKind } from "../lib/protocol";
 import { CallError, Client, errorText } from "./client";
@@ -416,8 +417,54 @@ byId<HTMLFormElement>("limits-form").addEventListener("submit", async (ev) => {
   }
 });
 
+// Sites using AllPeers: the origins with grants (apps.list), each revocable at once; kept
+// current by apps.changed (a prompt answered, a revocation from the CLI).
+
+function renderApps(apps: AppEntry[]) {
+  const list = byId("apps-list");
+  clear(list);
+  const granted = apps.filter((a) => a.scopes.length > 0).sort((a, b) => a.origin.localeCompare(b.origin));
+  byId("apps-empty").hidden = granted.length > 0;
+  body.dataset.apps = String(granted.length);
+  for (const app of granted) {
+    const revoke = h("button", { type: "button", class: "app-revoke", text: "Revoke", "aria-label": `Revoke ${app.origin}` });
+    revoke.addEventListener("click", async () => {
+      revoke.disabled = true;
+      try {
+        await client.call("apps.revoke", { origin: app.origin });
+        byId("apps-result").textContent = "";
+        await refreshApps();
+      } catch (e) {
+        revoke.disabled = false;
+        byId("apps-result").textContent = `Not revoked: ${errorText(e)}`;
+      }
+    });
+    append(
+      list,
+      h(
+        "li",
+        { "data-origin": app.origin },
+        h("div", { class: "row" }, h("strong", { class: "app-origin", text: app.origin }), revoke),
+        h("ul", { class: "app-scopes" }, ...app.scopes.map((s) => h("li", { "data-scope": s, text: scopeWords(s) }))),
+      ),
+    );
+  }
+}
+
+async function refreshApps() {
+  try {
+    renderApps(await client.call("apps.list"));
+  } catch (e) {
+    byId("apps-result").textContent = `Could not read the sites: ${errorText(e)}`;
+  }
+}
+
+client.on("apps.changed", () => {
+  if (body.dataset.view === "settings") void refreshApps();
+});
+
 async function refreshSettings() {
-  await Promise.all([refreshLimits(), refreshLog(), refreshStatus(), refreshHub()]);
+  await Promise.all([refreshApps(), refreshLimits(), refreshLog(), refreshStatus(), refreshHub()]);
 }
 
 byId("status-refresh").addEventListener("click", () => void refreshStatus());
