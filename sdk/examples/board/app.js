@@ -286,8 +286,13 @@ function renderBoard() {
   );
   const shares = state.shares.filter((s) => s.resource === board.id);
   const members = new Map();
-  for (const share of shares) for (const m of share.members) members.set(m.peer, m.level);
+  for (const share of shares) {
+    for (const m of share.members) members.set(m.peer, m.peer === share.owner ? "owner" : m.level);
+  }
   members.delete(state.me.peer_id);
+  // Only the board's admins (its owner) may share it further.
+  const mayShare = owner === state.me.peer_id || shares.some((s) => s.level === "admin");
+  $("share").hidden = !mayShare;
   $("members").replaceChildren(
     ...(members.size === 0 ? [el("li", { className: "muted", textContent: "Only you so far." })] : []),
     ...[...members].map(([peer, level]) => el("li", {}, presenceDot(peer), el("span", { textContent: `${nameOf(peer)} (${level})` }))),
