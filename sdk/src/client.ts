@@ -333,8 +333,11 @@ export class AllPeers {
     this.#byId.clear();
     for (const s of this.#subscriptions) s.id = -1;
     const topics = [...this.#topics.keys()].filter((t) => !LINE_EVENTS.has(t));
-    const work: Array<Promise<unknown>> = [...this.#subscriptions].map((s) => this.#open(s));
-    if (topics.length) work.push(this.request("events.subscribe", { topics }));
+    // One call per topic: a scope revoked meanwhile fails its own topic only.
+    const work: Array<Promise<unknown>> = [
+      ...[...this.#subscriptions].map((s) => this.#open(s)),
+      ...topics.map((topic) => this.request("events.subscribe", { topics: [topic] })),
+    ];
     for (const result of await Promise.allSettled(work)) {
       if (result.status === "rejected") this.#emit("error", AllPeersError.from(result.reason));
     }

@@ -201,6 +201,30 @@ describe("subscriptions", () => {
   });
 });
 
+describe("reconnect with a scope revoked meanwhile", () => {
+  it("keeps the topics still granted and reports the one refused", async () => {
+    let presenceRevoked = false;
+    const provider = new FakeProvider((method, params) => {
+      if (method === "events.subscribe" && presenceRevoked && params.topics.includes("presence.changed")) {
+        throw rpcError(4100, "scope presence not granted");
+      }
+      return { topics: params?.topics ?? [] };
+    });
+    const client = new AllPeers(provider, INFO);
+    const contacts = [];
+    await client.on("presence.changed", () => {});
+    await client.on("contact.changed", (c) => contacts.push(c.peer_id));
+    const failed = next((resolve) => client.on("error", resolve));
+    provider.emit("disconnect", { code: 4900 });
+    presenceRevoked = true;
+    provider.emit("connect");
+    assert.equal((await failed).codeName, "Unauthorized");
+    assert.ok(provider.calls.some((c) => c.method === "events.subscribe" && c.params.topics[0] === "contact.changed"));
+    provider.emit("contact.changed", { peer_id: "apbob" });
+    assert.deepEqual(contacts, ["apbob"]);
+  });
+});
+
 describe("listener removal", () => {
   it("off() stops delivery and unsubscribes the session from the topic", async () => {
     const provider = subscribingProvider();
