@@ -4,7 +4,8 @@
 // Alice connects (the prompt: Allow), creates a board, adds a note and shares the board with
 // Bob, picked from her contacts; Bob connects, accepts the share, sees the board and her note;
 // his note appears live on Alice's page and hers on his. Presence is asked for later, from
-// the page's button, and shows Bob online. The two screenshots are the README's
+// the page's button, and shows Bob online. Alice's daemon restarts and her page keeps
+// hearing Bob's notes (the SDK re-subscribes). The two screenshots are the README's
 // (docs/img/board-alice.png, docs/img/board-bob.png).
 import assert from "node:assert/strict";
 import { existsSync, readFileSync } from "node:fs";
@@ -13,6 +14,7 @@ import { extname, join, normalize, resolve, sep } from "node:path";
 import { after, test } from "node:test";
 import {
   HERE,
+  allpeers,
   apiCall,
   cleanupAll,
   installHost,
@@ -169,5 +171,13 @@ test("the board sample: two friends share a board from their own browsers", asyn
     (await noteTexts(a)).includes("<b>bold</b><img src=x onerror=alert(1)>"),
   );
   assert.equal(await a.locator("#notes li b, #notes li img").count(), 0);
+
+  // --- Alice's daemon stops; the extension starts a new one; the SDK re-subscribes on its
+  // own, so a note Bob adds afterwards still appears on her page without a reload.
+  await allpeers(alice.dataDir, ["stop"]);
+  await a.waitForFunction(() => Number(document.body.dataset.lineLosses ?? 0) >= 1 && document.body.dataset.line === "up");
+  await b.fill("#note-text", "Back online?");
+  await b.click("#add-note button");
+  await until("bob's note on alice's page after her restart", async () => (await noteTexts(a)).includes("Back online?"));
   assert.deepEqual(a.errors, []);
 });

@@ -97,8 +97,16 @@ async function setUp() {
   // Every change of a board (ours or a friend's, replicated) and boards arriving through a share.
   await client.resources.subscribe({ type: { name: state.boardType } }, onBoardChanged);
   await client.on("contact.changed", () => void loadContacts().then(render));
-  await client.on("connect", () => void reload()); // back after a lost line: re-read what we missed
-  await client.on("disconnect", () => setStatus("AllPeers went away; waiting for it to come back…", true));
+  // The line's state is also on <body> (data-line, data-line-losses) for tests.
+  await client.on("connect", () => {
+    document.body.dataset.line = "up";
+    void reload().then(() => setStatus("")); // back after a lost line: re-read what we missed
+  });
+  await client.on("disconnect", () => {
+    document.body.dataset.line = "down";
+    document.body.dataset.lineLosses = String(Number(document.body.dataset.lineLosses ?? 0) + 1);
+    setStatus("AllPeers went away; waiting for it to come back…", true);
+  });
   await client.on("permissionsChanged", ({ scopes }) => {
     if (!SCOPES.every((s) => scopes.includes(s))) setStatus("Access was revoked in AllPeers.", true);
     else void reload();
