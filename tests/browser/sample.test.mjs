@@ -16,6 +16,7 @@ import {
   HERE,
   allpeers,
   apiCall,
+  axeAudit,
   cleanupAll,
   installHost,
   launch,
@@ -108,6 +109,7 @@ test("the board sample: two friends share a board from their own browsers", asyn
 
   // --- Alice: connect (one prompt), a board, a note, shared with Bob (write).
   const a = await openSample(alice, url);
+  await axeAudit(a, "the board sample (welcome)");
   await a.click("#connect");
   assert.equal(await allow(alice, 1), new URL(url).origin);
   await a.waitForSelector("#app:not([hidden])");
@@ -156,6 +158,8 @@ test("the board sample: two friends share a board from their own browsers", asyn
   await a.waitForSelector("#contacts li .dot.online");
 
   for (const page of [a, b]) assert.deepEqual(page.errors, []);
+  await axeAudit(a, "the board sample (alice)");
+  await axeAudit(b, "the board sample (bob)");
   await screenshot(a, "board-alice");
   await screenshot(b, "board-bob");
   // ALLPEERS_README_SHOTS=1 refreshes the README's pictures.
