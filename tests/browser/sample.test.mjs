@@ -8,9 +8,7 @@
 // hearing Bob's notes (the SDK re-subscribes). The two screenshots are the README's
 // (docs/img/board-alice.png, docs/img/board-bob.png).
 import assert from "node:assert/strict";
-import { existsSync, readFileSync } from "node:fs";
-import { createServer } from "node:http";
-import { extname, join, normalize, resolve, sep } from "node:path";
+import { join, resolve } from "node:path";
 import { after, test } from "node:test";
 import {
   HERE,
@@ -21,7 +19,6 @@ import {
   installHost,
   launch,
   makeSocialNode,
-  onCleanup,
   openPanel,
   registerAtHub,
   screenshot,
@@ -29,31 +26,11 @@ import {
   until,
   waitConnected,
 } from "./harness.mjs";
+import { serveSample } from "./sample-server.mjs";
 
 after(cleanupAll);
 
-const SDK = resolve(HERE, "../../sdk");
 const IMAGES = resolve(HERE, "../../docs/img");
-const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".map": "application/json" };
-
-/** Serves sdk/dist and sdk/examples on 127.0.0.1 (what `python3 -m http.server` in sdk/ would). */
-async function serveSample() {
-  if (!existsSync(join(SDK, "dist/allpeers.js"))) throw new Error("no sdk/dist/allpeers.js: run npm run build in sdk/");
-  const server = createServer((req, res) => {
-    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname));
-    const file = join(SDK, path.endsWith("/") ? join(path, "index.html") : path);
-    const allowed = [join(SDK, "dist") + sep, join(SDK, "examples") + sep].some((dir) => file.startsWith(dir));
-    if (!allowed || !existsSync(file)) {
-      res.writeHead(404).end("not found");
-      return;
-    }
-    res.writeHead(200, { "content-type": `${TYPES[extname(file)] ?? "application/octet-stream"}; charset=utf-8` });
-    res.end(readFileSync(file));
-  });
-  await new Promise((r) => server.listen(0, "127.0.0.1", r));
-  onCleanup(() => new Promise((r) => server.close(r)));
-  return `http://127.0.0.1:${server.address().port}/examples/board/`;
-}
 
 /** A friend: a node on the hub, Chromium with the extension, the sample app open in a tab. */
 async function friend(hub, name) {
