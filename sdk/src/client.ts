@@ -122,10 +122,8 @@ export class AllPeers {
       this.#emit("disconnect", data);
     });
     this.#install("connect", () => {
-      if (!this.#lineLost) {
-        this.#emit("connect", undefined);
-        return;
-      }
+      // The provider also says `connect` when its line first opens: news only after a loss.
+      if (!this.#lineLost) return;
       this.#lineLost = false;
       void this.#resubscribe().then(() => this.#emit("connect", undefined));
     });

@@ -164,6 +164,10 @@ describe("subscriptions", () => {
     const presence = [];
     await client.resources.subscribe({ id: "board" }, (change) => changes.push(change.subscription));
     await client.on("presence.changed", (p) => presence.push(p.peer_id));
+    let connects = 0;
+    await client.on("connect", () => connects++);
+    provider.emit("connect"); // the line opening: nothing lost, nothing to tell
+    assert.equal(connects, 0);
     const disconnected = next((resolve) => client.on("disconnect", resolve));
     provider.emit("disconnect", { code: 4900, message: "no daemon" });
     assert.equal((await disconnected).code, 4900);
@@ -182,6 +186,7 @@ describe("subscriptions", () => {
     provider.emit("presence.changed", { peer_id: "apbob", online: true });
     assert.deepEqual(changes, [2]);
     assert.deepEqual(presence, ["apbob"]);
+    assert.equal(connects, 1);
   });
 
   it("reports a re-subscription the daemon refuses (grant revoked meanwhile)", async () => {
