@@ -70,6 +70,14 @@ fi
 step "extension: web-ext lint (Firefox build)"
 (cd "$EXT" && npx web-ext lint --source-dir dist/firefox --output text)
 
+step "sdk: type check, build, unit tests (the sample app's test uses sdk/dist)"
+SDK="$(cd "$HERE/../../sdk" && pwd)"
+(cd "$SDK" && npm ci --no-audit --no-fund --loglevel=error && npm run --silent typecheck && npm run --silent test)
+if grep -rnE 'innerHTML|outerHTML|insertAdjacentHTML|document\.write|\beval\(|new Function' "$SDK/src" "$SDK/examples"; then
+    echo "found an HTML/script sink in sdk/: what friends write goes in as text only" >&2
+    exit 1
+fi
+
 step "end-to-end tests: Chromium, and a Firefox smoke test (allpeers: $ALLPEERS_BIN)"
 cd "$HERE"
 node --test --test-concurrency=1 --test-timeout=180000 --test-reporter=spec "$@" ./*.test.mjs
