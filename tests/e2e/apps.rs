@@ -470,7 +470,11 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         "{narrowed}"
     );
     assert_eq!(
-        code(&alice_app.call("resources.get", json!({"id": todo_id})).await),
+        code(
+            &alice_app
+                .call("resources.get", json!({"id": todo_id}))
+                .await
+        ),
         4100,
         "only the scopes granted again"
     );
