@@ -371,10 +371,11 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         )
         .await);
     assert_eq!(sent["chat"], pair.chat.as_str());
-    wait_event(&mut pair.bob.client, "message.received", |d| {
+    let received = wait_event(&mut pair.bob.client, "message.received", |d| {
         d["body"] == "I shared our list"
     })
     .await;
+    assert_eq!(received["via"], ORIGIN, "{received}");
     let to_stranger = alice_app
         .call(
             "messages.send",

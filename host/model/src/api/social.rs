@@ -170,6 +170,9 @@ pub struct Message {
     pub receipts: Vec<Receipt>,
     /// The attached Link resource.
     pub link: Option<Resource>,
+    /// The web app (its origin) that sent it on the sender's behalf (`messages.send`).
+    #[serde(default)]
+    pub via: Option<String>,
 }
 
 /// A conversation: a Chat resource with its unread count and last message.
@@ -367,7 +370,7 @@ mod tests {
         let message = json!({"id": "m:x:1", "chat": "dm-1", "sender": peer(2), "outgoing": false,
             "body": "hi", "sent": 1700000000000i64, "hlc": "0001", "edited": false,
             "deleted": false, "read": true, "pending": [], "receipts":
-            [{"peer_id": peer(1), "delivered": true, "read": false}], "link": null});
+            [{"peer_id": peer(1), "delivered": true, "read": false}], "link": null, "via": null});
         let chat = json!({"id": "dm-1", "title": null, "group": false,
             "participants": [peer(1), peer(2)], "creator": null, "unread": 0, "last": message});
         let parsed: Chat = serde_json::from_value(chat.clone()).unwrap();
