@@ -1178,7 +1178,7 @@ export type Message = {
   /** The attached Link resource. */
   link: Resource | null;
   /** The web app (its origin) that sent it on the sender's behalf (`messages.send`). */
-  via: string | null;
+  via?: string;
 };
 
 /**

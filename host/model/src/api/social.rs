@@ -171,7 +171,8 @@ pub struct Message {
     /// The attached Link resource.
     pub link: Option<Resource>,
     /// The web app (its origin) that sent it on the sender's behalf (`messages.send`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
     pub via: Option<String>,
 }
 
@@ -370,7 +371,7 @@ mod tests {
         let message = json!({"id": "m:x:1", "chat": "dm-1", "sender": peer(2), "outgoing": false,
             "body": "hi", "sent": 1700000000000i64, "hlc": "0001", "edited": false,
             "deleted": false, "read": true, "pending": [], "receipts":
-            [{"peer_id": peer(1), "delivered": true, "read": false}], "link": null, "via": null});
+            [{"peer_id": peer(1), "delivered": true, "read": false}], "link": null});
         let chat = json!({"id": "dm-1", "title": null, "group": false,
             "participants": [peer(1), peer(2)], "creator": null, "unread": 0, "last": message});
         let parsed: Chat = serde_json::from_value(chat.clone()).unwrap();

@@ -628,7 +628,7 @@ pub fn message_json(store: &Store, me: &PeerId, m: &Resource) -> Json {
         })
         .unwrap_or_default();
     let sender = text(m, "sender").unwrap_or_default();
-    json!({
+    let mut json = json!({
         "id": m.id,
         "chat": text(m, "chat"),
         "sender": sender,
@@ -642,8 +642,11 @@ pub fn message_json(store: &Store, me: &PeerId, m: &Resource) -> Json {
         "pending": peers(m.meta.get("pending")).iter().map(ToString::to_string).collect::<Vec<_>>(),
         "receipts": receipts,
         "link": link,
-        "via": text(m, "via"),
-    })
+    });
+    if let Some(via) = text(m, "via") {
+        json["via"] = Json::from(via);
+    }
+    json
 }
 
 /// The API's JSON form of a chat, with its unread count and last message.
