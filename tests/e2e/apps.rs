@@ -384,7 +384,13 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         .await;
     assert_eq!(code(&to_stranger), -32030);
 
-    // Another origin, granted everything, sees none of it and cannot reach in.
+    // Another origin, granted everything, sees none of it and cannot reach in; naming the
+    // first origin in a call's params changes nothing (the session's origin is the one).
+    let lying = ok(evil
+        .call("permissions.get", json!({"origin": ORIGIN}))
+        .await);
+    assert_eq!(lying["origin"], EVIL);
+    assert_ne!(lying["namespace"], namespace.as_str());
     assert_eq!(
         ok(evil.call("resources.get", json!({"id": todo_id})).await),
         Value::Null
