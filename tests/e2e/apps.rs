@@ -152,6 +152,20 @@ async fn app_sessions_are_bound_at_hello_confined_scoped_and_limited() {
     );
     let contacts = app.call("contacts.list", json!({})).await;
     assert_eq!(code(&contacts), 4100);
+    ok(app
+        .call("permissions.request", json!({"scopes": ["identity"]}))
+        .await);
+    // Topics: only the app ones, each behind its scope.
+    let presence = app
+        .call("events.subscribe", json!({"topics": ["presence.changed"]}))
+        .await;
+    assert_eq!(code(&presence), 4100);
+    for topic in ["message.received", "apps.changed", "resource.changed"] {
+        let r = app
+            .call("events.subscribe", json!({"topics": [topic]}))
+            .await;
+        assert_eq!(code(&r), -32602, "{topic}");
+    }
 
     // A flood: one bucket for the origin, shared by its sessions.
     for _ in 0..400 {
@@ -349,7 +363,34 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         "{bob_shares}"
     );
 
-    // Another origin, granted everything, sees none of it and cannot reach in.
+    // A message through the app, to a contact only.
+    let sent = ok(alice_app
+        .call(
+            "messages.send",
+            json!({"peer_id": pair.bob.id, "text": "I shared our list"}),
+        )
+        .await);
+    assert_eq!(sent["chat"], pair.chat.as_str());
+    let received = wait_event(&mut pair.bob.client, "message.received", |d| {
+        d["body"] == "I shared our list"
+    })
+    .await;
+    assert_eq!(received["via"], ORIGIN, "{received}");
+    let to_stranger = alice_app
+        .call(
+            "messages.send",
+            json!({"peer_id": pair.alice.id, "text": "hi"}),
+        )
+        .await;
+    assert_eq!(code(&to_stranger), -32030);
+
+    // Another origin, granted everything, sees none of it and cannot reach in; naming the
+    // first origin in a call's params changes nothing (the session's origin is the one).
+    let lying = ok(evil
+        .call("permissions.get", json!({"origin": ORIGIN}))
+        .await);
+    assert_eq!(lying["origin"], EVIL);
+    assert_ne!(lying["namespace"], namespace.as_str());
     assert_eq!(
         ok(evil.call("resources.get", json!({"id": todo_id})).await),
         Value::Null
@@ -421,4 +462,27 @@ async fn apps_share_their_own_resources_and_nothing_else() {
     .await;
     // ... and her revoked app does not.
     none_within(&mut alice_app, QUIET, "resource.changed", |_| true).await;
+
+    // Granted again, the app manages its own share: it revokes bob.
+    grant(&mut pair.alice.client, ORIGIN, &["shares"]).await;
+    let narrowed = ok(alice_app
+        .call(
+            "shares.revoke",
+            json!({"share": share_id, "peer_id": pair.bob.id}),
+        )
+        .await);
+    let members = narrowed["members"].as_array().unwrap();
+    assert!(
+        !members.iter().any(|m| m["peer"] == pair.bob.id.as_str()),
+        "{narrowed}"
+    );
+    assert_eq!(
+        code(
+            &alice_app
+                .call("resources.get", json!({"id": todo_id}))
+                .await
+        ),
+        4100,
+        "only the scopes granted again"
+    );
 }

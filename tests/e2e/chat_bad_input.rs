@@ -39,6 +39,7 @@ fn chat_letter(author: &Identity, to: PeerId, other: PeerId, id: &str, body: &st
         sent_ms: allpeers_model::hlc::now_ms(),
         body: body.into(),
         link: None,
+        via: None,
     };
     Letter::new(author.peer_id(), to, wire::CHAT, wire::encode(&payload))
 }

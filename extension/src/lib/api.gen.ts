@@ -1180,6 +1180,8 @@ export type Message = {
   receipts: Array<Receipt>;
   /** The attached Link resource. */
   link: Resource | null;
+  /** The web app (its origin) that sent it on the sender's behalf (`messages.send`). */
+  via?: string;
 };
 
 /**

@@ -170,6 +170,10 @@ pub struct Message {
     pub receipts: Vec<Receipt>,
     /// The attached Link resource.
     pub link: Option<Resource>,
+    /// The web app (its origin) that sent it on the sender's behalf (`messages.send`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub via: Option<String>,
 }
 
 /// A conversation: a Chat resource with its unread count and last message.

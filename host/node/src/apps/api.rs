@@ -430,9 +430,15 @@ impl App<'_> {
             .dispatch(m::CHAT_OPEN, json!({"peer": p.peer_id}))
             .await?;
         let chat = chat["id"].as_str().unwrap_or_default().to_string();
-        let message = self
-            .dispatch(m::CHAT_SEND, json!({"chat": chat, "body": p.text}))
-            .await?;
+        // The chat area's own send, with the app's origin on the message (both sides see it).
+        let send = crate::social::api::SendParams {
+            chat: chat.clone(),
+            body: p.text,
+            link: None,
+        };
+        let message =
+            crate::social::api::send_message(self.daemon, send, Some(self.origin.to_string()))
+                .await?;
         Ok(to_value(AppSent {
             id: message["id"].as_str().unwrap_or_default().to_string(),
             chat,

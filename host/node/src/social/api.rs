@@ -476,7 +476,7 @@ struct GroupParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct LinkParams {
+pub(crate) struct LinkParams {
     url: String,
     title: Option<String>,
     description: Option<String>,
@@ -486,11 +486,11 @@ struct LinkParams {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SendParams {
-    chat: String,
+pub(crate) struct SendParams {
+    pub(crate) chat: String,
     #[serde(default)]
-    body: String,
-    link: Option<LinkParams>,
+    pub(crate) body: String,
+    pub(crate) link: Option<LinkParams>,
 }
 
 #[derive(Deserialize)]
@@ -742,7 +742,7 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
             daemon.publish(topics::CHAT_CHANGED, c.clone());
             Ok(c)
         }
-        m::CHAT_SEND => send_message(daemon, parse(params)?).await,
+        m::CHAT_SEND => send_message(daemon, parse(params)?, None).await,
         m::CHAT_HISTORY => {
             let p: HistoryParams = parse(params)?;
             let me = me(daemon);
@@ -954,7 +954,13 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
     Ok(json)
 }
 
-async fn send_message(daemon: &Arc<Daemon>, p: SendParams) -> Result<Value, RpcError> {
+/// Sends a message; `via`: the web app (its origin) sending it on the user's behalf, shown
+/// with the message on both sides.
+pub(crate) async fn send_message(
+    daemon: &Arc<Daemon>,
+    p: SendParams,
+    via: Option<String>,
+) -> Result<Value, RpcError> {
     if p.body.len() > wire::MAX_BODY {
         return Err(err(
             codes::TOO_LARGE,
@@ -1004,7 +1010,12 @@ async fn send_message(daemon: &Arc<Daemon>, p: SendParams) -> Result<Value, RpcE
                     "you are not a member of this chat".into(),
                 ));
             }
-            let (m, _) = chat::create_outgoing(s, &me, &c, &p.body, link.as_ref(), &hlc, now)?;
+            let content = chat::Content {
+                body: &p.body,
+                link: link.as_ref(),
+                via: via.as_deref(),
+            };
+            let (m, _) = chat::create_outgoing(s, &me, &c, content, &hlc, now)?;
             let payload = chat::payload_of(s, &m)?;
             Ok((chat::message_json(s, &me, &m), payload))
         })

@@ -169,18 +169,26 @@ pub fn create_group(
 }
 
 /// Stores our own new message (pending for every other participant) and its link card.
+/// What a message says: its body, a link card, and the web app that sent it (its origin).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Content<'a> {
+    pub body: &'a str,
+    pub link: Option<&'a LinkCard>,
+    pub via: Option<&'a str>,
+}
+
 pub fn create_outgoing(
     store: &mut Store,
     me: &PeerId,
     chat: &Resource,
-    body: &str,
-    link: Option<&LinkCard>,
+    content: Content<'_>,
     hlc: &str,
     now_ms: u64,
 ) -> Result<(Resource, String), StoreError> {
     let id = new_message_id();
     let recipients: Vec<PeerId> = participants(chat).into_iter().filter(|p| p != me).collect();
-    let message = message_resource(chat, me, &id, body, hlc, now_ms, link)
+    let link = content.link;
+    let message = message_resource(chat, me, &id, content, hlc, now_ms)
         .with_meta("read", true)
         .with_meta("pending", peer_list(&recipients));
     let mut batch = Vec::new();
@@ -217,11 +225,11 @@ fn message_resource(
     chat: &Resource,
     sender: &PeerId,
     id: &str,
-    body: &str,
+    content: Content<'_>,
     hlc: &str,
     sent_ms: u64,
-    link: Option<&LinkCard>,
 ) -> Resource {
+    let Content { body, link, via } = content;
     let rid = message_resource_id(sender, id);
     let mut r = Resource::new("Message")
         .with_id(&rid)
@@ -236,6 +244,9 @@ fn message_resource(
             "attachments",
             Value::List(vec![Value::String(link_resource_id(&rid))]),
         );
+    }
+    if let Some(via) = via {
+        r = r.with("via", via.to_string());
     }
     r
 }
@@ -268,6 +279,7 @@ pub fn apply_incoming(
             sent_ms,
             body,
             link,
+            via,
         } => {
             let mut new_chat = None;
             let chat_resource = match known_chat {
@@ -317,9 +329,13 @@ pub fn apply_incoming(
             if store.get(&rid)?.is_some() {
                 return Ok(Applied::Duplicate);
             }
-            let message =
-                message_resource(&chat_resource, from, id, body, hlc, *sent_ms, link.as_ref())
-                    .with_meta("read", false);
+            let content = Content {
+                body,
+                link: link.as_ref(),
+                via: via.as_deref(),
+            };
+            let message = message_resource(&chat_resource, from, id, content, hlc, *sent_ms)
+                .with_meta("read", false);
             let mut batch = Vec::new();
             if let Some(link) = link {
                 batch.push(link_resource(&rid, link));
@@ -532,6 +548,7 @@ pub fn payload_of(store: &Store, message: &Resource) -> Result<Option<ChatPayloa
         },
         body: text(message, "body").unwrap_or_default(),
         link,
+        via: text(message, "via"),
     }))
 }
 
@@ -611,7 +628,7 @@ pub fn message_json(store: &Store, me: &PeerId, m: &Resource) -> Json {
         })
         .unwrap_or_default();
     let sender = text(m, "sender").unwrap_or_default();
-    json!({
+    let mut json = json!({
         "id": m.id,
         "chat": text(m, "chat"),
         "sender": sender,
@@ -625,7 +642,11 @@ pub fn message_json(store: &Store, me: &PeerId, m: &Resource) -> Json {
         "pending": peers(m.meta.get("pending")).iter().map(ToString::to_string).collect::<Vec<_>>(),
         "receipts": receipts,
         "link": link,
-    })
+    });
+    if let Some(via) = text(m, "via") {
+        json["via"] = Json::from(via);
+    }
+    json
 }
 
 /// The API's JSON form of a chat, with its unread count and last message.
@@ -682,6 +703,7 @@ mod tests {
             sent_ms: 1,
             body: format!("body {id}"),
             link: None,
+            via: None,
         }
     }
 
@@ -791,8 +813,10 @@ mod tests {
             &mut w.store,
             &me,
             &chat,
-            "hi",
-            None,
+            Content {
+                body: "hi",
+                ..Content::default()
+            },
             "000000000000000100-00000000-m",
             100,
         )

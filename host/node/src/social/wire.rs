@@ -75,6 +75,8 @@ pub enum ChatPayload {
         sent_ms: u64,
         body: String,
         link: Option<LinkCard>,
+        /// The web app (its origin) that sent it on the sender's behalf.
+        via: Option<String>,
     },
     Edit {
         chat: String,
@@ -179,9 +181,11 @@ impl ChatPayload {
                 hlc,
                 body,
                 link,
+                via,
                 ..
             } => {
                 id_ok("message", id)?;
+                short("via", via.as_deref().unwrap_or(""), MAX_SHORT)?;
                 allpeers_model::hlc::Timestamp::parse(hlc)
                     .map_err(|e| PayloadError(e.to_string()))?;
                 short("message", body, MAX_BODY)?;
@@ -243,6 +247,7 @@ mod tests {
             sent_ms: 0,
             body,
             link,
+            via: None,
         };
         assert!(message("hi".into(), None).check().is_ok());
         assert!(message("x".repeat(MAX_BODY + 1), None).check().is_err());
@@ -274,6 +279,7 @@ mod tests {
             sent_ms: 0,
             body: String::new(),
             link: None,
+            via: None,
         };
         assert!(bad_hlc.check().is_err());
     }
