@@ -55,17 +55,42 @@ pub struct ApiClient {
 impl ApiClient {
     /// Connects and says hello.
     pub async fn connect(socket: &Path, client_name: &str) -> Result<ApiClient, ClientError> {
+        Self::connect_as(socket, client_name, None).await
+    }
+
+    /// Connects as a web app's session, bound to `origin` (what the extension opens for a page).
+    pub async fn connect_app(
+        socket: &Path,
+        client_name: &str,
+        origin: &str,
+    ) -> Result<ApiClient, ClientError> {
+        Self::connect_as(socket, client_name, Some(origin.into())).await
+    }
+
+    async fn connect_as(
+        socket: &Path,
+        client_name: &str,
+        origin: Option<String>,
+    ) -> Result<ApiClient, ClientError> {
         let stream = UnixStream::connect(socket)
             .await
             .map_err(|source| ClientError::Connect {
                 path: socket.display().to_string(),
                 source,
             })?;
-        Self::over(stream, client_name).await
+        Self::over_as(stream, client_name, origin).await
     }
 
     /// Says hello over a connected stream.
     pub async fn over(stream: UnixStream, client_name: &str) -> Result<ApiClient, ClientError> {
+        Self::over_as(stream, client_name, None).await
+    }
+
+    async fn over_as(
+        stream: UnixStream,
+        client_name: &str,
+        origin: Option<String>,
+    ) -> Result<ApiClient, ClientError> {
         let (reader, writer) = stream.into_split();
         let pending: Pending = Arc::default();
         let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
@@ -114,7 +139,7 @@ impl ApiClient {
                 HelloParams {
                     client: client_name.into(),
                     api_version: API_VERSION,
-                    origin: None,
+                    origin,
                 },
             )
             .await?;

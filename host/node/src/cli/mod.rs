@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod demo;
+mod demo_apps;
 mod demo_mail;
 mod demo_media;
 pub mod demo_shares;
