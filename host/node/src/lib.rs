@@ -4,6 +4,7 @@
 pub mod client;
 pub mod config;
 pub mod core;
+pub mod files;
 pub mod daemon;
 pub mod frames;
 pub mod hub;

@@ -3,7 +3,7 @@
 //! JSON-RPC's own codes, then AllPeers' application codes in blocks of ten per area: the
 //! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
 //! contacts and chat (`-32030…`), media (`-32060…`). A new area takes the next block. `docs/api.md`'s error
-//! contacts and chat (`-32030…`), shares (`-32040…`). A new area takes the next block. `docs/api.md`'s error
+//! contacts and chat (`-32030…`), shares (`-32040…`), files (`-32090…`). A new area takes the next block. `docs/api.md`'s error
 //! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
 
 macro_rules! error_codes {
@@ -175,6 +175,15 @@ error_codes! {
         "the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share";
     /// No such share here.
     ShareNotFound = -32041, "share not found", "no share with that id on this node (or none offered)";
+    /// The resource is not a File whose content was shared.
+    FileNotShared = -32090, "file not shared",
+        "`files.get`: the resource is not a File (or a type extending it) with a `hash` and `size`, or no share holds it";
+    /// No member that may hold the file is reachable.
+    FileNoSource = -32091, "no source",
+        "`files.get`: no other member of the file's share (the peers that may hold it)";
+    /// The file could not be hashed for sharing.
+    FileUnreadable = -32092, "file unreadable",
+        "`shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed)";
 }
 
 impl ErrorCode {

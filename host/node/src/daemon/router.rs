@@ -27,6 +27,7 @@ pub const AREAS: &[&Area] = &[
     &crate::transfers::AREA,
     &crate::media::AREA,
     &crate::shares::AREA,
+    &crate::files::AREA,
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Area>> = LazyLock::new(|| {
