@@ -563,3 +563,198 @@ fn free_name(path: &Path) -> PathBuf {
         .find(|p| !p.exists())
         .expect("some free name")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+    use crate::blob::http::{Lookup, Refusal, StatusCode};
+    use crate::blob::outboards::Outboards;
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8)
+            .collect()
+    }
+
+    /// Peers on pipes: each name serves through its own lookup.
+    fn dial(peers: HashMap<String, Lookup>) -> Dial {
+        let peers = Arc::new(peers);
+        Arc::new(move |peer: String| {
+            let peers = peers.clone();
+            Box::pin(async move {
+                let lookup = peers
+                    .get(&peer)
+                    .cloned()
+                    .ok_or_else(|| std::io::Error::other("no such peer"))?;
+                let (ours, theirs) = tokio::io::duplex(1 << 20);
+                tokio::spawn(async move {
+                    let _ = http::serve(theirs, lookup).await;
+                });
+                Ok(Box::new(ours) as Box<dyn PeerIo>)
+            })
+        })
+    }
+
+    fn honest(outboards: &Outboards) -> Lookup {
+        let outboards = outboards.clone();
+        Arc::new(move |hash| {
+            outboards
+                .open_source(&hash)
+                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
+        })
+    }
+
+    struct Fixture {
+        dir: tempfile::TempDir,
+        data: Vec<u8>,
+        outboards: Outboards,
+        spec: FileSpec,
+    }
+
+    fn fixture(len: usize, sources: &[&str]) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(len);
+        let path = dir.path().join("shared.bin");
+        std::fs::write(&path, &data).unwrap();
+        let outboards = Outboards::open(&dir.path().join("outboards")).unwrap();
+        let shared = outboards.add_file(&path).unwrap();
+        let spec = FileSpec {
+            hash: shared.hash,
+            size: shared.size,
+            name: "film.mkv".into(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        };
+        Fixture {
+            dir,
+            data,
+            outboards,
+            spec,
+        }
+    }
+
+    fn target(dir: &Path) -> Target {
+        Target {
+            dir: dir.join("Downloads"),
+            state_dir: dir.join("state"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_sending_bad_bytes_is_dropped_and_the_file_comes_whole_from_another() {
+        let f = fixture(1_000_000, &["mallory", "alice"]);
+        // Mallory serves the right tree over a copy with one byte changed.
+        let tampered_path = f.dir.path().join("tampered.bin");
+        let mut tampered = f.data.clone();
+        tampered[700_000] ^= 1;
+        std::fs::write(&tampered_path, &tampered).unwrap();
+        let good = f.outboards.clone();
+        let mallory: Lookup = Arc::new(move |hash| {
+            let mut source = good
+                .open_source(&hash)
+                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
+            source.file = File::open(&tampered_path).unwrap();
+            Ok(source)
+        });
+        let peers = HashMap::from([
+            ("mallory".to_string(), mallory),
+            ("alice".to_string(), honest(&f.outboards)),
+        ]);
+        let handle = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial(peers),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        tokio::time::timeout(Duration::from_secs(20), handle.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        let landed = f.dir.path().join("Downloads").join("film.mkv");
+        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        let progress = handle.progress();
+        assert_eq!(progress.hash_failures, 1);
+        assert_eq!(progress.banned_peers, 1);
+        assert_eq!(progress.done_bytes, f.data.len() as u64);
+        assert!(!f.dir.path().join("Downloads").join("film.mkv.part").exists());
+        handle.stop().await;
+
+        // Started again (a restart after completion): complete at once, nothing fetched.
+        let again = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial(HashMap::new()),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        tokio::time::timeout(Duration::from_secs(5), again.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.progress().downloaded, 0);
+    }
+
+    #[tokio::test]
+    async fn a_download_stopped_part_way_resumes_from_its_journal() {
+        let f = fixture(3 * 1024 * 1024, &["alice"]);
+        let peers = HashMap::from([("alice".to_string(), honest(&f.outboards))]);
+        let slow = Limits {
+            down: Some(1024 * 1024),
+            up: None,
+        };
+        let first = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial(peers.clone()),
+            Arc::new(Throttle::default()),
+            slow,
+        );
+        let mut progress = first.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            progress.wait_for(|p| p.done_bytes >= 1024 * 1024),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        first.stop().await;
+        drop(first);
+        // What a crash leaves: whatever the journal recorded.
+        let second = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial(peers),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        tokio::time::timeout(Duration::from_secs(20), second.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        let landed = f.dir.path().join("Downloads").join("film.mkv");
+        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        let fetched = second.progress().downloaded;
+        assert!(
+            fetched <= f.data.len() as u64 - 1024 * 1024,
+            "fetched {fetched} again"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_source_is_a_failure_that_names_why() {
+        let f = fixture(100_000, &["nobody"]);
+        let handle = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial(HashMap::new()),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        let failed = tokio::time::timeout(Duration::from_secs(5), handle.wait_complete())
+            .await
+            .unwrap();
+        assert!(matches!(failed, Err(TransferState::Failed(why)) if why.contains("no such peer")));
+    }
+}
