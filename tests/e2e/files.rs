@@ -184,11 +184,17 @@ async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
         let peers = json!([{"peer": bob.id, "level": "read"},
             {"peer": dave.endpoint.peer_id().to_string(), "level": "read"}]);
         let share = alice
-            .call("shares.create", json!({"resource": resource, "members": peers}))
+            .call(
+                "shares.create",
+                json!({"resource": resource, "members": peers}),
+            )
             .await;
         share["id"].as_str().unwrap().to_string()
     };
-    wait_event(&mut bob.client, "share.received", |d| d["share"] == share_id).await;
+    wait_event(&mut bob.client, "share.received", |d| {
+        d["share"] == share_id
+    })
+    .await;
     bob.call("shares.accept", json!({"share": share_id})).await;
 
     let (hash, size) = until_hash(&mut bob, &resource, None).await;
@@ -202,7 +208,10 @@ async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
     assert_eq!(transfer["info_hash"], hash);
     let id = transfer["id"].as_u64().unwrap();
     until_done(&mut bob, id).await;
-    assert_eq!(std::fs::read(landed(&downloads, "photo.jpg")).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(landed(&downloads, "photo.jpg")).unwrap(),
+        bytes
+    );
     // Asking again for the same content is refused as a duplicate.
     let again = bob
         .client
@@ -259,7 +268,10 @@ async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
     let second = bob.dir.path().join("Second");
     let transfer = get_file(&mut bob, &resource, &second).await;
     until_done(&mut bob, transfer["id"].as_u64().unwrap()).await;
-    assert_eq!(std::fs::read(landed(&second, "photo.jpg")).unwrap(), changed);
+    assert_eq!(
+        std::fs::read(landed(&second, "photo.jpg")).unwrap(),
+        changed
+    );
     bob.stop().await;
     alice.stop().await;
 }
@@ -300,12 +312,16 @@ async fn bytes_that_fail_verification_never_land() {
     let transfer = get_file(&mut bob, &resource, &downloads).await;
     let id = transfer["id"].as_u64().unwrap();
     let failed = wait_event(&mut bob.client, "transfer.changed", |d| {
-        d["id"] == id && (d["state"] == "retrying" || d["state"] == "failed" || d["state"] == "seeding")
+        d["id"] == id
+            && (d["state"] == "retrying" || d["state"] == "failed" || d["state"] == "seeding")
     })
     .await;
     assert_ne!(failed["state"], "seeding", "{failed}");
     assert!(
-        failed["reason"].as_str().unwrap().contains("failed verification"),
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed verification"),
         "{failed}"
     );
     assert!(!landed(&downloads, "video.mp4").exists());
@@ -371,7 +387,10 @@ async fn a_download_killed_9_resumes_from_what_it_verified() {
     )
     .await;
     until_done(&mut bob, id).await;
-    assert_eq!(std::fs::read(landed(&downloads, "film.mkv")).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(landed(&downloads, "film.mkv")).unwrap(),
+        bytes
+    );
     // Resumed, not restarted: this run fetched less than the whole file (what was verified before the kill stayed).
     let after = bob.call("transfers.get", json!({"id": id})).await;
     let fetched_after = after["progress"]["downloaded"].as_u64().unwrap();

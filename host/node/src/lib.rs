@@ -4,8 +4,8 @@
 pub mod client;
 pub mod config;
 pub mod core;
-pub mod files;
 pub mod daemon;
+pub mod files;
 pub mod frames;
 pub mod hub;
 pub mod identity;

@@ -229,7 +229,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => cli::transfers::get(&paths, args, cli.json),
         Command::Transfers { command } => cli::transfers::transfers(&paths, command, cli.json),
         Command::Seed(args) => cli::transfers::seed(&paths, args, cli.json),
-        Command::Speedtest { peer, bytes } => cli::transfers::speedtest(&paths, &peer, bytes, cli.json),
+        Command::Speedtest { peer, bytes } => {
+            cli::transfers::speedtest(&paths, &peer, bytes, cli.json)
+        }
         Command::Share {
             resource,
             with,

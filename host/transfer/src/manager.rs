@@ -332,12 +332,13 @@ impl Manager {
             let content = match &record.file {
                 Some(spec) => Content::File(spec.clone()),
                 None => {
-                    let bytes = std::fs::read(manager.torrent_path(record.id)).map_err(|source| {
-                        ManagerError::State {
-                            path: manager.torrent_path(record.id),
-                            source,
-                        }
-                    })?;
+                    let bytes =
+                        std::fs::read(manager.torrent_path(record.id)).map_err(|source| {
+                            ManagerError::State {
+                                path: manager.torrent_path(record.id),
+                                source,
+                            }
+                        })?;
                     Content::Torrent(Torrent::from_bytes(&bytes)?)
                 }
             };

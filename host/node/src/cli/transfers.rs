@@ -255,10 +255,7 @@ pub fn speedtest(
         let client = connect(paths).await?;
         let peer = super::social::find_contact(&client, peer).await?;
         let result: allpeers_model::api::net::SpeedtestResult = client
-            .call_typed(
-                m::NET_SPEEDTEST,
-                json!({"peer": peer, "bytes": bytes}),
-            )
+            .call_typed(m::NET_SPEEDTEST, json!({"peer": peer, "bytes": bytes}))
             .await?;
         if json_out {
             println!("{}", serde_json::to_string_pretty(&result)?);

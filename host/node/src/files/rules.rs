@@ -54,7 +54,11 @@ pub fn entitled(replicas: &BTreeMap<ShareId, Replica>, peer: &PeerId, hash: &Con
 
 /// Whom to fetch a shared file from: the share's other members, its owner first (who shared it, most likely), then
 /// the rest in a stable order.
-pub fn sources(members: &BTreeMap<PeerId, Level>, owner: Option<PeerId>, me: &PeerId) -> Vec<PeerId> {
+pub fn sources(
+    members: &BTreeMap<PeerId, Level>,
+    owner: Option<PeerId>,
+    me: &PeerId,
+) -> Vec<PeerId> {
     let mut sources: Vec<PeerId> = owner.filter(|o| o != me).into_iter().collect();
     sources.extend(
         members

@@ -9,13 +9,13 @@ use std::sync::{Arc, Weak};
 use allpeers_model::PeerId;
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_model::resource::{Patch, Resource};
-use allpeers_net::service::{Namespace, ServiceFn, stream_io};
 use allpeers_net::Endpoint;
+use allpeers_net::service::{Namespace, ServiceFn, stream_io};
+use allpeers_transfer::blob::ContentHash;
 use allpeers_transfer::blob::download::{Dial, PeerIo};
+use allpeers_transfer::blob::http::StatusCode;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal};
 use allpeers_transfer::blob::outboards::{OutboardError, Outboards};
-use allpeers_transfer::blob::ContentHash;
-use allpeers_transfer::blob::http::StatusCode;
 use serde_json::json;
 
 use super::rules::{self, FILE_TYPE};
@@ -77,7 +77,10 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
             }
             Err(error) => {
                 allpeers_log::skin!(%hash, %error, "files: cannot serve");
-                Err(Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, "cannot read the file"))
+                Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read the file",
+                ))
             }
         }
     })
@@ -208,12 +211,16 @@ async fn rehash(daemon: &Arc<Daemon>, old: ContentHash) {
                     Some(Ok(_)) => {
                         allpeers_log::flesh!(%id, "files: a shared file changed: its new content is shared")
                     }
-                    Some(Err(e)) => allpeers_log::skin!(%id, "files: the new hash was not shared: {}", e.message),
+                    Some(Err(e)) => {
+                        allpeers_log::skin!(%id, "files: the new hash was not shared: {}", e.message)
+                    }
                     None => {}
                 }
             }
             Ok(None) => {}
-            Err(e) => allpeers_log::flesh!(%id, "files: a changed file cannot be hashed again: {}", e.message),
+            Err(e) => {
+                allpeers_log::flesh!(%id, "files: a changed file cannot be hashed again: {}", e.message)
+            }
         }
     }
 }

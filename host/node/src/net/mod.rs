@@ -262,7 +262,10 @@ async fn speedtest(daemon: &Daemon, p: SpeedtestParams) -> Result<Value, RpcErro
             message: "the node is offline: see net.status".into(),
             data: None,
         })?;
-    let bytes = p.bytes.unwrap_or(SPEEDTEST_BYTES).min(speed::MAX_TEST_BYTES);
+    let bytes = p
+        .bytes
+        .unwrap_or(SPEEDTEST_BYTES)
+        .min(speed::MAX_TEST_BYTES);
     let result = speed::measure(&endpoint, p.peer, bytes, bytes)
         .await
         .map_err(|e| RpcError {

@@ -404,6 +404,12 @@ impl Session {
         if spec.size > u64::from(MAX_PIECES) * BLOCK_BYTES {
             return Err(DownloadError::TooLarge(spec.size));
         }
+        // Nothing to fetch, and only one hash fits it.
+        if spec.size == 0 && spec.hash != ContentHash::of(b"") {
+            return Err(DownloadError::NoSource(
+                "an empty file cannot have this hash".into(),
+            ));
+        }
         let io = |path: &Path| {
             let path = path.to_path_buf();
             move |source| DownloadError::Io { path, source }
@@ -436,7 +442,11 @@ impl Session {
         Ok(())
     }
 
-    fn open_landing(&self, part: &Path, journal_path: &Path) -> Result<Arc<Mutex<Landing>>, DownloadError> {
+    fn open_landing(
+        &self,
+        part: &Path,
+        journal_path: &Path,
+    ) -> Result<Arc<Mutex<Landing>>, DownloadError> {
         let spec = &self.spec;
         let io = |source| DownloadError::Io {
             path: part.to_path_buf(),
@@ -496,7 +506,11 @@ impl Session {
             let start = u64::from(first) * BLOCK_BYTES;
             let before = self.counters.done.load(Ordering::Relaxed);
             let mut progressed = false;
-            let candidates: Vec<&String> = spec.sources.iter().filter(|s| !banned.contains(s)).collect();
+            let candidates: Vec<&String> = spec
+                .sources
+                .iter()
+                .filter(|s| !banned.contains(s))
+                .collect();
             for source in candidates {
                 match self.fetch_from(source, start, landing).await {
                     Ok(()) => {
@@ -527,7 +541,12 @@ impl Session {
         }
     }
 
-    async fn fetch_from(&self, source: &str, start: u64, landing: &Arc<Mutex<Landing>>) -> Result<(), FetchError> {
+    async fn fetch_from(
+        &self,
+        source: &str,
+        start: u64,
+        landing: &Arc<Mutex<Landing>>,
+    ) -> Result<(), FetchError> {
         let spec = &self.spec;
         let answer = async {
             let io = (self.dial)(source.to_string()).await?;
@@ -540,7 +559,9 @@ impl Session {
         let counters = self.counters.clone();
         let result = fetch
             .receive(self.throttles.clone(), move |offset, bytes| {
-                counters.received.fetch_add(bytes.len() as u64, Ordering::Relaxed);
+                counters
+                    .received
+                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
                 sink_landing.lock().expect("landing").write(offset, bytes)
             })
             .await;
@@ -556,8 +577,14 @@ fn free_name(path: &Path) -> PathBuf {
     if !path.exists() {
         return path.to_path_buf();
     }
-    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-    let extension = path.extension().map(|e| format!(".{}", e.to_string_lossy())).unwrap_or_default();
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let extension = path
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .unwrap_or_default();
     (1..)
         .map(|n| path.with_file_name(format!("{stem} ({n}){extension}")))
         .find(|p| !p.exists())
@@ -678,7 +705,13 @@ mod tests {
         assert_eq!(progress.hash_failures, 1);
         assert_eq!(progress.banned_peers, 1);
         assert_eq!(progress.done_bytes, f.data.len() as u64);
-        assert!(!f.dir.path().join("Downloads").join("film.mkv.part").exists());
+        assert!(
+            !f.dir
+                .path()
+                .join("Downloads")
+                .join("film.mkv.part")
+                .exists()
+        );
         handle.stop().await;
 
         // Started again (a restart after completion): complete at once, nothing fetched.

@@ -23,9 +23,9 @@ use bao_tree::{BaoTree, ChunkNum, ChunkRanges};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
+pub use hyper::StatusCode;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::header::{self, HeaderValue};
-pub use hyper::StatusCode;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -124,7 +124,11 @@ async fn answer(request: Request<Incoming>, lookup: Lookup) -> Response<Response
                 StatusCode::RANGE_NOT_SATISFIABLE,
                 format!("the file has {size} bytes"),
             );
-            insert(&mut response, header::CONTENT_RANGE, &format!("bytes */{size}"));
+            insert(
+                &mut response,
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
             return response;
         }
     };
@@ -158,7 +162,11 @@ async fn answer(request: Request<Incoming>, lookup: Lookup) -> Response<Response
     };
     insert(&mut response, header::ETAG, &format!("\"{hash}\""));
     insert(&mut response, header::ACCEPT_RANGES, "bytes");
-    insert(&mut response, header::CONTENT_LENGTH, &encoded_len.to_string());
+    insert(
+        &mut response,
+        header::CONTENT_LENGTH,
+        &encoded_len.to_string(),
+    );
     insert(&mut response, header::CONTENT_TYPE, "application/x-bao");
     response.headers_mut().insert(
         BLOB_SIZE,
@@ -194,7 +202,11 @@ pub fn parse_range(header: &str, size: u64) -> Result<std::ops::Range<u64>, Rang
         .strip_prefix("bytes=")
         .ok_or(RangeError::Malformed)?;
     let (first, last) = spec.split_once('-').ok_or(RangeError::Malformed)?;
-    let number = |text: &str| text.trim().parse::<u64>().map_err(|_| RangeError::Malformed);
+    let number = |text: &str| {
+        text.trim()
+            .parse::<u64>()
+            .map_err(|_| RangeError::Malformed)
+    };
     let range = match (first.trim().is_empty(), last.trim().is_empty()) {
         (false, true) => number(first)?..size,
         (false, false) => {
@@ -367,7 +379,7 @@ where
         .get(header::CONTENT_RANGE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if content_range != format!("bytes {start}-{}/{size}", size - 1) {
+    if content_range != format!("bytes {start}-{}/{size}", size.saturating_sub(1)) {
         return Err(FetchError::Mismatch(format!(
             "Content-Range {content_range}"
         )));
@@ -524,7 +536,10 @@ mod tests {
         assert_eq!(parse_range("bytes=2-400", 10), Ok(2..10));
         assert_eq!(parse_range("bytes=-3", 10), Ok(7..10));
         assert_eq!(parse_range("bytes=-30", 10), Ok(0..10));
-        assert_eq!(parse_range("bytes=10-", 10), Err(RangeError::NotSatisfiable));
+        assert_eq!(
+            parse_range("bytes=10-", 10),
+            Err(RangeError::NotSatisfiable)
+        );
         assert_eq!(parse_range("bytes=0-", 0), Err(RangeError::NotSatisfiable));
         assert_eq!(parse_range("bytes=5-2", 10), Err(RangeError::Malformed));
         assert_eq!(parse_range("bytes=a-", 10), Err(RangeError::Malformed));
@@ -636,7 +651,13 @@ mod tests {
         assert_eq!(head(io, shared.hash).await.unwrap(), size);
         let (io, _server) = pair(lookup.clone()).await;
         assert!(matches!(
-            get(io, shared.hash, size, size.div_ceil(BLOCK_BYTES) * BLOCK_BYTES).await,
+            get(
+                io,
+                shared.hash,
+                size,
+                size.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+            )
+            .await,
             Err(FetchError::RangeNotSatisfiable)
         ));
         let (io, _server) = pair(lookup.clone()).await;

@@ -101,8 +101,8 @@ impl Outboards {
         let file = File::open(path).map_err(io)?;
         let size = file.metadata().map_err(io)?.len();
         let reader = BufReader::with_capacity(1 << 20, file);
-        let outboard = PreOrderOutboard::<Vec<u8>>::create_sized(reader, size, BLOCK_SIZE)
-            .map_err(io)?;
+        let outboard =
+            PreOrderOutboard::<Vec<u8>>::create_sized(reader, size, BLOCK_SIZE).map_err(io)?;
         // Written while we read it: what we hashed may be neither the old nor the new content.
         if Stamps::of_file(path).map_err(io)? != stamps {
             return Err(io(std::io::Error::other(
