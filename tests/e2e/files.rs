@@ -3,7 +3,7 @@
 //! `files.get`, every block verified, and the bytes land in his folder. Carol, a peer no share names, is refused
 //! (403); dave, a member speaking HTTP himself, gets the size from `HEAD` and 416 for a range past the end. When the
 //! file changes on disk, its old hash is refused (410) and alice's node shares the new content under its new hash,
-//! which bob then fetches.
+//! which bob then fetches with `allpeers get`. The speed test runs through `net.speedtest` and `allpeers speedtest`.
 //!
 //! A tampering source: alice's file is changed behind the stamp's back (same length, the old modification time
 //! restored); bob's download refuses the block that fails verification and never lands the bad bytes.
@@ -265,13 +265,54 @@ async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
     let (new_hash, new_size) = until_hash(&mut bob, &resource, Some(&hash.to_hex())).await;
     assert_eq!(new_hash, blake3::hash(&changed).to_hex().as_str());
     assert_eq!(new_size, changed.len() as u64);
+    // This time through the CLI, which waits until the file is whole.
     let second = bob.dir.path().join("Second");
-    let transfer = get_file(&mut bob, &resource, &second).await;
-    until_done(&mut bob, transfer["id"].as_u64().unwrap()).await;
+    let got = timeout(
+        "allpeers get",
+        allpeers(bob.dir.path())
+            .arg("get")
+            .arg(&resource)
+            .arg("--dir")
+            .arg(&second)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
     assert_eq!(
         std::fs::read(landed(&second, "photo.jpg")).unwrap(),
         changed
     );
+
+    // The speed test, through the API and the CLI (bob names alice as his contact).
+    let measured = alice
+        .call("net.speedtest", json!({"peer": bob.id, "bytes": 1 << 20}))
+        .await;
+    assert_eq!(measured["download_bytes"], 1 << 20);
+    assert!(
+        measured["download_rate"].as_f64().unwrap() > 0.0,
+        "{measured}"
+    );
+    let speed = timeout(
+        "allpeers speedtest",
+        allpeers(bob.dir.path())
+            .args(["speedtest", "alice", "--bytes", "1M"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&speed.stdout);
+    assert!(
+        speed.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&speed.stderr)
+    );
+    assert!(said.contains("up ") && said.contains("down "), "{said}");
     bob.stop().await;
     alice.stop().await;
 }
