@@ -2,7 +2,7 @@
 //! time (the private swarm will fetch from several at once through the same landing).
 //!
 //! Every block is verified against the content hash before it is written; written blocks are synced, then recorded
-//! in the journal (about every MiB), so `kill -9` loses at most what was not yet recorded and a restart resumes
+//! in the journal (every 16 MiB or every second, whichever comes first), so `kill -9` loses at most what was not yet recorded and a restart resumes
 //! from the first block missing. The data lands in `<name>.part` beside the final name and is renamed when whole; a
 //! `<hash>.done` marker in the state directory then says where it went.
 //!
@@ -31,8 +31,10 @@ use crate::cache::layout::safe_relative_path;
 use crate::swarm::geometry::{MAX_PIECES, PieceSet};
 use crate::throttle::{Limits, Throttle, Throttles};
 
-/// Verified bytes written between two syncs of the data and the journal.
-const COMMIT_BYTES: u64 = 1 << 20;
+/// Verified bytes written between two syncs of the data and the journal, at most, and the longest time between two:
+/// a sync per MiB halved the throughput (`benches/files.rs`); a crash refetches at most this much or this long.
+const COMMIT_BYTES: u64 = 16 << 20;
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often progress is published while bytes flow.
 const TICK: Duration = Duration::from_millis(250);
 /// Longest wait for a source to answer the request's head.
@@ -237,6 +239,7 @@ struct Landing {
     /// Written and verified, not yet synced and journaled.
     pending: Vec<u32>,
     pending_bytes: u64,
+    last_commit: Instant,
     size: u64,
     counters: Arc<Counters>,
 }
@@ -252,7 +255,7 @@ impl Landing {
             }
         }
         self.pending_bytes += bytes.len() as u64;
-        if self.pending_bytes >= COMMIT_BYTES {
+        if self.pending_bytes >= COMMIT_BYTES || self.last_commit.elapsed() >= COMMIT_INTERVAL {
             self.commit()?;
         }
         Ok(())
@@ -271,6 +274,7 @@ impl Landing {
             self.done.insert(block);
         }
         self.pending_bytes = 0;
+        self.last_commit = Instant::now();
         self.counters
             .done
             .store(done_bytes(&self.done, self.size), Ordering::Relaxed);
@@ -489,6 +493,7 @@ impl Session {
             done,
             pending: Vec::new(),
             pending_bytes: 0,
+            last_commit: Instant::now(),
             size: spec.size,
             counters: self.counters.clone(),
         })))
