@@ -31,6 +31,8 @@ export interface Methods {
   "net.status": { params: NoParams; result: NetStatus };
   /** Reaches a peer through the connector (direct, callback, hole punched or relayed). */
   "net.connect": { params: PeerParams; result: ConnectResult };
+  /** Measures throughput to and from a peer over the speed-test service. */
+  "net.speedtest": { params: SpeedtestParams; result: SpeedtestResult };
   /** Registers a name at the home hub. */
   "hub.register": { params: NameParams; result: RegisterResult };
   /** Looks up a name or a PeerId at the home hub (a verified answer). */
@@ -161,6 +163,8 @@ export interface Methods {
   "net.limits.get": { params: NoParams; result: Limits };
   /** Sets the global limits (`null`: no limit); answers them. */
   "net.limits.set": { params: Limits; result: Limits };
+  /** Fetches a shared File's content from the members that hold it, verified (a transfer). */
+  "files.get": { params: GetFileParams; result: Transfer };
   /** Catalogues files and folders in the background (a job; `media.progress` reports on it). */
   "media.add": { params: AddMediaParams; result: AddResult };
   /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
@@ -445,6 +449,12 @@ export const ErrorCode = {
   RateLimited: -32080,
   /** bad origin: apps: `hello`'s `origin` is not `https://host[:port]`, a loopback `http` origin, or an extension's (lowercase, no path, ≤ 200 characters) */
   BadOrigin: -32081,
+  /** file not shared: `files.get`: the resource is not a File (or a type extending it) with a `hash` and `size`, or no share holds it */
+  FileNotShared: -32090,
+  /** no source: `files.get`: no other member of the file's share (the peers that may hold it) */
+  FileNoSource: -32091,
+  /** file unreadable: `shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed) */
+  FileUnreadable: -32092,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -893,6 +903,18 @@ export type Expr = { "prop": Cond } | { "meta": Cond } | { "any": Array<Expr> } 
  * Which inbound packets the NAT lets through to a mapping (RFC 5780 §4.4).
  */
 export type Filtering = "endpoint-independent" | "address-dependent" | "address-and-port-dependent" | "unknown";
+
+/**
+ * `files.get`'s params.
+ */
+export type GetFileParams = {
+  /** The File resource's id (or of a type extending File: Image, Audio, Video, Text). */
+  resource: string;
+  /** Where the file goes (absolute); absent: the configured download directory. */
+  dir?: string | null;
+  /** Add without starting. */
+  paused?: boolean;
+};
 
 /**
  * `apps.grant`'s params: adds scopes to an origin's grant.
@@ -1764,6 +1786,29 @@ export type SortKey = {
 };
 
 /**
+ * `net.speedtest`'s params.
+ */
+export type SpeedtestParams = {
+  peer: PeerId;
+  /** Bytes to send each way (absent: 16 MiB; at most 1 GiB). */
+  bytes?: number | null;
+};
+
+/**
+ * `net.speedtest`'s result: throughput each way over the connection to the peer.
+ */
+export type SpeedtestResult = {
+  peer: PeerId;
+  upload_bytes: number;
+  download_bytes: number;
+  /** Bytes per second, to the peer (one round trip included). */
+  upload_rate: number;
+  /** Bytes per second, from the peer. */
+  download_rate: number;
+  elapsed_ms: number;
+};
+
+/**
  * A change of the interface addresses or of being online.
  */
 export type StatusEvent = { "event": "online" } | { "event": "offline" } | { "event": "address_added", address: string, } | { "event": "address_removed", address: string, };
@@ -1819,8 +1864,9 @@ export type SyncStatus = {
  */
 export type Transfer = {
   id: number;
+  kind: TransferKind;
   name: string;
-  /** Hex. */
+  /** Hex: a torrent's info-hash (SHA-1), a file's BLAKE3 hash. */
   info_hash: string;
   /** Where the files are. */
   dir: string;
@@ -1840,6 +1886,11 @@ export type Transfer = {
 export type TransferIdParams = {
   id: number;
 };
+
+/**
+ * What a transfer fetches.
+ */
+export type TransferKind = "torrent" | "file";
 
 /**
  * A transfer's numbers.

@@ -6,6 +6,7 @@ pub mod client;
 pub mod config;
 pub mod core;
 pub mod daemon;
+pub mod files;
 pub mod frames;
 pub mod hub;
 pub mod identity;

@@ -102,8 +102,15 @@ enum Command {
         #[command(subcommand)]
         command: Option<cli::mail::MailCommand>,
     },
-    /// Download a .torrent with a live progress line, until done (the daemon then seeds it)
+    /// Download a .torrent, or a File shared with you (by its id), with a live progress line, until done
     Get(cli::transfers::GetArgs),
+    /// Measure throughput to and from a peer (a contact's name or a PeerId)
+    Speedtest {
+        peer: String,
+        /// Bytes each way, e.g. 64M [default: 16M]
+        #[arg(long, value_name = "SIZE")]
+        bytes: Option<String>,
+    },
     /// Downloads and uploads: list (the default), pause, resume, cancel, uploads, limits
     Transfers {
         #[command(subcommand)]
@@ -227,6 +234,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => cli::transfers::get(&paths, args, cli.json),
         Command::Transfers { command } => cli::transfers::transfers(&paths, command, cli.json),
         Command::Seed(args) => cli::transfers::seed(&paths, args, cli.json),
+        Command::Speedtest { peer, bytes } => {
+            cli::transfers::speedtest(&paths, &peer, bytes, cli.json)
+        }
         Command::Share {
             resource,
             with,

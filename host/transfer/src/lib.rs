@@ -10,6 +10,8 @@
 //! - [`cache`]: the data cache — [`cache::layout`] (files and safe paths), [`cache::storage`] (files on disk, in
 //!   place for shared files, space accounting), [`cache::journal`] (pieces durably on disk), [`cache::disk`] (the
 //!   disk thread: one vectored write per run, sync, then journal).
+//! - [`blob`]: files shared inside AllPeers — content addressed by BLAKE3 with Bao-verified ranges, outboards kept
+//!   in the data cache beside files referenced in place, HTTP one-to-one, the verified, resumable download.
 //! - [`bt`]: BitTorrent on the librqbit crates — [`bt::metainfo`], [`bt::wire`] (framing), [`bt::peer`]
 //!   (connections), [`bt::session`] (the per-torrent actor over the swarm core), [`bt::tracker`] (HTTP announce),
 //!   [`bt::engine`] (listening socket, add / remove torrents).
@@ -19,6 +21,7 @@
 //! - [`manager`]: the download manager (queue, pause / resume / cancel, retries, persisted list, progress events,
 //!   upload monitor) — the API the node calls.
 
+pub mod blob;
 pub mod bt;
 pub mod cache;
 pub mod manager;

@@ -1,4 +1,5 @@
-//! The download manager, one for every protocol (BitTorrent for now): a queue with priorities and a cap on active
+//! The download manager, one for every protocol (BitTorrent, and files shared inside AllPeers fetched one-to-one
+//! over HTTP — [`crate::blob::download`]): a queue with priorities and a cap on active
 //! downloads, pause / resume / cancel, retries with backoff after a failure, the list persisted across restarts,
 //! progress and status as a stream of [`TransferEvent`]s at a bounded rate, per-transfer and global limits, and an
 //! upload monitor (who takes what from us, how fast).
@@ -12,6 +13,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
+use crate::blob::ContentHash;
+use crate::blob::download::{self, Dial, FileHandle, FileSpec};
 use crate::bt::engine::{Engine, EngineConfig, EngineError, Target};
 use crate::bt::metainfo::{MetainfoError, Torrent};
 use crate::bt::session::{PeerStats, Progress, SessionCommand, TorrentHandle, TransferState};
@@ -36,6 +39,8 @@ pub enum ManagerError {
     Engine(#[from] EngineError),
     #[error("no transfer {0}")]
     Unknown(TransferId),
+    #[error("files cannot be fetched: the network is not running")]
+    NoNetwork,
     #[error("the transfer list at {}: {source}", path.display())]
     State {
         path: PathBuf,
@@ -43,7 +48,7 @@ pub enum ManagerError {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ManagerConfig {
     pub engine: EngineConfig,
     /// Downloads running at once; the rest wait in the queue (seeding ones do not count).
@@ -55,6 +60,8 @@ pub struct ManagerConfig {
     /// The limits of all transfers together until [`Manager::set_limits`] changes them (what it sets is
     /// kept in the state dir and wins from then on).
     pub global_limits: Limits,
+    /// Opens a stream of the files service to a peer: how shared files are fetched (none: they cannot be).
+    pub dial: Option<Dial>,
 }
 
 impl ManagerConfig {
@@ -65,6 +72,7 @@ impl ManagerConfig {
             max_attempts: 5,
             retry_delay: Duration::from_secs(5),
             global_limits: Limits::default(),
+            dial: None,
         }
     }
 }
@@ -102,11 +110,39 @@ pub struct AddTransfer {
     pub seed_in_place: bool,
 }
 
+/// A file shared inside AllPeers, to fetch from the peers that hold it.
+#[derive(Debug, Clone)]
+pub struct AddFile {
+    pub spec: FileSpec,
+    pub dir: PathBuf,
+    pub priority: i32,
+    pub limits: Limits,
+    pub paused: bool,
+}
+
+/// What a transfer's content is named by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContentKey {
+    /// A torrent's info-hash (SHA-1).
+    InfoHash([u8; 20]),
+    /// A shared file's BLAKE3 hash.
+    Blake3(ContentHash),
+}
+
+impl ContentKey {
+    pub fn to_hex(&self) -> String {
+        match self {
+            ContentKey::InfoHash(hash) => hash.iter().map(|b| format!("{b:02x}")).collect(),
+            ContentKey::Blake3(hash) => hash.to_hex(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct TransferInfo {
     pub id: TransferId,
     pub name: String,
-    pub info_hash: [u8; 20],
+    pub content: ContentKey,
     pub dir: PathBuf,
     /// The content's length (known before the transfer runs).
     pub total_bytes: u64,
@@ -148,14 +184,87 @@ struct Record {
     /// Absent in lists written before seeding in place existed.
     #[serde(default)]
     seed_in_place: bool,
+    /// A shared file (absent: a torrent, kept beside the list as `<id>.torrent`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file: Option<FileSpec>,
+}
+
+#[derive(Debug, Clone)]
+enum Content {
+    Torrent(Torrent),
+    File(FileSpec),
+}
+
+impl Content {
+    fn key(&self) -> ContentKey {
+        match self {
+            Content::Torrent(t) => ContentKey::InfoHash(t.info_hash),
+            Content::File(f) => ContentKey::Blake3(f.hash),
+        }
+    }
+}
+
+/// A running transfer's handle, whatever its protocol.
+#[derive(Debug, Clone)]
+enum Running {
+    Torrent(TorrentHandle),
+    File(FileHandle),
+}
+
+impl Running {
+    fn key(&self) -> ContentKey {
+        match self {
+            Running::Torrent(h) => ContentKey::InfoHash(h.info_hash),
+            Running::File(h) => ContentKey::Blake3(h.hash),
+        }
+    }
+
+    fn progress(&self) -> Progress {
+        match self {
+            Running::Torrent(h) => h.progress(),
+            Running::File(h) => h.progress(),
+        }
+    }
+
+    fn watch(&self) -> tokio::sync::watch::Receiver<Progress> {
+        match self {
+            Running::Torrent(h) => h.watch(),
+            Running::File(h) => h.watch(),
+        }
+    }
+
+    async fn pause(&self) {
+        match self {
+            Running::Torrent(h) => {
+                h.command(SessionCommand::Pause).await;
+            }
+            Running::File(h) => h.pause().await,
+        }
+    }
+
+    async fn resume(&self) {
+        match self {
+            Running::Torrent(h) => {
+                h.command(SessionCommand::Resume).await;
+            }
+            Running::File(h) => h.resume().await,
+        }
+    }
+
+    fn set_limits(&self, limits: Limits) {
+        match self {
+            Running::Torrent(h) => h.set_limits(limits),
+            Running::File(h) => h.set_limits(limits),
+        }
+    }
 }
 
 struct Entry {
     record: Record,
-    torrent: Torrent,
+    content: Content,
     status: Status,
     attempts: u32,
-    handle: Option<TorrentHandle>,
+    handle: Option<Running>,
     progress: Option<Progress>,
 }
 
@@ -163,10 +272,16 @@ impl Entry {
     fn info(&self) -> TransferInfo {
         TransferInfo {
             id: self.record.id,
-            name: self.torrent.name.clone(),
-            info_hash: self.torrent.info_hash,
+            name: match &self.content {
+                Content::Torrent(t) => t.name.clone(),
+                Content::File(f) => f.name.clone(),
+            },
+            content: self.content.key(),
             dir: self.record.dir.clone(),
-            total_bytes: self.torrent.layout.total_len(),
+            total_bytes: match &self.content {
+                Content::Torrent(t) => t.layout.total_len(),
+                Content::File(f) => f.size,
+            },
             priority: self.record.priority,
             status: self.status.clone(),
             limits: self.record.limits,
@@ -214,13 +329,19 @@ impl Manager {
             .engine
             .set_global_limits(limits.unwrap_or(manager.config.global_limits));
         for record in manager.load()? {
-            let bytes = std::fs::read(manager.torrent_path(record.id)).map_err(|source| {
-                ManagerError::State {
-                    path: manager.torrent_path(record.id),
-                    source,
+            let content = match &record.file {
+                Some(spec) => Content::File(spec.clone()),
+                None => {
+                    let bytes =
+                        std::fs::read(manager.torrent_path(record.id)).map_err(|source| {
+                            ManagerError::State {
+                                path: manager.torrent_path(record.id),
+                                source,
+                            }
+                        })?;
+                    Content::Torrent(Torrent::from_bytes(&bytes)?)
                 }
-            })?;
-            let torrent = Torrent::from_bytes(&bytes)?;
+            };
             let status = if record.paused {
                 Status::Paused("paused by the user".into())
             } else {
@@ -232,7 +353,7 @@ impl Manager {
                 record.id,
                 Entry {
                     record,
-                    torrent,
+                    content,
                     status,
                     attempts: 0,
                     handle: None,
@@ -246,16 +367,24 @@ impl Manager {
 
     /// Stops every transfer (their data and journals stay: the next start resumes them).
     pub async fn shutdown(&self) {
-        let hashes: Vec<[u8; 20]> = {
+        let handles: Vec<Running> = {
             let mut state = self.state.lock().expect("not poisoned");
             state
                 .entries
                 .values_mut()
-                .filter_map(|e| e.handle.take().map(|h| h.info_hash))
+                .filter_map(|e| e.handle.take())
                 .collect()
         };
-        for info_hash in hashes {
-            self.engine.remove(&info_hash).await;
+        for handle in handles {
+            self.stop(&handle).await;
+        }
+    }
+
+    /// Stops a running transfer (its data and journal stay).
+    async fn stop(&self, handle: &Running) {
+        match handle {
+            Running::Torrent(h) => self.engine.remove(&h.info_hash).await,
+            Running::File(h) => h.stop().await,
         }
     }
 
@@ -270,50 +399,83 @@ impl Manager {
 
     pub async fn add(&self, add: AddTransfer) -> Result<TransferId, ManagerError> {
         let torrent = Torrent::from_bytes(&add.torrent)?;
-        let (id, info) = {
-            let mut state = self.state.lock().expect("not poisoned");
-            if state
-                .entries
-                .values()
-                .any(|e| e.torrent.info_hash == torrent.info_hash)
-            {
-                return Err(EngineError::Duplicate.into());
-            }
-            let id = state.next_id;
-            state.next_id += 1;
-            let record = Record {
-                id,
-                dir: add.dir,
-                peers: add.peers,
-                priority: add.priority,
-                sequential: add.sequential,
-                limits: add.limits,
-                paused: add.paused,
-                seed_in_place: add.seed_in_place,
-            };
-            let status = if add.paused {
-                Status::Paused("paused by the user".into())
-            } else {
-                Status::Queued
-            };
-            let entry = Entry {
+        let record = Record {
+            id: 0,
+            dir: add.dir,
+            peers: add.peers,
+            priority: add.priority,
+            sequential: add.sequential,
+            limits: add.limits,
+            paused: add.paused,
+            seed_in_place: add.seed_in_place,
+            file: None,
+        };
+        let id = self.insert(record, Content::Torrent(torrent))?;
+        let path = self.torrent_path(id);
+        std::fs::write(&path, &add.torrent)
+            .map_err(|source| ManagerError::State { path, source })?;
+        self.announce(id).await
+    }
+
+    /// Adds a shared file to fetch from the peers that hold it.
+    pub async fn add_file(&self, add: AddFile) -> Result<TransferId, ManagerError> {
+        if self.config.dial.is_none() {
+            return Err(ManagerError::NoNetwork);
+        }
+        let record = Record {
+            id: 0,
+            dir: add.dir,
+            peers: vec![],
+            priority: add.priority,
+            sequential: true,
+            limits: add.limits,
+            paused: add.paused,
+            seed_in_place: false,
+            file: Some(add.spec.clone()),
+        };
+        let id = self.insert(record, Content::File(add.spec))?;
+        self.announce(id).await
+    }
+
+    /// Saves the list with the new transfer, tells subscribers, starts it if a slot is free.
+    async fn announce(&self, id: TransferId) -> Result<TransferId, ManagerError> {
+        self.save()?;
+        if let Some(info) = self.get(id) {
+            let _ = self.events.send(TransferEvent::Added(info));
+        }
+        self.schedule().await;
+        Ok(id)
+    }
+
+    /// Gives the transfer an id and lists it; the same content twice is refused.
+    fn insert(&self, mut record: Record, content: Content) -> Result<TransferId, ManagerError> {
+        let mut state = self.state.lock().expect("not poisoned");
+        if state
+            .entries
+            .values()
+            .any(|e| e.content.key() == content.key())
+        {
+            return Err(EngineError::Duplicate.into());
+        }
+        let id = state.next_id;
+        state.next_id += 1;
+        record.id = id;
+        let status = if record.paused {
+            Status::Paused("paused by the user".into())
+        } else {
+            Status::Queued
+        };
+        state.entries.insert(
+            id,
+            Entry {
                 record,
-                torrent,
+                content,
                 status,
                 attempts: 0,
                 handle: None,
                 progress: None,
-            };
-            let info = entry.info();
-            state.entries.insert(id, entry);
-            (id, info)
-        };
-        let path = self.torrent_path(id);
-        std::fs::write(&path, &add.torrent)
-            .map_err(|source| ManagerError::State { path, source })?;
-        self.save()?;
-        let _ = self.events.send(TransferEvent::Added(info));
-        self.schedule().await;
+            },
+        );
         Ok(id)
     }
 
@@ -369,7 +531,7 @@ impl Manager {
             entry.handle.clone()
         })?;
         if let Some(handle) = handle {
-            handle.command(SessionCommand::Pause).await;
+            handle.pause().await;
         }
         self.save()?;
         self.schedule().await;
@@ -388,7 +550,7 @@ impl Manager {
             entry.handle.clone()
         })?;
         if let Some(handle) = handle {
-            handle.command(SessionCommand::Resume).await;
+            handle.resume().await;
         }
         self.save()?;
         self.schedule().await;
@@ -405,14 +567,34 @@ impl Manager {
             .entries
             .remove(&id)
             .ok_or(ManagerError::Unknown(id))?;
-        self.engine.remove(&entry.torrent.info_hash).await;
-        let _ = std::fs::remove_file(self.torrent_path(id));
-        let _ = std::fs::remove_file(self.engine.stamps_path(&entry.torrent.info_hash));
-        if delete_files && !entry.record.seed_in_place {
-            for file in entry.torrent.layout.files() {
-                let _ = std::fs::remove_file(entry.record.dir.join(&file.path));
+        if let Some(handle) = &entry.handle {
+            self.stop(handle).await;
+        }
+        match &entry.content {
+            Content::Torrent(torrent) => {
+                self.engine.remove(&torrent.info_hash).await;
+                let _ = std::fs::remove_file(self.torrent_path(id));
+                let _ = std::fs::remove_file(self.engine.stamps_path(&torrent.info_hash));
+                if delete_files && !entry.record.seed_in_place {
+                    for file in torrent.layout.files() {
+                        let _ = std::fs::remove_file(entry.record.dir.join(&file.path));
+                    }
+                    let _ = std::fs::remove_file(self.engine.journal_path(&torrent.info_hash));
+                }
             }
-            let _ = std::fs::remove_file(self.engine.journal_path(&entry.torrent.info_hash));
+            Content::File(spec) => {
+                let [journal, done] = download::state_files(&self.files_state_dir(), &spec.hash);
+                if delete_files {
+                    if let Ok(landed) = std::fs::read(&done) {
+                        let _ = std::fs::remove_file(String::from_utf8_lossy(&landed).as_ref());
+                    }
+                    if let Ok(part) = download::part_path(&entry.record.dir, &spec.name) {
+                        let _ = std::fs::remove_file(part);
+                    }
+                    let _ = std::fs::remove_file(journal);
+                }
+                let _ = std::fs::remove_file(done);
+            }
         }
         self.save()?;
         let _ = self.events.send(TransferEvent::Removed { id });
@@ -479,31 +661,49 @@ impl Manager {
                             .cmp(&b.record.priority)
                             .then(b.record.id.cmp(&a.record.id))
                     })
-                    .map(|e| (e.record.clone(), e.torrent.clone()))
+                    .map(|e| (e.record.clone(), e.content.clone()))
             };
-            let Some((record, torrent)) = next else {
+            let Some((record, content)) = next else {
                 return;
             };
-            self.start_transfer(record, torrent).await;
+            self.start_transfer(record, content).await;
         }
     }
 
-    async fn start_transfer(&self, record: Record, torrent: Torrent) {
+    async fn start_transfer(&self, record: Record, content: Content) {
         let id = record.id;
-        let target = if record.seed_in_place {
-            Target::SeedInPlace {
-                dir: record.dir.clone(),
+        let result = match content {
+            Content::Torrent(torrent) => {
+                let target = if record.seed_in_place {
+                    Target::SeedInPlace {
+                        dir: record.dir.clone(),
+                    }
+                } else {
+                    Target::Download {
+                        dir: record.dir.clone(),
+                        sequential: record.sequential,
+                    }
+                };
+                self.engine
+                    .add(torrent, target, record.peers.clone(), record.limits)
+                    .await
+                    .map(Running::Torrent)
+                    .map_err(ManagerError::from)
             }
-        } else {
-            Target::Download {
-                dir: record.dir.clone(),
-                sequential: record.sequential,
-            }
+            Content::File(spec) => match &self.config.dial {
+                Some(dial) => Ok(Running::File(download::start(
+                    spec,
+                    download::Target {
+                        dir: record.dir.clone(),
+                        state_dir: self.files_state_dir(),
+                    },
+                    dial.clone(),
+                    self.engine.global_throttle(),
+                    record.limits,
+                ))),
+                None => Err(ManagerError::NoNetwork),
+            },
         };
-        let result = self
-            .engine
-            .add(torrent, target, record.peers.clone(), record.limits)
-            .await;
         let status = match result {
             Ok(handle) => {
                 // Complete content (a file seeded in place, a finished download) seeds from the start.
@@ -552,12 +752,12 @@ impl Manager {
     fn watch(
         self,
         id: TransferId,
-        handle: TorrentHandle,
+        handle: Running,
     ) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> {
         Box::pin(async move { self.watch_loop(id, handle).await })
     }
 
-    async fn watch_loop(self, id: TransferId, handle: TorrentHandle) {
+    async fn watch_loop(self, id: TransferId, handle: Running) {
         let mut progress = handle.watch();
         loop {
             let current = progress.borrow_and_update().clone();
@@ -569,7 +769,7 @@ impl Manager {
                 if entry
                     .handle
                     .as_ref()
-                    .is_none_or(|h| h.info_hash != handle.info_hash)
+                    .is_none_or(|h| h.key() != handle.key())
                 {
                     return;
                 }
@@ -598,10 +798,10 @@ impl Manager {
                     status,
                     entry.attempts,
                     entry.record.clone(),
-                    entry.torrent.clone(),
+                    entry.content.clone(),
                 )
             };
-            let (changed, status, attempts, record, torrent) = reaction;
+            let (changed, status, attempts, record, content) = reaction;
             let _ = self.events.send(TransferEvent::Progress {
                 id,
                 progress: current,
@@ -613,15 +813,15 @@ impl Manager {
                 });
                 match status {
                     Status::Retrying { .. } => {
-                        self.engine.remove(&handle.info_hash).await;
+                        self.stop(&handle).await;
                         let delay = self.config.retry_delay
                             * 2u32.saturating_pow(attempts.saturating_sub(1));
                         tokio::time::sleep(delay).await;
-                        self.start_transfer(record, torrent).await;
+                        self.start_transfer(record, content).await;
                         return;
                     }
                     Status::Failed(_) => {
-                        self.engine.remove(&handle.info_hash).await;
+                        self.stop(&handle).await;
                         self.schedule().await;
                         return;
                     }
@@ -633,6 +833,11 @@ impl Manager {
                 return;
             }
         }
+    }
+
+    /// Where file downloads keep their journals and done markers.
+    fn files_state_dir(&self) -> PathBuf {
+        self.config.engine.state_dir.join("files")
     }
 
     fn torrent_path(&self, id: TransferId) -> PathBuf {

@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::apps::{self as ap, *};
+use super::files::{self, GetFileParams};
 use super::mail::{self, *};
 use super::media::{self, MediaProgress};
 use super::methods::{self as m, topics as t};
@@ -161,6 +162,8 @@ methods! {
     NetStatus = m::NET_STATUS, NoParams => super::net::NetStatus;
     /// Reaches a peer through the connector (direct, callback, hole punched or relayed).
     NetConnect = m::NET_CONNECT, PeerParams => ConnectResult;
+    /// Measures throughput to and from a peer over the speed-test service.
+    NetSpeedtest = m::NET_SPEEDTEST, SpeedtestParams => SpeedtestResult;
     /// Registers a name at the home hub.
     HubRegister = m::HUB_REGISTER, NameParams => RegisterResult;
     /// Looks up a name or a PeerId at the home hub (a verified answer).
@@ -291,6 +294,8 @@ methods! {
     NetLimitsGet = tr::NET_LIMITS_GET, NoParams => Limits;
     /// Sets the global limits (`null`: no limit); answers them.
     NetLimitsSet = tr::NET_LIMITS_SET, Limits => Limits;
+    /// Fetches a shared File's content from the members that hold it, verified (a transfer).
+    FilesGet = files::FILES_GET, GetFileParams => Transfer;
     /// Catalogues files and folders in the background (a job; `media.progress` reports on it).
     MediaAdd = media::MEDIA_ADD, media::AddMediaParams => media::AddResult;
     /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.
@@ -541,6 +546,7 @@ mod tests {
             .chain(mail::METHODS)
             .chain(tr::METHODS)
             .chain(media::METHODS)
+            .chain(files::METHODS)
             .chain(sh::METHODS)
             .chain(ap::METHODS)
             .copied()

@@ -4,7 +4,7 @@
 //! framework (`-32000…`), resources (`-32010…`), the hub and the network (`-32020…`),
 //! contacts and chat (`-32030…`), shares (`-32040…`), transfers (`-32050…`), media (`-32060…`), mail
 //! (`-32070…`), apps (`-32080…`, with the EIP-1193 codes 4001, 4100, 4200, 4900 an app's provider
-//! knows). A new area takes the next block. `docs/api.md`'s error
+//! knows), files (`-32090…`). A new area takes the next block. `docs/api.md`'s error
 //! table and the extension's `ErrorCode` object are generated from [`ErrorCode::ALL`].
 
 macro_rules! error_codes {
@@ -197,6 +197,15 @@ error_codes! {
     /// `hello` named an origin that is not one.
     BadOrigin = -32081, "bad origin",
         "apps: `hello`'s `origin` is not `https://host[:port]`, a loopback `http` origin, or an extension's (lowercase, no path, ≤ 200 characters)";
+    /// The resource is not a File whose content was shared.
+    FileNotShared = -32090, "file not shared",
+        "`files.get`: the resource is not a File (or a type extending it) with a `hash` and `size`, or no share holds it";
+    /// No member that may hold the file is reachable.
+    FileNoSource = -32091, "no source",
+        "`files.get`: no other member of the file's share (the peers that may hold it)";
+    /// The file could not be hashed for sharing.
+    FileUnreadable = -32092, "file unreadable",
+        "`shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed)";
 }
 
 impl ErrorCode {

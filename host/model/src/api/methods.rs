@@ -18,6 +18,7 @@ pub const LOG_SET: &str = "log.set";
 pub const DAEMON_SHUTDOWN: &str = "daemon.shutdown";
 pub const NET_STATUS: &str = "net.status";
 pub const NET_CONNECT: &str = "net.connect";
+pub const NET_SPEEDTEST: &str = "net.speedtest";
 pub const HUB_REGISTER: &str = "hub.register";
 pub const HUB_RESOLVE: &str = "hub.resolve";
 pub const HUB_WATCH: &str = "hub.watch";
@@ -57,6 +58,7 @@ pub const METHODS: &[&str] = &[
     DAEMON_SHUTDOWN,
     NET_STATUS,
     NET_CONNECT,
+    NET_SPEEDTEST,
     HUB_REGISTER,
     HUB_RESOLVE,
     HUB_WATCH,

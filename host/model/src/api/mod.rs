@@ -5,7 +5,7 @@
 //! - [`contract`]: every method (name, params type, result type) and every event topic
 //!   (name, data type), as the [`contract::Method`] / [`contract::Topic`] table.
 //! - [`error`]: the one table of error codes ([`ErrorCode`], `i32`).
-//! - [`methods`], [`net`], [`social`], [`shares`], [`mail`], [`transfers`], [`media`], [`apps`] (and
+//! - [`methods`], [`net`], [`social`], [`shares`], [`mail`], [`transfers`], [`files`], [`media`], [`apps`] (and
 //!   `crate::resource::api`): the names and the
 //!   params, results and event payloads of each area.
 //! - [`message`], [`frame`], [`chunk`]: JSON-RPC envelopes, framing, chunking.
@@ -22,6 +22,7 @@ pub mod apps;
 pub mod chunk;
 pub mod contract;
 pub mod error;
+pub mod files;
 pub mod frame;
 pub mod mail;
 pub mod media;

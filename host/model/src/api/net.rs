@@ -61,6 +61,31 @@ pub struct PeerParams {
     pub peer: PeerId,
 }
 
+/// `net.speedtest`'s params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct SpeedtestParams {
+    pub peer: PeerId,
+    /// Bytes to send each way (absent: 16 MiB; at most 1 GiB).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+}
+
+/// `net.speedtest`'s result: throughput each way over the connection to the peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct SpeedtestResult {
+    pub peer: PeerId,
+    pub upload_bytes: u64,
+    pub download_bytes: u64,
+    /// Bytes per second, to the peer (one round trip included).
+    pub upload_rate: f64,
+    /// Bytes per second, from the peer.
+    pub download_rate: f64,
+    pub elapsed_ms: u64,
+}
+
 /// `hub.register`'s params.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]

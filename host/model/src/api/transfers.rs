@@ -172,13 +172,25 @@ pub enum TransferState {
     Failed,
 }
 
+/// What a transfer fetches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum TransferKind {
+    /// A torrent (`transfers.add`, `transfers.seed`).
+    Torrent,
+    /// A file shared inside AllPeers (`files.get`), fetched from the members that hold it.
+    File,
+}
+
 /// A transfer as `transfers.list` / `transfers.get` show it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct Transfer {
     pub id: u64,
+    pub kind: TransferKind,
     pub name: String,
-    /// Hex.
+    /// Hex: a torrent's info-hash (SHA-1), a file's BLAKE3 hash.
     pub info_hash: String,
     /// Where the files are.
     pub dir: String,

@@ -25,7 +25,8 @@ const PLAIN_LINE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// The .torrent file, or a magnet link (URLs of .torrent files are not supported yet)
+    /// The .torrent file, a magnet link, or the id of a File shared with you (URLs of .torrent files are not
+    /// supported yet)
     torrent: String,
     /// Where the files go [default: the daemon's download directory]
     #[arg(long, value_name = "DIR")]
@@ -184,6 +185,12 @@ fn print_transfer(transfer: &Transfer) {
 }
 
 pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<()> {
+    let is_torrent = args.torrent.contains("://")
+        || args.torrent.starts_with("magnet:")
+        || std::path::Path::new(&args.torrent).exists();
+    if !is_torrent {
+        return get_file(paths, args, json_out);
+    }
     // Bytes, not a path: the daemon may not see the caller's working directory. A magnet link goes as it is (the
     // daemon fetches its metadata); so does a URL, for the daemon to name what it does not support.
     let torrent = if args.torrent.contains("://") || args.torrent.starts_with("magnet:") {
@@ -219,6 +226,86 @@ pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<(
                 json!({"torrent": torrent, "dir": dir, "peers": args.peers, "limits": limits}),
             )
             .await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&transfer)?);
+        } else {
+            println!(
+                "{} ({}) -> {} as transfer {}",
+                transfer.name,
+                size(transfer.progress.total_bytes),
+                transfer.dir,
+                transfer.id
+            );
+        }
+        if args.no_wait {
+            return Ok(());
+        }
+        wait_done(&client, transfer).await
+    })
+}
+
+/// `allpeers speedtest PEER`: throughput each way over the peer's speed-test service.
+pub fn speedtest(
+    paths: &NodePaths,
+    peer: &str,
+    bytes: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    let bytes = bytes.as_deref().map(parse_rate).transpose()?.flatten();
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let peer = super::social::find_contact(&client, peer).await?;
+        let result: allpeers_model::api::net::SpeedtestResult = client
+            .call_typed(m::NET_SPEEDTEST, json!({"peer": peer, "bytes": bytes}))
+            .await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&result)?);
+        } else {
+            println!(
+                "{}: up {}/s, down {}/s ({} each way, {} ms)",
+                result.peer.short(),
+                size(result.upload_rate as u64),
+                size(result.download_rate as u64),
+                size(result.download_bytes),
+                result.elapsed_ms
+            );
+        }
+        Ok(())
+    })
+}
+
+/// `allpeers get <resource>`: a shared File's content, fetched from the members of its share, verified.
+fn get_file(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<()> {
+    let dir = match args.dir {
+        Some(dir) => Some(
+            std::path::absolute(&dir)
+                .with_context(|| format!("cannot resolve {}", dir.display()))?,
+        ),
+        None => None,
+    };
+    let down = args.down.as_deref().map(parse_rate).transpose()?.flatten();
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        client
+            .call(
+                m::EVENTS_SUBSCRIBE,
+                json!({"topics": [topics::TRANSFER_PROGRESS, topics::TRANSFER_CHANGED, topics::TRANSFER_REMOVED]}),
+            )
+            .await?;
+        let mut transfer: Transfer = client
+            .call_typed(
+                allpeers_model::api::files::FILES_GET,
+                json!({"resource": args.torrent, "dir": dir}),
+            )
+            .await?;
+        if down.is_some() {
+            transfer = client
+                .call_typed(
+                    t::TRANSFERS_SET_LIMITS,
+                    json!({"id": transfer.id, "limits": {"down": down, "up": null}}),
+                )
+                .await?;
+        }
         if json_out {
             println!("{}", serde_json::to_string_pretty(&transfer)?);
         } else {

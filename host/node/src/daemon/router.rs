@@ -32,6 +32,7 @@ pub const AREAS: &[&Area] = &[
     &crate::media::AREA,
     &crate::shares::AREA,
     &crate::apps::AREA,
+    &crate::files::AREA,
 ];
 
 static TABLE: LazyLock<HashMap<&'static str, &'static Area>> = LazyLock::new(|| {

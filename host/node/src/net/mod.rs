@@ -19,9 +19,10 @@ use allpeers_hub_client::{AcceptAll, HubClient, RefuseAll, RelayPolicy};
 use allpeers_model::PeerId;
 use allpeers_model::api::RpcError;
 use allpeers_model::api::methods::{self as m, topics};
-use allpeers_model::api::net::PeerParams;
+use allpeers_model::api::net::{PeerParams, SpeedtestParams, SpeedtestResult};
 use allpeers_nat::connectivity::monitor::{ConnectivityMonitor, MonitorConfig};
 use allpeers_nat::connector::{Connector, ConnectorConfig};
+use allpeers_net::service::speed;
 use allpeers_net::status::StatusMonitor;
 use allpeers_net::{Endpoint, EndpointConfig, EndpointEvent, Identity};
 use serde_json::{Value, json};
@@ -34,7 +35,7 @@ use parts::Network;
 
 pub const AREA: Area = Area {
     name: "net",
-    methods: &[m::NET_STATUS, m::NET_CONNECT],
+    methods: &[m::NET_STATUS, m::NET_CONNECT, m::NET_SPEEDTEST],
     handle,
     slow: &[],
 };
@@ -45,6 +46,10 @@ fn handle(call: Call<'_>) -> Reply<'_> {
             m::NET_CONNECT => {
                 let p: PeerParams = parse(call.params)?;
                 connect(call.daemon, p.peer).await
+            }
+            m::NET_SPEEDTEST => {
+                let p: SpeedtestParams = parse(call.params)?;
+                speedtest(call.daemon, p).await
             }
             _ => Ok(status(call.daemon)),
         }
@@ -148,6 +153,8 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         letters::namespace(),
         LetterService::new(daemon, crate::social::api::letter_sink),
     );
+    endpoint.register(speed::namespace(), speed::service());
+    crate::files::service::register(daemon, &endpoint);
     // A hub that cannot start (a bad address in config.json) leaves the node online without
     // it; the error is kept for `net.status`'s log line.
     let hub = match &daemon.hub_config {
@@ -239,6 +246,42 @@ async fn connect(daemon: &Daemon, peer: PeerId) -> Result<Value, RpcError> {
             data: Some(json!({"attempts": e.attempts})),
         }),
     }
+}
+
+/// Bytes each way a speed test moves unless told.
+const SPEEDTEST_BYTES: u64 = 16 << 20;
+
+/// `net.speedtest`: throughput each way over the speed-test service of a peer.
+async fn speedtest(daemon: &Daemon, p: SpeedtestParams) -> Result<Value, RpcError> {
+    let endpoint = daemon
+        .network
+        .get()
+        .map(|n| n.endpoint.clone())
+        .ok_or_else(|| RpcError {
+            code: codes::CONNECT_FAILED,
+            message: "the node is offline: see net.status".into(),
+            data: None,
+        })?;
+    let bytes = p
+        .bytes
+        .unwrap_or(SPEEDTEST_BYTES)
+        .min(speed::MAX_TEST_BYTES);
+    let result = speed::measure(&endpoint, p.peer, bytes, bytes)
+        .await
+        .map_err(|e| RpcError {
+            code: codes::CONNECT_FAILED,
+            message: format!("speed test with {}: {e}", p.peer),
+            data: None,
+        })?;
+    allpeers_log::flesh!(peer = %p.peer, up = result.upload_rate, down = result.download_rate, "speed test");
+    Ok(crate::daemon::rpc::to_value(SpeedtestResult {
+        peer: p.peer,
+        upload_bytes: result.upload_bytes,
+        download_bytes: result.download_bytes,
+        upload_rate: result.upload_rate,
+        download_rate: result.download_rate,
+        elapsed_ms: result.elapsed.as_millis() as u64,
+    }))
 }
 
 /// `net.status`: online state, addresses, listening addresses and live connections.

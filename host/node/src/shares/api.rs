@@ -154,6 +154,8 @@ fn publish_changed(daemon: &Daemon, inner: &Inner, share: &ShareId) {
 /// a grant per member, in one commit; offers it to each member.
 async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, RpcError> {
     let key = signing_key(daemon)?;
+    // Files linked to disk are hashed first: the members learn what to fetch from the share itself.
+    crate::files::service::hash_for_share(daemon, &p.resource).await?;
     let (share, granted, title) = with_shares(daemon, None, move |store, inner, d| {
         let me = d.peer_id();
         let root = store

@@ -12,7 +12,7 @@ use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::{create_torrent, stamps_of};
 use allpeers_transfer::bt::metadata;
 use allpeers_transfer::bt::metainfo::{MAX_TORRENT_LEN, Torrent};
-use allpeers_transfer::manager::{AddTransfer, TransferId};
+use allpeers_transfer::manager::{AddTransfer, ContentKey, TransferId};
 use allpeers_transfer::throttle::Limits;
 use base64::Engine as _;
 use serde_json::Value;
@@ -35,22 +35,23 @@ pub const AREA: Area = Area {
 /// a link whose peers are all gone fails after this with `NoMetadata`.
 const MAGNET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// The running manager, or why there is none.
+pub fn running(daemon: &Daemon) -> Result<&Transfers, RpcError> {
+    match daemon.transfers.get() {
+        Some(Ok(transfers)) => Ok(transfers),
+        Some(Err(why)) => Err(RpcError::new(
+            ErrorCode::TransferFailed,
+            format!("the transfers engine did not start: {why}"),
+        )),
+        None => Err(RpcError::new(
+            ErrorCode::TransferFailed,
+            "the transfers engine is still starting",
+        )),
+    }
+}
+
 async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Value, RpcError> {
-    let transfers = match daemon.transfers.get() {
-        Some(Ok(transfers)) => transfers,
-        Some(Err(why)) => {
-            return Err(RpcError::new(
-                ErrorCode::TransferFailed,
-                format!("the transfers engine did not start: {why}"),
-            ));
-        }
-        None => {
-            return Err(RpcError::new(
-                ErrorCode::TransferFailed,
-                "the transfers engine is still starting",
-            ));
-        }
-    };
+    let transfers = running(daemon)?;
     match method {
         t::TRANSFERS_ADD => Ok(to_value(
             add(transfers, parse_params::<c::TransfersAdd>(params)?).await?,
@@ -139,7 +140,7 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
     }
 }
 
-fn get(transfers: &Transfers, id: TransferId) -> Result<t::Transfer, RpcError> {
+pub fn get(transfers: &Transfers, id: TransferId) -> Result<t::Transfer, RpcError> {
     transfers
         .manager
         .get(id)
@@ -147,7 +148,7 @@ fn get(transfers: &Transfers, id: TransferId) -> Result<t::Transfer, RpcError> {
         .ok_or_else(|| convert::not_found(id))
 }
 
-fn absolute(path: &str, field: &str) -> Result<PathBuf, RpcError> {
+pub fn absolute(path: &str, field: &str) -> Result<PathBuf, RpcError> {
     let path = PathBuf::from(path);
     if path.is_absolute() {
         Ok(path)
@@ -183,7 +184,7 @@ fn exists(transfers: &Transfers, info_hash: &[u8; 20]) -> Option<t::Transfer> {
         .manager
         .list()
         .iter()
-        .find(|info| info.info_hash == *info_hash)
+        .find(|info| info.content == ContentKey::InfoHash(*info_hash))
         .map(convert::transfer)
 }
 

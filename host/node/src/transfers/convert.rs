@@ -14,7 +14,9 @@ use allpeers_transfer::bt::engine::EngineError;
 use allpeers_transfer::bt::magnet::MagnetLink;
 use allpeers_transfer::bt::metadata::MetadataError;
 use allpeers_transfer::bt::session::{PeerStats, Progress, TransferState as SessionState};
-use allpeers_transfer::manager::{ManagerError, Status, TransferEvent, TransferId, TransferInfo};
+use allpeers_transfer::manager::{
+    ContentKey, ManagerError, Status, TransferEvent, TransferId, TransferInfo,
+};
 use allpeers_transfer::throttle::Limits;
 use base64::Engine as _;
 use serde_json::Value;
@@ -116,16 +118,16 @@ pub fn progress(progress: Option<&Progress>, total_bytes: u64) -> TransferProgre
     }
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 pub fn transfer(info: &TransferInfo) -> api::Transfer {
     let (state, reason) = state(&info.status);
     api::Transfer {
         id: info.id,
+        kind: match info.content {
+            ContentKey::InfoHash(_) => api::TransferKind::Torrent,
+            ContentKey::Blake3(_) => api::TransferKind::File,
+        },
         name: info.name.clone(),
-        info_hash: hex(&info.info_hash),
+        info_hash: info.content.to_hex(),
         dir: info.dir.display().to_string(),
         state,
         reason,
@@ -156,7 +158,9 @@ pub fn manager_error(error: ManagerError) -> RpcError {
         ManagerError::Unknown(id) => return not_found(*id),
         ManagerError::Metainfo(_) => ErrorCode::BadTorrent,
         ManagerError::Engine(EngineError::Duplicate) => ErrorCode::TransferExists,
-        ManagerError::Engine(_) | ManagerError::State { .. } => ErrorCode::TransferFailed,
+        ManagerError::Engine(_) | ManagerError::State { .. } | ManagerError::NoNetwork => {
+            ErrorCode::TransferFailed
+        }
     };
     RpcError::new(code, error.to_string())
 }

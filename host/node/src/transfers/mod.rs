@@ -35,6 +35,7 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
         down: config.down_limit,
         up: config.up_limit,
     };
+    manager_config.dial = Some(crate::files::service::dial(Arc::downgrade(daemon)));
     let result = match Manager::start(manager_config).await {
         Ok(manager) => {
             let mut gate = convert::EventGate::default();

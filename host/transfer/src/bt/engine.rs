@@ -152,6 +152,11 @@ impl Engine {
         self.inner.throttle.set(limits);
     }
 
+    /// The limits of every transfer together, for the protocols beside BitTorrent.
+    pub fn global_throttle(&self) -> Arc<Throttle> {
+        self.inner.throttle.clone()
+    }
+
     pub fn global_limits(&self) -> Limits {
         self.inner.throttle.limits()
     }

@@ -1,0 +1,100 @@
+//! `files.get`: a shared File's content fetched from the members of its share, as a transfer.
+
+use std::sync::Arc;
+
+use allpeers_model::api::contract::{self as c, parse_params};
+use allpeers_model::api::files as api;
+use allpeers_model::api::{ErrorCode, RpcError};
+use allpeers_transfer::blob::download::FileSpec;
+use allpeers_transfer::manager::AddFile;
+use allpeers_transfer::throttle::Limits;
+use serde_json::Value;
+
+use super::rules::{self, FILE_TYPE};
+use crate::daemon::area::Area;
+use crate::daemon::rpc::{app_error, to_value};
+use crate::daemon::state::Daemon;
+use crate::transfers::{api as transfers_api, convert};
+
+pub const AREA: Area = Area {
+    name: "files",
+    methods: api::METHODS,
+    handle: |call| Box::pin(handle(call.daemon, call.method, call.params)),
+    slow: &[],
+};
+
+async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Value, RpcError> {
+    match method {
+        api::FILES_GET => get(daemon, parse_params::<c::FilesGet>(params)?)
+            .await
+            .map(to_value),
+        _ => Err(RpcError::new(
+            ErrorCode::MethodNotFound,
+            format!("unknown method \"{method}\""),
+        )),
+    }
+}
+
+fn not_shared(why: impl Into<String>) -> RpcError {
+    app_error(ErrorCode::FileNotShared.code(), why)
+}
+
+async fn get(
+    daemon: &Arc<Daemon>,
+    p: api::GetFileParams,
+) -> Result<allpeers_model::api::transfers::Transfer, RpcError> {
+    let transfers = transfers_api::running(daemon)?;
+    let dir = match &p.dir {
+        Some(dir) => transfers_api::absolute(dir, "dir")?,
+        None => transfers.downloads.clone(),
+    };
+    let id = p.resource.clone();
+    let resource = daemon
+        .on_store(move |store| {
+            Ok(store
+                .get(&id)?
+                .filter(|r| store.registry().is_a(&r.type_name, FILE_TYPE)))
+        })
+        .await?
+        .ok_or_else(|| not_shared(format!("{} is not a File here", p.resource)))?;
+    let facts = rules::facts(&resource).ok_or_else(|| {
+        not_shared(format!(
+            "{} names no content (no hash and size): it was not shared from a file on disk",
+            p.resource
+        ))
+    })?;
+    let me = daemon.peer_id();
+    let sources = {
+        let inner = daemon.shares.lock();
+        let share = inner
+            .share_of(&resource.id)
+            .ok_or_else(|| not_shared(format!("no share holds {}", p.resource)))?;
+        let replica = &inner.replicas[&share];
+        rules::sources(&replica.members(), replica.owner(), &me)
+    };
+    if sources.is_empty() {
+        return Err(app_error(
+            ErrorCode::FileNoSource.code(),
+            "no other member of the share may hold it",
+        ));
+    }
+    let add = AddFile {
+        spec: FileSpec {
+            hash: facts.hash,
+            size: facts.size,
+            name: facts.name,
+            sources: sources.iter().map(ToString::to_string).collect(),
+        },
+        dir,
+        priority: 0,
+        limits: Limits::default(),
+        paused: p.paused,
+    };
+    let id = transfers
+        .manager
+        .add_file(add)
+        .await
+        .map_err(convert::manager_error)?;
+    allpeers_log::flesh!(id, resource = %resource.id, hash = %facts.hash, "files: fetching a shared file");
+    transfers_api::get(transfers, id)
+}

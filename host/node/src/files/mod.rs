@@ -1,0 +1,14 @@
+//! The `files` area: the content of File resources shared with peers (issue 17, one-to-one).
+//!
+//! * [`rules`] — pure: what a File resource says of its content (hash, size, name), who may fetch a hash (a peer
+//!   that a share holding a File with that hash names), whom to fetch it from.
+//! * [`service`] — the `allpeers/files/1` service: HTTP one-to-one (`allpeers_transfer::blob::http`) on each peer
+//!   stream, entitlement checked on every request; the dial the download manager fetches through; hashing the
+//!   files a share names (at `shares.create`, and again when a shared file changed on disk).
+//! * [`api`] — `files.get` ([`AREA`]): a shared File's content as a transfer.
+
+pub mod api;
+pub mod rules;
+pub mod service;
+
+pub use api::AREA;

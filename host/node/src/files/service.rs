@@ -1,0 +1,226 @@
+//! The `allpeers/files/1` service and the daemon's glue around shared files' content.
+//!
+//! Each raw stream a peer opens carries HTTP/1 (`allpeers_transfer::blob::http`); every request is checked against
+//! the shares we hold (a non-member is answered 403 and logged), then against the data cache (a file changed or
+//! vanished on disk is answered 410, and hashed again so its resource names the new content).
+
+use std::sync::{Arc, Weak};
+
+use allpeers_model::PeerId;
+use allpeers_model::api::{ErrorCode, RpcError};
+use allpeers_model::resource::{Patch, Resource};
+use allpeers_net::Endpoint;
+use allpeers_net::service::{Namespace, ServiceFn, stream_io};
+use allpeers_transfer::blob::ContentHash;
+use allpeers_transfer::blob::download::{Dial, PeerIo};
+use allpeers_transfer::blob::http::StatusCode;
+use allpeers_transfer::blob::http::{self, Lookup, Refusal};
+use allpeers_transfer::blob::outboards::{OutboardError, Outboards};
+use serde_json::json;
+
+use super::rules::{self, FILE_TYPE};
+use crate::daemon::rpc::app_error;
+use crate::daemon::state::Daemon;
+
+pub fn namespace() -> Namespace {
+    Namespace::allpeers("files", 1).expect("valid")
+}
+
+/// The data cache's outboards of the files we share.
+pub fn outboards(daemon: &Daemon) -> Result<Outboards, OutboardError> {
+    Outboards::open(&daemon.paths.transfers().join("outboards"))
+}
+
+/// Serves shared files to the peers entitled to them.
+pub fn register(daemon: &Arc<Daemon>, endpoint: &Endpoint) {
+    let weak = Arc::downgrade(daemon);
+    let runtime = tokio::runtime::Handle::current();
+    let service = ServiceFn::new().on_stream(move |ctx, send, recv| {
+        let lookup = lookup(weak.clone(), ctx.peer, runtime.clone());
+        async move {
+            if let Err(error) = http::serve(stream_io(send, recv), lookup).await {
+                allpeers_log::bone!(peer = %ctx.peer, %error, "files: an HTTP stream ended");
+            }
+        }
+    });
+    endpoint.register(namespace(), service);
+}
+
+/// How requests from `peer` are answered: entitlement first, then the file as hashed.
+fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -> Lookup {
+    Arc::new(move |hash: ContentHash| {
+        let daemon = daemon
+            .upgrade()
+            .ok_or_else(|| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
+        if !rules::entitled(&daemon.shares.lock().replicas, &peer, &hash) {
+            allpeers_log::skin!(%peer, %hash, "files: refused a peer no share of that file names");
+            return Err(Refusal::new(
+                StatusCode::FORBIDDEN,
+                "no share of this file names you",
+            ));
+        }
+        let outboards = outboards(&daemon)
+            .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        match outboards.open_source(&hash) {
+            Ok(source) => {
+                allpeers_log::bone!(%peer, %hash, "files: serving");
+                Ok(source)
+            }
+            Err(error @ OutboardError::Changed { .. }) => {
+                allpeers_log::flesh!(%peer, %error, "files: refused: the file changed");
+                let daemon = daemon.clone();
+                runtime.spawn(async move { rehash(&daemon, hash).await });
+                Err(Refusal::new(StatusCode::GONE, error.to_string()))
+            }
+            Err(error @ OutboardError::Unknown(_)) => {
+                Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string()))
+            }
+            Err(error) => {
+                allpeers_log::skin!(%hash, %error, "files: cannot serve");
+                Err(Refusal::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "cannot read the file",
+                ))
+            }
+        }
+    })
+}
+
+/// How the download manager reaches a peer's files service.
+pub fn dial(daemon: Weak<Daemon>) -> Dial {
+    Arc::new(move |peer: String| {
+        let daemon = daemon.clone();
+        Box::pin(async move {
+            let peer: PeerId = peer.parse().map_err(std::io::Error::other)?;
+            let daemon = daemon
+                .upgrade()
+                .ok_or_else(|| std::io::Error::other("shutting down"))?;
+            let endpoint = daemon
+                .network
+                .get()
+                .map(|n| n.endpoint.clone())
+                .ok_or_else(|| std::io::Error::other("the node is offline"))?;
+            let (send, recv) = endpoint
+                .open_stream(peer, &namespace())
+                .await
+                .map_err(std::io::Error::other)?;
+            Ok(Box::new(stream_io(send, recv)) as Box<dyn PeerIo>)
+        })
+    })
+}
+
+/// Hashes the files a share will name (the resource itself if it is a File, or a List's File items) and writes
+/// each one's `hash` and `size` before the share is created, so the members know what to fetch. Files with no
+/// link to disk (`path`) are left as they are.
+pub async fn hash_for_share(daemon: &Arc<Daemon>, root: &str) -> Result<(), RpcError> {
+    let root = root.to_string();
+    let files: Vec<Resource> = daemon
+        .on_store(move |store| {
+            let Some(r) = store.get(&root)? else {
+                return Ok(vec![]);
+            };
+            let registry = store.registry();
+            if registry.is_a(&r.type_name, FILE_TYPE) {
+                return Ok(vec![r]);
+            }
+            if !registry.is_a(&r.type_name, allpeers_store::LIST_TYPE) {
+                return Ok(vec![]);
+            }
+            let mut files = Vec::new();
+            for item in store.list_items(&r.id)?.items {
+                if let Some(item) = store.get(&item)?
+                    && store.registry().is_a(&item.type_name, FILE_TYPE)
+                {
+                    files.push(item);
+                }
+            }
+            Ok(files)
+        })
+        .await?;
+    for file in files {
+        let Some(path) = file.meta.get("path").and_then(|p| p.as_str()) else {
+            continue;
+        };
+        let patch = hash_patch(daemon, &file, path.into()).await?;
+        if let Some(patch) = patch {
+            let id = file.id.clone();
+            daemon
+                .on_store(move |store| store.update(&id, &patch).map(|_| ()))
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+/// The patch that makes `file` name the content at `path` now (`None`: it already does).
+async fn hash_patch(
+    daemon: &Arc<Daemon>,
+    file: &Resource,
+    path: std::path::PathBuf,
+) -> Result<Option<Patch>, RpcError> {
+    let outboards = outboards(daemon).map_err(unreadable)?;
+    let shared = tokio::task::spawn_blocking(move || outboards.add_file(&path))
+        .await
+        .map_err(crate::daemon::rpc::internal)?
+        .map_err(unreadable)?;
+    let facts = rules::facts(file);
+    if facts.is_some_and(|f| f.hash == shared.hash && f.size == shared.size) {
+        return Ok(None);
+    }
+    Ok(Some(
+        Patch::default()
+            .set("hash", shared.hash.to_hex())
+            .set("size", shared.size as i64),
+    ))
+}
+
+fn unreadable(error: impl std::fmt::Display) -> RpcError {
+    app_error(ErrorCode::FileUnreadable.code(), error.to_string())
+}
+
+/// A shared file changed on disk: hashes it again and updates each shared resource that named the old content, as
+/// a shared edit (signed ops to the members), so they fetch the new content under its new hash.
+async fn rehash(daemon: &Arc<Daemon>, old: ContentHash) {
+    let hex = old.to_hex();
+    let ids: Vec<String> = {
+        let inner = daemon.shares.lock();
+        inner
+            .replicas
+            .values()
+            .flat_map(|r| rules::resources_with_hash(r, &hex).collect::<Vec<_>>())
+            .collect()
+    };
+    for id in ids {
+        let lookup = id.clone();
+        let Ok(Some(file)) = daemon.on_store(move |store| store.get(&lookup)).await else {
+            continue;
+        };
+        let Some(path) = file.meta.get("path").and_then(|p| p.as_str()) else {
+            continue;
+        };
+        match hash_patch(daemon, &file, path.into()).await {
+            Ok(Some(patch)) => {
+                let params = json!({"id": id, "patch": patch});
+                let written = crate::shares::api::local_write(
+                    daemon,
+                    allpeers_model::resource::api::RESOURCES_UPDATE,
+                    &params,
+                )
+                .await;
+                match written {
+                    Some(Ok(_)) => {
+                        allpeers_log::flesh!(%id, "files: a shared file changed: its new content is shared")
+                    }
+                    Some(Err(e)) => {
+                        allpeers_log::skin!(%id, "files: the new hash was not shared: {}", e.message)
+                    }
+                    None => {}
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                allpeers_log::flesh!(%id, "files: a changed file cannot be hashed again: {}", e.message)
+            }
+        }
+    }
+}

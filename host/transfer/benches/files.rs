@@ -1,0 +1,233 @@
+//! Files one-to-one, in one process on loopback: a shared file fetched with HTTP over a peer stream (TCP+TLS+yamux
+//! and QUIC, as the node does: `blob::download`, every block verified, written and journaled) against raw rustls over
+//! TCP moving the same number of bytes (no framing, nothing verified or written: the ceiling).
+//!
+//! `cargo bench -p allpeers-transfer --bench files [-- --size-mib N]` (default 256) prints MB/s, CPU seconds per GB
+//! (both ends: one process) and the ratio to the baseline.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use allpeers_net::service::stream_io;
+use allpeers_net::{
+    Address, Endpoint, EndpointConfig, Identity, Namespace, ServiceFn, TransportKind, tls,
+};
+use allpeers_transfer::blob::download::{self, Dial, FileSpec, PeerIo};
+use allpeers_transfer::blob::http::{self, Lookup, Refusal, StatusCode};
+use allpeers_transfer::blob::outboards::Outboards;
+use allpeers_transfer::throttle::{Limits, Throttle};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const CHUNK: usize = 1 << 20;
+
+fn files_ns() -> Namespace {
+    Namespace::allpeers("files", 1).unwrap()
+}
+
+/// User + system CPU seconds of this process (Linux /proc, 100 ticks per second).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+struct Row {
+    name: String,
+    mb_per_s: f64,
+    cpu_per_gb: f64,
+}
+
+async fn measure<F, Fut>(name: &str, size: u64, run: F) -> Row
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    run().await;
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = cpu_seconds() - cpu0;
+    Row {
+        name: name.to_string(),
+        mb_per_s: size as f64 / 1e6 / secs,
+        cpu_per_gb: cpu / (size as f64 / 1e9),
+    }
+}
+
+fn main() {
+    let mut size_mib: u64 = 256;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        if arg == "--size-mib" {
+            size_mib = args
+                .next()
+                .and_then(|s| s.parse().ok())
+                .expect("--size-mib N");
+        }
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(run(size_mib << 20));
+}
+
+async fn run(size: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.bin");
+    let data: Vec<u8> = (0..size as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    std::fs::write(&path, &data).unwrap();
+    drop(data);
+    let outboards = Outboards::open(&dir.path().join("outboards")).unwrap();
+    let started = Instant::now();
+    let shared = outboards.add_file(&path).unwrap();
+    let hashing = size as f64 / 1e6 / started.elapsed().as_secs_f64();
+
+    // The server: the files service over the endpoint, and the raw rustls baseline sending the same bytes.
+    let identity = Identity::generate();
+    let tls_config = Arc::new(tls::server_config(&identity).unwrap());
+    let server = Endpoint::bind(identity, EndpointConfig::loopback())
+        .await
+        .unwrap();
+    let lookup: Lookup = {
+        let outboards = outboards.clone();
+        Arc::new(move |hash| {
+            outboards
+                .open_source(&hash)
+                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
+        })
+    };
+    server.register(
+        files_ns(),
+        ServiceFn::new().on_stream(move |_ctx, send, recv| {
+            let lookup = lookup.clone();
+            async move {
+                let _ = http::serve(stream_io(send, recv), lookup).await;
+            }
+        }),
+    );
+    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw_addr = raw.local_addr().unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = raw.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let _ = tcp.set_nodelay(true);
+                let mut tls = acceptor.accept(tcp).await.unwrap();
+                let data = vec![0x5au8; CHUNK];
+                let mut left = size;
+                while left > 0 {
+                    let n = left.min(CHUNK as u64) as usize;
+                    tls.write_all(&data[..n]).await.unwrap();
+                    left -= n as u64;
+                }
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let peer = server.peer_id();
+
+    let mut rows = Vec::new();
+    let client_identity = Identity::generate();
+    rows.push(
+        measure("raw rustls over TCP (baseline)", size, || async {
+            let config = Arc::new(tls::client_config(&client_identity).unwrap());
+            let tcp = tokio::net::TcpStream::connect(raw_addr).await.unwrap();
+            let _ = tcp.set_nodelay(true);
+            let mut tls = tokio_rustls::TlsConnector::from(config)
+                .connect(tls::server_name(&peer), tcp)
+                .await
+                .unwrap();
+            let mut buf = vec![0u8; CHUNK];
+            let mut got = 0u64;
+            loop {
+                match tls.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got += n as u64,
+                }
+            }
+            assert_eq!(got, size);
+        })
+        .await,
+    );
+    for kind in [TransportKind::Tcp, TransportKind::Quic] {
+        let address: Address = server.local_address(kind).unwrap();
+        let client = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())
+            .await
+            .unwrap();
+        client.add_peer_address(peer, address);
+        let dial: Dial = {
+            let client = client.clone();
+            Arc::new(move |_peer: String| {
+                let client = client.clone();
+                Box::pin(async move {
+                    let (send, recv) = client
+                        .open_stream(peer, &files_ns())
+                        .await
+                        .map_err(std::io::Error::other)?;
+                    Ok(Box::new(stream_io(send, recv)) as Box<dyn PeerIo>)
+                })
+            })
+        };
+        let landing = tempfile::tempdir().unwrap();
+        let name = match kind {
+            TransportKind::Tcp => "HTTP one-to-one, TCP+TLS+yamux (verified, on disk)",
+            TransportKind::Quic => "HTTP one-to-one, QUIC (verified, on disk)",
+        };
+        let spec = FileSpec {
+            hash: shared.hash,
+            size: shared.size,
+            name: "copy.bin".into(),
+            sources: vec![peer.to_string()],
+        };
+        rows.push(
+            measure(name, size, || async {
+                let handle = download::start(
+                    spec,
+                    download::Target {
+                        dir: landing.path().join("out"),
+                        state_dir: landing.path().join("state"),
+                    },
+                    dial,
+                    Arc::new(Throttle::default()),
+                    Limits::default(),
+                );
+                handle.wait_complete().await.unwrap();
+                handle.stop().await;
+            })
+            .await,
+        );
+    }
+
+    println!(
+        "files one-to-one, {} MiB on loopback, one process (CPU: both ends)",
+        size >> 20
+    );
+    println!("hashing (outboard, once per shared file): {hashing:.0} MB/s");
+    println!(
+        "{:<54} {:>9} {:>11} {:>9}",
+        "path", "MB/s", "CPU s/GB", "of raw"
+    );
+    let baseline = rows[0].mb_per_s;
+    for row in &rows {
+        println!(
+            "{:<54} {:>9.0} {:>11.2} {:>8.0}%",
+            row.name,
+            row.mb_per_s,
+            row.cpu_per_gb,
+            100.0 * row.mb_per_s / baseline
+        );
+    }
+}

@@ -1,0 +1,680 @@
+//! HTTP/1 one-to-one for shared files, over any byte stream (in the node: a peer stream, so the server knows which
+//! authenticated peer asks).
+//!
+//! `GET /blake3/<hash>` with an optional `Range: bytes=a-b` (one range; `a-` and `-n` too). The answer is the Bao
+//! encoding of the blocks covering the range — each tree node the range needs, then each 16 KiB block — so the
+//! downloader checks every block against the hash as it arrives. Ranges are widened to whole blocks:
+//! `Content-Range` says which bytes the body really covers, `Content-Length` is the encoded length. `ETag` is the
+//! hash; `Blob-Size` the file's length (also on `HEAD`, which is how a client asks the size).
+//!
+//! Refusals: 403 (the asking peer is not entitled), 404 (no such file), 410 (the file changed or vanished since it
+//! was shared under that hash), 416 (a range starting at or past the end; `Content-Range: bytes */size`).
+
+use std::convert::Infallible;
+use std::io::{Read, Write};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use bao_tree::io::sync::{DecodeResponseIter, encode_ranges, truncate_ranges};
+use bao_tree::io::{BaoContentItem, DecodeError};
+use bao_tree::iter::BaoChunk;
+use bao_tree::{BaoTree, ChunkNum, ChunkRanges};
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+pub use hyper::StatusCode;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
+
+use super::outboards::Source;
+use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash};
+use crate::throttle::Throttles;
+
+/// The header that carries the file's length (the body's own length is the encoding's).
+pub const BLOB_SIZE: &str = "blob-size";
+/// Bytes of encoding gathered before they are handed to the connection.
+const SEND_BUFFER: usize = 256 * 1024;
+/// Encoded buffers in flight between the encoder thread and the connection, and between the connection and the
+/// decoder thread.
+const CHANNEL_DEPTH: usize = 8;
+
+/// Why a request is not served.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub reason: String,
+}
+
+impl Refusal {
+    pub fn new(status: StatusCode, reason: impl Into<String>) -> Refusal {
+        Refusal {
+            status,
+            reason: reason.into(),
+        }
+    }
+}
+
+/// Finds the file for a hash, or says why not (entitlement included). Called on a blocking thread for every request.
+pub type Lookup = Arc<dyn Fn(ContentHash) -> Result<Source, Refusal> + Send + Sync>;
+
+type ResponseBody = BoxBody<Bytes, std::io::Error>;
+
+/// Serves requests on one stream until the client closes it.
+pub async fn serve<IO>(io: IO, lookup: Lookup) -> Result<(), hyper::Error>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |request: Request<Incoming>| {
+        let lookup = lookup.clone();
+        async move { Ok::<_, Infallible>(answer(request, lookup).await) }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(io), service)
+        .await
+}
+
+fn plain(status: StatusCode, text: impl Into<String>) -> Response<ResponseBody> {
+    let mut response = Response::new(
+        Full::new(Bytes::from(text.into()))
+            .map_err(|never| match never {})
+            .boxed(),
+    );
+    *response.status_mut() = status;
+    response
+}
+
+async fn answer(request: Request<Incoming>, lookup: Lookup) -> Response<ResponseBody> {
+    let head = match *request.method() {
+        Method::GET => false,
+        Method::HEAD => true,
+        _ => return plain(StatusCode::METHOD_NOT_ALLOWED, "GET or HEAD"),
+    };
+    let Some(hash) = request
+        .uri()
+        .path()
+        .strip_prefix("/blake3/")
+        .and_then(ContentHash::parse)
+    else {
+        return plain(StatusCode::NOT_FOUND, "not /blake3/<hash>");
+    };
+    let range = request
+        .headers()
+        .get(header::RANGE)
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
+    let source = match found {
+        Ok(Ok(source)) => source,
+        Ok(Err(refusal)) => return plain(refusal.status, refusal.reason),
+        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
+    };
+    let size = source.size;
+    let bytes = match range.as_deref().map(|r| parse_range(r, size)) {
+        None => 0..size,
+        Some(Ok(bytes)) => bytes,
+        Some(Err(RangeError::Malformed)) => {
+            return plain(StatusCode::BAD_REQUEST, "one range: bytes=a-b, a- or -n");
+        }
+        Some(Err(RangeError::NotSatisfiable)) => {
+            let mut response = plain(
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                format!("the file has {size} bytes"),
+            );
+            insert(
+                &mut response,
+                header::CONTENT_RANGE,
+                &format!("bytes */{size}"),
+            );
+            return response;
+        }
+    };
+    let (covered, chunks) = block_ranges(bytes, size);
+    let tree = BaoTree::new(size, BLOCK_SIZE);
+    let encoded_len = encoded_len(tree, &chunks);
+    let mut response = if head {
+        Response::new(Empty::new().map_err(|never| match never {}).boxed())
+    } else {
+        let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        tokio::task::spawn_blocking(move || {
+            let mut writer = ChannelWriter {
+                tx,
+                buf: Vec::with_capacity(SEND_BUFFER),
+            };
+            let chunks = truncate_ranges(&chunks, size);
+            let result = encode_ranges(&source.file, &source.outboard, chunks, &mut writer)
+                .map_err(std::io::Error::other)
+                .and_then(|()| writer.flush());
+            if let Err(error) = result {
+                allpeers_log::bone!(%hash, %error, "files: a body was cut short");
+                let _ = writer.tx.blocking_send(Err(error));
+            }
+        });
+        Response::new(ChannelBody { rx }.boxed())
+    };
+    *response.status_mut() = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    insert(&mut response, header::ETAG, &format!("\"{hash}\""));
+    insert(&mut response, header::ACCEPT_RANGES, "bytes");
+    insert(
+        &mut response,
+        header::CONTENT_LENGTH,
+        &encoded_len.to_string(),
+    );
+    insert(&mut response, header::CONTENT_TYPE, "application/x-bao");
+    response.headers_mut().insert(
+        BLOB_SIZE,
+        HeaderValue::from_str(&size.to_string()).expect("digits"),
+    );
+    if range.is_some() && covered.end > covered.start {
+        insert(
+            &mut response,
+            header::CONTENT_RANGE,
+            &format!("bytes {}-{}/{size}", covered.start, covered.end - 1),
+        );
+    }
+    response
+}
+
+fn insert(response: &mut Response<ResponseBody>, name: header::HeaderName, value: &str) {
+    if let Ok(value) = HeaderValue::from_str(value) {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum RangeError {
+    Malformed,
+    NotSatisfiable,
+}
+
+/// One byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`) of a file of `size` bytes, as a half-open range; an end past
+/// the file is cut to it, a start at or past it is not satisfiable.
+pub fn parse_range(header: &str, size: u64) -> Result<std::ops::Range<u64>, RangeError> {
+    let spec = header
+        .trim()
+        .strip_prefix("bytes=")
+        .ok_or(RangeError::Malformed)?;
+    let (first, last) = spec.split_once('-').ok_or(RangeError::Malformed)?;
+    let number = |text: &str| {
+        text.trim()
+            .parse::<u64>()
+            .map_err(|_| RangeError::Malformed)
+    };
+    let range = match (first.trim().is_empty(), last.trim().is_empty()) {
+        (false, true) => number(first)?..size,
+        (false, false) => {
+            let (a, b) = (number(first)?, number(last)?);
+            if b < a {
+                return Err(RangeError::Malformed);
+            }
+            a..b.saturating_add(1).min(size)
+        }
+        (true, false) => {
+            let n = number(last)?;
+            if n == 0 {
+                return Err(RangeError::NotSatisfiable);
+            }
+            size.saturating_sub(n)..size
+        }
+        (true, true) => return Err(RangeError::Malformed),
+    };
+    if range.start >= size {
+        return Err(RangeError::NotSatisfiable);
+    }
+    Ok(range)
+}
+
+/// The whole blocks covering `bytes`: as bytes (cut to the file) and as the tree's chunk ranges.
+fn block_ranges(bytes: std::ops::Range<u64>, size: u64) -> (std::ops::Range<u64>, ChunkRanges) {
+    let first = bytes.start / BLOCK_BYTES;
+    let end = bytes.end.div_ceil(BLOCK_BYTES);
+    let chunks_per_block = BLOCK_BYTES / 1024;
+    let covered = (first * BLOCK_BYTES)..(end * BLOCK_BYTES).min(size);
+    let chunks = if covered.end == size {
+        ChunkRanges::from(ChunkNum(first * chunks_per_block)..)
+    } else {
+        ChunkRanges::from(ChunkNum(first * chunks_per_block)..ChunkNum(end * chunks_per_block))
+    };
+    (covered, chunks)
+}
+
+/// The length of the encoding of `chunks`: 64 bytes per tree node sent, plus the data.
+fn encoded_len(tree: BaoTree, chunks: &ChunkRanges) -> u64 {
+    let chunks = truncate_ranges(chunks, tree.size());
+    tree.ranges_pre_order_chunks_iter_ref(chunks, 0)
+        .map(|item| match item {
+            BaoChunk::Parent { .. } => 64,
+            BaoChunk::Leaf { size, .. } => size as u64,
+        })
+        .sum()
+}
+
+/// The encoder thread's output, in buffers of [`SEND_BUFFER`] bytes.
+struct ChannelWriter {
+    tx: mpsc::Sender<std::io::Result<Bytes>>,
+    buf: Vec<u8>,
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(data);
+        if self.buf.len() >= SEND_BUFFER {
+            self.flush()?;
+        }
+        Ok(data.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_BUFFER));
+        self.tx
+            .blocking_send(Ok(Bytes::from(full)))
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    }
+}
+
+/// A response body fed by the encoder thread.
+struct ChannelBody {
+    rx: mpsc::Receiver<std::io::Result<Bytes>>,
+}
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, std::io::Error>>> {
+        self.rx
+            .poll_recv(cx)
+            .map(|item| item.map(|result| result.map(Frame::data)))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error("the source refuses: {0}")]
+    Refused(String),
+    #[error("the source does not have it: {0}")]
+    NotFound(String),
+    #[error("the source's file changed since it was shared: {0}")]
+    Changed(String),
+    #[error("the range starts past the end of the file")]
+    RangeNotSatisfiable,
+    #[error("the source answered {0}")]
+    Status(StatusCode),
+    #[error("the source answered for other content or another range: {0}")]
+    Mismatch(String),
+    #[error("a block at byte {offset} failed verification: the source's bytes are not the file's")]
+    Verification { offset: u64 },
+    #[error("HTTP: {0}")]
+    Http(#[from] hyper::Error),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A response whose head checked out: the body still to be read and verified.
+pub struct Fetch {
+    body: Incoming,
+    hash: ContentHash,
+    size: u64,
+    /// The first byte the body covers (a block boundary).
+    pub start: u64,
+}
+
+/// Asks for `hash` from byte `start` (a block boundary) to the end, and checks the answer's head: status, `ETag`,
+/// the range and the size it says.
+pub async fn get<IO>(io: IO, hash: ContentHash, size: u64, start: u64) -> Result<Fetch, FetchError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.await {
+            allpeers_log::bone!(%error, "files: the HTTP connection ended");
+        }
+    });
+    let request = Request::get(format!("/blake3/{hash}"))
+        .header(header::HOST, "allpeers")
+        .header(header::RANGE, format!("bytes={start}-"))
+        .body(Empty::new())
+        .expect("a valid request");
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let text = |response: Response<Incoming>| async move {
+        let body = http_body_util::Limited::new(response.into_body(), 4096);
+        body.collect()
+            .await
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default()
+    };
+    match status {
+        StatusCode::PARTIAL_CONTENT => {}
+        StatusCode::FORBIDDEN => return Err(FetchError::Refused(text(response).await)),
+        StatusCode::NOT_FOUND => return Err(FetchError::NotFound(text(response).await)),
+        StatusCode::GONE => return Err(FetchError::Changed(text(response).await)),
+        StatusCode::RANGE_NOT_SATISFIABLE => return Err(FetchError::RangeNotSatisfiable),
+        other => return Err(FetchError::Status(other)),
+    }
+    let headers = response.headers();
+    let etag = headers
+        .get(header::ETAG)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if etag.trim_matches('"') != hash.to_hex() {
+        return Err(FetchError::Mismatch(format!("ETag {etag}")));
+    }
+    let content_range = headers
+        .get(header::CONTENT_RANGE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_range != format!("bytes {start}-{}/{size}", size.saturating_sub(1)) {
+        return Err(FetchError::Mismatch(format!(
+            "Content-Range {content_range}"
+        )));
+    }
+    Ok(Fetch {
+        body: response.into_body(),
+        hash,
+        size,
+        start,
+    })
+}
+
+/// Reads a HEAD answer: the file's size, or why not.
+pub async fn head<IO>(io: IO, hash: ContentHash) -> Result<u64, FetchError>
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await?;
+    tokio::spawn(connection);
+    let request = Request::head(format!("/blake3/{hash}"))
+        .header(header::HOST, "allpeers")
+        .body(Empty::new())
+        .expect("a valid request");
+    let response = sender.send_request(request).await?;
+    match response.status() {
+        StatusCode::OK => response
+            .headers()
+            .get(BLOB_SIZE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| FetchError::Mismatch("no Blob-Size".into())),
+        StatusCode::FORBIDDEN => Err(FetchError::Refused("HEAD".into())),
+        StatusCode::NOT_FOUND => Err(FetchError::NotFound("HEAD".into())),
+        StatusCode::GONE => Err(FetchError::Changed("HEAD".into())),
+        other => Err(FetchError::Status(other)),
+    }
+}
+
+impl Fetch {
+    /// Reads the body through `throttles`, verifies it block by block on a blocking thread and hands each verified
+    /// block to `sink` (its offset and bytes) — a block that fails verification stops the fetch before it reaches
+    /// the sink. Returns when the body ends.
+    pub async fn receive<S>(self, throttles: Throttles, sink: S) -> Result<(), FetchError>
+    where
+        S: FnMut(u64, &[u8]) -> std::io::Result<()> + Send + 'static,
+    {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
+        let (hash, size, start) = (self.hash, self.size, self.start);
+        let decoder = tokio::task::spawn_blocking(move || {
+            decode_blocks(ChannelReader::new(rx), hash, size, start, sink)
+        });
+        let mut body = self.body;
+        let forwarded = async {
+            while let Some(frame) = body.frame().await {
+                if let Ok(data) = frame?.into_data() {
+                    throttles.received(data.len()).await;
+                    // The decoder stopped (a bad block): its error is the one to report.
+                    if tx.send(data).is_err() {
+                        break;
+                    }
+                }
+            }
+            Ok::<(), FetchError>(())
+        };
+        let forwarded = forwarded.await;
+        drop(tx);
+        let decoded = decoder
+            .await
+            .map_err(|e| FetchError::Io(std::io::Error::other(e.to_string())))?;
+        decoded?;
+        forwarded
+    }
+}
+
+/// Decodes the Bao encoding of `hash`'s blocks from `start` to the end, verifying each against the hash before it
+/// goes to `sink`. Blocking.
+pub fn decode_blocks(
+    encoded: impl Read,
+    hash: ContentHash,
+    size: u64,
+    start: u64,
+    mut sink: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+) -> Result<(), FetchError> {
+    let tree = BaoTree::new(size, BLOCK_SIZE);
+    let (_, chunks) = block_ranges(start..size, size);
+    let decoder = DecodeResponseIter::new(hash.blake3(), tree, encoded, &chunks);
+    // The first byte not yet verified: where a mismatch (of a block or of a tree node above the next blocks) is.
+    let mut verified_to = start;
+    for item in decoder {
+        match item {
+            Ok(BaoContentItem::Leaf(leaf)) => {
+                sink(leaf.offset, &leaf.data)?;
+                verified_to = leaf.offset + leaf.data.len() as u64;
+            }
+            Ok(BaoContentItem::Parent(_)) => {}
+            Err(DecodeError::LeafHashMismatch(_) | DecodeError::ParentHashMismatch(_)) => {
+                return Err(FetchError::Verification {
+                    offset: verified_to,
+                });
+            }
+            Err(error) => return Err(FetchError::Io(error.into())),
+        }
+    }
+    Ok(())
+}
+
+/// The decoder thread's input: the body's buffers, in order.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(rx: std::sync::mpsc::Receiver<Bytes>) -> Self {
+        ChannelReader {
+            rx,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        while self.current.is_empty() {
+            match self.rx.recv() {
+                Ok(next) => self.current = next,
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::blob::outboards::Outboards;
+
+    fn content(len: usize) -> Vec<u8> {
+        (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect()
+    }
+
+    #[test]
+    fn ranges_parse_and_a_start_past_the_end_is_not_satisfiable() {
+        assert_eq!(parse_range("bytes=0-", 10), Ok(0..10));
+        assert_eq!(parse_range("bytes=2-4", 10), Ok(2..5));
+        assert_eq!(parse_range("bytes=2-400", 10), Ok(2..10));
+        assert_eq!(parse_range("bytes=-3", 10), Ok(7..10));
+        assert_eq!(parse_range("bytes=-30", 10), Ok(0..10));
+        assert_eq!(
+            parse_range("bytes=10-", 10),
+            Err(RangeError::NotSatisfiable)
+        );
+        assert_eq!(parse_range("bytes=0-", 0), Err(RangeError::NotSatisfiable));
+        assert_eq!(parse_range("bytes=5-2", 10), Err(RangeError::Malformed));
+        assert_eq!(parse_range("bytes=a-", 10), Err(RangeError::Malformed));
+        assert_eq!(parse_range("items=0-", 10), Err(RangeError::Malformed));
+        assert_eq!(parse_range("bytes=-", 10), Err(RangeError::Malformed));
+    }
+
+    fn encode(data: &[u8], start: u64) -> (ContentHash, Vec<u8>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, data).unwrap();
+        let outboards = Outboards::open(&dir.path().join("c")).unwrap();
+        let shared = outboards.add_file(&path).unwrap();
+        let source = outboards.open_source(&shared.hash).unwrap();
+        let (_, chunks) = block_ranges(start..data.len() as u64, data.len() as u64);
+        let mut out = Vec::new();
+        encode_ranges(
+            &source.file,
+            &source.outboard,
+            truncate_ranges(&chunks, source.size),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out.len() as u64,
+            encoded_len(BaoTree::new(source.size, BLOCK_SIZE), &chunks)
+        );
+        (shared.hash, out)
+    }
+
+    #[test]
+    fn an_encoding_from_any_block_decodes_to_the_file_and_a_flipped_bit_is_caught() {
+        let data = content(300_000);
+        let size = data.len() as u64;
+        for start in [0, BLOCK_BYTES, 5 * BLOCK_BYTES, 18 * BLOCK_BYTES] {
+            let (hash, encoded) = encode(&data, start);
+            let mut got = vec![0u8; data.len()];
+            decode_blocks(&encoded[..], hash, size, start, |offset, bytes| {
+                got[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+                Ok(())
+            })
+            .unwrap();
+            assert_eq!(got[start as usize..], data[start as usize..]);
+        }
+        // One bit flipped in the data of the block at 64 KiB: the blocks before it arrive, it and the rest never do.
+        let (hash, mut encoded) = encode(&data, 0);
+        let last = encoded.len() - 100;
+        encoded[last] ^= 1;
+        let mut accepted = Vec::new();
+        let result = decode_blocks(&encoded[..], hash, size, 0, |offset, bytes| {
+            accepted.push((offset, bytes.len()));
+            Ok(())
+        });
+        assert!(matches!(result, Err(FetchError::Verification { .. })));
+        let verified: u64 = accepted.iter().map(|(_, n)| *n as u64).sum();
+        assert!(verified < size);
+        // Cut short: an error, not a silent end.
+        let (hash, encoded) = encode(&data, 0);
+        let result = decode_blocks(&encoded[..encoded.len() / 2], hash, size, 0, |_, _| Ok(()));
+        assert!(matches!(result, Err(FetchError::Io(_))));
+    }
+
+    /// A server on one end of a pipe, a client on the other.
+    async fn pair(lookup: Lookup) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
+        let (client, server) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(async move {
+            let _ = serve(server, lookup).await;
+        });
+        (client, task)
+    }
+
+    #[tokio::test]
+    async fn get_resumes_from_a_block_head_gives_the_size_and_refusals_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(200_000);
+        let path = dir.path().join("video.bin");
+        std::fs::write(&path, &data).unwrap();
+        let outboards = Outboards::open(&dir.path().join("c")).unwrap();
+        let shared = outboards.add_file(&path).unwrap();
+        let refused = ContentHash::of(b"secret");
+        let lookup: Lookup = {
+            let outboards = outboards.clone();
+            Arc::new(move |hash| {
+                if hash == refused {
+                    return Err(Refusal::new(StatusCode::FORBIDDEN, "not a member"));
+                }
+                outboards
+                    .open_source(&hash)
+                    .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
+            })
+        };
+        let size = data.len() as u64;
+        let got = Arc::new(Mutex::new(vec![0u8; data.len()]));
+        let (io, _server) = pair(lookup.clone()).await;
+        let fetch = get(io, shared.hash, size, 3 * BLOCK_BYTES).await.unwrap();
+        let sink = got.clone();
+        fetch
+            .receive(Throttles(vec![]), move |offset, bytes| {
+                sink.lock().unwrap()[offset as usize..offset as usize + bytes.len()]
+                    .copy_from_slice(bytes);
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let start = 3 * BLOCK_BYTES as usize;
+        assert_eq!(got.lock().unwrap()[start..], data[start..]);
+
+        let (io, _server) = pair(lookup.clone()).await;
+        assert_eq!(head(io, shared.hash).await.unwrap(), size);
+        let (io, _server) = pair(lookup.clone()).await;
+        assert!(matches!(
+            get(
+                io,
+                shared.hash,
+                size,
+                size.div_ceil(BLOCK_BYTES) * BLOCK_BYTES
+            )
+            .await,
+            Err(FetchError::RangeNotSatisfiable)
+        ));
+        let (io, _server) = pair(lookup.clone()).await;
+        assert!(matches!(
+            get(io, refused, size, 0).await,
+            Err(FetchError::Refused(why)) if why == "not a member"
+        ));
+        let (io, _server) = pair(lookup.clone()).await;
+        assert!(matches!(
+            get(io, ContentHash::of(b"other"), size, 0).await,
+            Err(FetchError::NotFound(_))
+        ));
+        // The size we believe is wrong: the head does not match, nothing is decoded.
+        let (io, _server) = pair(lookup).await;
+        assert!(matches!(
+            get(io, shared.hash, size + 1, 0).await,
+            Err(FetchError::Mismatch(_))
+        ));
+    }
+}

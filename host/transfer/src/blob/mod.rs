@@ -1,0 +1,105 @@
+//! Content addressed by BLAKE3 with verified streaming (the Bao tree, through `bao-tree`, as iroh-blobs uses it):
+//! files shared inside AllPeers, served one-to-one over HTTP and fetched so that every block is checked as it
+//! arrives, from any source.
+//!
+//! - [`outboards`]: the data cache's side of a shared file — its Bao tree (the "outboard") computed once, kept by
+//!   hash with the file's length and modification time, the file itself referenced in place; a file that changed or
+//!   vanished is noticed before a byte is served.
+//! - [`http`]: HTTP/1 one-to-one over any byte stream (a peer stream): `GET` with `Range`, `ETag` = the hash, `HEAD`
+//!   for the size; bodies are Bao-encoded ranges (the tree nodes a range needs, then its data, block by block).
+//! - [`download`]: one file fetched into the download folder: blocks verified against the hash as they arrive,
+//!   synced, then recorded in the journal, so a crash resumes from what was verified.
+
+pub mod download;
+pub mod http;
+pub mod outboards;
+
+use std::fmt;
+
+use bao_tree::BlockSize;
+use serde::{Deserialize, Serialize};
+
+/// Blocks of 16 KiB: the unit a tree leaf covers, a verified write and a journal record (the outboard is 64 bytes per
+/// block, 0.4% of the content).
+pub const BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);
+pub const BLOCK_BYTES: u64 = 16 * 1024;
+
+/// A file's content hash: the BLAKE3 root of its bytes (the Bao tree's root, whatever the block size).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+
+    /// 64 hex digits, either case; anything else is `None`.
+    pub fn parse(text: &str) -> Option<ContentHash> {
+        if text.len() != 64 {
+            return None;
+        }
+        blake3::Hash::from_hex(text)
+            .ok()
+            .map(|h| ContentHash(*h.as_bytes()))
+    }
+
+    pub fn of(bytes: &[u8]) -> ContentHash {
+        ContentHash(*blake3::hash(bytes).as_bytes())
+    }
+
+    fn blake3(&self) -> blake3::Hash {
+        blake3::Hash::from_bytes(self.0)
+    }
+}
+
+impl From<blake3::Hash> for ContentHash {
+    fn from(hash: blake3::Hash) -> Self {
+        ContentHash(*hash.as_bytes())
+    }
+}
+
+impl fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ContentHash({})", self.to_hex())
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        ContentHash::parse(&text)
+            .ok_or_else(|| serde::de::Error::custom("not a BLAKE3 hash (64 hex digits)"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_print_and_parse_as_64_hex_digits_and_nothing_else_parses() {
+        let hash = ContentHash::of(b"hello");
+        assert_eq!(ContentHash::parse(&hash.to_hex()), Some(hash));
+        assert_eq!(
+            ContentHash::parse(&hash.to_hex().to_uppercase()),
+            Some(hash)
+        );
+        assert_eq!(ContentHash::parse("abc"), None);
+        assert_eq!(ContentHash::parse(&"g".repeat(64)), None);
+        let json = serde_json::to_string(&hash).unwrap();
+        assert_eq!(serde_json::from_str::<ContentHash>(&json).unwrap(), hash);
+        assert!(serde_json::from_str::<ContentHash>("\"00\"").is_err());
+    }
+}

@@ -1,0 +1,444 @@
+//! Files shared between real daemons (a real hub, real nodes on loopback), one-to-one over HTTP on a peer stream:
+//! alice shares a file from disk with bob; its File resource arrives with its hash and size; bob fetches it with
+//! `files.get`, every block verified, and the bytes land in his folder. Carol, a peer no share names, is refused
+//! (403); dave, a member speaking HTTP himself, gets the size from `HEAD` and 416 for a range past the end. When the
+//! file changes on disk, its old hash is refused (410) and alice's node shares the new content under its new hash,
+//! which bob then fetches with `allpeers get`. The speed test runs through `net.speedtest` and `allpeers speedtest`.
+//!
+//! A tampering source: alice's file is changed behind the stamp's back (same length, the old modification time
+//! restored); bob's download refuses the block that fails verification and never lands the bad bytes.
+//!
+//! Crash safety: bob, killed -9 part-way through a download, resumes after a restart from the blocks he had
+//! verified, and ends with the exact bytes.
+
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use allpeers_net::service::stream_io;
+use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace};
+use allpeers_tests::social::*;
+use allpeers_tests::*;
+use allpeers_transfer::blob::ContentHash;
+use allpeers_transfer::blob::http::{self, FetchError};
+use serde_json::{Value, json};
+
+const FILE_TOPICS: &[&str] = &[
+    "share.received",
+    "share.changed",
+    "sync.progress",
+    "transfer.added",
+    "transfer.progress",
+    "transfer.changed",
+    "transfer.removed",
+];
+
+fn content(len: usize, seed: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_add(seed).wrapping_mul(2_654_435_761) >> 11) as u8)
+        .collect()
+}
+
+async fn subscribe(node: &mut Node, resource: &str) {
+    node.call("events.subscribe", json!({"topics": FILE_TOPICS}))
+        .await;
+    node.call("resources.subscribe", json!({"filter": {"id": resource}}))
+        .await;
+}
+
+/// A File resource linked to `path` on alice's disk.
+async fn file_resource(node: &mut Node, path: &Path) -> String {
+    let name = path.file_name().unwrap().to_str().unwrap();
+    let r = node
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "File", "properties": {"name": name, "title": name},
+                "meta": {"path": path.to_str().unwrap()}}}),
+        )
+        .await;
+    r["id"].as_str().unwrap().to_string()
+}
+
+/// Shares `resource` with `members` (read) and has each accept it.
+async fn share(alice: &mut Node, resource: &str, members: &mut [&mut Node]) -> String {
+    let peers: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"peer": m.id, "level": "read"}))
+        .collect();
+    let share = alice
+        .call(
+            "shares.create",
+            json!({"resource": resource, "members": peers}),
+        )
+        .await;
+    let id = share["id"].as_str().unwrap().to_string();
+    for member in members.iter_mut() {
+        wait_event(&mut member.client, "share.received", |d| d["share"] == id).await;
+        member.call("shares.accept", json!({"share": id})).await;
+    }
+    id
+}
+
+/// Waits (on events) until `node` holds `resource` naming content other than `not`: its hash and size.
+async fn until_hash(node: &mut Node, resource: &str, not: Option<&str>) -> (String, u64) {
+    timeout("the File with its hash", async {
+        loop {
+            let r = node
+                .client
+                .call("resources.get", json!({"id": resource}))
+                .await;
+            if let Some(r) = r.result {
+                let hash = r["properties"]["hash"].as_str().map(str::to_string);
+                if let Some(hash) = hash.filter(|h| Some(h.as_str()) != not) {
+                    return (hash, r["properties"]["size"].as_u64().unwrap());
+                }
+            }
+            node.client.read_notification().await.expect("an event");
+        }
+    })
+    .await
+}
+
+/// Waits until transfer `id` is whole (or fails: a panic naming why).
+async fn until_done(node: &mut Node, id: u64) {
+    let got = wait_event(&mut node.client, "transfer.changed", |d| {
+        d["id"] == id && (d["state"] == "seeding" || d["state"] == "failed")
+    })
+    .await;
+    assert_eq!(got["state"], "seeding", "{got}");
+}
+
+async fn get_file(node: &mut Node, resource: &str, dir: &Path) -> Value {
+    node.call(
+        "files.get",
+        json!({"resource": resource, "dir": dir.to_str().unwrap()}),
+    )
+    .await
+}
+
+/// A bare endpoint (not a daemon) that speaks the files service's HTTP to alice itself.
+struct Asker {
+    endpoint: Endpoint,
+    alice: allpeers_model::PeerId,
+}
+
+impl Asker {
+    async fn new(alice: &mut Node) -> Asker {
+        let endpoint = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())
+            .await
+            .unwrap();
+        let alice_id = alice.id.parse().unwrap();
+        endpoint.add_peer_address(alice_id, alice.quic_address().await);
+        Asker {
+            endpoint,
+            alice: alice_id,
+        }
+    }
+
+    async fn stream(&self) -> tokio::io::DuplexStream {
+        let ns = Namespace::allpeers("files", 1).unwrap();
+        let (send, recv) = self.endpoint.open_stream(self.alice, &ns).await.unwrap();
+        stream_io(send, recv)
+    }
+
+    async fn get(&self, hash: ContentHash, size: u64, start: u64) -> Result<Vec<u8>, FetchError> {
+        let fetch = http::get(self.stream().await, hash, size, start).await?;
+        let got = std::sync::Arc::new(std::sync::Mutex::new(vec![0u8; size as usize]));
+        let sink = got.clone();
+        fetch
+            .receive(
+                allpeers_transfer::throttle::Throttles(vec![]),
+                move |offset, bytes| {
+                    sink.lock().unwrap()[offset as usize..offset as usize + bytes.len()]
+                        .copy_from_slice(bytes);
+                    Ok(())
+                },
+            )
+            .await?;
+        Ok(std::mem::take(&mut *got.lock().unwrap()))
+    }
+}
+
+fn landed(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+#[tokio::test]
+async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+
+    let files = tempfile::tempdir().unwrap();
+    let photo = files.path().join("photo.jpg");
+    let bytes = content(3 * 1024 * 1024 + 12_345, 1);
+    std::fs::write(&photo, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &photo).await;
+    let dave = Asker::new(&mut alice).await;
+    for node in [&mut alice, &mut bob] {
+        subscribe(node, &resource).await;
+    }
+    // Dave is named by the share (he never accepts: membership is the grant); carol is not.
+    let share_id = {
+        let peers = json!([{"peer": bob.id, "level": "read"},
+            {"peer": dave.endpoint.peer_id().to_string(), "level": "read"}]);
+        let share = alice
+            .call(
+                "shares.create",
+                json!({"resource": resource, "members": peers}),
+            )
+            .await;
+        share["id"].as_str().unwrap().to_string()
+    };
+    wait_event(&mut bob.client, "share.received", |d| {
+        d["share"] == share_id
+    })
+    .await;
+    bob.call("shares.accept", json!({"share": share_id})).await;
+
+    let (hash, size) = until_hash(&mut bob, &resource, None).await;
+    assert_eq!(hash, blake3::hash(&bytes).to_hex().as_str());
+    assert_eq!(size, bytes.len() as u64);
+
+    // Bob fetches it: verified, whole, in his folder.
+    let downloads = bob.dir.path().join("Downloads");
+    let transfer = get_file(&mut bob, &resource, &downloads).await;
+    assert_eq!(transfer["kind"], "file");
+    assert_eq!(transfer["info_hash"], hash);
+    let id = transfer["id"].as_u64().unwrap();
+    until_done(&mut bob, id).await;
+    assert_eq!(
+        std::fs::read(landed(&downloads, "photo.jpg")).unwrap(),
+        bytes
+    );
+    // Asking again for the same content is refused as a duplicate.
+    let again = bob
+        .client
+        .call(
+            "files.get",
+            json!({"resource": resource, "dir": downloads.to_str().unwrap()}),
+        )
+        .await;
+    assert_eq!(error_code(&again), -32053);
+
+    // Carol: no share names her.
+    let carol = Asker::new(&mut alice).await;
+    let hash = ContentHash::parse(&hash).unwrap();
+    assert!(matches!(
+        carol.get(hash, size, 0).await,
+        Err(FetchError::Refused(_))
+    ));
+    assert!(matches!(
+        http::head(carol.stream().await, hash).await,
+        Err(FetchError::Refused(_))
+    ));
+    // Dave, a member: HEAD gives the size, a range from the middle verifies, a range past the end is 416.
+    assert_eq!(http::head(dave.stream().await, hash).await.unwrap(), size);
+    let start = 64 * 1024;
+    let got = dave.get(hash, size, start).await.unwrap();
+    assert_eq!(got[start as usize..], bytes[start as usize..]);
+    assert!(matches!(
+        dave.get(hash, size, size.div_ceil(16384) * 16384).await,
+        Err(FetchError::RangeNotSatisfiable)
+    ));
+    // A File that names no content cannot be fetched.
+    let bare = bob
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "File", "properties": {"name": "x"}}}),
+        )
+        .await;
+    let refused = bob
+        .client
+        .call("files.get", json!({"resource": bare["id"]}))
+        .await;
+    assert_eq!(error_code(&refused), -32090);
+
+    // The file changes on disk: the old hash is refused, and the new content is shared under its own.
+    let changed = content(2 * 1024 * 1024, 2);
+    std::fs::write(&photo, &changed).unwrap();
+    assert!(matches!(
+        dave.get(hash, size, 0).await,
+        Err(FetchError::Changed(_))
+    ));
+    let (new_hash, new_size) = until_hash(&mut bob, &resource, Some(&hash.to_hex())).await;
+    assert_eq!(new_hash, blake3::hash(&changed).to_hex().as_str());
+    assert_eq!(new_size, changed.len() as u64);
+    // This time through the CLI, which waits until the file is whole.
+    let second = bob.dir.path().join("Second");
+    let got = timeout(
+        "allpeers get",
+        allpeers(bob.dir.path())
+            .arg("get")
+            .arg(&resource)
+            .arg("--dir")
+            .arg(&second)
+            .output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&got.stdout);
+    assert!(
+        got.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&got.stderr)
+    );
+    assert_eq!(
+        std::fs::read(landed(&second, "photo.jpg")).unwrap(),
+        changed
+    );
+
+    // The speed test, through the API and the CLI (bob names alice as his contact).
+    let measured = alice
+        .call("net.speedtest", json!({"peer": bob.id, "bytes": 1 << 20}))
+        .await;
+    assert_eq!(measured["download_bytes"], 1 << 20);
+    assert!(
+        measured["download_rate"].as_f64().unwrap() > 0.0,
+        "{measured}"
+    );
+    let speed = timeout(
+        "allpeers speedtest",
+        allpeers(bob.dir.path())
+            .args(["speedtest", "alice", "--bytes", "1M"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    let said = String::from_utf8_lossy(&speed.stdout);
+    assert!(
+        speed.status.success(),
+        "{said} {}",
+        String::from_utf8_lossy(&speed.stderr)
+    );
+    assert!(said.contains("up ") && said.contains("down "), "{said}");
+    bob.stop().await;
+    alice.stop().await;
+}
+
+#[tokio::test]
+async fn bytes_that_fail_verification_never_land() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+
+    let files = tempfile::tempdir().unwrap();
+    let video = files.path().join("video.mp4");
+    let bytes = content(2 * 1024 * 1024, 3);
+    std::fs::write(&video, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &video).await;
+    for node in [&mut alice, &mut bob] {
+        subscribe(node, &resource).await;
+    }
+    share(&mut alice, &resource, &mut [&mut bob]).await;
+    until_hash(&mut bob, &resource, None).await;
+
+    // Tampered behind the stamp's back: one byte in the second MiB, the old modification time restored. Alice's
+    // node cannot tell; bob's must.
+    let modified: SystemTime = std::fs::metadata(&video).unwrap().modified().unwrap();
+    let mut tampered = bytes.clone();
+    tampered[1_500_000] ^= 0x40;
+    std::fs::write(&video, &tampered).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&video)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+
+    let downloads = bob.dir.path().join("Downloads");
+    let transfer = get_file(&mut bob, &resource, &downloads).await;
+    let id = transfer["id"].as_u64().unwrap();
+    let failed = wait_event(&mut bob.client, "transfer.changed", |d| {
+        d["id"] == id
+            && (d["state"] == "retrying" || d["state"] == "failed" || d["state"] == "seeding")
+    })
+    .await;
+    assert_ne!(failed["state"], "seeding", "{failed}");
+    assert!(
+        failed["reason"]
+            .as_str()
+            .unwrap()
+            .contains("failed verification"),
+        "{failed}"
+    );
+    assert!(!landed(&downloads, "video.mp4").exists());
+    // What was written is the good prefix only: nothing at or after the bad block's start.
+    let part = std::fs::read(downloads.join("video.mp4.part")).unwrap();
+    let bad_block = 1_500_000 / 16384 * 16384;
+    assert_eq!(part[..bad_block], bytes[..bad_block]);
+    assert!(part[bad_block..].iter().all(|b| *b == 0));
+    bob.stop().await;
+    alice.stop().await;
+}
+
+#[tokio::test]
+async fn a_download_killed_9_resumes_from_what_it_verified() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+
+    let files = tempfile::tempdir().unwrap();
+    let film = files.path().join("film.mkv");
+    let bytes = content(8 * 1024 * 1024, 4);
+    std::fs::write(&film, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &film).await;
+    for node in [&mut alice, &mut bob] {
+        subscribe(node, &resource).await;
+    }
+    share(&mut alice, &resource, &mut [&mut bob]).await;
+    until_hash(&mut bob, &resource, None).await;
+
+    // Slow (2 MiB/s) so the kill lands part-way.
+    let downloads = bob.dir.path().join("Downloads");
+    let transfer = bob
+        .call(
+            "files.get",
+            json!({"resource": resource, "dir": downloads.to_str().unwrap(), "paused": true}),
+        )
+        .await;
+    let id = transfer["id"].as_u64().unwrap();
+    bob.call(
+        "transfers.set_limits",
+        json!({"id": id, "limits": {"down": 2 * 1024 * 1024, "up": null}}),
+    )
+    .await;
+    bob.call("transfers.resume", json!({"id": id})).await;
+    let before = wait_event(&mut bob.client, "transfer.progress", |d| {
+        d["id"] == id && d["progress"]["done_bytes"].as_u64().unwrap() >= 2 * 1024 * 1024
+    })
+    .await;
+    let verified_before = before["progress"]["done_bytes"].as_u64().unwrap();
+    let mut daemon = bob.daemon.take().unwrap();
+    daemon.child.kill().await.expect("killed");
+
+    bob.restart("bob").await;
+    bob.call("events.subscribe", json!({"topics": FILE_TOPICS}))
+        .await;
+    let listed = bob.call("transfers.get", json!({"id": id})).await;
+    assert_eq!(listed["kind"], "file");
+    bob.call(
+        "transfers.set_limits",
+        json!({"id": id, "limits": {"down": null, "up": null}}),
+    )
+    .await;
+    until_done(&mut bob, id).await;
+    assert_eq!(
+        std::fs::read(landed(&downloads, "film.mkv")).unwrap(),
+        bytes
+    );
+    // Resumed, not restarted: this run fetched less than the whole file (what was verified before the kill stayed).
+    let after = bob.call("transfers.get", json!({"id": id})).await;
+    let fetched_after = after["progress"]["downloaded"].as_u64().unwrap();
+    assert!(
+        fetched_after + verified_before / 2 <= bytes.len() as u64,
+        "fetched {fetched_after} after the restart, {verified_before} verified before"
+    );
+    bob.stop().await;
+    alice.stop().await;
+}
