@@ -201,7 +201,11 @@ async fn rehash(daemon: &Arc<Daemon>, old: ContentHash) {
         match hash_patch(daemon, &file, path.into()).await {
             Ok(Some(patch)) => {
                 let params = json!({"id": id, "patch": patch});
-                let written = crate::shares::api::local_write(
+                // Through the daemon's write hook (the shares area's), as any local write to a shared resource.
+                let Some(hook) = daemon.write_hook.get() else {
+                    continue;
+                };
+                let written = hook(
                     daemon,
                     allpeers_model::resource::api::RESOURCES_UPDATE,
                     &params,
