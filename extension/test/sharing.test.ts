@@ -25,7 +25,7 @@ test("percent is 100 only when every byte is there", () => {
 
 function transfer(id: number, state: Transfer["state"], done: number, down = 0, up = 0): Transfer {
   return {
-    id, name: `t${id}`, info_hash: "00", dir: "/d", state, reason: null, priority: 0, seed_in_place: false,
+    id, kind: "torrent", name: `t${id}`, info_hash: "00", dir: "/d", state, reason: null, priority: 0, seed_in_place: false,
     limits: { down: null, up: null },
     progress: { total_bytes: 100, done_bytes: done, downloaded: done, uploaded: 0, down_rate: down, up_rate: up, peers: 1, eta_secs: null },
   };
