@@ -222,6 +222,12 @@ async fn a_folder_of_real_media_is_catalogued_skipped_when_unchanged_and_followe
     let notes = info(&mut client, &lib.join("notes.txt")).await;
     assert_eq!(notes["type"], "Text");
     assert_eq!(notes["properties"]["lines"], 3);
+    // Every file's content hash (BLAKE3): what a share of it names, so it is shareable as catalogued.
+    let notes_hash = |bytes: &[u8]| blake3::hash(bytes).to_hex().to_string();
+    assert_eq!(
+        notes["properties"]["hash"],
+        notes_hash(&std::fs::read(lib.join("notes.txt")).unwrap()).as_str()
+    );
 
     let broken = info(&mut client, &lib.join("photos/broken.png")).await;
     assert_eq!(broken["type"], "File");
@@ -258,9 +264,12 @@ async fn a_folder_of_real_media_is_catalogued_skipped_when_unchanged_and_followe
         summary,
         json!({"added": 0, "updated": 1, "unchanged": 5, "missing": 1, "failed": 0})
     );
+    let notes = info(&mut client, &lib.join("notes.txt")).await;
+    assert_eq!(notes["properties"]["lines"], 5);
     assert_eq!(
-        info(&mut client, &lib.join("notes.txt")).await["properties"]["lines"],
-        5
+        notes["properties"]["hash"],
+        notes_hash(b"one\ntwo\nthree\nfour\nfive\n").as_str(),
+        "the new content's hash"
     );
     let gone = info(&mut client, &lib.join("clip.mp4")).await;
     assert_eq!(gone["meta"]["missing"], true);

@@ -197,6 +197,23 @@ pub fn type_name(kind: MediaKind) -> &'static str {
     }
 }
 
+/// The file's content hash (BLAKE3, hex): the `hash` a share of the file names and a download verifies (the files
+/// area's content address, the root of its Bao tree). Reads the whole file: run it on a blocking thread.
+pub fn content_hash(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buffer = vec![0u8; 1 << 20];
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        hasher.update(&buffer[..read]);
+    }
+    Ok(hasher.finalize().to_hex().to_string())
+}
+
 /// The resource describing `file`: its type and properties from the extraction, or a plain
 /// File with the `error` in its local metadata when the file could not be described.
 pub fn describe(file: &DiskFile, outcome: Result<Extracted, ExtractError>) -> Resource {
@@ -359,6 +376,19 @@ pub fn missing_patch() -> Patch {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_content_hash_is_the_files_areas_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("clip.bin");
+        let bytes: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(
+            super::content_hash(&path).unwrap(),
+            allpeers_transfer::blob::ContentHash::of(&bytes).to_hex()
+        );
+        assert!(super::content_hash(&dir.path().join("gone")).is_err());
+    }
+
     use super::*;
     use allpeers_media::text::TextInfo;
 

@@ -144,22 +144,41 @@ pub(crate) async fn run(
         .map(|(file, old)| {
             let extractor = extractor.clone();
             async move {
-                let outcome = extractor.extract(&file.path, Options::default()).await;
-                (file, old, outcome)
+                // The content hash beside the extraction: extraction reads headers in a worker, hashing reads
+                // every byte on a blocking thread.
+                let path = file.path.clone();
+                let (outcome, hash) = tokio::join!(
+                    extractor.extract(&file.path, Options::default()),
+                    tokio::task::spawn_blocking(move || catalog::content_hash(&path))
+                );
+                let hash = match hash {
+                    Ok(Ok(hash)) => Some(hash),
+                    Ok(Err(e)) => {
+                        bone!(job, path = %file.path.display(), error = %e, "media file not hashed");
+                        None
+                    }
+                    Err(_) => None,
+                };
+                (file, old, outcome, hash)
             }
         })
         .buffer_unordered(IN_FLIGHT)
         .ready_chunks(WRITE_BATCH);
     while let Some(batch) = described.next().await {
         let count = batch.len() as u64;
-        let last = batch.last().map(|(f, _, _)| f.path.clone());
+        let last = batch.last().map(|(f, _, _, _)| f.path.clone());
         let items: Vec<(Option<Resource>, Resource)> = batch
             .into_iter()
-            .map(|(file, old, outcome)| {
+            .map(|(file, old, outcome, hash)| {
                 if let Err(e) = &outcome {
                     bone!(job, path = %file.path.display(), error = %e, "media file not described");
                 }
-                let new = catalog::describe(&file, outcome);
+                let mut new = catalog::describe(&file, outcome);
+                // Without it (the file could not be read whole), an old hash is removed by the patch: the
+                // content is not known to be what it named.
+                if let Some(hash) = hash {
+                    new.properties.insert("hash".into(), Value::String(hash));
+                }
                 if new.get("durationEstimated") == Some(&Value::Bool(true)) {
                     estimated.push((new.id.clone(), file.path.clone()));
                 }
