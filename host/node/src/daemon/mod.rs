@@ -82,12 +82,14 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
             Some(log),
             started,
         ));
-        crate::transfers::start(&daemon, &config.transfers).await;
         // Writes to shared resources become signed ops (the shares area's rules).
         let _ = daemon.write_hook.set(crate::shares::api::local_write);
         if let Some(key) = unlocked {
             crate::net::go_online(&daemon, key).await;
         }
+        // After the network: a file download resumed at start reaches its sources through it (started before,
+        // its first attempt failed and waited for a retry).
+        crate::transfers::start(&daemon, &config.transfers).await;
         // Handle signals before announcing readiness: a SIGTERM right after READY must
         // shut down cleanly, not kill us.
         spawn_signal_handler(daemon.shutdown.clone())?;
