@@ -317,24 +317,55 @@ async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
     alice.stop().await;
 }
 
-#[tokio::test]
-async fn bytes_that_fail_verification_never_land() {
+/// Alice and bob, contacts on one hub; a file of `len` bytes alice shares with bob, its hash known on bob's side.
+struct Shared {
+    alice: Node,
+    bob: Node,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    resource: String,
+    _hub: HubProcess,
+    _dirs: [tempfile::TempDir; 2],
+}
+
+async fn alice_shares_with_bob(name: &str, len: usize, seed: u32) -> Shared {
     let hub_dir = tempfile::tempdir().unwrap();
     let hub = HubProcess::start(hub_dir.path()).await;
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
-
     let files = tempfile::tempdir().unwrap();
-    let video = files.path().join("video.mp4");
-    let bytes = content(2 * 1024 * 1024, 3);
-    std::fs::write(&video, &bytes).unwrap();
-    let resource = file_resource(&mut alice, &video).await;
+    let path = files.path().join(name);
+    let bytes = content(len, seed);
+    std::fs::write(&path, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &path).await;
     for node in [&mut alice, &mut bob] {
         subscribe(node, &resource).await;
     }
     share(&mut alice, &resource, &mut [&mut bob]).await;
     until_hash(&mut bob, &resource, None).await;
+    Shared {
+        alice,
+        bob,
+        path,
+        bytes,
+        resource,
+        _hub: hub,
+        _dirs: [hub_dir, files],
+    }
+}
+
+#[tokio::test]
+async fn bytes_that_fail_verification_never_land() {
+    let Shared {
+        mut alice,
+        mut bob,
+        path: video,
+        bytes,
+        resource,
+        _hub,
+        _dirs,
+    } = alice_shares_with_bob("video.mp4", 2 * 1024 * 1024, 3).await;
 
     // Tampered behind the stamp's back: one byte in the second MiB, the old modification time restored. Alice's
     // node cannot tell; bob's must.
@@ -377,22 +408,15 @@ async fn bytes_that_fail_verification_never_land() {
 
 #[tokio::test]
 async fn a_download_killed_9_resumes_from_what_it_verified() {
-    let hub_dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(hub_dir.path()).await;
-    let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
-    befriend(&mut alice, &mut bob, "bob@hub.test").await;
-
-    let files = tempfile::tempdir().unwrap();
-    let film = files.path().join("film.mkv");
-    let bytes = content(8 * 1024 * 1024, 4);
-    std::fs::write(&film, &bytes).unwrap();
-    let resource = file_resource(&mut alice, &film).await;
-    for node in [&mut alice, &mut bob] {
-        subscribe(node, &resource).await;
-    }
-    share(&mut alice, &resource, &mut [&mut bob]).await;
-    until_hash(&mut bob, &resource, None).await;
+    let Shared {
+        mut alice,
+        mut bob,
+        bytes,
+        resource,
+        _hub,
+        _dirs,
+        ..
+    } = alice_shares_with_bob("film.mkv", 8 * 1024 * 1024, 4).await;
 
     // Slow (2 MiB/s) so the kill lands part-way.
     let downloads = bob.dir.path().join("Downloads");
