@@ -10,8 +10,8 @@ import { join, resolve } from "node:path";
 import { after, test } from "node:test";
 import { setTimeout as delay } from "node:timers/promises";
 import { HERE, allpeers, cleanupAll, makeNode, onCleanup } from "./harness.mjs";
+import { FIREFOX, FIREFOX_UUID, GECKODRIVER, launchFirefox } from "./firefox-driver.mjs";
 
-const FIREFOX = process.env.FIREFOX_BIN ?? "/usr/bin/firefox-esr";
 const EXT = resolve(HERE, "../../extension");
 
 after(cleanupAll);
@@ -94,16 +94,6 @@ test("Firefox: the background connects through the real native host and says hel
   assert.ok(status.clients >= 1, `the Firefox extension is a client (${status.clients})`);
 });
 
-// The Firefox panel, driven: selenium-webdriver + geckodriver (built with cargo, per
-// RECIPES.md). Skipped, loudly, without geckodriver on PATH (GECKODRIVER_BIN to point at one).
-function findGeckodriver() {
-  if (process.env.GECKODRIVER_BIN) return process.env.GECKODRIVER_BIN;
-  for (const dir of (process.env.PATH ?? "").split(":").concat([join(process.env.HOME ?? "", ".cargo/bin")])) {
-    if (dir && existsSync(join(dir, "geckodriver"))) return join(dir, "geckodriver");
-  }
-  return null;
-}
-const GECKODRIVER = findGeckodriver();
 
 /**
  * axe-core in a Firefox page driven by geckodriver: the source goes in through WebDriver's
@@ -128,7 +118,6 @@ async function firefoxAxe(driver, what) {
   if (failing.length) throw new Error(`accessibility (axe-core) in ${what}:\n${axeReport(failing)}`);
   console.log(`axe (${what}): ${violations.length} violations, none serious or critical`);
 }
-const FIREFOX_UUID = "5c3a1f0e-7d2b-4b8e-9a61-3f4e2d1c0b9a";
 
 test(
   "Firefox: the sidebar panel connects, shows the PeerId, changes the log level and recovers from a daemon stop",
@@ -141,29 +130,7 @@ test(
     const { Builder, By, until: wdUntil } = await import("selenium-webdriver");
     const firefox = await import("selenium-webdriver/firefox.js");
     const node = await makeNode();
-    const home = join(node.root, "home");
-    mkdirSync(home);
-    const { execFile } = await import("node:child_process");
-    await new Promise((res, rej) =>
-      execFile(
-        process.env.ALLPEERS_BIN ?? join(HERE, "../../target/debug/allpeers"),
-        ["--data-dir", node.dataDir, "install", "--browser", "firefox"],
-        { env: { ...process.env, HOME: home } },
-        (e) => (e ? rej(e) : res()),
-      ),
-    );
-    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
-    delete env.ALLPEERS_PASSPHRASE;
-    delete env.DISPLAY;
-    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
-    const options = new firefox.Options()
-      .setBinary(FIREFOX)
-      .addArguments("-headless")
-      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
-      .windowSize({ width: 420, height: 800 });
-    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
-    onCleanup(() => driver.quit());
-    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    const { driver, home } = await launchFirefox(node, { width: 420, height: 800 });
     await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#people`);
     const WAIT = 30_000;
     await driver.wait(wdUntil.elementLocated(By.css('body[data-connection="connected"]')), WAIT);
@@ -244,21 +211,7 @@ test(
     const firefox = await import("selenium-webdriver/firefox.js");
     const hub = await h.startHub();
     const node = await h.makeSocialNode(hub);
-    const home = join(node.root, "home");
-    mkdirSync(home);
-    await h.allpeers(node.dataDir, ["install", "--browser", "firefox"], { env: { HOME: home } });
-    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
-    delete env.ALLPEERS_PASSPHRASE;
-    delete env.DISPLAY;
-    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
-    const options = new firefox.Options()
-      .setBinary(FIREFOX)
-      .addArguments("-headless")
-      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
-      .windowSize({ width: 420, height: 900 });
-    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
-    onCleanup(() => driver.quit());
-    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    const { driver, home } = await launchFirefox(node, { width: 420, height: 900 });
     await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#people`);
     const WAIT = 30_000;
     const css = (s) => wdUntil.elementLocated(By.css(s));
@@ -347,21 +300,7 @@ test(
     const firefox = await import("selenium-webdriver/firefox.js");
     const hub = await h.startHub();
     const alice = await h.makeSocialNode(hub);
-    const home = join(alice.root, "home");
-    mkdirSync(home);
-    await h.allpeers(alice.dataDir, ["install", "--browser", "firefox"], { env: { HOME: home } });
-    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
-    delete env.ALLPEERS_PASSPHRASE;
-    delete env.DISPLAY;
-    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
-    const options = new firefox.Options()
-      .setBinary(FIREFOX)
-      .addArguments("-headless")
-      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
-      .windowSize({ width: 420, height: 1000 });
-    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
-    onCleanup(() => driver.quit());
-    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    const { driver, home } = await launchFirefox(alice, { width: 420, height: 1000 });
     await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#shared`);
     const WAIT = 30_000;
     const css = (s) => wdUntil.elementLocated(By.css(s));
@@ -489,21 +428,7 @@ test(
     const firefox = await import("selenium-webdriver/firefox.js");
     const hub = await h.startHub();
     const alice = await h.makeSocialNode(hub);
-    const home = join(alice.root, "home");
-    mkdirSync(home);
-    await h.allpeers(alice.dataDir, ["install", "--browser", "firefox"], { env: { HOME: home } });
-    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
-    delete env.ALLPEERS_PASSPHRASE;
-    delete env.DISPLAY;
-    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
-    const options = new firefox.Options()
-      .setBinary(FIREFOX)
-      .addArguments("-headless")
-      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
-      .windowSize({ width: 420, height: 1000 });
-    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
-    onCleanup(() => driver.quit());
-    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    const { driver, home } = await launchFirefox(alice, { width: 420, height: 1000 });
     const PANEL = `moz-extension://${FIREFOX_UUID}/panel.html`;
     await driver.get(`${PANEL}#chat`);
     const WAIT = 30_000;

@@ -8,21 +8,12 @@ import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { after, test } from "node:test";
 import { ALLPEERS_BIN, HERE, apiCall, cleanupAll, makeSocialNode, onCleanup, registerAtHub, startHub } from "./harness.mjs";
+import { FIREFOX, FIREFOX_UUID, GECKODRIVER, launchFirefox } from "./firefox-driver.mjs";
 import { serveSample } from "./sample-server.mjs";
 
-const FIREFOX = process.env.FIREFOX_BIN ?? "/usr/bin/firefox-esr";
 const EXT = resolve(HERE, "../../extension");
-const FIREFOX_UUID = "5c3a1f0e-7d2b-4b8e-9a61-3f4e2d1c0b9a";
 const WAIT = 30_000;
 
-function findGeckodriver() {
-  if (process.env.GECKODRIVER_BIN) return process.env.GECKODRIVER_BIN;
-  for (const dir of (process.env.PATH ?? "").split(":").concat([join(process.env.HOME ?? "", ".cargo/bin")])) {
-    if (dir && existsSync(join(dir, "geckodriver"))) return join(dir, "geckodriver");
-  }
-  return null;
-}
-const GECKODRIVER = findGeckodriver();
 
 after(cleanupAll);
 
@@ -38,25 +29,7 @@ test(
     const firefox = await import("selenium-webdriver/firefox.js");
     const hub = await startHub();
     const node = await makeSocialNode(hub);
-    const home = join(node.root, "home");
-    mkdirSync(home);
-    await new Promise((res, rej) =>
-      execFile(ALLPEERS_BIN, ["--data-dir", node.dataDir, "install", "--browser", "firefox"], { env: { ...process.env, HOME: home } }, (e) =>
-        e ? rej(e) : res(),
-      ),
-    );
-    const env = { ...process.env, HOME: home, MOZ_HEADLESS: "1" };
-    delete env.ALLPEERS_PASSPHRASE;
-    delete env.DISPLAY;
-    const service = new firefox.ServiceBuilder(GECKODRIVER).addArguments("--allow-system-access").setEnvironment(env);
-    const options = new firefox.Options()
-      .setBinary(FIREFOX)
-      .addArguments("-headless")
-      .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
-      .windowSize({ width: 1100, height: 700 });
-    const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
-    onCleanup(() => driver.quit());
-    await driver.installAddon(join(EXT, "dist/firefox"), true);
+    const { driver, home } = await launchFirefox(node, { width: 1100, height: 700 });
     // The panel first: the extension's own session starts the daemon.
     await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#settings`);
     await driver.wait(wdUntil.elementLocated(By.css('body[data-connection="connected"]')), WAIT);
