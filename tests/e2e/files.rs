@@ -466,3 +466,50 @@ async fn a_download_killed_9_resumes_from_what_it_verified() {
     bob.stop().await;
     alice.stop().await;
 }
+
+/// A catalogued file that is shared and watched: when it changes on alice's disk, her node's watcher describes it
+/// again as a shared edit, so bob gets the new description and the new content's hash without anyone asking.
+#[tokio::test]
+async fn a_watched_shared_file_that_changes_reaches_members_with_its_new_hash() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    let files = tempfile::tempdir().unwrap();
+    let folder = std::fs::canonicalize(files.path()).unwrap();
+    let notes = folder.join("notes.txt");
+    std::fs::write(&notes, "one\n").unwrap();
+
+    alice
+        .call("events.subscribe", json!({"topics": ["media.progress"]}))
+        .await;
+    alice
+        .call("media.add", json!({"paths": [folder], "recursive": true}))
+        .await;
+    wait_event(&mut alice.client, "media.progress", |d| {
+        d["finished"] == true
+    })
+    .await;
+    let resource = alice.call("media.info", json!({"path": notes})).await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for node in [&mut alice, &mut bob] {
+        subscribe(node, &resource).await;
+    }
+    share(&mut alice, &resource, &mut [&mut bob]).await;
+    let (first, _) = until_hash(&mut bob, &resource, None).await;
+    assert_eq!(first, blake3::hash(b"one\n").to_hex().as_str());
+
+    std::fs::write(&notes, "one\ntwo\n").unwrap();
+    let (second, size) = until_hash(&mut bob, &resource, Some(&first)).await;
+    assert_eq!(second, blake3::hash(b"one\ntwo\n").to_hex().as_str());
+    assert_eq!(size, 8);
+    let seen = bob.call("resources.get", json!({"id": resource})).await;
+    assert_eq!(
+        seen["properties"]["lines"], 2,
+        "the new description: {seen}"
+    );
+    drop(hub);
+}

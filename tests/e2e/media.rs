@@ -88,11 +88,14 @@ fn make_library(dir: &Path) {
     std::fs::write(dir.join("photos/broken.png"), broken).unwrap();
 }
 
-/// Adds `paths` and waits for the job's last `media.progress`; answers its summary and how
-/// many progress events came before it.
+/// Adds `paths` (unwatched: this test rescans by hand) and waits for the job's last
+/// `media.progress`; answers its summary and how many progress events came before it.
 async fn add(client: &mut Client, paths: Value) -> (Value, usize) {
     let response = client
-        .call("media.add", json!({"paths": paths, "recursive": true}))
+        .call(
+            "media.add",
+            json!({"paths": paths, "recursive": true, "watch": false}),
+        )
         .await;
     let job = response.result.expect("media.add answers a job")["job"].clone();
     let mut before = 0;
@@ -326,5 +329,180 @@ async fn a_folder_of_real_media_is_catalogued_skipped_when_unchanged_and_followe
     let json: Value = serde_json::from_slice(&out.stdout).expect("info --json is JSON");
     assert_eq!(json["properties"]["width"], 320);
 
+    daemon.stop().await;
+}
+
+/// Waits (bounded) for the watcher's jobs until each path's catalogued state is as expected:
+/// its `lines` (a Text), "missing", or "absent" (not catalogued).
+async fn until_catalog(client: &mut Client, what: &str, expected: &[(&Path, &str)]) {
+    let deadline = Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if catalog_is(client, expected).await {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the watcher did not catch up: {what}"
+        );
+        // The next job to finish (the watcher's), or a second's look again.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), async {
+            loop {
+                match client.read_notification().await {
+                    Some((_, p))
+                        if p["topic"] == "media.progress" && p["data"]["finished"] == true =>
+                    {
+                        return;
+                    }
+                    Some(_) => continue,
+                    None => panic!("the daemon went away"),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+async fn catalog_is(client: &mut Client, expected: &[(&Path, &str)]) -> bool {
+    for (path, want) in expected {
+        let r = client.call("media.info", json!({"path": path})).await;
+        let got = match &r.result {
+            None => "absent".to_string(),
+            Some(v) if v["meta"]["missing"] == true => "missing".to_string(),
+            Some(v) => v["properties"]["lines"].to_string(),
+        };
+        if got != *want {
+            return false;
+        }
+    }
+    true
+}
+
+#[tokio::test]
+async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
+    let data = tempfile::tempdir().unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let lib = std::fs::canonicalize(files.path()).unwrap().join("notes");
+    std::fs::create_dir_all(lib.join("old")).unwrap();
+    std::fs::write(lib.join("a.txt"), "1\n").unwrap();
+    std::fs::write(lib.join("b.txt"), "1\n2\n").unwrap();
+    std::fs::write(lib.join("old/c.txt"), "1\n2\n3\n").unwrap();
+
+    let daemon = Daemon::start(data.path()).await;
+    let mut client = daemon.client("media-watch").await;
+    client
+        .call("events.subscribe", json!({"topics": ["media.progress"]}))
+        .await
+        .result
+        .unwrap();
+    client
+        .call("media.add", json!({"paths": [lib], "recursive": true}))
+        .await
+        .result
+        .expect("media.add watches by default");
+    let (a, b, c) = (lib.join("a.txt"), lib.join("b.txt"), lib.join("old/c.txt"));
+    until_catalog(&mut client, "first add", &[(&a, "1"), (&b, "2"), (&c, "3")]).await;
+    let watched = client
+        .call("media.watched", json!({}))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(
+        watched,
+        json!([{"path": lib, "recursive": true, "error": null}])
+    );
+
+    // Changed, new (also in a new sub-folder), deleted, and a folder deleted whole: no media.add.
+    std::fs::write(&a, "1\n2\n3\n4\n").unwrap();
+    let new = lib.join("new.txt");
+    std::fs::write(&new, "1\n2\n3\n4\n5\n").unwrap();
+    std::fs::create_dir(lib.join("later")).unwrap();
+    let deep = lib.join("later/deep.txt");
+    std::fs::write(&deep, "1\n2\n3\n4\n5\n6\n").unwrap();
+    std::fs::remove_file(&b).unwrap();
+    std::fs::remove_dir_all(lib.join("old")).unwrap();
+    // A download in progress is left alone until it is renamed into place.
+    std::fs::write(lib.join("film.mkv.part"), "partial").unwrap();
+    until_catalog(
+        &mut client,
+        "live changes",
+        &[
+            (&a, "4"),
+            (&new, "5"),
+            (&deep, "6"),
+            (&b, "missing"),
+            (&c, "missing"),
+        ],
+    )
+    .await;
+    let part = client
+        .call("media.info", json!({"path": lib.join("film.mkv.part")}))
+        .await;
+    assert_eq!(error_code(&part), -32061, "a .part file is not catalogued");
+
+    // Down: a file changes and one comes back. Up again: the catch-up walk finds both.
+    daemon.stop().await;
+    std::fs::write(&new, "1\n").unwrap();
+    std::fs::write(&b, "1\n2\n3\n").unwrap();
+    let daemon = Daemon::start(data.path()).await;
+    let mut client = daemon.client("media-watch").await;
+    client
+        .call("events.subscribe", json!({"topics": ["media.progress"]}))
+        .await
+        .result
+        .unwrap();
+    until_catalog(&mut client, "catch-up at start", &[(&new, "1"), (&b, "3")]).await;
+
+    // The command line lists it, then unwatches it: listed no more (its files stay catalogued).
+    let out = allpeers(data.path()).arg("watched").output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains(&format!("{}  (with sub-folders)", lib.display())),
+        "{text}"
+    );
+    let out = allpeers(data.path())
+        .arg("unwatch")
+        .arg(&lib)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = client
+        .call("media.unwatch", json!({"path": lib}))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(again, json!({"removed": false}));
+    assert_eq!(
+        client
+            .call("media.watched", json!({}))
+            .await
+            .result
+            .unwrap(),
+        json!([])
+    );
+    assert_eq!(info(&mut client, &a).await["properties"]["lines"], 4);
+
+    // Bounded: 257 paths at once are refused whole, and nothing of them is kept.
+    let many: Vec<_> = (0..257)
+        .map(|i| {
+            let p = files.path().join(format!("d{i}"));
+            std::fs::create_dir(&p).unwrap();
+            std::fs::canonicalize(p).unwrap()
+        })
+        .collect();
+    let refused = client.call("media.add", json!({"paths": many})).await;
+    assert_eq!(error_code(&refused), -32063);
+    assert_eq!(
+        client
+            .call("media.watched", json!({}))
+            .await
+            .result
+            .unwrap(),
+        json!([])
+    );
     daemon.stop().await;
 }

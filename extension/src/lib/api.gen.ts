@@ -169,6 +169,10 @@ export interface Methods {
   "media.add": { params: AddMediaParams; result: AddResult };
   /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
   "media.info": { params: InfoParams; result: Resource };
+  /** The paths the catalog keeps up to date. */
+  "media.watched": { params: NoParams; result: Array<WatchedPath> };
+  /** Stops keeping a path up to date (its files stay catalogued). */
+  "media.unwatch": { params: UnwatchParams; result: UnwatchResult };
   /** The apps granted something, with their scopes. */
   "apps.list": { params: NoParams; result: Array<AppEntry> };
   /** Grants an origin scopes (added to what it has). */
@@ -433,6 +437,8 @@ export const ErrorCode = {
   NotCatalogued: -32061,
   /** media busy: `media.add`: too many indexing jobs run at once; retry when one finishes */
   MediaBusy: -32062,
+  /** too many watched paths: `media.add` with `watch`: the catalog already keeps 256 paths up to date; unwatch one (`media.unwatch`) or add with `watch: false` */
+  TooManyWatched: -32063,
   /** not allowed: the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share */
   NotAllowed: -32040,
   /** share not found: no share with that id on this node (or none offered) */
@@ -477,6 +483,8 @@ export type AddMediaParams = {
   paths: Array<string>;
   /** Descend into sub-folders (otherwise a folder's own files only). */
   recursive?: boolean;
+  /** Keep the paths up to date as files change or vanish (default true). */
+  watch?: boolean;
 };
 
 /**
@@ -1144,7 +1152,7 @@ export type Mapping = "none" | "endpoint-independent" | "address-dependent" | "a
 
 /**
  * `media.progress`: a job's progress, at most a few times a second, and once when it ends
- * (`finished`, with its `summary`).
+ * (`finished`, with its `summary`). Jobs the watcher starts report the same way.
  */
 export type MediaProgress = {
   job: number;
@@ -1946,6 +1954,22 @@ export type UnsubscribeResult = {
   unsubscribed: boolean;
 };
 
+/**
+ * `media.unwatch`'s params.
+ */
+export type UnwatchParams = {
+  /** A path as `media.watched` lists it, or as given to `media.add`. */
+  path: string;
+};
+
+/**
+ * `media.unwatch`'s result.
+ */
+export type UnwatchResult = {
+  /** False when the path was not watched. */
+  removed: boolean;
+};
+
 export type UpdateParams = {
   id: string;
   patch: Patch;
@@ -1962,4 +1986,19 @@ export type Upload = {
   client: string | null;
   uploaded: number;
   up_rate: number;
+};
+
+/**
+ * A path the catalog keeps up to date (`media.watched`).
+ */
+export type WatchedPath = {
+  /** Absolute and canonical: a folder or a single file. */
+  path: string;
+  /** Its sub-folders are watched too. */
+  recursive: boolean;
+  /**
+   * Why it is not watched now (the path is gone, or the system's limit on watches was
+   * reached); `null` while it is.
+   */
+  error: string | null;
 };

@@ -161,9 +161,16 @@ enum Command {
         /// Descend into sub-folders
         #[arg(short, long)]
         recursive: bool,
+        /// Catalog once; do not keep the paths up to date as files change
+        #[arg(long)]
+        no_watch: bool,
     },
     /// What the catalog knows of a file: by path or resource id
     Info { target: String },
+    /// The paths the catalog keeps up to date
+    Watched,
+    /// Stop keeping a path up to date (its files stay catalogued)
+    Unwatch { path: PathBuf },
     /// One sandboxed media extraction worker on stdin/stdout (started by the daemon)
     #[command(hide = true)]
     MediaWorker,
@@ -248,8 +255,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sync(command) => cli::shares::sync(&paths, command, cli.json),
         Command::Apps { command } => cli::apps::apps(&paths, command, cli.json),
         Command::Call { method, params } => cli::call(&paths, &method, params.as_deref()),
-        Command::Add { files, recursive } => cli::media::add(&paths, &files, recursive, cli.json),
+        Command::Add {
+            files,
+            recursive,
+            no_watch,
+        } => cli::media::add(&paths, &files, recursive, !no_watch, cli.json),
         Command::Info { target } => cli::media::info(&paths, &target, cli.json),
+        Command::Watched => cli::media::watched(&paths, cli.json),
+        Command::Unwatch { path } => cli::media::unwatch(&paths, &path),
         Command::Demo | Command::MediaWorker => unreachable!("handled above"),
     }
 }

@@ -12,7 +12,8 @@ use crate::sql::{child_table, col, sql_type, type_table};
 /// query-backed list items, the change log, and the replicated shares (`ap_shares`: the shares
 /// offered to us or held; `ap_ops`: every op kept, in wire form; `ap_op_seqs`: per-author seq
 /// high-water marks), the notices a peer was already sent (`ap_told`, see `told.rs`), and the
-/// web apps' grants (`ap_app_grants`, see `grants.rs`).
+/// web apps' grants (`ap_app_grants`, see `grants.rs`) and the paths the media catalog watches (`ap_watched`,
+/// see `watched.rs`).
 const SYSTEM_SQL: &str = "
 CREATE TABLE IF NOT EXISTS ap_schemas(seq INTEGER PRIMARY KEY AUTOINCREMENT, file TEXT NOT NULL UNIQUE, source TEXT NOT NULL, registered INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ap_meta(rid INTEGER NOT NULL, name TEXT NOT NULL, value, PRIMARY KEY(rid, name)) WITHOUT ROWID;
@@ -27,6 +28,7 @@ CREATE TABLE IF NOT EXISTS ap_op_seqs(share BLOB NOT NULL, peer TEXT NOT NULL, s
 CREATE TABLE IF NOT EXISTS ap_told(kind TEXT NOT NULL, peer TEXT NOT NULL, subject TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(kind, peer, subject)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ap_told_at ON ap_told(at);
 CREATE TABLE IF NOT EXISTS ap_app_grants(origin TEXT PRIMARY KEY, scopes TEXT NOT NULL, granted_at INTEGER NOT NULL, last_used INTEGER) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ap_watched(path TEXT PRIMARY KEY, recursive INTEGER NOT NULL, added_at INTEGER NOT NULL) WITHOUT ROWID;
 ";
 
 /// Creates the system tables, replays the registered schema files over the built-in types and

@@ -300,6 +300,10 @@ methods! {
     MediaAdd = media::MEDIA_ADD, media::AddMediaParams => media::AddResult;
     /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.
     MediaInfo = media::MEDIA_INFO, media::InfoParams => Resource;
+    /// The paths the catalog keeps up to date.
+    MediaWatched = media::MEDIA_WATCHED, NoParams => Vec<media::WatchedPath>;
+    /// Stops keeping a path up to date (its files stay catalogued).
+    MediaUnwatch = media::MEDIA_UNWATCH, media::UnwatchParams => media::UnwatchResult;
     /// The apps granted something, with their scopes.
     AppsList = ap::APPS_LIST, NoParams => Vec<AppEntry>;
     /// Grants an origin scopes (added to what it has).

@@ -174,6 +174,9 @@ error_codes! {
         "`media.info`: the path or id is not a catalogued file (add it with `media.add`)";
     /// Too many indexing jobs at once.
     MediaBusy = -32062, "media busy", "`media.add`: too many indexing jobs run at once; retry when one finishes";
+    /// Too many watched paths.
+    TooManyWatched = -32063, "too many watched paths",
+        "`media.add` with `watch`: the catalog already keeps 256 paths up to date; unwatch one (`media.unwatch`) or add with `watch: false`";
     /// The member's level does not allow it.
     NotAllowed = -32040, "not allowed",
         "the share does not allow it: a read member writing, a non-admin adding or revoking, revoking the owner, sharing what we cannot share";

@@ -4,15 +4,20 @@
 //! `media.add` catalogues files and folders: each file becomes a File resource (Audio,
 //! Image, Video or Text when its content says so) whose local metadata links it to the
 //! file on disk (`path`, `mtime`, `missing`, `error`). The work runs in the background as a
-//! job; `media.progress` reports on it.
+//! job; `media.progress` reports on it. What was added stays watched (unless `watch` is
+//! false): a file that changes is described again and one that vanishes is marked missing,
+//! as it happens, in jobs of their own. `media.watched` lists the watched paths and
+//! `media.unwatch` stops watching one (its files stay catalogued).
 
 use serde::{Deserialize, Serialize};
 
 pub const MEDIA_ADD: &str = "media.add";
 pub const MEDIA_INFO: &str = "media.info";
+pub const MEDIA_WATCHED: &str = "media.watched";
+pub const MEDIA_UNWATCH: &str = "media.unwatch";
 
 /// Every media method.
-pub const METHODS: &[&str] = &[MEDIA_ADD, MEDIA_INFO];
+pub const METHODS: &[&str] = &[MEDIA_ADD, MEDIA_INFO, MEDIA_WATCHED, MEDIA_UNWATCH];
 
 /// Event topics.
 pub mod topics {
@@ -31,6 +36,40 @@ pub struct AddMediaParams {
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub recursive: Option<bool>,
+    /// Keep the paths up to date as files change or vanish (default true).
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub watch: Option<bool>,
+}
+
+/// A path the catalog keeps up to date (`media.watched`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct WatchedPath {
+    /// Absolute and canonical: a folder or a single file.
+    pub path: String,
+    /// Its sub-folders are watched too.
+    pub recursive: bool,
+    /// Why it is not watched now (the path is gone, or the system's limit on watches was
+    /// reached); `null` while it is.
+    pub error: Option<String>,
+}
+
+/// `media.unwatch`'s params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct UnwatchParams {
+    /// A path as `media.watched` lists it, or as given to `media.add`.
+    pub path: String,
+}
+
+/// `media.unwatch`'s result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct UnwatchResult {
+    /// False when the path was not watched.
+    pub removed: bool,
 }
 
 /// `media.add`'s result: the job that indexes in the background.
@@ -71,7 +110,7 @@ pub struct MediaSummary {
 }
 
 /// `media.progress`: a job's progress, at most a few times a second, and once when it ends
-/// (`finished`, with its `summary`).
+/// (`finished`, with its `summary`). Jobs the watcher starts report the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct MediaProgress {

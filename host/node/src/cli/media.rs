@@ -1,11 +1,13 @@
-//! `allpeers add PATH... [-r]` and `allpeers info PATH|ID`: the media catalog from the
-//! command line.
+//! `allpeers add PATH... [-r] [--no-watch]`, `allpeers info PATH|ID`, `allpeers watched` and
+//! `allpeers unwatch PATH`: the media catalog from the command line.
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use allpeers_model::api::media::{self as api, AddResult, MediaProgress, topics};
+use allpeers_model::api::media::{
+    self as api, AddResult, MediaProgress, UnwatchResult, WatchedPath, topics,
+};
 use allpeers_model::api::methods as m;
 use allpeers_node::paths::NodePaths;
 use anyhow::{Context, bail};
@@ -25,6 +27,7 @@ pub fn add(
     paths: &NodePaths,
     files: &[PathBuf],
     recursive: bool,
+    watch: bool,
     json_out: bool,
 ) -> anyhow::Result<()> {
     // The daemon runs elsewhere (another working directory): it gets absolute paths.
@@ -41,7 +44,7 @@ pub fn add(
         let AddResult { job } = client
             .call_typed(
                 api::MEDIA_ADD,
-                json!({"paths": absolute, "recursive": recursive}),
+                json!({"paths": absolute, "recursive": recursive, "watch": watch}),
             )
             .await?;
         let live = std::io::stderr().is_terminal() && !json_out;
@@ -88,6 +91,50 @@ pub fn add(
                 );
             }
             return Ok(());
+        }
+    })
+}
+
+pub fn watched(paths: &NodePaths, json_out: bool) -> anyhow::Result<()> {
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let list: Vec<WatchedPath> = client.call_typed(api::MEDIA_WATCHED, json!({})).await?;
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&list)?);
+        } else if list.is_empty() {
+            println!("no path is watched (allpeers add PATH watches it)");
+        }
+        for w in list.iter().filter(|_| !json_out) {
+            let how = if w.recursive {
+                "with sub-folders"
+            } else {
+                "its own files"
+            };
+            match &w.error {
+                None => println!("{}  ({how})", w.path),
+                Some(e) => println!("{}  ({how}) — {e}", w.path),
+            }
+        }
+        Ok(())
+    })
+}
+
+pub fn unwatch(paths: &NodePaths, path: &Path) -> anyhow::Result<()> {
+    // A vanished path is still named by the path it had.
+    let absolute = std::fs::canonicalize(path).or_else(|_| std::path::absolute(path))?;
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let result: UnwatchResult = client
+            .call_typed(api::MEDIA_UNWATCH, json!({"path": absolute}))
+            .await?;
+        if result.removed {
+            println!(
+                "{} is no longer watched (its files stay catalogued)",
+                absolute.display()
+            );
+            Ok(())
+        } else {
+            bail!("{} was not watched", absolute.display())
         }
     })
 }

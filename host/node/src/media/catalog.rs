@@ -71,6 +71,9 @@ pub struct Walk {
     pub skipped: u64,
     /// The walk stopped at [`MAX_FILES_PER_JOB`].
     pub truncated: bool,
+    /// Paths given that no longer exist (the watcher names a file or folder that vanished):
+    /// what was catalogued there is missing.
+    pub gone: Vec<PathBuf>,
 }
 
 /// Lists the files under `roots` (files as they are, folders' files; sub-folders too when
@@ -90,6 +93,7 @@ pub fn walk(roots: &[PathBuf], recursive: bool) -> Walk {
                 Some(_) => {}
                 None => out.skipped += 1,
             },
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => out.gone.push(root.clone()),
             _ => out.skipped += 1,
         }
         if out.truncated {

@@ -35,7 +35,15 @@ pub(crate) struct JobContext {
     pub extractor: Arc<Extractor>,
     /// Publishes a `media.progress` event.
     pub report: Box<dyn Fn(&MediaProgress) + Send + Sync>,
+    /// Whether a resource is in a share: its changes must reach the members.
+    pub is_shared: Box<dyn Fn(&str) -> bool + Send + Sync>,
+    /// Writes a patch to a shared resource as a shared edit (signed ops to the members).
+    pub shared_update: Box<dyn Fn(String, Patch) -> SharedWrite + Send + Sync>,
 }
+
+/// A shared edit under way; its error says why it was not written.
+pub(crate) type SharedWrite =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>;
 
 struct Progress<'a> {
     cx: &'a JobContext,
@@ -185,6 +193,27 @@ pub(crate) async fn run(
                 (old, new)
             })
             .collect();
+        // A changed file that is shared goes to the members too: written as a shared edit, not by the store
+        // alone (its ops are taken from what the store holds before the write).
+        let (shared, items): (Vec<_>, Vec<_>) = items.into_iter().partition(|(old, new)| {
+            old.as_ref()
+                .is_some_and(|o| o.type_name == new.type_name && (cx.is_shared)(&new.id))
+        });
+        for (old, new) in shared {
+            let old = old.expect("partitioned on Some");
+            let failed = new.meta.contains_key("error");
+            match (cx.shared_update)(new.id.clone(), catalog::patch(&old, &new)).await {
+                Ok(()) => summary.updated += 1,
+                Err(e) => {
+                    bone!(job, id = %new.id, error = %e, "media: shared file's new description not written");
+                    summary.failed += 1;
+                    continue;
+                }
+            }
+            if failed {
+                summary.failed += 1;
+            }
+        }
         match on_store(&cx.store, move |s| Ok(write_batch(s, items))).await {
             Ok(written) => {
                 summary.added += written.added;
@@ -210,6 +239,12 @@ pub(crate) async fn run(
             Err(e) => marrow!(job, error = %e, "media missing check failed"),
         }
     }
+    for gone in walk.gone {
+        match on_store(&cx.store, move |s| mark_gone(s, &gone)).await {
+            Ok(n) => summary.missing += n,
+            Err(e) => marrow!(job, error = %e, "media missing check failed"),
+        }
+    }
 
     // Exact durations where the header gave an estimate: a packet scan reads the whole file.
     let mut exact = futures::stream::iter(estimated)
@@ -223,7 +258,14 @@ pub(crate) async fn run(
         let patch = Patch::default()
             .set("duration", seconds)
             .set("durationEstimated", false);
-        if let Err(e) = on_store(&cx.store, move |s| s.update(&id, &patch)).await {
+        let written = if (cx.is_shared)(&id) {
+            (cx.shared_update)(id, patch).await
+        } else {
+            on_store(&cx.store, move |s| s.update(&id, &patch))
+                .await
+                .map(|_| ())
+        };
+        if let Err(e) = written {
             bone!(job, error = %e, "exact duration not written");
         }
     }
@@ -320,6 +362,22 @@ fn refused(new: &Resource, e: &StoreError) -> Resource {
         }
     }
     r.with_meta("error", format!("the description was refused: {e}"))
+}
+
+/// Marks what was catalogued at `path`, which no longer exists, as missing: the file itself,
+/// or every file below the folder it was. Answers how many.
+fn mark_gone(store: &mut Store, path: &Path) -> Result<u64, StoreError> {
+    let mut marked = 0;
+    let own = catalog::file_id(path);
+    if let Some(r) = store.get(&own)?
+        && r.meta.contains_key("path")
+        && r.meta.get("missing") != Some(&Value::Bool(true))
+        && !path.exists()
+    {
+        store.update(&own, &catalog::missing_patch())?;
+        marked += 1;
+    }
+    Ok(marked + mark_missing(store, path, true, &HashSet::new())?)
 }
 
 /// Marks catalogued files of `folder` that the walk did not see and that are gone from disk

@@ -1,5 +1,6 @@
 //! The media area's state in the daemon: the pool of extraction workers (the node's own
-//! binary in its hidden `media-worker` mode), job numbers, and the bound on jobs at once.
+//! binary in its hidden `media-worker` mode), job numbers, the bound on jobs at once, and
+//! the watched paths.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -20,6 +21,8 @@ pub struct Media {
     pub(crate) extractor: Arc<Extractor>,
     next_job: AtomicU64,
     jobs: Arc<Semaphore>,
+    /// The paths kept up to date, and the OS watcher.
+    pub(crate) watching: Arc<super::watch::Watching>,
 }
 
 impl Media {
@@ -32,6 +35,7 @@ impl Media {
             extractor: Arc::new(Extractor::new(config)),
             next_job: AtomicU64::new(1),
             jobs: Arc::new(Semaphore::new(MAX_JOBS)),
+            watching: Arc::new(super::watch::Watching::new()),
         }
     }
 
@@ -45,5 +49,17 @@ impl Media {
     pub(crate) fn start_job(&self) -> Option<(u64, OwnedSemaphorePermit)> {
         let permit = self.jobs.clone().try_acquire_owned().ok()?;
         Some((self.next_job.fetch_add(1, Ordering::Relaxed), permit))
+    }
+
+    /// A new job's number and its slot once one is free (the watcher's jobs wait their turn
+    /// rather than fail).
+    pub(crate) async fn wait_job(&self) -> (u64, OwnedSemaphorePermit) {
+        let permit = self
+            .jobs
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("the jobs semaphore is never closed");
+        (self.next_job.fetch_add(1, Ordering::Relaxed), permit)
     }
 }
