@@ -49,7 +49,42 @@ pub(super) async fn run(api: &ApiClient, dir: &Path) -> anyhow::Result<()> {
         again.unchanged,
         again.added + again.updated
     );
+    // The folder stays watched: a change is described again without another add.
+    let started = Instant::now();
+    std::fs::write(
+        dir.join("note.txt"),
+        "Picnic on Saturday\nBring the blue blanket\nAnd the lemonade\n",
+    )?;
+    let summary = tokio::time::timeout(JOB_TIMEOUT, finished_job(api, None))
+        .await
+        .context("the watcher did not notice the change")??;
+    let r = api
+        .call(api::MEDIA_INFO, json!({"path": dir.join("note.txt")}))
+        .await?;
+    println!(
+        "      watched: note.txt edited → described again by the watcher in {:.0} ms ({} updated; now {} lines)",
+        started.elapsed().as_secs_f64() * 1e3,
+        summary.updated,
+        r["properties"]["lines"]
+    );
     Ok(())
+}
+
+/// The summary of the next job to finish (`job`: that one only).
+async fn finished_job(api: &ApiClient, job: Option<u64>) -> anyhow::Result<MediaSummary> {
+    loop {
+        let event = api
+            .next_event()
+            .await
+            .context("the node closed the connection")?;
+        if event.topic != topics::MEDIA_PROGRESS {
+            continue;
+        }
+        let progress: MediaProgress = serde_json::from_value(event.data)?;
+        if job.is_none_or(|j| j == progress.job) && progress.finished {
+            return progress.summary.context("a finished job has a summary");
+        }
+    }
 }
 
 async fn add(api: &ApiClient, dir: &Path) -> anyhow::Result<(MediaSummary, f64)> {
@@ -57,22 +92,7 @@ async fn add(api: &ApiClient, dir: &Path) -> anyhow::Result<(MediaSummary, f64)>
     let AddResult { job } = api
         .call_typed(api::MEDIA_ADD, json!({"paths": [dir]}))
         .await?;
-    let finished = async {
-        loop {
-            let event = api
-                .next_event()
-                .await
-                .context("the node closed the connection")?;
-            if event.topic != topics::MEDIA_PROGRESS {
-                continue;
-            }
-            let progress: MediaProgress = serde_json::from_value(event.data)?;
-            if progress.job == job && progress.finished {
-                return progress.summary.context("a finished job has a summary");
-            }
-        }
-    };
-    let summary = tokio::time::timeout(JOB_TIMEOUT, finished)
+    let summary = tokio::time::timeout(JOB_TIMEOUT, finished_job(api, Some(job)))
         .await
         .with_context(|| format!("the media job took over {JOB_TIMEOUT:?}"))??;
     Ok((summary, started.elapsed().as_secs_f64() * 1e3))
