@@ -314,6 +314,12 @@ impl HubClient {
         self.shared.events.subscribe()
     }
 
+    /// Resolves once the client is stopped ([`Self::stop`]).
+    pub async fn stopped(&self) {
+        let mut rx = self.shared.state.subscribe();
+        let _ = rx.wait_for(|s| *s == HubState::Stopped).await;
+    }
+
     /// Waits until the presence line is up.
     pub async fn wait_online(&self, timeout: Duration) -> bool {
         let mut rx = self.shared.state.subscribe();

@@ -1,6 +1,12 @@
 //! The `hub` area: the home hub's client, started with the network, its methods on the
 //! local API (`hub.register`, `hub.resolve`, `hub.watch`, `hub.unwatch`, `hub.relay`) and
 //! its events (`presence.changed`, `presence.refused`, `hub.changed`, `relay.offered`).
+//!
+//! [`foreign`]: guest lines to the home hubs of contacts homed elsewhere (their presence,
+//! signals, relays and mailboxes). A contact's presence comes from its home hub only: our
+//! hub's reports about a contact homed elsewhere are dropped, its hub's are taken.
+
+pub mod foreign;
 
 use std::sync::Arc;
 
@@ -95,16 +101,18 @@ pub async fn start(
                 online,
                 status,
             } => {
-                on_presence(daemon, peer, online, status.clone());
-                (
-                    topics::PRESENCE_CHANGED,
-                    json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
-                )
+                if homed_elsewhere(daemon, &peer) {
+                    return None;
+                }
+                presence_event(daemon, on_presence, peer, online, status)
             }
             // The letters module fetches them, the connector takes signals (each has its own
             // subscription).
             HubEvent::MailWaiting { .. } | HubEvent::Signal { .. } => return None,
             HubEvent::WatchRefused { peer } => {
+                if homed_elsewhere(daemon, &peer) {
+                    return None;
+                }
                 (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
             }
             HubEvent::RelayOffered { from, accepted } => (
@@ -114,6 +122,59 @@ pub async fn start(
         })
     });
     Ok(client)
+}
+
+/// Whether `peer` is a contact homed at another hub than ours (its presence comes from
+/// there).
+fn homed_elsewhere(daemon: &Daemon, peer: &PeerId) -> bool {
+    daemon
+        .network
+        .get()
+        .is_some_and(|n| n.foreign.is_foreign(peer))
+}
+
+fn presence_event(
+    daemon: &Daemon,
+    on_presence: PresenceSink,
+    peer: PeerId,
+    online: bool,
+    status: PeerStatus,
+) -> (&'static str, Value) {
+    on_presence(daemon, peer, online, status.clone());
+    (
+        topics::PRESENCE_CHANGED,
+        json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
+    )
+}
+
+/// Forwards a guest line's reports about the contacts homed at its hub (`hub`): their
+/// presence and refused watches. Reports about anyone else are not that hub's to give.
+pub fn forward_guest_events(
+    daemon: &Arc<Daemon>,
+    client: &HubClient,
+    hub: PeerId,
+    on_presence: PresenceSink,
+) {
+    let homed_there = move |daemon: &Daemon, peer: &PeerId| {
+        daemon
+            .network
+            .get()
+            .and_then(|n| n.foreign.home_of(peer))
+            .is_some_and(|h| h.peer == hub)
+    };
+    daemon.forward_events(client.events(), move |daemon, event| match event {
+        HubEvent::PresenceChanged {
+            peer,
+            online,
+            status,
+        } if homed_there(daemon, &peer) => {
+            Some(presence_event(daemon, on_presence, peer, online, status))
+        }
+        HubEvent::WatchRefused { peer } if homed_there(daemon, &peer) => {
+            Some((topics::PRESENCE_REFUSED, json!({"peer_id": peer})))
+        }
+        _ => None,
+    });
 }
 
 /// The home hub's client, or `NoHub` saying why there is none.
