@@ -14,7 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use allpeers_hub_client::{HubClient, HubClientConfig, HubError, RefuseAll};
+use allpeers_hub_client::{HubClient, HubClientConfig, HubError, NameCertificate, RefuseAll};
 use allpeers_model::PeerId;
 use allpeers_net::{Address, Endpoint};
 
@@ -64,6 +64,12 @@ impl HomeHub {
             .collect();
         (!addresses.is_empty()).then_some(HomeHub { peer, addresses })
     }
+}
+
+/// `name@hub` of `peer` from a certificate it sent about itself, when `hub` (the home hub it
+/// named) signed it for that peer: a forged or borrowed certificate gives no name.
+pub fn certified_name(cert: &NameCertificate, hub: &PeerId, peer: &PeerId) -> Option<String> {
+    (cert.verify(hub) && cert.peer == *peer).then(|| cert.full_name())
 }
 
 struct Line {
@@ -271,6 +277,28 @@ fn evict_idlest(lines: &mut HashMap<PeerId, Line>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_certificate_the_named_hub_signed_for_the_sender_gives_a_name() {
+        let hub = allpeers_net::Identity::generate();
+        let liar = allpeers_net::Identity::generate();
+        let peer = allpeers_net::Identity::generate().peer_id();
+        let other = allpeers_net::Identity::generate().peer_id();
+        let cert = NameCertificate::issue(&hub, "two.test", "bob", peer);
+        assert_eq!(
+            certified_name(&cert, &hub.peer_id(), &peer).as_deref(),
+            Some("bob@two.test")
+        );
+        // Signed by another key than the hub it names (a hub lying about another's user).
+        let forged = NameCertificate::issue(&liar, "two.test", "bob", peer);
+        assert_eq!(certified_name(&forged, &hub.peer_id(), &peer), None);
+        // Someone else's genuine certificate.
+        assert_eq!(certified_name(&cert, &hub.peer_id(), &other), None);
+        // Altered after signing.
+        let mut altered = cert.clone();
+        altered.name = "admin".into();
+        assert_eq!(certified_name(&altered, &hub.peer_id(), &peer), None);
+    }
 
     #[test]
     fn home_hub_text_round_trip_and_bad_input() {

@@ -200,6 +200,7 @@ fn rpc(error: HubError) -> RpcError {
         (_, Some(code::RELAY_REFUSED)) => codes::RELAY_REFUSED,
         (_, Some(code::QUOTA)) => codes::QUOTA,
         (_, Some(code::OFFLINE)) => codes::PEER_OFFLINE,
+        (_, Some(code::RATE_LIMITED)) => codes::QUOTA,
         (HubError::Net(_) | HubError::Proxy(_) | HubError::Stopped, _) => codes::HUB_UNREACHABLE,
         _ => ErrorCode::Internal.code(),
     };
@@ -282,7 +283,16 @@ async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, R
         }
         m::HUB_RELAY => {
             let p: PeerParams = parse(params)?;
-            let conn = client(daemon)?.connect_relayed(p.peer).await.map_err(rpc)?;
+            // Through the peer's home hub: ours, or the guest line to its own.
+            let guest = match daemon.network.get() {
+                Some(n) => n.foreign.line_for(&p.peer).await,
+                None => None,
+            };
+            let conn = match guest {
+                Some(line) => line.map_err(rpc)?.connect_relayed(p.peer).await,
+                None => client(daemon)?.connect_relayed(p.peer).await,
+            }
+            .map_err(rpc)?;
             Ok(json!({"peer_id": p.peer, "path": "relayed", "transport": conn.transport()}))
         }
         other => Err(RpcError::new(

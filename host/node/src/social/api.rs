@@ -19,7 +19,7 @@ use super::letters::{self, Delivered, SendError, TakeError, Via};
 use crate::daemon::area::Area;
 use crate::daemon::rpc::{app_error as err, codes, parse};
 use crate::daemon::state::Daemon;
-use crate::hub::foreign::{ForeignHubs, HomeHub};
+use crate::hub::foreign::{self, ForeignHubs, HomeHub};
 use crate::social::chat::{self, Applied};
 use crate::social::contacts::{self, ContactState};
 use crate::social::invite::{self, Invite};
@@ -40,7 +40,7 @@ pub async fn start(daemon: &Arc<Daemon>) {
         .await
         .unwrap_or_default();
     // Where contacts homed at other hubs live, before the first letter or watch.
-    if let Some(foreign) = foreign(daemon) {
+    if let Some(foreign) = guest_lines(daemon) {
         let homes = daemon
             .on_store(|s| contacts::home_hubs(s))
             .await
@@ -310,16 +310,16 @@ async fn take_contact(
             learn_home(daemon, from, home).await;
             // The name only when its hub signed it for this peer (a forged one is ignored).
             if let Some(cert) = certificate {
-                if cert.verify(&hub) && cert.peer == from {
-                    let name = cert.full_name();
-                    let _ = daemon
-                        .on_store(move |s| contacts::set_name(s, &from, &name))
-                        .await;
-                } else {
-                    allpeers_log::marrow!(
+                match foreign::certified_name(&cert, &hub, &from) {
+                    Some(name) => {
+                        let _ = daemon
+                            .on_store(move |s| contacts::set_name(s, &from, &name))
+                            .await;
+                    }
+                    None => allpeers_log::marrow!(
                         ?from,
                         "home letter with a forged certificate: name ignored"
-                    );
+                    ),
                 }
             }
             if matches!(state, ContactState::Accepted | ContactState::Outgoing) {
@@ -345,7 +345,7 @@ async fn take_contact(
 }
 
 /// The guest lines to contacts' home hubs (once the network is up).
-fn foreign(daemon: &Daemon) -> Option<&Arc<ForeignHubs>> {
+fn guest_lines(daemon: &Daemon) -> Option<&Arc<ForeignHubs>> {
     daemon.network.get().map(|n| &n.foreign)
 }
 
@@ -355,7 +355,7 @@ async fn watch_contacts(daemon: &Daemon, peers: &[PeerId]) {
     if let Some(hub) = daemon.hub() {
         hub.watch(peers).await;
     }
-    if let Some(foreign) = foreign(daemon) {
+    if let Some(foreign) = guest_lines(daemon) {
         foreign.watch(peers).await;
     }
 }
@@ -364,7 +364,7 @@ async fn unwatch_contacts(daemon: &Daemon, peers: &[PeerId]) {
     if let Some(hub) = daemon.hub() {
         hub.unwatch(peers).await;
     }
-    if let Some(foreign) = foreign(daemon) {
+    if let Some(foreign) = guest_lines(daemon) {
         foreign.unwatch(peers).await;
     }
 }
@@ -372,7 +372,7 @@ async fn unwatch_contacts(daemon: &Daemon, peers: &[PeerId]) {
 /// Remembers where `peer` lives (in memory for the guest lines, on its Peer resource).
 async fn learn_home(daemon: &Daemon, peer: PeerId, home: HomeHub) {
     let text = home.to_text();
-    if let Some(foreign) = foreign(daemon) {
+    if let Some(foreign) = guest_lines(daemon) {
         foreign.learn(peer, home);
     }
     if let Err(e) = daemon
