@@ -49,7 +49,7 @@ impl HomeHub {
         let mut parts = text.split_whitespace();
         let peer = parts.next()?.parse().ok()?;
         let addresses: Vec<Address> = parts
-            .filter_map(|a| super::parse_address(a).ok())
+            .filter_map(|a| parse_address(a).ok())
             .take(allpeers_hub_client::proto::MAX_ADDRESSES)
             .collect();
         (!addresses.is_empty()).then_some(HomeHub { peer, addresses })
@@ -59,7 +59,7 @@ impl HomeHub {
     pub fn from_parts(peer: PeerId, addresses: &[String]) -> Option<HomeHub> {
         let addresses: Vec<Address> = addresses
             .iter()
-            .filter_map(|a| super::parse_address(a).ok())
+            .filter_map(|a| parse_address(a).ok())
             .take(allpeers_hub_client::proto::MAX_ADDRESSES)
             .collect();
         (!addresses.is_empty()).then_some(HomeHub { peer, addresses })
@@ -70,6 +70,18 @@ impl HomeHub {
 /// named) signed it for that peer: a forged or borrowed certificate gives no name.
 pub fn certified_name(cert: &NameCertificate, hub: &PeerId, peer: &PeerId) -> Option<String> {
     (cert.verify(hub) && cert.peer == *peer).then(|| cert.full_name())
+}
+
+/// `quic://ip:port` or `tcp://ip:port`.
+pub fn parse_address(text: &str) -> Result<Address, String> {
+    let bad = || format!("{text:?}: expected quic://ip:port or tcp://ip:port");
+    let (scheme, rest) = text.split_once("://").ok_or_else(bad)?;
+    let addr = rest.parse().map_err(|_| bad())?;
+    match scheme {
+        "quic" => Ok(Address::quic(addr)),
+        "tcp" => Ok(Address::tcp(addr)),
+        _ => Err(bad()),
+    }
 }
 
 struct Line {

@@ -8,6 +8,8 @@
 
 pub mod foreign;
 
+pub use foreign::parse_address;
+
 use std::sync::Arc;
 
 use allpeers_hub_client::proto::code;
@@ -46,18 +48,6 @@ pub const AREA: Area = Area {
 /// (the social area keeps contacts' presence): given at start, so the hub does not depend on
 /// its consumers.
 pub type PresenceSink = fn(&Daemon, PeerId, bool, PeerStatus);
-
-/// `quic://ip:port` or `tcp://ip:port`.
-pub fn parse_address(text: &str) -> Result<Address, String> {
-    let bad = || format!("{text:?}: expected quic://ip:port or tcp://ip:port");
-    let (scheme, rest) = text.split_once("://").ok_or_else(bad)?;
-    let addr = rest.parse().map_err(|_| bad())?;
-    match scheme {
-        "quic" => Ok(Address::quic(addr)),
-        "tcp" => Ok(Address::tcp(addr)),
-        _ => Err(bad()),
-    }
-}
 
 /// Starts the hub client over the running endpoint and forwards its events.
 /// Starts the hub client and publishes its events.

@@ -1,0 +1,215 @@
+//! Two real hubs and nodes homed at each (issue 18, cross-hub reach): contacts across hubs
+//! see each other's presence, chat directly, get offline letters sealed at the recipient's
+//! hub, and fall back to the recipient's hub's relay. Attacks: a letter for a peer a hub
+//! does not host, a guest flooding a hub, a hub presenting another key than the one named.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use allpeers_hub_client::proto::code;
+use allpeers_hub_client::{HubClient, HubClientConfig, HubError, RefuseAll};
+use allpeers_net::{Address, Endpoint, EndpointConfig, Identity};
+use allpeers_tests::social::{Node, wait_event};
+use allpeers_tests::*;
+use serde_json::json;
+
+fn hub_address(hub: &HubProcess) -> Address {
+    Address::quic(hub.quic.parse().unwrap())
+}
+
+/// A bare peer (no node) with a guest line to `hub`, pinned to `pinned`.
+async fn guest(hub: &HubProcess, pinned: &str) -> (Identity, HubClient) {
+    let key = Identity::generate();
+    let endpoint = Endpoint::bind(key.clone(), EndpointConfig::loopback())
+        .await
+        .unwrap();
+    let mut config = HubClientConfig::new(pinned.parse().unwrap(), vec![hub_address(hub)]);
+    config.guest = true;
+    config.request_timeout = Duration::from_secs(5);
+    let client = HubClient::start(endpoint, config, Arc::new(RefuseAll))
+        .await
+        .unwrap();
+    (key, client)
+}
+
+#[tokio::test]
+async fn contacts_homed_at_two_hubs_reach_each_other() {
+    let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = HubProcess::start_named(one_dir.path(), "one.test").await;
+    let two = HubProcess::start_named(two_dir.path(), "two.test").await;
+    let mut alice = Node::start(&one, "alice").await;
+    let mut bob = Node::start(&two, "bob").await;
+    let (alice_id, bob_id) = (alice.id.clone(), bob.id.clone());
+
+    // Alice adds Bob by his invite code, which names his home hub: consent given in advance.
+    let invite = bob.call("contacts.invite", json!({})).await;
+    let added = alice
+        .call("contacts.add", json!({"who": invite["code"]}))
+        .await;
+    assert_eq!(added["state"], "accepted", "{added}");
+    assert_eq!(added["delivered"], "direct", "{added}");
+    wait_event(&mut bob.client, "contact.changed", |d| {
+        d["peer_id"] == alice_id && d["state"] == "accepted"
+    })
+    .await;
+    // Presence both ways, each side watching the other at the other's hub (mutual consent).
+    wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["online"] == true
+    })
+    .await;
+    wait_event(&mut bob.client, "presence.changed", |d| {
+        d["peer_id"] == alice_id && d["online"] == true
+    })
+    .await;
+    // Bob learned Alice's name from her certificate, checked against her hub's key.
+    wait_event(&mut bob.client, "contact.changed", |d| {
+        d["peer_id"] == alice_id && d["name"] == "alice@one.test"
+    })
+    .await;
+
+    // A direct chat.
+    let chat = alice.call("chat.open", json!({"peer": bob_id})).await;
+    let chat = chat["id"].as_str().unwrap().to_string();
+    alice
+        .call("chat.send", json!({"chat": chat, "body": "hello across hubs"}))
+        .await;
+    wait_event(&mut bob.client, "message.received", |d| {
+        d["body"] == "hello across hubs"
+    })
+    .await;
+    bob.call("chat.send", json!({"chat": chat, "body": "hello back"}))
+        .await;
+    wait_event(&mut alice.client, "message.received", |d| {
+        d["body"] == "hello back"
+    })
+    .await;
+
+    // The relay of Bob's hub, when asked for (the connector's last resort).
+    let relayed = alice.call("hub.relay", json!({"peer": bob_id})).await;
+    assert_eq!(relayed["path"], "relayed", "{relayed}");
+    bob.call("chat.send", json!({"chat": chat, "body": "over the relay"}))
+        .await;
+    wait_event(&mut alice.client, "message.received", |d| {
+        d["body"] == "over the relay"
+    })
+    .await;
+
+    // Bob goes offline: Alice's letter is sealed into his mailbox at *his* hub, and he gets
+    // it when he is back, fetching only at home.
+    bob.stop().await;
+    wait_event(&mut alice.client, "presence.changed", |d| {
+        d["peer_id"] == bob_id && d["online"] == false
+    })
+    .await;
+    alice
+        .call(
+            "chat.send",
+            json!({"chat": chat, "body": "while you were away canary-91c2"}),
+        )
+        .await;
+    wait_event(&mut alice.client, "chat.receipt", |d| {
+        d["kind"] == "queued" && d["via"] == "mailed"
+    })
+    .await;
+    assert!(
+        files_contain(one_dir.path(), b"canary-91c2").is_empty()
+            && files_contain(two_dir.path(), b"canary-91c2").is_empty(),
+        "the letter is sealed"
+    );
+    bob.restart("bob").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let history = bob.call("chat.history", json!({"chat": chat})).await;
+        if history.to_string().contains("while you were away canary-91c2") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the mailed letter never came: {history}"
+        );
+        wait_event(&mut bob.client, "message.received", |_| true).await;
+    }
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .map(|b| b.windows(needle.len()).any(|w| w == needle))
+                .unwrap_or(false)
+            {
+                out.push(path);
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn hubs_refuse_what_a_guest_may_not_do() {
+    let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = HubProcess::start_named(one_dir.path(), "one.test").await;
+    let two = HubProcess::start_named(two_dir.path(), "two.test").await;
+    let bob = Node::start(&two, "bob").await;
+    let bob_id: allpeers_model::PeerId = bob.id.parse().unwrap();
+
+    // A hub presenting another key than the one named is refused by the handshake: a line
+    // to hub two's address pinned to hub one's key never comes up, nothing is deposited.
+    let (_, impostor) = guest(&two, &one.peer_id).await;
+    let refused = impostor.mail_deposit(bob_id, vec![1; 64]).await;
+    assert!(
+        matches!(refused, Err(HubError::Net(_))),
+        "a hub with the wrong key: {refused:?}"
+    );
+    impostor.stop();
+
+    let (_, mallory) = guest(&two, &two.peer_id).await;
+    assert!(mallory.wait_online(Duration::from_secs(10)).await);
+    // A guest cannot register.
+    let register = mallory.register("mallory").await;
+    assert_eq!(
+        register.as_ref().err().and_then(HubError::app_code),
+        Some(code::GUEST_REFUSED),
+        "{register:?}"
+    );
+    // A letter for a peer hub two does not host.
+    let stranger = Identity::generate().peer_id();
+    let not_hosted = mallory.mail_deposit(stranger, vec![1; 64]).await;
+    assert_eq!(
+        not_hosted.as_ref().err().and_then(HubError::app_code),
+        Some(code::NOT_HOSTED),
+        "{not_hosted:?}"
+    );
+    // A letter for Bob, whom it hosts, is taken.
+    mallory.mail_deposit(bob_id, vec![2; 64]).await.unwrap();
+
+    // A flood of lookups is cut by the guest rate limit; Bob, at home, is not limited.
+    let mut limited = 0;
+    for _ in 0..200 {
+        match mallory.resolve(&bob_id.to_string()).await {
+            Ok(_) => {}
+            Err(e) if e.app_code() == Some(code::RATE_LIMITED) => limited += 1,
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    }
+    assert!(limited > 100, "only {limited} of 200 lookups were limited");
+    // Watching a peer not hosted here is refused on the line.
+    let mut events = mallory.events();
+    mallory.watch(&[stranger]).await;
+    timeout("watch refused", async {
+        loop {
+            if let Ok(allpeers_hub_client::HubEvent::WatchRefused { peer }) = events.recv().await
+                && peer == stranger
+            {
+                break;
+            }
+        }
+    })
+    .await;
+}
