@@ -9,9 +9,9 @@ use std::time::Duration;
 use allpeers_hub_client::proto::code;
 use allpeers_hub_client::{HubClient, HubClientConfig, HubError, RefuseAll};
 use allpeers_net::{Address, Endpoint, EndpointConfig, Identity};
-use allpeers_tests::social::{Node, wait_event};
+use allpeers_tests::social::{Node, wait_all, wait_event};
 use allpeers_tests::*;
-use serde_json::json;
+use serde_json::{Value, json};
 
 fn hub_address(hub: &HubProcess) -> Address {
     Address::quic(hub.quic.parse().unwrap())
@@ -57,21 +57,33 @@ async fn contacts_homed_at_two_hubs_reach_each_other() {
         d["peer_id"] == bob_id && d["online"] == true
     })
     .await;
-    wait_event(&mut bob.client, "presence.changed", |d| {
-        d["peer_id"] == alice_id && d["online"] == true
-    })
-    .await;
-    // Bob learned Alice's name from her certificate, checked against her hub's key.
-    wait_event(&mut bob.client, "contact.changed", |d| {
-        d["peer_id"] == alice_id && d["name"] == "alice@one.test"
-    })
+    // Bob learns Alice's name from her certificate, checked against her hub's key.
+    let alice_id2 = alice_id.clone();
+    wait_all(
+        &mut bob.client,
+        vec![
+            (
+                "presence.changed",
+                Box::new(|d: &Value| d["peer_id"] == alice_id && d["online"] == true),
+            ),
+            (
+                "contact.changed",
+                Box::new(move |d: &Value| {
+                    d["peer_id"] == alice_id2 && d["name"] == "alice@one.test"
+                }),
+            ),
+        ],
+    )
     .await;
 
     // A direct chat.
     let chat = alice.call("chat.open", json!({"peer": bob_id})).await;
     let chat = chat["id"].as_str().unwrap().to_string();
     alice
-        .call("chat.send", json!({"chat": chat, "body": "hello across hubs"}))
+        .call(
+            "chat.send",
+            json!({"chat": chat, "body": "hello across hubs"}),
+        )
         .await;
     wait_event(&mut bob.client, "message.received", |d| {
         d["body"] == "hello across hubs"
@@ -120,7 +132,10 @@ async fn contacts_homed_at_two_hubs_reach_each_other() {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let history = bob.call("chat.history", json!({"chat": chat})).await;
-        if history.to_string().contains("while you were away canary-91c2") {
+        if history
+            .to_string()
+            .contains("while you were away canary-91c2")
+        {
             break;
         }
         assert!(

@@ -21,7 +21,7 @@ use allpeers_model::PeerId;
 use allpeers_model::api::methods::{self as m, topics};
 use allpeers_model::api::net::PeerParams;
 use allpeers_model::api::{ErrorCode, RpcError};
-use allpeers_net::{Address, Endpoint};
+use allpeers_net::Endpoint;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};

@@ -312,9 +312,18 @@ async fn take_contact(
             if let Some(cert) = certificate {
                 match foreign::certified_name(&cert, &hub, &from) {
                     Some(name) => {
-                        let _ = daemon
-                            .on_store(move |s| contacts::set_name(s, &from, &name))
-                            .await;
+                        if let Ok(Some(r)) = daemon
+                            .on_store(move |s| {
+                                contacts::set_name(s, &from, &name)?;
+                                s.get(&contacts::resource_id(&from))
+                            })
+                            .await
+                        {
+                            daemon.publish(
+                                topics::CONTACT_CHANGED,
+                                contacts::to_json(&r, daemon.social.presence_json(&from).as_ref()),
+                            );
+                        }
                     }
                     None => allpeers_log::marrow!(
                         ?from,
