@@ -228,3 +228,191 @@ async fn hubs_refuse_what_a_guest_may_not_do() {
     })
     .await;
 }
+
+// ---- the network-namespace matrix with peers homed at different hubs ----
+
+/// The connector's way to B: a guest line to B's hub (what the node's `ForeignHubs` does).
+struct ToHub {
+    target: allpeers_model::PeerId,
+    line: HubClient,
+}
+
+impl allpeers_nat::connector::HubRouter for ToHub {
+    fn hub_for(
+        &self,
+        peer: allpeers_model::PeerId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<HubClient>> + Send + '_>> {
+        Box::pin(async move { (peer == self.target).then(|| self.line.clone()) })
+    }
+}
+
+/// A peer in a host namespace homed at the hub at `home`: endpoint, hub line, one discovery
+/// run, connector.
+async fn netns_peer(
+    hub: allpeers_model::PeerId,
+    home: std::net::SocketAddr,
+) -> Result<(Endpoint, HubClient, allpeers_nat::connector::Connector), String> {
+    use allpeers_nat::connectivity::{self, DiscoveryConfig, monitor::MonitorState};
+    let endpoint = Endpoint::bind(
+        Identity::generate(),
+        EndpointConfig {
+            quic: Some("0.0.0.0:0".parse().unwrap()),
+            tcp: Some("0.0.0.0:0".parse().unwrap()),
+            connect_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    endpoint.register(
+        allpeers_net::Namespace::allpeers("echo", 1).unwrap(),
+        allpeers_net::ServiceFn::new().on_request(|_ctx, text: String| async move { Ok(text) }),
+    );
+    let mut config = HubClientConfig::new(hub, vec![Address::quic(home), Address::tcp(home)]);
+    config.backoff_max = Duration::from_secs(1);
+    let client = HubClient::start(
+        endpoint.clone(),
+        config,
+        Arc::new(allpeers_hub_client::AcceptAll),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    if !client.wait_online(Duration::from_secs(20)).await {
+        return Err("the hub line did not come up".into());
+    }
+    let report = connectivity::discover(
+        &endpoint,
+        hub,
+        client.status().observed,
+        &DiscoveryConfig::default(),
+    )
+    .await;
+    let (_tx, rx) = tokio::sync::watch::channel(MonitorState {
+        checking: false,
+        last: Some(report),
+        runs: 1,
+    });
+    let connector = allpeers_nat::connector::Connector::start(
+        endpoint.clone(),
+        Some(client.clone()),
+        Some(rx),
+        Arc::new(allpeers_hub_client::AcceptAll),
+        allpeers_nat::connector::ConnectorConfig::default(),
+    );
+    Ok((endpoint, client, connector))
+}
+
+/// A behind `a`, homed at the first hub; B behind `b`, homed at the second: A connects to B
+/// through B's hub. The path the connector chose, or None when skipped.
+fn cross_hub_cell(
+    tag: &str,
+    a: allpeers_tests::netns::NatBehaviour,
+    b: allpeers_tests::netns::NatBehaviour,
+) -> Option<allpeers_net::PathKind> {
+    use allpeers_tests::netns::{self, Side, Site, Topology};
+    if let Some(why) = netns::skip_reason() {
+        netns::announce_skip(&format!("cross-hub NAT cell {tag}"), &why);
+        return None;
+    }
+    let topo = Topology::build(tag, Site::behind(a), Site::behind(b))
+        .unwrap_or_else(|e| panic!("topology {tag}: {e}"));
+    let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = topo.hub(one_dir.path());
+    let two = topo.second_hub(two_dir.path());
+    let (one_id, two_id) = (one.peer_id, two.peer_id);
+    let (b_ready_tx, b_ready_rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
+    let b_thread = netns::in_netns_async(topo.host_ns(Side::B), move || async move {
+        match netns_peer(two_id, netns::SECOND_HUB_ADDR).await {
+            Ok((endpoint, hub, _connector)) => {
+                let _ = b_ready_tx.send(Ok(endpoint.peer_id()));
+                let _ = tokio::time::timeout(Duration::from_secs(120), done_rx).await;
+                hub.stop();
+                endpoint.close();
+            }
+            Err(e) => {
+                let _ = b_ready_tx.send(Err(e));
+            }
+        }
+    });
+    let b_id = b_ready_rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("B ready in time")
+        .unwrap_or_else(|e| panic!("B: {e}"));
+    let cell = tag.to_string();
+    let a_thread = netns::in_netns_async(topo.host_ns(Side::A), move || async move {
+        let (endpoint, hub, connector) = netns_peer(one_id, netns::HUB_ADDR)
+            .await
+            .unwrap_or_else(|e| panic!("A: {e}"));
+        let mut config = HubClientConfig::new(
+            two_id,
+            vec![
+                Address::quic(netns::SECOND_HUB_ADDR),
+                Address::tcp(netns::SECOND_HUB_ADDR),
+            ],
+        );
+        config.guest = true;
+        let line = HubClient::start(endpoint.clone(), config, Arc::new(RefuseAll))
+            .await
+            .unwrap();
+        assert!(
+            line.wait_online(Duration::from_secs(20)).await,
+            "guest line"
+        );
+        connector.listen_on(line.clone());
+        connector.set_router(Arc::new(ToHub {
+            target: b_id,
+            line: line.clone(),
+        }));
+        let (_, report) = tokio::time::timeout(Duration::from_secs(60), connector.connect(b_id))
+            .await
+            .expect("connect within 60 s")
+            .unwrap_or_else(|e| panic!("A cannot reach B: {e}"));
+        let echo: String = endpoint
+            .request(
+                b_id,
+                &allpeers_net::Namespace::allpeers("echo", 1).unwrap(),
+                "across hubs and NATs",
+            )
+            .await
+            .unwrap_or_else(|e| panic!("request over {:?}: {e}", report.path));
+        assert_eq!(echo, "across hubs and NATs");
+        eprintln!("CROSS-HUB CELL {cell}: {:?} — {}", report.path, report.why);
+        for at in &report.attempts {
+            eprintln!("    {:>6} ms  {}: {}", at.at_ms, at.method, at.outcome);
+        }
+        line.stop();
+        hub.stop();
+        endpoint.close();
+        report.path
+    });
+    let path = a_thread.join().expect("A thread");
+    let _ = done_tx.send(());
+    b_thread.join().expect("B thread");
+    drop((one, two, topo));
+    Some(path)
+}
+
+#[test]
+fn callback_through_the_targets_hub() {
+    use allpeers_tests::netns::NatBehaviour::*;
+    if let Some(path) = cross_hub_cell("xfp", FullCone, PortRestricted) {
+        assert_eq!(path, allpeers_net::PathKind::Callback);
+    }
+}
+
+#[test]
+fn hole_punch_through_the_targets_hub() {
+    use allpeers_tests::netns::NatBehaviour::*;
+    if let Some(path) = cross_hub_cell("xpp", PortRestricted, PortRestricted) {
+        assert_eq!(path, allpeers_net::PathKind::HolePunched);
+    }
+}
+
+#[test]
+fn relay_of_the_targets_hub_between_symmetric_nats() {
+    use allpeers_tests::netns::NatBehaviour::*;
+    if let Some(path) = cross_hub_cell("xss", Symmetric, Symmetric) {
+        assert_eq!(path, allpeers_net::PathKind::Relayed);
+    }
+}

@@ -252,16 +252,6 @@ impl ForeignHubs {
         });
     }
 
-    /// Hubs with a guest line open, for `net.status`.
-    pub async fn open_lines(&self) -> Vec<(PeerId, allpeers_hub_client::HubState, usize)> {
-        self.lines
-            .lock()
-            .await
-            .iter()
-            .map(|(hub, l)| (*hub, l.client.state(), l.watches.len()))
-            .collect()
-    }
-
     /// Stops every line (the node goes offline).
     pub async fn stop(&self) {
         for (_, line) in self.lines.lock().await.drain() {
