@@ -147,7 +147,24 @@ impl ForeignHubs {
         Some(self.line(&home).await)
     }
 
+    /// The line to `home`, up (waiting at most [`OPEN_WAIT`] for a new one).
     async fn line(&self, home: &HomeHub) -> Result<HubClient, HubError> {
+        let client = self.client(home).await?;
+        if !client.wait_online(OPEN_WAIT).await {
+            let why = client
+                .status()
+                .last_error
+                .unwrap_or_else(|| "no answer".into());
+            return Err(HubError::Config(format!(
+                "the guest line to hub {:?} did not come up: {why}",
+                home.peer
+            )));
+        }
+        Ok(client)
+    }
+
+    /// The client of the line to `home`, started if need be (it comes up in the background).
+    async fn client(&self, home: &HomeHub) -> Result<HubClient, HubError> {
         let client = {
             let mut lines = self.lines.lock().await;
             if let Some(line) = lines.get_mut(&home.peer) {
@@ -179,16 +196,6 @@ impl ForeignHubs {
                 client
             }
         };
-        if !client.wait_online(OPEN_WAIT).await {
-            let why = client
-                .status()
-                .last_error
-                .unwrap_or_else(|| "no answer".into());
-            return Err(HubError::Config(format!(
-                "the guest line to hub {:?} did not come up: {why}",
-                home.peer
-            )));
-        }
         Ok(client)
     }
 
@@ -206,15 +213,12 @@ impl ForeignHubs {
             }
         }
         for (hub, (home, peers)) in by_hub {
-            let client = match self.line(&home).await {
+            // Not waiting for the line: the client sends its watches whenever it comes up.
+            let client = match self.client(&home).await {
                 Ok(c) => c,
-                // The line keeps trying in the background: the watch is kept below.
                 Err(e) => {
-                    allpeers_log::flesh!(?hub, "guest line not up yet: {e}");
-                    match self.lines.lock().await.get(&hub) {
-                        Some(l) => l.client.clone(),
-                        None => continue,
-                    }
+                    allpeers_log::flesh!(?hub, "no guest line for watching: {e}");
+                    continue;
                 }
             };
             if let Some(line) = self.lines.lock().await.get_mut(&hub) {
