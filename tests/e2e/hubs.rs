@@ -416,3 +416,64 @@ fn relay_of_the_targets_hub_between_symmetric_nats() {
         assert_eq!(path, allpeers_net::PathKind::Relayed);
     }
 }
+
+/// The added latency of a cross-hub letter: depositing at the recipient's hub over a guest
+/// line (cold: the line opened for it; warm: open) against a deposit at one's own hub.
+/// Printed for docs/benchmarks.md ("Cross-hub letters").
+#[tokio::test]
+async fn cross_hub_letter_latency() {
+    let two_dir = tempfile::tempdir().unwrap();
+    let two = HubProcess::start_named(two_dir.path(), "two.test").await;
+    let bob = Node::start(&two, "bob").await;
+    let bob_id: allpeers_model::PeerId = bob.id.parse().unwrap();
+    let letter = vec![7u8; 1024];
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+
+    // A neighbour of Bob's at his hub (a home line: hosted there).
+    let key = Identity::generate();
+    let endpoint = Endpoint::bind(key, EndpointConfig::loopback())
+        .await
+        .unwrap();
+    let home = HubClient::start(
+        endpoint,
+        HubClientConfig::new(two.peer_id.parse().unwrap(), vec![hub_address(&two)]),
+        Arc::new(RefuseAll),
+    )
+    .await
+    .unwrap();
+    assert!(home.wait_online(Duration::from_secs(10)).await);
+    let mut at_home = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        home.mail_deposit(bob_id, letter.clone()).await.unwrap();
+        at_home.push(t.elapsed());
+    }
+
+    // A peer homed elsewhere: the first letter opens the guest line.
+    let t = std::time::Instant::now();
+    let (_, guest_line) = guest(&two, &two.peer_id).await;
+    assert!(guest_line.wait_online(Duration::from_secs(10)).await);
+    guest_line
+        .mail_deposit(bob_id, letter.clone())
+        .await
+        .unwrap();
+    let cold = t.elapsed();
+    let mut warm = Vec::new();
+    for _ in 0..20 {
+        let t = std::time::Instant::now();
+        guest_line
+            .mail_deposit(bob_id, letter.clone())
+            .await
+            .unwrap();
+        warm.push(t.elapsed());
+    }
+    eprintln!(
+        "CROSS-HUB LETTER: at own hub median {:?}; at the recipient's hub over a guest line: cold (line opened) {:?}, warm median {:?}",
+        median(at_home),
+        cold,
+        median(warm)
+    );
+}
