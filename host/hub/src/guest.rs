@@ -30,7 +30,7 @@ use allpeers_model::PeerId;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 /// Most peers one guest may watch here.
-pub const MAX_GUEST_WATCHES: usize = 64;
+pub const MAX_GUEST_WATCHES: usize = 256;
 /// Most guest lines open at once (a hub's own peers are not limited by guests).
 pub const MAX_GUEST_LINES: usize = 4096;
 /// Per guest: lookups per second and burst (a contact list checked at start).
