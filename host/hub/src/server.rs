@@ -753,23 +753,22 @@ impl Core {
                 self.announce(&p, &peer);
             }
         }
-        // A guest has no mailbox here and is not hosted by its line (no last-seen).
-        if !guest {
-            match self.mailbox.lock().unwrap().waiting(&peer) {
-                Ok(0) => {}
-                Ok(count) => {
-                    let _ = tx.try_send(PresenceDown::MailWaiting { count });
-                }
-                Err(e) => tracing::warn!("mailbox count failed: {e}"),
+        match self.mailbox.lock().unwrap().waiting(&peer) {
+            Ok(0) => {}
+            Ok(count) => {
+                let _ = tx.try_send(PresenceDown::MailWaiting { count });
             }
-            if let Err(e) = self
+            Err(e) => tracing::warn!("mailbox count failed: {e}"),
+        }
+        // A guest line does not make this hub the peer's home (no last-seen).
+        if !guest
+            && let Err(e) = self
                 .db
                 .lock()
                 .unwrap()
                 .touch(&peer, allpeers_model::hlc::now_ms())
-            {
-                tracing::warn!("last-seen not stored: {e}");
-            }
+        {
+            tracing::warn!("last-seen not stored: {e}");
         }
         drop(tx);
         tracing::debug!(?peer, %observed, "presence line up");
