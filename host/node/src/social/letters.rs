@@ -254,17 +254,21 @@ pub fn spawn_mail_fetcher(daemon: &Arc<Daemon>, hub: HubClient, sink: Sink) {
     let weak = Arc::downgrade(daemon);
     let shutdown = daemon.shutdown.clone();
     let mut events = hub.events();
+    // The line may have come up (with letters waiting) before we subscribed: look once now.
+    let mut look_now = hub.state() == HubState::Online;
     tokio::spawn(async move {
         loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                e = events.recv() => e,
-            };
-            match event {
-                Ok(HubEvent::Online { .. } | HubEvent::MailWaiting { .. }) => {}
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => break,
+            if !std::mem::take(&mut look_now) {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    e = events.recv() => e,
+                };
+                match event {
+                    Ok(HubEvent::Online { .. } | HubEvent::MailWaiting { .. }) => {}
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
             }
             let Some(daemon) = weak.upgrade() else { break };
             if let Err(e) = fetch_mail(&daemon, &hub, sink).await {
