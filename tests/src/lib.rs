@@ -301,12 +301,21 @@ impl HubProcess {
     }
 
     pub async fn start_on_with(dir: &Path, quic: &str, tcp: &str, extra: &[&str]) -> HubProcess {
+        Self::spawn(dir, "hub.test", quic, tcp, extra).await
+    }
+
+    /// A hub with its own name (`alice@<name>`), for tests with several hubs.
+    pub async fn start_named(dir: &Path, name: &str) -> HubProcess {
+        Self::spawn(dir, name, "127.0.0.1:0", "127.0.0.1:0", &[]).await
+    }
+
+    async fn spawn(dir: &Path, name: &str, quic: &str, tcp: &str, extra: &[&str]) -> HubProcess {
         let mut child = Command::new(bin("allpeers-hub"))
             .arg("--data-dir")
             .arg(dir)
             .args([
                 "--name",
-                "hub.test",
+                name,
                 "--quic",
                 quic,
                 "--tcp",

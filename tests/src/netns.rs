@@ -38,6 +38,12 @@ pub const HUB_PORT: u16 = 7700;
 pub const HUB_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(HUB_IP, HUB_PORT));
 pub const STUN_PRIMARY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(HUB_IP, 3478));
 pub const STUN_ALTERNATE: SocketAddr = SocketAddr::V4(SocketAddrV4::new(STUN_ALTERNATE_IP, 3479));
+/// A second hub on `pub` ([`Topology::second_hub`]), for peers homed at different hubs, with
+/// its own STUN ports.
+pub const SECOND_HUB_ADDR: SocketAddr = SocketAddr::V4(SocketAddrV4::new(HUB_IP, 7701));
+const SECOND_STUN_PRIMARY: SocketAddr = SocketAddr::V4(SocketAddrV4::new(HUB_IP, 3480));
+const SECOND_STUN_ALTERNATE: SocketAddr =
+    SocketAddr::V4(SocketAddrV4::new(STUN_ALTERNATE_IP, 3481));
 
 /// How long a router remembers a UDP mapping for its filter sets: the kernel's default
 /// `nf_conntrack_udp_timeout_stream`, so the filter forgets about when conntrack does.
@@ -497,8 +503,26 @@ impl Topology {
     /// [`STUN_PRIMARY`] and [`STUN_ALTERNATE`], data in `data_dir` (a path or a `TempDir`).
     /// Panics if it does not start: nothing a test could do without it.
     pub fn hub(&self, data_dir: impl AsRef<Path>) -> HubInPub {
-        HubInPub::start(&self.public, data_dir.as_ref().to_path_buf())
-            .unwrap_or_else(|e| panic!("{e}"))
+        let at = (HUB_ADDR, STUN_PRIMARY, STUN_ALTERNATE);
+        HubInPub::start(
+            &self.public,
+            data_dir.as_ref().to_path_buf(),
+            "hub.test",
+            at,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Another hub in `pub` (`two.test`), on [`SECOND_HUB_ADDR`] with its own STUN ports.
+    pub fn second_hub(&self, data_dir: impl AsRef<Path>) -> HubInPub {
+        let at = (SECOND_HUB_ADDR, SECOND_STUN_PRIMARY, SECOND_STUN_ALTERNATE);
+        HubInPub::start(
+            &self.public,
+            data_dir.as_ref().to_path_buf(),
+            "two.test",
+            at,
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 }
 
@@ -528,23 +552,32 @@ impl Drop for Topology {
 /// thread joined) on drop.
 pub struct HubInPub {
     pub peer_id: PeerId,
+    addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl HubInPub {
-    fn start(ns: &str, data_dir: PathBuf) -> Result<HubInPub, String> {
+    /// `at`: the hub's QUIC and TCP address, STUN primary and alternate.
+    fn start(
+        ns: &str,
+        data_dir: PathBuf,
+        name: &str,
+        at: (SocketAddr, SocketAddr, SocketAddr),
+    ) -> Result<HubInPub, String> {
+        let (addr, stun_primary, stun_alternate) = at;
+        let name = name.to_string();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let thread = in_netns_async(ns, move || async move {
             let mut config = allpeers_hub::HubConfig {
-                name: "hub.test".into(),
+                name,
                 data_dir,
-                quic: Some(HUB_ADDR),
-                tcp: Some(HUB_ADDR),
+                quic: Some(addr),
+                tcp: Some(addr),
                 stun: Some(allpeers_hub::stun::StunConfig {
-                    primary: STUN_PRIMARY,
-                    alternate: Some(STUN_ALTERNATE),
+                    primary: stun_primary,
+                    alternate: Some(stun_alternate),
                     ..Default::default()
                 }),
                 ..Default::default()
@@ -568,17 +601,18 @@ impl HubInPub {
             .map_err(|_| "the hub in pub did not start within 20 s".to_string())??;
         Ok(HubInPub {
             peer_id,
+            addr,
             stop: Some(stop_tx),
             thread: Some(thread),
         })
     }
 
     pub fn quic_address(&self) -> allpeers_net::Address {
-        allpeers_net::Address::quic(HUB_ADDR)
+        allpeers_net::Address::quic(self.addr)
     }
 
     pub fn tcp_address(&self) -> allpeers_net::Address {
-        allpeers_net::Address::tcp(HUB_ADDR)
+        allpeers_net::Address::tcp(self.addr)
     }
 }
 

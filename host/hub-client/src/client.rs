@@ -56,6 +56,9 @@ pub struct HubClientConfig {
     /// connector resolves it again a moment later to reach it; one hub round trip serves
     /// both. Short, because presence changes; a presence report for the peer drops it.
     pub record_reuse: Duration,
+    /// A guest line to a contact's home hub (not ours): `GuestHello` instead of `Hello`, so
+    /// the hub shows no presence of ours, sends no relay offers and keeps no mail for us.
+    pub guest: bool,
 }
 
 impl HubClientConfig {
@@ -70,6 +73,7 @@ impl HubClientConfig {
             backoff_max: Duration::from_secs(15),
             request_timeout: Duration::from_secs(15),
             record_reuse: Duration::from_secs(1),
+            guest: false,
         }
     }
 }
@@ -308,6 +312,12 @@ impl HubClient {
 
     pub fn events(&self) -> broadcast::Receiver<HubEvent> {
         self.shared.events.subscribe()
+    }
+
+    /// Resolves once the client is stopped ([`Self::stop`]).
+    pub async fn stopped(&self) {
+        let mut rx = self.shared.state.subscribe();
+        let _ = rx.wait_for(|s| *s == HubState::Stopped).await;
     }
 
     /// Waits until the presence line is up.
@@ -784,11 +794,15 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
         }
     }
     addresses.truncate(proto::MAX_ADDRESSES);
-    let hello = PresenceUp::Hello {
-        addresses,
-        accepts_relays: shared.policy.accepts_any()
-            && shared.endpoint.local_address(TransportKind::Tcp).is_some(),
-        status: shared.status.lock().unwrap().clone(),
+    let hello = if shared.config.guest {
+        PresenceUp::GuestHello
+    } else {
+        PresenceUp::Hello {
+            addresses,
+            accepts_relays: shared.policy.accepts_any()
+                && shared.endpoint.local_address(TransportKind::Tcp).is_some(),
+            status: shared.status.lock().unwrap().clone(),
+        }
     };
     send.write_frame(&encode(&hello)?, proto::PRESENCE_LIMIT)
         .await

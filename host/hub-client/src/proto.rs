@@ -57,6 +57,12 @@ pub mod code {
     pub const MAILBOX_FULL: u32 = 8;
     pub const TOO_LARGE: u32 = 9;
     pub const RATE_LIMITED: u32 = 10;
+    /// A letter (or a relay) for a peer this hub does not host: deposit it at the
+    /// recipient's own hub (the one named in its certificate).
+    pub const NOT_HOSTED: u32 = 11;
+    /// Something only the peers a hub hosts may do (register, watch a peer hosted
+    /// elsewhere) asked by a guest.
+    pub const GUEST_REFUSED: u32 = 12;
 }
 
 /// Largest signal body the hub passes between two peers ([`HubRequest::Signal`]).
@@ -384,6 +390,10 @@ pub enum PresenceUp {
     },
     /// The peer's availability and status text changed.
     Status(PeerStatus),
+    /// First frame of a *guest line*: a peer homed at another hub that watches peers hosted
+    /// here and takes connection signals from them. It announces no presence of its own (its
+    /// home hub does), takes no relay offers and has no mailbox here.
+    GuestHello,
 }
 
 /// From the hub on a presence line.

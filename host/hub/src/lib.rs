@@ -10,11 +10,13 @@
 //!   queue, one-click unsubscribe over HTTP.
 //! * [`server`] — the three services over one [`allpeers_net::Endpoint`].
 //! * [`watch`] — [`watch::WatchPolicy`], the presence authorisation hook.
+//! * [`guest`] — what peers this hub does not host may do (cross-hub reach).
 //! * [`stun`] — the STUN server (RFC 5389 binding, RFC 5780 behaviour discovery).
 //! * [`probe`] — `allpeers/hub-connectivity/1`: STUN addresses and the TCP reachability probe.
 
 pub mod config;
 pub mod db;
+pub mod guest;
 pub mod mail;
 pub mod mailbox;
 pub mod probe;

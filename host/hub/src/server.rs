@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::HubConfig;
 use crate::db::{Db, Registration};
+use crate::guest::{Ask, Standing};
 use crate::mailbox::{Mailbox, MailboxError};
 use crate::watch::WatchPolicy;
 
@@ -45,6 +46,8 @@ struct Online {
     addresses: Vec<Address>,
     accepts_relays: bool,
     status: PeerStatus,
+    /// A guest line ([`PresenceUp::GuestHello`]): not presence, see [`crate::guest`].
+    guest: bool,
 }
 
 #[derive(Default)]
@@ -119,6 +122,8 @@ pub struct Core {
     next_line: AtomicU64,
     /// Connection signals each peer may send ([`SIGNALS_PER_SEC`], burst [`SIGNAL_BURST`]).
     signal_limit: governor::DefaultKeyedRateLimiter<PeerId>,
+    /// What peers this hub does not host may do ([`crate::guest`]).
+    guests: crate::guest::GuestRules,
     pub counters: Counters,
 }
 
@@ -169,6 +174,7 @@ impl Core {
                 )
                 .allow_burst(std::num::NonZeroU32::new(SIGNAL_BURST).expect("non-zero")),
             ),
+            guests: crate::guest::GuestRules::new(),
             counters: Counters::default(),
         }))
     }
@@ -261,8 +267,8 @@ impl Core {
                 let (online, addresses) = {
                     let p = self.presence.lock().unwrap();
                     match p.online.get(&peer) {
-                        Some(o) => (true, o.addresses.clone()),
-                        None => (false, Vec::new()),
+                        Some(o) if !o.guest => (true, o.addresses.clone()),
+                        _ => (false, Vec::new()),
                     }
                 };
                 let last_seen = self.db.lock().unwrap().last_seen(&peer).map_err(internal)?;
@@ -445,6 +451,7 @@ impl Core {
 
     async fn registry(self: Arc<Self>, ctx: Context, body: Bytes) -> Result<Bytes, RemoteError> {
         let req: HubRequest = decode(&body).map_err(|e| RemoteError::bad_request(e.to_string()))?;
+        self.guest_check(&ctx.peer, &req)?;
         let resp = match req {
             HubRequest::Register { name, peer } => self.register(&ctx, &name, peer)?,
             HubRequest::Resolve { query, nonce } => self.resolve(query, nonce)?,
@@ -595,7 +602,7 @@ impl Core {
 
     /// What `peer`'s watchers are told about it now.
     fn presence_of(p: &Presence, peer: &PeerId) -> PresenceDown {
-        match p.online.get(peer) {
+        match p.online.get(peer).filter(|o| !o.guest) {
             Some(o) => PresenceDown::Presence {
                 peer: *peer,
                 online: true,
@@ -697,18 +704,23 @@ impl Core {
                 Ok(Ok(Some(f))) => decode::<PresenceUp>(&f).ok(),
                 _ => None,
             };
-        let Some(PresenceUp::Hello {
-            mut addresses,
-            accepts_relays,
-            status,
-        }) = hello
-        else {
-            tracing::info!(
-                ?peer,
-                "presence line closed: no Hello within {HELLO_TIMEOUT:?}"
-            );
-            recv.stop(2);
-            return;
+        let (mut addresses, accepts_relays, status, guest) = match hello {
+            Some(PresenceUp::Hello {
+                addresses,
+                accepts_relays,
+                status,
+            }) => (addresses, accepts_relays, status, false),
+            Some(PresenceUp::GuestHello) if self.may_open_guest_line(&peer) => {
+                (Vec::new(), false, PeerStatus::default(), true)
+            }
+            _ => {
+                tracing::info!(
+                    ?peer,
+                    "presence line closed: no Hello within {HELLO_TIMEOUT:?}"
+                );
+                recv.stop(2);
+                return;
+            }
         };
         addresses.truncate(proto::MAX_ADDRESSES);
         let observed = ctx.connection.remote_addr();
@@ -733,10 +745,13 @@ impl Core {
                     addresses,
                     accepts_relays,
                     status: status.bounded(),
+                    guest,
                 },
             );
             // A replacing line may bring a new status: watchers always hear the current one.
-            self.announce(&p, &peer);
+            if !guest {
+                self.announce(&p, &peer);
+            }
         }
         match self.mailbox.lock().unwrap().waiting(&peer) {
             Ok(0) => {}
@@ -745,11 +760,13 @@ impl Core {
             }
             Err(e) => tracing::warn!("mailbox count failed: {e}"),
         }
-        if let Err(e) = self
-            .db
-            .lock()
-            .unwrap()
-            .touch(&peer, allpeers_model::hlc::now_ms())
+        // A guest line does not make this hub the peer's home (no last-seen).
+        if !guest
+            && let Err(e) = self
+                .db
+                .lock()
+                .unwrap()
+                .touch(&peer, allpeers_model::hlc::now_ms())
         {
             tracing::warn!("last-seen not stored: {e}");
         }
@@ -778,9 +795,12 @@ impl Core {
                             Self::tell(&p, &peer, PresenceDown::Pong(n));
                         }
                     }
-                    PresenceUp::Watch(list) => {
+                    PresenceUp::Watch(mut list) => {
                         if list.len() > proto::MAX_WATCH {
                             return "watch list too long".into();
+                        }
+                        if guest {
+                            list = self.guest_watches(&peer, list);
                         }
                         self.watch(peer, list);
                     }
@@ -803,7 +823,9 @@ impl Core {
                         }
                         self.announce(&p, &peer);
                     }
-                    PresenceUp::Hello { .. } => return "a second Hello".into(),
+                    PresenceUp::Hello { .. } | PresenceUp::GuestHello => {
+                        return "a second Hello".into();
+                    }
                 }
             }
         };
@@ -828,15 +850,18 @@ impl Core {
             let mut p = self.presence.lock().unwrap();
             if p.online.get(&peer).is_some_and(|o| o.line == line) {
                 p.online.remove(&peer);
-                self.announce(&p, &peer);
+                if !guest {
+                    self.announce(&p, &peer);
+                }
                 Self::forget_wants(&mut p, &peer);
             }
         }
-        if let Err(e) = self
-            .db
-            .lock()
-            .unwrap()
-            .touch(&peer, allpeers_model::hlc::now_ms())
+        if !guest
+            && let Err(e) = self
+                .db
+                .lock()
+                .unwrap()
+                .touch(&peer, allpeers_model::hlc::now_ms())
         {
             tracing::warn!("last-seen not stored: {e}");
         }
@@ -960,6 +985,91 @@ impl Core {
                 .fetch_add(n as u64, Ordering::Relaxed);
         }
         total
+    }
+}
+
+// ---- guests (peers this hub does not host: the rules are in crate::guest) ----
+
+impl Core {
+    /// Whether this hub hosts `peer` ([`crate::guest::Standing::of`]).
+    fn standing(&self, peer: &PeerId) -> Result<Standing, RemoteError> {
+        let home_line = self
+            .presence
+            .lock()
+            .unwrap()
+            .online
+            .get(peer)
+            .is_some_and(|o| !o.guest);
+        if home_line {
+            return Ok(Standing::Hosted);
+        }
+        let db = self.db.lock().unwrap();
+        let internal = |e: crate::db::DbError| {
+            tracing::error!("directory lookup failed: {e}");
+            RemoteError::internal("directory lookup failed")
+        };
+        let named = db.certificate_of_peer(peer).map_err(internal)?.is_some();
+        let seen_home = db.last_seen(peer).map_err(internal)?.is_some();
+        Ok(Standing::of(false, named, seen_home))
+    }
+
+    /// The guest rules for one registry request (hosted peers pass but for letters to a
+    /// peer not hosted here).
+    fn guest_check(&self, asker: &PeerId, req: &HubRequest) -> Result<(), RemoteError> {
+        let ask = match req {
+            HubRequest::Register { .. } => Ask::Register {
+                guest_line: self
+                    .presence
+                    .lock()
+                    .unwrap()
+                    .online
+                    .get(asker)
+                    .is_some_and(|o| o.guest),
+            },
+            HubRequest::Resolve { .. } => Ask::Lookup,
+            HubRequest::Signal { .. } => Ask::Signal,
+            HubRequest::MailDeposit { to, .. } => Ask::Deposit {
+                to: self.standing(to)?,
+            },
+            HubRequest::Relay { .. } => Ask::Relay,
+            HubRequest::Info | HubRequest::MailFetch { .. } | HubRequest::MailAck { .. } => {
+                return Ok(());
+            }
+        };
+        let standing = self.standing(asker)?;
+        self.guests.check(asker, standing, ask).map_err(|r| {
+            tracing::info!(?asker, ?ask, "guest request refused: {r}");
+            app_error(r.code, r.message)
+        })
+    }
+
+    /// A guest's watch request cut to what it may watch; the rest is refused on its line.
+    fn guest_watches(&self, guest: &PeerId, list: Vec<PeerId>) -> Vec<PeerId> {
+        let mut asked = Vec::with_capacity(list.len());
+        for t in list {
+            // A lookup failure counts as not hosted (refused, the guest may ask again).
+            let standing = self.standing(&t).unwrap_or(Standing::Guest);
+            asked.push((t, standing));
+        }
+        let p = self.presence.lock().unwrap();
+        let watching: Vec<PeerId> = p
+            .wants
+            .get(guest)
+            .map(|w| w.iter().copied().collect())
+            .unwrap_or_default();
+        let (allowed, refused) = crate::guest::guest_watches(&watching, &asked);
+        for peer in refused {
+            Self::tell(&p, guest, PresenceDown::WatchRefused { peer });
+        }
+        allowed
+    }
+
+    /// Whether `peer` may open a guest line now (the number of guest lines is bounded).
+    fn may_open_guest_line(&self, peer: &PeerId) -> bool {
+        let p = self.presence.lock().unwrap();
+        let replacing = p.online.get(peer).is_some_and(|o| o.guest);
+        let open = p.online.values().filter(|o| o.guest).count();
+        crate::guest::may_open_line(open, replacing)
     }
 }
 

@@ -17,6 +17,14 @@
 //!    replaces the relayed one in the endpoint (the relayed one is retired once its streams
 //!    end), so the services on it never notice.
 //!
+//! **Peers homed at other hubs.** A [`HubRouter`] (set with [`Connector::set_router`]) names
+//! the hub that reaches a peer: for a contact homed at another hub, a guest line to that hub
+//! ([`HubClientConfig::guest`](allpeers_hub_client::HubClientConfig)). Resolve, signals and
+//! the relay of that connect go through it, and the target, online at its own hub, answers
+//! through the hub the signal came through ([`Connector::listen_on`]), so both ends meet
+//! where the target listens and the hub that stamps the requester's observed address is
+//! the one the target hears from.
+//!
 //! Paths are reported from the requester's view (see [`session::label_path`], the one place
 //! that decides them). [`Connector::report`] keeps the last outcome per peer with every
 //! attempt and its timing.
@@ -66,9 +74,21 @@ pub const MAX_REPORTS: usize = 1024;
 /// Least time between two background upgrade attempts of a relayed connection to one peer.
 const UPGRADE_EVERY: Duration = Duration::from_secs(60);
 
+/// Names the hub that reaches a peer homed at another hub than ours.
+pub trait HubRouter: Send + Sync + 'static {
+    /// A line to `peer`'s home hub when it is not ours (opened if need be and up); `None`:
+    /// our own hub.
+    fn hub_for(
+        &self,
+        peer: PeerId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<HubClient>> + Send + '_>>;
+}
+
 struct Inner {
     endpoint: Endpoint,
     hub: Option<HubClient>,
+    /// Routes peers homed at other hubs ([`HubRouter`]).
+    router: RwLock<Option<Arc<dyn HubRouter>>>,
     connectivity: Option<watch::Receiver<MonitorState>>,
     /// Who may ask us for a callback or a punch (the same agreement as relays).
     policy: Arc<dyn RelayPolicy>,
@@ -123,6 +143,7 @@ impl Connector {
             target_sessions: Arc::new(tokio::sync::Semaphore::new(config.max_target_sessions)),
             endpoint,
             hub,
+            router: Default::default(),
             connectivity,
             policy,
             config,
@@ -136,7 +157,7 @@ impl Connector {
         });
         let task = inner.hub.as_ref().map(|hub| {
             let events = hub.events();
-            tokio::spawn(listen(Arc::downgrade(&inner), events))
+            tokio::spawn(listen(Arc::downgrade(&inner), events, hub.clone()))
         });
         Connector {
             inner,
@@ -154,6 +175,25 @@ impl Connector {
         sources.push(source);
         // Stable: the order added stays within each kind.
         sources.sort_by_key(|s| !s.cached());
+    }
+
+    /// Routes connects to peers homed at other hubs through the lines `router` gives.
+    pub fn set_router(&self, router: Arc<dyn HubRouter>) {
+        *self.inner.router.write().expect("router lock") = Some(router);
+    }
+
+    /// Answers the signals peers send us through `hub` (a guest line to another hub), until
+    /// that line's client stops.
+    pub fn listen_on(&self, hub: HubClient) {
+        let weak = Arc::downgrade(&self.inner);
+        let events = hub.events();
+        tokio::spawn(async move {
+            let stopped = hub.clone();
+            tokio::select! {
+                _ = listen(weak, events, hub) => {}
+                _ = stopped.stopped() => {}
+            }
+        });
     }
 
     /// The last connect's report for `peer`.
@@ -382,7 +422,13 @@ async fn connect(
     peer: PeerId,
     relay: bool,
 ) -> Result<(Connection, ConnectReport), ConnectError> {
-    let mut driver = Driver::new(inner, peer, relay);
+    let router = inner.router.read().expect("router lock").clone();
+    let routed = match router {
+        Some(r) => r.hub_for(peer).await,
+        None => None,
+    };
+    let hub = routed.or_else(|| inner.hub.clone());
+    let mut driver = Driver::new(inner, peer, relay, hub);
     let outcome = driver.run_until_done().await;
     if !driver.session.is_closed() {
         tokio::spawn(driver.run_to_end());
@@ -410,6 +456,8 @@ enum WorkEnd {
 /// Carries out a [`ConnectSession`]'s actions and feeds it what happens.
 struct Driver {
     inner: Arc<Inner>,
+    /// The hub of this connect: the peer's home hub's guest line, else ours.
+    hub: Option<HubClient>,
     peer: PeerId,
     session_id: [u8; 16],
     session: ConnectSession,
@@ -427,9 +475,9 @@ struct Driver {
 }
 
 impl Driver {
-    fn new(inner: &Arc<Inner>, peer: PeerId, relay: bool) -> Driver {
+    fn new(inner: &Arc<Inner>, peer: PeerId, relay: bool, hub_client: Option<HubClient>) -> Driver {
         let now = Instant::now();
-        let hub = match &inner.hub {
+        let hub = match &hub_client {
             None => HubLine::None,
             Some(h) => match h.state() {
                 HubState::Online => HubLine::Up,
@@ -451,7 +499,7 @@ impl Driver {
         };
         let session_id: [u8; 16] = rand::random();
         let (answer_tx, answers) = mpsc::channel(1);
-        if inner.hub.is_some() {
+        if hub_client.is_some() {
             inner.waiting.lock().unwrap().insert(session_id, answer_tx);
         }
         let session = ConnectSession::new(
@@ -472,6 +520,7 @@ impl Driver {
         );
         Driver {
             inner: inner.clone(),
+            hub: hub_client,
             peer,
             session_id,
             session,
@@ -554,7 +603,7 @@ impl Driver {
         let peer = self.peer;
         match action {
             Action::Resolve => {
-                let hub = inner.hub.clone().expect("resolve only with a hub");
+                let hub = self.hub.clone().expect("resolve only with a hub");
                 self.io.spawn(async move {
                     let record = hub.resolve_recent(peer).await;
                     Event::Resolved(
@@ -597,7 +646,7 @@ impl Driver {
                 inner.endpoint.expect_peer_path(peer, path);
             }
             Action::SendSignal(signal) => {
-                let hub = inner.hub.clone().expect("signals only with a hub");
+                let hub = self.hub.clone().expect("signals only with a hub");
                 let body = signal::seal(inner.endpoint.identity(), peer, now_ms(), signal);
                 self.io.spawn(async move {
                     Event::Signalled(hub.signal(peer, body).await.map_err(|e| e.to_string()))
@@ -607,8 +656,12 @@ impl Driver {
                 let inner = inner.clone();
                 let token = punch::token(&self.session_id);
                 let labelling = self.session.labelling();
+                let hub = self.hub.clone();
                 self.io.spawn(async move {
-                    Event::Work(id, run_work(&inner, peer, token, labelling, work).await)
+                    Event::Work(
+                        id,
+                        run_work(&inner, hub.as_ref(), peer, token, labelling, work).await,
+                    )
                 });
             }
             Action::Keep { id, label } => {
@@ -726,6 +779,7 @@ fn needed_a_retransmission(conn: &Connection, took: Duration) -> bool {
 /// Runs one work towards `peer`; a connection it makes is not adopted yet.
 async fn run_work(
     inner: &Inner,
+    hub: Option<&HubClient>,
     peer: PeerId,
     token: [u8; 12],
     labelling: Labelling,
@@ -812,7 +866,7 @@ async fn run_work(
             Ok(None) => failed(format!("no TCP connection with {remote} within {within:?}")),
             Err(e) => failed(e.to_string()),
         },
-        Work::Relay => match &inner.hub {
+        Work::Relay => match hub {
             Some(hub) => match hub.connect_relayed(peer).await {
                 Ok(conn) => WorkEnd::Connected {
                     conn,
@@ -825,8 +879,12 @@ async fn run_work(
     }
 }
 
-/// Answers the signals peers send us through the hub.
-async fn listen(weak: std::sync::Weak<Inner>, mut events: broadcast::Receiver<HubEvent>) {
+/// Answers the signals peers send us through `hub` (ours, or a guest line).
+async fn listen(
+    weak: std::sync::Weak<Inner>,
+    mut events: broadcast::Receiver<HubEvent>,
+    hub: HubClient,
+) {
     loop {
         let event = match events.recv().await {
             Ok(e) => e,
@@ -876,7 +934,7 @@ async fn listen(weak: std::sync::Weak<Inner>, mut events: broadcast::Receiver<Hu
                     observed,
                     tcp_port,
                 };
-                tokio::spawn(answer(inner, from, session, remote, facts));
+                tokio::spawn(answer(inner, hub.clone(), from, session, remote, facts));
             }
             Signal::Accept { session, .. } | Signal::Refuse { session, .. } => {
                 // Only the peer we signalled can answer our session.
@@ -893,8 +951,14 @@ async fn listen(weak: std::sync::Weak<Inner>, mut events: broadcast::Receiver<Hu
 }
 
 /// The target's side of a Connect: agree (or refuse), do our part of the plan, answer.
-async fn answer(inner: Arc<Inner>, from: PeerId, session: [u8; 16], remote: Remote, facts: Facts) {
-    let Some(hub) = inner.hub.clone() else { return };
+async fn answer(
+    inner: Arc<Inner>,
+    hub: HubClient,
+    from: PeerId,
+    session: [u8; 16],
+    remote: Remote,
+    facts: Facts,
+) {
     let us = inner.endpoint.identity();
     let permit = inner.target_sessions.clone().try_acquire_owned().ok();
     let local = local_facts(&inner);
@@ -967,9 +1031,10 @@ async fn answer(inner: Arc<Inner>, from: PeerId, session: [u8; 16], remote: Remo
     let mut works = JoinSet::new();
     for (after, work) in session::part_work(&part) {
         let inner = inner.clone();
+        let hub = hub.clone();
         works.spawn(async move {
             tokio::time::sleep(after).await;
-            run_work(&inner, from, token, labelling, work).await
+            run_work(&inner, Some(&hub), from, token, labelling, work).await
         });
     }
     // Connections our part makes carry their label from the start: keep them.

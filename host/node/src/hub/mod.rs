@@ -1,6 +1,14 @@
 //! The `hub` area: the home hub's client, started with the network, its methods on the
 //! local API (`hub.register`, `hub.resolve`, `hub.watch`, `hub.unwatch`, `hub.relay`) and
 //! its events (`presence.changed`, `presence.refused`, `hub.changed`, `relay.offered`).
+//!
+//! [`foreign`]: guest lines to the home hubs of contacts homed elsewhere (their presence,
+//! signals, relays and mailboxes). A contact's presence comes from its home hub only: our
+//! hub's reports about a contact homed elsewhere are dropped, its hub's are taken.
+
+pub mod foreign;
+
+pub use foreign::parse_address;
 
 use std::sync::Arc;
 
@@ -13,7 +21,7 @@ use allpeers_model::PeerId;
 use allpeers_model::api::methods::{self as m, topics};
 use allpeers_model::api::net::PeerParams;
 use allpeers_model::api::{ErrorCode, RpcError};
-use allpeers_net::{Address, Endpoint};
+use allpeers_net::Endpoint;
 use base64::Engine;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -40,18 +48,6 @@ pub const AREA: Area = Area {
 /// (the social area keeps contacts' presence): given at start, so the hub does not depend on
 /// its consumers.
 pub type PresenceSink = fn(&Daemon, PeerId, bool, PeerStatus);
-
-/// `quic://ip:port` or `tcp://ip:port`.
-pub fn parse_address(text: &str) -> Result<Address, String> {
-    let bad = || format!("{text:?}: expected quic://ip:port or tcp://ip:port");
-    let (scheme, rest) = text.split_once("://").ok_or_else(bad)?;
-    let addr = rest.parse().map_err(|_| bad())?;
-    match scheme {
-        "quic" => Ok(Address::quic(addr)),
-        "tcp" => Ok(Address::tcp(addr)),
-        _ => Err(bad()),
-    }
-}
 
 /// Starts the hub client over the running endpoint and forwards its events.
 /// Starts the hub client and publishes its events.
@@ -95,16 +91,18 @@ pub async fn start(
                 online,
                 status,
             } => {
-                on_presence(daemon, peer, online, status.clone());
-                (
-                    topics::PRESENCE_CHANGED,
-                    json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
-                )
+                if homed_elsewhere(daemon, &peer) {
+                    return None;
+                }
+                presence_event(daemon, on_presence, peer, online, status)
             }
             // The letters module fetches them, the connector takes signals (each has its own
             // subscription).
             HubEvent::MailWaiting { .. } | HubEvent::Signal { .. } => return None,
             HubEvent::WatchRefused { peer } => {
+                if homed_elsewhere(daemon, &peer) {
+                    return None;
+                }
                 (topics::PRESENCE_REFUSED, json!({"peer_id": peer}))
             }
             HubEvent::RelayOffered { from, accepted } => (
@@ -114,6 +112,59 @@ pub async fn start(
         })
     });
     Ok(client)
+}
+
+/// Whether `peer` is a contact homed at another hub than ours (its presence comes from
+/// there).
+fn homed_elsewhere(daemon: &Daemon, peer: &PeerId) -> bool {
+    daemon
+        .network
+        .get()
+        .is_some_and(|n| n.foreign.is_foreign(peer))
+}
+
+fn presence_event(
+    daemon: &Daemon,
+    on_presence: PresenceSink,
+    peer: PeerId,
+    online: bool,
+    status: PeerStatus,
+) -> (&'static str, Value) {
+    on_presence(daemon, peer, online, status.clone());
+    (
+        topics::PRESENCE_CHANGED,
+        json!({"peer_id": peer, "online": online, "state": if online { status.availability.as_str() } else { "offline" }, "text": status.text}),
+    )
+}
+
+/// Forwards a guest line's reports about the contacts homed at its hub (`hub`): their
+/// presence and refused watches. Reports about anyone else are not that hub's to give.
+pub fn forward_guest_events(
+    daemon: &Arc<Daemon>,
+    client: &HubClient,
+    hub: PeerId,
+    on_presence: PresenceSink,
+) {
+    let homed_there = move |daemon: &Daemon, peer: &PeerId| {
+        daemon
+            .network
+            .get()
+            .and_then(|n| n.foreign.home_of(peer))
+            .is_some_and(|h| h.peer == hub)
+    };
+    daemon.forward_events(client.events(), move |daemon, event| match event {
+        HubEvent::PresenceChanged {
+            peer,
+            online,
+            status,
+        } if homed_there(daemon, &peer) => {
+            Some(presence_event(daemon, on_presence, peer, online, status))
+        }
+        HubEvent::WatchRefused { peer } if homed_there(daemon, &peer) => {
+            Some((topics::PRESENCE_REFUSED, json!({"peer_id": peer})))
+        }
+        _ => None,
+    });
 }
 
 /// The home hub's client, or `NoHub` saying why there is none.
@@ -139,6 +190,7 @@ fn rpc(error: HubError) -> RpcError {
         (_, Some(code::RELAY_REFUSED)) => codes::RELAY_REFUSED,
         (_, Some(code::QUOTA)) => codes::QUOTA,
         (_, Some(code::OFFLINE)) => codes::PEER_OFFLINE,
+        (_, Some(code::RATE_LIMITED)) => codes::QUOTA,
         (HubError::Net(_) | HubError::Proxy(_) | HubError::Stopped, _) => codes::HUB_UNREACHABLE,
         _ => ErrorCode::Internal.code(),
     };
@@ -221,7 +273,16 @@ async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, R
         }
         m::HUB_RELAY => {
             let p: PeerParams = parse(params)?;
-            let conn = client(daemon)?.connect_relayed(p.peer).await.map_err(rpc)?;
+            // Through the peer's home hub: ours, or the guest line to its own.
+            let guest = match daemon.network.get() {
+                Some(n) => n.foreign.line_for(&p.peer).await,
+                None => None,
+            };
+            let conn = match guest {
+                Some(line) => line.map_err(rpc)?.connect_relayed(p.peer).await,
+                None => client(daemon)?.connect_relayed(p.peer).await,
+            }
+            .map_err(rpc)?;
             Ok(json!({"peer_id": p.peer, "path": "relayed", "transport": conn.transport()}))
         }
         other => Err(RpcError::new(

@@ -21,7 +21,7 @@ use allpeers_model::api::RpcError;
 use allpeers_model::api::methods::{self as m, topics};
 use allpeers_model::api::net::{PeerParams, SpeedtestParams, SpeedtestResult};
 use allpeers_nat::connectivity::monitor::{ConnectivityMonitor, MonitorConfig};
-use allpeers_nat::connector::{Connector, ConnectorConfig};
+use allpeers_nat::connector::{Connector, ConnectorConfig, HubRouter};
 use allpeers_net::service::speed;
 use allpeers_net::status::StatusMonitor;
 use allpeers_net::{Endpoint, EndpointConfig, EndpointEvent, Identity};
@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use crate::daemon::area::{Area, Call, Reply};
 use crate::daemon::rpc::{codes, parse};
 use crate::daemon::state::Daemon;
+use crate::hub::foreign::ForeignHubs;
 use crate::social::letters::{self, LetterService};
 use parts::Network;
 
@@ -176,6 +177,7 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
         .clone()
         .map(|hub| start_connectivity(daemon, &endpoint, &status, hub));
     let connector = start_connector(daemon, &endpoint, hub.clone(), connectivity.as_ref());
+    let foreign = start_foreign_hubs(daemon, &endpoint, hub.as_ref(), &connector);
     if daemon
         .network
         .set(Network {
@@ -184,6 +186,7 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
             hub: hub.clone(),
             connectivity,
             connector,
+            foreign,
             discovery: OnceLock::new(),
         })
         .is_err()
@@ -219,6 +222,72 @@ fn start_connector(
         policy,
         ConnectorConfig::default(),
     )
+}
+
+/// Guest lines to contacts' home hubs: the connector routes connects to such contacts
+/// through them and answers signals arriving on them; their presence reports are forwarded;
+/// idle lines are closed.
+fn start_foreign_hubs(
+    daemon: &Arc<Daemon>,
+    endpoint: &Endpoint,
+    hub: Option<&HubClient>,
+    connector: &Connector,
+) -> Arc<ForeignHubs> {
+    let foreign = ForeignHubs::new(endpoint.clone(), hub.map(HubClient::hub));
+    let weak = Arc::downgrade(daemon);
+    let answering = connector.clone();
+    foreign.on_open(Box::new(move |client| {
+        answering.listen_on(client.clone());
+        if let Some(daemon) = weak.upgrade() {
+            crate::hub::forward_guest_events(
+                &daemon,
+                client,
+                client.hub(),
+                crate::social::api::on_hub_presence,
+            );
+        }
+    }));
+    connector.set_router(Arc::new(GuestRouter(Arc::downgrade(&foreign))));
+    let sweeping = Arc::downgrade(&foreign);
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(crate::hub::foreign::IDLE / 3);
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = every.tick() => {}
+            }
+            let Some(foreign) = sweeping.upgrade() else {
+                break;
+            };
+            foreign.sweep().await;
+        }
+        if let Some(foreign) = sweeping.upgrade() {
+            foreign.stop().await;
+        }
+    });
+    foreign
+}
+
+/// The connector's way to a contact homed at another hub: the guest line to that hub.
+struct GuestRouter(std::sync::Weak<ForeignHubs>);
+
+impl HubRouter for GuestRouter {
+    fn hub_for(
+        &self,
+        peer: PeerId,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<HubClient>> + Send + '_>> {
+        Box::pin(async move {
+            let foreign = self.0.upgrade()?;
+            match foreign.line_for(&peer).await? {
+                Ok(client) => Some(client),
+                Err(e) => {
+                    allpeers_log::flesh!(?peer, "no guest line to the peer's hub: {e}");
+                    None
+                }
+            }
+        })
+    }
 }
 
 /// Reaches a peer through the connector: directly, by callback, through a punched hole,

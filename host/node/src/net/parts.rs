@@ -26,6 +26,8 @@ pub struct Network {
     pub connectivity: Option<ConnectivityMonitor>,
     /// Reaches peers by the cheapest path that works (direct, callback, punch, relay).
     pub connector: Connector,
+    /// Guest lines to the home hubs of contacts homed elsewhere.
+    pub foreign: Arc<crate::hub::foreign::ForeignHubs>,
     /// Discovery without a hub (DHT, LAN), when enabled in `config.json`.
     pub discovery: OnceLock<Discovery>,
 }

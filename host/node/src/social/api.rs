@@ -19,6 +19,7 @@ use super::letters::{self, Delivered, SendError, TakeError, Via};
 use crate::daemon::area::Area;
 use crate::daemon::rpc::{app_error as err, codes, parse};
 use crate::daemon::state::Daemon;
+use crate::hub::foreign::{self, ForeignHubs, HomeHub};
 use crate::social::chat::{self, Applied};
 use crate::social::contacts::{self, ContactState};
 use crate::social::invite::{self, Invite};
@@ -38,10 +39,20 @@ pub async fn start(daemon: &Arc<Daemon>) {
         .on_store(|s| contacts::accepted(s))
         .await
         .unwrap_or_default();
-    if let Some(hub) = daemon.hub()
-        && !accepted.is_empty()
-    {
-        hub.watch(&accepted).await;
+    // Where contacts homed at other hubs live, before the first letter or watch.
+    if let Some(foreign) = guest_lines(daemon) {
+        let homes = daemon
+            .on_store(|s| contacts::home_hubs(s))
+            .await
+            .unwrap_or_default();
+        for (peer, text) in homes {
+            if let Some(home) = HomeHub::parse(&text) {
+                foreign.learn(peer, home);
+            }
+        }
+    }
+    if !accepted.is_empty() {
+        watch_contacts(daemon, &accepted).await;
     }
     let weak = Arc::downgrade(daemon);
     let shutdown = daemon.shutdown.clone();
@@ -263,9 +274,7 @@ async fn take_contact(
                     })
                     .await
                     .map_err(local)?;
-                if let Some(hub) = daemon.hub() {
-                    hub.watch(&[from]).await;
-                }
+                watch_contacts(daemon, &[from]).await;
                 fill_name(daemon, from);
                 daemon.publish(
                     topics::CONTACT_CHANGED,
@@ -282,11 +291,50 @@ async fn take_contact(
                     })
                     .await
                     .map_err(local)?;
-                if let Some(hub) = daemon.hub() {
-                    hub.unwatch(&[from]).await;
-                }
+                unwatch_contacts(daemon, &[from]).await;
                 daemon.publish(topics::CONTACT_CHANGED, contacts::to_json(&r, None));
             }
+        }
+        ContactPayload::Home {
+            hub,
+            addresses,
+            certificate,
+        } => {
+            if state == ContactState::None {
+                // Not someone we know: nothing to remember.
+                return Ok(());
+            }
+            let Some(home) = HomeHub::from_parts(hub, &addresses) else {
+                return Err(TakeError::Refused("a home hub without addresses".into()));
+            };
+            learn_home(daemon, from, home).await;
+            // The name only when its hub signed it for this peer (a forged one is ignored).
+            if let Some(cert) = certificate {
+                match foreign::certified_name(&cert, &hub, &from) {
+                    Some(name) => {
+                        if let Ok(Some(r)) = daemon
+                            .on_store(move |s| {
+                                contacts::set_name(s, &from, &name)?;
+                                s.get(&contacts::resource_id(&from))
+                            })
+                            .await
+                        {
+                            daemon.publish(
+                                topics::CONTACT_CHANGED,
+                                contacts::to_json(&r, daemon.social.presence_json(&from).as_ref()),
+                            );
+                        }
+                    }
+                    None => allpeers_log::marrow!(
+                        ?from,
+                        "home letter with a forged certificate: name ignored"
+                    ),
+                }
+            }
+            if matches!(state, ContactState::Accepted | ContactState::Outgoing) {
+                watch_contacts(daemon, &[from]).await;
+            }
+            daemon.social.outbox.notify_one();
         }
         ContactPayload::Presence { availability, text } => {
             if state == ContactState::Accepted {
@@ -303,6 +351,73 @@ async fn take_contact(
         }
     }
     Ok(())
+}
+
+/// The guest lines to contacts' home hubs (once the network is up).
+fn guest_lines(daemon: &Daemon) -> Option<&Arc<ForeignHubs>> {
+    daemon.network.get().map(|n| &n.foreign)
+}
+
+/// Watches contacts' presence: at our hub (the mutual rule needs our asking there for
+/// contacts who are guests of it) and, for contacts homed elsewhere, at their hubs.
+async fn watch_contacts(daemon: &Daemon, peers: &[PeerId]) {
+    if let Some(hub) = daemon.hub() {
+        hub.watch(peers).await;
+    }
+    if let Some(foreign) = guest_lines(daemon) {
+        foreign.watch(peers).await;
+    }
+}
+
+async fn unwatch_contacts(daemon: &Daemon, peers: &[PeerId]) {
+    if let Some(hub) = daemon.hub() {
+        hub.unwatch(peers).await;
+    }
+    if let Some(foreign) = guest_lines(daemon) {
+        foreign.unwatch(peers).await;
+    }
+}
+
+/// Remembers where `peer` lives (in memory for the guest lines, on its Peer resource).
+async fn learn_home(daemon: &Daemon, peer: PeerId, home: HomeHub) {
+    let text = home.to_text();
+    if let Some(foreign) = guest_lines(daemon) {
+        foreign.learn(peer, home);
+    }
+    if let Err(e) = daemon
+        .on_store(move |s| contacts::set_home_hub(s, &peer, &text))
+        .await
+    {
+        allpeers_log::marrow!(?peer, "home hub not stored: {}", e.message);
+    }
+}
+
+/// Tells `peer` where we live (our home hub and our name there), so its letters for us are
+/// deposited where we fetch them and it watches our presence there.
+async fn send_home(daemon: &Arc<Daemon>, peer: PeerId) {
+    let Some(section) = daemon.hub_config.as_ref() else {
+        return;
+    };
+    let Ok(hub) = section.peer_id.parse::<PeerId>() else {
+        return;
+    };
+    let certificate = match daemon.hub() {
+        Some(h) => h
+            .resolve(&daemon.peer_id().to_string())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|r| r.certificate),
+        None => None,
+    };
+    let body = wire::encode(&ContactPayload::Home {
+        hub,
+        addresses: section.addresses.clone(),
+        certificate,
+    });
+    if let Err(e) = letters::send(daemon, peer, wire::CONTACTS, body, true).await {
+        allpeers_log::marrow!(?peer, "home hub not told: {e}");
+    }
 }
 
 /// Looks the peer's name up at the hub (a signed answer), stores it and tells clients
@@ -595,9 +710,7 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
             let p: PeerParams = parse(params)?;
             let body = wire::encode(&ContactPayload::Remove);
             let result = set_and_tell(daemon, p.peer, ContactState::None).await?;
-            if let Some(hub) = daemon.hub() {
-                hub.unwatch(&[p.peer]).await;
-            }
+            unwatch_contacts(daemon, &[p.peer]).await;
             let daemon = daemon.clone();
             tokio::spawn(async move {
                 let _ = letters::send(&daemon, p.peer, wire::CONTACTS, body, true).await;
@@ -607,9 +720,7 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
         m::CONTACTS_BLOCK => {
             let p: PeerParams = parse(params)?;
             let result = set_and_tell(daemon, p.peer, ContactState::Blocked).await?;
-            if let Some(hub) = daemon.hub() {
-                hub.unwatch(&[p.peer]).await;
-            }
+            unwatch_contacts(daemon, &[p.peer]).await;
             daemon
                 .social
                 .presence
@@ -851,15 +962,14 @@ async fn set_and_tell(
 
 async fn accept(daemon: &Arc<Daemon>, peer: PeerId) -> Result<Value, RpcError> {
     let result = set_and_tell(daemon, peer, ContactState::Accepted).await?;
-    if let Some(hub) = daemon.hub() {
-        hub.watch(&[peer]).await;
-    }
+    watch_contacts(daemon, &[peer]).await;
     let body = wire::encode(&ContactPayload::Accept);
     let daemon2 = daemon.clone();
     tokio::spawn(async move {
         if let Err(e) = letters::send(&daemon2, peer, wire::CONTACTS, body, true).await {
             allpeers_log::marrow!(?peer, "acceptance not delivered: {e}");
         }
+        send_home(&daemon2, peer).await;
     });
     fill_name(daemon, peer);
     Ok(result)
@@ -873,9 +983,14 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
         ));
     }
     let me = me(daemon);
+    let mut home = None;
     let (peer, name, token) = if Invite::looks_like(&p.who) {
         let invite = Invite::decode(&p.who)
             .map_err(|e| RpcError::new(ErrorCode::InvalidParams, e.to_string()))?;
+        home = invite
+            .hub
+            .as_ref()
+            .and_then(|(hub, addresses)| HomeHub::from_parts(*hub, addresses));
         (invite.peer, invite.name, Some(invite.token))
     } else if let Ok(peer) = p.who.trim().parse::<PeerId>() {
         (peer, None, None)
@@ -925,10 +1040,12 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
             contacts::set_state(s, &peer, ContactState::Outgoing, name2.as_deref(), None)
         })
         .await?;
-    // Watch now: when they accept (and watch us), the hub shows presence both ways.
-    if let Some(hub) = daemon.hub() {
-        hub.watch(&[peer]).await;
+    // The invite says where they live: letters and presence go through their hub.
+    if let Some(home) = home {
+        learn_home(daemon, peer, home).await;
     }
+    // Watch now: when they accept (and watch us), the hub shows presence both ways.
+    watch_contacts(daemon, &[peer]).await;
     let body = wire::encode(&ContactPayload::Request {
         message: p.message,
         invite: token,
@@ -943,6 +1060,9 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
             ));
         }
     };
+    // Where we live, for their letters and presence (after the request it goes with).
+    let daemon2 = daemon.clone();
+    tokio::spawn(async move { send_home(&daemon2, peer).await });
     if invited {
         r = daemon
             .on_store(move |s| contacts::set_state(s, &peer, ContactState::Accepted, None, None))

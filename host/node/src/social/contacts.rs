@@ -155,6 +155,33 @@ pub fn accepted(store: &Store) -> Result<Vec<PeerId>, StoreError> {
         .collect())
 }
 
+/// Where a known peer lives (its home hub, `PeerId addr…`: see
+/// `crate::hub::foreign::HomeHub`), kept in its local metadata; a peer not yet known is not
+/// created for it.
+pub fn set_home_hub(store: &mut Store, peer: &PeerId, home: &str) -> Result<(), StoreError> {
+    let id = resource_id(peer);
+    if store.get(&id)?.is_some() {
+        let mut patch = Patch::default();
+        patch
+            .meta
+            .insert("homeHub".into(), Value::String(home.into()));
+        store.update(&id, &patch)?;
+    }
+    Ok(())
+}
+
+/// Every known peer's home hub as kept by [`set_home_hub`].
+pub fn home_hubs(store: &Store) -> Result<Vec<(PeerId, String)>, StoreError> {
+    Ok(store
+        .query(&Query::of("Peer"))?
+        .iter()
+        .filter_map(|r| {
+            let home = r.meta.get("homeHub")?.as_str()?.to_string();
+            Some((peer_of(r)?, home))
+        })
+        .collect())
+}
+
 pub fn peer_of(r: &Resource) -> Option<PeerId> {
     r.get("peerId")?.as_str()?.parse().ok()
 }

@@ -2,6 +2,13 @@
 //! them directly, the way they are sent (direct, else through the hub's relay, else sealed
 //! into the recipient's mailbox at the hub), and the fetching of our own mailbox.
 //!
+//! The hub of a letter is the *recipient's*: for a contact homed at another hub, the guest
+//! line to that hub (`crate::hub::foreign`) tells whether it is online, carries the relay
+//! and keeps the sealed letter where the recipient fetches it. We fetch only at our own
+//! hub. When the guest line cannot be opened (the hub is down, or presents another key than
+//! the one the contact named), the letter is not left at our hub, where the recipient never
+//! looks: the send fails and the outbox retries.
+//!
 //! Every letter is signed by its author whichever way it travels, so one code path checks
 //! them all (the [`Sink`] the node gives at start: the social area's `take_letter`);
 //! directly delivered letters must also come from the peer at the other end of the TLS
@@ -149,7 +156,8 @@ pub fn unlocked_key(daemon: &Daemon) -> Option<allpeers_net::Identity> {
 }
 
 /// Sends `body` to `to`'s `service`: directly when we can reach it, else through the hub's
-/// relay, else (when `may_mail`) sealed into its mailbox at our hub.
+/// relay, else (when `may_mail`) sealed into its mailbox at its home hub (ours, or the guest
+/// line to its own).
 pub async fn send(
     daemon: &Arc<Daemon>,
     to: PeerId,
@@ -168,8 +176,19 @@ pub async fn send(
         .map_err(|e| SendError::Refused(e.to_string()))?;
     let bytes = Bytes::from(signed.to_bytes());
     let endpoint = &network.endpoint;
-    let hub = daemon.hub();
     let mut why = Vec::new();
+    let guest_line;
+    let hub = match network.foreign.line_for(&to).await {
+        None => daemon.hub(),
+        Some(Ok(client)) => {
+            guest_line = client;
+            Some(&guest_line)
+        }
+        Some(Err(e)) => {
+            why.push(format!("the recipient's hub: {e}"));
+            None
+        }
+    };
 
     // 1. A live connection, or a peer the hub says is online. When the hub cannot tell (none,
     // its line down, an error), the connector tries anyway: it dials what we know and asks
@@ -235,17 +254,21 @@ pub fn spawn_mail_fetcher(daemon: &Arc<Daemon>, hub: HubClient, sink: Sink) {
     let weak = Arc::downgrade(daemon);
     let shutdown = daemon.shutdown.clone();
     let mut events = hub.events();
+    // The line may have come up (with letters waiting) before we subscribed: look once now.
+    let mut look_now = hub.state() == HubState::Online;
     tokio::spawn(async move {
         loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                e = events.recv() => e,
-            };
-            match event {
-                Ok(HubEvent::Online { .. } | HubEvent::MailWaiting { .. }) => {}
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(_) => break,
+            if !std::mem::take(&mut look_now) {
+                let event = tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    e = events.recv() => e,
+                };
+                match event {
+                    Ok(HubEvent::Online { .. } | HubEvent::MailWaiting { .. }) => {}
+                    Ok(_) => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => break,
+                }
             }
             let Some(daemon) = weak.upgrade() else { break };
             if let Err(e) = fetch_mail(&daemon, &hub, sink).await {

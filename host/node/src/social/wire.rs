@@ -40,6 +40,14 @@ pub enum ContactPayload {
         availability: allpeers_hub_client::Availability,
         text: String,
     },
+    /// "My home hub is this one": where my mailbox, presence and signals are, so letters for
+    /// me are deposited there. `certificate`: my `name@hub` there, if registered (checked
+    /// against the hub's key before the name is shown).
+    Home {
+        hub: PeerId,
+        addresses: Vec<String>,
+        certificate: Option<allpeers_hub_client::NameCertificate>,
+    },
 }
 
 /// Which conversation a message belongs to, carried with every message so a member who
@@ -131,6 +139,26 @@ impl ContactPayload {
                 Ok(())
             }
             ContactPayload::Presence { text, .. } => short("status text", text, MAX_SHORT),
+            ContactPayload::Home {
+                addresses,
+                certificate,
+                ..
+            } => {
+                if addresses.len() > allpeers_hub_client::proto::MAX_ADDRESSES {
+                    return Err(PayloadError("too many hub addresses".into()));
+                }
+                for a in addresses {
+                    short("hub address", a, MAX_SHORT)?;
+                }
+                if let Some(c) = certificate {
+                    short("name", &c.name, MAX_SHORT)?;
+                    short("hub name", &c.hub_name, MAX_SHORT)?;
+                    if c.signature.len() > 64 {
+                        return Err(PayloadError("certificate signature too long".into()));
+                    }
+                }
+                Ok(())
+            }
             ContactPayload::Accept | ContactPayload::Remove => Ok(()),
         }
     }
