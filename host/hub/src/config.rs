@@ -46,9 +46,23 @@ pub struct HubConfig {
     pub probe: crate::probe::ProbeConfig,
     /// Offline letters: quotas and expiry.
     pub mailbox: crate::mailbox::MailboxConfig,
+    /// Where the state lives: `"sqlite"` (files in `data_dir`, one process) or
+    /// `{"postgres": {...}}` (several processes behind this name and key).
+    pub backend: Backend,
     /// The e-mail gateway (SMTP server, sender, DKIM, unsubscribe listener, limits); null:
     /// no gateway (the `allpeers/hub-mail/1` namespace is not served).
     pub mail: Option<crate::mail::MailConfig>,
+}
+
+/// The state's backend ([`crate::store`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Backend {
+    /// `hub.db` and `mail.sqlite` in the data dir: the embedded default.
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database shared by the hub's instances ([`crate::cluster`]).
+    Postgres(crate::store::postgres::PostgresConfig),
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +111,7 @@ impl Default for HubConfig {
             stun: None,
             probe: crate::probe::ProbeConfig::default(),
             mailbox: crate::mailbox::MailboxConfig::default(),
+            backend: Backend::Sqlite,
             mail: None,
         }
     }
