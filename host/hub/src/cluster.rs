@@ -126,8 +126,7 @@ impl Cluster {
         let config = store.config().clone();
         if config.instance.is_empty() || config.instance.len() > 64 {
             return Err(StoreError::Corrupt(
-                "backend.postgres.instance: a name of 1 to 64 bytes, unique in the cluster"
-                    .into(),
+                "backend.postgres.instance: a name of 1 to 64 bytes, unique in the cluster".into(),
             ));
         }
         let cluster = Arc::new(Cluster {
@@ -184,7 +183,11 @@ impl Cluster {
             )
             .await?;
         if n > 0 {
-            Self::notify(&tx, Event::Line { peer, line, state }.payload(&self.instance)).await?;
+            Self::notify(
+                &tx,
+                Event::Line { peer, line, state }.payload(&self.instance),
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(())
@@ -211,7 +214,11 @@ impl Cluster {
     }
 
     /// `watcher`'s whole watch list is now `targets`.
-    pub async fn set_watches(&self, watcher: PeerId, targets: Vec<PeerId>) -> Result<(), StoreError> {
+    pub async fn set_watches(
+        &self,
+        watcher: PeerId,
+        targets: Vec<PeerId>,
+    ) -> Result<(), StoreError> {
         let text = watcher.to_string();
         let targets: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
         let mut client = self.pool.get().await?;
@@ -328,7 +335,8 @@ pub fn run(core: &Arc<Core>, cluster: Arc<Cluster>) {
 }
 
 async fn beat(core: Weak<Core>, cluster: Arc<Cluster>) {
-    let mut tick = tokio::time::interval(Duration::from_millis(cluster.config.heartbeat_ms.max(50)));
+    let mut tick =
+        tokio::time::interval(Duration::from_millis(cluster.config.heartbeat_ms.max(50)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
@@ -425,7 +433,9 @@ impl Core {
                 Ok(targets) => self.apply_watches(watcher, targets),
                 Err(e) => tracing::warn!("watch list of {watcher:?} not read: {e}"),
             },
-            Event::MailWaiting { to } => self.tell_here(&to, PresenceDown::MailWaiting { count: 1 }),
+            Event::MailWaiting { to } => {
+                self.tell_here(&to, PresenceDown::MailWaiting { count: 1 })
+            }
             Event::Signal {
                 to,
                 from,
@@ -536,7 +546,12 @@ impl Core {
                 tracing::warn!("a corrupt presence line row skipped");
                 continue;
             };
-            lines.push((peer, row.get::<_, String>(1), row.get::<_, i64>(2) as u64, state));
+            lines.push((
+                peer,
+                row.get::<_, String>(1),
+                row.get::<_, i64>(2) as u64,
+                state,
+            ));
         }
         let rows = client
             .query(

@@ -113,13 +113,10 @@ impl Hub {
                         "the e-mail gateway keeps its queue in SQLite: it runs with backend \"sqlite\" only"
                     );
                 }
-                let pg = store::postgres::PgStore::open(
-                    pg.clone(),
-                    config.mailbox.clone(),
-                    sender_key,
-                )
-                .await
-                .map_err(|e| anyhow::anyhow!("backend postgres: {e}"))?;
+                let pg =
+                    store::postgres::PgStore::open(pg.clone(), config.mailbox.clone(), sender_key)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("backend postgres: {e}"))?;
                 let cluster = cluster::Cluster::join(&pg)
                     .await
                     .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;

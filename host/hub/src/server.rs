@@ -252,10 +252,7 @@ impl Core {
         let (peer, certificate) = {
             let db = &self.store;
             match &query {
-                Query::Peer(p) => (
-                    Some(*p),
-                    db.certificate_of_peer(p).await.map_err(internal)?,
-                ),
+                Query::Peer(p) => (Some(*p), db.certificate_of_peer(p).await.map_err(internal)?),
                 Query::Name(text) => {
                     let (folded, hub) = names::parse_full_name(text)
                         .map_err(|e| app_error(code::BAD_NAME, e.to_string()))?;
@@ -808,11 +805,7 @@ impl Core {
             }
             Err(e) => tracing::warn!("mailbox count failed: {e}"),
         }
-        if let Err(e) = self
-            .store
-            .touch(&peer, allpeers_model::hlc::now_ms())
-            .await
-        {
+        if let Err(e) = self.store.touch(&peer, allpeers_model::hlc::now_ms()).await {
             tracing::warn!("last-seen not stored: {e}");
         }
         drop(tx);
@@ -906,11 +899,7 @@ impl Core {
         {
             tracing::warn!(?peer, "line end not recorded for the other instances: {e}");
         }
-        if let Err(e) = self
-            .store
-            .touch(&peer, allpeers_model::hlc::now_ms())
-            .await
-        {
+        if let Err(e) = self.store.touch(&peer, allpeers_model::hlc::now_ms()).await {
             tracing::warn!("last-seen not stored: {e}");
         }
         tracing::debug!(?peer, %reason, "presence line down");
@@ -949,7 +938,10 @@ impl Core {
                 .unwrap_or_default()
         };
         if let Err(e) = cluster.set_watches(*watcher, targets).await {
-            tracing::warn!(?watcher, "watch list not recorded for the other instances: {e}");
+            tracing::warn!(
+                ?watcher,
+                "watch list not recorded for the other instances: {e}"
+            );
         }
     }
 

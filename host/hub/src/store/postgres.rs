@@ -276,8 +276,11 @@ impl PgStore {
             .await?
             .get(0);
         let notice = Event::MailWaiting { to: *to }.payload(&self.config.instance);
-        tx.execute("SELECT pg_notify($1, $2)", &[&crate::cluster::CHANNEL, &notice])
-            .await?;
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&crate::cluster::CHANNEL, &notice],
+        )
+        .await?;
         tx.commit().await?;
         Ok(id as u64)
     }

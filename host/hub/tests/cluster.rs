@@ -1,0 +1,384 @@
+//! Cluster mode against a real PostgreSQL (Debian's `postgresql`, started by the test in
+//! a temporary directory on a loopback port): two `allpeers-hub` instances behind one key
+//! and one database; peers on different instances see each other, chat, signal and get
+//! their letters; an instance killed, its peers move to the other and nothing acknowledged
+//! is lost; a database connection killed mid-deposit leaves no half-applied letter.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use allpeers_hub_client::{AcceptAll, HubError, HubEvent};
+use allpeers_net::{Address, Identity};
+use common::*;
+
+const SECONDS: Duration = Duration::from_secs(1);
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A PostgreSQL server of the test's own: `initdb` into a temporary directory, `postgres`
+/// on a free loopback port, trust authentication. Run as the `postgres` user when the test
+/// runs as root (the server refuses root).
+struct Postgres {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// uid and gid of the `postgres` user, when we are root (from /etc/passwd).
+fn postgres_user() -> Option<(u32, u32)> {
+    if rustix::process::geteuid().as_raw() != 0 {
+        return None;
+    }
+    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
+    passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.first() == Some(&"postgres")).then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
+    })
+}
+
+fn as_postgres(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    if let Some((uid, gid)) = user {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd.env("LC_ALL", "C").env_remove("PGDATA")
+}
+
+impl Postgres {
+    fn start() -> Postgres {
+        let dir = tempfile::tempdir().unwrap();
+        let user = postgres_user();
+        if let Some((uid, gid)) = user {
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let data = dir.path().join("data");
+        let out = as_postgres(&mut Command::new(format!("{PG_BIN}/initdb")), user)
+            .args([
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .expect("initdb (Debian package postgresql)");
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut child = as_postgres(&mut Command::new(format!("{PG_BIN}/postgres")), user)
+            .arg("-D")
+            .arg(&data)
+            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
+            .arg(dir.path())
+            .args(["-c", "fsync=off", "-c", "max_connections=60"])
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start postgres");
+        // Ready when it says so (its log goes to stderr).
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if line.contains("ready to accept connections") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("postgres ready within 30 s");
+        Postgres {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres",
+            self.port
+        )
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        client
+    }
+}
+
+/// An instance of the hub `hub.test` on `pg`: config file, data dir (`key`: the shared
+/// hub key, copied in).
+fn instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubProc {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(key) = key {
+        std::fs::copy(key, dir.join("hub.key")).unwrap();
+    }
+    let config = serde_json::json!({
+        "backend": {"postgres": {
+            "url": pg.url(),
+            "instance": name,
+            "pool_size": 4,
+            "heartbeat_ms": 200,
+            "instance_timeout_ms": 1500,
+        }}
+    });
+    let path = dir.join("hub.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    HubProc::spawn(&dir, &["--config", path.to_str().unwrap()])
+}
+
+fn key_of(hub: &HubProc) -> PathBuf {
+    hub.dir.join("hub.key")
+}
+
+async fn presence_of(
+    rx: &mut tokio::sync::broadcast::Receiver<HubEvent>,
+    peer: allpeers_model::PeerId,
+    online: bool,
+    within: Duration,
+) -> bool {
+    wait_event(rx, within, |e| {
+        matches!(e, HubEvent::PresenceChanged { peer: p, online: o, .. } if *p == peer && *o == online)
+    })
+    .await
+    .is_some()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying() {
+    bounded(async {
+        let started = Instant::now();
+        let pg = Postgres::start();
+        eprintln!("postgres up in {:?}", started.elapsed());
+        let root = tempfile::tempdir().unwrap();
+        let mut a = instance(&pg, root.path(), "a", None);
+        let b = instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        assert_eq!(a.peer, b.peer, "one hub key");
+        let hub = a.peer;
+        let (at_a, at_b) = (Address::tcp(a.tcp), Address::tcp(b.tcp));
+
+        // alice and carol at A (carol knows only A), bob at B; alice and bob know both.
+        let alice = node(fast_config(hub, vec![at_a, at_b]), Arc::new(AcceptAll)).await;
+        let carol = node(fast_config(hub, vec![at_a]), Arc::new(AcceptAll)).await;
+        let bob = node(fast_config(hub, vec![at_b, at_a]), Arc::new(AcceptAll)).await;
+        for n in [&alice, &carol, &bob] {
+            assert!(n.hub.wait_online(10 * SECONDS).await);
+        }
+        let mut bob_events = bob.hub.events();
+        let mut alice_events = alice.hub.events();
+
+        // One directory: registered at A, found at B.
+        alice.hub.register("alice").await.unwrap();
+        let rec = bob.hub.resolve("alice@hub.test").await.unwrap().unwrap();
+        assert_eq!(rec.peer, alice.id());
+        assert!(rec.online, "alice's line at A is seen from B");
+
+        // Presence across instances, mutual rule intact.
+        bob.hub.watch(&[alice.id(), carol.id()]).await;
+        alice.hub.watch(&[bob.id()]).await;
+        carol.hub.watch(&[bob.id()]).await;
+        assert!(presence_of(&mut bob_events, alice.id(), true, 5 * SECONDS).await);
+        assert!(presence_of(&mut alice_events, bob.id(), true, 5 * SECONDS).await);
+
+        // Chat: bob finds alice's addresses through B and talks to her directly.
+        bob.hub.resolve(&alice.id().to_string()).await.unwrap();
+        let reply: String = bob
+            .endpoint
+            .request(alice.id(), &echo_ns(), &"hello from B".to_string())
+            .await
+            .unwrap();
+        assert_eq!(reply, "hello from B");
+
+        // A connection signal from A's peer reaches B's.
+        alice.hub.signal(bob.id(), b"punch".to_vec()).await.unwrap();
+        let e = wait_event(&mut bob_events, 5 * SECONDS, |e| matches!(e, HubEvent::Signal { .. })).await;
+        assert!(
+            matches!(&e, Some(HubEvent::Signal { from, body, .. }) if *from == alice.id() && body == b"punch"),
+            "{e:?}"
+        );
+
+        // A letter deposited at A for bob (online at B): B tells him, he takes it.
+        alice.hub.mail_deposit(bob.id(), b"sealed for bob".to_vec()).await.unwrap();
+        assert!(
+            wait_event(&mut bob_events, 5 * SECONDS, |e| matches!(e, HubEvent::MailWaiting { .. }))
+                .await
+                .is_some()
+        );
+        let items = bob.hub.mail_fetch(10).await.unwrap();
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].sealed, b"sealed for bob");
+        assert_eq!(bob.hub.mail_ack(&[items[0].id]).await.unwrap(), 1);
+
+        // Relays are per instance: a clear refusal across instances.
+        match alice.hub.connect_relayed(bob.id()).await {
+            Err(HubError::Refused { message, .. }) => {
+                assert!(message.contains("another instance"), "{message}")
+            }
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+
+        // Letters for erin (offline), acknowledged by A.
+        let erin_id = Identity::generate();
+        let mut acknowledged = Vec::new();
+        for i in 0..3 {
+            let id = alice
+                .hub
+                .mail_deposit(erin_id.peer_id(), format!("letter {i}").into_bytes())
+                .await
+                .unwrap();
+            acknowledged.push(id);
+        }
+
+        // A dies. carol (A only) goes offline for bob once A's heartbeat is overdue; alice
+        // moves to B (her next address, same pinned key) and bob sees her online there.
+        let killed = Instant::now();
+        a.child.kill().unwrap();
+        a.child.wait().unwrap();
+        assert!(
+            presence_of(&mut bob_events, carol.id(), false, 10 * SECONDS).await,
+            "bob hears carol offline"
+        );
+        eprintln!("carol offline for bob {:?} after the kill", killed.elapsed());
+        let back = wait_event(&mut alice_events, 10 * SECONDS, |e| matches!(e, HubEvent::Online { .. })).await;
+        assert!(back.is_some(), "alice back online through B");
+        eprintln!("alice online at B {:?} after the kill", killed.elapsed());
+        let rec = bob.hub.resolve(&alice.id().to_string()).await.unwrap().unwrap();
+        assert!(rec.online);
+        let reply: String = alice
+            .endpoint
+            .request(bob.id(), &echo_ns(), &"still here".to_string())
+            .await
+            .unwrap();
+        assert_eq!(reply, "still here");
+
+        // erin comes online (A first in her list: it is dead, B answers): every letter A
+        // acknowledged waits for her.
+        let erin = node_with(erin_id, fast_config(hub, vec![at_a, at_b]), Arc::new(AcceptAll)).await;
+        assert!(erin.hub.wait_online(10 * SECONDS).await);
+        let items = erin.hub.mail_fetch(10).await.unwrap();
+        let got: Vec<u64> = items.iter().map(|i| i.id).collect();
+        assert_eq!(got, acknowledged);
+        eprintln!("whole test {:?}", started.elapsed());
+    })
+    .await
+}
+
+/// A database connection killed while a deposit's transaction is half done (its letter
+/// inserted, the commit not reached): nothing of it stays, the peer gets a clear error,
+/// and the hub carries on with a fresh connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_mid_deposit_leaves_no_half_applied_letter() {
+    bounded(async {
+        let pg = Postgres::start();
+        let root = tempfile::tempdir().unwrap();
+        let a = instance(&pg, root.path(), "solo", None);
+        let alice = node(fast_config(a.peer, a.addresses()), Arc::new(AcceptAll)).await;
+        assert!(alice.hub.wait_online(10 * SECONDS).await);
+        let bob = Identity::generate().peer_id();
+
+        // A trigger holds each deposit after its insert until the test lets go.
+        let admin = pg.client().await;
+        admin
+            .batch_execute(
+                "CREATE FUNCTION hold_deposit() RETURNS trigger AS $$
+                 BEGIN PERFORM pg_advisory_lock_shared(4242); RETURN NEW; END $$ LANGUAGE plpgsql;
+                 CREATE TRIGGER hold AFTER INSERT ON hub_letters
+                 FOR EACH ROW EXECUTE FUNCTION hold_deposit();
+                 SELECT pg_advisory_lock(4242);",
+            )
+            .await
+            .unwrap();
+        let deposit = {
+            let hub = alice.hub.clone();
+            tokio::spawn(async move { hub.mail_deposit(bob, b"half".to_vec()).await })
+        };
+        // The hub's backend waiting in the trigger, mid-transaction.
+        let deadline = Instant::now() + 10 * SECONDS;
+        let pid: i32 = loop {
+            let row = admin
+                .query_opt(
+                    "SELECT pid FROM pg_stat_activity
+                     WHERE application_name LIKE 'allpeers-hub%' AND wait_event_type = 'Lock'",
+                    &[],
+                )
+                .await
+                .unwrap();
+            if let Some(row) = row {
+                break row.get(0);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the deposit never reached the trigger"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let killed: bool = admin
+            .query_one("SELECT pg_terminate_backend($1)", &[&pid])
+            .await
+            .unwrap()
+            .get(0);
+        assert!(killed);
+        match deposit.await.unwrap() {
+            Err(HubError::Refused { message, .. }) => {
+                assert!(message.contains("could not store the letter"), "{message}")
+            }
+            other => panic!("expected a clear error, got {other:?}"),
+        }
+        let n: i64 = admin
+            .query_one("SELECT COUNT(*) FROM hub_letters", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "no half-deposited letter");
+
+        // The hub is alive and its pool replaced the killed connection.
+        admin
+            .batch_execute("DROP TRIGGER hold ON hub_letters; SELECT pg_advisory_unlock(4242);")
+            .await
+            .unwrap();
+        let id = alice
+            .hub
+            .mail_deposit(bob, b"whole".to_vec())
+            .await
+            .unwrap();
+        let n: i64 = admin
+            .query_one(
+                "SELECT COUNT(*) FROM hub_letters WHERE id = $1",
+                &[&(id as i64)],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1);
+        assert!(alice.hub.register("alice").await.is_ok());
+    })
+    .await
+}
