@@ -62,7 +62,37 @@ pub enum Backend {
     #[default]
     Sqlite,
     /// One PostgreSQL database shared by the hub's instances ([`crate::cluster`]).
-    Postgres(crate::store::postgres::PostgresConfig),
+    Postgres(PostgresConfig),
+}
+
+/// `backend.postgres` in the hub config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq-style connection string: `host=10.0.0.5 port=5432 user=hub dbname=hub` or
+    /// `postgresql://hub@10.0.0.5/hub`. No TLS: the database sits on a private network.
+    pub url: String,
+    /// This process's name in the cluster, unique among the instances (e.g. the host name).
+    pub instance: String,
+    /// Connections this process keeps to the database (plus one that listens).
+    pub pool_size: usize,
+    /// Milliseconds between heartbeats of this instance.
+    pub heartbeat_ms: u64,
+    /// Milliseconds without a heartbeat after which an instance counts as dead: its
+    /// presence lines end and their watchers hear "offline".
+    pub instance_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            instance: String::new(),
+            pool_size: 8,
+            heartbeat_ms: 1000,
+            instance_timeout_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

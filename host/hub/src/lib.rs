@@ -137,7 +137,7 @@ impl Hub {
         };
         let core = Core::new(signer, config, store, cluster.clone(), policy)?;
         if let Some(cluster) = cluster {
-            cluster::run(&core, cluster);
+            cluster::mirror::run(&core, cluster);
         }
         if let Some(gateway) = &mut mail {
             let core = core.clone();

@@ -20,7 +20,8 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::cluster::{Cluster, LineState};
+use crate::cluster::Cluster;
+use crate::cluster::event::LineState;
 use crate::config::HubConfig;
 use crate::db::Registration;
 use crate::store::{Store, StoreError};

@@ -5,45 +5,14 @@
 
 use std::time::Duration;
 
+use super::StoreError;
+use crate::cluster::event::{CHANNEL, Event};
+use crate::config::PostgresConfig;
+use crate::db::Registration;
+use crate::mailbox::MailboxConfig;
 use allpeers_hub_client::{MailItem, NameCertificate};
 use allpeers_model::PeerId;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use serde::{Deserialize, Serialize};
-
-use super::StoreError;
-use crate::cluster::Event;
-use crate::db::Registration;
-use crate::mailbox::MailboxConfig;
-
-/// `backend.postgres` in the hub config.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PostgresConfig {
-    /// libpq-style connection string: `host=10.0.0.5 port=5432 user=hub dbname=hub` or
-    /// `postgresql://hub@10.0.0.5/hub`. No TLS: the database sits on a private network.
-    pub url: String,
-    /// This process's name in the cluster, unique among the instances (e.g. the host name).
-    pub instance: String,
-    /// Connections this process keeps to the database (plus one that listens).
-    pub pool_size: usize,
-    /// Milliseconds between heartbeats of this instance.
-    pub heartbeat_ms: u64,
-    /// Milliseconds without a heartbeat after which an instance counts as dead: its
-    /// presence lines end and their watchers hear "offline".
-    pub instance_timeout_ms: u64,
-}
-
-impl Default for PostgresConfig {
-    fn default() -> Self {
-        PostgresConfig {
-            url: String::new(),
-            instance: String::new(),
-            pool_size: 8,
-            heartbeat_ms: 1000,
-            instance_timeout_ms: 5000,
-        }
-    }
-}
 
 /// Time to open one database connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -114,8 +83,11 @@ impl PgStore {
         let manager = Manager::from_config(
             pg,
             tokio_postgres::NoTls,
+            // Verified: a pooled connection answers a round trip before it is reused, so one
+            // the server ended (restart, pg_terminate_backend, failover) is replaced instead
+            // of failing the next request.
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)
@@ -276,11 +248,8 @@ impl PgStore {
             .await?
             .get(0);
         let notice = Event::MailWaiting { to: *to }.payload(&self.config.instance);
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&crate::cluster::CHANNEL, &notice],
-        )
-        .await?;
+        tx.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &notice])
+            .await?;
         tx.commit().await?;
         Ok(id as u64)
     }
