@@ -45,6 +45,8 @@ pub struct Hub {
     pub connectivity: Arc<probe::ConnectivityCore>,
     /// The e-mail gateway, when configured.
     pub mail: Option<mail::MailGateway>,
+    /// Cluster mode: this instance's handle.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Loads the hub's identity from `<data_dir>/hub.key`, making one at first run.
@@ -136,8 +138,8 @@ impl Hub {
             None => None,
         };
         let core = Core::new(signer, config, store, cluster.clone(), policy)?;
-        if let Some(cluster) = cluster {
-            cluster::mirror::run(&core, cluster);
+        if let Some(cluster) = &cluster {
+            cluster::mirror::run(&core, cluster.clone());
         }
         if let Some(gateway) = &mut mail {
             let core = core.clone();
@@ -165,6 +167,18 @@ impl Hub {
             stun,
             connectivity,
             mail,
+            cluster,
         })
+    }
+
+    /// Closes every connection; in cluster mode this instance then leaves at once (its
+    /// lines end for the other instances' watchers now, not at the heartbeat timeout).
+    pub async fn shutdown(&self) {
+        self.endpoint.shutdown().await;
+        if let Some(cluster) = &self.cluster
+            && let Err(e) = cluster.leave().await
+        {
+            tracing::warn!("leaving the cluster: {e}");
+        }
     }
 }

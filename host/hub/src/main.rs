@@ -233,7 +233,7 @@ async fn run(config: HubConfig) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     allpeers_log::flesh!(online = hub.core.online_count(), "shutting down");
-    hub.endpoint.shutdown().await;
+    hub.shutdown().await;
     allpeers_log::flesh!("stopped");
     Ok(())
 }

@@ -134,8 +134,20 @@ impl Postgres {
 }
 
 /// An instance of the hub `hub.test` on `pg`: config file, data dir (`key`: the shared
-/// hub key, copied in).
+/// hub key, copied in), on free loopback ports.
 fn instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubProc {
+    let any = "127.0.0.1:0".parse().unwrap();
+    instance_at(pg, root, name, key, any, any)
+}
+
+fn instance_at(
+    pg: &Postgres,
+    root: &Path,
+    name: &str,
+    key: Option<&Path>,
+    quic: std::net::SocketAddr,
+    tcp: std::net::SocketAddr,
+) -> HubProc {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
     if let Some(key) = key {
@@ -152,7 +164,7 @@ fn instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubPr
     });
     let path = dir.join("hub.json");
     std::fs::write(&path, config.to_string()).unwrap();
-    HubProc::spawn(&dir, &["--config", path.to_str().unwrap()])
+    HubProc::spawn_at(&dir, quic, tcp, &["--config", path.to_str().unwrap()])
 }
 
 fn key_of(hub: &HubProc) -> PathBuf {
@@ -286,6 +298,20 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
         let items = erin.hub.mail_fetch(10).await.unwrap();
         let got: Vec<u64> = items.iter().map(|i| i.id).collect();
         assert_eq!(got, acknowledged);
+
+        // A comes back on its address under the same instance name (its old lines were
+        // ended at its start); carol, who knows only A, is back, and bob at B sees her.
+        let mut a = instance_at(&pg, root.path(), "a", None, a.quic, a.tcp);
+        assert!(
+            presence_of(&mut bob_events, carol.id(), true, 10 * SECONDS).await,
+            "bob sees carol again, at the restarted A"
+        );
+        // A stops cleanly: it leaves the cluster at once, bob hears carol offline well
+        // before the heartbeat timeout would tell.
+        let stopping = Instant::now();
+        assert!(a.terminate(), "A exits cleanly");
+        assert!(presence_of(&mut bob_events, carol.id(), false, 5 * SECONDS).await);
+        eprintln!("carol offline for bob {:?} after A's SIGTERM", stopping.elapsed());
         eprintln!("whole test {:?}", started.elapsed());
     })
     .await

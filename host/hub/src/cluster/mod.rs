@@ -38,6 +38,8 @@ use crate::store::postgres::PgStore;
 /// This instance's handle on the cluster tables.
 pub struct Cluster {
     instance: Arc<str>,
+    /// Set when this instance leaves: the heartbeat stops (it would record it again).
+    leaving: std::sync::atomic::AtomicBool,
     pool: Pool,
     config: PostgresConfig,
 }
@@ -54,6 +56,7 @@ impl Cluster {
         }
         let cluster = Arc::new(Cluster {
             instance: config.instance.as_str().into(),
+            leaving: Default::default(),
             pool: store.pool().clone(),
             config,
         });
@@ -187,6 +190,9 @@ impl Cluster {
     /// Stamps this instance's heartbeat; true when the row was missing (first start, or
     /// another instance took this one for dead: its lines must be recorded again).
     pub(crate) async fn heartbeat(&self) -> Result<bool, StoreError> {
+        if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+            return Ok(false);
+        }
         let client = self.pool.get().await?;
         let inserted: bool = client
             .query_one(
@@ -198,6 +204,13 @@ impl Cluster {
             .await?
             .get(0);
         Ok(inserted)
+    }
+
+    /// This instance stops: its lines end and the others hear it gone.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        self.leaving
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.bury(&self.instance).await
     }
 
     /// Ends every line of `instance` and announces it gone, in one transaction.
