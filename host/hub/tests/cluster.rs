@@ -5,134 +5,19 @@
 //! is lost; a database connection killed mid-deposit leaves no half-applied letter.
 
 mod common;
+#[path = "common/postgres.rs"]
+mod postgres;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use allpeers_hub_client::{AcceptAll, HubError, HubEvent};
 use allpeers_net::{Address, Identity};
 use common::*;
+use postgres::Postgres;
 
 const SECONDS: Duration = Duration::from_secs(1);
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-/// A PostgreSQL server of the test's own: `initdb` into a temporary directory, `postgres`
-/// on a free loopback port, trust authentication. Run as the `postgres` user when the test
-/// runs as root (the server refuses root).
-struct Postgres {
-    child: Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Postgres {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// uid and gid of the `postgres` user, when we are root (from /etc/passwd).
-fn postgres_user() -> Option<(u32, u32)> {
-    if rustix::process::geteuid().as_raw() != 0 {
-        return None;
-    }
-    let passwd = std::fs::read_to_string("/etc/passwd").expect("/etc/passwd");
-    passwd.lines().find_map(|l| {
-        let f: Vec<&str> = l.split(':').collect();
-        (f.first() == Some(&"postgres")).then(|| (f[2].parse().unwrap(), f[3].parse().unwrap()))
-    })
-}
-
-fn as_postgres(cmd: &mut Command, user: Option<(u32, u32)>) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    if let Some((uid, gid)) = user {
-        cmd.uid(uid).gid(gid);
-    }
-    cmd.env("LC_ALL", "C").env_remove("PGDATA")
-}
-
-impl Postgres {
-    fn start() -> Postgres {
-        let dir = tempfile::tempdir().unwrap();
-        let user = postgres_user();
-        if let Some((uid, gid)) = user {
-            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
-        }
-        let data = dir.path().join("data");
-        let out = as_postgres(&mut Command::new(format!("{PG_BIN}/initdb")), user)
-            .args([
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "-E",
-                "UTF8",
-                "--no-sync",
-                "-D",
-            ])
-            .arg(&data)
-            .output()
-            .expect("initdb (Debian package postgresql)");
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut child = as_postgres(&mut Command::new(format!("{PG_BIN}/postgres")), user)
-            .arg("-D")
-            .arg(&data)
-            .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
-            .arg(dir.path())
-            .args(["-c", "fsync=off", "-c", "max_connections=60"])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start postgres");
-        // Ready when it says so (its log goes to stderr).
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("ready to accept connections") {
-                    let _ = tx.send(());
-                }
-            }
-        });
-        rx.recv_timeout(Duration::from_secs(30))
-            .expect("postgres ready within 30 s");
-        Postgres {
-            child,
-            port,
-            _dir: dir,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            self.port
-        )
-    }
-
-    async fn client(&self) -> tokio_postgres::Client {
-        let (client, connection) = tokio_postgres::connect(&self.url(), tokio_postgres::NoTls)
-            .await
-            .unwrap();
-        tokio::spawn(connection);
-        client
-    }
-}
-
 /// An instance of the hub `hub.test` on `pg`: config file, data dir (`key`: the shared
 /// hub key, copied in), on free loopback ports.
 fn instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubProc {
