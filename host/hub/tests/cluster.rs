@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allpeers_hub_client::{AcceptAll, HubError, HubEvent};
+use allpeers_hub_client::{AcceptAll, Availability, HubError, HubEvent, PeerStatus};
 use allpeers_net::{Address, Identity};
 use common::*;
 use postgres::Postgres;
@@ -113,6 +113,32 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
             .await
             .unwrap();
         assert_eq!(reply, "hello from B");
+
+        // B's listening connection is cut; a status change at A meanwhile is not lost: B
+        // listens again and reads the tables.
+        let admin = pg.client().await;
+        let cut: i64 = admin
+            .query_one(
+                "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE application_name = 'allpeers-hub b' AND query LIKE 'LISTEN%'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(cut, 1, "B's listener found and cut");
+        alice
+            .hub
+            .set_status(PeerStatus {
+                availability: Availability::Away,
+                text: "lunch".into(),
+            })
+            .await;
+        let e = wait_event(&mut bob_events, 10 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { peer, status, .. } if *peer == alice.id() && status.text == "lunch")
+        })
+        .await;
+        assert!(e.is_some(), "bob hears alice's new status after B listens again");
 
         // A connection signal from A's peer reaches B's.
         alice.hub.signal(bob.id(), b"punch".to_vec()).await.unwrap();

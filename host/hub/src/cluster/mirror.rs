@@ -159,6 +159,12 @@ impl Core {
         }
         let mut addresses = state.addresses;
         addresses.truncate(allpeers_hub_client::proto::MAX_ADDRESSES);
+        let status = state.status.bounded();
+        // Watchers hear only news (a resync re-reads lines they already know).
+        let news = !p
+            .online
+            .get(&peer)
+            .is_some_and(|o| o.line == line && o.status == status);
         // A line of this peer held here is older: the peer moved; dropping its sender ends it.
         p.online.insert(
             peer,
@@ -168,10 +174,12 @@ impl Core {
                 observed: state.observed,
                 addresses,
                 accepts_relays: state.accepts_relays,
-                status: state.status.bounded(),
+                status,
             },
         );
-        self.announce(&p, &peer);
+        if news {
+            self.announce(&p, &peer);
+        }
     }
 
     fn apply_down(&self, peer: PeerId, line: u64) {
