@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use allpeers_hub_client::proto::code;
 use allpeers_hub_client::{AcceptAll, Availability, HubError, HubEvent, PeerStatus};
 use allpeers_net::{Address, Identity};
 use common::*;
@@ -39,6 +40,7 @@ fn instance_at(
         std::fs::copy(key, dir.join("hub.key")).unwrap();
     }
     let config = serde_json::json!({
+        "mailbox": {"max_letters_per_sender": 3},
         "backend": {"postgres": {
             "url": pg.url(),
             "instance": name,
@@ -316,6 +318,15 @@ async fn a_connection_killed_mid_deposit_leaves_no_half_applied_letter() {
             .get(0);
         assert_eq!(n, 1);
         assert!(alice.hub.register("alice").await.is_ok());
+
+        // The mailbox quotas hold in PostgreSQL too (3 letters per sender and recipient).
+        for _ in 0..2 {
+            alice.hub.mail_deposit(bob, b"more".to_vec()).await.unwrap();
+        }
+        match alice.hub.mail_deposit(bob, b"one too many".to_vec()).await {
+            Err(e) => assert_eq!(e.app_code(), Some(code::MAILBOX_FULL), "{e}"),
+            Ok(id) => panic!("a fourth letter was taken ({id})"),
+        }
     })
     .await
 }
