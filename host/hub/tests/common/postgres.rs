@@ -7,7 +7,23 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// The newest server Debian installed (`/usr/lib/postgresql/<major>/bin`).
+fn pg_bin() -> std::path::PathBuf {
+    let mut versions: Vec<(u32, std::path::PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("/usr/lib/postgresql (Debian package postgresql)")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("postgres").exists().then_some((major, bin))
+        })
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("a PostgreSQL server under /usr/lib/postgresql")
+        .1
+}
 
 pub struct Postgres {
     child: Child,
@@ -46,11 +62,12 @@ impl Postgres {
     pub fn start() -> Postgres {
         let dir = tempfile::tempdir().unwrap();
         let user = postgres_user();
+        let bin = pg_bin();
         if let Some((uid, gid)) = user {
             std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
         }
         let data = dir.path().join("data");
-        let out = as_postgres(&mut Command::new(format!("{PG_BIN}/initdb")), user)
+        let out = as_postgres(&mut Command::new(bin.join("initdb")), user)
             .args([
                 "-A",
                 "trust",
@@ -74,7 +91,7 @@ impl Postgres {
             .local_addr()
             .unwrap()
             .port();
-        let mut child = as_postgres(&mut Command::new(format!("{PG_BIN}/postgres")), user)
+        let mut child = as_postgres(&mut Command::new(bin.join("postgres")), user)
             .arg("-D")
             .arg(&data)
             .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-k"])
