@@ -548,11 +548,14 @@ fn main() {
             .build()
             .unwrap();
         rt.block_on(async {
-            pg.client()
-                .await
-                .batch_execute("CREATE DATABASE one; CREATE DATABASE two;")
-                .await
-                .unwrap()
+            let client = pg.client().await;
+            // One statement each: CREATE DATABASE refuses a (multi-statement) transaction.
+            for name in ["one", "two"] {
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+            }
         });
         println!(
             "\n## Cluster mode (PostgreSQL): {lines} presence lines and fan-out to all of them, one instance against two ({transport})\n"
