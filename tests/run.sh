@@ -29,11 +29,12 @@ step "install: Debian packages"
 # injects faults behind socat's TLS;
 # aria2, mktorrent, transmission-daemon (+ transmission-cli's transmission-remote) and opentracker are the
 # real BitTorrent peers and tracker host/transfer's interop tests run against; ffmpeg, sox, imagemagick and
-# exiv2 make the real media host/media/tests/media.rs describes.
+# exiv2 make the real media host/media/tests/media.rs describes; postgresql is the database of the hub's cluster
+# mode (host/hub/tests/cluster.rs starts its own server in a temporary directory; the system's is not used).
 APT_PACKAGES=(build-essential pkg-config jing libxml2-utils tinyproxy coturn iproute2 iptables ipset procps
     python3-aiosmtpd python3-dkim openssl postfix socat
     aria2 mktorrent transmission-daemon transmission-cli opentracker
-    ffmpeg sox imagemagick exiv2)
+    ffmpeg sox imagemagick exiv2 postgresql)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")

@@ -12,8 +12,14 @@
 //!    default mutual rule the popular peer would have to watch all N back, past the per-peer
 //!    watch cap of 4,096.
 //!
+//! 4. Cluster mode: the same lines and fan-out with the hub's state in PostgreSQL (a server
+//!    the bench starts in a temporary directory), on one instance and split over two
+//!    instances sharing the key and the database (one load generator per instance; the
+//!    popular peer on the first, so half the watchers hear it through `NOTIFY`).
+//!
 //! `HUB_BENCH_LINES` (default 10000), `HUB_BENCH_MIB` (default 128) and
-//! `HUB_BENCH_TRANSPORT` (quic or tcp, default quic) change the sizes.
+//! `HUB_BENCH_TRANSPORT` (quic or tcp, default quic) change the sizes;
+//! `HUB_BENCH_SECTIONS` (default `throughput,presence,cluster`) picks the parts.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -28,6 +34,9 @@ use allpeers_net::transport::{RecvStream, SendStream};
 use allpeers_net::{
     Address, Context, Endpoint, EndpointConfig, Identity, Namespace, Service, TransportKind,
 };
+
+#[path = "../tests/common/postgres.rs"]
+mod postgres;
 
 const LOADGEN: &str = "ALLPEERS_HUB_BENCH_LOADGEN";
 
@@ -86,7 +95,10 @@ impl Drop for HubChild {
 }
 
 fn spawn_hub(extra: &[&str]) -> HubChild {
-    let dir = tempfile::tempdir().unwrap();
+    spawn_hub_in(tempfile::tempdir().unwrap(), extra)
+}
+
+fn spawn_hub_in(dir: tempfile::TempDir, extra: &[&str]) -> HubChild {
     let mut child = Command::new(env!("CARGO_BIN_EXE_allpeers-hub"))
         .args([
             "--data-dir",
@@ -325,6 +337,145 @@ fn loadgen(spec: &str) {
     });
 }
 
+/// One presence run: `lines` lines split over `hubs` (one load generator each), every line
+/// watching `popular` (online at the first hub), which then changes its status once.
+struct PresenceRun {
+    up: usize,
+    secs: f64,
+    rss_before: Vec<u64>,
+    rss_after: Vec<u64>,
+    heard: usize,
+    fan_ms: f64,
+    gen_rss: u64,
+}
+
+fn presence_run(hubs: &[&HubChild], lines: usize, transport: &str) -> PresenceRun {
+    let hub_peer = hubs[0].peer;
+    let popular_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let popular = popular_rt.block_on(async {
+        let ep = endpoint(true).await;
+        let cfg = HubClientConfig::new(hub_peer, vec![Address::quic(hubs[0].quic)]);
+        let client = HubClient::start(ep.clone(), cfg, Arc::new(AcceptAll))
+            .await
+            .unwrap();
+        assert!(client.wait_online(Duration::from_secs(30)).await);
+        (ep, client)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_before: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
+    let mut generators = Vec::new();
+    for (i, hub) in hubs.iter().enumerate() {
+        let addr = if transport == "quic" {
+            hub.quic
+        } else {
+            hub.tcp
+        };
+        let share = lines / hubs.len() + usize::from(i < lines % hubs.len());
+        let mut generator = Command::new(std::env::current_exe().unwrap())
+            .env(
+                LOADGEN,
+                format!(
+                    "{share},{hub_peer},{addr},{transport},{}",
+                    popular.0.peer_id()
+                ),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let out = BufReader::new(generator.stdout.take().unwrap());
+        generators.push((generator, out));
+    }
+    let (mut up, mut secs) = (0, 0f64);
+    for (_, out) in &mut generators {
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        let mut parts = line.split_whitespace().skip(1);
+        up += parts.next().unwrap_or("0").parse::<usize>().unwrap_or(0);
+        secs = secs.max(parts.next().unwrap_or("0").parse().unwrap_or(0.0));
+    }
+    // Let the lines settle (pings flowing), then read the hubs' memory.
+    std::thread::sleep(Duration::from_secs(6));
+    let rss_after: Vec<u64> = hubs.iter().map(|h| rss_kib(h.child.id())).collect();
+    let gen_rss = generators.iter().map(|(g, _)| rss_kib(g.id())).sum();
+    let mut stdins = Vec::new();
+    for (generator, _) in &mut generators {
+        let mut stdin = generator.stdin.take().unwrap();
+        stdin.write_all(b"GO\n").unwrap();
+        stdin.flush().unwrap();
+        stdins.push(stdin);
+    }
+    popular_rt.block_on(popular.1.set_status(allpeers_hub_client::PeerStatus {
+        availability: allpeers_hub_client::Availability::Away,
+        text: "fanout".into(),
+    }));
+    let (mut heard, mut fan_ms) = (0, 0f64);
+    for (_, out) in &mut generators {
+        let mut fan = String::new();
+        out.read_line(&mut fan).unwrap();
+        let mut parts = fan.split_whitespace().skip(1);
+        heard += parts.next().unwrap_or("0").parse::<usize>().unwrap_or(0);
+        fan_ms = fan_ms.max(parts.next().unwrap_or("0").parse().unwrap_or(0.0));
+    }
+    drop(stdins);
+    for (mut generator, _) in generators {
+        let _ = generator.wait();
+    }
+    drop(popular);
+    PresenceRun {
+        up,
+        secs,
+        rss_before,
+        rss_after,
+        heard,
+        fan_ms,
+        gen_rss,
+    }
+}
+
+/// A hub instance on `database` of `pg` (watch policy `open`, long presence timeout);
+/// `key`: the first instance's key file, shared.
+fn spawn_instance(
+    pg: &postgres::Postgres,
+    database: &str,
+    instance: &str,
+    key: Option<&std::path::Path>,
+) -> HubChild {
+    let dir = tempfile::tempdir().unwrap();
+    if let Some(key) = key {
+        std::fs::copy(key, dir.path().join("hub.key")).unwrap();
+    }
+    let config = serde_json::json!({
+        "backend": {"postgres": {
+            "url": pg.url().replace("dbname=postgres", &format!("dbname={database}")),
+            "instance": instance,
+        }}
+    });
+    let path = dir.path().join("hub.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let path = path.to_str().unwrap().to_string();
+    spawn_hub_in(
+        dir,
+        &[
+            "--config",
+            &path,
+            "--presence-timeout",
+            "30",
+            "--watch-policy",
+            "open",
+        ],
+    )
+}
+
+fn mib(kib: u64) -> String {
+    format!("{:.1} MiB", kib as f64 / 1024.0)
+}
+
 fn main() {
     if let Ok(spec) = std::env::var(LOADGEN) {
         loadgen(&spec);
@@ -335,107 +486,111 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(10_000);
-    let mib: u64 = std::env::var("HUB_BENCH_MIB")
+    let mib_per_run: u64 = std::env::var("HUB_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(128);
     let transport = std::env::var("HUB_BENCH_TRANSPORT").unwrap_or_else(|_| "quic".into());
-
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let rows = rt.block_on(throughput(mib));
-    drop(rt);
-    println!("\n## Throughput on loopback ({mib} MiB per run, median of 3 interleaved rounds)\n");
-    println!("| path | MiB/s |");
-    println!("|---|---:|");
-    for (name, v) in &rows {
-        println!("| {name} | {v:.0} |");
-    }
-
-    // Presence capacity, then fan-out of one status change to every line.
-    let hub = spawn_hub(&["--presence-timeout", "30", "--watch-policy", "open"]);
-    let popular_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
-    let popular = popular_rt.block_on(async {
-        let ep = endpoint(true).await;
-        let cfg = HubClientConfig::new(hub.peer, vec![Address::quic(hub.quic)]);
-        let client = HubClient::start(ep.clone(), cfg, Arc::new(AcceptAll))
-            .await
+    let sections = std::env::var("HUB_BENCH_SECTIONS")
+        .unwrap_or_else(|_| "throughput,presence,cluster".into());
+    let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
+    if section("throughput") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
             .unwrap();
-        assert!(client.wait_online(Duration::from_secs(30)).await);
-        (ep, client)
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    let base = rss_kib(hub.child.id());
-    let addr = if transport == "quic" {
-        hub.quic
-    } else {
-        hub.tcp
-    };
-    let mut generator = Command::new(std::env::current_exe().unwrap())
-        .env(
-            LOADGEN,
-            format!(
-                "{lines},{},{addr},{transport},{}",
-                hub.peer,
-                popular.0.peer_id()
-            ),
-        )
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = BufReader::new(generator.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let mut parts = line.split_whitespace().skip(1);
-    let up: usize = parts.next().unwrap_or("0").parse().unwrap_or(0);
-    let secs: f64 = parts.next().unwrap_or("0").parse().unwrap_or(0.0);
-    // Let the lines settle (pings flowing), then read the hub's memory.
-    std::thread::sleep(Duration::from_secs(6));
-    let after = rss_kib(hub.child.id());
-    let gen_rss = rss_kib(generator.id());
-    let mut stdin = generator.stdin.take().unwrap();
-    stdin.write_all(b"GO\n").unwrap();
-    stdin.flush().unwrap();
-    popular_rt.block_on(popular.1.set_status(allpeers_hub_client::PeerStatus {
-        availability: allpeers_hub_client::Availability::Away,
-        text: "fanout".into(),
-    }));
-    let mut fan = String::new();
-    out.read_line(&mut fan).unwrap();
-    let mut parts = fan.split_whitespace().skip(1);
-    let heard: usize = parts.next().unwrap_or("0").parse().unwrap_or(0);
-    let fan_ms: f64 = parts.next().unwrap_or("0").parse().unwrap_or(0.0);
-    drop(stdin);
-    let _ = generator.wait();
-    let per = (after.saturating_sub(base)) as f64 * 1024.0 / up.max(1) as f64;
-    println!(
-        "\n## Presence lines held by one hub ({transport}; load from a separate process; RLIMIT_NOFILE {nofile})\n"
-    );
-    println!(
-        "| lines asked | lines online | time to bring up | hub RSS before | hub RSS after | per line | load generator RSS |"
-    );
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    println!(
-        "| {lines} | {up} | {secs:.1} s | {:.1} MiB | {:.1} MiB | {:.1} KiB | {:.0} MiB |",
-        base as f64 / 1024.0,
-        after as f64 / 1024.0,
-        per / 1024.0,
-        gen_rss as f64 / 1024.0
-    );
-    println!(
-        "\n## Presence fan-out: one status change to {up} watchers on one hub ({transport})\n"
-    );
-    println!("| watchers | heard it | time until the last heard it |");
-    println!("|---:|---:|---:|");
-    println!("| {up} | {heard} | {fan_ms:.0} ms |");
-    drop(popular);
+        let rows = rt.block_on(throughput(mib_per_run));
+        drop(rt);
+        println!(
+            "\n## Throughput on loopback ({mib_per_run} MiB per run, median of 3 interleaved rounds)\n"
+        );
+        println!("| path | MiB/s |");
+        println!("|---|---:|");
+        for (name, v) in &rows {
+            println!("| {name} | {v:.0} |");
+        }
+    }
+    if section("presence") {
+        // Presence capacity, then fan-out of one status change to every line.
+        let hub = spawn_hub(&["--presence-timeout", "30", "--watch-policy", "open"]);
+        let run = presence_run(&[&hub], lines, &transport);
+        let per = (run.rss_after[0].saturating_sub(run.rss_before[0])) as f64 * 1024.0
+            / run.up.max(1) as f64;
+        println!(
+            "\n## Presence lines held by one hub ({transport}; load from a separate process; RLIMIT_NOFILE {nofile})\n"
+        );
+        println!(
+            "| lines asked | lines online | time to bring up | hub RSS before | hub RSS after | per line | load generator RSS |"
+        );
+        println!("|---:|---:|---:|---:|---:|---:|---:|");
+        println!(
+            "| {lines} | {} | {:.1} s | {} | {} | {:.1} KiB | {:.0} MiB |",
+            run.up,
+            run.secs,
+            mib(run.rss_before[0]),
+            mib(run.rss_after[0]),
+            per / 1024.0,
+            run.gen_rss as f64 / 1024.0
+        );
+        println!(
+            "\n## Presence fan-out: one status change to {} watchers on one hub ({transport})\n",
+            run.up
+        );
+        println!("| watchers | heard it | time until the last heard it |");
+        println!("|---:|---:|---:|");
+        println!("| {} | {} | {:.0} ms |", run.up, run.heard, run.fan_ms);
+    }
+    if section("cluster") {
+        let pg = postgres::Postgres::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let client = pg.client().await;
+            // One statement each: CREATE DATABASE refuses a (multi-statement) transaction.
+            for name in ["one", "two"] {
+                client
+                    .batch_execute(&format!("CREATE DATABASE {name}"))
+                    .await
+                    .unwrap();
+            }
+        });
+        println!(
+            "\n## Cluster mode (PostgreSQL): {lines} presence lines and fan-out to all of them, one instance against two ({transport})\n"
+        );
+        println!(
+            "| instances | lines online | time to bring up | RSS per instance before | RSS per instance after | per line (sum) | heard it | fan-out time |"
+        );
+        println!("|---:|---:|---:|---|---|---:|---:|---:|");
+        for (database, names) in [("one", &["one-a"][..]), ("two", &["two-a", "two-b"][..])] {
+            let first = spawn_instance(&pg, database, names[0], None);
+            let key = first._dir.path().join("hub.key");
+            let mut hubs = vec![first];
+            for name in &names[1..] {
+                hubs.push(spawn_instance(&pg, database, name, Some(&key)));
+            }
+            let refs: Vec<&HubChild> = hubs.iter().collect();
+            let run = presence_run(&refs, lines, &transport);
+            let grown: u64 = run
+                .rss_after
+                .iter()
+                .zip(&run.rss_before)
+                .map(|(a, b)| a.saturating_sub(*b))
+                .sum();
+            let list = |v: &[u64]| v.iter().map(|k| mib(*k)).collect::<Vec<_>>().join(" / ");
+            println!(
+                "| {} | {} | {:.1} s | {} | {} | {:.1} KiB | {} | {:.0} ms |",
+                names.len(),
+                run.up,
+                run.secs,
+                list(&run.rss_before),
+                list(&run.rss_after),
+                grown as f64 / run.up.max(1) as f64,
+                run.heard,
+                run.fan_ms
+            );
+        }
+    }
 }

@@ -46,9 +46,53 @@ pub struct HubConfig {
     pub probe: crate::probe::ProbeConfig,
     /// Offline letters: quotas and expiry.
     pub mailbox: crate::mailbox::MailboxConfig,
+    /// Where the state lives: `"sqlite"` (files in `data_dir`, one process) or
+    /// `{"postgres": {...}}` (several processes behind this name and key).
+    pub backend: Backend,
     /// The e-mail gateway (SMTP server, sender, DKIM, unsubscribe listener, limits); null:
     /// no gateway (the `allpeers/hub-mail/1` namespace is not served).
     pub mail: Option<crate::mail::MailConfig>,
+}
+
+/// The state's backend ([`crate::store`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum Backend {
+    /// `hub.db` and `mail.sqlite` in the data dir: the embedded default.
+    #[default]
+    Sqlite,
+    /// One PostgreSQL database shared by the hub's instances ([`crate::cluster`]).
+    Postgres(PostgresConfig),
+}
+
+/// `backend.postgres` in the hub config.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// libpq-style connection string: `host=10.0.0.5 port=5432 user=hub dbname=hub` or
+    /// `postgresql://hub@10.0.0.5/hub`. No TLS: the database sits on a private network.
+    pub url: String,
+    /// This process's name in the cluster, unique among the instances (e.g. the host name).
+    pub instance: String,
+    /// Connections this process keeps to the database (plus one that listens).
+    pub pool_size: usize,
+    /// Milliseconds between heartbeats of this instance.
+    pub heartbeat_ms: u64,
+    /// Milliseconds without a heartbeat after which an instance counts as dead: its
+    /// presence lines end and their watchers hear "offline".
+    pub instance_timeout_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            instance: String::new(),
+            pool_size: 8,
+            heartbeat_ms: 1000,
+            instance_timeout_ms: 5000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -97,6 +141,7 @@ impl Default for HubConfig {
             stun: None,
             probe: crate::probe::ProbeConfig::default(),
             mailbox: crate::mailbox::MailboxConfig::default(),
+            backend: Backend::Sqlite,
             mail: None,
         }
     }

@@ -4,6 +4,9 @@
 //!
 //! The protocol and the client live in `allpeers_hub_client`; this crate is the server:
 //! * [`config`] — the JSON config file and its defaults.
+//! * [`store`] — the state behind one seam: SQLite ([`db`] names and last seen, [`mailbox`]
+//!   offline letters) or PostgreSQL.
+//! * [`cluster`] — several instances of one hub over PostgreSQL (`LISTEN`/`NOTIFY`).
 //! * [`db`] — SQLite state (names, last seen).
 //! * [`mailbox`] — offline letters (sealed), quotas and expiry.
 //! * [`mail`] — the e-mail gateway: `allpeers/hub-mail/1`, consent, templates, the SMTP
@@ -14,6 +17,7 @@
 //! * [`stun`] — the STUN server (RFC 5389 binding, RFC 5780 behaviour discovery).
 //! * [`probe`] — `allpeers/hub-connectivity/1`: STUN addresses and the TCP reachability probe.
 
+pub mod cluster;
 pub mod config;
 pub mod db;
 pub mod guest;
@@ -21,6 +25,7 @@ pub mod mail;
 pub mod mailbox;
 pub mod probe;
 pub mod server;
+pub mod store;
 pub mod stun;
 pub mod watch;
 
@@ -42,6 +47,8 @@ pub struct Hub {
     pub connectivity: Arc<probe::ConnectivityCore>,
     /// The e-mail gateway, when configured.
     pub mail: Option<mail::MailGateway>,
+    /// Cluster mode: this instance's handle.
+    pub cluster: Option<Arc<cluster::Cluster>>,
 }
 
 /// Loads the hub's identity from `<data_dir>/hub.key`, making one at first run.
@@ -68,7 +75,6 @@ impl Hub {
                 config.watch_policy
             )
         })?;
-        let db = db::Db::open(&config.data_dir.join("hub.db"))?;
         let advertised = config.advertised()?;
         let endpoint_config = EndpointConfig {
             quic: config.quic,
@@ -95,11 +101,32 @@ impl Hub {
             "allpeers hub mailbox sender key v1",
             &signer.sign(b"allpeers-hub-mailbox-sender-key"),
         );
-        let mailbox = mailbox::Mailbox::open(
-            &config.data_dir.join("mail.sqlite"),
-            config.mailbox.clone(),
-            sender_key,
-        )?;
+        let (store, cluster) = match &config.backend {
+            config::Backend::Sqlite => {
+                let db = db::Db::open(&config.data_dir.join("hub.db"))?;
+                let mailbox = mailbox::Mailbox::open(
+                    &config.data_dir.join("mail.sqlite"),
+                    config.mailbox.clone(),
+                    sender_key,
+                )?;
+                (store::Store::sqlite(db, mailbox), None)
+            }
+            config::Backend::Postgres(pg) => {
+                if config.mail.is_some() {
+                    anyhow::bail!(
+                        "the e-mail gateway keeps its queue in SQLite: it runs with backend \"sqlite\" only"
+                    );
+                }
+                let pg =
+                    store::postgres::PgStore::open(pg.clone(), config.mailbox.clone(), sender_key)
+                        .await
+                        .map_err(|e| anyhow::anyhow!("backend postgres: {e}"))?;
+                let cluster = cluster::Cluster::join(&pg)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("joining the cluster: {e}"))?;
+                (store::Store::Postgres(pg), Some(cluster))
+            }
+        };
         let mut mail = match &config.mail {
             Some(c) => Some(
                 mail::MailGateway::start(
@@ -112,7 +139,10 @@ impl Hub {
             ),
             None => None,
         };
-        let core = Core::new(signer, config, db, mailbox, policy)?;
+        let core = Core::new(signer, config, store, cluster.clone(), policy)?;
+        if let Some(cluster) = &cluster {
+            cluster::mirror::run(&core, cluster.clone());
+        }
         if let Some(gateway) = &mut mail {
             let core = core.clone();
             gateway.start_digests(std::sync::Arc::new(move |peer| core.waiting_letters(peer)));
@@ -139,6 +169,18 @@ impl Hub {
             stun,
             connectivity,
             mail,
+            cluster,
         })
+    }
+
+    /// Closes every connection; in cluster mode this instance then leaves at once (its
+    /// lines end for the other instances' watchers now, not at the heartbeat timeout).
+    pub async fn shutdown(&self) {
+        self.endpoint.shutdown().await;
+        if let Some(cluster) = &self.cluster
+            && let Err(e) = cluster.leave().await
+        {
+            tracing::warn!("leaving the cluster: {e}");
+        }
     }
 }

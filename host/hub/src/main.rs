@@ -72,6 +72,13 @@ struct Args {
     /// Turn the TCP reachability probe off.
     #[arg(long)]
     no_probe: bool,
+    /// Keep the state in this PostgreSQL database (libpq-style connection string) instead
+    /// of SQLite, shared with the hub's other instances.
+    #[arg(long, requires = "instance")]
+    postgres: Option<String>,
+    /// This process's name among the hub's instances (with --postgres).
+    #[arg(long)]
+    instance: Option<String>,
     /// Log directory (default <data-dir>/logs).
     #[arg(long)]
     log_dir: Option<PathBuf>,
@@ -86,6 +93,7 @@ struct Args {
 const EXAMPLES: &str = "Examples:
   allpeers-hub --data-dir /var/lib/allpeers-hub --name hub.example.org --quic 0.0.0.0:7700 --tcp 0.0.0.0:7700
   allpeers-hub --config /etc/allpeers-hub.json --log-stderr
+  allpeers-hub --postgres 'host=10.0.0.5 user=hub dbname=hub' --instance hub-a --name hub.example.org
   allpeers-hub --stun-primary 203.0.113.10:3478 --stun-alternate 203.0.113.11:3479";
 
 fn main() -> anyhow::Result<()> {
@@ -146,6 +154,19 @@ fn main() -> anyhow::Result<()> {
     }
     if args.no_probe {
         config.probe.enabled = false;
+    }
+    if let Some(url) = args.postgres {
+        let mut pg = match config.backend {
+            allpeers_hub::config::Backend::Postgres(pg) => pg,
+            allpeers_hub::config::Backend::Sqlite => Default::default(),
+        };
+        pg.url = url;
+        config.backend = allpeers_hub::config::Backend::Postgres(pg);
+    }
+    if let (Some(id), allpeers_hub::config::Backend::Postgres(pg)) =
+        (args.instance, &mut config.backend)
+    {
+        pg.instance = id;
     }
     if let Some(v) = args.log_dir {
         config.log_dir = Some(v);
@@ -212,7 +233,7 @@ async fn run(config: HubConfig) -> anyhow::Result<()> {
         _ = tokio::signal::ctrl_c() => {}
     }
     allpeers_log::flesh!(online = hub.core.online_count(), "shutting down");
-    hub.endpoint.shutdown().await;
+    hub.shutdown().await;
     allpeers_log::flesh!("stopped");
     Ok(())
 }

@@ -20,10 +20,12 @@ use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::cluster::Cluster;
+use crate::cluster::event::LineState;
 use crate::config::HubConfig;
-use crate::db::{Db, Registration};
+use crate::db::Registration;
 use crate::guest::{Ask, Standing};
-use crate::mailbox::{Mailbox, MailboxError};
+use crate::store::{Store, StoreError};
 use crate::watch::WatchPolicy;
 
 /// Frames queued to one presence line before it counts as stuck.
@@ -35,28 +37,37 @@ const RELAY_ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time both ends have to join a granted relay.
 const RELAY_JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most peers one peer may watch.
-const MAX_WATCHES_PER_PEER: usize = 4096;
+pub(crate) const MAX_WATCHES_PER_PEER: usize = 4096;
 const QUOTA_WINDOW: Duration = Duration::from_secs(3600);
 
-struct Online {
-    line: u64,
-    tx: mpsc::Sender<PresenceDown>,
+pub(crate) struct Online {
+    pub(crate) line: u64,
+    pub(crate) at: At,
     /// The address the presence line comes from (the peer's public mapping).
-    observed: std::net::SocketAddr,
-    addresses: Vec<Address>,
-    accepts_relays: bool,
-    status: PeerStatus,
-    /// A guest line ([`PresenceUp::GuestHello`]): not presence, see [`crate::guest`].
-    guest: bool,
+    pub(crate) observed: std::net::SocketAddr,
+    pub(crate) addresses: Vec<Address>,
+    pub(crate) accepts_relays: bool,
+    pub(crate) status: PeerStatus,
+    /// A guest line ([`PresenceUp::GuestHello`]): not presence, see [`crate::guest`]. Never
+    /// recorded for the other instances of a cluster, so mirrored lines are never guests.
+    pub(crate) guest: bool,
+}
+
+/// Where a presence line is held.
+pub(crate) enum At {
+    /// Here: its queue.
+    Here(mpsc::Sender<PresenceDown>),
+    /// At another instance of this hub (cluster mode, [`crate::cluster`]).
+    Instance(Arc<str>),
 }
 
 #[derive(Default)]
-struct Presence {
-    online: HashMap<PeerId, Online>,
+pub(crate) struct Presence {
+    pub(crate) online: HashMap<PeerId, Online>,
     /// watcher -> peers it asked about.
-    wants: HashMap<PeerId, HashSet<PeerId>>,
+    pub(crate) wants: HashMap<PeerId, HashSet<PeerId>>,
     /// peer -> watchers that asked about it.
-    watchers: HashMap<PeerId, HashSet<PeerId>>,
+    pub(crate) watchers: HashMap<PeerId, HashSet<PeerId>>,
 }
 
 struct Usage {
@@ -111,9 +122,10 @@ pub struct Core {
     name: String,
     config: HubConfig,
     advertised: Mutex<Vec<Address>>,
-    db: Mutex<Db>,
-    mailbox: Mutex<Mailbox>,
-    presence: Mutex<Presence>,
+    store: Store,
+    /// Cluster mode: the other instances of this hub ([`crate::cluster`]).
+    cluster: Option<Arc<Cluster>>,
+    pub(crate) presence: Mutex<Presence>,
     policy: Arc<dyn WatchPolicy>,
     offers: Mutex<HashMap<[u8; 16], oneshot::Sender<bool>>>,
     sessions: Mutex<HashMap<[u8; 16], Session>>,
@@ -139,8 +151,8 @@ impl Core {
     pub fn new(
         identity: Identity,
         config: HubConfig,
-        db: Db,
-        mailbox: Mailbox,
+        store: Store,
+        cluster: Option<Arc<Cluster>>,
         policy: Arc<dyn WatchPolicy>,
     ) -> anyhow::Result<Arc<Core>> {
         let name = names::fold_hub_name(&config.name)?;
@@ -159,8 +171,8 @@ impl Core {
             name,
             config,
             advertised: Mutex::new(Vec::new()),
-            db: Mutex::new(db),
-            mailbox: Mutex::new(mailbox),
+            store,
+            cluster,
             presence: Default::default(),
             policy,
             offers: Default::default(),
@@ -197,7 +209,7 @@ impl Core {
 
     // ---- registry ----
 
-    fn register(
+    async fn register(
         &self,
         ctx: &Context,
         name: &str,
@@ -221,7 +233,7 @@ impl Core {
             ));
         }
         let cert = NameCertificate::issue(&self.identity, &self.name, &folded, peer);
-        let result = self.db.lock().unwrap().register(&cert).map_err(|e| {
+        let result = self.store.register(&cert).await.map_err(|e| {
             tracing::error!("registration not stored: {e}");
             RemoteError::internal("the hub could not store the registration")
         })?;
@@ -240,22 +252,22 @@ impl Core {
         }
     }
 
-    fn resolve(&self, query: Query, nonce: [u8; 16]) -> Result<HubResponse, RemoteError> {
-        let internal = |e: crate::db::DbError| {
+    async fn resolve(&self, query: Query, nonce: [u8; 16]) -> Result<HubResponse, RemoteError> {
+        let internal = |e: StoreError| {
             tracing::error!("directory lookup failed: {e}");
             RemoteError::internal("directory lookup failed")
         };
         let (peer, certificate) = {
-            let db = self.db.lock().unwrap();
+            let db = &self.store;
             match &query {
-                Query::Peer(p) => (Some(*p), db.certificate_of_peer(p).map_err(internal)?),
+                Query::Peer(p) => (Some(*p), db.certificate_of_peer(p).await.map_err(internal)?),
                 Query::Name(text) => {
                     let (folded, hub) = names::parse_full_name(text)
                         .map_err(|e| app_error(code::BAD_NAME, e.to_string()))?;
                     if hub.is_some_and(|h| h != self.name) {
                         (None, None)
                     } else {
-                        let cert = db.certificate_of_name(&folded).map_err(internal)?;
+                        let cert = db.certificate_of_name(&folded).await.map_err(internal)?;
                         (cert.as_ref().map(|c| c.peer), cert)
                     }
                 }
@@ -271,7 +283,7 @@ impl Core {
                         _ => (false, Vec::new()),
                     }
                 };
-                let last_seen = self.db.lock().unwrap().last_seen(&peer).map_err(internal)?;
+                let last_seen = self.store.last_seen(&peer).await.map_err(internal)?;
                 if certificate.is_none() && !online && last_seen.is_none() {
                     None
                 } else {
@@ -363,16 +375,24 @@ impl Core {
         }
         let line = {
             let p = self.presence.lock().unwrap();
-            p.online
-                .get(&target)
-                .map(|o| (o.tx.clone(), o.accepts_relays))
+            p.online.get(&target).map(|o| match &o.at {
+                At::Here(tx) => Ok((tx.clone(), o.accepts_relays)),
+                At::Instance(i) => Err(i.clone()),
+            })
         };
-        let Some((tx, accepts)) = line else {
+        let Some(line) = line else {
             return Err(app_error(
                 code::OFFLINE,
                 format!("{target:?} is not online at this hub"),
             ));
         };
+        // A relay splices two streams in one process: both ends at this instance.
+        let (tx, accepts) = line.map_err(|instance| {
+            app_error(
+                code::RELAY_REFUSED,
+                format!("{target:?} is connected to another instance of this hub ({instance}): relays join peers of one instance"),
+            )
+        })?;
         if !accepts {
             return Err(app_error(
                 code::RELAY_REFUSED,
@@ -451,16 +471,18 @@ impl Core {
 
     async fn registry(self: Arc<Self>, ctx: Context, body: Bytes) -> Result<Bytes, RemoteError> {
         let req: HubRequest = decode(&body).map_err(|e| RemoteError::bad_request(e.to_string()))?;
-        self.guest_check(&ctx.peer, &req)?;
+        self.guest_check(&ctx.peer, &req).await?;
         let resp = match req {
-            HubRequest::Register { name, peer } => self.register(&ctx, &name, peer)?,
-            HubRequest::Resolve { query, nonce } => self.resolve(query, nonce)?,
+            HubRequest::Register { name, peer } => self.register(&ctx, &name, peer).await?,
+            HubRequest::Resolve { query, nonce } => self.resolve(query, nonce).await?,
             HubRequest::Relay { target } => self.relay_request(ctx.peer, target).await?,
             HubRequest::Info => HubResponse::Info(self.info()),
-            HubRequest::MailDeposit { to, sealed } => self.mail_deposit(ctx.peer, to, sealed)?,
-            HubRequest::MailFetch { max } => self.mail_fetch(ctx.peer, max)?,
-            HubRequest::MailAck { ids } => self.mail_ack(ctx.peer, ids)?,
-            HubRequest::Signal { to, body } => self.signal(ctx.peer, to, body)?,
+            HubRequest::MailDeposit { to, sealed } => {
+                self.mail_deposit(ctx.peer, to, sealed).await?
+            }
+            HubRequest::MailFetch { max } => self.mail_fetch(ctx.peer, max).await?,
+            HubRequest::MailAck { ids } => self.mail_ack(ctx.peer, ids).await?,
+            HubRequest::Signal { to, body } => self.signal(ctx.peer, to, body).await?,
         };
         encode(&resp).map_err(|e| RemoteError::internal(e.to_string()))
     }
@@ -470,7 +492,12 @@ impl Core {
     /// Passes a connector signal to `to`'s presence line, stamped with the sender's
     /// authenticated PeerId and observed address. The hub does not read the body (signed
     /// end to end by the sender); it bounds its size and the sender's rate.
-    fn signal(&self, from: PeerId, to: PeerId, body: Vec<u8>) -> Result<HubResponse, RemoteError> {
+    async fn signal(
+        &self,
+        from: PeerId,
+        to: PeerId,
+        body: Vec<u8>,
+    ) -> Result<HubResponse, RemoteError> {
         if body.len() > proto::MAX_SIGNAL {
             return Err(app_error(
                 code::TOO_LARGE,
@@ -486,22 +513,45 @@ impl Core {
         if self.signal_limit.len() > SIGNAL_LIMITER_KEYS {
             self.signal_limit.retain_recent();
         }
-        let p = self.presence.lock().unwrap();
-        let observed = p.online.get(&from).map(|o| o.observed);
-        let Some(target) = p.online.get(&to) else {
-            return Err(app_error(
-                code::OFFLINE,
-                format!("{to:?} is not online at this hub"),
-            ));
+        let (observed, at) = {
+            let p = self.presence.lock().unwrap();
+            let observed = p.online.get(&from).map(|o| o.observed);
+            let Some(target) = p.online.get(&to) else {
+                return Err(app_error(
+                    code::OFFLINE,
+                    format!("{to:?} is not online at this hub"),
+                ));
+            };
+            let at = match &target.at {
+                At::Here(tx) => Ok(tx.clone()),
+                At::Instance(_) => Err(()),
+            };
+            (observed, at)
         };
-        target
-            .tx
-            .try_send(PresenceDown::Signal {
-                from,
-                observed,
-                body,
-            })
-            .map_err(|_| app_error(code::OFFLINE, format!("{to:?}'s line is busy or gone")))?;
+        match (at, &self.cluster) {
+            (Ok(tx), _) => tx
+                .try_send(PresenceDown::Signal {
+                    from,
+                    observed,
+                    body,
+                })
+                .map_err(|_| app_error(code::OFFLINE, format!("{to:?}'s line is busy or gone")))?,
+            (Err(()), Some(cluster)) => {
+                cluster
+                    .signal(to, from, observed, body)
+                    .await
+                    .map_err(|e| {
+                        tracing::error!("signal not passed to the other instance: {e}");
+                        RemoteError::internal("the hub could not pass the signal")
+                    })?
+            }
+            (Err(()), None) => {
+                return Err(app_error(
+                    code::OFFLINE,
+                    format!("{to:?} is not online at this hub"),
+                ));
+            }
+        }
         Ok(HubResponse::Signalled)
     }
 
@@ -509,7 +559,7 @@ impl Core {
 
     /// How many letters wait for `peer` (`None`: the mailbox could not be read).
     pub fn waiting_letters(&self, peer: &PeerId) -> Option<u32> {
-        match self.mailbox.lock().unwrap().waiting(peer) {
+        match self.store.waiting_now(peer)? {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!("mailbox count failed: {e}");
@@ -518,7 +568,7 @@ impl Core {
         }
     }
 
-    fn mail_deposit(
+    async fn mail_deposit(
         &self,
         from: PeerId,
         to: PeerId,
@@ -540,13 +590,12 @@ impl Core {
             ));
         }
         let id = self
-            .mailbox
-            .lock()
-            .unwrap()
+            .store
             .deposit(&from, &to, &sealed, allpeers_model::hlc::now_ms())
+            .await
             .map_err(|e| match e {
-                MailboxError::Full(why) => app_error(code::MAILBOX_FULL, why),
-                MailboxError::Sqlite(e) => {
+                StoreError::Full(why) => app_error(code::MAILBOX_FULL, why),
+                e => {
                     tracing::error!("letter not stored: {e}");
                     RemoteError::internal("the hub could not store the letter")
                 }
@@ -557,14 +606,13 @@ impl Core {
         Ok(HubResponse::MailDeposited { id })
     }
 
-    fn mail_fetch(&self, to: PeerId, max: u32) -> Result<HubResponse, RemoteError> {
+    async fn mail_fetch(&self, to: PeerId, max: u32) -> Result<HubResponse, RemoteError> {
         // What fits one registry answer with room for framing.
         let budget = proto::REGISTRY_LIMIT - 4096;
         let items = self
-            .mailbox
-            .lock()
-            .unwrap()
+            .store
             .fetch(&to, max, budget, allpeers_model::hlc::now_ms())
+            .await
             .map_err(|e| {
                 tracing::error!("mailbox read failed: {e}");
                 RemoteError::internal("the hub could not read the mailbox")
@@ -572,13 +620,13 @@ impl Core {
         Ok(HubResponse::Mail(items))
     }
 
-    fn mail_ack(&self, to: PeerId, ids: Vec<u64>) -> Result<HubResponse, RemoteError> {
+    async fn mail_ack(&self, to: PeerId, ids: Vec<u64>) -> Result<HubResponse, RemoteError> {
         if ids.len() > proto::MAX_MAIL_ACK {
             return Err(RemoteError::bad_request(
                 "too many ids in one acknowledgement",
             ));
         }
-        let removed = self.mailbox.lock().unwrap().ack(&to, &ids).map_err(|e| {
+        let removed = self.store.ack(&to, &ids).await.map_err(|e| {
             tracing::error!("mailbox ack failed: {e}");
             RemoteError::internal("the hub could not update the mailbox")
         })?;
@@ -592,9 +640,12 @@ impl Core {
         self.policy.may_watch(watcher, target, mutual)
     }
 
-    fn tell(p: &Presence, to: &PeerId, msg: PresenceDown) {
-        if let Some(o) = p.online.get(to)
-            && o.tx.try_send(msg).is_err()
+    /// Tells `to` if its line is held here (another instance tells its own).
+    pub(crate) fn tell(p: &Presence, to: &PeerId, msg: PresenceDown) {
+        if let Some(Online {
+            at: At::Here(tx), ..
+        }) = p.online.get(to)
+            && tx.try_send(msg).is_err()
         {
             tracing::debug!(peer = ?to, "presence line queue full: event dropped");
         }
@@ -618,7 +669,7 @@ impl Core {
 
     /// Tells every allowed watcher of `peer` its presence now (it came, went or changed
     /// status).
-    fn announce(&self, p: &Presence, peer: &PeerId) {
+    pub(crate) fn announce(&self, p: &Presence, peer: &PeerId) {
         if let Some(ws) = p.watchers.get(peer) {
             let msg = Self::presence_of(p, peer);
             for w in ws {
@@ -629,7 +680,7 @@ impl Core {
         }
     }
 
-    fn watch(&self, watcher: PeerId, targets: Vec<PeerId>) {
+    pub(crate) fn watch(&self, watcher: PeerId, targets: Vec<PeerId>) {
         let mut p = self.presence.lock().unwrap();
         for t in targets {
             if t == watcher {
@@ -656,7 +707,7 @@ impl Core {
         }
     }
 
-    fn unwatch(&self, watcher: PeerId, targets: Vec<PeerId>) {
+    pub(crate) fn unwatch(&self, watcher: PeerId, targets: Vec<PeerId>) {
         let mut p = self.presence.lock().unwrap();
         for t in targets {
             // Under the mutual rule our asking was what let `t` see us: now it may not.
@@ -678,7 +729,7 @@ impl Core {
         }
     }
 
-    fn forget_wants(p: &mut Presence, watcher: &PeerId) {
+    pub(crate) fn forget_wants(p: &mut Presence, watcher: &PeerId) {
         if let Some(targets) = p.wants.remove(watcher) {
             for t in targets {
                 if let Some(w) = p.watchers.get_mut(&t) {
@@ -730,7 +781,17 @@ impl Core {
                 addresses.push(a);
             }
         }
-        let line = self.next_line.fetch_add(1, Ordering::Relaxed);
+        let line = match &self.cluster {
+            None => self.next_line.fetch_add(1, Ordering::Relaxed),
+            Some(cluster) => match cluster.new_line_id().await {
+                Ok(line) => line,
+                Err(e) => {
+                    tracing::error!(?peer, "presence line refused: no line id: {e}");
+                    recv.stop(3);
+                    return;
+                }
+            },
+        };
         self.counters.lines_opened.fetch_add(1, Ordering::Relaxed);
         let (tx, mut rx) = mpsc::channel(LINE_QUEUE);
         let _ = tx.try_send(PresenceDown::Welcome { observed });
@@ -740,7 +801,7 @@ impl Core {
                 peer,
                 Online {
                     line,
-                    tx: tx.clone(),
+                    at: At::Here(tx.clone()),
                     observed,
                     addresses,
                     accepts_relays,
@@ -753,7 +814,8 @@ impl Core {
                 self.announce(&p, &peer);
             }
         }
-        match self.mailbox.lock().unwrap().waiting(&peer) {
+        self.record_line(&peer, line).await;
+        match self.store.waiting(&peer).await {
             Ok(0) => {}
             Ok(count) => {
                 let _ = tx.try_send(PresenceDown::MailWaiting { count });
@@ -761,13 +823,7 @@ impl Core {
             Err(e) => tracing::warn!("mailbox count failed: {e}"),
         }
         // A guest line does not make this hub the peer's home (no last-seen).
-        if !guest
-            && let Err(e) = self
-                .db
-                .lock()
-                .unwrap()
-                .touch(&peer, allpeers_model::hlc::now_ms())
-        {
+        if !guest && let Err(e) = self.store.touch(&peer, allpeers_model::hlc::now_ms()).await {
             tracing::warn!("last-seen not stored: {e}");
         }
         drop(tx);
@@ -800,15 +856,17 @@ impl Core {
                             return "watch list too long".into();
                         }
                         if guest {
-                            list = self.guest_watches(&peer, list);
+                            list = self.guest_watches(&peer, list).await;
                         }
                         self.watch(peer, list);
+                        self.record_watches(&peer).await;
                     }
                     PresenceUp::Unwatch(list) => {
                         if list.len() > proto::MAX_WATCH {
                             return "unwatch list too long".into();
                         }
                         self.unwatch(peer, list);
+                        self.record_watches(&peer).await;
                     }
                     PresenceUp::RelayAnswer { session, accept } => {
                         if let Some(tx) = self.offers.lock().unwrap().remove(&session) {
@@ -816,12 +874,15 @@ impl Core {
                         }
                     }
                     PresenceUp::Status(status) => {
-                        let mut p = self.presence.lock().unwrap();
-                        match p.online.get_mut(&peer) {
-                            Some(o) if o.line == line => o.status = status.bounded(),
-                            _ => continue,
+                        {
+                            let mut p = self.presence.lock().unwrap();
+                            match p.online.get_mut(&peer) {
+                                Some(o) if o.line == line => o.status = status.bounded(),
+                                _ => continue,
+                            }
+                            self.announce(&p, &peer);
                         }
-                        self.announce(&p, &peer);
+                        self.record_line(&peer, line).await;
                     }
                     PresenceUp::Hello { .. } | PresenceUp::GuestHello => {
                         return "a second Hello".into();
@@ -846,28 +907,68 @@ impl Core {
             r = reader => r,
             r = writer => r,
         };
-        {
+        let current = {
             let mut p = self.presence.lock().unwrap();
-            if p.online.get(&peer).is_some_and(|o| o.line == line) {
+            let current = p.online.get(&peer).is_some_and(|o| o.line == line);
+            if current {
                 p.online.remove(&peer);
                 if !guest {
                     self.announce(&p, &peer);
                 }
                 Self::forget_wants(&mut p, &peer);
             }
-        }
-        if !guest
-            && let Err(e) = self
-                .db
-                .lock()
-                .unwrap()
-                .touch(&peer, allpeers_model::hlc::now_ms())
+            current
+        };
+        if let (true, false, Some(cluster)) = (current, guest, &self.cluster)
+            && let Err(e) = cluster.line_down(peer, line).await
         {
+            tracing::warn!(?peer, "line end not recorded for the other instances: {e}");
+        }
+        if !guest && let Err(e) = self.store.touch(&peer, allpeers_model::hlc::now_ms()).await {
             tracing::warn!("last-seen not stored: {e}");
         }
         tracing::debug!(?peer, %reason, "presence line down");
         send.reset(0);
         recv.stop(0);
+    }
+
+    /// Cluster mode: records `peer`'s line `line` as it is now, for the other instances.
+    async fn record_line(&self, peer: &PeerId, line: u64) {
+        let Some(cluster) = &self.cluster else { return };
+        let state = {
+            let p = self.presence.lock().unwrap();
+            match p.online.get(peer) {
+                // A guest line is not presence: the other instances never hear of it.
+                Some(o) if o.line == line && !o.guest => LineState {
+                    observed: o.observed,
+                    addresses: o.addresses.clone(),
+                    accepts_relays: o.accepts_relays,
+                    status: o.status.clone(),
+                },
+                _ => return,
+            }
+        };
+        if let Err(e) = cluster.line_up(*peer, line, state).await {
+            tracing::warn!(?peer, "line not recorded for the other instances: {e}");
+        }
+    }
+
+    /// Cluster mode: records `watcher`'s watch list as it is now.
+    async fn record_watches(&self, watcher: &PeerId) {
+        let Some(cluster) = &self.cluster else { return };
+        let targets: Vec<PeerId> = {
+            let p = self.presence.lock().unwrap();
+            p.wants
+                .get(watcher)
+                .map(|w| w.iter().copied().collect())
+                .unwrap_or_default()
+        };
+        if let Err(e) = cluster.set_watches(*watcher, targets).await {
+            tracing::warn!(
+                ?watcher,
+                "watch list not recorded for the other instances: {e}"
+            );
+        }
     }
 
     // ---- relay ----
@@ -992,7 +1093,7 @@ impl Core {
 
 impl Core {
     /// Whether this hub hosts `peer` ([`crate::guest::Standing::of`]).
-    fn standing(&self, peer: &PeerId) -> Result<Standing, RemoteError> {
+    async fn standing(&self, peer: &PeerId) -> Result<Standing, RemoteError> {
         let home_line = self
             .presence
             .lock()
@@ -1003,19 +1104,28 @@ impl Core {
         if home_line {
             return Ok(Standing::Hosted);
         }
-        let db = self.db.lock().unwrap();
-        let internal = |e: crate::db::DbError| {
+        let internal = |e: StoreError| {
             tracing::error!("directory lookup failed: {e}");
             RemoteError::internal("directory lookup failed")
         };
-        let named = db.certificate_of_peer(peer).map_err(internal)?.is_some();
-        let seen_home = db.last_seen(peer).map_err(internal)?.is_some();
+        let named = self
+            .store
+            .certificate_of_peer(peer)
+            .await
+            .map_err(internal)?
+            .is_some();
+        let seen_home = self
+            .store
+            .last_seen(peer)
+            .await
+            .map_err(internal)?
+            .is_some();
         Ok(Standing::of(false, named, seen_home))
     }
 
     /// The guest rules for one registry request (hosted peers pass but for letters to a
     /// peer not hosted here).
-    fn guest_check(&self, asker: &PeerId, req: &HubRequest) -> Result<(), RemoteError> {
+    async fn guest_check(&self, asker: &PeerId, req: &HubRequest) -> Result<(), RemoteError> {
         let ask = match req {
             HubRequest::Register { .. } => Ask::Register {
                 guest_line: self
@@ -1029,14 +1139,14 @@ impl Core {
             HubRequest::Resolve { .. } => Ask::Lookup,
             HubRequest::Signal { .. } => Ask::Signal,
             HubRequest::MailDeposit { to, .. } => Ask::Deposit {
-                to: self.standing(to)?,
+                to: self.standing(to).await?,
             },
             HubRequest::Relay { .. } => Ask::Relay,
             HubRequest::Info | HubRequest::MailFetch { .. } | HubRequest::MailAck { .. } => {
                 return Ok(());
             }
         };
-        let standing = self.standing(asker)?;
+        let standing = self.standing(asker).await?;
         self.guests.check(asker, standing, ask).map_err(|r| {
             tracing::info!(?asker, ?ask, "guest request refused: {r}");
             app_error(r.code, r.message)
@@ -1044,11 +1154,11 @@ impl Core {
     }
 
     /// A guest's watch request cut to what it may watch; the rest is refused on its line.
-    fn guest_watches(&self, guest: &PeerId, list: Vec<PeerId>) -> Vec<PeerId> {
+    async fn guest_watches(&self, guest: &PeerId, list: Vec<PeerId>) -> Vec<PeerId> {
         let mut asked = Vec::with_capacity(list.len());
         for t in list {
             // A lookup failure counts as not hosted (refused, the guest may ask again).
-            let standing = self.standing(&t).unwrap_or(Standing::Guest);
+            let standing = self.standing(&t).await.unwrap_or(Standing::Guest);
             asked.push((t, standing));
         }
         let p = self.presence.lock().unwrap();
