@@ -170,8 +170,12 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
             other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
         }
 
-        // Letters for erin (offline), acknowledged by A.
+        // Letters for erin (registered here, now offline), acknowledged by A: a hub takes
+        // letters only for the peers it hosts.
         let erin_id = Identity::generate();
+        let first = node_with(erin_id.clone(), fast_config(hub, vec![at_a, at_b]), Arc::new(AcceptAll)).await;
+        first.hub.register("erin").await.unwrap();
+        first.stop();
         let mut acknowledged = Vec::new();
         for i in 0..3 {
             let id = alice
@@ -241,7 +245,11 @@ async fn a_connection_killed_mid_deposit_leaves_no_half_applied_letter() {
         let a = instance(&pg, root.path(), "solo", None);
         let alice = node(fast_config(a.peer, a.addresses()), Arc::new(AcceptAll)).await;
         assert!(alice.hub.wait_online(10 * SECONDS).await);
-        let bob = Identity::generate().peer_id();
+        // The letters' recipient: registered here (a hub takes letters only for its peers), offline.
+        let bob_node = node(fast_config(a.peer, a.addresses()), Arc::new(AcceptAll)).await;
+        bob_node.hub.register("bob").await.unwrap();
+        let bob = bob_node.id();
+        bob_node.stop();
 
         // A trigger holds each deposit after its insert until the test lets go.
         let admin = pg.client().await;
