@@ -155,6 +155,8 @@ export interface Methods {
   "transfers.cancel": { params: CancelParams; result: TransferIdParams };
   /** One transfer's upload and download limits. */
   "transfers.set_limits": { params: SetLimitsParams; result: Transfer };
+  /** Changes a transfer's priority (which waiting transfer starts first). */
+  "transfers.set_priority": { params: SetPriorityParams; result: Transfer };
   /** Who takes data from us, fastest first (the upload monitor). */
   "transfers.uploads": { params: NoParams; result: Array<Upload> };
   /** Shares a file from disk: makes its torrent and seeds it in place. */
@@ -165,6 +167,12 @@ export interface Methods {
   "net.limits.set": { params: Limits; result: Limits };
   /** Fetches a shared File's content from the members that hold it, verified (a transfer). */
   "files.get": { params: GetFileParams; result: Transfer };
+  /** Starts bringing a file's bytes into the node's imports folder (a file dropped on the sidebar). */
+  "files.import_start": { params: ImportStartParams; result: ImportStatus };
+  /** The next bytes of an import, in order; the last ones give the file its final name and path. */
+  "files.import_write": { params: ImportWriteParams; result: ImportStatus };
+  /** Abandons an import (its partial file is deleted). */
+  "files.import_cancel": { params: ImportIdParams; result: ImportStatus | null };
   /** Catalogues files and folders in the background (a job; `media.progress` reports on it). */
   "media.add": { params: AddMediaParams; result: AddResult };
   /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
@@ -455,6 +463,10 @@ export const ErrorCode = {
   FileNoSource: -32091,
   /** file unreadable: `shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed) */
   FileUnreadable: -32092,
+  /** no such import: `files.import_write` / `files.import_cancel`: no open import has that number (finished, cancelled, or idle too long) */
+  ImportUnknown: -32093,
+  /** imports busy: `files.import_start`: 16 imports are open already; finish or cancel one */
+  ImportBusy: -32094,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -997,6 +1009,43 @@ export type IdentityInfo = {
   sealed: boolean;
   /** SHA-256 of the DER certificate, hex: what a peer's TLS stack will see. */
   certificate_sha256?: string;
+};
+
+/**
+ * `files.import_cancel`'s params.
+ */
+export type ImportIdParams = {
+  import: number;
+};
+
+/**
+ * `files.import_start`'s params: the file's name (a plain name: no path separators, not hidden, no control
+ * characters, at most 255 bytes) and its size in bytes (at most [`MAX_IMPORT_BYTES`]).
+ */
+export type ImportStartParams = {
+  name: string;
+  size: number;
+};
+
+/**
+ * Where an import stands: `path` (absolute) is set once every byte is in and the file has its final name (a
+ * file already there is never replaced: `name (1).ext`).
+ */
+export type ImportStatus = {
+  import: number;
+  received: number;
+  size: number;
+  path: string | null;
+};
+
+/**
+ * `files.import_write`'s params: the next bytes of an import (`offset` = the bytes received so far), base64, at
+ * most [`MAX_IMPORT_CHUNK`] of them.
+ */
+export type ImportWriteParams = {
+  import: number;
+  offset: number;
+  data: string;
 };
 
 /**
@@ -1698,6 +1747,15 @@ export type SetAddressResult = {
 export type SetLimitsParams = {
   id: number;
   limits: Limits;
+};
+
+/**
+ * `transfers.set_priority`'s params: the transfer and its new priority (higher starts first when transfers
+ * wait for a download slot; -1000…1000).
+ */
+export type SetPriorityParams = {
+  id: number;
+  priority: number;
 };
 
 /**

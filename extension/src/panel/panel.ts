@@ -10,6 +10,7 @@ import { CallError, Client, errorText } from "./client";
 import { initChat } from "./chat";
 import { append, byId, clear, h } from "./dom";
 import { initPeople } from "./people";
+import { initDrop } from "./drop";
 import { initShared } from "./shared";
 import { initTransfers } from "./transfers";
 import { loadSchemas } from "./views";
@@ -499,6 +500,7 @@ void loadSchemas();
 const people = initPeople(client, (peer) => void chat?.openWithPeer(peer));
 chat = initChat(client, (v) => show(v));
 const shared = initShared(client);
+initDrop(client, { show: (v) => show(v), shownChat: () => chat?.shownChat() ?? null, shared: (s) => shared.show(s) });
 const transfers = initTransfers(client);
 let sharingEpoch = 0;
 

@@ -824,6 +824,8 @@ export function initShared(client: Client) {
   });
 
   return {
+    /** A share made elsewhere in the panel (drag-and-share): its card at once. */
+    show: (s: Share) => upsert(s),
     /** Re-reads everything (after a (re)connection: subscriptions are per connection). */
     async refresh(reconnected = false) {
       if (reconnected) for (const c of cards.values()) c.subscription = null;

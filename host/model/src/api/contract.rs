@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::apps::{self as ap, *};
-use super::files::{self, GetFileParams};
+use super::files::{
+    self, GetFileParams, ImportIdParams, ImportStartParams, ImportStatus, ImportWriteParams,
+};
 use super::mail::{self, *};
 use super::media::{self, MediaProgress};
 use super::methods::{self as m, topics as t};
@@ -286,6 +288,8 @@ methods! {
     TransfersCancel = tr::TRANSFERS_CANCEL, CancelParams => TransferIdParams;
     /// One transfer's upload and download limits.
     TransfersSetLimits = tr::TRANSFERS_SET_LIMITS, SetLimitsParams => Transfer;
+    /// Changes a transfer's priority (which waiting transfer starts first).
+    TransfersSetPriority = tr::TRANSFERS_SET_PRIORITY, SetPriorityParams => Transfer;
     /// Who takes data from us, fastest first (the upload monitor).
     TransfersUploads = tr::TRANSFERS_UPLOADS, NoParams => Vec<Upload>;
     /// Shares a file from disk: makes its torrent and seeds it in place.
@@ -296,6 +300,12 @@ methods! {
     NetLimitsSet = tr::NET_LIMITS_SET, Limits => Limits;
     /// Fetches a shared File's content from the members that hold it, verified (a transfer).
     FilesGet = files::FILES_GET, GetFileParams => Transfer;
+    /// Starts bringing a file's bytes into the node's imports folder (a file dropped on the sidebar).
+    FilesImportStart = files::FILES_IMPORT_START, ImportStartParams => ImportStatus;
+    /// The next bytes of an import, in order; the last ones give the file its final name and path.
+    FilesImportWrite = files::FILES_IMPORT_WRITE, ImportWriteParams => ImportStatus;
+    /// Abandons an import (its partial file is deleted).
+    FilesImportCancel = files::FILES_IMPORT_CANCEL, ImportIdParams => Option<ImportStatus>;
     /// Catalogues files and folders in the background (a job; `media.progress` reports on it).
     MediaAdd = media::MEDIA_ADD, media::AddMediaParams => media::AddResult;
     /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.

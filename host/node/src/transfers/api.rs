@@ -6,7 +6,7 @@ use std::sync::Arc;
 use allpeers_model::api::contract::{self as c, NoParams, parse_params};
 use allpeers_model::api::transfers::{
     self as t, AddTransferParams, CancelParams, SeedParams, SeedResult, SetLimitsParams,
-    TransferIdParams,
+    SetPriorityParams, TransferIdParams,
 };
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::{create_torrent, stamps_of};
@@ -96,6 +96,22 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
                 .await
                 .map_err(convert::manager_error)?;
             Ok(to_value(TransferIdParams { id }))
+        }
+        t::TRANSFERS_SET_PRIORITY => {
+            let SetPriorityParams { id, priority } =
+                parse_params::<c::TransfersSetPriority>(params)?;
+            if !t::PRIORITY_RANGE.contains(&priority) {
+                return Err(RpcError::new(
+                    ErrorCode::InvalidParams,
+                    "priority must be between -1000 and 1000",
+                ));
+            }
+            transfers
+                .manager
+                .set_priority(id, priority)
+                .await
+                .map_err(convert::manager_error)?;
+            Ok(to_value(get(transfers, id)?))
         }
         t::TRANSFERS_SET_LIMITS => {
             let SetLimitsParams { id, limits } = parse_params::<c::TransfersSetLimits>(params)?;
