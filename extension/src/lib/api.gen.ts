@@ -17,6 +17,10 @@ export interface Methods {
   "identity.get": { params: NoParams; result: IdentityInfo };
   /** Opens a sealed identity with its passphrase (`WrongPassphrase` otherwise). */
   "identity.unlock": { params: UnlockParams; result: IdentityInfo };
+  /** Seals the identity file with a passphrase (it was plain); the running daemon stays unlocked. */
+  "identity.seal": { params: SealParams; result: IdentityInfo };
+  /** A backup of the identity: its key file, sealed (with the given passphrase if it was plain). */
+  "identity.export": { params: ExportParams; result: IdentityBackup };
   /** Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`). */
   "events.subscribe": { params: SubscribeParams; result: SubscribeResult };
   /** Removes topics from this client's subscriptions. */
@@ -43,6 +47,8 @@ export interface Methods {
   "hub.unwatch": { params: PeersParams; result: PeersParams };
   /** A connection to the peer through the hub's relay (TLS end to end). */
   "hub.relay": { params: PeerParams; result: RelayResult };
+  /** Makes a hub the home hub (a hub address, or an invite code's hub), from the daemon's next start. */
+  "hub.set_home": { params: SetHomeParams; result: HomeHub };
   /** Our contacts (every state but `none`). */
   "contacts.list": { params: NoParams; result: Array<Contact> };
   /** Asks a peer (by `name@hub`, PeerId or invite code) to become a contact. */
@@ -157,6 +163,10 @@ export interface Methods {
   "transfers.set_limits": { params: SetLimitsParams; result: Transfer };
   /** Changes a transfer's priority (which waiting transfer starts first). */
   "transfers.set_priority": { params: SetPriorityParams; result: Transfer };
+  /** Where downloads go when none names a directory. */
+  "transfers.download_dir.get": { params: NoParams; result: DownloadDir };
+  /** Changes where downloads go (created if missing; kept in config.json). */
+  "transfers.download_dir.set": { params: DownloadDir; result: DownloadDir };
   /** Who takes data from us, fastest first (the upload monitor). */
   "transfers.uploads": { params: NoParams; result: Array<Upload> };
   /** Shares a file from disk: makes its torrent and seeds it in place. */
@@ -890,6 +900,14 @@ export type Disconnected = {
 };
 
 /**
+ * Where downloads go when none names a directory: `transfers.download_dir.get`'s result and `.set`'s params and
+ * result (an absolute path, at most 4096 bytes).
+ */
+export type DownloadDir = {
+  dir: string;
+};
+
+/**
  * `events.dropped`'s data.
  */
 export type DroppedData = {
@@ -904,6 +922,14 @@ export type EditParams = {
   /** One of our own messages. */
   message: string;
   body: string;
+};
+
+/**
+ * `identity.export`'s params: the backup's passphrase, needed when the identity itself is not sealed (a sealed
+ * identity is backed up as it is, under its own passphrase).
+ */
+export type ExportParams = {
+  passphrase?: string;
 };
 
 /**
@@ -971,6 +997,15 @@ export type HistoryParams = {
 };
 
 /**
+ * The home hub written to `config.json`: used from the daemon's next start (`restart_needed` until then).
+ */
+export type HomeHub = {
+  peer_id: PeerId;
+  addresses: Array<string>;
+  restart_needed: boolean;
+};
+
+/**
  * `hub.changed`'s data.
  */
 export type HubChange = { "state": "online", observed: string, } | { "state": "offline", reason: string, };
@@ -997,6 +1032,14 @@ export type HubStatus = {
 
 export type IdParams = {
   id: string;
+};
+
+/**
+ * `identity.export`'s result: the backup, a sealed key file (JSON text) as `allpeers identity import` reads it.
+ */
+export type IdentityBackup = {
+  peer_id: PeerId;
+  file: string;
 };
 
 export type IdentityInfo = {
@@ -1686,6 +1729,13 @@ export type RevokeParams = {
 export type Scope = "identity" | "contacts:read" | "presence" | "messages:send" | "resources" | "shares";
 
 /**
+ * `identity.seal`'s params: the passphrase the identity file is sealed with from now on.
+ */
+export type SealParams = {
+  passphrase: string;
+};
+
+/**
  * `transfers.seed`'s params: share a file from disk, in place.
  */
 export type SeedParams = {
@@ -1739,6 +1789,15 @@ export type SetAddressResult = {
   confirmed: boolean;
   /** How long the mailed code works (null when already confirmed). */
   expires_in_secs: number | null;
+};
+
+/**
+ * `hub.set_home`'s params: exactly one of `hub` (`<hub PeerId>@quic://ip:port[,tcp://ip:port…]`) and `invite`
+ * (an `apinvite1…` code: its inviter's hub).
+ */
+export type SetHomeParams = {
+  hub?: string;
+  invite?: string;
 };
 
 /**

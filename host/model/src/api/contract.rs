@@ -150,6 +150,10 @@ methods! {
     IdentityGet = m::IDENTITY_GET, NoParams => m::IdentityInfo;
     /// Opens a sealed identity with its passphrase (`WrongPassphrase` otherwise).
     IdentityUnlock = m::IDENTITY_UNLOCK, m::UnlockParams => m::IdentityInfo;
+    /// Seals the identity file with a passphrase (it was plain); the running daemon stays unlocked.
+    IdentitySeal = m::IDENTITY_SEAL, m::SealParams => m::IdentityInfo;
+    /// A backup of the identity: its key file, sealed (with the given passphrase if it was plain).
+    IdentityExport = m::IDENTITY_EXPORT, m::ExportParams => m::IdentityBackup;
     /// Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`).
     EventsSubscribe = m::EVENTS_SUBSCRIBE, m::SubscribeParams => m::SubscribeResult;
     /// Removes topics from this client's subscriptions.
@@ -176,6 +180,8 @@ methods! {
     HubUnwatch = m::HUB_UNWATCH, PeersParams => PeersParams;
     /// A connection to the peer through the hub's relay (TLS end to end).
     HubRelay = m::HUB_RELAY, PeerParams => RelayResult;
+    /// Makes a hub the home hub (a hub address, or an invite code's hub), from the daemon's next start.
+    HubSetHome = m::HUB_SET_HOME, m::SetHomeParams => m::HomeHub;
     /// Our contacts (every state but `none`).
     ContactsList = m::CONTACTS_LIST, NoParams => Vec<Contact>;
     /// Asks a peer (by `name@hub`, PeerId or invite code) to become a contact.
@@ -290,6 +296,10 @@ methods! {
     TransfersSetLimits = tr::TRANSFERS_SET_LIMITS, SetLimitsParams => Transfer;
     /// Changes a transfer's priority (which waiting transfer starts first).
     TransfersSetPriority = tr::TRANSFERS_SET_PRIORITY, SetPriorityParams => Transfer;
+    /// Where downloads go when none names a directory.
+    TransfersDownloadDirGet = tr::TRANSFERS_DOWNLOAD_DIR_GET, NoParams => DownloadDir;
+    /// Changes where downloads go (created if missing; kept in config.json).
+    TransfersDownloadDirSet = tr::TRANSFERS_DOWNLOAD_DIR_SET, DownloadDir => DownloadDir;
     /// Who takes data from us, fastest first (the upload monitor).
     TransfersUploads = tr::TRANSFERS_UPLOADS, NoParams => Vec<Upload>;
     /// Shares a file from disk: makes its torrent and seeds it in place.

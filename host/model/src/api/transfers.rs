@@ -16,6 +16,8 @@ pub const TRANSFERS_RESUME: &str = "transfers.resume";
 pub const TRANSFERS_CANCEL: &str = "transfers.cancel";
 pub const TRANSFERS_SET_LIMITS: &str = "transfers.set_limits";
 pub const TRANSFERS_SET_PRIORITY: &str = "transfers.set_priority";
+pub const TRANSFERS_DOWNLOAD_DIR_GET: &str = "transfers.download_dir.get";
+pub const TRANSFERS_DOWNLOAD_DIR_SET: &str = "transfers.download_dir.set";
 pub const TRANSFERS_UPLOADS: &str = "transfers.uploads";
 pub const TRANSFERS_SEED: &str = "transfers.seed";
 pub const NET_LIMITS_GET: &str = "net.limits.get";
@@ -31,6 +33,8 @@ pub const METHODS: &[&str] = &[
     TRANSFERS_CANCEL,
     TRANSFERS_SET_LIMITS,
     TRANSFERS_SET_PRIORITY,
+    TRANSFERS_DOWNLOAD_DIR_GET,
+    TRANSFERS_DOWNLOAD_DIR_SET,
     TRANSFERS_UPLOADS,
     TRANSFERS_SEED,
     NET_LIMITS_GET,
@@ -164,6 +168,15 @@ pub struct SetLimitsParams {
 pub struct SetPriorityParams {
     pub id: u64,
     pub priority: i32,
+}
+
+/// Where downloads go when none names a directory: `transfers.download_dir.get`'s result and `.set`'s params and
+/// result (an absolute path, at most 4096 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct DownloadDir {
+    pub dir: String,
 }
 
 /// The bounds of a transfer's priority.

@@ -61,7 +61,7 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
 /// The imports folder: `Imported` in the download directory (the configured one once transfers run).
 fn imports_dir(daemon: &Daemon) -> std::path::PathBuf {
     let downloads = match daemon.transfers.get() {
-        Some(Ok(t)) => t.downloads.clone(),
+        Some(Ok(t)) => t.downloads(),
         _ => daemon.paths.downloads(),
     };
     downloads.join(super::imports::FOLDER)
@@ -86,7 +86,7 @@ async fn get(
     let transfers = transfers_api::running(daemon)?;
     let dir = match &p.dir {
         Some(dir) => transfers_api::absolute(dir, "dir")?,
-        None => transfers.downloads.clone(),
+        None => transfers.downloads(),
     };
     let id = p.resource.clone();
     let resource = daemon
