@@ -5,7 +5,6 @@
 // scrolls from the keyboard. Timed: panel opened → first paint of the grid, → the visible
 // thumbnails drawn; a scroll through the whole grid (frame intervals); Bob's accept → his grid.
 import assert from "node:assert/strict";
-import { deflateSync, crc32 } from "node:zlib";
 import { after, test } from "node:test";
 import {
   apiCall,
@@ -13,6 +12,7 @@ import {
   cleanupAll,
   installHost,
   launch,
+  makeAlbum,
   makeSocialNode,
   openPanel,
   registerAtHub,
@@ -25,95 +25,6 @@ import {
 after(cleanupAll);
 
 const PHOTOS = 1000;
-
-/** A w×h PNG of one colour (RGB), as base64: a thumbnail as the media worker would write one. */
-function pngBase64(w, h, [r, g, b]) {
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const td = Buffer.concat([Buffer.from(type, "ascii"), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(td));
-    return Buffer.concat([len, td, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0);
-  ihdr.writeUInt32BE(h, 4);
-  ihdr[8] = 8; // bit depth
-  ihdr[9] = 2; // RGB
-  const row = Buffer.alloc(1 + w * 3);
-  for (let x = 0; x < w; x++) row.set([r, g, b], 1 + x * 3);
-  const raw = Buffer.concat(Array.from({ length: h }, () => row));
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk("IHDR", ihdr),
-    chunk("IDAT", deflateSync(raw)),
-    chunk("IEND", Buffer.alloc(0)),
-  ]).toString("base64");
-}
-
-/**
- * Makes an album of `count` Images in the node behind `page` (its panel page's port to the
- * background, so 2,000 calls take seconds, not a CLI process each): returns the List's id.
- */
-async function makeAlbum(page, title, count) {
-  const colours = Array.from({ length: 24 }, (_, i) => {
-    const hue = (i * 360) / 24;
-    const f = (n) => {
-      const k = (n + hue / 30) % 12;
-      return Math.round(255 * (0.55 - 0.45 * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
-    };
-    return pngBase64(32, 32, [f(0), f(8), f(4)]);
-  });
-  return page.evaluate(
-    async ([title, count, colours]) => {
-      const port = chrome.runtime.connect({ name: "allpeers-panel" });
-      let next = 1;
-      const waiting = new Map();
-      port.onMessage.addListener((m) => {
-        if (m.type !== "reply" || !waiting.has(m.id)) return;
-        const { resolve, reject } = waiting.get(m.id);
-        waiting.delete(m.id);
-        if (m.error) reject(new Error(`${m.error.code}: ${m.error.message}`));
-        else resolve(m.result);
-      });
-      const call = (method, params) =>
-        new Promise((resolve, reject) => {
-          const id = next++;
-          waiting.set(id, { resolve, reject });
-          port.postMessage({ type: "call", id, method, params, timeoutMs: 60_000 });
-        });
-      const list = await call("resources.create", {
-        resource: { id: "", type: "List", properties: { title, itemType: "Image" } },
-      });
-      const ids = [];
-      for (let i = 0; i < count; i += 50) {
-        const made = await Promise.all(
-          Array.from({ length: Math.min(50, count - i) }, (_, j) =>
-            call("resources.create", {
-              resource: {
-                id: "",
-                type: "Image",
-                properties: {
-                  name: `photo-${String(i + j + 1).padStart(4, "0")}.png`,
-                  mimeType: "image/png",
-                  width: 32,
-                  height: 32,
-                  thumbnail: colours[(i + j) % colours.length],
-                },
-              },
-            }),
-          ),
-        );
-        ids.push(...made.map((r) => r.id));
-      }
-      for (const id of ids) await call("lists.insert", { list: list.id, item: id });
-      port.disconnect();
-      return list.id;
-    },
-    [title, count, colours],
-  );
-}
 
 /** The album grid's numbers: cells in the DOM, which positions, thumbnails drawn. */
 function gridState(page, share) {
