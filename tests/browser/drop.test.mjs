@@ -84,7 +84,7 @@ async function thumbnailsShown(page, share, count) {
   );
 }
 
-test("drag-and-share: photos dropped on the sidebar shared with a contact; a file dropped on a conversation", async () => {
+test("drag-and-share: photos dropped on the sidebar shared with a contact; a file dropped on a conversation; 1,000 files", async () => {
   const hub = await startHub();
   const [alice, bob] = await Promise.all(
     ["alice", "bob"].map(async (name) => {
@@ -182,6 +182,44 @@ test("drag-and-share: photos dropped on the sidebar shared with a contact; a fil
   await a.keyboard.press("Escape");
   await a.waitForSelector("#drop-form", { state: "hidden" });
   assert.equal(await a.evaluate(() => document.activeElement?.id), "share-files");
+
+  // --- A drop of 1,000 files: progress shown as it goes, and the page never freezes (the longest gap between
+  // animation frames while it works is measured).
+  const many = Array.from({ length: 1000 }, (_, i) => ({
+    name: `note-${String(i + 1).padStart(4, "0")}.txt`,
+    type: "text/plain",
+    b64: Buffer.from(`note ${i + 1}\n`).toString("base64"),
+  }));
+  await dropFiles(a, "#view-shared", many);
+  await a.waitForSelector("#drop-form:visible");
+  assert.match(await a.textContent("#drop-summary"), /^1000 files, /);
+  await a.check(`#drop-members input[value="${bob.peerId}"]`);
+  await a.evaluate(() => {
+    const w = (window.__frames = { longest: 0, progress: new Set() });
+    let last = performance.now();
+    const tick = (t) => {
+      w.longest = Math.max(w.longest, t - last);
+      last = t;
+      const p = document.getElementById("drop-progress");
+      if (!p.hidden) w.progress.add(Math.round((100 * p.value) / p.max));
+      w.frames = (w.frames ?? 0) + 1;
+      if (!["done", "failed"].includes(document.body.dataset.drop)) requestAnimationFrame(tick);
+    };
+    requestAnimationFrame((t) => {
+      last = t;
+      requestAnimationFrame(tick);
+    });
+  });
+  const manyStarted = Date.now();
+  await a.click("#drop-share");
+  await a.waitForSelector('body[data-drop="done"]', { timeout: 240_000 });
+  const frames = await a.evaluate(() => ({ longest: window.__frames.longest, steps: window.__frames.progress.size, count: window.__frames.frames }));
+  console.log(
+    `drop: 1,000 files imported, described and shared in ${Date.now() - manyStarted} ms; longest frame gap ${frames.longest.toFixed(0)} ms over ${frames.count} frames, ${frames.steps} progress values seen`,
+  );
+  assert.match(await a.textContent("#drop-done"), /\(1000 files\)/);
+  assert.ok(frames.steps > 10, "the progress moved while it worked");
+  assert.ok(frames.longest < 500, `the page froze for ${frames.longest} ms`);
   assert.deepEqual(a.errors, []);
   assert.deepEqual(b.errors, []);
 });
