@@ -7,7 +7,7 @@
 // files are left out (the latter with its reason).
 import assert from "node:assert/strict";
 import { deflateSync, crc32 } from "node:zlib";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { after, test } from "node:test";
 import {
   apiCall,
@@ -159,6 +159,17 @@ test("drag-and-share: photos dropped on the sidebar shared with a contact; a fil
   await b.waitForSelector(`#shares-theirs li[data-share="${shareId}"][data-album="true"]`);
   await thumbnailsShown(b, shareId, 2);
   assert.equal(await b.getAttribute(`#shares-theirs li[data-share="${shareId}"] .album-cell img[alt="beach.png"]`, "alt"), "beach.png");
+  // Bob fetches a photo from the grid (Enter on its button): a transfer in his Transfers panel, to 100 %.
+  await b.focus(`#shares-theirs li[data-share="${shareId}"] button[data-action="get"][aria-label="Download beach.png"]`);
+  await b.keyboard.press("Enter");
+  await until("bob's download says so", async () =>
+    /Downloading “beach\.png”/.test(await b.textContent(`#shares-theirs li[data-share="${shareId}"] .share-result`)),
+  );
+  await b.click("#tab-transfers");
+  await b.waitForSelector('#transfers li[data-state="seeding"][data-percent="100"]:has-text("beach.png")');
+  assert.ok(readFileSync(`${bob.dataDir}/downloads/beach.png`).equals(big), "bob has alice's bytes");
+  await axeAudit(b, "drop-bob-transfer-light");
+  await b.click("#tab-shared");
 
   // --- A file dropped on the open conversation with Bob: shared with him, announced in it.
   await a.click("#tab-people");
@@ -174,8 +185,7 @@ test("drag-and-share: photos dropped on the sidebar shared with a contact; a fil
 
   // --- The keyboard's way: Share files… (Enter) opens the picker; a file picked goes through the same form.
   await a.click("#tab-shared");
-  await a.focus("#share-files");
-  const [chooser] = await Promise.all([a.waitForEvent("filechooser"), a.keyboard.press("Enter")]);
+  const [chooser] = await Promise.all([a.waitForEvent("filechooser"), a.press("#share-files", "Enter")]);
   await chooser.setFiles([{ name: "list.txt", mimeType: "text/plain", buffer: Buffer.from("one\ntwo\n") }]);
   await a.waitForSelector("#drop-form:visible");
   assert.match(await a.textContent("#drop-summary"), /^1 file, /);

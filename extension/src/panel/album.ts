@@ -79,9 +79,14 @@ export class AlbumGrid {
   private readonly resize: ResizeObserver;
   private firstPaint = false;
 
+  /**
+   * `fetch`: given, each photo is a button that fetches its file (a share from someone else: `files.get`); the
+   * label says so.
+   */
   constructor(
     private readonly client: Client,
     private label: string,
+    private readonly fetch: ((id: string, name: string) => void) | null = null,
   ) {
     this.list = h("div", { role: "list", class: "album-cells" });
     this.spacer = h("div", { class: "album-spacer" }, this.list);
@@ -198,14 +203,20 @@ export class AlbumGrid {
   private fill(cell: HTMLElement, photo: Photo) {
     cell.replaceChildren();
     const name = visibleText(photo.name || "Photo");
-    if (photo.url) {
-      cell.append(h("img", { src: photo.url, alt: name, loading: "lazy", decoding: "async", draggable: "false" }));
-      cell.dataset.state = "ready";
+    const picture = photo.url
+      ? h("img", { src: photo.url, alt: name, loading: "lazy", decoding: "async", draggable: "false" })
+      : h("span", { class: "album-none", text: name });
+    cell.dataset.state = photo.url ? "ready" : "none";
+    const fetch = this.fetch;
+    if (fetch) {
+      const id = cell.dataset.item ?? "";
+      const b = h("button", { type: "button", class: "album-get", "data-action": "get", "aria-label": `Download ${name}` }, picture);
+      b.addEventListener("click", () => fetch(id, name));
+      cell.append(b);
     } else {
-      cell.append(h("span", { class: "album-none", text: name }));
-      cell.dataset.state = "none";
+      cell.append(picture);
     }
-    cell.title = name;
+    cell.title = fetch ? `${name} (click to download)` : name;
   }
 
   private ask(ids: string[]) {

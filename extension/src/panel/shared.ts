@@ -160,7 +160,8 @@ export function initShared(client: Client) {
             const items = await client.call("lists.items", { id: card.share.resource });
             if (await isAlbum(card.root, items.items)) {
               // An album reads its photos lazily, as they come into view (album.ts).
-              card.album ??= new AlbumGrid(client, titleOf(card.share));
+              // Someone else's photos can be fetched from the grid; ours are here already.
+              card.album ??= new AlbumGrid(client, titleOf(card.share), card.share.owner === me() ? null : (id, name) => void fetchFile(card, id, name));
               card.items = items.items;
               card.error = "";
               drawContent(card);
@@ -668,6 +669,17 @@ export function initShared(client: Client) {
     } catch (e) {
       failed(card, p, e);
       await load(card);
+    }
+  }
+
+  /** A photo of an album shared with us, fetched from the members (`files.get`): a transfer in Transfers. */
+  async function fetchFile(card: Card, id: string, name: string) {
+    result(card, `Asking for “${name}”…`);
+    try {
+      await client.call("files.get", { resource: id }, 30_000);
+      result(card, `Downloading “${name}”: its progress is in Transfers.`);
+    } catch (e) {
+      result(card, `“${name}” not downloaded: ${errorText(e)}`);
     }
   }
 
