@@ -46,6 +46,8 @@ interface Row {
   limitUp: HTMLInputElement;
   limitResult: HTMLElement;
   priority: HTMLSelectElement;
+  /** Pause/Resume pressed again while the daemon was still answering the last press: done after it. */
+  again: boolean;
   /** The user typed in the limit boxes since they were last filled: a refresh leaves them alone. */
   limitsEdited: boolean;
 }
@@ -188,6 +190,7 @@ export function initTransfers(client: Client) {
       limitUp: up,
       limitResult,
       priority,
+      again: false,
       limitsEdited: false,
     };
     for (const input of [down, up]) input.addEventListener("input", () => (row.limitsEdited = true));
@@ -316,8 +319,12 @@ export function initTransfers(client: Client) {
     const t = transfers.get(id);
     const row = rows.get(id);
     if (!t || !row) return;
-    // Not disabled while the daemon answers: a disabled button loses the keyboard focus.
-    if (row.li.dataset.pending === "true") return;
+    // Not disabled while the daemon answers: a disabled button loses the keyboard focus. A press meanwhile
+    // (the button already says Resume: the state event came before the answer) is done after it.
+    if (row.li.dataset.pending === "true") {
+      row.again = true;
+      return;
+    }
     const method = t.state === "paused" ? "transfers.resume" : "transfers.pause";
     row.pause.setAttribute("aria-disabled", "true");
     row.li.dataset.pending = "true";
@@ -330,6 +337,12 @@ export function initTransfers(client: Client) {
       row.li.dataset.pending = "false";
       row.pause.removeAttribute("aria-disabled");
       totals();
+    }
+    if (row.again) {
+      row.again = false;
+      // Only if the button still asks for the other action than the one just done.
+      const now = transfers.get(id);
+      if (now && (now.state === "paused") === (method === "transfers.pause")) await pauseOrResume(id);
     }
   }
 
