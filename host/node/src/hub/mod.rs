@@ -306,3 +306,28 @@ pub fn status(daemon: &Daemon) -> Value {
         None => Value::Null,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_address_is_a_peer_id_and_checked_addresses() {
+        let peer = allpeers_net::Identity::generate().peer_id();
+        let (p, addresses) = parse_hub(&format!(
+            " {peer}@quic://127.0.0.1:4433, tcp://127.0.0.1:4434 "
+        ))
+        .unwrap();
+        assert_eq!(p, peer);
+        assert_eq!(addresses, ["quic://127.0.0.1:4433", "tcp://127.0.0.1:4434"]);
+        for bad in [
+            "no at sign".to_string(),
+            "notapeer@quic://127.0.0.1:1".to_string(),
+            format!("{peer}@http://127.0.0.1:1"),
+            format!("{peer}@quic://hub.example:1"),
+            format!("{peer}@{}", vec!["tcp://127.0.0.1:1"; 9].join(",")),
+        ] {
+            assert!(parse_hub(&bad).is_err(), "{bad}");
+        }
+    }
+}
