@@ -325,7 +325,7 @@ mod tests {
             "notapeer@quic://127.0.0.1:1".to_string(),
             format!("{peer}@http://127.0.0.1:1"),
             format!("{peer}@quic://hub.example:1"),
-            format!("{peer}@{}", vec!["tcp://127.0.0.1:1"; 9].join(",")),
+            format!("{peer}@{}", ["tcp://127.0.0.1:1"; 9].join(",")),
         ] {
             assert!(parse_hub(&bad).is_err(), "{bad}");
         }
