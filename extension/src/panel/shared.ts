@@ -305,9 +305,12 @@ export function initShared(client: Client) {
     return b;
   }
 
-  function result(card: Card, text: string) {
+  /** The card's message line: an error unless `ok` (then plain). */
+  function result(card: Card, text: string, ok = false) {
     const el = card.li.querySelector<HTMLElement>(".share-result");
-    if (el) el.textContent = text;
+    if (!el) return;
+    el.className = `${ok ? "muted" : "error"} share-result`;
+    el.textContent = text;
   }
 
   /** Redraws a part of a card keeping the keyboard focus on the same button of the same item. */
@@ -674,10 +677,10 @@ export function initShared(client: Client) {
 
   /** A photo of an album shared with us, fetched from the members (`files.get`): a transfer in Transfers. */
   async function fetchFile(card: Card, id: string, name: string) {
-    result(card, `Asking for “${name}”…`);
+    result(card, `Asking for “${name}”…`, true);
     try {
       await client.call("files.get", { resource: id }, 30_000);
-      result(card, `Downloading “${name}”: its progress is in Transfers.`);
+      result(card, `Downloading “${name}”: its progress is in Transfers.`, true);
     } catch (e) {
       result(card, `“${name}” not downloaded: ${errorText(e)}`);
     }
