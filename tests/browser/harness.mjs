@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { crc32, deflateSync } from "node:zlib";
 import { chromium } from "playwright-core";
 
 const execFileP = promisify(execFile);
@@ -316,3 +317,102 @@ export async function axeAudit(page, what) {
   if (failing.length) throw new Error(`accessibility (axe-core) in ${what}:\n${axeReport(failing)}`);
   return violations;
 }
+
+// ---------------------------------------------------------------- albums (a List of Images)
+
+/** A w×h PNG of one colour (RGB), as base64: a thumbnail as the media worker would write one. */
+export function pngBase64(w, h, [r, g, b]) {
+  const chunk = (type, data) => {
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const td = Buffer.concat([Buffer.from(type, "ascii"), data]);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(td));
+    return Buffer.concat([len, td, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(w, 0);
+  ihdr.writeUInt32BE(h, 4);
+  ihdr[8] = 8; // bit depth
+  ihdr[9] = 2; // RGB
+  const row = Buffer.alloc(1 + w * 3);
+  for (let x = 0; x < w; x++) row.set([r, g, b], 1 + x * 3);
+  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  return Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
+    chunk("IHDR", ihdr),
+    chunk("IDAT", deflateSync(raw)),
+    chunk("IEND", Buffer.alloc(0)),
+  ]).toString("base64");
+}
+
+/**
+ * Makes an album of `count` Images in the node behind `page` (its panel page's port to the
+ * background, so 2,000 calls take seconds, not a CLI process each): returns the List's id.
+ */
+export async function makeAlbum(page, title, count) {
+  return page.evaluate(seedAlbumInPage, [title, count, albumColours()]);
+}
+
+/** 24 thumbnails round the colour wheel. */
+export function albumColours() {
+  return Array.from({ length: 24 }, (_, i) => {
+    const hue = (i * 360) / 24;
+    const f = (n) => {
+      const k = (n + hue / 30) % 12;
+      return Math.round(255 * (0.55 - 0.45 * Math.max(-1, Math.min(k - 3, 9 - k, 1))));
+    };
+    return pngBase64(32, 32, [f(0), f(8), f(4)]);
+  });
+}
+
+/**
+ * Runs in a panel page (Chromium through Playwright, Firefox through WebDriver): makes the List and its `count`
+ * Images over one port to the background and answers the List's id.
+ */
+export async function seedAlbumInPage([title, count, colours]) {
+  const port = chrome.runtime.connect({ name: "allpeers-panel" });
+  let next = 1;
+  const waiting = new Map();
+  port.onMessage.addListener((m) => {
+    if (m.type !== "reply" || !waiting.has(m.id)) return;
+    const { resolve, reject } = waiting.get(m.id);
+    waiting.delete(m.id);
+    if (m.error) reject(new Error(`${m.error.code}: ${m.error.message}`));
+    else resolve(m.result);
+  });
+  const call = (method, params) =>
+    new Promise((resolve, reject) => {
+      const id = next++;
+      waiting.set(id, { resolve, reject });
+      port.postMessage({ type: "call", id, method, params, timeoutMs: 60_000 });
+    });
+  const list = await call("resources.create", {
+    resource: { id: "", type: "List", properties: { title, itemType: "Image" } },
+  });
+  const ids = [];
+  for (let i = 0; i < count; i += 50) {
+    const made = await Promise.all(
+      Array.from({ length: Math.min(50, count - i) }, (_, j) =>
+        call("resources.create", {
+          resource: {
+            id: "",
+            type: "Image",
+            properties: {
+              name: `photo-${String(i + j + 1).padStart(4, "0")}.png`,
+              mimeType: "image/png",
+              width: 32,
+              height: 32,
+              thumbnail: colours[(i + j) % colours.length],
+            },
+          },
+        }),
+      ),
+    );
+    ids.push(...made.map((r) => r.id));
+  }
+  for (const id of ids) await call("lists.insert", { list: list.id, item: id });
+  port.disconnect();
+  return list.id;
+}
+

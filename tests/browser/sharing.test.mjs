@@ -238,6 +238,14 @@ test("two sidebars: a shared list edited from both sides, members, a download wi
   await b.click(`${row} button[data-action="limits"]`);
   await b.waitForSelector(`${row}[data-limit-down=""]`);
   assert.deepEqual((await apiCall(bob, "transfers.get", { id: rowId })).limits, { down: null, up: null });
+  // Its priority changed after it was added (transfers.set_priority), from the keyboard: High → Low.
+  await b.focus(`${row} select[data-action="priority"]`);
+  assert.equal(await b.inputValue(`${row} select[data-action="priority"]`), "1");
+  await b.selectOption(`${row} select[data-action="priority"]`, "-1");
+  await b.waitForSelector(`${row}[data-priority="-1"]`);
+  assert.equal((await apiCall(bob, "transfers.get", { id: rowId })).priority, -1);
+  assert.match(await b.textContent(`${row} .transfer-numbers`), /low priority/);
+  assert.match(await b.textContent(`${row} .limit-result`), /Priority: low priority/);
   await b.click(`${row} .transfer-limits summary`);
   await b.emulateMedia({ colorScheme: "dark" });
   await shot(b, "transfers-progress-dark");

@@ -17,6 +17,10 @@ export interface Methods {
   "identity.get": { params: NoParams; result: IdentityInfo };
   /** Opens a sealed identity with its passphrase (`WrongPassphrase` otherwise). */
   "identity.unlock": { params: UnlockParams; result: IdentityInfo };
+  /** Seals the identity file with a passphrase (it was plain); the running daemon stays unlocked. */
+  "identity.seal": { params: SealParams; result: IdentityInfo };
+  /** A backup of the identity: its key file, sealed (with the given passphrase if it was plain). */
+  "identity.export": { params: ExportParams; result: IdentityBackup };
   /** Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`). */
   "events.subscribe": { params: SubscribeParams; result: SubscribeResult };
   /** Removes topics from this client's subscriptions. */
@@ -43,6 +47,8 @@ export interface Methods {
   "hub.unwatch": { params: PeersParams; result: PeersParams };
   /** A connection to the peer through the hub's relay (TLS end to end). */
   "hub.relay": { params: PeerParams; result: RelayResult };
+  /** Makes a hub the home hub (a hub address, or an invite code's hub), from the daemon's next start. */
+  "hub.set_home": { params: SetHomeParams; result: HomeHub };
   /** Our contacts (every state but `none`). */
   "contacts.list": { params: NoParams; result: Array<Contact> };
   /** Asks a peer (by `name@hub`, PeerId or invite code) to become a contact. */
@@ -155,6 +161,12 @@ export interface Methods {
   "transfers.cancel": { params: CancelParams; result: TransferIdParams };
   /** One transfer's upload and download limits. */
   "transfers.set_limits": { params: SetLimitsParams; result: Transfer };
+  /** Changes a transfer's priority (which waiting transfer starts first). */
+  "transfers.set_priority": { params: SetPriorityParams; result: Transfer };
+  /** Where downloads go when none names a directory. */
+  "transfers.download_dir.get": { params: NoParams; result: DownloadDir };
+  /** Changes where downloads go (created if missing; kept in config.json). */
+  "transfers.download_dir.set": { params: DownloadDir; result: DownloadDir };
   /** Who takes data from us, fastest first (the upload monitor). */
   "transfers.uploads": { params: NoParams; result: Array<Upload> };
   /** Shares a file from disk: makes its torrent and seeds it in place. */
@@ -165,6 +177,12 @@ export interface Methods {
   "net.limits.set": { params: Limits; result: Limits };
   /** Fetches a shared File's content from the members that hold it, verified (a transfer). */
   "files.get": { params: GetFileParams; result: Transfer };
+  /** Starts bringing a file's bytes into the node's imports folder (a file dropped on the sidebar). */
+  "files.import_start": { params: ImportStartParams; result: ImportStatus };
+  /** The next bytes of an import, in order; the last ones give the file its final name and path. */
+  "files.import_write": { params: ImportWriteParams; result: ImportStatus };
+  /** Abandons an import (its partial file is deleted). */
+  "files.import_cancel": { params: ImportIdParams; result: ImportStatus | null };
   /** Catalogues files and folders in the background (a job; `media.progress` reports on it). */
   "media.add": { params: AddMediaParams; result: AddResult };
   /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
@@ -461,6 +479,10 @@ export const ErrorCode = {
   FileNoSource: -32091,
   /** file unreadable: `shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed) */
   FileUnreadable: -32092,
+  /** no such import: `files.import_write` / `files.import_cancel`: no open import has that number (finished, cancelled, or idle too long) */
+  ImportUnknown: -32093,
+  /** imports busy: `files.import_start`: 16 imports are open already; finish or cancel one */
+  ImportBusy: -32094,
 } as const;
 
 export type ErrorCodeName = keyof typeof ErrorCode;
@@ -886,6 +908,14 @@ export type Disconnected = {
 };
 
 /**
+ * Where downloads go when none names a directory: `transfers.download_dir.get`'s result and `.set`'s params and
+ * result (an absolute path, at most 4096 bytes).
+ */
+export type DownloadDir = {
+  dir: string;
+};
+
+/**
  * `events.dropped`'s data.
  */
 export type DroppedData = {
@@ -900,6 +930,14 @@ export type EditParams = {
   /** One of our own messages. */
   message: string;
   body: string;
+};
+
+/**
+ * `identity.export`'s params: the backup's passphrase, needed when the identity itself is not sealed (a sealed
+ * identity is backed up as it is, under its own passphrase).
+ */
+export type ExportParams = {
+  passphrase?: string;
 };
 
 /**
@@ -967,6 +1005,15 @@ export type HistoryParams = {
 };
 
 /**
+ * The home hub written to `config.json`: used from the daemon's next start (`restart_needed` until then).
+ */
+export type HomeHub = {
+  peer_id: PeerId;
+  addresses: Array<string>;
+  restart_needed: boolean;
+};
+
+/**
  * `hub.changed`'s data.
  */
 export type HubChange = { "state": "online", observed: string, } | { "state": "offline", reason: string, };
@@ -995,6 +1042,14 @@ export type IdParams = {
   id: string;
 };
 
+/**
+ * `identity.export`'s result: the backup, a sealed key file (JSON text) as `allpeers identity import` reads it.
+ */
+export type IdentityBackup = {
+  peer_id: PeerId;
+  file: string;
+};
+
 export type IdentityInfo = {
   peer_id: PeerId;
   /**
@@ -1005,6 +1060,43 @@ export type IdentityInfo = {
   sealed: boolean;
   /** SHA-256 of the DER certificate, hex: what a peer's TLS stack will see. */
   certificate_sha256?: string;
+};
+
+/**
+ * `files.import_cancel`'s params.
+ */
+export type ImportIdParams = {
+  import: number;
+};
+
+/**
+ * `files.import_start`'s params: the file's name (a plain name: no path separators, not hidden, no control
+ * characters, at most 255 bytes) and its size in bytes (at most [`MAX_IMPORT_BYTES`]).
+ */
+export type ImportStartParams = {
+  name: string;
+  size: number;
+};
+
+/**
+ * Where an import stands: `path` (absolute) is set once every byte is in and the file has its final name (a
+ * file already there is never replaced: `name (1).ext`).
+ */
+export type ImportStatus = {
+  import: number;
+  received: number;
+  size: number;
+  path: string | null;
+};
+
+/**
+ * `files.import_write`'s params: the next bytes of an import (`offset` = the bytes received so far), base64, at
+ * most [`MAX_IMPORT_CHUNK`] of them.
+ */
+export type ImportWriteParams = {
+  import: number;
+  offset: number;
+  data: string;
 };
 
 /**
@@ -1645,6 +1737,13 @@ export type RevokeParams = {
 export type Scope = "identity" | "contacts:read" | "presence" | "messages:send" | "resources" | "shares";
 
 /**
+ * `identity.seal`'s params: the passphrase the identity file is sealed with from now on.
+ */
+export type SealParams = {
+  passphrase: string;
+};
+
+/**
  * `transfers.seed`'s params: share a file from disk, in place.
  */
 export type SeedParams = {
@@ -1701,11 +1800,29 @@ export type SetAddressResult = {
 };
 
 /**
+ * `hub.set_home`'s params: exactly one of `hub` (`<hub PeerId>@quic://ip:port[,tcp://ip:port…]`) and `invite`
+ * (an `apinvite1…` code: its inviter's hub).
+ */
+export type SetHomeParams = {
+  hub?: string;
+  invite?: string;
+};
+
+/**
  * `transfers.set_limits`'s params: one transfer's limits (the global ones apply too).
  */
 export type SetLimitsParams = {
   id: number;
   limits: Limits;
+};
+
+/**
+ * `transfers.set_priority`'s params: the transfer and its new priority (higher starts first when transfers
+ * wait for a download slot; -1000…1000).
+ */
+export type SetPriorityParams = {
+  id: number;
+  priority: number;
 };
 
 /**

@@ -12,6 +12,7 @@ export const SHARING_TOPICS: TopicName[] = [
   "share.received",
   "share.changed",
   "sync.progress",
+  "media.progress",
   "transfer.added",
   "transfer.progress",
   "transfer.changed",

@@ -520,6 +520,8 @@ export function initChat(client: Client, showView: (v: "chat") => void) {
   return {
     refresh,
     openWithPeer,
+    /** The conversation shown in the Chat view (files dropped on it are shared with it), or null. */
+    shownChat: (): Chat | null => (open && body.dataset.view === "chat" && !byId("conversation").hidden ? open.chat : null),
     /** The view became visible: mark the open conversation read. */
     shown: () => void markRead(),
   };

@@ -10,6 +10,8 @@ import { CallError, Client, errorText } from "./client";
 import { initChat } from "./chat";
 import { append, byId, clear, h } from "./dom";
 import { initPeople } from "./people";
+import { initDrop } from "./drop";
+import { initSetup } from "./setup";
 import { initShared } from "./shared";
 import { initTransfers } from "./transfers";
 import { loadSchemas } from "./views";
@@ -17,6 +19,8 @@ import { loadSchemas } from "./views";
 const LEVELS = ["skin", "marrow", "flesh", "bone"];
 
 const client = new Client();
+// First run and the identity/hub/downloads settings (before the first state arrives: it refreshes them).
+const setup = initSetup(client, { refreshHub: () => refreshHub() });
 const body = document.body;
 
 // ---------------------------------------------------------------- navigation
@@ -170,7 +174,10 @@ async function refreshIdentity() {
   }
 }
 
-client.on("identity.changed", (data) => renderIdentity(data));
+client.on("identity.changed", (data) => {
+  renderIdentity(data);
+  setup.identityChanged(data);
+});
 
 byId("copy-peer-id").addEventListener("click", async () => {
   const result = byId("copy-result");
@@ -464,7 +471,7 @@ client.on("apps.changed", () => {
 });
 
 async function refreshSettings() {
-  await Promise.all([refreshApps(), refreshLimits(), refreshLog(), refreshStatus(), refreshHub()]);
+  await Promise.all([refreshApps(), refreshLimits(), refreshLog(), refreshStatus(), refreshHub(), setup.refresh()]);
 }
 
 byId("status-refresh").addEventListener("click", () => void refreshStatus());
@@ -499,6 +506,7 @@ void loadSchemas();
 const people = initPeople(client, (peer) => void chat?.openWithPeer(peer));
 chat = initChat(client, (v) => show(v));
 const shared = initShared(client);
+initDrop(client, { show: (v) => show(v), shownChat: () => chat?.shownChat() ?? null, shared: (s) => shared.show(s) });
 const transfers = initTransfers(client);
 let sharingEpoch = 0;
 

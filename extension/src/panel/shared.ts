@@ -13,6 +13,7 @@ import { LEVEL_WORDS, Share, ShareLevel, canWrite, isAdmin, shareOrder, visibleT
 import { Client, errorText } from "./client";
 import { append, byId, clear, h } from "./dom";
 import { acceptedContacts, contacts, nameOf, onContactsChanged, presenceDot } from "./people";
+import { AlbumGrid, isAlbumList, notImagesOf } from "./album";
 import { renderResource } from "./views";
 
 const IGNORED_KEY = "allpeers.ignoredShares";
@@ -36,6 +37,8 @@ interface Card {
   root: Resource | null;
   items: string[] | null;
   resources: Map<string, Resource>;
+  /** Set while the root is an album (a List of Images): drawn as a virtualised grid. */
+  album: AlbumGrid | null;
   pending: Pending[];
   subscription: number | null;
   loading: boolean;
@@ -100,6 +103,7 @@ export function initShared(client: Client) {
   function drop(card: Card) {
     cards.delete(card.share.id);
     card.li.remove();
+    card.album?.destroy();
     if (card.subscription !== null) {
       void client.call("resources.unsubscribe", { subscription: card.subscription }).catch(() => {});
     }
@@ -154,6 +158,17 @@ export function initShared(client: Client) {
           card.root = await client.call("resources.get", { id: card.share.resource });
           if (card.root?.type === "List") {
             const items = await client.call("lists.items", { id: card.share.resource });
+            if (await isAlbum(card.root, items.items)) {
+              // An album reads its photos lazily, as they come into view (album.ts).
+              // Someone else's photos can be fetched from the grid; ours are here already.
+              card.album ??= new AlbumGrid(client, titleOf(card.share), card.share.owner === me() ? null : (id, name) => void fetchFile(card, id, name));
+              card.items = items.items;
+              card.error = "";
+              drawContent(card);
+              continue;
+            }
+            card.album?.destroy();
+            card.album = null;
             for (const id of items.items) {
               if (card.resources.has(id)) continue;
               const r = await client.call("resources.get", { id });
@@ -174,6 +189,16 @@ export function initShared(client: Client) {
     }
   }
 
+  /** A List marked as holding Images, or one whose items are all Images (at least one of them here). */
+  async function isAlbum(root: Resource, items: string[]): Promise<boolean> {
+    if (isAlbumList(root)) return true;
+    if (!items.length) return false;
+    const others = await client.call("resources.count", { query: notImagesOf(root.id) });
+    if (others > 0) return false;
+    const images = await client.call("resources.count", { query: { type: "Image", where: [{ itemsOf: { type: "List", where: [{ ids: [root.id] }] } }] } });
+    return images > 0;
+  }
+
   // ------------------------------------------------------------ drawing
 
   const shapeOf = (s: Share) => `${s.state}/${s.level ?? "none"}/${s.owner === me()}`;
@@ -189,6 +214,7 @@ export function initShared(client: Client) {
       root: null,
       items: null,
       resources: new Map(),
+      album: null,
       pending: [],
       subscription: null,
       loading: false,
@@ -279,9 +305,12 @@ export function initShared(client: Client) {
     return b;
   }
 
-  function result(card: Card, text: string) {
+  /** The card's message line: an error unless `ok` (then plain). */
+  function result(card: Card, text: string, ok = false) {
     const el = card.li.querySelector<HTMLElement>(".share-result");
-    if (el) el.textContent = text;
+    if (!el) return;
+    el.className = `${ok ? "muted" : "error"} share-result`;
+    el.textContent = text;
   }
 
   /** Redraws a part of a card keeping the keyboard focus on the same button of the same item. */
@@ -308,6 +337,19 @@ export function initShared(client: Client) {
 
   function drawContent(card: Card) {
     if (card.share.state !== "accepted") return;
+    const addForm = card.li.querySelector<HTMLElement>(".share-add");
+    if (addForm) addForm.hidden = card.album !== null; // links do not go into an album
+    if (card.album && card.root && card.items && !card.error) {
+      // The grid stays in the page (its scroll position with it); only its items change.
+      if (card.content.firstChild !== card.album.el || card.content.childNodes.length !== 1) card.content.replaceChildren(card.album.el);
+      card.album.setLabel(titleOf(card.share));
+      card.album.setItems(card.items);
+      card.li.dataset.synced = "true";
+      card.li.dataset.album = "true";
+      card.li.dataset.items = String(card.items.length);
+      return;
+    }
+    delete card.li.dataset.album;
     keepFocus(card.content, () => {
       const el = card.content;
       clear(el);
@@ -633,6 +675,17 @@ export function initShared(client: Client) {
     }
   }
 
+  /** A photo of an album shared with us, fetched from the members (`files.get`): a transfer in Transfers. */
+  async function fetchFile(card: Card, id: string, name: string) {
+    result(card, `Asking for “${name}”…`, true);
+    try {
+      await client.call("files.get", { resource: id }, 30_000);
+      result(card, `Downloading “${name}”: its progress is in Transfers.`, true);
+    } catch (e) {
+      result(card, `“${name}” not downloaded: ${errorText(e)}`);
+    }
+  }
+
   async function revoke(card: Card, m: ShareMember) {
     try {
       upsert(await client.call("shares.revoke", { share: card.share.id, peer: m.peer }, 30_000));
@@ -757,7 +810,11 @@ export function initShared(client: Client) {
   });
   client.on("resource.changed", (d) => {
     for (const c of cardsOf(d)) {
-      if (d.id !== c.share.resource) c.resources.delete(d.id); // an item changed: read it again
+      if (d.id !== c.share.resource) {
+        // An item changed: read it again.
+        c.resources.delete(d.id);
+        c.album?.invalidate(d.id);
+      }
       void load(c);
     }
   });
@@ -782,6 +839,8 @@ export function initShared(client: Client) {
   });
 
   return {
+    /** A share made elsewhere in the panel (drag-and-share): its card at once. */
+    show: (s: Share) => upsert(s),
     /** Re-reads everything (after a (re)connection: subscriptions are per connection). */
     async refresh(reconnected = false) {
       if (reconnected) for (const c of cards.values()) c.subscription = null;

@@ -3,8 +3,8 @@
 // transfer.* events (progress at most four times a second per transfer); rows are updated
 // in place so the keyboard focus stays where it is. Names come from torrents (anyone's):
 // text only, bidi controls shown. Each row has its own download/upload limits
-// (transfers.set_limits; the global ones in Settings apply too); the priority is chosen when a
-// download is added (transfers.add's `priority`: there is no method to change it later).
+// (transfers.set_limits; the global ones in Settings apply too) and its priority, chosen when a
+// download is added (transfers.add's `priority`) and changed later from the row (transfers.set_priority).
 
 import type { AddTransferParams, Transfer } from "../lib/api.gen";
 import {
@@ -45,6 +45,9 @@ interface Row {
   limitDown: HTMLInputElement;
   limitUp: HTMLInputElement;
   limitResult: HTMLElement;
+  priority: HTMLSelectElement;
+  /** Pause/Resume pressed again while the daemon was still answering the last press: done after it. */
+  again: boolean;
   /** The user typed in the limit boxes since they were last filled: a refresh leaves them alone. */
   limitsEdited: boolean;
 }
@@ -162,11 +165,15 @@ export function initTransfers(client: Client) {
       h("div", { class: "row" }, h("button", { type: "submit", "data-action": "limits", text: "Set limits", "aria-label": `Set limits of ${name}` })),
       limitResult,
     );
+    const priority = h("select", { id: `transfer-${t.id}-priority`, "data-action": "priority", "aria-describedby": limitResult.id });
+    for (const [value, text] of [["1", "High"], ["0", "Normal"], ["-1", "Low"]]) priority.append(h("option", { value, text }));
+    priority.addEventListener("change", () => void setPriority(t.id, Number(priority.value)));
     const limits = h(
       "details",
       { class: "transfer-limits" },
-      h("summary", { text: "Speed limits", "aria-label": `Speed limits of ${name}` }),
+      h("summary", { text: "Speed limits and priority", "aria-label": `Speed limits and priority of ${name}` }),
       limitForm,
+      h("div", { class: "stack" }, h("label", { for: priority.id, text: "Priority (when downloads wait in a queue)" }), priority),
     );
     const row: Row = {
       li: h("li", { class: "transfer", "data-transfer": String(t.id), "aria-labelledby": nameId }),
@@ -182,6 +189,8 @@ export function initTransfers(client: Client) {
       limitDown: down,
       limitUp: up,
       limitResult,
+      priority,
+      again: false,
       limitsEdited: false,
     };
     for (const input of [down, up]) input.addEventListener("input", () => (row.limitsEdited = true));
@@ -248,6 +257,11 @@ export function initTransfers(client: Client) {
     li.dataset.limitDown = String(t.limits.down ?? "");
     li.dataset.limitUp = String(t.limits.up ?? "");
     li.dataset.priority = String(t.priority);
+    // A priority set elsewhere that none of the three words names gets an option of its own.
+    if (![...row.priority.options].some((o) => o.value === String(t.priority))) {
+      row.priority.append(h("option", { value: String(t.priority), text: `Priority ${t.priority}` }));
+    }
+    if (document.activeElement !== row.priority) row.priority.value = String(t.priority);
     if (!row.limitsEdited) {
       row.limitDown.value = formatLimit(t.limits.down);
       row.limitUp.value = formatLimit(t.limits.up);
@@ -282,12 +296,35 @@ export function initTransfers(client: Client) {
     }
   }
 
+  /** This transfer's priority (transfers.set_priority): which waiting download starts first. */
+  async function setPriority(id: number, priority: number) {
+    const row = rows.get(id);
+    if (!row) return;
+    const out = row.limitResult;
+    out.className = "muted limit-result";
+    out.textContent = "Setting…";
+    try {
+      const t = await client.call("transfers.set_priority", { id, priority });
+      put(t);
+      out.textContent = `Priority: ${priorityWords(t.priority) || "normal priority"}.`;
+    } catch (e) {
+      out.className = "error limit-result";
+      out.textContent = `Priority not set: ${errorText(e)}`;
+      const t = transfers.get(id);
+      if (t) row.priority.value = String(t.priority);
+    }
+  }
+
   async function pauseOrResume(id: number) {
     const t = transfers.get(id);
     const row = rows.get(id);
     if (!t || !row) return;
-    // Not disabled while the daemon answers: a disabled button loses the keyboard focus.
-    if (row.li.dataset.pending === "true") return;
+    // Not disabled while the daemon answers: a disabled button loses the keyboard focus. A press meanwhile
+    // (the button already says Resume: the state event came before the answer) is done after it.
+    if (row.li.dataset.pending === "true") {
+      row.again = true;
+      return;
+    }
     const method = t.state === "paused" ? "transfers.resume" : "transfers.pause";
     row.pause.setAttribute("aria-disabled", "true");
     row.li.dataset.pending = "true";
@@ -300,6 +337,12 @@ export function initTransfers(client: Client) {
       row.li.dataset.pending = "false";
       row.pause.removeAttribute("aria-disabled");
       totals();
+    }
+    if (row.again) {
+      row.again = false;
+      // Only if the button still asks for the other action than the one just done.
+      const now = transfers.get(id);
+      if (now && (now.state === "paused") === (method === "transfers.pause")) await pauseOrResume(id);
     }
   }
 

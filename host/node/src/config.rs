@@ -176,6 +176,34 @@ impl NodeConfig {
             .with_context(|| format!("{} is not a valid config", path.display()))
     }
 
+    /// Changes `config.json` through `change` on its JSON (a missing file is `{}`), keeping everything else as it
+    /// is. The result must still be a valid config, or nothing is written; written to a temporary file and
+    /// renamed over the old one, so a crash leaves one or the other.
+    pub fn update(path: &Path, change: impl FnOnce(&mut serde_json::Value)) -> anyhow::Result<()> {
+        let mut value = match std::fs::metadata(path) {
+            Ok(meta) => {
+                anyhow::ensure!(
+                    meta.len() <= MAX_CONFIG_LEN,
+                    "{} is not a config file",
+                    path.display()
+                );
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read {}", path.display()))?;
+                serde_json::from_str(&text)
+                    .with_context(|| format!("{} is not valid JSON", path.display()))?
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+            Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+        };
+        anyhow::ensure!(value.is_object(), "{} is not a JSON object", path.display());
+        change(&mut value);
+        NodeConfig::deserialize(&value).context("the changed config would not be valid")?;
+        let tmp = path.with_extension("json.new");
+        let text = serde_json::to_string_pretty(&value).expect("JSON serialises");
+        std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot replace {}", path.display()))
+    }
+
     /// The logging setup for a process of this node: `name` picks the file.
     pub fn log_config(&self, logs_dir: &Path, name: &str) -> allpeers_log::LogConfig {
         let mut config = allpeers_log::LogConfig::new(logs_dir, name);
@@ -193,6 +221,22 @@ impl NodeConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_keeps_the_rest_and_refuses_an_invalid_result() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        NodeConfig::update(&path, |v| {
+            v["transfers"] = serde_json::json!({"max_active": 2})
+        })
+        .unwrap();
+        NodeConfig::update(&path, |v| v["transfers"]["download_dir"] = "/d".into()).unwrap();
+        let c = NodeConfig::load(&path).unwrap();
+        assert_eq!(c.transfers.max_active, 2);
+        assert_eq!(c.transfers.download_dir.as_deref(), Some(Path::new("/d")));
+        assert!(NodeConfig::update(&path, |v| v["nonsense"] = 1.into()).is_err());
+        assert_eq!(NodeConfig::load(&path).unwrap().transfers.max_active, 2);
+    }
 
     #[test]
     fn missing_file_gives_defaults_and_bad_files_name_themselves() {

@@ -618,6 +618,15 @@ impl Manager {
         self.save()
     }
 
+    /// A transfer's priority: which waiting transfer starts first when a download slot frees (kept across
+    /// restarts). A running transfer keeps running; a queued one may start at once if it now comes first.
+    pub async fn set_priority(&self, id: TransferId, priority: i32) -> Result<(), ManagerError> {
+        self.update(id, |entry| entry.record.priority = priority)?;
+        self.save()?;
+        self.schedule().await;
+        Ok(())
+    }
+
     fn update<T>(
         &self,
         id: TransferId,

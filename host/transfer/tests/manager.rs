@@ -176,6 +176,50 @@ async fn the_queue_runs_one_download_at_a_time_and_reports_progress() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_priority_changed_while_queued_decides_which_starts_next() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let torrents: Vec<_> = (1..=3)
+        .map(|n| make(&source, &format!("f{n}.bin"), n).0)
+        .collect();
+    let refs: Vec<&[u8]> = torrents.iter().map(Vec::as_slice).collect();
+    let seeder = seeder(&work.path().join("seeder"), &source, &refs).await;
+    let manager = manager(work.path().join("state"), 1).await;
+    let mut events = manager.subscribe();
+    let out = work.path().join("out");
+    let slow = Limits {
+        down: Some(1 << 20),
+        up: None,
+    };
+    let mut ids = Vec::new();
+    for torrent in &torrents {
+        ids.push(
+            manager
+                .add(add(torrent, &out, &seeder, slow))
+                .await
+                .unwrap(),
+        );
+    }
+    let [first, second, third] = ids[..] else {
+        unreachable!()
+    };
+    assert_eq!(manager.get(second).unwrap().status, Status::Queued);
+    // Added last, raised above the second: it takes the slot the first gives up.
+    manager.set_priority(third, 5).await.unwrap();
+    assert_eq!(manager.get(third).unwrap().priority, 5);
+    manager.pause(first).await.unwrap();
+    wait_for(&mut events, |event| {
+        is_status(event, third, &Status::Downloading)
+    })
+    .await;
+    assert_eq!(manager.get(second).unwrap().status, Status::Queued);
+    assert!(matches!(
+        manager.set_priority(u64::MAX, 1).await,
+        Err(allpeers_transfer::manager::ManagerError::Unknown(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_download_survives_a_restart_and_resumes_from_its_journal() {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");

@@ -10,7 +10,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::apps::{self as ap, *};
-use super::files::{self, GetFileParams};
+use super::files::{
+    self, GetFileParams, ImportIdParams, ImportStartParams, ImportStatus, ImportWriteParams,
+};
 use super::mail::{self, *};
 use super::media::{self, MediaProgress};
 use super::methods::{self as m, topics as t};
@@ -148,6 +150,10 @@ methods! {
     IdentityGet = m::IDENTITY_GET, NoParams => m::IdentityInfo;
     /// Opens a sealed identity with its passphrase (`WrongPassphrase` otherwise).
     IdentityUnlock = m::IDENTITY_UNLOCK, m::UnlockParams => m::IdentityInfo;
+    /// Seals the identity file with a passphrase (it was plain); the running daemon stays unlocked.
+    IdentitySeal = m::IDENTITY_SEAL, m::SealParams => m::IdentityInfo;
+    /// A backup of the identity: its key file, sealed (with the given passphrase if it was plain).
+    IdentityExport = m::IDENTITY_EXPORT, m::ExportParams => m::IdentityBackup;
     /// Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`).
     EventsSubscribe = m::EVENTS_SUBSCRIBE, m::SubscribeParams => m::SubscribeResult;
     /// Removes topics from this client's subscriptions.
@@ -174,6 +180,8 @@ methods! {
     HubUnwatch = m::HUB_UNWATCH, PeersParams => PeersParams;
     /// A connection to the peer through the hub's relay (TLS end to end).
     HubRelay = m::HUB_RELAY, PeerParams => RelayResult;
+    /// Makes a hub the home hub (a hub address, or an invite code's hub), from the daemon's next start.
+    HubSetHome = m::HUB_SET_HOME, m::SetHomeParams => m::HomeHub;
     /// Our contacts (every state but `none`).
     ContactsList = m::CONTACTS_LIST, NoParams => Vec<Contact>;
     /// Asks a peer (by `name@hub`, PeerId or invite code) to become a contact.
@@ -286,6 +294,12 @@ methods! {
     TransfersCancel = tr::TRANSFERS_CANCEL, CancelParams => TransferIdParams;
     /// One transfer's upload and download limits.
     TransfersSetLimits = tr::TRANSFERS_SET_LIMITS, SetLimitsParams => Transfer;
+    /// Changes a transfer's priority (which waiting transfer starts first).
+    TransfersSetPriority = tr::TRANSFERS_SET_PRIORITY, SetPriorityParams => Transfer;
+    /// Where downloads go when none names a directory.
+    TransfersDownloadDirGet = tr::TRANSFERS_DOWNLOAD_DIR_GET, NoParams => DownloadDir;
+    /// Changes where downloads go (created if missing; kept in config.json).
+    TransfersDownloadDirSet = tr::TRANSFERS_DOWNLOAD_DIR_SET, DownloadDir => DownloadDir;
     /// Who takes data from us, fastest first (the upload monitor).
     TransfersUploads = tr::TRANSFERS_UPLOADS, NoParams => Vec<Upload>;
     /// Shares a file from disk: makes its torrent and seeds it in place.
@@ -296,6 +310,12 @@ methods! {
     NetLimitsSet = tr::NET_LIMITS_SET, Limits => Limits;
     /// Fetches a shared File's content from the members that hold it, verified (a transfer).
     FilesGet = files::FILES_GET, GetFileParams => Transfer;
+    /// Starts bringing a file's bytes into the node's imports folder (a file dropped on the sidebar).
+    FilesImportStart = files::FILES_IMPORT_START, ImportStartParams => ImportStatus;
+    /// The next bytes of an import, in order; the last ones give the file its final name and path.
+    FilesImportWrite = files::FILES_IMPORT_WRITE, ImportWriteParams => ImportStatus;
+    /// Abandons an import (its partial file is deleted).
+    FilesImportCancel = files::FILES_IMPORT_CANCEL, ImportIdParams => Option<ImportStatus>;
     /// Catalogues files and folders in the background (a job; `media.progress` reports on it).
     MediaAdd = media::MEDIA_ADD, media::AddMediaParams => media::AddResult;
     /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.

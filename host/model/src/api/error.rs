@@ -209,6 +209,12 @@ error_codes! {
     /// The file could not be hashed for sharing.
     FileUnreadable = -32092, "file unreadable",
         "`shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed)";
+    /// No open import has that number.
+    ImportUnknown = -32093, "no such import",
+        "`files.import_write` / `files.import_cancel`: no open import has that number (finished, cancelled, or idle too long)";
+    /// Too many imports are open.
+    ImportBusy = -32094, "imports busy",
+        "`files.import_start`: 16 imports are open already; finish or cancel one";
 }
 
 impl ErrorCode {

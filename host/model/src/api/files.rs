@@ -7,9 +7,27 @@
 use serde::{Deserialize, Serialize};
 
 pub const FILES_GET: &str = "files.get";
+pub const FILES_IMPORT_START: &str = "files.import_start";
+pub const FILES_IMPORT_WRITE: &str = "files.import_write";
+pub const FILES_IMPORT_CANCEL: &str = "files.import_cancel";
 
 /// Every method of the files area.
-pub const METHODS: &[&str] = &[FILES_GET];
+pub const METHODS: &[&str] = &[
+    FILES_GET,
+    FILES_IMPORT_START,
+    FILES_IMPORT_WRITE,
+    FILES_IMPORT_CANCEL,
+];
+
+/// The largest file an import takes (4 GiB).
+pub const MAX_IMPORT_BYTES: u64 = 4 << 30;
+/// The most bytes one `files.import_write` carries (before base64: 768 KiB, so a chunk stays under the 1 MiB a
+/// native-messaging frame may hold).
+pub const MAX_IMPORT_CHUNK: usize = 768 << 10;
+/// Imports open at once (each is a `.part` file until its last byte came).
+pub const MAX_OPEN_IMPORTS: usize = 16;
+/// The longest name an imported file may have, in bytes.
+pub const MAX_IMPORT_NAME: usize = 255;
 
 /// `files.get`'s params.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -27,10 +45,97 @@ pub struct GetFileParams {
     pub paused: bool,
 }
 
+/// `files.import_start`'s params: the file's name (a plain name: no path separators, not hidden, no control
+/// characters, at most 255 bytes) and its size in bytes (at most [`MAX_IMPORT_BYTES`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct ImportStartParams {
+    pub name: String,
+    pub size: u64,
+}
+
+/// `files.import_write`'s params: the next bytes of an import (`offset` = the bytes received so far), base64, at
+/// most [`MAX_IMPORT_CHUNK`] of them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct ImportWriteParams {
+    pub import: u64,
+    pub offset: u64,
+    pub data: String,
+}
+
+/// `files.import_cancel`'s params.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct ImportIdParams {
+    pub import: u64,
+}
+
+/// Where an import stands: `path` (absolute) is set once every byte is in and the file has its final name (a
+/// file already there is never replaced: `name (1).ext`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct ImportStatus {
+    pub import: u64,
+    pub received: u64,
+    pub size: u64,
+    pub path: Option<String>,
+}
+
+/// Why `name` cannot be an imported file's name (`None`: it can).
+pub fn import_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() || name.trim() != name {
+        return Some("the name is empty or starts or ends with spaces");
+    }
+    if name.len() > MAX_IMPORT_NAME {
+        return Some("the name is longer than 255 bytes");
+    }
+    if name.starts_with('.') {
+        return Some("hidden names (starting with a dot) are not imported");
+    }
+    if name.contains(['/', '\\']) {
+        return Some("the name holds a path separator");
+    }
+    if name.chars().any(|c| c.is_control()) {
+        return Some("the name holds a control character");
+    }
+    if name.to_ascii_lowercase().ends_with(".part") {
+        return Some("the name ends in .part (what unfinished imports are called)");
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn import_names_are_plain() {
+        for good in ["a.jpg", "Holiday 2026 (1).png", "été.JPG", "ñ"] {
+            assert_eq!(import_name_problem(good), None, "{good}");
+        }
+        let long = "x".repeat(256);
+        for bad in [
+            "",
+            " a",
+            "a ",
+            ".hidden",
+            "..",
+            "a/b",
+            "a\\b",
+            "../x",
+            "a\nb",
+            "a\u{0}b",
+            "x.part",
+            long.as_str(),
+        ] {
+            assert!(import_name_problem(bad).is_some(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn get_params_default_and_refuse_unknown_fields() {

@@ -11,6 +11,8 @@ pub const PING: &str = "ping";
 pub const STATUS_GET: &str = "status.get";
 pub const IDENTITY_GET: &str = "identity.get";
 pub const IDENTITY_UNLOCK: &str = "identity.unlock";
+pub const IDENTITY_SEAL: &str = "identity.seal";
+pub const IDENTITY_EXPORT: &str = "identity.export";
 pub const EVENTS_SUBSCRIBE: &str = "events.subscribe";
 pub const EVENTS_UNSUBSCRIBE: &str = "events.unsubscribe";
 pub const LOG_GET: &str = "log.get";
@@ -24,6 +26,7 @@ pub const HUB_RESOLVE: &str = "hub.resolve";
 pub const HUB_WATCH: &str = "hub.watch";
 pub const HUB_UNWATCH: &str = "hub.unwatch";
 pub const HUB_RELAY: &str = "hub.relay";
+pub const HUB_SET_HOME: &str = "hub.set_home";
 pub const CONTACTS_LIST: &str = "contacts.list";
 pub const CONTACTS_ADD: &str = "contacts.add";
 pub const CONTACTS_ACCEPT: &str = "contacts.accept";
@@ -51,6 +54,8 @@ pub const METHODS: &[&str] = &[
     STATUS_GET,
     IDENTITY_GET,
     IDENTITY_UNLOCK,
+    IDENTITY_SEAL,
+    IDENTITY_EXPORT,
     EVENTS_SUBSCRIBE,
     EVENTS_UNSUBSCRIBE,
     LOG_GET,
@@ -64,6 +69,7 @@ pub const METHODS: &[&str] = &[
     HUB_WATCH,
     HUB_UNWATCH,
     HUB_RELAY,
+    HUB_SET_HOME,
     CONTACTS_LIST,
     CONTACTS_ADD,
     CONTACTS_ACCEPT,
@@ -203,6 +209,59 @@ pub struct IdentityInfo {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 pub struct UnlockParams {
     pub passphrase: String,
+}
+
+/// The bounds of a passphrase that seals an identity or a backup, in characters.
+pub const PASSPHRASE_CHARS: std::ops::RangeInclusive<usize> = 8..=1024;
+
+/// `identity.seal`'s params: the passphrase the identity file is sealed with from now on.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct SealParams {
+    pub passphrase: String,
+}
+
+/// `identity.export`'s params: the backup's passphrase, needed when the identity itself is not sealed (a sealed
+/// identity is backed up as it is, under its own passphrase).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct ExportParams {
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub passphrase: Option<String>,
+}
+
+/// `identity.export`'s result: the backup, a sealed key file (JSON text) as `allpeers identity import` reads it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct IdentityBackup {
+    pub peer_id: PeerId,
+    pub file: String,
+}
+
+/// `hub.set_home`'s params: exactly one of `hub` (`<hub PeerId>@quic://ip:port[,tcp://ip:port…]`) and `invite`
+/// (an `apinvite1…` code: its inviter's hub).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct SetHomeParams {
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub hub: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub invite: Option<String>,
+}
+
+/// The home hub written to `config.json`: used from the daemon's next start (`restart_needed` until then).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct HomeHub {
+    pub peer_id: PeerId,
+    pub addresses: Vec<String>,
+    pub restart_needed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

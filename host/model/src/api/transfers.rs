@@ -15,6 +15,9 @@ pub const TRANSFERS_PAUSE: &str = "transfers.pause";
 pub const TRANSFERS_RESUME: &str = "transfers.resume";
 pub const TRANSFERS_CANCEL: &str = "transfers.cancel";
 pub const TRANSFERS_SET_LIMITS: &str = "transfers.set_limits";
+pub const TRANSFERS_SET_PRIORITY: &str = "transfers.set_priority";
+pub const TRANSFERS_DOWNLOAD_DIR_GET: &str = "transfers.download_dir.get";
+pub const TRANSFERS_DOWNLOAD_DIR_SET: &str = "transfers.download_dir.set";
 pub const TRANSFERS_UPLOADS: &str = "transfers.uploads";
 pub const TRANSFERS_SEED: &str = "transfers.seed";
 pub const NET_LIMITS_GET: &str = "net.limits.get";
@@ -29,6 +32,9 @@ pub const METHODS: &[&str] = &[
     TRANSFERS_RESUME,
     TRANSFERS_CANCEL,
     TRANSFERS_SET_LIMITS,
+    TRANSFERS_SET_PRIORITY,
+    TRANSFERS_DOWNLOAD_DIR_GET,
+    TRANSFERS_DOWNLOAD_DIR_SET,
     TRANSFERS_UPLOADS,
     TRANSFERS_SEED,
     NET_LIMITS_GET,
@@ -153,6 +159,28 @@ pub struct SetLimitsParams {
     pub id: u64,
     pub limits: Limits,
 }
+
+/// `transfers.set_priority`'s params: the transfer and its new priority (higher starts first when transfers
+/// wait for a download slot; -1000…1000).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct SetPriorityParams {
+    pub id: u64,
+    pub priority: i32,
+}
+
+/// Where downloads go when none names a directory: `transfers.download_dir.get`'s result and `.set`'s params and
+/// result (an absolute path, at most 4096 bytes).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct DownloadDir {
+    pub dir: String,
+}
+
+/// The bounds of a transfer's priority.
+pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 
 /// Where a transfer is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,6 +19,8 @@ pub const AREA: Area = Area {
         m::STATUS_GET,
         m::IDENTITY_GET,
         m::IDENTITY_UNLOCK,
+        m::IDENTITY_SEAL,
+        m::IDENTITY_EXPORT,
         m::EVENTS_SUBSCRIBE,
         m::EVENTS_UNSUBSCRIBE,
         m::LOG_GET,
@@ -27,7 +29,7 @@ pub const AREA: Area = Area {
     ],
     handle,
     // Argon2 runs for tens of milliseconds.
-    slow: &[m::IDENTITY_UNLOCK],
+    slow: &[m::IDENTITY_UNLOCK, m::IDENTITY_SEAL, m::IDENTITY_EXPORT],
 };
 
 fn handle(call: Call<'_>) -> Reply<'_> {
@@ -51,6 +53,8 @@ fn handle(call: Call<'_>) -> Reply<'_> {
             })),
             m::IDENTITY_GET => Ok(to_value(daemon.identity_info())),
             m::IDENTITY_UNLOCK => unlock(daemon, parse(params)?).await,
+            m::IDENTITY_SEAL => seal(daemon, parse(params)?).await,
+            m::IDENTITY_EXPORT => export(daemon, parse(params)?).await,
             m::EVENTS_SUBSCRIBE => {
                 let p: m::SubscribeParams = parse(params)?;
                 check_topics(&p.topics)?;
@@ -134,6 +138,80 @@ async fn unlock(daemon: &Arc<Daemon>, params: m::UnlockParams) -> Result<Value, 
         )),
         Err(e) => Err(internal(e)),
     }
+}
+
+fn check_passphrase(passphrase: &str) -> Result<(), RpcError> {
+    if m::PASSPHRASE_CHARS.contains(&passphrase.chars().count()) {
+        return Ok(());
+    }
+    Err(RpcError::new(
+        ErrorCode::InvalidParams,
+        "passphrase: 8 to 1024 characters",
+    ))
+}
+
+/// The unlocked key, or why there is none.
+fn unlocked_key(
+    daemon: &Daemon,
+) -> Result<(allpeers_net::KeyFile, allpeers_net::Identity), RpcError> {
+    let identity = daemon.identity.lock().expect("identity lock");
+    let key = identity.key.clone().ok_or_else(|| {
+        RpcError::new(
+            ErrorCode::InvalidParams,
+            "the identity is locked: unlock it first",
+        )
+    })?;
+    Ok((identity.file.clone(), key))
+}
+
+/// Seals a plain identity file with a passphrase (the key in memory stays as it is).
+async fn seal(daemon: &Arc<Daemon>, params: m::SealParams) -> Result<Value, RpcError> {
+    check_passphrase(&params.passphrase)?;
+    let (file, key) = unlocked_key(daemon)?;
+    if file.is_sealed() {
+        return Err(RpcError::new(
+            ErrorCode::InvalidParams,
+            "the identity is sealed already",
+        ));
+    }
+    let path = daemon.paths.identity();
+    let sealed = tokio::task::spawn_blocking(move || {
+        let sealed = allpeers_net::KeyFile::new(&key, Some(&params.passphrase));
+        sealed.write(&path).map(|()| sealed)
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    daemon.identity.lock().expect("identity lock").file = sealed;
+    allpeers_log::flesh!("identity: sealed with a passphrase");
+    let info = daemon.identity_info();
+    daemon.publish(topics::IDENTITY_CHANGED, to_value(&info));
+    Ok(to_value(info))
+}
+
+/// A backup of the identity: the sealed file as it is, or the plain key sealed with the backup's passphrase.
+async fn export(daemon: &Arc<Daemon>, params: m::ExportParams) -> Result<Value, RpcError> {
+    let file = daemon.identity.lock().expect("identity lock").file.clone();
+    let backup = if file.is_sealed() {
+        file
+    } else {
+        let passphrase = params.passphrase.ok_or_else(|| {
+            RpcError::new(
+                ErrorCode::InvalidParams,
+                "passphrase: a backup of a plain identity needs one",
+            )
+        })?;
+        check_passphrase(&passphrase)?;
+        let (_, key) = unlocked_key(daemon)?;
+        tokio::task::spawn_blocking(move || allpeers_net::KeyFile::new(&key, Some(&passphrase)))
+            .await
+            .map_err(internal)?
+    };
+    allpeers_log::flesh!("identity: a backup was exported");
+    Ok(to_value(m::IdentityBackup {
+        peer_id: backup.peer_id,
+        file: serde_json::to_string_pretty(&backup).map_err(internal)?,
+    }))
 }
 
 fn check_topics(requested: &[String]) -> Result<(), RpcError> {

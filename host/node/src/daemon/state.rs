@@ -59,6 +59,8 @@ pub struct Daemon {
     pub write_hook: OnceLock<WriteHook>,
     /// Web apps' grants and their rate limit.
     pub apps: crate::apps::state::Apps,
+    /// Files being brought in by clients in chunks (`files.import_*`).
+    pub imports: crate::files::imports::Imports,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -86,6 +88,7 @@ impl Daemon {
             discovery_config: config.discovery.clone(),
             shares,
             apps,
+            imports: Default::default(),
             write_hook: OnceLock::new(),
             mail: crate::mail::state::MailState::load(&store),
             store,

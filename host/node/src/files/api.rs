@@ -1,4 +1,5 @@
-//! `files.get`: a shared File's content fetched from the members of its share, as a transfer.
+//! `files.get`: a shared File's content fetched from the members of its share, as a transfer; `files.import_*`:
+//! a file's bytes brought in from a client in chunks ([`super::imports`]).
 
 use std::sync::Arc;
 
@@ -28,11 +29,50 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
         api::FILES_GET => get(daemon, parse_params::<c::FilesGet>(params)?)
             .await
             .map(to_value),
+        api::FILES_IMPORT_START => {
+            let p = parse_params::<c::FilesImportStart>(params)?;
+            let dir = imports_dir(daemon);
+            let d = daemon.clone();
+            blocking(move || d.imports.start(&dir, &p.name, p.size))
+                .await
+                .map(to_value)
+        }
+        api::FILES_IMPORT_WRITE => {
+            let p = parse_params::<c::FilesImportWrite>(params)?;
+            let d = daemon.clone();
+            blocking(move || d.imports.write(p.import, p.offset, &p.data))
+                .await
+                .map(to_value)
+        }
+        api::FILES_IMPORT_CANCEL => {
+            let p = parse_params::<c::FilesImportCancel>(params)?;
+            let d = daemon.clone();
+            blocking(move || Ok(d.imports.cancel(p.import)))
+                .await
+                .map(to_value)
+        }
         _ => Err(RpcError::new(
             ErrorCode::MethodNotFound,
             format!("unknown method \"{method}\""),
         )),
     }
+}
+
+/// The imports folder: `Imported` in the download directory (the configured one once transfers run).
+fn imports_dir(daemon: &Daemon) -> std::path::PathBuf {
+    let downloads = match daemon.transfers.get() {
+        Some(Ok(t)) => t.downloads(),
+        _ => daemon.paths.downloads(),
+    };
+    downloads.join(super::imports::FOLDER)
+}
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, RpcError> + Send + 'static,
+) -> Result<T, RpcError> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(crate::daemon::rpc::internal)?
 }
 
 fn not_shared(why: impl Into<String>) -> RpcError {
@@ -46,7 +86,7 @@ async fn get(
     let transfers = transfers_api::running(daemon)?;
     let dir = match &p.dir {
         Some(dir) => transfers_api::absolute(dir, "dir")?,
-        None => transfers.downloads.clone(),
+        None => transfers.downloads(),
     };
     let id = p.resource.clone();
     let resource = daemon

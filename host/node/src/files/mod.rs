@@ -5,9 +5,12 @@
 //! * [`service`] — the `allpeers/files/1` service: HTTP one-to-one (`allpeers_transfer::blob::http`) on each peer
 //!   stream, entitlement checked on every request; the dial the download manager fetches through; hashing the
 //!   files a share names (at `shares.create`, and again when a shared file changed on disk).
-//! * [`api`] — `files.get` ([`AREA`]): a shared File's content as a transfer.
+//! * [`imports`] — a file's bytes brought in from a client that has no path to give (a file dropped on the
+//!   sidebar): chunks in order into the imports folder, bounded (size, chunk, open imports, plain names).
+//! * [`api`] — `files.get` ([`AREA`]): a shared File's content as a transfer; `files.import_*`.
 
 pub mod api;
+pub mod imports;
 pub mod rules;
 pub mod service;
 

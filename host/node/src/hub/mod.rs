@@ -1,5 +1,5 @@
 //! The `hub` area: the home hub's client, started with the network, its methods on the
-//! local API (`hub.register`, `hub.resolve`, `hub.watch`, `hub.unwatch`, `hub.relay`) and
+//! local API (`hub.register`, `hub.resolve`, `hub.watch`, `hub.unwatch`, `hub.relay`, `hub.set_home`) and
 //! its events (`presence.changed`, `presence.refused`, `hub.changed`, `relay.offered`).
 //!
 //! [`foreign`]: guest lines to the home hubs of contacts homed elsewhere (their presence,
@@ -39,6 +39,7 @@ pub const AREA: Area = Area {
         m::HUB_WATCH,
         m::HUB_UNWATCH,
         m::HUB_RELAY,
+        m::HUB_SET_HOME,
     ],
     handle: |call| Box::pin(handle(call.daemon, call.method, call.params)),
     slow: &[],
@@ -48,6 +49,72 @@ pub const AREA: Area = Area {
 /// (the social area keeps contacts' presence): given at start, so the hub does not depend on
 /// its consumers.
 pub type PresenceSink = fn(&Daemon, PeerId, bool, PeerStatus);
+
+/// Addresses a hub address may list.
+const MAX_HUB_ADDRESSES: usize = 8;
+
+/// `<hub PeerId>@quic://ip:port[,tcp://ip:port…]`: the hub's PeerId and its addresses, each checked.
+pub fn parse_hub(text: &str) -> Result<(PeerId, Vec<String>), String> {
+    let text = text.trim();
+    let (peer, addresses) = text
+        .split_once('@')
+        .ok_or("expected <hub PeerId>@quic://ip:port[,tcp://ip:port]")?;
+    let peer: PeerId = peer.parse().map_err(|e| format!("the hub's PeerId: {e}"))?;
+    let addresses: Vec<String> = addresses.split(',').map(|a| a.trim().to_string()).collect();
+    if addresses.len() > MAX_HUB_ADDRESSES {
+        return Err(format!("at most {MAX_HUB_ADDRESSES} addresses"));
+    }
+    for a in &addresses {
+        parse_address(a)?;
+    }
+    Ok((peer, addresses))
+}
+
+/// `hub.set_home`: the hub of an address or of an invite code, written to `config.json` (used from the next start).
+fn set_home(daemon: &Daemon, p: m::SetHomeParams) -> Result<Value, RpcError> {
+    let invalid = |e: String| RpcError::new(ErrorCode::InvalidParams, e);
+    let (peer, addresses) = match (p.hub, p.invite) {
+        (Some(hub), None) => parse_hub(&hub).map_err(invalid)?,
+        (None, Some(code)) => {
+            let invite = crate::social::invite::Invite::decode(code.trim())
+                .map_err(|e| invalid(e.to_string()))?;
+            let (peer, addresses) = invite
+                .hub
+                .ok_or_else(|| invalid("this invite code names no hub".into()))?;
+            for a in &addresses {
+                parse_address(a).map_err(invalid)?;
+            }
+            if addresses.is_empty() || addresses.len() > MAX_HUB_ADDRESSES {
+                return Err(invalid("the invite's hub has no usable addresses".into()));
+            }
+            (peer, addresses)
+        }
+        _ => return Err(invalid("give exactly one of hub and invite".into())),
+    };
+    let value = json!({"peer_id": peer.to_string(), "addresses": addresses});
+    crate::config::NodeConfig::update(&daemon.paths.config(), |config| {
+        // Other settings of the hub section (proxy, relays) stay.
+        match config.get_mut("hub").and_then(Value::as_object_mut) {
+            Some(hub) => {
+                hub.insert("peer_id".into(), value["peer_id"].clone());
+                hub.insert("addresses".into(), value["addresses"].clone());
+            }
+            None => config["hub"] = value.clone(),
+        }
+    })
+    .map_err(|e| RpcError::new(ErrorCode::Internal, format!("{e:#}")))?;
+    let current = daemon
+        .hub_config
+        .as_ref()
+        .is_some_and(|h| h.peer_id == peer.to_string() && h.addresses == addresses);
+    allpeers_log::flesh!(hub = %peer, "hub: a new home hub, from the next start");
+    Ok(serde_json::to_value(m::HomeHub {
+        peer_id: peer,
+        addresses,
+        restart_needed: !current,
+    })
+    .expect("serialises"))
+}
 
 /// Starts the hub client over the running endpoint and forwards its events.
 /// Starts the hub client and publishes its events.
@@ -271,6 +338,7 @@ async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, R
             }
             Ok(json!({"peers": p.peers}))
         }
+        m::HUB_SET_HOME => set_home(daemon, parse(params)?),
         m::HUB_RELAY => {
             let p: PeerParams = parse(params)?;
             // Through the peer's home hub: ours, or the guest line to its own.
@@ -297,5 +365,30 @@ pub fn status(daemon: &Daemon) -> Value {
     match daemon.hub() {
         Some(hub) => serde_json::to_value(hub.status()).unwrap_or(Value::Null),
         None => Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hub_address_is_a_peer_id_and_checked_addresses() {
+        let peer = allpeers_net::Identity::generate().peer_id();
+        let (p, addresses) = parse_hub(&format!(
+            " {peer}@quic://127.0.0.1:4433, tcp://127.0.0.1:4434 "
+        ))
+        .unwrap();
+        assert_eq!(p, peer);
+        assert_eq!(addresses, ["quic://127.0.0.1:4433", "tcp://127.0.0.1:4434"]);
+        for bad in [
+            "no at sign".to_string(),
+            "notapeer@quic://127.0.0.1:1".to_string(),
+            format!("{peer}@http://127.0.0.1:1"),
+            format!("{peer}@quic://hub.example:1"),
+            format!("{peer}@{}", ["tcp://127.0.0.1:1"; 9].join(",")),
+        ] {
+            assert!(parse_hub(&bad).is_err(), "{bad}");
+        }
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use allpeers_model::api::contract::{self as c, NoParams, parse_params};
 use allpeers_model::api::transfers::{
     self as t, AddTransferParams, CancelParams, SeedParams, SeedResult, SetLimitsParams,
-    TransferIdParams,
+    SetPriorityParams, TransferIdParams,
 };
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::{create_torrent, stamps_of};
@@ -97,6 +97,32 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
                 .map_err(convert::manager_error)?;
             Ok(to_value(TransferIdParams { id }))
         }
+        t::TRANSFERS_DOWNLOAD_DIR_GET => {
+            let NoParams {} = parse_params::<c::TransfersDownloadDirGet>(params)?;
+            Ok(to_value(t::DownloadDir {
+                dir: transfers.downloads().display().to_string(),
+            }))
+        }
+        t::TRANSFERS_DOWNLOAD_DIR_SET => {
+            let t::DownloadDir { dir } = parse_params::<c::TransfersDownloadDirSet>(params)?;
+            set_download_dir(daemon, transfers, &dir).await
+        }
+        t::TRANSFERS_SET_PRIORITY => {
+            let SetPriorityParams { id, priority } =
+                parse_params::<c::TransfersSetPriority>(params)?;
+            if !t::PRIORITY_RANGE.contains(&priority) {
+                return Err(RpcError::new(
+                    ErrorCode::InvalidParams,
+                    "priority must be between -1000 and 1000",
+                ));
+            }
+            transfers
+                .manager
+                .set_priority(id, priority)
+                .await
+                .map_err(convert::manager_error)?;
+            Ok(to_value(get(transfers, id)?))
+        }
         t::TRANSFERS_SET_LIMITS => {
             let SetLimitsParams { id, limits } = parse_params::<c::TransfersSetLimits>(params)?;
             transfers
@@ -138,6 +164,51 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
             format!("unknown method \"{other}\""),
         )),
     }
+}
+
+/// Checks and makes the new download directory (absolute, ≤ 4096 bytes, a directory we can create files in),
+/// keeps it in config.json and uses it from now on.
+async fn set_download_dir(
+    daemon: &Arc<Daemon>,
+    transfers: &Transfers,
+    dir: &str,
+) -> Result<Value, RpcError> {
+    if dir.len() > 4096 {
+        return Err(RpcError::new(
+            ErrorCode::InvalidParams,
+            "dir: at most 4096 bytes",
+        ));
+    }
+    let dir = absolute(dir, "dir")?;
+    let config = daemon.paths.config();
+    let checked = dir.clone();
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        std::fs::create_dir_all(&checked)
+            .map_err(|e| format!("cannot make {}: {e}", checked.display()))?;
+        // Writable: a file made and removed.
+        let probe = checked.join(".allpeers-write-test");
+        std::fs::write(&probe, b"")
+            .map_err(|e| format!("cannot write in {}: {e}", checked.display()))?;
+        let _ = std::fs::remove_file(&probe);
+        crate::config::NodeConfig::update(&config, |c| {
+            let shown = checked.display().to_string();
+            match c.get_mut("transfers").and_then(Value::as_object_mut) {
+                Some(t) => {
+                    t.insert("download_dir".into(), shown.into());
+                }
+                None => c["transfers"] = serde_json::json!({ "download_dir": shown }),
+            }
+        })
+        .map_err(|e| format!("{e:#}"))
+    })
+    .await
+    .map_err(crate::daemon::rpc::internal)?
+    .map_err(|e| RpcError::new(ErrorCode::InvalidParams, e))?;
+    *transfers.downloads.lock().expect("downloads lock") = dir.clone();
+    allpeers_log::flesh!(dir = %dir.display(), "transfers: a new download directory");
+    Ok(to_value(t::DownloadDir {
+        dir: dir.display().to_string(),
+    }))
 }
 
 pub fn get(transfers: &Transfers, id: TransferId) -> Result<t::Transfer, RpcError> {
@@ -224,7 +295,7 @@ async fn add(
     refuse_existing(transfers, &torrent.info_hash)?;
     let dir = match &params.dir {
         Some(dir) => absolute(dir, "dir")?,
-        None => transfers.downloads.clone(),
+        None => transfers.downloads(),
     };
     let id = transfers
         .manager

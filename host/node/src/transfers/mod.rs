@@ -49,10 +49,12 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
             );
             Ok(Transfers {
                 manager,
-                downloads: config
-                    .download_dir
-                    .clone()
-                    .unwrap_or_else(|| daemon.paths.downloads()),
+                downloads: std::sync::Mutex::new(
+                    config
+                        .download_dir
+                        .clone()
+                        .unwrap_or_else(|| daemon.paths.downloads()),
+                ),
             })
         }
         Err(error) => {

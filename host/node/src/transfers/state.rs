@@ -1,10 +1,19 @@
 //! The transfers area's state in the daemon: the running download manager and where downloads go by default.
 
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use allpeers_transfer::manager::Manager;
 
 pub struct Transfers {
     pub manager: Manager,
-    pub downloads: PathBuf,
+    /// Changed by `transfers.download_dir.set` (and kept in config.json).
+    pub downloads: Mutex<PathBuf>,
+}
+
+impl Transfers {
+    /// Where downloads go when none names a directory.
+    pub fn downloads(&self) -> PathBuf {
+        self.downloads.lock().expect("downloads lock").clone()
+    }
 }
