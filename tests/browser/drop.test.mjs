@@ -6,7 +6,6 @@
 // way: "Share files…" opens the file picker. Names with markup are text; hidden and `.part`
 // files are left out (the latter with its reason).
 import assert from "node:assert/strict";
-import { deflateSync, crc32 } from "node:zlib";
 import { existsSync, readFileSync } from "node:fs";
 import { after, test } from "node:test";
 import {
@@ -17,6 +16,7 @@ import {
   launch,
   makeSocialNode,
   openPanel,
+  png,
   registerAtHub,
   screenshot,
   startHub,
@@ -26,33 +26,9 @@ import {
 
 after(cleanupAll);
 
-/** A w×h RGB PNG, a gradient so the thumbnail is not one colour (with noise: as large as a photo); its bytes. */
-function png(w, h, seed, noise = false) {
-  const chunk = (type, data) => {
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const td = Buffer.concat([Buffer.from(type, "ascii"), data]);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(td));
-    return Buffer.concat([len, td, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(w, 0);
-  ihdr.writeUInt32BE(h, 4);
-  ihdr[8] = 8;
-  ihdr[9] = 2;
-  const rows = [];
-  for (let y = 0; y < h; y++) {
-    const row = Buffer.alloc(1 + w * 3);
-    for (let x = 0; x < w; x++) row.set([(x * 255) / w, (y * 255) / h, noise ? Math.random() * 256 : seed], 1 + x * 3);
-    rows.push(row);
-  }
-  return Buffer.concat([
-    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
-    chunk("IHDR", ihdr),
-    chunk("IDAT", deflateSync(Buffer.concat(rows))),
-    chunk("IEND", Buffer.alloc(0)),
-  ]);
+/** A w×h gradient PNG, so the thumbnail is not one colour (with noise: as large as a photo); its bytes. */
+function gradient(w, h, seed, noise = false) {
+  return png(w, h, (x, y) => [(x * 255) / w, (y * 255) / h, noise ? Math.random() * 256 : seed]);
 }
 
 /** Dispatches dragenter, dragover and drop of `files` ({name, type, b64}) on `selector`. */
@@ -107,10 +83,10 @@ test("drag-and-share: photos dropped on the sidebar shared with a contact; a fil
   for (const p of [a, b]) await p.waitForSelector('body[data-social="ready"]');
 
   // --- Two photos (one over a chunk: 1.2 MB, sent in two), a hidden file and a .part dropped on Alice's sidebar.
-  const big = png(720, 540, 40, true);
+  const big = gradient(720, 540, 40, true);
   assert.ok(big.length > 768 * 1024, `${big.length} bytes: more than one chunk`);
   const photos = [
-    { name: "sunset <b>1.png", type: "image/png", b64: png(64, 48, 200).toString("base64") },
+    { name: "sunset <b>1.png", type: "image/png", b64: gradient(64, 48, 200).toString("base64") },
     { name: "beach.png", type: "image/png", b64: big.toString("base64") },
     { name: ".DS_Store", type: "application/octet-stream", b64: Buffer.from("x").toString("base64") },
     { name: "film.mkv.part", type: "application/octet-stream", b64: Buffer.from("y").toString("base64") },

@@ -320,8 +320,8 @@ export async function axeAudit(page, what) {
 
 // ---------------------------------------------------------------- albums (a List of Images)
 
-/** A w×h PNG of one colour (RGB), as base64: a thumbnail as the media worker would write one. */
-export function pngBase64(w, h, [r, g, b]) {
+/** A w×h RGB PNG whose pixel (x, y) is `pixel(x, y)` ([r, g, b]); its bytes. */
+export function png(w, h, pixel) {
   const chunk = (type, data) => {
     const len = Buffer.alloc(4);
     len.writeUInt32BE(data.length);
@@ -335,15 +335,23 @@ export function pngBase64(w, h, [r, g, b]) {
   ihdr.writeUInt32BE(h, 4);
   ihdr[8] = 8; // bit depth
   ihdr[9] = 2; // RGB
-  const row = Buffer.alloc(1 + w * 3);
-  for (let x = 0; x < w; x++) row.set([r, g, b], 1 + x * 3);
-  const raw = Buffer.concat(Array.from({ length: h }, () => row));
+  const rows = [];
+  for (let y = 0; y < h; y++) {
+    const row = Buffer.alloc(1 + w * 3);
+    for (let x = 0; x < w; x++) row.set(pixel(x, y), 1 + x * 3);
+    rows.push(row);
+  }
   return Buffer.concat([
     Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]),
     chunk("IHDR", ihdr),
-    chunk("IDAT", deflateSync(raw)),
+    chunk("IDAT", deflateSync(Buffer.concat(rows))),
     chunk("IEND", Buffer.alloc(0)),
-  ]).toString("base64");
+  ]);
+}
+
+/** A w×h PNG of one colour (RGB), as base64: a thumbnail as the media worker would write one. */
+export function pngBase64(w, h, rgb) {
+  return png(w, h, () => rgb).toString("base64");
 }
 
 /**

@@ -246,62 +246,6 @@ impl allpeers_nat::connector::HubRouter for ToHub {
     }
 }
 
-/// A peer in a host namespace homed at the hub at `home`: endpoint, hub line, one discovery
-/// run, connector.
-async fn netns_peer(
-    hub: allpeers_model::PeerId,
-    home: std::net::SocketAddr,
-) -> Result<(Endpoint, HubClient, allpeers_nat::connector::Connector), String> {
-    use allpeers_nat::connectivity::{self, DiscoveryConfig, monitor::MonitorState};
-    let endpoint = Endpoint::bind(
-        Identity::generate(),
-        EndpointConfig {
-            quic: Some("0.0.0.0:0".parse().unwrap()),
-            tcp: Some("0.0.0.0:0".parse().unwrap()),
-            connect_timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    endpoint.register(
-        allpeers_net::Namespace::allpeers("echo", 1).unwrap(),
-        allpeers_net::ServiceFn::new().on_request(|_ctx, text: String| async move { Ok(text) }),
-    );
-    let mut config = HubClientConfig::new(hub, vec![Address::quic(home), Address::tcp(home)]);
-    config.backoff_max = Duration::from_secs(1);
-    let client = HubClient::start(
-        endpoint.clone(),
-        config,
-        Arc::new(allpeers_hub_client::AcceptAll),
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    if !client.wait_online(Duration::from_secs(20)).await {
-        return Err("the hub line did not come up".into());
-    }
-    let report = connectivity::discover(
-        &endpoint,
-        hub,
-        client.status().observed,
-        &DiscoveryConfig::default(),
-    )
-    .await;
-    let (_tx, rx) = tokio::sync::watch::channel(MonitorState {
-        checking: false,
-        last: Some(report),
-        runs: 1,
-    });
-    let connector = allpeers_nat::connector::Connector::start(
-        endpoint.clone(),
-        Some(client.clone()),
-        Some(rx),
-        Arc::new(allpeers_hub_client::AcceptAll),
-        allpeers_nat::connector::ConnectorConfig::default(),
-    );
-    Ok((endpoint, client, connector))
-}
-
 /// A behind `a`, homed at the first hub; B behind `b`, homed at the second: A connects to B
 /// through B's hub. The path the connector chose, or None when skipped.
 fn cross_hub_cell(
@@ -323,8 +267,8 @@ fn cross_hub_cell(
     let (b_ready_tx, b_ready_rx) = std::sync::mpsc::channel();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let b_thread = netns::in_netns_async(topo.host_ns(Side::B), move || async move {
-        match netns_peer(two_id, netns::SECOND_HUB_ADDR).await {
-            Ok((endpoint, hub, _connector)) => {
+        match netns::netns_peer(two_id, netns::SECOND_HUB_ADDR, 0).await {
+            Ok(netns::NetnsPeer { endpoint, hub, .. }) => {
                 let _ = b_ready_tx.send(Ok(endpoint.peer_id()));
                 let _ = tokio::time::timeout(Duration::from_secs(120), done_rx).await;
                 hub.stop();
@@ -341,7 +285,12 @@ fn cross_hub_cell(
         .unwrap_or_else(|e| panic!("B: {e}"));
     let cell = tag.to_string();
     let a_thread = netns::in_netns_async(topo.host_ns(Side::A), move || async move {
-        let (endpoint, hub, connector) = netns_peer(one_id, netns::HUB_ADDR)
+        let netns::NetnsPeer {
+            endpoint,
+            hub,
+            connector,
+            ..
+        } = netns::netns_peer(one_id, netns::HUB_ADDR, 0)
             .await
             .unwrap_or_else(|e| panic!("A: {e}"));
         let mut config = HubClientConfig::new(

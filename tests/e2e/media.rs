@@ -362,6 +362,17 @@ async fn until_catalog(client: &mut Client, what: &str, expected: &[(&Path, &str
     }
 }
 
+/// A client of `daemon` that hears `media.progress`.
+async fn progress_client(daemon: &Daemon) -> Client {
+    let mut client = daemon.client("media-watch").await;
+    client
+        .call("events.subscribe", json!({"topics": ["media.progress"]}))
+        .await
+        .result
+        .unwrap();
+    client
+}
+
 async fn catalog_is(client: &mut Client, expected: &[(&Path, &str)]) -> bool {
     for (path, want) in expected {
         let r = client.call("media.info", json!({"path": path})).await;
@@ -388,12 +399,7 @@ async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
     std::fs::write(lib.join("old/c.txt"), "1\n2\n3\n").unwrap();
 
     let daemon = Daemon::start(data.path()).await;
-    let mut client = daemon.client("media-watch").await;
-    client
-        .call("events.subscribe", json!({"topics": ["media.progress"]}))
-        .await
-        .result
-        .unwrap();
+    let mut client = progress_client(&daemon).await;
     client
         .call("media.add", json!({"paths": [lib], "recursive": true}))
         .await
@@ -444,12 +450,7 @@ async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
     std::fs::write(&new, "1\n").unwrap();
     std::fs::write(&b, "1\n2\n3\n").unwrap();
     let daemon = Daemon::start(data.path()).await;
-    let mut client = daemon.client("media-watch").await;
-    client
-        .call("events.subscribe", json!({"topics": ["media.progress"]}))
-        .await
-        .result
-        .unwrap();
+    let mut client = progress_client(&daemon).await;
     until_catalog(&mut client, "catch-up at start", &[(&new, "1"), (&b, "3")]).await;
 
     // The command line lists it, then unwatches it: listed no more (its files stay catalogued).

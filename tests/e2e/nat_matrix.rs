@@ -18,91 +18,13 @@
 //! * UDP blocked on one side, the other side's TCP port forwarded: direct over TCP (or a
 //!   TCP callback).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use NatBehaviour::*;
-use allpeers_hub_client::{AcceptAll, HubClient, HubClientConfig};
 use allpeers_model::PeerId;
-use allpeers_nat::connectivity::monitor::MonitorState;
-use allpeers_nat::connectivity::{self, DiscoveryConfig};
-use allpeers_nat::connector::{ConnectReport, Connector, ConnectorConfig};
-use allpeers_net::{
-    Endpoint, EndpointConfig, Identity, Namespace, PathKind, ServiceFn, TransportKind,
-};
-use allpeers_tests::netns::{self, NatBehaviour, Side, Site, Topology};
-
-fn echo_ns() -> Namespace {
-    Namespace::allpeers("echo", 1).unwrap()
-}
-
-/// A peer in a host namespace: endpoint, hub client, one discovery run, connector.
-struct Peer {
-    endpoint: Endpoint,
-    hub: HubClient,
-    connector: Connector,
-    nat_type: String,
-}
-
-async fn peer(hub: PeerId, tcp_port: u16) -> Result<Peer, String> {
-    let endpoint = Endpoint::bind(
-        Identity::generate(),
-        EndpointConfig {
-            quic: Some("0.0.0.0:0".parse().unwrap()),
-            tcp: Some(format!("0.0.0.0:{tcp_port}").parse().unwrap()),
-            // UDP-blocked sites fall back from QUIC to TCP for the hub: do not wait long.
-            connect_timeout: Duration::from_secs(2),
-            ..Default::default()
-        },
-    )
-    .await
-    .map_err(|e| e.to_string())?;
-    endpoint.register(
-        echo_ns(),
-        ServiceFn::new().on_request(|_ctx, text: String| async move { Ok(text) }),
-    );
-    let mut config = HubClientConfig::new(
-        hub,
-        vec![
-            allpeers_net::Address::quic(netns::HUB_ADDR),
-            allpeers_net::Address::tcp(netns::HUB_ADDR),
-        ],
-    );
-    config.backoff_max = Duration::from_secs(1);
-    let client = HubClient::start(endpoint.clone(), config, Arc::new(AcceptAll))
-        .await
-        .map_err(|e| e.to_string())?;
-    if !client.wait_online(Duration::from_secs(20)).await {
-        return Err("the hub line did not come up".into());
-    }
-    let report = connectivity::discover(
-        &endpoint,
-        hub,
-        client.status().observed,
-        &DiscoveryConfig::default(),
-    )
-    .await;
-    let nat_type = format!("{:?}", report.nat_type);
-    let (_tx, rx) = tokio::sync::watch::channel(MonitorState {
-        checking: false,
-        last: Some(report),
-        runs: 1,
-    });
-    // The sender may go: the receiver keeps the last value.
-    let connector = Connector::start(
-        endpoint.clone(),
-        Some(client.clone()),
-        Some(rx),
-        Arc::new(AcceptAll),
-        ConnectorConfig::default(),
-    );
-    Ok(Peer {
-        endpoint,
-        hub: client,
-        connector,
-        nat_type,
-    })
-}
+use allpeers_nat::connector::ConnectReport;
+use allpeers_net::{PathKind, TransportKind};
+use allpeers_tests::netns::{self, NatBehaviour, Side, Site, Topology, echo_ns};
 
 struct Outcome {
     report: ConnectReport,
@@ -125,7 +47,7 @@ fn cell(tag: &str, a: Site, b: Site) -> Option<Outcome> {
     let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
     let b_port = b.forward_tcp.unwrap_or(0);
     let b_thread = netns::in_netns_async(topo.host_ns(Side::B), move || async move {
-        match peer(hub_id, b_port).await {
+        match netns::netns_peer(hub_id, netns::HUB_ADDR, b_port).await {
             Ok(p) => {
                 let _ = b_ready_tx.send(Ok((p.endpoint.peer_id(), p.nat_type.clone())));
                 let _ = tokio::time::timeout(Duration::from_secs(120), done_rx).await;
@@ -143,7 +65,7 @@ fn cell(tag: &str, a: Site, b: Site) -> Option<Outcome> {
         .unwrap_or_else(|e| panic!("B: {e}"));
     let a_port = a.forward_tcp.unwrap_or(0);
     let a_thread = netns::in_netns_async(topo.host_ns(Side::A), move || async move {
-        let p = peer(hub_id, a_port)
+        let p = netns::netns_peer(hub_id, netns::HUB_ADDR, a_port)
             .await
             .unwrap_or_else(|e| panic!("A: {e}"));
         let start = Instant::now();

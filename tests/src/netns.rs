@@ -627,3 +627,82 @@ impl Drop for HubInPub {
         }
     }
 }
+
+/// A peer inside a host namespace, as the NAT tests make them: an endpoint answering the echo
+/// service, its hub line to `home` (QUIC and TCP), its NAT type as discovery found it, and a
+/// connector over both.
+pub struct NetnsPeer {
+    pub endpoint: allpeers_net::Endpoint,
+    pub hub: allpeers_hub_client::HubClient,
+    pub connector: allpeers_nat::connector::Connector,
+    pub nat_type: String,
+}
+
+/// The echo service every [`NetnsPeer`] answers: a request's text back.
+pub fn echo_ns() -> allpeers_net::Namespace {
+    allpeers_net::Namespace::allpeers("echo", 1).expect("a valid namespace")
+}
+
+/// Starts a [`NetnsPeer`] homed at the hub `hub` on `home`, its TCP listener on `tcp_port`
+/// (0: any; a site forwarding a port names it). Run it inside the host's namespace.
+pub async fn netns_peer(hub: PeerId, home: SocketAddr, tcp_port: u16) -> Result<NetnsPeer, String> {
+    use std::sync::Arc;
+
+    use allpeers_hub_client::{AcceptAll, HubClient, HubClientConfig};
+    use allpeers_nat::connectivity::monitor::MonitorState;
+    use allpeers_nat::connectivity::{self, DiscoveryConfig};
+    use allpeers_nat::connector::{Connector, ConnectorConfig};
+    use allpeers_net::{Address, Endpoint, EndpointConfig, Identity, ServiceFn};
+
+    let endpoint = Endpoint::bind(
+        Identity::generate(),
+        EndpointConfig {
+            quic: Some("0.0.0.0:0".parse().expect("an address")),
+            tcp: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, tcp_port))),
+            // UDP-blocked sites fall back from QUIC to TCP for the hub: do not wait long.
+            connect_timeout: Duration::from_secs(2),
+            ..Default::default()
+        },
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    endpoint.register(
+        echo_ns(),
+        ServiceFn::new().on_request(|_ctx, text: String| async move { Ok(text) }),
+    );
+    let mut config = HubClientConfig::new(hub, vec![Address::quic(home), Address::tcp(home)]);
+    config.backoff_max = Duration::from_secs(1);
+    let client = HubClient::start(endpoint.clone(), config, Arc::new(AcceptAll))
+        .await
+        .map_err(|e| e.to_string())?;
+    if !client.wait_online(Duration::from_secs(20)).await {
+        return Err("the hub line did not come up".into());
+    }
+    let report = connectivity::discover(
+        &endpoint,
+        hub,
+        client.status().observed,
+        &DiscoveryConfig::default(),
+    )
+    .await;
+    let nat_type = format!("{:?}", report.nat_type);
+    // The sender may go: the receiver keeps the last value.
+    let (_tx, rx) = tokio::sync::watch::channel(MonitorState {
+        checking: false,
+        last: Some(report),
+        runs: 1,
+    });
+    let connector = Connector::start(
+        endpoint.clone(),
+        Some(client.clone()),
+        Some(rx),
+        Arc::new(AcceptAll),
+        ConnectorConfig::default(),
+    );
+    Ok(NetnsPeer {
+        endpoint,
+        hub: client,
+        connector,
+        nat_type,
+    })
+}
