@@ -1,0 +1,184 @@
+//! Initial sync of a shared list, in one process: the daemon's path without the network
+//! (issue 14's goal (3)). Alice signs a share of a list of `SHARE_BENCH_ITEMS` (default 10,000)
+//! links as `shares.create` does (a create and a list add per item, one commit); dave, fresh,
+//! reconciles with her through two `SyncPeer`s passing frames in memory, every signature
+//! verified, committing to his store after each frame as the daemon does. Next to
+//! `Store::create_many` of the same links, 1,000 a transaction (the baseline).
+//!
+//! `cargo bench -p allpeers-store --bench share_sync` (harness = false; prints a table).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use allpeers_model::id::PeerId;
+use allpeers_model::resource::Resource;
+use allpeers_replica::reconcile::MAX_MESSAGE_BYTES;
+use allpeers_replica::store;
+use allpeers_replica::sync::SyncPeer;
+use allpeers_replica::{Action, Level, Replica, ShareId};
+use allpeers_store::Store;
+use allpeers_store::ops::create_value;
+use ed25519_dalek::SigningKey;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peer(key: &SigningKey) -> PeerId {
+    PeerId::from_public_key(key.verifying_key().to_bytes())
+}
+
+fn links(items: usize) -> Vec<Resource> {
+    (0..items)
+        .map(|i| {
+            let url = format!("https://example.test/holiday/{i}");
+            Resource::new("Link")
+                .with("title", url.clone())
+                .with("url", url)
+        })
+        .collect()
+}
+
+/// Alice's list of `items` links, made locally.
+fn alice_list(store: &mut Store, items: usize) -> String {
+    let list = store
+        .create(Resource::new("List").with("title", "Everything"))
+        .expect("list");
+    for chunk in links(items).chunks(1000) {
+        for r in store.create_many(chunk.to_vec()).expect("create_many") {
+            store.list_insert(&list.id, &r.id, None).expect("insert");
+        }
+    }
+    list.id
+}
+
+/// What `shares.create` does: the genesis, a create and an add per item, a grant, one commit.
+fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> Replica {
+    let now = allpeers_model::hlc::now_ms();
+    let root = store.get(list_id).expect("get").expect("the list");
+    let mut replica =
+        Replica::create_share(key, &root.id, &root.type_name, create_value(&root), now)
+            .expect("genesis");
+    for item in store.list_items(list_id).expect("items").items {
+        let r = store.get(&item).expect("get").expect("an item");
+        let create = Action::Create {
+            resource: r.id.clone(),
+            kind: r.type_name.clone(),
+            value: create_value(&r),
+        };
+        replica.author(key, create, now).expect("create");
+        let add = Action::ListAdd {
+            list: root.id.clone(),
+            item: r.id.clone(),
+        };
+        replica.author(key, add, now).expect("add");
+    }
+    let grant = Action::Grant {
+        member,
+        level: Level::Read,
+    };
+    replica.author(key, grant, now).expect("grant");
+    store::commit(store, &mut replica).expect("commit");
+    replica
+}
+
+/// Dave reconciles with alice until nothing moves; returns (frames to dave, commits at dave).
+fn sync(
+    alice: &mut BTreeMap<ShareId, Replica>,
+    dave_store: &mut Store,
+    dave: &mut BTreeMap<ShareId, Replica>,
+    ids: (PeerId, PeerId),
+    share: ShareId,
+) -> (usize, usize) {
+    let now = allpeers_model::hlc::now_ms();
+    let (alice_id, dave_id) = ids;
+    let mut at_alice = SyncPeer::new(dave_id, MAX_MESSAGE_BYTES);
+    let mut at_dave = SyncPeer::new(alice_id, MAX_MESSAGE_BYTES);
+    at_dave.start(share, dave, now).expect("start");
+    let (mut frames, mut commits) = (0, 0);
+    loop {
+        let mut moved = false;
+        while let Some(frame) = at_dave.poll_transmit() {
+            moved = true;
+            at_alice.handle(&frame, alice, now);
+        }
+        while let Some(frame) = at_alice.poll_transmit() {
+            moved = true;
+            frames += 1;
+            at_dave.handle(&frame, dave, now);
+            for replica in dave.values_mut() {
+                if !store::commit(dave_store, replica)
+                    .expect("commit")
+                    .is_empty()
+                {
+                    commits += 1;
+                }
+            }
+        }
+        if !moved {
+            return (frames, commits);
+        }
+    }
+}
+
+fn main() {
+    let items = env("SHARE_BENCH_ITEMS", 10_000);
+    let alice_key = SigningKey::from_bytes(&[1; 32]);
+    let dave_key = SigningKey::from_bytes(&[4; 32]);
+    let (alice_id, dave_id) = (peer(&alice_key), peer(&dave_key));
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let mut alice_store = Store::open(dir.path().join("alice.db"), &alice_id.to_string())
+        .expect("open alice");
+    let list_id = alice_list(&mut alice_store, items);
+    let t = Instant::now();
+    let replica = share(&mut alice_store, &alice_key, &list_id, dave_id);
+    let created = t.elapsed();
+    let share_id = replica.share();
+    let mut alice = BTreeMap::from([(share_id, replica)]);
+
+    let mut dave_store =
+        Store::open(dir.path().join("dave.db"), &dave_id.to_string()).expect("open dave");
+    let mut dave = BTreeMap::from([(share_id, Replica::new(share_id))]);
+    let t = Instant::now();
+    let (frames, commits) = sync(
+        &mut alice,
+        &mut dave_store,
+        &mut dave,
+        (alice_id, dave_id),
+        share_id,
+    );
+    let synced = t.elapsed();
+    let got = dave_store.list_items(&list_id).expect("items").items.len();
+    assert_eq!(got, items, "every item reached dave");
+
+    let mut baseline_store =
+        Store::open(dir.path().join("baseline.db"), "baseline").expect("open baseline");
+    let resources = links(items);
+    let t = Instant::now();
+    for chunk in resources.chunks(1000) {
+        baseline_store
+            .create_many(chunk.to_vec())
+            .expect("create_many");
+    }
+    let baseline = t.elapsed();
+
+    println!("## Initial sync of a {items}-link list, in process ({frames} frames, {commits} commits at the receiver)\n");
+    println!("| | ms | per item µs | / create_many |");
+    println!("|---|---:|---:|---:|");
+    let row = |what: &str, d: Duration| {
+        println!(
+            "| {what} | {:.0} | {:.1} | {:.1}x |",
+            d.as_secs_f64() * 1e3,
+            d.as_secs_f64() * 1e6 / items as f64,
+            d.as_secs_f64() / baseline.as_secs_f64()
+        )
+    };
+    row("baseline: Store::create_many, 1,000 a transaction", baseline);
+    row("share at alice (signs every op, commits)", created);
+    row("sync to a fresh dave (verifies, stores)", synced);
+    row("both (share + sync)", created + synced);
+}
