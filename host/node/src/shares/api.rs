@@ -11,6 +11,7 @@ use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_model::resource::Resource;
 use allpeers_model::resource::api::{self as r, IdParams, ListItemParams, UpdateParams};
 use allpeers_replica::{Action, Replica, ShareId, Stamp, position};
+use allpeers_replica::store::OpStore;
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{LIST_TYPE, Store};
 use ed25519_dalek::SigningKey;
@@ -193,6 +194,13 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
             replica.author(&key, grant, now).map_err(internal)?;
         }
         let share = replica.share();
+        // The share's resources are this node's own, as stored, and the ops say just that: the
+        // ops are written, nothing is materialised again (reading every item of a big list
+        // back cost more than signing it), and nothing is pushed (the members fetch the share
+        // when they accept it).
+        let mut changes = replica.take_changes();
+        changes.resources.clear();
+        OpStore::commit(store, &share, &changes, &replica).map_err(store_error)?;
         let record = ShareRecord {
             share,
             root: root.id.clone(),
