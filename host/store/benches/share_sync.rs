@@ -1,6 +1,6 @@
 //! Initial sync of a shared list, in one process: the daemon's path without the network
 //! (issue 14's goal (3)). Alice signs a share of a list of `SHARE_BENCH_ITEMS` (default 10,000)
-//! links as `shares.create` does (a create and a list add per item, the ops written); dave, fresh,
+//! links as `shares.create` does (a grant, a create and a list add per item, the ops written); dave, fresh,
 //! reconciles with her through two `SyncPeer`s passing frames in memory, every signature
 //! verified, committing to his store after each request's frames as the daemon does (what is
 //! queued goes as one request, within `MAX_FRAMES_PER_REQUEST` and `MAX_REQUEST_BYTES`). Next
@@ -57,13 +57,18 @@ fn alice_list(store: &mut Store, items: usize) -> String {
     list.id
 }
 
-/// What `shares.create` does: the genesis, a create and an add per item, a grant, one commit.
+/// What `shares.create` does: the genesis, a grant, a create and an add per item, one commit.
 fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> Replica {
     let now = allpeers_model::hlc::now_ms();
     let root = store.get(list_id).expect("get").expect("the list");
     let mut replica =
         Replica::create_share(key, &root.id, &root.type_name, create_value(&root), now)
             .expect("genesis");
+    let grant = Action::Grant {
+        member,
+        level: Level::Read,
+    };
+    replica.author(key, grant, now).expect("grant");
     for item in store.list_items(list_id).expect("items").items {
         let r = store.get(&item).expect("get").expect("an item");
         let create = Action::Create {
@@ -78,11 +83,6 @@ fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> 
         };
         replica.author(key, add, now).expect("add");
     }
-    let grant = Action::Grant {
-        member,
-        level: Level::Read,
-    };
-    replica.author(key, grant, now).expect("grant");
     // As the daemon does: the ops are written, the resources (alice's own) are not rewritten.
     let mut changes = replica.take_changes();
     changes.resources.clear();
