@@ -86,7 +86,9 @@ fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> 
     // As the daemon does: the ops are written, the resources (alice's own) are not rewritten.
     let mut changes = replica.take_changes();
     changes.resources.clear();
-    store.commit(&replica.share(), &changes, &replica).expect("commit");
+    store
+        .commit(&replica.share(), &changes, &replica)
+        .expect("commit");
     replica
 }
 
@@ -194,8 +196,8 @@ fn main() {
     let (alice_id, dave_id) = (peer(&alice_key), peer(&dave_key));
     let dir = tempfile::tempdir().expect("tempdir");
 
-    let mut alice_store = Store::open(dir.path().join("alice.db"), &alice_id.to_string())
-        .expect("open alice");
+    let mut alice_store =
+        Store::open(dir.path().join("alice.db"), &alice_id.to_string()).expect("open alice");
     let list_id = alice_list(&mut alice_store, items);
     let (t, c) = (Instant::now(), cpu());
     let replica = share(&mut alice_store, &alice_key, &list_id, dave_id);
@@ -243,7 +245,10 @@ fn main() {
             cpu.as_secs_f64() / baseline.1.as_secs_f64().max(0.01),
         )
     };
-    row("baseline: Store::create_many, 1,000 a transaction", baseline);
+    row(
+        "baseline: Store::create_many, 1,000 a transaction",
+        baseline,
+    );
     row("share at alice (signs every op, commits)", created);
     row("sync to a fresh dave (verifies, stores)", synced);
     row(

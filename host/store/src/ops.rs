@@ -262,15 +262,19 @@ impl OpStore for Store {
                     .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
             })
             .collect();
-        touched.extend(
+        touched.extend(state.lists_holding(&changes.resources).filter(|id| {
             state
-                .lists_holding(&changes.resources)
-                .filter(|id| state.kind_of(id).is_some_and(|t| self.reg.is_a(t, LIST_TYPE))),
-        );
+                .kind_of(id)
+                .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
+        }));
         let lists: Vec<(String, Vec<String>)> = touched
             .into_iter()
             .map(|id| {
-                let items = state.list_order(id).into_iter().map(|(item, _)| item).collect();
+                let items = state
+                    .list_order(id)
+                    .into_iter()
+                    .map(|(item, _)| item)
+                    .collect();
                 (id.to_owned(), items)
             })
             .collect();

@@ -10,8 +10,8 @@ use allpeers_model::api::shares::{
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_model::resource::Resource;
 use allpeers_model::resource::api::{self as r, IdParams, ListItemParams, UpdateParams};
-use allpeers_replica::{Action, Replica, ShareId, Stamp, position};
 use allpeers_replica::store::OpStore;
+use allpeers_replica::{Action, Replica, ShareId, Stamp, position};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{LIST_TYPE, Store};
 use ed25519_dalek::SigningKey;

@@ -775,7 +775,11 @@ fn a_member_flooding_pushes_is_held_to_the_limit_and_nothing_else_is_lost() {
             dropped: 150
         }]
     );
-    assert!(std::iter::from_fn(|| from_alice.poll_event()).next().is_none());
+    assert!(
+        std::iter::from_fn(|| from_alice.poll_event())
+            .next()
+            .is_none()
+    );
 
     // Two seconds later bob pushes again: only two seconds' worth is read.
     let later = now + 2_000;
