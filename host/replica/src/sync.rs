@@ -18,13 +18,13 @@
 //! progress is given up on: the session reports what is missing and moves on (the next round
 //! asks again).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use allpeers_model::id::PeerId;
 
 use crate::op::{Action, MAX_OP_BYTES, Op, OpId, ShareId, verify_many};
 use crate::reconcile::{MAX_MESSAGE_BYTES, ReconError, Reconciler};
-use crate::replica::Replica;
+use crate::replica::{Accepted, Refused, Replica};
 use crate::wire::{Reader, WireError, Writer};
 
 /// The service name of the stream the daemon opens for sync.
@@ -485,10 +485,36 @@ impl SyncPeer {
                     taken.push(op);
                 }
                 let verdicts = verify_many(&taken);
+                // Ops that found the replica's waiting room full: asked again later. Parents
+                // named by ops that wait: asked first (a fresh replica fetching a big share would
+                // otherwise hold more waiting ops than it may, until the next round).
+                let mut again = Vec::new();
+                let mut parents = BTreeSet::new();
                 for (op, signed) in taken.into_iter().zip(verdicts) {
-                    if signed {
-                        arrived.push(op.id());
-                        let _ = replica.insert_verified(op, now_ms);
+                    if !signed {
+                        continue;
+                    }
+                    let id = op.id();
+                    let named = op.body().parents.clone();
+                    match replica.insert_verified(op, now_ms) {
+                        Err(Refused::TooManyWaiting) => again.push(id),
+                        Ok(Accepted::Waiting) => {
+                            parents.extend(named.into_iter().filter(|p| !replica.holds(p)));
+                            arrived.push(id);
+                        }
+                        _ => arrived.push(id),
+                    }
+                }
+                if let Some(s) = self.initiated.get_mut(&share) {
+                    for id in again {
+                        if s.wanted.remove(&id) {
+                            s.to_want.push_back(id);
+                        }
+                    }
+                    for parent in parents {
+                        if !s.wanted.contains(&parent) {
+                            s.to_want.push_front(parent);
+                        }
                     }
                 }
                 if dropped > 0 {
