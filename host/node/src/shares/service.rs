@@ -42,8 +42,11 @@ use crate::daemon::state::Daemon;
 const PEER_QUEUE: usize = 256;
 /// How long reaching an unconnected member may take before its frames are dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// One frame's delivery (the answer is empty: replies come as requests of their own).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// One request's delivery. The (empty) answer comes once the receiver has handled and
+/// committed the request: up to 4 MiB of ops, a second or two of signature checks and writes
+/// on a busy machine, hence more than a network round trip needs. Replies to its frames come
+/// as requests of their own.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Answers are empty; a few bytes of slack for the framing.
 const MAX_REPLY: usize = 64;
 /// A pump with nothing to send for this long ends (the next frame starts another): peers we
