@@ -16,7 +16,7 @@ use allpeers_net::service::ErrorCode;
 use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, NetError, Service};
 use allpeers_replica::OpId;
 use allpeers_replica::reconcile::{Items, MAX_MESSAGE_BYTES, Reconciler};
-use allpeers_replica::sync::Message;
+use allpeers_replica::sync::{Message, decode_frames, encode_frames};
 use allpeers_tests::social::*;
 use allpeers_tests::*;
 use serde_json::json;
@@ -313,15 +313,18 @@ async fn stranger_learns_nothing(alice: &mut Node, share_text: &str) {
                 ids: vec![asked],
             },
         ] {
-            let mut body = vec![1u8];
-            body.extend(message.encode());
+            // The envelope's tag for a batch of frames, then the batch.
+            let mut body = vec![3u8];
+            body.extend(encode_frames(&[message.encode()]));
             mallory
                 .request_bytes(alice_id, &ns, body.into(), 64, Duration::from_secs(10))
                 .await
                 .unwrap();
             let frame = timeout("alice's answer", rx.recv()).await.unwrap();
-            assert_eq!(frame[0], 1, "a sync frame");
-            let answer = Message::decode(&frame[1..]).unwrap();
+            assert_eq!(frame[0], 3, "sync frames");
+            let frames = decode_frames(&frame[1..]).unwrap();
+            assert_eq!(frames.len(), 1, "one answer");
+            let answer = Message::decode(frames[0]).unwrap();
             assert_eq!(answer, Message::Unknown { share: asked });
             answers.push(answer);
         }
@@ -331,16 +334,14 @@ async fn stranger_learns_nothing(alice: &mut Node, share_text: &str) {
     let more = tokio::time::timeout(QUIET, rx.recv()).await;
     assert!(more.is_err(), "an unexpected frame: {more:?}");
 
-    // A flood of frames is cut off (each would take alice's store lock): `Busy` once the
+    // A flood of requests is cut off (each would take alice's store lock): `Busy` once the
     // burst is spent, and alice's daemon carries on.
-    let mut body = vec![1u8];
-    body.extend(
-        Message::Want {
-            share: unknown,
-            ids: vec![unknown],
-        }
-        .encode(),
-    );
+    let mut body = vec![3u8];
+    body.extend(encode_frames(&[Message::Want {
+        share: unknown,
+        ids: vec![unknown],
+    }
+    .encode()]));
     let mut refused_after = None;
     for sent in 0..FLOOD {
         match mallory

@@ -355,6 +355,11 @@ impl Replica {
         }
     }
 
+    /// Whether op `id` is here and judged (not waiting for parents, not deferred).
+    pub fn holds(&self, id: &OpId) -> bool {
+        self.held.contains_key(id)
+    }
+
     /// The earliest local time at which a deferred op becomes due.
     pub fn poll_timeout(&self) -> Option<u64> {
         self.deferred

@@ -304,6 +304,18 @@ impl State {
             .unwrap_or_default()
     }
 
+    /// The lists holding any of `ids` as an item (what a commit of those ids must re-arrange
+    /// besides the lists it touched itself), without building any view.
+    pub fn lists_holding<'a>(
+        &'a self,
+        ids: &'a BTreeSet<String>,
+    ) -> impl Iterator<Item = &'a str> + 'a {
+        self.resources
+            .iter()
+            .filter(|(_, r)| !r.adds.is_empty() && ids.iter().any(|id| r.adds.contains_key(id)))
+            .map(|(k, _)| k.as_str())
+    }
+
     /// The type of resource `id`, if it exists (cheaper than its whole view).
     pub fn kind_of(&self, id: &str) -> Option<&str> {
         self.resources

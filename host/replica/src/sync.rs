@@ -18,23 +18,79 @@
 //! progress is given up on: the session reports what is missing and moves on (the next round
 //! asks again).
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 
 use allpeers_model::id::PeerId;
 
-use crate::op::{Action, MAX_OP_BYTES, Op, OpId, ShareId};
+use crate::op::{Action, MAX_OP_BYTES, Op, OpId, ShareId, verify_many};
 use crate::reconcile::{MAX_MESSAGE_BYTES, ReconError, Reconciler};
-use crate::replica::Replica;
+use crate::replica::{Accepted, Refused, Replica};
 use crate::wire::{Reader, WireError, Writer};
 
 /// The service name of the stream the daemon opens for sync.
 pub const SERVICE: &str = "allpeers/sync/1";
 /// One frame: a full reconciliation message or a batch of ops, plus the header.
 pub const MAX_FRAME_BYTES: usize = MAX_MESSAGE_BYTES + 1024;
-/// Ids asked for at once (and per `Want` frame): 32 bytes each, well inside a frame.
-pub const MAX_WANTED_IN_FLIGHT: usize = 4096;
+/// Ids one `Want` frame asks for at most: 32 bytes each, well inside a frame, and answered by
+/// about a frame of ops (~250 bytes each).
+pub const MAX_WANTED_PER_FRAME: usize = 4096;
+/// Ids asked for at once, over a few `Want` frames: their answers travel as one request and are
+/// committed together (fewer, bigger store transactions on an initial sync), and this bounds
+/// what a peer's answers can make us hold.
+pub const MAX_WANTED_IN_FLIGHT: usize = 4 * MAX_WANTED_PER_FRAME;
 /// A peer that sends none of the ops we asked for in this long is given up on.
 pub const WANT_TIMEOUT_MS: u64 = 30_000;
+/// Ops a peer may push to us unasked in one share, per second, after a burst of
+/// [`PUSH_BURST_PER_SHARE`]. Why there is a limit: every op costs a signature verification
+/// and its share of a store commit, under the store's lock that every other peer's frames and
+/// every local write wait for; one member flooding a share must not starve the others. Ops
+/// over the limit are dropped unread (not refused: nothing is recorded about them) and the
+/// session reconciles the share, so they come back as answers to our own `Want`s, at the pace
+/// we ask (at most [`MAX_WANTED_IN_FLIGHT`] a round trip). A person's edits are a few a
+/// second; the burst takes a big local commit's pushes (a list of a few thousand items
+/// shared at once).
+pub const PUSHED_OPS_PER_SECOND_PER_SHARE: u64 = 500;
+pub const PUSH_BURST_PER_SHARE: u64 = 5_000;
+/// The same for everything one peer pushes, all shares together: a member of many shares
+/// floods no more than one of a few.
+pub const PUSHED_OPS_PER_SECOND_PER_PEER: u64 = 2 * PUSHED_OPS_PER_SECOND_PER_SHARE;
+pub const PUSH_BURST_PER_PEER: u64 = 2 * PUSH_BURST_PER_SHARE;
+/// Frames one request carries at most: the daemon sends what is queued for a peer as one
+/// request, handled and committed at once (one store transaction, not one per frame).
+pub const MAX_FRAMES_PER_REQUEST: usize = 64;
+/// A request's bytes at most: a few full frames (an initial sync's ops arrive a few MiB a
+/// commit), and what one peer's request may make us hold in memory.
+pub const MAX_REQUEST_BYTES: usize = 4 * MAX_FRAME_BYTES;
+
+/// Frames as one request: a count, then each frame length-prefixed.
+pub fn encode_frames(frames: &[Vec<u8>]) -> Vec<u8> {
+    let mut w = Writer::default();
+    w.varint(frames.len() as u64);
+    for frame in frames {
+        w.blob(frame);
+    }
+    w.out
+}
+
+/// The frames of one request; the request, the count and every frame are bounded before
+/// anything is allocated.
+pub fn decode_frames(request: &[u8]) -> Result<Vec<&[u8]>, SyncError> {
+    if request.len() > MAX_REQUEST_BYTES {
+        return Err(SyncError::RequestTooLarge(request.len()));
+    }
+    let mut r = Reader::new(request);
+    let n = r.bounded("frames in a request", MAX_FRAMES_PER_REQUEST as u64)? as usize;
+    let frames = (0..n)
+        .map(|_| r.blob("frame", MAX_FRAME_BYTES))
+        .collect::<Result<Vec<_>, _>>()?;
+    r.finish()?;
+    Ok(frames)
+}
+
+/// The bytes a frame adds to a request ([`encode_frames`]): its length prefix and itself.
+pub fn framed_len(frame: &[u8]) -> usize {
+    frame.len() + crate::wire::MAX_VARINT_BYTES
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Message {
@@ -57,6 +113,8 @@ pub enum SyncError {
     Wire(#[from] WireError),
     #[error("sync frame of {0} bytes is above the limit of {MAX_FRAME_BYTES}")]
     FrameTooLarge(usize),
+    #[error("sync request of {0} bytes is above the limit of {MAX_REQUEST_BYTES}")]
+    RequestTooLarge(usize),
     #[error("unknown sync message tag {0}")]
     Tag(u8),
     #[error(transparent)]
@@ -131,7 +189,7 @@ impl Message {
             }
             3 => Message::Unknown { share },
             4 => {
-                let n = r.bounded("wanted ids", MAX_WANTED_IN_FLIGHT as u64)? as usize;
+                let n = r.bounded("wanted ids", MAX_WANTED_PER_FRAME as u64)? as usize;
                 let ids = (0..n)
                     .map(|_| r.array().map(OpId))
                     .collect::<Result<Vec<_>, _>>()?;
@@ -178,6 +236,47 @@ pub enum Event {
     Unknown { share: ShareId },
     /// A frame from the peer could not be used (the session goes on).
     BadFrame(SyncError),
+    /// The peer pushed more ops than the push limit allows: `dropped` were not read, and a
+    /// reconciliation of the share fetches them at our pace.
+    Throttled { share: ShareId, dropped: usize },
+}
+
+/// A token bucket on the caller's clock: `per_second` tokens a second, at most `burst` held.
+#[derive(Debug, Clone)]
+struct Bucket {
+    /// Tokens, in thousandths (whole tokens refill in steps of 1/`per_second` s).
+    milli: u64,
+    at_ms: u64,
+    per_second: u64,
+    burst: u64,
+}
+
+impl Bucket {
+    fn full(per_second: u64, burst: u64, now_ms: u64) -> Bucket {
+        Bucket {
+            milli: burst * 1000,
+            at_ms: now_ms,
+            per_second,
+            burst,
+        }
+    }
+
+    fn refill(&mut self, now_ms: u64) {
+        let elapsed = now_ms.saturating_sub(self.at_ms);
+        self.milli = self
+            .milli
+            .saturating_add(elapsed.saturating_mul(self.per_second))
+            .min(self.burst * 1000);
+        self.at_ms = self.at_ms.max(now_ms);
+    }
+
+    fn has_one(&self) -> bool {
+        self.milli >= 1000
+    }
+
+    fn take_one(&mut self) {
+        self.milli -= 1000;
+    }
 }
 
 struct Initiated {
@@ -205,6 +304,12 @@ pub struct SyncPeer {
     /// commit of 2,000 ops is a couple of frames, not 2,000), up to [`MAX_MESSAGE_BYTES`].
     pushing: Option<(ShareId, Vec<Vec<u8>>, usize)>,
     events: VecDeque<Event>,
+    /// What the peer may still push us unasked ([`PUSHED_OPS_PER_SECOND_PER_SHARE`]): per
+    /// share (shares the peer may sync with us, so bounded by them), and all together.
+    push_budget: HashMap<ShareId, Bucket>,
+    peer_budget: Option<Bucket>,
+    /// (per second, burst) per share and per peer: the constants, smaller in tests.
+    push_limits: [(u64, u64); 2],
 }
 
 impl SyncPeer {
@@ -219,7 +324,19 @@ impl SyncPeer {
             transmit: VecDeque::new(),
             pushing: None,
             events: VecDeque::new(),
+            push_budget: HashMap::new(),
+            peer_budget: None,
+            push_limits: [
+                (PUSHED_OPS_PER_SECOND_PER_SHARE, PUSH_BURST_PER_SHARE),
+                (PUSHED_OPS_PER_SECOND_PER_PEER, PUSH_BURST_PER_PEER),
+            ],
         }
+    }
+
+    /// Smaller push limits, so a test floods with a few hundred ops, not thousands.
+    #[cfg(test)]
+    fn limit_pushes(&mut self, per_share: (u64, u64), per_peer: (u64, u64)) {
+        self.push_limits = [per_share, per_peer];
     }
 
     pub fn peer(&self) -> PeerId {
@@ -347,20 +464,64 @@ impl SyncPeer {
                 self.events.push_back(Event::Unknown { share });
             }
             Message::Want { ids, .. } => {
-                let ops: Vec<Vec<u8>> = ids
-                    .iter()
-                    .filter_map(|id| replica.live_op(id))
-                    .map(|op| op.wire().to_vec())
-                    .collect();
-                self.send_ops(share, ops);
+                let ops: Vec<&Op> = ids.iter().filter_map(|id| replica.live_op(id)).collect();
+                self.send_ops(share, in_stamp_order(ops));
             }
             Message::Ops { ops, .. } => {
                 let mut arrived = Vec::new();
+                let mut dropped = 0;
+                let mut taken = Vec::with_capacity(ops.len());
                 for wire in ops {
                     // A bad op costs only itself; whatever became of a good one, it arrived.
-                    if let Ok(op) = Op::from_wire(&wire) {
-                        arrived.push(op.id());
-                        let _ = replica.insert_verified(op, now_ms);
+                    let Ok(op) = Op::decode(&wire) else { continue };
+                    let asked = self
+                        .initiated
+                        .get(&share)
+                        .is_some_and(|s| s.wanted.contains(&op.id()));
+                    if !asked && !self.take_push_budget(share, now_ms) {
+                        dropped += 1;
+                        continue;
+                    }
+                    taken.push(op);
+                }
+                let verdicts = verify_many(&taken);
+                // Ops that found the replica's waiting room full: asked again later. Parents
+                // named by ops that wait: asked first (a fresh replica fetching a big share would
+                // otherwise hold more waiting ops than it may, until the next round).
+                let mut again = Vec::new();
+                let mut parents = BTreeSet::new();
+                for (op, signed) in taken.into_iter().zip(verdicts) {
+                    if !signed {
+                        continue;
+                    }
+                    let id = op.id();
+                    let named = op.body().parents.clone();
+                    match replica.insert_verified(op, now_ms) {
+                        Err(Refused::TooManyWaiting) => again.push(id),
+                        Ok(Accepted::Waiting) => {
+                            parents.extend(named.into_iter().filter(|p| !replica.holds(p)));
+                            arrived.push(id);
+                        }
+                        _ => arrived.push(id),
+                    }
+                }
+                if let Some(s) = self.initiated.get_mut(&share) {
+                    for id in again {
+                        if s.wanted.remove(&id) {
+                            s.to_want.push_back(id);
+                        }
+                    }
+                    for parent in parents {
+                        if !s.wanted.contains(&parent) {
+                            s.to_want.push_front(parent);
+                        }
+                    }
+                }
+                if dropped > 0 {
+                    self.events.push_back(Event::Throttled { share, dropped });
+                    if !self.initiated.contains_key(&share) {
+                        // Fetch what was dropped, at our pace.
+                        let _ = self.start(share, shares, now_ms);
                     }
                 }
                 if let Some(s) = self.initiated.get_mut(&share) {
@@ -397,13 +558,18 @@ impl SyncPeer {
                 return;
             }
         };
-        s.to_want.extend(need);
+        // The genesis first: until it is here, every other op waits for it (and a fresh
+        // replica holds only so many waiting ops).
+        for id in need {
+            if id == share {
+                s.to_want.push_front(id);
+            } else {
+                s.to_want.push_back(id);
+            }
+        }
         s.deadline = Some(now_ms + WANT_TIMEOUT_MS);
-        let ops: Vec<Vec<u8>> = have
-            .iter()
-            .filter_map(|id| replica.live_op(id))
-            .map(|op| op.wire().to_vec())
-            .collect();
+        let ops: Vec<&Op> = have.iter().filter_map(|id| replica.live_op(id)).collect();
+        let ops = in_stamp_order(ops);
         s.sent += ops.len();
         match next {
             Some(payload) => {
@@ -415,6 +581,26 @@ impl SyncPeer {
         self.send_ops(share, ops);
         self.ask_more(share, now_ms);
         self.finish_if_done(share);
+    }
+
+    /// Takes one pushed op from the share's and the peer's budgets, if both have one.
+    fn take_push_budget(&mut self, share: ShareId, now_ms: u64) -> bool {
+        let [(share_rate, share_burst), (peer_rate, peer_burst)] = self.push_limits;
+        let per_share = self
+            .push_budget
+            .entry(share)
+            .or_insert_with(|| Bucket::full(share_rate, share_burst, now_ms));
+        let per_peer = self
+            .peer_budget
+            .get_or_insert_with(|| Bucket::full(peer_rate, peer_burst, now_ms));
+        per_share.refill(now_ms);
+        per_peer.refill(now_ms);
+        if !(per_share.has_one() && per_peer.has_one()) {
+            return false;
+        }
+        per_share.take_one();
+        per_peer.take_one();
+        true
     }
 
     /// Asks for more of the ids still to fetch, keeping at most [`MAX_WANTED_IN_FLIGHT`] out.
@@ -433,7 +619,12 @@ impl SyncPeer {
         if s.deadline.is_none() {
             s.deadline = Some(now_ms + WANT_TIMEOUT_MS);
         }
-        self.send(Message::Want { share, ids });
+        for chunk in ids.chunks(MAX_WANTED_PER_FRAME) {
+            self.send(Message::Want {
+                share,
+                ids: chunk.to_vec(),
+            });
+        }
     }
 
     fn finish_if_done(&mut self, share: ShareId) {
@@ -515,6 +706,14 @@ impl SyncPeer {
             self.finish_if_done(share);
         }
     }
+}
+
+/// Ops in the order they were made (HLC stamp, author, id), in wire form: parents before what
+/// names them, and a list's adds in the order of its items, so the receiver rarely holds ops
+/// waiting and fills a list by appending rather than by moving what it holds.
+fn in_stamp_order(mut ops: Vec<&Op>) -> Vec<Vec<u8>> {
+    ops.sort_by_key(|op| op.order_key());
+    ops.into_iter().map(|op| op.wire().to_vec()).collect()
 }
 
 #[cfg(test)]

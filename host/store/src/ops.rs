@@ -14,7 +14,7 @@
 //!
 //! Like [`crate::api`], a façade over [`Store`]: it reaches into the crate root.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use allpeers_model::id::PeerId;
 use allpeers_model::resource::Resource;
@@ -248,37 +248,36 @@ impl OpStore for Store {
             }
         }
         // Lists of the share whose items may have changed: those touched, and those holding a
-        // touched resource (an item created after its add).
-        let mut lists: Vec<(String, Vec<String>)> = Vec::new();
-        if !changes.resources.is_empty() {
-            for id in replica.state().resource_ids() {
-                // The type first: only lists' views are built (a share of 10,000 links has
-                // one list, and building every view on each commit made a sync quadratic).
-                let is_list = replica
-                    .state()
+        // touched resource (an item created after its add). Only those are read back, in the
+        // replica's order (positions and arrival keys): a commit costs what it changed plus
+        // the lists it touched, not every list and view of the share.
+        let state = replica.state();
+        let mut touched: BTreeSet<&str> = changes
+            .resources
+            .iter()
+            .map(String::as_str)
+            .filter(|id| {
+                state
                     .kind_of(id)
-                    .is_some_and(|t| self.reg.is_a(t, LIST_TYPE));
-                if !is_list {
-                    continue;
-                }
-                let Some(view) = replica.resource(id) else {
-                    continue;
-                };
-                // In the replica's order (positions and arrival keys).
-                let items: Vec<String> = view
-                    .get("items")
-                    .and_then(Json::as_array)
+                    .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
+            })
+            .collect();
+        touched.extend(state.lists_holding(&changes.resources).filter(|id| {
+            state
+                .kind_of(id)
+                .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
+        }));
+        let lists: Vec<(String, Vec<String>)> = touched
+            .into_iter()
+            .map(|id| {
+                let items = state
+                    .list_order(id)
                     .into_iter()
-                    .flatten()
-                    .filter_map(|i| i.as_str().map(str::to_owned))
+                    .map(|(item, _)| item)
                     .collect();
-                if changes.resources.contains(id)
-                    || items.iter().any(|i| changes.resources.contains(i))
-                {
-                    lists.push((id.to_owned(), items));
-                }
-            }
-        }
+                (id.to_owned(), items)
+            })
+            .collect();
         let (mut tx, query_lists, inserts) = self.begin()?;
         for (id, op) in &changes.stored {
             tx.sql()
@@ -299,13 +298,20 @@ impl OpStore for Store {
                     i64::try_from(*seq).unwrap_or(i64::MAX)
                 ])?;
         }
-        let mut new_lists = Vec::new();
-        let mut replaced = Vec::new();
-        for plan in &plans {
+        // New resources in one pass, as `create_many` writes them (statements kept).
+        let mut created = Vec::new();
+        let mut rest = Vec::new();
+        for plan in plans {
             match plan {
-                Plan::Create(r) => {
-                    new_lists.extend(tx.create(inserts, query_lists, std::slice::from_ref(r))?)
-                }
+                Plan::Create(r) => created.push(r),
+                other => rest.push(other),
+            }
+        }
+        let new_lists = tx.create(inserts, query_lists, &created)?;
+        let mut replaced = Vec::new();
+        for plan in &rest {
+            match plan {
+                Plan::Create(_) => unreachable!("created above"),
                 Plan::Update { rid, old, new } => {
                     if let Some(ql) = tx.update(query_lists, *rid, old, new, true)? {
                         replaced.push((*rid, ql));

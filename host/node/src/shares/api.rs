@@ -10,6 +10,7 @@ use allpeers_model::api::shares::{
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_model::resource::Resource;
 use allpeers_model::resource::api::{self as r, IdParams, ListItemParams, UpdateParams};
+use allpeers_replica::store::OpStore;
 use allpeers_replica::{Action, Replica, ShareId, Stamp, position};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{LIST_TYPE, Store};
@@ -150,8 +151,8 @@ fn publish_changed(daemon: &Daemon, inner: &Inner, share: &ShareId) {
     }
 }
 
-/// Signs the share's genesis (the root whole), a create and an add per item of a List, and
-/// a grant per member, in one commit; offers it to each member.
+/// Signs the share's genesis (the root whole), a grant per member, and a create and an add per
+/// item of a List, in one commit; offers it to each member.
 async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, RpcError> {
     let key = signing_key(daemon)?;
     // Files linked to disk are hashed first: the members learn what to fetch from the share itself.
@@ -169,6 +170,16 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
         let mut replica =
             Replica::create_share(&key, &root.id, &root.type_name, create_value(&root), now)
                 .map_err(internal)?;
+        // The grants first: a membership op makes a replica judge every op it holds again,
+        // so it is cheap only before the items (here, and at a member fetching them in
+        // stamp order).
+        for m in p.members.iter().filter(|m| m.peer != me) {
+            let grant = Action::Grant {
+                member: m.peer,
+                level: rules::to_level(m.level),
+            };
+            replica.author(&key, grant, now).map_err(internal)?;
+        }
         if store.registry().is_a(&root.type_name, LIST_TYPE) {
             let items = store.list_items(&root.id).map_err(store_error)?.items;
             for item in items.iter().take(MAX_SHARED_ITEMS) {
@@ -185,14 +196,14 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
                 replica.author(&key, add, now).map_err(internal)?;
             }
         }
-        for m in p.members.iter().filter(|m| m.peer != me) {
-            let grant = Action::Grant {
-                member: m.peer,
-                level: rules::to_level(m.level),
-            };
-            replica.author(&key, grant, now).map_err(internal)?;
-        }
         let share = replica.share();
+        // The share's resources are this node's own, as stored, and the ops say just that: the
+        // ops are written, nothing is materialised again (reading every item of a big list
+        // back cost more than signing it), and nothing is pushed (the members fetch the share
+        // when they accept it).
+        let mut changes = replica.take_changes();
+        changes.resources.clear();
+        OpStore::commit(store, &share, &changes, &replica).map_err(store_error)?;
         let record = ShareRecord {
             share,
             root: root.id.clone(),

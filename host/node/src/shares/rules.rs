@@ -5,6 +5,7 @@
 use allpeers_model::PeerId;
 use allpeers_model::api::shares::ShareLevel;
 use allpeers_model::resource::Resource;
+use allpeers_replica::sync::{self, SyncError};
 use allpeers_replica::{Action, Level, OpId, ShareId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
@@ -15,9 +16,10 @@ pub const MAX_OFFER_BYTES: usize = 4096;
 /// A title shown in an offer, cut to this many characters (a peer chooses it).
 const MAX_TITLE_CHARS: usize = 200;
 
-/// Envelope tags of a request on `allpeers/sync/1`.
-const TAG_FRAME: u8 = 1;
+/// Envelope tags of a request on `allpeers/sync/1` (1 was a single frame, before frames
+/// travelled in batches).
 const TAG_OFFER: u8 = 2;
+const TAG_FRAMES: u8 = 3;
 
 pub fn to_level(level: ShareLevel) -> Level {
     match level {
@@ -134,8 +136,9 @@ pub struct Offer {
 /// What one request on `allpeers/sync/1` carries.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Envelope {
-    /// A frame of the core's sync session (`allpeers_replica::sync::Message`).
-    Frame(Vec<u8>),
+    /// Frames of the core's sync session (`allpeers_replica::sync::Message`), in order: what
+    /// was queued for the peer, handled and committed at once at the receiver.
+    Frames(Vec<Vec<u8>>),
     Offer(Offer),
 }
 
@@ -149,15 +152,58 @@ pub enum EnvelopeError {
     OfferTooLarge(usize),
     #[error("malformed offer: {0}")]
     Offer(String),
+    #[error(transparent)]
+    Frames(#[from] SyncError),
 }
+
+/// Frames as requests, in order: as many in each as [`sync::MAX_FRAMES_PER_REQUEST`] and
+/// [`sync::MAX_REQUEST_BYTES`] allow.
+pub fn frame_requests(frames: Vec<Vec<u8>>) -> Vec<Envelope> {
+    let mut requests = Vec::new();
+    let mut batch: Vec<Vec<u8>> = Vec::new();
+    let mut bytes = 0;
+    for frame in frames {
+        let cost = sync::framed_len(&frame);
+        if !batch.is_empty()
+            && (batch.len() >= sync::MAX_FRAMES_PER_REQUEST || bytes + cost > REQUEST_ROOM)
+        {
+            requests.push(Envelope::Frames(std::mem::take(&mut batch)));
+            bytes = 0;
+        }
+        bytes += cost;
+        batch.push(frame);
+    }
+    if !batch.is_empty() {
+        requests.push(Envelope::Frames(batch));
+    }
+    requests
+}
+
+/// Adds `next`'s frames to `request` if both are frames and the bounds allow; else hands
+/// `next` back.
+pub fn merge_frames(request: &mut Envelope, next: Envelope) -> Result<(), Envelope> {
+    match (request, next) {
+        (Envelope::Frames(batch), Envelope::Frames(more)) => {
+            let bytes: usize = batch.iter().chain(&more).map(|f| sync::framed_len(f)).sum();
+            if batch.len() + more.len() > sync::MAX_FRAMES_PER_REQUEST || bytes > REQUEST_ROOM {
+                return Err(Envelope::Frames(more));
+            }
+            batch.extend(more);
+            Ok(())
+        }
+        (_, next) => Err(next),
+    }
+}
+
+/// A request's frames take at most this many bytes: the limit less the tag and the count.
+const REQUEST_ROOM: usize = sync::MAX_REQUEST_BYTES - 16;
 
 impl Envelope {
     pub fn encode(&self) -> Vec<u8> {
         match self {
-            Envelope::Frame(frame) => {
-                let mut out = Vec::with_capacity(frame.len() + 1);
-                out.push(TAG_FRAME);
-                out.extend_from_slice(frame);
+            Envelope::Frames(frames) => {
+                let mut out = vec![TAG_FRAMES];
+                out.extend(sync::encode_frames(frames));
                 out
             }
             Envelope::Offer(offer) => {
@@ -171,7 +217,12 @@ impl Envelope {
     pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
         let (&tag, rest) = bytes.split_first().ok_or(EnvelopeError::Empty)?;
         match tag {
-            TAG_FRAME => Ok(Envelope::Frame(rest.to_vec())),
+            TAG_FRAMES => Ok(Envelope::Frames(
+                sync::decode_frames(rest)?
+                    .into_iter()
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            )),
             TAG_OFFER => {
                 if rest.len() > MAX_OFFER_BYTES {
                     return Err(EnvelopeError::OfferTooLarge(rest.len()));
@@ -257,11 +308,21 @@ mod tests {
             resource: "r".into(),
             title: "Holiday".into(),
         };
-        for e in [Envelope::Frame(vec![1, 2, 3]), Envelope::Offer(offer)] {
+        let frames = Envelope::Frames(vec![vec![1, 2, 3], vec![], vec![4; 300]]);
+        for e in [frames, Envelope::Offer(offer)] {
             assert_eq!(Envelope::decode(&e.encode()), Ok(e));
         }
         assert_eq!(Envelope::decode(&[]), Err(EnvelopeError::Empty));
         assert_eq!(Envelope::decode(&[9]), Err(EnvelopeError::Tag(9)));
+        // More frames than a request may carry, or a count the bytes do not hold.
+        assert!(matches!(
+            Envelope::decode(&[TAG_FRAMES, 0x7f]),
+            Err(EnvelopeError::Frames(_))
+        ));
+        assert!(matches!(
+            Envelope::decode(&[TAG_FRAMES, 2, 1, 0]),
+            Err(EnvelopeError::Frames(_))
+        ));
         let mut big = vec![TAG_OFFER];
         big.resize(MAX_OFFER_BYTES + 2, b' ');
         assert!(matches!(

@@ -1,15 +1,19 @@
 //! The `allpeers/sync/1` service: the core's sync frames and share offers between members.
 //!
-//! Each frame is one request (`rules::Envelope`), sent in order per peer by that peer's pump
-//! task (a bounded queue; a frame that does not fit is dropped, and a peer that cannot be
-//! reached loses its queue and its session: the next reconciliation starts clean). Answers
-//! travel as requests the other way, so neither side waits on the other.
+//! Requests (`rules::Envelope`) are sent in order per peer by that peer's pump task (a bounded
+//! queue; a request that does not fit is dropped, and a peer that cannot be reached loses its
+//! queue and its session: the next reconciliation starts clean). The pump sends what is queued
+//! as few requests as the bounds allow (frames in batches, up to
+//! [`allpeers_replica::sync::MAX_FRAMES_PER_REQUEST`] and [`MAX_REQUEST_BYTES`]); the receiver handles a request's
+//! frames together and commits them in one store transaction per share. Answers travel as
+//! requests the other way, so neither side waits on the other.
 //!
 //! Reconciliation runs when the network starts and when the hub line comes up (with every
 //! member, dialling them), when a peer connects, and every [`RECONCILE_INTERVAL`] with the members connected. New ops are
 //! pushed at once to every member (any member forwards what it receives). The core answers a
-//! non-member exactly as for a share we do not hold, and never sends it an op. Each peer's frames
-//! are rate-limited ([`FRAMES_PER_SECOND`]).
+//! non-member exactly as for a share we do not hold, and never sends it an op. Each peer's requests
+//! are rate-limited ([`REQUESTS_PER_SECOND`]), and the ops it pushes unasked, per share and in
+//! all (the core's push limit: over it, ops are fetched by reconciliation at our pace).
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -21,7 +25,7 @@ use allpeers_model::api::shares::{ShareReceived, SyncProgress, topics};
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_net::service::{BoxFuture, ErrorCode as NetCode};
 use allpeers_net::{Context, EndpointEvent, Namespace, RemoteError, Service};
-use allpeers_replica::sync::{Event as SyncEvent, MAX_FRAME_BYTES};
+use allpeers_replica::sync::{Event as SyncEvent, MAX_REQUEST_BYTES};
 use allpeers_replica::{Replica, ShareId};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{Store, StoreError};
@@ -33,13 +37,16 @@ use super::state::{Inner, MAX_OFFERS, OFFERED};
 use crate::daemon::limit::PeerRateLimit;
 use crate::daemon::state::Daemon;
 
-/// Frames queued for one peer before new ones are dropped: a full reconciliation of a large
+/// Requests queued for one peer before new ones are dropped: a full reconciliation of a large
 /// share is a few dozen frames; more means the peer is not keeping up.
 const PEER_QUEUE: usize = 256;
 /// How long reaching an unconnected member may take before its frames are dropped.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// One frame's delivery (the answer is empty: replies come as requests of their own).
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// One request's delivery. The (empty) answer comes once the receiver has handled and
+/// committed the request: up to 4 MiB of ops, a second or two of signature checks and writes
+/// on a busy machine, hence more than a network round trip needs. Replies to its frames come
+/// as requests of their own.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Answers are empty; a few bytes of slack for the framing.
 const MAX_REPLY: usize = 64;
 /// A pump with nothing to send for this long ends (the next frame starts another): peers we
@@ -49,12 +56,13 @@ const PUMP_IDLE: Duration = Duration::from_secs(60);
 const TICK: Duration = Duration::from_secs(1);
 /// Connected members reconcile this often, to catch what a lost push missed.
 pub const RECONCILE_INTERVAL: Duration = Duration::from_secs(15);
-/// Frames one peer may hand us per second (and in a burst): each takes the store's lock, so a
+/// Requests one peer may send us per second (and in a burst): each takes the store's lock, so a
 /// flood (from a stranger too: it is answered like a member of nothing) must not hold it. A
 /// well-behaved peer stays far below: a reconciliation is a few dozen frames, and a refused
-/// frame costs it only its session (the next reconciliation starts clean).
-const FRAMES_PER_SECOND: u32 = 200;
-const FRAME_BURST: u32 = 1000;
+/// request costs it only its session (the next reconciliation starts clean). The ops a
+/// request may carry are limited by the core ([`allpeers_replica::sync::PUSHED_OPS_PER_SECOND_PER_SHARE`]).
+const REQUESTS_PER_SECOND: u32 = 200;
+const REQUEST_BURST: u32 = 1000;
 
 /// Our accepted contacts (the social area's, wired in by `net::start`): offers are taken
 /// from them only.
@@ -132,6 +140,9 @@ pub async fn with_shares<T: Send + 'static>(
                 SyncEvent::BadFrame(e) => {
                     allpeers_log::bone!(?peer, "sync frame not used: {e}")
                 }
+                SyncEvent::Throttled { share, dropped } => {
+                    allpeers_log::bone!(?peer, %share, dropped, "pushed ops over the limit: reconciling instead")
+                }
             }
         }
         for share in committed.membership {
@@ -150,8 +161,8 @@ pub async fn with_shares<T: Send + 'static>(
     Ok(result)
 }
 
-/// Queues request bodies to their peers' pumps.
-pub fn send(daemon: &Arc<Daemon>, frames: Vec<(PeerId, Vec<u8>)>) {
+/// Queues requests to their peers' pumps.
+pub fn send(daemon: &Arc<Daemon>, frames: Vec<(PeerId, Envelope)>) {
     if frames.is_empty() {
         return;
     }
@@ -165,7 +176,7 @@ pub fn send(daemon: &Arc<Daemon>, frames: Vec<(PeerId, Vec<u8>)>) {
         match link.try_send(body) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(_)) => {
-                allpeers_log::bone!(?peer, "sync queue full: frame dropped")
+                allpeers_log::bone!(?peer, "sync queue full: request dropped")
             }
             Err(mpsc::error::TrySendError::Closed(body)) => {
                 let fresh = spawn_pump(daemon, peer);
@@ -191,25 +202,38 @@ fn reset_link(daemon: &Daemon, peer: PeerId, forget_session: bool) {
     }
 }
 
-fn spawn_pump(daemon: &Arc<Daemon>, peer: PeerId) -> mpsc::Sender<Vec<u8>> {
-    let (tx, mut rx) = mpsc::channel::<Vec<u8>>(PEER_QUEUE);
+fn spawn_pump(daemon: &Arc<Daemon>, peer: PeerId) -> mpsc::Sender<Envelope> {
+    let (tx, mut rx) = mpsc::channel::<Envelope>(PEER_QUEUE);
     let weak = Arc::downgrade(daemon);
     let shutdown = daemon.shutdown.clone();
     tokio::spawn(async move {
+        // A request taken from the queue that did not fit the one before it.
+        let mut held: Option<Envelope> = None;
         loop {
-            let body = tokio::select! {
-                _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(PUMP_IDLE) => break,
-                body = rx.recv() => match body {
-                    Some(body) => body,
-                    None => break,
+            let mut request = match held.take() {
+                Some(request) => request,
+                None => tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(PUMP_IDLE) => break,
+                    request = rx.recv() => match request {
+                        Some(request) => request,
+                        None => break,
+                    },
                 },
             };
+            // What queued up meanwhile goes along, within the bounds.
+            while let Ok(next) = rx.try_recv() {
+                if let Err(next) = rules::merge_frames(&mut request, next) {
+                    held = Some(next);
+                    break;
+                }
+            }
             let Some(daemon) = weak.upgrade() else { break };
-            if let Err(why) = deliver(&daemon, peer, body).await {
+            if let Err(why) = deliver(&daemon, peer, request.encode()).await {
                 allpeers_log::bone!(?peer, "sync frame not delivered: {why}");
                 // What is queued would fail the same way; the next reconciliation resends
                 // what matters, from a clean session.
+                held = None;
                 while rx.try_recv().is_ok() {}
                 daemon.shares.lock().sessions.remove(&peer);
             }
@@ -287,8 +311,8 @@ struct SyncService {
 
 impl Service for SyncService {
     fn max_message_size(&self) -> usize {
-        // The envelope's tag byte on top of the core's largest frame.
-        MAX_FRAME_BYTES + 1
+        // The envelope's tag byte on top of the core's largest request.
+        MAX_REQUEST_BYTES + 1
     }
 
     fn request(&self, ctx: Context, body: Bytes) -> BoxFuture<Result<Bytes, RemoteError>> {
@@ -311,9 +335,9 @@ impl Service for SyncService {
             let envelope =
                 Envelope::decode(&body).map_err(|e| RemoteError::bad_request(e.to_string()))?;
             let result = match envelope {
-                Envelope::Frame(frame) => {
+                Envelope::Frames(frames) => {
                     with_shares(&daemon, Some(peer), move |_, inner, _| {
-                        inner.handle_frame(peer, &frame, now_ms());
+                        inner.handle_frames(peer, &frames, now_ms());
                         Ok(())
                     })
                     .await
@@ -380,7 +404,7 @@ pub fn start(daemon: &Arc<Daemon>, contacts: Contacts) {
         SyncService {
             daemon: Arc::downgrade(daemon),
             contacts,
-            limiter: PeerRateLimit::new(FRAMES_PER_SECOND, FRAME_BURST),
+            limiter: PeerRateLimit::new(REQUESTS_PER_SECOND, REQUEST_BURST),
         },
     );
     let weak = Arc::downgrade(daemon);

@@ -28,8 +28,8 @@ pub const MAX_OFFERS: usize = 256;
 
 pub struct Shares {
     inner: Mutex<Inner>,
-    /// Each peer's pump (see `service`): request bodies queue here, in order.
-    pub links: Mutex<HashMap<PeerId, tokio::sync::mpsc::Sender<Vec<u8>>>>,
+    /// Each peer's pump (see `service`): requests queue here, in order.
+    pub links: Mutex<HashMap<PeerId, tokio::sync::mpsc::Sender<Envelope>>>,
 }
 
 #[derive(Default)]
@@ -39,8 +39,8 @@ pub struct Inner {
     pub sessions: HashMap<PeerId, SyncPeer>,
     /// When each share last completed a reconciliation (ms since the epoch).
     pub last_sync: HashMap<ShareId, u64>,
-    /// Request bodies to send that are not a session's frames (offers).
-    pub extra: Vec<(PeerId, Vec<u8>)>,
+    /// Requests to send that are not a session's frames (offers, answers to strangers).
+    pub extra: Vec<(PeerId, Envelope)>,
 }
 
 /// What a commit did, for events and for the frames it queued.
@@ -111,6 +111,10 @@ impl Inner {
     /// Commits every replica with pending changes (one store transaction each) and queues
     /// each new live op to every other member's session (any member forwards; `from` brought
     /// them and has them), and a revocation to the member it revokes.
+    ///
+    /// All or nothing per replica: a commit that fails leaves the store as it was, and the
+    /// replica is read back from the store, so it holds nothing the store does not (the ops
+    /// it dropped come again with the next reconciliation).
     pub fn commit_all(
         &mut self,
         store: &mut Store,
@@ -120,7 +124,18 @@ impl Inner {
         let mut committed = Committed::default();
         let mut fresh: Vec<(ShareId, Vec<Op>)> = Vec::new();
         for (share, replica) in self.replicas.iter_mut() {
-            let changes = opstore::commit(&mut *store, replica)?;
+            let changes = match opstore::commit(&mut *store, replica) {
+                Ok(changes) => changes,
+                Err(e) => {
+                    match opstore::open(&*store, *share, allpeers_model::hlc::now_ms()) {
+                        Ok(stored) => *replica = stored,
+                        Err(again) => {
+                            allpeers_log::skin!(%share, "share not read back after a failed commit: {again}")
+                        }
+                    }
+                    return Err(e);
+                }
+            };
             if changes.membership_changed {
                 committed.membership.push(*share);
             }
@@ -160,32 +175,40 @@ impl Inner {
         Ok(committed)
     }
 
-    /// Handles one sync frame from `peer`. A peer that may sync none of our shares keeps no
-    /// session (its answers are queued, then the session goes): strangers cost no memory.
-    pub fn handle_frame(&mut self, peer: PeerId, frame: &[u8], now: u64) {
+    /// Handles one request's sync frames from `peer`, in order (committed together by the
+    /// caller). A peer that may sync none of our shares keeps no session (its answers are
+    /// queued, then the session goes): strangers cost no memory.
+    pub fn handle_frames(&mut self, peer: PeerId, frames: &[Vec<u8>], now: u64) {
         let session = self
             .sessions
             .entry(peer)
             .or_insert_with(|| SyncPeer::new(peer, MAX_MESSAGE_BYTES));
-        session.handle(frame, &mut self.replicas, now);
+        for frame in frames {
+            session.handle(frame, &mut self.replicas, now);
+        }
         let syncs_any = self
             .replicas
             .values()
             .any(|r| r.owner().is_none() || r.level(&peer).is_some());
         if !syncs_any && let Some(mut session) = self.sessions.remove(&peer) {
-            while let Some(frame) = session.poll_transmit() {
-                self.extra.push((peer, Envelope::Frame(frame).encode()));
+            let answers = std::iter::from_fn(|| session.poll_transmit()).collect();
+            for request in rules::frame_requests(answers) {
+                self.extra.push((peer, request));
             }
         }
     }
 
-    /// Every request body to send, per peer: offers, then the sessions' frames.
-    pub fn outgoing(&mut self) -> Vec<(PeerId, Vec<u8>)> {
+    /// Every request to send, per peer: offers, then the sessions' frames (as few requests
+    /// as the bounds allow).
+    pub fn outgoing(&mut self) -> Vec<(PeerId, Envelope)> {
         let mut out = std::mem::take(&mut self.extra);
         for (peer, session) in self.sessions.iter_mut() {
-            while let Some(frame) = session.poll_transmit() {
-                out.push((*peer, Envelope::Frame(frame).encode()));
-            }
+            let frames: Vec<Vec<u8>> = std::iter::from_fn(|| session.poll_transmit()).collect();
+            out.extend(
+                rules::frame_requests(frames)
+                    .into_iter()
+                    .map(|request| (*peer, request)),
+            );
         }
         out
     }
@@ -216,16 +239,13 @@ impl Inner {
     }
 
     /// The offer of `share` for a peer we add or that does not hold it yet.
-    pub fn offer(&self, share: &ShareId) -> Option<Vec<u8>> {
+    pub fn offer(&self, share: &ShareId) -> Option<Envelope> {
         let record = self.records.get(share)?;
-        Some(
-            Envelope::Offer(Offer {
-                share: rules::share_text(share),
-                resource: record.root.clone(),
-                title: record.title.clone(),
-            })
-            .encode(),
-        )
+        Some(Envelope::Offer(Offer {
+            share: rules::share_text(share),
+            resource: record.root.clone(),
+            title: record.title.clone(),
+        }))
     }
 
     pub fn offers_waiting(&self) -> usize {

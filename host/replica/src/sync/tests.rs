@@ -706,3 +706,122 @@ fn a_share_just_accepted_fills_from_the_member_that_offered_it() {
         .collect();
     assert_eq!(frames, vec![Message::Unknown { share }]);
 }
+
+/// `n` list adds by `node`'s owner at `now`, committed once.
+fn author_adds(node: &mut Node, prefix: &str, n: usize, now: u64) -> Vec<Op> {
+    let me = node.me;
+    let r = node.shares.values_mut().next().unwrap();
+    let ops = (0..n)
+        .map(|i| {
+            let add = Action::ListAdd {
+                list: "holiday".into(),
+                item: format!("{prefix}{i}"),
+            };
+            r.author(&key(me), add, now).unwrap().0
+        })
+        .collect();
+    node.commit();
+    ops
+}
+
+#[test]
+fn a_member_flooding_pushes_is_held_to_the_limit_and_nothing_else_is_lost() {
+    // The limits scaled down (per second, burst): per share, and for the peer in all.
+    let (rate, burst) = (20, 100);
+    let limited = |who: u8| {
+        let mut session = SyncPeer::new(peer(who), MAX_MESSAGE_BYTES);
+        session.limit_pushes((rate, burst), (2 * rate, 2 * burst));
+        session
+    };
+    let (base, share) = holiday_base();
+    let mut alice = Node::new(1, &base, share);
+    let mut bob = Node::new(2, &base, share);
+    let mut carol = Node::new(3, &base, share);
+    let now = T0 + 1_000;
+    // Bob floods: more ops than the burst, pushed unasked in one go.
+    let flood = burst as usize + 150;
+    let flooded = author_adds(&mut bob, "bob", flood, now);
+    let mut bob_to_carol = SyncPeer::new(peer(3), MAX_MESSAGE_BYTES);
+    for op in &flooded {
+        bob_to_carol.push(op, &mut bob.shares);
+    }
+    // Alice, another member, pushes a few ops at the same time.
+    let mut alice_to_carol = SyncPeer::new(peer(3), MAX_MESSAGE_BYTES);
+    for op in author_adds(&mut alice, "alice", 10, now) {
+        alice_to_carol.push(&op, &mut alice.shares);
+    }
+    let mut from_bob = limited(2);
+    let mut from_alice = limited(1);
+    let items = |node: &Node| {
+        node.replica().resource("holiday").unwrap()["items"]
+            .as_array()
+            .unwrap()
+            .len()
+    };
+    while let Some(frame) = bob_to_carol.poll_transmit() {
+        from_bob.handle(&frame, &mut carol.shares, now);
+    }
+    while let Some(frame) = alice_to_carol.poll_transmit() {
+        from_alice.handle(&frame, &mut carol.shares, now);
+    }
+    carol.commit();
+    // The burst, and every one of alice's ops.
+    assert_eq!(items(&carol), burst as usize + 10);
+    let events: Vec<Event> = std::iter::from_fn(|| from_bob.poll_event()).collect();
+    assert_eq!(
+        events,
+        vec![Event::Throttled {
+            share,
+            dropped: 150
+        }]
+    );
+    assert!(
+        std::iter::from_fn(|| from_alice.poll_event())
+            .next()
+            .is_none()
+    );
+
+    // Two seconds later bob pushes again: only two seconds' worth is read.
+    let later = now + 2_000;
+    let more = author_adds(&mut bob, "more", 100, later);
+    let frame = Message::Ops {
+        share,
+        ops: more.iter().map(|op| op.wire().to_vec()).collect(),
+    }
+    .encode();
+    // The reconciliation the throttling started is still out: its `Want`s are what carol
+    // reads at her own pace, later.
+    let asked: Vec<Vec<u8>> = std::iter::from_fn(|| from_bob.poll_transmit()).collect();
+    assert!(matches!(
+        Message::decode(&asked[0]).unwrap(),
+        Message::Reconcile { .. }
+    ));
+    from_bob.handle(&frame, &mut carol.shares, later);
+    carol.commit();
+    assert_eq!(items(&carol), burst as usize + 10 + 2 * rate as usize);
+
+    // The reconciliation fetches everything dropped: nothing is lost, it came at carol's pace.
+    let mut pending = asked;
+    let mut bob_side = SyncPeer::new(peer(3), MAX_MESSAGE_BYTES);
+    loop {
+        let mut moved = false;
+        for frame in pending.drain(..) {
+            bob_side.handle(&frame, &mut bob.shares, later);
+            moved = true;
+        }
+        while let Some(frame) = bob_side.poll_transmit() {
+            from_bob.handle(&frame, &mut carol.shares, later);
+            carol.commit();
+            moved = true;
+        }
+        pending.extend(std::iter::from_fn(|| from_bob.poll_transmit()));
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(items(&carol), flood + 100 + 10);
+    assert!(
+        std::iter::from_fn(|| from_bob.poll_event())
+            .any(|e| matches!(e, Event::Reconciled { missing: 0, .. }))
+    );
+}

@@ -1,0 +1,258 @@
+//! Initial sync of a shared list, in one process: the daemon's path without the network
+//! (issue 14's goal (3)). Alice signs a share of a list of `SHARE_BENCH_ITEMS` (default 10,000)
+//! links as `shares.create` does (a grant, a create and a list add per item, the ops written); dave, fresh,
+//! reconciles with her through two `SyncPeer`s passing frames in memory, every signature
+//! verified, committing to his store after each request's frames as the daemon does (what is
+//! queued goes as one request, within `MAX_FRAMES_PER_REQUEST` and `MAX_REQUEST_BYTES`). Next
+//! to `Store::create_many` of the same links, 1,000 a transaction (the baseline). Wall and CPU
+//! time (user + system, all threads: signature checks use up to 4 cores) per phase.
+//!
+//! `cargo bench -p allpeers-store --bench share_sync` (harness = false; prints a table).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use allpeers_model::id::PeerId;
+use allpeers_model::resource::Resource;
+use allpeers_replica::reconcile::MAX_MESSAGE_BYTES;
+use allpeers_replica::store::{self, OpStore};
+use allpeers_replica::sync::{MAX_FRAMES_PER_REQUEST, MAX_REQUEST_BYTES, SyncPeer, framed_len};
+use allpeers_replica::{Action, Level, Replica, ShareId};
+use allpeers_store::Store;
+use allpeers_store::ops::create_value;
+use ed25519_dalek::SigningKey;
+
+fn env(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn peer(key: &SigningKey) -> PeerId {
+    PeerId::from_public_key(key.verifying_key().to_bytes())
+}
+
+fn links(items: usize) -> Vec<Resource> {
+    (0..items)
+        .map(|i| {
+            let url = format!("https://example.test/holiday/{i}");
+            Resource::new("Link")
+                .with("title", url.clone())
+                .with("url", url)
+        })
+        .collect()
+}
+
+/// Alice's list of `items` links, made locally.
+fn alice_list(store: &mut Store, items: usize) -> String {
+    let list = store
+        .create(Resource::new("List").with("title", "Everything"))
+        .expect("list");
+    for chunk in links(items).chunks(1000) {
+        for r in store.create_many(chunk.to_vec()).expect("create_many") {
+            store.list_insert(&list.id, &r.id, None).expect("insert");
+        }
+    }
+    list.id
+}
+
+/// What `shares.create` does: the genesis, a grant, a create and an add per item, one commit.
+fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> Replica {
+    let now = allpeers_model::hlc::now_ms();
+    let root = store.get(list_id).expect("get").expect("the list");
+    let mut replica =
+        Replica::create_share(key, &root.id, &root.type_name, create_value(&root), now)
+            .expect("genesis");
+    let grant = Action::Grant {
+        member,
+        level: Level::Read,
+    };
+    replica.author(key, grant, now).expect("grant");
+    for item in store.list_items(list_id).expect("items").items {
+        let r = store.get(&item).expect("get").expect("an item");
+        let create = Action::Create {
+            resource: r.id.clone(),
+            kind: r.type_name.clone(),
+            value: create_value(&r),
+        };
+        replica.author(key, create, now).expect("create");
+        let add = Action::ListAdd {
+            list: root.id.clone(),
+            item: r.id.clone(),
+        };
+        replica.author(key, add, now).expect("add");
+    }
+    // As the daemon does: the ops are written, the resources (alice's own) are not rewritten.
+    let mut changes = replica.take_changes();
+    changes.resources.clear();
+    store
+        .commit(&replica.share(), &changes, &replica)
+        .expect("commit");
+    replica
+}
+
+/// Dave reconciles with alice until nothing moves; returns (reconciliations, frames to dave,
+/// commits at dave).
+/// A round that leaves ops out (more waiting for their parents than a replica holds) is
+/// followed by another, as the daemon's periodic reconciliation would.
+fn sync(
+    alice: &mut BTreeMap<ShareId, Replica>,
+    dave_store: &mut Store,
+    dave: &mut BTreeMap<ShareId, Replica>,
+    ids: (PeerId, PeerId),
+    share: ShareId,
+) -> (usize, usize, usize) {
+    let now = allpeers_model::hlc::now_ms();
+    let (alice_id, dave_id) = ids;
+    let mut at_alice = SyncPeer::new(dave_id, MAX_MESSAGE_BYTES);
+    let mut at_dave = SyncPeer::new(alice_id, MAX_MESSAGE_BYTES);
+    let (mut rounds, mut frames, mut commits) = (0, 0, 0);
+    for _ in 0..ROUNDS {
+        if dave[&share].items().iter().count() == alice[&share].items().iter().count() {
+            break;
+        }
+        at_dave.start(share, dave, now).expect("start");
+        let (f, c) = round(&mut at_alice, &mut at_dave, alice, dave_store, dave, now);
+        frames += f;
+        commits += c;
+        rounds += 1;
+    }
+    (rounds, frames, commits)
+}
+
+/// Reconciliations at most (each after the one before has settled).
+const ROUNDS: usize = 5;
+
+fn round(
+    at_alice: &mut SyncPeer,
+    at_dave: &mut SyncPeer,
+    alice: &mut BTreeMap<ShareId, Replica>,
+    dave_store: &mut Store,
+    dave: &mut BTreeMap<ShareId, Replica>,
+    now: u64,
+) -> (usize, usize) {
+    let (mut frames, mut commits) = (0, 0);
+    loop {
+        let mut moved = false;
+        while let Some(frame) = at_dave.poll_transmit() {
+            moved = true;
+            at_alice.handle(&frame, alice, now);
+        }
+        let mut queued: Vec<Vec<u8>> = std::iter::from_fn(|| at_alice.poll_transmit()).collect();
+        while !queued.is_empty() {
+            moved = true;
+            // One request: as many queued frames as the bounds allow, then one commit.
+            let mut bytes = 0;
+            let take = queued
+                .iter()
+                .take(MAX_FRAMES_PER_REQUEST)
+                .take_while(|f| {
+                    bytes += framed_len(f);
+                    bytes <= MAX_REQUEST_BYTES
+                })
+                .count()
+                .max(1);
+            for frame in queued.drain(..take) {
+                frames += 1;
+                at_dave.handle(&frame, dave, now);
+            }
+            for replica in dave.values_mut() {
+                if !store::commit(dave_store, replica)
+                    .expect("commit")
+                    .is_empty()
+                {
+                    commits += 1;
+                }
+            }
+        }
+        if !moved {
+            return (frames, commits);
+        }
+    }
+}
+
+/// User + system CPU time of this process so far, all threads (from /proc, 10 ms ticks).
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
+fn main() {
+    let items = env("SHARE_BENCH_ITEMS", 10_000);
+    let alice_key = SigningKey::from_bytes(&[1; 32]);
+    let dave_key = SigningKey::from_bytes(&[4; 32]);
+    let (alice_id, dave_id) = (peer(&alice_key), peer(&dave_key));
+    let dir = tempfile::tempdir().expect("tempdir");
+
+    let mut alice_store =
+        Store::open(dir.path().join("alice.db"), &alice_id.to_string()).expect("open alice");
+    let list_id = alice_list(&mut alice_store, items);
+    let (t, c) = (Instant::now(), cpu());
+    let replica = share(&mut alice_store, &alice_key, &list_id, dave_id);
+    let created = (t.elapsed(), cpu() - c);
+    let share_id = replica.share();
+    let mut alice = BTreeMap::from([(share_id, replica)]);
+
+    let mut dave_store =
+        Store::open(dir.path().join("dave.db"), &dave_id.to_string()).expect("open dave");
+    let mut dave = BTreeMap::from([(share_id, Replica::new(share_id))]);
+    let (t, c) = (Instant::now(), cpu());
+    let (rounds, frames, commits) = sync(
+        &mut alice,
+        &mut dave_store,
+        &mut dave,
+        (alice_id, dave_id),
+        share_id,
+    );
+    let synced = (t.elapsed(), cpu() - c);
+    let got = dave_store.list_items(&list_id).expect("items").items.len();
+    assert_eq!(got, items, "every item reached dave");
+
+    let mut baseline_store =
+        Store::open(dir.path().join("baseline.db"), "baseline").expect("open baseline");
+    let resources = links(items);
+    let (t, c) = (Instant::now(), cpu());
+    for chunk in resources.chunks(1000) {
+        baseline_store
+            .create_many(chunk.to_vec())
+            .expect("create_many");
+    }
+    let baseline = (t.elapsed(), cpu() - c);
+
+    println!(
+        "## Initial sync of a {items}-link list, in process ({rounds} reconciliations, {frames} frames, {commits} commits at the receiver)\n"
+    );
+    println!("| | wall ms | / create_many | CPU ms | / create_many |");
+    println!("|---|---:|---:|---:|---:|");
+    let row = |what: &str, (wall, cpu): (Duration, Duration)| {
+        println!(
+            "| {what} | {:.0} | {:.1}x | {:.0} | {:.1}x |",
+            wall.as_secs_f64() * 1e3,
+            wall.as_secs_f64() / baseline.0.as_secs_f64(),
+            cpu.as_secs_f64() * 1e3,
+            cpu.as_secs_f64() / baseline.1.as_secs_f64().max(0.01),
+        )
+    };
+    row(
+        "baseline: Store::create_many, 1,000 a transaction",
+        baseline,
+    );
+    row("share at alice (signs every op, commits)", created);
+    row("sync to a fresh dave (verifies, stores)", synced);
+    row(
+        "both (share + sync)",
+        (created.0 + synced.0, created.1 + synced.1),
+    );
+}
