@@ -487,7 +487,22 @@ async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
     );
     assert_eq!(info(&mut client, &a).await["properties"]["lines"], 4);
 
-    // Bounded: 257 paths at once are refused whole, and nothing of them is kept.
+    // A single file is catalogued once unless asked: not watched.
+    client
+        .call("media.add", json!({"paths": [a]}))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(
+        client
+            .call("media.watched", json!({}))
+            .await
+            .result
+            .unwrap(),
+        json!([])
+    );
+
+    // Bounded: 257 folders at once are refused whole, and nothing of them is kept.
     let many: Vec<_> = (0..257)
         .map(|i| {
             let p = files.path().join(format!("d{i}"));

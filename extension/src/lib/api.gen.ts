@@ -505,7 +505,10 @@ export type AddMediaParams = {
   paths: Array<string>;
   /** Descend into sub-folders (otherwise a folder's own files only). */
   recursive?: boolean;
-  /** Keep the paths up to date as files change or vanish (default true). */
+  /**
+   * Keep the paths up to date as files change or vanish. Default: folders yes, single
+   * files no (`true` watches the files given too; `false` nothing).
+   */
   watch?: boolean;
 };
 

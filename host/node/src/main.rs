@@ -161,7 +161,7 @@ enum Command {
         /// Descend into sub-folders
         #[arg(short, long)]
         recursive: bool,
-        /// Catalog once; do not keep the paths up to date as files change
+        /// Catalog once; do not keep the folders up to date as files change
         #[arg(long)]
         no_watch: bool,
     },
@@ -259,7 +259,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             files,
             recursive,
             no_watch,
-        } => cli::media::add(&paths, &files, recursive, !no_watch, cli.json),
+        } => cli::media::add(&paths, &files, recursive, no_watch, cli.json),
         Command::Info { target } => cli::media::info(&paths, &target, cli.json),
         Command::Watched => cli::media::watched(&paths, cli.json),
         Command::Unwatch { path } => cli::media::unwatch(&paths, &path),

@@ -4,8 +4,8 @@
 //! `media.add` catalogues files and folders: each file becomes a File resource (Audio,
 //! Image, Video or Text when its content says so) whose local metadata links it to the
 //! file on disk (`path`, `mtime`, `missing`, `error`). The work runs in the background as a
-//! job; `media.progress` reports on it. What was added stays watched (unless `watch` is
-//! false): a file that changes is described again and one that vanishes is marked missing,
+//! job; `media.progress` reports on it. Folders added stay watched (unless `watch` is
+//! false; single files only when `watch` is true): a file that changes is described again and one that vanishes is marked missing,
 //! as it happens, in jobs of their own. `media.watched` lists the watched paths and
 //! `media.unwatch` stops watching one (its files stay catalogued).
 
@@ -36,7 +36,8 @@ pub struct AddMediaParams {
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub recursive: Option<bool>,
-    /// Keep the paths up to date as files change or vanish (default true).
+    /// Keep the paths up to date as files change or vanish. Default: folders yes, single
+    /// files no (`true` watches the files given too; `false` nothing).
     #[serde(default)]
     #[cfg_attr(feature = "ts", ts(optional))]
     pub watch: Option<bool>,

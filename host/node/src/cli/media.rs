@@ -27,7 +27,7 @@ pub fn add(
     paths: &NodePaths,
     files: &[PathBuf],
     recursive: bool,
-    watch: bool,
+    no_watch: bool,
     json_out: bool,
 ) -> anyhow::Result<()> {
     // The daemon runs elsewhere (another working directory): it gets absolute paths.
@@ -35,6 +35,8 @@ pub fn add(
         .iter()
         .map(|f| std::fs::canonicalize(f).with_context(|| format!("cannot find {}", f.display())))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    // Unsaid (null), the daemon's default: folders watched, single files not.
+    let watch = no_watch.then_some(false);
     runtime()?.block_on(async {
         let client = connect(paths).await?;
         client
@@ -102,7 +104,7 @@ pub fn watched(paths: &NodePaths, json_out: bool) -> anyhow::Result<()> {
         if json_out {
             println!("{}", serde_json::to_string_pretty(&list)?);
         } else if list.is_empty() {
-            println!("no path is watched (allpeers add PATH watches it)");
+            println!("no path is watched (allpeers add FOLDER watches it)");
         }
         for w in list.iter().filter(|_| !json_out) {
             let how = if w.recursive {

@@ -96,8 +96,15 @@ async fn add(
         roots.push(canonical);
     }
     let recursive = params.recursive.unwrap_or(false);
-    if params.watch.unwrap_or(true) {
-        keep_watched(daemon, &roots, recursive).await?;
+    // Folders are kept up to date unless asked not to; files added one by one only when asked
+    // (a batch of single files, such as a drop's imports, is catalogued once).
+    let watched: Vec<PathBuf> = match params.watch {
+        Some(false) => Vec::new(),
+        Some(true) => roots.clone(),
+        None => roots.iter().filter(|r| r.is_dir()).cloned().collect(),
+    };
+    if !watched.is_empty() {
+        keep_watched(daemon, &watched, recursive).await?;
     }
     let Some((job, permit)) = daemon.media.start_job() else {
         return Err(RpcError::new(
