@@ -32,6 +32,9 @@ const MAX_WAIT: Duration = Duration::from_secs(10);
 pub const MAX_PENDING_PER_ROOT: usize = 4096;
 /// Events queued from the watcher's thread; when full, every watched path is walked again.
 const EVENT_QUEUE: usize = 4096;
+/// How often paths that are not watched (gone, or refused by the system) are tried again: a
+/// folder on a disk plugged back in, or restored, is watched again within this.
+const RETRY: Duration = Duration::from_secs(30);
 /// Files being written by a download: described once renamed into place, not while they grow.
 const PARTIAL_SUFFIX: &str = ".part";
 
@@ -320,6 +323,30 @@ impl Watching {
         removed
     }
 
+    /// Notes paths that vanished while watched and tries again those that were not watched;
+    /// answers the ones watched again (walk them: what is there may have changed meanwhile).
+    pub fn revive(&self) -> Vec<Root> {
+        let waiting: Vec<PathBuf> = {
+            let mut entries = self.shared.entries.lock().unwrap();
+            for e in entries.iter_mut().filter(|e| e.error.is_some()) {
+                // Whether it is a folder may have changed too.
+                e.root.is_dir = e.root.path.is_dir();
+            }
+            entries
+                .iter()
+                .filter(|e| e.error.is_some())
+                .map(|e| e.root.path.clone())
+                .collect()
+        };
+        self.place();
+        let entries = self.shared.entries.lock().unwrap();
+        entries
+            .iter()
+            .filter(|e| e.error.is_none() && waiting.contains(&e.root.path))
+            .map(|e| e.root.clone())
+            .collect()
+    }
+
     /// Brings the OS watches in line with the watched paths; a watch the system refuses
     /// (the path is gone, or the limit on watches is reached) is noted on its paths.
     fn place(&self) {
@@ -327,7 +354,8 @@ impl Watching {
             let entries = self.shared.entries.lock().unwrap();
             entries
                 .iter()
-                .filter(|e| e.error.is_none() || e.root.path.exists())
+                // A path gone meanwhile loses its watch (the system ended it with the folder).
+                .filter(|e| e.root.path.exists())
                 .map(|e| e.root.clone())
                 .collect()
         };
@@ -405,6 +433,8 @@ pub async fn run_loop<F, Fut>(
         return;
     };
     let mut pending = Pending::default();
+    let mut retry = tokio::time::interval(RETRY);
+    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let now = Instant::now();
     for root in watching.roots() {
         pending.rescan(&root, now);
@@ -429,6 +459,13 @@ pub async fn run_loop<F, Fut>(
                 }
             }
             _ = watching.wake.notified() => {}
+            _ = retry.tick() => {
+                let now = Instant::now();
+                for root in watching.revive() {
+                    skin!(root = %root.path.display(), "watched path is back");
+                    pending.rescan(&root, now);
+                }
+            }
             _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now).into()), if due.is_some() => {
                 let roots = watching.roots();
                 for (root, touched) in pending.take(&roots) {
@@ -587,6 +624,39 @@ mod tests {
                 ("/m".into(), true),
             ]
         );
+    }
+
+    #[test]
+    fn a_path_that_comes_back_is_watched_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        let music = tmp.path().join("music");
+        let watching = Watching::new();
+        watching.load(vec![WatchedRow {
+            path: music.to_string_lossy().into_owned(),
+            recursive: true,
+            added_at: 0,
+        }]);
+        let listed = watching.list();
+        assert!(
+            listed[0]
+                .error
+                .as_deref()
+                .is_some_and(|e| e.contains("not watched"))
+        );
+        assert!(watching.revive().is_empty(), "still gone");
+        std::fs::create_dir(&music).unwrap();
+        let back = watching.revive();
+        assert_eq!(back.len(), 1);
+        assert!(back[0].is_dir && back[0].recursive);
+        assert_eq!(watching.list()[0].error, None);
+        assert!(watching.revive().is_empty(), "once");
+        // Gone while watched, then back: watched again.
+        std::fs::remove_dir(&music).unwrap();
+        assert!(watching.revive().is_empty());
+        assert!(watching.list()[0].error.is_some(), "noted as gone");
+        std::fs::create_dir(&music).unwrap();
+        assert_eq!(watching.revive().len(), 1);
+        assert_eq!(watching.list()[0].error, None);
     }
 
     #[test]
