@@ -373,6 +373,14 @@ async fn progress_client(daemon: &Daemon) -> Client {
     client
 }
 
+async fn watched(client: &mut Client) -> Value {
+    client
+        .call("media.watched", json!({}))
+        .await
+        .result
+        .expect("media.watched answers")
+}
+
 async fn catalog_is(client: &mut Client, expected: &[(&Path, &str)]) -> bool {
     for (path, want) in expected {
         let r = client.call("media.info", json!({"path": path})).await;
@@ -407,13 +415,8 @@ async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
         .expect("media.add watches by default");
     let (a, b, c) = (lib.join("a.txt"), lib.join("b.txt"), lib.join("old/c.txt"));
     until_catalog(&mut client, "first add", &[(&a, "1"), (&b, "2"), (&c, "3")]).await;
-    let watched = client
-        .call("media.watched", json!({}))
-        .await
-        .result
-        .unwrap();
     assert_eq!(
-        watched,
+        watched(&mut client).await,
         json!([{"path": lib, "recursive": true, "error": null}])
     );
 
@@ -477,14 +480,7 @@ async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
         .result
         .unwrap();
     assert_eq!(again, json!({"removed": false}));
-    assert_eq!(
-        client
-            .call("media.watched", json!({}))
-            .await
-            .result
-            .unwrap(),
-        json!([])
-    );
+    assert_eq!(watched(&mut client).await, json!([]));
     assert_eq!(info(&mut client, &a).await["properties"]["lines"], 4);
 
     // A single file is catalogued once unless asked: not watched.
@@ -493,14 +489,7 @@ async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
         .await
         .result
         .unwrap();
-    assert_eq!(
-        client
-            .call("media.watched", json!({}))
-            .await
-            .result
-            .unwrap(),
-        json!([])
-    );
+    assert_eq!(watched(&mut client).await, json!([]));
 
     // Bounded: 257 folders at once are refused whole, and nothing of them is kept.
     let many: Vec<_> = (0..257)
@@ -512,13 +501,6 @@ async fn a_watched_folder_follows_changes_and_catches_up_after_a_restart() {
         .collect();
     let refused = client.call("media.add", json!({"paths": many})).await;
     assert_eq!(error_code(&refused), -32063);
-    assert_eq!(
-        client
-            .call("media.watched", json!({}))
-            .await
-            .result
-            .unwrap(),
-        json!([])
-    );
+    assert_eq!(watched(&mut client).await, json!([]));
     daemon.stop().await;
 }

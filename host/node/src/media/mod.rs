@@ -227,23 +227,32 @@ async fn unwatch(
     })
 }
 
-/// Loads the watched paths and keeps them up to date until shutdown (at start; each is
-/// walked once first, for what changed while the node was not running).
-pub async fn start(daemon: &Arc<Daemon>) {
-    match daemon.on_store(|s| s.watched()).await {
-        Ok(rows) => daemon.media.watching.load(rows),
-        Err(e) => {
-            allpeers_log::marrow!(error = %e.message, "watched paths not read: nothing is watched");
-            return;
-        }
-    }
+/// Loads the watched paths and keeps them up to date until shutdown, in the background: a
+/// large library's watches (one per folder) are placed after the daemon is ready, not before.
+/// Each path is walked once first, for what changed while the node was not running.
+pub fn start(daemon: &Arc<Daemon>) {
     let weak = Arc::downgrade(daemon);
     let watching = daemon.media.watching.clone();
     let shutdown = daemon.shutdown.clone();
-    tokio::spawn(watch::run_loop(
-        watching,
-        shutdown,
-        move |paths, recursive| {
+    let store = daemon.store.clone();
+    tokio::spawn(async move {
+        let read = tokio::task::spawn_blocking(move || {
+            let rows = store.lock().expect("store lock").watched();
+            rows.map(|rows| watching.load(rows)).map(|()| watching)
+        })
+        .await;
+        let watching = match read {
+            Ok(Ok(watching)) => watching,
+            Ok(Err(e)) => {
+                allpeers_log::marrow!(error = %e, "watched paths not read: nothing is watched");
+                return;
+            }
+            Err(e) => {
+                allpeers_log::marrow!(error = %e, "watched paths not loaded: nothing is watched");
+                return;
+            }
+        };
+        watch::run_loop(watching, shutdown, move |paths, recursive| {
             let weak = weak.clone();
             async move {
                 let Some(daemon) = weak.upgrade() else { return };
@@ -252,8 +261,9 @@ pub async fn start(daemon: &Arc<Daemon>) {
                 drop(daemon);
                 job::run(cx, job, paths, recursive).await;
             }
-        },
-    ));
+        })
+        .await;
+    });
 }
 
 /// A catalogued file's resource, by path or id.

@@ -281,11 +281,16 @@ impl Watching {
             .collect()
     }
 
-    /// Loads the kept paths (at start, before [`run_loop`]).
+    /// Loads the kept paths (at start, before [`run_loop`]; places OS watches, so run it off
+    /// the runtime's threads).
     pub fn load(&self, rows: Vec<WatchedRow>) {
         let mut entries = self.shared.entries.lock().unwrap();
         for row in rows {
             let path = PathBuf::from(&row.path);
+            // Added by a `media.add` that came first: that one is current.
+            if entries.iter().any(|e| e.root.path == path) {
+                continue;
+            }
             let meta = std::fs::metadata(&path);
             entries.push(Entry {
                 root: Root {
