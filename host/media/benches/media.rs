@@ -11,7 +11,7 @@
 //!
 //! Each per-file figure is the fastest of [`ROUNDS`] rounds.
 //! `cargo bench -p allpeers-media --bench media`; `MEDIA_BENCH_JPEGS` (12) and
-//! `MEDIA_BENCH_MIXED` (200) set the sizes. Needs ffmpeg, ImageMagick, exiv2, libvips-tools
+//! `MEDIA_BENCH_MIXED` (200) set the sizes, `MEDIA_BENCH_CONVERT` ImageMagick's binary. Needs ffmpeg, ImageMagick, exiv2, libvips-tools
 //! and GNU time; a missing baseline is reported and skipped.
 
 use std::path::{Path, PathBuf};
@@ -258,10 +258,14 @@ fn thumbnails(runtime: &tokio::runtime::Runtime, photos: &[PathBuf], out: &Path)
         row("vipsthumbnail (one batch process)", batch, None);
     }
     let target = out.join("convert.jpg");
-    let convert = have("convert").then(|| {
+    // `MEDIA_BENCH_CONVERT` names ImageMagick's binary where `convert` on the PATH is a
+    // wrapper (one machine here has a script in /usr/local/bin that adds a Python start).
+    let convert_bin = std::env::var("MEDIA_BENCH_CONVERT").unwrap_or_else(|_| "convert".into());
+    let convert_bin = convert_bin.as_str();
+    let convert = have(convert_bin).then(|| {
         per_file(photos, |f| {
             run(
-                "convert",
+                convert_bin,
                 &[
                     f.to_str().unwrap(),
                     "-thumbnail",
@@ -272,7 +276,7 @@ fn thumbnails(runtime: &tokio::runtime::Runtime, photos: &[PathBuf], out: &Path)
         })
     });
     let convert_peak = peak_mib(
-        "convert",
+        convert_bin,
         &[first, "-thumbnail", "256x256", target.to_str().unwrap()],
     );
     row(

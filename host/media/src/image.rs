@@ -4,7 +4,8 @@
 //!
 //! JPEG thumbnails shrink on load, as libvips does: `jpeg-decoder` runs a reduced IDCT that
 //! yields the picture at 1/2, 1/4 or 1/8 scale straight from the DCT coefficients, so a
-//! 12-megapixel photo is decoded as 0.19 megapixels. `fast_image_resize` (SIMD convolution)
+//! 12-megapixel photo is decoded as 0.19 megapixels; at 1/8 our own [`jpeg_dc`] does it
+//! faster still, from the DC coefficients alone. `fast_image_resize` (SIMD convolution)
 //! then takes it to the final size. Other formats are decoded whole under [`Limits`].
 
 use std::io::{BufRead, Cursor, Read, Seek, SeekFrom};
@@ -18,7 +19,7 @@ use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer
 use file_format::FileFormat;
 use serde::{Deserialize, Serialize};
 
-use crate::{ExtractError, Options, Source, Thumbnail, ThumbnailFormat};
+use crate::{ExtractError, Options, Source, Thumbnail, ThumbnailFormat, jpeg_dc};
 
 /// Longest side of a thumbnail, in pixels.
 pub const THUMBNAIL_SIZE: u32 = 256;
@@ -141,9 +142,9 @@ pub fn describe<S: Source>(
             // reader a call per byte.
             let mut bytes = Vec::with_capacity(len as usize);
             source.read_to_end(&mut bytes)?;
-            describe_jpeg(bytes.as_slice(), options, orientation)?
+            describe_jpeg(bytes.as_slice(), Some(&bytes), options, orientation)?
         } else {
-            describe_jpeg(&mut *source, options, orientation)?
+            describe_jpeg(&mut *source, None, options, orientation)?
         }
     } else {
         let mut reader = ImageReader::with_format(&mut *source, image_format);
@@ -173,8 +174,11 @@ pub fn describe<S: Source>(
     })
 }
 
+/// `whole` is the file when it is in memory: then a large picture's thumbnail comes from
+/// [`jpeg_dc`] when that handles the file.
 fn describe_jpeg<R: Read>(
     reader: R,
+    whole: Option<&[u8]>,
     options: &Options,
     orientation: Option<Orientation>,
 ) -> Result<(u32, u32, String, Option<Thumbnail>), ExtractError> {
@@ -192,7 +196,17 @@ fn describe_jpeg<R: Read>(
         jpeg_decoder::PixelFormat::CMYK32 => "Cmyk8",
     };
     let thumbnail = if options.thumbnail {
-        Some(jpeg_thumbnail(decoder, orientation)?)
+        // jpeg-decoder would pick 1/8 too (the smallest scale still at least the thumbnail).
+        let eighth = width.max(height).div_ceil(8) >= THUMBNAIL_SIZE;
+        match whole.filter(|_| eighth).and_then(jpeg_dc::decode) {
+            Some(small) => Some(rgb_thumbnail(
+                small.rgb,
+                small.width,
+                small.height,
+                orientation,
+            )?),
+            None => Some(jpeg_thumbnail(decoder, orientation)?),
+        }
     } else {
         None
     };
@@ -267,6 +281,16 @@ fn jpeg_thumbnail<R: std::io::Read>(
             })
             .collect(),
     };
+    rgb_thumbnail(rgb, width, height, orientation)
+}
+
+/// The thumbnail of a JPEG decoded (at reduced scale) to packed RGB.
+fn rgb_thumbnail(
+    rgb: Vec<u8>,
+    width: u32,
+    height: u32,
+    orientation: Option<Orientation>,
+) -> Result<Thumbnail, ExtractError> {
     let expected = width as usize * height as usize * 3;
     if rgb.len() != expected {
         return Err(ExtractError::malformed(
@@ -464,6 +488,44 @@ mod tests {
         );
         let decoded = ::image::load_from_memory(&thumb.bytes).unwrap();
         assert_eq!((decoded.width(), decoded.height()), (256, 192));
+    }
+
+    #[test]
+    fn a_large_jpeg_thumbnail_comes_from_the_dc_decoder_and_matches_jpeg_decoder() {
+        // Left half dark, right half bright: the thumbnail must keep which side is which.
+        let picture = RgbImage::from_fn(2400, 1600, |x, _| {
+            let v = if x < 1200 { 30 } else { 220 };
+            ::image::Rgb([v, v, v])
+        });
+        let mut jpeg = Vec::new();
+        DynamicImage::ImageRgb8(picture)
+            .write_to(&mut Cursor::new(&mut jpeg), ImageFormat::Jpeg)
+            .unwrap();
+        assert!(
+            jpeg_dc::decode(&jpeg).is_some(),
+            "a baseline JPEG takes the fast path"
+        );
+        let info = describe(
+            &mut Cursor::new(&jpeg),
+            FileFormat::JointPhotographicExpertsGroup,
+            &Options::default(),
+        )
+        .unwrap();
+        let thumb = info.thumbnail.unwrap();
+        assert_eq!((thumb.width, thumb.height), (256, 171));
+        let ours = ::image::load_from_memory(&thumb.bytes)
+            .unwrap()
+            .into_luma8();
+        // The same file through jpeg-decoder's 1/8 path (what a file read as a stream gets).
+        let reference = jpeg_thumbnail(jpeg_decoder::Decoder::new(jpeg.as_slice()), None).unwrap();
+        let reference = ::image::load_from_memory(&reference.bytes)
+            .unwrap()
+            .into_luma8();
+        for (x, y) in [(20, 80), (235, 80)] {
+            let (a, b) = (ours.get_pixel(x, y)[0], reference.get_pixel(x, y)[0]);
+            assert!(a.abs_diff(b) <= 4, "({x},{y}): {a} vs {b}");
+        }
+        assert!(ours.get_pixel(20, 80)[0] < 60 && ours.get_pixel(235, 80)[0] > 190);
     }
 
     #[test]

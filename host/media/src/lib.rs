@@ -19,6 +19,7 @@
 
 pub mod audio;
 pub mod image;
+pub mod jpeg_dc;
 pub mod kind;
 pub mod pool;
 pub mod protocol;

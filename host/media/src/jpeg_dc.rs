@@ -1,0 +1,718 @@
+//! A JPEG decoded at 1/8 scale from its DC coefficients alone: the fast path of thumbnails.
+//!
+//! At 1/8 scale each 8x8 block becomes one pixel, the block's mean, which is its DC
+//! coefficient (`mean = DC * Q[0] / 8 + 128`). So the AC coefficients need not be kept,
+//! dequantised or transformed — only stepped over — and entropy decoding is nearly all
+//! the work. `jpeg-decoder` (used for everything else) stores every coefficient, runs a
+//! reduced IDCT per block and hands rows to a worker thread; this loop does none of that
+//! and reads the entropy-coded data through a 64-bit bit buffer with 9-bit lookahead
+//! tables, as libjpeg-turbo does.
+//!
+//! It handles what cameras and phones write: baseline (SOF0/SOF1) 8-bit Huffman JPEGs, one
+//! component (grey) or three (YCbCr) in one interleaved scan, any sampling factors,
+//! restart intervals. Anything else — progressive, arithmetic, 12-bit, CMYK, Adobe RGB,
+//! several scans, a restart marker out of place, a code no table holds — yields `None`
+//! and the caller decodes with `jpeg-decoder`, which also reports what is wrong with a
+//! damaged file. Every size comes from a header and is bounded before it is used.
+
+/// Blocks (pixels of the 1/8 picture) decoded at most: a 120-megapixel photo has 1.9 M
+/// luma blocks; planes of `i16` for all components stay under ~24 MiB.
+const MAX_BLOCKS: usize = 4_000_000;
+
+/// The picture at 1/8 scale: `ceil(width / 8)` x `ceil(height / 8)`, packed RGB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DcPicture {
+    pub width: u32,
+    pub height: u32,
+    pub rgb: Vec<u8>,
+}
+
+/// Decodes `data` at 1/8 scale, or `None` when it is not a JPEG this path handles.
+pub fn decode(data: &[u8]) -> Option<DcPicture> {
+    let mut parser = Parser::default();
+    let scan_start = parser.headers(data)?;
+    let frame = parser.frame.clone()?;
+    let planes = decode_scan(&parser, &frame, &data[scan_start..])?;
+    Some(to_rgb(&frame, &planes))
+}
+
+#[derive(Debug, Clone)]
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    quant: usize,
+}
+
+#[derive(Debug, Clone)]
+struct Frame {
+    width: usize,
+    height: usize,
+    components: Vec<Component>,
+    h_max: usize,
+    v_max: usize,
+}
+
+impl Frame {
+    fn mcus_x(&self) -> usize {
+        self.width.div_ceil(8 * self.h_max)
+    }
+    fn mcus_y(&self) -> usize {
+        self.height.div_ceil(8 * self.v_max)
+    }
+}
+
+/// What the scan header chose for each frame component: its Huffman tables.
+#[derive(Debug, Clone, Copy)]
+struct ScanComponent {
+    dc_table: usize,
+    ac_table: usize,
+}
+
+#[derive(Default)]
+struct Parser {
+    frame: Option<Frame>,
+    /// Only element 0 of each quantisation table matters here.
+    quant_dc: [Option<u16>; 4],
+    dc_tables: [Option<Huffman>; 4],
+    ac_tables: [Option<Huffman>; 4],
+    restart_interval: usize,
+    scan: Vec<ScanComponent>,
+    /// An APP14 "Adobe" segment's transform: 0 means RGB or CMYK stored untransformed.
+    adobe_transform: Option<u8>,
+}
+
+impl Parser {
+    /// Reads the markers up to the first scan; returns where its entropy-coded data starts.
+    fn headers(&mut self, data: &[u8]) -> Option<usize> {
+        if data.get(..2)? != [0xFF, 0xD8] {
+            return None;
+        }
+        let mut pos = 2;
+        loop {
+            // Markers may be preceded by any number of 0xFF fill bytes.
+            while *data.get(pos)? == 0xFF && *data.get(pos + 1)? == 0xFF {
+                pos += 1;
+            }
+            if *data.get(pos)? != 0xFF {
+                return None;
+            }
+            let marker = *data.get(pos + 1)?;
+            let len = usize::from(u16::from_be_bytes([
+                *data.get(pos + 2)?,
+                *data.get(pos + 3)?,
+            ]));
+            if len < 2 {
+                return None;
+            }
+            let body = data.get(pos + 4..pos + 2 + len)?;
+            match marker {
+                0xC0 | 0xC1 => self.frame = Some(parse_frame(body)?),
+                // Progressive, lossless, hierarchical, arithmetic: jpeg-decoder's job.
+                0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+                0xC4 => self.huffman_tables(body)?,
+                0xDB => self.quant_tables(body)?,
+                0xDD => {
+                    self.restart_interval =
+                        usize::from(u16::from_be_bytes([*body.first()?, *body.get(1)?]))
+                }
+                0xEE if body.starts_with(b"Adobe") => self.adobe_transform = body.get(11).copied(),
+                0xDA => {
+                    self.scan_header(body)?;
+                    return Some(pos + 2 + len);
+                }
+                0xD9 => return None,
+                _ => {}
+            }
+            pos += 2 + len;
+        }
+    }
+
+    fn quant_tables(&mut self, mut body: &[u8]) -> Option<()> {
+        while let Some(&pq_tq) = body.first() {
+            let (precision, id) = (pq_tq >> 4, usize::from(pq_tq & 15));
+            let size = if precision == 0 { 64 } else { 128 };
+            let table = body.get(1..1 + size)?;
+            let first = if precision == 0 {
+                u16::from(table[0])
+            } else {
+                u16::from_be_bytes([table[0], table[1]])
+            };
+            *self.quant_dc.get_mut(id)? = Some(first);
+            body = &body[1 + size..];
+        }
+        Some(())
+    }
+
+    fn huffman_tables(&mut self, mut body: &[u8]) -> Option<()> {
+        while let Some(&tc_th) = body.first() {
+            let (class, id) = (tc_th >> 4, usize::from(tc_th & 15));
+            let counts: [u8; 16] = body.get(1..17)?.try_into().ok()?;
+            let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+            let symbols = body.get(17..17 + total)?;
+            let table = Huffman::new(&counts, symbols)?;
+            match class {
+                0 => *self.dc_tables.get_mut(id)? = Some(table),
+                1 => *self.ac_tables.get_mut(id)? = Some(table),
+                _ => return None,
+            }
+            body = &body[17 + total..];
+        }
+        Some(())
+    }
+
+    fn scan_header(&mut self, body: &[u8]) -> Option<()> {
+        let frame = self.frame.as_ref()?;
+        let count = usize::from(*body.first()?);
+        // One scan holding every component; several scans are jpeg-decoder's job.
+        if count != frame.components.len() || body.len() < 1 + 2 * count + 3 {
+            return None;
+        }
+        self.scan.clear();
+        for (i, component) in frame.components.iter().enumerate() {
+            let (id, tables) = (body[1 + 2 * i], body[2 + 2 * i]);
+            if id != component.id {
+                return None;
+            }
+            self.scan.push(ScanComponent {
+                dc_table: usize::from(tables >> 4),
+                ac_table: usize::from(tables & 15),
+            });
+        }
+        let spectral = &body[1 + 2 * count..];
+        // Baseline: the whole spectrum in one scan, no successive approximation.
+        (spectral == [0, 63, 0]).then_some(())
+    }
+}
+
+fn parse_frame(body: &[u8]) -> Option<Frame> {
+    let precision = *body.first()?;
+    let height = usize::from(u16::from_be_bytes([*body.get(1)?, *body.get(2)?]));
+    let width = usize::from(u16::from_be_bytes([*body.get(3)?, *body.get(4)?]));
+    let count = usize::from(*body.get(5)?);
+    // A height of 0 means "given by a DNL marker later": rare, left to jpeg-decoder.
+    if precision != 8 || width == 0 || height == 0 || !(count == 1 || count == 3) {
+        return None;
+    }
+    let mut components = Vec::with_capacity(count);
+    for i in 0..count {
+        let c = body.get(6 + 3 * i..9 + 3 * i)?;
+        let (h, v) = (usize::from(c[1] >> 4), usize::from(c[1] & 15));
+        if !(1..=4).contains(&h) || !(1..=4).contains(&v) || c[2] > 3 {
+            return None;
+        }
+        components.push(Component {
+            id: c[0],
+            h,
+            v,
+            quant: usize::from(c[2]),
+        });
+    }
+    let h_max = components.iter().map(|c| c.h).max()?;
+    let v_max = components.iter().map(|c| c.v).max()?;
+    let frame = Frame {
+        width,
+        height,
+        components,
+        h_max,
+        v_max,
+    };
+    let blocks: usize = frame
+        .components
+        .iter()
+        .map(|c| frame.mcus_x() * c.h * frame.mcus_y() * c.v)
+        .sum();
+    (blocks <= MAX_BLOCKS).then_some(frame)
+}
+
+/// A canonical Huffman table: a 9-bit lookahead for the common short codes, and the
+/// per-length limits of JPEG's Annex F for the rest.
+#[derive(Clone)]
+struct Huffman {
+    /// Indexed by the next 9 bits: `length << 8 | symbol`, 0 when the code is longer.
+    lookahead: Box<[u16; 1 << LOOKAHEAD]>,
+    /// The same bits read as an AC code, for stepping over a coefficient in one go:
+    /// `bits << 8 | advance` — the code and its value's bits together, and how far the
+    /// coefficient index moves (`END_OF_BLOCK` for EOB); 0 when the code is longer.
+    skips: Box<[u16; 1 << LOOKAHEAD]>,
+    /// For each length 1..=16: the largest code of that length (exclusive bound), and
+    /// the offset from a code to its symbol's index.
+    max_code: [i32; 17],
+    offset: [i32; 17],
+    symbols: Vec<u8>,
+}
+
+/// 10 bits: 2 KiB a table, and with optimised tables (which most encoders write) the
+/// codes of nearly all coefficients of a photo.
+const LOOKAHEAD: u32 = 10;
+const END_OF_BLOCK: u16 = 0xFF;
+
+impl Huffman {
+    fn new(counts: &[u8; 16], symbols: &[u8]) -> Option<Huffman> {
+        let mut lookahead = Box::new([0u16; 1 << LOOKAHEAD]);
+        let mut max_code = [-1i32; 17];
+        let mut offset = [0i32; 17];
+        let mut code: i32 = 0;
+        let mut index: i32 = 0;
+        for length in 1..=16usize {
+            let count = i32::from(counts[length - 1]);
+            offset[length] = index - code;
+            for _ in 0..count {
+                if length <= LOOKAHEAD as usize {
+                    let shift = LOOKAHEAD as usize - length;
+                    let first = (code as usize) << shift;
+                    let entry = (length as u16) << 8 | u16::from(symbols[index as usize]);
+                    lookahead[first..first + (1 << shift)].fill(entry);
+                }
+                code += 1;
+                index += 1;
+            }
+            max_code[length] = code;
+            // A code that does not fit its length: the table is not a prefix code.
+            if code > 1 << length {
+                return None;
+            }
+            code <<= 1;
+        }
+        let skips = Box::new(lookahead.map(|entry| {
+            if entry == 0 {
+                return 0;
+            }
+            let (length, run, size) = (entry >> 8, (entry >> 4) & 15, entry & 15);
+            match (run, size) {
+                (15, 0) => length << 8 | 16,
+                (_, 0) => length << 8 | END_OF_BLOCK,
+                _ => (length + size) << 8 | (run + 1),
+            }
+        }));
+        Some(Huffman {
+            lookahead,
+            skips,
+            max_code,
+            offset,
+            symbols: symbols.to_vec(),
+        })
+    }
+}
+
+/// The entropy-coded data as a stream of bits, with byte stuffing (`FF 00`) removed.
+/// Past a marker (or the end) it reads zeros; `overrun` counts the zero bytes so the
+/// caller can tell a scan that ran past its data.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+    buffer: u64,
+    count: u32,
+    overrun: usize,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8]) -> Bits<'a> {
+        Bits {
+            data,
+            pos: 0,
+            buffer: 0,
+            count: 0,
+            overrun: 0,
+        }
+    }
+
+    /// Tops the buffer up to at least 32 bits: a Huffman code (16) and its value (15).
+    #[inline]
+    fn refill(&mut self) {
+        if self.count >= 32 {
+            return;
+        }
+        // Fast path: eight bytes with no 0xFF among them go in with one load.
+        if let Some(chunk) = self.data.get(self.pos..self.pos + 8) {
+            let word = u64::from_be_bytes(chunk.try_into().expect("8 bytes"));
+            // Bytes that are 0xFF have every bit set: detect any with the classic trick.
+            let inverted = !word;
+            let has_ff =
+                (inverted.wrapping_sub(0x0101_0101_0101_0101)) & !inverted & 0x8080_8080_8080_8080;
+            if has_ff == 0 {
+                let take = (63 - self.count) / 8;
+                self.buffer |= (word >> (64 - 8 * take)) << (64 - 8 * take - self.count);
+                self.count += 8 * take;
+                self.pos += take as usize;
+                return;
+            }
+        }
+        while self.count <= 56 {
+            let byte = match self.data.get(self.pos) {
+                Some(&0xFF) => match self.data.get(self.pos + 1) {
+                    Some(&0x00) => {
+                        self.pos += 2;
+                        0xFF
+                    }
+                    // A marker (or the end): stay in front of it, feed zeros.
+                    _ => {
+                        self.overrun += 1;
+                        0
+                    }
+                },
+                Some(&b) => {
+                    self.pos += 1;
+                    b
+                }
+                None => {
+                    self.overrun += 1;
+                    0
+                }
+            };
+            self.buffer |= u64::from(byte) << (56 - self.count);
+            self.count += 8;
+        }
+    }
+
+    #[inline]
+    fn consume(&mut self, bits: u32) {
+        self.buffer <<= bits;
+        self.count -= bits;
+    }
+
+    /// The next Huffman symbol. Needs 16 bits in the buffer.
+    #[inline]
+    fn symbol(&mut self, table: &Huffman) -> Option<u8> {
+        let entry = table.lookahead[(self.buffer >> (64 - LOOKAHEAD)) as usize];
+        if entry != 0 {
+            self.consume(u32::from(entry >> 8));
+            return Some(entry as u8);
+        }
+        let mut length = LOOKAHEAD as usize + 1;
+        loop {
+            let code = (self.buffer >> (64 - length)) as i32;
+            if code < table.max_code[length] {
+                self.consume(length as u32);
+                let index = code + table.offset[length];
+                return table.symbols.get(usize::try_from(index).ok()?).copied();
+            }
+            length += 1;
+            if length > 16 {
+                return None;
+            }
+        }
+    }
+
+    /// `size` raw bits as JPEG's signed value (Annex F "EXTEND"). Needs `size` bits.
+    #[inline]
+    fn signed(&mut self, size: u32) -> i32 {
+        if size == 0 {
+            return 0;
+        }
+        let raw = (self.buffer >> (64 - size)) as i32;
+        self.consume(size);
+        if raw < 1 << (size - 1) {
+            raw - (1 << size) + 1
+        } else {
+            raw
+        }
+    }
+
+    /// Skips to the byte after the next restart marker, which must be `RST(expected)`.
+    fn restart(&mut self, expected: u8) -> Option<()> {
+        // Whatever is left in the buffer is padding of the interval just ended.
+        let at = self.data.get(self.pos..)?;
+        let skip = at.iter().position(|&b| b != 0xFF).unwrap_or(at.len());
+        let marker = *at.get(skip)?;
+        if skip == 0 || marker != 0xD0 + expected {
+            return None;
+        }
+        self.pos += skip + 1;
+        self.buffer = 0;
+        self.count = 0;
+        self.overrun = 0;
+        Some(())
+    }
+}
+
+/// Decodes the scan's DC coefficients into one plane per component, block by block
+/// (`mcus_x * h` blocks a row, `mcus_y * v` rows), as pixel values 0..=255.
+fn decode_scan(parser: &Parser, frame: &Frame, data: &[u8]) -> Option<Vec<Vec<u8>>> {
+    // Stored as RGB rather than YCbCr: said by Adobe's marker, or by the ids 'R', 'G', 'B'.
+    let ids: Vec<u8> = frame.components.iter().map(|c| c.id).collect();
+    if frame.components.len() == 3 && (parser.adobe_transform == Some(0) || ids == b"RGB") {
+        return None;
+    }
+    struct Plan<'t> {
+        dc: &'t Huffman,
+        ac: &'t Huffman,
+        quant: i32,
+        h: usize,
+        v: usize,
+        stride: usize,
+    }
+    let (mcus_x, mcus_y) = (frame.mcus_x(), frame.mcus_y());
+    // A single-component scan is not interleaved: its "MCU" is one block, and only the
+    // blocks covering the picture are coded.
+    let single = frame.components.len() == 1;
+    let (units_x, units_y) = if single {
+        (frame.width.div_ceil(8), frame.height.div_ceil(8))
+    } else {
+        (mcus_x, mcus_y)
+    };
+    let mut plans = Vec::with_capacity(frame.components.len());
+    for (component, tables) in frame.components.iter().zip(&parser.scan) {
+        let (h, v) = if single {
+            (1, 1)
+        } else {
+            (component.h, component.v)
+        };
+        plans.push(Plan {
+            dc: parser.dc_tables.get(tables.dc_table)?.as_ref()?,
+            ac: parser.ac_tables.get(tables.ac_table)?.as_ref()?,
+            quant: i32::from(parser.quant_dc.get(component.quant).copied().flatten()?),
+            h,
+            v,
+            stride: units_x * h,
+        });
+    }
+    let mut planes: Vec<Vec<u8>> = plans
+        .iter()
+        .map(|p| vec![0u8; units_x * p.h * units_y * p.v])
+        .collect();
+    // Wrapping: a hostile file may add ±2047 per block for millions of blocks.
+    let mut predictions = vec![0i32; plans.len()];
+    let mut bits = Bits::new(data);
+    let mut until_restart = parser.restart_interval;
+    let mut next_restart = 0u8;
+    for unit_y in 0..units_y {
+        for unit_x in 0..units_x {
+            if parser.restart_interval > 0 {
+                if until_restart == 0 {
+                    bits.restart(next_restart)?;
+                    next_restart = (next_restart + 1) % 8;
+                    predictions.fill(0);
+                    until_restart = parser.restart_interval;
+                }
+                until_restart -= 1;
+            }
+            for (c, plan) in plans.iter().enumerate() {
+                for block_y in 0..plan.v {
+                    for block_x in 0..plan.h {
+                        bits.refill();
+                        let size = u32::from(bits.symbol(plan.dc)?);
+                        if size > 11 {
+                            return None;
+                        }
+                        bits.refill();
+                        predictions[c] = predictions[c].wrapping_add(bits.signed(size));
+                        skip_ac(&mut bits, plan.ac)?;
+                        let mean = (i64::from(predictions[c]) * i64::from(plan.quant) + 4)
+                            .div_euclid(8)
+                            + 128;
+                        let row = unit_y * plan.v + block_y;
+                        let column = unit_x * plan.h + block_x;
+                        planes[c][row * plan.stride + column] = mean.clamp(0, 255) as u8;
+                    }
+                }
+            }
+        }
+        // Past the end of the data by more than the padding of the last byte: the file is
+        // cut short, and jpeg-decoder decides how to report it.
+        if bits.overrun > 16 {
+            return None;
+        }
+    }
+    Some(planes)
+}
+
+/// Steps over one block's 63 AC coefficients.
+#[inline]
+fn skip_ac(bits: &mut Bits, table: &Huffman) -> Option<()> {
+    let mut k = 1;
+    while k < 64 {
+        bits.refill();
+        let skip = table.skips[(bits.buffer >> (64 - LOOKAHEAD)) as usize];
+        if skip != 0 {
+            bits.consume(u32::from(skip >> 8));
+            match skip & 0xFF {
+                END_OF_BLOCK => return Some(()),
+                advance => k += u32::from(advance),
+            }
+            continue;
+        }
+        let run_size = bits.symbol(table)?;
+        let (run, size) = (u32::from(run_size >> 4), u32::from(run_size & 15));
+        if size == 0 {
+            if run != 15 {
+                return Some(()); // end of block
+            }
+            k += 16;
+            continue;
+        }
+        bits.consume(size);
+        k += run + 1;
+    }
+    (k == 64).then_some(())
+}
+
+/// Puts the planes together at the luma block grid and converts YCbCr to RGB (JFIF).
+fn to_rgb(frame: &Frame, planes: &[Vec<u8>]) -> DcPicture {
+    let (width, height) = (frame.width.div_ceil(8), frame.height.div_ceil(8));
+    let mut rgb = Vec::with_capacity(width * height * 3);
+    let single = frame.components.len() == 1;
+    let stride = |c: &Component| {
+        if single {
+            frame.width.div_ceil(8)
+        } else {
+            frame.mcus_x() * c.h
+        }
+    };
+    if single {
+        for &l in &planes[0][..] {
+            rgb.extend_from_slice(&[l, l, l]);
+        }
+        // The plane has exactly width x height entries in the single-component case.
+        return DcPicture {
+            width: width as u32,
+            height: height as u32,
+            rgb,
+        };
+    }
+    let [y_c, cb_c, cr_c] = [0, 1, 2].map(|i| &frame.components[i]);
+    let (ys, cbs, crs) = (stride(y_c), stride(cb_c), stride(cr_c));
+    for row in 0..height {
+        let plane_row = |c: &Component| row * c.v / frame.v_max;
+        let (yr, cbr, crr) = (
+            plane_row(y_c) * ys,
+            plane_row(cb_c) * cbs,
+            plane_row(cr_c) * crs,
+        );
+        for column in 0..width {
+            let plane_column = |c: &Component| column * c.h / frame.h_max;
+            let y = i32::from(planes[0][yr + plane_column(y_c)]);
+            let cb = i32::from(planes[1][cbr + plane_column(cb_c)]) - 128;
+            let cr = i32::from(planes[2][crr + plane_column(cr_c)]) - 128;
+            // JFIF's matrix in 16.16 fixed point.
+            let r = y + ((91_881 * cr + 32_768) >> 16);
+            let g = y - ((22_554 * cb + 46_802 * cr - 32_768) >> 16);
+            let b = y + ((116_130 * cb + 32_768) >> 16);
+            rgb.extend_from_slice(&[r, g, b].map(|v| v.clamp(0, 255) as u8));
+        }
+    }
+    DcPicture {
+        width: width as u32,
+        height: height as u32,
+        rgb,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A smooth test picture encoded by `image`'s encoder, of `width` x `height`.
+    fn jpeg(width: u32, height: u32, grey: bool) -> Vec<u8> {
+        let picture = ::image::RgbImage::from_fn(width, height, |x, y| {
+            ::image::Rgb([
+                (x * 255 / width) as u8,
+                (y * 255 / height) as u8,
+                ((x + y) % 200) as u8,
+            ])
+        });
+        let mut out = Vec::new();
+        let encoder = ::image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+        if grey {
+            ::image::DynamicImage::ImageRgb8(picture)
+                .into_luma8()
+                .write_with_encoder(encoder)
+                .unwrap();
+        } else {
+            picture.write_with_encoder(encoder).unwrap();
+        }
+        out
+    }
+
+    /// The reference: jpeg-decoder at 1/8 scale.
+    fn reference(data: &[u8]) -> (u32, u32, Vec<u8>) {
+        let mut decoder = jpeg_decoder::Decoder::new(data);
+        let (w, h) = decoder.scale(1, 1).unwrap();
+        let pixels = decoder.decode().unwrap();
+        let rgb = if pixels.len() == usize::from(w) * usize::from(h) {
+            pixels.iter().flat_map(|&l| [l, l, l]).collect()
+        } else {
+            pixels
+        };
+        (u32::from(w), u32::from(h), rgb)
+    }
+
+    fn mean_difference(a: &[u8], b: &[u8]) -> f64 {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| f64::from(x.abs_diff(y)))
+            .sum::<f64>()
+            / a.len() as f64
+    }
+
+    #[test]
+    fn matches_jpeg_decoder_at_one_eighth() {
+        for (w, h, grey) in [
+            (1000, 700, false),
+            (333, 129, false),
+            (400, 300, true),
+            (17, 9, false),
+        ] {
+            let data = jpeg(w, h, grey);
+            let ours = decode(&data).expect("a baseline JPEG");
+            let (rw, rh, rgb) = reference(&data);
+            assert_eq!((ours.width, ours.height), (rw, rh), "{w}x{h}");
+            let diff = mean_difference(&ours.rgb, &rgb);
+            // jpeg-decoder upsamples chroma smoothly and rounds differently: small, not zero.
+            assert!(diff < 3.0, "{w}x{h} grey={grey}: mean difference {diff}");
+        }
+    }
+
+    #[test]
+    fn leaves_what_it_does_not_handle_to_jpeg_decoder() {
+        let data = jpeg(64, 64, false);
+        // Progressive: SOF0 turned into SOF2.
+        let mut progressive = data.clone();
+        let sof = progressive
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .unwrap();
+        progressive[sof + 1] = 0xC2;
+        assert_eq!(decode(&progressive), None);
+        // Not a JPEG, a cut header, a cut scan.
+        assert_eq!(decode(b"\x89PNG\r\n"), None);
+        assert_eq!(decode(&data[..sof + 6]), None);
+        assert_eq!(decode(&data[..data.len() / 2]), None);
+    }
+
+    #[test]
+    fn every_prefix_and_flipped_byte_is_handled_without_a_panic() {
+        let data = jpeg(48, 40, false);
+        for end in 0..data.len() {
+            let _ = decode(&data[..end]);
+        }
+        for i in 0..data.len() {
+            let mut bent = data.clone();
+            bent[i] ^= 0x5A;
+            let _ = decode(&bent);
+        }
+    }
+
+    #[test]
+    fn restart_intervals_are_followed() {
+        // `image` cannot write restart markers; the fixtures were made with libjpeg-turbo, the
+        // same picture with and without them: `convert -size 100x70 plasma:fractal r.ppm;
+        // cjpeg -quality 80 -sample 2x2 [-restart 2B] r.ppm`.
+        let fixture = |name: &str| {
+            std::fs::read(format!(
+                "{}/tests/fixtures/{name}",
+                env!("CARGO_MANIFEST_DIR")
+            ))
+            .expect("fixture")
+        };
+        let (with, without) = (fixture("restarts.jpg"), fixture("no-restarts.jpg"));
+        assert!(with.windows(2).any(|w| w == [0xFF, 0xDD]), "a DRI marker");
+        let ours = decode(&with).expect("baseline with restarts");
+        assert_eq!(Some(&ours), decode(&without).as_ref());
+        let (rw, rh, rgb) = reference(&with);
+        assert_eq!((ours.width, ours.height), (rw, rh));
+        // 4:2:0 chroma of a noisy picture: jpeg-decoder interpolates it, we repeat it.
+        let diff = mean_difference(&ours.rgb, &rgb);
+        assert!(diff < 8.0, "mean difference {diff}");
+    }
+}
