@@ -229,12 +229,13 @@ fn parse_frame(body: &[u8]) -> Option<Frame> {
 /// per-length limits of JPEG's Annex F for the rest.
 #[derive(Clone)]
 struct Huffman {
-    /// Indexed by the next 9 bits: `length << 8 | symbol`, 0 when the code is longer.
+    /// Indexed by the next [`LOOKAHEAD`] bits: `length << 8 | symbol`, 0 when the code is
+    /// longer.
     lookahead: Box<[u16; 1 << LOOKAHEAD]>,
-    /// The same bits read as an AC code, for stepping over a coefficient in one go:
-    /// `bits << 8 | advance` — the code and its value's bits together, and how far the
-    /// coefficient index moves (`END_OF_BLOCK` for EOB); 0 when the code is longer.
-    skips: Box<[u16; 1 << LOOKAHEAD]>,
+    /// The next [`SKIP_BITS`] bits read as AC coefficients: every whole one (code and value
+    /// bits) that fits, stepped over at once (a [`Skip`]). Two or three coefficients a lookup halve the chain of dependent loads
+    /// that bounds entropy decoding.
+    skips: Box<[Skip; 1 << SKIP_BITS]>,
     /// For each length 1..=16: the largest code of that length (exclusive bound), and
     /// the offset from a code to its symbol's index.
     max_code: [i32; 17],
@@ -245,7 +246,31 @@ struct Huffman {
 /// 10 bits: 2 KiB a table, and with optimised tables (which most encoders write) the
 /// codes of nearly all coefficients of a photo.
 const LOOKAHEAD: u32 = 10;
-const END_OF_BLOCK: u16 = 0xFF;
+/// 12 bits: 16 KiB a table, two coefficients a lookup on average in a high-quality photo.
+const SKIP_BITS: u32 = 12;
+
+/// A `skips` entry: how many bits to drop, how far the coefficient index moves, and
+/// whether the last coefficient was the end of the block; 0 when not even one fits.
+#[derive(Clone, Copy)]
+struct Skip(u32);
+
+impl Skip {
+    const NONE: Skip = Skip(0);
+    const END_OF_BLOCK: u32 = 1 << 16;
+
+    fn new(bits: u32, advance: u32, end_of_block: bool) -> Skip {
+        Skip(bits | advance << 8 | if end_of_block { Self::END_OF_BLOCK } else { 0 })
+    }
+    fn bits(self) -> u32 {
+        self.0 & 0xFF
+    }
+    fn advance(self) -> u32 {
+        (self.0 >> 8) & 0xFF
+    }
+    fn ends_block(self) -> bool {
+        self.0 & Self::END_OF_BLOCK != 0
+    }
+}
 
 impl Huffman {
     fn new(counts: &[u8; 16], symbols: &[u8]) -> Option<Huffman> {
@@ -274,17 +299,35 @@ impl Huffman {
             }
             code <<= 1;
         }
-        let skips = Box::new(lookahead.map(|entry| {
-            if entry == 0 {
-                return 0;
+        let mut skips = Box::new([Skip::NONE; 1 << SKIP_BITS]);
+        for (pattern, skip) in skips.iter_mut().enumerate() {
+            let (mut used, mut advance) = (0u32, 0u32);
+            let mut end_of_block = false;
+            while used < SKIP_BITS {
+                let rest = (pattern << used) & ((1 << SKIP_BITS) - 1);
+                let entry = lookahead[rest >> (SKIP_BITS - LOOKAHEAD)];
+                let (length, run, size) = (
+                    u32::from(entry >> 8),
+                    u32::from((entry >> 4) & 15),
+                    u32::from(entry & 15),
+                );
+                if entry == 0 || used + length + size > SKIP_BITS {
+                    break;
+                }
+                used += length + size;
+                match (run, size) {
+                    (15, 0) => advance += 16,
+                    (_, 0) => {
+                        end_of_block = true;
+                        break;
+                    }
+                    _ => advance += run + 1,
+                }
             }
-            let (length, run, size) = (entry >> 8, (entry >> 4) & 15, entry & 15);
-            match (run, size) {
-                (15, 0) => length << 8 | 16,
-                (_, 0) => length << 8 | END_OF_BLOCK,
-                _ => (length + size) << 8 | (run + 1),
+            if used > 0 {
+                *skip = Skip::new(used, advance, end_of_block);
             }
-        }));
+        }
         Some(Huffman {
             lookahead,
             skips,
@@ -523,12 +566,13 @@ fn skip_ac(bits: &mut Bits, table: &Huffman) -> Option<()> {
     let mut k = 1;
     while k < 64 {
         bits.refill();
-        let skip = table.skips[(bits.buffer >> (64 - LOOKAHEAD)) as usize];
-        if skip != 0 {
-            bits.consume(u32::from(skip >> 8));
-            match skip & 0xFF {
-                END_OF_BLOCK => return Some(()),
-                advance => k += u32::from(advance),
+        let skip = table.skips[(bits.buffer >> (64 - SKIP_BITS)) as usize];
+        // Coefficients past the 64th would be the next block's: one at a time there.
+        if skip.bits() != 0 && k + skip.advance() <= 64 {
+            bits.consume(skip.bits());
+            k += skip.advance();
+            if skip.ends_block() {
+                return Some(());
             }
             continue;
         }
