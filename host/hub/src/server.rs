@@ -558,8 +558,8 @@ impl Core {
     // ---- mailbox ----
 
     /// How many letters wait for `peer` (`None`: the mailbox could not be read).
-    pub fn waiting_letters(&self, peer: &PeerId) -> Option<u32> {
-        match self.store.waiting_now(peer)? {
+    pub async fn waiting_letters(&self, peer: &PeerId) -> Option<u32> {
+        match self.store.waiting(peer).await {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!("mailbox count failed: {e}");

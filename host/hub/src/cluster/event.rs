@@ -46,6 +46,9 @@ pub enum Event {
     },
     /// An instance died (or restarted): its lines are gone.
     Gone { instance: String },
+    /// A mail was queued for the e-mail gateway (sent in the enqueue's transaction): the
+    /// other instances' delivery workers look at the queue.
+    MailQueued,
 }
 
 #[derive(Serialize, Deserialize)]

@@ -49,9 +49,12 @@ async fn beat(core: Weak<Core>, cluster: Arc<Cluster>) {
         }
         match cluster.reap().await {
             Ok(dead) => {
-                for id in dead {
+                for id in &dead {
                     tracing::warn!(instance = %id, "instance silent past the timeout: its lines ended");
-                    core.apply_gone(&id);
+                    core.apply_gone(id);
+                }
+                if !dead.is_empty() {
+                    cluster.wake_mail();
                 }
             }
             Err(e) => tracing::warn!("instance reaper: {e}"),
@@ -142,7 +145,12 @@ impl Core {
                     body,
                 },
             ),
-            Event::Gone { instance } => self.apply_gone(&instance),
+            Event::Gone { instance } => {
+                self.apply_gone(&instance);
+                // Mails the instance had in flight are free now.
+                cluster.wake_mail();
+            }
+            Event::MailQueued => cluster.wake_mail(),
         }
     }
 
