@@ -501,3 +501,63 @@ async fn mail_queue_shared_by_two_instances_each_mail_once_and_a_dead_ones_taken
     })
     .await
 }
+
+/// A guest line (a peer homed at another hub) is recorded for the cluster's other
+/// instances without being presence: a signal from a peer at one instance reaches a guest
+/// whose line is at the other, and once the guest's line ends the signal answers
+/// "offline".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_reaches_a_guest_whose_line_is_at_another_instance() {
+    bounded(async {
+        let pg = Postgres::start();
+        let root = tempfile::tempdir().unwrap();
+        let a = instance(&pg, root.path(), "a", None);
+        let b = instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let alice = node(fast_config(a.peer, vec![Address::tcp(a.tcp)]), Arc::new(AcceptAll)).await;
+        let mut guest_config = fast_config(b.peer, vec![Address::tcp(b.tcp)]);
+        guest_config.guest = true;
+        let guest = node(guest_config, Arc::new(AcceptAll)).await;
+        assert!(alice.hub.wait_online(10 * SECONDS).await);
+        assert!(guest.hub.wait_online(10 * SECONDS).await);
+        alice.hub.register("alice").await.unwrap();
+        let mut guest_events = guest.hub.events();
+
+        // The guest's line is up at B; A learns of it through the cluster (bounded retry:
+        // the line's event travels through PostgreSQL).
+        let deadline = Instant::now() + 10 * SECONDS;
+        loop {
+            match alice.hub.signal(guest.id(), b"to the guest".to_vec()).await {
+                Ok(()) => break,
+                Err(e) if e.app_code() == Some(code::OFFLINE) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("signal to the guest at B: {e}"),
+            }
+        }
+        let e = wait_event(&mut guest_events, 5 * SECONDS, |e| matches!(e, HubEvent::Signal { .. })).await;
+        assert!(
+            matches!(&e, Some(HubEvent::Signal { from, body, .. }) if *from == alice.id() && body == b"to the guest"),
+            "{e:?}"
+        );
+
+        // Not presence: alice, watching the guest, never sees it online.
+        let mut alice_events = alice.hub.events();
+        alice.hub.watch(&[guest.id()]).await;
+        assert!(
+            !presence_of(&mut alice_events, guest.id(), true, SECONDS).await,
+            "a guest line is not presence"
+        );
+
+        // The guest leaves: the signal answers "offline" again once B's line end arrives.
+        guest.stop();
+        let deadline = Instant::now() + 10 * SECONDS;
+        loop {
+            match alice.hub.signal(guest.id(), b"gone?".to_vec()).await {
+                Err(e) if e.app_code() == Some(code::OFFLINE) => break,
+                _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => panic!("expected offline, got {other:?}"),
+            }
+        }
+    })
+    .await
+}
