@@ -105,7 +105,8 @@ pub fn send_deadline(c: &SmtpConfig) -> Duration {
 /// How long a mail taken from the queue is leased to this instance (in a cluster no other
 /// instance takes it before): its attempt is bounded by [`send_deadline`]; twice that plus
 /// ten seconds leaves room for the database updates around it. A mail whose instance died
-/// mid-send waits this long before another instance sends it.
+/// mid-send waits at most this long before another instance sends it (less once the
+/// cluster finds that instance dead, see [`super::store`]).
 pub fn lease(c: &SmtpConfig) -> Duration {
     send_deadline(c) * 2 + Duration::from_secs(10)
 }
