@@ -636,13 +636,32 @@ impl Drop for Shared {
     }
 }
 
+/// How long the first try at each hub address may take. A dead QUIC address (an instance
+/// that died, a host gone) gets no answer at all, so only the endpoint's whole connect
+/// timeout (10 s by default) would end it; a live hub answers a handshake within a few
+/// round trips. Addresses whose first try ran out of time get a second round with the full
+/// timeout (a slow path, not a dead one). Tried one after another, not raced: two
+/// handshakes that both complete would leave the hub keeping the one this side dropped.
+pub const FIRST_TRY: Duration = Duration::from_secs(2);
+
 async fn connect_hub(shared: &Shared) -> Result<Connection, HubError> {
     let hub = shared.config.hub;
     if let Some(c) = shared.endpoint.connection(&hub) {
         return Ok(c);
     }
     let mut last = None;
+    let mut slow = Vec::new();
     for addr in &shared.dial {
+        match tokio::time::timeout(FIRST_TRY, shared.endpoint.connect_addr(hub, *addr)).await {
+            Ok(Ok(c)) => return Ok(c),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(NetError::Timeout(FIRST_TRY));
+                slow.push(*addr);
+            }
+        }
+    }
+    for addr in &slow {
         match shared.endpoint.connect_addr(hub, *addr).await {
             Ok(c) => return Ok(c),
             Err(e) => last = Some(e),

@@ -112,11 +112,6 @@ impl Hub {
                 (store::Store::sqlite(db, mailbox), None)
             }
             config::Backend::Postgres(pg) => {
-                if config.mail.is_some() {
-                    anyhow::bail!(
-                        "the e-mail gateway keeps its queue in SQLite: it runs with backend \"sqlite\" only"
-                    );
-                }
                 let pg =
                     store::postgres::PgStore::open(pg.clone(), config.mailbox.clone(), sender_key)
                         .await
@@ -127,16 +122,28 @@ impl Hub {
                 (store::Store::Postgres(pg), Some(cluster))
             }
         };
+        let sqlite_path = config.data_dir.join("hub.db");
         let mut mail = match &config.mail {
-            Some(c) => Some(
-                mail::MailGateway::start(
+            Some(c) => {
+                let db = match (&store, &cluster) {
+                    (store::Store::Postgres(pg), Some(cluster)) => mail::MailDb::Postgres {
+                        pool: pg.pool().clone(),
+                        instance: cluster.instance(),
+                    },
+                    _ => mail::MailDb::Sqlite(&sqlite_path),
+                };
+                let gateway = mail::MailGateway::start(
                     c.clone(),
                     &allpeers_hub_client::names::fold_hub_name(&config.name)?,
                     &signer,
-                    &config.data_dir.join("hub.db"),
+                    db,
                 )
-                .await?,
-            ),
+                .await?;
+                if let Some(cluster) = &cluster {
+                    cluster.set_mail_wake(gateway.worker_wake());
+                }
+                Some(gateway)
+            }
             None => None,
         };
         let core = Core::new(signer, config, store, cluster.clone(), policy)?;
@@ -145,7 +152,10 @@ impl Hub {
         }
         if let Some(gateway) = &mut mail {
             let core = core.clone();
-            gateway.start_digests(std::sync::Arc::new(move |peer| core.waiting_letters(peer)));
+            gateway.start_digests(std::sync::Arc::new(move |peer| {
+                let core = core.clone();
+                Box::pin(async move { core.waiting_letters(&peer).await })
+            }));
         }
         let endpoint = Endpoint::bind(identity, endpoint_config).await?;
         core.set_advertised(if advertised.is_empty() {

@@ -48,8 +48,9 @@ pub(crate) struct Online {
     pub(crate) addresses: Vec<Address>,
     pub(crate) accepts_relays: bool,
     pub(crate) status: PeerStatus,
-    /// A guest line ([`PresenceUp::GuestHello`]): not presence, see [`crate::guest`]. Never
-    /// recorded for the other instances of a cluster, so mirrored lines are never guests.
+    /// A guest line ([`PresenceUp::GuestHello`]): not presence, see [`crate::guest`]. In a
+    /// cluster it is recorded for the other instances (never announced), so a signal to the
+    /// guest reaches the instance holding its line.
     pub(crate) guest: bool,
 }
 
@@ -558,8 +559,8 @@ impl Core {
     // ---- mailbox ----
 
     /// How many letters wait for `peer` (`None`: the mailbox could not be read).
-    pub fn waiting_letters(&self, peer: &PeerId) -> Option<u32> {
-        match self.store.waiting_now(peer)? {
+    pub async fn waiting_letters(&self, peer: &PeerId) -> Option<u32> {
+        match self.store.waiting(peer).await {
             Ok(n) => Some(n),
             Err(e) => {
                 tracing::warn!("mailbox count failed: {e}");
@@ -919,7 +920,7 @@ impl Core {
             }
             current
         };
-        if let (true, false, Some(cluster)) = (current, guest, &self.cluster)
+        if let (true, Some(cluster)) = (current, &self.cluster)
             && let Err(e) = cluster.line_down(peer, line).await
         {
             tracing::warn!(?peer, "line end not recorded for the other instances: {e}");
@@ -938,12 +939,12 @@ impl Core {
         let state = {
             let p = self.presence.lock().unwrap();
             match p.online.get(peer) {
-                // A guest line is not presence: the other instances never hear of it.
-                Some(o) if o.line == line && !o.guest => LineState {
+                Some(o) if o.line == line => LineState {
                     observed: o.observed,
                     addresses: o.addresses.clone(),
                     accepts_relays: o.accepts_relays,
                     status: o.status.clone(),
+                    guest: o.guest,
                 },
                 _ => return,
             }
@@ -1177,8 +1178,16 @@ impl Core {
     /// Whether `peer` may open a guest line now (the number of guest lines is bounded).
     fn may_open_guest_line(&self, peer: &PeerId) -> bool {
         let p = self.presence.lock().unwrap();
-        let replacing = p.online.get(peer).is_some_and(|o| o.guest);
-        let open = p.online.values().filter(|o| o.guest).count();
+        let replacing = p
+            .online
+            .get(peer)
+            .is_some_and(|o| o.guest && matches!(o.at, At::Here(_)));
+        // This instance's guest lines (the bound is on what it holds).
+        let open = p
+            .online
+            .values()
+            .filter(|o| o.guest && matches!(o.at, At::Here(_)))
+            .count();
         crate::guest::may_open_line(open, replacing)
     }
 }

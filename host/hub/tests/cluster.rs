@@ -2,20 +2,26 @@
 //! a temporary directory on a loopback port): two `allpeers-hub` instances behind one key
 //! and one database; peers on different instances see each other, chat, signal and get
 //! their letters; an instance killed, its peers move to the other and nothing acknowledged
-//! is lost; a database connection killed mid-deposit leaves no half-applied letter.
+//! is lost; a database connection killed mid-deposit leaves no half-applied letter; the
+//! e-mail gateway's queue shared (Debian's aiosmtpd), each mail sent once, a dead
+//! instance's mails sent by the other.
 
 mod common;
 #[path = "common/postgres.rs"]
 mod postgres;
+#[path = "../../../tests/fixtures/smtpd.rs"]
+mod smtpd;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use allpeers_hub::mail::proto::{MailRequest, MailResponse, mail_ns};
 use allpeers_hub_client::proto::code;
 use allpeers_hub_client::{AcceptAll, Availability, HubError, HubEvent, PeerStatus};
 use allpeers_net::{Address, Identity};
 use common::*;
+use mailparse::MailHeaderMap as _;
 use postgres::Postgres;
 
 const SECONDS: Duration = Duration::from_secs(1);
@@ -23,7 +29,7 @@ const SECONDS: Duration = Duration::from_secs(1);
 /// hub key, copied in), on free loopback ports.
 fn instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubProc {
     let any = "127.0.0.1:0".parse().unwrap();
-    instance_at(pg, root, name, key, any, any)
+    instance_at(pg, root, name, key, any, any, None)
 }
 
 fn instance_at(
@@ -33,6 +39,7 @@ fn instance_at(
     key: Option<&Path>,
     quic: std::net::SocketAddr,
     tcp: std::net::SocketAddr,
+    mail: Option<&serde_json::Value>,
 ) -> HubProc {
     let dir = root.join(name);
     std::fs::create_dir_all(&dir).unwrap();
@@ -44,10 +51,11 @@ fn instance_at(
         "backend": {"postgres": {
             "url": pg.url(),
             "instance": name,
-            "pool_size": 4,
+            "pool_size": 8,
             "heartbeat_ms": 200,
             "instance_timeout_ms": 1500,
-        }}
+        }},
+        "mail": mail,
     });
     let path = dir.join("hub.json");
     std::fs::write(&path, config.to_string()).unwrap();
@@ -218,7 +226,7 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
 
         // A comes back on its address under the same instance name (its old lines were
         // ended at its start); carol, who knows only A, is back, and bob at B sees her.
-        let mut a = instance_at(&pg, root.path(), "a", None, a.quic, a.tcp);
+        let mut a = instance_at(&pg, root.path(), "a", None, a.quic, a.tcp, None);
         assert!(
             presence_of(&mut bob_events, carol.id(), true, 10 * SECONDS).await,
             "bob sees carol again, at the restarted A"
@@ -334,6 +342,221 @@ async fn a_connection_killed_mid_deposit_leaves_no_half_applied_letter() {
         match alice.hub.mail_deposit(bob, b"one too many".to_vec()).await {
             Err(e) => assert_eq!(e.app_code(), Some(code::MAILBOX_FULL), "{e}"),
             Ok(id) => panic!("a fourth letter was taken ({id})"),
+        }
+    })
+    .await
+}
+
+/// Polls `done` (cheap, local) every 20 ms until it holds, for at most `within`.
+async fn until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = Instant::now() + within;
+    while !done().await {
+        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The e-mail gateway on PostgreSQL: two instances deliver from the one queue, each mail
+/// exactly once. The SMTP server leaves the first two mails' RCPT unanswered (stuck before
+/// any message data); the instance sending them is killed, and the other sends them as soon
+/// as the cluster finds it dead, well before their lease would run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mail_queue_shared_by_two_instances_each_mail_once_and_a_dead_ones_taken_over() {
+    if !smtpd::have_aiosmtpd() {
+        eprintln!("SKIPPED: python3-aiosmtpd is not installed (tests/run.sh installs it)");
+        return;
+    }
+    bounded(async {
+        let started = Instant::now();
+        let pg = Postgres::start();
+        let root = tempfile::tempdir().unwrap();
+        let cert = smtpd::make_cert(root.path());
+        let hold = smtpd::SmtpdOptions {
+            hold: 2,
+            ..smtpd::SmtpdOptions::default()
+        };
+        let smtp = smtpd::Smtpd::start(root.path(), smtpd::free_port(), &cert, &hold)
+            .expect("start aiosmtpd");
+        // timeout_secs 8: a held mail at the surviving instance is retried after 8 s; the
+        // lease is 2 x 8 + 10 = 26 s, so a takeover within 20 s is the dead-instance rule.
+        let mail = serde_json::json!({
+            "smtp": {"host": "localhost", "port": smtp.port, "security": "starttls",
+                     "root_certs": [cert.0], "pool_max": 4, "timeout_secs": 8},
+            "http": {"listen": "127.0.0.1:0"},
+            "retry": {"first_ms": 200, "max_ms": 1000, "give_up_after_secs": 60},
+        });
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let a = instance_at(&pg, root.path(), "a", None, any, any, Some(&mail));
+        let b = instance_at(
+            &pg,
+            root.path(),
+            "b",
+            Some(&key_of(&a)),
+            any,
+            any,
+            Some(&mail),
+        );
+        let alice = node(
+            fast_config(a.peer, vec![Address::tcp(a.tcp)]),
+            Arc::new(AcceptAll),
+        )
+        .await;
+        assert!(alice.hub.wait_online(10 * SECONDS).await);
+        alice.hub.register("alice").await.unwrap();
+
+        const MAILS: usize = 8;
+        for i in 0..MAILS {
+            let invite = MailRequest::Invite {
+                address: format!("guest{i}@peer.test"),
+                invite_code: "apinvite1mfrggzdfmztwq2lknnwg23tpobyxe43uov3ho6dzpi".into(),
+                note: None,
+            };
+            let answer: MailResponse = alice
+                .endpoint
+                .request(a.peer, &mail_ns(), &invite)
+                .await
+                .unwrap();
+            assert_eq!(answer, MailResponse::Invited);
+        }
+        let admin = pg.client().await;
+        let states = async || -> (i64, i64) {
+            let r = admin
+                .query_one(
+                    "SELECT COUNT(*) FILTER (WHERE state = 'sent'),
+                            COUNT(*) FILTER (WHERE state = 'queued') FROM hub_mail_queue",
+                    &[],
+                )
+                .await
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        until("two mails held, the rest sent", 20 * SECONDS, async || {
+            smtp.held() == 2 && states().await == (MAILS as i64 - 2, 2)
+        })
+        .await;
+        let senders: Vec<(String, i64)> = admin
+            .query(
+                "SELECT lease_owner, COUNT(*) FROM hub_mail_queue GROUP BY 1 ORDER BY 1",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        eprintln!("attempts by instance before the kill: {senders:?}");
+        let (held, held_by): (Vec<i64>, Vec<String>) = admin
+            .query(
+                "SELECT id, lease_owner FROM hub_mail_queue WHERE state = 'queued' ORDER BY 2",
+                &[],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get::<_, i64>(0), r.get::<_, String>(1)))
+            .unzip();
+        // Kill the instance holding the first held mail (both, often).
+        let (mut victim, survivor) = if held_by[0] == "a" {
+            (a, "b")
+        } else {
+            (b, "a")
+        };
+        let killed = Instant::now();
+        victim.child.kill().unwrap();
+        victim.child.wait().unwrap();
+        until("every mail sent", 30 * SECONDS, async || {
+            states().await == (MAILS as i64, 0)
+        })
+        .await;
+        let taken_over = killed.elapsed();
+        eprintln!("all sent {taken_over:?} after the kill (held by {held_by:?})");
+        let sent_by: Vec<String> = admin
+            .query(
+                "SELECT lease_owner FROM hub_mail_queue WHERE id = ANY($1)",
+                &[&held],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(sent_by, [survivor; 2], "the survivor sent the held mails");
+        // Each mail exactly once: nothing is queued any more, so nothing more is sent.
+        let mut to: Vec<String> = smtp
+            .mails()
+            .iter()
+            .map(|m| {
+                let raw = std::fs::read(m).unwrap();
+                let parsed = mailparse::parse_mail(&raw).unwrap();
+                parsed.headers.get_first_value("To").unwrap()
+            })
+            .collect();
+        to.sort();
+        let expected: Vec<String> = (0..MAILS).map(|i| format!("guest{i}@peer.test")).collect();
+        assert_eq!(to, expected, "every invitation delivered once");
+        // Taken over when the cluster found the instance dead (1.5 s here), not at the
+        // lease's end (26 s), unless the survivor had held one too (then its 8 s deadline).
+        assert!(taken_over < 20 * SECONDS, "{taken_over:?}");
+        eprintln!("whole test {:?}", started.elapsed());
+    })
+    .await
+}
+
+/// A guest line (a peer homed at another hub) is recorded for the cluster's other
+/// instances without being presence: a signal from a peer at one instance reaches a guest
+/// whose line is at the other, and once the guest's line ends the signal answers
+/// "offline".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_reaches_a_guest_whose_line_is_at_another_instance() {
+    bounded(async {
+        let pg = Postgres::start();
+        let root = tempfile::tempdir().unwrap();
+        let a = instance(&pg, root.path(), "a", None);
+        let b = instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let alice = node(fast_config(a.peer, vec![Address::tcp(a.tcp)]), Arc::new(AcceptAll)).await;
+        let mut guest_config = fast_config(b.peer, vec![Address::tcp(b.tcp)]);
+        guest_config.guest = true;
+        let guest = node(guest_config, Arc::new(AcceptAll)).await;
+        assert!(alice.hub.wait_online(10 * SECONDS).await);
+        assert!(guest.hub.wait_online(10 * SECONDS).await);
+        alice.hub.register("alice").await.unwrap();
+        let mut guest_events = guest.hub.events();
+
+        // The guest's line is up at B; A learns of it through the cluster (bounded retry:
+        // the line's event travels through PostgreSQL).
+        let deadline = Instant::now() + 10 * SECONDS;
+        loop {
+            match alice.hub.signal(guest.id(), b"to the guest".to_vec()).await {
+                Ok(()) => break,
+                Err(e) if e.app_code() == Some(code::OFFLINE) && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(e) => panic!("signal to the guest at B: {e}"),
+            }
+        }
+        let e = wait_event(&mut guest_events, 5 * SECONDS, |e| matches!(e, HubEvent::Signal { .. })).await;
+        assert!(
+            matches!(&e, Some(HubEvent::Signal { from, body, .. }) if *from == alice.id() && body == b"to the guest"),
+            "{e:?}"
+        );
+
+        // Not presence: alice, watching the guest, never sees it online.
+        let mut alice_events = alice.hub.events();
+        alice.hub.watch(&[guest.id()]).await;
+        assert!(
+            !presence_of(&mut alice_events, guest.id(), true, SECONDS).await,
+            "a guest line is not presence"
+        );
+
+        // The guest leaves: the signal answers "offline" again once B's line end arrives.
+        guest.stop();
+        let deadline = Instant::now() + 10 * SECONDS;
+        loop {
+            match alice.hub.signal(guest.id(), b"gone?".to_vec()).await {
+                Err(e) if e.app_code() == Some(code::OFFLINE) => break,
+                _ if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(50)).await,
+                other => panic!("expected offline, got {other:?}"),
+            }
         }
     })
     .await

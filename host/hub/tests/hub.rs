@@ -45,6 +45,36 @@ async fn a_peer_resolved_twice_in_a_moment_costs_one_hub_round_trip() {
     .await;
 }
 
+/// A dead QUIC address first in the hub's list (a UDP socket that never answers: what a
+/// dead instance's host looks like) costs the client's short first try, not the endpoint's
+/// whole 10 s connect timeout, before the next address brings the line up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_quic_address_costs_the_short_first_try_not_the_connect_timeout() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProc::spawn(dir.path(), &[]);
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let dead = allpeers_net::Address::quic(silent.local_addr().unwrap());
+        for live in hub.addresses() {
+            let started = std::time::Instant::now();
+            let n = node(fast_config(hub.peer, vec![dead, live]), Arc::new(AcceptAll)).await;
+            assert!(
+                n.hub.wait_online(10 * SECONDS).await,
+                "online through {live}"
+            );
+            let took = started.elapsed();
+            eprintln!("dead QUIC address, then {live}: online in {took:?}");
+            assert!(
+                took >= allpeers_hub_client::client::FIRST_TRY && took < 6 * SECONDS,
+                "{took:?}: the dead address's first try is {:?}; the connect timeout is 10 s",
+                allpeers_hub_client::client::FIRST_TRY
+            );
+            n.stop();
+        }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_and_resolve() {
     bounded(async {

@@ -37,7 +37,18 @@ fn start_smtpd(
     faults: (u32, u32),
     cert: &(PathBuf, PathBuf),
 ) -> Smtpd {
-    Smtpd::start(dir, port, cert, &SmtpdOptions { mode, auth, faults }).expect("start aiosmtpd")
+    Smtpd::start(
+        dir,
+        port,
+        cert,
+        &SmtpdOptions {
+            mode,
+            auth,
+            faults,
+            ..SmtpdOptions::default()
+        },
+    )
+    .expect("start aiosmtpd")
 }
 
 /// How a test's server and gateway are set up ([`Gateway::start`]).

@@ -19,6 +19,9 @@ pub struct LineState {
     pub addresses: Vec<Address>,
     pub accepts_relays: bool,
     pub status: PeerStatus,
+    /// A guest line ([`crate::guest`]): not presence, never announced; recorded so a signal
+    /// to the guest reaches the instance holding its line.
+    pub guest: bool,
 }
 
 /// One change, as sent on [`CHANNEL`] (postcard, then base64: payloads are text).
@@ -46,6 +49,9 @@ pub enum Event {
     },
     /// An instance died (or restarted): its lines are gone.
     Gone { instance: String },
+    /// A mail was queued for the e-mail gateway (sent in the enqueue's transaction): the
+    /// other instances' delivery workers look at the queue.
+    MailQueued,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -103,6 +109,7 @@ mod tests {
                 text: "\u{10ffff}".repeat(MAX_STATUS_TEXT / 4),
                 ..PeerStatus::default()
             },
+            guest: false,
         };
         let line = Event::Line {
             peer,

@@ -49,9 +49,12 @@ async fn beat(core: Weak<Core>, cluster: Arc<Cluster>) {
         }
         match cluster.reap().await {
             Ok(dead) => {
-                for id in dead {
+                for id in &dead {
                     tracing::warn!(instance = %id, "instance silent past the timeout: its lines ended");
-                    core.apply_gone(&id);
+                    core.apply_gone(id);
+                }
+                if !dead.is_empty() {
+                    cluster.wake_mail();
                 }
             }
             Err(e) => tracing::warn!("instance reaper: {e}"),
@@ -142,7 +145,12 @@ impl Core {
                     body,
                 },
             ),
-            Event::Gone { instance } => self.apply_gone(&instance),
+            Event::Gone { instance } => {
+                self.apply_gone(&instance);
+                // Mails the instance had in flight are free now.
+                cluster.wake_mail();
+            }
+            Event::MailQueued => cluster.wake_mail(),
         }
     }
 
@@ -160,11 +168,13 @@ impl Core {
         let mut addresses = state.addresses;
         addresses.truncate(allpeers_hub_client::proto::MAX_ADDRESSES);
         let status = state.status.bounded();
-        // Watchers hear only news (a resync re-reads lines they already know).
+        // Watchers hear only news (a resync re-reads lines they already know); a guest line
+        // is not presence, and a home line that a guest line replaced ended for them.
+        let replaced_home = p.online.get(&peer).is_some_and(|o| !o.guest);
         let news = !p
             .online
             .get(&peer)
-            .is_some_and(|o| o.line == line && o.status == status);
+            .is_some_and(|o| o.line == line && o.status == status && o.guest == state.guest);
         // A line of this peer held here is older: the peer moved; dropping its sender ends it.
         p.online.insert(
             peer,
@@ -175,34 +185,39 @@ impl Core {
                 addresses,
                 accepts_relays: state.accepts_relays,
                 status,
-                guest: false,
+                guest: state.guest,
             },
         );
-        if news {
+        if news && (!state.guest || replaced_home) {
             self.announce(&p, &peer);
         }
     }
 
     fn apply_down(&self, peer: PeerId, line: u64) {
         let mut p = self.presence.lock().unwrap();
-        if p.online.get(&peer).is_some_and(|o| o.line == line) {
+        if let Some(o) = p.online.get(&peer).filter(|o| o.line == line) {
+            let guest = o.guest;
             p.online.remove(&peer);
-            self.announce(&p, &peer);
+            if !guest {
+                self.announce(&p, &peer);
+            }
             Self::forget_wants(&mut p, &peer);
         }
     }
 
     pub(crate) fn apply_gone(&self, instance: &str) {
         let mut p = self.presence.lock().unwrap();
-        let gone: Vec<PeerId> = p
+        let gone: Vec<(PeerId, bool)> = p
             .online
             .iter()
             .filter(|(_, o)| matches!(&o.at, At::Instance(i) if &**i == instance))
-            .map(|(peer, _)| *peer)
+            .map(|(peer, o)| (*peer, o.guest))
             .collect();
-        for peer in gone {
+        for (peer, guest) in gone {
             p.online.remove(&peer);
-            self.announce(&p, &peer);
+            if !guest {
+                self.announce(&p, &peer);
+            }
             Self::forget_wants(&mut p, &peer);
         }
     }
@@ -314,6 +329,7 @@ impl Core {
                             addresses: o.addresses.clone(),
                             accepts_relays: o.accepts_relays,
                             status: o.status.clone(),
+                            guest: o.guest,
                         },
                     )
                 })

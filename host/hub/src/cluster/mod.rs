@@ -42,6 +42,8 @@ pub struct Cluster {
     leaving: std::sync::atomic::AtomicBool,
     pool: Pool,
     config: PostgresConfig,
+    /// The e-mail gateway's worker, woken when another instance queued a mail.
+    mail_wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
 }
 
 impl Cluster {
@@ -59,6 +61,7 @@ impl Cluster {
             leaving: Default::default(),
             pool: store.pool().clone(),
             config,
+            mail_wake: Default::default(),
         });
         cluster.bury(&cluster.instance).await?;
         cluster.heartbeat().await?;
@@ -67,6 +70,17 @@ impl Cluster {
 
     pub fn instance(&self) -> &Arc<str> {
         &self.instance
+    }
+
+    /// Wakes `worker` whenever another instance queues a mail.
+    pub fn set_mail_wake(&self, worker: Arc<tokio::sync::Notify>) {
+        let _ = self.mail_wake.set(worker);
+    }
+
+    pub(crate) fn wake_mail(&self) {
+        if let Some(w) = self.mail_wake.get() {
+            w.notify_one();
+        }
     }
 
     pub fn pool(&self) -> &Pool {

@@ -1,22 +1,23 @@
 //! Delivery: the retry decision (pure, [`Backoff::after`]), the SMTP transport built from
 //! the config, and the background worker that drains the queue.
 //!
-//! The queue lives in SQLite, so the worker keeps no state of its own: on each turn it
-//! takes what is due, sends it (up to the pool size at once), records the outcome, and
-//! sleeps until the next entry is due or a new mail is queued. A hub stopped with mail
-//! queued finds it at the next start. A mail is marked sent right after the server
-//! accepted it; a hub killed between the two sends it again (at-least-once, the
-//! Message-ID is the same).
+//! The queue lives in the hub's database, so the worker keeps no state of its own: on each
+//! turn it takes what is due (up to the pool size, leased to this instance: see
+//! [`lease`]), sends it, records the outcome, and sleeps until the next entry is due (or
+//! a lease runs out) or a new mail is queued (here, or at another instance of a cluster).
+//! A hub stopped with mail queued finds it at the next start. A mail is marked sent right
+//! after the server accepted it; a hub killed between the two sends it again
+//! (at-least-once, the Message-ID is the same).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt as _;
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::transport::smtp::PoolConfig;
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Certificate, Tls, TlsParameters};
 use lettre::{AsyncTransport as _, Tokio1Executor};
+use tokio::sync::Semaphore;
 
 use super::config::{RetryConfig, SmtpConfig, SmtpSecurity};
 use super::store::{Queued, State};
@@ -101,6 +102,15 @@ pub fn send_deadline(c: &SmtpConfig) -> Duration {
     Duration::from_secs(c.timeout_secs.max(1))
 }
 
+/// How long a mail taken from the queue is leased to this instance (in a cluster no other
+/// instance takes it before): its attempt is bounded by [`send_deadline`]; twice that plus
+/// ten seconds leaves room for the database updates around it. A mail whose instance died
+/// mid-send waits at most this long before another instance sends it (less once the
+/// cluster finds that instance dead, see [`super::store`]).
+pub fn lease(c: &SmtpConfig) -> Duration {
+    send_deadline(c) * 2 + Duration::from_secs(10)
+}
+
 /// The SMTP transport of the config: implicit TLS or required STARTTLS, the WebPKI roots
 /// plus `root_certs`, optional credentials, a pool.
 pub fn transport(c: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Executor>> {
@@ -144,36 +154,63 @@ pub fn transport(c: &SmtpConfig) -> anyhow::Result<AsyncSmtpTransport<Tokio1Exec
     Ok(builder.build())
 }
 
-/// Longest the worker sleeps without looking at the queue (also how often it prunes).
+/// Longest the worker sleeps without looking at the queue (also how often it prunes; in a
+/// cluster, a bound on missed wake-ups).
 const IDLE_LOOK: Duration = Duration::from_secs(60);
 /// Finished entries are kept this long (the daily counts need one day).
 const KEEP_FINISHED_MS: u64 = 2 * 24 * 3600 * 1000;
 
-/// Drains the queue for as long as the gateway lives.
+/// Drains the queue for as long as the gateway lives: up to `pool_max` mails in flight,
+/// each in a task of its own (a slow server for one mail does not hold up the others).
 pub async fn run(inner: std::sync::Weak<Inner>) {
+    let slots = match inner.upgrade() {
+        Some(g) => Arc::new(Semaphore::new(g.config.smtp.pool_max.max(1) as usize)),
+        None => return,
+    };
     loop {
+        // A free slot first: what is taken is attempted at once, well within its lease.
+        let Ok(first) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let Some(gateway) = inner.upgrade() else {
             return;
         };
         let now = now_ms();
-        let batch = gateway.config.smtp.pool_max.max(1) as usize;
-        let due = gateway.store.lock().unwrap().due(now, batch * 4);
-        match due {
+        let lease_until = now + lease(&gateway.config.smtp).as_millis() as u64;
+        let free = 1 + slots.available_permits();
+        match gateway.store.claim(now, lease_until, free).await {
             Ok(due) if !due.is_empty() => {
-                futures::stream::iter(due)
-                    .for_each_concurrent(batch, |q| deliver(&gateway, q))
-                    .await;
+                let mut first = Some(first);
+                for q in due {
+                    let permit = match first.take() {
+                        Some(p) => p,
+                        None => match slots.clone().try_acquire_owned() {
+                            Ok(p) => p,
+                            // Only this loop takes slots, so the ones counted are still
+                            // free; were one not, the mail's lease would free it later.
+                            Err(_) => break,
+                        },
+                    };
+                    let gateway = gateway.clone();
+                    tokio::spawn(async move {
+                        deliver(&gateway, q).await;
+                        drop(permit);
+                        // The outcome may make the next look sooner (a retry time).
+                        gateway.wake.notify_one();
+                    });
+                }
                 continue;
             }
             Ok(_) => {}
             Err(e) => allpeers_log::marrow!("mail queue unreadable: {e}"),
         }
+        drop(first);
         let wait = {
-            let store = gateway.store.lock().unwrap();
-            if let Err(e) = store.prune(now.saturating_sub(KEEP_FINISHED_MS)) {
+            let store = &gateway.store;
+            if let Err(e) = store.prune(now.saturating_sub(KEEP_FINISHED_MS)).await {
                 allpeers_log::marrow!("mail queue prune failed: {e}");
             }
-            match store.next_due() {
+            match store.next_due().await {
                 Ok(Some(at)) => Duration::from_millis(at.saturating_sub(now)).min(IDLE_LOOK),
                 _ => IDLE_LOOK,
             }
@@ -196,14 +233,13 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
         }
     };
     // Unsubscribed since it was queued (the suppression cancels, but a race is cheap to close).
-    match gateway.store.lock().unwrap().suppression(&q.recipient) {
+    match gateway.store.suppression(&q.recipient).await {
         Ok(Some(_)) => {
             record(
                 gateway
                     .store
-                    .lock()
-                    .unwrap()
-                    .finish(q.id, State::Cancelled, None, now),
+                    .finish(q.id, State::Cancelled, None, now)
+                    .await,
             );
             return;
         }
@@ -213,12 +249,17 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
     let letter: Letter = match serde_json::from_str(&q.letter) {
         Ok(l) => l,
         Err(e) => {
-            record(gateway.store.lock().unwrap().finish(
-                q.id,
-                State::Failed,
-                Some(&format!("corrupt queue entry: {e}")),
-                now,
-            ));
+            record(
+                gateway
+                    .store
+                    .finish(
+                        q.id,
+                        State::Failed,
+                        Some(&format!("corrupt queue entry: {e}")),
+                        now,
+                    )
+                    .await,
+            );
             return;
         }
     };
@@ -244,12 +285,17 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
     ) {
         Ok(m) => m,
         Err(e) => {
-            record(gateway.store.lock().unwrap().finish(
-                q.id,
-                State::Failed,
-                Some(&format!("cannot compose: {e}")),
-                now,
-            ));
+            record(
+                gateway
+                    .store
+                    .finish(
+                        q.id,
+                        State::Failed,
+                        Some(&format!("cannot compose: {e}")),
+                        now,
+                    )
+                    .await,
+            );
             return;
         }
     };
@@ -270,11 +316,11 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
     };
     drop(transport);
     let now = now_ms();
-    let store = gateway.store.lock().unwrap();
+    let store = &gateway.store;
     match result {
         Ok(response) => {
             allpeers_log::flesh!(id = q.id, kind, code = %response.code(), ms = started.elapsed().as_millis() as u64, "mail sent");
-            record(store.finish(q.id, State::Sent, None, now));
+            record(store.finish(q.id, State::Sent, None, now).await);
             gateway
                 .counters
                 .sent
@@ -294,7 +340,7 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
                         in_ms = at - now,
                         "mail deferred: {e}"
                     );
-                    record(store.retry_at(q.id, at, &e));
+                    record(store.retry_at(q.id, at, &e).await);
                 }
                 (
                     Next::GiveUp,
@@ -303,19 +349,12 @@ async fn deliver(gateway: &Arc<Inner>, q: Queued) {
                     },
                 ) => {
                     allpeers_log::marrow!(id = q.id, kind, "mail bounced, address suppressed: {e}");
-                    record(store.finish(q.id, State::Failed, Some(&e), now));
-                    drop(store);
-                    record(
-                        gateway
-                            .store
-                            .lock()
-                            .unwrap()
-                            .suppress(&q.recipient, "bounce", now),
-                    );
+                    record(store.finish(q.id, State::Failed, Some(&e), now).await);
+                    record(gateway.store.suppress(&q.recipient, "bounce", now).await);
                 }
                 (Next::GiveUp, _) => {
                     allpeers_log::marrow!(id = q.id, kind, attempts, "mail given up: {e}");
-                    record(store.finish(q.id, State::Failed, Some(&e), now));
+                    record(store.finish(q.id, State::Failed, Some(&e), now).await);
                 }
             }
         }

@@ -9,13 +9,14 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use allpeers_model::PeerId;
+use futures::future::BoxFuture;
 
 use super::store::DigestCandidate;
 use super::template::Letter;
 use super::{Inner, now_ms};
 
 /// How many letters wait for a peer in the hub's mailbox (`None`: unknown just now).
-pub type WaitingLetters = Arc<dyn Fn(&PeerId) -> Option<u32> + Send + Sync>;
+pub type WaitingLetters = Arc<dyn Fn(PeerId) -> BoxFuture<'static, Option<u32>> + Send + Sync>;
 
 /// Looks every `every` for as long as the gateway lives.
 pub async fn run(inner: Weak<Inner>, waiting: WaitingLetters, every: Duration) {
@@ -28,13 +29,15 @@ pub async fn run(inner: Weak<Inner>, waiting: WaitingLetters, every: Duration) {
         let Some(gateway) = inner.upgrade() else {
             return;
         };
-        round(&gateway, &waiting, every, now_ms());
+        round(&gateway, &waiting, every, now_ms()).await;
     }
 }
 
-/// One look at every peer that accepts digests; returns how many digests were queued.
-pub fn round(gateway: &Inner, waiting: &WaitingLetters, every: Duration, now: u64) -> usize {
-    let candidates = match gateway.store.lock().unwrap().digest_candidates() {
+/// One look at every peer that accepts digests; returns how many digests were queued. In
+/// a cluster every instance looks: a digest is queued only by the instance whose record of
+/// it lands first (`record_digest` compares the last record it saw).
+pub async fn round(gateway: &Inner, waiting: &WaitingLetters, every: Duration, now: u64) -> usize {
+    let candidates = match gateway.store.digest_candidates().await {
         Ok(c) => c,
         Err(e) => {
             allpeers_log::marrow!("mail: digest candidates unreadable: {e}");
@@ -44,15 +47,19 @@ pub fn round(gateway: &Inner, waiting: &WaitingLetters, every: Duration, now: u6
     let every_ms = every.as_millis() as u64;
     let mut queued = 0;
     for c in candidates {
-        let Some(count) = waiting(&c.peer) else {
+        let Some(count) = waiting(c.peer).await else {
             continue;
         };
         match decide(&c, count, now, every_ms) {
             Decision::Nothing => {}
-            Decision::Reset => record(gateway, &c.peer, now, 0),
+            Decision::Reset => {
+                record(gateway, &c, now, 0).await;
+            }
             Decision::Send => {
-                if send(gateway, &c, count, now) {
-                    record(gateway, &c.peer, now, count);
+                if sendable(gateway, &c, now).await
+                    && record(gateway, &c, now, count).await
+                    && send(gateway, &c, count, now).await
+                {
                     queued += 1;
                 }
             }
@@ -83,15 +90,24 @@ fn decide(c: &DigestCandidate, count: u32, now: u64, every_ms: u64) -> Decision 
     Decision::Send
 }
 
-fn record(gateway: &Inner, peer: &PeerId, now: u64, count: u32) {
-    if let Err(e) = gateway.store.lock().unwrap().set_digest(peer, now, count) {
-        allpeers_log::marrow!(?peer, "mail: digest not recorded: {e}");
+/// Records the digest (or the reset) unless another instance recorded since `c` was read.
+async fn record(gateway: &Inner, c: &DigestCandidate, now: u64, count: u32) -> bool {
+    match gateway
+        .store
+        .record_digest(&c.peer, c.last_at, now, count)
+        .await
+    {
+        Ok(won) => won,
+        Err(e) => {
+            allpeers_log::marrow!(peer = ?c.peer, "mail: digest not recorded: {e}");
+            false
+        }
     }
 }
 
-/// Queues the digest unless the address is suppressed or over its limits.
-fn send(gateway: &Inner, c: &DigestCandidate, count: u32, now: u64) -> bool {
-    match gateway.store.lock().unwrap().suppression(&c.recipient) {
+/// Whether the address may get a digest now: not suppressed, within its limits.
+async fn sendable(gateway: &Inner, c: &DigestCandidate, now: u64) -> bool {
+    match gateway.store.suppression(&c.recipient).await {
         Ok(None) => {}
         Ok(Some(_)) => return false,
         Err(e) => {
@@ -99,14 +115,20 @@ fn send(gateway: &Inner, c: &DigestCandidate, count: u32, now: u64) -> bool {
             return false;
         }
     }
-    match gateway.within_daily_limits(&c.recipient, now) {
-        Ok(true) => {}
-        Ok(false) | Err(_) => return false,
-    }
+    matches!(
+        gateway.within_daily_limits(&c.recipient, now).await,
+        Ok(true)
+    )
+}
+
+async fn send(gateway: &Inner, c: &DigestCandidate, count: u32, now: u64) -> bool {
     let letter = Letter::Digest {
         count: count.min(super::proto::MAX_WAITING_COUNT),
     };
-    match gateway.enqueue(&c.recipient, &c.address, &letter, now) {
+    match gateway
+        .enqueue(&c.recipient, &c.address, &letter, now)
+        .await
+    {
         Ok(()) => {
             allpeers_log::flesh!(peer = ?c.peer, count, "mail: digest queued");
             true

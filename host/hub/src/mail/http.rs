@@ -133,9 +133,9 @@ async fn handle(gateway: &Inner, req: Request<Incoming>) -> Response<Full<Bytes>
                 return page(StatusCode::PAYLOAD_TOO_LARGE, "Too large", "");
             }
             let done = if route == "u" {
-                gateway.unsubscribe_token(&token)
+                gateway.unsubscribe_token(&token).await
             } else {
-                gateway.confirm_link(&token)
+                gateway.confirm_link(&token).await
             };
             match (done, route) {
                 (Ok(true), "u") => page(

@@ -1,7 +1,8 @@
 //! The hub's e-mail gateway: peers register an address (double opt-in), choose which
 //! notices they accept, and other peers cause fixed-template mails to them or invitations
 //! to an address, never learning the address. Delivery goes through a configured SMTP
-//! server (lettre over tokio + rustls) from a queue in the hub's SQLite database.
+//! server (lettre over tokio + rustls) from a queue in the hub's database (SQLite, or the
+//! cluster's PostgreSQL, where every instance delivers and each mail is leased to one).
 //!
 //! * [`proto`] — `allpeers/hub-mail/1`: requests, answers, bounds, the checked decoder.
 //! * [`config`] — the `mail` section of the hub config.
@@ -9,7 +10,7 @@
 //! * [`template`] — the letters, HTML escaping, MIME composition with unsubscribe headers.
 //! * [`delivery`] — retry decisions, the SMTP transport, the queue worker.
 //! * [`digest`] — "3 messages are waiting for you", from the hub, to peers that accept it.
-//! * [`store`] — the tables (registrations, suppressions, invitations, queue).
+//! * [`store`] — the tables (registrations, suppressions, invitations, queue, digests).
 //! * [`tokens`] — recipient keys, signed unsubscribe tokens, confirmation codes.
 //! * [`http`] — the HTTP listener for one-click unsubscribe (RFC 8058) and confirm links.
 
@@ -61,7 +62,7 @@ pub struct Inner {
     hub_name: String,
     from: Mailbox,
     keys: tokens::Keys,
-    store: Mutex<store::Store>,
+    store: store::MailStore,
     /// Replaced by a fresh one when a send overruns its deadline (see
     /// [`delivery::send_deadline`]): the abandoned connection must not go back to the pool.
     transport: Mutex<AsyncSmtpTransport<Tokio1Executor>>,
@@ -73,6 +74,17 @@ pub struct Inner {
     wake: Arc<tokio::sync::Notify>,
     base_url: String,
     pub counters: MailCounters,
+}
+
+/// Where the gateway keeps its tables.
+pub enum MailDb<'a> {
+    /// The hub's SQLite file (`hub.db`, which also holds the names).
+    Sqlite(&'a Path),
+    /// The cluster's database (the hub's pool), as this instance.
+    Postgres {
+        pool: deadpool_postgres::Pool,
+        instance: &'a str,
+    },
 }
 
 /// A running gateway: the worker and the HTTP listener live as long as it does.
@@ -91,13 +103,13 @@ impl Drop for MailGateway {
 }
 
 impl MailGateway {
-    /// Opens the tables in `db_path`, builds the SMTP transport, binds the HTTP listener
-    /// and starts the queue worker (which at once sends what an earlier run left queued).
+    /// Opens the tables in `db`, builds the SMTP transport, binds the HTTP listener and
+    /// starts the queue worker (which at once sends what an earlier run left queued).
     pub async fn start(
         config: MailConfig,
         hub_name: &str,
         identity: &Identity,
-        db_path: &Path,
+        db: MailDb<'_>,
     ) -> anyhow::Result<MailGateway> {
         let from_address = config
             .from_address
@@ -119,7 +131,14 @@ impl MailGateway {
             None => None,
         };
         let keys = tokens::Keys::derive(&identity.sign(b"allpeers-hub-mail-keys"));
-        let store = store::Store::open(db_path)?;
+        let store = match db {
+            MailDb::Sqlite(path) => {
+                store::MailStore::Sqlite(Mutex::new(store::sqlite::Store::open(path)?))
+            }
+            MailDb::Postgres { pool, instance } => store::MailStore::Postgres(
+                store::postgres::PgMailStore::open(pool, instance).await?,
+            ),
+        };
         let transport = delivery::transport(&config.smtp)?;
         let listener = tokio::net::TcpListener::bind(config.http.listen)
             .await
@@ -140,7 +159,7 @@ impl MailGateway {
             hub_name: hub_name.to_string(),
             from,
             keys,
-            store: Mutex::new(store),
+            store,
             transport: Mutex::new(transport),
             dkim,
             per_sender: RateLimiter::keyed(quota),
@@ -173,6 +192,11 @@ impl MailGateway {
             waiting,
             std::time::Duration::from_secs(every),
         )));
+    }
+
+    /// What wakes the delivery worker (in a cluster: when another instance queued a mail).
+    pub fn worker_wake(&self) -> Arc<tokio::sync::Notify> {
+        self.inner.wake.clone()
     }
 
     /// Where the unsubscribe / confirm listener is bound.

@@ -36,7 +36,7 @@ impl Service for MailService {
         let inner = self.0.clone();
         Box::pin(async move {
             let request = proto::decode_request(&body).map_err(refusal)?;
-            let answer = inner.handle(ctx.peer, request)?;
+            let answer = inner.handle(ctx.peer, request).await?;
             encode(&answer).map_err(|e| RemoteError::internal(e.to_string()))
         })
     }
@@ -61,29 +61,24 @@ fn rate_limited(what: &str) -> RemoteError {
 
 impl Inner {
     /// Answers one checked request from `peer`.
-    pub(crate) fn handle(
+    pub(crate) async fn handle(
         &self,
         peer: PeerId,
         request: MailRequest,
     ) -> Result<MailResponse, RemoteError> {
         let now = now_ms();
         match request {
-            MailRequest::SetAddress { address } => self.set_address(peer, &address, now),
-            MailRequest::Confirm { code } => self.confirm_code(peer, &code, now),
+            MailRequest::SetAddress { address } => self.set_address(peer, &address, now).await,
+            MailRequest::Confirm { code } => self.confirm_code(peer, &code, now).await,
             MailRequest::SetPreferences(p) => {
-                let store = self.store.lock().unwrap();
-                if !store.set_preferences(&peer, p).map_err(internal)? {
+                let store = &self.store;
+                if !store.set_preferences(&peer, p).await.map_err(internal)? {
                     return Err(app_error(code::NO_ADDRESS, "no address registered"));
                 }
                 Ok(MailResponse::Preferences(p))
             }
             MailRequest::Status => {
-                let reg = self
-                    .store
-                    .lock()
-                    .unwrap()
-                    .registration(&peer)
-                    .map_err(internal)?;
+                let reg = self.store.registration(&peer).await.map_err(internal)?;
                 Ok(MailResponse::Status(reg.map(|r| MailStatus {
                     masked: proto::mask_address(&r.address),
                     confirmed: r.confirmed,
@@ -91,8 +86,8 @@ impl Inner {
                 })))
             }
             MailRequest::UnsubscribeAll => {
-                let mut store = self.store.lock().unwrap();
-                let Some(reg) = store.registration(&peer).map_err(internal)? else {
+                let store = &self.store;
+                let Some(reg) = store.registration(&peer).await.map_err(internal)? else {
                     return Err(app_error(code::NO_ADDRESS, "no address registered"));
                 };
                 // Only an owner who proved the address (confirmed it) may put it on the
@@ -101,10 +96,11 @@ impl Inner {
                 if reg.confirmed {
                     store
                         .suppress(&reg.recipient, "unsubscribed", now)
+                        .await
                         .map_err(internal)?;
                     self.counters.unsubscribed.fetch_add(1, Ordering::Relaxed);
                 }
-                store.forget(&peer).map_err(internal)?;
+                store.forget(&peer).await.map_err(internal)?;
                 allpeers_log::flesh!(
                     ?peer,
                     confirmed = reg.confirmed,
@@ -112,12 +108,12 @@ impl Inner {
                 );
                 Ok(MailResponse::Unsubscribed)
             }
-            MailRequest::Notify { to, notice } => self.notify(peer, to, notice, now),
+            MailRequest::Notify { to, notice } => self.notify(peer, to, notice, now).await,
             MailRequest::Invite {
                 address,
                 invite_code,
                 note,
-            } => self.invite(peer, &address, invite_code, note, now),
+            } => self.invite(peer, &address, invite_code, note, now).await,
         }
     }
 
@@ -131,29 +127,27 @@ impl Inner {
     }
 
     /// The recipient's and the hub's daily limits.
-    pub(super) fn within_daily_limits(
+    pub(super) async fn within_daily_limits(
         &self,
         recipient: &[u8; 32],
         now: u64,
     ) -> Result<bool, RemoteError> {
-        let store = self.store.lock().unwrap();
+        let store = &self.store;
         let since = now.saturating_sub(DAY_MS);
-        if store.count_all(since).map_err(internal)? >= u64::from(self.config.limits.daily_cap) {
+        if store.count_all(since).await.map_err(internal)?
+            >= u64::from(self.config.limits.daily_cap)
+        {
             return Err(rate_limited("the hub's daily mail cap is reached"));
         }
         Ok(store
             .count_for_recipient(recipient, since)
+            .await
             .map_err(internal)?
             < u64::from(self.config.limits.per_recipient_per_day))
     }
 
-    fn sender_name(&self, peer: &PeerId) -> Result<String, RemoteError> {
-        let name = self
-            .store
-            .lock()
-            .unwrap()
-            .registered_name(peer)
-            .map_err(internal)?;
+    async fn sender_name(&self, peer: &PeerId) -> Result<String, RemoteError> {
+        let name = self.store.registered_name(peer).await.map_err(internal)?;
         name.map(|n| format!("{n}@{}", self.hub_name))
             .ok_or_else(|| {
                 app_error(
@@ -163,7 +157,7 @@ impl Inner {
             })
     }
 
-    pub(super) fn enqueue(
+    pub(super) async fn enqueue(
         &self,
         recipient: &[u8; 32],
         address: &str,
@@ -174,9 +168,8 @@ impl Inner {
             serde_json::to_string(letter).map_err(|e| RemoteError::internal(e.to_string()))?;
         let id = self
             .store
-            .lock()
-            .unwrap()
             .enqueue(letter.kind(), recipient, address, &json, now)
+            .await
             .map_err(internal)?;
         self.counters.queued.fetch_add(1, Ordering::Relaxed);
         allpeers_log::bone!(id, kind = letter.kind(), "mail queued");
@@ -184,28 +177,18 @@ impl Inner {
         Ok(())
     }
 
-    fn set_address(
+    async fn set_address(
         &self,
         peer: PeerId,
         address: &str,
         now: u64,
     ) -> Result<MailResponse, RemoteError> {
         let recipient = self.keys.recipient(address);
-        let suppressed = self
-            .store
-            .lock()
-            .unwrap()
-            .suppression(&recipient)
-            .map_err(internal)?;
+        let suppressed = self.store.suppression(&recipient).await.map_err(internal)?;
         if suppressed.as_deref() == Some("bounce") {
             return Err(app_error(code::DECLINED, "mail to this address bounced"));
         }
-        let known = self
-            .store
-            .lock()
-            .unwrap()
-            .registration(&peer)
-            .map_err(internal)?;
+        let known = self.store.registration(&peer).await.map_err(internal)?;
         if let Some(reg) = known
             && reg.address == address
         {
@@ -220,7 +203,7 @@ impl Inner {
             }
         }
         self.check_sender_rate(&peer)?;
-        if !self.within_daily_limits(&recipient, now)? {
+        if !self.within_daily_limits(&recipient, now).await? {
             return Err(rate_limited("too much mail to this address today"));
         }
         // An address that asked for no mail gets at most one confirmation a day (its owner
@@ -228,9 +211,8 @@ impl Inner {
         if suppressed.is_some()
             && self
                 .store
-                .lock()
-                .unwrap()
                 .count_for_recipient(&recipient, now.saturating_sub(DAY_MS))
+                .await
                 .map_err(internal)?
                 > 0
         {
@@ -240,8 +222,6 @@ impl Inner {
         let minutes = u64::from(self.config.limits.confirm_minutes.max(1));
         let expires = now + minutes * 60_000;
         self.store
-            .lock()
-            .unwrap()
             .set_address(
                 &peer,
                 address,
@@ -251,12 +231,13 @@ impl Inner {
                 expires,
                 now,
             )
+            .await
             .map_err(internal)?;
         let letter = Letter::Confirm {
             code,
             link: self.confirm_url(&link),
         };
-        self.enqueue(&recipient, address, &letter, now)?;
+        self.enqueue(&recipient, address, &letter, now).await?;
         allpeers_log::flesh!(?peer, "mail: address registered, confirmation queued");
         Ok(MailResponse::AddressSet {
             masked: proto::mask_address(address),
@@ -264,14 +245,14 @@ impl Inner {
         })
     }
 
-    fn confirm_code(
+    async fn confirm_code(
         &self,
         peer: PeerId,
         code: &str,
         now: u64,
     ) -> Result<MailResponse, RemoteError> {
-        let mut store = self.store.lock().unwrap();
-        let Some(reg) = store.registration(&peer).map_err(internal)? else {
+        let store = &self.store;
+        let Some(reg) = store.registration(&peer).await.map_err(internal)? else {
             return Err(app_error(code::NO_ADDRESS, "no address registered"));
         };
         if reg.confirmed {
@@ -286,23 +267,26 @@ impl Inner {
         }
         let given = blake3::Hash::from_bytes(tokens::secret_hash(code));
         if reg.code_hash.map(blake3::Hash::from_bytes) != Some(given) {
-            store.count_attempt(&peer).map_err(internal)?;
+            store.count_attempt(&peer).await.map_err(internal)?;
             return Err(bad("wrong code"));
         }
-        store.confirm(&peer).map_err(internal)?;
+        store.confirm(&peer).await.map_err(internal)?;
         allpeers_log::flesh!(?peer, "mail: address confirmed");
         Ok(MailResponse::Confirmed)
     }
 
     /// Confirms through the mailed link (the HTTP listener).
-    pub(crate) fn confirm_link(&self, link_secret: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn confirm_link(&self, link_secret: &str) -> Result<bool, StoreError> {
         if link_secret.len() > tokens::TOKEN_CHARS {
             return Ok(false);
         }
-        let mut store = self.store.lock().unwrap();
-        match store.peer_of_link(&tokens::secret_hash(link_secret), now_ms())? {
+        let store = &self.store;
+        match store
+            .peer_of_link(&tokens::secret_hash(link_secret), now_ms())
+            .await?
+        {
             Some(peer) => {
-                store.confirm(&peer)?;
+                store.confirm(&peer).await?;
                 allpeers_log::flesh!(?peer, "mail: address confirmed by link");
                 Ok(true)
             }
@@ -311,35 +295,28 @@ impl Inner {
     }
 
     /// One-click unsubscribe (the HTTP listener): `true` if the token is ours.
-    pub(crate) fn unsubscribe_token(&self, token: &str) -> Result<bool, StoreError> {
+    pub(crate) async fn unsubscribe_token(&self, token: &str) -> Result<bool, StoreError> {
         let Some(recipient) = self.keys.check(tokens::Purpose::Unsubscribe, token) else {
             return Ok(false);
         };
         self.store
-            .lock()
-            .unwrap()
-            .suppress(&recipient, "unsubscribed", now_ms())?;
+            .suppress(&recipient, "unsubscribed", now_ms())
+            .await?;
         self.counters.unsubscribed.fetch_add(1, Ordering::Relaxed);
         allpeers_log::flesh!("mail: an address unsubscribed by link");
         Ok(true)
     }
 
-    fn notify(
+    async fn notify(
         &self,
         peer: PeerId,
         to: PeerId,
         notice: Notice,
         now: u64,
     ) -> Result<MailResponse, RemoteError> {
-        let sender = self.sender_name(&peer)?;
+        let sender = self.sender_name(&peer).await?;
         self.check_sender_rate(&peer)?;
-        let Some(reg) = self
-            .store
-            .lock()
-            .unwrap()
-            .registration(&to)
-            .map_err(internal)?
-        else {
+        let Some(reg) = self.store.registration(&to).await.map_err(internal)? else {
             return Ok(MailResponse::Notified(NotifyOutcome::NotSent));
         };
         let accepted = match notice {
@@ -348,27 +325,27 @@ impl Inner {
         };
         let suppressed = self
             .store
-            .lock()
-            .unwrap()
             .suppression(&reg.recipient)
+            .await
             .map_err(internal)?;
         if !reg.confirmed || !accepted || suppressed.is_some() {
             return Ok(MailResponse::Notified(NotifyOutcome::NotSent));
         }
         // Over the recipient's daily limit: not sent, in the same words (a "rate limited"
         // would tell the sender the peer has an address).
-        if !self.within_daily_limits(&reg.recipient, now)? {
+        if !self.within_daily_limits(&reg.recipient, now).await? {
             return Ok(MailResponse::Notified(NotifyOutcome::NotSent));
         }
         let letter = match notice {
             Notice::Shared { title } => Letter::Shared { sender, title },
             Notice::Waiting { count } => Letter::Waiting { sender, count },
         };
-        self.enqueue(&reg.recipient, &reg.address, &letter, now)?;
+        self.enqueue(&reg.recipient, &reg.address, &letter, now)
+            .await?;
         Ok(MailResponse::Notified(NotifyOutcome::Queued))
     }
 
-    fn invite(
+    async fn invite(
         &self,
         peer: PeerId,
         address: &str,
@@ -376,7 +353,7 @@ impl Inner {
         note: Option<String>,
         now: u64,
     ) -> Result<MailResponse, RemoteError> {
-        let sender = self.sender_name(&peer)?;
+        let sender = self.sender_name(&peer).await?;
         self.check_sender_rate(&peer)?;
         let recipient = self.keys.recipient(address);
         let declined = || {
@@ -386,22 +363,30 @@ impl Inner {
             )
         };
         {
-            let store = self.store.lock().unwrap();
-            if store.suppression(&recipient).map_err(internal)?.is_some()
-                || store.refuses_invitations(&recipient).map_err(internal)?
+            let store = &self.store;
+            if store
+                .suppression(&recipient)
+                .await
+                .map_err(internal)?
+                .is_some()
+                || store
+                    .refuses_invitations(&recipient)
+                    .await
+                    .map_err(internal)?
             {
                 return Err(declined());
             }
             let repeat = u64::from(self.config.limits.invite_repeat_days) * DAY_MS;
             if store
                 .last_invited(&recipient)
+                .await
                 .map_err(internal)?
                 .is_some_and(|at| now.saturating_sub(at) < repeat)
             {
                 return Err(declined());
             }
         }
-        if !self.within_daily_limits(&recipient, now)? {
+        if !self.within_daily_limits(&recipient, now).await? {
             return Err(rate_limited("too much mail to this address today"));
         }
         let letter = Letter::Invite {
@@ -409,7 +394,7 @@ impl Inner {
             invite_code,
             note,
         };
-        self.enqueue(&recipient, address, &letter, now)?;
+        self.enqueue(&recipient, address, &letter, now).await?;
         allpeers_log::flesh!(?peer, "mail: invitation queued");
         Ok(MailResponse::Invited)
     }
@@ -419,7 +404,7 @@ impl Inner {
 mod tests {
     use super::*;
     use crate::mail::config::{MailConfig, MailLimits};
-    use crate::mail::{MailGateway, proto::Preferences};
+    use crate::mail::{MailDb, MailGateway, proto::Preferences};
 
     /// A gateway whose SMTP server is not there (nothing is delivered; the decisions are
     /// what is tested), and three peers, two with names.
@@ -443,7 +428,7 @@ mod tests {
         config.smtp.port = 1;
         config.http.listen = "127.0.0.1:0".parse().unwrap();
         let identity = allpeers_net::Identity::generate();
-        let g = MailGateway::start(config, "hub.test", &identity, &db)
+        let g = MailGateway::start(config, "hub.test", &identity, MailDb::Sqlite(&db))
             .await
             .unwrap();
         (dir, g, peers)
@@ -472,16 +457,19 @@ mod tests {
         let (_d, g, [alice, bob, _]) = gateway(MailLimits::default()).await;
         let inner = &g.inner;
         assert_eq!(
-            inner.handle(alice, invite("dave@example.test")).unwrap(),
+            inner
+                .handle(alice, invite("dave@example.test"))
+                .await
+                .unwrap(),
             MailResponse::Invited
         );
         // Within invite_repeat_days, by anyone: declined.
         assert_eq!(
-            code_of(inner.handle(bob, invite("dave@example.test"))),
+            code_of(inner.handle(bob, invite("dave@example.test")).await),
             Some(code::DECLINED)
         );
         // An owner who turned invitations off is never invited.
-        let store = inner.store.lock().unwrap();
+        let store = &inner.store;
         let r = inner.keys.recipient("erin@example.test");
         store
             .set_address(
@@ -493,9 +481,9 @@ mod tests {
                 u64::MAX,
                 0,
             )
+            .await
             .unwrap();
-        drop(store);
-        inner.store.lock().unwrap().confirm(&bob).unwrap();
+        inner.store.confirm(&bob).await.unwrap();
         inner
             .handle(
                 bob,
@@ -504,9 +492,10 @@ mod tests {
                     ..Preferences::ALL
                 }),
             )
+            .await
             .unwrap();
         assert_eq!(
-            code_of(inner.handle(alice, invite("erin@example.test"))),
+            code_of(inner.handle(alice, invite("erin@example.test")).await),
             Some(code::DECLINED)
         );
     }
@@ -518,7 +507,7 @@ mod tests {
         // Bob owns and confirmed the address; alice registers it too, never confirms, and
         // asks for no more mail.
         let r = inner.keys.recipient("bob@example.test");
-        let store = inner.store.lock().unwrap();
+        let store = &inner.store;
         store
             .set_address(
                 &bob,
@@ -529,6 +518,7 @@ mod tests {
                 u64::MAX,
                 0,
             )
+            .await
             .unwrap();
         store
             .set_address(
@@ -540,23 +530,18 @@ mod tests {
                 u64::MAX,
                 0,
             )
+            .await
             .unwrap();
-        drop(store);
-        inner.store.lock().unwrap().confirm(&bob).unwrap();
+        inner.store.confirm(&bob).await.unwrap();
         assert_eq!(
-            inner.handle(alice, MailRequest::UnsubscribeAll).unwrap(),
+            inner
+                .handle(alice, MailRequest::UnsubscribeAll)
+                .await
+                .unwrap(),
             MailResponse::Unsubscribed
         );
-        assert_eq!(inner.store.lock().unwrap().suppression(&r).unwrap(), None);
-        assert!(
-            inner
-                .store
-                .lock()
-                .unwrap()
-                .registration(&alice)
-                .unwrap()
-                .is_none()
-        );
+        assert_eq!(inner.store.suppression(&r).await.unwrap(), None);
+        assert!(inner.store.registration(&alice).await.unwrap().is_none());
         // Bob still gets his notices.
         assert_eq!(
             inner
@@ -567,19 +552,17 @@ mod tests {
                         notice: Notice::Waiting { count: 1 }
                     }
                 )
+                .await
                 .unwrap(),
             MailResponse::Notified(NotifyOutcome::Queued)
         );
         // The owner's own stop-all does suppress it.
-        inner.handle(bob, MailRequest::UnsubscribeAll).unwrap();
+        inner
+            .handle(bob, MailRequest::UnsubscribeAll)
+            .await
+            .unwrap();
         assert_eq!(
-            inner
-                .store
-                .lock()
-                .unwrap()
-                .suppression(&r)
-                .unwrap()
-                .as_deref(),
+            inner.store.suppression(&r).await.unwrap().as_deref(),
             Some("unsubscribed")
         );
     }
@@ -596,8 +579,6 @@ mod tests {
         let r = inner.keys.recipient("bob@example.test");
         inner
             .store
-            .lock()
-            .unwrap()
             .set_address(
                 &bob,
                 "bob@example.test",
@@ -607,23 +588,24 @@ mod tests {
                 u64::MAX,
                 0,
             )
+            .await
             .unwrap();
-        inner.store.lock().unwrap().confirm(&bob).unwrap();
+        inner.store.confirm(&bob).await.unwrap();
         let notify = || MailRequest::Notify {
             to: bob,
             notice: Notice::Waiting { count: 1 },
         };
         assert_eq!(
-            inner.handle(alice, notify()).unwrap(),
+            inner.handle(alice, notify()).await.unwrap(),
             MailResponse::Notified(NotifyOutcome::Queued)
         );
         assert_eq!(
-            inner.handle(alice, notify()).unwrap(),
+            inner.handle(alice, notify()).await.unwrap(),
             MailResponse::Notified(NotifyOutcome::Queued)
         );
         // The recipient's limit: "not sent", the same answer as for a peer without address.
         assert_eq!(
-            inner.handle(alice, notify()).unwrap(),
+            inner.handle(alice, notify()).await.unwrap(),
             MailResponse::Notified(NotifyOutcome::NotSent)
         );
         let nobody = MailRequest::Notify {
@@ -631,19 +613,25 @@ mod tests {
             notice: Notice::Waiting { count: 1 },
         };
         assert_eq!(
-            inner.handle(alice, nobody).unwrap(),
+            inner.handle(alice, nobody).await.unwrap(),
             MailResponse::Notified(NotifyOutcome::NotSent)
         );
         // A sender without a name cannot send.
         assert_eq!(
-            code_of(inner.handle(carol, notify())),
+            code_of(inner.handle(carol, notify()).await),
             Some(code::NO_ADDRESS)
         );
         // The hub's cap (4 a day): two more, then refused.
-        inner.handle(alice, invite("x1@example.test")).unwrap();
-        inner.handle(alice, invite("x2@example.test")).unwrap();
+        inner
+            .handle(alice, invite("x1@example.test"))
+            .await
+            .unwrap();
+        inner
+            .handle(alice, invite("x2@example.test"))
+            .await
+            .unwrap();
         assert_eq!(
-            code_of(inner.handle(alice, invite("x3@example.test"))),
+            code_of(inner.handle(alice, invite("x3@example.test")).await),
             Some(code::RATE_LIMITED)
         );
     }

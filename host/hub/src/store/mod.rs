@@ -140,17 +140,6 @@ impl Store {
         }
     }
 
-    /// How many letters wait for `to`, without waiting on I/O: SQLite only (the e-mail
-    /// gateway's digests, which run with the embedded backend); `None` in cluster mode.
-    pub fn waiting_now(&self, to: &PeerId) -> Option<Result<u32, StoreError>> {
-        match self {
-            Store::Sqlite { mailbox, .. } => {
-                Some(mailbox.lock().unwrap().waiting(to).map_err(Into::into))
-            }
-            Store::Postgres(_) => None,
-        }
-    }
-
     pub async fn ack(&self, to: &PeerId, ids: &[u64]) -> Result<u32, StoreError> {
         match self {
             Store::Sqlite { mailbox, .. } => Ok(mailbox.lock().unwrap().ack(to, ids)?),

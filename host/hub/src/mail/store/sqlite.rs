@@ -1,90 +1,18 @@
 //! The gateway's tables in the hub's SQLite database (`hub.db`, its own connection; WAL
 //! lets it share the file with `db.rs`): registrations, the suppression list, invitation
-//! records and the queue. Times are Unix milliseconds.
+//! records and the queue. Times are Unix milliseconds. One process and one delivery
+//! worker: what the worker takes is what it sends, so no leases are needed here.
 
 use std::path::Path;
 
 use allpeers_model::PeerId;
 use rusqlite::{OptionalExtension, params};
 
-use super::proto::Preferences;
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("mail database: {0}")]
-    Sqlite(#[from] rusqlite::Error),
-    #[error("mail database holds a corrupt {0}")]
-    Corrupt(&'static str),
-}
-
-/// A peer's registered address.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Registration {
-    pub address: String,
-    pub recipient: [u8; 32],
-    pub confirmed: bool,
-    pub preferences: Preferences,
-    pub code_hash: Option<[u8; 32]>,
-    pub code_expires: u64,
-    pub attempts: u32,
-    /// When the address was last set.
-    pub updated_at: u64,
-}
-
-/// A queued mail due for an attempt.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Queued {
-    pub id: i64,
-    pub address: String,
-    pub recipient: [u8; 32],
-    /// The [`super::template::Letter`] as JSON.
-    pub letter: String,
-    pub attempts: u32,
-    pub queued_at: u64,
-}
-
-/// A queue entry's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    Queued,
-    Sent,
-    /// Given up (5xx, or retried past the limit).
-    Failed,
-    /// Dropped before sending: the address unsubscribed meanwhile.
-    Cancelled,
-}
-
-impl State {
-    fn as_str(self) -> &'static str {
-        match self {
-            State::Queued => "queued",
-            State::Sent => "sent",
-            State::Failed => "failed",
-            State::Cancelled => "cancelled",
-        }
-    }
-}
+use super::{DIGEST_BIT, DigestCandidate, Queued, Registration, State, StoreError, key};
+use crate::mail::proto::Preferences;
 
 pub struct Store {
     conn: rusqlite::Connection,
-}
-
-/// [`Preferences::digest`] in the stored bits.
-const DIGEST_BIT: u8 = 8;
-
-/// A peer that accepts digests (see [`Store::digest_candidates`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DigestCandidate {
-    pub peer: PeerId,
-    pub address: String,
-    pub recipient: [u8; 32],
-    /// When the last digest went (0: never), and of how many letters.
-    pub last_at: u64,
-    pub last_count: u32,
-}
-
-fn key(blob: Vec<u8>) -> Result<[u8; 32], StoreError> {
-    blob.try_into().map_err(|_| StoreError::Corrupt("key"))
 }
 
 impl Store {
@@ -129,7 +57,8 @@ impl Store {
                  next_attempt INTEGER NOT NULL,
                  queued_at INTEGER NOT NULL,
                  done_at INTEGER,
-                 last_error TEXT
+                 last_error TEXT,
+                 lease_until INTEGER NOT NULL DEFAULT 0
              );
              CREATE INDEX IF NOT EXISTS mail_queue_due ON mail_queue(state, next_attempt);
              CREATE INDEX IF NOT EXISTS mail_queue_recipient ON mail_queue(recipient, queued_at);
@@ -139,6 +68,22 @@ impl Store {
                  at INTEGER NOT NULL,
                  count INTEGER NOT NULL
              );",
+        )?;
+        // Queues made before leases: add the column.
+        let leased: bool = conn.query_row(
+            "SELECT COUNT(*) > 0 FROM pragma_table_info('mail_queue') WHERE name = 'lease_until'",
+            [],
+            |r| r.get(0),
+        )?;
+        if !leased {
+            conn.execute_batch(
+                "ALTER TABLE mail_queue ADD COLUMN lease_until INTEGER NOT NULL DEFAULT 0",
+            )?;
+        }
+        // One process: nothing is in flight at its start.
+        conn.execute(
+            "UPDATE mail_queue SET lease_until = 0 WHERE lease_until != 0",
+            [],
         )?;
         Ok(Store { conn })
     }
@@ -177,15 +122,20 @@ impl Store {
         Ok(out)
     }
 
-    /// Records that `peer` was sent (or, with `count` 0, needs) no digest beyond `count`
-    /// letters, at `at`.
-    pub fn set_digest(&self, peer: &PeerId, at: u64, count: u32) -> Result<(), StoreError> {
-        self.conn.execute(
-            "INSERT INTO mail_digests(peer, at, count) VALUES (?1, ?2, ?3)
-             ON CONFLICT(peer) DO UPDATE SET at = excluded.at, count = excluded.count",
-            rusqlite::params![peer.to_string(), at as i64, count],
-        )?;
-        Ok(())
+    /// See [`super::MailStore::record_digest`].
+    pub fn record_digest(
+        &self,
+        peer: &PeerId,
+        seen_at: u64,
+        at: u64,
+        count: u32,
+    ) -> Result<bool, StoreError> {
+        Ok(self.conn.execute(
+            "INSERT INTO mail_digests(peer, at, count) VALUES (?1, ?3, ?4)
+             ON CONFLICT(peer) DO UPDATE SET at = excluded.at, count = excluded.count
+             WHERE mail_digests.at = ?2",
+            rusqlite::params![peer.to_string(), seen_at as i64, at as i64, count],
+        )? == 1)
     }
 
     // ---- registrations ----
@@ -443,14 +393,22 @@ impl Store {
         Ok(id)
     }
 
-    /// Up to `limit` queued mails due at `now`, oldest first.
-    pub fn due(&self, now: u64, limit: usize) -> Result<Vec<Queued>, StoreError> {
+    /// Takes up to `limit` queued mails due at `now` and not in flight, oldest first, in
+    /// flight until `lease_until` (or their outcome is recorded).
+    pub fn claim(
+        &self,
+        now: u64,
+        lease_until: u64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT id, address, recipient, letter, attempts, queued_at FROM mail_queue
-             WHERE state = 'queued' AND next_attempt <= ?1
-             ORDER BY next_attempt, id LIMIT ?2",
+            "UPDATE mail_queue SET lease_until = ?2 WHERE id IN (
+                 SELECT id FROM mail_queue
+                 WHERE state = 'queued' AND next_attempt <= ?1 AND lease_until <= ?1
+                 ORDER BY next_attempt, id LIMIT ?3)
+             RETURNING id, address, recipient, letter, attempts, queued_at, next_attempt",
         )?;
-        let rows = stmt.query_map(params![now as i64, limit as i64], |r| {
+        let rows = stmt.query_map(params![now as i64, lease_until as i64, limit as i64], |r| {
             Ok((
                 r.get::<_, i64>(0)?,
                 r.get::<_, String>(1)?,
@@ -458,26 +416,33 @@ impl Store {
                 r.get::<_, String>(3)?,
                 r.get::<_, u32>(4)?,
                 r.get::<_, i64>(5)?,
+                r.get::<_, i64>(6)?,
             ))
         })?;
-        rows.map(|row| {
-            let (id, address, recipient, letter, attempts, queued_at) = row?;
-            Ok(Queued {
-                id,
-                address,
-                recipient: key(recipient)?,
-                letter,
-                attempts,
-                queued_at: queued_at as u64,
+        let mut out = rows
+            .map(|row| {
+                let (id, address, recipient, letter, attempts, queued_at, next) = row?;
+                Ok((
+                    next,
+                    Queued {
+                        id,
+                        address,
+                        recipient: key(recipient)?,
+                        letter,
+                        attempts,
+                        queued_at: queued_at as u64,
+                    },
+                ))
             })
-        })
-        .collect()
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        out.sort_by_key(|(next, q)| (*next, q.id));
+        Ok(out.into_iter().map(|(_, q)| q).collect())
     }
 
-    /// When the next queued mail is due.
+    /// When the next queued mail is due (for one in flight: when its lease runs out).
     pub fn next_due(&self) -> Result<Option<u64>, StoreError> {
         let at: Option<i64> = self.conn.query_row(
-            "SELECT MIN(next_attempt) FROM mail_queue WHERE state = 'queued'",
+            "SELECT MIN(MAX(next_attempt, lease_until)) FROM mail_queue WHERE state = 'queued'",
             [],
             |r| r.get(0),
         )?;
@@ -494,7 +459,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE mail_queue SET state = ?2, attempts = attempts + 1, done_at = ?3,
-                 last_error = COALESCE(?4, last_error)
+                 last_error = COALESCE(?4, last_error), lease_until = 0
              WHERE id = ?1",
             params![id, state.as_str(), now as i64, error],
         )?;
@@ -504,7 +469,8 @@ impl Store {
     /// Records a failed attempt to retry at `at`.
     pub fn retry_at(&self, id: i64, at: u64, error: &str) -> Result<(), StoreError> {
         self.conn.execute(
-            "UPDATE mail_queue SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3
+            "UPDATE mail_queue SET attempts = attempts + 1, next_attempt = ?2, last_error = ?3,
+                 lease_until = 0
              WHERE id = ?1",
             params![id, at as i64, error],
         )?;
@@ -552,21 +518,25 @@ mod tests {
         let b = s
             .enqueue("invitation", &r, "a@example.org", "{}", 1001)
             .unwrap();
-        assert_eq!(s.due(999, 10).unwrap().len(), 0);
+        assert_eq!(s.claim(999, 0, 10).unwrap().len(), 0);
         assert_eq!(
-            s.due(1001, 10)
+            s.claim(1001, 2000, 10)
                 .unwrap()
                 .iter()
                 .map(|q| q.id)
                 .collect::<Vec<_>>(),
             [a, b]
         );
+        // In flight until 2000: not taken again, and due again then.
+        assert!(s.claim(1500, 3000, 10).unwrap().is_empty());
+        assert_eq!(s.next_due().unwrap(), Some(2000));
         assert_eq!(s.last_invited(&r).unwrap(), Some(1001));
         s.retry_at(a, 5000, "451").unwrap();
-        assert_eq!(s.next_due().unwrap(), Some(1001));
+        assert_eq!(s.next_due().unwrap(), Some(2000));
         s.finish(b, State::Sent, None, 1002).unwrap();
         assert_eq!(s.next_due().unwrap(), Some(5000));
-        assert_eq!(s.due(5000, 10).unwrap()[0].attempts, 1);
+        assert_eq!(s.claim(5000, 6000, 10).unwrap()[0].attempts, 1);
+        s.retry_at(a, 5000, "451").unwrap();
         assert_eq!(s.count_for_recipient(&r, 0).unwrap(), 2);
         // Suppression cancels what is queued.
         s.suppress(&r, "unsubscribed", 6000).unwrap();
@@ -601,9 +571,12 @@ mod tests {
         let c = s.digest_candidates().unwrap();
         assert_eq!(c.len(), 1);
         assert_eq!((c[0].peer, c[0].last_at, c[0].last_count), (bob, 0, 0));
-        s.set_digest(&bob, 500, 3).unwrap();
+        assert!(s.record_digest(&bob, 0, 500, 3).unwrap());
+        // Another instance that read the same record loses: one digest, not two.
+        assert!(!s.record_digest(&bob, 0, 510, 3).unwrap());
         let c = s.digest_candidates().unwrap();
         assert_eq!((c[0].last_at, c[0].last_count), (500, 3));
+        assert!(s.record_digest(&bob, 500, 900, 0).unwrap());
     }
 
     #[test]
