@@ -424,3 +424,19 @@ export async function seedAlbumInPage([title, count, colours]) {
   return list.id;
 }
 
+// ---------------------------------------------------------------- drag-and-share
+
+/** Dispatches dragenter, dragover and drop of `files` ({name, type, b64}) on `selector`. */
+export async function dropFiles(page, selector, files) {
+  const dt = await page.evaluateHandle((files) => {
+    const dt = new DataTransfer();
+    for (const f of files) {
+      const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+      dt.items.add(new File([bytes], f.name, { type: f.type }));
+    }
+    return dt;
+  }, files);
+  for (const type of ["dragenter", "dragover"]) await page.dispatchEvent(selector, type, { dataTransfer: dt });
+  if (!(await page.evaluate(() => document.body.dataset.dragging))) throw new Error("the sidebar does not show it takes the drop");
+  await page.dispatchEvent(selector, "drop", { dataTransfer: dt });
+}
