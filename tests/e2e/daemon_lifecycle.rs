@@ -195,22 +195,42 @@ async fn a_backup_is_restored_over_the_local_api_only_with_consent_to_replace() 
     // Bad input: each refused with its own code, nothing written.
     for (params, code) in [
         (json!({"file": "{not json"}), ErrorCode::BadBackup),
-        (json!({"file": "{\"format\":\"other\"}"}), ErrorCode::BadBackup),
+        (
+            json!({"file": "{\"format\":\"other\"}"}),
+            ErrorCode::BadBackup,
+        ),
         (json!({"file": " ".repeat(70_000)}), ErrorCode::BadBackup),
         (json!({"file": file}), ErrorCode::InvalidParams),
-        (json!({"file": file, "passphrase": "wrong words"}), ErrorCode::WrongPassphrase),
+        (
+            json!({"file": file, "passphrase": "wrong words"}),
+            ErrorCode::WrongPassphrase,
+        ),
     ] {
         let response = client.call("identity.restore", params.clone()).await;
-        assert_eq!(error_code(&response), code.code(), "{params:.80}: {response:?}");
+        assert_eq!(
+            error_code(&response),
+            code.code(),
+            "{params:.80}: {response:?}"
+        );
     }
     // A different identity is replaced only when asked to; the refusal names the current one.
     let refused = client
-        .call("identity.restore", json!({"file": file, "passphrase": "backup words"}))
+        .call(
+            "identity.restore",
+            json!({"file": file, "passphrase": "backup words"}),
+        )
         .await;
     assert_eq!(error_code(&refused), ErrorCode::IdentityExists.code());
-    assert_eq!(refused.error.as_ref().unwrap().data.as_ref().unwrap()["peer_id"], own);
+    assert_eq!(
+        refused.error.as_ref().unwrap().data.as_ref().unwrap()["peer_id"],
+        own
+    );
     let key_path = other.path().join("identity.json");
-    assert!(std::fs::read_to_string(&key_path).unwrap().contains(own.as_str().unwrap()));
+    assert!(
+        std::fs::read_to_string(&key_path)
+            .unwrap()
+            .contains(own.as_str().unwrap())
+    );
     let restored = client
         .call(
             "identity.restore",
@@ -223,7 +243,11 @@ async fn a_backup_is_restored_over_the_local_api_only_with_consent_to_replace() 
     assert_eq!(restored["sealed"], true);
     assert_eq!(restored["restart_needed"], true);
     let kept = std::path::PathBuf::from(restored["replaced"].as_str().unwrap());
-    assert!(std::fs::read_to_string(&kept).unwrap().contains(own.as_str().unwrap()));
+    assert!(
+        std::fs::read_to_string(&kept)
+            .unwrap()
+            .contains(own.as_str().unwrap())
+    );
     // The running daemon keeps its key until it restarts.
     let running = client.call("identity.get", json!({})).await.result.unwrap();
     assert_eq!(running["peer_id"], own);
@@ -233,7 +257,10 @@ async fn a_backup_is_restored_over_the_local_api_only_with_consent_to_replace() 
     let daemon = Daemon::start(other.path()).await;
     let mut client = daemon.client("c").await;
     let locked = client.call("identity.get", json!({})).await.result.unwrap();
-    assert_eq!((locked["peer_id"].clone(), locked["locked"].clone()), (id.clone(), json!(true)));
+    assert_eq!(
+        (locked["peer_id"].clone(), locked["locked"].clone()),
+        (id.clone(), json!(true))
+    );
     let unlocked = client
         .call("identity.unlock", json!({"passphrase": "backup words"}))
         .await
@@ -242,7 +269,10 @@ async fn a_backup_is_restored_over_the_local_api_only_with_consent_to_replace() 
     assert_eq!(unlocked["locked"], false);
     // Restoring the identity it has is no change.
     let same = client
-        .call("identity.restore", json!({"file": file, "passphrase": "backup words"}))
+        .call(
+            "identity.restore",
+            json!({"file": file, "passphrase": "backup words"}),
+        )
         .await
         .result
         .unwrap();

@@ -399,7 +399,10 @@ mod tests {
         let identity = Identity::generate();
         let text = serde_json::to_vec(&KeyFile::with_params(&identity, Some("p"), CHEAP)).unwrap();
         let file = KeyFile::parse(&text, "backup").unwrap();
-        assert_eq!(file.open(Some("p"), "backup").unwrap().peer_id(), identity.peer_id());
+        assert_eq!(
+            file.open(Some("p"), "backup").unwrap().peer_id(),
+            identity.peer_id()
+        );
         for garbage in [&b"{not json"[..], b"", b"{\"format\":\"other\"}"] {
             let err = KeyFile::parse(garbage, "backup").unwrap_err();
             assert!(err.to_string().contains("backup"), "{err}");

@@ -236,7 +236,9 @@ async fn restore(daemon: &Arc<Daemon>, params: m::RestoreParams) -> Result<Value
     }
     let backup = allpeers_net::KeyFile::parse(params.file.as_bytes(), "the backup").map_err(
         |e| match e {
-            IdentityError::Corrupt { reason, .. } => bad(format!("not an identity backup: {reason}")),
+            IdentityError::Corrupt { reason, .. } => {
+                bad(format!("not an identity backup: {reason}"))
+            }
             other => internal(other),
         },
     )?;
@@ -256,7 +258,9 @@ async fn restore(daemon: &Arc<Daemon>, params: m::RestoreParams) -> Result<Value
                 ErrorCode::WrongPassphrase,
                 "wrong passphrase: it does not open the backup",
             ),
-            IdentityError::Corrupt { reason, .. } => bad(format!("the backup does not open: {reason}")),
+            IdentityError::Corrupt { reason, .. } => {
+                bad(format!("the backup does not open: {reason}"))
+            }
             other => internal(other),
         })?;
     let replace = params.replace.unwrap_or(false);
