@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import {
   apiCall,
-  axeAudit,
   cleanupAll,
   dropFiles,
   installHost,
@@ -15,7 +14,7 @@ import {
   openPanel,
   pngBase64,
   registerAtHub,
-  screenshot,
+  screenshotBoth,
   startDaemon,
   startHub,
   until,
@@ -77,8 +76,7 @@ test("an album: photos dropped on it or picked with Add photos… join the same 
   await until("the result", async () => /Added 1 file to “Colours”; 1 not shared \(notes\.txt: not a photo\)/.test(await a.textContent(`${card} .share-result`)));
   await until("bob has four", async () => (await bobItems()).length === 4);
   await until("every thumbnail", async () => (await a.locator(`${card} .album-cell[data-state="ready"]`).count()) === 4);
-  await screenshot(a, "shared-album-edit-light");
-  await axeAudit(a, "shared-album-edit-light");
+  await screenshotBoth(a, "shared-album-edit");
 
   // --- Remove green.png from the grid (the keyboard: its button, Enter).
   const greenId = await a.getAttribute(`${card} .album-cell:has(img[alt="green.png"])`, "data-item");

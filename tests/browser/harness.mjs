@@ -318,6 +318,23 @@ export async function axeAudit(page, what) {
   return violations;
 }
 
+/**
+ * Screenshots `<name>-light.png` and `<name>-dark.png` of the page as it is, each audited with axe-core (contrast
+ * differs between the schemes); leaves the page in the light scheme.
+ */
+export async function screenshotBoth(page, name) {
+  const paths = [];
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme });
+    // Styles follow prefers-color-scheme: wait until the page has applied it.
+    await page.waitForFunction((s) => matchMedia(`(prefers-color-scheme: ${s})`).matches, scheme);
+    paths.push(await screenshot(page, `${name}-${scheme}`));
+    await axeAudit(page, `${name} (${scheme})`);
+  }
+  await page.emulateMedia({ colorScheme: "light" });
+  return paths;
+}
+
 // ---------------------------------------------------------------- albums (a List of Images)
 
 /** A w×h RGB PNG whose pixel (x, y) is `pixel(x, y)` ([r, g, b]); its bytes. */

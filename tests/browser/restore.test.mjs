@@ -16,7 +16,7 @@ import {
   launch,
   makeNode,
   openPanel,
-  screenshot,
+  screenshotBoth,
   until,
   waitConnected,
 } from "./harness.mjs";
@@ -97,8 +97,7 @@ test("restore a backup: first-run card (sealed, replacing only once confirmed); 
   await page.waitForSelector(`body[data-restored="${node.peerId}"]`);
   const back = await apiCall(node, "identity.get");
   assert.deepEqual([back.peer_id, back.sealed, back.locked], [node.peerId, false, false]);
-  await screenshot(page, "settings-restore-light");
-  await axeAudit(page, "settings-restore-light");
+  await screenshotBoth(page, "settings-restore");
   assert.deepEqual(page.errors, []);
 });
 
