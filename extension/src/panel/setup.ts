@@ -234,8 +234,13 @@ export function initSetup(client: Client, deps: Deps) {
         say(result, `Restored ${shortPeer(r.peer_id)}; AllPeers restarts to use it…`);
         if (!(await restart(result, `You are ${shortPeer(r.peer_id)} again.`))) return;
         if (r.sealed) {
-          identity = await client.call("identity.unlock", { passphrase: secret }, 60_000);
-          drawIdentity();
+          try {
+            identity = await client.call("identity.unlock", { passphrase: secret }, 60_000);
+            drawIdentity();
+          } catch (e) {
+            say(result, `Restored ${shortPeer(r.peer_id)}, but not unlocked: ${errorText(e)} (unlock it in People).`, true);
+            return;
+          }
         }
         body.dataset.restored = r.peer_id;
       } catch (e) {
