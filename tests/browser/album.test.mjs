@@ -16,7 +16,7 @@ import {
   makeSocialNode,
   openPanel,
   registerAtHub,
-  screenshot,
+  screenshotBoth,
   startHub,
   until,
   waitConnected,
@@ -97,8 +97,7 @@ test("an album of 1,000 photos: a virtualised grid, lazy thumbnails, keyboard, s
   assert.equal(await page.textContent(`${card} .share-title`), "Holiday <b>2026</b>");
   // No add-a-link form on an album.
   assert.equal(await page.locator(`${card} form.share-add:visible`).count(), 0);
-  await screenshot(page, "shared-album-light");
-  await axeAudit(page, "shared-album-light");
+  await screenshotBoth(page, "shared-album");
 
   // --- The keyboard: Tab reaches the grid, End scrolls to the last photo (read then, lazily).
   await page.focus(`${card} .album-grid`);

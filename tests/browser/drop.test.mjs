@@ -12,6 +12,7 @@ import {
   apiCall,
   axeAudit,
   cleanupAll,
+  dropFiles,
   installHost,
   launch,
   makeSocialNode,
@@ -29,21 +30,6 @@ after(cleanupAll);
 /** A w×h gradient PNG, so the thumbnail is not one colour (with noise: as large as a photo); its bytes. */
 function gradient(w, h, seed, noise = false) {
   return png(w, h, (x, y) => [(x * 255) / w, (y * 255) / h, noise ? Math.random() * 256 : seed]);
-}
-
-/** Dispatches dragenter, dragover and drop of `files` ({name, type, b64}) on `selector`. */
-async function dropFiles(page, selector, files) {
-  const dt = await page.evaluateHandle((files) => {
-    const dt = new DataTransfer();
-    for (const f of files) {
-      const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
-      dt.items.add(new File([bytes], f.name, { type: f.type }));
-    }
-    return dt;
-  }, files);
-  for (const type of ["dragenter", "dragover"]) await page.dispatchEvent(selector, type, { dataTransfer: dt });
-  assert.ok(await page.evaluate(() => document.body.dataset.dragging), "the sidebar shows it takes the drop");
-  await page.dispatchEvent(selector, "drop", { dataTransfer: dt });
 }
 
 /** Waits until every cell in view of the album `share` shows its thumbnail; answers how many. */

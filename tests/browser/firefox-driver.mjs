@@ -21,9 +21,10 @@ export const GECKODRIVER = findGeckodriver();
 
 /**
  * Registers the native host for `node` in a HOME of its own, starts headless Firefox there (no passphrase, no
- * display in its environment) with the extension installed, and quits it at cleanup.
+ * display in its environment) with the extension installed, and quits it at cleanup. `downloads`: a folder that
+ * downloads are saved to without asking.
  */
-export async function launchFirefox(node, { width, height }) {
+export async function launchFirefox(node, { width, height, downloads }) {
   const { Builder } = await import("selenium-webdriver");
   const firefox = await import("selenium-webdriver/firefox.js");
   const home = join(node.root, "home");
@@ -38,6 +39,15 @@ export async function launchFirefox(node, { width, height }) {
     .addArguments("-headless")
     .setPreference("extensions.webextensions.uuids", JSON.stringify({ "allpeers@allpeers.net": FIREFOX_UUID }))
     .windowSize({ width, height });
+  if (downloads) {
+    options
+      .setPreference("browser.download.folderList", 2)
+      .setPreference("browser.download.dir", downloads)
+      .setPreference("browser.download.useDownloadDir", true)
+      .setPreference("browser.download.always_ask_before_handling_new_types", false)
+      .setPreference("browser.download.start_downloads_in_tmp_dir", false)
+      .setPreference("browser.helperApps.neverAsk.saveToDisk", "application/json");
+  }
   const driver = await new Builder().forBrowser("firefox").setFirefoxOptions(options).setFirefoxService(service).build();
   onCleanup(() => driver.quit());
   await driver.installAddon(join(EXT, "dist/firefox"), true);

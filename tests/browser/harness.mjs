@@ -318,6 +318,23 @@ export async function axeAudit(page, what) {
   return violations;
 }
 
+/**
+ * Screenshots `<name>-light.png` and `<name>-dark.png` of the page as it is, each audited with axe-core (contrast
+ * differs between the schemes); leaves the page in the light scheme.
+ */
+export async function screenshotBoth(page, name) {
+  const paths = [];
+  for (const scheme of ["light", "dark"]) {
+    await page.emulateMedia({ colorScheme: scheme });
+    // Styles follow prefers-color-scheme: wait until the page has applied it.
+    await page.waitForFunction((s) => matchMedia(`(prefers-color-scheme: ${s})`).matches, scheme);
+    paths.push(await screenshot(page, `${name}-${scheme}`));
+    await axeAudit(page, `${name} (${scheme})`);
+  }
+  await page.emulateMedia({ colorScheme: "light" });
+  return paths;
+}
+
 // ---------------------------------------------------------------- albums (a List of Images)
 
 /** A w×h RGB PNG whose pixel (x, y) is `pixel(x, y)` ([r, g, b]); its bytes. */
@@ -424,3 +441,19 @@ export async function seedAlbumInPage([title, count, colours]) {
   return list.id;
 }
 
+// ---------------------------------------------------------------- drag-and-share
+
+/** Dispatches dragenter, dragover and drop of `files` ({name, type, b64}) on `selector`. */
+export async function dropFiles(page, selector, files) {
+  const dt = await page.evaluateHandle((files) => {
+    const dt = new DataTransfer();
+    for (const f of files) {
+      const bytes = Uint8Array.from(atob(f.b64), (c) => c.charCodeAt(0));
+      dt.items.add(new File([bytes], f.name, { type: f.type }));
+    }
+    return dt;
+  }, files);
+  for (const type of ["dragenter", "dragover"]) await page.dispatchEvent(selector, type, { dataTransfer: dt });
+  if (!(await page.evaluate(() => document.body.dataset.dragging))) throw new Error("the sidebar does not show it takes the drop");
+  await page.dispatchEvent(selector, "drop", { dataTransfer: dt });
+}

@@ -4,22 +4,11 @@
 // (light and dark): any serious or critical violation fails the test.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
-import { axeAudit, cleanupAll, installHost, launch, makeNode, openPanel, screenshot, waitConnected } from "./harness.mjs";
+import { cleanupAll, installHost, launch, makeNode, openPanel, screenshot, screenshotBoth, waitConnected } from "./harness.mjs";
 
 after(cleanupAll);
 
-async function both(page, name) {
-  const paths = [];
-  for (const scheme of ["light", "dark"]) {
-    await page.emulateMedia({ colorScheme: scheme });
-    // Styles follow prefers-color-scheme: wait until the page has applied it.
-    await page.waitForFunction((s) => matchMedia(`(prefers-color-scheme: ${s})`).matches, scheme);
-    paths.push(await screenshot(page, `${name}-${scheme}`));
-    // Accessibility audit of what is shown, in both schemes (contrast differs).
-    await axeAudit(page, `${name} (${scheme})`);
-  }
-  return paths;
-}
+const both = screenshotBoth;
 
 test("panel screenshots: people, settings, empty state, locked, host missing", async () => {
   const node = await makeNode();

@@ -1,19 +1,21 @@
-// Firefox parity for the first run and Settings (Firefox ESR + geckodriver, the real native host, one hub): a
+// Firefox parity for the first run and Settings (Firefox ESR + geckodriver, the real native host, two hubs): a
 // node with no hub is greeted in the sidebar; from the keyboard it joins the hub by address (the daemon
-// restarts with it), registers a name and protects its identity with a passphrase; Settings changes the
-// download folder. (The backup's download is checked in Chromium: Firefox's headless download folder is
-// not the test's to read without changing its preferences.)
+// restarts with it), registers a name, protects its identity with a passphrase and downloads a backup (saved
+// to a folder the test set in Firefox's preferences) that `allpeers identity import` restores elsewhere;
+// Settings changes the home hub with a friend's invite code (restart, then the unlock the passphrase asks
+// for) and the download folder.
 import assert from "node:assert/strict";
-import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, test } from "node:test";
-import { apiCall, cleanupAll, makeNode, startHub, until } from "./harness.mjs";
+import { allpeers, apiCall, cleanupAll, makeNode, makeSocialNode, onCleanup, registerAtHub, startDaemon, startHub, until } from "./harness.mjs";
 import { FIREFOX, FIREFOX_UUID, GECKODRIVER, launchFirefox } from "./firefox-driver.mjs";
 
 after(cleanupAll);
 
 test(
-  "Firefox: first run joins a hub, registers a name, seals the identity; Settings sets the download folder",
+  "Firefox: first run joins a hub, registers a name, seals the identity, downloads a backup; Settings: a hub by invite code, the download folder",
   {
     skip:
       (!existsSync(FIREFOX) && `no ${FIREFOX} (apt-get install firefox-esr)`) ||
@@ -22,13 +24,15 @@ test(
   async () => {
     const { By, Key, until: wdUntil } = await import("selenium-webdriver");
     const { AXE_SOURCE, axeJudge, axeReport } = await import("./harness.mjs");
-    const hub = await startHub();
+    const [hub, hub2] = await Promise.all([startHub(), startHub()]);
     const node = await makeNode();
     writeFileSync(
       join(node.dataDir, "config.json"),
       JSON.stringify({ net: { quic: "127.0.0.1:0", tcp: "127.0.0.1:0" }, transfers: { listen: "127.0.0.1:0", use_trackers: false } }),
     );
-    const { driver } = await launchFirefox(node, { width: 400, height: 900 });
+    const downloads = join(node.root, "firefox downloads");
+    mkdirSync(downloads);
+    const { driver } = await launchFirefox(node, { width: 400, height: 900, downloads });
     const WAIT = 30_000;
     const css = (s) => wdUntil.elementLocated(By.css(s));
     const text = async (id) => driver.findElement(By.id(id)).getText();
@@ -49,6 +53,19 @@ test(
     await driver.findElement(By.id("welcome-seal-again")).sendKeys("firefox passphrase", Key.ENTER);
     await until("sealed", async () => (await apiCall(node, "identity.get")).sealed === true);
 
+    // --- A backup: saved as a download; it restores the same identity in another data dir.
+    await driver.findElement(By.id("welcome-backup-get")).click();
+    const saved = await until("the backup's download", async () => {
+      const name = readdirSync(downloads).find((n) => n.startsWith("allpeers-identity-") && n.endsWith(".json"));
+      return name && JSON.parse(readFileSync(join(downloads, name), "utf8"));
+    });
+    assert.equal(saved.peer_id, node.peerId);
+    const elsewhere = mkdtempSync(join(tmpdir(), "allpeers-restore-"));
+    onCleanup(() => rmSync(elsewhere, { recursive: true, force: true }));
+    const backupPath = join(downloads, readdirSync(downloads).find((n) => n.startsWith("allpeers-identity-")));
+    await allpeers(elsewhere, ["identity", "import", backupPath], { env: { ALLPEERS_BACKUP_PASSPHRASE: "firefox passphrase" } });
+    assert.equal(await allpeers(elsewhere, ["id"], { env: { ALLPEERS_PASSPHRASE: "firefox passphrase" } }), node.peerId);
+
     // --- axe-core on the welcome card.
     if (!(await driver.executeScript("return typeof window.axe === 'object'"))) {
       await driver.executeScript(`(function () { ${AXE_SOURCE}\n}).call(window);`);
@@ -63,6 +80,25 @@ test(
     assert.equal(failing.length, 0, axeReport(failing));
     await driver.findElement(By.id("welcome-done")).click();
     await driver.wait(wdUntil.elementIsNotVisible(driver.findElement(By.id("welcome"))), WAIT);
+
+    // --- Settings: another home hub, from a friend's invite code (it carries the friend's hub); after the
+    // restart the sealed identity asks for its passphrase.
+    const bob = await makeSocialNode(hub2);
+    await startDaemon(bob);
+    await registerAtHub(bob, "bob");
+    const invite = (await apiCall(bob, "contacts.invite")).code;
+    await driver.findElement(By.id("tab-settings")).click();
+    await driver.findElement(By.id("home-hub")).sendKeys(invite, Key.ENTER);
+    await driver.wait(wdUntil.elementIsVisible(driver.findElement(By.id("home-hub-restart"))), WAIT);
+    assert.match(await text("home-hub-result"), /Home hub set to .*restarts/);
+    await driver.findElement(By.id("home-hub-restart")).click();
+    await driver.findElement(By.id("tab-people")).click();
+    await driver.wait(wdUntil.elementIsVisible(driver.findElement(By.id("unlock-form"))), WAIT);
+    await driver.findElement(By.id("passphrase")).sendKeys("firefox passphrase", Key.ENTER);
+    await until("online at the second hub", async () => {
+      const hubStatus = (await apiCall(node, "net.status")).hub;
+      return hubStatus?.hub === hub2.peerId && hubStatus.state === "online";
+    });
 
     // --- Settings: the download folder.
     await driver.findElement(By.id("tab-settings")).click();

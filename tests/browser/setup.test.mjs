@@ -22,6 +22,7 @@ import {
   openPanel,
   registerAtHub,
   screenshot,
+  screenshotBoth,
   startDaemon,
   startHub,
   until,
@@ -47,8 +48,7 @@ test("first run: join a hub, a name, a passphrase, a backup; Settings: another h
   await page.waitForSelector('#welcome:visible');
   await page.waitForSelector('body[data-welcome="no-hub"]');
   assert.ok(await page.isDisabled("#welcome-name"), "no name before a hub");
-  await screenshot(page, "welcome-light");
-  await axeAudit(page, "welcome-light");
+  await screenshotBoth(page, "welcome");
 
   // --- 1. A hub address that is not one: said so. Then the real one, typed and sent with Enter.
   await page.focus("#welcome-hub");

@@ -176,6 +176,112 @@ async fn a_sealed_identity_starts_locked_and_unlocks_with_the_passphrase() {
 }
 
 #[tokio::test]
+async fn a_backup_is_restored_over_the_local_api_only_with_consent_to_replace() {
+    let (original, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let first = Daemon::start(original.path()).await;
+    let mut client = first.client("a").await;
+    let backup = client
+        .call("identity.export", json!({"passphrase": "backup words"}))
+        .await
+        .result
+        .unwrap();
+    first.stop().await;
+    let (id, file) = (backup["peer_id"].clone(), backup["file"].clone());
+
+    let daemon = Daemon::start(other.path()).await;
+    let mut client = daemon.client("b").await;
+    let own = client.call("identity.get", json!({})).await.result.unwrap()["peer_id"].clone();
+    assert_ne!(own, id);
+    // Bad input: each refused with its own code, nothing written.
+    for (params, code) in [
+        (json!({"file": "{not json"}), ErrorCode::BadBackup),
+        (
+            json!({"file": "{\"format\":\"other\"}"}),
+            ErrorCode::BadBackup,
+        ),
+        (json!({"file": " ".repeat(70_000)}), ErrorCode::BadBackup),
+        (json!({"file": file}), ErrorCode::InvalidParams),
+        (
+            json!({"file": file, "passphrase": "wrong words"}),
+            ErrorCode::WrongPassphrase,
+        ),
+    ] {
+        let response = client.call("identity.restore", params.clone()).await;
+        assert_eq!(
+            error_code(&response),
+            code.code(),
+            "{params:.80}: {response:?}"
+        );
+    }
+    // A different identity is replaced only when asked to; the refusal names the current one.
+    let refused = client
+        .call(
+            "identity.restore",
+            json!({"file": file, "passphrase": "backup words"}),
+        )
+        .await;
+    assert_eq!(error_code(&refused), ErrorCode::IdentityExists.code());
+    assert_eq!(
+        refused.error.as_ref().unwrap().data.as_ref().unwrap()["peer_id"],
+        own
+    );
+    let key_path = other.path().join("identity.json");
+    assert!(
+        std::fs::read_to_string(&key_path)
+            .unwrap()
+            .contains(own.as_str().unwrap())
+    );
+    let restored = client
+        .call(
+            "identity.restore",
+            json!({"file": file, "passphrase": "backup words", "replace": true}),
+        )
+        .await
+        .result
+        .unwrap();
+    assert_eq!(restored["peer_id"], id);
+    assert_eq!(restored["sealed"], true);
+    assert_eq!(restored["restart_needed"], true);
+    let kept = std::path::PathBuf::from(restored["replaced"].as_str().unwrap());
+    assert!(
+        std::fs::read_to_string(&kept)
+            .unwrap()
+            .contains(own.as_str().unwrap())
+    );
+    // The running daemon keeps its key until it restarts.
+    let running = client.call("identity.get", json!({})).await.result.unwrap();
+    assert_eq!(running["peer_id"], own);
+    daemon.stop().await;
+
+    // The next start has the restored identity, sealed with the backup's passphrase.
+    let daemon = Daemon::start(other.path()).await;
+    let mut client = daemon.client("c").await;
+    let locked = client.call("identity.get", json!({})).await.result.unwrap();
+    assert_eq!(
+        (locked["peer_id"].clone(), locked["locked"].clone()),
+        (id.clone(), json!(true))
+    );
+    let unlocked = client
+        .call("identity.unlock", json!({"passphrase": "backup words"}))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(unlocked["locked"], false);
+    // Restoring the identity it has is no change.
+    let same = client
+        .call(
+            "identity.restore",
+            json!({"file": file, "passphrase": "backup words"}),
+        )
+        .await
+        .result
+        .unwrap();
+    assert_eq!(same["restart_needed"], false);
+    assert!(same.get("replaced").is_none());
+    daemon.stop().await;
+}
+
+#[tokio::test]
 async fn the_peer_endpoint_listens_where_configured_and_reports_its_status() {
     let dir = tempfile::tempdir().unwrap();
     let daemon = Daemon::start(dir.path()).await;

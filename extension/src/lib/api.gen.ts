@@ -21,6 +21,8 @@ export interface Methods {
   "identity.seal": { params: SealParams; result: IdentityInfo };
   /** A backup of the identity: its key file, sealed (with the given passphrase if it was plain). */
   "identity.export": { params: ExportParams; result: IdentityBackup };
+  /** Restores a backup as the identity from the next start (`BadBackup`, `WrongPassphrase`; a different identity is replaced only with `replace: true`, else `IdentityExists`). */
+  "identity.restore": { params: RestoreParams; result: RestoreResult };
   /** Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`). */
   "events.subscribe": { params: SubscribeParams; result: SubscribeResult };
   /** Removes topics from this client's subscriptions. */
@@ -379,8 +381,12 @@ export const ErrorCode = {
   FrameTooLarge: -32002,
   /** truncated frame: the stream ended inside a frame; the connection closes */
   TruncatedFrame: -32003,
-  /** wrong passphrase: `identity.unlock` with a passphrase that does not open the key */
+  /** wrong passphrase: `identity.unlock` or `identity.restore` with a passphrase that does not open the key */
   WrongPassphrase: -32004,
+  /** bad backup: `identity.restore`: the file is not an AllPeers identity backup (too large, not JSON, another format or version, a key that does not match its PeerId); the message says which */
+  BadBackup: -32005,
+  /** identity exists: `identity.restore` without `replace: true` while the node has a different identity; `data`: `{peer_id}` (the current one) */
+  IdentityExists: -32006,
   /** invalid resource: the resource does not fit its type; `data`: `{errors: [{path, reason}]}` */
   InvalidResource: -32010,
   /** not found: no resource with that id */
@@ -1714,6 +1720,28 @@ export type ResourceFilter = "all" | { "type": { name: string, subtypes?: boolea
  */
 export type ResourceSubscribeParams = {
   filter: ResourceFilter;
+};
+
+/**
+ * `identity.restore`'s params: a backup (the key file's JSON text, as `identity.export` or `allpeers identity
+ * export` wrote it) and its passphrase (needed when it is sealed). `replace` confirms that a *different* identity
+ * this node has now is put aside (kept as a file beside it); without it that is refused with `IdentityExists`.
+ */
+export type RestoreParams = {
+  file: string;
+  passphrase?: string;
+  replace?: boolean;
+};
+
+/**
+ * `identity.restore`'s result. The restored identity is used from the daemon's next start (`restart_needed`);
+ * `replaced` names the file the previous identity was kept in.
+ */
+export type RestoreResult = {
+  peer_id: PeerId;
+  sealed: boolean;
+  restart_needed: boolean;
+  replaced?: string;
 };
 
 /**

@@ -5,6 +5,7 @@
 // as blob: URLs (bounded, oldest dropped), and each cell's <img> is filled when its batch
 // answers. The scroller is focusable (arrows, Page Up/Down, Home/End scroll it), and each
 // cell says its position (aria-posinset / aria-setsize), since most cells are not there.
+// A member who may write sees a Remove button on each photo (marked pending until the daemon answers).
 
 import type { Resource } from "../lib/api.gen";
 import { visibleText } from "../lib/sharing";
@@ -78,15 +79,18 @@ export class AlbumGrid {
   private drawn = "";
   private readonly resize: ResizeObserver;
   private firstPaint = false;
+  /** Photos being removed (the daemon has not answered yet). */
+  private readonly removing = new Set<string>();
 
   /**
    * `fetch`: given, each photo is a button that fetches its file (a share from someone else: `files.get`); the
-   * label says so.
+   * label says so. `remove`: given (we may write), each photo has a Remove button.
    */
   constructor(
     private readonly client: Client,
     private label: string,
     private readonly fetch: ((id: string, name: string) => void) | null = null,
+    private readonly remove: ((id: string, name: string) => Promise<void>) | null = null,
   ) {
     this.list = h("div", { role: "list", class: "album-cells" });
     this.spacer = h("div", { class: "album-spacer" }, this.list);
@@ -202,6 +206,7 @@ export class AlbumGrid {
 
   private fill(cell: HTMLElement, photo: Photo) {
     cell.replaceChildren();
+    delete cell.dataset.pending;
     const name = visibleText(photo.name || "Photo");
     const picture = photo.url
       ? h("img", { src: photo.url, alt: name, loading: "lazy", decoding: "async", draggable: "false" })
@@ -217,6 +222,33 @@ export class AlbumGrid {
       cell.append(picture);
     }
     cell.title = fetch ? `${name} (click to download)` : name;
+    const remove = this.remove;
+    if (remove) {
+      const id = cell.dataset.item ?? "";
+      const busy = this.removing.has(id);
+      if (busy) cell.dataset.pending = "true";
+      const b = h("button", {
+        type: "button",
+        class: "album-remove",
+        "data-action": "remove",
+        "aria-label": `Remove ${name}`,
+        title: busy ? "Removing…" : `Remove ${name}`,
+        text: busy ? "…" : "×",
+        ...(busy ? { disabled: "" } : {}),
+      });
+      b.addEventListener("click", () => {
+        this.removing.add(id);
+        this.fill(cell, photo);
+        void remove(id, name).finally(() => {
+          this.removing.delete(id);
+          // Still listed (refused): the button comes back; removed: the next setItems drops the cell.
+          const again = this.list.querySelector<HTMLElement>(`[data-item="${CSS.escape(id)}"]`);
+          const p = this.photos.get(id);
+          if (again && p) this.fill(again, p);
+        });
+      });
+      cell.append(b);
+    }
   }
 
   private ask(ids: string[]) {

@@ -1,6 +1,7 @@
 // Drag-and-share: files (or folders) dropped on the sidebar, or picked with "Share files…",
 // become a shared List (an album when they are all Images) for the contacts or groups picked;
-// dropped on an open conversation, they are shared with its people and announced in it.
+// dropped on an open conversation, they are shared with its people and announced in it;
+// dropped on an album we may write (or picked with its "Add photos…"), they are added to it.
 // A dropped File has no path on disk: its bytes go to the daemon in order, in bounded chunks
 // (`files.import_start` / `_write`), into the node's imports folder; then `media.add`
 // catalogues them (type, metadata, thumbnails; `media.progress` says when), `media.info`
@@ -24,12 +25,20 @@ interface Picked {
   tooMany: boolean;
 }
 
+/** Where dropped files go: a new share, a conversation's new share, or an album's list. */
+type Target =
+  | { kind: "new"; name: string; members: ShareMember[] }
+  | { kind: "chat"; chat: Chat; name: string; members: ShareMember[] }
+  | { kind: "album"; share: Share };
+
 interface Deps {
   show: (view: "shared" | "chat") => void;
   /** The conversation shown in Chat, if any: a drop on it shares with it. */
   shownChat: () => Chat | null;
   /** A share was made: the Shared panel shows it. */
   shared: (share: Share) => void;
+  /** The share with this id, as the Shared panel has it. */
+  shareOf: (id: string) => Share | undefined;
 }
 
 /** Walks what was dropped: files, and folders' files (depth-first), stopping past the limit. */
@@ -123,17 +132,31 @@ export function initDrop(client: Client, deps: Deps) {
     depth = 0;
     delete body.dataset.dragging;
     const chat = deps.shownChat();
+    const album = albumAt(ev.target);
     const collecting = collect(ev.dataTransfer?.items ?? null, ev.dataTransfer?.files ?? null);
-    void collecting.then((p) => (chat ? void shareInChat(chat, p) : offer(p)));
+    void collecting.then((p) => (chat ? void shareInChat(chat, p) : album ? void addToAlbum(album, p) : offer(p)));
   });
 
-  // The keyboard's way to the same thing: a file picker.
-  pickButton.addEventListener("click", () => picker.click());
+  /** The album card (one we may write) under a drop, if any. */
+  function albumAt(target: EventTarget | null): Share | null {
+    const li = target instanceof Element ? target.closest<HTMLElement>('li.share[data-album="true"][data-writable="true"]') : null;
+    return (li && deps.shareOf(li.dataset.share ?? "")) || null;
+  }
+
+  // The keyboard's way to the same thing: a file picker (for a new share, or for an album's "Add photos…").
+  let pickingFor: Share | null = null;
+  pickButton.addEventListener("click", () => {
+    pickingFor = null;
+    picker.click();
+  });
   picker.addEventListener("change", () => {
     const files = picker.files;
+    const album = pickingFor;
+    pickingFor = null;
     void collect(null, files).then((p) => {
       picker.value = "";
-      offer(p);
+      if (album) void addToAlbum(album, p);
+      else offer(p);
     });
   });
 
@@ -239,7 +262,7 @@ export function initDrop(client: Client, deps: Deps) {
     }
     const name = title.value.trim() || dropTitle(picked.files.map((f) => f.name));
     const members = [...peers].map((peer) => ({ peer, level: level.value as ShareLevel }));
-    void run(picked, name, members, null);
+    void run(picked, { kind: "new", name, members });
   });
 
   // ------------------------------------------------------------ doing it
@@ -253,13 +276,34 @@ export function initDrop(client: Client, deps: Deps) {
       return;
     }
     const members = peers.map((peer) => ({ peer, level: "read" as ShareLevel }));
-    await run(p, dropTitle(p.files.map((f) => f.name)), members, chat);
+    await run(p, { kind: "chat", chat, name: dropTitle(p.files.map((f) => f.name)), members });
   }
 
-  /** Where progress shows: the form in Shared, or the conversation's status line. */
-  function report(chat: Chat | null, text: string, done?: number, total?: number) {
-    if (chat) {
-      byId("conv-drop-status").textContent = text;
+  async function addToAlbum(share: Share, p: Picked) {
+    if (busy) return;
+    if (!p.files.length) {
+      line({ kind: "album", share }).textContent = `Nothing to add: ${describe(p)}.`;
+      return;
+    }
+    await run(p, { kind: "album", share });
+  }
+
+  /** The status line of a conversation or an album card (the form has its own). */
+  function line(target: Target): HTMLElement {
+    if (target.kind === "album") {
+      const el = document.querySelector<HTMLElement>(`li.share[data-share="${CSS.escape(target.share.id)}"] .share-result`);
+      if (el) {
+        el.className = "muted share-result";
+        return el;
+      }
+    }
+    return byId("conv-drop-status");
+  }
+
+  /** Where progress shows: the form in Shared, else the conversation's or the album's status line. */
+  function report(target: Target, text: string, done?: number, total?: number) {
+    if (target.kind !== "new") {
+      line(target).textContent = text;
       return;
     }
     status.textContent = text;
@@ -271,7 +315,8 @@ export function initDrop(client: Client, deps: Deps) {
     }
   }
 
-  async function run(p: Picked, name: string, members: ShareMember[], chat: Chat | null) {
+  async function run(p: Picked, target: Target) {
+    const name = target.kind === "album" ? target.share.title || "the album" : target.name;
     busy = true;
     submit.disabled = true;
     body.dataset.drop = "sharing";
@@ -282,7 +327,7 @@ export function initDrop(client: Client, deps: Deps) {
       const now = performance.now();
       if (!force && now - lastDraw < 100) return;
       lastDraw = now;
-      report(chat, text, sent, total);
+      report(target, text, sent, total);
     };
     const failed: { name: string; why: string }[] = [];
     const paths: string[] = [];
@@ -307,7 +352,7 @@ export function initDrop(client: Client, deps: Deps) {
         const { job } = await client.call("media.add", { paths: batch }, 60_000);
         await finished(job);
       }
-      // 3. Their resources, into a new list, shared.
+      // 3. Their resources.
       const ids: Resource[] = [];
       for (const [i, path] of paths.entries()) {
         draw(`Adding ${i + 1} of ${paths.length} to “${visibleText(name)}”…`);
@@ -317,37 +362,55 @@ export function initDrop(client: Client, deps: Deps) {
           failed.push({ name: path.split("/").pop() ?? path, why: errorText(e) });
         }
       }
-      const album = ids.length > 0 && ids.every((r) => r.type === "Image");
-      const list = await client.call("resources.create", {
-        resource: { id: "", type: "List", properties: album ? { title: name, itemType: "Image" } : { title: name } },
-      });
-      for (const [i, r] of ids.entries()) {
-        draw(`Adding ${i + 1} of ${ids.length} to “${visibleText(name)}”…`);
-        await client.call("lists.insert", { list: list.id, item: r.id });
+      const count = (n: number) => `${n} ${n === 1 ? "file" : "files"}`;
+      // 4. Into the album's list, or a new list (an album when they are all Images) then shared.
+      let list: string;
+      let inserted = ids;
+      if (target.kind === "album") {
+        // Only photos go into an album; anything else is said, not added.
+        inserted = ids.filter((r) => r.type === "Image");
+        for (const r of ids) if (r.type !== "Image") failed.push({ name: String(r.properties.name ?? r.id), why: "not a photo" });
+        list = target.share.resource;
+      } else {
+        const album = ids.length > 0 && ids.every((r) => r.type === "Image");
+        const made = await client.call("resources.create", {
+          resource: { id: "", type: "List", properties: album ? { title: name, itemType: "Image" } : { title: name } },
+        });
+        list = made.id;
       }
-      draw(`Sharing “${visibleText(name)}”…`, true);
-      const share = await client.call("shares.create", { resource: list.id, members }, 60_000);
-      if (chat) {
+      for (const [i, r] of inserted.entries()) {
+        draw(`Adding ${i + 1} of ${inserted.length} to “${visibleText(name)}”…`);
+        await client.call("lists.insert", { list, item: r.id });
+      }
+      if (target.kind !== "album") {
+        draw(`Sharing “${visibleText(name)}”…`, true);
+        deps.shared(await client.call("shares.create", { resource: list, members: target.members }, 60_000));
+      }
+      if (target.kind === "chat") {
         await client.call("chat.send", {
-          chat: chat.id,
-          body: `Shared “${name}”: ${ids.length} ${ids.length === 1 ? "file" : "files"} (in Shared)`,
+          chat: target.chat.id,
+          body: `Shared “${name}”: ${count(ids.length)} (in Shared)`,
         });
       }
-      deps.shared(share);
       const note = failed.length ? `; ${failed.length} not shared (${failed.slice(0, 3).map((f) => `${visibleText(f.name)}: ${f.why}`).join("; ")})` : "";
-      report(chat, `Shared “${visibleText(name)}” (${ids.length} ${ids.length === 1 ? "file" : "files"})${note}.`, total, total);
+      const done = target.kind === "album" ? `Added ${count(inserted.length)} to “${visibleText(name)}”${note}.` : `Shared “${visibleText(name)}” (${count(ids.length)})${note}.`;
+      report(target, done, total, total);
       body.dataset.drop = "done";
-      if (!chat) {
+      if (target.kind === "new") {
         form.hidden = true;
         picked = null;
-        byId("drop-done").textContent = `Shared “${visibleText(name)}” (${ids.length} ${ids.length === 1 ? "file" : "files"})${note}.`;
+        byId("drop-done").textContent = done;
         pickButton.focus();
       }
     } catch (e) {
       body.dataset.drop = "failed";
-      const text = `Not shared: ${errorText(e)}`;
-      if (chat) byId("conv-drop-status").textContent = text;
-      else out.textContent = text;
+      const text = `${target.kind === "album" ? "Not added" : "Not shared"}: ${errorText(e)}`;
+      if (target.kind === "new") out.textContent = text;
+      else {
+        const el = line(target);
+        el.textContent = text;
+        if (target.kind === "album") el.className = "error share-result";
+      }
     } finally {
       busy = false;
       submit.disabled = false;
@@ -387,4 +450,13 @@ export function initDrop(client: Client, deps: Deps) {
       });
     });
   }
+
+  return {
+    /** "Add photos…" of an album: the file picker, its files added to `share`. */
+    pickInto(share: Share) {
+      if (busy) return;
+      pickingFor = share;
+      picker.click();
+    },
+  };
 }

@@ -505,8 +505,13 @@ void loadSchemas();
 
 const people = initPeople(client, (peer) => void chat?.openWithPeer(peer));
 chat = initChat(client, (v) => show(v));
-const shared = initShared(client);
-initDrop(client, { show: (v) => show(v), shownChat: () => chat?.shownChat() ?? null, shared: (s) => shared.show(s) });
+const shared = initShared(client, { addPhotos: (s) => drop.pickInto(s) });
+const drop = initDrop(client, {
+  show: (v) => show(v),
+  shownChat: () => chat?.shownChat() ?? null,
+  shared: (s) => shared.show(s),
+  shareOf: (id) => shared.shareOf(id),
+});
 const transfers = initTransfers(client);
 let sharingEpoch = 0;
 

@@ -4,16 +4,20 @@
 //   reconnects and the host starts a new daemon, which uses the new hub).
 // - Choose a name (`hub.register`), protect the identity with a passphrase (`identity.seal`),
 //   download a backup (`identity.export`: a sealed key file, saved through a blob: link).
+// - Restore a backup (`identity.restore`; replacing another identity only once confirmed), then restart and
+//   unlock with the backup's passphrase.
 // - The download folder (`transfers.download_dir.get/.set`).
 // The welcome card (People) shows until "Done" (remembered in localStorage) while the node
 // has no hub or no name there; every step is optional and can be done again in Settings.
 
-import type { IdentityInfo } from "../lib/api.gen";
+import { ErrorCode, type IdentityInfo } from "../lib/api.gen";
 import { shortPeer } from "../lib/social";
-import { Client, errorText } from "./client";
+import { CallError, Client, errorText } from "./client";
 import { byId } from "./dom";
 
 const DONE_KEY = "allpeers.welcomeDone";
+/** A backup is a few hundred bytes; the daemon refuses more than this (`MAX_BACKUP_BYTES`). */
+const MAX_BACKUP_BYTES = 64 * 1024;
 
 /** An invite code or a hub address, told apart by their shape. */
 export function hubParams(text: string): { invite: string } | { hub: string } {
@@ -68,7 +72,7 @@ export function initSetup(client: Client, deps: Deps) {
   }
 
   /** Stops the daemon; the background reconnects and the host starts a new one (with the new config). */
-  async function restart(result: string) {
+  async function restart(result: string, done = "Restarted with the new home hub."): Promise<boolean> {
     body.dataset.restarting = "true";
     try {
       await client.call("daemon.shutdown");
@@ -87,8 +91,10 @@ export function initSetup(client: Client, deps: Deps) {
       check();
     });
     delete body.dataset.restarting;
-    say(result, client.state?.status === "connected" ? "Restarted with the new home hub." : "Not reconnected yet: see the banner.");
+    const connected = client.state?.status === "connected";
+    say(result, connected ? done : "Not reconnected yet: see the banner.", !connected);
     await deps.refreshHub();
+    return connected;
   }
 
   byId<HTMLFormElement>("welcome-hub-form").addEventListener("submit", async (ev) => {
@@ -192,6 +198,88 @@ export function initSetup(client: Client, deps: Deps) {
     // A sealed identity is backed up under its own passphrase: no box for another.
     for (const id of ["backup-passphrase", "welcome-backup"]) byId(id).hidden = sealed;
   }
+
+  // ------------------------------------------------------------ restoring a backup
+
+  /**
+   * `identity.restore` with the chosen file and passphrase. A different identity here is replaced only after the
+   * person confirms (the daemon answers `IdentityExists` first); then the daemon restarts with the restored one and
+   * is unlocked with the same passphrase, so nothing more is asked.
+   */
+  function restoreForm(prefix: string) {
+    const file = byId<HTMLInputElement>(`${prefix}restore-file`);
+    const passphrase = byId<HTMLInputElement>(`${prefix}restore-passphrase`);
+    const confirm = byId(`${prefix}restore-confirm`);
+    const result = `${prefix}restore-result`;
+    let pending: { text: string; passphrase: string } | null = null;
+
+    async function restore(replace: boolean) {
+      if (!pending) return;
+      const { text, passphrase: secret } = pending;
+      confirm.hidden = true;
+      say(result, "Checking the backup…");
+      try {
+        const r = await client.call(
+          "identity.restore",
+          { file: text, ...(secret ? { passphrase: secret } : {}), ...(replace ? { replace: true } : {}) },
+          60_000,
+        );
+        pending = null;
+        passphrase.value = "";
+        file.value = "";
+        if (!r.restart_needed) {
+          say(result, `That is your identity already (${shortPeer(r.peer_id)}).`);
+          return;
+        }
+        say(result, `Restored ${shortPeer(r.peer_id)}; AllPeers restarts to use it…`);
+        if (!(await restart(result, `You are ${shortPeer(r.peer_id)} again.`))) return;
+        if (r.sealed) {
+          try {
+            identity = await client.call("identity.unlock", { passphrase: secret }, 60_000);
+            drawIdentity();
+          } catch (e) {
+            say(result, `Restored ${shortPeer(r.peer_id)}, but not unlocked: ${errorText(e)} (unlock it in People).`, true);
+            return;
+          }
+        }
+        body.dataset.restored = r.peer_id;
+      } catch (e) {
+        if (e instanceof CallError && e.code === ErrorCode.IdentityExists) {
+          const current = (e.data as { peer_id?: string } | undefined)?.peer_id;
+          say(result, `This replaces your current identity${current ? ` (${shortPeer(current)})` : ""}; it is kept as a file beside the restored one. Replace it?`, true);
+          confirm.hidden = false;
+          byId(`${prefix}restore-replace`).focus();
+          return;
+        }
+        pending = null;
+        say(result, `Not restored: ${errorText(e)}`, true);
+      }
+    }
+
+    byId<HTMLFormElement>(`${prefix}restore-form`).addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const chosen = file.files?.[0];
+      if (!chosen) {
+        say(result, "Choose the backup file.", true);
+        return;
+      }
+      if (chosen.size > MAX_BACKUP_BYTES) {
+        say(result, `Not restored: ${chosen.name} is not a backup (far too large).`, true);
+        return;
+      }
+      pending = { text: await chosen.text(), passphrase: passphrase.value };
+      await restore(false);
+    });
+    byId(`${prefix}restore-replace`).addEventListener("click", () => void restore(true));
+    byId(`${prefix}restore-keep`).addEventListener("click", () => {
+      pending = null;
+      confirm.hidden = true;
+      say(result, "Kept your identity.");
+      file.focus();
+    });
+  }
+  restoreForm("welcome-");
+  restoreForm("");
 
   // ------------------------------------------------------------ downloads
 

@@ -46,7 +46,12 @@ interface Card {
   error: string;
 }
 
-export function initShared(client: Client) {
+interface Deps {
+  /** "Add photos…" on an album we may write: the file picker, its files added to that share (drop.ts). */
+  addPhotos: (share: Share) => void;
+}
+
+export function initShared(client: Client, deps: Deps) {
   const body = document.body;
   const cards = new Map<string, Card>();
   let nextKey = 1;
@@ -161,7 +166,13 @@ export function initShared(client: Client) {
             if (await isAlbum(card.root, items.items)) {
               // An album reads its photos lazily, as they come into view (album.ts).
               // Someone else's photos can be fetched from the grid; ours are here already.
-              card.album ??= new AlbumGrid(client, titleOf(card.share), card.share.owner === me() ? null : (id, name) => void fetchFile(card, id, name));
+              // A member who may write removes photos from the grid.
+              card.album ??= new AlbumGrid(
+                client,
+                titleOf(card.share),
+                card.share.owner === me() ? null : (id, name) => void fetchFile(card, id, name),
+                canWrite(card.share) ? (id, name) => removePhoto(card, id, name) : null,
+              );
               card.items = items.items;
               card.error = "";
               drawContent(card);
@@ -229,8 +240,12 @@ export function initShared(client: Client) {
     const s = card.share;
     const li = card.li;
     clear(li);
+    // The grid is made for a level (Remove buttons or not): made again for the new one.
+    card.album?.destroy();
+    card.album = null;
     card.shape = shapeOf(s);
     li.dataset.state = s.state;
+    li.dataset.writable = String(s.state === "accepted" && canWrite(s));
     li.dataset.level = s.level ?? "none";
     li.dataset.mine = String(s.owner === me() || s.from === me());
     const titleId = `share-title-${s.id}`;
@@ -267,7 +282,14 @@ export function initShared(client: Client) {
       append(li, h("p", { class: "muted", text: "Your access was revoked: what you have is a local copy that no longer syncs." }));
     }
     append(li, card.content);
-    if (canWrite(s)) append(li, addForm(card));
+    if (canWrite(s)) {
+      // Shown while the root is an album (drawContent); dropping files on the album does the same.
+      const more = button("add-photos", "Add photos…", `Add photos to “${titleOf(s)}” (or drop them on it)`, () => deps.addPhotos(card.share), {
+        class: "share-add-photos",
+      });
+      more.hidden = true;
+      append(li, more, addForm(card));
+    }
     append(li, card.members);
     const actions = h("div", { class: "actions" });
     if (s.owner !== me()) {
@@ -339,6 +361,8 @@ export function initShared(client: Client) {
     if (card.share.state !== "accepted") return;
     const addForm = card.li.querySelector<HTMLElement>(".share-add");
     if (addForm) addForm.hidden = card.album !== null; // links do not go into an album
+    const addPhotos = card.li.querySelector<HTMLElement>(".share-add-photos");
+    if (addPhotos) addPhotos.hidden = card.album === null;
     if (card.album && card.root && card.items && !card.error) {
       // The grid stays in the page (its scroll position with it); only its items change.
       if (card.content.firstChild !== card.album.el || card.content.childNodes.length !== 1) card.content.replaceChildren(card.album.el);
@@ -675,6 +699,17 @@ export function initShared(client: Client) {
     }
   }
 
+  /** A photo taken out of an album (the grid shows it pending until the daemon answers). */
+  async function removePhoto(card: Card, item: string, name: string) {
+    try {
+      await client.call("lists.remove", { list: card.share.resource, item });
+      result(card, `Removed “${name}”.`, true);
+      await load(card);
+    } catch (e) {
+      result(card, `“${name}” not removed: ${errorText(e)}`);
+    }
+  }
+
   /** A photo of an album shared with us, fetched from the members (`files.get`): a transfer in Transfers. */
   async function fetchFile(card: Card, id: string, name: string) {
     result(card, `Asking for “${name}”…`, true);
@@ -841,6 +876,7 @@ export function initShared(client: Client) {
   return {
     /** A share made elsewhere in the panel (drag-and-share): its card at once. */
     show: (s: Share) => upsert(s),
+    shareOf: (id: string) => cards.get(id)?.share,
     /** Re-reads everything (after a (re)connection: subscriptions are per connection). */
     async refresh(reconnected = false) {
       if (reconnected) for (const c of cards.values()) c.subscription = null;

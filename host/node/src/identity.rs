@@ -1,8 +1,9 @@
 //! The node's identity in its data dir: created on first run, opened with the passphrase
 //! when sealed, exported and imported as backups.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
+use allpeers_model::PeerId;
 use allpeers_model::api::methods::IdentityInfo;
 use allpeers_net::{Identity, IdentityError, KeyFile};
 use anyhow::{Context, bail};
@@ -104,30 +105,66 @@ pub fn import(
     backup
         .open(backup_passphrase, &source.display().to_string())
         .context("the backup does not open")?;
+    match put_in_place(paths, &backup, force) {
+        Err(PlaceError::Different(current)) => bail!(
+            "this data dir already has an identity ({}); pass --force to replace it (the old one is kept as a file beside it)",
+            current
+                .map(|p| p.to_string())
+                .unwrap_or_else(|| "unreadable".into())
+        ),
+        Err(e) => Err(e.into()),
+        Ok(_) => Ok(backup),
+    }
+}
+
+/// What [`put_in_place`] did.
+#[derive(Debug, PartialEq)]
+pub enum Placed {
+    /// The data dir holds that identity already: nothing written.
+    Same,
+    /// Written where there was none.
+    New,
+    /// Written; the previous identity was kept in this file.
+    Replaced(PathBuf),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlaceError {
+    /// The data dir holds another identity (`None`: one that cannot be read) and replacing it was not asked for.
+    #[error("the data dir holds another identity")]
+    Different(Option<PeerId>),
+    #[error(transparent)]
+    Io(#[from] anyhow::Error),
+}
+
+/// Makes `backup` (already checked to open) the data dir's identity. A different identity there is replaced only
+/// when `replace`, and kept beside it as `identity.json.replaced-<unix time>`.
+pub fn put_in_place(
+    paths: &NodePaths,
+    backup: &KeyFile,
+    replace: bool,
+) -> Result<Placed, PlaceError> {
     let path = paths.identity();
+    let mut placed = Placed::New;
     if path.exists() {
-        let current = KeyFile::read(&path).ok();
-        if current.as_ref().map(|f| f.peer_id) == Some(backup.peer_id) {
-            return Ok(backup);
+        let current = KeyFile::read(&path).ok().map(|f| f.peer_id);
+        if current == Some(backup.peer_id) {
+            return Ok(Placed::Same);
         }
-        if !force {
-            bail!(
-                "this data dir already has an identity ({}); pass --force to replace it (the old one is kept as a file beside it)",
-                current
-                    .map(|f| f.peer_id.to_string())
-                    .unwrap_or_else(|| "unreadable".into())
-            );
+        if !replace {
+            return Err(PlaceError::Different(current));
         }
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
+            .map(|d| d.as_millis())
             .unwrap_or(0);
         let kept = paths
             .data_dir
             .join(format!("identity.json.replaced-{stamp}"));
         std::fs::rename(&path, &kept)
             .with_context(|| format!("cannot keep the old identity as {}", kept.display()))?;
+        placed = Placed::Replaced(kept);
     }
-    backup.write(&path)?;
-    Ok(backup)
+    backup.write(&path).map_err(anyhow::Error::from)?;
+    Ok(placed)
 }

@@ -154,6 +154,9 @@ methods! {
     IdentitySeal = m::IDENTITY_SEAL, m::SealParams => m::IdentityInfo;
     /// A backup of the identity: its key file, sealed (with the given passphrase if it was plain).
     IdentityExport = m::IDENTITY_EXPORT, m::ExportParams => m::IdentityBackup;
+    /// Restores a backup as the identity from the next start (`BadBackup`, `WrongPassphrase`; a different
+    /// identity is replaced only with `replace: true`, else `IdentityExists`).
+    IdentityRestore = m::IDENTITY_RESTORE, m::RestoreParams => m::RestoreResult;
     /// Adds topics to this client's subscriptions (an unknown topic is `InvalidParams`).
     EventsSubscribe = m::EVENTS_SUBSCRIBE, m::SubscribeParams => m::SubscribeResult;
     /// Removes topics from this client's subscriptions.

@@ -79,7 +79,13 @@ error_codes! {
         "the stream ended inside a frame; the connection closes";
     /// The passphrase does not open the identity.
     WrongPassphrase = -32004, "wrong passphrase",
-        "`identity.unlock` with a passphrase that does not open the key";
+        "`identity.unlock` or `identity.restore` with a passphrase that does not open the key";
+    /// `identity.restore`: the backup is not a key file.
+    BadBackup = -32005, "bad backup",
+        "`identity.restore`: the file is not an AllPeers identity backup (too large, not JSON, another format or version, a key that does not match its PeerId); the message says which";
+    /// `identity.restore`: the node has another identity.
+    IdentityExists = -32006, "identity exists",
+        "`identity.restore` without `replace: true` while the node has a different identity; `data`: `{peer_id}` (the current one)";
     /// The resource does not fit its type; `error.data.errors` = `[{path, reason}]`.
     InvalidResource = -32010, "invalid resource",
         "the resource does not fit its type; `data`: `{errors: [{path, reason}]}`";

@@ -13,6 +13,7 @@ pub const IDENTITY_GET: &str = "identity.get";
 pub const IDENTITY_UNLOCK: &str = "identity.unlock";
 pub const IDENTITY_SEAL: &str = "identity.seal";
 pub const IDENTITY_EXPORT: &str = "identity.export";
+pub const IDENTITY_RESTORE: &str = "identity.restore";
 pub const EVENTS_SUBSCRIBE: &str = "events.subscribe";
 pub const EVENTS_UNSUBSCRIBE: &str = "events.unsubscribe";
 pub const LOG_GET: &str = "log.get";
@@ -56,6 +57,7 @@ pub const METHODS: &[&str] = &[
     IDENTITY_UNLOCK,
     IDENTITY_SEAL,
     IDENTITY_EXPORT,
+    IDENTITY_RESTORE,
     EVENTS_SUBSCRIBE,
     EVENTS_UNSUBSCRIBE,
     LOG_GET,
@@ -239,6 +241,38 @@ pub struct ExportParams {
 pub struct IdentityBackup {
     pub peer_id: PeerId,
     pub file: String,
+}
+
+/// A backup file is a few hundred bytes; `identity.restore` refuses anything over this many.
+pub const MAX_BACKUP_BYTES: usize = 64 * 1024;
+
+/// `identity.restore`'s params: a backup (the key file's JSON text, as `identity.export` or `allpeers identity
+/// export` wrote it) and its passphrase (needed when it is sealed). `replace` confirms that a *different* identity
+/// this node has now is put aside (kept as a file beside it); without it that is refused with `IdentityExists`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct RestoreParams {
+    pub file: String,
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub passphrase: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub replace: Option<bool>,
+}
+
+/// `identity.restore`'s result. The restored identity is used from the daemon's next start (`restart_needed`);
+/// `replaced` names the file the previous identity was kept in.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct RestoreResult {
+    pub peer_id: PeerId,
+    pub sealed: bool,
+    pub restart_needed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub replaced: Option<String>,
 }
 
 /// `hub.set_home`'s params: exactly one of `hub` (`<hub PeerId>@quic://ip:port[,tcp://ip:port…]`) and `invite`

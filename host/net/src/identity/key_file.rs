@@ -33,6 +33,16 @@ pub struct KdfParams {
     pub p_cost: u32,
 }
 
+impl KdfParams {
+    /// Within what a key file may ask of us: a file handed in as a backup must not make opening it take
+    /// gigabytes or minutes.
+    fn bounded(&self) -> bool {
+        (8..=1024 * 1024).contains(&self.m_cost_kib)
+            && (1..=16).contains(&self.t_cost)
+            && (1..=16).contains(&self.p_cost)
+    }
+}
+
 impl Default for KdfParams {
     fn default() -> Self {
         KdfParams {
@@ -214,7 +224,22 @@ impl KeyFile {
             path: shown.clone(),
             source,
         })?;
-        let file: KeyFile = serde_json::from_slice(&bytes)
+        KeyFile::parse(&bytes, &shown)
+    }
+
+    /// Checks a key file's text (a backup handed over by a client). `shown` only names it in errors.
+    pub fn parse(bytes: &[u8], shown: &str) -> Result<KeyFile, IdentityError> {
+        let corrupt = |reason: String| IdentityError::Corrupt {
+            path: shown.into(),
+            reason,
+        };
+        if bytes.len() as u64 > MAX_FILE_LEN {
+            return Err(corrupt(format!(
+                "{} bytes is far too large for a key file",
+                bytes.len()
+            )));
+        }
+        let file: KeyFile = serde_json::from_slice(bytes)
             .map_err(|e| corrupt(format!("not an identity file: {e}")))?;
         if file.format != FORMAT {
             return Err(corrupt(format!(
@@ -226,6 +251,14 @@ impl KeyFile {
             return Err(corrupt(format!(
                 "version {} is not supported (this build reads version {VERSION})",
                 file.version
+            )));
+        }
+        if let SecretKey::Sealed { params, .. } = &file.key
+            && !params.bounded()
+        {
+            return Err(corrupt(format!(
+                "key derivation cost out of bounds ({} KiB, {} passes, {} lanes)",
+                params.m_cost_kib, params.t_cost, params.p_cost
             )));
         }
         Ok(file)
@@ -359,5 +392,35 @@ mod tests {
             KeyFile::read(&dir.path().join("missing.json")),
             Err(IdentityError::NotFound(_))
         ));
+    }
+
+    #[test]
+    fn a_backup_text_is_checked_like_a_file_and_its_cost_is_bounded() {
+        let identity = Identity::generate();
+        let text = serde_json::to_vec(&KeyFile::with_params(&identity, Some("p"), CHEAP)).unwrap();
+        let file = KeyFile::parse(&text, "backup").unwrap();
+        assert_eq!(
+            file.open(Some("p"), "backup").unwrap().peer_id(),
+            identity.peer_id()
+        );
+        for garbage in [&b"{not json"[..], b"", b"{\"format\":\"other\"}"] {
+            let err = KeyFile::parse(garbage, "backup").unwrap_err();
+            assert!(err.to_string().contains("backup"), "{err}");
+        }
+        assert!(
+            KeyFile::parse(&vec![b' '; 100_000], "backup")
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
+        );
+        // A file asking for 4 GiB of memory to open is refused before any work.
+        let greedy = KdfParams {
+            m_cost_kib: 4 * 1024 * 1024,
+            ..CHEAP
+        };
+        let mut value: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        value["key"]["params"] = serde_json::to_value(greedy).unwrap();
+        let err = KeyFile::parse(&serde_json::to_vec(&value).unwrap(), "backup").unwrap_err();
+        assert!(err.to_string().contains("out of bounds"), "{err}");
     }
 }

@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use crate::daemon::area::{Area, Call, Reply};
 use crate::daemon::rpc::{internal, parse, to_value};
 use crate::daemon::state::Daemon;
+use crate::identity::{PlaceError, Placed};
 
 pub const AREA: Area = Area {
     name: "core",
@@ -21,6 +22,7 @@ pub const AREA: Area = Area {
         m::IDENTITY_UNLOCK,
         m::IDENTITY_SEAL,
         m::IDENTITY_EXPORT,
+        m::IDENTITY_RESTORE,
         m::EVENTS_SUBSCRIBE,
         m::EVENTS_UNSUBSCRIBE,
         m::LOG_GET,
@@ -29,7 +31,12 @@ pub const AREA: Area = Area {
     ],
     handle,
     // Argon2 runs for tens of milliseconds.
-    slow: &[m::IDENTITY_UNLOCK, m::IDENTITY_SEAL, m::IDENTITY_EXPORT],
+    slow: &[
+        m::IDENTITY_UNLOCK,
+        m::IDENTITY_SEAL,
+        m::IDENTITY_EXPORT,
+        m::IDENTITY_RESTORE,
+    ],
 };
 
 fn handle(call: Call<'_>) -> Reply<'_> {
@@ -55,6 +62,7 @@ fn handle(call: Call<'_>) -> Reply<'_> {
             m::IDENTITY_UNLOCK => unlock(daemon, parse(params)?).await,
             m::IDENTITY_SEAL => seal(daemon, parse(params)?).await,
             m::IDENTITY_EXPORT => export(daemon, parse(params)?).await,
+            m::IDENTITY_RESTORE => restore(daemon, parse(params)?).await,
             m::EVENTS_SUBSCRIBE => {
                 let p: m::SubscribeParams = parse(params)?;
                 check_topics(&p.topics)?;
@@ -211,6 +219,82 @@ async fn export(daemon: &Arc<Daemon>, params: m::ExportParams) -> Result<Value, 
     Ok(to_value(m::IdentityBackup {
         peer_id: backup.peer_id,
         file: serde_json::to_string_pretty(&backup).map_err(internal)?,
+    }))
+}
+
+/// Makes a backup the identity from the next start, once it opens with its passphrase. The running daemon keeps
+/// the key it has: the endpoint, the hub's registration and every session are bound to it, so the client restarts
+/// the daemon (`daemon.shutdown`) to use the restored one.
+async fn restore(daemon: &Arc<Daemon>, params: m::RestoreParams) -> Result<Value, RpcError> {
+    let bad = |reason: String| RpcError::new(ErrorCode::BadBackup, reason);
+    if params.file.len() > m::MAX_BACKUP_BYTES {
+        return Err(bad(format!(
+            "{} bytes is far too large for an identity backup (at most {})",
+            params.file.len(),
+            m::MAX_BACKUP_BYTES
+        )));
+    }
+    let backup = allpeers_net::KeyFile::parse(params.file.as_bytes(), "the backup").map_err(
+        |e| match e {
+            IdentityError::Corrupt { reason, .. } => {
+                bad(format!("not an identity backup: {reason}"))
+            }
+            other => internal(other),
+        },
+    )?;
+    if backup.is_sealed() && params.passphrase.is_none() {
+        return Err(RpcError::new(
+            ErrorCode::InvalidParams,
+            "passphrase: the backup is sealed with one",
+        ));
+    }
+    let checked = backup.clone();
+    let passphrase = params.passphrase;
+    tokio::task::spawn_blocking(move || checked.open(passphrase.as_deref(), "the backup"))
+        .await
+        .map_err(internal)?
+        .map_err(|e| match e {
+            IdentityError::WrongPassphrase => RpcError::new(
+                ErrorCode::WrongPassphrase,
+                "wrong passphrase: it does not open the backup",
+            ),
+            IdentityError::Corrupt { reason, .. } => {
+                bad(format!("the backup does not open: {reason}"))
+            }
+            other => internal(other),
+        })?;
+    let replace = params.replace.unwrap_or(false);
+    let paths = daemon.paths.clone();
+    let placed = {
+        let backup = backup.clone();
+        tokio::task::spawn_blocking(move || crate::identity::put_in_place(&paths, &backup, replace))
+            .await
+            .map_err(internal)?
+    };
+    let replaced = match placed {
+        Ok(Placed::Same | Placed::New) => None,
+        Ok(Placed::Replaced(kept)) => Some(kept.display().to_string()),
+        Err(PlaceError::Different(current)) => {
+            let current = current.map(|p| p.to_string());
+            return Err(RpcError::new(
+                ErrorCode::IdentityExists,
+                format!(
+                    "this node has another identity ({}); restoring the backup replaces it (it is kept as a file): confirm with replace",
+                    current.as_deref().unwrap_or("unreadable")
+                ),
+            )
+            .with_data(json!({ "peer_id": current })));
+        }
+        Err(PlaceError::Io(e)) => return Err(internal(e)),
+    };
+    let running = daemon.identity_info().peer_id;
+    let restart_needed = running != backup.peer_id;
+    allpeers_log::flesh!(peer_id = %backup.peer_id, restart_needed, "identity: a backup was restored");
+    Ok(to_value(m::RestoreResult {
+        peer_id: backup.peer_id,
+        sealed: backup.is_sealed(),
+        restart_needed,
+        replaced,
     }))
 }
 

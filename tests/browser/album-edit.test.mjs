@@ -1,0 +1,92 @@
+// Adding to an album that exists, and taking photos out of it (a Chromium sidebar, a real hub; Bob on the CLI):
+// Alice's drop makes an album shared with Bob; photos dropped on that album's grid go into the same share (no
+// second share for Bob); "Add photos…" (the file picker) adds more, a file that is not a photo said and left
+// out; a photo's Remove button takes it out, pending until the daemon answers; Bob's copy follows each change.
+import assert from "node:assert/strict";
+import { after, test } from "node:test";
+import {
+  apiCall,
+  cleanupAll,
+  dropFiles,
+  installHost,
+  launch,
+  makeSocialNode,
+  openPanel,
+  pngBase64,
+  registerAtHub,
+  screenshotBoth,
+  startDaemon,
+  startHub,
+  until,
+  waitConnected,
+} from "./harness.mjs";
+
+after(cleanupAll);
+
+const photo = (name, rgb) => ({ name, type: "image/png", b64: pngBase64(40, 30, rgb) });
+
+test("an album: photos dropped on it or picked with Add photos… join the same share; Remove takes one out", async () => {
+  const hub = await startHub();
+  const alice = await makeSocialNode(hub);
+  await installHost(alice);
+  const context = await launch(alice.profile);
+  const a = await openPanel(context, "shared");
+  await waitConnected(a);
+  const bob = await makeSocialNode(hub);
+  await startDaemon(bob);
+  await Promise.all([registerAtHub(alice, "alice"), registerAtHub(bob, "bob")]);
+  await apiCall(alice, "contacts.add", { who: "bob@hub.test" });
+  await until("bob sees alice's request", async () =>
+    (await apiCall(bob, "contacts.list")).some((c) => c.peer_id === alice.peerId && c.state === "incoming"),
+  );
+  await apiCall(bob, "contacts.accept", { peer: alice.peerId });
+  await a.waitForSelector('body[data-social="ready"]');
+
+  // --- The album: two photos dropped on Shared, shared with Bob, who accepts on his node.
+  await dropFiles(a, "#view-shared", [photo("red.png", [200, 30, 30]), photo("green.png", [30, 200, 30])]);
+  await a.waitForSelector(`#drop-members input[value="${bob.peerId}"]`);
+  await a.check(`#drop-members input[value="${bob.peerId}"]`);
+  await a.fill("#drop-title", "Colours");
+  await a.click("#drop-share");
+  await a.waitForSelector('body[data-drop="done"]');
+  const card = '#shares-mine li.share[data-album="true"][data-writable="true"]';
+  await a.waitForSelector(`${card} .album-grid[data-count="2"]`);
+  const shareId = await a.getAttribute(card, "data-share");
+  const offer = await until("bob's offer", async () => (await apiCall(bob, "shares.list")).find((s) => s.id === shareId));
+  await apiCall(bob, "shares.accept", { share: offer.id });
+  const bobItems = async () => (await apiCall(bob, "lists.items", { id: offer.resource })).items;
+  await until("bob has the two photos", async () => (await bobItems()).length === 2);
+
+  // --- A photo dropped on the album's grid: added to this share, not a new one.
+  await a.evaluate(() => delete document.body.dataset.drop);
+  await dropFiles(a, `${card} .album-grid`, [photo("blue.png", [30, 30, 200])]);
+  await a.waitForSelector(`${card} .album-grid[data-count="3"]`);
+  assert.match(await a.textContent(`${card} .share-result`), /Added 1 file to “Colours”/);
+  assert.ok(await a.isHidden("#drop-form"), "no form: the album's members are whom it goes to");
+  await until("bob has three", async () => (await bobItems()).length === 3);
+  assert.equal((await apiCall(bob, "shares.list")).length, 1, "still one share for Bob");
+
+  // --- Add photos… (Enter): the file picker; a text file is left out with its reason.
+  const [chooser] = await Promise.all([a.waitForEvent("filechooser"), a.press(`${card} button[data-action="add-photos"]`, "Enter")]);
+  await chooser.setFiles([
+    { name: "yellow.png", mimeType: "image/png", buffer: Buffer.from(pngBase64(40, 30, [220, 220, 30]), "base64") },
+    { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("not a photo\n") },
+  ]);
+  await a.waitForSelector(`${card} .album-grid[data-count="4"]`);
+  await until("the result", async () => /Added 1 file to “Colours”; 1 not shared \(notes\.txt: not a photo\)/.test(await a.textContent(`${card} .share-result`)));
+  await until("bob has four", async () => (await bobItems()).length === 4);
+  await until("every thumbnail", async () => (await a.locator(`${card} .album-cell[data-state="ready"]`).count()) === 4);
+  await screenshotBoth(a, "shared-album-edit");
+
+  // --- Remove green.png from the grid (the keyboard: its button, Enter).
+  const greenId = await a.getAttribute(`${card} .album-cell:has(img[alt="green.png"])`, "data-item");
+  await a.press(`${card} .album-cell[data-item="${greenId}"] button[data-action="remove"]`, "Enter");
+  await a.waitForSelector(`${card} .album-grid[data-count="3"]`);
+  assert.equal(await a.locator(`${card} .album-cell[data-item="${greenId}"]`).count(), 0);
+  assert.match(await a.textContent(`${card} .share-result`), /Removed “green\.png”/);
+  await until("bob's album without it", async () => {
+    const items = await bobItems();
+    return items.length === 3 && !items.includes(greenId);
+  });
+  assert.deepEqual(a.errors, []);
+});
