@@ -25,6 +25,7 @@ use crate::swarm::picker::{Arrival, PickMode, Picker};
 use crate::swarm::pipeline::{OUR_REQQ, RequestPipeline};
 use crate::swarm::rate::RateMeter;
 use crate::throttle::{Limits, Throttle, Throttles};
+use crate::web::WebClient;
 
 /// How often rates, timeouts, the choker and progress are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -59,6 +60,7 @@ pub struct SessionOptions {
     pub max_peers: usize,
     /// Announce to the torrent's trackers.
     pub use_trackers: bool,
+    pub web: WebClient,
     /// The global throttle and this torrent's, in that order.
     pub throttles: Throttles,
 }
@@ -1005,8 +1007,9 @@ impl Session {
                 event,
             };
             let answers = self.tracker_answers.clone();
+            let web = self.options.web.clone();
             tokio::spawn(async move {
-                match tracker::announce(&request).await {
+                match tracker::announce(&request, &web).await {
                     Ok(response) => {
                         let _ = answers.send(response).await;
                     }
