@@ -27,6 +27,8 @@ pub type TransferId = u64;
 
 /// Events buffered for a slow subscriber before it misses some (it then sees `Lagged` and reads `list`).
 pub const EVENT_QUEUE: usize = 1024;
+/// How long [`Manager::uploads`] waits for one session's answer (a session busy with a large batch answers late).
+pub const UPLOADS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The persisted list: one file in the state directory.
 const STATE_FILE: &str = "transfers.json";
 /// The global limits last set through [`Manager::set_limits`]: they outlive a restart and win
@@ -571,24 +573,34 @@ impl Manager {
             .map(Entry::info)
     }
 
-    /// Who downloads from us, fastest first, across every transfer.
-    pub fn uploads(&self) -> Vec<(TransferId, PeerStats)> {
-        let state = self.state.lock().expect("not poisoned");
-        let mut uploads: Vec<(TransferId, PeerStats)> = state
+    /// Who downloads from us, fastest first, across every torrent downloading or seeding (a paused one sends
+    /// nothing): each session is asked for its peers' numbers now (a session that does not answer within [`UPLOADS_TIMEOUT`] is left out), so a peer that left or
+    /// a transfer that stopped is not listed from an older progress snapshot.
+    pub async fn uploads(&self) -> Vec<(TransferId, PeerStats)> {
+        let running: Vec<(TransferId, TorrentHandle)> = self
+            .state
+            .lock()
+            .expect("not poisoned")
             .entries
             .values()
-            .flat_map(|e| {
-                let peers = e
-                    .progress
-                    .as_ref()
-                    .map(|p| p.peers.clone())
-                    .unwrap_or_default();
+            .filter(|e| matches!(e.status, Status::Downloading | Status::Seeding))
+            .filter_map(|e| match &e.handle {
+                Some(Running::Torrent(handle)) => Some((e.record.id, handle.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut uploads = Vec::new();
+        for (id, handle) in running {
+            let peers = tokio::time::timeout(UPLOADS_TIMEOUT, handle.peers())
+                .await
+                .unwrap_or_default();
+            uploads.extend(
                 peers
                     .into_iter()
                     .filter(|p| p.uploaded > 0)
-                    .map(move |p| (e.record.id, p))
-            })
-            .collect();
+                    .map(|p| (id, p)),
+            );
+        }
         uploads.sort_by(|a, b| {
             b.1.up_rate
                 .cmp(&a.1.up_rate)

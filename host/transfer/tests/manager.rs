@@ -1,7 +1,7 @@
 //! The download manager over real transfers on loopback (our own engine seeding in place): the queue holds a second
 //! download until the first finishes, pause and resume work, the list survives a restart and the download resumes
 //! from its journal, cancel removes a transfer and its files, progress arrives as events, global limits outlive a restart, a file seeded in place is hashed again only once it changed, and a magnet is listed (paused, resumed,
-//! cancelled, restored after a restart) while its metadata is fetched.
+//! cancelled, restored after a restart) while its metadata is fetched, and the uploads list is live.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -452,4 +452,53 @@ async fn a_magnet_is_listed_while_its_metadata_is_fetched() {
     assert_eq!(info.total_bytes, SIZE as u64);
     assert!(std::fs::read(out.join("clip.bin")).unwrap() == data);
     held.abort();
+}
+
+/// The upload monitor asks the sessions, not the last progress snapshot: a leecher taking from our seeding manager
+/// is listed while it takes, and nobody once the seed is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploads_list_is_live() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let (torrent, _) = make(&source, "talk.bin", 9);
+    let seeding = manager(work.path().join("seeder"), 3).await;
+    let seed = seeding
+        .add(AddTransfer {
+            peers: vec![],
+            seed_in_place: true,
+            ..add(&torrent, &source, seeding.engine(), Limits::default())
+        })
+        .await
+        .unwrap();
+    assert_eq!(seeding.get(seed).unwrap().status, Status::Seeding);
+    assert!(seeding.uploads().await.is_empty());
+    let leeching = manager(work.path().join("leecher"), 3).await;
+    let mut events = leeching.subscribe();
+    let slow = Limits {
+        down: Some(1 << 20),
+        up: None,
+    };
+    let leech = leeching
+        .add(add(
+            &torrent,
+            &work.path().join("out"),
+            seeding.engine(),
+            slow,
+        ))
+        .await
+        .unwrap();
+    wait_for(&mut events, |event| {
+        matches!(event, TransferEvent::Progress { id, progress } if *id == leech && progress.done_bytes > 0)
+    })
+    .await;
+    let uploads = seeding.uploads().await;
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    assert_eq!(uploads[0].0, seed);
+    assert!(uploads[0].1.uploaded > 0);
+    assert_eq!(uploads[0].1.addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+    seeding.pause(seed).await.unwrap();
+    assert!(
+        seeding.uploads().await.is_empty(),
+        "a paused seed uploads nothing"
+    );
 }

@@ -135,6 +135,7 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
             let uploads: Vec<t::Upload> = transfers
                 .manager
                 .uploads()
+                .await
                 .iter()
                 .map(|(id, peer)| convert::upload(*id, peer))
                 .collect();
