@@ -16,7 +16,8 @@ fuzz_target!(|data: &[u8]| {
         udp::parse_announce(data, transaction, false),
         udp::parse_announce(data, transaction, true),
     ];
-    for parsed in std::iter::once(http::parse_body(data)).chain(udp.into_iter().filter_map(Result::transpose))
+    for parsed in
+        std::iter::once(http::parse_body(data)).chain(udp.into_iter().filter_map(Result::transpose))
     {
         if let Ok(response) = parsed {
             assert!(response.interval >= MIN_INTERVAL && response.interval <= MAX_INTERVAL);
