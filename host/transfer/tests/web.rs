@@ -146,6 +146,9 @@ fn routes(target: &str) -> Option<Vec<u8>> {
     })
 }
 
+/// Whether an error is the one a case expects.
+type Expected = fn(&WebError) -> bool;
+
 fn request(url: String) -> AnnounceRequest {
     AnnounceRequest {
         url,
@@ -226,7 +229,7 @@ async fn a_torrent_url_is_fetched_and_junk_answers_give_clear_errors() {
         let chunked = web.get(&url("/chunked"), bounds).await.unwrap();
         assert_eq!(&chunked[..], b"d4:ab1:ce");
 
-        let cases: Vec<(&str, fn(&WebError) -> bool)> = vec![
+        let cases: Vec<(&str, Expected)> = vec![
             ("/missing", |e| matches!(e, WebError::Status(404))),
             ("/loop", |e| matches!(e, WebError::Redirects)),
             ("/elsewhere", |e| matches!(e, WebError::BadRedirect)),
