@@ -166,8 +166,9 @@ async fn magnet_of_a_folder(
     })
     .await?;
     println!(
-        "      bob: listed at once as transfer {} ({:?}) while its metadata is asked of alice (BEP 9)",
-        added.id, added.state
+        "      bob: listed at once as transfer {} (state {}) while its metadata is asked of alice (BEP 9)",
+        added.id,
+        json!(added.state)
     );
     let id = added.id;
     wait_event(&bob.api, topics::TRANSFER_CHANGED, |d| {
