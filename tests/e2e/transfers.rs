@@ -1,7 +1,7 @@
 //! Downloads and uploads through real `allpeers daemon` processes on loopback: a download from a real aria2c seeder
 //! is paused, survives a daemon restart (its own limits and the global ones too) and resumes to the exact bytes
 //! (fetching only what was missing); bad torrents and unsupported sources get the area's codes and the daemon lives
-//! on; one daemon seeds a file in place (`allpeers seed`) and another downloads it with `allpeers get`.
+//! on; a .torrent comes by URL; a magnet is listed (paused, resumed, cancelled) while its metadata is asked for; one daemon seeds a file in place (`allpeers seed`) and another downloads it with `allpeers get`.
 
 use std::path::Path;
 use std::time::Duration;
@@ -173,9 +173,15 @@ async fn bad_torrents_and_sources_get_clear_errors() {
             ),
             (
                 "transfers.add",
-                json!({"torrent": "https://example.com/a.torrent"}),
+                json!({"torrent": "ftp://example.com/a.torrent"}),
                 -32052,
-                "URLs",
+                "ftp://",
+            ),
+            (
+                "transfers.add",
+                json!({"torrent": "http://127.0.0.1:9/a.torrent"}),
+                -32057,
+                "cannot connect",
             ),
             (
                 "transfers.add",
@@ -266,6 +272,53 @@ async fn bad_torrents_and_sources_get_clear_errors() {
         )
         .await;
         assert!(file.exists(), "a file seeded in place was deleted");
+        // Its .torrent by URL: fetched over HTTP from a server on loopback (404 for any other path).
+        let torrent = base64::engine::general_purpose::STANDARD
+            .decode(first["torrent"].as_str().unwrap())
+            .unwrap();
+        let url = serve_once(torrent).await;
+        let missing = client
+            .call("transfers.add", json!({"torrent": format!("{url}.gone")}))
+            .await;
+        assert_eq!(error_code(&missing), -32057, "{missing:?}");
+        assert!(
+            missing.error.as_ref().unwrap().message.contains("404"),
+            "{missing:?}"
+        );
+        let by_url = ok(
+            &mut client,
+            "transfers.add",
+            json!({"torrent": url, "paused": true}),
+        )
+        .await;
+        assert_eq!(by_url["info_hash"], first["transfer"]["info_hash"]);
+        assert_eq!(by_url["name"], "song.flac");
+        ok(
+            &mut client,
+            "transfers.cancel",
+            json!({"id": id_of(&by_url)}),
+        )
+        .await;
+        // A magnet is listed at once while its metadata is asked for (its only peer here never answers), and
+        // pause and cancel work meanwhile.
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let magnet = format!(
+            "magnet:?xt=urn:btih:{}&dn=waiting&x.pe={}",
+            "ab".repeat(20),
+            silent.local_addr().unwrap()
+        );
+        let listed = ok(&mut client, "transfers.add", json!({"torrent": magnet})).await;
+        assert_eq!(listed["state"], "fetching_metadata", "{listed}");
+        assert_eq!(listed["name"], "waiting");
+        assert_eq!(listed["progress"]["total_bytes"], 0);
+        let id = id_of(&listed);
+        let got = ok(&mut client, "transfers.get", json!({"id": id})).await;
+        assert_eq!(got["state"], "fetching_metadata");
+        let paused = ok(&mut client, "transfers.pause", json!({"id": id})).await;
+        assert_eq!(paused["state"], "paused");
+        let resumed = ok(&mut client, "transfers.resume", json!({"id": id})).await;
+        assert_eq!(resumed["state"], "fetching_metadata");
+        ok(&mut client, "transfers.cancel", json!({"id": id})).await;
         assert_eq!(
             ok(&mut client, "transfers.list", json!({})).await,
             json!([])
@@ -399,4 +452,30 @@ async fn a_daemon_seeds_a_file_to_another_daemon_through_the_cli() {
     })
     .await
     .expect("the test finished in time");
+}
+
+/// Serves `body` at `/a.torrent` over HTTP on loopback (404 elsewhere), for as many requests as come; its URL.
+async fn serve_once(body: Vec<u8>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/a.torrent", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && socket.read_exact(&mut byte).await.is_ok() {
+                head.push(byte[0]);
+            }
+            let response = if head.starts_with(b"GET /a.torrent ") {
+                let mut r = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len())
+                    .into_bytes();
+                r.extend_from_slice(&body);
+                r
+            } else {
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec()
+            };
+            let _ = socket.write_all(&response).await;
+        }
+    });
+    url
 }

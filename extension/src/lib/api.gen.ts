@@ -445,7 +445,7 @@ export const ErrorCode = {
   TransferNotFound: -32050,
   /** bad torrent: the .torrent is malformed, unsafe (a file path leaving the download directory) or not base64; the message says which */
   BadTorrent: -32051,
-  /** unsupported source: `transfers.add` with the URL of a .torrent: give the file or a magnet link (not supported yet) */
+  /** unsupported source: `transfers.add` with a URL other than http(s) (`ftp://`, `file://`, …): give an http(s) URL, the file or a magnet link */
   UnsupportedSource: -32052,
   /** transfer exists: the torrent is already added (the message names its id) */
   TransferExists: -32053,
@@ -453,8 +453,10 @@ export const ErrorCode = {
   Unreadable: -32054,
   /** transfer failed: the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent */
   TransferFailed: -32055,
-  /** no metadata: `transfers.add` with a magnet link: no peer (from the link's `x.pe` or its trackers) sent the torrent's metadata within 60 s; the message says how many were asked and what the last one said */
+  /** no metadata: `transfers.add` with a magnet link that names no peer (`x.pe`) and no tracker: nobody could be asked for its metadata (a link that can be asked is listed at once, in state `fetching_metadata`) */
   NoMetadata: -32056,
+  /** fetch failed: `transfers.add` with an http(s) URL: the .torrent could not be fetched within 30 s (connection, TLS certificate, HTTP status, over 16 MiB, too many redirects; the message says which) */
+  FetchFailed: -32057,
   /** path not found: `media.add`: a path does not exist or cannot be read */
   MediaPathNotFound: -32060,
   /** not catalogued: `media.info`: the path or id is not a catalogued file (add it with `media.add`) */
@@ -539,9 +541,10 @@ export type AddResult = {
  */
 export type AddTransferParams = {
   /**
-   * The .torrent: an absolute path the daemon can read, the file's bytes in base64, or a magnet link (its
-   * metadata is fetched from the link's peers and trackers before the call answers). A URL is refused with
-   * `UnsupportedSource` (not supported yet).
+   * The .torrent: an absolute path the daemon can read, the file's bytes in base64, or a magnet link (listed at
+   * once in state `fetching_metadata` while its metadata is asked of the link's peers and trackers), or the
+   * `http://` / `https://` URL of the file (fetched before the call answers: at most 16 MiB, 30 s, 5 redirects;
+   * `FetchFailed` says why not). Other URLs are refused with `UnsupportedSource`.
    */
   torrent: string;
   /** Where the files go (absolute); absent: the configured download directory. */
@@ -2069,7 +2072,7 @@ export type TransferProgress = {
 /**
  * Where a transfer is.
  */
-export type TransferState = "queued" | "downloading" | "seeding" | "paused" | "retrying" | "failed";
+export type TransferState = "queued" | "fetching_metadata" | "downloading" | "seeding" | "paused" | "retrying" | "failed";
 
 /**
  * Which transport carries a connection.

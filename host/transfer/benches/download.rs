@@ -116,10 +116,14 @@ fn wait_until_tracked(announce: &str, info_hash: [u8; 20], seeder_port: u16) {
         event,
     };
     loop {
-        if let Ok(response) = runtime.block_on(tracker::announce(&request(None)))
+        if let Ok(response) =
+            runtime.block_on(tracker::announce(&request(None), &Default::default()))
             && response.peers.iter().any(|p| p.port() == seeder_port)
         {
-            let _ = runtime.block_on(tracker::announce(&request(Some(AnnounceEvent::Stopped))));
+            let _ = runtime.block_on(tracker::announce(
+                &request(Some(AnnounceEvent::Stopped)),
+                &Default::default(),
+            ));
             return;
         }
         assert!(

@@ -13,9 +13,11 @@
 //! - [`blob`]: files shared inside AllPeers — content addressed by BLAKE3 with Bao-verified ranges, outboards kept
 //!   in the data cache beside files referenced in place, HTTP one-to-one, the verified, resumable download.
 //! - [`bt`]: BitTorrent on the librqbit crates — [`bt::metainfo`], [`bt::wire`] (framing), [`bt::peer`]
-//!   (connections), [`bt::session`] (the per-torrent actor over the swarm core), [`bt::tracker`] (HTTP announce),
+//!   (connections), [`bt::session`] (the per-torrent actor over the swarm core), [`bt::tracker`] (HTTP(S) and UDP
+//!   announces),
 //!   [`bt::engine`] (listening socket, add / remove torrents).
 //! - [`throttle`]: global and per-transfer upload / download limits (token buckets).
+//! - [`web`]: bounded HTTP(S) GETs (hyper + rustls) for `.torrent` URLs and HTTP(S) trackers.
 //! - [`bt::create`]: a .torrent from a file on disk, to seed it in place.
 //! - `testing` (feature `testing`): fixtures for tests with real clients on loopback (aria2c, ports, content).
 //! - [`manager`]: the download manager (queue, pause / resume / cancel, retries, persisted list, progress events,
@@ -29,3 +31,4 @@ pub mod swarm;
 #[cfg(feature = "testing")]
 pub mod testing;
 pub mod throttle;
+pub mod web;

@@ -16,6 +16,8 @@ use tokio::sync::broadcast;
 use crate::blob::ContentHash;
 use crate::blob::download::{self, Dial, FileHandle, FileSpec};
 use crate::bt::engine::{Engine, EngineConfig, EngineError, Target};
+use crate::bt::magnet::{MagnetError, MagnetLink};
+use crate::bt::metadata::{self, MetadataError};
 use crate::bt::metainfo::{MetainfoError, Torrent};
 use crate::bt::session::{PeerStats, Progress, SessionCommand, TorrentHandle, TransferState};
 use crate::cache::write_atomically;
@@ -25,6 +27,8 @@ pub type TransferId = u64;
 
 /// Events buffered for a slow subscriber before it misses some (it then sees `Lagged` and reads `list`).
 pub const EVENT_QUEUE: usize = 1024;
+/// How long [`Manager::uploads`] waits for one session's answer (a session busy with a large batch answers late).
+pub const UPLOADS_TIMEOUT: Duration = Duration::from_secs(1);
 /// The persisted list: one file in the state directory.
 const STATE_FILE: &str = "transfers.json";
 /// The global limits last set through [`Manager::set_limits`]: they outlive a restart and win
@@ -37,6 +41,8 @@ pub enum ManagerError {
     Metainfo(#[from] MetainfoError),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Magnet(#[from] MagnetError),
     #[error("no transfer {0}")]
     Unknown(TransferId),
     #[error("files cannot be fetched: the network is not running")]
@@ -62,6 +68,9 @@ pub struct ManagerConfig {
     pub global_limits: Limits,
     /// Opens a stream of the files service to a peer: how shared files are fetched (none: they cannot be).
     pub dial: Option<Dial>,
+    /// One attempt at a magnet link's metadata: peers found through a tracker need a few seconds; when it runs out
+    /// the attempt fails and is retried with the same backoff as a failed download.
+    pub metadata_timeout: Duration,
 }
 
 impl ManagerConfig {
@@ -73,6 +82,7 @@ impl ManagerConfig {
             retry_delay: Duration::from_secs(5),
             global_limits: Limits::default(),
             dial: None,
+            metadata_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -80,6 +90,8 @@ impl ManagerConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Status {
     Queued,
+    /// A magnet link's torrent is asked of its peers and trackers (it holds a download slot).
+    FetchingMetadata,
     Downloading,
     Seeding,
     /// By the user, or for lack of space (the reason says which).
@@ -94,7 +106,7 @@ pub enum Status {
 
 #[derive(Debug, Clone)]
 pub struct AddTransfer {
-    /// The .torrent file's bytes (magnets and URLs come later).
+    /// The .torrent file's bytes.
     pub torrent: Vec<u8>,
     pub dir: PathBuf,
     /// Peers to dial besides the trackers'.
@@ -108,6 +120,21 @@ pub struct AddTransfer {
     /// The files in `dir` are the user's own: verified, then seeded in place — never written, never deleted by
     /// [`Manager::cancel`].
     pub seed_in_place: bool,
+}
+
+/// A magnet link: listed at once, its torrent fetched from the link's peers and trackers when its turn comes, then
+/// downloaded like a .torrent added with [`AddTransfer`].
+#[derive(Debug, Clone)]
+pub struct AddMagnet {
+    /// The link as given (kept, so a restart before the metadata came asks again).
+    pub link: String,
+    pub dir: PathBuf,
+    /// Peers to dial besides the link's own (`x.pe`) and the trackers'.
+    pub peers: Vec<SocketAddr>,
+    pub priority: i32,
+    pub sequential: bool,
+    pub limits: Limits,
+    pub paused: bool,
 }
 
 /// A file shared inside AllPeers, to fetch from the peers that hold it.
@@ -187,11 +214,16 @@ struct Record {
     /// A shared file (absent: a torrent, kept beside the list as `<id>.torrent`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     file: Option<FileSpec>,
+    /// A magnet link whose torrent has not come yet (once it has, it is `<id>.torrent` and this goes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    magnet: Option<String>,
 }
 
 #[derive(Debug, Clone)]
 enum Content {
     Torrent(Torrent),
+    /// A torrent known by its info-hash only, until its metadata comes.
+    Magnet(MagnetLink),
     File(FileSpec),
 }
 
@@ -199,6 +231,7 @@ impl Content {
     fn key(&self) -> ContentKey {
         match self {
             Content::Torrent(t) => ContentKey::InfoHash(t.info_hash),
+            Content::Magnet(link) => ContentKey::InfoHash(link.info_hash),
             Content::File(f) => ContentKey::Blake3(f.hash),
         }
     }
@@ -265,6 +298,8 @@ struct Entry {
     status: Status,
     attempts: u32,
     handle: Option<Running>,
+    /// The task asking for a magnet's metadata, while it runs.
+    fetching: Option<tokio::task::AbortHandle>,
     progress: Option<Progress>,
 }
 
@@ -274,12 +309,18 @@ impl Entry {
             id: self.record.id,
             name: match &self.content {
                 Content::Torrent(t) => t.name.clone(),
+                // The link's `dn`, or its hash: the torrent's own name is not known yet.
+                Content::Magnet(link) => link
+                    .name
+                    .clone()
+                    .unwrap_or_else(|| self.content.key().to_hex()),
                 Content::File(f) => f.name.clone(),
             },
             content: self.content.key(),
             dir: self.record.dir.clone(),
             total_bytes: match &self.content {
                 Content::Torrent(t) => t.layout.total_len(),
+                Content::Magnet(_) => 0,
                 Content::File(f) => f.size,
             },
             priority: self.record.priority,
@@ -329,9 +370,10 @@ impl Manager {
             .engine
             .set_global_limits(limits.unwrap_or(manager.config.global_limits));
         for record in manager.load()? {
-            let content = match &record.file {
-                Some(spec) => Content::File(spec.clone()),
-                None => {
+            let content = match (&record.file, &record.magnet) {
+                (Some(spec), _) => Content::File(spec.clone()),
+                (None, Some(link)) => Content::Magnet(MagnetLink::parse(link)?),
+                (None, None) => {
                     let bytes =
                         std::fs::read(manager.torrent_path(record.id)).map_err(|source| {
                             ManagerError::State {
@@ -357,6 +399,7 @@ impl Manager {
                     status,
                     attempts: 0,
                     handle: None,
+                    fetching: None,
                     progress: None,
                 },
             );
@@ -369,6 +412,9 @@ impl Manager {
     pub async fn shutdown(&self) {
         let handles: Vec<Running> = {
             let mut state = self.state.lock().expect("not poisoned");
+            for fetching in state.entries.values_mut().filter_map(|e| e.fetching.take()) {
+                fetching.abort();
+            }
             state
                 .entries
                 .values_mut()
@@ -409,11 +455,38 @@ impl Manager {
             paused: add.paused,
             seed_in_place: add.seed_in_place,
             file: None,
+            magnet: None,
         };
         let id = self.insert(record, Content::Torrent(torrent))?;
         let path = self.torrent_path(id);
         std::fs::write(&path, &add.torrent)
             .map_err(|source| ManagerError::State { path, source })?;
+        self.announce(id).await
+    }
+
+    /// Adds a magnet link: listed at once (its state [`Status::FetchingMetadata`] while its torrent is asked for),
+    /// then downloaded. Its own peers (`x.pe`) are dialled for the content too: they had the metadata.
+    pub async fn add_magnet(&self, add: AddMagnet) -> Result<TransferId, ManagerError> {
+        let link = MagnetLink::parse(&add.link)?;
+        let mut peers = add.peers;
+        for peer in &link.peers {
+            if !peers.contains(peer) {
+                peers.push(*peer);
+            }
+        }
+        let record = Record {
+            id: 0,
+            dir: add.dir,
+            peers,
+            priority: add.priority,
+            sequential: add.sequential,
+            limits: add.limits,
+            paused: add.paused,
+            seed_in_place: false,
+            file: None,
+            magnet: Some(add.link.trim().to_owned()),
+        };
+        let id = self.insert(record, Content::Magnet(link))?;
         self.announce(id).await
     }
 
@@ -432,6 +505,7 @@ impl Manager {
             paused: add.paused,
             seed_in_place: false,
             file: Some(add.spec.clone()),
+            magnet: None,
         };
         let id = self.insert(record, Content::File(add.spec))?;
         self.announce(id).await
@@ -473,6 +547,7 @@ impl Manager {
                 status,
                 attempts: 0,
                 handle: None,
+                fetching: None,
                 progress: None,
             },
         );
@@ -498,24 +573,34 @@ impl Manager {
             .map(Entry::info)
     }
 
-    /// Who downloads from us, fastest first, across every transfer.
-    pub fn uploads(&self) -> Vec<(TransferId, PeerStats)> {
-        let state = self.state.lock().expect("not poisoned");
-        let mut uploads: Vec<(TransferId, PeerStats)> = state
+    /// Who downloads from us, fastest first, across every torrent downloading or seeding (a paused one sends
+    /// nothing): each session is asked for its peers' numbers now (a session that does not answer within [`UPLOADS_TIMEOUT`] is left out), so a peer that left or
+    /// a transfer that stopped is not listed from an older progress snapshot.
+    pub async fn uploads(&self) -> Vec<(TransferId, PeerStats)> {
+        let running: Vec<(TransferId, TorrentHandle)> = self
+            .state
+            .lock()
+            .expect("not poisoned")
             .entries
             .values()
-            .flat_map(|e| {
-                let peers = e
-                    .progress
-                    .as_ref()
-                    .map(|p| p.peers.clone())
-                    .unwrap_or_default();
+            .filter(|e| matches!(e.status, Status::Downloading | Status::Seeding))
+            .filter_map(|e| match &e.handle {
+                Some(Running::Torrent(handle)) => Some((e.record.id, handle.clone())),
+                _ => None,
+            })
+            .collect();
+        let mut uploads = Vec::new();
+        for (id, handle) in running {
+            let peers = tokio::time::timeout(UPLOADS_TIMEOUT, handle.peers())
+                .await
+                .unwrap_or_default();
+            uploads.extend(
                 peers
                     .into_iter()
                     .filter(|p| p.uploaded > 0)
-                    .map(move |p| (e.record.id, p))
-            })
-            .collect();
+                    .map(|p| (id, p)),
+            );
+        }
         uploads.sort_by(|a, b| {
             b.1.up_rate
                 .cmp(&a.1.up_rate)
@@ -528,6 +613,10 @@ impl Manager {
         let handle = self.update(id, |entry| {
             entry.record.paused = true;
             entry.status = Status::Paused("paused by the user".into());
+            // A metadata fetch stops; resuming asks again.
+            if let Some(fetching) = entry.fetching.take() {
+                fetching.abort();
+            }
             entry.handle.clone()
         })?;
         if let Some(handle) = handle {
@@ -544,6 +633,8 @@ impl Manager {
             entry.attempts = 0;
             entry.status = if entry.handle.is_some() {
                 Status::Downloading
+            } else if entry.fetching.is_some() {
+                Status::FetchingMetadata
             } else {
                 Status::Queued
             };
@@ -567,6 +658,9 @@ impl Manager {
             .entries
             .remove(&id)
             .ok_or(ManagerError::Unknown(id))?;
+        if let Some(fetching) = &entry.fetching {
+            fetching.abort();
+        }
         if let Some(handle) = &entry.handle {
             self.stop(handle).await;
         }
@@ -582,6 +676,8 @@ impl Manager {
                     let _ = std::fs::remove_file(self.engine.journal_path(&torrent.info_hash));
                 }
             }
+            // Nothing was written for it yet.
+            Content::Magnet(_) => {}
             Content::File(spec) => {
                 let [journal, done] = download::state_files(&self.files_state_dir(), &spec.hash);
                 if delete_files {
@@ -656,7 +752,12 @@ impl Manager {
                     .values()
                     .filter(|e| {
                         !e.record.seed_in_place
-                            && matches!(e.status, Status::Downloading | Status::Retrying { .. })
+                            && matches!(
+                                e.status,
+                                Status::FetchingMetadata
+                                    | Status::Downloading
+                                    | Status::Retrying { .. }
+                            )
                     })
                     .count();
                 let slot_free = active < self.config.max_active;
@@ -682,6 +783,10 @@ impl Manager {
     async fn start_transfer(&self, record: Record, content: Content) {
         let id = record.id;
         let result = match content {
+            Content::Magnet(link) => {
+                self.fetch_metadata(id, link);
+                return;
+            }
             Content::Torrent(torrent) => {
                 let target = if record.seed_in_place {
                     Target::SeedInPlace {
@@ -751,6 +856,114 @@ impl Manager {
             }
         };
         let _ = self.events.send(TransferEvent::Status { id, status });
+    }
+
+    /// Asks the link's peers and trackers for its torrent on a task of its own, which pause and cancel abort.
+    fn fetch_metadata(&self, id: TransferId, link: MagnetLink) {
+        let options = self.engine.fetch_options(self.config.metadata_timeout);
+        {
+            let mut state = self.state.lock().expect("not poisoned");
+            let Some(entry) = state.entries.get_mut(&id) else {
+                return;
+            };
+            // Spawned under the lock: the task cannot finish before its handle is recorded.
+            let manager = self.clone();
+            let task = tokio::spawn(async move {
+                let result = metadata::fetch(&link, &options).await;
+                manager.metadata_came(id, result).await;
+            });
+            entry.fetching = Some(task.abort_handle());
+            entry.status = Status::FetchingMetadata;
+        }
+        let _ = self.events.send(TransferEvent::Status {
+            id,
+            status: Status::FetchingMetadata,
+        });
+    }
+
+    /// The end of a metadata fetch: the torrent is kept beside the list and downloaded at once (the fetch held the
+    /// slot); a failure is retried with backoff like a failed download, then given up.
+    async fn metadata_came(&self, id: TransferId, result: Result<Vec<u8>, MetadataError>) {
+        let torrent = result.and_then(|bytes| {
+            let torrent = Torrent::from_bytes(&bytes)?;
+            Ok((bytes, torrent))
+        });
+        let next = {
+            let mut state = self.state.lock().expect("not poisoned");
+            let Some(entry) = state.entries.get_mut(&id) else {
+                return;
+            };
+            // Paused or cancelled meanwhile (the abort came too late to stop this task): not ours to act on.
+            if entry.fetching.as_ref().map(|task| task.id()) != tokio::task::try_id() {
+                return;
+            }
+            entry.fetching = None;
+            match torrent {
+                Ok((bytes, torrent)) => {
+                    let path = self.torrent_path(id);
+                    if let Err(source) = write_atomically(&path, &bytes) {
+                        Err(ManagerError::State { path, source }.to_string())
+                    } else {
+                        allpeers_log::flesh!(id, name = %torrent.name, "transfer: a magnet's metadata came");
+                        entry.content = Content::Torrent(torrent);
+                        entry.record.magnet = None;
+                        entry.attempts = 0;
+                        Ok((entry.record.clone(), entry.content.clone()))
+                    }
+                }
+                Err(error) => Err(error.to_string()),
+            }
+            .map_err(|error| {
+                entry.attempts += 1;
+                entry.status = if entry.attempts <= self.config.max_attempts {
+                    Status::Retrying {
+                        attempt: entry.attempts,
+                        error,
+                    }
+                } else {
+                    Status::Failed(error)
+                };
+                (
+                    entry.status.clone(),
+                    entry.attempts,
+                    entry.record.clone(),
+                    entry.content.clone(),
+                )
+            })
+        };
+        match next {
+            Ok((record, content)) => {
+                if let Err(error) = self.save() {
+                    allpeers_log::marrow!(id, %error, "transfer: the list was not saved");
+                }
+                self.start_transfer(record, content).await;
+            }
+            Err((status, attempts, record, content)) => {
+                allpeers_log::flesh!(id, ?status, "transfer: a magnet's metadata did not come");
+                let _ = self.events.send(TransferEvent::Status {
+                    id,
+                    status: status.clone(),
+                });
+                if !matches!(status, Status::Retrying { .. }) {
+                    self.schedule().await;
+                    return;
+                }
+                let delay =
+                    self.config.retry_delay * 2u32.saturating_pow(attempts.saturating_sub(1));
+                tokio::time::sleep(delay).await;
+                // Unless the user paused or cancelled it while it waited.
+                let waiting = self
+                    .state
+                    .lock()
+                    .expect("not poisoned")
+                    .entries
+                    .get(&id)
+                    .is_some_and(|e| e.status == status);
+                if waiting {
+                    self.start_transfer(record, content).await;
+                }
+            }
+        }
     }
 
     /// Forwards a running transfer's progress and reacts to its state: completion frees a queue slot, failure is

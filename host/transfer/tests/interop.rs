@@ -452,7 +452,7 @@ async fn wait_until_tracked(announce: &str, info_hash: [u8; 20], seeder_port: u1
             left: 0,
             event: None,
         };
-        if let Ok(response) = tracker::announce(&request).await
+        if let Ok(response) = tracker::announce(&request, &Default::default()).await
             && response.peers.iter().any(|p| p.port() == seeder_port)
         {
             return;

@@ -1,6 +1,7 @@
 //! The download manager over real transfers on loopback (our own engine seeding in place): the queue holds a second
 //! download until the first finishes, pause and resume work, the list survives a restart and the download resumes
-//! from its journal, cancel removes a transfer and its files, progress arrives as events, global limits outlive a restart, and a file seeded in place is hashed again only once it changed.
+//! from its journal, cancel removes a transfer and its files, progress arrives as events, global limits outlive a restart, a file seeded in place is hashed again only once it changed, and a magnet is listed (paused, resumed,
+//! cancelled, restored after a restart) while its metadata is fetched, and the uploads list is live.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -9,7 +10,7 @@ use std::time::Duration;
 use allpeers_transfer::bt::engine::{Engine, EngineConfig, EngineError, Target};
 use allpeers_transfer::bt::metainfo::Torrent;
 use allpeers_transfer::manager::{
-    AddTransfer, Manager, ManagerConfig, Status, TransferEvent, TransferId,
+    AddMagnet, AddTransfer, ContentKey, Manager, ManagerConfig, Status, TransferEvent, TransferId,
 };
 use allpeers_transfer::throttle::Limits;
 use tokio::sync::broadcast;
@@ -348,5 +349,156 @@ async fn a_file_seeded_in_place_is_hashed_again_only_once_it_changed() {
     assert!(
         matches!(refused, EngineError::NotComplete { bad: 1, .. }),
         "{refused:?}"
+    );
+}
+
+fn magnet(info_hash: &[u8; 20], name: &str, peer: std::net::SocketAddr) -> AddMagnet {
+    let hex: String = info_hash.iter().map(|b| format!("{b:02x}")).collect();
+    AddMagnet {
+        link: format!("magnet:?xt=urn:btih:{hex}&dn={name}&x.pe={peer}"),
+        dir: PathBuf::new(),
+        peers: vec![],
+        priority: 0,
+        sequential: false,
+        limits: Limits::default(),
+        paused: false,
+    }
+}
+
+/// A magnet is listed from the moment it is added, named by its `dn`, in `FetchingMetadata` while its only peer
+/// (a socket that accepts and never answers) holds it; pause stops the fetch, resume starts it again, a restart
+/// brings it back, cancel forgets it. One whose peer is our seeder gets its torrent, then its content.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_is_listed_while_its_metadata_is_fetched() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let (torrent, data) = make(&source, "clip.bin", 7);
+    let info_hash = Torrent::from_bytes(&torrent).unwrap().info_hash;
+    let seeder = seeder(&work.path().join("seeder"), &source, &[&torrent]).await;
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = silent.accept().await {
+            held.push(socket);
+        }
+    });
+    let state = work.path().join("state");
+    let out = work.path().join("out");
+
+    let manager_1 = manager(state.clone(), 3).await;
+    let mut events = manager_1.subscribe();
+    let stuck = manager_1
+        .add_magnet(AddMagnet {
+            dir: out.clone(),
+            ..magnet(&[0x42; 20], "waiting", silent_addr)
+        })
+        .await
+        .unwrap();
+    let info = manager_1.get(stuck).unwrap();
+    assert_eq!(info.status, Status::FetchingMetadata);
+    assert_eq!(info.name, "waiting");
+    assert_eq!(info.content, ContentKey::InfoHash([0x42; 20]));
+    assert_eq!(info.total_bytes, 0);
+    assert_eq!(manager_1.list().len(), 1);
+    assert!(matches!(
+        manager_1
+            .add_magnet(magnet(&[0x42; 20], "again", silent_addr))
+            .await,
+        Err(allpeers_transfer::manager::ManagerError::Engine(
+            EngineError::Duplicate
+        ))
+    ));
+    manager_1.pause(stuck).await.unwrap();
+    assert!(matches!(
+        manager_1.get(stuck).unwrap().status,
+        Status::Paused(_)
+    ));
+    manager_1.resume(stuck).await.unwrap();
+    wait_for(&mut events, |event| {
+        is_status(event, stuck, &Status::FetchingMetadata)
+    })
+    .await;
+    manager_1.pause(stuck).await.unwrap();
+    manager_1.shutdown().await;
+    drop(manager_1);
+
+    let manager_2 = manager(state, 3).await;
+    let mut events = manager_2.subscribe();
+    let listed = manager_2
+        .get(stuck)
+        .expect("the magnet survived the restart");
+    assert_eq!(listed.name, "waiting");
+    assert!(matches!(listed.status, Status::Paused(_)));
+    manager_2.resume(stuck).await.unwrap();
+    assert_eq!(
+        manager_2.get(stuck).unwrap().status,
+        Status::FetchingMetadata
+    );
+    manager_2.cancel(stuck, true).await.unwrap();
+    assert!(manager_2.list().is_empty());
+
+    let id = manager_2
+        .add_magnet(AddMagnet {
+            dir: out.clone(),
+            ..magnet(&info_hash, "clip", seeder.listen_addr())
+        })
+        .await
+        .unwrap();
+    assert_eq!(manager_2.get(id).unwrap().name, "clip");
+    wait_for(&mut events, |event| is_status(event, id, &Status::Seeding)).await;
+    let info = manager_2.get(id).unwrap();
+    assert_eq!(info.name, "clip.bin", "named by its torrent now");
+    assert_eq!(info.total_bytes, SIZE as u64);
+    assert!(std::fs::read(out.join("clip.bin")).unwrap() == data);
+    held.abort();
+}
+
+/// The upload monitor asks the sessions, not the last progress snapshot: a leecher taking from our seeding manager
+/// is listed while it takes, and nobody once the seed is paused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_uploads_list_is_live() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let (torrent, _) = make(&source, "talk.bin", 9);
+    let seeding = manager(work.path().join("seeder"), 3).await;
+    let seed = seeding
+        .add(AddTransfer {
+            peers: vec![],
+            seed_in_place: true,
+            ..add(&torrent, &source, seeding.engine(), Limits::default())
+        })
+        .await
+        .unwrap();
+    assert_eq!(seeding.get(seed).unwrap().status, Status::Seeding);
+    assert!(seeding.uploads().await.is_empty());
+    let leeching = manager(work.path().join("leecher"), 3).await;
+    let mut events = leeching.subscribe();
+    let slow = Limits {
+        down: Some(1 << 20),
+        up: None,
+    };
+    let leech = leeching
+        .add(add(
+            &torrent,
+            &work.path().join("out"),
+            seeding.engine(),
+            slow,
+        ))
+        .await
+        .unwrap();
+    wait_for(&mut events, |event| {
+        matches!(event, TransferEvent::Progress { id, progress } if *id == leech && progress.done_bytes > 0)
+    })
+    .await;
+    let uploads = seeding.uploads().await;
+    assert_eq!(uploads.len(), 1, "{uploads:?}");
+    assert_eq!(uploads[0].0, seed);
+    assert!(uploads[0].1.uploaded > 0);
+    assert_eq!(uploads[0].1.addr.ip(), std::net::Ipv4Addr::LOCALHOST);
+    seeding.pause(seed).await.unwrap();
+    assert!(
+        seeding.uploads().await.is_empty(),
+        "a paused seed uploads nothing"
     );
 }

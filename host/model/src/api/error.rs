@@ -160,7 +160,7 @@ error_codes! {
         "the .torrent is malformed, unsafe (a file path leaving the download directory) or not base64; the message says which";
     /// A source this build cannot fetch from.
     UnsupportedSource = -32052, "unsupported source",
-        "`transfers.add` with the URL of a .torrent: give the file or a magnet link (not supported yet)";
+        "`transfers.add` with a URL other than http(s) (`ftp://`, `file://`, …): give an http(s) URL, the file or a magnet link";
     /// The torrent is already a transfer.
     TransferExists = -32053, "transfer exists", "the torrent is already added (the message names its id)";
     /// A file to read cannot be read or shared.
@@ -171,7 +171,10 @@ error_codes! {
         "the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent";
     /// A magnet link's metadata did not come.
     NoMetadata = -32056, "no metadata",
-        "`transfers.add` with a magnet link: no peer (from the link's `x.pe` or its trackers) sent the torrent's metadata within 60 s; the message says how many were asked and what the last one said";
+        "`transfers.add` with a magnet link that names no peer (`x.pe`) and no tracker: nobody could be asked for its metadata (a link that can be asked is listed at once, in state `fetching_metadata`)";
+    /// The .torrent named by URL could not be fetched.
+    FetchFailed = -32057, "fetch failed",
+        "`transfers.add` with an http(s) URL: the .torrent could not be fetched within 30 s (connection, TLS certificate, HTTP status, over 16 MiB, too many redirects; the message says which)";
     /// `media.add`: a path does not exist or cannot be read.
     MediaPathNotFound = -32060, "path not found",
         "`media.add`: a path does not exist or cannot be read";

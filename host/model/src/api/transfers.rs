@@ -47,7 +47,7 @@ pub mod topics {
     pub const TRANSFER_ADDED: &str = "transfer.added";
     /// A running transfer's bytes, rates, peers and ETA; at most one per 250 ms per transfer.
     pub const TRANSFER_PROGRESS: &str = "transfer.progress";
-    /// A transfer's state changed (queued, downloading, seeding, paused, retrying, failed).
+    /// A transfer's state changed (queued, fetching_metadata, downloading, seeding, paused, retrying, failed).
     pub const TRANSFER_CHANGED: &str = "transfer.changed";
     /// A transfer was cancelled: its id.
     pub const TRANSFER_REMOVED: &str = "transfer.removed";
@@ -65,9 +65,10 @@ pub mod topics {
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
 #[serde(deny_unknown_fields)]
 pub struct AddTransferParams {
-    /// The .torrent: an absolute path the daemon can read, the file's bytes in base64, or a magnet link (its
-    /// metadata is fetched from the link's peers and trackers before the call answers). A URL is refused with
-    /// `UnsupportedSource` (not supported yet).
+    /// The .torrent: an absolute path the daemon can read, the file's bytes in base64, or a magnet link (listed at
+    /// once in state `fetching_metadata` while its metadata is asked of the link's peers and trackers), or the
+    /// `http://` / `https://` URL of the file (fetched before the call answers: at most 16 MiB, 30 s, 5 redirects;
+    /// `FetchFailed` says why not). Other URLs are refused with `UnsupportedSource`.
     pub torrent: String,
     /// Where the files go (absolute); absent: the configured download directory.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -189,6 +190,10 @@ pub const PRIORITY_RANGE: std::ops::RangeInclusive<i32> = -1000..=1000;
 pub enum TransferState {
     /// Waiting for a free download slot.
     Queued,
+    /// A magnet link's torrent is being asked of its peers and trackers (`name` is the link's `dn` or the
+    /// info-hash, `total_bytes` 0 until it comes); then `downloading`. Pause and cancel work meanwhile.
+    #[serde(rename = "fetching_metadata")]
+    FetchingMetadata,
     Downloading,
     /// Complete, serving others.
     Seeding,

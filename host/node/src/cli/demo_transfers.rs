@@ -166,16 +166,23 @@ async fn magnet_of_a_folder(
     })
     .await?;
     println!(
-        "      bob: the torrent's metadata came from alice (BEP 9) in {} ms: {}, {} bytes",
-        started.elapsed().as_millis(),
-        added.name,
-        added.progress.total_bytes
+        "      bob: listed at once as transfer {} (state {}) while its metadata is asked of alice (BEP 9)",
+        added.id,
+        json!(added.state)
     );
     let id = added.id;
     wait_event(&bob.api, topics::TRANSFER_CHANGED, |d| {
         d["id"] == id && d["state"] == "seeding"
     })
     .await?;
+    let added: Transfer = bob
+        .api
+        .call_typed(t::TRANSFERS_GET, json!({"id": id}))
+        .await?;
+    println!(
+        "      bob: the metadata named it {}, {} bytes",
+        added.name, added.progress.total_bytes
+    );
     for (name, bytes) in &photos {
         let got = std::fs::read(std::path::Path::new(&added.dir).join("album").join(name))?;
         if got != *bytes {

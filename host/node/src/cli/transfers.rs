@@ -25,8 +25,7 @@ const PLAIN_LINE_EVERY: Duration = Duration::from_secs(1);
 
 #[derive(Args)]
 pub struct GetArgs {
-    /// The .torrent file, a magnet link, or the id of a File shared with you (URLs of .torrent files are not
-    /// supported yet)
+    /// The .torrent file, its http(s) URL, a magnet link, or the id of a File shared with you
     torrent: String,
     /// Where the files go [default: the daemon's download directory]
     #[arg(long, value_name = "DIR")]
@@ -128,6 +127,7 @@ fn rate(limit: Option<u64>) -> String {
 fn state_word(state: TransferState) -> &'static str {
     match state {
         TransferState::Queued => "queued",
+        TransferState::FetchingMetadata => "fetching metadata",
         TransferState::Downloading => "downloading",
         TransferState::Seeding => "seeding",
         TransferState::Paused => "paused",
@@ -192,7 +192,7 @@ pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<(
         return get_file(paths, args, json_out);
     }
     // Bytes, not a path: the daemon may not see the caller's working directory. A magnet link goes as it is (the
-    // daemon fetches its metadata); so does a URL, for the daemon to name what it does not support.
+    // daemon fetches its metadata); so does a URL (the daemon fetches an http(s) one, names any other).
     let torrent = if args.torrent.contains("://") || args.torrent.starts_with("magnet:") {
         args.torrent.clone()
     } else {
@@ -229,12 +229,14 @@ pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<(
         if json_out {
             println!("{}", serde_json::to_string_pretty(&transfer)?);
         } else {
+            let what = if transfer.state == TransferState::FetchingMetadata {
+                "fetching its metadata".to_owned()
+            } else {
+                size(transfer.progress.total_bytes)
+            };
             println!(
-                "{} ({}) -> {} as transfer {}",
-                transfer.name,
-                size(transfer.progress.total_bytes),
-                transfer.dir,
-                transfer.id
+                "{} ({what}) -> {} as transfer {}",
+                transfer.name, transfer.dir, transfer.id
             );
         }
         if args.no_wait {
@@ -370,6 +372,18 @@ async fn wait_done(client: &ApiClient, transfer: Transfer) -> anyhow::Result<()>
             topics::TRANSFER_CHANGED => {
                 let changed: ChangedEvent = serde_json::from_value(event.data)?;
                 if changed.id == transfer.id {
+                    if state.0 == TransferState::FetchingMetadata
+                        && matches!(
+                            changed.state,
+                            TransferState::Downloading | TransferState::Seeding
+                        )
+                    {
+                        // The magnet's torrent came: say what it is.
+                        let now: Transfer = client
+                            .call_typed(t::TRANSFERS_GET, json!({"id": transfer.id}))
+                            .await?;
+                        println!("{} ({})", now.name, size(now.progress.total_bytes));
+                    }
                     state = (changed.state, changed.reason);
                 }
             }

@@ -10,10 +10,10 @@ use allpeers_model::api::transfers::{
 };
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_transfer::bt::create::{create_torrent, stamps_of};
-use allpeers_transfer::bt::metadata;
 use allpeers_transfer::bt::metainfo::{MAX_TORRENT_LEN, Torrent};
-use allpeers_transfer::manager::{AddTransfer, ContentKey, TransferId};
+use allpeers_transfer::manager::{AddMagnet, AddTransfer, ContentKey, TransferId};
 use allpeers_transfer::throttle::Limits;
+use allpeers_transfer::web::Bounds;
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -27,13 +27,12 @@ pub const AREA: Area = Area {
     name: "transfers",
     methods: t::METHODS,
     handle: |call| Box::pin(handle(call.daemon, call.method, call.params)),
-    // Both read a file and hash or verify it: a large file takes seconds; a magnet waits for its metadata.
+    // Both read a file and hash or verify it: a large file takes seconds; a URL is fetched.
     slow: &[t::TRANSFERS_ADD, t::TRANSFERS_SEED],
 };
 
-/// How long `transfers.add` waits for a magnet link's metadata: peers found through a tracker need a few seconds;
-/// a link whose peers are all gone fails after this with `NoMetadata`.
-const MAGNET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+/// A .torrent named by URL must have come by then (redirects included).
+const URL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The running manager, or why there is none.
 pub fn running(daemon: &Daemon) -> Result<&Transfers, RpcError> {
@@ -136,6 +135,7 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
             let uploads: Vec<t::Upload> = transfers
                 .manager
                 .uploads()
+                .await
                 .iter()
                 .map(|(id, peer)| convert::upload(*id, peer))
                 .collect();
@@ -270,33 +270,52 @@ fn refuse_existing(transfers: &Transfers, info_hash: &[u8; 20]) -> Result<(), Rp
     }
 }
 
-async fn add(
-    transfers: &Transfers,
-    mut params: AddTransferParams,
-) -> Result<t::Transfer, RpcError> {
+async fn add(transfers: &Transfers, params: AddTransferParams) -> Result<t::Transfer, RpcError> {
+    let dir = match &params.dir {
+        Some(dir) => absolute(dir, "dir")?,
+        None => transfers.downloads(),
+    };
     let bytes = match convert::source(&params.torrent)? {
         Source::Path(path) => read_torrent(&path).await?,
         Source::Bytes(bytes) => bytes,
+        Source::Url(url) => transfers
+            .manager
+            .engine()
+            .web()
+            .get(
+                &url,
+                Bounds {
+                    max_len: MAX_TORRENT_LEN,
+                    timeout: URL_TIMEOUT,
+                },
+            )
+            .await
+            .map_err(|e| convert::web_error(&url, e))?
+            .to_vec(),
         Source::Magnet(link) => {
-            // A duplicate is refused before asking peers for anything.
+            // Refused before it is listed: a duplicate, or a link nobody can be asked about.
             refuse_existing(transfers, &link.info_hash)?;
-            let options = transfers.manager.engine().fetch_options(MAGNET_TIMEOUT);
-            let bytes = metadata::fetch(&link, &options)
+            convert::askable(&link, transfers.manager.engine().uses_trackers())?;
+            let id = transfers
+                .manager
+                .add_magnet(AddMagnet {
+                    link: params.torrent.clone(),
+                    dir,
+                    peers: params.peers,
+                    priority: params.priority,
+                    sequential: params.sequential,
+                    limits: convert::limits_from_api(params.limits),
+                    paused: params.paused,
+                })
                 .await
-                .map_err(convert::metadata_error)?;
-            allpeers_log::flesh!(name = ?link.name, "transfers: a magnet's metadata came");
-            // The peers that had the metadata have the content too, most likely.
-            params.peers.extend(link.peers.iter().copied());
-            bytes
+                .map_err(convert::manager_error)?;
+            allpeers_log::flesh!(id, name = ?link.name, "transfers: a magnet added; its metadata is asked for");
+            return get(transfers, id);
         }
     };
     let torrent = Torrent::from_bytes(&bytes)
         .map_err(|e| RpcError::new(ErrorCode::BadTorrent, e.to_string()))?;
     refuse_existing(transfers, &torrent.info_hash)?;
-    let dir = match &params.dir {
-        Some(dir) => absolute(dir, "dir")?,
-        None => transfers.downloads(),
-    };
     let id = transfers
         .manager
         .add(AddTransfer {

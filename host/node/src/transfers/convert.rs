@@ -18,6 +18,7 @@ use allpeers_transfer::manager::{
     ContentKey, ManagerError, Status, TransferEvent, TransferId, TransferInfo,
 };
 use allpeers_transfer::throttle::Limits;
+use allpeers_transfer::web::WebError;
 use base64::Engine as _;
 use serde_json::Value;
 
@@ -32,10 +33,12 @@ pub enum Source {
     Bytes(Vec<u8>),
     /// The metadata is fetched from the link's peers first.
     Magnet(MagnetLink),
+    /// An `http://` or `https://` URL of the .torrent.
+    Url(String),
 }
 
-/// An absolute path, base64 of the file (a .torrent starts with `d`, so its base64 starts with `Z`, never `/`), or
-/// a magnet link. URLs of .torrent files are named and refused.
+/// An absolute path, base64 of the file (a .torrent starts with `d`, so its base64 starts with `Z`, never `/`), a
+/// magnet link, or the http(s) URL of the file. Other URLs are named and refused.
 pub fn source(torrent: &str) -> Result<Source, RpcError> {
     let torrent = torrent.trim();
     let lower = torrent.to_ascii_lowercase();
@@ -45,9 +48,14 @@ pub fn source(torrent: &str) -> Result<Source, RpcError> {
             .map_err(|e| RpcError::new(ErrorCode::BadTorrent, e.to_string()));
     }
     if lower.starts_with("http://") || lower.starts_with("https://") {
+        return Ok(Source::Url(torrent.to_owned()));
+    }
+    if let Some((scheme, _)) = torrent.split_once("://") {
         return Err(RpcError::new(
             ErrorCode::UnsupportedSource,
-            "URLs of .torrent files are not supported yet: give the file (a path or its bytes in base64) or a magnet link",
+            format!(
+                "{scheme}:// URLs are not fetched: give an http(s) URL, the file (a path or its bytes in base64) or a magnet link"
+            ),
         ));
     }
     if torrent.starts_with('/') {
@@ -81,6 +89,7 @@ pub fn limits_from_api(limits: api::Limits) -> Limits {
 pub fn state(status: &Status) -> (TransferState, Option<String>) {
     match status {
         Status::Queued => (TransferState::Queued, None),
+        Status::FetchingMetadata => (TransferState::FetchingMetadata, None),
         Status::Downloading => (TransferState::Downloading, None),
         Status::Seeding => (TransferState::Seeding, None),
         Status::Paused(reason) => (TransferState::Paused, Some(reason.clone())),
@@ -156,7 +165,7 @@ pub fn not_found(id: TransferId) -> RpcError {
 pub fn manager_error(error: ManagerError) -> RpcError {
     let code = match &error {
         ManagerError::Unknown(id) => return not_found(*id),
-        ManagerError::Metainfo(_) => ErrorCode::BadTorrent,
+        ManagerError::Metainfo(_) | ManagerError::Magnet(_) => ErrorCode::BadTorrent,
         ManagerError::Engine(EngineError::Duplicate) => ErrorCode::TransferExists,
         ManagerError::Engine(_) | ManagerError::State { .. } | ManagerError::NoNetwork => {
             ErrorCode::TransferFailed
@@ -165,12 +174,20 @@ pub fn manager_error(error: ManagerError) -> RpcError {
     RpcError::new(code, error.to_string())
 }
 
-pub fn metadata_error(error: MetadataError) -> RpcError {
-    let code = match &error {
-        MetadataError::NoPeers | MetadataError::Timeout { .. } => ErrorCode::NoMetadata,
-        MetadataError::Metainfo(_) => ErrorCode::BadTorrent,
-    };
-    RpcError::new(code, error.to_string())
+/// A magnet link someone can be asked about: it names a peer (`x.pe`), or a tracker while trackers are used.
+/// Otherwise nobody could send its metadata, and it is refused instead of listed.
+pub fn askable(link: &MagnetLink, use_trackers: bool) -> Result<(), RpcError> {
+    if link.peers.is_empty() && (link.trackers.is_empty() || !use_trackers) {
+        return Err(RpcError::new(
+            ErrorCode::NoMetadata,
+            MetadataError::NoPeers.to_string(),
+        ));
+    }
+    Ok(())
+}
+
+pub fn web_error(url: &str, error: WebError) -> RpcError {
+    RpcError::new(ErrorCode::FetchFailed, format!("{url}: {error}"))
 }
 
 pub fn create_error(error: CreateError) -> RpcError {
@@ -291,7 +308,11 @@ mod tests {
             "a malformed link names what is wrong"
         );
         assert_eq!(
-            source("HTTPS://x/a.torrent").unwrap_err().kind(),
+            source(" HTTPS://x/a.torrent").unwrap(),
+            Source::Url("HTTPS://x/a.torrent".into())
+        );
+        assert_eq!(
+            source("ftp://x/a.torrent").unwrap_err().kind(),
             Some(ErrorCode::UnsupportedSource)
         );
         assert_eq!(

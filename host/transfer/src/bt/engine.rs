@@ -21,6 +21,7 @@ use crate::swarm::choker::DEFAULT_SLOTS;
 use crate::swarm::geometry::PieceSet;
 use crate::swarm::picker::PickMode;
 use crate::throttle::{Limits, Throttle, Throttles};
+use crate::web::WebClient;
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -47,6 +48,8 @@ pub struct EngineConfig {
     pub upload_slots: usize,
     pub max_peers: usize,
     pub use_trackers: bool,
+    /// HTTP(S) trackers are asked through it (its roots decide which TLS certificates are trusted).
+    pub web: WebClient,
 }
 
 impl EngineConfig {
@@ -58,6 +61,7 @@ impl EngineConfig {
             upload_slots: DEFAULT_SLOTS,
             max_peers: DEFAULT_MAX_PEERS,
             use_trackers: true,
+            web: WebClient::default(),
         }
     }
 }
@@ -133,6 +137,16 @@ impl Engine {
         self.inner.peer_id
     }
 
+    /// How `.torrent` URLs and HTTP(S) trackers are fetched.
+    pub fn web(&self) -> &WebClient {
+        &self.inner.config.web
+    }
+
+    /// Whether trackers are announced to (off in tests and private setups: peers are given directly).
+    pub fn uses_trackers(&self) -> bool {
+        self.inner.config.use_trackers
+    }
+
     /// What a magnet link's metadata fetch ([`crate::bt::metadata::fetch`]) says we are.
     pub fn fetch_options(&self, timeout: std::time::Duration) -> FetchOptions {
         FetchOptions {
@@ -140,6 +154,7 @@ impl Engine {
             port: self.inner.listen_addr.port(),
             timeout,
             use_trackers: self.inner.config.use_trackers,
+            web: self.inner.config.web.clone(),
         }
     }
 
@@ -233,6 +248,7 @@ impl Engine {
             pick_mode,
             max_peers: self.inner.config.max_peers,
             use_trackers: self.inner.config.use_trackers,
+            web: self.inner.config.web.clone(),
             throttles: Throttles(vec![self.inner.throttle.clone(), throttle.clone()]),
         };
         let content = session::Content {

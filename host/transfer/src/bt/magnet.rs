@@ -30,7 +30,7 @@ pub struct MagnetLink {
     pub info_hash: [u8; 20],
     /// `dn`: what to call the transfer until the metadata names it.
     pub name: Option<String>,
-    /// `tr`: the `http://` and `udp://` trackers, in the link's order, without duplicates.
+    /// `tr`: the `http://`, `https://` and `udp://` trackers, in the link's order, without duplicates.
     pub trackers: Vec<String>,
     /// `x.pe`: peers to ask directly.
     pub peers: Vec<SocketAddr>,
@@ -55,7 +55,9 @@ impl MagnetLink {
         let mut trackers: Vec<String> = Vec::new();
         for tracker in &magnet.trackers {
             let lower = tracker.to_ascii_lowercase();
-            if (lower.starts_with("http://") || lower.starts_with("udp://"))
+            if (lower.starts_with("http://")
+                || lower.starts_with("https://")
+                || lower.starts_with("udp://"))
                 && !trackers.contains(tracker)
                 && trackers.len() < MAX_TRACKERS
             {

@@ -20,6 +20,7 @@ use super::peer::{self, HANDSHAKE_TIMEOUT, PeerError};
 use super::tracker::{self, AnnounceEvent, AnnounceRequest, MAX_TRACKERS_ANNOUNCED};
 use super::wire::{self, METADATA_PIECE_LEN, MetadataMessage, OutMessage, PeerMessage, WireError};
 use crate::swarm::assembler::sha1_of;
+use crate::web::WebClient;
 
 /// One peer has this long to send the whole dictionary (a few hundred KiB at most).
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -185,6 +186,7 @@ pub struct FetchOptions {
     pub port: u16,
     pub timeout: Duration,
     pub use_trackers: bool,
+    pub web: WebClient,
 }
 
 /// The `.torrent` file of `link`, from its peers and the peers its trackers list.
@@ -208,8 +210,9 @@ pub async fn fetch(link: &MagnetLink, options: &FetchOptions) -> Result<Vec<u8>,
                 event: Some(AnnounceEvent::Started),
             };
             let found = found.clone();
+            let web = options.web.clone();
             tokio::spawn(async move {
-                let peers = match tracker::announce(&request).await {
+                let peers = match tracker::announce(&request, &web).await {
                     Ok(answer) => answer.peers,
                     Err(error) => {
                         allpeers_log::flesh!(url = %request.url, %error, "transfer: a magnet's tracker failed");
@@ -456,6 +459,7 @@ mod tests {
             port: 1,
             timeout: Duration::from_secs(30),
             use_trackers: true,
+            web: WebClient::default(),
         };
         assert!(matches!(
             fetch(&link, &options).await,

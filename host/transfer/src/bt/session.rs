@@ -25,6 +25,7 @@ use crate::swarm::picker::{Arrival, PickMode, Picker};
 use crate::swarm::pipeline::{OUR_REQQ, RequestPipeline};
 use crate::swarm::rate::RateMeter;
 use crate::throttle::{Limits, Throttle, Throttles};
+use crate::web::WebClient;
 
 /// How often rates, timeouts, the choker and progress are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
@@ -59,6 +60,7 @@ pub struct SessionOptions {
     pub max_peers: usize,
     /// Announce to the torrent's trackers.
     pub use_trackers: bool,
+    pub web: WebClient,
     /// The global throttle and this torrent's, in that order.
     pub throttles: Throttles,
 }
@@ -116,6 +118,8 @@ pub enum SessionCommand {
     Pause,
     Resume,
     Stop,
+    /// Every connected peer's numbers as of now (the upload monitor), not as of the last published progress.
+    Peers(tokio::sync::oneshot::Sender<Vec<PeerStats>>),
 }
 
 /// The running session's handle: commands in, progress out. Dropping every handle stops the session.
@@ -143,6 +147,15 @@ impl TorrentHandle {
 
     pub fn progress(&self) -> Progress {
         self.progress.borrow().clone()
+    }
+
+    /// The connected peers' numbers measured now; none once the session has ended.
+    pub async fn peers(&self) -> Vec<PeerStats> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        if !self.command(SessionCommand::Peers(reply)).await {
+            return Vec::new();
+        }
+        answer.await.unwrap_or_default()
     }
 
     /// A receiver that sees every progress update (at most one per [`TICK`], plus state changes).
@@ -420,6 +433,9 @@ impl Session {
                 }
             }
             SessionCommand::Stop => {}
+            SessionCommand::Peers(reply) => {
+                let _ = reply.send(self.peer_stats(now));
+            }
         }
     }
 
@@ -1005,8 +1021,9 @@ impl Session {
                 event,
             };
             let answers = self.tracker_answers.clone();
+            let web = self.options.web.clone();
             tokio::spawn(async move {
-                match tracker::announce(&request).await {
+                match tracker::announce(&request, &web).await {
                     Ok(response) => {
                         let _ = answers.send(response).await;
                     }
@@ -1025,14 +1042,8 @@ impl Session {
             .sum()
     }
 
-    fn publish(&mut self, now: Instant) {
-        let done_bytes = self.done_bytes();
-        let down_rate = self.down_rate.rate(now);
-        let remaining = self.torrent.geometry.total_len() - done_bytes;
-        let eta = (self.state == TransferState::Downloading && down_rate > 0)
-            .then(|| Duration::from_secs(remaining / down_rate));
-        let peers = self
-            .peers
+    fn peer_stats(&mut self, now: Instant) -> Vec<PeerStats> {
+        self.peers
             .values_mut()
             .map(|p| PeerStats {
                 addr: p.addr,
@@ -1042,7 +1053,16 @@ impl Session {
                 down_rate: p.pipeline.rate(now),
                 up_rate: p.upload.rate(now),
             })
-            .collect();
+            .collect()
+    }
+
+    fn publish(&mut self, now: Instant) {
+        let done_bytes = self.done_bytes();
+        let down_rate = self.down_rate.rate(now);
+        let remaining = self.torrent.geometry.total_len() - done_bytes;
+        let eta = (self.state == TransferState::Downloading && down_rate > 0)
+            .then(|| Duration::from_secs(remaining / down_rate));
+        let peers = self.peer_stats(now);
         let progress = Progress {
             state: self.state.clone(),
             total_bytes: self.torrent.geometry.total_len(),

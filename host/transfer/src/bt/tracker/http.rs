@@ -1,6 +1,6 @@
-//! HTTP tracker announces (BEP 3, compact peers BEP 23), by a minimal HTTP/1.0 client over a tokio socket. Written by
-//! hand rather than with `librqbit-tracker-comms`, which brings `reqwest` and a TLS stack for a single GET; the
-//! response parser is I/O-free and bounded. `https` trackers are not done yet.
+//! HTTP and HTTPS tracker announces (BEP 3, compact peers BEP 23): the announce URL built here, the GET by
+//! [`crate::web`] (hyper, rustls for `https://`), the bencoded answer parsed here, I/O-free and bounded.
+//! `librqbit-tracker-comms` was not taken: it brings `reqwest` and a second TLS stack for a single GET.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
@@ -10,10 +10,9 @@ use super::{
     ANNOUNCE_TIMEOUT, AnnounceEvent, AnnounceRequest, AnnounceResponse, MAX_INTERVAL,
     MAX_PEERS_PER_RESPONSE, MAX_RESPONSE_LEN, MIN_INTERVAL, TrackerError,
 };
+use crate::web::{Bounds, WebClient};
 
 use librqbit_bencode::{BencodeValue, ByteBuf};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 fn percent_encode(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len() * 3);
@@ -27,39 +26,16 @@ fn percent_encode(bytes: &[u8]) -> String {
     out
 }
 
-/// Host, port and path-with-query of an `http://` URL.
-fn split_url(url: &str) -> Result<(String, u16, String), TrackerError> {
-    let bad = || TrackerError::Url(url.to_owned());
-    let rest = url.strip_prefix("http://").ok_or_else(bad)?;
-    let (authority, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-            (host, port.parse().map_err(|_| bad())?)
-        }
-        _ => (authority, 80),
-    };
-    if host.is_empty() || authority.contains('@') {
-        return Err(bad());
+/// The announce's URL: the tracker's own (its query kept) with the announce's parameters after it.
+pub fn announce_url(request: &AnnounceRequest) -> String {
+    let mut url = request.url.clone();
+    // A fragment would swallow the parameters.
+    if let Some(cut) = url.find('#') {
+        url.truncate(cut);
     }
-    Ok((
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-        path.to_owned(),
-    ))
-}
-
-/// The request line and headers of an announce.
-pub fn request_bytes(request: &AnnounceRequest) -> Result<(String, u16, Vec<u8>), TrackerError> {
-    let (host, port, path) = split_url(&request.url)?;
-    let mut target = path;
-    target.push(if target.contains('?') { '&' } else { '?' });
+    url.push(if url.contains('?') { '&' } else { '?' });
     let _ = write!(
-        target,
+        url,
         "info_hash={}&peer_id={}&port={}&uploaded={}&downloaded={}&left={}&compact=1",
         percent_encode(&request.info_hash),
         percent_encode(&request.peer_id),
@@ -74,63 +50,25 @@ pub fn request_bytes(request: &AnnounceRequest) -> Result<(String, u16, Vec<u8>)
             AnnounceEvent::Completed => "completed",
             AnnounceEvent::Stopped => "stopped",
         };
-        let _ = write!(target, "&event={name}");
+        let _ = write!(url, "&event={name}");
     }
-    let head = format!(
-        "GET {target} HTTP/1.0\r\nHost: {host}:{port}\r\nUser-Agent: {}\r\nConnection: close\r\n\r\n",
-        crate::bt::wire::CLIENT_NAME
-    );
-    Ok((host, port, head.into_bytes()))
+    url
 }
 
-pub(super) async fn announce(request: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
-    let (host, port, head) = request_bytes(request)?;
-    let exchange = async {
-        let mut stream = TcpStream::connect((host.as_str(), port)).await?;
-        stream.write_all(&head).await?;
-        let mut response = Vec::new();
-        (&mut stream)
-            .take(MAX_RESPONSE_LEN as u64 + 1)
-            .read_to_end(&mut response)
-            .await?;
-        Ok::<_, TrackerError>(response)
-    };
-    let response = tokio::time::timeout(ANNOUNCE_TIMEOUT, exchange)
-        .await
-        .map_err(|_| TrackerError::Timeout)??;
-    parse_response(&response)
-}
-
-/// Parses a whole HTTP response from a tracker.
-pub fn parse_response(response: &[u8]) -> Result<AnnounceResponse, TrackerError> {
-    if response.len() > MAX_RESPONSE_LEN {
-        return Err(TrackerError::TooLarge);
-    }
-    let split = response
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| TrackerError::Malformed("no end of headers".into()))?;
-    let head = std::str::from_utf8(&response[..split])
-        .map_err(|_| TrackerError::Malformed("headers".into()))?;
-    let body = &response[split + 4..];
-    let status_line = head.lines().next().unwrap_or("");
-    let status: u16 = status_line
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .ok_or_else(|| TrackerError::Malformed(format!("status line {status_line:?}")))?;
-    if head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:"))
-    {
-        return Err(TrackerError::Malformed(
-            "transfer encodings are not accepted over HTTP/1.0".into(),
-        ));
-    }
-    if status != 200 {
-        return Err(TrackerError::Status(status));
-    }
-    parse_body(body)
+pub(super) async fn announce(
+    request: &AnnounceRequest,
+    web: &WebClient,
+) -> Result<AnnounceResponse, TrackerError> {
+    let body = web
+        .get(
+            &announce_url(request),
+            Bounds {
+                max_len: MAX_RESPONSE_LEN,
+                timeout: ANNOUNCE_TIMEOUT,
+            },
+        )
+        .await?;
+    parse_body(&body)
 }
 
 fn get<'a, 'b>(
@@ -251,17 +189,7 @@ mod tests {
             parse_body(b"<html>"),
             Err(TrackerError::Malformed(_))
         ));
-        assert!(matches!(
-            parse_response(b"HTTP/1.0 404 Not Found\r\n\r\n"),
-            Err(TrackerError::Status(404))
-        ));
-        assert!(matches!(
-            parse_response(b"HTTP/1.0 200 OK\r\n"),
-            Err(TrackerError::Malformed(_))
-        ));
-        let ok = parse_response(b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nd5:peers0:e")
-            .unwrap();
-        assert!(ok.peers.is_empty());
+        assert!(parse_body(b"d5:peers0:e").unwrap().peers.is_empty());
     }
 
     #[test]
@@ -276,16 +204,11 @@ mod tests {
             left: 3,
             event: Some(AnnounceEvent::Started),
         };
-        let (host, port, head) = request_bytes(&request).unwrap();
-        assert_eq!((host.as_str(), port), ("127.0.0.1", 6969));
-        let head = String::from_utf8(head).unwrap();
+        let url = announce_url(&request);
         assert!(
-            head.starts_with("GET /announce?key=x&info_hash=%FF%FF"),
-            "{head}"
+            url.starts_with("http://127.0.0.1:6969/announce?key=x&info_hash=%FF%FF"),
+            "{url}"
         );
-        assert!(head.contains("&peer_id=-AP0001-abcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&compact=1&event=started HTTP/1.0\r\n"));
-        assert!(split_url("https://t/announce").is_err());
-        assert!(split_url("http://user@t/announce").is_err());
-        assert_eq!(split_url("http://[::1]:80/a").unwrap().0, "::1");
+        assert!(url.ends_with("&peer_id=-AP0001-abcdefghijkl&port=6881&uploaded=1&downloaded=2&left=3&compact=1&event=started"));
     }
 }

@@ -1,8 +1,10 @@
-//! Tracker announces: HTTP (BEP 3, compact peers BEP 23) and UDP (BEP 15), one request and answer for both, so
+//! Tracker announces: HTTP and HTTPS (BEP 3, compact peers BEP 23) and UDP (BEP 15), one request and answer for both, so
 //! the session does not care which kind a torrent names.
 
 use std::net::SocketAddr;
 use std::time::Duration;
+
+use crate::web::{WebClient, WebError};
 
 pub mod http;
 pub mod udp;
@@ -21,18 +23,16 @@ pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrackerError {
-    #[error("unsupported tracker URL {0:?} (http:// and udp:// are)")]
+    #[error("unsupported tracker URL {0:?} (http://, https:// and udp:// are)")]
     Url(String),
+    #[error(transparent)]
+    Web(#[from] WebError),
     #[error("tracker I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error("the tracker did not answer in time")]
     Timeout,
-    #[error("tracker response larger than {MAX_RESPONSE_LEN} bytes")]
-    TooLarge,
     #[error("malformed tracker response: {0}")]
     Malformed(String),
-    #[error("HTTP status {0}")]
-    Status(u16),
     #[error("the tracker refused: {0}")]
     Failure(String),
     #[error("the tracker's host {0:?} has no address")]
@@ -64,14 +64,17 @@ pub struct AnnounceResponse {
     pub peers: Vec<SocketAddr>,
 }
 
-/// Announces to the tracker `request.url` names (`http://` or `udp://`).
-pub async fn announce(request: &AnnounceRequest) -> Result<AnnounceResponse, TrackerError> {
+/// Announces to the tracker `request.url` names (`http://`, `https://` or `udp://`).
+pub async fn announce(
+    request: &AnnounceRequest,
+    web: &WebClient,
+) -> Result<AnnounceResponse, TrackerError> {
     let scheme = request
         .url
         .split_once("://")
         .map(|(scheme, _)| scheme.to_ascii_lowercase());
     match scheme.as_deref() {
-        Some("http") => http::announce(request).await,
+        Some("http" | "https") => http::announce(request, web).await,
         Some("udp") => udp::announce(request).await,
         _ => Err(TrackerError::Url(request.url.clone())),
     }
