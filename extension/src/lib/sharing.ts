@@ -57,7 +57,7 @@ export function percentDone(p: Pick<TransferProgress, "total_bytes" | "done_byte
 }
 
 /** States in which a transfer is moving data or about to (the badge counts them). */
-export const RUNNING: ReadonlySet<TransferState> = new Set<TransferState>(["queued", "downloading", "retrying"]);
+export const RUNNING: ReadonlySet<TransferState> = new Set<TransferState>(["queued", "fetching_metadata", "downloading", "retrying"]);
 
 export interface TransferTotals {
   count: number;

@@ -191,6 +191,26 @@ fn thumbnails(runtime: &tokio::runtime::Runtime, photos: &[PathBuf], out: &Path)
         })
         .min()
         .unwrap();
+    // What `allpeers add` does with a folder of photos: a worker per core, all files queued.
+    let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+    let all_workers = pool(cores);
+    let ours_all = (0..ROUNDS)
+        .map(|_| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                let mut tasks = tokio::task::JoinSet::new();
+                for f in photos {
+                    let (f, workers) = (f.clone(), all_workers.clone());
+                    tasks.spawn(async move { workers.extract(&f, WITH_THUMBNAIL).await.is_ok() });
+                }
+                while let Some(done) = tasks.join_next().await {
+                    assert!(done.unwrap(), "every thumbnail made");
+                }
+                started.elapsed() / photos.len() as u32
+            })
+        })
+        .min()
+        .unwrap();
     let exe = std::env::current_exe().unwrap();
     let first = photos[0].to_str().unwrap();
     let ours_peak = peak_mib(exe.to_str().unwrap(), &["--thumbnail-one", first]);
@@ -209,6 +229,11 @@ fn thumbnails(runtime: &tokio::runtime::Runtime, photos: &[PathBuf], out: &Path)
     };
     row("allpeers-media (in process)", Some(ours), ours_peak);
     row("allpeers-media (worker pool, 1)", Some(ours_pool), None);
+    row(
+        &format!("allpeers-media (pool, {cores} workers, all)"),
+        Some(ours_all),
+        None,
+    );
 
     let vips = have("vipsthumbnail").then(|| {
         per_file(photos, |f| {
