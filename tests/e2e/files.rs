@@ -49,6 +49,12 @@ async fn subscribe(node: &mut Node, resource: &str) {
         .await;
 }
 
+/// Files arrive by themselves only when asked for (`files.get`): a test that asks races no auto-download.
+async fn fetch_only_when_asked(node: &mut Node) {
+    node.call("files.auto_download.set", json!({"max_bytes": 0}))
+        .await;
+}
+
 /// A File resource linked to `path` on alice's disk.
 async fn file_resource(node: &mut Node, path: &Path) -> String {
     let name = path.file_name().unwrap().to_str().unwrap();
@@ -175,6 +181,7 @@ async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
 
     let files = tempfile::tempdir().unwrap();
     let photo = files.path().join("photo.jpg");
@@ -340,6 +347,7 @@ async fn alice_shares_with_bob(name: &str, len: usize, seed: u32) -> Shared {
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
     let files = tempfile::tempdir().unwrap();
     let path = files.path().join(name);
     let bytes = content(len, seed);
@@ -482,6 +490,7 @@ async fn a_watched_shared_file_that_changes_reaches_members_with_its_new_hash() 
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
     let files = tempfile::tempdir().unwrap();
     let folder = std::fs::canonicalize(files.path()).unwrap();
     let notes = folder.join("notes.txt");
@@ -534,6 +543,9 @@ async fn a_private_swarm_of_one_seeder_and_three_downloaders_serves_itself() {
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
     befriend(&mut alice, &mut carol, "carol@hub.test").await;
     befriend(&mut alice, &mut dave, "dave@hub.test").await;
+    for node in [&mut bob, &mut carol, &mut dave] {
+        fetch_only_when_asked(node).await;
+    }
 
     let files = tempfile::tempdir().unwrap();
     let path = files.path().join("holiday.mp4");

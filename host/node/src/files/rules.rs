@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use allpeers_model::PeerId;
 use allpeers_model::resource::Resource;
-use allpeers_replica::{Level, OpId, Replica, ShareId};
+use allpeers_replica::{Level, Replica, ShareId};
 use allpeers_transfer::blob::ContentHash;
 
 /// The type every shared file is (Image, Audio, Video and Text extend it).
@@ -44,8 +44,9 @@ pub fn resources_with_hash<'a>(
 }
 
 /// The content hashes each share's resources name, so serving checks a hash against the shares naming it without
-/// reading every resource of every share on each request. A share's set is built again only when its heads moved
-/// (any op: a file added, changed or taken out), on the first request after.
+/// reading every resource of every share on each request. A share's set is built again only when the share took an
+/// op since (the ops held or an author's last sequence number moved: a file added, changed or taken out), on the
+/// first request after.
 #[derive(Debug, Default)]
 pub struct HashIndex {
     shares: BTreeMap<ShareId, Indexed>,
@@ -53,7 +54,8 @@ pub struct HashIndex {
 
 #[derive(Debug)]
 struct Indexed {
-    heads: Vec<OpId>,
+    /// The ops held and each author's last sequence number when the set was built.
+    seqs: (usize, BTreeMap<PeerId, u64>),
     hashes: HashSet<ContentHash>,
 }
 
@@ -73,12 +75,19 @@ impl HashIndex {
     }
 
     fn hashes(&mut self, share: ShareId, replica: &Replica) -> &HashSet<ContentHash> {
-        let heads = replica.heads();
+        let seqs = (
+            replica.held_count(),
+            replica
+                .author_seqs()
+                .iter()
+                .map(|(author, seq)| (*author, *seq))
+                .collect(),
+        );
         let indexed = self.shares.entry(share).or_insert_with(|| Indexed {
-            heads: vec![],
+            seqs: (0, BTreeMap::new()),
             hashes: HashSet::new(),
         });
-        if indexed.heads != heads || indexed.heads.is_empty() {
+        if indexed.seqs != seqs || indexed.seqs.0 == 0 {
             indexed.hashes = replica
                 .state()
                 .resource_ids()
@@ -87,7 +96,7 @@ impl HashIndex {
                     ContentHash::parse(view.get("properties")?.get("hash")?.as_str()?)
                 })
                 .collect();
-            indexed.heads = heads;
+            indexed.seqs = seqs;
         }
         &indexed.hashes
     }
@@ -171,6 +180,9 @@ mod tests {
             },
             1_002,
         );
+        assert!(index.entitled(&replicas, &member(2), &two));
+        assert!(!index.entitled(&replicas, &member(2), &one));
+        let r = replicas.values_mut().next().unwrap();
         act(
             r,
             Action::Grant {
@@ -179,8 +191,6 @@ mod tests {
             },
             1_003,
         );
-        assert!(index.entitled(&replicas, &member(2), &two));
-        assert!(!index.entitled(&replicas, &member(2), &one));
         assert!(index.entitled(&replicas, &member(3), &two), "a new member");
         // The share left: nothing is served from it.
         replicas.clear();
