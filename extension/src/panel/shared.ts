@@ -7,10 +7,11 @@
 // Everything from peers goes in as text (dom.ts), names through visibleText (bidi controls
 // shown, not obeyed) inside <bdi>.
 
+import { ErrorCode } from "../lib/api.gen";
 import type { AutoDownload, AutoDownloadPolicy, Resource, ResourceChange, ShareMember } from "../lib/api.gen";
 import { safeHttpUrl, shortPeer } from "../lib/social";
 import { LEVEL_WORDS, Share, ShareLevel, canWrite, isAdmin, shareOrder, visibleText } from "../lib/sharing";
-import { Client, errorText } from "./client";
+import { CallError, Client, errorText } from "./client";
 import { append, byId, clear, h } from "./dom";
 import { acceptedContacts, contacts, nameOf, onContactsChanged, presenceDot } from "./people";
 import { AlbumGrid, isAlbumList, notImagesOf } from "./album";
@@ -710,6 +711,11 @@ export function initShared(client: Client) {
       await client.call("files.get", { resource: id }, 30_000);
       result(card, `Downloading “${name}”: its progress is in Transfers.`, true);
     } catch (e) {
+      // Already a transfer: most often it came by itself (the share's auto-download).
+      if (e instanceof CallError && e.code === ErrorCode.TransferExists) {
+        result(card, `Downloading “${name}”: its progress is in Transfers.`, true);
+        return;
+      }
       result(card, `“${name}” not downloaded: ${errorText(e)}`);
     }
   }
