@@ -10,6 +10,10 @@
 //!
 //! Crash safety: bob, killed -9 part-way through a download, resumes after a restart from the blocks he had
 //! verified, and ends with the exact bytes.
+//!
+//! The private swarm: alice shares a file with bob, carol and dave, her upload limited; the three download at once,
+//! each from every member, and each gets bytes from another downloader (serving what they hold while they fetch
+//! the rest). A peer no share names is refused by a downloader too.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -19,7 +23,7 @@ use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace};
 use allpeers_tests::social::*;
 use allpeers_tests::*;
 use allpeers_transfer::blob::ContentHash;
-use allpeers_transfer::blob::http::{self, FetchError};
+use allpeers_transfer::blob::http::{self, FetchError, Verified};
 use serde_json::{Value, json};
 
 const FILE_TOPICS: &[&str] = &[
@@ -42,6 +46,12 @@ async fn subscribe(node: &mut Node, resource: &str) {
     node.call("events.subscribe", json!({"topics": FILE_TOPICS}))
         .await;
     node.call("resources.subscribe", json!({"filter": {"id": resource}}))
+        .await;
+}
+
+/// Files arrive by themselves only when asked for (`files.get`): a test that asks races no auto-download.
+async fn fetch_only_when_asked(node: &mut Node) {
+    node.call("files.auto_download.set", json!({"max_bytes": 0}))
         .await;
 }
 
@@ -115,28 +125,28 @@ async fn get_file(node: &mut Node, resource: &str, dir: &Path) -> Value {
     .await
 }
 
-/// A bare endpoint (not a daemon) that speaks the files service's HTTP to alice itself.
+/// A bare endpoint (not a daemon) that speaks the files service's HTTP to one node itself.
 struct Asker {
     endpoint: Endpoint,
-    alice: allpeers_model::PeerId,
+    node: allpeers_model::PeerId,
 }
 
 impl Asker {
-    async fn new(alice: &mut Node) -> Asker {
+    async fn new(node: &mut Node) -> Asker {
         let endpoint = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())
             .await
             .unwrap();
-        let alice_id = alice.id.parse().unwrap();
-        endpoint.add_peer_address(alice_id, alice.quic_address().await);
+        let node_id = node.id.parse().unwrap();
+        endpoint.add_peer_address(node_id, node.quic_address().await);
         Asker {
             endpoint,
-            alice: alice_id,
+            node: node_id,
         }
     }
 
     async fn stream(&self) -> tokio::io::DuplexStream {
         let ns = Namespace::allpeers("files", 1).unwrap();
-        let (send, recv) = self.endpoint.open_stream(self.alice, &ns).await.unwrap();
+        let (send, recv) = self.endpoint.open_stream(self.node, &ns).await.unwrap();
         stream_io(send, recv)
     }
 
@@ -147,9 +157,11 @@ impl Asker {
         fetch
             .receive(
                 allpeers_transfer::throttle::Throttles(vec![]),
-                move |offset, bytes| {
-                    sink.lock().unwrap()[offset as usize..offset as usize + bytes.len()]
-                        .copy_from_slice(bytes);
+                move |item| {
+                    if let Verified::Block { offset, data } = item {
+                        sink.lock().unwrap()[offset as usize..offset as usize + data.len()]
+                            .copy_from_slice(data);
+                    }
                     Ok(())
                 },
             )
@@ -169,6 +181,7 @@ async fn a_shared_file_reaches_a_member_verified_and_no_one_else() {
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
 
     let files = tempfile::tempdir().unwrap();
     let photo = files.path().join("photo.jpg");
@@ -334,6 +347,7 @@ async fn alice_shares_with_bob(name: &str, len: usize, seed: u32) -> Shared {
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
     let files = tempfile::tempdir().unwrap();
     let path = files.path().join(name);
     let bytes = content(len, seed);
@@ -476,6 +490,7 @@ async fn a_watched_shared_file_that_changes_reaches_members_with_its_new_hash() 
     let mut alice = Node::start(&hub, "alice").await;
     let mut bob = Node::start(&hub, "bob").await;
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
     let files = tempfile::tempdir().unwrap();
     let folder = std::fs::canonicalize(files.path()).unwrap();
     let notes = folder.join("notes.txt");
@@ -511,5 +526,236 @@ async fn a_watched_shared_file_that_changes_reaches_members_with_its_new_hash() 
         seen["properties"]["lines"], 2,
         "the new description: {seen}"
     );
+    drop(hub);
+}
+
+/// One seeder and three downloaders, real daemons: every downloader gets bytes from a non-seeder, every byte
+/// verified; a peer no share names is refused by a downloader as by the seeder.
+#[tokio::test]
+async fn a_private_swarm_of_one_seeder_and_three_downloaders_serves_itself() {
+    let started = std::time::Instant::now();
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    let mut carol = Node::start(&hub, "carol").await;
+    let mut dave = Node::start(&hub, "dave").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    befriend(&mut alice, &mut carol, "carol@hub.test").await;
+    befriend(&mut alice, &mut dave, "dave@hub.test").await;
+    for node in [&mut bob, &mut carol, &mut dave] {
+        fetch_only_when_asked(node).await;
+    }
+
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("holiday.mp4");
+    let bytes = content(6 * 1024 * 1024 + 4321, 5);
+    std::fs::write(&path, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &path).await;
+    for node in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        subscribe(node, &resource).await;
+    }
+    share(
+        &mut alice,
+        &resource,
+        &mut [&mut bob, &mut carol, &mut dave],
+    )
+    .await;
+    for node in [&mut bob, &mut carol, &mut dave] {
+        until_hash(node, &resource, None).await;
+    }
+    // Alice sends at 3 MiB/s: alone she would need 6 s for the three; each chunk she sends once is spread by the
+    // downloaders among themselves.
+    alice
+        .call(
+            "net.limits.set",
+            json!({"down": null, "up": 3 * 1024 * 1024}),
+        )
+        .await;
+
+    let fetching = std::time::Instant::now();
+    let mut ids = Vec::new();
+    for node in [&mut bob, &mut carol, &mut dave] {
+        let downloads = node.dir.path().join("Downloads");
+        let transfer = get_file(node, &resource, &downloads).await;
+        ids.push(transfer["id"].as_u64().unwrap());
+    }
+    let names = [(&bob.id, "bob"), (&carol.id, "carol"), (&dave.id, "dave")];
+    let names: std::collections::HashMap<String, &str> =
+        names.iter().map(|(id, n)| (id.to_string(), *n)).collect();
+    let mut report = Vec::new();
+    for (node, id) in [&mut bob, &mut carol, &mut dave].into_iter().zip(ids) {
+        until_done(node, id).await;
+        let downloads = node.dir.path().join("Downloads");
+        assert_eq!(
+            std::fs::read(landed(&downloads, "holiday.mp4")).unwrap(),
+            bytes
+        );
+        let transfer = node.call("transfers.get", json!({"id": id})).await;
+        let sources = transfer["sources"].as_array().expect("sources").clone();
+        let from: Vec<(String, u64)> = sources
+            .iter()
+            .map(|s| {
+                let peer = s["peer"].as_str().unwrap();
+                let name = if peer == alice.id {
+                    "alice"
+                } else {
+                    names[peer]
+                };
+                (name.to_string(), s["bytes"].as_u64().unwrap())
+            })
+            .collect();
+        let total: u64 = from.iter().map(|(_, b)| b).sum();
+        let me = names[&node.id];
+        assert_eq!(total, bytes.len() as u64, "{me}: {from:?}");
+        assert!(
+            from.iter().any(|(name, b)| *name != "alice" && *b > 0),
+            "{me} got nothing from another downloader: {from:?}"
+        );
+        report.push(format!("{me}: {from:?}"));
+    }
+    let took = fetching.elapsed();
+    eprintln!(
+        "swarm of 3 downloaders, {} bytes: {took:?}; {}",
+        bytes.len(),
+        report.join("; ")
+    );
+
+    // Eve: no share names her. Bob, a downloader serving on, refuses her as alice does.
+    let hash = ContentHash::parse(&blake3::hash(&bytes).to_hex()).unwrap();
+    for node in [&mut bob, &mut alice] {
+        let eve = Asker::new(node).await;
+        assert!(matches!(
+            eve.get(hash, bytes.len() as u64, 0).await,
+            Err(FetchError::Refused(_))
+        ));
+    }
+    for node in [&mut alice, &mut bob, &mut carol, &mut dave] {
+        node.stop().await;
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(hub);
+}
+
+/// Auto-download: alice shares an album (two photos and a video) with bob; under bob's default policy (`small`,
+/// set to 1 MiB from the CLI) the photos arrive by themselves and the video does not, until bob sets the share's
+/// policy to `all`.
+#[tokio::test]
+async fn a_shared_album_fills_in_by_itself_as_its_policy_says() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+
+    let set = timeout(
+        "allpeers autodownload --max 1M",
+        allpeers(bob.dir.path())
+            .args(["autodownload", "--max", "1M"])
+            .output(),
+    )
+    .await
+    .unwrap();
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&set.stdout).contains("1.0 MiB"),
+        "{}",
+        String::from_utf8_lossy(&set.stdout)
+    );
+
+    let album = alice
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "List", "properties": {"title": "Holiday 2026"}}}),
+        )
+        .await;
+    let album = album["id"].as_str().unwrap().to_string();
+    let files = tempfile::tempdir().unwrap();
+    let mut contents = Vec::new();
+    for (name, len) in [
+        ("rome.jpg", 150_000),
+        ("pisa.jpg", 90_000),
+        ("florence.mp4", 3 << 20),
+    ] {
+        let path = files.path().join(name);
+        let bytes = content(len, len as u32);
+        std::fs::write(&path, &bytes).unwrap();
+        let item = file_resource(&mut alice, &path).await;
+        alice
+            .call("lists.insert", json!({"list": album, "item": item}))
+            .await;
+        contents.push((name, bytes));
+    }
+    bob.call("events.subscribe", json!({"topics": FILE_TOPICS}))
+        .await;
+    let share_id = share(&mut alice, &album, &mut [&mut bob]).await;
+    let downloads = bob.call("transfers.download_dir.get", json!({})).await["dir"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let downloads = PathBuf::from(downloads);
+
+    // The two photos come by themselves, nobody asked.
+    let mut done = std::collections::HashSet::new();
+    timeout("the photos, by themselves", async {
+        while done.len() < 2 {
+            let d = wait_event(&mut bob.client, "transfer.changed", |d| {
+                d["state"] == "seeding"
+            })
+            .await;
+            done.insert(d["id"].as_u64().unwrap());
+        }
+    })
+    .await;
+    for (name, bytes) in &contents[..2] {
+        assert_eq!(
+            &std::fs::read(landed(&downloads, name)).unwrap(),
+            bytes,
+            "{name}"
+        );
+    }
+    let listed = bob.call("transfers.list", json!({})).await;
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        2,
+        "not the video: {listed}"
+    );
+
+    // Everything, for this share: the video follows.
+    let setting = bob
+        .call(
+            "files.auto_download.set",
+            json!({"share": share_id, "policy": "all"}),
+        )
+        .await;
+    assert_eq!(setting["shares"][0]["policy"], "all", "{setting}");
+    assert_eq!(setting["max_bytes"], 1 << 20);
+    wait_event(&mut bob.client, "transfer.changed", |d| {
+        d["state"] == "seeding" && !done.contains(&d["id"].as_u64().unwrap())
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(landed(&downloads, "florence.mp4")).unwrap(),
+        contents[2].1
+    );
+    // A share we do not hold cannot have a policy.
+    let refused = bob
+        .client
+        .call(
+            "files.auto_download.set",
+            json!({"share": "00".repeat(32), "policy": "all"}),
+        )
+        .await;
+    assert_eq!(error_code(&refused), -32041);
+    bob.stop().await;
+    alice.stop().await;
     drop(hub);
 }

@@ -185,6 +185,10 @@ export interface Methods {
   "files.import_write": { params: ImportWriteParams; result: ImportStatus };
   /** Abandons an import (its partial file is deleted). */
   "files.import_cancel": { params: ImportIdParams; result: ImportStatus | null };
+  /** Which shared files arrive by themselves: the size `small` means and each share's policy. */
+  "files.auto_download.get": { params: NoParams; result: AutoDownload };
+  /** Sets a share's policy and/or the size `small` means (kept across restarts); answers the whole setting. */
+  "files.auto_download.set": { params: SetAutoDownloadParams; result: AutoDownload };
   /** Catalogues files and folders in the background (a job; `media.progress` reports on it). */
   "media.add": { params: AddMediaParams; result: AddResult };
   /** A catalogued file's resource (File, Audio, Image, Video or Text), by path or id. */
@@ -697,6 +701,21 @@ export type Attempt = {
   /** Milliseconds after the start of the connect. */
   at_ms: number;
 };
+
+/**
+ * `files.auto_download.get`'s answer (and `.set`'s).
+ */
+export type AutoDownload = {
+  /** What `small` means: files of at most this many bytes. */
+  max_bytes: number;
+  /** Shares whose policy is not the default. */
+  shares: Array<ShareAutoDownload>;
+};
+
+/**
+ * Which shared files a node fetches by itself when they arrive in a share.
+ */
+export type AutoDownloadPolicy = "off" | "small" | "all";
 
 /**
  * What a peer (or we) can be set to.
@@ -1834,6 +1853,16 @@ export type SetAddressResult = {
 };
 
 /**
+ * `files.auto_download.set`'s params: a share's policy (both `share` and `policy`), the size `small` means, or
+ * both.
+ */
+export type SetAutoDownloadParams = {
+  share?: string;
+  policy?: AutoDownloadPolicy;
+  max_bytes?: number;
+};
+
+/**
  * `hub.set_home`'s params: exactly one of `hub` (`<hub PeerId>@quic://ip:port[,tcp://ip:port…]`) and `invite`
  * (an `apinvite1…` code: its inviter's hub).
  */
@@ -1875,6 +1904,14 @@ export type Share = {
   /** Our level (none once revoked). */
   level: ShareLevel | null;
   members: Array<ShareMember>;
+};
+
+/**
+ * One share's policy (shares not listed have the default, `small`).
+ */
+export type ShareAutoDownload = {
+  share: string;
+  policy: AutoDownloadPolicy;
 };
 
 /**
@@ -2037,6 +2074,11 @@ export type Transfer = {
   seed_in_place: boolean;
   limits: Limits;
   progress: TransferProgress;
+  /**
+   * A shared file's sources this run (peer ids) and the verified bytes each gave: the private swarm's members
+   * that served it. Absent for torrents and before the transfer runs.
+   */
+  sources?: Array<TransferSource>;
 };
 
 /**
@@ -2067,6 +2109,15 @@ export type TransferProgress = {
   peers: number;
   /** Seconds left at the current rate; null when unknown or done. */
   eta_secs: number | null;
+};
+
+/**
+ * One source of a shared file's transfer.
+ */
+export type TransferSource = {
+  peer: string;
+  /** Verified bytes it gave this run. */
+  bytes: number;
 };
 
 /**

@@ -7,10 +7,11 @@
 // Everything from peers goes in as text (dom.ts), names through visibleText (bidi controls
 // shown, not obeyed) inside <bdi>.
 
-import type { Resource, ResourceChange, ShareMember } from "../lib/api.gen";
+import { ErrorCode } from "../lib/api.gen";
+import type { AutoDownload, AutoDownloadPolicy, Resource, ResourceChange, ShareMember } from "../lib/api.gen";
 import { safeHttpUrl, shortPeer } from "../lib/social";
 import { LEVEL_WORDS, Share, ShareLevel, canWrite, isAdmin, shareOrder, visibleText } from "../lib/sharing";
-import { Client, errorText } from "./client";
+import { CallError, Client, errorText } from "./client";
 import { append, byId, clear, h } from "./dom";
 import { acceptedContacts, contacts, nameOf, onContactsChanged, presenceDot } from "./people";
 import { AlbumGrid, isAlbumList, notImagesOf } from "./album";
@@ -60,6 +61,8 @@ export function initShared(client: Client, deps: Deps) {
   let loaded = false;
   /** Shares left from this page: a late share.changed does not bring them back. */
   const left = new Set<string>();
+  /** Which shared files arrive by themselves (files.auto_download.get), read with the shares. */
+  let autoDownload: AutoDownload | null = null;
 
   function readIgnored(): string[] {
     try {
@@ -90,6 +93,7 @@ export function initShared(client: Client, deps: Deps) {
     let list: Share[];
     try {
       list = await client.call("shares.list");
+      autoDownload = await client.call("files.auto_download.get").catch(() => null);
       err.textContent = "";
     } catch (e) {
       err.textContent = `Could not read the shares: ${errorText(e)}`;
@@ -292,6 +296,7 @@ export function initShared(client: Client, deps: Deps) {
     }
     append(li, card.members);
     const actions = h("div", { class: "actions" });
+    if (s.owner !== me() && s.level && autoDownload) actions.append(autoDownloadControl(card));
     if (s.owner !== me()) {
       actions.append(confirmButton("leave", "Leave", "Leave and stop syncing?", `Leave “${titleOf(s)}”`, () => leave(card)));
     }
@@ -299,6 +304,30 @@ export function initShared(client: Client, deps: Deps) {
     li.append(h("p", { class: "error share-result", role: "alert" }));
     drawContent(card);
     drawMembers(card);
+  }
+
+  /** Which of the share's files arrive by themselves: off, small files (the default), everything. */
+  function autoDownloadControl(card: Card): HTMLElement {
+    const s = card.share;
+    const setting = autoDownload;
+    const mib = setting ? Math.round(setting.max_bytes / (1024 * 1024)) : 0;
+    const select = h("select", { "data-action": "auto-download", "aria-label": `Download the files of “${titleOf(s)}” by themselves` });
+    const choices: [AutoDownloadPolicy, string][] = [
+      ["off", "Only when I ask"],
+      ["small", `Files up to ${mib} MiB`],
+      ["all", "Every file"],
+    ];
+    for (const [value, text] of choices) select.append(h("option", { value, text }));
+    select.value = setting?.shares.find((x) => x.share === s.id)?.policy ?? "small";
+    select.addEventListener("change", async () => {
+      try {
+        autoDownload = await client.call("files.auto_download.set", { share: s.id, policy: select.value as AutoDownloadPolicy });
+        result(card, "Saved", true);
+      } catch (e) {
+        result(card, `Not saved: ${errorText(e)}`);
+      }
+    });
+    return h("label", { class: "auto-download" }, "Download files: ", select);
   }
 
   function button(action: string, text: string, label: string, fn: () => void, extra: Record<string, string> = {}) {
@@ -717,6 +746,11 @@ export function initShared(client: Client, deps: Deps) {
       await client.call("files.get", { resource: id }, 30_000);
       result(card, `Downloading “${name}”: its progress is in Transfers.`, true);
     } catch (e) {
+      // Already a transfer: most often it came by itself (the share's auto-download).
+      if (e instanceof CallError && e.code === ErrorCode.TransferExists) {
+        result(card, `Downloading “${name}”: its progress is in Transfers.`, true);
+        return;
+      }
       result(card, `“${name}” not downloaded: ${errorText(e)}`);
     }
   }

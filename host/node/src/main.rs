@@ -104,6 +104,18 @@ enum Command {
     },
     /// Download a .torrent, or a File shared with you (by its id), with a live progress line, until done
     Get(cli::transfers::GetArgs),
+    /// Which shared files arrive by themselves: show, or set a share's policy (off, small, all) or what "small"
+    /// means: allpeers autodownload all --share ID; allpeers autodownload --max 50M
+    Autodownload {
+        /// off, small (files up to --max; the default) or all
+        policy: Option<String>,
+        /// The share the policy is for
+        #[arg(long, value_name = "ID")]
+        share: Option<String>,
+        /// What "small" means, e.g. 50M
+        #[arg(long, value_name = "SIZE")]
+        max: Option<String>,
+    },
     /// Measure throughput to and from a peer (a contact's name or a PeerId)
     Speedtest {
         peer: String,
@@ -241,6 +253,9 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Get(args) => cli::transfers::get(&paths, args, cli.json),
         Command::Transfers { command } => cli::transfers::transfers(&paths, command, cli.json),
         Command::Seed(args) => cli::transfers::seed(&paths, args, cli.json),
+        Command::Autodownload { policy, share, max } => {
+            cli::transfers::auto_download(&paths, policy, share, max, cli.json)
+        }
         Command::Speedtest { peer, bytes } => {
             cli::transfers::speedtest(&paths, &peer, bytes, cli.json)
         }

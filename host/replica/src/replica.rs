@@ -889,6 +889,11 @@ impl Replica {
     pub fn author_seqs(&self) -> &HashMap<PeerId, u64> {
         &self.author_seqs
     }
+
+    /// How many ops are held: with [`Replica::author_seqs`], what tells a reader that the replica changed.
+    pub fn held_count(&self) -> usize {
+        self.held.len()
+    }
 }
 
 fn is_membership_or_genesis(op: &Op) -> bool {

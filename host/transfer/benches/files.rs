@@ -15,7 +15,7 @@ use allpeers_net::{
 use allpeers_transfer::blob::download::{self, Dial, FileSpec, PeerIo};
 use allpeers_transfer::blob::http::{self, Lookup, Refusal, StatusCode};
 use allpeers_transfer::blob::outboards::Outboards;
-use allpeers_transfer::throttle::{Limits, Throttle};
+use allpeers_transfer::throttle::{Limits, Throttle, Throttles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const CHUNK: usize = 1 << 20;
@@ -112,7 +112,7 @@ async fn run(size: u64) {
         ServiceFn::new().on_stream(move |_ctx, send, recv| {
             let lookup = lookup.clone();
             async move {
-                let _ = http::serve(stream_io(send, recv), lookup).await;
+                let _ = http::serve(stream_io(send, recv), lookup, Throttles(vec![])).await;
             }
         }),
     );
@@ -199,6 +199,8 @@ async fn run(size: u64) {
                     download::Target {
                         dir: landing.path().join("out"),
                         state_dir: landing.path().join("state"),
+                        partials: Default::default(),
+                        outboards: None,
                     },
                     dial,
                     Arc::new(Throttle::default()),

@@ -1,5 +1,5 @@
-//! The download manager, one for every protocol (BitTorrent, and files shared inside AllPeers fetched one-to-one
-//! over HTTP — [`crate::blob::download`]): a queue with priorities and a cap on active
+//! The download manager, one for every protocol (BitTorrent, and files shared inside AllPeers — one-to-one over
+//! HTTP from one source, the private swarm from several: [`crate::blob::download`]): a queue with priorities and a cap on active
 //! downloads, pause / resume / cancel, retries with backoff after a failure, the list persisted across restarts,
 //! progress and status as a stream of [`TransferEvent`]s at a bounded rate, per-transfer and global limits, and an
 //! upload monitor (who takes what from us, how fast).
@@ -15,6 +15,8 @@ use tokio::sync::broadcast;
 
 use crate::blob::ContentHash;
 use crate::blob::download::{self, Dial, FileHandle, FileSpec};
+use crate::blob::outboards::Outboards;
+use crate::blob::partial::Partials;
 use crate::bt::engine::{Engine, EngineConfig, EngineError, Target};
 use crate::bt::magnet::{MagnetError, MagnetLink};
 use crate::bt::metadata::{self, MetadataError};
@@ -71,6 +73,10 @@ pub struct ManagerConfig {
     /// One attempt at a magnet link's metadata: peers found through a tracker need a few seconds; when it runs out
     /// the attempt fails and is retried with the same backoff as a failed download.
     pub metadata_timeout: Duration,
+    /// Files downloads under way, served to other members while they run.
+    pub partials: Partials,
+    /// Where a whole downloaded file is added so the node serves it on (none: it is not).
+    pub outboards: Option<Outboards>,
 }
 
 impl ManagerConfig {
@@ -83,6 +89,8 @@ impl ManagerConfig {
             global_limits: Limits::default(),
             dial: None,
             metadata_timeout: Duration::from_secs(60),
+            partials: Partials::default(),
+            outboards: None,
         }
     }
 }
@@ -179,6 +187,8 @@ pub struct TransferInfo {
     /// The latest progress, once the transfer has run.
     pub progress: Option<Progress>,
     pub seed_in_place: bool,
+    /// A shared file's sources (peer ids) and the verified bytes each gave this run.
+    pub sources: Vec<(String, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -328,6 +338,10 @@ impl Entry {
             limits: self.record.limits,
             progress: self.progress.clone(),
             seed_in_place: self.record.seed_in_place,
+            sources: match &self.handle {
+                Some(Running::File(handle)) => handle.sources(),
+                _ => vec![],
+            },
         }
     }
 }
@@ -432,6 +446,11 @@ impl Manager {
             Running::Torrent(h) => self.engine.remove(&h.info_hash).await,
             Running::File(h) => h.stop().await,
         }
+    }
+
+    /// The files downloads under way, as sources for the files service.
+    pub fn partials(&self) -> &Partials {
+        &self.config.partials
     }
 
     pub fn engine(&self) -> &Engine {
@@ -679,7 +698,10 @@ impl Manager {
             // Nothing was written for it yet.
             Content::Magnet(_) => {}
             Content::File(spec) => {
-                let [journal, done] = download::state_files(&self.files_state_dir(), &spec.hash);
+                self.config.partials.remove(&spec.hash);
+                let [journal, done, tree] =
+                    download::state_files(&self.files_state_dir(), &spec.hash);
+                let _ = std::fs::remove_file(tree);
                 if delete_files {
                     if let Ok(landed) = std::fs::read(&done) {
                         let _ = std::fs::remove_file(String::from_utf8_lossy(&landed).as_ref());
@@ -810,6 +832,8 @@ impl Manager {
                     download::Target {
                         dir: record.dir.clone(),
                         state_dir: self.files_state_dir(),
+                        partials: self.config.partials.clone(),
+                        outboards: self.config.outboards.clone(),
                     },
                     dial.clone(),
                     self.engine.global_throttle(),

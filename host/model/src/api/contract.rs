@@ -319,6 +319,10 @@ methods! {
     FilesImportWrite = files::FILES_IMPORT_WRITE, ImportWriteParams => ImportStatus;
     /// Abandons an import (its partial file is deleted).
     FilesImportCancel = files::FILES_IMPORT_CANCEL, ImportIdParams => Option<ImportStatus>;
+    /// Which shared files arrive by themselves: the size `small` means and each share's policy.
+    FilesAutoDownloadGet = files::FILES_AUTO_DOWNLOAD_GET, NoParams => files::AutoDownload;
+    /// Sets a share's policy and/or the size `small` means (kept across restarts); answers the whole setting.
+    FilesAutoDownloadSet = files::FILES_AUTO_DOWNLOAD_SET, files::SetAutoDownloadParams => files::AutoDownload;
     /// Catalogues files and folders in the background (a job; `media.progress` reports on it).
     MediaAdd = media::MEDIA_ADD, media::AddMediaParams => media::AddResult;
     /// A catalogued file's resource (File, Audio, Image, Video or Text), by path or id.

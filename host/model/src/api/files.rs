@@ -2,7 +2,11 @@
 //!
 //! A File shared with `shares.create` carries `hash` (BLAKE3, 64 hex digits) and `size`; its content is fetched
 //! from the share's members that hold it, every block verified against the hash, as a transfer (`transfers.*`
-//! pause, resume and cancel it, `transfer.*` events report it).
+//! pause, resume and cancel it, `transfer.*` events report it). One source is fetched over HTTP; several make a
+//! private swarm (every member holding the file or part of it serves it at once, downloaders serving each other).
+//!
+//! Auto-download (`files.auto_download.get` / `.set`): per share, `off`, `small` (files of at most `max_bytes`,
+//! the default) or `all`; a File that arrives in a share is then fetched by itself, so a shared album fills in.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +14,8 @@ pub const FILES_GET: &str = "files.get";
 pub const FILES_IMPORT_START: &str = "files.import_start";
 pub const FILES_IMPORT_WRITE: &str = "files.import_write";
 pub const FILES_IMPORT_CANCEL: &str = "files.import_cancel";
+pub const FILES_AUTO_DOWNLOAD_GET: &str = "files.auto_download.get";
+pub const FILES_AUTO_DOWNLOAD_SET: &str = "files.auto_download.set";
 
 /// Every method of the files area.
 pub const METHODS: &[&str] = &[
@@ -17,7 +23,13 @@ pub const METHODS: &[&str] = &[
     FILES_IMPORT_START,
     FILES_IMPORT_WRITE,
     FILES_IMPORT_CANCEL,
+    FILES_AUTO_DOWNLOAD_GET,
+    FILES_AUTO_DOWNLOAD_SET,
 ];
+
+/// The size under which `small` fetches a shared file by itself, until the user sets another (20 MiB: photos and
+/// documents, not films).
+pub const DEFAULT_AUTO_DOWNLOAD_MAX_BYTES: u64 = 20 << 20;
 
 /// The largest file an import takes (4 GiB).
 pub const MAX_IMPORT_BYTES: u64 = 4 << 30;
@@ -83,6 +95,57 @@ pub struct ImportStatus {
     pub received: u64,
     pub size: u64,
     pub path: Option<String>,
+}
+
+/// Which shared files a node fetches by itself when they arrive in a share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(rename_all = "lowercase")]
+pub enum AutoDownloadPolicy {
+    /// Only what the user asks for (`files.get`).
+    Off,
+    /// Files of at most `max_bytes` (the default).
+    #[default]
+    Small,
+    /// Every file.
+    All,
+}
+
+/// One share's policy (shares not listed have the default, `small`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct ShareAutoDownload {
+    pub share: String,
+    pub policy: AutoDownloadPolicy,
+}
+
+/// `files.auto_download.get`'s answer (and `.set`'s).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct AutoDownload {
+    /// What `small` means: files of at most this many bytes.
+    pub max_bytes: u64,
+    /// Shares whose policy is not the default.
+    pub shares: Vec<ShareAutoDownload>,
+}
+
+/// `files.auto_download.set`'s params: a share's policy (both `share` and `policy`), the size `small` means, or
+/// both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+#[serde(deny_unknown_fields)]
+pub struct SetAutoDownloadParams {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub share: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub policy: Option<AutoDownloadPolicy>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub max_bytes: Option<u64>,
 }
 
 /// Why `name` cannot be an imported file's name (`None`: it can).

@@ -235,6 +235,20 @@ pub struct Transfer {
     pub seed_in_place: bool,
     pub limits: Limits,
     pub progress: TransferProgress,
+    /// A shared file's sources this run (peer ids) and the verified bytes each gave: the private swarm's members
+    /// that served it. Absent for torrents and before the transfer runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub sources: Option<Vec<TransferSource>>,
+}
+
+/// One source of a shared file's transfer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct TransferSource {
+    pub peer: String,
+    /// Verified bytes it gave this run.
+    pub bytes: u64,
 }
 
 /// A transfer's numbers.

@@ -246,6 +246,66 @@ pub fn get(paths: &NodePaths, args: GetArgs, json_out: bool) -> anyhow::Result<(
     })
 }
 
+/// `allpeers autodownload [POLICY] [--share ID] [--max SIZE]`: shows the auto-download setting, or sets a share's
+/// policy and/or what "small" means.
+pub fn auto_download(
+    paths: &NodePaths,
+    policy: Option<String>,
+    share: Option<String>,
+    max: Option<String>,
+    json_out: bool,
+) -> anyhow::Result<()> {
+    use allpeers_model::api::files::{self as f, AutoDownload, AutoDownloadPolicy};
+    let policy = policy
+        .map(|p| match p.to_ascii_lowercase().as_str() {
+            "off" => Ok(AutoDownloadPolicy::Off),
+            "small" => Ok(AutoDownloadPolicy::Small),
+            "all" => Ok(AutoDownloadPolicy::All),
+            other => bail!("{other:?} is not a policy: off, small or all"),
+        })
+        .transpose()?;
+    if policy.is_some() != share.is_some() {
+        bail!("a policy is set for a share: allpeers autodownload all --share ID");
+    }
+    let max_bytes = max
+        .as_deref()
+        .map(parse_rate)
+        .transpose()?
+        .map(|m| m.unwrap_or(0));
+    runtime()?.block_on(async {
+        let client = connect(paths).await?;
+        let setting: AutoDownload = if policy.is_none() && max_bytes.is_none() {
+            client
+                .call_typed(f::FILES_AUTO_DOWNLOAD_GET, json!({}))
+                .await?
+        } else {
+            client
+                .call_typed(
+                    f::FILES_AUTO_DOWNLOAD_SET,
+                    json!({"share": share, "policy": policy, "max_bytes": max_bytes}),
+                )
+                .await?
+        };
+        if json_out {
+            println!("{}", serde_json::to_string_pretty(&setting)?);
+            return Ok(());
+        }
+        println!(
+            "small files: up to {} (every share not listed below)",
+            size(setting.max_bytes)
+        );
+        for s in &setting.shares {
+            let policy = match s.policy {
+                AutoDownloadPolicy::Off => "off",
+                AutoDownloadPolicy::Small => "small",
+                AutoDownloadPolicy::All => "all",
+            };
+            println!("{}  {policy}", s.share);
+        }
+        Ok(())
+    })
+}
+
 /// `allpeers speedtest PEER`: throughput each way over the peer's speed-test service.
 pub fn speedtest(
     paths: &NodePaths,

@@ -90,6 +90,7 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
         // After the network: a file download resumed at start reaches its sources through it (started before,
         // its first attempt failed and waited for a retry).
         crate::transfers::start(&daemon, &config.transfers).await;
+        crate::files::auto::start(&daemon);
         crate::media::start(&daemon);
         // Handle signals before announcing readiness: a SIGTERM right after READY must
         // shut down cleanly, not kill us.

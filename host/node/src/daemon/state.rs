@@ -61,6 +61,10 @@ pub struct Daemon {
     pub apps: crate::apps::state::Apps,
     /// Files being brought in by clients in chunks (`files.import_*`).
     pub imports: crate::files::imports::Imports,
+    /// Which content hashes each share names: the files service's entitlement check.
+    pub file_hashes: Mutex<crate::files::rules::HashIndex>,
+    /// Which shared files arrive by themselves (`files.auto_download.*`).
+    pub files_auto: crate::files::auto::AutoDownloads,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }
@@ -89,6 +93,8 @@ impl Daemon {
             shares,
             apps,
             imports: Default::default(),
+            file_hashes: Default::default(),
+            files_auto: Default::default(),
             write_hook: OnceLock::new(),
             mail: crate::mail::state::MailState::load(&store),
             store,

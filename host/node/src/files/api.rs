@@ -51,6 +51,17 @@ async fn handle(daemon: &Arc<Daemon>, method: &str, params: Value) -> Result<Val
                 .await
                 .map(to_value)
         }
+        api::FILES_AUTO_DOWNLOAD_GET => {
+            parse_params::<c::FilesAutoDownloadGet>(params)?;
+            Ok(to_value(daemon.files_auto.get(daemon)))
+        }
+        api::FILES_AUTO_DOWNLOAD_SET => {
+            let p = parse_params::<c::FilesAutoDownloadSet>(params)?;
+            let d = daemon.clone();
+            blocking(move || d.files_auto.set(&d, p))
+                .await
+                .map(to_value)
+        }
         _ => Err(RpcError::new(
             ErrorCode::MethodNotFound,
             format!("unknown method \"{method}\""),
@@ -79,7 +90,7 @@ fn not_shared(why: impl Into<String>) -> RpcError {
     app_error(ErrorCode::FileNotShared.code(), why)
 }
 
-async fn get(
+pub(super) async fn get(
     daemon: &Arc<Daemon>,
     p: api::GetFileParams,
 ) -> Result<allpeers_model::api::transfers::Transfer, RpcError> {

@@ -1,6 +1,6 @@
 //! The files area's rules, with no I/O.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use allpeers_model::PeerId;
 use allpeers_model::resource::Resource;
@@ -43,13 +43,63 @@ pub fn resources_with_hash<'a>(
     })
 }
 
-/// Whether `peer` may fetch the content `hash`: a share we hold names it as a member and holds a resource with
-/// that hash. Checked on every request, so a revoked member or a file taken out of the share is refused at once.
-pub fn entitled(replicas: &BTreeMap<ShareId, Replica>, peer: &PeerId, hash: &ContentHash) -> bool {
-    let hex = hash.to_hex();
-    replicas
-        .values()
-        .any(|r| r.level(peer).is_some() && resources_with_hash(r, &hex).next().is_some())
+/// The content hashes each share's resources name, so serving checks a hash against the shares naming it without
+/// reading every resource of every share on each request. A share's set is built again only when the share took an
+/// op since (the ops held or an author's last sequence number moved: a file added, changed or taken out), on the
+/// first request after.
+#[derive(Debug, Default)]
+pub struct HashIndex {
+    shares: BTreeMap<ShareId, Indexed>,
+}
+
+#[derive(Debug)]
+struct Indexed {
+    /// The ops held and each author's last sequence number when the set was built.
+    seqs: (usize, BTreeMap<PeerId, u64>),
+    hashes: HashSet<ContentHash>,
+}
+
+impl HashIndex {
+    /// Whether `peer` may fetch the content `hash`: a share we hold names it as a member and holds a resource with
+    /// that hash. Checked on every request, so a revoked member or a file taken out of the share is refused at once.
+    pub fn entitled(
+        &mut self,
+        replicas: &BTreeMap<ShareId, Replica>,
+        peer: &PeerId,
+        hash: &ContentHash,
+    ) -> bool {
+        self.shares.retain(|share, _| replicas.contains_key(share));
+        replicas
+            .iter()
+            .any(|(share, r)| r.level(peer).is_some() && self.hashes(*share, r).contains(hash))
+    }
+
+    fn hashes(&mut self, share: ShareId, replica: &Replica) -> &HashSet<ContentHash> {
+        let seqs = (
+            replica.held_count(),
+            replica
+                .author_seqs()
+                .iter()
+                .map(|(author, seq)| (*author, *seq))
+                .collect(),
+        );
+        let indexed = self.shares.entry(share).or_insert_with(|| Indexed {
+            seqs: (0, BTreeMap::new()),
+            hashes: HashSet::new(),
+        });
+        if indexed.seqs != seqs || indexed.seqs.0 == 0 {
+            indexed.hashes = replica
+                .state()
+                .resource_ids()
+                .filter_map(|id| {
+                    let view = replica.resource(id)?;
+                    ContentHash::parse(view.get("properties")?.get("hash")?.as_str()?)
+                })
+                .collect();
+            indexed.seqs = seqs;
+        }
+        &indexed.hashes
+    }
 }
 
 /// Whom to fetch a shared file from: the share's other members, its owner first (who shared it, most likely), then
@@ -71,10 +121,81 @@ pub fn sources(
 
 #[cfg(test)]
 mod tests {
+    use allpeers_replica::Action;
+    use ed25519_dalek::SigningKey;
+    use serde_json::json;
+
     use super::*;
 
     fn peer(n: u8) -> PeerId {
         PeerId::from_public_key([n; 32])
+    }
+
+    fn key(n: u8) -> SigningKey {
+        SigningKey::from_bytes(&[n; 32])
+    }
+
+    fn member(n: u8) -> PeerId {
+        PeerId::from_public_key(key(n).verifying_key().to_bytes())
+    }
+
+    #[test]
+    fn the_hash_index_follows_a_share_s_files_and_members() {
+        let (one, two) = (ContentHash::of(b"one"), ContentHash::of(b"two"));
+        let mut r = Replica::create_share(
+            &key(1),
+            "photo",
+            "File",
+            json!({"properties": {"name": "a.jpg", "size": 3, "hash": one.to_hex()}}),
+            1_000,
+        )
+        .unwrap();
+        let act = |r: &mut Replica, action: Action, at: u64| {
+            r.author(&key(1), action, at).unwrap();
+        };
+        act(
+            &mut r,
+            Action::Grant {
+                member: member(2),
+                level: Level::Read,
+            },
+            1_001,
+        );
+        let mut replicas = BTreeMap::from([(r.share(), r)]);
+        let mut index = HashIndex::default();
+        assert!(index.entitled(&replicas, &member(2), &one));
+        assert!(!index.entitled(&replicas, &member(3), &one), "not a member");
+        assert!(
+            !index.entitled(&replicas, &member(2), &two),
+            "not in the share"
+        );
+        // The file changes: its new hash is served, the old one no longer.
+        let r = replicas.values_mut().next().unwrap();
+        act(
+            r,
+            Action::SetProperty {
+                resource: "photo".into(),
+                name: "hash".into(),
+                value: json!(two.to_hex()),
+            },
+            1_002,
+        );
+        assert!(index.entitled(&replicas, &member(2), &two));
+        assert!(!index.entitled(&replicas, &member(2), &one));
+        let r = replicas.values_mut().next().unwrap();
+        act(
+            r,
+            Action::Grant {
+                member: member(3),
+                level: Level::Read,
+            },
+            1_003,
+        );
+        assert!(index.entitled(&replicas, &member(3), &two), "a new member");
+        // The share left: nothing is served from it.
+        replicas.clear();
+        assert!(!index.entitled(&replicas, &member(2), &two));
+        assert!(index.shares.is_empty());
     }
 
     #[test]

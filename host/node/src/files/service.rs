@@ -2,7 +2,8 @@
 //!
 //! Each raw stream a peer opens carries HTTP/1 (`allpeers_transfer::blob::http`); every request is checked against
 //! the shares we hold (a non-member is answered 403 and logged), then against the data cache (a file changed or
-//! vanished on disk is answered 410, and hashed again so its resource names the new content).
+//! vanished on disk is answered 410, and hashed again so its resource names the new content), then against the
+//! downloads under way (a member downloading a file serves the blocks it holds: the private swarm).
 
 use std::sync::{Arc, Weak};
 
@@ -16,6 +17,7 @@ use allpeers_transfer::blob::download::{Dial, PeerIo};
 use allpeers_transfer::blob::http::StatusCode;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal};
 use allpeers_transfer::blob::outboards::{OutboardError, Outboards};
+use allpeers_transfer::throttle::Throttles;
 use serde_json::json;
 
 use super::rules::{self, FILE_TYPE};
@@ -37,8 +39,18 @@ pub fn register(daemon: &Arc<Daemon>, endpoint: &Endpoint) {
     let runtime = tokio::runtime::Handle::current();
     let service = ServiceFn::new().on_stream(move |ctx, send, recv| {
         let lookup = lookup(weak.clone(), ctx.peer, runtime.clone());
+        // Files served count against the node's upload limit, as torrents do.
+        let throttles = Throttles(
+            weak.upgrade()
+                .and_then(|d| match d.transfers.get() {
+                    Some(Ok(t)) => Some(t.manager.engine().global_throttle()),
+                    _ => None,
+                })
+                .into_iter()
+                .collect(),
+        );
         async move {
-            if let Err(error) = http::serve(stream_io(send, recv), lookup).await {
+            if let Err(error) = http::serve(stream_io(send, recv), lookup, throttles).await {
                 allpeers_log::bone!(peer = %ctx.peer, %error, "files: an HTTP stream ended");
             }
         }
@@ -52,7 +64,12 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
         let daemon = daemon
             .upgrade()
             .ok_or_else(|| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-        if !rules::entitled(&daemon.shares.lock().replicas, &peer, &hash) {
+        let entitled = daemon.file_hashes.lock().expect("file hashes").entitled(
+            &daemon.shares.lock().replicas,
+            &peer,
+            &hash,
+        );
+        if !entitled {
             allpeers_log::skin!(%peer, %hash, "files: refused a peer no share of that file names");
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -73,7 +90,22 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
                 Err(Refusal::new(StatusCode::GONE, error.to_string()))
             }
             Err(error @ OutboardError::Unknown(_)) => {
-                Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string()))
+                // Not a file we share whole: perhaps one we are downloading, served from what it holds.
+                let partial = match daemon.transfers.get() {
+                    Some(Ok(transfers)) => transfers.manager.partials().open_source(&hash),
+                    _ => None,
+                };
+                match partial {
+                    Some(Ok(source)) => {
+                        allpeers_log::bone!(%peer, %hash, "files: serving what we hold so far");
+                        Ok(source)
+                    }
+                    Some(Err(error)) => {
+                        allpeers_log::flesh!(%hash, %error, "files: cannot serve a download under way");
+                        Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string()))
+                    }
+                    None => Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string())),
+                }
             }
             Err(error) => {
                 allpeers_log::skin!(%hash, %error, "files: cannot serve");

@@ -102,6 +102,10 @@ pub async fn with_shares<T: Send + 'static>(
         let committed = inner
             .commit_all(&mut store, me, from)
             .map_err(store_error)?;
+        if committed.ops > 0 {
+            // New files may have arrived: the files area fetches those the share's policy wants.
+            d.files_auto.wake();
+        }
         let now = now_ms();
         for (peer, event) in inner.events() {
             match event {

@@ -144,6 +144,15 @@ pub fn transfer(info: &TransferInfo) -> api::Transfer {
         seed_in_place: info.seed_in_place,
         limits: limits_to_api(info.limits),
         progress: progress(info.progress.as_ref(), info.total_bytes),
+        sources: (!info.sources.is_empty()).then(|| {
+            info.sources
+                .iter()
+                .map(|(peer, bytes)| api::TransferSource {
+                    peer: peer.clone(),
+                    bytes: *bytes,
+                })
+                .collect()
+        }),
     }
 }
 

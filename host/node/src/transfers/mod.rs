@@ -36,6 +36,13 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
         up: config.up_limit,
     };
     manager_config.dial = Some(crate::files::service::dial(Arc::downgrade(daemon)));
+    // A downloaded file is served on to the other members, as the files we share are.
+    match crate::files::service::outboards(daemon) {
+        Ok(outboards) => manager_config.outboards = Some(outboards),
+        Err(error) => {
+            allpeers_log::marrow!(%error, "transfers: downloaded files will not be served on")
+        }
+    }
     let result = match Manager::start(manager_config).await {
         Ok(manager) => {
             let mut gate = convert::EventGate::default();

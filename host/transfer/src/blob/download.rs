@@ -1,5 +1,6 @@
-//! One shared file fetched into the download folder, one-to-one over HTTP from the peers that hold it, one at a
-//! time (the private swarm will fetch from several at once through the same landing).
+//! One shared file fetched into the download folder: one-to-one over HTTP when it has one source (the next asked
+//! if one fails), from the private swarm when it has several ([`super::swarm`]: every source holding chunks at
+//! once), both through the same landing.
 //!
 //! Every block is verified against the content hash before it is written; written blocks are synced, then recorded
 //! in the journal (every 16 MiB or every second, whichever comes first), so `kill -9` loses at most what was not yet recorded and a restart resumes
@@ -9,7 +10,12 @@
 //! A source whose bytes fail verification is dropped for the rest of the attempt (logged, counted in
 //! `hash_failures`/`banned_peers`), and the next source is asked from the same block: bad bytes never reach the
 //! file.
+//!
+//! While it runs, the download is a source itself ([`Partials`]): the tree nodes that come with the blocks are kept
+//! in `<hash>.obao` in the state directory, and each block written is served to other members at once. Once whole,
+//! the file is added to the shared files ([`Outboards`]), so the node goes on serving it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
 use std::os::unix::fs::FileExt;
@@ -23,8 +29,14 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
-use super::http::{self, FetchError};
-use super::{BLOCK_BYTES, ContentHash};
+use bao_tree::BaoTree;
+use bao_tree::io::outboard::PreOrderOutboard;
+use bao_tree::io::sync::OutboardMut;
+
+use super::http::{self, FetchError, Verified};
+use super::outboards::Outboards;
+use super::partial::{Partial, Partials};
+use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash};
 use crate::bt::session::{Progress, TransferState};
 use crate::cache::journal::{Journal, JournalError};
 use crate::cache::layout::safe_relative_path;
@@ -47,7 +59,8 @@ pub struct FileSpec {
     pub size: u64,
     /// The file name to land under (made safe: one path component).
     pub name: String,
-    /// Peers that hold it (peer ids as text), asked in order.
+    /// Peers that may hold it (peer ids as text): one is asked over HTTP (the next if it fails); several make a
+    /// swarm.
     pub sources: Vec<String>,
 }
 
@@ -91,6 +104,7 @@ pub struct FileHandle {
     throttle: Arc<Throttle>,
     commands: mpsc::Sender<Command>,
     progress: watch::Receiver<Progress>,
+    counters: Arc<Counters>,
 }
 
 impl FileHandle {
@@ -113,6 +127,17 @@ impl FileHandle {
 
     pub fn progress(&self) -> Progress {
         self.progress.borrow().clone()
+    }
+
+    /// Each source's name and the verified bytes it gave this run.
+    pub fn sources(&self) -> Vec<(String, u64)> {
+        self.counters
+            .sources
+            .lock()
+            .expect("sources")
+            .iter()
+            .map(|(name, bytes)| (name.clone(), *bytes))
+            .collect()
     }
 
     pub fn watch(&self) -> watch::Receiver<Progress> {
@@ -139,15 +164,20 @@ impl FileHandle {
 pub struct Target {
     /// The download folder.
     pub dir: PathBuf,
-    /// Where the journal and the done marker are kept.
+    /// Where the journal, the tree and the done marker are kept.
     pub state_dir: PathBuf,
+    /// Where the download registers as a source while it runs.
+    pub partials: Partials,
+    /// Where the whole file is added, to be served on (none: it is not).
+    pub outboards: Option<Outboards>,
 }
 
-/// The paths of a download's journal and done marker (removed when the transfer is cancelled).
-pub fn state_files(state_dir: &Path, hash: &ContentHash) -> [PathBuf; 2] {
+/// The paths of a download's journal, done marker and tree (removed when the transfer is cancelled).
+pub fn state_files(state_dir: &Path, hash: &ContentHash) -> [PathBuf; 3] {
     [
         state_dir.join(format!("{hash}.journal")),
         state_dir.join(format!("{hash}.done")),
+        state_dir.join(format!("{hash}.obao")),
     ]
 }
 
@@ -187,18 +217,20 @@ pub fn start(
         peers: vec![],
     };
     let (progress_tx, progress) = watch::channel(initial);
+    let counters = Arc::new(Counters::default());
     let handle = FileHandle {
         hash: spec.hash,
         throttle: throttle.clone(),
         commands,
         progress,
+        counters: counters.clone(),
     };
     let session = Session {
         spec,
         target,
         dial,
         throttles: Throttles(vec![global, throttle]),
-        counters: Arc::new(Counters::default()),
+        counters,
         progress: Arc::new(progress_tx),
         landing: Mutex::new(None),
     };
@@ -210,14 +242,29 @@ fn blocks(size: u64) -> u32 {
     size.div_ceil(BLOCK_BYTES).min(u64::from(u32::MAX)) as u32
 }
 
-#[derive(Default)]
-struct Counters {
+#[derive(Debug, Default)]
+pub(super) struct Counters {
     /// Verified, synced and journaled.
-    done: AtomicU64,
+    pub done: AtomicU64,
     /// Encoded bytes received this run.
-    received: AtomicU64,
-    hash_failures: AtomicU64,
-    banned: AtomicU64,
+    pub received: AtomicU64,
+    /// Verified blocks thrown away: another source's copy came first (the swarm's endgame).
+    pub wasted: AtomicU64,
+    pub hash_failures: AtomicU64,
+    pub banned: AtomicU64,
+    /// Verified bytes kept, by source.
+    pub sources: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    pub fn kept_from(&self, source: &str, bytes: u64) {
+        *self
+            .sources
+            .lock()
+            .expect("sources")
+            .entry(source.to_string())
+            .or_default() += bytes;
+    }
 }
 
 struct Session {
@@ -231,11 +278,15 @@ struct Session {
     landing: Mutex<Option<Arc<Mutex<Landing>>>>,
 }
 
-/// The verified blocks on their way to disk: the partial file, the journal and what it records.
-struct Landing {
+/// The verified blocks on their way to disk: the partial file, its tree, the journal and what it records.
+pub(super) struct Landing {
     file: File,
+    /// The tree nodes received, kept so the blocks written can be served on.
+    outboard: PreOrderOutboard<File>,
+    /// Blocks written and verified (their nodes saved first): what others may fetch from us.
+    written: Arc<Mutex<PieceSet>>,
     journal: Journal,
-    done: PieceSet,
+    pub done: PieceSet,
     /// Written and verified, not yet synced and journaled.
     pending: Vec<u32>,
     pending_bytes: u64,
@@ -245,10 +296,24 @@ struct Landing {
 }
 
 impl Landing {
+    /// Lands what a verified body yields: a tree node is saved, a block written.
+    pub fn land(&mut self, item: Verified<'_>) -> std::io::Result<()> {
+        match item {
+            Verified::Parent(node, pair) => self.outboard.save(node, &pair),
+            Verified::Block { offset, data } => self.write(offset, data),
+        }
+    }
+
     fn write(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, offset)?;
         let first = (offset / BLOCK_BYTES) as u32;
         let last = (offset + bytes.len() as u64).div_ceil(BLOCK_BYTES) as u32;
+        {
+            let mut written = self.written.lock().expect("written");
+            for block in first..last {
+                written.insert(block);
+            }
+        }
         for block in first..last {
             if !self.done.contains(block) && !self.pending.contains(&block) {
                 self.pending.push(block);
@@ -262,7 +327,7 @@ impl Landing {
     }
 
     /// Syncs the data written, then journals its blocks.
-    fn commit(&mut self) -> std::io::Result<()> {
+    pub fn commit(&mut self) -> std::io::Result<()> {
         if self.pending.is_empty() {
             return Ok(());
         }
@@ -347,6 +412,7 @@ impl Session {
             p.done_bytes = done;
             p.pieces_done = blocks(done);
             p.downloaded = counters.received.load(Ordering::Relaxed);
+            p.wasted = counters.wasted.load(Ordering::Relaxed);
             p.hash_failures = counters.hash_failures.load(Ordering::Relaxed) as u32;
             p.banned_peers = counters.banned.load(Ordering::Relaxed) as u32;
             if !matches!(p.state, TransferState::Downloading) {
@@ -373,14 +439,16 @@ impl Session {
                 let rate = ((received - last.1) as f64 / secs) as u64;
                 last = (now, received);
                 let done = counters.done.load(Ordering::Relaxed);
+                let wasted = counters.wasted.load(Ordering::Relaxed);
                 progress.send_if_modified(|p| {
-                    let before = (p.done_bytes, p.downloaded, p.down_rate);
+                    let before = (p.done_bytes, p.downloaded, p.down_rate, p.wasted);
                     p.done_bytes = done;
+                    p.wasted = wasted;
                     p.pieces_done = blocks(done);
                     p.downloaded = received;
                     p.down_rate = rate;
                     p.eta = (rate > 0).then(|| Duration::from_secs((size - done) / rate));
-                    before != (p.done_bytes, p.downloaded, p.down_rate)
+                    before != (p.done_bytes, p.downloaded, p.down_rate, p.wasted)
                 });
             }
         };
@@ -399,10 +467,14 @@ impl Session {
 
     async fn fetch(&self) -> Result<(), DownloadError> {
         let spec = &self.spec;
-        let [journal_path, done_path] = state_files(&self.target.state_dir, &spec.hash);
+        let [journal_path, done_path, tree_path] = state_files(&self.target.state_dir, &spec.hash);
         let final_path = self.target.dir.join(safe_name(&spec.name)?);
         if done_path.exists() {
             self.counters.done.store(spec.size, Ordering::Relaxed);
+            if let Ok(landed) = std::fs::read(&done_path) {
+                self.serve_on(PathBuf::from(String::from_utf8_lossy(&landed).into_owned()))
+                    .await;
+            }
             return Ok(());
         }
         if spec.size > u64::from(MAX_PIECES) * BLOCK_BYTES {
@@ -425,12 +497,30 @@ impl Session {
         let landing = match opened {
             Some(landing) => landing,
             None => {
-                let landing = self.open_landing(&part, &journal_path)?;
+                let landing = self.open_landing(&part, &journal_path, &tree_path)?;
                 *self.landing.lock().expect("landing") = Some(landing.clone());
                 landing
             }
         };
-        self.fetch_missing(&landing).await?;
+        let written = landing.lock().expect("landing").written.clone();
+        self.target.partials.insert(
+            spec.hash,
+            Partial {
+                part: part.clone(),
+                outboard: tree_path.clone(),
+                size: spec.size,
+                blocks: written,
+            },
+        );
+        let fetched = if spec.sources.len() > 1 && spec.size > 0 {
+            super::swarm::fetch(spec, &self.dial, &self.throttles, &landing, &self.counters).await
+        } else {
+            self.fetch_missing(&landing).await
+        };
+        if let Err(error) = fetched {
+            self.target.partials.remove(&spec.hash);
+            return Err(error);
+        }
         landing
             .lock()
             .expect("landing")
@@ -439,17 +529,41 @@ impl Session {
             .map_err(io(&part))?;
         let final_path = free_name(&final_path);
         std::fs::rename(&part, &final_path).map_err(io(&final_path))?;
+        self.target.partials.remove(&spec.hash);
         crate::cache::write_atomically(&done_path, final_path.as_os_str().as_encoded_bytes())
             .map_err(io(&done_path))?;
         let _ = std::fs::remove_file(&journal_path);
+        let _ = std::fs::remove_file(&tree_path);
         allpeers_log::flesh!(hash = %spec.hash, path = %final_path.display(), "files: downloaded and verified");
+        self.serve_on(final_path).await;
         Ok(())
+    }
+
+    /// Adds the whole file to the shared files, so members may fetch it from us (its tree is computed again from
+    /// the file on disk: cheap beside the download, and right whatever runs the partial tree came from).
+    async fn serve_on(&self, path: PathBuf) {
+        let Some(outboards) = self.target.outboards.clone() else {
+            return;
+        };
+        let hash = self.spec.hash;
+        let added = tokio::task::spawn_blocking(move || outboards.add_file(&path)).await;
+        match added {
+            Ok(Ok(shared)) if shared.hash == hash => {}
+            Ok(Ok(shared)) => {
+                allpeers_log::skin!(%hash, now = %shared.hash, "files: the downloaded file changed before it was served on")
+            }
+            Ok(Err(error)) => {
+                allpeers_log::flesh!(%hash, %error, "files: the downloaded file is not served on")
+            }
+            Err(_) => {}
+        }
     }
 
     fn open_landing(
         &self,
         part: &Path,
         journal_path: &Path,
+        tree_path: &Path,
     ) -> Result<Arc<Mutex<Landing>>, DownloadError> {
         let spec = &self.spec;
         let io = |source| DownloadError::Io {
@@ -484,11 +598,38 @@ impl Session {
             (journal, done)
         };
         file.set_len(spec.size).map_err(io)?;
+        // The tree nodes of the blocks journaled before, if they were kept: without them, those blocks are not
+        // served on (a node we never received would be zeros, and the asker would drop us for it).
+        let tree_io = |source| DownloadError::Io {
+            path: tree_path.to_path_buf(),
+            source,
+        };
+        let tree_kept = tree_path.exists();
+        let tree = BaoTree::new(spec.size, BLOCK_SIZE);
+        let tree_file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(tree_path)
+            .map_err(tree_io)?;
+        tree_file.set_len(tree.outboard_size()).map_err(tree_io)?;
+        let written = if tree_kept {
+            done.clone()
+        } else {
+            PieceSet::new(done.len())
+        };
         self.counters
             .done
             .store(done_bytes(&done, spec.size), Ordering::Relaxed);
         Ok(Arc::new(Mutex::new(Landing {
             file,
+            outboard: PreOrderOutboard {
+                root: blake3::Hash::from_bytes(spec.hash.0),
+                tree,
+                data: tree_file,
+            },
+            written: Arc::new(Mutex::new(written)),
             journal,
             done,
             pending: Vec::new(),
@@ -562,12 +703,16 @@ impl Session {
             .map_err(|_| FetchError::Io(std::io::ErrorKind::TimedOut.into()))??;
         let sink_landing = landing.clone();
         let counters = self.counters.clone();
+        let source = source.to_string();
         let result = fetch
-            .receive(self.throttles.clone(), move |offset, bytes| {
-                counters
-                    .received
-                    .fetch_add(bytes.len() as u64, Ordering::Relaxed);
-                sink_landing.lock().expect("landing").write(offset, bytes)
+            .receive(self.throttles.clone(), move |item| {
+                if let Verified::Block { data, .. } = &item {
+                    counters
+                        .received
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    counters.kept_from(&source, data.len() as u64);
+                }
+                sink_landing.lock().expect("landing").land(item)
             })
             .await;
         let committed = landing.lock().expect("landing").commit();
@@ -603,6 +748,7 @@ mod tests {
     use super::*;
     use crate::blob::http::{Lookup, Refusal, StatusCode};
     use crate::blob::outboards::Outboards;
+    use crate::blob::partial::Partials;
 
     fn content(len: usize) -> Vec<u8> {
         (0..len as u32)
@@ -622,7 +768,7 @@ mod tests {
                     .ok_or_else(|| std::io::Error::other("no such peer"))?;
                 let (ours, theirs) = tokio::io::duplex(1 << 20);
                 tokio::spawn(async move {
-                    let _ = http::serve(theirs, lookup).await;
+                    let _ = http::serve(theirs, lookup, Throttles(vec![])).await;
                 });
                 Ok(Box::new(ours) as Box<dyn PeerIo>)
             })
@@ -670,16 +816,21 @@ mod tests {
         Target {
             dir: dir.join("Downloads"),
             state_dir: dir.join("state"),
+            partials: Partials::default(),
+            outboards: None,
         }
     }
 
     #[tokio::test]
     async fn a_source_sending_bad_bytes_is_dropped_and_the_file_comes_whole_from_another() {
         let f = fixture(1_000_000, &["mallory", "alice"]);
-        // Mallory serves the right tree over a copy with one byte changed.
+        // Mallory serves the right tree over a copy with a byte of every block changed (the swarm may ask it for
+        // any block).
         let tampered_path = f.dir.path().join("tampered.bin");
         let mut tampered = f.data.clone();
-        tampered[700_000] ^= 1;
+        for block in tampered.chunks_mut(BLOCK_BYTES as usize) {
+            block[0] ^= 1;
+        }
         std::fs::write(&tampered_path, &tampered).unwrap();
         let good = f.outboards.clone();
         let mallory: Lookup = Arc::new(move |hash| {
@@ -778,6 +929,180 @@ mod tests {
             fetched <= f.data.len() as u64 - 1024 * 1024,
             "fetched {fetched} again"
         );
+    }
+
+    /// A lookup that serves what `partials` holds (a downloader serving on).
+    fn partial(partials: &Partials) -> Lookup {
+        let partials = partials.clone();
+        Arc::new(move |hash| match partials.open_source(&hash) {
+            Some(Ok(source)) => Ok(source),
+            _ => Err(Refusal::new(StatusCode::NOT_FOUND, "nothing yet")),
+        })
+    }
+
+    /// `lookup`, answering each request `delay` late: a slow source.
+    fn slow(lookup: Lookup, delay: Duration) -> Lookup {
+        Arc::new(move |hash| {
+            std::thread::sleep(delay);
+            lookup(hash)
+        })
+    }
+
+    fn swarm_target(dir: &Path, name: &str, partials: &Partials) -> Target {
+        Target {
+            dir: dir.join(name),
+            state_dir: dir.join(format!("{name}-state")),
+            partials: partials.clone(),
+            outboards: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn downloaders_in_a_swarm_fetch_from_each_other_as_soon_as_they_hold_chunks() {
+        let f = fixture(4 * 1024 * 1024, &[]);
+        let (bob, carol) = (Partials::default(), Partials::default());
+        let peers = HashMap::from([
+            (
+                "alice".to_string(),
+                slow(honest(&f.outboards), Duration::from_millis(40)),
+            ),
+            ("bob".to_string(), partial(&bob)),
+            ("carol".to_string(), partial(&carol)),
+        ]);
+        let spec = |sources: [&str; 2]| FileSpec {
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+            ..f.spec.clone()
+        };
+        let start_one = |name: &str, sources, partials: &Partials| {
+            start(
+                spec(sources),
+                swarm_target(f.dir.path(), name, partials),
+                dial(peers.clone()),
+                Arc::new(Throttle::default()),
+                Limits::default(),
+            )
+        };
+        let bob_download = start_one("bob", ["alice", "carol"], &bob);
+        let carol_download = start_one("carol", ["alice", "bob"], &carol);
+        for download in [&bob_download, &carol_download] {
+            tokio::time::timeout(Duration::from_secs(30), download.wait_complete())
+                .await
+                .unwrap()
+                .unwrap();
+        }
+        for (name, download, other) in [
+            ("bob", &bob_download, "carol"),
+            ("carol", &carol_download, "bob"),
+        ] {
+            let landed = f.dir.path().join(name).join("film.mkv");
+            assert_eq!(std::fs::read(&landed).unwrap(), f.data, "{name}");
+            let sources: HashMap<String, u64> = download.sources().into_iter().collect();
+            assert_eq!(
+                sources.values().sum::<u64>(),
+                f.data.len() as u64,
+                "{name}: {sources:?}"
+            );
+            assert!(
+                sources.get(other).copied().unwrap_or(0) > 0,
+                "{name} got nothing from {other}: {sources:?}"
+            );
+        }
+        // Done: no longer served as a download under way.
+        assert!(bob.open_source(&f.spec.hash).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_swarm_drops_a_tampering_and_a_lying_source_and_outlives_one_that_vanishes() {
+        let f = fixture(3 * 1024 * 1024, &[]);
+        // Mallory serves the right tree over a copy with every byte changed.
+        let tampered_path = f.dir.path().join("tampered.bin");
+        let tampered: Vec<u8> = f.data.iter().map(|b| b ^ 0x5a).collect();
+        std::fs::write(&tampered_path, &tampered).unwrap();
+        let good = f.outboards.clone();
+        let mallory: Lookup = Arc::new(move |hash| {
+            let mut source = good
+                .open_source(&hash)
+                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
+            source.file = File::open(&tampered_path).unwrap();
+            Ok(source)
+        });
+        // The liar says it holds everything (its HEAD), then holds one block when asked for a range.
+        let good = f.outboards.clone();
+        let asked = Arc::new(AtomicU64::new(0));
+        let liar: Lookup = Arc::new(move |hash| {
+            let mut source = good
+                .open_source(&hash)
+                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))?;
+            if asked.fetch_add(1, Ordering::Relaxed) > 0 {
+                let mut held = PieceSet::new(blocks(source.size));
+                held.insert(0);
+                source.held = Some(held);
+            }
+            Ok(source)
+        });
+        let mut peers = HashMap::from([
+            ("mallory".to_string(), mallory),
+            ("liar".to_string(), liar),
+            (
+                "alice".to_string(),
+                slow(honest(&f.outboards), Duration::from_millis(20)),
+            ),
+        ]);
+        // Vanishing: honest, but its first connection is cut after 30 ms, and it cannot be reached after that.
+        let vanishing = honest(&f.outboards);
+        let reached = Arc::new(AtomicU64::new(0));
+        let honest_dial = dial(std::mem::take(&mut peers));
+        let dial: Dial = Arc::new(move |peer: String| {
+            if peer != "vanishing" {
+                return honest_dial(peer);
+            }
+            let lookup = vanishing.clone();
+            let first = reached.fetch_add(1, Ordering::Relaxed) == 0;
+            Box::pin(async move {
+                if !first {
+                    return Err(std::io::Error::other("gone"));
+                }
+                let (ours, theirs) = tokio::io::duplex(1 << 20);
+                let server = tokio::spawn(async move {
+                    let _ = http::serve(theirs, lookup, Throttles(vec![])).await;
+                });
+                tokio::spawn(async move {
+                    tokio::time::sleep(Duration::from_millis(30)).await;
+                    server.abort();
+                });
+                Ok(Box::new(ours) as Box<dyn PeerIo>)
+            })
+        });
+        let spec = FileSpec {
+            sources: ["vanishing", "mallory", "liar", "alice"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            ..f.spec.clone()
+        };
+        let handle = start(
+            spec,
+            swarm_target(f.dir.path(), "bob", &Partials::default()),
+            dial,
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        tokio::time::timeout(Duration::from_secs(30), handle.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        let landed = f.dir.path().join("bob").join("film.mkv");
+        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        let progress = handle.progress();
+        assert!(progress.hash_failures >= 1, "{progress:?}");
+        assert_eq!(
+            progress.banned_peers, 2,
+            "mallory and the liar: {progress:?}"
+        );
+        let sources: HashMap<String, u64> = handle.sources().into_iter().collect();
+        assert_eq!(sources.get("mallory"), None, "{sources:?}");
+        assert_eq!(sources.get("liar"), None, "{sources:?}");
+        assert_eq!(sources.values().sum::<u64>(), f.data.len() as u64);
     }
 
     #[tokio::test]

@@ -7,8 +7,13 @@
 //! `Content-Range` says which bytes the body really covers, `Content-Length` is the encoded length. `ETag` is the
 //! hash; `Blob-Size` the file's length (also on `HEAD`, which is how a client asks the size).
 //!
+//! A node still downloading a file serves the blocks it holds: its `HEAD` answer carries `Blob-Have`, the chunks
+//! it holds (hex of a bitfield, one bit per [`CHUNK_BYTES`], high bit first), and a range over a block it lacks is
+//! answered 416 like one past the end. A holder of the whole file sends no `Blob-Have`.
+//!
 //! Refusals: 403 (the asking peer is not entitled), 404 (no such file), 410 (the file changed or vanished since it
-//! was shared under that hash), 416 (a range starting at or past the end; `Content-Range: bytes */size`).
+//! was shared under that hash), 416 (a range starting at or past the end, `Content-Range: bytes */size`; or over
+//! blocks a partial holder lacks).
 
 use std::convert::Infallible;
 use std::io::{Read, Write};
@@ -19,7 +24,7 @@ use std::task::{Context, Poll};
 use bao_tree::io::sync::{DecodeResponseIter, encode_ranges, truncate_ranges};
 use bao_tree::io::{BaoContentItem, DecodeError};
 use bao_tree::iter::BaoChunk;
-use bao_tree::{BaoTree, ChunkNum, ChunkRanges};
+use bao_tree::{BaoTree, ChunkNum, ChunkRanges, TreeNode};
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
@@ -32,11 +37,14 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::outboards::Source;
-use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash};
+use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, chunk_count, whole_chunks};
+use crate::swarm::geometry::PieceSet;
 use crate::throttle::Throttles;
 
 /// The header that carries the file's length (the body's own length is the encoding's).
 pub const BLOB_SIZE: &str = "blob-size";
+/// The header a partial holder's `HEAD` answer names its chunks in.
+pub const BLOB_HAVE: &str = "blob-have";
 /// Bytes of encoding gathered before they are handed to the connection.
 const SEND_BUFFER: usize = 256 * 1024;
 /// Encoded buffers in flight between the encoder thread and the connection, and between the connection and the
@@ -64,14 +72,15 @@ pub type Lookup = Arc<dyn Fn(ContentHash) -> Result<Source, Refusal> + Send + Sy
 
 type ResponseBody = BoxBody<Bytes, std::io::Error>;
 
-/// Serves requests on one stream until the client closes it.
-pub async fn serve<IO>(io: IO, lookup: Lookup) -> Result<(), hyper::Error>
+/// Serves requests on one stream until the client closes it; bodies are paced by `throttles` (upload limits).
+pub async fn serve<IO>(io: IO, lookup: Lookup, throttles: Throttles) -> Result<(), hyper::Error>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let lookup = lookup.clone();
-        async move { Ok::<_, Infallible>(answer(request, lookup).await) }
+        let throttles = throttles.clone();
+        async move { Ok::<_, Infallible>(answer(request, lookup, throttles).await) }
     });
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
@@ -88,7 +97,11 @@ fn plain(status: StatusCode, text: impl Into<String>) -> Response<ResponseBody> 
     response
 }
 
-async fn answer(request: Request<Incoming>, lookup: Lookup) -> Response<ResponseBody> {
+async fn answer(
+    request: Request<Incoming>,
+    lookup: Lookup,
+    throttles: Throttles,
+) -> Response<ResponseBody> {
     let head = match *request.method() {
         Method::GET => false,
         Method::HEAD => true,
@@ -133,6 +146,20 @@ async fn answer(request: Request<Incoming>, lookup: Lookup) -> Response<Response
         }
     };
     let (covered, chunks) = block_ranges(bytes, size);
+    if let Some(held) = &source.held
+        && !head
+        && !(covered.start / BLOCK_BYTES..covered.end.div_ceil(BLOCK_BYTES))
+            .all(|block| held.contains(block as u32))
+    {
+        return plain(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "not held here yet: ask for the chunks Blob-Have names",
+        );
+    }
+    let have = source
+        .held
+        .as_ref()
+        .map(|held| hex(whole_chunks(held, size).as_wire()));
     let tree = BaoTree::new(size, BLOCK_SIZE);
     let encoded_len = encoded_len(tree, &chunks);
     let mut response = if head {
@@ -153,7 +180,12 @@ async fn answer(request: Request<Incoming>, lookup: Lookup) -> Response<Response
                 let _ = writer.tx.blocking_send(Err(error));
             }
         });
-        Response::new(ChannelBody { rx }.boxed())
+        Response::new(
+            ChannelBody {
+                rx: paced(rx, throttles),
+            }
+            .boxed(),
+        )
     };
     *response.status_mut() = if range.is_some() {
         StatusCode::PARTIAL_CONTENT
@@ -172,6 +204,13 @@ async fn answer(request: Request<Incoming>, lookup: Lookup) -> Response<Response
         BLOB_SIZE,
         HeaderValue::from_str(&size.to_string()).expect("digits"),
     );
+    if let Some(have) = have {
+        insert(
+            &mut response,
+            header::HeaderName::from_static(BLOB_HAVE),
+            &have,
+        );
+    }
     if range.is_some() && covered.end > covered.start {
         insert(
             &mut response,
@@ -282,6 +321,28 @@ impl Write for ChannelWriter {
     }
 }
 
+/// The encoder's buffers, let through as `throttles` allow.
+fn paced(
+    mut rx: mpsc::Receiver<std::io::Result<Bytes>>,
+    throttles: Throttles,
+) -> mpsc::Receiver<std::io::Result<Bytes>> {
+    if throttles.0.is_empty() {
+        return rx;
+    }
+    let (tx, paced) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(item) = rx.recv().await {
+            if let Ok(bytes) = &item {
+                throttles.sending(bytes.len()).await;
+            }
+            if tx.send(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    paced
+}
+
 /// A response body fed by the encoder thread.
 struct ChannelBody {
     rx: mpsc::Receiver<std::io::Result<Bytes>>,
@@ -311,6 +372,8 @@ pub enum FetchError {
     Changed(String),
     #[error("the range starts past the end of the file")]
     RangeNotSatisfiable,
+    #[error("the source does not hold that range: {0}")]
+    NotHeld(String),
     #[error("the source answered {0}")]
     Status(StatusCode),
     #[error("the source answered for other content or another range: {0}")]
@@ -328,68 +391,176 @@ pub struct Fetch {
     body: Incoming,
     hash: ContentHash,
     size: u64,
-    /// The first byte the body covers (a block boundary).
-    pub start: u64,
+    /// The bytes the body covers (whole blocks).
+    pub range: std::ops::Range<u64>,
 }
 
-/// Asks for `hash` from byte `start` (a block boundary) to the end, and checks the answer's head: status, `ETag`,
-/// the range and the size it says.
+/// What a source holds of a file, as its `HEAD` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Holding {
+    Whole,
+    /// The chunks ([`CHUNK_BYTES`](super::CHUNK_BYTES)) a download under way holds.
+    Chunks(PieceSet),
+}
+
+/// One HTTP/1 connection to a source, for requests one after another.
+pub struct Connection {
+    sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl Connection {
+    pub async fn open<IO>(io: IO) -> Result<Connection, FetchError>
+    where
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) =
+            hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.await {
+                allpeers_log::bone!(%error, "files: the HTTP connection ended");
+            }
+        });
+        Ok(Connection { sender })
+    }
+
+    /// Asks for the blocks covering `range` of `hash` (a file of `size` bytes) and checks the answer's head: status,
+    /// `ETag`, the range and the size it says.
+    pub async fn get(
+        &mut self,
+        hash: ContentHash,
+        size: u64,
+        range: std::ops::Range<u64>,
+    ) -> Result<Fetch, FetchError> {
+        let (covered, _) = block_ranges(range.clone(), size);
+        let request = Request::get(format!("/blake3/{hash}"))
+            .header(header::HOST, "allpeers")
+            .header(
+                header::RANGE,
+                if range.end >= size {
+                    format!("bytes={}-", range.start)
+                } else {
+                    format!("bytes={}-{}", range.start, range.end.saturating_sub(1))
+                },
+            )
+            .body(Empty::new())
+            .expect("a valid request");
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status();
+        match status {
+            StatusCode::PARTIAL_CONTENT => {}
+            StatusCode::FORBIDDEN => return Err(FetchError::Refused(text(response).await)),
+            StatusCode::NOT_FOUND => return Err(FetchError::NotFound(text(response).await)),
+            StatusCode::GONE => return Err(FetchError::Changed(text(response).await)),
+            StatusCode::RANGE_NOT_SATISFIABLE if range.start < size => {
+                return Err(FetchError::NotHeld(text(response).await));
+            }
+            StatusCode::RANGE_NOT_SATISFIABLE => return Err(FetchError::RangeNotSatisfiable),
+            other => return Err(FetchError::Status(other)),
+        }
+        let headers = response.headers();
+        let etag = headers
+            .get(header::ETAG)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if etag.trim_matches('"') != hash.to_hex() {
+            return Err(FetchError::Mismatch(format!("ETag {etag}")));
+        }
+        let content_range = headers
+            .get(header::CONTENT_RANGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if covered.is_empty()
+            || content_range != format!("bytes {}-{}/{size}", covered.start, covered.end - 1)
+        {
+            return Err(FetchError::Mismatch(format!(
+                "Content-Range {content_range}"
+            )));
+        }
+        Ok(Fetch {
+            body: response.into_body(),
+            hash,
+            size,
+            range: covered,
+        })
+    }
+
+    /// Asks what the source holds of `hash`, a file of `size` bytes (a source saying another size is refused).
+    pub async fn holding(&mut self, hash: ContentHash, size: u64) -> Result<Holding, FetchError> {
+        let response = self.head(hash).await?;
+        let said = blob_size(&response)?;
+        if said != size {
+            return Err(FetchError::Mismatch(format!("Blob-Size {said}")));
+        }
+        let Some(have) = response.headers().get(BLOB_HAVE) else {
+            return Ok(Holding::Whole);
+        };
+        have.to_str()
+            .ok()
+            .and_then(unhex)
+            .and_then(|bits| PieceSet::from_wire(&bits, chunk_count(size)))
+            .map(Holding::Chunks)
+            .ok_or_else(|| FetchError::Mismatch("Blob-Have is not a bitfield of the chunks".into()))
+    }
+
+    async fn head(&mut self, hash: ContentHash) -> Result<Response<Incoming>, FetchError> {
+        let request = Request::head(format!("/blake3/{hash}"))
+            .header(header::HOST, "allpeers")
+            .body(Empty::new())
+            .expect("a valid request");
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        match response.status() {
+            StatusCode::OK => Ok(response),
+            StatusCode::FORBIDDEN => Err(FetchError::Refused("HEAD".into())),
+            StatusCode::NOT_FOUND => Err(FetchError::NotFound("HEAD".into())),
+            StatusCode::GONE => Err(FetchError::Changed("HEAD".into())),
+            other => Err(FetchError::Status(other)),
+        }
+    }
+}
+
+async fn text(response: Response<Incoming>) -> String {
+    let body = http_body_util::Limited::new(response.into_body(), 4096);
+    body.collect()
+        .await
+        .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+        .unwrap_or_default()
+}
+
+fn blob_size(response: &Response<Incoming>) -> Result<u64, FetchError> {
+    response
+        .headers()
+        .get(BLOB_SIZE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| FetchError::Mismatch("no Blob-Size".into()))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex digits to bytes; `None` for an odd length or a non-digit.
+fn unhex(text: &str) -> Option<Vec<u8>> {
+    if !text.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(text.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// Asks for `hash` from byte `start` (a block boundary) to the end, on a connection of its own.
 pub async fn get<IO>(io: IO, hash: ContentHash, size: u64, start: u64) -> Result<Fetch, FetchError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            allpeers_log::bone!(%error, "files: the HTTP connection ended");
-        }
-    });
-    let request = Request::get(format!("/blake3/{hash}"))
-        .header(header::HOST, "allpeers")
-        .header(header::RANGE, format!("bytes={start}-"))
-        .body(Empty::new())
-        .expect("a valid request");
-    let response = sender.send_request(request).await?;
-    let status = response.status();
-    let text = |response: Response<Incoming>| async move {
-        let body = http_body_util::Limited::new(response.into_body(), 4096);
-        body.collect()
-            .await
-            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
-            .unwrap_or_default()
-    };
-    match status {
-        StatusCode::PARTIAL_CONTENT => {}
-        StatusCode::FORBIDDEN => return Err(FetchError::Refused(text(response).await)),
-        StatusCode::NOT_FOUND => return Err(FetchError::NotFound(text(response).await)),
-        StatusCode::GONE => return Err(FetchError::Changed(text(response).await)),
-        StatusCode::RANGE_NOT_SATISFIABLE => return Err(FetchError::RangeNotSatisfiable),
-        other => return Err(FetchError::Status(other)),
-    }
-    let headers = response.headers();
-    let etag = headers
-        .get(header::ETAG)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if etag.trim_matches('"') != hash.to_hex() {
-        return Err(FetchError::Mismatch(format!("ETag {etag}")));
-    }
-    let content_range = headers
-        .get(header::CONTENT_RANGE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if content_range != format!("bytes {start}-{}/{size}", size.saturating_sub(1)) {
-        return Err(FetchError::Mismatch(format!(
-            "Content-Range {content_range}"
-        )));
-    }
-    Ok(Fetch {
-        body: response.into_body(),
-        hash,
-        size,
-        start,
-    })
+    Connection::open(io)
+        .await?
+        .get(hash, size, start..size.max(start))
+        .await
 }
 
 /// Reads a HEAD answer: the file's size, or why not.
@@ -397,40 +568,29 @@ pub async fn head<IO>(io: IO, hash: ContentHash) -> Result<u64, FetchError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake::<_, Empty<Bytes>>(TokioIo::new(io)).await?;
-    tokio::spawn(connection);
-    let request = Request::head(format!("/blake3/{hash}"))
-        .header(header::HOST, "allpeers")
-        .body(Empty::new())
-        .expect("a valid request");
-    let response = sender.send_request(request).await?;
-    match response.status() {
-        StatusCode::OK => response
-            .headers()
-            .get(BLOB_SIZE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| FetchError::Mismatch("no Blob-Size".into())),
-        StatusCode::FORBIDDEN => Err(FetchError::Refused("HEAD".into())),
-        StatusCode::NOT_FOUND => Err(FetchError::NotFound("HEAD".into())),
-        StatusCode::GONE => Err(FetchError::Changed("HEAD".into())),
-        other => Err(FetchError::Status(other)),
-    }
+    let response = Connection::open(io).await?.head(hash).await?;
+    blob_size(&response)
+}
+
+/// What a verified body yields, in order: the tree nodes above the blocks (for a partial holder's own tree), then
+/// each block.
+pub enum Verified<'a> {
+    Parent(TreeNode, (blake3::Hash, blake3::Hash)),
+    Block { offset: u64, data: &'a [u8] },
 }
 
 impl Fetch {
     /// Reads the body through `throttles`, verifies it block by block on a blocking thread and hands each verified
-    /// block to `sink` (its offset and bytes) — a block that fails verification stops the fetch before it reaches
-    /// the sink. Returns when the body ends.
+    /// tree node and block to `sink` — a block that fails verification stops the fetch before it reaches the sink.
+    /// Returns when the body ends.
     pub async fn receive<S>(self, throttles: Throttles, sink: S) -> Result<(), FetchError>
     where
-        S: FnMut(u64, &[u8]) -> std::io::Result<()> + Send + 'static,
+        S: FnMut(Verified<'_>) -> std::io::Result<()> + Send + 'static,
     {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
-        let (hash, size, start) = (self.hash, self.size, self.start);
+        let (hash, size, range) = (self.hash, self.size, self.range.clone());
         let decoder = tokio::task::spawn_blocking(move || {
-            decode_blocks(ChannelReader::new(rx), hash, size, start, sink)
+            decode_blocks(ChannelReader::new(rx), hash, size, range, sink)
         });
         let mut body = self.body;
         let forwarded = async {
@@ -455,27 +615,30 @@ impl Fetch {
     }
 }
 
-/// Decodes the Bao encoding of `hash`'s blocks from `start` to the end, verifying each against the hash before it
-/// goes to `sink`. Blocking.
+/// Decodes the Bao encoding of `hash`'s blocks covering `range`, verifying each against the hash before it goes to
+/// `sink`. Blocking.
 pub fn decode_blocks(
     encoded: impl Read,
     hash: ContentHash,
     size: u64,
-    start: u64,
-    mut sink: impl FnMut(u64, &[u8]) -> std::io::Result<()>,
+    range: std::ops::Range<u64>,
+    mut sink: impl FnMut(Verified<'_>) -> std::io::Result<()>,
 ) -> Result<(), FetchError> {
     let tree = BaoTree::new(size, BLOCK_SIZE);
-    let (_, chunks) = block_ranges(start..size, size);
+    let (covered, chunks) = block_ranges(range, size);
     let decoder = DecodeResponseIter::new(hash.blake3(), tree, encoded, &chunks);
     // The first byte not yet verified: where a mismatch (of a block or of a tree node above the next blocks) is.
-    let mut verified_to = start;
+    let mut verified_to = covered.start;
     for item in decoder {
         match item {
             Ok(BaoContentItem::Leaf(leaf)) => {
-                sink(leaf.offset, &leaf.data)?;
+                sink(Verified::Block {
+                    offset: leaf.offset,
+                    data: &leaf.data,
+                })?;
                 verified_to = leaf.offset + leaf.data.len() as u64;
             }
-            Ok(BaoContentItem::Parent(_)) => {}
+            Ok(BaoContentItem::Parent(parent)) => sink(Verified::Parent(parent.node, parent.pair))?,
             Err(DecodeError::LeafHashMismatch(_) | DecodeError::ParentHashMismatch(_)) => {
                 return Err(FetchError::Verification {
                     offset: verified_to,
@@ -577,8 +740,10 @@ mod tests {
         for start in [0, BLOCK_BYTES, 5 * BLOCK_BYTES, 18 * BLOCK_BYTES] {
             let (hash, encoded) = encode(&data, start);
             let mut got = vec![0u8; data.len()];
-            decode_blocks(&encoded[..], hash, size, start, |offset, bytes| {
-                got[offset as usize..offset as usize + bytes.len()].copy_from_slice(bytes);
+            decode_blocks(&encoded[..], hash, size, start..size, |item| {
+                if let Verified::Block { offset, data } = item {
+                    got[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+                }
                 Ok(())
             })
             .unwrap();
@@ -589,8 +754,10 @@ mod tests {
         let last = encoded.len() - 100;
         encoded[last] ^= 1;
         let mut accepted = Vec::new();
-        let result = decode_blocks(&encoded[..], hash, size, 0, |offset, bytes| {
-            accepted.push((offset, bytes.len()));
+        let result = decode_blocks(&encoded[..], hash, size, 0..size, |item| {
+            if let Verified::Block { offset, data } = item {
+                accepted.push((offset, data.len()));
+            }
             Ok(())
         });
         assert!(matches!(result, Err(FetchError::Verification { .. })));
@@ -598,7 +765,9 @@ mod tests {
         assert!(verified < size);
         // Cut short: an error, not a silent end.
         let (hash, encoded) = encode(&data, 0);
-        let result = decode_blocks(&encoded[..encoded.len() / 2], hash, size, 0, |_, _| Ok(()));
+        let result = decode_blocks(&encoded[..encoded.len() / 2], hash, size, 0..size, |_| {
+            Ok(())
+        });
         assert!(matches!(result, Err(FetchError::Io(_))));
     }
 
@@ -606,7 +775,7 @@ mod tests {
     async fn pair(lookup: Lookup) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(1 << 20);
         let task = tokio::spawn(async move {
-            let _ = serve(server, lookup).await;
+            let _ = serve(server, lookup, Throttles(vec![])).await;
         });
         (client, task)
     }
@@ -637,9 +806,11 @@ mod tests {
         let fetch = get(io, shared.hash, size, 3 * BLOCK_BYTES).await.unwrap();
         let sink = got.clone();
         fetch
-            .receive(Throttles(vec![]), move |offset, bytes| {
-                sink.lock().unwrap()[offset as usize..offset as usize + bytes.len()]
-                    .copy_from_slice(bytes);
+            .receive(Throttles(vec![]), move |item| {
+                if let Verified::Block { offset, data } = item {
+                    sink.lock().unwrap()[offset as usize..offset as usize + data.len()]
+                        .copy_from_slice(data);
+                }
                 Ok(())
             })
             .await

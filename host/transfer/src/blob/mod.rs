@@ -8,11 +8,20 @@
 //! - [`http`]: HTTP/1 one-to-one over any byte stream (a peer stream): `GET` with `Range`, `ETag` = the hash, `HEAD`
 //!   for the size; bodies are Bao-encoded ranges (the tree nodes a range needs, then its data, block by block).
 //! - [`download`]: one file fetched into the download folder: blocks verified against the hash as they arrive,
-//!   synced, then recorded in the journal, so a crash resumes from what was verified.
+//!   synced, then recorded in the journal, so a crash resumes from what was verified. One source: HTTP from the
+//!   first block missing; several: the private swarm ([`swarm`]).
+//! - [`sources`]: the private swarm's rules, with no I/O — which source holds which chunks, which chunk to ask
+//!   whom (the swarm core's picker), what a lying, failing or vanished source costs.
+//! - [`swarm`]: the private swarm's driver: a worker per source asks for chunks over HTTP ranges, verified block
+//!   by block, while the node serves what it holds so far ([`partial`]) to the other members.
+//! - [`partial`]: downloads under way as sources — the blocks landed so far and their tree nodes.
 
 pub mod download;
 pub mod http;
 pub mod outboards;
+pub mod partial;
+pub mod sources;
+pub mod swarm;
 
 use std::fmt;
 
@@ -23,6 +32,33 @@ use serde::{Deserialize, Serialize};
 /// block, 0.4% of the content).
 pub const BLOCK_SIZE: BlockSize = BlockSize::from_chunk_log(4);
 pub const BLOCK_BYTES: u64 = 16 * 1024;
+/// The private swarm's chunk: the unit a request asks for and a holder announces (16 blocks). Large enough that a
+/// request's round trip is small beside its transfer, small enough that a downloader holds something to serve
+/// others after a fraction of a second.
+pub const CHUNK_BYTES: u64 = 256 * 1024;
+pub const BLOCKS_PER_CHUNK: u64 = CHUNK_BYTES / BLOCK_BYTES;
+
+/// The chunks of a file of `size` bytes.
+pub fn chunk_count(size: u64) -> u32 {
+    size.div_ceil(CHUNK_BYTES) as u32
+}
+
+/// The chunks whose every block is in `blocks` (a file of `size` bytes).
+pub fn whole_chunks(
+    blocks: &crate::swarm::geometry::PieceSet,
+    size: u64,
+) -> crate::swarm::geometry::PieceSet {
+    let mut chunks = crate::swarm::geometry::PieceSet::new(chunk_count(size));
+    let block_count = size.div_ceil(BLOCK_BYTES);
+    for chunk in 0..chunks.len() {
+        let first = u64::from(chunk) * BLOCKS_PER_CHUNK;
+        let end = (first + BLOCKS_PER_CHUNK).min(block_count);
+        if (first..end).all(|b| blocks.contains(b as u32)) {
+            chunks.insert(chunk);
+        }
+    }
+    chunks
+}
 
 /// A file's content hash: the BLAKE3 root of its bytes (the Bao tree's root, whatever the block size).
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 use super::{BLOCK_SIZE, ContentHash};
 use crate::cache::stamps::Stamps;
 use crate::cache::write_atomically;
+use crate::swarm::geometry::PieceSet;
 
 /// A record's size at most (a path and a stamp).
 const MAX_RECORD_BYTES: u64 = 64 * 1024;
@@ -47,11 +48,13 @@ pub struct SharedFile {
     pub size: u64,
 }
 
-/// A shared file ready to serve: the file opened in place and its tree.
+/// A file ready to serve: opened, with its tree (the outboard file), whole or in part.
 pub struct Source {
     pub file: File,
-    pub outboard: PreOrderOutboard<Vec<u8>>,
+    pub outboard: PreOrderOutboard<File>,
     pub size: u64,
+    /// The blocks it holds (16 KiB each), when it is a download still under way; `None`: the whole file.
+    pub held: Option<PieceSet>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -148,11 +151,18 @@ impl Outboards {
         let file = File::open(&record.path).map_err(|_| changed())?;
         let tree = BaoTree::new(record.size, BLOCK_SIZE);
         let outboard_path = self.outboard_path(hash);
-        let data = std::fs::read(&outboard_path).map_err(|source| OutboardError::Io {
+        let data = File::open(&outboard_path).map_err(|source| OutboardError::Io {
             path: outboard_path.clone(),
             source,
         })?;
-        if data.len() as u64 != tree.outboard_size() {
+        let len = data
+            .metadata()
+            .map_err(|source| OutboardError::Io {
+                path: outboard_path.clone(),
+                source,
+            })?
+            .len();
+        if len != tree.outboard_size() {
             self.forget(hash);
             return Err(OutboardError::Io {
                 path: outboard_path,
@@ -167,6 +177,7 @@ impl Outboards {
                 data,
             },
             size: record.size,
+            held: None,
         })
     }
 

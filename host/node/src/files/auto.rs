@@ -1,0 +1,299 @@
+//! Auto-download: shared files fetched by themselves when they arrive in a share, as each share's policy says —
+//! `off`, `small` (files of at most the size the user set; the default) or `all` — so a shared album fills in.
+//!
+//! The setting is kept in `auto-download.json` in the transfers' state directory. After every commit that stored
+//! ops (the shares area wakes us) and when the setting changes, the shares we hold are swept: each File whose
+//! content we neither serve (our own) nor have a transfer for is fetched with `files.get`'s rules. A file fetched
+//! by itself and then cancelled by the user is not fetched again while the daemon runs.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use allpeers_model::api::files::{
+    AutoDownload, AutoDownloadPolicy, DEFAULT_AUTO_DOWNLOAD_MAX_BYTES, GetFileParams,
+    SetAutoDownloadParams, ShareAutoDownload,
+};
+use allpeers_model::api::{ErrorCode, RpcError};
+use allpeers_replica::Replica;
+use allpeers_transfer::blob::ContentHash;
+use allpeers_transfer::manager::ContentKey;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
+
+use crate::daemon::state::Daemon;
+
+/// The file the setting is kept in, in the transfers' state directory.
+const FILE: &str = "auto-download.json";
+/// The setting's file at most (a policy per share: far below this).
+const MAX_FILE_BYTES: u64 = 4 << 20;
+/// Commits arriving together are swept once: the sweep waits this long after a wake-up.
+const SETTLE: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Setting {
+    max_bytes: u64,
+    shares: BTreeMap<String, AutoDownloadPolicy>,
+}
+
+impl Default for Setting {
+    fn default() -> Self {
+        Setting {
+            max_bytes: DEFAULT_AUTO_DOWNLOAD_MAX_BYTES,
+            shares: BTreeMap::new(),
+        }
+    }
+}
+
+impl Setting {
+    fn policy(&self, share: &str) -> AutoDownloadPolicy {
+        self.shares.get(share).copied().unwrap_or_default()
+    }
+
+    fn view(&self) -> AutoDownload {
+        AutoDownload {
+            max_bytes: self.max_bytes,
+            shares: self
+                .shares
+                .iter()
+                .map(|(share, policy)| ShareAutoDownload {
+                    share: share.clone(),
+                    policy: *policy,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Whether a file of `size` bytes is fetched by itself under `policy`.
+pub fn wanted(policy: AutoDownloadPolicy, max_bytes: u64, size: u64) -> bool {
+    match policy {
+        AutoDownloadPolicy::Off => false,
+        AutoDownloadPolicy::Small => size <= max_bytes,
+        AutoDownloadPolicy::All => true,
+    }
+}
+
+/// The resources of `replica` naming content (`hash` and `size`) that `policy` fetches by itself.
+pub fn candidates(
+    replica: &Replica,
+    policy: AutoDownloadPolicy,
+    max_bytes: u64,
+) -> Vec<(String, ContentHash)> {
+    replica
+        .state()
+        .resource_ids()
+        .filter_map(|id| {
+            let view = replica.resource(id)?;
+            let properties = view.get("properties")?;
+            let hash = ContentHash::parse(properties.get("hash")?.as_str()?)?;
+            let size = properties.get("size")?.as_u64()?;
+            wanted(policy, max_bytes, size).then(|| (id.to_string(), hash))
+        })
+        .collect()
+}
+
+/// The daemon's auto-download state.
+#[derive(Default)]
+pub struct AutoDownloads {
+    setting: Mutex<Option<Setting>>,
+    wake: Notify,
+    /// Content fetched by itself this run (a user's cancel is not undone).
+    started: Mutex<HashSet<ContentHash>>,
+}
+
+fn path(daemon: &Daemon) -> PathBuf {
+    daemon.paths.transfers().join(FILE)
+}
+
+fn load(daemon: &Daemon) -> Setting {
+    let path = path(daemon);
+    let read = || -> Option<Setting> {
+        if std::fs::metadata(&path).ok()?.len() > MAX_FILE_BYTES {
+            return None;
+        }
+        serde_json::from_slice(&std::fs::read(&path).ok()?).ok()
+    };
+    read().unwrap_or_default()
+}
+
+impl AutoDownloads {
+    /// A commit stored ops: sweep soon.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn setting(&self, daemon: &Daemon) -> Setting {
+        self.setting
+            .lock()
+            .expect("auto-download")
+            .get_or_insert_with(|| load(daemon))
+            .clone()
+    }
+
+    pub fn get(&self, daemon: &Daemon) -> AutoDownload {
+        self.setting(daemon).view()
+    }
+
+    /// Changes the setting and keeps it. Blocking file I/O.
+    pub fn set(&self, daemon: &Daemon, p: SetAutoDownloadParams) -> Result<AutoDownload, RpcError> {
+        let invalid = |m: &str| RpcError::new(ErrorCode::InvalidParams, m.to_string());
+        if p.share.is_some() != p.policy.is_some() {
+            return Err(invalid("`share` and `policy` go together"));
+        }
+        if p.share.is_none() && p.max_bytes.is_none() {
+            return Err(invalid(
+                "nothing to set: `share` and `policy`, or `max_bytes`",
+            ));
+        }
+        if let Some(share) = &p.share {
+            let known = daemon
+                .shares
+                .lock()
+                .records
+                .keys()
+                .any(|id| crate::shares::rules::share_text(id) == *share);
+            if !known {
+                return Err(app_share_unknown(share));
+            }
+        }
+        let mut guard = self.setting.lock().expect("auto-download");
+        let mut setting = guard.get_or_insert_with(|| load(daemon)).clone();
+        if let (Some(share), Some(policy)) = (p.share, p.policy) {
+            if policy == AutoDownloadPolicy::default() {
+                setting.shares.remove(&share);
+            } else {
+                setting.shares.insert(share, policy);
+            }
+        }
+        if let Some(max_bytes) = p.max_bytes {
+            setting.max_bytes = max_bytes;
+        }
+        let bytes = serde_json::to_vec_pretty(&setting).expect("serialises");
+        let file = path(daemon);
+        if let Some(dir) = file.parent() {
+            std::fs::create_dir_all(dir).map_err(crate::daemon::rpc::internal)?;
+        }
+        allpeers_transfer::cache::write_atomically(&file, &bytes)
+            .map_err(crate::daemon::rpc::internal)?;
+        let view = setting.view();
+        *guard = Some(setting);
+        drop(guard);
+        self.wake();
+        Ok(view)
+    }
+}
+
+fn app_share_unknown(share: &str) -> RpcError {
+    crate::daemon::rpc::app_error(ErrorCode::ShareNotFound.code(), format!("no share {share}"))
+}
+
+/// Sweeps the shares whenever woken, until the daemon stops (a first sweep at start).
+pub fn start(daemon: &Arc<Daemon>) {
+    let weak = Arc::downgrade(daemon);
+    let shutdown = daemon.shutdown.clone();
+    daemon.files_auto.wake();
+    tokio::spawn(async move {
+        loop {
+            let Some(daemon) = weak.upgrade() else { return };
+            let woken = async {
+                daemon.files_auto.wake.notified().await;
+                tokio::time::sleep(SETTLE).await;
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                () = woken => {}
+            }
+            sweep(&daemon).await;
+        }
+    });
+}
+
+async fn sweep(daemon: &Arc<Daemon>) {
+    let Some(Ok(transfers)) = daemon.transfers.get() else {
+        return;
+    };
+    let setting = daemon.files_auto.setting(daemon);
+    let found: Vec<(String, ContentHash)> = {
+        let inner = daemon.shares.lock();
+        inner
+            .replicas
+            .iter()
+            .flat_map(|(share, replica)| {
+                let policy = setting.policy(&crate::shares::rules::share_text(share));
+                candidates(replica, policy, setting.max_bytes)
+            })
+            .collect()
+    };
+    if found.is_empty() {
+        return;
+    }
+    let mut known: HashSet<ContentHash> = transfers
+        .manager
+        .list()
+        .into_iter()
+        .filter_map(|t| match t.content {
+            ContentKey::Blake3(hash) => Some(hash),
+            ContentKey::InfoHash(_) => None,
+        })
+        .collect();
+    known.extend(daemon.files_auto.started.lock().expect("started").iter());
+    let Ok(outboards) = super::service::outboards(daemon) else {
+        return;
+    };
+    for (resource, hash) in found {
+        if known.contains(&hash) {
+            continue;
+        }
+        // Our own file (we shared it, or fetched it before): nothing to fetch.
+        let ours = outboards.clone();
+        let serves = tokio::task::spawn_blocking(move || ours.serves(&hash))
+            .await
+            .unwrap_or(true);
+        if serves {
+            known.insert(hash);
+            continue;
+        }
+        let params = GetFileParams {
+            resource: resource.clone(),
+            dir: None,
+            paused: false,
+        };
+        match super::api::get(daemon, params).await {
+            Ok(transfer) => {
+                allpeers_log::flesh!(%resource, id = transfer.id, "files: fetching a shared file by itself");
+            }
+            Err(e) => {
+                allpeers_log::bone!(%resource, "files: not fetched by itself: {}", e.message)
+            }
+        }
+        known.insert(hash);
+        daemon
+            .files_auto
+            .started
+            .lock()
+            .expect("started")
+            .insert(hash);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_policy_fetches_what_it_says_and_small_is_the_default() {
+        assert_eq!(AutoDownloadPolicy::default(), AutoDownloadPolicy::Small);
+        assert!(!wanted(AutoDownloadPolicy::Off, 100, 1));
+        assert!(wanted(AutoDownloadPolicy::Small, 100, 100));
+        assert!(!wanted(AutoDownloadPolicy::Small, 100, 101));
+        assert!(wanted(AutoDownloadPolicy::All, 100, u64::MAX));
+        let mut setting = Setting::default();
+        assert_eq!(setting.max_bytes, DEFAULT_AUTO_DOWNLOAD_MAX_BYTES);
+        setting.shares.insert("s".into(), AutoDownloadPolicy::Off);
+        assert_eq!(setting.policy("s"), AutoDownloadPolicy::Off);
+        assert_eq!(setting.policy("t"), AutoDownloadPolicy::Small);
+        assert_eq!(setting.view().shares.len(), 1);
+    }
+}

@@ -1,0 +1,70 @@
+//! Downloads under way as sources: a node serves the blocks it has landed (and verified) to the other members as
+//! soon as they are written, with the tree nodes that came with them — the private swarm's "downloaders serve each
+//! other".
+//!
+//! A download registers its partial file, its tree (the outboard file it fills in as nodes arrive) and the set of
+//! blocks written; the files service asks here when its own shared files do not have a hash. Entitlement is the
+//! service's, checked before, as for any file.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use bao_tree::BaoTree;
+use bao_tree::io::outboard::PreOrderOutboard;
+
+use super::outboards::Source;
+use super::{BLOCK_SIZE, ContentHash};
+use crate::swarm::geometry::PieceSet;
+
+/// One download under way, as a source.
+#[derive(Debug, Clone)]
+pub struct Partial {
+    /// The partial file (`<name>.part`).
+    pub part: PathBuf,
+    /// Its tree: the pre-order outboard, nodes written as they arrive.
+    pub outboard: PathBuf,
+    pub size: u64,
+    /// The blocks written and verified, their tree nodes saved before them.
+    pub blocks: Arc<Mutex<PieceSet>>,
+}
+
+/// The downloads under way, by hash; clones share one registry.
+#[derive(Debug, Clone, Default)]
+pub struct Partials {
+    inner: Arc<Mutex<HashMap<ContentHash, Partial>>>,
+}
+
+impl Partials {
+    pub fn insert(&self, hash: ContentHash, partial: Partial) {
+        self.inner.lock().expect("partials").insert(hash, partial);
+    }
+
+    pub fn remove(&self, hash: &ContentHash) {
+        self.inner.lock().expect("partials").remove(hash);
+    }
+
+    /// The download of `hash` under way, opened to serve what it holds (`None`: none, or it holds nothing yet).
+    /// Blocking: it opens two files.
+    pub fn open_source(&self, hash: &ContentHash) -> Option<std::io::Result<Source>> {
+        let partial = self.inner.lock().expect("partials").get(hash).cloned()?;
+        let held = partial.blocks.lock().expect("blocks").clone();
+        if held.is_empty() {
+            return None;
+        }
+        let open = || {
+            Ok(Source {
+                file: File::open(&partial.part)?,
+                outboard: PreOrderOutboard {
+                    root: blake3::Hash::from_bytes(hash.0),
+                    tree: BaoTree::new(partial.size, BLOCK_SIZE),
+                    data: File::open(&partial.outboard)?,
+                },
+                size: partial.size,
+                held: Some(held),
+            })
+        };
+        Some(open())
+    }
+}

@@ -1,0 +1,422 @@
+//! The private swarm's rules, with no I/O: which source holds which chunks, which blocks to ask whom, and what
+//! becomes of a source that fails.
+//!
+//! The choice of blocks is the swarm core's [`Picker`] (rarest first with a seeded tie-break, pieces finished
+//! before new ones start, an endgame that asks a second source for what is still outstanding), over pieces of
+//! [`CHUNK_BYTES`] and blocks of [`BLOCK_BYTES`] — the tree's leaves, so each block is verified on its own as it
+//! arrives and a piece is done when its last block is. A source is asked for up to one chunk's worth of blocks at a
+//! time, as byte ranges (contiguous runs).
+//!
+//! A source whose bytes fail verification, or that claimed a chunk and then refuses it, is banned for the rest of
+//! the download: what it said it holds no longer counts and its outstanding blocks go to others. A source that
+//! vanished (its connection failed) loses its claims and outstanding blocks too, but is asked again later.
+
+use std::ops::Range;
+
+use super::http::Holding;
+use super::{BLOCK_BYTES, BLOCKS_PER_CHUNK, CHUNK_BYTES, chunk_count, whole_chunks};
+use crate::swarm::PeerKey;
+use crate::swarm::geometry::{Block, Geometry, PieceSet};
+use crate::swarm::picker::{Arrival, Picker};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceState {
+    /// Not asked yet, or holds nothing of the file (yet).
+    Unknown,
+    /// Said which chunks it holds.
+    Holding,
+    /// Its connection failed; asked again later.
+    Gone(String),
+    /// Lied or sent bad bytes: never asked again in this download.
+    Banned(String),
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: String,
+    state: SourceState,
+    has: PieceSet,
+    /// Verified bytes it gave us (kept ones: duplicates of the endgame are not counted).
+    received: u64,
+}
+
+/// A file's sources and the blocks still to fetch.
+#[derive(Debug)]
+pub struct SourceBook {
+    geometry: Geometry,
+    picker: Picker,
+    sources: Vec<Entry>,
+}
+
+impl SourceBook {
+    /// A download of `size` bytes (more than zero) from `names`, holding `blocks` already; chunks held whole count
+    /// as done, a chunk held in part is fetched again whole.
+    pub fn new(size: u64, blocks: &PieceSet, names: Vec<String>, seed: u64) -> SourceBook {
+        let geometry =
+            Geometry::new(size, CHUNK_BYTES as u32).expect("a non-empty file of bounded size");
+        let chunks = chunk_count(size);
+        let picker = Picker::new(geometry, whole_chunks(blocks, size), seed);
+        SourceBook {
+            geometry,
+            picker,
+            sources: names
+                .into_iter()
+                .map(|name| Entry {
+                    name,
+                    state: SourceState::Unknown,
+                    has: PieceSet::new(chunks),
+                    received: 0,
+                })
+                .collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sources.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sources.is_empty()
+    }
+
+    pub fn name(&self, key: PeerKey) -> &str {
+        &self.sources[key.0 as usize].name
+    }
+
+    pub fn state(&self, key: PeerKey) -> &SourceState {
+        &self.sources[key.0 as usize].state
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.picker.is_complete()
+    }
+
+    /// Chunks verified whole.
+    pub fn chunks_done(&self) -> u32 {
+        self.picker.have().count()
+    }
+
+    /// Whether every source is banned: nobody is left to ask.
+    pub fn all_banned(&self) -> bool {
+        self.sources
+            .iter()
+            .all(|s| matches!(s.state, SourceState::Banned(_)))
+    }
+
+    /// Each source's name and the verified bytes it gave.
+    pub fn received(&self) -> Vec<(String, u64)> {
+        self.sources
+            .iter()
+            .map(|s| (s.name.clone(), s.received))
+            .collect()
+    }
+
+    /// Why each source that failed did.
+    pub fn failures(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter_map(|s| match &s.state {
+                SourceState::Gone(why) | SourceState::Banned(why) => {
+                    Some(format!("{}: {why}", s.name))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// What `key` says it holds now (its earlier word is replaced).
+    pub fn holding(&mut self, key: PeerKey, holding: Holding) {
+        let entry = &mut self.sources[key.0 as usize];
+        if matches!(entry.state, SourceState::Banned(_)) {
+            return;
+        }
+        let has = match holding {
+            Holding::Whole => PieceSet::full(self.geometry.piece_count()),
+            Holding::Chunks(chunks) => chunks,
+        };
+        self.picker.peer_lost_set(&entry.has);
+        self.picker.peer_has_set(&has);
+        entry.has = has;
+        entry.state = SourceState::Holding;
+    }
+
+    /// `key` holds nothing of the file (it answered 404 or 403: not downloading it, or not a member after all).
+    pub fn holds_nothing(&mut self, key: PeerKey) {
+        let entry = &mut self.sources[key.0 as usize];
+        if matches!(entry.state, SourceState::Banned(_)) {
+            return;
+        }
+        self.picker.peer_gone(key, &entry.has);
+        entry.has = PieceSet::new(self.geometry.piece_count());
+        entry.state = SourceState::Unknown;
+    }
+
+    /// The byte ranges to ask `key` for next (at most a chunk's worth of blocks, as contiguous runs); empty when it
+    /// holds nothing we still need (or is banned).
+    pub fn next(&mut self, key: PeerKey) -> Vec<Range<u64>> {
+        let entry = &self.sources[key.0 as usize];
+        if entry.state != SourceState::Holding {
+            return vec![];
+        }
+        let mut blocks: Vec<Range<u64>> = self
+            .picker
+            .pick(key, &entry.has, BLOCKS_PER_CHUNK as usize)
+            .into_iter()
+            .map(|b| {
+                let start = self.geometry.piece_offset(b.piece) + u64::from(b.offset);
+                start..start + u64::from(b.len)
+            })
+            .collect();
+        blocks.sort_by_key(|r| r.start);
+        let mut runs: Vec<Range<u64>> = Vec::new();
+        for block in blocks {
+            match runs.last_mut() {
+                Some(run) if run.end == block.start => run.end = block.end,
+                _ => runs.push(block),
+            }
+        }
+        runs
+    }
+
+    fn block_at(&self, offset: u64) -> Option<Block> {
+        if !offset.is_multiple_of(BLOCK_BYTES) || offset >= self.geometry.total_len() {
+            return None;
+        }
+        let piece = (offset / CHUNK_BYTES) as u32;
+        let index = ((offset % CHUNK_BYTES) / BLOCK_BYTES) as u32;
+        Some(self.geometry.block(piece, index))
+    }
+
+    /// A verified block from `key` at `offset`: whether to keep it (false: another copy came first, or it is not
+    /// a block of this file).
+    pub fn arrived(&mut self, key: PeerKey, offset: u64) -> bool {
+        let Some(block) = self.block_at(offset) else {
+            return false;
+        };
+        match self.picker.block_arrived(key, block) {
+            Arrival::Fresh { .. } => {
+                self.sources[key.0 as usize].received += u64::from(block.len);
+                if self.picker.all_blocks_arrived(block.piece) {
+                    self.picker.piece_verified(block.piece);
+                }
+                true
+            }
+            Arrival::Duplicate | Arrival::Unrequested => false,
+        }
+    }
+
+    /// A request to `key` ended without (all of) its blocks: those not arrived may go to someone else.
+    pub fn release(&mut self, key: PeerKey, range: Range<u64>) {
+        let mut offset = range.start - range.start % BLOCK_BYTES;
+        while offset < range.end {
+            if let Some(block) = self.block_at(offset) {
+                self.picker.release(key, block);
+            }
+            offset += BLOCK_BYTES;
+        }
+    }
+
+    /// `key` sent bytes that failed verification, or refused a chunk it said it held: banned.
+    pub fn ban(&mut self, key: PeerKey, why: impl Into<String>) {
+        self.drop_claims(key);
+        self.sources[key.0 as usize].state = SourceState::Banned(why.into());
+    }
+
+    /// `key`'s connection failed: its claims and outstanding blocks are dropped until it is asked again.
+    pub fn gone(&mut self, key: PeerKey, why: impl Into<String>) {
+        if matches!(self.sources[key.0 as usize].state, SourceState::Banned(_)) {
+            return;
+        }
+        self.drop_claims(key);
+        self.sources[key.0 as usize].state = SourceState::Gone(why.into());
+    }
+
+    fn drop_claims(&mut self, key: PeerKey) {
+        let entry = &mut self.sources[key.0 as usize];
+        self.picker.peer_gone(key, &entry.has);
+        entry.has = PieceSet::new(self.geometry.piece_count());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: PeerKey = PeerKey(0);
+    const B: PeerKey = PeerKey(1);
+    const C: PeerKey = PeerKey(2);
+
+    fn book(size: u64) -> SourceBook {
+        let blocks = PieceSet::new(size.div_ceil(BLOCK_BYTES) as u32);
+        SourceBook::new(size, &blocks, vec!["a".into(), "b".into(), "c".into()], 7)
+    }
+
+    fn chunks(size: u64, held: &[u32]) -> Holding {
+        let mut set = PieceSet::new(chunk_count(size));
+        for c in held {
+            set.insert(*c);
+        }
+        Holding::Chunks(set)
+    }
+
+    fn deliver(book: &mut SourceBook, key: PeerKey, ranges: &[Range<u64>]) {
+        for range in ranges {
+            let mut offset = range.start;
+            while offset < range.end {
+                book.arrived(key, offset);
+                offset += BLOCK_BYTES;
+            }
+        }
+    }
+
+    /// Asks `key` for everything it will give and delivers it; returns the ranges asked.
+    fn drain(book: &mut SourceBook, key: PeerKey) -> Vec<Range<u64>> {
+        let mut asked = Vec::new();
+        loop {
+            let ranges = book.next(key);
+            if ranges.is_empty() {
+                return asked;
+            }
+            deliver(book, key, &ranges);
+            asked.extend(ranges);
+        }
+    }
+
+    #[test]
+    fn requests_are_one_chunk_of_contiguous_blocks_and_only_of_chunks_the_source_holds() {
+        let size = 4 * CHUNK_BYTES + 1000;
+        let mut book = book(size);
+        assert!(book.next(A).is_empty(), "not asked what it holds yet");
+        book.holding(A, chunks(size, &[1, 2]));
+        let first = book.next(A);
+        let second = book.next(A);
+        assert_eq!(first.len(), 1);
+        assert_eq!(second.len(), 1);
+        let mut starts = [first[0].start, second[0].start];
+        starts.sort();
+        assert_eq!(starts, [CHUNK_BYTES, 2 * CHUNK_BYTES]);
+        assert_eq!(first[0].end - first[0].start, CHUNK_BYTES);
+        // Nothing else held there: nothing more to ask (outstanding blocks are not handed out twice before endgame).
+        assert!(book.next(A).is_empty());
+        assert!(!book.is_complete());
+        // The last chunk is short: a request for it ends at the file's end.
+        book.holding(B, Holding::Whole);
+        let asked = drain(&mut book, B);
+        assert!(asked.iter().all(|r| r.end <= size));
+        assert!(asked.iter().any(|r| r.end == size));
+    }
+
+    #[test]
+    fn rarest_chunks_go_first_and_a_whole_file_completes_from_several_sources() {
+        let size = 4 * CHUNK_BYTES;
+        let mut book = book(size);
+        book.holding(A, Holding::Whole);
+        book.holding(B, chunks(size, &[0, 1, 2]));
+        // Chunk 3 is held by A alone: A is asked for it first.
+        let rarest = book.next(A);
+        assert_eq!(rarest, vec![3 * CHUNK_BYTES..4 * CHUNK_BYTES]);
+        deliver(&mut book, A, &rarest);
+        drain(&mut book, B);
+        drain(&mut book, A);
+        assert!(book.is_complete());
+        let received = book.received();
+        assert_eq!(received[0].1 + received[1].1, size);
+        assert!(received[1].1 > 0, "B gave some: {received:?}");
+    }
+
+    #[test]
+    fn a_source_failing_verification_is_banned_and_its_blocks_go_elsewhere() {
+        let size = 2 * CHUNK_BYTES;
+        let mut book = book(size);
+        book.holding(A, Holding::Whole);
+        book.holding(B, Holding::Whole);
+        let asked = book.next(A);
+        // Two blocks arrive, then one fails verification.
+        book.arrived(A, asked[0].start);
+        book.arrived(A, asked[0].start + BLOCK_BYTES);
+        book.ban(A, "bad block");
+        assert!(book.next(A).is_empty());
+        // A's word no longer counts: saying it holds everything again changes nothing.
+        book.holding(A, Holding::Whole);
+        assert!(book.next(A).is_empty());
+        assert!(matches!(book.state(A), SourceState::Banned(_)));
+        drain(&mut book, B);
+        assert!(book.is_complete());
+        assert_eq!(
+            book.received()[0].1,
+            2 * BLOCK_BYTES,
+            "what A gave verified is kept"
+        );
+        assert!(!book.all_banned());
+        book.ban(B, "x");
+        book.ban(C, "y");
+        assert!(book.all_banned());
+        assert_eq!(book.failures().len(), 3);
+    }
+
+    #[test]
+    fn a_source_lying_about_its_chunks_is_banned_and_the_chunk_is_asked_of_another() {
+        let size = 2 * CHUNK_BYTES;
+        let mut book = book(size);
+        // B claims both chunks; C holds chunk 1 truly.
+        book.holding(B, Holding::Whole);
+        book.holding(C, chunks(size, &[1]));
+        let asked = book.next(B);
+        // B answers "not held" for what it claimed: the claim was a lie.
+        book.ban(B, "refused a chunk it said it held");
+        drain(&mut book, C);
+        assert_eq!(book.chunks_done(), 1);
+        assert!(!book.is_complete());
+        // Only an honest source holding chunk 0 finishes the file.
+        book.holding(A, Holding::Whole);
+        let again = drain(&mut book, A);
+        assert!(
+            again
+                .iter()
+                .any(|r| r.start <= asked[0].start && asked[0].start < r.end)
+        );
+        assert!(book.is_complete());
+    }
+
+    #[test]
+    fn a_vanished_source_loses_its_claims_and_is_asked_again_once_back() {
+        let size = 3 * CHUNK_BYTES;
+        let mut book = book(size);
+        book.holding(A, Holding::Whole);
+        let asked = book.next(A);
+        book.arrived(A, asked[0].start);
+        // A vanishes mid-chunk: the rest of the chunk is free again, for B.
+        book.gone(A, "connection reset");
+        assert!(book.next(A).is_empty());
+        book.holding(B, chunks(size, &[0, 1, 2]));
+        let to_b = book.next(B);
+        assert!(
+            to_b.iter().any(|r| r.start == asked[0].start + BLOCK_BYTES),
+            "the chunk resumes after what arrived: {to_b:?}"
+        );
+        for range in to_b {
+            book.release(B, range);
+        }
+        // A comes back and says what it holds: asked again.
+        book.holding(A, Holding::Whole);
+        drain(&mut book, A);
+        assert!(book.is_complete());
+    }
+
+    #[test]
+    fn blocks_held_before_count_and_a_chunk_held_in_part_is_fetched_whole() {
+        let size = 2 * CHUNK_BYTES;
+        let mut blocks = PieceSet::new((size / BLOCK_BYTES) as u32);
+        for b in 0..BLOCKS_PER_CHUNK as u32 + 3 {
+            blocks.insert(b);
+        }
+        let mut book = SourceBook::new(size, &blocks, vec!["a".into()], 1);
+        assert_eq!(book.chunks_done(), 1);
+        book.holding(A, Holding::Whole);
+        assert_eq!(book.next(A), vec![CHUNK_BYTES..2 * CHUNK_BYTES]);
+        // A block it was not asked for, an unaligned offset or one past the end is not kept.
+        assert!(!book.arrived(A, 0));
+        assert!(!book.arrived(A, CHUNK_BYTES + 1));
+        assert!(!book.arrived(A, size));
+    }
+}

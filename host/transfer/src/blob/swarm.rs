@@ -1,0 +1,249 @@
+//! The private swarm's driver: one worker per source, all at once, over the rules of [`super::sources`].
+//!
+//! A worker opens one HTTP connection to its source (a stream of the files service), asks what it holds (`HEAD`:
+//! the whole file, or the chunks a download under way holds — no tracker: holders say it themselves), then asks for
+//! up to a chunk at a time as a `Range` (256 KiB), verified block by block against the hash as it arrives. When its
+//! source holds nothing more that we need, it asks again after [`POLL`]: a source downloading too holds more by
+//! then. Every block lands through the download's landing, so the node serves it to others at once.
+//!
+//! A source whose bytes fail verification, or that refuses a chunk it said it held, is banned for the download; one
+//! whose connection fails is dialled again after a backoff. The download fails when every source is banned or no
+//! block arrived for [`STALL`] (the manager then retries later).
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use super::ContentHash;
+use super::download::{BoxFuture, Counters, Dial, DownloadError, FileSpec, Landing};
+use super::http::{Connection, FetchError, Verified};
+use super::sources::SourceBook;
+use crate::swarm::PeerKey;
+use crate::throttle::Throttles;
+
+/// How long a source that holds nothing we need waits before it is asked again what it holds.
+pub const POLL: Duration = Duration::from_millis(250);
+/// The download fails (and is retried by the manager) after this long without a block from anyone.
+pub const STALL: Duration = Duration::from_secs(30);
+/// Longest wait for a source to connect or to answer a request's head.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// First wait before a source whose connection failed is dialled again; doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(250);
+const RETRY_MAX: Duration = Duration::from_secs(5);
+
+struct Swarm {
+    hash: ContentHash,
+    size: u64,
+    dial: Dial,
+    throttles: Throttles,
+    landing: Arc<Mutex<Landing>>,
+    counters: Arc<Counters>,
+    book: Mutex<SourceBook>,
+    /// Woken when a chunk completes or a source is banned: the download checks whether it is over.
+    changed: Notify,
+    last_block: Mutex<Instant>,
+}
+
+/// How a worker's turn with its source ended.
+enum Ended {
+    Complete,
+    Banned,
+    Failed(String),
+}
+
+/// Fetches every block missing from `landing` from all of `spec.sources` at once.
+pub(super) async fn fetch(
+    spec: &FileSpec,
+    dial: &Dial,
+    throttles: &Throttles,
+    landing: &Arc<Mutex<Landing>>,
+    counters: &Arc<Counters>,
+) -> Result<(), DownloadError> {
+    let done = landing.lock().expect("landing").done.clone();
+    let book = SourceBook::new(spec.size, &done, spec.sources.clone(), rand::random());
+    let swarm = Arc::new(Swarm {
+        hash: spec.hash,
+        size: spec.size,
+        dial: dial.clone(),
+        throttles: throttles.clone(),
+        landing: landing.clone(),
+        counters: counters.clone(),
+        book: Mutex::new(book),
+        changed: Notify::new(),
+        last_block: Mutex::new(Instant::now()),
+    });
+    let mut workers = tokio::task::JoinSet::new();
+    for key in 0..spec.sources.len() {
+        workers.spawn(swarm.clone().worker(PeerKey(key as u64)));
+    }
+    let outcome = loop {
+        let changed = swarm.changed.notified();
+        {
+            let book = swarm.book.lock().expect("book");
+            if book.is_complete() {
+                break Ok(());
+            }
+            if book.all_banned() {
+                break Err(DownloadError::NoSource(book.failures().join("; ")));
+            }
+            if swarm.last_block.lock().expect("last block").elapsed() >= STALL {
+                let failures = book.failures();
+                break Err(DownloadError::NoSource(if failures.is_empty() {
+                    "no source gave a block for 30 s".into()
+                } else {
+                    failures.join("; ")
+                }));
+            }
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+    };
+    workers.shutdown().await;
+    let committed = landing.lock().expect("landing").commit();
+    outcome?;
+    committed.map_err(|source| DownloadError::Io {
+        path: "the partial file".into(),
+        source,
+    })
+}
+
+impl Swarm {
+    fn worker(self: Arc<Self>, key: PeerKey) -> BoxFuture<()> {
+        Box::pin(async move {
+            let mut backoff = RETRY_FIRST;
+            loop {
+                match self.work(key).await {
+                    Ended::Complete => return,
+                    Ended::Banned => {
+                        self.changed.notify_waiters();
+                        return;
+                    }
+                    Ended::Failed(why) => {
+                        let name = self.name(key);
+                        allpeers_log::bone!(hash = %self.hash, peer = %name, %why, "files: a swarm source failed");
+                        self.book.lock().expect("book").gone(key, why);
+                        tokio::time::sleep(backoff).await;
+                        backoff = (backoff * 2).min(RETRY_MAX);
+                    }
+                }
+            }
+        })
+    }
+
+    fn name(&self, key: PeerKey) -> String {
+        self.book.lock().expect("book").name(key).to_string()
+    }
+
+    fn ban(&self, key: PeerKey, why: String) -> Ended {
+        let name = self.name(key);
+        allpeers_log::skin!(hash = %self.hash, peer = %name, %why, "files: a swarm source is dropped");
+        self.book.lock().expect("book").ban(key, why);
+        self.counters.banned.fetch_add(1, Ordering::Relaxed);
+        Ended::Banned
+    }
+
+    /// One connection to `key`: ask what it holds, fetch what it can give, ask again later; until the file is
+    /// whole or the connection fails.
+    async fn work(self: &Arc<Self>, key: PeerKey) -> Ended {
+        let name = self.name(key);
+        let connected = tokio::time::timeout(ANSWER_TIMEOUT, async {
+            let io = (self.dial)(name.clone()).await?;
+            Connection::open(io).await
+        })
+        .await;
+        let mut connection = match connected {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(error)) => return Ended::Failed(error.to_string()),
+            Err(_) => return Ended::Failed("it did not answer".into()),
+        };
+        loop {
+            if self.book.lock().expect("book").is_complete() {
+                return Ended::Complete;
+            }
+            let holding =
+                tokio::time::timeout(ANSWER_TIMEOUT, connection.holding(self.hash, self.size))
+                    .await;
+            match holding {
+                Ok(Ok(holding)) => self.book.lock().expect("book").holding(key, holding),
+                Ok(Err(
+                    FetchError::NotFound(_) | FetchError::Refused(_) | FetchError::Changed(_),
+                )) => self.book.lock().expect("book").holds_nothing(key),
+                Ok(Err(FetchError::Mismatch(why))) => {
+                    return self.ban(key, format!("it answered for something else: {why}"));
+                }
+                Ok(Err(error)) => return Ended::Failed(error.to_string()),
+                Err(_) => return Ended::Failed("it did not say what it holds".into()),
+            }
+            loop {
+                let ranges = self.book.lock().expect("book").next(key);
+                if ranges.is_empty() {
+                    break;
+                }
+                for range in ranges {
+                    match self.fetch_range(&mut connection, key, range.clone()).await {
+                        Ok(()) => {}
+                        Err(FetchError::Verification { offset }) => {
+                            self.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
+                            return self.ban(
+                                key,
+                                format!("the block at byte {offset} failed verification"),
+                            );
+                        }
+                        Err(FetchError::NotHeld(_)) => {
+                            return self.ban(key, "it refused a chunk it said it held".into());
+                        }
+                        Err(FetchError::Mismatch(why)) => {
+                            return self.ban(key, format!("it answered for something else: {why}"));
+                        }
+                        Err(error) => {
+                            self.book.lock().expect("book").release(key, range);
+                            return Ended::Failed(error.to_string());
+                        }
+                    }
+                }
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    async fn fetch_range(
+        self: &Arc<Self>,
+        connection: &mut Connection,
+        key: PeerKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<(), FetchError> {
+        let fetch =
+            tokio::time::timeout(ANSWER_TIMEOUT, connection.get(self.hash, self.size, range))
+                .await
+                .map_err(|_| FetchError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let swarm = self.clone();
+        let name = self.name(key);
+        fetch
+            .receive(self.throttles.clone(), move |item| {
+                let Verified::Block { offset, data } = &item else {
+                    return swarm.landing.lock().expect("landing").land(item);
+                };
+                let len = data.len() as u64;
+                swarm.counters.received.fetch_add(len, Ordering::Relaxed);
+                let (keep, chunk_done) = {
+                    let mut book = swarm.book.lock().expect("book");
+                    let before = book.chunks_done();
+                    let keep = book.arrived(key, *offset);
+                    (keep, book.chunks_done() > before)
+                };
+                if !keep {
+                    swarm.counters.wasted.fetch_add(len, Ordering::Relaxed);
+                    return Ok(());
+                }
+                swarm.landing.lock().expect("landing").land(item)?;
+                swarm.counters.kept_from(&name, len);
+                *swarm.last_block.lock().expect("last block") = Instant::now();
+                if chunk_done {
+                    swarm.changed.notify_waiters();
+                }
+                Ok(())
+            })
+            .await
+    }
+}
