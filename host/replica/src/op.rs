@@ -159,7 +159,10 @@ pub enum Action {
     /// The schema file `file` the share's resources are of (an app's own types), so a member
     /// that never saw the type can store it: a last-writer-wins register per file. The core
     /// only carries it; what a node registers is the store's decision.
-    Schema { file: String, text: String },
+    Schema {
+        file: String,
+        text: String,
+    },
 }
 
 impl Action {

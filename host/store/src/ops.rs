@@ -18,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use allpeers_model::id::PeerId;
 use allpeers_model::resource::Resource;
-use allpeers_replica::store::{OpStore, Stored};
 use allpeers_model::schema::app::check_carried;
+use allpeers_replica::store::{OpStore, Stored};
 use allpeers_replica::{Action, Changes, Replica, ShareId};
 use rusqlite::params;
 use serde_json::{Value as Json, json};
@@ -697,11 +697,19 @@ mod tests {
         let root = format!("{ns}todo-1");
         let (bob, theirs) = shared_with_bob(&todo, &root, &[(file.clone(), text.clone())]);
         assert!(bob.registry().get(&todo).is_some());
-        let got = bob.get(&root).unwrap().expect("materialised once its type came");
+        let got = bob
+            .get(&root)
+            .unwrap()
+            .expect("materialised once its type came");
         assert_eq!(got.type_name, todo);
         assert_eq!(got.get("title").and_then(|v| v.as_str()), Some("buy milk"));
         // Kept across a restart: the registry replays it, the replica too.
-        assert!(bob.registry().files().iter().any(|(f, t)| *f == file && *t == text));
+        assert!(
+            bob.registry()
+                .files()
+                .iter()
+                .any(|(f, t)| *f == file && *t == text)
+        );
         let again = store::open(&bob, theirs.share(), T0 + 20).unwrap();
         assert_eq!(again.state().schema(&file), Some(text.as_str()));
     }
@@ -724,7 +732,11 @@ mod tests {
         assert_ne!(link_grown, link_file.1);
         let attacks: Vec<(&str, String, Vec<(String, String)>)> = vec![
             // A built-in type's file, grown by one property.
-            ("builtin file", todo.clone(), vec![(link_file.0.clone(), link_grown)]),
+            (
+                "builtin file",
+                todo.clone(),
+                vec![(link_file.0.clone(), link_grown)],
+            ),
             // A built-in type's name, declared in the app's own file.
             (
                 "builtin name",
@@ -763,7 +775,10 @@ mod tests {
                 builtin.registry().all_props("Link").len(),
                 "{what}"
             );
-            assert!(bob.registry().get(&format!("{other}Todo")).is_none(), "{what}");
+            assert!(
+                bob.registry().get(&format!("{other}Todo")).is_none(),
+                "{what}"
+            );
             assert_eq!(
                 bob.load(&theirs.share()).unwrap().ops.len(),
                 theirs.kept_ops().count(),

@@ -199,14 +199,10 @@ async function addNote(event) {
   if (!id || !text) return;
   const note = { properties: { text, author: state.me.peer_id, added: new Date().toISOString() } };
   if (url) note.properties.url = url;
-  // The notes are one child slot: read the latest, append, write the slot. An append merges
-  // with a friend's made at the same moment: both notes stay.
-  const board = await state.client.resources.get(id);
-  const notes = board?.children?.note ?? [];
-  const updated = await state.client.resources.update(id, {
-    properties: {},
-    children: { note: [...notes, note] },
-  });
+  // The notes are one child slot. `append` adds at its end as it is when the write lands (never
+  // a stale copy of the slot), and merges with a friend's append made at the same moment: both
+  // notes stay.
+  const updated = await state.client.resources.update(id, { properties: {}, append: { note: [note] } });
   state.boards.set(id, updated);
   $("note-text").value = "";
   $("note-url").value = "";

@@ -25,7 +25,6 @@ pub fn in_namespace(namespace: &str, type_name: &str) -> bool {
     type_name.len() > namespace.len() && type_name.starts_with(namespace)
 }
 
-
 /// The app namespace `name` (a type's or a schema file's) is in, if any: `app_`, 12 base32
 /// characters (lowercase), `_`, and at least one character more.
 pub fn namespace_of(name: &str) -> Option<&str> {
@@ -129,14 +128,21 @@ mod tests {
         ));
     }
 
-
     #[test]
     fn the_namespace_of_a_name_is_found_only_when_well_formed() {
         let a = namespace("https://a.example");
         assert_eq!(namespace_of(&format!("{a}Todo")), Some(a.as_str()));
         assert_eq!(namespace_of(&format!("{a}schema")), Some(a.as_str()));
         assert_eq!(namespace_of(&a), None, "the bare prefix");
-        for name in ["Link", "Resource", "app_", "app_short_Todo", "app_ABCDEFGHIJKL_Todo", "app_abcdefghijk1_Todo", "app_abcdefghijklXTodo"] {
+        for name in [
+            "Link",
+            "Resource",
+            "app_",
+            "app_short_Todo",
+            "app_ABCDEFGHIJKL_Todo",
+            "app_abcdefghijk1_Todo",
+            "app_abcdefghijklXTodo",
+        ] {
             assert_eq!(namespace_of(name), None, "{name}");
         }
     }
@@ -154,7 +160,6 @@ mod tests {
             line: 1,
         }
     }
-
 
     #[test]
     fn a_schema_declares_only_the_apps_types() {
@@ -225,14 +230,25 @@ mod tests {
         // A built-in root carries nothing.
         assert!(check_carried("List", &file, &schema(&a, "Todo", "Resource")).is_err());
         // Another app's file, or another app's type in the root app's file.
-        assert!(check_carried(&root, &format!("{b}schema"), &schema(&b, "Todo", "Resource")).is_err());
+        assert!(
+            check_carried(
+                &root,
+                &format!("{b}schema"),
+                &schema(&b, "Todo", "Resource")
+            )
+            .is_err()
+        );
         assert!(check_carried(&root, &file, &schema(&b, "Todo", "Resource")).is_err());
         // A built-in type's name or file, or a type extending a built-in other than Resource.
         assert!(check_carried(&root, &file, &schema("", "Link", "Resource")).is_err());
         assert!(check_carried(&root, "Link.rng", &schema(&a, "Todo", "Resource")).is_err());
         assert!(check_carried(&root, &file, &schema(&a, "Photo", "File")).is_err());
         // Bounded, and well-formed.
-        let big = format!("{}<!--{}-->", schema(&a, "Todo", "Resource"), "x".repeat(MAX_CARRIED_SCHEMA_BYTES));
+        let big = format!(
+            "{}<!--{}-->",
+            schema(&a, "Todo", "Resource"),
+            "x".repeat(MAX_CARRIED_SCHEMA_BYTES)
+        );
         assert!(check_carried(&root, &file, &big).is_err());
         assert!(check_carried(&root, &file, "<grammar").is_err());
     }

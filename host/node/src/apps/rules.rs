@@ -149,7 +149,6 @@ pub fn schema_file(namespace: &str, file: Option<&str>) -> Result<String, String
     Ok(format!("{namespace}{file}"))
 }
 
-
 /// An id an app gives a new resource: none (the store chooses one), or one in its namespace.
 /// Any other id could collide with an existing resource, and the refusal would tell the app
 /// that resource exists.
@@ -322,7 +321,6 @@ mod tests {
         assert!(schema_file(&ns, Some("../x")).is_err());
         assert!(schema_file(&ns, Some(&"x".repeat(65))).is_err());
     }
-
 
     #[test]
     fn new_ids_are_chosen_or_namespaced() {

@@ -5,11 +5,11 @@
 use allpeers_model::PeerId;
 use allpeers_model::api::shares::ShareLevel;
 use allpeers_model::resource::{Child, Resource};
-use allpeers_replica::sync::{self, SyncError};
-use allpeers_replica::state::State;
-use allpeers_replica::{Action, Level, OpId, ShareId};
 use allpeers_model::schema::Registry;
 use allpeers_model::schema::app::namespace_of;
+use allpeers_replica::state::State;
+use allpeers_replica::sync::{self, SyncError};
+use allpeers_replica::{Action, Level, OpId, ShareId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value as Json;
 use std::collections::BTreeSet;
@@ -162,7 +162,10 @@ pub fn edit_actions(
                 .take_while(|(a, b)| a == b)
                 .count()
         };
-        let (mid_old, mid_new) = (before.len() - prefix - suffix, after.len() - prefix - suffix);
+        let (mid_old, mid_new) = (
+            before.len() - prefix - suffix,
+            after.len() - prefix - suffix,
+        );
         let set = |key: &str, value: Option<&Child>| Action::SetChild {
             resource: new.id.clone(),
             slot: slot.clone(),
@@ -410,9 +413,11 @@ mod tests {
     }
 
     fn board(texts: &[&str]) -> Resource {
-        texts.iter().fold(Resource::new("Board").with_id("b"), |r, t| {
-            r.with_child("note", Child::default().with("text", *t))
-        })
+        texts
+            .iter()
+            .fold(Resource::new("Board").with_id("b"), |r, t| {
+                r.with_child("note", Child::default().with("text", *t))
+            })
     }
 
     #[test]
@@ -420,7 +425,10 @@ mod tests {
         use allpeers_replica::{Op, Replica};
         use ed25519_dalek::SigningKey;
         const T0: u64 = 1_764_590_000_000;
-        let keys = [SigningKey::from_bytes(&[1; 32]), SigningKey::from_bytes(&[2; 32])];
+        let keys = [
+            SigningKey::from_bytes(&[1; 32]),
+            SigningKey::from_bytes(&[2; 32]),
+        ];
         let ids = keys
             .clone()
             .map(|k| PeerId::from_public_key(k.verifying_key().to_bytes()));
