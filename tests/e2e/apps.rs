@@ -562,7 +562,10 @@ async fn a_share_brings_its_apps_schema_to_a_node_that_never_saw_it() {
     // The type came with the share: bob's node stores the resource, and his app (same
     // origin, same namespace) reads, queries and edits it, checked against the carried schema.
     let types = pair.bob.call("schemas.list", json!({})).await;
-    assert!(types.as_array().unwrap().contains(&json!(todo_type)), "{types}");
+    assert!(
+        types.as_array().unwrap().contains(&json!(todo_type)),
+        "{types}"
+    );
     let theirs = ok(bob_app.call("resources.get", json!({"id": todo_id})).await);
     assert_eq!(theirs["properties"]["title"], "buy milk");
     assert_eq!(theirs["type"], todo_type.as_str());
@@ -587,7 +590,9 @@ async fn a_share_brings_its_apps_schema_to_a_node_that_never_saw_it() {
         d["id"] == todo_id.as_str()
     })
     .await;
-    let mine = ok(alice_app.call("resources.get", json!({"id": todo_id})).await);
+    let mine = ok(alice_app
+        .call("resources.get", json!({"id": todo_id}))
+        .await);
     assert_eq!(mine["properties"]["done"], true);
 
     // A new version of the app's schema travels with the next edit that needs it.
