@@ -730,7 +730,9 @@ mod tests {
             "<ref name=\"Resource.content\"/><optional><element name=\"evil\"><data type=\"string\"/></element></optional>",
         );
         assert_ne!(link_grown, link_file.1);
-        let attacks: Vec<(&str, String, Vec<(String, String)>)> = vec![
+        /// What is tried, the share root's type, the schema files it carries.
+        type Attack<'a> = (&'a str, String, Vec<(String, String)>);
+        let attacks: Vec<Attack<'_>> = vec![
             // A built-in type's file, grown by one property.
             (
                 "builtin file",
