@@ -5,7 +5,9 @@
 //! revoked from the CLI. Between two users: alice's app reads identity and contacts, registers
 //! its type, creates a resource and shares it with bob; bob's app of the same origin sees it
 //! arrive; another origin can neither read it, nor register into the first's namespace, nor
-//! read built-in types; a revoke takes effect at once, for calls and for subscriptions.
+//! read built-in types; a revoke takes effect at once, for calls and for subscriptions. A share
+//! brings its app's schema to a node that never registered it (and a later version with the
+//! edit that needs it); an app session's hello names no PeerId.
 
 use std::time::Duration;
 
