@@ -282,6 +282,12 @@ export type Patch = {
   properties: { [key in string]: PropertyValue };
   /** Child slots to replace (an empty array clears the slot). */
   children?: { [key in string]: Array<Child> };
+  /**
+   * Children to add at the end of a slot, after whatever it holds when the write is
+   * applied: unlike replacing the slot with what was read before, this never overwrites a
+   * child someone else added meanwhile (on a shared resource, a friend's concurrent append).
+   */
+  append?: { [key in string]: Array<Child> };
   /** Local metadata to set; `null` removes. */
   meta?: { [key in string]: PropertyValue };
 };

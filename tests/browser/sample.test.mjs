@@ -2,7 +2,8 @@
 // Chromium profiles with the real extension and host, two daemons, a real hub; the sample
 // served as static files on loopback (one origin, so one app namespace, in both browsers).
 // Alice connects (the prompt: Allow), creates a board, adds a note and shares the board with
-// Bob, picked from her contacts; Bob connects, accepts the share, sees the board and her note;
+// Bob, picked from her contacts; Bob connects, accepts the share in his sidebar's Shared panel
+// (his node learns the board's type from the share), sees the board and her note;
 // his note appears live on Alice's page and hers on his. Presence is asked for later, from
 // the page's button, and shows Bob online. Alice's daemon restarts and her page keeps
 // hearing Bob's notes (the SDK re-subscribes). The two screenshots are the README's
@@ -108,10 +109,13 @@ test("the board sample: two friends share a board from their own browsers", asyn
   await b.click("#connect");
   await allow(bob, 1);
   await b.waitForSelector("#app:not([hidden])");
-  const shared = await until("the share offered to bob", async () =>
-    (await apiCall(bob, "shares.list")).find((s) => s.from === alice.peerId),
-  );
-  if (shared.state === "offered") await apiCall(bob, "shares.accept", { share: shared.id });
+  // Bob accepts in his AllPeers sidebar, as a user does: the Shared panel lists the offer.
+  await bob.panel.click("#tab-shared");
+  const offer = '#offers li:has(.share-title:text-is("Weekend trip"))';
+  await bob.panel.waitForSelector(`${offer} button[data-action="accept"]`);
+  assert.equal(await bob.panel.textContent(`${offer} .share-from`), "alice@hub.test");
+  await bob.panel.click(`${offer} button[data-action="accept"]`);
+  await bob.panel.waitForSelector('#shares-theirs li:has(.share-title:text-is("Weekend trip"))');
   await b.waitForSelector('#boards button:has-text("Weekend trip")');
   await b.click('#boards button:has-text("Weekend trip")');
   await until("alice's note on bob's page", async () => (await noteTexts(b)).includes("Bring the tent"));

@@ -5,7 +5,9 @@
 //! revoked from the CLI. Between two users: alice's app reads identity and contacts, registers
 //! its type, creates a resource and shares it with bob; bob's app of the same origin sees it
 //! arrive; another origin can neither read it, nor register into the first's namespace, nor
-//! read built-in types; a revoke takes effect at once, for calls and for subscriptions.
+//! read built-in types; a revoke takes effect at once, for calls and for subscriptions. A share
+//! brings its app's schema to a node that never registered it (and a later version with the
+//! edit that needs it); an app session's hello names no PeerId.
 
 use std::time::Duration;
 
@@ -28,6 +30,11 @@ const ALL_SCOPES: &[&str] = &[
 const QUIET: Duration = Duration::from_secs(2);
 
 fn todo_schema(namespace: &str, name: &str) -> String {
+    todo_schema_with(namespace, name, "")
+}
+
+/// The Todo schema with `more` (RELAX NG) among its properties: a later version.
+fn todo_schema_with(namespace: &str, name: &str, more: &str) -> String {
     format!(
         r#"<grammar xmlns="http://relaxng.org/ns/structure/1.0" xmlns:ap="urn:allpeers:schema:1"
          ns="urn:allpeers:resource:1" datatypeLibrary="http://www.w3.org/2001/XMLSchema-datatypes">
@@ -36,7 +43,7 @@ fn todo_schema(namespace: &str, name: &str) -> String {
   <define name="{namespace}{name}.content" ap:type="{namespace}{name}" ap:extends="Resource" ap:title="{name}">
     <interleave>
       <ref name="Resource.content"/>
-      <optional><element name="done"><data type="boolean"/></element></optional>
+      <optional><element name="done"><data type="boolean"/></element></optional>{more}
     </interleave>
   </define>
 </grammar>"#
@@ -53,6 +60,10 @@ async fn app_session(daemon: &Daemon, origin: &str) -> Client {
         )
         .await;
     let hello = ok(hello);
+    assert!(
+        hello.get("peer_id").is_none(),
+        "an app session's hello names nobody: {hello}"
+    );
     let methods = hello["methods"].as_array().unwrap();
     assert!(methods.contains(&json!("permissions.get")), "{hello}");
     assert!(!methods.contains(&json!("apps.grant")), "{hello}");
@@ -485,4 +496,133 @@ async fn apps_share_their_own_resources_and_nothing_else() {
         4100,
         "only the scopes granted again"
     );
+}
+
+#[tokio::test]
+async fn a_share_brings_its_apps_schema_to_a_node_that_never_saw_it() {
+    let mut pair = Pair::start().await;
+    let alice_daemon = pair.alice.daemon.as_ref().unwrap();
+    let bob_daemon = pair.bob.daemon.as_ref().unwrap();
+    let mut alice_app = app_session(alice_daemon, ORIGIN).await;
+    let mut bob_app = app_session(bob_daemon, ORIGIN).await;
+    grant(&mut pair.alice.client, ORIGIN, ALL_SCOPES).await;
+    grant(&mut pair.bob.client, ORIGIN, ALL_SCOPES).await;
+    let perms = ok(alice_app.call("permissions.get", json!({})).await);
+    let namespace = perms["namespace"].as_str().unwrap().to_string();
+    let todo_type = format!("{namespace}Todo");
+    ok(alice_app
+        .call(
+            "schemas.register",
+            json!({"schema": todo_schema(&namespace, "Todo")}),
+        )
+        .await);
+    let todo = ok(alice_app
+        .call(
+            "resources.create",
+            json!({"resource": {"type": todo_type, "properties": {"title": "buy milk", "done": false}}}),
+        )
+        .await);
+    let todo_id = todo["id"].as_str().unwrap().to_string();
+
+    // Bob's node has never seen the type: neither his app nor anyone registered it.
+    let types = pair.bob.call("schemas.list", json!({})).await;
+    assert!(!types.as_array().unwrap().contains(&json!(todo_type)));
+    ok(pair
+        .bob
+        .client
+        .call("events.subscribe", json!({"topics": ["share.received"]}))
+        .await);
+    ok(pair
+        .bob
+        .client
+        .call("resources.subscribe", json!({"filter": "all"}))
+        .await);
+    ok(pair
+        .alice
+        .client
+        .call("resources.subscribe", json!({"filter": {"id": todo_id}}))
+        .await);
+    let share = ok(alice_app
+        .call(
+            "shares.create",
+            json!({"resource": todo_id, "members": [pair.bob.id], "role": "write"}),
+        )
+        .await);
+    let share_id = share["id"].as_str().unwrap().to_string();
+    wait_event(&mut pair.bob.client, "share.received", |d| {
+        d["share"] == share_id
+    })
+    .await;
+    pair.bob
+        .call("shares.accept", json!({"share": share_id}))
+        .await;
+    wait_event(&mut pair.bob.client, "resource.changed", |d| {
+        d["id"] == todo_id.as_str()
+    })
+    .await;
+
+    // The type came with the share: bob's node stores the resource, and his app (same
+    // origin, same namespace) reads, queries and edits it, checked against the carried schema.
+    let types = pair.bob.call("schemas.list", json!({})).await;
+    assert!(
+        types.as_array().unwrap().contains(&json!(todo_type)),
+        "{types}"
+    );
+    let theirs = ok(bob_app.call("resources.get", json!({"id": todo_id})).await);
+    assert_eq!(theirs["properties"]["title"], "buy milk");
+    assert_eq!(theirs["type"], todo_type.as_str());
+    let found = ok(bob_app
+        .call("resources.query", json!({"query": {"type": todo_type}}))
+        .await);
+    assert_eq!(found["resources"].as_array().unwrap().len(), 1, "{found}");
+    let bad = bob_app
+        .call(
+            "resources.update",
+            json!({"id": todo_id, "patch": {"properties": {"done": "yes"}}}),
+        )
+        .await;
+    assert!(bad.error.is_some(), "a value breaking the carried schema");
+    ok(bob_app
+        .call(
+            "resources.update",
+            json!({"id": todo_id, "patch": {"properties": {"done": true}}}),
+        )
+        .await);
+    wait_event(&mut pair.alice.client, "resource.changed", |d| {
+        d["id"] == todo_id.as_str()
+    })
+    .await;
+    let mine = ok(alice_app
+        .call("resources.get", json!({"id": todo_id}))
+        .await);
+    assert_eq!(mine["properties"]["done"], true);
+
+    // A new version of the app's schema travels with the next edit that needs it.
+    let due = r#"
+      <optional><element name="due"><data type="string"/></element></optional>"#;
+    ok(alice_app
+        .call(
+            "schemas.register",
+            json!({"schema": todo_schema_with(&namespace, "Todo", due)}),
+        )
+        .await);
+    ok(alice_app
+        .call(
+            "resources.update",
+            json!({"id": todo_id, "patch": {"properties": {"due": "friday"}}}),
+        )
+        .await);
+    let mut seen = json!(null);
+    for _ in 0..3 {
+        wait_event(&mut pair.bob.client, "resource.changed", |d| {
+            d["id"] == todo_id.as_str()
+        })
+        .await;
+        seen = ok(bob_app.call("resources.get", json!({"id": todo_id})).await);
+        if seen["properties"]["due"] == "friday" {
+            break;
+        }
+    }
+    assert_eq!(seen["properties"]["due"], "friday", "{seen}");
+    assert_eq!(seen["properties"]["done"], true);
 }

@@ -1021,7 +1021,11 @@ export type HelloResult = {
   /** Methods and event topics this daemon serves. */
   methods: Array<string>;
   topics: Array<string>;
-  peer_id: PeerId;
+  /**
+   * This node's PeerId; absent in an app session's answer (an app learns who the user is
+   * through `identity.get`, with the `identity` scope, and nothing before a grant).
+   */
+  peer_id?: PeerId;
 };
 
 /**
@@ -1469,6 +1473,12 @@ export type Patch = {
   properties: { [key in string]: PropertyValue };
   /** Child slots to replace (an empty array clears the slot). */
   children?: { [key in string]: Array<Child> };
+  /**
+   * Children to add at the end of a slot, after whatever it holds when the write is
+   * applied: unlike replacing the slot with what was read before, this never overwrites a
+   * child someone else added meanwhile (on a shared resource, a friend's concurrent append).
+   */
+  append?: { [key in string]: Array<Child> };
   /** Local metadata to set; `null` removes. */
   meta?: { [key in string]: PropertyValue };
 };

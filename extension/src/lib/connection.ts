@@ -80,7 +80,7 @@ function isHelloResult(v: unknown): v is HelloResult {
     v.api_version === API_VERSION &&
     Array.isArray(v.methods) &&
     Array.isArray(v.topics) &&
-    typeof v.peer_id === "string"
+    (v.peer_id === undefined || typeof v.peer_id === "string")
   );
 }
 

@@ -128,7 +128,7 @@ function renderConnection(s: ConnectionState) {
 
   if (s.status === "connected" && s.epoch !== lastEpoch) {
     lastEpoch = s.epoch;
-    if (s.server) renderPeerId(s.server.peer_id);
+    if (s.server?.peer_id) renderPeerId(s.server.peer_id);
     void refreshIdentity();
     void refreshSettings();
     void refreshSocial();

@@ -130,7 +130,7 @@ impl ApiClient {
                 api_version: 0,
                 methods: vec![],
                 topics: vec![],
-                peer_id: allpeers_model::PeerId::from_public_key([0; 32]),
+                peer_id: None,
             },
         };
         client.hello = client

@@ -40,6 +40,8 @@ pub const MAX_REMOVE_TAGS: usize = 256;
 /// Ops a revocation names beyond the contiguous seqs it saw (4,096 ids: 128 KiB, within an
 /// op). A revoker holding more ops of the member past a gap cuts at the gap for the rest.
 pub const MAX_REVOKE_ALSO: usize = 4096;
+/// An app's schema file carried in a share (RELAX NG text).
+pub const MAX_SCHEMA_TEXT_BYTES: usize = allpeers_model::schema::app::MAX_CARRIED_SCHEMA_BYTES;
 /// Resource ids, property names, slot names, child keys and type names.
 pub const MAX_NAME_BYTES: usize = allpeers_model::resource::MAX_ID_LEN;
 /// Upper bound on children in one slot of a created resource (as in the resource model).
@@ -154,6 +156,13 @@ pub enum Action {
         after_seq: u64,
         also: Vec<OpId>,
     },
+    /// The schema file `file` the share's resources are of (an app's own types), so a member
+    /// that never saw the type can store it: a last-writer-wins register per file. The core
+    /// only carries it; what a node registers is the store's decision.
+    Schema {
+        file: String,
+        text: String,
+    },
 }
 
 impl Action {
@@ -168,6 +177,7 @@ impl Action {
             Action::Grant { .. } => 7,
             Action::Revoke { .. } => 8,
             Action::ListMove { .. } => 9,
+            Action::Schema { .. } => 10,
         }
     }
 
@@ -186,7 +196,7 @@ impl Action {
             Action::ListAdd { list, .. }
             | Action::ListRemove { list, .. }
             | Action::ListMove { list, .. } => Some(list),
-            Action::Grant { .. } | Action::Revoke { .. } => None,
+            Action::Grant { .. } | Action::Revoke { .. } | Action::Schema { .. } => None,
         }
     }
 }
@@ -489,6 +499,10 @@ fn encode_body(body: &OpBody) -> Vec<u8> {
             w.bytes(member.public_key());
             w.u8(*level as u8);
         }
+        Action::Schema { file, text } => {
+            w.blob(file.as_bytes());
+            w.blob(text.as_bytes());
+        }
         Action::Revoke {
             member,
             after_seq,
@@ -590,6 +604,10 @@ fn decode_body(bytes: &[u8]) -> Result<OpBody, OpError> {
             list: name(&mut r, "list id")?,
             item: name(&mut r, "item id")?,
             position: name(&mut r, "list position")?,
+        },
+        10 => Action::Schema {
+            file: name(&mut r, "schema file")?,
+            text: r.string("schema text", MAX_SCHEMA_TEXT_BYTES)?,
         },
         other => return Err(OpError::ActionTag(other)),
     };
@@ -783,6 +801,10 @@ pub(crate) mod tests {
                 after_seq: 7,
                 also: vec![OpId([9; 32]), OpId([8; 32])],
             },
+            Action::Schema {
+                file: "app_abc_schema".into(),
+                text: "<grammar/>".into(),
+            },
         ]
     }
 
@@ -894,6 +916,28 @@ pub(crate) mod tests {
             &k,
         );
         assert!(matches!(big, Err(OpError::TooLarge(_))));
+        // A schema text over its own bound (well within an op) is no op.
+        let schema = Op::sign(
+            OpBody {
+                share: OpId([1; 32]),
+                author: peer(&k),
+                seq: 1,
+                stamp: Stamp::default(),
+                parents: vec![OpId([1; 32])],
+                action: Action::Schema {
+                    file: "f".into(),
+                    text: "x".repeat(MAX_SCHEMA_TEXT_BYTES + 1),
+                },
+            },
+            &k,
+        );
+        assert!(matches!(
+            schema,
+            Err(OpError::Wire(WireError::TooLarge {
+                what: "schema text",
+                ..
+            }))
+        ));
     }
 
     #[test]

@@ -117,6 +117,8 @@ pub enum Accepted {
 pub struct Changes {
     pub stored: BTreeMap<OpId, Op>,
     pub resources: BTreeSet<String>,
+    /// Schema files whose carried text changed (read them with [`State::schema`]).
+    pub schemas: BTreeSet<String>,
     pub author_seqs: BTreeMap<PeerId, u64>,
     /// Grants or revocations changed the current members: sync sessions must re-check access.
     pub membership_changed: bool,
@@ -126,6 +128,7 @@ impl Changes {
     pub fn is_empty(&self) -> bool {
         self.stored.is_empty()
             && self.resources.is_empty()
+            && self.schemas.is_empty()
             && self.author_seqs.is_empty()
             && !self.membership_changed
     }
@@ -474,6 +477,9 @@ impl Replica {
         let applied = self.state.apply(op);
         if let Some(resource) = applied.changed {
             self.changes.resources.insert(resource);
+        }
+        if let Some(file) = applied.schema {
+            self.changes.schemas.insert(file);
         }
         for dead in applied.superseded {
             self.retire(dead, Status::Dormant);

@@ -5,7 +5,8 @@
 //!   ordered by [`OrderKey`] (HLC stamp, author, op id), so there is always one winner;
 //! - a list is add-wins: an item is in while one of its add tags is not removed; its place is
 //!   a last-writer-wins position register (a move), else its add's arrival key ([`position`]);
-//! - a delete is a tombstone that wins over everything, whatever its stamp: nothing resurrects.
+//! - a delete is a tombstone that wins over everything, whatever its stamp: nothing resurrects;
+//! - each schema file the share carries is a last-writer-wins register.
 //!
 //! Applying an op also says which ops it made dead (an overwritten register, removed add tags,
 //! everything of a deleted resource): those leave the reconciled set, so sync follows current
@@ -108,6 +109,8 @@ pub struct Applied {
     pub superseded: Vec<OpId>,
     /// The resource whose view changed, if any.
     pub changed: Option<String>,
+    /// The schema file whose text changed, if any.
+    pub schema: Option<String>,
 }
 
 /// Books the loser of a register write: the newcomer is dead on arrival (unless a create, which
@@ -127,15 +130,27 @@ fn settle(
     }
 }
 
-/// The resources of one share.
+/// The resources of one share, and the schema files it carries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
     resources: BTreeMap<String, ResourceState>,
+    schemas: BTreeMap<String, Option<Register<String>>>,
 }
 
 impl State {
     /// Merges one valid data op (membership ops carry no resource data and are ignored).
     pub fn apply(&mut self, op: &Op) -> Applied {
+        if let Action::Schema { file, text } = &op.body().action {
+            let mut applied = Applied::default();
+            let slot = self.schemas.entry(file.clone()).or_default();
+            let before = slot.as_ref().map(|r| r.value.clone());
+            let loser = Register::write(slot, op.order_key(), text.clone());
+            settle(loser, op.id(), false, &BTreeSet::new(), &mut applied);
+            if slot.as_ref().map(|r| &r.value) != before.as_ref() {
+                applied.schema = Some(file.clone());
+            }
+            return applied;
+        }
         let Some(resource) = op.body().action.resource() else {
             return Applied::default();
         };
@@ -238,7 +253,9 @@ impl State {
                     ..ResourceState::default()
                 };
             }
-            Action::Grant { .. } | Action::Revoke { .. } => unreachable!("no resource"),
+            Action::Grant { .. } | Action::Revoke { .. } | Action::Schema { .. } => {
+                unreachable!("no resource")
+            }
         }
         applied
     }
@@ -279,6 +296,39 @@ impl State {
             "children": children,
             "items": items,
         }))
+    }
+
+    /// The text of schema file `file` as the share carries it.
+    pub fn schema(&self, file: &str) -> Option<&str> {
+        self.schemas
+            .get(file)
+            .and_then(Option::as_ref)
+            .map(|r| r.value.as_str())
+    }
+
+    /// The keys of the children present in `slot` of `resource`, in the view's order: the
+    /// child at index `i` of the view is written by setting key `i` of this.
+    pub fn child_keys(&self, resource: &str, slot: &str) -> Vec<String> {
+        let Some(res) = self.resources.get(resource) else {
+            return Vec::new();
+        };
+        res.children
+            .range((slot.to_owned(), String::new())..)
+            .take_while(|((s, _), _)| s == slot)
+            .filter(|(_, reg)| matches!(reg, Some(Register { value: Some(_), .. })))
+            .map(|((_, key), _)| key.clone())
+            .collect()
+    }
+
+    /// The greatest key `slot` of `resource` ever had (removed children's too): a child
+    /// appended with a greater key sorts last.
+    pub fn last_child_key(&self, resource: &str, slot: &str) -> Option<&str> {
+        let res = self.resources.get(resource)?;
+        res.children
+            .range((slot.to_owned(), String::new())..)
+            .take_while(|((s, _), _)| s == slot)
+            .last()
+            .map(|((_, key), _)| key.as_str())
     }
 
     /// The live add tags of `item` in `list`: what a `ListRemove` must name to take it out.
@@ -338,12 +388,19 @@ impl State {
         self.resources.keys().map(String::as_str)
     }
 
-    /// A hash of every resource's view (tombstones included): equal states, equal hashes.
+    /// A hash of every resource's view (tombstones included) and the schema files carried:
+    /// equal states, equal hashes.
     pub fn hash(&self) -> blake3::Hash {
         let mut h = blake3::Hasher::new();
         for id in self.resources.keys() {
             if let Some(view) = self.resource(id) {
                 h.update(canonical_json(&view).as_bytes());
+                h.update(b"\n");
+            }
+        }
+        for (file, text) in &self.schemas {
+            if let Some(r) = text {
+                h.update(canonical_json(&json!({"schema": file, "text": r.value})).as_bytes());
                 h.update(b"\n");
             }
         }

@@ -18,8 +18,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use allpeers_model::id::PeerId;
 use allpeers_model::resource::Resource;
+use allpeers_model::schema::app::check_carried;
 use allpeers_replica::store::{OpStore, Stored};
-use allpeers_replica::{Changes, Replica, ShareId};
+use allpeers_replica::{Action, Changes, Replica, ShareId};
 use rusqlite::params;
 use serde_json::{Value as Json, json};
 
@@ -240,9 +241,100 @@ impl OpStore for Store {
     }
 
     fn commit(&mut self, share: &ShareId, changes: &Changes, replica: &Replica) -> Result<()> {
+        let carried = self.carried_schemas(share, changes, replica);
+        if carried.files.is_empty() {
+            return self.commit_with(share, changes, replica, &carried);
+        }
+        // The resources are checked against the registry with the carried files, and written
+        // in the transaction that registers them: the registry is this one only if it commits.
+        let before = std::mem::replace(&mut self.reg, carried.registry.clone());
+        let done = self.commit_with(share, changes, replica, &carried);
+        match done {
+            Ok(()) => {
+                self.insert_sql.clear();
+                allpeers_log::flesh!(%share, files = ?carried.files.iter().map(|(f, _)| f).collect::<Vec<_>>(), "schemas carried by a share registered");
+            }
+            Err(_) => self.reg = before,
+        }
+        done
+    }
+}
+
+/// Schema files a commit registers: those the share carries whose text changed, as
+/// [`check_carried`] and the registry accept them.
+struct Carried {
+    files: Vec<(String, String)>,
+    /// The registry with them.
+    registry: allpeers_model::schema::Registry,
+    /// The types they declare: resources of these types are written again (they may have
+    /// arrived before their schema, and were not written then).
+    types: BTreeSet<String>,
+}
+
+impl Store {
+    fn carried_schemas(&self, share: &ShareId, changes: &Changes, replica: &Replica) -> Carried {
+        let mut carried = Carried {
+            files: Vec::new(),
+            registry: self.reg.clone(),
+            types: BTreeSet::new(),
+        };
+        if changes.schemas.is_empty() {
+            return carried;
+        }
+        let root_type = replica
+            .live_op(&replica.share())
+            .and_then(|genesis| match &genesis.body().action {
+                Action::Create { kind, .. } => Some(kind.clone()),
+                _ => None,
+            })
+            .unwrap_or_default();
+        for file in &changes.schemas {
+            let Some(text) = replica.state().schema(file) else {
+                continue;
+            };
+            let known = self.reg.files().iter().any(|(f, t)| f == file && t == text);
+            if known {
+                continue;
+            }
+            let registered = check_carried(&root_type, file, text).and_then(|_| {
+                carried
+                    .registry
+                    .register(file, text)
+                    .map_err(|e| e.to_string())
+            });
+            match registered {
+                Ok(names) => {
+                    carried.types.extend(names);
+                    carried.files.push((file.clone(), text.to_owned()));
+                }
+                Err(why) => {
+                    allpeers_log::flesh!(%share, file = file.as_str(), "schema carried by the share refused: {why}")
+                }
+            }
+        }
+        carried
+    }
+
+    fn commit_with(
+        &mut self,
+        share: &ShareId,
+        changes: &Changes,
+        replica: &Replica,
+        carried: &Carried,
+    ) -> Result<()> {
         // Decided before the transaction: reads and checks only.
+        let mut resources = changes.resources.clone();
+        if !carried.types.is_empty() {
+            let state = replica.state();
+            resources.extend(
+                state
+                    .resource_ids()
+                    .filter(|id| state.kind_of(id).is_some_and(|t| carried.types.contains(t)))
+                    .map(str::to_owned),
+            );
+        }
         let mut plans = Vec::new();
-        for id in &changes.resources {
+        for id in &resources {
             if let Some(plan) = self.plan(id, replica.resource(id))? {
                 plans.push(plan);
             }
@@ -252,8 +344,7 @@ impl OpStore for Store {
         // replica's order (positions and arrival keys): a commit costs what it changed plus
         // the lists it touched, not every list and view of the share.
         let state = replica.state();
-        let mut touched: BTreeSet<&str> = changes
-            .resources
+        let mut touched: BTreeSet<&str> = resources
             .iter()
             .map(String::as_str)
             .filter(|id| {
@@ -262,7 +353,7 @@ impl OpStore for Store {
                     .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
             })
             .collect();
-        touched.extend(state.lists_holding(&changes.resources).filter(|id| {
+        touched.extend(state.lists_holding(&resources).filter(|id| {
             state
                 .kind_of(id)
                 .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
@@ -278,7 +369,11 @@ impl OpStore for Store {
                 (id.to_owned(), items)
             })
             .collect();
+        let time = (self.clock)();
         let (mut tx, query_lists, inserts) = self.begin()?;
+        for (file, text) in &carried.files {
+            crate::schema::store_registered(tx.sql(), &carried.registry, file, text, time)?;
+        }
         for (id, op) in &changes.stored {
             tx.sql()
                 .prepare_cached(
@@ -543,6 +638,155 @@ mod tests {
             theirs.kept_ops().count(),
             "every op is kept"
         );
+    }
+
+    fn app_schema(ns: &str, name: &str) -> String {
+        format!(
+            r#"<grammar xmlns="http://relaxng.org/ns/structure/1.0" xmlns:ap="urn:allpeers:schema:1"
+         ns="urn:allpeers:resource:1" datatypeLibrary="http://www.w3.org/2001/XMLSchema-datatypes">
+  <include href="Resource.rng"><start><ref name="{ns}{name}"/></start></include>
+  <define name="{ns}{name}"><element name="{ns}{name}"><ref name="{ns}{name}.content"/></element></define>
+  <define name="{ns}{name}.content" ap:type="{ns}{name}" ap:extends="Resource">
+    <interleave>
+      <ref name="Resource.content"/>
+      <optional><element name="done"><data type="boolean"/></element></optional>
+    </interleave>
+  </define>
+</grammar>"#
+        )
+    }
+
+    /// A share by alice of a resource `root` of type `kind`, carrying `schemas`, with bob a
+    /// writer; bob's fresh store takes every op. Bob's store after the commit.
+    fn shared_with_bob(kind: &str, root: &str, schemas: &[(String, String)]) -> (Store, Replica) {
+        let value = json!({"properties": {"title": "buy milk"}, "children": {}});
+        let mut replica = Replica::create_share(&key(1), root, kind, value, T0).unwrap();
+        for (file, text) in schemas {
+            let action = Action::Schema {
+                file: file.clone(),
+                text: text.clone(),
+            };
+            replica.author(&key(1), action, T0 + 1).unwrap();
+        }
+        let grant = Action::Grant {
+            member: peer(2),
+            level: Level::Write,
+        };
+        replica.author(&key(1), grant, T0 + 2).unwrap();
+        let mut bob = Store::open_in_memory(&peer(2).to_string()).unwrap();
+        let mut theirs = Replica::new(replica.share());
+        // The genesis alone first (its type unknown here), then the rest: a schema arriving
+        // after the resources of its type still brings them in.
+        let ops: Vec<_> = replica.kept_ops().cloned().collect();
+        let (genesis, rest): (Vec<_>, Vec<_>) =
+            ops.into_iter().partition(|op| op.id() == replica.share());
+        for op in genesis.iter().chain(&rest) {
+            theirs.receive(op.wire(), T0 + 10).unwrap();
+            store::commit(&mut bob, &mut theirs).unwrap();
+        }
+        (bob, theirs)
+    }
+
+    #[test]
+    fn a_share_carries_its_apps_schema_to_a_store_that_never_saw_the_type() {
+        use allpeers_model::schema::app::namespace;
+        let ns = namespace("https://todo.example");
+        let todo = format!("{ns}Todo");
+        let file = format!("{ns}schema");
+        let text = app_schema(&ns, "Todo");
+        let root = format!("{ns}todo-1");
+        let (bob, theirs) = shared_with_bob(&todo, &root, &[(file.clone(), text.clone())]);
+        assert!(bob.registry().get(&todo).is_some());
+        let got = bob
+            .get(&root)
+            .unwrap()
+            .expect("materialised once its type came");
+        assert_eq!(got.type_name, todo);
+        assert_eq!(got.get("title").and_then(|v| v.as_str()), Some("buy milk"));
+        // Kept across a restart: the registry replays it, the replica too.
+        assert!(
+            bob.registry()
+                .files()
+                .iter()
+                .any(|(f, t)| *f == file && *t == text)
+        );
+        let again = store::open(&bob, theirs.share(), T0 + 20).unwrap();
+        assert_eq!(again.state().schema(&file), Some(text.as_str()));
+    }
+
+    #[test]
+    fn a_carried_schema_redefining_a_builtin_or_another_apps_type_is_refused() {
+        use allpeers_model::schema::app::namespace;
+        let ns = namespace("https://todo.example");
+        let other = namespace("https://other.example");
+        let todo = format!("{ns}Todo");
+        let link_file = allpeers_model::schema::BUILTIN_FILES
+            .iter()
+            .find(|(f, _)| f.starts_with("Link"))
+            .map(|(f, t)| (f.to_string(), t.to_string()))
+            .unwrap();
+        let link_grown = link_file.1.replace(
+            "<ref name=\"Resource.content\"/>",
+            "<ref name=\"Resource.content\"/><optional><element name=\"evil\"><data type=\"string\"/></element></optional>",
+        );
+        assert_ne!(link_grown, link_file.1);
+        /// What is tried, the share root's type, the schema files it carries.
+        type Attack<'a> = (&'a str, String, Vec<(String, String)>);
+        let attacks: Vec<Attack<'_>> = vec![
+            // A built-in type's file, grown by one property.
+            (
+                "builtin file",
+                todo.clone(),
+                vec![(link_file.0.clone(), link_grown)],
+            ),
+            // A built-in type's name, declared in the app's own file.
+            (
+                "builtin name",
+                todo.clone(),
+                vec![(format!("{ns}schema"), app_schema("", "Link"))],
+            ),
+            // Another app's types, in the root app's file or in its own.
+            (
+                "other's types",
+                todo.clone(),
+                vec![(format!("{ns}schema"), app_schema(&other, "Todo"))],
+            ),
+            (
+                "other's file",
+                todo.clone(),
+                vec![(format!("{other}schema"), app_schema(&other, "Todo"))],
+            ),
+            // A built-in root: the share speaks for no app.
+            (
+                "builtin root",
+                "List".into(),
+                vec![(format!("{ns}schema"), app_schema(&ns, "Todo"))],
+            ),
+        ];
+        for (what, kind, schemas) in attacks {
+            let root = format!("{ns}r");
+            let (bob, theirs) = shared_with_bob(&kind, &root, &schemas);
+            let builtin = Store::open_in_memory("x").unwrap();
+            assert_eq!(
+                bob.registry().files(),
+                builtin.registry().files(),
+                "{what}: the registry is as built in"
+            );
+            assert_eq!(
+                bob.registry().all_props("Link").len(),
+                builtin.registry().all_props("Link").len(),
+                "{what}"
+            );
+            assert!(
+                bob.registry().get(&format!("{other}Todo")).is_none(),
+                "{what}"
+            );
+            assert_eq!(
+                bob.load(&theirs.share()).unwrap().ops.len(),
+                theirs.kept_ops().count(),
+                "{what}: the ops are kept (peers still need them)"
+            );
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! schema files registered at run time (kept in `ap_schemas`, replayed on open).
 
 use allpeers_model::schema::{ROOT_TYPE, Registry};
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, params};
 
 use crate::error::Result;
 use crate::sql::{child_table, col, sql_type, type_table};
@@ -62,18 +62,31 @@ pub(crate) fn register(
     let mut next = reg.clone();
     let names = next.register(file, text)?;
     let tx = conn.transaction()?;
-    ensure_tables(&tx, &next)?;
+    store_registered(&tx, &next, file, text, now)?;
+    tx.commit()?;
+    Ok((next, names))
+}
+
+/// Inside the caller's transaction: the tables `next` (a registry with `file` registered)
+/// needs, and the file's source kept for the next open.
+pub(crate) fn store_registered(
+    tx: &Connection,
+    next: &Registry,
+    file: &str,
+    text: &str,
+    now: i64,
+) -> Result<()> {
+    ensure_tables(tx, next)?;
     tx.execute(
         "INSERT INTO ap_schemas(file, source, registered) VALUES (?1, ?2, ?3)
          ON CONFLICT(file) DO UPDATE SET source = excluded.source, registered = excluded.registered",
         params![file, text, now],
     )?;
-    tx.commit()?;
-    Ok((next, names))
+    Ok(())
 }
 
 /// Creates missing tables, columns and indexes for every type in `reg`. Never drops anything.
-fn ensure_tables(tx: &Transaction<'_>, reg: &Registry) -> Result<()> {
+fn ensure_tables(tx: &Connection, reg: &Registry) -> Result<()> {
     for t in reg.types() {
         let (table, base): (String, &str) = if t.anonymous {
             (

@@ -37,7 +37,6 @@ const state = {
   shares: [],
   presence: false,
   seenNotes: new Set(),
-  mine: new Map(), // board id -> notes this page added (re-added if a friend's concurrent write replaced one)
 };
 
 const $ = (id) => document.getElementById(id);
@@ -148,9 +147,8 @@ async function onBoardChanged(change) {
   if (change.kind === "deleted") {
     state.boards.delete(change.id);
   } else {
-    let board = await state.client.resources.get(change.id);
+    const board = await state.client.resources.get(change.id);
     if (!board) return;
-    board = await keepMine(board);
     const isNew = !state.boards.has(board.id);
     state.boards.set(board.id, board);
     if (!state.current) state.current = board.id;
@@ -160,18 +158,6 @@ async function onBoardChanged(change) {
 }
 
 const noteKey = (note) => `${note.properties.author}|${Date.parse(String(note.properties.added))}|${note.properties.text}`;
-
-// A child slot replicates as one register per position: when a friend appended at the same
-// moment, one of the two notes at that position lost. This page re-appends its own that did.
-async function keepMine(board) {
-  const mine = state.mine.get(board.id) ?? [];
-  const notes = board.children?.note ?? [];
-  const present = new Set(notes.map(noteKey));
-  // Bounded: a note that keeps losing is given up after a few tries rather than written forever.
-  const lost = mine.filter((m) => !present.has(noteKey(m.note)) && m.tries++ < 5).map((m) => m.note);
-  if (lost.length === 0) return board;
-  return state.client.resources.update(board.id, { properties: {}, children: { note: [...notes, ...lost] } });
-}
 
 async function showPresence() {
   if (!state.presence) {
@@ -213,15 +199,10 @@ async function addNote(event) {
   if (!id || !text) return;
   const note = { properties: { text, author: state.me.peer_id, added: new Date().toISOString() } };
   if (url) note.properties.url = url;
-  // The notes are one child slot: read the latest, append, write the slot.
-  const board = await state.client.resources.get(id);
-  const notes = board?.children?.note ?? [];
-  if (!state.mine.has(id)) state.mine.set(id, []);
-  state.mine.get(id).push({ note, tries: 0 });
-  const updated = await state.client.resources.update(id, {
-    properties: {},
-    children: { note: [...notes, note] },
-  });
+  // The notes are one child slot. `append` adds at its end as it is when the write lands (never
+  // a stale copy of the slot), and merges with a friend's append made at the same moment: both
+  // notes stay.
+  const updated = await state.client.resources.update(id, { properties: {}, append: { note: [note] } });
   state.boards.set(id, updated);
   $("note-text").value = "";
   $("note-url").value = "";

@@ -190,7 +190,11 @@ pub struct HelloResult {
     /// Methods and event topics this daemon serves.
     pub methods: Vec<String>,
     pub topics: Vec<String>,
-    pub peer_id: PeerId,
+    /// This node's PeerId; absent in an app session's answer (an app learns who the user is
+    /// through `identity.get`, with the `identity` scope, and nothing before a grant).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "ts", ts(optional))]
+    pub peer_id: Option<PeerId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -302,7 +302,7 @@ impl Resource {
         self.properties.get(name).filter(|v| !v.is_null())
     }
     /// Applies a patch: `null` removes a property or metadata entry; child slots named in the
-    /// patch are replaced whole.
+    /// patch are replaced whole, then `append`'s children added at the end of theirs.
     pub fn apply(&mut self, patch: &Patch) {
         for (k, v) in &patch.properties {
             if v.is_null() {
@@ -316,6 +316,14 @@ impl Resource {
                 self.children.remove(k);
             } else {
                 self.children.insert(k.clone(), v.clone());
+            }
+        }
+        for (k, v) in &patch.append {
+            if !v.is_empty() {
+                self.children
+                    .entry(k.clone())
+                    .or_default()
+                    .extend(v.iter().cloned());
             }
         }
         for (k, v) in &patch.meta {
@@ -339,6 +347,11 @@ pub struct Patch {
     /// Child slots to replace (an empty array clears the slot).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub children: BTreeMap<String, Vec<Child>>,
+    /// Children to add at the end of a slot, after whatever it holds when the write is
+    /// applied: unlike replacing the slot with what was read before, this never overwrites a
+    /// child someone else added meanwhile (on a shared resource, a friend's concurrent append).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub append: BTreeMap<String, Vec<Child>>,
     /// Local metadata to set; `null` removes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub meta: Props,
@@ -355,7 +368,7 @@ impl Patch {
     }
     /// Whether the patch touches replicated data (properties or children), not only metadata.
     pub fn touches_content(&self) -> bool {
-        !self.properties.is_empty() || !self.children.is_empty()
+        !self.properties.is_empty() || !self.children.is_empty() || !self.append.is_empty()
     }
 }
 

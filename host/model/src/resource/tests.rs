@@ -143,6 +143,28 @@ fn patch_applies() {
 }
 
 #[test]
+fn an_append_adds_to_the_slot_as_it_is() {
+    let mut r = image().with_child("notes", Child::default().with("text", "a friend's"));
+    let mut append = Patch::default();
+    append
+        .append
+        .insert("notes".into(), vec![Child::default().with("text", "mine")]);
+    assert!(append.touches_content());
+    r.apply(&append);
+    let texts: Vec<_> = r.children["notes"]
+        .iter()
+        .map(|c| c.properties["text"].clone())
+        .collect();
+    assert_eq!(texts, vec![Value::from("a friend's"), Value::from("mine")]);
+    append.append.insert("tags".into(), vec![Child::default()]);
+    r.apply(&append);
+    assert_eq!(
+        (r.children["notes"].len(), r.children["tags"].len()),
+        (3, 1)
+    );
+}
+
+#[test]
 fn cli_table_is_aligned_and_terminal_safe() {
     let reg = Registry::builtin();
     // (ESC is refused by validation; the table must be safe for unvalidated values too.)

@@ -28,6 +28,7 @@
 //!   of values; `ap:index="true"` asks the store for an index;
 //! * a child is `element name="c"` holding `ref name="C.content"` of an anonymous type.
 
+pub mod app;
 mod builtin;
 mod parse;
 mod registry;

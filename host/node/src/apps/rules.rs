@@ -4,13 +4,10 @@
 use allpeers_model::api::apps::Scope;
 use allpeers_model::api::contract::app_topic_scope;
 use allpeers_model::query::{Expr, Query};
-use allpeers_model::schema::{ROOT_TYPE, TypeDef};
+pub use allpeers_model::schema::app::{check_schema_types, in_namespace, namespace};
 
 /// Longest origin accepted.
 pub const MAX_ORIGIN: usize = 200;
-/// Base32 characters of the origin's hash in its namespace: 60 bits, so two origins meeting
-/// by chance is out of reach, and the names stay short (type names are ≤ 64 characters).
-const NAMESPACE_HASH: usize = 12;
 /// Longest name of an app's schema file (before the namespace is put in front).
 const MAX_SCHEMA_FILE: usize = 64;
 
@@ -136,19 +133,6 @@ fn is_uuid(text: &str) -> bool {
         })
 }
 
-/// The prefix of an origin's type names: `app_`, 12 base32 characters of BLAKE3(origin),
-/// `_`. The same on every node, so an app's shared resources are its own on both sides.
-pub fn namespace(origin: &str) -> String {
-    let hash = blake3::hash(origin.as_bytes());
-    let text = data_encoding::BASE32_NOPAD.encode(hash.as_bytes());
-    format!("app_{}_", text[..NAMESPACE_HASH].to_ascii_lowercase())
-}
-
-/// Whether `type_name` is one of the namespace's types.
-pub fn in_namespace(namespace: &str, type_name: &str) -> bool {
-    type_name.len() > namespace.len() && type_name.starts_with(namespace)
-}
-
 /// The store's file name for an app's schema file `file` (default `schema`).
 pub fn schema_file(namespace: &str, file: Option<&str>) -> Result<String, String> {
     let file = file.unwrap_or("schema");
@@ -163,46 +147,6 @@ pub fn schema_file(namespace: &str, file: Option<&str>) -> Result<String, String
         ));
     }
     Ok(format!("{namespace}{file}"))
-}
-
-/// Checks that every type a schema file declares is the app's: named in its namespace,
-/// extending `Resource` or another of its types (never a built-in or another app's, whose
-/// properties and resources it has no right to), its children and metadata of its own
-/// anonymous types.
-pub fn check_schema_types(namespace: &str, types: &[TypeDef]) -> Result<(), String> {
-    if types.is_empty() {
-        return Err("the schema declares no type".into());
-    }
-    for t in types {
-        if !in_namespace(namespace, &t.name) {
-            return Err(format!(
-                "type '{}' is outside this app's namespace: name it {namespace}<Name>",
-                t.name
-            ));
-        }
-        if let Some(parent) = &t.parent
-            && parent != ROOT_TYPE
-            && !in_namespace(namespace, parent)
-        {
-            return Err(format!(
-                "type '{}' extends '{parent}': an app's type extends Resource or another of its own types",
-                t.name
-            ));
-        }
-        let foreign = t
-            .children
-            .iter()
-            .map(|c| &c.type_name)
-            .chain(&t.metadata)
-            .find(|used| !in_namespace(namespace, used));
-        if let Some(used) = foreign {
-            return Err(format!(
-                "type '{}' uses '{used}': an app's children and metadata are of its own anonymous types",
-                t.name
-            ));
-        }
-    }
-    Ok(())
 }
 
 /// An id an app gives a new resource: none (the store chooses one), or one in its namespace.
@@ -366,23 +310,6 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_is_fixed_per_origin_and_distinct() {
-        let a = namespace("https://a.example");
-        assert_eq!(a, namespace("https://a.example"));
-        assert_ne!(a, namespace("https://b.example"));
-        assert_eq!(a.len(), 4 + NAMESPACE_HASH + 1);
-        assert!(a.starts_with("app_") && a.ends_with('_'));
-        assert!(allpeers_model::schema::is_valid_name(&format!("{a}Todo")));
-        assert!(in_namespace(&a, &format!("{a}Todo")));
-        assert!(!in_namespace(&a, &a), "the bare prefix is no type");
-        assert!(!in_namespace(&a, "Resource"));
-        assert!(!in_namespace(
-            &a,
-            &format!("{}Todo", namespace("https://b.example"))
-        ));
-    }
-
-    #[test]
     fn schema_files_are_put_in_the_namespace() {
         let ns = namespace("https://a.example");
         assert_eq!(schema_file(&ns, None).unwrap(), format!("{ns}schema"));
@@ -393,62 +320,6 @@ mod tests {
         assert!(schema_file(&ns, Some("")).is_err());
         assert!(schema_file(&ns, Some("../x")).is_err());
         assert!(schema_file(&ns, Some(&"x".repeat(65))).is_err());
-    }
-
-    fn type_def(name: &str, parent: Option<&str>) -> TypeDef {
-        TypeDef {
-            name: name.into(),
-            parent: parent.map(str::to_string),
-            anonymous: parent.is_none(),
-            title: None,
-            metadata: None,
-            props: vec![],
-            children: vec![],
-            file: "f".into(),
-            line: 1,
-        }
-    }
-
-    #[test]
-    fn a_schema_declares_only_the_apps_types() {
-        let ns = namespace("https://a.example");
-        let other = namespace("https://b.example");
-        let todo = format!("{ns}Todo");
-        let ok = [
-            type_def(&todo, Some("Resource")),
-            type_def(&format!("{ns}Urgent"), Some(&todo)),
-            type_def(&format!("{ns}Step"), None),
-        ];
-        assert_eq!(check_schema_types(&ns, &ok), Ok(()));
-        assert!(check_schema_types(&ns, &[]).is_err());
-        for bad in [
-            type_def("Todo", Some("Resource")),
-            type_def("Image", Some("File")),
-            type_def(&format!("{other}Todo"), Some("Resource")),
-            type_def(&format!("{ns}Photo"), Some("File")),
-            type_def(&format!("{ns}Note"), Some(&format!("{other}Todo"))),
-            type_def("Step", None),
-            TypeDef {
-                metadata: Some("FileMeta".into()),
-                ..type_def(&format!("{ns}Doc"), Some("Resource"))
-            },
-            TypeDef {
-                children: vec![allpeers_model::schema::ChildDef {
-                    name: "steps".into(),
-                    type_name: format!("{other}Step"),
-                    required: false,
-                    multi: true,
-                    line: 1,
-                }],
-                ..type_def(&format!("{ns}Plan"), Some("Resource"))
-            },
-        ] {
-            let name = bad.name.clone();
-            assert!(
-                check_schema_types(&ns, &[ok[0].clone(), bad]).is_err(),
-                "{name}"
-            );
-        }
     }
 
     #[test]

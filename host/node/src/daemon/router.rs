@@ -161,7 +161,7 @@ fn hello(daemon: &Daemon, session: &Session, params: Value) -> Result<Value, Rpc
         api_version: API_VERSION,
         methods,
         topics,
-        peer_id: daemon.peer_id(),
+        peer_id: origin.is_none().then(|| daemon.peer_id()),
     }))
 }
 

@@ -180,12 +180,14 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
             };
             replica.author(&key, grant, now).map_err(internal)?;
         }
+        carry_schemas(&mut replica, &key, now, store, &root.type_name)?;
         if store.registry().is_a(&root.type_name, LIST_TYPE) {
             let items = store.list_items(&root.id).map_err(store_error)?.items;
             for item in items.iter().take(MAX_SHARED_ITEMS) {
                 let Some(r) = store.get(item).map_err(store_error)? else {
                     continue;
                 };
+                carry_schemas(&mut replica, &key, now, store, &r.type_name)?;
                 replica
                     .author(&key, rules::create_action(&r), now)
                     .map_err(internal)?;
@@ -399,7 +401,8 @@ async fn shared_write(
                     store.update(&p.id, &meta).map_err(store_error)?;
                 }
                 let (old, new) = store.check_update(&p.id, &p.patch).map_err(store_error)?;
-                for action in rules::edit_actions(&old, &new) {
+                carry_schemas(replica, &key, now, store, &new.type_name)?;
+                for action in rules::edit_actions(&old, &new, replica.state(), &me, now) {
                     sign(replica, &key, now, action)?;
                 }
                 Resulting::Resource(p.id)
@@ -424,6 +427,7 @@ async fn shared_write(
                     let item = store.get(&p.item).map_err(store_error)?.ok_or_else(|| {
                         store_error(allpeers_store::StoreError::NotFound(p.item.clone()))
                     })?;
+                    carry_schemas(replica, &key, now, store, &item.type_name)?;
                     sign(replica, &key, now, rules::create_action(&item))?;
                 }
                 sign(
@@ -537,6 +541,25 @@ fn place(
             position,
         };
         sign(replica, key, now, action)?;
+    }
+    Ok(())
+}
+
+/// Signs, before an op that writes a resource of `type_name`, the app schema files it needs
+/// that the share does not carry as we hold them (the first time, or a newer version): a
+/// member that never saw the app's type can then store it (its store checks and registers
+/// them, see `allpeers_store::ops`).
+fn carry_schemas(
+    replica: &mut Replica,
+    key: &SigningKey,
+    now: u64,
+    store: &Store,
+    type_name: &str,
+) -> Result<(), RpcError> {
+    for (file, text) in rules::app_schemas(store.registry(), type_name) {
+        if replica.state().schema(&file) != Some(text.as_str()) {
+            sign(replica, key, now, Action::Schema { file, text })?;
+        }
     }
     Ok(())
 }

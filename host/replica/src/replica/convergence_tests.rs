@@ -243,6 +243,10 @@ fn random_histories_converge_in_any_order() {
                     item: format!("i{}", rng.gen_range(0..3)),
                     position: ["3", "5", "55", "7"][rng.gen_range(0..4)].into(),
                 },
+                8 if rng.gen_bool(0.5) => Action::Schema {
+                    file: ["app_x_a", "app_x_b"][rng.gen_range(0..2)].into(),
+                    text: format!("v{}", rng.gen_range(0..4)),
+                },
                 _ => Action::SetProperty {
                     resource,
                     name: ["x", "y"][rng.gen_range(0..2)].into(),
