@@ -12,9 +12,10 @@ use allpeers_net::service::stream_io;
 use allpeers_net::{
     Address, Endpoint, EndpointConfig, Identity, Namespace, ServiceFn, TransportKind, tls,
 };
-use allpeers_transfer::blob::download::{self, Dial, FileSpec, PeerIo};
+use allpeers_transfer::blob::download;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal, StatusCode};
 use allpeers_transfer::blob::outboards::Outboards;
+use allpeers_transfer::blob::{Dial, FileSpec, PeerIo};
 use allpeers_transfer::throttle::{Limits, Throttle, Throttles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

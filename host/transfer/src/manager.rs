@@ -14,9 +14,10 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 use crate::blob::ContentHash;
-use crate::blob::download::{self, Dial, FileHandle, FileSpec};
+use crate::blob::download::{self, FileHandle};
 use crate::blob::outboards::Outboards;
 use crate::blob::partial::Partials;
+use crate::blob::{Dial, FileSpec};
 use crate::bt::engine::{Engine, EngineConfig, EngineError, Target};
 use crate::bt::magnet::{MagnetError, MagnetLink};
 use crate::bt::metadata::{self, MetadataError};

@@ -64,7 +64,7 @@ pub struct Daemon {
     /// Which content hashes each share names: the files service's entitlement check.
     pub file_hashes: Mutex<crate::files::rules::HashIndex>,
     /// Which shared files arrive by themselves (`files.auto_download.*`).
-    pub files_auto: crate::files::auto::AutoDownloads,
+    pub files_auto: crate::files::policy::AutoDownloads,
     events: broadcast::Sender<Event>,
     clients: AtomicUsize,
 }

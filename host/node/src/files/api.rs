@@ -6,7 +6,7 @@ use std::sync::Arc;
 use allpeers_model::api::contract::{self as c, parse_params};
 use allpeers_model::api::files as api;
 use allpeers_model::api::{ErrorCode, RpcError};
-use allpeers_transfer::blob::download::FileSpec;
+use allpeers_transfer::blob::FileSpec;
 use allpeers_transfer::manager::AddFile;
 use allpeers_transfer::throttle::Limits;
 use serde_json::Value;

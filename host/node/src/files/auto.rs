@@ -6,22 +6,19 @@
 //! content we neither serve (our own) nor have a transfer for is fetched with `files.get`'s rules. A file fetched
 //! by itself and then cancelled by the user is not fetched again while the daemon runs.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use allpeers_model::api::files::{
-    AutoDownload, AutoDownloadPolicy, DEFAULT_AUTO_DOWNLOAD_MAX_BYTES, GetFileParams,
-    SetAutoDownloadParams, ShareAutoDownload,
+    AutoDownload, AutoDownloadPolicy, GetFileParams, SetAutoDownloadParams,
 };
 use allpeers_model::api::{ErrorCode, RpcError};
-use allpeers_replica::Replica;
 use allpeers_transfer::blob::ContentHash;
 use allpeers_transfer::manager::ContentKey;
-use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
+use super::policy::{AutoDownloads, Setting, candidates};
 use crate::daemon::state::Daemon;
 
 /// The file the setting is kept in, in the transfers' state directory.
@@ -30,78 +27,6 @@ const FILE: &str = "auto-download.json";
 const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Commits arriving together are swept once: the sweep waits this long after a wake-up.
 const SETTLE: Duration = Duration::from_millis(200);
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct Setting {
-    max_bytes: u64,
-    shares: BTreeMap<String, AutoDownloadPolicy>,
-}
-
-impl Default for Setting {
-    fn default() -> Self {
-        Setting {
-            max_bytes: DEFAULT_AUTO_DOWNLOAD_MAX_BYTES,
-            shares: BTreeMap::new(),
-        }
-    }
-}
-
-impl Setting {
-    fn policy(&self, share: &str) -> AutoDownloadPolicy {
-        self.shares.get(share).copied().unwrap_or_default()
-    }
-
-    fn view(&self) -> AutoDownload {
-        AutoDownload {
-            max_bytes: self.max_bytes,
-            shares: self
-                .shares
-                .iter()
-                .map(|(share, policy)| ShareAutoDownload {
-                    share: share.clone(),
-                    policy: *policy,
-                })
-                .collect(),
-        }
-    }
-}
-
-/// Whether a file of `size` bytes is fetched by itself under `policy`.
-pub fn wanted(policy: AutoDownloadPolicy, max_bytes: u64, size: u64) -> bool {
-    match policy {
-        AutoDownloadPolicy::Off => false,
-        AutoDownloadPolicy::Small => size <= max_bytes,
-        AutoDownloadPolicy::All => true,
-    }
-}
-
-/// The resources of `replica` naming content (`hash` and `size`) that `policy` fetches by itself.
-pub fn candidates(
-    replica: &Replica,
-    policy: AutoDownloadPolicy,
-    max_bytes: u64,
-) -> Vec<(String, ContentHash)> {
-    replica
-        .state()
-        .resource_ids()
-        .filter_map(|id| {
-            let view = replica.resource(id)?;
-            let properties = view.get("properties")?;
-            let hash = ContentHash::parse(properties.get("hash")?.as_str()?)?;
-            let size = properties.get("size")?.as_u64()?;
-            wanted(policy, max_bytes, size).then(|| (id.to_string(), hash))
-        })
-        .collect()
-}
-
-/// The daemon's auto-download state.
-#[derive(Default)]
-pub struct AutoDownloads {
-    setting: Mutex<Option<Setting>>,
-    wake: Notify,
-    /// Content fetched by itself this run (a user's cancel is not undone).
-    started: Mutex<HashSet<ContentHash>>,
-}
 
 fn path(daemon: &Daemon) -> PathBuf {
     daemon.paths.transfers().join(FILE)
@@ -119,11 +44,6 @@ fn load(daemon: &Daemon) -> Setting {
 }
 
 impl AutoDownloads {
-    /// A commit stored ops: sweep soon.
-    pub fn wake(&self) {
-        self.wake.notify_one();
-    }
-
     fn setting(&self, daemon: &Daemon) -> Setting {
         self.setting
             .lock()
@@ -275,25 +195,5 @@ async fn sweep(daemon: &Arc<Daemon>) {
             .lock()
             .expect("started")
             .insert(hash);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_policy_fetches_what_it_says_and_small_is_the_default() {
-        assert_eq!(AutoDownloadPolicy::default(), AutoDownloadPolicy::Small);
-        assert!(!wanted(AutoDownloadPolicy::Off, 100, 1));
-        assert!(wanted(AutoDownloadPolicy::Small, 100, 100));
-        assert!(!wanted(AutoDownloadPolicy::Small, 100, 101));
-        assert!(wanted(AutoDownloadPolicy::All, 100, u64::MAX));
-        let mut setting = Setting::default();
-        assert_eq!(setting.max_bytes, DEFAULT_AUTO_DOWNLOAD_MAX_BYTES);
-        setting.shares.insert("s".into(), AutoDownloadPolicy::Off);
-        assert_eq!(setting.policy("s"), AutoDownloadPolicy::Off);
-        assert_eq!(setting.policy("t"), AutoDownloadPolicy::Small);
-        assert_eq!(setting.view().shares.len(), 1);
     }
 }

@@ -16,6 +16,7 @@
 pub mod api;
 pub mod auto;
 pub mod imports;
+pub mod policy;
 pub mod rules;
 pub mod service;
 

@@ -13,10 +13,10 @@ use allpeers_model::resource::{Patch, Resource};
 use allpeers_net::Endpoint;
 use allpeers_net::service::{Namespace, ServiceFn, stream_io};
 use allpeers_transfer::blob::ContentHash;
-use allpeers_transfer::blob::download::{Dial, PeerIo};
 use allpeers_transfer::blob::http::StatusCode;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal};
 use allpeers_transfer::blob::outboards::{OutboardError, Outboards};
+use allpeers_transfer::blob::{Dial, PeerIo};
 use allpeers_transfer::throttle::Throttles;
 use serde_json::json;
 

@@ -15,80 +15,33 @@
 //! in `<hash>.obao` in the state directory, and each block written is served to other members at once. Once whole,
 //! the file is added to the shared files ([`Outboards`]), so the node goes on serving it.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use bao_tree::BaoTree;
 use bao_tree::io::outboard::PreOrderOutboard;
-use bao_tree::io::sync::OutboardMut;
 
 use super::http::{self, FetchError, Verified};
+use super::landing::{Counters, Landing, done_bytes};
 use super::outboards::Outboards;
 use super::partial::{Partial, Partials};
-use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash};
+use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, Dial, DownloadError, FileSpec};
 use crate::bt::session::{Progress, TransferState};
-use crate::cache::journal::{Journal, JournalError};
+use crate::cache::journal::Journal;
 use crate::cache::layout::safe_relative_path;
 use crate::swarm::geometry::{MAX_PIECES, PieceSet};
 use crate::throttle::{Limits, Throttle, Throttles};
 
-/// Verified bytes written between two syncs of the data and the journal, at most, and the longest time between two:
-/// a sync per MiB halved the throughput (`benches/files.rs`); a crash refetches at most this much or this long.
-const COMMIT_BYTES: u64 = 16 << 20;
-const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// How often progress is published while bytes flow.
 const TICK: Duration = Duration::from_millis(250);
 /// Longest wait for a source to answer the request's head.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A file to fetch: what the File resource says of it, and who holds it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FileSpec {
-    pub hash: ContentHash,
-    pub size: u64,
-    /// The file name to land under (made safe: one path component).
-    pub name: String,
-    /// Peers that may hold it (peer ids as text): one is asked over HTTP (the next if it fails); several make a
-    /// swarm.
-    pub sources: Vec<String>,
-}
-
-/// A stream to a peer, for HTTP.
-pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
-
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
-
-/// Opens a stream of the files service to a peer (the node's endpoint; a pipe in tests).
-pub type Dial = Arc<dyn Fn(String) -> BoxFuture<std::io::Result<Box<dyn PeerIo>>> + Send + Sync>;
-
-#[derive(Debug, thiserror::Error)]
-pub enum DownloadError {
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    Journal(#[from] JournalError),
-    #[error("the file is too large ({0} bytes)")]
-    TooLarge(u64),
-    #[error("not a usable file name: {0}")]
-    Name(String),
-    #[error("no source could give it: {0}")]
-    NoSource(String),
-}
 
 #[derive(Debug)]
 enum Command {
@@ -242,31 +195,6 @@ fn blocks(size: u64) -> u32 {
     size.div_ceil(BLOCK_BYTES).min(u64::from(u32::MAX)) as u32
 }
 
-#[derive(Debug, Default)]
-pub(super) struct Counters {
-    /// Verified, synced and journaled.
-    pub done: AtomicU64,
-    /// Encoded bytes received this run.
-    pub received: AtomicU64,
-    /// Verified blocks thrown away: another source's copy came first (the swarm's endgame).
-    pub wasted: AtomicU64,
-    pub hash_failures: AtomicU64,
-    pub banned: AtomicU64,
-    /// Verified bytes kept, by source.
-    pub sources: Mutex<BTreeMap<String, u64>>,
-}
-
-impl Counters {
-    pub fn kept_from(&self, source: &str, bytes: u64) {
-        *self
-            .sources
-            .lock()
-            .expect("sources")
-            .entry(source.to_string())
-            .or_default() += bytes;
-    }
-}
-
 struct Session {
     spec: FileSpec,
     target: Target,
@@ -276,85 +204,6 @@ struct Session {
     progress: Arc<watch::Sender<Progress>>,
     /// Opened once per session: a decoder thread of an attempt cut short (a pause) may still hold it.
     landing: Mutex<Option<Arc<Mutex<Landing>>>>,
-}
-
-/// The verified blocks on their way to disk: the partial file, its tree, the journal and what it records.
-pub(super) struct Landing {
-    file: File,
-    /// The tree nodes received, kept so the blocks written can be served on.
-    outboard: PreOrderOutboard<File>,
-    /// Blocks written and verified (their nodes saved first): what others may fetch from us.
-    written: Arc<Mutex<PieceSet>>,
-    journal: Journal,
-    pub done: PieceSet,
-    /// Written and verified, not yet synced and journaled.
-    pending: Vec<u32>,
-    pending_bytes: u64,
-    last_commit: Instant,
-    size: u64,
-    counters: Arc<Counters>,
-}
-
-impl Landing {
-    /// Lands what a verified body yields: a tree node is saved, a block written.
-    pub fn land(&mut self, item: Verified<'_>) -> std::io::Result<()> {
-        match item {
-            Verified::Parent(node, pair) => self.outboard.save(node, &pair),
-            Verified::Block { offset, data } => self.write(offset, data),
-        }
-    }
-
-    fn write(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, offset)?;
-        let first = (offset / BLOCK_BYTES) as u32;
-        let last = (offset + bytes.len() as u64).div_ceil(BLOCK_BYTES) as u32;
-        {
-            let mut written = self.written.lock().expect("written");
-            for block in first..last {
-                written.insert(block);
-            }
-        }
-        for block in first..last {
-            if !self.done.contains(block) && !self.pending.contains(&block) {
-                self.pending.push(block);
-            }
-        }
-        self.pending_bytes += bytes.len() as u64;
-        if self.pending_bytes >= COMMIT_BYTES || self.last_commit.elapsed() >= COMMIT_INTERVAL {
-            self.commit()?;
-        }
-        Ok(())
-    }
-
-    /// Syncs the data written, then journals its blocks.
-    pub fn commit(&mut self) -> std::io::Result<()> {
-        if self.pending.is_empty() {
-            return Ok(());
-        }
-        self.file.sync_data()?;
-        self.journal
-            .record(&self.pending)
-            .map_err(std::io::Error::other)?;
-        for block in self.pending.drain(..) {
-            self.done.insert(block);
-        }
-        self.pending_bytes = 0;
-        self.last_commit = Instant::now();
-        self.counters
-            .done
-            .store(done_bytes(&self.done, self.size), Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn first_missing(&self) -> Option<u32> {
-        (0..self.done.len()).find(|b| !self.done.contains(*b))
-    }
-}
-
-fn done_bytes(done: &PieceSet, size: u64) -> u64 {
-    done.iter()
-        .map(|b| BLOCK_BYTES.min(size - u64::from(b) * BLOCK_BYTES))
-        .sum()
 }
 
 enum Outcome {
@@ -745,7 +594,10 @@ fn free_name(path: &Path) -> PathBuf {
 mod tests {
     use std::collections::HashMap;
 
+    use std::sync::atomic::AtomicU64;
+
     use super::*;
+    use crate::blob::PeerIo;
     use crate::blob::http::{Lookup, Refusal, StatusCode};
     use crate::blob::outboards::Outboards;
     use crate::blob::partial::Partials;

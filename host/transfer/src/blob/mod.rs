@@ -15,18 +15,31 @@
 //! - [`swarm`]: the private swarm's driver: a worker per source asks for chunks over HTTP ranges, verified block
 //!   by block, while the node serves what it holds so far ([`partial`]) to the other members.
 //! - [`partial`]: downloads under way as sources — the blocks landed so far and their tree nodes.
+//! - [`landing`]: where a download's verified blocks land (partial file, tree nodes, journal) and its counters,
+//!   whichever way they came.
+//!
+//! What a download is (`FileSpec`), how a peer is reached (`Dial`) and what fails (`DownloadError`) are here, shared
+//! by [`download`] and [`swarm`].
 
 pub mod download;
 pub mod http;
+pub mod landing;
 pub mod outboards;
 pub mod partial;
 pub mod sources;
 pub mod swarm;
 
 use std::fmt;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
 
 use bao_tree::BlockSize;
 use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncRead, AsyncWrite};
+
+use crate::cache::journal::JournalError;
 
 /// Blocks of 16 KiB: the unit a tree leaf covers, a verified write and a journal record (the outboard is 64 bytes per
 /// block, 0.4% of the content).
@@ -138,4 +151,42 @@ mod tests {
         assert_eq!(serde_json::from_str::<ContentHash>(&json).unwrap(), hash);
         assert!(serde_json::from_str::<ContentHash>("\"00\"").is_err());
     }
+}
+
+/// A file to fetch: what the File resource says of it, and who holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileSpec {
+    pub hash: ContentHash,
+    pub size: u64,
+    /// The file name to land under (made safe: one path component).
+    pub name: String,
+    /// Peers that may hold it (peer ids as text): one is asked over HTTP (the next if it fails); several make a
+    /// swarm.
+    pub sources: Vec<String>,
+}
+
+/// A stream to a peer, for HTTP.
+pub trait PeerIo: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> PeerIo for T {}
+
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Opens a stream of the files service to a peer (the node's endpoint; a pipe in tests).
+pub type Dial = Arc<dyn Fn(String) -> BoxFuture<std::io::Result<Box<dyn PeerIo>>> + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DownloadError {
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error("the file is too large ({0} bytes)")]
+    TooLarge(u64),
+    #[error("not a usable file name: {0}")]
+    Name(String),
+    #[error("no source could give it: {0}")]
+    NoSource(String),
 }

@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::ContentHash;
-use super::download::{BoxFuture, Counters, Dial, DownloadError, FileSpec, Landing};
 use super::http::{Connection, FetchError, Verified};
+use super::landing::{Counters, Landing};
 use super::sources::SourceBook;
+use super::{BoxFuture, ContentHash, Dial, DownloadError, FileSpec};
 use crate::swarm::PeerKey;
 use crate::throttle::Throttles;
 

@@ -1,0 +1,126 @@
+//! Where a file download's verified blocks land, whichever way they were fetched (HTTP from one source, the swarm
+//! from several): the partial file, its tree nodes (so the blocks can be served on), the journal, and the counters
+//! the download's progress is read from.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bao_tree::io::outboard::PreOrderOutboard;
+use bao_tree::io::sync::OutboardMut;
+
+use super::BLOCK_BYTES;
+use super::http::Verified;
+use crate::cache::journal::Journal;
+use crate::swarm::geometry::PieceSet;
+
+/// Verified bytes written between two syncs of the data and the journal, at most, and the longest time between two:
+/// a sync per MiB halved the throughput (`benches/files.rs`); a crash refetches at most this much or this long.
+const COMMIT_BYTES: u64 = 16 << 20;
+const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+#[derive(Debug, Default)]
+pub(super) struct Counters {
+    /// Verified, synced and journaled.
+    pub done: AtomicU64,
+    /// Encoded bytes received this run.
+    pub received: AtomicU64,
+    /// Verified blocks thrown away: another source's copy came first (the swarm's endgame).
+    pub wasted: AtomicU64,
+    pub hash_failures: AtomicU64,
+    pub banned: AtomicU64,
+    /// Verified bytes kept, by source.
+    pub sources: Mutex<BTreeMap<String, u64>>,
+}
+
+impl Counters {
+    pub fn kept_from(&self, source: &str, bytes: u64) {
+        *self
+            .sources
+            .lock()
+            .expect("sources")
+            .entry(source.to_string())
+            .or_default() += bytes;
+    }
+}
+
+/// The verified blocks on their way to disk: the partial file, its tree, the journal and what it records.
+pub(super) struct Landing {
+    pub(super) file: File,
+    /// The tree nodes received, kept so the blocks written can be served on.
+    pub(super) outboard: PreOrderOutboard<File>,
+    /// Blocks written and verified (their nodes saved first): what others may fetch from us.
+    pub(super) written: Arc<Mutex<PieceSet>>,
+    pub(super) journal: Journal,
+    pub done: PieceSet,
+    /// Written and verified, not yet synced and journaled.
+    pub(super) pending: Vec<u32>,
+    pub(super) pending_bytes: u64,
+    pub(super) last_commit: Instant,
+    pub(super) size: u64,
+    pub(super) counters: Arc<Counters>,
+}
+
+impl Landing {
+    /// Lands what a verified body yields: a tree node is saved, a block written.
+    pub fn land(&mut self, item: Verified<'_>) -> std::io::Result<()> {
+        match item {
+            Verified::Parent(node, pair) => self.outboard.save(node, &pair),
+            Verified::Block { offset, data } => self.write(offset, data),
+        }
+    }
+
+    fn write(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
+        self.file.write_all_at(bytes, offset)?;
+        let first = (offset / BLOCK_BYTES) as u32;
+        let last = (offset + bytes.len() as u64).div_ceil(BLOCK_BYTES) as u32;
+        {
+            let mut written = self.written.lock().expect("written");
+            for block in first..last {
+                written.insert(block);
+            }
+        }
+        for block in first..last {
+            if !self.done.contains(block) && !self.pending.contains(&block) {
+                self.pending.push(block);
+            }
+        }
+        self.pending_bytes += bytes.len() as u64;
+        if self.pending_bytes >= COMMIT_BYTES || self.last_commit.elapsed() >= COMMIT_INTERVAL {
+            self.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Syncs the data written, then journals its blocks.
+    pub fn commit(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.file.sync_data()?;
+        self.journal
+            .record(&self.pending)
+            .map_err(std::io::Error::other)?;
+        for block in self.pending.drain(..) {
+            self.done.insert(block);
+        }
+        self.pending_bytes = 0;
+        self.last_commit = Instant::now();
+        self.counters
+            .done
+            .store(done_bytes(&self.done, self.size), Ordering::Relaxed);
+        Ok(())
+    }
+
+    pub(super) fn first_missing(&self) -> Option<u32> {
+        (0..self.done.len()).find(|b| !self.done.contains(*b))
+    }
+}
+
+pub(super) fn done_bytes(done: &PieceSet, size: u64) -> u64 {
+    done.iter()
+        .map(|b| BLOCK_BYTES.min(size - u64::from(b) * BLOCK_BYTES))
+        .sum()
+}
