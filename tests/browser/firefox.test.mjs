@@ -538,8 +538,10 @@ test(
       linkUrl: `magnet:?xt=urn:btih:${seeded.transfer.info_hash}&x.pe=${seeded.listen}`,
     });
     assert.equal(magnet.ok, true, magnet.message ?? magnet.thrown);
-    assert.equal(magnet.transfer.name, "ff-menu.bin");
+    // Listed at once, named by its info-hash (the link has no dn) while its metadata is fetched.
+    assert.equal(magnet.transfer.name, seeded.transfer.info_hash);
     await driver.wait(css(`#transfers li[data-transfer="${magnet.transfer.id}"]`), WAIT);
+    await driver.wait(async () => (await h.apiCall(alice, "transfers.get", { id: magnet.transfer.id })).name === "ff-menu.bin", WAIT);
     await h.apiCall(alice, "transfers.cancel", { id: magnet.transfer.id, delete_files: true });
 
     // --- A group of three made in the Firefox sidebar; messages from all three, names shown.
