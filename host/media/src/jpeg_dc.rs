@@ -283,6 +283,11 @@ impl Huffman {
             let count = i32::from(counts[length - 1]);
             offset[length] = index - code;
             for _ in 0..count {
+                // A code that does not fit its length: the table is not a prefix code (found by
+                // the fuzzer: it would index past the lookahead table).
+                if code >= 1 << length {
+                    return None;
+                }
                 if length <= LOOKAHEAD as usize {
                     let shift = LOOKAHEAD as usize - length;
                     let first = (code as usize) << shift;
@@ -293,10 +298,6 @@ impl Huffman {
                 index += 1;
             }
             max_code[length] = code;
-            // A code that does not fit its length: the table is not a prefix code.
-            if code > 1 << length {
-                return None;
-            }
             code <<= 1;
         }
         let mut skips = Box::new([Skip::NONE; 1 << SKIP_BITS]);
@@ -735,6 +736,26 @@ mod tests {
             bent[i] ^= 0x5A;
             let _ = decode(&bent);
         }
+    }
+
+    #[test]
+    fn a_huffman_table_with_more_codes_than_fit_is_refused() {
+        // Three codes of one bit, five of two bits: only two and four fit.
+        let mut counts = [0u8; 16];
+        counts[0] = 3;
+        assert!(Huffman::new(&counts, &[1, 2, 3]).is_none());
+        let mut counts = [0u8; 16];
+        counts[1] = 5;
+        assert!(Huffman::new(&counts, &[1, 2, 3, 4, 5]).is_none());
+        // The fuzzer's find: one byte of a DHT's counts changed in the restarts fixture.
+        let mut file = std::fs::read(format!(
+            "{}/tests/fixtures/restarts.jpg",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .expect("fixture");
+        let at = 0x09EC % file.len();
+        file[at] = 0x06;
+        assert_eq!(decode(&file), None);
     }
 
     #[test]
