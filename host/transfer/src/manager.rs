@@ -609,11 +609,20 @@ impl Manager {
                 _ => None,
             })
             .collect();
-        let mut uploads = Vec::new();
+        // Every session is asked at once: one busy session costs the list its timeout once,
+        // not once per session behind it.
+        let mut asked = tokio::task::JoinSet::new();
         for (id, handle) in running {
-            let peers = tokio::time::timeout(UPLOADS_TIMEOUT, handle.peers())
-                .await
-                .unwrap_or_default();
+            asked.spawn(async move {
+                let peers = tokio::time::timeout(UPLOADS_TIMEOUT, handle.peers())
+                    .await
+                    .unwrap_or_default();
+                (id, peers)
+            });
+        }
+        let mut uploads = Vec::new();
+        while let Some(answer) = asked.join_next().await {
+            let Ok((id, peers)) = answer else { continue };
             uploads.extend(
                 peers
                     .into_iter()
