@@ -1,7 +1,9 @@
 //! Replication core benchmarks, each against a baseline run side by side:
 //! 1. reconciliation (negentropy) vs the naive exchange of every id, for 10k..1M ops and
 //!    0..1000 differences: round trips, bytes each way, time;
-//! 2. merge throughput (decode, verify, judge, merge) vs signature verification alone;
+//! 2. merge throughput (decode, verify, judge, merge) vs signature verification alone, and
+//!    signature verification one by one (`verify_strict`, the check before batches) vs in
+//!    batches of several sizes (`signature::verify_all`) vs `verify_many` (batches on threads);
 //! 3. initial sync of a share to a fresh peer through two sync sessions vs merging the same ops
 //!    locally;
 //! 4. one edit reaching two members through the sessions (in process: no network), p50/p99.
@@ -12,10 +14,12 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use allpeers_model::id::PeerId;
+use allpeers_replica::op::{SIGNATURE_DOMAIN, verify_many};
 use allpeers_replica::reconcile::{self, Item, Items, MAX_MESSAGE_BYTES};
+use allpeers_replica::signature::{self, Keys, Signed};
 use allpeers_replica::sync::{Event, SyncPeer};
 use allpeers_replica::{Action, Level, Op, OpId, Replica, ShareId};
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -37,6 +41,7 @@ fn main() {
         return;
     }
     let ops = signed_ops(if quick { 5_000 } else { 50_000 });
+    signatures(&ops);
     merge(&ops);
     initial_sync(&ops);
     edit_latency(if quick { 200 } else { 2_000 });
@@ -141,6 +146,79 @@ fn signed_ops(n: usize) -> Vec<Op> {
     let mut ops: Vec<Op> = r.kept_ops().cloned().collect();
     ops.sort_by_key(Op::order_key);
     ops
+}
+
+/// Signature verification alone, one thread unless said: what an initial sync's receiver
+/// spends most of its time on.
+fn signatures(ops: &[Op]) {
+    println!("## Signature verification ({} ops, two authors)", ops.len());
+    let messages: Vec<Vec<u8>> = ops
+        .iter()
+        .map(|op| [SIGNATURE_DOMAIN, &op.id().0].concat())
+        .collect();
+    let parts: Vec<([u8; 32], [u8; 64])> = ops
+        .iter()
+        .map(|op| {
+            let wire = op.wire();
+            let signature: [u8; 64] = wire[wire.len() - 64..].try_into().unwrap();
+            (*op.body().author.public_key(), signature)
+        })
+        .collect();
+    let signed: Vec<Signed> = parts
+        .iter()
+        .zip(&messages)
+        .map(|((key, signature), message)| Signed {
+            key,
+            message,
+            signature,
+        })
+        .collect();
+    let strict = best_of(3, || {
+        let mut keys = BTreeMap::new();
+        for s in &signed {
+            let key = keys
+                .entry(*s.key)
+                .or_insert_with(|| VerifyingKey::from_bytes(s.key).unwrap());
+            key.verify_strict(s.message, &Signature::from_bytes(s.signature))
+                .unwrap();
+        }
+    });
+    println!("| | time | ops/s | / one by one |");
+    println!("|---|---:|---:|---:|");
+    let row = |what: &str, d: Duration| {
+        println!(
+            "| {what} | {} | {:.0} | {:.2}x |",
+            ms(d),
+            rate(ops.len(), d),
+            d.as_secs_f64() / strict.as_secs_f64()
+        )
+    };
+    row("one by one, `verify_strict` (before)", strict);
+    let single = best_of(3, || {
+        for s in &signed {
+            signature::verify(s).unwrap();
+        }
+    });
+    row("one by one, `signature::verify`", single);
+    for size in [8, 32, 64, signature::BATCH] {
+        let batched = best_of(3, || {
+            let mut keys = Keys::default();
+            for chunk in signed.chunks(size) {
+                assert!(
+                    signature::verify_all(chunk, &mut keys)
+                        .iter()
+                        .all(Result::is_ok)
+                );
+            }
+        });
+        row(
+            &format!("batches of {size}, `signature::verify_all`"),
+            batched,
+        );
+    }
+    let many = best_of(3, || assert!(verify_many(ops).iter().all(|ok| *ok)));
+    row("`verify_many` (batches of 128, up to 4 threads)", many);
+    println!();
 }
 
 fn merge(ops: &[Op]) {
