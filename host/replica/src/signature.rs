@@ -67,6 +67,7 @@ impl Keys {
 #[derive(Clone, Copy)]
 struct Parsed<'a> {
     key: &'a [u8; 32],
+    r_bytes: [u8; 32],
     a: EdwardsPoint,
     r: EdwardsPoint,
     s: Scalar,
@@ -104,6 +105,7 @@ fn parse<'a>(signed: &Signed<'a>, keys: &mut Keys) -> Result<Parsed<'a>, Refusal
     let h = Scalar::from_bytes_mod_order_wide(&hash.finalize().into());
     Ok(Parsed {
         key: signed.key,
+        r_bytes,
         a,
         r,
         s,
@@ -126,7 +128,7 @@ fn all_hold(parsed: &[Parsed]) -> bool {
     let mut transcript = blake3::Hasher::new_derive_key("allpeers replica batch verification v1");
     for p in parsed {
         transcript.update(p.key);
-        transcript.update(p.r.compress().as_bytes());
+        transcript.update(&p.r_bytes);
         transcript.update(p.s.as_bytes());
         transcript.update(p.h.as_bytes());
     }
