@@ -1,21 +1,26 @@
 //! Replication core benchmarks, each against a baseline run side by side:
 //! 1. reconciliation (negentropy) vs the naive exchange of every id, for 10k..1M ops and
 //!    0..1000 differences: round trips, bytes each way, time;
-//! 2. merge throughput (decode, verify, judge, merge) vs signature verification alone;
+//! 2. merge throughput (decode, verify, judge, merge) vs signature verification alone, and
+//!    signature verification one by one (`verify_strict`, the check before batches) vs in
+//!    batches of several sizes (`signature::verify_all`) vs `verify_many` (batches on threads);
 //! 3. initial sync of a share to a fresh peer through two sync sessions vs merging the same ops
 //!    locally;
 //! 4. one edit reaching two members through the sessions (in process: no network), p50/p99.
 //!
-//! `cargo bench -p allpeers-replica` (`-- quick` for a short run, `-- reconcile` for part 1 only).
+//! `cargo bench -p allpeers-replica` (`-- quick` for a short run, `-- reconcile` for part 1 only,
+//! `-- signatures` for signature verification only).
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use allpeers_model::id::PeerId;
+use allpeers_replica::op::{SIGNATURE_DOMAIN, verify_many};
 use allpeers_replica::reconcile::{self, Item, Items, MAX_MESSAGE_BYTES};
+use allpeers_replica::signature::{self, Keys, Signed};
 use allpeers_replica::sync::{Event, SyncPeer};
 use allpeers_replica::{Action, Level, Op, OpId, Replica, ShareId};
-use ed25519_dalek::SigningKey;
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -32,11 +37,16 @@ fn peer(n: u8) -> PeerId {
 
 fn main() {
     let quick = std::env::args().any(|a| a == "quick");
+    if std::env::args().any(|a| a == "signatures") {
+        signatures(&signed_ops(if quick { 5_000 } else { 50_000 }));
+        return;
+    }
     reconciliation(quick);
     if std::env::args().any(|a| a == "reconcile") {
         return;
     }
     let ops = signed_ops(if quick { 5_000 } else { 50_000 });
+    signatures(&ops);
     merge(&ops);
     initial_sync(&ops);
     edit_latency(if quick { 200 } else { 2_000 });
@@ -141,6 +151,117 @@ fn signed_ops(n: usize) -> Vec<Op> {
     let mut ops: Vec<Op> = r.kept_ops().cloned().collect();
     ops.sort_by_key(Op::order_key);
     ops
+}
+
+/// Signature verification alone: what an initial sync's receiver spends most of its time on.
+/// CPU time (user + system, all threads), the best of 5, the variants taking turns: on a
+/// machine loaded by other work, wall time says more about the others than about the code.
+fn signatures(ops: &[Op]) {
+    println!("## Signature verification ({} ops, two authors)", ops.len());
+    let messages: Vec<Vec<u8>> = ops
+        .iter()
+        .map(|op| [SIGNATURE_DOMAIN, &op.id().0].concat())
+        .collect();
+    let parts: Vec<([u8; 32], [u8; 64])> = ops
+        .iter()
+        .map(|op| {
+            let wire = op.wire();
+            let signature: [u8; 64] = wire[wire.len() - 64..].try_into().unwrap();
+            (*op.body().author.public_key(), signature)
+        })
+        .collect();
+    let signed: Vec<Signed> = parts
+        .iter()
+        .zip(&messages)
+        .map(|((key, signature), message)| Signed {
+            key,
+            message,
+            signature,
+        })
+        .collect();
+    let strict = || {
+        let mut keys = BTreeMap::new();
+        for s in &signed {
+            let key = keys
+                .entry(*s.key)
+                .or_insert_with(|| VerifyingKey::from_bytes(s.key).unwrap());
+            key.verify_strict(s.message, &Signature::from_bytes(s.signature))
+                .unwrap();
+        }
+    };
+    let single = || {
+        let mut keys = Keys::default();
+        for s in &signed {
+            let verdict = signature::verify_all(std::slice::from_ref(s), &mut keys);
+            assert!(verdict[0].is_ok());
+        }
+    };
+    let batched = |size: usize| {
+        let mut keys = Keys::default();
+        for chunk in signed.chunks(size) {
+            assert!(
+                signature::verify_all(chunk, &mut keys)
+                    .iter()
+                    .all(Result::is_ok)
+            );
+        }
+    };
+    let many = || assert!(verify_many(ops).iter().all(|ok| *ok));
+    let names = [
+        "one by one, ed25519-dalek `verify_strict` (before)".to_string(),
+        "one by one, `signature::verify_all` of one".to_string(),
+        "batches of 8, `signature::verify_all`".to_string(),
+        "batches of 32".to_string(),
+        "batches of 64".to_string(),
+        format!("batches of {} (`signature::BATCH`)", signature::BATCH),
+        "`verify_many` (batches, up to 4 threads)".to_string(),
+    ];
+    let mut best = [(Duration::MAX, Duration::MAX); 7];
+    for _ in 0..5 {
+        for (i, b) in best.iter_mut().enumerate() {
+            let (t, c) = (Instant::now(), cpu());
+            match i {
+                0 => strict(),
+                1 => single(),
+                2 => batched(8),
+                3 => batched(32),
+                4 => batched(64),
+                5 => batched(signature::BATCH),
+                _ => many(),
+            }
+            let (wall, used) = (t.elapsed(), cpu() - c);
+            *b = (b.0.min(used), b.1.min(wall));
+        }
+    }
+    println!("| | CPU | ops/s of CPU | CPU / before | wall |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, (used, wall)) in names.iter().zip(best) {
+        println!(
+            "| {name} | {} | {:.0} | {:.2}x | {} |",
+            ms(used),
+            rate(ops.len(), used),
+            used.as_secs_f64() / best[0].0.as_secs_f64(),
+            ms(wall)
+        );
+    }
+    println!();
+}
+
+/// User + system time of the process, all threads (10 ms ticks).
+fn cpu() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let ticks: u64 = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| {
+            rest.split_whitespace()
+                .skip(11)
+                .take(2)
+                .filter_map(|t| t.parse::<u64>().ok())
+                .sum()
+        })
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
 }
 
 fn merge(ops: &[Op]) {

@@ -10,6 +10,8 @@
 //!   (HLC stamp, author, op id), add-wins lists, tombstones that never resurrect; and which ops
 //!   each op supersedes.
 //! - [`position`]: list positions (decimal-fraction keys: one always fits between two).
+//! - [`signature`]: Ed25519 checks of ops, one at a time or many in one equation, with the
+//!   same verdict either way (cofactored, strict encodings).
 //! - [`replica`]: one share: validity against the membership each op names (convergent
 //!   capabilities after Keyhive: a revocation rejects its target's concurrent and later ops
 //!   everywhere, earlier ones stand), ops waiting for parents, future-stamped ops deferred, the
@@ -39,6 +41,7 @@ pub mod op;
 pub mod position;
 pub mod reconcile;
 pub mod replica;
+pub mod signature;
 pub mod state;
 pub mod store;
 pub mod sync;

@@ -19,9 +19,10 @@ use std::fmt;
 use std::sync::Arc;
 
 use allpeers_model::id::PeerId;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use serde_json::Value as Json;
 
+use crate::signature::{self, Keys, Refusal, Signed};
 use crate::wire::{Reader, WireError, Writer};
 
 /// Version byte at the start of the canonical bytes; a new encoding gets a new number.
@@ -326,18 +327,26 @@ impl Op {
         })
     }
 
+    /// Whether the author's signature holds (see [`crate::signature`]: the same verdict as
+    /// among others in [`verify_many`]).
     pub fn verify(&self) -> Result<(), OpError> {
-        let key = VerifyingKey::from_bytes(self.body().author.public_key())
-            .map_err(|_| OpError::AuthorKey)?;
-        self.verify_with(&key)
+        let message = signed_message(&self.id());
+        signature::verify(&self.signed(&message)).map_err(|refusal| match refusal {
+            Refusal::Key => OpError::AuthorKey,
+            Refusal::Signature => OpError::Signature,
+        })
     }
 
-    /// [`Op::verify`] with the author's key already decompressed.
-    fn verify_with(&self, key: &VerifyingKey) -> Result<(), OpError> {
-        let mut sig = [0u8; SIGNATURE_LEN];
-        sig.copy_from_slice(&self.inner.wire[self.inner.wire.len() - SIGNATURE_LEN..]);
-        key.verify_strict(&signed_message(&self.id()), &Signature::from_bytes(&sig))
-            .map_err(|_| OpError::Signature)
+    /// What the signature check needs, with `message` the [`signed_message`] of the op's id.
+    fn signed<'a>(&'a self, message: &'a [u8]) -> Signed<'a> {
+        let wire = &self.inner.wire;
+        Signed {
+            key: self.body().author.public_key(),
+            message,
+            signature: wire[wire.len() - SIGNATURE_LEN..]
+                .try_into()
+                .expect("decoded ops end in a signature"),
+        }
     }
 
     pub fn id(&self) -> OpId {
@@ -374,21 +383,20 @@ pub struct OrderKey {
 const VERIFY_CHUNK: usize = 512;
 
 /// Whether each op's signature holds, as [`Op::verify`] says, for a batch (an initial sync's
-/// frames are mostly this): each author's key is decompressed once per thread, and a big batch
-/// is split over the machine's cores (at most 4). Same checks one by one, so the same verdicts
-/// whatever the batch (ed25519's batch verification is not: its cofactored equation accepts
-/// some signatures `verify_strict` refuses, and validity must not depend on how ops arrived).
+/// frames are mostly this): [`signature::BATCH`] ops in one equation (a failed one again one
+/// by one, so a forged op is refused alone), each author's key decompressed once per thread,
+/// and a big batch split over the machine's cores (at most 4).
 pub fn verify_many(ops: &[Op]) -> Vec<bool> {
     fn run(ops: &[Op]) -> Vec<bool> {
-        let mut keys: BTreeMap<PeerId, Option<VerifyingKey>> = BTreeMap::new();
-        ops.iter()
-            .map(|op| {
-                let author = op.body().author;
-                let key = keys
-                    .entry(author)
-                    .or_insert_with(|| VerifyingKey::from_bytes(author.public_key()).ok());
-                key.as_ref().is_some_and(|k| op.verify_with(k).is_ok())
-            })
+        let messages: Vec<Vec<u8>> = ops.iter().map(|op| signed_message(&op.id())).collect();
+        let signed: Vec<Signed> = ops
+            .iter()
+            .zip(&messages)
+            .map(|(op, m)| op.signed(m))
+            .collect();
+        signature::verify_all(&signed, &mut Keys::default())
+            .into_iter()
+            .map(|verdict| verdict.is_ok())
             .collect()
     }
     let threads = std::thread::available_parallelism()
@@ -851,6 +859,50 @@ pub(crate) mod tests {
             Op::decode(&wire).is_ok(),
             "decodes, only the signature fails"
         );
+    }
+
+    #[test]
+    fn a_batch_with_one_forged_op_refuses_exactly_that_op() {
+        let ops: Vec<Op> = (0..1_000u64)
+            .map(|i| {
+                let k = key(1 + (i % 2) as u8);
+                Op::sign(
+                    OpBody {
+                        share: OpId([9; 32]),
+                        author: peer(&k),
+                        seq: i + 1,
+                        stamp: Stamp {
+                            wall_ms: 1_764_590_000_000 + i,
+                            counter: 0,
+                        },
+                        parents: vec![],
+                        action: Action::SetProperty {
+                            resource: "r".into(),
+                            name: "n".into(),
+                            value: Json::from(i),
+                        },
+                    },
+                    &k,
+                )
+                .unwrap()
+            })
+            .collect();
+        assert!(verify_many(&ops).iter().all(|ok| *ok));
+        // Op 617 re-signed by key 3 while still claiming its author: a forgery.
+        let mut forged = ops.clone();
+        let wire = ops[617].wire();
+        let canonical = &wire[..wire.len() - SIGNATURE_LEN];
+        let mut bytes = canonical.to_vec();
+        bytes.extend_from_slice(&key(3).sign(&signed_message(&ops[617].id())).to_bytes());
+        forged[617] = Op::decode(&bytes).unwrap();
+        let refused: Vec<usize> = verify_many(&forged)
+            .iter()
+            .enumerate()
+            .filter(|(_, ok)| !**ok)
+            .map(|(i, _)| i)
+            .collect();
+        assert_eq!(refused, vec![617]);
+        assert_eq!(forged[617].verify(), Err(OpError::Signature));
     }
 
     #[test]

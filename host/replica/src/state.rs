@@ -556,6 +556,77 @@ mod tests {
     }
 
     #[test]
+    fn a_moved_item_concurrently_removed_stays_removed_in_any_order() {
+        let create = op(
+            1,
+            Action::Create {
+                resource: "l".into(),
+                kind: "List".into(),
+                value: json!({}),
+            },
+        );
+        let add = |t, item: &str| {
+            op(
+                t,
+                Action::ListAdd {
+                    list: "l".into(),
+                    item: item.into(),
+                },
+            )
+        };
+        let (a, b) = (add(2, "a"), add(3, "b"));
+        let remove = op(
+            4,
+            Action::ListRemove {
+                list: "l".into(),
+                item: "a".into(),
+                tags: vec![a.id()],
+            },
+        );
+        // Concurrent with the remove and stamped after it: a move to the front.
+        let front = position::between(
+            None,
+            Some(&position::arrival(Stamp {
+                wall_ms: 2,
+                counter: 0,
+            })),
+        )
+        .unwrap();
+        let moved = op(
+            5,
+            Action::ListMove {
+                list: "l".into(),
+                item: "a".into(),
+                position: front,
+            },
+        );
+        let ops = [&a, &remove, &moved];
+        let mut hashes = BTreeSet::new();
+        for order in [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ] {
+            let mut state = State::default();
+            state.apply(&create);
+            state.apply(&b);
+            for i in order {
+                state.apply(ops[i]);
+            }
+            assert_eq!(
+                state.resource("l").unwrap()["items"],
+                json!(["b"]),
+                "{order:?}"
+            );
+            hashes.insert(state.hash().to_hex().to_string());
+        }
+        assert_eq!(hashes.len(), 1);
+    }
+
+    #[test]
     fn an_add_the_remover_did_not_see_keeps_the_item() {
         let mut state = State::default();
         let add1 = op(

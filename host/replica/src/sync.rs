@@ -279,6 +279,16 @@ impl Bucket {
     }
 }
 
+/// What a peer may still push us unasked ([`PUSHED_OPS_PER_SECOND_PER_SHARE`]): per share
+/// (shares the peer may sync with us, so bounded by them), and all together. The daemon keeps
+/// them when a session ends ([`SyncPeer::into_budgets`], [`SyncPeer::resume`]): a peer that
+/// reconnects must not start again with a full burst.
+#[derive(Debug, Clone, Default)]
+pub struct PushBudgets {
+    per_share: HashMap<ShareId, Bucket>,
+    per_peer: Option<Bucket>,
+}
+
 struct Initiated {
     reconciler: Reconciler,
     round_trips: usize,
@@ -299,15 +309,16 @@ pub struct SyncPeer {
     frame_limit: usize,
     initiated: HashMap<ShareId, Initiated>,
     responders: HashMap<ShareId, Reconciler>,
+    /// When the peer last asked us for ops of each share (a `Want`): while it fetches, our own
+    /// reconciliations of the share send it nothing unasked (it asks for what it lacks; sending
+    /// the same ops unasked doubled an initial sync's traffic, and its push limit dropped them).
+    fetching: HashMap<ShareId, u64>,
     transmit: VecDeque<Vec<u8>>,
     /// Pushed ops not yet framed: pushes in a row for one share travel as one `Ops` frame (a
     /// commit of 2,000 ops is a couple of frames, not 2,000), up to [`MAX_MESSAGE_BYTES`].
     pushing: Option<(ShareId, Vec<Vec<u8>>, usize)>,
     events: VecDeque<Event>,
-    /// What the peer may still push us unasked ([`PUSHED_OPS_PER_SECOND_PER_SHARE`]): per
-    /// share (shares the peer may sync with us, so bounded by them), and all together.
-    push_budget: HashMap<ShareId, Bucket>,
-    peer_budget: Option<Bucket>,
+    budgets: PushBudgets,
     /// (per second, burst) per share and per peer: the constants, smaller in tests.
     push_limits: [(u64, u64); 2],
 }
@@ -321,16 +332,29 @@ impl SyncPeer {
             frame_limit: frame_limit.clamp(crate::reconcile::MIN_FRAME_LIMIT, MAX_MESSAGE_BYTES),
             initiated: HashMap::new(),
             responders: HashMap::new(),
+            fetching: HashMap::new(),
             transmit: VecDeque::new(),
             pushing: None,
             events: VecDeque::new(),
-            push_budget: HashMap::new(),
-            peer_budget: None,
+            budgets: PushBudgets::default(),
             push_limits: [
                 (PUSHED_OPS_PER_SECOND_PER_SHARE, PUSH_BURST_PER_SHARE),
                 (PUSHED_OPS_PER_SECOND_PER_PEER, PUSH_BURST_PER_PEER),
             ],
         }
+    }
+
+    /// A new session with `peer` that goes on with the push budgets its last session left.
+    pub fn resume(peer: PeerId, frame_limit: usize, budgets: PushBudgets) -> SyncPeer {
+        SyncPeer {
+            budgets,
+            ..SyncPeer::new(peer, frame_limit)
+        }
+    }
+
+    /// Ends the session, keeping what the peer may still push us for its next one.
+    pub fn into_budgets(self) -> PushBudgets {
+        self.budgets
     }
 
     /// Smaller push limits, so a test floods with a few hundred ops, not thousands.
@@ -439,6 +463,7 @@ impl SyncPeer {
             // Same answer as for a share we do not hold; ops from a non-member are ignored.
             self.initiated.remove(&share);
             self.responders.remove(&share);
+            self.fetching.remove(&share);
             if !matches!(message, Message::Unknown { .. } | Message::Ops { .. }) {
                 self.send(Message::Unknown { share });
             }
@@ -464,6 +489,7 @@ impl SyncPeer {
                 self.events.push_back(Event::Unknown { share });
             }
             Message::Want { ids, .. } => {
+                self.fetching.insert(share, now_ms);
                 let ops: Vec<&Op> = ids.iter().filter_map(|id| replica.live_op(id)).collect();
                 self.send_ops(share, in_stamp_order(ops));
             }
@@ -568,6 +594,13 @@ impl SyncPeer {
             }
         }
         s.deadline = Some(now_ms + WANT_TIMEOUT_MS);
+        let peer_fetching = self
+            .fetching
+            .get(&share)
+            .is_some_and(|at| now_ms < at + WANT_TIMEOUT_MS);
+        if peer_fetching {
+            have.clear();
+        }
         let ops: Vec<&Op> = have.iter().filter_map(|id| replica.live_op(id)).collect();
         let ops = in_stamp_order(ops);
         s.sent += ops.len();
@@ -587,11 +620,13 @@ impl SyncPeer {
     fn take_push_budget(&mut self, share: ShareId, now_ms: u64) -> bool {
         let [(share_rate, share_burst), (peer_rate, peer_burst)] = self.push_limits;
         let per_share = self
-            .push_budget
+            .budgets
+            .per_share
             .entry(share)
             .or_insert_with(|| Bucket::full(share_rate, share_burst, now_ms));
         let per_peer = self
-            .peer_budget
+            .budgets
+            .per_peer
             .get_or_insert_with(|| Bucket::full(peer_rate, peer_burst, now_ms));
         per_share.refill(now_ms);
         per_peer.refill(now_ms);

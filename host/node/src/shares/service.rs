@@ -202,7 +202,7 @@ fn reset_link(daemon: &Daemon, peer: PeerId, forget_session: bool) {
         .expect("links lock")
         .remove(&peer);
     if forget_session {
-        daemon.shares.lock().sessions.remove(&peer);
+        daemon.shares.lock().end_session(&peer);
     }
 }
 
@@ -239,7 +239,7 @@ fn spawn_pump(daemon: &Arc<Daemon>, peer: PeerId) -> mpsc::Sender<Envelope> {
                 // what matters, from a clean session.
                 held = None;
                 while rx.try_recv().is_ok() {}
-                daemon.shares.lock().sessions.remove(&peer);
+                daemon.shares.lock().end_session(&peer);
             }
         }
     });

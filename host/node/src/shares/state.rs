@@ -11,7 +11,7 @@ use allpeers_model::PeerId;
 use allpeers_model::api::shares::{Share, ShareMember, ShareState, ShareSync};
 use allpeers_replica::reconcile::MAX_MESSAGE_BYTES;
 use allpeers_replica::store::{self as opstore};
-use allpeers_replica::sync::{Event as SyncEvent, SyncPeer};
+use allpeers_replica::sync::{Event as SyncEvent, PushBudgets, SyncPeer};
 use allpeers_replica::{Action, Op, Replica, ShareId};
 use allpeers_store::ops::ShareRecord;
 use allpeers_store::{Store, StoreError};
@@ -37,6 +37,10 @@ pub struct Inner {
     pub replicas: BTreeMap<ShareId, Replica>,
     pub records: BTreeMap<ShareId, ShareRecord>,
     pub sessions: HashMap<PeerId, SyncPeer>,
+    /// What members whose session ended may still push us unasked: a peer that reconnects
+    /// goes on with its budget rather than a fresh burst (one entry per member that ever had
+    /// a session: bounded by the shares' members).
+    pub push_budgets: HashMap<PeerId, PushBudgets>,
     /// When each share last completed a reconciliation (ms since the epoch).
     pub last_sync: HashMap<ShareId, u64>,
     /// Requests to send that are not a session's frames (offers, answers to strangers).
@@ -97,12 +101,16 @@ impl Inner {
             .map(|(share, _)| *share)
     }
 
+    /// Ends the session with `peer` (what was in flight is gone), keeping its push budgets.
+    pub fn end_session(&mut self, peer: &PeerId) {
+        if let Some(session) = self.sessions.remove(peer) {
+            self.push_budgets.insert(*peer, session.into_budgets());
+        }
+    }
+
     /// Starts reconciling `share` with `peer` (nothing if the peer may not sync it).
     pub fn reconcile(&mut self, share: ShareId, peer: PeerId, now: u64) {
-        let session = self
-            .sessions
-            .entry(peer)
-            .or_insert_with(|| SyncPeer::new(peer, MAX_MESSAGE_BYTES));
+        let session = session(&mut self.sessions, &mut self.push_budgets, peer);
         if let Err(e) = session.start(share, &mut self.replicas, now) {
             allpeers_log::bone!(%share, ?peer, "no reconciliation: {e}");
         }
@@ -163,10 +171,7 @@ impl Inner {
                 if member == me || Some(member) == from {
                     continue;
                 }
-                let session = self
-                    .sessions
-                    .entry(member)
-                    .or_insert_with(|| SyncPeer::new(member, MAX_MESSAGE_BYTES));
+                let session = session(&mut self.sessions, &mut self.push_budgets, member);
                 for op in &ops {
                     session.push(op, &mut self.replicas);
                 }
@@ -179,10 +184,7 @@ impl Inner {
     /// caller). A peer that may sync none of our shares keeps no session (its answers are
     /// queued, then the session goes): strangers cost no memory.
     pub fn handle_frames(&mut self, peer: PeerId, frames: &[Vec<u8>], now: u64) {
-        let session = self
-            .sessions
-            .entry(peer)
-            .or_insert_with(|| SyncPeer::new(peer, MAX_MESSAGE_BYTES));
+        let session = session(&mut self.sessions, &mut self.push_budgets, peer);
         for frame in frames {
             session.handle(frame, &mut self.replicas, now);
         }
@@ -312,4 +314,16 @@ impl Inner {
             bytes,
         })
     }
+}
+
+/// The session with `peer`, a new one going on with the push budgets its last one left.
+fn session<'a>(
+    sessions: &'a mut HashMap<PeerId, SyncPeer>,
+    budgets: &mut HashMap<PeerId, PushBudgets>,
+    peer: PeerId,
+) -> &'a mut SyncPeer {
+    sessions.entry(peer).or_insert_with(|| {
+        let left = budgets.remove(&peer).unwrap_or_default();
+        SyncPeer::resume(peer, MAX_MESSAGE_BYTES, left)
+    })
 }

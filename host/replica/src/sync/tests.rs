@@ -507,6 +507,22 @@ fn simulate(seed: u64) {
                             .gen_bool(0.8)
                             .then(|| json!({"properties": {"v": rng.gen_range(0..9)}})),
                     },
+                    16 => {
+                        // Between two neighbours, as `lists.move` does, or a key a peer made up.
+                        let order = r.state().list_order("holiday");
+                        let at = rng.gen_range(0..=order.len());
+                        let before = at.checked_sub(1).map(|i| order[i].1.as_str());
+                        let after = order.get(at).map(|(_, key)| key.as_str());
+                        let position = match crate::position::between(before, after) {
+                            Some(key) if rng.gen_bool(0.8) => key,
+                            _ => ["3", "5", "55"][rng.gen_range(0..3)].into(),
+                        };
+                        Action::ListMove {
+                            list: "holiday".into(),
+                            item,
+                            position,
+                        }
+                    }
                     _ => Action::SetProperty {
                         resource: ["holiday", "note0", "note1"][rng.gen_range(0..3)].into(),
                         name: ["name", "x"][rng.gen_range(0..2)].into(),
@@ -824,4 +840,207 @@ fn a_member_flooding_pushes_is_held_to_the_limit_and_nothing_else_is_lost() {
         std::iter::from_fn(|| from_bob.poll_event())
             .any(|e| matches!(e, Event::Reconciled { missing: 0, .. }))
     );
+}
+
+/// The waiting room through a session: ops pushed before the membership op they name wait
+/// (nothing of them shows), the session asks for that parent at once, ahead of everything else
+/// it will want, and once the parent is here every waiting op is applied.
+#[test]
+fn ops_ahead_of_their_parent_wait_and_the_parent_is_asked_first() {
+    let (base, share) = holiday_base();
+    let mut alice = Node::new(1, &base, share);
+    // Carol (a reader) holds only the genesis: the grants are what bob's ops name.
+    let genesis: Vec<Op> = base.iter().filter(|op| op.id() == share).cloned().collect();
+    let mut carol = Node::new(3, &genesis, share);
+    let bob_ops: Vec<Op> = (0..20)
+        .map(|i| {
+            let r = alice.shares.get_mut(&share).unwrap();
+            let add = Action::ListAdd {
+                list: "holiday".into(),
+                item: format!("b{i}"),
+            };
+            r.author(&key(2), add, T0 + 10 + i).unwrap().0
+        })
+        .collect();
+    alice.commit();
+    let parents: BTreeSet<OpId> = bob_ops
+        .iter()
+        .flat_map(|op| op.body().parents.clone())
+        .collect();
+    assert!(
+        parents.iter().all(|p| *p != share),
+        "bob's ops name a grant"
+    );
+
+    let now = T0 + 100;
+    let mut alice_side = SyncPeer::new(peer(3), MIN_FRAME_LIMIT);
+    let mut carol_side = SyncPeer::new(peer(1), MIN_FRAME_LIMIT);
+    carol_side.start(share, &mut carol.shares, now).unwrap();
+    let reconcile = carol_side.poll_transmit().unwrap();
+    // Alice forwards bob's ops before carol's reconciliation reaches her.
+    for op in &bob_ops {
+        alice_side.push(op, &mut alice.shares);
+    }
+    while let Some(frame) = alice_side.poll_transmit() {
+        carol_side.handle(&frame, &mut carol.shares, now);
+        carol.commit();
+    }
+    assert_eq!(carol.replica().pending(), (bob_ops.len(), 0));
+    assert_eq!(
+        carol.replica().resource("holiday").unwrap()["items"],
+        json!([])
+    );
+    let asked: Vec<Message> = std::iter::from_fn(|| carol_side.poll_transmit())
+        .map(|f| Message::decode(&f).unwrap())
+        .collect();
+    let [Message::Want { ids, .. }] = asked.as_slice() else {
+        panic!("one Want, for the parents: {asked:?}");
+    };
+    assert_eq!(ids.iter().copied().collect::<BTreeSet<_>>(), parents);
+
+    // The rest of the exchange: the parents arrive, everything waiting is applied.
+    let mut frames = vec![(true, reconcile)];
+    frames.extend(asked.iter().map(|m| (true, m.encode())));
+    while !frames.is_empty() {
+        for (to_alice, frame) in std::mem::take(&mut frames) {
+            if to_alice {
+                alice_side.handle(&frame, &mut alice.shares, now);
+                alice.commit();
+            } else {
+                carol_side.handle(&frame, &mut carol.shares, now);
+                carol.commit();
+            }
+        }
+        frames.extend(std::iter::from_fn(|| alice_side.poll_transmit()).map(|f| (false, f)));
+        frames.extend(std::iter::from_fn(|| carol_side.poll_transmit()).map(|f| (true, f)));
+    }
+    assert_eq!(carol.replica().pending(), (0, 0));
+    assert_eq!(
+        carol.replica().state().hash(),
+        alice.replica().state().hash()
+    );
+    let items = carol.replica().resource("holiday").unwrap()["items"].clone();
+    assert_eq!(items.as_array().map(Vec::len), Some(bob_ops.len()));
+    let events: Vec<Event> = std::iter::from_fn(|| carol_side.poll_event()).collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Reconciled { missing: 0, .. })),
+        "{events:?}"
+    );
+}
+
+/// A member in the middle of fetching a share from us (its `Want`s) gets nothing unasked from
+/// our own periodic reconciliation of that share: it asks for what it lacks itself.
+#[test]
+fn our_reconciliation_sends_nothing_unasked_to_a_member_that_is_fetching() {
+    let (base, share) = holiday_base();
+    let mut alice = Node::new(1, &base, share);
+    let mut carol = Node::new(3, &base, share);
+    let added = author_adds(&mut alice, "a", 50, T0 + 10);
+    let now = T0 + 100;
+    let mut alice_side = SyncPeer::new(peer(3), MIN_FRAME_LIMIT);
+    let mut carol_side = SyncPeer::new(peer(1), MIN_FRAME_LIMIT);
+    let ops_in = |frames: &[Vec<u8>]| -> usize {
+        frames
+            .iter()
+            .map(|f| match Message::decode(f).unwrap() {
+                Message::Ops { ops, .. } => ops.len(),
+                _ => 0,
+            })
+            .sum()
+    };
+    // Carol reconciles and asks for the 50 ops; alice answers (not delivered yet).
+    carol_side.start(share, &mut carol.shares, now).unwrap();
+    let mut to_alice: Vec<Vec<u8>> = std::iter::from_fn(|| carol_side.poll_transmit()).collect();
+    while !to_alice.is_empty() {
+        for frame in std::mem::take(&mut to_alice) {
+            alice_side.handle(&frame, &mut alice.shares, now);
+        }
+        let to_carol: Vec<Vec<u8>> = std::iter::from_fn(|| alice_side.poll_transmit()).collect();
+        if ops_in(&to_carol) > 0 {
+            assert_eq!(ops_in(&to_carol), added.len(), "the answer to carol's Want");
+            break;
+        }
+        for frame in to_carol {
+            carol_side.handle(&frame, &mut carol.shares, now);
+        }
+        to_alice = std::iter::from_fn(|| carol_side.poll_transmit()).collect();
+    }
+    // Alice's periodic round meanwhile: carol lacks the same 50 ops, and is fetching them.
+    alice_side.start(share, &mut alice.shares, now + 1).unwrap();
+    let mut unasked = 0;
+    let mut to_carol: Vec<Vec<u8>> = std::iter::from_fn(|| alice_side.poll_transmit()).collect();
+    while !to_carol.is_empty() {
+        for frame in std::mem::take(&mut to_carol) {
+            carol_side.handle(&frame, &mut carol.shares, now + 1);
+        }
+        let replies: Vec<Vec<u8>> = std::iter::from_fn(|| carol_side.poll_transmit())
+            .filter(|f| matches!(Message::decode(f), Ok(Message::ReconcileReply { .. })))
+            .collect();
+        for frame in replies {
+            alice_side.handle(&frame, &mut alice.shares, now + 1);
+        }
+        to_carol = std::iter::from_fn(|| alice_side.poll_transmit()).collect();
+        unasked += ops_in(&to_carol);
+    }
+    assert_eq!(unasked, 0, "no op went unasked to a fetching member");
+    // Once the fetch is long over, a round sends what the peer lacks as before.
+    let later = now + WANT_TIMEOUT_MS + 1;
+    let more = author_adds(&mut alice, "b", 3, later);
+    alice_side.start(share, &mut alice.shares, later).unwrap();
+    let mut sent = 0;
+    let mut to_carol: Vec<Vec<u8>> = std::iter::from_fn(|| alice_side.poll_transmit()).collect();
+    while !to_carol.is_empty() {
+        for frame in std::mem::take(&mut to_carol) {
+            carol_side.handle(&frame, &mut carol.shares, later);
+        }
+        let replies: Vec<Vec<u8>> = std::iter::from_fn(|| carol_side.poll_transmit())
+            .filter(|f| matches!(Message::decode(f), Ok(Message::ReconcileReply { .. })))
+            .collect();
+        for frame in replies {
+            alice_side.handle(&frame, &mut alice.shares, later);
+        }
+        to_carol = std::iter::from_fn(|| alice_side.poll_transmit()).collect();
+        sent += ops_in(&to_carol);
+    }
+    assert!(sent >= more.len(), "{sent}");
+}
+
+/// A peer whose session ends (its connection went) and comes back gets no fresh burst: the
+/// next session goes on with the budgets the last one left.
+#[test]
+fn a_resumed_session_keeps_the_push_budgets_of_the_last() {
+    let (rate, burst) = (20, 100);
+    let (base, share) = holiday_base();
+    let mut bob = Node::new(2, &base, share);
+    let mut carol = Node::new(3, &base, share);
+    let now = T0 + 1_000;
+    let flood = |bob: &mut Node, prefix: &str, n: usize| {
+        let mut to_carol = SyncPeer::new(peer(3), MAX_MESSAGE_BYTES);
+        for op in author_adds(bob, prefix, n, now) {
+            to_carol.push(&op, &mut bob.shares);
+        }
+        std::iter::from_fn(move || to_carol.poll_transmit()).collect::<Vec<_>>()
+    };
+    let dropped = |session: &mut SyncPeer| -> usize {
+        std::iter::from_fn(|| session.poll_event())
+            .map(|e| match e {
+                Event::Throttled { dropped, .. } => dropped,
+                _ => 0,
+            })
+            .sum()
+    };
+    let mut from_bob = SyncPeer::new(peer(2), MAX_MESSAGE_BYTES);
+    from_bob.limit_pushes((rate, burst), (2 * rate, 2 * burst));
+    for frame in flood(&mut bob, "first", burst as usize) {
+        from_bob.handle(&frame, &mut carol.shares, now);
+    }
+    assert_eq!(dropped(&mut from_bob), 0, "the burst is read");
+    // The connection goes and comes back at once: the burst is spent.
+    let mut resumed = SyncPeer::resume(peer(2), MAX_MESSAGE_BYTES, from_bob.into_budgets());
+    for frame in flood(&mut bob, "again", 10) {
+        resumed.handle(&frame, &mut carol.shares, now);
+    }
+    assert_eq!(dropped(&mut resumed), 10);
 }
