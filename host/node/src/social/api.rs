@@ -1020,7 +1020,13 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
                     resolve_at_its_hub(daemon, p.who.trim())
                         .await?
                         .ok_or_else(|| {
-                            err(codes::UNKNOWN_PEER, format!("{} is not registered", p.who))
+                            err(
+                                codes::UNKNOWN_PEER,
+                                format!(
+                                    "{} is not registered at our hub, and no contact's certificate named the key of a hub by that name",
+                                    p.who
+                                ),
+                            )
                         })?;
                 home = Some(at);
                 record
