@@ -426,3 +426,118 @@ async fn cross_hub_letter_latency() {
         median(warm)
     );
 }
+
+/// `name@hub` for a hub no invite introduced (issue 18): the hub's key from a contact's
+/// certificate, its addresses from the signed record it publishes on the DHT under that key
+/// (a local Mainline testnet). Hub two moves to new ports after Alice met Carol there, so
+/// the addresses Carol gave are stale and only the DHT knows where dave@two.test lives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_at_another_hub_is_found_through_its_record_on_the_dht() {
+    use allpeers_discovery::dht::{DhtConfig, DhtDiscovery};
+    let net = tokio::task::spawn_blocking(|| mainline::Testnet::builder(10).build())
+        .await
+        .unwrap()
+        .expect("local DHT testnet");
+    let dht = json!({"bootstrap": net.bootstrap, "bind": "127.0.0.1"});
+    let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let two_config = two_dir.path().join("hub.json");
+    std::fs::write(&two_config, json!({ "dht": dht }).to_string()).unwrap();
+    let two_config = two_config.to_str().unwrap().to_string();
+    let one = HubProcess::start_named(one_dir.path(), "one.test").await;
+    let two =
+        HubProcess::start_named_with(two_dir.path(), "two.test", &["--config", &two_config]).await;
+    let alice_dir = tempfile::tempdir().unwrap();
+    one.node_config(alice_dir.path());
+    let mut config: Value = serde_json::from_str(
+        &std::fs::read_to_string(alice_dir.path().join("config.json")).unwrap(),
+    )
+    .unwrap();
+    config["discovery"] =
+        json!({"dht": {"enabled": true, "bootstrap": net.bootstrap, "bind": "127.0.0.1"}});
+    std::fs::write(alice_dir.path().join("config.json"), config.to_string()).unwrap();
+    let mut alice = Node::start_in(alice_dir, "alice").await;
+    let mut carol = Node::start(&two, "carol").await;
+    let dave = Node::start(&two, "dave").await;
+
+    // Before Alice knows hub two: the name is not found (our hub answers only for its own).
+    let unknown = alice
+        .client
+        .call("contacts.add", json!({"who": "dave@two.test"}))
+        .await;
+    assert!(unknown.error.is_some(), "{unknown:?}");
+
+    // Alice meets Carol by invite; Carol's home letter carries her certificate, signed by
+    // hub two's key: Alice learns "two.test" is that key.
+    let carol_id = carol.id.clone();
+    let invite = carol.call("contacts.invite", json!({})).await;
+    alice
+        .call("contacts.add", json!({"who": invite["code"]}))
+        .await;
+    // Carol's home letter comes after her acceptance: until it is taken, a name at two.test
+    // is looked up at our hub only. Asked again after each contact change (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = alice
+            .client
+            .call("contacts.add", json!({"who": "erin@two.test"}))
+            .await;
+        let why = probe.error.map(|e| e.message).unwrap_or_default();
+        if why == "erin@two.test is not registered" {
+            break; // asked at hub two itself: its key is known
+        }
+        assert!(why.contains("no contact's certificate"), "{why}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub two's key never learned"
+        );
+        wait_event(&mut alice.client, "contact.changed", |d| {
+            d["peer_id"] == carol_id
+        })
+        .await;
+    }
+
+    // Hub two moves (same key, same names, new ports).
+    let two_peer = two.peer_id.clone();
+    drop(two);
+    let two =
+        HubProcess::start_named_with(two_dir.path(), "two.test", &["--config", &two_config]).await;
+    assert_eq!(two.peer_id, two_peer);
+    let moved = Address::quic(two.quic.parse().unwrap());
+    // Wait (bounded) until its new record is what the DHT answers.
+    let reader = DhtDiscovery::start(
+        Identity::generate(),
+        DhtConfig {
+            bootstrap: Some(net.bootstrap.clone()),
+            bind: Some(std::net::Ipv4Addr::LOCALHOST),
+            lookup_timeout: Duration::from_secs(5),
+            ..DhtConfig::default()
+        },
+    )
+    .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = reader.resolve(&two_peer.parse().unwrap()).await;
+        if found.as_ref().is_ok_and(|r| r.dialable().contains(&moved)) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub two's new record never appeared: {found:?}"
+        );
+    }
+
+    // Now by name alone: hub two's key from Carol's certificate, its addresses from the DHT,
+    // Dave's certificate from hub two's directory over a guest line, checked against the key.
+    let added = alice
+        .call("contacts.add", json!({"who": "dave@two.test"}))
+        .await;
+    assert_eq!(added["peer_id"], dave.id, "{added}");
+    assert_eq!(added["name"], "dave@two.test", "{added}");
+    // A hub name nobody's certificate taught: still not found.
+    let nowhere = alice
+        .client
+        .call("contacts.add", json!({"who": "erin@three.test"}))
+        .await;
+    assert!(nowhere.error.is_some(), "{nowhere:?}");
+    drop((one, two));
+}

@@ -309,6 +309,11 @@ impl HubProcess {
         Self::spawn(dir, name, "127.0.0.1:0", "127.0.0.1:0", &[]).await
     }
 
+    /// A named hub with extra flags (e.g. `--config FILE`).
+    pub async fn start_named_with(dir: &Path, name: &str, extra: &[&str]) -> HubProcess {
+        Self::spawn(dir, name, "127.0.0.1:0", "127.0.0.1:0", extra).await
+    }
+
     async fn spawn(dir: &Path, name: &str, quic: &str, tcp: &str, extra: &[&str]) -> HubProcess {
         let mut child = Command::new(bin("allpeers-hub"))
             .arg("--data-dir")

@@ -89,6 +89,22 @@ impl Node {
         node
     }
 
+    /// A node in `dir`, whose `config.json` the caller wrote; registers `name`.
+    pub async fn start_in(dir: tempfile::TempDir, name: &str) -> Node {
+        let (daemon, client, id) = Self::run(dir.path(), name).await;
+        let mut node = Node {
+            daemon: Some(daemon),
+            client,
+            id,
+            dir,
+        };
+        ok(node
+            .client
+            .call("hub.register", json!({"name": name}))
+            .await);
+        node
+    }
+
     async fn run(dir: &Path, name: &str) -> (Daemon, Client, String) {
         let daemon = Daemon::start(dir).await;
         let mut client = daemon.connect().await;

@@ -6,7 +6,8 @@
 //!
 //! Both implement [`allpeers_net::discovery::Discovery`], which the connector consults when
 //! the hub cannot tell it where a peer is; the record itself (I/O-free, signed) is
-//! [`allpeers_net::record`]. Only nodes link this crate (and the DHT with it); hubs do not.
+//! [`allpeers_net::record`]. Nodes link this crate; hubs link it only to publish their own
+//! record (`allpeers_hub::dht`, when configured), so nodes holding a hub's key find it.
 
 pub mod dht;
 pub mod lan;

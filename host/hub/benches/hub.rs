@@ -13,13 +13,20 @@
 //!    watch cap of 4,096.
 //!
 //! 4. Cluster mode: the same lines and fan-out with the hub's state in PostgreSQL (a server
-//!    the bench starts in a temporary directory), on one instance and split over two
+//!    the bench starts in a temporary directory), on one instance and split over 2-4
 //!    instances sharing the key and the database (one load generator per instance; the
-//!    popular peer on the first, so half the watchers hear it through `NOTIFY`).
+//!    popular peer on the first, so the other instances' watchers hear it through `NOTIFY`).
 //!
-//! `HUB_BENCH_LINES` (default 10000), `HUB_BENCH_MIB` (default 128) and
-//! `HUB_BENCH_TRANSPORT` (quic or tcp, default quic) change the sizes;
-//! `HUB_BENCH_SECTIONS` (default `throughput,presence,cluster`) picks the parts.
+//! 5. Letters: the added latency of a letter deposited at the recipient's hub over a guest
+//!    line (cold: the line opened for it; warm) against one deposited at one's own hub, and
+//!    in cluster mode a letter deposited at another instance than the recipient's line.
+//!    Each timed twice: the deposit's round trip, and until the recipient's line hears
+//!    `MailWaiting`.
+//!
+//! `HUB_BENCH_LINES` (default 10000), `HUB_BENCH_MIB` (default 128),
+//! `HUB_BENCH_TRANSPORT` (quic or tcp, default quic) and `HUB_BENCH_INSTANCES` (default
+//! `1,2,3,4`: the cluster rows) change the sizes; `HUB_BENCH_SECTIONS` (default
+//! `throughput,presence,cluster,letters`) picks the parts.
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
@@ -472,6 +479,101 @@ fn spawn_instance(
     )
 }
 
+/// Letters deposited for one recipient: each deposit's round trip and the time until the
+/// recipient's line heard `MailWaiting`, plus (guests) the first deposit with its line.
+#[derive(Default)]
+struct LetterRun {
+    deposit: Vec<Duration>,
+    heard: Vec<Duration>,
+    cold: Vec<Duration>,
+}
+
+/// Median and 90th percentile, in ms.
+fn quantiles(mut v: Vec<Duration>) -> String {
+    if v.is_empty() {
+        return "-".into();
+    }
+    v.sort();
+    let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    format!("{:.2} / {:.2} ms", at(0.5), at(0.9))
+}
+
+/// A hub client for `hub` (its key `key`), online.
+async fn line_to(hub: &HubChild, key: PeerId, guest: bool) -> (Endpoint, HubClient) {
+    let ep = endpoint(true).await;
+    let mut cfg = HubClientConfig::new(key, vec![Address::quic(hub.quic)]);
+    cfg.guest = guest;
+    let client = HubClient::start(ep.clone(), cfg, Arc::new(AcceptAll))
+        .await
+        .unwrap();
+    assert!(client.wait_online(Duration::from_secs(30)).await);
+    (ep, client)
+}
+
+/// One letter from `sender` to `to`: when it was sent and its round trip.
+async fn deposit(sender: &HubClient, to: PeerId) -> (Instant, Duration) {
+    let t = Instant::now();
+    sender.mail_deposit(to, vec![7u8; 1024]).await.unwrap();
+    (t, t.elapsed())
+}
+
+/// Bob (named, home line at `home`) gets `rounds` letters from one sender with a home line at
+/// `sender_hub` (`guests` == 0), or from `guests` senders with guest lines there, each
+/// opening its line for its first letter and then depositing `rounds` more (within the
+/// per-guest burst of 30).
+async fn letters(
+    home: &HubChild,
+    sender_hub: &HubChild,
+    key: PeerId,
+    guests: usize,
+    rounds: usize,
+) -> LetterRun {
+    let (bob_ep, bob) = line_to(home, key, false).await;
+    bob.register(&format!("bob{}", rand::random::<u32>()))
+        .await
+        .unwrap();
+    let bob_id = bob_ep.peer_id();
+    let mut events = bob.events();
+    let (heard_tx, mut heard_rx) = tokio::sync::mpsc::unbounded_channel();
+    let listener = tokio::spawn(async move {
+        while let Ok(e) = events.recv().await {
+            if let allpeers_hub_client::HubEvent::MailWaiting { .. } = e {
+                let _ = heard_tx.send(Instant::now());
+            }
+        }
+    });
+    let mut heard = async || {
+        tokio::time::timeout(Duration::from_secs(10), heard_rx.recv())
+            .await
+            .expect("the recipient hears of the letter")
+            .unwrap()
+    };
+    let mut run = LetterRun::default();
+    let mut senders = Vec::new();
+    if guests == 0 {
+        senders.push(line_to(sender_hub, key, false).await);
+    }
+    for _ in 0..guests.max(1) {
+        if guests > 0 {
+            let t = Instant::now();
+            let (ep, client) = line_to(sender_hub, key, true).await;
+            deposit(&client, bob_id).await;
+            run.cold.push(t.elapsed());
+            heard().await;
+            senders.push((ep, client));
+        }
+        let sender = &senders.last().unwrap().1;
+        for _ in 0..rounds {
+            let (at, took) = deposit(sender, bob_id).await;
+            let when = heard().await;
+            run.deposit.push(took);
+            run.heard.push(when.duration_since(at));
+        }
+    }
+    listener.abort();
+    run
+}
+
 fn mib(kib: u64) -> String {
     format!("{:.1} MiB", kib as f64 / 1024.0)
 }
@@ -492,7 +594,7 @@ fn main() {
         .unwrap_or(128);
     let transport = std::env::var("HUB_BENCH_TRANSPORT").unwrap_or_else(|_| "quic".into());
     let sections = std::env::var("HUB_BENCH_SECTIONS")
-        .unwrap_or_else(|_| "throughput,presence,cluster".into());
+        .unwrap_or_else(|_| "throughput,presence,cluster,letters".into());
     let section = |name: &str| sections.split(',').any(|s| s.trim() == name);
     if section("throughput") {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -541,36 +643,51 @@ fn main() {
         println!("|---:|---:|---:|");
         println!("| {} | {} | {:.0} ms |", run.up, run.heard, run.fan_ms);
     }
-    if section("cluster") {
-        let pg = postgres::Postgres::start();
-        let rt = tokio::runtime::Builder::new_current_thread()
+    let instances: Vec<usize> = std::env::var("HUB_BENCH_INSTANCES")
+        .unwrap_or_else(|_| "1,2,3,4".into())
+        .split(',')
+        .filter_map(|n| n.trim().parse().ok())
+        .filter(|n| (1..=8).contains(n))
+        .collect();
+    let pg = (section("cluster") || section("letters")).then(postgres::Postgres::start);
+    // One database per cluster row (CREATE DATABASE refuses a multi-statement transaction).
+    let database = |name: &str| {
+        let pg = pg.as_ref().unwrap();
+        tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
-            .unwrap();
-        rt.block_on(async {
-            let client = pg.client().await;
-            // One statement each: CREATE DATABASE refuses a (multi-statement) transaction.
-            for name in ["one", "two"] {
-                client
+            .unwrap()
+            .block_on(async {
+                pg.client()
+                    .await
                     .batch_execute(&format!("CREATE DATABASE {name}"))
                     .await
                     .unwrap();
-            }
-        });
+            });
+        name.to_string()
+    };
+    // `n` instances of one hub (one key) on a fresh database.
+    let cluster = |n: usize| {
+        let pg = pg.as_ref().unwrap();
+        let db = database(&format!("c{n}_{}", rand::random::<u32>()));
+        let first = spawn_instance(pg, &db, &format!("i{n}-0"), None);
+        let key = first._dir.path().join("hub.key");
+        let mut hubs = vec![first];
+        for k in 1..n {
+            hubs.push(spawn_instance(pg, &db, &format!("i{n}-{k}"), Some(&key)));
+        }
+        hubs
+    };
+    if section("cluster") {
         println!(
-            "\n## Cluster mode (PostgreSQL): {lines} presence lines and fan-out to all of them, one instance against two ({transport})\n"
+            "\n## Cluster mode (PostgreSQL): {lines} presence lines and fan-out to all of them, over {instances:?} instances ({transport})\n"
         );
         println!(
             "| instances | lines online | time to bring up | RSS per instance before | RSS per instance after | per line (sum) | heard it | fan-out time |"
         );
         println!("|---:|---:|---:|---|---|---:|---:|---:|");
-        for (database, names) in [("one", &["one-a"][..]), ("two", &["two-a", "two-b"][..])] {
-            let first = spawn_instance(&pg, database, names[0], None);
-            let key = first._dir.path().join("hub.key");
-            let mut hubs = vec![first];
-            for name in &names[1..] {
-                hubs.push(spawn_instance(&pg, database, name, Some(&key)));
-            }
+        for &n in &instances {
+            let hubs = cluster(n);
             let refs: Vec<&HubChild> = hubs.iter().collect();
             let run = presence_run(&refs, lines, &transport);
             let grown: u64 = run
@@ -581,8 +698,7 @@ fn main() {
                 .sum();
             let list = |v: &[u64]| v.iter().map(|k| mib(*k)).collect::<Vec<_>>().join(" / ");
             println!(
-                "| {} | {} | {:.1} s | {} | {} | {:.1} KiB | {} | {:.0} ms |",
-                names.len(),
+                "| {n} | {} | {:.1} s | {} | {} | {:.1} KiB | {} | {:.0} ms |",
                 run.up,
                 run.secs,
                 list(&run.rss_before),
@@ -590,6 +706,56 @@ fn main() {
                 grown as f64 / run.up.max(1) as f64,
                 run.heard,
                 run.fan_ms
+            );
+        }
+    }
+    if section("letters") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        // SQLite hubs: "home" is the recipient's, "other" the sender's.
+        let home = spawn_hub(&[]);
+        let pair = cluster(2);
+        let rows = rt.block_on(async {
+            vec![
+                (
+                    "sender and recipient at the same hub (SQLite)",
+                    letters(&home, &home, home.peer, 0, 100).await,
+                ),
+                (
+                    "sender homed elsewhere: guest line to the recipient's hub (SQLite), 4 guests x (1 cold + 25)",
+                    letters(&home, &home, home.peer, 4, 25).await,
+                ),
+                (
+                    "cluster, sender on the recipient's instance (PostgreSQL)",
+                    letters(&pair[0], &pair[0], pair[0].peer, 0, 100).await,
+                ),
+                (
+                    "cluster, sender on the other instance: `NOTIFY` to the recipient's (PostgreSQL)",
+                    letters(&pair[0], &pair[1], pair[0].peer, 0, 100).await,
+                ),
+                (
+                    "cluster, guest line to the other instance (PostgreSQL), 4 guests x (1 cold + 25)",
+                    letters(&pair[0], &pair[1], pair[0].peer, 4, 25).await,
+                ),
+            ]
+        });
+        println!(
+            "\n## Letters (1 KiB): deposit round trip and until the recipient's line hears of it (median / p90)\n"
+        );
+        println!(
+            "| sender | deposits | deposit round trip | recipient hears it | first letter with its guest line (cold) |"
+        );
+        println!("|---|---:|---:|---:|---:|");
+        for (name, run) in rows {
+            println!(
+                "| {name} | {} | {} | {} | {} |",
+                run.deposit.len(),
+                quantiles(run.deposit),
+                quantiles(run.heard),
+                quantiles(run.cold)
             );
         }
     }

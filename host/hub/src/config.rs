@@ -52,6 +52,20 @@ pub struct HubConfig {
     /// The e-mail gateway (SMTP server, sender, DKIM, unsubscribe listener, limits); null:
     /// no gateway (the `allpeers/hub-mail/1` namespace is not served).
     pub mail: Option<crate::mail::MailConfig>,
+    /// Publish the hub's advertised addresses as a signed record under its own key on the
+    /// Mainline DHT (BEP 44, the record nodes publish), so a node that knows this hub's key
+    /// from a certificate finds where it is; null: not published.
+    pub dht: Option<DhtConfig>,
+}
+
+/// `dht` in the hub config.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DhtConfig {
+    /// `host:port` of the nodes to join through; absent: the public Mainline bootstrap nodes.
+    pub bootstrap: Option<Vec<String>>,
+    /// The IPv4 address the DHT socket binds (absent: every interface).
+    pub bind: Option<std::net::Ipv4Addr>,
 }
 
 /// The state's backend ([`crate::store`]).
@@ -143,6 +157,7 @@ impl Default for HubConfig {
             mailbox: crate::mailbox::MailboxConfig::default(),
             backend: Backend::Sqlite,
             mail: None,
+            dht: None,
         }
     }
 }

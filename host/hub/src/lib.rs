@@ -8,6 +8,7 @@
 //!   offline letters) or PostgreSQL.
 //! * [`cluster`] — several instances of one hub over PostgreSQL (`LISTEN`/`NOTIFY`).
 //! * [`db`] — SQLite state (names, last seen).
+//! * [`dht`] — the hub's signed address record on the Mainline DHT, under its own key.
 //! * [`mailbox`] — offline letters (sealed), quotas and expiry.
 //! * [`mail`] — the e-mail gateway: `allpeers/hub-mail/1`, consent, templates, the SMTP
 //!   queue, one-click unsubscribe over HTTP.
@@ -20,6 +21,7 @@
 pub mod cluster;
 pub mod config;
 pub mod db;
+pub mod dht;
 pub mod guest;
 pub mod mail;
 pub mod mailbox;
@@ -49,6 +51,8 @@ pub struct Hub {
     pub mail: Option<mail::MailGateway>,
     /// Cluster mode: this instance's handle.
     pub cluster: Option<Arc<cluster::Cluster>>,
+    /// The address record on the DHT, when configured.
+    pub dht: Option<dht::DhtPublisher>,
 }
 
 /// Loads the hub's identity from `<data_dir>/hub.key`, making one at first run.
@@ -76,6 +80,8 @@ impl Hub {
             )
         })?;
         let advertised = config.advertised()?;
+        let config_dht = config.dht.clone();
+        let identity_for_dht = identity.clone();
         let endpoint_config = EndpointConfig {
             quic: config.quic,
             tcp: config.tcp,
@@ -158,11 +164,16 @@ impl Hub {
             }));
         }
         let endpoint = Endpoint::bind(identity, endpoint_config).await?;
-        core.set_advertised(if advertised.is_empty() {
+        let advertised = if advertised.is_empty() {
             endpoint.local_addresses()
         } else {
             advertised
-        });
+        };
+        let dht = match &config_dht {
+            Some(c) => Some(dht::publish(identity_for_dht, c, &advertised).await?),
+            None => None,
+        };
+        core.set_advertised(advertised);
         endpoint.register(proto::registry_ns(), server::RegistryService(core.clone()));
         endpoint.register(proto::presence_ns(), server::PresenceService(core.clone()));
         endpoint.register(proto::relay_ns(), server::RelayService(core.clone()));
@@ -180,6 +191,7 @@ impl Hub {
             connectivity,
             mail,
             cluster,
+            dht,
         })
     }
 

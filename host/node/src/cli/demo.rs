@@ -1,7 +1,8 @@
 //! `allpeers demo`: the tour, with real processes on loopback in temporary dirs — a hub
 //! (`allpeers-hub`) and two nodes (`allpeers daemon`, "alice" and "bob") that register, find
 //! each other, see each other online and connect; alice's resources; a browser's view of
-//! alice through the native-messaging host. It grows as features land.
+//! alice through the native-messaging host; a second hub with a node homed there. It grows as
+//! features land.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -55,6 +56,16 @@ async fn start_hub(exe: &Path, dir: &Path) -> anyhow::Result<Hub> {
 
 /// A hub with extra flags (e.g. `--config FILE`).
 pub(super) async fn start_hub_with(exe: &Path, dir: &Path, extra: &[&str]) -> anyhow::Result<Hub> {
+    start_named_hub(exe, dir, "demo.hub", extra).await
+}
+
+/// A hub named `name` (the part after `@`) with extra flags.
+pub(super) async fn start_named_hub(
+    exe: &Path,
+    dir: &Path,
+    name: &str,
+    extra: &[&str],
+) -> anyhow::Result<Hub> {
     let hub_exe = exe.with_file_name("allpeers-hub");
     if !hub_exe.exists() {
         bail!(
@@ -67,7 +78,7 @@ pub(super) async fn start_hub_with(exe: &Path, dir: &Path, extra: &[&str]) -> an
         .arg(dir)
         .args([
             "--name",
-            "demo.hub",
+            name,
             "--quic",
             "127.0.0.1:0",
             "--tcp",
@@ -482,6 +493,7 @@ async fn demo() -> anyhow::Result<()> {
         };
         println!("        {who}: {}", msg["body"].as_str().unwrap_or(""));
     }
+    super::demo_hubs::run(&exe, dir.path(), &alice).await?;
     super::demo_transfers::run(&alice, &bob).await?;
     let mut bob = bob;
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;

@@ -14,7 +14,10 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use allpeers_hub_client::{HubClient, HubClientConfig, HubError, NameCertificate, RefuseAll};
+use allpeers_hub_client::proto::DirectoryRecord;
+use allpeers_hub_client::{
+    HubClient, HubClientConfig, HubError, HubState, NameCertificate, RefuseAll,
+};
 use allpeers_model::PeerId;
 use allpeers_net::{Address, Endpoint};
 
@@ -86,6 +89,8 @@ pub fn parse_address(text: &str) -> Result<Address, String> {
 
 struct Line {
     client: HubClient,
+    /// The addresses it dials.
+    addresses: Vec<Address>,
     last_used: Instant,
     /// Contacts watched through this line.
     watches: BTreeSet<PeerId>,
@@ -101,6 +106,9 @@ pub struct ForeignHubs {
     /// Our own home hub (contacts homed there need no guest line).
     home: Option<PeerId>,
     homes: Mutex<HashMap<PeerId, HomeHub>>,
+    /// Hub names and the keys that signed certificates under them, first seen first kept
+    /// ([`ForeignHubs::learn_hub_key`]).
+    hub_keys: Mutex<HashMap<String, PeerId>>,
     lines: tokio::sync::Mutex<HashMap<PeerId, Line>>,
     on_open: OnceLock<OnOpen>,
 }
@@ -111,6 +119,7 @@ impl ForeignHubs {
             endpoint,
             home,
             homes: Default::default(),
+            hub_keys: Default::default(),
             lines: Default::default(),
             on_open: OnceLock::new(),
         })
@@ -134,6 +143,57 @@ impl ForeignHubs {
     /// The home hub of `contact` when it is not ours.
     pub fn home_of(&self, contact: &PeerId) -> Option<HomeHub> {
         self.homes.lock().expect("homes lock").get(contact).cloned()
+    }
+
+    /// Remembers that `key` signs certificates as hub `hub_name` (from a certificate that
+    /// verified with it), so `name@hub_name` can be resolved at that hub without an invite.
+    /// Hub names are not unique (any hub may call itself anything), so the first key seen
+    /// for a name is kept and a later, different one is refused: trust on first use, as
+    /// with SSH host keys. Our own hub's name never maps to another key.
+    pub fn learn_hub_key(&self, hub_name: &str, key: PeerId) {
+        let mut keys = self.hub_keys.lock().expect("hub keys lock");
+        match keys.get(hub_name) {
+            Some(known) if *known != key => allpeers_log::marrow!(
+                hub_name,
+                ?key,
+                ?known,
+                "a certificate names another key for a hub we know: kept the first"
+            ),
+            Some(_) => {}
+            None if Some(key) == self.home || keys.len() >= MAX_KNOWN => {}
+            None => {
+                keys.insert(hub_name.to_string(), key);
+            }
+        }
+    }
+
+    /// The key of the hub called `hub_name` (folded), when a certificate taught it.
+    pub fn hub_key(&self, hub_name: &str) -> Option<PeerId> {
+        self.hub_keys
+            .lock()
+            .expect("hub keys lock")
+            .get(hub_name)
+            .copied()
+    }
+
+    /// The addresses of hub `key` that a contact homed there gave us (perhaps old).
+    pub fn known_addresses(&self, key: &PeerId) -> Option<Vec<Address>> {
+        self.homes
+            .lock()
+            .expect("homes lock")
+            .values()
+            .find(|h| h.peer == *key)
+            .map(|h| h.addresses.clone())
+    }
+
+    /// Looks `name@hub` up in the directory of `home` (the hub by that name), over a guest
+    /// line; the answer is checked against `home`'s key by the hub client.
+    pub async fn resolve_at(
+        &self,
+        home: &HomeHub,
+        full_name: &str,
+    ) -> Result<Option<DirectoryRecord>, HubError> {
+        self.line(home).await?.resolve(full_name).await
     }
 
     pub fn is_foreign(&self, contact: &PeerId) -> bool {
@@ -167,6 +227,17 @@ impl ForeignHubs {
     async fn client(&self, home: &HomeHub) -> Result<HubClient, HubError> {
         let client = {
             let mut lines = self.lines.lock().await;
+            // A hub that moved (its DHT record says so) gets a new line if the old one is
+            // down; its watches go with it.
+            let mut watches = BTreeSet::new();
+            if let Some(line) = lines.get(&home.peer)
+                && line.addresses != home.addresses
+                && line.client.status().state != HubState::Online
+                && let Some(old) = lines.remove(&home.peer)
+            {
+                old.client.stop();
+                watches = old.watches;
+            }
             if let Some(line) = lines.get_mut(&home.peer) {
                 line.last_used = Instant::now();
                 line.client.clone()
@@ -185,12 +256,18 @@ impl ForeignHubs {
                 if let Some(f) = self.on_open.get() {
                     f(&client);
                 }
+                if !watches.is_empty() {
+                    client
+                        .watch(&watches.iter().copied().collect::<Vec<_>>())
+                        .await;
+                }
                 lines.insert(
                     home.peer,
                     Line {
                         client: client.clone(),
+                        addresses: home.addresses.clone(),
                         last_used: Instant::now(),
-                        watches: BTreeSet::new(),
+                        watches,
                     },
                 );
                 client

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use allpeers_hub_client::proto::DirectoryRecord;
 use allpeers_hub_client::{Availability, PeerStatus};
 use allpeers_model::PeerId;
 use allpeers_model::api::methods::{self as m, topics};
@@ -312,6 +313,9 @@ async fn take_contact(
             if let Some(cert) = certificate {
                 match foreign::certified_name(&cert, &hub, &from) {
                     Some(name) => {
+                        if let Some(foreign) = guest_lines(daemon) {
+                            foreign.learn_hub_key(&cert.hub_name, hub);
+                        }
                         if let Ok(Some(r)) = daemon
                             .on_store(move |s| {
                                 contacts::set_name(s, &from, &name)?;
@@ -1001,16 +1005,33 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
                 "adding by name needs a home hub (config.json: hub)",
             )
         })?;
-        let record = hub
-            .resolve(p.who.trim())
-            .await
-            .map_err(|e| {
-                err(
-                    codes::UNKNOWN_PEER,
-                    format!("cannot resolve {}: {e}", p.who),
-                )
-            })?
-            .ok_or_else(|| err(codes::UNKNOWN_PEER, format!("{} is not registered", p.who)))?;
+        // Our hub first: it answers for its own names (and for no other hub's), so a key
+        // learned for our hub's name can never redirect a lookup of our neighbours.
+        let at_home = hub.resolve(p.who.trim()).await.map_err(|e| {
+            err(
+                codes::UNKNOWN_PEER,
+                format!("cannot resolve {}: {e}", p.who),
+            )
+        })?;
+        let record = match at_home {
+            Some(record) => record,
+            None => {
+                let (record, at) =
+                    resolve_at_its_hub(daemon, p.who.trim())
+                        .await?
+                        .ok_or_else(|| {
+                            err(
+                                codes::UNKNOWN_PEER,
+                                format!(
+                                    "{} is not registered at our hub, and no contact's certificate named the key of a hub by that name",
+                                    p.who
+                                ),
+                            )
+                        })?;
+                home = Some(at);
+                record
+            }
+        };
         let name = record.certificate.as_ref().map(|c| c.full_name());
         (record.peer, name, None)
     };
@@ -1072,6 +1093,72 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
     json["delivered"] = delivered;
     daemon.publish(topics::CONTACT_CHANGED, json.clone());
     Ok(json)
+}
+
+/// `name@hub` for a hub other than ours whose key a certificate taught us
+/// ([`ForeignHubs::learn_hub_key`]): the hub's addresses from its signed record on the DHT
+/// under that key (a record signed by another key is refused there), else from a contact
+/// homed there; then the name is resolved in that hub's directory over a guest line and its
+/// certificate checked against the key. `None`: no hub of that name is known.
+async fn resolve_at_its_hub(
+    daemon: &Arc<Daemon>,
+    who: &str,
+) -> Result<Option<(DirectoryRecord, HomeHub)>, RpcError> {
+    let Ok((_, Some(hub_name))) = allpeers_hub_client::names::parse_full_name(who) else {
+        return Ok(None);
+    };
+    let Some(foreign) = guest_lines(daemon) else {
+        return Ok(None);
+    };
+    let Some(key) = foreign.hub_key(&hub_name) else {
+        return Ok(None);
+    };
+    let dht = daemon
+        .network
+        .get()
+        .and_then(|n| n.discovery.get())
+        .and_then(|d| d.dht.get());
+    let mut why = String::from("the DHT is off");
+    let mut addresses = None;
+    if let Some(dht) = dht {
+        match dht.resolve(&key).await {
+            Ok(record) => addresses = Some(record.dialable()),
+            Err(e) => why = format!("not on the DHT: {e}"),
+        }
+    }
+    let Some(addresses) = addresses
+        .filter(|a| !a.is_empty())
+        .or_else(|| foreign.known_addresses(&key))
+    else {
+        return Err(err(
+            codes::UNKNOWN_PEER,
+            format!("where hub {hub_name} is, is unknown ({why})"),
+        ));
+    };
+    let home = HomeHub {
+        peer: key,
+        addresses,
+    };
+    let record = foreign
+        .resolve_at(&home, who)
+        .await
+        .map_err(|e| err(codes::UNKNOWN_PEER, format!("cannot resolve {who}: {e}")))?
+        .ok_or_else(|| err(codes::UNKNOWN_PEER, format!("{who} is not registered")))?;
+    // The hub client checked the answer's signature; the certificate must be that hub's
+    // too, for this peer and this name.
+    let certified = record
+        .certificate
+        .as_ref()
+        .and_then(|c| foreign::certified_name(c, &key, &record.peer));
+    let (local, _) = allpeers_hub_client::names::parse_full_name(who)
+        .map_err(|e| RpcError::new(ErrorCode::InvalidParams, e.to_string()))?;
+    if certified != Some(format!("{local}@{hub_name}")) {
+        return Err(err(
+            codes::UNKNOWN_PEER,
+            format!("hub {hub_name} answered for {who} without its certificate"),
+        ));
+    }
+    Ok(Some((record, home)))
 }
 
 /// Sends a message; `via`: the web app (its origin) sending it on the user's behalf, shown
