@@ -768,7 +768,10 @@ async fn require_refuses_a_plain_only_peer_and_off_talks_to_one() {
         async move {
             let engine = engine_with(&work.join(name), encryption).await;
             let target = Target::SeedInPlace { dir: source };
-            engine.add(torrent, target, vec![], Default::default()).await.unwrap();
+            engine
+                .add(torrent, target, vec![], Default::default())
+                .await
+                .unwrap();
             engine
         }
     };
@@ -797,10 +800,14 @@ async fn require_refuses_a_plain_only_peer_and_off_talks_to_one() {
         "{refused:?}"
     );
     // A plain handshake to `require` is answered by closing the connection, nothing sent.
-    let mut raw = tokio::net::TcpStream::connect(strict.listen_addr()).await.unwrap();
-    raw.write_all(&allpeers_transfer::bt::wire::encode_handshake(info_hash, id))
+    let mut raw = tokio::net::TcpStream::connect(strict.listen_addr())
         .await
         .unwrap();
+    raw.write_all(&allpeers_transfer::bt::wire::encode_handshake(
+        info_hash, id,
+    ))
+    .await
+    .unwrap();
     let mut answer = Vec::new();
     let read = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut answer)).await;
     assert!(

@@ -185,9 +185,12 @@ pub async fn dial(
     };
     match result {
         // A peer that does not speak MSE drops the connection (or answers nonsense): dial again in plain.
-        Err(ConnectError::Io(_) | ConnectError::Closed | ConnectError::Timeout | ConnectError::Mse(_))
-            if encryption == Encryption::Prefer =>
-        {
+        Err(
+            ConnectError::Io(_)
+            | ConnectError::Closed
+            | ConnectError::Timeout
+            | ConnectError::Mse(_),
+        ) if encryption == Encryption::Prefer => {
             let (reader, writer) = tcp(addr).await?;
             dial_plain(reader, writer, info_hash, peer_id).await
         }

@@ -344,16 +344,21 @@ async fn accept_loop(listener: TcpListener, engine: std::sync::Weak<Inner>) {
             // An encrypted handshake names its torrent by a hash of its info-hash: it is looked for among ours.
             let torrents = || {
                 let torrents = inner.torrents.lock().expect("not poisoned");
-                torrents.keys().copied().collect()
+                torrents.keys().copied().collect::<Vec<_>>()
             };
-            let (connection, handshake) =
-                match connection::accept(stream, inner.config.encryption, torrents).await {
-                    Ok(accepted) => accepted,
-                    Err(error) => {
-                        allpeers_log::bone!(%addr, %error, "transfer: an incoming peer was refused");
-                        return;
-                    }
-                };
+            let (connection, handshake) = match connection::accept(
+                stream,
+                inner.config.encryption,
+                torrents,
+            )
+            .await
+            {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    allpeers_log::bone!(%addr, %error, "transfer: an incoming peer was refused");
+                    return;
+                }
+            };
             let handle = inner
                 .torrents
                 .lock()

@@ -236,10 +236,12 @@ pub async fn fetch(link: &MagnetLink, options: &FetchOptions) -> Result<Vec<u8>,
             let (info_hash, peer_id, encryption) =
                 (link.info_hash, options.peer_id, options.encryption);
             attempts.spawn(async move {
-                let result =
-                    tokio::time::timeout(PEER_TIMEOUT, from_peer(addr, info_hash, peer_id, encryption))
-                        .await
-                        .unwrap_or(Err(AttemptError::Slow));
+                let result = tokio::time::timeout(
+                    PEER_TIMEOUT,
+                    from_peer(addr, info_hash, peer_id, encryption),
+                )
+                .await
+                .unwrap_or(Err(AttemptError::Slow));
                 (addr, result)
             });
         }

@@ -45,7 +45,8 @@ pub const REQ1_SEARCH: usize = MAX_PAD + 20;
 pub const VC_SEARCH: usize = MAX_PAD + VC.len();
 /// The most a responder buffers before the handshake ends: Ya, PadA and the hash, the obfuscated SKEY, the
 /// encrypted VC / crypto_provide / len(PadC), PadC, len(IA), and IA (whose length is a u16).
-pub const MAX_HANDSHAKE_BYTES: usize = KEY_LEN + REQ1_SEARCH + 20 + 14 + MAX_PAD + 2 + u16::MAX as usize;
+pub const MAX_HANDSHAKE_BYTES: usize =
+    KEY_LEN + REQ1_SEARCH + 20 + 14 + MAX_PAD + 2 + u16::MAX as usize;
 /// Keystream bytes thrown away before use (RC4's first bytes leak its key).
 const RC4_DISCARD: usize = 1024;
 /// Bits of our private exponent (the specification asks for at least 128).
@@ -107,7 +108,11 @@ pub struct Cipher(Option<Box<Rc4<U20>>>);
 
 impl std::fmt::Debug for Cipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() { "Cipher(RC4)" } else { "Cipher(plaintext)" })
+        f.write_str(if self.0.is_some() {
+            "Cipher(RC4)"
+        } else {
+            "Cipher(plaintext)"
+        })
     }
 }
 
@@ -200,19 +205,34 @@ enum State {
     /// Waiting for the peer's public key.
     Key,
     /// Initiator: looking for `ENCRYPT(VC)` after Yb (the pattern, and the bytes of PadB seen so far).
-    Vc { pattern: [u8; 8] },
+    Vc {
+        pattern: [u8; 8],
+    },
     /// Initiator: crypto_select and len(PadD).
     Select,
-    PadD { len: usize, select: u32 },
+    PadD {
+        len: usize,
+        select: u32,
+    },
     /// Responder: looking for `HASH('req1', S)` after Ya.
-    Req1 { pattern: [u8; 20] },
+    Req1 {
+        pattern: [u8; 20],
+    },
     /// Responder: `HASH('req2', SKEY) xor HASH('req3', S)`.
     Skey,
     /// Responder: VC, crypto_provide and len(PadC), encrypted.
     Provide,
-    PadC { len: usize, select: u32 },
-    IaLen { select: u32 },
-    Ia { len: usize, select: u32 },
+    PadC {
+        len: usize,
+        select: u32,
+    },
+    IaLen {
+        select: u32,
+    },
+    Ia {
+        len: usize,
+        select: u32,
+    },
     Ended,
 }
 
@@ -450,7 +470,9 @@ impl Handshake {
                     }
                     let fields = self.take_decrypted(6);
                     let select = u32::from_be_bytes(fields[..4].try_into().expect("4 bytes"));
-                    if !matches!(select, CRYPTO_PLAINTEXT | CRYPTO_RC4) || select & self.methods == 0 {
+                    if !matches!(select, CRYPTO_PLAINTEXT | CRYPTO_RC4)
+                        || select & self.methods == 0
+                    {
                         return Err(MseError::BadSelect(select));
                     }
                     let len = pad_len(u16::from_be_bytes([fields[4], fields[5]]))?;
@@ -477,18 +499,22 @@ impl Handshake {
             return Err(MseError::BadKey);
         }
         self.secret = to_key_bytes(&y.modpow(&self.private_key, &p));
-        match &self.role {
-            Role::Responder { .. } => {
-                out.extend_from_slice(&self.public_key_and_pad());
+        let initiator = match &self.role {
+            Role::Initiator {
+                info_hash,
+                initial_payload,
+            } => Some((*info_hash, initial_payload.clone())),
+            Role::Responder { .. } => None,
+        };
+        match initiator {
+            None => {
+                let answer = self.public_key_and_pad();
+                out.extend_from_slice(&answer);
                 self.state = State::Req1 {
                     pattern: hash(&[b"req1", &self.secret]),
                 };
             }
-            Role::Initiator {
-                info_hash,
-                initial_payload,
-            } => {
-                let (info_hash, initial_payload) = (*info_hash, initial_payload.clone());
+            Some((info_hash, initial_payload)) => {
                 self.skey = info_hash;
                 out.extend_from_slice(&hash(&[b"req1", &self.secret]));
                 out.extend_from_slice(&xor20(
@@ -597,8 +623,12 @@ mod tests {
         chunk: usize,
         torrents: Vec<[u8; 20]>,
     ) -> Result<(Established, Established), MseError> {
-        let (mut a, mut to_b) =
-            Handshake::initiator(INFO_HASH, BT_HANDSHAKE.to_vec(), initiator, secrets(3, pads.0))?;
+        let (mut a, mut to_b) = Handshake::initiator(
+            INFO_HASH,
+            BT_HANDSHAKE.to_vec(),
+            initiator,
+            secrets(3, pads.0),
+        )?;
         let mut b = Handshake::responder(torrents, responder, secrets(5, pads.1))?;
         let mut to_a = Vec::new();
         let (mut done_a, mut done_b) = (None, None);
@@ -625,7 +655,7 @@ mod tests {
                     }
                 }
             }
-            if let (Some(_), Some(_)) = (&done_a, &done_b) {
+            if done_a.is_some() && done_b.is_some() {
                 return Ok((done_a.unwrap(), done_b.unwrap()));
             }
         }
@@ -645,10 +675,21 @@ mod tests {
 
     #[test]
     fn both_sides_agree_whatever_the_pads_and_chunking() {
-        for (pads, chunk) in [((0, 0), 1), ((512, 512), 7), ((13, 400), 1000), ((511, 0), 96)] {
+        for (pads, chunk) in [
+            ((0, 0), 1),
+            ((512, 512), 7),
+            ((13, 400), 1000),
+            ((511, 0), 96),
+        ] {
             let torrents = vec![[1; 20], INFO_HASH, [9; 20]];
-            let (mut a, mut b) =
-                run(Encryption::Require, Encryption::Prefer, pads, chunk, torrents).unwrap();
+            let (mut a, mut b) = run(
+                Encryption::Require,
+                Encryption::Prefer,
+                pads,
+                chunk,
+                torrents,
+            )
+            .unwrap();
             assert_eq!(b.info_hash, INFO_HASH);
             assert_eq!(b.received, BT_HANDSHAKE, "the responder gets IA");
             assert!(a.received.is_empty());
@@ -659,10 +700,17 @@ mod tests {
 
     #[test]
     fn the_responder_prefers_rc4_and_plaintext_only_when_both_allow_it() {
-        let (a, b) = run(Encryption::Prefer, Encryption::Prefer, (5, 5), 50, vec![INFO_HASH]).unwrap();
+        let (a, b) = run(
+            Encryption::Prefer,
+            Encryption::Prefer,
+            (5, 5),
+            50,
+            vec![INFO_HASH],
+        )
+        .unwrap();
         assert!(a.reader.is_rc4() && b.reader.is_rc4());
         // A peer that offers only plaintext: a `prefer` responder takes it, a `require` one refuses.
-        let offer_plaintext = |responder| {
+        let offer_plaintext = |responder: Encryption| -> Result<(), MseError> {
             let (mut a, first) = Handshake::initiator(
                 INFO_HASH,
                 BT_HANDSHAKE.to_vec(),
@@ -672,8 +720,12 @@ mod tests {
             .unwrap();
             a.methods = CRYPTO_PLAINTEXT;
             let mut b = Handshake::responder(vec![INFO_HASH], responder, secrets(5, 0)).unwrap();
-            let Step::Continue(yb) = b.feed(&first).unwrap() else { panic!() };
-            let Step::Continue(step3) = a.feed(&yb).unwrap() else { panic!() };
+            let Step::Continue(yb) = b.feed(&first).unwrap() else {
+                panic!()
+            };
+            let Step::Continue(step3) = a.feed(&yb).unwrap() else {
+                panic!()
+            };
             let step4 = match b.feed(&step3)? {
                 Step::Done(step4, b) => {
                     assert!(!b.reader.is_rc4());
@@ -682,7 +734,9 @@ mod tests {
                 }
                 Step::Continue(_) => panic!("step 3 was whole"),
             };
-            let Step::Done(_, a) = a.feed(&step4).unwrap() else { panic!() };
+            let Step::Done(_, a) = a.feed(&step4).unwrap() else {
+                panic!()
+            };
             assert!(!a.writer.is_rc4());
             Ok(())
         };
@@ -698,9 +752,13 @@ mod tests {
 
     #[test]
     fn payload_right_behind_the_handshake_is_decrypted_once() {
-        let (mut a, first) =
-            Handshake::initiator(INFO_HASH, BT_HANDSHAKE.to_vec(), Encryption::Require, secrets(3, 9))
-                .unwrap();
+        let (mut a, first) = Handshake::initiator(
+            INFO_HASH,
+            BT_HANDSHAKE.to_vec(),
+            Encryption::Require,
+            secrets(3, 9),
+        )
+        .unwrap();
         let mut b =
             Handshake::responder(vec![INFO_HASH], Encryption::Require, secrets(5, 9)).unwrap();
         let Step::Continue(yb) = b.feed(&first).unwrap() else {
@@ -725,28 +783,40 @@ mod tests {
     #[test]
     fn garbage_wrong_keys_and_long_pads_are_errors() {
         // Garbage: no req1 hash in the window.
-        let mut b = Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
+        let mut b =
+            Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
         let garbage = vec![0x55; KEY_LEN + REQ1_SEARCH];
         assert_eq!(b.feed(&garbage).unwrap_err(), MseError::NoReq1);
         assert_eq!(b.feed(b"more").unwrap_err(), MseError::Finished);
         // A degenerate key.
-        let mut b = Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
+        let mut b =
+            Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
         let mut one = [0u8; KEY_LEN];
         one[KEY_LEN - 1] = 1;
         assert_eq!(b.feed(&one).unwrap_err(), MseError::BadKey);
         // A torrent we do not have.
         assert_eq!(
-            run(Encryption::Prefer, Encryption::Prefer, (0, 0), 64, vec![[1; 20]]).unwrap_err(),
+            run(
+                Encryption::Prefer,
+                Encryption::Prefer,
+                (0, 0),
+                64,
+                vec![[1; 20]]
+            )
+            .unwrap_err(),
             MseError::UnknownTorrent
         );
         // The initiator never sees the VC: the responder answers garbage after its key.
         let (mut a, _) =
             Handshake::initiator(INFO_HASH, vec![], Encryption::Prefer, secrets(3, 0)).unwrap();
         let b_key = {
-            let mut b = Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
+            let mut b =
+                Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
             let (_, first) =
                 Handshake::initiator(INFO_HASH, vec![], Encryption::Prefer, secrets(3, 0)).unwrap();
-            let Step::Continue(yb) = b.feed(&first).unwrap() else { panic!() };
+            let Step::Continue(yb) = b.feed(&first).unwrap() else {
+                panic!()
+            };
             yb
         };
         let mut reply = b_key.clone();
@@ -761,16 +831,23 @@ mod tests {
 
     /// The responder's view of a forged step 3: the right hashes, then VC / provide / PadC length as given.
     fn forged_step3(vc: [u8; 8], provide: u32, pad_c: u16) -> Result<Step, MseError> {
-        let (_, first) = Handshake::initiator(INFO_HASH, vec![], Encryption::Prefer, secrets(3, 0)).unwrap();
-        let mut b = Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
-        let Step::Continue(yb) = b.feed(&first).unwrap() else { panic!() };
+        let (_, first) =
+            Handshake::initiator(INFO_HASH, vec![], Encryption::Prefer, secrets(3, 0)).unwrap();
+        let mut b =
+            Handshake::responder(vec![INFO_HASH], Encryption::Prefer, secrets(5, 0)).unwrap();
+        let Step::Continue(yb) = b.feed(&first).unwrap() else {
+            panic!()
+        };
         let secret = {
             let p = prime();
             let y = BigUint::from_bytes_be(&yb[..KEY_LEN]);
             to_key_bytes(&y.modpow(&BigUint::from_bytes_be(&[3; PRIVATE_KEY_LEN]), &p))
         };
         let mut step = hash(&[b"req1", &secret]).to_vec();
-        step.extend(xor20(hash(&[b"req2", &INFO_HASH]), hash(&[b"req3", &secret])));
+        step.extend(xor20(
+            hash(&[b"req2", &INFO_HASH]),
+            hash(&[b"req3", &secret]),
+        ));
         let mut fields = vc.to_vec();
         fields.extend(provide.to_be_bytes());
         fields.extend(pad_c.to_be_bytes());
@@ -781,8 +858,14 @@ mod tests {
 
     #[test]
     fn a_wrong_vc_no_common_method_or_a_long_pad_closes_the_handshake() {
-        assert!(matches!(forged_step3(VC, CRYPTO_RC4, 0), Ok(Step::Continue(_))));
-        assert_eq!(forged_step3([1; 8], CRYPTO_RC4, 0).unwrap_err(), MseError::WrongVc);
+        assert!(matches!(
+            forged_step3(VC, CRYPTO_RC4, 0),
+            Ok(Step::Continue(_))
+        ));
+        assert_eq!(
+            forged_step3([1; 8], CRYPTO_RC4, 0).unwrap_err(),
+            MseError::WrongVc
+        );
         assert_eq!(
             forged_step3(VC, 0x04, 0).unwrap_err(),
             MseError::NoCommonMethod {
@@ -790,7 +873,10 @@ mod tests {
                 accepted: 3
             }
         );
-        assert_eq!(forged_step3(VC, CRYPTO_RC4, 513).unwrap_err(), MseError::PadTooLong(513));
+        assert_eq!(
+            forged_step3(VC, CRYPTO_RC4, 513).unwrap_err(),
+            MseError::PadTooLong(513)
+        );
     }
 
     #[test]
@@ -801,7 +887,8 @@ mod tests {
         // A tiny private key gives a public key with leading zero bytes: still 96 bytes.
         let mut small = secrets(0, 0);
         small.private_key[PRIVATE_KEY_LEN - 1] = 3;
-        let (_, first) = Handshake::initiator(INFO_HASH, vec![], Encryption::Prefer, small).unwrap();
+        let (_, first) =
+            Handshake::initiator(INFO_HASH, vec![], Encryption::Prefer, small).unwrap();
         assert_eq!(&first[..KEY_LEN - 1], &[0; KEY_LEN - 1][..]);
         assert_eq!(first[KEY_LEN - 1], 8);
     }
