@@ -655,8 +655,9 @@ mod tests {
                     }
                 }
             }
-            if done_a.is_some() && done_b.is_some() {
-                return Ok((done_a.unwrap(), done_b.unwrap()));
+            match (done_a.take(), done_b.take()) {
+                (Some(a), Some(b)) => return Ok((a, b)),
+                (a, b) => (done_a, done_b) = (a, b),
             }
         }
         panic!("the handshake did not end");
