@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use allpeers_transfer::bt::mse::Encryption;
 use anyhow::Context;
 use serde::Deserialize;
 
@@ -39,6 +40,9 @@ pub struct TransfersSection {
     pub space_limit: Option<u64>,
     /// Announce to the trackers torrents name.
     pub use_trackers: bool,
+    /// BitTorrent's Message Stream Encryption: `"off"` (plain only), `"prefer"` (encrypted first, plain when the
+    /// peer does not speak it; both accepted) or `"require"` (RC4 only, both ways).
+    pub encryption: Encryption,
 }
 
 impl Default for TransfersSection {
@@ -51,6 +55,7 @@ impl Default for TransfersSection {
             up_limit: None,
             space_limit: None,
             use_trackers: true,
+            encryption: Default::default(),
         }
     }
 }
@@ -279,6 +284,12 @@ mod tests {
         assert_eq!(transfers.listen, "127.0.0.1:6881".parse().unwrap());
         assert_eq!(transfers.down_limit, Some(1_000_000));
         assert!(transfers.use_trackers && transfers.max_active == 3);
+        assert_eq!(transfers.encryption, Encryption::Prefer);
+        std::fs::write(&path, r#"{"transfers": {"encryption": "require"}}"#).unwrap();
+        let transfers = NodeConfig::load(&path).unwrap().transfers;
+        assert_eq!(transfers.encryption, Encryption::Require);
+        std::fs::write(&path, r#"{"transfers": {"encryption": "sometimes"}}"#).unwrap();
+        assert!(NodeConfig::load(&path).is_err());
         std::fs::write(&path, r#"{"log": {"filtr": "bone"}}"#).unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(

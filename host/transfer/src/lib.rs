@@ -12,7 +12,8 @@
 //!   disk thread: one vectored write per run, sync, then journal).
 //! - [`blob`]: files shared inside AllPeers — content addressed by BLAKE3 with Bao-verified ranges, outboards kept
 //!   in the data cache beside files referenced in place, HTTP one-to-one, the verified, resumable download.
-//! - [`bt`]: BitTorrent on the librqbit crates — [`bt::metainfo`], [`bt::wire`] (framing), [`bt::peer`]
+//! - [`bt`]: BitTorrent on the librqbit crates — [`bt::metainfo`], [`bt::wire`] (framing), [`bt::mse`]
+//!   (Message Stream Encryption, I/O-free), [`bt::connection`] (dial / accept, plain or encrypted), [`bt::peer`]
 //!   (connections), [`bt::session`] (the per-torrent actor over the swarm core), [`bt::tracker`] (HTTP(S) and UDP
 //!   announces),
 //!   [`bt::engine`] (listening socket, add / remove torrents).

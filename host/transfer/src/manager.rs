@@ -986,18 +986,22 @@ impl Manager {
                     self.config.retry_delay * 2u32.saturating_pow(attempts.saturating_sub(1));
                 tokio::time::sleep(delay).await;
                 // Unless the user paused or cancelled it while it waited.
-                let waiting = self
-                    .state
-                    .lock()
-                    .expect("not poisoned")
-                    .entries
-                    .get(&id)
-                    .is_some_and(|e| e.status == status);
-                if waiting {
+                if self.still_is(id, &status) {
                     self.start_transfer(record, content).await;
                 }
             }
         }
+    }
+
+    /// Whether the transfer is still listed with `status` (a retry waiting out its backoff checks that the user did
+    /// not pause or cancel it meanwhile).
+    fn still_is(&self, id: TransferId, status: &Status) -> bool {
+        self.state
+            .lock()
+            .expect("not poisoned")
+            .entries
+            .get(&id)
+            .is_some_and(|e| e.status == *status)
     }
 
     /// Forwards a running transfer's progress and reacts to its state: completion frees a queue slot, failure is
@@ -1073,7 +1077,10 @@ impl Manager {
                         let delay = self.config.retry_delay
                             * 2u32.saturating_pow(attempts.saturating_sub(1));
                         tokio::time::sleep(delay).await;
-                        self.start_transfer(record, content).await;
+                        // Unless the user paused or cancelled it while it waited.
+                        if self.still_is(id, &status) {
+                            self.start_transfer(record, content).await;
+                        }
                         return;
                     }
                     Status::Failed(_) => {

@@ -56,9 +56,33 @@ pub fn content(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-/// aria2c on `port` with only the peers it is given (no DHT, LPD, PEX or trackers) and plain connections: a
+/// aria2c on `port` with only the peers it is given (no DHT, LPD, PEX or trackers), plain connections allowed: a
 /// seeder of `torrent` from `dir`, or a leecher into `dir` that exits 0 once it has every byte verified.
 pub fn aria2c(dir: &Path, port: u16, torrent: &Path, leecher: bool) -> Killed {
+    aria2c_speaking(
+        dir,
+        port,
+        torrent,
+        leecher,
+        &["--bt-min-crypto-level=plain"],
+    )
+}
+
+/// [`aria2c`] that accepts and makes only RC4-encrypted connections (MSE, no plain handshake either way).
+pub fn aria2c_encrypted(dir: &Path, port: u16, torrent: &Path, leecher: bool) -> Killed {
+    aria2c_speaking(dir, port, torrent, leecher, &ARIA2C_RC4_ONLY)
+}
+
+/// aria2c's flags for RC4-encrypted connections only.
+pub const ARIA2C_RC4_ONLY: [&str; 2] = ["--bt-require-crypto=true", "--bt-min-crypto-level=arc4"];
+
+fn aria2c_speaking(
+    dir: &Path,
+    port: u16,
+    torrent: &Path,
+    leecher: bool,
+    crypto: &[&str],
+) -> Killed {
     let mut command = Command::new("aria2c");
     command
         .arg(format!("--dir={}", dir.display()))
@@ -70,11 +94,11 @@ pub fn aria2c(dir: &Path, port: u16, torrent: &Path, leecher: bool) -> Killed {
             "--enable-dht6=false",
             "--bt-enable-lpd=false",
             "--enable-peer-exchange=false",
-            "--bt-min-crypto-level=plain",
             "--bt-exclude-tracker=*",
             "--console-log-level=warn",
             "--summary-interval=0",
-        ]);
+        ])
+        .args(crypto);
     if leecher {
         command.args(["--seed-time=0", "--file-allocation=none"]);
     }

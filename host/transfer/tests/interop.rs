@@ -13,9 +13,11 @@ use allpeers_transfer::bt::engine::{Engine, EngineConfig, Target};
 use allpeers_transfer::bt::magnet::MagnetLink;
 use allpeers_transfer::bt::metadata;
 use allpeers_transfer::bt::metainfo::Torrent;
+use allpeers_transfer::bt::mse::Encryption;
 use allpeers_transfer::bt::session::TorrentHandle;
 use allpeers_transfer::testing::{
-    Killed, aria2c, content, free_port, wait_for_listener, wait_for_port,
+    ARIA2C_RC4_ONLY, Killed, aria2c, aria2c_encrypted, content, free_port, wait_for_listener,
+    wait_for_port,
 };
 
 /// A whole test's budget: the transfers are a few MiB on loopback and take well under a second each.
@@ -77,6 +79,10 @@ fn assert_same_files(root: &Path, files: &[(PathBuf, Vec<u8>)]) {
 }
 
 async fn engine(state: &Path) -> Engine {
+    engine_with(state, Encryption::default()).await
+}
+
+async fn engine_with(state: &Path, encryption: Encryption) -> Engine {
     // ALLPEERS_LOG=bone shows the session's view when a client misbehaves.
     if let Ok(filter) = std::env::var("ALLPEERS_LOG") {
         let _ = tracing_subscriber::fmt()
@@ -86,6 +92,7 @@ async fn engine(state: &Path) -> Engine {
     }
     let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), state.to_path_buf());
     config.use_trackers = false;
+    config.encryption = encryption;
     Engine::start(config).await.unwrap()
 }
 
@@ -96,7 +103,17 @@ async fn download_from(
     torrent: Torrent,
     seeder_port: u16,
 ) -> (Engine, TorrentHandle, PathBuf) {
-    let engine = engine(&work.join("state")).await;
+    download_with(work, torrent, seeder_port, Encryption::default()).await
+}
+
+/// [`download_from`] with our side's encryption setting.
+async fn download_with(
+    work: &Path,
+    torrent: Torrent,
+    seeder_port: u16,
+    encryption: Encryption,
+) -> (Engine, TorrentHandle, PathBuf) {
+    let engine = engine_with(&work.join("state"), encryption).await;
     let out = work.join("out");
     let seeder: SocketAddr = ([127, 0, 0, 1], seeder_port).into();
     let handle = engine
@@ -466,6 +483,11 @@ async fn wait_until_tracked(announce: &str, info_hash: [u8; 20], seeder_port: u1
 }
 
 fn start_transmission(config: &Path, dir: &Path) -> (Killed, u16, u16) {
+    start_transmission_with(config, dir, "-et")
+}
+
+/// Transmission with its encryption flag: `-et` tolerates encryption, `-er` requires it (`"encryption": 2`).
+fn start_transmission_with(config: &Path, dir: &Path, encryption: &str) -> (Killed, u16, u16) {
     let (rpc, peer_port) = (free_port(), free_port());
     let daemon = Killed(
         Command::new("transmission-daemon")
@@ -485,7 +507,7 @@ fn start_transmission(config: &Path, dir: &Path) -> (Killed, u16, u16) {
                 "--no-utp",
                 "-M",
             ])
-            .args(["-P", &peer_port.to_string(), "-i", "127.0.0.1", "-et"])
+            .args(["-P", &peer_port.to_string(), "-i", "127.0.0.1", encryption])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -529,6 +551,16 @@ async fn wait_transmission_done(rpc: u16) {
 /// our address — "got a list of 3 peers" — but never connected to it; not diagnosed yet.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transmission_leecher_downloads_from_our_seeder() {
+    transmission_leecher_downloads_from_our_seeder("-et", Encryption::default()).await;
+}
+
+/// The same with Transmission requiring encryption (`"encryption": 2`) and our side in `require`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypting_transmission_leecher_downloads_from_our_seeder_requiring_encryption() {
+    transmission_leecher_downloads_from_our_seeder("-er", Encryption::Require).await;
+}
+
+async fn transmission_leecher_downloads_from_our_seeder(flag: &str, encryption: Encryption) {
     let work = tempfile::tempdir().unwrap();
     let source = work.path().join("source");
     let files = make_album(&source);
@@ -536,7 +568,8 @@ async fn a_transmission_leecher_downloads_from_our_seeder() {
     let torrent = mktorrent(&source.join("album"), &torrent_path);
     let out = work.path().join("out");
     std::fs::create_dir_all(&out).unwrap();
-    let (_daemon, rpc, peer_port) = start_transmission(&work.path().join("transmission"), &out);
+    let (_daemon, rpc, peer_port) =
+        start_transmission_with(&work.path().join("transmission"), &out, flag);
     assert!(
         transmission_remote(rpc, &["-a", torrent_path.to_str().unwrap()])
             .status
@@ -544,7 +577,7 @@ async fn a_transmission_leecher_downloads_from_our_seeder() {
     );
     wait_for_port(peer_port, "transmission peer port");
 
-    let engine = engine(&work.path().join("state")).await;
+    let engine = engine_with(&work.path().join("state"), encryption).await;
     let leecher: SocketAddr = ([127, 0, 0, 1], peer_port).into();
     let handle = engine
         .add(
@@ -636,4 +669,160 @@ async fn wait_uploaded(handle: &TorrentHandle, bytes: u64) {
     })
     .await
     .expect("the upload was counted in time");
+}
+
+/// Message Stream Encryption against aria2c requiring it (RC4 only, no plain handshake): our engine in `require`
+/// dials the seeder (we are the MSE initiator) and downloads every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_from_an_aria2c_seeder_that_requires_encryption() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let files = make_album(&source);
+    let torrent_path = work.path().join("album.torrent");
+    let torrent = mktorrent(&source.join("album"), &torrent_path);
+    let port = free_port();
+    let _seeder = aria2c_encrypted(&source, port, &torrent_path, false);
+    wait_for_port(port, "aria2c");
+
+    let (_engine, handle, out) =
+        download_with(work.path(), torrent, port, Encryption::Require).await;
+    let progress = handle.progress();
+    assert_eq!(progress.hash_failures, 0);
+    assert_eq!(progress.done_bytes, progress.total_bytes);
+    assert_same_files(&out, &files);
+}
+
+/// The other way: our engine in `require` seeds and announces to opentracker; an aria2c leecher requiring
+/// encryption finds us there and dials us (we are the MSE responder, finding the torrent by its obfuscated hash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aria2c_leecher_that_requires_encryption_downloads_from_our_seeder() {
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let files = make_album(&source);
+    let (_tracker, announce, torrent_path, torrent) =
+        tracker_and_torrent(work.path(), &source, "http");
+    let mut config = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
+    config.use_trackers = true;
+    config.encryption = Encryption::Require;
+    let engine = Engine::start(config).await.unwrap();
+    let info_hash = torrent.info_hash;
+    let handle = engine
+        .add(
+            torrent,
+            Target::SeedInPlace {
+                dir: source.clone(),
+            },
+            vec![],
+            Default::default(),
+        )
+        .await
+        .unwrap();
+    wait_until_tracked(&announce, info_hash, engine.listen_addr().port()).await;
+
+    let out = work.path().join("out");
+    let mut leecher = Command::new("aria2c");
+    leecher
+        .arg(format!("--dir={}", out.display()))
+        .arg(format!("--listen-port={}", free_port()))
+        .args(["--seed-time=0", "--file-allocation=none"])
+        .args([
+            "--enable-dht=false",
+            "--enable-dht6=false",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+        ])
+        .args(ARIA2C_RC4_ONLY)
+        .args(["--console-log-level=warn", "--summary-interval=0"])
+        .arg(&torrent_path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut leecher = Killed(leecher.spawn().expect("aria2c"));
+    let deadline = Instant::now() + DEADLINE;
+    let status = loop {
+        if let Some(status) = leecher.0.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "aria2c did not finish in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(status.success(), "aria2c: {status}");
+    assert_same_files(&out, &files);
+    wait_uploaded(&handle, files.iter().map(|(_, d)| d.len() as u64).sum()).await;
+}
+
+/// Our engines against each other's settings: `off` is a plain-only peer (it drops a connection that does not start
+/// with the plain handshake). `require` cannot reach it and refuses its plain handshake in turn; `prefer` falls back
+/// to plain with it and encrypts with `require`; `off` talks to `off` and downloads every byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn require_refuses_a_plain_only_peer_and_off_talks_to_one() {
+    use allpeers_transfer::bt::connection::{self, ConnectError};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let work = tempfile::tempdir().unwrap();
+    let source = work.path().join("source");
+    let files = make_album(&source);
+    let (bytes, torrent) = create_torrent(&source.join("album"), &[]).unwrap();
+    let info_hash = torrent.info_hash;
+    let seed = |name: &'static str, encryption| {
+        let (work, source, torrent) = (work.path().to_owned(), source.clone(), torrent.clone());
+        async move {
+            let engine = engine_with(&work.join(name), encryption).await;
+            let target = Target::SeedInPlace { dir: source };
+            engine
+                .add(torrent, target, vec![], Default::default())
+                .await
+                .unwrap();
+            engine
+        }
+    };
+    let plain_only = seed("plain", Encryption::Off).await;
+    let strict = seed("strict", Encryption::Require).await;
+    let id = *b"-XX0001-setting-test";
+    let dial = |engine: &Engine, encryption| {
+        connection::dial(engine.listen_addr(), info_hash, id, encryption)
+    };
+
+    let refused = dial(&plain_only, Encryption::Require).await.err();
+    assert!(
+        matches!(refused, Some(ConnectError::Closed | ConnectError::Io(_))),
+        "{refused:?}"
+    );
+    let (plain, _) = dial(&plain_only, Encryption::Off).await.unwrap();
+    assert!(!plain.is_encrypted());
+    let (fell_back, _) = dial(&plain_only, Encryption::Prefer).await.unwrap();
+    assert!(!fell_back.is_encrypted());
+    let (encrypted, handshake) = dial(&strict, Encryption::Prefer).await.unwrap();
+    assert!(encrypted.is_encrypted());
+    assert_eq!(handshake.info_hash, info_hash);
+    let refused = dial(&strict, Encryption::Off).await.err();
+    assert!(
+        matches!(refused, Some(ConnectError::Closed | ConnectError::Io(_))),
+        "{refused:?}"
+    );
+    // A plain handshake to `require` is answered by closing the connection, nothing sent.
+    let mut raw = tokio::net::TcpStream::connect(strict.listen_addr())
+        .await
+        .unwrap();
+    raw.write_all(&allpeers_transfer::bt::wire::encode_handshake(
+        info_hash, id,
+    ))
+    .await
+    .unwrap();
+    let mut answer = Vec::new();
+    let read = tokio::time::timeout(DEADLINE, raw.read_to_end(&mut answer)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "{read:?} {answer:?}"
+    );
+
+    let torrent = Torrent::from_bytes(&bytes).unwrap();
+    let (_engine, handle, out) = download_with(
+        work.path(),
+        torrent,
+        plain_only.listen_addr().port(),
+        Encryption::Off,
+    )
+    .await;
+    assert_eq!(handle.progress().hash_failures, 0);
+    assert_same_files(&out, &files);
 }

@@ -502,3 +502,64 @@ async fn the_uploads_list_is_live() {
         "a paused seed uploads nothing"
     );
 }
+
+/// A download that failed waits out its backoff before it starts again; paused meanwhile, it stays paused. (The
+/// retry once started again regardless.) A file download whose every source fails to dial fails at once, so the
+/// retry is the manager's, the same for a torrent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_download_paused_while_it_waits_to_retry_stays_paused() {
+    use allpeers_transfer::blob::{ContentHash, FileSpec};
+    use allpeers_transfer::manager::AddFile;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let work = tempfile::tempdir().unwrap();
+    let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
+    engine.use_trackers = false;
+    let mut config = ManagerConfig::new(engine);
+    let retry_delay = Duration::from_millis(200);
+    config.retry_delay = retry_delay;
+    let dials = Arc::new(AtomicUsize::new(0));
+    let counted = dials.clone();
+    config.dial = Some(Arc::new(move |_peer: String| {
+        counted.fetch_add(1, Ordering::SeqCst);
+        Box::pin(async { Err(std::io::Error::other("no such peer")) })
+    }));
+    let manager = Manager::start(config).await.unwrap();
+    let mut events = manager.subscribe();
+    let id = manager
+        .add_file(AddFile {
+            spec: FileSpec {
+                hash: ContentHash([7; 32]),
+                size: 100_000,
+                name: "film.mkv".into(),
+                sources: vec!["nobody".into()],
+            },
+            dir: work.path().join("out"),
+            priority: 0,
+            limits: Limits::default(),
+            paused: false,
+        })
+        .await
+        .unwrap();
+    wait_for(&mut events, |e| {
+        matches!(e, TransferEvent::Status { id: i, status: Status::Retrying { attempt: 1, .. } } if *i == id)
+    })
+    .await;
+    manager.pause(id).await.unwrap();
+    let dialed = dials.load(Ordering::SeqCst);
+    // Ten backoffs: a retry that ignored the pause would have started (and dialed) long before.
+    let restarted = tokio::time::timeout(
+        retry_delay * 10,
+        wait_for(&mut events, |e| {
+            matches!(e, TransferEvent::Status { id: i, status: Status::Downloading } if *i == id)
+        }),
+    )
+    .await;
+    assert!(restarted.is_err(), "the paused download started again");
+    assert_eq!(dials.load(Ordering::SeqCst), dialed);
+    assert_eq!(
+        manager.get(id).unwrap().status,
+        Status::Paused("paused by the user".into())
+    );
+}

@@ -29,6 +29,7 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
     let mut engine = EngineConfig::new(config.listen, daemon.paths.transfers());
     engine.space_limit = config.space_limit;
     engine.use_trackers = config.use_trackers;
+    engine.encryption = config.encryption;
     let mut manager_config = ManagerConfig::new(engine);
     manager_config.max_active = config.max_active.max(1);
     manager_config.global_limits = Limits {

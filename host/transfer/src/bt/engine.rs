@@ -9,9 +9,10 @@ use std::sync::{Arc, Mutex};
 use rand::RngCore;
 use tokio::net::TcpListener;
 
+use super::connection;
 use super::metadata::FetchOptions;
 use super::metainfo::Torrent;
-use super::peer::read_handshake;
+use super::mse::Encryption;
 use super::session::{self, DEFAULT_MAX_PEERS, SessionCommand, SessionOptions, TorrentHandle};
 use crate::cache::CacheError;
 use crate::cache::journal::Journal;
@@ -50,6 +51,8 @@ pub struct EngineConfig {
     pub use_trackers: bool,
     /// HTTP(S) trackers are asked through it (its roots decide which TLS certificates are trusted).
     pub web: WebClient,
+    /// Message Stream Encryption for peer connections, both ways.
+    pub encryption: Encryption,
 }
 
 impl EngineConfig {
@@ -62,6 +65,7 @@ impl EngineConfig {
             max_peers: DEFAULT_MAX_PEERS,
             use_trackers: true,
             web: WebClient::default(),
+            encryption: Encryption::default(),
         }
     }
 }
@@ -155,6 +159,7 @@ impl Engine {
             timeout,
             use_trackers: self.inner.config.use_trackers,
             web: self.inner.config.web.clone(),
+            encryption: self.inner.config.encryption,
         }
     }
 
@@ -250,6 +255,7 @@ impl Engine {
             use_trackers: self.inner.config.use_trackers,
             web: self.inner.config.web.clone(),
             throttles: Throttles(vec![self.inner.throttle.clone(), throttle.clone()]),
+            encryption: self.inner.config.encryption,
         };
         let content = session::Content {
             torrent: torrent.clone(),
@@ -328,15 +334,30 @@ async fn verify_all(
 
 async fn accept_loop(listener: TcpListener, engine: std::sync::Weak<Inner>) {
     loop {
-        let Ok((mut stream, addr)) = listener.accept().await else {
+        let Ok((stream, addr)) = listener.accept().await else {
             continue;
         };
         let Some(inner) = engine.upgrade() else {
             return;
         };
         tokio::spawn(async move {
-            let Ok(handshake) = read_handshake(&mut stream).await else {
-                return;
+            // An encrypted handshake names its torrent by a hash of its info-hash: it is looked for among ours.
+            let torrents = || {
+                let torrents = inner.torrents.lock().expect("not poisoned");
+                torrents.keys().copied().collect::<Vec<_>>()
+            };
+            let (connection, handshake) = match connection::accept(
+                stream,
+                inner.config.encryption,
+                torrents,
+            )
+            .await
+            {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    allpeers_log::bone!(%addr, %error, "transfer: an incoming peer was refused");
+                    return;
+                }
             };
             let handle = inner
                 .torrents
@@ -347,7 +368,7 @@ async fn accept_loop(listener: TcpListener, engine: std::sync::Weak<Inner>) {
             if let Some(handle) = handle {
                 handle
                     .command(SessionCommand::Incoming {
-                        stream,
+                        connection,
                         addr,
                         handshake,
                     })

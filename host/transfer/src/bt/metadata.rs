@@ -9,14 +9,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
+use super::connection::{self, ConnectError, ConnectionReader};
 use super::magnet::MagnetLink;
 use super::metainfo::{MAX_TORRENT_LEN, MetainfoError, Torrent};
-use super::peer::{self, HANDSHAKE_TIMEOUT, PeerError};
+use super::mse::Encryption;
 use super::tracker::{self, AnnounceEvent, AnnounceRequest, MAX_TRACKERS_ANNOUNCED};
 use super::wire::{self, METADATA_PIECE_LEN, MetadataMessage, OutMessage, PeerMessage, WireError};
 use crate::swarm::assembler::sha1_of;
@@ -47,13 +46,11 @@ pub enum MetadataError {
 #[derive(Debug, thiserror::Error)]
 enum AttemptError {
     #[error(transparent)]
-    Peer(#[from] PeerError),
+    Connect(#[from] ConnectError),
     #[error("I/O: {0}")]
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error("the peer is for another torrent")]
-    WrongTorrent,
     #[error("the peer does not speak the extension protocol")]
     NoExtensions,
     #[error("the peer does not offer the metadata (no ut_metadata or metadata_size)")]
@@ -187,6 +184,8 @@ pub struct FetchOptions {
     pub timeout: Duration,
     pub use_trackers: bool,
     pub web: WebClient,
+    /// Whether peers are dialed encrypted (MSE).
+    pub encryption: Encryption,
 }
 
 /// The `.torrent` file of `link`, from its peers and the peers its trackers list.
@@ -234,12 +233,15 @@ pub async fn fetch(link: &MagnetLink, options: &FetchOptions) -> Result<Vec<u8>,
         while attempts.len() < PEERS_AT_ONCE && !candidates.is_empty() {
             let addr = candidates.remove(0);
             tried += 1;
-            let (info_hash, peer_id) = (link.info_hash, options.peer_id);
+            let (info_hash, peer_id, encryption) =
+                (link.info_hash, options.peer_id, options.encryption);
             attempts.spawn(async move {
-                let result =
-                    tokio::time::timeout(PEER_TIMEOUT, from_peer(addr, info_hash, peer_id))
-                        .await
-                        .unwrap_or(Err(AttemptError::Slow));
+                let result = tokio::time::timeout(
+                    PEER_TIMEOUT,
+                    from_peer(addr, info_hash, peer_id, encryption),
+                )
+                .await
+                .unwrap_or(Err(AttemptError::Slow));
                 (addr, result)
             });
         }
@@ -291,17 +293,10 @@ async fn from_peer(
     addr: SocketAddr,
     info_hash: [u8; 20],
     peer_id: [u8; 20],
+    encryption: Encryption,
 ) -> Result<Bytes, AttemptError> {
-    let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
-        .await
-        .map_err(|_| PeerError::HandshakeTimeout)??;
-    stream
-        .write_all(&wire::encode_handshake(info_hash, peer_id))
-        .await?;
-    let handshake = peer::read_handshake(&mut stream).await?;
-    if handshake.info_hash != info_hash {
-        return Err(AttemptError::WrongTorrent);
-    }
+    let (connection, handshake) = connection::dial(addr, info_hash, peer_id, encryption).await?;
+    let (mut stream, mut writer) = connection.into_split();
     if !handshake.supports_extended {
         return Err(AttemptError::NoExtensions);
     }
@@ -315,7 +310,7 @@ async fn from_peer(
         },
         &mut out,
     );
-    stream.write_all(&out).await?;
+    writer.write_all(&mut out).await?;
 
     let mut buf = BytesMut::new();
     let (their_id, size) = loop {
@@ -340,7 +335,7 @@ async fn from_peer(
             &mut out,
         );
     }
-    stream.write_all(&out).await?;
+    writer.write_all(&mut out).await?;
     loop {
         match next_message(&mut stream, &mut buf).await? {
             PeerMessage::Metadata(MetadataMessage::Data {
@@ -361,7 +356,7 @@ async fn from_peer(
 }
 
 async fn next_message(
-    stream: &mut TcpStream,
+    stream: &mut ConnectionReader,
     buf: &mut BytesMut,
 ) -> Result<PeerMessage, AttemptError> {
     loop {
@@ -460,6 +455,7 @@ mod tests {
             timeout: Duration::from_secs(30),
             use_trackers: true,
             web: WebClient::default(),
+            encryption: Encryption::default(),
         };
         assert!(matches!(
             fetch(&link, &options).await,

@@ -2,11 +2,13 @@
 //! swarm core.
 
 pub mod bencode_guard;
+pub mod connection;
 pub mod create;
 pub mod engine;
 pub mod magnet;
 pub mod metadata;
 pub mod metainfo;
+pub mod mse;
 pub mod peer;
 pub mod session;
 pub mod tracker;

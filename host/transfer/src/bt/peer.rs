@@ -7,19 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
-use super::wire::{self, HANDSHAKE_LEN, OutMessage, PeerHandshake, PeerMessage, WireError};
+use super::connection::{self, ConnectError, Connection, ConnectionReader, ConnectionWriter};
+use super::mse::Encryption;
+use super::wire::{self, OutMessage, PeerHandshake, PeerMessage, WireError};
 use crate::cache::storage::Storage;
 use crate::swarm::PeerKey;
 use crate::swarm::geometry::Block;
 use crate::throttle::Throttles;
 
-/// A peer must complete the handshake within this time.
-pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// A peer that sends nothing for this long (not even a keep-alive, due every 2 minutes) is gone.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
 /// Bytes read from the socket at a time: a few blocks, so one read yields a batch of messages.
@@ -33,10 +30,8 @@ pub enum PeerError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Wire(#[from] WireError),
-    #[error("handshake timed out")]
-    HandshakeTimeout,
-    #[error("the peer is for another torrent")]
-    WrongTorrent,
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
     #[error("idle for {IDLE_TIMEOUT:?}")]
     Idle,
 }
@@ -57,6 +52,8 @@ pub enum PeerEvent {
         key: PeerKey,
         addr: SocketAddr,
         handshake: PeerHandshake,
+        /// Whether the connection is RC4-encrypted (MSE).
+        encrypted: bool,
         commands: mpsc::UnboundedSender<PeerCommand>,
     },
     Messages {
@@ -81,6 +78,8 @@ pub struct PeerContext {
     pub storage: Arc<Storage>,
     pub throttles: Throttles,
     pub events: mpsc::Sender<PeerEvent>,
+    /// Whether we dial encrypted.
+    pub encryption: Encryption,
 }
 
 impl PeerContext {
@@ -97,23 +96,9 @@ impl PeerContext {
 
 /// Dials `addr` and runs the connection until it ends.
 pub async fn connect(key: PeerKey, addr: SocketAddr, cx: PeerContext) {
-    let result = async {
-        let mut stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| PeerError::HandshakeTimeout)??;
-        stream
-            .write_all(&wire::encode_handshake(cx.info_hash, cx.our_id))
-            .await?;
-        let handshake = read_handshake(&mut stream).await?;
-        if handshake.info_hash != cx.info_hash {
-            return Err(PeerError::WrongTorrent);
-        }
-        Ok((stream, handshake))
-    }
-    .await;
-    match result {
-        Ok((stream, handshake)) => run(key, addr, stream, handshake, cx).await,
-        Err(error) => cx.closed(key, error).await,
+    match connection::dial(addr, cx.info_hash, cx.our_id, cx.encryption).await {
+        Ok((connection, handshake)) => run(key, addr, connection, handshake, cx).await,
+        Err(error) => cx.closed(key, error.into()).await,
     }
 }
 
@@ -121,36 +106,25 @@ pub async fn connect(key: PeerKey, addr: SocketAddr, cx: PeerContext) {
 pub async fn accept(
     key: PeerKey,
     addr: SocketAddr,
-    mut stream: TcpStream,
+    mut connection: Connection,
     handshake: PeerHandshake,
     cx: PeerContext,
 ) {
-    if let Err(error) = stream
-        .write_all(&wire::encode_handshake(cx.info_hash, cx.our_id))
-        .await
-    {
+    if let Err(error) = connection.send_handshake(cx.info_hash, cx.our_id).await {
         return cx.closed(key, error.into()).await;
     }
-    run(key, addr, stream, handshake, cx).await;
-}
-
-pub async fn read_handshake(stream: &mut TcpStream) -> Result<PeerHandshake, PeerError> {
-    let mut bytes = [0u8; HANDSHAKE_LEN];
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, stream.read_exact(&mut bytes))
-        .await
-        .map_err(|_| PeerError::HandshakeTimeout)??;
-    Ok(wire::decode_handshake(&bytes)?)
+    run(key, addr, connection, handshake, cx).await;
 }
 
 async fn run(
     key: PeerKey,
     addr: SocketAddr,
-    stream: TcpStream,
+    connection: Connection,
     handshake: PeerHandshake,
     cx: PeerContext,
 ) {
-    let _ = stream.set_nodelay(true);
-    let (reader, writer) = stream.into_split();
+    let encrypted = connection.is_encrypted();
+    let (reader, writer) = connection.into_split();
     let (commands, queue) = mpsc::unbounded_channel();
     if cx
         .events
@@ -158,6 +132,7 @@ async fn run(
             key,
             addr,
             handshake,
+            encrypted,
             commands,
         })
         .await
@@ -184,7 +159,7 @@ async fn run(
 
 async fn read_loop(
     key: PeerKey,
-    mut reader: OwnedReadHalf,
+    mut reader: ConnectionReader,
     throttles: &Throttles,
     events: &mpsc::Sender<PeerEvent>,
 ) -> Result<(), PeerError> {
@@ -216,7 +191,7 @@ async fn read_loop(
 
 async fn write_loop(
     key: PeerKey,
-    mut writer: OwnedWriteHalf,
+    mut writer: ConnectionWriter,
     mut queue: mpsc::UnboundedReceiver<PeerCommand>,
     storage: Arc<Storage>,
     throttles: Throttles,
@@ -242,7 +217,7 @@ async fn write_loop(
                     }
                 },
                 PeerCommand::Close => {
-                    let _ = writer.write_all(&out).await;
+                    let _ = writer.write_all(&mut out).await;
                     let _ = writer.shutdown().await;
                     return;
                 }
@@ -254,7 +229,7 @@ async fn write_loop(
             };
         }
         throttles.sending(out.len()).await;
-        if writer.write_all(&out).await.is_err() {
+        if writer.write_all(&mut out).await.is_err() {
             return;
         }
         out.clear();

@@ -7,10 +7,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
+use super::connection::Connection;
 use super::metainfo::Torrent;
+use super::mse::Encryption;
 use super::peer::{self, PEER_EVENT_QUEUE, PeerCommand, PeerContext, PeerEvent};
 use super::tracker::{self, AnnounceEvent, AnnounceRequest, AnnounceResponse};
 use super::wire::{METADATA_PIECE_LEN, MetadataMessage, OutMessage, PeerHandshake, PeerMessage};
@@ -63,6 +64,8 @@ pub struct SessionOptions {
     pub web: WebClient,
     /// The global throttle and this torrent's, in that order.
     pub throttles: Throttles,
+    /// Whether peers are dialed encrypted (MSE).
+    pub encryption: Encryption,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +86,8 @@ pub struct PeerStats {
     pub uploaded: u64,
     pub down_rate: u64,
     pub up_rate: u64,
+    /// The connection is RC4-encrypted (MSE).
+    pub encrypted: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +116,7 @@ pub struct Progress {
 pub enum SessionCommand {
     AddPeers(Vec<SocketAddr>),
     Incoming {
-        stream: TcpStream,
+        connection: Connection,
         addr: SocketAddr,
         handshake: PeerHandshake,
     },
@@ -182,6 +187,7 @@ impl TorrentHandle {
 struct Peer {
     addr: SocketAddr,
     client: Option<String>,
+    encrypted: bool,
     commands: mpsc::UnboundedSender<PeerCommand>,
     has: PieceSet,
     pipeline: RequestPipeline,
@@ -309,6 +315,7 @@ pub(crate) fn spawn(
         storage: storage.clone(),
         throttles: options.throttles.clone(),
         events: peer_events,
+        encryption: options.encryption,
     };
     let mut session = Session {
         assembler: PieceAssembler::new(torrent.geometry),
@@ -401,7 +408,7 @@ impl Session {
         match command {
             SessionCommand::AddPeers(addrs) => self.add_peers(addrs, now),
             SessionCommand::Incoming {
-                stream,
+                connection,
                 addr,
                 handshake,
             } => {
@@ -415,7 +422,7 @@ impl Session {
                 tokio::spawn(peer::accept(
                     key,
                     addr,
-                    stream,
+                    connection,
                     handshake,
                     self.peer_context.clone(),
                 ));
@@ -512,8 +519,9 @@ impl Session {
                 key,
                 addr,
                 handshake,
+                encrypted,
                 commands,
-            } => self.on_ready(key, addr, handshake, commands, now),
+            } => self.on_ready(key, addr, handshake, encrypted, commands, now),
             PeerEvent::Messages { key, messages } => {
                 for message in messages {
                     if !self.peers.contains_key(&key) {
@@ -540,6 +548,7 @@ impl Session {
         key: PeerKey,
         addr: SocketAddr,
         handshake: PeerHandshake,
+        encrypted: bool,
         commands: mpsc::UnboundedSender<PeerCommand>,
         now: Instant,
     ) {
@@ -548,10 +557,11 @@ impl Session {
             let _ = commands.send(PeerCommand::Close);
             return;
         }
-        allpeers_log::bone!(%addr, "transfer: peer connected");
+        allpeers_log::bone!(%addr, encrypted, "transfer: peer connected");
         let peer = Peer {
             addr,
             client: None,
+            encrypted,
             commands,
             has: PieceSet::new(self.torrent.geometry.piece_count()),
             pipeline: RequestPipeline::new(now),
@@ -1052,6 +1062,7 @@ impl Session {
                 uploaded: p.upload.total(),
                 down_rate: p.pipeline.rate(now),
                 up_rate: p.upload.rate(now),
+                encrypted: p.encrypted,
             })
             .collect()
     }
