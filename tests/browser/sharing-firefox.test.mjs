@@ -30,8 +30,6 @@ test(
     const css = (s) => wdUntil.elementLocated(By.css(s));
     const js = (script, ...args) => driver.executeScript(script, ...args);
     const text = async (id) => driver.findElement(By.id(id)).getText();
-    // The album grid keeps its cells (updated in place as thumbnails and items come in): a click lands once.
-    const clickInGrid = async (selector) => driver.findElement(By.css(selector)).click();
     await driver.get(`moz-extension://${FIREFOX_UUID}/panel.html#shared`);
     await driver.wait(css('body[data-connection="connected"]'), WAIT);
     const bob = await makeSocialNode(hub);
@@ -60,7 +58,8 @@ test(
     await driver.findElement(By.css(`#offers li[data-share="${share.id}"] button[data-action="accept"]`)).click();
     const theirs = `#shares-theirs li[data-share="${share.id}"]`;
     await driver.wait(css(`${theirs} .album-cell[data-state="ready"] button[aria-label="Download sea.png"]`), WAIT);
-    await clickInGrid(`${theirs} button[aria-label="Download sea.png"]`);
+    // The grid keeps its cells (updated in place as thumbnails and items come in): one click lands.
+    await driver.findElement(By.css(`${theirs} button[aria-label="Download sea.png"]`)).click();
     await driver.wait(async () => /Downloading “sea\.png”/.test(await driver.findElement(By.css(`${theirs} .share-result`)).getText()), WAIT);
     await driver.findElement(By.id("tab-transfers")).click();
     await driver.wait(css('#transfers li[data-state="seeding"][data-percent="100"]'), WAIT);
@@ -81,7 +80,7 @@ test(
     await driver.wait(async () => /Added 1 file to “Seaside”/.test(await driver.findElement(By.css(`${theirs} .share-result`)).getText()), WAIT);
     await until("bob's album has alice's photo", async () => (await bobItems()).length === 2);
     await driver.wait(css(`${theirs} .album-grid[data-count="2"]`), WAIT);
-    await clickInGrid(`${theirs} .album-cell[data-item="${image.id}"] button[data-action="remove"]`);
+    await driver.findElement(By.css(`${theirs} .album-cell[data-item="${image.id}"] button[data-action="remove"]`)).click();
     await driver.wait(css(`${theirs} .album-grid[data-count="1"]`), WAIT);
     await until("bob's album without his photo", async () => {
       const items = await bobItems();
