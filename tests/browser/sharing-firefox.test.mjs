@@ -1,10 +1,10 @@
 // Firefox parity for receiving and dropping (Firefox ESR + geckodriver, the real native host, one hub): Alice in
 // the Firefox sidebar, Bob on the CLI. Bob's album (a real photo, catalogued by his media worker) is accepted in
 // Alice's Shared panel and a photo downloaded from its grid, with its progress in Transfers; Alice may edit it, so
-// a photo she drops on its grid goes into Bob's album, one she picks with its "Add photos…" too, and she removes
-// his photo from it; a file dropped on the open conversation with Bob is shared with him and announced there, then
-// 1,000 files at once (progress, no freeze); files picked through "Share files…"'s file input go through the same
-// form.
+// a photo she drops on its grid goes into Bob's album, she removes his photo from it, adds one with its "Add
+// photos…" and moves that one first with Alt+←; a file dropped on the open conversation with Bob is shared with
+// him and announced there, then 1,000 files at once (progress, no freeze); files picked through "Share files…"'s
+// file input go through the same form.
 import assert from "node:assert/strict";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -22,7 +22,7 @@ test(
       (!GECKODRIVER && "no geckodriver (cargo install geckodriver)"),
   },
   async () => {
-    const { By, until: wdUntil } = await import("selenium-webdriver");
+    const { By, Key, until: wdUntil } = await import("selenium-webdriver");
     const hub = await startHub();
     const alice = await makeSocialNode(hub);
     const { driver } = await launchFirefox(alice, { width: 400, height: 900 });
@@ -96,6 +96,12 @@ test(
     await driver.wait(async () => /Added 1 file to “Seaside”/.test(await driver.findElement(By.css(`${theirs} .share-result`)).getText()), WAIT);
     await driver.wait(css(`${theirs} .album-grid[data-count="2"]`), WAIT);
     await until("bob's album has the picked photo", async () => (await bobItems()).length === 2);
+    // Reorder from the keyboard: Alt+← on the picked photo's button puts it first, in Bob's album too.
+    const [shell, added] = await bobItems();
+    await driver.findElement(By.css(`${theirs} .album-cell[data-item="${added}"] button[data-action="remove"]`)).sendKeys(Key.ALT, Key.ARROW_LEFT, Key.NULL);
+    await until("bob's album in the new order", async () => (await bobItems()).join() === [added, shell].join());
+    await driver.wait(css(`${theirs} .album-cell[data-item="${added}"][aria-posinset="1"]:not([data-pending])`), WAIT);
+    assert.match(await driver.getCurrentUrl(), /panel\.html#shared$/, "Alt+← moved the photo, not the page back");
 
     // --- A file dropped on the open conversation with Bob: shared with him, announced in it.
     await driver.findElement(By.id("tab-people")).click();
