@@ -1,7 +1,8 @@
 // Adding to an album that exists, and taking photos out of it (a Chromium sidebar, a real hub; Bob on the CLI):
 // Alice's drop makes an album shared with Bob; photos dropped on that album's grid go into the same share (no
 // second share for Bob); "Add photos…" (the file picker) adds more, a file that is not a photo said and left
-// out; a photo's Remove button takes it out, pending until the daemon answers; Bob's copy follows each change.
+// out; a photo's Remove button takes it out, pending until the daemon answers; photos reordered from the keyboard
+// and by dragging, the order still there after a reload; Bob's copy follows each change.
 import assert from "node:assert/strict";
 import { after, test } from "node:test";
 import {
@@ -25,7 +26,7 @@ after(cleanupAll);
 
 const photo = (name, rgb) => ({ name, type: "image/png", b64: pngBase64(40, 30, rgb) });
 
-test("an album: photos dropped on it or picked with Add photos… join the same share; Remove takes one out", async () => {
+test("an album: photos dropped on it or picked with Add photos… join the same share; Remove takes one out; reorder", async () => {
   const hub = await startHub();
   const alice = await makeSocialNode(hub);
   await installHost(alice);
@@ -88,5 +89,27 @@ test("an album: photos dropped on it or picked with Add photos… join the same 
     const items = await bobItems();
     return items.length === 3 && !items.includes(greenId);
   });
+
+  // --- Reorder: Alt+← on a photo's button moves it one place earlier (the focus stays on it); a photo dragged
+  // onto the right half of another goes after it. Each is stored (lists.move), survives a reload, reaches Bob.
+  const order = () => a.$$eval(`${card} .album-cell`, (cells) => cells.map((c) => c.getAttribute("data-item")));
+  const stored = async () => (await apiCall(alice, "lists.items", { id: offer.resource })).items;
+  const [red, blue, yellow] = await order();
+  assert.deepEqual(await stored(), [red, blue, yellow]);
+  await a.focus(`${card} .album-cell[data-item="${yellow}"] button[data-action="remove"]`);
+  await a.keyboard.press("Alt+ArrowLeft");
+  await until("yellow stored second", async () => (await stored()).join() === [red, yellow, blue].join());
+  await a.waitForSelector(`${card} .album-cell[data-item="${yellow}"][aria-posinset="2"]:not([data-pending])`);
+  assert.deepEqual(await order(), [red, yellow, blue]);
+  assert.equal(await a.evaluate(() => document.activeElement?.closest(".album-cell")?.getAttribute("data-item")), yellow, "the focus moved with it");
+  const redCell = `${card} .album-cell[data-item="${red}"]`;
+  const box = await a.locator(`${card} .album-cell[data-item="${blue}"]`).boundingBox();
+  await a.dragAndDrop(redCell, `${card} .album-cell[data-item="${blue}"]`, { targetPosition: { x: box.width * 0.8, y: box.height / 2 } });
+  await until("red stored last", async () => (await stored()).join() === [yellow, blue, red].join());
+  await a.waitForSelector(`${redCell}[aria-posinset="3"]:not([data-pending])`);
+  await a.reload();
+  await a.waitForSelector(`${card} .album-grid[data-count="3"] .album-cell[data-state="ready"]`);
+  assert.deepEqual(await order(), [yellow, blue, red], "the order after a reload is the one stored");
+  await until("bob's album in the new order", async () => (await bobItems()).join() === [yellow, blue, red].join());
   assert.deepEqual(a.errors, []);
 });

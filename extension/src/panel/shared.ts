@@ -170,13 +170,13 @@ export function initShared(client: Client, deps: Deps) {
             if (await isAlbum(card.root, items.items)) {
               // An album reads its photos lazily, as they come into view (album.ts).
               // Someone else's photos can be fetched from the grid; ours are here already.
-              // A member who may write removes photos from the grid.
-              card.album ??= new AlbumGrid(
-                client,
-                titleOf(card.share),
-                card.share.owner === me() ? null : (id, name) => void fetchFile(card, id, name),
-                canWrite(card.share) ? (id, name) => removePhoto(card, id, name) : null,
-              );
+              // A member who may write removes photos from the grid and reorders them.
+              const writable = canWrite(card.share);
+              card.album ??= new AlbumGrid(client, titleOf(card.share), {
+                fetch: card.share.owner === me() ? null : (id, name) => void fetchFile(card, id, name),
+                remove: writable ? (id, name) => removePhoto(card, id, name) : null,
+                move: writable ? (id, index) => movePhoto(card, id, index) : null,
+              });
               card.items = items.items;
               card.error = "";
               drawContent(card);
@@ -736,6 +736,23 @@ export function initShared(client: Client, deps: Deps) {
       await load(card);
     } catch (e) {
       result(card, `“${name}” not removed: ${errorText(e)}`);
+    }
+  }
+
+  /**
+   * A photo moved in an album (the grid shows it at its new place, pending, until the daemon answers;
+   * refused, the grid puts it back and the card says why). True when stored.
+   */
+  async function movePhoto(card: Card, item: string, index: number): Promise<boolean> {
+    try {
+      await client.call("lists.move", { list: card.share.resource, item, index });
+      result(card, "");
+      await load(card);
+      return true;
+    } catch (e) {
+      result(card, `Not moved: ${errorText(e)}`);
+      await load(card);
+      return false;
     }
   }
 
