@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod demo;
 mod demo_apps;
+mod demo_files;
 mod demo_mail;
 mod demo_media;
 pub mod demo_shares;
