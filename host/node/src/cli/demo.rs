@@ -1,7 +1,8 @@
 //! `allpeers demo`: the tour, with real processes on loopback in temporary dirs — a hub
 //! (`allpeers-hub`) and two nodes (`allpeers daemon`, "alice" and "bob") that register, find
 //! each other, see each other online and connect; alice's resources; a browser's view of
-//! alice through the native-messaging host; a second hub with a node homed there. It grows as
+//! alice through the native-messaging host; a second hub with a node homed there; a third
+//! node, "carol", joins for shared files (a private swarm of alice and bob). It grows as
 //! features land.
 
 use std::path::Path;
@@ -220,7 +221,7 @@ async fn demo() -> anyhow::Result<()> {
         dir.path().display()
     );
 
-    println!("[1/14] A hub starts (allpeers-hub): the meeting point; it never sees content");
+    println!("[1/16] A hub starts (allpeers-hub): the meeting point; it never sees content");
     let hub = start_hub(&exe, &dir.path().join("hub")).await?;
     println!(
         "      hub demo.hub, key {}, quic {}, tcp {}",
@@ -229,11 +230,11 @@ async fn demo() -> anyhow::Result<()> {
         hub.tcp
     );
 
-    println!("\n[2/14] Two nodes start (allpeers daemon), each with its home hub pinned by key");
+    println!("\n[2/16] Two nodes start (allpeers daemon), each with its home hub pinned by key");
     let alice = start_node(&exe, &dir.path().join("alice"), &hub, "alice").await?;
     let mut bob = start_node(&exe, &dir.path().join("bob"), &hub, "bob").await?;
 
-    println!("\n[3/14] They register names; the hub signs a certificate binding name and key");
+    println!("\n[3/16] They register names; the hub signs a certificate binding name and key");
     for (node, name) in [(&alice, "alice"), (&bob, "bob")] {
         let cert = node
             .api
@@ -255,7 +256,7 @@ async fn demo() -> anyhow::Result<()> {
     );
 
     println!(
-        "\n[4/14] Alice asks bob@demo.hub to be her contact; bob accepts (the hub's signed directory finds him)"
+        "\n[4/16] Alice asks bob@demo.hub to be her contact; bob accepts (the hub's signed directory finds him)"
     );
     let added = alice
         .api
@@ -321,7 +322,7 @@ async fn demo() -> anyhow::Result<()> {
         seen.data["text"].as_str().unwrap_or("")
     );
 
-    println!("\n[5/14] They chat: end-to-end over a direct, mutually authenticated connection");
+    println!("\n[5/16] They chat: end-to-end over a direct, mutually authenticated connection");
     let chat = alice
         .api
         .call(m::CHAT_OPEN, json!({"peer": bob.peer_id}))
@@ -363,7 +364,7 @@ async fn demo() -> anyhow::Result<()> {
     .await?;
     println!("      alice's message shows \u{2713}\u{2713} read (a receipt from bob)");
 
-    println!("\n[6/14] The connection under the chat: which path, which transport");
+    println!("\n[6/16] The connection under the chat: which path, which transport");
     // The connector's account: which way won (direct, callback, punched, relayed) and why.
     let connect = alice
         .api
@@ -385,7 +386,7 @@ async fn demo() -> anyhow::Result<()> {
         }
     }
 
-    println!("\n[7/14] Alice's resources: typed data in her node's SQLite store");
+    println!("\n[7/16] Alice's resources: typed data in her node's SQLite store");
     alice
         .api
         .call(
@@ -426,13 +427,13 @@ async fn demo() -> anyhow::Result<()> {
 
     super::demo_media::run(&alice.api, &dir.path().join("media")).await?;
 
-    println!("\n[9/14] A browser opens alice's sidebar: it starts the native-messaging host");
+    println!("\n[9/16] A browser opens alice's sidebar: it starts the native-messaging host");
     browser_round_trips(&exe, &alice.paths, &alice.api).await?;
 
     super::demo_shares::run(&alice.api, &bob.api, &bob_id).await?;
     super::demo_apps::run(&alice, &bob, &bob_id).await?;
 
-    println!("\n[12/14] Bob goes offline; alice writes anyway; bob gets it when he is back");
+    println!("\n[12/16] Bob goes offline; alice writes anyway; bob gets it when he is back");
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
     step("bob exit", async { Ok(bob.child.wait().await?) }).await?;
     let t = Instant::now();
@@ -495,6 +496,7 @@ async fn demo() -> anyhow::Result<()> {
     }
     super::demo_hubs::run(&exe, dir.path(), &alice).await?;
     super::demo_transfers::run(&alice, &bob).await?;
+    super::demo_files::run(&exe, dir.path(), &hub, &alice, &bob).await?;
     let mut bob = bob;
     bob.api.call(m::DAEMON_SHUTDOWN, json!({})).await?;
     step("bob exit", async { Ok(bob.child.wait().await?) }).await?;

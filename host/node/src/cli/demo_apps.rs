@@ -40,7 +40,7 @@ async fn app_of(node: &Node) -> anyhow::Result<ApiClient> {
 
 pub(super) async fn run(alice: &Node, bob: &Node, bob_id: &Value) -> anyhow::Result<()> {
     println!(
-        "\n[11/14] A web app ({ORIGIN}) builds on AllPeers: the user allows it, the daemon enforces what it may do"
+        "\n[11/16] A web app ({ORIGIN}) builds on AllPeers: the user allows it, the daemon enforces what it may do"
     );
     let alice_app = app_of(alice).await?;
     match alice_app.call("identity.get", json!({})).await {

@@ -35,7 +35,7 @@ async fn wait_mail(server: &smtpd::Smtpd, n: usize) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(super) async fn run(exe: &Path, dir: &Path) -> anyhow::Result<()> {
-    println!("\n[14/14] Alice confirms her e-mail address and invites dave@example.test by mail");
+    println!("\n[16/16] Alice confirms her e-mail address and invites dave@example.test by mail");
     if !smtpd::have_aiosmtpd() {
         println!(
             "      skipped: no local mail server to send to (install python3-aiosmtpd and openssl)"

@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 const JOB_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub(super) async fn run(api: &ApiClient, dir: &Path) -> anyhow::Result<()> {
-    println!("\n[8/14] Alice adds a folder to her catalog: sandboxed workers read each file");
+    println!("\n[8/16] Alice adds a folder to her catalog: sandboxed workers read each file");
     std::fs::create_dir_all(dir)?;
     let dir = std::fs::canonicalize(dir)?;
     std::fs::write(dir.join("tone.wav"), wav(8_000, 1.5))?;

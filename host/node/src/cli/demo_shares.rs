@@ -38,7 +38,7 @@ async fn link(api: &ApiClient, title: &str, url: &str) -> anyhow::Result<Value> 
 }
 
 pub(super) async fn run(alice: &ApiClient, bob: &ApiClient, bob_id: &Value) -> anyhow::Result<()> {
-    println!("\n[10/14] Alice shares a list with bob; they edit it together with no server");
+    println!("\n[10/16] Alice shares a list with bob; they edit it together with no server");
     let list = alice
         .call(
             r::RESOURCES_CREATE,

@@ -31,7 +31,7 @@ fn file_bytes() -> Vec<u8> {
 
 pub(super) async fn run(alice: &Node, bob: &Node) -> anyhow::Result<()> {
     println!(
-        "\n[13/14] Files by swarming: alice shares an 8 MiB file and a folder, bob downloads them (BitTorrent on loopback)"
+        "\n[14/16] Files by swarming: alice shares an 8 MiB file and a folder, bob downloads them (BitTorrent on loopback)"
     );
     let shared = alice.paths.data_dir.join("shared");
     std::fs::create_dir_all(&shared)?;

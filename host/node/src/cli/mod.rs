@@ -3,6 +3,7 @@
 pub mod apps;
 pub mod demo;
 mod demo_apps;
+mod demo_files;
 mod demo_hubs;
 mod demo_mail;
 mod demo_media;

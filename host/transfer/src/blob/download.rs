@@ -153,23 +153,7 @@ pub fn start(
 ) -> FileHandle {
     let throttle = Arc::new(Throttle::new(limits));
     let (commands, rx) = mpsc::channel(8);
-    let initial = Progress {
-        state: TransferState::Downloading,
-        total_bytes: spec.size,
-        done_bytes: 0,
-        pieces_done: 0,
-        pieces_total: blocks(spec.size),
-        downloaded: 0,
-        uploaded: 0,
-        wasted: 0,
-        hash_failures: 0,
-        banned_peers: 0,
-        down_rate: 0,
-        up_rate: 0,
-        eta: None,
-        peers: vec![],
-    };
-    let (progress_tx, progress) = watch::channel(initial);
+    let (progress_tx, progress) = watch::channel(initial(spec.size));
     let counters = Arc::new(Counters::default());
     let handle = FileHandle {
         hash: spec.hash,
@@ -189,6 +173,26 @@ pub fn start(
     };
     tokio::spawn(session.run(rx));
     handle
+}
+
+/// A download's progress before it runs.
+fn initial(size: u64) -> Progress {
+    Progress {
+        state: TransferState::Downloading,
+        total_bytes: size,
+        done_bytes: 0,
+        pieces_done: 0,
+        pieces_total: blocks(size),
+        downloaded: 0,
+        uploaded: 0,
+        wasted: 0,
+        hash_failures: 0,
+        banned_peers: 0,
+        down_rate: 0,
+        up_rate: 0,
+        eta: None,
+        peers: vec![],
+    }
 }
 
 fn blocks(size: u64) -> u32 {
@@ -519,6 +523,13 @@ impl Session {
                         banned.push(source.clone());
                         last_error = format!("{source}: {}", FetchError::Verification { offset });
                     }
+                    // Our disk, not the source: no other source would fare better.
+                    Err(FetchError::Landing(error)) => {
+                        return Err(DownloadError::Io {
+                            path: part_path(&self.target.dir, &spec.name)?,
+                            source: error,
+                        });
+                    }
                     Err(error) => {
                         allpeers_log::flesh!(hash = %spec.hash, peer = %source, %error, "files: a source failed");
                         last_error = format!("{source}: {error}");
@@ -555,19 +566,22 @@ impl Session {
         let source = source.to_string();
         let result = fetch
             .receive(self.throttles.clone(), move |item| {
-                if let Verified::Block { data, .. } = &item {
-                    counters
-                        .received
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    counters.kept_from(&source, data.len() as u64);
+                let block = match &item {
+                    Verified::Block { data, .. } => data.len() as u64,
+                    Verified::Parent(..) => 0,
+                };
+                counters.received.fetch_add(block, Ordering::Relaxed);
+                // Credited once written: a block our disk refused is not the source's.
+                sink_landing.lock().expect("landing").land(item)?;
+                if block > 0 {
+                    counters.kept_from(&source, block);
                 }
-                sink_landing.lock().expect("landing").land(item)
+                Ok(())
             })
             .await;
         let committed = landing.lock().expect("landing").commit();
         result?;
-        committed?;
-        Ok(())
+        committed.map_err(FetchError::Landing)
     }
 }
 
@@ -955,6 +969,53 @@ mod tests {
         assert_eq!(sources.get("mallory"), None, "{sources:?}");
         assert_eq!(sources.get("liar"), None, "{sources:?}");
         assert_eq!(sources.values().sum::<u64>(), f.data.len() as u64);
+    }
+
+    /// `f`'s download from honest `sources` onto a disk that takes no writes (the partial file opened read-only):
+    /// it fails at once with the disk's error, no source banned or credited, nothing counted as done.
+    async fn fails_on_its_own_disk(sources: &[&str]) {
+        let f = fixture(1_000_000, sources);
+        let peers = sources
+            .iter()
+            .map(|s| (s.to_string(), honest(&f.outboards)))
+            .collect();
+        let counters = Arc::new(Counters::default());
+        let session = Session {
+            spec: f.spec.clone(),
+            target: target(f.dir.path()),
+            dial: dial(peers),
+            throttles: Throttles(vec![]),
+            counters: counters.clone(),
+            progress: Arc::new(watch::channel(initial(f.spec.size)).0),
+            landing: Mutex::new(None),
+        };
+        let [journal, _, tree] = state_files(&session.target.state_dir, &f.spec.hash);
+        std::fs::create_dir_all(&session.target.dir).unwrap();
+        std::fs::create_dir_all(&session.target.state_dir).unwrap();
+        let part = part_path(&session.target.dir, &f.spec.name).unwrap();
+        let landing = session.open_landing(&part, &journal, &tree).unwrap();
+        landing.lock().unwrap().file = File::open(&part).unwrap();
+        *session.landing.lock().unwrap() = Some(landing);
+        let failed = tokio::time::timeout(Duration::from_secs(10), session.fetch())
+            .await
+            .expect("a disk error ends the download at once, not after a stall");
+        assert!(
+            matches!(&failed, Err(DownloadError::Io { .. })),
+            "{sources:?}: {failed:?}"
+        );
+        assert_eq!(counters.banned.load(Ordering::Relaxed), 0, "{sources:?}");
+        assert_eq!(counters.hash_failures.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.done.load(Ordering::Relaxed), 0, "{sources:?}");
+        assert!(
+            counters.sources.lock().unwrap().is_empty(),
+            "no source credited for a block that never landed: {sources:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_disk_that_refuses_a_block_fails_the_download_and_blames_no_source() {
+        fails_on_its_own_disk(&["alice"]).await;
+        fails_on_its_own_disk(&["alice", "bob"]).await;
     }
 
     #[tokio::test]

@@ -380,6 +380,9 @@ pub enum FetchError {
     Mismatch(String),
     #[error("a block at byte {offset} failed verification: the source's bytes are not the file's")]
     Verification { offset: u64 },
+    /// Our side: verified bytes could not be written (a full or failing disk). Not the source's fault.
+    #[error("writing what arrived failed: {0}")]
+    Landing(std::io::Error),
     #[error("HTTP: {0}")]
     Http(#[from] hyper::Error),
     #[error("{0}")]
@@ -582,7 +585,7 @@ pub enum Verified<'a> {
 impl Fetch {
     /// Reads the body through `throttles`, verifies it block by block on a blocking thread and hands each verified
     /// tree node and block to `sink` — a block that fails verification stops the fetch before it reaches the sink.
-    /// Returns when the body ends.
+    /// Returns when the body ends; an error of the sink stops it as [`FetchError::Landing`].
     pub async fn receive<S>(self, throttles: Throttles, sink: S) -> Result<(), FetchError>
     where
         S: FnMut(Verified<'_>) -> std::io::Result<()> + Send + 'static,
@@ -635,10 +638,13 @@ pub fn decode_blocks(
                 sink(Verified::Block {
                     offset: leaf.offset,
                     data: &leaf.data,
-                })?;
+                })
+                .map_err(FetchError::Landing)?;
                 verified_to = leaf.offset + leaf.data.len() as u64;
             }
-            Ok(BaoContentItem::Parent(parent)) => sink(Verified::Parent(parent.node, parent.pair))?,
+            Ok(BaoContentItem::Parent(parent)) => {
+                sink(Verified::Parent(parent.node, parent.pair)).map_err(FetchError::Landing)?
+            }
             Err(DecodeError::LeafHashMismatch(_) | DecodeError::ParentHashMismatch(_)) => {
                 return Err(FetchError::Verification {
                     offset: verified_to,

@@ -8,7 +8,8 @@
 //!
 //! A source whose bytes fail verification, or that refuses a chunk it said it held, is banned for the download; one
 //! whose connection fails is dialled again after a backoff. The download fails when every source is banned or no
-//! block arrived for [`STALL`] (the manager then retries later).
+//! block arrived for [`STALL`] (the manager then retries later), and at once when our own disk fails to take a
+//! verified block (a block counts as arrived only once it is written, so no source is blamed for it).
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -44,6 +45,8 @@ struct Swarm {
     /// Woken when a chunk completes or a source is banned: the download checks whether it is over.
     changed: Notify,
     last_block: Mutex<Instant>,
+    /// Our own disk failed to take verified bytes: the download fails with it (no source is blamed).
+    landing_failed: Mutex<Option<std::io::Error>>,
 }
 
 /// How a worker's turn with its source ended.
@@ -51,6 +54,8 @@ enum Ended {
     Complete,
     Banned,
     Failed(String),
+    /// Writing what it sent failed on our side: the whole download stops.
+    Landing,
 }
 
 /// Fetches every block missing from `landing` from all of `spec.sources` at once.
@@ -73,6 +78,7 @@ pub(super) async fn fetch(
         book: Mutex::new(book),
         changed: Notify::new(),
         last_block: Mutex::new(Instant::now()),
+        landing_failed: Mutex::new(None),
     });
     let mut workers = tokio::task::JoinSet::new();
     for key in 0..spec.sources.len() {
@@ -81,6 +87,12 @@ pub(super) async fn fetch(
     let outcome = loop {
         let changed = swarm.changed.notified();
         {
+            if let Some(source) = swarm.landing_failed.lock().expect("landing failed").take() {
+                break Err(DownloadError::Io {
+                    path: "the partial file".into(),
+                    source,
+                });
+            }
             let book = swarm.book.lock().expect("book");
             if book.is_complete() {
                 break Ok(());
@@ -115,7 +127,7 @@ impl Swarm {
             loop {
                 match self.work(key).await {
                     Ended::Complete => return,
-                    Ended::Banned => {
+                    Ended::Banned | Ended::Landing => {
                         self.changed.notify_waiters();
                         return;
                     }
@@ -196,6 +208,11 @@ impl Swarm {
                         Err(FetchError::Mismatch(why)) => {
                             return self.ban(key, format!("it answered for something else: {why}"));
                         }
+                        Err(FetchError::Landing(error)) => {
+                            allpeers_log::marrow!(hash = %self.hash, %error, "files: writing a download failed");
+                            *self.landing_failed.lock().expect("landing failed") = Some(error);
+                            return Ended::Landing;
+                        }
                         Err(error) => {
                             self.book.lock().expect("book").release(key, range);
                             return Ended::Failed(error.to_string());
@@ -224,19 +241,21 @@ impl Swarm {
                 let Verified::Block { offset, data } = &item else {
                     return swarm.landing.lock().expect("landing").land(item);
                 };
-                let len = data.len() as u64;
+                let (offset, len) = (*offset, data.len() as u64);
                 swarm.counters.received.fetch_add(len, Ordering::Relaxed);
+                // Written first, counted as arrived after: a block that failed to land is still missing (a copy
+                // that came second is written again: the same verified bytes).
+                swarm.landing.lock().expect("landing").land(item)?;
                 let (keep, chunk_done) = {
                     let mut book = swarm.book.lock().expect("book");
                     let before = book.chunks_done();
-                    let keep = book.arrived(key, *offset);
+                    let keep = book.arrived(key, offset);
                     (keep, book.chunks_done() > before)
                 };
                 if !keep {
                     swarm.counters.wasted.fetch_add(len, Ordering::Relaxed);
                     return Ok(());
                 }
-                swarm.landing.lock().expect("landing").land(item)?;
                 swarm.counters.kept_from(&name, len);
                 *swarm.last_block.lock().expect("last block") = Instant::now();
                 if chunk_done {
