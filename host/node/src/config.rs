@@ -39,6 +39,34 @@ pub struct TransfersSection {
     pub space_limit: Option<u64>,
     /// Announce to the trackers torrents name.
     pub use_trackers: bool,
+    /// Find peers of torrents that are not private, and of magnet links, on the Mainline DHT (BEP 5).
+    pub dht: TransfersDhtSection,
+}
+
+/// The BitTorrent DHT: the node's own DHT node when `discovery.dht` runs one (shared, not a second), otherwise one
+/// for transfers alone, started when a torrent first needs it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransfersDhtSection {
+    pub enabled: bool,
+    /// `host:port` of the nodes to join through (absent: the public Mainline bootstrap nodes). Not used while
+    /// `discovery.dht` runs: its node and bootstrap serve both.
+    pub bootstrap: Option<Vec<String>>,
+    /// The IPv4 address the DHT socket binds (absent: every interface).
+    pub bind: Option<std::net::Ipv4Addr>,
+    /// The UDP port (absent: one the OS picks).
+    pub port: Option<u16>,
+}
+
+impl Default for TransfersDhtSection {
+    fn default() -> Self {
+        TransfersDhtSection {
+            enabled: true,
+            bootstrap: None,
+            bind: None,
+            port: None,
+        }
+    }
 }
 
 impl Default for TransfersSection {
@@ -51,6 +79,7 @@ impl Default for TransfersSection {
             up_limit: None,
             space_limit: None,
             use_trackers: true,
+            dht: TransfersDhtSection::default(),
         }
     }
 }

@@ -168,6 +168,7 @@ pub fn start(
         up_rate: 0,
         eta: None,
         peers: vec![],
+        peer_sources: Default::default(),
     };
     let (progress_tx, progress) = watch::channel(initial);
     let counters = Arc::new(Counters::default());

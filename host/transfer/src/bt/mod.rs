@@ -3,6 +3,7 @@
 
 pub mod bencode_guard;
 pub mod create;
+pub mod dht;
 pub mod engine;
 pub mod magnet;
 pub mod metadata;
