@@ -27,7 +27,8 @@ function transfer(id: number, state: Transfer["state"], done: number, down = 0, 
   return {
     id, kind: "torrent", name: `t${id}`, info_hash: "00", dir: "/d", state, reason: null, priority: 0, seed_in_place: false,
     limits: { down: null, up: null },
-    progress: { total_bytes: 100, done_bytes: done, downloaded: done, uploaded: 0, down_rate: down, up_rate: up, peers: 1, eta_secs: null },
+    progress: { total_bytes: 100, done_bytes: done, downloaded: done, uploaded: 0, down_rate: down, up_rate: up, peers: 1, eta_secs: null,
+      peer_sources: { given: 1, tracker: 0, dht: 0, pex: 0 } },
   };
 }
 

@@ -206,8 +206,8 @@ export async function makeSocialNode(hub) {
     join(node.dataDir, "config.json"),
     JSON.stringify({
       net: { quic: "127.0.0.1:0", tcp: "127.0.0.1:0" },
-      // BitTorrent on loopback, no trackers: transfers go between the test's nodes only.
-      transfers: { listen: "127.0.0.1:0", use_trackers: false },
+      // BitTorrent on loopback, no trackers, no DHT: transfers go between the test's nodes only.
+      transfers: { listen: "127.0.0.1:0", use_trackers: false, dht: { enabled: false } },
       hub: { peer_id: hub.peerId, addresses: [`quic://${hub.quic}`, `tcp://${hub.tcp}`] },
     }),
   );

@@ -23,12 +23,12 @@ const SLOW: u64 = 2 * 1024 * 1024;
 const UP_LIMIT: u64 = 300_000;
 const TOPICS: &[&str] = &["transfer.added", "transfer.progress", "transfer.changed"];
 
-/// Loopback only, and no trackers: peers are given directly.
+/// Loopback only, no trackers and no DHT: peers are given directly.
 fn configure(data_dir: &Path) {
     std::fs::create_dir_all(data_dir).unwrap();
     let config = json!({
         "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
-        "transfers": {"listen": "127.0.0.1:0", "use_trackers": false},
+        "transfers": {"listen": "127.0.0.1:0", "use_trackers": false, "dht": {"enabled": false}},
     });
     std::fs::write(data_dir.join("config.json"), config.to_string()).unwrap();
 }

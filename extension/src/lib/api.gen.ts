@@ -457,7 +457,7 @@ export const ErrorCode = {
   Unreadable: -32054,
   /** transfer failed: the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent */
   TransferFailed: -32055,
-  /** no metadata: `transfers.add` with a magnet link that names no peer (`x.pe`) and no tracker: nobody could be asked for its metadata (a link that can be asked is listed at once, in state `fetching_metadata`) */
+  /** no metadata: `transfers.add` with a magnet link that names no peer (`x.pe`) and no tracker while the DHT is off: nobody could be asked for its metadata (a link that can be asked is listed at once, in state `fetching_metadata`) */
   NoMetadata: -32056,
   /** fetch failed: `transfers.add` with an http(s) URL: the .torrent could not be fetched within 30 s (connection, TLS certificate, HTTP status, over 16 MiB, too many redirects; the message says which) */
   FetchFailed: -32057,
@@ -1508,6 +1508,20 @@ export type PeerParams = {
 };
 
 /**
+ * A torrent's peer addresses learned this run, per source; each address counts once, under the source that named
+ * it first.
+ */
+export type PeerSources = {
+  /** Given with `transfers.add` (`peers`) or by the magnet link (`x.pe`). */
+  given: number;
+  tracker: number;
+  /** The Mainline DHT (BEP 5). */
+  dht: number;
+  /** Peer exchange (BEP 11). */
+  pex: number;
+};
+
+/**
  * `hub.watch` / `hub.unwatch`: params and result.
  */
 export type PeersParams = {
@@ -2119,6 +2133,8 @@ export type TransferProgress = {
   peers: number;
   /** Seconds left at the current rate; null when unknown or done. */
   eta_secs: number | null;
+  /** Where the peer addresses known this run came from (torrents; all zero for shared files). */
+  peer_sources: PeerSources;
 };
 
 /**

@@ -132,6 +132,11 @@ impl DhtDiscovery {
         Ok(discovery)
     }
 
+    /// The DHT node itself, for others that use the Mainline DHT (BitTorrent's peer lookups): one node serves all.
+    pub fn node(&self) -> AsyncDht {
+        self.inner.dht.clone()
+    }
+
     pub fn status(&self) -> DhtStatus {
         self.inner.status.borrow().clone()
     }

@@ -43,6 +43,34 @@ pub struct TransfersSection {
     /// BitTorrent's Message Stream Encryption: `"off"` (plain only), `"prefer"` (encrypted first, plain when the
     /// peer does not speak it; both accepted) or `"require"` (RC4 only, both ways).
     pub encryption: Encryption,
+    /// Find peers of torrents that are not private, and of magnet links, on the Mainline DHT (BEP 5).
+    pub dht: TransfersDhtSection,
+}
+
+/// The BitTorrent DHT: the node's own DHT node when `discovery.dht` runs one (shared, not a second), otherwise one
+/// for transfers alone, started when a torrent first needs it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransfersDhtSection {
+    pub enabled: bool,
+    /// `host:port` of the nodes to join through (absent: the public Mainline bootstrap nodes). Not used while
+    /// `discovery.dht` runs: its node and bootstrap serve both.
+    pub bootstrap: Option<Vec<String>>,
+    /// The IPv4 address the DHT socket binds (absent: every interface).
+    pub bind: Option<std::net::Ipv4Addr>,
+    /// The UDP port (absent: one the OS picks).
+    pub port: Option<u16>,
+}
+
+impl Default for TransfersDhtSection {
+    fn default() -> Self {
+        TransfersDhtSection {
+            enabled: true,
+            bootstrap: None,
+            bind: None,
+            port: None,
+        }
+    }
 }
 
 impl Default for TransfersSection {
@@ -56,6 +84,7 @@ impl Default for TransfersSection {
             space_limit: None,
             use_trackers: true,
             encryption: Default::default(),
+            dht: TransfersDhtSection::default(),
         }
     }
 }

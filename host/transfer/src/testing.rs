@@ -116,3 +116,50 @@ pub fn aria2c_seeder(dir: &Path, torrent: &Path) -> (Killed, u16) {
     wait_for_port(port, "aria2c");
     (seeder, port)
 }
+
+/// A UDP port free on loopback right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .expect("bind loopback")
+        .local_addr()
+        .expect("local address")
+        .port()
+}
+
+/// An aria2c seeder of `torrent` from `dir` whose only peer source is the DHT: its DHT node (UDP `dht_port`) joins
+/// through `entry` alone — a loopback testnet's node, never a public one — and keeps its routing table in
+/// `dht_file`. Returns once it listens on its TCP port (the second value).
+pub fn aria2c_dht_seeder(
+    dir: &Path,
+    torrent: &Path,
+    entry: std::net::SocketAddr,
+    dht_port: u16,
+    dht_file: &Path,
+) -> (Killed, u16) {
+    let port = free_port();
+    let mut command = Command::new("aria2c");
+    command
+        .arg(format!("--dir={}", dir.display()))
+        .arg(format!("--listen-port={port}"))
+        .arg(format!("--dht-listen-port={dht_port}"))
+        .arg(format!("--dht-entry-point={entry}"))
+        .arg(format!("--dht-file-path={}", dht_file.display()))
+        .args([
+            "--enable-dht=true",
+            "--enable-dht6=false",
+            "--seed-ratio=0.0",
+            "--bt-seed-unverified=true",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            "--bt-min-crypto-level=plain",
+            "--bt-exclude-tracker=*",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+        ])
+        .arg(torrent)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let seeder = Killed(command.spawn().expect("aria2c is installed (tests/run.sh)"));
+    wait_for_port(port, "aria2c");
+    (seeder, port)
+}

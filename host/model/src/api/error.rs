@@ -171,7 +171,7 @@ error_codes! {
         "the transfers engine is not running (its port could not be bound), or the download directory cannot be written, or a seeded file does not match its torrent";
     /// A magnet link's metadata did not come.
     NoMetadata = -32056, "no metadata",
-        "`transfers.add` with a magnet link that names no peer (`x.pe`) and no tracker: nobody could be asked for its metadata (a link that can be asked is listed at once, in state `fetching_metadata`)";
+        "`transfers.add` with a magnet link that names no peer (`x.pe`) and no tracker while the DHT is off: nobody could be asked for its metadata (a link that can be asked is listed at once, in state `fetching_metadata`)";
     /// The .torrent named by URL could not be fetched.
     FetchFailed = -32057, "fetch failed",
         "`transfers.add` with an http(s) URL: the .torrent could not be fetched within 30 s (connection, TLS certificate, HTTP status, over 16 MiB, too many redirects; the message says which)";

@@ -267,6 +267,23 @@ pub struct TransferProgress {
     pub peers: u32,
     /// Seconds left at the current rate; null when unknown or done.
     pub eta_secs: Option<u64>,
+    /// Where the peer addresses known this run came from (torrents; all zero for shared files).
+    #[serde(default)]
+    pub peer_sources: PeerSources,
+}
+
+/// A torrent's peer addresses learned this run, per source; each address counts once, under the source that named
+/// it first.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct PeerSources {
+    /// Given with `transfers.add` (`peers`) or by the magnet link (`x.pe`).
+    pub given: u32,
+    pub tracker: u32,
+    /// The Mainline DHT (BEP 5).
+    pub dht: u32,
+    /// Peer exchange (BEP 11).
+    pub pex: u32,
 }
 
 /// `transfer.progress`'s data.

@@ -130,7 +130,7 @@ pub(super) async fn start_node(
     // Demo nodes listen for peers on loopback only, and use the demo hub as home hub.
     let config = json!({
         "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
-        "transfers": {"listen": "127.0.0.1:0"},
+        "transfers": {"listen": "127.0.0.1:0", "dht": {"enabled": false}},
         "hub": {"peer_id": hub.peer_id, "addresses": [format!("quic://{}", hub.quic), format!("tcp://{}", hub.tcp)]},
     });
     std::fs::write(paths.config(), config.to_string())?;

@@ -628,6 +628,7 @@ mod tests {
             up_rate: 0,
             peers: 1,
             eta_secs: Some(2),
+            peer_sources: Default::default(),
         });
         assert_eq!(
             line,

@@ -121,6 +121,7 @@ fn spawn_dht_start(
                     network.connector.add_discovery(Arc::new(dht.clone()));
                 }
                 let _ = running.dht.set(dht);
+                crate::transfers::share_dht(&daemon);
             }
             Err(e) => {
                 allpeers_log::skin!("DHT discovery did not start: {e}");

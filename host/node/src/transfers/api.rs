@@ -295,7 +295,10 @@ async fn add(transfers: &Transfers, params: AddTransferParams) -> Result<t::Tran
         Source::Magnet(link) => {
             // Refused before it is listed: a duplicate, or a link nobody can be asked about.
             refuse_existing(transfers, &link.info_hash)?;
-            convert::askable(&link, transfers.manager.engine().uses_trackers())?;
+            let engine = transfers.manager.engine();
+            // With discovery's DHT shared, the DHT counts before its node is up: the fetch waits and retries.
+            let dht = engine.has_dht() || transfers.shares_dht;
+            convert::askable(&link, engine.uses_trackers(), dht)?;
             let id = transfers
                 .manager
                 .add_magnet(AddMagnet {

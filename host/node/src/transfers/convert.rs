@@ -113,6 +113,12 @@ pub fn progress(progress: Option<&Progress>, total_bytes: u64) -> TransferProgre
             up_rate: p.up_rate,
             peers: u32::try_from(p.peers.len()).unwrap_or(u32::MAX),
             eta_secs: p.eta.map(|eta| eta.as_secs()),
+            peer_sources: api::PeerSources {
+                given: p.peer_sources.given,
+                tracker: p.peer_sources.tracker,
+                dht: p.peer_sources.dht,
+                pex: p.peer_sources.pex,
+            },
         },
         None => TransferProgress {
             total_bytes,
@@ -123,6 +129,7 @@ pub fn progress(progress: Option<&Progress>, total_bytes: u64) -> TransferProgre
             up_rate: 0,
             peers: 0,
             eta_secs: None,
+            peer_sources: api::PeerSources::default(),
         },
     }
 }
@@ -183,10 +190,10 @@ pub fn manager_error(error: ManagerError) -> RpcError {
     RpcError::new(code, error.to_string())
 }
 
-/// A magnet link someone can be asked about: it names a peer (`x.pe`), or a tracker while trackers are used.
-/// Otherwise nobody could send its metadata, and it is refused instead of listed.
-pub fn askable(link: &MagnetLink, use_trackers: bool) -> Result<(), RpcError> {
-    if link.peers.is_empty() && (link.trackers.is_empty() || !use_trackers) {
+/// A magnet link someone can be asked about: it names a peer (`x.pe`), or a tracker while trackers are used, or the
+/// DHT is on. Otherwise nobody could send its metadata, and it is refused instead of listed.
+pub fn askable(link: &MagnetLink, use_trackers: bool, dht: bool) -> Result<(), RpcError> {
+    if link.peers.is_empty() && (link.trackers.is_empty() || !use_trackers) && !dht {
         return Err(RpcError::new(
             ErrorCode::NoMetadata,
             MetadataError::NoPeers.to_string(),
@@ -294,6 +301,7 @@ mod tests {
             up_rate: 0,
             eta: Some(Duration::from_millis(5500)),
             peers: vec![],
+            peer_sources: Default::default(),
         }
     }
 

@@ -13,6 +13,7 @@ pub mod state;
 
 use std::sync::Arc;
 
+use allpeers_transfer::bt::dht::{DhtNodeConfig, MainlineDht};
 use allpeers_transfer::bt::engine::EngineConfig;
 use allpeers_transfer::manager::{Manager, ManagerConfig, TransferEvent};
 use allpeers_transfer::throttle::Limits;
@@ -30,6 +31,16 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
     engine.space_limit = config.space_limit;
     engine.use_trackers = config.use_trackers;
     engine.encryption = config.encryption;
+    // One DHT node per daemon: discovery's when it runs one (handed over once it is up, see `share_dht`), else our
+    // own, started when a torrent first needs it.
+    let shares_dht = config.dht.enabled && daemon.discovery_config.dht.enabled;
+    if config.dht.enabled && !shares_dht {
+        engine.dht = Some(Arc::new(MainlineDht::new(DhtNodeConfig {
+            bootstrap: config.dht.bootstrap.clone(),
+            bind: config.dht.bind,
+            port: config.dht.port,
+        })));
+    }
     let mut manager_config = ManagerConfig::new(engine);
     manager_config.max_active = config.max_active.max(1);
     manager_config.global_limits = Limits {
@@ -63,6 +74,7 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
                         .clone()
                         .unwrap_or_else(|| daemon.paths.downloads()),
                 ),
+                shares_dht,
             })
         }
         Err(error) => {
@@ -71,6 +83,29 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
         }
     };
     let _ = daemon.transfers.set(result);
+    share_dht(daemon);
+}
+
+/// Hands discovery's DHT node to the engine when both run (called by each side once it is up: whichever comes
+/// second does it).
+pub fn share_dht(daemon: &Daemon) {
+    let Some(Ok(transfers)) = daemon.transfers.get() else {
+        return;
+    };
+    let dht = daemon
+        .network
+        .get()
+        .and_then(|network| network.discovery.get())
+        .and_then(|discovery| discovery.dht.get());
+    if let Some(dht) = dht
+        && transfers.shares_dht
+    {
+        allpeers_log::flesh!("transfers: torrents find peers on discovery's DHT node");
+        transfers
+            .manager
+            .engine()
+            .set_peer_finder(Some(Arc::new(MainlineDht::shared(dht.node()))));
+    }
 }
 
 /// Stops every transfer cleanly; their data and journals stay, so the next start resumes them.

@@ -9,6 +9,8 @@ pub struct Transfers {
     pub manager: Manager,
     /// Changed by `transfers.download_dir.set` (and kept in config.json).
     pub downloads: Mutex<PathBuf>,
+    /// Whether torrents use the DHT node of discovery once it runs (`transfers.dht` on, `discovery.dht` on).
+    pub shares_dht: bool,
 }
 
 impl Transfers {

@@ -192,6 +192,7 @@ fn initial(size: u64) -> Progress {
         up_rate: 0,
         eta: None,
         peers: vec![],
+        peer_sources: Default::default(),
     }
 }
 

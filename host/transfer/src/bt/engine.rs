@@ -1,5 +1,6 @@
 //! The BitTorrent engine: one listening socket for every torrent (incoming handshakes routed by info-hash), the
-//! shared space account, and adding torrents to download or to seed in place.
+//! shared space account, and adding torrents to download or to seed in place. Every torrent that is not private is
+//! also looked up and announced on the DHT when the engine has one ([`super::dht`]).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,6 +11,9 @@ use rand::RngCore;
 use tokio::net::TcpListener;
 
 use super::connection;
+use tokio::sync::watch;
+
+use super::dht::{self, FinderSlot, PeerFinder};
 use super::metadata::FetchOptions;
 use super::metainfo::Torrent;
 use super::mse::Encryption;
@@ -53,6 +57,9 @@ pub struct EngineConfig {
     pub web: WebClient,
     /// Message Stream Encryption for peer connections, both ways.
     pub encryption: Encryption,
+    /// The Mainline DHT (BEP 5) to find peers on and announce to (`None`: none, until
+    /// [`Engine::set_peer_finder`] hands one over).
+    pub dht: Option<Arc<dyn PeerFinder>>,
 }
 
 impl EngineConfig {
@@ -66,6 +73,7 @@ impl EngineConfig {
             use_trackers: true,
             web: WebClient::default(),
             encryption: Encryption::default(),
+            dht: None,
         }
     }
 }
@@ -90,6 +98,7 @@ struct Inner {
     listen_addr: SocketAddr,
     space: Arc<SpaceAccount>,
     throttle: Arc<Throttle>,
+    dht: watch::Sender<Option<Arc<dyn PeerFinder>>>,
     torrents: Mutex<HashMap<[u8; 20], TorrentHandle>>,
 }
 
@@ -123,6 +132,7 @@ impl Engine {
         let inner = Arc::new(Inner {
             space: Arc::new(SpaceAccount::new(config.space_limit)),
             throttle: Arc::new(Throttle::default()),
+            dht: watch::Sender::new(config.dht.clone()),
             config,
             peer_id: new_peer_id(),
             listen_addr,
@@ -151,6 +161,20 @@ impl Engine {
         self.inner.config.use_trackers
     }
 
+    /// Hands the engine a DHT (or takes it away): running torrents use it from their next lookup.
+    pub fn set_peer_finder(&self, finder: Option<Arc<dyn PeerFinder>>) {
+        self.inner.dht.send_replace(finder);
+    }
+
+    /// Whether the engine finds peers on a DHT now.
+    pub fn has_dht(&self) -> bool {
+        self.inner.dht.borrow().is_some()
+    }
+
+    fn finder_slot(&self) -> FinderSlot {
+        self.inner.dht.subscribe()
+    }
+
     /// What a magnet link's metadata fetch ([`crate::bt::metadata::fetch`]) says we are.
     pub fn fetch_options(&self, timeout: std::time::Duration) -> FetchOptions {
         FetchOptions {
@@ -160,6 +184,7 @@ impl Engine {
             use_trackers: self.inner.config.use_trackers,
             web: self.inner.config.web.clone(),
             encryption: self.inner.config.encryption,
+            dht: self.inner.dht.borrow().clone(),
         }
     }
 
@@ -264,6 +289,10 @@ impl Engine {
             journal,
         };
         let handle = session::spawn(content, self.inner.space.clone(), options, throttle, peers);
+        // BEP 27: a private torrent's peers come from its trackers only.
+        if !torrent.private {
+            dht::spawn_lookups(self.finder_slot(), &handle, self.inner.listen_addr.port());
+        }
         self.inner
             .torrents
             .lock()

@@ -1,11 +1,12 @@
 //! A magnet link's metadata (the torrent's info dictionary) fetched from peers: BEP 9's `ut_metadata` over the
-//! extension protocol (BEP 10). Peers come from the link's `x.pe` addresses and its trackers. Each peer is asked
+//! extension protocol (BEP 10). Peers come from the link's `x.pe` addresses, its trackers and the DHT (BEP 5). Each peer is asked
 //! for the whole dictionary on a connection of its own, several peers at once; the first dictionary whose SHA-1 is
 //! the link's info-hash wins, so a lying peer only wastes its own attempt. The result is a `.torrent` file that the
 //! engine then adds like any other.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -13,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 
 use super::connection::{self, ConnectError, ConnectionReader};
+use super::dht::{self, PeerFinder};
 use super::magnet::MagnetLink;
 use super::metainfo::{MAX_TORRENT_LEN, MetainfoError, Torrent};
 use super::mse::Encryption;
@@ -30,7 +32,9 @@ pub const MAX_CANDIDATES: usize = 200;
 
 #[derive(Debug, thiserror::Error)]
 pub enum MetadataError {
-    #[error("no peer to ask: the link names no peer address, and no tracker listed one")]
+    #[error(
+        "no peer to ask: the link names no peer address, and no tracker or DHT node listed one"
+    )]
     NoPeers,
     #[error("no peer sent the metadata within {waited:?} ({tried} asked; the last said: {last})")]
     Timeout {
@@ -186,17 +190,29 @@ pub struct FetchOptions {
     pub web: WebClient,
     /// Whether peers are dialed encrypted (MSE).
     pub encryption: Encryption,
+    /// Where the info-hash is looked up besides the link's trackers (`None`: no DHT).
+    pub dht: Option<Arc<dyn PeerFinder>>,
 }
 
-/// The `.torrent` file of `link`, from its peers and the peers its trackers list.
+/// The `.torrent` file of `link`, from its peers and the peers its trackers and the DHT list.
 pub async fn fetch(link: &MagnetLink, options: &FetchOptions) -> Result<Vec<u8>, MetadataError> {
     let started = tokio::time::Instant::now();
     let deadline = started + options.timeout;
     let (found, mut listed) = mpsc::channel::<Vec<SocketAddr>>(MAX_TRACKERS_ANNOUNCED);
-    let mut announcing = 0;
+    // Until every tracker and the DHT lookup are done (the channel closes), there may be peers to come.
+    let mut listing = false;
+    if let Some(finder) = options.dht.clone() {
+        listing = true;
+        let (found, info_hash) = (found.clone(), link.info_hash);
+        tokio::spawn(async move {
+            if let Err(error) = dht::find_peers(finder.as_ref(), info_hash, &found).await {
+                allpeers_log::flesh!(%error, "transfer: a magnet's DHT lookup failed");
+            }
+        });
+    }
     if options.use_trackers {
         for url in link.trackers.iter().take(MAX_TRACKERS_ANNOUNCED) {
-            announcing += 1;
+            listing = true;
             let request = AnnounceRequest {
                 url: url.clone(),
                 info_hash: link.info_hash,
@@ -245,7 +261,7 @@ pub async fn fetch(link: &MagnetLink, options: &FetchOptions) -> Result<Vec<u8>,
                 (addr, result)
             });
         }
-        if attempts.is_empty() && announcing == 0 {
+        if attempts.is_empty() && !listing {
             return Err(if tried == 0 {
                 MetadataError::NoPeers
             } else {
@@ -270,16 +286,15 @@ pub async fn fetch(link: &MagnetLink, options: &FetchOptions) -> Result<Vec<u8>,
                 }
                 Err(join) => last = join.to_string(),
             },
-            peers = listed.recv(), if announcing > 0 => match peers {
+            peers = listed.recv(), if listing => match peers {
                 Some(peers) => {
-                    announcing -= 1;
                     for peer in peers {
                         if seen.len() < MAX_CANDIDATES && seen.insert(peer) {
                             candidates.push(peer);
                         }
                     }
                 }
-                None => announcing = 0,
+                None => listing = false,
             },
             _ = tokio::time::sleep_until(deadline) => {
                 return Err(MetadataError::Timeout { waited: options.timeout, tried, last });
@@ -456,6 +471,7 @@ mod tests {
             use_trackers: true,
             web: WebClient::default(),
             encryption: Encryption::default(),
+            dht: None,
         };
         assert!(matches!(
             fetch(&link, &options).await,

@@ -4,6 +4,7 @@
 pub mod bencode_guard;
 pub mod connection;
 pub mod create;
+pub mod dht;
 pub mod engine;
 pub mod magnet;
 pub mod metadata;

@@ -110,11 +110,47 @@ pub struct Progress {
     pub up_rate: u64,
     pub eta: Option<Duration>,
     pub peers: Vec<PeerStats>,
+    /// Where the addresses we know came from, each counted once (under the source that named it first).
+    pub peer_sources: PeerSources,
+}
+
+/// Addresses learned per source.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PeerSources {
+    /// Given when the torrent was added, or by the magnet link.
+    pub given: u32,
+    pub tracker: u32,
+    /// The Mainline DHT (BEP 5).
+    pub dht: u32,
+    /// Peer exchange (BEP 11).
+    pub pex: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PeerSource {
+    Given,
+    Tracker,
+    Dht,
+    Pex,
+}
+
+impl PeerSources {
+    fn count(&mut self, source: PeerSource) {
+        let counter = match source {
+            PeerSource::Given => &mut self.given,
+            PeerSource::Tracker => &mut self.tracker,
+            PeerSource::Dht => &mut self.dht,
+            PeerSource::Pex => &mut self.pex,
+        };
+        *counter += 1;
+    }
 }
 
 #[derive(Debug)]
 pub enum SessionCommand {
     AddPeers(Vec<SocketAddr>),
+    /// Peers a DHT lookup found ([`super::dht`]).
+    DhtPeers(Vec<SocketAddr>),
     Incoming {
         connection: Connection,
         addr: SocketAddr,
@@ -163,6 +199,14 @@ impl TorrentHandle {
         answer.await.unwrap_or_default()
     }
 
+    /// A handle that does not keep the session running, for helpers that live as long as it does.
+    pub(crate) fn downgrade(&self) -> WeakTorrentHandle {
+        WeakTorrentHandle {
+            commands: self.commands.downgrade(),
+            progress: self.progress.clone(),
+        }
+    }
+
     /// A receiver that sees every progress update (at most one per [`TICK`], plus state changes).
     pub fn watch(&self) -> watch::Receiver<Progress> {
         self.progress.clone()
@@ -179,6 +223,38 @@ impl TorrentHandle {
             }
             if progress.changed().await.is_err() {
                 return Err(TransferState::Failed("the session ended".into()));
+            }
+        }
+    }
+}
+
+/// A [`TorrentHandle`] that does not keep its session running.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakTorrentHandle {
+    commands: mpsc::WeakSender<SessionCommand>,
+    progress: watch::Receiver<Progress>,
+}
+
+impl WeakTorrentHandle {
+    /// False once the session has ended.
+    pub(crate) async fn command(&self, command: SessionCommand) -> bool {
+        match self.commands.upgrade() {
+            Some(commands) => commands.send(command).await.is_ok(),
+            None => false,
+        }
+    }
+
+    pub(crate) fn state(&self) -> TransferState {
+        self.progress.borrow().state.clone()
+    }
+
+    /// Waits `wait`; false as soon as the session ends.
+    pub(crate) async fn wait(&mut self, wait: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            tokio::select! {
+                changed = self.progress.changed() => if changed.is_err() { return false },
+                _ = tokio::time::sleep_until(deadline) => return true,
             }
         }
     }
@@ -232,6 +308,7 @@ pub(crate) struct Session {
     written: PieceSet,
     peers: BTreeMap<PeerKey, Peer>,
     known: HashMap<SocketAddr, KnownAddr>,
+    peer_sources: PeerSources,
     banned: HashSet<SocketAddr>,
     /// Who sent each block of the pieces being assembled (keys are never reused, so a departed peer's stay valid).
     senders: HashMap<u32, Vec<Option<PeerKey>>>,
@@ -307,6 +384,7 @@ pub(crate) fn spawn(
         up_rate: 0,
         eta: None,
         peers: Vec::new(),
+        peer_sources: PeerSources::default(),
     });
     let (commands, command_rx) = mpsc::channel(64);
     let peer_context = PeerContext {
@@ -327,6 +405,7 @@ pub(crate) fn spawn(
         written: have,
         peers: BTreeMap::new(),
         known: HashMap::new(),
+        peer_sources: PeerSources::default(),
         banned: HashSet::new(),
         senders: HashMap::new(),
         suspects: HashMap::new(),
@@ -346,7 +425,7 @@ pub(crate) fn spawn(
         tracker_answers,
         progress,
     };
-    session.add_peers(initial_peers, now);
+    session.add_peers(initial_peers, PeerSource::Given, now);
     session.publish(now);
     tokio::spawn(session.run(command_rx, peer_rx, tracker_rx, disk_rx));
     TorrentHandle {
@@ -379,7 +458,7 @@ impl Session {
                     let now = Instant::now();
                     self.announce_interval = answer.interval;
                     self.next_announce = now + answer.interval;
-                    self.add_peers(answer.peers, now);
+                    self.add_peers(answer.peers, PeerSource::Tracker, now);
                 }
                 _ = tokio::time::sleep_until(next_tick.into()) => {
                     let now = Instant::now();
@@ -406,7 +485,8 @@ impl Session {
 
     fn on_command(&mut self, command: SessionCommand, now: Instant) {
         match command {
-            SessionCommand::AddPeers(addrs) => self.add_peers(addrs, now),
+            SessionCommand::AddPeers(addrs) => self.add_peers(addrs, PeerSource::Given, now),
+            SessionCommand::DhtPeers(addrs) => self.add_peers(addrs, PeerSource::Dht, now),
             SessionCommand::Incoming {
                 connection,
                 addr,
@@ -468,16 +548,22 @@ impl Session {
         PeerKey(self.next_key)
     }
 
-    fn add_peers(&mut self, addrs: Vec<SocketAddr>, now: Instant) {
+    fn add_peers(&mut self, addrs: Vec<SocketAddr>, source: PeerSource, now: Instant) {
         for addr in addrs {
             // Bounded: trackers and peer exchange may name thousands; the first ones are plenty to dial.
             if self.known.len() >= MAX_KNOWN_PEERS && !self.known.contains_key(&addr) {
                 break;
             }
-            self.known.entry(addr).or_insert(KnownAddr {
-                next_dial: now,
-                delay: REDIAL_DELAY,
-                connected: false,
+            if self.banned.contains(&addr) {
+                continue;
+            }
+            self.known.entry(addr).or_insert_with(|| {
+                self.peer_sources.count(source);
+                KnownAddr {
+                    next_dial: now,
+                    delay: REDIAL_DELAY,
+                    connected: false,
+                }
             });
         }
         self.dial_due(now);
@@ -664,7 +750,7 @@ impl Session {
             PeerMessage::Pex { added } => {
                 if !self.torrent.private {
                     allpeers_log::bone!(from = %peer.addr, peers = added.len(), "transfer: peers exchanged");
-                    self.add_peers(added, now);
+                    self.add_peers(added, PeerSource::Pex, now);
                 }
             }
             PeerMessage::Metadata(message) => {
@@ -1089,6 +1175,7 @@ impl Session {
             up_rate: self.up_rate.rate(now),
             eta,
             peers,
+            peer_sources: self.peer_sources,
         };
         self.progress.send_replace(progress);
     }
