@@ -111,5 +111,14 @@ test("an album: photos dropped on it or picked with Add photos… join the same 
   await a.waitForSelector(`${card} .album-grid[data-count="3"] .album-cell[data-state="ready"]`);
   assert.deepEqual(await order(), [yellow, blue, red], "the order after a reload is the one stored");
   await until("bob's album in the new order", async () => (await bobItems()).join() === [yellow, blue, red].join());
+
+  // --- A query-backed album (its items and order are the query's): no Remove, no reorder.
+  const everything = await apiCall(alice, "resources.create", {
+    resource: { id: "", type: "List", properties: { title: "All photos", itemType: "Image", query: JSON.stringify({ type: "Image" }) } },
+  });
+  const all = await apiCall(alice, "shares.create", { resource: everything.id, members: [{ peer: bob.peerId, level: "read" }] });
+  const allCard = `#shares-mine li.share[data-share="${all.id}"][data-album="true"]`;
+  await a.waitForSelector(`${allCard} .album-cell[aria-posinset="2"]`);
+  assert.equal(await a.locator(`${allCard} .album-cell[draggable="true"], ${allCard} .album-cell button`).count(), 0);
   assert.deepEqual(a.errors, []);
 });

@@ -162,9 +162,9 @@ export class AlbumGrid {
 
   /** The album's items (ids, in order): the cells in view follow (only those that changed are touched). */
   setItems(items: string[]) {
+    this.el.dataset.count = String(items.length);
     if (items.length === this.items.length && items.every((id, i) => id === this.items[i])) return;
     this.items = items;
-    this.el.dataset.count = String(items.length);
     this.setLabel(this.label);
     this.redraw();
   }
@@ -182,6 +182,7 @@ export class AlbumGrid {
     cancelAnimationFrame(this.frame);
     for (const p of this.photos.values()) if (p.url) URL.revokeObjectURL(p.url);
     this.photos.clear();
+    this.cells.clear();
   }
 
   private key(ev: KeyboardEvent) {

@@ -170,8 +170,9 @@ export function initShared(client: Client, deps: Deps) {
             if (await isAlbum(card.root, items.items)) {
               // An album reads its photos lazily, as they come into view (album.ts).
               // Someone else's photos can be fetched from the grid; ours are here already.
-              // A member who may write removes photos from the grid and reorders them.
-              const writable = canWrite(card.share);
+              // A member who may write removes photos from the grid and reorders them; not in a query-backed
+              // list, whose items and order are its query's (the daemon refuses both).
+              const writable = canWrite(card.share) && typeof card.root.properties.query !== "string";
               card.album ??= new AlbumGrid(client, titleOf(card.share), {
                 fetch: card.share.owner === me() ? null : (id, name) => void fetchFile(card, id, name),
                 remove: writable ? (id, name) => removePhoto(card, id, name) : null,
