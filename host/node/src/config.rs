@@ -308,6 +308,19 @@ mod tests {
         assert_eq!(transfers.listen, "127.0.0.1:6881".parse().unwrap());
         assert_eq!(transfers.down_limit, Some(1_000_000));
         assert!(transfers.use_trackers && transfers.max_active == 3);
+        assert!(transfers.dht.enabled && transfers.dht.bootstrap.is_none());
+        std::fs::write(
+            &path,
+            r#"{"transfers": {"dht": {"bootstrap": ["127.0.0.1:6881"], "bind": "127.0.0.1", "port": 6882}}}"#,
+        )
+        .unwrap();
+        let dht = NodeConfig::load(&path).unwrap().transfers.dht;
+        assert!(dht.enabled);
+        assert_eq!(dht.bootstrap, Some(vec!["127.0.0.1:6881".to_string()]));
+        assert_eq!(
+            (dht.bind, dht.port),
+            (Some(std::net::Ipv4Addr::LOCALHOST), Some(6882))
+        );
         std::fs::write(&path, r#"{"log": {"filtr": "bone"}}"#).unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(
