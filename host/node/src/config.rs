@@ -319,6 +319,19 @@ mod tests {
         assert_eq!(transfers.encryption, Encryption::Require);
         std::fs::write(&path, r#"{"transfers": {"encryption": "sometimes"}}"#).unwrap();
         assert!(NodeConfig::load(&path).is_err());
+        assert!(transfers.dht.enabled && transfers.dht.bootstrap.is_none());
+        std::fs::write(
+            &path,
+            r#"{"transfers": {"dht": {"bootstrap": ["127.0.0.1:6881"], "bind": "127.0.0.1", "port": 6882}}}"#,
+        )
+        .unwrap();
+        let dht = NodeConfig::load(&path).unwrap().transfers.dht;
+        assert!(dht.enabled);
+        assert_eq!(dht.bootstrap, Some(vec!["127.0.0.1:6881".to_string()]));
+        assert_eq!(
+            (dht.bind, dht.port),
+            (Some(std::net::Ipv4Addr::LOCALHOST), Some(6882))
+        );
         std::fs::write(&path, r#"{"log": {"filtr": "bone"}}"#).unwrap();
         let err = format!("{:#}", NodeConfig::load(&path).unwrap_err());
         assert!(
