@@ -4,8 +4,8 @@
 //! The choice of blocks is the swarm core's [`Picker`] (rarest first with a seeded tie-break, pieces finished
 //! before new ones start, an endgame that asks a second source for what is still outstanding), over pieces of
 //! [`CHUNK_BYTES`] and blocks of [`BLOCK_BYTES`] — the tree's leaves, so each block is verified on its own as it
-//! arrives and a piece is done when its last block is. A source is asked for up to one chunk's worth of blocks at a
-//! time, as byte ranges (contiguous runs).
+//! arrives and a piece is done when its last block is. A source is asked for up to one chunk's worth of blocks per
+//! request, as byte ranges (contiguous runs), with [`REQUESTS_PER_SOURCE`] requests under way to it at once.
 //!
 //! A source whose bytes fail verification, or that claimed a chunk and then refuses it, is banned for the rest of
 //! the download: what it said it holds no longer counts and its outstanding blocks go to others. A source that
@@ -18,6 +18,12 @@ use super::{BLOCK_BYTES, BLOCKS_PER_CHUNK, CHUNK_BYTES, chunk_count, whole_chunk
 use crate::swarm::PeerKey;
 use crate::swarm::geometry::{Block, Geometry, PieceSet};
 use crate::swarm::picker::{Arrival, Picker};
+
+/// Requests kept under way to each source at once (each on a connection of its own: HTTP/1 asks one after another).
+/// With one, a source sat idle between two chunks for our next request's round trip and its lookup and encoder
+/// start; with two, the next is under way while the last is sent (`benches/swarm.rs`: before and after in
+/// docs/benchmarks.md).
+pub const REQUESTS_PER_SOURCE: usize = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceState {
@@ -304,6 +310,26 @@ mod tests {
         let asked = drain(&mut book, B);
         assert!(asked.iter().all(|r| r.end <= size));
         assert!(asked.iter().any(|r| r.end == size));
+    }
+
+    #[test]
+    fn requests_under_way_to_one_source_at_once_ask_for_different_chunks() {
+        let size = 4 * CHUNK_BYTES;
+        let mut book = book(size);
+        book.holding(A, Holding::Whole);
+        let asked: Vec<Vec<Range<u64>>> = (0..REQUESTS_PER_SOURCE).map(|_| book.next(A)).collect();
+        for (i, ranges) in asked.iter().enumerate() {
+            assert_eq!(ranges.len(), 1, "one whole chunk each: {asked:?}");
+            assert_eq!(ranges[0].end - ranges[0].start, CHUNK_BYTES);
+            for other in &asked[i + 1..] {
+                assert_ne!(ranges[0], other[0], "{asked:?}");
+            }
+        }
+        // The second delivered before the first: both kept.
+        for ranges in asked.iter().rev() {
+            deliver(&mut book, A, ranges);
+        }
+        assert_eq!(book.chunks_done(), REQUESTS_PER_SOURCE as u32);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //!
 //! A worker opens one HTTP connection to its source (a stream of the files service), asks what it holds (`HEAD`:
 //! the whole file, or the chunks a download under way holds — no tracker: holders say it themselves), then asks for
-//! up to a chunk at a time as a `Range` (256 KiB), verified block by block against the hash as it arrives. When its
+//! up to a chunk at a time as a `Range` (256 KiB), verified block by block against the hash as it arrives. Each
+//! source has [`REQUESTS_PER_SOURCE`] workers, so a request to it is under way while the last one is still sent. When its
 //! source holds nothing more that we need, it asks again after [`POLL`]: a source downloading too holds more by
 //! then. Every block lands through the download's landing, so the node serves it to others at once.
 //!
@@ -19,7 +20,7 @@ use tokio::sync::Notify;
 
 use super::http::{Connection, FetchError, Verified};
 use super::landing::{Counters, Landing};
-use super::sources::SourceBook;
+use super::sources::{REQUESTS_PER_SOURCE, SourceBook, SourceState};
 use super::{BoxFuture, ContentHash, Dial, DownloadError, FileSpec};
 use crate::swarm::PeerKey;
 use crate::throttle::Throttles;
@@ -82,7 +83,9 @@ pub(super) async fn fetch(
     });
     let mut workers = tokio::task::JoinSet::new();
     for key in 0..spec.sources.len() {
-        workers.spawn(swarm.clone().worker(PeerKey(key as u64)));
+        for _ in 0..REQUESTS_PER_SOURCE {
+            workers.spawn(swarm.clone().worker(PeerKey(key as u64)));
+        }
     }
     let outcome = loop {
         let changed = swarm.changed.notified();
@@ -147,11 +150,19 @@ impl Swarm {
         self.book.lock().expect("book").name(key).to_string()
     }
 
-    fn ban(&self, key: PeerKey, why: String) -> Ended {
+    /// Bans `key` for the download, counted once though each of its workers may find it out (`bad_bytes`: it sent
+    /// a block that failed verification, counted as a hash failure).
+    fn ban(&self, key: PeerKey, why: String, bad_bytes: bool) -> Ended {
         let name = self.name(key);
-        allpeers_log::skin!(hash = %self.hash, peer = %name, %why, "files: a swarm source is dropped");
-        self.book.lock().expect("book").ban(key, why);
-        self.counters.banned.fetch_add(1, Ordering::Relaxed);
+        let mut book = self.book.lock().expect("book");
+        if !matches!(book.state(key), SourceState::Banned(_)) {
+            allpeers_log::skin!(hash = %self.hash, peer = %name, %why, "files: a swarm source is dropped");
+            book.ban(key, why);
+            self.counters.banned.fetch_add(1, Ordering::Relaxed);
+            if bad_bytes {
+                self.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         Ended::Banned
     }
 
@@ -170,8 +181,15 @@ impl Swarm {
             Err(_) => return Ended::Failed("it did not answer".into()),
         };
         loop {
-            if self.book.lock().expect("book").is_complete() {
-                return Ended::Complete;
+            {
+                let book = self.book.lock().expect("book");
+                if book.is_complete() {
+                    return Ended::Complete;
+                }
+                // Another worker of the same source banned it.
+                if matches!(book.state(key), SourceState::Banned(_)) {
+                    return Ended::Banned;
+                }
             }
             let holding =
                 tokio::time::timeout(ANSWER_TIMEOUT, connection.holding(self.hash, self.size))
@@ -182,7 +200,7 @@ impl Swarm {
                     FetchError::NotFound(_) | FetchError::Refused(_) | FetchError::Changed(_),
                 )) => self.book.lock().expect("book").holds_nothing(key),
                 Ok(Err(FetchError::Mismatch(why))) => {
-                    return self.ban(key, format!("it answered for something else: {why}"));
+                    return self.ban(key, format!("it answered for something else: {why}"), false);
                 }
                 Ok(Err(error)) => return Ended::Failed(error.to_string()),
                 Err(_) => return Ended::Failed("it did not say what it holds".into()),
@@ -196,17 +214,22 @@ impl Swarm {
                     match self.fetch_range(&mut connection, key, range.clone()).await {
                         Ok(()) => {}
                         Err(FetchError::Verification { offset }) => {
-                            self.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
-                            return self.ban(
-                                key,
-                                format!("the block at byte {offset} failed verification"),
-                            );
+                            let why = format!("the block at byte {offset} failed verification");
+                            return self.ban(key, why, true);
                         }
                         Err(FetchError::NotHeld(_)) => {
-                            return self.ban(key, "it refused a chunk it said it held".into());
+                            return self.ban(
+                                key,
+                                "it refused a chunk it said it held".into(),
+                                false,
+                            );
                         }
                         Err(FetchError::Mismatch(why)) => {
-                            return self.ban(key, format!("it answered for something else: {why}"));
+                            return self.ban(
+                                key,
+                                format!("it answered for something else: {why}"),
+                                false,
+                            );
                         }
                         Err(FetchError::Landing(error)) => {
                             allpeers_log::marrow!(hash = %self.hash, %error, "files: writing a download failed");
