@@ -109,8 +109,7 @@ pub(super) async fn run(exe: &Path, dir: &Path, alice: &Node) -> anyhow::Result<
     );
     drop(erin);
     let erin = start_node(exe, &erin_dir, &hub, "erin").await?;
-    erin
-        .api
+    erin.api
         .call(
             m::EVENTS_SUBSCRIBE,
             json!({"topics": [topics::MESSAGE_RECEIVED]}),
