@@ -75,18 +75,7 @@ impl Node {
     pub async fn start(hub: &HubProcess, name: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         hub.node_config(dir.path());
-        let (daemon, client, id) = Self::run(dir.path(), name).await;
-        let mut node = Node {
-            daemon: Some(daemon),
-            client,
-            id,
-            dir,
-        };
-        ok(node
-            .client
-            .call("hub.register", json!({"name": name}))
-            .await);
-        node
+        Self::start_in(dir, name).await
     }
 
     /// A node in `dir`, whose `config.json` the caller wrote; registers `name`.

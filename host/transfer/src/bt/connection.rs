@@ -230,19 +230,7 @@ async fn dial_encrypted(
         let (handshake, first) =
             mse::Handshake::initiator(info_hash, ours.to_vec(), encryption, Secrets::random())?;
         let established = drive(&mut reader, &mut writer, handshake, first, &[]).await?;
-        let encrypted = established.reader.is_rc4();
-        let mut connection = Connection::new(
-            reader,
-            writer,
-            (established.reader, established.writer),
-            &established.received,
-            encrypted,
-        );
-        let handshake = connection.read_handshake().await?;
-        if handshake.info_hash != info_hash {
-            return Err(ConnectError::WrongTorrent);
-        }
-        Ok((connection, handshake))
+        after_mse(reader, writer, established, info_hash).await
     })
     .await
     .map_err(|_| ConnectError::Timeout)?
@@ -274,22 +262,33 @@ pub async fn accept(
         let handshake = mse::Handshake::responder(info_hashes(), encryption, Secrets::random())?;
         let established = drive(&mut reader, &mut writer, handshake, Vec::new(), &first).await?;
         let skey = established.info_hash;
-        let encrypted = established.reader.is_rc4();
-        let mut connection = Connection::new(
-            reader,
-            writer,
-            (established.reader, established.writer),
-            &established.received,
-            encrypted,
-        );
-        let handshake = connection.read_handshake().await?;
-        if handshake.info_hash != skey {
-            return Err(ConnectError::WrongTorrent);
-        }
-        Ok((connection, handshake))
+        after_mse(reader, writer, established, skey).await
     })
     .await
     .map_err(|_| ConnectError::Timeout)?
+}
+
+/// After an MSE handshake, either side: the connection through the negotiated ciphers, and the peer's BitTorrent
+/// handshake, which must name `info_hash`.
+async fn after_mse(
+    reader: OwnedReadHalf,
+    writer: OwnedWriteHalf,
+    established: mse::Established,
+    info_hash: [u8; 20],
+) -> Result<(Connection, PeerHandshake), ConnectError> {
+    let encrypted = established.reader.is_rc4();
+    let mut connection = Connection::new(
+        reader,
+        writer,
+        (established.reader, established.writer),
+        &established.received,
+        encrypted,
+    );
+    let handshake = connection.read_handshake().await?;
+    if handshake.info_hash != info_hash {
+        return Err(ConnectError::WrongTorrent);
+    }
+    Ok((connection, handshake))
 }
 
 /// Runs an MSE handshake over the socket: sends `first`, feeds `already` (bytes read before), then what comes.
