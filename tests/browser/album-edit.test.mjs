@@ -2,8 +2,11 @@
 // Alice's drop makes an album shared with Bob; photos dropped on that album's grid go into the same share (no
 // second share for Bob); "Add photos…" (the file picker) adds more, a file that is not a photo said and left
 // out; a photo's Remove button takes it out, pending until the daemon answers; photos reordered from the keyboard
-// and by dragging, the order still there after a reload; Bob's copy follows each change.
+// and by dragging, the order still there after a reload; Bob's copy follows each change; a move the daemon
+// refuses (its store locked by another program) is put back, with the reason.
 import assert from "node:assert/strict";
+import { spawn } from "node:child_process";
+import { join } from "node:path";
 import { after, test } from "node:test";
 import {
   apiCall,
@@ -23,6 +26,13 @@ import {
 } from "./harness.mjs";
 
 after(cleanupAll);
+
+/** Holds SQLite's write lock on the file named by argv[1] until stdin closes; says "locked" once it has it. */
+const LOCK_STORE = `import sqlite3, sys
+db = sqlite3.connect(sys.argv[1], isolation_level=None, timeout=10)
+db.execute("BEGIN EXCLUSIVE")
+print("locked", flush=True)
+sys.stdin.read()`;
 
 const photo = (name, rgb) => ({ name, type: "image/png", b64: pngBase64(40, 30, rgb) });
 
@@ -111,6 +121,25 @@ test("an album: photos dropped on it or picked with Add photos… join the same 
   await a.waitForSelector(`${card} .album-grid[data-count="3"] .album-cell[data-state="ready"]`);
   assert.deepEqual(await order(), [yellow, blue, red], "the order after a reload is the one stored");
   await until("bob's album in the new order", async () => (await bobItems()).join() === [yellow, blue, red].join());
+
+  // --- A move the daemon refuses: another program holds the store's write lock for longer than the daemon waits
+  // (5 s), so lists.move fails. The photo goes back to its place, the card says why, nothing is stored or sent.
+  const locker = spawn("python3", ["-c", LOCK_STORE, join(alice.dataDir, "store.sqlite")], { stdio: ["pipe", "pipe", "inherit"] });
+  await new Promise((resolve, reject) => {
+    locker.stdout.once("data", resolve);
+    locker.once("exit", (code) => reject(new Error(`the store's lock was not taken (exit ${code})`)));
+  });
+  await a.focus(`${card} .album-cell[data-item="${red}"] button[data-action="remove"]`);
+  await a.keyboard.press("Alt+ArrowLeft");
+  await a.waitForSelector(`${redCell}[aria-posinset="2"]`); // shown at once where it is going
+  await until("the refusal", async () => /Not moved/.test(await a.textContent(`${card} .share-result`)), 20_000);
+  await a.waitForSelector(`${redCell}[aria-posinset="3"]:not([data-pending])`);
+  assert.deepEqual(await order(), [yellow, blue, red], "put back where it was");
+  const exited = new Promise((resolve) => locker.once("exit", resolve));
+  locker.stdin.end();
+  await exited;
+  assert.deepEqual(await stored(), [yellow, blue, red], "nothing stored");
+  assert.deepEqual(await bobItems(), [yellow, blue, red], "nothing replicated");
 
   // --- A query-backed album (its items and order are the query's): no Remove, no reorder.
   const everything = await apiCall(alice, "resources.create", {

@@ -2,7 +2,7 @@
 // the Firefox sidebar, Bob on the CLI. Bob's album (a real photo, catalogued by his media worker) is accepted in
 // Alice's Shared panel and a photo downloaded from its grid, with its progress in Transfers; Alice may edit it, so
 // a photo she drops on its grid goes into Bob's album, she removes his photo from it, adds one with its "Add
-// photos…" and moves that one first with Alt+←; a file dropped on the open conversation with Bob is shared with
+// photos…" and moves that one first with Alt+← and back by dragging; a file dropped on the open conversation with Bob is shared with
 // him and announced there, then 1,000 files at once (progress, no freeze); files picked through "Share files…"'s
 // file input go through the same form.
 import assert from "node:assert/strict";
@@ -102,6 +102,21 @@ test(
     await until("bob's album in the new order", async () => (await bobItems()).join() === [added, shell].join());
     await driver.wait(css(`${theirs} .album-cell[data-item="${added}"][aria-posinset="1"]:not([data-pending])`), WAIT);
     assert.match(await driver.getCurrentUrl(), /panel\.html#shared$/, "Alt+← moved the photo, not the page back");
+    // Reorder by dragging: the events a drag fires, carrying one DataTransfer, dispatched as the drops above are.
+    // The first photo dropped on the right half of the second goes after it, in Bob's album too.
+    await js(
+      `const [from, to] = [document.querySelector(arguments[0]), document.querySelector(arguments[1])];
+       const dt = new DataTransfer();
+       const box = to.getBoundingClientRect();
+       const at = { clientX: box.left + box.width * 0.8, clientY: box.top + box.height / 2 };
+       from.dispatchEvent(new DragEvent("dragstart", { dataTransfer: dt, bubbles: true, cancelable: true }));
+       for (const type of ["dragenter", "dragover", "drop"]) to.dispatchEvent(new DragEvent(type, { dataTransfer: dt, bubbles: true, cancelable: true, ...at }));
+       from.dispatchEvent(new DragEvent("dragend", { dataTransfer: dt, bubbles: true }));`,
+      `${theirs} .album-cell[data-item="${added}"]`,
+      `${theirs} .album-cell[data-item="${shell}"]`,
+    );
+    await until("bob's album in the dragged order", async () => (await bobItems()).join() === [shell, added].join());
+    await driver.wait(css(`${theirs} .album-cell[data-item="${added}"][aria-posinset="2"]:not([data-pending])`), WAIT);
 
     // --- A file dropped on the open conversation with Bob: shared with him, announced in it.
     await driver.findElement(By.id("tab-people")).click();
