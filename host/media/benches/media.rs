@@ -11,7 +11,8 @@
 //!
 //! Each per-file figure is the fastest of [`ROUNDS`] rounds.
 //! `cargo bench -p allpeers-media --bench media`; `MEDIA_BENCH_JPEGS` (12) and
-//! `MEDIA_BENCH_MIXED` (200) set the sizes, `MEDIA_BENCH_CONVERT` ImageMagick's binary. Needs ffmpeg, ImageMagick, exiv2, libvips-tools
+//! `MEDIA_BENCH_MIXED` (200) set the sizes, `MEDIA_BENCH_CONVERT` ImageMagick's binary;
+//! `media --ours FILE...` times only ours, in process (to compare two builds of the decoder). Needs ffmpeg, ImageMagick, exiv2, libvips-tools
 //! and GNU time; a missing baseline is reported and skipped.
 
 use std::path::{Path, PathBuf};
@@ -37,6 +38,23 @@ fn main() {
         let info =
             allpeers_media::extract_path(Path::new(&args[2]), &WITH_THUMBNAIL).expect("thumbnail");
         assert!(matches!(info.details, allpeers_media::Details::Image(_)));
+        return;
+    }
+    // Ours alone, in process, on the files given (for comparing two builds of the decoder quickly):
+    // the fastest of `MEDIA_BENCH_ROUNDS` (20) rounds, ms per file.
+    if args.get(1).map(String::as_str) == Some("--ours") {
+        let files: Vec<PathBuf> = args[2..].iter().map(PathBuf::from).collect();
+        let rounds = env_number("MEDIA_BENCH_ROUNDS", 20);
+        let best = (0..rounds)
+            .map(|_| {
+                per_file(&files, |f| {
+                    allpeers_media::extract_path(f, &WITH_THUMBNAIL).is_ok()
+                })
+                .expect("every thumbnail made")
+            })
+            .min()
+            .expect("one round");
+        println!("{:.2} ms/file", ms(best));
         return;
     }
     let jpegs: usize = env_number("MEDIA_BENCH_JPEGS", 12);
