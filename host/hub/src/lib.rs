@@ -81,6 +81,7 @@ impl Hub {
         })?;
         let advertised = config.advertised()?;
         let config_dht = config.dht.clone();
+        let core_backend = config.backend.clone();
         let identity_for_dht = identity.clone();
         let endpoint_config = EndpointConfig {
             quic: config.quic,
@@ -183,6 +184,30 @@ impl Hub {
         );
         if let Some(gateway) = &mail {
             endpoint.register(mail::proto::mail_ns(), gateway.service());
+        }
+        if let (Some(cluster), config::Backend::Postgres(pg)) = (&cluster, &core_backend) {
+            endpoint.register(
+                cluster::relay::instance_relay_ns(),
+                server::InstanceRelayService(core.clone()),
+            );
+            let mut addresses = pg
+                .instance_addresses
+                .iter()
+                .map(|a| config::parse_address(a))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map_err(|e| anyhow::anyhow!("backend.postgres.instance_addresses: {e}"))?;
+            if addresses.is_empty() {
+                addresses = endpoint.local_addresses();
+                for a in &mut addresses {
+                    if a.addr.ip().is_unspecified() {
+                        a.addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                }
+            }
+            cluster
+                .set_addresses(addresses)
+                .await
+                .map_err(|e| anyhow::anyhow!("recording this instance's addresses: {e}"))?;
         }
         Ok(Hub {
             endpoint,
