@@ -81,7 +81,6 @@ impl Hub {
         })?;
         let advertised = config.advertised()?;
         let config_dht = config.dht.clone();
-        let core_backend = config.backend.clone();
         let identity_for_dht = identity.clone();
         let endpoint_config = EndpointConfig {
             quic: config.quic,
@@ -185,12 +184,13 @@ impl Hub {
         if let Some(gateway) = &mail {
             endpoint.register(mail::proto::mail_ns(), gateway.service());
         }
-        if let (Some(cluster), config::Backend::Postgres(pg)) = (&cluster, &core_backend) {
+        if let Some(cluster) = &cluster {
             endpoint.register(
                 cluster::relay::instance_relay_ns(),
                 server::InstanceRelayService(core.clone()),
             );
-            let mut addresses = pg
+            let mut addresses = cluster
+                .config()
                 .instance_addresses
                 .iter()
                 .map(|a| config::parse_address(a))
