@@ -196,7 +196,7 @@ pub fn set_hub_key(
         let mut patch = Patch::default();
         patch
             .meta
-            .insert("hubKey".into(), json!({"name": hub_name, "key": key.to_string()}));
+            .insert("hubKey".into(), Value::String(format!("{hub_name} {key}")));
         store.update(&id, &patch)?;
     }
     Ok(())
@@ -208,9 +208,9 @@ pub fn hub_keys(store: &Store) -> Result<Vec<(String, PeerId)>, StoreError> {
         .query(&Query::of("Peer"))?
         .iter()
         .filter_map(|r| {
-            let k = r.meta.get("hubKey")?;
-            let name = k.get("name")?.as_str()?.to_string();
-            Some((name, k.get("key")?.as_str()?.parse().ok()?))
+            // "name key" (a hub name holds no space).
+            let (name, key) = r.meta.get("hubKey")?.as_str()?.split_once(' ')?;
+            Some((name.to_string(), key.parse().ok()?))
         })
         .collect())
 }
