@@ -593,7 +593,9 @@ impl Core {
         if let Err(e) = cluster.write_ticket(ticket, from, target, &instance).await {
             self.offers.lock().unwrap().remove(&ticket);
             tracing::error!("relay ticket not written: {e}");
-            return Err(RemoteError::internal("the hub could not pass the relay offer"));
+            return Err(RemoteError::internal(
+                "the hub could not pass the relay offer",
+            ));
         }
         let answer = tokio::time::timeout(RELAY_ANSWER_ACROSS, answer_rx).await;
         self.offers.lock().unwrap().remove(&ticket);
@@ -1422,7 +1424,13 @@ impl Core {
 
     /// One direction of a splice: `from`'s bytes to the other end, charged to `from` if
     /// `charged`.
-    async fn copy(&self, from: PeerId, charged: bool, mut recv: RecvStream, mut send: SendStream) -> u64 {
+    async fn copy(
+        &self,
+        from: PeerId,
+        charged: bool,
+        mut recv: RecvStream,
+        mut send: SendStream,
+    ) -> u64 {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         let mut pending = 0u64;

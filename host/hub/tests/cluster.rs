@@ -587,14 +587,23 @@ async fn present_ticket(
     ticket: [u8; 16],
 ) -> allpeers_hub_client::proto::RelayReady {
     use allpeers_hub::cluster::relay::{InstanceJoin, instance_relay_ns};
-    let stranger = allpeers_net::Endpoint::bind(Identity::generate(), allpeers_net::EndpointConfig::loopback())
-        .await
-        .unwrap();
+    let stranger = allpeers_net::Endpoint::bind(
+        Identity::generate(),
+        allpeers_net::EndpointConfig::loopback(),
+    )
+    .await
+    .unwrap();
     stranger.add_peer_address(hub, Address::tcp(at));
-    let (mut send, mut recv) = stranger.open_stream(hub, &instance_relay_ns()).await.unwrap();
-    send.write_frame(&allpeers_net::service::encode(&InstanceJoin { ticket }).unwrap(), 1024)
+    let (mut send, mut recv) = stranger
+        .open_stream(hub, &instance_relay_ns())
         .await
         .unwrap();
+    send.write_frame(
+        &allpeers_net::service::encode(&InstanceJoin { ticket }).unwrap(),
+        1024,
+    )
+    .await
+    .unwrap();
     let f = tokio::time::timeout(10 * SECONDS, recv.read_frame(1024))
         .await
         .expect("an answer")

@@ -170,7 +170,10 @@ impl Cluster {
     pub async fn release_relay(&self, relay: [u8; 16]) -> Result<(), StoreError> {
         let client = self.pool.get().await?;
         client
-            .execute("DELETE FROM hub_relays WHERE relay = $1", &[&relay.as_slice()])
+            .execute(
+                "DELETE FROM hub_relays WHERE relay = $1",
+                &[&relay.as_slice()],
+            )
             .await?;
         Ok(())
     }

@@ -273,11 +273,21 @@ mod tests {
             allpeers_net::Identity::generate().peer_id(),
         );
         let key = allpeers_net::Identity::generate().peer_id();
-        set_state(&mut store, &peer, ContactState::Accepted, Some("bob@two.test"), None).unwrap();
+        set_state(
+            &mut store,
+            &peer,
+            ContactState::Accepted,
+            Some("bob@two.test"),
+            None,
+        )
+        .unwrap();
         assert!(hub_keys(&store).unwrap().is_empty());
         set_hub_key(&mut store, &peer, "two.test", &key).unwrap();
         // A peer with no resource here gets none (no resource made for a stranger).
         set_hub_key(&mut store, &stranger, "three.test", &key).unwrap();
-        assert_eq!(hub_keys(&store).unwrap(), vec![("two.test".to_string(), key)]);
+        assert_eq!(
+            hub_keys(&store).unwrap(),
+            vec![("two.test".to_string(), key)]
+        );
     }
 }
