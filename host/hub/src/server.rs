@@ -1,5 +1,6 @@
 //! The hub's services on the service framework: registry (register, resolve, relay
-//! requests, info), presence lines and the relay splice.
+//! requests, info), presence lines and the relay splice (in a cluster also with a hop to
+//! another instance, [`crate::cluster::relay`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
