@@ -95,6 +95,10 @@ pub struct PostgresConfig {
     /// Milliseconds without a heartbeat after which an instance counts as dead: its
     /// presence lines end and their watchers hear "offline".
     pub instance_timeout_ms: u64,
+    /// Where the other instances reach this one for relays across instances
+    /// (`quic://ip:port`, `tcp://ip:port`, on the instances' private network); empty: its
+    /// listening addresses, an unspecified IP taken as loopback (instances on one machine).
+    pub instance_addresses: Vec<String>,
 }
 
 impl Default for PostgresConfig {
@@ -105,6 +109,7 @@ impl Default for PostgresConfig {
             pool_size: 8,
             heartbeat_ms: 1000,
             instance_timeout_ms: 5000,
+            instance_addresses: Vec::new(),
         }
     }
 }

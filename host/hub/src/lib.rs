@@ -184,6 +184,31 @@ impl Hub {
         if let Some(gateway) = &mail {
             endpoint.register(mail::proto::mail_ns(), gateway.service());
         }
+        if let Some(cluster) = &cluster {
+            endpoint.register(
+                cluster::relay::instance_relay_ns(),
+                server::InstanceRelayService(core.clone()),
+            );
+            let mut addresses = cluster
+                .config()
+                .instance_addresses
+                .iter()
+                .map(|a| config::parse_address(a))
+                .collect::<anyhow::Result<Vec<_>>>()
+                .map_err(|e| anyhow::anyhow!("backend.postgres.instance_addresses: {e}"))?;
+            if addresses.is_empty() {
+                addresses = endpoint.local_addresses();
+                for a in &mut addresses {
+                    if a.addr.ip().is_unspecified() {
+                        a.addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                    }
+                }
+            }
+            cluster
+                .set_addresses(addresses)
+                .await
+                .map_err(|e| anyhow::anyhow!("recording this instance's addresses: {e}"))?;
+        }
         Ok(Hub {
             endpoint,
             core,

@@ -1,5 +1,6 @@
 //! The hub's services on the service framework: registry (register, resolve, relay
-//! requests, info), presence lines and the relay splice.
+//! requests, info), presence lines and the relay splice (in a cluster also with a hop to
+//! another instance, [`crate::cluster::relay`]).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,6 +23,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cluster::Cluster;
 use crate::cluster::event::LineState;
+use crate::cluster::relay::{InstanceJoin, SlotRefusal};
 use crate::config::HubConfig;
 use crate::db::Registration;
 use crate::guest::{Ask, Standing};
@@ -39,6 +41,13 @@ const RELAY_JOIN_TIMEOUT: Duration = Duration::from_secs(15);
 /// Most peers one peer may watch.
 pub(crate) const MAX_WATCHES_PER_PEER: usize = 4096;
 const QUOTA_WINDOW: Duration = Duration::from_secs(3600);
+/// Cluster mode: relayed bytes a splice direction counts before it adds them to the
+/// sender's hour in the database (one `UPDATE` per this many bytes, so a peer may pass its
+/// budget by at most this much per relay direction).
+const ACCOUNT_CHUNK: u64 = 256 * 1024;
+/// How long the requester's instance waits for the target's answer from another
+/// instance: the target's own time plus the round trip through the database.
+const RELAY_ANSWER_ACROSS: Duration = Duration::from_secs(12);
 
 pub(crate) struct Online {
     pub(crate) line: u64,
@@ -77,27 +86,89 @@ struct Usage {
     concurrent: usize,
 }
 
+/// One end of a splice.
 struct Parked {
+    /// The peer whose bytes come from this end.
     peer: PeerId,
     send: SendStream,
     recv: RecvStream,
+    /// Whether this instance charges those bytes to `peer` (a hop from another instance:
+    /// no, that instance charged them).
+    charged: bool,
 }
 
 struct Session {
     a: PeerId,
     b: PeerId,
     parked: Option<Parked>,
-    _guard: Arc<RelayGuard>,
+    /// The quota slots (held by the requester's instance only).
+    _guard: Option<Arc<RelayGuard>>,
+    /// The other end is at another instance (cluster mode).
+    far: Option<Far>,
+}
+
+/// A relay whose ends are at two instances ([`crate::cluster::relay`]).
+enum Far {
+    /// At the requester's instance: when `a` joins, dial `instance` (holding `b`'s line)
+    /// with `ticket`.
+    Dial {
+        instance: Arc<str>,
+        ticket: [u8; 16],
+    },
+    /// At the target's instance: `a`'s end arrives as a hop carrying `ticket`.
+    Hop { ticket: [u8; 16] },
+}
+
+/// Why an offered relay did not come about.
+enum NoRelay {
+    LineGone,
+    Refused,
+    Silent,
+}
+
+impl NoRelay {
+    fn into_error(self, target: PeerId) -> RemoteError {
+        match self {
+            NoRelay::LineGone => {
+                app_error(code::OFFLINE, format!("{target:?}'s line is busy or gone"))
+            }
+            NoRelay::Refused => {
+                tracing::info!(?target, "relay refused by the target");
+                app_error(
+                    code::RELAY_REFUSED,
+                    format!("{target:?} did not agree to a relay"),
+                )
+            }
+            NoRelay::Silent => app_error(
+                code::RELAY_REFUSED,
+                format!("{target:?} did not answer the relay offer"),
+            ),
+        }
+    }
 }
 
 /// Holds one concurrent-relay slot of both parties until dropped.
 struct RelayGuard {
     core: std::sync::Weak<Core>,
     peers: [PeerId; 2],
+    /// Cluster mode: the slots are rows of this relay in the database.
+    relay: Option<[u8; 16]>,
 }
 
 impl Drop for RelayGuard {
     fn drop(&mut self) {
+        if let Some(relay) = self.relay {
+            let cluster = self.core.upgrade().and_then(|c| c.cluster.clone());
+            if let (Some(cluster), Ok(rt)) = (cluster, tokio::runtime::Handle::try_current()) {
+                rt.spawn(async move {
+                    if let Err(e) = cluster.release_relay(relay).await {
+                        // The rows go when this instance is reaped or restarts.
+                        tracing::warn!("relay slots not released: {e}");
+                    }
+                });
+            }
+            return;
+        }
         if let Some(core) = self.core.upgrade() {
             let mut usage = core.usage.lock().unwrap();
             for p in &self.peers {
@@ -130,6 +201,8 @@ pub struct Core {
     policy: Arc<dyn WatchPolicy>,
     offers: Mutex<HashMap<[u8; 16], oneshot::Sender<bool>>>,
     sessions: Mutex<HashMap<[u8; 16], Session>>,
+    /// Cluster mode, at a target's instance: ticket -> the session its hop joins.
+    by_ticket: Mutex<HashMap<[u8; 16], [u8; 16]>>,
     usage: Mutex<HashMap<PeerId, Usage>>,
     tap: Option<Mutex<std::fs::File>>,
     next_line: AtomicU64,
@@ -178,6 +251,7 @@ impl Core {
             policy,
             offers: Default::default(),
             sessions: Default::default(),
+            by_ticket: Default::default(),
             usage: Default::default(),
             tap,
             next_line: AtomicU64::new(1),
@@ -312,7 +386,34 @@ impl Core {
         )))
     }
 
-    fn take_relay_slots(
+    /// Takes one concurrent-relay slot of both peers: in the database in cluster mode (so
+    /// instances do not each grant a full quota), else here.
+    async fn take_relay_slots(
+        self: &Arc<Self>,
+        a: PeerId,
+        b: PeerId,
+    ) -> Result<Arc<RelayGuard>, RemoteError> {
+        let Some(cluster) = &self.cluster else {
+            return self.take_local_slots(a, b);
+        };
+        let relay: [u8; 16] = rand::thread_rng().r#gen();
+        let max = self.config.relay.max_concurrent_per_peer;
+        let budget = self.config.relay.max_bytes_per_hour;
+        match cluster.take_relay_slots(relay, [a, b], max, budget).await {
+            Ok(()) => Ok(Arc::new(RelayGuard {
+                core: Arc::downgrade(self),
+                peers: [a, b],
+                relay: Some(relay),
+            })),
+            Err(SlotRefusal::Quota(why)) => Err(app_error(code::QUOTA, why)),
+            Err(SlotRefusal::Store(e)) => {
+                tracing::error!("relay quota not checked: {e}");
+                Err(RemoteError::internal("the hub could not count the relay"))
+            }
+        }
+    }
+
+    fn take_local_slots(
         self: &Arc<Self>,
         a: PeerId,
         b: PeerId,
@@ -350,11 +451,32 @@ impl Core {
         Ok(Arc::new(RelayGuard {
             core: Arc::downgrade(self),
             peers: [a, b],
+            relay: None,
         }))
     }
 
-    /// Adds relayed bytes to a peer's budget; false once it is spent.
-    fn charge(&self, peer: &PeerId, n: u64) -> bool {
+    /// Adds relayed bytes to a peer's budget; false once it is spent. In cluster mode the
+    /// bytes gather in `pending` and go to the database per [`ACCOUNT_CHUNK`].
+    async fn charge(&self, peer: &PeerId, n: u64, pending: &mut u64) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return self.charge_local(peer, n);
+        };
+        *pending += n;
+        if *pending < ACCOUNT_CHUNK {
+            return true;
+        }
+        let n = std::mem::take(pending);
+        match cluster.charge_relay(peer, n).await {
+            Ok(total) => total <= self.config.relay.max_bytes_per_hour,
+            Err(e) => {
+                // A database hiccup does not cut live relays; new ones are checked anew.
+                tracing::warn!(?peer, "relayed bytes not counted: {e}");
+                true
+            }
+        }
+    }
+
+    fn charge_local(&self, peer: &PeerId, n: u64) -> bool {
         let mut usage = self.usage.lock().unwrap();
         let Some(u) = usage.get_mut(peer) else {
             return true;
@@ -376,31 +498,31 @@ impl Core {
         }
         let line = {
             let p = self.presence.lock().unwrap();
-            p.online.get(&target).map(|o| match &o.at {
-                At::Here(tx) => Ok((tx.clone(), o.accepts_relays)),
-                At::Instance(i) => Err(i.clone()),
+            p.online.get(&target).map(|o| {
+                let at = match &o.at {
+                    At::Here(tx) => Ok(tx.clone()),
+                    At::Instance(i) => Err(i.clone()),
+                };
+                (at, o.accepts_relays)
             })
         };
-        let Some(line) = line else {
+        let Some((at, accepts)) = line else {
             return Err(app_error(
                 code::OFFLINE,
                 format!("{target:?} is not online at this hub"),
             ));
         };
-        // A relay splices two streams in one process: both ends at this instance.
-        let (tx, accepts) = line.map_err(|instance| {
-            app_error(
-                code::RELAY_REFUSED,
-                format!("{target:?} is connected to another instance of this hub ({instance}): relays join peers of one instance"),
-            )
-        })?;
         if !accepts {
             return Err(app_error(
                 code::RELAY_REFUSED,
                 format!("{target:?} takes no relays"),
             ));
         }
-        let guard = self.take_relay_slots(from, target)?;
+        let tx = match at {
+            Ok(tx) => tx,
+            Err(instance) => return self.relay_across(from, target, instance).await,
+        };
+        let guard = self.take_relay_slots(from, target).await?;
         let session: [u8; 16] = rand::thread_rng().r#gen();
         // The session exists before the offer goes out: the target joins as soon as it
         // agrees, possibly before this task hears its answer.
@@ -410,48 +532,167 @@ impl Core {
                 a: from,
                 b: target,
                 parked: None,
-                _guard: guard,
+                _guard: Some(guard),
+                far: None,
             },
         );
+        let answer = self.offer(&tx, session, from, RELAY_ANSWER_TIMEOUT).await;
+        if answer.is_err() {
+            self.remove_session(&session);
+        }
+        answer.map_err(|why| why.into_error(target))?;
+        self.expire_later(session);
+        tracing::info!(?from, ?target, "relay granted");
+        Ok(HubResponse::Relay(RelayTicket { session, target }))
+    }
+
+    /// Offers `session` from `from` on a line held here and waits for the answer.
+    async fn offer(
+        &self,
+        line: &mpsc::Sender<PresenceDown>,
+        session: [u8; 16],
+        from: PeerId,
+        within: Duration,
+    ) -> Result<(), NoRelay> {
         let (answer_tx, answer_rx) = oneshot::channel();
         self.offers.lock().unwrap().insert(session, answer_tx);
-        if tx
+        if line
             .try_send(PresenceDown::RelayOffer { session, from })
             .is_err()
         {
             self.offers.lock().unwrap().remove(&session);
+            return Err(NoRelay::LineGone);
+        }
+        let answer = tokio::time::timeout(within, answer_rx).await;
+        self.offers.lock().unwrap().remove(&session);
+        match answer {
+            Ok(Ok(true)) => Ok(()),
+            Ok(Ok(false)) => Err(NoRelay::Refused),
+            _ => Err(NoRelay::Silent),
+        }
+    }
+
+    /// A relay to a peer whose line another instance holds: a ticket for that instance,
+    /// which offers the relay to its peer; once it agrees, the requester gets a session
+    /// here whose other end is a hop to that instance ([`crate::cluster::relay`]).
+    async fn relay_across(
+        self: &Arc<Self>,
+        from: PeerId,
+        target: PeerId,
+        instance: Arc<str>,
+    ) -> Result<HubResponse, RemoteError> {
+        let Some(cluster) = self.cluster.clone() else {
             return Err(app_error(
                 code::OFFLINE,
-                format!("{target:?}'s line is busy or gone"),
+                format!("{target:?} is not online at this hub"),
+            ));
+        };
+        let guard = self.take_relay_slots(from, target).await?;
+        let ticket: [u8; 16] = rand::thread_rng().r#gen();
+        let (answer_tx, answer_rx) = oneshot::channel();
+        self.offers.lock().unwrap().insert(ticket, answer_tx);
+        if let Err(e) = cluster.write_ticket(ticket, from, target, &instance).await {
+            self.offers.lock().unwrap().remove(&ticket);
+            tracing::error!("relay ticket not written: {e}");
+            return Err(RemoteError::internal(
+                "the hub could not pass the relay offer",
             ));
         }
-        let answer = tokio::time::timeout(RELAY_ANSWER_TIMEOUT, answer_rx).await;
-        self.offers.lock().unwrap().remove(&session);
-        if !matches!(answer, Ok(Ok(true))) {
-            self.sessions.lock().unwrap().remove(&session);
-        }
+        let answer = tokio::time::timeout(RELAY_ANSWER_ACROSS, answer_rx).await;
+        self.offers.lock().unwrap().remove(&ticket);
         match answer {
             Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
-                tracing::info!(?from, ?target, "relay refused by the target");
-                return Err(app_error(
-                    code::RELAY_REFUSED,
-                    format!("{target:?} did not agree to a relay"),
-                ));
-            }
-            _ => {
-                return Err(app_error(
-                    code::RELAY_REFUSED,
-                    format!("{target:?} did not answer the relay offer"),
-                ));
-            }
+            Ok(Ok(false)) => return Err(NoRelay::Refused.into_error(target)),
+            _ => return Err(NoRelay::Silent.into_error(target)),
         }
-        // A session nobody completes expires (its parked end is told why).
+        let session: [u8; 16] = rand::thread_rng().r#gen();
+        self.sessions.lock().unwrap().insert(
+            session,
+            Session {
+                a: from,
+                b: target,
+                parked: None,
+                _guard: Some(guard),
+                far: Some(Far::Dial { instance, ticket }),
+            },
+        );
+        self.expire_later(session);
+        tracing::info!(?from, ?target, "relay granted across instances");
+        Ok(HubResponse::Relay(RelayTicket { session, target }))
+    }
+
+    /// Cluster mode, at the target's instance: another instance wrote `ticket` for a relay
+    /// from `from` to `to`, whose line is here. Offers it and tells that instance the answer.
+    pub(crate) fn offer_hop(self: &Arc<Self>, ticket: [u8; 16], from: PeerId, to: PeerId) {
+        let core = self.clone();
+        tokio::spawn(async move {
+            let Some(cluster) = core.cluster.clone() else {
+                return;
+            };
+            let line = {
+                let p = core.presence.lock().unwrap();
+                match p.online.get(&to) {
+                    Some(Online {
+                        at: At::Here(tx),
+                        accepts_relays: true,
+                        guest: false,
+                        ..
+                    }) => Some(tx.clone()),
+                    _ => None,
+                }
+            };
+            let mut accept = false;
+            if let Some(line) = line {
+                let session: [u8; 16] = rand::thread_rng().r#gen();
+                core.sessions.lock().unwrap().insert(
+                    session,
+                    Session {
+                        a: from,
+                        b: to,
+                        parked: None,
+                        _guard: None,
+                        far: Some(Far::Hop { ticket }),
+                    },
+                );
+                core.by_ticket.lock().unwrap().insert(ticket, session);
+                accept = core
+                    .offer(&line, session, from, RELAY_ANSWER_TIMEOUT)
+                    .await
+                    .is_ok();
+                if accept {
+                    core.expire_later(session);
+                } else {
+                    core.remove_session(&session);
+                }
+            }
+            if let Err(e) = cluster.answer_ticket(ticket, accept).await {
+                tracing::warn!(?from, ?to, "relay answer not passed back: {e}");
+            }
+        });
+    }
+
+    /// Cluster mode, at the requester's instance: the answer to a ticket it wrote.
+    pub(crate) fn relay_answered(&self, ticket: [u8; 16], accept: bool) {
+        if let Some(tx) = self.offers.lock().unwrap().remove(&ticket) {
+            let _ = tx.send(accept);
+        }
+    }
+
+    fn remove_session(&self, session: &[u8; 16]) -> Option<Session> {
+        let s = self.sessions.lock().unwrap().remove(session)?;
+        if let Some(Far::Hop { ticket }) = &s.far {
+            self.by_ticket.lock().unwrap().remove(ticket);
+        }
+        Some(s)
+    }
+
+    /// A session nobody completes expires (its parked end is told why).
+    fn expire_later(self: &Arc<Self>, session: [u8; 16]) {
         let weak = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(RELAY_JOIN_TIMEOUT).await;
             let Some(core) = weak.upgrade() else { return };
-            let expired = core.sessions.lock().unwrap().remove(&session);
+            let expired = core.remove_session(&session);
             if let Some(Session {
                 parked: Some(mut p),
                 ..
@@ -466,8 +707,6 @@ impl Core {
                 let _ = p.send.finish().await;
             }
         });
-        tracing::info!(?from, ?target, "relay granted");
-        Ok(HubResponse::Relay(RelayTicket { session, target }))
     }
 
     async fn registry(self: Arc<Self>, ctx: Context, body: Bytes) -> Result<Bytes, RemoteError> {
@@ -988,49 +1227,182 @@ impl Core {
             recv.stop(2);
             return;
         };
+        self.join(session, peer, false, send, recv).await;
+    }
+
+    /// A hop from another instance (cluster mode, [`crate::cluster::relay`]): it carries a
+    /// ticket, taken once in the database, and joins the ticket's session for its `from`.
+    async fn hop_stream(self: Arc<Self>, ctx: Context, mut send: SendStream, mut recv: RecvStream) {
+        let head =
+            match tokio::time::timeout(HELLO_TIMEOUT, recv.read_frame(proto::RELAY_HEAD_LIMIT))
+                .await
+            {
+                Ok(Ok(Some(f))) => decode::<InstanceJoin>(&f).ok(),
+                _ => None,
+            };
+        let refuse = |why: &'static str| {
+            tracing::warn!(dialler = ?ctx.peer, "relay hop refused: {why}");
+            why
+        };
+        let why = match (head, &self.cluster) {
+            (None, _) => refuse("no ticket"),
+            (Some(_), None) => refuse("this hub is not a cluster"),
+            (Some(InstanceJoin { ticket }), Some(cluster)) => {
+                match cluster.take_ticket(ticket).await {
+                    Ok(Some(t)) => {
+                        let session = self.by_ticket.lock().unwrap().get(&ticket).copied();
+                        match session {
+                            Some(session) => {
+                                return self.join(session, t.from, true, send, recv).await;
+                            }
+                            None => refuse("no relay waits for this ticket here"),
+                        }
+                    }
+                    Ok(None) => refuse("no such ticket for this instance, or used, or expired"),
+                    Err(e) => {
+                        tracing::error!("relay ticket not read: {e}");
+                        refuse("the hub could not read the ticket")
+                    }
+                }
+            }
+        };
+        let _ = write_ready(&mut send, &RelayReady::Refused(why.into())).await;
+        let _ = send.finish().await;
+        recv.stop(0);
+    }
+
+    /// `peer` joins relay `session`: over its own relay stream, or (`hop`) through a hop
+    /// from the instance holding its line. The second end to join starts the splice.
+    async fn join(
+        self: Arc<Self>,
+        session: [u8; 16],
+        peer: PeerId,
+        hop: bool,
+        send: SendStream,
+        recv: RecvStream,
+    ) {
         enum Join {
             Refused(&'static str),
             Parked,
-            Paired(Parked, Arc<RelayGuard>),
+            Paired(Parked, Option<Arc<RelayGuard>>),
+            Dial {
+                instance: Arc<str>,
+                ticket: [u8; 16],
+                target: PeerId,
+                guard: Option<Arc<RelayGuard>>,
+            },
         }
         let mut mine = Some((send, recv));
         let outcome = {
             let mut sessions = self.sessions.lock().unwrap();
             match sessions.get_mut(&session) {
                 None => Join::Refused("no such relay session"),
-                Some(s) if !(peer == s.a || peer == s.b) => Join::Refused("not your relay session"),
-                Some(s) if s.parked.as_ref().is_some_and(|p| p.peer == peer) => {
-                    Join::Refused("already joined")
-                }
-                Some(s) => match s.parked.take() {
-                    None => {
-                        let (send, recv) = mine.take().expect("ours");
-                        s.parked = Some(Parked { peer, send, recv });
-                        Join::Parked
-                    }
-                    Some(first) => {
+                Some(s) => {
+                    // Who may join which end: a hop only as the requester at the target's
+                    // instance; at the requester's instance only the requester.
+                    let allowed = match &s.far {
+                        None => !hop && (peer == s.a || peer == s.b),
+                        Some(Far::Dial { .. }) => !hop && peer == s.a,
+                        Some(Far::Hop { .. }) => {
+                            if hop {
+                                peer == s.a
+                            } else {
+                                peer == s.b
+                            }
+                        }
+                    };
+                    if !allowed {
+                        Join::Refused("not your relay session")
+                    } else if s.parked.as_ref().is_some_and(|p| p.peer == peer) {
+                        Join::Refused("already joined")
+                    } else if let Some(Far::Dial { instance, ticket }) = &s.far {
+                        let (instance, ticket, target) = (instance.clone(), *ticket, s.b);
                         let s = sessions.remove(&session).expect("present");
-                        Join::Paired(first, s._guard)
+                        Join::Dial {
+                            instance,
+                            ticket,
+                            target,
+                            guard: s._guard,
+                        }
+                    } else {
+                        match s.parked.take() {
+                            None => {
+                                let (send, recv) = mine.take().expect("ours");
+                                s.parked = Some(Parked {
+                                    peer,
+                                    send,
+                                    recv,
+                                    charged: !hop,
+                                });
+                                Join::Parked
+                            }
+                            Some(first) => {
+                                let s = sessions.remove(&session).expect("present");
+                                if let Some(Far::Hop { ticket }) = &s.far {
+                                    self.by_ticket.lock().unwrap().remove(ticket);
+                                }
+                                Join::Paired(first, s._guard)
+                            }
+                        }
                     }
-                },
+                }
             }
         };
+        let (mut send, recv) = match mine.take() {
+            Some(ours) => ours,
+            None => return, // parked
+        };
+        // A hop this instance dialled already said Ready (the target's instance says it
+        // once both ends are there); anything written to it now is relayed bytes.
+        let first_is_ours = !matches!(outcome, Join::Dial { .. });
         let (first, guard) = match outcome {
             Join::Parked => return,
             Join::Refused(why) => {
                 tracing::warn!(?peer, "relay join refused: {why}");
-                let (mut send, _recv) = mine.take().expect("ours");
                 let _ = write_ready(&mut send, &RelayReady::Refused(why.into())).await;
                 let _ = send.finish().await;
                 return;
             }
             Join::Paired(first, guard) => (first, guard),
+            Join::Dial {
+                instance,
+                ticket,
+                target,
+                guard,
+            } => {
+                let cluster = self.cluster.clone().expect("a far session is a cluster's");
+                let hub = self.identity.peer_id();
+                match cluster
+                    .open_hop(&instance, hub, ticket, RELAY_JOIN_TIMEOUT)
+                    .await
+                {
+                    Ok((hop_send, hop_recv)) => (
+                        Parked {
+                            peer: target,
+                            send: hop_send,
+                            recv: hop_recv,
+                            charged: false,
+                        },
+                        guard,
+                    ),
+                    Err(why) => {
+                        tracing::warn!(?peer, ?target, %instance, "relay hop failed: {why}");
+                        let _ = write_ready(
+                            &mut send,
+                            &RelayReady::Refused(format!("the other instance: {why}")),
+                        )
+                        .await;
+                        let _ = send.finish().await;
+                        return;
+                    }
+                }
+            }
         };
-        let (mut send, recv) = mine.take().expect("ours");
         let mut first = first;
-        if write_ready(&mut first.send, &RelayReady::Ready)
-            .await
-            .is_err()
+        if (first_is_ours
+            && write_ready(&mut first.send, &RelayReady::Ready)
+                .await
+                .is_err())
             || write_ready(&mut send, &RelayReady::Ready).await.is_err()
         {
             tracing::info!(?peer, "relay end gone before the splice");
@@ -1044,17 +1416,25 @@ impl Core {
         tracing::info!(a = ?first.peer, b = ?peer, "relay spliced");
         let core = self.clone();
         let (ab, ba) = tokio::join!(
-            core.copy(first.peer, first.recv, send),
-            self.copy(peer, recv, first.send)
+            core.copy(first.peer, first.charged, first.recv, send),
+            self.copy(peer, !hop, recv, first.send)
         );
         tracing::info!(a = ?first.peer, b = ?peer, ab, ba, "relay ended");
         drop(guard);
     }
 
-    /// One direction of a splice: `from`'s bytes to the other end, charged to `from`.
-    async fn copy(&self, from: PeerId, mut recv: RecvStream, mut send: SendStream) -> u64 {
+    /// One direction of a splice: `from`'s bytes to the other end, charged to `from` if
+    /// `charged`.
+    async fn copy(
+        &self,
+        from: PeerId,
+        charged: bool,
+        mut recv: RecvStream,
+        mut send: SendStream,
+    ) -> u64 {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
+        let mut pending = 0u64;
         loop {
             let n = match recv.read(&mut buf).await {
                 Ok(0) => {
@@ -1067,7 +1447,7 @@ impl Core {
                     break;
                 }
             };
-            if !self.charge(&from, n as u64) {
+            if charged && !self.charge(&from, n as u64, &mut pending).await {
                 tracing::warn!(peer = ?from, "relay cut: the peer's relay budget is spent");
                 send.reset(4);
                 recv.stop(4);
@@ -1085,6 +1465,11 @@ impl Core {
             self.counters
                 .relay_bytes
                 .fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if let (true, Some(cluster)) = (pending > 0, &self.cluster)
+            && let Err(e) = cluster.charge_relay(&from, pending).await
+        {
+            tracing::warn!(peer = ?from, "relayed bytes not counted: {e}");
         }
         total
     }
@@ -1225,6 +1610,20 @@ impl Service for PresenceService {
     }
     fn stream(&self, ctx: Context, send: SendStream, recv: RecvStream) -> BoxFuture<()> {
         Box::pin(self.0.clone().presence_line(ctx, send, recv))
+    }
+}
+
+/// Hops from the hub's other instances (`allpeers/hub-instance-relay/1`, cluster mode).
+pub struct InstanceRelayService(pub Arc<Core>);
+impl Service for InstanceRelayService {
+    fn max_message_size(&self) -> usize {
+        proto::RELAY_HEAD_LIMIT
+    }
+    fn accepts(&self, kind: StreamKind) -> bool {
+        kind == StreamKind::Stream
+    }
+    fn stream(&self, ctx: Context, send: SendStream, recv: RecvStream) -> BoxFuture<()> {
+        Box::pin(self.0.clone().hop_stream(ctx, send, recv))
     }
 }
 

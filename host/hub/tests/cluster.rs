@@ -4,7 +4,8 @@
 //! their letters; an instance killed, its peers move to the other and nothing acknowledged
 //! is lost; a database connection killed mid-deposit leaves no half-applied letter; the
 //! e-mail gateway's queue shared (Debian's aiosmtpd), each mail sent once, a dead
-//! instance's mails sent by the other.
+//! instance's mails sent by the other; a relay between peers at two instances (a hop
+//! between the instances, single-use tickets, quotas counted in the database).
 
 mod common;
 #[path = "common/postgres.rs"]
@@ -169,14 +170,6 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].sealed, b"sealed for bob");
         assert_eq!(bob.hub.mail_ack(&[items[0].id]).await.unwrap(), 1);
-
-        // Relays are per instance: a clear refusal across instances.
-        match alice.hub.connect_relayed(bob.id()).await {
-            Err(HubError::Refused { message, .. }) => {
-                assert!(message.contains("another instance"), "{message}")
-            }
-            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
-        }
 
         // Letters for erin (registered here, now offline), acknowledged by A: a hub takes
         // letters only for the peers it hosts.
@@ -558,6 +551,185 @@ async fn a_signal_reaches_a_guest_whose_line_is_at_another_instance() {
                 other => panic!("expected offline, got {other:?}"),
             }
         }
+    })
+    .await
+}
+
+/// An instance for the relay test: open watch policy (presence tells the test when an
+/// instance's mirror has a peer), one relay per peer at once, every relayed byte tapped.
+fn relay_instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubProc {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    if let Some(key) = key {
+        std::fs::copy(key, dir.join("hub.key")).unwrap();
+    }
+    let config = serde_json::json!({
+        "watch_policy": "open",
+        "relay": {"max_concurrent_per_peer": 1, "tap": dir.join("relay.tap")},
+        "backend": {"postgres": {
+            "url": pg.url(),
+            "instance": name,
+            "heartbeat_ms": 200,
+            "instance_timeout_ms": 1500,
+        }},
+    });
+    let path = dir.join("hub.json");
+    std::fs::write(&path, config.to_string()).unwrap();
+    let any = "127.0.0.1:0".parse().unwrap();
+    HubProc::spawn_at(&dir, any, any, &["--config", path.to_str().unwrap()])
+}
+
+/// Presents `ticket` as a hop from another instance would, from a stranger's key, to the
+/// instance at `at`: its answer.
+async fn present_ticket(
+    hub: allpeers_model::PeerId,
+    at: std::net::SocketAddr,
+    ticket: [u8; 16],
+) -> allpeers_hub_client::proto::RelayReady {
+    use allpeers_hub::cluster::relay::{InstanceJoin, instance_relay_ns};
+    let stranger = allpeers_net::Endpoint::bind(
+        Identity::generate(),
+        allpeers_net::EndpointConfig::loopback(),
+    )
+    .await
+    .unwrap();
+    stranger.add_peer_address(hub, Address::tcp(at));
+    let (mut send, mut recv) = stranger
+        .open_stream(hub, &instance_relay_ns())
+        .await
+        .unwrap();
+    send.write_frame(
+        &allpeers_net::service::encode(&InstanceJoin { ticket }).unwrap(),
+        1024,
+    )
+    .await
+    .unwrap();
+    let f = tokio::time::timeout(10 * SECONDS, recv.read_frame(1024))
+        .await
+        .expect("an answer")
+        .unwrap()
+        .unwrap();
+    allpeers_net::service::decode(&f).unwrap()
+}
+
+/// The ticket of the relay from `from` to `to`, and whether it was used.
+async fn ticket_of(
+    admin: &tokio_postgres::Client,
+    from: allpeers_model::PeerId,
+    to: allpeers_model::PeerId,
+) -> ([u8; 16], bool) {
+    let row = admin
+        .query_one(
+            "SELECT ticket, used FROM hub_relay_tickets WHERE from_peer = $1 AND to_peer = $2",
+            &[&from.to_string(), &to.to_string()],
+        )
+        .await
+        .unwrap();
+    let ticket: Vec<u8> = row.get(0);
+    (ticket.try_into().unwrap(), row.get(1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_at_two_instances_get_a_relay_through_a_hop_with_single_use_tickets() {
+    use allpeers_hub_client::proto::{self, HubRequest, HubResponse, RelayReady};
+    bounded(async {
+        let pg = Postgres::start();
+        let root = tempfile::tempdir().unwrap();
+        let a = relay_instance(&pg, root.path(), "a", None);
+        let b = relay_instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let hub = a.peer;
+        let (at_a, at_b) = (vec![Address::tcp(a.tcp)], vec![Address::tcp(b.tcp)]);
+        // alice, dave, mallory at A; bob, carol, erin at B.
+        let alice = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
+        let dave = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
+        let mallory = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
+        let bob = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
+        let carol = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
+        let erin = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
+        for n in [&alice, &dave, &mallory, &bob, &carol, &erin] {
+            assert!(n.hub.wait_online(10 * SECONDS).await);
+        }
+        // A's mirror has bob's and carol's lines once alice and dave see them online.
+        let mut alice_events = alice.hub.events();
+        let mut dave_events = dave.hub.events();
+        alice.hub.watch(&[bob.id()]).await;
+        dave.hub.watch(&[carol.id()]).await;
+        assert!(presence_of(&mut alice_events, bob.id(), true, 10 * SECONDS).await);
+        assert!(presence_of(&mut dave_events, carol.id(), true, 10 * SECONDS).await);
+        let admin = pg.client().await;
+
+        // dave asks A for a relay to carol at B (raw, to hold the session): granted once
+        // carol agreed at B.
+        let granted: HubResponse = dave
+            .endpoint
+            .request(hub, &proto::registry_ns(), &HubRequest::Relay { target: carol.id() })
+            .await
+            .unwrap();
+        let HubResponse::Relay(session) = granted else { panic!("{granted:?}") };
+        // A session is its peer's: mallory (at A too) cannot join dave's.
+        let (mut send, mut recv) = mallory.endpoint.open_stream(hub, &proto::relay_ns()).await.unwrap();
+        send.write_frame(&allpeers_net::service::encode(&proto::RelayJoin { session: session.session }).unwrap(), 1024)
+            .await
+            .unwrap();
+        let f = recv.read_frame(1024).await.unwrap().unwrap();
+        let ready: RelayReady = allpeers_net::service::decode(&f).unwrap();
+        assert!(matches!(&ready, RelayReady::Refused(why) if why.contains("not your")), "{ready:?}");
+        // The ticket A wrote is for B: presented at A it is refused (and stays unused).
+        let (ticket, used) = ticket_of(&admin, dave.id(), carol.id()).await;
+        assert!(!used);
+        let r = present_ticket(hub, a.tcp, ticket).await;
+        assert!(matches!(r, RelayReady::Refused(_)), "{r:?}");
+        // Expired before dave joins: B refuses A's hop, dave's join is refused.
+        admin
+            .execute(
+                "UPDATE hub_relay_tickets SET expires = now() - interval '1 second' WHERE ticket = $1",
+                &[&ticket.as_slice()],
+            )
+            .await
+            .unwrap();
+        let (mut send, mut recv) = dave.endpoint.open_stream(hub, &proto::relay_ns()).await.unwrap();
+        send.write_frame(&allpeers_net::service::encode(&proto::RelayJoin { session: session.session }).unwrap(), 1024)
+            .await
+            .unwrap();
+        let f = tokio::time::timeout(20 * SECONDS, recv.read_frame(1024)).await.unwrap().unwrap().unwrap();
+        let ready: RelayReady = allpeers_net::service::decode(&f).unwrap();
+        assert!(matches!(&ready, RelayReady::Refused(why) if why.contains("expired")), "{ready:?}");
+
+        // alice (A) and bob (B): a relayed connection, TLS end to end between them.
+        assert!(alice.endpoint.peer_addresses(&bob.id()).is_empty());
+        let conn = alice.hub.connect_relayed(bob.id()).await.unwrap();
+        assert_eq!(conn.path(), allpeers_net::PathKind::Relayed);
+        assert_eq!(conn.remote_peer(), bob.id());
+        let marker = "PLAINTEXT-MARKER-0123456789-".repeat(4096);
+        let reply: String = alice.endpoint.request(bob.id(), &echo_ns(), &marker).await.unwrap();
+        assert_eq!(reply, marker);
+        let back = bob.endpoint.wait_connection(&alice.id(), 5 * SECONDS).await.unwrap();
+        assert_eq!(back.path(), allpeers_net::PathKind::Relayed);
+        let r: String = bob.endpoint.request(alice.id(), &echo_ns(), &"hi back".to_string()).await.unwrap();
+        assert_eq!(r, "hi back");
+        // Both instances forwarded the bytes (each taps what it copies): no plaintext.
+        for tap in [a.dir.join("relay.tap"), b.dir.join("relay.tap")] {
+            let tapped = std::fs::read(&tap).unwrap();
+            assert!(tapped.len() > 2 * marker.len(), "{}: {} bytes", tap.display(), tapped.len());
+            let needle = b"PLAINTEXT-MARKER";
+            assert!(!tapped.windows(needle.len()).any(|w| w == needle), "plaintext crossed {}", tap.display());
+            assert!(!tapped.windows(7).any(|w| w == b"hi back"));
+        }
+
+        // Its ticket was used: presented again (at B, where it was for) it is refused.
+        let (ticket, used) = ticket_of(&admin, alice.id(), bob.id()).await;
+        assert!(used);
+        let r = present_ticket(hub, b.tcp, ticket).await;
+        assert!(matches!(&r, RelayReady::Refused(why) if why.contains("used")), "{r:?}");
+
+        // Quotas are the cluster's: bob's one relay was granted by A, and B refuses erin
+        // a relay to him (B alone has granted bob nothing).
+        let e = erin.hub.connect_relayed(bob.id()).await.unwrap_err();
+        assert_eq!(e.app_code(), Some(code::QUOTA), "{e}");
+        assert!(e.to_string().contains(&bob.id().to_string()), "{e}");
+        // The relay still carries.
+        let r: String = alice.endpoint.request(bob.id(), &echo_ns(), &"still".to_string()).await.unwrap();
+        assert_eq!(r, "still");
     })
     .await
 }

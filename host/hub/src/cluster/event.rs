@@ -49,6 +49,17 @@ pub enum Event {
     },
     /// An instance died (or restarted): its lines are gone.
     Gone { instance: String },
+    /// A relay from `from` to `to`, whose line `instance` holds, with the ticket the
+    /// requester's instance wrote (sent in the ticket's transaction; see
+    /// [`crate::cluster::relay`]). `instance` offers it to `to`.
+    RelayOffer {
+        ticket: [u8; 16],
+        from: PeerId,
+        to: PeerId,
+        instance: String,
+    },
+    /// The target of `ticket`'s relay agreed or not (to the instance that wrote it).
+    RelayAnswer { ticket: [u8; 16], accept: bool },
     /// A mail was queued for the e-mail gateway (sent in the enqueue's transaction): the
     /// other instances' delivery workers look at the queue.
     MailQueued,

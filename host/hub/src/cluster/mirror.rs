@@ -121,7 +121,7 @@ async fn listen_once(core: &Weak<Core>, cluster: &Arc<Cluster>) -> Result<(), St
 }
 
 impl Core {
-    async fn apply(&self, cluster: &Cluster, origin: &str, event: Event) {
+    async fn apply(self: &Arc<Self>, cluster: &Cluster, origin: &str, event: Event) {
         match event {
             Event::Line { peer, line, state } => self.apply_line(peer, origin, line, state),
             Event::Down { peer, line } => self.apply_down(peer, line),
@@ -151,6 +151,16 @@ impl Core {
                 cluster.wake_mail();
             }
             Event::MailQueued => cluster.wake_mail(),
+            Event::RelayOffer {
+                ticket,
+                from,
+                to,
+                instance,
+            } if instance == **cluster.instance() => {
+                self.offer_hop(ticket, from, to);
+            }
+            Event::RelayOffer { .. } => {}
+            Event::RelayAnswer { ticket, accept } => self.relay_answered(ticket, accept),
         }
     }
 

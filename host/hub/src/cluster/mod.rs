@@ -17,12 +17,13 @@
 //! another address of the hub (same pinned key); letters live in the database, so nothing
 //! acknowledged is lost.
 //!
-//! Relays are per instance: a relay splices two streams in one process, so both ends must
-//! hold their lines at the same instance; otherwise the request is refused with
-//! `RELAY_REFUSED` saying so (the connector then tries its other ways).
+//! Relays across instances: the requester's instance splices its peer's relay stream with
+//! a hop to the target's instance, authorised by a single-use ticket in the database
+//! ([`relay`]); relay quotas are counted in the database.
 
 pub mod event;
 pub mod mirror;
+pub mod relay;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -44,6 +45,11 @@ pub struct Cluster {
     config: PostgresConfig,
     /// The e-mail gateway's worker, woken when another instance queued a mail.
     mail_wake: std::sync::OnceLock<Arc<tokio::sync::Notify>>,
+    /// Where the other instances dial this one for relay hops (postcard of the addresses,
+    /// stamped with every heartbeat).
+    addresses: std::sync::Mutex<Vec<u8>>,
+    /// The endpoints this instance dials the others with ([`relay`]).
+    hops: relay::Hops,
 }
 
 impl Cluster {
@@ -62,6 +68,8 @@ impl Cluster {
             pool: store.pool().clone(),
             config,
             mail_wake: Default::default(),
+            addresses: Default::default(),
+            hops: Default::default(),
         });
         cluster.bury(&cluster.instance).await?;
         cluster.heartbeat().await?;
@@ -101,7 +109,7 @@ impl Cluster {
         Ok(id as u64)
     }
 
-    async fn notify(
+    pub(crate) async fn notify(
         tx: &impl deadpool_postgres::GenericClient,
         payload: String,
     ) -> Result<(), StoreError> {
@@ -207,13 +215,14 @@ impl Cluster {
         if self.leaving.load(std::sync::atomic::Ordering::SeqCst) {
             return Ok(false);
         }
+        let addresses = Some(self.addresses.lock().unwrap().clone()).filter(|a| !a.is_empty());
         let client = self.pool.get().await?;
         let inserted: bool = client
             .query_one(
-                "INSERT INTO hub_instances (id, heartbeat) VALUES ($1, now())
-                 ON CONFLICT (id) DO UPDATE SET heartbeat = now()
+                "INSERT INTO hub_instances (id, heartbeat, addresses) VALUES ($1, now(), $2)
+                 ON CONFLICT (id) DO UPDATE SET heartbeat = now(), addresses = excluded.addresses
                  RETURNING (xmax = 0)",
-                &[&&*self.instance],
+                &[&&*self.instance, &addresses],
             )
             .await?
             .get(0);
@@ -238,6 +247,8 @@ impl Cluster {
         )
         .await?;
         tx.execute("DELETE FROM hub_lines WHERE instance = $1", &[&instance])
+            .await?;
+        tx.execute("DELETE FROM hub_relays WHERE instance = $1", &[&instance])
             .await?;
         tx.execute("DELETE FROM hub_instances WHERE id = $1", &[&instance])
             .await?;
@@ -271,6 +282,8 @@ impl Cluster {
             )
             .await?;
             tx.execute("DELETE FROM hub_lines WHERE instance = $1", &[&id])
+                .await?;
+            tx.execute("DELETE FROM hub_relays WHERE instance = $1", &[&id])
                 .await?;
             tx.execute("DELETE FROM hub_instances WHERE id = $1", &[&id])
                 .await?;

@@ -58,6 +58,27 @@ CREATE TABLE IF NOT EXISTS hub_watches (
     target TEXT NOT NULL,
     PRIMARY KEY (watcher, target)
 );
+ALTER TABLE hub_instances ADD COLUMN IF NOT EXISTS addresses BYTEA;
+CREATE TABLE IF NOT EXISTS hub_relay_tickets (
+    ticket BYTEA PRIMARY KEY,
+    from_peer TEXT NOT NULL,
+    to_peer TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    expires TIMESTAMPTZ NOT NULL,
+    used BOOLEAN NOT NULL
+);
+CREATE TABLE IF NOT EXISTS hub_relays (
+    relay BYTEA NOT NULL,
+    peer TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    PRIMARY KEY (relay, peer)
+);
+CREATE INDEX IF NOT EXISTS hub_relays_peer ON hub_relays (peer);
+CREATE TABLE IF NOT EXISTS hub_relay_usage (
+    peer TEXT PRIMARY KEY,
+    window_start TIMESTAMPTZ NOT NULL,
+    bytes BIGINT NOT NULL
+);
 ";
 
 /// Advisory lock keys (one namespace of ours: the high word).
