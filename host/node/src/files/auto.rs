@@ -48,7 +48,7 @@ fn load_started(path: &Path) -> HashSet<ContentHash> {
 
 fn save_started(path: &Path, started: &HashSet<ContentHash>) -> std::io::Result<()> {
     let mut sorted: Vec<&ContentHash> = started.iter().collect();
-    sorted.sort_by_key(|hash| hash.0);
+    sorted.sort();
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -195,12 +195,10 @@ async fn sweep(daemon: &Arc<Daemon>) {
         let started = tokio::task::spawn_blocking(move || load_started(&path))
             .await
             .unwrap_or_default();
-        daemon
-            .files_auto
-            .started
-            .lock()
-            .expect("started")
-            .get_or_insert(started);
+        let mut kept = daemon.files_auto.started.lock().expect("started");
+        if kept.is_none() {
+            *kept = Some(started);
+        }
     }
     known.extend(
         daemon
