@@ -250,8 +250,15 @@ async fn sweep(daemon: &Arc<Daemon>) {
         added = true;
     }
     if added {
-        let started = daemon.files_auto.started.lock().expect("started").clone().unwrap_or_default();
-        let saved = tokio::task::spawn_blocking(move || save_started(&started_path, &started)).await;
+        let started = daemon
+            .files_auto
+            .started
+            .lock()
+            .expect("started")
+            .clone()
+            .unwrap_or_default();
+        let saved =
+            tokio::task::spawn_blocking(move || save_started(&started_path, &started)).await;
         if let Ok(Err(error)) = saved {
             allpeers_log::bone!(%error, "files: what was fetched by itself is not kept: a cancel may not outlive a restart");
         }
