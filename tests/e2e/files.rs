@@ -18,7 +18,7 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-use allpeers_net::service::stream_io;
+use allpeers_net::transport::{RecvStream, SendStream};
 use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace};
 use allpeers_tests::social::*;
 use allpeers_tests::*;
@@ -144,10 +144,10 @@ impl Asker {
         }
     }
 
-    async fn stream(&self) -> tokio::io::DuplexStream {
+    async fn stream(&self) -> tokio::io::Join<RecvStream, SendStream> {
         let ns = Namespace::allpeers("files", 1).unwrap();
         let (send, recv) = self.endpoint.open_stream(self.node, &ns).await.unwrap();
-        stream_io(send, recv)
+        tokio::io::join(recv, send)
     }
 
     async fn get(&self, hash: ContentHash, size: u64, start: u64) -> Result<Vec<u8>, FetchError> {

@@ -449,6 +449,53 @@ async fn per_stream_limit(t: TransportKind) {
 }
 both_transports!(throttle_holds_per_stream_rate, super::per_stream_limit);
 
+/// A stream used through tokio's `AsyncRead`/`AsyncWrite` (as hyper uses it): every byte arrives in order both ways
+/// (over TCP the first write carries the kind byte in front), and the receiver's download limit holds.
+async fn tokio_io(t: TransportKind) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rate = 1_000_000u64;
+    assert_rate(
+        "echo through tokio's traits, download limit",
+        rate as f64,
+        || async {
+            let (a, b) = pair(t).await;
+            b.register(
+                ns("echo-io"),
+                ServiceFn::new().on_stream(|_ctx, mut send, mut recv| async move {
+                    if tokio::io::copy(&mut recv, &mut send).await.is_ok() {
+                        let _ = send.shutdown().await;
+                    }
+                }),
+            );
+            b.throttle().set_global(None, Some(rate));
+            let (mut send, mut recv) = a.open_stream(b.peer_id(), &ns("echo-io")).await.unwrap();
+            let data: Vec<u8> = (0..3 * rate as u32).map(|i| (i % 251) as u8).collect();
+            let start = Instant::now();
+            let writer = {
+                let data = data.clone();
+                tokio::spawn(async move {
+                    AsyncWriteExt::write_all(&mut send, &data).await.unwrap();
+                    send.shutdown().await.unwrap();
+                })
+            };
+            let mut back = Vec::new();
+            tokio::time::timeout(
+                Duration::from_secs(30),
+                AsyncReadExt::read_to_end(&mut recv, &mut back),
+            )
+            .await
+            .expect("the echo ends in time")
+            .unwrap();
+            let secs = start.elapsed().as_secs_f64();
+            writer.await.unwrap();
+            assert!(back == data, "the echo differs from what was sent");
+            back.len() as f64 / secs
+        },
+    )
+    .await;
+}
+both_transports!(tokio_traits_carry_bytes_and_honour_limits, super::tokio_io);
+
 async fn speed_test(t: TransportKind) {
     let (a, b) = pair(t).await;
     b.register(speed::namespace(), speed::service());

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use allpeers_net::service::stream_io;
 use allpeers_net::{
     Address, Endpoint, EndpointConfig, Identity, Namespace, ServiceFn, TransportKind, tls,
 };
@@ -113,7 +112,7 @@ async fn run(size: u64) {
         ServiceFn::new().on_stream(move |_ctx, send, recv| {
             let lookup = lookup.clone();
             async move {
-                let _ = http::serve(stream_io(send, recv), lookup, Throttles(vec![])).await;
+                let _ = http::serve(tokio::io::join(recv, send), lookup, Throttles(vec![])).await;
             }
         }),
     );
@@ -178,7 +177,7 @@ async fn run(size: u64) {
                         .open_stream(peer, &files_ns())
                         .await
                         .map_err(std::io::Error::other)?;
-                    Ok(Box::new(stream_io(send, recv)) as Box<dyn PeerIo>)
+                    Ok(Box::new(tokio::io::join(recv, send)) as Box<dyn PeerIo>)
                 })
             })
         };

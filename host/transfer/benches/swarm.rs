@@ -11,7 +11,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allpeers_net::service::stream_io;
 use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, ServiceFn, TransportKind};
 use allpeers_transfer::blob::download::{self, FileHandle};
 use allpeers_transfer::blob::http::{self, Lookup, Refusal, StatusCode};
@@ -38,7 +37,7 @@ async fn node(lookup: Lookup, throttles: Throttles) -> Endpoint {
             let lookup = lookup.clone();
             let throttles = throttles.clone();
             async move {
-                let _ = http::serve(stream_io(send, recv), lookup, throttles).await;
+                let _ = http::serve(tokio::io::join(recv, send), lookup, throttles).await;
             }
         }),
     );
@@ -69,7 +68,7 @@ fn dial(from: &Endpoint, others: &[&Endpoint]) -> Dial {
                 .open_stream(peer, &files_ns())
                 .await
                 .map_err(std::io::Error::other)?;
-            Ok(Box::new(stream_io(send, recv)) as Box<dyn PeerIo>)
+            Ok(Box::new(tokio::io::join(recv, send)) as Box<dyn PeerIo>)
         })
     })
 }

@@ -11,7 +11,8 @@
 //!   the acceptor acknowledges the head (or refuses it), then reads message frames until the
 //!   opener finishes.
 //! * **stream** — acknowledged like a channel, then raw bytes both ways (transfer protocols,
-//!   speed test).
+//!   speed test). The two halves are tokio `AsyncWrite`/`AsyncRead` themselves, so an HTTP
+//!   library takes `tokio::io::join(recv, send)` and reads and writes the transport directly.
 //! * **datagram** — one small message, `[ns length][ns][body]`, unreliable over QUIC.
 //!
 //! Messages are serde types encoded with postcard and framed with a length prefix; every
@@ -84,49 +85,6 @@ pub trait Service: Send + Sync + 'static {
     fn datagram(&self, ctx: Context, body: Bytes) {
         let _ = (ctx, body);
     }
-}
-
-/// Bytes buffered each way between a raw service stream and [`stream_io`]'s pipe.
-const BRIDGE_BUFFER: usize = 256 * 1024;
-
-/// A raw service stream as one tokio `AsyncRead + AsyncWrite` (what HTTP libraries take): a pipe whose far end two
-/// tasks copy to and from the stream, honouring its rate limits. The pipe's end of input finishes the stream.
-///
-/// This costs one more copy of every byte each way; the bulk path will read the stream directly once the transport's
-/// streams implement the tokio traits themselves.
-pub fn stream_io(mut send: SendStream, mut recv: RecvStream) -> tokio::io::DuplexStream {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let (ours, theirs) = tokio::io::duplex(BRIDGE_BUFFER);
-    let (mut from_pipe, mut to_pipe) = tokio::io::split(theirs);
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match recv.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if to_pipe.write_all(&buf[..n]).await.is_err() {
-                        break;
-                    }
-                }
-            }
-        }
-        let _ = to_pipe.shutdown().await;
-    });
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match from_pipe.read(&mut buf).await {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if send.write_all(&buf[..n]).await.is_err() {
-                        return;
-                    }
-                }
-            }
-        }
-        let _ = send.finish().await;
-    });
-    ours
 }
 
 /// Encodes a message (postcard).

@@ -24,14 +24,18 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use allpeers_model::PeerId;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+
 use bytes::Bytes;
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use crate::frame::{FrameDecoder, FrameError, encode_frame};
+use crate::throttle::{LimitPair, RateLimit, RateMeter};
 
 /// Largest single read of `read_frame`.
 const READ_CHUNK: usize = 16 * 1024;
-use crate::throttle::{LimitPair, RateLimit, RateMeter};
 
 /// Which transport carries a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -307,6 +311,8 @@ impl Connection {
             inner,
             shared: self.0.shared.clone(),
             own: Arc::new(RateLimit::default()),
+            granted: 0,
+            waiting: None,
             _live: token,
         }
     }
@@ -317,6 +323,7 @@ impl Connection {
             shared: self.0.shared.clone(),
             own: Arc::new(RateLimit::default()),
             owed: 0,
+            paying: None,
             frame: None,
             _live: token,
         }
@@ -516,16 +523,58 @@ pub(crate) enum RecvInner {
     Tcp(tcp::TcpRecv),
 }
 
-/// Largest write handed to the transport at once while a limit applies (throttle
-/// granularity), and without one.
+/// Largest write let through at once while a limit applies (throttle granularity).
 const THROTTLED_WRITE_CHUNK: usize = 16 * 1024;
-const WRITE_CHUNK: usize = 1024 * 1024;
 
-/// The sending half of a stream.
+/// A wait on the rate limits, kept in the stream across polls (and so across cancelled calls).
+type LimitWait = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Which limits of a [`LimitPair`] a wait is on.
+#[derive(Clone, Copy)]
+enum Way {
+    Up,
+    Down,
+}
+
+impl StreamShared {
+    fn limited(&self, own: &RateLimit, way: Way) -> bool {
+        let pick = |pair: &LimitPair| match way {
+            Way::Up => pair.up.rate().is_some(),
+            Way::Down => pair.down.rate().is_some(),
+        };
+        pick(&self.global) || pick(&self.peer) || own.rate().is_some()
+    }
+
+    /// Waits until the global, the peer's and the stream's own limit, in turn, let `bytes` through.
+    fn wait(&self, own: &Arc<RateLimit>, way: Way, bytes: usize) -> LimitWait {
+        let (global, peer, own) = (self.global.clone(), self.peer.clone(), own.clone());
+        Box::pin(async move {
+            for pair in [global, peer] {
+                match way {
+                    Way::Up => pair.up.acquire(bytes).await,
+                    Way::Down => pair.down.acquire(bytes).await,
+                }
+            }
+            own.acquire(bytes).await;
+        })
+    }
+}
+
+fn stream_error(e: std::io::Error) -> ConnectionError {
+    ConnectionError::Stream(e.to_string())
+}
+
+/// The sending half of a stream. Also a tokio [`AsyncWrite`](tokio::io::AsyncWrite) (what HTTP libraries take):
+/// writes go straight to the transport once the upload limits let them through; shutting it down finishes the
+/// stream. After a write returned `Pending`, call it again with the same bytes (as `write_all` and hyper do).
 pub struct SendStream {
     inner: SendInner,
     shared: Arc<StreamShared>,
     own: Arc<RateLimit>,
+    /// Bytes the limits have let through and not yet written.
+    granted: usize,
+    /// A wait on the limits under way, and the bytes it is for.
+    waiting: Option<(usize, LimitWait)>,
     _live: Arc<StreamToken>,
 }
 
@@ -539,32 +588,55 @@ impl SendStream {
         self.own.clone()
     }
 
+    /// How many of `want` bytes may be written now: all of them when no limit applies, otherwise up to
+    /// [`THROTTLED_WRITE_CHUNK`] once the limits let them through (paid before they are written).
+    fn poll_grant(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<usize> {
+        if self.granted == 0 && self.waiting.is_none() {
+            if !self.shared.limited(&self.own, Way::Up) {
+                return Poll::Ready(want);
+            }
+            let n = want.min(THROTTLED_WRITE_CHUNK);
+            self.waiting = Some((n, self.shared.wait(&self.own, Way::Up, n)));
+        }
+        if let Some((n, wait)) = &mut self.waiting {
+            ready!(wait.as_mut().poll(cx));
+            self.granted += *n;
+            self.waiting = None;
+        }
+        Poll::Ready(want.min(self.granted))
+    }
+
+    /// Writes some of `data` (at least one byte unless it is empty), once the limits let it through.
+    fn poll_send(&mut self, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        if data.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let allowed = ready!(self.poll_grant(cx, data.len()));
+        let chunk = &data[..allowed];
+        let n = ready!(match &mut self.inner {
+            SendInner::Quic(s) => AsyncWrite::poll_write(Pin::new(s), cx, chunk),
+            SendInner::Tcp(s) => s.poll_write(cx, chunk),
+        })?;
+        self.granted = self.granted.saturating_sub(n);
+        self.shared.record_sent(n);
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_finish(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.inner {
+            SendInner::Quic(s) => Poll::Ready(s.finish().map_err(Into::into)),
+            SendInner::Tcp(s) => s.poll_shutdown(cx),
+        }
+    }
+
     pub async fn write_all(&mut self, mut data: &[u8]) -> Result<(), ConnectionError> {
         while !data.is_empty() {
-            let limited = self.shared.global.up.rate().is_some()
-                || self.shared.peer.up.rate().is_some()
-                || self.own.rate().is_some();
-            let chunk = if limited {
-                THROTTLED_WRITE_CHUNK
-            } else {
-                WRITE_CHUNK
-            };
-            let n = data.len().min(chunk);
-            self.shared.global.up.acquire(n).await;
-            self.shared.peer.up.acquire(n).await;
-            self.own.acquire(n).await;
-            let chunk = &data[..n];
-            match &mut self.inner {
-                SendInner::Quic(s) => s
-                    .write_all(chunk)
-                    .await
-                    .map_err(|e| ConnectionError::Stream(e.to_string()))?,
-                SendInner::Tcp(s) => s
-                    .write_all(chunk)
-                    .await
-                    .map_err(|e| ConnectionError::Stream(e.to_string()))?,
+            let n = std::future::poll_fn(|cx| self.poll_send(cx, data))
+                .await
+                .map_err(stream_error)?;
+            if n == 0 {
+                return Err(ConnectionError::Stream("the stream took no bytes".into()));
             }
-            self.shared.record_sent(n);
             data = &data[n..];
         }
         Ok(())
@@ -582,15 +654,9 @@ impl SendStream {
 
     /// Ends the stream cleanly: the remote reads to its end.
     pub async fn finish(&mut self) -> Result<(), ConnectionError> {
-        match &mut self.inner {
-            SendInner::Quic(s) => s
-                .finish()
-                .map_err(|e| ConnectionError::Stream(e.to_string())),
-            SendInner::Tcp(s) => s
-                .shutdown()
-                .await
-                .map_err(|e| ConnectionError::Stream(e.to_string())),
-        }
+        std::future::poll_fn(|cx| self.poll_finish(cx))
+            .await
+            .map_err(stream_error)
     }
 
     /// Abandons the stream with an error code (QUIC; TCP just closes it).
@@ -604,7 +670,47 @@ impl SendStream {
     }
 }
 
-/// The receiving half of a stream.
+impl AsyncWrite for SendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.get_mut().poll_send(cx, buf)
+    }
+
+    /// Writes the first non-empty slice. Taking vectored writes keeps hyper from first copying each body chunk into
+    /// its own buffer (its flattening strategy): the chunks come here as they are.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        let first = bufs
+            .iter()
+            .find(|b| !b.is_empty())
+            .map_or(&[][..], |b| &b[..]);
+        self.get_mut().poll_send(cx, first)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match &mut self.get_mut().inner {
+            SendInner::Quic(_) => Poll::Ready(Ok(())),
+            SendInner::Tcp(s) => s.poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_finish(cx)
+    }
+}
+
+/// The receiving half of a stream. Also a tokio [`AsyncRead`](tokio::io::AsyncRead): reads come straight from the
+/// transport into the caller's buffer and are paid for in the download limits before the next read.
 pub struct RecvStream {
     inner: RecvInner,
     shared: Arc<StreamShared>,
@@ -612,6 +718,8 @@ pub struct RecvStream {
     /// Bytes read but not yet paid for in the rate limits: paid before the next read, so a
     /// read cancelled while waiting on a limit never loses what it read.
     owed: usize,
+    /// The payment under way (kept across polls, so a cancelled read loses nothing).
+    paying: Option<LimitWait>,
     /// A frame being read: kept across calls, so a cancelled `read_frame` loses nothing.
     frame: Option<Box<FrameDecoder>>,
     _live: Arc<StreamToken>,
@@ -623,33 +731,49 @@ impl RecvStream {
         self.own.set(bytes_per_second);
     }
 
-    /// Reads some bytes; 0 at the end of the stream. Cancel-safe: if the future is dropped,
-    /// no bytes were taken from the stream (the rate limits are paid before reading).
-    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
-        if self.owed > 0 {
-            let owed = self.owed;
-            self.shared.global.down.acquire(owed).await;
-            self.shared.peer.down.acquire(owed).await;
-            self.own.acquire(owed).await;
-            self.owed = 0;
+    /// Pays what the last read owes the download limits.
+    fn poll_pay(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.owed > 0 && self.paying.is_none() {
+            let owed = std::mem::take(&mut self.owed);
+            if self.shared.limited(&self.own, Way::Down) {
+                self.paying = Some(self.shared.wait(&self.own, Way::Down, owed));
+            }
         }
-        let n = match &mut self.inner {
-            RecvInner::Quic(s) => s
-                .read(buf)
-                .await
-                .map_err(|e| ConnectionError::Stream(e.to_string()))?
-                .unwrap_or(0),
-            RecvInner::Tcp(s) => s
-                .half
-                .read(buf)
-                .await
-                .map_err(|e| ConnectionError::Stream(e.to_string()))?,
-        };
+        if let Some(wait) = &mut self.paying {
+            ready!(wait.as_mut().poll(cx));
+            self.paying = None;
+        }
+        Poll::Ready(())
+    }
+
+    fn poll_read_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_pay(cx));
+        let before = buf.filled().len();
+        ready!(match &mut self.inner {
+            RecvInner::Quic(s) => AsyncRead::poll_read(Pin::new(s), cx, buf),
+            RecvInner::Tcp(s) => AsyncRead::poll_read(Pin::new(&mut s.half), cx, buf),
+        })?;
+        let n = buf.filled().len() - before;
         if n > 0 {
             self.shared.record_received(n);
             self.owed = n;
         }
-        Ok(n)
+        Poll::Ready(Ok(()))
+    }
+
+    /// Reads some bytes; 0 at the end of the stream. Cancel-safe: if the future is dropped,
+    /// no bytes were taken from the stream (the rate limits are paid before reading).
+    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize, ConnectionError> {
+        std::future::poll_fn(|cx| {
+            let mut read = tokio::io::ReadBuf::new(buf);
+            ready!(self.poll_read_into(cx, &mut read)).map_err(stream_error)?;
+            Poll::Ready(Ok(read.filled().len()))
+        })
+        .await
     }
 
     /// Reads one frame (None at a clean end of stream). Reads never past the frame.
@@ -706,5 +830,15 @@ impl RecvStream {
             }
             RecvInner::Tcp(_) => {}
         }
+    }
+}
+
+impl AsyncRead for RecvStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        self.get_mut().poll_read_into(cx, buf)
     }
 }

@@ -7,12 +7,13 @@
 //! full drops the new stream with a log line rather than buffering without bound.
 
 use std::future::poll_fn;
-use std::task::Poll;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite};
 
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio_util::compat::{Compat, FuturesAsyncReadCompatExt, TokioAsyncReadCompatExt};
@@ -47,28 +48,86 @@ const KIND_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) struct TcpSend {
     half: WriteHalf,
     kind: Option<u8>,
+    /// The kind byte and the first write's bytes, staged as one frame, and how much of it is written.
+    head: Option<(Vec<u8>, usize)>,
     _permit: Option<Arc<OwnedSemaphorePermit>>,
 }
 
 impl TcpSend {
-    pub(crate) async fn write_all(&mut self, data: &[u8]) -> std::io::Result<()> {
+    fn new(half: WriteHalf, kind: Option<u8>, permit: Option<Arc<OwnedSemaphorePermit>>) -> Self {
+        TcpSend {
+            half,
+            kind,
+            head: None,
+            _permit: permit,
+        }
+    }
+
+    /// Writes what is left of the staged head.
+    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        while let Some((head, written)) = &mut self.head {
+            let n = ready!(Pin::new(&mut self.half).poll_write(cx, &head[*written..]))?;
+            if n == 0 {
+                return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into()));
+            }
+            *written += n;
+            if *written == head.len() {
+                self.head = None;
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// The first write of a stream we opened goes out with the kind byte in front: it returns once both are
+    /// written (called again with the same bytes after `Pending`, as the caller must).
+    pub(crate) fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
         if let Some(kind) = self.kind.take() {
-            let first = data.len().min(64 * 1024);
+            let first = data.len().min(SPLIT_SEND_SIZE - 1);
             let mut head = Vec::with_capacity(1 + first);
             head.push(kind);
             head.extend_from_slice(&data[..first]);
-            self.half.write_all(&head).await?;
-            return self.half.write_all(&data[first..]).await;
+            self.head = Some((head, 0));
         }
-        self.half.write_all(data).await
+        if let Some((head, _)) = &self.head {
+            let first = head.len() - 1;
+            ready!(self.poll_head(cx))?;
+            return Poll::Ready(Ok(first));
+        }
+        Pin::new(&mut self.half).poll_write(cx, data)
+    }
+
+    pub(crate) fn poll_flush(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        ready!(self.poll_head(cx))?;
+        Pin::new(&mut self.half).poll_flush(cx)
+    }
+
+    pub(crate) fn poll_shutdown(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if let Some(kind) = self.kind.take() {
+            self.head = Some((vec![kind], 0));
+        }
+        ready!(self.poll_head(cx))?;
+        // A flush that fails still lets the shutdown say why the stream is gone.
+        let _ = ready!(Pin::new(&mut self.half).poll_flush(cx));
+        Pin::new(&mut self.half).poll_shutdown(cx)
+    }
+
+    pub(crate) async fn write_all(&mut self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let n = poll_fn(|cx| self.poll_write(cx, data)).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            data = &data[n..];
+        }
+        Ok(())
     }
 
     pub(crate) async fn shutdown(&mut self) -> std::io::Result<()> {
-        if let Some(kind) = self.kind.take() {
-            self.half.write_all(&[kind]).await?;
-        }
-        let _ = self.half.flush().await;
-        self.half.shutdown().await
+        poll_fn(|cx| self.poll_shutdown(cx)).await
     }
 }
 
@@ -169,11 +228,7 @@ impl Mux {
                 half: r,
                 _permit: Some(permit.clone()),
             },
-            TcpSend {
-                half: w,
-                kind: Some(kind),
-                _permit: Some(permit),
-            },
+            TcpSend::new(w, Some(kind), Some(permit)),
         ))
     }
 
@@ -190,11 +245,7 @@ impl Mux {
                 half: r,
                 _permit: None,
             },
-            TcpSend {
-                half: w,
-                kind: None,
-                _permit: None,
-            },
+            TcpSend::new(w, None, None),
         ))
     }
 

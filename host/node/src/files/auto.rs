@@ -4,10 +4,11 @@
 //! The setting is kept in `auto-download.json` in the transfers' state directory. After every commit that stored
 //! ops (the shares area wakes us) and when the setting changes, the shares we hold are swept: each File whose
 //! content we neither serve (our own) nor have a transfer for is fetched with `files.get`'s rules. A file fetched
-//! by itself and then cancelled by the user is not fetched again while the daemon runs.
+//! by itself and then cancelled by the user is not fetched again: what was fetched by itself is kept in
+//! `auto-downloaded.json` beside the setting, so a restart does not undo the cancel.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,35 @@ const FILE: &str = "auto-download.json";
 const MAX_FILE_BYTES: u64 = 4 << 20;
 /// Commits arriving together are swept once: the sweep waits this long after a wake-up.
 const SETTLE: Duration = Duration::from_millis(200);
+
+/// The content fetched by itself (hashes), in the same directory.
+const STARTED_FILE: &str = "auto-downloaded.json";
+/// That file at most: 67 bytes a hash, so over 200,000 files.
+const MAX_STARTED_BYTES: u64 = 16 << 20;
+
+/// What was fetched by itself before; nothing if the file is missing, too large or unreadable (then a cancelled
+/// file may come back once, as before the file was kept).
+fn load_started(path: &Path) -> HashSet<ContentHash> {
+    let read = || -> Option<HashSet<ContentHash>> {
+        if std::fs::metadata(path).ok()?.len() > MAX_STARTED_BYTES {
+            return None;
+        }
+        serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+    };
+    read().unwrap_or_default()
+}
+
+fn save_started(path: &Path, started: &HashSet<ContentHash>) -> std::io::Result<()> {
+    let mut sorted: Vec<&ContentHash> = started.iter().collect();
+    sorted.sort();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    allpeers_transfer::cache::write_atomically(
+        path,
+        &serde_json::to_vec(&sorted).expect("serialises"),
+    )
+}
 
 fn path(daemon: &Daemon) -> PathBuf {
     daemon.paths.transfers().join(FILE)
@@ -158,7 +188,28 @@ async fn sweep(daemon: &Arc<Daemon>) {
             ContentKey::InfoHash(_) => None,
         })
         .collect();
-    known.extend(daemon.files_auto.started.lock().expect("started").iter());
+    let started_path = daemon.paths.transfers().join(STARTED_FILE);
+    let loaded = daemon.files_auto.started.lock().expect("started").is_some();
+    if !loaded {
+        let path = started_path.clone();
+        let started = tokio::task::spawn_blocking(move || load_started(&path))
+            .await
+            .unwrap_or_default();
+        let mut kept = daemon.files_auto.started.lock().expect("started");
+        if kept.is_none() {
+            *kept = Some(started);
+        }
+    }
+    known.extend(
+        daemon
+            .files_auto
+            .started
+            .lock()
+            .expect("started")
+            .iter()
+            .flatten(),
+    );
+    let mut added = false;
     let Ok(outboards) = super::service::outboards(daemon) else {
         return;
     };
@@ -194,6 +245,40 @@ async fn sweep(daemon: &Arc<Daemon>) {
             .started
             .lock()
             .expect("started")
+            .get_or_insert_with(HashSet::new)
             .insert(hash);
+        added = true;
+    }
+    if added {
+        let started = daemon
+            .files_auto
+            .started
+            .lock()
+            .expect("started")
+            .clone()
+            .unwrap_or_default();
+        let saved =
+            tokio::task::spawn_blocking(move || save_started(&started_path, &started)).await;
+        if let Ok(Err(error)) = saved {
+            allpeers_log::bone!(%error, "files: what was fetched by itself is not kept: a cancel may not outlive a restart");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_was_fetched_by_itself_is_kept_and_a_bad_file_reads_as_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("transfers").join(STARTED_FILE);
+        assert!(load_started(&path).is_empty());
+        let started: HashSet<ContentHash> =
+            [ContentHash::of(b"rome"), ContentHash::of(b"pisa")].into();
+        save_started(&path, &started).unwrap();
+        assert_eq!(load_started(&path), started);
+        std::fs::write(&path, b"[\"not a hash\"]").unwrap();
+        assert!(load_started(&path).is_empty());
     }
 }

@@ -81,8 +81,9 @@ pub fn candidates(
 pub struct AutoDownloads {
     pub(super) setting: Mutex<Option<Setting>>,
     pub(super) wake: Notify,
-    /// Content fetched by itself this run (a user's cancel is not undone).
-    pub(super) started: Mutex<HashSet<ContentHash>>,
+    /// Content fetched by itself, loaded from its file at the first sweep (a user's cancel is not undone, across
+    /// restarts too).
+    pub(super) started: Mutex<Option<HashSet<ContentHash>>>,
 }
 
 impl AutoDownloads {

@@ -11,7 +11,7 @@ use allpeers_model::PeerId;
 use allpeers_model::api::{ErrorCode, RpcError};
 use allpeers_model::resource::{Patch, Resource};
 use allpeers_net::Endpoint;
-use allpeers_net::service::{Namespace, ServiceFn, stream_io};
+use allpeers_net::service::{Namespace, ServiceFn};
 use allpeers_transfer::blob::ContentHash;
 use allpeers_transfer::blob::http::StatusCode;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal};
@@ -50,7 +50,7 @@ pub fn register(daemon: &Arc<Daemon>, endpoint: &Endpoint) {
                 .collect(),
         );
         async move {
-            if let Err(error) = http::serve(stream_io(send, recv), lookup, throttles).await {
+            if let Err(error) = http::serve(tokio::io::join(recv, send), lookup, throttles).await {
                 allpeers_log::bone!(peer = %ctx.peer, %error, "files: an HTTP stream ended");
             }
         }
@@ -136,7 +136,7 @@ pub fn dial(daemon: Weak<Daemon>) -> Dial {
                 .open_stream(peer, &namespace())
                 .await
                 .map_err(std::io::Error::other)?;
-            Ok(Box::new(stream_io(send, recv)) as Box<dyn PeerIo>)
+            Ok(Box::new(tokio::io::join(recv, send)) as Box<dyn PeerIo>)
         })
     })
 }

@@ -111,7 +111,10 @@ pub fn progress(progress: Option<&Progress>, total_bytes: u64) -> TransferProgre
             uploaded: p.uploaded,
             down_rate: p.down_rate,
             up_rate: p.up_rate,
-            peers: u32::try_from(p.peers.len()).unwrap_or(u32::MAX),
+            // A torrent's peers are listed; a file download counts the sources it has open.
+            peers: u32::try_from(p.peers.len())
+                .unwrap_or(u32::MAX)
+                .max(p.sources),
             eta_secs: p.eta.map(|eta| eta.as_secs()),
             peer_sources: api::PeerSources {
                 given: p.peer_sources.given,
@@ -297,6 +300,7 @@ mod tests {
             wasted: 0,
             hash_failures: 0,
             banned_peers: 0,
+            sources: 0,
             down_rate: 10,
             up_rate: 0,
             eta: Some(Duration::from_millis(5500)),

@@ -188,6 +188,7 @@ fn initial(size: u64) -> Progress {
         wasted: 0,
         hash_failures: 0,
         banned_peers: 0,
+        sources: 0,
         down_rate: 0,
         up_rate: 0,
         eta: None,
@@ -269,6 +270,7 @@ impl Session {
             p.wasted = counters.wasted.load(Ordering::Relaxed);
             p.hash_failures = counters.hash_failures.load(Ordering::Relaxed) as u32;
             p.banned_peers = counters.banned.load(Ordering::Relaxed) as u32;
+            p.sources = counters.sources_in_use();
             if !matches!(p.state, TransferState::Downloading) {
                 p.down_rate = 0;
                 p.eta = None;
@@ -294,15 +296,17 @@ impl Session {
                 last = (now, received);
                 let done = counters.done.load(Ordering::Relaxed);
                 let wasted = counters.wasted.load(Ordering::Relaxed);
+                let sources = counters.sources_in_use();
                 progress.send_if_modified(|p| {
-                    let before = (p.done_bytes, p.downloaded, p.down_rate, p.wasted);
+                    let before = (p.done_bytes, p.downloaded, p.down_rate, p.wasted, p.sources);
                     p.done_bytes = done;
                     p.wasted = wasted;
+                    p.sources = sources;
                     p.pieces_done = blocks(done);
                     p.downloaded = received;
                     p.down_rate = rate;
                     p.eta = (rate > 0).then(|| Duration::from_secs((size - done) / rate));
-                    before != (p.done_bytes, p.downloaded, p.down_rate, p.wasted)
+                    before != (p.done_bytes, p.downloaded, p.down_rate, p.wasted, p.sources)
                 });
             }
         };
@@ -555,6 +559,7 @@ impl Session {
         landing: &Arc<Mutex<Landing>>,
     ) -> Result<(), FetchError> {
         let spec = &self.spec;
+        let _in_use = Counters::using(&self.counters, source);
         let answer = async {
             let io = (self.dial)(source.to_string()).await?;
             http::get(io, spec.hash, spec.size, start).await
@@ -770,7 +775,8 @@ mod tests {
         let mut progress = first.watch();
         tokio::time::timeout(
             Duration::from_secs(20),
-            progress.wait_for(|p| p.done_bytes >= 1024 * 1024),
+            // The progress line counts the one source in use while it is.
+            progress.wait_for(|p| p.done_bytes >= 1024 * 1024 && p.sources == 1),
         )
         .await
         .unwrap()
@@ -791,6 +797,8 @@ mod tests {
             .unwrap();
         let landed = f.dir.path().join("Downloads").join("film.mkv");
         assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        // Done: no source is in use any more.
+        assert_eq!(second.progress().sources, 0);
         let fetched = second.progress().downloaded;
         assert!(
             fetched <= f.data.len() as u64 - 1024 * 1024,

@@ -590,7 +590,9 @@ impl Fetch {
     where
         S: FnMut(Verified<'_>) -> std::io::Result<()> + Send + 'static,
     {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(CHANNEL_DEPTH);
+        // A tokio channel: a full one makes this task wait, where a blocking send would stall a runtime worker
+        // (one of the two that also drive the transport).
+        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let (hash, size, range) = (self.hash, self.size, self.range.clone());
         let decoder = tokio::task::spawn_blocking(move || {
             decode_blocks(ChannelReader::new(rx), hash, size, range, sink)
@@ -601,7 +603,7 @@ impl Fetch {
                 if let Ok(data) = frame?.into_data() {
                     throttles.received(data.len()).await;
                     // The decoder stopped (a bad block): its error is the one to report.
-                    if tx.send(data).is_err() {
+                    if tx.send(data).await.is_err() {
                         break;
                     }
                 }
@@ -658,12 +660,12 @@ pub fn decode_blocks(
 
 /// The decoder thread's input: the body's buffers, in order.
 struct ChannelReader {
-    rx: std::sync::mpsc::Receiver<Bytes>,
+    rx: mpsc::Receiver<Bytes>,
     current: Bytes,
 }
 
 impl ChannelReader {
-    fn new(rx: std::sync::mpsc::Receiver<Bytes>) -> Self {
+    fn new(rx: mpsc::Receiver<Bytes>) -> Self {
         ChannelReader {
             rx,
             current: Bytes::new(),
@@ -674,9 +676,9 @@ impl ChannelReader {
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         while self.current.is_empty() {
-            match self.rx.recv() {
-                Ok(next) => self.current = next,
-                Err(_) => return Ok(0),
+            match self.rx.blocking_recv() {
+                Some(next) => self.current = next,
+                None => return Ok(0),
             }
         }
         let n = buf.len().min(self.current.len());

@@ -33,9 +33,48 @@ pub(super) struct Counters {
     pub banned: AtomicU64,
     /// Verified bytes kept, by source.
     pub sources: Mutex<BTreeMap<String, u64>>,
+    /// Sources with a connection open now, and how many each has (a swarm may hold several to one source).
+    in_use: Mutex<BTreeMap<String, usize>>,
+}
+
+/// Counts a source as in use until dropped.
+pub(super) struct InUse {
+    counters: Arc<Counters>,
+    source: String,
+}
+
+impl Drop for InUse {
+    fn drop(&mut self) {
+        let mut in_use = self.counters.in_use.lock().expect("in use");
+        if let Some(count) = in_use.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                in_use.remove(&self.source);
+            }
+        }
+    }
 }
 
 impl Counters {
+    /// Counts `source` as in use (for the progress line's peers) while the guard lives.
+    pub fn using(counters: &Arc<Counters>, source: &str) -> InUse {
+        *counters
+            .in_use
+            .lock()
+            .expect("in use")
+            .entry(source.to_string())
+            .or_default() += 1;
+        InUse {
+            counters: counters.clone(),
+            source: source.to_string(),
+        }
+    }
+
+    /// How many sources have a connection open now.
+    pub fn sources_in_use(&self) -> u32 {
+        u32::try_from(self.in_use.lock().expect("in use").len()).unwrap_or(u32::MAX)
+    }
+
     pub fn kept_from(&self, source: &str, bytes: u64) {
         *self
             .sources

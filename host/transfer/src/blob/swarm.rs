@@ -180,6 +180,7 @@ impl Swarm {
             Ok(Err(error)) => return Ended::Failed(error.to_string()),
             Err(_) => return Ended::Failed("it did not answer".into()),
         };
+        let _in_use = Counters::using(&self.counters, &name);
         loop {
             {
                 let book = self.book.lock().expect("book");

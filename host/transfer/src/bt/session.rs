@@ -110,6 +110,8 @@ pub struct Progress {
     pub up_rate: u64,
     pub eta: Option<Duration>,
     pub peers: Vec<PeerStats>,
+    /// A file download's sources with a connection open now (a torrent lists its peers in `peers` instead).
+    pub sources: u32,
     /// Where the addresses we know came from, each counted once (under the source that named it first).
     pub peer_sources: PeerSources,
 }
@@ -380,6 +382,7 @@ pub(crate) fn spawn(
         wasted: 0,
         hash_failures: 0,
         banned_peers: 0,
+        sources: 0,
         down_rate: 0,
         up_rate: 0,
         eta: None,
@@ -1171,6 +1174,7 @@ impl Session {
             wasted: self.wasted,
             hash_failures: self.hash_failures,
             banned_peers: self.banned.len() as u32,
+            sources: 0,
             down_rate,
             up_rate: self.up_rate.rate(now),
             eta,
