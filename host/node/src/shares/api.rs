@@ -389,6 +389,14 @@ async fn shared_write(
         if !rules::may_write(replica.level(&me)) {
             return Err(not_allowed("this share is read-only for us"));
         }
+        if matches!(
+            method.as_str(),
+            r::LISTS_INSERT | r::LISTS_REMOVE | r::LISTS_MOVE
+        ) {
+            // A query-backed list's items follow its query, shared or not: refused as the
+            // store refuses it before sharing (ops would change nothing it shows).
+            store.check_explicit_list(&target).map_err(store_error)?;
+        }
         let result = match method.as_str() {
             r::RESOURCES_UPDATE => {
                 let p: UpdateParams = parse(params)?;
