@@ -183,20 +183,22 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
         carry_schemas(&mut replica, &key, now, store, &root.type_name)?;
         if store.registry().is_a(&root.type_name, LIST_TYPE) {
             let items = store.list_items(&root.id).map_err(store_error)?.items;
+            let mut actions = Vec::with_capacity(2 * items.len().min(MAX_SHARED_ITEMS));
             for item in items.iter().take(MAX_SHARED_ITEMS) {
                 let Some(r) = store.get(item).map_err(store_error)? else {
                     continue;
                 };
                 carry_schemas(&mut replica, &key, now, store, &r.type_name)?;
-                replica
-                    .author(&key, rules::create_action(&r), now)
-                    .map_err(internal)?;
-                let add = Action::ListAdd {
+                actions.push(rules::create_action(&r));
+                actions.push(Action::ListAdd {
                     list: root.id.clone(),
                     item: r.id.clone(),
-                };
-                replica.author(&key, add, now).map_err(internal)?;
+                });
             }
+            // Under batch signatures: one signing per few hundred ops, not one per op.
+            replica
+                .author_many(&key, actions, now)
+                .map_err(internal)?;
         }
         let share = replica.share();
         // The share's resources are this node's own, as stored, and the ops say just that: the
