@@ -281,7 +281,10 @@ async fn a_list_shared_with_two_members_stays_in_sync() {
     assert!(before.len() >= 2, "{before:?}");
     let last = before.last().unwrap().clone();
     for (method, params) in [
-        ("lists.move", json!({"list": links, "item": last, "index": 0})),
+        (
+            "lists.move",
+            json!({"list": links, "item": last, "index": 0}),
+        ),
         ("lists.remove", json!({"list": links, "item": last})),
     ] {
         let unshared = alice.client.call(method, params).await;
@@ -295,13 +298,19 @@ async fn a_list_shared_with_two_members_stays_in_sync() {
         )
         .await;
     for (method, params) in [
-        ("lists.move", json!({"list": links, "item": last, "index": 0})),
+        (
+            "lists.move",
+            json!({"list": links, "item": last, "index": 0}),
+        ),
         ("lists.remove", json!({"list": links, "item": last})),
         ("lists.insert", json!({"list": links, "item": list})),
     ] {
         let shared = alice.client.call(method, params).await;
         let error = shared.error.expect("refused once shared");
-        assert!(error.message.contains("query-backed"), "{method}: {error:?}");
+        assert!(
+            error.message.contains("query-backed"),
+            "{method}: {error:?}"
+        );
     }
     assert_eq!(items(&mut alice, &links).await, before);
 }

@@ -352,7 +352,10 @@ impl Op {
         }
         let proof_len = batch_proof_len(depth);
         let canonical: Vec<Vec<u8>> = bodies.iter().map(encode_body).collect();
-        if let Some(big) = canonical.iter().find(|c| c.len() + proof_len > MAX_OP_BYTES) {
+        if let Some(big) = canonical
+            .iter()
+            .find(|c| c.len() + proof_len > MAX_OP_BYTES)
+        {
             return Err(OpError::TooLarge(big.len() + proof_len));
         }
         // Every level of the tree, the leaves (padded with zero ids) first.
@@ -1105,7 +1108,10 @@ pub(crate) mod tests {
             let ops = Op::sign_batch(bodies(&key(1), n, 1), &key(1)).unwrap();
             let depth = (n as usize).next_power_of_two().trailing_zeros() as usize;
             for op in &ops {
-                assert_eq!(op.wire().len(), op.canonical().len() + 1 + 4 + 32 * depth + 64);
+                assert_eq!(
+                    op.wire().len(),
+                    op.canonical().len() + 1 + 4 + 32 * depth + 64
+                );
                 assert_eq!(op.id().0, *blake3::hash(op.canonical()).as_bytes());
                 let back = Op::from_wire(op.wire()).unwrap();
                 assert_eq!(&back, op);

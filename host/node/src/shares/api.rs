@@ -196,9 +196,7 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
                 });
             }
             // Under batch signatures: one signing per few hundred ops, not one per op.
-            replica
-                .author_many(&key, actions, now)
-                .map_err(internal)?;
+            replica.author_many(&key, actions, now).map_err(internal)?;
         }
         let share = replica.share();
         // The share's resources are this node's own, as stored, and the ops say just that: the
