@@ -11,7 +11,8 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|data: &[u8]| {
     if let Ok(op) = Op::decode(data) {
         // Canonical: the decoded body re-encodes to exactly the bytes its id hashes.
-        assert_eq!(op.body().canonical_bytes(), data[..data.len() - 64]);
+        assert_eq!(op.body().canonical_bytes(), op.canonical());
+        assert_eq!(op.wire(), data);
         let _ = op.verify();
     }
     // Into a replica of some share: refused, or judged, never a panic.

@@ -266,6 +266,53 @@ async fn a_list_shared_with_two_members_stays_in_sync() {
 
     // A stranger asking alice to reconcile the share learns nothing.
     stranger_learns_nothing(&mut alice, &share_id).await;
+
+    // A shared query-backed list refuses to be reordered or edited by hand, as it does before
+    // sharing: its query decides its items (a move used to answer 0 and change nothing).
+    let links = alice
+        .call(
+            "resources.create",
+            json!({"resource": {"type": "List", "properties": {
+                "title": "Every link", "query": "{\"type\":\"Link\"}"}}}),
+        )
+        .await;
+    let links = links["id"].as_str().unwrap().to_string();
+    let before = items(&mut alice, &links).await;
+    assert!(before.len() >= 2, "{before:?}");
+    let last = before.last().unwrap().clone();
+    for (method, params) in [
+        (
+            "lists.move",
+            json!({"list": links, "item": last, "index": 0}),
+        ),
+        ("lists.remove", json!({"list": links, "item": last})),
+    ] {
+        let unshared = alice.client.call(method, params).await;
+        let error = unshared.error.expect("refused before sharing");
+        assert!(error.message.contains("query-backed"), "{error:?}");
+    }
+    alice
+        .call(
+            "shares.create",
+            json!({"resource": links, "members": [{"peer": carol.id, "level": "write"}]}),
+        )
+        .await;
+    for (method, params) in [
+        (
+            "lists.move",
+            json!({"list": links, "item": last, "index": 0}),
+        ),
+        ("lists.remove", json!({"list": links, "item": last})),
+        ("lists.insert", json!({"list": links, "item": list})),
+    ] {
+        let shared = alice.client.call(method, params).await;
+        let error = shared.error.expect("refused once shared");
+        assert!(
+            error.message.contains("query-backed"),
+            "{method}: {error:?}"
+        );
+    }
+    assert_eq!(items(&mut alice, &links).await, before);
 }
 
 /// Frames a peer sends us on `allpeers/sync/1`, collected.

@@ -823,6 +823,50 @@ impl Replica {
         Ok((op, accepted))
     }
 
+    /// Signs `actions` in order, as [`Replica::author`] would one by one, but up to
+    /// [`crate::op::BATCH_OPS`] data ops under one batch signature (see [`crate::op`]): what a
+    /// share's creation signs for a whole list. A membership op is signed alone, after the ops
+    /// before it (it changes the heads the next ones name). Stops at the first refusal.
+    pub fn author_many(
+        &mut self,
+        key: &SigningKey,
+        actions: impl IntoIterator<Item = Action>,
+        now_ms: u64,
+    ) -> Result<Vec<Op>, Refused> {
+        let author = PeerId::from_public_key(key.verifying_key().to_bytes());
+        let mut out = Vec::new();
+        let mut bodies: Vec<OpBody> = Vec::new();
+        let mut actions = actions.into_iter().peekable();
+        while actions.peek().is_some() {
+            // One batch: data ops naming the same heads, with consecutive seqs.
+            let parents = self.heads();
+            let first_seq = self.author_seqs.get(&author).copied().unwrap_or(0);
+            while bodies.len() < crate::op::BATCH_OPS
+                && actions.peek().is_some_and(|a| !a.is_membership())
+            {
+                let action = actions.next().expect("peeked");
+                bodies.push(OpBody {
+                    share: self.share,
+                    author,
+                    seq: first_seq.saturating_add(bodies.len() as u64 + 1),
+                    stamp: to_stamp(&self.hlc.tick(now_ms)),
+                    parents: parents.clone(),
+                    action,
+                });
+            }
+            if bodies.is_empty() {
+                let membership = actions.next().expect("peeked");
+                out.push(self.author(key, membership, now_ms)?.0);
+                continue;
+            }
+            for op in Op::sign_batch(std::mem::take(&mut bodies), key)? {
+                self.insert_verified(op.clone(), now_ms)?;
+                out.push(op);
+            }
+        }
+        Ok(out)
+    }
+
     /// A revocation of `member` naming what we have seen of them: the seqs we hold without a
     /// gap, and the ops we hold past the first gap (at most [`crate::op::MAX_REVOKE_ALSO`]).
     fn revocation_of(&self, member: PeerId) -> Action {

@@ -69,20 +69,20 @@ fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> 
         level: Level::Read,
     };
     replica.author(key, grant, now).expect("grant");
+    let mut actions = Vec::new();
     for item in store.list_items(list_id).expect("items").items {
         let r = store.get(&item).expect("get").expect("an item");
-        let create = Action::Create {
+        actions.push(Action::Create {
             resource: r.id.clone(),
             kind: r.type_name.clone(),
             value: create_value(&r),
-        };
-        replica.author(key, create, now).expect("create");
-        let add = Action::ListAdd {
+        });
+        actions.push(Action::ListAdd {
             list: root.id.clone(),
             item: r.id.clone(),
-        };
-        replica.author(key, add, now).expect("add");
+        });
     }
+    replica.author_many(key, actions, now).expect("ops");
     // As the daemon does: the ops are written, the resources (alice's own) are not rewritten.
     let mut changes = replica.take_changes();
     changes.resources.clear();

@@ -327,6 +327,13 @@ impl Store {
         Ok((list, item))
     }
 
+    /// Refuses a list whose items are not the caller's to edit: not a List, or query-backed
+    /// (its query decides its items). The shares area asks before it signs a list op, as the
+    /// store's own list writes do.
+    pub fn check_explicit_list(&self, list_id: &str) -> Result<()> {
+        list::find(self.reader(), &self.query_lists, list_id, true).map(|_| ())
+    }
+
     /// Inserts `item` into the explicit list at `index` (None or past the end: append).
     pub fn list_insert(&mut self, list_id: &str, item_id: &str, index: Option<u64>) -> Result<u64> {
         let ((lrid, ltype), (irid, itype)) = self.list_and_item(list_id, item_id)?;

@@ -183,20 +183,20 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
         carry_schemas(&mut replica, &key, now, store, &root.type_name)?;
         if store.registry().is_a(&root.type_name, LIST_TYPE) {
             let items = store.list_items(&root.id).map_err(store_error)?.items;
+            let mut actions = Vec::with_capacity(2 * items.len().min(MAX_SHARED_ITEMS));
             for item in items.iter().take(MAX_SHARED_ITEMS) {
                 let Some(r) = store.get(item).map_err(store_error)? else {
                     continue;
                 };
                 carry_schemas(&mut replica, &key, now, store, &r.type_name)?;
-                replica
-                    .author(&key, rules::create_action(&r), now)
-                    .map_err(internal)?;
-                let add = Action::ListAdd {
+                actions.push(rules::create_action(&r));
+                actions.push(Action::ListAdd {
                     list: root.id.clone(),
                     item: r.id.clone(),
-                };
-                replica.author(&key, add, now).map_err(internal)?;
+                });
             }
+            // Under batch signatures: one signing per few hundred ops, not one per op.
+            replica.author_many(&key, actions, now).map_err(internal)?;
         }
         let share = replica.share();
         // The share's resources are this node's own, as stored, and the ops say just that: the
@@ -388,6 +388,14 @@ async fn shared_write(
         let replica = inner.replicas.get_mut(&share).expect("found");
         if !rules::may_write(replica.level(&me)) {
             return Err(not_allowed("this share is read-only for us"));
+        }
+        if matches!(
+            method.as_str(),
+            r::LISTS_INSERT | r::LISTS_REMOVE | r::LISTS_MOVE
+        ) {
+            // A query-backed list's items follow its query, shared or not: refused as the
+            // store refuses it before sharing (ops would change nothing it shows).
+            store.check_explicit_list(&target).map_err(store_error)?;
         }
         let result = match method.as_str() {
             r::RESOURCES_UPDATE => {

@@ -253,7 +253,18 @@ fn random_histories_converge_in_any_order() {
                     value: json!(rng.gen_range(0..100)),
                 },
             };
-            replicas[who].author(&key(author), action, now).unwrap();
+            if rng.gen_bool(0.3) {
+                // Ops under one batch signature (a membership op among them signed alone).
+                let around = |name: &str, v| Action::SetProperty {
+                    resource: "holiday".into(),
+                    name: name.into(),
+                    value: json!(v),
+                };
+                let batch = [around("y", rng.gen_range(0..9)), action, around("z", 1)];
+                replicas[who].author_many(&key(author), batch, now).unwrap();
+            } else {
+                replicas[who].author(&key(author), action, now).unwrap();
+            }
             // Sometimes one replica passes everything it holds to another.
             if rng.gen_bool(0.3) {
                 let from = rng.gen_range(0..authors.len());

@@ -530,7 +530,17 @@ fn simulate(seed: u64) {
                     },
                 };
                 // Rejections (a reader writing, a revoked member granting) are part of the test.
-                r.author(&key(me), action, now).unwrap();
+                if rng.gen_bool(0.25) {
+                    // Ops under one batch signature, as a share's creation signs a list.
+                    let also = Action::SetProperty {
+                        resource: "holiday".into(),
+                        name: "y".into(),
+                        value: json!(rng.gen_range(0..100)),
+                    };
+                    r.author_many(&key(me), [action, also], now).unwrap();
+                } else {
+                    r.author(&key(me), action, now).unwrap();
+                }
                 nodes[n].commit();
             }
         }
