@@ -150,19 +150,25 @@ impl ForeignHubs {
     /// Hub names are not unique (any hub may call itself anything), so the first key seen
     /// for a name is kept and a later, different one is refused: trust on first use, as
     /// with SSH host keys. Our own hub's name never maps to another key.
-    pub fn learn_hub_key(&self, hub_name: &str, key: PeerId) {
+    /// True when `key` is the key kept for `hub_name` (worth keeping in the store: every
+    /// key kept there for a name is then the first one, and a restart learns it first).
+    pub fn learn_hub_key(&self, hub_name: &str, key: PeerId) -> bool {
         let mut keys = self.hub_keys.lock().expect("hub keys lock");
         match keys.get(hub_name) {
-            Some(known) if *known != key => allpeers_log::marrow!(
-                hub_name,
-                ?key,
-                ?known,
-                "a certificate names another key for a hub we know: kept the first"
-            ),
-            Some(_) => {}
-            None if Some(key) == self.home || keys.len() >= MAX_KNOWN => {}
+            Some(known) if *known != key => {
+                allpeers_log::marrow!(
+                    hub_name,
+                    ?key,
+                    ?known,
+                    "a certificate names another key for a hub we know: kept the first"
+                );
+                false
+            }
+            Some(_) => true,
+            None if Some(key) == self.home || keys.len() >= MAX_KNOWN => false,
             None => {
                 keys.insert(hub_name.to_string(), key);
+                true
             }
         }
     }

@@ -51,6 +51,14 @@ pub async fn start(daemon: &Arc<Daemon>) {
                 foreign.learn(peer, home);
             }
         }
+        // The hub keys certificates taught us before a restart (all kept ones agree).
+        let keys = daemon
+            .on_store(|s| contacts::hub_keys(s))
+            .await
+            .unwrap_or_default();
+        for (name, key) in keys {
+            foreign.learn_hub_key(&name, key);
+        }
     }
     if !accepted.is_empty() {
         watch_contacts(daemon, &accepted).await;
@@ -313,8 +321,16 @@ async fn take_contact(
             if let Some(cert) = certificate {
                 match foreign::certified_name(&cert, &hub, &from) {
                     Some(name) => {
-                        if let Some(foreign) = guest_lines(daemon) {
-                            foreign.learn_hub_key(&cert.hub_name, hub);
+                        if let Some(foreign) = guest_lines(daemon)
+                            && foreign.learn_hub_key(&cert.hub_name, hub)
+                        {
+                            let hub_name = cert.hub_name.clone();
+                            if let Err(e) = daemon
+                                .on_store(move |s| contacts::set_hub_key(s, &from, &hub_name, &hub))
+                                .await
+                            {
+                                allpeers_log::marrow!(?from, "hub key not stored: {}", e.message);
+                            }
                         }
                         if let Ok(Some(r)) = daemon
                             .on_store(move |s| {

@@ -182,6 +182,39 @@ pub fn home_hubs(store: &Store) -> Result<Vec<(PeerId, String)>, StoreError> {
         .collect())
 }
 
+/// Keeps on `peer`'s resource that its certificate's hub `hub_name` signs with `key` (a key
+/// [`crate::hub::foreign::ForeignHubs::learn_hub_key`] kept), so a restart knows the hub
+/// again before the next home letter.
+pub fn set_hub_key(
+    store: &mut Store,
+    peer: &PeerId,
+    hub_name: &str,
+    key: &PeerId,
+) -> Result<(), StoreError> {
+    let id = resource_id(peer);
+    if store.get(&id)?.is_some() {
+        let mut patch = Patch::default();
+        patch
+            .meta
+            .insert("hubKey".into(), Value::String(format!("{hub_name} {key}")));
+        store.update(&id, &patch)?;
+    }
+    Ok(())
+}
+
+/// Every hub name and key kept by [`set_hub_key`].
+pub fn hub_keys(store: &Store) -> Result<Vec<(String, PeerId)>, StoreError> {
+    Ok(store
+        .query(&Query::of("Peer"))?
+        .iter()
+        .filter_map(|r| {
+            // "name key" (a hub name holds no space).
+            let (name, key) = r.meta.get("hubKey")?.as_str()?.split_once(' ')?;
+            Some((name.to_string(), key.parse().ok()?))
+        })
+        .collect())
+}
+
 pub fn peer_of(r: &Resource) -> Option<PeerId> {
     r.get("peerId")?.as_str()?.parse().ok()
 }
@@ -230,5 +263,52 @@ mod tests {
         assert!(accepted(&store).unwrap().is_empty());
         let r = store.get(&resource_id(&peer)).unwrap().unwrap();
         assert_eq!(to_json(&r, None)["name"], "bob@hub");
+    }
+
+    #[test]
+    fn home_hubs_are_kept_on_known_peers() {
+        // The schema once lacked `homeHub`: the store refused it and home hubs were never kept.
+        let mut store = Store::open_in_memory("me").unwrap();
+        let peer = allpeers_net::Identity::generate().peer_id();
+        set_state(
+            &mut store,
+            &peer,
+            ContactState::Accepted,
+            Some("bob@two.test"),
+            None,
+        )
+        .unwrap();
+        let home = format!(
+            "{} 127.0.0.1:4000",
+            allpeers_net::Identity::generate().peer_id()
+        );
+        set_home_hub(&mut store, &peer, &home).unwrap();
+        assert_eq!(home_hubs(&store).unwrap(), vec![(peer, home)]);
+    }
+
+    #[test]
+    fn hub_keys_are_kept_on_known_peers_only() {
+        let mut store = Store::open_in_memory("me").unwrap();
+        let (peer, stranger) = (
+            allpeers_net::Identity::generate().peer_id(),
+            allpeers_net::Identity::generate().peer_id(),
+        );
+        let key = allpeers_net::Identity::generate().peer_id();
+        set_state(
+            &mut store,
+            &peer,
+            ContactState::Accepted,
+            Some("bob@two.test"),
+            None,
+        )
+        .unwrap();
+        assert!(hub_keys(&store).unwrap().is_empty());
+        set_hub_key(&mut store, &peer, "two.test", &key).unwrap();
+        // A peer with no resource here gets none (no resource made for a stranger).
+        set_hub_key(&mut store, &stranger, "three.test", &key).unwrap();
+        assert_eq!(
+            hub_keys(&store).unwrap(),
+            vec![("two.test".to_string(), key)]
+        );
     }
 }
