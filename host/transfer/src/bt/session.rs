@@ -304,7 +304,7 @@ pub(crate) struct Session {
     picker: Picker,
     choker: Choker,
     assembler: PieceAssembler,
-    /// Pieces on disk: what we announce and serve.
+    /// Pieces written (in the page cache at least; the journal follows at the next sync): what we announce and serve.
     written: PieceSet,
     peers: BTreeMap<PeerKey, Peer>,
     known: HashMap<SocketAddr, KnownAddr>,
@@ -317,7 +317,10 @@ pub(crate) struct Session {
     suspects: HashMap<u32, Vec<(PeerKey, [u8; 20])>>,
     next_key: u64,
     disk: Option<DiskWriter>,
+    /// Verified pieces queued for the disk thread and not yet written, in bytes.
     disk_queue_bytes: u64,
+    /// Pieces written and not yet durable, in bytes: the download is complete only once they are synced.
+    unsynced_bytes: u64,
     down_rate: RateMeter,
     up_rate: RateMeter,
     downloaded: u64,
@@ -412,6 +415,7 @@ pub(crate) fn spawn(
         next_key: 0,
         disk,
         disk_queue_bytes: 0,
+        unsynced_bytes: 0,
         down_rate: RateMeter::new(now),
         up_rate: RateMeter::new(now),
         downloaded: 0,
@@ -527,7 +531,7 @@ impl Session {
     }
 
     fn active_state(&self) -> TransferState {
-        if self.picker.is_complete() && self.disk_queue_bytes == 0 {
+        if self.picker.is_complete() && self.disk_queue_bytes == 0 && self.unsynced_bytes == 0 {
             TransferState::Seeding
         } else {
             TransferState::Downloading
@@ -880,7 +884,7 @@ impl Session {
                     .or_insert_with(|| vec![None; blocks]);
                 senders[block.index() as usize] = Some(key);
                 let expected = self.torrent.piece_hashes[block.piece as usize];
-                if let Some(piece) = self.assembler.add(block, data, &expected) {
+                if let Some(piece) = self.assembler.add(block, &data, &expected) {
                     self.on_piece_assembled(piece, now);
                 }
             }
@@ -899,7 +903,7 @@ impl Session {
         let size = u64::from(self.torrent.geometry.piece_size(piece.piece));
         if piece.hash_ok {
             if let Some(suspects) = self.suspects.remove(&piece.piece) {
-                for ((sender, hash), good) in suspects.into_iter().zip(&piece.blocks) {
+                for ((sender, hash), good) in suspects.into_iter().zip(piece.blocks()) {
                     if hash != sha1_of(&[good]) {
                         self.strike(sender);
                     }
@@ -909,7 +913,7 @@ impl Session {
             self.disk_queue_bytes += size;
             let job = WriteJob {
                 piece: piece.piece,
-                blocks: piece.blocks,
+                data: piece.data,
             };
             if !self.disk.as_ref().is_some_and(|disk| disk.write(job)) {
                 self.state = TransferState::Failed("the disk thread stopped".into());
@@ -922,13 +926,14 @@ impl Session {
         self.picker.piece_failed(piece.piece);
         allpeers_log::marrow!(piece = piece.piece, "transfer: piece failed its hash");
         let first = senders.first().copied();
-        if senders.len() == piece.blocks.len() && senders.iter().all(|s| Some(*s) == first) {
+        let blocks = piece.blocks().count();
+        if senders.len() == blocks && senders.iter().all(|s| Some(*s) == first) {
             // One peer sent the whole piece: it sent the bad data.
             if let Some(sender) = first {
                 self.strike(sender);
             }
-        } else if senders.len() == piece.blocks.len() {
-            let hashes = piece.blocks.iter().map(|b| sha1_of(&[b]));
+        } else if senders.len() == blocks {
+            let hashes = piece.blocks().map(|b| sha1_of(&[b]));
             self.suspects
                 .insert(piece.piece, senders.into_iter().zip(hashes).collect());
         }
@@ -949,14 +954,28 @@ impl Session {
     }
 
     fn on_disk(&mut self, event: DiskEvent, now: Instant) {
+        let size = |piece| u64::from(self.torrent.geometry.piece_size(piece));
         match event {
             DiskEvent::Written { pieces } => {
                 for piece in pieces {
-                    self.disk_queue_bytes -= u64::from(self.torrent.geometry.piece_size(piece));
+                    self.disk_queue_bytes -= size(piece);
+                    self.unsynced_bytes += size(piece);
                     self.written.insert(piece);
                     for peer in self.peers.values() {
                         peer.send(OutMessage::Have(piece));
                     }
+                }
+                // The last pieces are synced at once: no more writes will come to fill a group commit.
+                if self.picker.is_complete()
+                    && self.disk_queue_bytes == 0
+                    && let Some(disk) = &self.disk
+                {
+                    disk.sync();
+                }
+            }
+            DiskEvent::Durable { pieces } => {
+                for piece in pieces {
+                    self.unsynced_bytes -= size(piece);
                 }
                 if self.state == TransferState::Downloading
                     && self.active_state() == TransferState::Seeding
@@ -964,9 +983,13 @@ impl Session {
                     self.on_complete(now);
                 }
             }
-            DiskEvent::Failed { pieces, error } => {
+            DiskEvent::Failed { pieces, error } | DiskEvent::Lost { pieces, error } => {
                 for piece in pieces {
-                    self.disk_queue_bytes -= u64::from(self.torrent.geometry.piece_size(piece));
+                    if self.written.remove(piece) {
+                        self.unsynced_bytes -= size(piece);
+                    } else {
+                        self.disk_queue_bytes -= size(piece);
+                    }
                     self.picker.piece_lost(piece);
                 }
                 allpeers_log::skin!(%error, "transfer: storing pieces failed");
