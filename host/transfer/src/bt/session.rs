@@ -30,11 +30,13 @@ use crate::web::WebClient;
 
 /// How often rates, timeouts, the choker and progress are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
-/// Verified pieces waiting for the disk thread, in bytes: past this we stop requesting, so a slow disk throttles the
-/// download instead of filling memory.
-pub const MAX_DISK_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
-/// Blocks of unfinished pieces held in memory, in bytes: past this we stop starting new requests.
-pub const MAX_ASSEMBLY_BYTES: u64 = 64 * 1024 * 1024;
+/// Verified pieces waiting for the disk thread to write them, in bytes: past this we stop requesting, so a slow disk
+/// throttles the download instead of filling memory. Writes go to the page cache (syncs are grouped apart), so the
+/// queue drains in milliseconds on a working disk; a few batches' worth keeps the thread busy.
+pub const MAX_DISK_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
+/// Buffers of unfinished pieces held in memory, in bytes: past this we stop starting new requests. Room for the
+/// pieces a few peers' pipelines span at once.
+pub const MAX_ASSEMBLY_BYTES: u64 = 32 * 1024 * 1024;
 /// Bad pieces (sent whole) or bad blocks (found by comparison with the good copy) before a peer is banned.
 pub const MAX_HASH_STRIKES: u32 = 3;
 /// Connections per torrent.

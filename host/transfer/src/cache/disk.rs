@@ -188,20 +188,21 @@ impl DiskThread {
                     Err(_) => break,
                 }
             }
-            if !batch.is_empty() && !self.write(batch, bytes) {
-                return;
+            if !batch.is_empty() {
+                self.write(batch, bytes);
             }
-            let due = sync_now
+            if sync_now
                 || self.unsynced_bytes >= self.policy.bytes
-                || self.sync_due.is_some_and(|due| Instant::now() >= due);
-            if due && !self.commit() {
-                return;
+                || self.sync_due.is_some_and(|due| Instant::now() >= due)
+            {
+                self.commit();
             }
         }
     }
 
-    /// Writes a batch and reports it; false when the session is gone.
-    fn write(&mut self, mut batch: Vec<WriteJob>, bytes: u64) -> bool {
+    /// Writes a batch and reports it. A session that is gone is not an error: what it queued is still written
+    /// and synced, so a stopped download resumes from it.
+    fn write(&mut self, mut batch: Vec<WriteJob>, bytes: u64) {
         batch.sort_by_key(|job| job.piece);
         let pieces: Vec<u32> = batch.iter().map(|job| job.piece).collect();
         let event = match self.space.reserve(bytes).and_then(|()| {
@@ -224,14 +225,14 @@ impl DiskThread {
                 DiskEvent::Failed { pieces, error }
             }
         };
-        self.events.send(event).is_ok()
+        let _ = self.events.send(event);
     }
 
-    /// Syncs the touched files, then journals the written pieces; false when the session is gone.
-    fn commit(&mut self) -> bool {
+    /// Syncs the touched files, then journals the written pieces.
+    fn commit(&mut self) {
         self.sync_due = None;
         if self.unsynced.is_empty() {
-            return true;
+            return;
         }
         let pieces = std::mem::take(&mut self.unsynced);
         let bytes = std::mem::take(&mut self.unsynced_bytes);
@@ -252,7 +253,7 @@ impl DiskThread {
                 DiskEvent::Lost { pieces, error }
             }
         };
-        self.events.send(event).is_ok()
+        let _ = self.events.send(event);
     }
 }
 
