@@ -963,9 +963,6 @@ impl Session {
                     self.disk_queue_bytes -= size(piece);
                     self.unsynced_bytes += size(piece);
                     self.written.insert(piece);
-                    for peer in self.peers.values() {
-                        peer.send(OutMessage::Have(piece));
-                    }
                 }
                 // The last pieces are synced at once: no more writes will come to fill a group commit.
                 if self.picker.is_complete()
@@ -976,8 +973,13 @@ impl Session {
                 }
             }
             DiskEvent::Durable { pieces } => {
+                // Announced once durable: a peer that sees us complete may drop us (seeds leave seeds), and that
+                // should not happen before the download is complete on our side too.
                 for piece in pieces {
                     self.unsynced_bytes -= size(piece);
+                    for peer in self.peers.values() {
+                        peer.send(OutMessage::Have(piece));
+                    }
                 }
                 if self.state == TransferState::Downloading
                     && self.active_state() == TransferState::Seeding
