@@ -243,7 +243,9 @@ fn compare() {
     println!("both copies verified byte for byte");
 
     let Some(rqbit) = std::env::var_os("RQBIT") else {
-        println!("rqbit skipped: set RQBIT=/path/to/rqbit (cargo install rqbit) to compare with it too");
+        println!(
+            "rqbit skipped: set RQBIT=/path/to/rqbit (cargo install rqbit) to compare with it too"
+        );
         return;
     };
     let rqbit_out = work.path().join("rqbit");

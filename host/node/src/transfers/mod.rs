@@ -15,9 +15,9 @@ use std::sync::Arc;
 
 use allpeers_transfer::bt::dht::{DhtNodeConfig, MainlineDht};
 use allpeers_transfer::bt::engine::EngineConfig;
-use allpeers_transfer::web::WebClient;
 use allpeers_transfer::manager::{Manager, ManagerConfig, TransferEvent};
 use allpeers_transfer::throttle::Limits;
+use allpeers_transfer::web::WebClient;
 
 pub use api::AREA;
 pub use state::Transfers;

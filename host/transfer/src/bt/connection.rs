@@ -249,8 +249,15 @@ async fn dial_encrypted(
         let ours = wire::encode_handshake(info_hash, peer_id);
         let (handshake, first) =
             mse::Handshake::initiator(info_hash, ours.to_vec(), encryption, Secrets::random())?;
-        let established =
-            drive(&mut reader, &mut writer, handshake, first, &[], &mut answered).await?;
+        let established = drive(
+            &mut reader,
+            &mut writer,
+            handshake,
+            first,
+            &[],
+            &mut answered,
+        )
+        .await?;
         after_mse(reader, writer, established, info_hash).await
     })
     .await;
@@ -285,8 +292,15 @@ pub async fn accept(
             return Err(ConnectError::EncryptedRefused);
         }
         let handshake = mse::Handshake::responder(info_hashes(), encryption, Secrets::random())?;
-        let established =
-            drive(&mut reader, &mut writer, handshake, Vec::new(), &first, &mut true).await?;
+        let established = drive(
+            &mut reader,
+            &mut writer,
+            handshake,
+            Vec::new(),
+            &first,
+            &mut true,
+        )
+        .await?;
         let skey = established.info_hash;
         after_mse(reader, writer, established, skey).await
     })
@@ -390,10 +404,12 @@ mod tests {
             // The first connection carries an MSE key: hang up.
             drop(listener.accept().await.unwrap());
             let (stream, _) = listener.accept().await.unwrap();
-            let (mut connection, handshake) = accept(stream, Encryption::Off, Vec::new)
+            let (mut connection, handshake) =
+                accept(stream, Encryption::Off, Vec::new).await.unwrap();
+            connection
+                .send_handshake(handshake.info_hash, [3; 20])
                 .await
                 .unwrap();
-            connection.send_handshake(handshake.info_hash, [3; 20]).await.unwrap();
             connection
         });
         let (connection, handshake) = dial_within(

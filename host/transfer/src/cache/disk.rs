@@ -163,7 +163,9 @@ impl DiskThread {
     fn run(mut self, queue: mpsc::Receiver<Job>) {
         loop {
             let next = match self.sync_due {
-                None => queue.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                None => queue
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
                 Some(due) => queue.recv_timeout(due.saturating_duration_since(Instant::now())),
             };
             let mut sync_now = false;
