@@ -382,8 +382,7 @@ mod tests {
         let timeout = Duration::from_millis(300);
         let error = dial_within(addr, [1; 20], [2; 20], Encryption::Prefer, timeout)
             .await
-            .err()
-            .expect("nobody answers");
+            .expect_err("nobody answers");
         assert!(matches!(error, ConnectError::Unanswered), "{error}");
         // Every connection the dial opened waits in the listener's backlog.
         silent.set_nonblocking(true).unwrap();
