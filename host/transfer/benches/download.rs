@@ -5,6 +5,8 @@
 //!
 //! With `RQBIT=/path/to/rqbit` (`cargo install rqbit`) a second comparison follows against rqbit, leeching from the
 //! same seeder (given its address with `--initial-peers`, as ours is); without it that side is skipped, saying so.
+//! The rqbit command line was written from rqbit 9's documented options and has not been run yet (rqbit did not
+//! finish building in the session that added it): check it against `rqbit download --help` on first use.
 //!
 //! `cargo bench -p allpeers-transfer --bench download` (needs aria2c, mktorrent, opentracker and farm-bench).
 //! `BENCH_MIB=1024` changes the size. The binary re-runs itself as the leecher: `download leech <torrent> <out> <peer>`.
