@@ -45,6 +45,9 @@ pub struct TransfersSection {
     pub encryption: Encryption,
     /// Find peers of torrents that are not private, and of magnet links, on the Mainline DHT (BEP 5).
     pub dht: TransfersDhtSection,
+    /// PEM files of extra CA certificates trusted, besides Mozilla's roots, for https trackers and .torrent URLs
+    /// (a private tracker whose certificate an own CA signed).
+    pub ca_roots: Vec<std::path::PathBuf>,
 }
 
 /// The BitTorrent DHT: the node's own DHT node when `discovery.dht` runs one (shared, not a second), otherwise one
@@ -85,6 +88,7 @@ impl Default for TransfersSection {
             use_trackers: true,
             encryption: Default::default(),
             dht: TransfersDhtSection::default(),
+            ca_roots: Vec::new(),
         }
     }
 }

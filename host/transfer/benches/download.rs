@@ -3,6 +3,11 @@
 //! aria2c cannot be given a peer's address, so a local opentracker introduces the aria2c leecher to the seeder (the
 //! seeder re-announces every second so its entry never expires); our engine is given the seeder's address.
 //!
+//! With `RQBIT=/path/to/rqbit` (`cargo install rqbit`) a second comparison follows against rqbit, leeching from the
+//! same seeder (given its address with `--initial-peers`, as ours is); without it that side is skipped, saying so.
+//! The rqbit command line was written from rqbit 9's documented options and has not been run yet (rqbit did not
+//! finish building in the session that added it): check it against `rqbit download --help` on first use.
+//!
 //! `cargo bench -p allpeers-transfer --bench download` (needs aria2c, mktorrent, opentracker and farm-bench).
 //! `BENCH_MIB=1024` changes the size. The binary re-runs itself as the leecher: `download leech <torrent> <out> <peer>`.
 
@@ -238,6 +243,38 @@ fn compare() {
     verify_same(&content, &ours_out.join("payload.bin"));
     verify_same(&content, &aria_out.join("payload.bin"));
     println!("both copies verified byte for byte");
+
+    let Some(rqbit) = std::env::var_os("RQBIT") else {
+        println!(
+            "rqbit skipped: set RQBIT=/path/to/rqbit (cargo install rqbit) to compare with it too"
+        );
+        return;
+    };
+    let rqbit_out = work.path().join("rqbit");
+    // rqbit's own HTTP API and DHT are turned off; it is handed the seeder's address as ours is.
+    let rqbit = format!(
+        "sh -c 'rm -rf {out} && exec {rqbit} --disable-dht --disable-dht-persistence --http-api-listen-addr 127.0.0.1:{api} download --initial-peers 127.0.0.1:{port} --output-folder {out} --exit-on-finish {torrent}'",
+        out = rqbit_out.display(),
+        rqbit = Path::new(&rqbit).display(),
+        api = free_port(),
+        torrent = torrent.display(),
+    );
+    println!("Transfers: {mib} MiB from the same aria2c seeder; A = our engine, B = rqbit");
+    println!(
+        "load average before the run: {}",
+        std::fs::read_to_string("/proc/loadavg")
+            .unwrap_or_default()
+            .trim()
+    );
+    let status = Command::new("farm-bench")
+        .args(["-n", "5", "--timeout", "900", "--vs", &rqbit, "--"])
+        .args(ours.split(' '))
+        .status()
+        .expect("farm-bench on PATH");
+    assert!(status.success());
+    verify_same(&content, &ours_out.join("payload.bin"));
+    verify_same(&content, &rqbit_out.join("payload.bin"));
+    println!("rqbit's copy verified byte for byte");
 }
 
 /// Pseudo-random content, written in chunks (the benchmark's own memory stays small).

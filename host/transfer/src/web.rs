@@ -44,6 +44,11 @@ pub enum WebError {
     Redirects,
     #[error("a redirect without a usable Location")]
     BadRedirect,
+    #[error("CA roots in {path}: {reason}")]
+    Roots {
+        path: std::path::PathBuf,
+        reason: String,
+    },
 }
 
 /// What one GET may take.
@@ -88,6 +93,27 @@ impl WebClient {
         Self {
             tls: tokio_rustls::TlsConnector::from(Arc::new(config)),
         }
+    }
+
+    /// Trusts the Mozilla roots and every certificate in the PEM files `paths` (a user's own CA, for a tracker or
+    /// a .torrent server it signed). A file that cannot be read, or holds no certificate, is an error naming it.
+    pub fn with_pem_roots(paths: &[std::path::PathBuf]) -> Result<Self, WebError> {
+        use rustls::pki_types::pem::PemObject;
+        let mut extra = Vec::new();
+        for path in paths {
+            let roots = |reason: String| WebError::Roots {
+                path: path.clone(),
+                reason,
+            };
+            let before = extra.len();
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| roots(e.to_string()))? {
+                extra.push(cert.map_err(|e| roots(e.to_string()))?);
+            }
+            if extra.len() == before {
+                return Err(roots("no certificate in the file".into()));
+            }
+        }
+        Ok(Self::new(&extra))
     }
 
     /// The body of a 200 answer to a GET of `url`, following redirects, within `bounds`.

@@ -8,12 +8,12 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allpeers_transfer::cache::disk::{DiskEvent, DiskWriter, WriteJob};
+use allpeers_transfer::cache::disk::{DiskEvent, DiskWriter, SyncPolicy, WriteJob};
 use allpeers_transfer::cache::journal::Journal;
 use allpeers_transfer::cache::layout::Layout;
 use allpeers_transfer::cache::storage::{SpaceAccount, Storage};
 use allpeers_transfer::swarm::assembler::sha1_of;
-use allpeers_transfer::swarm::geometry::{BLOCK_LEN, Geometry};
+use allpeers_transfer::swarm::geometry::Geometry;
 use bytes::Bytes;
 
 const PIECE_LEN: u32 = 64 * 1024;
@@ -52,17 +52,13 @@ fn piece_data(piece: u32) -> Vec<u8> {
 }
 
 fn job(piece: u32) -> WriteJob {
-    let data = piece_data(piece);
     WriteJob {
         piece,
-        blocks: data
-            .chunks(BLOCK_LEN as usize)
-            .map(Bytes::copy_from_slice)
-            .collect(),
+        data: Bytes::from(piece_data(piece)),
     }
 }
 
-/// Writes the pieces `wanted` and reports each stored batch on stdout (`stored N`).
+/// Writes the pieces `wanted` and reports on stdout how many are durable after each group commit (`stored N`).
 fn write_pieces(dir: &Path, wanted: impl Iterator<Item = u32>, report: bool) -> usize {
     let storage = Arc::new(Storage::create(&dir.join("data"), layout(), geometry()).unwrap());
     let (journal, _) = Journal::open(&dir.join("journal"), CONTENT_ID, PIECES).unwrap();
@@ -70,22 +66,40 @@ fn write_pieces(dir: &Path, wanted: impl Iterator<Item = u32>, report: bool) -> 
         .build()
         .unwrap();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = DiskWriter::spawn(storage, journal, Arc::new(SpaceAccount::new(None)), tx);
+    // Group commits every MiB: many while the child writes, so the kill lands between and during them.
+    let policy = SyncPolicy {
+        interval: Duration::from_secs(1),
+        bytes: 1 << 20,
+    };
+    let writer = DiskWriter::spawn_with(
+        storage,
+        journal,
+        Arc::new(SpaceAccount::new(None)),
+        tx,
+        policy,
+    );
     // Keep a few pieces queued, as a download does: batches follow one another and one is always in flight.
     let mut wanted = wanted.peekable();
-    let (mut queued, mut stored) = (0, 0);
+    let (mut queued, mut written, mut stored) = (0, 0, 0);
     while wanted.peek().is_some() || stored < queued {
-        while queued - stored < QUEUED_AHEAD {
+        while queued - written < QUEUED_AHEAD {
             let Some(piece) = wanted.next() else { break };
             writer.write(job(piece));
             queued += 1;
         }
-        match runtime.block_on(rx.recv()).expect("disk thread alive") {
-            DiskEvent::Written { pieces } => stored += pieces.len(),
-            DiskEvent::Failed { error, .. } => panic!("{error}"),
+        if wanted.peek().is_none() && written == queued {
+            // The last pieces: sync now rather than at the end of the interval, as a session does.
+            writer.sync();
         }
-        if report {
-            println!("stored {stored}");
+        match runtime.block_on(rx.recv()).expect("disk thread alive") {
+            DiskEvent::Written { pieces } => written += pieces.len(),
+            DiskEvent::Durable { pieces } => {
+                stored += pieces.len();
+                if report {
+                    println!("stored {stored}");
+                }
+            }
+            other => panic!("{other:?}"),
         }
     }
     stored

@@ -14,8 +14,8 @@ use tokio::net::TcpListener;
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
-/// A test CA and a certificate it signed for `localhost` and 127.0.0.1.
-fn test_pki() -> (CertificateDer<'static>, rustls::ServerConfig) {
+/// A test CA (DER and PEM) and a certificate it signed for `localhost` and 127.0.0.1.
+fn test_pki() -> (CertificateDer<'static>, String, rustls::ServerConfig) {
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -40,7 +40,7 @@ fn test_pki() -> (CertificateDer<'static>, rustls::ServerConfig) {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
     )
     .unwrap();
-    (ca.der().clone(), server)
+    (ca.der().clone(), ca.pem(), server)
 }
 
 /// The raw answer for a request target; `None`: read the request and never answer.
@@ -165,7 +165,7 @@ fn request(url: String) -> AnnounceRequest {
 #[tokio::test]
 async fn an_https_tracker_is_announced_to_over_tls_trusting_a_test_ca() {
     tokio::time::timeout(DEADLINE, async {
-        let (ca, server) = test_pki();
+        let (ca, _, server) = test_pki();
         let (addr, seen) = serve(routes, Some(server)).await;
         let trusting = WebClient::new(&[ca]);
         for host in ["127.0.0.1", "localhost"] {
@@ -209,6 +209,41 @@ async fn an_https_tracker_is_announced_to_over_tls_trusting_a_test_ca() {
         )
         .await;
         assert!(plain.is_err());
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+/// The `transfers.ca_roots` setting: a CA's PEM file, read from disk, is trusted for a .torrent URL over https; a
+/// file without a certificate, or no file, is refused naming it.
+#[tokio::test]
+async fn ca_roots_from_a_pem_file_are_trusted_and_bad_files_are_named() {
+    tokio::time::timeout(DEADLINE, async {
+        let (_, ca_pem, server) = test_pki();
+        let (addr, _) = serve(routes, Some(server)).await;
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("ca.pem");
+        std::fs::write(&pem, ca_pem).unwrap();
+        let url = format!("https://localhost:{}/old", addr.port());
+        let bounds = Bounds {
+            max_len: 1 << 20,
+            timeout: Duration::from_secs(10),
+        };
+        let trusting = WebClient::with_pem_roots(std::slice::from_ref(&pem)).unwrap();
+        assert_eq!(&trusting.get(&url, bounds).await.unwrap()[..], TORRENT);
+        let error = WebClient::default().get(&url, bounds).await.unwrap_err();
+        assert!(matches!(error, WebError::Tls { .. }), "{error:?}");
+
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        for bad in [empty, dir.path().join("missing.pem")] {
+            let error = WebClient::with_pem_roots(&[pem.clone(), bad.clone()]).unwrap_err();
+            assert!(
+                matches!(&error, WebError::Roots { path, .. } if *path == bad),
+                "{error:?}"
+            );
+            assert!(error.to_string().contains(&*bad.to_string_lossy()));
+        }
     })
     .await
     .expect("the test finished in time");

@@ -17,6 +17,7 @@ use allpeers_transfer::bt::dht::{DhtNodeConfig, MainlineDht};
 use allpeers_transfer::bt::engine::EngineConfig;
 use allpeers_transfer::manager::{Manager, ManagerConfig, TransferEvent};
 use allpeers_transfer::throttle::Limits;
+use allpeers_transfer::web::WebClient;
 
 pub use api::AREA;
 pub use state::Transfers;
@@ -31,6 +32,18 @@ pub async fn start(daemon: &Arc<Daemon>, config: &TransfersSection) {
     engine.space_limit = config.space_limit;
     engine.use_trackers = config.use_trackers;
     engine.encryption = config.encryption;
+    if !config.ca_roots.is_empty() {
+        match WebClient::with_pem_roots(&config.ca_roots) {
+            Ok(web) => engine.web = web,
+            Err(error) => {
+                // Without the roots the user's trackers would fail one by one with a certificate error: say why
+                // once, and keep the area down as for any other start failure.
+                allpeers_log::skin!(%error, "transfers: the manager did not start");
+                let _ = daemon.transfers.set(Err(error.to_string()));
+                return;
+            }
+        }
+    }
     // One DHT node per daemon: discovery's when it runs one (handed over once it is up, see `share_dht`), else our
     // own, started when a torrent first needs it.
     let shares_dht = config.dht.enabled && daemon.discovery_config.dht.enabled;

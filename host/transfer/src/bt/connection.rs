@@ -1,5 +1,6 @@
 //! Opening a peer connection, plain or encrypted ([`super::mse`]) as the engine's [`Encryption`] setting says: we
-//! dial (`prefer` tries MSE first and dials again in plain if the peer does not speak it), or we accept (a plain
+//! dial (`prefer` tries MSE first and dials again in plain if the peer does not speak it, unless it never answered
+//! at all: a dead peer costs one handshake timeout, not two), or we accept (a plain
 //! handshake starts with `\x13BitTorrent protocol`, anything else is taken for an MSE key). Either way the result
 //! is a [`Connection`] whose reads and writes go through the negotiated cipher, and the peer's BitTorrent handshake.
 
@@ -27,6 +28,8 @@ pub enum ConnectError {
     Io(#[from] std::io::Error),
     #[error("handshake timed out")]
     Timeout,
+    #[error("no answer to the handshake")]
+    Unanswered,
     #[error("the peer closed the connection during the handshake")]
     Closed,
     #[error(transparent)]
@@ -161,8 +164,11 @@ fn plain_ciphers() -> (Cipher, Cipher) {
     (Cipher::plaintext(), Cipher::plaintext())
 }
 
-async fn tcp(addr: SocketAddr) -> Result<(OwnedReadHalf, OwnedWriteHalf), ConnectError> {
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+async fn tcp(
+    addr: SocketAddr,
+    timeout: Duration,
+) -> Result<(OwnedReadHalf, OwnedWriteHalf), ConnectError> {
+    let stream = tokio::time::timeout(timeout, TcpStream::connect(addr))
         .await
         .map_err(|_| ConnectError::Timeout)??;
     let _ = stream.set_nodelay(true);
@@ -176,23 +182,34 @@ pub async fn dial(
     peer_id: [u8; 20],
     encryption: Encryption,
 ) -> Result<(Connection, PeerHandshake), ConnectError> {
-    let (reader, writer) = tcp(addr).await?;
+    dial_within(addr, info_hash, peer_id, encryption, HANDSHAKE_TIMEOUT).await
+}
+
+async fn dial_within(
+    addr: SocketAddr,
+    info_hash: [u8; 20],
+    peer_id: [u8; 20],
+    encryption: Encryption,
+    timeout: Duration,
+) -> Result<(Connection, PeerHandshake), ConnectError> {
+    let (reader, writer) = tcp(addr, timeout).await?;
     let result = match encryption {
-        Encryption::Off => dial_plain(reader, writer, info_hash, peer_id).await,
+        Encryption::Off => dial_plain(reader, writer, info_hash, peer_id, timeout).await,
         Encryption::Prefer | Encryption::Require => {
-            dial_encrypted(reader, writer, info_hash, peer_id, encryption).await
+            dial_encrypted(reader, writer, info_hash, peer_id, encryption, timeout).await
         }
     };
     match result {
-        // A peer that does not speak MSE drops the connection (or answers nonsense): dial again in plain.
+        // A peer that does not speak MSE drops the connection (or answers nonsense, or stalls after answering):
+        // dial again in plain. One that never answered is not there, plain or not ([`ConnectError::Unanswered`]).
         Err(
             ConnectError::Io(_)
             | ConnectError::Closed
             | ConnectError::Timeout
             | ConnectError::Mse(_),
         ) if encryption == Encryption::Prefer => {
-            let (reader, writer) = tcp(addr).await?;
-            dial_plain(reader, writer, info_hash, peer_id).await
+            let (reader, writer) = tcp(addr, timeout).await?;
+            dial_plain(reader, writer, info_hash, peer_id, timeout).await
         }
         result => result,
     }
@@ -203,9 +220,10 @@ async fn dial_plain(
     writer: OwnedWriteHalf,
     info_hash: [u8; 20],
     peer_id: [u8; 20],
+    timeout: Duration,
 ) -> Result<(Connection, PeerHandshake), ConnectError> {
     let mut connection = Connection::new(reader, writer, plain_ciphers(), &[], false);
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    tokio::time::timeout(timeout, async {
         connection.send_handshake(info_hash, peer_id).await?;
         let handshake = connection.read_handshake().await?;
         if handshake.info_hash != info_hash {
@@ -224,16 +242,30 @@ async fn dial_encrypted(
     info_hash: [u8; 20],
     peer_id: [u8; 20],
     encryption: Encryption,
+    timeout: Duration,
 ) -> Result<(Connection, PeerHandshake), ConnectError> {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    let mut answered = false;
+    let result = tokio::time::timeout(timeout, async {
         let ours = wire::encode_handshake(info_hash, peer_id);
         let (handshake, first) =
             mse::Handshake::initiator(info_hash, ours.to_vec(), encryption, Secrets::random())?;
-        let established = drive(&mut reader, &mut writer, handshake, first, &[]).await?;
+        let established = drive(
+            &mut reader,
+            &mut writer,
+            handshake,
+            first,
+            &[],
+            &mut answered,
+        )
+        .await?;
         after_mse(reader, writer, established, info_hash).await
     })
-    .await
-    .map_err(|_| ConnectError::Timeout)?
+    .await;
+    match result {
+        Ok(result) => result,
+        Err(_) if !answered => Err(ConnectError::Unanswered),
+        Err(_) => Err(ConnectError::Timeout),
+    }
 }
 
 /// Answers a connection a peer opened: the connection and the peer's handshake. An encrypted one names its
@@ -260,7 +292,15 @@ pub async fn accept(
             return Err(ConnectError::EncryptedRefused);
         }
         let handshake = mse::Handshake::responder(info_hashes(), encryption, Secrets::random())?;
-        let established = drive(&mut reader, &mut writer, handshake, Vec::new(), &first).await?;
+        let established = drive(
+            &mut reader,
+            &mut writer,
+            handshake,
+            Vec::new(),
+            &first,
+            &mut true,
+        )
+        .await?;
         let skey = established.info_hash;
         after_mse(reader, writer, established, skey).await
     })
@@ -292,12 +332,14 @@ async fn after_mse(
 }
 
 /// Runs an MSE handshake over the socket: sends `first`, feeds `already` (bytes read before), then what comes.
+/// `answered` is set once the peer sent anything.
 async fn drive(
     reader: &mut OwnedReadHalf,
     writer: &mut OwnedWriteHalf,
     mut handshake: mse::Handshake,
     first: Vec<u8>,
     already: &[u8],
+    answered: &mut bool,
 ) -> Result<mse::Established, ConnectError> {
     if !first.is_empty() {
         writer.write_all(&first).await?;
@@ -323,5 +365,63 @@ async fn drive(
         if input == 0 {
             return Err(ConnectError::Closed);
         }
+        *answered = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A listener that accepts (the kernel completes the TCP handshake) and never says a word: `prefer` gives up
+    /// after one handshake timeout, without a plain second dial.
+    #[tokio::test]
+    async fn prefer_does_not_redial_plain_a_peer_that_never_answered() {
+        let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = silent.local_addr().unwrap();
+        let timeout = Duration::from_millis(300);
+        let error = dial_within(addr, [1; 20], [2; 20], Encryption::Prefer, timeout)
+            .await
+            .expect_err("nobody answers");
+        assert!(matches!(error, ConnectError::Unanswered), "{error}");
+        // Every connection the dial opened waits in the listener's backlog.
+        silent.set_nonblocking(true).unwrap();
+        let mut connections = Vec::new();
+        while let Ok((stream, _)) = silent.accept() {
+            connections.push(stream);
+        }
+        assert_eq!(connections.len(), 1, "dialed again in plain");
+    }
+
+    /// A peer that closes the connection on an MSE handshake (it speaks plain only) is still dialed again in plain.
+    #[tokio::test]
+    async fn prefer_redials_plain_a_peer_that_hung_up_on_mse() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let info_hash = [1; 20];
+        let peer = tokio::spawn(async move {
+            // The first connection carries an MSE key: hang up.
+            drop(listener.accept().await.unwrap());
+            let (stream, _) = listener.accept().await.unwrap();
+            let (mut connection, handshake) =
+                accept(stream, Encryption::Off, Vec::new).await.unwrap();
+            connection
+                .send_handshake(handshake.info_hash, [3; 20])
+                .await
+                .unwrap();
+            connection
+        });
+        let (connection, handshake) = dial_within(
+            addr,
+            info_hash,
+            [2; 20],
+            Encryption::Prefer,
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+        assert!(!connection.is_encrypted());
+        assert_eq!(handshake.peer_id, [3; 20]);
+        drop(peer.await.unwrap());
     }
 }

@@ -30,11 +30,13 @@ use crate::web::WebClient;
 
 /// How often rates, timeouts, the choker and progress are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
-/// Verified pieces waiting for the disk thread, in bytes: past this we stop requesting, so a slow disk throttles the
-/// download instead of filling memory.
-pub const MAX_DISK_QUEUE_BYTES: u64 = 64 * 1024 * 1024;
-/// Blocks of unfinished pieces held in memory, in bytes: past this we stop starting new requests.
-pub const MAX_ASSEMBLY_BYTES: u64 = 64 * 1024 * 1024;
+/// Verified pieces waiting for the disk thread to write them, in bytes: past this we stop requesting, so a slow disk
+/// throttles the download instead of filling memory. Writes go to the page cache (syncs are grouped apart), so the
+/// queue drains in milliseconds on a working disk; a few batches' worth keeps the thread busy.
+pub const MAX_DISK_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
+/// Buffers of unfinished pieces held in memory, in bytes: past this we stop starting new requests. Room for the
+/// pieces a few peers' pipelines span at once.
+pub const MAX_ASSEMBLY_BYTES: u64 = 32 * 1024 * 1024;
 /// Bad pieces (sent whole) or bad blocks (found by comparison with the good copy) before a peer is banned.
 pub const MAX_HASH_STRIKES: u32 = 3;
 /// Connections per torrent.
@@ -306,7 +308,7 @@ pub(crate) struct Session {
     picker: Picker,
     choker: Choker,
     assembler: PieceAssembler,
-    /// Pieces on disk: what we announce and serve.
+    /// Pieces written (in the page cache at least; the journal follows at the next sync): what we announce and serve.
     written: PieceSet,
     peers: BTreeMap<PeerKey, Peer>,
     known: HashMap<SocketAddr, KnownAddr>,
@@ -319,7 +321,10 @@ pub(crate) struct Session {
     suspects: HashMap<u32, Vec<(PeerKey, [u8; 20])>>,
     next_key: u64,
     disk: Option<DiskWriter>,
+    /// Verified pieces queued for the disk thread and not yet written, in bytes.
     disk_queue_bytes: u64,
+    /// Pieces written and not yet durable, in bytes: the download is complete only once they are synced.
+    unsynced_bytes: u64,
     down_rate: RateMeter,
     up_rate: RateMeter,
     downloaded: u64,
@@ -415,6 +420,7 @@ pub(crate) fn spawn(
         next_key: 0,
         disk,
         disk_queue_bytes: 0,
+        unsynced_bytes: 0,
         down_rate: RateMeter::new(now),
         up_rate: RateMeter::new(now),
         downloaded: 0,
@@ -530,7 +536,7 @@ impl Session {
     }
 
     fn active_state(&self) -> TransferState {
-        if self.picker.is_complete() && self.disk_queue_bytes == 0 {
+        if self.picker.is_complete() && self.disk_queue_bytes == 0 && self.unsynced_bytes == 0 {
             TransferState::Seeding
         } else {
             TransferState::Downloading
@@ -883,7 +889,7 @@ impl Session {
                     .or_insert_with(|| vec![None; blocks]);
                 senders[block.index() as usize] = Some(key);
                 let expected = self.torrent.piece_hashes[block.piece as usize];
-                if let Some(piece) = self.assembler.add(block, data, &expected) {
+                if let Some(piece) = self.assembler.add(block, &data, &expected) {
                     self.on_piece_assembled(piece, now);
                 }
             }
@@ -902,7 +908,7 @@ impl Session {
         let size = u64::from(self.torrent.geometry.piece_size(piece.piece));
         if piece.hash_ok {
             if let Some(suspects) = self.suspects.remove(&piece.piece) {
-                for ((sender, hash), good) in suspects.into_iter().zip(&piece.blocks) {
+                for ((sender, hash), good) in suspects.into_iter().zip(piece.blocks()) {
                     if hash != sha1_of(&[good]) {
                         self.strike(sender);
                     }
@@ -912,7 +918,7 @@ impl Session {
             self.disk_queue_bytes += size;
             let job = WriteJob {
                 piece: piece.piece,
-                blocks: piece.blocks,
+                data: piece.data,
             };
             if !self.disk.as_ref().is_some_and(|disk| disk.write(job)) {
                 self.state = TransferState::Failed("the disk thread stopped".into());
@@ -925,13 +931,14 @@ impl Session {
         self.picker.piece_failed(piece.piece);
         allpeers_log::marrow!(piece = piece.piece, "transfer: piece failed its hash");
         let first = senders.first().copied();
-        if senders.len() == piece.blocks.len() && senders.iter().all(|s| Some(*s) == first) {
+        let blocks = piece.blocks().count();
+        if senders.len() == blocks && senders.iter().all(|s| Some(*s) == first) {
             // One peer sent the whole piece: it sent the bad data.
             if let Some(sender) = first {
                 self.strike(sender);
             }
-        } else if senders.len() == piece.blocks.len() {
-            let hashes = piece.blocks.iter().map(|b| sha1_of(&[b]));
+        } else if senders.len() == blocks {
+            let hashes = piece.blocks().map(|b| sha1_of(&[b]));
             self.suspects
                 .insert(piece.piece, senders.into_iter().zip(hashes).collect());
         }
@@ -952,11 +959,27 @@ impl Session {
     }
 
     fn on_disk(&mut self, event: DiskEvent, now: Instant) {
+        let size = |piece| u64::from(self.torrent.geometry.piece_size(piece));
         match event {
             DiskEvent::Written { pieces } => {
                 for piece in pieces {
-                    self.disk_queue_bytes -= u64::from(self.torrent.geometry.piece_size(piece));
+                    self.disk_queue_bytes -= size(piece);
+                    self.unsynced_bytes += size(piece);
                     self.written.insert(piece);
+                }
+                // The last pieces are synced at once: no more writes will come to fill a group commit.
+                if self.picker.is_complete()
+                    && self.disk_queue_bytes == 0
+                    && let Some(disk) = &self.disk
+                {
+                    disk.sync();
+                }
+            }
+            DiskEvent::Durable { pieces } => {
+                // Announced once durable: a peer that sees us complete may drop us (seeds leave seeds), and that
+                // should not happen before the download is complete on our side too.
+                for piece in pieces {
+                    self.unsynced_bytes -= size(piece);
                     for peer in self.peers.values() {
                         peer.send(OutMessage::Have(piece));
                     }
@@ -967,9 +990,13 @@ impl Session {
                     self.on_complete(now);
                 }
             }
-            DiskEvent::Failed { pieces, error } => {
+            DiskEvent::Failed { pieces, error } | DiskEvent::Lost { pieces, error } => {
                 for piece in pieces {
-                    self.disk_queue_bytes -= u64::from(self.torrent.geometry.piece_size(piece));
+                    if self.written.remove(piece) {
+                        self.unsynced_bytes -= size(piece);
+                    } else {
+                        self.disk_queue_bytes -= size(piece);
+                    }
                     self.picker.piece_lost(piece);
                 }
                 allpeers_log::skin!(%error, "transfer: storing pieces failed");

@@ -1,11 +1,16 @@
-//! The disk thread: whole verified pieces in, durable pieces out. It takes every job queued since its last batch,
-//! writes each run of adjacent pieces with one vectored `pwritev`, syncs the files, and only then records the pieces
-//! in the journal (and syncs that), so the journal never names a piece whose data is not on disk.
+//! The disk thread: whole verified pieces in, durable pieces out. It takes every job queued since its last batch
+//! and writes each run of adjacent pieces with one vectored `pwritev` (the pieces are then [`DiskEvent::Written`]:
+//! in the page cache, readable, their memory free). Syncing is a group commit: the files are synced, and only then
+//! the pieces recorded in the journal (and that synced), once [`SYNC_INTERVAL`] passed since the first unsynced
+//! write or [`SYNC_BYTES`] gathered (a [`SyncPolicy`]), or when asked ([`DiskWriter::sync`]), or when the writer is dropped. So the
+//! journal never names a piece whose data is not on disk, and a download pays a few syncs a second at most
+//! instead of one per batch; a kill -9 costs at most the last interval's pieces, downloaded again on resume.
 
 use std::io::IoSlice;
 use std::sync::Arc;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -13,8 +18,29 @@ use super::CacheError;
 use super::journal::Journal;
 use super::storage::{SpaceAccount, Storage};
 
-/// Bytes gathered into one batch at most: large enough for few syncs, small enough that pieces become durable soon.
+/// Bytes gathered into one write batch at most: what was queued while the last batch was written.
 pub const MAX_BATCH_BYTES: u64 = 64 * 1024 * 1024;
+/// Written pieces wait at most this long to be synced and journaled: what a crash may cost, and how stale the
+/// journal may be.
+pub const SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Written bytes that trigger a sync before the interval: bounds the dirty data one sync must flush.
+pub const SYNC_BYTES: u64 = 128 * 1024 * 1024;
+
+/// When written pieces are synced and journaled: after `interval` or once `bytes` are written, whichever first.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncPolicy {
+    pub interval: Duration,
+    pub bytes: u64,
+}
+
+impl Default for SyncPolicy {
+    fn default() -> Self {
+        Self {
+            interval: SYNC_INTERVAL,
+            bytes: SYNC_BYTES,
+        }
+    }
+}
 /// `IOV_MAX` on Linux: the most buffers one `pwritev` takes.
 const IOV_MAX: usize = 1024;
 
@@ -22,21 +48,31 @@ const IOV_MAX: usize = 1024;
 #[derive(Debug)]
 pub struct WriteJob {
     pub piece: u32,
-    pub blocks: Vec<Bytes>,
+    pub data: Bytes,
+}
+
+#[derive(Debug)]
+enum Job {
+    Write(WriteJob),
+    Sync,
 }
 
 #[derive(Debug)]
 pub enum DiskEvent {
-    /// These pieces are on disk and journaled.
+    /// These pieces are written (in the page cache, readable), not yet durable.
     Written { pieces: Vec<u32> },
-    /// These pieces were not stored; the transfer should pause on [`CacheError::DiskFull`] / `SpaceLimit`.
+    /// These written pieces are synced and journaled: a crash keeps them.
+    Durable { pieces: Vec<u32> },
+    /// These pieces were not written; the transfer should pause on [`CacheError::DiskFull`] / `SpaceLimit`.
     Failed { pieces: Vec<u32>, error: CacheError },
+    /// These pieces were written but their sync failed: they are not on disk for sure and must be fetched again.
+    Lost { pieces: Vec<u32>, error: CacheError },
 }
 
-/// Handle to the disk thread; dropping it lets the thread finish the queued jobs and exit.
+/// Handle to the disk thread; dropping it lets the thread write and sync the queued jobs and exit.
 #[derive(Debug)]
 pub struct DiskWriter {
-    jobs: Option<mpsc::Sender<WriteJob>>,
+    jobs: Option<mpsc::Sender<Job>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -47,10 +83,33 @@ impl DiskWriter {
         space: Arc<SpaceAccount>,
         events: tokio::sync::mpsc::UnboundedSender<DiskEvent>,
     ) -> Self {
-        let (jobs, queue) = mpsc::channel::<WriteJob>();
+        Self::spawn_with(storage, journal, space, events, SyncPolicy::default())
+    }
+
+    pub fn spawn_with(
+        storage: Arc<Storage>,
+        journal: Journal,
+        space: Arc<SpaceAccount>,
+        events: tokio::sync::mpsc::UnboundedSender<DiskEvent>,
+        policy: SyncPolicy,
+    ) -> Self {
+        let (jobs, queue) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("transfer-disk".into())
-            .spawn(move || run(storage, journal, space, queue, events))
+            .spawn(move || {
+                DiskThread {
+                    storage,
+                    journal,
+                    space,
+                    events,
+                    policy,
+                    unsynced: Vec::new(),
+                    unsynced_bytes: 0,
+                    touched: Vec::new(),
+                    sync_due: None,
+                }
+                .run(queue)
+            })
             .expect("spawn the disk thread");
         Self {
             jobs: Some(jobs),
@@ -60,6 +119,16 @@ impl DiskWriter {
 
     /// Queues a piece; false when the thread is gone.
     pub fn write(&self, job: WriteJob) -> bool {
+        self.send(Job::Write(job))
+    }
+
+    /// Asks for the written pieces to be synced and journaled now (the download's last pieces: nothing follows to
+    /// fill a group commit); false when the thread is gone.
+    pub fn sync(&self) -> bool {
+        self.send(Job::Sync)
+    }
+
+    fn send(&self, job: Job) -> bool {
         self.jobs
             .as_ref()
             .is_some_and(|jobs| jobs.send(job).is_ok())
@@ -75,38 +144,119 @@ impl Drop for DiskWriter {
     }
 }
 
-fn run(
+struct DiskThread {
     storage: Arc<Storage>,
-    mut journal: Journal,
+    journal: Journal,
     space: Arc<SpaceAccount>,
-    queue: mpsc::Receiver<WriteJob>,
     events: tokio::sync::mpsc::UnboundedSender<DiskEvent>,
-) {
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        let mut bytes = batch_len(&batch[0]);
-        while bytes < MAX_BATCH_BYTES {
-            let Ok(job) = queue.try_recv() else { break };
-            bytes += batch_len(&job);
-            batch.push(job);
+    policy: SyncPolicy,
+    /// Written, not yet synced and journaled.
+    unsynced: Vec<u32>,
+    unsynced_bytes: u64,
+    /// Files written to since the last sync.
+    touched: Vec<usize>,
+    /// When the oldest unsynced write must be synced.
+    sync_due: Option<Instant>,
+}
+
+impl DiskThread {
+    fn run(mut self, queue: mpsc::Receiver<Job>) {
+        loop {
+            let next = match self.sync_due {
+                None => queue
+                    .recv()
+                    .map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+                Some(due) => queue.recv_timeout(due.saturating_duration_since(Instant::now())),
+            };
+            let mut sync_now = false;
+            let mut batch = Vec::new();
+            match next {
+                Ok(Job::Write(job)) => batch.push(job),
+                Ok(Job::Sync) => sync_now = true,
+                Err(mpsc::RecvTimeoutError::Timeout) => sync_now = true,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    self.commit();
+                    return;
+                }
+            }
+            let mut bytes: u64 = batch.iter().map(|job| job.data.len() as u64).sum();
+            while bytes > 0 && bytes < MAX_BATCH_BYTES {
+                match queue.try_recv() {
+                    Ok(Job::Write(job)) => {
+                        bytes += job.data.len() as u64;
+                        batch.push(job);
+                    }
+                    Ok(Job::Sync) => sync_now = true,
+                    Err(_) => break,
+                }
+            }
+            if !batch.is_empty() {
+                self.write(batch, bytes);
+            }
+            if sync_now
+                || self.unsynced_bytes >= self.policy.bytes
+                || self.sync_due.is_some_and(|due| Instant::now() >= due)
+            {
+                self.commit();
+            }
         }
+    }
+
+    /// Writes a batch and reports it. A session that is gone is not an error: what it queued is still written
+    /// and synced, so a stopped download resumes from it.
+    fn write(&mut self, mut batch: Vec<WriteJob>, bytes: u64) {
         batch.sort_by_key(|job| job.piece);
         let pieces: Vec<u32> = batch.iter().map(|job| job.piece).collect();
-        let event = match store_batch(&storage, &mut journal, &space, &batch, bytes) {
-            Ok(()) => DiskEvent::Written { pieces },
+        let event = match self.space.reserve(bytes).and_then(|()| {
+            write_runs(&self.storage, &batch).inspect_err(|_| self.space.release(bytes))
+        }) {
+            Ok(touched) => {
+                for file in touched {
+                    if !self.touched.contains(&file) {
+                        self.touched.push(file);
+                    }
+                }
+                self.unsynced.extend_from_slice(&pieces);
+                self.unsynced_bytes += bytes;
+                self.sync_due
+                    .get_or_insert_with(|| Instant::now() + self.policy.interval);
+                DiskEvent::Written { pieces }
+            }
             Err(error) => {
                 allpeers_log::marrow!(%error, pieces = pieces.len(), "transfer: a batch of pieces was not stored");
                 DiskEvent::Failed { pieces, error }
             }
         };
-        if events.send(event).is_err() {
+        let _ = self.events.send(event);
+    }
+
+    /// Syncs the touched files, then journals the written pieces.
+    fn commit(&mut self) {
+        self.sync_due = None;
+        if self.unsynced.is_empty() {
             return;
         }
+        let pieces = std::mem::take(&mut self.unsynced);
+        let bytes = std::mem::take(&mut self.unsynced_bytes);
+        let synced = std::mem::take(&mut self.touched)
+            .into_iter()
+            .try_for_each(|file| {
+                let (handle, path) = self.storage.file(file);
+                handle
+                    .sync_data()
+                    .map_err(|e| CacheError::Io { path, source: e })
+            })
+            .and_then(|()| self.journal.record(&pieces).map_err(CacheError::from));
+        let event = match synced {
+            Ok(()) => DiskEvent::Durable { pieces },
+            Err(error) => {
+                self.space.release(bytes);
+                allpeers_log::marrow!(%error, pieces = pieces.len(), "transfer: written pieces could not be synced");
+                DiskEvent::Lost { pieces, error }
+            }
+        };
+        let _ = self.events.send(event);
     }
-}
-
-fn batch_len(job: &WriteJob) -> u64 {
-    job.blocks.iter().map(|b| b.len() as u64).sum()
 }
 
 /// A run of content bytes going to one place in one file.
@@ -117,32 +267,6 @@ struct Run<'a> {
     len: u64,
 }
 
-fn store_batch(
-    storage: &Storage,
-    journal: &mut Journal,
-    space: &SpaceAccount,
-    batch: &[WriteJob],
-    bytes: u64,
-) -> Result<(), CacheError> {
-    space.reserve(bytes)?;
-    let written = write_runs(storage, batch).and_then(|touched| {
-        for file in touched {
-            let (handle, path) = storage.file(file);
-            handle
-                .sync_data()
-                .map_err(|e| CacheError::Io { path, source: e })?;
-        }
-        Ok(())
-    });
-    if let Err(error) = written {
-        space.release(bytes);
-        return Err(error);
-    }
-    let pieces: Vec<u32> = batch.iter().map(|job| job.piece).collect();
-    journal.record(&pieces)?;
-    Ok(())
-}
-
 /// Writes the batch; returns the files touched.
 fn write_runs(storage: &Storage, batch: &[WriteJob]) -> Result<Vec<usize>, CacheError> {
     let geometry = storage.geometry();
@@ -150,10 +274,9 @@ fn write_runs(storage: &Storage, batch: &[WriteJob]) -> Result<Vec<usize>, Cache
     let mut runs: Vec<Run<'_>> = Vec::new();
     for job in batch {
         let piece_offset = geometry.piece_offset(job.piece);
-        let piece_len: u64 = batch_len(job);
-        // Walk the piece's file segments and its blocks together, cutting blocks at file boundaries.
-        let mut blocks = job.blocks.iter().map(|b| &b[..]);
-        let mut current: &[u8] = blocks.next().unwrap_or(&[]);
+        let piece_len = job.data.len() as u64;
+        // Cut the piece at file boundaries; adjacent pieces in one file extend the same run.
+        let mut rest: &[u8] = &job.data;
         for segment in layout.segments(piece_offset, piece_len) {
             let extends = runs.last().is_some_and(|run| {
                 run.file == segment.file && run.file_offset + run.len == segment.file_offset
@@ -167,16 +290,9 @@ fn write_runs(storage: &Storage, batch: &[WriteJob]) -> Result<Vec<usize>, Cache
                 });
             }
             let run = runs.last_mut().expect("pushed");
-            let mut need = segment.len;
-            while need > 0 {
-                if current.is_empty() {
-                    current = blocks.next().expect("blocks cover the piece");
-                }
-                let take = (current.len() as u64).min(need) as usize;
-                run.slices.push(IoSlice::new(&current[..take]));
-                current = &current[take..];
-                need -= take as u64;
-            }
+            let (part, after) = rest.split_at(segment.len as usize);
+            run.slices.push(IoSlice::new(part));
+            rest = after;
             run.len += segment.len;
         }
     }
@@ -222,7 +338,7 @@ mod tests {
     use super::*;
     use crate::cache::layout::Layout;
     use crate::swarm::assembler::sha1_of;
-    use crate::swarm::geometry::{BLOCK_LEN, Geometry};
+    use crate::swarm::geometry::Geometry;
 
     fn content(len: usize) -> Vec<u8> {
         (0..len)
@@ -235,10 +351,7 @@ mod tests {
         let piece_data = &data[start..start + geometry.piece_size(piece) as usize];
         WriteJob {
             piece,
-            blocks: piece_data
-                .chunks(BLOCK_LEN as usize)
-                .map(Bytes::copy_from_slice)
-                .collect(),
+            data: Bytes::copy_from_slice(piece_data),
         }
     }
 
@@ -262,11 +375,19 @@ mod tests {
         for piece in [5, 0, 1, 3, 2, 4] {
             assert!(writer.write(job(&data, &geometry, piece)));
         }
-        let mut stored = Vec::new();
-        while stored.len() < 6 {
+        assert!(writer.sync());
+        let (mut written, mut durable) = (Vec::new(), Vec::new());
+        while durable.len() < 6 {
             match rx.recv().await.unwrap() {
-                DiskEvent::Written { pieces } => stored.extend(pieces),
-                DiskEvent::Failed { error, .. } => panic!("{error}"),
+                DiskEvent::Written { pieces } => written.extend(pieces),
+                DiskEvent::Durable { pieces } => {
+                    assert!(
+                        pieces.iter().all(|p| written.contains(p)),
+                        "durable only after written"
+                    );
+                    durable.extend(pieces)
+                }
+                other => panic!("{other:?}"),
             }
         }
         drop(writer);
@@ -295,9 +416,14 @@ mod tests {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let writer = DiskWriter::spawn(storage, journal, space.clone(), tx);
         writer.write(job(&data, &geometry, 0));
+        writer.sync();
         assert!(matches!(
             rx.recv().await.unwrap(),
             DiskEvent::Written { .. }
+        ));
+        assert!(matches!(
+            rx.recv().await.unwrap(),
+            DiskEvent::Durable { .. }
         ));
         writer.write(job(&data, &geometry, 1));
         match rx.recv().await.unwrap() {
@@ -313,5 +439,52 @@ mod tests {
         let (_, done) = Journal::open(&dir.path().join("journal"), [1; 20], 4).unwrap();
         assert_eq!(done.iter().collect::<Vec<_>>(), vec![0]);
         assert_eq!(space.used(), 16384);
+    }
+
+    #[tokio::test]
+    async fn separate_batches_are_synced_and_journaled_in_one_group_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let geometry = Geometry::new(4 * 16384, 16384).unwrap();
+        let layout = Layout::new([("f".into(), 4 * 16384)]).unwrap();
+        let data = content(4 * 16384);
+        let storage = Arc::new(Storage::create(dir.path(), layout, geometry).unwrap());
+        let journal_path = dir.path().join("journal");
+        let (journal, _) = Journal::open(&journal_path, [1; 20], 4).unwrap();
+        let space = Arc::new(SpaceAccount::new(None));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let writer = DiskWriter::spawn(storage.clone(), journal, space, tx);
+        let started = Instant::now();
+        for piece in 0..3 {
+            writer.write(job(&data, &geometry, piece));
+            // Each piece is its own batch: written (and readable) before the next is queued.
+            match rx.recv().await.unwrap() {
+                DiskEvent::Written { pieces } => assert_eq!(pieces, vec![piece]),
+                other => panic!("{other:?}"),
+            }
+            let start = geometry.piece_offset(piece) as usize;
+            let expected = sha1_of(&[&data[start..start + 16384]]);
+            assert!(storage.verify_piece(piece, &expected).unwrap());
+        }
+        let journal_len = || std::fs::metadata(&journal_path).unwrap().len() as usize;
+        if started.elapsed() < SYNC_INTERVAL {
+            assert_eq!(
+                journal_len(),
+                crate::cache::journal::HEADER_LEN,
+                "nothing journaled before the sync"
+            );
+        }
+        let durable = tokio::time::timeout(SYNC_INTERVAL * 5, rx.recv())
+            .await
+            .expect("synced within the interval")
+            .unwrap();
+        match durable {
+            DiskEvent::Durable { pieces } => assert_eq!(pieces, vec![0, 1, 2]),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            journal_len(),
+            crate::cache::journal::HEADER_LEN + 3 * crate::cache::journal::RECORD_LEN
+        );
+        drop(writer);
     }
 }

@@ -1,6 +1,8 @@
 //! Pieces put together from blocks, hashed in order as the blocks arrive: SHA-1 runs over each block as soon as
-//! every block before it is there (later blocks wait in memory), so a completed piece is verified the moment its
-//! last block lands and is never read back from disk.
+//! every block before it is there, so a completed piece is verified the moment its last block lands and is never
+//! read back from disk. Each block is copied once into its piece's own buffer as it arrives: the received frame (a
+//! slice of a connection's read buffer) is let go at once, so the read buffer is reused for the next read instead
+//! of being pinned until the whole piece is written, and memory is exactly the pieces in progress.
 
 use std::collections::BTreeMap;
 
@@ -13,14 +15,22 @@ use super::geometry::{BLOCK_LEN, Block, Geometry};
 #[derive(Debug)]
 pub struct AssembledPiece {
     pub piece: u32,
-    /// The blocks in order: written to disk as one vectored write.
-    pub blocks: Vec<Bytes>,
+    /// The piece's bytes in one buffer: written to disk as one slice of a vectored write.
+    pub data: Bytes,
     pub hash_ok: bool,
+}
+
+impl AssembledPiece {
+    /// The piece cut into its blocks (what each sender sent).
+    pub fn blocks(&self) -> impl Iterator<Item = &[u8]> {
+        self.data.chunks(BLOCK_LEN as usize)
+    }
 }
 
 #[derive(Debug)]
 struct InProgress {
-    blocks: Vec<Option<Bytes>>,
+    data: Vec<u8>,
+    arrived: Vec<bool>,
     /// Blocks `0..hashed` went into `hasher`.
     hashed: usize,
     hasher: Sha1,
@@ -42,53 +52,54 @@ impl PieceAssembler {
         }
     }
 
-    /// Bytes of block data held in memory.
+    /// Bytes held in memory for unfinished pieces: each started piece's whole buffer.
     pub fn buffered_bytes(&self) -> u64 {
         self.buffered_bytes
     }
 
-    /// Adds a block the picker accepted as fresh. Returns the piece when it is whole.
+    /// Adds a block the picker accepted as fresh (its bytes are copied). Returns the piece when it is whole.
     /// `expected` is the piece's SHA-1 from the metainfo.
     pub fn add(
         &mut self,
         block: Block,
-        data: Bytes,
+        data: &[u8],
         expected: &[u8; 20],
     ) -> Option<AssembledPiece> {
         debug_assert!(self.geometry.is_valid_block(block) && data.len() == block.len as usize);
         let count = self.geometry.blocks_in_piece(block.piece) as usize;
-        let entry = self
-            .pieces
-            .entry(block.piece)
-            .or_insert_with(|| InProgress {
-                blocks: vec![None; count],
+        let size = self.geometry.piece_size(block.piece) as usize;
+        let buffered = &mut self.buffered_bytes;
+        let entry = self.pieces.entry(block.piece).or_insert_with(|| {
+            *buffered += size as u64;
+            InProgress {
+                data: vec![0; size],
+                arrived: vec![false; count],
                 hashed: 0,
                 hasher: Sha1::new(),
-            });
-        let slot = &mut entry.blocks[(block.offset / BLOCK_LEN) as usize];
-        if slot.is_some() {
+            }
+        });
+        let index = (block.offset / BLOCK_LEN) as usize;
+        if entry.arrived[index] {
             return None;
         }
-        self.buffered_bytes += data.len() as u64;
-        *slot = Some(data);
-        while let Some(Some(next)) = entry.blocks.get(entry.hashed) {
-            entry.hasher.update(next);
+        entry.arrived[index] = true;
+        let start = block.offset as usize;
+        entry.data[start..start + data.len()].copy_from_slice(data);
+        while entry.arrived.get(entry.hashed) == Some(&true) {
+            let from = entry.hashed * BLOCK_LEN as usize;
+            let to = (from + BLOCK_LEN as usize).min(size);
+            entry.hasher.update(&entry.data[from..to]);
             entry.hashed += 1;
         }
         if entry.hashed < count {
             return None;
         }
         let done = self.pieces.remove(&block.piece).expect("present");
+        self.buffered_bytes -= size as u64;
         let digest: [u8; 20] = done.hasher.finalize().into();
-        let blocks: Vec<Bytes> = done
-            .blocks
-            .into_iter()
-            .map(|b| b.expect("all blocks arrived"))
-            .collect();
-        self.buffered_bytes -= blocks.iter().map(|b| b.len() as u64).sum::<u64>();
         Some(AssembledPiece {
             piece: block.piece,
-            blocks,
+            data: Bytes::from(done.data),
             hash_ok: &digest == expected,
         })
     }
@@ -96,12 +107,7 @@ impl PieceAssembler {
     /// Drops what arrived of a piece (its download restarts).
     pub fn discard(&mut self, piece: u32) {
         if let Some(dropped) = self.pieces.remove(&piece) {
-            self.buffered_bytes -= dropped
-                .blocks
-                .iter()
-                .flatten()
-                .map(|b| b.len() as u64)
-                .sum::<u64>();
+            self.buffered_bytes -= dropped.data.len() as u64;
         }
     }
 }
@@ -130,9 +136,7 @@ mod tests {
         let expected = sha1_of(&[&data]);
         let mut assembler = PieceAssembler::new(g);
         let block = |i| g.block(0, i);
-        let slice = |b: Block| {
-            Bytes::copy_from_slice(&data[b.offset as usize..(b.offset + b.len) as usize])
-        };
+        let slice = |b: Block| &data[b.offset as usize..(b.offset + b.len) as usize];
         assert!(
             assembler
                 .add(block(2), slice(block(2)), &expected)
@@ -149,11 +153,13 @@ mod tests {
         );
         assert_eq!(
             assembler.buffered_bytes(),
-            u64::from(block(1).len + block(2).len)
+            u64::from(g.piece_size(0)),
+            "one buffer for the piece, whatever arrived"
         );
         let done = assembler.add(block(0), slice(block(0)), &expected).unwrap();
         assert!(done.hash_ok);
-        assert_eq!(done.blocks.concat(), data);
+        assert_eq!(done.data, data);
+        assert_eq!(done.blocks().count(), 3);
         assert_eq!(assembler.buffered_bytes(), 0);
     }
 
@@ -161,9 +167,9 @@ mod tests {
     fn hashing_advances_with_each_in_order_block() {
         let g = Geometry::new(u64::from(4 * BLOCK_LEN), 4 * BLOCK_LEN).unwrap();
         let mut assembler = PieceAssembler::new(g);
-        let zero = Bytes::from(vec![0u8; BLOCK_LEN as usize]);
-        assembler.add(g.block(0, 0), zero.clone(), &[0; 20]);
-        assembler.add(g.block(0, 1), zero.clone(), &[0; 20]);
+        let zero = vec![0u8; BLOCK_LEN as usize];
+        assembler.add(g.block(0, 0), &zero, &[0; 20]);
+        assembler.add(g.block(0, 1), &zero, &[0; 20]);
         assert_eq!(assembler.pieces[&0].hashed, 2);
     }
 
@@ -175,18 +181,10 @@ mod tests {
         let mut assembler = PieceAssembler::new(g);
         let mut bad = data[BLOCK_LEN as usize..].to_vec();
         bad[5] ^= 1;
-        assembler.add(g.block(0, 1), Bytes::from(bad), &expected);
-        let done = assembler.add(
-            g.block(0, 0),
-            Bytes::copy_from_slice(&data[..BLOCK_LEN as usize]),
-            &expected,
-        );
+        assembler.add(g.block(0, 1), &bad, &expected);
+        let done = assembler.add(g.block(0, 0), &data[..BLOCK_LEN as usize], &expected);
         assert!(!done.unwrap().hash_ok);
-        assembler.add(
-            g.block(0, 1),
-            Bytes::from(vec![1; BLOCK_LEN as usize]),
-            &expected,
-        );
+        assembler.add(g.block(0, 1), &[1; BLOCK_LEN as usize], &expected);
         assembler.discard(0);
         assert_eq!(assembler.buffered_bytes(), 0);
     }
