@@ -1,5 +1,6 @@
 //! Download speed against aria2c, side by side: 256 MiB (1 MiB pieces) from one aria2c seeder on loopback, fetched by
-//! our engine and by an aria2c leecher in alternating runs under `farm-bench` (whole processes: wall, CPU, peak RSS).
+//! our engine and by an aria2c leecher in alternating runs, each a whole process timed by GNU time (`/usr/bin/time`:
+//! wall, CPU, peak RSS): one warm-up each, then five pairs, medians and the pairwise median of the ratios.
 //! aria2c cannot be given a peer's address, so a local opentracker introduces the aria2c leecher to the seeder (the
 //! seeder re-announces every second so its entry never expires); our engine is given the seeder's address.
 //!
@@ -8,7 +9,7 @@
 //! The rqbit command line was written from rqbit 9's documented options and has not been run yet (rqbit did not
 //! finish building in the session that added it): check it against `rqbit download --help` on first use.
 //!
-//! `cargo bench -p allpeers-transfer --bench download` (needs aria2c, mktorrent, opentracker and farm-bench).
+//! `cargo bench -p allpeers-transfer --bench download` (needs aria2c, mktorrent, opentracker and GNU time).
 //! `BENCH_MIB=1024` changes the size. The binary re-runs itself as the leecher: `download leech <torrent> <out> <peer>`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -219,7 +220,7 @@ fn compare() {
         ours_out.display()
     );
     let aria = format!(
-        "sh -c 'rm -rf {out} && exec aria2c --dir={out} --listen-port={leech_port} --seed-time=0 --file-allocation=none {common} {torrent}'",
+        "rm -rf {out} && exec aria2c --dir={out} --listen-port={leech_port} --seed-time=0 --file-allocation=none {common} {torrent}",
         out = aria_out.display(),
         leech_port = free_port(),
         common = ARIA2_COMMON.join(" "),
@@ -234,12 +235,9 @@ fn compare() {
             .unwrap_or_default()
             .trim()
     );
-    let status = Command::new("farm-bench")
-        .args(["-n", "5", "--timeout", "900", "--vs", &aria, "--"])
-        .args(ours.split(' '))
-        .status()
-        .expect("farm-bench on PATH");
-    assert!(status.success());
+    let ours: Vec<&str> = ours.split(' ').collect();
+    let report = work.path().join("time-report");
+    side_by_side("aria2c", &ours, &["sh", "-c", &aria], &report);
     verify_same(&content, &ours_out.join("payload.bin"));
     verify_same(&content, &aria_out.join("payload.bin"));
     println!("both copies verified byte for byte");
@@ -253,7 +251,7 @@ fn compare() {
     let rqbit_out = work.path().join("rqbit");
     // rqbit's own HTTP API and DHT are turned off; it is handed the seeder's address as ours is.
     let rqbit = format!(
-        "sh -c 'rm -rf {out} && exec {rqbit} --disable-dht --disable-dht-persistence --http-api-listen-addr 127.0.0.1:{api} download --initial-peers 127.0.0.1:{port} --output-folder {out} --exit-on-finish {torrent}'",
+        "rm -rf {out} && exec {rqbit} --disable-dht --disable-dht-persistence --http-api-listen-addr 127.0.0.1:{api} download --initial-peers 127.0.0.1:{port} --output-folder {out} --exit-on-finish {torrent}",
         out = rqbit_out.display(),
         rqbit = Path::new(&rqbit).display(),
         api = free_port(),
@@ -266,15 +264,79 @@ fn compare() {
             .unwrap_or_default()
             .trim()
     );
-    let status = Command::new("farm-bench")
-        .args(["-n", "5", "--timeout", "900", "--vs", &rqbit, "--"])
-        .args(ours.split(' '))
-        .status()
-        .expect("farm-bench on PATH");
-    assert!(status.success());
+    side_by_side("rqbit", &ours, &["sh", "-c", &rqbit], &report);
     verify_same(&content, &ours_out.join("payload.bin"));
     verify_same(&content, &rqbit_out.join("payload.bin"));
     println!("rqbit's copy verified byte for byte");
+}
+
+/// Measured pairs after one warm-up of each side.
+const RUNS: usize = 5;
+
+/// One whole process as GNU time accounts it: wall seconds, CPU seconds (user + system), peak RSS in MiB.
+struct Run {
+    wall: f64,
+    cpu: f64,
+    peak_mib: f64,
+}
+
+fn timed(command: &[&str], report: &Path) -> Run {
+    let status = Command::new("/usr/bin/time")
+        .args(["-f", "%e %U %S %M", "-o"])
+        .arg(report)
+        .args(command)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("GNU time at /usr/bin/time (Debian package `time`)");
+    assert!(status.success(), "{command:?} failed");
+    let text = std::fs::read_to_string(report).unwrap();
+    let figures: Vec<f64> = text
+        .split_whitespace()
+        .map(|v| v.parse().expect("a GNU time figure"))
+        .collect();
+    Run {
+        wall: figures[0],
+        cpu: figures[1] + figures[2],
+        peak_mib: figures[3] / 1024.0,
+    }
+}
+
+/// One figure of a run, by name in the table.
+type Figure = fn(&Run) -> f64;
+
+/// Ours (A) and `other` (B) in turn, A B A B …: the median of each figure, its spread, and the median of the
+/// pairwise ratios A/B (pairing keeps the ratio meaningful while the machine's speed drifts).
+fn side_by_side(other: &str, ours: &[&str], theirs: &[&str], report: &Path) {
+    timed(ours, report);
+    timed(theirs, report);
+    let pairs: Vec<(Run, Run)> = (0..RUNS)
+        .map(|_| (timed(ours, report), timed(theirs, report)))
+        .collect();
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        (v[v.len() / 2], v[0], v[v.len() - 1])
+    };
+    println!("| median of {RUNS} | ours (A) | {other} (B) | A/B (pairwise median) |");
+    println!("|---|---|---|---|");
+    let figures: [(&str, Figure); 3] = [
+        ("wall s", |r| r.wall),
+        ("CPU s (user + sys)", |r| r.cpu),
+        ("peak RSS MiB", |r| r.peak_mib),
+    ];
+    for (name, figure) in figures {
+        let (a, a_min, a_max) = median(pairs.iter().map(|(a, _)| figure(a)).collect());
+        let (b, b_min, b_max) = median(pairs.iter().map(|(_, b)| figure(b)).collect());
+        let (ratio, _, _) = median(
+            pairs
+                .iter()
+                .map(|(a, b)| figure(a) / figure(b).max(1e-9))
+                .collect(),
+        );
+        println!(
+            "| {name} | {a:.2} ({a_min:.2}-{a_max:.2}) | {b:.2} ({b_min:.2}-{b_max:.2}) | **{ratio:.2}** |"
+        );
+    }
 }
 
 /// Pseudo-random content, written in chunks (the benchmark's own memory stays small).
