@@ -105,9 +105,16 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
 
         // One directory: registered at A, found at B.
         alice.hub.register("alice").await.unwrap();
-        let rec = bob.hub.resolve("alice@hub.test").await.unwrap().unwrap();
-        assert_eq!(rec.peer, alice.id());
-        assert!(rec.online, "alice's line at A is seen from B");
+        // B learns of lines at A through NOTIFY: asked at once, it may not have heard yet.
+        until("alice's line at A seen from B", 10 * SECONDS, async || {
+            bob.hub
+                .resolve("alice@hub.test")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|rec| rec.peer == alice.id() && rec.online)
+        })
+        .await;
 
         // Presence across instances, mutual rule intact.
         bob.hub.watch(&[alice.id(), carol.id()]).await;
