@@ -159,12 +159,20 @@ pub fn accepted(store: &Store) -> Result<Vec<PeerId>, StoreError> {
 /// `crate::hub::foreign::HomeHub`), kept in its local metadata; a peer not yet known is not
 /// created for it.
 pub fn set_home_hub(store: &mut Store, peer: &PeerId, home: &str) -> Result<(), StoreError> {
+    set_known_peer_meta(store, peer, "homeHub", home.into())
+}
+
+/// Sets one text field of a known peer's local metadata; a peer not yet known is not created.
+fn set_known_peer_meta(
+    store: &mut Store,
+    peer: &PeerId,
+    field: &str,
+    text: String,
+) -> Result<(), StoreError> {
     let id = resource_id(peer);
     if store.get(&id)?.is_some() {
         let mut patch = Patch::default();
-        patch
-            .meta
-            .insert("homeHub".into(), Value::String(home.into()));
+        patch.meta.insert(field.into(), Value::String(text));
         store.update(&id, &patch)?;
     }
     Ok(())
@@ -191,15 +199,7 @@ pub fn set_hub_key(
     hub_name: &str,
     key: &PeerId,
 ) -> Result<(), StoreError> {
-    let id = resource_id(peer);
-    if store.get(&id)?.is_some() {
-        let mut patch = Patch::default();
-        patch
-            .meta
-            .insert("hubKey".into(), Value::String(format!("{hub_name} {key}")));
-        store.update(&id, &patch)?;
-    }
-    Ok(())
+    set_known_peer_meta(store, peer, "hubKey", format!("{hub_name} {key}"))
 }
 
 /// Every hub name and key kept by [`set_hub_key`].
