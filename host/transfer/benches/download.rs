@@ -6,11 +6,13 @@
 //!
 //! With `RQBIT=/path/to/rqbit` (`cargo install rqbit`) a second comparison follows against rqbit, leeching from the
 //! same seeder (given its address with `--initial-peers`, as ours is); without it that side is skipped, saying so.
-//! The rqbit command line was written from rqbit 9's documented options and has not been run yet (rqbit did not
-//! finish building in the session that added it): check it against `rqbit download --help` on first use.
+//! The rqbit command line is rqbit 9.1's (`rqbit --help`, `rqbit download --help`).
 //!
 //! `cargo bench -p allpeers-transfer --bench download` (needs aria2c, mktorrent, opentracker and GNU time).
-//! `BENCH_MIB=1024` changes the size. The binary re-runs itself as the leecher: `download leech <torrent> <out> <peer>`.
+//! `BENCH_MIB=1024` changes the size. `BENCH_SYNC=1` ends every timed side with `sync`, so each timing includes
+//! writing its download to the disk: ours makes its pieces durable before it says "complete" (the crash rule), the
+//! others leave dirty pages for the kernel to write after they exit, which favours them at sizes the page cache
+//! holds. The binary re-runs itself as the leecher: `download leech <torrent> <out> <peer>`.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
@@ -220,14 +222,19 @@ fn compare() {
         ours_out.display()
     );
     let aria = format!(
-        "rm -rf {out} && exec aria2c --dir={out} --listen-port={leech_port} --seed-time=0 --file-allocation=none {common} {torrent}",
+        "rm -rf {out} && aria2c --dir={out} --listen-port={leech_port} --seed-time=0 --file-allocation=none {common} {torrent}",
         out = aria_out.display(),
         leech_port = free_port(),
         common = ARIA2_COMMON.join(" "),
         torrent = torrent.display(),
     );
     println!(
-        "Transfers: {mib} MiB, 1 MiB pieces, from one aria2c seeder on loopback; A = our engine, B = aria2c"
+        "Transfers: {mib} MiB, 1 MiB pieces, from one aria2c seeder on loopback; A = our engine, B = aria2c{}",
+        if std::env::var_os("BENCH_SYNC").is_some() {
+            "; each side ends with `sync`"
+        } else {
+            ""
+        }
     );
     println!(
         "load average before the run: {}",
@@ -235,7 +242,8 @@ fn compare() {
             .unwrap_or_default()
             .trim()
     );
-    let ours: Vec<&str> = ours.split(' ').collect();
+    let (ours, aria) = (then_sync(&ours), then_sync(&aria));
+    let ours = ["sh", "-c", ours.as_str()];
     let report = work.path().join("time-report");
     side_by_side("aria2c", &ours, &["sh", "-c", &aria], &report);
     verify_same(&content, &ours_out.join("payload.bin"));
@@ -249,14 +257,15 @@ fn compare() {
         return;
     };
     let rqbit_out = work.path().join("rqbit");
-    // rqbit's own HTTP API and DHT are turned off; it is handed the seeder's address as ours is.
+    // rqbit's HTTP API, DHT, trackers, local discovery and UPnP are turned off: like ours, it is handed the seeder's
+    // address and finds no one else.
     let rqbit = format!(
-        "rm -rf {out} && exec {rqbit} --disable-dht --disable-dht-persistence --http-api-listen-addr 127.0.0.1:{api} download --initial-peers 127.0.0.1:{port} --output-folder {out} --exit-on-finish {torrent}",
+        "rm -rf {out} && {rqbit} --disable-dht --disable-dht-persistence --disable-trackers --disable-lsd --disable-upnp-port-forward --listen-ip 127.0.0.1 download --disable-http-api --initial-peers 127.0.0.1:{port} --output-folder {out} --exit-on-finish {torrent}",
         out = rqbit_out.display(),
         rqbit = Path::new(&rqbit).display(),
-        api = free_port(),
         torrent = torrent.display(),
     );
+    let rqbit = then_sync(&rqbit);
     println!("Transfers: {mib} MiB from the same aria2c seeder; A = our engine, B = rqbit");
     println!(
         "load average before the run: {}",
@@ -268,6 +277,16 @@ fn compare() {
     verify_same(&content, &ours_out.join("payload.bin"));
     verify_same(&content, &rqbit_out.join("payload.bin"));
     println!("rqbit's copy verified byte for byte");
+}
+
+/// `command` as a shell line, followed by `sync` when `BENCH_SYNC` is set (see the module's comment).
+fn then_sync(command: &str) -> String {
+    if std::env::var_os("BENCH_SYNC").is_some() {
+        // Not `exec`ed, so the shell is still there to run `sync` once the download has exited.
+        format!("{command} && sync")
+    } else {
+        command.to_owned()
+    }
 }
 
 /// Measured pairs after one warm-up of each side.
