@@ -855,7 +855,8 @@ impl Manager {
         let status = match result {
             Ok(handle) => {
                 // Complete content (a file seeded in place, a finished download) seeds from the start.
-                let status = if handle.progress().state == TransferState::Seeding {
+                let progress = handle.progress();
+                let status = if progress.state == TransferState::Seeding {
                     Status::Seeding
                 } else {
                     Status::Downloading
@@ -870,6 +871,8 @@ impl Manager {
                 {
                     entry.handle = Some(handle.clone());
                     entry.status = status.clone();
+                    // Set now, not only by the watcher: whoever sees the status sees the progress that goes with it.
+                    entry.progress = Some(progress);
                 }
                 tokio::spawn(self.clone().watch(id, handle));
                 status

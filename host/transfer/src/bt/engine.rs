@@ -28,6 +28,10 @@ use crate::swarm::picker::PickMode;
 use crate::throttle::{Limits, Throttle, Throttles};
 use crate::web::WebClient;
 
+/// How long removing a torrent waits for its session to write, sync and journal what it holds: a few group commits
+/// on a slow disk.
+const SESSION_STOP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("cannot listen on {addr}: {source}")]
@@ -311,6 +315,15 @@ impl Engine {
             .remove(info_hash);
         if let Some(handle) = handle {
             handle.command(SessionCommand::Stop).await;
+            // Its data and journal complete before it counts as removed: a restart right after finds them.
+            if tokio::time::timeout(SESSION_STOP_TIMEOUT, handle.ended())
+                .await
+                .is_err()
+            {
+                allpeers_log::marrow!(
+                    "transfer: a torrent's session did not end within {SESSION_STOP_TIMEOUT:?} of being stopped"
+                );
+            }
         }
     }
 

@@ -181,6 +181,12 @@ impl TorrentHandle {
         self.commands.send(command).await.is_ok()
     }
 
+    /// Waits until the session has ended, its queued pieces written, synced and journaled.
+    pub async fn ended(&self) {
+        let mut progress = self.progress.clone();
+        while progress.changed().await.is_ok() {}
+    }
+
     /// This torrent's own upload and download limits (the global ones apply too).
     pub fn set_limits(&self, limits: Limits) {
         self.throttle.set(limits);
@@ -482,7 +488,12 @@ impl Session {
         if self.options.use_trackers && self.announced_started {
             self.announce(Some(AnnounceEvent::Stopped));
         }
-        // Dropping the disk writer lets it store what is queued.
+        // Dropping the disk writer lets it store what is queued; its threads are joined off the runtime's workers,
+        // and before the progress channel closes, so whoever waits for the end (`TorrentHandle::ended`) finds the
+        // journal complete.
+        if let Some(disk) = self.disk.take() {
+            let _ = tokio::task::spawn_blocking(move || drop(disk)).await;
+        }
     }
 
     fn is_active(&self) -> bool {

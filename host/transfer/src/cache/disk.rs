@@ -5,6 +5,11 @@
 //! write or [`SYNC_BYTES`] gathered (a [`SyncPolicy`]), or when asked ([`DiskWriter::sync`]), or when the writer is dropped. So the
 //! journal never names a piece whose data is not on disk, and a download pays a few syncs a second at most
 //! instead of one per batch; a kill -9 costs at most the last interval's pieces, downloaded again on resume.
+//!
+//! The syncs run on a thread of their own, so writing goes on while a group is flushed: done inline, a 128 MiB
+//! `fdatasync` stopped the writes, the disk queue filled and the network stalled behind it (a 1 GiB download took
+//! 7.6 s instead of 3.6 s, and held twice the memory). At most [`SYNCS_QUEUED`] groups wait behind the one being
+//! synced; then the writer waits too, which bounds what is written but not yet durable.
 
 use std::io::IoSlice;
 use std::sync::Arc;
@@ -41,6 +46,8 @@ impl Default for SyncPolicy {
         }
     }
 }
+/// Group commits queued behind the one being synced before the writer waits for the syncer.
+pub const SYNCS_QUEUED: usize = 1;
 /// `IOV_MAX` on Linux: the most buffers one `pwritev` takes.
 const IOV_MAX: usize = 1024;
 
@@ -94,21 +101,34 @@ impl DiskWriter {
         policy: SyncPolicy,
     ) -> Self {
         let (jobs, queue) = mpsc::channel::<Job>();
+        let (groups, synced) = mpsc::sync_channel::<SyncGroup>(SYNCS_QUEUED);
+        let syncer = Syncer {
+            storage: storage.clone(),
+            journal,
+            space: space.clone(),
+            events: events.clone(),
+        };
+        let syncer = std::thread::Builder::new()
+            .name("transfer-sync".into())
+            .spawn(move || syncer.run(synced))
+            .expect("spawn the sync thread");
         let thread = std::thread::Builder::new()
             .name("transfer-disk".into())
             .spawn(move || {
                 DiskThread {
                     storage,
-                    journal,
                     space,
                     events,
                     policy,
+                    groups,
                     unsynced: Vec::new(),
                     unsynced_bytes: 0,
                     touched: Vec::new(),
                     sync_due: None,
                 }
-                .run(queue)
+                .run(queue);
+                // The thread's end dropped the group sender: the syncer finishes what it has and exits.
+                let _ = syncer.join();
             })
             .expect("spawn the disk thread");
         Self {
@@ -146,10 +166,11 @@ impl Drop for DiskWriter {
 
 struct DiskThread {
     storage: Arc<Storage>,
-    journal: Journal,
     space: Arc<SpaceAccount>,
     events: tokio::sync::mpsc::UnboundedSender<DiskEvent>,
     policy: SyncPolicy,
+    /// Group commits to the sync thread.
+    groups: mpsc::SyncSender<SyncGroup>,
     /// Written, not yet synced and journaled.
     unsynced: Vec<u32>,
     unsynced_bytes: u64,
@@ -230,15 +251,67 @@ impl DiskThread {
         let _ = self.events.send(event);
     }
 
-    /// Syncs the touched files, then journals the written pieces.
+    /// Hands the written pieces to the sync thread as one group commit.
     fn commit(&mut self) {
         self.sync_due = None;
         if self.unsynced.is_empty() {
             return;
         }
-        let pieces = std::mem::take(&mut self.unsynced);
-        let bytes = std::mem::take(&mut self.unsynced_bytes);
-        let synced = std::mem::take(&mut self.touched)
+        let group = SyncGroup {
+            files: std::mem::take(&mut self.touched),
+            pieces: std::mem::take(&mut self.unsynced),
+            bytes: std::mem::take(&mut self.unsynced_bytes),
+        };
+        if let Err(mpsc::SendError(group)) = self.groups.send(group) {
+            // Only a panic ends the syncer early: these pieces cannot be made durable here.
+            let error = CacheError::Io {
+                path: group
+                    .files
+                    .first()
+                    .map(|&file| self.storage.file(file).1)
+                    .unwrap_or_default(),
+                source: std::io::Error::other("the transfer's sync thread is gone"),
+            };
+            self.space.release(group.bytes);
+            allpeers_log::marrow!(%error, pieces = group.pieces.len(), "transfer: written pieces could not be synced");
+            let _ = self.events.send(DiskEvent::Lost {
+                pieces: group.pieces,
+                error,
+            });
+        }
+    }
+}
+
+/// Written pieces to make durable together: the files they went to, synced before the pieces are journaled.
+struct SyncGroup {
+    files: Vec<usize>,
+    pieces: Vec<u32>,
+    bytes: u64,
+}
+
+/// The sync thread: owns the journal, so a piece is journaled only after its file's sync returned.
+struct Syncer {
+    storage: Arc<Storage>,
+    journal: Journal,
+    space: Arc<SpaceAccount>,
+    events: tokio::sync::mpsc::UnboundedSender<DiskEvent>,
+}
+
+impl Syncer {
+    fn run(mut self, groups: mpsc::Receiver<SyncGroup>) {
+        for group in groups {
+            self.commit(group);
+        }
+    }
+
+    /// Syncs the group's files, then journals its pieces.
+    fn commit(&mut self, group: SyncGroup) {
+        let SyncGroup {
+            files,
+            pieces,
+            bytes,
+        } = group;
+        let synced = files
             .into_iter()
             .try_for_each(|file| {
                 let (handle, path) = self.storage.file(file);
@@ -486,5 +559,48 @@ mod tests {
             crate::cache::journal::HEADER_LEN + 3 * crate::cache::journal::RECORD_LEN
         );
         drop(writer);
+    }
+
+    #[tokio::test]
+    async fn groups_queued_behind_a_running_sync_all_become_durable_in_order() {
+        // A group commit per piece: the writer runs ahead of the sync thread and waits when SYNCS_QUEUED groups are
+        // queued; every piece still ends written, then durable, and journaled once.
+        let dir = tempfile::tempdir().unwrap();
+        let pieces = 32u32;
+        let geometry = Geometry::new(u64::from(pieces) * 16384, 16384).unwrap();
+        let layout = Layout::new([("f".into(), u64::from(pieces) * 16384)]).unwrap();
+        let data = content(pieces as usize * 16384);
+        let storage = Arc::new(Storage::create(dir.path(), layout, geometry).unwrap());
+        let journal_path = dir.path().join("journal");
+        let (journal, _) = Journal::open(&journal_path, [1; 20], pieces).unwrap();
+        let space = Arc::new(SpaceAccount::new(None));
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let policy = SyncPolicy {
+            interval: Duration::from_secs(3600),
+            bytes: 1,
+        };
+        let writer = DiskWriter::spawn_with(storage.clone(), journal, space, tx, policy);
+        for piece in 0..pieces {
+            assert!(writer.write(job(&data, &geometry, piece)));
+        }
+        let (mut written, mut durable) = (Vec::new(), Vec::new());
+        while durable.len() < pieces as usize {
+            let event = tokio::time::timeout(Duration::from_secs(30), rx.recv())
+                .await
+                .expect("every group synced in time")
+                .unwrap();
+            match event {
+                DiskEvent::Written { pieces } => written.extend(pieces),
+                DiskEvent::Durable { pieces } => {
+                    assert!(pieces.iter().all(|p| written.contains(p)));
+                    durable.extend(pieces);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(durable, (0..pieces).collect::<Vec<_>>(), "groups in order");
+        drop(writer);
+        let (_, journaled) = Journal::open(&journal_path, [1; 20], pieces).unwrap();
+        assert_eq!(journaled.count(), pieces);
     }
 }
