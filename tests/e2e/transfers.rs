@@ -1,15 +1,19 @@
 //! Downloads and uploads through real `allpeers daemon` processes on loopback: a download from a real aria2c seeder
 //! is paused, survives a daemon restart (its own limits and the global ones too) and resumes to the exact bytes
 //! (fetching only what was missing); bad torrents and unsupported sources get the area's codes and the daemon lives
-//! on; a .torrent comes by URL; a magnet is listed (paused, resumed, cancelled) while its metadata is asked for; one daemon seeds a file in place (`allpeers seed`) and another downloads it with `allpeers get`.
+//! on; a .torrent comes by URL; a magnet is listed (paused, resumed, cancelled) while its metadata is asked for; one daemon seeds a file in place (`allpeers seed`) and another downloads it with `allpeers get`;
+//! a daemon given a magnet link with nothing but its info-hash finds the seeding daemon through the DHT alone (a
+//! `mainline` testnet in this process on 127.0.0.1, never the public DHT).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::time::Duration;
 
 use allpeers_tests::social::{Client, wait_event};
 use allpeers_tests::*;
 use allpeers_transfer::bt::create::create_torrent;
-use allpeers_transfer::testing::{aria2c_seeder, content};
+use allpeers_transfer::bt::dht::{DhtNodeConfig, MainlineDht};
+use allpeers_transfer::testing::{aria2c_seeder, content, wait_announced};
 use base64::Engine as _;
 use serde_json::{Value, json};
 
@@ -449,6 +453,129 @@ async fn a_daemon_seeds_a_file_to_another_daemon_through_the_cli() {
         carol.stop().await;
         alice.stop().await;
         bob.stop().await;
+    })
+    .await
+    .expect("the test finished in time");
+}
+
+/// `config.json` for a daemon on loopback with no trackers, whose DHT joins only through `bootstrap` (a testnet on
+/// 127.0.0.1): a node of the transfers area's own (`transfers.dht`), or discovery's node shared with transfers
+/// (`discovery.dht`; `transfers.dht` then only says the DHT is on).
+fn configure_dht(data_dir: &Path, bootstrap: &[String], through_discovery: bool) {
+    std::fs::create_dir_all(data_dir).unwrap();
+    let dht = json!({"enabled": true, "bootstrap": bootstrap, "bind": "127.0.0.1"});
+    let mut config = json!({
+        "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
+        "transfers": {"listen": "127.0.0.1:0", "use_trackers": false, "dht": dht},
+    });
+    if through_discovery {
+        config["transfers"]["dht"] = json!({"enabled": true});
+        config["discovery"] = json!({"dht": dht});
+    }
+    std::fs::write(data_dir.join("config.json"), config.to_string()).unwrap();
+}
+
+/// The daemon's DHT wiring end to end, both ways a daemon runs its DHT: alice seeds a file with a DHT node of the
+/// transfers area's own (`transfers.dht.bootstrap`), bob's transfers use the node discovery runs
+/// (`discovery.dht.bootstrap`). Bob is given a magnet link with only the info-hash — no tracker, no `x.pe`, no peer
+/// — and finds alice through the DHT alone: her announce, his lookup, the metadata from her (ut_metadata), then the
+/// file, to the exact bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_magnet_with_only_its_info_hash_is_found_between_daemons_through_the_dht() {
+    tokio::time::timeout(DEADLINE, async {
+        // Enough server nodes that discovery's record (BEP 44) is stored: its publish is bob's "DHT up" event.
+        let testnet = tokio::task::spawn_blocking(|| mainline::Testnet::builder(10).build())
+            .await
+            .unwrap()
+            .expect("a loopback DHT testnet");
+        let work = tempfile::tempdir().unwrap();
+        let (alice_dir, bob_dir) = (work.path().join("alice"), work.path().join("bob"));
+        configure_dht(&alice_dir, &testnet.bootstrap, false);
+        configure_dht(&bob_dir, &testnet.bootstrap, true);
+        let alice = Daemon::start(&alice_dir).await;
+        let bob = Daemon::start(&bob_dir).await;
+        let mut bob_client = bob.client("transfers-test").await;
+        let mut topics = TOPICS.to_vec();
+        topics.push("net.changed");
+        ok(
+            &mut bob_client,
+            "events.subscribe",
+            json!({"topics": topics}),
+        )
+        .await;
+
+        // Alice seeds in place; her transfer is looked up and announced on the DHT at once.
+        let file = work.path().join("trackless.bin");
+        let data = content(FILE_LEN, 13);
+        std::fs::write(&file, &data).unwrap();
+        let mut alice_client = alice.client("transfers-test").await;
+        let seeded = ok(&mut alice_client, "transfers.seed", json!({"path": file})).await;
+        assert_eq!(seeded["transfer"]["state"], "seeding", "{seeded}");
+        let info_hash_hex = seeded["transfer"]["info_hash"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let alice_port: u16 = seeded["listen"]
+            .as_str()
+            .unwrap()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        let mut info_hash = [0u8; 20];
+        for (i, byte) in info_hash.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&info_hash_hex[2 * i..2 * i + 2], 16).unwrap();
+        }
+        // Seen from a third node: alice's announce is on the DHT (her BitTorrent port, her loopback address).
+        let observer = MainlineDht::new(DhtNodeConfig {
+            bootstrap: Some(testnet.bootstrap.clone()),
+            bind: Some(Ipv4Addr::LOCALHOST),
+            port: None,
+        });
+        let alice_peer = SocketAddr::from((Ipv4Addr::LOCALHOST, alice_port));
+        wait_announced(&observer, info_hash, alice_peer, DEADLINE).await;
+        // Bob's discovery node is up (its first record published), so his transfers have it from the start.
+        let status = ok(&mut bob_client, "net.status", json!({})).await;
+        if status["discovery"]["dht"]["last_publish_ms"].is_null() {
+            wait_event(&mut bob_client, "net.changed", |d| {
+                d["dht_published"]["at_ms"].is_u64()
+            })
+            .await;
+        }
+
+        let out = work.path().join("bob-out");
+        let added = ok(
+            &mut bob_client,
+            "transfers.add",
+            json!({"torrent": format!("magnet:?xt=urn:btih:{info_hash_hex}"), "dir": out}),
+        )
+        .await;
+        let id = id_of(&added);
+        wait_event(&mut bob_client, "transfer.changed", |d| {
+            d["id"] == id && d["state"] == "seeding"
+        })
+        .await;
+        assert!(
+            std::fs::read(out.join("trackless.bin")).unwrap() == data,
+            "bob's copy differs from alice's file"
+        );
+        let done = ok(&mut bob_client, "transfers.get", json!({"id": id})).await;
+        assert_eq!(
+            done["name"], "trackless.bin",
+            "named by the fetched metadata"
+        );
+        let progress = &done["progress"];
+        assert_eq!(progress["done_bytes"], FILE_LEN as u64);
+        let sources = &progress["peer_sources"];
+        assert!(sources["dht"].as_u64() >= Some(1), "{sources}");
+        assert_eq!(
+            (&sources["given"], &sources["tracker"]),
+            (&json!(0), &json!(0)),
+            "{sources}"
+        );
+        bob.stop().await;
+        alice.stop().await;
     })
     .await
     .expect("the test finished in time");

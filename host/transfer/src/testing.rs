@@ -163,3 +163,45 @@ pub fn aria2c_dht_seeder(
     wait_for_port(port, "aria2c");
     (seeder, port)
 }
+
+/// One lookup of `info_hash` through `finder` ([`crate::bt::dht::find_peers`]'s bounds and checks), every address it
+/// yields.
+pub async fn dht_lookup(
+    finder: &dyn crate::bt::dht::PeerFinder,
+    info_hash: [u8; 20],
+) -> Vec<std::net::SocketAddr> {
+    let (found, mut batches) = tokio::sync::mpsc::channel(4);
+    let collect = async {
+        let mut all = Vec::new();
+        while let Some(batch) = batches.recv().await {
+            all.extend(batch);
+        }
+        all
+    };
+    let lookup = async {
+        let result = crate::bt::dht::find_peers(finder, info_hash, &found).await;
+        drop(found);
+        result
+    };
+    let (result, all) = tokio::join!(lookup, collect);
+    assert_eq!(result.expect("the lookup runs"), all.len());
+    all
+}
+
+/// Looks `info_hash` up through `finder` until `peer` is among the answers (it announced), panicking after
+/// `deadline`. The DHT tells nobody when a peer announces, so asking it again is the only way to know; each lookup
+/// waits for the nodes' answers, and a short pause between lookups keeps an empty answer from spinning.
+pub async fn wait_announced(
+    finder: &dyn crate::bt::dht::PeerFinder,
+    info_hash: [u8; 20],
+    peer: std::net::SocketAddr,
+    deadline: Duration,
+) {
+    tokio::time::timeout(deadline, async {
+        while !dht_lookup(finder, info_hash).await.contains(&peer) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{peer} never appeared on the DHT"));
+}

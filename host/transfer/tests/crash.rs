@@ -14,7 +14,6 @@ use allpeers_transfer::cache::layout::Layout;
 use allpeers_transfer::cache::storage::{SpaceAccount, Storage};
 use allpeers_transfer::swarm::assembler::sha1_of;
 use allpeers_transfer::swarm::geometry::Geometry;
-use bytes::Bytes;
 
 const PIECE_LEN: u32 = 64 * 1024;
 const PIECES: u32 = 512;
@@ -54,7 +53,7 @@ fn piece_data(piece: u32) -> Vec<u8> {
 fn job(piece: u32) -> WriteJob {
     WriteJob {
         piece,
-        data: Bytes::from(piece_data(piece)),
+        data: piece_data(piece),
     }
 }
 
@@ -92,7 +91,7 @@ fn write_pieces(dir: &Path, wanted: impl Iterator<Item = u32>, report: bool) -> 
             writer.sync();
         }
         match runtime.block_on(rx.recv()).expect("disk thread alive") {
-            DiskEvent::Written { pieces } => written += pieces.len(),
+            DiskEvent::Written { pieces, .. } => written += pieces.len(),
             DiskEvent::Durable { pieces } => {
                 stored += pieces.len();
                 if report {

@@ -11,18 +11,20 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use allpeers_transfer::bt::dht::{
-    self, DhtError, DhtNodeConfig, MAX_PEERS_PER_LOOKUP, MainlineDht, PeerFinder,
+    DhtError, DhtNodeConfig, MAX_PEERS_PER_LOOKUP, MainlineDht, PeerFinder,
 };
 use allpeers_transfer::bt::engine::{Engine, EngineConfig, Target};
 use allpeers_transfer::bt::metainfo::Torrent;
 use allpeers_transfer::manager::{AddMagnet, Manager, ManagerConfig, Status, TransferEvent};
-use allpeers_transfer::testing::{aria2c_dht_seeder, content, free_udp_port};
+use allpeers_transfer::testing::{
+    aria2c_dht_seeder, content, dht_lookup, free_udp_port, wait_announced,
+};
 use allpeers_transfer::throttle::Limits;
 use futures::stream::BoxStream;
 use librqbit_bencode::BencodeValue;
 use mainline::Testnet;
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 
 /// A whole test's budget (each takes a few seconds).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -93,34 +95,7 @@ fn album(dir: &Path, private: bool) -> (Vec<(PathBuf, Vec<u8>)>, PathBuf, Torren
 
 /// One lookup through `finder`, every address it yields.
 async fn lookup(finder: &dyn PeerFinder, info_hash: [u8; 20]) -> Vec<SocketAddr> {
-    let (found, mut batches) = mpsc::channel(4);
-    let collect = async {
-        let mut all = Vec::new();
-        while let Some(batch) = batches.recv().await {
-            all.extend(batch);
-        }
-        all
-    };
-    let lookup = async {
-        let result = dht::find_peers(finder, info_hash, &found).await;
-        drop(found);
-        result
-    };
-    let (result, all) = tokio::join!(lookup, collect);
-    assert_eq!(result.expect("the lookup runs"), all.len());
-    all
-}
-
-/// Looks `info_hash` up until `peer` is among the answers (it announced), failing past the deadline.
-async fn wait_announced(finder: &dyn PeerFinder, info_hash: [u8; 20], peer: SocketAddr) {
-    tokio::time::timeout(DEADLINE, async {
-        // aria2c announces once its DHT node has joined; a lookup before that finds nothing, so ask again.
-        while !lookup(finder, info_hash).await.contains(&peer) {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("{peer} never appeared on the DHT"));
+    dht_lookup(finder, info_hash).await
 }
 
 /// The whole path with a real client: aria2c seeds a torrent and announces it on a local DHT; our manager is given
@@ -143,7 +118,7 @@ async fn a_magnet_with_only_its_info_hash_is_resolved_and_downloaded_through_the
     );
     let dht = Arc::new(local_dht(&testnet.bootstrap));
     let seeder: SocketAddr = ([127, 0, 0, 1], seeder_port).into();
-    wait_announced(dht.as_ref(), torrent.info_hash, seeder).await;
+    wait_announced(dht.as_ref(), torrent.info_hash, seeder, DEADLINE).await;
 
     let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
     engine.use_trackers = false;

@@ -31,9 +31,11 @@ use crate::web::WebClient;
 /// How often rates, timeouts, the choker and progress are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Verified pieces waiting for the disk thread to write them, in bytes: past this we stop requesting, so a slow disk
-/// throttles the download instead of filling memory. Writes go to the page cache (syncs are grouped apart), so the
-/// queue drains in milliseconds on a working disk; a few batches' worth keeps the thread busy.
-pub const MAX_DISK_QUEUE_BYTES: u64 = 16 * 1024 * 1024;
+/// throttles the download instead of filling memory. Writes go to the page cache, so the queue drains in
+/// milliseconds on a working disk; it fills only while the disk thread syncs a group commit, and then every MiB of
+/// room is a MiB of peak memory (measured: a 256 MiB download's peak RSS rose with this queue one for one, 16 MiB of
+/// it reached in most runs) while buying only milliseconds of download before the same wait.
+pub const MAX_DISK_QUEUE_BYTES: u64 = 4 * 1024 * 1024;
 /// Buffers of unfinished pieces held in memory, in bytes: past this we stop starting new requests. Room for the
 /// pieces a few peers' pipelines span at once.
 pub const MAX_ASSEMBLY_BYTES: u64 = 32 * 1024 * 1024;
@@ -557,6 +559,7 @@ impl Session {
     /// Stops exchanging data: every connection is closed (they are dialed again on resume).
     fn pause(&mut self, reason: String, now: Instant) {
         self.state = TransferState::Paused(reason);
+        self.assembler.release_spare();
         for peer in self.peers.values() {
             let _ = peer.commands.send(PeerCommand::Close);
         }
@@ -972,7 +975,8 @@ impl Session {
     fn on_disk(&mut self, event: DiskEvent, now: Instant) {
         let size = |piece| u64::from(self.torrent.geometry.piece_size(piece));
         match event {
-            DiskEvent::Written { pieces } => {
+            DiskEvent::Written { pieces, buffers } => {
+                self.assembler.recycle(buffers);
                 for piece in pieces {
                     self.disk_queue_bytes -= size(piece);
                     self.unsynced_bytes += size(piece);
@@ -1032,6 +1036,7 @@ impl Session {
         allpeers_log::flesh!(name = %self.torrent.name, "transfer: download complete, seeding");
         self.state = TransferState::Seeding;
         self.choker.set_seeding(true);
+        self.assembler.release_spare();
         let keys: Vec<PeerKey> = self.peers.keys().copied().collect();
         for key in keys {
             self.set_interest(key, false);

@@ -17,8 +17,6 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-
 use super::CacheError;
 use super::journal::Journal;
 use super::storage::{SpaceAccount, Storage};
@@ -55,7 +53,8 @@ const IOV_MAX: usize = 1024;
 #[derive(Debug)]
 pub struct WriteJob {
     pub piece: u32,
-    pub data: Bytes,
+    /// Handed back in [`DiskEvent::Written`] once written, for the next piece.
+    pub data: Vec<u8>,
 }
 
 #[derive(Debug)]
@@ -66,8 +65,12 @@ enum Job {
 
 #[derive(Debug)]
 pub enum DiskEvent {
-    /// These pieces are written (in the page cache, readable), not yet durable.
-    Written { pieces: Vec<u32> },
+    /// These pieces are written (in the page cache, readable), not yet durable; `buffers` are their bytes' buffers,
+    /// free to be reused.
+    Written {
+        pieces: Vec<u32>,
+        buffers: Vec<Vec<u8>>,
+    },
     /// These written pieces are synced and journaled: a crash keeps them.
     Durable { pieces: Vec<u32> },
     /// These pieces were not written; the transfer should pause on [`CacheError::DiskFull`] / `SpaceLimit`.
@@ -241,7 +244,10 @@ impl DiskThread {
                 self.unsynced_bytes += bytes;
                 self.sync_due
                     .get_or_insert_with(|| Instant::now() + self.policy.interval);
-                DiskEvent::Written { pieces }
+                DiskEvent::Written {
+                    pieces,
+                    buffers: batch.into_iter().map(|job| job.data).collect(),
+                }
             }
             Err(error) => {
                 allpeers_log::marrow!(%error, pieces = pieces.len(), "transfer: a batch of pieces was not stored");
@@ -424,7 +430,7 @@ mod tests {
         let piece_data = &data[start..start + geometry.piece_size(piece) as usize];
         WriteJob {
             piece,
-            data: Bytes::copy_from_slice(piece_data),
+            data: piece_data.to_vec(),
         }
     }
 
@@ -452,7 +458,7 @@ mod tests {
         let (mut written, mut durable) = (Vec::new(), Vec::new());
         while durable.len() < 6 {
             match rx.recv().await.unwrap() {
-                DiskEvent::Written { pieces } => written.extend(pieces),
+                DiskEvent::Written { pieces, .. } => written.extend(pieces),
                 DiskEvent::Durable { pieces } => {
                     assert!(
                         pieces.iter().all(|p| written.contains(p)),
@@ -531,7 +537,7 @@ mod tests {
             writer.write(job(&data, &geometry, piece));
             // Each piece is its own batch: written (and readable) before the next is queued.
             match rx.recv().await.unwrap() {
-                DiskEvent::Written { pieces } => assert_eq!(pieces, vec![piece]),
+                DiskEvent::Written { pieces, .. } => assert_eq!(pieces, vec![piece]),
                 other => panic!("{other:?}"),
             }
             let start = geometry.piece_offset(piece) as usize;

@@ -3,10 +3,15 @@
 //! read back from disk. Each block is copied once into its piece's own buffer as it arrives: the received frame (a
 //! slice of a connection's read buffer) is let go at once, so the read buffer is reused for the next read instead
 //! of being pinned until the whole piece is written, and memory is exactly the pieces in progress.
+//!
+//! Piece buffers are reused: once the disk thread has written a piece its buffer comes back
+//! ([`PieceAssembler::recycle`]) and a later piece is put together in it, so a download allocates as many buffers as
+//! it ever holds at once instead of allocating, zeroing and freeing a piece-sized buffer per piece (on two threads: the allocator
+//! keeps what one thread frees in that thread's arena). A reused buffer needs no zeroing: every byte of a piece is
+//! overwritten by its blocks before the piece is whole.
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use sha1::{Digest, Sha1};
 
 use super::geometry::{BLOCK_LEN, Block, Geometry};
@@ -15,8 +20,9 @@ use super::geometry::{BLOCK_LEN, Block, Geometry};
 #[derive(Debug)]
 pub struct AssembledPiece {
     pub piece: u32,
-    /// The piece's bytes in one buffer: written to disk as one slice of a vectored write.
-    pub data: Bytes,
+    /// The piece's bytes in one buffer: written to disk as one slice of a vectored write, then handed back to
+    /// [`PieceAssembler::recycle`].
+    pub data: Vec<u8>,
     pub hash_ok: bool,
 }
 
@@ -41,7 +47,13 @@ pub struct PieceAssembler {
     geometry: Geometry,
     pieces: BTreeMap<u32, InProgress>,
     buffered_bytes: u64,
+    /// Buffers of written pieces (each the torrent's piece length), reused for the next pieces.
+    spare: Vec<Vec<u8>>,
 }
+
+/// Spare buffers kept at most: more than the pieces a download has in memory at once under the session's bounds
+/// (unfinished pieces plus those queued for the disk) are never needed.
+pub const MAX_SPARE_BYTES: u64 = 48 * 1024 * 1024;
 
 impl PieceAssembler {
     pub fn new(geometry: Geometry) -> Self {
@@ -49,7 +61,23 @@ impl PieceAssembler {
             geometry,
             pieces: BTreeMap::new(),
             buffered_bytes: 0,
+            spare: Vec::new(),
         }
+    }
+
+    /// Takes back buffers of written pieces for the next pieces (only full-length ones; the rest are dropped).
+    pub fn recycle(&mut self, buffers: impl IntoIterator<Item = Vec<u8>>) {
+        let len = self.geometry.piece_len() as usize;
+        for buffer in buffers {
+            if buffer.len() == len && (self.spare.len() + 1) * len <= MAX_SPARE_BYTES as usize {
+                self.spare.push(buffer);
+            }
+        }
+    }
+
+    /// Lets the spare buffers go (the download is done or paused: none will be needed soon).
+    pub fn release_spare(&mut self) {
+        self.spare = Vec::new();
     }
 
     /// Bytes held in memory for unfinished pieces: each started piece's whole buffer.
@@ -69,10 +97,16 @@ impl PieceAssembler {
         let count = self.geometry.blocks_in_piece(block.piece) as usize;
         let size = self.geometry.piece_size(block.piece) as usize;
         let buffered = &mut self.buffered_bytes;
+        let spare = &mut self.spare;
         let entry = self.pieces.entry(block.piece).or_insert_with(|| {
             *buffered += size as u64;
+            // A spare buffer's old bytes never leave it: the piece is whole only once each block overwrote its part.
+            let data = match spare.last() {
+                Some(buffer) if buffer.len() == size => spare.pop().expect("a spare buffer"),
+                _ => vec![0; size],
+            };
             InProgress {
-                data: vec![0; size],
+                data,
                 arrived: vec![false; count],
                 hashed: 0,
                 hasher: Sha1::new(),
@@ -99,7 +133,7 @@ impl PieceAssembler {
         let digest: [u8; 20] = done.hasher.finalize().into();
         Some(AssembledPiece {
             piece: block.piece,
-            data: Bytes::from(done.data),
+            data: done.data,
             hash_ok: &digest == expected,
         })
     }
@@ -108,6 +142,7 @@ impl PieceAssembler {
     pub fn discard(&mut self, piece: u32) {
         if let Some(dropped) = self.pieces.remove(&piece) {
             self.buffered_bytes -= dropped.data.len() as u64;
+            self.recycle([dropped.data]);
         }
     }
 }
@@ -187,5 +222,40 @@ mod tests {
         assembler.add(g.block(0, 1), &[1; BLOCK_LEN as usize], &expected);
         assembler.discard(0);
         assert_eq!(assembler.buffered_bytes(), 0);
+    }
+
+    #[test]
+    fn a_recycled_buffer_is_reused_and_its_old_bytes_never_show() {
+        let g = Geometry::new(u64::from(6 * BLOCK_LEN), 2 * BLOCK_LEN).unwrap();
+        let data = piece_data(6 * BLOCK_LEN as usize);
+        let piece =
+            |p: u32| &data[(p * 2 * BLOCK_LEN) as usize..((p + 1) * 2 * BLOCK_LEN) as usize];
+        let block =
+            |p: u32, i: u32| &piece(p)[(i * BLOCK_LEN) as usize..((i + 1) * BLOCK_LEN) as usize];
+        let mut assembler = PieceAssembler::new(g);
+        assembler.add(g.block(0, 0), block(0, 0), &sha1_of(&[piece(0)]));
+        let first = assembler
+            .add(g.block(0, 1), block(0, 1), &sha1_of(&[piece(0)]))
+            .unwrap();
+        let address = first.data.as_ptr();
+        assembler.recycle([first.data, vec![7; 10]]);
+        assert_eq!(
+            assembler.spare.len(),
+            1,
+            "a buffer of another length is not kept"
+        );
+        // Piece 2 goes into piece 0's old buffer, blocks in reverse order: it verifies, none of piece 0 is left.
+        let expected = sha1_of(&[piece(2)]);
+        assembler.add(g.block(2, 1), block(2, 1), &expected);
+        assert!(assembler.spare.is_empty());
+        let second = assembler
+            .add(g.block(2, 0), block(2, 0), &expected)
+            .unwrap();
+        assert_eq!(second.data.as_ptr(), address, "the same allocation");
+        assert!(second.hash_ok);
+        assert_eq!(second.data, piece(2));
+        assembler.recycle([second.data]);
+        assembler.release_spare();
+        assert!(assembler.spare.is_empty());
     }
 }
