@@ -28,9 +28,8 @@ use super::names::{self, NameError};
 use super::pipe::pump;
 use super::proto::{
     self, AnswerError, DirectoryRecord, HubInfo, HubQuery, HubRecord, HubRecordError, HubRequest,
-    HubResponse, MailItem,
-    NameCertificate, PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady,
-    SignedHubRecord,
+    HubResponse, MailItem, NameCertificate, PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin,
+    RelayReady, SignedHubRecord,
 };
 use super::proxy::{Forwarder, ProxyConfig, ProxyError};
 use allpeers_net::endpoint::Endpoint;
@@ -181,7 +180,9 @@ pub enum HubError {
     Answer(#[from] AnswerError),
     #[error(transparent)]
     HubRecord(#[from] HubRecordError),
-    #[error("{keys} different keys call themselves hub {name}: use an invite or a contact's certificate")]
+    #[error(
+        "{keys} different keys call themselves hub {name}: use an invite or a contact's certificate"
+    )]
     AmbiguousHub { name: String, keys: usize },
     #[error(transparent)]
     Name(#[from] NameError),

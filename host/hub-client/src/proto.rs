@@ -660,7 +660,10 @@ mod tests {
         let addr = Address::quic("127.0.0.1:7700".parse().unwrap());
         let signed = SignedHubRecord::sign(&hub, "two.test", &[addr]);
         let record = signed.verify(now).unwrap();
-        assert_eq!((record.hub, record.name.as_str()), (hub.peer_id(), "two.test"));
+        assert_eq!(
+            (record.hub, record.name.as_str()),
+            (hub.peer_id(), "two.test")
+        );
         assert_eq!(record.addresses, vec![addr]);
 
         // Another key signing a record that names the hub's key (a lie about where it is).
@@ -688,7 +691,10 @@ mod tests {
         // A name that is not a hub name, or not folded.
         let mut bad = record.clone();
         bad.name = "Two.Test".into();
-        assert_eq!(signed_by(&hub, &bad).verify(now), Err(HubRecordError::BadName));
+        assert_eq!(
+            signed_by(&hub, &bad).verify(now),
+            Err(HubRecordError::BadName)
+        );
         // Too many addresses.
         let mut many = record.clone();
         many.addresses = vec![addr; MAX_ADDRESSES + 1];

@@ -57,7 +57,12 @@ impl Default for HubDirectoryRules {
 
 impl HubDirectoryRules {
     pub fn check_introduction(&self, asker: &PeerId) -> Result<(), Refusal> {
-        check(&self.introductions, asker, "hub introductions", INTRODUCTIONS.0)
+        check(
+            &self.introductions,
+            asker,
+            "hub introductions",
+            INTRODUCTIONS.0,
+        )
     }
 
     pub fn check_lookup(&self, asker: &PeerId) -> Result<(), Refusal> {
@@ -133,24 +138,42 @@ mod tests {
         // Our own record, or another key under our name: refused.
         let own = SignedHubRecord::sign(&us, "one.test", &[addr]);
         assert_eq!(
-            admit(&own, &us.peer_id(), "one.test", now).unwrap_err().code,
+            admit(&own, &us.peer_id(), "one.test", now)
+                .unwrap_err()
+                .code,
             code::BAD_RECORD
         );
         let squat = SignedHubRecord::sign(&two, "one.test", &[addr]);
         assert_eq!(
-            admit(&squat, &us.peer_id(), "one.test", now).unwrap_err().code,
+            admit(&squat, &us.peer_id(), "one.test", now)
+                .unwrap_err()
+                .code,
             code::BAD_RECORD
         );
         // A forged signature.
         let mut forged = good.clone();
         forged.signature = us.sign(b"something else").to_vec();
         assert_eq!(
-            admit(&forged, &us.peer_id(), "one.test", now).unwrap_err().code,
+            admit(&forged, &us.peer_id(), "one.test", now)
+                .unwrap_err()
+                .code,
             code::BAD_RECORD
         );
-        assert!(is_own(&HubQuery::Name("one.test".into()), &us.peer_id(), "one.test"));
-        assert!(is_own(&HubQuery::Key(us.peer_id()), &us.peer_id(), "one.test"));
-        assert!(!is_own(&HubQuery::Key(two.peer_id()), &us.peer_id(), "one.test"));
+        assert!(is_own(
+            &HubQuery::Name("one.test".into()),
+            &us.peer_id(),
+            "one.test"
+        ));
+        assert!(is_own(
+            &HubQuery::Key(us.peer_id()),
+            &us.peer_id(),
+            "one.test"
+        ));
+        assert!(!is_own(
+            &HubQuery::Key(two.peer_id()),
+            &us.peer_id(),
+            "one.test"
+        ));
     }
 
     #[test]
@@ -158,7 +181,9 @@ mod tests {
         let rules = HubDirectoryRules::default();
         let a = Identity::generate().peer_id();
         let b = Identity::generate().peer_id();
-        let passed = (0..40).filter(|_| rules.check_introduction(&a).is_ok()).count();
+        let passed = (0..40)
+            .filter(|_| rules.check_introduction(&a).is_ok())
+            .count();
         assert!((16..=18).contains(&passed), "{passed}");
         assert!(rules.check_introduction(&b).is_ok(), "per peer");
     }

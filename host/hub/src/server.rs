@@ -833,7 +833,11 @@ impl Core {
             RemoteError::internal("hub lookup failed")
         };
         let blobs = match &query {
-            HubQuery::Name(n) => self.store.hubs_named(n, fresh_after).await.map_err(internal)?,
+            HubQuery::Name(n) => self
+                .store
+                .hubs_named(n, fresh_after)
+                .await
+                .map_err(internal)?,
             HubQuery::Key(k) => self
                 .store
                 .hub_of_key(k, fresh_after)

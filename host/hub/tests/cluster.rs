@@ -808,14 +808,12 @@ async fn a_hop_dying_mid_relay_closes_both_ends_and_the_peers_relay_again_throug
         let killed = Instant::now();
         b.child.kill().unwrap();
         let _ = b.child.wait();
-        let alice_closed = tokio::time::timeout(20 * SECONDS, conn.closed())
-            .await
-            .expect("alice's relayed connection closes");
-        let alice_after = killed.elapsed();
-        let bob_closed = tokio::time::timeout(20 * SECONDS, back.closed())
-            .await
-            .expect("bob's relayed connection closes");
-        let bob_after = killed.elapsed();
+        let closes = |c: allpeers_net::Connection| async move {
+            let why = tokio::time::timeout(40 * SECONDS, c.closed()).await;
+            (why.expect("the relayed connection closes"), killed.elapsed())
+        };
+        let ((alice_closed, alice_after), (bob_closed, bob_after)) =
+            tokio::join!(closes(conn.clone()), closes(back.clone()));
         eprintln!(
             "after the kill: alice's relayed connection closed in {alice_after:?} ({alice_closed}), \
              bob's in {bob_after:?} ({bob_closed})"
@@ -907,7 +905,10 @@ async fn relay_round_trips_within_one_instance_and_across_two() {
             }
         }
         let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-        for (what, t) in ["within one instance", "across two instances"].iter().zip(times.iter_mut()) {
+        for (what, t) in ["within one instance", "across two instances"]
+            .iter()
+            .zip(times.iter_mut())
+        {
             t.sort();
             let pick = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)];
             eprintln!(

@@ -79,7 +79,13 @@ async fn a_hub_learns_other_hubs_from_its_peers_and_passes_on_only_their_own_rec
     let carol = homed_at(&two).await;
     let carol_at_one = guest_line(&carol.endpoint, (one.peer, one.addresses())).await;
     assert_eq!(
-        carol_at_one.hub_record().await.unwrap().verify(now()).unwrap().hub,
+        carol_at_one
+            .hub_record()
+            .await
+            .unwrap()
+            .verify(now())
+            .unwrap()
+            .hub,
         one.peer
     );
     refused_with(
@@ -131,7 +137,12 @@ async fn a_hub_learns_other_hubs_from_its_peers_and_passes_on_only_their_own_rec
     let one = HubProc::spawn_named(d1.path(), "one.test", &[]);
     let dave = homed_at(&one).await;
     assert_eq!(
-        dave.hub.lookup_hub_key(two.peer).await.unwrap().unwrap().hub,
+        dave.hub
+            .lookup_hub_key(two.peer)
+            .await
+            .unwrap()
+            .unwrap()
+            .hub,
         two.peer
     );
 

@@ -144,7 +144,9 @@ impl Store {
     pub async fn introduce_hub(&self, known: &KnownHub) -> Result<(), StoreError> {
         let (per_name, max) = (crate::hubs::MAX_KEYS_PER_NAME, crate::hubs::MAX_KNOWN_HUBS);
         match self {
-            Store::Sqlite { db, .. } => Ok(db.lock().unwrap().introduce_hub(known, per_name, max)?),
+            Store::Sqlite { db, .. } => {
+                Ok(db.lock().unwrap().introduce_hub(known, per_name, max)?)
+            }
             Store::Postgres(pg) => pg.introduce_hub(known, per_name, max).await,
         }
     }
@@ -158,7 +160,9 @@ impl Store {
     ) -> Result<Vec<Vec<u8>>, StoreError> {
         let limit = crate::hubs::MAX_KEYS_PER_NAME;
         match self {
-            Store::Sqlite { db, .. } => Ok(db.lock().unwrap().hubs_named(name, fresh_after, limit)?),
+            Store::Sqlite { db, .. } => {
+                Ok(db.lock().unwrap().hubs_named(name, fresh_after, limit)?)
+            }
             Store::Postgres(pg) => pg.hubs_named(name, fresh_after, limit).await,
         }
     }
