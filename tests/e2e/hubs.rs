@@ -541,3 +541,63 @@ async fn a_name_at_another_hub_is_found_through_its_record_on_the_dht() {
     assert!(nowhere.error.is_some(), "{nowhere:?}");
     drop((one, two));
 }
+
+/// `name@otherhub` through our own hub's directory (no DHT, no contact at that hub): Alice's
+/// guest line to hub two hands hub one two's own signed record; Bob, at hub one, then adds
+/// Dave at two by name alone — the key and addresses from one's directory, Dave's
+/// certificate from two's, checked against that key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_at_another_hub_is_found_through_our_hubs_directory() {
+    let (one_dir, two_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let one = HubProcess::start_named(one_dir.path(), "one.test").await;
+    let two = HubProcess::start_named(two_dir.path(), "two.test").await;
+    let mut alice = Node::start(&one, "alice").await;
+    let mut bob = Node::start(&one, "bob").await;
+    let mut carol = Node::start(&two, "carol").await;
+    let dave = Node::start(&two, "dave").await;
+
+    let unknown = bob
+        .client
+        .call("contacts.add", json!({"who": "dave@two.test"}))
+        .await;
+    let why = unknown.error.map(|e| e.message).unwrap_or_default();
+    assert!(why.contains("nor our hub's directory"), "{why}");
+
+    // Alice meets Carol by invite: her node opens a guest line to hub two and introduces it.
+    let invite = carol.call("contacts.invite", json!({})).await;
+    alice
+        .call("contacts.add", json!({"who": invite["code"]}))
+        .await;
+    // Wait (bounded, a lookup every 250 ms: under the 5/s limit) until hub one knows two.
+    let endpoint = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())
+        .await
+        .unwrap();
+    let at_one = HubClient::start(
+        endpoint,
+        HubClientConfig::new(one.peer_id.parse().unwrap(), vec![hub_address(&one)]),
+        Arc::new(RefuseAll),
+    )
+    .await
+    .unwrap();
+    assert!(at_one.wait_online(Duration::from_secs(10)).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let record = loop {
+        if let Ok(Some(r)) = at_one.lookup_hub_name("two.test").await {
+            break r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hub two never introduced at one"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(record.hub.to_string(), two.peer_id);
+
+    let added = bob
+        .call("contacts.add", json!({"who": "dave@two.test"}))
+        .await;
+    assert_eq!(added["peer_id"], dave.id, "{added}");
+    assert_eq!(added["name"], "dave@two.test", "{added}");
+    at_one.stop();
+    drop((one, two));
+}

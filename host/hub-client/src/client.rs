@@ -27,8 +27,9 @@ use tokio::task::JoinHandle;
 use super::names::{self, NameError};
 use super::pipe::pump;
 use super::proto::{
-    self, AnswerError, DirectoryRecord, HubInfo, HubRequest, HubResponse, MailItem,
-    NameCertificate, PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady,
+    self, AnswerError, DirectoryRecord, HubInfo, HubQuery, HubRecord, HubRecordError, HubRequest,
+    HubResponse, MailItem, NameCertificate, PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin,
+    RelayReady, SignedHubRecord,
 };
 use super::proxy::{Forwarder, ProxyConfig, ProxyError};
 use allpeers_net::endpoint::Endpoint;
@@ -177,6 +178,12 @@ pub enum HubError {
     Net(#[from] NetError),
     #[error(transparent)]
     Answer(#[from] AnswerError),
+    #[error(transparent)]
+    HubRecord(#[from] HubRecordError),
+    #[error(
+        "{keys} different keys call themselves hub {name}: use an invite or a contact's certificate"
+    )]
+    AmbiguousHub { name: String, keys: usize },
     #[error(transparent)]
     Name(#[from] NameError),
     #[error(transparent)]
@@ -439,6 +446,86 @@ impl HubClient {
                 "not a valid certificate for {folded}: {other:?}"
             ))),
         }
+    }
+
+    /// This hub's own signed record, checked: signed by the key we pinned (a record of
+    /// another key is refused), fresh. A guest passes it on to its home hub
+    /// ([`Self::introduce_hub`]).
+    pub async fn hub_record(&self) -> Result<SignedHubRecord, HubError> {
+        let HubResponse::HubRecord(signed) = self.request(&HubRequest::HubRecord).await? else {
+            return Err(HubError::BadAnswer("not a hub record".into()));
+        };
+        let record = signed.verify(allpeers_model::hlc::now_ms())?;
+        if record.hub != self.shared.config.hub {
+            return Err(HubRecordError::WrongHub.into());
+        }
+        Ok(signed)
+    }
+
+    /// Hands our home hub the record of another hub we reached, so its other peers can
+    /// find that hub ([`Self::lookup_hub_key`], [`Self::lookup_hub_name`]).
+    pub async fn introduce_hub(&self, record: &SignedHubRecord) -> Result<(), HubError> {
+        match self
+            .request(&HubRequest::IntroduceHub(record.clone()))
+            .await?
+        {
+            HubResponse::HubIntroduced => Ok(()),
+            other => Err(HubError::BadAnswer(format!("{other:?}"))),
+        }
+    }
+
+    /// Where the hub of `key` (a key a certificate or a contact gave us) says it is, as our
+    /// hub's directory knows it. Checkable: every record must be signed by `key` itself, so
+    /// a lying directory can withhold or give an old record, never move the hub elsewhere
+    /// (and a dial is pinned to `key` anyway). The freshest record; None: unknown here.
+    pub async fn lookup_hub_key(&self, key: PeerId) -> Result<Option<HubRecord>, HubError> {
+        let records = self.lookup_hub(HubQuery::Key(key)).await?;
+        if let Some(r) = records.iter().find(|r| r.hub != key) {
+            tracing::warn!(hub = ?self.shared.config.hub, asked = ?key, got = ?r.hub, "the hub directory answered with another hub's record");
+            return Err(HubRecordError::WrongHub.into());
+        }
+        Ok(records.into_iter().max_by_key(|r| r.issued_at))
+    }
+
+    /// The hub called `name` as our hub's directory knows it: the key and addresses from
+    /// that hub's own record. Only as trusted as our (pinned) home hub and the peers who
+    /// introduced the record: hub names are not unique, so prefer a key a certificate
+    /// taught. Several keys under one name: [`HubError::AmbiguousHub`] (a squatter makes a
+    /// name unusable here, never silently another hub). None: unknown here.
+    pub async fn lookup_hub_name(&self, name: &str) -> Result<Option<HubRecord>, HubError> {
+        let folded = names::fold_hub_name(name)?;
+        let records = self.lookup_hub(HubQuery::Name(folded.clone())).await?;
+        if records.iter().any(|r| r.name != folded) {
+            return Err(HubRecordError::WrongHub.into());
+        }
+        let keys: BTreeSet<PeerId> = records.iter().map(|r| r.hub).collect();
+        if keys.len() > 1 {
+            return Err(HubError::AmbiguousHub {
+                name: folded,
+                keys: keys.len(),
+            });
+        }
+        Ok(records.into_iter().max_by_key(|r| r.issued_at))
+    }
+
+    /// The checked records of a hub lookup (each signed by the key it names, fresh, at most
+    /// [`proto::MAX_HUB_RECORDS`]).
+    async fn lookup_hub(&self, query: HubQuery) -> Result<Vec<HubRecord>, HubError> {
+        let HubResponse::Hubs(signed) = self.request(&HubRequest::LookupHub(query)).await? else {
+            return Err(HubError::BadAnswer("not a hub lookup answer".into()));
+        };
+        if signed.len() > proto::MAX_HUB_RECORDS {
+            return Err(HubError::BadAnswer(format!(
+                "{} hub records (at most {})",
+                signed.len(),
+                proto::MAX_HUB_RECORDS
+            )));
+        }
+        let now = allpeers_model::hlc::now_ms();
+        Ok(signed
+            .iter()
+            .map(|s| s.verify(now))
+            .collect::<Result<_, _>>()?)
     }
 
     /// Resolves a name (`name` or `name@hub`) or a PeerId (its text form). None: unknown.

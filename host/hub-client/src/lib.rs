@@ -7,7 +7,8 @@
 //! binary (`allpeers-hub`) serves these; a node uses [`HubClient`].
 //!
 //! * [`proto`] — the messages and the three namespaces (registry requests, presence stream,
-//!   relay stream), the signed name certificate and the signed directory answer.
+//!   relay stream), the signed name certificate, the signed directory answer and the hub
+//!   records (a hub's own signed name, key and addresses) a home hub passes on.
 //! * [`connectivity`] — `allpeers/hub-connectivity/1`: the hub's STUN addresses and the TCP
 //!   reachability probe.
 //! * [`mail`] — `allpeers/hub-mail/1`: what a node asks the hub's e-mail gateway (address,
@@ -43,7 +44,7 @@ pub use client::{
     RefuseAll, RelayPolicy,
 };
 pub use proto::{
-    Availability, DirectoryAnswer, DirectoryRecord, MailItem, NameCertificate, PeerStatus, Query,
-    SignedAnswer,
+    Availability, DirectoryAnswer, DirectoryRecord, HubQuery, HubRecord, HubRecordError, MailItem,
+    NameCertificate, PeerStatus, Query, SignedAnswer, SignedHubRecord,
 };
 pub use proxy::ProxyConfig;

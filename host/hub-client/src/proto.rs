@@ -63,6 +63,9 @@ pub mod code {
     /// Something only the peers a hub hosts may do (register, watch a peer hosted
     /// elsewhere) asked by a guest.
     pub const GUEST_REFUSED: u32 = 12;
+    /// A hub record ([`super::SignedHubRecord`]) that does not verify, is stale, or claims
+    /// the name of the hub it was given to.
+    pub const BAD_RECORD: u32 = 13;
 }
 
 /// Largest signal body the hub passes between two peers ([`HubRequest::Signal`]).
@@ -80,6 +83,16 @@ pub fn unix_ms(t: SystemTime) -> u64 {
 
 const CERT_TAG: &[u8] = b"allpeers-hub-name-certificate-v1\0";
 const ANSWER_TAG: &[u8] = b"allpeers-hub-directory-answer-v1\0";
+const HUB_RECORD_TAG: &[u8] = b"allpeers-hub-self-record-v1\0";
+
+/// Most records in one answer to [`HubRequest::LookupHub`] (the keys a hub knows under one
+/// hub name: names are not unique).
+pub const MAX_HUB_RECORDS: usize = 4;
+/// Largest signed hub record, in bytes (a name of 253 and 16 addresses fit in well under).
+pub const MAX_HUB_RECORD: usize = 2048;
+/// A hub record older than this is not passed on: a hub signs a fresh one each time it is
+/// asked, and its peers' guest lines bring fresh ones to their home hubs.
+pub const HUB_RECORD_MAX_AGE: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// A request to the registry namespace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -101,6 +114,15 @@ pub enum HubRequest {
     /// Pass `body` (at most [`MAX_SIGNAL`] bytes, the connector's signed connection
     /// signals) to `to` on its presence line, with our PeerId and the address we are seen at.
     Signal { to: PeerId, body: Vec<u8> },
+    /// This hub's own signed record ([`SignedHubRecord`]: its name, key and addresses), to
+    /// anyone, guests included.
+    HubRecord,
+    /// A peer hosted here hands its home hub the record of another hub it reached (over a
+    /// guest line pinned to that hub's key), so the others hosted here can find that hub.
+    IntroduceHub(SignedHubRecord),
+    /// Which key and addresses the hubs known here under a name have, or what a hub of a
+    /// known key says its addresses are (records signed by those hubs, not by this one).
+    LookupHub(HubQuery),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,6 +140,114 @@ pub enum HubResponse {
     },
     /// The signal is on the target's presence line.
     Signalled,
+    HubRecord(SignedHubRecord),
+    HubIntroduced,
+    /// At most [`MAX_HUB_RECORDS`], most recently introduced first; none: unknown here.
+    Hubs(Vec<SignedHubRecord>),
+}
+
+/// What [`HubRequest::LookupHub`] asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum HubQuery {
+    /// A hub name (folded by the hub).
+    Name(String),
+    /// A hub key (from a `name@hub` certificate or a contact): where is it now.
+    Key(PeerId),
+}
+
+/// A hub's own statement of its name, key and addresses, signed by that key. Anyone can
+/// check it came from the key it names; nothing can check that the key is "the" hub of that
+/// name (hub names are not unique, and there is no list of hubs), see
+/// `docs/architecture-hub.md` "Other hubs in our hub's directory".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HubRecord {
+    /// The hub's folded name.
+    pub name: String,
+    /// The hub's key: the signer.
+    pub hub: PeerId,
+    /// Where it takes connections, at most [`MAX_ADDRESSES`].
+    pub addresses: Vec<Address>,
+    /// Unix milliseconds.
+    pub issued_at: u64,
+}
+
+/// A [`HubRecord`] as signed bytes, passed on unchanged by hubs and peers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedHubRecord {
+    pub record: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+/// Why a hub record was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HubRecordError {
+    #[error("the hub record is larger than {MAX_HUB_RECORD} bytes")]
+    TooLarge,
+    #[error("the hub record cannot be decoded: {0}")]
+    Malformed(String),
+    #[error("the hub record is not signed by the key it names")]
+    BadSignature,
+    #[error("the hub record's name is not a hub name")]
+    BadName,
+    #[error("the hub record lists more than {MAX_ADDRESSES} addresses")]
+    TooManyAddresses,
+    #[error("the hub record is {0} days old")]
+    Stale(u64),
+    #[error("the hub record is dated {0} ms ahead of our clock")]
+    FromTheFuture(u64),
+    #[error("the hub record is for another hub than asked")]
+    WrongHub,
+}
+
+impl SignedHubRecord {
+    /// `hub`'s record of itself, dated now.
+    pub fn sign(hub: &Identity, name: &str, addresses: &[Address]) -> Self {
+        let record = HubRecord {
+            name: name.into(),
+            hub: hub.peer_id(),
+            addresses: addresses.iter().take(MAX_ADDRESSES).copied().collect(),
+            issued_at: allpeers_model::hlc::now_ms(),
+        };
+        let bytes = postcard::to_allocvec(&record).expect("encodable");
+        let mut msg = HUB_RECORD_TAG.to_vec();
+        msg.extend_from_slice(&bytes);
+        SignedHubRecord {
+            record: bytes,
+            signature: hub.sign(&msg).to_vec(),
+        }
+    }
+
+    /// Checks size, the signature against the key the record names, the name, the bounds
+    /// and the age ([`HUB_RECORD_MAX_AGE`], at most [`ANSWER_MAX_SKEW`] ahead of `now_ms`).
+    pub fn verify(&self, now_ms: u64) -> Result<HubRecord, HubRecordError> {
+        if self.record.len() > MAX_HUB_RECORD {
+            return Err(HubRecordError::TooLarge);
+        }
+        let sig = <[u8; 64]>::try_from(self.signature.as_slice())
+            .map_err(|_| HubRecordError::BadSignature)?;
+        let record: HubRecord = allpeers_net::service::decode(&self.record)
+            .map_err(|e| HubRecordError::Malformed(e.to_string()))?;
+        let mut msg = HUB_RECORD_TAG.to_vec();
+        msg.extend_from_slice(&self.record);
+        if !Identity::verify(&record.hub, &msg, &sig) {
+            return Err(HubRecordError::BadSignature);
+        }
+        if crate::names::fold_hub_name(&record.name).ok().as_deref() != Some(record.name.as_str()) {
+            return Err(HubRecordError::BadName);
+        }
+        if record.addresses.len() > MAX_ADDRESSES {
+            return Err(HubRecordError::TooManyAddresses);
+        }
+        let ahead = record.issued_at.saturating_sub(now_ms);
+        if ahead > ANSWER_MAX_SKEW.as_millis() as u64 {
+            return Err(HubRecordError::FromTheFuture(ahead));
+        }
+        let age = now_ms.saturating_sub(record.issued_at);
+        if age > HUB_RECORD_MAX_AGE.as_millis() as u64 {
+            return Err(HubRecordError::Stale(age / (24 * 3600 * 1000)));
+        }
+        Ok(record)
+    }
 }
 
 /// One stored letter, as fetched by its recipient.
@@ -509,5 +639,77 @@ mod tests {
             ),
             Err(AnswerError::BadSignature)
         );
+    }
+
+    /// Re-signs `record` with `key` (a record whose contents or signer lie).
+    fn signed_by(key: &Identity, record: &HubRecord) -> SignedHubRecord {
+        let bytes = postcard::to_allocvec(record).unwrap();
+        let mut msg = HUB_RECORD_TAG.to_vec();
+        msg.extend_from_slice(&bytes);
+        SignedHubRecord {
+            record: bytes,
+            signature: key.sign(&msg).to_vec(),
+        }
+    }
+
+    #[test]
+    fn hub_records_verify_only_under_the_key_they_name() {
+        let hub = Identity::generate();
+        let liar = Identity::generate();
+        let now = allpeers_model::hlc::now_ms();
+        let addr = Address::quic("127.0.0.1:7700".parse().unwrap());
+        let signed = SignedHubRecord::sign(&hub, "two.test", &[addr]);
+        let record = signed.verify(now).unwrap();
+        assert_eq!(
+            (record.hub, record.name.as_str()),
+            (hub.peer_id(), "two.test")
+        );
+        assert_eq!(record.addresses, vec![addr]);
+
+        // Another key signing a record that names the hub's key (a lie about where it is).
+        let mut moved = record.clone();
+        moved.addresses = vec![Address::quic("192.0.2.1:1".parse().unwrap())];
+        assert_eq!(
+            signed_by(&liar, &moved).verify(now),
+            Err(HubRecordError::BadSignature)
+        );
+        // Bytes changed after signing.
+        let mut tampered = signed.clone();
+        let last = tampered.record.len() - 1;
+        tampered.record[last] ^= 1;
+        assert!(tampered.verify(now).is_err());
+        // A signature cut short.
+        let mut short = signed.clone();
+        short.signature.truncate(10);
+        assert_eq!(short.verify(now), Err(HubRecordError::BadSignature));
+        // Too large before anything is decoded.
+        let big = SignedHubRecord {
+            record: vec![0; MAX_HUB_RECORD + 1],
+            signature: signed.signature.clone(),
+        };
+        assert_eq!(big.verify(now), Err(HubRecordError::TooLarge));
+        // A name that is not a hub name, or not folded.
+        let mut bad = record.clone();
+        bad.name = "Two.Test".into();
+        assert_eq!(
+            signed_by(&hub, &bad).verify(now),
+            Err(HubRecordError::BadName)
+        );
+        // Too many addresses.
+        let mut many = record.clone();
+        many.addresses = vec![addr; MAX_ADDRESSES + 1];
+        assert_eq!(
+            signed_by(&hub, &many).verify(now),
+            Err(HubRecordError::TooManyAddresses)
+        );
+        // Old, and from the future.
+        assert!(matches!(
+            signed.verify(now + HUB_RECORD_MAX_AGE.as_millis() as u64 + 1_000),
+            Err(HubRecordError::Stale(30))
+        ));
+        assert!(matches!(
+            signed.verify(now - 120_000),
+            Err(HubRecordError::FromTheFuture(_))
+        ));
     }
 }

@@ -16,7 +16,8 @@
 //! signals, letter deposits and relay requests each under a per-guest rate
 //! ([`GuestRules`]), on top of the limits every peer has (signal rate, mailbox quotas per
 //! sender, relay slots and bytes). Nothing of the directory beyond a lookup (the directory
-//! has no listing). A guest line is not presence: the hub never announces it, resolves never
+//! has no listing) and this hub's own signed record; nothing of the other hubs it knows
+//! ([`crate::hubs`]). A guest line is not presence: the hub never announces it, resolves never
 //! show a guest as online here, and it gets no relay offers and no mailbox.
 //!
 //! **Letters wait where the recipient looks.** A letter for a peer this hub does not host is
@@ -77,6 +78,8 @@ pub enum Ask {
         to: Standing,
     },
     Relay,
+    /// Introduce another hub, or look one up ([`crate::hubs`]): the hub's peers only.
+    HubDirectory,
 }
 
 /// Why a request is refused: the hub's application code and a sentence.
@@ -87,7 +90,7 @@ pub struct Refusal {
     pub message: String,
 }
 
-fn refuse(code: u32, message: impl Into<String>) -> Refusal {
+pub(crate) fn refuse(code: u32, message: impl Into<String>) -> Refusal {
     Refusal {
         code,
         message: message.into(),
@@ -147,6 +150,14 @@ impl GuestRules {
             }
             // A new node registers before its first home line: that makes this hub its home.
             Ask::Register { guest_line: false } => return Ok(()),
+            // Which hubs this hub's peers reach is theirs: a guest needs this hub's own
+            // record ([`Ask::Lookup`]), not what it knows of others.
+            Ask::HubDirectory => {
+                return Err(refuse(
+                    code::GUEST_REFUSED,
+                    "only the peers this hub hosts may look up or introduce other hubs here",
+                ));
+            }
             Ask::Lookup => (&self.lookups, "lookups", LOOKUPS.0),
             Ask::Signal => (&self.signals, "signals", SIGNALS.0),
             Ask::Deposit { .. } => (&self.deposits, "letters", DEPOSITS.0),
@@ -266,6 +277,20 @@ mod tests {
                     Standing::Hosted,
                     Ask::Register { guest_line: true }
                 )
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn the_other_hubs_a_hub_knows_are_for_its_own_peers() {
+        let rules = GuestRules::new();
+        let e = rules
+            .check(&peer(), Standing::Guest, Ask::HubDirectory)
+            .unwrap_err();
+        assert_eq!(e.code, code::GUEST_REFUSED);
+        assert!(
+            rules
+                .check(&peer(), Standing::Hosted, Ask::HubDirectory)
                 .is_ok()
         );
     }

@@ -15,6 +15,8 @@
 //! * [`server`] — the three services over one [`allpeers_net::Endpoint`].
 //! * [`watch`] — [`watch::WatchPolicy`], the presence authorisation hook.
 //! * [`guest`] — what peers this hub does not host may do (cross-hub reach).
+//! * [`hubs`] — the other hubs this hub's peers introduced: "which key and addresses is
+//!   hub X" (records signed by those hubs).
 //! * [`stun`] — the STUN server (RFC 5389 binding, RFC 5780 behaviour discovery).
 //! * [`probe`] — `allpeers/hub-connectivity/1`: STUN addresses and the TCP reachability probe.
 
@@ -23,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod dht;
 pub mod guest;
+pub mod hubs;
 pub mod mail;
 pub mod mailbox;
 pub mod probe;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use allpeers_hub_client::names;
 use allpeers_hub_client::proto::{
-    self, DirectoryAnswer, DirectoryRecord, HubInfo, HubRequest, HubResponse, NameCertificate,
-    PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady, RelayTicket, SignedAnswer,
-    app_error, code,
+    self, DirectoryAnswer, DirectoryRecord, HubInfo, HubQuery, HubRequest, HubResponse,
+    NameCertificate, PeerStatus, PresenceDown, PresenceUp, Query, RelayJoin, RelayReady,
+    RelayTicket, SignedAnswer, SignedHubRecord, app_error, code,
 };
 use allpeers_model::PeerId;
 use allpeers_net::service::{BoxFuture, StreamKind, decode, encode};
@@ -20,6 +20,7 @@ use allpeers_net::{Address, Context, Identity, RemoteError, Service, TransportKi
 use bytes::Bytes;
 use rand::Rng;
 use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::cluster::Cluster;
 use crate::cluster::event::LineState;
@@ -115,8 +116,9 @@ enum Far {
         instance: Arc<str>,
         ticket: [u8; 16],
     },
-    /// At the target's instance: `a`'s end arrives as a hop carrying `ticket`.
-    Hop { ticket: [u8; 16] },
+    /// At the target's instance: `a`'s end arrives as a hop carrying `ticket` from
+    /// `origin`, the instance that wrote it.
+    Hop { ticket: [u8; 16], origin: Arc<str> },
 }
 
 /// Why an offered relay did not come about.
@@ -203,6 +205,9 @@ pub struct Core {
     sessions: Mutex<HashMap<[u8; 16], Session>>,
     /// Cluster mode, at a target's instance: ticket -> the session its hop joins.
     by_ticket: Mutex<HashMap<[u8; 16], [u8; 16]>>,
+    /// Cluster mode: per other instance, cancelled when it is found dead, ending every
+    /// splice through a hop with it ([`Core::cut_hops`]).
+    hop_cuts: Mutex<HashMap<Arc<str>, CancellationToken>>,
     usage: Mutex<HashMap<PeerId, Usage>>,
     tap: Option<Mutex<std::fs::File>>,
     next_line: AtomicU64,
@@ -210,6 +215,8 @@ pub struct Core {
     signal_limit: governor::DefaultKeyedRateLimiter<PeerId>,
     /// What peers this hub does not host may do ([`crate::guest`]).
     guests: crate::guest::GuestRules,
+    /// The per-peer limits of the other hubs' directory ([`crate::hubs`]).
+    hub_rules: crate::hubs::HubDirectoryRules,
     pub counters: Counters,
 }
 
@@ -252,6 +259,7 @@ impl Core {
             offers: Default::default(),
             sessions: Default::default(),
             by_ticket: Default::default(),
+            hop_cuts: Default::default(),
             usage: Default::default(),
             tap,
             next_line: AtomicU64::new(1),
@@ -262,6 +270,7 @@ impl Core {
                 .allow_burst(std::num::NonZeroU32::new(SIGNAL_BURST).expect("non-zero")),
             ),
             guests: crate::guest::GuestRules::new(),
+            hub_rules: Default::default(),
             counters: Counters::default(),
         }))
     }
@@ -623,7 +632,13 @@ impl Core {
 
     /// Cluster mode, at the target's instance: another instance wrote `ticket` for a relay
     /// from `from` to `to`, whose line is here. Offers it and tells that instance the answer.
-    pub(crate) fn offer_hop(self: &Arc<Self>, ticket: [u8; 16], from: PeerId, to: PeerId) {
+    pub(crate) fn offer_hop(
+        self: &Arc<Self>,
+        ticket: [u8; 16],
+        from: PeerId,
+        to: PeerId,
+        origin: Arc<str>,
+    ) {
         let core = self.clone();
         tokio::spawn(async move {
             let Some(cluster) = core.cluster.clone() else {
@@ -651,7 +666,7 @@ impl Core {
                         b: to,
                         parked: None,
                         _guard: None,
-                        far: Some(Far::Hop { ticket }),
+                        far: Some(Far::Hop { ticket, origin }),
                     },
                 );
                 core.by_ticket.lock().unwrap().insert(ticket, session);
@@ -671,6 +686,32 @@ impl Core {
         });
     }
 
+    /// What ends the splices through hops with `instance` ([`Self::cut_hops`]).
+    fn hop_cut(&self, instance: &Arc<str>) -> CancellationToken {
+        self.hop_cuts
+            .lock()
+            .unwrap()
+            .entry(instance.clone())
+            .or_default()
+            .clone()
+    }
+
+    /// `instance` is dead (reaped, or it restarted): every splice through a hop with it
+    /// ends at once (both peers' relay streams reset, so their relayed connections close
+    /// and they can relay again through a live instance), and the endpoint this instance
+    /// dialled it with is dropped (its connection to the dead process would otherwise be
+    /// reused until QUIC's idle timeout).
+    pub(crate) fn cut_hops(&self, instance: &str) {
+        if let Some(cut) = self.hop_cuts.lock().unwrap().remove(instance) {
+            cut.cancel();
+        }
+        if let Some(cluster) = &self.cluster {
+            let cluster = cluster.clone();
+            let instance = instance.to_string();
+            tokio::spawn(async move { cluster.forget_hop_endpoint(&instance).await });
+        }
+    }
+
     /// Cluster mode, at the requester's instance: the answer to a ticket it wrote.
     pub(crate) fn relay_answered(&self, ticket: [u8; 16], accept: bool) {
         if let Some(tx) = self.offers.lock().unwrap().remove(&ticket) {
@@ -680,7 +721,7 @@ impl Core {
 
     fn remove_session(&self, session: &[u8; 16]) -> Option<Session> {
         let s = self.sessions.lock().unwrap().remove(session)?;
-        if let Some(Far::Hop { ticket }) = &s.far {
+        if let Some(Far::Hop { ticket, .. }) = &s.far {
             self.by_ticket.lock().unwrap().remove(ticket);
         }
         Some(s)
@@ -723,8 +764,94 @@ impl Core {
             HubRequest::MailFetch { max } => self.mail_fetch(ctx.peer, max).await?,
             HubRequest::MailAck { ids } => self.mail_ack(ctx.peer, ids).await?,
             HubRequest::Signal { to, body } => self.signal(ctx.peer, to, body).await?,
+            HubRequest::HubRecord => HubResponse::HubRecord(self.own_record()),
+            HubRequest::IntroduceHub(record) => self.introduce_hub(ctx.peer, record).await?,
+            HubRequest::LookupHub(query) => self.lookup_hub(ctx.peer, query).await?,
         };
         encode(&resp).map_err(|e| RemoteError::internal(e.to_string()))
+    }
+
+    // ---- other hubs (crate::hubs) ----
+
+    /// This hub's own record: its name, key and the addresses it advertises, signed now.
+    fn own_record(&self) -> SignedHubRecord {
+        SignedHubRecord::sign(&self.identity, &self.name, &self.info().addresses)
+    }
+
+    /// Keeps the record of another hub that a peer hosted here reached (guests never get
+    /// here: [`Self::guest_check`]).
+    async fn introduce_hub(
+        &self,
+        asker: PeerId,
+        signed: SignedHubRecord,
+    ) -> Result<HubResponse, RemoteError> {
+        self.hub_rules
+            .check_introduction(&asker)
+            .map_err(|r| app_error(r.code, r.message))?;
+        let now = allpeers_model::hlc::now_ms();
+        let record = crate::hubs::admit(&signed, &self.identity.peer_id(), &self.name, now)
+            .map_err(|r| {
+                tracing::info!(?asker, "hub record refused: {}", r.message);
+                app_error(r.code, r.message)
+            })?;
+        let known = crate::db::KnownHub {
+            hub: record.hub,
+            name: record.name,
+            record: encode(&signed)
+                .map_err(|e| RemoteError::internal(e.to_string()))?
+                .to_vec(),
+            issued_at: record.issued_at,
+            introduced: now,
+        };
+        self.store.introduce_hub(&known).await.map_err(|e| {
+            tracing::error!("hub record not stored: {e}");
+            RemoteError::internal("the hub could not keep the record")
+        })?;
+        tracing::debug!(?asker, hub = ?known.hub, name = %known.name, "hub introduced");
+        Ok(HubResponse::HubIntroduced)
+    }
+
+    /// The records of the hubs known here under a name, or of one key: as introduced, signed
+    /// by those hubs (the asker checks them); this hub's own for itself.
+    async fn lookup_hub(&self, asker: PeerId, query: HubQuery) -> Result<HubResponse, RemoteError> {
+        self.hub_rules
+            .check_lookup(&asker)
+            .map_err(|r| app_error(r.code, r.message))?;
+        let query = match query {
+            HubQuery::Name(n) => HubQuery::Name(
+                names::fold_hub_name(&n).map_err(|e| app_error(code::BAD_NAME, e.to_string()))?,
+            ),
+            q => q,
+        };
+        if crate::hubs::is_own(&query, &self.identity.peer_id(), &self.name) {
+            return Ok(HubResponse::Hubs(vec![self.own_record()]));
+        }
+        let fresh_after = allpeers_model::hlc::now_ms()
+            .saturating_sub(proto::HUB_RECORD_MAX_AGE.as_millis() as u64);
+        let internal = |e: StoreError| {
+            tracing::error!("hub lookup failed: {e}");
+            RemoteError::internal("hub lookup failed")
+        };
+        let blobs = match &query {
+            HubQuery::Name(n) => self
+                .store
+                .hubs_named(n, fresh_after)
+                .await
+                .map_err(internal)?,
+            HubQuery::Key(k) => self
+                .store
+                .hub_of_key(k, fresh_after)
+                .await
+                .map_err(internal)?
+                .into_iter()
+                .collect(),
+        };
+        let records = blobs
+            .iter()
+            .filter_map(|b| decode::<SignedHubRecord>(b).ok())
+            .take(proto::MAX_HUB_RECORDS)
+            .collect();
+        Ok(HubResponse::Hubs(records))
     }
 
     // ---- connection signals ----
@@ -1284,7 +1411,8 @@ impl Core {
         enum Join {
             Refused(&'static str),
             Parked,
-            Paired(Parked, Option<Arc<RelayGuard>>),
+            /// With the other instance when the first end is a hop from it.
+            Paired(Parked, Option<Arc<RelayGuard>>, Option<Arc<str>>),
             Dial {
                 instance: Arc<str>,
                 ticket: [u8; 16],
@@ -1338,10 +1466,14 @@ impl Core {
                             }
                             Some(first) => {
                                 let s = sessions.remove(&session).expect("present");
-                                if let Some(Far::Hop { ticket }) = &s.far {
-                                    self.by_ticket.lock().unwrap().remove(ticket);
-                                }
-                                Join::Paired(first, s._guard)
+                                let far = match &s.far {
+                                    Some(Far::Hop { ticket, origin }) => {
+                                        self.by_ticket.lock().unwrap().remove(ticket);
+                                        Some(origin.clone())
+                                    }
+                                    _ => None,
+                                };
+                                Join::Paired(first, s._guard, far)
                             }
                         }
                     }
@@ -1355,7 +1487,7 @@ impl Core {
         // A hop this instance dialled already said Ready (the target's instance says it
         // once both ends are there); anything written to it now is relayed bytes.
         let first_is_ours = !matches!(outcome, Join::Dial { .. });
-        let (first, guard) = match outcome {
+        let (first, guard, far) = match outcome {
             Join::Parked => return,
             Join::Refused(why) => {
                 tracing::warn!(?peer, "relay join refused: {why}");
@@ -1363,7 +1495,7 @@ impl Core {
                 let _ = send.finish().await;
                 return;
             }
-            Join::Paired(first, guard) => (first, guard),
+            Join::Paired(first, guard, far) => (first, guard, far),
             Join::Dial {
                 instance,
                 ticket,
@@ -1384,6 +1516,7 @@ impl Core {
                             charged: false,
                         },
                         guard,
+                        Some(instance),
                     ),
                     Err(why) => {
                         tracing::warn!(?peer, ?target, %instance, "relay hop failed: {why}");
@@ -1414,35 +1547,49 @@ impl Core {
             send.set_rate_limit(Some(rate));
         }
         tracing::info!(a = ?first.peer, b = ?peer, "relay spliced");
+        // A splice through a hop ends when the other instance is found dead, not when the
+        // hop's QUIC connection times out (a dead process sends nothing).
+        let cut = far.map(|instance| self.hop_cut(&instance));
         let core = self.clone();
         let (ab, ba) = tokio::join!(
-            core.copy(first.peer, first.charged, first.recv, send),
-            self.copy(peer, !hop, recv, first.send)
+            core.copy(first.peer, first.charged, first.recv, send, cut.clone()),
+            self.copy(peer, !hop, recv, first.send, cut.clone())
         );
         tracing::info!(a = ?first.peer, b = ?peer, ab, ba, "relay ended");
         drop(guard);
     }
 
     /// One direction of a splice: `from`'s bytes to the other end, charged to `from` if
-    /// `charged`.
+    /// `charged`; both streams reset when `cut` is cancelled (the hop's other instance died).
     async fn copy(
         &self,
         from: PeerId,
         charged: bool,
         mut recv: RecvStream,
         mut send: SendStream,
+        cut: Option<CancellationToken>,
     ) -> u64 {
         let mut buf = vec![0u8; 64 * 1024];
         let mut total = 0u64;
         let mut pending = 0u64;
         loop {
-            let n = match recv.read(&mut buf).await {
-                Ok(0) => {
+            let read = tokio::select! {
+                r = recv.read(&mut buf) => Some(r),
+                () = cancelled(&cut) => None,
+            };
+            let n = match read {
+                None => {
+                    tracing::info!(peer = ?from, "relay cut: the other instance is gone");
+                    send.reset(HOP_GONE);
+                    recv.stop(HOP_GONE);
+                    break;
+                }
+                Some(Ok(0)) => {
                     let _ = send.finish().await;
                     break;
                 }
-                Ok(n) => n,
-                Err(_) => {
+                Some(Ok(n)) => n,
+                Some(Err(_)) => {
                     send.reset(0);
                     break;
                 }
@@ -1457,9 +1604,22 @@ impl Core {
                 use std::io::Write;
                 let _ = tap.lock().unwrap().write_all(&buf[..n]);
             }
-            if send.write_all(&buf[..n]).await.is_err() {
-                recv.stop(0);
-                break;
+            let written = tokio::select! {
+                r = send.write_all(&buf[..n]) => Some(r.is_ok()),
+                () = cancelled(&cut) => None,
+            };
+            match written {
+                Some(true) => {}
+                Some(false) => {
+                    recv.stop(0);
+                    break;
+                }
+                None => {
+                    tracing::info!(peer = ?from, "relay cut: the other instance is gone");
+                    send.reset(HOP_GONE);
+                    recv.stop(HOP_GONE);
+                    break;
+                }
             }
             total += n as u64;
             self.counters
@@ -1528,6 +1688,8 @@ impl Core {
                 to: self.standing(to).await?,
             },
             HubRequest::Relay { .. } => Ask::Relay,
+            HubRequest::HubRecord => Ask::Lookup,
+            HubRequest::IntroduceHub(_) | HubRequest::LookupHub(_) => Ask::HubDirectory,
             HubRequest::Info | HubRequest::MailFetch { .. } | HubRequest::MailAck { .. } => {
                 return Ok(());
             }
@@ -1574,6 +1736,17 @@ impl Core {
             .filter(|o| o.guest && matches!(o.at, At::Here(_)))
             .count();
         crate::guest::may_open_line(open, replacing)
+    }
+}
+
+/// Stream reset code of a splice cut because the other instance of its hop died.
+const HOP_GONE: u32 = 5;
+
+/// Resolves when `cut` is cancelled; never without one.
+async fn cancelled(cut: &Option<CancellationToken>) {
+    match cut {
+        Some(c) => c.cancelled().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -5,7 +5,9 @@
 //! is lost; a database connection killed mid-deposit leaves no half-applied letter; the
 //! e-mail gateway's queue shared (Debian's aiosmtpd), each mail sent once, a dead
 //! instance's mails sent by the other; a relay between peers at two instances (a hop
-//! between the instances, single-use tickets, quotas counted in the database).
+//! between the instances, single-use tickets, quotas counted in the database), the hop's
+//! instance killed mid-relay, and the round trips of a relay within one instance and across
+//! two.
 
 mod common;
 #[path = "common/postgres.rs"]
@@ -737,6 +739,188 @@ async fn peers_at_two_instances_get_a_relay_through_a_hop_with_single_use_ticket
         // The relay still carries.
         let r: String = alice.endpoint.request(bob.id(), &echo_ns(), &"still".to_string()).await.unwrap();
         assert_eq!(r, "still");
+    })
+    .await
+}
+
+/// A hop dying mid-relay: alice (A) and bob (B) talk through a relay across instances and B
+/// is killed (SIGKILL) while requests go back and forth. Both relayed connections close
+/// with an error, bounded by the cluster's instance timeout rather than QUIC's idle timeout
+/// (the hop is QUIC between the instances, and a dead process sends nothing); every request
+/// answered before was answered right, the one in flight fails instead of hanging; bob moves
+/// to A, and they relay again through A (alice's one relay slot was freed by the cut).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hop_dying_mid_relay_closes_both_ends_and_the_peers_relay_again_through_the_survivor() {
+    bounded(async {
+        let pg = Postgres::start();
+        let root = tempfile::tempdir().unwrap();
+        let a = relay_instance(&pg, root.path(), "a", None);
+        let mut b = relay_instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let hub = a.peer;
+        let (at_a, at_b) = (Address::tcp(a.tcp), Address::tcp(b.tcp));
+        let alice = node(fast_config(hub, vec![at_a]), Arc::new(AcceptAll)).await;
+        let bob = node(fast_config(hub, vec![at_b, at_a]), Arc::new(AcceptAll)).await;
+        for n in [&alice, &bob] {
+            assert!(n.hub.wait_online(10 * SECONDS).await);
+        }
+        let mut alice_events = alice.hub.events();
+        let mut bob_events = bob.hub.events();
+        alice.hub.watch(&[bob.id()]).await;
+        assert!(presence_of(&mut alice_events, bob.id(), true, 10 * SECONDS).await);
+
+        let conn = alice.hub.connect_relayed(bob.id()).await.unwrap();
+        assert_eq!(conn.path(), allpeers_net::PathKind::Relayed);
+        let back = bob.endpoint.wait_connection(&alice.id(), 5 * SECONDS).await.unwrap();
+        assert_eq!(back.path(), allpeers_net::PathKind::Relayed);
+
+        // Requests back and forth, each answered (acknowledged) or failed, never hanging
+        // past the endpoint's own request timeout.
+        let talker = alice.endpoint.clone();
+        let to = bob.id();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        let talking = tokio::spawn(async move {
+            let mut answered = Vec::new();
+            for i in 0u32.. {
+                let text = format!("message {i}");
+                let sent = Instant::now();
+                match talker.request::<String, String>(to, &echo_ns(), &text).await {
+                    Ok(reply) => {
+                        assert_eq!(reply, text, "an answer is the right one");
+                        answered.push(i);
+                        counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    }
+                    Err(e) => return (answered, Some((i, e.to_string(), sent.elapsed()))),
+                }
+                if stop_rx.try_recv().is_ok() {
+                    return (answered, None);
+                }
+            }
+            unreachable!()
+        });
+        // Some requests through the hop first.
+        until("requests through the hop", 10 * SECONDS, async || {
+            count.load(std::sync::atomic::Ordering::SeqCst) >= 5
+        })
+        .await;
+
+        let killed = Instant::now();
+        b.child.kill().unwrap();
+        let _ = b.child.wait();
+        let closes = |c: allpeers_net::Connection| async move {
+            let why = tokio::time::timeout(40 * SECONDS, c.closed()).await;
+            (why.expect("the relayed connection closes"), killed.elapsed())
+        };
+        let ((alice_closed, alice_after), (bob_closed, bob_after)) =
+            tokio::join!(closes(conn.clone()), closes(back.clone()));
+        eprintln!(
+            "after the kill: alice's relayed connection closed in {alice_after:?} ({alice_closed}), \
+             bob's in {bob_after:?} ({bob_closed})"
+        );
+        // The cut comes with the cluster finding B dead (instance_timeout_ms 1500, heartbeat
+        // 200), well before QUIC's 30 s idle timeout.
+        assert!(alice_after < 8 * SECONDS, "alice waited {alice_after:?}");
+        assert!(bob_after < 8 * SECONDS, "bob waited {bob_after:?}");
+        let _ = stop_tx.send(());
+        let (answered, failed) = tokio::time::timeout(20 * SECONDS, talking)
+            .await
+            .expect("the request in flight ends")
+            .unwrap();
+        assert!(answered.len() >= 2, "{answered:?}");
+        assert_eq!(answered, (0..answered.len() as u32).collect::<Vec<_>>());
+        let (failed_at, why, took) = failed.expect("the request in flight failed");
+        eprintln!("{} answered; request {failed_at} failed after {took:?}: {why}", answered.len());
+
+        // bob's line moves to A (a newer line: A takes it over B's, with no offline flap
+        // if it comes before A finds B dead).
+        assert!(
+            wait_event(&mut bob_events, 15 * SECONDS, |e| matches!(e, HubEvent::Online { .. }))
+                .await
+                .is_some()
+        );
+        until("bob's line at A", 15 * SECONDS, async || {
+            bob.hub.state() == allpeers_hub_client::HubState::Online
+                && bob.endpoint.connection(&hub).is_some_and(|c| c.remote_addr() == a.tcp)
+        })
+        .await;
+        // A relay again, now within A: alice's only slot (max_concurrent_per_peer 1) was
+        // freed when the cut ended the first splice.
+        let again = alice.hub.connect_relayed(bob.id()).await.unwrap();
+        assert_eq!(again.path(), allpeers_net::PathKind::Relayed);
+        let text = format!("message {failed_at}");
+        let reply: String = alice.endpoint.request(bob.id(), &echo_ns(), &text).await.unwrap();
+        assert_eq!(reply, text, "the failed request, sent again, gets through");
+        let admin = pg.client().await;
+        let rows: i64 = admin
+            .query_one("SELECT COUNT(*) FROM hub_relays", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, 2, "only the new relay holds slots");
+    })
+    .await
+}
+
+/// The latency a hop adds: round trips of small requests over a relay within one instance
+/// (alice and carol at A) and across two (dave at A, bob at B), interleaved so load on the
+/// machine hits both alike. Printed (`--no-capture`); recorded in docs/benchmarks.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relay_round_trips_within_one_instance_and_across_two() {
+    const ROUNDS: usize = 300;
+    bounded(async {
+        let pg = Postgres::start();
+        let root = tempfile::tempdir().unwrap();
+        let a = relay_instance(&pg, root.path(), "a", None);
+        let b = relay_instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let hub = a.peer;
+        let (at_a, at_b) = (vec![Address::tcp(a.tcp)], vec![Address::tcp(b.tcp)]);
+        let alice = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
+        let carol = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
+        let dave = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
+        let bob = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
+        for n in [&alice, &carol, &dave, &bob] {
+            assert!(n.hub.wait_online(10 * SECONDS).await);
+        }
+        let mut dave_events = dave.hub.events();
+        dave.hub.watch(&[bob.id()]).await;
+        assert!(presence_of(&mut dave_events, bob.id(), true, 10 * SECONDS).await);
+        let within = alice.hub.connect_relayed(carol.id()).await.unwrap();
+        let across = dave.hub.connect_relayed(bob.id()).await.unwrap();
+        for c in [&within, &across] {
+            assert_eq!(c.path(), allpeers_net::PathKind::Relayed);
+        }
+        let text = "x".repeat(64);
+        let mut times: [Vec<Duration>; 2] = [Vec::new(), Vec::new()];
+        // A few rounds to warm both paths up, then the measured ones, alternating.
+        for round in 0..ROUNDS + 20 {
+            for (i, (from, to)) in [(&alice, carol.id()), (&dave, bob.id())].iter().enumerate() {
+                let t = Instant::now();
+                let reply: String = from.endpoint.request(*to, &echo_ns(), &text).await.unwrap();
+                let took = t.elapsed();
+                assert_eq!(reply, text);
+                if round >= 20 {
+                    times[i].push(took);
+                }
+            }
+        }
+        let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+        for (what, t) in ["within one instance", "across two instances"]
+            .iter()
+            .zip(times.iter_mut())
+        {
+            t.sort();
+            let pick = |q: f64| t[((t.len() as f64 * q) as usize).min(t.len() - 1)];
+            eprintln!(
+                "relay round trip {what}: {} rounds, p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
+                t.len(),
+                pick(0.50),
+                pick(0.90),
+                pick(0.99),
+                t[t.len() - 1]
+            );
+        }
+        eprintln!("load average: {}", load.trim());
     })
     .await
 }

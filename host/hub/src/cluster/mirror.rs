@@ -157,7 +157,7 @@ impl Core {
                 to,
                 instance,
             } if instance == **cluster.instance() => {
-                self.offer_hop(ticket, from, to);
+                self.offer_hop(ticket, from, to, origin.into());
             }
             Event::RelayOffer { .. } => {}
             Event::RelayAnswer { ticket, accept } => self.relay_answered(ticket, accept),
@@ -216,6 +216,7 @@ impl Core {
     }
 
     pub(crate) fn apply_gone(&self, instance: &str) {
+        self.cut_hops(instance);
         let mut p = self.presence.lock().unwrap();
         let gone: Vec<(PeerId, bool)> = p
             .online

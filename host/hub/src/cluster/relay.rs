@@ -330,5 +330,15 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Drops the endpoint this instance dials `instance` with (it died: its connection
+    /// would be reused until QUIC's idle timeout); the next hop dials afresh.
+    pub async fn forget_hop_endpoint(&self, instance: &str) {
+        if let Some(endpoint) = self.hops.lock().await.remove(instance) {
+            endpoint.close();
+        }
+    }
+}
+
 /// One endpoint per instance dialled for hops.
 pub(crate) type Hops = tokio::sync::Mutex<HashMap<String, Endpoint>>;

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 use allpeers_hub_client::{MailItem, NameCertificate};
 use allpeers_model::PeerId;
 
-use crate::db::{Db, DbError, Registration};
+use crate::db::{Db, DbError, KnownHub, Registration};
 use crate::mailbox::{Mailbox, MailboxError};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,7 +42,7 @@ impl From<MailboxError> for StoreError {
     }
 }
 
-/// Names, last seen and the mailbox, in the configured backend.
+/// Names, last seen, the mailbox and the other hubs known, in the configured backend.
 pub enum Store {
     Sqlite {
         db: Mutex<Db>,
@@ -137,6 +137,45 @@ impl Store {
         match self {
             Store::Sqlite { mailbox, .. } => Ok(mailbox.lock().unwrap().waiting(to)?),
             Store::Postgres(pg) => pg.waiting(to).await,
+        }
+    }
+
+    /// Keeps another hub's record within the bounds of [`crate::hubs`].
+    pub async fn introduce_hub(&self, known: &KnownHub) -> Result<(), StoreError> {
+        let (per_name, max) = (crate::hubs::MAX_KEYS_PER_NAME, crate::hubs::MAX_KNOWN_HUBS);
+        match self {
+            Store::Sqlite { db, .. } => {
+                Ok(db.lock().unwrap().introduce_hub(known, per_name, max)?)
+            }
+            Store::Postgres(pg) => pg.introduce_hub(known, per_name, max).await,
+        }
+    }
+
+    /// The signed records kept under a hub name (issued after `fresh_after`), most recently
+    /// introduced first, at most [`crate::hubs::MAX_KEYS_PER_NAME`].
+    pub async fn hubs_named(
+        &self,
+        name: &str,
+        fresh_after: u64,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let limit = crate::hubs::MAX_KEYS_PER_NAME;
+        match self {
+            Store::Sqlite { db, .. } => {
+                Ok(db.lock().unwrap().hubs_named(name, fresh_after, limit)?)
+            }
+            Store::Postgres(pg) => pg.hubs_named(name, fresh_after, limit).await,
+        }
+    }
+
+    /// The signed record kept for hub `key` (issued after `fresh_after`).
+    pub async fn hub_of_key(
+        &self,
+        key: &PeerId,
+        fresh_after: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self {
+            Store::Sqlite { db, .. } => Ok(db.lock().unwrap().hub_of_key(key, fresh_after)?),
+            Store::Postgres(pg) => pg.hub_of_key(key, fresh_after).await,
         }
     }
 

@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::StoreError;
 use crate::cluster::event::{CHANNEL, Event};
 use crate::config::PostgresConfig;
-use crate::db::Registration;
+use crate::db::{KnownHub, Registration};
 use crate::mailbox::MailboxConfig;
 use allpeers_hub_client::{MailItem, NameCertificate};
 use allpeers_model::PeerId;
@@ -79,11 +79,21 @@ CREATE TABLE IF NOT EXISTS hub_relay_usage (
     window_start TIMESTAMPTZ NOT NULL,
     bytes BIGINT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS hub_known_hubs (
+    hub TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    record BYTEA NOT NULL,
+    issued_at BIGINT NOT NULL,
+    introduced BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS hub_known_hubs_name ON hub_known_hubs (name, introduced);
+CREATE INDEX IF NOT EXISTS hub_known_hubs_introduced ON hub_known_hubs (introduced);
 ";
 
 /// Advisory lock keys (one namespace of ours: the high word).
 const LOCK_SCHEMA: i64 = 0x4150_0000_0000_0001;
 const LOCK_NAMES: i64 = 0x4150_0000_0000_0002;
+const LOCK_HUBS: i64 = 0x4150_0000_0000_0004;
 
 pub struct PgStore {
     pool: Pool,
@@ -321,6 +331,86 @@ impl PgStore {
             .await?
             .get(0);
         Ok(n as u32)
+    }
+
+    /// As [`crate::db::Db::introduce_hub`], in one transaction; introductions are
+    /// serialised cluster-wide (rare: a node's guest lines) so the bounds hold.
+    pub async fn introduce_hub(
+        &self,
+        known: &KnownHub,
+        per_name: usize,
+        max: usize,
+    ) -> Result<(), StoreError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&LOCK_HUBS])
+            .await?;
+        tx.execute(
+            "INSERT INTO hub_known_hubs (hub, name, record, issued_at, introduced)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (hub) DO UPDATE SET
+                 name = CASE WHEN excluded.issued_at > hub_known_hubs.issued_at
+                        THEN excluded.name ELSE hub_known_hubs.name END,
+                 record = CASE WHEN excluded.issued_at > hub_known_hubs.issued_at
+                          THEN excluded.record ELSE hub_known_hubs.record END,
+                 issued_at = GREATEST(hub_known_hubs.issued_at, excluded.issued_at),
+                 introduced = excluded.introduced",
+            &[
+                &known.hub.to_string(),
+                &known.name,
+                &known.record,
+                &(known.issued_at as i64),
+                &(known.introduced as i64),
+            ],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM hub_known_hubs WHERE name = $1 AND hub NOT IN
+                 (SELECT hub FROM hub_known_hubs WHERE name = $1
+                  ORDER BY introduced DESC LIMIT $2)",
+            &[&known.name, &(per_name as i64)],
+        )
+        .await?;
+        tx.execute(
+            "DELETE FROM hub_known_hubs WHERE hub NOT IN
+                 (SELECT hub FROM hub_known_hubs ORDER BY introduced DESC LIMIT $1)",
+            &[&(max as i64)],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn hubs_named(
+        &self,
+        name: &str,
+        fresh_after: u64,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StoreError> {
+        let client = self.pool.get().await?;
+        let rows = client
+            .query(
+                "SELECT record FROM hub_known_hubs WHERE name = $1 AND issued_at > $2
+                 ORDER BY introduced DESC LIMIT $3",
+                &[&name, &(fresh_after as i64), &(limit as i64)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|r| r.get(0)).collect())
+    }
+
+    pub async fn hub_of_key(
+        &self,
+        key: &PeerId,
+        fresh_after: u64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let client = self.pool.get().await?;
+        let row = client
+            .query_opt(
+                "SELECT record FROM hub_known_hubs WHERE hub = $1 AND issued_at > $2",
+                &[&key.to_string(), &(fresh_after as i64)],
+            )
+            .await?;
+        Ok(row.map(|r| r.get(0)))
     }
 
     /// Deletes `to`'s letters with these ids (another peer's ids are ignored).

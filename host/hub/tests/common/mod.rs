@@ -67,11 +67,27 @@ impl HubProc {
     }
 
     pub fn spawn_at(dir: &Path, quic: SocketAddr, tcp: SocketAddr, extra: &[&str]) -> HubProc {
+        Self::spawn_named_at(dir, "hub.test", quic, tcp, extra)
+    }
+
+    /// A hub called `name` on loopback, ephemeral ports.
+    pub fn spawn_named(dir: &Path, name: &str, extra: &[&str]) -> HubProc {
+        let any = "127.0.0.1:0".parse().unwrap();
+        Self::spawn_named_at(dir, name, any, any, extra)
+    }
+
+    pub fn spawn_named_at(
+        dir: &Path,
+        name: &str,
+        quic: SocketAddr,
+        tcp: SocketAddr,
+        extra: &[&str],
+    ) -> HubProc {
         let mut args: Vec<String> = vec![
             "--data-dir".into(),
             dir.display().to_string(),
             "--name".into(),
-            "hub.test".into(),
+            name.into(),
             "--quic".into(),
             quic.to_string(),
             "--tcp".into(),

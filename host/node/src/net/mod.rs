@@ -236,8 +236,12 @@ fn start_foreign_hubs(
     let foreign = ForeignHubs::new(endpoint.clone(), hub.map(HubClient::hub));
     let weak = Arc::downgrade(daemon);
     let answering = connector.clone();
+    let home = hub.cloned();
     foreign.on_open(Box::new(move |client| {
         answering.listen_on(client.clone());
+        if let Some(home) = &home {
+            introduce_at_home(home.clone(), client.clone());
+        }
         if let Some(daemon) = weak.upgrade() {
             crate::hub::forward_guest_events(
                 &daemon,
@@ -267,6 +271,28 @@ fn start_foreign_hubs(
         }
     });
     foreign
+}
+
+/// How long a new guest line has to come up before its hub is introduced at home.
+const INTRODUCE_WAIT: Duration = Duration::from_secs(30);
+
+/// Once a guest line is up, hands our home hub that hub's own signed record (checked
+/// against the key the line is pinned to), so our hub's other peers can find it by name or
+/// key (`docs/architecture-hub.md`, "Other hubs in our hub's directory").
+fn introduce_at_home(home: HubClient, guest: HubClient) {
+    tokio::spawn(async move {
+        if !guest.wait_online(INTRODUCE_WAIT).await {
+            return;
+        }
+        let introduced = match guest.hub_record().await {
+            Ok(record) => home.introduce_hub(&record).await,
+            Err(e) => Err(e),
+        };
+        match introduced {
+            Ok(()) => allpeers_log::flesh!(hub = ?guest.hub(), "hub introduced at home"),
+            Err(e) => allpeers_log::flesh!(hub = ?guest.hub(), "hub not introduced at home: {e}"),
+        }
+    });
 }
 
 /// The connector's way to a contact homed at another hub: the guest line to that hub.

@@ -1039,7 +1039,7 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
                             err(
                                 codes::UNKNOWN_PEER,
                                 format!(
-                                    "{} is not registered at our hub, and no contact's certificate named the key of a hub by that name",
+                                    "{} is not registered at our hub, and no contact's certificate nor our hub's directory named the key of a hub by that name",
                                     p.who
                                 ),
                             )
@@ -1112,9 +1112,11 @@ async fn add_contact(daemon: &Arc<Daemon>, p: AddParams) -> Result<Value, RpcErr
 }
 
 /// `name@hub` for a hub other than ours whose key a certificate taught us
-/// ([`ForeignHubs::learn_hub_key`]): the hub's addresses from its signed record on the DHT
-/// under that key (a record signed by another key is refused there), else from a contact
-/// homed there; then the name is resolved in that hub's directory over a guest line and its
+/// ([`ForeignHubs::learn_hub_key`]) or, failing that, our own hub's directory named (the
+/// hub's own signed record, as introduced by our hub's peers): the hub's addresses from its
+/// signed record on the DHT under that key (a record signed by another key is refused
+/// there), else from our hub's directory (signed by that key), else from a contact homed
+/// there; then the name is resolved in that hub's directory over a guest line and its
 /// certificate checked against the key. `None`: no hub of that name is known.
 async fn resolve_at_its_hub(
     daemon: &Arc<Daemon>,
@@ -1126,9 +1128,28 @@ async fn resolve_at_its_hub(
     let Some(foreign) = guest_lines(daemon) else {
         return Ok(None);
     };
-    let Some(key) = foreign.hub_key(&hub_name) else {
-        return Ok(None);
+    let home_hub = daemon.hub();
+    // A key a certificate taught us wins; else our own hub's directory may know a hub of
+    // that name from its peers' guest lines (only as trusted as our hub: names are not
+    // unique, and a name several keys claim is refused there).
+    let (key, mut from_home) = match (foreign.hub_key(&hub_name), home_hub) {
+        (Some(key), _) => (key, None),
+        (None, None) => return Ok(None),
+        (None, Some(home_hub)) => match home_hub.lookup_hub_name(&hub_name).await {
+            Ok(Some(record)) => (record.hub, Some(record.addresses)),
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                return Err(err(
+                    codes::UNKNOWN_PEER,
+                    format!("hub {hub_name} in our hub's directory: {e}"),
+                ));
+            }
+        },
     };
+    // Our own hub answered for its names already (a guest line to it would replace our line).
+    if home_hub.is_some_and(|h| h.hub() == key) {
+        return Ok(None);
+    }
     let dht = daemon
         .network
         .get()
@@ -1142,7 +1163,20 @@ async fn resolve_at_its_hub(
             Err(e) => why = format!("not on the DHT: {e}"),
         }
     }
+    // Not on the DHT: what that hub last told our hub's directory (signed by its key),
+    // then a contact's (perhaps old).
+    if addresses.as_ref().is_none_or(|a| a.is_empty())
+        && from_home.is_none()
+        && let Some(home_hub) = home_hub
+    {
+        match home_hub.lookup_hub_key(key).await {
+            Ok(record) => from_home = record.map(|r| r.addresses),
+            Err(e) => why = format!("{why}; our hub's directory: {e}"),
+        }
+    }
     let Some(addresses) = addresses
+        .filter(|a| !a.is_empty())
+        .or(from_home)
         .filter(|a| !a.is_empty())
         .or_else(|| foreign.known_addresses(&key))
     else {
