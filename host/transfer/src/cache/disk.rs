@@ -596,7 +596,7 @@ mod tests {
                 .expect("every group synced in time")
                 .unwrap();
             match event {
-                DiskEvent::Written { pieces } => written.extend(pieces),
+                DiskEvent::Written { pieces, .. } => written.extend(pieces),
                 DiskEvent::Durable { pieces } => {
                     assert!(pieces.iter().all(|p| written.contains(p)));
                     durable.extend(pieces);
