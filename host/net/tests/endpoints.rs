@@ -767,7 +767,10 @@ async fn bulk_streams_have_a_connection_of_their_own_with_the_same_authenticatio
                     }
                 }),
             );
-            let (mut send, mut recv) = a.open_bulk_stream(b.peer_id(), &ns("echo-io")).await.unwrap();
+            let (mut send, mut recv) = a
+                .open_bulk_stream(b.peer_id(), &ns("echo-io"))
+                .await
+                .unwrap();
             let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
             let writer = {
                 let data = data.clone();
@@ -777,7 +780,9 @@ async fn bulk_streams_have_a_connection_of_their_own_with_the_same_authenticatio
                 })
             };
             let mut back = Vec::new();
-            AsyncReadExt::read_to_end(&mut recv, &mut back).await.unwrap();
+            AsyncReadExt::read_to_end(&mut recv, &mut back)
+                .await
+                .unwrap();
             writer.await.unwrap();
             assert!(back == data, "{t:?}: the echo differs from what was sent");
             let (peer, served_on) = seen.recv().await.unwrap();
@@ -792,7 +797,10 @@ async fn bulk_streams_have_a_connection_of_their_own_with_the_same_authenticatio
         }
         // Alice believes Bob listens at Eve's TCP address: the bulk dial is refused on the key.
         let (alice, bob, eve) = (endpoint().await, endpoint().await, endpoint().await);
-        eve.register(ns("echo-io"), ServiceFn::new().on_stream(|_ctx, _send, _recv| async {}));
+        eve.register(
+            ns("echo-io"),
+            ServiceFn::new().on_stream(|_ctx, _send, _recv| async {}),
+        );
         let eve_tcp = eve.local_address(TransportKind::Tcp).unwrap();
         let err = alice
             .open_bulk_stream_at(bob.peer_id(), eve_tcp, &ns("echo-io"))

@@ -303,7 +303,11 @@ fn encode_body(
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     };
     let mut buf = fresh();
-    for item in source.outboard.tree.ranges_pre_order_chunks_iter_ref(chunks, 0) {
+    for item in source
+        .outboard
+        .tree
+        .ranges_pre_order_chunks_iter_ref(chunks, 0)
+    {
         match item {
             BaoChunk::Parent { node, .. } => {
                 let (left, right) = source.outboard.load(node)?.ok_or_else(|| {
@@ -769,9 +773,13 @@ mod tests {
         assert!(verified < size);
         // Cut short: an error, not a silent end.
         let (hash, encoded) = encode(&data, 0);
-        let result = decode_blocks(pieces(&encoded[..encoded.len() / 2]), hash, size, 0..size, |_| {
-            Ok(())
-        });
+        let result = decode_blocks(
+            pieces(&encoded[..encoded.len() / 2]),
+            hash,
+            size,
+            0..size,
+            |_| Ok(()),
+        );
         assert!(matches!(result, Err(FetchError::Io(_))));
     }
 

@@ -272,7 +272,15 @@ mod tests {
     #[test]
     fn agrees_with_bao_trees_decoder_whatever_the_pieces_and_the_damage() {
         let block = BlockSize::from_chunk_log(4);
-        for size in [0usize, 1, 1024, 16 * 1024, 16 * 1024 + 1, 300_000, 1_000_000] {
+        for size in [
+            0usize,
+            1,
+            1024,
+            16 * 1024,
+            16 * 1024 + 1,
+            300_000,
+            1_000_000,
+        ] {
             let data = content(size);
             let outboard =
                 PreOrderOutboard::<Vec<u8>>::create_sized(&data[..], size as u64, block).unwrap();
@@ -283,7 +291,7 @@ mod tests {
                 ChunkRanges::from(ChunkNum(16 * (blocks / 2))..),
                 ChunkRanges::from(ChunkNum(16)..ChunkNum(48)),
             ];
-            for ranges in &range_sets {
+            for (r, ranges) in range_sets.iter().enumerate() {
                 let mut encoded = Vec::new();
                 encode_ranges(
                     &data[..],
@@ -303,24 +311,30 @@ mod tests {
                 }
                 for (i, bytes) in damaged.iter().enumerate() {
                     let (want, whole) = theirs(bytes, outboard.root, tree, ranges);
-                    for piece in [1, 63, 64, 1000, 16 * 1024, 16 * 1024 + 64, 1 << 20] {
+                    // Byte by byte only where that stays quick in a debug build.
+                    let smallest = if bytes.len() < 100_000 { 1 } else { 63 };
+                    for piece in [smallest, 64, 1000, 16 * 1024, 16 * 1024 + 64, 1 << 20] {
                         let (got, ended) = ours(bytes, outboard.root, tree, ranges, piece);
                         let case = format!("size {size}, {ranges:?}, case {i}, pieces of {piece}");
                         assert_eq!(got, want, "{case}");
                         assert_eq!(ended.is_ok(), whole, "{case}: {ended:?}");
-                        if i == 0 {
+                        // Undamaged, a range inside the file decodes (bao-tree's decoder refuses some ranges past
+                        // the end, which we never ask: a start past the end is answered 416).
+                        if i == 0 && r < 2 {
                             assert!(ended.is_ok(), "{case}");
                         }
                     }
                 }
-                // Bytes past the end are refused.
-                let mut longer = encoded.clone();
-                longer.push(0);
-                let (_, ended) = ours(&longer, outboard.root, tree, ranges, 1 << 20);
-                assert!(
-                    matches!(ended, Err(VerifyError::TooLong(1))),
-                    "{ranges:?}: {ended:?}"
-                );
+                // Bytes past the end of an encoding that decodes are refused.
+                if r < 2 {
+                    let mut longer = encoded.clone();
+                    longer.push(0);
+                    let (_, ended) = ours(&longer, outboard.root, tree, ranges, 1 << 20);
+                    assert!(
+                        matches!(ended, Err(VerifyError::TooLong(1))),
+                        "{ranges:?}: {ended:?}"
+                    );
+                }
             }
         }
     }
