@@ -802,10 +802,12 @@ async fn bulk_streams_have_a_connection_of_their_own_with_the_same_authenticatio
             ServiceFn::new().on_stream(|_ctx, _send, _recv| async {}),
         );
         let eve_tcp = eve.local_address(TransportKind::Tcp).unwrap();
-        let err = alice
+        let Err(err) = alice
             .open_bulk_stream_at(bob.peer_id(), eve_tcp, &ns("echo-io"))
             .await
-            .unwrap_err();
+        else {
+            panic!("a bulk stream to Eve's address as Bob");
+        };
         assert!(
             matches!(err, NetError::WrongPeer { expected, .. } if expected == bob.peer_id()),
             "{err:?}"
