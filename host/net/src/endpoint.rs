@@ -886,7 +886,7 @@ impl Endpoint {
             .await
             .map_err(|_| NetError::Timeout(timeout))??;
         let conn = Connection::new(
-            ConnInner::Bulk(bulk::Line::new(tls)),
+            ConnInner::Bulk(Box::new(bulk::Line::new(tls))),
             peer,
             address.addr,
             PathKind::Direct,
@@ -1458,7 +1458,7 @@ async fn tcp_accept_loop(
                     return;
                 };
                 let conn = Connection::new(
-                    ConnInner::Bulk(bulk::Line::new(tls.into())),
+                    ConnInner::Bulk(Box::new(bulk::Line::new(tls.into()))),
                     peer,
                     addr,
                     PathKind::Direct,

@@ -160,7 +160,7 @@ pub(crate) enum Inner {
     Quic(quinn::Connection),
     Tcp(tcp::Mux),
     /// One stream over TCP+TLS, no multiplexer ([`bulk`]).
-    Bulk(bulk::Line),
+    Bulk(Box<bulk::Line>),
 }
 
 /// Streams of a connection still held open by this side, so that a connection being
