@@ -13,6 +13,11 @@
 //! [`close_code::DUPLICATE`]; a relayed connection given up for a direct one is retired only
 //! once the streams on it are done, so the services using it never see the switch. A
 //! request that loses its connection retries on the winner.
+//!
+//! **Bulk streams.** [`Endpoint::open_bulk_stream`] opens a stream on a TCP+TLS connection of
+//! its own, beside the peer's connection ([`crate::transport::bulk`]: no yamux copies), where
+//! the peer's TCP listener is known to be reachable; such connections are not kept, carry one
+//! stream each and are routed like any stream. Anywhere else it is an ordinary stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,7 +45,7 @@ use crate::throttle::Throttle;
 use crate::tls;
 use crate::transport::{
     Address, Connection, ConnectionError, Direction, Inner as ConnInner, PathKind, RecvStream,
-    SendStream, StreamShared, TransportKind, close_code, quic, tcp, udp::HookedUdpSocket,
+    SendStream, StreamShared, TransportKind, bulk, close_code, quic, tcp, udp::HookedUdpSocket,
 };
 
 /// Endpoint settings. [`EndpointConfig::default`] listens on all interfaces, ephemeral ports.
@@ -123,6 +128,8 @@ struct Inner {
     quic_socket: Option<Arc<HookedUdpSocket>>,
     tcp_local: Option<SocketAddr>,
     tcp_connector: tokio_rustls::TlsConnector,
+    /// TLS client side for bulk connections (the same identity, [`tls::BULK_ALPN`]).
+    bulk_connector: tokio_rustls::TlsConnector,
     /// TLS server side for TCP streams the connector punched (the listener has its own).
     tcp_acceptor: tokio_rustls::TlsAcceptor,
     services: RwLock<HashMap<Namespace, Arc<dyn Service>>>,
@@ -190,6 +197,8 @@ impl Endpoint {
     pub async fn bind(identity: Identity, config: EndpointConfig) -> Result<Endpoint, NetError> {
         let server_tls = tls::server_config(&identity).map_err(endpoint_err)?;
         let client_tls = tls::client_config(&identity).map_err(endpoint_err)?;
+        let bulk_tls = tls::bulk_client_config(&identity).map_err(endpoint_err)?;
+        let listener_tls = tls::listener_config(&identity).map_err(endpoint_err)?;
         let quic_client = quic::client_config(client_tls.clone(), config.max_concurrent_streams)
             .map_err(endpoint_err)?;
         let quic_and_socket = match config.quic {
@@ -231,6 +240,7 @@ impl Endpoint {
             quic_socket,
             tcp_local,
             tcp_connector: tokio_rustls::TlsConnector::from(Arc::new(client_tls)),
+            bulk_connector: tokio_rustls::TlsConnector::from(Arc::new(bulk_tls)),
             tcp_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls.clone())),
             services: Default::default(),
             conns: Default::default(),
@@ -250,7 +260,7 @@ impl Endpoint {
             tasks.push(tokio::spawn(quic_accept_loop(Arc::downgrade(&inner), q)));
         }
         if let Some(l) = tcp_listener {
-            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server_tls));
+            let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(listener_tls));
             tasks.push(tokio::spawn(tcp_accept_loop(
                 Arc::downgrade(&inner),
                 l,
@@ -588,7 +598,7 @@ impl Endpoint {
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
             };
-            check_tls_peer(tls.get_ref().1, peer, address)?;
+            check_tls_peer(tls.get_ref().1, peer, address, tls::ALPN)?;
             Ok::<_, NetError>(tls)
         };
         let tls = tokio::time::timeout(timeout, handshake)
@@ -804,30 +814,93 @@ impl Endpoint {
         let timeout = self.0.config.request_timeout;
         let open = async {
             let conn = self.connect(peer).await?;
-            let (mut send, mut recv) = conn.open_bi().await?;
-            send.write_frame(&wire::encode_head(namespace, kind)?, HEAD_LIMIT)
-                .await?;
-            let ack = recv
-                .read_frame(ACK_LIMIT)
-                .await?
-                .ok_or_else(|| ConnectionError::Stream("refused without a reply".into()))?;
-            match wire::decode_reply(ack)? {
-                Ok(_) => Ok((send, recv)),
-                Err(e) if e.code == ErrorCode::UnknownNamespace => {
-                    Err(NetError::UnknownNamespace {
-                        peer,
-                        namespace: namespace.to_string(),
-                    })
-                }
-                Err(e) => Err(NetError::Remote {
-                    code: e.code,
-                    message: e.message,
-                }),
-            }
+            let (send, recv) = conn.open_bi().await?;
+            acknowledged(send, recv, peer, namespace, kind).await
         };
         tokio::time::timeout(timeout, open)
             .await
             .map_err(|_| NetError::Timeout(timeout))?
+    }
+
+    /// Opens a raw stream to a peer's service for a bulk transfer: on a TCP+TLS connection of
+    /// its own ([`crate::transport::bulk`]) when our connection to the peer is a direct TCP
+    /// dial — its address is then known to answer — and otherwise, or if that fails, on the
+    /// connection like [`Endpoint::open_stream`]. The stream's connection is not kept: it
+    /// closes when both halves of the stream are dropped.
+    pub async fn open_bulk_stream(
+        &self,
+        peer: PeerId,
+        namespace: &Namespace,
+    ) -> Result<(SendStream, RecvStream), NetError> {
+        let conn = self.connect(peer).await?;
+        if conn.transport() == TransportKind::Tcp
+            && conn.direction() == Direction::Outbound
+            && conn.path() == PathKind::Direct
+        {
+            let address = Address::tcp(conn.remote_addr());
+            match self.open_bulk_stream_at(peer, address, namespace).await {
+                Ok(stream) => return Ok(stream),
+                Err(e @ (NetError::UnknownNamespace { .. } | NetError::Remote { .. })) => {
+                    return Err(e);
+                }
+                Err(e) => {
+                    tracing::debug!(?peer, %address, "no bulk connection, a stream on the connection instead: {e}")
+                }
+            }
+        }
+        self.open_stream(peer, namespace).await
+    }
+
+    /// Dials a bulk connection to `peer` at `address` (TCP) and opens its one stream to
+    /// `namespace`.
+    pub async fn open_bulk_stream_at(
+        &self,
+        peer: PeerId,
+        address: Address,
+        namespace: &Namespace,
+    ) -> Result<(SendStream, RecvStream), NetError> {
+        if address.transport != TransportKind::Tcp {
+            return Err(NetError::Connect {
+                peer,
+                reason: "bulk connections are TCP".into(),
+            });
+        }
+        let fail = |reason: String| classify_dial_error(peer, address, reason);
+        let timeout = self.0.config.connect_timeout;
+        let dial = async {
+            let tcp = tokio::net::TcpStream::connect(address.addr)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            let _ = tcp.set_nodelay(true);
+            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = self
+                .0
+                .bulk_connector
+                .connect(tls::server_name(&peer), tcp)
+                .await
+                .map_err(|e| fail(tls_io_error(&e)))?
+                .into();
+            check_tls_peer(tls.get_ref().1, peer, address, tls::BULK_ALPN)?;
+            Ok::<_, NetError>(tls)
+        };
+        let tls = tokio::time::timeout(timeout, dial)
+            .await
+            .map_err(|_| NetError::Timeout(timeout))??;
+        let conn = Connection::new(
+            ConnInner::Bulk(Box::new(bulk::Line::new(tls))),
+            peer,
+            address.addr,
+            PathKind::Direct,
+            Direction::Outbound,
+            self.stream_shared(&peer),
+        );
+        let (send, recv) = conn.take_bulk_stream().expect("a new bulk connection");
+        let timeout = self.0.config.request_timeout;
+        tokio::time::timeout(
+            timeout,
+            acknowledged(send, recv, peer, namespace, StreamKind::Stream),
+        )
+        .await
+        .map_err(|_| NetError::Timeout(timeout))?
     }
 
     /// Sends a datagram to a peer's service (unreliable over QUIC).
@@ -842,6 +915,33 @@ impl Endpoint {
         conn.send_datagram(wire::encode_datagram(namespace, &body))
             .await
             .map_err(Into::into)
+    }
+}
+
+/// Sends a new stream's head and waits for the service's acknowledgement.
+async fn acknowledged(
+    mut send: SendStream,
+    mut recv: RecvStream,
+    peer: PeerId,
+    namespace: &Namespace,
+    kind: StreamKind,
+) -> Result<(SendStream, RecvStream), NetError> {
+    send.write_frame(&wire::encode_head(namespace, kind)?, HEAD_LIMIT)
+        .await?;
+    let ack = recv
+        .read_frame(ACK_LIMIT)
+        .await?
+        .ok_or_else(|| ConnectionError::Stream("refused without a reply".into()))?;
+    match wire::decode_reply(ack)? {
+        Ok(_) => Ok((send, recv)),
+        Err(e) if e.code == ErrorCode::UnknownNamespace => Err(NetError::UnknownNamespace {
+            peer,
+            namespace: namespace.to_string(),
+        }),
+        Err(e) => Err(NetError::Remote {
+            code: e.code,
+            message: e.message,
+        }),
     }
 }
 
@@ -879,8 +979,9 @@ fn check_tls_peer(
     session: &rustls::CommonState,
     peer: PeerId,
     address: Address,
+    alpn: &[u8],
 ) -> Result<(), NetError> {
-    if session.alpn_protocol() != Some(tls::ALPN) {
+    if session.alpn_protocol() != Some(alpn) {
         return Err(classify_dial_error(
             peer,
             address,
@@ -948,6 +1049,10 @@ pub fn keep_new_connection(local: PeerId, remote: PeerId, existing: PeerId, new:
         new == local.min(remote)
     }
 }
+
+/// Bulk connections ([`Endpoint::open_bulk_stream`]) open at once from all peers together;
+/// more are refused (the dialler then uses a stream on its connection).
+const MAX_BULK_CONNECTIONS: usize = 64;
 
 /// Longest a superseded connection stays open for the streams still running on it.
 const RETIRE_GRACE: Duration = Duration::from_secs(60);
@@ -1301,6 +1406,7 @@ async fn tcp_accept_loop(
         ),
         None => return,
     };
+    let bulk_streams = Arc::new(Semaphore::new(MAX_BULK_CONNECTIONS));
     loop {
         let (tcp, addr) = match listener.accept().await {
             Ok(x) => x,
@@ -1316,6 +1422,7 @@ async fn tcp_accept_loop(
         };
         let weak = weak.clone();
         let acceptor = acceptor.clone();
+        let bulk_streams = bulk_streams.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
             let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
@@ -1331,16 +1438,37 @@ async fn tcp_accept_loop(
             };
             drop(permit);
             let (_, session) = tls.get_ref();
-            if session.alpn_protocol() != Some(tls::ALPN) {
-                tracing::info!(%addr, "incoming TLS connection without our ALPN: closed");
-                return;
-            }
+            let bulk = match session.alpn_protocol() {
+                Some(tls::ALPN) => false,
+                Some(tls::BULK_ALPN) => true,
+                _ => {
+                    tracing::info!(%addr, "incoming TLS connection without our ALPN: closed");
+                    return;
+                }
+            };
             let Some(peer) = tls::remote_peer_id(session.peer_certificates()) else {
                 tracing::info!(%addr, "incoming TLS connection without identity: closed");
                 return;
             };
             let Some(inner) = weak.upgrade() else { return };
             let shared = stream_shared(&inner, &peer);
+            if bulk {
+                let Ok(_permit) = bulk_streams.try_acquire_owned() else {
+                    tracing::warn!(?peer, %addr, "bulk connection refused: {MAX_BULK_CONNECTIONS} already open");
+                    return;
+                };
+                let conn = Connection::new(
+                    ConnInner::Bulk(Box::new(bulk::Line::new(tls.into()))),
+                    peer,
+                    addr,
+                    PathKind::Direct,
+                    Direction::Inbound,
+                    shared,
+                );
+                let (send, recv) = conn.take_bulk_stream().expect("a new bulk connection");
+                handle_stream(&inner, conn, send, recv).await;
+                return;
+            }
             adopt(
                 &inner,
                 Connection::new(

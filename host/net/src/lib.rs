@@ -7,7 +7,8 @@
 //! * [`tls`] — rustls configs and the key-pinning certificate verifiers.
 //! * [`transport`] — [`Connection`], streams, datagrams; [`transport::quic`],
 //!   [`transport::tcp`] (yamux over TLS), [`transport::udp`] (the QUIC socket with packet
-//!   hooks, shared with STUN and hole punching).
+//!   hooks, shared with STUN and hole punching), `transport::bulk` (a TCP+TLS connection
+//!   carrying one bulk stream, no multiplexer).
 //! * [`frame`] — length-prefixed frames, an I/O-free bounded decoder.
 //! * [`endpoint`] — listening, dialling, one connection per peer, routing to services;
 //!   [`address_book`] where each peer was last heard of (bounded, ageing).

@@ -9,7 +9,9 @@
 //!   and accepts any such key: the connection reports the remote PeerId, and what a peer may
 //!   do is decided above (services, sharing).
 //! * ALPN carries the protocol version ([`ALPN`]); a peer speaking another version fails the
-//!   handshake.
+//!   handshake. A TCP connection that carries one bulk stream instead of yamux says so with
+//!   [`BULK_ALPN`] ([`listener_config`], [`bulk_client_config`]): same certificates, same
+//!   verifiers, so the same mutual authentication and key pinning.
 //! * Session resumption is off: every handshake checks the certificate again.
 //!
 //! The crypto provider is ring, passed explicitly (no process-wide default needed).
@@ -28,6 +30,8 @@ use crate::identity::Identity;
 
 /// ALPN of the AllPeers peer protocol, version 1.
 pub const ALPN: &[u8] = b"allpeers/1";
+/// ALPN of a TCP connection carrying one unmultiplexed stream (a bulk transfer), version 1.
+pub const BULK_ALPN: &[u8] = b"allpeers-bulk/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -77,6 +81,20 @@ pub fn server_config(identity: &Identity) -> Result<rustls::ServerConfig, TlsErr
     config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     config.send_tls13_tickets = 0;
     config.max_early_data_size = 0;
+    Ok(config)
+}
+
+/// The TCP listener's config: [`server_config`] that also takes bulk connections ([`BULK_ALPN`]).
+pub fn listener_config(identity: &Identity) -> Result<rustls::ServerConfig, TlsError> {
+    let mut config = server_config(identity)?;
+    config.alpn_protocols.push(BULK_ALPN.to_vec());
+    Ok(config)
+}
+
+/// The dialer's config for a bulk connection: [`client_config`] offering only [`BULK_ALPN`].
+pub fn bulk_client_config(identity: &Identity) -> Result<rustls::ClientConfig, TlsError> {
+    let mut config = client_config(identity)?;
+    config.alpn_protocols = vec![BULK_ALPN.to_vec()];
     Ok(config)
 }
 

@@ -744,3 +744,81 @@ both_transports!(
     read_frame_cancelled_midway_loses_nothing,
     super::read_frame_is_cancel_safe
 );
+
+/// A bulk stream over TCP: a connection of its own beside the peer's (not the one kept), the serving side told the
+/// dialler's PeerId, every byte through both ways; a dial to an address whose key is not the PeerId is refused as for
+/// any connection; over QUIC it is an ordinary stream on the connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_streams_have_a_connection_of_their_own_with_the_same_authentication() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    bounded(async {
+        for t in [TransportKind::Tcp, TransportKind::Quic] {
+            let (a, b) = pair(t).await;
+            let (seen_tx, mut seen) = mpsc::channel(4);
+            b.register(
+                ns("echo-io"),
+                ServiceFn::new().on_stream(move |ctx, mut send, mut recv| {
+                    let seen_tx = seen_tx.clone();
+                    async move {
+                        let _ = seen_tx.send((ctx.peer, ctx.connection.id())).await;
+                        if tokio::io::copy(&mut recv, &mut send).await.is_ok() {
+                            let _ = send.shutdown().await;
+                        }
+                    }
+                }),
+            );
+            let (mut send, mut recv) = a
+                .open_bulk_stream(b.peer_id(), &ns("echo-io"))
+                .await
+                .unwrap();
+            let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+            let writer = {
+                let data = data.clone();
+                tokio::spawn(async move {
+                    AsyncWriteExt::write_all(&mut send, &data).await.unwrap();
+                    send.shutdown().await.unwrap();
+                })
+            };
+            let mut back = Vec::new();
+            AsyncReadExt::read_to_end(&mut recv, &mut back)
+                .await
+                .unwrap();
+            writer.await.unwrap();
+            assert!(back == data, "{t:?}: the echo differs from what was sent");
+            let (peer, served_on) = seen.recv().await.unwrap();
+            assert_eq!(peer, a.peer_id());
+            let kept = b.connection(&a.peer_id()).unwrap().id();
+            match t {
+                TransportKind::Tcp => assert_ne!(served_on, kept, "a connection of its own"),
+                TransportKind::Quic => assert_eq!(served_on, kept, "a stream on the connection"),
+            }
+            assert_eq!(a.connections().len(), 1);
+            assert_eq!(b.connections().len(), 1);
+        }
+        // Alice believes Bob listens at Eve's TCP address: the bulk dial is refused on the key.
+        let (alice, bob, eve) = (endpoint().await, endpoint().await, endpoint().await);
+        eve.register(
+            ns("echo-io"),
+            ServiceFn::new().on_stream(|_ctx, _send, _recv| async {}),
+        );
+        let eve_tcp = eve.local_address(TransportKind::Tcp).unwrap();
+        let Err(err) = alice
+            .open_bulk_stream_at(bob.peer_id(), eve_tcp, &ns("echo-io"))
+            .await
+        else {
+            panic!("a bulk stream to Eve's address as Bob");
+        };
+        assert!(
+            matches!(err, NetError::WrongPeer { expected, .. } if expected == bob.peer_id()),
+            "{err:?}"
+        );
+        // And Eve as herself is reached.
+        assert!(
+            alice
+                .open_bulk_stream_at(eve.peer_id(), eve_tcp, &ns("echo-io"))
+                .await
+                .is_ok()
+        );
+    })
+    .await;
+}

@@ -1,6 +1,7 @@
-//! Files one-to-one, in one process on loopback: a shared file fetched with HTTP over a peer stream (TCP+TLS+yamux
-//! and QUIC, as the node does: `blob::download`, every block verified, written and journaled) against raw rustls over
-//! TCP moving the same number of bytes (no framing, nothing verified or written: the ceiling).
+//! Files one-to-one, in one process on loopback: a shared file fetched with HTTP over a peer stream (a stream on the
+//! TCP+TLS+yamux connection, a TCP+TLS connection of its own — `Endpoint::open_bulk_stream`, what the node uses over
+//! TCP — and a QUIC stream; as the node does: `blob::download`, every block verified, written and journaled) against
+//! raw rustls over TCP moving the same number of bytes (no framing, nothing verified or written: the ceiling).
 //!
 //! `cargo bench -p allpeers-transfer --bench files [-- --size-mib N]` (default 256) prints MB/s, CPU seconds per GB
 //! (both ends: one process) and the ratio to the baseline.
@@ -36,6 +37,17 @@ fn cpu_seconds() -> f64 {
             .unwrap_or(0.0)
     };
     (ticks(11) + ticks(12)) / 100.0
+}
+
+/// How the HTTP connection reaches the server.
+#[derive(Clone, Copy)]
+enum Path {
+    /// A stream on the TCP+TLS+yamux connection.
+    Yamux,
+    /// A TCP+TLS connection of its own (`Endpoint::open_bulk_stream`).
+    Bulk,
+    /// A stream on the QUIC connection.
+    Quic,
 }
 
 struct Row {
@@ -162,7 +174,11 @@ async fn run(size: u64) {
         })
         .await,
     );
-    for kind in [TransportKind::Tcp, TransportKind::Quic] {
+    for path in [Path::Yamux, Path::Bulk, Path::Quic] {
+        let kind = match path {
+            Path::Yamux | Path::Bulk => TransportKind::Tcp,
+            Path::Quic => TransportKind::Quic,
+        };
         let address: Address = server.local_address(kind).unwrap();
         let client = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())
             .await
@@ -173,18 +189,20 @@ async fn run(size: u64) {
             Arc::new(move |_peer: String| {
                 let client = client.clone();
                 Box::pin(async move {
-                    let (send, recv) = client
-                        .open_stream(peer, &files_ns())
-                        .await
-                        .map_err(std::io::Error::other)?;
+                    let opened = match path {
+                        Path::Bulk => client.open_bulk_stream(peer, &files_ns()).await,
+                        Path::Yamux | Path::Quic => client.open_stream(peer, &files_ns()).await,
+                    };
+                    let (send, recv) = opened.map_err(std::io::Error::other)?;
                     Ok(Box::new(tokio::io::join(recv, send)) as Box<dyn PeerIo>)
                 })
             })
         };
         let landing = tempfile::tempdir().unwrap();
-        let name = match kind {
-            TransportKind::Tcp => "HTTP one-to-one, TCP+TLS+yamux (verified, on disk)",
-            TransportKind::Quic => "HTTP one-to-one, QUIC (verified, on disk)",
+        let name = match path {
+            Path::Yamux => "HTTP one-to-one, TCP+TLS+yamux (verified, on disk)",
+            Path::Bulk => "HTTP one-to-one, TCP+TLS of its own (verified, on disk)",
+            Path::Quic => "HTTP one-to-one, QUIC (verified, on disk)",
         };
         let spec = FileSpec {
             hash: shared.hash,
@@ -219,13 +237,13 @@ async fn run(size: u64) {
     );
     println!("hashing (outboard, once per shared file): {hashing:.0} MB/s");
     println!(
-        "{:<54} {:>9} {:>11} {:>9}",
+        "{:<58} {:>9} {:>11} {:>9}",
         "path", "MB/s", "CPU s/GB", "of raw"
     );
     let baseline = rows[0].mb_per_s;
     for row in &rows {
         println!(
-            "{:<54} {:>9.0} {:>11.2} {:>8.0}%",
+            "{:<58} {:>9.0} {:>11.2} {:>8.0}%",
             row.name,
             row.mb_per_s,
             row.cpu_per_gb,

@@ -13,7 +13,11 @@
 //! wait on the throttle's limits.
 //!
 //! [`udp`] is the QUIC socket with hooks, so STUN and punch packets can share it.
+//!
+//! [`bulk`]: a TCP+TLS connection of its own carrying one stream and no multiplexer, opened
+//! beside a peer's connection for a bulk transfer (a file): the bytes skip yamux's copies.
 
+pub(crate) mod bulk;
 pub mod quic;
 pub mod tcp;
 pub mod udp;
@@ -155,6 +159,8 @@ impl StreamShared {
 pub(crate) enum Inner {
     Quic(quinn::Connection),
     Tcp(tcp::Mux),
+    /// One stream over TCP+TLS, no multiplexer ([`bulk`]).
+    Bulk(Box<bulk::Line>),
 }
 
 /// Streams of a connection still held open by this side, so that a connection being
@@ -238,7 +244,7 @@ impl Connection {
     ) -> Self {
         let transport = match inner {
             Inner::Quic(_) => TransportKind::Quic,
-            Inner::Tcp(_) => TransportKind::Tcp,
+            Inner::Tcp(_) | Inner::Bulk(_) => TransportKind::Tcp,
         };
         Connection(Arc::new(ConnectionInner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -352,6 +358,7 @@ impl Connection {
                     self.recv_stream(RecvInner::Tcp(r), t),
                 ))
             }
+            Inner::Bulk(_) => Err(one_stream()),
         }
     }
 
@@ -366,6 +373,7 @@ impl Connection {
                 let (_r, s) = m.open(tcp::KIND_UNI).await?;
                 Ok(self.send_stream(SendInner::Tcp(s), self.token()))
             }
+            Inner::Bulk(_) => Err(one_stream()),
         }
     }
 
@@ -388,6 +396,7 @@ impl Connection {
                     self.recv_stream(RecvInner::Tcp(r), t),
                 ))
             }
+            Inner::Bulk(_) => Err(one_stream()),
         }
     }
 
@@ -402,6 +411,7 @@ impl Connection {
                 let r = m.accept_uni().await?;
                 Ok(self.recv_stream(RecvInner::Tcp(r), self.token()))
             }
+            Inner::Bulk(_) => Err(one_stream()),
         }
     }
 
@@ -410,6 +420,7 @@ impl Connection {
         match &self.0.inner {
             Inner::Quic(c) => c.max_datagram_size().unwrap_or(0),
             Inner::Tcp(_) => TCP_DATAGRAM_LIMIT,
+            Inner::Bulk(_) => 0,
         }
     }
 
@@ -429,6 +440,7 @@ impl Connection {
                 .await
                 .map_err(|e| ConnectionError::Closed(e.to_string())),
             Inner::Tcp(m) => m.send_datagram(&data).await,
+            Inner::Bulk(_) => Err(one_stream()),
         }
     }
 
@@ -437,6 +449,7 @@ impl Connection {
         let data = match &self.0.inner {
             Inner::Quic(c) => c.read_datagram().await.map_err(quic_closed)?,
             Inner::Tcp(m) => m.read_datagram().await?,
+            Inner::Bulk(_) => return Err(one_stream()),
         };
         self.0.shared.record_received(data.len());
         Ok(data)
@@ -447,6 +460,7 @@ impl Connection {
         match &self.0.inner {
             Inner::Quic(c) => c.close(quinn::VarInt::from_u32(code), reason.as_bytes()),
             Inner::Tcp(m) => m.close(format!("closed locally ({code}): {reason}")),
+            Inner::Bulk(l) => l.close(format!("closed locally ({code}): {reason}")),
         }
     }
 
@@ -455,6 +469,7 @@ impl Connection {
         match &self.0.inner {
             Inner::Quic(c) => c.closed().await.to_string(),
             Inner::Tcp(m) => m.closed().await,
+            Inner::Bulk(l) => l.closed().await,
         }
     }
 
@@ -463,7 +478,22 @@ impl Connection {
         match &self.0.inner {
             Inner::Quic(c) => c.close_reason().map(|e| e.to_string()),
             Inner::Tcp(m) => m.close_reason(),
+            Inner::Bulk(l) => l.close_reason(),
         }
+    }
+
+    /// The one stream of a bulk connection ([`bulk`]); `None` for any other connection, or
+    /// once taken.
+    pub(crate) fn take_bulk_stream(&self) -> Option<(SendStream, RecvStream)> {
+        let Inner::Bulk(line) = &self.0.inner else {
+            return None;
+        };
+        let (r, s) = line.take()?;
+        let t = self.token();
+        Some((
+            self.send_stream(SendInner::Bulk(s), t.clone()),
+            self.recv_stream(RecvInner::Bulk(r), t),
+        ))
     }
 
     pub fn is_closed(&self) -> bool {
@@ -479,7 +509,7 @@ impl Connection {
                 Some(c.rtt().as_secs_f64() * 1000.0),
                 Some(c.stats().path.current_mtu),
             ),
-            Inner::Tcp(_) => (None, None),
+            Inner::Tcp(_) | Inner::Bulk(_) => (None, None),
         };
         ConnectionStats {
             bytes_sent: m.sent.total(),
@@ -509,6 +539,11 @@ impl StreamShared {
     }
 }
 
+/// What a bulk connection answers to anything but its one stream.
+fn one_stream() -> ConnectionError {
+    ConnectionError::Stream("a bulk connection carries one stream".into())
+}
+
 fn quic_closed(e: quinn::ConnectionError) -> ConnectionError {
     ConnectionError::Closed(e.to_string())
 }
@@ -516,11 +551,13 @@ fn quic_closed(e: quinn::ConnectionError) -> ConnectionError {
 pub(crate) enum SendInner {
     Quic(quinn::SendStream),
     Tcp(tcp::TcpSend),
+    Bulk(bulk::SendHalf),
 }
 
 pub(crate) enum RecvInner {
     Quic(quinn::RecvStream),
     Tcp(tcp::TcpRecv),
+    Bulk(bulk::RecvHalf),
 }
 
 /// Largest write let through at once while a limit applies (throttle granularity).
@@ -616,6 +653,7 @@ impl SendStream {
         let n = ready!(match &mut self.inner {
             SendInner::Quic(s) => AsyncWrite::poll_write(Pin::new(s), cx, chunk),
             SendInner::Tcp(s) => s.poll_write(cx, chunk),
+            SendInner::Bulk(s) => AsyncWrite::poll_write(Pin::new(s), cx, chunk),
         })?;
         self.granted = self.granted.saturating_sub(n);
         self.shared.record_sent(n);
@@ -626,6 +664,7 @@ impl SendStream {
         match &mut self.inner {
             SendInner::Quic(s) => Poll::Ready(s.finish().map_err(Into::into)),
             SendInner::Tcp(s) => s.poll_shutdown(cx),
+            SendInner::Bulk(s) => AsyncWrite::poll_shutdown(Pin::new(s), cx),
         }
     }
 
@@ -665,7 +704,7 @@ impl SendStream {
             SendInner::Quic(s) => {
                 let _ = s.reset(quinn::VarInt::from_u32(code));
             }
-            SendInner::Tcp(_) => {}
+            SendInner::Tcp(_) | SendInner::Bulk(_) => {}
         }
     }
 }
@@ -701,6 +740,7 @@ impl AsyncWrite for SendStream {
         match &mut self.get_mut().inner {
             SendInner::Quic(_) => Poll::Ready(Ok(())),
             SendInner::Tcp(s) => s.poll_flush(cx),
+            SendInner::Bulk(s) => AsyncWrite::poll_flush(Pin::new(s), cx),
         }
     }
 
@@ -756,6 +796,7 @@ impl RecvStream {
         ready!(match &mut self.inner {
             RecvInner::Quic(s) => AsyncRead::poll_read(Pin::new(s), cx, buf),
             RecvInner::Tcp(s) => AsyncRead::poll_read(Pin::new(&mut s.half), cx, buf),
+            RecvInner::Bulk(s) => AsyncRead::poll_read(Pin::new(s), cx, buf),
         })?;
         let n = buf.filled().len() - before;
         if n > 0 {
@@ -828,7 +869,7 @@ impl RecvStream {
             RecvInner::Quic(s) => {
                 let _ = s.stop(quinn::VarInt::from_u32(code));
             }
-            RecvInner::Tcp(_) => {}
+            RecvInner::Tcp(_) | RecvInner::Bulk(_) => {}
         }
     }
 }

@@ -132,8 +132,9 @@ pub fn dial(daemon: Weak<Daemon>) -> Dial {
                 .get()
                 .map(|n| n.endpoint.clone())
                 .ok_or_else(|| std::io::Error::other("the node is offline"))?;
+            // A connection of its own where it can be (no yamux copies on the bulk path).
             let (send, recv) = endpoint
-                .open_stream(peer, &namespace())
+                .open_bulk_stream(peer, &namespace())
                 .await
                 .map_err(std::io::Error::other)?;
             Ok(Box::new(tokio::io::join(recv, send)) as Box<dyn PeerIo>)

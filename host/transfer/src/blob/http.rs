@@ -16,16 +16,15 @@
 //! blocks a partial holder lacks).
 
 use std::convert::Infallible;
-use std::io::{Read, Write};
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bao_tree::io::sync::{DecodeResponseIter, encode_ranges, truncate_ranges};
-use bao_tree::io::{BaoContentItem, DecodeError};
+use bao_tree::io::sync::{Outboard, truncate_ranges};
 use bao_tree::iter::BaoChunk;
-use bao_tree::{BaoTree, ChunkNum, ChunkRanges, TreeNode};
-use bytes::Bytes;
+use bao_tree::{BaoTree, ChunkNum, ChunkRanges, ChunkRangesRef};
+use bytes::{Bytes, BytesMut};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 pub use hyper::StatusCode;
@@ -37,6 +36,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
 use super::outboards::Source;
+pub use super::verify::Verified;
+use super::verify::{PushError, Verifier, VerifyError};
 use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, chunk_count, whole_chunks};
 use crate::swarm::geometry::PieceSet;
 use crate::throttle::Throttles;
@@ -167,17 +168,9 @@ async fn answer(
     } else {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::task::spawn_blocking(move || {
-            let mut writer = ChannelWriter {
-                tx,
-                buf: Vec::with_capacity(SEND_BUFFER),
-            };
-            let chunks = truncate_ranges(&chunks, size);
-            let result = encode_ranges(&source.file, &source.outboard, chunks, &mut writer)
-                .map_err(std::io::Error::other)
-                .and_then(|()| writer.flush());
-            if let Err(error) = result {
+            if let Err(error) = encode_body(&source, truncate_ranges(&chunks, size), &tx) {
                 allpeers_log::bone!(%hash, %error, "files: a body was cut short");
-                let _ = writer.tx.blocking_send(Err(error));
+                let _ = tx.blocking_send(Err(error));
             }
         });
         Response::new(
@@ -295,30 +288,52 @@ fn encoded_len(tree: BaoTree, chunks: &ChunkRanges) -> u64 {
         .sum()
 }
 
-/// The encoder thread's output, in buffers of [`SEND_BUFFER`] bytes.
-struct ChannelWriter {
-    tx: mpsc::Sender<std::io::Result<Bytes>>,
-    buf: Vec<u8>,
-}
-
-impl Write for ChannelWriter {
-    fn write(&mut self, data: &[u8]) -> std::io::Result<usize> {
-        self.buf.extend_from_slice(data);
-        if self.buf.len() >= SEND_BUFFER {
-            self.flush()?;
-        }
-        Ok(data.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
-        }
-        let full = std::mem::replace(&mut self.buf, Vec::with_capacity(SEND_BUFFER));
-        self.tx
-            .blocking_send(Ok(Bytes::from(full)))
+/// The encoder thread: the Bao encoding of `chunks` of `source` (what `bao_tree::io::sync::encode_ranges` writes:
+/// each tree node the chunks need, then each block), handed to the connection in buffers of about [`SEND_BUFFER`]
+/// bytes. Each block is read from the file straight into the buffer that is sent, where `encode_ranges` reads it into
+/// a buffer of its own for a writer to copy again.
+fn encode_body(
+    source: &Source,
+    chunks: &ChunkRangesRef,
+    tx: &mpsc::Sender<std::io::Result<Bytes>>,
+) -> std::io::Result<()> {
+    let fresh = || BytesMut::with_capacity(SEND_BUFFER + BLOCK_BYTES as usize);
+    let send = |buf: BytesMut| {
+        tx.blocking_send(Ok(buf.freeze()))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+    };
+    let mut buf = fresh();
+    for item in source
+        .outboard
+        .tree
+        .ranges_pre_order_chunks_iter_ref(chunks, 0)
+    {
+        match item {
+            BaoChunk::Parent { node, .. } => {
+                let (left, right) = source.outboard.load(node)?.ok_or_else(|| {
+                    std::io::Error::other(format!("the tree has no node {node:?}"))
+                })?;
+                buf.extend_from_slice(left.as_bytes());
+                buf.extend_from_slice(right.as_bytes());
+            }
+            BaoChunk::Leaf {
+                start_chunk, size, ..
+            } => {
+                let at = buf.len();
+                buf.resize(at + size, 0);
+                source
+                    .file
+                    .read_exact_at(&mut buf[at..], start_chunk.to_bytes())?;
+            }
+        }
+        if buf.len() >= SEND_BUFFER {
+            send(std::mem::replace(&mut buf, fresh()))?;
+        }
     }
+    if !buf.is_empty() {
+        send(buf)?;
+    }
+    Ok(())
 }
 
 /// The encoder's buffers, let through as `throttles` allow.
@@ -575,13 +590,6 @@ where
     blob_size(&response)
 }
 
-/// What a verified body yields, in order: the tree nodes above the blocks (for a partial holder's own tree), then
-/// each block.
-pub enum Verified<'a> {
-    Parent(TreeNode, (blake3::Hash, blake3::Hash)),
-    Block { offset: u64, data: &'a [u8] },
-}
-
 impl Fetch {
     /// Reads the body through `throttles`, verifies it block by block on a blocking thread and hands each verified
     /// tree node and block to `sink` — a block that fails verification stops the fetch before it reaches the sink.
@@ -595,7 +603,14 @@ impl Fetch {
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let (hash, size, range) = (self.hash, self.size, self.range.clone());
         let decoder = tokio::task::spawn_blocking(move || {
-            decode_blocks(ChannelReader::new(rx), hash, size, range, sink)
+            let mut rx = rx;
+            decode_blocks(
+                std::iter::from_fn(|| rx.blocking_recv()),
+                hash,
+                size,
+                range,
+                sink,
+            )
         });
         let mut body = self.body;
         let forwarded = async {
@@ -620,70 +635,35 @@ impl Fetch {
     }
 }
 
-/// Decodes the Bao encoding of `hash`'s blocks covering `range`, verifying each against the hash before it goes to
-/// `sink`. Blocking.
+/// Decodes the Bao encoding of `hash`'s blocks covering `range`, arriving in `pieces` (the body's buffers, in
+/// order), verifying each block and tree node against the hash before it goes to `sink` ([`Verifier`]: a block inside
+/// one piece is handed on without a copy). Blocking (the sink writes to disk).
 pub fn decode_blocks(
-    encoded: impl Read,
+    pieces: impl IntoIterator<Item = Bytes>,
     hash: ContentHash,
     size: u64,
     range: std::ops::Range<u64>,
     mut sink: impl FnMut(Verified<'_>) -> std::io::Result<()>,
 ) -> Result<(), FetchError> {
     let tree = BaoTree::new(size, BLOCK_SIZE);
-    let (covered, chunks) = block_ranges(range, size);
-    let decoder = DecodeResponseIter::new(hash.blake3(), tree, encoded, &chunks);
-    // The first byte not yet verified: where a mismatch (of a block or of a tree node above the next blocks) is.
-    let mut verified_to = covered.start;
-    for item in decoder {
-        match item {
-            Ok(BaoContentItem::Leaf(leaf)) => {
-                sink(Verified::Block {
-                    offset: leaf.offset,
-                    data: &leaf.data,
-                })
-                .map_err(FetchError::Landing)?;
-                verified_to = leaf.offset + leaf.data.len() as u64;
-            }
-            Ok(BaoContentItem::Parent(parent)) => {
-                sink(Verified::Parent(parent.node, parent.pair)).map_err(FetchError::Landing)?
-            }
-            Err(DecodeError::LeafHashMismatch(_) | DecodeError::ParentHashMismatch(_)) => {
-                return Err(FetchError::Verification {
-                    offset: verified_to,
-                });
-            }
-            Err(error) => return Err(FetchError::Io(error.into())),
-        }
+    let (_, chunks) = block_ranges(range, size);
+    let mut verifier = Verifier::new(hash.blake3(), tree, &chunks);
+    for piece in pieces {
+        verifier.push(piece, &mut sink).map_err(decode_error)?;
     }
-    Ok(())
+    verifier.finish(&mut sink).map_err(decode_error)
 }
 
-/// The decoder thread's input: the body's buffers, in order.
-struct ChannelReader {
-    rx: mpsc::Receiver<Bytes>,
-    current: Bytes,
-}
-
-impl ChannelReader {
-    fn new(rx: mpsc::Receiver<Bytes>) -> Self {
-        ChannelReader {
-            rx,
-            current: Bytes::new(),
+fn decode_error(error: PushError<std::io::Error>) -> FetchError {
+    match error {
+        PushError::Verify(VerifyError::Mismatch { offset }) => FetchError::Verification { offset },
+        PushError::Verify(error @ VerifyError::CutShort { .. }) => FetchError::Io(
+            std::io::Error::new(std::io::ErrorKind::UnexpectedEof, error),
+        ),
+        PushError::Verify(error @ VerifyError::TooLong(_)) => {
+            FetchError::Io(std::io::Error::new(std::io::ErrorKind::InvalidData, error))
         }
-    }
-}
-
-impl Read for ChannelReader {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        while self.current.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(next) => self.current = next,
-                None => return Ok(0),
-            }
-        }
-        let n = buf.len().min(self.current.len());
-        buf[..n].copy_from_slice(&self.current.split_to(n));
-        Ok(n)
+        PushError::Sink(error) => FetchError::Landing(error),
     }
 }
 
@@ -718,6 +698,21 @@ mod tests {
         assert_eq!(parse_range("bytes=-", 10), Err(RangeError::Malformed));
     }
 
+    /// An encoding as a body would bring it: in buffers of varied sizes, blocks straddling some of them.
+    fn pieces(encoded: &[u8]) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        let mut rest = encoded;
+        for size in [100, 20_000, 65_536, 7].iter().cycle() {
+            if rest.is_empty() {
+                return out;
+            }
+            let (piece, after) = rest.split_at((*size).min(rest.len()));
+            out.push(Bytes::copy_from_slice(piece));
+            rest = after;
+        }
+        out
+    }
+
     fn encode(data: &[u8], start: u64) -> (ContentHash, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
@@ -726,14 +721,19 @@ mod tests {
         let shared = outboards.add_file(&path).unwrap();
         let source = outboards.open_source(&shared.hash).unwrap();
         let (_, chunks) = block_ranges(start..data.len() as u64, data.len() as u64);
+        let ranges = truncate_ranges(&chunks, source.size);
+        // Ours, in buffers as the connection gets them, is bao-tree's encoding byte for byte.
+        let (tx, mut rx) = mpsc::channel(1024);
+        encode_body(&source, ranges, &tx).unwrap();
+        drop(tx);
         let mut out = Vec::new();
-        encode_ranges(
-            &source.file,
-            &source.outboard,
-            truncate_ranges(&chunks, source.size),
-            &mut out,
-        )
-        .unwrap();
+        while let Some(buf) = rx.blocking_recv() {
+            out.extend_from_slice(&buf.unwrap());
+        }
+        let mut theirs = Vec::new();
+        bao_tree::io::sync::encode_ranges(&source.file, &source.outboard, ranges, &mut theirs)
+            .unwrap();
+        assert!(out == theirs, "the encodings differ");
         assert_eq!(
             out.len() as u64,
             encoded_len(BaoTree::new(source.size, BLOCK_SIZE), &chunks)
@@ -748,7 +748,7 @@ mod tests {
         for start in [0, BLOCK_BYTES, 5 * BLOCK_BYTES, 18 * BLOCK_BYTES] {
             let (hash, encoded) = encode(&data, start);
             let mut got = vec![0u8; data.len()];
-            decode_blocks(&encoded[..], hash, size, start..size, |item| {
+            decode_blocks(pieces(&encoded), hash, size, start..size, |item| {
                 if let Verified::Block { offset, data } = item {
                     got[offset as usize..offset as usize + data.len()].copy_from_slice(data);
                 }
@@ -762,7 +762,7 @@ mod tests {
         let last = encoded.len() - 100;
         encoded[last] ^= 1;
         let mut accepted = Vec::new();
-        let result = decode_blocks(&encoded[..], hash, size, 0..size, |item| {
+        let result = decode_blocks(pieces(&encoded), hash, size, 0..size, |item| {
             if let Verified::Block { offset, data } = item {
                 accepted.push((offset, data.len()));
             }
@@ -773,9 +773,13 @@ mod tests {
         assert!(verified < size);
         // Cut short: an error, not a silent end.
         let (hash, encoded) = encode(&data, 0);
-        let result = decode_blocks(&encoded[..encoded.len() / 2], hash, size, 0..size, |_| {
-            Ok(())
-        });
+        let result = decode_blocks(
+            pieces(&encoded[..encoded.len() / 2]),
+            hash,
+            size,
+            0..size,
+            |_| Ok(()),
+        );
         assert!(matches!(result, Err(FetchError::Io(_))));
     }
 

@@ -5,6 +5,8 @@
 //! - [`outboards`]: the data cache's side of a shared file — its Bao tree (the "outboard") computed once, kept by
 //!   hash with the file's length and modification time, the file itself referenced in place; a file that changed or
 //!   vanished is noticed before a byte is served.
+//! - [`verify`]: the Bao decoder of a body, fed its buffers as they come: every block and tree node verified
+//!   against the hash, a block inside one buffer handed on without a copy.
 //! - [`http`]: HTTP/1 one-to-one over any byte stream (a peer stream): `GET` with `Range`, `ETag` = the hash, `HEAD`
 //!   for the size; bodies are Bao-encoded ranges (the tree nodes a range needs, then its data, block by block).
 //! - [`download`]: one file fetched into the download folder: blocks verified against the hash as they arrive,
@@ -28,6 +30,7 @@ pub mod outboards;
 pub mod partial;
 pub mod sources;
 pub mod swarm;
+pub mod verify;
 
 use std::fmt;
 use std::future::Future;
