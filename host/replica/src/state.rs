@@ -323,8 +323,7 @@ impl State {
                 value,
                 list,
             } => {
-                self.placements
-                    .insert(id, (resource.clone(), list.clone()));
+                self.placements.insert(id, (resource.clone(), list.clone()));
                 // Each half as its own op; the op is dead on arrival only if both halves are.
                 let mut applied = Applied::default();
                 let res = self.resources.entry(resource.clone()).or_default();

@@ -849,7 +849,10 @@ mod tests {
         assert_eq!(bob.list_items(&list.id).unwrap().items.len(), 4);
         assert!(bob.get(&ids[2]).unwrap().is_some());
         assert_eq!(
-            store::open(&bob, theirs.share(), T0 + 30).unwrap().state().hash(),
+            store::open(&bob, theirs.share(), T0 + 30)
+                .unwrap()
+                .state()
+                .hash(),
             theirs.state().hash()
         );
     }

@@ -416,7 +416,10 @@ fn every_order_of_a_placing_create_and_edits_of_its_halves_gives_one_state() {
     let view = r.resource("holiday").unwrap();
     // Rome moved to "5", after paris's arrival key.
     assert_eq!(view["items"], json!(["paris", "rome"]), "{view}");
-    assert_eq!(r.resource("rome").unwrap()["properties"]["title"], json!("Rome"));
+    assert_eq!(
+        r.resource("rome").unwrap()["properties"]["title"],
+        json!("Rome")
+    );
     assert_eq!(
         r.resource("paris").unwrap(),
         json!({"id": "paris", "deleted": true})
