@@ -3,10 +3,10 @@
 //! store persists what it is handed and the daemon moves frames and time in and out.
 //!
 //! ## Module map
-//! - [`op`]: operations (create, set property, set child, delete, list add/remove/move, grant,
-//!   revoke), their canonical bytes (format 1, bounded decoder), BLAKE3 op ids and Ed25519
-//!   signatures over a domain tag, one per op or one per batch of ops (a Merkle root, each op
-//!   carrying its path).
+//! - [`op`]: operations (create, create in a list, set property, set child, delete, list
+//!   add/remove/move, grant, revoke), their canonical bytes (format 1, bounded decoder), BLAKE3
+//!   op ids and Ed25519 signatures over a domain tag, one per op or one per batch of ops (a
+//!   Merkle root, each op carrying its path).
 //! - [`state`]: the materialised state, a commutative merge: last-writer-wins registers by
 //!   (HLC stamp, author, op id), add-wins lists, tombstones that never resurrect; and which ops
 //!   each op supersedes.

@@ -27,7 +27,7 @@
 //! `Create`) has an all-zero share field and no parents; its id is the share id, so every other
 //! op is bound to one share and cannot be replayed into another.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
@@ -135,6 +135,17 @@ pub enum Action {
         kind: String,
         value: Json,
     },
+    /// A `Create` of `resource` that also adds it to `list`, the op id being the add's tag:
+    /// one op (one row, one decode, one merge) for each item of a shared list instead of two.
+    /// Each half merges as its own op would; the op stays live while either half does (the
+    /// item exists, or the tag is not removed). Tag 11: nodes from before it refuse the op
+    /// when decoding (`OpError::ActionTag`), so they miss the item but nothing else.
+    CreateInList {
+        resource: String,
+        kind: String,
+        value: Json,
+        list: String,
+    },
     SetProperty {
         resource: String,
         name: String,
@@ -204,6 +215,7 @@ impl Action {
             Action::Revoke { .. } => 8,
             Action::ListMove { .. } => 9,
             Action::Schema { .. } => 10,
+            Action::CreateInList { .. } => 11,
         }
     }
 
@@ -212,10 +224,11 @@ impl Action {
         matches!(self, Action::Grant { .. } | Action::Revoke { .. })
     }
 
-    /// The resource a data op touches (the list for list ops).
+    /// The resource a data op touches (the list for list ops, the item for `CreateInList`).
     pub fn resource(&self) -> Option<&str> {
         match self {
             Action::Create { resource, .. }
+            | Action::CreateInList { resource, .. }
             | Action::SetProperty { resource, .. }
             | Action::SetChild { resource, .. }
             | Action::Delete { resource } => Some(resource),
@@ -307,6 +320,8 @@ pub enum OpError {
     NonCanonicalJson(&'static str),
     #[error("create value must be {{\"properties\": {{..}}, \"children\": {{slot: [..]}}}}: {0}")]
     CreateShape(&'static str),
+    #[error("a resource cannot be created inside itself as a list item")]
+    SelfPlacement,
     #[error("seq 0: an author's ops count from 1")]
     ZeroSeq,
     #[error("the signature does not verify")]
@@ -626,7 +641,18 @@ fn encode_body(body: &OpBody) -> Vec<u8> {
         } => {
             w.blob(resource.as_bytes());
             w.blob(kind.as_bytes());
-            w.blob(canonical_json(value).as_bytes());
+            w.blob(&canonical_json_bytes(value));
+        }
+        Action::CreateInList {
+            resource,
+            kind,
+            value,
+            list,
+        } => {
+            w.blob(resource.as_bytes());
+            w.blob(kind.as_bytes());
+            w.blob(&canonical_json_bytes(value));
+            w.blob(list.as_bytes());
         }
         Action::SetProperty {
             resource,
@@ -635,7 +661,7 @@ fn encode_body(body: &OpBody) -> Vec<u8> {
         } => {
             w.blob(resource.as_bytes());
             w.blob(name.as_bytes());
-            w.blob(canonical_json(value).as_bytes());
+            w.blob(&canonical_json_bytes(value));
         }
         Action::SetChild {
             resource,
@@ -650,7 +676,7 @@ fn encode_body(body: &OpBody) -> Vec<u8> {
                 None => w.u8(0),
                 Some(v) => {
                     w.u8(1);
-                    w.blob(canonical_json(v).as_bytes());
+                    w.blob(&canonical_json_bytes(v));
                 }
             }
         }
@@ -794,6 +820,22 @@ fn decode_body(bytes: &[u8]) -> Result<(OpBody, usize), OpError> {
             file: name(&mut r, "schema file")?,
             text: r.string("schema text", MAX_SCHEMA_TEXT_BYTES)?,
         },
+        11 => {
+            let resource = name(&mut r, "resource id")?;
+            let kind = name(&mut r, "type name")?;
+            let value = json(&mut r, "create value")?;
+            check_create_shape(&value)?;
+            let list = name(&mut r, "list id")?;
+            if list == resource {
+                return Err(OpError::SelfPlacement);
+            }
+            Action::CreateInList {
+                resource,
+                kind,
+                value,
+                list,
+            }
+        }
         other => return Err(OpError::ActionTag(other)),
     };
     let body = OpBody {
@@ -827,7 +869,7 @@ fn ascending_ids(
 fn json(r: &mut Reader<'_>, what: &'static str) -> Result<Json, OpError> {
     let raw = r.blob(what, MAX_VALUE_BYTES)?;
     let value: Json = serde_json::from_slice(raw).map_err(|_| OpError::Json(what))?;
-    if canonical_json(&value).as_bytes() != raw {
+    if canonical_json_bytes(&value) != raw {
         return Err(OpError::NonCanonicalJson(what));
     }
     Ok(value)
@@ -870,37 +912,45 @@ fn check_create_shape(value: &Json) -> Result<(), OpError> {
 /// so `serde_json`'s `preserve_order` feature (unified by Cargo across the workspace) cannot
 /// change op ids.
 pub fn canonical_json(value: &Json) -> String {
-    let mut out = String::new();
+    String::from_utf8(canonical_json_bytes(value)).expect("JSON text is UTF-8")
+}
+
+/// [`canonical_json`] as bytes: what ops carry and the decoder compares against.
+fn canonical_json_bytes(value: &Json) -> Vec<u8> {
+    let mut out = Vec::new();
     write_json(value, &mut out);
     out
 }
 
-fn write_json(value: &Json, out: &mut String) {
+/// Strings and scalars as `serde_json` prints them (its escapes, its shortest round-trip
+/// numbers), straight into `out`: no copy of a key or value on the way.
+fn write_json(value: &Json, out: &mut Vec<u8>) {
     match value {
         Json::Object(map) => {
-            let sorted: BTreeMap<&String, &Json> = map.iter().collect();
-            out.push('{');
+            let mut sorted: Vec<(&String, &Json)> = map.iter().collect();
+            sorted.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            out.push(b'{');
             for (i, (k, v)) in sorted.into_iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
-                out.push_str(&Json::String(k.clone()).to_string());
-                out.push(':');
+                serde_json::to_writer(&mut *out, k).expect("writing to memory");
+                out.push(b':');
                 write_json(v, out);
             }
-            out.push('}');
+            out.push(b'}');
         }
         Json::Array(items) => {
-            out.push('[');
+            out.push(b'[');
             for (i, v) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.push(b',');
                 }
                 write_json(v, out);
             }
-            out.push(']');
+            out.push(b']');
         }
-        scalar => out.push_str(&scalar.to_string()),
+        scalar => serde_json::to_writer(&mut *out, scalar).expect("writing to memory"),
     }
 }
 
@@ -908,6 +958,7 @@ fn write_json(value: &Json, out: &mut String) {
 pub(crate) mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     pub fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
@@ -989,6 +1040,12 @@ pub(crate) mod tests {
             Action::Schema {
                 file: "app_abc_schema".into(),
                 text: "<grammar/>".into(),
+            },
+            Action::CreateInList {
+                resource: "i1".into(),
+                kind: "Link".into(),
+                value: json!({"properties": {"url": "https://a.example"}}),
+                list: "r1".into(),
             },
         ]
     }
@@ -1238,6 +1295,25 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_resource_placed_in_itself_is_refused() {
+        let k = key(1);
+        let body = OpBody {
+            share: OpId([9; 32]),
+            author: peer(&k),
+            seq: 1,
+            stamp: Stamp::default(),
+            parents: vec![OpId([1; 32])],
+            action: Action::CreateInList {
+                resource: "l".into(),
+                kind: "List".into(),
+                value: json!({}),
+                list: "l".into(),
+            },
+        };
+        assert_eq!(Op::sign(body, &k).unwrap_err(), OpError::SelfPlacement);
+    }
+
+    #[test]
     fn oversized_inputs_are_refused_before_parsing() {
         assert_eq!(
             Op::decode(&vec![1u8; MAX_OP_BYTES + 1]).unwrap_err(),
@@ -1282,6 +1358,52 @@ pub(crate) mod tests {
                 ..
             }))
         ));
+    }
+
+    /// The text op ids hash must not change: the writer prints exactly what the first one did
+    /// (keys sorted through a `BTreeMap`, each key and scalar through `Value`'s `Display`).
+    #[test]
+    fn canonical_json_prints_what_it_always_printed() {
+        fn before(value: &Json, out: &mut String) {
+            match value {
+                Json::Object(map) => {
+                    let sorted: BTreeMap<&String, &Json> = map.iter().collect();
+                    out.push('{');
+                    for (i, (k, v)) in sorted.into_iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        out.push_str(&Json::String(k.clone()).to_string());
+                        out.push(':');
+                        before(v, out);
+                    }
+                    out.push('}');
+                }
+                Json::Array(items) => {
+                    out.push('[');
+                    for (i, v) in items.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        before(v, out);
+                    }
+                    out.push(']');
+                }
+                scalar => out.push_str(&scalar.to_string()),
+            }
+        }
+        let samples = [
+            json!({"z": "\"quoted\" \\ \n\t\u{0001}\u{7f}", "é": "ü€𝄞", "A": [1, -2, 1.5, 1e300, -0.0, 0.1]}),
+            json!({"properties": {"title": "https://example.test/a?b=c&d=<e>", "n": u64::MAX, "m": i64::MIN},
+                   "children": {"notes": [{"properties": {"": null, "t": true, "f": false}}]}}),
+            json!([[], {}, "", [{"b": 1, "a": 2, "aa": 3, "B": 4}]]),
+        ];
+        for v in samples {
+            let mut old = String::new();
+            before(&v, &mut old);
+            assert_eq!(canonical_json(&v), old);
+            assert_eq!(canonical_json_bytes(&v), old.as_bytes());
+        }
     }
 
     #[test]

@@ -391,22 +391,24 @@ impl Replica {
 
     fn process(&mut self, op: Op, now_ms: u64) -> Accepted {
         let id = op.id();
-        let body = op.body().clone();
+        // What is needed of the body, read in place (copying it copied the op's whole value).
+        let body = op.body();
+        let (stamp, author) = (body.stamp, body.author);
+        let is_genesis = body.share == OpId::ZERO;
+        let is_membership = is_genesis || body.action.is_membership();
         // Our clock follows what we see, so our next op orders after it (within the drift cap
         // that deferral already enforced).
         let _ = self.hlc.observe(
             &Timestamp {
-                wall_ms: body.stamp.wall_ms,
-                counter: body.stamp.counter,
+                wall_ms: stamp.wall_ms,
+                counter: stamp.counter,
                 node: "peer".into(),
             },
             now_ms,
         );
-        let is_genesis = body.share == OpId::ZERO;
         if is_genesis {
-            self.owner = Some(body.author);
+            self.owner = Some(author);
         }
-        let is_membership = is_genesis || body.action.is_membership();
         let equivocates = self.record_seq_and_stamp(&op);
         self.changes.stored.insert(id, op.clone());
         self.held.insert(
@@ -475,9 +477,7 @@ impl Replica {
     /// Merges a counted data op into the state and books liveness.
     fn merge(&mut self, op: &Op) -> Accepted {
         let applied = self.state.apply(op);
-        if let Some(resource) = applied.changed {
-            self.changes.resources.insert(resource);
-        }
+        self.changes.resources.extend(applied.changed);
         if let Some(file) = applied.schema {
             self.changes.schemas.insert(file);
         }

@@ -8,6 +8,9 @@
 //! - a delete is a tombstone that wins over everything, whatever its stamp: nothing resurrects;
 //! - each schema file the share carries is a last-writer-wins register.
 //!
+//! A `CreateInList` op is two halves merged as their own ops would be: the item's create and the
+//! list's add under the op's id as tag. It stays live while either half does.
+//!
 //! Applying an op also says which ops it made dead (an overwritten register, removed add tags,
 //! everything of a deleted resource): those leave the reconciled set, so sync follows current
 //! state rather than history.
@@ -66,6 +69,136 @@ impl ResourceState {
         !self.deletes.is_empty()
     }
 
+    /// Merges one data op of this resource (not a `CreateInList`, whose halves go to
+    /// [`ResourceState::create`] and [`ResourceState::add`]).
+    fn apply(&mut self, op: &Op, action: &Action) -> Applied {
+        let key = op.order_key();
+        let id = op.id();
+        let resource = action.resource().expect("a data op").to_owned();
+        let mut applied = Applied::default();
+        if self.deleted() {
+            if matches!(action, Action::Delete { .. }) {
+                self.deletes.insert(id);
+                applied.changed.push(resource);
+            } else {
+                applied.dead_on_arrival = true;
+            }
+            return applied;
+        }
+        applied.changed.push(resource);
+        match action {
+            Action::Create { kind, value, .. } => {
+                self.create(key, kind, value, &mut applied);
+            }
+            Action::SetProperty { name, value, .. } => {
+                let slot = self.properties.entry(name.clone()).or_default();
+                let loser = Register::write(slot, key, value.clone());
+                settle(loser, id, false, &self.creates, &mut applied);
+            }
+            Action::SetChild {
+                slot,
+                key: child,
+                value,
+                ..
+            } => {
+                let reg = self
+                    .children
+                    .entry((slot.clone(), child.clone()))
+                    .or_default();
+                let loser = Register::write(reg, key, value.clone());
+                settle(loser, id, false, &self.creates, &mut applied);
+            }
+            Action::ListAdd { item, .. } => {
+                if !self.add(id, item, op.body().stamp) {
+                    applied.dead_on_arrival = true;
+                    applied.changed.clear();
+                }
+            }
+            Action::ListMove { item, position, .. } => {
+                let slot = self.positions.entry(item.clone()).or_default();
+                let loser = Register::write(slot, key, position.clone());
+                settle(loser, id, false, &self.creates, &mut applied);
+            }
+            Action::ListRemove { item, tags, .. } => {
+                self.removes.insert(id);
+                self.removed_tags.extend(tags.iter().copied());
+                if let Some(live) = self.adds.get_mut(item) {
+                    for tag in tags {
+                        if live.remove(tag) {
+                            applied.superseded.push(*tag);
+                        }
+                    }
+                    if live.is_empty() {
+                        self.adds.remove(item);
+                    }
+                }
+            }
+            Action::Delete { .. } => {
+                applied.superseded = self.live_ops().into_iter().collect();
+                *self = ResourceState {
+                    deletes: BTreeSet::from([id]),
+                    ..ResourceState::default()
+                };
+            }
+            Action::CreateInList { .. }
+            | Action::Grant { .. }
+            | Action::Revoke { .. }
+            | Action::Schema { .. } => {
+                unreachable!("not one resource's op")
+            }
+        }
+        applied
+    }
+
+    /// The create (or a placing create's first half) by the op of `key`: its type and every
+    /// property and child as registers. False when the resource is deleted (the half is dead).
+    fn create(&mut self, key: OrderKey, kind: &str, value: &Json, applied: &mut Applied) -> bool {
+        if self.deleted() {
+            return false;
+        }
+        let id = key.id;
+        self.creates.insert(id);
+        settle(
+            Register::write(&mut self.kind, key, kind.to_owned()),
+            id,
+            true,
+            &self.creates,
+            applied,
+        );
+        if let Some(props) = value.get("properties").and_then(Json::as_object) {
+            for (name, v) in props {
+                let slot = self.properties.entry(name.clone()).or_default();
+                let loser = Register::write(slot, key, v.clone());
+                settle(loser, id, true, &self.creates, applied);
+            }
+        }
+        if let Some(slots) = value.get("children").and_then(Json::as_object) {
+            for (slot_name, list) in slots {
+                for (i, child) in list.as_array().into_iter().flatten().enumerate() {
+                    let slot = self
+                        .children
+                        .entry((slot_name.clone(), format!("{i:05}")))
+                        .or_default();
+                    let loser = Register::write(slot, key, Some(child.clone()));
+                    settle(loser, id, true, &self.creates, applied);
+                }
+            }
+        }
+        true
+    }
+
+    /// Adds `item` to this list under tag `id` (a list add, or a placing create's second half)
+    /// at the arrival key of `stamp`. False when the tag is dead: the list deleted, or the tag
+    /// removed before it arrived.
+    fn add(&mut self, id: OpId, item: &str, stamp: crate::op::Stamp) -> bool {
+        if self.deleted() || self.removed_tags.contains(&id) {
+            return false;
+        }
+        self.adds.entry(item.to_owned()).or_default().insert(id);
+        self.arrivals.insert(id, position::arrival(stamp));
+        true
+    }
+
     /// Every live op of this resource other than its deletes (they die with a delete).
     fn live_ops(&self) -> BTreeSet<OpId> {
         let mut live: BTreeSet<OpId> = self.creates.iter().chain(&self.removes).copied().collect();
@@ -107,8 +240,8 @@ pub struct Applied {
     pub dead_on_arrival: bool,
     /// Ops that were live and no longer are.
     pub superseded: Vec<OpId>,
-    /// The resource whose view changed, if any.
-    pub changed: Option<String>,
+    /// The resources whose view changed (two for a `CreateInList`: the item and its list).
+    pub changed: Vec<String>,
     /// The schema file whose text changed, if any.
     pub schema: Option<String>,
 }
@@ -135,129 +268,85 @@ fn settle(
 pub struct State {
     resources: BTreeMap<String, ResourceState>,
     schemas: BTreeMap<String, Option<Register<String>>>,
+    /// Each `CreateInList` op's item and list: such an op is live while either of its halves
+    /// is (the item's create, the list's add tag), so it leaves the live set only when the
+    /// second half dies.
+    placements: BTreeMap<OpId, (String, String)>,
 }
 
 impl State {
     /// Merges one valid data op (membership ops carry no resource data and are ignored).
     pub fn apply(&mut self, op: &Op) -> Applied {
-        if let Action::Schema { file, text } = &op.body().action {
-            let mut applied = Applied::default();
-            let slot = self.schemas.entry(file.clone()).or_default();
-            let before = slot.as_ref().map(|r| r.value.clone());
-            let loser = Register::write(slot, op.order_key(), text.clone());
-            settle(loser, op.id(), false, &BTreeSet::new(), &mut applied);
-            if slot.as_ref().map(|r| &r.value) != before.as_ref() {
-                applied.schema = Some(file.clone());
-            }
-            return applied;
-        }
-        let Some(resource) = op.body().action.resource() else {
-            return Applied::default();
-        };
-        let key = op.order_key();
-        let id = op.id();
-        let res = self.resources.entry(resource.to_owned()).or_default();
-        let mut applied = Applied {
-            changed: Some(resource.to_owned()),
-            ..Applied::default()
-        };
-        if res.deleted() {
-            if matches!(op.body().action, Action::Delete { .. }) {
-                res.deletes.insert(id);
-            } else {
-                applied.dead_on_arrival = true;
-                applied.changed = None;
-            }
-            return applied;
-        }
-        match &op.body().action {
-            Action::Create { kind, value, .. } => {
-                res.creates.insert(id);
-                settle(
-                    Register::write(&mut res.kind, key, kind.clone()),
-                    id,
-                    true,
-                    &res.creates,
-                    &mut applied,
-                );
-                if let Some(props) = value.get("properties").and_then(Json::as_object) {
-                    for (name, v) in props {
-                        let slot = res.properties.entry(name.clone()).or_default();
-                        let loser = Register::write(slot, key, v.clone());
-                        settle(loser, id, true, &res.creates, &mut applied);
-                    }
-                }
-                if let Some(slots) = value.get("children").and_then(Json::as_object) {
-                    for (slot_name, list) in slots {
-                        for (i, child) in list.as_array().into_iter().flatten().enumerate() {
-                            let slot = res
-                                .children
-                                .entry((slot_name.clone(), format!("{i:05}")))
-                                .or_default();
-                            let loser = Register::write(slot, key, Some(child.clone()));
-                            settle(loser, id, true, &res.creates, &mut applied);
-                        }
-                    }
-                }
-            }
-            Action::SetProperty { name, value, .. } => {
-                let slot = res.properties.entry(name.clone()).or_default();
-                let loser = Register::write(slot, key, value.clone());
-                settle(loser, id, false, &res.creates, &mut applied);
-            }
-            Action::SetChild {
-                slot,
-                key: child,
-                value,
-                ..
-            } => {
-                let reg = res
-                    .children
-                    .entry((slot.clone(), child.clone()))
-                    .or_default();
-                let loser = Register::write(reg, key, value.clone());
-                settle(loser, id, false, &res.creates, &mut applied);
-            }
-            Action::ListAdd { item, .. } => {
-                if res.removed_tags.contains(&id) {
-                    applied.dead_on_arrival = true;
-                    applied.changed = None;
-                } else {
-                    res.adds.entry(item.clone()).or_default().insert(id);
-                    res.arrivals.insert(id, position::arrival(op.body().stamp));
-                }
-            }
-            Action::ListMove { item, position, .. } => {
-                let slot = res.positions.entry(item.clone()).or_default();
-                let loser = Register::write(slot, key, position.clone());
-                settle(loser, id, false, &res.creates, &mut applied);
-            }
-            Action::ListRemove { item, tags, .. } => {
-                res.removes.insert(id);
-                res.removed_tags.extend(tags.iter().copied());
-                if let Some(live) = res.adds.get_mut(item) {
-                    for tag in tags {
-                        if live.remove(tag) {
-                            applied.superseded.push(*tag);
-                        }
-                    }
-                    if live.is_empty() {
-                        res.adds.remove(item);
-                    }
-                }
-            }
-            Action::Delete { .. } => {
-                applied.superseded = res.live_ops().into_iter().collect();
-                *res = ResourceState {
-                    deletes: BTreeSet::from([id]),
-                    ..ResourceState::default()
-                };
-            }
-            Action::Grant { .. } | Action::Revoke { .. } | Action::Schema { .. } => {
-                unreachable!("no resource")
-            }
+        let mut applied = self.apply_halves(op);
+        if !self.placements.is_empty() {
+            // A placing create's half died while the other half lives: not superseded yet.
+            applied
+                .superseded
+                .retain(|id| !self.placement_alive(id).unwrap_or(false));
         }
         applied
+    }
+
+    /// Whether either half of placing create `id` is live (`None`: `id` places nothing).
+    fn placement_alive(&self, id: &OpId) -> Option<bool> {
+        let (item, list) = self.placements.get(id)?;
+        let created = self
+            .resources
+            .get(item)
+            .is_some_and(|r| r.creates.contains(id));
+        let added = self
+            .resources
+            .get(list)
+            .and_then(|r| r.adds.get(item))
+            .is_some_and(|tags| tags.contains(id));
+        Some(created || added)
+    }
+
+    fn apply_halves(&mut self, op: &Op) -> Applied {
+        let key = op.order_key();
+        let id = op.id();
+        match &op.body().action {
+            Action::Schema { file, text } => {
+                let mut applied = Applied::default();
+                let slot = self.schemas.entry(file.clone()).or_default();
+                let before = slot.as_ref().map(|r| r.value.clone());
+                let loser = Register::write(slot, key, text.clone());
+                settle(loser, id, false, &BTreeSet::new(), &mut applied);
+                if slot.as_ref().map(|r| &r.value) != before.as_ref() {
+                    applied.schema = Some(file.clone());
+                }
+                applied
+            }
+            Action::CreateInList {
+                resource,
+                kind,
+                value,
+                list,
+            } => {
+                self.placements.insert(id, (resource.clone(), list.clone()));
+                // Each half as its own op; the op is dead on arrival only if both halves are.
+                let mut applied = Applied::default();
+                let res = self.resources.entry(resource.clone()).or_default();
+                let created = res.create(key, kind, value, &mut applied);
+                if created {
+                    applied.changed.push(resource.clone());
+                }
+                let lst = self.resources.entry(list.clone()).or_default();
+                let added = lst.add(id, resource, op.body().stamp);
+                if added {
+                    applied.changed.push(list.clone());
+                }
+                applied.dead_on_arrival = !created && !added;
+                applied
+            }
+            action => {
+                let Some(resource) = action.resource() else {
+                    return Applied::default();
+                };
+                let res = self.resources.entry(resource.to_owned()).or_default();
+                res.apply(op, action)
+            }
+        }
     }
 
     /// The resource as the local API shows it: `{"id", "type", "properties", "children",
@@ -452,7 +541,7 @@ mod tests {
         assert_eq!(
             state.apply(&first),
             Applied {
-                changed: Some("r".into()),
+                changed: vec!["r".into()],
                 ..Applied::default()
             }
         );
@@ -482,7 +571,7 @@ mod tests {
             ),
         ] {
             let applied = state.apply(&later);
-            assert!(applied.dead_on_arrival && applied.changed.is_none());
+            assert!(applied.dead_on_arrival && applied.changed.is_empty());
         }
         assert_eq!(
             state.resource("r"),

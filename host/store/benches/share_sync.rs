@@ -1,11 +1,12 @@
 //! Initial sync of a shared list, in one process: the daemon's path without the network
 //! (issue 14's goal (3)). Alice signs a share of a list of `SHARE_BENCH_ITEMS` (default 10,000)
-//! links as `shares.create` does (a grant, a create and a list add per item, the ops written); dave, fresh,
-//! reconciles with her through two `SyncPeer`s passing frames in memory, every signature
-//! verified, committing to his store after each request's frames as the daemon does (what is
-//! queued goes as one request, within `MAX_FRAMES_PER_REQUEST` and `MAX_REQUEST_BYTES`). Next
-//! to `Store::create_many` of the same links, 1,000 a transaction (the baseline). Wall and CPU
-//! time (user + system, all threads: signature checks use up to 4 cores) per phase.
+//! links as `shares.create` does (a grant, and a create placing each item in the list, the ops
+//! written); dave, fresh, reconciles with her through two `SyncPeer`s passing frames in memory,
+//! every signature verified, committing to his store after each request's frames as the daemon
+//! does (what is queued goes as one request, within `MAX_FRAMES_PER_REQUEST` and
+//! `MAX_REQUEST_BYTES`). Next to `Store::create_many` of the same links, 1,000 a transaction
+//! (the baseline). Wall and CPU time (user + system, all threads: signature checks use up to 4
+//! cores) per phase.
 //!
 //! `cargo bench -p allpeers-store --bench share_sync` (harness = false; prints a table).
 
@@ -57,7 +58,7 @@ fn alice_list(store: &mut Store, items: usize) -> String {
     list.id
 }
 
-/// What `shares.create` does: the genesis, a grant, a create and an add per item, one commit.
+/// What `shares.create` does: the genesis, a grant, a create placing each item, one commit.
 fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> Replica {
     let now = allpeers_model::hlc::now_ms();
     let root = store.get(list_id).expect("get").expect("the list");
@@ -72,14 +73,11 @@ fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> 
     let mut actions = Vec::new();
     for item in store.list_items(list_id).expect("items").items {
         let r = store.get(&item).expect("get").expect("an item");
-        actions.push(Action::Create {
+        actions.push(Action::CreateInList {
             resource: r.id.clone(),
             kind: r.type_name.clone(),
             value: create_value(&r),
-        });
-        actions.push(Action::ListAdd {
             list: root.id.clone(),
-            item: r.id.clone(),
         });
     }
     replica.author_many(key, actions, now).expect("ops");

@@ -427,10 +427,20 @@ impl Store {
                 }
             }
         }
+        // A query-backed list's items follow its query, shared or not (`lists.*` refuses to
+        // edit them by hand): replicated adds, removes and moves of it are kept as ops and
+        // change nothing here, whoever signed them.
+        let query_backed = |rid: i64| match replaced.iter().find(|(r, _)| *r == rid) {
+            Some((_, ql)) => ql.is_some(),
+            None => new_lists.iter().any(|ql| ql.rid == rid) || query_lists.get(rid).is_some(),
+        };
         for (list_id, wanted) in lists {
             let Some((lrid, ltype)) = tx.reader().rid_of(&list_id)? else {
                 continue;
             };
+            if query_backed(lrid) {
+                continue;
+            }
             let list = Target {
                 rid: lrid,
                 id: &list_id,
@@ -787,6 +797,144 @@ mod tests {
                 "{what}: the ops are kept (peers still need them)"
             );
         }
+    }
+
+    /// A list of links shared with one op per item (a create placing it): bob's fresh store
+    /// gets every item once, in order, from ops that each carry both.
+    #[test]
+    fn placing_creates_materialise_items_in_their_list() {
+        let mut alice = Store::open_in_memory(&peer(1).to_string()).unwrap();
+        let list = alice
+            .create(Resource::new("List").with("title", "Holiday 2026"))
+            .unwrap();
+        let mut replica =
+            Replica::create_share(&key(1), &list.id, "List", create_value(&list), T0).unwrap();
+        let links: Vec<Resource> = (0..5)
+            .map(|i| alice.create(link(&format!("https://{i}.example"))).unwrap())
+            .collect();
+        let actions = links.iter().map(|r| Action::CreateInList {
+            resource: r.id.clone(),
+            kind: r.type_name.clone(),
+            value: create_value(r),
+            list: list.id.clone(),
+        });
+        let ops = replica.author_many(&key(1), actions, T0 + 1).unwrap();
+        assert_eq!(ops.len(), 5, "one op an item");
+        let mut bob = Store::open_in_memory(&peer(2).to_string()).unwrap();
+        let mut theirs = Replica::new(replica.share());
+        // Newest first: the items' ops wait for the genesis, then all land.
+        let mut ops_in = replica.kept_ops().cloned().collect::<Vec<_>>();
+        ops_in.sort_by_key(|op| std::cmp::Reverse(op.order_key()));
+        for op in &ops_in {
+            theirs.receive(op.wire(), T0 + 10).unwrap();
+        }
+        store::commit(&mut bob, &mut theirs).unwrap();
+        let ids: Vec<String> = links.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(bob.list_items(&list.id).unwrap().items, ids);
+        let third = bob.get(&ids[2]).unwrap().unwrap();
+        assert_eq!(
+            third.get("url").and_then(|v| v.as_str()),
+            Some("https://2.example")
+        );
+        // A later remove of the item's tag takes it out; the item stays.
+        let tags = theirs.state().add_tags(&list.id, &ids[2]);
+        assert_eq!(tags, vec![ops[2].id()]);
+        let remove = Action::ListRemove {
+            list: list.id.clone(),
+            item: ids[2].clone(),
+            tags,
+        };
+        theirs.author(&key(1), remove, T0 + 20).unwrap();
+        store::commit(&mut bob, &mut theirs).unwrap();
+        assert_eq!(bob.list_items(&list.id).unwrap().items.len(), 4);
+        assert!(bob.get(&ids[2]).unwrap().is_some());
+        assert_eq!(
+            store::open(&bob, theirs.share(), T0 + 30)
+                .unwrap()
+                .state()
+                .hash(),
+            theirs.state().hash()
+        );
+    }
+
+    /// Replicated list ops on a shared query-backed list (a writer's, or an old node's) are
+    /// kept as ops and change nothing: the list's query decides its items, as it does for
+    /// `lists.*` locally.
+    #[test]
+    fn list_ops_on_a_query_backed_list_change_nothing_at_merge() {
+        let mut alice = Store::open_in_memory(&peer(1).to_string()).unwrap();
+        let list = alice
+            .create(
+                Resource::new("List")
+                    .with("title", "Every link")
+                    .with("query", r#"{"type":"Link"}"#),
+            )
+            .unwrap();
+        let a = alice.create(link("https://a.example")).unwrap();
+        let b = alice.create(link("https://b.example")).unwrap();
+        let before = alice.list_items(&list.id).unwrap().items;
+        assert_eq!(before.len(), 2);
+        let mut replica =
+            Replica::create_share(&key(1), &list.id, "List", create_value(&list), T0).unwrap();
+        let grant = Action::Grant {
+            member: peer(2),
+            level: Level::Write,
+        };
+        replica.author(&key(1), grant, T0 + 1).unwrap();
+        for r in [&a, &b] {
+            let place = Action::CreateInList {
+                resource: r.id.clone(),
+                kind: r.type_name.clone(),
+                value: create_value(r),
+                list: list.id.clone(),
+            };
+            replica.author(&key(1), place, T0 + 2).unwrap();
+        }
+        let mut changes = replica.take_changes();
+        changes.resources.clear();
+        alice.commit(&replica.share(), &changes, &replica).unwrap();
+        // Bob (a writer) removes one, moves the other, and adds a List that the query does not
+        // match: signed and valid, but not a query-backed list's to change.
+        let mut theirs = Replica::new(replica.share());
+        for op in replica.kept_ops() {
+            theirs.receive(op.wire(), T0 + 10).unwrap();
+        }
+        let folder = Resource::new("List").with("title", "not a link");
+        let edits = [
+            Action::ListRemove {
+                list: list.id.clone(),
+                item: a.id.clone(),
+                tags: theirs.state().add_tags(&list.id, &a.id),
+            },
+            Action::ListMove {
+                list: list.id.clone(),
+                item: b.id.clone(),
+                position: "1".into(),
+            },
+            Action::CreateInList {
+                resource: "folder".into(),
+                kind: "List".into(),
+                value: create_value(&folder),
+                list: list.id.clone(),
+            },
+        ];
+        let mut signed = Vec::new();
+        for edit in edits {
+            let (op, accepted) = theirs.author(&key(2), edit, T0 + 20).unwrap();
+            assert_eq!(accepted, allpeers_replica::Accepted::Applied);
+            signed.push(op);
+        }
+        for op in &signed {
+            replica.receive(op.wire(), T0 + 30).unwrap();
+        }
+        store::commit(&mut alice, &mut replica).unwrap();
+        assert_eq!(alice.list_items(&list.id).unwrap().items, before);
+        assert!(alice.get("folder").unwrap().is_some(), "the item exists");
+        assert_eq!(
+            alice.load(&replica.share()).unwrap().ops.len(),
+            replica.kept_ops().count(),
+            "every op is kept"
+        );
     }
 
     #[test]

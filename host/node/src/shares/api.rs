@@ -151,8 +151,8 @@ fn publish_changed(daemon: &Daemon, inner: &Inner, share: &ShareId) {
     }
 }
 
-/// Signs the share's genesis (the root whole), a grant per member, and a create and an add per
-/// item of a List, in one commit; offers it to each member.
+/// Signs the share's genesis (the root whole), a grant per member, and a create placing each
+/// item of a List (`CreateInList`), in one commit; offers it to each member.
 async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, RpcError> {
     let key = signing_key(daemon)?;
     // Files linked to disk are hashed first: the members learn what to fetch from the share itself.
@@ -183,17 +183,14 @@ async fn create(daemon: &Arc<Daemon>, p: CreateShareParams) -> Result<Value, Rpc
         carry_schemas(&mut replica, &key, now, store, &root.type_name)?;
         if store.registry().is_a(&root.type_name, LIST_TYPE) {
             let items = store.list_items(&root.id).map_err(store_error)?.items;
-            let mut actions = Vec::with_capacity(2 * items.len().min(MAX_SHARED_ITEMS));
+            let mut actions = Vec::with_capacity(items.len().min(MAX_SHARED_ITEMS));
             for item in items.iter().take(MAX_SHARED_ITEMS) {
                 let Some(r) = store.get(item).map_err(store_error)? else {
                     continue;
                 };
                 carry_schemas(&mut replica, &key, now, store, &r.type_name)?;
-                actions.push(rules::create_action(&r));
-                actions.push(Action::ListAdd {
-                    list: root.id.clone(),
-                    item: r.id.clone(),
-                });
+                // One op per item: its create places it in the list.
+                actions.push(rules::create_in_list_action(&r, &root.id));
             }
             // Under batch signatures: one signing per few hundred ops, not one per op.
             replica.author_many(&key, actions, now).map_err(internal)?;
@@ -431,22 +428,21 @@ async fn shared_write(
                 let shared = replica
                     .resource(&p.item)
                     .is_some_and(|v| v.get("deleted").is_none());
-                if !shared {
+                if shared {
+                    let add = Action::ListAdd {
+                        list: p.list.clone(),
+                        item: p.item.clone(),
+                    };
+                    sign(replica, &key, now, add)?;
+                } else {
+                    // A new item joins the share: one op creates it in the list.
                     let item = store.get(&p.item).map_err(store_error)?.ok_or_else(|| {
                         store_error(allpeers_store::StoreError::NotFound(p.item.clone()))
                     })?;
                     carry_schemas(replica, &key, now, store, &item.type_name)?;
-                    sign(replica, &key, now, rules::create_action(&item))?;
+                    let action = rules::create_in_list_action(&item, &p.list);
+                    sign(replica, &key, now, action)?;
                 }
-                sign(
-                    replica,
-                    &key,
-                    now,
-                    Action::ListAdd {
-                        list: p.list.clone(),
-                        item: p.item.clone(),
-                    },
-                )?;
                 if let Some(index) = p.index {
                     place(replica, &key, now, &p.list, &p.item, index)?;
                 }

@@ -73,12 +73,14 @@ pub fn parse_share(text: &str) -> Option<ShareId> {
     Some(OpId(id))
 }
 
-/// A resource's whole state as a create op (local metadata stays out).
-pub fn create_action(r: &Resource) -> Action {
-    Action::Create {
+/// A resource's whole state (local metadata stays out) as a create op that also places it in
+/// `list`: one op per item of a shared list, the create and the add.
+pub fn create_in_list_action(r: &Resource, list: &str) -> Action {
+    Action::CreateInList {
         resource: r.id.clone(),
         kind: r.type_name.clone(),
         value: allpeers_store::ops::create_value(r),
+        list: list.to_owned(),
     }
 }
 

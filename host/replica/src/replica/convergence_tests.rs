@@ -5,7 +5,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
-use super::tests::{ALICE, BOB, CAROL, DAVE, T0, holiday, key, peer};
+use super::tests::{ALICE, BOB, CAROL, DAVE, T0, copy, holiday, key, peer};
 use super::*;
 
 /// Everything a replica converges on: state hash, members, live op ids.
@@ -194,13 +194,19 @@ fn random_histories_converge_in_any_order() {
             let author = authors[who];
             let resource = ["holiday", "a", "b"][rng.gen_range(0..3)].to_string();
             let action = match rng.gen_range(0..10) {
+                0 if rng.gen_bool(0.5) => Action::CreateInList {
+                    resource: format!("i{}", rng.gen_range(0..3)),
+                    kind: "Note".into(),
+                    value: json!({"properties": {"n": rng.gen_range(0..5)}}),
+                    list: "holiday".into(),
+                },
                 0 => Action::Create {
                     resource,
                     kind: "Note".into(),
                     value: json!({"properties": {"n": rng.gen_range(0..5)}}),
                 },
                 1 => Action::Delete {
-                    resource: ["a", "b"][rng.gen_range(0..2)].into(),
+                    resource: ["a", "b", "i0"][rng.gen_range(0..3)].into(),
                 },
                 2 => Action::ListAdd {
                     list: "holiday".into(),
@@ -210,8 +216,10 @@ fn random_histories_converge_in_any_order() {
                     let item = format!("i{}", rng.gen_range(0..3));
                     let tags: Vec<OpId> = replicas[who]
                         .kept_ops()
-                        .filter(|op| {
-                            matches!(&op.body().action, Action::ListAdd { item: i, .. } if *i == item)
+                        .filter(|op| match &op.body().action {
+                            Action::ListAdd { item: i, .. }
+                            | Action::CreateInList { resource: i, .. } => *i == item,
+                            _ => false,
                         })
                         .map(Op::id)
                         .collect();
@@ -294,4 +302,199 @@ fn random_histories_converge_in_any_order() {
             assert_eq!(fingerprint(r), reference, "seed {seed}");
         }
     }
+}
+
+fn placed(item: &str) -> Action {
+    Action::CreateInList {
+        resource: item.into(),
+        kind: "Link".into(),
+        value: json!({"properties": {"url": format!("https://{item}.example")}}),
+        list: "holiday".into(),
+    }
+}
+
+/// One op creates an item in the list: every order of it with concurrent edits of its item,
+/// its tag's removal, a re-add, a move and a delete gives one state and one live set; the
+/// delete wins, the re-add keeps the item in, and the placing op stays live while its tag does.
+#[test]
+fn every_order_of_a_placing_create_and_edits_of_its_halves_gives_one_state() {
+    let mut alice = holiday();
+    let place = act(&mut alice, ALICE, placed("rome"), T0 + 10);
+    let mut bob = replay(alice.share(), alice.kept_ops().collect::<Vec<_>>());
+    assert_eq!(
+        bob.resource("holiday").unwrap()["items"],
+        json!(["rome"]),
+        "one op: the item and its place"
+    );
+    assert_eq!(
+        bob.resource("rome").unwrap()["properties"]["url"],
+        json!("https://rome.example")
+    );
+    let tags = bob.state().add_tags("holiday", "rome");
+    let b_remove = act(
+        &mut bob,
+        BOB,
+        Action::ListRemove {
+            list: "holiday".into(),
+            item: "rome".into(),
+            tags,
+        },
+        T0 + 20,
+    );
+    assert_eq!(b_remove.body().action, {
+        Action::ListRemove {
+            list: "holiday".into(),
+            item: "rome".into(),
+            tags: vec![place.id()],
+        }
+    });
+    let b_edit = act(
+        &mut bob,
+        BOB,
+        Action::SetProperty {
+            resource: "rome".into(),
+            name: "title".into(),
+            value: json!("Rome"),
+        },
+        T0 + 21,
+    );
+    let a_move = act(
+        &mut alice,
+        ALICE,
+        Action::ListMove {
+            list: "holiday".into(),
+            item: "rome".into(),
+            position: "5".into(),
+        },
+        T0 + 22,
+    );
+    let a_paris = act(&mut alice, ALICE, placed("paris"), T0 + 23);
+    let a_delete_paris = act(
+        &mut alice,
+        ALICE,
+        Action::Delete {
+            resource: "paris".into(),
+        },
+        T0 + 24,
+    );
+    let b_readd = act(
+        &mut bob,
+        BOB,
+        Action::ListAdd {
+            list: "holiday".into(),
+            item: "rome".into(),
+        },
+        T0 + 25,
+    );
+    let mut base: Vec<Op> = holiday().kept_ops().cloned().collect();
+    base.push(place.clone());
+    let ops = [
+        b_remove,
+        b_edit,
+        a_move,
+        a_paris.clone(),
+        a_delete_paris,
+        b_readd.clone(),
+    ];
+    let mut seen = BTreeSet::new();
+    heap_permutations(ops.len(), &mut |order| {
+        let r = replay(
+            alice.share(),
+            base.iter().chain(order.iter().map(|&i| &ops[i])),
+        );
+        seen.insert(fingerprint(&r));
+    });
+    assert_eq!(seen.len(), 1, "{} different outcomes", seen.len());
+    // The placing op arriving last, after everything that names its halves.
+    let holder = holiday();
+    let mut late: Vec<&Op> = holder.kept_ops().collect();
+    late.extend(ops.iter());
+    late.push(&place);
+    let last = replay(alice.share(), late);
+    let r = replay(alice.share(), base.iter().chain(ops.iter()));
+    assert_eq!(fingerprint(&last), fingerprint(&r));
+    let view = r.resource("holiday").unwrap();
+    // Rome moved to "5", after paris's arrival key.
+    assert_eq!(view["items"], json!(["paris", "rome"]), "{view}");
+    assert_eq!(
+        r.resource("rome").unwrap()["properties"]["title"],
+        json!("Rome")
+    );
+    assert_eq!(
+        r.resource("paris").unwrap(),
+        json!({"id": "paris", "deleted": true})
+    );
+    // Rome's placing op still creates rome (its tag is removed, its create lives); paris's
+    // still places paris (deleted, its tag not removed); bob's re-add is live.
+    let live: BTreeSet<OpId> = r.items().iter().map(|i| i.id).collect();
+    assert!(live.contains(&place.id()));
+    assert!(live.contains(&a_paris.id()));
+    assert!(live.contains(&b_readd.id()));
+}
+
+/// A placing op leaves the live set only once both halves are dead, in either order.
+#[test]
+fn a_placing_create_is_superseded_when_its_second_half_dies() {
+    for remove_first in [true, false] {
+        let mut r = holiday();
+        let place = act(&mut r, ALICE, placed("rome"), T0 + 10);
+        let remove = Action::ListRemove {
+            list: "holiday".into(),
+            item: "rome".into(),
+            tags: vec![place.id()],
+        };
+        let delete = Action::Delete {
+            resource: "rome".into(),
+        };
+        let (first, second) = if remove_first {
+            (remove, delete)
+        } else {
+            (delete, remove)
+        };
+        act(&mut r, ALICE, first, T0 + 11);
+        assert!(r.live_op(&place.id()).is_some(), "one half lives");
+        act(&mut r, ALICE, second, T0 + 12);
+        assert!(r.live_op(&place.id()).is_none(), "both halves dead");
+        assert_eq!(r.resource("holiday").unwrap()["items"], json!([]));
+        // Stored all the same, and the same after a restart-like replay.
+        assert!(r.kept_ops().any(|op| op.id() == place.id()));
+        assert_eq!(fingerprint(&copy(&r)), fingerprint(&r));
+    }
+    // Into a deleted list, of a deleted item: dead on arrival; of a live item: it lives.
+    let mut r = holiday();
+    act(
+        &mut r,
+        ALICE,
+        Action::Delete {
+            resource: "rome".into(),
+        },
+        T0 + 10,
+    );
+    let (op, accepted) = r.author(&key(ALICE), placed("rome"), T0 + 11).unwrap();
+    assert_eq!(accepted, Accepted::Applied, "its tag lives");
+    assert!(r.live_op(&op.id()).is_some());
+    assert_eq!(r.resource("holiday").unwrap()["items"], json!(["rome"]));
+    let mut gone = holiday();
+    let mut note = placed("note");
+    if let Action::CreateInList { list, .. } = &mut note {
+        *list = "trip".into();
+    }
+    act(
+        &mut gone,
+        ALICE,
+        Action::Delete {
+            resource: "trip".into(),
+        },
+        T0 + 10,
+    );
+    act(
+        &mut gone,
+        ALICE,
+        Action::Delete {
+            resource: "note".into(),
+        },
+        T0 + 11,
+    );
+    let (_, accepted) = gone.author(&key(ALICE), note, T0 + 12).unwrap();
+    assert_eq!(accepted, Accepted::Superseded);
 }

@@ -610,3 +610,30 @@ fn grants_and_revocations_say_the_membership_changed() {
     assert!(r.take_changes().membership_changed, "a revocation");
     assert_eq!(r.level(&peer(BOB)), None);
 }
+
+#[test]
+fn a_placing_create_needs_write_like_its_two_halves() {
+    let mut r = holiday();
+    let placing = |item: &str| Action::CreateInList {
+        resource: item.into(),
+        kind: "Link".into(),
+        value: json!({"properties": {"url": "https://x.example"}}),
+        list: "holiday".into(),
+    };
+    let (refused, accepted) = r.author(&key(CAROL), placing("mine"), T0 + 10).unwrap();
+    assert_eq!(accepted, Accepted::Rejected(Rejection::Level));
+    let (_, accepted) = r.author(&key(DAVE), placing("theirs"), T0 + 11).unwrap();
+    assert_eq!(accepted, Accepted::Rejected(Rejection::Level));
+    assert!(r.resource("mine").is_none() && r.resource("theirs").is_none());
+    assert_eq!(r.resource("holiday").unwrap()["items"], json!([]));
+    assert!(r.live_op(&refused.id()).is_none());
+    let (op, accepted) = r.author(&key(BOB), placing("rome"), T0 + 12).unwrap();
+    assert_eq!(accepted, Accepted::Applied);
+    assert_eq!(r.resource("holiday").unwrap()["items"], json!(["rome"]));
+    // Bob's bytes under a made-up signature: refused before they count.
+    let mut forged = op.canonical().to_vec();
+    forged.extend_from_slice(&[7; 64]);
+    assert!(r.receive(&forged, T0 + 13).is_err());
+    // A copy from the kept ops holds the same.
+    assert_eq!(copy(&r).state().hash(), r.state().hash());
+}

@@ -475,14 +475,24 @@ fn simulate(seed: u64) {
                         after_seq: 0,
                         also: vec![],
                     },
-                    10 | 11 => Action::ListAdd {
+                    10 => Action::ListAdd {
                         list: "holiday".into(),
                         item,
+                    },
+                    11 => Action::CreateInList {
+                        resource: item,
+                        kind: "Note".into(),
+                        value: json!({"properties": {"text": rng.gen_range(0..9)}}),
+                        list: "holiday".into(),
                     },
                     12 => {
                         let tags = r
                             .kept_ops()
-                            .filter(|op| matches!(&op.body().action, Action::ListAdd { item: i, .. } if *i == item))
+                            .filter(|op| match &op.body().action {
+                                Action::ListAdd { item: i, .. }
+                                | Action::CreateInList { resource: i, .. } => *i == item,
+                                _ => false,
+                            })
                             .map(Op::id)
                             .collect();
                         Action::ListRemove {
@@ -497,7 +507,7 @@ fn simulate(seed: u64) {
                         value: json!({"properties": {"text": rng.gen_range(0..9)}}),
                     },
                     14 => Action::Delete {
-                        resource: format!("note{}", rng.gen_range(0..3)),
+                        resource: ["note0", "note1", "note2", "i0"][rng.gen_range(0..4)].into(),
                     },
                     15 => Action::SetChild {
                         resource: "holiday".into(),
