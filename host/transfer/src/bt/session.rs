@@ -31,10 +31,10 @@ use crate::web::WebClient;
 /// How often rates, timeouts, the choker and progress are looked at.
 pub const TICK: Duration = Duration::from_secs(1);
 /// Verified pieces waiting for the disk thread to write them, in bytes: past this we stop requesting, so a slow disk
-/// throttles the download instead of filling memory. Writes go to the page cache, so the queue drains in
-/// milliseconds on a working disk; it fills only while the disk thread syncs a group commit, and then every MiB of
-/// room is a MiB of peak memory (measured: a 256 MiB download's peak RSS rose with this queue one for one, 16 MiB of
-/// it reached in most runs) while buying only milliseconds of download before the same wait.
+/// throttles the download instead of filling memory. Writes go to the page cache and group commits are synced on a
+/// thread of their own, so the queue drains in milliseconds on a working disk; it fills only when the writer waits
+/// for the sync thread or the disk is slow, and then every MiB of room is a MiB of peak memory (measured when the
+/// disk thread still synced itself: peak RSS rose with this queue one for one) while buying only milliseconds.
 pub const MAX_DISK_QUEUE_BYTES: u64 = 4 * 1024 * 1024;
 /// Buffers of unfinished pieces held in memory, in bytes: past this we stop starting new requests. Room for the
 /// pieces a few peers' pipelines span at once.
