@@ -2,10 +2,12 @@
 
 mod common;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use allpeers_net::endpoint::EndpointEvent;
-use allpeers_net::service::{ErrorCode, speed};
+use allpeers_net::service::{ErrorCode, Service, speed};
 use allpeers_net::transport::Direction;
 use allpeers_net::{Address, NetError, ServiceFn, TransportKind};
 use common::*;
@@ -509,6 +511,35 @@ async fn speed_test(t: TransportKind) {
     );
 }
 both_transports!(speed_test_measures, super::speed_test);
+
+/// A speed test whose connection is closed under it (as the duplicate rule closes a crossed
+/// dial's loser) runs again on a new connection instead of failing.
+async fn speed_test_survives_losing_its_connection(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    let real = Arc::new(speed::service());
+    let cut = Arc::new(AtomicBool::new(false));
+    b.register(
+        speed::namespace(),
+        ServiceFn::new().on_stream(move |ctx, send, recv| {
+            let (real, cut) = (real.clone(), cut.clone());
+            async move {
+                if !cut.swap(true, Ordering::SeqCst) {
+                    ctx.connection.close(1, "duplicate connection");
+                    return;
+                }
+                real.stream(ctx, send, recv).await
+            }
+        }),
+    );
+    let result = bounded(speed::measure(&a, b.peer_id(), 1 << 20, 1 << 20))
+        .await
+        .unwrap();
+    assert_eq!(result.download_bytes, 1 << 20);
+}
+both_transports!(
+    a_speed_test_survives_losing_its_connection,
+    super::speed_test_survives_losing_its_connection
+);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_report_connects_and_disconnects() {
