@@ -10,9 +10,9 @@
 //! each side dialled one (simultaneous dial), the connection dialled by the smaller PeerId
 //! wins — except that a connection over a relay always gives way to one that is not (the
 //! connector's upgrade from relayed to direct). The loser is closed with
-//! [`close_code::DUPLICATE`]; a relayed connection given up for a direct one is retired only
-//! once the streams on it are done, so the services using it never see the switch. A
-//! request that loses its connection retries on the winner.
+//! [`close_code::DUPLICATE`]; a relayed connection given up for a direct one, and the loser
+//! of crossed dials, are retired only once the streams on it are done, so the services using
+//! it never see the switch. A request that loses its connection retries on the winner.
 //!
 //! **Bulk streams.** [`Endpoint::open_bulk_stream`] opens a stream on a TCP+TLS connection of
 //! its own, beside the peer's connection ([`crate::transport::bulk`]: no yamux copies), where
@@ -1095,8 +1095,19 @@ fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
             closed = loser.id(),
             "duplicate connection"
         );
-        if loser.id() != conn.id() && loser.path() == PathKind::Relayed {
-            // The upgrade from a relay: let the exchanges running on it finish.
+        let upgrade = loser.id() != conn.id() && loser.path() == PathKind::Relayed;
+        let crossed = dialer(local, &loser) != dialer(local, &winner);
+        if upgrade || crossed {
+            // The upgrade from a relay, or dials that crossed (both ends alive, either may have
+            // begun an exchange on the loser already): let the exchanges running on it finish.
+            // A crossed loser that is in fact stale (the peer restarted and dialled us) is
+            // poked, so its reset arrives at once and its streams fail as they would have.
+            if crossed && loser.transport() == TransportKind::Quic {
+                let l = loser.clone();
+                tokio::spawn(async move {
+                    let _ = l.send_datagram(Bytes::new()).await;
+                });
+            }
             tokio::spawn(async move {
                 loser
                     .close_when_idle(RETIRE_GRACE, close_code::DUPLICATE, "superseded")

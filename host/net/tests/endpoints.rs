@@ -314,6 +314,83 @@ async fn simultaneous_dial(t: TransportKind) {
 }
 both_transports!(simultaneous_dials_resolve_to_one, super::simultaneous_dial);
 
+/// Dials that cross while a stream runs on the first connection: the duplicate rule keeps the
+/// other one, and the stream running on the loser goes on to its end instead of being cut.
+async fn crossed_dial_with_a_running_stream(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    // `big` dials first; `small`'s later dial then wins on both sides (the smaller PeerId's).
+    let (small, big) = if a.peer_id() < b.peer_id() {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    small.register(
+        ns("pipe"),
+        ServiceFn::new().on_stream(|_ctx, mut send, mut recv| async move {
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = recv.read(&mut buf).await {
+                if send.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish().await;
+        }),
+    );
+    let (mut send, mut recv) = big.open_stream(small.peer_id(), &ns("pipe")).await.unwrap();
+    let first = big.connection(&small.peer_id()).unwrap();
+    let mut back = [0u8; 6];
+    send.write_all(b"before").await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
+        .await
+        .unwrap();
+    assert_eq!(&back, b"before");
+
+    let mut big_events = big.events();
+    let crossed = small
+        .handshake(big.peer_id(), big.local_address(t).unwrap(), None)
+        .await
+        .unwrap();
+    let kept = small.adopt(crossed);
+    assert_eq!(
+        kept.direction(),
+        Direction::Outbound,
+        "small's own dial wins"
+    );
+    // Big keeps it too (its table changes to the inbound connection).
+    loop {
+        if big
+            .connection(&small.peer_id())
+            .is_some_and(|c| c.id() != first.id())
+        {
+            break;
+        }
+        big_events.recv().await.unwrap();
+    }
+    // The stream on the loser still carries bytes both ways, to its end.
+    let mut back = [0u8; 5];
+    send.write_all(b"after").await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
+        .await
+        .unwrap();
+    assert_eq!(&back, b"after");
+    send.finish().await.unwrap();
+    assert!(recv.read_to_end(64).await.unwrap().is_empty());
+    drop((send, recv));
+    // Then the loser is closed, and requests go over the winner.
+    first.closed().await;
+    small.register(ns("echo"), echo());
+    let reply: String = big
+        .request(small.peer_id(), &ns("echo"), "hi")
+        .await
+        .unwrap();
+    assert_eq!(reply, "hi");
+    assert_eq!(big.connections().len(), 1);
+}
+both_transports!(
+    a_crossed_dial_lets_the_stream_on_its_loser_finish,
+    super::crossed_dial_with_a_running_stream
+);
+
 /// Sends `total` bytes over a raw stream to `b`'s sink and returns (bytes, seconds) seen by the
 /// receiver from first to last byte.
 async fn sink_pair(

@@ -319,7 +319,7 @@ impl Connection {
             own: Arc::new(RateLimit::default()),
             granted: 0,
             waiting: None,
-            _live: token,
+            live: token,
         }
     }
 
@@ -612,7 +612,29 @@ pub struct SendStream {
     granted: usize,
     /// A wait on the limits under way, and the bytes it is for.
     waiting: Option<(usize, LimitWait)>,
-    _live: Arc<StreamToken>,
+    live: Arc<StreamToken>,
+}
+
+/// Longest a dropped QUIC stream counts as live while the peer has not yet acknowledged its
+/// last bytes (see `Drop for SendStream`).
+const LINGER_FOR_ACKS: Duration = Duration::from_secs(10);
+
+impl Drop for SendStream {
+    /// A finished QUIC stream's last bytes may still be in flight when it is dropped, and a
+    /// connection close discards them: the stream stays live (for
+    /// [`Connection::close_when_idle`]) until the peer has them.
+    fn drop(&mut self) {
+        if let SendInner::Quic(s) = &self.inner
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            let acked = s.stopped();
+            let live = self.live.clone();
+            runtime.spawn(async move {
+                let _ = tokio::time::timeout(LINGER_FOR_ACKS, acked).await;
+                drop(live);
+            });
+        }
+    }
 }
 
 impl SendStream {
