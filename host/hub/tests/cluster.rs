@@ -10,12 +10,10 @@
 //! two.
 
 mod common;
-#[path = "common/postgres.rs"]
-mod postgres;
 #[path = "../../../tests/fixtures/smtpd.rs"]
 mod smtpd;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,85 +21,49 @@ use allpeers_hub::mail::proto::{MailRequest, MailResponse, mail_ns};
 use allpeers_hub_client::proto::code;
 use allpeers_hub_client::{AcceptAll, Availability, HubError, HubEvent, PeerStatus};
 use allpeers_net::{Address, Identity};
+use common::cluster::{PgHub, online_at, presence_of, sees_online};
 use common::*;
 use mailparse::MailHeaderMap as _;
-use postgres::Postgres;
 
 const SECONDS: Duration = Duration::from_secs(1);
-/// An instance of the hub `hub.test` on `pg`: config file, data dir (`key`: the shared
-/// hub key, copied in), on free loopback ports.
-fn instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubProc {
-    let any = "127.0.0.1:0".parse().unwrap();
-    instance_at(pg, root, name, key, any, any, None)
+
+/// The hub `hub.test` on a fresh PostgreSQL, its instances keeping at most 3 letters per
+/// sender and recipient.
+fn mailbox_hub() -> PgHub {
+    PgHub::start(
+        "hub.test",
+        |_| serde_json::json!({"mailbox": {"max_letters_per_sender": 3}}),
+    )
 }
 
-fn instance_at(
-    pg: &Postgres,
-    root: &Path,
-    name: &str,
-    key: Option<&Path>,
-    quic: std::net::SocketAddr,
-    tcp: std::net::SocketAddr,
-    mail: Option<&serde_json::Value>,
-) -> HubProc {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    if let Some(key) = key {
-        std::fs::copy(key, dir.join("hub.key")).unwrap();
-    }
-    let config = serde_json::json!({
-        "mailbox": {"max_letters_per_sender": 3},
-        "backend": {"postgres": {
-            "url": pg.url(),
-            "instance": name,
-            "pool_size": 8,
-            "heartbeat_ms": 200,
-            "instance_timeout_ms": 1500,
-        }},
-        "mail": mail,
-    });
-    let path = dir.join("hub.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    HubProc::spawn_at(&dir, quic, tcp, &["--config", path.to_str().unwrap()])
-}
-
-fn key_of(hub: &HubProc) -> PathBuf {
-    hub.dir.join("hub.key")
-}
-
-async fn presence_of(
-    rx: &mut tokio::sync::broadcast::Receiver<HubEvent>,
-    peer: allpeers_model::PeerId,
-    online: bool,
-    within: Duration,
-) -> bool {
-    wait_event(rx, within, |e| {
-        matches!(e, HubEvent::PresenceChanged { peer: p, online: o, .. } if *p == peer && *o == online)
+/// The hub for the relay tests: open watch policy (presence tells the test when an
+/// instance's mirror has a peer), one relay per peer at once, every relayed byte tapped
+/// (`<data dir>/relay.tap`).
+fn relay_hub() -> PgHub {
+    PgHub::start("hub.test", |dir: &Path| {
+        serde_json::json!({
+            "watch_policy": "open",
+            "relay": {"max_concurrent_per_peer": 1, "tap": dir.join("relay.tap")},
+        })
     })
-    .await
-    .is_some()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying() {
     bounded(async {
         let started = Instant::now();
-        let pg = Postgres::start();
+        let cluster = mailbox_hub();
         eprintln!("postgres up in {:?}", started.elapsed());
-        let root = tempfile::tempdir().unwrap();
-        let mut a = instance(&pg, root.path(), "a", None);
-        let b = instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let mut a = cluster.instance("a");
+        let b = cluster.instance("b");
         assert_eq!(a.peer, b.peer, "one hub key");
         let hub = a.peer;
         let (at_a, at_b) = (Address::tcp(a.tcp), Address::tcp(b.tcp));
 
         // alice and carol at A (carol knows only A), bob at B; alice and bob know both.
-        let alice = node(fast_config(hub, vec![at_a, at_b]), Arc::new(AcceptAll)).await;
-        let carol = node(fast_config(hub, vec![at_a]), Arc::new(AcceptAll)).await;
-        let bob = node(fast_config(hub, vec![at_b, at_a]), Arc::new(AcceptAll)).await;
-        for n in [&alice, &carol, &bob] {
-            assert!(n.hub.wait_online(10 * SECONDS).await);
-        }
+        let alice = online_at(hub, &[at_a, at_b]).await;
+        let carol = online_at(hub, &[at_a]).await;
+        let bob = online_at(hub, &[at_b, at_a]).await;
         let mut bob_events = bob.hub.events();
         let mut alice_events = alice.hub.events();
 
@@ -136,7 +98,7 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
 
         // B's listening connection is cut; a status change at A meanwhile is not lost: B
         // listens again and reads the tables.
-        let admin = pg.client().await;
+        let admin = cluster.pg.client().await;
         let cut: i64 = admin
             .query_one(
                 "SELECT COUNT(pg_terminate_backend(pid)) FROM pg_stat_activity
@@ -228,7 +190,7 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
 
         // A comes back on its address under the same instance name (its old lines were
         // ended at its start); carol, who knows only A, is back, and bob at B sees her.
-        let mut a = instance_at(&pg, root.path(), "a", None, a.quic, a.tcp, None);
+        let mut a = cluster.instance_at("a", a.quic, a.tcp);
         assert!(
             presence_of(&mut bob_events, carol.id(), true, 10 * SECONDS).await,
             "bob sees carol again, at the restarted A"
@@ -250,19 +212,17 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_killed_mid_deposit_leaves_no_half_applied_letter() {
     bounded(async {
-        let pg = Postgres::start();
-        let root = tempfile::tempdir().unwrap();
-        let a = instance(&pg, root.path(), "solo", None);
-        let alice = node(fast_config(a.peer, a.addresses()), Arc::new(AcceptAll)).await;
-        assert!(alice.hub.wait_online(10 * SECONDS).await);
+        let cluster = mailbox_hub();
+        let a = cluster.instance("solo");
+        let alice = online_at(a.peer, &a.addresses()).await;
         // The letters' recipient: registered here (a hub takes letters only for its peers), offline.
-        let bob_node = node(fast_config(a.peer, a.addresses()), Arc::new(AcceptAll)).await;
+        let bob_node = online_at(a.peer, &a.addresses()).await;
         bob_node.hub.register("bob").await.unwrap();
         let bob = bob_node.id();
         bob_node.stop();
 
         // A trigger holds each deposit after its insert until the test lets go.
-        let admin = pg.client().await;
+        let admin = cluster.pg.client().await;
         admin
             .batch_execute(
                 "CREATE FUNCTION hold_deposit() RETURNS trigger AS $$
@@ -349,15 +309,6 @@ async fn a_connection_killed_mid_deposit_leaves_no_half_applied_letter() {
     .await
 }
 
-/// Polls `done` (cheap, local) every 20 ms until it holds, for at most `within`.
-async fn until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
-    let deadline = Instant::now() + within;
-    while !done().await {
-        assert!(Instant::now() < deadline, "{what}: not within {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The e-mail gateway on PostgreSQL: two instances deliver from the one queue, each mail
 /// exactly once. The SMTP server leaves the first two mails' RCPT unanswered (stuck before
 /// any message data); the instance sending them is killed, and the other sends them as soon
@@ -370,14 +321,13 @@ async fn mail_queue_shared_by_two_instances_each_mail_once_and_a_dead_ones_taken
     }
     bounded(async {
         let started = Instant::now();
-        let pg = Postgres::start();
-        let root = tempfile::tempdir().unwrap();
-        let cert = smtpd::make_cert(root.path());
+        let smtp_dir = tempfile::tempdir().unwrap();
+        let cert = smtpd::make_cert(smtp_dir.path());
         let hold = smtpd::SmtpdOptions {
             hold: 2,
             ..smtpd::SmtpdOptions::default()
         };
-        let smtp = smtpd::Smtpd::start(root.path(), smtpd::free_port(), &cert, &hold)
+        let smtp = smtpd::Smtpd::start(smtp_dir.path(), smtpd::free_port(), &cert, &hold)
             .expect("start aiosmtpd");
         // timeout_secs 8: a held mail at the surviving instance is retried after 8 s; the
         // lease is 2 x 8 + 10 = 26 s, so a takeover within 20 s is the dead-instance rule.
@@ -387,23 +337,10 @@ async fn mail_queue_shared_by_two_instances_each_mail_once_and_a_dead_ones_taken
             "http": {"listen": "127.0.0.1:0"},
             "retry": {"first_ms": 200, "max_ms": 1000, "give_up_after_secs": 60},
         });
-        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
-        let a = instance_at(&pg, root.path(), "a", None, any, any, Some(&mail));
-        let b = instance_at(
-            &pg,
-            root.path(),
-            "b",
-            Some(&key_of(&a)),
-            any,
-            any,
-            Some(&mail),
-        );
-        let alice = node(
-            fast_config(a.peer, vec![Address::tcp(a.tcp)]),
-            Arc::new(AcceptAll),
-        )
-        .await;
-        assert!(alice.hub.wait_online(10 * SECONDS).await);
+        let cluster = PgHub::start("hub.test", move |_| serde_json::json!({"mail": mail}));
+        let a = cluster.instance("a");
+        let b = cluster.instance("b");
+        let alice = online_at(a.peer, &[Address::tcp(a.tcp)]).await;
         alice.hub.register("alice").await.unwrap();
 
         const MAILS: usize = 8;
@@ -420,7 +357,7 @@ async fn mail_queue_shared_by_two_instances_each_mail_once_and_a_dead_ones_taken
                 .unwrap();
             assert_eq!(answer, MailResponse::Invited);
         }
-        let admin = pg.client().await;
+        let admin = cluster.pg.client().await;
         let states = async || -> (i64, i64) {
             let r = admin
                 .query_one(
@@ -511,15 +448,13 @@ async fn mail_queue_shared_by_two_instances_each_mail_once_and_a_dead_ones_taken
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signal_reaches_a_guest_whose_line_is_at_another_instance() {
     bounded(async {
-        let pg = Postgres::start();
-        let root = tempfile::tempdir().unwrap();
-        let a = instance(&pg, root.path(), "a", None);
-        let b = instance(&pg, root.path(), "b", Some(&key_of(&a)));
-        let alice = node(fast_config(a.peer, vec![Address::tcp(a.tcp)]), Arc::new(AcceptAll)).await;
+        let cluster = mailbox_hub();
+        let a = cluster.instance("a");
+        let b = cluster.instance("b");
+        let alice = online_at(a.peer, &[Address::tcp(a.tcp)]).await;
         let mut guest_config = fast_config(b.peer, vec![Address::tcp(b.tcp)]);
         guest_config.guest = true;
         let guest = node(guest_config, Arc::new(AcceptAll)).await;
-        assert!(alice.hub.wait_online(10 * SECONDS).await);
         assert!(guest.hub.wait_online(10 * SECONDS).await);
         alice.hub.register("alice").await.unwrap();
         let mut guest_events = guest.hub.events();
@@ -562,30 +497,6 @@ async fn a_signal_reaches_a_guest_whose_line_is_at_another_instance() {
         }
     })
     .await
-}
-
-/// An instance for the relay test: open watch policy (presence tells the test when an
-/// instance's mirror has a peer), one relay per peer at once, every relayed byte tapped.
-fn relay_instance(pg: &Postgres, root: &Path, name: &str, key: Option<&Path>) -> HubProc {
-    let dir = root.join(name);
-    std::fs::create_dir_all(&dir).unwrap();
-    if let Some(key) = key {
-        std::fs::copy(key, dir.join("hub.key")).unwrap();
-    }
-    let config = serde_json::json!({
-        "watch_policy": "open",
-        "relay": {"max_concurrent_per_peer": 1, "tap": dir.join("relay.tap")},
-        "backend": {"postgres": {
-            "url": pg.url(),
-            "instance": name,
-            "heartbeat_ms": 200,
-            "instance_timeout_ms": 1500,
-        }},
-    });
-    let path = dir.join("hub.json");
-    std::fs::write(&path, config.to_string()).unwrap();
-    let any = "127.0.0.1:0".parse().unwrap();
-    HubProc::spawn_at(&dir, any, any, &["--config", path.to_str().unwrap()])
 }
 
 /// Presents `ticket` as a hop from another instance would, from a stranger's key, to the
@@ -642,30 +553,22 @@ async fn ticket_of(
 async fn peers_at_two_instances_get_a_relay_through_a_hop_with_single_use_tickets() {
     use allpeers_hub_client::proto::{self, HubRequest, HubResponse, RelayReady};
     bounded(async {
-        let pg = Postgres::start();
-        let root = tempfile::tempdir().unwrap();
-        let a = relay_instance(&pg, root.path(), "a", None);
-        let b = relay_instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let cluster = relay_hub();
+        let a = cluster.instance("a");
+        let b = cluster.instance("b");
         let hub = a.peer;
-        let (at_a, at_b) = (vec![Address::tcp(a.tcp)], vec![Address::tcp(b.tcp)]);
+        let (at_a, at_b) = ([Address::tcp(a.tcp)], [Address::tcp(b.tcp)]);
         // alice, dave, mallory at A; bob, carol, erin at B.
-        let alice = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
-        let dave = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
-        let mallory = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
-        let bob = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
-        let carol = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
-        let erin = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
-        for n in [&alice, &dave, &mallory, &bob, &carol, &erin] {
-            assert!(n.hub.wait_online(10 * SECONDS).await);
-        }
+        let alice = online_at(hub, &at_a).await;
+        let dave = online_at(hub, &at_a).await;
+        let mallory = online_at(hub, &at_a).await;
+        let bob = online_at(hub, &at_b).await;
+        let carol = online_at(hub, &at_b).await;
+        let erin = online_at(hub, &at_b).await;
         // A's mirror has bob's and carol's lines once alice and dave see them online.
-        let mut alice_events = alice.hub.events();
-        let mut dave_events = dave.hub.events();
-        alice.hub.watch(&[bob.id()]).await;
-        dave.hub.watch(&[carol.id()]).await;
-        assert!(presence_of(&mut alice_events, bob.id(), true, 10 * SECONDS).await);
-        assert!(presence_of(&mut dave_events, carol.id(), true, 10 * SECONDS).await);
-        let admin = pg.client().await;
+        sees_online(&alice, bob.id()).await;
+        sees_online(&dave, carol.id()).await;
+        let admin = cluster.pg.client().await;
 
         // dave asks A for a relay to carol at B (raw, to hold the session): granted once
         // carol agreed at B.
@@ -752,21 +655,15 @@ async fn peers_at_two_instances_get_a_relay_through_a_hop_with_single_use_ticket
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hop_dying_mid_relay_closes_both_ends_and_the_peers_relay_again_through_the_survivor() {
     bounded(async {
-        let pg = Postgres::start();
-        let root = tempfile::tempdir().unwrap();
-        let a = relay_instance(&pg, root.path(), "a", None);
-        let mut b = relay_instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let cluster = relay_hub();
+        let a = cluster.instance("a");
+        let mut b = cluster.instance("b");
         let hub = a.peer;
         let (at_a, at_b) = (Address::tcp(a.tcp), Address::tcp(b.tcp));
-        let alice = node(fast_config(hub, vec![at_a]), Arc::new(AcceptAll)).await;
-        let bob = node(fast_config(hub, vec![at_b, at_a]), Arc::new(AcceptAll)).await;
-        for n in [&alice, &bob] {
-            assert!(n.hub.wait_online(10 * SECONDS).await);
-        }
-        let mut alice_events = alice.hub.events();
+        let alice = online_at(hub, &[at_a]).await;
+        let bob = online_at(hub, &[at_b, at_a]).await;
         let mut bob_events = bob.hub.events();
-        alice.hub.watch(&[bob.id()]).await;
-        assert!(presence_of(&mut alice_events, bob.id(), true, 10 * SECONDS).await);
+        sees_online(&alice, bob.id()).await;
 
         let conn = alice.hub.connect_relayed(bob.id()).await.unwrap();
         assert_eq!(conn.path(), allpeers_net::PathKind::Relayed);
@@ -851,7 +748,7 @@ async fn a_hop_dying_mid_relay_closes_both_ends_and_the_peers_relay_again_throug
         let text = format!("message {failed_at}");
         let reply: String = alice.endpoint.request(bob.id(), &echo_ns(), &text).await.unwrap();
         assert_eq!(reply, text, "the failed request, sent again, gets through");
-        let admin = pg.client().await;
+        let admin = cluster.pg.client().await;
         let rows: i64 = admin
             .query_one("SELECT COUNT(*) FROM hub_relays", &[])
             .await
@@ -869,22 +766,16 @@ async fn a_hop_dying_mid_relay_closes_both_ends_and_the_peers_relay_again_throug
 async fn relay_round_trips_within_one_instance_and_across_two() {
     const ROUNDS: usize = 300;
     bounded(async {
-        let pg = Postgres::start();
-        let root = tempfile::tempdir().unwrap();
-        let a = relay_instance(&pg, root.path(), "a", None);
-        let b = relay_instance(&pg, root.path(), "b", Some(&key_of(&a)));
+        let cluster = relay_hub();
+        let a = cluster.instance("a");
+        let b = cluster.instance("b");
         let hub = a.peer;
-        let (at_a, at_b) = (vec![Address::tcp(a.tcp)], vec![Address::tcp(b.tcp)]);
-        let alice = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
-        let carol = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
-        let dave = node(fast_config(hub, at_a.clone()), Arc::new(AcceptAll)).await;
-        let bob = node(fast_config(hub, at_b.clone()), Arc::new(AcceptAll)).await;
-        for n in [&alice, &carol, &dave, &bob] {
-            assert!(n.hub.wait_online(10 * SECONDS).await);
-        }
-        let mut dave_events = dave.hub.events();
-        dave.hub.watch(&[bob.id()]).await;
-        assert!(presence_of(&mut dave_events, bob.id(), true, 10 * SECONDS).await);
+        let (at_a, at_b) = ([Address::tcp(a.tcp)], [Address::tcp(b.tcp)]);
+        let alice = online_at(hub, &at_a).await;
+        let carol = online_at(hub, &at_a).await;
+        let dave = online_at(hub, &at_a).await;
+        let bob = online_at(hub, &at_b).await;
+        sees_online(&dave, bob.id()).await;
         let within = alice.hub.connect_relayed(carol.id()).await.unwrap();
         let across = dave.hub.connect_relayed(bob.id()).await.unwrap();
         for c in [&within, &across] {

@@ -955,3 +955,58 @@ async fn malformed_presence_frames_close_only_that_line() {
     })
     .await
 }
+
+/// A guest (a peer homed at another hub, on a guest line) flooding a hub with connection
+/// signals or letters for a peer it hosts: past its burst each is refused by the guest's
+/// own rate limit, and another guest still gets through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_guest_flooding_signals_or_letters_is_cut_by_its_own_rate_limit() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProc::spawn(dir.path(), &[]);
+        let bob = node(fast_config(hub.peer, hub.addresses()), Arc::new(AcceptAll)).await;
+        assert!(bob.hub.wait_online(10 * SECONDS).await);
+        let guest = async || {
+            let mut config = fast_config(hub.peer, hub.addresses());
+            config.guest = true;
+            let n = node(config, Arc::new(RefuseAll)).await;
+            assert!(n.hub.wait_online(10 * SECONDS).await);
+            n
+        };
+        let (mallory, carol) = (guest().await, guest().await);
+        let limited = |r: Result<(), HubError>| match r {
+            Ok(()) => false,
+            Err(e) if e.app_code() == Some(code::RATE_LIMITED) => true,
+            Err(e) => panic!("only the rate limit may refuse: {e}"),
+        };
+        let mut signals = 0;
+        let mut letters = 0;
+        for _ in 0..100 {
+            signals += limited(mallory.hub.signal(bob.id(), b"punch".to_vec()).await) as u32;
+            letters += limited(
+                mallory
+                    .hub
+                    .mail_deposit(bob.id(), vec![7; 64])
+                    .await
+                    .map(|_| ()),
+            ) as u32;
+        }
+        // Bursts of 20 signals and 30 letters, refilled at 5 and 2 a second.
+        assert!(signals >= 60, "only {signals} of 100 signals refused");
+        assert!(letters >= 50, "only {letters} of 100 letters refused");
+        assert!(!limited(
+            carol.hub.signal(bob.id(), b"punch".to_vec()).await
+        ));
+        assert!(!limited(
+            carol
+                .hub
+                .mail_deposit(bob.id(), vec![7; 64])
+                .await
+                .map(|_| ())
+        ));
+        for n in [&bob, &mallory, &carol] {
+            n.stop();
+        }
+    })
+    .await
+}

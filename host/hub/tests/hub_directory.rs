@@ -2,15 +2,26 @@
 //! hub processes on loopback: a hub learns another hub from the record a peer it hosts
 //! fetched over a guest line to that hub, passes on only records signed by the hubs they
 //! name, keeps its list to its own peers, and a forged record or a lying answer is refused.
+//! In both backends: SQLite (one process) and a real PostgreSQL (Debian's `postgresql`,
+//! started by the test on a loopback port; the directory shared by a hub's instances),
+//! through the hub processes and, for the bounds (keys per name, hubs in all), through
+//! the store itself.
 
 mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use allpeers_hub::config::PostgresConfig;
+use allpeers_hub::db::{Db, KnownHub};
+use allpeers_hub::hubs::{MAX_KEYS_PER_NAME, MAX_KNOWN_HUBS};
+use allpeers_hub::mailbox::{Mailbox, MailboxConfig};
+use allpeers_hub::store::Store;
+use allpeers_hub::store::postgres::PgStore;
 use allpeers_hub_client::proto::{self, HubQuery, HubRequest, HubResponse, code};
 use allpeers_hub_client::{HubClient, HubError, HubRecordError, RefuseAll, SignedHubRecord};
 use allpeers_net::{Endpoint, EndpointConfig, Identity, ServiceFn};
+use common::cluster::PgHub;
 use common::{HubProc, Node, bounded, fast_config, node};
 
 const UP: Duration = Duration::from_secs(10);
@@ -41,10 +52,46 @@ fn refused_with(r: Result<impl std::fmt::Debug, HubError>, want: u32) {
     }
 }
 
+/// Where hub `one.test` keeps its directory: SQLite files in its data dir, or a
+/// PostgreSQL shared by its instances.
+enum One {
+    Sqlite(tempfile::TempDir),
+    Postgres(PgHub),
+}
+
+impl One {
+    fn sqlite() -> One {
+        One::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> One {
+        One::Postgres(PgHub::start("one.test", |_| serde_json::json!({})))
+    }
+
+    /// Starts (or restarts, on its data) `one.test`; in PostgreSQL as `instance`.
+    fn start(&self, instance: &str) -> HubProc {
+        match self {
+            One::Sqlite(dir) => HubProc::spawn_named(dir.path(), "one.test", &[]),
+            One::Postgres(hub) => hub.instance(instance),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hub_learns_other_hubs_from_its_peers_and_passes_on_only_their_own_records() {
-    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let one = HubProc::spawn_named(d1.path(), "one.test", &[]);
+    learns_other_hubs_and_passes_on_only_their_own_records(One::sqlite()).await
+}
+
+/// The same, `one.test` keeping its directory in PostgreSQL: kept across a restart of its
+/// instance, and answered by another instance of it from the same tables.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_postgres_a_hub_learns_other_hubs_and_its_instances_share_what_it_learnt() {
+    learns_other_hubs_and_passes_on_only_their_own_records(One::postgres()).await
+}
+
+async fn learns_other_hubs_and_passes_on_only_their_own_records(backend: One) {
+    let d2 = tempfile::tempdir().unwrap();
+    let one = backend.start("a");
     let two = HubProc::spawn_named(d2.path(), "two.test", &[]);
 
     let alice = homed_at(&one).await;
@@ -132,24 +179,37 @@ async fn a_hub_learns_other_hubs_from_its_peers_and_passes_on_only_their_own_rec
     let kept = bob.hub.lookup_hub_key(two.peer).await.unwrap().unwrap();
     assert_eq!(kept.issued_at, newer.verify(now()).unwrap().issued_at);
 
-    // Kept across a restart of one.
+    // Kept across a restart of one, the squatter's record too (the name stays ambiguous).
     drop(one);
-    let one = HubProc::spawn_named(d1.path(), "one.test", &[]);
+    let one = backend.start("a");
     let dave = homed_at(&one).await;
-    assert_eq!(
-        dave.hub
-            .lookup_hub_key(two.peer)
-            .await
-            .unwrap()
-            .unwrap()
-            .hub,
-        two.peer
-    );
+    // In PostgreSQL another instance of one answers from the same tables.
+    let other = match &backend {
+        One::Postgres(hub) => {
+            let b = hub.instance("b");
+            let erin = homed_at(&b).await;
+            Some((b, erin))
+        }
+        One::Sqlite(_) => None,
+    };
+    let asked = std::iter::once(&dave).chain(other.as_ref().map(|(_, erin)| erin));
+    for n in asked {
+        let kept = n.hub.lookup_hub_key(two.peer).await.unwrap().unwrap();
+        assert_eq!(
+            (kept.hub, kept.issued_at),
+            (two.peer, newer.verify(now()).unwrap().issued_at)
+        );
+        assert!(matches!(
+            n.hub.lookup_hub_name("two.test").await,
+            Err(HubError::AmbiguousHub { keys: 2, .. })
+        ));
+        n.stop();
+    }
 
     for c in [&to_two, &bob_to_two, &carol_at_one] {
         c.stop();
     }
-    for n in [&alice, &bob, &carol, &dave] {
+    for n in [&alice, &bob, &carol] {
         n.stop();
     }
 }
@@ -249,4 +309,161 @@ async fn a_lying_directory_answer_is_refused_by_the_client() {
 
 fn now() -> u64 {
     allpeers_model::hlc::now_ms()
+}
+
+/// The directory's store in one backend, opened on the same data each time.
+enum Backend {
+    Sqlite(tempfile::TempDir),
+    Postgres(common::postgres::Postgres),
+}
+
+impl Backend {
+    async fn open(&self) -> Store {
+        match self {
+            Backend::Sqlite(dir) => Store::sqlite(
+                Db::open(&dir.path().join("hub.db")).unwrap(),
+                Mailbox::open(
+                    &dir.path().join("mail.db"),
+                    MailboxConfig::default(),
+                    [7; 32],
+                )
+                .unwrap(),
+            ),
+            Backend::Postgres(pg) => {
+                let config = PostgresConfig {
+                    url: pg.url(),
+                    instance: "store-test".into(),
+                    ..PostgresConfig::default()
+                };
+                Store::Postgres(
+                    PgStore::open(config, MailboxConfig::default(), [7; 32])
+                        .await
+                        .unwrap(),
+                )
+            }
+        }
+    }
+
+    /// Runs `sqlite` on the SQLite file, or `postgres` on the database.
+    async fn execute(&self, sqlite: &str, postgres: &str) {
+        match self {
+            Backend::Sqlite(dir) => {
+                let conn = rusqlite::Connection::open(dir.path().join("hub.db")).unwrap();
+                conn.execute_batch(sqlite).unwrap();
+            }
+            Backend::Postgres(pg) => pg.client().await.batch_execute(postgres).await.unwrap(),
+        }
+    }
+
+    async fn count(&self) -> i64 {
+        match self {
+            Backend::Sqlite(dir) => rusqlite::Connection::open(dir.path().join("hub.db"))
+                .unwrap()
+                .query_row("SELECT COUNT(*) FROM hubs", [], |r| r.get(0))
+                .unwrap(),
+            Backend::Postgres(pg) => pg
+                .client()
+                .await
+                .query_one("SELECT COUNT(*) FROM hub_known_hubs", &[])
+                .await
+                .unwrap()
+                .get(0),
+        }
+    }
+}
+
+/// A record of a fresh key under `name` (the store keeps the bytes as they came).
+fn known(name: &str, issued_at: u64, introduced: u64) -> KnownHub {
+    KnownHub {
+        hub: Identity::generate().peer_id(),
+        name: name.into(),
+        record: format!("{name} {issued_at}").into_bytes(),
+        issued_at,
+        introduced,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sqlite_directory_keeps_newest_records_within_its_bounds_across_a_reopen() {
+    directory_bounds(Backend::Sqlite(tempfile::tempdir().unwrap())).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_postgres_directory_keeps_newest_records_within_its_bounds_across_a_reopen() {
+    directory_bounds(Backend::Postgres(common::postgres::Postgres::start())).await
+}
+
+/// What [`Store`] keeps of other hubs, with the hub's own bounds: a newer record of a key
+/// replaces an older one and an old one replayed does not come back; at most
+/// [`MAX_KEYS_PER_NAME`] keys under a name and [`MAX_KNOWN_HUBS`] hubs in all, the least
+/// recently introduced going first; all of it kept when the store is opened again.
+async fn directory_bounds(backend: Backend) {
+    bounded(async {
+        let store = backend.open().await;
+        let two = known("two.test", 10, 1);
+        store.introduce_hub(&two).await.unwrap();
+        let newer = KnownHub {
+            record: b"two 20".to_vec(),
+            issued_at: 20,
+            introduced: 2,
+            ..two
+        };
+        store.introduce_hub(&newer).await.unwrap();
+        let replayed = KnownHub {
+            record: b"two 10".to_vec(),
+            issued_at: 10,
+            introduced: 3,
+            ..newer
+        };
+        store.introduce_hub(&replayed).await.unwrap();
+        let key = replayed.hub;
+        assert_eq!(store.hub_of_key(&key, 0).await.unwrap(), Some(b"two 20".to_vec()));
+        assert_eq!(store.hub_of_key(&key, 20).await.unwrap(), None, "stale");
+
+        // More keys under two.test than a name keeps: the least recently introduced (two's
+        // own, introduced at 3) goes; the newest come first.
+        let squatters: Vec<KnownHub> = (0..MAX_KEYS_PER_NAME as u64)
+            .map(|i| known("two.test", 5, 10 + i))
+            .collect();
+        for s in &squatters {
+            store.introduce_hub(s).await.unwrap();
+        }
+        let named = store.hubs_named("two.test", 0).await.unwrap();
+        let newest_first: Vec<Vec<u8>> = squatters.iter().rev().map(|s| s.record.clone()).collect();
+        assert_eq!(named, newest_first);
+        assert_eq!(store.hub_of_key(&key, 0).await.unwrap(), None, "pushed out");
+        drop(store);
+
+        // Opened again: all there. Then filled to the cap (fillers introduced before
+        // everything else, filler1 first): one more pushes out filler1 alone.
+        let store = backend.open().await;
+        assert_eq!(store.hubs_named("two.test", 0).await.unwrap(), newest_first);
+        let fillers = MAX_KNOWN_HUBS - MAX_KEYS_PER_NAME;
+        backend
+            .execute(
+                &format!(
+                    "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {fillers})
+                     INSERT INTO hubs (hub, name, record, issued_at, introduced)
+                     SELECT 'filler' || i, 'filler' || i || '.test', X'00', 5, i - {fillers} FROM n;"
+                ),
+                &format!(
+                    "INSERT INTO hub_known_hubs (hub, name, record, issued_at, introduced)
+                     SELECT 'filler' || i, 'filler' || i || '.test', '\\x00', 5, i - {fillers}
+                     FROM generate_series(1, {fillers}) i;"
+                ),
+            )
+            .await;
+        assert_eq!(backend.count().await, MAX_KNOWN_HUBS as i64);
+        let three = known("three.test", 5, 100);
+        store.introduce_hub(&three).await.unwrap();
+        assert_eq!(backend.count().await, MAX_KNOWN_HUBS as i64, "capped");
+        assert_eq!(
+            store.hubs_named("three.test", 0).await.unwrap(),
+            vec![three.record.clone()]
+        );
+        assert!(store.hubs_named("filler1.test", 0).await.unwrap().is_empty(), "oldest gone");
+        assert_eq!(store.hubs_named("filler2.test", 0).await.unwrap().len(), 1);
+        assert_eq!(store.hubs_named("two.test", 0).await.unwrap(), newest_first);
+    })
+    .await
 }

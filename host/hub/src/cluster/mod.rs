@@ -217,10 +217,15 @@ impl Cluster {
         }
         let addresses = Some(self.addresses.lock().unwrap().clone()).filter(|a| !a.is_empty());
         let client = self.pool.get().await?;
+        // A heartbeat that read the addresses before they were set can land after the one
+        // that set them (the beat task starts before the endpoint is bound): it must not
+        // erase them, or hops to this instance fail ("recorded no address") until the next
+        // beat. Addresses are set once, so a stamp without them keeps the recorded ones.
         let inserted: bool = client
             .query_one(
                 "INSERT INTO hub_instances (id, heartbeat, addresses) VALUES ($1, now(), $2)
-                 ON CONFLICT (id) DO UPDATE SET heartbeat = now(), addresses = excluded.addresses
+                 ON CONFLICT (id) DO UPDATE SET heartbeat = now(),
+                     addresses = COALESCE(excluded.addresses, hub_instances.addresses)
                  RETURNING (xmax = 0)",
                 &[&&*self.instance, &addresses],
             )

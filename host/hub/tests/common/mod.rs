@@ -1,7 +1,11 @@
 #![allow(dead_code)]
 //! Shared by the hub tests: the real `allpeers-hub` binary as a child process, nodes (an
 //! endpoint + hub client) in the test process, an in-test HTTP CONNECT proxy with failure
-//! modes, and event waits with time bounds (no sleeps as synchronisation).
+//! modes, and event waits with time bounds (no sleeps as synchronisation); [`postgres`] a
+//! PostgreSQL of the test's own and [`cluster`] a hub's instances over it.
+
+pub mod cluster;
+pub mod postgres;
 
 use std::future::Future;
 use std::io::{BufRead, BufReader};
@@ -96,6 +100,7 @@ impl HubProc {
             "2".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(kept_log_dir(name, dir).unwrap_or_default());
         let mut child = Command::new(env!("CARGO_BIN_EXE_allpeers-hub"))
             .args(&args)
             .stdout(Stdio::piped())
@@ -143,6 +148,18 @@ impl HubProc {
         let _ = self.child.kill();
         false
     }
+}
+
+/// Where a hub child logs: its data dir (`logs/`), or with
+/// `ALLPEERS_HUB_TEST_LOGS=<dir>` a directory of its own in there, kept after the test
+/// (its temporary data dir is not) to look into a failure.
+fn kept_log_dir(name: &str, dir: &Path) -> Option<Vec<String>> {
+    let logs = std::env::var_os("ALLPEERS_HUB_TEST_LOGS")?;
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let data = dir.file_name().unwrap_or_default().to_string_lossy();
+    let path = Path::new(&logs).join(format!("{}-{n}-{name}-{data}", std::process::id()));
+    Some(vec!["--log-dir".into(), path.display().to_string()])
 }
 
 /// A node: endpoint + hub client.
@@ -226,6 +243,18 @@ pub async fn wait_event(
     .await
     .ok()
     .flatten()
+}
+
+/// Polls `done` (cheap, local) every 20 ms until it holds, for at most `within`.
+pub async fn until(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// An in-test HTTP CONNECT proxy whose behaviour can change at run time.
