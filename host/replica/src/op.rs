@@ -224,6 +224,17 @@ impl Action {
         matches!(self, Action::Grant { .. } | Action::Revoke { .. })
     }
 
+    /// The action's JSON value, if it carries one.
+    fn value_mut(&mut self) -> Option<&mut Json> {
+        match self {
+            Action::Create { value, .. }
+            | Action::CreateInList { value, .. }
+            | Action::SetProperty { value, .. } => Some(value),
+            Action::SetChild { value, .. } => value.as_mut(),
+            _ => None,
+        }
+    }
+
     /// The resource a data op touches (the list for list ops, the item for `CreateInList`).
     pub fn resource(&self) -> Option<&str> {
         match self {
@@ -345,7 +356,20 @@ impl Op {
         // value's shape) and gives the body in canonical order (parents and tags sorted). The
         // signature is not checked again: it is our own key's, just made (checking it doubled
         // the cost of signing a share's ops).
-        Op::decode(&wire)
+        Op::decode_signed(wire, body.action)
+    }
+
+    /// What [`Op::sign`] and [`Op::sign_batch`] made of `action`, decoded: every check of
+    /// [`Op::decode`] holds, but the action's JSON value is `action`'s own, not parsed again
+    /// from the bytes just printed from it (parsing and re-printing it was most of a signing's
+    /// decode). A value nested deeper than [`TRUSTED_JSON_DEPTH`] is parsed as received ones
+    /// are, so what a peer's decoder refuses is refused here too.
+    fn decode_signed(wire: Vec<u8>, mut action: Action) -> Result<Op, OpError> {
+        let given = action
+            .value_mut()
+            .filter(|v| json_depth_within(v, TRUSTED_JSON_DEPTH))
+            .map(std::mem::take);
+        Op::decode_owned(wire, given)
     }
 
     /// Decodes and verifies the signature: the entry point for bytes from the network.
@@ -395,8 +419,9 @@ impl Op {
         let signature = key.sign(&batch_message(depth, &root)).to_bytes();
         canonical
             .into_iter()
+            .zip(bodies.into_iter().map(|b| b.action))
             .enumerate()
-            .map(|(index, mut wire)| {
+            .map(|(index, (mut wire, action))| {
                 wire.reserve(proof_len);
                 wire.push(depth);
                 wire.extend_from_slice(&(index as u32).to_le_bytes());
@@ -405,7 +430,7 @@ impl Op {
                 }
                 wire.extend_from_slice(&signature);
                 // As in `sign`: decoding proves what we wrote canonical.
-                Op::decode(&wire)
+                Op::decode_signed(wire, action)
             })
             .collect()
     }
@@ -416,14 +441,23 @@ impl Op {
         if bytes.len() > MAX_OP_BYTES {
             return Err(OpError::TooLarge(bytes.len()));
         }
-        let (body, canonical_len) = decode_body(bytes)?;
-        let proof = decode_proof(&bytes[canonical_len..])?;
-        let id = OpId(*blake3::hash(&bytes[..canonical_len]).as_bytes());
+        Op::decode_owned(bytes.to_vec(), None)
+    }
+
+    /// [`Op::decode`] of bytes already owned (no copy); `given`, if any, is the action's JSON
+    /// value (see [`Op::decode_signed`]).
+    pub(crate) fn decode_owned(wire: Vec<u8>, given: Option<Json>) -> Result<Op, OpError> {
+        if wire.len() > MAX_OP_BYTES {
+            return Err(OpError::TooLarge(wire.len()));
+        }
+        let (body, canonical_len) = decode_body(&wire, given)?;
+        let proof = decode_proof(&wire[canonical_len..])?;
+        let id = OpId(*blake3::hash(&wire[..canonical_len]).as_bytes());
         Ok(Op {
             inner: Arc::new(OpInner {
                 body,
                 id,
-                wire: bytes.to_vec(),
+                wire,
                 canonical_len,
                 proof,
             }),
@@ -733,7 +767,9 @@ fn encode_body(body: &OpBody) -> Vec<u8> {
 }
 
 /// The body at the start of `bytes`, and where it ends.
-fn decode_body(bytes: &[u8]) -> Result<(OpBody, usize), OpError> {
+/// `given`: the action's JSON value as the signer holds it, taken instead of parsing the bytes
+/// printed from it (see [`Op::decode_signed`]); `None` for bytes from elsewhere.
+fn decode_body(bytes: &[u8], mut given: Option<Json>) -> Result<(OpBody, usize), OpError> {
     let mut r = Reader::new(bytes);
     let format = r.u8()?;
     if format != FORMAT_VERSION {
@@ -755,7 +791,7 @@ fn decode_body(bytes: &[u8]) -> Result<(OpBody, usize), OpError> {
         1 => {
             let resource = name(&mut r, "resource id")?;
             let kind = name(&mut r, "type name")?;
-            let value = json(&mut r, "create value")?;
+            let value = json(&mut r, "create value", &mut given)?;
             check_create_shape(&value)?;
             Action::Create {
                 resource,
@@ -766,7 +802,7 @@ fn decode_body(bytes: &[u8]) -> Result<(OpBody, usize), OpError> {
         2 => Action::SetProperty {
             resource: name(&mut r, "resource id")?,
             name: name(&mut r, "property name")?,
-            value: json(&mut r, "property value")?,
+            value: json(&mut r, "property value", &mut given)?,
         },
         3 => {
             let resource = name(&mut r, "resource id")?;
@@ -774,7 +810,7 @@ fn decode_body(bytes: &[u8]) -> Result<(OpBody, usize), OpError> {
             let key = name(&mut r, "child key")?;
             let value = match r.u8()? {
                 0 => None,
-                1 => Some(json(&mut r, "child value")?),
+                1 => Some(json(&mut r, "child value", &mut given)?),
                 _ => return Err(OpError::Json("child value presence flag")),
             };
             Action::SetChild {
@@ -823,7 +859,7 @@ fn decode_body(bytes: &[u8]) -> Result<(OpBody, usize), OpError> {
         11 => {
             let resource = name(&mut r, "resource id")?;
             let kind = name(&mut r, "type name")?;
-            let value = json(&mut r, "create value")?;
+            let value = json(&mut r, "create value", &mut given)?;
             check_create_shape(&value)?;
             let list = name(&mut r, "list id")?;
             if list == resource {
@@ -866,8 +902,12 @@ fn ascending_ids(
     Ok(ids)
 }
 
-fn json(r: &mut Reader<'_>, what: &'static str) -> Result<Json, OpError> {
+fn json(r: &mut Reader<'_>, what: &'static str, given: &mut Option<Json>) -> Result<Json, OpError> {
     let raw = r.blob(what, MAX_VALUE_BYTES)?;
+    if let Some(value) = given.take() {
+        // Printed from this very value by `canonical_json_bytes`: canonical by construction.
+        return Ok(value);
+    }
     let value: Json = serde_json::from_slice(raw).map_err(|_| OpError::Json(what))?;
     if canonical_json_bytes(&value) != raw {
         return Err(OpError::NonCanonicalJson(what));
@@ -920,6 +960,20 @@ fn canonical_json_bytes(value: &Json) -> Vec<u8> {
     let mut out = Vec::new();
     write_json(value, &mut out);
     out
+}
+
+/// JSON values nested at most this deep are taken as signed, not parsed again, by
+/// [`Op::decode_signed`]: well within `serde_json`'s parsing limit of 128 levels, so a value the
+/// signer keeps is one every peer's decoder parses.
+const TRUSTED_JSON_DEPTH: usize = 100;
+
+/// Whether `value` nests at most `depth` arrays and objects deep.
+fn json_depth_within(value: &Json, depth: usize) -> bool {
+    match value {
+        Json::Object(map) => depth > 0 && map.values().all(|v| json_depth_within(v, depth - 1)),
+        Json::Array(items) => depth > 0 && items.iter().all(|v| json_depth_within(v, depth - 1)),
+        _ => true,
+    }
 }
 
 /// Strings and scalars as `serde_json` prints them (its escapes, its shortest round-trip
@@ -1358,6 +1412,58 @@ pub(crate) mod tests {
                 ..
             }))
         ));
+    }
+
+    /// Signing keeps the action's own JSON value instead of parsing what it printed: the op
+    /// must be exactly what decoding its bytes gives, alone and in a batch, and a value too
+    /// deep for a peer's decoder must still be refused when signed.
+    #[test]
+    fn a_signed_op_is_what_its_bytes_decode_to() {
+        let k = key(1);
+        let mut batch = Vec::new();
+        for (seq, action) in (1..).zip(every_action()) {
+            let body = OpBody {
+                share: OpId([9; 32]),
+                author: peer(&k),
+                seq,
+                stamp: Stamp {
+                    wall_ms: 1_764_590_000_000,
+                    counter: seq as u32,
+                },
+                parents: vec![OpId([2; 32]), OpId([1; 32])],
+                action,
+            };
+            batch.push(body.clone());
+            let op = Op::sign(body, &k).unwrap();
+            let back = Op::decode(op.wire()).unwrap();
+            assert_eq!(back.body(), op.body());
+            assert_eq!(back.id(), op.id());
+        }
+        for op in Op::sign_batch(batch, &k).unwrap() {
+            let back = Op::from_wire(op.wire()).unwrap();
+            assert_eq!(back.body(), op.body());
+            assert_eq!(back.id(), op.id());
+        }
+        let mut deep = json!(1);
+        for _ in 0..200 {
+            deep = json!([deep]);
+        }
+        let refused = Op::sign(
+            OpBody {
+                share: OpId([9; 32]),
+                author: peer(&k),
+                seq: 1,
+                stamp: Stamp::default(),
+                parents: vec![OpId([1; 32])],
+                action: Action::SetProperty {
+                    resource: "r".into(),
+                    name: "n".into(),
+                    value: deep,
+                },
+            },
+            &k,
+        );
+        assert_eq!(refused.unwrap_err(), OpError::Json("property value"));
     }
 
     /// The text op ids hash must not change: the writer prints exactly what the first one did

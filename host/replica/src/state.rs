@@ -263,6 +263,53 @@ fn settle(
     }
 }
 
+/// A resource of the state, as [`State::view`] finds it.
+pub enum View<'a> {
+    /// Deleted: it never comes back.
+    Deleted,
+    Live(Parts<'a>),
+}
+
+/// A live resource's type, properties, children and items, borrowed from the state.
+pub struct Parts<'a> {
+    res: &'a ResourceState,
+    kind: &'a str,
+}
+
+impl<'a> Parts<'a> {
+    pub fn kind(&self) -> &'a str {
+        self.kind
+    }
+
+    /// The properties set, by name (a property set to `null` included).
+    pub fn properties(&self) -> impl Iterator<Item = (&'a str, &'a Json)> + use<'a> {
+        self.res
+            .properties
+            .iter()
+            .filter_map(|(k, r)| Some((k.as_str(), &r.as_ref()?.value)))
+    }
+
+    /// The children present, each with its slot: by slot, in each slot's order.
+    pub fn children(&self) -> impl Iterator<Item = (&'a str, &'a Json)> + use<'a> {
+        self.res
+            .children
+            .iter()
+            .filter_map(|((slot, _key), reg)| match reg {
+                Some(Register { value: Some(v), .. }) => Some((slot.as_str(), v)),
+                _ => None,
+            })
+    }
+
+    /// A list's items in order (empty for anything else).
+    pub fn items(&self) -> Vec<&'a str> {
+        self.res
+            .ordered_items()
+            .into_iter()
+            .map(|(item, _)| item)
+            .collect()
+    }
+}
+
 /// The resources of one share, and the schema files it carries.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct State {
@@ -352,39 +399,47 @@ impl State {
     /// The resource as the local API shows it: `{"id", "type", "properties", "children",
     /// "items"}`, or `{"id", "deleted": true}`. `None` if no op touched it.
     pub fn resource(&self, id: &str) -> Option<Json> {
-        let res = self.resources.get(id)?;
-        if res.deleted() {
-            return Some(json!({"id": id, "deleted": true}));
-        }
-        let kind = res.kind.as_ref()?;
-        let properties: Map<String, Json> = res
-            .properties
-            .iter()
-            .filter_map(|(k, r)| Some((k.clone(), r.as_ref()?.value.clone())))
+        let parts = match self.view(id)? {
+            View::Deleted => return Some(json!({"id": id, "deleted": true})),
+            View::Live(parts) => parts,
+        };
+        let properties: Map<String, Json> = parts
+            .properties()
+            .map(|(k, v)| (k.to_owned(), v.clone()))
             .collect();
         let mut children: Map<String, Json> = Map::new();
-        for ((slot, _key), reg) in &res.children {
-            if let Some(Register { value: Some(v), .. }) = reg {
-                children
-                    .entry(slot.clone())
-                    .or_insert_with(|| Json::Array(vec![]))
-                    .as_array_mut()
-                    .expect("slots are arrays")
-                    .push(v.clone());
-            }
+        for (slot, v) in parts.children() {
+            children
+                .entry(slot.to_owned())
+                .or_insert_with(|| Json::Array(vec![]))
+                .as_array_mut()
+                .expect("slots are arrays")
+                .push(v.clone());
         }
-        let items: Vec<Json> = res
-            .ordered_items()
+        let items: Vec<Json> = parts
+            .items()
             .into_iter()
-            .map(|(item, _)| Json::String(item.to_owned()))
+            .map(|item| Json::String(item.to_owned()))
             .collect();
         Some(json!({
             "id": id,
-            "type": kind.value,
+            "type": parts.kind(),
             "properties": properties,
             "children": children,
             "items": items,
         }))
+    }
+
+    /// What [`State::resource`] shows, borrowed from the state rather than built as JSON (a
+    /// store writing thousands of new resources reads them this way). `None` if no op touched
+    /// it, or none gave it a type.
+    pub fn view(&self, id: &str) -> Option<View<'_>> {
+        let res = self.resources.get(id)?;
+        if res.deleted() {
+            return Some(View::Deleted);
+        }
+        let kind = res.kind.as_ref()?.value.as_str();
+        Some(View::Live(Parts { res, kind }))
     }
 
     /// The text of schema file `file` as the share carries it.

@@ -499,7 +499,9 @@ impl SyncPeer {
                 let mut taken = Vec::with_capacity(ops.len());
                 for wire in ops {
                     // A bad op costs only itself; whatever became of a good one, it arrived.
-                    let Ok(op) = Op::decode(&wire) else { continue };
+                    let Ok(op) = Op::decode_owned(wire, None) else {
+                        continue;
+                    };
                     let asked = self
                         .initiated
                         .get(&share)

@@ -58,7 +58,8 @@ fn alice_list(store: &mut Store, items: usize) -> String {
     list.id
 }
 
-/// What `shares.create` does: the genesis, a grant, a create placing each item, one commit.
+/// What `shares.create` does: the genesis, a grant, one read of the items, a create placing
+/// each item, one commit.
 fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> Replica {
     let now = allpeers_model::hlc::now_ms();
     let root = store.get(list_id).expect("get").expect("the list");
@@ -71,8 +72,8 @@ fn share(store: &mut Store, key: &SigningKey, list_id: &str, member: PeerId) -> 
     };
     replica.author(key, grant, now).expect("grant");
     let mut actions = Vec::new();
-    for item in store.list_items(list_id).expect("items").items {
-        let r = store.get(&item).expect("get").expect("an item");
+    let items = store.list_items(list_id).expect("items").items;
+    for r in store.get_many(&items).expect("items") {
         actions.push(Action::CreateInList {
             resource: r.id.clone(),
             kind: r.type_name.clone(),

@@ -17,11 +17,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use allpeers_model::id::PeerId;
-use allpeers_model::resource::Resource;
+use allpeers_model::resource::{Child, Resource, Value};
 use allpeers_model::schema::app::check_carried;
+use allpeers_replica::state::{Parts, View};
 use allpeers_replica::store::{OpStore, Stored};
 use allpeers_replica::{Action, Changes, Replica, ShareId};
 use rusqlite::params;
+use serde::Deserialize;
 use serde_json::{Value as Json, json};
 
 use crate::list::LIST_TYPE;
@@ -52,6 +54,7 @@ enum Plan {
     },
     Delete {
         rid: i64,
+        id: String,
         type_name: String,
     },
 }
@@ -134,15 +137,27 @@ impl Store {
         Ok((old, write::check(&self.reg, &adapters, r)?))
     }
 
-    /// Decides how the replica's view of `id` is written here; `None`: nothing to do (no
-    /// change, or a view that does not fit its type, logged).
-    fn plan(&self, id: &str, view: Option<Json>) -> Result<Option<Plan>> {
-        let existing = self.reader().rid_of(id)?;
+    /// Decides how the replica's view of `id` is written here, `existing` where it is stored
+    /// (read for many ids at once); `None`: nothing to do (no change, or a view that does not
+    /// fit its type, logged).
+    fn plan(
+        &self,
+        id: &str,
+        view: Option<View<'_>>,
+        existing: Option<&(i64, String)>,
+    ) -> Result<Option<Plan>> {
         let Some(view) = view else { return Ok(None) };
-        if view.get("deleted").and_then(Json::as_bool) == Some(true) {
-            return Ok(existing.map(|(rid, type_name)| Plan::Delete { rid, type_name }));
-        }
-        let mut r = match resource_of(id, &view) {
+        let parts = match view {
+            View::Deleted => {
+                return Ok(existing.map(|(rid, type_name)| Plan::Delete {
+                    rid: *rid,
+                    id: id.to_owned(),
+                    type_name: type_name.clone(),
+                }));
+            }
+            View::Live(parts) => parts,
+        };
+        let mut r = match resource_of(id, &parts) {
             Ok(r) => r,
             Err(why) => {
                 allpeers_log::bone!(resource = id, "replicated view not materialised: {why}");
@@ -152,6 +167,7 @@ impl Store {
         let adapters = self.adapters.chain(&self.reg, &r.type_name);
         match existing {
             Some((rid, _)) => {
+                let rid = *rid;
                 let old = self.reader().load(rid)?;
                 // Local metadata is this node's own.
                 r.meta = old.meta.clone();
@@ -185,26 +201,19 @@ impl Store {
     }
 }
 
-/// A replica's resource view (`{"id", "type", "properties", "children", "items"}`) as a
-/// resource (properties set to `null` are absent).
-fn resource_of(id: &str, view: &Json) -> std::result::Result<Resource, String> {
-    let properties: serde_json::Map<String, Json> = view
-        .get("properties")
-        .and_then(Json::as_object)
-        .map(|m| {
-            m.iter()
-                .filter(|(_, v)| !v.is_null())
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    let shaped = json!({
-        "id": id,
-        "type": view.get("type").cloned().unwrap_or(Json::Null),
-        "properties": properties,
-        "children": view.get("children").cloned().unwrap_or_else(|| json!({})),
-    });
-    serde_json::from_value(shaped).map_err(|e| e.to_string())
+/// A replica's live resource as a resource (properties set to `null` are absent), read from
+/// the state's own values: what deserialising its JSON view gave, without building the view.
+fn resource_of(id: &str, parts: &Parts<'_>) -> std::result::Result<Resource, String> {
+    let mut r = Resource::new(parts.kind()).with_id(id);
+    for (name, value) in parts.properties().filter(|(_, v)| !v.is_null()) {
+        let value = Value::deserialize(value).map_err(|e| format!("property {name}: {e}"))?;
+        r.properties.insert(name.to_owned(), value);
+    }
+    for (slot, child) in parts.children() {
+        let child = Child::deserialize(child).map_err(|e| format!("child of {slot}: {e}"))?;
+        r.children.entry(slot.to_owned()).or_default().push(child);
+    }
+    Ok(r)
 }
 
 fn share_id(bytes: &[u8]) -> Result<ShareId> {
@@ -333,12 +342,6 @@ impl Store {
                     .map(str::to_owned),
             );
         }
-        let mut plans = Vec::new();
-        for id in &resources {
-            if let Some(plan) = self.plan(id, replica.resource(id))? {
-                plans.push(plan);
-            }
-        }
         // Lists of the share whose items may have changed: those touched, and those holding a
         // touched resource (an item created after its add). Only those are read back, in the
         // replica's order (positions and arrival keys): a commit costs what it changed plus
@@ -369,6 +372,23 @@ impl Store {
                 (id.to_owned(), items)
             })
             .collect();
+        // Where each resource of the commit and each item of those lists is stored, read in
+        // a few statements (not one per resource); kept up to date with what the transaction
+        // creates and deletes, it places the lists' items below.
+        let mut stored = self.reader().rids_of(
+            resources.iter().map(String::as_str).chain(
+                lists
+                    .iter()
+                    .flat_map(|(id, items)| std::iter::once(id).chain(items))
+                    .map(String::as_str),
+            ),
+        )?;
+        let mut plans = Vec::new();
+        for id in &resources {
+            if let Some(plan) = self.plan(id, state.view(id), stored.get(id))? {
+                plans.push(plan);
+            }
+        }
         let time = (self.clock)();
         let (mut tx, query_lists, inserts) = self.begin()?;
         for (file, text) in &carried.files {
@@ -402,7 +422,10 @@ impl Store {
                 other => rest.push(other),
             }
         }
-        let new_lists = tx.create(inserts, query_lists, &created)?;
+        let (new_lists, rids) = tx.create(inserts, query_lists, &created)?;
+        for (r, rid) in created.iter().zip(rids) {
+            stored.insert(r.id.clone(), (rid, r.type_name.clone()));
+        }
         let mut replaced = Vec::new();
         for plan in &rest {
             match plan {
@@ -412,17 +435,13 @@ impl Store {
                         replaced.push((*rid, ql));
                     }
                 }
-                Plan::Delete { rid, type_name } => {
-                    let id = tx
-                        .reader()
-                        .id_of(*rid)?
-                        .map(|(id, _)| id)
-                        .unwrap_or_default();
+                Plan::Delete { rid, id, type_name } => {
                     tx.delete(Target {
                         rid: *rid,
-                        id: &id,
+                        id,
                         type_name,
                     })?;
+                    stored.remove(id);
                     replaced.push((*rid, None));
                 }
             }
@@ -434,32 +453,29 @@ impl Store {
             Some((_, ql)) => ql.is_some(),
             None => new_lists.iter().any(|ql| ql.rid == rid) || query_lists.get(rid).is_some(),
         };
-        for (list_id, wanted) in lists {
-            let Some((lrid, ltype)) = tx.reader().rid_of(&list_id)? else {
+        for (list_id, wanted) in &lists {
+            let Some((lrid, ltype)) = stored.get(list_id) else {
                 continue;
             };
-            if query_backed(lrid) {
+            if query_backed(*lrid) {
                 continue;
             }
             let list = Target {
-                rid: lrid,
-                id: &list_id,
-                type_name: &ltype,
+                rid: *lrid,
+                id: list_id,
+                type_name: ltype,
             };
             // Every item in the replica's order, removed, added or moved in one pass (an item
             // whose create has not arrived yet joins when it does).
-            let mut kept = Vec::with_capacity(wanted.len());
-            for item in &wanted {
-                if let Some((irid, itype)) = tx.reader().rid_of(item)? {
-                    kept.push((irid, item, itype));
-                }
-            }
-            let order: Vec<Target<'_>> = kept
+            let order: Vec<Target<'_>> = wanted
                 .iter()
-                .map(|(rid, id, itype)| Target {
-                    rid: *rid,
-                    id,
-                    type_name: itype,
+                .filter_map(|item| {
+                    let (rid, type_name) = stored.get(item)?;
+                    Some(Target {
+                        rid: *rid,
+                        id: item,
+                        type_name,
+                    })
                 })
                 .collect();
             tx.list_arrange(query_lists, list, &order)?;

@@ -197,21 +197,24 @@ impl<'a> WriteTx<'a> {
 
     /// Stores `rs` (prepared by [`prepare_new`]), logs each create, populates new query-backed
     /// lists (returned, for the store to keep live once committed) and updates existing ones.
+    /// Also returns each resource's row id, in `rs`'s order.
     pub fn create(
         &mut self,
         inserts: &mut InsertSql,
         lists: &QueryLists,
         rs: &[Resource],
-    ) -> Result<Vec<QueryList>> {
+    ) -> Result<(Vec<QueryList>, Vec<i64>)> {
         let listening = !self.listeners.is_empty();
         let mut new_lists = Vec::new();
         let mut events = Vec::new();
+        let mut rids = Vec::with_capacity(rs.len());
         {
             // The INSERT statements of this transaction by type, kept for all of `rs`, as
             // hand-written code would.
             let mut stmts: HashMap<&str, rusqlite::CachedStatement<'_>> = HashMap::new();
             for r in rs {
                 let rid = self.insert(inserts, &mut stmts, r)?;
+                rids.push(rid);
                 let target = Target {
                     rid,
                     id: &r.id,
@@ -240,7 +243,7 @@ impl<'a> WriteTx<'a> {
             }
         }
         self.events.extend(events);
-        Ok(new_lists)
+        Ok((new_lists, rids))
     }
 
     /// Rows of `r` in every table of its type chain, then its children and metadata; returns

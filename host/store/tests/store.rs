@@ -1076,3 +1076,42 @@ fn a_failed_write_fires_no_event_and_changes_nothing() {
     let kinds: Vec<EventKind> = seen.lock().unwrap().iter().map(|e| e.kind).collect();
     assert_eq!(kinds, [EventKind::Created, EventKind::ItemAdded]);
 }
+
+#[test]
+fn get_many_reads_what_get_reads_in_the_order_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = open(&dir);
+    let message = Resource::new("Message")
+        .with_id("m")
+        .with("sender", ME)
+        .with("sent", "2026-11-25T03:00:00Z")
+        .with("body", "hello")
+        .with_child("receipt", Child::default().with("peer", "p1"))
+        .with_meta("read", true);
+    s.create(message).unwrap();
+    s.create(image("a.png", 1, 2).with_id("i").with_meta("rating", 4i64))
+        .unwrap();
+    // More than one statement's batch of ids, of several types.
+    let mut ids: Vec<String> = vec!["i".into(), "nowhere".into(), "m".into()];
+    for n in 0..1_201 {
+        let r = if n % 3 == 0 {
+            audio(&format!("{n}.flac"), n)
+        } else {
+            file(&format!("{n}"), n)
+        };
+        ids.push(s.create(r).unwrap().id);
+    }
+    ids.push("i".into());
+    let many = s.get_many(&ids).unwrap();
+    let one_by_one: Vec<Resource> = ids[..ids.len() - 1]
+        .iter()
+        .filter_map(|id| s.get(id).unwrap())
+        .collect();
+    assert_eq!(
+        many.len(),
+        ids.len() - 2,
+        "the missing id and the repeat are skipped"
+    );
+    assert_eq!(many, one_by_one);
+    assert!(s.get_many(&[]).unwrap().is_empty());
+}
