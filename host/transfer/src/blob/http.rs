@@ -27,8 +27,8 @@ use bao_tree::io::sync::truncate_ranges;
 use bao_tree::iter::BaoChunk;
 use bao_tree::{BaoTree, ChunkNum, ChunkRanges, ChunkRangesRef, TreeNode};
 use bytes::Bytes;
-use http_body_util::combinators::BoxBody;
 use futures::FutureExt;
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 pub use hyper::StatusCode;
 use hyper::body::{Body, Frame, Incoming};
@@ -430,7 +430,11 @@ struct NodeWindow {
 
 impl NodeWindow {
     /// The two child hashes of `node`, as stored.
-    fn read(&mut self, outboard: &PreOrderOutboard<File>, node: TreeNode) -> std::io::Result<&[u8]> {
+    fn read(
+        &mut self,
+        outboard: &PreOrderOutboard<File>,
+        node: TreeNode,
+    ) -> std::io::Result<&[u8]> {
         let at = outboard
             .tree
             .pre_order_offset(node)
@@ -441,7 +445,10 @@ impl NodeWindow {
             self.bytes.resize(NODE_WINDOW, 0);
             let mut got = 0;
             while got < NODE_WINDOW {
-                match outboard.data.read_at(&mut self.bytes[got..], at + got as u64) {
+                match outboard
+                    .data
+                    .read_at(&mut self.bytes[got..], at + got as u64)
+                {
                     Ok(0) => break,
                     Ok(n) => got += n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}

@@ -138,7 +138,9 @@ impl Landing {
     /// Writes the tree nodes gathered, then offers the blocks that waited on them.
     fn save_nodes(&mut self) -> std::io::Result<()> {
         if !self.nodes.is_empty() {
-            self.outboard.data.write_all_at(&self.nodes, self.nodes_at)?;
+            self.outboard
+                .data
+                .write_all_at(&self.nodes, self.nodes_at)?;
             self.nodes.clear();
         }
         if !self.unsaved.is_empty() {
