@@ -160,7 +160,7 @@ impl Asker {
                 move |item| {
                     if let Verified::Block { offset, data } = item {
                         sink.lock().unwrap()[offset as usize..offset as usize + data.len()]
-                            .copy_from_slice(data);
+                            .copy_from_slice(&data);
                     }
                     Ok(())
                 },

@@ -3,8 +3,8 @@
 //! TCP — and a QUIC stream; as the node does: `blob::download`, every block verified, written and journaled) against
 //! raw rustls over TCP moving the same number of bytes (no framing, nothing verified or written: the ceiling).
 //!
-//! `cargo bench -p allpeers-transfer --bench files [-- --size-mib N]` (default 256) prints MB/s, CPU seconds per GB
-//! (both ends: one process) and the ratio to the baseline.
+//! `cargo bench -p allpeers-transfer --bench files [-- --size-mib N] [--only yamux|bulk|quic]` (default 256 MiB, every
+//! path) prints MB/s, CPU seconds per GB (both ends: one process) and the ratio to the baseline, which always runs.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -75,6 +75,7 @@ where
 
 fn main() {
     let mut size_mib: u64 = 256;
+    let mut only = None;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--size-mib" {
@@ -82,6 +83,13 @@ fn main() {
                 .next()
                 .and_then(|s| s.parse().ok())
                 .expect("--size-mib N");
+        } else if arg == "--only" {
+            only = Some(match args.next().as_deref() {
+                Some("yamux") => Path::Yamux,
+                Some("bulk") => Path::Bulk,
+                Some("quic") => Path::Quic,
+                _ => panic!("--only yamux|bulk|quic"),
+            });
         }
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -89,10 +97,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(size_mib << 20));
+    rt.block_on(run(size_mib << 20, only));
 }
 
-async fn run(size: u64) {
+async fn run(size: u64, only: Option<Path>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.bin");
     let data: Vec<u8> = (0..size as u32)
@@ -174,7 +182,8 @@ async fn run(size: u64) {
         })
         .await,
     );
-    for path in [Path::Yamux, Path::Bulk, Path::Quic] {
+    let paths = only.map_or(vec![Path::Yamux, Path::Bulk, Path::Quic], |path| vec![path]);
+    for path in paths {
         let kind = match path {
             Path::Yamux | Path::Bulk => TransportKind::Tcp,
             Path::Quic => TransportKind::Quic,

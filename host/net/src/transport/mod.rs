@@ -331,6 +331,7 @@ impl Connection {
             owed: 0,
             paying: None,
             frame: None,
+            failed: None,
             _live: token,
         }
     }
@@ -784,6 +785,8 @@ pub struct RecvStream {
     paying: Option<LimitWait>,
     /// A frame being read: kept across calls, so a cancelled `read_frame` loses nothing.
     frame: Option<Box<FrameDecoder>>,
+    /// The transport's error met after a read had bytes: returned by the next read.
+    failed: Option<std::io::Error>,
     _live: Arc<StreamToken>,
 }
 
@@ -808,18 +811,47 @@ impl RecvStream {
         Poll::Ready(())
     }
 
+    fn poll_transport(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match &mut self.inner {
+            RecvInner::Quic(s) => AsyncRead::poll_read(Pin::new(s), cx, buf),
+            RecvInner::Tcp(s) => AsyncRead::poll_read(Pin::new(&mut s.half), cx, buf),
+            RecvInner::Bulk(s) => AsyncRead::poll_read(Pin::new(s), cx, buf),
+        }
+    }
+
     fn poll_read_into(
         &mut self,
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
+        if let Some(error) = self.failed.take() {
+            return Poll::Ready(Err(error));
+        }
         ready!(self.poll_pay(cx));
         let before = buf.filled().len();
-        ready!(match &mut self.inner {
-            RecvInner::Quic(s) => AsyncRead::poll_read(Pin::new(s), cx, buf),
-            RecvInner::Tcp(s) => AsyncRead::poll_read(Pin::new(&mut s.half), cx, buf),
-            RecvInner::Bulk(s) => AsyncRead::poll_read(Pin::new(s), cx, buf),
-        })?;
+        ready!(self.poll_transport(cx, buf))?;
+        // With no download limit, whatever else the transport already holds goes into the same read, up to the
+        // caller's buffer: the transports hand out one TLS record or QUIC chunk (~16 KiB) per read, and a reader
+        // like hyper passes each read on as one body piece (a channel hop and a split Bao block each).
+        if buf.filled().len() > before && !self.shared.limited(&self.own, Way::Down) {
+            while buf.remaining() > 0 {
+                let got = buf.filled().len();
+                match self.poll_transport(cx, buf) {
+                    Poll::Ready(Ok(())) if buf.filled().len() > got => {}
+                    // Reported with the next read: this one returns the bytes it has.
+                    Poll::Ready(Err(error)) => {
+                        self.failed = Some(error);
+                        break;
+                    }
+                    // Nothing more now (the waker stays registered: a wake-up later is harmless), or the end.
+                    Poll::Ready(Ok(())) | Poll::Pending => break,
+                }
+            }
+        }
         let n = buf.filled().len() - before;
         if n > 0 {
             self.shared.record_received(n);

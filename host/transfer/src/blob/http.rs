@@ -16,15 +16,18 @@
 //! blocks a partial holder lacks).
 
 use std::convert::Infallible;
+use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use bao_tree::io::sync::{Outboard, truncate_ranges};
+use bao_tree::io::outboard::PreOrderOutboard;
+use bao_tree::io::sync::truncate_ranges;
 use bao_tree::iter::BaoChunk;
-use bao_tree::{BaoTree, ChunkNum, ChunkRanges, ChunkRangesRef};
-use bytes::{Bytes, BytesMut};
+use bao_tree::{BaoTree, ChunkNum, ChunkRanges, ChunkRangesRef, TreeNode};
+use bytes::Bytes;
+use futures::FutureExt;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 pub use hyper::StatusCode;
@@ -51,6 +54,8 @@ const SEND_BUFFER: usize = 256 * 1024;
 /// Encoded buffers in flight between the encoder thread and the connection, and between the connection and the
 /// decoder thread.
 const CHANNEL_DEPTH: usize = 8;
+/// Bytes of a body gathered before they go to the decoder thread (at most: less when it waits for them).
+const RECEIVE_BUFFER: usize = 256 * 1024;
 
 /// Why a request is not served.
 #[derive(Debug, Clone)]
@@ -291,18 +296,20 @@ fn encoded_len(tree: BaoTree, chunks: &ChunkRanges) -> u64 {
 /// The encoder thread: the Bao encoding of `chunks` of `source` (what `bao_tree::io::sync::encode_ranges` writes:
 /// each tree node the chunks need, then each block), handed to the connection in buffers of about [`SEND_BUFFER`]
 /// bytes. Each block is read from the file straight into the buffer that is sent, where `encode_ranges` reads it into
-/// a buffer of its own for a writer to copy again.
+/// a buffer of its own for a writer to copy again; the buffers come back once sent ([`Pool`]: none zero-filled or
+/// faulted in again), and the tree nodes are read a window at a time (in the order they are sent: the tree file's).
 fn encode_body(
     source: &Source,
     chunks: &ChunkRangesRef,
     tx: &mpsc::Sender<std::io::Result<Bytes>>,
 ) -> std::io::Result<()> {
-    let fresh = || BytesMut::with_capacity(SEND_BUFFER + BLOCK_BYTES as usize);
-    let send = |buf: BytesMut| {
-        tx.blocking_send(Ok(buf.freeze()))
+    let pool = Pool::new(SEND_BUFFER + BLOCK_BYTES as usize);
+    let mut nodes = NodeWindow::default();
+    let send = |buf: Pooled| {
+        tx.blocking_send(Ok(Bytes::from_owner(buf)))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     };
-    let mut buf = fresh();
+    let mut buf = pool.take();
     for item in source
         .outboard
         .tree
@@ -310,30 +317,153 @@ fn encode_body(
     {
         match item {
             BaoChunk::Parent { node, .. } => {
-                let (left, right) = source.outboard.load(node)?.ok_or_else(|| {
-                    std::io::Error::other(format!("the tree has no node {node:?}"))
-                })?;
-                buf.extend_from_slice(left.as_bytes());
-                buf.extend_from_slice(right.as_bytes());
+                let pair = nodes.read(&source.outboard, node)?;
+                buf.buf[buf.len..buf.len + 64].copy_from_slice(pair);
+                buf.len += 64;
             }
             BaoChunk::Leaf {
                 start_chunk, size, ..
             } => {
-                let at = buf.len();
-                buf.resize(at + size, 0);
-                source
-                    .file
-                    .read_exact_at(&mut buf[at..], start_chunk.to_bytes())?;
+                source.file.read_exact_at(
+                    &mut buf.buf[buf.len..buf.len + size],
+                    start_chunk.to_bytes(),
+                )?;
+                buf.len += size;
             }
         }
-        if buf.len() >= SEND_BUFFER {
-            send(std::mem::replace(&mut buf, fresh()))?;
+        if buf.len >= SEND_BUFFER {
+            send(std::mem::replace(&mut buf, pool.take()))?;
         }
     }
-    if !buf.is_empty() {
+    if buf.len > 0 {
         send(buf)?;
     }
     Ok(())
+}
+
+/// One body's buffers (the encoder's, or the decoder's), each back here once its last [`Bytes`] is dropped, at most
+/// [`POOL_KEPT`] kept: a buffer taken is neither filled with zeros nor faulted in page by page again. (Fresh buffers
+/// for every 256 KiB cost more in page faults than the copy into them: the allocator gives their pages back.)
+#[derive(Clone)]
+struct Pool(Arc<PoolInner>);
+
+struct PoolInner {
+    size: usize,
+    kept: std::sync::Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers a pool keeps: what the channel and the connection hold at once, one being filled and one being read.
+const POOL_KEPT: usize = CHANNEL_DEPTH + 2;
+
+impl Pool {
+    /// A pool of buffers of `size` bytes.
+    fn new(size: usize) -> Pool {
+        Pool(Arc::new(PoolInner {
+            size,
+            kept: Default::default(),
+        }))
+    }
+
+    /// An empty buffer.
+    fn take(&self) -> Pooled {
+        let buf = self
+            .0
+            .kept
+            .lock()
+            .expect("pool")
+            .pop()
+            .unwrap_or_else(|| vec![0; self.0.size]);
+        Pooled {
+            buf,
+            len: 0,
+            pool: self.clone(),
+        }
+    }
+}
+
+/// A pool's buffer: its first `len` bytes are the encoding to send.
+struct Pooled {
+    buf: Vec<u8>,
+    len: usize,
+    pool: Pool,
+}
+
+impl AsRef<[u8]> for Pooled {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+impl Pooled {
+    fn room(&self) -> usize {
+        self.buf.len() - self.len
+    }
+
+    /// Appends as much of `data` as fits; returns how much.
+    fn fill(&mut self, data: &[u8]) -> usize {
+        let n = self.room().min(data.len());
+        self.buf[self.len..self.len + n].copy_from_slice(&data[..n]);
+        self.len += n;
+        n
+    }
+}
+
+impl Drop for Pooled {
+    fn drop(&mut self) {
+        let mut kept = self.pool.0.kept.lock().expect("pool");
+        if kept.len() < POOL_KEPT {
+            kept.push(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// Bytes of the tree file read at once: 1,024 nodes, the nodes of 16 MiB of blocks.
+const NODE_WINDOW: usize = 64 * 1024;
+
+/// The tree file read a window at a time: the nodes a range needs come in the file's order (pre-order), where
+/// bao-tree's `load` reads each node's 64 bytes with a system call of its own.
+#[derive(Default)]
+struct NodeWindow {
+    at: u64,
+    bytes: Vec<u8>,
+}
+
+impl NodeWindow {
+    /// The two child hashes of `node`, as stored.
+    fn read(
+        &mut self,
+        outboard: &PreOrderOutboard<File>,
+        node: TreeNode,
+    ) -> std::io::Result<&[u8]> {
+        let at = outboard
+            .tree
+            .pre_order_offset(node)
+            .ok_or_else(|| std::io::Error::other(format!("the tree has no node {node:?}")))?
+            * 64;
+        let inside = at >= self.at && at + 64 <= self.at + self.bytes.len() as u64;
+        if !inside {
+            self.bytes.resize(NODE_WINDOW, 0);
+            let mut got = 0;
+            while got < NODE_WINDOW {
+                match outboard
+                    .data
+                    .read_at(&mut self.bytes[got..], at + got as u64)
+                {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            self.bytes.truncate(got);
+            self.at = at;
+            if got < 64 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        let from = (at - self.at) as usize;
+        Ok(&self.bytes[from..from + 64])
+    }
 }
 
 /// The encoder's buffers, let through as `throttles` allow.
@@ -596,7 +726,7 @@ impl Fetch {
     /// Returns when the body ends; an error of the sink stops it as [`FetchError::Landing`].
     pub async fn receive<S>(self, throttles: Throttles, sink: S) -> Result<(), FetchError>
     where
-        S: FnMut(Verified<'_>) -> std::io::Result<()> + Send + 'static,
+        S: FnMut(Verified) -> std::io::Result<()> + Send + 'static,
     {
         // A tokio channel: a full one makes this task wait, where a blocking send would stall a runtime worker
         // (one of the two that also drive the transport).
@@ -613,15 +743,47 @@ impl Fetch {
             )
         });
         let mut body = self.body;
+        // The body's bytes are copied into buffers of our own, reused, and hyper's dropped at once: hyper then reads
+        // into the same buffer again, where a buffer still queued for the decoder made it allocate a fresh one for
+        // every read (page faults cost more than this copy). A buffer goes to the decoder when full, or when the
+        // body has nothing more ready (so a slow body is verified as it comes).
+        let pool = Pool::new(RECEIVE_BUFFER);
         let forwarded = async {
-            while let Some(frame) = body.frame().await {
-                if let Ok(data) = frame?.into_data() {
-                    throttles.received(data.len()).await;
-                    // The decoder stopped (a bad block): its error is the one to report.
-                    if tx.send(data).await.is_err() {
-                        break;
+            let mut buf = pool.take();
+            loop {
+                let next = match body.frame().now_or_never() {
+                    Some(next) => next,
+                    None => {
+                        if buf.len > 0 {
+                            let ready = std::mem::replace(&mut buf, pool.take());
+                            // The decoder stopped (a bad block): its error is the one to report.
+                            if tx.send(Bytes::from_owner(ready)).await.is_err() {
+                                return Ok(());
+                            }
+                        }
+                        body.frame().await
+                    }
+                };
+                let Some(frame) = next else {
+                    break;
+                };
+                let Ok(data) = frame?.into_data() else {
+                    continue;
+                };
+                throttles.received(data.len()).await;
+                let mut rest = &data[..];
+                while !rest.is_empty() {
+                    rest = &rest[buf.fill(rest)..];
+                    if buf.room() == 0 {
+                        let full = std::mem::replace(&mut buf, pool.take());
+                        if tx.send(Bytes::from_owner(full)).await.is_err() {
+                            return Ok(());
+                        }
                     }
                 }
+            }
+            if buf.len > 0 {
+                let _ = tx.send(Bytes::from_owner(buf)).await;
             }
             Ok::<(), FetchError>(())
         };
@@ -643,7 +805,7 @@ pub fn decode_blocks(
     hash: ContentHash,
     size: u64,
     range: std::ops::Range<u64>,
-    mut sink: impl FnMut(Verified<'_>) -> std::io::Result<()>,
+    mut sink: impl FnMut(Verified) -> std::io::Result<()>,
 ) -> Result<(), FetchError> {
     let tree = BaoTree::new(size, BLOCK_SIZE);
     let (_, chunks) = block_ranges(range, size);
@@ -750,7 +912,7 @@ mod tests {
             let mut got = vec![0u8; data.len()];
             decode_blocks(pieces(&encoded), hash, size, start..size, |item| {
                 if let Verified::Block { offset, data } = item {
-                    got[offset as usize..offset as usize + data.len()].copy_from_slice(data);
+                    got[offset as usize..offset as usize + data.len()].copy_from_slice(&data);
                 }
                 Ok(())
             })
@@ -821,7 +983,7 @@ mod tests {
             .receive(Throttles(vec![]), move |item| {
                 if let Verified::Block { offset, data } = item {
                     sink.lock().unwrap()[offset as usize..offset as usize + data.len()]
-                        .copy_from_slice(data);
+                        .copy_from_slice(&data);
                 }
                 Ok(())
             })

@@ -10,10 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bao_tree::io::outboard::PreOrderOutboard;
-use bao_tree::io::sync::OutboardMut;
 
-use super::BLOCK_BYTES;
 use super::http::Verified;
+use super::{BLOCK_BYTES, CHUNK_BYTES};
 use crate::cache::journal::Journal;
 use crate::swarm::geometry::PieceSet;
 
@@ -21,6 +20,9 @@ use crate::swarm::geometry::PieceSet;
 /// a sync per MiB halved the throughput (`benches/files.rs`); a crash refetches at most this much or this long.
 const COMMIT_BYTES: u64 = 16 << 20;
 const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
+/// Tree nodes gathered before they are written, at most (in bytes: 64 a node). A range's nodes arrive in the tree
+/// file's own order (pre-order), about one per block; one write of 64 bytes per node cost a system call per block.
+const NODES_BATCH: usize = 16 * 1024;
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     /// Verified, synced and journaled.
@@ -92,6 +94,12 @@ pub(super) struct Landing {
     pub(super) outboard: PreOrderOutboard<File>,
     /// Blocks written and verified (their nodes saved first): what others may fetch from us.
     pub(super) written: Arc<Mutex<PieceSet>>,
+    /// Tree nodes received and not yet written: contiguous in the tree file from byte `nodes_at`. Written when a
+    /// chunk's last block lands (others are offered whole chunks only), when the batch is full, and at a commit.
+    pub(super) nodes: Vec<u8>,
+    pub(super) nodes_at: u64,
+    /// Blocks written whose tree nodes are still in `nodes`: served on once those are written.
+    pub(super) unsaved: Vec<u32>,
     pub(super) journal: Journal,
     pub done: PieceSet,
     /// Written and verified, not yet synced and journaled.
@@ -103,23 +111,55 @@ pub(super) struct Landing {
 }
 
 impl Landing {
-    /// Lands what a verified body yields: a tree node is saved, a block written.
-    pub fn land(&mut self, item: Verified<'_>) -> std::io::Result<()> {
+    /// Lands what a verified body yields: a tree node is gathered for the tree file, a block written.
+    pub fn land(&mut self, item: Verified) -> std::io::Result<()> {
         match item {
-            Verified::Parent(node, pair) => self.outboard.save(node, &pair),
-            Verified::Block { offset, data } => self.write(offset, data),
+            Verified::Parent(node, (left, right)) => {
+                // As bao-tree's `PreOrderOutboard::save`: a node with no place in the file is not kept.
+                let Some(at) = self.outboard.tree.pre_order_offset(node).map(|n| n * 64) else {
+                    return Ok(());
+                };
+                if !self.nodes.is_empty() && at != self.nodes_at + self.nodes.len() as u64
+                    || self.nodes.len() >= NODES_BATCH
+                {
+                    self.save_nodes()?;
+                }
+                if self.nodes.is_empty() {
+                    self.nodes_at = at;
+                }
+                self.nodes.extend_from_slice(left.as_bytes());
+                self.nodes.extend_from_slice(right.as_bytes());
+                Ok(())
+            }
+            Verified::Block { offset, data } => self.write(offset, &data),
         }
+    }
+
+    /// Writes the tree nodes gathered, then offers the blocks that waited on them.
+    fn save_nodes(&mut self) -> std::io::Result<()> {
+        if !self.nodes.is_empty() {
+            self.outboard
+                .data
+                .write_all_at(&self.nodes, self.nodes_at)?;
+            self.nodes.clear();
+        }
+        if !self.unsaved.is_empty() {
+            let mut written = self.written.lock().expect("written");
+            for block in self.unsaved.drain(..) {
+                written.insert(block);
+            }
+        }
+        Ok(())
     }
 
     fn write(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
         self.file.write_all_at(bytes, offset)?;
         let first = (offset / BLOCK_BYTES) as u32;
-        let last = (offset + bytes.len() as u64).div_ceil(BLOCK_BYTES) as u32;
-        {
-            let mut written = self.written.lock().expect("written");
-            for block in first..last {
-                written.insert(block);
-            }
+        let end = offset + bytes.len() as u64;
+        let last = end.div_ceil(BLOCK_BYTES) as u32;
+        self.unsaved.extend(first..last);
+        if self.nodes.is_empty() || end.is_multiple_of(CHUNK_BYTES) || end == self.size {
+            self.save_nodes()?;
         }
         for block in first..last {
             if !self.done.contains(block) && !self.pending.contains(&block) {
@@ -133,8 +173,9 @@ impl Landing {
         Ok(())
     }
 
-    /// Syncs the data written, then journals its blocks.
+    /// Writes the tree nodes gathered, syncs the data written, then journals its blocks.
     pub fn commit(&mut self) -> std::io::Result<()> {
+        self.save_nodes()?;
         if self.pending.is_empty() {
             return Ok(());
         }

@@ -16,10 +16,10 @@ use blake3::hazmat::{
 use bytes::{Bytes, BytesMut};
 
 /// What a verified body yields, in order: the tree nodes above the blocks (for a partial holder's own tree), then
-/// each block.
-pub enum Verified<'a> {
+/// each block — a slice of the body's buffer (shared, not copied), so a sink may keep it to write several at once.
+pub enum Verified {
     Parent(TreeNode, (blake3::Hash, blake3::Hash)),
-    Block { offset: u64, data: &'a [u8] },
+    Block { offset: u64, data: Bytes },
 }
 
 /// Why a body does not decode.
@@ -75,7 +75,7 @@ impl Verifier {
     pub fn push<E>(
         &mut self,
         mut data: Bytes,
-        sink: &mut impl FnMut(Verified<'_>) -> Result<(), E>,
+        sink: &mut impl FnMut(Verified) -> Result<(), E>,
     ) -> Result<(), PushError<E>> {
         while !data.is_empty() {
             let Some(item) = self.next else {
@@ -89,13 +89,15 @@ impl Verifier {
                 data.split_to(want)
             } else {
                 let take = (want - self.partial.len()).min(data.len());
+                // Room for the whole item at once: no regrowth (bounded by the block size).
+                self.partial.reserve(want - self.partial.len());
                 self.partial.extend_from_slice(&data.split_to(take));
                 if self.partial.len() < want {
                     return Ok(());
                 }
                 self.partial.split().freeze()
             };
-            self.verify(item, &bytes, sink)?;
+            self.verify(item, bytes, sink)?;
             self.next = self.items.next();
         }
         Ok(())
@@ -105,10 +107,10 @@ impl Verifier {
     /// verified here.)
     pub fn finish<E>(
         mut self,
-        sink: &mut impl FnMut(Verified<'_>) -> Result<(), E>,
+        sink: &mut impl FnMut(Verified) -> Result<(), E>,
     ) -> Result<(), PushError<E>> {
         if let Some(item @ BaoChunk::Leaf { size: 0, .. }) = self.next {
-            self.verify(item, &[], sink)?;
+            self.verify(item, Bytes::new(), sink)?;
             self.next = self.items.next();
         }
         match self.next {
@@ -122,8 +124,8 @@ impl Verifier {
     fn verify<E>(
         &mut self,
         item: BaoChunk,
-        bytes: &[u8],
-        sink: &mut impl FnMut(Verified<'_>) -> Result<(), E>,
+        bytes: Bytes,
+        sink: &mut impl FnMut(Verified) -> Result<(), E>,
     ) -> Result<(), PushError<E>> {
         let mismatch = PushError::Verify(VerifyError::Mismatch {
             offset: self.verified_to,
@@ -162,11 +164,11 @@ impl Verifier {
                 ..
             } => {
                 let actual = if is_root {
-                    blake3::hash(bytes)
+                    blake3::hash(&bytes)
                 } else {
                     let mut hasher = blake3::Hasher::new();
                     hasher.set_input_offset(start_chunk.to_bytes());
-                    hasher.update(bytes);
+                    hasher.update(&bytes);
                     blake3::Hash::from(hasher.finalize_non_root())
                 };
                 if actual != expected {
@@ -223,7 +225,7 @@ mod tests {
     ) -> (Vec<Item>, Result<(), VerifyError>) {
         let mut verifier = Verifier::new(root, tree, ranges);
         let mut got = Vec::new();
-        let mut sink = |item: Verified<'_>| {
+        let mut sink = |item: Verified| {
             got.push(match item {
                 Verified::Parent(node, (l, r)) => Item::Parent(node, l, r),
                 Verified::Block { offset, data } => Item::Block(offset, data.to_vec()),
