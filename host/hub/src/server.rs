@@ -1412,7 +1412,7 @@ impl Core {
             Refused(&'static str),
             Parked,
             /// With the other instance when the first end is a hop from it.
-            Paired(Parked, Option<Arc<RelayGuard>>, Option<Arc<str>>),
+            Paired(Box<Parked>, Option<Arc<RelayGuard>>, Option<Arc<str>>),
             Dial {
                 instance: Arc<str>,
                 ticket: [u8; 16],
@@ -1473,7 +1473,7 @@ impl Core {
                                     }
                                     _ => None,
                                 };
-                                Join::Paired(first, s._guard, far)
+                                Join::Paired(Box::new(first), s._guard, far)
                             }
                         }
                     }
@@ -1495,7 +1495,7 @@ impl Core {
                 let _ = send.finish().await;
                 return;
             }
-            Join::Paired(first, guard, far) => (first, guard, far),
+            Join::Paired(first, guard, far) => (*first, guard, far),
             Join::Dial {
                 instance,
                 ticket,
