@@ -42,6 +42,8 @@ use crate::throttle::{Limits, Throttle, Throttles};
 const TICK: Duration = Duration::from_millis(250);
 /// Longest wait for a source to answer the request's head.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait in [`FileHandle::stop`] for the download to end (its last blocks synced and journaled).
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 enum Command {
@@ -69,9 +71,23 @@ impl FileHandle {
         let _ = self.commands.send(Command::Resume).await;
     }
 
-    /// Ends the download (what it verified stays, for the next start).
+    /// Ends the download (what it verified stays, for the next start) and waits, bounded, until it has: every
+    /// block it wrote synced and journaled, its files let go. A start right after (the manager restarted) then
+    /// resumes from all of it, and no writer of this run is left to append to the journal the next run reads.
     pub async fn stop(&self) {
         let _ = self.commands.send(Command::Stop).await;
+        if tokio::time::timeout(STOP_TIMEOUT, self.ended())
+            .await
+            .is_err()
+        {
+            allpeers_log::marrow!(hash = %self.hash, "files: a download did not end within {STOP_TIMEOUT:?} of being stopped");
+        }
+    }
+
+    /// Waits until the download has ended and let go of its files (see [`FileHandle::stop`]).
+    pub async fn ended(&self) {
+        let mut progress = self.progress.clone();
+        while progress.changed().await.is_ok() {}
     }
 
     pub fn set_limits(&self, limits: Limits) {
@@ -221,6 +237,13 @@ enum Outcome {
 
 impl Session {
     async fn run(self, mut commands: mpsc::Receiver<Command>) {
+        self.drive(&mut commands).await;
+        // The landing syncs and journals what it holds as it goes (`Landing`'s drop): off the runtime's workers.
+        let landing = self.landing.lock().expect("landing").take();
+        let _ = tokio::task::spawn_blocking(move || drop(landing)).await;
+    }
+
+    async fn drive(&self, commands: &mut mpsc::Receiver<Command>) {
         let mut paused = false;
         loop {
             if paused {
@@ -498,6 +521,7 @@ impl Session {
             last_commit: Instant::now(),
             size: spec.size,
             counters: self.counters.clone(),
+            _progress: self.progress.clone(),
         })))
     }
 
@@ -806,6 +830,92 @@ mod tests {
         assert!(
             fetched <= f.data.len() as u64 - 1024 * 1024,
             "fetched {fetched} again"
+        );
+    }
+
+    /// `stop` returns once every block the download wrote is synced and journaled and its files are let go, so a
+    /// start right after (the manager paused the file, then restarted) resumes from all of it and no writer of the
+    /// stopped run races the next run's journal. Before, `stop` only sent the command: blocks written since the
+    /// last group commit were never journaled, and a decoder thread could go on writing after `stop` returned.
+    /// Repeated, since the stopped run's last writes race the stop.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stopped_download_has_journaled_every_block_it_wrote_when_stop_returns() {
+        // Large enough that four rounds of a throttled half MiB (and the throttle's burst) leave some to fetch.
+        let f = fixture(16 * 1024 * 1024, &["alice"]);
+        let peers = HashMap::from([("alice".to_string(), honest(&f.outboards))]);
+        let target = target(f.dir.path());
+        let (dir, state_dir) = (target.dir.clone(), target.state_dir.clone());
+        let [journal_path, ..] = state_files(&state_dir, &f.spec.hash);
+        let part = part_path(&dir, &f.spec.name).unwrap();
+        let blocks = blocks(f.spec.size);
+        let mut content_id = [0u8; 20];
+        content_id.copy_from_slice(&f.spec.hash.0[..20]);
+        let start_one = |limits| {
+            start(
+                f.spec.clone(),
+                Target {
+                    dir: dir.clone(),
+                    state_dir: state_dir.clone(),
+                    partials: Partials::default(),
+                    outboards: None,
+                },
+                dial(peers.clone()),
+                Arc::new(Throttle::default()),
+                limits,
+            )
+        };
+        let slow = Limits {
+            down: Some(2 * 1024 * 1024),
+            up: None,
+        };
+        let mut journaled_before = 0;
+        for round in 0..4 {
+            let handle = start_one(slow);
+            let mut progress = handle.watch();
+            // Paused part way by the user, as the manager does before it shuts down.
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                progress.wait_for(|p| p.downloaded >= 512 * 1024),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            handle.pause().await;
+            handle.stop().await;
+            let (journal, done) = Journal::open(&journal_path, content_id, blocks).unwrap();
+            drop(journal);
+            let on_disk = std::fs::read(&part).unwrap();
+            let written: Vec<u32> = (0..blocks)
+                .filter(|&b| {
+                    let start = (u64::from(b) * BLOCK_BYTES) as usize;
+                    let end = (start + BLOCK_BYTES as usize).min(f.data.len());
+                    on_disk[start..end] == f.data[start..end]
+                })
+                .collect();
+            let unjournaled: Vec<u32> = written
+                .iter()
+                .copied()
+                .filter(|&b| !done.contains(b))
+                .collect();
+            assert!(
+                unjournaled.is_empty(),
+                "round {round}: blocks written and not journaled when stop returned: {unjournaled:?}"
+            );
+            assert!(
+                done.count() > journaled_before,
+                "round {round}: resumed and went on"
+            );
+            journaled_before = done.count();
+        }
+        let last = start_one(Limits::default());
+        tokio::time::timeout(Duration::from_secs(20), last.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::read(dir.join("film.mkv")).unwrap(),
+            f.data,
+            "whole and right after four stops"
         );
     }
 

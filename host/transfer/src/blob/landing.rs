@@ -11,8 +11,11 @@ use std::time::{Duration, Instant};
 
 use bao_tree::io::outboard::PreOrderOutboard;
 
+use tokio::sync::watch;
+
 use super::http::Verified;
 use super::{BLOCK_BYTES, CHUNK_BYTES};
+use crate::bt::session::Progress;
 use crate::cache::journal::Journal;
 use crate::swarm::geometry::PieceSet;
 
@@ -108,6 +111,19 @@ pub(super) struct Landing {
     pub(super) last_commit: Instant,
     pub(super) size: u64,
     pub(super) counters: Arc<Counters>,
+    /// The download's progress, held as long as the landing lives: the channel closes (and
+    /// `FileHandle::ended` returns) only once the decoder thread of an attempt cut short has let go of it too.
+    pub(super) _progress: Arc<watch::Sender<Progress>>,
+}
+
+impl Drop for Landing {
+    /// A download stopped or cut short keeps what it wrote: synced and journaled here, so the next start resumes
+    /// after it instead of fetching it again.
+    fn drop(&mut self) {
+        if let Err(error) = self.commit() {
+            allpeers_log::marrow!(%error, "files: blocks written before the download stopped were not journaled");
+        }
+    }
 }
 
 impl Landing {

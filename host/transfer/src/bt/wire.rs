@@ -109,7 +109,9 @@ pub fn decode_handshake(bytes: &[u8; HANDSHAKE_LEN]) -> Result<PeerHandshake, Wi
     })
 }
 
-/// Cuts the next whole message off the front of `buf`; `Ok(None)` until one is complete.
+/// Cuts the next whole message off the front of `buf`; `Ok(None)` until one is complete. Room for the rest of a
+/// frame is the caller's to make when it reads again: reserving here, on a buffer whose earlier frames are still
+/// held, would allocate a new buffer for every partial frame.
 pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<PeerMessage>, WireError> {
     if buf.len() < 4 {
         return Ok(None);
@@ -119,7 +121,6 @@ pub fn decode_frame(buf: &mut BytesMut) -> Result<Option<PeerMessage>, WireError
         return Err(WireError::FrameTooLong(len));
     }
     if buf.len() < 4 + len {
-        buf.reserve(4 + len - buf.len());
         return Ok(None);
     }
     let frame = buf.split_to(4 + len).freeze();
