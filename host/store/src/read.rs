@@ -15,6 +15,18 @@ use crate::sql::{self, child_table, col, type_table};
 /// A child type's slots: (slot name, anonymous type name).
 pub(crate) type Slots = Vec<(String, String)>;
 
+/// The child slots the types of a chain declare.
+fn slots_of(chain: &[&TypeDef]) -> Slots {
+    chain
+        .iter()
+        .flat_map(|t| {
+            t.children
+                .iter()
+                .map(|c| (c.name.clone(), c.type_name.clone()))
+        })
+        .collect()
+}
+
 /// Keys bound per statement by the reads of many resources at once: one statement text (a
 /// short last batch is padded with its last key), far below SQLite's bound on parameters.
 const KEYS_PER_QUERY: usize = 500;
@@ -141,14 +153,7 @@ impl<'a> Reader<'a> {
                     )));
                 }
             }
-            let slots: Slots = chain
-                .iter()
-                .flat_map(|t| {
-                    t.children
-                        .iter()
-                        .map(|c| (c.name.clone(), c.type_name.clone()))
-                })
-                .collect();
+            let slots = slots_of(&chain);
             if !slots.is_empty() {
                 for rid in rids {
                     let children = self.load_children(*rid, None, &slots, 0)?;
@@ -241,14 +246,7 @@ impl<'a> Reader<'a> {
                 }
             }
         }
-        let slots: Slots = chain
-            .iter()
-            .flat_map(|t| {
-                t.children
-                    .iter()
-                    .map(|c| (c.name.clone(), c.type_name.clone()))
-            })
-            .collect();
+        let slots = slots_of(&chain);
         r.children = self.load_children(rid, None, &slots, 0)?;
         let mut st = self
             .conn
@@ -307,11 +305,7 @@ impl<'a> Reader<'a> {
                     rows_out.push((cid, c));
                 }
             }
-            let sub: Slots = t
-                .children
-                .iter()
-                .map(|c| (c.name.clone(), c.type_name.clone()))
-                .collect();
+            let sub = slots_of(&[t]);
             let mut values = Vec::with_capacity(rows_out.len());
             for (cid, mut c) in rows_out {
                 if !sub.is_empty() {
