@@ -433,6 +433,17 @@ impl Endpoint {
         if self.0.closed.load(Ordering::SeqCst) {
             return Err(NetError::EndpointClosed);
         }
+        self.with_dial_lock(peer, self.connect_locked(peer)).await
+    }
+
+    /// Runs a dial to `peer` holding the peer's dial lock, so one side never dials a peer twice
+    /// at once: two connections dialled by one side are told apart by which came last, and
+    /// the two ends can see a different order and each keep the one the other closed.
+    async fn with_dial_lock(
+        &self,
+        peer: PeerId,
+        dial: impl Future<Output = Result<Connection, NetError>>,
+    ) -> Result<Connection, NetError> {
         let lock = self
             .0
             .dial_locks
@@ -442,7 +453,10 @@ impl Endpoint {
             .or_default()
             .clone();
         let guard = lock.lock().await;
-        let result = self.connect_locked(peer).await;
+        let result = match self.connection(&peer) {
+            Some(c) => Ok(c),
+            None => dial.await,
+        };
         drop(guard);
         // The last one out removes the lock, so the map holds only dials in progress.
         let mut locks = self.0.dial_locks.lock().unwrap();
@@ -454,9 +468,6 @@ impl Endpoint {
 
     /// [`Endpoint::connect`] once it holds the peer's dial lock.
     async fn connect_locked(&self, peer: PeerId) -> Result<Connection, NetError> {
-        if let Some(c) = self.connection(&peer) {
-            return Ok(c);
-        }
         let addrs = self.peer_addresses(&peer);
         if addrs.is_empty() {
             return Err(NetError::NoAddress(peer));
@@ -488,7 +499,13 @@ impl Endpoint {
         if let Some(c) = self.connection(&peer) {
             return Ok(c);
         }
-        self.dial(peer, address).await
+        let relayed = self.0.paths.lock().unwrap().get(&address.addr) == Some(&PathKind::Relayed);
+        if relayed {
+            // Told apart from a direct connection by its path, not by which came last: a relay
+            // set up while a direct dial is under way need not wait for it.
+            return self.dial(peer, address).await;
+        }
+        self.with_dial_lock(peer, self.dial(peer, address)).await
     }
 
     async fn dial(&self, peer: PeerId, address: Address) -> Result<Connection, NetError> {

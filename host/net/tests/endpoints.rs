@@ -314,6 +314,27 @@ async fn simultaneous_dial(t: TransportKind) {
 }
 both_transports!(simultaneous_dials_resolve_to_one, super::simultaneous_dial);
 
+/// Two dials of one peer begun at once on one side (a hub line's dial to a given address and a
+/// request's dial by PeerId) make one connection: two dialled by one side are told apart by
+/// which came last, and the two ends may see a different order and each keep the one the
+/// other closed.
+async fn one_side_dialling_twice_at_once(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    b.register(ns("echo"), echo());
+    let address = b.local_address(t).unwrap();
+    let (by_address, by_peer) =
+        tokio::join!(a.connect_addr(b.peer_id(), address), a.connect(b.peer_id()));
+    let (by_address, by_peer) = (by_address.unwrap(), by_peer.unwrap());
+    assert_eq!(by_address.id(), by_peer.id(), "one connection, not two");
+    let reply: String = a.request(b.peer_id(), &ns("echo"), "once").await.unwrap();
+    assert_eq!(reply, "once");
+    assert!(!by_address.is_closed());
+}
+both_transports!(
+    one_side_dialling_a_peer_twice_at_once_makes_one_connection,
+    super::one_side_dialling_twice_at_once
+);
+
 /// Dials that cross while a stream runs on the first connection: the duplicate rule keeps the
 /// other one, and the stream running on the loser goes on to its end instead of being cut.
 async fn crossed_dial_with_a_running_stream(t: TransportKind) {
