@@ -13,7 +13,8 @@ export CARGO_TERM_COLOR=never
 export CARGO_INCREMENTAL=0
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 
-step() { printf '\n=== %s\n' "$*"; }
+# Each step says when it starts and how long the run has taken so far: where CI's time goes.
+step() { printf '\n=== %s  [%s UTC, %dm%02ds in]\n' "$*" "$(date -u +%T)" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 step "install: Debian packages"
 # jing + xmllint validate the RELAX NG schemas and resources serialised to XML; tinyproxy is

@@ -14,7 +14,7 @@ HERE="$(cd "$(dirname "$0")" && pwd)"
 EXT="$(cd "$HERE/../../extension" && pwd)"
 export ALLPEERS_BIN="${ALLPEERS_BIN:-$HERE/../../target/debug/allpeers}"
 
-step() { printf '\n=== browser: %s\n' "$*"; }
+step() { printf '\n=== browser: %s  [%s UTC, %dm%02ds in]\n' "$*" "$(date -u +%T)" $((SECONDS / 60)) $((SECONDS % 60)); }
 
 if [ ! -x "$ALLPEERS_BIN" ]; then
     echo "no allpeers binary at $ALLPEERS_BIN: build it (cargo build -p allpeers-node) or set ALLPEERS_BIN" >&2
