@@ -403,6 +403,34 @@ impl Endpoint {
         tokio::time::timeout(timeout, wait).await.ok()
     }
 
+    /// Runs `attempt` again when it fails because its connection was lost, at most
+    /// [`LOST_CONNECTION_TRIES`] times in all. A crossed dial's loser closed by the duplicate
+    /// rule, or a restarted peer, is replaced by a connection that may be arriving from the
+    /// other side: each retry first waits (briefly) for a live one — at once if the stream
+    /// failed and its connection lives on. The work must tolerate being repeated.
+    pub async fn retry_when_connection_lost<T, F, Fut>(
+        &self,
+        peer: PeerId,
+        what: &str,
+        mut attempt: F,
+    ) -> Result<T, NetError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, NetError>>,
+    {
+        let mut tries = 1;
+        loop {
+            match attempt().await {
+                Err(e) if e.is_connection_lost() && tries < LOST_CONNECTION_TRIES => {
+                    tracing::debug!(?peer, "{what} lost its connection, trying again: {e}");
+                    tries += 1;
+                    self.wait_connection(&peer, RECONNECT_WAIT).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
     /// Closes every connection and stops listening.
     pub fn close(&self) {
         self.0.closed.store(true, Ordering::SeqCst);
@@ -726,8 +754,8 @@ impl Endpoint {
         decode(&reply)
     }
 
-    /// A request with raw bodies. A request whose connection is lost is retried once on a
-    /// new connection (services should tolerate a repeated request).
+    /// A request with raw bodies. A request whose connection is lost is sent again
+    /// ([`Endpoint::retry_when_connection_lost`]: services should tolerate a repeated request).
     pub async fn request_bytes(
         &self,
         peer: PeerId,
@@ -736,27 +764,10 @@ impl Endpoint {
         max_reply: usize,
         timeout: Duration,
     ) -> Result<Bytes, NetError> {
-        let attempt = async {
-            let mut tries = 0;
-            loop {
-                tries += 1;
-                let conn = self.connect(peer).await?;
-                match request_on(&conn, namespace, &body, max_reply).await {
-                    Err(e) if e.is_connection_lost() && tries < 3 => {
-                        tracing::debug!(?peer, "request lost its connection, retrying: {e}");
-                        if conn.close_reason().is_none() {
-                            // The stream failed, not the connection: retry on it.
-                            continue;
-                        }
-                        // A duplicate-dial loser or a restarted peer: the winner may be
-                        // arriving from the other side.
-                        self.wait_connection(&peer, Duration::from_millis(500))
-                            .await;
-                    }
-                    other => return other,
-                }
-            }
-        };
+        let attempt = self.retry_when_connection_lost(peer, "request", || async {
+            let conn = self.connect(peer).await?;
+            request_on(&conn, namespace, &body, max_reply).await
+        });
         tokio::time::timeout(timeout, attempt)
             .await
             .map_err(|_| NetError::Timeout(timeout))?
@@ -1070,6 +1081,13 @@ pub fn keep_new_connection(local: PeerId, remote: PeerId, existing: PeerId, new:
 /// Bulk connections ([`Endpoint::open_bulk_stream`]) open at once from all peers together;
 /// more are refused (the dialler then uses a stream on its connection).
 const MAX_BULK_CONNECTIONS: usize = 64;
+
+/// Tries work gets when its connection is lost under it
+/// ([`Endpoint::retry_when_connection_lost`]).
+pub const LOST_CONNECTION_TRIES: u32 = 3;
+
+/// How long a retry waits for the replacing connection to arrive from the other side.
+const RECONNECT_WAIT: Duration = Duration::from_millis(500);
 
 /// Longest a superseded connection stays open for the streams still running on it.
 const RETIRE_GRACE: Duration = Duration::from_secs(60);

@@ -639,6 +639,31 @@ both_transports!(
     super::speed_test_survives_losing_its_connection
 );
 
+/// A connection this side closed says so at once and opens no more streams, even while its
+/// socket is still closing (TCP's driver once held such opens until the socket closed, ~10 s); a
+/// request then goes over a new connection.
+async fn closed_connection_refuses_streams_at_once(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    b.register(ns("echo"), echo());
+    let conn = a.connect(b.peer_id()).await.unwrap();
+    conn.close(1, "closed by the test");
+    assert!(conn.is_closed());
+    let open = tokio::time::timeout(Duration::from_secs(2), conn.open_bi()).await;
+    assert!(
+        matches!(open, Ok(Err(_))),
+        "a stream on a closed connection must fail at once"
+    );
+    let reply: String = a
+        .request_timeout(b.peer_id(), &ns("echo"), "again", Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(reply, "again");
+}
+both_transports!(
+    a_closed_connection_refuses_streams_at_once,
+    super::closed_connection_refuses_streams_at_once
+);
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_report_connects_and_disconnects() {
     bounded(async {

@@ -74,13 +74,6 @@ pub fn service() -> ServiceFn {
     })
 }
 
-/// Tries a speed test gets: one whose connection is lost under it (a crossed dial's loser closed
-/// by the duplicate rule, a restarted peer) is run again on the connection that replaced it.
-const MAX_TRIES: u32 = 3;
-
-/// How long a retry waits for the replacing connection to arrive from the other side.
-const RECONNECT_WAIT: Duration = Duration::from_millis(500);
-
 /// Runs a speed test against `peer`.
 pub async fn measure(
     endpoint: &Endpoint,
@@ -90,20 +83,11 @@ pub async fn measure(
 ) -> Result<SpeedResult, NetError> {
     let upload = upload.min(MAX_TEST_BYTES);
     let download = download.min(MAX_TEST_BYTES);
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match measure_once(endpoint, peer, upload, download).await {
-            Err(e) if e.is_connection_lost() && tries < MAX_TRIES => {
-                tracing::debug!(
-                    ?peer,
-                    "speed test lost its connection, running it again: {e}"
-                );
-                endpoint.wait_connection(&peer, RECONNECT_WAIT).await;
-            }
-            other => return other,
-        }
-    }
+    endpoint
+        .retry_when_connection_lost(peer, "speed test", || {
+            measure_once(endpoint, peer, upload, download)
+        })
+        .await
 }
 
 async fn measure_once(

@@ -149,6 +149,9 @@ pub(crate) struct Mux {
     uni: Mutex<mpsc::Receiver<ReadHalf>>,
     datagrams: Mutex<mpsc::Receiver<Bytes>>,
     closed: watch::Receiver<Option<String>>,
+    /// Why this side closed the connection, set at once by [`Mux::close`]: the driver may take
+    /// a while to close the socket, and nothing may open a stream on it meanwhile.
+    closed_locally: std::sync::OnceLock<String>,
 }
 
 struct Queues {
@@ -195,6 +198,7 @@ impl Mux {
             uni: Mutex::new(uni_rx),
             datagrams: Mutex::new(dg_rx),
             closed: closed_rx,
+            closed_locally: std::sync::OnceLock::new(),
         }
     }
 
@@ -206,6 +210,9 @@ impl Mux {
     }
 
     pub(crate) async fn open(&self, kind: u8) -> Result<(TcpRecv, TcpSend), ConnectionError> {
+        if self.closed_locally.get().is_some() {
+            return Err(self.closed_error());
+        }
         let permit = Arc::new(
             self.outbound
                 .clone()
@@ -284,7 +291,9 @@ impl Mux {
     }
 
     pub(crate) fn close(&self, reason: String) {
-        let _ = self.cmd.try_send(Cmd::Close(reason));
+        if self.closed_locally.set(reason.clone()).is_ok() {
+            let _ = self.cmd.try_send(Cmd::Close(reason));
+        }
     }
 
     pub(crate) async fn closed(&self) -> String {
@@ -296,7 +305,10 @@ impl Mux {
     }
 
     pub(crate) fn close_reason(&self) -> Option<String> {
-        self.closed.borrow().clone()
+        self.closed
+            .borrow()
+            .clone()
+            .or_else(|| self.closed_locally.get().cloned())
     }
 }
 
@@ -328,6 +340,12 @@ async fn drive(
         if let Some(reason) = &closing {
             for tx in pending.drain(..) {
                 let _ = tx.send(Err(reason.clone()));
+            }
+            // Opens that raced the close are refused now, not when the socket is closed.
+            while let Poll::Ready(Some(cmd)) = cmd_rx.poll_recv(cx) {
+                if let Cmd::Open(tx) = cmd {
+                    let _ = tx.send(Err(reason.clone()));
+                }
             }
             return match conn.poll_close(cx) {
                 Poll::Ready(_) => Poll::Ready(reason.clone()),
