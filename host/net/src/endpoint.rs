@@ -45,7 +45,8 @@ use crate::throttle::Throttle;
 use crate::tls;
 use crate::transport::{
     Address, Connection, ConnectionError, Direction, Inner as ConnInner, PathKind, RecvStream,
-    SendStream, StreamShared, TransportKind, bulk, close_code, quic, tcp, udp::HookedUdpSocket,
+    SendStream, StreamShared, TcpIo, TransportKind, bulk, close_code, quic, tcp, tcp_io,
+    udp::HookedUdpSocket,
 };
 
 /// Endpoint settings. [`EndpointConfig::default`] listens on all interfaces, ephemeral ports.
@@ -603,17 +604,17 @@ impl Endpoint {
         let _ = tcp.set_nodelay(true);
         let timeout = self.0.config.connect_timeout;
         let handshake = async {
-            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = if as_client {
+            let tls: tokio_rustls::TlsStream<TcpIo> = if as_client {
                 self.0
                     .tcp_connector
-                    .connect(tls::server_name(&peer), tcp)
+                    .connect(tls::server_name(&peer), tcp_io(tcp))
                     .await
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
             } else {
                 self.0
                     .tcp_acceptor
-                    .accept(tcp)
+                    .accept(tcp_io(tcp))
                     .await
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
@@ -894,10 +895,10 @@ impl Endpoint {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
-            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = self
+            let tls: tokio_rustls::TlsStream<TcpIo> = self
                 .0
                 .bulk_connector
-                .connect(tls::server_name(&peer), tcp)
+                .connect(tls::server_name(&peer), tcp_io(tcp))
                 .await
                 .map_err(|e| fail(tls_io_error(&e)))?
                 .into();
@@ -1479,7 +1480,7 @@ async fn tcp_accept_loop(
         let bulk_streams = bulk_streams.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp_io(tcp))).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::info!(%addr, "incoming TLS handshake failed: {}", tls_io_error(&e));
