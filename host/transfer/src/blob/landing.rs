@@ -16,7 +16,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::http::Verified;
-use super::{BLOCK_BYTES, CHUNK_BYTES};
+use super::{BLOCK_BYTES, CHUNK_BYTES, GATHER_BYTES};
 use crate::bt::session::Progress;
 use crate::cache::journal::Journal;
 use crate::swarm::geometry::PieceSet;
@@ -28,10 +28,6 @@ const COMMIT_INTERVAL: Duration = Duration::from_secs(1);
 /// Tree nodes gathered before they are written, at most (in bytes: 64 a node). A range's nodes arrive in the tree
 /// file's own order (pre-order), about one per block; one write of 64 bytes per node cost a system call per block.
 const NODES_BATCH: usize = 16 * 1024;
-/// Verified blocks, adjacent in the file, held to be written with one `pwritev`, at most (in bytes): a `pwrite` per
-/// 16 KiB block paid the system call and the file system's per-call work 64 times a MiB. They lie in the body's
-/// buffers between the tree nodes, so they are written from where they are, not gathered by a copy.
-pub(super) const GATHER_BYTES: u64 = 1 << 20;
 #[derive(Debug, Default)]
 pub(super) struct Counters {
     /// Verified, synced and journaled.
