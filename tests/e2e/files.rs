@@ -8,8 +8,11 @@
 //! A tampering source: alice's file is changed behind the stamp's back (same length, the old modification time
 //! restored); bob's download refuses the block that fails verification and never lands the bad bytes.
 //!
-//! Crash safety: bob, killed -9 part-way through a download, resumes after a restart from the blocks he had
-//! verified, and ends with the exact bytes.
+//! Crash safety, over the bulk path: bob's node has no QUIC and no listener, so it reaches alice only by dialling her
+//! TCP listener, and his download takes a TCP+TLS connection of its own (`Endpoint::open_bulk_stream`, no yamux) —
+//! both nodes' `net.status` `bulk` counters show the body went that way, not over a stream of the connection. Killed
+//! -9 part-way through, bob resumes after a restart from the blocks he had verified, over a new bulk connection, and
+//! ends with the exact bytes.
 //!
 //! The private swarm: alice shares a file with bob, carol and dave, her upload limited; the three download at once,
 //! each from every member, and each gets bytes from another downloader (serving what they hold while they fetch
@@ -342,10 +345,22 @@ struct Shared {
 }
 
 async fn alice_shares_with_bob(name: &str, len: usize, seed: u32) -> Shared {
+    alice_shares_with(name, len, seed, None).await
+}
+
+/// The same, bob's node with `bob_net` as its config's `net` section (default: QUIC and TCP on loopback).
+async fn alice_shares_with(name: &str, len: usize, seed: u32, bob_net: Option<Value>) -> Shared {
     let hub_dir = tempfile::tempdir().unwrap();
     let hub = HubProcess::start(hub_dir.path()).await;
     let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
+    let mut bob = match bob_net {
+        None => Node::start(&hub, "bob").await,
+        Some(net) => {
+            let dir = tempfile::tempdir().unwrap();
+            hub.node_config_net(dir.path(), net);
+            Node::start_in(dir, "bob").await
+        }
+    };
     befriend(&mut alice, &mut bob, "bob@hub.test").await;
     fetch_only_when_asked(&mut bob).await;
     let files = tempfile::tempdir().unwrap();
@@ -420,8 +435,20 @@ async fn bytes_that_fail_verification_never_land() {
     alice.stop().await;
 }
 
+/// What `node`'s bulk connections carried (`net.status`'s `bulk`).
+async fn bulk(node: &mut Node) -> Value {
+    node.call("net.status", json!({})).await["bulk"].clone()
+}
+
+fn count(bulk: &Value, what: &str) -> u64 {
+    bulk[what]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{what} in {bulk}"))
+}
+
 #[tokio::test]
-async fn a_download_killed_9_resumes_from_what_it_verified() {
+async fn a_download_over_its_own_tcp_connection_killed_9_resumes_from_what_it_verified() {
+    // Bob: no QUIC, no listener — every connection between the two is bob's dial of alice's TCP listener.
     let Shared {
         mut alice,
         mut bob,
@@ -430,7 +457,14 @@ async fn a_download_killed_9_resumes_from_what_it_verified() {
         _hub,
         _dirs,
         ..
-    } = alice_shares_with_bob("film.mkv", 8 * 1024 * 1024, 4).await;
+    } = alice_shares_with(
+        "film.mkv",
+        8 * 1024 * 1024,
+        4,
+        Some(json!({"quic": null, "tcp": null})),
+    )
+    .await;
+    let len = bytes.len() as u64;
 
     // Slow (2 MiB/s) so the kill lands part-way.
     let downloads = bob.dir.path().join("Downloads");
@@ -452,6 +486,13 @@ async fn a_download_killed_9_resumes_from_what_it_verified() {
     })
     .await;
     let verified_before = before["progress"]["done_bytes"].as_u64().unwrap();
+    // The body so far came on a connection of its own: bob dialled one, and it carried at least what he verified.
+    let first = bulk(&mut bob).await;
+    assert!(count(&first, "dialled") >= 1, "{first}");
+    assert!(
+        count(&first, "bytes_received") >= verified_before,
+        "{first}"
+    );
     let mut daemon = bob.daemon.take().unwrap();
     daemon.child.kill().await.expect("killed");
 
@@ -477,6 +518,17 @@ async fn a_download_killed_9_resumes_from_what_it_verified() {
         fetched_after + verified_before / 2 <= bytes.len() as u64,
         "fetched {fetched_after} after the restart, {verified_before} verified before"
     );
+    // The rest, too, over a new bulk connection: the restarted node's counters hold at least what it fetched, and
+    // alice's hold both connections and at least every byte of the file (the Bao tree besides).
+    let second = bulk(&mut bob).await;
+    assert!(count(&second, "dialled") >= 1, "{second}");
+    assert!(
+        count(&second, "bytes_received") >= fetched_after,
+        "{second}"
+    );
+    let served = bulk(&mut alice).await;
+    assert!(count(&served, "accepted") >= 2, "{served}");
+    assert!(count(&served, "bytes_sent") >= len, "{served}");
     bob.stop().await;
     alice.stop().await;
 }

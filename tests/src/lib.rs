@@ -353,8 +353,17 @@ impl HubProcess {
 
     /// A node `config.json` with this hub as home hub, listening on loopback.
     pub fn node_config(&self, data_dir: &Path) {
+        self.node_config_net(
+            data_dir,
+            json!({"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"}),
+        );
+    }
+
+    /// The same with the node's own `net` section (e.g. `{"quic": null, "tcp": null}`: no
+    /// QUIC at all, no listener, so it reaches peers and the hub only by dialling TCP).
+    pub fn node_config_net(&self, data_dir: &Path, net: Value) {
         let config = json!({
-            "net": {"quic": "127.0.0.1:0", "tcp": "127.0.0.1:0"},
+            "net": net,
             "hub": {"peer_id": self.peer_id, "addresses": [format!("quic://{}", self.quic), format!("tcp://{}", self.tcp)]},
         });
         std::fs::write(data_dir.join("config.json"), config.to_string())

@@ -723,6 +723,20 @@ export type AutoDownloadPolicy = "off" | "small" | "all";
 export type Availability = "online" | "away" | "busy";
 
 /**
+ * The `bulk` part of `net.status`: connections of their own that file transfers over TCP
+ * opened (no multiplexer; the other transfers are streams on the peer's connection).
+ */
+export type BulkStatus = {
+  /** Bulk connections this node dialled (its downloads). */
+  dialled: number;
+  /** Bulk connections peers dialled to this node (their downloads from it). */
+  accepted: number;
+  /** Stream bytes written and read on them, both directions. */
+  bytes_sent: number;
+  bytes_received: number;
+};
+
+/**
  * `transfers.cancel`'s params.
  */
 export type CancelParams = {
@@ -1386,6 +1400,11 @@ export type NetRunning = {
   addresses: Array<string>;
   listening: Array<Address>;
   connections: Array<ConnectionInfo>;
+  /**
+   * What bulk connections (file transfers over a TCP+TLS connection of their own) carried
+   * since the node started.
+   */
+  bulk: BulkStatus;
   /** Null without a home hub. */
   hub: HubStatus | null;
   /**

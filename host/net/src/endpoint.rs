@@ -45,7 +45,8 @@ use crate::throttle::Throttle;
 use crate::tls;
 use crate::transport::{
     Address, Connection, ConnectionError, Direction, Inner as ConnInner, PathKind, RecvStream,
-    SendStream, StreamShared, TransportKind, bulk, close_code, quic, tcp, udp::HookedUdpSocket,
+    SendStream, StreamShared, TcpIo, TransportKind, bulk, close_code, quic, tcp, tcp_io,
+    udp::HookedUdpSocket,
 };
 
 /// Endpoint settings. [`EndpointConfig::default`] listens on all interfaces, ephemeral ports.
@@ -130,6 +131,8 @@ struct Inner {
     tcp_connector: tokio_rustls::TlsConnector,
     /// TLS client side for bulk connections (the same identity, [`tls::BULK_ALPN`]).
     bulk_connector: tokio_rustls::TlsConnector,
+    /// What bulk connections carried ([`Endpoint::bulk_stats`]).
+    bulk: Arc<bulk::Totals>,
     /// TLS server side for TCP streams the connector punched (the listener has its own).
     tcp_acceptor: tokio_rustls::TlsAcceptor,
     services: RwLock<HashMap<Namespace, Arc<dyn Service>>>,
@@ -241,6 +244,7 @@ impl Endpoint {
             tcp_local,
             tcp_connector: tokio_rustls::TlsConnector::from(Arc::new(client_tls)),
             bulk_connector: tokio_rustls::TlsConnector::from(Arc::new(bulk_tls)),
+            bulk: Default::default(),
             tcp_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls.clone())),
             services: Default::default(),
             conns: Default::default(),
@@ -628,17 +632,17 @@ impl Endpoint {
         let _ = tcp.set_nodelay(true);
         let timeout = self.0.config.connect_timeout;
         let handshake = async {
-            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = if as_client {
+            let tls: tokio_rustls::TlsStream<TcpIo> = if as_client {
                 self.0
                     .tcp_connector
-                    .connect(tls::server_name(&peer), tcp)
+                    .connect(tls::server_name(&peer), tcp_io(tcp))
                     .await
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
             } else {
                 self.0
                     .tcp_acceptor
-                    .accept(tcp)
+                    .accept(tcp_io(tcp))
                     .await
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
@@ -861,9 +865,11 @@ impl Endpoint {
         namespace: &Namespace,
     ) -> Result<(SendStream, RecvStream), NetError> {
         let conn = self.connect(peer).await?;
+        // A callback is our dial of the peer's listener too (the connector's label for a dial
+        // the peer asked for); a punched or relayed connection says nothing of a listener.
         if conn.transport() == TransportKind::Tcp
             && conn.direction() == Direction::Outbound
-            && conn.path() == PathKind::Direct
+            && matches!(conn.path(), PathKind::Direct | PathKind::Callback)
         {
             let address = Address::tcp(conn.remote_addr());
             match self.open_bulk_stream_at(peer, address, namespace).await {
@@ -900,10 +906,10 @@ impl Endpoint {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
-            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = self
+            let tls: tokio_rustls::TlsStream<TcpIo> = self
                 .0
                 .bulk_connector
-                .connect(tls::server_name(&peer), tcp)
+                .connect(tls::server_name(&peer), tcp_io(tcp))
                 .await
                 .map_err(|e| fail(tls_io_error(&e)))?
                 .into();
@@ -919,16 +925,24 @@ impl Endpoint {
             address.addr,
             PathKind::Direct,
             Direction::Outbound,
-            self.stream_shared(&peer),
+            bulk_stream_shared(&self.0, &peer),
         );
         let (send, recv) = conn.take_bulk_stream().expect("a new bulk connection");
         let timeout = self.0.config.request_timeout;
-        tokio::time::timeout(
+        let stream = tokio::time::timeout(
             timeout,
             acknowledged(send, recv, peer, namespace, StreamKind::Stream),
         )
         .await
-        .map_err(|_| NetError::Timeout(timeout))?
+        .map_err(|_| NetError::Timeout(timeout))??;
+        self.0.bulk.dialled();
+        Ok(stream)
+    }
+
+    /// What this endpoint's bulk connections ([`Endpoint::open_bulk_stream`]) carried since
+    /// it started.
+    pub fn bulk_stats(&self) -> crate::transport::BulkStats {
+        self.0.bulk.stats()
     }
 
     /// Sends a datagram to a peer's service (unreliable over QUIC).
@@ -1055,7 +1069,20 @@ fn quic_remote_peer(conn: &quinn::Connection) -> Option<PeerId> {
 }
 
 fn stream_shared(inner: &Inner, peer: &PeerId) -> Arc<StreamShared> {
-    StreamShared::new(inner.throttle.global().clone(), inner.throttle.peer(peer))
+    StreamShared::new(
+        inner.throttle.global().clone(),
+        inner.throttle.peer(peer),
+        None,
+    )
+}
+
+/// A bulk connection's: its streams count into the endpoint's bulk totals as well.
+fn bulk_stream_shared(inner: &Inner, peer: &PeerId) -> Arc<StreamShared> {
+    StreamShared::new(
+        inner.throttle.global().clone(),
+        inner.throttle.peer(peer),
+        Some(inner.bulk.clone()),
+    )
 }
 
 /// Who dialled a connection.
@@ -1471,7 +1498,7 @@ async fn tcp_accept_loop(
         let bulk_streams = bulk_streams.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp_io(tcp))).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::info!(%addr, "incoming TLS handshake failed: {}", tls_io_error(&e));
@@ -1497,19 +1524,19 @@ async fn tcp_accept_loop(
                 return;
             };
             let Some(inner) = weak.upgrade() else { return };
-            let shared = stream_shared(&inner, &peer);
             if bulk {
                 let Ok(_permit) = bulk_streams.try_acquire_owned() else {
                     tracing::warn!(?peer, %addr, "bulk connection refused: {MAX_BULK_CONNECTIONS} already open");
                     return;
                 };
+                inner.bulk.accepted();
                 let conn = Connection::new(
                     ConnInner::Bulk(Box::new(bulk::Line::new(tls.into()))),
                     peer,
                     addr,
                     PathKind::Direct,
                     Direction::Inbound,
-                    shared,
+                    bulk_stream_shared(&inner, &peer),
                 );
                 let (send, recv) = conn.take_bulk_stream().expect("a new bulk connection");
                 handle_stream(&inner, conn, send, recv).await;
@@ -1527,7 +1554,7 @@ async fn tcp_accept_loop(
                     addr,
                     take_path(&inner, addr, &peer),
                     Direction::Inbound,
-                    shared,
+                    stream_shared(&inner, &peer),
                 ),
             );
         });

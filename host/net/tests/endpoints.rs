@@ -900,8 +900,8 @@ both_transports!(
 );
 
 /// A bulk stream over TCP: a connection of its own beside the peer's (not the one kept), the serving side told the
-/// dialler's PeerId, every byte through both ways; a dial to an address whose key is not the PeerId is refused as for
-/// any connection; over QUIC it is an ordinary stream on the connection.
+/// dialler's PeerId, every byte through both ways and counted in both ends' bulk totals; a dial to an address whose
+/// key is not the PeerId is refused as for any connection; over QUIC it is an ordinary stream on the connection.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bulk_streams_have_a_connection_of_their_own_with_the_same_authentication() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -945,6 +945,20 @@ async fn bulk_streams_have_a_connection_of_their_own_with_the_same_authenticatio
             match t {
                 TransportKind::Tcp => assert_ne!(served_on, kept, "a connection of its own"),
                 TransportKind::Quic => assert_eq!(served_on, kept, "a stream on the connection"),
+            }
+            // What the bulk connections carried, on each end (the head and its answer besides).
+            let (dialled, accepted) = (a.bulk_stats(), b.bulk_stats());
+            let len = data.len() as u64;
+            match t {
+                TransportKind::Tcp => {
+                    assert_eq!((dialled.dialled, accepted.accepted), (1, 1));
+                    assert!(dialled.bytes_sent >= len && dialled.bytes_received >= len);
+                    assert!(accepted.bytes_sent >= len && accepted.bytes_received >= len);
+                }
+                TransportKind::Quic => {
+                    assert_eq!(dialled, Default::default());
+                    assert_eq!(accepted, Default::default());
+                }
             }
             assert_eq!(a.connections().len(), 1);
             assert_eq!(b.connections().len(), 1);

@@ -155,8 +155,10 @@ fn accept_all() -> String {
     "all".into()
 }
 
-/// Where the peer endpoint listens. `null` turns a transport's listener off (dialling out
-/// still works). Default: every interface, ports chosen by the OS.
+/// Where the peer endpoint listens. `"tcp": null` turns the TCP listener off (dialling TCP
+/// still works); `"quic": null` turns QUIC off altogether (no UDP socket: the node neither
+/// listens nor dials over QUIC, and reaches the hub and peers over TCP only). Default: every
+/// interface, ports chosen by the OS.
 #[derive(Debug, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NetSection {

@@ -311,6 +311,20 @@ pub struct ConnectionInfo {
     pub why: Option<String>,
 }
 
+/// The `bulk` part of `net.status`: connections of their own that file transfers over TCP
+/// opened (no multiplexer; the other transfers are streams on the peer's connection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ts", derive(ts_rs::TS))]
+pub struct BulkStatus {
+    /// Bulk connections this node dialled (its downloads).
+    pub dialled: u64,
+    /// Bulk connections peers dialled to this node (their downloads from it).
+    pub accepted: u64,
+    /// Stream bytes written and read on them, both directions.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
 /// `net.status`'s result: stopped (identity locked, endpoint down), or running.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "ts", derive(ts_rs::TS))]
@@ -344,6 +358,10 @@ pub struct NetRunning {
     pub addresses: Vec<IpAddr>,
     pub listening: Vec<Address>,
     pub connections: Vec<ConnectionInfo>,
+    /// What bulk connections (file transfers over a TCP+TLS connection of their own) carried
+    /// since the node started.
+    #[serde(default)]
+    pub bulk: BulkStatus,
     /// Null without a home hub.
     pub hub: Option<HubStatus>,
     /// What discovery through the home hub found (`state` unknown/checking/done, the NAT
@@ -473,6 +491,7 @@ mod tests {
             "listening": [{"transport": "quic", "addr": "0.0.0.0:4433"}],
             "connections": [{"peer": peer(), "transport": "tcp", "direction": "inbound",
                              "path": "hole_punched", "why": null}],
+            "bulk": {"dialled": 1, "accepted": 0, "bytes_sent": 200, "bytes_received": 3000000},
             "hub": null, "connectivity": {"state": "unknown"}, "discovery": null,
         });
         let s: NetStatus = serde_json::from_value(running.clone()).unwrap();

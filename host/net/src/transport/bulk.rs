@@ -11,11 +11,12 @@
 //! routed like any other; the connection ends with the stream.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tokio::sync::watch;
 
 /// The TLS socket a bulk connection is.
-pub(crate) type Socket = tokio_rustls::TlsStream<tokio::net::TcpStream>;
+pub(crate) type Socket = tokio_rustls::TlsStream<super::TcpIo>;
 pub(crate) type SendHalf = tokio::io::WriteHalf<Socket>;
 pub(crate) type RecvHalf = tokio::io::ReadHalf<Socket>;
 
@@ -63,5 +64,51 @@ impl Line {
 
     pub(crate) fn close_reason(&self) -> Option<String> {
         self.closed.borrow().clone()
+    }
+}
+
+/// What an endpoint's bulk connections carried since it started (`net.status`'s `bulk`):
+/// how a user (or a test) tells a transfer that took a connection of its own from one that
+/// fell back to a stream on the peer's connection.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BulkStats {
+    /// Bulk connections we dialled (and whose stream the remote service took).
+    pub dialled: u64,
+    /// Bulk connections peers dialled to us.
+    pub accepted: u64,
+    /// Stream bytes written and read on bulk connections, both directions.
+    pub bytes_sent: u64,
+    pub bytes_received: u64,
+}
+
+/// The endpoint's counters behind [`BulkStats`]; every bulk stream adds to them.
+#[derive(Debug, Default)]
+pub(crate) struct Totals {
+    dialled: AtomicU64,
+    accepted: AtomicU64,
+    bytes_sent: AtomicU64,
+    bytes_received: AtomicU64,
+}
+
+impl Totals {
+    pub(crate) fn dialled(&self) {
+        self.dialled.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn accepted(&self) {
+        self.accepted.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn sent(&self, n: usize) {
+        self.bytes_sent.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub(crate) fn received(&self, n: usize) {
+        self.bytes_received.fetch_add(n as u64, Ordering::Relaxed);
+    }
+    pub(crate) fn stats(&self) -> BulkStats {
+        BulkStats {
+            dialled: self.dialled.load(Ordering::Relaxed),
+            accepted: self.accepted.load(Ordering::Relaxed),
+            bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
+            bytes_received: self.bytes_received.load(Ordering::Relaxed),
+        }
     }
 }

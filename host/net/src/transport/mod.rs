@@ -18,6 +18,7 @@
 //! beside a peer's connection for a bulk transfer (a file): the bytes skip yamux's copies.
 
 pub(crate) mod bulk;
+pub use bulk::BulkStats;
 pub mod quic;
 pub mod tcp;
 pub mod udp;
@@ -140,10 +141,16 @@ pub(crate) struct StreamShared {
     meters: Mutex<Meters>,
     global: Arc<LimitPair>,
     peer: Arc<LimitPair>,
+    /// The endpoint's bulk counters, on a bulk connection's stream.
+    bulk: Option<Arc<bulk::Totals>>,
 }
 
 impl StreamShared {
-    pub(crate) fn new(global: Arc<LimitPair>, peer: Arc<LimitPair>) -> Arc<Self> {
+    pub(crate) fn new(
+        global: Arc<LimitPair>,
+        peer: Arc<LimitPair>,
+        bulk: Option<Arc<bulk::Totals>>,
+    ) -> Arc<Self> {
         let now = Instant::now();
         Arc::new(StreamShared {
             meters: Mutex::new(Meters {
@@ -152,6 +159,7 @@ impl StreamShared {
             }),
             global,
             peer,
+            bulk,
         })
     }
 }
@@ -530,6 +538,9 @@ impl StreamShared {
             .unwrap()
             .sent
             .record(n as u64, Instant::now());
+        if let Some(b) = &self.bulk {
+            b.sent(n);
+        }
     }
     fn record_received(&self, n: usize) {
         self.meters
@@ -537,7 +548,24 @@ impl StreamShared {
             .unwrap()
             .received
             .record(n as u64, Instant::now());
+        if let Some(b) = &self.bulk {
+            b.received(n);
+        }
     }
+}
+
+/// What TLS runs on over TCP (yamux connections and bulk ones): the socket read through a
+/// buffer of [`TCP_READ_BUFFER`] bytes. rustls asks its transport for 4 KiB at a time
+/// (`read_tls`), so every 16 KiB TLS record cost four or five `recv` calls; through the buffer
+/// one call takes what the socket holds, up to the buffer's size, and rustls's reads are copies
+/// out of it. Writes pass straight through.
+pub(crate) type TcpIo = tokio::io::BufReader<tokio::net::TcpStream>;
+
+/// Four TLS records.
+pub(crate) const TCP_READ_BUFFER: usize = 64 * 1024;
+
+pub(crate) fn tcp_io(tcp: tokio::net::TcpStream) -> TcpIo {
+    tokio::io::BufReader::with_capacity(TCP_READ_BUFFER, tcp)
 }
 
 /// What a bulk connection answers to anything but its one stream.

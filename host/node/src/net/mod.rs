@@ -417,6 +417,7 @@ pub fn status(daemon: &Daemon) -> Value {
         "addresses": status.addresses,
         "listening": status.listening,
         "connections": connections,
+        "bulk": network.endpoint.bulk_stats(),
         "hub": crate::hub::status(daemon),
         "connectivity": network.connectivity_json(),
         "discovery": discovery::status(daemon),

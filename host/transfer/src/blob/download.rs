@@ -513,6 +513,7 @@ impl Session {
             written: Arc::new(Mutex::new(written)),
             nodes: Vec::new(),
             nodes_at: 0,
+            held: Default::default(),
             unsaved: Vec::new(),
             journal,
             done,
@@ -596,7 +597,7 @@ impl Session {
             .map_err(|_| FetchError::Io(std::io::ErrorKind::TimedOut.into()))??;
         let sink_landing = landing.clone();
         let counters = self.counters.clone();
-        let source = source.to_string();
+        let name = source.to_string();
         let result = fetch
             .receive(self.throttles.clone(), move |item| {
                 let block = match &item {
@@ -604,17 +605,21 @@ impl Session {
                     Verified::Parent(..) => 0,
                 };
                 counters.received.fetch_add(block, Ordering::Relaxed);
-                // Credited once written: a block our disk refused is not the source's.
-                sink_landing.lock().expect("landing").land(item)?;
-                if block > 0 {
-                    counters.kept_from(&source, block);
+                // Credited once written (adjacent blocks are written together): a block our disk refused is not the
+                // source's.
+                let written = sink_landing.lock().expect("landing").gather(item)?;
+                if written > 0 {
+                    counters.kept_from(&name, written);
                 }
                 Ok(())
             })
             .await;
         let committed = landing.lock().expect("landing").commit();
+        if let Ok(written @ 1..) = committed {
+            self.counters.kept_from(source, written);
+        }
         result?;
-        committed.map_err(FetchError::Landing)
+        committed.map(|_| ()).map_err(FetchError::Landing)
     }
 }
 

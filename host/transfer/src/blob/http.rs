@@ -352,8 +352,10 @@ struct PoolInner {
     kept: std::sync::Mutex<Vec<Vec<u8>>>,
 }
 
-/// Buffers a pool keeps: what the channel and the connection hold at once, one being filled and one being read.
-const POOL_KEPT: usize = CHANNEL_DEPTH + 2;
+/// Buffers a pool keeps: what the channel and the connection hold at once, one being filled and one being read, and
+/// (on the receiving side) those the landing's held blocks still lie in.
+const POOL_KEPT: usize =
+    CHANNEL_DEPTH + 2 + (super::GATHER_BYTES as usize).div_ceil(RECEIVE_BUFFER) + 1;
 
 impl Pool {
     /// A pool of buffers of `size` bytes.

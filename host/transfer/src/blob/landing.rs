@@ -9,12 +9,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bao_tree::TreeNode;
 use bao_tree::io::outboard::PreOrderOutboard;
+use bytes::Bytes;
 
 use tokio::sync::watch;
 
 use super::http::Verified;
-use super::{BLOCK_BYTES, CHUNK_BYTES};
+use super::{BLOCK_BYTES, CHUNK_BYTES, GATHER_BYTES};
 use crate::bt::session::Progress;
 use crate::cache::journal::Journal;
 use crate::swarm::geometry::PieceSet;
@@ -101,6 +103,8 @@ pub(super) struct Landing {
     /// chunk's last block lands (others are offered whole chunks only), when the batch is full, and at a commit.
     pub(super) nodes: Vec<u8>,
     pub(super) nodes_at: u64,
+    /// Verified blocks not yet written (see [`GATHER_BYTES`]).
+    pub(super) held: Held,
     /// Blocks written whose tree nodes are still in `nodes`: served on once those are written.
     pub(super) unsaved: Vec<u32>,
     pub(super) journal: Journal,
@@ -126,29 +130,69 @@ impl Drop for Landing {
     }
 }
 
+/// Verified blocks adjacent in the file, from byte `at`, `len` bytes together, waiting to be written at once.
+#[derive(Default)]
+pub(super) struct Held {
+    blocks: Vec<Bytes>,
+    at: u64,
+    len: u64,
+}
+
 impl Landing {
-    /// Lands what a verified body yields: a tree node is gathered for the tree file, a block written.
+    /// Lands what a verified body yields at once: a tree node is gathered for the tree file, a block written.
     pub fn land(&mut self, item: Verified) -> std::io::Result<()> {
-        match item {
-            Verified::Parent(node, (left, right)) => {
-                // As bao-tree's `PreOrderOutboard::save`: a node with no place in the file is not kept.
-                let Some(at) = self.outboard.tree.pre_order_offset(node).map(|n| n * 64) else {
-                    return Ok(());
-                };
-                if !self.nodes.is_empty() && at != self.nodes_at + self.nodes.len() as u64
-                    || self.nodes.len() >= NODES_BATCH
-                {
-                    self.save_nodes()?;
-                }
-                if self.nodes.is_empty() {
-                    self.nodes_at = at;
-                }
-                self.nodes.extend_from_slice(left.as_bytes());
-                self.nodes.extend_from_slice(right.as_bytes());
-                Ok(())
-            }
-            Verified::Block { offset, data } => self.write(offset, &data),
+        self.gather(item)?;
+        self.flush().map(|_| ())
+    }
+
+    /// Lands what a verified body yields, a block perhaps later: adjacent blocks are held and written together (up to
+    /// [`GATHER_BYTES`], or when the next is not adjacent, or at the commit interval, or at [`Landing::commit`]).
+    /// Returns the bytes of blocks written by this call: what a source is credited with (a block our disk refused is
+    /// not the source's).
+    pub fn gather(&mut self, item: Verified) -> std::io::Result<u64> {
+        let (offset, data) = match item {
+            Verified::Parent(node, pair) => return self.node(node, pair).map(|_| 0),
+            Verified::Block { offset, data } => (offset, data),
+        };
+        let mut written = 0;
+        if !self.held.blocks.is_empty() && offset != self.held.at + self.held.len {
+            written += self.flush()?;
         }
+        if self.held.blocks.is_empty() {
+            self.held.at = offset;
+        }
+        self.held.len += data.len() as u64;
+        self.held.blocks.push(data);
+        if self.held.len >= GATHER_BYTES
+            || self.held.at + self.held.len == self.size
+            || self.last_commit.elapsed() >= COMMIT_INTERVAL
+        {
+            written += self.flush()?;
+        }
+        Ok(written)
+    }
+
+    /// Gathers a tree node for the tree file.
+    fn node(
+        &mut self,
+        node: TreeNode,
+        (left, right): (blake3::Hash, blake3::Hash),
+    ) -> std::io::Result<()> {
+        // As bao-tree's `PreOrderOutboard::save`: a node with no place in the file is not kept.
+        let Some(at) = self.outboard.tree.pre_order_offset(node).map(|n| n * 64) else {
+            return Ok(());
+        };
+        if !self.nodes.is_empty() && at != self.nodes_at + self.nodes.len() as u64
+            || self.nodes.len() >= NODES_BATCH
+        {
+            self.save_nodes()?;
+        }
+        if self.nodes.is_empty() {
+            self.nodes_at = at;
+        }
+        self.nodes.extend_from_slice(left.as_bytes());
+        self.nodes.extend_from_slice(right.as_bytes());
+        Ok(())
     }
 
     /// Writes the tree nodes gathered, then offers the blocks that waited on them.
@@ -168,10 +212,33 @@ impl Landing {
         Ok(())
     }
 
-    fn write(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        self.file.write_all_at(bytes, offset)?;
+    /// Writes the blocks held, with one `pwritev` (more only if the kernel takes part of them); returns their bytes.
+    fn flush(&mut self) -> std::io::Result<u64> {
+        let Held { blocks, at, len } = std::mem::take(&mut self.held);
+        if blocks.is_empty() {
+            return Ok(0);
+        }
+        let mut slices: Vec<std::io::IoSlice<'_>> =
+            blocks.iter().map(|b| std::io::IoSlice::new(b)).collect();
+        let mut rest = &mut slices[..];
+        let mut done = 0u64;
+        while !rest.is_empty() {
+            let n = rustix::io::pwritev(&self.file, rest, at + done)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            done += n as u64;
+            std::io::IoSlice::advance_slices(&mut rest, n);
+        }
+        self.written(at, len)?;
+        Ok(len)
+    }
+
+    /// Records `len` bytes of blocks written from `offset`: offered once their tree nodes are written, journaled at
+    /// the next commit.
+    fn written(&mut self, offset: u64, len: u64) -> std::io::Result<()> {
         let first = (offset / BLOCK_BYTES) as u32;
-        let end = offset + bytes.len() as u64;
+        let end = offset + len;
         let last = end.div_ceil(BLOCK_BYTES) as u32;
         self.unsaved.extend(first..last);
         if self.nodes.is_empty() || end.is_multiple_of(CHUNK_BYTES) || end == self.size {
@@ -182,15 +249,22 @@ impl Landing {
                 self.pending.push(block);
             }
         }
-        self.pending_bytes += bytes.len() as u64;
+        self.pending_bytes += len;
         if self.pending_bytes >= COMMIT_BYTES || self.last_commit.elapsed() >= COMMIT_INTERVAL {
-            self.commit()?;
+            self.sync_and_journal()?;
         }
         Ok(())
     }
 
-    /// Writes the tree nodes gathered, syncs the data written, then journals its blocks.
-    pub fn commit(&mut self) -> std::io::Result<()> {
+    /// Writes the blocks held and the tree nodes gathered, syncs the data written, then journals its blocks. Returns
+    /// the bytes of the blocks that were held (see [`Landing::gather`]).
+    pub fn commit(&mut self) -> std::io::Result<u64> {
+        let written = self.flush()?;
+        self.sync_and_journal()?;
+        Ok(written)
+    }
+
+    fn sync_and_journal(&mut self) -> std::io::Result<()> {
         self.save_nodes()?;
         if self.pending.is_empty() {
             return Ok(());

@@ -52,6 +52,10 @@ pub const BLOCK_BYTES: u64 = 16 * 1024;
 /// request's round trip is small beside its transfer, small enough that a downloader holds something to serve
 /// others after a fraction of a second.
 pub const CHUNK_BYTES: u64 = 256 * 1024;
+/// Verified blocks, adjacent in the file, that the landing holds to write with one `pwritev`, at most (in bytes): a
+/// `pwrite` per 16 KiB block paid the system call and the file system's per-call work 64 times a MiB. They lie in the
+/// body's buffers between the tree nodes, so they are written from where they are, not gathered by a copy.
+pub const GATHER_BYTES: u64 = 1 << 20;
 pub const BLOCKS_PER_CHUNK: u64 = CHUNK_BYTES / BLOCK_BYTES;
 
 /// The chunks of a file of `size` bytes.

@@ -115,7 +115,7 @@ pub(super) async fn fetch(
         let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
     };
     workers.shutdown().await;
-    let committed = landing.lock().expect("landing").commit();
+    let committed = landing.lock().expect("landing").commit().map(|_| ());
     outcome?;
     committed.map_err(|source| DownloadError::Io {
         path: "the partial file".into(),
