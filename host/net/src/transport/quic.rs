@@ -9,6 +9,15 @@
 //! of mostly idle connections takes a small cap. The stateless-reset key is derived from the
 //! identity (as is the connection-id hash key), so a restarted node resets its old
 //! connections at once rather than leaving the remote to time out.
+//!
+//! Left at quinn's defaults on purpose, each measured at a 1500-byte path MTU (a veth pair;
+//! docs/benchmarks.md, "QUIC for bulk"): Cubic (BBR sent 2.2x the ACKs and smaller GSO
+//! batches, NewReno was no better), no ACK-frequency extension (the receiver already
+//! acknowledges once per batch it processes, ~1 ACK per 110-125 packets, so there is
+//! nothing for it to remove), rustls's suite order (AES-256-GCM; AES-128 would save at most
+//! ~3-4% of QUIC's CPU, within the noise here), and pacing (no switch in quinn 0.11). What
+//! costs at 1500 bytes is quinn's per-packet work and its extra copies, none of it
+//! configurable: larger datagrams ([`MTU_UPPER_BOUND`]) are the lever where the path allows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,13 +65,16 @@ pub fn transport_config(max_streams: u32) -> quinn::TransportConfig {
 /// 65,507 / 10 a full batch vanishes: quinn counts it lost, its black-hole detection judges
 /// the path MTU to have shrunk, and the connection drops to 1200 bytes for a minute. That is
 /// what we saw when trying 8952 on loopback ("discovery stayed at 1200"; measured again:
-/// 239 packets lost, 1 black hole, MTU 1200). Below that limit a larger bound costs nothing
-/// where the path is a 1500-byte Ethernet: discovery probes the larger sizes, they fail
-/// locally (the interface refuses them), and it settles near 1472 — a few more round trips
-/// of probing than with a bound of 1472, with the data still flowing at the last size that
-/// worked. Where the path allows more (loopback, jumbo-frame LANs) packets are up to 4.5x
-/// larger, and quinn's per-packet costs (headers, crypto calls, ACK bookkeeping, wake-ups)
-/// fall with them.
+/// 239 packets lost, 1 black hole, MTU 1200). Where the path allows more (loopback, jumbo-frame
+/// LANs) datagrams are up to 4.5x larger and quinn's per-packet costs (headers, crypto calls,
+/// ACK bookkeeping, wake-ups) fall with them: -38% CPU per GB on loopback. On a 1500-byte path
+/// the larger sizes are probed first and refused locally by the interface (silently, and not
+/// as congestion), so discovery reaches ~1470 later than with a bound of 1472: the first
+/// megabytes go at 1200-1450 bytes (measured on a veth: 1200-1449 after 8 MiB, where a bound
+/// of 1472 had reached 1472), the rest at 1469-1472.
+///
+/// quinn sizes its receive buffer by this value (x 64 GRO segments x 32 slots, ~13 MiB of
+/// address space), but a GRO buffer never exceeds 64 KiB, so at most ~2 MiB of it is touched.
 pub const MTU_UPPER_BOUND: u16 = ((65_535 - 20 - 8) / GSO_BATCH) as u16;
 /// Datagrams quinn puts in one GSO send (its `MAX_TRANSMIT_SEGMENTS`, not exported).
 pub const GSO_BATCH: u32 = 10;
