@@ -8,6 +8,12 @@
 //! * request/response latency p50/p99, each transport;
 //! * handshake time (fresh endpoint, full TLS 1.3 mutual handshake), each transport;
 //! * 1,000 concurrent requests on one connection, each transport.
+//!
+//! `--bulk-only` stops after the bulk table; `--skip-yamux` leaves the TCP+TLS+yamux row out.
+//! Across a real link: `ALLPEERS_BENCH_SERVER_NETNS=ns` starts the server with `ip netns exec
+//! ns`, `ALLPEERS_BENCH_SERVER_IP` / `ALLPEERS_BENCH_CLIENT_IP` are the addresses each end
+//! binds (default 127.0.0.1) — e.g. the two ends of a veth pair with MTU 1500
+//! (docs/benchmarks.md, "QUIC at a real path MTU").
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -41,10 +47,27 @@ fn main() {
     }
 }
 
+/// The address this end binds (`ALLPEERS_BENCH_SERVER_IP` or `_CLIENT_IP`; default loopback).
+fn bind_ip(var: &str) -> std::net::IpAddr {
+    std::env::var(var)
+        .ok()
+        .map(|ip| ip.parse().expect("an IP address"))
+        .unwrap_or(std::net::Ipv4Addr::LOCALHOST.into())
+}
+
+fn endpoint_config(var: &str) -> EndpointConfig {
+    let ip = bind_ip(var);
+    EndpointConfig {
+        quic: Some((ip, 0).into()),
+        tcp: Some((ip, 0).into()),
+        ..Default::default()
+    }
+}
+
 async fn server() {
     let identity = Identity::generate();
     let tls_config = Arc::new(tls::server_config(&identity).unwrap());
-    let endpoint = Endpoint::bind(identity, EndpointConfig::loopback())
+    let endpoint = Endpoint::bind(identity, endpoint_config("ALLPEERS_BENCH_SERVER_IP"))
         .await
         .unwrap();
     endpoint.register(
@@ -67,7 +90,9 @@ async fn server() {
         ServiceFn::new().on_request(|_ctx, text: String| async move { Ok(text) }),
     );
     // The baseline: rustls over TCP, the same certificates, no framing, no multiplexing.
-    let raw = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let raw = tokio::net::TcpListener::bind((bind_ip("ALLPEERS_BENCH_SERVER_IP"), 0))
+        .await
+        .unwrap();
     let raw_addr = raw.local_addr().unwrap();
     let acceptor = tokio_rustls::TlsAcceptor::from(tls_config);
     tokio::spawn(async move {
@@ -179,14 +204,40 @@ async fn bulk_raw(client: &Identity, peer: PeerId, addr: std::net::SocketAddr, s
     u64::from_be_bytes(count)
 }
 
+/// The QUIC connection's path and packet counters, as the sending side sees them.
+fn print_quic(when: &str, endpoint: &Endpoint, peer: PeerId) {
+    let Some(stats) = endpoint.connection(&peer).map(|c| c.stats()) else {
+        return;
+    };
+    let Some(q) = stats.quic else { return };
+    println!(
+        "(QUIC {when}: path MTU {:?} bytes, RTT {:.3} ms, {} datagrams sent in {} send calls \
+         ({:.1} per call), {} ACK frames received, {} lost, {} congestion events, \
+         {} black holes, cwnd {} bytes)",
+        stats.path_mtu,
+        stats.rtt_ms.unwrap_or(0.0),
+        q.datagrams_sent,
+        q.send_calls,
+        q.datagrams_sent as f64 / q.send_calls.max(1) as f64,
+        q.acks_received,
+        q.lost_packets,
+        q.congestion_events,
+        q.black_holes,
+        q.cwnd
+    );
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn client_for(peer: PeerId, address: Address) -> Endpoint {
-    let endpoint = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())
-        .await
-        .unwrap();
+    let endpoint = Endpoint::bind(
+        Identity::generate(),
+        endpoint_config("ALLPEERS_BENCH_CLIENT_IP"),
+    )
+    .await
+    .unwrap();
     endpoint.add_peer_address(peer, address);
     endpoint
 }
@@ -197,9 +248,14 @@ async fn client() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1024);
     let mut rounds = 3;
+    let (mut bulk_only, mut skip_yamux) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
-        if arg == "--rounds" {
+        if arg == "--bulk-only" {
+            bulk_only = true;
+        } else if arg == "--skip-yamux" {
+            skip_yamux = true;
+        } else if arg == "--rounds" {
             rounds = args
                 .next()
                 .and_then(|s| s.parse().ok())
@@ -213,7 +269,16 @@ async fn client() {
     }
     let size = size_mib << 20;
 
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+    let exe = std::env::current_exe().unwrap();
+    let mut command = match std::env::var("ALLPEERS_BENCH_SERVER_NETNS") {
+        Ok(ns) => {
+            let mut c = tokio::process::Command::new("ip");
+            c.args(["netns", "exec", &ns]).arg(exe);
+            c
+        }
+        Err(_) => tokio::process::Command::new(exe),
+    };
+    let mut child = command
         .env("ALLPEERS_BENCH_ROLE", "server")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -237,12 +302,7 @@ async fn client() {
     bulk_stream(&over_quic, peer, 8 << 20).await;
     bulk_stream(&over_tcp, peer, 8 << 20).await;
     bulk_raw(&raw_identity, peer, raw, 8 << 20).await;
-    if let Some(c) = over_quic.connection(&peer) {
-        println!(
-            "(QUIC path MTU after warm-up: {:?} bytes)",
-            c.stats().path_mtu
-        );
-    }
+    print_quic("after warm-up", &over_quic, peer);
 
     println!(
         "\nallpeers-net transport benchmark: two processes on loopback, {size_mib} MiB bulk, \
@@ -256,12 +316,14 @@ async fn client() {
             })
             .await,
         );
-        runs[1].push(
-            measure_bulk("TCP+TLS+yamux, one stream", &server_pid, size, || {
-                bulk_stream(&over_tcp, peer, size)
-            })
-            .await,
-        );
+        if !skip_yamux {
+            runs[1].push(
+                measure_bulk("TCP+TLS+yamux, one stream", &server_pid, size, || {
+                    bulk_stream(&over_tcp, peer, size)
+                })
+                .await,
+            );
+        }
         runs[2].push(
             measure_bulk("QUIC (quinn), one stream", &server_pid, size, || {
                 bulk_stream(&over_quic, peer, size)
@@ -273,16 +335,9 @@ async fn client() {
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
         v[v.len() / 2]
     };
-    if let Some(c) = over_quic.connection(&peer) {
-        let stats = c.stats();
-        println!(
-            "(QUIC path MTU after the transfers: {:?} bytes, RTT {:.3} ms)\n",
-            stats.path_mtu,
-            stats.rtt_ms.unwrap_or(0.0)
-        );
-    }
+    print_quic("after the transfers", &over_quic, peer);
     let mut rows = Vec::new();
-    for r in &runs {
+    for r in runs.iter().filter(|r| !r.is_empty()) {
         let mut speeds: Vec<f64> = r.iter().map(|b| b.mb_per_s).collect();
         let mut cpus: Vec<f64> = r.iter().map(|b| b.cpu_per_gb).collect();
         let all = speeds
@@ -304,6 +359,11 @@ async fn client() {
         );
     }
 
+    if bulk_only {
+        drop(child.stdin.take());
+        let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        return;
+    }
     println!("\n| request/response (32 B, sequential, 5,000) | p50 µs | p99 µs | mean µs |");
     println!("|---|---:|---:|---:|");
     for (name, endpoint) in [("QUIC", &over_quic), ("TCP+TLS", &over_tcp)] {
@@ -335,9 +395,12 @@ async fn client() {
     ] {
         let mut times = Vec::new();
         for _ in 0..30 {
-            let endpoint = Endpoint::bind(Identity::generate(), EndpointConfig::loopback())
-                .await
-                .unwrap();
+            let endpoint = Endpoint::bind(
+                Identity::generate(),
+                endpoint_config("ALLPEERS_BENCH_CLIENT_IP"),
+            )
+            .await
+            .unwrap();
             let t = Instant::now();
             endpoint.connect_addr(peer, address).await.unwrap();
             times.push(t.elapsed());

@@ -502,6 +502,47 @@ async fn throttle_upload(t: TransportKind) {
 }
 both_transports!(throttle_holds_upload_rate, super::throttle_upload);
 
+/// A bulk stream over QUIC on loopback: datagrams go out in GSO batches, and MTU discovery
+/// climbs past Ethernet's 1472 bytes to the bound (loopback allows 65,536) and stays there —
+/// a bound above what one GSO send can carry once made the kernel refuse whole batches, which
+/// quinn took for an MTU black hole and fell back to 1200 bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_bulk_uses_gso_batches_and_large_datagrams_on_loopback() {
+    bounded(async {
+        let (a, b, mut done) = sink_pair(TransportKind::Quic).await;
+        let (mut send, _recv) = a.open_stream(b.peer_id(), &ns("sink")).await.unwrap();
+        let chunk = vec![7u8; 1 << 20];
+        for _ in 0..24 {
+            send.write_all(&chunk).await.unwrap();
+        }
+        send.finish().await.unwrap();
+        let (got, _) = done.recv().await.unwrap();
+        assert_eq!(got, 24 << 20);
+        let stats = a.connection(&b.peer_id()).unwrap().stats();
+        let q = stats.quic.expect("a QUIC connection");
+        assert_eq!(q.black_holes, 0, "{stats:?}");
+        assert_eq!(
+            stats.path_mtu,
+            Some(allpeers_net::transport::quic::MTU_UPPER_BOUND),
+            "{stats:?}"
+        );
+        let probe = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        if quinn::udp::UdpSocketState::new((&probe).into())
+            .unwrap()
+            .max_gso_segments()
+            > 1
+        {
+            assert!(
+                q.datagrams_sent > 3 * q.send_calls,
+                "GSO batches expected: {stats:?}"
+            );
+        } else {
+            eprintln!("SKIPPED the GSO check: no UDP GSO on this kernel");
+        }
+    })
+    .await
+}
+
 async fn throttle_download_runtime_change(t: TransportKind) {
     assert_rate(
         "download, global limit changed at run time",

@@ -129,6 +129,26 @@ pub struct ConnectionStats {
     pub rtt_ms: Option<f64>,
     /// Current path MTU (QUIC: the largest UDP payload in use).
     pub path_mtu: Option<u16>,
+    /// QUIC's packet-level counters (None over TCP).
+    pub quic: Option<QuicStats>,
+}
+
+/// What a QUIC connection did at the packet level: how its bytes were batched and what
+/// congestion control saw. Datagrams per send call above 1 means segmentation offload (GSO)
+/// is in use.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+pub struct QuicStats {
+    pub datagrams_sent: u64,
+    /// UDP send calls (`sendmsg`): one carries up to quinn's batch of datagrams with GSO.
+    pub send_calls: u64,
+    pub datagrams_received: u64,
+    pub acks_sent: u64,
+    pub acks_received: u64,
+    pub lost_packets: u64,
+    pub congestion_events: u64,
+    /// Times MTU discovery judged the path to have shrunk (it then drops to 1200 bytes).
+    pub black_holes: u64,
+    pub cwnd: u64,
 }
 
 pub(crate) struct Meters {
@@ -513,12 +533,27 @@ impl Connection {
         let now = Instant::now();
         let mut m = self.0.shared.meters.lock().unwrap();
         let second = Duration::from_secs(1);
-        let (rtt_ms, path_mtu) = match &self.0.inner {
-            Inner::Quic(c) => (
-                Some(c.rtt().as_secs_f64() * 1000.0),
-                Some(c.stats().path.current_mtu),
-            ),
-            Inner::Tcp(_) | Inner::Bulk(_) => (None, None),
+        let (rtt_ms, path_mtu, quic) = match &self.0.inner {
+            Inner::Quic(c) => {
+                let s = c.stats();
+                let quic = QuicStats {
+                    datagrams_sent: s.udp_tx.datagrams,
+                    send_calls: s.udp_tx.ios,
+                    datagrams_received: s.udp_rx.datagrams,
+                    acks_sent: s.frame_tx.acks,
+                    acks_received: s.frame_rx.acks,
+                    lost_packets: s.path.lost_packets,
+                    congestion_events: s.path.congestion_events,
+                    black_holes: s.path.black_holes_detected,
+                    cwnd: s.path.cwnd,
+                };
+                (
+                    Some(c.rtt().as_secs_f64() * 1000.0),
+                    Some(s.path.current_mtu),
+                    Some(quic),
+                )
+            }
+            Inner::Tcp(_) | Inner::Bulk(_) => (None, None, None),
         };
         ConnectionStats {
             bytes_sent: m.sent.total(),
@@ -527,6 +562,7 @@ impl Connection {
             receive_rate: m.received.rate(second, now),
             rtt_ms,
             path_mtu,
+            quic,
         }
     }
 }

@@ -9,6 +9,15 @@
 //! of mostly idle connections takes a small cap. The stateless-reset key is derived from the
 //! identity (as is the connection-id hash key), so a restarted node resets its old
 //! connections at once rather than leaving the remote to time out.
+//!
+//! Left at quinn's defaults on purpose, each measured at a 1500-byte path MTU (a veth pair;
+//! docs/benchmarks.md, "QUIC for bulk"): Cubic (BBR sent 2.2x the ACKs and smaller GSO
+//! batches, NewReno was no better), no ACK-frequency extension (the receiver already
+//! acknowledges once per batch it processes, ~1 ACK per 110-125 packets, so there is
+//! nothing for it to remove), rustls's suite order (AES-256-GCM; AES-128 would save at most
+//! ~3-4% of QUIC's CPU, within the noise here), and pacing (no switch in quinn 0.11). What
+//! costs at 1500 bytes is quinn's per-packet work and its extra copies, none of it
+//! configurable: larger datagrams ([`MTU_UPPER_BOUND`]) are the lever where the path allows.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,17 +49,35 @@ pub fn transport_config(max_streams: u32) -> quinn::TransportConfig {
         .send_window(32 * 1024 * 1024)
         .datagram_receive_buffer_size(Some(256 * 1024))
         .datagram_send_buffer_size(256 * 1024);
-    // Discover up to the largest payload of a 1500-byte Ethernet MTU (quinn's default stops
-    // at 1452). Going past it needs a larger `max_udp_payload_size` on both endpoints; tried
-    // with 8952 on loopback, discovery then stayed at 1200 here (not understood), so no.
+    // Discover datagrams as large as the path allows, up to MTU_UPPER_BOUND (see there).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(MTU_UPPER_BOUND);
     t.mtu_discovery_config(Some(mtu));
     t
 }
 
-/// Largest UDP payload MTU discovery tries.
-pub const MTU_UPPER_BOUND: u16 = 1472;
+/// Largest UDP payload MTU discovery tries, and the largest this endpoint accepts (its
+/// `max_udp_payload_size`): discovery goes no higher than the smaller of the two ends' values.
+///
+/// quinn sends up to [`GSO_BATCH`] datagrams in one `sendmsg` (UDP GSO), and Linux refuses a
+/// send whose UDP payload as a whole exceeds 65,535 bytes minus headers (EMSGSIZE), which
+/// quinn-udp swallows as it does for an oversized MTU probe. So with a segment size above
+/// 65,507 / 10 a full batch vanishes: quinn counts it lost, its black-hole detection judges
+/// the path MTU to have shrunk, and the connection drops to 1200 bytes for a minute. That is
+/// what we saw when trying 8952 on loopback ("discovery stayed at 1200"; measured again:
+/// 239 packets lost, 1 black hole, MTU 1200). Where the path allows more (loopback, jumbo-frame
+/// LANs) datagrams are up to 4.5x larger and quinn's per-packet costs (headers, crypto calls,
+/// ACK bookkeeping, wake-ups) fall with them: -38% CPU per GB on loopback. On a 1500-byte path
+/// the larger sizes are probed first and refused locally by the interface (silently, and not
+/// as congestion), so discovery reaches ~1470 later than with a bound of 1472: the first
+/// megabytes go at 1200-1450 bytes (measured on a veth: 1200-1449 after 8 MiB, where a bound
+/// of 1472 had reached 1472), the rest at 1469-1472.
+///
+/// quinn sizes its receive buffer by this value (x 64 GRO segments x 32 slots, ~13 MiB of
+/// address space), but a GRO buffer never exceeds 64 KiB, so at most ~2 MiB of it is touched.
+pub const MTU_UPPER_BOUND: u16 = ((65_535 - 20 - 8) / GSO_BATCH) as u16;
+/// Datagrams quinn puts in one GSO send (its `MAX_TRANSMIT_SEGMENTS`, not exported).
+pub const GSO_BATCH: u32 = 10;
 /// Socket buffers asked for (the OS may cap them: net.core.rmem_max / wmem_max).
 pub const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
 
@@ -85,6 +112,9 @@ pub(crate) fn bind(
     let reset_seed = identity.sign(b"allpeers quic stateless reset key v1");
     let reset_key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &reset_seed[..32]);
     let mut endpoint_config = quinn::EndpointConfig::new(Arc::new(reset_key));
+    endpoint_config
+        .max_udp_payload_size(MTU_UPPER_BOUND)
+        .expect("within QUIC's limits");
     // Connection ids carry a hash keyed per endpoint; keying it from the identity too lets a
     // restarted node recognise its old ids as its own and answer them with a reset.
     let cid_key = u64::from_le_bytes(reset_seed[32..40].try_into().expect("8 bytes"));

@@ -181,6 +181,7 @@ impl AsyncUdpSocket for HookedUdpSocket {
 mod tests {
     use super::*;
     use std::sync::Mutex;
+    use std::time::Duration;
 
     #[derive(Default)]
     struct TakeZeros(Mutex<Vec<SocketAddr>>);
@@ -208,5 +209,60 @@ mod tests {
         assert!(s.taken(&[0, 1], from));
         assert!(!s.taken(&[0x40, 1], from));
         assert_eq!(*a.0.lock().unwrap(), [from]);
+    }
+
+    /// A GSO batch arrives as one GRO buffer (several datagrams, `stride` apart) and goes to
+    /// quinn whole, untouched by the hooks; a lone datagram a hook claims is taken out of the
+    /// same receive call, and the wrapper reports the kernel's batch sizes as they are.
+    #[tokio::test]
+    async fn gro_batches_pass_through_whole_and_hooks_see_single_datagrams() {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = socket.local_addr().unwrap();
+        let s = HookedUdpSocket::new(
+            quinn::Runtime::wrap_udp_socket(&quinn::TokioRuntime, socket).unwrap(),
+        );
+        let taken = s.hook::<TakeZeros>();
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let from = sender.local_addr().unwrap();
+        let state = quinn::udp::UdpSocketState::new((&sender).into()).unwrap();
+        if state.max_gso_segments() < 3 || s.max_receive_segments() < 3 {
+            eprintln!("SKIPPED: no UDP GSO/GRO on this kernel");
+            return;
+        }
+        let send = |contents: &[u8], segment_size: Option<usize>| {
+            let t = Transmit {
+                destination: to,
+                ecn: None,
+                contents,
+                segment_size,
+                src_ip: None,
+            };
+            state.send((&sender).into(), &t).unwrap();
+        };
+        send(&[0x40; 3000], Some(1000));
+        send(&[0, 1, 2], None);
+        send(&[0x41; 500], None);
+
+        // As quinn's endpoint driver lays out its buffers: equal chunks, one per datagram slot.
+        let slot = 1472 * s.max_receive_segments();
+        let mut storage = vec![0u8; slot * quinn::udp::BATCH_SIZE];
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while got.len() < 2 {
+                let mut bufs: Vec<IoSliceMut> =
+                    storage.chunks_mut(slot).map(IoSliceMut::new).collect();
+                let mut meta = vec![RecvMeta::default(); bufs.len()];
+                let n = std::future::poll_fn(|cx| s.poll_recv(cx, &mut bufs, &mut meta))
+                    .await
+                    .unwrap();
+                for (m, b) in meta.iter().zip(&bufs).take(n) {
+                    got.push((m.len, m.stride, b[0]));
+                }
+            }
+        })
+        .await
+        .expect("both kept datagrams arrive");
+        assert_eq!(got, [(3000, 1000, 0x40), (500, 500, 0x41)]);
+        assert_eq!(*taken.0.lock().unwrap(), [from]);
     }
 }
