@@ -258,7 +258,9 @@ pub mod close_code {
     pub const SHUTDOWN: u32 = 3;
 }
 
-/// Largest datagram over TCP (QUIC's depends on the path MTU).
+/// Largest datagram over TCP, and the most QUIC takes too: a service's datagram that fits one
+/// path fits every path, whatever size of packet MTU discovery found (up to
+/// [`quic::MTU_UPPER_BOUND`] on loopback; QUIC's own limit is lower on a 1200-byte path).
 pub const TCP_DATAGRAM_LIMIT: usize = 1200;
 
 impl Connection {
@@ -447,7 +449,7 @@ impl Connection {
     /// Largest datagram payload this connection can send now.
     pub fn max_datagram_size(&self) -> usize {
         match &self.0.inner {
-            Inner::Quic(c) => c.max_datagram_size().unwrap_or(0),
+            Inner::Quic(c) => c.max_datagram_size().unwrap_or(0).min(TCP_DATAGRAM_LIMIT),
             Inner::Tcp(_) => TCP_DATAGRAM_LIMIT,
             Inner::Bulk(_) => 0,
         }
