@@ -498,7 +498,7 @@ impl Store {
                     let (rid, type_name) = stored.get(*item)?;
                     Some(Target {
                         rid: *rid,
-                        id: *item,
+                        id: item,
                         type_name,
                     })
                 })

@@ -174,7 +174,7 @@ pub(crate) fn insert_rows<P: rusqlite::ToSql>(
     width: usize,
     values: &[P],
 ) -> Result<Vec<i64>, StoreError> {
-    debug_assert!(width > 0 && values.len() % width == 0);
+    debug_assert!(width > 0 && values.len().is_multiple_of(width));
     let row = format!("({})", vec!["?"; width].join(", "));
     let full = format!(
         "{head} VALUES {}",
