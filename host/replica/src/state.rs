@@ -62,6 +62,10 @@ struct ResourceState {
     positions: BTreeMap<String, Option<Register<String>>>,
     removed_tags: BTreeSet<OpId>,
     removes: BTreeSet<OpId>,
+    /// The items by (position key, id): the list's order, kept with every change of `adds`,
+    /// `arrivals` and `positions` (see [`ResourceState::rekey`]) rather than sorted for every
+    /// read (a store reads a list's order at each commit, and a list can hold 100,000 items).
+    order: BTreeSet<(String, String)>,
 }
 
 impl ResourceState {
@@ -115,11 +119,14 @@ impl ResourceState {
                 }
             }
             Action::ListMove { item, position, .. } => {
+                let before = self.item_key(item);
                 let slot = self.positions.entry(item.clone()).or_default();
                 let loser = Register::write(slot, key, position.clone());
                 settle(loser, id, false, &self.creates, &mut applied);
+                self.rekey(item, before);
             }
             Action::ListRemove { item, tags, .. } => {
+                let before = self.item_key(item);
                 self.removes.insert(id);
                 self.removed_tags.extend(tags.iter().copied());
                 if let Some(live) = self.adds.get_mut(item) {
@@ -132,6 +139,7 @@ impl ResourceState {
                         self.adds.remove(item);
                     }
                 }
+                self.rekey(item, before);
             }
             Action::Delete { .. } => {
                 applied.superseded = self.live_ops().into_iter().collect();
@@ -194,9 +202,41 @@ impl ResourceState {
         if self.deleted() || self.removed_tags.contains(&id) {
             return false;
         }
+        let before = self.item_key(item);
         self.adds.entry(item.to_owned()).or_default().insert(id);
         self.arrivals.insert(id, position::arrival(stamp));
+        self.rekey(item, before);
         true
+    }
+
+    /// Where `item` sits in this list: a move's position, else the earliest live add's
+    /// arrival key; `None` when it is not in the list.
+    fn item_key(&self, item: &str) -> Option<String> {
+        let tags = self.adds.get(item)?;
+        let moved = self.positions.get(item).and_then(Option::as_ref);
+        Some(match moved {
+            Some(register) => register.value.clone(),
+            None => tags
+                .iter()
+                .filter_map(|t| self.arrivals.get(t))
+                .min()
+                .cloned()
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Files `item` in `order` under its key after a change (it was under `before`).
+    fn rekey(&mut self, item: &str, before: Option<String>) {
+        let after = self.item_key(item);
+        if before == after {
+            return;
+        }
+        if let Some(key) = before {
+            self.order.remove(&(key, item.to_owned()));
+        }
+        if let Some(key) = after {
+            self.order.insert((key, item.to_owned()));
+        }
     }
 
     /// Every live op of this resource other than its deletes (they die with a delete).
@@ -212,6 +252,23 @@ impl ResourceState {
     /// The items in list order with their keys: by position (a move's, else the earliest live
     /// add's arrival key), then by id.
     fn ordered_items(&self) -> Vec<(&str, &str)> {
+        let items: Vec<(&str, &str)> = self
+            .order
+            .iter()
+            .map(|(key, item)| (item.as_str(), key.as_str()))
+            .collect();
+        #[cfg(test)]
+        assert_eq!(
+            items,
+            self.sorted_items(),
+            "the kept order is the sorted one"
+        );
+        items
+    }
+
+    /// The order [`ResourceState::ordered_items`] keeps, sorted afresh (to check it).
+    #[cfg(test)]
+    fn sorted_items(&self) -> Vec<(&str, &str)> {
         let mut items: Vec<(&str, &str)> = self
             .adds
             .iter()
@@ -481,6 +538,19 @@ impl State {
             .get(list)
             .and_then(|r| r.adds.get(item))
             .map(|tags| tags.iter().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// The items of `list` in order, borrowed (what a store arranging thousands of items reads).
+    pub fn list_items(&self, list: &str) -> Vec<&str> {
+        self.resources
+            .get(list)
+            .map(|r| {
+                r.ordered_items()
+                    .into_iter()
+                    .map(|(item, _)| item)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 

@@ -6,7 +6,9 @@
 //! does (what is queued goes as one request, within `MAX_FRAMES_PER_REQUEST` and
 //! `MAX_REQUEST_BYTES`). Next to `Store::create_many` of the same links, 1,000 a transaction
 //! (the baseline). Wall and CPU time (user + system, all threads: signature checks use up to 4
-//! cores) per phase.
+//! cores) per phase. Issue 14's goal (3) is the sync phase's ratio (it runs both ends of the
+//! sync: alice serving, dave verifying and storing); the share's creation at alice is printed
+//! beside it, and the sum of both.
 //!
 //! `cargo bench -p allpeers-store --bench share_sync` (harness = false; prints a table).
 
@@ -235,23 +237,34 @@ fn main() {
     );
     println!("| | wall ms | / create_many | CPU ms | / create_many |");
     println!("|---|---:|---:|---:|---:|");
+    let ratio = |x: Duration, base: Duration| x.as_secs_f64() / base.as_secs_f64().max(0.01);
     let row = |what: &str, (wall, cpu): (Duration, Duration)| {
         println!(
             "| {what} | {:.0} | {:.1}x | {:.0} | {:.1}x |",
             wall.as_secs_f64() * 1e3,
-            wall.as_secs_f64() / baseline.0.as_secs_f64(),
+            ratio(wall, baseline.0),
             cpu.as_secs_f64() * 1e3,
-            cpu.as_secs_f64() / baseline.1.as_secs_f64().max(0.01),
+            ratio(cpu, baseline.1),
         )
     };
     row(
         "baseline: Store::create_many, 1,000 a transaction",
         baseline,
     );
-    row("share at alice (signs every op, commits)", created);
-    row("sync to a fresh dave (verifies, stores)", synced);
     row(
-        "both (share + sync)",
+        "**initial sync to a fresh dave** (both ends: reconciles, verifies, stores)",
+        synced,
+    );
+    row("share creation at alice (signs every op, commits)", created);
+    row(
+        "share creation + sync",
         (created.0 + synced.0, created.1 + synced.1),
+    );
+    // Issue 14's goal (3) is the initial sync; the share's creation is alice's own cost, not
+    // the sync's (earlier runs reported the sum as the goal's figure).
+    println!(
+        "\ngoal (3), initial sync / create_many: {:.2}x wall, {:.2}x CPU (goal <= 3x)",
+        ratio(synced.0, baseline.0),
+        ratio(synced.1, baseline.1),
     );
 }

@@ -50,6 +50,34 @@ pub(crate) fn append(conn: &Connection, entry: &Entry<'_>, data: &str) -> Result
     Ok(conn.last_insert_rowid())
 }
 
+/// Appends `entries` (each with its data, JSON text) in order, in multi-row statements;
+/// returns their sequence numbers.
+pub(crate) fn append_many(conn: &Connection, entries: &[(Entry<'_>, String)]) -> Result<Vec<i64>> {
+    use rusqlite::types::{ToSqlOutput, ValueRef};
+    fn text(s: &str) -> ToSqlOutput<'_> {
+        ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+    }
+    let values: Vec<ToSqlOutput<'_>> = entries
+        .iter()
+        .flat_map(|(e, data)| {
+            [
+                ToSqlOutput::Borrowed(ValueRef::Integer(e.time)),
+                text(e.author),
+                text(e.op),
+                text(e.id),
+                text(e.type_name),
+                text(data),
+            ]
+        })
+        .collect();
+    crate::sql::insert_rows(
+        conn,
+        "INSERT INTO ap_changes(time, author, op, id, type, data)",
+        6,
+        &values,
+    )
+}
+
 /// The log from `after_seq` (exclusive), oldest first, at most `limit` entries.
 pub(crate) fn since(conn: &Connection, after_seq: i64, limit: u32) -> Result<Vec<Change>> {
     let mut st = conn.prepare_cached(

@@ -86,6 +86,9 @@ pub struct Store {
     listeners: listen::Listeners,
     query_lists: QueryLists,
     insert_sql: InsertSql,
+    /// Lists as the last replicated commits arranged them (see [`list::Arranged`]); every
+    /// other write clears it.
+    arranged: list::Arranged,
 }
 
 fn now_ms() -> i64 {
@@ -122,6 +125,9 @@ impl Store {
         checkpointer: Option<Checkpointer>,
         author: &str,
     ) -> Result<Store> {
+        // A commit of replicated ops keeps a dozen statements of its own besides the type
+        // tables' and the reads': SQLite's default of 16 would re-prepare them in turn.
+        conn.set_prepared_statement_cache_capacity(64);
         let reg = schema::open(&mut conn)?;
         let query_lists = QueryLists::load(Reader::new(&conn, &reg))?;
         Ok(Store {
@@ -134,6 +140,7 @@ impl Store {
             listeners: listen::Listeners::default(),
             query_lists,
             insert_sql: InsertSql::default(),
+            arranged: list::Arranged::default(),
         })
     }
 
@@ -240,6 +247,9 @@ impl Store {
     /// A write transaction at the clock's time, with the parts of the store a write reads or
     /// extends beside it.
     fn begin(&mut self) -> Result<(WriteTx<'_>, &QueryLists, &mut InsertSql)> {
+        // Whatever this write does to lists, the replicated commits' record of them is stale
+        // (a replicated commit takes it out first and puts it back once it committed).
+        self.arranged.clear();
         let time = (self.clock)();
         let tx = WriteTx::begin(
             &mut self.conn,

@@ -44,6 +44,74 @@ pub(crate) enum Scope {
     Memberships,
 }
 
+/// Items a store keeps in [`Arranged`], all lists together (~50 bytes each): past this, a list
+/// is read back from the database on its next commit instead.
+pub(crate) const MAX_ARRANGED_ITEMS: usize = 1_000_000;
+
+/// Explicit lists as the store's last replicated commits left them: each list's items in
+/// order with their row ids (positions 0..len, as `WriteTx::list_arrange` writes them). A commit
+/// to a list that only grew at its end — an initial sync commits every few thousand ops — then
+/// appends the new items without reading the list back and looking up every item's row id
+/// (which made a 100,000-item sync quadratic). Valid only while nothing else wrote: the store
+/// clears it on every other write, and [`Arranged::check`] on a commit by another connection.
+#[derive(Default)]
+pub(crate) struct Arranged {
+    /// SQLite's `data_version` when it was last checked.
+    version: Option<i64>,
+    lists: std::collections::HashMap<String, Vec<(String, i64)>>,
+    items: usize,
+}
+
+impl Arranged {
+    pub fn clear(&mut self) {
+        *self = Arranged::default();
+    }
+
+    /// Forgets everything if another connection committed since the last check.
+    pub fn check(&mut self, conn: &Connection) -> Result<()> {
+        let version: i64 = conn.query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if self.version != Some(version) {
+            self.clear();
+            self.version = Some(version);
+        }
+        Ok(())
+    }
+
+    /// How many of `wanted` (list `id`'s items in order) are stored as kept here: all of the
+    /// kept items when they are `wanted`'s first ones; `None` if the list is not kept or
+    /// `wanted` does not start with them (then the list is arranged afresh).
+    pub fn prefix(&self, id: &str, wanted: &[&str]) -> Option<usize> {
+        let kept = self.lists.get(id)?;
+        let same =
+            kept.len() <= wanted.len() && kept.iter().zip(wanted).all(|((item, _), w)| item == w);
+        same.then_some(kept.len())
+    }
+
+    /// Keeps `items` after the `from` items kept for list `id` (all of them: `from` is what
+    /// [`Arranged::prefix`] said; 0 after arranging it afresh).
+    pub fn extend(
+        &mut self,
+        id: &str,
+        from: usize,
+        items: impl IntoIterator<Item = (String, i64)>,
+    ) {
+        let mut list = self.lists.remove(id).unwrap_or_default();
+        self.items -= list.len();
+        list.truncate(from);
+        list.extend(items);
+        if self.items + list.len() <= MAX_ARRANGED_ITEMS {
+            self.items += list.len();
+            self.lists.insert(id.to_owned(), list);
+        }
+    }
+
+    pub fn forget(&mut self, id: &str) {
+        if let Some(list) = self.lists.remove(id) {
+            self.items -= list.len();
+        }
+    }
+}
+
 /// The query-backed lists of a store, kept in memory so writes need not look them up.
 #[derive(Default)]
 pub(crate) struct QueryLists(Vec<QueryList>);
@@ -217,9 +285,12 @@ fn contains(conn: &Connection, list: i64, item: i64) -> Result<bool> {
         .query_row([list, item], |r| r.get(0))?)
 }
 
+/// The length of explicit list `list`: its greatest position plus one (positions are dense,
+/// 0..len), read from the end of the (list, pos) index instead of counting every row — a
+/// `count(*)` made appending n items one by one cost n²/2 row visits.
 fn len(conn: &Connection, list: i64) -> Result<i64> {
     Ok(conn
-        .prepare_cached("SELECT count(*) FROM ap_list_items WHERE list = ?1")?
+        .prepare_cached("SELECT coalesce(max(pos) + 1, 0) FROM ap_list_items WHERE list = ?1")?
         .query_row([list], |r| r.get(0))?)
 }
 
@@ -269,6 +340,23 @@ pub(crate) fn place(conn: &Connection, list: i64, item: i64, pos: i64) -> Result
          ON CONFLICT(list, item) DO UPDATE SET pos = excluded.pos",
     )?
     .execute([list, item, pos])?;
+    Ok(())
+}
+
+/// Writes the rows of `items` (item, position), none of them in `list` yet, in multi-row
+/// statements: for `WriteTx::list_arrange`, whose new items (an initial sync's thousands) need
+/// no conflict check.
+pub(crate) fn place_new(conn: &Connection, list: i64, items: &[(i64, i64)]) -> Result<()> {
+    let values: Vec<i64> = items
+        .iter()
+        .flat_map(|&(item, pos)| [list, item, pos])
+        .collect();
+    sql::insert_rows(
+        conn,
+        "INSERT INTO ap_list_items(list, item, pos)",
+        3,
+        &values,
+    )?;
     Ok(())
 }
 

@@ -361,32 +361,48 @@ impl Store {
                 .kind_of(id)
                 .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
         }));
-        let lists: Vec<(String, Vec<String>)> = touched
+        // How each list was last arranged here, if it is known and the replica's order only
+        // grew at its end since: then only the new items are looked up and appended. Taken out
+        // of the store (`begin` clears it) and put back once the transaction committed.
+        let mut arranged = std::mem::take(&mut self.arranged);
+        arranged.check(&self.conn)?;
+        let mut lists: Vec<(&str, Vec<&str>, Option<usize>)> = touched
             .into_iter()
             .map(|id| {
-                let items = state
-                    .list_order(id)
-                    .into_iter()
-                    .map(|(item, _)| item)
-                    .collect();
-                (id.to_owned(), items)
+                let items = state.list_items(id);
+                let known = arranged.prefix(id, &items);
+                (id, items, known)
             })
             .collect();
-        // Where each resource of the commit and each item of those lists is stored, read in
-        // a few statements (not one per resource); kept up to date with what the transaction
-        // creates and deletes, it places the lists' items below.
-        let mut stored = self.reader().rids_of(
-            resources.iter().map(String::as_str).chain(
-                lists
-                    .iter()
-                    .flat_map(|(id, items)| std::iter::once(id).chain(items))
-                    .map(String::as_str),
-            ),
-        )?;
+        // Where each resource of the commit and each item of those lists not known arranged is
+        // stored, read in a few statements (not one per resource); kept up to date with what
+        // the transaction creates and deletes, it places the lists' items below.
+        let unknown_items: Vec<&str> = lists
+            .iter()
+            .flat_map(|(id, items, known)| {
+                std::iter::once(*id).chain(items[known.unwrap_or(0)..].iter().copied())
+            })
+            .collect();
+        let mut stored = self
+            .reader()
+            .rids_of(resources.iter().map(String::as_str).chain(unknown_items))?;
         let mut plans = Vec::new();
         for id in &resources {
             if let Some(plan) = self.plan(id, state.view(id), stored.get(id))? {
                 plans.push(plan);
+            }
+        }
+        // An update or a delete can take items out of lists (a deleted item leaves every
+        // list; a list whose query changed is emptied): every list is then arranged afresh.
+        if plans.iter().any(|p| !matches!(p, Plan::Create(_))) {
+            arranged.clear();
+            let prefixes: Vec<&str> = lists
+                .iter()
+                .flat_map(|(_, items, known)| items[..known.unwrap_or(0)].iter().copied())
+                .collect();
+            stored.extend(self.reader().rids_of(prefixes)?);
+            for (_, _, known) in &mut lists {
+                *known = None;
             }
         }
         let time = (self.clock)();
@@ -394,13 +410,18 @@ impl Store {
         for (file, text) in &carried.files {
             crate::schema::store_registered(tx.sql(), &carried.registry, file, text, time)?;
         }
-        for (id, op) in &changes.stored {
-            tx.sql()
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO ap_ops(share, id, wire) VALUES (?1, ?2, ?3)",
-                )?
-                .execute(params![&share.0[..], &id.0[..], op.wire()])?;
-        }
+        // The ops in multi-row statements (an initial sync stores thousands a commit).
+        let rows: Vec<&[u8]> = changes
+            .stored
+            .iter()
+            .flat_map(|(id, op)| [&share.0[..], &id.0[..], op.wire()])
+            .collect();
+        crate::sql::insert_rows(
+            tx.sql(),
+            "INSERT OR IGNORE INTO ap_ops(share, id, wire)",
+            3,
+            &rows,
+        )?;
         for (peer, seq) in &changes.author_seqs {
             tx.sql()
                 .prepare_cached(
@@ -453,11 +474,13 @@ impl Store {
             Some((_, ql)) => ql.is_some(),
             None => new_lists.iter().any(|ql| ql.rid == rid) || query_lists.get(rid).is_some(),
         };
-        for (list_id, wanted) in &lists {
-            let Some((lrid, ltype)) = stored.get(list_id) else {
+        for (list_id, wanted, known) in &lists {
+            let Some((lrid, ltype)) = stored.get(*list_id) else {
+                arranged.forget(list_id);
                 continue;
             };
             if query_backed(*lrid) {
+                arranged.forget(list_id);
                 continue;
             }
             let list = Target {
@@ -465,12 +488,14 @@ impl Store {
                 id: list_id,
                 type_name: ltype,
             };
-            // Every item in the replica's order, removed, added or moved in one pass (an item
-            // whose create has not arrived yet joins when it does).
-            let order: Vec<Target<'_>> = wanted
+            // The items in the replica's order (an item whose create has not arrived yet joins
+            // when it does): those after the ones known arranged appended, or every item
+            // removed, added or moved in one pass.
+            let from = known.unwrap_or(0);
+            let order: Vec<Target<'_>> = wanted[from..]
                 .iter()
                 .filter_map(|item| {
-                    let (rid, type_name) = stored.get(item)?;
+                    let (rid, type_name) = stored.get(*item)?;
                     Some(Target {
                         rid: *rid,
                         id: item,
@@ -478,9 +503,24 @@ impl Store {
                     })
                 })
                 .collect();
-            tx.list_arrange(query_lists, list, &order)?;
+            if known.is_some() {
+                let at: Vec<(usize, Target<'_>)> = order
+                    .iter()
+                    .enumerate()
+                    .map(|(i, t)| (from + i, *t))
+                    .collect();
+                tx.list_add_new(query_lists, list, &at)?;
+            } else {
+                tx.list_arrange(query_lists, list, &order)?;
+            }
+            arranged.extend(
+                list_id,
+                from,
+                order.iter().map(|t| (t.id.to_owned(), t.rid)),
+            );
         }
         tx.commit()?;
+        self.arranged = arranged;
         self.query_lists.extend(new_lists);
         for (rid, ql) in replaced {
             self.query_lists.replace(rid, ql);
@@ -873,6 +913,115 @@ mod tests {
         );
     }
 
+    /// Commits that only append to a list write the new items without reading the list back
+    /// (`list::Arranged`); whatever else happens between them — a move, a remove, a delete, a
+    /// local write, another connection's write — the stored list is the replica's order after
+    /// every commit.
+    #[test]
+    fn a_list_committed_in_steps_is_the_replicas_order_after_each_step() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bob.db");
+        let mut alice = Store::open_in_memory(&peer(1).to_string()).unwrap();
+        let list = alice
+            .create(Resource::new("List").with("title", "Holiday 2026"))
+            .unwrap();
+        let mut replica =
+            Replica::create_share(&key(1), &list.id, "List", create_value(&list), T0).unwrap();
+        let mut bob = Store::open(&path, &peer(2).to_string()).unwrap();
+        let mut theirs = Replica::new(replica.share());
+        let t = std::cell::Cell::new(T0);
+        let n = std::cell::Cell::new(0);
+        // Alice appends `count` links; bob takes them in one commit and checks his list.
+        let append =
+            |replica: &mut Replica, theirs: &mut Replica, bob: &mut Store, count: usize| {
+                t.set(t.get() + 10);
+                let actions: Vec<Action> = (0..count)
+                    .map(|_| {
+                        n.set(n.get() + 1);
+                        let n = n.get();
+                        let r = link(&format!("https://{n}.example")).with_id(&format!("item{n}"));
+                        Action::CreateInList {
+                            resource: r.id.clone(),
+                            kind: r.type_name.clone(),
+                            value: create_value(&r),
+                            list: list.id.clone(),
+                        }
+                    })
+                    .collect();
+                for op in replica.author_many(&key(1), actions, t.get()).unwrap() {
+                    theirs.receive(op.wire(), t.get()).unwrap();
+                }
+                store::commit(bob, theirs).unwrap();
+            };
+        let check = |bob: &Store, theirs: &Replica, what: &str| {
+            let want: Vec<String> = theirs
+                .state()
+                .list_items(&list.id)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            assert_eq!(bob.list_items(&list.id).unwrap().items, want, "{what}");
+        };
+        let genesis: Vec<_> = replica.kept_ops().cloned().collect();
+        for op in genesis {
+            theirs.receive(op.wire(), T0).unwrap();
+        }
+        append(&mut replica, &mut theirs, &mut bob, 300);
+        check(&bob, &theirs, "first commit");
+        append(&mut replica, &mut theirs, &mut bob, 200);
+        check(&bob, &theirs, "appended");
+        // A move of the first item to the end, with more items: arranged afresh.
+        let first = theirs.state().list_items(&list.id)[0].to_owned();
+        let last_key = theirs
+            .state()
+            .list_order(&list.id)
+            .last()
+            .unwrap()
+            .1
+            .clone();
+        t.set(t.get() + 10);
+        let to_end = Action::ListMove {
+            list: list.id.clone(),
+            item: first.clone(),
+            position: allpeers_replica::position::between(Some(&last_key), None).unwrap(),
+        };
+        let (op, _) = replica.author(&key(1), to_end, t.get()).unwrap();
+        theirs.receive(op.wire(), t.get()).unwrap();
+        append(&mut replica, &mut theirs, &mut bob, 5);
+        check(&bob, &theirs, "moved");
+        // A local remove (a write of this store) and another connection's remove: the next
+        // commit sees both and puts the items back where the replica has them.
+        let items = bob.list_items(&list.id).unwrap().items;
+        bob.list_remove(&list.id, &items[3]).unwrap();
+        Store::open(&path, &peer(2).to_string())
+            .unwrap()
+            .list_remove(&list.id, &items[7])
+            .unwrap();
+        append(&mut replica, &mut theirs, &mut bob, 5);
+        check(&bob, &theirs, "after other writes");
+        // A replicated delete of an item takes it out of the list.
+        t.set(t.get() + 10);
+        let delete = Action::Delete {
+            resource: items[10].clone(),
+        };
+        let (op, _) = replica.author(&key(1), delete, t.get()).unwrap();
+        theirs.receive(op.wire(), t.get()).unwrap();
+        store::commit(&mut bob, &mut theirs).unwrap();
+        append(&mut replica, &mut theirs, &mut bob, 5);
+        let got = bob.list_items(&list.id).unwrap().items;
+        assert!(!got.contains(&items[10]), "the deleted item is out");
+        assert_eq!(got.len(), 300 + 200 + 5 + 5 + 5 - 1);
+        let order: Vec<&str> = got.iter().map(String::as_str).collect();
+        let want: Vec<&str> = theirs
+            .state()
+            .list_items(&list.id)
+            .into_iter()
+            .filter(|id| *id != items[10])
+            .collect();
+        assert_eq!(order, want, "after a delete");
+        assert_eq!(bob.integrity_check().unwrap(), "ok");
+    }
+
     /// Replicated list ops on a shared query-backed list (a writer's, or an old node's) are
     /// kept as ops and change nothing: the list's query decides its items, as it does for
     /// `lists.*` locally.
@@ -951,6 +1100,70 @@ mod tests {
             replica.kept_ops().count(),
             "every op is kept"
         );
+    }
+
+    /// A store file whose `ap_ops` is the `WITHOUT ROWID` table of the stores made before
+    /// 2026-12-05 opens with every op moved to today's table: the replica comes back the same,
+    /// and new ops (and duplicates) are written to it as before.
+    #[test]
+    fn ops_of_a_store_made_with_the_old_table_are_kept_when_it_opens() {
+        let (_, mut replica, list_id) = alice_share();
+        let share = replica.share();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut old = Store::open(&path, &peer(1).to_string()).unwrap();
+            let changes = Changes {
+                stored: replica.kept_ops().map(|op| (op.id(), op.clone())).collect(),
+                ..Changes::default()
+            };
+            old.commit(&share, &changes, &replica).unwrap();
+            // The table as the old schema made it, with the same rows.
+            old.conn
+                .execute_batch(
+                    "CREATE TABLE ap_ops_old(share BLOB NOT NULL, id BLOB NOT NULL, wire BLOB NOT NULL, PRIMARY KEY(share, id)) WITHOUT ROWID;
+                     INSERT INTO ap_ops_old(share, id, wire) SELECT share, id, wire FROM ap_ops;
+                     DROP TABLE ap_ops;
+                     ALTER TABLE ap_ops_old RENAME TO ap_ops;",
+                )
+                .unwrap();
+        }
+        let mut store = Store::open(&path, &peer(1).to_string()).unwrap();
+        let sql: String = store
+            .conn
+            .query_row(
+                "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'ap_ops'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert!(!sql.to_ascii_uppercase().contains("WITHOUT ROWID"), "{sql}");
+        assert_eq!(
+            store.load(&share).unwrap().ops.len(),
+            replica.kept_ops().count()
+        );
+        let again = store::open(&store, share, T0 + 10).unwrap();
+        assert_eq!(again.state().hash(), replica.state().hash());
+        // A new op lands in the new table; an op already there is not written twice.
+        replica
+            .author(
+                &key(1),
+                Action::SetProperty {
+                    resource: list_id,
+                    name: "title".into(),
+                    value: json!("Holiday 2027"),
+                },
+                T0 + 20,
+            )
+            .unwrap();
+        let mut changes = replica.take_changes();
+        changes.stored = replica.kept_ops().map(|op| (op.id(), op.clone())).collect();
+        store.commit(&share, &changes, &replica).unwrap();
+        assert_eq!(
+            store.load(&share).unwrap().ops.len(),
+            replica.kept_ops().count()
+        );
+        assert_eq!(store.integrity_check().unwrap(), "ok");
     }
 
     #[test]

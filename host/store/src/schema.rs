@@ -3,14 +3,15 @@
 //! schema files registered at run time (kept in `ap_schemas`, replayed on open).
 
 use allpeers_model::schema::{ROOT_TYPE, Registry};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::error::Result;
 use crate::sql::{child_table, col, sql_type, type_table};
 
 /// The store's own tables: schema sources, local metadata (never replicated), explicit and
 /// query-backed list items, the change log, and the replicated shares (`ap_shares`: the shares
-/// offered to us or held; `ap_ops`: every op kept, in wire form; `ap_op_seqs`: per-author seq
+/// offered to us or held; `ap_ops`: every op kept, in wire form, rows in arrival order and an
+/// index by (share, op id); `ap_op_seqs`: per-author seq
 /// high-water marks), the notices a peer was already sent (`ap_told`, see `told.rs`), and the
 /// web apps' grants (`ap_app_grants`, see `grants.rs`) and the paths the media catalog watches (`ap_watched`,
 /// see `watched.rs`).
@@ -23,7 +24,8 @@ CREATE INDEX IF NOT EXISTS ap_list_items_pos ON ap_list_items(list, pos);
 CREATE INDEX IF NOT EXISTS ap_list_items_item ON ap_list_items(item);
 CREATE TABLE IF NOT EXISTS ap_changes(seq INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, author TEXT NOT NULL, op TEXT NOT NULL, id TEXT NOT NULL, type TEXT NOT NULL, data TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS ap_shares(share BLOB PRIMARY KEY, root TEXT NOT NULL, peer TEXT NOT NULL, state TEXT NOT NULL, title TEXT NOT NULL) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS ap_ops(share BLOB NOT NULL, id BLOB NOT NULL, wire BLOB NOT NULL, PRIMARY KEY(share, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ap_ops(seq INTEGER PRIMARY KEY, share BLOB NOT NULL, id BLOB NOT NULL, wire BLOB NOT NULL);
+CREATE UNIQUE INDEX IF NOT EXISTS ap_ops_share_id ON ap_ops(share, id);
 CREATE TABLE IF NOT EXISTS ap_op_seqs(share BLOB NOT NULL, peer TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY(share, peer)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS ap_told(kind TEXT NOT NULL, peer TEXT NOT NULL, subject TEXT NOT NULL, at INTEGER NOT NULL, PRIMARY KEY(kind, peer, subject)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS ap_told_at ON ap_told(at);
@@ -34,6 +36,7 @@ CREATE TABLE IF NOT EXISTS ap_watched(path TEXT PRIMARY KEY, recursive INTEGER N
 /// Creates the system tables, replays the registered schema files over the built-in types and
 /// makes sure every type has its tables. Returns the registry.
 pub(crate) fn open(conn: &mut Connection) -> Result<Registry> {
+    migrate_ops(conn)?;
     conn.execute_batch(SYSTEM_SQL)?;
     let mut reg = Registry::builtin();
     let stored: Vec<(String, String)> = {
@@ -48,6 +51,36 @@ pub(crate) fn open(conn: &mut Connection) -> Result<Registry> {
     ensure_tables(&tx, &reg)?;
     tx.commit()?;
     Ok(reg)
+}
+
+/// Moves the ops of a store made before 2026-12-05 into today's `ap_ops`, in one transaction.
+///
+/// `ap_ops` was a `WITHOUT ROWID` table keyed by (share, op id): its ~300-600-byte rows sat in
+/// the key's b-tree, a few to a page, and every op (ids are hashes) landed on a random page,
+/// splitting it. SQLite advises rowid tables for rows above ~200 bytes: the rows now append to a
+/// rowid table and only the 64-byte keys go into an index.
+fn migrate_ops(conn: &mut Connection) -> Result<()> {
+    let sql: Option<String> = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'ap_ops'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if !sql.is_some_and(|s| s.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+        return Ok(());
+    }
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE ap_ops RENAME TO ap_ops_without_rowid;
+         CREATE TABLE ap_ops(seq INTEGER PRIMARY KEY, share BLOB NOT NULL, id BLOB NOT NULL, wire BLOB NOT NULL);
+         CREATE UNIQUE INDEX ap_ops_share_id ON ap_ops(share, id);
+         INSERT INTO ap_ops(share, id, wire) SELECT share, id, wire FROM ap_ops_without_rowid;
+         DROP TABLE ap_ops_without_rowid;",
+    )?;
+    tx.commit()?;
+    allpeers_log::flesh!("ap_ops moved to a rowid table");
+    Ok(())
 }
 
 /// Registers (or evolves) schema file `file` over `reg`: all or nothing. Returns the new

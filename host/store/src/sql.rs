@@ -157,6 +157,48 @@ pub(crate) fn from_sql(
     }))
 }
 
+/// Rows a multi-row INSERT of [`insert_rows`] carries: a statement's fixed cost (reset, VM
+/// start, the b-tree cursors' descent) is paid once for this many rows. 128 rows of the widest
+/// caller (6 columns) stay under SQLite's 999-parameter floor.
+pub(crate) const ROWS_PER_INSERT: usize = 128;
+
+/// Inserts rows of `width` values each (`values`, row after row) with `head`, an
+/// `INSERT … INTO t(c1, …)` without its `VALUES`: [`ROWS_PER_INSERT`] rows a statement, the
+/// rest one a statement (both statements kept in the connection's cache, where a statement of
+/// every remainder's size would evict others). Returns the row id of each row, for a rowid
+/// table whose rows all went in (no `OR IGNORE` skipped one): SQLite gives the rows of one
+/// statement consecutive row ids, in order.
+pub(crate) fn insert_rows<P: rusqlite::ToSql>(
+    conn: &rusqlite::Connection,
+    head: &str,
+    width: usize,
+    values: &[P],
+) -> Result<Vec<i64>, StoreError> {
+    debug_assert!(width > 0 && values.len().is_multiple_of(width));
+    let row = format!("({})", vec!["?"; width].join(", "));
+    let full = format!(
+        "{head} VALUES {}",
+        vec![row.as_str(); ROWS_PER_INSERT].join(", ")
+    );
+    let one = format!("{head} VALUES {row}");
+    let mut rids = Vec::with_capacity(values.len() / width);
+    for chunk in values.chunks(ROWS_PER_INSERT * width) {
+        let (sql, rows) = if chunk.len() == ROWS_PER_INSERT * width {
+            (&full, vec![chunk])
+        } else {
+            (&one, chunk.chunks(width).collect())
+        };
+        let mut st = conn.prepare_cached(sql)?;
+        for rows in rows {
+            st.execute(rusqlite::params_from_iter(rows))?;
+            let last = conn.last_insert_rowid();
+            let n = (rows.len() / width) as i64;
+            rids.extend((0..n).map(|i| last - (n - 1) + i));
+        }
+    }
+    Ok(rids)
+}
+
 /// A query compiled to SQL text plus its parameters.
 pub(crate) struct Compiled {
     pub sql: String,

@@ -597,22 +597,17 @@ impl<'a> WriteTx<'a> {
             .filter_map(|(i, t)| current.get(&t.rid).map(|p| (i, *p)))
             .collect();
         let stay = list::longest_run(&present);
+        // New items are written in runs, many rows a statement (an initial sync adds thousands
+        // at once); a logged move ends a run, so the change log keeps the order of the pass.
+        let mut run: Vec<(usize, Target<'_>)> = Vec::new();
         for (index, item) in order.iter().enumerate() {
             let pos = index as i64;
             match current.get(&item.rid) {
-                None => {
-                    list::place(&self.tx, list.rid, item.rid, pos)?;
-                    let data = serde_json::json!({"item": item.id, "index": pos}).to_string();
-                    let mut ev =
-                        self.item_event(EventKind::ItemAdded, list.id, list.type_name, item.id);
-                    ev.position = Some(pos);
-                    ev.seq = Some(self.log("list.insert", list, &data)?);
-                    self.events.push(ev);
-                    self.upkeep_memberships(lists, list, *item)?;
-                }
+                None => run.push((index, *item)),
                 Some(&old) if old != pos => {
                     list::place(&self.tx, list.rid, item.rid, pos)?;
                     if !stay.contains(&index) {
+                        self.list_add_new(lists, list, &std::mem::take(&mut run))?;
                         let data = serde_json::json!({"item": item.id, "index": pos}).to_string();
                         let mut ev =
                             self.item_event(EventKind::ItemMoved, list.id, list.type_name, item.id);
@@ -623,6 +618,49 @@ impl<'a> WriteTx<'a> {
                 }
                 Some(_) => {}
             }
+        }
+        self.list_add_new(lists, list, &run)
+    }
+
+    /// Adds `items` (each with its index), none of them in explicit `list` yet, at their
+    /// indexes as `list_insert` would one by one: their rows and change-log entries in multi-row
+    /// statements, then each one's event and the query-backed lists' upkeep.
+    pub fn list_add_new(
+        &mut self,
+        lists: &QueryLists,
+        list: Target<'_>,
+        items: &[(usize, Target<'_>)],
+    ) -> Result<()> {
+        if items.is_empty() {
+            return Ok(());
+        }
+        let rows: Vec<(i64, i64)> = items.iter().map(|(i, t)| (t.rid, *i as i64)).collect();
+        list::place_new(&self.tx, list.rid, &rows)?;
+        let entries: Vec<(Entry<'_>, String)> = items
+            .iter()
+            .map(|(index, item)| {
+                let entry = Entry {
+                    time: self.time,
+                    author: self.author,
+                    op: "list.insert",
+                    id: list.id,
+                    type_name: list.type_name,
+                };
+                let data = serde_json::json!({"item": item.id, "index": index}).to_string();
+                (entry, data)
+            })
+            .collect();
+        let seqs = changes::append_many(&self.tx, &entries)?;
+        let listening = !self.listeners.is_empty();
+        for ((index, item), seq) in items.iter().zip(seqs) {
+            if listening {
+                let mut ev =
+                    self.item_event(EventKind::ItemAdded, list.id, list.type_name, item.id);
+                ev.position = Some(*index as i64);
+                ev.seq = Some(seq);
+                self.events.push(ev);
+            }
+            self.upkeep_memberships(lists, list, *item)?;
         }
         Ok(())
     }
