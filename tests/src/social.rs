@@ -64,6 +64,25 @@ pub fn ok(response: Response) -> Value {
     }
 }
 
+/// Set (to anything) to keep every test node's data directory — its `logs/` above all — after
+/// the test, e.g. `ALLPEERS_TEST_KEEP=1 ALLPEERS_LOG=flesh,allpeers_node=bone cargo nextest run ...`
+/// (the daemons inherit `ALLPEERS_LOG`): a failed cross-process test otherwise takes its daemons'
+/// logs with it.
+pub const KEEP_DIRS_ENV: &str = "ALLPEERS_TEST_KEEP";
+
+/// A fresh data directory for node `name`; kept (and its path printed) under [`KEEP_DIRS_ENV`].
+pub fn node_dir(name: &str) -> tempfile::TempDir {
+    let mut dir = tempfile::Builder::new()
+        .prefix(&format!("allpeers-{name}-"))
+        .tempdir()
+        .unwrap();
+    if std::env::var_os(KEEP_DIRS_ENV).is_some() {
+        dir.disable_cleanup(true);
+        eprintln!("{name}'s data directory, kept: {}", dir.path().display());
+    }
+    dir
+}
+
 pub struct Node {
     pub daemon: Option<Daemon>,
     pub client: Client,
@@ -73,7 +92,7 @@ pub struct Node {
 
 impl Node {
     pub async fn start(hub: &HubProcess, name: &str) -> Node {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = node_dir(name);
         hub.node_config(dir.path());
         Self::start_in(dir, name).await
     }
