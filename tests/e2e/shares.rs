@@ -172,8 +172,28 @@ async fn a_list_shared_with_two_members_stays_in_sync() {
     let title = alice.call("resources.get", json!({"id": list})).await;
     assert_eq!(title["properties"]["title"], "Holiday 2026");
 
-    // Bob offline during an edit catches up when back.
+    // Bob offline during an edit catches up when back. A stopped node tells its peers it is
+    // going: alice drops her connection to bob at once, not at QUIC's idle timeout (30 s) — over
+    // the dead one, what she sent the restarted bob timed out and he did not catch up in time.
+    alice
+        .call("events.subscribe", json!({"topics": ["net.changed"]}))
+        .await;
     bob.stop().await;
+    let bob_id = bob.id.clone();
+    timeout("alice to see bob go", async {
+        loop {
+            let status = alice.call("net.status", json!({})).await;
+            let connections = status["connections"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if !connections.iter().any(|c| c["peer"] == bob_id.as_str()) {
+                return;
+            }
+            alice.client.read_notification().await.expect("an event");
+        }
+    })
+    .await;
     alice
         .call(
             "resources.update",

@@ -110,6 +110,13 @@ pub fn run(options: DaemonOptions) -> anyhow::Result<()> {
         }
         serve(listener, daemon.clone()).await;
         crate::transfers::stop(&daemon).await;
+        // Tell connected peers we are going. QUIC's close goes out from the endpoint's driver
+        // task, which the runtime drops with everything else once this returns: without waiting
+        // for it, a peer holds a dead connection to us until its idle timeout (30 s), and what it
+        // sends us meanwhile — a restarted node's catch-up, say — times out.
+        if let Some(network) = daemon.network.get() {
+            network.endpoint.shutdown().await;
+        }
         let _ = std::fs::remove_file(&paths.socket);
         allpeers_log::flesh!("daemon stopped");
         anyhow::Ok(())
