@@ -45,8 +45,7 @@ use crate::throttle::Throttle;
 use crate::tls;
 use crate::transport::{
     Address, Connection, ConnectionError, Direction, Inner as ConnInner, PathKind, RecvStream,
-    SendStream, StreamShared, TcpIo, TransportKind, bulk, close_code, quic, tcp, tcp_io,
-    udp::HookedUdpSocket,
+    SendStream, StreamShared, TransportKind, bulk, close_code, quic, tcp, udp::HookedUdpSocket,
 };
 
 /// Endpoint settings. [`EndpointConfig::default`] listens on all interfaces, ephemeral ports.
@@ -632,17 +631,17 @@ impl Endpoint {
         let _ = tcp.set_nodelay(true);
         let timeout = self.0.config.connect_timeout;
         let handshake = async {
-            let tls: tokio_rustls::TlsStream<TcpIo> = if as_client {
+            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = if as_client {
                 self.0
                     .tcp_connector
-                    .connect(tls::server_name(&peer), tcp_io(tcp))
+                    .connect(tls::server_name(&peer), tcp)
                     .await
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
             } else {
                 self.0
                     .tcp_acceptor
-                    .accept(tcp_io(tcp))
+                    .accept(tcp)
                     .await
                     .map_err(|e| fail(tls_io_error(&e)))?
                     .into()
@@ -906,10 +905,10 @@ impl Endpoint {
                 .await
                 .map_err(|e| fail(e.to_string()))?;
             let _ = tcp.set_nodelay(true);
-            let tls: tokio_rustls::TlsStream<TcpIo> = self
+            let tls: tokio_rustls::TlsStream<tokio::net::TcpStream> = self
                 .0
                 .bulk_connector
-                .connect(tls::server_name(&peer), tcp_io(tcp))
+                .connect(tls::server_name(&peer), tcp)
                 .await
                 .map_err(|e| fail(tls_io_error(&e)))?
                 .into();
@@ -1498,7 +1497,7 @@ async fn tcp_accept_loop(
         let bulk_streams = bulk_streams.clone();
         tokio::spawn(async move {
             let _ = tcp.set_nodelay(true);
-            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp_io(tcp))).await {
+            let tls = match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     tracing::info!(%addr, "incoming TLS handshake failed: {}", tls_io_error(&e));

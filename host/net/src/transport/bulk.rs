@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use tokio::sync::watch;
 
 /// The TLS socket a bulk connection is.
-pub(crate) type Socket = tokio_rustls::TlsStream<super::TcpIo>;
+pub(crate) type Socket = tokio_rustls::TlsStream<tokio::net::TcpStream>;
 pub(crate) type SendHalf = tokio::io::WriteHalf<Socket>;
 pub(crate) type RecvHalf = tokio::io::ReadHalf<Socket>;
 

@@ -592,20 +592,6 @@ impl StreamShared {
     }
 }
 
-/// What TLS runs on over TCP (yamux connections and bulk ones): the socket read through a
-/// buffer of [`TCP_READ_BUFFER`] bytes. rustls asks its transport for 4 KiB at a time
-/// (`read_tls`), so every 16 KiB TLS record cost four or five `recv` calls; through the buffer
-/// one call takes what the socket holds, up to the buffer's size, and rustls's reads are copies
-/// out of it. Writes pass straight through.
-pub(crate) type TcpIo = tokio::io::BufReader<tokio::net::TcpStream>;
-
-/// Four TLS records.
-pub(crate) const TCP_READ_BUFFER: usize = 64 * 1024;
-
-pub(crate) fn tcp_io(tcp: tokio::net::TcpStream) -> TcpIo {
-    tokio::io::BufReader::with_capacity(TCP_READ_BUFFER, tcp)
-}
-
 /// What a bulk connection answers to anything but its one stream.
 fn one_stream() -> ConnectionError {
     ConnectionError::Stream("a bulk connection carries one stream".into())

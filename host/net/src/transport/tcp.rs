@@ -23,7 +23,7 @@ use crate::frame::encode_frame;
 
 pub(crate) type ReadHalf = tokio::io::ReadHalf<Compat<yamux::Stream>>;
 pub(crate) type WriteHalf = tokio::io::WriteHalf<Compat<yamux::Stream>>;
-type Socket = tokio_rustls::TlsStream<super::TcpIo>;
+type Socket = tokio_rustls::TlsStream<tokio::net::TcpStream>;
 
 pub(crate) const KIND_BI: u8 = b'B';
 pub(crate) const KIND_UNI: u8 = b'U';
