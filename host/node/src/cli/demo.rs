@@ -209,10 +209,46 @@ pub(super) async fn wait_event(
 }
 
 async fn demo() -> anyhow::Result<()> {
-    let exe = std::env::current_exe()?;
     let dir = tempfile::Builder::new()
         .prefix("allpeers-demo-")
         .tempdir()?;
+    let result = tour(&dir).await;
+    if result.is_err() {
+        print_log_tails(dir.path());
+    }
+    result
+}
+
+/// Lines of each process's log shown when the tour fails: its temporary directory (and the
+/// logs in it) goes with the demo, and a failure seen only in CI must say why.
+const FAILURE_LOG_LINES: usize = 40;
+
+/// Prints the end of every log under the demo's directory (`<process dir>/logs/*.log`).
+fn print_log_tails(dir: &Path) {
+    let Ok(processes) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut logs: Vec<_> = processes
+        .flatten()
+        .filter_map(|p| std::fs::read_dir(p.path().join("logs")).ok())
+        .flat_map(|files| files.flatten().map(|f| f.path()))
+        .filter(|f| f.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    for log in logs {
+        let Ok(text) = std::fs::read_to_string(&log) else {
+            continue;
+        };
+        let lines: Vec<&str> = text.lines().collect();
+        eprintln!("\n--- the last lines of {} ---", log.display());
+        for line in &lines[lines.len().saturating_sub(FAILURE_LOG_LINES)..] {
+            eprintln!("{line}");
+        }
+    }
+}
+
+async fn tour(dir: &tempfile::TempDir) -> anyhow::Result<()> {
+    let exe = std::env::current_exe()?;
     for sub in ["hub", "alice", "bob"] {
         std::fs::create_dir_all(dir.path().join(sub))?;
     }
