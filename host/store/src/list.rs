@@ -77,18 +77,25 @@ impl Arranged {
         Ok(())
     }
 
-    /// How many of `wanted` (list `id`'s items in order) are stored as kept here: all of the
-    /// kept items when they are `wanted`'s first ones; `None` if the list is not kept or
-    /// `wanted` does not start with them (then the list is arranged afresh).
+    /// How many of `wanted`'s first items (list `id`'s items in order) are stored at those
+    /// positions as kept here: the run both start with. Only the rest is arranged. `None` if
+    /// the list is not kept (then all of it is).
+    ///
+    /// An initial sync gets a list's adds in (millisecond, op id) order while the list is in
+    /// (millisecond, counter) order, and an item joins only once its create arrived: each
+    /// commit's items fall among the last ones of the one before, not only after them.
     pub fn prefix(&self, id: &str, wanted: &[&str]) -> Option<usize> {
         let kept = self.lists.get(id)?;
-        let same =
-            kept.len() <= wanted.len() && kept.iter().zip(wanted).all(|((item, _), w)| item == w);
-        same.then_some(kept.len())
+        Some(
+            kept.iter()
+                .zip(wanted)
+                .take_while(|((item, _), w)| item == *w)
+                .count(),
+        )
     }
 
-    /// Keeps `items` after the `from` items kept for list `id` (all of them: `from` is what
-    /// [`Arranged::prefix`] said; 0 after arranging it afresh).
+    /// Keeps `items` after the first `from` items kept for list `id` (what
+    /// [`Arranged::prefix`] said; 0 after arranging it afresh), in place of the rest.
     pub fn extend(
         &mut self,
         id: &str,
@@ -321,14 +328,15 @@ pub(crate) fn insert(
     Ok(Some(pos))
 }
 
-/// Every item of explicit list `list` with its position.
+/// Every item of explicit list `list` at position `from` or later, with its position.
 pub(crate) fn positions(
     conn: &Connection,
     list: i64,
+    from: i64,
 ) -> Result<std::collections::HashMap<i64, i64>> {
     Ok(conn
-        .prepare_cached("SELECT item, pos FROM ap_list_items WHERE list = ?1")?
-        .query_map([list], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .prepare_cached("SELECT item, pos FROM ap_list_items WHERE list = ?1 AND pos >= ?2")?
+        .query_map([list, from], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?)
 }
 

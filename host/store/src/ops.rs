@@ -361,9 +361,10 @@ impl Store {
                 .kind_of(id)
                 .is_some_and(|t| self.reg.is_a(t, LIST_TYPE))
         }));
-        // How each list was last arranged here, if it is known and the replica's order only
-        // grew at its end since: then only the new items are looked up and appended. Taken out
-        // of the store (`begin` clears it) and put back once the transaction committed.
+        // How each list was last arranged here, if it is known: then only the items after the
+        // run of them still in the replica's order are looked up and arranged (an initial
+        // sync's commits change a list near its end). Taken out of the store (`begin` clears
+        // it) and put back once the transaction committed.
         let mut arranged = std::mem::take(&mut self.arranged);
         arranged.check(&self.conn)?;
         let mut lists: Vec<(&str, Vec<&str>, Option<usize>)> = touched
@@ -489,8 +490,7 @@ impl Store {
                 type_name: ltype,
             };
             // The items in the replica's order (an item whose create has not arrived yet joins
-            // when it does): those after the ones known arranged appended, or every item
-            // removed, added or moved in one pass.
+            // when it does) after those known arranged: removed, added or moved in one pass.
             let from = known.unwrap_or(0);
             let order: Vec<Target<'_>> = wanted[from..]
                 .iter()
@@ -503,16 +503,7 @@ impl Store {
                     })
                 })
                 .collect();
-            if known.is_some() {
-                let at: Vec<(usize, Target<'_>)> = order
-                    .iter()
-                    .enumerate()
-                    .map(|(i, t)| (from + i, *t))
-                    .collect();
-                tx.list_add_new(query_lists, list, &at)?;
-            } else {
-                tx.list_arrange(query_lists, list, &order)?;
-            }
+            tx.list_arrange(query_lists, list, from, &order)?;
             arranged.extend(
                 list_id,
                 from,
@@ -913,10 +904,10 @@ mod tests {
         );
     }
 
-    /// Commits that only append to a list write the new items without reading the list back
-    /// (`list::Arranged`); whatever else happens between them — a move, a remove, a delete, a
-    /// local write, another connection's write — the stored list is the replica's order after
-    /// every commit.
+    /// Commits to a list write only what follows the run of items already in place, without
+    /// reading the rest back (`list::Arranged`); whatever happens between them — items out of
+    /// order, a move, a remove, a delete, a local write, another connection's write — the
+    /// stored list is the replica's order after every commit.
     #[test]
     fn a_list_committed_in_steps_is_the_replicas_order_after_each_step() {
         let dir = tempfile::tempdir().unwrap();
@@ -970,6 +961,31 @@ mod tests {
         check(&bob, &theirs, "first commit");
         append(&mut replica, &mut theirs, &mut bob, 200);
         check(&bob, &theirs, "appended");
+        // Items arriving out of the list's order (an initial sync takes ops in op-id order
+        // within a millisecond): every other one first, then the rest, which fall among the
+        // last commit's items. Only the list's end is arranged again.
+        t.set(t.get() + 10);
+        let actions: Vec<Action> = (0..40)
+            .map(|i| {
+                let r = link(&format!("https://{i}.interleaved.example"))
+                    .with_id(&format!("interleaved{i}"));
+                Action::CreateInList {
+                    resource: r.id.clone(),
+                    kind: r.type_name.clone(),
+                    value: create_value(&r),
+                    list: list.id.clone(),
+                }
+            })
+            .collect();
+        let ops = replica.author_many(&key(1), actions, t.get()).unwrap();
+        let (odd, even): (Vec<_>, Vec<_>) = ops.iter().enumerate().partition(|(i, _)| i % 2 == 1);
+        for half in [odd, even] {
+            for (_, op) in half {
+                theirs.receive(op.wire(), t.get()).unwrap();
+            }
+            store::commit(&mut bob, &mut theirs).unwrap();
+            check(&bob, &theirs, "interleaved");
+        }
         // A move of the first item to the end, with more items: arranged afresh.
         let first = theirs.state().list_items(&list.id)[0].to_owned();
         let last_key = theirs
@@ -1010,7 +1026,7 @@ mod tests {
         append(&mut replica, &mut theirs, &mut bob, 5);
         let got = bob.list_items(&list.id).unwrap().items;
         assert!(!got.contains(&items[10]), "the deleted item is out");
-        assert_eq!(got.len(), 300 + 200 + 5 + 5 + 5 - 1);
+        assert_eq!(got.len(), 300 + 200 + 40 + 5 + 5 + 5 - 1);
         let order: Vec<&str> = got.iter().map(String::as_str).collect();
         let want: Vec<&str> = theirs
             .state()

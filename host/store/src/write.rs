@@ -554,19 +554,21 @@ impl<'a> WriteTx<'a> {
         Ok(pos)
     }
 
-    /// Makes explicit `list` hold exactly `order`, in that order: items not in it are removed,
-    /// missing ones added at their place and the others moved there, in one pass of position
-    /// writes — a replicated list's items arrive in any order, and inserting or moving one at a
-    /// time shifts the whole list each time. Events and log entries are those of `list_remove`
-    /// / `list_insert` / `list_move`; an item counts as moved only when its order among the
-    /// items already there changed (it is off their longest run in order).
+    /// Makes explicit `list` hold exactly `order` from position `from` on (the items before it
+    /// stay as they are), in that order: items not in it are removed, missing ones added at
+    /// their place and the others moved there, in one pass of position writes — a replicated
+    /// list's items arrive in any order, and inserting or moving one at a time shifts the whole
+    /// list each time. Events and log entries are those of `list_remove` / `list_insert` /
+    /// `list_move`; an item counts as moved only when its order among the items already there
+    /// changed (it is off their longest run in order).
     pub fn list_arrange(
         &mut self,
         lists: &QueryLists,
         list: Target<'_>,
+        from: usize,
         order: &[Target<'_>],
     ) -> Result<()> {
-        let mut current = list::positions(&self.tx, list.rid)?;
+        let mut current = list::positions(&self.tx, list.rid, from as i64)?;
         let kept: std::collections::HashSet<i64> = order.iter().map(|t| t.rid).collect();
         let gone: Vec<i64> = current
             .keys()
@@ -600,13 +602,14 @@ impl<'a> WriteTx<'a> {
         // New items are written in runs, many rows a statement (an initial sync adds thousands
         // at once); a logged move ends a run, so the change log keeps the order of the pass.
         let mut run: Vec<(usize, Target<'_>)> = Vec::new();
-        for (index, item) in order.iter().enumerate() {
+        for (i, item) in order.iter().enumerate() {
+            let index = from + i;
             let pos = index as i64;
             match current.get(&item.rid) {
                 None => run.push((index, *item)),
                 Some(&old) if old != pos => {
                     list::place(&self.tx, list.rid, item.rid, pos)?;
-                    if !stay.contains(&index) {
+                    if !stay.contains(&i) {
                         self.list_add_new(lists, list, &std::mem::take(&mut run))?;
                         let data = serde_json::json!({"item": item.id, "index": pos}).to_string();
                         let mut ev =
