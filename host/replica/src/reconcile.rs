@@ -2,8 +2,8 @@
 //! as an I/O-free session over an [`ItemSource`] whose range fingerprints come from
 //! precomputed sums.
 //!
-//! Items are `(timestamp, op id)`, ordered by timestamp then id. A message is a version byte
-//! then ranges, each `bound | mode | payload`: *skip*, *fingerprint* (16 bytes: the hash of the
+//! Items are `(timestamp, op id)` (the timestamp is the op's whole stamp, see `replica::item_of`),
+//! ordered by timestamp then id. A message is a version byte then ranges, each `bound | mode | payload`: *skip*, *fingerprint* (16 bytes: the hash of the
 //! 256-bit sum of the range's ids and their count) or *id list*. A range whose fingerprints
 //! differ is split into 16 buckets, small ranges are sent as id lists: about log16(n) rounds,
 //! bytes in proportion to the differences.
@@ -432,7 +432,7 @@ impl Reconciler {
                 }
                 Mode::IdList => {
                     let ids = decode_ids(&mut input)?;
-                    let mut theirs: HashSet<OpId> = ids.into_iter().collect();
+                    let mut theirs: HashSet<OpId> = ids.iter().copied().collect();
                     for i in lower..upper {
                         let id = items.item(i).id;
                         if !theirs.remove(&id) && self.initiator && self.reported.insert(id) {
@@ -441,12 +441,12 @@ impl Reconciler {
                     }
                     if self.initiator {
                         skip = true;
-                        let mut rest: Vec<OpId> = theirs
-                            .into_iter()
-                            .filter(|id| self.reported.insert(*id))
-                            .collect();
-                        rest.sort();
-                        need.extend(rest);
+                        // In the peer's order, its items' (by stamp): a fresh replica then
+                        // fetches a share's ops in the order they were made (see `item_of`).
+                        need.extend(
+                            ids.into_iter()
+                                .filter(|id| theirs.contains(id) && self.reported.insert(*id)),
+                        );
                     } else {
                         self.flush_skip(&mut skip, &prev_bound, &mut o);
                         let mut ids = Vec::new();
@@ -679,6 +679,30 @@ mod tests {
         have.sort();
         need.sort();
         (a, b, have, need)
+    }
+
+    /// What a fresh side lacks comes in the peer's item order (by stamp), not by id, so a
+    /// fresh replica fetches a share's ops in the order they were made.
+    #[test]
+    fn a_fresh_side_needs_the_peers_items_in_their_order() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let full: Items = random_items(&mut rng, 20_000).into_iter().collect();
+        let empty = Items::default();
+        let mut client = Reconciler::new(MAX_MESSAGE_BYTES, true).unwrap();
+        let mut server = Reconciler::new(MAX_MESSAGE_BYTES, false).unwrap();
+        let (mut have, mut need) = (Vec::new(), Vec::new());
+        let mut message = client.initiate(&empty).unwrap();
+        loop {
+            let reply = server.respond(&full, &message).unwrap();
+            match client.reconcile(&empty, &reply, &mut have, &mut need) {
+                Ok(Some(next)) => message = next,
+                Ok(None) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        let in_order: Vec<OpId> = (0..full.len()).map(|i| full.item(i).id).collect();
+        assert!(have.is_empty());
+        assert_eq!(need, in_order);
     }
 
     #[test]

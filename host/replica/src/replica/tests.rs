@@ -637,3 +637,19 @@ fn a_placing_create_needs_write_like_its_two_halves() {
     // A copy from the kept ops holds the same.
     assert_eq!(copy(&r).state().hash(), r.state().hash());
 }
+
+/// Ops made within one millisecond are reconciled in the order they were made (their stamps'
+/// counters), not by id: a fresh peer then fetches a list's items in list order.
+#[test]
+fn reconciliation_items_follow_the_stamps_within_a_millisecond() {
+    let mut r = holiday();
+    let made: Vec<OpId> = (10..60)
+        .map(|n| grant(&mut r, ALICE, n, Level::Read, T0 + 10).id())
+        .collect();
+    let items = r.items();
+    let order: Vec<OpId> = (0..items.len())
+        .map(|i| items.item(i).id)
+        .filter(|id| made.contains(id))
+        .collect();
+    assert_eq!(order, made);
+}
