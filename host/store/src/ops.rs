@@ -904,6 +904,17 @@ mod tests {
         );
     }
 
+    /// A link `id` created in `list` (one op).
+    fn placing(list: &str, id: &str) -> Action {
+        let r = link(&format!("https://{id}.example")).with_id(id);
+        Action::CreateInList {
+            resource: r.id.clone(),
+            kind: r.type_name.clone(),
+            value: create_value(&r),
+            list: list.to_owned(),
+        }
+    }
+
     /// Commits to a list write only what follows the run of items already in place, without
     /// reading the rest back (`list::Arranged`); whatever happens between them — items out of
     /// order, a move, a remove, a delete, a local write, another connection's write — the
@@ -929,14 +940,7 @@ mod tests {
                 let actions: Vec<Action> = (0..count)
                     .map(|_| {
                         n.set(n.get() + 1);
-                        let n = n.get();
-                        let r = link(&format!("https://{n}.example")).with_id(&format!("item{n}"));
-                        Action::CreateInList {
-                            resource: r.id.clone(),
-                            kind: r.type_name.clone(),
-                            value: create_value(&r),
-                            list: list.id.clone(),
-                        }
+                        placing(&list.id, &format!("item{}", n.get()))
                     })
                     .collect();
                 for op in replica.author_many(&key(1), actions, t.get()).unwrap() {
@@ -961,21 +965,12 @@ mod tests {
         check(&bob, &theirs, "first commit");
         append(&mut replica, &mut theirs, &mut bob, 200);
         check(&bob, &theirs, "appended");
-        // Items arriving out of the list's order (an initial sync takes ops in op-id order
-        // within a millisecond): every other one first, then the rest, which fall among the
-        // last commit's items. Only the list's end is arranged again.
+        // Items arriving out of the list's order (a peer fetched from in another order, or
+        // two writers' ops): every other one first, then the rest, which fall among the last
+        // commit's items. Only the list's end is arranged again.
         t.set(t.get() + 10);
         let actions: Vec<Action> = (0..40)
-            .map(|i| {
-                let r = link(&format!("https://{i}.interleaved.example"))
-                    .with_id(&format!("interleaved{i}"));
-                Action::CreateInList {
-                    resource: r.id.clone(),
-                    kind: r.type_name.clone(),
-                    value: create_value(&r),
-                    list: list.id.clone(),
-                }
-            })
+            .map(|i| placing(&list.id, &format!("interleaved{i}")))
             .collect();
         let ops = replica.author_many(&key(1), actions, t.get()).unwrap();
         let (odd, even): (Vec<_>, Vec<_>) = ops.iter().enumerate().partition(|(i, _)| i % 2 == 1);
