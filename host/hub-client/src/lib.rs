@@ -12,7 +12,8 @@
 //! * [`connectivity`] — `allpeers/hub-connectivity/1`: the hub's STUN addresses and the TCP
 //!   reachability probe.
 //! * [`mail`] — `allpeers/hub-mail/1`: what a node asks the hub's e-mail gateway (address,
-//!   consent, notices, invitations); the hub serves it.
+//!   consent, notices, invitations); the hub serves it, decoding requests with `mail_check`
+//!   (feature `checked`).
 //! * [`names`] — the name policy (allowed characters, case folding).
 //! * [`client`] — [`HubClient`]: connect to the home hub (address + pinned hub PeerId),
 //!   register, resolve (answers checked), presence line with reconnect (exponential backoff
@@ -34,6 +35,8 @@
 pub mod client;
 pub mod connectivity;
 pub mod mail;
+#[cfg(feature = "checked")]
+pub mod mail_check;
 pub mod names;
 pub mod pipe;
 pub mod proto;
