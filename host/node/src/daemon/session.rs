@@ -16,7 +16,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{Mutex, Semaphore, mpsc, watch};
+use tokio::sync::{Mutex, Semaphore, broadcast, mpsc, watch};
 
 use super::client::{EventSink, Session};
 use super::router;
@@ -53,8 +53,13 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
     let (own_events, own_events_rx) = mpsc::channel(OWN_EVENTS);
     let (subscriptions_tx, subscriptions_rx) = watch::channel(BTreeSet::<String>::new());
     let session = Arc::new(Session::new(own_events, subscriptions_tx));
+    // On the bus before the first request is read, not when the task first runs: a busy
+    // runtime may start it after `events.subscribe` and a status read have been answered, and
+    // a change published in between (the hub line coming up) would reach nobody.
+    let bus = daemon.subscribe_events();
     let events_task = tokio::spawn(forward_events(
         daemon.clone(),
+        bus,
         subscriptions_rx,
         own_events_rx,
         session.clone(),
@@ -172,13 +177,13 @@ async fn send(writer: &Writer, response: &Response) {
 /// so a revoke silences subscriptions already made.
 async fn forward_events(
     daemon: Arc<Daemon>,
+    mut events: broadcast::Receiver<Event>,
     subscriptions: watch::Receiver<BTreeSet<String>>,
     mut own: mpsc::Receiver<Event>,
     session: Arc<Session>,
     writer: Writer,
 ) {
     let sink: EventSink = session.event_sink();
-    let mut events = daemon.subscribe_events();
     let mut dropped = 0u64;
     loop {
         let event = tokio::select! {
