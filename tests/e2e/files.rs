@@ -506,7 +506,10 @@ async fn a_download_over_its_own_tcp_connection_killed_9_resumes_from_what_it_ve
         json!({"id": id, "limits": {"down": null, "up": null}}),
     )
     .await;
-    until_done(&mut bob, id).await;
+    // Resumed at start, it may have finished before the subscription: then no event comes.
+    if listed["state"] != "seeding" {
+        until_done(&mut bob, id).await;
+    }
     assert_eq!(
         std::fs::read(landed(&downloads, "film.mkv")).unwrap(),
         bytes
