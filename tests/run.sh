@@ -70,6 +70,8 @@ if rustup toolchain list | grep -q '^nightly'; then FUZZ_CARGO=(cargo +nightly);
 
 step "format and lints"
 cargo fmt --all --check
+# The fuzz crate is a workspace of its own (sanitizer flags): checked on its own.
+cargo fmt --manifest-path fuzz/Cargo.toml --check
 python3 tests/module_cycles.py
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 

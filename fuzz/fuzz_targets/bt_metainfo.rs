@@ -9,7 +9,12 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(torrent) = Torrent::from_bytes(data) {
         for file in torrent.layout.files() {
             assert!(file.path.is_relative());
-            assert!(!file.path.components().any(|c| matches!(c, std::path::Component::ParentDir)));
+            assert!(
+                !file
+                    .path
+                    .components()
+                    .any(|c| matches!(c, std::path::Component::ParentDir))
+            );
         }
     }
 });

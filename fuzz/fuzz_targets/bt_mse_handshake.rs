@@ -60,7 +60,8 @@ fuzz_target!(|data: &[u8]| {
             feed(&mut b, input);
         }
         1 => {
-            let (mut a, _) = Handshake::initiator(INFO_HASH, vec![1; 68], policy, secrets(3)).unwrap();
+            let (mut a, _) =
+                Handshake::initiator(INFO_HASH, vec![1; 68], policy, secrets(3)).unwrap();
             feed(&mut a, input);
         }
         corrupted_step => {

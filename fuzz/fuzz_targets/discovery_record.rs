@@ -6,9 +6,9 @@
 
 use std::sync::OnceLock;
 
+use allpeers_discovery::lan::LanPacket;
 use allpeers_net::Identity;
 use allpeers_net::record::AddressRecord;
-use allpeers_discovery::lan::LanPacket;
 use libfuzzer_sys::fuzz_target;
 
 fn me() -> &'static Identity {

@@ -12,7 +12,9 @@ use libfuzzer_sys::fuzz_target;
 const LIMIT: usize = 4096;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, rest)) = data.split_first() else { return };
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
     let mut decoder = FrameDecoder::new(LIMIT);
     let mut reassembler = Reassembler::default();
     let step = usize::from(split).max(1);

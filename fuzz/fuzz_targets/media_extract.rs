@@ -14,7 +14,10 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(extracted) = extract_bytes(data, &options) {
         if let Details::Audio(_) = extracted.details {
-            let _ = audio::exact_duration(Box::new(std::io::Cursor::new(data.to_vec())), data.len() as u64);
+            let _ = audio::exact_duration(
+                Box::new(std::io::Cursor::new(data.to_vec())),
+                data.len() as u64,
+            );
         }
     }
 });

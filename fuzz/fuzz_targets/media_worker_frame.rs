@@ -8,7 +8,9 @@ use allpeers_media::protocol::{self, FrameDecoder, MAX_REQUEST_FRAME, Request, R
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&split, rest)) = data.split_first() else { return };
+    let Some((&split, rest)) = data.split_first() else {
+        return;
+    };
     let step = usize::from(split).max(1);
     let mut decoder = FrameDecoder::new(MAX_REQUEST_FRAME);
     'feed: for piece in rest.chunks(step) {
@@ -19,7 +21,10 @@ fuzz_target!(|data: &[u8]| {
                     assert!(body.len() <= MAX_REQUEST_FRAME);
                     if let Ok(request) = protocol::decode::<Request>(&body) {
                         let again = protocol::encode(&request, usize::MAX).expect("re-encode");
-                        assert_eq!(protocol::decode::<Request>(&again[4..]).expect("decode again"), request);
+                        assert_eq!(
+                            protocol::decode::<Request>(&again[4..]).expect("decode again"),
+                            request
+                        );
                     }
                     let _ = protocol::decode::<Response>(&body);
                 }

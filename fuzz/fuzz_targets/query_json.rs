@@ -12,11 +12,16 @@ fn builtin() -> &'static Registry {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(q) = Query::from_json(text) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(q) = Query::from_json(text) else {
+        return;
+    };
     let reg = builtin();
     if reg.check_query(&q).is_ok() {
-        let again = Query::from_json(&serde_json::to_string(&q).expect("serialise")).expect("round trip");
+        let again =
+            Query::from_json(&serde_json::to_string(&q).expect("serialise")).expect("round trip");
         assert!(reg.check_query(&again).is_ok());
     }
 });

@@ -12,7 +12,9 @@ fn builtin() -> &'static Registry {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     let mut reg = builtin().clone();
     let before = reg.types().count();
     match reg.register("Fuzz.rng", text) {

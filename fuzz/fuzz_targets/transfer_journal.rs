@@ -6,7 +6,9 @@ use allpeers_transfer::cache::journal;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&count, rest)) = data.split_first() else { return };
+    let Some((&count, rest)) = data.split_first() else {
+        return;
+    };
     let content = [7u8; 20];
     let mut bytes = b"APJ1".to_vec();
     bytes.extend_from_slice(&content);
