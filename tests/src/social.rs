@@ -67,13 +67,6 @@ pub fn ok(response: Response) -> Value {
 /// How long a starting node's hub line may take (under [`crate::STEP`], each read's limit).
 const HUB_LINE_WAIT: Duration = Duration::from_secs(15);
 
-/// The last `lines` lines of the daemon's log in data directory `dir`.
-pub fn log_tail(dir: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(dir.join("logs/daemon.log")).unwrap_or_default();
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
-}
-
 /// Set (to anything) to keep every test node's data directory — its `logs/` above all — after
 /// the test, e.g. `ALLPEERS_TEST_KEEP=1 ALLPEERS_LOG=flesh,allpeers_node=bone cargo nextest run ...`
 /// (the daemons inherit `ALLPEERS_LOG`): a failed cross-process test otherwise takes its daemons'
@@ -141,7 +134,7 @@ impl Node {
             if tokio::time::timeout(HUB_LINE_WAIT, online).await.is_err() {
                 panic!(
                     "{name}'s hub line not up within {HUB_LINE_WAIT:?}; its log ends:\n{}",
-                    log_tail(dir, 40)
+                    allpeers_log::tail(&dir.join("logs/daemon.log"), 40)
                 );
             }
         }

@@ -217,6 +217,14 @@ pub fn build(
     Ok((subscriber, handle))
 }
 
+/// The last `lines` lines of log file `file` (empty if it cannot be read): what a tool shows
+/// when a process it ran failed and the log would go with its temporary directory.
+pub fn tail(file: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
 /// Builds the logger and installs it for the whole process.
 pub fn init(config: &LogConfig) -> Result<LogHandle, LogError> {
     let (subscriber, handle) = build(config)?;
@@ -227,6 +235,16 @@ pub fn init(config: &LogConfig) -> Result<LogHandle, LogError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_tail_is_the_last_lines_and_nothing_for_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("x.log");
+        std::fs::write(&file, "one\ntwo\nthree\n").unwrap();
+        assert_eq!(tail(&file, 2), "two\nthree");
+        assert_eq!(tail(&file, 10), "one\ntwo\nthree");
+        assert_eq!(tail(&dir.path().join("none.log"), 5), "");
+    }
 
     fn log_files(dir: &Path) -> Vec<(String, u64)> {
         let mut files: Vec<(String, u64)> = std::fs::read_dir(dir)

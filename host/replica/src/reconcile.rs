@@ -2,11 +2,12 @@
 //! as an I/O-free session over an [`ItemSource`] whose range fingerprints come from
 //! precomputed sums.
 //!
-//! Items are `(timestamp, op id)` (the timestamp is the op's whole stamp, see `replica::item_of`),
-//! ordered by timestamp then id. A message is a version byte then ranges, each `bound | mode | payload`: *skip*, *fingerprint* (16 bytes: the hash of the
-//! 256-bit sum of the range's ids and their count) or *id list*. A range whose fingerprints
-//! differ is split into 16 buckets, small ranges are sent as id lists: about log16(n) rounds,
-//! bytes in proportion to the differences.
+//! Items are `(timestamp, op id)` (the timestamp is the op's whole stamp, see
+//! `replica::item_of`), ordered by timestamp then id. A message is a version byte then ranges,
+//! each `bound | mode | payload`: *skip*, *fingerprint* (16 bytes: the hash of the 256-bit sum
+//! of the range's ids and their count) or *id list*. A range whose fingerprints differ is split
+//! into 16 buckets, small ranges are sent as id lists: about log16(n) rounds, bytes in
+//! proportion to the differences.
 //!
 //! Differences from the `negentropy` crate 0.5 (see docs/architecture.md for why we do not use
 //! it): BLAKE3 instead of SHA-256 for fingerprints (not wire-compatible with Nostr relays, which

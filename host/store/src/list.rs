@@ -81,9 +81,8 @@ impl Arranged {
     /// positions as kept here: the run both start with. Only the rest is arranged. `None` if
     /// the list is not kept (then all of it is).
     ///
-    /// An initial sync gets a list's adds in (millisecond, op id) order while the list is in
-    /// (millisecond, counter) order, and an item joins only once its create arrived: each
-    /// commit's items fall among the last ones of the one before, not only after them.
+    /// A commit's items can fall among the last ones of the commit before, not only after
+    /// them: an item joins once its create arrived, and ops of several writers interleave.
     pub fn prefix(&self, id: &str, wanted: &[&str]) -> Option<usize> {
         let kept = self.lists.get(id)?;
         Some(

@@ -236,14 +236,8 @@ fn print_log_tails(dir: &Path) {
         .collect();
     logs.sort();
     for log in logs {
-        let Ok(text) = std::fs::read_to_string(&log) else {
-            continue;
-        };
-        let lines: Vec<&str> = text.lines().collect();
         eprintln!("\n--- the last lines of {} ---", log.display());
-        for line in &lines[lines.len().saturating_sub(FAILURE_LOG_LINES)..] {
-            eprintln!("{line}");
-        }
+        eprintln!("{}", allpeers_log::tail(&log, FAILURE_LOG_LINES));
     }
 }
 
