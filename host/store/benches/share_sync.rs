@@ -4,12 +4,13 @@
 //! written); dave, fresh, reconciles with her through two `SyncPeer`s passing frames in memory,
 //! every signature verified, committing to his store after each request's frames as the daemon
 //! does (what is queued goes as one request, within `MAX_FRAMES_PER_REQUEST` and
-//! `MAX_REQUEST_BYTES`). Next to `Store::create_many` of the same links, 1,000 a transaction
-//! (the baseline). Wall and CPU time (user + system, all threads: signature checks use up to 4
-//! cores) per phase, each phase's store closed inside its timing (its last checkpoint counted);
-//! the sync and the baseline take turns `SHARE_BENCH_REPEATS` times (default 3), medians shown. Issue 14's goal (3) is the sync phase's ratio (it runs both ends of the
-//! sync: alice serving, dave verifying and storing); the share's creation at alice is printed
-//! beside it, and the sum of both.
+//! `MAX_REQUEST_BYTES`). Next to `Store::create_many` of the same links, 1,000 a transaction, in a
+//! store of dave's (the baseline). Wall and CPU time (user + system, all threads: signature checks
+//! use up to 4 cores) per phase, each phase's store closed inside its timing (its last checkpoint
+//! counted); the sync and the baseline take turns `SHARE_BENCH_REPEATS` times (default 3), medians
+//! shown, and the bytes each phase wrote. Issue 14's goal (3) is the sync phase's ratio (it runs
+//! both ends of the sync: alice serving, dave verifying and storing); the share's creation at alice
+//! is printed beside it, and the sum of both.
 //!
 //! `cargo bench -p allpeers-store --bench share_sync` (harness = false; prints a table).
 
@@ -191,6 +192,16 @@ fn cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// Bytes this process has handed to `write`-like calls so far (`wchar` of /proc/self/io): the
+/// WAL frames and the checkpoints' copies into the database.
+fn written() -> u64 {
+    std::fs::read_to_string("/proc/self/io")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("wchar:").and_then(|v| v.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
 fn main() {
     let items = env("SHARE_BENCH_ITEMS", 10_000);
     let alice_key = SigningKey::from_bytes(&[1; 32]);
@@ -218,12 +229,13 @@ fn main() {
     // medians are the figures, each turn's ratio is printed (one run swings by 2x here).
     let repeats = env("SHARE_BENCH_REPEATS", 3).max(1);
     let (mut syncs, mut baselines, mut turns) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut sync_written, mut baseline_written) = (Vec::new(), Vec::new());
     let (mut rounds, mut frames, mut commits) = (0, 0, 0);
     for turn in 0..repeats {
         let dave_path = dir.path().join(format!("dave{turn}.db"));
         let mut dave_store = Store::open(&dave_path, &dave_id.to_string()).expect("open dave");
         let mut dave = BTreeMap::from([(share_id, Replica::new(share_id))]);
-        let (t, c) = (Instant::now(), cpu());
+        let (t, c, w) = (Instant::now(), cpu(), written());
         (rounds, frames, commits) = sync(
             &mut alice,
             &mut dave_store,
@@ -233,15 +245,20 @@ fn main() {
         );
         drop(dave_store);
         let synced = (t.elapsed(), cpu() - c);
+        sync_written.push(written() - w);
         let dave_store = Store::open(&dave_path, &dave_id.to_string()).expect("open");
         let got = dave_store.list_items(&list_id).expect("items").items.len();
         assert_eq!(got, items, "every item reached dave");
 
-        let mut baseline_store =
-            Store::open(dir.path().join(format!("baseline{turn}.db")), "baseline")
-                .expect("open baseline");
+        // Dave's own store, as a node's: its peer id is the author of the changes and the owner
+        // of what it creates (56 characters in every resource, change row and owner index).
+        let mut baseline_store = Store::open(
+            dir.path().join(format!("baseline{turn}.db")),
+            &dave_id.to_string(),
+        )
+        .expect("open baseline");
         let resources = links(items);
-        let (t, c) = (Instant::now(), cpu());
+        let (t, c, w) = (Instant::now(), cpu(), written());
         for chunk in resources.chunks(1000) {
             baseline_store
                 .create_many(chunk.to_vec())
@@ -249,6 +266,7 @@ fn main() {
         }
         drop(baseline_store);
         let baseline = (t.elapsed(), cpu() - c);
+        baseline_written.push(written() - w);
         turns.push(synced.1.as_secs_f64() / baseline.1.as_secs_f64().max(0.01));
         syncs.push(synced);
         baselines.push(baseline);
@@ -299,4 +317,13 @@ fn main() {
     );
     let each: Vec<String> = turns.iter().map(|r| format!("{r:.2}x")).collect();
     println!("each turn's CPU ratio: {}", each.join(", "));
+    let mib = |bytes: &mut Vec<u64>| {
+        bytes.sort();
+        bytes[bytes.len() / 2] as f64 / (1024.0 * 1024.0)
+    };
+    println!(
+        "written (WAL and checkpoints, median): sync {:.0} MiB, create_many {:.0} MiB",
+        mib(&mut sync_written),
+        mib(&mut baseline_written),
+    );
 }
