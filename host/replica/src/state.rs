@@ -17,6 +17,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use litemap::LiteMap;
 use serde_json::{Map, Value as Json, json};
 
 use crate::op::{Action, Op, OpId, OrderKey, canonical_json};
@@ -47,15 +48,22 @@ impl<T> Register<T> {
     }
 }
 
+/// A few op ids (a resource's creates, an item's add tags: almost always one) in a sorted vector:
+/// a `BTreeSet` allocates a node of eleven ids for one, and a share holds one of each per item.
+type OpSet = LiteMap<OpId, ()>;
+
+/// The state of one resource. The per-item fields are flat, sorted vectors ([`LiteMap`]), not
+/// B-trees: a list of 100,000 items holds one `ResourceState` each, and a B-tree's first node
+/// is sized for eleven entries (~1.5 KB for five properties) where a resource has a few.
 #[derive(Debug, Clone, Default, PartialEq)]
 struct ResourceState {
     deletes: BTreeSet<OpId>,
-    creates: BTreeSet<OpId>,
+    creates: OpSet,
     kind: Option<Register<String>>,
-    properties: BTreeMap<String, Option<Register<Json>>>,
+    properties: LiteMap<String, Option<Register<Json>>>,
     children: BTreeMap<(String, String), Option<Register<Option<Json>>>>,
     /// Live add tags per item.
-    adds: BTreeMap<String, BTreeSet<OpId>>,
+    adds: BTreeMap<String, OpSet>,
     /// Each add tag's arrival key (see [`position`]): where an item nobody moved sits.
     arrivals: BTreeMap<OpId, String>,
     /// Where a move put each item: last writer wins.
@@ -131,7 +139,7 @@ impl ResourceState {
                 self.removed_tags.extend(tags.iter().copied());
                 if let Some(live) = self.adds.get_mut(item) {
                     for tag in tags {
-                        if live.remove(tag) {
+                        if live.remove(tag).is_some() {
                             applied.superseded.push(*tag);
                         }
                     }
@@ -165,7 +173,7 @@ impl ResourceState {
             return false;
         }
         let id = key.id;
-        self.creates.insert(id);
+        self.creates.insert(id, ());
         settle(
             Register::write(&mut self.kind, key, kind.to_owned()),
             id,
@@ -174,6 +182,9 @@ impl ResourceState {
             applied,
         );
         if let Some(props) = value.get("properties").and_then(Json::as_object) {
+            // A fresh resource's properties in one allocation of their number (growing one
+            // by one would leave up to twice the room, per resource).
+            self.properties.reserve(props.len());
             for (name, v) in props {
                 let slot = self.properties.entry(name.clone()).or_default();
                 let loser = Register::write(slot, key, v.clone());
@@ -203,7 +214,7 @@ impl ResourceState {
             return false;
         }
         let before = self.item_key(item);
-        self.adds.entry(item.to_owned()).or_default().insert(id);
+        self.adds.entry(item.to_owned()).or_default().insert(id, ());
         self.arrivals.insert(id, position::arrival(stamp));
         self.rekey(item, before);
         true
@@ -217,7 +228,7 @@ impl ResourceState {
         Some(match moved {
             Some(register) => register.value.clone(),
             None => tags
-                .iter()
+                .keys()
                 .filter_map(|t| self.arrivals.get(t))
                 .min()
                 .cloned()
@@ -241,10 +252,10 @@ impl ResourceState {
 
     /// Every live op of this resource other than its deletes (they die with a delete).
     fn live_ops(&self) -> BTreeSet<OpId> {
-        let mut live: BTreeSet<OpId> = self.creates.iter().chain(&self.removes).copied().collect();
+        let mut live: BTreeSet<OpId> = self.creates.keys().chain(&self.removes).copied().collect();
         live.extend(self.properties.values().flatten().map(|r| r.key.id));
         live.extend(self.children.values().flatten().map(|r| r.key.id));
-        live.extend(self.adds.values().flatten());
+        live.extend(self.adds.values().flat_map(OpSet::keys));
         live.extend(self.positions.values().flatten().map(|r| r.key.id));
         live
     }
@@ -277,7 +288,7 @@ impl ResourceState {
                 let key = match moved {
                     Some(register) => register.value.as_str(),
                     None => tags
-                        .iter()
+                        .keys()
                         .filter_map(|t| self.arrivals.get(t))
                         .min()
                         .map_or("", String::as_str),
@@ -310,12 +321,12 @@ fn settle(
     loser: Option<OpId>,
     newcomer: OpId,
     newcomer_is_create: bool,
-    creates: &BTreeSet<OpId>,
+    creates: &OpSet,
     applied: &mut Applied,
 ) {
     match loser {
         Some(l) if l == newcomer => applied.dead_on_arrival |= !newcomer_is_create,
-        Some(l) if !creates.contains(&l) => applied.superseded.push(l),
+        Some(l) if !creates.contains_key(&l) => applied.superseded.push(l),
         _ => {}
     }
 }
@@ -397,12 +408,12 @@ impl State {
         let created = self
             .resources
             .get(item)
-            .is_some_and(|r| r.creates.contains(id));
+            .is_some_and(|r| r.creates.contains_key(id));
         let added = self
             .resources
             .get(list)
             .and_then(|r| r.adds.get(item))
-            .is_some_and(|tags| tags.contains(id));
+            .is_some_and(|tags| tags.contains_key(id));
         Some(created || added)
     }
 
@@ -415,7 +426,7 @@ impl State {
                 let slot = self.schemas.entry(file.clone()).or_default();
                 let before = slot.as_ref().map(|r| r.value.clone());
                 let loser = Register::write(slot, key, text.clone());
-                settle(loser, id, false, &BTreeSet::new(), &mut applied);
+                settle(loser, id, false, &OpSet::new(), &mut applied);
                 if slot.as_ref().map(|r| &r.value) != before.as_ref() {
                     applied.schema = Some(file.clone());
                 }
@@ -537,7 +548,7 @@ impl State {
         self.resources
             .get(list)
             .and_then(|r| r.adds.get(item))
-            .map(|tags| tags.iter().copied().collect())
+            .map(|tags| tags.keys().copied().collect())
             .unwrap_or_default()
     }
 
@@ -870,6 +881,6 @@ mod tests {
         assert!(state.apply(&add1).dead_on_arrival);
         state.apply(&add2);
         let items = &state.resources["l"].adds["i"];
-        assert_eq!(items, &BTreeSet::from([add2.id()]));
+        assert_eq!(items.keys().collect::<Vec<_>>(), [&add2.id()]);
     }
 }

@@ -202,6 +202,16 @@ fn written() -> u64 {
         .unwrap_or(0)
 }
 
+/// The process's resident memory (VmRSS), in bytes.
+fn resident() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
 fn main() {
     let items = env("SHARE_BENCH_ITEMS", 10_000);
     let alice_key = SigningKey::from_bytes(&[1; 32]);
@@ -230,12 +240,13 @@ fn main() {
     let repeats = env("SHARE_BENCH_REPEATS", 3).max(1);
     let (mut syncs, mut baselines, mut turns) = (Vec::new(), Vec::new(), Vec::new());
     let (mut sync_written, mut baseline_written) = (Vec::new(), Vec::new());
+    let mut grown = 0;
     let (mut rounds, mut frames, mut commits) = (0, 0, 0);
     for turn in 0..repeats {
         let dave_path = dir.path().join(format!("dave{turn}.db"));
         let mut dave_store = Store::open(&dave_path, &dave_id.to_string()).expect("open dave");
         let mut dave = BTreeMap::from([(share_id, Replica::new(share_id))]);
-        let (t, c, w) = (Instant::now(), cpu(), written());
+        let (t, c, w, r) = (Instant::now(), cpu(), written(), resident());
         (rounds, frames, commits) = sync(
             &mut alice,
             &mut dave_store,
@@ -246,6 +257,10 @@ fn main() {
         drop(dave_store);
         let synced = (t.elapsed(), cpu() - c);
         sync_written.push(written() - w);
+        if turn == 0 {
+            // The first turn's growth: dave's replica (later turns reuse the freed heap).
+            grown = resident().saturating_sub(r);
+        }
         let dave_store = Store::open(&dave_path, &dave_id.to_string()).expect("open");
         let got = dave_store.list_items(&list_id).expect("items").items.len();
         assert_eq!(got, items, "every item reached dave");
@@ -325,5 +340,9 @@ fn main() {
         "written (WAL and checkpoints, median): sync {:.0} MiB, create_many {:.0} MiB",
         mib(&mut sync_written),
         mib(&mut baseline_written),
+    );
+    println!(
+        "resident memory grown by the first sync (dave's replica, his store's cache): {:.0} MiB",
+        grown as f64 / (1024.0 * 1024.0)
     );
 }
