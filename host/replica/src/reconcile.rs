@@ -233,6 +233,10 @@ enum Mode {
     Skip = 0,
     Fingerprint = 1,
     IdList = 2,
+    /// Ours (not negentropy v1's): the responder's answer to an id list, only the differences —
+    /// the ids it holds that the list lacks, then the listed ids it lacks — where v1 echoes every
+    /// id it holds in the range. Half the bytes of a differing range's last round.
+    Differences = 3,
 }
 
 /// One side of a reconciliation. The initiator calls [`Self::initiate`] then
@@ -263,6 +267,13 @@ pub enum Range {
     IdList {
         upper: (u64, Vec<u8>),
         ids: Vec<OpId>,
+    },
+    Differences {
+        upper: (u64, Vec<u8>),
+        /// What the responder holds and the list lacked.
+        theirs: Vec<OpId>,
+        /// What the list held and the responder lacks.
+        missing: Vec<OpId>,
     },
 }
 
@@ -298,6 +309,11 @@ pub fn decode_message(message: &[u8]) -> Result<Vec<Range>, ReconError> {
                 upper,
                 ids: decode_ids(&mut input)?,
             },
+            Mode::Differences => Range::Differences {
+                upper,
+                theirs: decode_ids(&mut input)?,
+                missing: decode_ids(&mut input)?,
+            },
         });
     }
     Ok(ranges)
@@ -308,7 +324,15 @@ fn decode_mode(input: &mut Reader<'_>) -> Result<Mode, ReconError> {
         0 => Ok(Mode::Skip),
         1 => Ok(Mode::Fingerprint),
         2 => Ok(Mode::IdList),
+        3 => Ok(Mode::Differences),
         other => Err(ReconError::Mode(other)),
+    }
+}
+
+fn put_ids(o: &mut Vec<u8>, ids: &[OpId]) {
+    put_varint(o, ids.len() as u64);
+    for id in ids {
+        o.extend_from_slice(&id.0);
     }
 }
 
@@ -434,14 +458,17 @@ impl Reconciler {
                 Mode::IdList => {
                     let ids = decode_ids(&mut input)?;
                     let mut theirs: HashSet<OpId> = ids.iter().copied().collect();
+                    // Ours the list lacks, in our order (by stamp).
+                    let mut ours_only = Vec::new();
                     for i in lower..upper {
                         let id = items.item(i).id;
-                        if !theirs.remove(&id) && self.initiator && self.reported.insert(id) {
-                            have.push(id);
+                        if !theirs.remove(&id) {
+                            ours_only.push(id);
                         }
                     }
                     if self.initiator {
                         skip = true;
+                        have.extend(ours_only.into_iter().filter(|id| self.reported.insert(*id)));
                         // In the peer's order, its items' (by stamp): a fresh replica then
                         // fetches a share's ops in the order they were made (see `item_of`).
                         need.extend(
@@ -450,25 +477,41 @@ impl Reconciler {
                         );
                     } else {
                         self.flush_skip(&mut skip, &prev_bound, &mut o);
-                        let mut ids = Vec::new();
-                        let mut end_bound = bound;
-                        for i in lower..upper {
-                            if self.over_limit(full.len() + ids.len()) {
-                                end_bound = Bound {
-                                    item: items.item(i),
-                                    prefix_len: ID_LEN,
-                                };
-                                upper = i;
-                                break;
-                            }
-                            ids.extend_from_slice(&items.item(i).id.0);
+                        let missing: Vec<OpId> =
+                            ids.into_iter().filter(|id| theirs.contains(id)).collect();
+                        let differences = 2 * 10 + ID_LEN * (ours_only.len() + missing.len());
+                        if !self.over_limit(full.len() + o.len() + differences + 2 * ID_LEN) {
+                            o.extend(self.encode_bound(&bound));
+                            put_varint(&mut o, Mode::Differences as u64);
+                            put_ids(&mut o, &ours_only);
+                            put_ids(&mut o, &missing);
+                        } else {
+                            // Too many to fit (one side fresh): every id we hold in the range,
+                            // as far as the frame allows, as v1 answers; the peer compares.
+                            // Written now: the frame's own limit is applied to it, not the
+                            // check below (which would drop it and never make progress).
+                            let used = full.len() + o.len();
+                            let reply = self.id_list_reply(items, used, lower, &mut upper, bound);
+                            o.extend(reply);
+                            full.extend(std::mem::take(&mut o));
                         }
-                        o.extend(self.encode_bound(&end_bound));
-                        put_varint(&mut o, Mode::IdList as u64);
-                        put_varint(&mut o, (ids.len() / ID_LEN) as u64);
-                        o.extend(ids);
-                        full.extend(std::mem::take(&mut o));
                     }
+                }
+                Mode::Differences => {
+                    if !self.initiator {
+                        return Err(ReconError::Role);
+                    }
+                    let theirs = decode_ids(&mut input)?;
+                    let missing = decode_ids(&mut input)?;
+                    skip = true;
+                    need.extend(theirs.into_iter().filter(|id| self.reported.insert(*id)));
+                    // Only ids of ours in the range: the answer names what it was given.
+                    let ours: HashSet<OpId> = (lower..upper).map(|i| items.item(i).id).collect();
+                    have.extend(
+                        missing
+                            .into_iter()
+                            .filter(|id| ours.contains(id) && self.reported.insert(*id)),
+                    );
                 }
             }
             if self.over_limit(full.len() + o.len()) {
@@ -491,6 +534,36 @@ impl Reconciler {
             o.extend(self.encode_bound(prev_bound));
             put_varint(o, Mode::Skip as u64);
         }
+    }
+
+    /// The ids we hold in `lower..upper` as an id list range, cut short (and `upper` moved to
+    /// the cut) where the frame, `used` bytes full, ends.
+    fn id_list_reply(
+        &mut self,
+        items: &impl ItemSource,
+        used: usize,
+        lower: usize,
+        upper: &mut usize,
+        bound: Bound,
+    ) -> Vec<u8> {
+        let mut ids = Vec::new();
+        let mut end_bound = bound;
+        for i in lower..*upper {
+            if self.over_limit(used + ids.len()) {
+                end_bound = Bound {
+                    item: items.item(i),
+                    prefix_len: ID_LEN,
+                };
+                *upper = i;
+                break;
+            }
+            ids.extend_from_slice(&items.item(i).id.0);
+        }
+        let mut o = self.encode_bound(&end_bound);
+        put_varint(&mut o, Mode::IdList as u64);
+        put_varint(&mut o, (ids.len() / ID_LEN) as u64);
+        o.extend(ids);
+        o
     }
 
     fn over_limit(&self, n: usize) -> bool {
@@ -704,6 +777,68 @@ mod tests {
         let in_order: Vec<OpId> = (0..full.len()).map(|i| full.item(i).id).collect();
         assert!(have.is_empty());
         assert_eq!(need, in_order);
+    }
+
+    /// An id list the initiator sends is answered with the differences only, not with every
+    /// id the responder holds in the range (negentropy v1's echo).
+    #[test]
+    fn an_id_list_is_answered_with_the_differences_only() {
+        // 2,000 items: the initiator splits them into 16 ranges, the responder the one that
+        // differs into 16 of ~8, and the initiator sends that one's ids.
+        let (a, b, have, need) = pair(21, 2_000, 1, 1);
+        let mut client = Reconciler::new(MAX_MESSAGE_BYTES, true).unwrap();
+        let mut server = Reconciler::new(MAX_MESSAGE_BYTES, false).unwrap();
+        let (mut got_have, mut got_need) = (Vec::new(), Vec::new());
+        let mut message = client.initiate(&a).unwrap();
+        let mut answers = Vec::new();
+        loop {
+            let reply = server.respond(&b, &message).unwrap();
+            answers.push(decode_message(&reply).unwrap());
+            match client.reconcile(&a, &reply, &mut got_have, &mut got_need) {
+                Ok(Some(next)) => message = next,
+                Ok(None) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got_have.sort();
+        got_need.sort();
+        assert_eq!((got_have, got_need), (have.clone(), need.clone()));
+        let last = answers.last().expect("an answer");
+        let differences: Vec<(&[OpId], &[OpId])> = last
+            .iter()
+            .filter_map(|r| match r {
+                Range::Differences {
+                    theirs, missing, ..
+                } => Some((theirs.as_slice(), missing.as_slice())),
+                _ => None,
+            })
+            .collect();
+        assert!(!differences.is_empty(), "{last:?}");
+        assert!(last.iter().all(|r| !matches!(r, Range::IdList { .. })));
+        let named: usize = differences.iter().map(|(t, m)| t.len() + m.len()).sum();
+        assert_eq!(named, 2, "only the two differences are named");
+    }
+
+    /// A responder is never sent differences (it never sends an id list to answer); a message
+    /// that carries them is refused, not half-read.
+    #[test]
+    fn differences_sent_to_a_responder_are_refused() {
+        let items: Items = random_items(&mut StdRng::seed_from_u64(22), 10)
+            .into_iter()
+            .collect();
+        let mut message = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::Differences as u8];
+        put_ids(&mut message, &[OpId([1; 32])]);
+        put_ids(&mut message, &[]);
+        let mut server = Reconciler::new(MIN_FRAME_LIMIT, false).unwrap();
+        assert_eq!(server.respond(&items, &message), Err(ReconError::Role));
+        assert!(matches!(
+            decode_message(&message).unwrap()[..],
+            [Range::Differences { .. }]
+        ));
+        // Counts are bounded by the bytes present, in both lists.
+        let mut claim = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::Differences as u8, 0x00];
+        put_varint(&mut claim, 1 << 60);
+        assert_eq!(decode_message(&claim), Err(ReconError::IdCount));
     }
 
     #[test]
