@@ -16,7 +16,7 @@
 //! `HashSet::with_capacity(num_ids)` takes an attacker's count as an allocation size, and its
 //! varint decoder overflows silently).
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::OnceLock;
 
 use crate::op::OpId;
@@ -26,6 +26,16 @@ use crate::wire::{Reader, WireError, put_varint};
 pub const PROTOCOL_VERSION: u8 = 0x61;
 pub const FINGERPRINT_LEN: usize = 16;
 const ID_LEN: usize = 32;
+/// The bytes of an id a prefix list carries: half an id. Two ids sharing 16 bytes would be
+/// taken for one (neither reconciled by that range); finding such a pair takes ~2^64 hashes.
+pub const PREFIX_LEN: usize = 16;
+pub type Prefix = [u8; PREFIX_LEN];
+
+fn prefix(id: &OpId) -> Prefix {
+    id.0[..PREFIX_LEN]
+        .try_into()
+        .expect("an id is longer than a prefix")
+}
 /// A mismatched range is split into this many sub-ranges (negentropy's choice: log16 rounds).
 const BUCKETS: usize = 16;
 /// Ranges smaller than two buckets' worth are sent as id lists rather than split again.
@@ -234,9 +244,13 @@ enum Mode {
     Fingerprint = 1,
     IdList = 2,
     /// Ours (not negentropy v1's): the responder's answer to an id list, only the differences —
-    /// the ids it holds that the list lacks, then the listed ids it lacks — where v1 echoes every
-    /// id it holds in the range. Half the bytes of a differing range's last round.
+    /// the ids it holds that the list lacks, then the prefixes of the listed ids it lacks —
+    /// where v1 echoes every id it holds in the range.
     Differences = 3,
+    /// Ours: the initiator's id list of a small range as id prefixes ([`PREFIX_LEN`] bytes):
+    /// the responder only compares them with its own and answers with [`Mode::Differences`],
+    /// and the initiator knows the whole ids behind the prefixes it sent.
+    PrefixList = 4,
 }
 
 /// One side of a reconciliation. The initiator calls [`Self::initiate`] then
@@ -272,8 +286,12 @@ pub enum Range {
         upper: (u64, Vec<u8>),
         /// What the responder holds and the list lacked.
         theirs: Vec<OpId>,
-        /// What the list held and the responder lacks.
-        missing: Vec<OpId>,
+        /// What the list held and the responder lacks, by prefix.
+        missing: Vec<Prefix>,
+    },
+    PrefixList {
+        upper: (u64, Vec<u8>),
+        prefixes: Vec<Prefix>,
     },
 }
 
@@ -312,7 +330,11 @@ pub fn decode_message(message: &[u8]) -> Result<Vec<Range>, ReconError> {
             Mode::Differences => Range::Differences {
                 upper,
                 theirs: decode_ids(&mut input)?,
-                missing: decode_ids(&mut input)?,
+                missing: decode_prefixes(&mut input)?,
+            },
+            Mode::PrefixList => Range::PrefixList {
+                upper,
+                prefixes: decode_prefixes(&mut input)?,
             },
         });
     }
@@ -325,6 +347,7 @@ fn decode_mode(input: &mut Reader<'_>) -> Result<Mode, ReconError> {
         1 => Ok(Mode::Fingerprint),
         2 => Ok(Mode::IdList),
         3 => Ok(Mode::Differences),
+        4 => Ok(Mode::PrefixList),
         other => Err(ReconError::Mode(other)),
     }
 }
@@ -334,6 +357,14 @@ fn put_ids(o: &mut Vec<u8>, ids: &[OpId]) {
     for id in ids {
         o.extend_from_slice(&id.0);
     }
+}
+
+fn decode_prefixes(input: &mut Reader<'_>) -> Result<Vec<Prefix>, ReconError> {
+    let n = input.varint()?;
+    if n > (input.remaining() / PREFIX_LEN) as u64 {
+        return Err(ReconError::IdCount);
+    }
+    (0..n).map(|_| Ok(input.array()?)).collect()
 }
 
 fn decode_ids(input: &mut Reader<'_>) -> Result<Vec<OpId>, ReconError> {
@@ -477,40 +508,54 @@ impl Reconciler {
                         );
                     } else {
                         self.flush_skip(&mut skip, &prev_bound, &mut o);
-                        let missing: Vec<OpId> =
-                            ids.into_iter().filter(|id| theirs.contains(id)).collect();
-                        let differences = 2 * 10 + ID_LEN * (ours_only.len() + missing.len());
-                        if !self.over_limit(full.len() + o.len() + differences + 2 * ID_LEN) {
-                            o.extend(self.encode_bound(&bound));
-                            put_varint(&mut o, Mode::Differences as u64);
-                            put_ids(&mut o, &ours_only);
-                            put_ids(&mut o, &missing);
-                        } else {
-                            // Too many to fit (one side fresh): every id we hold in the range,
-                            // as far as the frame allows, as v1 answers; the peer compares.
-                            // Written now: the frame's own limit is applied to it, not the
-                            // check below (which would drop it and never make progress).
-                            let used = full.len() + o.len();
-                            let reply = self.id_list_reply(items, used, lower, &mut upper, bound);
-                            o.extend(reply);
-                            full.extend(std::mem::take(&mut o));
+                        let missing: Vec<Prefix> = ids
+                            .iter()
+                            .filter(|id| theirs.contains(id))
+                            .map(prefix)
+                            .collect();
+                        let range = (lower, &mut upper, bound);
+                        self.answer(items, &mut full, &mut o, range, &ours_only, &missing);
+                    }
+                }
+                Mode::PrefixList => {
+                    if self.initiator {
+                        return Err(ReconError::Role);
+                    }
+                    let prefixes = decode_prefixes(&mut input)?;
+                    let mut theirs: HashSet<Prefix> = prefixes.iter().copied().collect();
+                    let mut ours_only = Vec::new();
+                    for i in lower..upper {
+                        let id = items.item(i).id;
+                        if !theirs.remove(&prefix(&id)) {
+                            ours_only.push(id);
                         }
                     }
+                    let missing: Vec<Prefix> = prefixes
+                        .into_iter()
+                        .filter(|p| theirs.contains(p))
+                        .collect();
+                    self.flush_skip(&mut skip, &prev_bound, &mut o);
+                    let range = (lower, &mut upper, bound);
+                    self.answer(items, &mut full, &mut o, range, &ours_only, &missing);
                 }
                 Mode::Differences => {
                     if !self.initiator {
                         return Err(ReconError::Role);
                     }
                     let theirs = decode_ids(&mut input)?;
-                    let missing = decode_ids(&mut input)?;
+                    let missing = decode_prefixes(&mut input)?;
                     skip = true;
                     need.extend(theirs.into_iter().filter(|id| self.reported.insert(*id)));
-                    // Only ids of ours in the range: the answer names what it was given.
-                    let ours: HashSet<OpId> = (lower..upper).map(|i| items.item(i).id).collect();
+                    // The whole ids behind the prefixes: only ours in the range (what we listed).
+                    let ours: HashMap<Prefix, OpId> = (lower..upper)
+                        .map(|i| items.item(i).id)
+                        .map(|id| (prefix(&id), id))
+                        .collect();
                     have.extend(
                         missing
-                            .into_iter()
-                            .filter(|id| ours.contains(id) && self.reported.insert(*id)),
+                            .iter()
+                            .filter_map(|p| ours.get(p).copied())
+                            .filter(|id| self.reported.insert(*id)),
                     );
                 }
             }
@@ -533,6 +578,37 @@ impl Reconciler {
         if std::mem::take(skip) {
             o.extend(self.encode_bound(prev_bound));
             put_varint(o, Mode::Skip as u64);
+        }
+    }
+
+    /// The responder's answer to the initiator's list of `range`: the differences when they fit
+    /// in what is left of the frame; else (one side fresh: too many) every id we hold in the
+    /// range, as far as the frame allows, as negentropy v1 answers, for the peer to compare —
+    /// written to `full` at once: the frame's own limit is applied to it, not the caller's
+    /// check (which would drop it and never make progress).
+    fn answer(
+        &mut self,
+        items: &impl ItemSource,
+        full: &mut Vec<u8>,
+        o: &mut Vec<u8>,
+        (lower, upper, bound): (usize, &mut usize, Bound),
+        ours_only: &[OpId],
+        missing: &[Prefix],
+    ) {
+        let differences = 2 * 10 + ID_LEN * ours_only.len() + PREFIX_LEN * missing.len();
+        if !self.over_limit(full.len() + o.len() + differences + 2 * ID_LEN) {
+            o.extend(self.encode_bound(&bound));
+            put_varint(o, Mode::Differences as u64);
+            put_ids(o, ours_only);
+            put_varint(o, missing.len() as u64);
+            for p in missing {
+                o.extend_from_slice(p);
+            }
+        } else {
+            let used = full.len() + o.len();
+            let reply = self.id_list_reply(items, used, lower, upper, bound);
+            o.extend(reply);
+            full.extend(std::mem::take(o));
         }
     }
 
@@ -581,10 +657,17 @@ impl Reconciler {
         let mut o = Vec::new();
         if n < DOUBLE_BUCKETS {
             o.extend(self.encode_bound(&upper_bound));
-            put_varint(&mut o, Mode::IdList as u64);
+            // The initiator is answered with the differences, so half an id each is enough;
+            // the responder's list is what the initiator compares (and asks for) itself.
+            let (mode, len) = if self.initiator {
+                (Mode::PrefixList, PREFIX_LEN)
+            } else {
+                (Mode::IdList, ID_LEN)
+            };
+            put_varint(&mut o, mode as u64);
             put_varint(&mut o, n as u64);
             for i in lower..upper {
-                o.extend_from_slice(&items.item(i).id.0);
+                o.extend_from_slice(&items.item(i).id.0[..len]);
             }
             return o;
         }
@@ -779,10 +862,10 @@ mod tests {
         assert_eq!(need, in_order);
     }
 
-    /// An id list the initiator sends is answered with the differences only, not with every
-    /// id the responder holds in the range (negentropy v1's echo).
+    /// The initiator lists a small range by id prefixes, and is answered with the differences
+    /// only, not with every id the responder holds in the range (negentropy v1's echo).
     #[test]
-    fn an_id_list_is_answered_with_the_differences_only() {
+    fn a_prefix_list_is_answered_with_the_differences_only() {
         // 2,000 items: the initiator splits them into 16 ranges, the responder the one that
         // differs into 16 of ~8, and the initiator sends that one's ids.
         let (a, b, have, need) = pair(21, 2_000, 1, 1);
@@ -790,8 +873,9 @@ mod tests {
         let mut server = Reconciler::new(MAX_MESSAGE_BYTES, false).unwrap();
         let (mut got_have, mut got_need) = (Vec::new(), Vec::new());
         let mut message = client.initiate(&a).unwrap();
-        let mut answers = Vec::new();
+        let (mut asked, mut answers) = (Vec::new(), Vec::new());
         loop {
+            asked.push(decode_message(&message).unwrap());
             let reply = server.respond(&b, &message).unwrap();
             answers.push(decode_message(&reply).unwrap());
             match client.reconcile(&a, &reply, &mut got_have, &mut got_need) {
@@ -804,7 +888,7 @@ mod tests {
         got_need.sort();
         assert_eq!((got_have, got_need), (have.clone(), need.clone()));
         let last = answers.last().expect("an answer");
-        let differences: Vec<(&[OpId], &[OpId])> = last
+        let differences: Vec<(&[OpId], &[Prefix])> = last
             .iter()
             .filter_map(|r| match r {
                 Range::Differences {
@@ -817,28 +901,59 @@ mod tests {
         assert!(last.iter().all(|r| !matches!(r, Range::IdList { .. })));
         let named: usize = differences.iter().map(|(t, m)| t.len() + m.len()).sum();
         assert_eq!(named, 2, "only the two differences are named");
+        // The initiator listed the range by prefixes, never whole ids.
+        let last_asked = asked.last().expect("a message");
+        assert!(
+            last_asked
+                .iter()
+                .any(|r| matches!(r, Range::PrefixList { prefixes, .. } if prefixes.len() > 1))
+        );
+        assert!(
+            asked
+                .iter()
+                .flatten()
+                .all(|r| !matches!(r, Range::IdList { .. }))
+        );
     }
 
-    /// A responder is never sent differences (it never sends an id list to answer); a message
-    /// that carries them is refused, not half-read.
+    /// Differences go to the initiator and prefix lists to the responder only; the wrong side
+    /// refuses them rather than half-reading them.
     #[test]
-    fn differences_sent_to_a_responder_are_refused() {
+    fn differences_and_prefix_lists_sent_to_the_wrong_side_are_refused() {
         let items: Items = random_items(&mut StdRng::seed_from_u64(22), 10)
             .into_iter()
             .collect();
         let mut message = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::Differences as u8];
         put_ids(&mut message, &[OpId([1; 32])]);
-        put_ids(&mut message, &[]);
+        put_varint(&mut message, 1);
+        message.extend([2; PREFIX_LEN]);
         let mut server = Reconciler::new(MIN_FRAME_LIMIT, false).unwrap();
         assert_eq!(server.respond(&items, &message), Err(ReconError::Role));
-        assert!(matches!(
-            decode_message(&message).unwrap()[..],
-            [Range::Differences { .. }]
-        ));
+        assert_eq!(
+            decode_message(&message).unwrap(),
+            [Range::Differences {
+                // Timestamp 0 on the wire is the infinity bound.
+                upper: (u64::MAX, vec![]),
+                theirs: vec![OpId([1; 32])],
+                missing: vec![[2; PREFIX_LEN]],
+            }]
+        );
+        let mut client = Reconciler::new(MIN_FRAME_LIMIT, true).unwrap();
+        client.initiate(&items).unwrap();
+        let mut prefixes = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::PrefixList as u8, 0x01];
+        prefixes.extend([3; PREFIX_LEN]);
+        let (mut have, mut need) = (Vec::new(), Vec::new());
+        assert_eq!(
+            client.reconcile(&items, &prefixes, &mut have, &mut need),
+            Err(ReconError::Role)
+        );
         // Counts are bounded by the bytes present, in both lists.
         let mut claim = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::Differences as u8, 0x00];
         put_varint(&mut claim, 1 << 60);
         assert_eq!(decode_message(&claim), Err(ReconError::IdCount));
+        let mut claim = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::PrefixList as u8];
+        put_varint(&mut claim, 1 << 60);
+        assert_eq!(server.respond(&items, &claim), Err(ReconError::IdCount));
     }
 
     #[test]
