@@ -9,6 +9,10 @@
 //! into 16 buckets, small ranges are sent as id lists: about log16(n) rounds, bytes in
 //! proportion to the differences.
 //!
+//! Ours besides (the last round of a differing range): the initiator lists a small range by
+//! id prefixes, and the responder answers a list with the differences only, not an echo of
+//! every id it holds there (modes 3 and 4, `Mode::Differences` and `Mode::PrefixList`).
+//!
 //! Differences from the `negentropy` crate 0.5 (see docs/architecture.md for why we do not use
 //! it): BLAKE3 instead of SHA-256 for fingerprints (not wire-compatible with Nostr relays, which
 //! we never talk to), fingerprints from prefix sums in O(1) instead of a scan of the range, and
