@@ -287,6 +287,8 @@ impl Replica {
 
     /// Inserts an op whose signature the caller has checked ([`Op::from_wire`]).
     pub(crate) fn insert_verified(&mut self, op: Op, now_ms: u64) -> Result<Accepted, Refused> {
+        // An op another replica held comes without its value: merged, it needs it.
+        let op = op.with_value();
         let id = op.id();
         let body = op.body();
         let is_genesis = body.share == OpId::ZERO;
@@ -411,10 +413,11 @@ impl Replica {
         }
         let equivocates = self.record_seq_and_stamp(&op);
         self.changes.stored.insert(id, op.clone());
+        // Held without its value: the state takes its own copy when `op` is merged below.
         self.held.insert(
             id,
             Held {
-                op: op.clone(),
+                op: op.without_value(),
                 status: Status::Live,
             },
         );
@@ -697,7 +700,7 @@ impl Replica {
             .held
             .values()
             .filter(|h| !h.op.body().action.is_membership())
-            .map(|h| h.op.clone())
+            .map(|h| h.op.with_value())
             .collect();
         data.sort_by_key(Op::order_key);
         let old_state = std::mem::take(&mut self.state);
@@ -911,7 +914,9 @@ impl Replica {
         &self.items
     }
 
-    /// A live op, to send to a peer that lacks it.
+    /// A live op, to send to a peer that lacks it. Its bytes are whole, but its decoded action's
+    /// JSON value is left out (`null`; the state holds the merged values): decode
+    /// [`Op::wire`] for it.
     pub fn live_op(&self, id: &OpId) -> Option<&Op> {
         self.held
             .get(id)

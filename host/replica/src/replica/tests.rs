@@ -653,3 +653,22 @@ fn reconciliation_items_follow_the_stamps_within_a_millisecond() {
         .collect();
     assert_eq!(order, made);
 }
+
+/// A held op keeps its bytes but not its decoded value (the state has its own copy); a rebuild
+/// (a membership op after data) decodes the values again, and a replica fed held ops gets them.
+#[test]
+fn held_ops_leave_their_values_to_the_state_and_a_rebuild_decodes_them_again() {
+    let mut r = holiday();
+    let (op, _) = set(&mut r, BOB, "name", json!("Holiday 2027"), T0 + 10);
+    let held = r.live_op(&op.id()).unwrap();
+    assert_eq!(held.wire(), op.wire());
+    assert!(matches!(&held.body().action, Action::SetProperty { value, .. } if value.is_null()));
+    let before = r.state().hash();
+    // A membership op: every op judged again and the state merged afresh from the held ops.
+    grant(&mut r, ALICE, DAVE, Level::Read, T0 + 20);
+    assert_eq!(name(&r), json!("Holiday 2027"));
+    assert_eq!(r.state().hash(), before);
+    let c = copy(&r);
+    assert_eq!(name(&c), json!("Holiday 2027"));
+    assert_eq!(c.state().hash(), before);
+}
