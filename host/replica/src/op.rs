@@ -254,7 +254,7 @@ impl Action {
                 resource,
                 slot,
                 key,
-                value,
+                value: Some(_),
             } => Action::SetChild {
                 resource: resource.clone(),
                 slot: slot.clone(),
