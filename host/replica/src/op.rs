@@ -513,10 +513,12 @@ impl Op {
     /// A share of 100,000 items kept every value twice (~1.3 KB an item). Only a rebuild of
     /// the state reads the values again: [`Op::with_value`].
     pub(crate) fn without_value(&self) -> Op {
-        let mut action = self.inner.body.action.clone_without_value();
-        if self.inner.value_left_out || action.is_none() {
+        if self.inner.value_left_out {
             return self.clone();
         }
+        let Some(action) = self.inner.body.action.clone_without_value() else {
+            return self.clone();
+        };
         let body = &self.inner.body;
         Op {
             inner: Arc::new(OpInner {
@@ -526,7 +528,7 @@ impl Op {
                     seq: body.seq,
                     stamp: body.stamp,
                     parents: body.parents.clone(),
-                    action: action.take().expect("checked above"),
+                    action,
                 },
                 id: self.inner.id,
                 value_left_out: true,

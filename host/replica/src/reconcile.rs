@@ -490,58 +490,36 @@ impl Reconciler {
                         o.extend(self.split_range(items, lower, upper, bound));
                     }
                 }
-                Mode::IdList => {
+                Mode::IdList if self.initiator => {
                     let ids = decode_ids(&mut input)?;
                     let mut theirs: HashSet<OpId> = ids.iter().copied().collect();
-                    // Ours the list lacks, in our order (by stamp).
-                    let mut ours_only = Vec::new();
                     for i in lower..upper {
                         let id = items.item(i).id;
-                        if !theirs.remove(&id) {
-                            ours_only.push(id);
+                        if !theirs.remove(&id) && self.reported.insert(id) {
+                            have.push(id);
                         }
                     }
-                    if self.initiator {
-                        skip = true;
-                        have.extend(ours_only.into_iter().filter(|id| self.reported.insert(*id)));
-                        // In the peer's order, its items' (by stamp): a fresh replica then
-                        // fetches a share's ops in the order they were made (see `item_of`).
-                        need.extend(
-                            ids.into_iter()
-                                .filter(|id| theirs.contains(id) && self.reported.insert(*id)),
-                        );
-                    } else {
-                        self.flush_skip(&mut skip, &prev_bound, &mut o);
-                        let missing: Vec<Prefix> = ids
-                            .iter()
-                            .filter(|id| theirs.contains(id))
-                            .map(prefix)
-                            .collect();
-                        let range = (lower, &mut upper, bound);
-                        self.answer(items, &mut full, &mut o, range, &ours_only, &missing);
-                    }
+                    skip = true;
+                    // In the peer's order, its items' (by stamp): a fresh replica then
+                    // fetches a share's ops in the order they were made (see `item_of`).
+                    need.extend(
+                        ids.into_iter()
+                            .filter(|id| theirs.contains(id) && self.reported.insert(*id)),
+                    );
                 }
-                Mode::PrefixList => {
-                    if self.initiator {
-                        return Err(ReconError::Role);
-                    }
-                    let prefixes = decode_prefixes(&mut input)?;
-                    let mut theirs: HashSet<Prefix> = prefixes.iter().copied().collect();
-                    let mut ours_only = Vec::new();
-                    for i in lower..upper {
-                        let id = items.item(i).id;
-                        if !theirs.remove(&prefix(&id)) {
-                            ours_only.push(id);
-                        }
-                    }
-                    let missing: Vec<Prefix> = prefixes
-                        .into_iter()
-                        .filter(|p| theirs.contains(p))
-                        .collect();
+                Mode::IdList | Mode::PrefixList if !self.initiator => {
+                    // A whole-id list (negentropy v1's) is compared as its prefixes.
+                    let listed: Vec<Prefix> = if mode == Mode::IdList {
+                        decode_ids(&mut input)?.iter().map(prefix).collect()
+                    } else {
+                        decode_prefixes(&mut input)?
+                    };
                     self.flush_skip(&mut skip, &prev_bound, &mut o);
                     let range = (lower, &mut upper, bound);
-                    self.answer(items, &mut full, &mut o, range, &ours_only, &missing);
+                    self.answer(items, &mut full, &mut o, range, &listed);
                 }
+                // (An id list at the initiator is the first arm's.) Prefix lists go to responders.
+                Mode::IdList | Mode::PrefixList => return Err(ReconError::Role),
                 Mode::Differences => {
                     if !self.initiator {
                         return Err(ReconError::Role);
@@ -585,25 +563,32 @@ impl Reconciler {
         }
     }
 
-    /// The responder's answer to the initiator's list of `range`: the differences when they fit
-    /// in what is left of the frame; else (one side fresh: too many) every id we hold in the
-    /// range, as far as the frame allows, as negentropy v1 answers, for the peer to compare —
-    /// written to `full` at once: the frame's own limit is applied to it, not the caller's
-    /// check (which would drop it and never make progress).
+    /// The responder's answer to the initiator's list of `range` (`listed`, by prefix): the
+    /// differences when they fit in what is left of the frame; else (one side fresh: too many)
+    /// every id we hold in the range, as far as the frame allows, as negentropy v1 answers, for
+    /// the peer to compare — written to `full` at once: the frame's own limit is applied to it,
+    /// not the caller's check (which would drop it and never make progress).
     fn answer(
         &mut self,
         items: &impl ItemSource,
         full: &mut Vec<u8>,
         o: &mut Vec<u8>,
         (lower, upper, bound): (usize, &mut usize, Bound),
-        ours_only: &[OpId],
-        missing: &[Prefix],
+        listed: &[Prefix],
     ) {
+        let mut unmatched: HashSet<Prefix> = listed.iter().copied().collect();
+        // Ours the list lacks, in our order (by stamp).
+        let ours_only: Vec<OpId> = (lower..*upper)
+            .map(|i| items.item(i).id)
+            .filter(|id| !unmatched.remove(&prefix(id)))
+            .collect();
+        let missing: Vec<&Prefix> = listed.iter().filter(|p| unmatched.contains(*p)).collect();
+        // Two counts (varints, at most 10 bytes each), the lists, and room for the bound.
         let differences = 2 * 10 + ID_LEN * ours_only.len() + PREFIX_LEN * missing.len();
         if !self.over_limit(full.len() + o.len() + differences + 2 * ID_LEN) {
             o.extend(self.encode_bound(&bound));
             put_varint(o, Mode::Differences as u64);
-            put_ids(o, ours_only);
+            put_ids(o, &ours_only);
             put_varint(o, missing.len() as u64);
             for p in missing {
                 o.extend_from_slice(p);

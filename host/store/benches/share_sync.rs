@@ -258,7 +258,9 @@ fn main() {
         let synced = (t.elapsed(), cpu() - c);
         sync_written.push(written() - w);
         if turn == 0 {
-            // The first turn's growth: dave's replica (later turns reuse the freed heap).
+            // The first turn's growth: dave's replica and his store's cache (later turns reuse
+            // the freed heap). It understates the replica by the heap alice's share creation
+            // freed before (her ops' values, dropped once merged), which dave's sync reuses.
             grown = resident().saturating_sub(r);
         }
         let dave_store = Store::open(&dave_path, &dave_id.to_string()).expect("open");
@@ -342,7 +344,7 @@ fn main() {
         mib(&mut baseline_written),
     );
     println!(
-        "resident memory grown by the first sync (dave's replica, his store's cache): {:.0} MiB",
+        "resident memory grown by the first sync (dave's replica, his store's cache; freed heap reused): {:.0} MiB",
         grown as f64 / (1024.0 * 1024.0)
     );
 }

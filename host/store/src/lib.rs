@@ -423,9 +423,9 @@ impl Store {
 /// The connection's page cache, at most (SQLite's default is 2 MiB; pages are taken as they are
 /// used). A transaction whose dirty pages outgrow the cache spills them into the WAL before it
 /// commits and writes them again when it touches them again: an initial sync commits a few MiB
-/// of ops with their resources and random-keyed index entries at a time, and with 2 MiB it
-/// wrote ~8% more and spent ~15% more CPU (docs/benchmarks.md, "A page cache that holds a
-/// commit").
+/// of ops with their resources and random-keyed index entries at a time, and with 2 MiB wrote
+/// 745 MiB where it now writes 714 for 100,000 items (docs/benchmarks.md, "A page cache that
+/// holds a commit").
 const CACHE_KIB: u32 = 64 * 1024;
 
 /// WAL with `synchronous=NORMAL`: a commit appends to the WAL without an fsync; the WAL is
