@@ -54,10 +54,10 @@ fn main() {
 
 fn reconciliation(quick: bool) {
     println!(
-        "## Reconciliation: negentropy vs sending every id (frame limit {MAX_MESSAGE_BYTES} B)"
+        "## Reconciliation (coded symbols, then negentropy) vs sending every id (frame limit {MAX_MESSAGE_BYTES} B)"
     );
     println!(
-        "| ops | differences | round trips | bytes up | bytes down | time | naive bytes | naive / negentropy bytes |"
+        "| ops | differences | round trips | bytes up | bytes down | time | naive bytes | naive / ours |"
     );
     println!("|---|---|---|---|---|---|---|---|");
     let sizes: &[usize] = if quick {
@@ -73,7 +73,7 @@ fn reconciliation(quick: bool) {
                 id: OpId(rng.r#gen()),
             })
             .collect();
-        for differences in [0usize, 1, 10, 100, 1_000] {
+        for differences in [0usize, 1, 10, 100, 1_000, 10_000] {
             // Half the differences on each side, at random places in time.
             let mut a: Vec<Item> = common.clone();
             let mut b: Vec<Item> = common.clone();

@@ -27,7 +27,7 @@ pub mod coded;
 
 use crate::op::OpId;
 use crate::wire::{Reader, WireError, put_varint};
-use coded::{COUNTED, Decoder, HEAD_SYMBOLS, Head, MAX_SYMBOLS, SYMBOL_MAX_WIRE, Symbol};
+use coded::{Decoder, Head, KEPT_SYMBOLS, MAX_SYMBOLS, OPENING_SYMBOLS, SYMBOL_MAX_WIRE, Symbol};
 
 /// Negentropy protocol version 1.
 pub const PROTOCOL_VERSION: u8 = 0x61;
@@ -247,18 +247,17 @@ impl ItemSource for Items {
     }
 
     fn symbols(&self, start: usize, count: usize) -> Vec<Symbol> {
-        if start + count <= HEAD_SYMBOLS {
-            return self.head.symbols()[start..start + count].to_vec();
+        match self.head.symbols().get(start..start + count) {
+            Some(kept) => kept.to_vec(),
+            None => coded::encode(self.snapshot().items.iter().copied(), start, count),
         }
-        coded::encode(self.set.iter().copied(), start, count)
     }
 
     fn counts(&self, start: usize, n: usize) -> Vec<i64> {
-        if start >= HEAD_SYMBOLS && start + n <= COUNTED {
-            let from = start - HEAD_SYMBOLS;
-            return self.head.counts()[from..from + n].to_vec();
+        match self.head.symbols().get(start..start + n) {
+            Some(kept) => kept.iter().map(|s| s.count).collect(),
+            None => coded::counts(self.snapshot().items.iter().copied(), start, n),
         }
-        coded::counts(self.set.iter().copied(), start, n)
     }
 }
 
@@ -477,7 +476,7 @@ fn decode_symbol_span(input: &mut Reader<'_>) -> Result<(usize, usize), ReconErr
     }
 }
 
-/// Symbols `start..` and the counts of the symbols after them (up to [`COUNTED`]).
+/// Symbols `start..` and the counts of the symbols after them (up to [`KEPT_SYMBOLS`]).
 type Batch = (usize, Vec<Symbol>, Vec<i64>);
 
 fn decode_symbols(input: &mut Reader<'_>) -> Result<Batch, ReconError> {
@@ -490,7 +489,7 @@ fn decode_symbols(input: &mut Reader<'_>) -> Result<Batch, ReconError> {
         .map(|_| Symbol::decode(input))
         .collect::<Result<_, _>>()?;
     let counted = input.varint()?;
-    if counted > COUNTED.saturating_sub(start + count) as u64 {
+    if counted > KEPT_SYMBOLS.saturating_sub(start + count) as u64 {
         return Err(ReconError::SymbolCount);
     }
     let counts = (0..counted)
@@ -558,13 +557,13 @@ impl Reconciler {
         if items.len() < DOUBLE_BUCKETS {
             out.extend(self.split_range(items, 0, items.len(), Bound::infinity()));
         } else {
-            out.extend(self.symbols_range(items, 0, HEAD_SYMBOLS));
+            out.extend(self.symbols_range(items, 0, OPENING_SYMBOLS));
         }
         Ok(out)
     }
 
     /// A range over the whole set carrying its fingerprint, symbols `start..start + count` and
-    /// the counts of the symbols after them up to [`COUNTED`].
+    /// the counts of the symbols after them up to [`KEPT_SYMBOLS`].
     fn symbols_range(&mut self, items: &impl ItemSource, start: usize, count: usize) -> Vec<u8> {
         let mut o = self.encode_bound(&Bound::infinity());
         put_varint(&mut o, Mode::Symbols as u64);
@@ -575,7 +574,7 @@ impl Reconciler {
             symbol.encode(&mut o);
         }
         let end = start + count;
-        let counts = items.counts(end, COUNTED.saturating_sub(end));
+        let counts = items.counts(end, KEPT_SYMBOLS.saturating_sub(end));
         put_varint(&mut o, counts.len() as u64);
         for n in counts {
             put_varint(&mut o, zigzag(n));
@@ -733,7 +732,7 @@ impl Reconciler {
                         return Err(ReconError::SymbolRange);
                     }
                     // As many as our frame holds; the responder asks again if it needs more.
-                    let room = self.frame_limit - FRAME_RESERVE - full.len() - 64;
+                    let room = (self.frame_limit - FRAME_RESERVE).saturating_sub(full.len() + 64);
                     let count = count.min(room / SYMBOL_MAX_WIRE);
                     o.extend(self.symbols_range(items, start, count));
                 }
@@ -1340,7 +1339,7 @@ mod tests {
         skewed.extend([0; FINGERPRINT_LEN]);
         skewed.extend([3, 0, 0]);
         assert_eq!(server.respond(&b, &skewed), Err(ReconError::SymbolOrder));
-        // Spans past the bound, counts past COUNTED, symbol counts past the bytes present.
+        // Spans past the bound, counts past KEPT_SYMBOLS, symbol counts past the bytes present.
         let mut beyond = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::MoreSymbols as u8];
         put_varint(&mut beyond, MAX_SYMBOLS as u64);
         put_varint(&mut beyond, 1);
@@ -1348,7 +1347,7 @@ mod tests {
         let mut counted = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::Symbols as u8];
         counted.extend([0; FINGERPRINT_LEN]);
         counted.extend([0, 0]);
-        put_varint(&mut counted, COUNTED as u64 + 1);
+        put_varint(&mut counted, KEPT_SYMBOLS as u64 + 1);
         assert_eq!(decode_message(&counted), Err(ReconError::SymbolCount));
         let mut claim = vec![PROTOCOL_VERSION, 0x00, 0x00, Mode::Symbols as u8];
         claim.extend([0; FINGERPRINT_LEN]);

@@ -22,13 +22,15 @@ const ID_LEN: usize = 32;
 /// The largest a symbol takes on the wire: id, timestamp and checksum XORs, and a count
 /// (a zigzag varint of at most 10 bytes).
 pub const SYMBOL_MAX_WIRE: usize = ID_LEN + 8 + 8 + 10;
-/// Symbols kept up to date as items come and go, so the first message of a session costs no
-/// scan of the set: 16 decode most sets that differ by up to ~6 items in one round.
-pub const HEAD_SYMBOLS: usize = 16;
-/// The opening also carries the *counts* of the symbols after the first ones, up to this index
-/// (a few bytes each, kept up to date too): they estimate how many differences there are to
-/// within ~13% (16 symbols alone: ~50%), so the one batch asked for next is sized right.
-pub const COUNTED: usize = 128;
+/// The symbols a session opens with: 16 decode most sets that differ by up to ~6 items in one
+/// round trip.
+pub const OPENING_SYMBOLS: usize = 16;
+/// Symbols kept up to date as items come and go ([`Head`]), so neither the opening nor a
+/// batch for up to ~60 differences costs a scan of the set. The opening also carries the
+/// *counts* of the symbols after its own up to here (a few bytes each): they estimate how many
+/// differences there are to within ~13% (16 symbols alone: ~50%), so the one batch asked for
+/// next is sized right.
+pub const KEPT_SYMBOLS: usize = 128;
 /// The most symbols one session asks for: ~11,000 differences (at ~1.45 symbols each) in
 /// under a 1 MiB frame. Beyond it, negentropy's fingerprints and id lists do better.
 pub const MAX_SYMBOLS: usize = 16_384;
@@ -162,6 +164,9 @@ fn density(i: usize) -> f64 {
 
 /// The counts of symbols `start..start + n` of a set (how many items map to each), by a scan.
 pub fn counts(items: impl Iterator<Item = Item>, start: usize, n: usize) -> Vec<i64> {
+    if n == 0 {
+        return Vec::new();
+    }
     let end = start + n;
     let mut out = vec![0; n];
     for item in items {
@@ -176,6 +181,9 @@ pub fn counts(items: impl Iterator<Item = Item>, start: usize, n: usize) -> Vec<
 
 /// Symbols `start..start + count` of a set, by a scan of its items.
 pub fn encode(items: impl Iterator<Item = Item>, start: usize, count: usize) -> Vec<Symbol> {
+    if count == 0 {
+        return Vec::new();
+    }
     let end = start + count;
     let mut out = vec![Symbol::default(); count];
     for item in items {
@@ -189,20 +197,14 @@ pub fn encode(items: impl Iterator<Item = Item>, start: usize, count: usize) -> 
     out
 }
 
-/// The first [`HEAD_SYMBOLS`] symbols of a set and the counts of the next ones up to
-/// [`COUNTED`], kept up to date item by item.
+/// The first [`KEPT_SYMBOLS`] symbols of a set, kept up to date item by item (~10 of them
+/// touched per item; 7 KB).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Head {
-    symbols: [Symbol; HEAD_SYMBOLS],
-    counts: [i64; COUNTED - HEAD_SYMBOLS],
-}
+pub struct Head(Box<[Symbol]>);
 
 impl Default for Head {
     fn default() -> Head {
-        Head {
-            symbols: [Symbol::default(); HEAD_SYMBOLS],
-            counts: [0; COUNTED - HEAD_SYMBOLS],
-        }
+        Head(vec![Symbol::default(); KEPT_SYMBOLS].into_boxed_slice())
     }
 }
 
@@ -217,21 +219,13 @@ impl Head {
 
     fn apply(&mut self, item: &Item, sign: i64) {
         let c = checksum(item);
-        for i in indices(c).take_while(|&i| i < COUNTED) {
-            match self.symbols.get_mut(i) {
-                Some(symbol) => symbol.apply(item, c, sign),
-                None => self.counts[i - HEAD_SYMBOLS] += sign,
-            }
+        for i in indices(c).take_while(|&i| i < KEPT_SYMBOLS) {
+            self.0[i].apply(item, c, sign);
         }
     }
 
     pub fn symbols(&self) -> &[Symbol] {
-        &self.symbols
-    }
-
-    /// The counts of symbols `HEAD_SYMBOLS..COUNTED`.
-    pub fn counts(&self) -> &[i64] {
-        &self.counts
+        &self.0
     }
 }
 
@@ -396,12 +390,12 @@ mod tests {
             .collect()
     }
 
-    /// The count differences an opening of `end` symbols carries: up to [`COUNTED`].
+    /// The count differences an opening of `end` symbols carries: up to [`KEPT_SYMBOLS`].
     fn opening_counts(a: &[Item], b: &[Item], end: usize) -> Vec<i64> {
-        if end >= COUNTED {
+        if end >= KEPT_SYMBOLS {
             return Vec::new();
         }
-        let n = COUNTED - end;
+        let n = KEPT_SYMBOLS - end;
         let (a, b) = (
             counts(a.iter().copied(), end, n),
             counts(b.iter().copied(), end, n),
@@ -460,11 +454,8 @@ mod tests {
         for item in &items[..100] {
             head.remove(item);
         }
-        let kept = encode(items[100..].iter().copied(), 0, HEAD_SYMBOLS);
+        let kept = encode(items[100..].iter().copied(), 0, KEPT_SYMBOLS);
         assert_eq!(head.symbols(), kept.as_slice());
-        let n = COUNTED - HEAD_SYMBOLS;
-        let kept = counts(items[100..].iter().copied(), HEAD_SYMBOLS, n);
-        assert_eq!(head.counts(), kept.as_slice());
         // Symbols 10..20 alone are the same as those of a whole encoding.
         let whole = encode(items.iter().copied(), 0, 20);
         assert_eq!(encode(items.iter().copied(), 10, 10), whole[10..]);
@@ -479,7 +470,7 @@ mod tests {
             let b_extra = random_items(&mut rng, only_b);
             let a: Vec<Item> = common.iter().chain(&a_extra).copied().collect();
             let b: Vec<Item> = common.iter().chain(&b_extra).copied().collect();
-            let (decoder, used) = decode(&a, &b, HEAD_SYMBOLS);
+            let (decoder, used) = decode(&a, &b, OPENING_SYMBOLS);
             let mut remote = decoder.remote_only().to_vec();
             let mut local = decoder.local_only().to_vec();
             remote.sort();
@@ -491,7 +482,7 @@ mod tests {
             let d = only_a + only_b;
             // The asked-for batches overshoot: the cost is what was sent, not the minimum.
             assert!(
-                used <= HEAD_SYMBOLS.max(4 * d + 16),
+                used <= OPENING_SYMBOLS.max(4 * d + 16),
                 "{d} differences, {used}"
             );
             assert!(decoder.batches() <= 3, "{d}: {} batches", decoder.batches());
@@ -504,9 +495,9 @@ mod tests {
         let a = random_items(&mut rng, 30_000);
         let mut decoder = Decoder::default();
         decoder.extend(
-            &encode(a.iter().copied(), 0, HEAD_SYMBOLS),
-            &[Symbol::default(); HEAD_SYMBOLS],
-            opening_counts(&a, &[], HEAD_SYMBOLS),
+            &encode(a.iter().copied(), 0, OPENING_SYMBOLS),
+            &[Symbol::default(); OPENING_SYMBOLS],
+            opening_counts(&a, &[], OPENING_SYMBOLS),
         );
         assert!(!decoder.is_decoded());
         assert_eq!(decoder.wanted(), None);
