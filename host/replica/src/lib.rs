@@ -17,8 +17,9 @@
 //!   capabilities after Keyhive: a revocation rejects its target's concurrent and later ops
 //!   everywhere, earlier ones stand), ops waiting for parents, future-stamped ops deferred, the
 //!   live set offered to sync, and the [`Changes`] the store must persist.
-//! - [`reconcile`]: range-based set reconciliation (the negentropy protocol) over `(timestamp,
-//!   op id)` items whose range fingerprints come from prefix sums.
+//! - [`reconcile`]: set reconciliation over `(timestamp, op id)` items: rateless IBLT coded
+//!   symbols first ([`reconcile::coded`]), then range-based (the negentropy protocol, range
+//!   fingerprints from prefix sums) when the differences are too many.
 //! - [`sync`]: the session with one peer on the `allpeers/sync/1` stream: membership checks
 //!   before anything is revealed, reconciliation, wanted ops with a deadline, pushes.
 //! - [`store`]: the [`store::OpStore`] trait the resource store implements, and an in-memory

@@ -1,6 +1,13 @@
-//! Range-based set reconciliation: the negentropy protocol (Doug Hoyte's v1 message format),
-//! as an I/O-free session over an [`ItemSource`] whose range fingerprints come from
+//! Set reconciliation as an I/O-free session over an [`ItemSource`]: coded symbols first
+//! ([`coded`]: a rateless IBLT of the whole set, ~90 bytes a difference, one or two round
+//! trips), then, where the differences are too many for them, range-based reconciliation: the
+//! negentropy protocol (Doug Hoyte's v1 message format) with range fingerprints from
 //! precomputed sums.
+//!
+//! The opening (`Mode::Symbols`) carries the set's fingerprint, its first coded symbols and
+//! the counts of the next ones; the responder answers `Mode::Decoded` (the differences, checked
+//! against the fingerprint), `Mode::MoreSymbols` (one batch sized by its estimate), or
+//! negentropy's split of the whole set.
 //!
 //! Items are `(timestamp, op id)` (the timestamp is the op's whole stamp, see
 //! `replica::item_of`), ordered by timestamp then id. A message is a version byte then ranges,
@@ -9,7 +16,7 @@
 //! into 16 buckets, small ranges are sent as id lists: about log16(n) rounds, bytes in
 //! proportion to the differences.
 //!
-//! Ours besides (the last round of a differing range): the initiator lists a small range by
+//! Ours besides, in negentropy's last round of a differing range: the initiator lists a small range by
 //! id prefixes, and the responder answers a list with the differences only, not an echo of
 //! every id it holds there (modes 3 and 4, `Mode::Differences` and `Mode::PrefixList`).
 //!
