@@ -110,11 +110,19 @@ pub trait ItemSource {
     /// Coded symbols `start..start + count` of the whole set (see [`coded`]). By a scan of the
     /// items; a source that keeps the first ones up to date answers those at once.
     fn symbols(&self, start: usize, count: usize) -> Vec<Symbol> {
-        coded::encode((0..self.len()).map(|i| self.item(i)), start, count)
+        coded::encode(
+            &(0..self.len()).map(|i| self.item(i)).collect::<Vec<_>>(),
+            start,
+            count,
+        )
     }
     /// The counts of symbols `start..start + n` (how many items map to each).
     fn counts(&self, start: usize, n: usize) -> Vec<i64> {
-        coded::counts((0..self.len()).map(|i| self.item(i)), start, n)
+        coded::counts(
+            &(0..self.len()).map(|i| self.item(i)).collect::<Vec<_>>(),
+            start,
+            n,
+        )
     }
     /// Whether the set holds `item`.
     fn contains(&self, item: &Item) -> bool {
@@ -256,14 +264,14 @@ impl ItemSource for Items {
     fn symbols(&self, start: usize, count: usize) -> Vec<Symbol> {
         match self.head.symbols().get(start..start + count) {
             Some(kept) => kept.to_vec(),
-            None => coded::encode(self.snapshot().items.iter().copied(), start, count),
+            None => coded::encode(&self.snapshot().items, start, count),
         }
     }
 
     fn counts(&self, start: usize, n: usize) -> Vec<i64> {
         match self.head.symbols().get(start..start + n) {
             Some(kept) => kept.iter().map(|s| s.count).collect(),
-            None => coded::counts(self.snapshot().items.iter().copied(), start, n),
+            None => coded::counts(&self.snapshot().items, start, n),
         }
     }
 }

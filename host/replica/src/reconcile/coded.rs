@@ -31,9 +31,9 @@ pub const OPENING_SYMBOLS: usize = 16;
 /// differences there are to within ~13% (16 symbols alone: ~50%), so the one batch asked for
 /// next is sized right.
 pub const KEPT_SYMBOLS: usize = 128;
-/// The most symbols one session asks for: ~11,000 differences (at ~1.45 symbols each) in
-/// under a 1 MiB frame. Beyond it, negentropy's fingerprints and id lists do better.
-pub const MAX_SYMBOLS: usize = 16_384;
+/// The most symbols one session asks for: about what a 1 MiB frame holds (~50 bytes each), for
+/// ~11,000 differences with the estimate's margin. Beyond it, negentropy's rounds take over.
+pub const MAX_SYMBOLS: usize = 20_480;
 /// Symbols needed per difference when the count is known (the paper measures 1.35 for large
 /// differences, more for a few).
 const OVERHEAD: f64 = 1.45;
@@ -131,16 +131,34 @@ fn checksum(item: &Item) -> u64 {
 
 /// The indices of the symbols an item maps to, ascending: 0, then gaps drawn so that index `i`
 /// is hit with probability `2 / (i + 2)` (the paper's mapping, seeded by the checksum).
+///
+/// The index is kept as an `f64` (exact: integers below 2^53) so the chain from one index to
+/// the next is a few float operations; integer conversions there doubled a scan's time.
 struct Indices {
     prng: u64,
-    next: Option<u64>,
+    next: Option<f64>,
 }
 
 fn indices(checksum: u64) -> Indices {
     Indices {
         prng: checksum,
-        next: Some(0),
+        next: Some(0.0),
     }
+}
+
+/// 2^52: from here on every `f64` is a whole number.
+const WHOLE: f64 = 4_503_599_627_370_496.0;
+
+/// The ceiling of a non-negative `x` in float operations only (`f64::ceil` is a libm call
+/// without SSE4.1): adding and taking away 2^52 rounds to a whole number.
+fn ceil(x: f64) -> f64 {
+    if !(x < WHOLE) {
+        return x;
+    }
+    let rounded = (x + WHOLE) - WHOLE;
+    // Without a branch: which way it goes is a coin toss, and mispredictions cost more than
+    // the arithmetic.
+    rounded + f64::from(u8::from(rounded < x))
 }
 
 impl Iterator for Indices {
@@ -149,11 +167,14 @@ impl Iterator for Indices {
     fn next(&mut self) -> Option<usize> {
         let current = self.next?;
         self.prng = self.prng.wrapping_mul(0xda94_2042_e4dd_58b5);
-        let scale = (1u64 << 32) as f64 / (self.prng as f64 + 1.0).sqrt() - 1.0;
-        // `as` saturates; at least 1 so the sequence always moves on.
-        let gap = (((current as f64) + 1.5) * scale).ceil() as u64;
-        self.next = current.checked_add(gap.max(1));
-        usize::try_from(current).ok()
+        // A uniform draw in (0, 1) from the top 53 bits.
+        let uniform = ((self.prng >> 11) as i64 as f64 + 0.5) * (1.0 / (1u64 << 53) as f64);
+        let scale = 1.0 / uniform.sqrt() - 1.0;
+        // At least 1, so the sequence always moves on; past 2^53 it ends (far beyond any
+        // symbol a session uses).
+        let next = current + ceil((current + 1.5) * scale).max(1.0);
+        self.next = (next < 2.0 * WHOLE).then_some(next);
+        Some(current as usize)
     }
 }
 
@@ -162,37 +183,39 @@ fn density(i: usize) -> f64 {
     2.0 / (i as f64 + 2.0)
 }
 
-/// The counts of symbols `start..start + n` of a set (how many items map to each), by a scan.
-pub fn counts(items: impl Iterator<Item = Item>, start: usize, n: usize) -> Vec<i64> {
-    if n == 0 {
-        return Vec::new();
-    }
-    let end = start + n;
-    let mut out = vec![0; n];
+/// Calls `visit(item, checksum, i)` for every symbol index `start <= i < end` of every item.
+fn visit_indices(
+    items: &[Item],
+    start: usize,
+    end: usize,
+    mut visit: impl FnMut(&Item, u64, usize),
+) {
     for item in items {
-        for i in indices(checksum(&item)).take_while(|&i| i < end) {
+        let c = checksum(item);
+        for i in indices(c).take_while(|&i| i < end) {
             if i >= start {
-                out[i - start] += 1;
+                visit(item, c, i);
             }
         }
+    }
+}
+
+/// The counts of symbols `start..start + n` of a set (how many items map to each), by a scan.
+pub fn counts(items: &[Item], start: usize, n: usize) -> Vec<i64> {
+    let mut out = vec![0; n];
+    if n > 0 {
+        visit_indices(items, start, start + n, |_, _, i| out[i - start] += 1);
     }
     out
 }
 
 /// Symbols `start..start + count` of a set, by a scan of its items.
-pub fn encode(items: impl Iterator<Item = Item>, start: usize, count: usize) -> Vec<Symbol> {
-    if count == 0 {
-        return Vec::new();
-    }
-    let end = start + count;
+pub fn encode(items: &[Item], start: usize, count: usize) -> Vec<Symbol> {
     let mut out = vec![Symbol::default(); count];
-    for item in items {
-        let c = checksum(&item);
-        for i in indices(c).take_while(|&i| i < end) {
-            if i >= start {
-                out[i - start].apply(&item, c, 1);
-            }
-        }
+    if count > 0 {
+        visit_indices(items, start, start + count, |item, c, i| {
+            out[i - start].apply(item, c, 1)
+        });
     }
     out
 }
@@ -396,10 +419,7 @@ mod tests {
             return Vec::new();
         }
         let n = KEPT_SYMBOLS - end;
-        let (a, b) = (
-            counts(a.iter().copied(), end, n),
-            counts(b.iter().copied(), end, n),
-        );
+        let (a, b) = (counts(&a, end, n), counts(&b, end, n));
         a.iter().zip(&b).map(|(a, b)| a - b).collect()
     }
 
@@ -411,8 +431,8 @@ mod tests {
             let start = decoder.len();
             let count = want - start;
             decoder.extend(
-                &encode(a.iter().copied(), start, count),
-                &encode(b.iter().copied(), start, count),
+                &encode(&a, start, count),
+                &encode(&b, start, count),
                 opening_counts(a, b, start + count),
             );
             if decoder.is_decoded() {
@@ -427,9 +447,9 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(1);
         let n = 20_000;
         let items = random_items(&mut rng, n);
-        let symbols = encode(items.iter().copied(), 0, 64);
+        let symbols = encode(&items, 0, 64);
         assert_eq!(
-            counts(items.iter().copied(), 0, 64),
+            counts(&items, 0, 64),
             symbols.iter().map(|s| s.count).collect::<Vec<_>>()
         );
         assert_eq!(symbols[0].count, n as i64);
@@ -454,11 +474,11 @@ mod tests {
         for item in &items[..100] {
             head.remove(item);
         }
-        let kept = encode(items[100..].iter().copied(), 0, KEPT_SYMBOLS);
+        let kept = encode(&items[100..], 0, KEPT_SYMBOLS);
         assert_eq!(head.symbols(), kept.as_slice());
         // Symbols 10..20 alone are the same as those of a whole encoding.
-        let whole = encode(items.iter().copied(), 0, 20);
-        assert_eq!(encode(items.iter().copied(), 10, 10), whole[10..]);
+        let whole = encode(&items, 0, 20);
+        assert_eq!(encode(&items, 10, 10), whole[10..]);
     }
 
     #[test]
@@ -495,7 +515,7 @@ mod tests {
         let a = random_items(&mut rng, 30_000);
         let mut decoder = Decoder::default();
         decoder.extend(
-            &encode(a.iter().copied(), 0, OPENING_SYMBOLS),
+            &encode(&a, 0, OPENING_SYMBOLS),
             &[Symbol::default(); OPENING_SYMBOLS],
             opening_counts(&a, &[], OPENING_SYMBOLS),
         );
