@@ -152,7 +152,7 @@ const WHOLE: f64 = 4_503_599_627_370_496.0;
 /// The ceiling of a non-negative `x` in float operations only (`f64::ceil` is a libm call
 /// without SSE4.1): adding and taking away 2^52 rounds to a whole number.
 fn ceil(x: f64) -> f64 {
-    if !(x < WHOLE) {
+    if x >= WHOLE {
         return x;
     }
     let rounded = (x + WHOLE) - WHOLE;
@@ -419,7 +419,7 @@ mod tests {
             return Vec::new();
         }
         let n = KEPT_SYMBOLS - end;
-        let (a, b) = (counts(&a, end, n), counts(&b, end, n));
+        let (a, b) = (counts(a, end, n), counts(b, end, n));
         a.iter().zip(&b).map(|(a, b)| a - b).collect()
     }
 
