@@ -431,8 +431,8 @@ mod tests {
             let start = decoder.len();
             let count = want - start;
             decoder.extend(
-                &encode(&a, start, count),
-                &encode(&b, start, count),
+                &encode(a, start, count),
+                &encode(b, start, count),
                 opening_counts(a, b, start + count),
             );
             if decoder.is_decoded() {
