@@ -391,8 +391,9 @@ impl Decoder {
         let error = (2.0 / samples).sqrt();
         let found = (self.remote_only.len() + self.local_only.len()) as f64;
         let target = (OVERHEAD * (found + left) * (1.0 + 2.0 * error)).ceil() + 8.0;
-        // At least twice what we have, so a run of bad estimates still ends.
-        let target = (target as usize).max(2 * m);
+        // A quarter more than we have at least, so a run of low estimates still ends (after a
+        // large batch the estimate is within a few percent: the next one is not much larger).
+        let target = (target as usize).max(m + m / 4 + 8);
         (target <= MAX_SYMBOLS).then_some(target)
     }
 }
