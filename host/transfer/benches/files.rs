@@ -6,7 +6,10 @@
 //! every byte with BLAKE3 and `pwrite`s it into a file with an `fdatasync` every 16 MiB, on a thread of its own as our
 //! decoder does) — "raw + the same work": what is left between it and our rows is protocol overhead.
 //!
-//! `cargo bench -p allpeers-transfer --bench files [-- --size-mib N] [--only yamux|bulk|quic]` (default 256 MiB, every
+//! Beside HTTP, the swarm's own protocol from its one source (`blob::swarm`, `download::Route::Swarm`) over a TCP+TLS
+//! connection of its own, as the node dials it: what a swarm download pays per byte before a second source helps.
+//!
+//! `cargo bench -p allpeers-transfer --bench files [-- --size-mib N] [--only yamux|bulk|quic|swarm]` (default 256 MiB, every
 //! path) prints MB/s, CPU seconds per GB (both ends: one process) and the ratio to each baseline, which always run.
 
 use std::os::unix::fs::FileExt;
@@ -58,6 +61,8 @@ enum Path {
     Bulk,
     /// A stream on the QUIC connection.
     Quic,
+    /// The swarm from its one source, over TCP+TLS connections of their own.
+    Swarm,
 }
 
 struct Row {
@@ -98,7 +103,8 @@ fn main() {
                 Some("yamux") => Path::Yamux,
                 Some("bulk") => Path::Bulk,
                 Some("quic") => Path::Quic,
-                _ => panic!("--only yamux|bulk|quic"),
+                Some("swarm") => Path::Swarm,
+                _ => panic!("--only yamux|bulk|quic|swarm"),
             });
         }
     }
@@ -280,10 +286,13 @@ async fn run(size: u64, only: Option<Path>) {
         )
         .await,
     );
-    let paths = only.map_or(vec![Path::Yamux, Path::Bulk, Path::Quic], |path| vec![path]);
+    let paths = only.map_or(
+        vec![Path::Yamux, Path::Bulk, Path::Quic, Path::Swarm],
+        |path| vec![path],
+    );
     for path in paths {
         let kind = match path {
-            Path::Yamux | Path::Bulk => TransportKind::Tcp,
+            Path::Yamux | Path::Bulk | Path::Swarm => TransportKind::Tcp,
             Path::Quic => TransportKind::Quic,
         };
         let address: Address = server.local_address(kind).unwrap();
@@ -297,7 +306,9 @@ async fn run(size: u64, only: Option<Path>) {
                 let client = client.clone();
                 Box::pin(async move {
                     let opened = match path {
-                        Path::Bulk => client.open_bulk_stream(peer, &files_ns()).await,
+                        Path::Bulk | Path::Swarm => {
+                            client.open_bulk_stream(peer, &files_ns()).await
+                        }
                         Path::Yamux | Path::Quic => client.open_stream(peer, &files_ns()).await,
                     };
                     let (send, recv) = opened.map_err(std::io::Error::other)?;
@@ -310,6 +321,11 @@ async fn run(size: u64, only: Option<Path>) {
             Path::Yamux => "HTTP one-to-one, TCP+TLS+yamux (verified, on disk)",
             Path::Bulk => "HTTP one-to-one, TCP+TLS of its own (verified, on disk)",
             Path::Quic => "HTTP one-to-one, QUIC (verified, on disk)",
+            Path::Swarm => "swarm, one source, TCP+TLS of its own (verified, on disk)",
+        };
+        let route = match path {
+            Path::Swarm => download::Route::Swarm,
+            Path::Yamux | Path::Bulk | Path::Quic => download::Route::Auto,
         };
         let spec = FileSpec {
             hash: shared.hash,
@@ -319,7 +335,8 @@ async fn run(size: u64, only: Option<Path>) {
         };
         rows.push(
             measure(name, size, || async {
-                let handle = download::start(
+                let handle = download::start_by(
+                    route,
                     spec,
                     download::Target {
                         dir: landing.path().join("out"),

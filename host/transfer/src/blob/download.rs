@@ -159,8 +159,30 @@ fn safe_name(name: &str) -> Result<PathBuf, DownloadError> {
     safe_relative_path([name.as_bytes()]).map_err(|e| DownloadError::Name(e.to_string()))
 }
 
+/// How a download fetches its bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Route {
+    /// The manager's choice: one-to-one HTTP from one source, the swarm from several.
+    #[default]
+    Auto,
+    /// The swarm even from one source: what the files bench measures as the swarm's own cost beside HTTP.
+    Swarm,
+}
+
 /// Starts (or resumes) a download.
 pub fn start(
+    spec: FileSpec,
+    target: Target,
+    dial: Dial,
+    global: Arc<Throttle>,
+    limits: Limits,
+) -> FileHandle {
+    start_by(Route::Auto, spec, target, dial, global, limits)
+}
+
+/// Starts (or resumes) a download by the given route.
+pub fn start_by(
+    route: Route,
     spec: FileSpec,
     target: Target,
     dial: Dial,
@@ -179,6 +201,7 @@ pub fn start(
         counters: counters.clone(),
     };
     let session = Session {
+        route,
         spec,
         target,
         dial,
@@ -218,6 +241,7 @@ fn blocks(size: u64) -> u32 {
 }
 
 struct Session {
+    route: Route,
     spec: FileSpec,
     target: Target,
     dial: Dial,
@@ -393,7 +417,8 @@ impl Session {
                 blocks: written,
             },
         );
-        let fetched = if spec.sources.len() > 1 && spec.size > 0 {
+        let swarm = spec.sources.len() > 1 || self.route == Route::Swarm;
+        let fetched = if swarm && spec.size > 0 {
             super::swarm::fetch(spec, &self.dial, &self.throttles, &landing, &self.counters).await
         } else {
             self.fetch_missing(&landing).await
