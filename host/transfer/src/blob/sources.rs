@@ -5,8 +5,7 @@
 //! before new ones start, an endgame that asks a second source for what is still outstanding), over pieces of
 //! [`CHUNK_BYTES`] and blocks of [`BLOCK_BYTES`] — the tree's leaves, so each block is verified on its own as it
 //! arrives and a piece is done when its last block is. A source is asked for up to one chunk's worth of blocks per
-//! request (up to [`LONE_SOURCE_REQUEST_BYTES`] when it is the only one), as byte ranges (contiguous runs), with
-//! [`REQUESTS_PER_SOURCE`] requests under way to it at once.
+//! request, as byte ranges (contiguous runs), with [`REQUESTS_PER_SOURCE`] requests under way to it at once.
 //!
 //! A source whose bytes fail verification, or that claimed a chunk and then refuses it, is banned for the rest of
 //! the download: what it said it holds no longer counts and its outstanding blocks go to others. A source that
@@ -15,7 +14,7 @@
 use std::ops::Range;
 
 use super::http::Holding;
-use super::{BLOCK_BYTES, CHUNK_BYTES, chunk_count, whole_chunks};
+use super::{BLOCK_BYTES, BLOCKS_PER_CHUNK, CHUNK_BYTES, chunk_count, whole_chunks};
 use crate::swarm::PeerKey;
 use crate::swarm::geometry::{Block, Geometry, PieceSet};
 use crate::swarm::picker::{Arrival, Picker};
@@ -25,12 +24,6 @@ use crate::swarm::picker::{Arrival, Picker};
 /// start; with two, the next is under way while the last is sent (`benches/swarm.rs`: before and after in
 /// docs/benchmarks.md).
 pub const REQUESTS_PER_SOURCE: usize = 2;
-
-/// The most one request asks a download's only source for: four chunks. Each request costs a round trip, the
-/// source's lookup and encoder start and our decoder's; at one chunk (256 KiB) a lone source's swarm moved half what
-/// one-to-one HTTP does (`benches/files.rs`, docs/benchmarks.md). With several sources a request stays one chunk,
-/// so that chunks complete soon and downloaders can serve each other early.
-pub const LONE_SOURCE_REQUEST_BYTES: u64 = 4 * CHUNK_BYTES;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceState {
@@ -164,22 +157,16 @@ impl SourceBook {
         entry.state = SourceState::Unknown;
     }
 
-    /// The byte ranges to ask `key` for next (at most a chunk's worth of blocks, as contiguous runs; more from a lone
-    /// source, see [`LONE_SOURCE_REQUEST_BYTES`]); empty when it
+    /// The byte ranges to ask `key` for next (at most a chunk's worth of blocks, as contiguous runs); empty when it
     /// holds nothing we still need (or is banned).
     pub fn next(&mut self, key: PeerKey) -> Vec<Range<u64>> {
         let entry = &self.sources[key.0 as usize];
         if entry.state != SourceState::Holding {
             return vec![];
         }
-        let request = if self.sources.len() == 1 {
-            LONE_SOURCE_REQUEST_BYTES
-        } else {
-            CHUNK_BYTES
-        };
         let mut blocks: Vec<Range<u64>> = self
             .picker
-            .pick(key, &entry.has, (request / BLOCK_BYTES) as usize)
+            .pick(key, &entry.has, BLOCKS_PER_CHUNK as usize)
             .into_iter()
             .map(|b| {
                 let start = self.geometry.piece_offset(b.piece) + u64::from(b.offset);
@@ -260,7 +247,6 @@ impl SourceBook {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::blob::BLOCKS_PER_CHUNK;
 
     const A: PeerKey = PeerKey(0);
     const B: PeerKey = PeerKey(1);
@@ -324,28 +310,6 @@ mod tests {
         let asked = drain(&mut book, B);
         assert!(asked.iter().all(|r| r.end <= size));
         assert!(asked.iter().any(|r| r.end == size));
-    }
-
-    /// A download's only source is asked for four chunks at once (fewer requests); it serves nobody else's
-    /// download sooner by smaller ones.
-    #[test]
-    fn a_lone_source_is_asked_for_four_chunks_a_request() {
-        let size = 10 * CHUNK_BYTES;
-        let blocks = PieceSet::new(size.div_ceil(BLOCK_BYTES) as u32);
-        let mut book = SourceBook::new(size, &blocks, vec!["a".into()], 7);
-        book.holding(A, Holding::Whole);
-        let asked: Vec<u64> = std::iter::from_fn(|| Some(book.next(A)))
-            .take_while(|ranges| !ranges.is_empty())
-            .map(|ranges| ranges.iter().map(|r| r.end - r.start).sum())
-            .collect();
-        assert_eq!(
-            asked,
-            [
-                LONE_SOURCE_REQUEST_BYTES,
-                LONE_SOURCE_REQUEST_BYTES,
-                2 * CHUNK_BYTES
-            ]
-        );
     }
 
     #[test]
