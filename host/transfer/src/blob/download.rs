@@ -1133,6 +1133,7 @@ mod tests {
             .collect();
         let counters = Arc::new(Counters::default());
         let session = Session {
+            route: Route::Auto,
             spec: f.spec.clone(),
             target: target(f.dir.path()),
             dial: dial(peers),
