@@ -55,7 +55,12 @@ pub const CHUNK_BYTES: u64 = 256 * 1024;
 /// Verified blocks, adjacent in the file, that the landing holds to write with one `pwritev`, at most (in bytes): a
 /// `pwrite` per 16 KiB block paid the system call and the file system's per-call work 64 times a MiB. They lie in the
 /// body's buffers between the tree nodes, so they are written from where they are, not gathered by a copy.
-pub const GATHER_BYTES: u64 = 1 << 20;
+///
+/// A quarter MiB, not more: the page cache takes folios the size of a write, and on a VM whose balloon reports free
+/// memory back to the host, large folios come from memory the host has taken back, slow to touch again. Writing
+/// 512 MiB here 10 times, the copies ran 10-20x slower in 4 of 10 runs with 1 MiB writes, 1 of 10 with 256 KiB, none
+/// with 16 KiB (docs/benchmarks.md); 256 KiB still saves 15 system calls in 16.
+pub const GATHER_BYTES: u64 = 256 * 1024;
 pub const BLOCKS_PER_CHUNK: u64 = CHUNK_BYTES / BLOCK_BYTES;
 
 /// The chunks of a file of `size` bytes.
