@@ -31,10 +31,16 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::OnceLock;
 
 pub mod coded;
+mod item;
+
+pub use item::Item;
 
 use crate::op::OpId;
 use crate::wire::{Reader, WireError, put_varint};
-use coded::{Decoder, Head, KEPT_SYMBOLS, MAX_SYMBOLS, OPENING_SYMBOLS, SYMBOL_MAX_WIRE, Symbol};
+use coded::{
+    Decoder, Head, KEPT_SYMBOLS, MAX_SYMBOLS, OPENING_SYMBOLS, SYMBOL_MAX_WIRE, Symbol, unzigzag,
+    zigzag,
+};
 
 /// Negentropy protocol version 1.
 pub const PROTOCOL_VERSION: u8 = 0x61;
@@ -63,12 +69,6 @@ pub const MAX_MESSAGE_BYTES: usize = 1024 * 1024;
 pub const MIN_FRAME_LIMIT: usize = 4096;
 /// Bytes kept free under the frame limit for the closing fingerprint range.
 const FRAME_RESERVE: usize = 200;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Item {
-    pub timestamp: u64,
-    pub id: OpId,
-}
 
 /// A range bound: a timestamp and an id prefix (the rest of the id taken as zeros).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -511,14 +511,6 @@ fn decode_symbols(input: &mut Reader<'_>) -> Result<Batch, ReconError> {
         .map(|_| Ok(unzigzag(input.varint()?)))
         .collect::<Result<_, ReconError>>()?;
     Ok((start, symbols, counts))
-}
-
-fn zigzag(n: i64) -> u64 {
-    ((n << 1) ^ (n >> 63)) as u64
-}
-
-fn unzigzag(n: u64) -> i64 {
-    ((n >> 1) as i64) ^ -((n & 1) as i64)
 }
 
 fn put_ids(o: &mut Vec<u8>, ids: &[OpId]) {

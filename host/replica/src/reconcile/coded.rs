@@ -14,8 +14,8 @@
 //! as items come and go ([`Head`]), batches that continue where the last one ended, decoding
 //! bounded against a hostile peer, and an estimate of the differences left.
 
+use super::item::Item;
 use crate::op::OpId;
-use crate::reconcile::Item;
 use crate::wire::{Reader, WireError, put_varint};
 
 const ID_LEN: usize = 32;
@@ -94,7 +94,7 @@ impl Symbol {
         o.extend_from_slice(&self.timestamp.to_be_bytes());
         o.extend_from_slice(&self.checksum.to_be_bytes());
         // Zigzag: small counts of either sign take one byte.
-        put_varint(o, super::zigzag(self.count));
+        put_varint(o, zigzag(self.count));
     }
 
     pub fn decode(r: &mut Reader<'_>) -> Result<Symbol, WireError> {
@@ -106,9 +106,18 @@ impl Symbol {
             id,
             timestamp,
             checksum,
-            count: super::unzigzag(count),
+            count: unzigzag(count),
         })
     }
+}
+
+/// A signed count as a varint that is short for small values of either sign.
+pub(super) fn zigzag(n: i64) -> u64 {
+    ((n << 1) ^ (n >> 63)) as u64
+}
+
+pub(super) fn unzigzag(n: u64) -> i64 {
+    ((n >> 1) as i64) ^ -((n & 1) as i64)
 }
 
 /// splitmix64's finaliser: a bijective, nonlinear mix of 64 bits.
