@@ -743,35 +743,29 @@ impl Reconciler {
                     let count = count.min(room / SYMBOL_MAX_WIRE);
                     o.extend(self.symbols_range(items, start, count));
                 }
-                Mode::Decoded => {
+                Mode::Decoded | Mode::Differences => {
                     if !self.initiator {
                         return Err(ReconError::Role);
                     }
                     let theirs = decode_ids(&mut input)?;
-                    let missing = decode_ids(&mut input)?;
+                    // What we hold and they lack: whole ids once decoded from symbols, else the prefixes of the
+                    // ids we listed, whose whole ids are ours in the range.
+                    let missing: Vec<OpId> = if mode == Mode::Decoded {
+                        decode_ids(&mut input)?
+                    } else {
+                        let prefixes = decode_prefixes(&mut input)?;
+                        let ours: HashMap<Prefix, OpId> = (lower..upper)
+                            .map(|i| items.item(i).id)
+                            .map(|id| (prefix(&id), id))
+                            .collect();
+                        prefixes
+                            .iter()
+                            .filter_map(|p| ours.get(p).copied())
+                            .collect()
+                    };
                     skip = true;
                     need.extend(theirs.into_iter().filter(|id| self.reported.insert(*id)));
                     have.extend(missing.into_iter().filter(|id| self.reported.insert(*id)));
-                }
-                Mode::Differences => {
-                    if !self.initiator {
-                        return Err(ReconError::Role);
-                    }
-                    let theirs = decode_ids(&mut input)?;
-                    let missing = decode_prefixes(&mut input)?;
-                    skip = true;
-                    need.extend(theirs.into_iter().filter(|id| self.reported.insert(*id)));
-                    // The whole ids behind the prefixes: only ours in the range (what we listed).
-                    let ours: HashMap<Prefix, OpId> = (lower..upper)
-                        .map(|i| items.item(i).id)
-                        .map(|id| (prefix(&id), id))
-                        .collect();
-                    have.extend(
-                        missing
-                            .iter()
-                            .filter_map(|p| ours.get(p).copied())
-                            .filter(|id| self.reported.insert(*id)),
-                    );
                 }
             }
             if self.over_limit(full.len() + o.len()) {
@@ -1130,6 +1124,41 @@ mod tests {
         (a, b, have, need)
     }
 
+    /// A whole session from `opening`, every message decoded: what the tests look at.
+    struct Transcript {
+        asked: Vec<Vec<Range>>,
+        answers: Vec<Vec<Range>>,
+        bytes: usize,
+        have: Vec<OpId>,
+        need: Vec<OpId>,
+    }
+
+    fn session(client: &mut Reconciler, a: &Items, b: &Items, mut message: Vec<u8>) -> Transcript {
+        let mut server = Reconciler::new(MAX_MESSAGE_BYTES, false).unwrap();
+        let (mut have, mut need) = (Vec::new(), Vec::new());
+        let (mut asked, mut answers, mut bytes) = (Vec::new(), Vec::new(), 0);
+        loop {
+            asked.push(decode_message(&message).unwrap());
+            let reply = server.respond(b, &message).unwrap();
+            answers.push(decode_message(&reply).unwrap());
+            bytes += message.len() + reply.len();
+            match client.reconcile(a, &reply, &mut have, &mut need) {
+                Ok(Some(next)) => message = next,
+                Ok(None) => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        have.sort();
+        need.sort();
+        Transcript {
+            asked,
+            answers,
+            bytes,
+            have,
+            need,
+        }
+    }
+
     /// What a fresh side lacks comes in the peer's item order (by stamp), not by id, so a
     /// fresh replica fetches a share's ops in the order they were made.
     #[test]
@@ -1162,25 +1191,17 @@ mod tests {
         // differs into 16 of ~8, and the initiator sends that one's ids.
         let (a, b, have, need) = pair(21, 2_000, 1, 1);
         let mut client = Reconciler::new(MAX_MESSAGE_BYTES, true).unwrap();
-        let mut server = Reconciler::new(MAX_MESSAGE_BYTES, false).unwrap();
-        let (mut got_have, mut got_need) = (Vec::new(), Vec::new());
         // Opened with fingerprints, as a session goes on when coded symbols do not decode.
-        let mut message = vec![PROTOCOL_VERSION];
-        message.extend(client.split_range(&a, 0, a.len(), Bound::infinity()));
-        let (mut asked, mut answers) = (Vec::new(), Vec::new());
-        loop {
-            asked.push(decode_message(&message).unwrap());
-            let reply = server.respond(&b, &message).unwrap();
-            answers.push(decode_message(&reply).unwrap());
-            match client.reconcile(&a, &reply, &mut got_have, &mut got_need) {
-                Ok(Some(next)) => message = next,
-                Ok(None) => break,
-                Err(e) => panic!("{e}"),
-            }
-        }
-        got_have.sort();
-        got_need.sort();
-        assert_eq!((got_have, got_need), (have.clone(), need.clone()));
+        let mut opening = vec![PROTOCOL_VERSION];
+        opening.extend(client.split_range(&a, 0, a.len(), Bound::infinity()));
+        let Transcript {
+            asked,
+            answers,
+            have: got_have,
+            need: got_need,
+            ..
+        } = session(&mut client, &a, &b, opening);
+        assert_eq!((got_have, got_need), (have, need));
         let last = answers.last().expect("an answer");
         let differences: Vec<(&[OpId], &[Prefix])> = last
             .iter()
@@ -1258,25 +1279,12 @@ mod tests {
         for (seed, common, only_a, only_b) in [(31, 20_000, 1, 0), (32, 20_000, 150, 150)] {
             let (a, b, have, need) = pair(seed, common, only_a, only_b);
             let mut client = Reconciler::new(MAX_MESSAGE_BYTES, true).unwrap();
-            let mut server = Reconciler::new(MAX_MESSAGE_BYTES, false).unwrap();
-            let (mut got_have, mut got_need) = (Vec::new(), Vec::new());
-            let mut message = client.initiate(&a).unwrap();
-            let (mut ranges, mut bytes, mut round_trips) = (Vec::new(), 0, 0);
-            loop {
-                round_trips += 1;
-                ranges.extend(decode_message(&message).unwrap());
-                let reply = server.respond(&b, &message).unwrap();
-                ranges.extend(decode_message(&reply).unwrap());
-                bytes += message.len() + reply.len();
-                match client.reconcile(&a, &reply, &mut got_have, &mut got_need) {
-                    Ok(Some(next)) => message = next,
-                    Ok(None) => break,
-                    Err(e) => panic!("{e}"),
-                }
-            }
-            got_have.sort();
-            got_need.sort();
-            assert_eq!((got_have, got_need), (have, need), "seed {seed}");
+            let opening = client.initiate(&a).unwrap();
+            let t = session(&mut client, &a, &b, opening);
+            assert_eq!((t.have, t.need), (have, need), "seed {seed}");
+            let round_trips = t.asked.len();
+            let ranges: Vec<Range> = t.asked.into_iter().chain(t.answers).flatten().collect();
+            let bytes = t.bytes;
             let d = only_a + only_b;
             assert!(round_trips <= 1 + usize::from(d > 1) + 1, "{round_trips}");
             assert!(
