@@ -553,6 +553,18 @@ impl Reconciler {
         })
     }
 
+    /// Whether this (responding) side holds a session's symbols between batches: up to
+    /// [`MAX_SYMBOLS`] of them (~1.1 MB).
+    pub fn holds_symbols(&self) -> bool {
+        self.coded.is_some()
+    }
+
+    /// Lets go of the symbols held (a bound on what one peer's sessions may make us hold): the
+    /// session's next batch is answered with negentropy's fingerprints instead.
+    pub fn drop_symbols(&mut self) {
+        self.coded = None;
+    }
+
     /// The initiator's first message: the whole set's fingerprint and first coded symbols
     /// (kept up to date, no scan); a set too small for that is listed by prefixes at once.
     pub fn initiate(&mut self, items: &impl ItemSource) -> Result<Vec<u8>, ReconError> {
@@ -715,6 +727,10 @@ impl Reconciler {
                     if fingerprint == items.fingerprint(lower, upper) {
                         self.coded = None;
                         skip = true;
+                    } else if start > 0 && self.coded.is_none() {
+                        // We let go of this session's symbols (`drop_symbols`): negentropy takes over.
+                        self.flush_skip(&mut skip, &prev_bound, &mut o);
+                        o.extend(self.split_range(items, lower, upper, bound));
                     } else {
                         let decoder = match self.coded.as_mut() {
                             _ if start == 0 => self.coded.insert(Decoder::default()),
@@ -1393,6 +1409,36 @@ mod tests {
                 .iter()
                 .all(|r| matches!(r, Range::Fingerprint { .. } | Range::MoreSymbols { .. }))
         );
+    }
+
+    /// A responder that let go of a session's symbols (`drop_symbols`: the per-peer bound)
+    /// answers the next batch with negentropy's fingerprints, and the session still ends exact.
+    #[test]
+    fn a_session_whose_symbols_were_dropped_goes_on_with_fingerprints() {
+        let (a, b, have, need) = pair(35, 5_000, 30, 30);
+        let mut client = Reconciler::new(MAX_MESSAGE_BYTES, true).unwrap();
+        let mut server = Reconciler::new(MAX_MESSAGE_BYTES, false).unwrap();
+        let reply = server.respond(&b, &client.initiate(&a).unwrap()).unwrap();
+        assert!(server.holds_symbols());
+        server.drop_symbols();
+        let (mut got_have, mut got_need) = (Vec::new(), Vec::new());
+        let batch = client
+            .reconcile(&a, &reply, &mut got_have, &mut got_need)
+            .unwrap()
+            .expect("a second batch");
+        let answer = server.respond(&b, &batch).unwrap();
+        assert!(
+            decode_message(&answer)
+                .unwrap()
+                .iter()
+                .all(|r| matches!(r, Range::Fingerprint { .. }))
+        );
+        let t = session(&mut client, &a, &b, batch);
+        let mut got_have: Vec<OpId> = got_have.into_iter().chain(t.have).collect();
+        let mut got_need: Vec<OpId> = got_need.into_iter().chain(t.need).collect();
+        got_have.sort();
+        got_need.sort();
+        assert_eq!((got_have, got_need), (have, need));
     }
 
     #[test]

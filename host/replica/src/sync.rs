@@ -62,6 +62,11 @@ pub const MAX_FRAMES_PER_REQUEST: usize = 64;
 /// commit), and what one peer's request may make us hold in memory.
 pub const MAX_REQUEST_BYTES: usize = 4 * MAX_FRAME_BYTES;
 
+/// Reconciliations whose coded symbols one peer may make us hold between batches at once (each
+/// up to ~1.1 MB, see `reconcile::coded::MAX_SYMBOLS`); past it, another share's session lets go
+/// of its symbols and goes on with negentropy's fingerprints.
+pub const MAX_DECODING_SESSIONS: usize = 8;
+
 /// Frames as one request: a count, then each frame length-prefixed.
 pub fn encode_frames(frames: &[Vec<u8>]) -> Vec<u8> {
     let mut w = Writer::default();
@@ -375,6 +380,21 @@ impl SyncPeer {
         replica.owner().is_none() || replica.level(&self.peer).is_some()
     }
 
+    /// Keeps at most [`MAX_DECODING_SESSIONS`] of the peer's reconciliations holding symbols: past
+    /// it, others than `share`'s (just answered) let go of theirs.
+    fn bound_decoding_sessions(&mut self, share: ShareId) {
+        let mut holding = self
+            .responders
+            .iter_mut()
+            .filter(|(id, r)| **id != share && r.holds_symbols())
+            .map(|(_, r)| r)
+            .collect::<Vec<_>>();
+        let keep = MAX_DECODING_SESSIONS.saturating_sub(1);
+        for reconciler in holding.iter_mut().skip(keep) {
+            reconciler.drop_symbols();
+        }
+    }
+
     /// Starts reconciling `share` (on connect, and periodically).
     pub fn start(
         &mut self,
@@ -476,7 +496,9 @@ impl SyncPeer {
                     .responders
                     .entry(share)
                     .or_insert_with(|| Reconciler::new(frame_limit, false).expect("limit clamped"));
-                match reconciler.respond(replica.items(), &payload) {
+                let answered = reconciler.respond(replica.items(), &payload);
+                self.bound_decoding_sessions(share);
+                match answered {
                     Ok(payload) => self.send(Message::ReconcileReply { share, payload }),
                     Err(e) => self.events.push_back(Event::BadFrame(e.into())),
                 }

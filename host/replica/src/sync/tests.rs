@@ -344,6 +344,47 @@ fn a_non_member_learns_nothing_not_even_that_the_share_exists() {
     assert_eq!(alice.replica().kept_ops().count(), base.len());
 }
 
+/// One peer's reconciliations hold coded symbols between batches for at most
+/// `MAX_DECODING_SESSIONS` shares at once: past it, others let go of theirs (and go on with
+/// negentropy's fingerprints; `reconcile`'s tests show that session still ends exact).
+#[test]
+fn a_peer_holds_symbols_for_a_bounded_number_of_sessions() {
+    let mut rng = StdRng::seed_from_u64(5);
+    let item = |rng: &mut StdRng| crate::reconcile::Item {
+        timestamp: T0 + rng.gen_range(0..1_000),
+        id: OpId(rng.r#gen()),
+    };
+    let common: Vec<_> = (0..300).map(|_| item(&mut rng)).collect();
+    let theirs: crate::reconcile::Items = common
+        .iter()
+        .copied()
+        .chain((0..40).map(|_| item(&mut rng)))
+        .collect();
+    let ours: crate::reconcile::Items = common.into_iter().collect();
+    let mut side = SyncPeer::new(peer(2), MIN_FRAME_LIMIT);
+    for n in 0..=MAX_DECODING_SESSIONS as u8 + 3 {
+        let opening = Reconciler::new(MIN_FRAME_LIMIT, true)
+            .unwrap()
+            .initiate(&theirs)
+            .unwrap();
+        let mut responder = Reconciler::new(MIN_FRAME_LIMIT, false).unwrap();
+        responder.respond(&ours, &opening).unwrap();
+        assert!(
+            responder.holds_symbols(),
+            "40 differences need a second batch"
+        );
+        let share = OpId([n; 32]);
+        side.responders.insert(share, responder);
+        side.bound_decoding_sessions(share);
+        let holding = side
+            .responders
+            .values()
+            .filter(|r| r.holds_symbols())
+            .count();
+        assert_eq!(holding, (usize::from(n) + 1).min(MAX_DECODING_SESSIONS));
+    }
+}
+
 #[test]
 fn a_peer_that_claims_ops_and_never_sends_them_is_given_up_on() {
     let (base, share) = holiday_base();
