@@ -107,23 +107,11 @@ pub trait ItemSource {
     fn fingerprint(&self, begin: usize, end: usize) -> Fingerprint {
         self.sum(begin, end).fingerprint(end - begin)
     }
-    /// Coded symbols `start..start + count` of the whole set (see [`coded`]). By a scan of the
-    /// items; a source that keeps the first ones up to date answers those at once.
-    fn symbols(&self, start: usize, count: usize) -> Vec<Symbol> {
-        coded::encode(
-            &(0..self.len()).map(|i| self.item(i)).collect::<Vec<_>>(),
-            start,
-            count,
-        )
-    }
+    /// Coded symbols `start..start + count` of the whole set (see [`coded`]): the first ones
+    /// kept up to date, the rest by a scan ([`coded::encode`]).
+    fn symbols(&self, start: usize, count: usize) -> Vec<Symbol>;
     /// The counts of symbols `start..start + n` (how many items map to each).
-    fn counts(&self, start: usize, n: usize) -> Vec<i64> {
-        coded::counts(
-            &(0..self.len()).map(|i| self.item(i)).collect::<Vec<_>>(),
-            start,
-            n,
-        )
-    }
+    fn counts(&self, start: usize, n: usize) -> Vec<i64>;
     /// Whether the set holds `item`.
     fn contains(&self, item: &Item) -> bool {
         let i = self.lower_bound(0, item);

@@ -383,16 +383,11 @@ impl SyncPeer {
     /// Keeps at most [`MAX_DECODING_SESSIONS`] of the peer's reconciliations holding symbols: past
     /// it, others than `share`'s (just answered) let go of theirs.
     fn bound_decoding_sessions(&mut self, share: ShareId) {
-        let mut holding = self
-            .responders
+        self.responders
             .iter_mut()
             .filter(|(id, r)| **id != share && r.holds_symbols())
-            .map(|(_, r)| r)
-            .collect::<Vec<_>>();
-        let keep = MAX_DECODING_SESSIONS.saturating_sub(1);
-        for reconciler in holding.iter_mut().skip(keep) {
-            reconciler.drop_symbols();
-        }
+            .skip(MAX_DECODING_SESSIONS.saturating_sub(1))
+            .for_each(|(_, r)| r.drop_symbols());
     }
 
     /// Starts reconciling `share` (on connect, and periodically).
