@@ -113,12 +113,15 @@ test("a chunked reply is reassembled", async () => {
   assert.deepEqual(await p, { blob: "x".repeat(1000) });
 });
 
-test("bridge.closed explains the disconnect; pending calls fail; backoff then reconnect", async () => {
+test("bridge.closed closes the port and explains why; pending calls fail; backoff then reconnect", async () => {
   const t = harness();
   await t.connect();
   const p = t.c.request("log.get");
   t.reply({ jsonrpc: "2.0", method: "bridge.closed", params: { reason: "daemon stopped" } });
-  t.port().handlers.onDisconnect("Native host has exited.");
+  // Closed at once, before the host exits: no message of ours can race its exit.
+  assert.equal(t.port().closed, true);
+  // The browser's own report that follows (here the broken pipe's) changes nothing.
+  t.port().handlers.onDisconnect("Error when communicating with the native messaging host.");
   await assert.rejects(p, (e: RpcError) => e.code === ExtErrorCode.ConnectionLost);
   const s = t.c.current;
   assert.equal(s.status, "disconnected");

@@ -124,7 +124,7 @@ async fn bridges_started_at_once_start_exactly_one_daemon() {
     assert_eq!(pids.len(), 1, "one daemon serves every bridge: {pids:?}");
 
     // The bridges exit with the browser; the daemon they started keeps running.
-    let (_last_child, mut last) = bridges.pop().unwrap();
+    let (mut last_child, mut last) = bridges.pop().unwrap();
     last.call("events.subscribe", json!({"topics": ["clients.changed"]}))
         .await;
     for (mut child, browser) in bridges {
@@ -154,6 +154,23 @@ async fn bridges_started_at_once_start_exactly_one_daemon() {
         .await
         .expect("a notice");
     assert_eq!(method, "bridge.closed");
+    // Until the browser closes the port the bridge still reads it: what the browser writes
+    // meanwhile is not a broken pipe (which Chromium would report as garbage).
+    for id in 0..64 {
+        last.send_json(&json!({"jsonrpc": "2.0", "id": id, "method": "status.get", "params": {}}))
+            .await;
+    }
+    assert!(
+        last_child.try_wait().unwrap().is_none(),
+        "the bridge waits for the browser to close the port"
+    );
+    drop(last);
+    assert!(
+        timeout("bridge exit", last_child.wait())
+            .await
+            .unwrap()
+            .success()
+    );
 }
 
 #[tokio::test]

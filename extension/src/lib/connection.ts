@@ -431,6 +431,10 @@ export class Connection {
             kind: "daemon-closed",
             message: `The AllPeers background service stopped (${why}).`,
           };
+          // Nothing more comes on this port: close it now rather than wait for the host to
+          // exit, so no message of ours races its exit (a broken pipe Chromium would report
+          // as "Error when communicating", as if the host had sent garbage).
+          this.fail(this.notice);
           return;
         }
         default:

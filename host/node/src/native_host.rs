@@ -237,6 +237,11 @@ async fn wait_for_socket(paths: &NodePaths) -> anyhow::Result<UnixStream> {
 /// Pipes frames browser <-> daemon until either side closes, on two plain threads with
 /// blocking I/O: a pure relay, where one blocking read per message beats an event loop's
 /// poll-read-poll (measured in `docs/benchmarks.md`).
+///
+/// When the daemon goes, the browser is told (`bridge.closed`) and the bridge keeps reading
+/// stdin until the browser closes the port, at most [`BROWSER_CLOSE_WAIT`]: exiting at once
+/// would make a message the browser writes meanwhile fail with a broken pipe, which Chromium
+/// reports as "Error when communicating", indistinguishable from garbage.
 pub fn pipe<R, W>(
     socket: std::os::unix::net::UnixStream,
     mut browser_in: R,
@@ -258,6 +263,7 @@ where
             let mut relay = || -> anyhow::Result<BridgeEnd> {
                 let mut decoder = FrameDecoder::new(API_MAX_FRAME);
                 let mut buf = vec![0u8; 64 * 1024];
+                let mut daemon_gone = false;
                 loop {
                     let n = browser_in.read(&mut buf)?;
                     if n == 0 {
@@ -266,7 +272,15 @@ where
                     decoder.push(&buf[..n]);
                     loop {
                         match decoder.next_frame() {
-                            Ok(Some(frame)) => daemon_out.write_all(&encode_frame(&frame))?,
+                            Ok(Some(_)) if daemon_gone => {}
+                            Ok(Some(frame)) => {
+                                if daemon_out.write_all(&encode_frame(&frame)).is_err() {
+                                    // The daemon went: the other thread's read ends and says
+                                    // so to the browser; this one drains stdin until it closes.
+                                    daemon_gone = true;
+                                    let _ = daemon_out.shutdown(Shutdown::Both);
+                                }
+                            }
                             Ok(None) => break,
                             Err(e) => return Ok(BridgeEnd::BadBrowserFrame(e.to_string())),
                         }
@@ -318,6 +332,12 @@ where
         BridgeEnd::BrowserClosed => Ok(()),
         BridgeEnd::DaemonClosed => {
             allpeers_log::marrow!("the daemon closed the connection");
+            // The browser closes the port once told; until then its writes are drained.
+            if end_rx.recv_timeout(BROWSER_CLOSE_WAIT).is_err() {
+                allpeers_log::marrow!(
+                    "the browser kept the port open {BROWSER_CLOSE_WAIT:?} after the notice"
+                );
+            }
             Ok(())
         }
         BridgeEnd::BadBrowserFrame(reason) => {
@@ -332,6 +352,10 @@ where
         }
     }
 }
+
+/// How long the bridge waits, after telling the browser the daemon closed, for the
+/// browser to close the port; an extension that does not close it is left after this.
+const BROWSER_CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 enum BridgeEnd {
     BrowserClosed,
