@@ -83,10 +83,14 @@ pub async fn serve<IO>(io: IO, lookup: Lookup, throttles: Throttles) -> Result<(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
+    // One connection's bodies share their buffers: a swarm asks for a chunk at a time, and fresh buffers for each
+    // request cost more in zero-filling and page faults than the request's own copies.
+    let pool = Pool::new(SEND_BUFFER + BLOCK_BYTES as usize);
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let lookup = lookup.clone();
         let throttles = throttles.clone();
-        async move { Ok::<_, Infallible>(answer(request, lookup, throttles).await) }
+        let pool = pool.clone();
+        async move { Ok::<_, Infallible>(answer(request, lookup, throttles, pool).await) }
     });
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
@@ -107,6 +111,7 @@ async fn answer(
     request: Request<Incoming>,
     lookup: Lookup,
     throttles: Throttles,
+    pool: Pool,
 ) -> Response<ResponseBody> {
     let head = match *request.method() {
         Method::GET => false,
@@ -168,12 +173,14 @@ async fn answer(
         .map(|held| hex(whole_chunks(held, size).as_wire()));
     let tree = BaoTree::new(size, BLOCK_SIZE);
     let encoded_len = encoded_len(tree, &chunks);
+    let nodes = ((encoded_len - (covered.end - covered.start)) / 64) as usize;
     let mut response = if head {
         Response::new(Empty::new().map_err(|never| match never {}).boxed())
     } else {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
         tokio::task::spawn_blocking(move || {
-            if let Err(error) = encode_body(&source, truncate_ranges(&chunks, size), &tx) {
+            let ranges = truncate_ranges(&chunks, size);
+            if let Err(error) = encode_body(&source, ranges, nodes, &tx, &pool) {
                 allpeers_log::bone!(%hash, %error, "files: a body was cut short");
                 let _ = tx.blocking_send(Err(error));
             }
@@ -298,13 +305,15 @@ fn encoded_len(tree: BaoTree, chunks: &ChunkRanges) -> u64 {
 /// bytes. Each block is read from the file straight into the buffer that is sent, where `encode_ranges` reads it into
 /// a buffer of its own for a writer to copy again; the buffers come back once sent ([`Pool`]: none zero-filled or
 /// faulted in again), and the tree nodes are read a window at a time (in the order they are sent: the tree file's).
+/// `nodes`: how many tree nodes the encoding holds.
 fn encode_body(
     source: &Source,
     chunks: &ChunkRangesRef,
+    nodes: usize,
     tx: &mpsc::Sender<std::io::Result<Bytes>>,
+    pool: &Pool,
 ) -> std::io::Result<()> {
-    let pool = Pool::new(SEND_BUFFER + BLOCK_BYTES as usize);
-    let mut nodes = NodeWindow::default();
+    let mut nodes = NodeWindow::new(nodes);
     let send = |buf: Pooled| {
         tx.blocking_send(Ok(Bytes::from_owner(buf)))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
@@ -419,18 +428,30 @@ impl Drop for Pooled {
     }
 }
 
-/// Bytes of the tree file read at once: 1,024 nodes, the nodes of 16 MiB of blocks.
+/// Bytes of the tree file read at once at most: 1,024 nodes, the nodes of 16 MiB of blocks.
 const NODE_WINDOW: usize = 64 * 1024;
 
 /// The tree file read a window at a time: the nodes a range needs come in the file's order (pre-order), where
-/// bao-tree's `load` reads each node's 64 bytes with a system call of its own.
-#[derive(Default)]
+/// bao-tree's `load` reads each node's 64 bytes with a system call of its own. A window holds no more than the nodes
+/// still to send: a chunk's ancestors lie far apart in the file, and a full window read for each of them cost more
+/// than the chunk itself (up to ~640 KiB read for a 256 KiB chunk).
 struct NodeWindow {
     at: u64,
     bytes: Vec<u8>,
+    /// Nodes still to be read.
+    left: usize,
 }
 
 impl NodeWindow {
+    /// A window for a body that sends `nodes` tree nodes.
+    fn new(nodes: usize) -> NodeWindow {
+        NodeWindow {
+            at: 0,
+            bytes: Vec::new(),
+            left: nodes,
+        }
+    }
+
     /// The two child hashes of `node`, as stored.
     fn read(
         &mut self,
@@ -443,10 +464,12 @@ impl NodeWindow {
             .ok_or_else(|| std::io::Error::other(format!("the tree has no node {node:?}")))?
             * 64;
         let inside = at >= self.at && at + 64 <= self.at + self.bytes.len() as u64;
+        self.left = self.left.saturating_sub(1);
         if !inside {
-            self.bytes.resize(NODE_WINDOW, 0);
+            let want = ((self.left + 1) * 64).min(NODE_WINDOW);
+            self.bytes.resize(want, 0);
             let mut got = 0;
-            while got < NODE_WINDOW {
+            while got < want {
                 match outboard
                     .data
                     .read_at(&mut self.bytes[got..], at + got as u64)
@@ -539,6 +562,8 @@ pub enum FetchError {
 /// A response whose head checked out: the body still to be read and verified.
 pub struct Fetch {
     body: Incoming,
+    /// The connection's receive buffers.
+    pool: Pool,
     hash: ContentHash,
     size: u64,
     /// The bytes the body covers (whole blocks).
@@ -556,6 +581,8 @@ pub enum Holding {
 /// One HTTP/1 connection to a source, for requests one after another.
 pub struct Connection {
     sender: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    /// Receive buffers shared by the connection's bodies (one at a time).
+    pool: Pool,
 }
 
 impl Connection {
@@ -570,7 +597,10 @@ impl Connection {
                 allpeers_log::bone!(%error, "files: the HTTP connection ended");
             }
         });
-        Ok(Connection { sender })
+        Ok(Connection {
+            sender,
+            pool: Pool::new(RECEIVE_BUFFER),
+        })
     }
 
     /// Asks for the blocks covering `range` of `hash` (a file of `size` bytes) and checks the answer's head: status,
@@ -629,6 +659,7 @@ impl Connection {
         }
         Ok(Fetch {
             body: response.into_body(),
+            pool: self.pool.clone(),
             hash,
             size,
             range: covered,
@@ -749,7 +780,7 @@ impl Fetch {
         // into the same buffer again, where a buffer still queued for the decoder made it allocate a fresh one for
         // every read (page faults cost more than this copy). A buffer goes to the decoder when full, or when the
         // body has nothing more ready (so a slow body is verified as it comes).
-        let pool = Pool::new(RECEIVE_BUFFER);
+        let pool = self.pool;
         let forwarded = async {
             let mut buf = pool.take();
             loop {
@@ -836,6 +867,7 @@ mod tests {
     use std::sync::Mutex;
 
     use super::*;
+    use crate::blob::CHUNK_BYTES;
     use crate::blob::outboards::Outboards;
 
     fn content(len: usize) -> Vec<u8> {
@@ -878,17 +910,33 @@ mod tests {
     }
 
     fn encode(data: &[u8], start: u64) -> (ContentHash, Vec<u8>) {
+        encode_range(data, start..data.len() as u64)
+    }
+
+    /// Our encoding of the blocks covering `range`, checked against bao-tree's.
+    fn encode_range(data: &[u8], range: std::ops::Range<u64>) -> (ContentHash, Vec<u8>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, data).unwrap();
         let outboards = Outboards::open(&dir.path().join("c")).unwrap();
         let shared = outboards.add_file(&path).unwrap();
         let source = outboards.open_source(&shared.hash).unwrap();
-        let (_, chunks) = block_ranges(start..data.len() as u64, data.len() as u64);
+        let (covered, chunks) = block_ranges(range, data.len() as u64);
         let ranges = truncate_ranges(&chunks, source.size);
-        // Ours, in buffers as the connection gets them, is bao-tree's encoding byte for byte.
+        let nodes = (encoded_len(BaoTree::new(source.size, BLOCK_SIZE), &chunks)
+            - (covered.end - covered.start)) as usize
+            / 64;
+        // Ours, in buffers as the connection gets them, is bao-tree's encoding byte for byte, from a pool that
+        // already served another body (its buffers hold that body's bytes).
+        let pool = Pool::new(SEND_BUFFER + BLOCK_BYTES as usize);
+        for _ in 0..2 {
+            let (tx, mut rx) = mpsc::channel(1024);
+            encode_body(&source, ranges, nodes, &tx, &pool).unwrap();
+            drop(tx);
+            while rx.blocking_recv().is_some() {}
+        }
         let (tx, mut rx) = mpsc::channel(1024);
-        encode_body(&source, ranges, &tx).unwrap();
+        encode_body(&source, ranges, nodes, &tx, &pool).unwrap();
         drop(tx);
         let mut out = Vec::new();
         while let Some(buf) = rx.blocking_recv() {
@@ -903,6 +951,31 @@ mod tests {
             encoded_len(BaoTree::new(source.size, BLOCK_SIZE), &chunks)
         );
         (shared.hash, out)
+    }
+
+    #[test]
+    fn a_chunk_deep_in_a_large_file_is_encoded_with_its_scattered_ancestors() {
+        // 2,000 blocks: a tree 11 levels deep, whose nodes span 128 KiB of the tree file (two full windows).
+        let data = content(2_000 * BLOCK_BYTES as usize - 5);
+        let size = data.len() as u64;
+        for range in [
+            0..CHUNK_BYTES,
+            1_234 * BLOCK_BYTES..1_234 * BLOCK_BYTES + CHUNK_BYTES,
+            1_999 * BLOCK_BYTES..size,
+            700 * BLOCK_BYTES + 1..700 * BLOCK_BYTES + 2,
+        ] {
+            let (hash, encoded) = encode_range(&data, range.clone());
+            let (covered, _) = block_ranges(range, size);
+            let mut got = Vec::new();
+            decode_blocks(pieces(&encoded), hash, size, covered.clone(), |item| {
+                if let Verified::Block { data, .. } = item {
+                    got.extend_from_slice(&data);
+                }
+                Ok(())
+            })
+            .unwrap();
+            assert!(got == data[covered.start as usize..covered.end as usize]);
+        }
     }
 
     #[test]
