@@ -138,6 +138,26 @@ pub(super) struct Held {
     len: u64,
 }
 
+impl Held {
+    /// Holds the block at `offset`, which must follow those held (a block that does not is refused: write those
+    /// first).
+    pub fn hold(&mut self, offset: u64, data: Bytes) -> Result<(), Bytes> {
+        if self.blocks.is_empty() {
+            self.at = offset;
+        } else if offset != self.at + self.len {
+            return Err(data);
+        }
+        self.len += data.len() as u64;
+        self.blocks.push(data);
+        Ok(())
+    }
+
+    /// The bytes held, as the file's range they cover.
+    pub fn range(&self) -> std::ops::Range<u64> {
+        self.at..self.at + self.len
+    }
+}
+
 impl Landing {
     /// Lands what a verified body yields at once: a tree node is gathered for the tree file, a block written.
     pub fn land(&mut self, item: Verified) -> std::io::Result<()> {
@@ -214,7 +234,14 @@ impl Landing {
 
     /// Writes the blocks held, with one `pwritev` (more only if the kernel takes part of them); returns their bytes.
     fn flush(&mut self) -> std::io::Result<u64> {
-        let Held { blocks, at, len } = std::mem::take(&mut self.held);
+        let held = std::mem::take(&mut self.held);
+        self.write(held)
+    }
+
+    /// Writes blocks held elsewhere (a swarm request's, gathered apart from the other requests under way), as
+    /// [`Landing::flush`] does its own; returns their bytes.
+    pub fn write(&mut self, held: Held) -> std::io::Result<u64> {
+        let Held { blocks, at, len } = held;
         if blocks.is_empty() {
             return Ok(0);
         }
