@@ -273,11 +273,7 @@ impl Swarm {
                     .received
                     .fetch_add(data.len() as u64, Ordering::Relaxed);
                 let mut held = held.lock().expect("held");
-                let data = match held.hold(offset, data) {
-                    Ok(()) => None,
-                    Err(data) => Some(data),
-                };
-                if let Some(data) = data {
+                if let Err(data) = held.hold(offset, data) {
                     swarm.write(key, &name, &mut held)?;
                     held.hold(offset, data).expect("nothing held");
                 }
