@@ -6,8 +6,13 @@
 //! does not chase the same piece, or the lowest index in sequential mode. When no block is left unrequested the
 //! picker enters endgame and hands out blocks another peer already has in flight, up to
 //! [`ENDGAME_MAX_REQUESTERS`]; when one copy arrives, the others are returned as cancels.
+//!
+//! The pieces not started are kept in the order they would be picked (a queue sorted by availability, then by a
+//! seeded random rank), so a pick reads the queue from its front instead of weighing every piece: a scan per pick
+//! made a download quadratic in its pieces (13.6 s of picking for a 10 GiB file in chunks of 256 KiB). One peer's
+//! `HAVE` moves one piece; a bitfield, a file selection or a change of mode sorts the queue again at the next pick.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -51,6 +56,18 @@ pub enum Arrival {
     Unrequested,
 }
 
+/// Availability counts changed at once past this many pieces sort the queue again rather than move each piece.
+const RESORT_PAST: usize = 64;
+
+/// A queued piece's place: the least available first, then by its seeded rank (ties in rank broken by the piece
+/// itself, so every piece has a place of its own); in sequential mode by the piece alone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct Order {
+    availability: u32,
+    rank: u32,
+    piece: u32,
+}
+
 #[derive(Debug)]
 pub struct Picker {
     geometry: Geometry,
@@ -60,8 +77,15 @@ pub struct Picker {
     partial: BTreeMap<u32, PartialPiece>,
     /// Pieces wanted, missing and not started: endgame begins when this is zero and no started piece has a free block.
     unstarted: u32,
+    /// Pieces wanted and missing: the download is complete at zero.
+    missing: u32,
     mode: PickMode,
-    rng: StdRng,
+    /// Each piece's place among pieces equally available (seeded: every client of a swarm has its own order).
+    rank: Vec<u32>,
+    /// The pieces wanted, missing and not started, by the order they are picked in ([`Picker::order`]); when
+    /// `sorted` is false it is rebuilt before the next pick.
+    queue: BTreeSet<Order>,
+    sorted: bool,
 }
 
 impl Picker {
@@ -69,24 +93,96 @@ impl Picker {
     pub fn new(geometry: Geometry, have: PieceSet, seed: u64) -> Self {
         let count = geometry.piece_count();
         let wanted = PieceSet::full(count);
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut picker = Self {
             geometry,
             unstarted: 0,
+            missing: 0,
             have,
             wanted,
             availability: vec![0; count as usize],
             partial: BTreeMap::new(),
             mode: PickMode::RarestFirst,
-            rng: StdRng::seed_from_u64(seed),
+            rank: (0..count).map(|_| rng.r#gen()).collect(),
+            queue: BTreeSet::new(),
+            sorted: false,
         };
-        picker.recount_unstarted();
+        picker.recount();
         picker
     }
 
-    fn recount_unstarted(&mut self) {
+    fn recount(&mut self) {
         self.unstarted = (0..self.geometry.piece_count())
-            .filter(|&p| self.is_needed(p) && !self.partial.contains_key(&p))
+            .filter(|&p| self.is_queued(p))
             .count() as u32;
+        self.missing = (0..self.geometry.piece_count())
+            .filter(|&p| self.is_needed(p))
+            .count() as u32;
+        self.sorted = false;
+    }
+
+    /// Whether the piece is wanted, missing and not started: in the queue.
+    fn is_queued(&self, piece: u32) -> bool {
+        self.is_needed(piece) && !self.partial.contains_key(&piece)
+    }
+
+    /// Where a piece stands in the queue.
+    fn order(&self, piece: u32) -> Order {
+        match self.mode {
+            PickMode::RarestFirst => Order {
+                availability: self.availability[piece as usize],
+                rank: self.rank[piece as usize],
+                piece,
+            },
+            PickMode::Sequential => Order {
+                availability: 0,
+                rank: 0,
+                piece,
+            },
+        }
+    }
+
+    /// Puts a piece that became queued in its place (once sorted; until then the sort finds it).
+    fn enqueue(&mut self, piece: u32) {
+        if self.sorted {
+            self.queue.insert(self.order(piece));
+        }
+    }
+
+    /// Takes a piece out of the queue, where its current order says it is.
+    fn dequeue(&mut self, piece: u32) {
+        if self.sorted {
+            self.queue.remove(&self.order(piece));
+        }
+    }
+
+    /// Counts one more (or one fewer) peer holding `piece`, keeping the queue's order.
+    fn count_holder(&mut self, piece: u32, more: bool) {
+        let Some(&count) = self.availability.get(piece as usize) else {
+            return;
+        };
+        let moves = self.mode == PickMode::RarestFirst && self.is_queued(piece);
+        if moves {
+            self.dequeue(piece);
+        }
+        self.availability[piece as usize] = if more {
+            count + 1
+        } else {
+            count.saturating_sub(1)
+        };
+        if moves {
+            self.enqueue(piece);
+        }
+    }
+
+    /// Changes the availability of many pieces at once: moved one by one, or sorted again at the next pick.
+    fn count_holders(&mut self, pieces: &PieceSet, more: bool) {
+        if pieces.count() as usize > RESORT_PAST {
+            self.sorted = false;
+        }
+        for piece in pieces.iter() {
+            self.count_holder(piece, more);
+        }
     }
 
     /// Whether the piece is wanted and missing.
@@ -95,13 +191,16 @@ impl Picker {
     }
 
     pub fn set_mode(&mut self, mode: PickMode) {
-        self.mode = mode;
+        if mode != self.mode {
+            self.mode = mode;
+            self.sorted = false;
+        }
     }
 
     /// Restricts the download to `wanted` (file selection). Started pieces no longer wanted are kept until done.
     pub fn set_wanted(&mut self, wanted: PieceSet) {
         self.wanted = wanted;
-        self.recount_unstarted();
+        self.recount();
     }
 
     pub fn have(&self) -> &PieceSet {
@@ -110,7 +209,7 @@ impl Picker {
 
     /// Whether every wanted piece is verified.
     pub fn is_complete(&self) -> bool {
-        (0..self.geometry.piece_count()).all(|p| !self.is_needed(p))
+        self.missing == 0
     }
 
     /// Whether `peer_has` holds a piece we still need (decides our `interested`).
@@ -123,24 +222,16 @@ impl Picker {
     }
 
     pub fn peer_has_piece(&mut self, piece: u32) {
-        if let Some(count) = self.availability.get_mut(piece as usize) {
-            *count += 1;
-        }
+        self.count_holder(piece, true);
     }
 
     pub fn peer_has_set(&mut self, pieces: &PieceSet) {
-        for piece in pieces.iter() {
-            self.peer_has_piece(piece);
-        }
+        self.count_holders(pieces, true);
     }
 
     /// A peer's pieces no longer count (it left, or a new bitfield replaces what it said before).
     pub fn peer_lost_set(&mut self, had: &PieceSet) {
-        for piece in had.iter() {
-            if let Some(count) = self.availability.get_mut(piece as usize) {
-                *count = count.saturating_sub(1);
-            }
-        }
+        self.count_holders(had, false);
     }
 
     /// A peer left: its pieces no longer count, and its outstanding requests are freed.
@@ -191,6 +282,7 @@ impl Picker {
             let Some(piece) = self.next_new_piece(peer_has) else {
                 break;
             };
+            self.dequeue(piece);
             let blocks = self.geometry.blocks_in_piece(piece);
             self.partial.insert(
                 piece,
@@ -222,36 +314,19 @@ impl Picker {
         }
     }
 
+    /// The first piece of the queue that `peer_has`.
     fn next_new_piece(&mut self, peer_has: &PieceSet) -> Option<u32> {
-        let candidates = peer_has
-            .iter()
-            .filter(|&p| self.is_needed(p) && !self.partial.contains_key(&p));
-        match self.mode {
-            PickMode::Sequential => candidates.min(),
-            PickMode::RarestFirst => {
-                // One pass: the least available pieces, one of them chosen uniformly (reservoir sampling).
-                let mut best: Option<(u32, u32)> = None;
-                let mut ties = 0u32;
-                let candidates: Vec<u32> = candidates.collect();
-                for piece in candidates {
-                    let rarity = self.availability[piece as usize];
-                    match best {
-                        Some((_, best_rarity)) if rarity > best_rarity => {}
-                        Some((_, best_rarity)) if rarity == best_rarity => {
-                            ties += 1;
-                            if self.rng.gen_range(0..ties) == 0 {
-                                best = Some((piece, rarity));
-                            }
-                        }
-                        _ => {
-                            best = Some((piece, rarity));
-                            ties = 1;
-                        }
-                    }
-                }
-                best.map(|(piece, _)| piece)
-            }
+        if !self.sorted {
+            self.queue = (0..self.geometry.piece_count())
+                .filter(|&p| self.is_queued(p))
+                .map(|p| self.order(p))
+                .collect();
+            self.sorted = true;
         }
+        self.queue
+            .iter()
+            .map(|order| order.piece)
+            .find(|&p| peer_has.contains(p))
     }
 
     fn pick_endgame(
@@ -328,8 +403,13 @@ impl Picker {
         if self.have.contains(piece) {
             return;
         }
-        if self.partial.remove(&piece).is_none() && self.is_needed(piece) {
+        if self.is_queued(piece) {
+            self.dequeue(piece);
             self.unstarted -= 1;
+        }
+        self.partial.remove(&piece);
+        if self.wanted.contains(piece) {
+            self.missing -= 1;
         }
         self.have.insert(piece);
     }
@@ -338,16 +418,18 @@ impl Picker {
     pub fn piece_failed(&mut self, piece: u32) {
         if self.partial.remove(&piece).is_some() && self.is_needed(piece) {
             self.unstarted += 1;
+            self.enqueue(piece);
         }
     }
 
     /// A piece we had is gone (its write failed): fetch it again.
     pub fn piece_lost(&mut self, piece: u32) {
-        if self.have.remove(piece)
-            && self.wanted.contains(piece)
-            && !self.partial.contains_key(&piece)
-        {
-            self.unstarted += 1;
+        if self.have.remove(piece) && self.wanted.contains(piece) {
+            self.missing += 1;
+            if !self.partial.contains_key(&piece) {
+                self.unstarted += 1;
+                self.enqueue(piece);
+            }
         }
     }
 }
@@ -374,6 +456,86 @@ mod tests {
             s.insert(p);
         }
         s
+    }
+
+    /// The pieces a pick may start for `peer_has`: the least available of those wanted, missing, not started and
+    /// held (or the lowest index, in sequential mode), worked out from scratch.
+    fn best_new(picker: &Picker, peer_has: &PieceSet) -> Vec<u32> {
+        let candidates: Vec<u32> = (0..picker.geometry.piece_count())
+            .filter(|&p| peer_has.contains(p) && picker.is_queued(p))
+            .collect();
+        match picker.mode {
+            PickMode::Sequential => candidates.iter().copied().min().into_iter().collect(),
+            PickMode::RarestFirst => {
+                let least = candidates.iter().map(|&p| picker.availability(p)).min();
+                candidates
+                    .into_iter()
+                    .filter(|&p| Some(picker.availability(p)) == least)
+                    .collect()
+            }
+        }
+    }
+
+    #[test]
+    fn the_queue_agrees_with_a_scan_of_every_piece_through_any_sequence_of_events() {
+        let pieces = 40;
+        let mut rng = StdRng::seed_from_u64(11);
+        for round in 0..200u64 {
+            let mut picker = Picker::new(geometry(pieces, 2), PieceSet::new(pieces), round);
+            let random_set = |rng: &mut StdRng| {
+                let mut s = PieceSet::new(pieces);
+                let keep = rng.gen_range(1..=100);
+                for p in 0..pieces {
+                    if rng.gen_range(0..100) < keep {
+                        s.insert(p);
+                    }
+                }
+                s
+            };
+            let mut peers: Vec<PieceSet> = (0..3).map(|_| random_set(&mut rng)).collect();
+            for peer in &peers {
+                picker.peer_has_set(peer);
+            }
+            for _ in 0..300 {
+                let piece = rng.gen_range(0..pieces);
+                match rng.gen_range(0..10) {
+                    0 => picker.peer_has_piece(piece),
+                    1 => {
+                        let who = rng.gen_range(0..peers.len());
+                        let fresh = random_set(&mut rng);
+                        picker.peer_lost_set(&peers[who]);
+                        picker.peer_has_set(&fresh);
+                        peers[who] = fresh;
+                    }
+                    2 => picker.piece_failed(piece),
+                    3 => picker.piece_lost(piece),
+                    4 => picker.piece_verified(piece),
+                    5 => picker.set_mode(if rng.gen_range(0..4) == 0 {
+                        PickMode::Sequential
+                    } else {
+                        PickMode::RarestFirst
+                    }),
+                    6 if rng.gen_range(0..8) == 0 => picker.set_wanted(random_set(&mut rng)),
+                    _ => {
+                        let who = rng.gen_range(0..peers.len());
+                        let allowed = best_new(&picker, &peers[who]);
+                        let started: Vec<u32> = picker.partial.keys().copied().collect();
+                        let picked = picker.pick(PeerKey(who as u64), &peers[who], 2);
+                        if let Some(new) = picked.iter().find(|b| !started.contains(&b.piece)) {
+                            assert!(
+                                allowed.contains(&new.piece),
+                                "round {round}: started {} where the best were {allowed:?}",
+                                new.piece
+                            );
+                        }
+                    }
+                }
+                let unstarted = (0..pieces).filter(|&p| picker.is_queued(p)).count();
+                assert_eq!(picker.unstarted as usize, unstarted, "round {round}");
+                let complete = (0..pieces).all(|p| !picker.is_needed(p));
+                assert_eq!(picker.is_complete(), complete, "round {round}");
+            }
+        }
     }
 
     #[test]
@@ -429,10 +591,12 @@ mod tests {
     fn endgame_duplicates_outstanding_blocks_and_cancels_the_loser() {
         let mut picker = Picker::new(geometry(2, 2), PieceSet::new(2), 3);
         let all = PieceSet::full(2);
-        let to_a = picker.pick(A, &all, 10);
+        let mut to_a = picker.pick(A, &all, 10);
         assert_eq!(to_a.len(), 4);
         // Nothing is left unrequested: B gets the same blocks, each at most twice.
-        let to_b = picker.pick(B, &all, 10);
+        let mut to_b = picker.pick(B, &all, 10);
+        to_a.sort_by_key(|b| (b.piece, b.offset));
+        to_b.sort_by_key(|b| (b.piece, b.offset));
         assert_eq!(to_b, to_a);
         assert!(
             picker.pick(PeerKey(3), &all, 10).is_empty(),
@@ -533,10 +697,13 @@ mod tests {
         let mut picker = Picker::new(geometry(2, 1), PieceSet::new(2), 3);
         let a_has = PieceSet::full(2);
         picker.peer_has_set(&a_has);
-        let picked = picker.pick(A, &a_has, 2);
+        let mut picked = picker.pick(A, &a_has, 2);
         picker.peer_gone(A, &a_has);
         assert_eq!(picker.availability(0), 0);
-        assert_eq!(picker.pick(B, &a_has, 2), picked);
+        let mut again = picker.pick(B, &a_has, 2);
+        picked.sort_by_key(|b| b.piece);
+        again.sort_by_key(|b| b.piece);
+        assert_eq!(again, picked);
     }
 
     #[test]
