@@ -753,11 +753,39 @@ where
     blob_size(&response)
 }
 
+/// A body read to its end whose last blocks may still be verified and landed on the decoder thread.
+pub struct Decoding(tokio::task::JoinHandle<Result<(), FetchError>>);
+
+impl Decoding {
+    /// Waits for the decoder thread: every block verified and handed to the sink, or why not.
+    pub async fn finish(self) -> Result<(), FetchError> {
+        self.0
+            .await
+            .map_err(|e| FetchError::Io(std::io::Error::other(e.to_string())))?
+    }
+}
+
 impl Fetch {
     /// Reads the body through `throttles`, verifies it block by block on a blocking thread and hands each verified
     /// tree node and block to `sink` — a block that fails verification stops the fetch before it reaches the sink.
     /// Returns when the body ends; an error of the sink stops it as [`FetchError::Landing`].
     pub async fn receive<S>(self, throttles: Throttles, sink: S) -> Result<(), FetchError>
+    where
+        S: FnMut(Verified) -> std::io::Result<()> + Send + 'static,
+    {
+        let (forwarded, decoding) = self.read_body(throttles, sink).await;
+        // The decoder's error (a bad block, a failed write) is the one to report.
+        decoding.finish().await?;
+        forwarded
+    }
+
+    /// As [`Fetch::receive`], but returns once the body is read, so the connection can carry the next request while
+    /// the decoder thread finishes with this one's last blocks: the body's outcome, and the decoding to wait for.
+    pub async fn read_body<S>(
+        self,
+        throttles: Throttles,
+        sink: S,
+    ) -> (Result<(), FetchError>, Decoding)
     where
         S: FnMut(Verified) -> std::io::Result<()> + Send + 'static,
     {
@@ -822,11 +850,7 @@ impl Fetch {
         };
         let forwarded = forwarded.await;
         drop(tx);
-        let decoded = decoder
-            .await
-            .map_err(|e| FetchError::Io(std::io::Error::other(e.to_string())))?;
-        decoded?;
-        forwarded
+        (forwarded, Decoding(decoder))
     }
 }
 

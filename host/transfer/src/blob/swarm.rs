@@ -12,13 +12,14 @@
 //! block arrived for [`STALL`] (the manager then retries later), and at once when our own disk fails to take a
 //! verified block (a block counts as arrived only once it is written, so no source is blamed for it).
 
+use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::http::{Connection, FetchError, Verified};
+use super::http::{Connection, Decoding, FetchError, Verified};
 use super::landing::{Counters, Held, Landing};
 use super::sources::{REQUESTS_PER_SOURCE, SourceBook, SourceState};
 use super::{BLOCK_BYTES, BoxFuture, ContentHash, Dial, DownloadError, FileSpec, GATHER_BYTES};
@@ -48,6 +49,15 @@ struct Swarm {
     last_block: Mutex<Instant>,
     /// Our own disk failed to take verified bytes: the download fails with it (no source is blamed).
     landing_failed: Mutex<Option<std::io::Error>>,
+}
+
+/// A request whose body was read: its blocks are still being verified and written.
+struct Landed {
+    key: PeerKey,
+    read: Result<(), FetchError>,
+    decoding: Decoding,
+    /// Its verified blocks not yet written.
+    held: Arc<Mutex<Held>>,
 }
 
 /// How a worker's turn with its source ended.
@@ -206,41 +216,33 @@ impl Swarm {
                 Ok(Err(error)) => return Ended::Failed(error.to_string()),
                 Err(_) => return Ended::Failed("it did not say what it holds".into()),
             }
+            // One request's body is read while the one before it is still verified and written: the next
+            // request goes out as soon as a body has arrived, not once it has landed.
+            let mut under_way: Option<(Range<u64>, Landed)> = None;
             loop {
                 let ranges = self.book.lock().expect("book").next(key);
                 if ranges.is_empty() {
-                    break;
+                    match under_way.take() {
+                        // What it lands may change what is left to ask.
+                        Some((range, landed)) => {
+                            if let Err(error) = self.finish_range(landed).await {
+                                return self.failed(key, range, error);
+                            }
+                            continue;
+                        }
+                        None => break,
+                    }
                 }
                 for range in ranges {
-                    match self.fetch_range(&mut connection, key, range.clone()).await {
-                        Ok(()) => {}
-                        Err(FetchError::Verification { offset }) => {
-                            let why = format!("the block at byte {offset} failed verification");
-                            return self.ban(key, why, true);
-                        }
-                        Err(FetchError::NotHeld(_)) => {
-                            return self.ban(
-                                key,
-                                "it refused a chunk it said it held".into(),
-                                false,
-                            );
-                        }
-                        Err(FetchError::Mismatch(why)) => {
-                            return self.ban(
-                                key,
-                                format!("it answered for something else: {why}"),
-                                false,
-                            );
-                        }
-                        Err(FetchError::Landing(error)) => {
-                            allpeers_log::marrow!(hash = %self.hash, %error, "files: writing a download failed");
-                            *self.landing_failed.lock().expect("landing failed") = Some(error);
-                            return Ended::Landing;
-                        }
-                        Err(error) => {
-                            self.book.lock().expect("book").release(key, range);
-                            return Ended::Failed(error.to_string());
-                        }
+                    let started = self.start_range(&mut connection, key, range.clone()).await;
+                    if let Some((range, landed)) = under_way.take()
+                        && let Err(error) = self.finish_range(landed).await
+                    {
+                        return self.failed(key, range, error);
+                    }
+                    match started {
+                        Ok(landed) => under_way = Some((range, landed)),
+                        Err(error) => return self.failed(key, range, error),
                     }
                 }
             }
@@ -248,19 +250,44 @@ impl Swarm {
         }
     }
 
-    async fn fetch_range(
+    /// How a request for `range` to `key` that failed ends the worker's turn.
+    fn failed(&self, key: PeerKey, range: Range<u64>, error: FetchError) -> Ended {
+        match error {
+            FetchError::Verification { offset } => {
+                let why = format!("the block at byte {offset} failed verification");
+                self.ban(key, why, true)
+            }
+            FetchError::NotHeld(_) => {
+                self.ban(key, "it refused a chunk it said it held".into(), false)
+            }
+            FetchError::Mismatch(why) => {
+                self.ban(key, format!("it answered for something else: {why}"), false)
+            }
+            FetchError::Landing(error) => {
+                allpeers_log::marrow!(hash = %self.hash, %error, "files: writing a download failed");
+                *self.landing_failed.lock().expect("landing failed") = Some(error);
+                Ended::Landing
+            }
+            error => {
+                self.book.lock().expect("book").release(key, range);
+                Ended::Failed(error.to_string())
+            }
+        }
+    }
+
+    /// Asks `key` for `range` and reads the answer's body; its blocks are verified and written on the decoder
+    /// thread, gathered apart from the other requests under way and written together (a write per 16 KiB block cost
+    /// ~3x per byte what the one-source path's quarter-MiB writes do). They count as arrived once written.
+    async fn start_range(
         self: &Arc<Self>,
         connection: &mut Connection,
         key: PeerKey,
-        range: std::ops::Range<u64>,
-    ) -> Result<(), FetchError> {
+        range: Range<u64>,
+    ) -> Result<Landed, FetchError> {
         let fetch =
             tokio::time::timeout(ANSWER_TIMEOUT, connection.get(self.hash, self.size, range))
                 .await
                 .map_err(|_| FetchError::Io(std::io::ErrorKind::TimedOut.into()))??;
-        // The request's blocks are gathered apart from the other requests under way and written together (a write
-        // per 16 KiB block cost ~3x per byte what the one-source path's quarter-MiB writes do); they count as
-        // arrived once written. What was verified before the body failed is written too.
         let held = Arc::new(Mutex::new(Held::default()));
         let sink = {
             let (swarm, held, name) = (self.clone(), held.clone(), self.name(key));
@@ -283,10 +310,29 @@ impl Swarm {
                 Ok(())
             }
         };
-        let received = fetch.receive(self.throttles.clone(), sink).await;
+        // A body cut short is reported when the request is finished (the next one then fails on the connection).
+        let (read, decoding) = fetch.read_body(self.throttles.clone(), sink).await;
+        Ok(Landed {
+            key,
+            read,
+            decoding,
+            held,
+        })
+    }
+
+    /// Waits for a request's blocks to be verified and written (what was verified before its body failed too).
+    async fn finish_range(&self, landed: Landed) -> Result<(), FetchError> {
+        let Landed {
+            key,
+            read,
+            decoding,
+            held,
+        } = landed;
+        let decoded = decoding.finish().await;
         let mut held = held.lock().expect("held");
         let written = self.write(key, &self.name(key), &mut held);
-        received?;
+        decoded?;
+        read?;
         written.map_err(FetchError::Landing)
     }
 
