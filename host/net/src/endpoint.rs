@@ -16,8 +16,11 @@
 //!
 //! **Bulk streams.** [`Endpoint::open_bulk_stream`] opens a stream on a TCP+TLS connection of
 //! its own, beside the peer's connection ([`crate::transport::bulk`]: no yamux copies), where
-//! the peer's TCP listener is known to be reachable; such connections are not kept, carry one
-//! stream each and are routed like any stream. Anywhere else it is an ordinary stream.
+//! the peer's TCP listener is known to be reachable, or is likely to be: a peer reached
+//! directly over QUIC with a TCP address on the same IP, tried for a few round trips (QUIC at
+//! a 1,500-byte path moves about half what TCP+TLS does per CPU second, `docs/benchmarks.md`).
+//! Such connections are not kept, carry one stream each and are routed like any stream.
+//! Anywhere else it is an ordinary stream.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -132,6 +135,8 @@ struct Inner {
     bulk_connector: tokio_rustls::TlsConnector,
     /// What bulk connections carried ([`Endpoint::bulk_stats`]).
     bulk: Arc<bulk::Totals>,
+    /// TCP addresses where a bulk dial beside a QUIC connection failed lately.
+    bulk_refused: Mutex<bulk::Refused>,
     /// TLS server side for TCP streams the connector punched (the listener has its own).
     tcp_acceptor: tokio_rustls::TlsAcceptor,
     services: RwLock<HashMap<Namespace, Arc<dyn Service>>>,
@@ -244,6 +249,7 @@ impl Endpoint {
             tcp_connector: tokio_rustls::TlsConnector::from(Arc::new(client_tls)),
             bulk_connector: tokio_rustls::TlsConnector::from(Arc::new(bulk_tls)),
             bulk: Default::default(),
+            bulk_refused: Default::default(),
             tcp_acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server_tls.clone())),
             services: Default::default(),
             conns: Default::default(),
@@ -855,33 +861,78 @@ impl Endpoint {
 
     /// Opens a raw stream to a peer's service for a bulk transfer: on a TCP+TLS connection of
     /// its own ([`crate::transport::bulk`]) when our connection to the peer is a direct TCP
-    /// dial — its address is then known to answer — and otherwise, or if that fails, on the
-    /// connection like [`Endpoint::open_stream`]. The stream's connection is not kept: it
-    /// closes when both halves of the stream are dropped.
+    /// dial — its address is then known to answer — or a direct QUIC connection to an IP where
+    /// the peer has a TCP address (tried for [`BULK_TRY_RTTS`] round trips, and not again for
+    /// [`bulk::RETRY_AFTER`] once it failed); otherwise, or if that fails, on the connection like
+    /// [`Endpoint::open_stream`]. The stream's connection is not kept: it closes when both
+    /// halves of the stream are dropped.
     pub async fn open_bulk_stream(
         &self,
         peer: PeerId,
         namespace: &Namespace,
     ) -> Result<(SendStream, RecvStream), NetError> {
         let conn = self.connect(peer).await?;
-        // A callback is our dial of the peer's listener too (the connector's label for a dial
-        // the peer asked for); a punched or relayed connection says nothing of a listener.
-        if conn.transport() == TransportKind::Tcp
-            && conn.direction() == Direction::Outbound
-            && matches!(conn.path(), PathKind::Direct | PathKind::Callback)
-        {
-            let address = Address::tcp(conn.remote_addr());
-            match self.open_bulk_stream_at(peer, address, namespace).await {
+        if let Some((address, bound)) = self.bulk_address(&conn) {
+            let attempt = self.open_bulk_stream_at(peer, address, namespace);
+            let opened = match bound {
+                None => attempt.await,
+                Some(bound) => tokio::time::timeout(bound, attempt)
+                    .await
+                    .unwrap_or(Err(NetError::Timeout(bound))),
+            };
+            match opened {
                 Ok(stream) => return Ok(stream),
                 Err(e @ (NetError::UnknownNamespace { .. } | NetError::Remote { .. })) => {
                     return Err(e);
                 }
                 Err(e) => {
+                    if bound.is_some() {
+                        self.0
+                            .bulk_refused
+                            .lock()
+                            .unwrap()
+                            .refused(address.addr, Instant::now());
+                    }
                     tracing::debug!(?peer, %address, "no bulk connection, a stream on the connection instead: {e}")
                 }
             }
         }
         self.open_stream(peer, namespace).await
+    }
+
+    /// Where a bulk connection to the peer of `conn` may be dialled, and for how long at most
+    /// when the peer is already reached another way (`None`: its address is known to answer).
+    fn bulk_address(&self, conn: &Connection) -> Option<(Address, Option<Duration>)> {
+        // A callback is our dial of the peer's listener too (the connector's label for a dial
+        // the peer asked for); a punched or relayed connection says nothing of a listener.
+        if !matches!(conn.path(), PathKind::Direct | PathKind::Callback) {
+            return None;
+        }
+        match conn.transport() {
+            TransportKind::Tcp => (conn.direction() == Direction::Outbound)
+                .then(|| (Address::tcp(conn.remote_addr()), None)),
+            TransportKind::Quic => {
+                let ip = conn.remote_addr().ip().to_canonical();
+                let now = Instant::now();
+                let refused = self.0.bulk_refused.lock().unwrap();
+                let address = self
+                    .peer_addresses(&conn.remote_peer())
+                    .into_iter()
+                    .find(|a| {
+                        a.transport == TransportKind::Tcp
+                            && a.addr.ip().to_canonical() == ip
+                            && !refused.is_refused(a.addr, now)
+                    })?;
+                let rtt = conn
+                    .stats()
+                    .rtt_ms
+                    .map_or(Duration::ZERO, |ms| Duration::from_secs_f64(ms / 1000.0));
+                let bound = (rtt * BULK_TRY_RTTS)
+                    .max(BULK_TRY_MIN)
+                    .min(self.0.config.connect_timeout);
+                Some((address, Some(bound)))
+            }
+        }
     }
 
     /// Dials a bulk connection to `peer` at `address` (TCP) and opens its one stream to
@@ -1107,6 +1158,12 @@ pub fn keep_new_connection(local: PeerId, remote: PeerId, existing: PeerId, new:
 /// Bulk connections ([`Endpoint::open_bulk_stream`]) open at once from all peers together;
 /// more are refused (the dialler then uses a stream on its connection).
 const MAX_BULK_CONNECTIONS: usize = 64;
+
+/// A bulk dial beside a QUIC connection is given this many round trips of that connection (a
+/// TCP and a TLS handshake take two or three)...
+const BULK_TRY_RTTS: u32 = 8;
+/// ...and at least this long (a LAN's round trip says little of a busy host's accept).
+const BULK_TRY_MIN: Duration = Duration::from_millis(500);
 
 /// Tries work gets when its connection is lost under it
 /// ([`Endpoint::retry_when_connection_lost`]).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use allpeers_net::endpoint::EndpointEvent;
 use allpeers_net::service::{ErrorCode, Service, speed};
 use allpeers_net::transport::Direction;
-use allpeers_net::{Address, NetError, ServiceFn, TransportKind};
+use allpeers_net::{Address, Endpoint, EndpointConfig, NetError, ServiceFn, TransportKind};
 use common::*;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
@@ -939,6 +939,77 @@ both_transports!(
     read_frame_cancelled_midway_loses_nothing,
     super::read_frame_is_cancel_safe
 );
+
+/// A peer reached directly over QUIC with a TCP listener on the same IP: bulk streams take a TCP+TLS connection of
+/// their own (QUIC at a 1,500-byte path costs about twice the CPU per byte); a TCP address that never finishes the
+/// handshake is given up within a few round trips, the stream goes on the QUIC connection, and that address is not
+/// tried again for the next stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_streams_beside_a_quic_connection_take_tcp_where_the_peer_listens() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    fn echo_io() -> ServiceFn {
+        ServiceFn::new().on_stream(move |_ctx, mut send, mut recv| async move {
+            if tokio::io::copy(&mut recv, &mut send).await.is_ok() {
+                let _ = send.shutdown().await;
+            }
+        })
+    }
+    async fn round_trip(from: &Endpoint, to: &Endpoint) {
+        let (mut send, mut recv) = from
+            .open_bulk_stream(to.peer_id(), &ns("echo-io"))
+            .await
+            .unwrap();
+        send.write_all(b"over and back").await.unwrap();
+        send.shutdown().await.unwrap();
+        let mut back = Vec::new();
+        AsyncReadExt::read_to_end(&mut recv, &mut back)
+            .await
+            .unwrap();
+        assert_eq!(back, b"over and back");
+    }
+    bounded(async {
+        let (a, b) = pair(TransportKind::Quic).await;
+        b.register(ns("echo-io"), echo_io());
+        introduce(&a, &b, TransportKind::Tcp);
+        round_trip(&a, &b).await;
+        assert_eq!(
+            a.connection(&b.peer_id()).unwrap().transport(),
+            TransportKind::Quic
+        );
+        assert_eq!(a.bulk_stats().dialled, 1, "a TCP connection of its own");
+        assert_eq!(b.bulk_stats().accepted, 1);
+
+        // Carol's TCP address is a listener that accepts and never answers the TLS handshake. Alice's connect
+        // timeout is longer than the test's bound: only the few round trips' bound lets the stream through.
+        let a = endpoint_with(EndpointConfig {
+            connect_timeout: Duration::from_secs(120),
+            ..EndpointConfig::loopback()
+        })
+        .await;
+        let carol = endpoint().await;
+        introduce(&a, &carol, TransportKind::Quic);
+        introduce(&carol, &a, TransportKind::Quic);
+        carol.register(ns("echo-io"), echo_io());
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let silent_addr = silent.local_addr().unwrap();
+        let (accepted_tx, mut accepted) = mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((socket, _)) = silent.accept().await {
+                held.push(socket);
+                let _ = accepted_tx.send(());
+            }
+        });
+        a.add_peer_address(carol.peer_id(), Address::tcp(silent_addr));
+        round_trip(&a, &carol).await;
+        accepted.recv().await.expect("the TCP address was tried");
+        assert_eq!(a.bulk_stats().dialled, 0);
+        // The next stream does not try it again.
+        round_trip(&a, &carol).await;
+        assert!(accepted.try_recv().is_err(), "tried once only");
+    })
+    .await;
+}
 
 /// A bulk stream over TCP: a connection of its own beside the peer's (not the one kept), the serving side told the
 /// dialler's PeerId, every byte through both ways and counted in both ends' bulk totals; a dial to an address whose

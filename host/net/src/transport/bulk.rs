@@ -81,6 +81,46 @@ pub struct BulkStats {
     pub bytes_received: u64,
 }
 
+/// A TCP address where a bulk dial beside a QUIC connection failed is not tried again for this
+/// long: each try costs the transfer its wait (a filtered port answers nothing).
+pub(crate) const RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
+/// Addresses refused at most: a node talks to a few hundred peers at most, and forgetting one
+/// costs only a try.
+pub(crate) const MAX_REFUSED: usize = 256;
+
+/// TCP addresses where a bulk dial failed, each with when, bounded ([`MAX_REFUSED`]: the oldest
+/// goes first) and forgotten after [`RETRY_AFTER`]. I/O-free: the caller
+/// passes `now`.
+#[derive(Debug, Default)]
+pub(crate) struct Refused {
+    at: std::collections::HashMap<std::net::SocketAddr, std::time::Instant>,
+}
+
+impl Refused {
+    pub(crate) fn refused(&mut self, address: std::net::SocketAddr, now: std::time::Instant) {
+        self.at.retain(|_, at| !expired(*at, now));
+        if self.at.len() >= MAX_REFUSED
+            && !self.at.contains_key(&address)
+            && let Some(oldest) = self.at.iter().min_by_key(|(_, at)| **at).map(|(a, _)| *a)
+        {
+            self.at.remove(&oldest);
+        }
+        self.at.insert(address, now);
+    }
+
+    pub(crate) fn is_refused(
+        &self,
+        address: std::net::SocketAddr,
+        now: std::time::Instant,
+    ) -> bool {
+        self.at.get(&address).is_some_and(|at| !expired(*at, now))
+    }
+}
+
+fn expired(at: std::time::Instant, now: std::time::Instant) -> bool {
+    now.saturating_duration_since(at) >= RETRY_AFTER
+}
+
 /// The endpoint's counters behind [`BulkStats`]; every bulk stream adds to them.
 #[derive(Debug, Default)]
 pub(crate) struct Totals {
@@ -110,5 +150,49 @@ impl Totals {
             bytes_sent: self.bytes_sent.load(Ordering::Relaxed),
             bytes_received: self.bytes_received.load(Ordering::Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    fn address(port: u16) -> SocketAddr {
+        SocketAddr::from(([192, 0, 2, 7], port))
+    }
+
+    #[test]
+    fn a_refused_address_is_skipped_until_it_expires() {
+        let now = Instant::now();
+        let mut refused = Refused::default();
+        refused.refused(address(1), now);
+        assert!(refused.is_refused(address(1), now + RETRY_AFTER - Duration::from_secs(1)));
+        assert!(!refused.is_refused(address(2), now));
+        assert!(!refused.is_refused(address(1), now + RETRY_AFTER));
+        // Refused again: the wait starts over.
+        refused.refused(address(1), now + RETRY_AFTER);
+        assert!(refused.is_refused(address(1), now + RETRY_AFTER + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_oldest_refusal_gives_way_when_full_and_expired_ones_are_dropped() {
+        let now = Instant::now();
+        let mut refused = Refused::default();
+        for port in 0..MAX_REFUSED as u16 {
+            refused.refused(address(port), now + Duration::from_millis(u64::from(port)));
+        }
+        let later = now + Duration::from_secs(1);
+        refused.refused(address(9999), later);
+        assert_eq!(refused.at.len(), MAX_REFUSED);
+        assert!(!refused.is_refused(address(0), later), "the oldest went");
+        assert!(refused.is_refused(address(1), later));
+        assert!(refused.is_refused(address(9999), later));
+        // Past the wait, one more refusal leaves only itself.
+        let much_later = later + RETRY_AFTER;
+        refused.refused(address(1), much_later);
+        assert_eq!(refused.at.len(), 1);
     }
 }
