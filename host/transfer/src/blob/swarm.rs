@@ -289,6 +289,9 @@ impl Swarm {
                 .await
                 .map_err(|_| FetchError::Io(std::io::ErrorKind::TimedOut.into()))??;
         let held = Arc::new(Mutex::new(Held::default()));
+        // The body's last block is written on the decoder thread too; only what a body cut short leaves is written
+        // when the request is finished.
+        let end = fetch.range.end;
         let sink = {
             let (swarm, held, name) = (self.clone(), held.clone(), self.name(key));
             move |item| {
@@ -304,7 +307,8 @@ impl Swarm {
                     swarm.write(key, &name, &mut held)?;
                     held.hold(offset, data).expect("nothing held");
                 }
-                if held.range().end - held.range().start >= GATHER_BYTES {
+                let range = held.range();
+                if range.end - range.start >= GATHER_BYTES || range.end == end {
                     swarm.write(key, &name, &mut held)?;
                 }
                 Ok(())
@@ -320,7 +324,8 @@ impl Swarm {
         })
     }
 
-    /// Waits for a request's blocks to be verified and written (what was verified before its body failed too).
+    /// Waits for a request's blocks to be verified and written (what was verified before its body failed is written
+    /// here, a rare write on the runtime's thread).
     async fn finish_range(&self, landed: Landed) -> Result<(), FetchError> {
         let Landed {
             key,
