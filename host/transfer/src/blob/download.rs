@@ -28,7 +28,7 @@ use bao_tree::BaoTree;
 use bao_tree::io::outboard::PreOrderOutboard;
 
 use super::http::{self, FetchError, Verified};
-use super::landing::{Counters, Landing, done_bytes};
+use super::landing::{Counters, Landing, commit_apart, done_bytes};
 use super::outboards::Outboards;
 use super::partial::{Partial, Partials};
 use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, Dial, DownloadError, FileSpec};
@@ -639,7 +639,7 @@ impl Session {
                 Ok(())
             })
             .await;
-        let committed = landing.lock().expect("landing").commit();
+        let committed = commit_apart(landing).await;
         if let Ok(written @ 1..) = committed {
             self.counters.kept_from(source, written);
         }

@@ -158,6 +158,14 @@ impl Held {
     }
 }
 
+/// [`Landing::commit`] on a blocking thread: it syncs the file, which may take long on a busy disk.
+pub(super) async fn commit_apart(landing: &Arc<Mutex<Landing>>) -> std::io::Result<u64> {
+    let landing = landing.clone();
+    tokio::task::spawn_blocking(move || landing.lock().expect("landing").commit())
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?
+}
+
 impl Landing {
     /// Lands what a verified body yields at once: a tree node is gathered for the tree file, a block written.
     pub fn land(&mut self, item: Verified) -> std::io::Result<()> {

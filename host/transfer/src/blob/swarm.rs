@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use super::http::{Connection, Decoding, FetchError, Verified};
-use super::landing::{Counters, Held, Landing};
+use super::landing::{Counters, Held, Landing, commit_apart};
 use super::sources::{REQUESTS_PER_SOURCE, SourceBook, SourceState};
 use super::{BLOCK_BYTES, BoxFuture, ContentHash, Dial, DownloadError, FileSpec, GATHER_BYTES};
 use crate::swarm::PeerKey;
@@ -125,7 +125,7 @@ pub(super) async fn fetch(
         let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
     };
     workers.shutdown().await;
-    let committed = landing.lock().expect("landing").commit().map(|_| ());
+    let committed = commit_apart(landing).await.map(|_| ());
     outcome?;
     committed.map_err(|source| DownloadError::Io {
         path: "the partial file".into(),
