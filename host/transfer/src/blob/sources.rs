@@ -19,10 +19,10 @@ use crate::swarm::PeerKey;
 use crate::swarm::geometry::{Block, Geometry, PieceSet};
 use crate::swarm::picker::{Arrival, Picker};
 
-/// Requests kept under way to each source at once (each on a connection of its own: HTTP/1 asks one after another).
-/// With one, a source sat idle between two chunks for our next request's round trip and its lookup and encoder
-/// start; with two, the next is under way while the last is sent (`benches/swarm.rs`: before and after in
-/// docs/benchmarks.md).
+/// Workers for each source at once, each with a connection of its own (HTTP/1 asks one after another; a worker sends
+/// its next request as soon as a body has arrived). With one, a source sat idle between two chunks for our next
+/// request's round trip and its lookup and encoder start: from one source, one worker moved 388-439 MB/s, two
+/// 529-563, three no more than two (`benches/files.rs`, docs/benchmarks.md).
 pub const REQUESTS_PER_SOURCE: usize = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
