@@ -17,8 +17,9 @@
 //! **Bulk streams.** [`Endpoint::open_bulk_stream`] opens a stream on a TCP+TLS connection of
 //! its own, beside the peer's connection ([`crate::transport::bulk`]: no yamux copies), where
 //! the peer's TCP listener is known to be reachable, or is likely to be: a peer reached
-//! directly over QUIC with a TCP address on the same IP, tried for a few round trips (QUIC at
-//! a 1,500-byte path moves about half what TCP+TLS does per CPU second, `docs/benchmarks.md`).
+//! directly over QUIC, or that dialled us over TCP, with a TCP address on the same IP, tried
+//! for a few round trips (QUIC at a 1,500-byte path moves about half what TCP+TLS does per CPU
+//! second, and a yamux stream about three quarters, `docs/benchmarks.md`).
 //! Such connections are not kept, carry one stream each and are routed like any stream.
 //! Anywhere else it is an ordinary stream.
 
@@ -861,8 +862,9 @@ impl Endpoint {
 
     /// Opens a raw stream to a peer's service for a bulk transfer: on a TCP+TLS connection of
     /// its own ([`crate::transport::bulk`]) when our connection to the peer is a direct TCP
-    /// dial — its address is then known to answer — or a direct QUIC connection to an IP where
-    /// the peer has a TCP address (tried for [`BULK_TRY_RTTS`] round trips, and not again for
+    /// dial — its address is then known to answer — or another direct connection (QUIC, or the
+    /// peer's TCP dial of us) from an IP where the peer has a TCP address (tried for
+    /// [`BULK_TRY_RTTS`] round trips, and not again for
     /// [`bulk::RETRY_AFTER`] once it failed); otherwise, or if that fails, on the connection like
     /// [`Endpoint::open_stream`]. The stream's connection is not kept: it closes when both
     /// halves of the stream are dropped.
@@ -908,21 +910,21 @@ impl Endpoint {
         if !matches!(conn.path(), PathKind::Direct | PathKind::Callback) {
             return None;
         }
-        match conn.transport() {
-            TransportKind::Tcp => (conn.direction() == Direction::Outbound)
-                .then(|| (Address::tcp(conn.remote_addr()), None)),
-            TransportKind::Quic => {
+        match (conn.transport(), conn.direction()) {
+            (TransportKind::Tcp, Direction::Outbound) => {
+                Some((Address::tcp(conn.remote_addr()), None))
+            }
+            // The peer dialled our TCP listener, or we are on QUIC: its own listener may answer too.
+            (TransportKind::Tcp, Direction::Inbound) | (TransportKind::Quic, _) => {
                 let ip = conn.remote_addr().ip().to_canonical();
                 let now = Instant::now();
+                let known = self.peer_addresses(&conn.remote_peer());
                 let refused = self.0.bulk_refused.lock().unwrap();
-                let address = self
-                    .peer_addresses(&conn.remote_peer())
-                    .into_iter()
-                    .find(|a| {
-                        a.transport == TransportKind::Tcp
-                            && a.addr.ip().to_canonical() == ip
-                            && !refused.is_refused(a.addr, now)
-                    })?;
+                let address = known.into_iter().find(|a| {
+                    a.transport == TransportKind::Tcp
+                        && a.addr.ip().to_canonical() == ip
+                        && !refused.is_refused(a.addr, now)
+                })?;
                 let rtt = conn
                     .stats()
                     .rtt_ms

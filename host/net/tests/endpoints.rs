@@ -940,12 +940,13 @@ both_transports!(
     super::read_frame_is_cancel_safe
 );
 
-/// A peer reached directly over QUIC with a TCP listener on the same IP: bulk streams take a TCP+TLS connection of
-/// their own (QUIC at a 1,500-byte path costs about twice the CPU per byte); a TCP address that never finishes the
+/// A peer reached directly over QUIC, or that dialled us over TCP, with a TCP listener on the same IP: bulk streams
+/// take a TCP+TLS connection of their own (QUIC at a 1,500-byte path costs about twice the CPU per byte, a yamux
+/// stream about a third more); a TCP address that never finishes the
 /// handshake is given up within a few round trips, the stream goes on the QUIC connection, and that address is not
 /// tried again for the next stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bulk_streams_beside_a_quic_connection_take_tcp_where_the_peer_listens() {
+async fn bulk_streams_beside_quic_or_an_inbound_connection_take_tcp_where_the_peer_listens() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     fn echo_io() -> ServiceFn {
         ServiceFn::new().on_stream(move |_ctx, mut send, mut recv| async move {
@@ -978,6 +979,20 @@ async fn bulk_streams_beside_a_quic_connection_take_tcp_where_the_peer_listens()
         );
         assert_eq!(a.bulk_stats().dialled, 1, "a TCP connection of its own");
         assert_eq!(b.bulk_stats().accepted, 1);
+
+        // Dave dialled Alice over TCP: her bulk stream to him dials his listener too.
+        let (a, dave) = (endpoint().await, endpoint().await);
+        introduce(&dave, &a, TransportKind::Tcp);
+        dave.register(ns("echo-io"), echo_io());
+        dave.connect(a.peer_id()).await.unwrap();
+        introduce(&a, &dave, TransportKind::Tcp);
+        round_trip(&a, &dave).await;
+        let kept = a.connection(&dave.peer_id()).unwrap();
+        assert_eq!(
+            (kept.transport(), kept.direction()),
+            (TransportKind::Tcp, Direction::Inbound)
+        );
+        assert_eq!(a.bulk_stats().dialled, 1, "a TCP connection of its own");
 
         // Carol's TCP address is a listener that accepts and never answers the TLS handshake. Alice's connect
         // timeout is longer than the test's bound: only the few round trips' bound lets the stream through.
