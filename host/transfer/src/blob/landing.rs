@@ -109,7 +109,7 @@ pub(super) struct Landing {
     pub(super) unsaved: Vec<u32>,
     pub(super) journal: Journal,
     pub done: PieceSet,
-    /// Written and verified, not yet synced and journaled.
+    /// Written and verified, not yet synced and journaled (a block may be listed twice until then).
     pub(super) pending: Vec<u32>,
     pub(super) pending_bytes: u64,
     pub(super) last_commit: Instant,
@@ -279,11 +279,9 @@ impl Landing {
         if self.nodes.is_empty() || end.is_multiple_of(CHUNK_BYTES) || end == self.size {
             self.save_nodes()?;
         }
-        for block in first..last {
-            if !self.done.contains(block) && !self.pending.contains(&block) {
-                self.pending.push(block);
-            }
-        }
+        // A block written twice (an endgame copy) is listed twice here and once in the journal.
+        self.pending
+            .extend((first..last).filter(|block| !self.done.contains(*block)));
         self.pending_bytes += len;
         if self.pending_bytes >= COMMIT_BYTES || self.last_commit.elapsed() >= COMMIT_INTERVAL {
             self.sync_and_journal()?;
@@ -304,6 +302,8 @@ impl Landing {
         if self.pending.is_empty() {
             return Ok(());
         }
+        self.pending.sort_unstable();
+        self.pending.dedup();
         self.file.sync_data()?;
         self.journal
             .record(&self.pending)
