@@ -984,7 +984,13 @@ async fn bulk_streams_beside_quic_or_an_inbound_connection_take_tcp_where_the_pe
         let (a, dave) = (endpoint().await, endpoint().await);
         introduce(&dave, &a, TransportKind::Tcp);
         dave.register(ns("echo-io"), echo_io());
+        let mut events = a.events();
         dave.connect(a.peer_id()).await.unwrap();
+        // Alice has adopted his connection before she opens the stream (else she would dial him herself).
+        match events.recv().await.unwrap() {
+            EndpointEvent::Connected { peer, .. } => assert_eq!(peer, dave.peer_id()),
+            other => panic!("{other:?}"),
+        }
         introduce(&a, &dave, TransportKind::Tcp);
         round_trip(&a, &dave).await;
         let kept = a.connection(&dave.peer_id()).unwrap();
