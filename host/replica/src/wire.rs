@@ -13,6 +13,9 @@ pub enum WireError {
     Truncated { needed: usize },
     #[error("varint longer than {MAX_VARINT_BYTES} bytes or above u64::MAX")]
     VarintOverflow,
+    /// Leading zero groups: the same number has one encoding, so the same op has one id.
+    #[error("varint with leading zero groups")]
+    VarintNotMinimal,
     #[error("{what}: {got} is above the limit of {limit}")]
     TooLarge {
         what: &'static str,
@@ -75,6 +78,9 @@ impl<'a> Reader<'a> {
         let mut value: u64 = 0;
         for i in 0..MAX_VARINT_BYTES {
             let byte = self.u8()?;
+            if i == 0 && byte == 0x80 {
+                return Err(WireError::VarintNotMinimal);
+            }
             if value > (u64::MAX >> 7) {
                 return Err(WireError::VarintOverflow);
             }
@@ -180,9 +186,16 @@ mod tests {
             Err(WireError::VarintOverflow)
         );
         assert_eq!(
-            Reader::new(&[0x80]).varint(),
+            Reader::new(&[0x81]).varint(),
             Err(WireError::Truncated { needed: 1 })
         );
+        // 5 with leading zero groups (found by fuzzing: the op decoded, and re-encoded to other bytes than its id's).
+        for padded in [&[0x80, 0x05][..], &[0x80, 0x80, 0x80, 0x05], &[0x80, 0x00]] {
+            assert_eq!(
+                Reader::new(padded).varint(),
+                Err(WireError::VarintNotMinimal)
+            );
+        }
         // 2^64 (one past u64::MAX) in ten bytes.
         let too_big = [0x82, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x00];
         assert_eq!(
