@@ -53,7 +53,7 @@ struct Swarm {
 
 /// A request whose body was read: its blocks are still being verified and written.
 struct Landed {
-    key: PeerKey,
+    range: Range<u64>,
     read: Result<(), FetchError>,
     decoding: Decoding,
     /// Its verified blocks not yet written.
@@ -218,14 +218,14 @@ impl Swarm {
             }
             // One request's body is read while the one before it is still verified and written: the next
             // request goes out as soon as a body has arrived, not once it has landed.
-            let mut under_way: Option<(Range<u64>, Landed)> = None;
+            let mut under_way: Option<Landed> = None;
             loop {
                 let ranges = self.book.lock().expect("book").next(key);
                 if ranges.is_empty() {
                     match under_way.take() {
                         // What it lands may change what is left to ask.
-                        Some((range, landed)) => {
-                            if let Err(error) = self.finish_range(landed).await {
+                        Some(landed) => {
+                            if let Err((range, error)) = self.finish_range(key, landed).await {
                                 return self.failed(key, range, error);
                             }
                             continue;
@@ -235,13 +235,13 @@ impl Swarm {
                 }
                 for range in ranges {
                     let started = self.start_range(&mut connection, key, range.clone()).await;
-                    if let Some((range, landed)) = under_way.take()
-                        && let Err(error) = self.finish_range(landed).await
+                    if let Some(landed) = under_way.take()
+                        && let Err((range, error)) = self.finish_range(key, landed).await
                     {
                         return self.failed(key, range, error);
                     }
                     match started {
-                        Ok(landed) => under_way = Some((range, landed)),
+                        Ok(landed) => under_way = Some(landed),
                         Err(error) => return self.failed(key, range, error),
                     }
                 }
@@ -284,10 +284,12 @@ impl Swarm {
         key: PeerKey,
         range: Range<u64>,
     ) -> Result<Landed, FetchError> {
-        let fetch =
-            tokio::time::timeout(ANSWER_TIMEOUT, connection.get(self.hash, self.size, range))
-                .await
-                .map_err(|_| FetchError::Io(std::io::ErrorKind::TimedOut.into()))??;
+        let fetch = tokio::time::timeout(
+            ANSWER_TIMEOUT,
+            connection.get(self.hash, self.size, range.clone()),
+        )
+        .await
+        .map_err(|_| FetchError::Io(std::io::ErrorKind::TimedOut.into()))??;
         let held = Arc::new(Mutex::new(Held::default()));
         // The body's last block is written on the decoder thread too; only what a body cut short leaves is written
         // when the request is finished.
@@ -317,7 +319,7 @@ impl Swarm {
         // A body cut short is reported when the request is finished (the next one then fails on the connection).
         let (read, decoding) = fetch.read_body(self.throttles.clone(), sink).await;
         Ok(Landed {
-            key,
+            range,
             read,
             decoding,
             held,
@@ -326,9 +328,14 @@ impl Swarm {
 
     /// Waits for a request's blocks to be verified and written (what was verified before its body failed is written
     /// here, a rare write on the runtime's thread).
-    async fn finish_range(&self, landed: Landed) -> Result<(), FetchError> {
+    /// On failure, the request's range and why.
+    async fn finish_range(
+        &self,
+        key: PeerKey,
+        landed: Landed,
+    ) -> Result<(), (Range<u64>, FetchError)> {
         let Landed {
-            key,
+            range,
             read,
             decoding,
             held,
@@ -336,9 +343,8 @@ impl Swarm {
         let decoded = decoding.finish().await;
         let mut held = held.lock().expect("held");
         let written = self.write(key, &self.name(key), &mut held);
-        decoded?;
-        read?;
-        written.map_err(FetchError::Landing)
+        let outcome = decoded.and(read).and(written.map_err(FetchError::Landing));
+        outcome.map_err(|error| (range, error))
     }
 
     /// Writes the blocks `key` sent that are held, then counts them as arrived: written first, so a block that failed
