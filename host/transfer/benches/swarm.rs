@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, ServiceFn, TransportKind};
@@ -73,11 +74,17 @@ fn dial(from: &Endpoint, others: &[&Endpoint]) -> Dial {
     })
 }
 
+/// Requests (`HEAD` and `GET`) the downloaders answered as sources: what asking each other what they hold costs.
+static ANSWERED_BY_DOWNLOADERS: AtomicU64 = AtomicU64::new(0);
+
 fn partial_lookup(partials: &Partials) -> Lookup {
     let partials = partials.clone();
-    Arc::new(move |hash| match partials.open_source(&hash) {
-        Some(Ok(source)) => Ok(source),
-        _ => Err(Refusal::new(StatusCode::NOT_FOUND, "nothing yet")),
+    Arc::new(move |hash| {
+        ANSWERED_BY_DOWNLOADERS.fetch_add(1, Ordering::Relaxed);
+        match partials.open_source(&hash) {
+            Some(Ok(source)) => Ok(source),
+            _ => Err(Refusal::new(StatusCode::NOT_FOUND, "nothing yet")),
+        }
     })
 }
 
@@ -217,7 +224,9 @@ async fn run(size: u64, limit: u64) {
     let shared = outboards.add_file(&path).unwrap();
 
     let alone = round(&outboards, shared.hash, shared.size, limit, 1).await;
+    let before = ANSWERED_BY_DOWNLOADERS.load(Ordering::Relaxed);
     let three = round(&outboards, shared.hash, shared.size, limit, 3).await;
+    let answered = ANSWERED_BY_DOWNLOADERS.load(Ordering::Relaxed) - before;
     let one = alone[0].secs;
     let all = three.iter().map(|d| d.secs).fold(0.0, f64::max);
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
@@ -248,6 +257,7 @@ async fn run(size: u64, limit: u64) {
             mib(d.wasted)
         );
     }
+    println!("requests the three answered each other (HEAD and GET): {answered}");
     println!(
         "all three whole after {all:.2} s vs {one:.2} s alone: {:.2}x (goal <= 1.5x: {})",
         all / one,

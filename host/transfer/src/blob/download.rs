@@ -30,7 +30,7 @@ use bao_tree::io::outboard::PreOrderOutboard;
 use super::http::{self, FetchError, Verified};
 use super::landing::{Counters, Landing, commit_apart, done_bytes};
 use super::outboards::Outboards;
-use super::partial::{Partial, Partials};
+use super::partial::{Partial, Partials, Written};
 use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, Dial, DownloadError, FileSpec};
 use crate::bt::session::{Progress, TransferState};
 use crate::cache::journal::Journal;
@@ -535,7 +535,7 @@ impl Session {
                 tree,
                 data: tree_file,
             },
-            written: Arc::new(Mutex::new(written)),
+            written: Arc::new(Written::new(written)),
             nodes: Vec::new(),
             nodes_at: 0,
             held: Default::default(),

@@ -9,7 +9,9 @@
 //!
 //! A node still downloading a file serves the blocks it holds: its `HEAD` answer carries `Blob-Have`, the chunks
 //! it holds (hex of a bitfield, one bit per [`CHUNK_BYTES`], high bit first), and a range over a block it lacks is
-//! answered 416 like one past the end. A holder of the whole file sends no `Blob-Have`.
+//! answered 416 like one past the end. A holder of the whole file sends no `Blob-Have`. A `HEAD` with
+//! `Blob-Have-Known` (the chunks the asker heard of last) is answered once the holder has others, or after
+//! [`HAVE_WAIT`]: news of a chunk is pushed to those who wait for it.
 //!
 //! Refusals: 403 (the asking peer is not entitled), 404 (no such file), 410 (the file changed or vanished since it
 //! was shared under that hash), 416 (a range starting at or past the end, `Content-Range: bytes */size`; or over
@@ -49,6 +51,13 @@ use crate::throttle::Throttles;
 pub const BLOB_SIZE: &str = "blob-size";
 /// The header a partial holder's `HEAD` answer names its chunks in.
 pub const BLOB_HAVE: &str = "blob-have";
+/// The header of a `HEAD` naming the chunks the asker last heard the holder had (as in [`BLOB_HAVE`]): a holder
+/// still downloading answers once it has others, or after [`HAVE_WAIT`] — the news of new chunks is pushed, not
+/// polled for.
+pub const BLOB_HAVE_KNOWN: &str = "blob-have-known";
+/// The longest a `HEAD` with [`BLOB_HAVE_KNOWN`] waits for news: the asker learns no other way that a chunk it
+/// gave up on elsewhere (a source failed) could come from this holder.
+pub const HAVE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 /// Bytes of encoding gathered before they are handed to the connection.
 const SEND_BUFFER: usize = 256 * 1024;
 /// Encoded buffers in flight between the encoder thread and the connection, and between the connection and the
@@ -130,11 +139,35 @@ async fn answer(
         .headers()
         .get(header::RANGE)
         .map(|v| v.to_str().unwrap_or("").to_string());
-    let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
-    let source = match found {
-        Ok(Ok(source)) => source,
-        Ok(Err(refusal)) => return plain(refusal.status, refusal.reason),
-        Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
+    // What the asker already knows a download under way holds: its `HEAD` waits until we hold more.
+    let known = request
+        .headers()
+        .get(BLOB_HAVE_KNOWN)
+        .and_then(|v| v.to_str().ok())
+        .filter(|_| head)
+        .map(str::to_string);
+    let deadline = tokio::time::Instant::now() + HAVE_WAIT;
+    let source = loop {
+        let lookup = lookup.clone();
+        let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
+        let mut source = match found {
+            Ok(Ok(source)) => source,
+            Ok(Err(refusal)) => return plain(refusal.status, refusal.reason),
+            Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
+        };
+        let unchanged = match (&known, &source.held) {
+            (Some(known), Some(held)) => *known == hex(whole_chunks(held, source.size).as_wire()),
+            _ => false,
+        };
+        let Some(more) = source.more.as_mut().filter(|_| unchanged) else {
+            break source;
+        };
+        // Looked up again (entitlement too) once the download offers more; answered as it is at the deadline, or
+        // when the download is over (the next `HEAD` finds the whole file, or nothing).
+        match tokio::time::timeout_at(deadline, more.changed()).await {
+            Ok(Ok(())) => continue,
+            Ok(Err(_)) | Err(_) => break source,
+        }
     };
     let size = source.size;
     let bytes = match range.as_deref().map(|r| parse_range(r, size)) {
@@ -667,8 +700,15 @@ impl Connection {
     }
 
     /// Asks what the source holds of `hash`, a file of `size` bytes (a source saying another size is refused).
-    pub async fn holding(&mut self, hash: ContentHash, size: u64) -> Result<Holding, FetchError> {
-        let response = self.head(hash).await?;
+    /// `known`: the chunks it said it held last time; a source still downloading then answers once it holds others,
+    /// or after [`HAVE_WAIT`].
+    pub async fn holding(
+        &mut self,
+        hash: ContentHash,
+        size: u64,
+        known: Option<&PieceSet>,
+    ) -> Result<Holding, FetchError> {
+        let response = self.head(hash, known).await?;
         let said = blob_size(&response)?;
         if said != size {
             return Err(FetchError::Mismatch(format!("Blob-Size {said}")));
@@ -684,11 +724,16 @@ impl Connection {
             .ok_or_else(|| FetchError::Mismatch("Blob-Have is not a bitfield of the chunks".into()))
     }
 
-    async fn head(&mut self, hash: ContentHash) -> Result<Response<Incoming>, FetchError> {
-        let request = Request::head(format!("/blake3/{hash}"))
-            .header(header::HOST, "allpeers")
-            .body(Empty::new())
-            .expect("a valid request");
+    async fn head(
+        &mut self,
+        hash: ContentHash,
+        known: Option<&PieceSet>,
+    ) -> Result<Response<Incoming>, FetchError> {
+        let mut request = Request::head(format!("/blake3/{hash}")).header(header::HOST, "allpeers");
+        if let Some(known) = known {
+            request = request.header(BLOB_HAVE_KNOWN, hex(known.as_wire()));
+        }
+        let request = request.body(Empty::new()).expect("a valid request");
         self.sender.ready().await?;
         let response = self.sender.send_request(request).await?;
         match response.status() {
@@ -749,7 +794,7 @@ pub async fn head<IO>(io: IO, hash: ContentHash) -> Result<u64, FetchError>
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let response = Connection::open(io).await?.head(hash).await?;
+    let response = Connection::open(io).await?.head(hash, None).await?;
     blob_size(&response)
 }
 
@@ -1120,5 +1165,93 @@ mod tests {
             get(io, shared.hash, size + 1, 0).await,
             Err(FetchError::Mismatch(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_holder_still_downloading_answers_a_head_naming_its_chunks_once_it_holds_more() {
+        use crate::blob::BLOCKS_PER_CHUNK;
+        use crate::blob::partial::Written;
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(4 * CHUNK_BYTES as usize);
+        let path = dir.path().join("album.bin");
+        std::fs::write(&path, &data).unwrap();
+        let outboards = Outboards::open(&dir.path().join("c")).unwrap();
+        let shared = outboards.add_file(&path).unwrap();
+        let size = data.len() as u64;
+        let blocks_of = |chunk: u64| {
+            (chunk * BLOCKS_PER_CHUNK..(chunk + 1) * BLOCKS_PER_CHUNK).map(|b| b as u32)
+        };
+        let mut first = PieceSet::new(size.div_ceil(BLOCK_BYTES) as u32);
+        for block in blocks_of(0) {
+            first.insert(block);
+        }
+        let written = Arc::new(Written::new(first));
+        // The download under way as the node's lookup serves it; each lookup says it was made.
+        let (looked_up, mut lookups) = mpsc::unbounded_channel();
+        let lookup: Lookup = {
+            let (outboards, written) = (outboards.clone(), written.clone());
+            Arc::new(move |hash| {
+                let mut source = outboards.open_source(&hash).unwrap();
+                source.more = Some(written.watch());
+                source.held = Some(written.blocks());
+                looked_up.send(()).unwrap();
+                Ok(source)
+            })
+        };
+        let chunks = |list: &[u32]| {
+            let mut set = PieceSet::new(4);
+            for chunk in list {
+                set.insert(*chunk);
+            }
+            Holding::Chunks(set)
+        };
+        let (io, _server) = pair(lookup).await;
+        let mut connection = Connection::open(io).await.unwrap();
+        let holding = connection.holding(shared.hash, size, None).await.unwrap();
+        assert_eq!(holding, chunks(&[0]));
+        lookups.recv().await.unwrap();
+
+        // Naming what it holds: no answer until it holds more (half a chunk more is not a chunk).
+        let Holding::Chunks(known) = holding else {
+            unreachable!()
+        };
+        let asked = std::time::Instant::now();
+        let waiting = tokio::spawn(async move {
+            let holding = connection
+                .holding(shared.hash, size, Some(&known))
+                .await
+                .unwrap();
+            (holding, connection)
+        });
+        lookups.recv().await.unwrap();
+        written.offer(blocks_of(1).take(8));
+        lookups.recv().await.unwrap();
+        written.offer(blocks_of(1));
+        let (holding, mut connection) = waiting.await.unwrap();
+        assert_eq!(holding, chunks(&[0, 1]), "news pushed, not polled");
+        assert!(asked.elapsed() < HAVE_WAIT);
+
+        // Nothing more: answered as it is after HAVE_WAIT.
+        let Holding::Chunks(known) = holding else {
+            unreachable!()
+        };
+        let asked = std::time::Instant::now();
+        let holding = connection
+            .holding(shared.hash, size, Some(&known))
+            .await
+            .unwrap();
+        assert_eq!(holding, chunks(&[0, 1]));
+        assert!(asked.elapsed() >= HAVE_WAIT);
+
+        // Knowing less than it holds: answered at once.
+        let mut less = PieceSet::new(4);
+        less.insert(0);
+        let asked = std::time::Instant::now();
+        let holding = connection
+            .holding(shared.hash, size, Some(&less))
+            .await
+            .unwrap();
+        assert_eq!(holding, chunks(&[0, 1]));
+        assert!(asked.elapsed() < HAVE_WAIT);
     }
 }

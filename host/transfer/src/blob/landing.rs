@@ -16,6 +16,7 @@ use bytes::Bytes;
 use tokio::sync::watch;
 
 use super::http::Verified;
+use super::partial::Written;
 use super::{BLOCK_BYTES, CHUNK_BYTES, GATHER_BYTES};
 use crate::bt::session::Progress;
 use crate::cache::journal::Journal;
@@ -98,7 +99,7 @@ pub(super) struct Landing {
     /// The tree nodes received, kept so the blocks written can be served on.
     pub(super) outboard: PreOrderOutboard<File>,
     /// Blocks written and verified (their nodes saved first): what others may fetch from us.
-    pub(super) written: Arc<Mutex<PieceSet>>,
+    pub(super) written: Arc<Written>,
     /// Tree nodes received and not yet written: contiguous in the tree file from byte `nodes_at`. Written when a
     /// chunk's last block lands (others are offered whole chunks only), when the batch is full, and at a commit.
     pub(super) nodes: Vec<u8>,
@@ -232,10 +233,7 @@ impl Landing {
             self.nodes.clear();
         }
         if !self.unsaved.is_empty() {
-            let mut written = self.written.lock().expect("written");
-            for block in self.unsaved.drain(..) {
-                written.insert(block);
-            }
+            self.written.offer(self.unsaved.drain(..));
         }
         Ok(())
     }

@@ -55,6 +55,8 @@ pub struct Source {
     pub size: u64,
     /// The blocks it holds (16 KiB each), when it is a download still under way; `None`: the whole file.
     pub held: Option<PieceSet>,
+    /// A download under way: changes when it holds more blocks, closed once it is over.
+    pub more: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -178,6 +180,7 @@ impl Outboards {
             },
             size: record.size,
             held: None,
+            more: None,
         })
     }
 

@@ -4,7 +4,8 @@
 //!
 //! A download registers its partial file, its tree (the outboard file it fills in as nodes arrive) and the set of
 //! blocks written; the files service asks here when its own shared files do not have a hash. Entitlement is the
-//! service's, checked before, as for any file.
+//! service's, checked before, as for any file. Each time the download offers more blocks it says so
+//! ([`Written::watch`]), so a member waiting to hear of them is told at once instead of asking again later.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -13,6 +14,7 @@ use std::sync::{Arc, Mutex};
 
 use bao_tree::BaoTree;
 use bao_tree::io::outboard::PreOrderOutboard;
+use tokio::sync::watch;
 
 use super::outboards::Source;
 use super::{BLOCK_SIZE, ContentHash};
@@ -27,7 +29,45 @@ pub struct Partial {
     pub outboard: PathBuf,
     pub size: u64,
     /// The blocks written and verified, their tree nodes saved before them.
-    pub blocks: Arc<Mutex<PieceSet>>,
+    pub blocks: Arc<Written>,
+}
+
+/// The blocks a download has written and verified (their tree nodes saved before them): those it offers to others.
+#[derive(Debug)]
+pub struct Written {
+    blocks: Mutex<PieceSet>,
+    /// Counts the offers made: a member's `HEAD` that waits for more blocks wakes on a change.
+    offers: watch::Sender<u64>,
+}
+
+impl Written {
+    pub fn new(blocks: PieceSet) -> Written {
+        Written {
+            blocks: Mutex::new(blocks),
+            offers: watch::Sender::new(0),
+        }
+    }
+
+    /// Offers `blocks` (already written and verified), and tells whoever waits for more.
+    pub fn offer(&self, blocks: impl IntoIterator<Item = u32>) {
+        {
+            let mut held = self.blocks.lock().expect("written");
+            for block in blocks {
+                held.insert(block);
+            }
+        }
+        self.offers.send_modify(|offers| *offers += 1);
+    }
+
+    /// The blocks offered now.
+    pub fn blocks(&self) -> PieceSet {
+        self.blocks.lock().expect("written").clone()
+    }
+
+    /// Changes once more blocks are offered; closed when the download is over (whole, failed or stopped).
+    pub fn watch(&self) -> watch::Receiver<u64> {
+        self.offers.subscribe()
+    }
 }
 
 /// The downloads under way, by hash; clones share one registry.
@@ -49,7 +89,9 @@ impl Partials {
     /// Blocking: it opens two files.
     pub fn open_source(&self, hash: &ContentHash) -> Option<std::io::Result<Source>> {
         let partial = self.inner.lock().expect("partials").get(hash).cloned()?;
-        let held = partial.blocks.lock().expect("blocks").clone();
+        // Subscribed first: an offer made while the blocks are read is not missed.
+        let more = partial.blocks.watch();
+        let held = partial.blocks.blocks();
         if held.is_empty() {
             return None;
         }
@@ -63,6 +105,7 @@ impl Partials {
                 },
                 size: partial.size,
                 held: Some(held),
+                more: Some(more),
             })
         };
         Some(open())

@@ -4,8 +4,10 @@
 //! the whole file, or the chunks a download under way holds — no tracker: holders say it themselves), then asks for
 //! up to a chunk at a time as a `Range` (256 KiB), verified block by block against the hash as it arrives. Each
 //! source has [`REQUESTS_PER_SOURCE`] workers, so a request to it is under way while the last one is still sent. When its
-//! source holds nothing more that we need, it asks again after [`POLL`]: a source downloading too holds more by
-//! then. Every block lands through the download's landing, so the node serves it to others at once.
+//! source holds nothing more that we need, it asks again: a source downloading too answers once it holds chunks it
+//! did not name before (or after [`HAVE_WAIT`](super::http::HAVE_WAIT)), so news of a chunk reaches the others as
+//! soon as it lands; a whole file's holder is asked again after [`POLL`]. Every block lands through the download's
+//! landing, so the node serves it to others at once.
 //!
 //! A source whose bytes fail verification, or that refuses a chunk it said it held, is banned for the download; one
 //! whose connection fails is dialled again after a backoff. The download fails when every source is banned or no
@@ -19,14 +21,16 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use super::http::{Connection, Decoding, FetchError, Verified};
+use super::http::{Connection, Decoding, FetchError, Holding, Verified};
 use super::landing::{Counters, Held, Landing, commit_apart};
 use super::sources::{REQUESTS_PER_SOURCE, SourceBook, SourceState};
 use super::{BLOCK_BYTES, BoxFuture, ContentHash, Dial, DownloadError, FileSpec, GATHER_BYTES};
 use crate::swarm::PeerKey;
+use crate::swarm::geometry::PieceSet;
 use crate::throttle::Throttles;
 
-/// How long a source that holds nothing we need waits before it is asked again what it holds.
+/// The least time between two questions to a source about what it holds (one that holds nothing we need, and
+/// does not wait for news before it answers).
 pub const POLL: Duration = Duration::from_millis(250);
 /// The download fails (and is retried by the manager) after this long without a block from anyone.
 pub const STALL: Duration = Duration::from_secs(30);
@@ -191,6 +195,8 @@ impl Swarm {
             Err(_) => return Ended::Failed("it did not answer".into()),
         };
         let _in_use = Counters::using(&self.counters, &name);
+        // The chunks it said it held last: a source still downloading answers the next `HEAD` once it holds others.
+        let mut known: Option<PieceSet> = None;
         loop {
             {
                 let book = self.book.lock().expect("book");
@@ -202,14 +208,26 @@ impl Swarm {
                     return Ended::Banned;
                 }
             }
-            let holding =
-                tokio::time::timeout(ANSWER_TIMEOUT, connection.holding(self.hash, self.size))
-                    .await;
+            let asked = tokio::time::Instant::now();
+            let holding = tokio::time::timeout(
+                ANSWER_TIMEOUT,
+                connection.holding(self.hash, self.size, known.as_ref()),
+            )
+            .await;
             match holding {
-                Ok(Ok(holding)) => self.book.lock().expect("book").holding(key, holding),
+                Ok(Ok(holding)) => {
+                    known = match &holding {
+                        Holding::Chunks(chunks) => Some(chunks.clone()),
+                        Holding::Whole => None,
+                    };
+                    self.book.lock().expect("book").holding(key, holding)
+                }
                 Ok(Err(
                     FetchError::NotFound(_) | FetchError::Refused(_) | FetchError::Changed(_),
-                )) => self.book.lock().expect("book").holds_nothing(key),
+                )) => {
+                    known = None;
+                    self.book.lock().expect("book").holds_nothing(key)
+                }
                 Ok(Err(FetchError::Mismatch(why))) => {
                     return self.ban(key, format!("it answered for something else: {why}"), false);
                 }
@@ -246,7 +264,9 @@ impl Swarm {
                     }
                 }
             }
-            tokio::time::sleep(POLL).await;
+            // A source that waited for news before it answered is asked again at once; one that answered at once
+            // (it holds the whole file, or nothing) is asked at most once per POLL.
+            tokio::time::sleep_until(asked + POLL).await;
         }
     }
 
