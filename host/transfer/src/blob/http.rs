@@ -44,6 +44,7 @@ use super::outboards::Source;
 pub use super::verify::Verified;
 use super::verify::{PushError, Verifier, VerifyError};
 use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, chunk_count, whole_chunks};
+use crate::cache::stamps::Stamps;
 use crate::swarm::geometry::PieceSet;
 use crate::throttle::Throttles;
 
@@ -348,6 +349,14 @@ fn encode_body(
 ) -> std::io::Result<()> {
     let mut nodes = NodeWindow::new(nodes);
     let send = |buf: Pooled| {
+        // Checked after the bytes were read: a write to the file marks it modified before its data changes.
+        if let Some(stamps) = &source.stamps
+            && Stamps::of_open(&source.file)? != *stamps
+        {
+            return Err(std::io::Error::other(
+                "the file changed while it was served",
+            ));
+        }
         tx.blocking_send(Ok(Bytes::from_owner(buf)))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     };
@@ -1253,5 +1262,66 @@ mod tests {
             .unwrap();
         assert_eq!(holding, chunks(&[0, 1]));
         assert!(asked.elapsed() < HAVE_WAIT);
+    }
+
+    #[tokio::test]
+    async fn a_file_that_changes_while_it_is_served_is_cut_short_before_a_changed_byte_goes_out() {
+        use std::os::unix::fs::FileExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(16 << 20);
+        let path = dir.path().join("film.bin");
+        std::fs::write(&path, &data).unwrap();
+        // Hashed with an old modification time: any write from now on gives the file another one.
+        File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_000_000_000))
+            .unwrap();
+        let outboards = Outboards::open(&dir.path().join("c")).unwrap();
+        let shared = outboards.add_file(&path).unwrap();
+        let lookup: Lookup = {
+            let outboards = outboards.clone();
+            Arc::new(move |hash| {
+                outboards
+                    .open_source(&hash)
+                    .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
+            })
+        };
+        let size = data.len() as u64;
+        let (io, _server) = pair(lookup).await;
+        let fetch = get(io, shared.hash, size, 0).await.unwrap();
+        // The file's last quarter is rewritten as the first block arrives: the server is a few MiB ahead at most.
+        let verified = Arc::new(Mutex::new(0u64));
+        let (count, mut rewritten) = (verified.clone(), false);
+        let result = fetch
+            .receive(Throttles(vec![]), move |item| {
+                if let Verified::Block { data, .. } = item {
+                    *count.lock().unwrap() += data.len() as u64;
+                    if !rewritten {
+                        let file = File::options().write(true).open(&path).unwrap();
+                        file.write_all_at(&vec![0xee; 4 << 20], 12 << 20).unwrap();
+                        rewritten = true;
+                    }
+                }
+                Ok(())
+            })
+            .await;
+        assert!(
+            matches!(result, Err(FetchError::Io(_) | FetchError::Http(_))),
+            "cut short, not a block failing verification (an honest source taken for a tampering one): {result:?}"
+        );
+        assert!(*verified.lock().unwrap() < 12 << 20);
+        // Asked again: refused as changed.
+        let (io, _server) = pair(Arc::new(move |hash| {
+            outboards
+                .open_source(&hash)
+                .map_err(|e| Refusal::new(StatusCode::GONE, e.to_string()))
+        }))
+        .await;
+        assert!(matches!(
+            get(io, shared.hash, size, 0).await,
+            Err(FetchError::Changed(_))
+        ));
     }
 }

@@ -57,6 +57,10 @@ pub struct Source {
     pub held: Option<PieceSet>,
     /// A download under way: changes when it holds more blocks, closed once it is over.
     pub more: Option<tokio::sync::watch::Receiver<u64>>,
+    /// A file shared in place: its length and modification time when it was hashed. A body is cut short as soon
+    /// as the file no longer has them (checked before each buffer is sent), so bytes written since never go out
+    /// under the old hash — where the downloader would take an honest source for a tampering one.
+    pub stamps: Option<Stamps>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -181,6 +185,7 @@ impl Outboards {
             size: record.size,
             held: None,
             more: None,
+            stamps: Some(record.stamps),
         })
     }
 

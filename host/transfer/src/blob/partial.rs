@@ -106,6 +106,8 @@ impl Partials {
                 size: partial.size,
                 held: Some(held),
                 more: Some(more),
+                // Our own partial file: only the download writes it, and only blocks it verified.
+                stamps: None,
             })
         };
         Some(open())

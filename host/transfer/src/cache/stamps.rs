@@ -5,6 +5,7 @@
 //! A change the stamps cannot see (a file rewritten with the same length and its old modification
 //! time restored) is served as it is and caught by every downloader, who checks each piece's SHA-1.
 
+use std::fs::{File, Metadata};
 use std::path::Path;
 use std::time::UNIX_EPOCH;
 
@@ -42,6 +43,11 @@ impl Stamps {
         Ok(Stamps(vec![Stamp::of(path)?]))
     }
 
+    /// The stamps of one file already open (by its descriptor: no path is looked up again).
+    pub fn of_open(file: &File) -> std::io::Result<Stamps> {
+        Ok(Stamps(vec![Stamp::from_metadata(&file.metadata()?)?]))
+    }
+
     /// The stamps saved at `path`; `None` when absent, unreadable or garbled (then the files are
     /// simply hashed again).
     pub fn load(path: &Path) -> Option<Stamps> {
@@ -60,7 +66,10 @@ impl Stamps {
 
 impl Stamp {
     fn of(path: &Path) -> std::io::Result<Stamp> {
-        let meta = std::fs::metadata(path)?;
+        Stamp::from_metadata(&std::fs::metadata(path)?)
+    }
+
+    fn from_metadata(meta: &Metadata) -> std::io::Result<Stamp> {
         let modified = meta
             .modified()?
             .duration_since(UNIX_EPOCH)
