@@ -16,7 +16,7 @@ use allpeers_net::{Endpoint, EndpointConfig, Identity, Namespace, ServiceFn, Tra
 use allpeers_transfer::blob::download::{self, FileHandle};
 use allpeers_transfer::blob::http::{self, Lookup, Refusal, StatusCode};
 use allpeers_transfer::blob::outboards::Outboards;
-use allpeers_transfer::blob::partial::Partials;
+use allpeers_transfer::blob::partial::{Partials, Serving};
 use allpeers_transfer::blob::{ContentHash, Dial, FileSpec, PeerIo};
 use allpeers_transfer::throttle::{Limits, Throttle, Throttles};
 
@@ -82,8 +82,11 @@ fn partial_lookup(partials: &Partials) -> Lookup {
     Arc::new(move |hash| {
         ANSWERED_BY_DOWNLOADERS.fetch_add(1, Ordering::Relaxed);
         match partials.open_source(&hash) {
-            Some(Ok(source)) => Ok(source),
-            _ => Err(Refusal::new(StatusCode::NOT_FOUND, "nothing yet")),
+            Serving::Held(Ok(source)) => Ok(source),
+            Serving::Held(Err(error)) => {
+                Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string()))
+            }
+            Serving::NothingYet(news) => Err(Refusal::not_yet("nothing yet", news)),
         }
     })
 }

@@ -16,6 +16,7 @@ use allpeers_transfer::blob::ContentHash;
 use allpeers_transfer::blob::http::StatusCode;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal};
 use allpeers_transfer::blob::outboards::{OutboardError, Outboards};
+use allpeers_transfer::blob::partial::Serving;
 use allpeers_transfer::blob::{Dial, PeerIo};
 use allpeers_transfer::throttle::Throttles;
 use serde_json::json;
@@ -93,18 +94,19 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
                 // Not a file we share whole: perhaps one we are downloading, served from what it holds.
                 let partial = match daemon.transfers.get() {
                     Some(Ok(transfers)) => transfers.manager.partials().open_source(&hash),
-                    _ => None,
+                    _ => return Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string())),
                 };
                 match partial {
-                    Some(Ok(source)) => {
+                    Serving::Held(Ok(source)) => {
                         allpeers_log::bone!(%peer, %hash, "files: serving what we hold so far");
                         Ok(source)
                     }
-                    Some(Err(error)) => {
+                    Serving::Held(Err(error)) => {
                         allpeers_log::flesh!(%hash, %error, "files: cannot serve a download under way");
                         Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string()))
                     }
-                    None => Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string())),
+                    // A member asking may wait until we hold some.
+                    Serving::NothingYet(news) => Err(Refusal::not_yet(error.to_string(), news)),
                 }
             }
             Err(error) => {

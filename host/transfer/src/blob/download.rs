@@ -677,7 +677,7 @@ mod tests {
     use crate::blob::PeerIo;
     use crate::blob::http::{Lookup, Refusal, StatusCode};
     use crate::blob::outboards::Outboards;
-    use crate::blob::partial::Partials;
+    use crate::blob::partial::{Partials, Serving};
 
     fn content(len: usize) -> Vec<u8> {
         (0..len as u32)
@@ -955,8 +955,11 @@ mod tests {
     fn partial(partials: &Partials) -> Lookup {
         let partials = partials.clone();
         Arc::new(move |hash| match partials.open_source(&hash) {
-            Some(Ok(source)) => Ok(source),
-            _ => Err(Refusal::new(StatusCode::NOT_FOUND, "nothing yet")),
+            Serving::Held(Ok(source)) => Ok(source),
+            Serving::Held(Err(error)) => {
+                Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string()))
+            }
+            Serving::NothingYet(news) => Err(Refusal::not_yet("nothing yet", news)),
         })
     }
 
@@ -1028,7 +1031,10 @@ mod tests {
             );
         }
         // Done: no longer served as a download under way.
-        assert!(bob.open_source(&f.spec.hash).is_none());
+        assert!(matches!(
+            bob.open_source(&f.spec.hash),
+            Serving::NothingYet(_)
+        ));
     }
 
     #[tokio::test]

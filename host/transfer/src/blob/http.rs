@@ -72,6 +72,8 @@ const RECEIVE_BUFFER: usize = 256 * 1024;
 pub struct Refusal {
     pub status: StatusCode,
     pub reason: String,
+    /// For a file not held yet: changes when it may be (a `HEAD` waiting for news is looked up again then).
+    pub news: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 impl Refusal {
@@ -79,6 +81,15 @@ impl Refusal {
         Refusal {
             status,
             reason: reason.into(),
+            news: None,
+        }
+    }
+
+    /// The file is not held yet; `news` changes when it may be.
+    pub fn not_yet(reason: impl Into<String>, news: tokio::sync::watch::Receiver<u64>) -> Refusal {
+        Refusal {
+            news: Some(news),
+            ..Refusal::new(StatusCode::NOT_FOUND, reason)
         }
     }
 }
@@ -151,23 +162,34 @@ async fn answer(
     let source = loop {
         let lookup = lookup.clone();
         let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
-        let mut source = match found {
-            Ok(Ok(source)) => source,
-            Ok(Err(refusal)) => return plain(refusal.status, refusal.reason),
+        // What to wait for before looking up again, when the asker waits for news and there is none yet.
+        let (found, news) = match found {
+            Ok(Ok(mut source)) => {
+                let unchanged = match (&known, &source.held) {
+                    (Some(known), Some(held)) => {
+                        *known == hex(whole_chunks(held, source.size).as_wire())
+                    }
+                    _ => false,
+                };
+                let news = source.more.take().filter(|_| unchanged);
+                (Ok(source), news)
+            }
+            Ok(Err(mut refusal)) => {
+                let news = refusal.news.take().filter(|_| known.is_some());
+                (Err(refusal), news)
+            }
             Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
         };
-        let unchanged = match (&known, &source.held) {
-            (Some(known), Some(held)) => *known == hex(whole_chunks(held, source.size).as_wire()),
-            _ => false,
-        };
-        let Some(more) = source.more.as_mut().filter(|_| unchanged) else {
-            break source;
-        };
-        // Looked up again (entitlement too) once the download offers more; answered as it is at the deadline, or
-        // when the download is over (the next `HEAD` finds the whole file, or nothing).
-        match tokio::time::timeout_at(deadline, more.changed()).await {
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) | Err(_) => break source,
+        // Looked up again (entitlement too) once there is news; answered as it is at the deadline, or when the
+        // download is over (the next `HEAD` finds the whole file, or nothing).
+        if let Some(mut news) = news
+            && let Ok(Ok(())) = tokio::time::timeout_at(deadline, news.changed()).await
+        {
+            continue;
+        }
+        match found {
+            Ok(source) => break source,
+            Err(refusal) => return plain(refusal.status, refusal.reason),
         }
     };
     let size = source.size;
@@ -1323,5 +1345,67 @@ mod tests {
             get(io, shared.hash, size, 0).await,
             Err(FetchError::Changed(_))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_member_holding_none_of_a_file_answers_a_waiting_head_once_its_own_download_lands_a_chunk() {
+        use crate::blob::BLOCKS_PER_CHUNK;
+        use crate::blob::partial::{Partial, Partials, Serving, Written};
+        let dir = tempfile::tempdir().unwrap();
+        let data = content(4 * CHUNK_BYTES as usize);
+        let path = dir.path().join("album.bin");
+        std::fs::write(&path, &data).unwrap();
+        let outboards = Outboards::open(&dir.path().join("c")).unwrap();
+        let shared = outboards.add_file(&path).unwrap();
+        let size = data.len() as u64;
+        // The member's registry of downloads, served as the node serves it; each lookup says it was made.
+        let partials = Partials::default();
+        let (looked_up, mut lookups) = mpsc::unbounded_channel();
+        let lookup: Lookup = {
+            let partials = partials.clone();
+            Arc::new(move |hash| {
+                let serving = partials.open_source(&hash);
+                looked_up.send(()).unwrap();
+                match serving {
+                    Serving::Held(source) => Ok(source.unwrap()),
+                    Serving::NothingYet(news) => Err(Refusal::not_yet("nothing yet", news)),
+                }
+            })
+        };
+        let (io, _server) = pair(lookup).await;
+        let mut connection = Connection::open(io).await.unwrap();
+        assert!(matches!(
+            connection.holding(shared.hash, size, None).await,
+            Err(FetchError::NotFound(_))
+        ));
+        lookups.recv().await.unwrap();
+
+        // Saying it knows of nothing: no answer until the member holds a chunk.
+        let asked = std::time::Instant::now();
+        let waiting = tokio::spawn(async move {
+            let nothing = PieceSet::new(4);
+            connection.holding(shared.hash, size, Some(&nothing)).await
+        });
+        lookups.recv().await.unwrap();
+        // Its download starts (holding nothing yet), then lands the first chunk.
+        let written = Arc::new(Written::new(PieceSet::new(
+            size.div_ceil(BLOCK_BYTES) as u32,
+        )));
+        partials.insert(
+            shared.hash,
+            Partial {
+                part: path.clone(),
+                outboard: dir.path().join("c").join(format!("{}.obao", shared.hash)),
+                size,
+                blocks: written.clone(),
+            },
+        );
+        lookups.recv().await.unwrap();
+        written.offer((0..BLOCKS_PER_CHUNK).map(|b| b as u32));
+        let holding = waiting.await.unwrap().unwrap();
+        let mut first = PieceSet::new(4);
+        first.insert(0);
+        assert_eq!(holding, Holding::Chunks(first), "news pushed, not polled");
+        assert!(asked.elapsed() < HAVE_WAIT);
     }
 }

@@ -71,29 +71,53 @@ impl Written {
 }
 
 /// The downloads under way, by hash; clones share one registry.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Partials {
     inner: Arc<Mutex<HashMap<ContentHash, Partial>>>,
+    /// Counts the downloads registered: a member waiting to hear of a file we hold none of wakes on a change.
+    registered: Arc<watch::Sender<u64>>,
+}
+
+impl Default for Partials {
+    fn default() -> Partials {
+        Partials {
+            inner: Default::default(),
+            registered: Arc::new(watch::Sender::new(0)),
+        }
+    }
+}
+
+/// What a node can serve of a file it does not share whole.
+pub enum Serving {
+    /// A download under way that holds blocks: opened to serve them.
+    Held(std::io::Result<Source>),
+    /// Nothing yet; changes when that may no longer be so (a download of it starts, or the one under way lands its
+    /// first blocks).
+    NothingYet(watch::Receiver<u64>),
 }
 
 impl Partials {
     pub fn insert(&self, hash: ContentHash, partial: Partial) {
         self.inner.lock().expect("partials").insert(hash, partial);
+        self.registered.send_modify(|count| *count += 1);
     }
 
     pub fn remove(&self, hash: &ContentHash) {
         self.inner.lock().expect("partials").remove(hash);
     }
 
-    /// The download of `hash` under way, opened to serve what it holds (`None`: none, or it holds nothing yet).
+    /// The download of `hash` under way, opened to serve what it holds, or a signal for when it may hold some.
     /// Blocking: it opens two files.
-    pub fn open_source(&self, hash: &ContentHash) -> Option<std::io::Result<Source>> {
-        let partial = self.inner.lock().expect("partials").get(hash).cloned()?;
-        // Subscribed first: an offer made while the blocks are read is not missed.
+    pub fn open_source(&self, hash: &ContentHash) -> Serving {
+        // Each signal is subscribed to before what it tells of is read: a change in between is not missed.
+        let registered = self.registered.subscribe();
+        let Some(partial) = self.inner.lock().expect("partials").get(hash).cloned() else {
+            return Serving::NothingYet(registered);
+        };
         let more = partial.blocks.watch();
         let held = partial.blocks.blocks();
         if held.is_empty() {
-            return None;
+            return Serving::NothingYet(more);
         }
         let open = || {
             Ok(Source {
@@ -110,6 +134,6 @@ impl Partials {
                 stamps: None,
             })
         };
-        Some(open())
+        Serving::Held(open())
     }
 }

@@ -24,7 +24,9 @@ use tokio::sync::Notify;
 use super::http::{Connection, Decoding, FetchError, Holding, Verified};
 use super::landing::{Counters, Held, Landing, commit_apart};
 use super::sources::{REQUESTS_PER_SOURCE, SourceBook, SourceState};
-use super::{BLOCK_BYTES, BoxFuture, ContentHash, Dial, DownloadError, FileSpec, GATHER_BYTES};
+use super::{
+    BLOCK_BYTES, BoxFuture, ContentHash, Dial, DownloadError, FileSpec, GATHER_BYTES, chunk_count,
+};
 use crate::swarm::PeerKey;
 use crate::swarm::geometry::PieceSet;
 use crate::throttle::Throttles;
@@ -222,9 +224,14 @@ impl Swarm {
                     };
                     self.book.lock().expect("book").holding(key, holding)
                 }
-                Ok(Err(
-                    FetchError::NotFound(_) | FetchError::Refused(_) | FetchError::Changed(_),
-                )) => {
+                // Nothing of it yet: the next `HEAD` says so, and is answered once it holds some (a member whose
+                // own download starts later is heard of at once, and one that never fetches it is asked every
+                // HAVE_WAIT, not every POLL).
+                Ok(Err(FetchError::NotFound(_))) => {
+                    known = Some(PieceSet::new(chunk_count(self.size)));
+                    self.book.lock().expect("book").holds_nothing(key)
+                }
+                Ok(Err(FetchError::Refused(_) | FetchError::Changed(_))) => {
                     known = None;
                     self.book.lock().expect("book").holds_nothing(key)
                 }
