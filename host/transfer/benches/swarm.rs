@@ -4,8 +4,9 @@
 //! serve each other, (b) takes little longer than (a): the seeder sends each chunk about once and the downloaders
 //! spread it. Issue 17's goal: (b) ≤ 1.5 × (a).
 //!
-//! `cargo bench -p allpeers-transfer --bench swarm [-- --size-mib N --limit-mib N]` (defaults 128 MiB, 32 MiB/s)
-//! prints both times, their ratio, and where each downloader's bytes came from.
+//! `cargo bench -p allpeers-transfer --bench swarm [-- --size-mib N --limit-mib N --bystanders N]` (defaults 128 MiB,
+//! 32 MiB/s, 0) prints both times, their ratio, where each downloader's bytes came from, and the requests the
+//! downloaders answered each other (and the bystanders answered: members of the share that never fetch the file).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -76,11 +77,14 @@ fn dial(from: &Endpoint, others: &[&Endpoint]) -> Dial {
 
 /// Requests (`HEAD` and `GET`) the downloaders answered as sources: what asking each other what they hold costs.
 static ANSWERED_BY_DOWNLOADERS: AtomicU64 = AtomicU64::new(0);
+/// Requests the bystanders answered: members of the share that never fetch the file, asked all the same.
+static ANSWERED_BY_BYSTANDERS: AtomicU64 = AtomicU64::new(0);
 
-fn partial_lookup(partials: &Partials) -> Lookup {
+/// A member serving what its downloads under way hold; each request it answers counted in `answered`.
+fn partial_lookup(partials: &Partials, answered: &'static AtomicU64) -> Lookup {
     let partials = partials.clone();
     Arc::new(move |hash| {
-        ANSWERED_BY_DOWNLOADERS.fetch_add(1, Ordering::Relaxed);
+        answered.fetch_add(1, Ordering::Relaxed);
         match partials.open_source(&hash) {
             Serving::Held(Ok(source)) => Ok(source),
             Serving::Held(Err(error)) => {
@@ -106,6 +110,7 @@ async fn round(
     size: u64,
     limit: u64,
     count: usize,
+    bystanders: usize,
 ) -> Vec<Downloaded> {
     let seeder_lookup: Lookup = {
         let outboards = outboards.clone();
@@ -123,8 +128,17 @@ async fn round(
     let mut downloaders = Vec::new();
     for _ in 0..count {
         let partials = Partials::default();
-        let endpoint = node(partial_lookup(&partials), Throttles(vec![])).await;
+        let endpoint = node(
+            partial_lookup(&partials, &ANSWERED_BY_DOWNLOADERS),
+            Throttles(vec![]),
+        )
+        .await;
         downloaders.push((endpoint, partials));
+    }
+    let mut idle = Vec::new();
+    for _ in 0..bystanders {
+        let lookup = partial_lookup(&Partials::default(), &ANSWERED_BY_BYSTANDERS);
+        idle.push(node(lookup, Throttles(vec![])).await);
     }
     let landing = tempfile::tempdir().unwrap();
     let started = Instant::now();
@@ -138,6 +152,7 @@ async fn round(
                 .filter(|(j, _)| *j != i)
                 .map(|(_, (e, _))| e),
         );
+        others.extend(&idle);
         let spec = FileSpec {
             hash,
             size,
@@ -197,13 +212,14 @@ async fn round(
 }
 
 fn main() {
-    let (mut size_mib, mut limit_mib): (u64, u64) = (128, 32);
+    let (mut size_mib, mut limit_mib, mut bystanders): (u64, u64, usize) = (128, 32, 0);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         let mut value = || args.next().and_then(|s| s.parse().ok()).expect("a number");
         match arg.as_str() {
             "--size-mib" => size_mib = value(),
             "--limit-mib" => limit_mib = value(),
+            "--bystanders" => bystanders = value() as usize,
             _ => {}
         }
     }
@@ -212,10 +228,10 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(run(size_mib << 20, limit_mib << 20));
+    rt.block_on(run(size_mib << 20, limit_mib << 20, bystanders));
 }
 
-async fn run(size: u64, limit: u64) {
+async fn run(size: u64, limit: u64, bystanders: usize) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("shared.bin");
     let data: Vec<u8> = (0..size as u32)
@@ -226,10 +242,11 @@ async fn run(size: u64, limit: u64) {
     let outboards = Outboards::open(&dir.path().join("outboards")).unwrap();
     let shared = outboards.add_file(&path).unwrap();
 
-    let alone = round(&outboards, shared.hash, shared.size, limit, 1).await;
+    let alone = round(&outboards, shared.hash, shared.size, limit, 1, 0).await;
     let before = ANSWERED_BY_DOWNLOADERS.load(Ordering::Relaxed);
-    let three = round(&outboards, shared.hash, shared.size, limit, 3).await;
+    let three = round(&outboards, shared.hash, shared.size, limit, 3, bystanders).await;
     let answered = ANSWERED_BY_DOWNLOADERS.load(Ordering::Relaxed) - before;
+    let by_bystanders = ANSWERED_BY_BYSTANDERS.load(Ordering::Relaxed);
     let one = alone[0].secs;
     let all = three.iter().map(|d| d.secs).fold(0.0, f64::max);
     let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
@@ -261,6 +278,12 @@ async fn run(size: u64, limit: u64) {
         );
     }
     println!("requests the three answered each other (HEAD and GET): {answered}");
+    if bystanders > 0 {
+        println!(
+            "requests {bystanders} bystanders (members that never fetch it) answered: {by_bystanders}, {:.1} per second of the round",
+            by_bystanders as f64 / three.iter().map(|d| d.secs).fold(0.0, f64::max)
+        );
+    }
     println!(
         "all three whole after {all:.2} s vs {one:.2} s alone: {:.2}x (goal <= 1.5x: {})",
         all / one,

@@ -1348,7 +1348,8 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_member_holding_none_of_a_file_answers_a_waiting_head_once_its_own_download_lands_a_chunk() {
+    async fn a_member_holding_none_of_a_file_answers_a_waiting_head_once_its_own_download_lands_a_chunk()
+     {
         use crate::blob::BLOCKS_PER_CHUNK;
         use crate::blob::partial::{Partial, Partials, Serving, Written};
         let dir = tempfile::tempdir().unwrap();
@@ -1389,7 +1390,7 @@ mod tests {
         lookups.recv().await.unwrap();
         // Its download starts (holding nothing yet), then lands the first chunk.
         let written = Arc::new(Written::new(PieceSet::new(
-            size.div_ceil(BLOCK_BYTES) as u32,
+            size.div_ceil(BLOCK_BYTES) as u32
         )));
         partials.insert(
             shared.hash,
