@@ -10,8 +10,8 @@
 //! A node still downloading a file serves the blocks it holds: its `HEAD` answer carries `Blob-Have`, the chunks
 //! it holds (hex of a bitfield, one bit per [`CHUNK_BYTES`], high bit first), and a range over a block it lacks is
 //! answered 416 like one past the end. A holder of the whole file sends no `Blob-Have`. A `HEAD` with
-//! `Blob-Have-Known` (the chunks the asker heard of last) is answered once the holder has others, or after
-//! [`HAVE_WAIT`]: news of a chunk is pushed to those who wait for it.
+//! `Blob-Have-Known` (the chunks the asker heard of last; none, after a 404) is answered once the holder has others,
+//! or after [`HAVE_WAIT`]: news of a chunk is pushed to those who wait for it.
 //!
 //! Refusals: 403 (the asking peer is not entitled), 404 (no such file), 410 (the file changed or vanished since it
 //! was shared under that hash), 416 (a range starting at or past the end, `Content-Range: bytes */size`; or over
