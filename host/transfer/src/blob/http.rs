@@ -968,7 +968,7 @@ mod tests {
 
     use super::*;
     use crate::blob::CHUNK_BYTES;
-    use crate::blob::outboards::Outboards;
+    use crate::blob::outboards::{Outboards, SharedFile};
 
     fn content(len: usize) -> Vec<u8> {
         (0..len as u32)
@@ -1120,6 +1120,29 @@ mod tests {
         assert!(matches!(result, Err(FetchError::Io(_))));
     }
 
+    /// A file of `len` bytes shared from `dir`: its bytes, its path, the outboards that share it and what they say.
+    fn shared(
+        dir: &std::path::Path,
+        len: usize,
+    ) -> (Vec<u8>, std::path::PathBuf, Outboards, SharedFile) {
+        let data = content(len);
+        let path = dir.join("album.bin");
+        std::fs::write(&path, &data).unwrap();
+        let outboards = Outboards::open(&dir.join("c")).unwrap();
+        let shared = outboards.add_file(&path).unwrap();
+        (data, path, outboards, shared)
+    }
+
+    /// Serves what `outboards` share, to anyone.
+    fn serving(outboards: &Outboards) -> Lookup {
+        let outboards = outboards.clone();
+        Arc::new(move |hash| {
+            outboards
+                .open_source(&hash)
+                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
+        })
+    }
+
     /// A server on one end of a pipe, a client on the other.
     async fn pair(lookup: Lookup) -> (tokio::io::DuplexStream, tokio::task::JoinHandle<()>) {
         let (client, server) = tokio::io::duplex(1 << 20);
@@ -1203,11 +1226,7 @@ mod tests {
         use crate::blob::BLOCKS_PER_CHUNK;
         use crate::blob::partial::Written;
         let dir = tempfile::tempdir().unwrap();
-        let data = content(4 * CHUNK_BYTES as usize);
-        let path = dir.path().join("album.bin");
-        std::fs::write(&path, &data).unwrap();
-        let outboards = Outboards::open(&dir.path().join("c")).unwrap();
-        let shared = outboards.add_file(&path).unwrap();
+        let (data, _, outboards, shared) = shared(dir.path(), 4 * CHUNK_BYTES as usize);
         let size = data.len() as u64;
         let blocks_of = |chunk: u64| {
             (chunk * BLOCKS_PER_CHUNK..(chunk + 1) * BLOCKS_PER_CHUNK).map(|b| b as u32)
@@ -1302,16 +1321,8 @@ mod tests {
             .unwrap();
         let outboards = Outboards::open(&dir.path().join("c")).unwrap();
         let shared = outboards.add_file(&path).unwrap();
-        let lookup: Lookup = {
-            let outboards = outboards.clone();
-            Arc::new(move |hash| {
-                outboards
-                    .open_source(&hash)
-                    .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
-            })
-        };
         let size = data.len() as u64;
-        let (io, _server) = pair(lookup).await;
+        let (io, _server) = pair(serving(&outboards)).await;
         let fetch = get(io, shared.hash, size, 0).await.unwrap();
         // The file's last quarter is rewritten as the first block arrives: the server is a few MiB ahead at most.
         let verified = Arc::new(Mutex::new(0u64));
@@ -1353,11 +1364,7 @@ mod tests {
         use crate::blob::BLOCKS_PER_CHUNK;
         use crate::blob::partial::{Partial, Partials, Serving, Written};
         let dir = tempfile::tempdir().unwrap();
-        let data = content(4 * CHUNK_BYTES as usize);
-        let path = dir.path().join("album.bin");
-        std::fs::write(&path, &data).unwrap();
-        let outboards = Outboards::open(&dir.path().join("c")).unwrap();
-        let shared = outboards.add_file(&path).unwrap();
+        let (data, path, _, shared) = shared(dir.path(), 4 * CHUNK_BYTES as usize);
         let size = data.len() as u64;
         // The member's registry of downloads, served as the node serves it; each lookup says it was made.
         let partials = Partials::default();
