@@ -159,6 +159,7 @@ async fn answer(
         .filter(|_| head)
         .map(str::to_string);
     let deadline = tokio::time::Instant::now() + HAVE_WAIT;
+    let mut wait = true;
     let source = loop {
         let lookup = lookup.clone();
         let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
@@ -180,11 +181,14 @@ async fn answer(
             }
             Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
         };
-        // Looked up again (entitlement too) once there is news; answered as it is at the deadline, or when the
-        // download is over (the next `HEAD` finds the whole file, or nothing).
-        if let Some(mut news) = news
-            && let Ok(Ok(())) = tokio::time::timeout_at(deadline, news.changed()).await
-        {
+        // Looked up again (entitlement too) once there is news, at the deadline, or when the download is over;
+        // nothing is held open meanwhile (the files, or a lookup's own resources).
+        if let Some(mut news) = news.filter(|_| wait) {
+            drop(found);
+            match tokio::time::timeout_at(deadline, news.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => wait = false,
+            }
             continue;
         }
         match found {
