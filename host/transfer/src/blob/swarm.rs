@@ -272,7 +272,7 @@ impl Swarm {
                 }
             }
             // A source that waited for news before it answered is asked again at once; one that answered at once
-            // (it holds the whole file, or nothing) is asked at most once per POLL.
+            // (it holds the whole file, or refused us) is asked at most once per POLL.
             tokio::time::sleep_until(asked + POLL).await;
         }
     }
