@@ -27,7 +27,7 @@ use tokio::sync::{mpsc, watch};
 use bao_tree::BaoTree;
 use bao_tree::io::outboard::PreOrderOutboard;
 
-use super::http::{self, FetchError, Verified};
+use super::http::{self, BodyEnd, FetchError, Verified};
 use super::landing::{Counters, Landing, commit_apart, done_bytes};
 use super::outboards::Outboards;
 use super::partial::{Partial, Partials, Written};
@@ -60,6 +60,8 @@ pub struct FileHandle {
     commands: mpsc::Sender<Command>,
     progress: watch::Receiver<Progress>,
     counters: Arc<Counters>,
+    /// Whom to fetch from: changed while it runs when members join or leave the share.
+    sources: Arc<watch::Sender<Vec<String>>>,
 }
 
 impl FileHandle {
@@ -92,6 +94,16 @@ impl FileHandle {
 
     pub fn set_limits(&self, limits: Limits) {
         self.throttle.set(limits);
+    }
+
+    /// Whom to fetch from now on. The swarm starts asking a new source at once and stops asking one no longer
+    /// named; a download fetching one-to-one moves to the swarm (from what it holds) once there are two.
+    pub fn set_sources(&self, sources: Vec<String>) {
+        self.sources.send_if_modified(|now| {
+            let changed = *now != sources;
+            *now = sources;
+            changed
+        });
     }
 
     pub fn progress(&self) -> Progress {
@@ -193,15 +205,18 @@ pub fn start_by(
     let (commands, rx) = mpsc::channel(8);
     let (progress_tx, progress) = watch::channel(initial(spec.size));
     let counters = Arc::new(Counters::default());
+    let sources = Arc::new(watch::Sender::new(spec.sources.clone()));
     let handle = FileHandle {
         hash: spec.hash,
         throttle: throttle.clone(),
         commands,
         progress,
         counters: counters.clone(),
+        sources: sources.clone(),
     };
     let session = Session {
         route,
+        sources,
         spec,
         target,
         dial,
@@ -242,6 +257,8 @@ fn blocks(size: u64) -> u32 {
 
 struct Session {
     route: Route,
+    /// The sources now (`spec.sources` when it started).
+    sources: Arc<watch::Sender<Vec<String>>>,
     spec: FileSpec,
     target: Target,
     dial: Dial,
@@ -250,6 +267,13 @@ struct Session {
     progress: Arc<watch::Sender<Progress>>,
     /// Opened once per session: a decoder thread of an attempt cut short (a pause) may still hold it.
     landing: Mutex<Option<Arc<Mutex<Landing>>>>,
+}
+
+/// How fetching one-to-one ended well.
+enum OneToOne {
+    Whole,
+    /// A second source was named: the swarm goes on.
+    SecondSource,
 }
 
 enum Outcome {
@@ -417,11 +441,27 @@ impl Session {
                 blocks: written,
             },
         );
-        let swarm = spec.sources.len() > 1 || self.route == Route::Swarm;
+        let swarm = self.sources.borrow().len() > 1 || self.route == Route::Swarm;
+        let by_swarm = || {
+            super::swarm::fetch(
+                spec,
+                self.sources.subscribe(),
+                &self.dial,
+                &self.throttles,
+                &landing,
+                &self.counters,
+            )
+        };
         let fetched = if swarm && spec.size > 0 {
-            super::swarm::fetch(spec, &self.dial, &self.throttles, &landing, &self.counters).await
+            by_swarm().await
         } else {
-            self.fetch_missing(&landing).await
+            match self.fetch_missing(&landing).await {
+                Ok(OneToOne::SecondSource) => {
+                    allpeers_log::flesh!(hash = %spec.hash, "files: a second source is named: the swarm goes on from what landed");
+                    by_swarm().await
+                }
+                fetched => fetched.map(|_| ()),
+            }
         };
         if let Err(error) = fetched {
             self.target.partials.remove(&spec.hash);
@@ -551,29 +591,40 @@ impl Session {
         })))
     }
 
-    /// Asks each source in turn for everything from the first missing block, until the file is whole.
-    async fn fetch_missing(&self, landing: &Arc<Mutex<Landing>>) -> Result<(), DownloadError> {
+    /// Asks each source in turn for everything from the first missing block, until the file is whole or a second
+    /// source is named (the swarm then goes on from what landed: the body under way is stopped, and what it
+    /// brought verified, written and journaled first).
+    async fn fetch_missing(
+        &self,
+        landing: &Arc<Mutex<Landing>>,
+    ) -> Result<OneToOne, DownloadError> {
         let spec = &self.spec;
         let mut banned: Vec<String> = Vec::new();
         let mut last_error = String::from("no sources");
         loop {
             let Some(first) = landing.lock().expect("landing").first_missing() else {
-                return Ok(());
+                return Ok(OneToOne::Whole);
             };
+            if self.sources.borrow().len() > 1 {
+                return Ok(OneToOne::SecondSource);
+            }
             let start = u64::from(first) * BLOCK_BYTES;
             let before = self.counters.done.load(Ordering::Relaxed);
             let mut progressed = false;
-            let candidates: Vec<&String> = spec
+            let candidates: Vec<String> = self
                 .sources
+                .borrow()
                 .iter()
                 .filter(|s| !banned.contains(s))
+                .cloned()
                 .collect();
             for source in candidates {
-                match self.fetch_from(source, start, landing).await {
-                    Ok(()) => {
+                match self.fetch_from(&source, start, landing).await {
+                    Ok(BodyEnd::Whole) => {
                         progressed = true;
                         break;
                     }
+                    Ok(BodyEnd::Stopped) => return Ok(OneToOne::SecondSource),
                     Err(FetchError::Verification { offset }) => {
                         allpeers_log::skin!(hash = %spec.hash, peer = %source, offset, "files: a source sent bytes that failed verification: dropped");
                         self.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
@@ -610,7 +661,7 @@ impl Session {
         source: &str,
         start: u64,
         landing: &Arc<Mutex<Landing>>,
-    ) -> Result<(), FetchError> {
+    ) -> Result<BodyEnd, FetchError> {
         let spec = &self.spec;
         let _in_use = Counters::using(&self.counters, source);
         let answer = async {
@@ -623,28 +674,38 @@ impl Session {
         let sink_landing = landing.clone();
         let counters = self.counters.clone();
         let name = source.to_string();
+        let mut sources = self.sources.subscribe();
+        let second_source = async move {
+            if sources.wait_for(|s| s.len() > 1).await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        };
         let result = fetch
-            .receive(self.throttles.clone(), move |item| {
-                let block = match &item {
-                    Verified::Block { data, .. } => data.len() as u64,
-                    Verified::Parent(..) => 0,
-                };
-                counters.received.fetch_add(block, Ordering::Relaxed);
-                // Credited once written (adjacent blocks are written together): a block our disk refused is not the
-                // source's.
-                let written = sink_landing.lock().expect("landing").gather(item)?;
-                if written > 0 {
-                    counters.kept_from(&name, written);
-                }
-                Ok(())
-            })
+            .receive_until(
+                self.throttles.clone(),
+                move |item| {
+                    let block = match &item {
+                        Verified::Block { data, .. } => data.len() as u64,
+                        Verified::Parent(..) => 0,
+                    };
+                    counters.received.fetch_add(block, Ordering::Relaxed);
+                    // Credited once written (adjacent blocks are written together): a block our disk refused is not the
+                    // source's.
+                    let written = sink_landing.lock().expect("landing").gather(item)?;
+                    if written > 0 {
+                        counters.kept_from(&name, written);
+                    }
+                    Ok(())
+                },
+                second_source,
+            )
             .await;
         let committed = commit_apart(landing).await;
         if let Ok(written @ 1..) = committed {
             self.counters.kept_from(source, written);
         }
-        result?;
-        committed.map(|_| ()).map_err(FetchError::Landing)
+        let end = result?;
+        committed.map(|_| end).map_err(FetchError::Landing)
     }
 }
 
@@ -687,9 +748,28 @@ mod tests {
 
     /// Peers on pipes: each name serves through its own lookup.
     fn dial(peers: HashMap<String, Lookup>) -> Dial {
+        dial_sending_at(peers, HashMap::new())
+    }
+
+    /// Peers on pipes, those named in `rates` sending at most that many bytes a second (all their connections
+    /// together).
+    fn dial_sending_at(peers: HashMap<String, Lookup>, rates: HashMap<String, u64>) -> Dial {
         let peers = Arc::new(peers);
+        let throttles: Arc<HashMap<String, Arc<Throttle>>> = Arc::new(
+            rates
+                .into_iter()
+                .map(|(name, up)| {
+                    let limits = Limits {
+                        down: None,
+                        up: Some(up),
+                    };
+                    (name, Arc::new(Throttle::new(limits)))
+                })
+                .collect(),
+        );
         Arc::new(move |peer: String| {
             let peers = peers.clone();
+            let throttles = Throttles(throttles.get(&peer).cloned().into_iter().collect());
             Box::pin(async move {
                 let lookup = peers
                     .get(&peer)
@@ -697,7 +777,7 @@ mod tests {
                     .ok_or_else(|| std::io::Error::other("no such peer"))?;
                 let (ours, theirs) = tokio::io::duplex(1 << 20);
                 tokio::spawn(async move {
-                    let _ = http::serve(theirs, lookup, Throttles(vec![])).await;
+                    let _ = http::serve(theirs, lookup, throttles).await;
                 });
                 Ok(Box::new(ours) as Box<dyn PeerIo>)
             })
@@ -814,6 +894,129 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(again.progress().downloaded, 0);
+    }
+
+    #[tokio::test]
+    async fn a_source_named_while_one_to_one_runs_moves_it_to_the_swarm_and_gives_bytes() {
+        let f = fixture(4 * 1024 * 1024, &["alice"]);
+        let peers = HashMap::from([
+            ("alice".to_string(), honest(&f.outboards)),
+            ("carol".to_string(), honest(&f.outboards)),
+        ]);
+        // Alice is slow: without carol the download would take 8 s.
+        let rates = HashMap::from([("alice".to_string(), 512 * 1024)]);
+        let handle = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial_sending_at(peers, rates),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        let mut progress = handle.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            progress.wait_for(|p| p.done_bytes >= 256 * 1024),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        handle.set_sources(vec!["alice".into(), "carol".into()]);
+        tokio::time::timeout(Duration::from_secs(20), handle.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        let landed = f.dir.path().join("Downloads").join("film.mkv");
+        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        let sources: HashMap<String, u64> = handle.sources().into_iter().collect();
+        assert!(
+            sources.get("alice").copied().unwrap_or(0) >= 256 * 1024,
+            "{sources:?}"
+        );
+        assert!(
+            sources.get("carol").copied().unwrap_or(0) >= 2 * 1024 * 1024,
+            "the fast newcomer gave most of it: {sources:?}"
+        );
+        assert_eq!(sources.values().sum::<u64>(), f.data.len() as u64);
+    }
+
+    #[tokio::test]
+    async fn a_swarm_asks_a_source_named_while_it_runs_at_once() {
+        let f = fixture(4 * 1024 * 1024, &["alice", "bob"]);
+        let peers = HashMap::from([
+            ("alice".to_string(), honest(&f.outboards)),
+            ("bob".to_string(), honest(&f.outboards)),
+            ("carol".to_string(), honest(&f.outboards)),
+        ]);
+        // Alice and bob are slow: 8 s for the file without carol.
+        let rates = HashMap::from([
+            ("alice".to_string(), 256 * 1024),
+            ("bob".to_string(), 256 * 1024),
+        ]);
+        let handle = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial_sending_at(peers, rates),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        let mut progress = handle.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            progress.wait_for(|p| p.done_bytes >= 256 * 1024),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        handle.set_sources(vec!["alice".into(), "bob".into(), "carol".into()]);
+        tokio::time::timeout(Duration::from_secs(20), handle.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        let landed = f.dir.path().join("Downloads").join("film.mkv");
+        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        let sources: HashMap<String, u64> = handle.sources().into_iter().collect();
+        assert!(
+            sources.get("carol").copied().unwrap_or(0) >= 2 * 1024 * 1024,
+            "the fast newcomer gave most of it: {sources:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_swarm_whose_sources_are_all_withdrawn_stops_asking_and_fails_at_once() {
+        let f = fixture(4 * 1024 * 1024, &["alice", "bob"]);
+        let peers = HashMap::from([
+            ("alice".to_string(), honest(&f.outboards)),
+            ("bob".to_string(), honest(&f.outboards)),
+        ]);
+        let rates = HashMap::from([
+            ("alice".to_string(), 256 * 1024),
+            ("bob".to_string(), 256 * 1024),
+        ]);
+        let handle = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial_sending_at(peers, rates),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        let mut progress = handle.watch();
+        tokio::time::timeout(
+            Duration::from_secs(20),
+            progress.wait_for(|p| p.done_bytes >= 256 * 1024),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        handle.set_sources(vec![]);
+        // Both would need 7 s more; withdrawn, the download ends within a second (the swarm's next look).
+        let ended = tokio::time::timeout(Duration::from_secs(3), handle.wait_complete())
+            .await
+            .expect("ends at once");
+        match ended {
+            Err(TransferState::Failed(why)) => assert!(why.contains("no source is named"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        assert!(handle.progress().done_bytes < f.data.len() as u64);
     }
 
     #[tokio::test]
@@ -1144,6 +1347,7 @@ mod tests {
         let counters = Arc::new(Counters::default());
         let session = Session {
             route: Route::Auto,
+            sources: Arc::new(watch::Sender::new(f.spec.sources.clone())),
             spec: f.spec.clone(),
             target: target(f.dir.path()),
             dial: dial(peers),

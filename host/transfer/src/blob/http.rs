@@ -845,6 +845,15 @@ impl Decoding {
     }
 }
 
+/// How a body's reading ended, when it did well.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyEnd {
+    /// All of it.
+    Whole,
+    /// Stopped when asked: the blocks read before were verified and handed on, the rest was not read.
+    Stopped,
+}
+
 impl Fetch {
     /// Reads the body through `throttles`, verifies it block by block on a blocking thread and hands each verified
     /// tree node and block to `sink` — a block that fails verification stops the fetch before it reaches the sink.
@@ -853,19 +862,42 @@ impl Fetch {
     where
         S: FnMut(Verified) -> std::io::Result<()> + Send + 'static,
     {
-        let (forwarded, decoding) = self.read_body(throttles, sink).await;
-        // The decoder's error (a bad block, a failed write) is the one to report.
-        decoding.finish().await?;
+        self.receive_until(throttles, sink, std::future::pending())
+            .await
+            .map(|_| ())
+    }
+
+    /// As [`Fetch::receive`], but stops reading once `stop` is ready; returns once every block read by then is
+    /// verified and handed to `sink`.
+    pub async fn receive_until<S>(
+        self,
+        throttles: Throttles,
+        sink: S,
+        stop: impl Future<Output = ()>,
+    ) -> Result<BodyEnd, FetchError>
+    where
+        S: FnMut(Verified) -> std::io::Result<()> + Send + 'static,
+    {
+        let (forwarded, decoding) = self.read_body(throttles, sink, stop).await;
+        // The decoder's error (a bad block, a failed write) is the one to report; a body we stopped ends cut short.
+        match decoding.finish().await {
+            Err(FetchError::Io(e))
+                if forwarded.as_ref().is_ok_and(|end| *end == BodyEnd::Stopped)
+                    && e.kind() == std::io::ErrorKind::UnexpectedEof => {}
+            decoded => decoded?,
+        }
         forwarded
     }
 
-    /// As [`Fetch::receive`], but returns once the body is read, so the connection can carry the next request while
-    /// the decoder thread finishes with this one's last blocks: the body's outcome, and the decoding to wait for.
+    /// As [`Fetch::receive_until`], but returns once the body is read (or stopped), so the connection can carry the
+    /// next request while the decoder thread finishes with this one's last blocks: the body's outcome, and the
+    /// decoding to wait for.
     pub async fn read_body<S>(
         self,
         throttles: Throttles,
         sink: S,
-    ) -> (Result<(), FetchError>, Decoding)
+        stop: impl Future<Output = ()>,
+    ) -> (Result<BodyEnd, FetchError>, Decoding)
     where
         S: FnMut(Verified) -> std::io::Result<()> + Send + 'static,
     {
@@ -928,7 +960,10 @@ impl Fetch {
             }
             Ok::<(), FetchError>(())
         };
-        let forwarded = forwarded.await;
+        let forwarded = tokio::select! {
+            forwarded = forwarded => forwarded.map(|()| BodyEnd::Whole),
+            () = stop => Ok(BodyEnd::Stopped),
+        };
         drop(tx);
         (forwarded, Decoding(decoder))
     }

@@ -10,6 +10,10 @@
 //! A source whose bytes fail verification, or that claimed a chunk and then refuses it, is banned for the rest of
 //! the download: what it said it holds no longer counts and its outstanding blocks go to others. A source that
 //! vanished (its connection failed) loses its claims and outstanding blocks too, but is asked again later.
+//!
+//! The sources may change while the download runs (a member joins or leaves the share, the file turns up in
+//! another share): a new one is [`SourceBook::add`]ed, one no longer named is [`SourceBook::withdraw`]n (its claims
+//! and outstanding blocks go to others, as a banned one's, but it is not counted as bad and may be added again).
 
 use std::ops::Range;
 
@@ -35,6 +39,15 @@ pub enum SourceState {
     Gone(String),
     /// Lied or sent bad bytes: never asked again in this download.
     Banned(String),
+    /// No longer named as a source (it left the share): not asked again unless it is added back.
+    Withdrawn,
+}
+
+impl SourceState {
+    /// Banned or withdrawn: its workers stop, and nothing it says counts.
+    pub fn is_out(&self) -> bool {
+        matches!(self, SourceState::Banned(_) | SourceState::Withdrawn)
+    }
 }
 
 #[derive(Debug)]
@@ -81,6 +94,45 @@ impl SourceBook {
         self.sources.len()
     }
 
+    /// `name` as a source from now on: the key to start its workers with, or `None` if it is one already (a banned
+    /// one stays banned). A withdrawn source comes back under a new key, as not asked yet, so workers of its old
+    /// key still running see it withdrawn and end.
+    pub fn add(&mut self, name: &str) -> Option<PeerKey> {
+        if self
+            .sources
+            .iter()
+            .any(|s| s.name == name && s.state != SourceState::Withdrawn)
+        {
+            return None;
+        }
+        self.sources.push(Entry {
+            name: name.to_string(),
+            state: SourceState::Unknown,
+            has: PieceSet::new(self.geometry.piece_count()),
+            received: 0,
+        });
+        Some(PeerKey(self.sources.len() as u64 - 1))
+    }
+
+    /// `key` is no longer a source: what it said it holds no longer counts and its outstanding blocks go to others.
+    pub fn withdraw(&mut self, key: PeerKey) {
+        if self.sources[key.0 as usize].state.is_out() {
+            return;
+        }
+        self.drop_claims(key);
+        self.sources[key.0 as usize].state = SourceState::Withdrawn;
+    }
+
+    /// The keys of the sources not named in `names` (and not out already).
+    pub fn not_named(&self, names: &[String]) -> Vec<PeerKey> {
+        self.sources
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.state.is_out() && !names.contains(&s.name))
+            .map(|(index, _)| PeerKey(index as u64))
+            .collect()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sources.is_empty()
     }
@@ -102,11 +154,9 @@ impl SourceBook {
         self.picker.have().count()
     }
 
-    /// Whether every source is banned: nobody is left to ask.
-    pub fn all_banned(&self) -> bool {
-        self.sources
-            .iter()
-            .all(|s| matches!(s.state, SourceState::Banned(_)))
+    /// Whether every source is banned or withdrawn: nobody is left to ask.
+    pub fn none_left(&self) -> bool {
+        self.sources.iter().all(|s| s.state.is_out())
     }
 
     /// Each source's name and the verified bytes it gave.
@@ -133,7 +183,7 @@ impl SourceBook {
     /// What `key` says it holds now (its earlier word is replaced).
     pub fn holding(&mut self, key: PeerKey, holding: Holding) {
         let entry = &mut self.sources[key.0 as usize];
-        if matches!(entry.state, SourceState::Banned(_)) {
+        if entry.state.is_out() {
             return;
         }
         let has = match holding {
@@ -149,7 +199,7 @@ impl SourceBook {
     /// `key` holds nothing of the file (it answered 404 or 403: not downloading it, or not a member after all).
     pub fn holds_nothing(&mut self, key: PeerKey) {
         let entry = &mut self.sources[key.0 as usize];
-        if matches!(entry.state, SourceState::Banned(_)) {
+        if entry.state.is_out() {
             return;
         }
         self.picker.peer_gone(key, &entry.has);
@@ -230,7 +280,7 @@ impl SourceBook {
 
     /// `key`'s connection failed: its claims and outstanding blocks are dropped until it is asked again.
     pub fn gone(&mut self, key: PeerKey, why: impl Into<String>) {
-        if matches!(self.sources[key.0 as usize].state, SourceState::Banned(_)) {
+        if self.sources[key.0 as usize].state.is_out() {
             return;
         }
         self.drop_claims(key);
@@ -373,11 +423,55 @@ mod tests {
             2 * BLOCK_BYTES,
             "what A gave verified is kept"
         );
-        assert!(!book.all_banned());
+        assert!(!book.none_left());
         book.ban(B, "x");
         book.ban(C, "y");
-        assert!(book.all_banned());
+        assert!(book.none_left());
         assert_eq!(book.failures().len(), 3);
+    }
+
+    #[test]
+    fn sources_join_and_leave_while_the_download_runs() {
+        let size = 3 * CHUNK_BYTES;
+        let mut book = book(size);
+        assert_eq!(book.add("b"), None, "a source already");
+        let d = book.add("d").expect("a new source");
+        assert_eq!(d, PeerKey(3));
+        assert_eq!(book.add("d"), None);
+        book.holding(A, Holding::Whole);
+        let asked = book.next(A);
+        book.arrived(A, asked[0].start);
+        // A leaves the share mid-chunk: the rest of its chunk goes to the newcomer, its word no longer counts.
+        assert_eq!(
+            book.not_named(&["b".into(), "c".into(), "d".into()]),
+            vec![A]
+        );
+        book.withdraw(A);
+        assert_eq!(book.state(A), &SourceState::Withdrawn);
+        book.holding(A, Holding::Whole);
+        assert!(book.next(A).is_empty());
+        book.holding(d, Holding::Whole);
+        let to_d = drain(&mut book, d);
+        assert!(
+            to_d.iter()
+                .any(|r| r.start <= asked[0].start + BLOCK_BYTES
+                    && asked[0].start + BLOCK_BYTES < r.end),
+            "A's outstanding blocks were asked of d: {to_d:?}"
+        );
+        assert!(book.is_complete());
+        assert!(book.failures().is_empty(), "leaving is no failure");
+        // Back in the share: asked again from scratch, under a new key (A's workers still running end); a banned
+        // source is not.
+        let a = book.add("a").expect("back");
+        assert_eq!((a, book.state(a)), (PeerKey(4), &SourceState::Unknown));
+        assert_eq!(book.state(A), &SourceState::Withdrawn);
+        assert_eq!(book.add("a"), None);
+        book.ban(B, "bad block");
+        assert_eq!(book.add("b"), None);
+        for key in [a, C, d] {
+            book.withdraw(key);
+        }
+        assert!(book.none_left());
     }
 
     #[test]

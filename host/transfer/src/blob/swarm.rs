@@ -19,7 +19,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 
 use super::http::{Connection, Decoding, FetchError, Holding, Verified};
 use super::landing::{Counters, Held, Landing, commit_apart};
@@ -75,16 +75,19 @@ enum Ended {
     Landing,
 }
 
-/// Fetches every block missing from `landing` from all of `spec.sources` at once.
+/// Fetches every block missing from `landing` from all of its `sources` at once; a source named later starts at
+/// once, one no longer named stops.
 pub(super) async fn fetch(
     spec: &FileSpec,
+    mut sources: watch::Receiver<Vec<String>>,
     dial: &Dial,
     throttles: &Throttles,
     landing: &Arc<Mutex<Landing>>,
     counters: &Arc<Counters>,
 ) -> Result<(), DownloadError> {
     let done = landing.lock().expect("landing").done.clone();
-    let book = SourceBook::new(spec.size, &done, spec.sources.clone(), rand::random());
+    let names = sources.borrow_and_update().clone();
+    let book = SourceBook::new(spec.size, &done, names.clone(), rand::random());
     let swarm = Arc::new(Swarm {
         hash: spec.hash,
         size: spec.size,
@@ -98,11 +101,14 @@ pub(super) async fn fetch(
         landing_failed: Mutex::new(None),
     });
     let mut workers = tokio::task::JoinSet::new();
-    for key in 0..spec.sources.len() {
+    let mut start = |key: PeerKey| {
         for _ in 0..REQUESTS_PER_SOURCE {
-            workers.spawn(swarm.clone().worker(PeerKey(key as u64)));
+            workers.spawn(swarm.clone().worker(key));
         }
-    }
+    };
+    (0..names.len()).for_each(|key| start(PeerKey(key as u64)));
+    // Once the sender is gone (the download ends) the sources stay as they are.
+    let mut named = true;
     let outcome = loop {
         let changed = swarm.changed.notified();
         {
@@ -116,8 +122,13 @@ pub(super) async fn fetch(
             if book.is_complete() {
                 break Ok(());
             }
-            if book.all_banned() {
-                break Err(DownloadError::NoSource(book.failures().join("; ")));
+            if book.none_left() {
+                let failures = book.failures();
+                break Err(DownloadError::NoSource(if failures.is_empty() {
+                    "no source is named any more".into()
+                } else {
+                    failures.join("; ")
+                }));
             }
             if swarm.last_block.lock().expect("last block").elapsed() >= STALL {
                 let failures = book.failures();
@@ -128,7 +139,26 @@ pub(super) async fn fetch(
                 }));
             }
         }
-        let _ = tokio::time::timeout(Duration::from_secs(1), changed).await;
+        tokio::select! {
+            _ = tokio::time::timeout(Duration::from_secs(1), changed) => {}
+            renamed = sources.changed(), if named => match renamed {
+                Ok(()) => {
+                    let names = sources.borrow_and_update().clone();
+                    let mut book = swarm.book.lock().expect("book");
+                    for key in book.not_named(&names) {
+                        allpeers_log::flesh!(hash = %spec.hash, peer = %book.name(key), "files: a swarm source is no longer named");
+                        book.withdraw(key);
+                    }
+                    for name in &names {
+                        if let Some(key) = book.add(name) {
+                            allpeers_log::flesh!(hash = %spec.hash, peer = %name, "files: a swarm source joins");
+                            start(key);
+                        }
+                    }
+                }
+                Err(_) => named = false,
+            },
+        }
     };
     workers.shutdown().await;
     let committed = commit_apart(landing).await.map(|_| ());
@@ -144,6 +174,9 @@ impl Swarm {
         Box::pin(async move {
             let mut backoff = RETRY_FIRST;
             loop {
+                if self.book.lock().expect("book").state(key).is_out() {
+                    return;
+                }
                 match self.work(key).await {
                     Ended::Complete => return,
                     Ended::Banned | Ended::Landing => {
@@ -205,8 +238,8 @@ impl Swarm {
                 if book.is_complete() {
                     return Ended::Complete;
                 }
-                // Another worker of the same source banned it.
-                if matches!(book.state(key), SourceState::Banned(_)) {
+                // Another worker of the same source banned it, or it is no longer a source.
+                if book.state(key).is_out() {
                     return Ended::Banned;
                 }
             }
@@ -344,10 +377,12 @@ impl Swarm {
             }
         };
         // A body cut short is reported when the request is finished (the next one then fails on the connection).
-        let (read, decoding) = fetch.read_body(self.throttles.clone(), sink).await;
+        let (read, decoding) = fetch
+            .read_body(self.throttles.clone(), sink, std::future::pending())
+            .await;
         Ok(Landed {
             range,
-            read,
+            read: read.map(|_| ()),
             decoding,
             held,
         })
