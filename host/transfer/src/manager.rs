@@ -50,6 +50,8 @@ pub enum ManagerError {
     Unknown(TransferId),
     #[error("files cannot be fetched: the network is not running")]
     NoNetwork,
+    #[error("transfer {0} is not a shared file")]
+    NotAFile(TransferId),
     #[error("the transfer list at {}: {source}", path.display())]
     State {
         path: PathBuf,
@@ -746,6 +748,52 @@ impl Manager {
         self.save()
     }
 
+    /// Whom a shared file is fetched from, from now on (kept across restarts): a running download asks a new
+    /// source at once and stops asking one no longer named. One that gave up (every source failed) starts again
+    /// when a source is named that it did not have. Returns whether the sources changed.
+    pub async fn set_file_sources(
+        &self,
+        id: TransferId,
+        sources: Vec<String>,
+    ) -> Result<bool, ManagerError> {
+        let again = {
+            let mut state = self.state.lock().expect("not poisoned");
+            let entry = state
+                .entries
+                .get_mut(&id)
+                .ok_or(ManagerError::Unknown(id))?;
+            let Content::File(spec) = &mut entry.content else {
+                return Err(ManagerError::NotAFile(id));
+            };
+            if spec.sources == sources {
+                return Ok(false);
+            }
+            let newcomer = sources.iter().any(|s| !spec.sources.contains(s));
+            spec.sources = sources.clone();
+            if let Some(file) = &mut entry.record.file {
+                file.sources = sources.clone();
+            }
+            if let Some(Running::File(handle)) = &entry.handle {
+                handle.set_sources(sources);
+            }
+            let again = newcomer && matches!(entry.status, Status::Failed(_));
+            if again {
+                entry.status = Status::Queued;
+                entry.attempts = 0;
+                let _ = self.events.send(TransferEvent::Status {
+                    id,
+                    status: entry.status.clone(),
+                });
+            }
+            again
+        };
+        self.save()?;
+        if again {
+            self.schedule().await;
+        }
+        Ok(true)
+    }
+
     /// A transfer's priority: which waiting transfer starts first when a download slot frees (kept across
     /// restarts). A running transfer keeps running; a queued one may start at once if it now comes first.
     pub async fn set_priority(&self, id: TransferId, priority: i32) -> Result<(), ManagerError> {
@@ -960,12 +1008,7 @@ impl Manager {
                 } else {
                     Status::Failed(error)
                 };
-                (
-                    entry.status.clone(),
-                    entry.attempts,
-                    entry.record.clone(),
-                    entry.content.clone(),
-                )
+                (entry.status.clone(), entry.attempts)
             })
         };
         match next {
@@ -975,7 +1018,7 @@ impl Manager {
                 }
                 self.start_transfer(record, content).await;
             }
-            Err((status, attempts, record, content)) => {
+            Err((status, attempts)) => {
                 allpeers_log::flesh!(id, ?status, "transfer: a magnet's metadata did not come");
                 let _ = self.events.send(TransferEvent::Status {
                     id,
@@ -989,7 +1032,7 @@ impl Manager {
                     self.config.retry_delay * 2u32.saturating_pow(attempts.saturating_sub(1));
                 tokio::time::sleep(delay).await;
                 // Unless the user paused or cancelled it while it waited.
-                if self.still_is(id, &status) {
+                if let Some((record, content)) = self.still_is(id, &status) {
                     self.start_transfer(record, content).await;
                 }
             }
@@ -998,13 +1041,17 @@ impl Manager {
 
     /// Whether the transfer is still listed with `status` (a retry waiting out its backoff checks that the user did
     /// not pause or cancel it meanwhile).
-    fn still_is(&self, id: TransferId, status: &Status) -> bool {
+    /// The transfer's record and content now, if it is still listed with `status` (a retry waiting out its backoff
+    /// checks that the user did not pause or cancel it meanwhile, and starts with what changed meanwhile: a shared
+    /// file's sources).
+    fn still_is(&self, id: TransferId, status: &Status) -> Option<(Record, Content)> {
         self.state
             .lock()
             .expect("not poisoned")
             .entries
             .get(&id)
-            .is_some_and(|e| e.status == *status)
+            .filter(|e| e.status == *status)
+            .map(|e| (e.record.clone(), e.content.clone()))
     }
 
     /// Forwards a running transfer's progress and reacts to its state: completion frees a queue slot, failure is
@@ -1056,15 +1103,9 @@ impl Manager {
                 if matches!(status, Status::Retrying { .. } | Status::Failed(_)) && changed {
                     entry.handle = None;
                 }
-                (
-                    changed,
-                    status,
-                    entry.attempts,
-                    entry.record.clone(),
-                    entry.content.clone(),
-                )
+                (changed, status, entry.attempts)
             };
-            let (changed, status, attempts, record, content) = reaction;
+            let (changed, status, attempts) = reaction;
             let _ = self.events.send(TransferEvent::Progress {
                 id,
                 progress: current,
@@ -1081,7 +1122,7 @@ impl Manager {
                             * 2u32.saturating_pow(attempts.saturating_sub(1));
                         tokio::time::sleep(delay).await;
                         // Unless the user paused or cancelled it while it waited.
-                        if self.still_is(id, &status) {
+                        if let Some((record, content)) = self.still_is(id, &status) {
                             self.start_transfer(record, content).await;
                         }
                         return;

@@ -563,3 +563,77 @@ async fn a_download_paused_while_it_waits_to_retry_stays_paused() {
         Status::Paused("paused by the user".into())
     );
 }
+
+/// A file download that gave up (every source failed) starts again when the share names a source it did not have,
+/// and that source is the one asked; naming the same sources again changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_that_gave_up_starts_again_when_a_new_source_is_named() {
+    use allpeers_transfer::blob::{ContentHash, FileSpec};
+    use allpeers_transfer::manager::AddFile;
+    use std::sync::{Arc, Mutex};
+
+    let work = tempfile::tempdir().unwrap();
+    let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
+    engine.use_trackers = false;
+    let mut config = ManagerConfig::new(engine);
+    config.retry_delay = Duration::from_millis(50);
+    config.max_attempts = 1;
+    let dialed = Arc::new(Mutex::new(Vec::<String>::new()));
+    let record = dialed.clone();
+    config.dial = Some(Arc::new(move |peer: String| {
+        record.lock().unwrap().push(peer);
+        Box::pin(async { Err(std::io::Error::other("offline")) })
+    }));
+    let manager = Manager::start(config).await.unwrap();
+    let mut events = manager.subscribe();
+    let id = manager
+        .add_file(AddFile {
+            spec: FileSpec {
+                hash: ContentHash([7; 32]),
+                size: 100_000,
+                name: "film.mkv".into(),
+                sources: vec!["alice".into()],
+            },
+            dir: work.path().join("out"),
+            priority: 0,
+            limits: Limits::default(),
+            paused: false,
+        })
+        .await
+        .unwrap();
+    wait_for(
+        &mut events,
+        |e| matches!(e, TransferEvent::Status { id: i, status: Status::Failed(_) } if *i == id),
+    )
+    .await;
+    assert!(
+        !manager
+            .set_file_sources(id, vec!["alice".into()])
+            .await
+            .unwrap()
+    );
+    assert!(matches!(manager.get(id).unwrap().status, Status::Failed(_)));
+    assert!(!dialed.lock().unwrap().contains(&"carol".to_string()));
+    // Alice left the share and carol joined it (one source: fetched one-to-one, which fails at once when it
+    // cannot dial; a swarm waits out its stall first).
+    assert!(
+        manager
+            .set_file_sources(id, vec!["carol".into()])
+            .await
+            .unwrap()
+    );
+    wait_for(
+        &mut events,
+        |e| matches!(e, TransferEvent::Status { id: i, status: Status::Downloading } if *i == id),
+    )
+    .await;
+    wait_for(
+        &mut events,
+        |e| matches!(e, TransferEvent::Status { id: i, status: Status::Failed(_) } if *i == id),
+    )
+    .await;
+    assert!(
+        dialed.lock().unwrap().contains(&"carol".to_string()),
+        "{dialed:?}"
+    );
+}
