@@ -16,7 +16,8 @@
 //!
 //! The private swarm: alice shares a file with bob, carol and dave, her upload limited; the three download at once,
 //! each from every member, and each gets bytes from another downloader (serving what they hold while they fetch
-//! the rest). A peer no share names is refused by a downloader too.
+//! the rest). A peer no share names is refused by a downloader too. Sources follow the shares while a download runs:
+//! a holder whose own share names the file joins a download under way.
 
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -693,6 +694,72 @@ async fn a_private_swarm_of_one_seeder_and_three_downloaders_serves_itself() {
         "{:?}",
         started.elapsed()
     );
+    drop(hub);
+}
+
+/// Sources follow the shares while a download runs: bob fetches alice's film from alice alone (her upload slow);
+/// carol, who has the same film, shares it with bob in a share of her own; bob's download under way takes her in
+/// at once (one-to-one becomes the swarm, from what had landed) and gets most of the rest from her, every byte
+/// verified. Without her, alice alone would need 16 s.
+#[tokio::test]
+async fn a_download_takes_in_a_holder_whose_share_names_the_file_while_it_runs() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    let mut carol = Node::start(&hub, "carol").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    befriend(&mut carol, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
+
+    let bytes = content(16 * 1024 * 1024 + 777, 8);
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("film.mkv");
+    std::fs::write(&path, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &path).await;
+    subscribe(&mut bob, &resource).await;
+    share(&mut alice, &resource, &mut [&mut bob]).await;
+    until_hash(&mut bob, &resource, None).await;
+    alice
+        .call("net.limits.set", json!({"down": null, "up": 1024 * 1024}))
+        .await;
+
+    let downloads = bob.dir.path().join("Downloads");
+    let transfer = get_file(&mut bob, &resource, &downloads).await;
+    let id = transfer["id"].as_u64().unwrap();
+    wait_event(&mut bob.client, "transfer.progress", |d| {
+        d["id"] == id && d["progress"]["done_bytes"].as_u64().unwrap() > 0
+    })
+    .await;
+
+    // Carol's own copy, shared with bob in a share of hers.
+    let carol_files = tempfile::tempdir().unwrap();
+    let carol_path = carol_files.path().join("film (carol).mkv");
+    std::fs::write(&carol_path, &bytes).unwrap();
+    let carol_resource = file_resource(&mut carol, &carol_path).await;
+    share(&mut carol, &carol_resource, &mut [&mut bob]).await;
+    let joined = std::time::Instant::now();
+    until_done(&mut bob, id).await;
+    let after = joined.elapsed();
+    assert_eq!(std::fs::read(landed(&downloads, "film.mkv")).unwrap(), bytes);
+    let transfer = bob.call("transfers.get", json!({"id": id})).await;
+    let from = |peer: &str| -> u64 {
+        transfer["sources"]
+            .as_array()
+            .expect("sources")
+            .iter()
+            .filter(|s| s["peer"] == peer)
+            .map(|s| s["bytes"].as_u64().unwrap())
+            .sum()
+    };
+    let (from_alice, from_carol) = (from(&alice.id), from(&carol.id));
+    eprintln!("after carol joined: {after:?}; from alice {from_alice}, from carol {from_carol}");
+    assert_eq!(from_alice + from_carol, bytes.len() as u64, "{transfer}");
+    assert!(from_alice > 0, "{transfer}");
+    assert!(from_carol > bytes.len() as u64 / 2, "carol gave most of it: {transfer}");
+    for node in [&mut alice, &mut bob, &mut carol] {
+        node.stop().await;
+    }
     drop(hub);
 }
 

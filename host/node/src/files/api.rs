@@ -114,19 +114,14 @@ pub(super) async fn get(
             p.resource
         ))
     })?;
-    let me = daemon.peer_id();
-    let sources = {
-        let inner = daemon.shares.lock();
-        let share = inner
-            .share_of(&resource.id)
-            .ok_or_else(|| not_shared(format!("no share holds {}", p.resource)))?;
-        let replica = &inner.replicas[&share];
-        rules::sources(&replica.members(), replica.owner(), &me)
-    };
+    if daemon.shares.lock().share_of(&resource.id).is_none() {
+        return Err(not_shared(format!("no share holds {}", p.resource)));
+    }
+    let sources = super::sources::of(daemon, &facts.hash);
     if sources.is_empty() {
         return Err(app_error(
             ErrorCode::FileNoSource.code(),
-            "no other member of the share may hold it",
+            "no other member of a share naming it may hold it",
         ));
     }
     let add = AddFile {

@@ -156,6 +156,8 @@ pub fn start(daemon: &Arc<Daemon>) {
                 () = woken => {}
             }
             sweep(&daemon).await;
+            // The same commits may have changed who holds the files under way.
+            super::sources::refresh(&daemon).await;
         }
     });
 }

@@ -3,7 +3,8 @@
 //!
 //! * [`rules`] — pure: what a File resource says of its content (hash, size, name), who may fetch a hash (a peer
 //!   that a share holding a File with that hash names, through an index of each share's hashes), whom to fetch it
-//!   from.
+//!   from (the members of every share naming it).
+//! * [`sources`] — those sources kept current for the downloads under way, as members join and leave.
 //! * [`service`] — the `allpeers/files/1` service: HTTP one-to-one (`allpeers_transfer::blob::http`) on each peer
 //!   stream, entitlement checked on every request; the dial the download manager fetches through; hashing the
 //!   files a share names (at `shares.create`, and again when a shared file changed on disk).
@@ -19,5 +20,6 @@ pub mod imports;
 pub mod policy;
 pub mod rules;
 pub mod service;
+pub mod sources;
 
 pub use api::AREA;

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use allpeers_model::PeerId;
 use allpeers_model::resource::Resource;
-use allpeers_replica::{Level, Replica, ShareId};
+use allpeers_replica::{Replica, ShareId};
 use allpeers_transfer::blob::ContentHash;
 
 /// The type every shared file is (Image, Audio, Video and Text extend it).
@@ -60,6 +60,32 @@ struct Indexed {
 }
 
 impl HashIndex {
+    /// Whom to fetch the content `hash` from: the members of every share we hold that names it (the file may be in
+    /// several, each with members of its own) — the shares' owners first (who shared it, most likely), then the
+    /// rest in a stable order; never `me`. Each of them checks that we are entitled before it serves us.
+    pub fn sources(
+        &mut self,
+        replicas: &BTreeMap<ShareId, Replica>,
+        hash: &ContentHash,
+        me: &PeerId,
+    ) -> Vec<PeerId> {
+        self.shares.retain(|share, _| replicas.contains_key(share));
+        let naming: Vec<&Replica> = replicas
+            .iter()
+            .filter(|(share, r)| self.hashes(**share, r).contains(hash))
+            .map(|(_, r)| r)
+            .collect();
+        let owners = naming.iter().filter_map(|r| r.owner());
+        let members = naming.iter().flat_map(|r| r.members().into_keys());
+        let mut sources: Vec<PeerId> = Vec::new();
+        for peer in owners.chain(members) {
+            if peer != *me && !sources.contains(&peer) {
+                sources.push(peer);
+            }
+        }
+        sources
+    }
+
     /// Whether `peer` may fetch the content `hash`: a share we hold names it as a member and holds a resource with
     /// that hash. Checked on every request, so a revoked member or a file taken out of the share is refused at once.
     pub fn entitled(
@@ -102,34 +128,13 @@ impl HashIndex {
     }
 }
 
-/// Whom to fetch a shared file from: the share's other members, its owner first (who shared it, most likely), then
-/// the rest in a stable order.
-pub fn sources(
-    members: &BTreeMap<PeerId, Level>,
-    owner: Option<PeerId>,
-    me: &PeerId,
-) -> Vec<PeerId> {
-    let mut sources: Vec<PeerId> = owner.filter(|o| o != me).into_iter().collect();
-    sources.extend(
-        members
-            .keys()
-            .filter(|p| *p != me && Some(**p) != owner)
-            .copied(),
-    );
-    sources
-}
-
 #[cfg(test)]
 mod tests {
-    use allpeers_replica::Action;
+    use allpeers_replica::{Action, Level};
     use ed25519_dalek::SigningKey;
     use serde_json::json;
 
     use super::*;
-
-    fn peer(n: u8) -> PeerId {
-        PeerId::from_public_key([n; 32])
-    }
 
     fn key(n: u8) -> SigningKey {
         SigningKey::from_bytes(&[n; 32])
@@ -225,17 +230,50 @@ mod tests {
     }
 
     #[test]
-    fn sources_put_the_owner_first_and_never_us() {
-        let members: BTreeMap<PeerId, Level> = [
-            (peer(1), Level::Admin),
-            (peer(2), Level::Read),
-            (peer(3), Level::Write),
+    fn sources_are_the_members_of_every_share_naming_the_file_owners_first_never_us() {
+        let (photo, other) = (ContentHash::of(b"photo"), ContentHash::of(b"other"));
+        let share = |owner: u8, hash: &ContentHash, members: &[u8], at: u64| {
+            let mut r = Replica::create_share(
+                &key(owner),
+                "photo",
+                "File",
+                json!({"properties": {"name": "a.jpg", "size": 5, "hash": hash.to_hex()}}),
+                at,
+            )
+            .unwrap();
+            for (n, m) in members.iter().enumerate() {
+                let grant = Action::Grant {
+                    member: member(*m),
+                    level: Level::Read,
+                };
+                r.author(&key(owner), grant, at + 1 + n as u64).unwrap();
+            }
+            r
+        };
+        // Alice (1) shared the photo with us (2) and carol (3); dave (4) shared the same photo with us and erin
+        // (5); frank (6) shared something else with us and gina (7).
+        let replicas: BTreeMap<ShareId, Replica> = [
+            share(1, &photo, &[2, 3], 1_000),
+            share(4, &photo, &[5, 2], 2_000),
+            share(6, &other, &[2, 7], 3_000),
         ]
-        .into();
+        .into_iter()
+        .map(|r| (r.share(), r))
+        .collect();
+        let mut index = HashIndex::default();
+        let sources = index.sources(&replicas, &photo, &member(2));
+        let owners: HashSet<PeerId> = sources[..2].iter().copied().collect();
+        assert_eq!(owners, HashSet::from([member(1), member(4)]), "{sources:?}");
+        let rest: HashSet<PeerId> = sources[2..].iter().copied().collect();
+        assert_eq!(rest, HashSet::from([member(3), member(5)]), "{sources:?}");
         assert_eq!(
-            sources(&members, Some(peer(3)), &peer(1)),
-            vec![peer(3), peer(2)]
+            index.sources(&replicas, &other, &member(2)),
+            vec![member(6), member(7)]
         );
-        assert_eq!(sources(&members, None, &peer(2)), vec![peer(1), peer(3)]);
+        assert!(
+            index
+                .sources(&replicas, &ContentHash::of(b"none"), &member(2))
+                .is_empty()
+        );
     }
 }

@@ -186,9 +186,10 @@ pub fn manager_error(error: ManagerError) -> RpcError {
         ManagerError::Unknown(id) => return not_found(*id),
         ManagerError::Metainfo(_) | ManagerError::Magnet(_) => ErrorCode::BadTorrent,
         ManagerError::Engine(EngineError::Duplicate) => ErrorCode::TransferExists,
-        ManagerError::Engine(_) | ManagerError::State { .. } | ManagerError::NoNetwork => {
-            ErrorCode::TransferFailed
-        }
+        ManagerError::Engine(_)
+        | ManagerError::State { .. }
+        | ManagerError::NoNetwork
+        | ManagerError::NotAFile(_) => ErrorCode::TransferFailed,
     };
     RpcError::new(code, error.to_string())
 }

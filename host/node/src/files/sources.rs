@@ -1,0 +1,51 @@
+//! Whom a shared file is fetched from, kept current: the members of every share naming it
+//! ([`HashIndex::sources`](super::rules::HashIndex::sources)), taken at `files.get` and taken again for every
+//! download under way after each commit that stored ops (a member joined or left, the file turned up in another
+//! share) — the swarm asks a newcomer at once, stops asking one who left, and a download that gave up starts again.
+
+use std::sync::Arc;
+
+use allpeers_model::PeerId;
+use allpeers_transfer::blob::ContentHash;
+use allpeers_transfer::manager::{ContentKey, Status};
+
+use crate::daemon::state::Daemon;
+
+/// Whom to fetch `hash` from now.
+pub fn of(daemon: &Daemon, hash: &ContentHash) -> Vec<PeerId> {
+    daemon.file_hashes.lock().expect("file hashes").sources(
+        &daemon.shares.lock().replicas,
+        hash,
+        &daemon.peer_id(),
+    )
+}
+
+/// Gives every shared file not yet whole the sources the shares name now.
+pub async fn refresh(daemon: &Arc<Daemon>) {
+    let Some(Ok(transfers)) = daemon.transfers.get() else {
+        return;
+    };
+    for transfer in transfers.manager.list() {
+        let ContentKey::Blake3(hash) = transfer.content else {
+            continue;
+        };
+        if transfer.status == Status::Seeding {
+            continue;
+        }
+        let sources: Vec<String> = of(daemon, &hash).iter().map(ToString::to_string).collect();
+        let count = sources.len();
+        match transfers
+            .manager
+            .set_file_sources(transfer.id, sources)
+            .await
+        {
+            Ok(true) => {
+                allpeers_log::flesh!(id = transfer.id, %hash, count, "files: the shares name other sources for a download")
+            }
+            Ok(false) => {}
+            Err(error) => {
+                allpeers_log::bone!(id = transfer.id, %error, "files: a download's sources were not changed")
+            }
+        }
+    }
+}
