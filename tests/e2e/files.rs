@@ -741,7 +741,10 @@ async fn a_download_takes_in_a_holder_whose_share_names_the_file_while_it_runs()
     let joined = std::time::Instant::now();
     until_done(&mut bob, id).await;
     let after = joined.elapsed();
-    assert_eq!(std::fs::read(landed(&downloads, "film.mkv")).unwrap(), bytes);
+    assert_eq!(
+        std::fs::read(landed(&downloads, "film.mkv")).unwrap(),
+        bytes
+    );
     let transfer = bob.call("transfers.get", json!({"id": id})).await;
     let from = |peer: &str| -> u64 {
         transfer["sources"]
@@ -756,7 +759,10 @@ async fn a_download_takes_in_a_holder_whose_share_names_the_file_while_it_runs()
     eprintln!("after carol joined: {after:?}; from alice {from_alice}, from carol {from_carol}");
     assert_eq!(from_alice + from_carol, bytes.len() as u64, "{transfer}");
     assert!(from_alice > 0, "{transfer}");
-    assert!(from_carol > bytes.len() as u64 / 2, "carol gave most of it: {transfer}");
+    assert!(
+        from_carol > bytes.len() as u64 / 2,
+        "carol gave most of it: {transfer}"
+    );
     for node in [&mut alice, &mut bob, &mut carol] {
         node.stop().await;
     }

@@ -1183,6 +1183,58 @@ mod tests {
         }
     }
 
+    /// A share of many members: at most `MAX_ASKED` sources are asked at once; members holding nothing give their
+    /// turn up, so the one holder, named last, is reached.
+    #[tokio::test]
+    async fn a_swarm_of_many_members_asks_a_bounded_few_at_once_and_reaches_the_holder_named_last()
+    {
+        use crate::blob::sources::MAX_ASKED;
+
+        let f = fixture(2 * 1024 * 1024, &[]);
+        let idle = Partials::default();
+        let mut peers: HashMap<String, Lookup> = (0..MAX_ASKED + 4)
+            .map(|i| (format!("idle{i}"), partial(&idle)))
+            .collect();
+        peers.insert("alice".into(), honest(&f.outboards));
+        let mut names: Vec<String> = (0..MAX_ASKED + 4).map(|i| format!("idle{i}")).collect();
+        names.push("alice".into());
+        // Alice is slow (4 s for the file), so the sources asked are seen for a while.
+        let rates = HashMap::from([("alice".to_string(), 512 * 1024)]);
+        let handle = start(
+            FileSpec {
+                sources: names,
+                ..f.spec.clone()
+            },
+            target(f.dir.path()),
+            dial_sending_at(peers, rates),
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        let mut progress = handle.watch();
+        let mut most = 0;
+        tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let p = progress.borrow_and_update().clone();
+                most = most.max(p.sources);
+                if p.state != TransferState::Downloading {
+                    return;
+                }
+                if progress.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await
+        .unwrap();
+        handle.wait_complete().await.unwrap();
+        let landed = f.dir.path().join("Downloads").join("film.mkv");
+        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        let sources: HashMap<String, u64> = handle.sources().into_iter().collect();
+        assert_eq!(sources.get("alice"), Some(&(f.data.len() as u64)));
+        assert!(most >= 2, "alice and some idle member at once: {most}");
+        assert!(most as usize <= MAX_ASKED, "{most} sources asked at once");
+    }
+
     #[tokio::test]
     async fn downloaders_in_a_swarm_fetch_from_each_other_as_soon_as_they_hold_chunks() {
         let f = fixture(4 * 1024 * 1024, &[]);

@@ -16,6 +16,7 @@
 //! and outstanding blocks go to others, as a banned one's, but it is not counted as bad and may be added again).
 
 use std::ops::Range;
+use std::time::{Duration, Instant};
 
 use super::http::Holding;
 use super::{BLOCK_BYTES, BLOCKS_PER_CHUNK, CHUNK_BYTES, chunk_count, whole_chunks};
@@ -28,6 +29,17 @@ use crate::swarm::picker::{Arrival, Picker};
 /// request's round trip and its lookup and encoder start: from one source, one worker moved 388-439 MB/s, two
 /// 529-563, three no more than two (`benches/files.rs`, docs/benchmarks.md).
 pub const REQUESTS_PER_SOURCE: usize = 2;
+
+/// Sources asked at once, at most: a share of many members costs a download at most this many sources' connections
+/// (each [`REQUESTS_PER_SOURCE`]) and waiting questions. The others wait their turn, which a source gives up once it
+/// has nothing we need (it holds nothing, or only what we have) or its connection failed, if another is ready for
+/// it; the one waiting longest (or never asked) is asked next. A source holding what we need keeps its turn.
+pub const MAX_ASKED: usize = 8;
+/// A source whose turn ended with nothing for us rests before its next turn: this long after its first such turn,
+/// doubling with each in a row up to [`REST_MAX`] (a block from it starts over). Members that never fetch the file
+/// then cost a download one question each per rest, not a turn as fast as they can answer.
+pub const REST_FIRST: Duration = Duration::from_secs(1);
+pub const REST_MAX: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceState {
@@ -57,6 +69,33 @@ struct Entry {
     has: PieceSet,
     /// Verified bytes it gave us (kept ones: duplicates of the endgame are not counted).
     received: u64,
+    /// Its turn while it is asked (its workers run with this number; a worker whose turn is over ends).
+    turn: Option<u64>,
+    /// When it started waiting for a turn (0: from the start; else the count of turns given then): the one waiting
+    /// longest is asked next.
+    queued_at: u64,
+    /// Connections to it that failed in a row (its backoff grows with them, across turns).
+    failures: u32,
+    /// Its turns in a row that ended with nothing for us.
+    dry_turns: u32,
+    /// Not given a turn before then.
+    rest_until: Option<Instant>,
+}
+
+impl Entry {
+    fn new(name: String, chunks: u32) -> Entry {
+        Entry {
+            name,
+            state: SourceState::Unknown,
+            has: PieceSet::new(chunks),
+            received: 0,
+            turn: None,
+            queued_at: 0,
+            failures: 0,
+            dry_turns: 0,
+            rest_until: None,
+        }
+    }
 }
 
 /// A file's sources and the blocks still to fetch.
@@ -65,6 +104,8 @@ pub struct SourceBook {
     geometry: Geometry,
     picker: Picker,
     sources: Vec<Entry>,
+    /// Turns given so far.
+    turns: u64,
 }
 
 impl SourceBook {
@@ -80,13 +121,9 @@ impl SourceBook {
             picker,
             sources: names
                 .into_iter()
-                .map(|name| Entry {
-                    name,
-                    state: SourceState::Unknown,
-                    has: PieceSet::new(chunks),
-                    received: 0,
-                })
+                .map(|name| Entry::new(name, chunks))
                 .collect(),
+            turns: 0,
         }
     }
 
@@ -105,13 +142,68 @@ impl SourceBook {
         {
             return None;
         }
-        self.sources.push(Entry {
-            name: name.to_string(),
-            state: SourceState::Unknown,
-            has: PieceSet::new(self.geometry.piece_count()),
-            received: 0,
-        });
+        self.sources
+            .push(Entry::new(name.to_string(), self.geometry.piece_count()));
         Some(PeerKey(self.sources.len() as u64 - 1))
+    }
+
+    /// Gives free turns (up to [`MAX_ASKED`] sources asked at once) to the sources ready for one (not resting at
+    /// `now`) that waited longest — in the order named, at first — and returns them with their turn: start their
+    /// workers.
+    pub fn start_turns(&mut self, now: Instant) -> Vec<(PeerKey, u64)> {
+        let asked = self.sources.iter().filter(|s| s.turn.is_some()).count();
+        let mut ready: Vec<usize> = (0..self.sources.len())
+            .filter(|i| self.is_ready(*i, now))
+            .collect();
+        ready.sort_by_key(|i| self.sources[*i].queued_at);
+        ready
+            .into_iter()
+            .take(MAX_ASKED.saturating_sub(asked))
+            .map(|i| {
+                self.turns += 1;
+                self.sources[i].turn = Some(self.turns);
+                (PeerKey(i as u64), self.turns)
+            })
+            .collect()
+    }
+
+    /// Waiting for a turn and not resting at `now`.
+    fn is_ready(&self, index: usize, now: Instant) -> bool {
+        let entry = &self.sources[index];
+        entry.turn.is_none()
+            && !entry.state.is_out()
+            && entry.rest_until.is_none_or(|until| until <= now)
+    }
+
+    /// Whether `key`'s workers of `turn` go on asking it.
+    pub fn has_turn(&self, key: PeerKey, turn: u64) -> bool {
+        let entry = &self.sources[key.0 as usize];
+        entry.turn == Some(turn) && !entry.state.is_out()
+    }
+
+    /// Ends `key`'s `turn` if another source is ready for one at `now` and `key` has nothing we need (it holds
+    /// nothing, or no chunk we still need, or its connection failed): what it said it holds no longer counts until
+    /// it is asked again, and it rests ([`REST_FIRST`]…). Returns whether the turn ended (its workers then end).
+    pub fn yield_turn(&mut self, key: PeerKey, turn: u64, now: Instant) -> bool {
+        if !self.has_turn(key, turn) || !(0..self.sources.len()).any(|i| self.is_ready(i, now)) {
+            return false;
+        }
+        let entry = &self.sources[key.0 as usize];
+        let needed = entry.state == SourceState::Holding && self.picker.wants_any_of(&entry.has);
+        if needed {
+            return false;
+        }
+        self.drop_claims(key);
+        let entry = &mut self.sources[key.0 as usize];
+        entry.turn = None;
+        entry.state = SourceState::Unknown;
+        entry.queued_at = self.turns;
+        entry.dry_turns += 1;
+        let rest = REST_FIRST
+            .saturating_mul(1 << (entry.dry_turns - 1).min(16))
+            .min(REST_MAX);
+        entry.rest_until = Some(now + rest);
+        true
     }
 
     /// `key` is no longer a source: what it said it holds no longer counts and its outstanding blocks go to others.
@@ -120,7 +212,9 @@ impl SourceBook {
             return;
         }
         self.drop_claims(key);
-        self.sources[key.0 as usize].state = SourceState::Withdrawn;
+        let entry = &mut self.sources[key.0 as usize];
+        entry.state = SourceState::Withdrawn;
+        entry.turn = None;
     }
 
     /// The keys of the sources not named in `names` (and not out already).
@@ -194,6 +288,7 @@ impl SourceBook {
         self.picker.peer_has_set(&has);
         entry.has = has;
         entry.state = SourceState::Holding;
+        entry.failures = 0;
     }
 
     /// `key` holds nothing of the file (it answered 404 or 403: not downloading it, or not a member after all).
@@ -205,6 +300,7 @@ impl SourceBook {
         self.picker.peer_gone(key, &entry.has);
         entry.has = PieceSet::new(self.geometry.piece_count());
         entry.state = SourceState::Unknown;
+        entry.failures = 0;
     }
 
     /// The byte ranges to ask `key` for next (at most a chunk's worth of blocks, as contiguous runs); empty when it
@@ -251,7 +347,9 @@ impl SourceBook {
         };
         match self.picker.block_arrived(key, block) {
             Arrival::Fresh { .. } => {
-                self.sources[key.0 as usize].received += u64::from(block.len);
+                let entry = &mut self.sources[key.0 as usize];
+                entry.received += u64::from(block.len);
+                entry.dry_turns = 0;
                 if self.picker.all_blocks_arrived(block.piece) {
                     self.picker.piece_verified(block.piece);
                 }
@@ -275,7 +373,9 @@ impl SourceBook {
     /// `key` sent bytes that failed verification, or refused a chunk it said it held: banned.
     pub fn ban(&mut self, key: PeerKey, why: impl Into<String>) {
         self.drop_claims(key);
-        self.sources[key.0 as usize].state = SourceState::Banned(why.into());
+        let entry = &mut self.sources[key.0 as usize];
+        entry.state = SourceState::Banned(why.into());
+        entry.turn = None;
     }
 
     /// `key`'s connection failed: its claims and outstanding blocks are dropped until it is asked again.
@@ -284,7 +384,14 @@ impl SourceBook {
             return;
         }
         self.drop_claims(key);
-        self.sources[key.0 as usize].state = SourceState::Gone(why.into());
+        let entry = &mut self.sources[key.0 as usize];
+        entry.state = SourceState::Gone(why.into());
+        entry.failures += 1;
+    }
+
+    /// Connections to `key` that failed in a row.
+    pub fn failed_in_a_row(&self, key: PeerKey) -> u32 {
+        self.sources[key.0 as usize].failures
     }
 
     fn drop_claims(&mut self, key: PeerKey) {
@@ -428,6 +535,81 @@ mod tests {
         book.ban(C, "y");
         assert!(book.none_left());
         assert_eq!(book.failures().len(), 3);
+    }
+
+    #[test]
+    fn at_most_max_asked_sources_are_asked_at_once_and_one_with_nothing_for_us_rests_while_another_asks()
+     {
+        let size = 4 * CHUNK_BYTES;
+        let names: Vec<String> = (0..MAX_ASKED + 2).map(|i| format!("s{i}")).collect();
+        let blocks = PieceSet::new(size.div_ceil(BLOCK_BYTES) as u32);
+        let mut book = SourceBook::new(size, &blocks, names, 7);
+        let t = Instant::now();
+        let secs = |n: u64| t + Duration::from_secs(n);
+        let first = book.start_turns(t);
+        let keys: Vec<PeerKey> = first.iter().map(|(k, _)| *k).collect();
+        assert_eq!(
+            keys,
+            (0..MAX_ASKED as u64).map(PeerKey).collect::<Vec<_>>(),
+            "in the order named"
+        );
+        assert!(book.start_turns(t).is_empty(), "no turn free");
+        let [(s0, t0), (s1, t1), (s2, t2), (s3, t3)] = [first[0], first[1], first[2], first[3]];
+        // s0 holds chunks we need: it keeps its turn. s1 holds nothing: it gives it up to those never asked.
+        book.holding(s0, chunks(size, &[0, 1]));
+        assert!(!book.yield_turn(s0, t0, t));
+        book.holds_nothing(s1);
+        assert!(book.yield_turn(s1, t1, t));
+        assert!(!book.has_turn(s1, t1), "its workers end");
+        assert!(!book.yield_turn(s1, t1, t), "once");
+        // s2's connection failed: it gives its turn up too.
+        book.gone(s2, "refused");
+        assert_eq!(book.failed_in_a_row(s2), 1);
+        assert!(book.yield_turn(s2, t2, t));
+        let next: Vec<PeerKey> = book.start_turns(t).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(
+            next,
+            vec![PeerKey(MAX_ASKED as u64), PeerKey(MAX_ASKED as u64 + 1)]
+        );
+        // s0's chunks all fetched: nothing more for us, but s1 and s2 rest a second: nobody is ready, s0 keeps
+        // asking; a second later it gives its turn to s1, waiting longest.
+        drain(&mut book, s0);
+        assert!(!book.yield_turn(s0, t0, t), "the others rest");
+        assert!(book.start_turns(t).is_empty());
+        assert!(book.yield_turn(s0, t0, secs(1)));
+        let again = book.start_turns(secs(1));
+        assert_eq!(again.len(), 1);
+        let (s1_again, t1_again) = again[0];
+        assert_eq!(s1_again, s1);
+        assert!(t1_again > t2, "a new turn");
+        // s1 has nothing again: its second rest in a row is twice as long (2 s).
+        book.holds_nothing(s1);
+        assert!(book.yield_turn(s1, t1_again, secs(1)), "s2 is ready");
+        assert_eq!(book.start_turns(secs(1)).first().map(|(k, _)| *k), Some(s2));
+        book.ban(s3, "bad block");
+        assert!(!book.has_turn(s3, t3), "a banned source frees its turn");
+        let half = Duration::from_millis(500);
+        assert!(
+            book.start_turns(secs(1) + half).is_empty(),
+            "s0 rests until 2 s, s1 until 3 s"
+        );
+        let later: Vec<PeerKey> = book
+            .start_turns(secs(2))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(later, vec![s0]);
+        // With nobody ready a source keeps its turn, even with nothing for us (it may hold more later).
+        let (s4, t4) = first[4];
+        book.holds_nothing(s4);
+        assert!(
+            !book.yield_turn(s4, t4, secs(2)),
+            "s1, the only one waiting, rests"
+        );
+        assert!(book.yield_turn(s4, t4, secs(3)));
+        let (s5, t5) = first[5];
+        book.withdraw(s5);
+        assert!(!book.has_turn(s5, t5), "a withdrawn source frees its turn");
     }
 
     #[test]

@@ -42,6 +42,13 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_FIRST: Duration = Duration::from_millis(250);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// The wait before a source is dialled again after `failures` failed connections in a row (at least one).
+fn backoff(failures: u32) -> Duration {
+    RETRY_FIRST
+        .saturating_mul(1 << failures.saturating_sub(1).min(8))
+        .min(RETRY_MAX)
+}
+
 struct Swarm {
     hash: ContentHash,
     size: u64,
@@ -73,6 +80,8 @@ enum Ended {
     Failed(String),
     /// Writing what it sent failed on our side: the whole download stops.
     Landing,
+    /// Its turn is over (given to a source waiting, or it is no longer a source).
+    TurnOver,
 }
 
 /// Fetches every block missing from `landing` from all of its `sources` at once; a source named later starts at
@@ -101,12 +110,24 @@ pub(super) async fn fetch(
         landing_failed: Mutex::new(None),
     });
     let mut workers = tokio::task::JoinSet::new();
-    let mut start = |key: PeerKey| {
-        for _ in 0..REQUESTS_PER_SOURCE {
-            workers.spawn(swarm.clone().worker(key));
+    // The workers of each turn under way: a turn that ended (given up, banned, withdrawn) has its workers stopped
+    // at once, so no more than MAX_ASKED sources hold a connection or a waiting question.
+    let mut turns: Vec<(PeerKey, u64, Vec<tokio::task::AbortHandle>)> = Vec::new();
+    let mut start_turns = |book: &mut SourceBook| {
+        turns.retain(|(key, turn, handles)| {
+            let going_on = book.has_turn(*key, *turn);
+            if !going_on {
+                handles.iter().for_each(tokio::task::AbortHandle::abort);
+            }
+            going_on
+        });
+        for (key, turn) in book.start_turns(Instant::now()) {
+            let handles = (0..REQUESTS_PER_SOURCE)
+                .map(|_| workers.spawn(swarm.clone().worker(key, turn)))
+                .collect();
+            turns.push((key, turn, handles));
         }
     };
-    (0..names.len()).for_each(|key| start(PeerKey(key as u64)));
     // Once the sender is gone (the download ends) the sources stay as they are.
     let mut named = true;
     let outcome = loop {
@@ -118,10 +139,11 @@ pub(super) async fn fetch(
                     source,
                 });
             }
-            let book = swarm.book.lock().expect("book");
+            let mut book = swarm.book.lock().expect("book");
             if book.is_complete() {
                 break Ok(());
             }
+            start_turns(&mut book);
             if book.none_left() {
                 let failures = book.failures();
                 break Err(DownloadError::NoSource(if failures.is_empty() {
@@ -150,11 +172,11 @@ pub(super) async fn fetch(
                         book.withdraw(key);
                     }
                     for name in &names {
-                        if let Some(key) = book.add(name) {
+                        if book.add(name).is_some() {
                             allpeers_log::flesh!(hash = %spec.hash, peer = %name, "files: a swarm source joins");
-                            start(key);
                         }
                     }
+                    start_turns(&mut book);
                 }
                 Err(_) => named = false,
             },
@@ -170,25 +192,40 @@ pub(super) async fn fetch(
 }
 
 impl Swarm {
-    fn worker(self: Arc<Self>, key: PeerKey) -> BoxFuture<()> {
+    /// Asks `key` during its `turn` (one of its [`REQUESTS_PER_SOURCE`] workers). A connection that failed is tried
+    /// again after a backoff that grows with the source's failures in a row, across turns (so offline members
+    /// taking turns cost a dial each per backoff, not a busy loop); then the turn goes to a source waiting, if any.
+    fn worker(self: Arc<Self>, key: PeerKey, turn: u64) -> BoxFuture<()> {
         Box::pin(async move {
-            let mut backoff = RETRY_FIRST;
             loop {
-                if self.book.lock().expect("book").state(key).is_out() {
+                if !self.book.lock().expect("book").has_turn(key, turn) {
                     return;
                 }
-                match self.work(key).await {
+                match self.work(key, turn).await {
                     Ended::Complete => return,
-                    Ended::Banned | Ended::Landing => {
+                    Ended::Banned | Ended::Landing | Ended::TurnOver => {
+                        // Someone else may take the turn, or the download is over.
                         self.changed.notify_waiters();
                         return;
                     }
                     Ended::Failed(why) => {
                         let name = self.name(key);
                         allpeers_log::bone!(hash = %self.hash, peer = %name, %why, "files: a swarm source failed");
-                        self.book.lock().expect("book").gone(key, why);
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(RETRY_MAX);
+                        let failures = {
+                            let mut book = self.book.lock().expect("book");
+                            book.gone(key, why);
+                            book.failed_in_a_row(key)
+                        };
+                        tokio::time::sleep(backoff(failures)).await;
+                        if self
+                            .book
+                            .lock()
+                            .expect("book")
+                            .yield_turn(key, turn, Instant::now())
+                        {
+                            self.changed.notify_waiters();
+                            return;
+                        }
                     }
                 }
             }
@@ -217,7 +254,7 @@ impl Swarm {
 
     /// One connection to `key`: ask what it holds, fetch what it can give, ask again later; until the file is
     /// whole or the connection fails.
-    async fn work(self: &Arc<Self>, key: PeerKey) -> Ended {
+    async fn work(self: &Arc<Self>, key: PeerKey, turn: u64) -> Ended {
         let name = self.name(key);
         let connected = tokio::time::timeout(ANSWER_TIMEOUT, async {
             let io = (self.dial)(name.clone()).await?;
@@ -238,9 +275,9 @@ impl Swarm {
                 if book.is_complete() {
                     return Ended::Complete;
                 }
-                // Another worker of the same source banned it, or it is no longer a source.
-                if book.state(key).is_out() {
-                    return Ended::Banned;
+                // Another worker of the same source banned it or gave up its turn, or it is no longer a source.
+                if !book.has_turn(key, turn) {
+                    return Ended::TurnOver;
                 }
             }
             let asked = tokio::time::Instant::now();
@@ -303,6 +340,15 @@ impl Swarm {
                         Err(error) => return self.failed(key, range, error),
                     }
                 }
+            }
+            // Nothing more to ask it: another source waiting for a turn takes this one's.
+            if self
+                .book
+                .lock()
+                .expect("book")
+                .yield_turn(key, turn, Instant::now())
+            {
+                return Ended::TurnOver;
             }
             // A source that waited for news before it answered is asked again at once; one that answered at once
             // (it holds the whole file, or refused us) is asked at most once per POLL.
