@@ -737,7 +737,7 @@ mod tests {
     use super::*;
     use crate::blob::PeerIo;
     use crate::blob::http::{Lookup, Refusal, StatusCode};
-    use crate::blob::outboards::Outboards;
+    use crate::blob::outboards::{Growing, Outboards};
     use crate::blob::partial::{Partials, Serving};
 
     fn content(len: usize) -> Vec<u8> {
@@ -1319,7 +1319,11 @@ mod tests {
             if asked.fetch_add(1, Ordering::Relaxed) > 0 {
                 let mut held = PieceSet::new(blocks(source.size));
                 held.insert(0);
-                source.held = Some(held);
+                // Its download is over (the sender is gone): nothing to wait for.
+                source.growing = Some(Growing {
+                    held,
+                    more: watch::channel(0).1,
+                });
             }
             Ok(source)
         });

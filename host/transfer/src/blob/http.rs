@@ -40,7 +40,7 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-use super::outboards::Source;
+use super::outboards::{Growing, Source};
 pub use super::verify::Verified;
 use super::verify::{PushError, Verifier, VerifyError};
 use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, chunk_count, whole_chunks};
@@ -165,14 +165,15 @@ async fn answer(
         let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
         // What to wait for before looking up again, when the asker waits for news and there is none yet.
         let (found, news) = match found {
-            Ok(Ok(mut source)) => {
-                let unchanged = match (&known, &source.held) {
-                    (Some(known), Some(held)) => {
-                        *known == hex(whole_chunks(held, source.size).as_wire())
+            Ok(Ok(source)) => {
+                let news = match (&known, &source.growing) {
+                    (Some(known), Some(growing))
+                        if *known == hex(whole_chunks(&growing.held, source.size).as_wire()) =>
+                    {
+                        Some(growing.more.clone())
                     }
-                    _ => false,
+                    _ => None,
                 };
-                let news = source.more.take().filter(|_| unchanged);
                 (Ok(source), news)
             }
             Ok(Err(mut refusal)) => {
@@ -217,7 +218,7 @@ async fn answer(
         }
     };
     let (covered, chunks) = block_ranges(bytes, size);
-    if let Some(held) = &source.held
+    if let Some(Growing { held, .. }) = &source.growing
         && !head
         && !(covered.start / BLOCK_BYTES..covered.end.div_ceil(BLOCK_BYTES))
             .all(|block| held.contains(block as u32))
@@ -228,9 +229,9 @@ async fn answer(
         );
     }
     let have = source
-        .held
+        .growing
         .as_ref()
-        .map(|held| hex(whole_chunks(held, size).as_wire()));
+        .map(|growing| hex(whole_chunks(&growing.held, size).as_wire()));
     let tree = BaoTree::new(size, BLOCK_SIZE);
     let encoded_len = encoded_len(tree, &chunks);
     let nodes = ((encoded_len - (covered.end - covered.start)) / 64) as usize;
@@ -1281,8 +1282,10 @@ mod tests {
             let (outboards, written) = (outboards.clone(), written.clone());
             Arc::new(move |hash| {
                 let mut source = outboards.open_source(&hash).unwrap();
-                source.more = Some(written.watch());
-                source.held = Some(written.blocks());
+                source.growing = Some(Growing {
+                    held: written.blocks(),
+                    more: written.watch(),
+                });
                 looked_up.send(()).unwrap();
                 Ok(source)
             })

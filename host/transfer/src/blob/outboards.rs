@@ -48,15 +48,21 @@ pub struct SharedFile {
     pub size: u64,
 }
 
+/// What a download under way holds, as its source serves it.
+pub struct Growing {
+    /// The blocks it holds (16 KiB each).
+    pub held: PieceSet,
+    /// Changes when it holds more blocks; closed once the download is over.
+    pub more: tokio::sync::watch::Receiver<u64>,
+}
+
 /// A file ready to serve: opened, with its tree (the outboard file), whole or in part.
 pub struct Source {
     pub file: File,
     pub outboard: PreOrderOutboard<File>,
     pub size: u64,
-    /// The blocks it holds (16 KiB each), when it is a download still under way; `None`: the whole file.
-    pub held: Option<PieceSet>,
-    /// A download under way: changes when it holds more blocks, closed once it is over.
-    pub more: Option<tokio::sync::watch::Receiver<u64>>,
+    /// A download still under way, served as it grows; `None`: the whole file.
+    pub growing: Option<Growing>,
     /// A file shared in place: its length and modification time when it was hashed. A body is cut short as soon
     /// as the file no longer has them (checked before each buffer is sent), so bytes written since never go out
     /// under the old hash — where the downloader would take an honest source for a tampering one.
@@ -183,8 +189,7 @@ impl Outboards {
                 data,
             },
             size: record.size,
-            held: None,
-            more: None,
+            growing: None,
             stamps: Some(record.stamps),
         })
     }

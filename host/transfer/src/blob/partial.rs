@@ -16,7 +16,7 @@ use bao_tree::BaoTree;
 use bao_tree::io::outboard::PreOrderOutboard;
 use tokio::sync::watch;
 
-use super::outboards::Source;
+use super::outboards::{Growing, Source};
 use super::{BLOCK_SIZE, ContentHash};
 use crate::swarm::geometry::PieceSet;
 
@@ -128,8 +128,7 @@ impl Partials {
                     data: File::open(&partial.outboard)?,
                 },
                 size: partial.size,
-                held: Some(held),
-                more: Some(more),
+                growing: Some(Growing { held, more }),
                 // Our own partial file: only the download writes it, and only blocks it verified.
                 stamps: None,
             })
