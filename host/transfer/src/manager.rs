@@ -794,6 +794,34 @@ impl Manager {
         Ok(true)
     }
 
+    /// `source` is reachable again (it came online): every shared-file download it is a source of that waits to
+    /// retry, or gave up, starts again now (its retries counted from zero). Returns those transfers.
+    pub async fn source_back(&self, source: &str) -> Vec<TransferId> {
+        let again: Vec<TransferId> = {
+            let mut state = self.state.lock().expect("not poisoned");
+            state
+                .entries
+                .values_mut()
+                .filter(|e| matches!(e.status, Status::Retrying { .. } | Status::Failed(_)))
+                .filter(|e| matches!(&e.content, Content::File(spec) if spec.sources.iter().any(|s| s == source)))
+                .map(|entry| {
+                    entry.status = Status::Queued;
+                    entry.attempts = 0;
+                    let _ = self.events.send(TransferEvent::Status {
+                        id: entry.record.id,
+                        status: Status::Queued,
+                    });
+                    entry.record.id
+                })
+                .collect()
+        };
+        if !again.is_empty() {
+            allpeers_log::flesh!(%source, transfers = ?again, "transfer: a source is back: its downloads start again");
+            self.schedule().await;
+        }
+        again
+    }
+
     /// A transfer's priority: which waiting transfer starts first when a download slot frees (kept across
     /// restarts). A running transfer keeps running; a queued one may start at once if it now comes first.
     pub async fn set_priority(&self, id: TransferId, priority: i32) -> Result<(), ManagerError> {
@@ -826,7 +854,7 @@ impl Manager {
     async fn schedule(&self) {
         loop {
             let next = {
-                let state = self.state.lock().expect("not poisoned");
+                let mut state = self.state.lock().expect("not poisoned");
                 let active = state
                     .entries
                     .values()
@@ -841,17 +869,25 @@ impl Manager {
                     })
                     .count();
                 let slot_free = active < self.config.max_active;
-                state
+                let picked = state
                     .entries
-                    .values()
+                    .values_mut()
                     .filter(|e| e.status == Status::Queued && (slot_free || e.record.seed_in_place))
                     .max_by(|a, b| {
                         a.record
                             .priority
                             .cmp(&b.record.priority)
                             .then(b.record.id.cmp(&a.record.id))
-                    })
-                    .map(|e| (e.record.clone(), e.content.clone()))
+                    });
+                // Claimed under the lock, as it will start: another schedule running at the same time (a source
+                // back, a transfer done) neither starts it a second time nor counts its slot free.
+                picked.map(|e| {
+                    e.status = match e.content {
+                        Content::Magnet(_) => Status::FetchingMetadata,
+                        Content::Torrent(_) | Content::File(_) => Status::Downloading,
+                    };
+                    (e.record.clone(), e.content.clone())
+                })
             };
             let Some((record, content)) = next else {
                 return;

@@ -637,3 +637,92 @@ async fn a_file_that_gave_up_starts_again_when_a_new_source_is_named() {
         "{dialed:?}"
     );
 }
+
+/// A file download waiting to retry, or one that gave up, starts again at once when one of its sources is back
+/// (the node calls this when a peer comes online); a peer that is none of its sources changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_waiting_for_its_source_starts_again_when_the_source_is_back() {
+    use allpeers_transfer::blob::{ContentHash, FileSpec};
+    use allpeers_transfer::manager::AddFile;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    let work = tempfile::tempdir().unwrap();
+    // A manager whose every dial fails (counted), retrying after an hour: only the source's return starts a
+    // download again within the test.
+    let start = |max_attempts: u32, dir: &str| {
+        let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join(dir));
+        engine.use_trackers = false;
+        let mut config = ManagerConfig::new(engine);
+        config.retry_delay = Duration::from_secs(3600);
+        config.max_attempts = max_attempts;
+        let dials = Arc::new(AtomicUsize::new(0));
+        let counted = dials.clone();
+        config.dial = Some(Arc::new(move |_peer: String| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Box::pin(async { Err(std::io::Error::other("offline")) })
+        }));
+        (config, dials)
+    };
+    let add = |hash: u8| AddFile {
+        spec: FileSpec {
+            hash: ContentHash([hash; 32]),
+            size: 100_000,
+            name: "film.mkv".into(),
+            sources: vec!["alice".into()],
+        },
+        dir: work.path().join("out"),
+        priority: 0,
+        limits: Limits::default(),
+        paused: false,
+    };
+    let is = |id: u64, failed: bool| {
+        move |e: &TransferEvent| match e {
+            TransferEvent::Status { id: i, status } if *i == id => {
+                if failed {
+                    matches!(status, Status::Failed(_))
+                } else {
+                    matches!(status, Status::Retrying { .. })
+                }
+            }
+            _ => false,
+        }
+    };
+
+    // Waiting out its backoff.
+    let (config, dials) = start(1, "retrying");
+    let manager = Manager::start(config).await.unwrap();
+    let mut events = manager.subscribe();
+    let id = manager.add_file(add(9)).await.unwrap();
+    wait_for(&mut events, is(id, false)).await;
+    assert!(
+        manager.source_back("carol").await.is_empty(),
+        "not a source of it"
+    );
+    let before = dials.load(Ordering::SeqCst);
+    assert_eq!(manager.source_back("alice").await, vec![id]);
+    wait_for(&mut events, is(id, false)).await;
+    assert_eq!(
+        dials.load(Ordering::SeqCst),
+        before + 1,
+        "asked again at once"
+    );
+    assert!(
+        matches!(
+            manager.get(id).unwrap().status,
+            Status::Retrying { attempt: 1, .. }
+        ),
+        "its retries counted from zero"
+    );
+
+    // Given up (no retries at all).
+    let (config, dials) = start(0, "given-up");
+    let manager = Manager::start(config).await.unwrap();
+    let mut events = manager.subscribe();
+    let id = manager.add_file(add(10)).await.unwrap();
+    wait_for(&mut events, is(id, true)).await;
+    let before = dials.load(Ordering::SeqCst);
+    assert_eq!(manager.source_back("alice").await, vec![id]);
+    wait_for(&mut events, is(id, true)).await;
+    assert_eq!(dials.load(Ordering::SeqCst), before + 1);
+}
