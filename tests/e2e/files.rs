@@ -769,6 +769,57 @@ async fn a_download_takes_in_a_holder_whose_share_names_the_file_while_it_runs()
     drop(hub);
 }
 
+/// A source coming online starts a download waiting for it again at once: alice shares a file with bob and goes
+/// offline; bob's download finds nobody and waits to retry (the manager's backoff, 5 s at first); alice comes back,
+/// bob's node hears from the hub that she is online and starts the download again at once — through the queue,
+/// which the backoff's own retry never passes — and that attempt completes (the connector finds her new ports),
+/// every byte verified.
+#[tokio::test]
+async fn a_download_waiting_for_its_source_starts_again_when_the_source_comes_online() {
+    let Shared {
+        mut alice,
+        mut bob,
+        bytes,
+        resource,
+        _hub,
+        _dirs,
+        ..
+    } = alice_shares_with_bob("film.mkv", 4 * 1024 * 1024 + 9, 12).await;
+    alice.stop().await;
+    let downloads = bob.dir.path().join("Downloads");
+    let transfer = get_file(&mut bob, &resource, &downloads).await;
+    let id = transfer["id"].as_u64().unwrap();
+    // The first wait is 5 s: alice's return (tens of milliseconds) comes well inside it.
+    wait_event(&mut bob.client, "transfer.changed", |d| {
+        d["id"] == id && d["state"] == "retrying"
+    })
+    .await;
+    let back = std::time::Instant::now();
+    alice.restart("alice").await;
+    wait_event(&mut bob.client, "transfer.changed", |d| {
+        d["id"] == id && d["state"] == "queued"
+    })
+    .await;
+    // Through the connector (her new addresses asked of the hub), not the addresses bob remembered: the attempt
+    // started by her return is the one that succeeds.
+    let mut states = Vec::new();
+    while !matches!(
+        states.last().map(String::as_str),
+        Some("seeding" | "failed")
+    ) {
+        let changed = wait_event(&mut bob.client, "transfer.changed", |d| d["id"] == id).await;
+        states.push(changed["state"].as_str().unwrap_or_default().to_string());
+    }
+    eprintln!("after alice's return: {states:?} in {:?}", back.elapsed());
+    assert_eq!(states, ["downloading", "seeding"]);
+    assert_eq!(
+        std::fs::read(landed(&downloads, "film.mkv")).unwrap(),
+        bytes
+    );
+    bob.stop().await;
+    alice.stop().await;
+}
+
 /// Auto-download: alice shares an album (two photos and a video) with bob; under bob's default policy (`small`,
 /// set to 1 MiB from the CLI) the photos arrive by themselves and the video does not, until bob sets the share's
 /// policy to `all`.

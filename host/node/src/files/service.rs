@@ -6,6 +6,7 @@
 //! downloads under way (a member downloading a file serves the blocks it holds: the private swarm).
 
 use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use allpeers_model::PeerId;
 use allpeers_model::api::{ErrorCode, RpcError};
@@ -120,6 +121,9 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
     })
 }
 
+/// Longest wait for the connector to reach a peer a download asks (a relay may take a few round trips).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How the download manager reaches a peer's files service.
 pub fn dial(daemon: Weak<Daemon>) -> Dial {
     Arc::new(move |peer: String| {
@@ -129,11 +133,23 @@ pub fn dial(daemon: Weak<Daemon>) -> Dial {
             let daemon = daemon
                 .upgrade()
                 .ok_or_else(|| std::io::Error::other("shutting down"))?;
-            let endpoint = daemon
+            let network = daemon
                 .network
                 .get()
-                .map(|n| n.endpoint.clone())
                 .ok_or_else(|| std::io::Error::other("the node is offline"))?;
+            let endpoint = network.endpoint.clone();
+            // No connection yet: the connector reaches the peer as chat and shares do (its addresses asked of the
+            // hub afresh, a hole punched or a relay where needed). Dialling the addresses we remember instead
+            // waited out a dead one when the peer had come back on new ports, and never reached one behind a NAT.
+            if endpoint.connection(&peer).is_none() {
+                let connector = network.connector.clone();
+                tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(peer))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out")
+                    })?
+                    .map_err(std::io::Error::other)?;
+            }
             // A connection of its own where it can be (no yamux copies on the bulk path).
             let (send, recv) = endpoint
                 .open_bulk_stream(peer, &namespace())

@@ -2,6 +2,7 @@
 //! ([`HashIndex::sources`](super::rules::HashIndex::sources)), taken at `files.get` and taken again for every
 //! download under way after each commit that stored ops (a member joined or left, the file turned up in another
 //! share) — the swarm asks a newcomer at once, stops asking one who left, and a download that gave up starts again.
+//! A source coming online (its presence, from the hub) starts again at once the downloads waiting for it.
 
 use std::sync::Arc;
 
@@ -18,6 +19,15 @@ pub fn of(daemon: &Daemon, hash: &ContentHash) -> Vec<PeerId> {
         hash,
         &daemon.peer_id(),
     )
+}
+
+/// `peer` came online: the file downloads it is a source of that wait to retry, or gave up, start again now.
+pub fn source_online(daemon: &Daemon, peer: PeerId) {
+    let Some(Ok(transfers)) = daemon.transfers.get() else {
+        return;
+    };
+    let manager = transfers.manager.clone();
+    tokio::spawn(async move { manager.source_back(&peer.to_string()).await });
 }
 
 /// Gives every shared file not yet whole the sources the shares name now.

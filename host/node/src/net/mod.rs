@@ -15,7 +15,7 @@ use std::sync::{Arc, OnceLock};
 
 use std::time::Duration;
 
-use allpeers_hub_client::{AcceptAll, HubClient, RefuseAll, RelayPolicy};
+use allpeers_hub_client::{AcceptAll, HubClient, PeerStatus, RefuseAll, RelayPolicy};
 use allpeers_model::PeerId;
 use allpeers_model::api::RpcError;
 use allpeers_model::api::methods::{self as m, topics};
@@ -55,6 +55,15 @@ fn handle(call: Call<'_>) -> Reply<'_> {
             _ => Ok(status(call.daemon)),
         }
     })
+}
+
+/// A presence change a hub reports: the social area keeps it; a peer coming online may be the source a shared
+/// file's download waits for.
+fn on_hub_presence(daemon: &Daemon, peer: PeerId, online: bool, status: PeerStatus) {
+    crate::social::api::on_hub_presence(daemon, peer, online, status);
+    if online {
+        crate::files::sources::source_online(daemon, peer);
+    }
 }
 
 /// Starts the network. A failure (e.g. a configured port in use) is logged and shown by
@@ -159,18 +168,13 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
     // A hub that cannot start (a bad address in config.json) leaves the node online without
     // it; the error is kept for `net.status`'s log line.
     let hub = match &daemon.hub_config {
-        Some(section) => crate::hub::start(
-            daemon,
-            endpoint.clone(),
-            section,
-            crate::social::api::on_hub_presence,
-        )
-        .await
-        .inspect_err(|e| {
-            allpeers_log::skin!("the hub client did not start: {e:#}");
-            *daemon.net_error.lock().expect("net error lock") = Some(format!("{e:#}"));
-        })
-        .ok(),
+        Some(section) => crate::hub::start(daemon, endpoint.clone(), section, on_hub_presence)
+            .await
+            .inspect_err(|e| {
+                allpeers_log::skin!("the hub client did not start: {e:#}");
+                *daemon.net_error.lock().expect("net error lock") = Some(format!("{e:#}"));
+            })
+            .ok(),
         None => None,
     };
     let connectivity = hub
@@ -243,12 +247,7 @@ fn start_foreign_hubs(
             introduce_at_home(home.clone(), client.clone());
         }
         if let Some(daemon) = weak.upgrade() {
-            crate::hub::forward_guest_events(
-                &daemon,
-                client,
-                client.hub(),
-                crate::social::api::on_hub_presence,
-            );
+            crate::hub::forward_guest_events(&daemon, client, client.hub(), on_hub_presence);
         }
     }));
     connector.set_router(Arc::new(GuestRouter(Arc::downgrade(&foreign))));
