@@ -503,51 +503,73 @@ async fn the_uploads_list_is_live() {
     );
 }
 
+/// A manager in `dir` whose every dial of a file's source fails (each dial's peer recorded), retrying after
+/// `retry_delay` up to `max_attempts` times.
+async fn offline_manager(
+    dir: &Path,
+    retry_delay: Duration,
+    max_attempts: u32,
+) -> (Manager, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), dir.join("state"));
+    engine.use_trackers = false;
+    let mut config = ManagerConfig::new(engine);
+    config.retry_delay = retry_delay;
+    config.max_attempts = max_attempts;
+    let dialed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = dialed.clone();
+    config.dial = Some(std::sync::Arc::new(move |peer: String| {
+        record.lock().unwrap().push(peer);
+        Box::pin(async { Err(std::io::Error::other("offline")) })
+    }));
+    (Manager::start(config).await.unwrap(), dialed)
+}
+
+/// A shared file of 100,000 bytes (content `[hash; 32]`) to fetch from `sources` into `dir`.
+fn add_file(hash: u8, sources: &[&str], dir: &Path) -> allpeers_transfer::manager::AddFile {
+    allpeers_transfer::manager::AddFile {
+        spec: allpeers_transfer::blob::FileSpec {
+            hash: allpeers_transfer::blob::ContentHash([hash; 32]),
+            size: 100_000,
+            name: "film.mkv".into(),
+            sources: sources.iter().map(|s| s.to_string()).collect(),
+        },
+        dir: dir.to_path_buf(),
+        priority: 0,
+        limits: Limits::default(),
+        paused: false,
+    }
+}
+
+/// Whether `event` says transfer `id` waits to retry (`failed`: gave up).
+fn ended(event: &TransferEvent, id: u64, failed: bool) -> bool {
+    match event {
+        TransferEvent::Status { id: i, status } if *i == id => {
+            if failed {
+                matches!(status, Status::Failed(_))
+            } else {
+                matches!(status, Status::Retrying { .. })
+            }
+        }
+        _ => false,
+    }
+}
+
 /// A download that failed waits out its backoff before it starts again; paused meanwhile, it stays paused. (The
 /// retry once started again regardless.) A file download whose every source fails to dial fails at once, so the
 /// retry is the manager's, the same for a torrent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_download_paused_while_it_waits_to_retry_stays_paused() {
-    use allpeers_transfer::blob::{ContentHash, FileSpec};
-    use allpeers_transfer::manager::AddFile;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     let work = tempfile::tempdir().unwrap();
-    let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
-    engine.use_trackers = false;
-    let mut config = ManagerConfig::new(engine);
     let retry_delay = Duration::from_millis(200);
-    config.retry_delay = retry_delay;
-    let dials = Arc::new(AtomicUsize::new(0));
-    let counted = dials.clone();
-    config.dial = Some(Arc::new(move |_peer: String| {
-        counted.fetch_add(1, Ordering::SeqCst);
-        Box::pin(async { Err(std::io::Error::other("no such peer")) })
-    }));
-    let manager = Manager::start(config).await.unwrap();
+    let (manager, dialed) = offline_manager(work.path(), retry_delay, 5).await;
     let mut events = manager.subscribe();
     let id = manager
-        .add_file(AddFile {
-            spec: FileSpec {
-                hash: ContentHash([7; 32]),
-                size: 100_000,
-                name: "film.mkv".into(),
-                sources: vec!["nobody".into()],
-            },
-            dir: work.path().join("out"),
-            priority: 0,
-            limits: Limits::default(),
-            paused: false,
-        })
+        .add_file(add_file(7, &["nobody"], &work.path().join("out")))
         .await
         .unwrap();
-    wait_for(&mut events, |e| {
-        matches!(e, TransferEvent::Status { id: i, status: Status::Retrying { attempt: 1, .. } } if *i == id)
-    })
-    .await;
+    wait_for(&mut events, |e| ended(e, id, false)).await;
     manager.pause(id).await.unwrap();
-    let dialed = dials.load(Ordering::SeqCst);
+    let dials = dialed.lock().unwrap().len();
     // Ten backoffs: a retry that ignored the pause would have started (and dialed) long before.
     let restarted = tokio::time::timeout(
         retry_delay * 10,
@@ -557,7 +579,7 @@ async fn a_download_paused_while_it_waits_to_retry_stays_paused() {
     )
     .await;
     assert!(restarted.is_err(), "the paused download started again");
-    assert_eq!(dials.load(Ordering::SeqCst), dialed);
+    assert_eq!(dialed.lock().unwrap().len(), dials);
     assert_eq!(
         manager.get(id).unwrap().status,
         Status::Paused("paused by the user".into())
@@ -568,44 +590,14 @@ async fn a_download_paused_while_it_waits_to_retry_stays_paused() {
 /// and that source is the one asked; naming the same sources again changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_that_gave_up_starts_again_when_a_new_source_is_named() {
-    use allpeers_transfer::blob::{ContentHash, FileSpec};
-    use allpeers_transfer::manager::AddFile;
-    use std::sync::{Arc, Mutex};
-
     let work = tempfile::tempdir().unwrap();
-    let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join("state"));
-    engine.use_trackers = false;
-    let mut config = ManagerConfig::new(engine);
-    config.retry_delay = Duration::from_millis(50);
-    config.max_attempts = 1;
-    let dialed = Arc::new(Mutex::new(Vec::<String>::new()));
-    let record = dialed.clone();
-    config.dial = Some(Arc::new(move |peer: String| {
-        record.lock().unwrap().push(peer);
-        Box::pin(async { Err(std::io::Error::other("offline")) })
-    }));
-    let manager = Manager::start(config).await.unwrap();
+    let (manager, dialed) = offline_manager(work.path(), Duration::from_millis(50), 1).await;
     let mut events = manager.subscribe();
     let id = manager
-        .add_file(AddFile {
-            spec: FileSpec {
-                hash: ContentHash([7; 32]),
-                size: 100_000,
-                name: "film.mkv".into(),
-                sources: vec!["alice".into()],
-            },
-            dir: work.path().join("out"),
-            priority: 0,
-            limits: Limits::default(),
-            paused: false,
-        })
+        .add_file(add_file(7, &["alice"], &work.path().join("out")))
         .await
         .unwrap();
-    wait_for(
-        &mut events,
-        |e| matches!(e, TransferEvent::Status { id: i, status: Status::Failed(_) } if *i == id),
-    )
-    .await;
+    wait_for(&mut events, |e| ended(e, id, true)).await;
     assert!(
         !manager
             .set_file_sources(id, vec!["alice".into()])
@@ -627,11 +619,7 @@ async fn a_file_that_gave_up_starts_again_when_a_new_source_is_named() {
         |e| matches!(e, TransferEvent::Status { id: i, status: Status::Downloading } if *i == id),
     )
     .await;
-    wait_for(
-        &mut events,
-        |e| matches!(e, TransferEvent::Status { id: i, status: Status::Failed(_) } if *i == id),
-    )
-    .await;
+    wait_for(&mut events, |e| ended(e, id, true)).await;
     assert!(
         dialed.lock().unwrap().contains(&"carol".to_string()),
         "{dialed:?}"
@@ -642,68 +630,28 @@ async fn a_file_that_gave_up_starts_again_when_a_new_source_is_named() {
 /// (the node calls this when a peer comes online); a peer that is none of its sources changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_waiting_for_its_source_starts_again_when_the_source_is_back() {
-    use allpeers_transfer::blob::{ContentHash, FileSpec};
-    use allpeers_transfer::manager::AddFile;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     let work = tempfile::tempdir().unwrap();
-    // A manager whose every dial fails (counted), retrying after an hour: only the source's return starts a
-    // download again within the test.
-    let start = |max_attempts: u32, dir: &str| {
-        let mut engine = EngineConfig::new("127.0.0.1:0".parse().unwrap(), work.path().join(dir));
-        engine.use_trackers = false;
-        let mut config = ManagerConfig::new(engine);
-        config.retry_delay = Duration::from_secs(3600);
-        config.max_attempts = max_attempts;
-        let dials = Arc::new(AtomicUsize::new(0));
-        let counted = dials.clone();
-        config.dial = Some(Arc::new(move |_peer: String| {
-            counted.fetch_add(1, Ordering::SeqCst);
-            Box::pin(async { Err(std::io::Error::other("offline")) })
-        }));
-        (config, dials)
-    };
-    let add = |hash: u8| AddFile {
-        spec: FileSpec {
-            hash: ContentHash([hash; 32]),
-            size: 100_000,
-            name: "film.mkv".into(),
-            sources: vec!["alice".into()],
-        },
-        dir: work.path().join("out"),
-        priority: 0,
-        limits: Limits::default(),
-        paused: false,
-    };
-    let is = |id: u64, failed: bool| {
-        move |e: &TransferEvent| match e {
-            TransferEvent::Status { id: i, status } if *i == id => {
-                if failed {
-                    matches!(status, Status::Failed(_))
-                } else {
-                    matches!(status, Status::Retrying { .. })
-                }
-            }
-            _ => false,
-        }
-    };
+    let out = work.path().join("out");
+    // Retrying after an hour: only the source's return starts a download again within the test.
+    let hour = Duration::from_secs(3600);
 
     // Waiting out its backoff.
-    let (config, dials) = start(1, "retrying");
-    let manager = Manager::start(config).await.unwrap();
+    let (manager, dialed) = offline_manager(&work.path().join("retrying"), hour, 1).await;
     let mut events = manager.subscribe();
-    let id = manager.add_file(add(9)).await.unwrap();
-    wait_for(&mut events, is(id, false)).await;
+    let id = manager
+        .add_file(add_file(9, &["alice"], &out))
+        .await
+        .unwrap();
+    wait_for(&mut events, |e| ended(e, id, false)).await;
     assert!(
         manager.source_back("carol").await.is_empty(),
         "not a source of it"
     );
-    let before = dials.load(Ordering::SeqCst);
+    let before = dialed.lock().unwrap().len();
     assert_eq!(manager.source_back("alice").await, vec![id]);
-    wait_for(&mut events, is(id, false)).await;
+    wait_for(&mut events, |e| ended(e, id, false)).await;
     assert_eq!(
-        dials.load(Ordering::SeqCst),
+        dialed.lock().unwrap().len(),
         before + 1,
         "asked again at once"
     );
@@ -716,13 +664,15 @@ async fn a_file_waiting_for_its_source_starts_again_when_the_source_is_back() {
     );
 
     // Given up (no retries at all).
-    let (config, dials) = start(0, "given-up");
-    let manager = Manager::start(config).await.unwrap();
+    let (manager, dialed) = offline_manager(&work.path().join("given-up"), hour, 0).await;
     let mut events = manager.subscribe();
-    let id = manager.add_file(add(10)).await.unwrap();
-    wait_for(&mut events, is(id, true)).await;
-    let before = dials.load(Ordering::SeqCst);
+    let id = manager
+        .add_file(add_file(10, &["alice"], &out))
+        .await
+        .unwrap();
+    wait_for(&mut events, |e| ended(e, id, true)).await;
+    let before = dialed.lock().unwrap().len();
     assert_eq!(manager.source_back("alice").await, vec![id]);
-    wait_for(&mut events, is(id, true)).await;
-    assert_eq!(dials.load(Ordering::SeqCst), before + 1);
+    wait_for(&mut events, |e| ended(e, id, true)).await;
+    assert_eq!(dialed.lock().unwrap().len(), before + 1);
 }

@@ -896,19 +896,21 @@ mod tests {
         assert_eq!(again.progress().downloaded, 0);
     }
 
-    #[tokio::test]
-    async fn a_source_named_while_one_to_one_runs_moves_it_to_the_swarm_and_gives_bytes() {
-        let f = fixture(4 * 1024 * 1024, &["alice"]);
-        let peers = HashMap::from([
-            ("alice".to_string(), honest(&f.outboards)),
-            ("carol".to_string(), honest(&f.outboards)),
-        ]);
-        // Alice is slow: without carol the download would take 8 s.
-        let rates = HashMap::from([("alice".to_string(), 512 * 1024)]);
+    /// `f`'s download from honest `peers` (each sending at most its rate a second, if it has one), once it holds
+    /// 256 KiB.
+    async fn under_way(f: &Fixture, peers: &[(&str, Option<u64>)]) -> FileHandle {
+        let lookups = peers
+            .iter()
+            .map(|(name, _)| (name.to_string(), honest(&f.outboards)))
+            .collect();
+        let rates = peers
+            .iter()
+            .filter_map(|(name, rate)| rate.map(|rate| (name.to_string(), rate)))
+            .collect();
         let handle = start(
             f.spec.clone(),
             target(f.dir.path()),
-            dial_sending_at(peers, rates),
+            dial_sending_at(lookups, rates),
             Arc::new(Throttle::default()),
             Limits::default(),
         );
@@ -920,14 +922,27 @@ mod tests {
         .await
         .unwrap()
         .unwrap();
-        handle.set_sources(vec!["alice".into(), "carol".into()]);
+        handle
+    }
+
+    /// Waits until `handle` has landed `f` whole, checks its bytes, and says what each source gave.
+    async fn landed_whole(f: &Fixture, handle: &FileHandle) -> HashMap<String, u64> {
         tokio::time::timeout(Duration::from_secs(20), handle.wait_complete())
             .await
             .unwrap()
             .unwrap();
         let landed = f.dir.path().join("Downloads").join("film.mkv");
         assert_eq!(std::fs::read(&landed).unwrap(), f.data);
-        let sources: HashMap<String, u64> = handle.sources().into_iter().collect();
+        handle.sources().into_iter().collect()
+    }
+
+    #[tokio::test]
+    async fn a_source_named_while_one_to_one_runs_moves_it_to_the_swarm_and_gives_bytes() {
+        let f = fixture(4 * 1024 * 1024, &["alice"]);
+        // Alice is slow: without carol the download would take 8 s.
+        let handle = under_way(&f, &[("alice", Some(512 * 1024)), ("carol", None)]).await;
+        handle.set_sources(vec!["alice".into(), "carol".into()]);
+        let sources = landed_whole(&f, &handle).await;
         assert!(
             sources.get("alice").copied().unwrap_or(0) >= 256 * 1024,
             "{sources:?}"
@@ -942,39 +957,11 @@ mod tests {
     #[tokio::test]
     async fn a_swarm_asks_a_source_named_while_it_runs_at_once() {
         let f = fixture(4 * 1024 * 1024, &["alice", "bob"]);
-        let peers = HashMap::from([
-            ("alice".to_string(), honest(&f.outboards)),
-            ("bob".to_string(), honest(&f.outboards)),
-            ("carol".to_string(), honest(&f.outboards)),
-        ]);
         // Alice and bob are slow: 8 s for the file without carol.
-        let rates = HashMap::from([
-            ("alice".to_string(), 256 * 1024),
-            ("bob".to_string(), 256 * 1024),
-        ]);
-        let handle = start(
-            f.spec.clone(),
-            target(f.dir.path()),
-            dial_sending_at(peers, rates),
-            Arc::new(Throttle::default()),
-            Limits::default(),
-        );
-        let mut progress = handle.watch();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            progress.wait_for(|p| p.done_bytes >= 256 * 1024),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let slow = Some(256 * 1024);
+        let handle = under_way(&f, &[("alice", slow), ("bob", slow), ("carol", None)]).await;
         handle.set_sources(vec!["alice".into(), "bob".into(), "carol".into()]);
-        tokio::time::timeout(Duration::from_secs(20), handle.wait_complete())
-            .await
-            .unwrap()
-            .unwrap();
-        let landed = f.dir.path().join("Downloads").join("film.mkv");
-        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
-        let sources: HashMap<String, u64> = handle.sources().into_iter().collect();
+        let sources = landed_whole(&f, &handle).await;
         assert!(
             sources.get("carol").copied().unwrap_or(0) >= 2 * 1024 * 1024,
             "the fast newcomer gave most of it: {sources:?}"
@@ -984,29 +971,8 @@ mod tests {
     #[tokio::test]
     async fn a_swarm_whose_sources_are_all_withdrawn_stops_asking_and_fails_at_once() {
         let f = fixture(4 * 1024 * 1024, &["alice", "bob"]);
-        let peers = HashMap::from([
-            ("alice".to_string(), honest(&f.outboards)),
-            ("bob".to_string(), honest(&f.outboards)),
-        ]);
-        let rates = HashMap::from([
-            ("alice".to_string(), 256 * 1024),
-            ("bob".to_string(), 256 * 1024),
-        ]);
-        let handle = start(
-            f.spec.clone(),
-            target(f.dir.path()),
-            dial_sending_at(peers, rates),
-            Arc::new(Throttle::default()),
-            Limits::default(),
-        );
-        let mut progress = handle.watch();
-        tokio::time::timeout(
-            Duration::from_secs(20),
-            progress.wait_for(|p| p.done_bytes >= 256 * 1024),
-        )
-        .await
-        .unwrap()
-        .unwrap();
+        let slow = Some(256 * 1024);
+        let handle = under_way(&f, &[("alice", slow), ("bob", slow)]).await;
         handle.set_sources(vec![]);
         // Both would need 7 s more; withdrawn, the download ends within a second (the swarm's next look).
         let ended = tokio::time::timeout(Duration::from_secs(3), handle.wait_complete())
