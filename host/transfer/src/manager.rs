@@ -749,8 +749,9 @@ impl Manager {
     }
 
     /// Whom a shared file is fetched from, from now on (kept across restarts): a running download asks a new
-    /// source at once and stops asking one no longer named. One that gave up (every source failed) starts again
-    /// when a source is named that it did not have. Returns whether the sources changed.
+    /// source at once and stops asking one no longer named. One waiting to retry, or given up (every source
+    /// failed), starts again at once when a source is named that it did not have. Returns whether the sources
+    /// changed.
     pub async fn set_file_sources(
         &self,
         id: TransferId,
@@ -776,7 +777,8 @@ impl Manager {
             if let Some(Running::File(handle)) = &entry.handle {
                 handle.set_sources(sources);
             }
-            let again = newcomer && matches!(entry.status, Status::Failed(_));
+            let again =
+                newcomer && matches!(entry.status, Status::Failed(_) | Status::Retrying { .. });
             if again {
                 entry.status = Status::Queued;
                 entry.attempts = 0;
