@@ -487,7 +487,7 @@ export const ErrorCode = {
   BadOrigin: -32081,
   /** file not shared: `files.get`: the resource is not a File (or a type extending it) with a `hash` and `size`, or no share holds it */
   FileNotShared: -32090,
-  /** no source: `files.get`: no other member of the file's share (the peers that may hold it) */
+  /** no source: `files.get`: no other member of a share naming the file (the peers that may hold it) */
   FileNoSource: -32091,
   /** file unreadable: `shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed) */
   FileUnreadable: -32092,

@@ -214,7 +214,7 @@ error_codes! {
         "`files.get`: the resource is not a File (or a type extending it) with a `hash` and `size`, or no share holds it";
     /// No member that may hold the file is reachable.
     FileNoSource = -32091, "no source",
-        "`files.get`: no other member of the file's share (the peers that may hold it)";
+        "`files.get`: no other member of a share naming the file (the peers that may hold it)";
     /// The file could not be hashed for sharing.
     FileUnreadable = -32092, "file unreadable",
         "`shares.create`: a File's linked file on disk cannot be read (or changed while it was hashed)";
