@@ -336,12 +336,14 @@ async fn leave(daemon: &Arc<Daemon>, p: ShareParams) -> Result<Value, RpcError> 
         Ok(())
     })
     .await?;
-    with_shares(daemon, None, move |store, inner, _| {
+    with_shares(daemon, None, move |store, inner, d| {
         let share = find(inner, &p.share)?;
         store.forget_share(&share).map_err(store_error)?;
         inner.records.remove(&share);
         inner.replicas.remove(&share);
         inner.last_sync.remove(&share);
+        // No op is stored for this: the files area is woken itself, so downloads stop naming its members.
+        d.files_auto.wake();
         Ok(())
     })
     .await?;

@@ -1,6 +1,6 @@
-//! The private swarm's driver: workers for each source in its turn (at most [`MAX_ASKED`](super::sources::MAX_ASKED) sources at once, the rest
-//! waiting for a turn one gives up), over the rules of [`super::sources`]; sources named or withdrawn while it runs
-//! are taken in or stopped.
+//! The private swarm's driver: workers for each source in its turn (at most
+//! [`MAX_ASKED`](super::sources::MAX_ASKED) sources at once, the rest waiting for a turn one gives up), over the
+//! rules of [`super::sources`]; sources named or withdrawn while it runs are taken in or stopped.
 //!
 //! A worker opens one HTTP connection to its source (a stream of the files service), asks what it holds (`HEAD`:
 //! the whole file, or the chunks a download under way holds — no tracker: holders say it themselves), then asks for
