@@ -42,6 +42,8 @@ use crate::throttle::{Limits, Throttle, Throttles};
 const TICK: Duration = Duration::from_millis(250);
 /// Longest wait for a source to answer the request's head.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// The pause before the sources are asked once more after a connection broke (see `Session::fetch_missing`).
+const ASK_AGAIN_AFTER: Duration = Duration::from_millis(250);
 /// Longest wait in [`FileHandle::stop`] for the download to end (its last blocks synced and journaled).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -601,6 +603,8 @@ impl Session {
         let spec = &self.spec;
         let mut banned: Vec<String> = Vec::new();
         let mut last_error = String::from("no sources");
+        // Whether the sources were asked again after a connection that broke once it was up.
+        let mut asked_again = false;
         loop {
             let Some(first) = landing.lock().expect("landing").first_missing() else {
                 return Ok(OneToOne::Whole);
@@ -611,6 +615,7 @@ impl Session {
             let start = u64::from(first) * BLOCK_BYTES;
             let before = self.counters.done.load(Ordering::Relaxed);
             let mut progressed = false;
+            let mut broke = false;
             let candidates: Vec<String> = self
                 .sources
                 .borrow()
@@ -641,6 +646,7 @@ impl Session {
                     }
                     Err(error) => {
                         allpeers_log::flesh!(hash = %spec.hash, peer = %source, %error, "files: a source failed");
+                        broke |= matches!(error, FetchError::Http(_));
                         last_error = format!("{source}: {error}");
                     }
                 }
@@ -650,9 +656,19 @@ impl Session {
                     break;
                 }
             }
-            if !progressed {
-                return Err(DownloadError::NoSource(last_error));
+            if progressed {
+                asked_again = false;
+                continue;
             }
+            // A connection that broke once it was up (most often one of two connections that formed at once, as a
+            // peer comes back, closed under our stream) is no reason to wait out the manager's backoff: the sources
+            // are asked once more, a moment later, before the attempt fails.
+            if broke && !asked_again {
+                asked_again = true;
+                tokio::time::sleep(ASK_AGAIN_AFTER).await;
+                continue;
+            }
+            return Err(DownloadError::NoSource(last_error));
         }
     }
 
@@ -983,6 +999,47 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(handle.progress().done_bytes < f.data.len() as u64);
+    }
+
+    /// A connection that breaks once it is up (its other end closed after reading the request, as a duplicate
+    /// connection is closed under a stream) is not the download's end: its source is asked again a moment later.
+    #[tokio::test]
+    async fn a_connection_that_breaks_once_up_is_followed_by_a_second_ask_not_a_failure() {
+        use tokio::io::AsyncReadExt;
+
+        let f = fixture(1_000_000, &["alice"]);
+        let lookup = honest(&f.outboards);
+        let dials = Arc::new(AtomicU64::new(0));
+        let counted = dials.clone();
+        let dial: Dial = Arc::new(move |_peer: String| {
+            let (lookup, first) = (lookup.clone(), counted.fetch_add(1, Ordering::SeqCst) == 0);
+            Box::pin(async move {
+                let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+                tokio::spawn(async move {
+                    if first {
+                        // Reads the request's first bytes, then the connection is gone.
+                        let _ = theirs.read(&mut [0u8; 64]).await;
+                    } else {
+                        let _ = http::serve(theirs, lookup, Throttles(vec![])).await;
+                    }
+                });
+                Ok(Box::new(ours) as Box<dyn PeerIo>)
+            })
+        });
+        let handle = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial,
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        tokio::time::timeout(Duration::from_secs(10), handle.wait_complete())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(dials.load(Ordering::SeqCst), 2);
+        let landed = f.dir.path().join("Downloads").join("film.mkv");
+        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
     }
 
     #[tokio::test]
