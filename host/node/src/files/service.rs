@@ -154,7 +154,16 @@ pub fn dial(daemon: Weak<Daemon>) -> Dial {
             let (send, recv) = endpoint
                 .open_bulk_stream(peer, &namespace())
                 .await
-                .map_err(std::io::Error::other)?;
+                .map_err(|e| {
+                    // The connection went away under the stream (a duplicate closed as the peer came back):
+                    // the download asks again at once.
+                    let kind = if e.is_connection_lost() {
+                        std::io::ErrorKind::ConnectionAborted
+                    } else {
+                        std::io::ErrorKind::Other
+                    };
+                    std::io::Error::new(kind, e)
+                })?;
             Ok(Box::new(tokio::io::join(recv, send)) as Box<dyn PeerIo>)
         })
     })

@@ -646,7 +646,7 @@ impl Session {
                     }
                     Err(error) => {
                         allpeers_log::flesh!(hash = %spec.hash, peer = %source, %error, "files: a source failed");
-                        broke |= matches!(error, FetchError::Http(_));
+                        broke |= error.is_connection_lost();
                         last_error = format!("{source}: {error}");
                     }
                 }
@@ -1001,45 +1001,52 @@ mod tests {
         assert!(handle.progress().done_bytes < f.data.len() as u64);
     }
 
-    /// A connection that breaks once it is up (its other end closed after reading the request, as a duplicate
-    /// connection is closed under a stream) is not the download's end: its source is asked again a moment later.
+    /// A connection that breaks once it is up (its other end closed after reading the request, or gone under the
+    /// stream as the dial opened it — as a duplicate connection is closed) is not the download's end: its source
+    /// is asked again a moment later.
     #[tokio::test]
     async fn a_connection_that_breaks_once_up_is_followed_by_a_second_ask_not_a_failure() {
         use tokio::io::AsyncReadExt;
 
-        let f = fixture(1_000_000, &["alice"]);
-        let lookup = honest(&f.outboards);
-        let dials = Arc::new(AtomicU64::new(0));
-        let counted = dials.clone();
-        let dial: Dial = Arc::new(move |_peer: String| {
-            let (lookup, first) = (lookup.clone(), counted.fetch_add(1, Ordering::SeqCst) == 0);
-            Box::pin(async move {
-                let (ours, mut theirs) = tokio::io::duplex(1 << 20);
-                tokio::spawn(async move {
-                    if first {
-                        // Reads the request's first bytes, then the connection is gone.
-                        let _ = theirs.read(&mut [0u8; 64]).await;
-                    } else {
-                        let _ = http::serve(theirs, lookup, Throttles(vec![])).await;
+        for http_broke in [true, false] {
+            let f = fixture(1_000_000, &["alice"]);
+            let lookup = honest(&f.outboards);
+            let dials = Arc::new(AtomicU64::new(0));
+            let counted = dials.clone();
+            let dial: Dial = Arc::new(move |_peer: String| {
+                let (lookup, first) = (lookup.clone(), counted.fetch_add(1, Ordering::SeqCst) == 0);
+                Box::pin(async move {
+                    if first && !http_broke {
+                        let lost = std::io::ErrorKind::ConnectionAborted;
+                        return Err(std::io::Error::new(lost, "stream: connection lost"));
                     }
-                });
-                Ok(Box::new(ours) as Box<dyn PeerIo>)
-            })
-        });
-        let handle = start(
-            f.spec.clone(),
-            target(f.dir.path()),
-            dial,
-            Arc::new(Throttle::default()),
-            Limits::default(),
-        );
-        tokio::time::timeout(Duration::from_secs(10), handle.wait_complete())
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(dials.load(Ordering::SeqCst), 2);
-        let landed = f.dir.path().join("Downloads").join("film.mkv");
-        assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+                    let (ours, mut theirs) = tokio::io::duplex(1 << 20);
+                    tokio::spawn(async move {
+                        if first {
+                            // Reads the request's first bytes, then the connection is gone.
+                            let _ = theirs.read(&mut [0u8; 64]).await;
+                        } else {
+                            let _ = http::serve(theirs, lookup, Throttles(vec![])).await;
+                        }
+                    });
+                    Ok(Box::new(ours) as Box<dyn PeerIo>)
+                })
+            });
+            let handle = start(
+                f.spec.clone(),
+                target(f.dir.path()),
+                dial,
+                Arc::new(Throttle::default()),
+                Limits::default(),
+            );
+            tokio::time::timeout(Duration::from_secs(10), handle.wait_complete())
+                .await
+                .unwrap()
+                .unwrap_or_else(|e| panic!("http_broke {http_broke}: {e:?}"));
+            assert_eq!(dials.load(Ordering::SeqCst), 2);
+            let landed = f.dir.path().join("Downloads").join("film.mkv");
+            assert_eq!(std::fs::read(&landed).unwrap(), f.data);
+        }
     }
 
     #[tokio::test]

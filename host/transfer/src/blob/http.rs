@@ -628,6 +628,23 @@ pub enum FetchError {
     Io(#[from] std::io::Error),
 }
 
+impl FetchError {
+    /// The connection broke once it was up (HTTP failed on it, or the dial's connection went away under the stream,
+    /// `ConnectionAborted`/`ConnectionReset`/`BrokenPipe`): asking again on a new one may well succeed.
+    pub fn is_connection_lost(&self) -> bool {
+        match self {
+            FetchError::Http(_) => true,
+            FetchError::Io(e) => matches!(
+                e.kind(),
+                std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::BrokenPipe
+            ),
+            _ => false,
+        }
+    }
+}
+
 /// A response whose head checked out: the body still to be read and verified.
 pub struct Fetch {
     body: Incoming,
