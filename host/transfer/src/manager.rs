@@ -780,12 +780,7 @@ impl Manager {
             let again =
                 newcomer && matches!(entry.status, Status::Failed(_) | Status::Retrying { .. });
             if again {
-                entry.status = Status::Queued;
-                entry.attempts = 0;
-                let _ = self.events.send(TransferEvent::Status {
-                    id,
-                    status: entry.status.clone(),
-                });
+                self.queue_again(entry);
             }
             again
         };
@@ -807,12 +802,7 @@ impl Manager {
                 .filter(|e| matches!(e.status, Status::Retrying { .. } | Status::Failed(_)))
                 .filter(|e| matches!(&e.content, Content::File(spec) if spec.sources.iter().any(|s| s == source)))
                 .map(|entry| {
-                    entry.status = Status::Queued;
-                    entry.attempts = 0;
-                    let _ = self.events.send(TransferEvent::Status {
-                        id: entry.record.id,
-                        status: Status::Queued,
-                    });
+                    self.queue_again(entry);
                     entry.record.id
                 })
                 .collect()
@@ -822,6 +812,17 @@ impl Manager {
             self.schedule().await;
         }
         again
+    }
+
+    /// Puts a download that waits to retry, or gave up, back in the queue with its retries counted from zero (the
+    /// caller schedules; a backoff still running finds the status changed and does not start it).
+    fn queue_again(&self, entry: &mut Entry) {
+        entry.status = Status::Queued;
+        entry.attempts = 0;
+        let _ = self.events.send(TransferEvent::Status {
+            id: entry.record.id,
+            status: Status::Queued,
+        });
     }
 
     /// A transfer's priority: which waiting transfer starts first when a download slot frees (kept across

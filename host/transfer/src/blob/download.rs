@@ -752,7 +752,7 @@ mod tests {
 
     use super::*;
     use crate::blob::PeerIo;
-    use crate::blob::http::{Lookup, Refusal, StatusCode};
+    use crate::blob::http::{Lookup, Refusal, StatusCode, serving as honest};
     use crate::blob::outboards::{Growing, Outboards};
     use crate::blob::partial::{Partials, Serving};
 
@@ -797,15 +797,6 @@ mod tests {
                 });
                 Ok(Box::new(ours) as Box<dyn PeerIo>)
             })
-        })
-    }
-
-    fn honest(outboards: &Outboards) -> Lookup {
-        let outboards = outboards.clone();
-        Arc::new(move |hash| {
-            outboards
-                .open_source(&hash)
-                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
         })
     }
 

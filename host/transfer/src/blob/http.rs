@@ -1019,6 +1019,17 @@ fn decode_error(error: PushError<std::io::Error>) -> FetchError {
     }
 }
 
+/// Serves what `outboards` share, to anyone (tests' honest source).
+#[cfg(test)]
+pub(crate) fn serving(outboards: &super::outboards::Outboards) -> Lookup {
+    let outboards = outboards.clone();
+    Arc::new(move |hash| {
+        outboards
+            .open_source(&hash)
+            .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
@@ -1188,16 +1199,6 @@ mod tests {
         let outboards = Outboards::open(&dir.join("c")).unwrap();
         let shared = outboards.add_file(&path).unwrap();
         (data, path, outboards, shared)
-    }
-
-    /// Serves what `outboards` share, to anyone.
-    fn serving(outboards: &Outboards) -> Lookup {
-        let outboards = outboards.clone();
-        Arc::new(move |hash| {
-            outboards
-                .open_source(&hash)
-                .map_err(|e| Refusal::new(StatusCode::NOT_FOUND, e.to_string()))
-        })
     }
 
     /// A server on one end of a pipe, a client on the other.
