@@ -150,13 +150,16 @@ pub fn dial(daemon: Weak<Daemon>) -> Dial {
                     })?
                     .map_err(std::io::Error::other)?;
             }
-            // A connection of its own where it can be (no yamux copies on the bulk path).
+            // A connection of its own where it can be (no yamux copies on the bulk path). A connection that went
+            // away under the stream (a duplicate closed as the peer came back) is replaced by the live one, as the
+            // endpoint does for any exchange; if that fails too, the download asks again itself.
+            let namespace = namespace();
             let (send, recv) = endpoint
-                .open_bulk_stream(peer, &namespace())
+                .retry_when_connection_lost(peer, "a files stream", || {
+                    endpoint.open_bulk_stream(peer, &namespace)
+                })
                 .await
                 .map_err(|e| {
-                    // The connection went away under the stream (a duplicate closed as the peer came back):
-                    // the download asks again at once.
                     let kind = if e.is_connection_lost() {
                         std::io::ErrorKind::ConnectionAborted
                     } else {
