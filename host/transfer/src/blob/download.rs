@@ -580,6 +580,7 @@ impl Session {
             written: Arc::new(Written::new(written)),
             nodes: Vec::new(),
             nodes_at: 0,
+            nodes_unsynced: false,
             held: Default::default(),
             unsaved: Vec::new(),
             journal,

@@ -104,6 +104,9 @@ pub(super) struct Landing {
     /// chunk's last block lands (others are offered whole chunks only), when the batch is full, and at a commit.
     pub(super) nodes: Vec<u8>,
     pub(super) nodes_at: u64,
+    /// Tree nodes written since the last sync: the tree file is synced with the data before the journal names the
+    /// blocks, since a resumed download serves journaled blocks on with their nodes (lost ones would be zeros).
+    pub(super) nodes_unsynced: bool,
     /// Verified blocks not yet written (see [`GATHER_BYTES`]).
     pub(super) held: Held,
     /// Blocks written whose tree nodes are still in `nodes`: served on once those are written.
@@ -231,6 +234,7 @@ impl Landing {
                 .data
                 .write_all_at(&self.nodes, self.nodes_at)?;
             self.nodes.clear();
+            self.nodes_unsynced = true;
         }
         if !self.unsaved.is_empty() {
             self.written.offer(self.unsaved.drain(..));
@@ -303,6 +307,9 @@ impl Landing {
         self.pending.sort_unstable();
         self.pending.dedup();
         self.file.sync_data()?;
+        if std::mem::take(&mut self.nodes_unsynced) {
+            self.outboard.data.sync_data()?;
+        }
         self.journal
             .record(&self.pending)
             .map_err(std::io::Error::other)?;
