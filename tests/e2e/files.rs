@@ -820,6 +820,86 @@ async fn a_download_waiting_for_its_source_starts_again_when_the_source_comes_on
     alice.stop().await;
 }
 
+/// The same for a source that is not a contact: the hub gives us the presence of contacts only, but a share member
+/// coming back dials every member to reconcile the shares, and that connection says it is online. Alice shares a
+/// file with bob and carol (contacts of hers, not of each other); bob fetches it whole; alice and bob go offline;
+/// carol's download waits to retry; bob comes back and carol's download starts again at once, from bob.
+#[tokio::test]
+async fn a_download_waiting_for_a_member_who_is_not_a_contact_starts_again_when_it_connects() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    let mut carol = Node::start(&hub, "carol").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    befriend(&mut alice, &mut carol, "carol@hub.test").await;
+    for node in [&mut bob, &mut carol] {
+        fetch_only_when_asked(node).await;
+    }
+    let bytes = content(3 * 1024 * 1024 + 5, 21);
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("concert.mkv");
+    std::fs::write(&path, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &path).await;
+    for node in [&mut bob, &mut carol] {
+        subscribe(node, &resource).await;
+    }
+    share(&mut alice, &resource, &mut [&mut bob, &mut carol]).await;
+    for node in [&mut bob, &mut carol] {
+        until_hash(node, &resource, None).await;
+    }
+    let bob_downloads = bob.dir.path().join("Downloads");
+    let transfer = get_file(&mut bob, &resource, &bob_downloads).await;
+    until_done(&mut bob, transfer["id"].as_u64().unwrap()).await;
+    alice.stop().await;
+    bob.stop().await;
+
+    let downloads = carol.dir.path().join("Downloads");
+    let transfer = get_file(&mut carol, &resource, &downloads).await;
+    let id = transfer["id"].as_u64().unwrap();
+    // The second failure: the manager's next retry is 10 s away, far beyond bob's return.
+    wait_event(&mut carol.client, "transfer.changed", |d| {
+        d["id"] == id
+            && d["state"] == "retrying"
+            && d["reason"]
+                .as_str()
+                .is_some_and(|r| r.starts_with("attempt 2 "))
+    })
+    .await;
+    let waiting = std::time::Instant::now();
+    bob.restart("bob").await;
+    // Queued again by bob's connection, or started by the retry (which goes straight to downloading).
+    let restarted = wait_event(&mut carol.client, "transfer.changed", |d| {
+        d["id"] == id && (d["state"] == "queued" || d["state"] == "downloading")
+    })
+    .await;
+    let again = waiting.elapsed();
+    eprintln!(
+        "carol's download {} again {again:?} into a 10 s wait",
+        restarted["state"]
+    );
+    assert!(
+        again < std::time::Duration::from_secs(9),
+        "started by bob's connection, not by the retry 10 s later ({again:?})"
+    );
+    until_done(&mut carol, id).await;
+    assert_eq!(
+        std::fs::read(landed(&downloads, "concert.mkv")).unwrap(),
+        bytes
+    );
+    let transfer = carol.call("transfers.get", json!({"id": id})).await;
+    let from_bob: u64 = transfer["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .filter(|s| s["peer"] == bob.id.as_str())
+        .map(|s| s["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(from_bob, bytes.len() as u64, "{transfer}");
+    carol.stop().await;
+    bob.stop().await;
+}
+
 /// Auto-download: alice shares an album (two photos and a video) with bob; under bob's default policy (`small`,
 /// set to 1 MiB from the CLI) the photos arrive by themselves and the video does not, until bob sets the share's
 /// policy to `all`.

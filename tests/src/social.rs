@@ -25,15 +25,25 @@ pub const TOPICS: &[&str] = &[
 ];
 
 pub async fn wait_event(client: &mut Client, topic: &str, check: impl Fn(&Value) -> bool) -> Value {
-    loop {
-        let (_, event) = timeout(topic, client.read_notification())
-            .await
-            .expect("an event");
-        if event["topic"] == topic && check(&event["data"]) {
-            return event["data"].clone();
+    let wait = async {
+        loop {
+            let (_, event) = timeout(topic, client.read_notification())
+                .await
+                .expect("an event");
+            if event["topic"] == topic && check(&event["data"]) {
+                return event["data"].clone();
+            }
         }
-    }
+    };
+    // Each read is bounded; the whole wait too, or events that keep coming (progress, presence) would hold a test
+    // whose awaited event never comes until the runner kills it.
+    tokio::time::timeout(EVENT_WAIT, wait)
+        .await
+        .unwrap_or_else(|_| panic!("{topic}: no matching event within {EVENT_WAIT:?}"))
 }
+
+/// The longest wait for one matching event (the slowest awaited in the tests: a download's second retry, ~25 s).
+const EVENT_WAIT: Duration = Duration::from_secs(120);
 
 /// Events on `topic` matching `check` that arrive within `window` (for "must not see").
 pub async fn none_within(

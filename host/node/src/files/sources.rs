@@ -2,11 +2,14 @@
 //! ([`HashIndex::sources`](super::rules::HashIndex::sources)), taken at `files.get` and taken again for every
 //! download under way after each commit that stored ops (a member joined or left, the file turned up in another
 //! share) — the swarm asks a newcomer at once, stops asking one who left, and a download that gave up starts again.
-//! A source coming online (its presence, from the hub) starts again at once the downloads waiting for it.
+//! A source coming online starts again at once the downloads waiting for it: told by the hub (its presence, for
+//! contacts) or by the source itself connecting to us (a share member who is not a contact, whose presence the hub
+//! does not give us, dials every member to reconcile the shares as it comes back).
 
 use std::sync::Arc;
 
 use allpeers_model::PeerId;
+use allpeers_net::EndpointEvent;
 use allpeers_transfer::blob::ContentHash;
 use allpeers_transfer::manager::{ContentKey, Status};
 
@@ -28,6 +31,32 @@ pub fn source_online(daemon: &Daemon, peer: PeerId) {
     };
     let manager = transfers.manager.clone();
     tokio::spawn(async move { manager.source_back(&peer.to_string()).await });
+}
+
+/// Follows the peer connections: a peer that connected to us is online, whatever the hub tells us.
+pub fn start(daemon: &Arc<Daemon>) {
+    let Some(network) = daemon.network.get() else {
+        return;
+    };
+    let mut connections = network.endpoint.events();
+    let weak = Arc::downgrade(daemon);
+    let shutdown = daemon.shutdown.clone();
+    tokio::spawn(async move {
+        loop {
+            let event = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                event = connections.recv() => event,
+            };
+            match event {
+                Ok(EndpointEvent::Connected { peer, .. }) => {
+                    let Some(daemon) = weak.upgrade() else { return };
+                    source_online(&daemon, peer);
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    });
 }
 
 /// Gives every shared file not yet whole the sources the shares name now.

@@ -202,6 +202,7 @@ pub async fn start(daemon: &Arc<Daemon>, identity: Identity) -> anyhow::Result<(
     }
     crate::social::api::start(daemon).await;
     crate::shares::service::start(daemon, crate::social::contacts::accepted);
+    crate::files::sources::start(daemon);
     crate::mail::notices::start(daemon);
     discovery::start(daemon);
     Ok(())

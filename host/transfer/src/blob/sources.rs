@@ -40,6 +40,11 @@ pub const MAX_ASKED: usize = 8;
 /// then cost a download one question each per rest, not a turn as fast as they can answer.
 pub const REST_FIRST: Duration = Duration::from_secs(1);
 pub const REST_MAX: Duration = Duration::from_secs(30);
+/// Failures in a row (no answer between them) after which a source counts as out of reach; once every source left
+/// is, the download fails at once (the manager retries it later, and a source coming online starts it again at
+/// once) rather than after the swarm's stall: a one-source download fails after one try, and 30 s of dialling
+/// members who are all offline helps nobody.
+pub const UNREACHABLE_AFTER: u32 = 2;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SourceState {
@@ -253,6 +258,13 @@ impl SourceBook {
         self.sources.iter().all(|s| s.state.is_out())
     }
 
+    /// Whether every source left failed [`UNREACHABLE_AFTER`] times in a row, none answering in between (one never
+    /// asked yet counts as reachable).
+    pub fn none_reachable(&self) -> bool {
+        let mut left = self.sources.iter().filter(|s| !s.state.is_out()).peekable();
+        left.peek().is_some() && left.all(|s| s.failures >= UNREACHABLE_AFTER)
+    }
+
     /// Each source's name and the verified bytes it gave.
     pub fn received(&self) -> Vec<(String, u64)> {
         self.sources
@@ -443,6 +455,39 @@ mod tests {
             deliver(book, key, &ranges);
             asked.extend(ranges);
         }
+    }
+
+    #[test]
+    fn the_sources_are_out_of_reach_once_each_left_failed_twice_in_a_row() {
+        let size = 4 * CHUNK_BYTES;
+        let mut book = book(size);
+        assert!(!book.none_reachable(), "none asked yet");
+        for key in [A, B, C] {
+            book.gone(key, "cannot reach");
+        }
+        assert!(!book.none_reachable(), "once each");
+        book.gone(A, "cannot reach");
+        book.gone(B, "cannot reach");
+        assert!(!book.none_reachable(), "C failed once only");
+        // C answers (holding nothing yet): reachable, its failures start over.
+        book.gone(C, "cannot reach");
+        book.holds_nothing(C);
+        assert!(!book.none_reachable());
+        book.gone(C, "reset");
+        assert!(!book.none_reachable(), "one failure since it answered");
+        book.gone(C, "reset");
+        assert!(book.none_reachable());
+        // A banned or withdrawn source does not count; nobody left is `none_left`, not this.
+        let mut book = super::tests::book(size);
+        book.ban(A, "bad block");
+        book.withdraw(B);
+        book.gone(C, "cannot reach");
+        assert!(!book.none_reachable());
+        book.gone(C, "cannot reach");
+        assert!(book.none_reachable());
+        book.ban(C, "bad block");
+        assert!(!book.none_reachable());
+        assert!(book.none_left());
     }
 
     #[test]

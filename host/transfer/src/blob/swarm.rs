@@ -12,9 +12,11 @@
 //! landing, so the node serves it to others at once.
 //!
 //! A source whose bytes fail verification, or that refuses a chunk it said it held, is banned for the download; one
-//! whose connection fails is dialled again after a backoff. The download fails when every source is banned or no
-//! block arrived for [`STALL`] (the manager then retries later), and at once when our own disk fails to take a
-//! verified block (a block counts as arrived only once it is written, so no source is blamed for it).
+//! whose connection fails is dialled again after a backoff. The download fails when every source is banned, when
+//! every source left failed [`UNREACHABLE_AFTER`](super::sources::UNREACHABLE_AFTER) times in a row, or when no
+//! block arrived for [`STALL`] (the manager then retries later, or at once when a source comes online), and at once
+//! when our own disk fails to take a verified block (a block counts as arrived only once it is written, so no
+//! source is blamed for it).
 
 use std::ops::Range;
 use std::sync::atomic::Ordering;
@@ -153,6 +155,10 @@ pub(super) async fn fetch(
                 } else {
                     failures.join("; ")
                 }));
+            }
+            if book.none_reachable() {
+                allpeers_log::flesh!(hash = %spec.hash, sources = book.failures().len(), "files: no swarm source can be reached: the download waits for one");
+                break Err(DownloadError::NoSource(book.failures().join("; ")));
             }
             if swarm.last_block.lock().expect("last block").elapsed() >= STALL {
                 let failures = book.failures();
