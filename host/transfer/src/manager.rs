@@ -792,10 +792,18 @@ impl Manager {
     }
 
     /// `source` is reachable again (it came online): every shared-file download it is a source of that waits to
-    /// retry, or gave up, starts again now (its retries counted from zero). Returns those transfers.
+    /// retry, or gave up, starts again now (its retries counted from zero), and one under way is told (a swarm asks
+    /// it at once rather than after its rest). Returns the transfers started again.
     pub async fn source_back(&self, source: &str) -> Vec<TransferId> {
         let again: Vec<TransferId> = {
             let mut state = self.state.lock().expect("not poisoned");
+            for entry in state.entries.values() {
+                if let Some(Running::File(handle)) = &entry.handle
+                    && matches!(&entry.content, Content::File(spec) if spec.sources.iter().any(|s| s == source))
+                {
+                    handle.source_online(source);
+                }
+            }
             state
                 .entries
                 .values_mut()

@@ -22,7 +22,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 
 use bao_tree::BaoTree;
 use bao_tree::io::outboard::PreOrderOutboard;
@@ -46,6 +46,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 const ASK_AGAIN_AFTER: Duration = Duration::from_millis(250);
 /// Longest wait in [`FileHandle::stop`] for the download to end (its last blocks synced and journaled).
 const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// News of sources come online a swarm has not read yet, at most (it reads them at once; a burst past this loses
+/// only a nudge: those sources are asked after their rest, as before).
+const ONLINE_QUEUE: usize = 16;
 
 #[derive(Debug)]
 enum Command {
@@ -64,6 +67,8 @@ pub struct FileHandle {
     counters: Arc<Counters>,
     /// Whom to fetch from: changed while it runs when members join or leave the share.
     sources: Arc<watch::Sender<Vec<String>>>,
+    /// Sources that just came online: a swarm asks them at once instead of after their rest.
+    online: broadcast::Sender<String>,
 }
 
 impl FileHandle {
@@ -106,6 +111,11 @@ impl FileHandle {
             *now = sources;
             changed
         });
+    }
+
+    /// `source` just came online (a swarm under way that waits on it asks it again now; nothing else changes).
+    pub fn source_online(&self, source: &str) {
+        let _ = self.online.send(source.to_string());
     }
 
     pub fn progress(&self) -> Progress {
@@ -208,6 +218,7 @@ pub fn start_by(
     let (progress_tx, progress) = watch::channel(initial(spec.size));
     let counters = Arc::new(Counters::default());
     let sources = Arc::new(watch::Sender::new(spec.sources.clone()));
+    let (online, _) = broadcast::channel(ONLINE_QUEUE);
     let handle = FileHandle {
         hash: spec.hash,
         throttle: throttle.clone(),
@@ -215,10 +226,12 @@ pub fn start_by(
         progress,
         counters: counters.clone(),
         sources: sources.clone(),
+        online: online.clone(),
     };
     let session = Session {
         route,
         sources,
+        online,
         spec,
         target,
         dial,
@@ -261,6 +274,8 @@ struct Session {
     route: Route,
     /// The sources now (`spec.sources` when it started).
     sources: Arc<watch::Sender<Vec<String>>>,
+    /// Sources that came online ([`FileHandle::source_online`]).
+    online: broadcast::Sender<String>,
     spec: FileSpec,
     target: Target,
     dial: Dial,
@@ -448,6 +463,7 @@ impl Session {
             super::swarm::fetch(
                 spec,
                 self.sources.subscribe(),
+                self.online.subscribe(),
                 &self.dial,
                 &self.throttles,
                 &landing,
@@ -993,6 +1009,59 @@ mod tests {
         assert!(handle.progress().done_bytes < f.data.len() as u64);
     }
 
+    /// A swarm source out of reach is dialled again after a backoff that grows to 5 s; told it came online
+    /// (`FileHandle::source_online`, from its presence or its connection), the swarm dials it at once.
+    #[tokio::test]
+    async fn a_swarm_source_that_comes_online_is_dialled_at_once_not_after_its_backoff() {
+        use std::sync::atomic::AtomicBool;
+
+        let f = fixture(1_000_000, &["alice", "bob"]);
+        // Bob holds nothing (a member who never fetched the file): he answers, so the swarm goes on waiting for alice.
+        let nothing: Lookup = Arc::new(|_| Err(Refusal::new(StatusCode::NOT_FOUND, "not here")));
+        let peers = dial(HashMap::from([
+            ("alice".to_string(), honest(&f.outboards)),
+            ("bob".to_string(), nothing),
+        ]));
+        let online = Arc::new(AtomicBool::new(false));
+        let (dialled, mut alice_dials) = watch::channel(0u32);
+        let dial: Dial = {
+            let online = online.clone();
+            Arc::new(move |peer: String| {
+                if peer == "alice" {
+                    dialled.send_modify(|n| *n += 1);
+                    if !online.load(Ordering::SeqCst) {
+                        return Box::pin(async { Err(std::io::Error::other("cannot reach")) });
+                    }
+                }
+                peers(peer)
+            })
+        };
+        let handle = start(
+            f.spec.clone(),
+            target(f.dir.path()),
+            dial,
+            Arc::new(Throttle::default()),
+            Limits::default(),
+        );
+        // Eight failures in a row (two workers): each now waits 5 s, and the next dial is at least 2 s away.
+        tokio::time::timeout(Duration::from_secs(30), alice_dials.wait_for(|n| *n >= 8))
+            .await
+            .expect("alice dialled eight times")
+            .unwrap();
+        let before = *alice_dials.borrow_and_update();
+        online.store(true, Ordering::SeqCst);
+        handle.source_online("alice");
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            alice_dials.wait_for(|n| *n > before),
+        )
+        .await
+        .expect("dialled at once, not after its backoff")
+        .unwrap();
+        let sources = landed_whole(&f, &handle).await;
+        assert_eq!(sources.get("alice"), Some(&(f.data.len() as u64)));
+    }
+
     /// A connection that breaks once it is up (its other end closed after reading the request, or gone under the
     /// stream as the dial opened it — as a duplicate connection is closed) is not the download's end: its source
     /// is asked again a moment later.
@@ -1426,6 +1495,7 @@ mod tests {
         let session = Session {
             route: Route::Auto,
             sources: Arc::new(watch::Sender::new(f.spec.sources.clone())),
+            online: broadcast::channel(ONLINE_QUEUE).0,
             spec: f.spec.clone(),
             target: target(f.dir.path()),
             dial: dial(peers),

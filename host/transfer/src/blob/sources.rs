@@ -85,6 +85,8 @@ struct Entry {
     dry_turns: u32,
     /// Not given a turn before then.
     rest_until: Option<Instant>,
+    /// Came online while its workers waited out a backoff: they dial it again now.
+    woken: bool,
 }
 
 impl Entry {
@@ -98,6 +100,7 @@ impl Entry {
             queued_at: 0,
             failures: 0,
             dry_turns: 0,
+            woken: false,
             rest_until: None,
         }
     }
@@ -178,6 +181,34 @@ impl SourceBook {
         entry.turn.is_none()
             && !entry.state.is_out()
             && entry.rest_until.is_none_or(|until| until <= now)
+    }
+
+    /// `name` came online: its failures and dry turns are forgotten; if it waits for a turn it is ready for one now,
+    /// in line with those never asked, and if its workers wait out a backoff they dial it now
+    /// ([`SourceBook::take_woken`]). Returns whether it was waiting either way (not out, not holding).
+    pub fn wake(&mut self, name: &str) -> bool {
+        let Some(entry) = self
+            .sources
+            .iter_mut()
+            .find(|s| s.name == name && !s.state.is_out() && s.state != SourceState::Holding)
+        else {
+            return false;
+        };
+        entry.dry_turns = 0;
+        entry.failures = 0;
+        if entry.turn.is_some() {
+            entry.woken = true;
+        } else {
+            entry.rest_until = None;
+            entry.queued_at = 0;
+        }
+        true
+    }
+
+    /// Whether `key` came online since its workers began waiting out their backoff (once: the first to ask takes it;
+    /// the other worker waits its own backoff out, or is woken by the next news).
+    pub fn take_woken(&mut self, key: PeerKey) -> bool {
+        std::mem::take(&mut self.sources[key.0 as usize].woken)
     }
 
     /// Whether `key`'s workers of `turn` go on asking it.
@@ -455,6 +486,41 @@ mod tests {
             deliver(book, key, &ranges);
             asked.extend(ranges);
         }
+    }
+
+    #[test]
+    fn a_source_that_comes_online_is_ready_at_once_or_its_workers_dial_it_now() {
+        let size = 4 * CHUNK_BYTES;
+        let names: Vec<String> = (0..MAX_ASKED + 1).map(|i| format!("s{i}")).collect();
+        let blocks = PieceSet::new(size.div_ceil(BLOCK_BYTES) as u32);
+        let mut book = SourceBook::new(size, &blocks, names, 7);
+        let t = Instant::now();
+        let first = book.start_turns(t);
+        let (s0, t0) = first[0];
+        // s0 is out of reach; it gives its turn up to s8 and rests.
+        book.gone(s0, "cannot reach");
+        assert!(book.yield_turn(s0, t0, t));
+        assert!(book.start_turns(t).iter().all(|(k, _)| *k != s0));
+        // Online: ready now, not after its rest, its failure forgotten.
+        assert!(book.wake("s0"));
+        assert_eq!(book.failed_in_a_row(s0), 0);
+        book.holds_nothing(PeerKey(1));
+        assert!(book.yield_turn(PeerKey(1), first[1].1, t));
+        let next: Vec<PeerKey> = book.start_turns(t).into_iter().map(|(k, _)| k).collect();
+        assert_eq!(next, vec![s0], "first in line, at the same instant");
+        // One with a turn, waiting out a backoff: its workers are told once.
+        let (s2, _) = first[2];
+        book.gone(s2, "cannot reach");
+        assert!(!book.take_woken(s2));
+        assert!(book.wake("s2"));
+        assert!(book.take_woken(s2));
+        assert!(!book.take_woken(s2), "once");
+        // Holding, banned or unknown: nothing to do.
+        book.holding(PeerKey(3), chunks(size, &[0]));
+        assert!(!book.wake("s3"));
+        book.ban(PeerKey(4), "bad block");
+        assert!(!book.wake("s4"));
+        assert!(!book.wake("nobody"));
     }
 
     #[test]

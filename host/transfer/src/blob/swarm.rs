@@ -23,7 +23,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
 use super::http::{Connection, Decoding, FetchError, Holding, Verified};
 use super::landing::{Counters, Held, Landing, commit_apart};
@@ -63,6 +63,8 @@ struct Swarm {
     book: Mutex<SourceBook>,
     /// Woken when a chunk completes or a source is banned: the download checks whether it is over.
     changed: Notify,
+    /// A source came online: its workers waiting out a backoff look whether it is theirs.
+    came_online: Notify,
     last_block: Mutex<Instant>,
     /// Our own disk failed to take verified bytes: the download fails with it (no source is blamed).
     landing_failed: Mutex<Option<std::io::Error>>,
@@ -93,6 +95,7 @@ enum Ended {
 pub(super) async fn fetch(
     spec: &FileSpec,
     mut sources: watch::Receiver<Vec<String>>,
+    mut online: broadcast::Receiver<String>,
     dial: &Dial,
     throttles: &Throttles,
     landing: &Arc<Mutex<Landing>>,
@@ -110,6 +113,7 @@ pub(super) async fn fetch(
         counters: counters.clone(),
         book: Mutex::new(book),
         changed: Notify::new(),
+        came_online: Notify::new(),
         last_block: Mutex::new(Instant::now()),
         landing_failed: Mutex::new(None),
     });
@@ -134,6 +138,7 @@ pub(super) async fn fetch(
     };
     // Once the sender is gone (the download ends) the sources stay as they are.
     let mut named = true;
+    let mut told_online = true;
     let outcome = loop {
         let changed = swarm.changed.notified();
         {
@@ -188,6 +193,18 @@ pub(super) async fn fetch(
                 }
                 Err(_) => named = false,
             },
+            back = online.recv(), if told_online => match back {
+                Ok(name) => {
+                    let mut book = swarm.book.lock().expect("book");
+                    if book.wake(&name) {
+                        allpeers_log::flesh!(hash = %spec.hash, peer = %name, "files: a swarm source came online: asked now");
+                        start_turns(&mut book);
+                        swarm.came_online.notify_waiters();
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => told_online = false,
+            },
         }
     };
     workers.shutdown().await;
@@ -224,7 +241,7 @@ impl Swarm {
                             book.gone(key, why);
                             book.failed_in_a_row(key)
                         };
-                        tokio::time::sleep(backoff(failures)).await;
+                        self.wait_backoff(key, failures).await;
                         if self
                             .book
                             .lock()
@@ -238,6 +255,21 @@ impl Swarm {
                 }
             }
         })
+    }
+
+    /// Waits out `key`'s backoff after `failures` failures in a row, or less if it comes online meanwhile.
+    async fn wait_backoff(&self, key: PeerKey, failures: u32) {
+        let until = tokio::time::Instant::now() + backoff(failures);
+        loop {
+            let news = self.came_online.notified();
+            if self.book.lock().expect("book").take_woken(key) {
+                return;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(until) => return,
+                () = news => {}
+            }
+        }
     }
 
     fn name(&self, key: PeerKey) -> String {
