@@ -1215,27 +1215,23 @@ fn adopt(inner: &Arc<Inner>, conn: Connection) -> Connection {
             closed = loser.id(),
             "duplicate connection"
         );
-        let upgrade = loser.id() != conn.id() && loser.path() == PathKind::Relayed;
-        let crossed = dialer(local, &loser) != dialer(local, &winner);
-        if upgrade || crossed {
-            // The upgrade from a relay, or dials that crossed (both ends alive, either may have
-            // begun an exchange on the loser already): let the exchanges running on it finish.
-            // A crossed loser that is in fact stale (the peer restarted and dialled us) is
-            // poked, so its reset arrives at once and its streams fail as they would have.
-            if crossed && loser.transport() == TransportKind::Quic {
-                let l = loser.clone();
-                tokio::spawn(async move {
-                    let _ = l.send_datagram(Bytes::new()).await;
-                });
-            }
+        // Whichever way the two formed (an upgrade from a relay, dials that crossed, or one side
+        // dialling twice — its connector and an area's dial racing as the peer comes back), either
+        // end may have begun an exchange on the loser already: let the exchanges running on it
+        // finish, and open new ones on the winner. A loser that is in fact stale (the peer
+        // restarted) is poked, so its reset arrives at once and its streams fail as they would
+        // have; a dead TCP one was closed by the peer's kernel already.
+        if loser.transport() == TransportKind::Quic && loser.path() != PathKind::Relayed {
+            let l = loser.clone();
             tokio::spawn(async move {
-                loser
-                    .close_when_idle(RETIRE_GRACE, close_code::DUPLICATE, "superseded")
-                    .await;
+                let _ = l.send_datagram(Bytes::new()).await;
             });
-        } else {
-            loser.close(close_code::DUPLICATE, "duplicate connection");
         }
+        tokio::spawn(async move {
+            loser
+                .close_when_idle(RETIRE_GRACE, close_code::DUPLICATE, "superseded")
+                .await;
+        });
         // A stale winner (the peer restarted) is reset at once by the peer's endpoint when it
         // sees a packet: poke it.
         if winner.transport() == TransportKind::Quic && winner.id() != conn.id() {

@@ -412,6 +412,63 @@ both_transports!(
     super::crossed_dial_with_a_running_stream
 );
 
+/// One side dialling twice while a stream runs on its first connection (its connector and an
+/// area's dial racing as the peer comes back): the newer connection is kept on both sides, and the
+/// stream on the older goes on to its end instead of being cut. Until 2026-12-06 the older was
+/// closed at once with its streams (the files service then asked again; a chat letter or a
+/// share push retried on its own path).
+async fn one_side_dialling_twice_with_a_running_stream(t: TransportKind) {
+    let (a, b) = pair(t).await;
+    b.register(
+        ns("pipe"),
+        ServiceFn::new().on_stream(|_ctx, mut send, mut recv| async move {
+            let mut buf = [0u8; 64];
+            while let Ok(n @ 1..) = recv.read(&mut buf).await {
+                if send.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+            let _ = send.finish().await;
+        }),
+    );
+    let (mut send, mut recv) = a.open_stream(b.peer_id(), &ns("pipe")).await.unwrap();
+    let first = a.connection(&b.peer_id()).unwrap();
+    let mut back = [0u8; 6];
+    send.write_all(b"before").await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
+        .await
+        .unwrap();
+    assert_eq!(&back, b"before");
+
+    let second = a
+        .handshake(b.peer_id(), b.local_address(t).unwrap(), None)
+        .await
+        .unwrap();
+    let kept = a.adopt(second);
+    assert_ne!(kept.id(), first.id(), "the newer dial wins");
+    // The stream on the older connection still carries bytes both ways, to its end.
+    let mut back = [0u8; 5];
+    send.write_all(b"after").await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
+        .await
+        .unwrap();
+    assert_eq!(&back, b"after");
+    send.finish().await.unwrap();
+    assert!(recv.read_to_end(64).await.unwrap().is_empty());
+    drop((send, recv));
+    // Then the older is closed, and requests go over the newer.
+    first.closed().await;
+    b.register(ns("echo"), echo());
+    let reply: String = a.request(b.peer_id(), &ns("echo"), "hi").await.unwrap();
+    assert_eq!(reply, "hi");
+    assert_eq!(a.connections().len(), 1);
+    assert_eq!(a.connection(&b.peer_id()).unwrap().id(), kept.id());
+}
+both_transports!(
+    one_side_dialling_twice_lets_the_stream_on_the_older_connection_finish,
+    super::one_side_dialling_twice_with_a_running_stream
+);
+
 /// Sends `total` bytes over a raw stream to `b`'s sink and returns (bytes, seconds) seen by the
 /// receiver from first to last byte.
 async fn sink_pair(
