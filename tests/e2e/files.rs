@@ -820,6 +820,57 @@ async fn a_download_waiting_for_its_source_starts_again_when_the_source_comes_on
     alice.stop().await;
 }
 
+/// Entitlement holds for a body under way too: alice revokes bob while he downloads from her, and she stops sending
+/// there (the next buffer is not sent), not at the end of the file; his next request is refused.
+#[tokio::test]
+async fn a_member_revoked_mid_download_gets_no_more_bytes() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let mut alice = Node::start(&hub, "alice").await;
+    let mut bob = Node::start(&hub, "bob").await;
+    befriend(&mut alice, &mut bob, "bob@hub.test").await;
+    fetch_only_when_asked(&mut bob).await;
+    let bytes = content(16 * 1024 * 1024 + 3, 31);
+    let files = tempfile::tempdir().unwrap();
+    let path = files.path().join("rushes.mkv");
+    std::fs::write(&path, &bytes).unwrap();
+    let resource = file_resource(&mut alice, &path).await;
+    subscribe(&mut bob, &resource).await;
+    let share_id = share(&mut alice, &resource, &mut [&mut bob]).await;
+    until_hash(&mut bob, &resource, None).await;
+    // 16 s of sending at 1 MiB/s: the revocation comes well before the end.
+    alice
+        .call("net.limits.set", json!({"down": null, "up": 1024 * 1024}))
+        .await;
+    let downloads = bob.dir.path().join("Downloads");
+    let transfer = get_file(&mut bob, &resource, &downloads).await;
+    let id = transfer["id"].as_u64().unwrap();
+    wait_event(&mut bob.client, "transfer.progress", |d| {
+        d["id"] == id && d["progress"]["done_bytes"].as_u64().unwrap() > 0
+    })
+    .await;
+    alice
+        .call("shares.revoke", json!({"share": share_id, "peer": bob.id}))
+        .await;
+    let ended = wait_event(&mut bob.client, "transfer.changed", |d| {
+        d["id"] == id
+            && ["retrying", "failed", "seeding"].contains(&d["state"].as_str().unwrap_or(""))
+    })
+    .await;
+    assert_ne!(ended["state"], "seeding", "bob got it all: {ended}");
+    let got = bob.call("transfers.get", json!({"id": id})).await;
+    let done = got["progress"]["done_bytes"].as_u64().unwrap();
+    eprintln!(
+        "bob stopped at {done} of {} bytes: {}",
+        bytes.len(),
+        ended["reason"]
+    );
+    assert!(done < bytes.len() as u64 / 2, "{got}");
+    assert!(!landed(&downloads, "rushes.mkv").exists());
+    bob.stop().await;
+    alice.stop().await;
+}
+
 /// The same for a source that is not a contact: the hub gives us the presence of contacts only, but a share member
 /// coming back dials every member to reconcile the shares, and that connection says it is online. Alice shares a
 /// file with bob and carol (contacts of hers, not of each other); bob fetches it whole; alice and bob go offline;

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use allpeers_model::api::files::{
     AutoDownload, AutoDownloadPolicy, DEFAULT_AUTO_DOWNLOAD_MAX_BYTES, ShareAutoDownload,
@@ -84,12 +85,21 @@ pub struct AutoDownloads {
     /// Content fetched by itself, loaded from its file at the first sweep (a user's cancel is not undone, across
     /// restarts too).
     pub(super) started: Mutex<Option<HashSet<ContentHash>>>,
+    /// Bumped at every wake: the shares changed (ops stored, a share left). A body being served checks who may
+    /// have it again only when this moved.
+    changes: AtomicU64,
 }
 
 impl AutoDownloads {
-    /// A commit stored ops: sweep soon.
+    /// A commit stored ops (or a share was left): sweep soon.
     pub fn wake(&self) {
+        self.changes.fetch_add(1, Ordering::Release);
         self.wake.notify_one();
+    }
+
+    /// How many times the shares changed (see [`AutoDownloads::wake`]).
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Acquire)
     }
 }
 

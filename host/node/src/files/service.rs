@@ -5,6 +5,7 @@
 //! vanished on disk is answered 410, and hashed again so its resource names the new content), then against the
 //! downloads under way (a member downloading a file serves the blocks it holds: the private swarm).
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use allpeers_net::service::{Namespace, ServiceFn};
 use allpeers_transfer::blob::ContentHash;
 use allpeers_transfer::blob::http::StatusCode;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal};
-use allpeers_transfer::blob::outboards::{OutboardError, Outboards};
+use allpeers_transfer::blob::outboards::{OutboardError, Outboards, StillAllowed};
 use allpeers_transfer::blob::partial::Serving;
 use allpeers_transfer::blob::{Dial, PeerIo};
 use allpeers_transfer::throttle::Throttles;
@@ -66,12 +67,7 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
         let daemon = daemon
             .upgrade()
             .ok_or_else(|| Refusal::new(StatusCode::SERVICE_UNAVAILABLE, "shutting down"))?;
-        let entitled = daemon.file_hashes.lock().expect("file hashes").entitled(
-            &daemon.shares.lock().replicas,
-            &peer,
-            &hash,
-        );
-        if !entitled {
+        if !entitled(&daemon, &peer, &hash) {
             allpeers_log::skin!(%peer, %hash, "files: refused a peer no share of that file names");
             return Err(Refusal::new(
                 StatusCode::FORBIDDEN,
@@ -80,9 +76,11 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
         }
         let outboards = outboards(&daemon)
             .map_err(|e| Refusal::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let allowed = still_allowed(&daemon, peer, hash);
         match outboards.open_source(&hash) {
-            Ok(source) => {
+            Ok(mut source) => {
                 allpeers_log::bone!(%peer, %hash, "files: serving");
+                source.allowed = Some(allowed);
                 Ok(source)
             }
             Err(error @ OutboardError::Changed { .. }) => {
@@ -98,8 +96,9 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
                     _ => return Err(Refusal::new(StatusCode::NOT_FOUND, error.to_string())),
                 };
                 match partial {
-                    Serving::Held(Ok(source)) => {
+                    Serving::Held(Ok(mut source)) => {
                         allpeers_log::bone!(%peer, %hash, "files: serving what we hold so far");
+                        source.allowed = Some(allowed);
                         Ok(source)
                     }
                     Serving::Held(Err(error)) => {
@@ -118,6 +117,42 @@ fn lookup(daemon: Weak<Daemon>, peer: PeerId, runtime: tokio::runtime::Handle) -
                 ))
             }
         }
+    })
+}
+
+/// Whether a share we hold names `peer` and holds a resource with the content `hash`.
+fn entitled(daemon: &Daemon, peer: &PeerId, hash: &ContentHash) -> bool {
+    daemon.file_hashes.lock().expect("file hashes").entitled(
+        &daemon.shares.lock().replicas,
+        peer,
+        hash,
+    )
+}
+
+/// Asked before each buffer of a body for `peer` is sent: entitlement is looked at again only when the shares
+/// changed since (an atomic read otherwise), so a revoked member's download under way stops there — nothing sent
+/// to a peer that it is no longer shared with — and a body costs no lock on the shares while they do not change.
+fn still_allowed(daemon: &Arc<Daemon>, peer: PeerId, hash: ContentHash) -> StillAllowed {
+    let daemon = Arc::downgrade(daemon);
+    let seen = AtomicU64::new(daemon.upgrade().map_or(0, |d| d.files_auto.changes()));
+    let revoked = AtomicBool::new(false);
+    Arc::new(move || {
+        let Some(daemon) = daemon.upgrade() else {
+            return false;
+        };
+        if revoked.load(Ordering::Relaxed) {
+            return false;
+        }
+        let changes = daemon.files_auto.changes();
+        if seen.swap(changes, Ordering::Relaxed) == changes {
+            return true;
+        }
+        if entitled(&daemon, &peer, &hash) {
+            return true;
+        }
+        revoked.store(true, Ordering::Relaxed);
+        allpeers_log::skin!(%peer, %hash, "files: a body cut short: no share of that file names the peer any more");
+        false
     })
 }
 

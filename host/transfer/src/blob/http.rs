@@ -376,6 +376,14 @@ fn encode_body(
 ) -> std::io::Result<()> {
     let mut nodes = NodeWindow::new(nodes);
     let send = |buf: Pooled| {
+        if let Some(allowed) = &source.allowed
+            && !allowed()
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the file is no longer shared with the asker",
+            ));
+        }
         // Checked after the bytes were read: a write to the file marks it modified before its data changes.
         if let Some(stamps) = &source.stamps
             && Stamps::of_open(&source.file)? != *stamps

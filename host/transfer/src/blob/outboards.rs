@@ -67,7 +67,14 @@ pub struct Source {
     /// as the file no longer has them (checked before each buffer is sent), so bytes written since never go out
     /// under the old hash — where the downloader would take an honest source for a tampering one.
     pub stamps: Option<Stamps>,
+    /// Whether the asker may still have the file, asked before each buffer is sent (`None`: always): a body under
+    /// way is cut short there once the share naming the asker is revoked or left, as a new request would be refused.
+    pub allowed: Option<StillAllowed>,
 }
+
+/// Asked before each buffer of a body is sent: whether its asker is still entitled (see [`Source::allowed`]). Called
+/// on the encoder's blocking thread, thousands of times a second: it must be cheap when nothing changed.
+pub type StillAllowed = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Record {
@@ -191,6 +198,7 @@ impl Outboards {
             size: record.size,
             growing: None,
             stamps: Some(record.stamps),
+            allowed: None,
         })
     }
 

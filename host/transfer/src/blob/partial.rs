@@ -131,6 +131,7 @@ impl Partials {
                 growing: Some(Growing { held, more }),
                 // Our own partial file: only the download writes it, and only blocks it verified.
                 stamps: None,
+                allowed: None,
             })
         };
         Serving::Held(open())
