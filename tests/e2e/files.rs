@@ -341,6 +341,8 @@ struct Shared {
     path: PathBuf,
     bytes: Vec<u8>,
     resource: String,
+    /// The share's id.
+    share: String,
     _hub: HubProcess,
     _dirs: [tempfile::TempDir; 2],
 }
@@ -372,7 +374,7 @@ async fn alice_shares_with(name: &str, len: usize, seed: u32, bob_net: Option<Va
     for node in [&mut alice, &mut bob] {
         subscribe(node, &resource).await;
     }
-    share(&mut alice, &resource, &mut [&mut bob]).await;
+    let share = share(&mut alice, &resource, &mut [&mut bob]).await;
     until_hash(&mut bob, &resource, None).await;
     Shared {
         alice,
@@ -380,6 +382,7 @@ async fn alice_shares_with(name: &str, len: usize, seed: u32, bob_net: Option<Va
         path,
         bytes,
         resource,
+        share,
         _hub: hub,
         _dirs: [hub_dir, files],
     }
@@ -824,20 +827,16 @@ async fn a_download_waiting_for_its_source_starts_again_when_the_source_comes_on
 /// there (the next buffer is not sent), not at the end of the file; his next request is refused.
 #[tokio::test]
 async fn a_member_revoked_mid_download_gets_no_more_bytes() {
-    let hub_dir = tempfile::tempdir().unwrap();
-    let hub = HubProcess::start(hub_dir.path()).await;
-    let mut alice = Node::start(&hub, "alice").await;
-    let mut bob = Node::start(&hub, "bob").await;
-    befriend(&mut alice, &mut bob, "bob@hub.test").await;
-    fetch_only_when_asked(&mut bob).await;
-    let bytes = content(16 * 1024 * 1024 + 3, 31);
-    let files = tempfile::tempdir().unwrap();
-    let path = files.path().join("rushes.mkv");
-    std::fs::write(&path, &bytes).unwrap();
-    let resource = file_resource(&mut alice, &path).await;
-    subscribe(&mut bob, &resource).await;
-    let share_id = share(&mut alice, &resource, &mut [&mut bob]).await;
-    until_hash(&mut bob, &resource, None).await;
+    let Shared {
+        mut alice,
+        mut bob,
+        bytes,
+        resource,
+        share: share_id,
+        _hub,
+        _dirs,
+        ..
+    } = alice_shares_with_bob("rushes.mkv", 16 * 1024 * 1024 + 3, 31).await;
     // 16 s of sending at 1 MiB/s: the revocation comes well before the end.
     alice
         .call("net.limits.set", json!({"down": null, "up": 1024 * 1024}))

@@ -335,6 +335,33 @@ both_transports!(
     super::one_side_dialling_twice_at_once
 );
 
+/// A service sending back every byte of each stream it is given, to the stream's end.
+fn pipe() -> ServiceFn {
+    ServiceFn::new().on_stream(|_ctx, mut send, mut recv| async move {
+        let mut buf = [0u8; 64];
+        while let Ok(n @ 1..) = recv.read(&mut buf).await {
+            if send.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+        let _ = send.finish().await;
+    })
+}
+
+/// Sends `bytes` on a [`pipe`] stream and checks they come back.
+async fn through(
+    send: &mut allpeers_net::transport::SendStream,
+    recv: &mut allpeers_net::transport::RecvStream,
+    bytes: &[u8],
+) {
+    let mut back = vec![0u8; bytes.len()];
+    send.write_all(bytes).await.unwrap();
+    tokio::io::AsyncReadExt::read_exact(recv, &mut back)
+        .await
+        .unwrap();
+    assert_eq!(back, bytes);
+}
+
 /// Dials that cross while a stream runs on the first connection: the duplicate rule keeps the
 /// other one, and the stream running on the loser goes on to its end instead of being cut.
 async fn crossed_dial_with_a_running_stream(t: TransportKind) {
@@ -345,26 +372,10 @@ async fn crossed_dial_with_a_running_stream(t: TransportKind) {
     } else {
         (b, a)
     };
-    small.register(
-        ns("pipe"),
-        ServiceFn::new().on_stream(|_ctx, mut send, mut recv| async move {
-            let mut buf = [0u8; 64];
-            while let Ok(n @ 1..) = recv.read(&mut buf).await {
-                if send.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            let _ = send.finish().await;
-        }),
-    );
+    small.register(ns("pipe"), pipe());
     let (mut send, mut recv) = big.open_stream(small.peer_id(), &ns("pipe")).await.unwrap();
     let first = big.connection(&small.peer_id()).unwrap();
-    let mut back = [0u8; 6];
-    send.write_all(b"before").await.unwrap();
-    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
-        .await
-        .unwrap();
-    assert_eq!(&back, b"before");
+    through(&mut send, &mut recv, b"before").await;
 
     let mut big_events = big.events();
     let crossed = small
@@ -388,12 +399,7 @@ async fn crossed_dial_with_a_running_stream(t: TransportKind) {
         big_events.recv().await.unwrap();
     }
     // The stream on the loser still carries bytes both ways, to its end.
-    let mut back = [0u8; 5];
-    send.write_all(b"after").await.unwrap();
-    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
-        .await
-        .unwrap();
-    assert_eq!(&back, b"after");
+    through(&mut send, &mut recv, b"after").await;
     send.finish().await.unwrap();
     assert!(recv.read_to_end(64).await.unwrap().is_empty());
     drop((send, recv));
@@ -419,26 +425,10 @@ both_transports!(
 /// share push retried on its own path).
 async fn one_side_dialling_twice_with_a_running_stream(t: TransportKind) {
     let (a, b) = pair(t).await;
-    b.register(
-        ns("pipe"),
-        ServiceFn::new().on_stream(|_ctx, mut send, mut recv| async move {
-            let mut buf = [0u8; 64];
-            while let Ok(n @ 1..) = recv.read(&mut buf).await {
-                if send.write_all(&buf[..n]).await.is_err() {
-                    return;
-                }
-            }
-            let _ = send.finish().await;
-        }),
-    );
+    b.register(ns("pipe"), pipe());
     let (mut send, mut recv) = a.open_stream(b.peer_id(), &ns("pipe")).await.unwrap();
     let first = a.connection(&b.peer_id()).unwrap();
-    let mut back = [0u8; 6];
-    send.write_all(b"before").await.unwrap();
-    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
-        .await
-        .unwrap();
-    assert_eq!(&back, b"before");
+    through(&mut send, &mut recv, b"before").await;
 
     let second = a
         .handshake(b.peer_id(), b.local_address(t).unwrap(), None)
@@ -447,12 +437,7 @@ async fn one_side_dialling_twice_with_a_running_stream(t: TransportKind) {
     let kept = a.adopt(second);
     assert_ne!(kept.id(), first.id(), "the newer dial wins");
     // The stream on the older connection still carries bytes both ways, to its end.
-    let mut back = [0u8; 5];
-    send.write_all(b"after").await.unwrap();
-    tokio::io::AsyncReadExt::read_exact(&mut recv, &mut back)
-        .await
-        .unwrap();
-    assert_eq!(&back, b"after");
+    through(&mut send, &mut recv, b"after").await;
     send.finish().await.unwrap();
     assert!(recv.read_to_end(64).await.unwrap().is_empty());
     drop((send, recv));
