@@ -398,6 +398,7 @@ async fn bytes_that_fail_verification_never_land() {
         resource,
         _hub,
         _dirs,
+        ..
     } = alice_shares_with_bob("video.mp4", 2 * 1024 * 1024, 3).await;
 
     // Tampered behind the stamp's back: one byte in the second MiB, the old modification time restored. Alice's
