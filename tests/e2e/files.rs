@@ -871,6 +871,51 @@ async fn a_member_revoked_mid_download_gets_no_more_bytes() {
     alice.stop().await;
 }
 
+/// Bob leaves the share while he downloads its file from alice: his download names no source any more and stops
+/// (`a_one_to_one_download_whose_source_is_withdrawn_stops_and_fails_at_once` covers that side alone), and alice,
+/// told of the leave, sends him no further buffer; what he verified is kept.
+#[tokio::test]
+async fn leaving_a_share_stops_the_download_of_its_file() {
+    let Shared {
+        mut alice,
+        mut bob,
+        bytes,
+        resource,
+        share: share_id,
+        _hub,
+        _dirs,
+        ..
+    } = alice_shares_with_bob("rushes.mkv", 16 * 1024 * 1024 + 5, 33).await;
+    alice
+        .call("net.limits.set", json!({"down": null, "up": 1024 * 1024}))
+        .await;
+    let downloads = bob.dir.path().join("Downloads");
+    let transfer = get_file(&mut bob, &resource, &downloads).await;
+    let id = transfer["id"].as_u64().unwrap();
+    wait_event(&mut bob.client, "transfer.progress", |d| {
+        d["id"] == id && d["progress"]["done_bytes"].as_u64().unwrap() > 0
+    })
+    .await;
+    bob.call("shares.leave", json!({"share": share_id})).await;
+    let ended = wait_event(&mut bob.client, "transfer.changed", |d| {
+        d["id"] == id
+            && ["retrying", "failed", "seeding"].contains(&d["state"].as_str().unwrap_or(""))
+    })
+    .await;
+    assert_ne!(ended["state"], "seeding", "{ended}");
+    assert!(
+        ended["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("no source is named")),
+        "{ended}"
+    );
+    let got = bob.call("transfers.get", json!({"id": id})).await;
+    let done = got["progress"]["done_bytes"].as_u64().unwrap();
+    assert!(done > 0 && done < bytes.len() as u64 / 2, "{got}");
+    bob.stop().await;
+    alice.stop().await;
+}
+
 /// The same for a source that is not a contact: the hub gives us the presence of contacts only, but a share member
 /// coming back dials every member to reconcile the shares, and that connection says it is online. Alice shares a
 /// file with bob and carol (contacts of hers, not of each other); bob fetches it whole; alice and bob go offline;

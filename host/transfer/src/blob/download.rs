@@ -610,9 +610,9 @@ impl Session {
         })))
     }
 
-    /// Asks each source in turn for everything from the first missing block, until the file is whole or a second
+    /// Asks each source in turn for everything from the first missing block, until the file is whole, a second
     /// source is named (the swarm then goes on from what landed: the body under way is stopped, and what it
-    /// brought verified, written and journaled first).
+    /// brought verified, written and journaled first) or none is (the download fails, keeping what landed).
     async fn fetch_missing(
         &self,
         landing: &Arc<Mutex<Landing>>,
@@ -626,8 +626,15 @@ impl Session {
             let Some(first) = landing.lock().expect("landing").first_missing() else {
                 return Ok(OneToOne::Whole);
             };
-            if self.sources.borrow().len() > 1 {
-                return Ok(OneToOne::SecondSource);
+            match self.sources.borrow().len() {
+                // Withdrawn (we left the share, or its owner took the file out): as the swarm does.
+                0 => {
+                    return Err(DownloadError::NoSource(
+                        "no source is named any more".into(),
+                    ));
+                }
+                1 => {}
+                _ => return Ok(OneToOne::SecondSource),
             }
             let start = u64::from(first) * BLOCK_BYTES;
             let before = self.counters.done.load(Ordering::Relaxed);
@@ -646,7 +653,11 @@ impl Session {
                         progressed = true;
                         break;
                     }
-                    Ok(BodyEnd::Stopped) => return Ok(OneToOne::SecondSource),
+                    // The sources changed under the body: what it brought is kept; look again.
+                    Ok(BodyEnd::Stopped) => {
+                        progressed = true;
+                        break;
+                    }
                     Err(FetchError::Verification { offset }) => {
                         allpeers_log::skin!(hash = %spec.hash, peer = %source, offset, "files: a source sent bytes that failed verification: dropped");
                         self.counters.hash_failures.fetch_add(1, Ordering::Relaxed);
@@ -708,8 +719,9 @@ impl Session {
         let counters = self.counters.clone();
         let name = source.to_string();
         let mut sources = self.sources.subscribe();
-        let second_source = async move {
-            if sources.wait_for(|s| s.len() > 1).await.is_err() {
+        // A second source named (the swarm goes on) or none left (the download stops).
+        let sources_changed = async move {
+            if sources.wait_for(|s| s.len() != 1).await.is_err() {
                 std::future::pending::<()>().await;
             }
         };
@@ -730,7 +742,7 @@ impl Session {
                     }
                     Ok(())
                 },
-                second_source,
+                sources_changed,
             )
             .await;
         let committed = commit_apart(landing).await;
@@ -1060,6 +1072,24 @@ mod tests {
         .unwrap();
         let sources = landed_whole(&f, &handle).await;
         assert_eq!(sources.get("alice"), Some(&(f.data.len() as u64)));
+    }
+
+    /// The same for a one-to-one download: its body is stopped, what it brought kept, and it fails at once.
+    #[tokio::test]
+    async fn a_one_to_one_download_whose_source_is_withdrawn_stops_and_fails_at_once() {
+        let f = fixture(4 * 1024 * 1024, &["alice"]);
+        let handle = under_way(&f, &[("alice", Some(256 * 1024))]).await;
+        handle.set_sources(vec![]);
+        // Alice would need 15 s more; withdrawn, the body stops now.
+        let ended = tokio::time::timeout(Duration::from_secs(3), handle.wait_complete())
+            .await
+            .expect("ends at once");
+        match ended {
+            Err(TransferState::Failed(why)) => assert!(why.contains("no source is named"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        let done = handle.progress().done_bytes;
+        assert!(done > 0 && done < f.data.len() as u64, "{done}");
     }
 
     /// A connection that breaks once it is up (its other end closed after reading the request, or gone under the
