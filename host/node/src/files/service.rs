@@ -5,7 +5,7 @@
 //! vanished on disk is answered 410, and hashed again so its resource names the new content), then against the
 //! downloads under way (a member downloading a file serves the blocks it holds: the private swarm).
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -135,24 +135,20 @@ fn entitled(daemon: &Daemon, peer: &PeerId, hash: &ContentHash) -> bool {
 fn still_allowed(daemon: &Arc<Daemon>, peer: PeerId, hash: ContentHash) -> StillAllowed {
     let daemon = Arc::downgrade(daemon);
     let seen = AtomicU64::new(daemon.upgrade().map_or(0, |d| d.files_auto.changes()));
-    let revoked = AtomicBool::new(false);
+    // A `false` ends the body: it is not asked again.
     Arc::new(move || {
         let Some(daemon) = daemon.upgrade() else {
             return false;
         };
-        if revoked.load(Ordering::Relaxed) {
-            return false;
-        }
         let changes = daemon.files_auto.changes();
         if seen.swap(changes, Ordering::Relaxed) == changes {
             return true;
         }
-        if entitled(&daemon, &peer, &hash) {
-            return true;
+        let still = entitled(&daemon, &peer, &hash);
+        if !still {
+            allpeers_log::skin!(%peer, %hash, "files: a body cut short: no share of that file names the peer any more");
         }
-        revoked.store(true, Ordering::Relaxed);
-        allpeers_log::skin!(%peer, %hash, "files: a body cut short: no share of that file names the peer any more");
-        false
+        still
     })
 }
 

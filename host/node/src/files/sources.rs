@@ -38,24 +38,12 @@ pub fn start(daemon: &Arc<Daemon>) {
     let Some(network) = daemon.network.get() else {
         return;
     };
-    let mut connections = network.endpoint.events();
-    let weak = Arc::downgrade(daemon);
-    let shutdown = daemon.shutdown.clone();
-    tokio::spawn(async move {
-        loop {
-            let event = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                event = connections.recv() => event,
-            };
-            match event {
-                Ok(EndpointEvent::Connected { peer, .. }) => {
-                    let Some(daemon) = weak.upgrade() else { return };
-                    source_online(&daemon, peer);
-                }
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
-            }
+    daemon.forward_events(network.endpoint.events(), |daemon, event| {
+        if let EndpointEvent::Connected { peer, .. } = event {
+            source_online(daemon, peer);
         }
+        // Nothing published: the manager tells of the downloads it starts again.
+        None
     });
 }
 
