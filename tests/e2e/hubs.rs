@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allpeers_hub_client::proto::code;
-use allpeers_hub_client::{HubClient, HubClientConfig, HubError, RefuseAll};
+use allpeers_hub_client::{HubClient, HubClientConfig, HubError, RefuseAll, WatchHolder};
 use allpeers_net::{Address, Endpoint, EndpointConfig, Identity};
 use allpeers_tests::social::{Node, wait_all, wait_event};
 use allpeers_tests::*;
@@ -216,7 +216,7 @@ async fn hubs_refuse_what_a_guest_may_not_do() {
     assert!(limited > 100, "only {limited} of 200 lookups were limited");
     // Watching a peer not hosted here is refused on the line.
     let mut events = mallory.events();
-    mallory.watch(&[stranger]).await;
+    mallory.watch(WatchHolder::Contacts, &[stranger]).await;
     timeout("watch refused", async {
         loop {
             if let Ok(allpeers_hub_client::HubEvent::WatchRefused { peer }) = events.recv().await

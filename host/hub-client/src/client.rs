@@ -32,6 +32,7 @@ use super::proto::{
     RelayReady, SignedHubRecord,
 };
 use super::proxy::{Forwarder, ProxyConfig, ProxyError};
+use super::watches::{WatchHolder, WatchSet};
 use allpeers_net::endpoint::Endpoint;
 use allpeers_net::error::NetError;
 use allpeers_net::service::{ErrorCode, decode, encode};
@@ -226,7 +227,7 @@ struct Shared {
     dial: Vec<Address>,
     state: watch::Sender<HubState>,
     events: broadcast::Sender<HubEvent>,
-    watches: Mutex<BTreeSet<PeerId>>,
+    watches: Mutex<WatchSet>,
     status: Mutex<PeerStatus>,
     line: Mutex<Option<mpsc::Sender<PresenceUp>>>,
     observed: Mutex<Option<SocketAddr>>,
@@ -591,24 +592,19 @@ impl HubClient {
         Ok(answer.record)
     }
 
-    /// Asks to be told when these peers come and go (kept across reconnects).
-    pub async fn watch(&self, peers: &[PeerId]) {
-        self.shared
-            .watches
-            .lock()
-            .unwrap()
-            .extend(peers.iter().copied());
+    /// Asks, for `holder`, to be told when these peers come and go (kept across reconnects).
+    pub async fn watch(&self, holder: WatchHolder, peers: &[PeerId]) {
+        self.shared.watches.lock().unwrap().add(holder, peers);
         self.send_line(PresenceUp::Watch(peers.to_vec())).await;
     }
 
-    pub async fn unwatch(&self, peers: &[PeerId]) {
-        {
-            let mut w = self.shared.watches.lock().unwrap();
-            for p in peers {
-                w.remove(p);
-            }
+    /// Ends `holder`'s watch on these peers; the hub stops watching those no other holder
+    /// wants.
+    pub async fn unwatch(&self, holder: WatchHolder, peers: &[PeerId]) {
+        let unwatched = self.shared.watches.lock().unwrap().remove(holder, peers);
+        if !unwatched.is_empty() {
+            self.send_line(PresenceUp::Unwatch(unwatched)).await;
         }
-        self.send_line(PresenceUp::Unwatch(peers.to_vec())).await;
     }
 
     /// Sets the availability and status text our watchers see (kept across reconnects).
@@ -923,7 +919,7 @@ async fn run_line(shared: &Arc<Shared>, came_up: &mut bool) -> Result<(), HubErr
         }
     };
     let (tx, mut rx) = mpsc::channel::<PresenceUp>(256);
-    let watches: Vec<PeerId> = shared.watches.lock().unwrap().iter().copied().collect();
+    let watches = shared.watches.lock().unwrap().peers();
     if !watches.is_empty() {
         for chunk in watches.chunks(proto::MAX_WATCH) {
             let _ = tx.try_send(PresenceUp::Watch(chunk.to_vec()));

@@ -41,6 +41,7 @@ pub mod names;
 pub mod pipe;
 pub mod proto;
 pub mod proxy;
+pub mod watches;
 
 pub use client::{
     AcceptAll, AcceptListed, HubClient, HubClientConfig, HubError, HubEvent, HubState, HubStatus,
@@ -51,3 +52,4 @@ pub use proto::{
     NameCertificate, PeerStatus, Query, SignedAnswer, SignedHubRecord,
 };
 pub use proxy::ProxyConfig;
+pub use watches::WatchHolder;

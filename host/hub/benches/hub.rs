@@ -34,7 +34,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use allpeers_hub_client::{AcceptAll, HubClient, HubClientConfig};
+use allpeers_hub_client::{AcceptAll, HubClient, HubClientConfig, WatchHolder};
 use allpeers_model::PeerId;
 use allpeers_net::service::{BoxFuture, StreamKind};
 use allpeers_net::transport::{RecvStream, SendStream};
@@ -274,7 +274,7 @@ fn loadgen(spec: &str) {
                 let mut heard = None;
                 if let Some(p) = popular {
                     let mut events = client.events();
-                    client.watch(&[p]).await;
+                    client.watch(WatchHolder::Contacts, &[p]).await;
                     let (tx, rx) = tokio::sync::oneshot::channel::<Instant>();
                     tokio::spawn(async move {
                         while let Ok(e) = events.recv().await {

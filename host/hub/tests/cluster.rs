@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use allpeers_hub::mail::proto::{MailRequest, MailResponse, mail_ns};
 use allpeers_hub_client::proto::code;
-use allpeers_hub_client::{AcceptAll, Availability, HubError, HubEvent, PeerStatus};
+use allpeers_hub_client::{AcceptAll, Availability, HubError, HubEvent, PeerStatus, WatchHolder};
 use allpeers_net::{Address, Identity};
 use common::cluster::{PgHub, online_at, presence_of, sees_online};
 use common::*;
@@ -81,9 +81,9 @@ async fn two_instances_share_presence_signals_and_letters_and_survive_one_dying(
         .await;
 
         // Presence across instances, mutual rule intact.
-        bob.hub.watch(&[alice.id(), carol.id()]).await;
-        alice.hub.watch(&[bob.id()]).await;
-        carol.hub.watch(&[bob.id()]).await;
+        bob.hub.watch(WatchHolder::Contacts, &[alice.id(), carol.id()]).await;
+        alice.hub.watch(WatchHolder::Contacts, &[bob.id()]).await;
+        carol.hub.watch(WatchHolder::Contacts, &[bob.id()]).await;
         assert!(presence_of(&mut bob_events, alice.id(), true, 5 * SECONDS).await);
         assert!(presence_of(&mut alice_events, bob.id(), true, 5 * SECONDS).await);
 
@@ -479,7 +479,7 @@ async fn a_signal_reaches_a_guest_whose_line_is_at_another_instance() {
 
         // Not presence: alice, watching the guest, never sees it online.
         let mut alice_events = alice.hub.events();
-        alice.hub.watch(&[guest.id()]).await;
+        alice.hub.watch(WatchHolder::Contacts, &[guest.id()]).await;
         assert!(
             !presence_of(&mut alice_events, guest.id(), true, SECONDS).await,
             "a guest line is not presence"

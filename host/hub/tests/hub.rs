@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use allpeers_hub_client::proto::{self, HubRequest, HubResponse, code};
 use allpeers_hub_client::{
-    AcceptAll, AcceptListed, HubError, HubEvent, HubState, ProxyConfig, RefuseAll,
+    AcceptAll, AcceptListed, Availability, HubError, HubEvent, HubState, PeerStatus, ProxyConfig,
+    RefuseAll, WatchHolder,
 };
 use allpeers_net::{Identity, KeyFile, NetError, PathKind};
 use common::*;
@@ -161,14 +162,14 @@ async fn presence_up_and_down_within_seconds() {
         assert!(b.hub.wait_online(10 * SECONDS).await);
 
         // Mutual rule: B's watch on A is refused until A watches B too.
-        b.hub.watch(&[a.id()]).await;
+        b.hub.watch(WatchHolder::Contacts, &[a.id()]).await;
         let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
             matches!(e, HubEvent::WatchRefused { .. })
         })
         .await;
         assert_eq!(e, Some(HubEvent::WatchRefused { peer: a.id() }));
         assert!(a.hub.wait_online(10 * SECONDS).await);
-        a.hub.watch(&[b.id()]).await;
+        a.hub.watch(WatchHolder::Contacts, &[b.id()]).await;
         let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
             matches!(e, HubEvent::PresenceChanged { .. })
         })
@@ -182,7 +183,7 @@ async fn presence_up_and_down_within_seconds() {
             })
         );
         // C watches A one-sidedly: refused, never told.
-        c.hub.watch(&[a.id()]).await;
+        c.hub.watch(WatchHolder::Contacts, &[a.id()]).await;
         let e = wait_event(&mut c_events, 5 * SECONDS, |e| {
             matches!(
                 e,
@@ -219,6 +220,73 @@ async fn presence_up_and_down_within_seconds() {
     .await
 }
 
+/// A local client's `hub.unwatch` of a contact (the sidebar closing a view, an app) does not
+/// end the contact's presence the node keeps for its contacts — nor, by the mutual rule, the
+/// contact's view of us.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_unwatch_leaves_a_contacts_presence_watched() {
+    bounded(async {
+        let dir = tempfile::tempdir().unwrap();
+        let hub = HubProc::spawn(dir.path(), &[]);
+        let cfg = || fast_config(hub.peer, hub.addresses());
+        let a = node(cfg(), Arc::new(AcceptAll)).await;
+        let b = node(cfg(), Arc::new(AcceptAll)).await;
+        let mut a_events = a.hub.events();
+        let mut b_events = b.hub.events();
+        assert!(a.hub.wait_online(10 * SECONDS).await);
+        assert!(b.hub.wait_online(10 * SECONDS).await);
+        a.hub.watch(WatchHolder::Contacts, &[b.id()]).await;
+        b.hub.watch(WatchHolder::Contacts, &[a.id()]).await;
+        b.hub.watch(WatchHolder::Clients, &[a.id()]).await;
+        let online = |e: &HubEvent| matches!(e, HubEvent::PresenceChanged { online: true, .. });
+        assert!(
+            wait_event(&mut b_events, 5 * SECONDS, online)
+                .await
+                .is_some()
+        );
+
+        b.hub.unwatch(WatchHolder::Clients, &[a.id()]).await;
+        // b's next status goes on the same line, after the unwatch: once a is told of it,
+        // the hub has taken the unwatch — and a still sees b (the mutual rule holds).
+        let busy = PeerStatus {
+            availability: Availability::Busy,
+            text: "call".into(),
+        };
+        b.hub.set_status(busy.clone()).await;
+        let e = wait_event(&mut a_events, 5 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { status, .. } if status.availability == Availability::Busy)
+        })
+        .await;
+        assert_eq!(
+            e,
+            Some(HubEvent::PresenceChanged {
+                peer: b.id(),
+                online: true,
+                status: busy
+            })
+        );
+        let away = PeerStatus {
+            availability: Availability::Away,
+            text: "lunch".into(),
+        };
+        a.hub.set_status(away.clone()).await;
+        // (The second watch may have brought the current presence again first.)
+        let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
+            matches!(e, HubEvent::PresenceChanged { status, .. } if status.availability == Availability::Away)
+        })
+        .await;
+        assert_eq!(
+            e,
+            Some(HubEvent::PresenceChanged {
+                peer: a.id(),
+                online: true,
+                status: away
+            })
+        );
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_loss_seen_within_seconds_and_client_reconnects() {
     bounded(async {
@@ -237,8 +305,8 @@ async fn silent_loss_seen_within_seconds_and_client_reconnects() {
         let mut b_events = b.hub.events();
         assert!(a.hub.wait_online(10 * SECONDS).await);
         assert!(b.hub.wait_online(10 * SECONDS).await);
-        a.hub.watch(&[b.id()]).await;
-        b.hub.watch(&[a.id()]).await;
+        a.hub.watch(WatchHolder::Contacts, &[b.id()]).await;
+        b.hub.watch(WatchHolder::Contacts, &[a.id()]).await;
         let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
             matches!(e, HubEvent::PresenceChanged { .. })
         })

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use allpeers_hub_client::{AcceptAll, HubEvent};
+use allpeers_hub_client::{AcceptAll, HubEvent, WatchHolder};
 use allpeers_model::PeerId;
 use allpeers_net::Address;
 use tokio::sync::broadcast::Receiver;
@@ -118,7 +118,7 @@ pub async fn presence_of(
 /// `target`'s line is at another); its events from before the watch, to wait on more.
 pub async fn sees_online(watcher: &Node, target: PeerId) -> Receiver<HubEvent> {
     let mut events = watcher.hub.events();
-    watcher.hub.watch(&[target]).await;
+    watcher.hub.watch(WatchHolder::Contacts, &[target]).await;
     assert!(
         presence_of(&mut events, target, true, UP).await,
         "{target:?} online for {:?}",

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use allpeers_hub_client::proto::DirectoryRecord;
 use allpeers_hub_client::{
-    HubClient, HubClientConfig, HubError, HubState, NameCertificate, RefuseAll,
+    HubClient, HubClientConfig, HubError, HubState, NameCertificate, RefuseAll, WatchHolder,
 };
 use allpeers_model::PeerId;
 use allpeers_net::{Address, Endpoint};
@@ -264,7 +264,10 @@ impl ForeignHubs {
                 }
                 if !watches.is_empty() {
                     client
-                        .watch(&watches.iter().copied().collect::<Vec<_>>())
+                        .watch(
+                            WatchHolder::Contacts,
+                            &watches.iter().copied().collect::<Vec<_>>(),
+                        )
                         .await;
                 }
                 lines.insert(
@@ -307,7 +310,7 @@ impl ForeignHubs {
             if let Some(line) = self.lines.lock().await.get_mut(&hub) {
                 line.watches.extend(peers.iter().copied());
             }
-            client.watch(&peers).await;
+            client.watch(WatchHolder::Contacts, &peers).await;
         }
     }
 
@@ -321,7 +324,7 @@ impl ForeignHubs {
                 && line.watches.remove(c)
             {
                 line.last_used = Instant::now();
-                line.client.unwatch(&[*c]).await;
+                line.client.unwatch(WatchHolder::Contacts, &[*c]).await;
             }
         }
     }

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use allpeers_hub_client::proto::code;
 use allpeers_hub_client::{
     AcceptAll, DirectoryRecord, HubClient, HubClientConfig, HubError, HubEvent, NameCertificate,
-    PeerStatus, ProxyConfig, RefuseAll, RelayPolicy,
+    PeerStatus, ProxyConfig, RefuseAll, RelayPolicy, WatchHolder,
 };
 use allpeers_model::PeerId;
 use allpeers_model::api::methods::{self as m, topics};
@@ -331,10 +331,12 @@ async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, R
         m::HUB_WATCH | m::HUB_UNWATCH => {
             let p: PeersParams = parse(params)?;
             let hub = client(daemon)?;
+            // Held apart from the contacts' watches: a client's unwatch of a contact must not
+            // end its presence.
             if method == m::HUB_WATCH {
-                hub.watch(&p.peers).await;
+                hub.watch(WatchHolder::Clients, &p.peers).await;
             } else {
-                hub.unwatch(&p.peers).await;
+                hub.unwatch(WatchHolder::Clients, &p.peers).await;
             }
             Ok(json!({"peers": p.peers}))
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use allpeers_hub_client::proto::DirectoryRecord;
-use allpeers_hub_client::{Availability, PeerStatus};
+use allpeers_hub_client::{Availability, PeerStatus, WatchHolder};
 use allpeers_model::PeerId;
 use allpeers_model::api::methods::{self as m, topics};
 use allpeers_model::api::net::PeerParams;
@@ -382,7 +382,7 @@ fn guest_lines(daemon: &Daemon) -> Option<&Arc<ForeignHubs>> {
 /// contacts who are guests of it) and, for contacts homed elsewhere, at their hubs.
 async fn watch_contacts(daemon: &Daemon, peers: &[PeerId]) {
     if let Some(hub) = daemon.hub() {
-        hub.watch(peers).await;
+        hub.watch(WatchHolder::Contacts, peers).await;
     }
     if let Some(foreign) = guest_lines(daemon) {
         foreign.watch(peers).await;
@@ -391,7 +391,7 @@ async fn watch_contacts(daemon: &Daemon, peers: &[PeerId]) {
 
 async fn unwatch_contacts(daemon: &Daemon, peers: &[PeerId]) {
     if let Some(hub) = daemon.hub() {
-        hub.unwatch(peers).await;
+        hub.unwatch(WatchHolder::Contacts, peers).await;
     }
     if let Some(foreign) = guest_lines(daemon) {
         foreign.unwatch(peers).await;

@@ -1,0 +1,102 @@
+//! Who wants which peers watched at the hub. The line watches a peer while any holder does:
+//! one holder's unwatch must not end another's presence — nor, by the hub's mutual rule
+//! (presence only between peers watching each other), the peer's view of us.
+
+use std::collections::BTreeMap;
+
+use allpeers_model::PeerId;
+
+/// Who asked for a watch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchHolder {
+    /// The node's own contacts (the social area keeps their presence).
+    Contacts,
+    /// Local API clients (`hub.watch`).
+    Clients,
+}
+
+impl WatchHolder {
+    fn bit(self) -> u8 {
+        match self {
+            WatchHolder::Contacts => 1,
+            WatchHolder::Clients => 2,
+        }
+    }
+}
+
+/// The peers watched, each with the holders that want it.
+#[derive(Debug, Default)]
+pub(crate) struct WatchSet {
+    holders: BTreeMap<PeerId, u8>,
+}
+
+impl WatchSet {
+    pub fn add(&mut self, holder: WatchHolder, peers: &[PeerId]) {
+        for p in peers {
+            *self.holders.entry(*p).or_default() |= holder.bit();
+        }
+    }
+
+    /// Drops `holder`'s watch on `peers`; returns those no holder watches any more (the
+    /// ones to unwatch at the hub).
+    pub fn remove(&mut self, holder: WatchHolder, peers: &[PeerId]) -> Vec<PeerId> {
+        let mut unwatched = Vec::new();
+        for p in peers {
+            if let Some(bits) = self.holders.get_mut(p) {
+                *bits &= !holder.bit();
+                if *bits == 0 {
+                    self.holders.remove(p);
+                    unwatched.push(*p);
+                }
+            }
+        }
+        unwatched
+    }
+
+    /// Every peer some holder watches (what a new line asks for).
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.holders.keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer(n: u8) -> PeerId {
+        PeerId::from_public_key([n; 32])
+    }
+
+    #[test]
+    fn a_peer_stays_watched_while_another_holder_wants_it() {
+        let mut set = WatchSet::default();
+        set.add(WatchHolder::Contacts, &[peer(1), peer(2)]);
+        set.add(WatchHolder::Clients, &[peer(2), peer(3)]);
+        assert_eq!(set.peers(), vec![peer(1), peer(2), peer(3)]);
+
+        // A client's unwatch of a contact leaves it watched; of its own peer, ends it.
+        assert_eq!(
+            set.remove(WatchHolder::Clients, &[peer(2), peer(3)]),
+            vec![peer(3)]
+        );
+        assert_eq!(set.peers(), vec![peer(1), peer(2)]);
+        // The contact removed: now nobody watches it.
+        assert_eq!(set.remove(WatchHolder::Contacts, &[peer(2)]), vec![peer(2)]);
+        assert_eq!(set.peers(), vec![peer(1)]);
+    }
+
+    #[test]
+    fn unwatching_what_a_holder_never_watched_changes_nothing() {
+        let mut set = WatchSet::default();
+        set.add(WatchHolder::Contacts, &[peer(1)]);
+        assert!(
+            set.remove(WatchHolder::Clients, &[peer(1), peer(9)])
+                .is_empty()
+        );
+        assert_eq!(set.peers(), vec![peer(1)]);
+        // Twice the same holder: one watch, ended by one unwatch.
+        set.add(WatchHolder::Contacts, &[peer(1)]);
+        assert_eq!(set.remove(WatchHolder::Contacts, &[peer(1)]), vec![peer(1)]);
+        assert!(set.peers().is_empty());
+    }
+}
