@@ -24,6 +24,8 @@ const VIDEO_LEN: usize = 100 * 1024 * 1024;
 const PHOTO_LEN: usize = 2 * 1024 * 1024 + 4321;
 /// A download of 100 MiB on a loaded CI machine takes seconds, not the 15 of a step.
 const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Bob's download limit while he fetches the video, so there is progress to see and a pause to make.
+const SHOW_LIMIT: u64 = 32 << 20;
 /// Progress lines are printed at most this often (the bus sends one every 250 ms).
 const PRINT_EVERY: Duration = Duration::from_millis(500);
 
@@ -146,14 +148,21 @@ async fn until_landed(api: &ApiClient, name: &str) -> anyhow::Result<Transfer> {
     .await
 }
 
-/// Fetches `resource` on `who`'s node, printing its progress; the finished transfer (its sources) and how long.
-async fn fetch(api: &ApiClient, who: &str, resource: &Value) -> anyhow::Result<(Transfer, f64)> {
+/// Fetches the File `resource` on `api`'s node, printing its progress bar, until it is whole; with `pause_at`, pauses
+/// the download once that share of it is done and resumes it (the demo shows it goes on from there).
+async fn fetch(
+    api: &ApiClient,
+    who: &str,
+    resource: &Value,
+    pause_at: Option<f64>,
+) -> anyhow::Result<(Transfer, f64)> {
     let started = Instant::now();
     let added: Transfer = api
         .call_typed(FILES_GET, json!({"resource": resource}))
         .await?;
     let mut printed: Option<Instant> = None;
     let mut shown_done = None;
+    let mut pause_at = pause_at;
     tokio::time::timeout(DOWNLOAD_TIMEOUT, async {
         loop {
             let event = api
@@ -162,10 +171,18 @@ async fn fetch(api: &ApiClient, who: &str, resource: &Value) -> anyhow::Result<(
                 .context("the node closed the connection")?;
             if event.topic == topics::TRANSFER_PROGRESS {
                 let progress: ProgressEvent = serde_json::from_value(event.data)?;
-                if progress.id == added.id && printed.is_none_or(|at| at.elapsed() >= PRINT_EVERY) {
-                    println!("      {who}: {}", progress_line(&progress.progress));
+                if progress.id != added.id {
+                    continue;
+                }
+                let p = &progress.progress;
+                if printed.is_none_or(|at| at.elapsed() >= PRINT_EVERY) {
+                    println!("      {who}: {}", progress_line(p));
                     printed = Some(Instant::now());
-                    shown_done = Some(progress.progress.done_bytes);
+                    shown_done = Some(p.done_bytes);
+                }
+                if pause_at.is_some_and(|f| p.done_bytes as f64 >= f * p.total_bytes as f64) {
+                    pause_at = None;
+                    pause_and_resume(api, who, added.id).await?;
                 }
             } else if event.topic == topics::TRANSFER_CHANGED && event.data["id"] == added.id {
                 match event.data["state"].as_str() {
@@ -186,6 +203,33 @@ async fn fetch(api: &ApiClient, who: &str, resource: &Value) -> anyhow::Result<(
         println!("      {who}: {}", progress_line(&done.progress));
     }
     Ok((done, secs))
+}
+
+/// Pauses transfer `id`, shows what it holds while paused, and resumes it.
+async fn pause_and_resume(api: &ApiClient, who: &str, id: u64) -> anyhow::Result<()> {
+    let paused: Transfer = api
+        .call_typed(t::TRANSFERS_PAUSE, json!({"id": id}))
+        .await?;
+    let held = paused.progress.done_bytes;
+    println!(
+        "      {who} pauses: {} ({} of it verified and kept in the .part file)",
+        state_name(&paused),
+        size(held)
+    );
+    api.call(t::TRANSFERS_RESUME, json!({"id": id})).await?;
+    println!("      {who} resumes: from {} on", size(held));
+    Ok(())
+}
+
+fn state_name(transfer: &Transfer) -> String {
+    serde_json::to_value(transfer.state)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+fn size(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 pub(super) async fn run(
@@ -271,13 +315,30 @@ pub(super) async fn run(
         );
     }
 
-    let (_, secs) = fetch(&bob.api, "bob", &video_id).await?;
+    bob.api
+        .call(t::NET_LIMITS_SET, json!({"down": SHOW_LIMIT, "up": null}))
+        .await?;
     println!(
-        "      bob: the video in {secs:.1} s ({:.0} MiB/s), every block checked against the hash on arrival; bob serves it on",
-        VIDEO_LEN as f64 / secs / (1 << 20) as f64
+        "      bob fetches the video (limit {} MiB/s for the show; pause and resume half way)",
+        SHOW_LIMIT >> 20
+    );
+    let (done, secs) = fetch(&bob.api, "bob", &video_id, Some(0.4)).await?;
+    bob.api
+        .call(t::NET_LIMITS_SET, json!({"down": null, "up": null}))
+        .await?;
+    let twice = done.progress.downloaded.saturating_sub(VIDEO_LEN as u64);
+    println!(
+        "      bob: the video in {secs:.1} s, {} received for {}: {} fetched twice across the pause; every block checked against the hash on arrival; bob serves it on",
+        size(done.progress.downloaded),
+        size(VIDEO_LEN as u64),
+        if twice == 0 {
+            "nothing".to_string()
+        } else {
+            size(twice)
+        }
     );
 
-    let (done, secs) = fetch(&carol.api, "carol", &video_id).await?;
+    let (done, secs) = fetch(&carol.api, "carol", &video_id, None).await?;
     let names = [
         (json!(alice.api.hello().peer_id), "alice"),
         (json!(bob.api.hello().peer_id), "bob"),

@@ -148,18 +148,27 @@ pub(crate) fn progress_line(p: &TransferProgress) -> String {
     let bar: String = (0..WIDTH)
         .map(|i| if i < filled { '#' } else { '-' })
         .collect();
+    let peers = |n: u32| format!("{n} peer{}", if n == 1 { "" } else { "s" });
+    if p.total_bytes > 0 && p.done_bytes == p.total_bytes {
+        // Whole: no download rate or ETA to show (a "0 B/s" would read as stalled).
+        let serving = if p.peers > 0 {
+            format!(", {} connected", peers(p.peers))
+        } else {
+            String::new()
+        };
+        return format!("[{bar}] 100.0%  {}  complete{serving}", size(p.total_bytes));
+    }
     let eta = p
         .eta_secs
         .map(|s| format!("  ETA {s}s"))
         .unwrap_or_default();
     format!(
-        "[{bar}] {:5.1}%  {} / {}  {}/s  {} peer{}{eta}",
+        "[{bar}] {:5.1}%  {} / {}  {}/s  {}{eta}",
         fraction * 100.0,
         size(p.done_bytes),
         size(p.total_bytes),
         size(p.down_rate),
-        p.peers,
-        if p.peers == 1 { "" } else { "s" }
+        peers(p.peers)
     )
 }
 
@@ -633,6 +642,27 @@ mod tests {
         assert_eq!(
             line,
             "[######------------------]  25.0%  2.0 MiB / 8.0 MiB  3.0 MiB/s  1 peer  ETA 2s"
+        );
+        let whole = |peers| {
+            progress_line(&TransferProgress {
+                total_bytes: 8 << 20,
+                done_bytes: 8 << 20,
+                downloaded: 8 << 20,
+                uploaded: 0,
+                down_rate: 0,
+                up_rate: 0,
+                peers,
+                eta_secs: None,
+                peer_sources: Default::default(),
+            })
+        };
+        assert_eq!(
+            whole(0),
+            "[########################] 100.0%  8.0 MiB  complete"
+        );
+        assert_eq!(
+            whole(2),
+            "[########################] 100.0%  8.0 MiB  complete, 2 peers connected"
         );
     }
 }

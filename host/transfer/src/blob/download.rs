@@ -336,7 +336,17 @@ impl Session {
                     while !matches!(commands.recv().await, Some(Command::Stop) | None) {}
                     return;
                 }
-                Outcome::Paused => paused = true,
+                Outcome::Paused => {
+                    // What the attempt wrote is journaled now, not at the next commit: `done` (where a resume starts)
+                    // counts journaled blocks only, so a resume refetched up to a commit's worth (16 MiB or 1 s).
+                    let landing = self.landing.lock().expect("landing").clone();
+                    if let Some(landing) = landing
+                        && let Err(error) = commit_apart(&landing).await
+                    {
+                        allpeers_log::skin!(hash = %self.spec.hash, %error, "files: what a paused download wrote could not be journaled");
+                    }
+                    paused = true;
+                }
                 Outcome::Stopped => return,
                 Outcome::Failed(why) => {
                     self.publish(TransferState::Failed(why));
@@ -1273,6 +1283,68 @@ mod tests {
             f.data,
             "whole and right after four stops"
         );
+    }
+
+    /// A pause, then a resume, fetches nothing twice — one-to-one and from a swarm. Before, a resume started from the
+    /// last commit of the journal (up to 16 MiB or 1 s back) and fetched again what the attempt had written since: a
+    /// 1.5 MiB here, 7 MiB in the demo at 32 MiB/s.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_download_paused_and_resumed_fetches_nothing_twice() {
+        for sources in [vec!["alice"], vec!["alice", "carol"]] {
+            let f = fixture(24 * 1024 * 1024, &[]);
+            let carol = Partials::default();
+            let peers = HashMap::from([
+                ("alice".to_string(), honest(&f.outboards)),
+                ("carol".to_string(), partial(&carol)),
+            ]);
+            let spec = FileSpec {
+                sources: sources.iter().map(|s| s.to_string()).collect(),
+                ..f.spec.clone()
+            };
+            let download = start(
+                spec,
+                target(f.dir.path()),
+                dial(peers),
+                Arc::new(Throttle::default()),
+                Limits {
+                    down: Some(8 * 1024 * 1024),
+                    up: None,
+                },
+            );
+            let mut progress = download.watch();
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                progress.wait_for(|p| p.done_bytes >= 10 * 1024 * 1024),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            download.pause().await;
+            tokio::time::timeout(
+                Duration::from_secs(20),
+                progress.wait_for(|p| matches!(p.state, TransferState::Paused(_))),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+            download.resume().await;
+            tokio::time::timeout(Duration::from_secs(30), download.wait_complete())
+                .await
+                .unwrap()
+                .unwrap();
+            let p = download.progress();
+            eprintln!(
+                "{sources:?}: downloaded {} of {}",
+                p.downloaded,
+                f.data.len()
+            );
+            assert!(
+                p.downloaded <= f.data.len() as u64 + crate::blob::GATHER_BYTES,
+                "{sources:?}: {} bytes received for {}",
+                p.downloaded,
+                f.data.len()
+            );
+        }
     }
 
     /// A lookup that serves what `partials` holds (a downloader serving on).
