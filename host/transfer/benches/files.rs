@@ -3,8 +3,8 @@
 //! TCP — and a QUIC stream; as the node does: `blob::download`, every block verified, written and journaled) against
 //! two baselines: raw rustls over TCP moving the same number of bytes (no framing, nothing verified or written: the
 //! ceiling), and raw rustls doing the work a verified download must (the sender reads the file; the receiver hashes
-//! every byte with BLAKE3 and `pwrite`s it into a file with an `fdatasync` every 16 MiB, on a thread of its own as our
-//! decoder does) — "raw + the same work": what is left between it and our rows is protocol overhead.
+//! every byte with BLAKE3 and `pwrite`s it into a file, starting its writeback at once, with an `fdatasync` every 16
+//! MiB, on a thread of its own as our decoder does) — "raw + the same work": what is left between it and our rows is protocol overhead.
 //!
 //! Beside HTTP, the swarm's own protocol from its one source (`blob::swarm`, `download::Route::Swarm`) over a TCP+TLS
 //! connection of its own, as the node dials it: what a swarm download pays per byte before a second source helps.
@@ -246,6 +246,13 @@ async fn run(size: u64, only: Option<Path>) {
                     while let Some((buf, len)) = full_rx.blocking_recv() {
                         hasher.update(&buf[..len]);
                         out.write_all_at(&buf[..len], at).unwrap();
+                        // As our landing does: the disk starts writing at once, not at the sync.
+                        let _ = rustix::fs::fadvise(
+                            &out,
+                            at,
+                            std::num::NonZeroU64::new(len as u64),
+                            rustix::fs::Advice::DontNeed,
+                        );
                         at += len as u64;
                         unsynced += len as u64;
                         if unsynced >= WORK_SYNC_EVERY {

@@ -267,6 +267,7 @@ impl Landing {
             done += n as u64;
             std::io::IoSlice::advance_slices(&mut rest, n);
         }
+        start_writeback(&self.file, at, len);
         self.written(at, len)?;
         Ok(len)
     }
@@ -327,6 +328,24 @@ impl Landing {
     pub(super) fn first_missing(&self) -> Option<u32> {
         (0..self.done.len()).find(|b| !self.done.contains(*b))
     }
+}
+
+/// Starts writing `len` bytes from `at` to the disk without waiting: the disk writes while the network brings the
+/// next bytes, and the commit's sync finds little left to do. Left to the kernel, the data waited in the page cache
+/// for the sync, which then wrote it all while the download stood still: a 256 MiB download with its syncs took
+/// the time of the transfer plus the time of the disk (`docs/benchmarks.md`, "The disk under the bulk row"). On
+/// Linux `POSIX_FADV_DONTNEED` starts the range's writeback (and drops only its pages already clean); elsewhere
+/// nothing is done.
+fn start_writeback(file: &std::fs::File, at: u64, len: u64) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let _ = rustix::fs::fadvise(
+        file,
+        at,
+        std::num::NonZeroU64::new(len),
+        rustix::fs::Advice::DontNeed,
+    );
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = (file, at, len);
 }
 
 pub(super) fn done_bytes(done: &PieceSet, size: u64) -> u64 {
