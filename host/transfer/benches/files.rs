@@ -23,6 +23,7 @@ use allpeers_transfer::blob::download;
 use allpeers_transfer::blob::http::{self, Lookup, Refusal, StatusCode};
 use allpeers_transfer::blob::outboards::Outboards;
 use allpeers_transfer::blob::{Dial, FileSpec, PeerIo};
+use allpeers_transfer::cache::storage::SpaceAccount;
 use allpeers_transfer::throttle::{Limits, Throttle, Throttles};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -350,6 +351,7 @@ async fn run(size: u64, only: Option<Path>) {
                         state_dir: landing.path().join("state"),
                         partials: Default::default(),
                         outboards: None,
+                        space: Arc::new(SpaceAccount::new(None)),
                     },
                     dial,
                     Arc::new(Throttle::default()),

@@ -19,6 +19,7 @@ use allpeers_transfer::blob::http::{self, Lookup, Refusal, StatusCode};
 use allpeers_transfer::blob::outboards::Outboards;
 use allpeers_transfer::blob::partial::{Partials, Serving};
 use allpeers_transfer::blob::{ContentHash, Dial, FileSpec, PeerIo};
+use allpeers_transfer::cache::storage::SpaceAccount;
 use allpeers_transfer::throttle::{Limits, Throttle, Throttles};
 
 /// Longest a round may take before the bench gives up (a stall is a failure, not a number).
@@ -166,6 +167,7 @@ async fn round(
                 state_dir: landing.path().join(format!("d{i}-state")),
                 partials: partials.clone(),
                 outboards: None,
+                space: Arc::new(SpaceAccount::new(None)),
             },
             dial(endpoint, &others),
             Arc::new(Throttle::default()),

@@ -939,6 +939,7 @@ impl Manager {
                         state_dir: self.files_state_dir(),
                         partials: self.config.partials.clone(),
                         outboards: self.config.outboards.clone(),
+                        space: self.engine.space().clone(),
                     },
                     dial.clone(),
                     self.engine.global_throttle(),

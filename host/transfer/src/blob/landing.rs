@@ -20,6 +20,7 @@ use super::partial::Written;
 use super::{BLOCK_BYTES, CHUNK_BYTES, GATHER_BYTES};
 use crate::bt::session::Progress;
 use crate::cache::journal::Journal;
+use crate::cache::storage::SpaceAccount;
 use crate::swarm::geometry::PieceSet;
 
 /// Verified bytes written between two syncs of the data and the journal, at most, and the longest time between two:
@@ -43,6 +44,37 @@ pub(super) struct Counters {
     pub sources: Mutex<BTreeMap<String, u64>>,
     /// Sources with a connection open now, and how many each has (a swarm may hold several to one source).
     in_use: Mutex<BTreeMap<String, usize>>,
+    pub decoders: Decoders,
+}
+
+/// Decoder threads under way at most (one per body: a swarm's requests, or the one-to-one body).
+const MAX_DECODERS: u32 = 1 << 16;
+
+/// The decoder threads under way, each holding a permit until it ends. An attempt cut short (a pause) leaves its
+/// decoder threads to land what they were given; the pause waits for them, so all of it is journaled before a
+/// resume looks for what is missing (otherwise the resume may ask for it again).
+#[derive(Debug)]
+pub(super) struct Decoders(Arc<tokio::sync::Semaphore>);
+
+impl Default for Decoders {
+    fn default() -> Self {
+        Decoders(Arc::new(tokio::sync::Semaphore::new(MAX_DECODERS as usize)))
+    }
+}
+
+impl Decoders {
+    /// A permit for a decoder thread: moved into its sink, so it is given back when the thread ends.
+    pub fn start(&self) -> tokio::sync::OwnedSemaphorePermit {
+        self.0
+            .clone()
+            .try_acquire_owned()
+            .expect("fewer decoder threads than permits")
+    }
+
+    /// Returns once no decoder thread is under way.
+    pub async fn all_ended(&self) {
+        let _ = self.0.acquire_many(MAX_DECODERS).await;
+    }
 }
 
 /// Counts a source as in use until dropped.
@@ -119,6 +151,8 @@ pub(super) struct Landing {
     pub(super) last_commit: Instant,
     pub(super) size: u64,
     pub(super) counters: Arc<Counters>,
+    /// The byte limit all downloads share (torrents too): each write takes its bytes first.
+    pub(super) space: Arc<SpaceAccount>,
     /// The download's progress, held as long as the landing lives: the channel closes (and
     /// `FileHandle::ended` returns) only once the decoder thread of an attempt cut short has let go of it too.
     pub(super) _progress: Arc<watch::Sender<Progress>>,
@@ -255,15 +289,20 @@ impl Landing {
         if blocks.is_empty() {
             return Ok(0);
         }
+        self.space
+            .reserve(len)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::StorageFull, e.to_string()))?;
         let mut slices: Vec<std::io::IoSlice<'_>> =
             blocks.iter().map(|b| std::io::IoSlice::new(b)).collect();
         let mut rest = &mut slices[..];
         let mut done = 0u64;
         while !rest.is_empty() {
-            let n = rustix::io::pwritev(&self.file, rest, at + done)?;
-            if n == 0 {
-                return Err(std::io::ErrorKind::WriteZero.into());
+            let n = match rustix::io::pwritev(&self.file, rest, at + done) {
+                Ok(0) => Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(n) => Ok(n),
+                Err(errno) => Err(std::io::Error::from(errno)),
             }
+            .inspect_err(|_| self.space.release(len))?;
             done += n as u64;
             std::io::IoSlice::advance_slices(&mut rest, n);
         }

@@ -201,4 +201,23 @@ pub enum DownloadError {
     Name(String),
     #[error("no source could give it: {0}")]
     NoSource(String),
+    /// The disk is full, or downloads wrote what their byte limit allows: the download pauses with this reason,
+    /// as a torrent does, keeping what it has; a resume tries again.
+    #[error("{0}")]
+    OutOfSpace(String),
+}
+
+impl DownloadError {
+    /// An I/O error at `path`; out of space when the disk (or the byte limit) said so.
+    pub fn io(path: PathBuf, source: std::io::Error) -> Self {
+        if source.kind() == std::io::ErrorKind::StorageFull {
+            DownloadError::OutOfSpace(format!("{}: {source}", path.display()))
+        } else {
+            DownloadError::Io { path, source }
+        }
+    }
+
+    pub fn is_out_of_space(&self) -> bool {
+        matches!(self, DownloadError::OutOfSpace(_))
+    }
 }

@@ -143,10 +143,7 @@ pub(super) async fn fetch(
         let changed = swarm.changed.notified();
         {
             if let Some(source) = swarm.landing_failed.lock().expect("landing failed").take() {
-                break Err(DownloadError::Io {
-                    path: "the partial file".into(),
-                    source,
-                });
+                break Err(DownloadError::io("the partial file".into(), source));
             }
             let mut book = swarm.book.lock().expect("book");
             if book.is_complete() {
@@ -210,10 +207,7 @@ pub(super) async fn fetch(
     workers.shutdown().await;
     let committed = commit_apart(landing).await.map(|_| ());
     outcome?;
-    committed.map_err(|source| DownloadError::Io {
-        path: "the partial file".into(),
-        source,
-    })
+    committed.map_err(|source| DownloadError::io("the partial file".into(), source))
 }
 
 impl Swarm {
@@ -442,7 +436,10 @@ impl Swarm {
         let end = fetch.range.end;
         let sink = {
             let (swarm, held, name) = (self.clone(), held.clone(), self.name(key));
+            let decoder = self.counters.decoders.start();
             move |item| {
+                // Held as long as the decoder thread runs (see `Decoders`).
+                let _running = &decoder;
                 let Verified::Block { offset, data } = item else {
                     return swarm.landing.lock().expect("landing").land(item);
                 };

@@ -192,7 +192,8 @@ impl Engine {
         }
     }
 
-    pub fn space(&self) -> &SpaceAccount {
+    /// The byte limit all downloads share: torrents and files (`blob::download::Target::space`).
+    pub fn space(&self) -> &Arc<SpaceAccount> {
         &self.inner.space
     }
 
