@@ -252,39 +252,39 @@ async fn a_clients_unwatch_leaves_a_contacts_presence_watched() {
             availability: Availability::Busy,
             text: "call".into(),
         };
-        b.hub.set_status(busy.clone()).await;
-        let e = wait_event(&mut a_events, 5 * SECONDS, |e| {
-            matches!(e, HubEvent::PresenceChanged { status, .. } if status.availability == Availability::Busy)
-        })
-        .await;
-        assert_eq!(
-            e,
-            Some(HubEvent::PresenceChanged {
-                peer: b.id(),
-                online: true,
-                status: busy
-            })
-        );
+        status_told(&b.hub, &mut a_events, busy).await;
+        // (The second watch may have brought the current presence again first.)
         let away = PeerStatus {
             availability: Availability::Away,
             text: "lunch".into(),
         };
-        a.hub.set_status(away.clone()).await;
-        // (The second watch may have brought the current presence again first.)
-        let e = wait_event(&mut b_events, 5 * SECONDS, |e| {
-            matches!(e, HubEvent::PresenceChanged { status, .. } if status.availability == Availability::Away)
-        })
-        .await;
-        assert_eq!(
-            e,
-            Some(HubEvent::PresenceChanged {
-                peer: a.id(),
-                online: true,
-                status: away
-            })
-        );
+        status_told(&a.hub, &mut b_events, away).await;
     })
     .await
+}
+
+/// Sets `status` on `hub`'s line and waits until a watcher (`events`) is told of it.
+async fn status_told(
+    hub: &allpeers_hub_client::HubClient,
+    events: &mut tokio::sync::broadcast::Receiver<HubEvent>,
+    status: PeerStatus,
+) {
+    hub.set_status(status.clone()).await;
+    let e = wait_event(
+        events,
+        5 * SECONDS,
+        |e| matches!(e, HubEvent::PresenceChanged { status: s, .. } if *s == status),
+    )
+    .await;
+    assert_eq!(
+        e,
+        Some(HubEvent::PresenceChanged {
+            peer: hub.endpoint().peer_id(),
+            online: true,
+            status
+        }),
+        "the watcher is told"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

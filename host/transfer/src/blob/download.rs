@@ -1346,6 +1346,23 @@ mod tests {
         );
     }
 
+    /// Waits until `download` leaves `downloading`: it must be paused; its progress then, and the reason.
+    async fn until_paused(download: &FileHandle) -> (Progress, String) {
+        let mut progress = download.watch();
+        let now = tokio::time::timeout(
+            Duration::from_secs(20),
+            progress.wait_for(|p| !matches!(p.state, TransferState::Downloading)),
+        )
+        .await
+        .unwrap()
+        .unwrap()
+        .clone();
+        match &now.state {
+            TransferState::Paused(reason) => (now.clone(), reason.clone()),
+            other => panic!("{other:?}"),
+        }
+    }
+
     /// Downloads share the byte limit torrents have: a file download reaching it pauses with the reason (as a
     /// torrent does), keeping what it wrote; once the limit is raised, a resume finishes it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1363,18 +1380,7 @@ mod tests {
             Arc::new(Throttle::default()),
             Limits::default(),
         );
-        let mut progress = download.watch();
-        let paused = tokio::time::timeout(
-            Duration::from_secs(20),
-            progress.wait_for(|p| matches!(p.state, TransferState::Paused(_))),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
-        let TransferState::Paused(reason) = &paused.state else {
-            unreachable!()
-        };
+        let (paused, reason) = until_paused(&download).await;
         assert!(reason.contains("limit of 4194304 bytes"), "{reason}");
         assert!(
             paused.done_bytes <= 4 * 1024 * 1024,
@@ -1431,18 +1437,7 @@ mod tests {
             Arc::new(Throttle::default()),
             Limits::default(),
         );
-        let mut progress = download.watch();
-        let paused = tokio::time::timeout(
-            Duration::from_secs(20),
-            progress.wait_for(|p| !matches!(p.state, TransferState::Downloading)),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .clone();
-        let TransferState::Paused(reason) = &paused.state else {
-            panic!("{:?}", paused.state)
-        };
+        let (paused, reason) = until_paused(&download).await;
         assert!(
             reason.contains("not enough disk space: 8.0 MiB more needed, 4.0 MiB free"),
             "{reason}"
