@@ -791,7 +791,10 @@ fn reserve_disk(file: &File, size: u64) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt;
         let held = file.metadata()?.blocks() * 512;
         let needed = size.saturating_sub(held);
-        let disk = rustix::fs::fstatvfs(file)?;
+        // A file system that cannot say (or preallocate) is left to the writes.
+        let Ok(disk) = rustix::fs::fstatvfs(file) else {
+            return Ok(());
+        };
         let free = disk.f_bavail.saturating_mul(disk.f_frsize);
         let out_of_space = || {
             std::io::Error::new(
