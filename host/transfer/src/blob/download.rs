@@ -73,8 +73,18 @@ pub struct FileHandle {
 }
 
 impl FileHandle {
+    /// Pauses the download and returns once it is paused (bounded by [`STOP_TIMEOUT`]): what it received is then
+    /// written and journaled, so a client told "paused" may stop the node and lose nothing.
     pub async fn pause(&self) {
-        let _ = self.commands.send(Command::Pause).await;
+        let mut progress = self.progress.clone();
+        if self.commands.send(Command::Pause).await.is_err() {
+            return;
+        }
+        // A download that is whole (or failed) stays as it is.
+        let settled = progress.wait_for(|p| !matches!(p.state, TransferState::Downloading));
+        if tokio::time::timeout(STOP_TIMEOUT, settled).await.is_err() {
+            allpeers_log::marrow!(hash = %self.hash, "files: a download did not pause within {STOP_TIMEOUT:?}");
+        }
     }
 
     pub async fn resume(&self) {
@@ -1485,24 +1495,19 @@ mod tests {
             .unwrap()
             .unwrap();
             download.pause().await;
-            tokio::time::timeout(
-                Duration::from_secs(20),
-                progress.wait_for(|p| matches!(p.state, TransferState::Paused(_))),
-            )
-            .await
-            .unwrap()
-            .unwrap();
+            // Paused when `pause` returns: what came is written and journaled by then.
+            let paused = download.progress();
+            assert!(
+                matches!(paused.state, TransferState::Paused(_)),
+                "{:?}",
+                paused.state
+            );
             download.resume().await;
             tokio::time::timeout(Duration::from_secs(30), download.wait_complete())
                 .await
                 .unwrap()
                 .unwrap();
             let p = download.progress();
-            eprintln!(
-                "{sources:?}: downloaded {} of {}",
-                p.downloaded,
-                f.data.len()
-            );
             assert!(
                 // What a swarm's requests cut short had gathered and not written is lost: a quarter MiB each.
                 p.downloaded
