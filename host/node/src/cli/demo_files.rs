@@ -17,7 +17,7 @@ use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
 use super::demo::{Hub, Node, short, start_node, step, wait_event};
-use super::transfers::progress_line;
+use super::transfers::{progress_line, size, state_word};
 
 /// The video's length: large enough that the swarm has work to share out, small enough for a few seconds on loopback.
 const VIDEO_LEN: usize = 100 * 1024 * 1024;
@@ -213,23 +213,12 @@ async fn pause_and_resume(api: &ApiClient, who: &str, id: u64) -> anyhow::Result
     let held = paused.progress.done_bytes;
     println!(
         "      {who} pauses: {} ({} of it verified and kept in the .part file)",
-        state_name(&paused),
+        state_word(paused.state),
         size(held)
     );
     api.call(t::TRANSFERS_RESUME, json!({"id": id})).await?;
     println!("      {who} resumes: from {} on", size(held));
     Ok(())
-}
-
-fn state_name(transfer: &Transfer) -> String {
-    serde_json::to_value(transfer.state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
-}
-
-fn size(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
 }
 
 pub(super) async fn run(

@@ -105,7 +105,7 @@ fn parse_rate(text: &str) -> anyhow::Result<Option<u64>> {
     Ok(Some((number * scale) as u64))
 }
 
-fn size(bytes: u64) -> String {
+pub(crate) fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut value = bytes as f64;
     let mut unit = 0;
@@ -124,7 +124,7 @@ fn rate(limit: Option<u64>) -> String {
     limit.map_or_else(|| "no limit".into(), |r| format!("{}/s", size(r)))
 }
 
-fn state_word(state: TransferState) -> &'static str {
+pub(crate) fn state_word(state: TransferState) -> &'static str {
     match state {
         TransferState::Queued => "queued",
         TransferState::FetchingMetadata => "fetching metadata",

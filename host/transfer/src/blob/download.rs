@@ -1087,13 +1087,9 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_swarm_whose_sources_are_all_withdrawn_stops_asking_and_fails_at_once() {
-        let f = fixture(4 * 1024 * 1024, &["alice", "bob"]);
-        let slow = Some(256 * 1024);
-        let handle = under_way(&f, &[("alice", slow), ("bob", slow)]).await;
+    /// Names no source any more; the download must fail within 3 s, saying so.
+    async fn withdrawn_fails_at_once(handle: &FileHandle) {
         handle.set_sources(vec![]);
-        // Both would need 7 s more; withdrawn, the download ends within a second (the swarm's next look).
         let ended = tokio::time::timeout(Duration::from_secs(3), handle.wait_complete())
             .await
             .expect("ends at once");
@@ -1101,6 +1097,15 @@ mod tests {
             Err(TransferState::Failed(why)) => assert!(why.contains("no source is named"), "{why}"),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_swarm_whose_sources_are_all_withdrawn_stops_asking_and_fails_at_once() {
+        let f = fixture(4 * 1024 * 1024, &["alice", "bob"]);
+        let slow = Some(256 * 1024);
+        let handle = under_way(&f, &[("alice", slow), ("bob", slow)]).await;
+        // Both would need 7 s more; withdrawn, the download ends within a second (the swarm's next look).
+        withdrawn_fails_at_once(&handle).await;
         assert!(handle.progress().done_bytes < f.data.len() as u64);
     }
 
@@ -1162,15 +1167,8 @@ mod tests {
     async fn a_one_to_one_download_whose_source_is_withdrawn_stops_and_fails_at_once() {
         let f = fixture(4 * 1024 * 1024, &["alice"]);
         let handle = under_way(&f, &[("alice", Some(256 * 1024))]).await;
-        handle.set_sources(vec![]);
         // Alice would need 15 s more; withdrawn, the body stops now.
-        let ended = tokio::time::timeout(Duration::from_secs(3), handle.wait_complete())
-            .await
-            .expect("ends at once");
-        match ended {
-            Err(TransferState::Failed(why)) => assert!(why.contains("no source is named"), "{why}"),
-            other => panic!("{other:?}"),
-        }
+        withdrawn_fails_at_once(&handle).await;
         let done = handle.progress().done_bytes;
         assert!(done > 0 && done < f.data.len() as u64, "{done}");
     }
