@@ -17,11 +17,6 @@ async fn online(client: &mut Client) {
     assert!(subscribed.result.is_some(), "{subscribed:?}");
     let status = client.call("net.status", json!({})).await.result.unwrap();
     if status["hub"]["state"] != "online" {
-        std::process::Command::new("sh")
-            .arg("-c")
-            .arg("cp /tmp/allpeers-0/../ 2>/dev/null; true")
-            .status()
-            .ok();
         wait_event(client, "hub.changed", |d| d["state"] == "online").await;
     }
 }
@@ -137,4 +132,60 @@ async fn without_a_hub_the_hub_methods_say_so() {
     let status = client.call("net.status", json!({})).await.result.unwrap();
     assert_eq!(status["hub"], Value::Null);
     daemon.stop().await;
+}
+
+/// How many peers the node asks its hub to watch (`net.status`).
+async fn watching(client: &mut Client) -> Value {
+    let status = client.call("net.status", json!({})).await.result.unwrap();
+    status["hub"]["watching"].clone()
+}
+
+#[tokio::test]
+async fn a_clients_hub_watches_end_with_its_session() {
+    let hub_dir = tempfile::tempdir().unwrap();
+    let hub = HubProcess::start(hub_dir.path()).await;
+    let (alice_dir, bob_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    hub.node_config(alice_dir.path());
+    hub.node_config(bob_dir.path());
+    let alice_node = Daemon::start(alice_dir.path()).await;
+    let bob_node = Daemon::start(bob_dir.path()).await;
+    let bob_id = bob_node.client("bob").await.hello("bob").await["peer_id"].clone();
+    let carol_id = allpeers_net::Identity::generate().peer_id();
+
+    // A watcher of the daemon's clients, told when each goes (after its watches are ended).
+    let mut panel = alice_node.client("panel").await;
+    online(&mut panel).await;
+    panel
+        .call("events.subscribe", json!({"topics": ["clients.changed"]}))
+        .await
+        .result
+        .unwrap();
+    let mut app = alice_node.client("app").await;
+    let mut tool = alice_node.client("tool").await;
+    app.call("hub.watch", json!({"peers": [bob_id, carol_id]}))
+        .await
+        .result
+        .unwrap();
+    tool.call("hub.watch", json!({"peers": [bob_id]}))
+        .await
+        .result
+        .unwrap();
+    assert_eq!(watching(&mut panel).await, 2);
+
+    // The app goes: carol, watched by it alone, is unwatched; bob stays, the tool holds him.
+    drop(app);
+    wait_event(&mut panel, "clients.changed", |d| {
+        d["client"] == "app" && d["connected"] == false
+    })
+    .await;
+    assert_eq!(watching(&mut panel).await, 1);
+
+    drop(tool);
+    wait_event(&mut panel, "clients.changed", |d| {
+        d["client"] == "tool" && d["connected"] == false
+    })
+    .await;
+    assert_eq!(watching(&mut panel).await, 0);
+    alice_node.stop().await;
+    bob_node.stop().await;
 }

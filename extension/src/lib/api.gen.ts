@@ -1085,6 +1085,8 @@ export type HubStatus = {
   proxy_error: string | null;
   /** Why the line went down last. */
   last_error: string | null;
+  /** Peers we ask the hub to watch: contacts, and local clients' `hub.watch` (each client's end with its session). */
+  watching: number;
 };
 
 export type IdParams = {

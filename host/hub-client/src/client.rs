@@ -137,6 +137,8 @@ pub struct HubStatus {
     pub proxy_error: Option<String>,
     /// Why the line went down last.
     pub last_error: Option<String>,
+    /// Peers we ask the hub to watch (contacts, and local clients' `hub.watch`).
+    pub watching: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -351,6 +353,7 @@ impl HubClient {
             via_proxy: self.shared.forwarder.is_some(),
             proxy_error: self.proxy_error().map(|e| e.to_string()),
             last_error: self.shared.last_error.lock().unwrap().clone(),
+            watching: self.shared.watches.lock().unwrap().len(),
         }
     }
 

@@ -237,7 +237,7 @@ async fn a_clients_unwatch_leaves_a_contacts_presence_watched() {
         assert!(b.hub.wait_online(10 * SECONDS).await);
         a.hub.watch(WatchHolder::Contacts, &[b.id()]).await;
         b.hub.watch(WatchHolder::Contacts, &[a.id()]).await;
-        b.hub.watch(WatchHolder::Clients, &[a.id()]).await;
+        b.hub.watch(WatchHolder::Client(1), &[a.id()]).await;
         let online = |e: &HubEvent| matches!(e, HubEvent::PresenceChanged { online: true, .. });
         assert!(
             wait_event(&mut b_events, 5 * SECONDS, online)
@@ -245,7 +245,7 @@ async fn a_clients_unwatch_leaves_a_contacts_presence_watched() {
                 .is_some()
         );
 
-        b.hub.unwatch(WatchHolder::Clients, &[a.id()]).await;
+        b.hub.unwatch(WatchHolder::Client(1), &[a.id()]).await;
         // b's next status goes on the same line, after the unwatch: once a is told of it,
         // the hub has taken the unwatch — and a still sees b (the mutual rule holds).
         let busy = PeerStatus {

@@ -297,6 +297,8 @@ pub struct HubStatus {
     pub proxy_error: Option<String>,
     /// Why the line went down last.
     pub last_error: Option<String>,
+    /// Peers we ask the hub to watch: contacts, and local clients' `hub.watch` (each client's end with its session).
+    pub watching: u32,
 }
 
 /// A live connection in `net.status`.

@@ -137,6 +137,7 @@ pub async fn serve_client(stream: UnixStream, daemon: Arc<Daemon>) {
 
     events_task.abort();
     crate::resources::forget_client(&daemon, session.take_subscriptions()).await;
+    crate::hub::forget_client(&daemon, &session).await;
     let _ = writer.lock().await.shutdown().await;
     if said_hello {
         let clients = daemon.client_left();

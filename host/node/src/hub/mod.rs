@@ -28,6 +28,7 @@ use serde_json::{Value, json};
 
 use crate::config::HubSection;
 use crate::daemon::area::Area;
+use crate::daemon::client::Session;
 use crate::daemon::rpc::{codes, parse};
 use crate::daemon::state::Daemon;
 
@@ -41,7 +42,7 @@ pub const AREA: Area = Area {
         m::HUB_RELAY,
         m::HUB_SET_HOME,
     ],
-    handle: |call| Box::pin(handle(call.daemon, call.method, call.params)),
+    handle: |call| Box::pin(handle(call.daemon, call.session, call.method, call.params)),
     slow: &[],
 };
 
@@ -314,7 +315,12 @@ struct PeersParams {
     peers: Vec<PeerId>,
 }
 
-async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, RpcError> {
+async fn handle(
+    daemon: &Daemon,
+    session: &Session,
+    method: &str,
+    params: Value,
+) -> Result<Value, RpcError> {
     match method {
         m::HUB_REGISTER => {
             let p: NameParams = parse(params)?;
@@ -331,12 +337,16 @@ async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, R
         m::HUB_WATCH | m::HUB_UNWATCH => {
             let p: PeersParams = parse(params)?;
             let hub = client(daemon)?;
-            // Held apart from the contacts' watches: a client's unwatch of a contact must not
-            // end its presence.
-            if method == m::HUB_WATCH {
-                hub.watch(WatchHolder::Clients, &p.peers).await;
+            // Held by this session, apart from the contacts' watches and other clients': a
+            // client's unwatch of a contact must not end its presence, and its watches end
+            // with it (`forget_client`).
+            let holder = WatchHolder::Client(session.id());
+            let watched = method == m::HUB_WATCH;
+            session.note_hub_watches(&p.peers, watched);
+            if watched {
+                hub.watch(holder, &p.peers).await;
             } else {
-                hub.unwatch(WatchHolder::Clients, &p.peers).await;
+                hub.unwatch(holder, &p.peers).await;
             }
             Ok(json!({"peers": p.peers}))
         }
@@ -359,6 +369,20 @@ async fn handle(daemon: &Daemon, method: &str, params: Value) -> Result<Value, R
             ErrorCode::MethodNotFound,
             format!("unknown method \"{other}\""),
         )),
+    }
+}
+
+/// Ends the hub watches of a client that went (those no contact or other client holds are
+/// unwatched at the hub).
+pub async fn forget_client(daemon: &Daemon, session: &Session) {
+    // A node stopping keeps them: its line going down tells the peers it is offline, where an
+    // unwatch first would tell them only that they may no longer see it.
+    if daemon.shutdown.is_cancelled() {
+        return;
+    }
+    let peers = session.take_hub_watches();
+    if let (false, Some(hub)) = (peers.is_empty(), daemon.hub()) {
+        hub.unwatch(WatchHolder::Client(session.id()), &peers).await;
     }
 }
 
