@@ -2152,7 +2152,7 @@ export type TransferProgress = {
   up_rate: number;
   /** Connected peers. */
   peers: number;
-  /** Seconds left at the current rate; null when unknown or done. */
+  /** Seconds left at the current rate, rounded up; null when unknown or done. */
   eta_secs: number | null;
   /** Where the peer addresses known this run came from (torrents; all zero for shared files). */
   peer_sources: PeerSources;

@@ -265,7 +265,7 @@ pub struct TransferProgress {
     pub up_rate: u64,
     /// Connected peers.
     pub peers: u32,
-    /// Seconds left at the current rate; null when unknown or done.
+    /// Seconds left at the current rate, rounded up; null when unknown or done.
     pub eta_secs: Option<u64>,
     /// Where the peer addresses known this run came from (torrents; all zero for shared files).
     #[serde(default)]

@@ -175,7 +175,10 @@ async fn fetch(
                     continue;
                 }
                 let p = &progress.progress;
-                if printed.is_none_or(|at| at.elapsed() >= PRINT_EVERY) {
+                // What is done moves a commit at a time: a line that would say the same again is left out.
+                if shown_done != Some(p.done_bytes)
+                    && printed.is_none_or(|at| at.elapsed() >= PRINT_EVERY)
+                {
                     println!("      {who}: {}", progress_line(p));
                     printed = Some(Instant::now());
                     shown_done = Some(p.done_bytes);

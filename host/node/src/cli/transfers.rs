@@ -136,7 +136,21 @@ pub(crate) fn state_word(state: TransferState) -> &'static str {
     }
 }
 
-/// `[#########-----------]  45.2%  3.6 MiB / 8.0 MiB  12.3 MiB/s  2 peers  ETA 1s`
+/// A time left as the sidebar says it (`formatEta`): `42 s`, `3 min 5 s`, `2 h 10 min`, `3 days`.
+fn duration_words(secs: u64) -> String {
+    let (minutes, hours) = (secs / 60, secs / 3600);
+    if secs < 60 {
+        format!("{secs} s")
+    } else if minutes < 60 {
+        format!("{minutes} min {} s", secs % 60)
+    } else if hours < 48 {
+        format!("{hours} h {} min", minutes % 60)
+    } else {
+        format!("{} days", hours / 24)
+    }
+}
+
+/// `[#########-----------]  45.2%  3.6 MiB / 8.0 MiB  12.3 MiB/s  2 peers  ETA 1 s`
 pub(crate) fn progress_line(p: &TransferProgress) -> String {
     const WIDTH: u64 = 24;
     let fraction = if p.total_bytes == 0 {
@@ -160,7 +174,7 @@ pub(crate) fn progress_line(p: &TransferProgress) -> String {
     }
     let eta = p
         .eta_secs
-        .map(|s| format!("  ETA {s}s"))
+        .map(|s| format!("  ETA {}", duration_words(s)))
         .unwrap_or_default();
     format!(
         "[{bar}] {:5.1}%  {} / {}  {}/s  {}{eta}",
@@ -641,8 +655,17 @@ mod tests {
         });
         assert_eq!(
             line,
-            "[######------------------]  25.0%  2.0 MiB / 8.0 MiB  3.0 MiB/s  1 peer  ETA 2s"
+            "[######------------------]  25.0%  2.0 MiB / 8.0 MiB  3.0 MiB/s  1 peer  ETA 2 s"
         );
+        for (secs, words) in [
+            (0, "0 s"),
+            (59, "59 s"),
+            (185, "3 min 5 s"),
+            (7_800, "2 h 10 min"),
+            (3 * 86_400 + 5, "3 days"),
+        ] {
+            assert_eq!(duration_words(secs), words);
+        }
         let whole = |peers| {
             progress_line(&TransferProgress {
                 total_bytes: 8 << 20,

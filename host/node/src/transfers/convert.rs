@@ -115,7 +115,8 @@ pub fn progress(progress: Option<&Progress>, total_bytes: u64) -> TransferProgre
             peers: u32::try_from(p.peers.len())
                 .unwrap_or(u32::MAX)
                 .max(p.sources),
-            eta_secs: p.eta.map(|eta| eta.as_secs()),
+            // Rounded up: bytes still to come never read as "0 s left".
+            eta_secs: p.eta.map(|eta| eta.as_secs_f64().ceil() as u64),
             peer_sources: api::PeerSources {
                 given: p.peer_sources.given,
                 tracker: p.peer_sources.tracker,
@@ -353,7 +354,8 @@ mod tests {
         };
         let (topic, data) = gate.pass_at(event(Session::Downloading, 10), t0).unwrap();
         assert_eq!(topic, topics::TRANSFER_PROGRESS);
-        assert_eq!(data["progress"]["eta_secs"], 5);
+        // 5.5 s left, said as 6: never less than what is left.
+        assert_eq!(data["progress"]["eta_secs"], 6);
         assert!(
             gate.pass_at(
                 event(Session::Downloading, 20),
