@@ -1531,14 +1531,6 @@ mod tests {
         })
     }
 
-    /// `lookup`, answering each request `delay` late: a slow source.
-    fn slow(lookup: Lookup, delay: Duration) -> Lookup {
-        Arc::new(move |hash| {
-            std::thread::sleep(delay);
-            lookup(hash)
-        })
-    }
-
     fn swarm_target(dir: &Path, name: &str, partials: &Partials) -> Target {
         Target {
             dir: dir.join(name),
@@ -1606,13 +1598,12 @@ mod tests {
         let f = fixture(4 * 1024 * 1024, &[]);
         let (bob, carol) = (Partials::default(), Partials::default());
         let peers = HashMap::from([
-            (
-                "alice".to_string(),
-                slow(honest(&f.outboards), Duration::from_millis(40)),
-            ),
+            ("alice".to_string(), honest(&f.outboards)),
             ("bob".to_string(), partial(&bob)),
             ("carol".to_string(), partial(&carol)),
         ]);
+        // Alice's upload is slow: each downloader alone would take a second.
+        let alice_sends = HashMap::from([("alice".to_string(), 4 << 20)]);
         let spec = |sources: [&str; 2]| FileSpec {
             sources: sources.iter().map(|s| s.to_string()).collect(),
             ..f.spec.clone()
@@ -1621,7 +1612,7 @@ mod tests {
             start(
                 spec(sources),
                 swarm_target(f.dir.path(), name, partials),
-                dial(peers.clone()),
+                dial_sending_at(peers.clone(), alice_sends.clone()),
                 Arc::new(Throttle::default()),
                 Limits::default(),
             )
@@ -1696,15 +1687,16 @@ mod tests {
         let mut peers = HashMap::from([
             ("mallory".to_string(), mallory),
             ("liar".to_string(), liar),
-            (
-                "alice".to_string(),
-                slow(honest(&f.outboards), Duration::from_millis(20)),
-            ),
+            ("alice".to_string(), honest(&f.outboards)),
         ]);
         // Vanishing: honest, but its first connection is cut after 30 ms, and it cannot be reached after that.
         let vanishing = honest(&f.outboards);
         let reached = Arc::new(AtomicU64::new(0));
-        let honest_dial = dial(std::mem::take(&mut peers));
+        // Alice is slow (the whole file would take her 0.4 s): the others are asked too.
+        let honest_dial = dial_sending_at(
+            std::mem::take(&mut peers),
+            HashMap::from([("alice".to_string(), 8 << 20)]),
+        );
         let dial: Dial = Arc::new(move |peer: String| {
             if peer != "vanishing" {
                 return honest_dial(peer);

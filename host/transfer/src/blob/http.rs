@@ -107,15 +107,55 @@ where
     // One connection's bodies share their buffers: a swarm asks for a chunk at a time, and fresh buffers for each
     // request cost more in zero-filling and page faults than the request's own copies.
     let pool = Pool::new(SEND_BUFFER + BLOCK_BYTES as usize);
+    let last = LastServed::default();
     let service = hyper::service::service_fn(move |request: Request<Incoming>| {
         let lookup = lookup.clone();
         let throttles = throttles.clone();
         let pool = pool.clone();
-        async move { Ok::<_, Infallible>(answer(request, lookup, throttles, pool).await) }
+        let last = last.clone();
+        async move { Ok::<_, Infallible>(answer(request, lookup, throttles, pool, last).await) }
     });
     hyper::server::conn::http1::Builder::new()
         .serve_connection(TokioIo::new(io), service)
         .await
+}
+
+/// The whole file a connection served last, kept open for its next `GET`: a swarm asks one connection for chunk
+/// after chunk of one file, and looking it up for each (its record read, the file and its tree opened, on a
+/// blocking thread and back) cost three opens, four `stat`s and two thread hand-offs per 256 KiB. It is served
+/// again only while what a lookup would check still holds: the asker's entitlement ([`Source::allowed`]) and the
+/// file's stamps, read from the open file. A file replaced under its path (renamed over) is noticed at the next
+/// connection; until then the bytes sent are still those of the hash asked for, as every body's are.
+#[derive(Clone, Default)]
+struct LastServed(Arc<std::sync::Mutex<Option<(ContentHash, Arc<Source>)>>>);
+
+impl LastServed {
+    /// The file kept for `hash`, if it may still be served as it is.
+    fn reuse(&self, hash: ContentHash) -> Option<Arc<Source>> {
+        let source = match &*self.0.lock().expect("last served") {
+            Some((kept, source)) if *kept == hash => source.clone(),
+            _ => return None,
+        };
+        let allowed = source.allowed.as_ref().is_none_or(|allowed| allowed());
+        let unchanged = source
+            .stamps
+            .as_ref()
+            .is_none_or(|stamps| Stamps::of_open(&source.file).is_ok_and(|now| now == *stamps));
+        if allowed && unchanged {
+            Some(source)
+        } else {
+            // Looked up again: refused or sent as it is now.
+            *self.0.lock().expect("last served") = None;
+            None
+        }
+    }
+
+    /// Keeps `source` for the next request, if it is a whole file (a download under way grows: looked up each time).
+    fn keep(&self, hash: ContentHash, source: &Arc<Source>) {
+        if source.growing.is_none() {
+            *self.0.lock().expect("last served") = Some((hash, source.clone()));
+        }
+    }
 }
 
 fn plain(status: StatusCode, text: impl Into<String>) -> Response<ResponseBody> {
@@ -133,6 +173,7 @@ async fn answer(
     lookup: Lookup,
     throttles: Throttles,
     pool: Pool,
+    last: LastServed,
 ) -> Response<ResponseBody> {
     let head = match *request.method() {
         Method::GET => false,
@@ -158,44 +199,19 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .filter(|_| head)
         .map(str::to_string);
-    let deadline = tokio::time::Instant::now() + HAVE_WAIT;
-    let mut wait = true;
-    let source = loop {
-        let lookup = lookup.clone();
-        let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
-        // What to wait for before looking up again, when the asker waits for news and there is none yet.
-        let (found, news) = match found {
-            Ok(Ok(source)) => {
-                let news = match (&known, &source.growing) {
-                    (Some(known), Some(growing))
-                        if *known == hex(whole_chunks(&growing.held, source.size).as_wire()) =>
-                    {
-                        Some(growing.more.clone())
-                    }
-                    _ => None,
-                };
-                (Ok(source), news)
+    let reused = if head { None } else { last.reuse(hash) };
+    let source = match reused {
+        Some(source) => source,
+        None => match look_up(&lookup, hash, known.as_deref()).await {
+            Ok(source) => {
+                let source = Arc::new(source);
+                if !head {
+                    last.keep(hash, &source);
+                }
+                source
             }
-            Ok(Err(mut refusal)) => {
-                let news = refusal.news.take().filter(|_| known.is_some());
-                (Err(refusal), news)
-            }
-            Err(_) => return plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"),
-        };
-        // Looked up again (entitlement too) once there is news, at the deadline, or when the download is over;
-        // nothing is held open meanwhile (the files, or a lookup's own resources).
-        if let Some(mut news) = news.filter(|_| wait) {
-            drop(found);
-            match tokio::time::timeout_at(deadline, news.changed()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(_)) | Err(_) => wait = false,
-            }
-            continue;
-        }
-        match found {
-            Ok(source) => break source,
-            Err(refusal) => return plain(refusal.status, refusal.reason),
-        }
+            Err(refused) => return refused,
+        },
     };
     let size = source.size;
     let bytes = match range.as_deref().map(|r| parse_range(r, size)) {
@@ -285,6 +301,53 @@ async fn answer(
         );
     }
     response
+}
+
+/// Looks `hash` up (entitlement included) on a blocking thread. `known`: the chunks the asker of a `HEAD` last heard
+/// a download under way held; the answer then waits for news (at most [`HAVE_WAIT`]).
+async fn look_up(
+    lookup: &Lookup,
+    hash: ContentHash,
+    known: Option<&str>,
+) -> Result<Source, Response<ResponseBody>> {
+    let deadline = tokio::time::Instant::now() + HAVE_WAIT;
+    let mut wait = true;
+    loop {
+        let lookup = lookup.clone();
+        let found = tokio::task::spawn_blocking(move || lookup(hash)).await;
+        // What to wait for before looking up again, when the asker waits for news and there is none yet.
+        let (found, news) = match found {
+            Ok(Ok(source)) => {
+                let news = match (known, &source.growing) {
+                    (Some(known), Some(growing))
+                        if known == hex(whole_chunks(&growing.held, source.size).as_wire()) =>
+                    {
+                        Some(growing.more.clone())
+                    }
+                    _ => None,
+                };
+                (Ok(source), news)
+            }
+            Ok(Err(mut refusal)) => {
+                let news = refusal.news.take().filter(|_| known.is_some());
+                (Err(refusal), news)
+            }
+            Err(_) => {
+                return Err(plain(StatusCode::INTERNAL_SERVER_ERROR, "lookup failed"));
+            }
+        };
+        // Looked up again (entitlement too) once there is news, at the deadline, or when the download is over;
+        // nothing is held open meanwhile (the files, or a lookup's own resources).
+        if let Some(mut news) = news.filter(|_| wait) {
+            drop(found);
+            match tokio::time::timeout_at(deadline, news.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => wait = false,
+            }
+            continue;
+        }
+        return found.map_err(|refusal| plain(refusal.status, refusal.reason));
+    }
 }
 
 fn insert(response: &mut Response<ResponseBody>, name: header::HeaderName, value: &str) {
@@ -1371,6 +1434,89 @@ mod tests {
             .unwrap();
         assert_eq!(holding, chunks(&[0, 1]));
         assert!(asked.elapsed() < HAVE_WAIT);
+    }
+
+    /// The block `block` of `hash` (a file of `size` bytes), asked on `connection` and verified.
+    async fn block_of(
+        connection: &mut Connection,
+        hash: ContentHash,
+        size: u64,
+        block: u64,
+    ) -> Result<Vec<u8>, FetchError> {
+        let range = block * BLOCK_BYTES..(block + 1) * BLOCK_BYTES;
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let sink = got.clone();
+        connection
+            .get(hash, size, range)
+            .await?
+            .receive(Throttles(vec![]), move |item| {
+                if let Verified::Block { data, .. } = item {
+                    sink.lock().unwrap().extend_from_slice(&data);
+                }
+                Ok(())
+            })
+            .await?;
+        Ok(std::mem::take(&mut *got.lock().unwrap()))
+    }
+
+    #[tokio::test]
+    async fn a_connection_looks_its_file_up_once_and_again_once_it_changed_or_its_asker_lost_it() {
+        use std::io::Write;
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let (data, path, outboards, shared) = shared(dir.path(), 4 * BLOCK_BYTES as usize);
+        let size = data.len() as u64;
+        let (lookups, member) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(true)),
+        );
+        let lookup: Lookup = {
+            let (lookups, member) = (lookups.clone(), member.clone());
+            Arc::new(move |hash| {
+                lookups.fetch_add(1, Ordering::SeqCst);
+                if !member.load(Ordering::SeqCst) {
+                    return Err(Refusal::new(StatusCode::FORBIDDEN, "not a member"));
+                }
+                let mut source = outboards
+                    .open_source(&hash)
+                    .map_err(|e| Refusal::new(StatusCode::GONE, e.to_string()))?;
+                let member = member.clone();
+                source.allowed = Some(Arc::new(move || member.load(Ordering::SeqCst)));
+                Ok(source)
+            })
+        };
+        let (io, _server) = pair(lookup).await;
+        let mut connection = Connection::open(io).await.unwrap();
+        let hash = shared.hash;
+        // Chunk after chunk of one file: looked up once.
+        for block in 0..3 {
+            let got = block_of(&mut connection, hash, size, block).await.unwrap();
+            let at = (block * BLOCK_BYTES) as usize;
+            assert_eq!(got, data[at..at + BLOCK_BYTES as usize]);
+        }
+        assert_eq!(lookups.load(Ordering::SeqCst), 1);
+        // The asker is no longer entitled: looked up again, and refused.
+        member.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            block_of(&mut connection, hash, size, 3).await,
+            Err(FetchError::Refused(why)) if why == "not a member"
+        ));
+        assert_eq!(lookups.load(Ordering::SeqCst), 2);
+        member.store(true, Ordering::SeqCst);
+        block_of(&mut connection, hash, size, 3).await.unwrap();
+        assert_eq!(lookups.load(Ordering::SeqCst), 3);
+        // The file grows on disk: looked up again, and refused as changed, not sent under the old hash.
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap()
+            .write_all(b"more")
+            .unwrap();
+        assert!(matches!(
+            block_of(&mut connection, hash, size, 0).await,
+            Err(FetchError::Changed(_))
+        ));
+        assert_eq!(lookups.load(Ordering::SeqCst), 4);
     }
 
     #[tokio::test]
