@@ -127,7 +127,10 @@ where
 /// file's stamps, read from the open file. A file replaced under its path (renamed over) is noticed at the next
 /// connection; until then the bytes sent are still those of the hash asked for, as every body's are.
 #[derive(Clone, Default)]
-struct LastServed(Arc<std::sync::Mutex<Option<(ContentHash, Arc<Source>)>>>);
+struct LastServed(Arc<std::sync::Mutex<Option<Kept>>>);
+
+/// A file kept open, and the hash it was asked as.
+type Kept = (ContentHash, Arc<Source>);
 
 impl LastServed {
     /// The file kept for `hash`, if it may still be served as it is.
