@@ -123,8 +123,8 @@ where
 /// The whole file a connection served last, kept open for its next `GET`: a swarm asks one connection for chunk
 /// after chunk of one file, and looking it up for each (its record read, the file and its tree opened, on a
 /// blocking thread and back) cost three opens, four `stat`s and two thread hand-offs per 256 KiB. It is served
-/// again only while what a lookup would check still holds: the asker's entitlement ([`Source::allowed`]) and the
-/// file's stamps, read from the open file. A file replaced under its path (renamed over) is noticed at the next
+/// again only while what a lookup would check still holds ([`Source::still_servable`]: the asker's entitlement, and
+/// the file's stamps read from the open file). A file replaced under its path (renamed over) is noticed at the next
 /// connection; until then the bytes sent are still those of the hash asked for, as every body's are.
 #[derive(Clone, Default)]
 struct LastServed(Arc<std::sync::Mutex<Option<Kept>>>);
@@ -133,23 +133,11 @@ struct LastServed(Arc<std::sync::Mutex<Option<Kept>>>);
 type Kept = (ContentHash, Arc<Source>);
 
 impl LastServed {
-    /// The file kept for `hash`, if it may still be served as it is.
-    fn reuse(&self, hash: ContentHash) -> Option<Arc<Source>> {
-        let source = match &*self.0.lock().expect("last served") {
-            Some((kept, source)) if *kept == hash => source.clone(),
-            _ => return None,
-        };
-        let allowed = source.allowed.as_ref().is_none_or(|allowed| allowed());
-        let unchanged = source
-            .stamps
-            .as_ref()
-            .is_none_or(|stamps| Stamps::of_open(&source.file).is_ok_and(|now| now == *stamps));
-        if allowed && unchanged {
-            Some(source)
-        } else {
-            // Looked up again: refused or sent as it is now.
-            *self.0.lock().expect("last served") = None;
-            None
+    /// The file kept for `hash`, if any (not checked yet).
+    fn get(&self, hash: ContentHash) -> Option<Arc<Source>> {
+        match &*self.0.lock().expect("last served") {
+            Some((kept, source)) if *kept == hash => Some(source.clone()),
+            _ => None,
         }
     }
 
@@ -158,6 +146,10 @@ impl LastServed {
         if source.growing.is_none() {
             *self.0.lock().expect("last served") = Some((hash, source.clone()));
         }
+    }
+
+    fn forget(&self) {
+        *self.0.lock().expect("last served") = None;
     }
 }
 
@@ -202,8 +194,9 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .filter(|_| head)
         .map(str::to_string);
-    let reused = if head { None } else { last.reuse(hash) };
-    let source = match reused {
+    let kept = if head { None } else { last.get(hash) };
+    let reused = kept.is_some();
+    let source = match kept {
         Some(source) => source,
         None => match look_up(&lookup, hash, known.as_deref()).await {
             Ok(source) => {
@@ -258,13 +251,28 @@ async fn answer(
         Response::new(Empty::new().map_err(|never| match never {}).boxed())
     } else {
         let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+        let (checked, servable) = tokio::sync::oneshot::channel();
+        let encoder_pool = pool.clone();
         tokio::task::spawn_blocking(move || {
+            // A kept file is checked here, on the encoder's thread: the entitlement check may wait on a lock.
+            if reused {
+                let still = source.still_servable();
+                let _ = checked.send(still);
+                if !still {
+                    return;
+                }
+            }
             let ranges = truncate_ranges(&chunks, size);
-            if let Err(error) = encode_body(&source, ranges, nodes, &tx, &pool) {
+            if let Err(error) = encode_body(&source, ranges, nodes, &tx, &encoder_pool) {
                 allpeers_log::bone!(%hash, %error, "files: a body was cut short");
                 let _ = tx.blocking_send(Err(error));
             }
         });
+        if reused && !servable.await.unwrap_or(false) {
+            // Looked up again: refused, or sent as the file is now.
+            last.forget();
+            return Box::pin(answer(request, lookup, throttles, pool, last)).await;
+        }
         Response::new(
             ChannelBody {
                 rx: paced(rx, throttles),

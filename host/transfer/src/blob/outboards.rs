@@ -72,6 +72,20 @@ pub struct Source {
     pub allowed: Option<StillAllowed>,
 }
 
+impl Source {
+    /// Whether it may be served as it is again, as a fresh lookup would check: its asker still entitled, and the
+    /// file still as it was hashed (stamps read from the open file). Blocking: the entitlement check may wait on a
+    /// lock.
+    pub fn still_servable(&self) -> bool {
+        let allowed = self.allowed.as_ref().is_none_or(|allowed| allowed());
+        allowed
+            && self
+                .stamps
+                .as_ref()
+                .is_none_or(|stamps| Stamps::of_open(&self.file).is_ok_and(|now| now == *stamps))
+    }
+}
+
 /// Asked before each buffer of a body is sent: whether its asker is still entitled (see [`Source::allowed`]). Called
 /// on the encoder's blocking thread, thousands of times a second: it must be cheap when nothing changed.
 pub type StillAllowed = std::sync::Arc<dyn Fn() -> bool + Send + Sync>;
