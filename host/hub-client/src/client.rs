@@ -610,6 +610,15 @@ impl HubClient {
         }
     }
 
+    /// Ends every watch `holder` has (a client that went); the hub stops watching those no
+    /// other holder wants.
+    pub async fn unwatch_all(&self, holder: WatchHolder) {
+        let unwatched = self.shared.watches.lock().unwrap().remove_holder(holder);
+        if !unwatched.is_empty() {
+            self.send_line(PresenceUp::Unwatch(unwatched)).await;
+        }
+    }
+
     /// Sets the availability and status text our watchers see (kept across reconnects).
     pub async fn set_status(&self, status: PeerStatus) {
         let status = status.bounded();

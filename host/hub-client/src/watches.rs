@@ -44,6 +44,17 @@ impl WatchSet {
         unwatched
     }
 
+    /// Drops every watch `holder` has; returns the peers no holder watches any more.
+    pub fn remove_holder(&mut self, holder: WatchHolder) -> Vec<PeerId> {
+        let held: Vec<PeerId> = self
+            .holders
+            .iter()
+            .filter(|(_, holders)| holders.contains(&holder))
+            .map(|(peer, _)| *peer)
+            .collect();
+        self.remove(holder, &held)
+    }
+
     /// Every peer some holder watches (what a new line asks for).
     pub fn peers(&self) -> Vec<PeerId> {
         self.holders.keys().copied().collect()
@@ -103,15 +114,9 @@ mod tests {
         set.add(WatchHolder::Client(2), &[peer(2)]);
         assert_eq!(set.len(), 2);
         // The first session ends: what only it watched goes, what the other watches stays.
-        assert_eq!(
-            set.remove(WatchHolder::Client(1), &[peer(1), peer(2)]),
-            vec![peer(1)]
-        );
+        assert_eq!(set.remove_holder(WatchHolder::Client(1)), vec![peer(1)]);
         assert_eq!(set.peers(), vec![peer(2)]);
-        assert_eq!(
-            set.remove(WatchHolder::Client(2), &[peer(2)]),
-            vec![peer(2)]
-        );
+        assert_eq!(set.remove_holder(WatchHolder::Client(2)), vec![peer(2)]);
         assert_eq!(set.len(), 0);
     }
 }

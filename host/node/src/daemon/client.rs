@@ -1,19 +1,19 @@
 //! What the daemon knows about one local API client: its name, the origin it is bound to
 //! when it is an app session, its event subscriptions (topics on the bus, and store
-//! subscriptions with their own bounded queue), and the peers it asked the hub to watch.
+//! subscriptions with their own bounded queue).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
-use allpeers_model::PeerId;
 use allpeers_model::api::Event;
 use allpeers_store::SubscriptionId;
 use tokio::sync::{mpsc, watch};
 
 /// What the daemon knows about one client.
 pub struct Session {
-    /// Unique among the daemon's sessions: what holds this client's hub watches.
+    /// Unique among the daemon's sessions: what holds this client's hub watches (the hub client keeps who holds
+    /// which).
     id: u64,
     client: Mutex<Option<String>>,
     /// Set once, at the `hello` that names it: the session is then an app session for good,
@@ -23,8 +23,6 @@ pub struct Session {
     topics: watch::Sender<BTreeSet<String>>,
     events: EventSink,
     store_subscriptions: Mutex<Vec<SubscriptionId>>,
-    /// Peers this client asked the hub to watch (`hub.watch`): unwatched when it goes.
-    hub_watches: Mutex<BTreeSet<PeerId>>,
 }
 
 /// Events meant for one client only (its resource subscriptions), bounded: when the client
@@ -61,31 +59,11 @@ impl Session {
                 dropped: Arc::default(),
             },
             store_subscriptions: Mutex::new(Vec::new()),
-            hub_watches: Mutex::default(),
         }
     }
 
     pub fn id(&self) -> u64 {
         self.id
-    }
-
-    /// Records peers this client watches (`hub.watch`) or no longer does.
-    pub fn note_hub_watches(&self, peers: &[PeerId], watched: bool) {
-        let mut watches = self.hub_watches.lock().expect("session lock");
-        for peer in peers {
-            if watched {
-                watches.insert(*peer);
-            } else {
-                watches.remove(peer);
-            }
-        }
-    }
-
-    /// The peers this client still watches, for its unwatch when it goes.
-    pub fn take_hub_watches(&self) -> Vec<PeerId> {
-        std::mem::take(&mut *self.hub_watches.lock().expect("session lock"))
-            .into_iter()
-            .collect()
     }
 
     pub fn event_sink(&self) -> EventSink {

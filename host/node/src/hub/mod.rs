@@ -341,9 +341,7 @@ async fn handle(
             // client's unwatch of a contact must not end its presence, and its watches end
             // with it (`forget_client`).
             let holder = WatchHolder::Client(session.id());
-            let watched = method == m::HUB_WATCH;
-            session.note_hub_watches(&p.peers, watched);
-            if watched {
+            if method == m::HUB_WATCH {
                 hub.watch(holder, &p.peers).await;
             } else {
                 hub.unwatch(holder, &p.peers).await;
@@ -380,9 +378,8 @@ pub async fn forget_client(daemon: &Daemon, session: &Session) {
     if daemon.shutdown.is_cancelled() {
         return;
     }
-    let peers = session.take_hub_watches();
-    if let (false, Some(hub)) = (peers.is_empty(), daemon.hub()) {
-        hub.unwatch(WatchHolder::Client(session.id()), &peers).await;
+    if let Some(hub) = daemon.hub() {
+        hub.unwatch_all(WatchHolder::Client(session.id())).await;
     }
 }
 
