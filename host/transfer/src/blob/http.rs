@@ -44,7 +44,6 @@ use super::outboards::{Growing, Source};
 pub use super::verify::Verified;
 use super::verify::{PushError, Verifier, VerifyError};
 use super::{BLOCK_BYTES, BLOCK_SIZE, ContentHash, chunk_count, whole_chunks};
-use crate::cache::stamps::Stamps;
 use crate::swarm::geometry::PieceSet;
 use crate::throttle::Throttles;
 
@@ -256,7 +255,7 @@ async fn answer(
         tokio::task::spawn_blocking(move || {
             // A kept file is checked here, on the encoder's thread: the entitlement check may wait on a lock.
             if reused {
-                let still = source.still_servable();
+                let still = source.still_servable().is_ok();
                 let _ = checked.send(still);
                 if !still {
                     return;
@@ -450,22 +449,8 @@ fn encode_body(
 ) -> std::io::Result<()> {
     let mut nodes = NodeWindow::new(nodes);
     let send = |buf: Pooled| {
-        if let Some(allowed) = &source.allowed
-            && !allowed()
-        {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::PermissionDenied,
-                "the file is no longer shared with the asker",
-            ));
-        }
         // Checked after the bytes were read: a write to the file marks it modified before its data changes.
-        if let Some(stamps) = &source.stamps
-            && Stamps::of_open(&source.file)? != *stamps
-        {
-            return Err(std::io::Error::other(
-                "the file changed while it was served",
-            ));
-        }
+        source.still_servable()?;
         tx.blocking_send(Ok(Bytes::from_owner(buf)))
             .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     };

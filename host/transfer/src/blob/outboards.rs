@@ -73,16 +73,26 @@ pub struct Source {
 }
 
 impl Source {
-    /// Whether it may be served as it is again, as a fresh lookup would check: its asker still entitled, and the
-    /// file still as it was hashed (stamps read from the open file). Blocking: the entitlement check may wait on a
-    /// lock.
-    pub fn still_servable(&self) -> bool {
-        let allowed = self.allowed.as_ref().is_none_or(|allowed| allowed());
-        allowed
-            && self
-                .stamps
-                .as_ref()
-                .is_none_or(|stamps| Stamps::of_open(&self.file).is_ok_and(|now| now == *stamps))
+    /// Whether it may still be sent as it is, as a fresh lookup would check (and the encoder does before each buffer):
+    /// its asker still entitled, and the file still as it was hashed (stamps read from the open file). Blocking: the
+    /// entitlement check may wait on a lock.
+    pub fn still_servable(&self) -> std::io::Result<()> {
+        if let Some(allowed) = &self.allowed
+            && !allowed()
+        {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                "the file is no longer shared with the asker",
+            ));
+        }
+        if let Some(stamps) = &self.stamps
+            && Stamps::of_open(&self.file)? != *stamps
+        {
+            return Err(std::io::Error::other(
+                "the file changed while it was served",
+            ));
+        }
+        Ok(())
     }
 }
 
